@@ -1,0 +1,22 @@
+//! `Flush`: seal everything and upload now.
+
+use crate::server::Ctx;
+use crate::uploader::CycleError;
+use telemetry_proto::{ErrorCode, Response};
+
+/// Handle `Flush`: waits for the upload and reports the keys written.
+pub async fn handle(ctx: &Ctx) -> Response {
+    match ctx.uploader.flush().await {
+        Ok(report) => Response::Flushed(report),
+        Err(e) => {
+            let code = match e {
+                CycleError::Store(_) => ErrorCode::Storage,
+                CycleError::Upload(_) => ErrorCode::Upload,
+            };
+            Response::Error {
+                code,
+                message: format!("{e}; the events stay queued and will be retried"),
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! `Status`: counters from the store and the uploader, all O(1).
+
+use crate::server::Ctx;
+use telemetry_proto::{ErrorCode, Response, StatusReport};
+
+/// Handle `Status`.
+pub async fn handle(ctx: &Ctx) -> Response {
+    let stats = match ctx.store.stats().await {
+        Ok(s) => s,
+        Err(e) => {
+            return Response::Error {
+                code: ErrorCode::Storage,
+                message: e.to_string(),
+            }
+        }
+    };
+    let up = ctx
+        .uploader
+        .state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    Response::Status(StatusReport {
+        daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_secs: ctx.started.elapsed().as_secs(),
+        destination: ctx.destination.clone(),
+        pending_events: stats.pending_events,
+        pending_bytes: stats.pending_bytes,
+        sealed_batches: stats.sealed_batches,
+        uploaded_events: up.uploaded_events,
+        last_upload_us: up.last_upload_us,
+        last_upload_key: up.last_key,
+        last_error: up.last_error,
+        next_attempt_us: up.next_attempt_us,
+        consecutive_failures: up.consecutive_failures,
+    })
+}

@@ -1,0 +1,623 @@
+//! Configuration: one [`Config`] struct that everything else receives.
+//!
+//! Every setting has a flag, an environment variable and a config-file key;
+//! precedence is flag > environment > file > embedded default. Errors name
+//! the key and where the bad value came from (the file path, the variable or
+//! the flag), so the fix is obvious.
+//!
+//! Time and the machine identity are injected here too, so tests drive the
+//! daemon through the same struct instead of test-only switches.
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use serde::Deserialize;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// A source of wall-clock time (injectable for tests).
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(SystemTime::now)
+}
+
+/// How fsync-heavy SQLite commits are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// `synchronous=FULL`: an acknowledged event survives power loss.
+    Full,
+    /// `synchronous=NORMAL`: survives a crash of the daemon, not power loss.
+    Normal,
+}
+
+/// Where the anonymous machine ID is derived from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// The OS identity: `/etc/machine-id`, then `/var/lib/dbus/machine-id`,
+    /// else a random identity generated once and kept in the state dir.
+    Os,
+    /// Read the identity from this file.
+    File(PathBuf),
+}
+
+/// S3 destination settings. Credentials are not here: they come from the
+/// standard AWS chain and are never logged or shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    /// Endpoint URL for S3-compatible stores (MinIO, R2, Garage, Ceph).
+    pub endpoint: Option<String>,
+    /// Region; when unset, the AWS chain decides, then `us-east-1`.
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by most
+    /// self-hosted stores.
+    pub path_style: bool,
+}
+
+/// Everything the daemon needs to run.
+#[derive(Clone)]
+pub struct Config {
+    /// Unix socket path.
+    pub socket_path: PathBuf,
+    /// Directory for the SQLite database and other state.
+    pub state_dir: PathBuf,
+    /// Local destination for batches when no bucket is configured.
+    pub outbox_dir: PathBuf,
+    /// S3 destination; `None` means the local outbox.
+    pub s3: Option<S3Config>,
+    /// A batch is sealed once its oldest event is this old.
+    pub upload_interval: Duration,
+    /// A batch is sealed once it has this many events.
+    pub batch_max_events: usize,
+    /// A batch is sealed once its NDJSON reaches this many bytes.
+    pub batch_max_bytes: usize,
+    /// First retry delay after a failed upload.
+    pub retry_min: Duration,
+    /// Largest retry delay.
+    pub retry_max: Duration,
+    /// How long shutdown may spend on a last upload.
+    pub shutdown_timeout: Duration,
+    /// SQLite durability.
+    pub sync: SyncMode,
+    /// Where the machine identity comes from.
+    pub identity: IdentitySource,
+    /// Wall clock.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("socket_path", &self.socket_path)
+            .field("state_dir", &self.state_dir)
+            .field("outbox_dir", &self.outbox_dir)
+            .field("s3", &self.s3)
+            .field("upload_interval", &self.upload_interval)
+            .field("batch_max_events", &self.batch_max_events)
+            .field("batch_max_bytes", &self.batch_max_bytes)
+            .field("sync", &self.sync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// The embedded defaults, with paths under `state_dir` and the socket
+    /// at `socket_path`. Used by tests and as the base of [`load`].
+    pub fn with_paths(socket_path: PathBuf, state_dir: PathBuf) -> Config {
+        Config {
+            outbox_dir: state_dir.join("outbox"),
+            socket_path,
+            state_dir,
+            s3: None,
+            upload_interval: Duration::from_secs(3600),
+            batch_max_events: 10_000,
+            batch_max_bytes: 4 * 1024 * 1024,
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            shutdown_timeout: Duration::from_secs(5),
+            sync: SyncMode::Full,
+            identity: IdentitySource::Os,
+            clock: system_clock(),
+        }
+    }
+
+    /// Human-readable destination, free of credentials.
+    pub fn destination(&self) -> String {
+        match &self.s3 {
+            Some(s3) if s3.prefix.is_empty() => format!("s3://{}", s3.bucket),
+            Some(s3) => format!("s3://{}/{}", s3.bucket, s3.prefix),
+            None => format!("outbox:{}", self.outbox_dir.display()),
+        }
+    }
+}
+
+/// A setting that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has an unknown key.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// A value is present but invalid.
+    #[error("{origin}: invalid value {value:?} for `{key}`: {reason}")]
+    Invalid {
+        /// The config key, e.g. `upload_interval` or `s3.bucket`.
+        key: &'static str,
+        /// Where the value came from: the file path, the env var or the flag.
+        origin: String,
+        /// The value as given.
+        value: String,
+        /// What is expected.
+        reason: String,
+    },
+}
+
+/// Command-line flags of `telemetryd`. Each also reads an environment
+/// variable; the config file fills in what neither sets.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "telemetryd",
+    version,
+    about = "Opt-in, anonymous usage-telemetry collector: stores events from CLI shims in SQLite and uploads compressed batches to S3.",
+    after_help = "Precedence: flag > environment variable > config file > embedded default.\nWith no bucket configured, batches are written to the local outbox directory."
+)]
+pub struct Args {
+    /// Config file (TOML). Default: $XDG_CONFIG_HOME/telemetry/config.toml.
+    #[arg(long, env = "TELEMETRY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Unix socket to listen on. Default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock.
+    #[arg(long, env = "TELEMETRY_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Directory for the SQLite store. Default: $XDG_STATE_HOME/telemetry.
+    #[arg(long, env = "TELEMETRY_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Local destination for batches when no bucket is set. Default: STATE_DIR/outbox.
+    #[arg(long, env = "TELEMETRY_OUTBOX_DIR", value_name = "DIR")]
+    pub outbox_dir: Option<PathBuf>,
+    /// S3 bucket to upload batches to.
+    #[arg(long, env = "TELEMETRY_S3_BUCKET", value_name = "NAME")]
+    pub s3_bucket: Option<String>,
+    /// Key prefix inside the bucket.
+    #[arg(long, env = "TELEMETRY_S3_PREFIX", value_name = "PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// Endpoint URL of an S3-compatible store, e.g. http://127.0.0.1:9000.
+    #[arg(long, env = "TELEMETRY_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default: from the AWS chain, else us-east-1).
+    #[arg(long, env = "TELEMETRY_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Use path-style addressing (true/false); most self-hosted stores need it.
+    #[arg(long, env = "TELEMETRY_S3_PATH_STYLE", value_name = "BOOL")]
+    pub s3_path_style: Option<String>,
+    /// Seal and upload a batch once its oldest event is this old, e.g. 30s, 15m, 1h.
+    #[arg(long, env = "TELEMETRY_UPLOAD_INTERVAL", value_name = "DURATION")]
+    pub upload_interval: Option<String>,
+    /// Seal a batch once it holds this many events (default 10000).
+    #[arg(long, env = "TELEMETRY_BATCH_MAX_EVENTS", value_name = "N")]
+    pub batch_max_events: Option<String>,
+    /// Seal a batch once its NDJSON reaches this many bytes (default 4194304).
+    #[arg(long, env = "TELEMETRY_BATCH_MAX_BYTES", value_name = "BYTES")]
+    pub batch_max_bytes: Option<String>,
+    /// Longest delay between upload retries (default 5m).
+    #[arg(long, env = "TELEMETRY_RETRY_MAX", value_name = "DURATION")]
+    pub retry_max: Option<String>,
+    /// SQLite durability: full (survives power loss, default) or normal.
+    #[arg(long, env = "TELEMETRY_SYNC", value_name = "MODE")]
+    pub sync: Option<String>,
+    /// Read the machine identity from this file instead of the OS's.
+    #[arg(long, env = "TELEMETRY_MACHINE_ID_FILE", value_name = "FILE")]
+    pub machine_id_file: Option<PathBuf>,
+}
+
+/// The config file's shape. Unknown keys are errors, so typos are caught.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    outbox_dir: Option<PathBuf>,
+    upload_interval: Option<String>,
+    batch_max_events: Option<i64>,
+    batch_max_bytes: Option<i64>,
+    retry_max: Option<String>,
+    sync: Option<String>,
+    machine_id_file: Option<PathBuf>,
+    s3: Option<FileS3>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileS3 {
+    bucket: Option<String>,
+    prefix: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    path_style: Option<bool>,
+}
+
+/// Parse `std::env::args_os()` into [`Args`], keeping the matches so
+/// [`load`] can tell a flag from an environment variable in messages.
+pub fn parse_args() -> (Args, ArgMatches) {
+    let matches = Args::command().get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    (args, matches)
+}
+
+/// Where a value came from, for error messages.
+struct Origins<'a> {
+    matches: Option<&'a ArgMatches>,
+    file: Option<&'a Path>,
+}
+
+impl Origins<'_> {
+    fn cli(&self, id: &str, flag: &str, env: &str) -> String {
+        match self.matches.and_then(|m| m.value_source(id)) {
+            Some(ValueSource::EnvVariable) => format!("environment variable {env}"),
+            _ => format!("flag --{flag}"),
+        }
+    }
+    fn file(&self) -> String {
+        match self.file {
+            Some(p) => format!("config file {}", p.display()),
+            None => "config file".to_string(),
+        }
+    }
+}
+
+/// Parse a duration like `30s`, `15m`, `1h`, `1h 30m`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}; expected a duration such as 30s, 15m or 1h"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n > 0 => usize::try_from(n).map_err(|_| "too large".to_string()),
+        _ => Err("expected a whole number greater than zero".into()),
+    }
+}
+
+fn parse_sync(s: &str) -> Result<SyncMode, String> {
+    match s.trim() {
+        "full" => Ok(SyncMode::Full),
+        "normal" => Ok(SyncMode::Normal),
+        _ => Err("expected full or normal".into()),
+    }
+}
+
+/// Resolve one setting: the flag/env value if given, else the file value.
+/// `parse` turns the raw string into the typed value; its error is wrapped
+/// with the key and the origin.
+#[allow(clippy::too_many_arguments)]
+fn pick<T>(
+    key: &'static str,
+    cli_value: Option<&String>,
+    file_value: Option<String>,
+    origins: &Origins<'_>,
+    id: &str,
+    flag: &str,
+    env: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    let (raw, origin) = match (cli_value, file_value) {
+        (Some(v), _) => (v.clone(), origins.cli(id, flag, env)),
+        (None, Some(v)) => (v, origins.file()),
+        (None, None) => return Ok(None),
+    };
+    parse(&raw).map(Some).map_err(|reason| ConfigError::Invalid {
+        key,
+        origin,
+        value: raw,
+        reason,
+    })
+}
+
+/// Build the [`Config`] from parsed flags (with their environment
+/// fallbacks), the config file and the embedded defaults.
+///
+/// `env` is the process environment lookup (for XDG defaults), `uid` the
+/// current user; both injected so this stays testable.
+pub fn load(
+    args: &Args,
+    matches: Option<&ArgMatches>,
+    env: impl Fn(&str) -> Option<OsString>,
+    uid: u32,
+) -> Result<Config, ConfigError> {
+    use telemetry_proto::paths;
+
+    let (file_path, explicit) = match &args.config {
+        Some(p) => (Some(p.clone()), true),
+        None => (paths::default_config_file(&env), false),
+    };
+    let file = match &file_path {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: e.to_string().trim_end().to_string(),
+            })?,
+            // A missing default file is normal; a missing named file is not.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                FileConfig::default()
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })
+            }
+        },
+        None => FileConfig::default(),
+    };
+    let origins = Origins {
+        matches,
+        file: file_path.as_deref(),
+    };
+    let fs3 = file.s3.unwrap_or_default();
+
+    let socket = args
+        .socket
+        .clone()
+        .or(file.socket)
+        .unwrap_or_else(|| paths::default_socket_path(&env, uid));
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or(file.state_dir)
+        .unwrap_or_else(|| paths::default_state_dir(&env, uid));
+    let mut cfg = Config::with_paths(socket, state_dir);
+    if let Some(dir) = args.outbox_dir.clone().or(file.outbox_dir) {
+        cfg.outbox_dir = dir;
+    }
+    if let Some(d) = pick(
+        "upload_interval",
+        args.upload_interval.as_ref(),
+        file.upload_interval,
+        &origins,
+        "upload_interval",
+        "upload-interval",
+        "TELEMETRY_UPLOAD_INTERVAL",
+        parse_duration,
+    )? {
+        cfg.upload_interval = d;
+    }
+    if let Some(d) = pick(
+        "retry_max",
+        args.retry_max.as_ref(),
+        file.retry_max,
+        &origins,
+        "retry_max",
+        "retry-max",
+        "TELEMETRY_RETRY_MAX",
+        parse_duration,
+    )? {
+        cfg.retry_max = d;
+        cfg.retry_min = cfg.retry_min.min(d);
+    }
+    if let Some(n) = pick(
+        "batch_max_events",
+        args.batch_max_events.as_ref(),
+        file.batch_max_events.map(|n| n.to_string()),
+        &origins,
+        "batch_max_events",
+        "batch-max-events",
+        "TELEMETRY_BATCH_MAX_EVENTS",
+        parse_count,
+    )? {
+        cfg.batch_max_events = n;
+    }
+    if let Some(n) = pick(
+        "batch_max_bytes",
+        args.batch_max_bytes.as_ref(),
+        file.batch_max_bytes.map(|n| n.to_string()),
+        &origins,
+        "batch_max_bytes",
+        "batch-max-bytes",
+        "TELEMETRY_BATCH_MAX_BYTES",
+        parse_count,
+    )? {
+        cfg.batch_max_bytes = n;
+    }
+    if let Some(s) = pick(
+        "sync",
+        args.sync.as_ref(),
+        file.sync,
+        &origins,
+        "sync",
+        "sync",
+        "TELEMETRY_SYNC",
+        parse_sync,
+    )? {
+        cfg.sync = s;
+    }
+    if let Some(p) = args.machine_id_file.clone().or(file.machine_id_file) {
+        cfg.identity = IdentitySource::File(p);
+    }
+
+    let bucket = pick(
+        "s3.bucket",
+        args.s3_bucket.as_ref(),
+        fs3.bucket,
+        &origins,
+        "s3_bucket",
+        "s3-bucket",
+        "TELEMETRY_S3_BUCKET",
+        parse_bucket,
+    )?;
+    let prefix = args
+        .s3_prefix
+        .clone()
+        .or(fs3.prefix)
+        .map(|p| p.trim_matches('/').to_string())
+        .unwrap_or_default();
+    let endpoint = pick(
+        "s3.endpoint",
+        args.s3_endpoint.as_ref(),
+        fs3.endpoint,
+        &origins,
+        "s3_endpoint",
+        "s3-endpoint",
+        "TELEMETRY_S3_ENDPOINT",
+        parse_endpoint,
+    )?;
+    let region = args.s3_region.clone().or(fs3.region).filter(|r| !r.is_empty());
+    let path_style = pick(
+        "s3.path_style",
+        args.s3_path_style.as_ref(),
+        fs3.path_style.map(|b| b.to_string()),
+        &origins,
+        "s3_path_style",
+        "s3-path-style",
+        "TELEMETRY_S3_PATH_STYLE",
+        parse_bool,
+    )?
+    // Custom endpoints are almost always self-hosted stores that need
+    // path-style; AWS itself prefers virtual-hosted.
+    .unwrap_or(endpoint.is_some());
+    cfg.s3 = bucket.map(|bucket| S3Config {
+        bucket,
+        prefix,
+        endpoint,
+        region,
+        path_style,
+    });
+    Ok(cfg)
+}
+
+fn parse_bucket(s: &str) -> Result<String, String> {
+    let ok = (3..=63).contains(&s.len())
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("expected an S3 bucket name: 3-63 characters from a-z, 0-9, . and -".into())
+    }
+}
+
+fn parse_endpoint(s: &str) -> Result<String, String> {
+    if s.starts_with("http://") || s.starts_with("https://") {
+        Ok(s.trim_end_matches('/').to_string())
+    } else {
+        Err("expected a URL starting with http:// or https://".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<OsString> {
+        None
+    }
+
+    fn args_from(argv: &[&str]) -> (Args, ArgMatches) {
+        let m = Args::command().try_get_matches_from(argv).unwrap();
+        (Args::from_arg_matches(&m).unwrap(), m)
+    }
+
+    #[test]
+    fn file_fills_what_flags_leave_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(
+            &file,
+            "upload_interval = \"10m\"\nbatch_max_events = 7\n[s3]\nbucket = \"from-file\"\nendpoint = \"http://127.0.0.1:9000/\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let (args, m) = args_from(&["telemetryd", "--config", f, "--batch-max-events", "9", "--socket", "/s"]);
+        let cfg = load(&args, Some(&m), no_env, 1).unwrap();
+        assert_eq!(cfg.upload_interval, Duration::from_secs(600));
+        assert_eq!(cfg.batch_max_events, 9);
+        assert_eq!(cfg.socket_path, PathBuf::from("/s"));
+        let s3 = cfg.s3.unwrap();
+        assert_eq!(s3.bucket, "from-file");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(s3.path_style, "custom endpoints default to path-style");
+    }
+
+    #[test]
+    fn bad_file_value_names_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "upload_interval = \"soon\"\n").unwrap();
+        let (args, m) = args_from(&["telemetryd", "--config", file.to_str().unwrap()]);
+        let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
+        assert!(err.contains("upload_interval"), "{err}");
+        assert!(err.contains(file.to_str().unwrap()), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_and_wrong_type_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[s3]\nbuckett = \"x\"\n").unwrap();
+        let (args, m) = args_from(&["telemetryd", "--config", file.to_str().unwrap()]);
+        let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
+        assert!(err.contains("buckett") && err.contains("c.toml"), "{err}");
+
+        std::fs::write(&file, "batch_max_events = \"many\"\n").unwrap();
+        let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
+        assert!(err.contains("batch_max_events") && err.contains("c.toml"), "{err}");
+    }
+
+    #[test]
+    fn missing_named_file_is_an_error_but_missing_default_is_not() {
+        let (args, m) = args_from(&["telemetryd", "--config", "/nonexistent/telemetry.toml"]);
+        let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/telemetry.toml"), "{err}");
+
+        let (args, m) = args_from(&["telemetryd"]);
+        let env = |k: &str| (k == "HOME").then(|| OsString::from("/nonexistent-home"));
+        let cfg = load(&args, Some(&m), env, 1).unwrap();
+        assert_eq!(cfg.state_dir, PathBuf::from("/nonexistent-home/.local/state/telemetry"));
+        assert!(cfg.s3.is_none());
+        assert_eq!(cfg.outbox_dir, cfg.state_dir.join("outbox"));
+    }
+
+    #[test]
+    fn bad_flag_value_names_the_flag() {
+        let (args, m) = args_from(&["telemetryd", "--s3-bucket", "Not_A_Bucket", "--config", "/dev/null"]);
+        let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
+        assert!(err.contains("--s3-bucket") && err.contains("s3.bucket"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}

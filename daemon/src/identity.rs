@@ -1,0 +1,141 @@
+//! The anonymous machine ID.
+//!
+//! The ID is `hex(SHA-256("telemetryd/v1\0" ++ identity ++ "\0" ++ product))`:
+//! per product, so two products' datasets cannot be joined, and one-way, so
+//! nobody can go from the ID back to the machine. The raw identity never
+//! leaves this module.
+
+use crate::config::IdentitySource;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Error reading or creating the machine identity.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A configured identity file could not be read or is empty.
+    #[error("cannot read machine identity from {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The fallback identity could not be stored in the state dir.
+    #[error("cannot create machine identity file {path}: {source}")]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Holds the raw identity privately and hands out per-product IDs.
+pub struct Identity {
+    raw: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the raw identity, not even in debug logs.
+        f.write_str("Identity(..)")
+    }
+}
+
+const OS_FILES: [&str; 2] = ["/etc/machine-id", "/var/lib/dbus/machine-id"];
+
+fn read_nonempty(path: &Path) -> Option<String> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+impl Identity {
+    /// Load the identity from `source`; `state_dir` holds the generated
+    /// fallback when the OS has none.
+    pub fn load(source: &IdentitySource, state_dir: &Path) -> Result<Identity, IdentityError> {
+        match source {
+            IdentitySource::File(path) => match read_nonempty(path) {
+                Some(raw) => Ok(Identity { raw }),
+                None => Err(IdentityError::Read {
+                    path: path.clone(),
+                    reason: "missing, unreadable or empty".into(),
+                }),
+            },
+            IdentitySource::Os => {
+                if let Some(raw) = OS_FILES.iter().find_map(|p| read_nonempty(Path::new(p))) {
+                    return Ok(Identity { raw });
+                }
+                Self::generated(&state_dir.join("machine-identity"))
+            }
+        }
+    }
+
+    /// An identity from a known string (tests, embedding).
+    pub fn from_raw(raw: impl Into<String>) -> Identity {
+        Identity { raw: raw.into() }
+    }
+
+    fn generated(path: &Path) -> Result<Identity, IdentityError> {
+        if let Some(raw) = read_nonempty(path) {
+            return Ok(Identity { raw });
+        }
+        let raw = uuid::Uuid::new_v4().simple().to_string();
+        crate::fsutil::write_private_atomic(path, raw.as_bytes()).map_err(|source| {
+            IdentityError::Create {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        Ok(Identity { raw })
+    }
+
+    /// The anonymous machine ID for `product`: 64 lowercase hex digits.
+    pub fn machine_id(&self, product: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(b"telemetryd/v1\0");
+        h.update(self.raw.as_bytes());
+        h.update(b"\0");
+        h.update(product.as_bytes());
+        let digest = h.finalize();
+        let mut out = String::with_capacity(64);
+        for b in digest {
+            out.push_str(&format!("{b:02x}"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_per_product_stable_and_hide_the_raw_identity() {
+        let id = Identity::from_raw("0123456789abcdef0123456789abcdef");
+        let a = id.machine_id("cfdev");
+        let b = id.machine_id("other");
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert_eq!(a, Identity::from_raw("0123456789abcdef0123456789abcdef").machine_id("cfdev"));
+        assert!(!a.contains("0123456789abcdef"));
+        assert!(!format!("{id:?}").contains("0123"));
+    }
+
+    #[test]
+    fn generated_identity_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("machine-identity");
+        let a = Identity::generated(&p).unwrap().machine_id("x");
+        let b = Identity::generated(&p).unwrap().machine_id("x");
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn missing_identity_file_is_a_clear_error() {
+        let err = Identity::load(&IdentitySource::File("/nonexistent/id".into()), Path::new("/tmp"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/id"), "{err}");
+    }
+}

@@ -1,0 +1,35 @@
+//! # telemetryd
+//!
+//! The collector daemon of an opt-in, anonymous usage-telemetry system for
+//! command-line tools. CLI shims send events over a Unix socket; the daemon
+//! validates them, adds the anonymous machine ID, commits them to SQLite and
+//! acknowledges; an uploader seals pending events into zstd-compressed
+//! NDJSON batches and writes them to S3 (or a local outbox) under
+//! deterministic keys, deleting them locally only after the write succeeded.
+//!
+//! ## Where things are
+//! - [`config`]: the one [`Config`] struct (flags, env, file, defaults).
+//! - [`socket`]: binding the Unix socket safely.
+//! - [`server`]: [`run`], the accept loop and the per-connection task.
+//! - [`cmd`]: one handler per request.
+//! - [`store`]: the only code that touches SQLite (one thread, group commit).
+//! - [`uploader`], [`sink`], [`batch`]: sealing, keys, bodies, destinations.
+//! - [`identity`], [`record`]: the anonymous machine ID and the stored line.
+//!
+//! `main.rs` only parses arguments, binds the socket and passes a signal
+//! future to [`run`].
+
+pub mod batch;
+pub mod cmd;
+pub mod config;
+mod fsutil;
+pub mod identity;
+pub mod record;
+pub mod server;
+pub mod sink;
+pub mod socket;
+pub mod store;
+pub mod uploader;
+
+pub use config::Config;
+pub use server::{run, DaemonError};

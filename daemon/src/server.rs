@@ -1,0 +1,200 @@
+//! Accepting connections and serving frames.
+//!
+//! [`run`] is the whole daemon: it opens the store, starts the uploader and
+//! accepts connections until `shutdown` resolves. Each connection gets its
+//! own task ([`serve_connection`]) that reads one request frame at a time
+//! and answers it; a bad frame gets an error reply and closes only that
+//! connection.
+//!
+//! # Shutdown
+//! 1. Stop accepting; tell connection tasks to stop after the request they
+//!    are serving (each holds a `done` sender; we wait until all are
+//!    dropped, bounded by a grace period).
+//! 2. Stop the uploader, which makes one last bounded upload attempt.
+//! 3. Drop the last store handles; the store thread commits what is queued
+//!    and closes the database.
+
+use crate::batch::KeyLayout;
+use crate::config::Config;
+use crate::identity::{Identity, IdentityError};
+use crate::sink::Sink;
+use crate::store::{Store, StoreError, StoreOptions};
+use crate::uploader::{self, Uploader, UploaderOptions};
+use futures::{SinkExt, StreamExt};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use telemetry_proto::{CodecError, ErrorCode, FrameCodec, Limits, Request, Response};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::Framed;
+
+/// A connection that sends nothing for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Extra time connection tasks get, beyond the shutdown timeout, to finish
+/// the request they are serving.
+const CONNECTION_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The machine identity could not be read or created.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Everything a request handler may use.
+pub struct Ctx {
+    /// The event store.
+    pub store: Store,
+    /// The uploader.
+    pub uploader: Uploader,
+    /// The machine identity (hands out per-product anonymous IDs).
+    pub identity: Arc<Identity>,
+    /// Event limits.
+    pub limits: Limits,
+    /// When the daemon started.
+    pub started: Instant,
+    /// Where batches go (for status).
+    pub destination: String,
+}
+
+/// Run the daemon on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let identity = Arc::new(Identity::load(&config.identity, &config.state_dir)?);
+    let layout = KeyLayout {
+        prefix: config.s3.as_ref().map(|s| s.prefix.clone()).unwrap_or_default(),
+        machine_id: {
+            let identity = identity.clone();
+            Arc::new(move |product: &str| identity.machine_id(product))
+        },
+    };
+    let (store, store_thread) = Store::open(
+        &config.state_dir,
+        StoreOptions {
+            sync: config.sync,
+            batch_max_events: config.batch_max_events,
+            batch_max_bytes: config.batch_max_bytes,
+            upload_interval: config.upload_interval,
+            layout,
+            clock: config.clock.clone(),
+        },
+    )?;
+    let sink = match &config.s3 {
+        Some(s3) => Sink::s3(s3).await,
+        None => Sink::Outbox(config.outbox_dir.clone()),
+    };
+    let (upload_stop, upload_stop_rx) = watch::channel(false);
+    let (uploader, upload_task) = uploader::spawn(
+        store.clone(),
+        sink,
+        UploaderOptions {
+            upload_interval: config.upload_interval,
+            retry_min: config.retry_min,
+            retry_max: config.retry_max,
+            shutdown_timeout: config.shutdown_timeout,
+            clock: config.clock.clone(),
+        },
+        upload_stop_rx,
+    );
+    let ctx = Arc::new(Ctx {
+        store,
+        uploader,
+        identity,
+        limits: Limits::default(),
+        started: Instant::now(),
+        destination: config.destination(),
+    });
+
+    let (conn_stop, conn_stop_rx) = watch::channel(false);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            res = listener.accept() => match res {
+                Ok((stream, _)) => {
+                    let task = serve_connection(ctx.clone(), stream, conn_stop_rx.clone(), done_tx.clone());
+                    tokio::spawn(task);
+                }
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    drop(listener);
+    let _ = conn_stop.send(true);
+    drop(done_tx);
+    let grace = config.shutdown_timeout + CONNECTION_GRACE;
+    if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
+        tracing::warn!("some connections did not finish in time");
+    }
+    let _ = upload_stop.send(true);
+    let _ = upload_task.await;
+    drop(ctx);
+    // The store thread exits once the last handle is gone, after its queue.
+    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn codec_error_response(e: &CodecError) -> Response {
+    let code = match e {
+        CodecError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+        CodecError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+        CodecError::Malformed(_) | CodecError::Io(_) => ErrorCode::Malformed,
+    };
+    Response::Error {
+        code,
+        message: format!("{e}; closing the connection"),
+    }
+}
+
+/// Serve one connection until it closes, idles out, sends a bad frame or
+/// the daemon stops.
+pub async fn serve_connection(
+    ctx: Arc<Ctx>,
+    stream: UnixStream,
+    mut stop: watch::Receiver<bool>,
+    _done: mpsc::Sender<()>,
+) {
+    if let Ok(cred) = stream.peer_cred() {
+        tracing::debug!(uid = cred.uid(), pid = ?cred.pid(), "connection");
+    }
+    let mut framed = Framed::new(stream, FrameCodec::<Request, Response>::new());
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let next = tokio::select! {
+            _ = stop.changed() => break,
+            next = tokio::time::timeout(IDLE_TIMEOUT, framed.next()) => next,
+        };
+        match next {
+            Err(_) | Ok(None) => break,
+            Ok(Some(Ok(req))) => {
+                let resp = crate::cmd::dispatch(&ctx, req).await;
+                if framed.send(resp).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Some(Err(e))) => {
+                tracing::debug!(error = %e, "bad frame");
+                let _ = framed.send(codec_error_response(&e)).await;
+                break;
+            }
+        }
+    }
+}

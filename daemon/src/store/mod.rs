@@ -1,0 +1,694 @@
+//! The only module that touches SQLite.
+//!
+//! # Threading
+//! One dedicated thread owns the [`rusqlite::Connection`]. Everyone else
+//! talks to it through a [`Store`] handle (a bounded channel), so there is no
+//! lock contention and no SQL anywhere else.
+//!
+//! # Group commit
+//! The thread takes one command, then drains every insert already waiting
+//! and commits them all in one transaction: one fsync for many clients. An
+//! insert is answered only after that commit returns, which is what makes an
+//! acknowledged event durable.
+//!
+//! # Crash windows
+//! - Before commit: the client has no ack; nothing was promised.
+//! - Seal is one transaction: the batch row (key and compressed body) and
+//!   the events' `batch_id` appear together or not at all.
+//! - Upload then [`Store::complete`]: a crash between the two leaves the
+//!   batch sealed; after restart it is uploaded again under the same key
+//!   with the same bytes, so the object is overwritten, not duplicated.
+//!
+//! # Compatibility
+//! Schema changes are migrations appended to [`MIGRATIONS`] and applied by
+//! `PRAGMA user_version` inside one transaction. A database from a newer
+//! daemon is refused, never modified.
+
+use crate::batch::{compress, KeyLayout};
+use crate::config::{Clock, SyncMode};
+use crate::record::{rfc3339_us, Record};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// Schema migrations, applied in order. Never remove or edit an entry.
+pub const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// Most inserts committed in one transaction.
+const MAX_GROUP: usize = 512;
+
+/// What can go wrong in the store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open the event store {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: Arc<rusqlite::Error>,
+    },
+    /// The state directory or database file could not be prepared.
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: Arc<std::io::Error>,
+    },
+    /// The database was written by a newer telemetryd.
+    #[error("the event store {path} has schema version {found}, newer than this telemetryd supports ({supported}); upgrade telemetryd or point --state-dir elsewhere")]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its `user_version`.
+        found: i64,
+        /// The newest this build knows.
+        supported: usize,
+    },
+    /// A statement failed.
+    #[error("event store {op} failed: {source}")]
+    Sqlite {
+        /// What was being done.
+        op: &'static str,
+        /// Why.
+        source: Arc<rusqlite::Error>,
+    },
+    /// Compressing a batch failed.
+    #[error("cannot compress batch: {0}")]
+    Compress(Arc<std::io::Error>),
+    /// The store thread has stopped.
+    #[error("the event store is closed")]
+    Closed,
+}
+
+fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Sqlite {
+        op,
+        source: Arc::new(e),
+    }
+}
+
+/// Settings the store needs from the daemon's config.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// SQLite durability.
+    pub sync: SyncMode,
+    /// Seal when a product has this many pending events.
+    pub batch_max_events: usize,
+    /// Seal when a product's pending NDJSON reaches this many bytes.
+    pub batch_max_bytes: usize,
+    /// Seal when the oldest pending event is this old.
+    pub upload_interval: Duration,
+    /// Object key layout.
+    pub layout: KeyLayout,
+    /// Wall clock.
+    pub clock: Clock,
+}
+
+/// Result of one insert command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InsertOutcome {
+    /// Events newly stored.
+    pub accepted: u32,
+    /// Events whose id was already stored.
+    pub duplicates: u32,
+    /// The uploader should re-plan: a batch is ready, or the first pending
+    /// event arrived (which starts the age clock).
+    pub wake_uploader: bool,
+}
+
+/// A sealed batch waiting for upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedBatch {
+    /// Row id.
+    pub id: i64,
+    /// Object key.
+    pub key: String,
+    /// zstd-compressed NDJSON.
+    pub body: Vec<u8>,
+    /// Events in it.
+    pub events: u64,
+    /// NDJSON bytes before compression.
+    pub raw_bytes: u64,
+}
+
+/// Counters for `status`, all O(1) to produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Events stored and not yet uploaded (sealed or not).
+    pub pending_events: u64,
+    /// NDJSON bytes of those events.
+    pub pending_bytes: u64,
+    /// Sealed batches waiting for upload.
+    pub sealed_batches: u64,
+    /// Reception time of the oldest event not yet sealed.
+    pub oldest_unsealed_us: Option<i64>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Cmd {
+    Insert {
+        records: Vec<Record>,
+        reply: Option<Reply<InsertOutcome>>,
+    },
+    Seal {
+        force: bool,
+        reply: Reply<usize>,
+    },
+    NextSealed {
+        reply: Reply<Option<SealedBatch>>,
+    },
+    Complete {
+        id: i64,
+        reply: Reply<()>,
+    },
+    Stats {
+        reply: Reply<Stats>,
+    },
+}
+
+/// Handle to the store thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Cmd>,
+}
+
+/// Joins the store thread once every [`Store`] handle is dropped.
+pub struct StoreThread(std::thread::JoinHandle<()>);
+
+impl StoreThread {
+    /// Wait for the thread to finish its queue and close the database.
+    pub fn join(self) {
+        let _ = self.0.join();
+    }
+}
+
+/// Name of the database file inside the state dir.
+pub const DB_FILE: &str = "events.sqlite3";
+
+impl Store {
+    /// Open (creating and migrating if needed) `state_dir/events.sqlite3`
+    /// and start the store thread.
+    pub fn open(state_dir: &Path, opts: StoreOptions) -> Result<(Store, StoreThread), StoreError> {
+        let path = state_dir.join(DB_FILE);
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| StoreError::Io {
+                path: p,
+                source: Arc::new(e),
+            }
+        };
+        crate::fsutil::create_private_dir(state_dir).map_err(io(state_dir))?;
+        // Create the file 0600 ourselves: SQLite copies the database's mode
+        // to its -wal and -shm files.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io(&path))?;
+        }
+        let conn = Connection::open(&path).map_err(|e| StoreError::Open {
+            path: path.clone(),
+            source: Arc::new(e),
+        })?;
+        let mut inner = Inner::new(conn, &path, opts)?;
+        let (tx, rx) = mpsc::channel(1024);
+        let handle = std::thread::Builder::new()
+            .name("telemetryd-store".into())
+            .spawn(move || inner.serve(rx))
+            .map_err(io(&path))?;
+        Ok((Store { tx }, StoreThread(handle)))
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Store records; resolves after they are committed.
+    pub async fn insert(&self, records: Vec<Record>) -> Result<InsertOutcome, StoreError> {
+        self.call(|reply| Cmd::Insert {
+            records,
+            reply: Some(reply),
+        })
+        .await
+    }
+
+    /// Queue records without waiting for the commit. Errors are logged by
+    /// the store thread.
+    pub async fn insert_no_wait(&self, records: Vec<Record>) -> Result<(), StoreError> {
+        self.tx
+            .send(Cmd::Insert {
+                records,
+                reply: None,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Seal the batches that are due (all pending events if `force`).
+    /// Returns how many batches were sealed.
+    pub async fn seal(&self, force: bool) -> Result<usize, StoreError> {
+        self.call(|reply| Cmd::Seal { force, reply }).await
+    }
+
+    /// The oldest sealed batch, if any.
+    pub async fn next_sealed(&self) -> Result<Option<SealedBatch>, StoreError> {
+        self.call(|reply| Cmd::NextSealed { reply }).await
+    }
+
+    /// Forget a batch and its events: it is safely in the destination.
+    pub async fn complete(&self, id: i64) -> Result<(), StoreError> {
+        self.call(|reply| Cmd::Complete { id, reply }).await
+    }
+
+    /// Current counters.
+    pub async fn stats(&self) -> Result<Stats, StoreError> {
+        self.call(|reply| Cmd::Stats { reply }).await
+    }
+}
+
+/// Pending (unsealed) totals of one product, kept in memory so status and
+/// seal decisions never scan the table.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pending {
+    events: u64,
+    bytes: u64,
+}
+
+struct Inner {
+    conn: Connection,
+    opts: StoreOptions,
+    unsealed: BTreeMap<String, Pending>,
+    sealed_events: u64,
+    sealed_bytes: u64,
+    sealed_batches: u64,
+}
+
+fn now_us(clock: &Clock) -> i64 {
+    clock()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Apply pending migrations in one transaction; refuse newer databases.
+fn migrate(conn: &mut Connection, path: &Path, now_us: i64) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("migration"))?;
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql("reading schema version"))?;
+    if version > MIGRATIONS.len() as i64 {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported: MIGRATIONS.len(),
+        });
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        tx.execute_batch(step).map_err(sql("migration"))?;
+        if i == 0 {
+            // Start sequence numbers at the creation time in ms × 1000, so
+            // a store re-created on this machine (after a wipe or reinstall)
+            // never reuses a seq and thus never overwrites an object an
+            // earlier store uploaded.
+            let base = (now_us / 1000).max(0) * 1000;
+            tx.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?1)",
+                params![base],
+            )
+            .map_err(sql("migration"))?;
+        }
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
+        .map_err(sql("migration"))?;
+    tx.commit().map_err(sql("migration"))
+}
+
+impl Inner {
+    fn new(mut conn: Connection, path: &Path, opts: StoreOptions) -> Result<Inner, StoreError> {
+        let open_err = |e| StoreError::Open {
+            path: path.to_path_buf(),
+            source: Arc::new(e),
+        };
+        conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        let sync = match opts.sync {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(open_err)?;
+        migrate(&mut conn, path, now_us(&opts.clock))?;
+
+        let mut inner = Inner {
+            conn,
+            opts,
+            unsealed: BTreeMap::new(),
+            sealed_events: 0,
+            sealed_bytes: 0,
+            sealed_batches: 0,
+        };
+        inner.load_counters()?;
+        Ok(inner)
+    }
+
+    /// One pass over the table at startup; afterwards counters are kept
+    /// up to date incrementally.
+    fn load_counters(&mut self) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT product, COUNT(*), COALESCE(SUM(LENGTH(line) + 1), 0)
+                 FROM events WHERE batch_id IS NULL GROUP BY product",
+            )
+            .map_err(sql("loading counters"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            })
+            .map_err(sql("loading counters"))?;
+        for row in rows {
+            let (product, events, bytes) = row.map_err(sql("loading counters"))?;
+            self.unsealed.insert(
+                product,
+                Pending {
+                    events: events as u64,
+                    bytes: bytes as u64,
+                },
+            );
+        }
+        drop(stmt);
+        let (batches, events, bytes): (i64, i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(events), 0), COALESCE(SUM(raw_bytes), 0) FROM batches",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(sql("loading counters"))?;
+        self.sealed_batches = batches as u64;
+        self.sealed_events = events as u64;
+        self.sealed_bytes = bytes as u64;
+        Ok(())
+    }
+
+    fn serve(&mut self, mut rx: mpsc::Receiver<Cmd>) {
+        while let Some(cmd) = rx.blocking_recv() {
+            let mut next = Some(cmd);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Cmd::Insert { records, reply } => {
+                        let mut group = vec![(records, reply)];
+                        // Drain what queued up during the last commit.
+                        while group.len() < MAX_GROUP {
+                            match rx.try_recv() {
+                                Ok(Cmd::Insert { records, reply }) => group.push((records, reply)),
+                                Ok(other) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        self.insert_group(group);
+                    }
+                    Cmd::Seal { force, reply } => {
+                        let _ = reply.send(self.seal(force));
+                    }
+                    Cmd::NextSealed { reply } => {
+                        let _ = reply.send(self.next_sealed());
+                    }
+                    Cmd::Complete { id, reply } => {
+                        let _ = reply.send(self.complete(id));
+                    }
+                    Cmd::Stats { reply } => {
+                        let _ = reply.send(self.stats());
+                    }
+                }
+            }
+        }
+    }
+
+    fn insert_group(&mut self, group: Vec<(Vec<Record>, Option<Reply<InsertOutcome>>)>) {
+        let now = now_us(&self.opts.clock);
+        let result = (|| -> Result<(Vec<InsertOutcome>, BTreeMap<String, Pending>), StoreError> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql("insert"))?;
+            let mut outcomes = Vec::with_capacity(group.len());
+            let mut added: BTreeMap<String, Pending> = BTreeMap::new();
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO events (id, product, line, received_us)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .map_err(sql("insert"))?;
+                for (records, _) in &group {
+                    let mut out = InsertOutcome::default();
+                    for r in records {
+                        let n = stmt
+                            .execute(params![&r.id[..], r.product, r.line, now])
+                            .map_err(sql("insert"))?;
+                        if n == 1 {
+                            out.accepted += 1;
+                            let p = added.entry(r.product.clone()).or_default();
+                            p.events += 1;
+                            p.bytes += r.line.len() as u64 + 1;
+                        } else {
+                            out.duplicates += 1;
+                        }
+                    }
+                    outcomes.push(out);
+                }
+            }
+            tx.commit().map_err(sql("commit"))?;
+            Ok((outcomes, added))
+        })();
+        match result {
+            Ok((mut outcomes, added)) => {
+                let mut wake = false;
+                for (product, add) in added {
+                    let p = self.unsealed.entry(product).or_default();
+                    let was_empty = p.events == 0;
+                    p.events += add.events;
+                    p.bytes += add.bytes;
+                    wake |= was_empty
+                        || p.events >= self.opts.batch_max_events as u64
+                        || p.bytes >= self.opts.batch_max_bytes as u64;
+                }
+                for ((_, reply), mut out) in group.into_iter().zip(outcomes.drain(..)) {
+                    out.wake_uploader = wake;
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(out));
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "commit failed; events not acknowledged");
+                for (_, reply) in group {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn oldest_unsealed(&self, product: &str) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT received_us FROM events WHERE product = ?1 AND batch_id IS NULL
+                 ORDER BY seq LIMIT 1",
+            )
+            .and_then(|mut s| s.query_row(params![product], |r| r.get(0)).optional())
+            .map_err(sql("reading oldest event"))
+    }
+
+    fn seal(&mut self, force: bool) -> Result<usize, StoreError> {
+        let now = now_us(&self.opts.clock);
+        let max_age = self.opts.upload_interval.as_micros() as i64;
+        let products: Vec<String> = self
+            .unsealed
+            .iter()
+            .filter(|(_, p)| p.events > 0)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut sealed = 0;
+        for product in products {
+            loop {
+                let p = self.unsealed.get(&product).copied().unwrap_or_default();
+                if p.events == 0 {
+                    break;
+                }
+                let due = force
+                    || p.events >= self.opts.batch_max_events as u64
+                    || p.bytes >= self.opts.batch_max_bytes as u64
+                    || self
+                        .oldest_unsealed(&product)?
+                        .is_some_and(|t| now.saturating_sub(t) >= max_age);
+                if !due {
+                    break;
+                }
+                if !self.seal_one(&product, now)? {
+                    break;
+                }
+                sealed += 1;
+            }
+        }
+        Ok(sealed)
+    }
+
+    /// Seal the oldest pending events of `product` into one batch.
+    fn seal_one(&mut self, product: &str, now: i64) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("seal"))?;
+        let mut body = Vec::new();
+        let (mut first, mut last, mut count) = (None, 0i64, 0u64);
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT seq, line FROM events WHERE product = ?1 AND batch_id IS NULL
+                     ORDER BY seq LIMIT ?2",
+                )
+                .map_err(sql("seal"))?;
+            let mut rows = stmt
+                .query(params![product, self.opts.batch_max_events as i64])
+                .map_err(sql("seal"))?;
+            while let Some(row) = rows.next().map_err(sql("seal"))? {
+                let seq: i64 = row.get(0).map_err(sql("seal"))?;
+                let line: String = row.get(1).map_err(sql("seal"))?;
+                if count > 0 && body.len() + line.len() + 1 > self.opts.batch_max_bytes {
+                    break;
+                }
+                first.get_or_insert(seq);
+                last = seq;
+                count += 1;
+                body.extend_from_slice(line.as_bytes());
+                body.push(b'\n');
+            }
+        }
+        let Some(first) = first else {
+            return Ok(false);
+        };
+        let date = &rfc3339_us(now)[..10];
+        let key = self.opts.layout.key(product, date, first, last);
+        let compressed = compress(&body).map_err(|e| StoreError::Compress(Arc::new(e)))?;
+        tx.execute(
+            "INSERT INTO batches (product, key, first_seq, last_seq, events, raw_bytes, body, sealed_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![product, key, first, last, count as i64, body.len() as i64, compressed, now],
+        )
+        .map_err(sql("seal"))?;
+        let batch_id = tx.last_insert_rowid();
+        let marked = tx
+            .execute(
+                "UPDATE events SET batch_id = ?1
+                 WHERE product = ?2 AND batch_id IS NULL AND seq BETWEEN ?3 AND ?4",
+                params![batch_id, product, first, last],
+            )
+            .map_err(sql("seal"))?;
+        debug_assert_eq!(marked as u64, count);
+        tx.commit().map_err(sql("seal"))?;
+
+        let p = self.unsealed.entry(product.to_string()).or_default();
+        p.events = p.events.saturating_sub(count);
+        p.bytes = p.bytes.saturating_sub(body.len() as u64);
+        self.sealed_batches += 1;
+        self.sealed_events += count;
+        self.sealed_bytes += body.len() as u64;
+        Ok(true)
+    }
+
+    fn next_sealed(&mut self) -> Result<Option<SealedBatch>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT id, key, body, events, raw_bytes FROM batches ORDER BY id LIMIT 1")
+            .and_then(|mut s| {
+                s.query_row([], |r| {
+                    Ok(SealedBatch {
+                        id: r.get(0)?,
+                        key: r.get(1)?,
+                        body: r.get(2)?,
+                        events: r.get::<_, i64>(3)? as u64,
+                        raw_bytes: r.get::<_, i64>(4)? as u64,
+                    })
+                })
+                .optional()
+            })
+            .map_err(sql("reading sealed batch"))
+    }
+
+    fn complete(&mut self, id: i64) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("complete"))?;
+        let row: Option<(i64, i64)> = tx
+            .query_row(
+                "SELECT events, raw_bytes FROM batches WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql("complete"))?;
+        let Some((events, bytes)) = row else {
+            return Ok(());
+        };
+        tx.execute("DELETE FROM events WHERE batch_id = ?1", params![id])
+            .map_err(sql("complete"))?;
+        tx.execute("DELETE FROM batches WHERE id = ?1", params![id])
+            .map_err(sql("complete"))?;
+        tx.commit().map_err(sql("complete"))?;
+        self.sealed_batches = self.sealed_batches.saturating_sub(1);
+        self.sealed_events = self.sealed_events.saturating_sub(events as u64);
+        self.sealed_bytes = self.sealed_bytes.saturating_sub(bytes as u64);
+        Ok(())
+    }
+
+    fn stats(&mut self) -> Result<Stats, StoreError> {
+        let mut oldest: Option<i64> = None;
+        let products: Vec<String> = self
+            .unsealed
+            .iter()
+            .filter(|(_, p)| p.events > 0)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for product in &products {
+            if let Some(t) = self.oldest_unsealed(product)? {
+                oldest = Some(oldest.map_or(t, |o: i64| o.min(t)));
+            }
+        }
+        let (ue, ub) = self
+            .unsealed
+            .values()
+            .fold((0, 0), |(e, b), p| (e + p.events, b + p.bytes));
+        Ok(Stats {
+            pending_events: ue + self.sealed_events,
+            pending_bytes: ub + self.sealed_bytes,
+            sealed_batches: self.sealed_batches,
+            oldest_unsealed_us: oldest,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

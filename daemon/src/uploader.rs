@@ -1,0 +1,281 @@
+//! The uploader: seals due batches, writes them to the sink, and only then
+//! deletes them from the store.
+//!
+//! # Schedule
+//! It sleeps until the earliest of: the oldest pending event reaching the
+//! upload interval, a retry deadline, a nudge from the store (a batch hit
+//! its size limit, or the first event arrived), a flush request, or
+//! shutdown. With nothing pending it has no timer at all, so an idle daemon
+//! does not wake up.
+//!
+//! # Failures
+//! A failed upload leaves the batch sealed; the next attempt waits an
+//! exponentially growing, jittered delay capped at `retry_max`. The error
+//! and the next attempt time are kept for `status`. Nothing is dropped
+//! because an upload failed, whatever the error.
+
+use crate::config::Clock;
+use crate::sink::{Sink, UploadError};
+use crate::store::{StoreError, Store};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+use telemetry_proto::FlushReport;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::Instant;
+
+/// Upload progress, shared with the `status` handler.
+#[derive(Debug, Clone, Default)]
+pub struct UploadState {
+    /// Events uploaded since start.
+    pub uploaded_events: u64,
+    /// Time of the last successful upload (µs).
+    pub last_upload_us: Option<i64>,
+    /// Key of the last object written.
+    pub last_key: Option<String>,
+    /// Message of the last failure, cleared by a success.
+    pub last_error: Option<String>,
+    /// When the next attempt is due after a failure (µs).
+    pub next_attempt_us: Option<i64>,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+}
+
+/// Why a flush or upload cycle failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CycleError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The destination failed.
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+}
+
+type FlushReply = oneshot::Sender<Result<FlushReport, CycleError>>;
+
+/// Talk to the running uploader.
+#[derive(Clone)]
+pub struct Uploader {
+    notify: Arc<Notify>,
+    flush_tx: mpsc::Sender<FlushReply>,
+    /// Shared progress for `status`.
+    pub state: Arc<Mutex<UploadState>>,
+}
+
+impl Uploader {
+    /// Ask the uploader to re-plan (new events arrived).
+    pub fn nudge(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Seal everything pending, upload now and wait for the result.
+    pub async fn flush(&self) -> Result<FlushReport, CycleError> {
+        let (tx, rx) = oneshot::channel();
+        let closed = || CycleError::Store(StoreError::Closed);
+        self.flush_tx.send(tx).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+}
+
+/// Uploader timing settings.
+#[derive(Clone)]
+pub struct UploaderOptions {
+    /// Seal when the oldest pending event is this old.
+    pub upload_interval: Duration,
+    /// First retry delay.
+    pub retry_min: Duration,
+    /// Largest retry delay.
+    pub retry_max: Duration,
+    /// Budget for the final upload at shutdown.
+    pub shutdown_timeout: Duration,
+    /// Wall clock.
+    pub clock: Clock,
+}
+
+struct Worker {
+    store: Store,
+    sink: Sink,
+    opts: UploaderOptions,
+    state: Arc<Mutex<UploadState>>,
+    retry_at: Option<Instant>,
+}
+
+/// Start the uploader task. It stops when `shutdown` turns true, after one
+/// last bounded upload attempt.
+pub fn spawn(
+    store: Store,
+    sink: Sink,
+    opts: UploaderOptions,
+    shutdown: watch::Receiver<bool>,
+) -> (Uploader, tokio::task::JoinHandle<()>) {
+    let notify = Arc::new(Notify::new());
+    let (flush_tx, flush_rx) = mpsc::channel(16);
+    let state = Arc::new(Mutex::new(UploadState::default()));
+    let worker = Worker {
+        store,
+        sink,
+        opts,
+        state: state.clone(),
+        retry_at: None,
+    };
+    let handle = tokio::spawn(worker.run(notify.clone(), flush_rx, shutdown));
+    (
+        Uploader {
+            notify,
+            flush_tx,
+            state,
+        },
+        handle,
+    )
+}
+
+fn now_us(clock: &Clock) -> i64 {
+    clock()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        notify: Arc<Notify>,
+        mut flush_rx: mpsc::Receiver<FlushReply>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let wake_at = self.next_wake().await;
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                Some(reply) = flush_rx.recv() => {
+                    let result = self.cycle(true).await;
+                    let _ = reply.send(result);
+                }
+                _ = notify.notified() => {
+                    if self.retry_at.is_none() {
+                        let _ = self.cycle(false).await;
+                    }
+                }
+                _ = sleep_until_opt(wake_at) => {
+                    self.retry_at = None;
+                    let _ = self.cycle(false).await;
+                }
+            }
+        }
+        // Answer flushes that raced with shutdown rather than leave them
+        // hanging; the final attempt below covers their events.
+        flush_rx.close();
+        match tokio::time::timeout(self.opts.shutdown_timeout, self.cycle(true)).await {
+            Ok(Ok(r)) if r.events > 0 => tracing::info!(events = r.events, "final upload done"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "final upload failed; events stay queued for the next start"),
+            Err(_) => tracing::warn!("final upload timed out; events stay queued for the next start"),
+        }
+        while let Ok(reply) = flush_rx.try_recv() {
+            let _ = reply.send(Err(CycleError::Store(StoreError::Closed)));
+        }
+    }
+
+    /// When to wake up without being asked: the retry deadline, now if a
+    /// sealed batch waits, the oldest event's age deadline, or never.
+    async fn next_wake(&self) -> Option<Instant> {
+        if let Some(t) = self.retry_at {
+            return Some(t);
+        }
+        match self.store.stats().await {
+            Ok(s) if s.sealed_batches > 0 => Some(Instant::now()),
+            Ok(s) => s.oldest_unsealed_us.map(|oldest| {
+                let due = oldest + self.opts.upload_interval.as_micros() as i64;
+                let wait = due.saturating_sub(now_us(&self.opts.clock)).max(0);
+                Instant::now() + Duration::from_micros(wait as u64)
+            }),
+            Err(_) => Some(Instant::now() + self.opts.retry_min),
+        }
+    }
+
+    /// Seal what is due (everything if `force`) and upload all sealed
+    /// batches, oldest first.
+    async fn cycle(&mut self, force: bool) -> Result<FlushReport, CycleError> {
+        let result = self.try_cycle(force).await;
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(_) => {
+                self.retry_at = None;
+                st.consecutive_failures = 0;
+                st.last_error = None;
+                st.next_attempt_us = None;
+            }
+            Err(e) => {
+                st.consecutive_failures = st.consecutive_failures.saturating_add(1);
+                let delay = backoff(
+                    st.consecutive_failures,
+                    self.opts.retry_min,
+                    self.opts.retry_max,
+                );
+                self.retry_at = Some(Instant::now() + delay);
+                st.last_error = Some(e.to_string());
+                st.next_attempt_us = Some(now_us(&self.opts.clock) + delay.as_micros() as i64);
+                tracing::warn!(error = %e, retry_in = ?delay, "upload failed");
+            }
+        }
+        result
+    }
+
+    async fn try_cycle(&mut self, force: bool) -> Result<FlushReport, CycleError> {
+        self.store.seal(force).await?;
+        let mut report = FlushReport::default();
+        while let Some(batch) = self.store.next_sealed().await? {
+            let size = batch.body.len() as u64;
+            self.sink.put(&batch.key, batch.body).await?;
+            self.store.complete(batch.id).await?;
+            tracing::info!(key = %batch.key, events = batch.events, bytes = size, "uploaded batch");
+            report.events += batch.events;
+            report.bytes += size;
+            report.keys.push(batch.key.clone());
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.uploaded_events += batch.events;
+            st.last_upload_us = Some(now_us(&self.opts.clock));
+            st.last_key = Some(batch.key);
+        }
+        Ok(report)
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Delay before attempt `failures + 1`: `min * 2^(failures-1)` capped at
+/// `max`, then "equal jitter" (a random point in the upper half) so many
+/// daemons failing together do not retry in lockstep.
+pub fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
+    let exp = min.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+    let capped = exp.min(max);
+    let half = capped / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        for _ in 0..100 {
+            let d1 = backoff(1, min, max);
+            assert!(d1 >= Duration::from_millis(500) && d1 <= min, "{d1:?}");
+            let d4 = backoff(4, min, max);
+            assert!(d4 >= Duration::from_secs(4) && d4 <= Duration::from_secs(8), "{d4:?}");
+            let d30 = backoff(30, min, max);
+            assert!(d30 >= Duration::from_secs(30) && d30 <= max, "{d30:?}");
+        }
+    }
+}

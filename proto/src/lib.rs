@@ -1,0 +1,260 @@
+//! Wire protocol between telemetry clients (`telemetry-emit`, `telemetryctl`,
+//! the `telemetry-client` crate) and `telemetryd`.
+//!
+//! This crate is data and codec only: serde types, validation and a frame
+//! codec. It does no I/O and starts no runtime, so a client can link it
+//! without pulling in tokio.
+//!
+//! # Frames
+//!
+//! The socket carries a sequence of frames in both directions. Each frame is a
+//! 4-byte big-endian length followed by that many bytes of body:
+//!
+//! ```text
+//! +----------------+--------------------------------------------+
+//! | length: u32 BE | body: `length` bytes (at most MAX_FRAME_LEN)|
+//! +----------------+--------------------------------------------+
+//!
+//! body = varint(PROTOCOL_VERSION) ++ postcard(Request | Response)
+//! ```
+//!
+//! The body is [postcard](https://postcard.jamesmunns.com/wire-format) — a
+//! frozen, documented format: integers are LEB128 varints (signed ones
+//! zigzag-encoded first), strings and byte arrays are a varint length then the
+//! bytes, `Option` is a `0x00`/`0x01` tag, enums are a varint variant index
+//! then the variant's fields in order, structs are their fields in order, maps
+//! are a varint count then key/value pairs. A UUID is 16 raw bytes (a byte
+//! array, length-prefixed: `0x10` then the bytes).
+//!
+//! The first value of every body is the protocol version as a varint (today
+//! [`PROTOCOL_VERSION`] = 1, one byte `0x01`). A daemon that receives another
+//! version replies with [`ErrorCode::UnsupportedVersion`] and closes the
+//! connection. A frame longer than [`MAX_FRAME_LEN`] is rejected before any
+//! buffer is allocated for it.
+//!
+//! # Conversation
+//!
+//! A client connects, writes one request frame, reads one response frame, and
+//! may repeat. Every request gets exactly one response. A malformed frame gets
+//! a [`Response::Error`] and the daemon closes that connection.
+//!
+//! # Messages
+//!
+//! Requests ([`Request`], variant index in brackets):
+//!
+//! - `[0] Emit { events: Vec<WireEvent>, ack: bool }` — store events. With
+//!   `ack = true` the reply ([`Response::Ack`]) is sent only after the events
+//!   are committed to disk. With `ack = false` the daemon replies
+//!   [`Response::Queued`] as soon as it has accepted them; the client may
+//!   close without reading it.
+//! - `[1] Status` — reply [`Response::Status`].
+//! - `[2] Flush` — seal everything pending, upload now, reply
+//!   [`Response::Flushed`] with the object keys written (or an error).
+//!
+//! Responses ([`Response`]):
+//!
+//! - `[0] Ack { accepted: u32, duplicates: u32 }`
+//! - `[1] Queued { accepted: u32 }`
+//! - `[2] Status(StatusReport)`
+//! - `[3] Flushed(FlushReport)`
+//! - `[4] Error { code: ErrorCode, message: String }`
+//!
+//! Example: the body of an acked emit of one event `stop` for product `cfdev`,
+//! build `1.2.0`, no data:
+//!
+//! ```text
+//! 01                      protocol version 1
+//! 00                      Request::Emit
+//! 01                      events: 1 element
+//!   10 <16 bytes>         id (UUIDv7)
+//!   04 73 74 6f 70        event = "stop"
+//!   05 63 66 64 65 76     product = "cfdev"
+//!   05 31 2e 32 2e 30     build = "1.2.0"
+//!   <zigzag varint>       timestamp_us (µs since the Unix epoch, UTC)
+//!   00                    data: 0 entries
+//! 01                      ack = true
+//! ```
+//!
+//! The frame on the wire is that body prefixed with its length as 4 bytes,
+//! big-endian.
+//!
+//! # Evolution
+//!
+//! New requests, responses, error codes and data value kinds are added at the
+//! end of their enum; variants are never renumbered or removed. A change that
+//! cannot be expressed that way bumps [`PROTOCOL_VERSION`].
+
+#![forbid(unsafe_code)]
+
+mod codec;
+pub mod paths;
+mod validate;
+
+pub use codec::{decode_body, encode_body, encode_frame, CodecError, FrameCodec};
+pub use validate::{validate_event, validate_name, Limits, ValidationError};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Version written as the first varint of every frame body.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest frame body accepted in either direction, in bytes.
+///
+/// Small on purpose: events are tiny and a daemon serving many clients must
+/// bound what one of them can make it buffer.
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
+
+/// One event as a client sends it.
+///
+/// The daemon adds what the client must not choose: the anonymous machine
+/// ID, the operating system and the architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireEvent {
+    /// Made by the sender (UUIDv7); the deduplication key end to end.
+    pub id: uuid::Uuid,
+    /// Catalogue name, e.g. `app_created`.
+    pub event: String,
+    /// Product the event belongs to, e.g. `cfdev`.
+    pub product: String,
+    /// The host CLI's version.
+    pub build: String,
+    /// When the event happened, in microseconds since the Unix epoch (UTC).
+    pub timestamp_us: i64,
+    /// Small map of scalar values.
+    pub data: BTreeMap<String, Value>,
+}
+
+/// A scalar value in an event's `data` map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// `[0]` UTF-8 text.
+    Str(String),
+    /// `[1]` signed integer.
+    Int(i64),
+    /// `[2]` boolean.
+    Bool(bool),
+}
+
+/// A request from a client to the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// `[0]` Store events; see the crate docs for `ack`.
+    Emit {
+        /// Events to store, at most [`Limits::max_events_per_emit`].
+        events: Vec<WireEvent>,
+        /// Reply only after the events are committed.
+        ack: bool,
+    },
+    /// `[1]` Ask for a [`StatusReport`].
+    Status,
+    /// `[2]` Seal and upload everything pending now.
+    Flush,
+}
+
+/// The daemon's reply to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// `[0]` The events are committed to disk.
+    Ack {
+        /// Events newly stored.
+        accepted: u32,
+        /// Events whose id was already stored (kept once).
+        duplicates: u32,
+    },
+    /// `[1]` The events were accepted but not yet committed (`ack = false`).
+    Queued {
+        /// Events handed to the store.
+        accepted: u32,
+    },
+    /// `[2]` Reply to [`Request::Status`].
+    Status(StatusReport),
+    /// `[3]` Reply to [`Request::Flush`].
+    Flushed(FlushReport),
+    /// `[4]` The request failed; nothing it asked for happened unless the
+    /// message says otherwise.
+    Error {
+        /// Machine-readable kind.
+        code: ErrorCode,
+        /// What failed and what to do, for people.
+        message: String,
+    },
+}
+
+/// Kinds of [`Response::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// `[0]` The frame could not be decoded.
+    Malformed,
+    /// `[1]` The frame body is longer than [`MAX_FRAME_LEN`].
+    FrameTooLarge,
+    /// `[2]` The frame's protocol version is not supported.
+    UnsupportedVersion,
+    /// `[3]` An event failed validation.
+    Invalid,
+    /// `[4]` The store could not commit (disk full, I/O error).
+    Storage,
+    /// `[5]` An upload failed (for `Flush`).
+    Upload,
+    /// `[6]` The daemon is shutting down.
+    ShuttingDown,
+    /// `[7]` Anything else.
+    Internal,
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::Storage => "storage",
+            ErrorCode::Upload => "upload",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+        };
+        f.write_str(s)
+    }
+}
+
+/// What `telemetryctl status` shows.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The daemon's version (`CARGO_PKG_VERSION`).
+    pub daemon_version: String,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// Where batches go: `s3://bucket/prefix` or `outbox:/path`. Never
+    /// contains credentials.
+    pub destination: String,
+    /// Events stored and not yet uploaded (including sealed ones).
+    pub pending_events: u64,
+    /// Bytes of NDJSON those events render to.
+    pub pending_bytes: u64,
+    /// Batches sealed and waiting for upload.
+    pub sealed_batches: u64,
+    /// Events uploaded since the daemon started.
+    pub uploaded_events: u64,
+    /// Time of the last successful upload (µs since the epoch).
+    pub last_upload_us: Option<i64>,
+    /// Key of the last object written.
+    pub last_upload_key: Option<String>,
+    /// The last upload error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// When the next upload attempt is due (µs since the epoch).
+    pub next_attempt_us: Option<i64>,
+    /// Consecutive failed upload attempts.
+    pub consecutive_failures: u32,
+}
+
+/// Reply to [`Request::Flush`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FlushReport {
+    /// Object keys written by this flush, in upload order.
+    pub keys: Vec<String>,
+    /// Events those objects hold.
+    pub events: u64,
+    /// Compressed bytes uploaded.
+    pub bytes: u64,
+}

@@ -1,0 +1,73 @@
+//! Default locations shared by the daemon and its clients, computed from an
+//! injected environment so they stay pure and testable.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// File name of the daemon's socket inside its runtime directory.
+pub const SOCKET_FILE: &str = "telemetryd.sock";
+
+/// Default socket path: `$XDG_RUNTIME_DIR/telemetry/telemetryd.sock`, or
+/// `/tmp/telemetry-<uid>/telemetryd.sock` when there is no runtime dir.
+///
+/// `env` looks up an environment variable; `uid` is the caller's user id.
+pub fn default_socket_path(env: impl Fn(&str) -> Option<OsString>, uid: u32) -> PathBuf {
+    match non_empty(&env, "XDG_RUNTIME_DIR") {
+        Some(dir) => PathBuf::from(dir).join("telemetry").join(SOCKET_FILE),
+        None => std::env::temp_dir()
+            .join(format!("telemetry-{uid}"))
+            .join(SOCKET_FILE),
+    }
+}
+
+/// Default state dir: `$XDG_STATE_HOME/telemetry`, else
+/// `$HOME/.local/state/telemetry`, else `/tmp/telemetry-<uid>/state`.
+pub fn default_state_dir(env: impl Fn(&str) -> Option<OsString>, uid: u32) -> PathBuf {
+    if let Some(dir) = non_empty(&env, "XDG_STATE_HOME") {
+        return PathBuf::from(dir).join("telemetry");
+    }
+    if let Some(home) = non_empty(&env, "HOME") {
+        return PathBuf::from(home).join(".local/state/telemetry");
+    }
+    std::env::temp_dir()
+        .join(format!("telemetry-{uid}"))
+        .join("state")
+}
+
+/// Default config file: `$XDG_CONFIG_HOME/telemetry/config.toml`, else
+/// `$HOME/.config/telemetry/config.toml`.
+pub fn default_config_file(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    if let Some(dir) = non_empty(&env, "XDG_CONFIG_HOME") {
+        return Some(PathBuf::from(dir).join("telemetry/config.toml"));
+    }
+    non_empty(&env, "HOME").map(|home| PathBuf::from(home).join(".config/telemetry/config.toml"))
+}
+
+fn non_empty(env: &impl Fn(&str) -> Option<OsString>, key: &str) -> Option<OsString> {
+    env(key).filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| OsString::from(v))
+    }
+
+    #[test]
+    fn xdg_dirs_win_and_empty_values_are_ignored() {
+        let env = env_of(&[("XDG_RUNTIME_DIR", "/run/user/7"), ("XDG_STATE_HOME", ""), ("HOME", "/h")]);
+        assert_eq!(default_socket_path(&env, 7), PathBuf::from("/run/user/7/telemetry/telemetryd.sock"));
+        assert_eq!(default_state_dir(&env, 7), PathBuf::from("/h/.local/state/telemetry"));
+        assert_eq!(default_config_file(&env), Some(PathBuf::from("/h/.config/telemetry/config.toml")));
+    }
+
+    #[test]
+    fn fallbacks_are_per_user() {
+        let env = env_of(&[]);
+        let sock = default_socket_path(&env, 42);
+        assert!(sock.ends_with("telemetry-42/telemetryd.sock"), "{sock:?}");
+        assert_eq!(default_config_file(&env), None);
+    }
+}

@@ -1,0 +1,251 @@
+//! Checks every event must pass before a daemon stores it. Clients run the
+//! same checks to fail early; the daemon never trusts that they did.
+
+use crate::{Value, WireEvent};
+
+/// Size and shape limits for events. The defaults are the protocol's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest event name, product name or data key, in bytes.
+    pub max_name_len: usize,
+    /// Longest `build` string, in bytes.
+    pub max_build_len: usize,
+    /// Most entries in an event's `data` map.
+    pub max_data_entries: usize,
+    /// Longest string value in `data`, in bytes.
+    pub max_string_len: usize,
+    /// Most events in one `Emit` request.
+    pub max_events_per_emit: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_name_len: 64,
+            max_build_len: 64,
+            max_data_entries: 32,
+            max_string_len: 256,
+            max_events_per_emit: 1000,
+        }
+    }
+}
+
+/// Earliest accepted timestamp: 2000-01-01T00:00:00Z, in µs.
+const MIN_TIMESTAMP_US: i64 = 946_684_800_000_000;
+/// Latest accepted timestamp: 9999-12-31T23:59:59Z, in µs (RFC 3339 years
+/// have four digits).
+const MAX_TIMESTAMP_US: i64 = 253_402_300_799_000_000;
+
+/// Why an event was rejected. Each variant names the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// A name (event, product or data key) is empty, too long or uses
+    /// characters outside `[a-z0-9_]` / does not start with a letter.
+    #[error("{field} {value:?} is not a valid name: use 1-{max} characters from a-z, 0-9 and _, starting with a letter")]
+    BadName {
+        /// Which field.
+        field: &'static str,
+        /// The value (truncated to 80 bytes).
+        value: String,
+        /// The length limit.
+        max: usize,
+    },
+    /// `build` is empty, too long or has characters outside
+    /// `[A-Za-z0-9._+-]`.
+    #[error("build {value:?} is not valid: use 1-{max} characters from A-Z, a-z, 0-9 and . _ + -")]
+    BadBuild {
+        /// The value (truncated to 80 bytes).
+        value: String,
+        /// The length limit.
+        max: usize,
+    },
+    /// The timestamp is before 2000 or after 9999.
+    #[error("timestamp {0} µs is outside 2000-01-01..9999-12-31")]
+    BadTimestamp(i64),
+    /// Too many data entries.
+    #[error("data has {got} entries, more than the maximum of {max}")]
+    TooManyEntries {
+        /// Entries sent.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A string value is too long or contains control characters.
+    #[error("data value for {key:?} is {len} bytes or has control characters (maximum {max} bytes, printable text only)")]
+    BadString {
+        /// The data key.
+        key: String,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Too many events in one request.
+    #[error("{got} events in one request, more than the maximum of {max}")]
+    TooManyEvents {
+        /// Events sent.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An `Emit` with no events.
+    #[error("an emit request must carry at least one event")]
+    NoEvents,
+}
+
+fn truncated(s: &str) -> String {
+    let mut end = s.len().min(80);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Check a name (event, product, data key) against the protocol's charset.
+pub fn validate_name(field: &'static str, value: &str, limits: &Limits) -> Result<(), ValidationError> {
+    let mut bytes = value.bytes();
+    let ok = value.len() <= limits.max_name_len
+        && bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::BadName {
+            field,
+            value: truncated(value),
+            max: limits.max_name_len,
+        })
+    }
+}
+
+/// Check one event's shape and sizes. The event catalogue (which names and
+/// keys a product allows) is checked by the daemon on top of this.
+pub fn validate_event(ev: &WireEvent, limits: &Limits) -> Result<(), ValidationError> {
+    validate_name("event", &ev.event, limits)?;
+    validate_name("product", &ev.product, limits)?;
+    let build_ok = !ev.build.is_empty()
+        && ev.build.len() <= limits.max_build_len
+        && ev
+            .build
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
+    if !build_ok {
+        return Err(ValidationError::BadBuild {
+            value: truncated(&ev.build),
+            max: limits.max_build_len,
+        });
+    }
+    if !(MIN_TIMESTAMP_US..=MAX_TIMESTAMP_US).contains(&ev.timestamp_us) {
+        return Err(ValidationError::BadTimestamp(ev.timestamp_us));
+    }
+    if ev.data.len() > limits.max_data_entries {
+        return Err(ValidationError::TooManyEntries {
+            got: ev.data.len(),
+            max: limits.max_data_entries,
+        });
+    }
+    for (key, value) in &ev.data {
+        validate_name("data key", key, limits)?;
+        if let Value::Str(s) = value {
+            if s.len() > limits.max_string_len || s.chars().any(char::is_control) {
+                return Err(ValidationError::BadString {
+                    key: key.clone(),
+                    len: s.len(),
+                    max: limits.max_string_len,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Limits {
+    /// Check the number of events in one `Emit`.
+    pub fn check_batch_len(&self, n: usize) -> Result<(), ValidationError> {
+        if n == 0 {
+            Err(ValidationError::NoEvents)
+        } else if n > self.max_events_per_emit {
+            Err(ValidationError::TooManyEvents {
+                got: n,
+                max: self.max_events_per_emit,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn ok_event() -> WireEvent {
+        WireEvent {
+            id: uuid::Uuid::nil(),
+            event: "app_created".into(),
+            product: "cfdev".into(),
+            build: "0.0.1+g1234-rc.1".into(),
+            timestamp_us: 1_800_000_000_000_000,
+            data: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn accepts_a_normal_event() {
+        validate_event(&ok_event(), &Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        let l = Limits::default();
+        for bad in ["", "App", "1st", "a-b", "a b", "é", &"a".repeat(65)] {
+            let mut ev = ok_event();
+            ev.event = bad.to_string();
+            assert!(
+                matches!(validate_event(&ev, &l), Err(ValidationError::BadName { field: "event", .. })),
+                "{bad:?} accepted"
+            );
+        }
+        let mut ev = ok_event();
+        ev.event = "a".repeat(64);
+        validate_event(&ev, &l).unwrap();
+    }
+
+    #[test]
+    fn rejects_paths_in_build_and_control_chars_in_values() {
+        let l = Limits::default();
+        let mut ev = ok_event();
+        ev.build = "/home/alice/bin".into();
+        assert!(matches!(validate_event(&ev, &l), Err(ValidationError::BadBuild { .. })));
+
+        let mut ev = ok_event();
+        ev.data.insert("kind".into(), Value::Str("a\nb".into()));
+        assert!(matches!(validate_event(&ev, &l), Err(ValidationError::BadString { .. })));
+
+        let mut ev = ok_event();
+        ev.data.insert("kind".into(), Value::Str("x".repeat(257)));
+        assert!(matches!(validate_event(&ev, &l), Err(ValidationError::BadString { .. })));
+    }
+
+    #[test]
+    fn rejects_out_of_range_timestamps_and_too_many_entries() {
+        let l = Limits::default();
+        let mut ev = ok_event();
+        ev.timestamp_us = 0;
+        assert!(matches!(validate_event(&ev, &l), Err(ValidationError::BadTimestamp(0))));
+        let mut ev = ok_event();
+        for i in 0..33 {
+            ev.data.insert(format!("k{i}"), Value::Int(i));
+        }
+        assert!(matches!(validate_event(&ev, &l), Err(ValidationError::TooManyEntries { got: 33, .. })));
+    }
+
+    #[test]
+    fn batch_len_limits() {
+        let l = Limits::default();
+        assert_eq!(l.check_batch_len(0), Err(ValidationError::NoEvents));
+        assert!(l.check_batch_len(1000).is_ok());
+        assert!(l.check_batch_len(1001).is_err());
+    }
+}
