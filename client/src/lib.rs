@@ -1,1 +1,329 @@
+//! # telemetry-client
+//!
+//! A small, blocking client for `telemetryd`, used by the `telemetry-emit`
+//! shim, `telemetryctl` and Rust CLIs that want to emit in-process.
+//!
+//! It is deliberately synchronous and runtime-free: a CLI pays only for a
+//! `connect`, one write and (with an ack) one read, each bounded by a
+//! deadline, so telemetry can never hang the host program.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use telemetry_client::{Client, event};
+//!
+//! let ev = event("cfdev", "start_begin", "0.9.1", Default::default());
+//! let mut client = Client::connect(telemetry_client::default_socket_path())?;
+//! client.emit(vec![ev], Duration::from_millis(100))?;
+//! # Ok::<(), telemetry_client::ClientError>(())
+//! ```
 
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use telemetry_proto::{decode_body, encode_frame, CodecError};
+pub use telemetry_proto::{
+    ErrorCode, FlushReport, Request, Response, StatusReport, Value, WireEvent, MAX_FRAME_LEN,
+};
+
+/// Why a request to the daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing is listening on the socket (or it cannot be opened).
+    #[error("telemetryd is not reachable at {path}: {source} (is it running? start it with `telemetryd`)")]
+    Unreachable {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The daemon did not answer in time.
+    #[error("telemetryd at {path} did not answer within {after:?}")]
+    TimedOut {
+        /// The socket path.
+        path: PathBuf,
+        /// The time budget.
+        after: Duration,
+    },
+    /// Reading or writing the socket failed.
+    #[error("i/o error talking to telemetryd at {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A frame could not be encoded or decoded.
+    #[error("protocol error talking to telemetryd: {0}")]
+    Protocol(#[from] CodecError),
+    /// The daemon answered with an error.
+    #[error("telemetryd refused the request ({code}): {message}")]
+    Refused {
+        /// The daemon's error code.
+        code: ErrorCode,
+        /// The daemon's message.
+        message: String,
+    },
+    /// The daemon answered with a response of the wrong kind.
+    #[error("unexpected reply from telemetryd: {0}")]
+    Unexpected(String),
+}
+
+/// Result of an acknowledged emit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// Events newly committed.
+    pub accepted: u32,
+    /// Events the daemon already had (kept once).
+    pub duplicates: u32,
+}
+
+/// The socket path the daemon uses by default for this user
+/// (`$XDG_RUNTIME_DIR/telemetry/telemetryd.sock` or a per-user temp dir),
+/// overridden by `TELEMETRY_SOCKET`.
+pub fn default_socket_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("TELEMETRY_SOCKET").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    telemetry_proto::paths::default_socket_path(|k| std::env::var_os(k), current_uid())
+}
+
+/// The current user's id, read without `unsafe` from the metadata of a
+/// directory the process owns (`/proc/self` on Linux).
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or_else(|_| {
+            // Not Linux: the home directory is the user's own.
+            std::env::var_os("HOME")
+                .and_then(|h| std::fs::metadata(h).ok())
+                .map(|m| m.uid())
+                .unwrap_or(0)
+        })
+}
+
+/// Build an event with a fresh UUIDv7 id and the current time.
+pub fn event(product: &str, name: &str, build: &str, data: BTreeMap<String, Value>) -> WireEvent {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    WireEvent {
+        id: uuid::Uuid::now_v7(),
+        event: name.to_string(),
+        product: product.to_string(),
+        build: build.to_string(),
+        timestamp_us: now,
+        data,
+    }
+}
+
+/// A connection to the daemon. One request at a time.
+pub struct Client {
+    stream: UnixStream,
+    path: PathBuf,
+}
+
+impl Client {
+    /// Connect to the daemon's socket. Connecting to a Unix socket does not
+    /// touch the network and returns at once when nobody listens.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
+        let path = path.as_ref().to_path_buf();
+        match UnixStream::connect(&path) {
+            Ok(stream) => Ok(Client { stream, path }),
+            Err(source) => Err(ClientError::Unreachable { path, source }),
+        }
+    }
+
+    fn io(&self, source: std::io::Error, deadline_budget: Duration) -> ClientError {
+        match source.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                ClientError::TimedOut {
+                    path: self.path.clone(),
+                    after: deadline_budget,
+                }
+            }
+            _ => ClientError::Io {
+                path: self.path.clone(),
+                source,
+            },
+        }
+    }
+
+    /// Write one request frame within `timeout`.
+    pub fn send(&mut self, req: &Request, timeout: Duration) -> Result<(), ClientError> {
+        let frame = encode_frame(req)?;
+        let t = timeout.max(Duration::from_millis(1));
+        self.stream
+            .set_write_timeout(Some(t))
+            .and_then(|_| self.stream.write_all(&frame))
+            .map_err(|e| self.io(e, timeout))
+    }
+
+    /// Read one response frame, all of it before `deadline`.
+    fn recv(&mut self, deadline: Instant, budget: Duration) -> Result<Response, ClientError> {
+        let mut len = [0u8; 4];
+        self.read_exact_by(&mut len, deadline, budget)?;
+        let len = u32::from_be_bytes(len) as usize;
+        // Check before allocating: never trust a length from the wire.
+        if len > MAX_FRAME_LEN {
+            return Err(CodecError::FrameTooLarge {
+                len,
+                max: MAX_FRAME_LEN,
+            }
+            .into());
+        }
+        let mut body = vec![0u8; len];
+        self.read_exact_by(&mut body, deadline, budget)?;
+        match decode_body::<Response>(&body)? {
+            Response::Error { code, message } => Err(ClientError::Refused { code, message }),
+            other => Ok(other),
+        }
+    }
+
+    fn read_exact_by(
+        &mut self,
+        mut buf: &mut [u8],
+        deadline: Instant,
+        budget: Duration,
+    ) -> Result<(), ClientError> {
+        while !buf.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::TimedOut {
+                    path: self.path.clone(),
+                    after: budget,
+                });
+            }
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| self.io(e, budget))?;
+            match self.stream.read(buf) {
+                Ok(0) => {
+                    return Err(ClientError::Io {
+                        path: self.path.clone(),
+                        source: std::io::ErrorKind::UnexpectedEof.into(),
+                    })
+                }
+                Ok(n) => buf = &mut buf[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io(e, budget)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Send `req` and wait for its response, all within `timeout`. An
+    /// error response becomes [`ClientError::Refused`].
+    pub fn request(&mut self, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
+        let deadline = Instant::now() + timeout;
+        self.send(req, timeout)?;
+        self.recv(deadline, timeout)
+    }
+
+    /// Emit events and wait until the daemon has committed them.
+    pub fn emit(
+        &mut self,
+        events: Vec<WireEvent>,
+        timeout: Duration,
+    ) -> Result<Acked, ClientError> {
+        match self.request(&Request::Emit { events, ack: true }, timeout)? {
+            Response::Ack {
+                accepted,
+                duplicates,
+            } => Ok(Acked {
+                accepted,
+                duplicates,
+            }),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Emit events without waiting for the commit: returns once the frame
+    /// is written. The daemon's reply is not read.
+    pub fn emit_no_ack(
+        &mut self,
+        events: Vec<WireEvent>,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        self.send(&Request::Emit { events, ack: false }, timeout)
+    }
+
+    /// Ask for the daemon's status.
+    pub fn status(&mut self, timeout: Duration) -> Result<StatusReport, ClientError> {
+        match self.request(&Request::Status, timeout)? {
+            Response::Status(s) => Ok(s),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Seal and upload everything pending now; waits for the upload.
+    pub fn flush(&mut self, timeout: Duration) -> Result<FlushReport, ClientError> {
+        match self.request(&Request::Flush, timeout)? {
+            Response::Flushed(r) => Ok(r),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}
+
+/// Parse a `KEY=VALUE` argument: `true`/`false` become booleans, whole
+/// numbers integers, anything else a string. `KEY:=VALUE` forces a string.
+pub fn parse_kv(arg: &str) -> Result<(String, Value), String> {
+    if let Some((k, v)) = arg.split_once(":=") {
+        if !k.contains('=') {
+            return Ok((k.to_string(), Value::Str(v.to_string())));
+        }
+    }
+    let (k, v) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {arg:?}"))?;
+    let value = match v {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => match v.parse::<i64>() {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::Str(v.to_string()),
+        },
+    };
+    Ok((k.to_string(), value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_parsing() {
+        assert_eq!(parse_kv("a=1").unwrap(), ("a".into(), Value::Int(1)));
+        assert_eq!(parse_kv("a=true").unwrap(), ("a".into(), Value::Bool(true)));
+        assert_eq!(
+            parse_kv("a=x=y").unwrap(),
+            ("a".into(), Value::Str("x=y".into()))
+        );
+        assert_eq!(
+            parse_kv("a:=1").unwrap(),
+            ("a".into(), Value::Str("1".into()))
+        );
+        assert!(parse_kv("novalue").is_err());
+    }
+
+    #[test]
+    fn unreachable_names_the_path() {
+        let err = Client::connect("/nonexistent/telemetry.sock")
+            .err()
+            .unwrap();
+        assert!(matches!(err, ClientError::Unreachable { .. }));
+        assert!(err.to_string().contains("/nonexistent/telemetry.sock"));
+    }
+
+    #[test]
+    fn events_get_v7_ids() {
+        let e = event("p", "e", "1", BTreeMap::new());
+        assert_eq!(e.id.get_version_num(), 7);
+        assert!(e.timestamp_us > 1_700_000_000_000_000);
+    }
+}

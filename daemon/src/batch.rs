@@ -58,7 +58,9 @@ mod tests {
             prefix: String::new(),
             ..layout
         };
-        assert!(bare.key("p", "2026-01-01", 1, 1).starts_with("v1/product=p/"));
+        assert!(bare
+            .key("p", "2026-01-01", 1, 1)
+            .starts_with("v1/product=p/"));
     }
 
     #[test]

@@ -334,12 +334,14 @@ fn pick<T>(
         (None, Some(v)) => (v, origins.file()),
         (None, None) => return Ok(None),
     };
-    parse(&raw).map(Some).map_err(|reason| ConfigError::Invalid {
-        key,
-        origin,
-        value: raw,
-        reason,
-    })
+    parse(&raw)
+        .map(Some)
+        .map_err(|reason| ConfigError::Invalid {
+            key,
+            origin,
+            value: raw,
+            reason,
+        })
 }
 
 /// Build the [`Config`] from parsed flags (with their environment
@@ -489,7 +491,11 @@ pub fn load(
         "TELEMETRY_S3_ENDPOINT",
         parse_endpoint,
     )?;
-    let region = args.s3_region.clone().or(fs3.region).filter(|r| !r.is_empty());
+    let region = args
+        .s3_region
+        .clone()
+        .or(fs3.region)
+        .filter(|r| !r.is_empty());
     let path_style = pick(
         "s3.path_style",
         args.s3_path_style.as_ref(),
@@ -515,8 +521,7 @@ pub fn load(
 
 fn parse_bucket(s: &str) -> Result<String, String> {
     let ok = (3..=63).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
     if ok {
         Ok(s.to_string())
@@ -556,7 +561,15 @@ mod tests {
         )
         .unwrap();
         let f = file.to_str().unwrap();
-        let (args, m) = args_from(&["telemetryd", "--config", f, "--batch-max-events", "9", "--socket", "/s"]);
+        let (args, m) = args_from(&[
+            "telemetryd",
+            "--config",
+            f,
+            "--batch-max-events",
+            "9",
+            "--socket",
+            "/s",
+        ]);
         let cfg = load(&args, Some(&m), no_env, 1).unwrap();
         assert_eq!(cfg.upload_interval, Duration::from_secs(600));
         assert_eq!(cfg.batch_max_events, 9);
@@ -589,7 +602,10 @@ mod tests {
 
         std::fs::write(&file, "batch_max_events = \"many\"\n").unwrap();
         let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
-        assert!(err.contains("batch_max_events") && err.contains("c.toml"), "{err}");
+        assert!(
+            err.contains("batch_max_events") && err.contains("c.toml"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -601,16 +617,28 @@ mod tests {
         let (args, m) = args_from(&["telemetryd"]);
         let env = |k: &str| (k == "HOME").then(|| OsString::from("/nonexistent-home"));
         let cfg = load(&args, Some(&m), env, 1).unwrap();
-        assert_eq!(cfg.state_dir, PathBuf::from("/nonexistent-home/.local/state/telemetry"));
+        assert_eq!(
+            cfg.state_dir,
+            PathBuf::from("/nonexistent-home/.local/state/telemetry")
+        );
         assert!(cfg.s3.is_none());
         assert_eq!(cfg.outbox_dir, cfg.state_dir.join("outbox"));
     }
 
     #[test]
     fn bad_flag_value_names_the_flag() {
-        let (args, m) = args_from(&["telemetryd", "--s3-bucket", "Not_A_Bucket", "--config", "/dev/null"]);
+        let (args, m) = args_from(&[
+            "telemetryd",
+            "--s3-bucket",
+            "Not_A_Bucket",
+            "--config",
+            "/dev/null",
+        ]);
         let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
-        assert!(err.contains("--s3-bucket") && err.contains("s3.bucket"), "{err}");
+        assert!(
+            err.contains("--s3-bucket") && err.contains("s3.bucket"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -117,7 +117,10 @@ mod tests {
         let b = id.machine_id("other");
         assert_eq!(a.len(), 64);
         assert_ne!(a, b);
-        assert_eq!(a, Identity::from_raw("0123456789abcdef0123456789abcdef").machine_id("cfdev"));
+        assert_eq!(
+            a,
+            Identity::from_raw("0123456789abcdef0123456789abcdef").machine_id("cfdev")
+        );
         assert!(!a.contains("0123456789abcdef"));
         assert!(!format!("{id:?}").contains("0123"));
     }
@@ -133,9 +136,12 @@ mod tests {
 
     #[test]
     fn missing_identity_file_is_a_clear_error() {
-        let err = Identity::load(&IdentitySource::File("/nonexistent/id".into()), Path::new("/tmp"))
-            .unwrap_err()
-            .to_string();
+        let err = Identity::load(
+            &IdentitySource::File("/nonexistent/id".into()),
+            Path::new("/tmp"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("/nonexistent/id"), "{err}");
     }
 }

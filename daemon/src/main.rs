@@ -2,6 +2,7 @@
 //! SIGINT.
 
 use anyhow::Context;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use telemetryd::{config, socket};
 
@@ -12,6 +13,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match real_main(&args, &matches) {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,7 +55,10 @@ fn real_main(args: &config::Args, matches: &clap::ArgMatches) -> anyhow::Result<
 /// Resolves on the first SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };

@@ -71,7 +71,11 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let identity = Arc::new(Identity::load(&config.identity, &config.state_dir)?);
     let layout = KeyLayout {
-        prefix: config.s3.as_ref().map(|s| s.prefix.clone()).unwrap_or_default(),
+        prefix: config
+            .s3
+            .as_ref()
+            .map(|s| s.prefix.clone())
+            .unwrap_or_default(),
         machine_id: {
             let identity = identity.clone();
             Arc::new(move |product: &str| identity.machine_id(product))

@@ -16,7 +16,7 @@
 
 use crate::config::Clock;
 use crate::sink::{Sink, UploadError};
-use crate::store::{StoreError, Store};
+use crate::store::{Store, StoreError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 use telemetry_proto::FlushReport;
@@ -172,8 +172,12 @@ impl Worker {
         match tokio::time::timeout(self.opts.shutdown_timeout, self.cycle(true)).await {
             Ok(Ok(r)) if r.events > 0 => tracing::info!(events = r.events, "final upload done"),
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "final upload failed; events stay queued for the next start"),
-            Err(_) => tracing::warn!("final upload timed out; events stay queued for the next start"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "final upload failed; events stay queued for the next start")
+            }
+            Err(_) => {
+                tracing::warn!("final upload timed out; events stay queued for the next start")
+            }
         }
         while let Ok(reply) = flush_rx.try_recv() {
             let _ = reply.send(Err(CycleError::Store(StoreError::Closed)));
@@ -273,7 +277,10 @@ mod tests {
             let d1 = backoff(1, min, max);
             assert!(d1 >= Duration::from_millis(500) && d1 <= min, "{d1:?}");
             let d4 = backoff(4, min, max);
-            assert!(d4 >= Duration::from_secs(4) && d4 <= Duration::from_secs(8), "{d4:?}");
+            assert!(
+                d4 >= Duration::from_secs(4) && d4 <= Duration::from_secs(8),
+                "{d4:?}"
+            );
             let d30 = backoff(30, min, max);
             assert!(d30 >= Duration::from_secs(30) && d30 <= max, "{d30:?}");
         }

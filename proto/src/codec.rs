@@ -34,8 +34,8 @@ pub enum CodecError {
 
 /// Encode `msg` as a frame body: version varint, then postcard.
 pub fn encode_body<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
-    let mut out = postcard::to_stdvec(&PROTOCOL_VERSION)
-        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let mut out =
+        postcard::to_stdvec(&PROTOCOL_VERSION).map_err(|e| CodecError::Malformed(e.to_string()))?;
     let body = postcard::to_stdvec(msg).map_err(|e| CodecError::Malformed(e.to_string()))?;
     out.extend_from_slice(&body);
     if out.len() > MAX_FRAME_LEN {
@@ -167,9 +167,7 @@ impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
 
     fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
         let body = encode_body(&item)?;
-        self.inner
-            .encode(Bytes::from(body), dst)
-            .map_err(map_io)
+        self.inner.encode(Bytes::from(body), dst).map_err(map_io)
     }
 }
 

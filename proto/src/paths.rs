@@ -52,15 +52,33 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| OsString::from(v))
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| OsString::from(v))
+        }
     }
 
     #[test]
     fn xdg_dirs_win_and_empty_values_are_ignored() {
-        let env = env_of(&[("XDG_RUNTIME_DIR", "/run/user/7"), ("XDG_STATE_HOME", ""), ("HOME", "/h")]);
-        assert_eq!(default_socket_path(&env, 7), PathBuf::from("/run/user/7/telemetry/telemetryd.sock"));
-        assert_eq!(default_state_dir(&env, 7), PathBuf::from("/h/.local/state/telemetry"));
-        assert_eq!(default_config_file(&env), Some(PathBuf::from("/h/.config/telemetry/config.toml")));
+        let env = env_of(&[
+            ("XDG_RUNTIME_DIR", "/run/user/7"),
+            ("XDG_STATE_HOME", ""),
+            ("HOME", "/h"),
+        ]);
+        assert_eq!(
+            default_socket_path(&env, 7),
+            PathBuf::from("/run/user/7/telemetry/telemetryd.sock")
+        );
+        assert_eq!(
+            default_state_dir(&env, 7),
+            PathBuf::from("/h/.local/state/telemetry")
+        );
+        assert_eq!(
+            default_config_file(&env),
+            Some(PathBuf::from("/h/.config/telemetry/config.toml"))
+        );
     }
 
     #[test]

@@ -102,7 +102,11 @@ fn truncated(s: &str) -> String {
 }
 
 /// Check a name (event, product, data key) against the protocol's charset.
-pub fn validate_name(field: &'static str, value: &str, limits: &Limits) -> Result<(), ValidationError> {
+pub fn validate_name(
+    field: &'static str,
+    value: &str,
+    limits: &Limits,
+) -> Result<(), ValidationError> {
     let mut bytes = value.bytes();
     let ok = value.len() <= limits.max_name_len
         && bytes.next().is_some_and(|b| b.is_ascii_lowercase())
@@ -203,7 +207,10 @@ mod tests {
             let mut ev = ok_event();
             ev.event = bad.to_string();
             assert!(
-                matches!(validate_event(&ev, &l), Err(ValidationError::BadName { field: "event", .. })),
+                matches!(
+                    validate_event(&ev, &l),
+                    Err(ValidationError::BadName { field: "event", .. })
+                ),
                 "{bad:?} accepted"
             );
         }
@@ -217,15 +224,24 @@ mod tests {
         let l = Limits::default();
         let mut ev = ok_event();
         ev.build = "/home/alice/bin".into();
-        assert!(matches!(validate_event(&ev, &l), Err(ValidationError::BadBuild { .. })));
+        assert!(matches!(
+            validate_event(&ev, &l),
+            Err(ValidationError::BadBuild { .. })
+        ));
 
         let mut ev = ok_event();
         ev.data.insert("kind".into(), Value::Str("a\nb".into()));
-        assert!(matches!(validate_event(&ev, &l), Err(ValidationError::BadString { .. })));
+        assert!(matches!(
+            validate_event(&ev, &l),
+            Err(ValidationError::BadString { .. })
+        ));
 
         let mut ev = ok_event();
         ev.data.insert("kind".into(), Value::Str("x".repeat(257)));
-        assert!(matches!(validate_event(&ev, &l), Err(ValidationError::BadString { .. })));
+        assert!(matches!(
+            validate_event(&ev, &l),
+            Err(ValidationError::BadString { .. })
+        ));
     }
 
     #[test]
@@ -233,12 +249,18 @@ mod tests {
         let l = Limits::default();
         let mut ev = ok_event();
         ev.timestamp_us = 0;
-        assert!(matches!(validate_event(&ev, &l), Err(ValidationError::BadTimestamp(0))));
+        assert!(matches!(
+            validate_event(&ev, &l),
+            Err(ValidationError::BadTimestamp(0))
+        ));
         let mut ev = ok_event();
         for i in 0..33 {
             ev.data.insert(format!("k{i}"), Value::Int(i));
         }
-        assert!(matches!(validate_event(&ev, &l), Err(ValidationError::TooManyEntries { got: 33, .. })));
+        assert!(matches!(
+            validate_event(&ev, &l),
+            Err(ValidationError::TooManyEntries { got: 33, .. })
+        ));
     }
 
     #[test]

@@ -1,1 +1,436 @@
+//! Test harness for the end-to-end tests: a real S3 server on 127.0.0.1
+//! (`s3s` + `s3s-fs`, SigV4 verified), the real `telemetryd` binary on a
+//! temp socket and state dir, and helpers to run the real shim and
+//! `telemetryctl`.
+//!
+//! Nothing here sleeps to wait for state: [`wait_for`] polls with a deadline.
 
+use anyhow::{bail, Context};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+use telemetry_client::Client;
+
+/// Access key the test S3 server accepts.
+pub const ACCESS_KEY: &str = "AKIATELEMETRYTEST";
+/// Secret key the test S3 server accepts.
+pub const SECRET_KEY: &str = "telemetry-test-secret-key-0123456789";
+/// Bucket the tests upload to.
+pub const BUCKET: &str = "telemetry-test";
+/// The raw machine identity the test daemons use (must never be uploaded).
+pub const RAW_IDENTITY: &str = "e2e0raw0machine0identity0123456789";
+
+/// Directory holding the workspace's binaries (`target/<profile>`), next
+/// to the test executable's `deps/` directory.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary; panics with a fix if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found; run the tests with `cargo test --workspace` so the binaries are built",
+        p.display()
+    );
+    p
+}
+
+/// Poll `f` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real S3 HTTP server on 127.0.0.1, backed by a temp directory.
+pub struct S3Server {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The runtime serving it; also used to drive the SDK in tests.
+    runtime: tokio::runtime::Runtime,
+    _root: tempfile::TempDir,
+}
+
+impl S3Server {
+    /// Start a server with [`ACCESS_KEY`]/[`SECRET_KEY`] and create
+    /// [`BUCKET`] through the real SDK.
+    pub fn start() -> S3Server {
+        let root = tempfile::tempdir().expect("temp dir for S3 data");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime for the S3 server");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind S3 server");
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs root");
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = builder.build();
+        runtime.spawn(async move {
+            use hyper_util::rt::{TokioExecutor, TokioIo};
+            let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let conn = http.serve_connection(TokioIo::new(socket), service.clone());
+                let conn = conn.into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        let server = S3Server {
+            endpoint,
+            runtime,
+            _root: root,
+        };
+        let client = server.client();
+        server
+            .runtime
+            .block_on(client.create_bucket().bucket(BUCKET).send())
+            .expect("create test bucket");
+        server
+    }
+
+    /// An SDK client with the right credentials.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let creds =
+            aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// Every object in [`BUCKET`]: key → raw (compressed) bytes.
+    pub fn objects(&self) -> BTreeMap<String, Vec<u8>> {
+        let client = self.client();
+        self.runtime.block_on(async {
+            let mut out = BTreeMap::new();
+            let mut pages = client
+                .list_objects_v2()
+                .bucket(BUCKET)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.expect("list objects");
+                for obj in page.contents() {
+                    let key = obj.key().unwrap().to_string();
+                    let body = client
+                        .get_object()
+                        .bucket(BUCKET)
+                        .key(&key)
+                        .send()
+                        .await
+                        .expect("get object")
+                        .body
+                        .collect()
+                        .await
+                        .expect("read object")
+                        .into_bytes()
+                        .to_vec();
+                    out.insert(key, body);
+                }
+            }
+            out
+        })
+    }
+}
+
+/// Decompress every object and parse each NDJSON line.
+/// Returns (key, line) pairs, in key order.
+pub fn decode_objects(objects: &BTreeMap<String, Vec<u8>>) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for (key, body) in objects {
+        let raw = zstd::stream::decode_all(&body[..])
+            .unwrap_or_else(|e| panic!("object {key} is not valid zstd: {e}"));
+        let text = String::from_utf8(raw).unwrap_or_else(|_| panic!("object {key} is not UTF-8"));
+        assert!(text.ends_with('\n'), "object {key} must end with a newline");
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("object {key}: bad JSON line {line:?}: {e}"));
+            out.push((key.clone(), v));
+        }
+    }
+    out
+}
+
+/// Where a test daemon sends batches.
+#[derive(Clone)]
+pub enum Destination {
+    /// The local outbox (embedded default).
+    Outbox,
+    /// An S3 endpoint with the given secret key.
+    S3 {
+        /// Endpoint URL.
+        endpoint: String,
+        /// Secret key to use (wrong ones test auth failures).
+        secret: String,
+    },
+}
+
+/// Files and settings of one test daemon; survives restarts.
+pub struct DaemonEnv {
+    dir: tempfile::TempDir,
+    /// Socket path.
+    pub socket: PathBuf,
+    /// State dir.
+    pub state: PathBuf,
+    /// Destination.
+    pub destination: Destination,
+    /// Extra environment (e.g. batch limits).
+    pub extra: Vec<(String, String)>,
+}
+
+impl DaemonEnv {
+    /// A fresh temp dir with socket, state and an empty config file.
+    pub fn new(destination: Destination) -> DaemonEnv {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("config.toml"), "").unwrap();
+        std::fs::write(dir.path().join("machine-id"), RAW_IDENTITY).unwrap();
+        DaemonEnv {
+            socket: dir.path().join("run/telemetryd.sock"),
+            state: dir.path().join("state"),
+            dir,
+            destination,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The temp dir everything lives in.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Environment for the daemon and its clients: everything points into
+    /// the temp dir, and nothing of the developer's own setup leaks in.
+    pub fn envs(&self) -> Vec<(String, String)> {
+        let root = self.dir.path();
+        let mut env = vec![
+            ("HOME".into(), root.display().to_string()),
+            (
+                "XDG_RUNTIME_DIR".into(),
+                root.join("xdg-run").display().to_string(),
+            ),
+            (
+                "TELEMETRY_CONFIG".into(),
+                root.join("config.toml").display().to_string(),
+            ),
+            ("TELEMETRY_SOCKET".into(), self.socket.display().to_string()),
+            (
+                "TELEMETRY_STATE_DIR".into(),
+                self.state.display().to_string(),
+            ),
+            (
+                "TELEMETRY_MACHINE_ID_FILE".into(),
+                root.join("machine-id").display().to_string(),
+            ),
+            ("TELEMETRY_SYNC".into(), "normal".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            ("TELEMETRY_LOG".into(), "info".into()),
+        ];
+        if let Destination::S3 { endpoint, secret } = &self.destination {
+            env.extend([
+                ("TELEMETRY_S3_BUCKET".into(), BUCKET.into()),
+                ("TELEMETRY_S3_ENDPOINT".into(), endpoint.clone()),
+                ("TELEMETRY_S3_REGION".into(), "us-east-1".into()),
+                ("TELEMETRY_S3_PREFIX".into(), "e2e".into()),
+                ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), secret.clone()),
+            ]);
+        }
+        env.extend(self.extra.iter().cloned());
+        env
+    }
+
+    /// A command for a workspace binary with this environment.
+    pub fn command(&self, name: &str) -> Command {
+        let mut cmd = Command::new(bin(name));
+        for var in [
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "DO_NOT_TRACK",
+            "TELEMETRY_OPTOUT",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(self.envs());
+        cmd
+    }
+
+    /// Run a workspace binary to completion.
+    pub fn run(&self, name: &str, args: &[&str]) -> Output {
+        self.command(name).args(args).output().expect("run binary")
+    }
+
+    /// Start `telemetryd` and wait until it answers `status`.
+    pub fn start(&self) -> Daemon {
+        let log = self.dir.path().join("telemetryd.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = self
+            .command("telemetryd")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn telemetryd");
+        let mut d = Daemon {
+            child: Some(child),
+            socket: self.socket.clone(),
+            log,
+        };
+        d.wait_ready();
+        d
+    }
+}
+
+/// A running `telemetryd` child process.
+pub struct Daemon {
+    child: Option<Child>,
+    /// Its socket.
+    pub socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn wait_ready(&mut self) {
+        let socket = self.socket.clone();
+        wait_for(
+            "telemetryd to answer status",
+            Duration::from_secs(20),
+            || {
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    panic!(
+                        "telemetryd exited early with {status}; log:\n{}",
+                        self.log()
+                    );
+                }
+                Client::connect(&socket)
+                    .and_then(|mut c| c.status(Duration::from_secs(2)))
+                    .ok()
+            },
+        );
+    }
+
+    /// The daemon's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A client connected to this daemon.
+    pub fn client(&self) -> Client {
+        Client::connect(&self.socket).expect("connect to telemetryd")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = self.pid() as libc::pid_t;
+        // SAFETY: kill(2) with a pid we own; no memory is involved.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+    }
+
+    /// SIGTERM and wait (up to 30 s) for the exit status.
+    pub fn terminate(mut self) -> anyhow::Result<ExitStatus> {
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!(
+                    "telemetryd did not exit within 30 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up, like a crash or power cut of the
+    /// process.
+    pub fn kill9(mut self) {
+        self.signal(libc::SIGKILL);
+        let mut child = self.child.take().expect("running");
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Read all of a file (helper for privacy checks).
+pub fn read_all(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .with_context(|| format!("open {}", path.display()))?
+        .read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_file() => out.push(p),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}

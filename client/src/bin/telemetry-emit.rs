@@ -1,1 +1,119 @@
-fn main(){}
+//! `telemetry-emit`: the shim a CLI execs to record one event.
+//!
+//! The host CLI comes first: the whole run has a hard time budget
+//! (default 100 ms), the shim only talks to a local Unix socket, and it
+//! exits 0 whatever happens unless `--strict` is given. With `--strict` it
+//! exits 0 only once the daemon has acknowledged the event as committed.
+
+use clap::Parser;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use telemetry_client::{event, parse_kv, Client};
+
+/// Exit code with --strict when the event was not acknowledged.
+const EXIT_FAILED: u8 = 1;
+/// Exit code with --strict for bad arguments.
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "telemetry-emit",
+    version,
+    about = "Record one telemetry event with the local telemetryd. Never slows or fails the calling CLI: exits 0 unless --strict.",
+    after_help = "Values: true/false become booleans, whole numbers integers, anything else text; KEY:=VALUE forces text.\nExample: telemetry-emit --product cfdev --build 0.9.1 app_created buildpack=go"
+)]
+struct Args {
+    /// Product the event belongs to.
+    #[arg(long, env = "TELEMETRY_PRODUCT")]
+    product: String,
+    /// Version of the calling CLI.
+    #[arg(long, env = "TELEMETRY_BUILD", default_value = "unknown")]
+    build: String,
+    /// Exit non-zero (with a message) unless the daemon acknowledged the event.
+    #[arg(long)]
+    strict: bool,
+    /// Daemon socket (default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock).
+    #[arg(long, env = "TELEMETRY_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Hard limit for the whole run, in milliseconds.
+    #[arg(
+        long,
+        env = "TELEMETRY_EMIT_TIMEOUT_MS",
+        default_value_t = 100,
+        value_name = "MS"
+    )]
+    timeout_ms: u64,
+    /// Event name from the product's catalogue, e.g. app_created.
+    event: String,
+    /// Event data as KEY=VALUE pairs.
+    data: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().collect();
+    let strict_requested = raw.iter().skip(1).any(|a| a == "--strict");
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let info = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+            let _ = e.print();
+            return if info || !strict_requested {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_USAGE)
+            };
+        }
+    };
+    let budget = Duration::from_millis(args.timeout_ms.max(1));
+    let strict = args.strict;
+    // The budget is hard: whatever the shim is blocked on (a full socket
+    // backlog, a stuck daemon), this thread ends the process on time.
+    std::thread::spawn(move || {
+        std::thread::sleep(budget);
+        if strict {
+            eprintln!("telemetry-emit: no acknowledgement within {budget:?}");
+            std::process::exit(EXIT_FAILED.into());
+        }
+        std::process::exit(0);
+    });
+    match emit(&args, budget) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, msg)) => {
+            if strict {
+                eprintln!("telemetry-emit: {msg}");
+                ExitCode::from(code)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+    }
+}
+
+fn emit(args: &Args, budget: Duration) -> Result<(), (u8, String)> {
+    let mut data = BTreeMap::new();
+    for kv in &args.data {
+        let (k, v) = parse_kv(kv).map_err(|e| (EXIT_USAGE, e))?;
+        data.insert(k, v);
+    }
+    let ev = event(&args.product, &args.event, &args.build, data);
+    telemetry_proto_check(&ev).map_err(|e| (EXIT_USAGE, e))?;
+    let path = args
+        .socket
+        .clone()
+        .unwrap_or_else(telemetry_client::default_socket_path);
+    let mut client = Client::connect(&path).map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    client
+        .emit(vec![ev], budget)
+        .map(|_| ())
+        .map_err(|e| (EXIT_FAILED, e.to_string()))
+}
+
+/// Check the event locally first, so a mistake in the calling CLI is
+/// reported precisely with --strict (the daemon checks again).
+fn telemetry_proto_check(ev: &telemetry_client::WireEvent) -> Result<(), String> {
+    let limits = telemetry_proto::Limits::default();
+    telemetry_proto::validate_event(ev, &limits).map_err(|e| e.to_string())
+}

@@ -345,7 +345,8 @@ impl Inner {
             path: path.to_path_buf(),
             source: Arc::new(e),
         };
-        conn.busy_timeout(Duration::from_secs(5)).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         let sync = match opts.sync {
@@ -380,7 +381,11 @@ impl Inner {
             .map_err(sql("loading counters"))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })
             .map_err(sql("loading counters"))?;
         for row in rows {
@@ -621,7 +626,9 @@ impl Inner {
 
     fn next_sealed(&mut self) -> Result<Option<SealedBatch>, StoreError> {
         self.conn
-            .prepare_cached("SELECT id, key, body, events, raw_bytes FROM batches ORDER BY id LIMIT 1")
+            .prepare_cached(
+                "SELECT id, key, body, events, raw_bytes FROM batches ORDER BY id LIMIT 1",
+            )
             .and_then(|mut s| {
                 s.query_row([], |r| {
                     Ok(SealedBatch {

@@ -47,7 +47,10 @@ impl Fixture {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -57,7 +60,9 @@ fn migrating_twice_is_a_no_op_and_newer_schema_is_refused() {
     let mut conn = Connection::open(&path).unwrap();
     migrate(&mut conn, &path, 1_000_000).unwrap();
     migrate(&mut conn, &path, 2_000_000).unwrap();
-    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
     assert_eq!(v, MIGRATIONS.len() as i64);
 
     conn.pragma_update(None, "user_version", 99).unwrap();
@@ -67,7 +72,9 @@ fn migrating_twice_is_a_no_op_and_newer_schema_is_refused() {
     assert!(err.to_string().contains(DB_FILE));
     // Refused, not modified.
     let conn = Connection::open(&path).unwrap();
-    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
     assert_eq!(v, 99);
 }
 
@@ -76,10 +83,16 @@ fn duplicates_are_stored_once_and_counted() {
     let f = Fixture::new();
     let (store, thread) = f.open(100);
     rt().block_on(async {
-        let a = store.insert(vec![record(1, "a"), record(2, "a")]).await.unwrap();
+        let a = store
+            .insert(vec![record(1, "a"), record(2, "a")])
+            .await
+            .unwrap();
         assert_eq!((a.accepted, a.duplicates), (2, 0));
         assert!(a.wake_uploader, "first pending event starts the age clock");
-        let b = store.insert(vec![record(2, "a"), record(3, "a")]).await.unwrap();
+        let b = store
+            .insert(vec![record(2, "a"), record(3, "a")])
+            .await
+            .unwrap();
         assert_eq!((b.accepted, b.duplicates), (1, 1));
         assert!(!b.wake_uploader);
         let s = store.stats().await.unwrap();
@@ -96,7 +109,12 @@ fn seal_upload_complete_and_sealed_batches_survive_restart() {
     let (store, thread) = f.open(2);
     let first = rt().block_on(async {
         let out = store
-            .insert(vec![record(1, "a"), record(2, "a"), record(3, "a"), record(4, "b")])
+            .insert(vec![
+                record(1, "a"),
+                record(2, "a"),
+                record(3, "a"),
+                record(4, "b"),
+            ])
             .await
             .unwrap();
         assert!(out.wake_uploader);
@@ -107,7 +125,13 @@ fn seal_upload_complete_and_sealed_batches_survive_restart() {
         store.next_sealed().await.unwrap().unwrap()
     });
     assert_eq!(first.events, 2);
-    assert!(first.key.starts_with("p/v1/product=a/dt=2027-01-15/abcdef01-"), "{}", first.key);
+    assert!(
+        first
+            .key
+            .starts_with("p/v1/product=a/dt=2027-01-15/abcdef01-"),
+        "{}",
+        first.key
+    );
     let body = zstd::stream::decode_all(&first.body[..]).unwrap();
     assert_eq!(body, b"{\"n\":1}\n{\"n\":2}\n");
     drop(store);
@@ -170,7 +194,10 @@ fn sequence_numbers_start_at_creation_time_and_are_never_reused() {
     });
     assert_ne!(k1, k2, "a deleted seq must not be reused");
     let base = 1_800_000_000_000_000i64 / 1000 * 1000;
-    assert!(k1.ends_with(&format!("-{}-{}.ndjson.zst", base + 1, base + 1)), "{k1}");
+    assert!(
+        k1.ends_with(&format!("-{}-{}.ndjson.zst", base + 1, base + 1)),
+        "{k1}"
+    );
     drop(store);
     thread.join();
 }
@@ -179,7 +206,11 @@ fn sequence_numbers_start_at_creation_time_and_are_never_reused() {
 fn concurrent_inserts_are_all_committed() {
     let f = Fixture::new();
     let (store, thread) = f.open(1_000_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut tasks = Vec::new();
         for t in 0..8u128 {

@@ -1,0 +1,536 @@
+//! End-to-end: the real binaries, a real S3 server, real SQLite.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+use telemetry_client::{event, ClientError, Response, Value};
+use telemetry_proto::{decode_body, encode_body, ErrorCode, Request};
+use telemetry_tests::*;
+
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn s3_env(server: &S3Server) -> DaemonEnv {
+    DaemonEnv::new(Destination::S3 {
+        endpoint: server.endpoint.clone(),
+        secret: SECRET_KEY.into(),
+    })
+}
+
+/// Emit `n` events from one client, one acked emit each; returns the ids.
+fn emit_acked(d: &Daemon, product: &str, n: usize) -> Vec<String> {
+    let mut client = d.client();
+    (0..n)
+        .map(|i| {
+            let mut data = BTreeMap::new();
+            data.insert("n".to_string(), Value::Int(i as i64));
+            data.insert("kind".to_string(), Value::Str("test".into()));
+            let ev = event(product, "app_created", "1.2.3", data);
+            let id = ev.id.hyphenated().to_string();
+            let ack = client.emit(vec![ev], ACK_TIMEOUT).expect("acked emit");
+            assert_eq!(ack.accepted, 1);
+            id
+        })
+        .collect()
+}
+
+/// Check every line has all fields, and every acked id is present exactly
+/// once. Returns the number of lines.
+fn assert_exactly_once(lines: &[(String, serde_json::Value)], acked: &BTreeSet<String>) {
+    let mut seen = BTreeMap::<String, usize>::new();
+    for (key, v) in lines {
+        for field in [
+            "id",
+            "event",
+            "product",
+            "build",
+            "timestamp",
+            "machine",
+            "os",
+            "arch",
+            "data",
+        ] {
+            assert!(
+                v.get(field).is_some(),
+                "object {key}: line lacks {field}: {v}"
+            );
+        }
+        let machine = v["machine"].as_str().unwrap();
+        assert!(
+            machine.len() == 64 && machine.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{machine}"
+        );
+        assert!(
+            key.contains(&format!("/{}-", &machine[..8])),
+            "key {key} names the machine prefix"
+        );
+        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+        *seen
+            .entry(v["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        dups.is_empty(),
+        "duplicated ids: {:?}",
+        &dups[..dups.len().min(5)]
+    );
+    let got: BTreeSet<String> = seen.into_keys().collect();
+    let missing: Vec<_> = acked.difference(&got).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acked events missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(lines.len(), acked.len(), "lines in S3 vs acked events");
+}
+
+fn key_is_well_formed(key: &str) -> bool {
+    // e2e/v1/product=P/dt=YYYY-MM-DD/mmmmmmmm-FIRST-LAST.ndjson.zst
+    let parts: Vec<&str> = key.split('/').collect();
+    if parts.len() != 5 || parts[0] != "e2e" || parts[1] != "v1" {
+        return false;
+    }
+    let date = parts[3].strip_prefix("dt=").unwrap_or("");
+    let name = parts[4].strip_suffix(".ndjson.zst").unwrap_or("");
+    let nums: Vec<&str> = name.split('-').collect();
+    parts[2].starts_with("product=")
+        && date.len() == 10
+        && nums.len() == 3
+        && nums[0].len() == 8
+        && nums[1].parse::<u64>().is_ok()
+        && nums[2].parse::<u64>().is_ok()
+        && nums[1].parse::<u64>().unwrap() <= nums[2].parse::<u64>().unwrap()
+}
+
+#[test]
+fn eight_clients_ten_thousand_acked_events_arrive_in_s3_exactly_once_across_a_restart() {
+    let s3 = S3Server::start();
+    let mut env = s3_env(&s3);
+    env.extra
+        .push(("TELEMETRY_BATCH_MAX_EVENTS".into(), "1500".into()));
+    let daemon = env.start();
+
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let socket = daemon.socket.clone();
+            std::thread::spawn(move || {
+                let mut client = telemetry_client::Client::connect(&socket).unwrap();
+                let mut ids = Vec::new();
+                for i in 0..1250 {
+                    let mut data = BTreeMap::new();
+                    data.insert("n".to_string(), Value::Int(i));
+                    let ev = event("cfdev", "app_created", "1.2.3", data);
+                    ids.push(ev.id.hyphenated().to_string());
+                    let ack = client.emit(vec![ev], ACK_TIMEOUT).expect("ack");
+                    assert_eq!((ack.accepted, ack.duplicates), (1, 0));
+                }
+                ids
+            })
+        })
+        .collect();
+    let acked: BTreeSet<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(acked.len(), 10_000);
+
+    // Restart between emit and flush: SIGTERM exits 0 (with its last
+    // upload), the new daemon flushes whatever is left.
+    let status = daemon.terminate().unwrap();
+    assert!(status.success(), "SIGTERM exit: {status}");
+    let daemon = env.start();
+    let out = env.run("telemetryctl", &["flush", "--json"]);
+    assert!(
+        out.status.success(),
+        "flush: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["keys"].is_array());
+
+    let objects = s3.objects();
+    assert!(
+        objects.len() >= 7,
+        "batches of ≤1500 events: got {} objects",
+        objects.len()
+    );
+    for key in objects.keys() {
+        assert!(key_is_well_formed(key), "bad key {key}");
+    }
+    let lines = decode_objects(&objects);
+    assert_exactly_once(&lines, &acked);
+    for (key, body) in &objects {
+        let raw = zstd::stream::decode_all(&body[..]).unwrap();
+        assert!(
+            !contains(&raw, RAW_IDENTITY.as_bytes()),
+            "raw machine identity in {key}"
+        );
+    }
+
+    let status = daemon.client().status(ACK_TIMEOUT).unwrap();
+    assert_eq!(status.pending_events, 0);
+    assert_eq!(status.last_error, None);
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn sigkill_right_after_acks_loses_nothing() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    let daemon = env.start();
+    let acked: BTreeSet<String> = emit_acked(&daemon, "cfdev", 300).into_iter().collect();
+    daemon.kill9();
+    assert!(
+        s3.objects().is_empty(),
+        "nothing was uploaded before the kill"
+    );
+
+    let daemon = env.start();
+    let status = daemon.client().status(ACK_TIMEOUT).unwrap();
+    assert_eq!(status.pending_events, 300, "acked events survived SIGKILL");
+    let report = daemon.client().flush(Duration::from_secs(60)).unwrap();
+    assert_eq!(report.events, 300);
+    assert_exactly_once(&decode_objects(&s3.objects()), &acked);
+}
+
+#[test]
+fn wrong_credentials_keep_events_local_show_the_error_and_a_later_flush_delivers_once() {
+    let s3 = S3Server::start();
+    let good = s3_env(&s3);
+    let mut bad = DaemonEnv::new(Destination::S3 {
+        endpoint: s3.endpoint.clone(),
+        secret: "wrong-secret".into(),
+    });
+    // Same state dir as the good config, so the restart sees the queue.
+    bad.state = good.state.clone();
+    bad.socket = good.socket.clone();
+
+    let daemon = bad.start();
+    let acked: BTreeSet<String> = emit_acked(&daemon, "cfdev", 50).into_iter().collect();
+    let out = bad.run("telemetryctl", &["flush"]);
+    assert_eq!(out.status.code(), Some(3), "refused flush exits 3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PutObject") && stderr.contains("retried"),
+        "{stderr}"
+    );
+
+    let out = bad.run("telemetryctl", &["status", "--json"]);
+    assert!(out.status.success());
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["pending_events"], 50);
+    assert!(
+        st["last_error"].as_str().unwrap().contains("PutObject"),
+        "{st}"
+    );
+    assert!(st["next_attempt_us"].as_i64().is_some());
+    assert!(st["consecutive_failures"].as_u64().unwrap() >= 1);
+    let human = bad.run("telemetryctl", &["status"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("last error:") && human.contains("next attempt"),
+        "{human}"
+    );
+    for text in [
+        stderr.to_string(),
+        st.to_string(),
+        human.to_string(),
+        daemon.log(),
+    ] {
+        assert!(!text.contains("wrong-secret"), "secret leaked: {text}");
+    }
+    assert!(s3.objects().is_empty());
+    assert!(daemon.terminate().unwrap().success());
+
+    let daemon = good.start();
+    let report = daemon.client().flush(Duration::from_secs(60)).unwrap();
+    assert_eq!(report.events, 50);
+    assert_exactly_once(&decode_objects(&s3.objects()), &acked);
+}
+
+#[test]
+fn unreachable_endpoint_keeps_events_and_reports_the_address() {
+    // A port nobody listens on: bind, note the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = DaemonEnv::new(Destination::S3 {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        secret: SECRET_KEY.into(),
+    });
+    let daemon = env.start();
+    emit_acked(&daemon, "cfdev", 5);
+    let err = daemon.client().flush(Duration::from_secs(60)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Refused {
+                code: ErrorCode::Upload,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let st = daemon.client().status(ACK_TIMEOUT).unwrap();
+    assert_eq!(st.pending_events, 5);
+    assert!(st.last_error.is_some());
+}
+
+/// Send raw bytes, then read whatever the daemon answers until it closes.
+fn raw_exchange(socket: &std::path::Path, bytes: &[u8], half_close: bool) -> Option<Response> {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    if half_close {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)
+        .expect("daemon closes the connection");
+    if buf.len() < 4 {
+        return None;
+    }
+    let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+    assert_eq!(buf.len(), 4 + len, "exactly one reply, then close");
+    Some(decode_body(&buf[4..]).unwrap())
+}
+
+fn error_code(r: Option<Response>) -> Option<ErrorCode> {
+    match r {
+        Some(Response::Error { code, message }) => {
+            assert!(!message.is_empty());
+            Some(code)
+        }
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_frames_get_an_error_reply_and_the_daemon_keeps_serving() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start();
+    let sock = daemon.socket.clone();
+
+    // Garbage body in a well-formed frame.
+    let mut garbage = 7u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(
+        error_code(raw_exchange(&sock, &garbage, false)),
+        Some(ErrorCode::Malformed)
+    );
+
+    // A length prefix far over the maximum.
+    let huge = (64 * 1024 * 1024u32).to_be_bytes();
+    assert_eq!(
+        error_code(raw_exchange(&sock, &huge, false)),
+        Some(ErrorCode::FrameTooLarge)
+    );
+
+    // An unknown protocol version.
+    let mut body = encode_body(&Request::Status).unwrap();
+    body[0] = 0x7f;
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    assert_eq!(
+        error_code(raw_exchange(&sock, &frame, false)),
+        Some(ErrorCode::UnsupportedVersion)
+    );
+
+    // A truncated frame: announces 100 bytes, sends 10, closes its side.
+    let mut short = 100u32.to_be_bytes().to_vec();
+    short.extend_from_slice(&[0u8; 10]);
+    if let Some(r) = raw_exchange(&sock, &short, true) {
+        assert_eq!(error_code(Some(r)), Some(ErrorCode::Malformed));
+    }
+
+    // An invalid event is refused with a clear message; nothing stored.
+    let mut bad = event("cfdev", "Bad-Name", "1.0", BTreeMap::new());
+    bad.data.insert("path".into(), Value::Str("x".into()));
+    let err = daemon.client().emit(vec![bad], ACK_TIMEOUT).unwrap_err();
+    match err {
+        ClientError::Refused {
+            code: ErrorCode::Invalid,
+            message,
+        } => {
+            assert!(message.contains("Bad-Name"), "{message}")
+        }
+        other => panic!("{other}"),
+    }
+
+    // A well-behaved client is still served, and nothing bad was stored.
+    let ids = emit_acked(&daemon, "cfdev", 3);
+    assert_eq!(ids.len(), 3);
+    assert_eq!(
+        daemon.client().status(ACK_TIMEOUT).unwrap().pending_events,
+        3
+    );
+}
+
+#[test]
+fn shim_without_a_daemon_exits_zero_fast_and_strict_fails_clearly() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let start = Instant::now();
+    let out = env.run("telemetry-emit", &["--product", "cfdev", "stop"]);
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "quiet without --strict: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+
+    let out = env.run(
+        "telemetry-emit",
+        &["--product", "cfdev", "--strict", "stop"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not reachable") && stderr.contains(env.socket.to_str().unwrap()),
+        "{stderr}"
+    );
+
+    // Bad arguments: exit 0 without --strict, 2 with.
+    let out = env.run("telemetry-emit", &["--product", "cfdev", "stop", "novalue"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = env.run(
+        "telemetry-emit",
+        &["--product", "cfdev", "--strict", "stop", "novalue"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn shim_and_telemetryctl_with_the_embedded_outbox_default() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start();
+    let out = env.run(
+        "telemetry-emit",
+        &[
+            "--product",
+            "cfdev",
+            "--build",
+            "0.9.1",
+            "--strict",
+            "--timeout-ms",
+            "5000",
+            "app_created",
+            "buildpack=go",
+            "instances=2",
+            "ok=true",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = env.run("telemetryctl", &["status"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("pending:      1 events"), "{text}");
+    assert!(text.contains("outbox:"), "{text}");
+
+    let out = env.run("telemetryctl", &["flush", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["events"], 1);
+    let key = report["keys"][0].as_str().unwrap().to_string();
+    assert!(key.starts_with("v1/product=cfdev/dt="), "{key}");
+    let file = env.state.join("outbox").join(&key);
+    let raw = zstd::stream::decode_all(&read_all(&file).unwrap()[..]).unwrap();
+    let line: serde_json::Value = serde_json::from_slice(raw.strip_suffix(b"\n").unwrap()).unwrap();
+    assert_eq!(line["event"], "app_created");
+    assert_eq!(line["build"], "0.9.1");
+    assert_eq!(line["data"]["buildpack"], "go");
+    assert_eq!(line["data"]["instances"], 2);
+    assert_eq!(line["data"]["ok"], true);
+
+    let out = env.run("telemetryctl", &["flush"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "nothing to upload"
+    );
+    drop(daemon);
+}
+
+#[test]
+fn telemetryctl_exit_codes() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let out = env.run("telemetryctl", &["status"]);
+    assert_eq!(out.status.code(), Some(1), "unreachable daemon");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(env.socket.to_str().unwrap()));
+    let out = env.run("telemetryctl", &["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2), "usage error");
+    let out = env.run("telemetryctl", &["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_is_refused_and_bad_config_names_key_and_file() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start();
+    let out = env.run("telemetryd", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("already listening") && stderr.contains(env.socket.to_str().unwrap()),
+        "{stderr}"
+    );
+    // The first daemon is unaffected.
+    daemon.client().status(ACK_TIMEOUT).unwrap();
+    assert!(daemon.terminate().unwrap().success());
+    assert!(!env.socket.exists(), "socket removed on clean exit");
+
+    let cfg = env.root().join("config.toml");
+    std::fs::write(
+        &cfg,
+        "[s3]\nbucket = \"ok-bucket\"\npath_style = \"maybe\"\n",
+    )
+    .unwrap();
+    let out = env.run("telemetryd", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("path_style") && stderr.contains(cfg.to_str().unwrap()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_uploads_what_is_pending_and_exits_zero() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    let daemon = env.start();
+    let acked: BTreeSet<String> = emit_acked(&daemon, "cfdev", 20).into_iter().collect();
+    let status = daemon.terminate().unwrap();
+    assert!(status.success(), "{status}");
+    assert_exactly_once(&decode_objects(&s3.objects()), &acked);
+}
+
+#[test]
+fn duplicate_ids_are_stored_once() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start();
+    let ev = event("cfdev", "stop", "1.0", BTreeMap::new());
+    let mut c = daemon.client();
+    let a = c.emit(vec![ev.clone()], ACK_TIMEOUT).unwrap();
+    let b = c.emit(vec![ev.clone(), ev], ACK_TIMEOUT).unwrap();
+    assert_eq!((a.accepted, a.duplicates), (1, 0));
+    assert_eq!((b.accepted, b.duplicates), (0, 2));
+    assert_eq!(c.status(ACK_TIMEOUT).unwrap().pending_events, 1);
+}
