@@ -70,6 +70,10 @@ pub enum ClientError {
     /// The daemon answered with a response of the wrong kind.
     #[error("unexpected reply from telemetryd: {0}")]
     Unexpected(String),
+    /// An earlier call on this connection timed out or failed, so replies
+    /// can no longer be matched to requests.
+    #[error("this connection to telemetryd at {0} failed earlier; connect again")]
+    Broken(PathBuf),
 }
 
 /// Result of an acknowledged emit.
@@ -123,9 +127,17 @@ pub fn event(product: &str, name: &str, build: &str, data: BTreeMap<String, Valu
 }
 
 /// A connection to the daemon. One request at a time.
+///
+/// After a timeout or an I/O error the connection is out of step (a late
+/// reply may still arrive), so every later call fails with
+/// [`ClientError::Broken`]: connect again.
 pub struct Client {
     stream: UnixStream,
     path: PathBuf,
+    /// Replies to no-ack emits not read yet; read and dropped before the
+    /// next request so replies stay matched to requests.
+    unread: usize,
+    broken: bool,
 }
 
 impl Client {
@@ -134,7 +146,12 @@ impl Client {
     pub fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
         let path = path.as_ref().to_path_buf();
         match UnixStream::connect(&path) {
-            Ok(stream) => Ok(Client { stream, path }),
+            Ok(stream) => Ok(Client {
+                stream,
+                path,
+                unread: 0,
+                broken: false,
+            }),
             Err(source) => Err(ClientError::Unreachable { path, source }),
         }
     }
@@ -155,17 +172,32 @@ impl Client {
     }
 
     /// Write one request frame within `timeout`.
-    pub fn send(&mut self, req: &Request, timeout: Duration) -> Result<(), ClientError> {
+    fn send(&mut self, req: &Request, timeout: Duration) -> Result<(), ClientError> {
+        if self.broken {
+            return Err(ClientError::Broken(self.path.clone()));
+        }
         let frame = encode_frame(req)?;
         let t = timeout.max(Duration::from_millis(1));
-        self.stream
+        let result = self
+            .stream
             .set_write_timeout(Some(t))
             .and_then(|_| self.stream.write_all(&frame))
-            .map_err(|e| self.io(e, timeout))
+            .map_err(|e| self.io(e, timeout));
+        self.broken |= result.is_err();
+        result
     }
 
-    /// Read one response frame, all of it before `deadline`.
+    /// Read one response frame, all of it before `deadline`. Any failure
+    /// but an error reply breaks the connection.
     fn recv(&mut self, deadline: Instant, budget: Duration) -> Result<Response, ClientError> {
+        let result = self.recv_frame(deadline, budget);
+        if !matches!(result, Ok(_) | Err(ClientError::Refused { .. })) {
+            self.broken = true;
+        }
+        result
+    }
+
+    fn recv_frame(&mut self, deadline: Instant, budget: Duration) -> Result<Response, ClientError> {
         let mut len = [0u8; 4];
         self.read_exact_by(&mut len, deadline, budget)?;
         let len = u32::from_be_bytes(len) as usize;
@@ -222,6 +254,14 @@ impl Client {
     pub fn request(&mut self, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
         let deadline = Instant::now() + timeout;
         self.send(req, timeout)?;
+        while self.unread > 0 {
+            // Replies come in request order: drop the no-ack ones first
+            // (an error reply to one of them does not fail this request).
+            match self.recv(deadline, timeout) {
+                Ok(_) | Err(ClientError::Refused { .. }) => self.unread -= 1,
+                Err(e) => return Err(e),
+            }
+        }
         self.recv(deadline, timeout)
     }
 
@@ -250,7 +290,9 @@ impl Client {
         events: Vec<WireEvent>,
         timeout: Duration,
     ) -> Result<(), ClientError> {
-        self.send(&Request::Emit { events, ack: false }, timeout)
+        self.send(&Request::Emit { events, ack: false }, timeout)?;
+        self.unread += 1;
+        Ok(())
     }
 
     /// Ask for the daemon's status.

@@ -282,12 +282,19 @@ impl Origins<'_> {
     }
 }
 
+/// Longest accepted duration setting: keeps every time computation far from
+/// overflow, and nothing here sensibly waits longer.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Parse a duration like `30s`, `15m`, `1h`, `1h 30m`, `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim())
         .map_err(|e| format!("{e}; expected a duration such as 30s, 15m or 1h"))?;
     if d.is_zero() {
         return Err("must be greater than zero".into());
+    }
+    if d > MAX_DURATION {
+        return Err("must be at most 30 days".into());
     }
     Ok(d)
 }
@@ -647,5 +654,7 @@ mod tests {
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("31days").is_err());
+        assert!(parse_duration("100000000years").is_err());
     }
 }

@@ -9,7 +9,7 @@
 //! # Shutdown
 //! 1. Stop accepting; tell connection tasks to stop after the request they
 //!    are serving (each holds a `done` sender; we wait until all are
-//!    dropped, bounded by a grace period).
+//!    dropped, bounded by a grace period, then abort the stragglers).
 //! 2. Stop the uploader, which makes one last bounded upload attempt.
 //! 3. Drop the last store handles; the store thread commits what is queued
 //!    and closes the database.
@@ -32,9 +32,15 @@ use tokio_util::codec::Framed;
 /// A connection that sends nothing for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A reply the peer does not read within this time closes the connection.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Extra time connection tasks get, beyond the shutdown timeout, to finish
-/// the request they are serving.
+/// the request they are serving; then they are aborted.
 const CONNECTION_GRACE: Duration = Duration::from_secs(2);
+
+/// How long shutdown waits for the store thread to close the database.
+const STORE_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -120,14 +126,17 @@ pub async fn run(
 
     let (conn_stop, conn_stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            // Reap finished connection tasks so the set stays small.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             res = listener.accept() => match res {
                 Ok((stream, _)) => {
                     let task = serve_connection(ctx.clone(), stream, conn_stop_rx.clone(), done_tx.clone());
-                    tokio::spawn(task);
+                    connections.spawn(task);
                 }
                 Err(e) => {
                     // Usually EMFILE: back off instead of spinning.
@@ -143,13 +152,23 @@ pub async fn run(
     drop(done_tx);
     let grace = config.shutdown_timeout + CONNECTION_GRACE;
     if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
-        tracing::warn!("some connections did not finish in time");
+        tracing::warn!("some connections did not finish in time; closing them");
     }
+    // Aborting drops their store handles, so the store thread can finish.
+    connections.shutdown().await;
     let _ = upload_stop.send(true);
     let _ = upload_task.await;
     drop(ctx);
     // The store thread exits once the last handle is gone, after its queue.
-    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    let join = tokio::task::spawn_blocking(move || store_thread.join());
+    if tokio::time::timeout(STORE_CLOSE_TIMEOUT, join)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the store did not close in time; SQLite will recover its journal at the next start"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -190,13 +209,16 @@ pub async fn serve_connection(
             Err(_) | Ok(None) => break,
             Ok(Some(Ok(req))) => {
                 let resp = crate::cmd::dispatch(&ctx, req).await;
-                if framed.send(resp).await.is_err() {
-                    break;
+                // A peer that stops reading must not pin this task.
+                match tokio::time::timeout(SEND_TIMEOUT, framed.send(resp)).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
                 }
             }
             Ok(Some(Err(e))) => {
                 tracing::debug!(error = %e, "bad frame");
-                let _ = framed.send(codec_error_response(&e)).await;
+                let _ =
+                    tokio::time::timeout(SEND_TIMEOUT, framed.send(codec_error_response(&e))).await;
                 break;
             }
         }

@@ -16,6 +16,17 @@ pub enum SocketError {
     /// Another process is listening on the path.
     #[error("another telemetryd is already listening on {0}; stop it first, or pass --socket with another path")]
     InUse(PathBuf),
+    /// Something that is not a socket is at the path; we never delete it.
+    #[error("{0} exists and is not a socket; remove it or pass --socket with another path")]
+    NotASocket(PathBuf),
+    /// The socket's directory could be tampered with by another user.
+    #[error("the socket directory {path} {problem}; another user could replace the socket. Fix its owner and mode (chmod 700), or pass --socket with another path")]
+    UnsafeDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// Creating the directory, removing a stale socket or binding failed.
     #[error("cannot {what} {path}: {source}")]
     Io {
@@ -57,6 +68,38 @@ impl Drop for BoundSocket {
     }
 }
 
+/// Refuse a socket directory that another user owns or can write to: they
+/// could swap the socket and read events or forge acknowledgements.
+/// (Sticky shared directories like `/tmp` itself are fine.)
+fn check_dir(dir: &Path) -> Result<(), SocketError> {
+    let meta = std::fs::metadata(dir).map_err(|source| SocketError::Io {
+        what: "inspect",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mode = meta.permissions().mode();
+    let sticky = mode & 0o1000 != 0;
+    let problem = if meta.uid() != me && meta.uid() != 0 {
+        Some(format!("is owned by uid {}, not by uid {me}", meta.uid()))
+    } else if mode & 0o022 != 0 && !sticky {
+        Some(format!(
+            "is writable by other users (mode {:o})",
+            mode & 0o777
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(SocketError::UnsafeDir {
+            path: dir.to_path_buf(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn file_id(m: &std::fs::Metadata) -> (u64, i64, i64) {
     (m.ino(), m.ctime(), m.ctime_nsec())
 }
@@ -71,8 +114,13 @@ pub fn bind(path: &Path) -> Result<BoundSocket, SocketError> {
         if !dir.exists() {
             crate::fsutil::create_private_dir(dir).map_err(io("create the directory for"))?;
         }
+        check_dir(dir)?;
     }
-    if std::fs::symlink_metadata(path).is_ok() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(SocketError::NotASocket(path.to_path_buf()));
+        }
         match UnixStream::connect(path) {
             Ok(_) => return Err(SocketError::InUse(path.to_path_buf())),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
@@ -126,6 +174,22 @@ mod tests {
         let second = bind(&path).unwrap();
         drop(second);
         assert!(!path.exists(), "our own socket is removed on drop");
+    }
+
+    #[test]
+    fn never_deletes_a_file_that_is_not_a_socket_and_refuses_unsafe_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.txt");
+        std::fs::write(&path, b"keep me").unwrap();
+        assert!(matches!(bind(&path), Err(SocketError::NotASocket(_))));
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = bind(&open.join("d.sock")).err().unwrap();
+        assert!(matches!(err, SocketError::UnsafeDir { .. }), "{err}");
+        assert!(err.to_string().contains("writable by other users"), "{err}");
     }
 
     #[test]

@@ -49,9 +49,46 @@ pub enum CycleError {
     /// The destination failed.
     #[error(transparent)]
     Upload(#[from] UploadError),
+    /// The daemon is stopping; the final upload attempt takes over.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
 }
 
-type FlushReply = oneshot::Sender<Result<FlushReport, CycleError>>;
+/// A cycle that failed part way: what was uploaded before the error.
+#[derive(Debug, Clone)]
+pub struct CycleFailure {
+    /// Objects written before the failure.
+    pub done: FlushReport,
+    /// What failed.
+    pub error: CycleError,
+}
+
+impl std::fmt::Display for CycleFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)?;
+        if !self.done.keys.is_empty() {
+            write!(
+                f,
+                " (after uploading {} event(s) in {} object(s): {})",
+                self.done.events,
+                self.done.keys.len(),
+                self.done.keys.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl From<CycleError> for CycleFailure {
+    fn from(error: CycleError) -> Self {
+        CycleFailure {
+            done: FlushReport::default(),
+            error,
+        }
+    }
+}
+
+type FlushReply = oneshot::Sender<Result<FlushReport, CycleFailure>>;
 
 /// Talk to the running uploader.
 #[derive(Clone)]
@@ -69,9 +106,9 @@ impl Uploader {
     }
 
     /// Seal everything pending, upload now and wait for the result.
-    pub async fn flush(&self) -> Result<FlushReport, CycleError> {
+    pub async fn flush(&self) -> Result<FlushReport, CycleFailure> {
         let (tx, rx) = oneshot::channel();
-        let closed = || CycleError::Store(StoreError::Closed);
+        let closed = || CycleFailure::from(CycleError::ShuttingDown);
         self.flush_tx.send(tx).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
@@ -98,6 +135,9 @@ struct Worker {
     opts: UploaderOptions,
     state: Arc<Mutex<UploadState>>,
     retry_at: Option<Instant>,
+    /// Turns true at shutdown; interrupts a running cycle so the bounded
+    /// final attempt can start.
+    stop: watch::Receiver<bool>,
 }
 
 /// Start the uploader task. It stops when `shutdown` turns true, after one
@@ -117,6 +157,7 @@ pub fn spawn(
         opts,
         state: state.clone(),
         retry_at: None,
+        stop: shutdown.clone(),
     };
     let handle = tokio::spawn(worker.run(notify.clone(), flush_rx, shutdown));
     (
@@ -152,24 +193,24 @@ impl Worker {
                 biased;
                 _ = shutdown.changed() => break,
                 Some(reply) = flush_rx.recv() => {
-                    let result = self.cycle(true).await;
+                    let result = self.cycle(true, true).await;
                     let _ = reply.send(result);
                 }
                 _ = notify.notified() => {
                     if self.retry_at.is_none() {
-                        let _ = self.cycle(false).await;
+                        let _ = self.cycle(false, true).await;
                     }
                 }
                 _ = sleep_until_opt(wake_at) => {
                     self.retry_at = None;
-                    let _ = self.cycle(false).await;
+                    let _ = self.cycle(false, true).await;
                 }
             }
         }
         // Answer flushes that raced with shutdown rather than leave them
         // hanging; the final attempt below covers their events.
         flush_rx.close();
-        match tokio::time::timeout(self.opts.shutdown_timeout, self.cycle(true)).await {
+        match tokio::time::timeout(self.opts.shutdown_timeout, self.cycle(true, false)).await {
             Ok(Ok(r)) if r.events > 0 => tracing::info!(events = r.events, "final upload done"),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -180,7 +221,7 @@ impl Worker {
             }
         }
         while let Ok(reply) = flush_rx.try_recv() {
-            let _ = reply.send(Err(CycleError::Store(StoreError::Closed)));
+            let _ = reply.send(Err(CycleError::ShuttingDown.into()));
         }
     }
 
@@ -202,11 +243,17 @@ impl Worker {
     }
 
     /// Seal what is due (everything if `force`) and upload all sealed
-    /// batches, oldest first.
-    async fn cycle(&mut self, force: bool) -> Result<FlushReport, CycleError> {
-        let result = self.try_cycle(force).await;
+    /// batches, oldest first. An `interruptible` cycle stops at shutdown.
+    async fn cycle(
+        &mut self,
+        force: bool,
+        interruptible: bool,
+    ) -> Result<FlushReport, CycleFailure> {
+        let mut report = FlushReport::default();
+        let result = self.try_cycle(force, interruptible, &mut report).await;
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
+            Err(CycleError::ShuttingDown) => {}
             Ok(_) => {
                 self.retry_at = None;
                 st.consecutive_failures = 0;
@@ -226,15 +273,34 @@ impl Worker {
                 tracing::warn!(error = %e, retry_in = ?delay, "upload failed");
             }
         }
-        result
+        match result {
+            Ok(()) => Ok(report),
+            Err(error) => Err(CycleFailure {
+                done: report,
+                error,
+            }),
+        }
     }
 
-    async fn try_cycle(&mut self, force: bool) -> Result<FlushReport, CycleError> {
+    async fn try_cycle(
+        &mut self,
+        force: bool,
+        interruptible: bool,
+        report: &mut FlushReport,
+    ) -> Result<(), CycleError> {
         self.store.seal(force).await?;
-        let mut report = FlushReport::default();
         while let Some(batch) = self.store.next_sealed().await? {
             let size = batch.body.len() as u64;
-            self.sink.put(&batch.key, batch.body).await?;
+            let put = self.sink.put(&batch.key, batch.body);
+            if interruptible {
+                let mut stop = self.stop.clone();
+                tokio::select! {
+                    r = put => r?,
+                    _ = stop.wait_for(|s| *s) => return Err(CycleError::ShuttingDown),
+                }
+            } else {
+                put.await?;
+            }
             self.store.complete(batch.id).await?;
             tracing::info!(key = %batch.key, events = batch.events, bytes = size, "uploaded batch");
             report.events += batch.events;
@@ -245,7 +311,7 @@ impl Worker {
             st.last_upload_us = Some(now_us(&self.opts.clock));
             st.last_key = Some(batch.key);
         }
-        Ok(report)
+        Ok(())
     }
 }
 

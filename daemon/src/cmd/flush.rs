@@ -9,9 +9,10 @@ pub async fn handle(ctx: &Ctx) -> Response {
     match ctx.uploader.flush().await {
         Ok(report) => Response::Flushed(report),
         Err(e) => {
-            let code = match e {
+            let code = match e.error {
                 CycleError::Store(_) => ErrorCode::Storage,
                 CycleError::Upload(_) => ErrorCode::Upload,
+                CycleError::ShuttingDown => ErrorCode::ShuttingDown,
             };
             Response::Error {
                 code,

@@ -35,7 +35,13 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 /// Schema migrations, applied in order. Never remove or edit an entry.
-pub const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_uploaded_ids.sql"),
+];
+
+/// How long an uploaded event's id is remembered to drop resends.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Most inserts committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -83,6 +89,12 @@ pub enum StoreError {
     /// The store thread has stopped.
     #[error("the event store is closed")]
     Closed,
+    /// Another process holds the state directory.
+    #[error("another telemetryd is using the state directory (lock {path} is held); stop it, or use another --state-dir")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
 }
 
 fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -204,6 +216,7 @@ impl Store {
             }
         };
         crate::fsutil::create_private_dir(state_dir).map_err(io(state_dir))?;
+        let lock = lock_state_dir(state_dir)?;
         // Create the file 0600 ourselves: SQLite copies the database's mode
         // to its -wal and -shm files.
         {
@@ -219,7 +232,7 @@ impl Store {
             path: path.clone(),
             source: Arc::new(e),
         })?;
-        let mut inner = Inner::new(conn, &path, opts)?;
+        let mut inner = Inner::new(conn, &path, opts, lock)?;
         let (tx, rx) = mpsc::channel(1024);
         let handle = std::thread::Builder::new()
             .name("telemetryd-store".into())
@@ -290,11 +303,37 @@ struct Pending {
 
 struct Inner {
     conn: Connection,
+    /// Held (flock) for as long as the store is open.
+    _lock: std::fs::File,
     opts: StoreOptions,
     unsealed: BTreeMap<String, Pending>,
     sealed_events: u64,
     sealed_bytes: u64,
     sealed_batches: u64,
+}
+
+/// Take an exclusive lock on `state_dir/lock`, so two daemons never share
+/// one store (their counters and uploads would interleave).
+fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let path = state_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: Arc::new(e),
+        })?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(StoreError::Locked { path });
+    }
+    Ok(file)
 }
 
 fn now_us(clock: &Clock) -> i64 {
@@ -340,7 +379,12 @@ fn migrate(conn: &mut Connection, path: &Path, now_us: i64) -> Result<(), StoreE
 }
 
 impl Inner {
-    fn new(mut conn: Connection, path: &Path, opts: StoreOptions) -> Result<Inner, StoreError> {
+    fn new(
+        mut conn: Connection,
+        path: &Path,
+        opts: StoreOptions,
+        lock: std::fs::File,
+    ) -> Result<Inner, StoreError> {
         let open_err = |e| StoreError::Open {
             path: path.to_path_buf(),
             source: Arc::new(e),
@@ -359,6 +403,7 @@ impl Inner {
 
         let mut inner = Inner {
             conn,
+            _lock: lock,
             opts,
             unsealed: BTreeMap::new(),
             sealed_events: 0,
@@ -463,7 +508,8 @@ impl Inner {
                 let mut stmt = tx
                     .prepare_cached(
                         "INSERT OR IGNORE INTO events (id, product, line, received_us)
-                         VALUES (?1, ?2, ?3, ?4)",
+                         SELECT ?1, ?2, ?3, ?4
+                         WHERE NOT EXISTS (SELECT 1 FROM uploaded_ids WHERE id = ?1)",
                     )
                     .map_err(sql("insert"))?;
                 for (records, _) in &group {
@@ -660,6 +706,18 @@ impl Inner {
         let Some((events, bytes)) = row else {
             return Ok(());
         };
+        let now = now_us(&self.opts.clock);
+        tx.execute(
+            "INSERT OR IGNORE INTO uploaded_ids (id, uploaded_us)
+             SELECT id, ?2 FROM events WHERE batch_id = ?1",
+            params![id, now],
+        )
+        .map_err(sql("complete"))?;
+        tx.execute(
+            "DELETE FROM uploaded_ids WHERE uploaded_us < ?1",
+            params![now - DEDUP_WINDOW.as_micros() as i64],
+        )
+        .map_err(sql("complete"))?;
         tx.execute("DELETE FROM events WHERE batch_id = ?1", params![id])
             .map_err(sql("complete"))?;
         tx.execute("DELETE FROM batches WHERE id = ?1", params![id])

@@ -231,3 +231,43 @@ fn concurrent_inserts_are_all_committed() {
     thread.join();
     let _ = SystemTime::now();
 }
+
+#[test]
+fn an_id_resent_after_its_upload_is_dropped_within_the_window() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        store.insert(vec![record(1, "a")]).await.unwrap();
+        store.seal(true).await.unwrap();
+        let b = store.next_sealed().await.unwrap().unwrap();
+        store.complete(b.id).await.unwrap();
+        let again = store
+            .insert(vec![record(1, "a"), record(2, "a")])
+            .await
+            .unwrap();
+        assert_eq!((again.accepted, again.duplicates), (1, 1));
+        // Past the window the id is forgotten (pruned at the next upload).
+        f.now
+            .fetch_add(DEDUP_WINDOW.as_micros() as i64 + 1, Ordering::SeqCst);
+        store.seal(true).await.unwrap();
+        let b = store.next_sealed().await.unwrap().unwrap();
+        store.complete(b.id).await.unwrap();
+        let late = store.insert(vec![record(1, "a")]).await.unwrap();
+        assert_eq!(late.accepted, 1);
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn a_second_store_on_the_same_directory_is_refused() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(10);
+    let err = Store::open(f.dir.path(), f.opts(10)).err().unwrap();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    drop(store);
+    thread.join();
+    let (store, thread) = f.open(10);
+    drop(store);
+    thread.join();
+}
