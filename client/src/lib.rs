@@ -19,6 +19,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod consent;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -26,7 +28,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use telemetry_proto::{decode_body, encode_frame, CodecError};
 pub use telemetry_proto::{
-    ErrorCode, FlushReport, Request, Response, StatusReport, Value, WireEvent, MAX_FRAME_LEN,
+    ConsentReport, ErrorCode, EventState, EventsPage, FlushReport, Layer, Mode, ProductConsent,
+    Request, Response, ShownEvent, StatusReport, Value, WireEvent, MAX_FRAME_LEN,
 };
 
 /// Why a request to the daemon failed.
@@ -97,7 +100,7 @@ pub fn default_socket_path() -> PathBuf {
 
 /// The current user's id, read without `unsafe` from the metadata of a
 /// directory the process owns (`/proc/self` on Linux).
-fn current_uid() -> u32 {
+pub(crate) fn current_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self")
         .map(|m| m.uid())
@@ -303,6 +306,52 @@ impl Client {
         }
     }
 
+    /// Tell the daemon the user's consent file changed for `product`.
+    pub fn consent_changed(&mut self, product: &str, build: &str, timeout: Duration) -> Result<ConsentReport, ClientError> {
+        let req = Request::ConsentChanged {
+            product: product.to_string(),
+            build: build.to_string(),
+        };
+        match self.request(&req, timeout)? {
+            Response::ConsentApplied(r) => Ok(r),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Every stored event (of `product`, or all), oldest first, fetched a
+    /// page at a time.
+    pub fn show(&mut self, product: Option<&str>, timeout: Duration) -> Result<Vec<ShownEvent>, ClientError> {
+        let mut out = Vec::new();
+        let mut after_seq = 0;
+        loop {
+            let req = Request::Show {
+                product: product.map(str::to_string),
+                after_seq,
+            };
+            match self.request(&req, timeout)? {
+                Response::Events(page) => {
+                    out.extend(page.events);
+                    match page.next_after_seq {
+                        Some(next) => after_seq = next,
+                        None => return Ok(out),
+                    }
+                }
+                other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            }
+        }
+    }
+
+    /// Delete stored events not yet uploaded; returns how many.
+    pub fn purge(&mut self, product: Option<&str>, timeout: Duration) -> Result<u64, ClientError> {
+        let req = Request::Purge {
+            product: product.map(str::to_string),
+        };
+        match self.request(&req, timeout)? {
+            Response::Purged { events } => Ok(events),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Seal and upload everything pending now; waits for the upload.
     pub fn flush(&mut self, timeout: Duration) -> Result<FlushReport, ClientError> {
         match self.request(&Request::Flush, timeout)? {
@@ -310,6 +359,24 @@ impl Client {
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
+}
+
+/// Record one event the way a CLI should: check consent first (without
+/// contacting the daemon; `off` returns `Ok(None)` having done nothing
+/// else), then emit and wait for the acknowledgement within `timeout`.
+pub fn record_event(
+    product: &str,
+    name: &str,
+    build: &str,
+    data: BTreeMap<String, Value>,
+    timeout: Duration,
+) -> Result<Option<Acked>, ClientError> {
+    let paths = consent::ConsentPaths::from_env();
+    if consent::resolve(product, &paths).0 == Mode::Off {
+        return Ok(None);
+    }
+    let ev = event(product, name, build, data);
+    Client::connect(default_socket_path())?.emit(vec![ev], timeout).map(Some)
 }
 
 /// Parse a `KEY=VALUE` argument: `true`/`false` become booleans, whole

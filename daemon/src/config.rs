@@ -19,6 +19,14 @@ use std::time::{Duration, SystemTime};
 /// A source of wall-clock time (injectable for tests).
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
+/// Microseconds since the Unix epoch on `clock` (0 before the epoch).
+pub fn now_us(clock: &Clock) -> i64 {
+    clock()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
 /// The system clock.
 pub fn system_clock() -> Clock {
     Arc::new(SystemTime::now)
@@ -87,6 +95,14 @@ pub struct Config {
     pub sync: SyncMode,
     /// Where the machine identity comes from.
     pub identity: IdentitySource,
+    /// Directory of event catalogues (`PRODUCT.toml`).
+    pub catalog_dir: PathBuf,
+    /// The user's consent file.
+    pub consent_file: PathBuf,
+    /// The administrator's machine-wide consent file.
+    pub system_consent_file: PathBuf,
+    /// `DO_NOT_TRACK` / `TELEMETRY_OPTOUT` set in the daemon's environment.
+    pub env_opt_out: bool,
     /// Wall clock.
     pub clock: Clock,
 }
@@ -102,6 +118,10 @@ impl std::fmt::Debug for Config {
             .field("batch_max_events", &self.batch_max_events)
             .field("batch_max_bytes", &self.batch_max_bytes)
             .field("sync", &self.sync)
+            .field("catalog_dir", &self.catalog_dir)
+            .field("consent_file", &self.consent_file)
+            .field("system_consent_file", &self.system_consent_file)
+            .field("env_opt_out", &self.env_opt_out)
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +130,7 @@ impl Config {
     /// The embedded defaults, with paths under `state_dir` and the socket
     /// at `socket_path`. Used by tests and as the base of [`load`].
     pub fn with_paths(socket_path: PathBuf, state_dir: PathBuf) -> Config {
+        let consent_file = telemetry_proto::paths::default_consent_file(&state_dir);
         Config {
             outbox_dir: state_dir.join("outbox"),
             socket_path,
@@ -123,6 +144,10 @@ impl Config {
             shutdown_timeout: Duration::from_secs(5),
             sync: SyncMode::Full,
             identity: IdentitySource::Os,
+            catalog_dir: PathBuf::from("/etc/telemetry/catalog"),
+            consent_file,
+            system_consent_file: PathBuf::from(telemetry_proto::paths::SYSTEM_CONSENT_FILE),
+            env_opt_out: false,
             clock: system_clock(),
         }
     }
@@ -225,6 +250,15 @@ pub struct Args {
     /// Read the machine identity from this file instead of the OS's.
     #[arg(long, env = "TELEMETRY_MACHINE_ID_FILE", value_name = "FILE")]
     pub machine_id_file: Option<PathBuf>,
+    /// Directory of event catalogues (PRODUCT.toml). Default: $XDG_CONFIG_HOME/telemetry/catalog.
+    #[arg(long, env = "TELEMETRY_CATALOG_DIR", value_name = "DIR")]
+    pub catalog_dir: Option<PathBuf>,
+    /// The user's consent file. Default: STATE_DIR/consent.
+    #[arg(long, env = "TELEMETRY_CONSENT_FILE", value_name = "FILE")]
+    pub consent_file: Option<PathBuf>,
+    /// The administrator's consent file, which can force products off. Default: /etc/telemetry/consent.
+    #[arg(long, env = "TELEMETRY_SYSTEM_CONSENT_FILE", value_name = "FILE")]
+    pub system_consent_file: Option<PathBuf>,
 }
 
 /// The config file's shape. Unknown keys are errors, so typos are caught.
@@ -240,6 +274,9 @@ struct FileConfig {
     retry_max: Option<String>,
     sync: Option<String>,
     machine_id_file: Option<PathBuf>,
+    catalog_dir: Option<PathBuf>,
+    consent_file: Option<PathBuf>,
+    system_consent_file: Option<PathBuf>,
     s3: Option<FileS3>,
 }
 
@@ -471,6 +508,23 @@ pub fn load(
     if let Some(p) = args.machine_id_file.clone().or(file.machine_id_file) {
         cfg.identity = IdentitySource::File(p);
     }
+    cfg.consent_file = args
+        .consent_file
+        .clone()
+        .or(file.consent_file)
+        .unwrap_or_else(|| paths::default_consent_file(&cfg.state_dir));
+    if let Some(p) = args.system_consent_file.clone().or(file.system_consent_file) {
+        cfg.system_consent_file = p;
+    }
+    if let Some(dir) = args.catalog_dir.clone().or(file.catalog_dir).or_else(|| {
+        paths::default_config_file(&env)
+            .and_then(|f| f.parent().map(|d| d.join("catalog")))
+    }) {
+        cfg.catalog_dir = dir;
+    }
+    cfg.env_opt_out = telemetry_proto::consent::OPT_OUT_VARS
+        .iter()
+        .any(|v| telemetry_proto::consent::env_opts_out(env(v).as_deref().and_then(|s| s.to_str())));
 
     let bucket = pick(
         "s3.bucket",

@@ -15,13 +15,17 @@
 //! - [`store`]: the only code that touches SQLite (one thread, group commit).
 //! - [`uploader`], [`sink`], [`batch`]: sealing, keys, bodies, destinations.
 //! - [`identity`], [`record`]: the anonymous machine ID and the stored line.
+//! - [`consent`], [`catalog`]: who may collect what (checked on every emit
+//!   and before every upload).
 //!
 //! `main.rs` only parses arguments, binds the socket and passes a signal
 //! future to [`run`].
 
 pub mod batch;
+pub mod catalog;
 pub mod cmd;
 pub mod config;
+pub mod consent;
 mod fsutil;
 pub mod identity;
 pub mod record;

@@ -18,6 +18,8 @@ pub struct Record {
     pub product: String,
     /// The NDJSON line, without the trailing newline.
     pub line: String,
+    /// Recorded in `local` mode: kept on this machine, never uploaded.
+    pub local_only: bool,
 }
 
 #[derive(Serialize)]
@@ -76,6 +78,7 @@ pub fn render(ev: &WireEvent, machine: &str, os: &str, arch: &str) -> Record {
         product: ev.product.clone(),
         // Serializing a struct of strings and scalars cannot fail.
         line: serde_json::to_string(&line).expect("event serializes to JSON"),
+        local_only: false,
     }
 }
 

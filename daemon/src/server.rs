@@ -15,6 +15,8 @@
 //!    and closes the database.
 
 use crate::batch::KeyLayout;
+use crate::catalog::{CatalogError, Catalogues};
+use crate::consent::Consent;
 use crate::config::Config;
 use crate::identity::{Identity, IdentityError};
 use crate::sink::Sink;
@@ -51,6 +53,9 @@ pub enum DaemonError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An event catalogue could not be loaded.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
 }
 
 /// Everything a request handler may use.
@@ -67,6 +72,15 @@ pub struct Ctx {
     pub started: Instant,
     /// Where batches go (for status).
     pub destination: String,
+    /// The consent layers.
+    pub consent: Arc<Consent>,
+    /// Wall clock.
+    pub clock: crate::config::Clock,
+    /// Event catalogues.
+    pub catalogues: Catalogues,
+    /// The consent decision the store last acted on, per product (a copy,
+    /// so emits only go to the store for a transition when it changed).
+    pub applied: std::sync::Mutex<std::collections::BTreeMap<String, telemetry_proto::Mode>>,
 }
 
 /// Run the daemon on `listener` until `shutdown` resolves.
@@ -76,6 +90,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let identity = Arc::new(Identity::load(&config.identity, &config.state_dir)?);
+    let catalogues = Catalogues::load(&config.catalog_dir)?;
+    let consent = Arc::new(Consent::new(
+        config.consent_file.clone(),
+        config.system_consent_file.clone(),
+        config.env_opt_out,
+    ));
     let layout = KeyLayout {
         prefix: config
             .s3
@@ -96,8 +116,13 @@ pub async fn run(
             upload_interval: config.upload_interval,
             layout,
             clock: config.clock.clone(),
+            permit: {
+                let consent = consent.clone();
+                Arc::new(move |product: &str| consent.permit(product))
+            },
         },
     )?;
+    let applied = store.applied().await?;
     let sink = match &config.s3 {
         Some(s3) => Sink::s3(s3).await,
         None => Sink::Outbox(config.outbox_dir.clone()),
@@ -122,7 +147,23 @@ pub async fn run(
         limits: Limits::default(),
         started: Instant::now(),
         destination: config.destination(),
+        consent,
+        clock: config.clock.clone(),
+        catalogues,
+        applied: std::sync::Mutex::new(applied),
     });
+    // Apply consent changes made while the daemon was not running.
+    let mut products = ctx.consent.products();
+    products.extend(ctx.applied.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned());
+    products.sort();
+    products.dedup();
+    for product in products {
+        match crate::cmd::consent::reconcile(&ctx, &product, "unknown").await {
+            Ok(out) if out.final_event => ctx.uploader.nudge(),
+            Ok(_) => {}
+            Err(e) => tracing::error!(product, error = %e, "cannot apply consent change"),
+        }
+    }
 
     let (conn_stop, conn_stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);

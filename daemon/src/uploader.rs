@@ -232,7 +232,7 @@ impl Worker {
             return Some(t);
         }
         match self.store.stats().await {
-            Ok(s) if s.sealed_batches > 0 => Some(Instant::now()),
+            Ok(s) if s.uploadable_batches > 0 => Some(Instant::now()),
             Ok(s) => s.oldest_unsealed_us.map(|oldest| {
                 let due = oldest + self.opts.upload_interval.as_micros() as i64;
                 let wait = due.saturating_sub(now_us(&self.opts.clock)).max(0);

@@ -50,6 +50,13 @@
 //! - `[1] Status` — reply [`Response::Status`].
 //! - `[2] Flush` — seal everything pending, upload now, reply
 //!   [`Response::Flushed`] with the object keys written (or an error).
+//! - `[3] ConsentChanged { product: String, build: String }` — the user's
+//!   consent file changed; the daemon applies it and replies
+//!   [`Response::ConsentApplied`].
+//! - `[4] Show { product: Option<String>, after_seq: i64 }` — stored
+//!   events, oldest first, a page at a time; reply [`Response::Events`].
+//! - `[5] Purge { product: Option<String> }` — delete events not yet
+//!   uploaded; reply [`Response::Purged`].
 //!
 //! Responses ([`Response`]):
 //!
@@ -58,6 +65,14 @@
 //! - `[2] Status(StatusReport)`
 //! - `[3] Flushed(FlushReport)`
 //! - `[4] Error { code: ErrorCode, message: String }`
+//! - `[5] ConsentApplied(ConsentReport)`
+//! - `[6] Events(EventsPage)`
+//! - `[7] Purged { events: u64 }`
+//!
+//! Error codes ([`ErrorCode`]): `[0] Malformed`, `[1] FrameTooLarge`,
+//! `[2] UnsupportedVersion`, `[3] Invalid`, `[4] Storage`, `[5] Upload`,
+//! `[6] ShuttingDown`, `[7] Internal`, `[8] ConsentOff`,
+//! `[9] NotInCatalogue`.
 //!
 //! Example: the body of an acked emit of one event `stop` for product `cfdev`,
 //! build `1.2.0`, no data:
@@ -87,9 +102,11 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+pub mod consent;
 pub mod paths;
 mod validate;
 
+pub use consent::{Layer, Mode};
 pub use codec::{decode_body, encode_body, encode_frame, CodecError, FrameCodec};
 pub use validate::{validate_event, validate_name, Limits, ValidationError};
 
@@ -150,6 +167,27 @@ pub enum Request {
     Status,
     /// `[2]` Seal and upload everything pending now.
     Flush,
+    /// `[3]` The user's consent file changed for `product`: apply it now
+    /// (purge on `off`, record the final `telemetry_off` event). The file is
+    /// the source of truth; this only asks the daemon to read it.
+    ConsentChanged {
+        /// The product whose consent changed.
+        product: String,
+        /// The host CLI's version, for the `telemetry_off` event.
+        build: String,
+    },
+    /// `[4]` List stored events, oldest first, one page at a time.
+    Show {
+        /// Only this product, or all.
+        product: Option<String>,
+        /// Start after this sequence number (0 for the beginning).
+        after_seq: i64,
+    },
+    /// `[5]` Delete stored events that are not yet uploaded.
+    Purge {
+        /// Only this product, or all.
+        product: Option<String>,
+    },
 }
 
 /// The daemon's reply to one [`Request`].
@@ -179,6 +217,71 @@ pub enum Response {
         /// What failed and what to do, for people.
         message: String,
     },
+    /// `[5]` Reply to [`Request::ConsentChanged`].
+    ConsentApplied(ConsentReport),
+    /// `[6]` Reply to [`Request::Show`].
+    Events(EventsPage),
+    /// `[7]` Reply to [`Request::Purge`].
+    Purged {
+        /// Events deleted.
+        events: u64,
+    },
+}
+
+/// A product's consent as the daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductConsent {
+    /// Product name.
+    pub product: String,
+    /// Effective mode.
+    pub mode: Mode,
+    /// The layer that decided it.
+    pub layer: Layer,
+}
+
+/// Reply to [`Request::ConsentChanged`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentReport {
+    /// The product's consent now.
+    pub consent: ProductConsent,
+    /// Events deleted because the product was turned off.
+    pub purged: u64,
+    /// Whether a final `telemetry_off` event was recorded for upload.
+    pub final_event: bool,
+}
+
+/// Where a shown event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventState {
+    /// `[0]` Sealed into a batch: goes out with the next upload.
+    Sealed,
+    /// `[1]` Waiting to be sealed into a batch.
+    Pending,
+    /// `[2]` Kept on this machine only (recorded in `local` mode).
+    LocalOnly,
+}
+
+/// One stored event, exactly as it will be uploaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownEvent {
+    /// Store sequence number.
+    pub seq: i64,
+    /// Where it stands.
+    pub state: EventState,
+    /// The object key it will be uploaded under, once sealed.
+    pub batch_key: Option<String>,
+    /// The NDJSON line, byte for byte (without the newline).
+    pub line: String,
+}
+
+/// One page of [`Request::Show`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EventsPage {
+    /// Events in sequence order.
+    pub events: Vec<ShownEvent>,
+    /// Pass as `after_seq` for the next page; `None` when this was the last.
+    pub next_after_seq: Option<i64>,
 }
 
 /// Kinds of [`Response::Error`].
@@ -200,6 +303,11 @@ pub enum ErrorCode {
     ShuttingDown,
     /// `[7]` Anything else.
     Internal,
+    /// `[8]` The product's consent is `off`: nothing is recorded.
+    ConsentOff,
+    /// `[9]` The event, a data key or a value is not in the product's
+    /// catalogue.
+    NotInCatalogue,
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -213,6 +321,8 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::Upload => "upload",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::ConsentOff => "consent_off",
+            ErrorCode::NotInCatalogue => "not_in_catalogue",
         };
         f.write_str(s)
     }
@@ -246,6 +356,11 @@ pub struct StatusReport {
     pub next_attempt_us: Option<i64>,
     /// Consecutive failed upload attempts.
     pub consecutive_failures: u32,
+    /// Events kept on this machine only (`local` mode).
+    pub local_events: u64,
+    /// Consent of every known product (catalogued or in the consent
+    /// files), as the daemon sees it.
+    pub consent: Vec<ProductConsent>,
 }
 
 /// Reply to [`Request::Flush`].

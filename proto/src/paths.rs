@@ -89,3 +89,12 @@ mod tests {
         assert_eq!(default_config_file(&env), None);
     }
 }
+
+/// The machine-wide consent file an administrator uses to force products
+/// off (see [`crate::consent`]).
+pub const SYSTEM_CONSENT_FILE: &str = "/etc/telemetry/consent";
+
+/// The user's consent file: `consent` inside the state dir.
+pub fn default_consent_file(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("consent")
+}

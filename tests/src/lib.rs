@@ -211,6 +211,8 @@ impl DaemonEnv {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("config.toml"), "").unwrap();
         std::fs::write(dir.path().join("machine-id"), RAW_IDENTITY).unwrap();
+        // The tests' user has opted in to cfdev; consent tests change this.
+        std::fs::write(dir.path().join("consent"), "cfdev on\n").unwrap();
         DaemonEnv {
             socket: dir.path().join("run/telemetryd.sock"),
             state: dir.path().join("state"),
@@ -247,6 +249,18 @@ impl DaemonEnv {
             (
                 "TELEMETRY_MACHINE_ID_FILE".into(),
                 root.join("machine-id").display().to_string(),
+            ),
+            (
+                "TELEMETRY_CONSENT_FILE".into(),
+                root.join("consent").display().to_string(),
+            ),
+            (
+                "TELEMETRY_SYSTEM_CONSENT_FILE".into(),
+                root.join("system-consent").display().to_string(),
+            ),
+            (
+                "TELEMETRY_CATALOG_DIR".into(),
+                root.join("catalog").display().to_string(),
             ),
             ("TELEMETRY_SYNC".into(), "normal".into()),
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),

@@ -23,9 +23,9 @@ fn emit_acked(d: &Daemon, product: &str, n: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
             let mut data = BTreeMap::new();
-            data.insert("n".to_string(), Value::Int(i as i64));
-            data.insert("kind".to_string(), Value::Str("test".into()));
-            let ev = event(product, "app_created", "1.2.3", data);
+            data.insert("duration_s".to_string(), Value::Int(i as i64));
+            data.insert("success".to_string(), Value::Bool(i % 2 == 0));
+            let ev = event(product, "start_end", "1.2.3", data);
             let id = ev.id.hyphenated().to_string();
             let ack = client.emit(vec![ev], ACK_TIMEOUT).expect("acked emit");
             assert_eq!(ack.accepted, 1);
@@ -120,8 +120,8 @@ fn eight_clients_ten_thousand_acked_events_arrive_in_s3_exactly_once_across_a_cr
                 let mut ids = Vec::new();
                 for i in 0..1250 {
                     let mut data = BTreeMap::new();
-                    data.insert("n".to_string(), Value::Int(i));
-                    let ev = event("cfdev", "app_created", "1.2.3", data);
+                    data.insert("duration_s".to_string(), Value::Int(i));
+                    let ev = event("cfdev", "start_end", "1.2.3", data);
                     ids.push(ev.id.hyphenated().to_string());
                     let ack = client.emit(vec![ev], ACK_TIMEOUT).expect("ack");
                     assert_eq!((ack.accepted, ack.duplicates), (1, 0));
@@ -429,10 +429,9 @@ fn shim_and_telemetryctl_with_the_embedded_outbox_default() {
             "--strict",
             "--timeout-ms",
             "5000",
-            "app_created",
-            "buildpack=go",
-            "instances=2",
-            "ok=true",
+            "start_end",
+            "duration_s=42",
+            "success=true",
         ],
     );
     assert_eq!(
@@ -461,11 +460,10 @@ fn shim_and_telemetryctl_with_the_embedded_outbox_default() {
     let file = env.state.join("outbox").join(&key);
     let raw = zstd::stream::decode_all(&read_all(&file).unwrap()[..]).unwrap();
     let line: serde_json::Value = serde_json::from_slice(raw.strip_suffix(b"\n").unwrap()).unwrap();
-    assert_eq!(line["event"], "app_created");
+    assert_eq!(line["event"], "start_end");
     assert_eq!(line["build"], "0.9.1");
-    assert_eq!(line["data"]["buildpack"], "go");
-    assert_eq!(line["data"]["instances"], 2);
-    assert_eq!(line["data"]["ok"], true);
+    assert_eq!(line["data"]["duration_s"], 42);
+    assert_eq!(line["data"]["success"], true);
 
     let out = env.run("telemetryctl", &["flush"]);
     assert_eq!(

@@ -3,7 +3,12 @@
 //! The host CLI comes first: the whole run has a hard time budget
 //! (default 100 ms), the shim only talks to a local Unix socket, and it
 //! exits 0 whatever happens unless `--strict` is given. With `--strict` it
-//! exits 0 only once the daemon has acknowledged the event as committed.
+//! exits 0 only once the daemon has acknowledged the event as committed
+//! (or when consent is off: declining to record is not a failure).
+//!
+//! Consent is checked first, from the consent files and the environment;
+//! when it is `off` the shim returns at once without connecting anywhere,
+//! writing anything or starting anything.
 
 use clap::Parser;
 use std::collections::BTreeMap;
@@ -67,6 +72,20 @@ fn main() -> ExitCode {
             };
         }
     };
+    // Consent first, from the files alone: when it is off, nothing else
+    // happens at all (no socket, no thread, no file).
+    let paths = telemetry_client::consent::ConsentPaths::from_env();
+    let (mode, layer) = telemetry_client::consent::resolve(&args.product, &paths);
+    if mode == telemetry_client::Mode::Off {
+        if args.strict {
+            eprintln!(
+                "telemetry-emit: telemetry for {:?} is off (decided by the {}); nothing recorded",
+                args.product,
+                layer.as_str()
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
     let budget = Duration::from_millis(args.timeout_ms.max(1));
     let strict = args.strict;
     // The budget is hard: whatever the shim is blocked on (a full socket

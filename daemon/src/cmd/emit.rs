@@ -1,13 +1,15 @@
 //! `Emit`: validate, render and store events.
 
+use crate::cmd::consent;
 use crate::record;
 use crate::server::Ctx;
-use telemetry_proto::{validate_event, ErrorCode, Response, WireEvent};
+use std::collections::BTreeMap;
+use telemetry_proto::{validate_event, ErrorCode, Mode, Response, WireEvent};
 
 /// Handle `Emit { events, ack }`.
 ///
-/// All events are validated before any is stored, so a request is stored
-/// whole or not at all.
+/// All events are validated (shape, catalogue, consent) before any is
+/// stored, so a request is stored whole or not at all.
 pub async fn handle(ctx: &Ctx, events: Vec<WireEvent>, ack: bool) -> Response {
     if let Err(e) = ctx.limits.check_batch_len(events.len()) {
         return invalid(e.to_string());
@@ -16,12 +18,45 @@ pub async fn handle(ctx: &Ctx, events: Vec<WireEvent>, ack: bool) -> Response {
         if let Err(e) = validate_event(ev, &ctx.limits) {
             return invalid(format!("event #{i} ({:?}): {e}", ev.event));
         }
+        if let Err(e) = ctx.catalogues.check(ev) {
+            return Response::Error {
+                code: ErrorCode::NotInCatalogue,
+                message: format!("event #{i}: {e}"),
+            };
+        }
+    }
+    // Consent, per product in the request: apply a changed decision first
+    // (an `off` purges before anything new could be stored), then refuse
+    // `off` products and mark `local` ones.
+    let mut modes: BTreeMap<&str, Mode> = BTreeMap::new();
+    for ev in &events {
+        if modes.contains_key(ev.product.as_str()) {
+            continue;
+        }
+        if let Err(e) = consent::reconcile(ctx, &ev.product, &ev.build).await {
+            return storage(e);
+        }
+        let (mode, layer) = ctx.consent.resolve(&ev.product);
+        if mode == Mode::Off {
+            return Response::Error {
+                code: ErrorCode::ConsentOff,
+                message: format!(
+                    "telemetry for {:?} is off (decided by the {}); nothing was recorded. Turn it on with `telemetryctl consent {} on`",
+                    ev.product,
+                    layer.as_str(),
+                    ev.product
+                ),
+            };
+        }
+        modes.insert(&ev.product, mode);
     }
     let records: Vec<_> = events
         .iter()
         .map(|ev| {
             let machine = ctx.identity.machine_id(&ev.product);
-            record::render(ev, &machine, std::env::consts::OS, std::env::consts::ARCH)
+            let mut rec = record::render(ev, &machine, std::env::consts::OS, std::env::consts::ARCH);
+            rec.local_only = modes.get(ev.product.as_str()) == Some(&Mode::Local);
+            rec
         })
         .collect();
     let n = records.len() as u32;

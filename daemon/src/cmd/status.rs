@@ -1,7 +1,28 @@
 //! `Status`: counters from the store and the uploader, all O(1).
 
 use crate::server::Ctx;
-use telemetry_proto::{ErrorCode, Response, StatusReport};
+use telemetry_proto::{ErrorCode, ProductConsent, Response, StatusReport};
+
+/// Every product the daemon knows (catalogued, named in a consent file, or
+/// acted on before), with its effective consent and the deciding layer.
+fn consent_of_known_products(ctx: &Ctx) -> Vec<ProductConsent> {
+    let mut products: Vec<String> = ctx.catalogues.products().map(str::to_string).collect();
+    products.extend(ctx.consent.products());
+    products.extend(ctx.applied.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned());
+    products.sort();
+    products.dedup();
+    products
+        .into_iter()
+        .map(|product| {
+            let (mode, layer) = ctx.consent.resolve(&product);
+            ProductConsent {
+                product,
+                mode,
+                layer,
+            }
+        })
+        .collect()
+}
 
 /// Handle `Status`.
 pub async fn handle(ctx: &Ctx) -> Response {
@@ -33,5 +54,7 @@ pub async fn handle(ctx: &Ctx) -> Response {
         last_error: up.last_error,
         next_attempt_us: up.next_attempt_us,
         consecutive_failures: up.consecutive_failures,
+        local_events: stats.local_events,
+        consent: consent_of_known_products(ctx),
     })
 }

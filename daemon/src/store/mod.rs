@@ -26,18 +26,26 @@
 
 use crate::batch::{compress, KeyLayout};
 use crate::config::{Clock, SyncMode};
+use crate::consent::Permit;
 use crate::record::{rfc3339_us, Record};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
+use telemetry_proto::{EventsPage, Mode};
 use tokio::sync::{mpsc, oneshot};
+
+mod consent;
+mod transparency;
+
+pub use consent::ConsentOutcome;
 
 /// Schema migrations, applied in order. Never remove or edit an entry.
 pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_uploaded_ids.sql"),
+    include_str!("migrations/0003_consent.sql"),
 ];
 
 /// How long an uploaded event's id is remembered to drop resends.
@@ -119,6 +127,8 @@ pub struct StoreOptions {
     pub layout: KeyLayout,
     /// Wall clock.
     pub clock: Clock,
+    /// What may be sealed and uploaded for a product (its consent).
+    pub permit: Arc<dyn Fn(&str) -> Permit + Send + Sync>,
 }
 
 /// Result of one insert command.
@@ -159,6 +169,10 @@ pub struct Stats {
     pub sealed_batches: u64,
     /// Reception time of the oldest event not yet sealed.
     pub oldest_unsealed_us: Option<i64>,
+    /// Sealed batches the current consent allows to upload now.
+    pub uploadable_batches: u64,
+    /// Events kept on this machine only (`local` mode).
+    pub local_events: u64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -181,6 +195,24 @@ enum Cmd {
     },
     Stats {
         reply: Reply<Stats>,
+    },
+    ApplyConsent {
+        product: String,
+        mode: Mode,
+        final_record: Record,
+        reply: Reply<ConsentOutcome>,
+    },
+    Applied {
+        reply: Reply<BTreeMap<String, Mode>>,
+    },
+    Show {
+        product: Option<String>,
+        after_seq: i64,
+        reply: Reply<EventsPage>,
+    },
+    Purge {
+        product: Option<String>,
+        reply: Reply<u64>,
     },
 }
 
@@ -291,6 +323,46 @@ impl Store {
     pub async fn stats(&self) -> Result<Stats, StoreError> {
         self.call(|reply| Cmd::Stats { reply }).await
     }
+
+    /// Act on the user's consent decision for `product` (see
+    /// [`ConsentOutcome`]): purge on `off`, keep `local` events local, and
+    /// record `final_record` (the `telemetry_off` event) when an `on`
+    /// product is turned off.
+    pub async fn apply_consent(
+        &self,
+        product: &str,
+        mode: Mode,
+        final_record: Record,
+    ) -> Result<ConsentOutcome, StoreError> {
+        let product = product.to_string();
+        self.call(|reply| Cmd::ApplyConsent {
+            product,
+            mode,
+            final_record,
+            reply,
+        })
+        .await
+    }
+
+    /// The consent decision last acted on, per product.
+    pub async fn applied(&self) -> Result<BTreeMap<String, Mode>, StoreError> {
+        self.call(|reply| Cmd::Applied { reply }).await
+    }
+
+    /// A page of stored events after `after_seq`, oldest first.
+    pub async fn show(&self, product: Option<String>, after_seq: i64) -> Result<EventsPage, StoreError> {
+        self.call(|reply| Cmd::Show {
+            product,
+            after_seq,
+            reply,
+        })
+        .await
+    }
+
+    /// Delete every stored event not yet uploaded (of `product`, or all).
+    pub async fn purge(&self, product: Option<String>) -> Result<u64, StoreError> {
+        self.call(|reply| Cmd::Purge { product, reply }).await
+    }
 }
 
 /// Pending (unsealed) totals of one product, kept in memory so status and
@@ -307,6 +379,10 @@ struct Inner {
     _lock: std::fs::File,
     opts: StoreOptions,
     unsealed: BTreeMap<String, Pending>,
+    /// Local-only events per product.
+    local: BTreeMap<String, u64>,
+    /// The consent decision last acted on, per product.
+    applied: BTreeMap<String, Mode>,
     sealed_events: u64,
     sealed_bytes: u64,
     sealed_batches: u64,
@@ -406,6 +482,8 @@ impl Inner {
             _lock: lock,
             opts,
             unsealed: BTreeMap::new(),
+            local: BTreeMap::new(),
+            applied: BTreeMap::new(),
             sealed_events: 0,
             sealed_bytes: 0,
             sealed_batches: 0,
@@ -417,11 +495,14 @@ impl Inner {
     /// One pass over the table at startup; afterwards counters are kept
     /// up to date incrementally.
     fn load_counters(&mut self) -> Result<(), StoreError> {
+        self.unsealed.clear();
+        self.local.clear();
+        self.applied.clear();
         let mut stmt = self
             .conn
             .prepare(
                 "SELECT product, COUNT(*), COALESCE(SUM(LENGTH(line) + 1), 0)
-                 FROM events WHERE batch_id IS NULL GROUP BY product",
+                 FROM events WHERE batch_id IS NULL AND local_only = 0 GROUP BY product",
             )
             .map_err(sql("loading counters"))?;
         let rows = stmt
@@ -442,6 +523,31 @@ impl Inner {
                     bytes: bytes as u64,
                 },
             );
+        }
+        drop(stmt);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT product, COUNT(*) FROM events WHERE local_only = 1 GROUP BY product")
+            .map_err(sql("loading counters"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(sql("loading counters"))?;
+        for row in rows {
+            let (product, n) = row.map_err(sql("loading counters"))?;
+            self.local.insert(product, n as u64);
+        }
+        drop(stmt);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT product, mode FROM consent_applied")
+            .map_err(sql("loading consent"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(sql("loading consent"))?;
+        for row in rows {
+            let (product, mode) = row.map_err(sql("loading consent"))?;
+            // An unreadable mode can only mean less collection.
+            self.applied.insert(product, Mode::parse(&mode).unwrap_or(Mode::Off));
         }
         drop(stmt);
         let (batches, events, bytes): (i64, i64, i64) = self
@@ -490,6 +596,27 @@ impl Inner {
                     Cmd::Stats { reply } => {
                         let _ = reply.send(self.stats());
                     }
+                    Cmd::ApplyConsent {
+                        product,
+                        mode,
+                        final_record,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.apply_consent(&product, mode, final_record));
+                    }
+                    Cmd::Applied { reply } => {
+                        let _ = reply.send(Ok(self.applied.clone()));
+                    }
+                    Cmd::Show {
+                        product,
+                        after_seq,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.show(product.as_deref(), after_seq));
+                    }
+                    Cmd::Purge { product, reply } => {
+                        let _ = reply.send(self.purge(product.as_deref()));
+                    }
                 }
             }
         }
@@ -497,18 +624,20 @@ impl Inner {
 
     fn insert_group(&mut self, group: Vec<(Vec<Record>, Option<Reply<InsertOutcome>>)>) {
         let now = now_us(&self.opts.clock);
-        let result = (|| -> Result<(Vec<InsertOutcome>, BTreeMap<String, Pending>), StoreError> {
+        type Added = (Vec<InsertOutcome>, BTreeMap<String, Pending>, Vec<String>);
+        let result = (|| -> Result<Added, StoreError> {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql("insert"))?;
             let mut outcomes = Vec::with_capacity(group.len());
             let mut added: BTreeMap<String, Pending> = BTreeMap::new();
+            let mut local_added: Vec<String> = Vec::new();
             {
                 let mut stmt = tx
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO events (id, product, line, received_us)
-                         SELECT ?1, ?2, ?3, ?4
+                        "INSERT OR IGNORE INTO events (id, product, line, received_us, local_only)
+                         SELECT ?1, ?2, ?3, ?4, ?5
                          WHERE NOT EXISTS (SELECT 1 FROM uploaded_ids WHERE id = ?1)",
                     )
                     .map_err(sql("insert"))?;
@@ -516,9 +645,12 @@ impl Inner {
                     let mut out = InsertOutcome::default();
                     for r in records {
                         let n = stmt
-                            .execute(params![&r.id[..], r.product, r.line, now])
+                            .execute(params![&r.id[..], r.product, r.line, now, r.local_only])
                             .map_err(sql("insert"))?;
-                        if n == 1 {
+                        if n == 1 && r.local_only {
+                            out.accepted += 1;
+                            local_added.push(r.product.clone());
+                        } else if n == 1 {
                             out.accepted += 1;
                             let p = added.entry(r.product.clone()).or_default();
                             p.events += 1;
@@ -531,10 +663,13 @@ impl Inner {
                 }
             }
             tx.commit().map_err(sql("commit"))?;
-            Ok((outcomes, added))
+            Ok((outcomes, added, local_added))
         })();
         match result {
-            Ok((mut outcomes, added)) => {
+            Ok((mut outcomes, added, local_added)) => {
+                for product in local_added {
+                    *self.local.entry(product).or_default() += 1;
+                }
                 let mut wake = false;
                 for (product, add) in added {
                     let p = self.unsealed.entry(product).or_default();
@@ -566,7 +701,8 @@ impl Inner {
     fn oldest_unsealed(&self, product: &str) -> Result<Option<i64>, StoreError> {
         self.conn
             .prepare_cached(
-                "SELECT received_us FROM events WHERE product = ?1 AND batch_id IS NULL
+                "SELECT received_us FROM events
+                 WHERE product = ?1 AND batch_id IS NULL AND local_only = 0
                  ORDER BY seq LIMIT 1",
             )
             .and_then(|mut s| s.query_row(params![product], |r| r.get(0)).optional())
@@ -579,7 +715,7 @@ impl Inner {
         let products: Vec<String> = self
             .unsealed
             .iter()
-            .filter(|(_, p)| p.events > 0)
+            .filter(|(k, p)| p.events > 0 && (self.opts.permit)(k) == Permit::All)
             .map(|(k, _)| k.clone())
             .collect();
         let mut sealed = 0;
@@ -613,70 +749,51 @@ impl Inner {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("seal"))?;
-        let mut body = Vec::new();
-        let (mut first, mut last, mut count) = (None, 0i64, 0u64);
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT seq, line FROM events WHERE product = ?1 AND batch_id IS NULL
-                     ORDER BY seq LIMIT ?2",
-                )
-                .map_err(sql("seal"))?;
-            let mut rows = stmt
-                .query(params![product, self.opts.batch_max_events as i64])
-                .map_err(sql("seal"))?;
-            while let Some(row) = rows.next().map_err(sql("seal"))? {
-                let seq: i64 = row.get(0).map_err(sql("seal"))?;
-                let line: String = row.get(1).map_err(sql("seal"))?;
-                if count > 0 && body.len() + line.len() + 1 > self.opts.batch_max_bytes {
-                    break;
-                }
-                first.get_or_insert(seq);
-                last = seq;
-                count += 1;
-                body.extend_from_slice(line.as_bytes());
-                body.push(b'\n');
-            }
-        }
-        let Some(first) = first else {
+        let Some((count, bytes)) = seal_in(&tx, &self.opts, product, now, false)? else {
             return Ok(false);
         };
-        let date = &rfc3339_us(now)[..10];
-        let key = self.opts.layout.key(product, date, first, last);
-        let compressed = compress(&body).map_err(|e| StoreError::Compress(Arc::new(e)))?;
-        tx.execute(
-            "INSERT INTO batches (product, key, first_seq, last_seq, events, raw_bytes, body, sealed_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![product, key, first, last, count as i64, body.len() as i64, compressed, now],
-        )
-        .map_err(sql("seal"))?;
-        let batch_id = tx.last_insert_rowid();
-        let marked = tx
-            .execute(
-                "UPDATE events SET batch_id = ?1
-                 WHERE product = ?2 AND batch_id IS NULL AND seq BETWEEN ?3 AND ?4",
-                params![batch_id, product, first, last],
-            )
-            .map_err(sql("seal"))?;
-        debug_assert_eq!(marked as u64, count);
         tx.commit().map_err(sql("seal"))?;
-
         let p = self.unsealed.entry(product.to_string()).or_default();
         p.events = p.events.saturating_sub(count);
-        p.bytes = p.bytes.saturating_sub(body.len() as u64);
+        p.bytes = p.bytes.saturating_sub(bytes);
         self.sealed_batches += 1;
         self.sealed_events += count;
-        self.sealed_bytes += body.len() as u64;
+        self.sealed_bytes += bytes;
         Ok(true)
     }
 
+    /// Ids of sealed batches the current consent allows to upload, oldest
+    /// first. Batches are few (each holds many events), so this is cheap.
+    fn uploadable_batch_ids(&self) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, product, final FROM batches ORDER BY id")
+            .map_err(sql("reading sealed batches"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?))
+            })
+            .map_err(sql("reading sealed batches"))?;
+        let mut ids = Vec::new();
+        for row in rows {
+            let (id, product, is_final) = row.map_err(sql("reading sealed batches"))?;
+            match (self.opts.permit)(&product) {
+                Permit::All => ids.push(id),
+                Permit::FinalOnly if is_final => ids.push(id),
+                _ => {}
+            }
+        }
+        Ok(ids)
+    }
+
     fn next_sealed(&mut self) -> Result<Option<SealedBatch>, StoreError> {
+        let Some(&id) = self.uploadable_batch_ids()?.first() else {
+            return Ok(None);
+        };
         self.conn
-            .prepare_cached(
-                "SELECT id, key, body, events, raw_bytes FROM batches ORDER BY id LIMIT 1",
-            )
+            .prepare_cached("SELECT id, key, body, events, raw_bytes FROM batches WHERE id = ?1")
             .and_then(|mut s| {
-                s.query_row([], |r| {
+                s.query_row(params![id], |r| {
                     Ok(SealedBatch {
                         id: r.get(0)?,
                         key: r.get(1)?,
@@ -734,7 +851,7 @@ impl Inner {
         let products: Vec<String> = self
             .unsealed
             .iter()
-            .filter(|(_, p)| p.events > 0)
+            .filter(|(k, p)| p.events > 0 && (self.opts.permit)(k) == Permit::All)
             .map(|(k, _)| k.clone())
             .collect();
         for product in &products {
@@ -746,13 +863,78 @@ impl Inner {
             .unsealed
             .values()
             .fold((0, 0), |(e, b), p| (e + p.events, b + p.bytes));
+        let uploadable_batches = if self.sealed_batches > 0 {
+            self.uploadable_batch_ids()?.len() as u64
+        } else {
+            0
+        };
         Ok(Stats {
             pending_events: ue + self.sealed_events,
             pending_bytes: ub + self.sealed_bytes,
             sealed_batches: self.sealed_batches,
             oldest_unsealed_us: oldest,
+            uploadable_batches,
+            local_events: self.local.values().sum(),
         })
     }
+}
+
+/// Seal the oldest pending (uploadable) events of `product` into one batch
+/// inside `tx`. Returns the events and NDJSON bytes sealed, or `None` when
+/// nothing was pending.
+fn seal_in(
+    tx: &rusqlite::Transaction<'_>,
+    opts: &StoreOptions,
+    product: &str,
+    now: i64,
+    final_batch: bool,
+) -> Result<Option<(u64, u64)>, StoreError> {
+    let mut body = Vec::new();
+    let (mut first, mut last, mut count) = (None, 0i64, 0u64);
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT seq, line FROM events
+                 WHERE product = ?1 AND batch_id IS NULL AND local_only = 0
+                 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(sql("seal"))?;
+        let mut rows = stmt
+            .query(params![product, opts.batch_max_events as i64])
+            .map_err(sql("seal"))?;
+        while let Some(row) = rows.next().map_err(sql("seal"))? {
+            let seq: i64 = row.get(0).map_err(sql("seal"))?;
+            let line: String = row.get(1).map_err(sql("seal"))?;
+            if count > 0 && body.len() + line.len() + 1 > opts.batch_max_bytes {
+                break;
+            }
+            first.get_or_insert(seq);
+            last = seq;
+            count += 1;
+            body.extend_from_slice(line.as_bytes());
+            body.push(b'\n');
+        }
+    }
+    let Some(first) = first else {
+        return Ok(None);
+    };
+    let date = &rfc3339_us(now)[..10];
+    let key = opts.layout.key(product, date, first, last);
+    let compressed = compress(&body).map_err(|e| StoreError::Compress(Arc::new(e)))?;
+    tx.execute(
+        "INSERT INTO batches (product, key, first_seq, last_seq, events, raw_bytes, body, sealed_us, final)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![product, key, first, last, count as i64, body.len() as i64, compressed, now, final_batch],
+    )
+    .map_err(sql("seal"))?;
+    let batch_id = tx.last_insert_rowid();
+    tx.execute(
+        "UPDATE events SET batch_id = ?1
+         WHERE product = ?2 AND batch_id IS NULL AND local_only = 0 AND seq BETWEEN ?3 AND ?4",
+        params![batch_id, product, first, last],
+    )
+    .map_err(sql("seal"))?;
+    Ok(Some((count, body.len() as u64)))
 }
 
 #[cfg(test)]

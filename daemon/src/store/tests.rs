@@ -1,4 +1,5 @@
 use super::*;
+use crate::consent::Permit;
 use crate::config::SyncMode;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::SystemTime;
@@ -8,12 +9,14 @@ fn record(n: u128, product: &str) -> Record {
         id: uuid::Uuid::from_u128(n).into_bytes(),
         product: product.to_string(),
         line: format!("{{\"n\":{n}}}"),
+        local_only: false,
     }
 }
 
 struct Fixture {
     dir: tempfile::TempDir,
     now: Arc<AtomicI64>,
+    permits: Arc<std::sync::Mutex<BTreeMap<String, Permit>>>,
 }
 
 impl Fixture {
@@ -21,6 +24,7 @@ impl Fixture {
         Fixture {
             dir: tempfile::tempdir().unwrap(),
             now: Arc::new(AtomicI64::new(1_800_000_000_000_000)),
+            permits: Arc::default(),
         }
     }
 
@@ -38,6 +42,12 @@ impl Fixture {
             clock: Arc::new(move || {
                 UNIX_EPOCH + Duration::from_micros(now.load(Ordering::SeqCst) as u64)
             }),
+            permit: {
+                let permits = self.permits.clone();
+                Arc::new(move |p: &str| {
+                    permits.lock().unwrap().get(p).copied().unwrap_or(Permit::All)
+                })
+            },
         }
     }
 
@@ -268,6 +278,135 @@ fn a_second_store_on_the_same_directory_is_refused() {
     drop(store);
     thread.join();
     let (store, thread) = f.open(10);
+    drop(store);
+    thread.join();
+}
+
+fn local(n: u128, product: &str) -> Record {
+    Record {
+        local_only: true,
+        ..record(n, product)
+    }
+}
+
+#[test]
+fn turning_on_off_purges_and_seals_only_the_final_event() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        store.apply_consent("a", Mode::On, record(99, "a")).await.unwrap();
+        store.insert(vec![record(1, "a"), record(2, "a"), record(3, "b")]).await.unwrap();
+        store.seal(true).await.unwrap();
+        store.insert(vec![record(4, "a")]).await.unwrap();
+        f.permits.lock().unwrap().insert("a".into(), Permit::FinalOnly);
+        f.permits.lock().unwrap().insert("b".into(), Permit::Nothing);
+        let out = store.apply_consent("a", Mode::Off, record(99, "a")).await.unwrap();
+        assert_eq!(out.purged, 3);
+        assert!(out.final_event);
+        // Applying the same decision again does nothing.
+        let again = store.apply_consent("a", Mode::Off, record(98, "a")).await.unwrap();
+        assert_eq!(again, ConsentOutcome::default());
+        let b = store.next_sealed().await.unwrap().unwrap();
+        assert_eq!(zstd::stream::decode_all(&b.body[..]).unwrap(), b"{\"n\":99}\n");
+        store.complete(b.id).await.unwrap();
+        // Product b is untouched; nothing of a remains.
+        let page = store.show(None, 0).await.unwrap();
+        assert_eq!(page.events.len(), 1);
+        assert!(page.events[0].line.contains("\"n\":3"));
+        assert_eq!(store.applied().await.unwrap().get("a"), Some(&Mode::Off));
+    });
+    drop(store);
+    thread.join();
+    // The decision survives a restart.
+    let (store, thread) = f.open(100);
+    let applied = rt().block_on(store.applied()).unwrap();
+    assert_eq!(applied.get("a"), Some(&Mode::Off));
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn local_events_are_never_sealed_and_stay_local_after_turning_on() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        store.apply_consent("a", Mode::Local, record(99, "a")).await.unwrap();
+        store.insert(vec![local(1, "a"), local(2, "a")]).await.unwrap();
+        assert_eq!(store.seal(true).await.unwrap(), 0);
+        let s = store.stats().await.unwrap();
+        assert_eq!((s.pending_events, s.local_events), (0, 2));
+        store.apply_consent("a", Mode::On, record(99, "a")).await.unwrap();
+        store.insert(vec![record(3, "a")]).await.unwrap();
+        assert_eq!(store.seal(true).await.unwrap(), 1);
+        let b = store.next_sealed().await.unwrap().unwrap();
+        assert_eq!(zstd::stream::decode_all(&b.body[..]).unwrap(), b"{\"n\":3}\n");
+        let page = store.show(Some("a".into()), 0).await.unwrap();
+        let states: Vec<_> = page.events.iter().map(|e| e.state).collect();
+        use telemetry_proto::EventState::*;
+        assert_eq!(states, vec![LocalOnly, LocalOnly, Sealed]);
+        assert_eq!(page.events[2].batch_key.as_deref(), Some(b.key.as_str()));
+        // on -> local: even the sealed batch stays home.
+        let out = store.apply_consent("a", Mode::Local, record(99, "a")).await.unwrap();
+        assert_eq!(out.made_local, 1);
+        assert!(store.next_sealed().await.unwrap().is_none());
+        assert_eq!(store.stats().await.unwrap().local_events, 3);
+        assert_eq!(store.purge(Some("a".into())).await.unwrap(), 3);
+        assert_eq!(store.stats().await.unwrap(), Stats::default());
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn batches_without_permit_are_not_handed_out() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        store.insert(vec![record(1, "a")]).await.unwrap();
+        f.permits.lock().unwrap().insert("a".into(), Permit::Nothing);
+        assert_eq!(store.seal(true).await.unwrap(), 0, "no seal without permit");
+        f.permits.lock().unwrap().insert("a".into(), Permit::All);
+        assert_eq!(store.seal(true).await.unwrap(), 1);
+        f.permits.lock().unwrap().insert("a".into(), Permit::FinalOnly);
+        assert!(store.next_sealed().await.unwrap().is_none());
+        let s = store.stats().await.unwrap();
+        assert_eq!((s.sealed_batches, s.uploadable_batches), (1, 0));
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn show_pages_through_many_events() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(1_000_000);
+    rt().block_on(async {
+        let recs: Vec<Record> = (0..2500u128)
+            .map(|i| Record {
+                line: format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(100)),
+                ..record(i, "a")
+            })
+            .collect();
+        for chunk in recs.chunks(500) {
+            store.insert(chunk.to_vec()).await.unwrap();
+        }
+        let mut after = 0;
+        let mut seen = 0;
+        let mut pages = 0;
+        loop {
+            let page = store.show(None, after).await.unwrap();
+            let frame = telemetry_proto::encode_frame(&telemetry_proto::Response::Events(page.clone()));
+            assert!(frame.is_ok(), "a page fits in one frame");
+            seen += page.events.len();
+            pages += 1;
+            match page.next_after_seq {
+                Some(s) => after = s,
+                None => break,
+            }
+        }
+        assert_eq!(seen, 2500);
+        assert!(pages > 2);
+    });
     drop(store);
     thread.join();
 }

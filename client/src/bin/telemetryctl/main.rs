@@ -31,12 +31,27 @@ enum Command {
     Status(commands::status::Args),
     /// Seal and upload everything pending now; print the object keys written.
     Flush(commands::flush::Args),
+    /// Show or change consent: on, off or local (collect but never upload).
+    Consent(commands::consent::Args),
+    /// Print the stored events exactly as they will be uploaded.
+    Show(commands::show::Args),
+    /// Delete stored events that are not uploaded yet.
+    Purge(commands::purge::Args),
 }
 
 /// A failed command: what to print and the exit code.
 pub struct Failure {
-    code: u8,
-    message: String,
+    /// Exit code.
+    pub code: u8,
+    /// What to print.
+    pub message: String,
+}
+
+impl Failure {
+    /// A usage error (exit 2).
+    pub fn usage(message: String) -> Failure {
+        Failure { code: 2, message }
+    }
 }
 
 impl From<ClientError> for Failure {
@@ -67,6 +82,9 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Status(args) => commands::status::run(&socket, args),
         Command::Flush(args) => commands::flush::run(&socket, args),
+        Command::Consent(args) => commands::consent::run(&socket, args),
+        Command::Show(args) => commands::show::run(&socket, args),
+        Command::Purge(args) => commands::purge::run(&socket, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

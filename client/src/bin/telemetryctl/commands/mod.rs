@@ -1,6 +1,9 @@
 //! One file per `telemetryctl` verb.
 
+pub mod consent;
 pub mod flush;
+pub mod purge;
+pub mod show;
 pub mod status;
 
 /// Format µs since the epoch as RFC 3339 (seconds precision).

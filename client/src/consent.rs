@@ -1,0 +1,94 @@
+//! Consent as the client side sees it: read the layers without contacting
+//! the daemon, and record the user's decision.
+//!
+//! The shim calls [`resolve`] first; when it says `off`, nothing else
+//! happens: no socket, no file written, no process started.
+
+use std::path::{Path, PathBuf};
+use telemetry_proto::consent::{env_opts_out, resolve as combine, ConsentFile, OPT_OUT_VARS};
+use telemetry_proto::{paths, Layer, Mode};
+
+/// Where the consent files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentPaths {
+    /// The user's file (`TELEMETRY_CONSENT_FILE`, else `STATE_DIR/consent`).
+    pub user: PathBuf,
+    /// The administrator's file (`TELEMETRY_SYSTEM_CONSENT_FILE`, else
+    /// `/etc/telemetry/consent`).
+    pub system: PathBuf,
+}
+
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+impl ConsentPaths {
+    /// The paths for this process's environment (same rules as the daemon).
+    pub fn from_env() -> ConsentPaths {
+        let user = env_path("TELEMETRY_CONSENT_FILE").unwrap_or_else(|| {
+            let state = env_path("TELEMETRY_STATE_DIR").unwrap_or_else(|| {
+                paths::default_state_dir(|k| std::env::var_os(k), crate::current_uid())
+            });
+            paths::default_consent_file(&state)
+        });
+        let system = env_path("TELEMETRY_SYSTEM_CONSENT_FILE")
+            .unwrap_or_else(|| PathBuf::from(paths::SYSTEM_CONSENT_FILE));
+        ConsentPaths { user, system }
+    }
+}
+
+/// Whether this process's environment opts out (`DO_NOT_TRACK`,
+/// `TELEMETRY_OPTOUT`).
+pub fn env_opt_out() -> bool {
+    OPT_OUT_VARS
+        .iter()
+        .any(|v| env_opts_out(std::env::var(v).ok().as_deref()))
+}
+
+fn read(path: &Path) -> Option<ConsentFile> {
+    std::fs::read_to_string(path).ok().map(|t| ConsentFile::parse(&t))
+}
+
+/// The effective mode of `product` and which layer decided it.
+pub fn resolve(product: &str, paths: &ConsentPaths) -> (Mode, Layer) {
+    let system = read(&paths.system);
+    let user = read(&paths.user);
+    combine(product, system.as_ref(), env_opt_out(), user.as_ref())
+}
+
+/// The user's own recorded decision for `product`, if any.
+pub fn user_decision(product: &str, paths: &ConsentPaths) -> Option<Mode> {
+    read(&paths.user).and_then(|f| f.get(product).map(|e| e.mode))
+}
+
+/// The parsed user file (empty if missing).
+pub fn user_file(paths: &ConsentPaths) -> ConsentFile {
+    read(&paths.user).unwrap_or_default()
+}
+
+/// The parsed system file (empty if missing).
+pub fn system_file(paths: &ConsentPaths) -> ConsentFile {
+    read(&paths.system).unwrap_or_default()
+}
+
+/// Record `mode` for `product` in the user's file, atomically, 0600 in a
+/// 0700 directory.
+pub fn record(product: &str, mode: Mode, paths: &ConsentPaths) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let mut file = user_file(paths);
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    file.set(product, mode, Some(now));
+    let dir = paths.user.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let tmp = dir.join(format!(".consent.{}.tmp", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(file.render().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &paths.user)
+}

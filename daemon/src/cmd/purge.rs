@@ -1,0 +1,18 @@
+//! `Purge`: delete stored events that are not uploaded yet.
+
+use crate::server::Ctx;
+use telemetry_proto::{ErrorCode, Response};
+
+/// Handle `Purge { product }`.
+pub async fn handle(ctx: &Ctx, product: Option<String>) -> Response {
+    match ctx.store.purge(product.clone()).await {
+        Ok(events) => {
+            tracing::info!(product = product.as_deref().unwrap_or("*"), events, "purged");
+            Response::Purged { events }
+        }
+        Err(e) => Response::Error {
+            code: ErrorCode::Storage,
+            message: e.to_string(),
+        },
+    }
+}

@@ -1,0 +1,152 @@
+//! The daemon's view of consent (defence in depth: the shim checks first,
+//! the daemon checks again and enforces).
+//!
+//! The files are the source of truth; see `telemetry_proto::consent` for
+//! the format and the layers. They are re-read whenever their size, inode
+//! or modification time changes, so `telemetryctl consent` takes effect
+//! without a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+use telemetry_proto::consent::{resolve, ConsentFile};
+use telemetry_proto::{Layer, Mode};
+
+/// What the uploader may do with a product's sealed batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// Upload everything sealed (consent `on`).
+    All,
+    /// Upload only the final `telemetry_off` batch (the user turned it off).
+    FinalOnly,
+    /// Upload nothing (`local`, undecided, or forced off).
+    Nothing,
+}
+
+type Stamp = Option<(u64, u64, SystemTime)>;
+
+#[derive(Default)]
+struct Cached {
+    stamp: Stamp,
+    file: Option<ConsentFile>,
+}
+
+fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.ino(), m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+}
+
+impl Cached {
+    fn refresh(&mut self, path: &Path) -> Option<&ConsentFile> {
+        let now = stamp(path);
+        if now != self.stamp || (now.is_some() && self.file.is_none()) {
+            self.stamp = now;
+            self.file = std::fs::read_to_string(path).ok().map(|t| ConsentFile::parse(&t));
+        }
+        self.file.as_ref()
+    }
+}
+
+/// Reads and combines the consent layers.
+pub struct Consent {
+    user_path: PathBuf,
+    system_path: PathBuf,
+    env_off: bool,
+    cache: Mutex<(Cached, Cached)>,
+}
+
+impl Consent {
+    /// `env_off`: whether the daemon's own environment opts out.
+    pub fn new(user_path: PathBuf, system_path: PathBuf, env_off: bool) -> Consent {
+        Consent {
+            user_path,
+            system_path,
+            env_off,
+            cache: Mutex::new((Cached::default(), Cached::default())),
+        }
+    }
+
+    /// The user's consent file path.
+    pub fn user_path(&self) -> &Path {
+        &self.user_path
+    }
+
+    /// Effective mode of `product` and the layer that decided it.
+    pub fn resolve(&self, product: &str) -> (Mode, Layer) {
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let (user, system) = &mut *guard;
+        let system = system.refresh(&self.system_path).cloned();
+        let user = user.refresh(&self.user_path);
+        resolve(product, system.as_ref(), self.env_off, user)
+    }
+
+    /// What the user's own file says (undecided = off). Transitions (purge,
+    /// `telemetry_off`) follow this layer only: an administrator's or the
+    /// environment's off stops collection and uploads but deletes nothing.
+    pub fn user_decision(&self, product: &str) -> Mode {
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .0
+            .refresh(&self.user_path)
+            .and_then(|f| f.get(product))
+            .map_or(Mode::Off, |e| e.mode)
+    }
+
+    /// Products named in either file (not `*`).
+    pub fn products(&self) -> Vec<String> {
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let (user, system) = &mut *guard;
+        let mut out = Vec::new();
+        for file in [user.refresh(&self.user_path).cloned(), system.refresh(&self.system_path).cloned()]
+            .into_iter()
+            .flatten()
+        {
+            out.extend(file.entries.into_iter().map(|e| e.product).filter(|p| p != "*"));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Upload permit for `product`.
+    pub fn permit(&self, product: &str) -> Permit {
+        match self.resolve(product) {
+            (Mode::On, _) => Permit::All,
+            (Mode::Off, Layer::UserFile) => Permit::FinalOnly,
+            _ => Permit::Nothing,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rereads_changed_files_and_applies_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("consent");
+        let system = dir.path().join("system");
+        let c = Consent::new(user.clone(), system.clone(), false);
+        assert_eq!(c.resolve("cfdev"), (Mode::Off, Layer::Default));
+        assert_eq!(c.permit("cfdev"), Permit::Nothing);
+        std::fs::write(&user, "cfdev on\n").unwrap();
+        assert_eq!(c.resolve("cfdev"), (Mode::On, Layer::UserFile));
+        assert_eq!(c.permit("cfdev"), Permit::All);
+        std::fs::write(&user, "cfdev local\n").unwrap();
+        assert_eq!(c.resolve("cfdev"), (Mode::Local, Layer::UserFile));
+        std::fs::write(&user, "cfdev off\n").unwrap();
+        assert_eq!(c.permit("cfdev"), Permit::FinalOnly);
+        std::fs::write(&user, "cfdev on\n").unwrap();
+        std::fs::write(&system, "* off\n").unwrap();
+        assert_eq!(c.resolve("cfdev"), (Mode::Off, Layer::System));
+        assert_eq!(c.permit("cfdev"), Permit::Nothing);
+        assert_eq!(c.user_decision("cfdev"), Mode::On);
+        assert_eq!(c.products(), vec!["cfdev".to_string()]);
+
+        let env = Consent::new(user, dir.path().join("none"), true);
+        assert_eq!(env.resolve("cfdev"), (Mode::Off, Layer::Environment));
+    }
+}

@@ -1,0 +1,69 @@
+//! What `telemetryctl show` and `purge` need: the stored lines exactly as
+//! they will be uploaded, and deleting them.
+
+use super::{sql, Inner, StoreError};
+use rusqlite::params;
+use telemetry_proto::{EventState, EventsPage, ShownEvent};
+
+/// Most line bytes in one page, well under the frame limit.
+const PAGE_BYTES: usize = 48 * 1024;
+/// Most events in one page.
+const PAGE_EVENTS: i64 = 1000;
+
+impl Inner {
+    pub(super) fn show(&mut self, product: Option<&str>, after_seq: i64) -> Result<EventsPage, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT e.seq, e.line, e.local_only, b.key
+                 FROM events e LEFT JOIN batches b ON b.id = e.batch_id
+                 WHERE e.seq > ?1 AND (?2 IS NULL OR e.product = ?2)
+                 ORDER BY e.seq LIMIT ?3",
+            )
+            .map_err(sql("show"))?;
+        let mut rows = stmt
+            .query(params![after_seq, product, PAGE_EVENTS])
+            .map_err(sql("show"))?;
+        let mut page = EventsPage::default();
+        let mut bytes = 0;
+        let mut read = 0;
+        while let Some(row) = rows.next().map_err(sql("show"))? {
+            read += 1;
+            let line: String = row.get(1).map_err(sql("show"))?;
+            if !page.events.is_empty() && bytes + line.len() > PAGE_BYTES {
+                page.next_after_seq = page.events.last().map(|e| e.seq);
+                return Ok(page);
+            }
+            bytes += line.len() + 64;
+            let local: bool = row.get(2).map_err(sql("show"))?;
+            let key: Option<String> = row.get(3).map_err(sql("show"))?;
+            let state = match (local, &key) {
+                (true, _) => EventState::LocalOnly,
+                (false, Some(_)) => EventState::Sealed,
+                (false, None) => EventState::Pending,
+            };
+            page.events.push(ShownEvent {
+                seq: row.get(0).map_err(sql("show"))?,
+                state,
+                batch_key: key,
+                line,
+            });
+        }
+        if read == PAGE_EVENTS {
+            page.next_after_seq = page.events.last().map(|e| e.seq);
+        }
+        Ok(page)
+    }
+
+    pub(super) fn purge(&mut self, product: Option<&str>) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction().map_err(sql("purge"))?;
+        let n = tx
+            .execute("DELETE FROM events WHERE ?1 IS NULL OR product = ?1", params![product])
+            .map_err(sql("purge"))?;
+        tx.execute("DELETE FROM batches WHERE ?1 IS NULL OR product = ?1", params![product])
+            .map_err(sql("purge"))?;
+        tx.commit().map_err(sql("purge"))?;
+        self.load_counters()?;
+        Ok(n as u64)
+    }
+}
