@@ -19,7 +19,9 @@ pub struct ConsentPaths {
 }
 
 fn env_path(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 impl ConsentPaths {
@@ -46,7 +48,9 @@ pub fn env_opt_out() -> bool {
 }
 
 fn read(path: &Path) -> Option<ConsentFile> {
-    std::fs::read_to_string(path).ok().map(|t| ConsentFile::parse(&t))
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|t| ConsentFile::parse(&t))
 }
 
 /// The effective mode of `product` and which layer decided it.
@@ -80,7 +84,10 @@ pub fn record(product: &str, mode: Mode, paths: &ConsentPaths) -> std::io::Resul
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     file.set(product, mode, Some(now));
     let dir = paths.user.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let tmp = dir.join(format!(".consent.{}.tmp", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)

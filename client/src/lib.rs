@@ -307,7 +307,12 @@ impl Client {
     }
 
     /// Tell the daemon the user's consent file changed for `product`.
-    pub fn consent_changed(&mut self, product: &str, build: &str, timeout: Duration) -> Result<ConsentReport, ClientError> {
+    pub fn consent_changed(
+        &mut self,
+        product: &str,
+        build: &str,
+        timeout: Duration,
+    ) -> Result<ConsentReport, ClientError> {
         let req = Request::ConsentChanged {
             product: product.to_string(),
             build: build.to_string(),
@@ -320,7 +325,11 @@ impl Client {
 
     /// Every stored event (of `product`, or all), oldest first, fetched a
     /// page at a time.
-    pub fn show(&mut self, product: Option<&str>, timeout: Duration) -> Result<Vec<ShownEvent>, ClientError> {
+    pub fn show(
+        &mut self,
+        product: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Vec<ShownEvent>, ClientError> {
         let mut out = Vec::new();
         let mut after_seq = 0;
         loop {
@@ -376,7 +385,9 @@ pub fn record_event(
         return Ok(None);
     }
     let ev = event(product, name, build, data);
-    Client::connect(default_socket_path())?.emit(vec![ev], timeout).map(Some)
+    Client::connect(default_socket_path())?
+        .emit(vec![ev], timeout)
+        .map(Some)
 }
 
 /// Parse a `KEY=VALUE` argument: `true`/`false` become booleans, whole

@@ -150,14 +150,20 @@ pub struct Catalogues {
     dir: String,
 }
 
-fn parse(text: &str, path: &Path, expect_product: Option<&str>) -> Result<(String, Catalogue), CatalogError> {
+fn parse(
+    text: &str,
+    path: &Path,
+    expect_product: Option<&str>,
+) -> Result<(String, Catalogue), CatalogError> {
     let invalid = |message: String| CatalogError::Invalid {
         path: path.to_path_buf(),
         message,
     };
-    let file: FileCatalogue = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+    let file: FileCatalogue =
+        toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
     let limits = telemetry_proto::Limits::default();
-    telemetry_proto::validate_name("product", &file.product, &limits).map_err(|e| invalid(format!("`product`: {e}")))?;
+    telemetry_proto::validate_name("product", &file.product, &limits)
+        .map_err(|e| invalid(format!("`product`: {e}")))?;
     if let Some(expected) = expect_product {
         if expected != file.product {
             return Err(invalid(format!(
@@ -168,13 +174,16 @@ fn parse(text: &str, path: &Path, expect_product: Option<&str>) -> Result<(Strin
     }
     let mut events = BTreeMap::new();
     for (name, ev) in file.events {
-        telemetry_proto::validate_name("event", &name, &limits).map_err(|e| invalid(format!("`events.{name}`: {e}")))?;
+        telemetry_proto::validate_name("event", &name, &limits)
+            .map_err(|e| invalid(format!("`events.{name}`: {e}")))?;
         for (key, ty) in &ev.data {
             telemetry_proto::validate_name("data key", key, &limits)
                 .map_err(|e| invalid(format!("`events.{name}.data.{key}`: {e}")))?;
             if let FieldType::Enum { values } = ty {
                 if values.is_empty() {
-                    return Err(invalid(format!("`events.{name}.data.{key}`: an enum needs at least one value")));
+                    return Err(invalid(format!(
+                        "`events.{name}.data.{key}`: an enum needs at least one value"
+                    )));
                 }
             }
         }
@@ -222,7 +231,10 @@ impl Catalogues {
                 path: path.clone(),
                 source,
             })?;
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let (product, cat) = parse(&text, &path, Some(&stem))?;
             cats.by_product.insert(product, cat);
         }
@@ -241,15 +253,21 @@ impl Catalogues {
 
     /// Check an event against its product's catalogue.
     pub fn check(&self, ev: &WireEvent) -> Result<(), Rejection> {
-        let cat = self.by_product.get(&ev.product).ok_or_else(|| Rejection::UnknownProduct {
-            product: ev.product.clone(),
-            dir: self.dir.clone(),
-        })?;
-        let fields = cat.events.get(&ev.event).ok_or_else(|| Rejection::UnknownEvent {
-            product: ev.product.clone(),
-            event: ev.event.clone(),
-            source_name: cat.source_name.clone(),
-        })?;
+        let cat = self
+            .by_product
+            .get(&ev.product)
+            .ok_or_else(|| Rejection::UnknownProduct {
+                product: ev.product.clone(),
+                dir: self.dir.clone(),
+            })?;
+        let fields = cat
+            .events
+            .get(&ev.event)
+            .ok_or_else(|| Rejection::UnknownEvent {
+                product: ev.product.clone(),
+                event: ev.event.clone(),
+                source_name: cat.source_name.clone(),
+            })?;
         for (key, value) in &ev.data {
             let ty = fields.get(key).ok_or_else(|| Rejection::UnknownKey {
                 event: ev.event.clone(),
@@ -300,7 +318,10 @@ mod tests {
             product: "cfdev".into(),
             build: "1".into(),
             timestamp_us: 1_800_000_000_000_000,
-            data: data.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            data: data
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         }
     }
 
@@ -311,9 +332,23 @@ mod tests {
         let names: Vec<&str> = cat.events.keys().map(String::as_str).collect();
         assert_eq!(names.len(), 17, "{names:?}");
         for n in [
-            "start_begin", "start_end", "error", "stop", "uninstall", "app_created", "route_created",
-            "deployed_service", "service_created", "user_provided_service_created", "app_bound_to_service",
-            "app_restage", "org_created", "space_created", "user_created", "bosh", "telemetry_off",
+            "start_begin",
+            "start_end",
+            "error",
+            "stop",
+            "uninstall",
+            "app_created",
+            "route_created",
+            "deployed_service",
+            "service_created",
+            "user_provided_service_created",
+            "app_bound_to_service",
+            "app_restage",
+            "org_created",
+            "space_created",
+            "user_created",
+            "bosh",
+            "telemetry_off",
         ] {
             assert!(names.contains(&n), "{n} missing");
         }
@@ -323,14 +358,32 @@ mod tests {
     #[test]
     fn checks_names_keys_types_and_ranges() {
         let cats = Catalogues::load(Path::new("/nonexistent")).unwrap();
-        cats.check(&ev("error", &[("kind", Value::Str("timeout".into()))])).unwrap();
+        cats.check(&ev("error", &[("kind", Value::Str("timeout".into()))]))
+            .unwrap();
         cats.check(&ev("stop", &[])).unwrap();
-        let err = cats.check(&ev("error", &[("kind", Value::Str("/home/alice/x: denied".into()))])).unwrap_err();
+        let err = cats
+            .check(&ev(
+                "error",
+                &[("kind", Value::Str("/home/alice/x: denied".into()))],
+            ))
+            .unwrap_err();
         assert!(err.to_string().contains("must be one of"), "{err}");
-        assert!(matches!(cats.check(&ev("nope", &[])), Err(Rejection::UnknownEvent { .. })));
-        assert!(matches!(cats.check(&ev("stop", &[("path", Value::Str("x".into()))])), Err(Rejection::UnknownKey { .. })));
-        assert!(matches!(cats.check(&ev("start_end", &[("duration_s", Value::Int(-1))])), Err(Rejection::BadValue { .. })));
-        assert!(matches!(cats.check(&ev("start_end", &[("success", Value::Int(1))])), Err(Rejection::BadValue { .. })));
+        assert!(matches!(
+            cats.check(&ev("nope", &[])),
+            Err(Rejection::UnknownEvent { .. })
+        ));
+        assert!(matches!(
+            cats.check(&ev("stop", &[("path", Value::Str("x".into()))])),
+            Err(Rejection::UnknownKey { .. })
+        ));
+        assert!(matches!(
+            cats.check(&ev("start_end", &[("duration_s", Value::Int(-1))])),
+            Err(Rejection::BadValue { .. })
+        ));
+        assert!(matches!(
+            cats.check(&ev("start_end", &[("success", Value::Int(1))])),
+            Err(Rejection::BadValue { .. })
+        ));
         let mut other = ev("stop", &[]);
         other.product = "other".into();
         let err = cats.check(&other).unwrap_err().to_string();
@@ -355,7 +408,11 @@ mod tests {
         std::fs::write(dir.path().join("bad.toml"), "product = \"other\"\n").unwrap();
         let err = Catalogues::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("bad.toml") && err.contains("product"), "{err}");
-        std::fs::write(dir.path().join("bad.toml"), "product = \"bad\"\n[events.x]\ndata.k = { type = \"float\" }\n").unwrap();
+        std::fs::write(
+            dir.path().join("bad.toml"),
+            "product = \"bad\"\n[events.x]\ndata.k = { type = \"float\" }\n",
+        )
+        .unwrap();
         let err = Catalogues::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("bad.toml") && err.contains("float"), "{err}");
     }

@@ -513,18 +513,21 @@ pub fn load(
         .clone()
         .or(file.consent_file)
         .unwrap_or_else(|| paths::default_consent_file(&cfg.state_dir));
-    if let Some(p) = args.system_consent_file.clone().or(file.system_consent_file) {
+    if let Some(p) = args
+        .system_consent_file
+        .clone()
+        .or(file.system_consent_file)
+    {
         cfg.system_consent_file = p;
     }
     if let Some(dir) = args.catalog_dir.clone().or(file.catalog_dir).or_else(|| {
-        paths::default_config_file(&env)
-            .and_then(|f| f.parent().map(|d| d.join("catalog")))
+        paths::default_config_file(&env).and_then(|f| f.parent().map(|d| d.join("catalog")))
     }) {
         cfg.catalog_dir = dir;
     }
-    cfg.env_opt_out = telemetry_proto::consent::OPT_OUT_VARS
-        .iter()
-        .any(|v| telemetry_proto::consent::env_opts_out(env(v).as_deref().and_then(|s| s.to_str())));
+    cfg.env_opt_out = telemetry_proto::consent::OPT_OUT_VARS.iter().any(|v| {
+        telemetry_proto::consent::env_opts_out(env(v).as_deref().and_then(|s| s.to_str()))
+    });
 
     let bucket = pick(
         "s3.bucket",

@@ -33,9 +33,13 @@ struct Cached {
 
 fn stamp(path: &Path) -> Stamp {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.ino(), m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+    std::fs::metadata(path).ok().map(|m| {
+        (
+            m.ino(),
+            m.len(),
+            m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        )
+    })
 }
 
 impl Cached {
@@ -43,7 +47,9 @@ impl Cached {
         let now = stamp(path);
         if now != self.stamp || (now.is_some() && self.file.is_none()) {
             self.stamp = now;
-            self.file = std::fs::read_to_string(path).ok().map(|t| ConsentFile::parse(&t));
+            self.file = std::fs::read_to_string(path)
+                .ok()
+                .map(|t| ConsentFile::parse(&t));
         }
         self.file.as_ref()
     }
@@ -99,11 +105,19 @@ impl Consent {
         let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let (user, system) = &mut *guard;
         let mut out = Vec::new();
-        for file in [user.refresh(&self.user_path).cloned(), system.refresh(&self.system_path).cloned()]
-            .into_iter()
-            .flatten()
+        for file in [
+            user.refresh(&self.user_path).cloned(),
+            system.refresh(&self.system_path).cloned(),
+        ]
+        .into_iter()
+        .flatten()
         {
-            out.extend(file.entries.into_iter().map(|e| e.product).filter(|p| p != "*"));
+            out.extend(
+                file.entries
+                    .into_iter()
+                    .map(|e| e.product)
+                    .filter(|p| p != "*"),
+            );
         }
         out.sort();
         out.dedup();

@@ -1,5 +1,9 @@
 //! The anonymous machine ID.
 //!
+//! The identity it is derived from: Linux `/etc/machine-id` (then
+//! `/var/lib/dbus/machine-id`), macOS `IOPlatformUUID`; otherwise a random
+//! identity generated once and kept in the state dir (0600).
+//!
 //! The ID is `hex(SHA-256("telemetryd/v1\0" ++ identity ++ "\0" ++ product))`:
 //! per product, so two products' datasets cannot be joined, and one-way, so
 //! nobody can go from the ID back to the machine. The raw identity never
@@ -50,6 +54,31 @@ fn read_nonempty(path: &Path) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
+/// macOS: the hardware `IOPlatformUUID`, read with `ioreg` (no extra
+/// crates or unsafe FFI for one string read once at start).
+#[cfg(target_os = "macos")]
+fn platform_uuid() -> Option<String> {
+    let out = std::process::Command::new("/usr/sbin/ioreg")
+        .args(["-rd1", "-c", "IOPlatformExpertDevice"])
+        .output()
+        .ok()?;
+    parse_ioreg_uuid(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Elsewhere the OS files above are the identity.
+#[cfg(not(target_os = "macos"))]
+fn platform_uuid() -> Option<String> {
+    None
+}
+
+/// Find `"IOPlatformUUID" = "…"` in `ioreg` output.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+fn parse_ioreg_uuid(text: &str) -> Option<String> {
+    let line = text.lines().find(|l| l.contains("\"IOPlatformUUID\""))?;
+    let value = line.split('=').nth(1)?.trim().trim_matches('"');
+    (!value.is_empty()).then(|| value.to_string())
+}
+
 impl Identity {
     /// Load the identity from `source`; `state_dir` holds the generated
     /// fallback when the OS has none.
@@ -64,6 +93,9 @@ impl Identity {
             },
             IdentitySource::Os => {
                 if let Some(raw) = OS_FILES.iter().find_map(|p| read_nonempty(Path::new(p))) {
+                    return Ok(Identity { raw });
+                }
+                if let Some(raw) = platform_uuid() {
                     return Ok(Identity { raw });
                 }
                 Self::generated(&state_dir.join("machine-identity"))
@@ -123,6 +155,16 @@ mod tests {
         );
         assert!(!a.contains("0123456789abcdef"));
         assert!(!format!("{id:?}").contains("0123"));
+    }
+
+    #[test]
+    fn ioreg_output_is_parsed() {
+        let text = "+-o J316sAP  <class IOPlatformExpertDevice>\n    {\n      \"IOPlatformSerialNumber\" = \"X\"\n      \"IOPlatformUUID\" = \"8A1B2C3D-0000-1111-2222-333344445555\"\n    }\n";
+        assert_eq!(
+            parse_ioreg_uuid(text).as_deref(),
+            Some("8A1B2C3D-0000-1111-2222-333344445555")
+        );
+        assert_eq!(parse_ioreg_uuid("nothing here"), None);
     }
 
     #[test]

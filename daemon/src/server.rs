@@ -16,8 +16,8 @@
 
 use crate::batch::KeyLayout;
 use crate::catalog::{CatalogError, Catalogues};
-use crate::consent::Consent;
 use crate::config::Config;
+use crate::consent::Consent;
 use crate::identity::{Identity, IdentityError};
 use crate::sink::Sink;
 use crate::store::{Store, StoreError, StoreOptions};
@@ -154,7 +154,13 @@ pub async fn run(
     });
     // Apply consent changes made while the daemon was not running.
     let mut products = ctx.consent.products();
-    products.extend(ctx.applied.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned());
+    products.extend(
+        ctx.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned(),
+    );
     products.sort();
     products.dedup();
     for product in products {

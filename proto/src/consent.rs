@@ -232,21 +232,44 @@ mod tests {
         let user = ConsentFile::parse("cfdev on\nother local\n");
         let sys_all = ConsentFile::parse("* off\n");
         let sys_on = ConsentFile::parse("cfdev on\nnew on\n");
-        assert_eq!(resolve("cfdev", None, false, Some(&user)), (Mode::On, Layer::UserFile));
-        assert_eq!(resolve("other", None, false, Some(&user)), (Mode::Local, Layer::UserFile));
-        assert_eq!(resolve("unknown", None, false, Some(&user)), (Mode::Off, Layer::Default));
-        assert_eq!(resolve("cfdev", None, true, Some(&user)), (Mode::Off, Layer::Environment));
-        assert_eq!(resolve("cfdev", Some(&sys_all), false, Some(&user)), (Mode::Off, Layer::System));
+        assert_eq!(
+            resolve("cfdev", None, false, Some(&user)),
+            (Mode::On, Layer::UserFile)
+        );
+        assert_eq!(
+            resolve("other", None, false, Some(&user)),
+            (Mode::Local, Layer::UserFile)
+        );
+        assert_eq!(
+            resolve("unknown", None, false, Some(&user)),
+            (Mode::Off, Layer::Default)
+        );
+        assert_eq!(
+            resolve("cfdev", None, true, Some(&user)),
+            (Mode::Off, Layer::Environment)
+        );
+        assert_eq!(
+            resolve("cfdev", Some(&sys_all), false, Some(&user)),
+            (Mode::Off, Layer::System)
+        );
         // The system file cannot opt anyone in.
-        assert_eq!(resolve("new", Some(&sys_on), false, None), (Mode::Off, Layer::Default));
+        assert_eq!(
+            resolve("new", Some(&sys_on), false, None),
+            (Mode::Off, Layer::Default)
+        );
     }
 
     #[test]
     fn damaged_lines_are_ignored_and_counted() {
-        let f = ConsentFile::parse("# c\n\ncfdev on 2026-01-01T00:00:00Z\ncfdev maybe\nBad on\nx on y z\n");
+        let f = ConsentFile::parse(
+            "# c\n\ncfdev on 2026-01-01T00:00:00Z\ncfdev maybe\nBad on\nx on y z\n",
+        );
         assert_eq!(f.entries.len(), 1);
         assert_eq!(f.bad_lines, vec![4, 5, 6]);
-        assert_eq!(f.get("cfdev").unwrap().since.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            f.get("cfdev").unwrap().since.as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
     }
 
     #[test]

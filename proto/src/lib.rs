@@ -106,8 +106,8 @@ pub mod consent;
 pub mod paths;
 mod validate;
 
-pub use consent::{Layer, Mode};
 pub use codec::{decode_body, encode_body, encode_frame, CodecError, FrameCodec};
+pub use consent::{Layer, Mode};
 pub use validate::{validate_event, validate_name, Limits, ValidationError};
 
 use serde::{Deserialize, Serialize};

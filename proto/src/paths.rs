@@ -47,6 +47,15 @@ fn non_empty(env: &impl Fn(&str) -> Option<OsString>, key: &str) -> Option<OsStr
     env(key).filter(|v| !v.is_empty())
 }
 
+/// The machine-wide consent file an administrator uses to force products
+/// off (see [`crate::consent`]).
+pub const SYSTEM_CONSENT_FILE: &str = "/etc/telemetry/consent";
+
+/// The user's consent file: `consent` inside the state dir.
+pub fn default_consent_file(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("consent")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,13 +97,4 @@ mod tests {
         assert!(sock.ends_with("telemetry-42/telemetryd.sock"), "{sock:?}");
         assert_eq!(default_config_file(&env), None);
     }
-}
-
-/// The machine-wide consent file an administrator uses to force products
-/// off (see [`crate::consent`]).
-pub const SYSTEM_CONSENT_FILE: &str = "/etc/telemetry/consent";
-
-/// The user's consent file: `consent` inside the state dir.
-pub fn default_consent_file(state_dir: &std::path::Path) -> PathBuf {
-    state_dir.join("consent")
 }

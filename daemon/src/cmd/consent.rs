@@ -10,7 +10,11 @@ use telemetry_proto::{ConsentReport, ErrorCode, ProductConsent, Response, WireEv
 /// Bring the store in line with the user's decision for `product` if it
 /// changed since the store last acted on it. `build` goes into the final
 /// `telemetry_off` event when one is recorded.
-pub async fn reconcile(ctx: &Ctx, product: &str, build: &str) -> Result<ConsentOutcome, StoreError> {
+pub async fn reconcile(
+    ctx: &Ctx,
+    product: &str,
+    build: &str,
+) -> Result<ConsentOutcome, StoreError> {
     let decision = ctx.consent.user_decision(product);
     let known = ctx
         .applied
@@ -30,7 +34,12 @@ pub async fn reconcile(ctx: &Ctx, product: &str, build: &str) -> Result<ConsentO
         data: BTreeMap::new(),
     };
     let machine = ctx.identity.machine_id(product);
-    let rec = record::render(&off_event, &machine, std::env::consts::OS, std::env::consts::ARCH);
+    let rec = record::render(
+        &off_event,
+        &machine,
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+    );
     let out = ctx.store.apply_consent(product, decision, rec).await?;
     ctx.applied
         .lock()

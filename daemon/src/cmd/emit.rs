@@ -54,7 +54,8 @@ pub async fn handle(ctx: &Ctx, events: Vec<WireEvent>, ack: bool) -> Response {
         .iter()
         .map(|ev| {
             let machine = ctx.identity.machine_id(&ev.product);
-            let mut rec = record::render(ev, &machine, std::env::consts::OS, std::env::consts::ARCH);
+            let mut rec =
+                record::render(ev, &machine, std::env::consts::OS, std::env::consts::ARCH);
             rec.local_only = modes.get(ev.product.as_str()) == Some(&Mode::Local);
             rec
         })

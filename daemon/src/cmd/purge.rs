@@ -7,7 +7,11 @@ use telemetry_proto::{ErrorCode, Response};
 pub async fn handle(ctx: &Ctx, product: Option<String>) -> Response {
     match ctx.store.purge(product.clone()).await {
         Ok(events) => {
-            tracing::info!(product = product.as_deref().unwrap_or("*"), events, "purged");
+            tracing::info!(
+                product = product.as_deref().unwrap_or("*"),
+                events,
+                "purged"
+            );
             Response::Purged { events }
         }
         Err(e) => Response::Error {

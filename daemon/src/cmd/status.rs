@@ -8,7 +8,13 @@ use telemetry_proto::{ErrorCode, ProductConsent, Response, StatusReport};
 fn consent_of_known_products(ctx: &Ctx) -> Vec<ProductConsent> {
     let mut products: Vec<String> = ctx.catalogues.products().map(str::to_string).collect();
     products.extend(ctx.consent.products());
-    products.extend(ctx.applied.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned());
+    products.extend(
+        ctx.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned(),
+    );
     products.sort();
     products.dedup();
     products

@@ -350,7 +350,11 @@ impl Store {
     }
 
     /// A page of stored events after `after_seq`, oldest first.
-    pub async fn show(&self, product: Option<String>, after_seq: i64) -> Result<EventsPage, StoreError> {
+    pub async fn show(
+        &self,
+        product: Option<String>,
+        after_seq: i64,
+    ) -> Result<EventsPage, StoreError> {
         self.call(|reply| Cmd::Show {
             product,
             after_seq,
@@ -547,7 +551,8 @@ impl Inner {
         for row in rows {
             let (product, mode) = row.map_err(sql("loading consent"))?;
             // An unreadable mode can only mean less collection.
-            self.applied.insert(product, Mode::parse(&mode).unwrap_or(Mode::Off));
+            self.applied
+                .insert(product, Mode::parse(&mode).unwrap_or(Mode::Off));
         }
         drop(stmt);
         let (batches, events, bytes): (i64, i64, i64) = self
@@ -771,7 +776,11 @@ impl Inner {
             .map_err(sql("reading sealed batches"))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
             })
             .map_err(sql("reading sealed batches"))?;
         let mut ids = Vec::new();

@@ -1,6 +1,6 @@
 use super::*;
-use crate::consent::Permit;
 use crate::config::SyncMode;
+use crate::consent::Permit;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::SystemTime;
 
@@ -45,7 +45,12 @@ impl Fixture {
             permit: {
                 let permits = self.permits.clone();
                 Arc::new(move |p: &str| {
-                    permits.lock().unwrap().get(p).copied().unwrap_or(Permit::All)
+                    permits
+                        .lock()
+                        .unwrap()
+                        .get(p)
+                        .copied()
+                        .unwrap_or(Permit::All)
                 })
             },
         }
@@ -294,20 +299,41 @@ fn turning_on_off_purges_and_seals_only_the_final_event() {
     let f = Fixture::new();
     let (store, thread) = f.open(100);
     rt().block_on(async {
-        store.apply_consent("a", Mode::On, record(99, "a")).await.unwrap();
-        store.insert(vec![record(1, "a"), record(2, "a"), record(3, "b")]).await.unwrap();
+        store
+            .apply_consent("a", Mode::On, record(99, "a"))
+            .await
+            .unwrap();
+        store
+            .insert(vec![record(1, "a"), record(2, "a"), record(3, "b")])
+            .await
+            .unwrap();
         store.seal(true).await.unwrap();
         store.insert(vec![record(4, "a")]).await.unwrap();
-        f.permits.lock().unwrap().insert("a".into(), Permit::FinalOnly);
-        f.permits.lock().unwrap().insert("b".into(), Permit::Nothing);
-        let out = store.apply_consent("a", Mode::Off, record(99, "a")).await.unwrap();
+        f.permits
+            .lock()
+            .unwrap()
+            .insert("a".into(), Permit::FinalOnly);
+        f.permits
+            .lock()
+            .unwrap()
+            .insert("b".into(), Permit::Nothing);
+        let out = store
+            .apply_consent("a", Mode::Off, record(99, "a"))
+            .await
+            .unwrap();
         assert_eq!(out.purged, 3);
         assert!(out.final_event);
         // Applying the same decision again does nothing.
-        let again = store.apply_consent("a", Mode::Off, record(98, "a")).await.unwrap();
+        let again = store
+            .apply_consent("a", Mode::Off, record(98, "a"))
+            .await
+            .unwrap();
         assert_eq!(again, ConsentOutcome::default());
         let b = store.next_sealed().await.unwrap().unwrap();
-        assert_eq!(zstd::stream::decode_all(&b.body[..]).unwrap(), b"{\"n\":99}\n");
+        assert_eq!(
+            zstd::stream::decode_all(&b.body[..]).unwrap(),
+            b"{\"n\":99}\n"
+        );
         store.complete(b.id).await.unwrap();
         // Product b is untouched; nothing of a remains.
         let page = store.show(None, 0).await.unwrap();
@@ -330,23 +356,38 @@ fn local_events_are_never_sealed_and_stay_local_after_turning_on() {
     let f = Fixture::new();
     let (store, thread) = f.open(100);
     rt().block_on(async {
-        store.apply_consent("a", Mode::Local, record(99, "a")).await.unwrap();
-        store.insert(vec![local(1, "a"), local(2, "a")]).await.unwrap();
+        store
+            .apply_consent("a", Mode::Local, record(99, "a"))
+            .await
+            .unwrap();
+        store
+            .insert(vec![local(1, "a"), local(2, "a")])
+            .await
+            .unwrap();
         assert_eq!(store.seal(true).await.unwrap(), 0);
         let s = store.stats().await.unwrap();
         assert_eq!((s.pending_events, s.local_events), (0, 2));
-        store.apply_consent("a", Mode::On, record(99, "a")).await.unwrap();
+        store
+            .apply_consent("a", Mode::On, record(99, "a"))
+            .await
+            .unwrap();
         store.insert(vec![record(3, "a")]).await.unwrap();
         assert_eq!(store.seal(true).await.unwrap(), 1);
         let b = store.next_sealed().await.unwrap().unwrap();
-        assert_eq!(zstd::stream::decode_all(&b.body[..]).unwrap(), b"{\"n\":3}\n");
+        assert_eq!(
+            zstd::stream::decode_all(&b.body[..]).unwrap(),
+            b"{\"n\":3}\n"
+        );
         let page = store.show(Some("a".into()), 0).await.unwrap();
         let states: Vec<_> = page.events.iter().map(|e| e.state).collect();
         use telemetry_proto::EventState::*;
         assert_eq!(states, vec![LocalOnly, LocalOnly, Sealed]);
         assert_eq!(page.events[2].batch_key.as_deref(), Some(b.key.as_str()));
         // on -> local: even the sealed batch stays home.
-        let out = store.apply_consent("a", Mode::Local, record(99, "a")).await.unwrap();
+        let out = store
+            .apply_consent("a", Mode::Local, record(99, "a"))
+            .await
+            .unwrap();
         assert_eq!(out.made_local, 1);
         assert!(store.next_sealed().await.unwrap().is_none());
         assert_eq!(store.stats().await.unwrap().local_events, 3);
@@ -363,11 +404,17 @@ fn batches_without_permit_are_not_handed_out() {
     let (store, thread) = f.open(100);
     rt().block_on(async {
         store.insert(vec![record(1, "a")]).await.unwrap();
-        f.permits.lock().unwrap().insert("a".into(), Permit::Nothing);
+        f.permits
+            .lock()
+            .unwrap()
+            .insert("a".into(), Permit::Nothing);
         assert_eq!(store.seal(true).await.unwrap(), 0, "no seal without permit");
         f.permits.lock().unwrap().insert("a".into(), Permit::All);
         assert_eq!(store.seal(true).await.unwrap(), 1);
-        f.permits.lock().unwrap().insert("a".into(), Permit::FinalOnly);
+        f.permits
+            .lock()
+            .unwrap()
+            .insert("a".into(), Permit::FinalOnly);
         assert!(store.next_sealed().await.unwrap().is_none());
         let s = store.stats().await.unwrap();
         assert_eq!((s.sealed_batches, s.uploadable_batches), (1, 0));
@@ -395,7 +442,8 @@ fn show_pages_through_many_events() {
         let mut pages = 0;
         loop {
             let page = store.show(None, after).await.unwrap();
-            let frame = telemetry_proto::encode_frame(&telemetry_proto::Response::Events(page.clone()));
+            let frame =
+                telemetry_proto::encode_frame(&telemetry_proto::Response::Events(page.clone()));
             assert!(frame.is_ok(), "a page fits in one frame");
             seen += page.events.len();
             pages += 1;

@@ -11,7 +11,11 @@ const PAGE_BYTES: usize = 48 * 1024;
 const PAGE_EVENTS: i64 = 1000;
 
 impl Inner {
-    pub(super) fn show(&mut self, product: Option<&str>, after_seq: i64) -> Result<EventsPage, StoreError> {
+    pub(super) fn show(
+        &mut self,
+        product: Option<&str>,
+        after_seq: i64,
+    ) -> Result<EventsPage, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -58,10 +62,16 @@ impl Inner {
     pub(super) fn purge(&mut self, product: Option<&str>) -> Result<u64, StoreError> {
         let tx = self.conn.transaction().map_err(sql("purge"))?;
         let n = tx
-            .execute("DELETE FROM events WHERE ?1 IS NULL OR product = ?1", params![product])
+            .execute(
+                "DELETE FROM events WHERE ?1 IS NULL OR product = ?1",
+                params![product],
+            )
             .map_err(sql("purge"))?;
-        tx.execute("DELETE FROM batches WHERE ?1 IS NULL OR product = ?1", params![product])
-            .map_err(sql("purge"))?;
+        tx.execute(
+            "DELETE FROM batches WHERE ?1 IS NULL OR product = ?1",
+            params![product],
+        )
+        .map_err(sql("purge"))?;
         tx.commit().map_err(sql("purge"))?;
         self.load_counters()?;
         Ok(n as u64)

@@ -67,9 +67,8 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     })?;
     // The file is the source of truth; the daemon applies it now if it is
     // running, or at its next start otherwise.
-    let applied = Client::connect(socket).and_then(|mut c| {
-        c.consent_changed(product, &args.build, Duration::from_secs(10))
-    });
+    let applied = Client::connect(socket)
+        .and_then(|mut c| c.consent_changed(product, &args.build, Duration::from_secs(10)));
     let (mode, layer) = consent::resolve(product, &paths);
     if args.json {
         let (purged, final_event, daemon) = match &applied {
@@ -87,19 +86,26 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     } else {
         println!("{product}: {mode} ({})", describe(layer, &paths));
         if mode != new_mode {
-            println!("note: you chose {new_mode}, but the {} keeps {product} {mode}", layer.as_str());
+            println!(
+                "note: you chose {new_mode}, but the {} keeps {product} {mode}",
+                layer.as_str()
+            );
         }
         match &applied {
             Ok(r) if r.purged > 0 => println!("deleted {} stored event(s) of {product}", r.purged),
             _ => {}
         }
         match &applied {
-            Ok(r) if r.final_event => println!("recorded a final telemetry_off event; nothing after it will be sent"),
+            Ok(r) if r.final_event => {
+                println!("recorded a final telemetry_off event; nothing after it will be sent")
+            }
             Ok(_) => {}
             Err(ClientError::Unreachable { .. }) => {
                 println!("telemetryd is not running; it will apply this when it starts")
             }
-            Err(e) => eprintln!("telemetryctl: warning: telemetryd did not apply the change yet: {e}"),
+            Err(e) => {
+                eprintln!("telemetryctl: warning: telemetryd did not apply the change yet: {e}")
+            }
         }
     }
     Ok(())
@@ -108,7 +114,9 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
 fn describe(layer: Layer, paths: &ConsentPaths) -> String {
     match layer {
         Layer::System => format!("decided by the system file {}", paths.system.display()),
-        Layer::Environment => "decided by DO_NOT_TRACK / TELEMETRY_OPTOUT in the environment".into(),
+        Layer::Environment => {
+            "decided by DO_NOT_TRACK / TELEMETRY_OPTOUT in the environment".into()
+        }
         Layer::UserFile => format!("decided by the user file {}", paths.user.display()),
         Layer::Default => "nobody decided yet: off until you opt in".into(),
     }
@@ -159,9 +167,15 @@ fn list(paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
         println!("{p}: {m} ({})", describe(*l, paths));
     }
     if consent::env_opt_out() {
-        println!("DO_NOT_TRACK / TELEMETRY_OPTOUT is set: every product is off in this environment");
+        println!(
+            "DO_NOT_TRACK / TELEMETRY_OPTOUT is set: every product is off in this environment"
+        );
     }
-    println!("user file: {}; system file: {}", paths.user.display(), paths.system.display());
+    println!(
+        "user file: {}; system file: {}",
+        paths.user.display(),
+        paths.system.display()
+    );
     Ok(())
 }
 
@@ -179,7 +193,10 @@ fn prompt(product: &str, args: &Args, paths: &ConsentPaths) -> Result<Option<Mod
     }
     let text = args.text.clone().unwrap_or_else(|| generic_prompt(product));
     let mut err = std::io::stderr();
-    let _ = write!(err, "{text}\n\nEnable anonymous telemetry for {product}? [y/N] ");
+    let _ = write!(
+        err,
+        "{text}\n\nEnable anonymous telemetry for {product}? [y/N] "
+    );
     let _ = err.flush();
     let mut answer = String::new();
     if std::io::stdin().lock().read_line(&mut answer).is_err() {

@@ -22,7 +22,11 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     if args.json {
         println!("{}", serde_json::json!({ "purged": n }));
     } else {
-        let scope = args.product.as_deref().map(|p| format!(" of {p}")).unwrap_or_default();
+        let scope = args
+            .product
+            .as_deref()
+            .map(|p| format!(" of {p}"))
+            .unwrap_or_default();
         println!("deleted {n} stored event(s){scope} that were not uploaded yet");
     }
     Ok(())

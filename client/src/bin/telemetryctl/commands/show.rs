@@ -53,7 +53,9 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         let group = (e.state, e.batch_key.as_deref());
         if current != Some(group) {
             match group {
-                (EventState::Sealed, Some(key)) => println!("# sealed, goes out with the next upload as {key}:"),
+                (EventState::Sealed, Some(key)) => {
+                    println!("# sealed, goes out with the next upload as {key}:")
+                }
                 (EventState::Sealed, None) | (EventState::Pending, _) => {
                     println!("# pending, goes into the next batch:")
                 }

@@ -54,10 +54,18 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         None => println!("last error:   none"),
     }
     if s.local_events > 0 {
-        println!("local only:   {} events (kept here, never uploaded)", s.local_events);
+        println!(
+            "local only:   {} events (kept here, never uploaded)",
+            s.local_events
+        );
     }
     for c in &s.consent {
-        println!("consent:      {}: {} ({})", c.product, c.mode, c.layer.as_str());
+        println!(
+            "consent:      {}: {} ({})",
+            c.product,
+            c.mode,
+            c.layer.as_str()
+        );
     }
     Ok(())
 }

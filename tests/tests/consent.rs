@@ -1,0 +1,608 @@
+//! Consent, anonymity and transparency, end to end with the real binaries.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, SystemTime};
+use telemetry_client::{event, ClientError, ErrorCode, Value};
+use telemetry_tests::*;
+
+const T: Duration = Duration::from_secs(10);
+
+fn s3_env(server: &S3Server) -> DaemonEnv {
+    DaemonEnv::new(Destination::S3 {
+        endpoint: server.endpoint.clone(),
+        secret: SECRET_KEY.into(),
+    })
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ctl(env: &DaemonEnv, args: &[&str]) -> Output {
+    let out = env.run("telemetryctl", args);
+    assert!(
+        out.status.success(),
+        "telemetryctl {args:?}: {}",
+        text(&out)
+    );
+    out
+}
+
+/// Emit `n` acked `start_end` events; returns their ids.
+fn emit(d: &Daemon, n: usize) -> Vec<String> {
+    let mut c = d.client();
+    (0..n)
+        .map(|i| {
+            let mut data = BTreeMap::new();
+            data.insert("duration_s".to_string(), Value::Int(i as i64));
+            let ev = event("cfdev", "start_end", "1.0.0", data);
+            let id = ev.id.hyphenated().to_string();
+            c.emit(vec![ev], T).expect("ack");
+            id
+        })
+        .collect()
+}
+
+fn ids_in(lines: &[(String, serde_json::Value)]) -> BTreeSet<String> {
+    lines
+        .iter()
+        .map(|(_, v)| v["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Files under `dir` with their sizes and modification times.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, SystemTime)> {
+    files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(&p).unwrap();
+            (p, (m.len(), m.modified().unwrap()))
+        })
+        .collect()
+}
+
+/// A listener on the daemon's socket path that records whether anyone
+/// connected: stands in for the daemon to prove the shim did not try.
+fn decoy(env: &DaemonEnv) -> UnixListener {
+    std::fs::create_dir_all(env.socket.parent().unwrap()).unwrap();
+    let l = UnixListener::bind(&env.socket).unwrap();
+    l.set_nonblocking(true).unwrap();
+    l
+}
+
+fn connected(l: &UnixListener) -> bool {
+    match l.accept() {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) => panic!("accept: {e}"),
+    }
+}
+
+fn shim(env: &DaemonEnv, extra_env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = env.command("telemetry-emit");
+    // A generous budget: debug builds on a loaded 2-core machine.
+    cmd.env("TELEMETRY_EMIT_TIMEOUT_MS", "5000");
+    cmd.args(["--product", "cfdev"]).args(args);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// Run the shim under strace and return the traced syscalls.
+fn strace_shim(env: &DaemonEnv, extra_env: &[(&str, &str)]) -> String {
+    let log = env.root().join("strace.log");
+    let mut cmd = Command::new("strace");
+    cmd.args([
+        "-f",
+        "-qq",
+        "-e",
+        "trace=connect,execve,openat,creat,mkdir,rename,unlink",
+        "-o",
+    ])
+    .arg(&log)
+    .arg(bin("telemetry-emit"))
+    .args(["--product", "cfdev", "--strict", "stop"]);
+    for var in ["DO_NOT_TRACK", "TELEMETRY_OPTOUT"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.envs());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .expect("strace is needed for this test (.ci/run installs it)");
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::read_to_string(&log).unwrap()
+}
+
+fn assert_touches_nothing(trace: &str) {
+    let execs = trace.lines().filter(|l| l.contains("execve(")).count();
+    assert_eq!(execs, 1, "only the shim itself is executed:\n{trace}");
+    assert!(
+        !trace.contains("connect("),
+        "no connection attempt:\n{trace}"
+    );
+    for line in trace.lines().filter(|l| l.contains("openat(")) {
+        assert!(
+            !(line.contains("O_WRONLY") || line.contains("O_RDWR") || line.contains("O_CREAT")),
+            "no file opened for writing: {line}"
+        );
+    }
+    for call in ["creat(", "mkdir(", "rename(", "unlink("] {
+        assert!(!trace.contains(call), "no {call}..):\n{trace}");
+    }
+}
+
+#[test]
+fn undecided_means_off_the_shim_connects_to_nothing_writes_nothing_starts_nothing() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::remove_file(env.root().join("consent")).unwrap();
+    let listener = decoy(&env);
+    let before = snapshot(env.root());
+
+    for args in [&["stop"][..], &["--strict", "stop"][..]] {
+        let out = shim(&env, &[], args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    assert!(
+        !connected(&listener),
+        "the shim must not connect when consent is off"
+    );
+    let trace = strace_shim(&env, &[]);
+    assert_touches_nothing(&trace);
+    assert_eq!(
+        snapshot(env.root())
+            .keys()
+            .filter(|p| !p.ends_with("strace.log"))
+            .count(),
+        before.len()
+    );
+    for (path, meta) in &before {
+        assert_eq!(
+            snapshot(env.root()).get(path),
+            Some(meta),
+            "{} changed",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn opt_out_variables_win_over_the_users_on() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let listener = decoy(&env);
+    for (var, value) in [
+        ("DO_NOT_TRACK", "1"),
+        ("TELEMETRY_OPTOUT", "1"),
+        ("DO_NOT_TRACK", "yes"),
+    ] {
+        let out = shim(&env, &[(var, value)], &["stop"]);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(!connected(&listener), "{var}={value} must stop the shim");
+        assert_touches_nothing(&strace_shim(&env, &[(var, value)]));
+    }
+    // "0" and empty are not opt-outs: the shim does connect.
+    let out = shim(
+        &env,
+        &[
+            ("DO_NOT_TRACK", "0"),
+            ("TELEMETRY_OPTOUT", ""),
+            ("TELEMETRY_EMIT_TIMEOUT_MS", "300"),
+        ],
+        &["stop"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(connected(&listener), "DO_NOT_TRACK=0 is not an opt-out");
+
+    let mut cmd = env.command("telemetryctl");
+    let out = cmd
+        .args(["consent", "cfdev"])
+        .env("DO_NOT_TRACK", "1")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(
+        t.contains("cfdev: off") && t.contains("DO_NOT_TRACK"),
+        "{t}"
+    );
+}
+
+#[test]
+fn the_administrators_off_cannot_be_overridden_and_the_daemon_enforces_it_too() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start();
+    emit(&daemon, 2);
+    std::fs::write(env.root().join("system-consent"), "# admin\n* off\n").unwrap();
+
+    let t = text(&ctl(&env, &["consent", "cfdev"]));
+    assert!(t.contains("cfdev: off") && t.contains("system file"), "{t}");
+    // The user says on again: still off, and told why.
+    let t = text(&ctl(&env, &["consent", "cfdev", "on"]));
+    assert!(t.contains("cfdev: off") && t.contains("system file"), "{t}");
+
+    // Defence in depth: a client that skips the shim's check is refused.
+    let err = daemon
+        .client()
+        .emit(vec![event("cfdev", "stop", "1", BTreeMap::new())], T)
+        .unwrap_err();
+    match err {
+        ClientError::Refused {
+            code: ErrorCode::ConsentOff,
+            message,
+        } => {
+            assert!(message.contains("system file"), "{message}")
+        }
+        other => panic!("{other}"),
+    }
+    // Nothing is uploaded while forced off, but nothing is deleted either.
+    let flush = ctl(&env, &["flush", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&flush.stdout).unwrap();
+    assert_eq!(report["events"], 0);
+    let st: serde_json::Value =
+        serde_json::from_slice(&ctl(&env, &["status", "--json"]).stdout).unwrap();
+    assert_eq!(st["pending_events"], 2);
+    let cfdev = st["consent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["product"] == "cfdev")
+        .unwrap();
+    assert_eq!(
+        (cfdev["mode"].as_str(), cfdev["layer"].as_str()),
+        (Some("off"), Some("system"))
+    );
+}
+
+fn wait_for_lines(s3: &S3Server, n: usize) -> Vec<(String, serde_json::Value)> {
+    wait_for(&format!("{n} lines in S3"), Duration::from_secs(30), || {
+        let lines = decode_objects(&s3.objects());
+        (lines.len() >= n).then_some(lines)
+    })
+}
+
+#[test]
+fn turning_off_purges_sends_one_final_telemetry_off_and_nothing_after() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    let daemon = env.start();
+    let sent = emit(&daemon, 10);
+    ctl(&env, &["flush"]);
+    let unsent = emit(&daemon, 5);
+
+    let t = text(&ctl(&env, &["consent", "cfdev", "off", "--build", "2.0.0"]));
+    assert!(
+        t.contains("cfdev: off") && t.contains("deleted 5") && t.contains("telemetry_off"),
+        "{t}"
+    );
+
+    let lines = wait_for_lines(&s3, 11);
+    let last: Vec<_> = lines
+        .iter()
+        .filter(|(_, v)| v["event"] == "telemetry_off")
+        .collect();
+    assert_eq!(last.len(), 1, "exactly one telemetry_off");
+    assert_eq!(last[0].1["build"], "2.0.0");
+    let ids = ids_in(&lines);
+    assert!(sent.iter().all(|id| ids.contains(id)));
+    assert!(
+        unsent.iter().all(|id| !ids.contains(id)),
+        "purged events never leave"
+    );
+    let objects_after_off = s3.objects().len();
+
+    // Nothing after it: the daemon refuses, the shim does not even try.
+    let err = daemon
+        .client()
+        .emit(vec![event("cfdev", "stop", "1", BTreeMap::new())], T)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Refused {
+                code: ErrorCode::ConsentOff,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let out = shim(&env, &[], &["--strict", "stop"]);
+    assert_eq!(out.status.code(), Some(0));
+    ctl(&env, &["flush"]);
+    assert!(daemon.terminate().unwrap().success());
+    let daemon = env.start();
+    ctl(&env, &["flush"]);
+    assert_eq!(s3.objects().len(), objects_after_off, "no byte after off");
+    assert_eq!(daemon.client().status(T).unwrap().pending_events, 0);
+}
+
+#[test]
+fn a_change_made_while_the_daemon_is_down_is_applied_when_it_starts() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    let daemon = env.start();
+    let unsent = emit(&daemon, 4);
+    daemon.kill9();
+    let t = text(&ctl(&env, &["consent", "cfdev", "off"]));
+    assert!(
+        t.contains("not running") && t.contains("when it starts"),
+        "{t}"
+    );
+
+    let daemon = env.start();
+    let lines = wait_for_lines(&s3, 1);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].1["event"], "telemetry_off");
+    assert!(unsent.iter().all(|id| !ids_in(&lines).contains(id)));
+    assert_eq!(daemon.client().status(T).unwrap().pending_events, 0);
+}
+
+#[test]
+fn local_keeps_events_home_and_turning_on_later_does_not_upload_them() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    std::fs::remove_file(env.root().join("consent")).unwrap();
+    let daemon = env.start();
+    ctl(&env, &["consent", "cfdev", "local"]);
+    for _ in 0..3 {
+        let out = shim(&env, &[], &["--strict", "bosh"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    let st = daemon.client().status(T).unwrap();
+    assert_eq!((st.pending_events, st.local_events), (0, 3));
+    let flush: serde_json::Value =
+        serde_json::from_slice(&ctl(&env, &["flush", "--json"]).stdout).unwrap();
+    assert_eq!(flush["events"], 0);
+    let shown = text(&ctl(&env, &["show"]));
+    assert!(shown.contains("# local only, never uploaded:"), "{shown}");
+    assert_eq!(shown.matches("\"event\":\"bosh\"").count(), 3);
+
+    ctl(&env, &["consent", "cfdev", "on"]);
+    let after = emit(&daemon, 2);
+    ctl(&env, &["flush"]);
+    let lines = decode_objects(&s3.objects());
+    assert_eq!(
+        ids_in(&lines),
+        after.into_iter().collect(),
+        "only events from the moment of on"
+    );
+    assert_eq!(daemon.client().status(T).unwrap().local_events, 3);
+}
+
+#[test]
+fn show_prints_exactly_the_bytes_that_are_uploaded_and_purge_deletes() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    let daemon = env.start();
+    let out = shim(&env, &[], &["--strict", "error", "kind=timeout"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    emit(&daemon, 4);
+
+    let human = text(&ctl(&env, &["show"]));
+    assert!(
+        human.contains("# pending, goes into the next batch:"),
+        "{human}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&ctl(&env, &["show", "--json"]).stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 5);
+    assert_eq!(json[0]["state"], "pending");
+    assert_eq!(json[0]["event"]["data"]["kind"], "timeout");
+    let shown = ctl(&env, &["show", "--ndjson"]).stdout;
+    ctl(&env, &["flush"]);
+    let objects = s3.objects();
+    assert_eq!(objects.len(), 1);
+    let uploaded = zstd::stream::decode_all(&objects.values().next().unwrap()[..]).unwrap();
+    assert_eq!(
+        shown, uploaded,
+        "show --ndjson is byte for byte what was uploaded"
+    );
+
+    emit(&daemon, 7);
+    let t = text(&ctl(&env, &["purge", "--product", "cfdev"]));
+    assert!(t.contains("deleted 7"), "{t}");
+    assert_eq!(daemon.client().status(T).unwrap().pending_events, 0);
+    let t = text(&ctl(&env, &["show"]));
+    assert!(t.contains("nothing stored"), "{t}");
+}
+
+#[test]
+fn the_catalogue_rejects_unknown_events_keys_and_values_with_clear_errors() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let _daemon = env.start();
+    for (args, expect) in [
+        (
+            &["--strict", "deploy_everything"][..],
+            "no event \"deploy_everything\"",
+        ),
+        (
+            &["--strict", "stop", "path=/home/alice"][..],
+            "no data key \"path\"",
+        ),
+        (
+            &[
+                "--strict",
+                "error",
+                "kind=/home/alice/app: permission denied",
+            ][..],
+            "must be one of",
+        ),
+        (
+            &["--strict", "start_end", "duration_s=soon"][..],
+            "must be an integer",
+        ),
+    ] {
+        let out = shim(&env, &[], args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let t = text(&out);
+        assert!(
+            t.contains(expect) && t.contains("catalogue"),
+            "{args:?}: {t}"
+        );
+        let quiet = shim(&env, &[], &args[1..]);
+        assert_eq!(quiet.status.code(), Some(0));
+        assert!(quiet.stderr.is_empty());
+    }
+    let t = text(&ctl(&env, &["show"]));
+    assert!(t.contains("nothing stored"), "{t}");
+}
+
+#[test]
+fn products_get_unlinkable_machine_ids_from_their_own_catalogues() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let cat = env.root().join("catalog");
+    std::fs::create_dir_all(&cat).unwrap();
+    std::fs::write(
+        cat.join("mytool.toml"),
+        "product = \"mytool\"\n[events.ran]\ndata.fast = { type = \"bool\" }\n",
+    )
+    .unwrap();
+    let _daemon = env.start();
+    ctl(&env, &["consent", "mytool", "on"]);
+    let out = env
+        .command("telemetry-emit")
+        .args(["--product", "mytool", "--strict", "ran", "fast=true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        shim(&env, &[], &["--strict", "stop"]).status.code(),
+        Some(0)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&ctl(&env, &["show", "--json"]).stdout).unwrap();
+    let machines: BTreeSet<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["machine"].as_str().unwrap())
+        .collect();
+    assert_eq!(machines.len(), 2, "one anonymous id per product");
+}
+
+/// Run `telemetryctl consent cfdev --prompt` on a pseudo-terminal made by
+/// `script`, typing `answer`.
+fn prompt_on_tty(env: &DaemonEnv, answer: &str) -> String {
+    let cmd = format!("{} consent cfdev --prompt", bin("telemetryctl").display());
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .envs(env.envs())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("`script` (util-linux) is needed for this test (.ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answer.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    text(&out)
+}
+
+#[test]
+fn the_prompt_asks_once_on_a_terminal_defaults_to_no_and_records_nothing_without_one() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let consent = env.root().join("consent");
+    std::fs::remove_file(&consent).unwrap();
+
+    // No terminal: nothing asked, nothing recorded, still off.
+    let out = env
+        .command("telemetryctl")
+        .args(["consent", "cfdev", "--prompt"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!consent.exists(), "nothing recorded without a terminal");
+
+    // On a terminal, Enter means No, and the answer is recorded.
+    let screen = prompt_on_tty(&env, "\n");
+    assert!(
+        screen.contains("[y/N]") && screen.contains("anonymous"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("telemetryctl consent cfdev off"),
+        "the prompt says how to change it: {screen}"
+    );
+    assert!(std::fs::read_to_string(&consent)
+        .unwrap()
+        .contains("cfdev off"));
+    // Asked once: a later prompt does not ask again or change anything.
+    let screen = prompt_on_tty(&env, "y\n");
+    assert!(!screen.contains("[y/N]"), "{screen}");
+    assert!(std::fs::read_to_string(&consent)
+        .unwrap()
+        .contains("cfdev off"));
+
+    std::fs::remove_file(&consent).unwrap();
+    prompt_on_tty(&env, "y\n");
+    assert!(std::fs::read_to_string(&consent)
+        .unwrap()
+        .contains("cfdev on"));
+    let mode = std::fs::metadata(&consent).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn nothing_identifying_is_stored_or_uploaded() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    let daemon = env.start();
+    for args in [
+        &["--strict", "app_created", "buildpack=go"][..],
+        &["--strict", "error", "kind=network"][..],
+    ] {
+        assert_eq!(shim(&env, &[], args).status.code(), Some(0));
+    }
+    emit(&daemon, 20);
+    ctl(&env, &["flush"]);
+    emit(&daemon, 5); // some stay pending in SQLite
+    assert!(daemon.terminate().unwrap().success());
+    let daemon = env.start(); // and the final-upload path ran
+    emit(&daemon, 1);
+    drop(daemon);
+
+    let mut secrets: Vec<String> = vec![RAW_IDENTITY.into(), env.root().display().to_string()];
+    if let Ok(home) = std::env::var("HOME") {
+        secrets.push(home);
+    }
+    let user = Command::new("id").arg("-un").output().unwrap();
+    secrets.push(String::from_utf8_lossy(&user.stdout).trim().to_string());
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        secrets.push(host.trim().to_string());
+    }
+    // Too-short strings would match by chance in binary files.
+    secrets.retain(|s| s.len() >= 4 && s != "/");
+
+    let mut blobs: Vec<(String, Vec<u8>)> = files_under(&env.state)
+        .into_iter()
+        .map(|p| (p.display().to_string(), read_all(&p).unwrap()))
+        .collect();
+    for (key, body) in s3.objects() {
+        blobs.push((key.clone(), zstd::stream::decode_all(&body[..]).unwrap()));
+        blobs.push((key.clone(), key.into_bytes()));
+    }
+    assert!(blobs.len() >= 4);
+    for (name, bytes) in &blobs {
+        for s in &secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{name} contains {s:?}"
+            );
+        }
+    }
+}
