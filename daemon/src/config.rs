@@ -103,6 +103,14 @@ pub struct Config {
     pub system_consent_file: PathBuf,
     /// `DO_NOT_TRACK` / `TELEMETRY_OPTOUT` set in the daemon's environment.
     pub env_opt_out: bool,
+    /// Exit after this long without connections once nothing is pending.
+    /// Only honoured when socket-activated (the service manager starts us
+    /// again on the next connection).
+    pub idle_exit: Option<Duration>,
+    /// `NOTIFY_SOCKET`: where to send `READY=1` and friends.
+    pub notify_socket: Option<String>,
+    /// `WATCHDOG_USEC`: ping the service manager at half this interval.
+    pub watchdog: Option<Duration>,
     /// Wall clock.
     pub clock: Clock,
 }
@@ -122,6 +130,9 @@ impl std::fmt::Debug for Config {
             .field("consent_file", &self.consent_file)
             .field("system_consent_file", &self.system_consent_file)
             .field("env_opt_out", &self.env_opt_out)
+            .field("idle_exit", &self.idle_exit)
+            .field("notify_socket", &self.notify_socket)
+            .field("watchdog", &self.watchdog)
             .finish_non_exhaustive()
     }
 }
@@ -148,6 +159,9 @@ impl Config {
             consent_file,
             system_consent_file: PathBuf::from(telemetry_proto::paths::SYSTEM_CONSENT_FILE),
             env_opt_out: false,
+            idle_exit: None,
+            notify_socket: None,
+            watchdog: None,
             clock: system_clock(),
         }
     }
@@ -259,6 +273,12 @@ pub struct Args {
     /// The administrator's consent file, which can force products off. Default: /etc/telemetry/consent.
     #[arg(long, env = "TELEMETRY_SYSTEM_CONSENT_FILE", value_name = "FILE")]
     pub system_consent_file: Option<PathBuf>,
+    /// When socket-activated, exit after this long idle with nothing pending (e.g. 5m).
+    #[arg(long, env = "TELEMETRY_IDLE_EXIT", value_name = "DURATION")]
+    pub idle_exit: Option<String>,
+    /// Install or remove the service-manager files instead of running.
+    #[command(subcommand)]
+    pub command: Option<crate::install::Command>,
 }
 
 /// The config file's shape. Unknown keys are errors, so typos are caught.
@@ -277,6 +297,7 @@ struct FileConfig {
     catalog_dir: Option<PathBuf>,
     consent_file: Option<PathBuf>,
     system_consent_file: Option<PathBuf>,
+    idle_exit: Option<String>,
     s3: Option<FileS3>,
 }
 
@@ -525,6 +546,27 @@ pub fn load(
     }) {
         cfg.catalog_dir = dir;
     }
+    cfg.idle_exit = pick(
+        "idle_exit",
+        args.idle_exit.as_ref(),
+        file.idle_exit,
+        &origins,
+        "idle_exit",
+        "idle-exit",
+        "TELEMETRY_IDLE_EXIT",
+        parse_duration,
+    )?;
+    cfg.notify_socket = env("NOTIFY_SOCKET")
+        .and_then(|s| s.into_string().ok())
+        .filter(|s| !s.is_empty());
+    let watchdog_for_us = env("WATCHDOG_PID")
+        .and_then(|p| p.into_string().ok())
+        .is_none_or(|p| p.trim().parse::<u32>().ok() == Some(std::process::id()));
+    cfg.watchdog = env("WATCHDOG_USEC")
+        .and_then(|v| v.into_string().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|us| *us > 0 && watchdog_for_us)
+        .map(Duration::from_micros);
     cfg.env_opt_out = telemetry_proto::consent::OPT_OUT_VARS.iter().any(|v| {
         telemetry_proto::consent::env_opts_out(env(v).as_deref().and_then(|s| s.to_str()))
     });

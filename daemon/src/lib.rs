@@ -9,7 +9,9 @@
 //!
 //! ## Where things are
 //! - [`config`]: the one [`Config`] struct (flags, env, file, defaults).
-//! - [`socket`]: binding the Unix socket safely.
+//! - [`socket`]: binding the Unix socket safely, or taking the one a
+//!   service manager passed (systemd `LISTEN_FDS`, launchd).
+//! - [`notify`], [`install`]: `sd_notify`, and writing the unit files.
 //! - [`server`]: [`run`], the accept loop and the per-connection task.
 //! - [`cmd`]: one handler per request.
 //! - [`store`]: the only code that touches SQLite (one thread, group commit).
@@ -28,6 +30,8 @@ pub mod config;
 pub mod consent;
 mod fsutil;
 pub mod identity;
+pub mod install;
+pub mod notify;
 pub mod record;
 pub mod server;
 pub mod sink;

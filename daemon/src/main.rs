@@ -1,13 +1,24 @@
-//! `telemetryd`: parse configuration, bind the socket, run until SIGTERM or
-//! SIGINT.
+//! `telemetryd`: parse configuration, take the socket (from the service
+//! manager, or bind it), run until SIGTERM, SIGINT or the idle exit.
 
 use anyhow::Context;
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use telemetryd::{config, socket};
+use telemetryd::{config, install, socket};
 
 fn main() -> ExitCode {
     let (args, matches) = config::parse_args();
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if let Some(cmd) = &args.command {
+        return match install::run(cmd, |k| std::env::var_os(k), uid) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("telemetryd: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("TELEMETRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -15,7 +26,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match real_main(&args, &matches) {
+    match real_main(&args, &matches, uid) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("telemetryd: error: {e:#}");
@@ -24,29 +35,56 @@ fn main() -> ExitCode {
     }
 }
 
-fn real_main(args: &config::Args, matches: &clap::ArgMatches) -> anyhow::Result<()> {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    let config = config::load(args, Some(matches), |k| std::env::var_os(k), uid)?;
+/// The listening socket handed over by a service manager, if any.
+fn service_manager_listener() -> anyhow::Result<Option<std::os::unix::net::UnixListener>> {
+    #[cfg(target_os = "macos")]
+    if let Some(l) = socket::launchd_listener("Listener")? {
+        return Ok(Some(l));
+    }
+    let listener =
+        socket::activated_listener(|k| std::env::var(k).ok(), std::process::id())?;
+    if listener.is_some() {
+        // Not for anything we might start. Safe here: no other thread yet.
+        for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+            std::env::remove_var(var);
+        }
+    }
+    Ok(listener)
+}
+
+fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyhow::Result<()> {
+    let mut config = config::load(args, Some(matches), |k| std::env::var_os(k), uid)?;
+    let activated = service_manager_listener()?;
+    if activated.is_none() && config.idle_exit.take().is_some() {
+        tracing::info!("idle exit ignored: not started by a service manager, so nothing would restart us");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let mut bound = socket::bind(&config.socket_path)?;
-        let listener = bound
-            .take_listener()
-            .context("socket listener already taken")?;
-        let listener = tokio::net::UnixListener::from_std(listener)
+        let (std_listener, bound) = match activated {
+            Some(l) => (l, None),
+            None => {
+                let mut bound = socket::bind(&config.socket_path)?;
+                let l = bound
+                    .take_listener()
+                    .context("socket listener already taken")?;
+                (l, Some(bound))
+            }
+        };
+        let listener = tokio::net::UnixListener::from_std(std_listener)
             .with_context(|| format!("cannot listen on {}", config.socket_path.display()))?;
         tracing::info!(
             socket = %config.socket_path.display(),
+            activated = bound.is_none(),
             state_dir = %config.state_dir.display(),
             destination = %config.destination(),
             "telemetryd listening"
         );
         telemetryd::run(config, listener, shutdown_signal()).await?;
+        // Removes the socket file, only if we bound it ourselves.
         drop(bound);
         Ok(())
     })

@@ -19,12 +19,14 @@ use crate::catalog::{CatalogError, Catalogues};
 use crate::config::Config;
 use crate::consent::Consent;
 use crate::identity::{Identity, IdentityError};
+use crate::notify::Notifier;
 use crate::sink::Sink;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::uploader::{self, Uploader, UploaderOptions};
 use futures::{SinkExt, StreamExt};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use telemetry_proto::{CodecError, ErrorCode, FrameCodec, Limits, Request, Response};
 use tokio::net::{UnixListener, UnixStream};
@@ -81,6 +83,98 @@ pub struct Ctx {
     /// The consent decision the store last acted on, per product (a copy,
     /// so emits only go to the store for a transition when it changed).
     pub applied: std::sync::Mutex<std::collections::BTreeMap<String, telemetry_proto::Mode>>,
+    /// Connection activity, for the idle exit.
+    pub activity: Activity,
+}
+
+/// Open connections and the time of the last request.
+pub struct Activity {
+    active: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            active: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn last(&self) -> Instant {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Counts a connection as open while alive.
+struct ActiveGuard<'a>(&'a Activity);
+
+impl<'a> ActiveGuard<'a> {
+    fn new(a: &'a Activity) -> Self {
+        a.active.fetch_add(1, Ordering::SeqCst);
+        a.touch();
+        ActiveGuard(a)
+    }
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Resolves once the daemon has had no connection for `idle` and nothing
+/// is left to upload; never without `idle`.
+async fn idle_exit(ctx: Arc<Ctx>, idle: Option<Duration>) {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep_until((ctx.activity.last() + idle).into()).await;
+        if ctx.activity.active.load(Ordering::SeqCst) > 0 || ctx.activity.last().elapsed() < idle {
+            continue;
+        }
+        match ctx.store.stats().await {
+            Ok(s) if s.pending_events == 0 => return,
+            // Stay to upload what is pending; look again after another period.
+            _ => ctx.activity.touch(),
+        }
+    }
+}
+
+/// Pings the service manager's watchdog while the store answers.
+async fn watchdog(ctx: Arc<Ctx>, notifier: Arc<Notifier>, interval: Duration) {
+    let period = interval / 2;
+    loop {
+        tokio::time::sleep(period).await;
+        if tokio::time::timeout(period, ctx.store.stats()).await.is_ok_and(|r| r.is_ok()) {
+            notifier.send("WATCHDOG=1");
+        } else {
+            tracing::warn!("store not answering; withholding the watchdog ping");
+        }
+    }
+}
+
+impl Ctx {
+    /// Products named in a consent file or acted on before, sorted.
+    pub fn products_with_consent_state(&self) -> Vec<String> {
+        let mut products = self.consent.products();
+        products.extend(
+            self.applied
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned(),
+        );
+        products.sort();
+        products.dedup();
+        products
+    }
 }
 
 /// Run the daemon on `listener` until `shutdown` resolves.
@@ -127,6 +221,7 @@ pub async fn run(
         Some(s3) => Sink::s3(s3).await,
         None => Sink::Outbox(config.outbox_dir.clone()),
     };
+    let notifier = Arc::new(Notifier::new(config.notify_socket.as_deref()));
     let (upload_stop, upload_stop_rx) = watch::channel(false);
     let (uploader, upload_task) = uploader::spawn(
         store.clone(),
@@ -137,6 +232,7 @@ pub async fn run(
             retry_max: config.retry_max,
             shutdown_timeout: config.shutdown_timeout,
             clock: config.clock.clone(),
+            notifier: notifier.clone(),
         },
         upload_stop_rx,
     );
@@ -151,19 +247,10 @@ pub async fn run(
         clock: config.clock.clone(),
         catalogues,
         applied: std::sync::Mutex::new(applied),
+        activity: Activity::new(),
     });
     // Apply consent changes made while the daemon was not running.
-    let mut products = ctx.consent.products();
-    products.extend(
-        ctx.applied
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned(),
-    );
-    products.sort();
-    products.dedup();
-    for product in products {
+    for product in ctx.products_with_consent_state() {
         match crate::cmd::consent::reconcile(&ctx, &product, "unknown").await {
             Ok(out) if out.final_event => ctx.uploader.nudge(),
             Ok(_) => {}
@@ -171,6 +258,15 @@ pub async fn run(
         }
     }
 
+    notifier.send(&format!(
+        "READY=1\nSTATUS=serving; {} event(s) pending\nMAINPID={}",
+        ctx.store.stats().await.map(|s| s.pending_events).unwrap_or(0),
+        std::process::id()
+    ));
+    let watchdog_task = config
+        .watchdog
+        .map(|interval| tokio::spawn(watchdog(ctx.clone(), notifier.clone(), interval)));
+    let mut idle = Box::pin(idle_exit(ctx.clone(), config.idle_exit));
     let (conn_stop, conn_stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut connections = tokio::task::JoinSet::new();
@@ -178,6 +274,10 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = &mut idle => {
+                tracing::info!("idle with nothing pending; exiting until the next connection");
+                break;
+            }
             // Reap finished connection tasks so the set stays small.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             res = listener.accept() => match res {
@@ -194,7 +294,12 @@ pub async fn run(
         }
     }
     tracing::info!("shutting down");
+    notifier.send("STOPPING=1\nSTATUS=shutting down");
+    if let Some(task) = watchdog_task {
+        task.abort();
+    }
     drop(listener);
+    drop(idle);
     let _ = conn_stop.send(true);
     drop(done_tx);
     let grace = config.shutdown_timeout + CONNECTION_GRACE;
@@ -243,6 +348,7 @@ pub async fn serve_connection(
     if let Ok(cred) = stream.peer_cred() {
         tracing::debug!(uid = cred.uid(), pid = ?cred.pid(), "connection");
     }
+    let _active = ActiveGuard::new(&ctx.activity);
     let mut framed = Framed::new(stream, FrameCodec::<Request, Response>::new());
     loop {
         if *stop.borrow() {
@@ -255,6 +361,7 @@ pub async fn serve_connection(
         match next {
             Err(_) | Ok(None) => break,
             Ok(Some(Ok(req))) => {
+                ctx.activity.touch();
                 let resp = crate::cmd::dispatch(&ctx, req).await;
                 // A peer that stops reading must not pin this task.
                 match tokio::time::timeout(SEND_TIMEOUT, framed.send(resp)).await {

@@ -104,6 +104,107 @@ fn file_id(m: &std::fs::Metadata) -> (u64, i64, i64) {
     (m.ino(), m.ctime(), m.ctime_nsec())
 }
 
+/// First file descriptor passed by a service manager (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: i32 = 3;
+
+/// The name telemetryd's socket carries in `LISTEN_FDNAMES` (`FileDescriptorName=`);
+/// without it, the first passed socket is used.
+pub const FD_NAME: &str = "telemetryd";
+
+/// Take the listening socket a service manager passed us, if any.
+///
+/// systemd (and `systemd-socket-activate`): `LISTEN_PID` must be our pid,
+/// `LISTEN_FDS` the count of sockets starting at fd 3, `LISTEN_FDNAMES`
+/// optional names. The variables are checked, not trusted: the fd must be a
+/// socket. Such a socket belongs to the service manager: we never unlink it.
+///
+/// `env` looks up a variable; `pid` is our process id.
+pub fn activated_listener(
+    env: impl Fn(&str) -> Option<String>,
+    pid: u32,
+) -> Result<Option<UnixListener>, SocketError> {
+    let (Some(listen_pid), Some(count)) = (env("LISTEN_PID"), env("LISTEN_FDS")) else {
+        return Ok(None);
+    };
+    if listen_pid.trim().parse::<u32>().ok() != Some(pid) {
+        return Ok(None); // meant for another process
+    }
+    let bad = |what: String| SocketError::Io {
+        what: "use the socket passed by the service manager:",
+        path: PathBuf::from(format!("LISTEN_FDS={count}")),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, what),
+    };
+    let count: i32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=64).contains(n))
+        .ok_or_else(|| bad("LISTEN_FDS is not a count of 1 to 64".into()))?;
+    let names: Vec<String> = env("LISTEN_FDNAMES")
+        .map(|n| n.split(':').map(str::to_string).collect())
+        .unwrap_or_default();
+    let index = names.iter().position(|n| n == FD_NAME).unwrap_or(0) as i32;
+    if index >= count {
+        return Err(bad(format!("socket index {index} ≥ LISTEN_FDS")));
+    }
+    let fd = LISTEN_FDS_START + index;
+    // SAFETY: fstat/fcntl on an fd number; no memory is shared.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFSOCK {
+            return Err(bad(format!("fd {fd} is not a socket")));
+        }
+        // Not inherited by anything we might start.
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    use std::os::unix::io::FromRawFd;
+    // SAFETY: the service manager handed this fd to us (LISTEN_PID is our
+    // pid) and nothing else in the process owns it.
+    let listener = unsafe { UnixListener::from_raw_fd(fd) };
+    listener.set_nonblocking(true).map_err(|e| bad(e.to_string()))?;
+    Ok(Some(listener))
+}
+
+/// macOS launchd: the socket named `name` in the plist's `Sockets`.
+#[cfg(target_os = "macos")]
+pub fn launchd_listener(name: &str) -> Result<Option<UnixListener>, SocketError> {
+    use std::ffi::CString;
+    use std::os::unix::io::FromRawFd;
+    extern "C" {
+        fn launch_activate_socket(
+            name: *const libc::c_char,
+            fds: *mut *mut libc::c_int,
+            cnt: *mut libc::size_t,
+        ) -> libc::c_int;
+    }
+    let cname = CString::new(name).expect("socket name has no NUL");
+    let mut fds: *mut libc::c_int = std::ptr::null_mut();
+    let mut cnt: libc::size_t = 0;
+    // SAFETY: launch_activate_socket fills `fds` with a malloc'd array of
+    // `cnt` descriptors that we own and must free.
+    let rc = unsafe { launch_activate_socket(cname.as_ptr(), &mut fds, &mut cnt) };
+    if rc != 0 || fds.is_null() || cnt == 0 {
+        // ESRCH: not started by launchd; ENOENT: no such socket name.
+        return Ok(None);
+    }
+    // SAFETY: as above; we take the first and close the rest.
+    let listener = unsafe {
+        let all = std::slice::from_raw_parts(fds, cnt);
+        for &extra in &all[1..] {
+            libc::close(extra);
+        }
+        let l = UnixListener::from_raw_fd(all[0]);
+        libc::free(fds.cast());
+        l
+    };
+    listener.set_nonblocking(true).map_err(|source| SocketError::Io {
+        what: "configure the launchd socket",
+        path: PathBuf::from(name),
+        source,
+    })?;
+    Ok(Some(listener))
+}
+
 /// Bind `path` as described in the module docs.
 pub fn bind(path: &Path) -> Result<BoundSocket, SocketError> {
     let io = |what: &'static str| {
@@ -190,6 +291,23 @@ mod tests {
         let err = bind(&open.join("d.sock")).err().unwrap();
         assert!(matches!(err, SocketError::UnsafeDir { .. }), "{err}");
         assert!(err.to_string().contains("writable by other users"), "{err}");
+    }
+
+    #[test]
+    fn activation_variables_for_another_pid_are_ignored() {
+        let env = |k: &str| match k {
+            "LISTEN_PID" => Some("1".to_string()),
+            "LISTEN_FDS" => Some("1".to_string()),
+            _ => None,
+        };
+        assert!(activated_listener(env, std::process::id()).unwrap().is_none());
+        assert!(activated_listener(|_| None, 42).unwrap().is_none());
+        let bad = |k: &str| match k {
+            "LISTEN_PID" => Some("42".to_string()),
+            "LISTEN_FDS" => Some("zero".to_string()),
+            _ => None,
+        };
+        assert!(activated_listener(bad, 42).is_err());
     }
 
     #[test]

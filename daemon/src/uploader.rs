@@ -127,6 +127,8 @@ pub struct UploaderOptions {
     pub shutdown_timeout: Duration,
     /// Wall clock.
     pub clock: Clock,
+    /// Where `STATUS=` lines go after each upload attempt.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 struct Worker {
@@ -251,8 +253,21 @@ impl Worker {
     ) -> Result<FlushReport, CycleFailure> {
         let mut report = FlushReport::default();
         let result = self.try_cycle(force, interruptible, &mut report).await;
+        self.record(&result);
+        self.report_status().await;
+        match result {
+            Ok(()) => Ok(report),
+            Err(error) => Err(CycleFailure {
+                done: report,
+                error,
+            }),
+        }
+    }
+
+    /// Keep the outcome of a cycle for `status` and plan the next retry.
+    fn record(&mut self, result: &Result<(), CycleError>) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match &result {
+        match result {
             Err(CycleError::ShuttingDown) => {}
             Ok(_) => {
                 self.retry_at = None;
@@ -273,13 +288,23 @@ impl Worker {
                 tracing::warn!(error = %e, retry_in = ?delay, "upload failed");
             }
         }
-        match result {
-            Ok(()) => Ok(report),
-            Err(error) => Err(CycleFailure {
-                done: report,
-                error,
-            }),
+    }
+
+    /// Tell the service manager how things stand (`systemctl status`).
+    async fn report_status(&self) {
+        if !self.opts.notifier.enabled() {
+            return;
         }
+        let pending = self.store.stats().await.map(|s| s.pending_events).unwrap_or(0);
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let last = st
+            .last_upload_us
+            .map(|t| crate::record::rfc3339_us(t))
+            .unwrap_or_else(|| "never".into());
+        let error = st.last_error.as_deref().unwrap_or("none");
+        self.opts.notifier.send(&format!(
+            "STATUS={pending} event(s) pending; last upload {last}; last error: {error}"
+        ));
     }
 
     async fn try_cycle(

@@ -7,14 +7,7 @@ use telemetry_proto::{ErrorCode, ProductConsent, Response, StatusReport};
 /// acted on before), with its effective consent and the deciding layer.
 fn consent_of_known_products(ctx: &Ctx) -> Vec<ProductConsent> {
     let mut products: Vec<String> = ctx.catalogues.products().map(str::to_string).collect();
-    products.extend(ctx.consent.products());
-    products.extend(
-        ctx.applied
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned(),
-    );
+    products.extend(ctx.products_with_consent_state());
     products.sort();
     products.dedup();
     products

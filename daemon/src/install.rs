@@ -1,0 +1,333 @@
+//! `telemetryd install` / `telemetryd uninstall`: write or remove the
+//! service-manager files for this OS — systemd units on Linux, a launchd
+//! plist on macOS — with the real binary path filled in.
+//!
+//! The templates live in `systemd/` and `launchd/` at the top of the
+//! repository (and are built into the binary), so what is reviewed there is
+//! exactly what gets installed. `--root` stages into a directory instead of
+//! `/` (like `DESTDIR`), for packagers.
+
+use std::path::{Path, PathBuf};
+
+/// `systemd/user/telemetryd.socket`.
+pub const USER_SOCKET: &str = include_str!("../../systemd/user/telemetryd.socket");
+/// `systemd/user/telemetryd.service`.
+pub const USER_SERVICE: &str = include_str!("../../systemd/user/telemetryd.service");
+/// `systemd/system/telemetryd.socket`.
+pub const SYSTEM_SOCKET: &str = include_str!("../../systemd/system/telemetryd.socket");
+/// `systemd/system/telemetryd.service`.
+pub const SYSTEM_SERVICE: &str = include_str!("../../systemd/system/telemetryd.service");
+/// `systemd/system/telemetry.sysusers.conf`.
+pub const SYSUSERS: &str = include_str!("../../systemd/system/telemetry.sysusers.conf");
+/// `launchd/dev.telemetryd.agent.plist`.
+pub const LAUNCH_AGENT: &str = include_str!("../../launchd/dev.telemetryd.agent.plist");
+/// `launchd/dev.telemetryd.daemon.plist`.
+pub const LAUNCH_DAEMON: &str = include_str!("../../launchd/dev.telemetryd.daemon.plist");
+
+/// The binary path the templates carry until installed.
+const TEMPLATE_BIN: &str = "/usr/local/bin/telemetryd";
+
+/// `telemetryd install|uninstall`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Write the systemd units (Linux) or launchd plist (macOS) for this binary.
+    Install(Target),
+    /// Remove what `install` wrote.
+    Uninstall(Target),
+}
+
+/// Which installation.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false, id = "scope")]
+pub struct Target {
+    /// A per-user service (systemctl --user / a LaunchAgent).
+    #[arg(long, group = "scope")]
+    pub user: bool,
+    /// One machine-wide service (needs root).
+    #[arg(long, group = "scope")]
+    pub system: bool,
+    /// Stage under this directory instead of / (for packaging).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The telemetryd binary the service runs. Default: this binary.
+    #[arg(long, value_name = "PATH")]
+    pub bin: Option<PathBuf>,
+    /// Print what would be written or removed, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Why installing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// A file could not be written or removed.
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A needed location is unknown.
+    #[error("{0}")]
+    Unknown(String),
+}
+
+/// One file to install: its final path and contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// Where it goes (already under `--root`).
+    pub path: PathBuf,
+    /// What it holds.
+    pub contents: String,
+}
+
+fn under(root: &Option<PathBuf>, path: &Path) -> PathBuf {
+    match root {
+        Some(r) => r.join(path.strip_prefix("/").unwrap_or(path)),
+        None => path.to_path_buf(),
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// The service manager to write files for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Os {
+    /// systemd units.
+    Linux,
+    /// launchd plists.
+    MacOs,
+}
+
+impl Os {
+    /// The OS this binary was built for.
+    pub fn current() -> Os {
+        if cfg!(target_os = "macos") {
+            Os::MacOs
+        } else {
+            Os::Linux
+        }
+    }
+}
+
+/// The files for `target` on `os`, and the commands to run afterwards.
+pub fn plan(
+    os: Os,
+    target: &Target,
+    bin: &Path,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    uid: u32,
+) -> Result<(Vec<Planned>, Vec<String>), InstallError> {
+    let bin_s = bin.display().to_string();
+    let home = env("HOME").map(PathBuf::from);
+    if os == Os::MacOs {
+        let (dir, template, socket, state, logs, next) = if target.system {
+            (
+                PathBuf::from("/Library/LaunchDaemons"),
+                LAUNCH_DAEMON,
+                PathBuf::from("/var/run/telemetry/telemetryd.sock"),
+                PathBuf::from("/var/db/telemetry"),
+                PathBuf::from("/var/log"),
+                "sudo launchctl bootstrap system /Library/LaunchDaemons/dev.telemetryd.plist".to_string(),
+            )
+        } else {
+            let home = home.ok_or_else(|| InstallError::Unknown("HOME is not set".into()))?;
+            (
+                home.join("Library/LaunchAgents"),
+                LAUNCH_AGENT,
+                telemetry_proto::paths::default_socket_path(&env, uid),
+                telemetry_proto::paths::default_state_dir(&env, uid),
+                home.join("Library/Logs"),
+                format!("launchctl bootstrap gui/{uid} {}", home.join("Library/LaunchAgents/dev.telemetryd.plist").display()),
+            )
+        };
+        let contents = template
+            .replace("@TELEMETRYD@", &xml_escape(&bin_s))
+            .replace("@SOCKET@", &xml_escape(&socket.display().to_string()))
+            .replace("@STATE_DIR@", &xml_escape(&state.display().to_string()))
+            .replace("@LOG_DIR@", &xml_escape(&logs.display().to_string()));
+        let path = under(&target.root, &dir.join("dev.telemetryd.plist"));
+        return Ok((vec![Planned { path, contents }], vec![next]));
+    }
+    let with_bin = |t: &str| t.replace(TEMPLATE_BIN, &bin_s);
+    if target.system {
+        let unit_dir = Path::new("/etc/systemd/system");
+        let files = vec![
+            Planned {
+                path: under(&target.root, &unit_dir.join("telemetryd.socket")),
+                contents: SYSTEM_SOCKET.to_string(),
+            },
+            Planned {
+                path: under(&target.root, &unit_dir.join("telemetryd.service")),
+                contents: with_bin(SYSTEM_SERVICE),
+            },
+            Planned {
+                path: under(&target.root, Path::new("/etc/sysusers.d/telemetry.conf")),
+                contents: SYSUSERS.to_string(),
+            },
+        ];
+        let next = vec![
+            "systemd-sysusers".to_string(),
+            "systemctl daemon-reload".to_string(),
+            "systemctl enable --now telemetryd.socket".to_string(),
+        ];
+        return Ok((files, next));
+    }
+    let config_home = env("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home.map(|h| h.join(".config")))
+        .ok_or_else(|| InstallError::Unknown("neither XDG_CONFIG_HOME nor HOME is set".into()))?;
+    let unit_dir = config_home.join("systemd/user");
+    let files = vec![
+        Planned {
+            path: under(&target.root, &unit_dir.join("telemetryd.socket")),
+            contents: USER_SOCKET.to_string(),
+        },
+        Planned {
+            path: under(&target.root, &unit_dir.join("telemetryd.service")),
+            contents: with_bin(USER_SERVICE),
+        },
+    ];
+    let next = vec![
+        "systemctl --user daemon-reload".to_string(),
+        "systemctl --user enable --now telemetryd.socket".to_string(),
+    ];
+    Ok((files, next))
+}
+
+/// Run `install` or `uninstall`, printing what was done.
+pub fn run(cmd: &Command, env: impl Fn(&str) -> Option<std::ffi::OsString>, uid: u32) -> Result<(), InstallError> {
+    let (target, installing) = match cmd {
+        Command::Install(t) => (t, true),
+        Command::Uninstall(t) => (t, false),
+    };
+    let bin = match &target.bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().map_err(|source| InstallError::Io {
+            what: "find the path of",
+            path: PathBuf::from("telemetryd"),
+            source,
+        })?,
+    };
+    let (files, next) = plan(Os::current(), target, &bin, env, uid)?;
+    let verb = if target.dry_run { "would " } else { "" };
+    for f in &files {
+        if installing {
+            if !target.dry_run {
+                if let Some(dir) = f.path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|source| InstallError::Io {
+                        what: "create",
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+                std::fs::write(&f.path, &f.contents).map_err(|source| InstallError::Io {
+                    what: "write",
+                    path: f.path.clone(),
+                    source,
+                })?;
+            }
+            println!("{verb}write {}", f.path.display());
+        } else if f.path.exists() {
+            if !target.dry_run {
+                std::fs::remove_file(&f.path).map_err(|source| InstallError::Io {
+                    what: "remove",
+                    path: f.path.clone(),
+                    source,
+                })?;
+            }
+            println!("{verb}remove {}", f.path.display());
+        }
+    }
+    if installing {
+        println!("next, run:");
+        for n in &next {
+            println!("  {n}");
+        }
+    } else if Os::current() == Os::MacOs {
+        println!("if it is loaded, also run: launchctl bootout {}", if target.system { "system/dev.telemetryd" } else { "gui/$(id -u)/dev.telemetryd" });
+    } else {
+        let user = if target.system { "" } else { " --user" };
+        println!("if it was enabled, also run: systemctl{user} disable --now telemetryd.socket telemetryd.service");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(system: bool, root: &Path) -> Target {
+        Target {
+            user: !system,
+            system,
+            root: Some(root.to_path_buf()),
+            bin: None,
+            dry_run: false,
+        }
+    }
+
+    #[test]
+    fn launch_agent_gets_real_paths_and_a_consistent_socket() {
+        let env = |k: &str| match k {
+            "HOME" => Some(std::ffi::OsString::from("/Users/a")),
+            "TMPDIR" => Some(std::ffi::OsString::from("/var/folders/x/T")),
+            _ => None,
+        };
+        let (files, next) = plan(Os::MacOs, &target(false, Path::new("/")), Path::new("/opt/homebrew/bin/telemetryd"), env, 501).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].path, PathBuf::from("/Users/a/Library/LaunchAgents/dev.telemetryd.plist"));
+        let c = &files[0].contents;
+        for placeholder in ["@TELEMETRYD@", "@SOCKET@", "@STATE_DIR@", "@LOG_DIR@"] {
+            assert!(!c.contains(placeholder), "{placeholder} left in: {c}");
+        }
+        assert!(c.contains("<string>/opt/homebrew/bin/telemetryd</string>"));
+        assert!(c.contains("/Users/a/Library/Logs/telemetryd.log"));
+        assert!(next[0].starts_with("launchctl bootstrap gui/501 "));
+    }
+
+    #[test]
+    fn user_units_go_to_the_config_dir_with_the_real_binary() {
+        let env = |k: &str| (k == "HOME").then(|| std::ffi::OsString::from("/home/u"));
+        let (files, next) = plan(
+            Os::Linux,
+            &target(false, Path::new("/stage")),
+            Path::new("/opt/t/telemetryd"),
+            env,
+            1000,
+        )
+        .unwrap();
+        let paths: Vec<_> = files.iter().map(|f| f.path.display().to_string()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "/stage/home/u/.config/systemd/user/telemetryd.socket",
+                "/stage/home/u/.config/systemd/user/telemetryd.service"
+            ]
+        );
+        assert!(files[1].contents.contains("ExecStart=/opt/t/telemetryd\n"));
+        assert!(!files[1].contents.contains(TEMPLATE_BIN));
+        assert!(next.iter().any(|n| n.contains("enable --now telemetryd.socket")));
+    }
+
+    #[test]
+    fn system_units_and_sysusers() {
+        let (files, _) = plan(
+            Os::Linux,
+            &target(true, Path::new("/s")),
+            Path::new("/usr/bin/telemetryd"),
+            |_| None,
+            0,
+        )
+        .unwrap();
+        assert_eq!(files.len(), 3);
+        assert!(files.iter().any(|f| f.path.ends_with("etc/sysusers.d/telemetry.conf")));
+        assert!(files.iter().any(|f| f.contents.contains("SocketGroup=telemetry")));
+    }
+}
