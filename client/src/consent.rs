@@ -25,7 +25,8 @@ fn env_path(var: &str) -> Option<PathBuf> {
 }
 
 impl ConsentPaths {
-    /// The paths for this process's environment (same rules as the daemon).
+    /// The paths for this process's environment (the daemon's defaults;
+    /// a daemon configured otherwise is detected by `telemetryctl consent`).
     pub fn from_env() -> ConsentPaths {
         let user = env_path("TELEMETRY_CONSENT_FILE").unwrap_or_else(|| {
             let state = env_path("TELEMETRY_STATE_DIR").unwrap_or_else(|| {
@@ -40,54 +41,75 @@ impl ConsentPaths {
 }
 
 /// Whether this process's environment opts out (`DO_NOT_TRACK`,
-/// `TELEMETRY_OPTOUT`).
+/// `TELEMETRY_OPTOUT` set to anything but empty or `0`).
 pub fn env_opt_out() -> bool {
     OPT_OUT_VARS
         .iter()
         .any(|v| env_opts_out(std::env::var(v).ok().as_deref()))
 }
 
-fn read(path: &Path) -> Option<ConsentFile> {
+/// The user's file; unreadable counts as missing (undecided, so off).
+fn read_user(path: &Path) -> Option<ConsentFile> {
     std::fs::read_to_string(path)
         .ok()
         .map(|t| ConsentFile::parse(&t))
 }
 
+/// The administrator's file: missing is fine, but one that exists and
+/// cannot be read forces everything off (fail closed).
+fn read_system(path: &Path) -> Option<ConsentFile> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Some(ConsentFile::parse(&t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => Some(ConsentFile::unreadable()),
+    }
+}
+
 /// The effective mode of `product` and which layer decided it.
 pub fn resolve(product: &str, paths: &ConsentPaths) -> (Mode, Layer) {
-    let system = read(&paths.system);
-    let user = read(&paths.user);
+    let system = read_system(&paths.system);
+    let user = read_user(&paths.user);
     combine(product, system.as_ref(), env_opt_out(), user.as_ref())
 }
 
 /// The user's own recorded decision for `product`, if any.
 pub fn user_decision(product: &str, paths: &ConsentPaths) -> Option<Mode> {
-    read(&paths.user).and_then(|f| f.get(product).map(|e| e.mode))
+    read_user(&paths.user).and_then(|f| f.get(product).map(|e| e.mode))
 }
 
 /// The parsed user file (empty if missing).
 pub fn user_file(paths: &ConsentPaths) -> ConsentFile {
-    read(&paths.user).unwrap_or_default()
+    read_user(&paths.user).unwrap_or_default()
 }
 
 /// The parsed system file (empty if missing).
 pub fn system_file(paths: &ConsentPaths) -> ConsentFile {
-    read(&paths.system).unwrap_or_default()
+    read_system(&paths.system).unwrap_or_default()
 }
 
 /// Record `mode` for `product` in the user's file, atomically, 0600 in a
-/// 0700 directory.
+/// 0700 directory. Concurrent callers are serialized with a lock file
+/// beside it, so no decision (least of all an `off`) is lost. The file is
+/// rewritten in its canonical form (comments are not kept).
 pub fn record(product: &str, mode: Mode, paths: &ConsentPaths) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let mut file = user_file(paths);
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    file.set(product, mode, Some(now));
     let dir = paths.user.parent().unwrap_or_else(|| Path::new("."));
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(".consent.lock"))?;
+    // Held until `lock` is dropped at the end of this function.
+    lock.lock()?;
+    let mut file = user_file(paths);
+    let now = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+    file.set(product, mode, Some(now));
     let tmp = dir.join(format!(".consent.{}.tmp", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -7,15 +7,22 @@
 //! `connect`, one write and (with an ack) one read, each bounded by a
 //! deadline, so telemetry can never hang the host program.
 //!
+//! A CLI records events with [`record_event`], which checks consent first
+//! (the files and `DO_NOT_TRACK`, without contacting the daemon) and does
+//! nothing at all when it is off:
+//!
 //! ```no_run
 //! use std::time::Duration;
-//! use telemetry_client::{Client, event};
 //!
-//! let ev = event("cfdev", "start_begin", "0.9.1", Default::default());
-//! let mut client = Client::connect(telemetry_client::default_socket_path())?;
-//! client.emit(vec![ev], Duration::from_millis(100))?;
-//! # Ok::<(), telemetry_client::ClientError>(())
+//! let acked = telemetry_client::record_event(
+//!     "cfdev", "start_begin", "0.9.1", Default::default(), Duration::from_millis(100),
+//! );
+//! // Never let telemetry fail the CLI: ignore the result.
+//! let _ = acked;
 //! ```
+//!
+//! [`Client`] is the raw protocol, for tools like `telemetryctl`: it does
+//! not check consent (the daemon still enforces the consent files).
 
 #![forbid(unsafe_code)]
 

@@ -86,8 +86,6 @@ pub enum Rejection {
 struct FileCatalogue {
     product: String,
     #[serde(default)]
-    prompt: Option<String>,
-    #[serde(default)]
     events: BTreeMap<String, FileEvent>,
 }
 
@@ -138,8 +136,6 @@ fn default_max_len() -> usize {
 pub struct Catalogue {
     /// Where it came from (a path, or "built-in").
     pub source_name: String,
-    /// The consent prompt text, if the product supplies one.
-    pub prompt: Option<String>,
     events: BTreeMap<String, BTreeMap<String, FieldType>>,
 }
 
@@ -193,7 +189,6 @@ fn parse(
         file.product,
         Catalogue {
             source_name: path.display().to_string(),
-            prompt: file.prompt.map(|p| p.trim().to_string()),
             events,
         },
     ))
@@ -352,7 +347,6 @@ mod tests {
         ] {
             assert!(names.contains(&n), "{n} missing");
         }
-        assert!(cat.prompt.as_deref().unwrap().contains("anonymous"));
     }
 
     #[test]

@@ -29,6 +29,8 @@ type Stamp = Option<(u64, u64, SystemTime)>;
 struct Cached {
     stamp: Stamp,
     file: Option<ConsentFile>,
+    /// A file that exists but cannot be read counts as this.
+    fail_closed: bool,
 }
 
 fn stamp(path: &Path) -> Stamp {
@@ -47,9 +49,14 @@ impl Cached {
         let now = stamp(path);
         if now != self.stamp || (now.is_some() && self.file.is_none()) {
             self.stamp = now;
-            self.file = std::fs::read_to_string(path)
-                .ok()
-                .map(|t| ConsentFile::parse(&t));
+            self.file = match std::fs::read_to_string(path) {
+                Ok(t) => Some(ConsentFile::parse(&t)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read consent file");
+                    self.fail_closed.then(ConsentFile::unreadable)
+                }
+            };
         }
         self.file.as_ref()
     }
@@ -70,7 +77,13 @@ impl Consent {
             user_path,
             system_path,
             env_off,
-            cache: Mutex::new((Cached::default(), Cached::default())),
+            cache: Mutex::new((
+                Cached::default(),
+                Cached {
+                    fail_closed: true,
+                    ..Cached::default()
+                },
+            )),
         }
     }
 
@@ -88,16 +101,17 @@ impl Consent {
         resolve(product, system.as_ref(), self.env_off, user)
     }
 
-    /// What the user's own file says (undecided = off). Transitions (purge,
-    /// `telemetry_off`) follow this layer only: an administrator's or the
-    /// environment's off stops collection and uploads but deletes nothing.
-    pub fn user_decision(&self, product: &str) -> Mode {
+    /// What the user's own file says (undecided = off), and when the user
+    /// last turned the product off. Transitions (purge, `telemetry_off`)
+    /// follow this layer only: an administrator's or the environment's off
+    /// stops collection and uploads but deletes nothing.
+    pub fn user_decision(&self, product: &str) -> (Mode, Option<String>) {
         let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         guard
             .0
             .refresh(&self.user_path)
             .and_then(|f| f.get(product))
-            .map_or(Mode::Off, |e| e.mode)
+            .map_or((Mode::Off, None), |e| (e.mode, e.last_off.clone()))
     }
 
     /// Products named in either file (not `*`).
@@ -157,10 +171,16 @@ mod tests {
         std::fs::write(&system, "* off\n").unwrap();
         assert_eq!(c.resolve("cfdev"), (Mode::Off, Layer::System));
         assert_eq!(c.permit("cfdev"), Permit::Nothing);
-        assert_eq!(c.user_decision("cfdev"), Mode::On);
+        assert_eq!(c.user_decision("cfdev").0, Mode::On);
         assert_eq!(c.products(), vec!["cfdev".to_string()]);
 
-        let env = Consent::new(user, dir.path().join("none"), true);
+        let env = Consent::new(user.clone(), dir.path().join("none"), true);
         assert_eq!(env.resolve("cfdev"), (Mode::Off, Layer::Environment));
+
+        // A system "file" that cannot be read (here: a directory) fails closed.
+        let dir_as_file = dir.path().join("sysdir");
+        std::fs::create_dir(&dir_as_file).unwrap();
+        let closed = Consent::new(user, dir_as_file, false);
+        assert_eq!(closed.resolve("cfdev"), (Mode::Off, Layer::System));
     }
 }

@@ -92,7 +92,9 @@ fn under(root: &Option<PathBuf>, path: &Path) -> PathBuf {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The service manager to write files for.
@@ -133,7 +135,8 @@ pub fn plan(
                 PathBuf::from("/var/run/telemetry/telemetryd.sock"),
                 PathBuf::from("/var/db/telemetry"),
                 PathBuf::from("/var/log"),
-                "sudo launchctl bootstrap system /Library/LaunchDaemons/dev.telemetryd.plist".to_string(),
+                "sudo launchctl bootstrap system /Library/LaunchDaemons/dev.telemetryd.plist"
+                    .to_string(),
             )
         } else {
             let home = home.ok_or_else(|| InstallError::Unknown("HOME is not set".into()))?;
@@ -143,7 +146,11 @@ pub fn plan(
                 telemetry_proto::paths::default_socket_path(&env, uid),
                 telemetry_proto::paths::default_state_dir(&env, uid),
                 home.join("Library/Logs"),
-                format!("launchctl bootstrap gui/{uid} {}", home.join("Library/LaunchAgents/dev.telemetryd.plist").display()),
+                format!(
+                    "launchctl bootstrap gui/{uid} {}",
+                    home.join("Library/LaunchAgents/dev.telemetryd.plist")
+                        .display()
+                ),
             )
         };
         let contents = template
@@ -202,7 +209,11 @@ pub fn plan(
 }
 
 /// Run `install` or `uninstall`, printing what was done.
-pub fn run(cmd: &Command, env: impl Fn(&str) -> Option<std::ffi::OsString>, uid: u32) -> Result<(), InstallError> {
+pub fn run(
+    cmd: &Command,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    uid: u32,
+) -> Result<(), InstallError> {
     let (target, installing) = match cmd {
         Command::Install(t) => (t, true),
         Command::Uninstall(t) => (t, false),
@@ -251,7 +262,14 @@ pub fn run(cmd: &Command, env: impl Fn(&str) -> Option<std::ffi::OsString>, uid:
             println!("  {n}");
         }
     } else if Os::current() == Os::MacOs {
-        println!("if it is loaded, also run: launchctl bootout {}", if target.system { "system/dev.telemetryd" } else { "gui/$(id -u)/dev.telemetryd" });
+        println!(
+            "if it is loaded, also run: launchctl bootout {}",
+            if target.system {
+                "system/dev.telemetryd"
+            } else {
+                "gui/$(id -u)/dev.telemetryd"
+            }
+        );
     } else {
         let user = if target.system { "" } else { " --user" };
         println!("if it was enabled, also run: systemctl{user} disable --now telemetryd.socket telemetryd.service");
@@ -280,9 +298,19 @@ mod tests {
             "TMPDIR" => Some(std::ffi::OsString::from("/var/folders/x/T")),
             _ => None,
         };
-        let (files, next) = plan(Os::MacOs, &target(false, Path::new("/")), Path::new("/opt/homebrew/bin/telemetryd"), env, 501).unwrap();
+        let (files, next) = plan(
+            Os::MacOs,
+            &target(false, Path::new("/")),
+            Path::new("/opt/homebrew/bin/telemetryd"),
+            env,
+            501,
+        )
+        .unwrap();
         assert_eq!(files.len(), 1);
-        assert_eq!(files[0].path, PathBuf::from("/Users/a/Library/LaunchAgents/dev.telemetryd.plist"));
+        assert_eq!(
+            files[0].path,
+            PathBuf::from("/Users/a/Library/LaunchAgents/dev.telemetryd.plist")
+        );
         let c = &files[0].contents;
         for placeholder in ["@TELEMETRYD@", "@SOCKET@", "@STATE_DIR@", "@LOG_DIR@"] {
             assert!(!c.contains(placeholder), "{placeholder} left in: {c}");
@@ -313,7 +341,9 @@ mod tests {
         );
         assert!(files[1].contents.contains("ExecStart=/opt/t/telemetryd\n"));
         assert!(!files[1].contents.contains(TEMPLATE_BIN));
-        assert!(next.iter().any(|n| n.contains("enable --now telemetryd.socket")));
+        assert!(next
+            .iter()
+            .any(|n| n.contains("enable --now telemetryd.socket")));
     }
 
     #[test]
@@ -327,7 +357,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(files.len(), 3);
-        assert!(files.iter().any(|f| f.path.ends_with("etc/sysusers.d/telemetry.conf")));
-        assert!(files.iter().any(|f| f.contents.contains("SocketGroup=telemetry")));
+        assert!(files
+            .iter()
+            .any(|f| f.path.ends_with("etc/sysusers.d/telemetry.conf")));
+        assert!(files
+            .iter()
+            .any(|f| f.contents.contains("SocketGroup=telemetry")));
     }
 }

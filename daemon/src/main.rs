@@ -41,8 +41,7 @@ fn service_manager_listener() -> anyhow::Result<Option<std::os::unix::net::UnixL
     if let Some(l) = socket::launchd_listener("Listener")? {
         return Ok(Some(l));
     }
-    let listener =
-        socket::activated_listener(|k| std::env::var(k).ok(), std::process::id())?;
+    let listener = socket::activated_listener(|k| std::env::var(k).ok(), std::process::id())?;
     if listener.is_some() {
         // Not for anything we might start. Safe here: no other thread yet.
         for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
@@ -56,7 +55,9 @@ fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyho
     let mut config = config::load(args, Some(matches), |k| std::env::var_os(k), uid)?;
     let activated = service_manager_listener()?;
     if activated.is_none() && config.idle_exit.take().is_some() {
-        tracing::info!("idle exit ignored: not started by a service manager, so nothing would restart us");
+        tracing::info!(
+            "idle exit ignored: not started by a service manager, so nothing would restart us"
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

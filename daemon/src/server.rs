@@ -82,7 +82,9 @@ pub struct Ctx {
     pub catalogues: Catalogues,
     /// The consent decision the store last acted on, per product (a copy,
     /// so emits only go to the store for a transition when it changed).
-    pub applied: std::sync::Mutex<std::collections::BTreeMap<String, telemetry_proto::Mode>>,
+    pub applied: std::sync::Mutex<std::collections::BTreeMap<String, crate::store::Decision>>,
+    /// Serializes consent reconciliation.
+    pub reconcile_lock: tokio::sync::Mutex<()>,
     /// Connection activity, for the idle exit.
     pub activity: Activity,
 }
@@ -152,7 +154,10 @@ async fn watchdog(ctx: Arc<Ctx>, notifier: Arc<Notifier>, interval: Duration) {
     let period = interval / 2;
     loop {
         tokio::time::sleep(period).await;
-        if tokio::time::timeout(period, ctx.store.stats()).await.is_ok_and(|r| r.is_ok()) {
+        if tokio::time::timeout(period, ctx.store.stats())
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
             notifier.send("WATCHDOG=1");
         } else {
             tracing::warn!("store not answering; withholding the watchdog ping");
@@ -248,6 +253,7 @@ pub async fn run(
         catalogues,
         applied: std::sync::Mutex::new(applied),
         activity: Activity::new(),
+        reconcile_lock: tokio::sync::Mutex::new(()),
     });
     // Apply consent changes made while the daemon was not running.
     for product in ctx.products_with_consent_state() {
@@ -260,7 +266,11 @@ pub async fn run(
 
     notifier.send(&format!(
         "READY=1\nSTATUS=serving; {} event(s) pending\nMAINPID={}",
-        ctx.store.stats().await.map(|s| s.pending_events).unwrap_or(0),
+        ctx.store
+            .stats()
+            .await
+            .map(|s| s.pending_events)
+            .unwrap_or(0),
         std::process::id()
     ));
     let watchdog_task = config

@@ -161,7 +161,9 @@ pub fn activated_listener(
     // SAFETY: the service manager handed this fd to us (LISTEN_PID is our
     // pid) and nothing else in the process owns it.
     let listener = unsafe { UnixListener::from_raw_fd(fd) };
-    listener.set_nonblocking(true).map_err(|e| bad(e.to_string()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| bad(e.to_string()))?;
     Ok(Some(listener))
 }
 
@@ -197,11 +199,13 @@ pub fn launchd_listener(name: &str) -> Result<Option<UnixListener>, SocketError>
         libc::free(fds.cast());
         l
     };
-    listener.set_nonblocking(true).map_err(|source| SocketError::Io {
-        what: "configure the launchd socket",
-        path: PathBuf::from(name),
-        source,
-    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| SocketError::Io {
+            what: "configure the launchd socket",
+            path: PathBuf::from(name),
+            source,
+        })?;
     Ok(Some(listener))
 }
 
@@ -300,7 +304,9 @@ mod tests {
             "LISTEN_FDS" => Some("1".to_string()),
             _ => None,
         };
-        assert!(activated_listener(env, std::process::id()).unwrap().is_none());
+        assert!(activated_listener(env, std::process::id())
+            .unwrap()
+            .is_none());
         assert!(activated_listener(|_| None, 42).unwrap().is_none());
         let bad = |k: &str| match k {
             "LISTEN_PID" => Some("42".to_string()),

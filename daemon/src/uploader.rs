@@ -94,6 +94,9 @@ type FlushReply = oneshot::Sender<Result<FlushReport, CycleFailure>>;
 #[derive(Clone)]
 pub struct Uploader {
     notify: Arc<Notify>,
+    /// Held while a batch is being written and completed; consent changes
+    /// and purges take it so they never race a batch on its way out.
+    pub upload_lock: Arc<tokio::sync::Mutex<()>>,
     flush_tx: mpsc::Sender<FlushReply>,
     /// Shared progress for `status`.
     pub state: Arc<Mutex<UploadState>>,
@@ -140,6 +143,8 @@ struct Worker {
     /// Turns true at shutdown; interrupts a running cycle so the bounded
     /// final attempt can start.
     stop: watch::Receiver<bool>,
+    /// See [`Uploader::upload_lock`].
+    upload_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Start the uploader task. It stops when `shutdown` turns true, after one
@@ -153,7 +158,9 @@ pub fn spawn(
     let notify = Arc::new(Notify::new());
     let (flush_tx, flush_rx) = mpsc::channel(16);
     let state = Arc::new(Mutex::new(UploadState::default()));
+    let upload_lock = Arc::new(tokio::sync::Mutex::new(()));
     let worker = Worker {
+        upload_lock: upload_lock.clone(),
         store,
         sink,
         opts,
@@ -165,6 +172,7 @@ pub fn spawn(
     (
         Uploader {
             notify,
+            upload_lock,
             flush_tx,
             state,
         },
@@ -295,11 +303,16 @@ impl Worker {
         if !self.opts.notifier.enabled() {
             return;
         }
-        let pending = self.store.stats().await.map(|s| s.pending_events).unwrap_or(0);
+        let pending = self
+            .store
+            .stats()
+            .await
+            .map(|s| s.pending_events)
+            .unwrap_or(0);
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let last = st
             .last_upload_us
-            .map(|t| crate::record::rfc3339_us(t))
+            .map(crate::record::rfc3339_us)
             .unwrap_or_else(|| "never".into());
         let error = st.last_error.as_deref().unwrap_or("none");
         self.opts.notifier.send(&format!(
@@ -314,7 +327,14 @@ impl Worker {
         report: &mut FlushReport,
     ) -> Result<(), CycleError> {
         self.store.seal(force).await?;
-        while let Some(batch) = self.store.next_sealed().await? {
+        loop {
+            let lock = self.upload_lock.clone();
+            let _guard = lock.lock().await;
+            // Looked up under the lock: a purge or consent change just
+            // before may have removed it.
+            let Some(batch) = self.store.next_sealed().await? else {
+                break;
+            };
             let size = batch.body.len() as u64;
             let put = self.sink.put(&batch.key, batch.body);
             if interruptible {

@@ -12,15 +12,21 @@
 //! 4. **Default**: `off`. Nothing is collected before the user opts in.
 //!
 //! # File format
-//! UTF-8 text, one decision per line: `PRODUCT MODE [RFC3339-TIME]`, where
-//! MODE is `on`, `off` or `local`. `#` starts a comment; blank lines are
-//! ignored; a later line for the same product wins. Lines that do not parse
-//! are ignored (and reported by `telemetryctl consent`), so a damaged file
-//! can only ever mean *less* collection, never more.
+//! UTF-8 text, one decision per line: `PRODUCT MODE [TIME] [off=TIME]`,
+//! where MODE is `on`, `off` or `local` (any case), TIME is RFC 3339, and
+//! `off=TIME` records when the product was last turned off — so a daemon
+//! that missed an `off` followed by an `on` still purges what was collected
+//! before the `off`. `#` starts a comment; blank lines are ignored; a later
+//! line for the same product wins.
+//!
+//! Damage always means *less* collection: in the user file a line that does
+//! not parse is ignored (that product stays undecided, so off); in the
+//! system file any unparsable line, or a file that exists but cannot be
+//! read, forces every product off.
 //!
 //! ```text
 //! # written by telemetryctl consent
-//! cfdev on 2026-11-27T10:00:00Z
+//! cfdev on 2026-11-27T10:00:00Z off=2026-11-20T09:00:00Z
 //! othertool local 2026-11-27T10:05:00Z
 //! ```
 
@@ -48,9 +54,9 @@ impl Mode {
         }
     }
 
-    /// Parse `on`, `off` or `local`.
+    /// Parse `on`, `off` or `local`, in any case.
     pub fn parse(s: &str) -> Option<Mode> {
-        match s {
+        match s.to_ascii_lowercase().as_str() {
             "off" => Some(Mode::Off),
             "local" => Some(Mode::Local),
             "on" => Some(Mode::On),
@@ -101,6 +107,8 @@ pub struct Entry {
     pub mode: Mode,
     /// When it was decided, as written (RFC 3339), if present.
     pub since: Option<String>,
+    /// When the product was last turned off, if ever (RFC 3339).
+    pub last_off: Option<String>,
 }
 
 /// A parsed consent file.
@@ -126,14 +134,24 @@ impl ConsentFile {
                 out.bad_lines.push(i + 1);
                 continue;
             };
-            let since = words.next().map(str::to_string);
+            let mut since = None;
+            let mut last_off = None;
+            let mut extra = false;
+            for w in words {
+                match w.strip_prefix("off=") {
+                    Some(t) if last_off.is_none() => last_off = Some(t.to_string()),
+                    None if since.is_none() && last_off.is_none() => since = Some(w.to_string()),
+                    _ => extra = true,
+                }
+            }
             let valid_product = product == "*"
                 || crate::validate_name("product", product, &crate::Limits::default()).is_ok();
-            match (valid_product, Mode::parse(mode), words.next()) {
-                (true, Some(mode), None) => out.entries.push(Entry {
+            match (valid_product, Mode::parse(mode), extra) {
+                (true, Some(mode), false) => out.entries.push(Entry {
                     product: product.to_string(),
                     mode,
                     since,
+                    last_off,
                 }),
                 _ => out.bad_lines.push(i + 1),
             }
@@ -146,13 +164,22 @@ impl ConsentFile {
         self.entries.iter().rev().find(|e| e.product == product)
     }
 
-    /// Whether the file forces `product` off (its own line or `*`).
+    /// A system file that exists but cannot be read: fail closed.
+    pub fn unreadable() -> ConsentFile {
+        ConsentFile {
+            entries: Vec::new(),
+            bad_lines: vec![0],
+        }
+    }
+
+    /// Whether this file, read as the administrator's, forces `product`
+    /// off: any `off` line for it or for `*`, or any damage at all.
     fn forces_off(&self, product: &str) -> bool {
-        self.entries
-            .iter()
-            .rev()
-            .find(|e| e.product == product || e.product == "*")
-            .is_some_and(|e| e.mode == Mode::Off)
+        !self.bad_lines.is_empty()
+            || self
+                .entries
+                .iter()
+                .any(|e| (e.product == product || e.product == "*") && e.mode == Mode::Off)
     }
 
     /// Render entries back to text (one line each, latest per product).
@@ -175,29 +202,39 @@ impl ConsentFile {
                 out.push(' ');
                 out.push_str(s);
             }
+            if let Some(s) = &e.last_off {
+                out.push_str(" off=");
+                out.push_str(s);
+            }
             out.push('\n');
         }
         out
     }
 
-    /// Set `product` to `mode` (replacing earlier lines for it).
+    /// Set `product` to `mode` at time `since` (replacing earlier lines
+    /// for it). Turning it off records `since` as its last `off`; other
+    /// modes keep the earlier `off` time.
     pub fn set(&mut self, product: &str, mode: Mode, since: Option<String>) {
+        let previous_off = self.get(product).and_then(|e| e.last_off.clone());
+        let last_off = if mode == Mode::Off {
+            since.clone()
+        } else {
+            previous_off
+        };
         self.entries.retain(|e| e.product != product);
         self.entries.push(Entry {
             product: product.to_string(),
             mode,
             since,
+            last_off,
         });
     }
 }
 
-/// Whether an opt-out variable's value means "opt out": anything but
-/// empty, `0` or `false`.
+/// Whether an opt-out variable's value means "opt out": any value but
+/// empty or `0` (as the `DO_NOT_TRACK` convention has it).
 pub fn env_opts_out(value: Option<&str>) -> bool {
-    match value.map(str::trim) {
-        None | Some("") | Some("0") => false,
-        Some(v) => !v.eq_ignore_ascii_case("false"),
-    }
+    !matches!(value.map(str::trim), None | Some("") | Some("0"))
 }
 
 /// The opt-out environment variables.
@@ -262,9 +299,9 @@ mod tests {
     #[test]
     fn damaged_lines_are_ignored_and_counted() {
         let f = ConsentFile::parse(
-            "# c\n\ncfdev on 2026-01-01T00:00:00Z\ncfdev maybe\nBad on\nx on y z\n",
+            "# c\n\ncfdev on 2026-01-01T00:00:00Z\ncfdev maybe\nBad on\nx on y z\nq On\n",
         );
-        assert_eq!(f.entries.len(), 1);
+        assert_eq!(f.entries.len(), 2);
         assert_eq!(f.bad_lines, vec![4, 5, 6]);
         assert_eq!(
             f.get("cfdev").unwrap().since.as_deref(),
@@ -285,11 +322,54 @@ mod tests {
 
     #[test]
     fn opt_out_values() {
-        for v in ["1", "true", "yes", "anything"] {
+        for v in ["1", "true", "yes", "false", "anything"] {
             assert!(env_opts_out(Some(v)), "{v}");
         }
-        for v in [None, Some(""), Some("0"), Some("false"), Some(" 0 ")] {
+        for v in [None, Some(""), Some("0"), Some(" 0 ")] {
             assert!(!env_opts_out(v), "{v:?}");
         }
+    }
+
+    #[test]
+    fn the_system_file_fails_closed() {
+        let user = ConsentFile::parse("cfdev on\n");
+        // Any off wins, whatever comes after it.
+        let later_on = ConsentFile::parse("cfdev OFF\n* on\n");
+        assert_eq!(
+            resolve("cfdev", Some(&later_on), false, Some(&user)).0,
+            Mode::Off
+        );
+        // A damaged or unreadable file forces everything off.
+        let damaged = ConsentFile::parse("cfdev of\n");
+        assert_eq!(
+            resolve("cfdev", Some(&damaged), false, Some(&user)),
+            (Mode::Off, Layer::System)
+        );
+        let unreadable = ConsentFile::unreadable();
+        assert_eq!(
+            resolve("cfdev", Some(&unreadable), false, Some(&user)),
+            (Mode::Off, Layer::System)
+        );
+        // An empty system file forces nothing.
+        let empty = ConsentFile::parse("# nothing\n");
+        assert_eq!(
+            resolve("cfdev", Some(&empty), false, Some(&user)).0,
+            Mode::On
+        );
+    }
+
+    #[test]
+    fn the_last_off_time_survives_turning_on_again() {
+        let mut f = ConsentFile::default();
+        f.set("cfdev", Mode::On, Some("t1".into()));
+        assert_eq!(f.get("cfdev").unwrap().last_off, None);
+        f.set("cfdev", Mode::Off, Some("t2".into()));
+        f.set("cfdev", Mode::On, Some("t3".into()));
+        let again = ConsentFile::parse(&f.render());
+        let e = again.get("cfdev").unwrap();
+        assert_eq!(
+            (e.mode, e.since.as_deref(), e.last_off.as_deref()),
+            (Mode::On, Some("t3"), Some("t2"))
+        );
     }
 }

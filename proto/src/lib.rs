@@ -248,6 +248,9 @@ pub struct ConsentReport {
     pub purged: u64,
     /// Whether a final `telemetry_off` event was recorded for upload.
     pub final_event: bool,
+    /// The consent file the daemon reads (a client that wrote another one
+    /// is told so).
+    pub file: String,
 }
 
 /// Where a shown event stands.
@@ -260,6 +263,9 @@ pub enum EventState {
     Pending,
     /// `[2]` Kept on this machine only (recorded in `local` mode).
     LocalOnly,
+    /// `[3]` Recorded while allowed, but consent now forbids uploading it
+    /// (an administrator's or the environment's off): kept, not sent.
+    Withheld,
 }
 
 /// One stored event, exactly as it will be uploaded.
@@ -359,8 +365,10 @@ pub struct StatusReport {
     /// Events kept on this machine only (`local` mode).
     pub local_events: u64,
     /// Consent of every known product (catalogued or in the consent
-    /// files), as the daemon sees it.
+    /// files), as the daemon sees it (its own environment, not the caller's).
     pub consent: Vec<ProductConsent>,
+    /// The user consent file the daemon reads.
+    pub consent_file: String,
 }
 
 /// Reply to [`Request::Flush`].

@@ -302,16 +302,19 @@ impl DaemonEnv {
         self.command(name).args(args).output().expect("run binary")
     }
 
-    /// Start `telemetryd` and wait until it answers `status`.
-    pub fn start(&self) -> Daemon {
+    /// Start `telemetryd` with extra environment and wait until it answers.
+    pub fn start_with(&self, extra: &[(&str, &str)]) -> Daemon {
         let log = self.dir.path().join("telemetryd.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        let child = self
-            .command("telemetryd")
+        let mut cmd = self.command("telemetryd");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -324,6 +327,11 @@ impl DaemonEnv {
         };
         d.wait_ready();
         d
+    }
+
+    /// Start `telemetryd` and wait until it answers `status`.
+    pub fn start(&self) -> Daemon {
+        self.start_with(&[])
     }
 }
 

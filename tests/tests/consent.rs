@@ -339,9 +339,13 @@ fn a_change_made_while_the_daemon_is_down_is_applied_when_it_starts() {
     );
 
     let daemon = env.start();
-    let lines = wait_for_lines(&s3, 1);
+    wait_for_lines(&s3, 1);
+    // Count only once nothing more can be on its way.
+    assert!(daemon.terminate().unwrap().success());
+    let lines = decode_objects(&s3.objects());
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].1["event"], "telemetry_off");
+    let daemon = env.start();
     assert!(unsent.iter().all(|id| !ids_in(&lines).contains(id)));
     assert_eq!(daemon.client().status(T).unwrap().pending_events, 0);
 }
@@ -364,6 +368,8 @@ fn local_keeps_events_home_and_turning_on_later_does_not_upload_them() {
     assert_eq!(flush["events"], 0);
     let shown = text(&ctl(&env, &["show"]));
     assert!(shown.contains("# local only, never uploaded:"), "{shown}");
+    // --ndjson is exactly what will be uploaded: nothing.
+    assert!(ctl(&env, &["show", "--ndjson"]).stdout.is_empty());
     assert_eq!(shown.matches("\"event\":\"bosh\"").count(), 3);
 
     ctl(&env, &["consent", "cfdev", "on"]);
@@ -605,4 +611,154 @@ fn nothing_identifying_is_stored_or_uploaded() {
             );
         }
     }
+}
+
+#[test]
+fn off_then_on_while_the_daemon_is_down_still_purges_and_says_off() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    let daemon = env.start();
+    let before = emit(&daemon, 3);
+    daemon.kill9();
+    ctl(&env, &["consent", "cfdev", "off"]);
+    ctl(&env, &["consent", "cfdev", "on"]);
+    let daemon = env.start();
+    wait_for_lines(&s3, 1);
+    let after = emit(&daemon, 2);
+    ctl(&env, &["flush"]);
+    assert!(daemon.terminate().unwrap().success());
+    let lines = decode_objects(&s3.objects());
+    let ids = ids_in(&lines);
+    assert!(
+        before.iter().all(|id| !ids.contains(id)),
+        "events from before the off never leave"
+    );
+    assert!(after.iter().all(|id| ids.contains(id)));
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|(_, v)| v["event"] == "telemetry_off")
+            .count(),
+        1
+    );
+    assert_eq!(lines.len(), 3);
+}
+
+#[test]
+fn on_to_local_keeps_everything_home_end_to_end() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    let daemon = env.start();
+    emit(&daemon, 4);
+    let t = text(&ctl(&env, &["consent", "cfdev", "local"]));
+    assert!(t.contains("cfdev: local"), "{t}");
+    let st = daemon.client().status(T).unwrap();
+    assert_eq!((st.pending_events, st.local_events), (0, 4));
+    ctl(&env, &["flush"]);
+    assert!(daemon.terminate().unwrap().success());
+    assert!(s3.objects().is_empty(), "local means never uploaded");
+}
+
+#[test]
+fn the_daemon_honours_opt_out_in_its_own_environment() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start_with(&[("DO_NOT_TRACK", "1")]);
+    let err = daemon
+        .client()
+        .emit(vec![event("cfdev", "stop", "1", BTreeMap::new())], T)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Refused {
+                code: ErrorCode::ConsentOff,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let st: serde_json::Value =
+        serde_json::from_slice(&ctl(&env, &["status", "--json"]).stdout).unwrap();
+    let cfdev = st["consent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["product"] == "cfdev")
+        .unwrap();
+    assert_eq!(
+        (cfdev["mode"].as_str(), cfdev["layer"].as_str()),
+        (Some("off"), Some("environment"))
+    );
+}
+
+#[test]
+fn a_per_product_or_unreadable_system_file_stops_the_shim() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let system = env.root().join("system-consent");
+    let listener = decoy(&env);
+    std::fs::write(&system, "other on\ncfdev off\n").unwrap();
+    assert_eq!(
+        shim(&env, &[], &["--strict", "stop"]).status.code(),
+        Some(0)
+    );
+    assert!(!connected(&listener));
+    // A system file that exists but cannot be read fails closed (a
+    // directory: even root cannot read it as a file).
+    std::fs::remove_file(&system).unwrap();
+    std::fs::create_dir(&system).unwrap();
+    assert_eq!(
+        shim(&env, &[], &["--strict", "stop"]).status.code(),
+        Some(0)
+    );
+    assert!(!connected(&listener));
+    let t = text(&env.run("telemetryctl", &["consent", "cfdev"]));
+    assert!(t.contains("cfdev: off") && t.contains("system file"), "{t}");
+}
+
+#[test]
+fn telemetryctl_refuses_when_the_daemon_reads_another_consent_file() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let elsewhere = env.root().join("elsewhere-consent");
+    std::fs::write(&elsewhere, "cfdev on\n").unwrap();
+    std::fs::write(
+        env.root().join("config.toml"),
+        format!("consent_file = \"{}\"\n", elsewhere.display()),
+    )
+    .unwrap();
+    let mut cmd = env.command("telemetryd");
+    cmd.env_remove("TELEMETRY_CONSENT_FILE");
+    let log = std::fs::File::create(env.root().join("d.log")).unwrap();
+    let mut child = cmd.stderr(log).spawn().unwrap();
+    wait_for("daemon", Duration::from_secs(20), || {
+        telemetry_client::Client::connect(&env.socket)
+            .and_then(|mut c| c.status(T))
+            .ok()
+    });
+    let out = env.run("telemetryctl", &["consent", "cfdev", "off"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains(&elsewhere.display().to_string()), "{t}");
+}
+
+#[test]
+fn the_prompt_needs_a_terminal_on_stdin_too() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let consent = env.root().join("consent");
+    std::fs::remove_file(&consent).unwrap();
+    // stderr is a terminal (script), stdin is not.
+    let cmd = format!(
+        "{} consent cfdev --prompt < /dev/null",
+        bin("telemetryctl").display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .envs(env.envs())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("[y/N]"));
+    assert!(!consent.exists());
 }

@@ -3,26 +3,40 @@
 use crate::catalog::TELEMETRY_OFF;
 use crate::record;
 use crate::server::Ctx;
-use crate::store::{ConsentOutcome, StoreError};
+use crate::store::{ConsentOutcome, Decision, StoreError};
 use std::collections::BTreeMap;
 use telemetry_proto::{ConsentReport, ErrorCode, ProductConsent, Response, WireEvent};
 
 /// Bring the store in line with the user's decision for `product` if it
 /// changed since the store last acted on it. `build` goes into the final
 /// `telemetry_off` event when one is recorded.
+///
+/// Serialized by a lock, and waits for an upload in flight to finish, so a
+/// purge never races a batch that is on its way out.
 pub async fn reconcile(
     ctx: &Ctx,
     product: &str,
     build: &str,
 ) -> Result<ConsentOutcome, StoreError> {
-    let decision = ctx.consent.user_decision(product);
-    let known = ctx
-        .applied
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(product)
-        .copied();
-    if known == Some(decision) {
+    let current = || {
+        let (mode, off_marker) = ctx.consent.user_decision(product);
+        Decision { mode, off_marker }
+    };
+    let known = |ctx: &Ctx| {
+        ctx.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(product)
+            .cloned()
+    };
+    if known(ctx) == Some(current()) {
+        return Ok(ConsentOutcome::default());
+    }
+    let _serial = ctx.reconcile_lock.lock().await;
+    let _no_upload = ctx.uploader.upload_lock.lock().await;
+    // Read again under the lock: another reconcile may have done it.
+    let decision = current();
+    if known(ctx) == Some(decision.clone()) {
         return Ok(ConsentOutcome::default());
     }
     let off_event = WireEvent {
@@ -40,15 +54,18 @@ pub async fn reconcile(
         std::env::consts::OS,
         std::env::consts::ARCH,
     );
-    let out = ctx.store.apply_consent(product, decision, rec).await?;
+    let out = ctx
+        .store
+        .apply_consent(product, decision.clone(), rec)
+        .await?;
     ctx.applied
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(product.to_string(), decision);
-    if out.purged > 0 || out.final_event || out.made_local > 0 {
+        .insert(product.to_string(), decision.clone());
+    if out != ConsentOutcome::default() {
         tracing::info!(
             product,
-            mode = %decision,
+            mode = %decision.mode,
             purged = out.purged,
             made_local = out.made_local,
             final_event = out.final_event,
@@ -89,6 +106,7 @@ pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
                 },
                 purged: out.purged,
                 final_event: out.final_event,
+                file: ctx.consent.user_path().display().to_string(),
             })
         }
         Err(e) => Response::Error {

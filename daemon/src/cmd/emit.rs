@@ -94,6 +94,12 @@ fn invalid(message: String) -> Response {
 }
 
 fn storage(e: crate::store::StoreError) -> Response {
+    if let crate::store::StoreError::ConsentChanged { .. } = e {
+        return Response::Error {
+            code: ErrorCode::ConsentOff,
+            message: e.to_string(),
+        };
+    }
     Response::Error {
         code: ErrorCode::Storage,
         message: format!("{e}; the events were not stored"),

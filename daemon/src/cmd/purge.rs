@@ -5,6 +5,8 @@ use telemetry_proto::{ErrorCode, Response};
 
 /// Handle `Purge { product }`.
 pub async fn handle(ctx: &Ctx, product: Option<String>) -> Response {
+    // Not while a batch is on its way out: the count must be true.
+    let _no_upload = ctx.uploader.upload_lock.lock().await;
     match ctx.store.purge(product.clone()).await {
         Ok(events) => {
             tracing::info!(

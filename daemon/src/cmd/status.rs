@@ -55,5 +55,6 @@ pub async fn handle(ctx: &Ctx) -> Response {
         consecutive_failures: up.consecutive_failures,
         local_events: stats.local_events,
         consent: consent_of_known_products(ctx),
+        consent_file: ctx.consent.user_path().display().to_string(),
     })
 }

@@ -3,15 +3,42 @@
 //! | last applied → new | what happens to the product's stored events |
 //! |---|---|
 //! | `on` → `off` | all deleted; one `telemetry_off` event recorded and sealed as the final batch |
-//! | `local` → `off` | all deleted; nothing recorded (nothing was ever meant to leave) |
+//! | `local` → `off` | all deleted but an unsent final batch; nothing new recorded |
 //! | `on` → `local` | pending and sealed events become local-only: never uploaded |
-//! | `local` → `on` | nothing: events recorded before consent stay local-only |
-//! | undecided/`off` → `on`/`local` | nothing |
+//! | `off`/`local` → `on` | nothing uploadable exists (inserts are checked against the applied mode); stray rows are made local-only |
+//!
+//! A decision carries the user file's last `off=` time. If it differs from
+//! the one last applied, the user turned the product off in between (while
+//! the daemon was down, say) and on again: the `off` is applied first —
+//! purge and final event — then the new mode.
+//!
+//! Inserts compare each record's checked mode with the applied one on this
+//! same thread, so an event can never be stored as uploadable after an
+//! `off` or a switch to `local` that won the race.
 
-use super::{now_us, seal_in, sql, Inner, StoreError};
+use super::{now_us, seal_in, sql, Inner, StoreError, StoreOptions};
 use crate::record::Record;
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::{params, Transaction, TransactionBehavior};
 use telemetry_proto::Mode;
+
+/// The user's decision for a product, as applied by the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The mode (undecided = off).
+    pub mode: Mode,
+    /// The user file's last `off=` time.
+    pub off_marker: Option<String>,
+}
+
+impl Default for Decision {
+    /// Undecided: off.
+    fn default() -> Decision {
+        Decision {
+            mode: Mode::Off,
+            off_marker: None,
+        }
+    }
+}
 
 /// What applying a consent decision did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,59 +55,128 @@ impl Inner {
     pub(super) fn apply_consent(
         &mut self,
         product: &str,
-        mode: Mode,
+        decision: Decision,
         final_record: Record,
     ) -> Result<ConsentOutcome, StoreError> {
-        let old = self.applied.get(product).copied();
-        if old == Some(mode) {
+        let old = self.applied.get(product).cloned();
+        if old.as_ref() == Some(&decision) {
             return Ok(ConsentOutcome::default());
         }
-        let old = old.unwrap_or(Mode::Off);
+        let old = old.unwrap_or_default();
         let now = now_us(&self.opts.clock);
         let mut out = ConsentOutcome::default();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("applying consent"))?;
-        match (old, mode) {
-            (Mode::On | Mode::Local, Mode::Off) => {
-                out.purged = tx
-                    .execute("DELETE FROM events WHERE product = ?1", params![product])
-                    .map_err(sql("applying consent"))? as u64;
-                tx.execute("DELETE FROM batches WHERE product = ?1", params![product])
-                    .map_err(sql("applying consent"))?;
-                if old == Mode::On {
-                    tx.execute(
-                        "INSERT OR IGNORE INTO events (id, product, line, received_us, local_only)
-                         VALUES (?1, ?2, ?3, ?4, 0)",
-                        params![&final_record.id[..], product, final_record.line, now],
-                    )
-                    .map_err(sql("applying consent"))?;
-                    out.final_event = seal_in(&tx, &self.opts, product, now, true)?.is_some();
-                }
-            }
-            (Mode::On, Mode::Local) => {
-                out.made_local = tx
-                    .execute(
-                        "UPDATE events SET local_only = 1, batch_id = NULL
-                         WHERE product = ?1 AND local_only = 0",
-                        params![product],
-                    )
-                    .map_err(sql("applying consent"))? as u64;
-                tx.execute("DELETE FROM batches WHERE product = ?1", params![product])
-                    .map_err(sql("applying consent"))?;
-            }
-            _ => {}
+        let mut from = old.mode;
+        if decision.off_marker.is_some()
+            && decision.off_marker != old.off_marker
+            && from != Mode::Off
+        {
+            // An off we never saw happened since: apply it first.
+            transition(
+                &self.opts,
+                &tx,
+                product,
+                from,
+                Mode::Off,
+                &final_record,
+                now,
+                &mut out,
+            )?;
+            from = Mode::Off;
         }
+        transition(
+            &self.opts,
+            &tx,
+            product,
+            from,
+            decision.mode,
+            &final_record,
+            now,
+            &mut out,
+        )?;
         tx.execute(
-            "INSERT INTO consent_applied (product, mode, since_us) VALUES (?1, ?2, ?3)
-             ON CONFLICT (product) DO UPDATE SET mode = excluded.mode, since_us = excluded.since_us",
-            params![product, mode.as_str(), now],
+            "INSERT INTO consent_applied (product, mode, off_marker, since_us) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (product) DO UPDATE SET
+                 mode = excluded.mode, off_marker = excluded.off_marker, since_us = excluded.since_us",
+            params![product, decision.mode.as_str(), decision.off_marker, now],
         )
         .map_err(sql("applying consent"))?;
         tx.commit().map_err(sql("applying consent"))?;
+        self.applied.insert(product.to_string(), decision);
         // Rare and small: recount rather than track every case by hand.
         self.load_counters()?;
         Ok(out)
     }
+}
+
+/// Move `product`'s stored events from mode `from` to mode `to` in `tx`.
+#[allow(clippy::too_many_arguments)]
+fn transition(
+    opts: &StoreOptions,
+    tx: &Transaction<'_>,
+    product: &str,
+    from: Mode,
+    to: Mode,
+    final_record: &Record,
+    now: i64,
+    out: &mut ConsentOutcome,
+) -> Result<(), StoreError> {
+    let err = sql("applying consent");
+    match (from, to) {
+        (Mode::On | Mode::Local, Mode::Off) => {
+            // An unsent final batch from an earlier off stays: it is
+            // the one thing the user agreed to send at that off.
+            out.purged += tx
+                .execute(
+                    "DELETE FROM events WHERE product = ?1 AND (batch_id IS NULL
+                            OR batch_id NOT IN (SELECT id FROM batches WHERE final = 1))",
+                    params![product],
+                )
+                .map_err(err)? as u64;
+            tx.execute(
+                "DELETE FROM batches WHERE product = ?1 AND final = 0",
+                params![product],
+            )
+            .map_err(sql("applying consent"))?;
+            if from == Mode::On {
+                tx.execute(
+                    "INSERT OR IGNORE INTO events (id, product, line, received_us, local_only)
+                         VALUES (?1, ?2, ?3, ?4, 0)",
+                    params![&final_record.id[..], product, final_record.line, now],
+                )
+                .map_err(sql("applying consent"))?;
+                out.final_event |= seal_in(tx, opts, product, now, true)?.is_some();
+            }
+        }
+        (Mode::On, Mode::Local) => {
+            out.made_local += tx
+                .execute(
+                    "UPDATE events SET local_only = 1, batch_id = NULL
+                         WHERE product = ?1 AND local_only = 0 AND (batch_id IS NULL
+                            OR batch_id NOT IN (SELECT id FROM batches WHERE final = 1))",
+                    params![product],
+                )
+                .map_err(err)? as u64;
+            tx.execute(
+                "DELETE FROM batches WHERE product = ?1 AND final = 0",
+                params![product],
+            )
+            .map_err(sql("applying consent"))?;
+        }
+        (Mode::Off | Mode::Local, Mode::On) => {
+            // Nothing recorded before this moment may go out.
+            out.made_local += tx
+                .execute(
+                    "UPDATE events SET local_only = 1
+                         WHERE product = ?1 AND local_only = 0 AND batch_id IS NULL",
+                    params![product],
+                )
+                .map_err(err)? as u64;
+        }
+        _ => {}
+    }
+    Ok(())
 }

@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 mod consent;
 mod transparency;
 
-pub use consent::ConsentOutcome;
+pub use consent::{ConsentOutcome, Decision};
 
 /// Schema migrations, applied in order. Never remove or edit an entry.
 pub const MIGRATIONS: &[&str] = &[
@@ -97,6 +97,12 @@ pub enum StoreError {
     /// The store thread has stopped.
     #[error("the event store is closed")]
     Closed,
+    /// The product's consent changed between the check and the commit.
+    #[error("consent for {product:?} changed while the events were being recorded; nothing was recorded")]
+    ConsentChanged {
+        /// The product.
+        product: String,
+    },
     /// Another process holds the state directory.
     #[error("another telemetryd is using the state directory (lock {path} is held); stop it, or use another --state-dir")]
     Locked {
@@ -198,12 +204,12 @@ enum Cmd {
     },
     ApplyConsent {
         product: String,
-        mode: Mode,
+        decision: Decision,
         final_record: Record,
         reply: Reply<ConsentOutcome>,
     },
     Applied {
-        reply: Reply<BTreeMap<String, Mode>>,
+        reply: Reply<BTreeMap<String, Decision>>,
     },
     Show {
         product: Option<String>,
@@ -331,13 +337,13 @@ impl Store {
     pub async fn apply_consent(
         &self,
         product: &str,
-        mode: Mode,
+        decision: Decision,
         final_record: Record,
     ) -> Result<ConsentOutcome, StoreError> {
         let product = product.to_string();
         self.call(|reply| Cmd::ApplyConsent {
             product,
-            mode,
+            decision,
             final_record,
             reply,
         })
@@ -345,7 +351,7 @@ impl Store {
     }
 
     /// The consent decision last acted on, per product.
-    pub async fn applied(&self) -> Result<BTreeMap<String, Mode>, StoreError> {
+    pub async fn applied(&self) -> Result<BTreeMap<String, Decision>, StoreError> {
         self.call(|reply| Cmd::Applied { reply }).await
     }
 
@@ -386,7 +392,7 @@ struct Inner {
     /// Local-only events per product.
     local: BTreeMap<String, u64>,
     /// The consent decision last acted on, per product.
-    applied: BTreeMap<String, Mode>,
+    applied: BTreeMap<String, Decision>,
     sealed_events: u64,
     sealed_bytes: u64,
     sealed_batches: u64,
@@ -396,7 +402,6 @@ struct Inner {
 /// one store (their counters and uploads would interleave).
 fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
-    use std::os::unix::io::AsRawFd;
     let path = state_dir.join("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -408,12 +413,10 @@ fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, StoreError> {
             path: path.clone(),
             source: Arc::new(e),
         })?;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(StoreError::Locked { path });
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => Err(StoreError::Locked { path }),
     }
-    Ok(file)
 }
 
 fn now_us(clock: &Clock) -> i64 {
@@ -543,16 +546,22 @@ impl Inner {
         drop(stmt);
         let mut stmt = self
             .conn
-            .prepare("SELECT product, mode FROM consent_applied")
+            .prepare("SELECT product, mode, off_marker FROM consent_applied")
             .map_err(sql("loading consent"))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })
             .map_err(sql("loading consent"))?;
         for row in rows {
-            let (product, mode) = row.map_err(sql("loading consent"))?;
+            let (product, mode, off_marker) = row.map_err(sql("loading consent"))?;
             // An unreadable mode can only mean less collection.
-            self.applied
-                .insert(product, Mode::parse(&mode).unwrap_or(Mode::Off));
+            let mode = Mode::parse(&mode).unwrap_or(Mode::Off);
+            self.applied.insert(product, Decision { mode, off_marker });
         }
         drop(stmt);
         let (batches, events, bytes): (i64, i64, i64) = self
@@ -603,11 +612,11 @@ impl Inner {
                     }
                     Cmd::ApplyConsent {
                         product,
-                        mode,
+                        decision,
                         final_record,
                         reply,
                     } => {
-                        let _ = reply.send(self.apply_consent(&product, mode, final_record));
+                        let _ = reply.send(self.apply_consent(&product, decision, final_record));
                     }
                     Cmd::Applied { reply } => {
                         let _ = reply.send(Ok(self.applied.clone()));
@@ -627,7 +636,34 @@ impl Inner {
         }
     }
 
+    /// The product of the first record whose consent is no longer what the
+    /// handler checked. This thread also applies consent changes, so a
+    /// change that won the race is seen here and nothing slips in after an
+    /// off (or as uploadable after a switch to local).
+    fn consent_changed(&self, records: &[Record]) -> Option<String> {
+        records.iter().find_map(|r| {
+            let expected = if r.local_only { Mode::Local } else { Mode::On };
+            (self.applied.get(&r.product).map(|d| d.mode) != Some(expected))
+                .then(|| r.product.clone())
+        })
+    }
+
     fn insert_group(&mut self, group: Vec<(Vec<Record>, Option<Reply<InsertOutcome>>)>) {
+        let mut checked = Vec::with_capacity(group.len());
+        for (records, reply) in group {
+            match self.consent_changed(&records) {
+                Some(product) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(StoreError::ConsentChanged { product }));
+                    }
+                }
+                None => checked.push((records, reply)),
+            }
+        }
+        let group = checked;
+        if group.is_empty() {
+            return;
+        }
         let now = now_us(&self.opts.clock);
         type Added = (Vec<InsertOutcome>, BTreeMap<String, Pending>, Vec<String>);
         let result = (|| -> Result<Added, StoreError> {

@@ -56,8 +56,20 @@ impl Fixture {
         }
     }
 
+    /// Open the store with products `a` and `b` opted in.
     fn open(&self, max_events: usize) -> (Store, StoreThread) {
-        Store::open(self.dir.path(), self.opts(max_events)).unwrap()
+        let (store, thread) = Store::open(self.dir.path(), self.opts(max_events)).unwrap();
+        rt().block_on(async {
+            for p in ["a", "b"] {
+                if !store.applied().await.unwrap().contains_key(p) {
+                    store
+                        .apply_consent(p, d(Mode::On), record(0, p))
+                        .await
+                        .unwrap();
+                }
+            }
+        });
+        (store, thread)
     }
 }
 
@@ -287,6 +299,13 @@ fn a_second_store_on_the_same_directory_is_refused() {
     thread.join();
 }
 
+fn d(mode: Mode) -> Decision {
+    Decision {
+        mode,
+        off_marker: None,
+    }
+}
+
 fn local(n: u128, product: &str) -> Record {
     Record {
         local_only: true,
@@ -300,7 +319,7 @@ fn turning_on_off_purges_and_seals_only_the_final_event() {
     let (store, thread) = f.open(100);
     rt().block_on(async {
         store
-            .apply_consent("a", Mode::On, record(99, "a"))
+            .apply_consent("a", d(Mode::On), record(99, "a"))
             .await
             .unwrap();
         store
@@ -318,14 +337,14 @@ fn turning_on_off_purges_and_seals_only_the_final_event() {
             .unwrap()
             .insert("b".into(), Permit::Nothing);
         let out = store
-            .apply_consent("a", Mode::Off, record(99, "a"))
+            .apply_consent("a", d(Mode::Off), record(99, "a"))
             .await
             .unwrap();
         assert_eq!(out.purged, 3);
         assert!(out.final_event);
         // Applying the same decision again does nothing.
         let again = store
-            .apply_consent("a", Mode::Off, record(98, "a"))
+            .apply_consent("a", d(Mode::Off), record(98, "a"))
             .await
             .unwrap();
         assert_eq!(again, ConsentOutcome::default());
@@ -339,14 +358,17 @@ fn turning_on_off_purges_and_seals_only_the_final_event() {
         let page = store.show(None, 0).await.unwrap();
         assert_eq!(page.events.len(), 1);
         assert!(page.events[0].line.contains("\"n\":3"));
-        assert_eq!(store.applied().await.unwrap().get("a"), Some(&Mode::Off));
+        assert_eq!(
+            store.applied().await.unwrap().get("a").map(|d| d.mode),
+            Some(Mode::Off)
+        );
     });
     drop(store);
     thread.join();
     // The decision survives a restart.
     let (store, thread) = f.open(100);
     let applied = rt().block_on(store.applied()).unwrap();
-    assert_eq!(applied.get("a"), Some(&Mode::Off));
+    assert_eq!(applied.get("a").map(|d| d.mode), Some(Mode::Off));
     drop(store);
     thread.join();
 }
@@ -357,7 +379,7 @@ fn local_events_are_never_sealed_and_stay_local_after_turning_on() {
     let (store, thread) = f.open(100);
     rt().block_on(async {
         store
-            .apply_consent("a", Mode::Local, record(99, "a"))
+            .apply_consent("a", d(Mode::Local), record(99, "a"))
             .await
             .unwrap();
         store
@@ -368,7 +390,7 @@ fn local_events_are_never_sealed_and_stay_local_after_turning_on() {
         let s = store.stats().await.unwrap();
         assert_eq!((s.pending_events, s.local_events), (0, 2));
         store
-            .apply_consent("a", Mode::On, record(99, "a"))
+            .apply_consent("a", d(Mode::On), record(99, "a"))
             .await
             .unwrap();
         store.insert(vec![record(3, "a")]).await.unwrap();
@@ -385,7 +407,7 @@ fn local_events_are_never_sealed_and_stay_local_after_turning_on() {
         assert_eq!(page.events[2].batch_key.as_deref(), Some(b.key.as_str()));
         // on -> local: even the sealed batch stays home.
         let out = store
-            .apply_consent("a", Mode::Local, record(99, "a"))
+            .apply_consent("a", d(Mode::Local), record(99, "a"))
             .await
             .unwrap();
         assert_eq!(out.made_local, 1);
@@ -454,6 +476,122 @@ fn show_pages_through_many_events() {
         }
         assert_eq!(seen, 2500);
         assert!(pages > 2);
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn an_insert_checked_before_an_off_is_refused_after_it() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        store
+            .apply_consent("a", d(Mode::On), record(99, "a"))
+            .await
+            .unwrap();
+        // The handler saw "on"; the off reaches the store first.
+        store
+            .apply_consent("a", d(Mode::Off), record(98, "a"))
+            .await
+            .unwrap();
+        let err = store.insert(vec![record(1, "a")]).await.unwrap_err();
+        assert!(matches!(err, StoreError::ConsentChanged { .. }), "{err}");
+        // Same for a switch to local: nothing stored as uploadable.
+        store
+            .apply_consent("a", d(Mode::Local), record(97, "a"))
+            .await
+            .unwrap();
+        assert!(store.insert(vec![record(2, "a")]).await.is_err());
+        store.insert(vec![local(3, "a")]).await.unwrap();
+        // Other commands in the same group are unaffected.
+        store
+            .apply_consent("b", d(Mode::On), record(96, "b"))
+            .await
+            .unwrap();
+        store.insert(vec![record(4, "b")]).await.unwrap();
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn an_off_missed_while_down_is_applied_before_the_new_on() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        store
+            .apply_consent("a", d(Mode::On), record(99, "a"))
+            .await
+            .unwrap();
+        store
+            .insert(vec![record(1, "a"), record(2, "a")])
+            .await
+            .unwrap();
+        // The user turned it off and on again; we only see the result.
+        let back_on = Decision {
+            mode: Mode::On,
+            off_marker: Some("2026-11-27T00:00:00Z".into()),
+        };
+        let out = store
+            .apply_consent("a", back_on.clone(), record(98, "a"))
+            .await
+            .unwrap();
+        assert_eq!(out.purged, 2);
+        assert!(out.final_event);
+        let b = store.next_sealed().await.unwrap().unwrap();
+        assert_eq!(
+            zstd::stream::decode_all(&b.body[..]).unwrap(),
+            b"{\"n\":98}\n"
+        );
+        // Applying the same decision again changes nothing.
+        let again = store
+            .apply_consent("a", back_on, record(97, "a"))
+            .await
+            .unwrap();
+        assert_eq!(again, ConsentOutcome::default());
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn a_pending_final_event_survives_local_then_off() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        store
+            .apply_consent("a", d(Mode::On), record(99, "a"))
+            .await
+            .unwrap();
+        store
+            .apply_consent("a", d(Mode::Off), record(98, "a"))
+            .await
+            .unwrap();
+        store
+            .apply_consent("a", d(Mode::Local), record(97, "a"))
+            .await
+            .unwrap();
+        store.insert(vec![local(1, "a")]).await.unwrap();
+        let out = store
+            .apply_consent("a", d(Mode::Off), record(96, "a"))
+            .await
+            .unwrap();
+        assert_eq!(out.purged, 1);
+        assert!(!out.final_event, "local -> off records nothing new");
+        f.permits
+            .lock()
+            .unwrap()
+            .insert("a".into(), Permit::FinalOnly);
+        let b = store
+            .next_sealed()
+            .await
+            .unwrap()
+            .expect("the first off's final batch is kept");
+        assert_eq!(
+            zstd::stream::decode_all(&b.body[..]).unwrap(),
+            b"{\"n\":98}\n"
+        );
     });
     drop(store);
     thread.join();

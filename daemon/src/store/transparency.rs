@@ -2,6 +2,7 @@
 //! they will be uploaded, and deleting them.
 
 use super::{sql, Inner, StoreError};
+use crate::consent::Permit;
 use rusqlite::params;
 use telemetry_proto::{EventState, EventsPage, ShownEvent};
 
@@ -19,7 +20,7 @@ impl Inner {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT e.seq, e.line, e.local_only, b.key
+                "SELECT e.seq, e.line, e.local_only, b.key, e.product, COALESCE(b.final, 0)
                  FROM events e LEFT JOIN batches b ON b.id = e.batch_id
                  WHERE e.seq > ?1 AND (?2 IS NULL OR e.product = ?2)
                  ORDER BY e.seq LIMIT ?3",
@@ -34,17 +35,24 @@ impl Inner {
         while let Some(row) = rows.next().map_err(sql("show"))? {
             read += 1;
             let line: String = row.get(1).map_err(sql("show"))?;
-            if !page.events.is_empty() && bytes + line.len() > PAGE_BYTES {
+            let local: bool = row.get(2).map_err(sql("show"))?;
+            let key: Option<String> = row.get(3).map_err(sql("show"))?;
+            let product: String = row.get(4).map_err(sql("show"))?;
+            let is_final: bool = row.get(5).map_err(sql("show"))?;
+            // Encoded size: the line, the key, and a little framing.
+            let size = line.len() + key.as_ref().map_or(0, String::len) + 32;
+            if !page.events.is_empty() && bytes + size > PAGE_BYTES {
                 page.next_after_seq = page.events.last().map(|e| e.seq);
                 return Ok(page);
             }
-            bytes += line.len() + 64;
-            let local: bool = row.get(2).map_err(sql("show"))?;
-            let key: Option<String> = row.get(3).map_err(sql("show"))?;
-            let state = match (local, &key) {
-                (true, _) => EventState::LocalOnly,
-                (false, Some(_)) => EventState::Sealed,
-                (false, None) => EventState::Pending,
+            bytes += size;
+            let permit = (self.opts.permit)(&product);
+            let state = match (local, &key, permit) {
+                (true, _, _) => EventState::LocalOnly,
+                (false, Some(_), Permit::All) => EventState::Sealed,
+                (false, Some(_), Permit::FinalOnly) if is_final => EventState::Sealed,
+                (false, None, Permit::All) => EventState::Pending,
+                (false, _, _) => EventState::Withheld,
             };
             page.events.push(ShownEvent {
                 seq: row.get(0).map_err(sql("show"))?,

@@ -35,8 +35,15 @@ fn generic_prompt(product: &str) -> String {
         "{product} would like to collect anonymous usage telemetry to learn which features are used.\n\
          Each event holds: the event name, a little catalogued data, a UTC timestamp, an anonymous\n\
          machine ID (a SHA-256 hash, never your machine's real ID), your OS and the version.\n\
-         No names, paths, IP addresses or host names are collected.\n\
-         Change your mind at any time: `telemetryctl consent {product} off` (or `local`: keep it on\n\
+         No names, paths, IP addresses or host names are collected."
+    )
+}
+
+/// Always shown after the prompt text, whoever wrote it: how to change the
+/// answer later and how to see what is kept.
+fn how_to_change(product: &str) -> String {
+    format!(
+        "Change your mind at any time: `telemetryctl consent {product} off` (or `local`: keep it on\n\
          this machine only); see exactly what is kept: `telemetryctl show`."
     )
 }
@@ -69,6 +76,20 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     // running, or at its next start otherwise.
     let applied = Client::connect(socket)
         .and_then(|mut c| c.consent_changed(product, &args.build, Duration::from_secs(10)));
+    if let Ok(r) = &applied {
+        if Path::new(&r.file) != paths.user {
+            return Err(Failure {
+                code: 3,
+                message: format!(
+                    "telemetryd reads consent from {}, but this command wrote {}; set TELEMETRY_CONSENT_FILE={} \
+                     (for telemetryctl and telemetry-emit) so they agree, then run this again",
+                    r.file,
+                    paths.user.display(),
+                    r.file
+                ),
+            });
+        }
+    }
     let (mode, layer) = consent::resolve(product, &paths);
     if args.json {
         let (purged, final_event, daemon) = match &applied {
@@ -195,7 +216,9 @@ fn prompt(product: &str, args: &Args, paths: &ConsentPaths) -> Result<Option<Mod
     let mut err = std::io::stderr();
     let _ = write!(
         err,
-        "{text}\n\nEnable anonymous telemetry for {product}? [y/N] "
+        "{}\n{}\n\nEnable anonymous telemetry for {product}? [y/N] ",
+        text.trim_end(),
+        how_to_change(product)
     );
     let _ = err.flush();
     let mut answer = String::new();

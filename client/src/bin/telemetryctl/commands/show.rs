@@ -11,7 +11,7 @@ pub struct Args {
     /// Only this product.
     #[arg(long)]
     product: Option<String>,
-    /// Print only the NDJSON lines, exactly the bytes that will be uploaded.
+    /// Print only the lines that will be uploaded, exactly as they will be (NDJSON).
     #[arg(long, conflicts_with = "json")]
     ndjson: bool,
     /// Print a JSON array of {seq, state, batch_key, event}.
@@ -23,7 +23,10 @@ pub struct Args {
 pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     let events = Client::connect(socket)?.show(args.product.as_deref(), Duration::from_secs(30))?;
     if args.ndjson {
-        for e in &events {
+        for e in events
+            .iter()
+            .filter(|e| matches!(e.state, EventState::Sealed | EventState::Pending))
+        {
             println!("{}", e.line);
         }
         return Ok(());
@@ -36,6 +39,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
                     EventState::Sealed => "sealed",
                     EventState::Pending => "pending",
                     EventState::LocalOnly => "local_only",
+                    EventState::Withheld => "withheld",
                 };
                 let event: serde_json::Value = serde_json::from_str(&e.line).unwrap_or_default();
                 serde_json::json!({"seq": e.seq, "state": state, "batch_key": e.batch_key, "event": event})
@@ -60,6 +64,9 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
                     println!("# pending, goes into the next batch:")
                 }
                 (EventState::LocalOnly, _) => println!("# local only, never uploaded:"),
+                (EventState::Withheld, _) => {
+                    println!("# kept but not uploaded: consent is off for now (administrator or environment):")
+                }
             }
             current = Some(group);
         }
