@@ -38,13 +38,12 @@ pub enum Command {
 
 /// Which installation.
 #[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false, id = "scope")]
 pub struct Target {
     /// A per-user service (systemctl --user / a LaunchAgent).
-    #[arg(long, group = "scope")]
+    #[arg(long, required_unless_present = "system", conflicts_with = "system")]
     pub user: bool,
     /// One machine-wide service (needs root).
-    #[arg(long, group = "scope")]
+    #[arg(long)]
     pub system: bool,
     /// Stage under this directory instead of / (for packaging).
     #[arg(long, value_name = "DIR")]

@@ -1,0 +1,405 @@
+//! Service managers: the unit files checked by systemd's own tools, socket
+//! activation, readiness notification, the idle exit, and the launchd plists.
+
+use std::collections::BTreeMap;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use telemetry_client::{event, Client};
+use telemetry_tests::*;
+
+const T: Duration = Duration::from_secs(20);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Copy units into `dir` with ExecStart pointing at the built binary (the
+/// verifier checks that the program exists).
+fn stage_units(dir: &Path, scope: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for name in ["telemetryd.socket", "telemetryd.service"] {
+        let text = std::fs::read_to_string(repo().join("systemd").join(scope).join(name)).unwrap();
+        let text = text.replace(
+            "/usr/local/bin/telemetryd",
+            &bin("telemetryd").display().to_string(),
+        );
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        out.push(path);
+    }
+    out
+}
+
+fn verify(units: &[PathBuf]) {
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(units)
+        .output()
+        .expect("systemd-analyze is needed for this test (.ci/run installs it)");
+    // Unknown keys and bad values are only warnings: demand silence.
+    assert!(
+        out.status.success() && text(&out).trim().is_empty(),
+        "systemd-analyze verify:\n{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn every_unit_file_passes_systemd_analyze_verify() {
+    for scope in ["user", "system"] {
+        let dir = tempfile::tempdir().unwrap();
+        verify(&stage_units(dir.path(), scope));
+    }
+    // The check can fail: a misspelt key is caught.
+    let dir = tempfile::tempdir().unwrap();
+    let units = stage_units(dir.path(), "system");
+    let broken = std::fs::read_to_string(&units[1])
+        .unwrap()
+        .replace("NoNewPrivileges=", "NoNewPrivilegez=");
+    std::fs::write(&units[1], broken).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("NoNewPrivilegez"), "{}", text(&out));
+}
+
+#[test]
+fn the_system_service_is_well_sandboxed() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = stage_units(dir.path(), "system");
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&units[1])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    let line = t
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no exposure level in:\n{t}"));
+    let level: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read {line:?}"));
+    assert!(level <= 2.0, "exposure {level} (0 best, 10 worst):\n{t}");
+}
+
+#[test]
+fn install_writes_verified_units_for_this_binary_and_uninstall_removes_them() {
+    let root = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(bin("telemetryd"))
+            .args(args)
+            .env("HOME", "/home/someone")
+            .env_remove("XDG_CONFIG_HOME")
+            .output()
+            .unwrap()
+    };
+    let r = root.path().to_str().unwrap();
+    let out = run(&["install", "--user", "--root", r]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("systemctl --user enable --now telemetryd.socket"),
+        "{t}"
+    );
+    let dir = root.path().join("home/someone/.config/systemd/user");
+    let service = std::fs::read_to_string(dir.join("telemetryd.service")).unwrap();
+    assert!(
+        service.contains(&format!("ExecStart={}\n", bin("telemetryd").display())),
+        "{service}"
+    );
+    verify(&[
+        dir.join("telemetryd.socket"),
+        dir.join("telemetryd.service"),
+    ]);
+
+    let out = run(&["install", "--system", "--root", r]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(root
+        .path()
+        .join("etc/systemd/system/telemetryd.socket")
+        .exists());
+    assert!(root.path().join("etc/sysusers.d/telemetry.conf").exists());
+
+    let out = run(&["uninstall", "--user", "--root", r]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!dir.join("telemetryd.service").exists() && !dir.join("telemetryd.socket").exists());
+    let out = run(&["install", "--root", r]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--user or --system is required: {}",
+        text(&out)
+    );
+}
+
+/// Start `telemetryd` the way systemd does: the listening socket as fd 3,
+/// `LISTEN_FDS=1`, `LISTEN_PID` = the daemon's own pid (a shell sets it to
+/// `$$` and then execs the daemon, keeping the pid).
+fn spawn_activated(env: &DaemonEnv, listener: &UnixListener, extra: &[(&str, &str)]) -> Child {
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg("export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=telemetryd; exec \"$0\"")
+        .arg(bin("telemetryd"));
+    for var in [
+        "DO_NOT_TRACK",
+        "TELEMETRY_OPTOUT",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.envs());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(env.root().join("activated.log"))
+        .unwrap();
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd != 3 && libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2 clears close-on-exec; when fd already is 3, clear it here.
+            libc::fcntl(3, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("spawn socket-activated telemetryd")
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "telemetryd did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop_event() -> Vec<telemetry_client::WireEvent> {
+    vec![event("cfdev", "stop", "1.0", BTreeMap::new())]
+}
+
+#[test]
+fn socket_activated_it_exits_when_idle_and_a_waiting_emit_starts_it_again() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::create_dir_all(env.socket.parent().unwrap()).unwrap();
+    // The service manager's socket: it lives across daemon runs.
+    let listener = UnixListener::bind(&env.socket).unwrap();
+    let idle = [("TELEMETRY_IDLE_EXIT", "1s")];
+
+    let mut daemon = spawn_activated(&env, &listener, &idle);
+    let mut c = Client::connect(&env.socket).unwrap();
+    c.emit(stop_event(), T).expect("first emit acknowledged");
+    // Pending events keep it alive; once uploaded, it may go.
+    assert_eq!(c.flush(T).unwrap().events, 1);
+    drop(c);
+    let status = wait_exit(&mut daemon, T);
+    assert!(status.success(), "idle exit is a clean exit: {status}");
+    assert!(
+        env.socket.exists(),
+        "a socket it did not create is never removed"
+    );
+
+    // A client connects and sends while no daemon runs: the service manager
+    // would start one now. Its emit waits in the socket and is served.
+    let waiting = {
+        let socket = env.socket.clone();
+        std::thread::spawn(move || Client::connect(&socket).unwrap().emit(stop_event(), T))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let mut daemon = spawn_activated(&env, &listener, &idle);
+    let ack = waiting
+        .join()
+        .unwrap()
+        .expect("the waiting emit is acknowledged");
+    assert_eq!(ack.accepted, 1);
+    let report = Client::connect(&env.socket).unwrap().flush(T).unwrap();
+    assert_eq!(report.events, 1);
+    assert!(wait_exit(&mut daemon, T).success());
+    let log = std::fs::read_to_string(env.root().join("activated.log")).unwrap();
+    assert_eq!(log.matches("idle with nothing pending").count(), 2, "{log}");
+}
+
+#[test]
+fn it_stays_up_while_events_wait_for_upload() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::create_dir_all(env.socket.parent().unwrap()).unwrap();
+    let listener = UnixListener::bind(&env.socket).unwrap();
+    let mut daemon = spawn_activated(&env, &listener, &[("TELEMETRY_IDLE_EXIT", "1s")]);
+    Client::connect(&env.socket)
+        .unwrap()
+        .emit(stop_event(), T)
+        .unwrap();
+    // Three idle periods later it is still there, holding the event.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        assert!(
+            daemon.try_wait().unwrap().is_none(),
+            "exited with an event pending"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = Client::connect(&env.socket).unwrap().status(T).unwrap();
+    assert_eq!(st.pending_events, 1);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
+
+#[test]
+fn systemd_socket_activate_starts_it_on_the_first_connection() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::create_dir_all(env.socket.parent().unwrap()).unwrap();
+    let cmd = env.command("telemetryd");
+    let program = cmd.get_program().to_owned();
+    let mut sa = Command::new("systemd-socket-activate");
+    sa.arg("-l").arg(&env.socket).arg("--fdname=telemetryd");
+    // It passes on only the variables named with -E (values from its own
+    // environment).
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            sa.arg("-E").arg(k).env(k, v);
+        }
+    }
+    sa.arg(program)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = sa
+        .spawn()
+        .expect("systemd-socket-activate (.ci/run installs it)");
+    wait_for("the activation socket", T, || {
+        env.socket.exists().then_some(())
+    });
+
+    let ack = Client::connect(&env.socket)
+        .unwrap()
+        .emit(stop_event(), T)
+        .unwrap();
+    assert_eq!(ack.accepted, 1);
+    let st = Client::connect(&env.socket).unwrap().status(T).unwrap();
+    assert_eq!(st.pending_events, 1);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(wait_exit(&mut child, T).success());
+    assert!(
+        env.socket.exists(),
+        "the activation socket is not ours to remove"
+    );
+}
+
+#[test]
+fn notify_socket_gets_ready_status_watchdog_and_stopping() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let path = env.root().join("notify.sock");
+    let rx = UnixDatagram::bind(&path).unwrap();
+    rx.set_read_timeout(Some(T)).unwrap();
+    let p = path.display().to_string();
+    let daemon = env.start_with(&[("NOTIFY_SOCKET", &p), ("WATCHDOG_USEC", "200000")]);
+    let mut seen: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read notifications until one has a line starting with `want`.
+    let mut recv_until = |want: &str, seen: &mut Vec<String>| -> usize {
+        let deadline = Instant::now() + T;
+        loop {
+            if let Some(i) = seen
+                .iter()
+                .position(|m| m.lines().any(|l| l.starts_with(want)))
+            {
+                return i;
+            }
+            assert!(Instant::now() < deadline, "no {want} in {seen:?}");
+            let n = rx.recv(&mut buf).expect("a notification");
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    };
+    let ready = recv_until("READY=1", &mut seen);
+    assert!(seen[ready].contains("STATUS=serving"), "{}", seen[ready]);
+    assert!(
+        seen[ready].contains(&format!("MAINPID={}", daemon.pid())),
+        "{}",
+        seen[ready]
+    );
+    recv_until("WATCHDOG=1", &mut seen);
+    daemon.client().emit(stop_event(), T).unwrap();
+    daemon.client().flush(T).unwrap();
+    recv_until("STATUS=0 event(s) pending; last upload 2", &mut seen);
+    assert!(daemon.terminate().unwrap().success());
+    let stopping = recv_until("STOPPING=1", &mut seen);
+    assert!(ready < stopping);
+}
+
+fn plist(name: &str) -> plist::Dictionary {
+    plist::Value::from_file(repo().join("launchd").join(name))
+        .unwrap_or_else(|e| panic!("{name} is not a valid plist: {e}"))
+        .into_dictionary()
+        .unwrap()
+}
+
+#[test]
+fn the_launchd_plists_parse_and_are_consistent() {
+    for (name, mode) in [
+        ("dev.telemetryd.agent.plist", 0o600),
+        ("dev.telemetryd.daemon.plist", 0o660),
+    ] {
+        let p = plist(name);
+        assert_eq!(p["Label"].as_string(), Some("dev.telemetryd"), "{name}");
+        let args = p["ProgramArguments"].as_array().unwrap();
+        assert_eq!(
+            args[0].as_string(),
+            Some("@TELEMETRYD@"),
+            "{name}: filled in by install"
+        );
+        let env = p["EnvironmentVariables"].as_dictionary().unwrap();
+        // The daemon asks launchd for the socket named "Listener".
+        let listener = p["Sockets"].as_dictionary().unwrap()["Listener"]
+            .as_dictionary()
+            .unwrap();
+        assert_eq!(
+            listener["SockPathName"].as_string(),
+            env["TELEMETRY_SOCKET"].as_string(),
+            "{name}: clients and launchd agree on the socket"
+        );
+        assert_eq!(
+            listener["SockPathMode"].as_signed_integer(),
+            Some(mode),
+            "{name}"
+        );
+        assert_eq!(env["TELEMETRY_IDLE_EXIT"].as_string(), Some("5m"), "{name}");
+        assert!(p.contains_key("StandardErrorPath"), "{name}");
+    }
+    let daemon_src = std::fs::read_to_string(repo().join("daemon/src/main.rs")).unwrap();
+    assert!(daemon_src.contains("launchd_listener(\"Listener\")"));
+}
