@@ -87,6 +87,8 @@ pub struct Config {
     pub batch_max_bytes: usize,
     /// First retry delay after a failed upload.
     pub retry_min: Duration,
+    /// Longest one S3 request may take (connect, send, answer).
+    pub s3_timeout: Duration,
     /// Largest retry delay.
     pub retry_max: Duration,
     /// How long shutdown may spend on a last upload.
@@ -151,6 +153,7 @@ impl Config {
             batch_max_events: 10_000,
             batch_max_bytes: 4 * 1024 * 1024,
             retry_min: Duration::from_secs(1),
+            s3_timeout: Duration::from_secs(60),
             retry_max: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(5),
             sync: SyncMode::Full,
@@ -258,6 +261,12 @@ pub struct Args {
     /// Longest delay between upload retries (default 5m).
     #[arg(long, env = "TELEMETRY_RETRY_MAX", value_name = "DURATION")]
     pub retry_max: Option<String>,
+    /// First delay after a failed upload; doubles up to the maximum (default 1s).
+    #[arg(long, env = "TELEMETRY_RETRY_MIN", value_name = "DURATION")]
+    pub retry_min: Option<String>,
+    /// Longest one S3 request may take (default 60s).
+    #[arg(long, env = "TELEMETRY_S3_TIMEOUT", value_name = "DURATION")]
+    pub s3_timeout: Option<String>,
     /// SQLite durability: full (survives power loss, default) or normal.
     #[arg(long, env = "TELEMETRY_SYNC", value_name = "MODE")]
     pub sync: Option<String>,
@@ -292,6 +301,7 @@ struct FileConfig {
     batch_max_events: Option<i64>,
     batch_max_bytes: Option<i64>,
     retry_max: Option<String>,
+    retry_min: Option<String>,
     sync: Option<String>,
     machine_id_file: Option<PathBuf>,
     catalog_dir: Option<PathBuf>,
@@ -309,6 +319,7 @@ struct FileS3 {
     endpoint: Option<String>,
     region: Option<String>,
     path_style: Option<bool>,
+    timeout: Option<String>,
 }
 
 /// Parse `std::env::args_os()` into [`Args`], keeping the matches so
@@ -489,6 +500,31 @@ pub fn load(
     )? {
         cfg.retry_max = d;
         cfg.retry_min = cfg.retry_min.min(d);
+    }
+    if let Some(d) = pick(
+        "retry_min",
+        args.retry_min.as_ref(),
+        file.retry_min,
+        &origins,
+        "retry_min",
+        "retry-min",
+        "TELEMETRY_RETRY_MIN",
+        parse_duration,
+    )? {
+        cfg.retry_min = d;
+    }
+    cfg.retry_max = cfg.retry_max.max(cfg.retry_min);
+    if let Some(d) = pick(
+        "s3.timeout",
+        args.s3_timeout.as_ref(),
+        fs3.timeout.clone(),
+        &origins,
+        "s3_timeout",
+        "s3-timeout",
+        "TELEMETRY_S3_TIMEOUT",
+        parse_duration,
+    )? {
+        cfg.s3_timeout = d;
     }
     if let Some(n) = pick(
         "batch_max_events",

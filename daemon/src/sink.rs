@@ -26,7 +26,7 @@ pub enum UploadError {
         message: String,
     },
     /// S3 refused or could not be reached.
-    #[error("PutObject s3://{bucket}/{key} failed: {message}")]
+    #[error("{}PutObject s3://{bucket}/{key} failed: {message}", if *.permanent { "permanent error (will not succeed until the configuration is fixed): " } else { "" })]
     S3 {
         /// Bucket.
         bucket: String,
@@ -34,7 +34,50 @@ pub enum UploadError {
         key: String,
         /// The SDK's error with its causes.
         message: String,
+        /// Retrying soon cannot help (no such bucket, access denied, bad
+        /// credentials): retried only at the slow cap, and reported loudly.
+        permanent: bool,
     },
+}
+
+impl UploadError {
+    /// Whether only a configuration change can fix this.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            UploadError::S3 {
+                permanent: true,
+                ..
+            }
+        )
+    }
+}
+
+/// Error codes S3 returns for requests that will fail the same way however
+/// often they are retried. Everything else (5xx, throttling, timeouts,
+/// connection failures) is transient.
+const PERMANENT_CODES: &[&str] = &[
+    "NoSuchBucket",
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidBucketName",
+    "AccountProblem",
+    "InvalidObjectState",
+];
+
+/// Classify a PutObject failure from its HTTP status and S3 error code.
+pub fn is_permanent(status: Option<u16>, code: Option<&str>) -> bool {
+    if code.is_some_and(|c| PERMANENT_CODES.contains(&c)) {
+        return true;
+    }
+    match status {
+        // 408 Request Timeout and 429 Too Many Requests are worth retrying.
+        Some(408) | Some(429) => false,
+        Some(s) => (400..500).contains(&s),
+        None => false,
+    }
 }
 
 /// Where batches go.
@@ -52,7 +95,7 @@ pub enum Sink {
 
 impl Sink {
     /// Build the S3 client (credentials from the standard AWS chain).
-    pub async fn s3(cfg: &S3Config) -> Sink {
+    pub async fn s3(cfg: &S3Config, timeout: Duration) -> Sink {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(region) = &cfg.region {
             loader = loader.region(aws_sdk_s3::config::Region::new(region.clone()));
@@ -65,8 +108,8 @@ impl Sink {
             .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
             .timeout_config(
                 aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_timeout(Duration::from_secs(60))
+                    .connect_timeout(timeout.min(Duration::from_secs(5)))
+                    .operation_timeout(timeout)
                     .build(),
             );
         if let Some(endpoint) = &cfg.endpoint {
@@ -103,11 +146,39 @@ impl Sink {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| UploadError::S3 {
-                    bucket: bucket.clone(),
-                    key: key.to_string(),
-                    message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                .map_err(|e| {
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    let code = e.as_service_error().and_then(|s| {
+                        use aws_sdk_s3::error::ProvideErrorMetadata;
+                        s.code().map(str::to_string)
+                    });
+                    UploadError::S3 {
+                        bucket: bucket.clone(),
+                        key: key.to_string(),
+                        message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                        permanent: is_permanent(status, code.as_deref()),
+                    }
                 }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert!(is_permanent(Some(404), Some("NoSuchBucket")));
+        assert!(is_permanent(Some(403), Some("AccessDenied")));
+        assert!(is_permanent(Some(403), None));
+        assert!(!is_permanent(Some(503), Some("SlowDown")));
+        assert!(!is_permanent(Some(500), Some("InternalError")));
+        assert!(!is_permanent(Some(429), None));
+        assert!(!is_permanent(Some(408), Some("RequestTimeout")));
+        assert!(
+            !is_permanent(None, None),
+            "timeouts and refused connections are transient"
+        );
     }
 }

@@ -285,11 +285,18 @@ impl Worker {
             }
             Err(e) => {
                 st.consecutive_failures = st.consecutive_failures.saturating_add(1);
-                let delay = backoff(
-                    st.consecutive_failures,
-                    self.opts.retry_min,
-                    self.opts.retry_max,
-                );
+                let permanent = matches!(e, CycleError::Upload(u) if u.is_permanent());
+                // Retrying soon cannot fix a permanent error: go straight
+                // to the slow cap, but never give up on the events.
+                let failures = if permanent {
+                    u32::MAX
+                } else {
+                    st.consecutive_failures
+                };
+                let delay = backoff(failures, self.opts.retry_min, self.opts.retry_max);
+                if permanent {
+                    tracing::error!(error = %e, retry_in = ?delay, "upload failed permanently; fix the configuration, events are kept");
+                }
                 self.retry_at = Some(Instant::now() + delay);
                 st.last_error = Some(e.to_string());
                 st.next_attempt_us = Some(now_us(&self.opts.clock) + delay.as_micros() as i64);

@@ -57,10 +57,26 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// A fault the test S3 server can be told to inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Serve normally.
+    None,
+    /// Answer every request with this HTTP status and S3 error code.
+    Status(u16, &'static str),
+    /// Accept requests and never answer.
+    Hang,
+    /// Close every connection at once, like a server that is down.
+    Down,
+}
+
 /// A real S3 HTTP server on 127.0.0.1, backed by a temp directory.
 pub struct S3Server {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
+    fault: std::sync::Arc<std::sync::Mutex<Fault>>,
+    /// Requests that reached the server (served or faulted).
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The runtime serving it; also used to drive the SDK in tests.
     runtime: tokio::runtime::Runtime,
     _root: tempfile::TempDir,
@@ -84,6 +100,9 @@ impl S3Server {
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
+        let fault = std::sync::Arc::new(std::sync::Mutex::new(Fault::None));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (f, n) = (fault.clone(), requests.clone());
         runtime.spawn(async move {
             use hyper_util::rt::{TokioExecutor, TokioIo};
             let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -91,7 +110,35 @@ impl S3Server {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
-                let conn = http.serve_connection(TokioIo::new(socket), service.clone());
+                if *f.lock().unwrap() == Fault::Down {
+                    drop(socket);
+                    continue;
+                }
+                let (f, n, service) = (f.clone(), n.clone(), service.clone());
+                let faulty = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let fault = *f.lock().unwrap();
+                    let service = service.clone();
+                    async move {
+                        match fault {
+                            Fault::None | Fault::Down => {
+                                hyper::service::Service::call(&service, req).await
+                            }
+                            Fault::Status(status, code) => {
+                                let body = format!(
+                                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the test</Message></Error>"
+                                );
+                                Ok(hyper::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/xml")
+                                    .body(s3s::Body::from(body))
+                                    .unwrap())
+                            }
+                            Fault::Hang => std::future::pending().await,
+                        }
+                    }
+                });
+                let conn = http.serve_connection(TokioIo::new(socket), faulty);
                 let conn = conn.into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;
@@ -100,6 +147,8 @@ impl S3Server {
         });
         let server = S3Server {
             endpoint,
+            fault,
+            requests,
             runtime,
             _root: root,
         };
@@ -109,6 +158,11 @@ impl S3Server {
             .block_on(client.create_bucket().bucket(BUCKET).send())
             .expect("create test bucket");
         server
+    }
+
+    /// Inject `fault` into every request from now on.
+    pub fn set_fault(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
     }
 
     /// An SDK client with the right credentials.
