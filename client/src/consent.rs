@@ -93,7 +93,7 @@ pub fn system_file(paths: &ConsentPaths) -> ConsentFile {
 /// rewritten in its canonical form (comments are not kept).
 pub fn record(product: &str, mode: Mode, paths: &ConsentPaths) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     let dir = paths.user.parent().unwrap_or_else(|| Path::new("."));
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -110,13 +110,20 @@ pub fn record(product: &str, mode: Mode, paths: &ConsentPaths) -> std::io::Resul
     let mut file = user_file(paths);
     let now = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
     file.set(product, mode, Some(now));
+    // Keep an existing file's mode: a machine-wide file (read by a daemon
+    // running as another user) is made 0644 once by the administrator.
+    let mode = std::fs::metadata(&paths.user)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .unwrap_or(0o600);
     let tmp = dir.join(format!(".consent.{}.tmp", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)?;
+    // The umask may have narrowed it.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     f.write_all(file.render().as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, &paths.user)

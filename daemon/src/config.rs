@@ -784,6 +784,26 @@ mod tests {
     }
 
     #[test]
+    fn service_manager_variables() {
+        let (args, m) = args_from(&["telemetryd", "--config", "/dev/null"]);
+        let me = std::process::id().to_string();
+        let env = |pid: &str| {
+            let pid = pid.to_string();
+            move |k: &str| match k {
+                "NOTIFY_SOCKET" => Some(OsString::from("@sd")),
+                "WATCHDOG_USEC" => Some(OsString::from("2000000")),
+                "WATCHDOG_PID" => Some(OsString::from(pid.clone())),
+                _ => None,
+            }
+        };
+        let cfg = load(&args, Some(&m), env(&me), 1).unwrap();
+        assert_eq!(cfg.notify_socket.as_deref(), Some("@sd"));
+        assert_eq!(cfg.watchdog, Some(Duration::from_secs(2)));
+        let other = load(&args, Some(&m), env("1"), 1).unwrap();
+        assert_eq!(other.watchdog, None, "the watchdog is for another process");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));

@@ -83,6 +83,48 @@ pub struct Planned {
     pub contents: String,
 }
 
+/// A directory the service needs that its manager will not create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedDir {
+    /// Where (already under `--root`).
+    pub path: PathBuf,
+    /// Permissions.
+    pub mode: u32,
+    /// Owner (uid, gid) to give it, when not the installing user.
+    pub owner: Option<(u32, u32)>,
+}
+
+/// Everything `install` does.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// Files to write.
+    pub files: Vec<Planned>,
+    /// Directories to create first.
+    pub dirs: Vec<PlannedDir>,
+    /// Commands to print for the user to run next.
+    pub next: Vec<String>,
+}
+
+/// The account a macOS LaunchDaemon runs as and the group that may use its
+/// socket, looked up by [`macos_accounts`].
+pub const MACOS_USER: &str = "_telemetryd";
+/// See [`MACOS_USER`].
+pub const MACOS_GROUP: &str = "telemetry";
+
+/// (uid of [`MACOS_USER`], gid of [`MACOS_GROUP`]), if both exist.
+pub fn macos_accounts() -> Option<(u32, u32)> {
+    use std::ffi::CString;
+    let user = CString::new(MACOS_USER).ok()?;
+    let group = CString::new(MACOS_GROUP).ok()?;
+    // SAFETY: getpwnam/getgrnam return a pointer to static storage or null;
+    // we read one field right away, before any other call can reuse it.
+    unsafe {
+        let pw = libc::getpwnam(user.as_ptr());
+        let gr = libc::getgrnam(group.as_ptr());
+        (!pw.is_null() && !gr.is_null()).then(|| ((*pw).pw_uid, (*gr).gr_gid))
+    }
+}
+
 fn under(root: &Option<PathBuf>, path: &Path) -> PathBuf {
     match root {
         Some(r) => r.join(path.strip_prefix("/").unwrap_or(path)),
@@ -116,34 +158,68 @@ impl Os {
     }
 }
 
-/// The files for `target` on `os`, and the commands to run afterwards.
+/// What `install` does for `target` on `os`. `accounts` is
+/// [`macos_accounts`] (only used for a macOS LaunchDaemon).
 pub fn plan(
     os: Os,
     target: &Target,
     bin: &Path,
     env: impl Fn(&str) -> Option<std::ffi::OsString>,
     uid: u32,
-) -> Result<(Vec<Planned>, Vec<String>), InstallError> {
+    accounts: Option<(u32, u32)>,
+) -> Result<Plan, InstallError> {
     let bin_s = bin.display().to_string();
     let home = env("HOME").map(PathBuf::from);
     if os == Os::MacOs {
+        let mut dirs = Vec::new();
         let (dir, template, socket, state, logs, next) = if target.system {
+            let (user, group) = accounts.ok_or_else(|| {
+                InstallError::Unknown(format!(
+                    "the user {MACOS_USER} and the group {MACOS_GROUP} must exist first, e.g.\n  \
+                     sudo dscl . -create /Groups/{MACOS_GROUP} PrimaryGroupID 401\n  \
+                     sudo dscl . -create /Users/{MACOS_USER} UniqueID 401\n  \
+                     sudo dscl . -create /Users/{MACOS_USER} PrimaryGroupID 401\n  \
+                     sudo dscl . -create /Users/{MACOS_USER} UserShell /usr/bin/false"
+                ))
+            })?;
+            let state = PathBuf::from("/var/db/telemetry");
+            dirs.push(PlannedDir {
+                path: under(&target.root, &state),
+                mode: 0o700,
+                owner: Some((user, group)),
+            });
             (
                 PathBuf::from("/Library/LaunchDaemons"),
-                LAUNCH_DAEMON,
-                PathBuf::from("/var/run/telemetry/telemetryd.sock"),
-                PathBuf::from("/var/db/telemetry"),
+                LAUNCH_DAEMON.replace(
+                    "<!--@SOCK_PATH_GROUP@-->",
+                    &format!("<key>SockPathGroup</key>\n            <integer>{group}</integer>"),
+                ),
+                // /var/run itself: launchd does not create parent directories.
+                PathBuf::from("/var/run/telemetryd.sock"),
+                state,
                 PathBuf::from("/var/log"),
                 "sudo launchctl bootstrap system /Library/LaunchDaemons/dev.telemetryd.plist"
                     .to_string(),
             )
         } else {
             let home = home.ok_or_else(|| InstallError::Unknown("HOME is not set".into()))?;
+            let socket = telemetry_proto::paths::default_socket_path_for(true, &env, uid);
+            let state = telemetry_proto::paths::default_state_dir(&env, uid);
+            for d in [socket.parent().map(Path::to_path_buf), Some(state.clone())]
+                .into_iter()
+                .flatten()
+            {
+                dirs.push(PlannedDir {
+                    path: under(&target.root, &d),
+                    mode: 0o700,
+                    owner: None,
+                });
+            }
             (
                 home.join("Library/LaunchAgents"),
-                LAUNCH_AGENT,
-                telemetry_proto::paths::default_socket_path(&env, uid),
-                telemetry_proto::paths::default_state_dir(&env, uid),
+                LAUNCH_AGENT.to_string(),
+                socket,
+                state,
                 home.join("Library/Logs"),
                 format!(
                     "launchctl bootstrap gui/{uid} {}",
@@ -158,7 +234,11 @@ pub fn plan(
             .replace("@STATE_DIR@", &xml_escape(&state.display().to_string()))
             .replace("@LOG_DIR@", &xml_escape(&logs.display().to_string()));
         let path = under(&target.root, &dir.join("dev.telemetryd.plist"));
-        return Ok((vec![Planned { path, contents }], vec![next]));
+        return Ok(Plan {
+            files: vec![Planned { path, contents }],
+            dirs,
+            next: vec![next],
+        });
     }
     let with_bin = |t: &str| t.replace(TEMPLATE_BIN, &bin_s);
     if target.system {
@@ -182,7 +262,11 @@ pub fn plan(
             "systemctl daemon-reload".to_string(),
             "systemctl enable --now telemetryd.socket".to_string(),
         ];
-        return Ok((files, next));
+        return Ok(Plan {
+            files,
+            dirs: Vec::new(),
+            next,
+        });
     }
     let config_home = env("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
@@ -204,7 +288,31 @@ pub fn plan(
         "systemctl --user daemon-reload".to_string(),
         "systemctl --user enable --now telemetryd.socket".to_string(),
     ];
-    Ok((files, next))
+    Ok(Plan {
+        files,
+        dirs: Vec::new(),
+        next,
+    })
+}
+
+fn create_dir(d: &PlannedDir) -> Result<(), InstallError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |what: &'static str| {
+        let path = d.path.clone();
+        move |source| InstallError::Io { what, path, source }
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(d.mode)
+        .create(&d.path)
+        .map_err(io("create"))?;
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(d.mode))
+        .map_err(io("set permissions on"))?;
+    if let Some((uid, gid)) = d.owner {
+        std::os::unix::fs::chown(&d.path, Some(uid), Some(gid))
+            .map_err(io("change the owner of"))?;
+    }
+    Ok(())
 }
 
 /// Run `install` or `uninstall`, printing what was done.
@@ -225,8 +333,22 @@ pub fn run(
             source,
         })?,
     };
-    let (files, next) = plan(Os::current(), target, &bin, env, uid)?;
+    let os = Os::current();
+    let accounts = if os == Os::MacOs && target.system {
+        macos_accounts()
+    } else {
+        None
+    };
+    let Plan { files, dirs, next } = plan(os, target, &bin, env, uid, accounts)?;
     let verb = if target.dry_run { "would " } else { "" };
+    if installing {
+        for d in &dirs {
+            if !target.dry_run {
+                create_dir(d)?;
+            }
+            println!("{verb}create {} ({:o})", d.path.display(), d.mode);
+        }
+    }
     for f in &files {
         if installing {
             if !target.dry_run {
@@ -290,47 +412,106 @@ mod tests {
         }
     }
 
-    #[test]
-    fn launch_agent_gets_real_paths_and_a_consistent_socket() {
-        let env = |k: &str| match k {
-            "HOME" => Some(std::ffi::OsString::from("/Users/a")),
-            "TMPDIR" => Some(std::ffi::OsString::from("/var/folders/x/T")),
+    fn mac_env(k: &str) -> Option<std::ffi::OsString> {
+        match k {
+            "HOME" => Some("/Users/a".into()),
+            "TMPDIR" => Some("/var/folders/x/T".into()),
             _ => None,
-        };
-        let (files, next) = plan(
+        }
+    }
+
+    #[test]
+    fn launch_agent_gets_real_paths_and_the_clients_default_socket() {
+        let bin = Path::new("/opt/homebrew/bin/telemetryd");
+        let plan = plan(
             Os::MacOs,
             &target(false, Path::new("/")),
-            Path::new("/opt/homebrew/bin/telemetryd"),
-            env,
+            bin,
+            mac_env,
             501,
+            None,
         )
         .unwrap();
-        assert_eq!(files.len(), 1);
+        assert_eq!(plan.files.len(), 1);
         assert_eq!(
-            files[0].path,
+            plan.files[0].path,
             PathBuf::from("/Users/a/Library/LaunchAgents/dev.telemetryd.plist")
         );
-        let c = &files[0].contents;
+        let c = &plan.files[0].contents;
         for placeholder in ["@TELEMETRYD@", "@SOCKET@", "@STATE_DIR@", "@LOG_DIR@"] {
             assert!(!c.contains(placeholder), "{placeholder} left in: {c}");
         }
         assert!(c.contains("<string>/opt/homebrew/bin/telemetryd</string>"));
-        assert!(c.contains("/Users/a/Library/Logs/telemetryd.log"));
-        assert!(next[0].starts_with("launchctl bootstrap gui/501 "));
+        // launchd owns the socket where clients look for it by default.
+        let socket = telemetry_proto::paths::default_socket_path_for(true, mac_env, 501);
+        assert!(
+            c.contains(&format!("<string>{}</string>", socket.display())),
+            "{c}"
+        );
+        // ...and its directory exists, since launchd does not create it.
+        assert!(plan
+            .dirs
+            .iter()
+            .any(|d| Some(d.path.as_path()) == socket.parent() && d.mode == 0o700));
+        assert!(plan.next[0].starts_with("launchctl bootstrap gui/501 "));
+    }
+
+    #[test]
+    fn launch_daemon_needs_its_accounts_and_gets_the_socket_group() {
+        let bin = Path::new("/usr/local/bin/telemetryd");
+        let err = plan(
+            Os::MacOs,
+            &target(true, Path::new("/")),
+            bin,
+            mac_env,
+            0,
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("dscl"), "{err}");
+        let plan = plan(
+            Os::MacOs,
+            &target(true, Path::new("/")),
+            bin,
+            mac_env,
+            0,
+            Some((401, 402)),
+        )
+        .unwrap();
+        let c = &plan.files[0].contents;
+        assert!(
+            c.contains("<key>SockPathGroup</key>\n            <integer>402</integer>"),
+            "{c}"
+        );
+        assert!(c.contains("<string>/var/run/telemetryd.sock</string>"));
+        assert_eq!(
+            plan.dirs,
+            vec![PlannedDir {
+                path: PathBuf::from("/var/db/telemetry"),
+                mode: 0o700,
+                owner: Some((401, 402))
+            }]
+        );
     }
 
     #[test]
     fn user_units_go_to_the_config_dir_with_the_real_binary() {
         let env = |k: &str| (k == "HOME").then(|| std::ffi::OsString::from("/home/u"));
-        let (files, next) = plan(
+        let bin = Path::new("/opt/t/telemetryd");
+        let plan = plan(
             Os::Linux,
             &target(false, Path::new("/stage")),
-            Path::new("/opt/t/telemetryd"),
+            bin,
             env,
             1000,
+            None,
         )
         .unwrap();
-        let paths: Vec<_> = files.iter().map(|f| f.path.display().to_string()).collect();
+        let paths: Vec<_> = plan
+            .files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
         assert_eq!(
             paths,
             vec![
@@ -338,28 +519,35 @@ mod tests {
                 "/stage/home/u/.config/systemd/user/telemetryd.service"
             ]
         );
-        assert!(files[1].contents.contains("ExecStart=/opt/t/telemetryd\n"));
-        assert!(!files[1].contents.contains(TEMPLATE_BIN));
-        assert!(next
+        assert!(plan.files[1]
+            .contents
+            .contains("ExecStart=/opt/t/telemetryd\n"));
+        assert!(!plan.files[1].contents.contains(TEMPLATE_BIN));
+        assert!(plan
+            .next
             .iter()
             .any(|n| n.contains("enable --now telemetryd.socket")));
     }
 
     #[test]
     fn system_units_and_sysusers() {
-        let (files, _) = plan(
+        let bin = Path::new("/usr/bin/telemetryd");
+        let plan = plan(
             Os::Linux,
             &target(true, Path::new("/s")),
-            Path::new("/usr/bin/telemetryd"),
+            bin,
             |_| None,
             0,
+            None,
         )
         .unwrap();
-        assert_eq!(files.len(), 3);
-        assert!(files
+        assert_eq!(plan.files.len(), 3);
+        assert!(plan
+            .files
             .iter()
             .any(|f| f.path.ends_with("etc/sysusers.d/telemetry.conf")));
-        assert!(files
+        assert!(plan
+            .files
             .iter()
             .any(|f| f.contents.contains("SocketGroup=telemetry")));
     }

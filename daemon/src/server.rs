@@ -112,39 +112,64 @@ impl Activity {
     }
 }
 
-/// Counts a connection as open while alive.
-struct ActiveGuard<'a>(&'a Activity);
+/// Counts a connection as open from the moment it is accepted (so the idle
+/// exit can never race a connection that is about to be served) until its
+/// task ends.
+pub struct ActiveGuard(Arc<Ctx>);
 
-impl<'a> ActiveGuard<'a> {
-    fn new(a: &'a Activity) -> Self {
-        a.active.fetch_add(1, Ordering::SeqCst);
-        a.touch();
-        ActiveGuard(a)
+impl ActiveGuard {
+    fn new(ctx: Arc<Ctx>) -> Self {
+        ctx.activity.active.fetch_add(1, Ordering::SeqCst);
+        ctx.activity.touch();
+        ActiveGuard(ctx)
     }
 }
 
-impl Drop for ActiveGuard<'_> {
+impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        self.0.activity.touch();
+        self.0.activity.active.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+fn is_idle(ctx: &Ctx, idle: Duration) -> bool {
+    ctx.activity.active.load(Ordering::SeqCst) == 0 && ctx.activity.last().elapsed() >= idle
 }
 
 /// Resolves once the daemon has had no connection for `idle` and nothing
-/// is left to upload; never without `idle`.
+/// is left that it could upload; never without `idle`. When idle with
+/// uploadable events, it uploads them first (the next start may be far
+/// away). Events it may not upload (local-only, or withheld by consent)
+/// stay in the store and do not keep it running.
 async fn idle_exit(ctx: Arc<Ctx>, idle: Option<Duration>) {
     let Some(idle) = idle else {
         return std::future::pending().await;
     };
     loop {
-        tokio::time::sleep_until((ctx.activity.last() + idle).into()).await;
-        if ctx.activity.active.load(Ordering::SeqCst) > 0 || ctx.activity.last().elapsed() < idle {
+        if ctx.activity.active.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(idle).await;
             continue;
         }
-        match ctx.store.stats().await {
-            Ok(s) if s.pending_events == 0 => return,
-            // Stay to upload what is pending; look again after another period.
-            _ => ctx.activity.touch(),
+        let quiet_until = ctx.activity.last() + idle;
+        if quiet_until > Instant::now() {
+            tokio::time::sleep_until(quiet_until.into()).await;
+            continue;
+        }
+        let work = match ctx.store.stats().await {
+            Ok(s) => s.uploadable_batches + s.uploadable_unsealed,
+            Err(_) => 1,
+        };
+        if work == 0 {
+            // Look again: a connection may have arrived meanwhile.
+            if is_idle(&ctx, idle) {
+                return;
+            }
+            continue;
+        }
+        if ctx.uploader.flush().await.is_err() {
+            // Destination down: keep retrying on the uploader's schedule,
+            // and look again after another idle period.
+            tokio::time::sleep(idle).await;
         }
     }
 }
@@ -292,7 +317,8 @@ pub async fn run(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             res = listener.accept() => match res {
                 Ok((stream, _)) => {
-                    let task = serve_connection(ctx.clone(), stream, conn_stop_rx.clone(), done_tx.clone());
+                    let active = ActiveGuard::new(ctx.clone());
+                    let task = serve_connection(ctx.clone(), stream, conn_stop_rx.clone(), done_tx.clone(), active);
                     connections.spawn(task);
                 }
                 Err(e) => {
@@ -354,11 +380,11 @@ pub async fn serve_connection(
     stream: UnixStream,
     mut stop: watch::Receiver<bool>,
     _done: mpsc::Sender<()>,
+    _active: ActiveGuard,
 ) {
     if let Ok(cred) = stream.peer_cred() {
         tracing::debug!(uid = cred.uid(), pid = ?cred.pid(), "connection");
     }
-    let _active = ActiveGuard::new(&ctx.activity);
     let mut framed = Framed::new(stream, FrameCodec::<Request, Response>::new());
     loop {
         if *stop.borrow() {

@@ -143,20 +143,26 @@ pub fn activated_listener(
     let names: Vec<String> = env("LISTEN_FDNAMES")
         .map(|n| n.split(':').map(str::to_string).collect())
         .unwrap_or_default();
-    let index = names.iter().position(|n| n == FD_NAME).unwrap_or(0) as i32;
+    let index = match names.iter().position(|n| n == FD_NAME) {
+        Some(i) => i as i32,
+        // One unnamed (or differently named) socket: it is ours.
+        None if count == 1 => 0,
+        None => {
+            return Err(bad(format!(
+                "{count} sockets passed but none named {FD_NAME:?} in LISTEN_FDNAMES; set FileDescriptorName={FD_NAME}"
+            )))
+        }
+    };
     if index >= count {
         return Err(bad(format!("socket index {index} ≥ LISTEN_FDS")));
     }
-    let fd = LISTEN_FDS_START + index;
-    // SAFETY: fstat/fcntl on an fd number; no memory is shared.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(fd, &mut st) != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFSOCK {
-            return Err(bad(format!("fd {fd} is not a socket")));
-        }
-        // Not inherited by anything we might start.
-        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    // None of the passed fds may leak into anything we might start.
+    for other in LISTEN_FDS_START..LISTEN_FDS_START + count {
+        // SAFETY: fcntl on an fd number; no memory is shared.
+        unsafe { libc::fcntl(other, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
+    let fd = LISTEN_FDS_START + index;
+    check_listening_unix_stream(fd).map_err(bad)?;
     use std::os::unix::io::FromRawFd;
     // SAFETY: the service manager handed this fd to us (LISTEN_PID is our
     // pid) and nothing else in the process owns it.
@@ -165,6 +171,60 @@ pub fn activated_listener(
         .set_nonblocking(true)
         .map_err(|e| bad(e.to_string()))?;
     Ok(Some(listener))
+}
+
+/// Whether `fd` is a listening `AF_UNIX` stream socket, which is all the
+/// daemon can serve (not `Accept=yes`, TCP or datagram sockets).
+fn check_listening_unix_stream(fd: i32) -> Result<(), String> {
+    let int_opt = |opt| {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `v`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then_some(v)
+    };
+    // SAFETY: fstat writes into a zeroed stat of the right type.
+    let is_socket = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+    };
+    if !is_socket {
+        return Err(format!("fd {fd} is not a socket"));
+    }
+    if int_opt(libc::SO_TYPE) != Some(libc::SOCK_STREAM) {
+        return Err(format!("fd {fd} is not a stream socket (ListenStream=)"));
+    }
+    // SAFETY: getsockname writes at most `len` bytes into `addr`.
+    let family = unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        (libc::getsockname(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        ) == 0)
+            .then_some(addr.ss_family as libc::c_int)
+    };
+    if family != Some(libc::AF_UNIX) {
+        return Err(format!(
+            "fd {fd} is not a Unix socket; use a path in ListenStream="
+        ));
+    }
+    #[cfg(target_os = "linux")]
+    if int_opt(libc::SO_ACCEPTCONN) != Some(1) {
+        return Err(format!(
+            "fd {fd} is not listening (Accept=yes is not supported)"
+        ));
+    }
+    Ok(())
 }
 
 /// macOS launchd: the socket named `name` in the plist's `Sockets`.
@@ -185,9 +245,19 @@ pub fn launchd_listener(name: &str) -> Result<Option<UnixListener>, SocketError>
     // SAFETY: launch_activate_socket fills `fds` with a malloc'd array of
     // `cnt` descriptors that we own and must free.
     let rc = unsafe { launch_activate_socket(cname.as_ptr(), &mut fds, &mut cnt) };
+    if rc == libc::ESRCH {
+        return Ok(None); // not started by launchd
+    }
     if rc != 0 || fds.is_null() || cnt == 0 {
-        // ESRCH: not started by launchd; ENOENT: no such socket name.
-        return Ok(None);
+        if !fds.is_null() {
+            // SAFETY: launchd allocated it; we free it once.
+            unsafe { libc::free(fds.cast()) };
+        }
+        return Err(SocketError::Io {
+            what: "take the launchd socket",
+            path: PathBuf::from(name),
+            source: std::io::Error::from_raw_os_error(if rc != 0 { rc } else { libc::ENOENT }),
+        });
     }
     // SAFETY: as above; we take the first and close the rest.
     let listener = unsafe {

@@ -7,17 +7,37 @@ use std::path::PathBuf;
 /// File name of the daemon's socket inside its runtime directory.
 pub const SOCKET_FILE: &str = "telemetryd.sock";
 
-/// Default socket path: `$XDG_RUNTIME_DIR/telemetry/telemetryd.sock`, or
-/// `/tmp/telemetry-<uid>/telemetryd.sock` when there is no runtime dir.
+/// Default socket path: `$XDG_RUNTIME_DIR/telemetry/telemetryd.sock`; else
+/// on macOS `~/Library/Application Support/telemetry/telemetryd.sock` (a
+/// stable place launchd can own), elsewhere
+/// `$TMPDIR/telemetry-<uid>/telemetryd.sock`.
 ///
 /// `env` looks up an environment variable; `uid` is the caller's user id.
 pub fn default_socket_path(env: impl Fn(&str) -> Option<OsString>, uid: u32) -> PathBuf {
-    match non_empty(&env, "XDG_RUNTIME_DIR") {
-        Some(dir) => PathBuf::from(dir).join("telemetry").join(SOCKET_FILE),
-        None => std::env::temp_dir()
-            .join(format!("telemetry-{uid}"))
-            .join(SOCKET_FILE),
+    default_socket_path_for(cfg!(target_os = "macos"), env, uid)
+}
+
+/// [`default_socket_path`] for a given OS (so installers and tests can
+/// compute the macOS path anywhere).
+pub fn default_socket_path_for(
+    macos: bool,
+    env: impl Fn(&str) -> Option<OsString>,
+    uid: u32,
+) -> PathBuf {
+    if let Some(dir) = non_empty(&env, "XDG_RUNTIME_DIR") {
+        return PathBuf::from(dir).join("telemetry").join(SOCKET_FILE);
     }
+    if macos {
+        if let Some(home) = non_empty(&env, "HOME") {
+            return PathBuf::from(home)
+                .join("Library/Application Support/telemetry")
+                .join(SOCKET_FILE);
+        }
+    }
+    let tmp = non_empty(&env, "TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    tmp.join(format!("telemetry-{uid}")).join(SOCKET_FILE)
 }
 
 /// Default state dir: `$XDG_STATE_HOME/telemetry`, else
@@ -87,6 +107,19 @@ mod tests {
         assert_eq!(
             default_config_file(&env),
             Some(PathBuf::from("/h/.config/telemetry/config.toml"))
+        );
+    }
+
+    #[test]
+    fn macos_uses_a_stable_directory_under_home() {
+        let env = env_of(&[("HOME", "/Users/a"), ("TMPDIR", "/var/folders/x/T")]);
+        assert_eq!(
+            default_socket_path_for(true, &env, 501),
+            PathBuf::from("/Users/a/Library/Application Support/telemetry/telemetryd.sock")
+        );
+        assert_eq!(
+            default_socket_path_for(false, &env, 501),
+            PathBuf::from("/var/folders/x/T/telemetry-501/telemetryd.sock")
         );
     }
 

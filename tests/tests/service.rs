@@ -45,8 +45,15 @@ fn stage_units(dir: &Path, scope: &str) -> Vec<PathBuf> {
     out
 }
 
-fn verify(units: &[PathBuf]) {
-    let out = Command::new("systemd-analyze")
+fn verify(units: &[PathBuf], user: bool) {
+    let mut cmd = Command::new("systemd-analyze");
+    let runtime = tempfile::tempdir().unwrap();
+    if user {
+        // Checks user-manager specifiers (%t, %S) and restrictions; the
+        // user manager needs a runtime directory.
+        cmd.arg("--user").env("XDG_RUNTIME_DIR", runtime.path());
+    }
+    let out = cmd
         .args(["verify", "--man=no"])
         .args(units)
         .output()
@@ -63,7 +70,7 @@ fn verify(units: &[PathBuf]) {
 fn every_unit_file_passes_systemd_analyze_verify() {
     for scope in ["user", "system"] {
         let dir = tempfile::tempdir().unwrap();
-        verify(&stage_units(dir.path(), scope));
+        verify(&stage_units(dir.path(), scope), scope == "user");
     }
     // The check can fail: a misspelt key is caught.
     let dir = tempfile::tempdir().unwrap();
@@ -128,10 +135,13 @@ fn install_writes_verified_units_for_this_binary_and_uninstall_removes_them() {
         service.contains(&format!("ExecStart={}\n", bin("telemetryd").display())),
         "{service}"
     );
-    verify(&[
-        dir.join("telemetryd.socket"),
-        dir.join("telemetryd.service"),
-    ]);
+    verify(
+        &[
+            dir.join("telemetryd.socket"),
+            dir.join("telemetryd.service"),
+        ],
+        true,
+    );
 
     let out = run(&["install", "--system", "--root", r]);
     assert!(out.status.success(), "{}", text(&out));
@@ -253,29 +263,132 @@ fn socket_activated_it_exits_when_idle_and_a_waiting_emit_starts_it_again() {
     assert_eq!(log.matches("idle with nothing pending").count(), 2, "{log}");
 }
 
+/// CPU time (user + system) of a process, from /proc, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 #[test]
-fn it_stays_up_while_events_wait_for_upload() {
-    let env = DaemonEnv::new(Destination::Outbox);
+fn it_stays_up_while_it_cannot_upload_then_uploads_and_exits() {
+    let s3 = S3Server::start();
+    let mut env = DaemonEnv::new(Destination::S3 {
+        endpoint: s3.endpoint.clone(),
+        secret: SECRET_KEY.into(),
+    });
+    env.extra.extend([
+        ("TELEMETRY_RETRY_MIN".to_string(), "100ms".to_string()),
+        ("TELEMETRY_RETRY_MAX".to_string(), "500ms".to_string()),
+        ("TELEMETRY_S3_TIMEOUT".to_string(), "1s".to_string()),
+    ]);
     std::fs::create_dir_all(env.socket.parent().unwrap()).unwrap();
     let listener = UnixListener::bind(&env.socket).unwrap();
+    s3.set_fault(Fault::Down);
     let mut daemon = spawn_activated(&env, &listener, &[("TELEMETRY_IDLE_EXIT", "1s")]);
-    Client::connect(&env.socket)
-        .unwrap()
-        .emit(stop_event(), T)
-        .unwrap();
-    // Three idle periods later it is still there, holding the event.
+    let mut held = Client::connect(&env.socket).unwrap();
+    held.emit(stop_event(), T).unwrap();
+    // With a connection open and the destination down it must stay up, and
+    // waiting must not burn CPU.
+    let before = cpu_ticks(daemon.id());
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
         assert!(
             daemon.try_wait().unwrap().is_none(),
-            "exited with an event pending"
+            "exited with an event it could not upload"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let st = Client::connect(&env.socket).unwrap().status(T).unwrap();
-    assert_eq!(st.pending_events, 1);
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(held);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "exited before uploading"
+    );
+    let used = cpu_ticks(daemon.id()) - before;
+    assert!(used < 100, "idle waiting used {used} ticks of CPU in 5 s");
+    assert_eq!(
+        Client::connect(&env.socket)
+            .unwrap()
+            .status(T)
+            .unwrap()
+            .pending_events,
+        1
+    );
+
+    // The destination comes back: it uploads on its own, then goes.
+    s3.set_fault(Fault::None);
+    assert!(wait_exit(&mut daemon, T).success());
+    assert_eq!(decode_objects(&s3.objects()).len(), 1);
+}
+
+#[test]
+fn the_socket_is_found_by_name_and_a_wrong_fd_is_refused() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::create_dir_all(env.socket.parent().unwrap()).unwrap();
+    let listener = UnixListener::bind(&env.socket).unwrap();
+    let file = std::fs::File::create(env.root().join("not-a-socket")).unwrap();
+    let run = |names: &str, first: i32, second: i32| {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "export LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES={names}; exec \"$0\""
+            ))
+            .arg(bin("telemetryd"))
+            .envs(env.envs())
+            .env("TELEMETRY_IDLE_EXIT", "1s")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Through high numbers first, so 3 and 4 never clobber a source.
+                for (from, tmp) in [(first, 100), (second, 101)] {
+                    if libc::dup2(from, tmp) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (tmp, to) in [(100, 3), (101, 4)] {
+                    if libc::dup2(tmp, to) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn().unwrap()
+    };
+    // fd 3 is a file named "other", fd 4 our socket: found by its name.
+    let mut daemon = run("other:telemetryd", file.as_raw_fd(), listener.as_raw_fd());
+    let mut c = Client::connect(&env.socket).unwrap();
+    assert_eq!(c.emit(stop_event(), T).unwrap().accepted, 1);
+    assert_eq!(c.flush(T).unwrap().events, 1);
+    drop(c);
+    assert!(wait_exit(&mut daemon, T).success());
+
+    // Named telemetryd but not a socket: a clear refusal, not a hang.
+    let daemon = run("telemetryd:other", file.as_raw_fd(), listener.as_raw_fd());
+    let out = daemon.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fd 3 is not a socket"), "{err}");
+}
+
+#[test]
+fn an_abstract_notify_socket_works_too() {
+    use std::os::linux::net::SocketAddrExt;
+    let env = DaemonEnv::new(Destination::Outbox);
+    let name = format!("telemetryd-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let rx = UnixDatagram::bind_addr(&addr).unwrap();
+    rx.set_read_timeout(Some(T)).unwrap();
+    let daemon = env.start_with(&[("NOTIFY_SOCKET", &format!("@{name}"))]);
+    let mut buf = [0u8; 1024];
+    let n = rx.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    drop(daemon);
 }
 
 #[test]
@@ -387,10 +500,16 @@ fn the_launchd_plists_parse_and_are_consistent() {
         let listener = p["Sockets"].as_dictionary().unwrap()["Listener"]
             .as_dictionary()
             .unwrap();
+        // One placeholder for both, so install fills them with one path.
         assert_eq!(
             listener["SockPathName"].as_string(),
+            Some("@SOCKET@"),
+            "{name}"
+        );
+        assert_eq!(
             env["TELEMETRY_SOCKET"].as_string(),
-            "{name}: clients and launchd agree on the socket"
+            Some("@SOCKET@"),
+            "{name}"
         );
         assert_eq!(
             listener["SockPathMode"].as_signed_integer(),

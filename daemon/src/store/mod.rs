@@ -177,6 +177,8 @@ pub struct Stats {
     pub oldest_unsealed_us: Option<i64>,
     /// Sealed batches the current consent allows to upload now.
     pub uploadable_batches: u64,
+    /// Unsealed events the current consent allows to upload.
+    pub uploadable_unsealed: u64,
     /// Events kept on this machine only (`local` mode).
     pub local_events: u64,
 }
@@ -913,7 +915,14 @@ impl Inner {
         } else {
             0
         };
+        let uploadable_unsealed = self
+            .unsealed
+            .iter()
+            .filter(|(k, p)| p.events > 0 && (self.opts.permit)(k) == Permit::All)
+            .map(|(_, p)| p.events)
+            .sum();
         Ok(Stats {
+            uploadable_unsealed,
             pending_events: ue + self.sealed_events,
             pending_bytes: ub + self.sealed_bytes,
             sealed_batches: self.sealed_batches,
