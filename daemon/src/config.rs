@@ -89,6 +89,11 @@ pub struct Config {
     pub retry_min: Duration,
     /// Longest one S3 request may take (connect, send, answer).
     pub s3_timeout: Duration,
+    /// A client must deliver each complete request within this time, or
+    /// its connection is closed (idle clients, slow senders).
+    pub connection_timeout: Duration,
+    /// Connections served at once; more are refused with a `Busy` error.
+    pub max_connections: usize,
     /// Largest retry delay.
     pub retry_max: Duration,
     /// How long shutdown may spend on a last upload.
@@ -154,6 +159,8 @@ impl Config {
             batch_max_bytes: 4 * 1024 * 1024,
             retry_min: Duration::from_secs(1),
             s3_timeout: Duration::from_secs(60),
+            connection_timeout: Duration::from_secs(30),
+            max_connections: 512,
             retry_max: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(5),
             sync: SyncMode::Full,
@@ -267,6 +274,12 @@ pub struct Args {
     /// Longest one S3 request may take (default 60s).
     #[arg(long, env = "TELEMETRY_S3_TIMEOUT", value_name = "DURATION")]
     pub s3_timeout: Option<String>,
+    /// Close a connection that does not deliver a whole request in this time (default 30s).
+    #[arg(long, env = "TELEMETRY_CONNECTION_TIMEOUT", value_name = "DURATION")]
+    pub connection_timeout: Option<String>,
+    /// Connections served at once; more are refused with a busy error (default 512).
+    #[arg(long, env = "TELEMETRY_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<String>,
     /// SQLite durability: full (survives power loss, default) or normal.
     #[arg(long, env = "TELEMETRY_SYNC", value_name = "MODE")]
     pub sync: Option<String>,
@@ -302,6 +315,8 @@ struct FileConfig {
     batch_max_bytes: Option<i64>,
     retry_max: Option<String>,
     retry_min: Option<String>,
+    connection_timeout: Option<String>,
+    max_connections: Option<i64>,
     sync: Option<String>,
     machine_id_file: Option<PathBuf>,
     catalog_dir: Option<PathBuf>,
@@ -525,6 +540,30 @@ pub fn load(
         parse_duration,
     )? {
         cfg.s3_timeout = d;
+    }
+    if let Some(d) = pick(
+        "connection_timeout",
+        args.connection_timeout.as_ref(),
+        file.connection_timeout,
+        &origins,
+        "connection_timeout",
+        "connection-timeout",
+        "TELEMETRY_CONNECTION_TIMEOUT",
+        parse_duration,
+    )? {
+        cfg.connection_timeout = d;
+    }
+    if let Some(n) = pick(
+        "max_connections",
+        args.max_connections.as_ref(),
+        file.max_connections.map(|n| n.to_string()),
+        &origins,
+        "max_connections",
+        "max-connections",
+        "TELEMETRY_MAX_CONNECTIONS",
+        parse_count,
+    )? {
+        cfg.max_connections = n;
     }
     if let Some(n) = pick(
         "batch_max_events",

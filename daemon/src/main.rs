@@ -51,7 +51,22 @@ fn service_manager_listener() -> anyhow::Result<Option<std::os::unix::net::UnixL
     Ok(listener)
 }
 
+/// Raise the soft open-file limit to the hard one: every client connection
+/// is a descriptor, and the default soft limit (often 1024) is low for a
+/// daemon that many CLIs talk to at once.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(65536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyhow::Result<()> {
+    raise_fd_limit();
     let mut config = config::load(args, Some(matches), |k| std::env::var_os(k), uid)?;
     let activated = service_manager_listener()?;
     if activated.is_none() && config.idle_exit.take().is_some() {

@@ -33,9 +33,6 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
 
-/// A connection that sends nothing for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// A reply the peer does not read within this time closes the connection.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -85,6 +82,12 @@ pub struct Ctx {
     pub applied: std::sync::Mutex<std::collections::BTreeMap<String, crate::store::Decision>>,
     /// Serializes consent reconciliation.
     pub reconcile_lock: tokio::sync::Mutex<()>,
+    /// The daemon's effective uid (for the permission check).
+    pub daemon_uid: u32,
+    /// A connection must deliver each complete request within this time.
+    pub connection_timeout: Duration,
+    /// Connections served at once; more are refused with `Busy`.
+    pub max_connections: usize,
     /// Connection activity, for the idle exit.
     pub activity: Activity,
 }
@@ -279,6 +282,10 @@ pub async fn run(
         applied: std::sync::Mutex::new(applied),
         activity: Activity::new(),
         reconcile_lock: tokio::sync::Mutex::new(()),
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        daemon_uid: unsafe { libc::geteuid() },
+        connection_timeout: config.connection_timeout,
+        max_connections: config.max_connections,
     });
     // Apply consent changes made while the daemon was not running.
     for product in ctx.products_with_consent_state() {
@@ -316,6 +323,11 @@ pub async fn run(
             // Reap finished connection tasks so the set stays small.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             res = listener.accept() => match res {
+                Ok((stream, _)) if ctx.activity.active.load(Ordering::SeqCst) >= ctx.max_connections => {
+                    // Say so rather than leave the client hanging; never
+                    // let a client that does not read block the loop.
+                    tokio::spawn(refuse_busy(stream, ctx.max_connections));
+                }
                 Ok((stream, _)) => {
                     let active = ActiveGuard::new(ctx.clone());
                     let task = serve_connection(ctx.clone(), stream, conn_stop_rx.clone(), done_tx.clone(), active);
@@ -361,6 +373,18 @@ pub async fn run(
     Ok(())
 }
 
+/// Tell a client over the connection limit to come back later.
+async fn refuse_busy(stream: UnixStream, max: usize) {
+    let mut framed = Framed::new(stream, FrameCodec::<Request, Response>::new());
+    let reply = Response::Error {
+        code: ErrorCode::Busy,
+        message: format!(
+            "telemetryd is serving its maximum of {max} connections; try again shortly"
+        ),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), framed.send(reply)).await;
+}
+
 fn codec_error_response(e: &CodecError) -> Response {
     let code = match e {
         CodecError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
@@ -382,9 +406,10 @@ pub async fn serve_connection(
     _done: mpsc::Sender<()>,
     _active: ActiveGuard,
 ) {
-    if let Ok(cred) = stream.peer_cred() {
-        tracing::debug!(uid = cred.uid(), pid = ?cred.pid(), "connection");
-    }
+    let peer = crate::cmd::Peer {
+        uid: stream.peer_cred().ok().map(|c| c.uid()),
+    };
+    tracing::debug!(uid = ?peer.uid, "connection");
     let mut framed = Framed::new(stream, FrameCodec::<Request, Response>::new());
     loop {
         if *stop.borrow() {
@@ -392,13 +417,15 @@ pub async fn serve_connection(
         }
         let next = tokio::select! {
             _ = stop.changed() => break,
-            next = tokio::time::timeout(IDLE_TIMEOUT, framed.next()) => next,
+            // Bounds idle clients and slow senders (slowloris) alike: each
+            // whole request must arrive within the timeout.
+            next = tokio::time::timeout(ctx.connection_timeout, framed.next()) => next,
         };
         match next {
             Err(_) | Ok(None) => break,
             Ok(Some(Ok(req))) => {
                 ctx.activity.touch();
-                let resp = crate::cmd::dispatch(&ctx, req).await;
+                let resp = crate::cmd::dispatch(&ctx, peer, req).await;
                 // A peer that stops reading must not pin this task.
                 match tokio::time::timeout(SEND_TIMEOUT, framed.send(resp)).await {
                     Ok(Ok(())) => {}

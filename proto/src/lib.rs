@@ -72,7 +72,13 @@
 //! Error codes ([`ErrorCode`]): `[0] Malformed`, `[1] FrameTooLarge`,
 //! `[2] UnsupportedVersion`, `[3] Invalid`, `[4] Storage`, `[5] Upload`,
 //! `[6] ShuttingDown`, `[7] Internal`, `[8] ConsentOff`,
-//! `[9] NotInCatalogue`.
+//! `[9] NotInCatalogue`, `[10] Busy`, `[11] PermissionDenied`.
+//!
+//! # Who may ask what
+//! Anyone who can open the socket may `Emit` and ask for `Status`.
+//! `Flush`, `ConsentChanged`, `Show` and `Purge` change or reveal stored
+//! data: the daemon answers them only for its own uid and root (checked with
+//! the peer's credentials, `SO_PEERCRED` / `getpeereid`).
 //!
 //! Example: the body of an acked emit of one event `stop` for product `cfdev`,
 //! build `1.2.0`, no data:
@@ -314,6 +320,12 @@ pub enum ErrorCode {
     /// `[9]` The event, a data key or a value is not in the product's
     /// catalogue.
     NotInCatalogue,
+    /// `[10]` The daemon has as many connections as it serves at once; try
+    /// again shortly.
+    Busy,
+    /// `[11]` This peer may not make this request (show, purge, flush and
+    /// consent are for the daemon's own user and root).
+    PermissionDenied,
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -329,6 +341,8 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::ConsentOff => "consent_off",
             ErrorCode::NotInCatalogue => "not_in_catalogue",
+            ErrorCode::Busy => "busy",
+            ErrorCode::PermissionDenied => "permission_denied",
         };
         f.write_str(s)
     }

@@ -9,10 +9,39 @@ pub mod show;
 pub mod status;
 
 use crate::server::Ctx;
-use telemetry_proto::{Request, Response};
+use telemetry_proto::{ErrorCode, Request, Response};
 
-/// Route a decoded request to its handler.
-pub async fn dispatch(ctx: &Ctx, req: Request) -> Response {
+/// Who is asking, from the socket's peer credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's uid, if the OS told us.
+    pub uid: Option<u32>,
+}
+
+/// Whether `req` changes or reveals stored data, and so needs a trusted
+/// peer.
+pub fn is_privileged(req: &Request) -> bool {
+    !matches!(req, Request::Emit { .. } | Request::Status)
+}
+
+/// Whether `peer` may make privileged requests to a daemon running as
+/// `daemon_uid`: only the same user, or root.
+pub fn trusted(peer: Peer, daemon_uid: u32) -> bool {
+    matches!(peer.uid, Some(u) if u == daemon_uid || u == 0)
+}
+
+/// Route a decoded request to its handler, after the permission check.
+pub async fn dispatch(ctx: &Ctx, peer: Peer, req: Request) -> Response {
+    if is_privileged(&req) && !trusted(peer, ctx.daemon_uid) {
+        return Response::Error {
+            code: ErrorCode::PermissionDenied,
+            message: format!(
+                "only uid {} (the daemon's user) or root may flush, show, purge or change consent; this peer is uid {}",
+                ctx.daemon_uid,
+                peer.uid.map_or("unknown".to_string(), |u| u.to_string())
+            ),
+        };
+    }
     match req {
         Request::Emit { events, ack } => emit::handle(ctx, events, ack).await,
         Request::Status => status::handle(ctx).await,
@@ -20,5 +49,41 @@ pub async fn dispatch(ctx: &Ctx, req: Request) -> Response {
         Request::ConsentChanged { product, build } => consent::handle(ctx, product, build).await,
         Request::Show { product, after_seq } => show::handle(ctx, product, after_seq).await,
         Request::Purge { product } => purge::handle(ctx, product).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_owner_and_root_may_touch_stored_data() {
+        let me = 1000;
+        for req in [
+            Request::Flush,
+            Request::Show {
+                product: None,
+                after_seq: 0,
+            },
+            Request::Purge { product: None },
+            Request::ConsentChanged {
+                product: "p".into(),
+                build: "1".into(),
+            },
+        ] {
+            assert!(is_privileged(&req), "{req:?}");
+        }
+        assert!(!is_privileged(&Request::Status));
+        assert!(!is_privileged(&Request::Emit {
+            events: vec![],
+            ack: true
+        }));
+        assert!(trusted(Peer { uid: Some(1000) }, me));
+        assert!(trusted(Peer { uid: Some(0) }, me));
+        assert!(!trusted(Peer { uid: Some(1001) }, me));
+        assert!(
+            !trusted(Peer { uid: None }, me),
+            "unknown peers are not trusted"
+        );
     }
 }
