@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod consent;
+pub mod spool;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -308,7 +309,7 @@ impl Client {
     /// Ask for the daemon's status.
     pub fn status(&mut self, timeout: Duration) -> Result<StatusReport, ClientError> {
         match self.request(&Request::Status, timeout)? {
-            Response::Status(s) => Ok(s),
+            Response::Status(s) => Ok(*s),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

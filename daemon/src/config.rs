@@ -94,6 +94,11 @@ pub struct Config {
     pub connection_timeout: Duration,
     /// Connections served at once; more are refused with a `Busy` error.
     pub max_connections: usize,
+    /// Most NDJSON bytes the store keeps; past it the oldest pending events
+    /// are dropped and counted.
+    pub max_store_bytes: u64,
+    /// While clients connect, look for spooled events this often.
+    pub spool_check_interval: Duration,
     /// Largest retry delay.
     pub retry_max: Duration,
     /// How long shutdown may spend on a last upload.
@@ -161,6 +166,8 @@ impl Config {
             s3_timeout: Duration::from_secs(60),
             connection_timeout: Duration::from_secs(30),
             max_connections: 512,
+            max_store_bytes: 64 * 1024 * 1024,
+            spool_check_interval: Duration::from_secs(10),
             retry_max: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(5),
             sync: SyncMode::Full,
@@ -280,6 +287,12 @@ pub struct Args {
     /// Connections served at once; more are refused with a busy error (default 512).
     #[arg(long, env = "TELEMETRY_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<String>,
+    /// Most bytes of events kept locally; the oldest pending are dropped past it (default 67108864).
+    #[arg(long, env = "TELEMETRY_MAX_STORE_BYTES", value_name = "BYTES")]
+    pub max_store_bytes: Option<String>,
+    /// While clients connect, look for events shims spooled this often (default 10s).
+    #[arg(long, env = "TELEMETRY_SPOOL_CHECK_INTERVAL", value_name = "DURATION")]
+    pub spool_check_interval: Option<String>,
     /// SQLite durability: full (survives power loss, default) or normal.
     #[arg(long, env = "TELEMETRY_SYNC", value_name = "MODE")]
     pub sync: Option<String>,
@@ -317,6 +330,8 @@ struct FileConfig {
     retry_min: Option<String>,
     connection_timeout: Option<String>,
     max_connections: Option<i64>,
+    max_store_bytes: Option<i64>,
+    spool_check_interval: Option<String>,
     sync: Option<String>,
     machine_id_file: Option<PathBuf>,
     catalog_dir: Option<PathBuf>,
@@ -564,6 +579,30 @@ pub fn load(
         parse_count,
     )? {
         cfg.max_connections = n;
+    }
+    if let Some(d) = pick(
+        "spool_check_interval",
+        args.spool_check_interval.as_ref(),
+        file.spool_check_interval,
+        &origins,
+        "spool_check_interval",
+        "spool-check-interval",
+        "TELEMETRY_SPOOL_CHECK_INTERVAL",
+        parse_duration,
+    )? {
+        cfg.spool_check_interval = d;
+    }
+    if let Some(n) = pick(
+        "max_store_bytes",
+        args.max_store_bytes.as_ref(),
+        file.max_store_bytes.map(|n| n.to_string()),
+        &origins,
+        "max_store_bytes",
+        "max-store-bytes",
+        "TELEMETRY_MAX_STORE_BYTES",
+        parse_count,
+    )? {
+        cfg.max_store_bytes = n as u64;
     }
     if let Some(n) = pick(
         "batch_max_events",

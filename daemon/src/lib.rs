@@ -36,6 +36,7 @@ pub mod record;
 pub mod server;
 pub mod sink;
 pub mod socket;
+pub mod spool;
 pub mod store;
 pub mod uploader;
 

@@ -88,6 +88,11 @@ pub struct Ctx {
     pub connection_timeout: Duration,
     /// Connections served at once; more are refused with `Busy`.
     pub max_connections: usize,
+    /// Things that went wrong at startup and were recovered from (shown by
+    /// `status`).
+    pub incidents: Vec<String>,
+    /// What shims spooled while the daemon was not reachable.
+    pub spool: crate::spool::SpoolState,
     /// Connection activity, for the idle exit.
     pub activity: Activity,
 }
@@ -234,7 +239,7 @@ pub async fn run(
             Arc::new(move |product: &str| identity.machine_id(product))
         },
     };
-    let (store, store_thread) = Store::open(
+    let (store, store_thread, incident) = Store::open_or_recover(
         &config.state_dir,
         StoreOptions {
             sync: config.sync,
@@ -243,6 +248,7 @@ pub async fn run(
             upload_interval: config.upload_interval,
             layout,
             clock: config.clock.clone(),
+            max_store_bytes: config.max_store_bytes,
             permit: {
                 let consent = consent.clone();
                 Arc::new(move |product: &str| consent.permit(product))
@@ -286,8 +292,11 @@ pub async fn run(
         daemon_uid: unsafe { libc::geteuid() },
         connection_timeout: config.connection_timeout,
         max_connections: config.max_connections,
+        incidents: incident.into_iter().collect(),
+        spool: crate::spool::SpoolState::new(&config.state_dir, config.spool_check_interval),
     });
-    // Apply consent changes made while the daemon was not running.
+    // Apply consent changes made while the daemon was not running, then
+    // take in what shims spooled meanwhile.
     for product in ctx.products_with_consent_state() {
         match crate::cmd::consent::reconcile(&ctx, &product, "unknown").await {
             Ok(out) if out.final_event => ctx.uploader.nudge(),
@@ -296,6 +305,8 @@ pub async fn run(
         }
     }
 
+    ctx.spool.due();
+    crate::spool::ingest(&ctx).await;
     notifier.send(&format!(
         "READY=1\nSTATUS=serving; {} event(s) pending\nMAINPID={}",
         ctx.store
@@ -329,6 +340,10 @@ pub async fn run(
                     tokio::spawn(refuse_busy(stream, ctx.max_connections));
                 }
                 Ok((stream, _)) => {
+                    if ctx.spool.due() {
+                        let ctx = ctx.clone();
+                        tokio::spawn(async move { crate::spool::ingest(&ctx).await });
+                    }
                     let active = ActiveGuard::new(ctx.clone());
                     let task = serve_connection(ctx.clone(), stream, conn_stop_rx.clone(), done_tx.clone(), active);
                     connections.spawn(task);

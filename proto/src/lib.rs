@@ -211,8 +211,9 @@ pub enum Response {
         /// Events handed to the store.
         accepted: u32,
     },
-    /// `[2]` Reply to [`Request::Status`].
-    Status(StatusReport),
+    /// `[2]` Reply to [`Request::Status`]. (Boxed only to keep the enum
+    /// small in memory; the wire format is the report itself.)
+    Status(Box<StatusReport>),
     /// `[3]` Reply to [`Request::Flush`].
     Flushed(FlushReport),
     /// `[4]` The request failed; nothing it asked for happened unless the
@@ -383,6 +384,12 @@ pub struct StatusReport {
     pub consent: Vec<ProductConsent>,
     /// The user consent file the daemon reads.
     pub consent_file: String,
+    /// Problems recovered from since start (e.g. a damaged database moved
+    /// aside).
+    pub incidents: Vec<String>,
+    /// Events dropped to stay under the size limit, per product, not yet
+    /// reported upstream (they go out as a `telemetry_dropped` count).
+    pub dropped: Vec<(String, u64)>,
 }
 
 /// Reply to [`Request::Flush`].

@@ -71,6 +71,21 @@ fn non_empty(env: &impl Fn(&str) -> Option<OsString>, key: &str) -> Option<OsStr
 /// off (see [`crate::consent`]).
 pub const SYSTEM_CONSENT_FILE: &str = "/etc/telemetry/consent";
 
+/// Where a shim leaves events while the daemon is not reachable:
+/// `STATE_DIR/spool/events.spool`. The file is a sequence of frames exactly
+/// as on the socket (4-byte big-endian length, then version + postcard),
+/// each holding one [`crate::WireEvent`]; appends are whole frames, made
+/// under an exclusive `flock`. The daemon renames it to
+/// `events.spool.ingesting`, stores what it holds (duplicates are dropped by
+/// event id) and deletes it.
+pub fn spool_file(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("spool").join("events.spool")
+}
+
+/// Largest spool file a shim appends to (about 3,000 events); past it,
+/// new events are dropped rather than fill the disk.
+pub const MAX_SPOOL_BYTES: u64 = 1024 * 1024;
+
 /// The user's consent file: `consent` inside the state dir.
 pub fn default_consent_file(state_dir: &std::path::Path) -> PathBuf {
     state_dir.join("consent")

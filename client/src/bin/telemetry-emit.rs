@@ -123,11 +123,34 @@ fn emit(args: &Args, budget: Duration) -> Result<(), (u8, String)> {
         .socket
         .clone()
         .unwrap_or_else(telemetry_client::default_socket_path);
-    let mut client = Client::connect(&path).map_err(|e| (EXIT_FAILED, e.to_string()))?;
-    client
-        .emit(vec![ev], budget)
-        .map(|_| ())
-        .map_err(|e| (EXIT_FAILED, e.to_string()))
+    let result = Client::connect(&path).and_then(|mut c| c.emit(vec![ev.clone()], budget));
+    match result {
+        Ok(_) => Ok(()),
+        // Refused by the daemon (invalid, not catalogued, consent off):
+        // spooling would only be refused again.
+        Err(e @ telemetry_client::ClientError::Refused { .. }) => Err((EXIT_FAILED, e.to_string())),
+        // Not running, or no answer in time: leave it in the spool. If the
+        // daemon did store it after all, the event id keeps it single.
+        Err(e) => {
+            let spool = telemetry_client::spool::default_path();
+            let what = match telemetry_client::spool::append(&spool, &ev) {
+                Ok(telemetry_client::spool::Spooled::Written) => {
+                    format!(
+                        "spooled to {} for delivery when telemetryd runs",
+                        spool.display()
+                    )
+                }
+                Ok(telemetry_client::spool::Spooled::Full) => {
+                    format!(
+                        "the spool {} is full; the event was dropped",
+                        spool.display()
+                    )
+                }
+                Err(se) => format!("could not spool it to {}: {se}", spool.display()),
+            };
+            Err((EXIT_FAILED, format!("{e}; not acknowledged: {what}")))
+        }
+    }
 }
 
 /// Check the event locally first, so a mistake in the calling CLI is

@@ -11,55 +11,10 @@ use telemetry_proto::{validate_event, ErrorCode, Mode, Response, WireEvent};
 /// All events are validated (shape, catalogue, consent) before any is
 /// stored, so a request is stored whole or not at all.
 pub async fn handle(ctx: &Ctx, events: Vec<WireEvent>, ack: bool) -> Response {
-    if let Err(e) = ctx.limits.check_batch_len(events.len()) {
-        return invalid(e.to_string());
-    }
-    for (i, ev) in events.iter().enumerate() {
-        if let Err(e) = validate_event(ev, &ctx.limits) {
-            return invalid(format!("event #{i} ({:?}): {e}", ev.event));
-        }
-        if let Err(e) = ctx.catalogues.check(ev) {
-            return Response::Error {
-                code: ErrorCode::NotInCatalogue,
-                message: format!("event #{i}: {e}"),
-            };
-        }
-    }
-    // Consent, per product in the request: apply a changed decision first
-    // (an `off` purges before anything new could be stored), then refuse
-    // `off` products and mark `local` ones.
-    let mut modes: BTreeMap<&str, Mode> = BTreeMap::new();
-    for ev in &events {
-        if modes.contains_key(ev.product.as_str()) {
-            continue;
-        }
-        if let Err(e) = consent::reconcile(ctx, &ev.product, &ev.build).await {
-            return storage(e);
-        }
-        let (mode, layer) = ctx.consent.resolve(&ev.product);
-        if mode == Mode::Off {
-            return Response::Error {
-                code: ErrorCode::ConsentOff,
-                message: format!(
-                    "telemetry for {:?} is off (decided by the {}); nothing was recorded. Turn it on with `telemetryctl consent {} on`",
-                    ev.product,
-                    layer.as_str(),
-                    ev.product
-                ),
-            };
-        }
-        modes.insert(&ev.product, mode);
-    }
-    let records: Vec<_> = events
-        .iter()
-        .map(|ev| {
-            let machine = ctx.identity.machine_id(&ev.product);
-            let mut rec =
-                record::render(ev, &machine, std::env::consts::OS, std::env::consts::ARCH);
-            rec.local_only = modes.get(ev.product.as_str()) == Some(&Mode::Local);
-            rec
-        })
-        .collect();
+    let records = match prepare(ctx, &events).await {
+        Ok(r) => r,
+        Err(reply) => return reply,
+    };
     let n = records.len() as u32;
     if !ack {
         return match ctx.store.insert_no_wait(records).await {
@@ -86,6 +41,63 @@ pub async fn handle(ctx: &Ctx, events: Vec<WireEvent>, ack: bool) -> Response {
     }
 }
 
+/// Validate `events` (shape, catalogue, consent) and render them for the
+/// store; the error is the reply to send. Shared with spool ingestion.
+pub async fn prepare(
+    ctx: &Ctx,
+    events: &[WireEvent],
+) -> Result<Vec<crate::record::Record>, Response> {
+    if let Err(e) = ctx.limits.check_batch_len(events.len()) {
+        return Err(invalid(e.to_string()));
+    }
+    for (i, ev) in events.iter().enumerate() {
+        if let Err(e) = validate_event(ev, &ctx.limits) {
+            return Err(invalid(format!("event #{i} ({:?}): {e}", ev.event)));
+        }
+        if let Err(e) = ctx.catalogues.check(ev) {
+            return Err(Response::Error {
+                code: ErrorCode::NotInCatalogue,
+                message: format!("event #{i}: {e}"),
+            });
+        }
+    }
+    // Consent, per product in the request: apply a changed decision first
+    // (an `off` purges before anything new could be stored), then refuse
+    // `off` products and mark `local` ones.
+    let mut modes: BTreeMap<&str, Mode> = BTreeMap::new();
+    for ev in events {
+        if modes.contains_key(ev.product.as_str()) {
+            continue;
+        }
+        if let Err(e) = consent::reconcile(ctx, &ev.product, &ev.build).await {
+            return Err(storage(e));
+        }
+        let (mode, layer) = ctx.consent.resolve(&ev.product);
+        if mode == Mode::Off {
+            return Err(Response::Error {
+                code: ErrorCode::ConsentOff,
+                message: format!(
+                    "telemetry for {:?} is off (decided by the {}); nothing was recorded. Turn it on with `telemetryctl consent {} on`",
+                    ev.product,
+                    layer.as_str(),
+                    ev.product
+                ),
+            });
+        }
+        modes.insert(&ev.product, mode);
+    }
+    Ok(events
+        .iter()
+        .map(|ev| {
+            let machine = ctx.identity.machine_id(&ev.product);
+            let mut rec =
+                record::render(ev, &machine, std::env::consts::OS, std::env::consts::ARCH);
+            rec.local_only = modes.get(ev.product.as_str()) == Some(&Mode::Local);
+            rec
+        })
+        .collect())
+}
+
 fn invalid(message: String) -> Response {
     Response::Error {
         code: ErrorCode::Invalid,
@@ -93,7 +105,8 @@ fn invalid(message: String) -> Response {
     }
 }
 
-fn storage(e: crate::store::StoreError) -> Response {
+/// The reply for a store failure.
+pub fn storage(e: crate::store::StoreError) -> Response {
     if let crate::store::StoreError::ConsentChanged { .. } = e {
         return Response::Error {
             code: ErrorCode::ConsentOff,

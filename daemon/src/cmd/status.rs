@@ -40,7 +40,7 @@ pub async fn handle(ctx: &Ctx) -> Response {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    Response::Status(StatusReport {
+    Response::Status(Box::new(StatusReport {
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_secs: ctx.started.elapsed().as_secs(),
         destination: ctx.destination.clone(),
@@ -56,5 +56,7 @@ pub async fn handle(ctx: &Ctx) -> Response {
         local_events: stats.local_events,
         consent: consent_of_known_products(ctx),
         consent_file: ctx.consent.user_path().display().to_string(),
-    })
+        incidents: ctx.incidents.clone(),
+        dropped: stats.dropped.clone(),
+    }))
 }

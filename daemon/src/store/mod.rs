@@ -36,6 +36,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use telemetry_proto::{EventsPage, Mode};
 use tokio::sync::{mpsc, oneshot};
 
+mod bound;
 mod consent;
 mod transparency;
 
@@ -46,6 +47,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_uploaded_ids.sql"),
     include_str!("migrations/0003_consent.sql"),
+    include_str!("migrations/0004_dropped.sql"),
 ];
 
 /// How long an uploaded event's id is remembered to drop resends.
@@ -111,6 +113,20 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether SQLite says the file is damaged or not a database at all.
+    pub fn is_corruption(&self) -> bool {
+        let source = match self {
+            StoreError::Open { source, .. } | StoreError::Sqlite { source, .. } => source,
+            _ => return false,
+        };
+        matches!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt)
+        )
+    }
+}
+
 fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |e| StoreError::Sqlite {
         op,
@@ -133,6 +149,9 @@ pub struct StoreOptions {
     pub layout: KeyLayout,
     /// Wall clock.
     pub clock: Clock,
+    /// Most NDJSON bytes kept (pending, sealed and local); past it the
+    /// oldest unsealed events are dropped and counted.
+    pub max_store_bytes: u64,
     /// What may be sealed and uploaded for a product (its consent).
     pub permit: Arc<dyn Fn(&str) -> Permit + Send + Sync>,
 }
@@ -165,7 +184,7 @@ pub struct SealedBatch {
 }
 
 /// Counters for `status`, all O(1) to produce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Stats {
     /// Events stored and not yet uploaded (sealed or not).
     pub pending_events: u64,
@@ -181,6 +200,9 @@ pub struct Stats {
     pub uploadable_unsealed: u64,
     /// Events kept on this machine only (`local` mode).
     pub local_events: u64,
+    /// Events dropped to stay under the size limit and not yet reported
+    /// upstream, per product.
+    pub dropped: Vec<(String, u64)>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -279,6 +301,44 @@ impl Store {
             .spawn(move || inner.serve(rx))
             .map_err(io(&path))?;
         Ok((Store { tx }, StoreThread(handle)))
+    }
+
+    /// [`Store::open`], but a damaged database is moved aside (kept for
+    /// inspection as `events.sqlite3.corrupt-<time>`) and a fresh one
+    /// created. Returns the incident, for `status`, when that happened. A
+    /// database from a newer telemetryd is still refused, never touched.
+    pub fn open_or_recover(
+        state_dir: &Path,
+        opts: StoreOptions,
+    ) -> Result<(Store, StoreThread, Option<String>), StoreError> {
+        match Store::open(state_dir, opts.clone()) {
+            Ok((s, t)) => Ok((s, t, None)),
+            Err(e) if e.is_corruption() => {
+                let path = state_dir.join(DB_FILE);
+                let stamp = rfc3339_us(now_us(&opts.clock)).replace(':', "");
+                let aside = state_dir.join(format!("{DB_FILE}.corrupt-{stamp}"));
+                for suffix in ["", "-wal", "-shm"] {
+                    let from = PathBuf::from(format!("{}{suffix}", path.display()));
+                    let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+                    if from.exists() {
+                        std::fs::rename(&from, &to).map_err(|source| StoreError::Io {
+                            path: from.clone(),
+                            source: Arc::new(source),
+                        })?;
+                    }
+                }
+                let incident = format!(
+                    "{} was damaged ({e}); moved to {} for inspection and started a new store at {}",
+                    path.display(),
+                    aside.display(),
+                    rfc3339_us(now_us(&opts.clock))
+                );
+                tracing::error!("{incident}");
+                let (s, t) = Store::open(state_dir, opts)?;
+                Ok((s, t, Some(incident)))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, StoreError> {
@@ -392,7 +452,9 @@ struct Inner {
     opts: StoreOptions,
     unsealed: BTreeMap<String, Pending>,
     /// Local-only events per product.
-    local: BTreeMap<String, u64>,
+    local: BTreeMap<String, Pending>,
+    /// Dropped-event counts not yet reported, per product (mirrors `dropped`).
+    dropped: BTreeMap<String, u64>,
     /// The consent decision last acted on, per product.
     applied: BTreeMap<String, Decision>,
     sealed_events: u64,
@@ -492,6 +554,7 @@ impl Inner {
             opts,
             unsealed: BTreeMap::new(),
             local: BTreeMap::new(),
+            dropped: BTreeMap::new(),
             applied: BTreeMap::new(),
             sealed_events: 0,
             sealed_bytes: 0,
@@ -506,6 +569,7 @@ impl Inner {
     fn load_counters(&mut self) -> Result<(), StoreError> {
         self.unsealed.clear();
         self.local.clear();
+        self.dropped.clear();
         self.applied.clear();
         let mut stmt = self
             .conn
@@ -536,14 +600,41 @@ impl Inner {
         drop(stmt);
         let mut stmt = self
             .conn
-            .prepare("SELECT product, COUNT(*) FROM events WHERE local_only = 1 GROUP BY product")
+            .prepare(
+                "SELECT product, COUNT(*), COALESCE(SUM(LENGTH(line) + 1), 0)
+                 FROM events WHERE local_only = 1 GROUP BY product",
+            )
+            .map_err(sql("loading counters"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(sql("loading counters"))?;
+        for row in rows {
+            let (product, n, bytes) = row.map_err(sql("loading counters"))?;
+            self.local.insert(
+                product,
+                Pending {
+                    events: n as u64,
+                    bytes: bytes as u64,
+                },
+            );
+        }
+        drop(stmt);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT product, events FROM dropped")
             .map_err(sql("loading counters"))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
             .map_err(sql("loading counters"))?;
         for row in rows {
             let (product, n) = row.map_err(sql("loading counters"))?;
-            self.local.insert(product, n as u64);
+            self.dropped.insert(product, n as u64);
         }
         drop(stmt);
         let mut stmt = self
@@ -667,7 +758,14 @@ impl Inner {
             return;
         }
         let now = now_us(&self.opts.clock);
-        type Added = (Vec<InsertOutcome>, BTreeMap<String, Pending>, Vec<String>);
+        let stored_bytes = self.stored_bytes();
+        let max_bytes = self.opts.max_store_bytes;
+        type Added = (
+            Vec<InsertOutcome>,
+            BTreeMap<String, Pending>,
+            BTreeMap<String, Pending>,
+            bound::Freed,
+        );
         let result = (|| -> Result<Added, StoreError> {
             let tx = self
                 .conn
@@ -675,7 +773,7 @@ impl Inner {
                 .map_err(sql("insert"))?;
             let mut outcomes = Vec::with_capacity(group.len());
             let mut added: BTreeMap<String, Pending> = BTreeMap::new();
-            let mut local_added: Vec<String> = Vec::new();
+            let mut local_added: BTreeMap<String, Pending> = BTreeMap::new();
             {
                 let mut stmt = tx
                     .prepare_cached(
@@ -692,7 +790,9 @@ impl Inner {
                             .map_err(sql("insert"))?;
                         if n == 1 && r.local_only {
                             out.accepted += 1;
-                            local_added.push(r.product.clone());
+                            let p = local_added.entry(r.product.clone()).or_default();
+                            p.events += 1;
+                            p.bytes += r.line.len() as u64 + 1;
                         } else if n == 1 {
                             out.accepted += 1;
                             let p = added.entry(r.product.clone()).or_default();
@@ -705,13 +805,25 @@ impl Inner {
                     outcomes.push(out);
                 }
             }
+            let grown = added
+                .values()
+                .chain(local_added.values())
+                .map(|p| p.bytes)
+                .sum::<u64>();
+            let freed = if stored_bytes + grown > max_bytes {
+                bound::make_room(&tx, stored_bytes + grown - max_bytes, now)?
+            } else {
+                bound::Freed::new()
+            };
             tx.commit().map_err(sql("commit"))?;
-            Ok((outcomes, added, local_added))
+            Ok((outcomes, added, local_added, freed))
         })();
         match result {
-            Ok((mut outcomes, added, local_added)) => {
-                for product in local_added {
-                    *self.local.entry(product).or_default() += 1;
+            Ok((mut outcomes, added, local_added, freed)) => {
+                for (product, add) in local_added {
+                    let p = self.local.entry(product).or_default();
+                    p.events += add.events;
+                    p.bytes += add.bytes;
                 }
                 let mut wake = false;
                 for (product, add) in added {
@@ -723,6 +835,7 @@ impl Inner {
                         || p.events >= self.opts.batch_max_events as u64
                         || p.bytes >= self.opts.batch_max_bytes as u64;
                 }
+                self.forget_freed(freed);
                 for ((_, reply), mut out) in group.into_iter().zip(outcomes.drain(..)) {
                     out.wake_uploader = wake;
                     if let Some(reply) = reply {
@@ -738,6 +851,33 @@ impl Inner {
                     }
                 }
             }
+        }
+    }
+
+    /// NDJSON bytes held: pending, sealed and local-only.
+    fn stored_bytes(&self) -> u64 {
+        let unsealed: u64 = self.unsealed.values().map(|p| p.bytes).sum();
+        let local: u64 = self.local.values().map(|p| p.bytes).sum();
+        unsealed + local + self.sealed_bytes
+    }
+
+    /// Update the counters after [`bound::make_room`] committed.
+    fn forget_freed(&mut self, freed: bound::Freed) {
+        for ((product, local), (events, bytes)) in freed {
+            let map = if local {
+                &mut self.local
+            } else {
+                &mut self.unsealed
+            };
+            let p = map.entry(product.clone()).or_default();
+            p.events = p.events.saturating_sub(events);
+            p.bytes = p.bytes.saturating_sub(bytes);
+            *self.dropped.entry(product.clone()).or_default() += events;
+            tracing::warn!(
+                product,
+                events,
+                "store full: dropped the oldest pending events"
+            );
         }
     }
 
@@ -796,6 +936,8 @@ impl Inner {
             return Ok(false);
         };
         tx.commit().map_err(sql("seal"))?;
+        // seal_in reported any dropped-event count with this batch.
+        self.dropped.remove(product);
         let p = self.unsealed.entry(product.to_string()).or_default();
         p.events = p.events.saturating_sub(count);
         p.bytes = p.bytes.saturating_sub(bytes);
@@ -928,9 +1070,26 @@ impl Inner {
             sealed_batches: self.sealed_batches,
             oldest_unsealed_us: oldest,
             uploadable_batches,
-            local_events: self.local.values().sum(),
+            local_events: self.local.values().map(|p| p.events).sum(),
+            dropped: self.dropped.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         })
     }
+}
+
+/// The `telemetry_dropped` counter line for `count` events of `product`.
+fn dropped_line(opts: &StoreOptions, product: &str, count: i64, now: i64) -> String {
+    let mut data = BTreeMap::new();
+    data.insert("count".to_string(), telemetry_proto::Value::Int(count));
+    let ev = telemetry_proto::WireEvent {
+        id: uuid::Uuid::now_v7(),
+        event: "telemetry_dropped".to_string(),
+        product: product.to_string(),
+        build: concat!("telemetryd-", env!("CARGO_PKG_VERSION")).to_string(),
+        timestamp_us: now,
+        data,
+    };
+    let machine = (opts.layout.machine_id)(product);
+    crate::record::render(&ev, &machine, std::env::consts::OS, std::env::consts::ARCH).line
 }
 
 /// Seal the oldest pending (uploadable) events of `product` into one batch
@@ -972,6 +1131,22 @@ fn seal_in(
     let Some(first) = first else {
         return Ok(None);
     };
+    // Tell the maintainers about events dropped to stay under the size
+    // limit: one counter line, in the batch, reset in the same transaction.
+    let dropped: Option<i64> = tx
+        .query_row(
+            "SELECT events FROM dropped WHERE product = ?1",
+            params![product],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql("seal"))?;
+    if let Some(n) = dropped.filter(|n| *n > 0) {
+        body.extend_from_slice(dropped_line(opts, product, n, now).as_bytes());
+        body.push(b'\n');
+        tx.execute("DELETE FROM dropped WHERE product = ?1", params![product])
+            .map_err(sql("seal"))?;
+    }
     let date = &rfc3339_us(now)[..10];
     let key = opts.layout.key(product, date, first, last);
     let compressed = compress(&body).map_err(|e| StoreError::Compress(Arc::new(e)))?;

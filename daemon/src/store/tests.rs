@@ -17,6 +17,7 @@ struct Fixture {
     dir: tempfile::TempDir,
     now: Arc<AtomicI64>,
     permits: Arc<std::sync::Mutex<BTreeMap<String, Permit>>>,
+    max_store_bytes: u64,
 }
 
 impl Fixture {
@@ -25,6 +26,7 @@ impl Fixture {
             dir: tempfile::tempdir().unwrap(),
             now: Arc::new(AtomicI64::new(1_800_000_000_000_000)),
             permits: Arc::default(),
+            max_store_bytes: u64::MAX,
         }
     }
 
@@ -42,6 +44,7 @@ impl Fixture {
             clock: Arc::new(move || {
                 UNIX_EPOCH + Duration::from_micros(now.load(Ordering::SeqCst) as u64)
             }),
+            max_store_bytes: self.max_store_bytes,
             permit: {
                 let permits = self.permits.clone();
                 Arc::new(move |p: &str| {
@@ -592,6 +595,108 @@ fn a_pending_final_event_survives_local_then_off() {
             zstd::stream::decode_all(&b.body[..]).unwrap(),
             b"{\"n\":98}\n"
         );
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn a_damaged_database_is_moved_aside_and_replaced() {
+    let f = Fixture::new();
+    let path = f.dir.path().join(DB_FILE);
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+    let (store, thread, incident) = Store::open_or_recover(f.dir.path(), f.opts(10)).unwrap();
+    let incident = incident.expect("an incident is reported");
+    assert!(
+        incident.contains("damaged") && incident.contains(".corrupt-"),
+        "{incident}"
+    );
+    let aside: Vec<_> = std::fs::read_dir(f.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(
+        std::fs::read(aside[0].path()).unwrap(),
+        vec![0x5a; 8192],
+        "kept as it was"
+    );
+    rt().block_on(async {
+        store
+            .apply_consent("a", d(Mode::On), record(0, "a"))
+            .await
+            .unwrap();
+        store.insert(vec![record(1, "a")]).await.unwrap();
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn a_newer_database_is_not_recovered_over() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(10);
+    drop(store);
+    thread.join();
+    let conn = Connection::open(f.dir.path().join(DB_FILE)).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = Store::open_or_recover(f.dir.path(), f.opts(10))
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+}
+
+#[test]
+fn a_full_store_drops_the_oldest_pending_counts_and_reports_them() {
+    let mut f = Fixture::new();
+    // Each test line is `{"n":N}` + newline: 8 bytes for one digit.
+    f.max_store_bytes = 40;
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        for n in 1..=5u128 {
+            store.insert(vec![record(n, "a")]).await.unwrap();
+        }
+        let s = store.stats().await.unwrap();
+        assert_eq!((s.pending_events, s.pending_bytes), (5, 40));
+        assert!(s.dropped.is_empty());
+        // Two more: the two oldest go.
+        store
+            .insert(vec![record(6, "a"), record(7, "a")])
+            .await
+            .unwrap();
+        let s = store.stats().await.unwrap();
+        assert_eq!((s.pending_events, s.pending_bytes), (5, 40));
+        assert_eq!(s.dropped, vec![("a".to_string(), 2)]);
+        let page = store.show(None, 0).await.unwrap();
+        let lines: Vec<&str> = page.events.iter().map(|e| e.line.as_str()).collect();
+        assert_eq!(
+            lines,
+            vec![
+                r#"{"n":3}"#,
+                r#"{"n":4}"#,
+                r#"{"n":5}"#,
+                r#"{"n":6}"#,
+                r#"{"n":7}"#
+            ]
+        );
+        // The next batch carries the count, and the count resets.
+        store.seal(true).await.unwrap();
+        let b = store.next_sealed().await.unwrap().unwrap();
+        let body = String::from_utf8(zstd::stream::decode_all(&b.body[..]).unwrap()).unwrap();
+        let last: serde_json::Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
+        assert_eq!(last["event"], "telemetry_dropped");
+        assert_eq!(last["data"]["count"], 2);
+        assert_eq!(last["machine"], "abcdef0123");
+        assert!(store.stats().await.unwrap().dropped.is_empty());
+    });
+    drop(store);
+    thread.join();
+    // The counters survive a restart.
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        assert_eq!(store.stats().await.unwrap().pending_events, 5);
     });
     drop(store);
     thread.join();

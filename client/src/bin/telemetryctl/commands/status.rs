@@ -53,6 +53,12 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         }
         None => println!("last error:   none"),
     }
+    for (product, n) in &s.dropped {
+        println!("dropped:      {n} oldest {product} event(s): the store was full (reported with the next upload)");
+    }
+    for i in &s.incidents {
+        println!("incident:     {i}");
+    }
     if s.local_events > 0 {
         println!(
             "local only:   {} events (kept here, never uploaded)",

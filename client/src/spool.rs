@@ -1,0 +1,88 @@
+//! The shim's fallback when the daemon is not reachable: append the event
+//! to the per-user spool file (see `telemetry_proto::paths::spool_file` for
+//! the format), for the daemon to pick up when it runs.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use telemetry_proto::{encode_frame, paths, WireEvent};
+
+/// What happened to a spooled event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spooled {
+    /// Written; the daemon will deliver it.
+    Written,
+    /// The spool is full; the event was dropped.
+    Full,
+}
+
+/// The spool file for this environment's state dir.
+pub fn default_path() -> PathBuf {
+    let state = std::env::var_os("TELEMETRY_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| paths::default_state_dir(|k| std::env::var_os(k), crate::current_uid()));
+    paths::spool_file(&state)
+}
+
+/// Append `ev` to the spool at `path`: one write of one whole frame, under
+/// an exclusive lock, to a 0600 file in a 0700 directory.
+pub fn append(path: &Path, ev: &WireEvent) -> std::io::Result<Spooled> {
+    let frame =
+        encode_frame(ev).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    // The daemon may rename the file between our open and our lock; then
+    // we hold a file nobody will read again, so open the path anew.
+    for _ in 0..3 {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)?;
+        f.lock()?;
+        let same = match std::fs::metadata(path) {
+            Ok(m) => m.ino() == f.metadata()?.ino(),
+            Err(_) => false,
+        };
+        if !same {
+            continue;
+        }
+        if f.metadata()?.len() + frame.len() as u64 > paths::MAX_SPOOL_BYTES {
+            return Ok(Spooled::Full);
+        }
+        f.write_all(&frame)?;
+        return Ok(Spooled::Written);
+    }
+    Err(std::io::Error::other("the spool file kept being replaced"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn appends_whole_frames_privately_and_stops_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool/events.spool");
+        let ev = crate::event("cfdev", "stop", "1", Default::default());
+        assert_eq!(append(&path, &ev).unwrap(), Spooled::Written);
+        assert_eq!(append(&path, &ev).unwrap(), Spooled::Written);
+        let bytes = std::fs::read(&path).unwrap();
+        let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+        assert_eq!(bytes.len(), 2 * (4 + len));
+        let back: WireEvent = telemetry_proto::decode_body(&bytes[4..4 + len]).unwrap();
+        assert_eq!(back, ev);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+
+        std::fs::write(&path, vec![0u8; paths::MAX_SPOOL_BYTES as usize]).unwrap();
+        assert_eq!(append(&path, &ev).unwrap(), Spooled::Full);
+    }
+}

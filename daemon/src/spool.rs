@@ -1,0 +1,182 @@
+//! Ingesting what shims spooled while the daemon was not reachable.
+//!
+//! The spool (`STATE_DIR/spool/events.spool`, format in
+//! `telemetry_proto::paths::spool_file`) is renamed to
+//! `events.spool.ingesting` under the shims' lock, read, stored and then
+//! deleted. A crash at any point leaves either the spool or the ingesting
+//! file; the next run finishes it, and event ids keep anything stored twice
+//! single. Events that are invalid, not catalogued or whose product is now
+//! off are dropped (and counted in the log): consent is applied as it is at
+//! ingestion.
+
+use crate::server::Ctx;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use telemetry_proto::{decode_body, WireEvent, MAX_FRAME_LEN};
+
+/// Most events stored per insert while ingesting.
+const CHUNK: usize = 500;
+
+/// The spool's paths and a guard against two ingestions at once.
+pub struct SpoolState {
+    /// `STATE_DIR/spool/events.spool`.
+    pub path: PathBuf,
+    every: Duration,
+    last_check: std::sync::Mutex<Option<Instant>>,
+    busy: std::sync::atomic::AtomicBool,
+}
+
+impl SpoolState {
+    /// The spool under `state_dir`, looked at no more often than `every`
+    /// while clients connect (and always at start).
+    pub fn new(state_dir: &Path, every: Duration) -> SpoolState {
+        SpoolState {
+            path: telemetry_proto::paths::spool_file(state_dir),
+            every,
+            last_check: std::sync::Mutex::new(None),
+            busy: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn ingesting(&self) -> PathBuf {
+        self.path.with_extension("spool.ingesting")
+    }
+
+    /// Whether a check is due.
+    pub fn due(&self) -> bool {
+        let mut last = self.last_check.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < self.every) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+}
+
+/// Parse a spool file's frames. A torn last frame (a shim killed mid-write
+/// cannot produce one, but a full disk can) ends the list.
+pub fn parse(bytes: &[u8]) -> (Vec<WireEvent>, usize) {
+    let mut events = Vec::new();
+    let mut bad = 0;
+    let mut rest = bytes;
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len > MAX_FRAME_LEN || rest.len() < 4 + len {
+            bad += 1;
+            break;
+        }
+        match decode_body::<WireEvent>(&rest[4..4 + len]) {
+            Ok(ev) => events.push(ev),
+            Err(_) => bad += 1,
+        }
+        rest = &rest[4 + len..];
+    }
+    (events, bad)
+}
+
+/// Move the spool aside (under the shims' lock) and return the file to
+/// ingest, if there is anything.
+fn take(state: &SpoolState) -> std::io::Result<Option<PathBuf>> {
+    let ingesting = state.ingesting();
+    if ingesting.exists() {
+        return Ok(Some(ingesting)); // left by an earlier run
+    }
+    let f = match std::fs::OpenOptions::new().append(true).open(&state.path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    f.lock()?;
+    std::fs::rename(&state.path, &ingesting)?;
+    Ok(Some(ingesting))
+}
+
+/// Store what the spool holds. Returns the events stored.
+pub async fn ingest(ctx: &Ctx) -> u64 {
+    let state = &ctx.spool;
+    if state.busy.swap(true, Ordering::SeqCst) {
+        return 0;
+    }
+    let stored = ingest_inner(ctx).await;
+    state.busy.store(false, Ordering::SeqCst);
+    stored
+}
+
+async fn ingest_inner(ctx: &Ctx) -> u64 {
+    let state = &ctx.spool;
+    let file = match take(state) {
+        Ok(Some(f)) => f,
+        Ok(None) => return 0,
+        Err(e) => {
+            tracing::warn!(path = %state.path.display(), error = %e, "cannot take the spool");
+            return 0;
+        }
+    };
+    let bytes = match std::fs::read(&file) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(path = %file.display(), error = %e, "cannot read the spool");
+            return 0;
+        }
+    };
+    let (events, bad) = parse(&bytes);
+    let (mut stored, mut refused) = (0u64, 0usize);
+    for chunk in events.chunks(CHUNK) {
+        // Validate one by one, so one bad event does not sink its chunk.
+        let mut records = Vec::with_capacity(chunk.len());
+        for ev in chunk {
+            match crate::cmd::emit::prepare(ctx, std::slice::from_ref(ev)).await {
+                Ok(mut r) => records.append(&mut r),
+                Err(_) => refused += 1,
+            }
+        }
+        if records.is_empty() {
+            continue;
+        }
+        match ctx.store.insert(records).await {
+            Ok(out) => {
+                stored += out.accepted as u64;
+                if out.wake_uploader {
+                    ctx.uploader.nudge();
+                }
+            }
+            Err(crate::store::StoreError::ConsentChanged { .. }) => refused += chunk.len(),
+            Err(e) => {
+                // Keep the file: the next run retries, ids dedup.
+                tracing::warn!(error = %e, "cannot store spooled events; will retry");
+                return stored;
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_file(&file) {
+        tracing::warn!(path = %file.display(), error = %e, "cannot remove the ingested spool");
+    }
+    if stored > 0 || refused > 0 || bad > 0 {
+        tracing::info!(stored, refused, damaged = bad, "ingested the spool");
+    }
+    stored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_frames_and_stops_at_a_torn_one() {
+        let ev = WireEvent {
+            id: uuid::Uuid::nil(),
+            event: "stop".into(),
+            product: "cfdev".into(),
+            build: "1".into(),
+            timestamp_us: 1_800_000_000_000_000,
+            data: Default::default(),
+        };
+        let frame = telemetry_proto::encode_frame(&ev).unwrap();
+        let mut bytes = [frame.clone(), frame.clone()].concat();
+        bytes.extend_from_slice(&frame[..frame.len() - 3]);
+        let (events, bad) = parse(&bytes);
+        assert_eq!((events.len(), bad), (2, 1));
+        assert_eq!(events[0], ev);
+    }
+}

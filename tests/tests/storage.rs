@@ -1,0 +1,306 @@
+//! Local storage under stress: the daemon not running (spool), a full
+//! store, a full disk, a damaged or too-new database.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use telemetry_client::{event, ClientError, ErrorCode, Value};
+use telemetry_tests::*;
+
+const T: Duration = Duration::from_secs(20);
+
+fn s3_env(server: &S3Server) -> DaemonEnv {
+    DaemonEnv::new(Destination::S3 {
+        endpoint: server.endpoint.clone(),
+        secret: SECRET_KEY.into(),
+    })
+}
+
+fn spool_of(env: &DaemonEnv) -> PathBuf {
+    env.state.join("spool/events.spool")
+}
+
+fn shim(env: &DaemonEnv, args: &[&str]) -> std::process::Output {
+    env.command("telemetry-emit")
+        .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
+        .args(["--product", "cfdev"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ids(s3: &S3Server) -> Vec<String> {
+    decode_objects(&s3.objects())
+        .into_iter()
+        .map(|(_, v)| v["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn assert_once(all: &[String], n: usize) {
+    let set: BTreeSet<&String> = all.iter().collect();
+    assert_eq!(set.len(), all.len(), "an event was delivered twice");
+    assert_eq!(all.len(), n);
+}
+
+#[test]
+fn events_sent_while_the_daemon_is_down_are_spooled_and_delivered_once() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    for _ in 0..4 {
+        let out = shim(&env, &["bosh"]);
+        assert_eq!(out.status.code(), Some(0));
+    }
+    let out = shim(&env, &["--strict", "stop"]);
+    assert_eq!(out.status.code(), Some(1), "spooled is not acknowledged");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spooled to") && err.contains("events.spool"),
+        "{err}"
+    );
+    let spool = spool_of(&env);
+    let mode = std::fs::metadata(&spool).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let copy = std::fs::read(&spool).unwrap();
+
+    // The daemon takes it in at start.
+    let daemon = env.start();
+    assert_eq!(daemon.client().status(T).unwrap().pending_events, 5);
+    assert!(!spool.exists(), "the spool is removed once stored");
+    daemon.client().flush(T).unwrap();
+    assert!(daemon.terminate().unwrap().success());
+    assert_once(&ids(&s3), 5);
+
+    // A crash after storing but before deleting leaves the file behind:
+    // taking it in again stores nothing twice.
+    std::fs::write(spool.with_extension("spool.ingesting"), &copy).unwrap();
+    let daemon = env.start();
+    assert_eq!(daemon.client().status(T).unwrap().pending_events, 0);
+    daemon.client().flush(T).unwrap();
+    assert!(daemon.terminate().unwrap().success());
+    assert_once(&ids(&s3), 5);
+}
+
+#[test]
+fn a_running_daemon_picks_up_the_spool_periodically() {
+    let env = {
+        let mut e = DaemonEnv::new(Destination::Outbox);
+        e.extra
+            .push(("TELEMETRY_SPOOL_CHECK_INTERVAL".into(), "200ms".into()));
+        e
+    };
+    let daemon = env.start();
+    // A shim that timed out on a busy daemon spooled its event.
+    let ev = event("cfdev", "bosh", "1.0", BTreeMap::new());
+    let spooled = telemetry_client::spool::append(&spool_of(&env), &ev).unwrap();
+    assert_eq!(spooled, telemetry_client::spool::Spooled::Written);
+    let d = &daemon;
+    wait_for("the spool to be ingested", T, || {
+        // Connections are what trigger the check.
+        let st = d.client().status(T).ok()?;
+        (st.pending_events == 1).then_some(())
+    });
+    // The same event arriving directly as well is kept once.
+    let again = daemon.client().emit(vec![ev], T).unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 1));
+}
+
+#[test]
+fn a_full_store_drops_the_oldest_and_tells_the_maintainers() {
+    let s3 = S3Server::start();
+    let mut env = s3_env(&s3);
+    env.extra
+        .push(("TELEMETRY_MAX_STORE_BYTES".into(), "4000".into()));
+    let daemon = env.start();
+    let mut c = daemon.client();
+    let mut sent = Vec::new();
+    for i in 0..60 {
+        let mut data = BTreeMap::new();
+        data.insert("duration_s".to_string(), Value::Int(i));
+        let ev = event("cfdev", "start_end", "1.0.0", data);
+        sent.push(ev.id.hyphenated().to_string());
+        c.emit(vec![ev], T).unwrap();
+    }
+    let st: serde_json::Value =
+        serde_json::from_slice(&env.run("telemetryctl", &["status", "--json"]).stdout).unwrap();
+    assert!(st["pending_bytes"].as_u64().unwrap() <= 4000, "{st}");
+    let dropped = st["dropped"][0][1].as_u64().unwrap();
+    assert!(dropped > 0 && st["dropped"][0][0] == "cfdev", "{st}");
+    let human = String::from_utf8_lossy(&env.run("telemetryctl", &["status"]).stdout).to_string();
+    assert!(
+        human.contains("dropped:") && human.contains("store was full"),
+        "{human}"
+    );
+
+    c.flush(T).unwrap();
+    assert!(daemon.terminate().unwrap().success());
+    let lines = decode_objects(&s3.objects());
+    let counter: Vec<_> = lines
+        .iter()
+        .filter(|(_, v)| v["event"] == "telemetry_dropped")
+        .collect();
+    assert_eq!(counter.len(), 1);
+    assert_eq!(counter[0].1["data"]["count"].as_u64(), Some(dropped));
+    let kept: Vec<&str> = lines
+        .iter()
+        .filter(|(_, v)| v["event"] == "start_end")
+        .map(|(_, v)| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept.len() as u64 + dropped, 60);
+    // The newest are the ones kept.
+    assert!(kept
+        .iter()
+        .all(|id| sent[dropped as usize..].iter().any(|s| s == id)));
+}
+
+/// A small tmpfs, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_gets_a_clear_error_and_the_daemon_recovers_when_space_returns() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a small file system needs root (CI runs as root)");
+        return;
+    }
+    let s3 = S3Server::start();
+    let mut env = s3_env(&s3);
+    let _fs = Tmpfs::mount(&env.state, "4m").expect("mount a 4 MiB tmpfs for the state dir");
+    env.extra.push(("TELEMETRY_SYNC".into(), "normal".into()));
+    let daemon = env.start();
+    // Fill the disk, leaving a little room.
+    let filler = env.state.join("filler");
+    let free = |p: &Path| {
+        // SAFETY: statvfs into a zeroed struct.
+        unsafe {
+            let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+            let mut s: libc::statvfs = std::mem::zeroed();
+            assert_eq!(libc::statvfs(c.as_ptr(), &mut s), 0);
+            s.f_bavail as u64 * s.f_frsize as u64
+        }
+    };
+    let room = free(&env.state);
+    std::fs::write(&filler, vec![7u8; room.saturating_sub(400 * 1024) as usize]).unwrap();
+
+    let mut c = daemon.client();
+    let mut acked = BTreeSet::new();
+    let mut full = None;
+    for i in 0..5000 {
+        let mut data = BTreeMap::new();
+        data.insert("duration_s".to_string(), Value::Int(i));
+        let ev = event("cfdev", "start_end", "1.0.0", data);
+        let id = ev.id.hyphenated().to_string();
+        match c.emit(vec![ev], T) {
+            Ok(_) => {
+                acked.insert(id);
+            }
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+    }
+    let err = full.expect("the disk filled up");
+    match &err {
+        ClientError::Refused {
+            code: ErrorCode::Storage,
+            message,
+        } => {
+            assert!(message.contains("full"), "says the disk is full: {message}")
+        }
+        other => panic!("expected a storage error, got {other}"),
+    }
+    // Still up and answering.
+    daemon.client().status(T).unwrap();
+    // Space returns: it recovers by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let ok = daemon
+        .client()
+        .emit(vec![event("cfdev", "bosh", "1.0", BTreeMap::new())], T)
+        .unwrap();
+    assert_eq!(ok.accepted, 1);
+    daemon.client().flush(T).unwrap();
+    assert!(daemon.terminate().unwrap().success());
+    let delivered: BTreeSet<String> = ids(&s3).into_iter().collect();
+    assert!(
+        acked.is_subset(&delivered),
+        "every acknowledged event was delivered"
+    );
+    assert!(acked.len() > 10);
+}
+
+#[test]
+fn a_damaged_database_is_moved_aside_and_a_newer_one_is_refused() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::create_dir_all(&env.state).unwrap();
+    let db = env.state.join("events.sqlite3");
+    std::fs::write(
+        &db,
+        b"this is not a database, it is a damaged file\n".repeat(200),
+    )
+    .unwrap();
+    let daemon = env.start();
+    let out = env.run("telemetryctl", &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("incident:") && text.contains("damaged") && text.contains(".corrupt-"),
+        "{text}"
+    );
+    let aside: Vec<_> = std::fs::read_dir(&env.state)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("events.sqlite3.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "kept for inspection");
+    daemon
+        .client()
+        .emit(vec![event("cfdev", "bosh", "1.0", BTreeMap::new())], T)
+        .expect("a fresh store works");
+    assert!(daemon.terminate().unwrap().success());
+
+    // A database from a newer telemetryd: refused, never touched.
+    let conn_set = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA user_version=99'); c.commit()"])
+        .arg(&db)
+        .status()
+        .unwrap();
+    assert!(conn_set.success());
+    let before = std::fs::read(&db).unwrap();
+    let out = env.run("telemetryd", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("newer") && err.contains("upgrade telemetryd"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before, "not modified");
+}
