@@ -52,10 +52,16 @@ pub fn append(path: &Path, ev: &WireEvent) -> std::io::Result<Spooled> {
         if !same {
             continue;
         }
-        if f.metadata()?.len() + frame.len() as u64 > paths::MAX_SPOOL_BYTES {
+        let before = f.metadata()?.len();
+        if before + frame.len() as u64 > paths::MAX_SPOOL_BYTES {
             return Ok(Spooled::Full);
         }
-        f.write_all(&frame)?;
+        if let Err(e) = f.write_all(&frame) {
+            // A short write (disk full) must not leave a torn frame that
+            // would garble every frame after it: cut back to before it.
+            let _ = f.set_len(before);
+            return Err(e);
+        }
         return Ok(Spooled::Written);
     }
     Err(std::io::Error::other("the spool file kept being replaced"))

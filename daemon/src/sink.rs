@@ -67,10 +67,27 @@ const PERMANENT_CODES: &[&str] = &[
     "InvalidObjectState",
 ];
 
+/// 4xx codes that clear up by themselves (fresh credentials from the
+/// chain, a corrected clock, a conflicting request finishing).
+const TRANSIENT_CODES: &[&str] = &[
+    "ExpiredToken",
+    "RequestTimeTooSkewed",
+    "RequestTimeout",
+    "OperationAborted",
+    "SlowDown",
+    "TooManyRequests",
+];
+
 /// Classify a PutObject failure from its HTTP status and S3 error code.
 pub fn is_permanent(status: Option<u16>, code: Option<&str>) -> bool {
+    if code.is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
+        return false;
+    }
     if code.is_some_and(|c| PERMANENT_CODES.contains(&c)) {
         return true;
+    }
+    if status == Some(409) {
+        return false;
     }
     match status {
         // 408 Request Timeout and 429 Too Many Requests are worth retrying.

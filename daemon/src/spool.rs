@@ -54,8 +54,8 @@ impl SpoolState {
     }
 }
 
-/// Parse a spool file's frames. A torn last frame (a shim killed mid-write
-/// cannot produce one, but a full disk can) ends the list.
+/// Parse a spool file's frames. A torn last frame ends the list (shims cut
+/// a failed write back, so this is belt and braces).
 pub fn parse(bytes: &[u8]) -> (Vec<WireEvent>, usize) {
     let mut events = Vec::new();
     let mut bad = 0;
@@ -128,24 +128,39 @@ async fn ingest_inner(ctx: &Ctx) -> u64 {
         for ev in chunk {
             match crate::cmd::emit::prepare(ctx, std::slice::from_ref(ev)).await {
                 Ok(mut r) => records.append(&mut r),
+                Err(telemetry_proto::Response::Error {
+                    code: telemetry_proto::ErrorCode::Storage,
+                    message,
+                }) => {
+                    // Not the event's fault: keep the file, retry later.
+                    tracing::warn!(%message, "cannot take in the spool now; will retry");
+                    return stored;
+                }
                 Err(_) => refused += 1,
             }
         }
         if records.is_empty() {
             continue;
         }
-        match ctx.store.insert(records).await {
-            Ok(out) => {
-                stored += out.accepted as u64;
-                if out.wake_uploader {
-                    ctx.uploader.nudge();
+        let mut batches = vec![records];
+        while let Some(records) = batches.pop() {
+            match ctx.store.insert(records.clone()).await {
+                Ok(out) => {
+                    stored += out.accepted as u64;
+                    if out.wake_uploader {
+                        ctx.uploader.nudge();
+                    }
                 }
-            }
-            Err(crate::store::StoreError::ConsentChanged { .. }) => refused += chunk.len(),
-            Err(e) => {
-                // Keep the file: the next run retries, ids dedup.
-                tracing::warn!(error = %e, "cannot store spooled events; will retry");
-                return stored;
+                // One product's consent changed meanwhile: store the others.
+                Err(crate::store::StoreError::ConsentChanged { .. }) if records.len() > 1 => {
+                    batches.extend(records.into_iter().map(|r| vec![r]));
+                }
+                Err(crate::store::StoreError::ConsentChanged { .. }) => refused += 1,
+                Err(e) => {
+                    // Keep the file: the next run retries, ids dedup.
+                    tracing::warn!(error = %e, "cannot store spooled events; will retry");
+                    return stored;
+                }
             }
         }
     }

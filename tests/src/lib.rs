@@ -22,14 +22,16 @@ pub const BUCKET: &str = "telemetry-test";
 /// The raw machine identity the test daemons use (must never be uploaded).
 pub const RAW_IDENTITY: &str = "e2e0raw0machine0identity0123456789";
 
-/// Directory holding the workspace's binaries (`target/<profile>`), next
-/// to the test executable's `deps/` directory.
+/// Directory holding the workspace's binaries (`target/<profile>`): the
+/// parent of a test executable's `deps/`, or a binary's own directory.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable lives in target/<profile>/deps")
-        .to_path_buf()
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable has a directory");
+    if dir.ends_with("deps") {
+        dir.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary; panics with a fix if it was not built.

@@ -13,6 +13,22 @@ use telemetry_tests::*;
 
 const T: Duration = Duration::from_secs(20);
 
+/// This test process holds 1,000 sockets while other tests run beside it.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(65536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn soak() -> bool {
+    std::env::var("TELEMETRY_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
 fn env_with(extra: &[(&str, &str)]) -> DaemonEnv {
     let mut env = DaemonEnv::new(Destination::Outbox);
     env.extra
@@ -78,6 +94,7 @@ fn a_thousand_idle_connections_do_not_exhaust_the_daemon() {
         ("TELEMETRY_MAX_CONNECTIONS", "100"),
     ]);
     let daemon = env.start();
+    raise_fd_limit();
     let mut conns: Vec<UnixStream> = (0..1000)
         .map(|_| UnixStream::connect(&daemon.socket).unwrap())
         .collect();
@@ -113,11 +130,7 @@ fn random_bytes_and_lying_lengths_get_errors_and_never_hurt_the_daemon() {
     let env = env_with(&[("TELEMETRY_CONNECTION_TIMEOUT", "1s")]);
     let daemon = env.start();
     let mut rng = fastrand::Rng::with_seed(7);
-    let rounds = if std::env::var("TELEMETRY_SOAK").is_ok() {
-        5000
-    } else {
-        300
-    };
+    let rounds = if soak() { 5000 } else { 300 };
     for _ in 0..rounds {
         let mut s = UnixStream::connect(&daemon.socket).unwrap();
         let len = rng.usize(0..300);

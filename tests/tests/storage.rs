@@ -304,3 +304,28 @@ fn a_damaged_database_is_moved_aside_and_a_newer_one_is_refused() {
     );
     assert_eq!(std::fs::read(&db).unwrap(), before, "not modified");
 }
+
+#[test]
+fn a_busy_daemon_gets_the_event_through_the_spool() {
+    let mut env = DaemonEnv::new(Destination::Outbox);
+    env.extra.extend([
+        ("TELEMETRY_MAX_CONNECTIONS".into(), "1".into()),
+        ("TELEMETRY_SPOOL_CHECK_INTERVAL".into(), "100ms".into()),
+    ]);
+    let daemon = env.start();
+    // Someone holds the only slot (served, so surely holding it).
+    let hog = wait_for("the only slot", T, || {
+        let mut c = daemon.client();
+        c.status(T).ok().map(|_| c)
+    });
+    let out = shim(&env, &["--strict", "bosh"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("busy") && err.contains("spooled to"), "{err}");
+    drop(hog);
+    let d = &daemon;
+    wait_for("the spooled event", T, || {
+        let st = d.client().status(T).ok()?;
+        (st.pending_events == 1).then_some(())
+    });
+}

@@ -123,34 +123,63 @@ fn emit(args: &Args, budget: Duration) -> Result<(), (u8, String)> {
         .socket
         .clone()
         .unwrap_or_else(telemetry_client::default_socket_path);
-    let result = Client::connect(&path).and_then(|mut c| c.emit(vec![ev.clone()], budget));
-    match result {
-        Ok(_) => Ok(()),
-        // Refused by the daemon (invalid, not catalogued, consent off):
-        // spooling would only be refused again.
-        Err(e @ telemetry_client::ClientError::Refused { .. }) => Err((EXIT_FAILED, e.to_string())),
-        // Not running, or no answer in time: leave it in the spool. If the
-        // daemon did store it after all, the event id keeps it single.
-        Err(e) => {
-            let spool = telemetry_client::spool::default_path();
-            let what = match telemetry_client::spool::append(&spool, &ev) {
-                Ok(telemetry_client::spool::Spooled::Written) => {
-                    format!(
-                        "spooled to {} for delivery when telemetryd runs",
-                        spool.display()
-                    )
-                }
-                Ok(telemetry_client::spool::Spooled::Full) => {
-                    format!(
-                        "the spool {} is full; the event was dropped",
-                        spool.display()
-                    )
-                }
-                Err(se) => format!("could not spool it to {}: {se}", spool.display()),
-            };
-            Err((EXIT_FAILED, format!("{e}; not acknowledged: {what}")))
-        }
+    // Most of the budget for the daemon, the rest kept for the spool. The
+    // socket work runs on its own thread, so even a connect that blocks (a
+    // full listen backlog) cannot eat the spool's share.
+    let socket_budget = budget.mul_f64(0.6);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sent = ev.clone();
+    std::thread::spawn(move || {
+        let r = Client::connect(&path).and_then(|mut c| c.emit(vec![sent], socket_budget));
+        let _ = tx.send(r);
+    });
+    let failure = match rx.recv_timeout(socket_budget) {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(e)) => e,
+        Err(_) => telemetry_client::ClientError::TimedOut {
+            path: args
+                .socket
+                .clone()
+                .unwrap_or_else(telemetry_client::default_socket_path),
+            after: socket_budget,
+        },
+    };
+    use telemetry_client::{ClientError, ErrorCode};
+    // Refused for good (invalid, not catalogued, consent off, not allowed):
+    // spooling would only be refused again. Anything else (not running,
+    // busy, shutting down, no answer in time) goes to the spool; if the
+    // daemon did store it after all, the event id keeps it single.
+    if let ClientError::Refused {
+        code:
+            ErrorCode::Invalid
+            | ErrorCode::NotInCatalogue
+            | ErrorCode::ConsentOff
+            | ErrorCode::PermissionDenied
+            | ErrorCode::Malformed
+            | ErrorCode::FrameTooLarge
+            | ErrorCode::UnsupportedVersion,
+        ..
+    } = &failure
+    {
+        return Err((EXIT_FAILED, failure.to_string()));
     }
+    let spool = telemetry_client::spool::default_path();
+    let what = match telemetry_client::spool::append(&spool, &ev) {
+        Ok(telemetry_client::spool::Spooled::Written) => {
+            format!(
+                "spooled to {} for delivery when telemetryd runs",
+                spool.display()
+            )
+        }
+        Ok(telemetry_client::spool::Spooled::Full) => {
+            format!(
+                "the spool {} is full; the event was dropped",
+                spool.display()
+            )
+        }
+        Err(se) => format!("could not spool it to {}: {se}", spool.display()),
+    };
+    Err((EXIT_FAILED, format!("{failure}; not acknowledged: {what}")))
 }
 
 /// Check the event locally first, so a mistake in the calling CLI is

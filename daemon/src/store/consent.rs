@@ -125,6 +125,11 @@ fn transition(
     out: &mut ConsentOutcome,
 ) -> Result<(), StoreError> {
     let err = sql("applying consent");
+    if to != Mode::On {
+        // Counts from a time the user now says must not leave, do not.
+        tx.execute("DELETE FROM dropped WHERE product = ?1", params![product])
+            .map_err(sql("applying consent"))?;
+    }
     match (from, to) {
         (Mode::On | Mode::Local, Mode::Off) => {
             // An unsent final batch from an earlier off stays: it is

@@ -99,6 +99,12 @@ pub enum StoreError {
     /// The store thread has stopped.
     #[error("the event store is closed")]
     Closed,
+    /// The store is at its size limit and nothing older can make room.
+    #[error("the event store is full (max_store_bytes = {limit}) and nothing older can be dropped; raise max_store_bytes or let uploads catch up")]
+    Full {
+        /// The limit.
+        limit: u64,
+    },
     /// The product's consent changed between the check and the commit.
     #[error("consent for {product:?} changed while the events were being recorded; nothing was recorded")]
     ConsentChanged {
@@ -538,6 +544,32 @@ impl Inner {
         };
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
+        // Look before touching anything: a newer database is refused
+        // unmodified (switching the journal mode would already write).
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(open_err)?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                supported: MIGRATIONS.len(),
+            });
+        }
+        // A damaged file is found now, at open, where it can be moved
+        // aside, rather than by whichever query reaches the bad page.
+        let check: String = conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if check != "ok" {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                source: Arc::new(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                    Some(check),
+                )),
+            });
+        }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         let sync = match opts.sync {
@@ -574,7 +606,7 @@ impl Inner {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT product, COUNT(*), COALESCE(SUM(LENGTH(line) + 1), 0)
+                "SELECT product, COUNT(*), COALESCE(SUM(LENGTH(CAST(line AS BLOB)) + 1), 0)
                  FROM events WHERE batch_id IS NULL AND local_only = 0 GROUP BY product",
             )
             .map_err(sql("loading counters"))?;
@@ -601,7 +633,7 @@ impl Inner {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT product, COUNT(*), COALESCE(SUM(LENGTH(line) + 1), 0)
+                "SELECT product, COUNT(*), COALESCE(SUM(LENGTH(CAST(line AS BLOB)) + 1), 0)
                  FROM events WHERE local_only = 1 GROUP BY product",
             )
             .map_err(sql("loading counters"))?;
@@ -771,6 +803,10 @@ impl Inner {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql("insert"))?;
+            // Everything up to here is older than this insert.
+            let newest_old: i64 = tx
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+                .map_err(sql("insert"))?;
             let mut outcomes = Vec::with_capacity(group.len());
             let mut added: BTreeMap<String, Pending> = BTreeMap::new();
             let mut local_added: BTreeMap<String, Pending> = BTreeMap::new();
@@ -811,9 +847,15 @@ impl Inner {
                 .map(|p| p.bytes)
                 .sum::<u64>();
             let freed = if stored_bytes + grown > max_bytes {
-                bound::make_room(&tx, stored_bytes + grown - max_bytes, now)?
+                bound::make_room(
+                    &tx,
+                    stored_bytes + grown - max_bytes,
+                    newest_old,
+                    max_bytes,
+                    now,
+                )?
             } else {
-                bound::Freed::new()
+                bound::Freed::default()
             };
             tx.commit().map_err(sql("commit"))?;
             Ok((outcomes, added, local_added, freed))
@@ -863,7 +905,7 @@ impl Inner {
 
     /// Update the counters after [`bound::make_room`] committed.
     fn forget_freed(&mut self, freed: bound::Freed) {
-        for ((product, local), (events, bytes)) in freed {
+        for ((product, local), (events, bytes)) in freed.unsealed {
             let map = if local {
                 &mut self.local
             } else {
@@ -872,13 +914,36 @@ impl Inner {
             let p = map.entry(product.clone()).or_default();
             p.events = p.events.saturating_sub(events);
             p.bytes = p.bytes.saturating_sub(bytes);
-            *self.dropped.entry(product.clone()).or_default() += events;
             tracing::warn!(
                 product,
                 events,
                 "store full: dropped the oldest pending events"
             );
         }
+        for (events, bytes) in freed.batches {
+            self.sealed_batches = self.sealed_batches.saturating_sub(1);
+            self.sealed_events = self.sealed_events.saturating_sub(events);
+            self.sealed_bytes = self.sealed_bytes.saturating_sub(bytes);
+            tracing::warn!(events, "store full: dropped the oldest sealed batch");
+        }
+        // The counts per product live in the table (local-only drops are
+        // not counted); mirror it.
+        if let Ok(rows) = self.read_dropped() {
+            self.dropped = rows;
+        }
+    }
+
+    fn read_dropped(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT product, events FROM dropped")
+            .map_err(sql("reading drops"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(sql("reading drops"))?;
+        rows.collect::<Result<_, _>>().map_err(sql("reading drops"))
     }
 
     fn oldest_unsealed(&self, product: &str) -> Result<Option<i64>, StoreError> {

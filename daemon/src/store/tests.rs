@@ -701,3 +701,60 @@ fn a_full_store_drops_the_oldest_pending_counts_and_reports_them() {
     drop(store);
     thread.join();
 }
+
+#[test]
+fn a_long_outage_evicts_the_oldest_sealed_batch_never_the_new_events() {
+    let mut f = Fixture::new();
+    f.max_store_bytes = 40;
+    let (store, thread) = f.open(2);
+    rt().block_on(async {
+        store
+            .insert(vec![
+                record(1, "a"),
+                record(2, "a"),
+                record(3, "a"),
+                record(4, "a"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.seal(true).await.unwrap(), 2);
+        // Uploads are failing; new events keep coming.
+        let out = store
+            .insert(vec![record(5, "a"), record(6, "a")])
+            .await
+            .unwrap();
+        assert_eq!(out.accepted, 2);
+        let s = store.stats().await.unwrap();
+        assert_eq!((s.pending_events, s.sealed_batches), (4, 1));
+        assert_eq!(s.dropped, vec![("a".to_string(), 2)]);
+        let page = store.show(None, 0).await.unwrap();
+        let lines: Vec<&str> = page.events.iter().map(|e| e.line.as_str()).collect();
+        assert_eq!(
+            lines,
+            vec![r#"{"n":3}"#, r#"{"n":4}"#, r#"{"n":5}"#, r#"{"n":6}"#]
+        );
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn an_insert_that_cannot_fit_is_refused_not_dropped() {
+    let mut f = Fixture::new();
+    f.max_store_bytes = 10;
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        store.insert(vec![record(1, "a")]).await.unwrap();
+        let err = store
+            .insert(vec![record(2, "a"), record(3, "a")])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Full { limit: 10 }), "{err}");
+        // Refused whole: nothing of it stored, nothing older lost.
+        let s = store.stats().await.unwrap();
+        assert_eq!(s.pending_events, 1);
+        assert!(s.dropped.is_empty());
+    });
+    drop(store);
+    thread.join();
+}

@@ -80,6 +80,12 @@ impl Inner {
             params![product],
         )
         .map_err(sql("purge"))?;
+        // Nothing about purged data, not even a count, goes out later.
+        tx.execute(
+            "DELETE FROM dropped WHERE ?1 IS NULL OR product = ?1",
+            params![product],
+        )
+        .map_err(sql("purge"))?;
         tx.commit().map_err(sql("purge"))?;
         self.load_counters()?;
         Ok(n as u64)

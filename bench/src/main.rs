@@ -1,0 +1,482 @@
+//! `telemetry-bench`: measures telemetryd against its limits. Every figure
+//! is printed as a ratio to a baseline measured in the same run (absolute
+//! times on a shared 2-core machine are noise), with the raw medians next
+//! to it. Benchmarks print; they assert nothing.
+//!
+//! ```text
+//! cargo run --release -p telemetry-bench -- all          # everything (minutes)
+//! cargo run --release -p telemetry-bench -- all --quick  # smaller, for a smoke run
+//! ```
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use telemetry_client::{event, Client, Value, WireEvent};
+use telemetry_tests::{Daemon, DaemonEnv, Destination, S3Server, SECRET_KEY};
+
+#[derive(Parser)]
+#[command(
+    name = "telemetry-bench",
+    about = "Benchmarks for telemetryd (figures as ratios to same-run baselines)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    what: What,
+    /// Smaller sizes and shorter waits: a smoke run, not a measurement.
+    #[arg(long, global = true)]
+    quick: bool,
+}
+
+#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+enum What {
+    /// Everything below.
+    All,
+    /// Wall time of one telemetry-emit run vs `true` and `logger -u`; in-process acked emit latency.
+    Shim,
+    /// Acked events per second with 1, 8 and 64 connections vs raw SQLite.
+    Ingest,
+    /// RSS, CPU and wakeups of an idle daemon.
+    Idle,
+    /// Upload a large backlog to the S3 test server; ingest and status with it pending.
+    Backlog,
+}
+
+const T: Duration = Duration::from_secs(60);
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    build_binaries()?;
+    println!("machine: {} cores, {}", cores(), uname());
+    let run = |w: What| cli.what == What::All || cli.what == w;
+    if run(What::Shim) {
+        shim(cli.quick)?;
+    }
+    if run(What::Ingest) {
+        ingest(cli.quick)?;
+    }
+    if run(What::Idle) {
+        idle(cli.quick)?;
+    }
+    if run(What::Backlog) {
+        backlog(cli.quick)?;
+    }
+    Ok(())
+}
+
+/// The daemon and shims must be release builds next to this binary.
+fn build_binaries() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "telemetryd",
+            "-p",
+            "telemetry-client",
+            "--bins",
+        ])
+        .status()
+        .context("run cargo build for the binaries")?;
+    if !status.success() {
+        bail!("building the release binaries failed");
+    }
+    Ok(())
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn uname() -> String {
+    Command::new("uname")
+        .arg("-srm")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: f64) -> String {
+    format!("{:.3} ms", d * 1e3)
+}
+
+/// Wall time of `cmd` run `n` times (seconds each).
+fn time_runs(n: usize, mut make: impl FnMut() -> Command) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut cmd = make();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let t = Instant::now();
+        let status = cmd.status().context("run command")?;
+        out.push(t.elapsed().as_secs_f64());
+        if !status.success() {
+            bail!("{cmd:?} failed: {status}");
+        }
+    }
+    Ok(out)
+}
+
+fn env(sync: &str) -> DaemonEnv {
+    let mut env = DaemonEnv::new(Destination::Outbox);
+    env.extra.push(("TELEMETRY_SYNC".into(), sync.into()));
+    env
+}
+
+fn one(n: i64) -> WireEvent {
+    let mut data = BTreeMap::new();
+    data.insert("duration_s".to_string(), Value::Int(n % 86400));
+    data.insert("success".to_string(), Value::Bool(n % 3 != 0));
+    event("cfdev", "start_end", "1.4.2", data)
+}
+
+fn shim(quick: bool) -> Result<()> {
+    let n = if quick { 30 } else { 300 };
+    println!("\n## 1. Shim cost ({n} runs each, median wall time)");
+    let sock_dir = tempfile::tempdir()?;
+    let sock = sock_dir.path().join("log.sock");
+    let sink = UnixDatagram::bind(&sock)?;
+    // Drain what logger sends so its socket never fills.
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while sink.recv(&mut buf).is_ok() {}
+    });
+    let mut t_true = time_runs(n, || Command::new("true"))?;
+    let mut t_logger = time_runs(n, || {
+        let mut c = Command::new("logger");
+        c.arg("-u").arg(&sock).arg("app_created buildpack=go");
+        c
+    })?;
+    let mut rows = Vec::new();
+    for sync in ["full", "normal"] {
+        let env = env(sync);
+        let daemon = env.start();
+        let mut t_emit = time_runs(n, || {
+            let mut c = env.command("telemetry-emit");
+            c.args([
+                "--product",
+                "cfdev",
+                "--strict",
+                "--timeout-ms",
+                "2000",
+                "app_created",
+                "buildpack=go",
+            ]);
+            c
+        })?;
+        rows.push((sync, median(&mut t_emit)));
+        // In-process client: one connection, acked emits back to back.
+        let mut c = daemon.client();
+        let mut lat = Vec::with_capacity(n * 10);
+        for i in 0..(n * 10) as i64 {
+            let t = Instant::now();
+            c.emit(vec![one(i)], T)?;
+            lat.push(t.elapsed().as_secs_f64());
+        }
+        let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+        println!(
+            "in-process acked emit (sync={sync}): p50 {} p99 {}",
+            ms(p50),
+            ms(p99)
+        );
+    }
+    let (mt, ml) = (median(&mut t_true), median(&mut t_logger));
+    println!("| run | median | ÷ true | ÷ logger |\n|---|---|---|---|");
+    println!("| true | {} | 1.00 | {:.2} |", ms(mt), mt / ml);
+    println!("| logger -u | {} | {:.2} | 1.00 |", ms(ml), ml / mt);
+    for (sync, m) in rows {
+        println!(
+            "| telemetry-emit --strict (sync={sync}) | {} | {:.2} | {:.2} |",
+            ms(m),
+            m / mt,
+            m / ml
+        );
+    }
+    Ok(())
+}
+
+/// Acked events per second from `conns` connections, one event per request.
+fn ingest_rate(daemon: &Daemon, conns: usize, total: usize) -> Result<f64> {
+    let per = total / conns;
+    let start = Instant::now();
+    let threads: Vec<_> = (0..conns)
+        .map(|k| {
+            let socket = daemon.socket.clone();
+            std::thread::spawn(move || -> Result<()> {
+                let mut c = Client::connect(&socket)?;
+                for i in 0..per {
+                    c.emit(vec![one((k * per + i) as i64)], T)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread")?;
+    }
+    Ok((per * conns) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Raw SQLite: the same rows, the same schema and pragmas, inserted in
+/// transactions of `batch` rows.
+fn raw_rate(sync: &str, total: usize, batch: usize) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let conn = rusqlite::Connection::open(dir.path().join("raw.sqlite3"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", sync.to_uppercase())?;
+    conn.execute_batch(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL UNIQUE,
+         product TEXT NOT NULL, line TEXT NOT NULL, received_us INTEGER NOT NULL,
+         batch_id INTEGER, local_only INTEGER NOT NULL DEFAULT 0);
+         CREATE INDEX events_pending ON events (product, seq) WHERE batch_id IS NULL AND local_only = 0;",
+    )?;
+    let lines: Vec<(Vec<u8>, String)> = (0..total as i64)
+        .map(|i| {
+            let ev = one(i);
+            let line = serde_json::json!({"id": ev.id.to_string(), "event": ev.event, "data": {"duration_s": i}}).to_string();
+            (ev.id.as_bytes().to_vec(), line)
+        })
+        .collect();
+    let mut conn = conn;
+    let start = Instant::now();
+    for chunk in lines.chunks(batch) {
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events (id, product, line, received_us, local_only) VALUES (?1, 'cfdev', ?2, 0, 0)",
+            )?;
+            for (id, line) in chunk {
+                st.execute(rusqlite::params![id, line])?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+fn ingest(quick: bool) -> Result<()> {
+    let total = if quick { 2_000 } else { 20_000 };
+    println!("\n## 2. Ingest throughput ({total} acked events, one per request)");
+    println!("| sync | connections | daemon ev/s | raw SQLite ev/s (same batch size) | ratio | raw, 1000-row batches | ratio |");
+    println!("|---|---|---|---|---|---|---|");
+    for sync in ["full", "normal"] {
+        let raw_big = raw_rate(sync, total, 1000)?;
+        for conns in [1usize, 8, 64] {
+            let env = env(sync);
+            let daemon = env.start();
+            let rate = ingest_rate(&daemon, conns, total)?;
+            // Group commit makes one transaction of about `conns` events.
+            let raw_same = raw_rate(sync, total, conns)?;
+            println!(
+                "| {sync} | {conns} | {rate:.0} | {raw_same:.0} | {:.2} | {raw_big:.0} | {:.2} |",
+                rate / raw_same,
+                rate / raw_big
+            );
+        }
+    }
+    Ok(())
+}
+
+/// (VmRSS, VmHWM) in KiB, voluntary+involuntary context switches over all
+/// threads, and CPU ticks, of `pid`.
+fn proc_stats(pid: u32) -> (u64, u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut switches = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            for l in s.lines() {
+                if l.starts_with("voluntary_ctxt_switches")
+                    || l.starts_with("nonvoluntary_ctxt_switches")
+                {
+                    switches += l
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+            }
+        }
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ticks = stat
+        .rfind(')')
+        .map(|i| {
+            let f: Vec<&str> = stat[i + 2..].split_whitespace().collect();
+            f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0)
+        })
+        .unwrap_or(0);
+    (field("VmRSS:"), field("VmHWM:"), switches, ticks)
+}
+
+fn idle(quick: bool) -> Result<()> {
+    let secs = if quick { 10 } else { 60 };
+    println!("\n## 3. Idle cost ({secs} s after one emit and flush; baseline: `sleep` in the same window)");
+    let env = env("full");
+    let daemon = env.start();
+    daemon.client().emit(vec![one(1)], T)?;
+    daemon.client().flush(T)?;
+    let mut sleeper = Command::new("sleep").arg(format!("{}", secs + 5)).spawn()?;
+    std::thread::sleep(Duration::from_secs(2));
+    let (rss0, _, sw0, cpu0) = proc_stats(daemon.pid());
+    let (srss, _, ssw0, _) = proc_stats(sleeper.id());
+    std::thread::sleep(Duration::from_secs(secs));
+    let (rss1, hwm, sw1, cpu1) = proc_stats(daemon.pid());
+    let (_, _, ssw1, _) = proc_stats(sleeper.id());
+    let _ = sleeper.kill();
+    println!("| figure | telemetryd | sleep(1) |\n|---|---|---|");
+    println!(
+        "| RSS | {:.1} MiB (peak {:.1} MiB; at start {:.1}) | {:.1} MiB |",
+        rss1 as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        rss0 as f64 / 1024.0,
+        srss as f64 / 1024.0
+    );
+    println!("| CPU time | {} ticks | - |", cpu1 - cpu0);
+    println!(
+        "| context switches (all threads) | {} | {} |",
+        sw1 - sw0,
+        ssw1 - ssw0
+    );
+    Ok(())
+}
+
+fn backlog(quick: bool) -> Result<()> {
+    let total: usize = if quick { 50_000 } else { 1_000_000 };
+    println!("\n## 4 & 5. Backlog of {total} events to the S3 test server; growth");
+    let s3 = S3Server::start();
+    let mut env = DaemonEnv::new(Destination::S3 {
+        endpoint: s3.endpoint.clone(),
+        secret: SECRET_KEY.into(),
+    });
+    env.extra.extend([
+        ("TELEMETRY_SYNC".to_string(), "full".to_string()),
+        (
+            "TELEMETRY_MAX_STORE_BYTES".to_string(),
+            "2000000000".to_string(),
+        ),
+        (
+            "TELEMETRY_BATCH_MAX_EVENTS".to_string(),
+            "10000".to_string(),
+        ),
+        (
+            "TELEMETRY_BATCH_MAX_BYTES".to_string(),
+            "8000000".to_string(),
+        ),
+    ]);
+    // Keep the backlog: pretend the destination is down while filling.
+    s3.set_fault(telemetry_tests::Fault::Down);
+    let daemon = env.start();
+    let probe = 4_000;
+    let empty_rate = ingest_rate(&daemon, 8, probe)?;
+    let status_empty = status_latency(&daemon, 200)?;
+    // Fill in requests of 1000 events from 4 connections.
+    let start = Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|k| {
+            let socket = daemon.socket.clone();
+            std::thread::spawn(move || -> Result<()> {
+                let mut c = Client::connect(&socket)?;
+                let mut i = 0;
+                while i < total / 4 {
+                    let batch: Vec<_> =
+                        (0..1000).map(|j| one((k * total + i + j) as i64)).collect();
+                    c.emit(batch, T)?;
+                    i += 1000;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("filler")?;
+    }
+    let fill = start.elapsed().as_secs_f64();
+    let full_rate = ingest_rate(&daemon, 8, probe)?;
+    let status_full = status_latency(&daemon, 200)?;
+    let pending = daemon.client().status(T)?;
+    println!(
+        "filled {} events in {:.1} s ({:.0} ev/s in 1000-event requests)",
+        pending.pending_events,
+        fill,
+        pending.pending_events as f64 / fill
+    );
+    println!(
+        "| figure | empty store | {} pending | ratio |\n|---|---|---|---|",
+        pending.pending_events
+    );
+    println!(
+        "| ingest, 8 connections (ev/s) | {empty_rate:.0} | {full_rate:.0} | {:.2} |",
+        full_rate / empty_rate
+    );
+    println!(
+        "| status latency (median) | {} | {} | {:.2} |",
+        ms(status_empty),
+        ms(status_full),
+        status_full / status_empty
+    );
+
+    s3.set_fault(telemetry_tests::Fault::None);
+    let (_, hwm_before, _, _) = proc_stats(daemon.pid());
+    let t = Instant::now();
+    let report = daemon.client().flush(Duration::from_secs(3600))?;
+    let up = t.elapsed().as_secs_f64();
+    let (_, hwm, _, _) = proc_stats(daemon.pid());
+    println!("| upload figure | value |\n|---|---|");
+    println!(
+        "| events uploaded | {} in {} objects |",
+        report.events,
+        report.keys.len()
+    );
+    println!(
+        "| upload rate | {:.0} ev/s ({:.1} s) |",
+        report.events as f64 / up,
+        up
+    );
+    println!(
+        "| compression (NDJSON bytes ÷ uploaded bytes) | {:.1}× |",
+        pending.pending_bytes as f64 / report.bytes as f64
+    );
+    println!(
+        "| daemon peak RSS | {:.1} MiB (before the upload: {:.1} MiB) |",
+        hwm as f64 / 1024.0,
+        hwm_before as f64 / 1024.0
+    );
+    let _ = std::io::stdout().flush();
+    Ok(())
+}
+
+fn status_latency(daemon: &Daemon, n: usize) -> Result<f64> {
+    let mut c = daemon.client();
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        c.status(T)?;
+        v.push(t.elapsed().as_secs_f64());
+    }
+    Ok(median(&mut v))
+}
