@@ -321,7 +321,9 @@ fn a_busy_daemon_gets_the_event_through_the_spool() {
     let out = shim(&env, &["--strict", "bosh"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("busy") && err.contains("spooled to"), "{err}");
+    // The refusal may arrive as a `busy` reply or, when the daemon closes
+    // first, as a broken pipe: spooled either way.
+    assert!(err.contains("spooled to"), "{err}");
     drop(hog);
     let d = &daemon;
     wait_for("the spooled event", T, || {
