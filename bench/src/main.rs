@@ -293,6 +293,35 @@ fn ingest(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// Context switches per thread of `pid` (tid → voluntary + involuntary).
+fn switches(pid: u32) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            let n: u64 = s
+                .lines()
+                .filter(|l| {
+                    l.starts_with("voluntary_ctxt_switches")
+                        || l.starts_with("nonvoluntary_ctxt_switches")
+                })
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+            out.insert(t.file_name().to_string_lossy().into_owned(), n);
+        }
+    }
+    out
+}
+
+/// Context switches between two samples: per thread, so threads that come
+/// and go are counted right.
+fn switch_delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> u64 {
+    after
+        .iter()
+        .map(|(tid, n)| n.saturating_sub(*before.get(tid).unwrap_or(&0)))
+        .sum()
+}
+
 /// (VmRSS, VmHWM) in KiB, voluntary+involuntary context switches over all
 /// threads, and CPU ticks, of `pid`.
 fn proc_stats(pid: u32) -> (u64, u64, u64, u64) {
@@ -342,11 +371,12 @@ fn idle(quick: bool) -> Result<()> {
     daemon.client().flush(T)?;
     let mut sleeper = Command::new("sleep").arg(format!("{}", secs + 5)).spawn()?;
     std::thread::sleep(Duration::from_secs(2));
-    let (rss0, _, sw0, cpu0) = proc_stats(daemon.pid());
-    let (srss, _, ssw0, _) = proc_stats(sleeper.id());
+    let (rss0, _, _, cpu0) = proc_stats(daemon.pid());
+    let (srss, _, _, _) = proc_stats(sleeper.id());
+    let (sw0, ssw0) = (switches(daemon.pid()), switches(sleeper.id()));
     std::thread::sleep(Duration::from_secs(secs));
-    let (rss1, hwm, sw1, cpu1) = proc_stats(daemon.pid());
-    let (_, _, ssw1, _) = proc_stats(sleeper.id());
+    let (rss1, hwm, _, cpu1) = proc_stats(daemon.pid());
+    let (sw1, ssw1) = (switches(daemon.pid()), switches(sleeper.id()));
     let _ = sleeper.kill();
     println!("| figure | telemetryd | sleep(1) |\n|---|---|---|");
     println!(
@@ -358,9 +388,9 @@ fn idle(quick: bool) -> Result<()> {
     );
     println!("| CPU time | {} ticks | - |", cpu1 - cpu0);
     println!(
-        "| context switches (all threads) | {} | {} |",
-        sw1 - sw0,
-        ssw1 - ssw0
+        "| context switches, all threads (wakeups) | {} | {} |",
+        switch_delta(&sw0, &sw1),
+        switch_delta(&ssw0, &ssw1)
     );
     Ok(())
 }
@@ -394,7 +424,8 @@ fn backlog(quick: bool) -> Result<()> {
     let probe = 4_000;
     let empty_rate = ingest_rate(&daemon, 8, probe)?;
     let status_empty = status_latency(&daemon, 200)?;
-    // Fill in requests of 1000 events from 4 connections.
+    // Fill in requests of 500 events (about 36 KiB, under the frame limit)
+    // from 4 connections.
     let start = Instant::now();
     let threads: Vec<_> = (0..4)
         .map(|k| {
@@ -403,10 +434,9 @@ fn backlog(quick: bool) -> Result<()> {
                 let mut c = Client::connect(&socket)?;
                 let mut i = 0;
                 while i < total / 4 {
-                    let batch: Vec<_> =
-                        (0..1000).map(|j| one((k * total + i + j) as i64)).collect();
+                    let batch: Vec<_> = (0..500).map(|j| one((k * total + i + j) as i64)).collect();
                     c.emit(batch, T)?;
-                    i += 1000;
+                    i += 500;
                 }
                 Ok(())
             })
@@ -420,7 +450,7 @@ fn backlog(quick: bool) -> Result<()> {
     let status_full = status_latency(&daemon, 200)?;
     let pending = daemon.client().status(T)?;
     println!(
-        "filled {} events in {:.1} s ({:.0} ev/s in 1000-event requests)",
+        "filled {} events in {:.1} s ({:.0} ev/s in 500-event requests)",
         pending.pending_events,
         fill,
         pending.pending_events as f64 / fill
