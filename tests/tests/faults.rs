@@ -150,49 +150,54 @@ fn outage(fault: Fault) {
     let s3 = S3Server::start();
     let env = s3_env(&s3);
     let daemon = env.start();
-    s3.set_fault(fault);
-    let mut acked: BTreeSet<String> = emit(&daemon, 5).into_iter().collect();
-    let err = daemon.client().flush(T).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Refused {
-                code: ErrorCode::Upload,
-                ..
-            }
-        ),
-        "{fault:?}: {err}"
-    );
-    // Still accepting and storing; status says what is wrong and when the
-    // next try is; retries go on by themselves, backing off.
-    acked.extend(emit(&daemon, 5));
-    let st = status(&daemon);
-    assert_eq!(st.pending_events, 10, "{fault:?}");
-    assert!(st.last_error.is_some(), "{fault:?}");
-    let want = if fault == Fault::Hang { 2 } else { 3 };
-    let st = wait_for("retries", T, || {
+    let mut acked: BTreeSet<String> = BTreeSet::new();
+    // One outage in CI; the soak run goes through many in a row.
+    let rounds = if soak() { 10 } else { 1 };
+    for _ in 0..rounds {
+        s3.set_fault(fault);
+        acked.extend(emit(&daemon, 5));
+        let err = daemon.client().flush(T).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::Refused {
+                    code: ErrorCode::Upload,
+                    ..
+                }
+            ),
+            "{fault:?}: {err}"
+        );
+        // Still accepting and storing; status says what is wrong and when
+        // the next try is; retries go on by themselves, backing off.
+        acked.extend(emit(&daemon, 5));
         let st = status(&daemon);
-        (st.consecutive_failures >= want).then_some(st)
-    });
-    let next = st.next_attempt_us.expect("next attempt shown");
-    assert!(
-        next - now_us() <= 1_100_000,
-        "capped at retry_max (1s): {}",
-        next - now_us()
-    );
-    assert!(
-        !st.last_error.as_deref().unwrap().contains("permanent"),
-        "{fault:?} is transient"
-    );
+        assert_eq!(st.pending_events, 10, "{fault:?}");
+        assert!(st.last_error.is_some(), "{fault:?}");
+        let want = if fault == Fault::Hang { 2 } else { 3 };
+        let st = wait_for("retries", T, || {
+            let st = status(&daemon);
+            (st.consecutive_failures >= want).then_some(st)
+        });
+        let next = st.next_attempt_us.expect("next attempt shown");
+        assert!(
+            next - now_us() <= 1_100_000,
+            "capped at retry_max (1s): {}",
+            next - now_us()
+        );
+        assert!(
+            !st.last_error.as_deref().unwrap().contains("permanent"),
+            "{fault:?} is transient"
+        );
 
-    s3.set_fault(Fault::None);
-    wait_for("recovery", T, || {
-        status(&daemon).last_error.is_none().then_some(())
-    });
-    daemon.client().flush(T).unwrap();
-    assert_eq!(status(&daemon).pending_events, 0);
+        s3.set_fault(Fault::None);
+        wait_for("recovery", T, || {
+            status(&daemon).last_error.is_none().then_some(())
+        });
+        daemon.client().flush(T).unwrap();
+        assert_eq!(status(&daemon).pending_events, 0);
+    }
     assert!(daemon.terminate().unwrap().success());
-    assert_eq!(assert_delivered_once(&s3, &acked), 10, "{fault:?}");
+    assert_eq!(assert_delivered_once(&s3, &acked), 10 * rounds, "{fault:?}");
 }
 
 #[test]
