@@ -1029,15 +1029,50 @@ impl Inner {
             })
             .map_err(sql("reading sealed batches"))?;
         let mut ids = Vec::new();
+        // The permit reads the consent files: once per product, not per batch.
+        let mut permits: BTreeMap<String, Permit> = BTreeMap::new();
         for row in rows {
             let (id, product, is_final) = row.map_err(sql("reading sealed batches"))?;
-            match (self.opts.permit)(&product) {
+            let permit = *permits
+                .entry(product)
+                .or_insert_with_key(|p| (self.opts.permit)(p));
+            match permit {
                 Permit::All => ids.push(id),
                 Permit::FinalOnly if is_final => ids.push(id),
                 _ => {}
             }
         }
         Ok(ids)
+    }
+
+    /// How many sealed batches may be uploaded now, counted per product
+    /// and kind by SQLite, with the permit asked once per product.
+    fn uploadable_batch_count(&self) -> Result<u64, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT product, final, COUNT(*) FROM batches GROUP BY product, final")
+            .map_err(sql("counting sealed batches"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(sql("counting sealed batches"))?;
+        let mut permits: BTreeMap<String, Permit> = BTreeMap::new();
+        let mut n = 0;
+        for row in rows {
+            let (product, is_final, count) = row.map_err(sql("counting sealed batches"))?;
+            let permit = *permits
+                .entry(product)
+                .or_insert_with_key(|p| (self.opts.permit)(p));
+            if permit == Permit::All || (permit == Permit::FinalOnly && is_final) {
+                n += count as u64;
+            }
+        }
+        Ok(n)
     }
 
     fn next_sealed(&mut self) -> Result<Option<SealedBatch>, StoreError> {
@@ -1118,7 +1153,7 @@ impl Inner {
             .values()
             .fold((0, 0), |(e, b), p| (e + p.events, b + p.bytes));
         let uploadable_batches = if self.sealed_batches > 0 {
-            self.uploadable_batch_ids()?.len() as u64
+            self.uploadable_batch_count()?
         } else {
             0
         };
