@@ -322,9 +322,8 @@ fn switch_delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -
         .sum()
 }
 
-/// (VmRSS, VmHWM) in KiB, voluntary+involuntary context switches over all
-/// threads, and CPU ticks, of `pid`.
-fn proc_stats(pid: u32) -> (u64, u64, u64, u64) {
+/// (VmRSS, VmHWM) in KiB and CPU ticks of `pid`.
+fn proc_stats(pid: u32) -> (u64, u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -334,23 +333,6 @@ fn proc_stats(pid: u32) -> (u64, u64, u64, u64) {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let mut switches = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-            for l in s.lines() {
-                if l.starts_with("voluntary_ctxt_switches")
-                    || l.starts_with("nonvoluntary_ctxt_switches")
-                {
-                    switches += l
-                        .split_whitespace()
-                        .nth(1)
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0);
-                }
-            }
-        }
-    }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let ticks = stat
         .rfind(')')
@@ -359,7 +341,7 @@ fn proc_stats(pid: u32) -> (u64, u64, u64, u64) {
             f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0)
         })
         .unwrap_or(0);
-    (field("VmRSS:"), field("VmHWM:"), switches, ticks)
+    (field("VmRSS:"), field("VmHWM:"), ticks)
 }
 
 fn idle(quick: bool) -> Result<()> {
@@ -371,11 +353,11 @@ fn idle(quick: bool) -> Result<()> {
     daemon.client().flush(T)?;
     let mut sleeper = Command::new("sleep").arg(format!("{}", secs + 5)).spawn()?;
     std::thread::sleep(Duration::from_secs(2));
-    let (rss0, _, _, cpu0) = proc_stats(daemon.pid());
-    let (srss, _, _, _) = proc_stats(sleeper.id());
+    let (rss0, _, cpu0) = proc_stats(daemon.pid());
+    let (srss, _, _) = proc_stats(sleeper.id());
     let (sw0, ssw0) = (switches(daemon.pid()), switches(sleeper.id()));
     std::thread::sleep(Duration::from_secs(secs));
-    let (rss1, hwm, _, cpu1) = proc_stats(daemon.pid());
+    let (rss1, hwm, cpu1) = proc_stats(daemon.pid());
     let (sw1, ssw1) = (switches(daemon.pid()), switches(sleeper.id()));
     let _ = sleeper.kill();
     println!("| figure | telemetryd | sleep(1) |\n|---|---|---|");
@@ -471,11 +453,11 @@ fn backlog(quick: bool) -> Result<()> {
     );
 
     s3.set_fault(telemetry_tests::Fault::None);
-    let (_, hwm_before, _, _) = proc_stats(daemon.pid());
+    let (_, hwm_before, _) = proc_stats(daemon.pid());
     let t = Instant::now();
     let report = daemon.client().flush(Duration::from_secs(3600))?;
     let up = t.elapsed().as_secs_f64();
-    let (_, hwm, _, _) = proc_stats(daemon.pid());
+    let (_, hwm, _) = proc_stats(daemon.pid());
     println!("| upload figure | value |\n|---|---|");
     println!(
         "| events uploaded | {} in {} objects |",

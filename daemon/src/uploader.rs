@@ -14,11 +14,11 @@
 //! and the next attempt time are kept for `status`. Nothing is dropped
 //! because an upload failed, whatever the error.
 
-use crate::config::Clock;
+use crate::config::{now_us, Clock};
 use crate::sink::{Sink, UploadError};
 use crate::store::{Store, StoreError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 use telemetry_proto::FlushReport;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
@@ -179,14 +179,6 @@ pub fn spawn(
         handle,
     )
 }
-
-fn now_us(clock: &Clock) -> i64 {
-    clock()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 impl Worker {
     async fn run(
         mut self,

@@ -512,3 +512,18 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Whether the long (soak) variants of the fault tests run:
+/// `TELEMETRY_SOAK` set to anything but empty or `0`.
+pub fn soak() -> bool {
+    std::env::var("TELEMETRY_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A command's stdout then stderr, as text (for assertions and messages).
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

@@ -17,15 +17,6 @@ fn s3_env(server: &S3Server) -> DaemonEnv {
         secret: SECRET_KEY.into(),
     })
 }
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn ctl(env: &DaemonEnv, args: &[&str]) -> Output {
     let out = env.run("telemetryctl", args);
     assert!(

@@ -11,11 +11,6 @@ use telemetry_client::{event, Client, ClientError, ErrorCode, Value};
 use telemetry_tests::*;
 
 const T: Duration = Duration::from_secs(20);
-
-fn soak() -> bool {
-    std::env::var("TELEMETRY_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 fn seed() -> u64 {
     std::env::var("TELEMETRY_FAULT_SEED")
         .ok()

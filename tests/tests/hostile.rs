@@ -24,11 +24,6 @@ fn raise_fd_limit() {
         }
     }
 }
-
-fn soak() -> bool {
-    std::env::var("TELEMETRY_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 fn env_with(extra: &[(&str, &str)]) -> DaemonEnv {
     let mut env = DaemonEnv::new(Destination::Outbox);
     env.extra

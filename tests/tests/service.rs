@@ -6,7 +6,7 @@ use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use telemetry_client::{event, Client};
 use telemetry_tests::*;
@@ -19,15 +19,6 @@ fn repo() -> PathBuf {
         .unwrap()
         .to_path_buf()
 }
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// Copy units into `dir` with ExecStart pointing at the built binary (the
 /// verifier checks that the program exists).
 fn stage_units(dir: &Path, scope: &str) -> Vec<PathBuf> {

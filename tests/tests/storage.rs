@@ -331,3 +331,36 @@ fn a_busy_daemon_gets_the_event_through_the_spool() {
         (st.pending_events == 1).then_some(())
     });
 }
+
+#[test]
+fn a_hung_daemon_costs_the_shim_its_budget_and_no_more_and_the_event_is_spooled() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::create_dir_all(env.socket.parent().unwrap()).unwrap();
+    // Listens (so connect and the write succeed) but never answers.
+    let _hung = std::os::unix::net::UnixListener::bind(&env.socket).unwrap();
+    let start = std::time::Instant::now();
+    let out = env
+        .command("telemetry-emit")
+        .args([
+            "--product",
+            "cfdev",
+            "--strict",
+            "--timeout-ms",
+            "600",
+            "bosh",
+        ])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("spooled to"),
+        "the spool got its share of the budget: {}",
+        text(&out)
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "took {took:?} for a 600 ms budget"
+    );
+    assert!(spool_of(&env).exists());
+}

@@ -25,14 +25,14 @@
 //! daemon is refused, never modified.
 
 use crate::batch::{compress, KeyLayout};
-use crate::config::{Clock, SyncMode};
+use crate::config::{now_us, Clock, SyncMode};
 use crate::consent::Permit;
 use crate::record::{rfc3339_us, Record};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 use telemetry_proto::{EventsPage, Mode};
 use tokio::sync::{mpsc, oneshot};
 
@@ -488,14 +488,6 @@ fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, StoreError> {
         Err(_) => Err(StoreError::Locked { path }),
     }
 }
-
-fn now_us(clock: &Clock) -> i64 {
-    clock()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 /// Apply pending migrations in one transaction; refuse newer databases.
 fn migrate(conn: &mut Connection, path: &Path, now_us: i64) -> Result<(), StoreError> {
     let tx = conn

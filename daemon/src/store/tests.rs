@@ -2,7 +2,7 @@ use super::*;
 use crate::config::SyncMode;
 use crate::consent::Permit;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 fn record(n: u128, product: &str) -> Record {
     Record {
