@@ -115,22 +115,18 @@ fn ms(d: f64) -> String {
     format!("{:.3} ms", d * 1e3)
 }
 
-/// Wall time of `cmd` run `n` times (seconds each).
-fn time_runs(n: usize, mut make: impl FnMut() -> Command) -> Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut cmd = make();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let t = Instant::now();
-        let status = cmd.status().context("run command")?;
-        out.push(t.elapsed().as_secs_f64());
-        if !status.success() {
-            bail!("{cmd:?} failed: {status}");
-        }
+/// Wall time of one run of `cmd` (seconds); fails if it fails.
+fn time_one(mut cmd: Command) -> Result<f64> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let t = Instant::now();
+    let status = cmd.status().context("run command")?;
+    let took = t.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
     }
-    Ok(out)
+    Ok(took)
 }
 
 fn env(sync: &str) -> DaemonEnv {
@@ -148,7 +144,7 @@ fn one(n: i64) -> WireEvent {
 
 fn shim(quick: bool) -> Result<()> {
     let n = if quick { 30 } else { 300 };
-    println!("\n## 1. Shim cost ({n} runs each, median wall time)");
+    println!("\n## 1. Shim cost ({n} rounds, median wall time; the runs of a round are interleaved so load drift hits every row alike)");
     let sock_dir = tempfile::tempdir()?;
     let sock = sock_dir.path().join("log.sock");
     let sink = UnixDatagram::bind(&sock)?;
@@ -157,31 +153,58 @@ fn shim(quick: bool) -> Result<()> {
         let mut buf = [0u8; 4096];
         while sink.recv(&mut buf).is_ok() {}
     });
-    let mut t_true = time_runs(n, || Command::new("true"))?;
-    let mut t_logger = time_runs(n, || {
-        let mut c = Command::new("logger");
-        c.arg("-u").arg(&sock).arg("app_created buildpack=go");
+    let envs = [env("full"), env("normal")];
+    let daemons: Vec<Daemon> = envs.iter().map(|e| e.start()).collect();
+    let emit = |env: &DaemonEnv, strict: bool| {
+        let mut c = env.command("telemetry-emit");
+        c.args(["--product", "cfdev", "--timeout-ms", "2000"]);
+        if strict {
+            c.arg("--strict");
+        }
+        c.args(["app_created", "buildpack=go"]);
         c
-    })?;
-    let mut rows = Vec::new();
-    for sync in ["full", "normal"] {
-        let env = env(sync);
-        let daemon = env.start();
-        let mut t_emit = time_runs(n, || {
-            let mut c = env.command("telemetry-emit");
-            c.args([
-                "--product",
-                "cfdev",
-                "--strict",
-                "--timeout-ms",
-                "2000",
-                "app_created",
-                "buildpack=go",
-            ]);
-            c
-        })?;
-        rows.push((sync, median(&mut t_emit)));
-        // In-process client: one connection, acked emits back to back.
+    };
+    let names = [
+        "`true`",
+        "`logger -u`",
+        "`telemetry-emit` (sync=full)",
+        "`telemetry-emit --strict` (sync=full)",
+        "`telemetry-emit` (sync=normal)",
+        "`telemetry-emit --strict` (sync=normal)",
+    ];
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(n); names.len()];
+    for _ in 0..n {
+        let mut logger = Command::new("logger");
+        logger.arg("-u").arg(&sock).arg("app_created buildpack=go");
+        let cmds = [
+            Command::new("true"),
+            logger,
+            emit(&envs[0], false),
+            emit(&envs[0], true),
+            emit(&envs[1], false),
+            emit(&envs[1], true),
+        ];
+        for (i, c) in cmds.into_iter().enumerate() {
+            times[i].push(time_one(c)?);
+        }
+    }
+    let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+    let (mt, ml) = (medians[0], medians[1]);
+    println!("| run | median | ÷ true | ÷ logger |\n|---|---|---|---|");
+    for (name, m) in names.iter().zip(&medians) {
+        println!("| {name} | {} | {:.2} | {:.2} |", ms(*m), m / mt, m / ml);
+    }
+    // In-process client: one connection, acked emits back to back, next
+    // to the fsync floor measured on the same file system.
+    let (f50, f99) = fsync_floor(n * 10)?;
+    println!(
+        "\nfsync floor (4 KiB write + fdatasync, {} runs): p50 {} p99 {}",
+        n * 10,
+        ms(f50),
+        ms(f99)
+    );
+    println!("| in-process acked emit | p50 | p99 | p99 ÷ fsync p99 |\n|---|---|---|---|");
+    for (sync, daemon) in ["full", "normal"].iter().zip(&daemons) {
         let mut c = daemon.client();
         let mut lat = Vec::with_capacity(n * 10);
         for i in 0..(n * 10) as i64 {
@@ -191,21 +214,10 @@ fn shim(quick: bool) -> Result<()> {
         }
         let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
         println!(
-            "in-process acked emit (sync={sync}): p50 {} p99 {}",
+            "| sync={sync} | {} | {} | {:.2} |",
             ms(p50),
-            ms(p99)
-        );
-    }
-    let (mt, ml) = (median(&mut t_true), median(&mut t_logger));
-    println!("| run | median | ÷ true | ÷ logger |\n|---|---|---|---|");
-    println!("| true | {} | 1.00 | {:.2} |", ms(mt), mt / ml);
-    println!("| logger -u | {} | {:.2} | 1.00 |", ms(ml), ml / mt);
-    for (sync, m) in rows {
-        println!(
-            "| telemetry-emit --strict (sync={sync}) | {} | {:.2} | {:.2} |",
-            ms(m),
-            m / mt,
-            m / ml
+            ms(p99),
+            p99 / f99
         );
     }
     Ok(())
@@ -233,36 +245,39 @@ fn ingest_rate(daemon: &Daemon, conns: usize, total: usize) -> Result<f64> {
     Ok((per * conns) as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Raw SQLite: the same rows, the same schema and pragmas, inserted in
-/// transactions of `batch` rows.
+/// Raw SQLite: the same rows (the lines the daemon renders for these
+/// events), the daemon's own schema (its migrations), the same statement,
+/// journal and sync settings, in transactions of `batch` rows.
 fn raw_rate(sync: &str, total: usize, batch: usize) -> Result<f64> {
     let dir = tempfile::tempdir()?;
-    let conn = rusqlite::Connection::open(dir.path().join("raw.sqlite3"))?;
+    let mut conn = rusqlite::Connection::open(dir.path().join("raw.sqlite3"))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", sync.to_uppercase())?;
-    conn.execute_batch(
-        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL UNIQUE,
-         product TEXT NOT NULL, line TEXT NOT NULL, received_us INTEGER NOT NULL,
-         batch_id INTEGER, local_only INTEGER NOT NULL DEFAULT 0);
-         CREATE INDEX events_pending ON events (product, seq) WHERE batch_id IS NULL AND local_only = 0;",
-    )?;
-    let lines: Vec<(Vec<u8>, String)> = (0..total as i64)
+    for step in telemetryd::store::MIGRATIONS {
+        conn.execute_batch(step)?;
+    }
+    let machine = "0".repeat(64);
+    let rows: Vec<telemetryd::record::Record> = (0..total as i64)
         .map(|i| {
-            let ev = one(i);
-            let line = serde_json::json!({"id": ev.id.to_string(), "event": ev.event, "data": {"duration_s": i}}).to_string();
-            (ev.id.as_bytes().to_vec(), line)
+            telemetryd::record::render(
+                &one(i),
+                &machine,
+                std::env::consts::OS,
+                std::env::consts::ARCH,
+            )
         })
         .collect();
-    let mut conn = conn;
     let start = Instant::now();
-    for chunk in lines.chunks(batch) {
+    for chunk in rows.chunks(batch) {
         let tx = conn.transaction()?;
         {
             let mut st = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (id, product, line, received_us, local_only) VALUES (?1, 'cfdev', ?2, 0, 0)",
+                "INSERT OR IGNORE INTO events (id, product, line, received_us, local_only)
+                 SELECT ?1, ?2, ?3, ?4, ?5
+                 WHERE NOT EXISTS (SELECT 1 FROM uploaded_ids WHERE id = ?1)",
             )?;
-            for (id, line) in chunk {
-                st.execute(rusqlite::params![id, line])?;
+            for r in chunk {
+                st.execute(rusqlite::params![&r.id[..], r.product, r.line, 0, false])?;
             }
         }
         tx.commit()?;
@@ -270,19 +285,48 @@ fn raw_rate(sync: &str, total: usize, batch: usize) -> Result<f64> {
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
+/// p50 and p99 of one 4 KiB write + fdatasync in a temp dir on the same
+/// file system as the daemon's state: the floor under any commit that
+/// survives power loss.
+fn fsync_floor(n: usize) -> Result<(f64, f64)> {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir()?;
+    let mut f = std::fs::File::create(dir.path().join("fsync"))?;
+    let page = [0u8; 4096];
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        f.write_all(&page)?;
+        let t = Instant::now();
+        f.sync_data()?;
+        v.push(t.elapsed().as_secs_f64());
+    }
+    Ok((pct(&mut v, 0.5), pct(&mut v, 0.99)))
+}
+
 fn ingest(quick: bool) -> Result<()> {
     let total = if quick { 2_000 } else { 20_000 };
-    println!("\n## 2. Ingest throughput ({total} acked events, one per request)");
+    let rounds = 3;
+    println!("\n## 2. Ingest throughput ({total} acked events, one per request, in {rounds} rounds alternating with the raw runs; medians)");
     println!("| sync | connections | daemon ev/s | raw SQLite ev/s (same batch size) | ratio | raw, 1000-row batches | ratio |");
     println!("|---|---|---|---|---|---|---|");
     for sync in ["full", "normal"] {
-        let raw_big = raw_rate(sync, total, 1000)?;
         for conns in [1usize, 8, 64] {
             let env = env(sync);
             let daemon = env.start();
-            let rate = ingest_rate(&daemon, conns, total)?;
-            // Group commit makes one transaction of about `conns` events.
-            let raw_same = raw_rate(sync, total, conns)?;
+            // Alternate daemon and raw runs so a change in the machine's
+            // load hits both sides of the ratio alike.
+            let (mut rate, mut raw_same, mut raw_big) = (vec![], vec![], vec![]);
+            for _ in 0..rounds {
+                rate.push(ingest_rate(&daemon, conns, total / rounds)?);
+                // Group commit makes one transaction of about `conns` events.
+                raw_same.push(raw_rate(sync, total / rounds, conns)?);
+                raw_big.push(raw_rate(sync, total / rounds, 1000)?);
+            }
+            let (rate, raw_same, raw_big) = (
+                median(&mut rate),
+                median(&mut raw_same),
+                median(&mut raw_big),
+            );
             println!(
                 "| {sync} | {conns} | {rate:.0} | {raw_same:.0} | {:.2} | {raw_big:.0} | {:.2} |",
                 rate / raw_same,

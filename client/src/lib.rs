@@ -167,6 +167,32 @@ impl Client {
         }
     }
 
+    /// [`Client::connect`] that never waits: when the daemon's listen
+    /// backlog is full, a blocking connect to a Unix socket sleeps until
+    /// the daemon accepts; this one fails at once (`WouldBlock`) instead,
+    /// so a caller with a time budget can fall back (the shim spools).
+    pub fn connect_now(path: impl AsRef<Path>) -> Result<Client, ClientError> {
+        use socket2::{Domain, SockAddr, Socket, Type};
+        let path = path.as_ref().to_path_buf();
+        let unreachable = |source| ClientError::Unreachable {
+            path: path.clone(),
+            source,
+        };
+        let addr = SockAddr::unix(&path).map_err(unreachable)?;
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(unreachable)?;
+        socket.set_nonblocking(true).map_err(unreachable)?;
+        // A Unix stream connect completes or fails on the spot; it never
+        // returns "in progress" like TCP.
+        socket.connect(&addr).map_err(unreachable)?;
+        socket.set_nonblocking(false).map_err(unreachable)?;
+        Ok(Client {
+            stream: UnixStream::from(std::os::fd::OwnedFd::from(socket)),
+            path,
+            unread: 0,
+            broken: false,
+        })
+    }
+
     fn io(&self, source: std::io::Error, deadline_budget: Duration) -> ClientError {
         match source.kind() {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
@@ -446,6 +472,38 @@ mod tests {
             .unwrap();
         assert!(matches!(err, ClientError::Unreachable { .. }));
         assert!(err.to_string().contains("/nonexistent/telemetry.sock"));
+    }
+
+    #[test]
+    fn connect_now_fails_at_once_when_the_backlog_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let mut held = Vec::new();
+        let err = loop {
+            match Client::connect_now(&path) {
+                Ok(c) => held.push(c),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 100_000, "the backlog never filled");
+        };
+        // A blocking connect would sleep here until the listener accepted
+        // (never); this one reports the full backlog instead.
+        let t = std::time::Instant::now();
+        let again = Client::connect_now(&path).err().expect("still full");
+        assert!(t.elapsed() < Duration::from_secs(1));
+        for e in [err, again] {
+            match e {
+                ClientError::Unreachable { source, .. } => {
+                    assert_eq!(source.kind(), std::io::ErrorKind::WouldBlock, "{source}")
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert!(
+            Client::connect_now("/nonexistent/telemetry.sock").is_err(),
+            "nobody listening"
+        );
     }
 
     #[test]

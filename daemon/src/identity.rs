@@ -131,8 +131,11 @@ impl Identity {
         h.update(product.as_bytes());
         let digest = h.finalize();
         let mut out = String::with_capacity(64);
+        // Hex by hand: this runs for every event, `format!` allocates per byte.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         for b in digest {
-            out.push_str(&format!("{b:02x}"));
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0x0f)] as char);
         }
         out
     }

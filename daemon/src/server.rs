@@ -421,8 +421,10 @@ pub async fn serve_connection(
     _done: mpsc::Sender<()>,
     _active: ActiveGuard,
 ) {
+    static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let peer = crate::cmd::Peer {
         uid: stream.peer_cred().ok().map(|c| c.uid()),
+        connection: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
     };
     tracing::debug!(uid = ?peer.uid, "connection");
     let mut framed = Framed::new(stream, FrameCodec::<Request, Response>::new());

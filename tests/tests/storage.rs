@@ -364,3 +364,87 @@ fn a_hung_daemon_costs_the_shim_its_budget_and_no_more_and_the_event_is_spooled(
     );
     assert!(spool_of(&env).exists());
 }
+
+#[test]
+fn a_full_listen_backlog_does_not_hold_the_shim_the_event_is_spooled_at_once() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::create_dir_all(env.socket.parent().unwrap()).unwrap();
+    // Listens but never accepts; fill its backlog so the next connect would
+    // block until an accept that never comes.
+    let _stuck = std::os::unix::net::UnixListener::bind(&env.socket).unwrap();
+    let mut held = Vec::new();
+    while let Ok(c) = telemetry_client::Client::connect_now(&env.socket) {
+        held.push(c);
+        assert!(held.len() < 100_000, "the backlog never filled");
+    }
+    let start = std::time::Instant::now();
+    let out = env
+        .command("telemetry-emit")
+        .args([
+            "--product",
+            "cfdev",
+            "--strict",
+            "--timeout-ms",
+            "5000",
+            "bosh",
+        ])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("spooled to"), "{}", text(&out));
+    assert!(
+        took < Duration::from_millis(2500),
+        "took {took:?}: the connect waited on the backlog instead of failing"
+    );
+    assert!(spool_of(&env).exists());
+}
+
+#[test]
+fn the_budget_ends_a_shim_blocked_on_a_locked_spool() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    // No daemon, so the shim goes to the spool, whose lock this test holds.
+    let spool = spool_of(&env);
+    std::fs::create_dir_all(spool.parent().unwrap()).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spool)
+        .unwrap();
+    lock.lock().unwrap();
+    for (strict, code) in [(true, 1), (false, 0)] {
+        let mut cmd = env.command("telemetry-emit");
+        cmd.args(["--product", "cfdev", "--timeout-ms", "400", "bosh"]);
+        if strict {
+            cmd.arg("--strict");
+        }
+        let start = std::time::Instant::now();
+        let out = cmd.output().unwrap();
+        let took = start.elapsed();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "strict={strict}: {}",
+            text(&out)
+        );
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_millis(1400),
+            "strict={strict}: took {took:?} for a 400 ms budget"
+        );
+        if strict {
+            assert!(text(&out).contains("time budget"), "{}", text(&out));
+        } else {
+            assert!(
+                text(&out).is_empty(),
+                "quiet without --strict: {}",
+                text(&out)
+            );
+        }
+    }
+    lock.unlock().unwrap();
+    assert_eq!(
+        std::fs::metadata(&spool).unwrap().len(),
+        0,
+        "nothing half-written"
+    );
+}

@@ -88,16 +88,19 @@ fn main() -> ExitCode {
     }
     let budget = Duration::from_millis(args.timeout_ms.max(1));
     let strict = args.strict;
-    // The budget is hard: whatever the shim is blocked on (a full socket
-    // backlog, a stuck daemon), this thread ends the process on time.
-    std::thread::spawn(move || {
-        std::thread::sleep(budget);
-        if strict {
-            eprintln!("telemetry-emit: no acknowledgement within {budget:?}");
-            std::process::exit(EXIT_FAILED.into());
-        }
-        std::process::exit(0);
-    });
+    // The budget is hard: whatever the shim is blocked on (a stuck daemon,
+    // a locked spool), the timer ends the process on time. Should the OS
+    // refuse the timer, a watchdog thread does the same.
+    if !deadline::arm(budget, strict) {
+        std::thread::spawn(move || {
+            std::thread::sleep(budget);
+            if strict {
+                eprintln!("telemetry-emit: no acknowledgement within {budget:?}");
+                std::process::exit(EXIT_FAILED.into());
+            }
+            std::process::exit(0);
+        });
+    }
     match emit(&args, budget) {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, msg)) => {
@@ -123,26 +126,15 @@ fn emit(args: &Args, budget: Duration) -> Result<(), (u8, String)> {
         .socket
         .clone()
         .unwrap_or_else(telemetry_client::default_socket_path);
-    // Most of the budget for the daemon, the rest kept for the spool. The
-    // socket work runs on its own thread, so even a connect that blocks (a
-    // full listen backlog) cannot eat the spool's share.
+    // Most of the budget for the daemon, the rest kept for the spool: the
+    // connect never waits (a full listen backlog fails at once) and the
+    // exchange is bounded by socket timeouts, all on this one thread.
     let socket_budget = budget.mul_f64(0.6);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sent = ev.clone();
-    std::thread::spawn(move || {
-        let r = Client::connect(&path).and_then(|mut c| c.emit(vec![sent], socket_budget));
-        let _ = tx.send(r);
-    });
-    let failure = match rx.recv_timeout(socket_budget) {
-        Ok(Ok(_)) => return Ok(()),
-        Ok(Err(e)) => e,
-        Err(_) => telemetry_client::ClientError::TimedOut {
-            path: args
-                .socket
-                .clone()
-                .unwrap_or_else(telemetry_client::default_socket_path),
-            after: socket_budget,
-        },
+    let failure = match Client::connect_now(&path)
+        .and_then(|mut c| c.emit(vec![ev.clone()], socket_budget))
+    {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
     };
     use telemetry_client::{ClientError, ErrorCode};
     // Refused for good (invalid, not catalogued, consent off, not allowed):
@@ -187,4 +179,55 @@ fn emit(args: &Args, budget: Duration) -> Result<(), (u8, String)> {
 fn telemetry_proto_check(ev: &telemetry_client::WireEvent) -> Result<(), String> {
     let limits = telemetry_proto::Limits::default();
     telemetry_proto::validate_event(ev, &limits).map_err(|e| e.to_string())
+}
+
+/// The hard time budget as a real-time interval timer. Starting a watchdog
+/// thread on every run costs more than the rest of the shim's own work;
+/// a timer costs two system calls, and its signal ends the process
+/// wherever it is blocked.
+mod deadline {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    static STRICT: AtomicBool = AtomicBool::new(false);
+    const MESSAGE: &[u8] = b"telemetry-emit: no acknowledgement within the time budget\n";
+
+    extern "C" fn expired(_: libc::c_int) {
+        // Only async-signal-safe calls in a signal handler: write and _exit.
+        // SAFETY: MESSAGE is a valid static buffer; _exit never returns.
+        unsafe {
+            if STRICT.load(Ordering::Relaxed) {
+                libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
+                libc::_exit(super::EXIT_FAILED.into());
+            }
+            libc::_exit(0);
+        }
+    }
+
+    /// End the process after `budget` (exit 0, or 1 with a message when
+    /// `strict`). False when the OS refused the handler or the timer.
+    pub fn arm(budget: Duration, strict: bool) -> bool {
+        STRICT.store(strict, Ordering::Relaxed);
+        // SAFETY: plain FFI on zero-initialised C structs; the handler only
+        // makes async-signal-safe calls.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = expired as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut()) != 0 {
+                return false;
+            }
+            let timer = libc::itimerval {
+                it_interval: libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 0,
+                },
+                it_value: libc::timeval {
+                    tv_sec: budget.as_secs() as libc::time_t,
+                    tv_usec: budget.subsec_micros() as libc::suseconds_t,
+                },
+            };
+            libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) == 0
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! `Emit`: validate, render and store events.
 
-use crate::cmd::consent;
+use crate::cmd::{consent, Peer};
 use crate::record;
 use crate::server::Ctx;
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use telemetry_proto::{validate_event, ErrorCode, Mode, Response, WireEvent};
 ///
 /// All events are validated (shape, catalogue, consent) before any is
 /// stored, so a request is stored whole or not at all.
-pub async fn handle(ctx: &Ctx, events: Vec<WireEvent>, ack: bool) -> Response {
+pub async fn handle(ctx: &Ctx, peer: Peer, events: Vec<WireEvent>, ack: bool) -> Response {
     let records = match prepare(ctx, &events).await {
         Ok(r) => r,
         Err(reply) => return reply,
@@ -27,7 +27,7 @@ pub async fn handle(ctx: &Ctx, events: Vec<WireEvent>, ack: bool) -> Response {
             Err(e) => storage(e),
         };
     }
-    match ctx.store.insert(records).await {
+    match ctx.store.insert_from(peer.connection, records).await {
         Ok(out) => {
             if out.wake_uploader {
                 ctx.uploader.nudge();

@@ -16,6 +16,9 @@ use telemetry_proto::{ErrorCode, Request, Response};
 pub struct Peer {
     /// The peer's uid, if the OS told us.
     pub uid: Option<u32>,
+    /// Which connection (unique in this process): lets the store wait for
+    /// a client it just answered to share the next commit.
+    pub connection: u64,
 }
 
 /// Whether `req` changes or reveals stored data, and so needs a trusted
@@ -43,7 +46,7 @@ pub async fn dispatch(ctx: &Ctx, peer: Peer, req: Request) -> Response {
         };
     }
     match req {
-        Request::Emit { events, ack } => emit::handle(ctx, events, ack).await,
+        Request::Emit { events, ack } => emit::handle(ctx, peer, events, ack).await,
         Request::Status => status::handle(ctx).await,
         Request::Flush => flush::handle(ctx).await,
         Request::ConsentChanged { product, build } => consent::handle(ctx, product, build).await,
@@ -55,6 +58,10 @@ pub async fn dispatch(ctx: &Ctx, peer: Peer, req: Request) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer(uid: Option<u32>) -> Peer {
+        Peer { uid, connection: 1 }
+    }
 
     #[test]
     fn only_the_owner_and_root_may_touch_stored_data() {
@@ -78,12 +85,9 @@ mod tests {
             events: vec![],
             ack: true
         }));
-        assert!(trusted(Peer { uid: Some(1000) }, me));
-        assert!(trusted(Peer { uid: Some(0) }, me));
-        assert!(!trusted(Peer { uid: Some(1001) }, me));
-        assert!(
-            !trusted(Peer { uid: None }, me),
-            "unknown peers are not trusted"
-        );
+        assert!(trusted(peer(Some(1000)), me));
+        assert!(trusted(peer(Some(0)), me));
+        assert!(!trusted(peer(Some(1001)), me));
+        assert!(!trusted(peer(None), me), "unknown peers are not trusted");
     }
 }

@@ -1,0 +1,141 @@
+//! WAL checkpoints on their own thread and connection.
+//!
+//! SQLite's automatic checkpoint runs inside whichever commit pushes the
+//! WAL past its threshold, so that one commit (and every client waiting
+//! for its ack) also pays for copying pages into the database and an
+//! fsync of it: the tail of the acked-emit latency. A `PASSIVE` checkpoint
+//! on a second connection does the same work beside the writer, never
+//! blocking it. The writer keeps SQLite's automatic checkpoint as a
+//! backstop: if this thread falls behind or cannot run, the WAL stays
+//! bounded exactly as before.
+
+use rusqlite::{Connection, OpenFlags};
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
+
+/// Write commands between nudges (each writes a handful of pages).
+pub(super) const COMMITS_PER_NUDGE: u32 = 32;
+/// Or this many bytes of new rows, whichever comes first (bulk inserts).
+pub(super) const BYTES_PER_NUDGE: u64 = 512 * 1024;
+
+/// The checkpoint thread. Dropping it stops the thread and closes its
+/// connection (waiting for a checkpoint in progress to end).
+pub(super) struct Checkpointer {
+    tx: Option<SyncSender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Open a second connection to `path` and start the thread. `None`
+    /// when that is not possible; the writer's automatic checkpoint then
+    /// does the work, as SQLite does by default.
+    pub(super) fn start(path: &Path) -> Option<Checkpointer> {
+        let conn = match Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "no checkpoint connection; commits will checkpoint themselves");
+                return None;
+            }
+        };
+        // One pending nudge is enough: a checkpoint covers everything
+        // committed before it starts.
+        let (tx, rx) = sync_channel::<()>(1);
+        let handle = std::thread::Builder::new()
+            .name("telemetryd-ckpt".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; will retry at the next nudge");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Checkpointer {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    /// Ask for a checkpoint; never blocks (a pending one will do).
+    pub(super) fn nudge(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Counts writes since the last nudge.
+#[derive(Default)]
+pub(super) struct WriteCount {
+    commits: u32,
+    bytes: u64,
+}
+
+impl WriteCount {
+    /// Record one committed write of about `bytes`; true when it is time
+    /// to nudge the checkpointer (and the count starts over).
+    pub(super) fn add(&mut self, bytes: u64) -> bool {
+        self.commits += 1;
+        self.bytes += bytes;
+        if self.commits >= COMMITS_PER_NUDGE || self.bytes >= BYTES_PER_NUDGE {
+            *self = WriteCount::default();
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nudges_after_enough_commits_or_bytes() {
+        let mut w = WriteCount::default();
+        assert!((1..COMMITS_PER_NUDGE).all(|_| !w.add(10)));
+        assert!(w.add(10), "the 32nd small commit nudges");
+        assert!(!w.add(10), "and the count starts over");
+        assert!(w.add(BYTES_PER_NUDGE), "one big write nudges at once");
+    }
+
+    #[test]
+    fn a_checkpoint_beside_the_writer_copies_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        let writer = Connection::open(&path).unwrap();
+        writer.pragma_update(None, "journal_mode", "WAL").unwrap();
+        writer.execute_batch("CREATE TABLE t (x BLOB); ").unwrap();
+        for _ in 0..50 {
+            writer
+                .execute("INSERT INTO t VALUES (zeroblob(4000))", [])
+                .unwrap();
+        }
+        let before = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            before < 50 * 4000,
+            "rows are still only in the WAL: {before}"
+        );
+        let ckpt = Checkpointer::start(&path).expect("second connection opens");
+        ckpt.nudge();
+        drop(ckpt); // joins after the nudged checkpoint ran
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            after >= 50 * 4000,
+            "the checkpoint copied the rows into the database: {after}"
+        );
+    }
+}
