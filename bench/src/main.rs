@@ -71,16 +71,9 @@ fn main() -> Result<()> {
 fn build_binaries() -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "telemetryd",
-            "-p",
-            "telemetry-client",
-            "--bins",
-        ])
+        // The whole workspace, as the README builds it: building only some
+        // packages unifies features differently and relinks everything.
+        .args(["build", "--release", "-q", "--workspace", "--bins"])
         .status()
         .context("run cargo build for the binaries")?;
     if !status.success() {
