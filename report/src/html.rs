@@ -144,7 +144,7 @@ fn section(h: &mut String, title: &str, id: &str, t: &Table, weekly: bool) {
     }
     if let Some(o) = &t.other {
         let label = format!(
-            "{OTHER_LABEL} ({} value{} with fewer than k machines each, merged)",
+            "{OTHER_LABEL} ({} value{} merged so that every number counts at least k machines)",
             o.values,
             if o.values == 1 { "" } else { "s" }
         );

@@ -229,50 +229,60 @@ impl Source {
         Ok(out)
     }
 
-    /// Stream `obj`, decompressing it and calling `on_line` with each line
-    /// (without its newline). `on_line`'s error is reported with the
-    /// object's location and the line number.
-    pub async fn read(
+    /// Start reading `obj`: open the file, or send the GET and take the
+    /// response headers. The body is not read yet, so several objects can
+    /// be opened ahead (hiding S3's per-request latency) while memory stays
+    /// one connection's buffers each.
+    pub async fn open(&self, obj: &ObjectRef) -> Result<Opened, SourceError> {
+        let location = self.location(&obj.key);
+        match self {
+            Source::Dir(dir) => std::fs::File::open(dir.join(&obj.key))
+                .map(Opened::File)
+                .map_err(|e| SourceError::Read {
+                    location,
+                    message: e.to_string(),
+                }),
+            Source::S3 { client, bucket, .. } => client
+                .get_object()
+                .bucket(bucket)
+                .key(&obj.key)
+                .send()
+                .await
+                .map(|resp| Opened::S3(resp.body))
+                .map_err(|e| SourceError::Read {
+                    location,
+                    message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                }),
+        }
+    }
+
+    /// Stream an opened object, decompressing it and calling `on_line`
+    /// with each line (without its newline). `on_line`'s error is reported
+    /// with the object's location and the line number.
+    pub async fn read_opened(
         &self,
         obj: &ObjectRef,
+        opened: Opened,
         mut on_line: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), SourceError> {
         let location = self.location(&obj.key);
+        let read_err = |message: String| SourceError::Read {
+            location: location.clone(),
+            message,
+        };
         let mut dec = LineDecoder::new(&location)?;
-        match self {
-            Source::Dir(dir) => {
-                let path = dir.join(&obj.key);
-                let mut file = std::fs::File::open(&path).map_err(|e| SourceError::Read {
-                    location: location.clone(),
-                    message: e.to_string(),
-                })?;
+        match opened {
+            Opened::File(mut file) => {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
-                    let n = file.read(&mut buf).map_err(|e| SourceError::Read {
-                        location: location.clone(),
-                        message: e.to_string(),
-                    })?;
+                    let n = file.read(&mut buf).map_err(|e| read_err(e.to_string()))?;
                     if n == 0 {
                         break;
                     }
                     dec.feed(&buf[..n], &mut on_line)?;
                 }
             }
-            Source::S3 { client, bucket, .. } => {
-                let read_err = |message: String| SourceError::Read {
-                    location: location.clone(),
-                    message,
-                };
-                let resp = client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(&obj.key)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        read_err(aws_sdk_s3::error::DisplayErrorContext(&e).to_string())
-                    })?;
-                let mut body = resp.body;
+            Opened::S3(mut body) => {
                 while let Some(chunk) = body.next().await {
                     let chunk = chunk.map_err(|e| read_err(e.to_string()))?;
                     dec.feed(&chunk, &mut on_line)?;
@@ -281,6 +291,24 @@ impl Source {
         }
         dec.finish()
     }
+
+    /// [`Source::open`] then [`Source::read_opened`].
+    pub async fn read(
+        &self,
+        obj: &ObjectRef,
+        on_line: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), SourceError> {
+        let opened = self.open(obj).await?;
+        self.read_opened(obj, opened, on_line).await
+    }
+}
+
+/// An object whose body is ready to be read.
+pub enum Opened {
+    /// A file in a directory source.
+    File(std::fs::File),
+    /// The body of an S3 GET.
+    S3(aws_sdk_s3::primitives::ByteStream),
 }
 
 fn read_dir_names(dir: &Path) -> Result<Vec<String>, SourceError> {
