@@ -1314,3 +1314,106 @@ fn the_page_renders_in_headless_chromium_and_shows_the_reports_numbers() {
         .join("report-page.png");
     let _ = std::fs::copy(&png, keep);
 }
+
+#[test]
+fn batches_uploaded_by_real_daemons_are_reported() {
+    use telemetry_tests::{decode_objects, DaemonEnv, Destination};
+    let server = S3Server::start();
+    const MACHINES: usize = 6;
+    for i in 0..MACHINES {
+        let env = DaemonEnv::new(Destination::S3 {
+            endpoint: server.endpoint.clone(),
+            secret: SECRET_KEY.into(),
+        });
+        // A different machine identity per daemon.
+        std::fs::write(
+            env.root().join("machine-id"),
+            format!("report-test-identity-{i}"),
+        )
+        .unwrap();
+        let daemon = env.start();
+        for (event, data) in [
+            ("start_begin", None),
+            ("app_created", Some("buildpack=go")),
+            ("stop", None),
+        ] {
+            let mut args = vec!["--product", PRODUCT, "--build", "1.0.0", "--strict", event];
+            args.extend(data);
+            let o = env.run("telemetry-emit", &args);
+            assert!(o.status.success(), "emit: {}", text(&o));
+        }
+        let o = env.run("telemetryctl", &["flush"]);
+        assert!(o.status.success(), "flush: {}", text(&o));
+        daemon.terminate().unwrap();
+    }
+    let objects = server.objects();
+    let machine_ids: BTreeSet<String> = decode_objects(&objects)
+        .iter()
+        .map(|(_, v)| v["machine"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(machine_ids.len(), MACHINES);
+
+    // Today, with a day either side in case the test runs across midnight.
+    let today = (std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400) as i64;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = report_cmd(&server, &dir.path().join("home"))
+        .args([
+            "--source",
+            &format!("s3://{BUCKET}/e2e"),
+            "--from",
+            &date_of(today - 1),
+            "--to",
+            &date_of(today + 1),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let r = read_json(&out.join("report.json"));
+    assert_eq!(
+        r["product"], PRODUCT,
+        "the only product is found without --product"
+    );
+    assert_eq!(
+        r["totals"],
+        serde_json::json!({"events": 3 * MACHINES, "machines": MACHINES})
+    );
+    let by_event: BTreeMap<String, (u64, u64)> = r["by_event"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["event"].as_str().unwrap().to_string(),
+                (u(&row["events"]), u(&row["machines"])),
+            )
+        })
+        .collect();
+    let m = MACHINES as u64;
+    assert_eq!(
+        by_event,
+        BTreeMap::from([
+            ("app_created".into(), (m, m)),
+            ("start_begin".into(), (m, m)),
+            ("stop".into(), (m, m))
+        ])
+    );
+    assert_eq!(r["by_os"][0]["os"], std::env::consts::OS);
+    assert_eq!(r["by_build"][0]["build"], "1.0.0");
+    for f in files_under(&out) {
+        let body = std::fs::read_to_string(&f).unwrap();
+        for id in &machine_ids {
+            assert!(
+                !body.contains(id.as_str()) && !body.contains(&id[..16]),
+                "{} holds a machine id",
+                f.display()
+            );
+        }
+    }
+}
