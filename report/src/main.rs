@@ -274,6 +274,10 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
             }
         }
     };
+    // The name becomes part of a key prefix: nothing that could leave it.
+    if product.is_empty() || product.contains(['/', '\\']) || product.starts_with('.') {
+        bail!("invalid product name {product:?}");
+    }
     let last_dt = period.to.plus(args.late_days as i64);
     let objects = source
         .list(&product, period.from, last_dt)
