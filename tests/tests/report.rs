@@ -34,7 +34,6 @@ const COMMON_EVENTS: &[(&str, u32)] = &[
     ("app_bound_to_service", 4),
     ("app_restage", 3),
     ("error", 6),
-    ("bosh", 2),
     ("telemetry_off", 1),
 ];
 const OSES: &[(&str, u32)] = &[("linux", 60), ("macos", 32), ("windows", 8)];
@@ -133,17 +132,35 @@ fn generate(n: usize, seed: u64) -> Quarter {
             build: pick(&mut rng, BUILDS).to_string(),
         })
         .collect();
-    // Small groups around k = 5.
+    // The machines of the small groups below send everything inside the
+    // quarter, so the groups have exactly their sizes.
+    const SPECIAL: usize = 50;
+    assert!(
+        n > SPECIAL,
+        "the small groups need more than {SPECIAL} machines"
+    );
+    // Small groups around k = 5. The groups under k add up to k or more
+    // without the 4-machine ones, so only the k rule itself (not the
+    // secondary suppression) keeps those out of the published rows.
     machines[0].os = UNIQUE_OS.into();
     machines[0].build = UNIQUE_BUILD.into();
     for m in &mut machines[1..3] {
         m.os = "freebsd".into();
     }
-    for m in &mut machines[3..7] {
+    for m in &mut machines[30..33] {
+        m.os = "netbsd".into();
+    }
+    for m in &mut machines[40..44] {
+        m.os = "openbsd".into();
+    }
+    // Builds: 1 + 3 machines under k, fewer than k together, so the
+    // smallest published build joins them (secondary suppression).
+    for m in &mut machines[3..6] {
         m.build = "1.1.0-rc1".into();
     }
     let rare: &[(&str, std::ops::Range<usize>)] = &[
         ("user_created", 10..13),  // 3 machines: merged into other
+        ("bosh", 30..33),          // 3 machines: merged into other
         ("space_created", 13..17), // 4 machines: merged into other
         ("org_created", 17..22),   // exactly 5: published
         ("uninstall", 22..30),     // 8: published
@@ -165,7 +182,11 @@ fn generate(n: usize, seed: u64) -> Quarter {
         }
         for name in names {
             // Mostly inside the quarter, some a few days either side.
-            let day = rng.i64(from - 5..=to + 6);
+            let day = if mi < SPECIAL {
+                rng.i64(from..=to - 10)
+            } else {
+                rng.i64(from - 5..=to + 6)
+            };
             let secs = day as u64 * 86_400 + rng.u64(0..86_400);
             let ts = UNIX_EPOCH
                 + Duration::from_secs(secs)
@@ -652,11 +673,20 @@ fn a_quarter_in_s3_is_reported_exactly_with_k_suppression_and_no_machine_ids() {
             UNIQUE_BUILD,
             UNIQUE_OS,
             "freebsd",
+            "netbsd",
+            "openbsd",
             "1.1.0-rc1",
             "user_created",
             "space_created",
+            "bosh",
         ],
     );
+    // Secondary suppression happened: the builds under k (2 values, 4
+    // machines together) took the smallest published build with them.
+    let other_build = report["by_build"].as_array().unwrap().last().unwrap();
+    assert_eq!(other_build["other"], true);
+    assert_eq!(other_build["values"], 3, "{other_build}");
+    assert!(u(&other_build["machines"]) > 5 + 100, "{other_build}");
 
     // The CSVs say the same as the JSON.
     let csv = std::fs::read_to_string(out.join("by_event.csv")).unwrap();
@@ -712,7 +742,7 @@ fn a_quarter_in_s3_is_reported_exactly_with_k_suppression_and_no_machine_ids() {
 
 #[test]
 fn a_damaged_object_stops_the_report_with_its_key() {
-    let q = generate(30, 11);
+    let q = generate(60, 11);
     let server = S3Server::start();
     server.put_objects(&q.objects);
     let bad_key = format!("{PREFIX}/v1/product={PRODUCT}/dt=2026-11-02/deadbeef-1-3.ndjson.zst");
