@@ -308,7 +308,8 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         }
     };
     let agg = telemetry_report::aggregate(&source, &objects, &period, &mut progress).await?;
-    let report = telemetry_report::publish::publish(&agg, &product, &period, args.k);
+    let report =
+        telemetry_report::publish::publish(&agg, &product, &period, args.late_days, args.k);
     let written = telemetry_report::output::write_all(&report, &out)?;
     let s = &report.source;
     eprintln!(

@@ -8,11 +8,19 @@
 //!   itself count fewer than `k` machines, the smallest published rows are
 //!   merged into it too until it does ("secondary suppression"), so that
 //!   `totals` minus the published rows never reveals a small group.
-//! - In `by_event_week`, whose keys are catalogue event names (already
-//!   public in `by_event`) and weeks, a cell under `k` is listed as
-//!   `suppressed` with no numbers.
-//! - `totals` and `dropped` are suppressed whole when under `k`; when
-//!   `totals` is, every table is empty.
+//! - `by_event_week` is the full grid of the events published in
+//!   `by_event` and the weeks published in `by_week` (both names already
+//!   public). A cell under `k` machines, including one with none at all, is
+//!   listed as `suppressed` with no numbers: were empty cells left out, a
+//!   reader could tell "no machine" from "a few machines".
+//! - `totals` and `dropped` are suppressed whole when under `k` (for
+//!   `dropped` also when no machine dropped anything, for the same reason);
+//!   when `totals` is, every table is empty.
+//! - Run statistics (objects, lines, duplicates, lines outside the period)
+//!   are not published: `lines − duplicates − outside_period` is
+//!   `totals.events + dropped.reports`, which would give suppressed numbers
+//!   back, and a duplicate count may come from one machine. They go to the
+//!   terminal summary only.
 //!
 //! Machine ids are only ever counted; the report has no field that could
 //! hold one.
@@ -21,7 +29,7 @@ use crate::aggregate::{Aggregator, Cell, SourceStats};
 use crate::period::Period;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Identifies the format of `report.json` (see `report/SCHEMA.md`).
 pub const SCHEMA: &str = "telemetry-report/1";
@@ -86,7 +94,9 @@ pub struct Report {
     pub period: PeriodOut,
     /// The minimum number of machines behind every published number.
     pub k: u64,
-    /// What was read.
+    /// What was read. Never written to the output directory (see the
+    /// module comment): only printed in the terminal summary.
+    #[serde(skip)]
     pub source: SourceStats,
     /// All events and machines (`None`: suppressed).
     #[serde(serialize_with = "ser_maybe")]
@@ -99,7 +109,8 @@ pub struct Report {
     pub by_build: Table,
     /// Per week (its Monday).
     pub by_week: Table,
-    /// Per event and week, for events published in `by_event`.
+    /// Per event and week: every event published in `by_event` × every
+    /// week published in `by_week`.
     #[serde(serialize_with = "ser_week_cells")]
     pub by_event_week: Vec<WeekCell>,
     /// Events dropped by daemons whose local store was full.
@@ -116,6 +127,10 @@ pub struct PeriodOut {
     pub from: String,
     /// Last day.
     pub to: String,
+    /// Grace days read after `to` (`--late-days`): the `dt=` partitions
+    /// read were `from ..= to + late_days`, so a rerun or an SQL check can
+    /// ask the same question.
+    pub late_days: u16,
 }
 
 /// Dropped-event counters reported by daemons.
@@ -129,8 +144,8 @@ pub struct Dropped {
     pub machines: u64,
 }
 
-/// Apply the k rule to `agg`.
-pub fn publish(agg: &Aggregator, product: &str, period: &Period, k: u64) -> Report {
+/// Apply the k rule to `agg`, read with `late_days` grace days.
+pub fn publish(agg: &Aggregator, product: &str, period: &Period, late_days: u16, k: u64) -> Report {
     let totals = counts(&agg.all);
     let ok = totals.machines >= k;
     let table = |column: &'static str, cells: Vec<(String, &Cell)>| {
@@ -163,24 +178,40 @@ pub fn publish(agg: &Aggregator, product: &str, period: &Period, k: u64) -> Repo
             .map(|(d, c)| (d.to_string(), c))
             .collect(),
     );
-    let published: HashSet<&str> = by_event.rows.iter().map(|r| r.key.as_str()).collect();
-    let mut by_event_week: Vec<WeekCell> = agg
+    // Only names already public: published events × published weeks. The
+    // whole grid is listed so that a cell with no machine looks the same as
+    // a cell with fewer than k.
+    let mut events: Vec<&str> = by_event.rows.iter().map(|r| r.key.as_str()).collect();
+    events.sort_unstable();
+    let mut weeks: Vec<&str> = by_week.rows.iter().map(|r| r.key.as_str()).collect();
+    weeks.sort_unstable();
+    let week_cells: HashMap<(&str, String), &Cell> = agg
         .by_event_week
         .iter()
-        .filter(|((e, _), _)| published.contains(e.as_str()))
-        .map(|((e, w), c)| WeekCell {
-            event: e.clone(),
-            week: w.to_string(),
-            counts: Some(counts(c)).filter(|n| n.machines >= k),
-        })
+        .map(|((e, w), c)| ((e.as_str(), w.to_string()), c))
         .collect();
-    by_event_week.sort_by(|a, b| (&a.event, &a.week).cmp(&(&b.event, &b.week)));
+    let mut by_event_week = Vec::with_capacity(events.len() * weeks.len());
+    for e in &events {
+        for w in &weeks {
+            let counts = week_cells
+                .get(&(*e, w.to_string()))
+                .map(|c| counts(c))
+                .filter(|n| n.machines >= k);
+            by_event_week.push(WeekCell {
+                event: e.to_string(),
+                week: w.to_string(),
+                counts,
+            });
+        }
+    }
+    // Under k machines, including none: "nobody dropped" published as 0
+    // would tell it apart from "a few machines dropped".
     let dropped = Some(Dropped {
         events: agg.dropped.events,
         reports: agg.dropped_reports,
         machines: agg.dropped.machines.len() as u64,
     })
-    .filter(|d| d.machines >= k || d.reports == 0);
+    .filter(|d| ok && d.machines >= k);
     Report {
         schema: SCHEMA,
         product: product.to_string(),
@@ -188,6 +219,7 @@ pub fn publish(agg: &Aggregator, product: &str, period: &Period, k: u64) -> Repo
             label: period.label.clone(),
             from: period.from.to_string(),
             to: period.to.to_string(),
+            late_days,
         },
         k,
         source: agg.stats,
@@ -403,5 +435,99 @@ mod tests {
         );
         let s = serde_json::to_string(&t).unwrap();
         assert!(!s.contains("dev"), "a merged value is never written: {s}");
+    }
+
+    fn line(id: u128, event: &str, day: &str, machine: u32) -> Vec<u8> {
+        let data = if event == crate::aggregate::DROPPED_EVENT {
+            r#"{"count":7}"#
+        } else {
+            "{}"
+        };
+        format!(
+            r#"{{"id":"{}","event":"{event}","product":"p","build":"1.0","timestamp":"{day}T10:00:00.000001Z","machine":"m{machine}","os":"linux","arch":"x86_64","data":{data}}}"#,
+            uuid::Uuid::from_u128(id)
+        )
+        .into_bytes()
+    }
+
+    /// `stop` on machines 0..10 in the weeks of 10-05, 10-12 and 10-19 and
+    /// on machines 0..2 in the week of 10-26; `start` on machines 0..5 in
+    /// the week of 10-12 only; `telemetry_dropped` from machines 0..2.
+    fn weeks_aggregator() -> Aggregator {
+        let mut a = Aggregator::new(Period::quarter("2026Q4").unwrap());
+        let mut id = 0;
+        let mut add =
+            |a: &mut Aggregator, event: &str, day: &str, machines: std::ops::Range<u32>| {
+                for m in machines {
+                    id += 1;
+                    a.add_line(&line(id, event, day, m)).unwrap();
+                }
+            };
+        for day in ["2026-10-05", "2026-10-12", "2026-10-19"] {
+            add(&mut a, "stop", day, 0..10);
+        }
+        add(&mut a, "stop", "2026-10-26", 0..2);
+        add(&mut a, "start", "2026-10-12", 0..5);
+        add(&mut a, crate::aggregate::DROPPED_EVENT, "2026-10-12", 0..2);
+        a
+    }
+
+    #[test]
+    fn event_week_grid_is_published_events_by_published_weeks() {
+        let a = weeks_aggregator();
+        let r = publish(&a, "p", &Period::quarter("2026Q4").unwrap(), 14, 3);
+        // by_week: 10-26 (2 machines) is under k; secondary suppression
+        // takes the smallest published week (10-19) with it.
+        let weeks: Vec<&str> = r.by_week.rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(weeks, ["2026-10-12", "2026-10-05"]);
+        let cells: Vec<(&str, &str, Option<u64>)> = r
+            .by_event_week
+            .iter()
+            .map(|c| {
+                (
+                    c.event.as_str(),
+                    c.week.as_str(),
+                    c.counts.map(|n| n.machines),
+                )
+            })
+            .collect();
+        // No cell of a week by_week did not publish (10-19 would give the
+        // merged week's numbers back), and `start` in the week of 10-05,
+        // where no machine sent it, is listed suppressed like a small cell.
+        assert_eq!(
+            cells,
+            [
+                ("start", "2026-10-05", None),
+                ("start", "2026-10-12", Some(5)),
+                ("stop", "2026-10-05", Some(10)),
+                ("stop", "2026-10-12", Some(10)),
+            ]
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["by_event_week"][0],
+            serde_json::json!({"event": "start", "week": "2026-10-05", "suppressed": true})
+        );
+    }
+
+    #[test]
+    fn no_run_statistics_and_dropped_under_k_suppressed() {
+        let a = weeks_aggregator();
+        assert!(a.stats.lines > 0);
+        let r = publish(&a, "p", &Period::quarter("2026Q4").unwrap(), 14, 3);
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v.get("source").is_none(), "{v}");
+        assert_eq!(v["period"]["late_days"], 14);
+        // Two machines dropped events: under k = 3.
+        assert_eq!(v["dropped"], serde_json::json!({"suppressed": true}));
+        assert_eq!(v["totals"]["machines"], 10);
+        // None at all is suppressed too, so that it looks like a few.
+        let mut none = Aggregator::new(Period::quarter("2026Q4").unwrap());
+        for m in 0..3 {
+            none.add_line(&line(100 + m as u128, "stop", "2026-10-05", m))
+                .unwrap();
+        }
+        let r = publish(&none, "p", &Period::quarter("2026Q4").unwrap(), 14, 3);
+        assert!(r.totals.is_some() && r.dropped.is_none());
     }
 }

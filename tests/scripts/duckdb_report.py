@@ -10,18 +10,21 @@ report did not publish (its machines counted once, in SQL).
 """
 import datetime
 import json
+import re
 import sys
 
 import duckdb
 
-LATE_DAYS = 14  # telemetry-report's default --late-days
+# A statement starts at a line that is exactly "-- name: NAME"; the text
+# "-- name: " also occurs inside comments (report.sql's header).
+NAME_LINE = re.compile(r"^-- name: (\w+)$", re.MULTILINE)
 
 
 def main():
     sql_dir, root, report_path = sys.argv[1:4]
     with open(report_path) as f:
         report = json.load(f)
-    last_dt = datetime.date.fromisoformat(report["period"]["to"]) + datetime.timedelta(days=LATE_DAYS)
+    last_dt = datetime.date.fromisoformat(report["period"]["to"]) + datetime.timedelta(days=report["period"]["late_days"])
     params = {
         "{{product}}": report["product"],
         "{{from}}": report["period"]["from"],
@@ -36,14 +39,18 @@ def main():
     for key, value in params.items():
         text = text.replace(key, value)
     out = {}
-    for chunk in text.split("-- name: ")[1:]:
-        name, _, statement = chunk.partition("\n")
+    marks = list(NAME_LINE.finditer(text))
+    if not marks:
+        sys.exit(f"{sql_dir}/report.sql: no '-- name: NAME' lines")
+    for mark, following in zip(marks, marks[1:] + [None]):
+        name = mark.group(1)
+        statement = text[mark.end():following.start() if following else len(text)]
         rel = con.sql(statement)
         if rel is None:  # CREATE VIEW
             continue
         rows = [dict(zip(rel.columns, row)) for row in rel.fetchall()]
         if rows:
-            out[name.strip()] = rows
+            out[name] = rows
     out["other"] = {}
     for table, column in [("by_event", "event"), ("by_os", "os"), ("by_build", "build"), ("by_week", "week")]:
         published = [r[column] for r in report[table] if not r.get("other")]

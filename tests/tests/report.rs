@@ -507,7 +507,34 @@ fn check_table(report: &Value, name: &str, column: &str, truth: &Cells, k: u64, 
     assert_eq!(sum, total, "{name}: rows add up to the total");
 }
 
-fn check_report(report: &Value, q: &Quarter, k: u64) {
+/// The run statistics from the terminal summary ("read N objects (X MB,
+/// L lines, D duplicates ignored, O outside the period)"): objects, lines,
+/// duplicates, outside the period.
+fn summary_stats(o: &Output) -> (u64, u64, u64, u64) {
+    let t = text(o);
+    let number_before = |what: &str| -> u64 {
+        let end = t
+            .find(what)
+            .unwrap_or_else(|| panic!("summary lacks {what:?}: {t}"));
+        let head = t[..end].trim_end();
+        let start = head
+            .rfind(|c: char| !c.is_ascii_digit())
+            .map_or(0, |i| i + 1);
+        head[start..]
+            .parse()
+            .unwrap_or_else(|_| panic!("no number before {what:?}: {t}"))
+    };
+    (
+        number_before(" objects ("),
+        number_before(" lines,"),
+        number_before(" duplicates ignored"),
+        number_before(" outside the period"),
+    )
+}
+
+/// Checks `report` against the truth; returns how many `by_event_week`
+/// cells had no machine at all (listed as suppressed).
+fn check_report(report: &Value, q: &Quarter, k: u64) -> usize {
     let t = &q.truth;
     assert_eq!(report["schema"], "telemetry-report/1");
     assert_eq!(report["product"], PRODUCT);
@@ -516,36 +543,45 @@ fn check_report(report: &Value, q: &Quarter, k: u64) {
     assert_eq!(report["period"]["to"], "2026-12-31");
     assert_eq!(u(&report["totals"]["events"]), t.totals.0);
     assert_eq!(u(&report["totals"]["machines"]), t.totals.1.len() as u64);
-    let s = &report["source"];
-    assert_eq!(u(&s["objects"]), t.objects, "objects read");
-    assert_eq!(u(&s["lines"]), t.lines, "lines read");
-    assert_eq!(u(&s["duplicates"]), t.duplicates, "duplicate lines");
-    assert_eq!(
-        u(&s["outside_period"]),
-        t.outside,
-        "lines outside the period"
-    );
+    // Run statistics are not published (they would give suppressed
+    // numbers back); the terminal summary has them, see `summary_stats`.
+    assert!(report.get("source").is_none(), "no source block: {report}");
     check_table(report, "by_event", "event", &t.by_event, k, t.totals.0);
     check_table(report, "by_os", "os", &t.by_os, k, t.totals.0);
     check_table(report, "by_build", "build", &t.by_build, k, t.totals.0);
     check_table(report, "by_week", "week", &t.by_week, k, t.totals.0);
-    // by_event_week: every cell of every published event, numbers or
-    // marked suppressed.
-    let published: BTreeSet<&str> = report["by_event"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["event"].as_str())
-        .collect();
+    // by_event_week: the full grid of published events × published weeks,
+    // numbers or marked suppressed (also where no machine sent the event
+    // that week, so that none and a few look alike).
+    let published = |table: &str, column: &str| -> BTreeSet<String> {
+        report[table]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r[column].as_str().map(str::to_string))
+            .collect()
+    };
+    let (events, weeks) = (published("by_event", "event"), published("by_week", "week"));
     let cells = report["by_event_week"].as_array().unwrap();
-    let expected: Vec<_> = t
-        .by_event_week
+    let none = (0, BTreeSet::new());
+    let expected: Vec<_> = events
         .iter()
-        .filter(|((e, _), _)| published.contains(e.as_str()))
+        .flat_map(|e| weeks.iter().map(move |w| (e.clone(), w.clone())))
+        .map(|key| {
+            let cell = t.by_event_week.get(&key).unwrap_or(&none);
+            (key, cell)
+        })
         .collect();
     assert_eq!(cells.len(), expected.len(), "by_event_week cells");
-    let mut suppressed = 0;
+    for c in cells {
+        let w = c["week"].as_str().unwrap();
+        assert!(weeks.contains(w), "by_event_week has unpublished week {w}");
+    }
+    let (mut suppressed, mut empty) = (0, 0);
     for ((event, week), (events, machines)) in expected {
+        if machines.is_empty() {
+            empty += 1;
+        }
         let cell = cells
             .iter()
             .find(|c| c["event"] == event.as_str() && c["week"] == week.as_str())
@@ -571,13 +607,14 @@ fn check_report(report: &Value, q: &Quarter, k: u64) {
         "the data must exercise suppression in by_event_week"
     );
     let d = &report["dropped"];
-    if t.dropped.2.len() as u64 >= k {
+    if t.dropped.2.len() as u64 >= k && t.totals.1.len() as u64 >= k {
         assert_eq!(u(&d["events"]), t.dropped.0);
         assert_eq!(u(&d["reports"]), t.dropped.1);
         assert_eq!(u(&d["machines"]), t.dropped.2.len() as u64);
     } else {
         assert_eq!(d, &serde_json::json!({"suppressed": true}));
     }
+    empty
 }
 
 /// No output file holds a machine ID (whole, or the 8-character key
@@ -653,7 +690,17 @@ fn a_quarter_in_s3_is_reported_exactly_with_k_suppression_and_no_machine_ids() {
         "no progress line when stderr is not a terminal"
     );
     let report = read_json(&out.join("report.json"));
-    check_report(&report, &q, 5);
+    let empty = check_report(&report, &q, 5);
+    assert!(
+        empty > 0,
+        "the data must exercise event-week cells with no machine"
+    );
+    let t = &q.truth;
+    assert_eq!(
+        summary_stats(&o),
+        (t.objects, t.lines, t.duplicates, t.outside),
+        "objects, lines, duplicates and lines outside the period in the summary"
+    );
     // The small groups made for this test are where they should be.
     let events: Vec<&str> = report["by_event"]
         .as_array()
@@ -738,6 +785,139 @@ fn a_quarter_in_s3_is_reported_exactly_with_k_suppression_and_no_machine_ids() {
             "{f} differs between the S3 and the directory source"
         );
     }
+}
+
+/// Every number in a JSON value, with its path (`/period/late_days`).
+fn numbers(v: &Value, path: &str, out: &mut Vec<(String, u64)>) {
+    match v {
+        Value::Number(n) => out.push((path.to_string(), n.as_u64().unwrap())),
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                numbers(x, &format!("{path}/{i}"), out);
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                numbers(x, &format!("{path}/{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn a_product_with_k_minus_1_machines_publishes_no_count_anywhere() {
+    let q = generate(60, 11);
+    let t = &q.truth;
+    let machines = t.totals.1.len() as u64;
+    let k = machines + 1;
+    assert!(!t.dropped.2.is_empty() && t.duplicates > 0 && t.outside > 0);
+    let server = S3Server::start();
+    server.put_objects(&q.objects);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = run_report(
+        &server,
+        &dir.path().join("home"),
+        &out,
+        &["--product", PRODUCT, "--k", &k.to_string()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // The maintainer running it still sees what was read, on the terminal.
+    assert_eq!(
+        summary_stats(&o),
+        (t.objects, t.lines, t.duplicates, t.outside)
+    );
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(report["totals"], serde_json::json!({"suppressed": true}));
+    assert_eq!(report["dropped"], serde_json::json!({"suppressed": true}));
+    for table in ["by_event", "by_os", "by_build", "by_week", "by_event_week"] {
+        assert_eq!(report[table], serde_json::json!([]), "{table}");
+    }
+    // The only numbers are the parameters: no count of any kind (objects,
+    // lines, duplicates...) from which a suppressed one could be derived.
+    let mut found = Vec::new();
+    numbers(&report, "", &mut found);
+    found.sort();
+    assert_eq!(
+        found,
+        vec![("/k".to_string(), k), ("/period/late_days".to_string(), 14)],
+        "{report}"
+    );
+    for f in [
+        "by_event.csv",
+        "by_os.csv",
+        "by_build.csv",
+        "by_week.csv",
+        "by_event_week.csv",
+    ] {
+        let body = std::fs::read_to_string(out.join(f)).unwrap();
+        assert_eq!(body.lines().count(), 1, "{f} holds only its header: {body}");
+    }
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let cells: Vec<&str> = html
+        .split("data-cell=\"")
+        .skip(1)
+        .map(|s| &s[..s.find('"').unwrap()])
+        .collect();
+    assert_eq!(
+        cells,
+        ["k", "totals/suppressed", "dropped/suppressed"],
+        "{html}"
+    );
+    for n in [
+        t.objects,
+        t.lines,
+        t.duplicates,
+        t.outside,
+        t.totals.0,
+        t.dropped.0,
+    ] {
+        assert!(
+            !html.contains(&format!(">{n}<")) && !html.contains(&format!(" {n} ")),
+            "index.html shows {n}"
+        );
+    }
+}
+
+#[test]
+fn a_dropped_count_under_k_cannot_be_derived_from_other_numbers() {
+    // Two of the 60 machines dropped events: under k = 5, while totals
+    // are published.
+    let q = generate(60, 11);
+    let t = &q.truth;
+    assert!((1..5).contains(&t.dropped.2.len()) && t.totals.1.len() >= 5);
+    let server = S3Server::start();
+    server.put_objects(&q.objects);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = run_report(
+        &server,
+        &dir.path().join("home"),
+        &out,
+        &["--product", PRODUCT],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(report["dropped"], serde_json::json!({"suppressed": true}));
+    assert_eq!(u(&report["totals"]["events"]), t.totals.0);
+    // lines − duplicates − outside_period = totals.events + dropped.reports:
+    // none of the three may be published, or dropped.reports comes back.
+    assert!(report.get("source").is_none(), "{report}");
+    let mut found = Vec::new();
+    numbers(&report, "", &mut found);
+    for (path, n) in &found {
+        assert!(
+            ![t.lines, t.lines - t.duplicates, t.lines - t.outside].contains(n),
+            "{path} = {n} is a line count"
+        );
+    }
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("data-cell=\"dropped/suppressed\""));
+    assert!(
+        !html.contains(&format!(">{}<", t.objects)) && !html.contains("objects"),
+        "the page shows no run statistics"
+    );
 }
 
 #[test]
@@ -1061,6 +1241,7 @@ fn the_sql_queries_in_duckdb_give_exactly_the_reports_numbers() {
         &["--product", PRODUCT],
     );
     assert!(o.status.success(), "{}", text(&o));
+    let duplicates = summary_stats(&o).2;
     // DuckDB reads the same objects, fetched back from the S3 server.
     let copy = dir.path().join("copy");
     for (key, body) in server.objects() {
@@ -1085,11 +1266,8 @@ fn the_sql_queries_in_duckdb_give_exactly_the_reports_numbers() {
 
     assert_eq!(sql["totals"][0]["events"], report["totals"]["events"]);
     assert_eq!(sql["totals"][0]["machines"], report["totals"]["machines"]);
-    assert_eq!(
-        sql["duplicates"][0]["duplicates"],
-        report["source"]["duplicates"]
-    );
-    assert!(u(&report["source"]["duplicates"]) > 0);
+    assert_eq!(u(&sql["duplicates"][0]["duplicates"]), duplicates);
+    assert!(duplicates > 0);
     assert_eq!(sql["dropped"][0]["events"], report["dropped"]["events"]);
     assert_eq!(sql["dropped"][0]["reports"], report["dropped"]["reports"]);
     assert_eq!(sql["dropped"][0]["machines"], report["dropped"]["machines"]);
@@ -1142,10 +1320,14 @@ fn the_sql_queries_in_duckdb_give_exactly_the_reports_numbers() {
     let cells = report["by_event_week"].as_array().unwrap();
     assert!(!cells.is_empty());
     for c in cells {
-        let r = raw
+        let Some(r) = raw
             .iter()
             .find(|r| r["event"] == c["event"] && r["week"] == c["week"])
-            .unwrap_or_else(|| panic!("SQL lacks {c}"));
+        else {
+            // No machine sent the event that week: listed, suppressed.
+            assert_eq!(c["suppressed"], true, "SQL lacks {c}");
+            continue;
+        };
         if c["suppressed"] == true {
             assert!(u(&r["machines"]) < k);
         } else {
