@@ -4,18 +4,26 @@
 //! with `aws s3api put-bucket-lifecycle-configuration`) and is compiled in,
 //! so the file and `telemetry-report retention --apply` cannot disagree.
 //! Only its `Filter.Prefix` changes, to `PREFIX/v1/` for a bucket with a
-//! key prefix.
+//! key prefix, and its `ID`, which names that prefix
+//! (`telemetryd-5y-expiry:PREFIX/v1/`): several products or deployments
+//! can share a bucket under different prefixes, and each keeps its own rule.
 //!
-//! Why 1825 days: S3 expires an object at the first midnight UTC after
-//! `Days` have passed, so data is deleted within 1826 days, and five
-//! calendar years are never shorter than 1826 days. Noncurrent versions (on
-//! a versioned bucket, expiry only adds a delete marker) go a day later;
-//! incomplete multipart uploads (the daemon does not make any, other tools
-//! might) after a week.
+//! Why 1823 days: S3 makes an object eligible for expiry at the first
+//! midnight UTC after `Days` have passed (at most `Days + 1`). On a
+//! versioned bucket expiry only turns the object into a noncurrent version
+//! behind a delete marker; that version is removed `NoncurrentDays` (1)
+//! after, again rounded to the next midnight. So the data is eligible for
+//! deletion at most 1823 + 1 + 1 + 1 = 1826 days after upload, and five
+//! calendar years (five 365-day years plus at least one 29 February, except
+//! across 2100) are never shorter than 1826 days; on an unversioned bucket
+//! it goes within 1824 days. S3 removes eligible objects asynchronously,
+//! usually within a day or two of eligibility, which this rule cannot
+//! bound. Incomplete multipart uploads (the daemon does not make any, other
+//! tools might) go after a week.
 //!
 //! `PutBucketLifecycleConfiguration` replaces the bucket's whole
 //! configuration, so `apply` reads it first and keeps every rule with
-//! another ID.
+//! another ID — including the rules of other prefixes.
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{
@@ -121,6 +129,35 @@ pub enum Check {
     Different(String),
 }
 
+/// Base of the rule ID; the rule's filter prefix follows the `:`.
+pub const RULE_ID_BASE: &str = "telemetryd-5y-expiry";
+
+/// S3 limits a rule ID to 255 characters.
+const MAX_RULE_ID: usize = 255;
+
+/// The rule ID for a rule whose filter prefix is `filter_prefix`: the
+/// prefix itself when it fits, so a person reading the bucket's rules sees
+/// what each covers; else a cut of it and a hash of the whole, so two long
+/// prefixes that share their first 200 characters still differ.
+pub fn rule_id(filter_prefix: &str) -> String {
+    let id = format!("{RULE_ID_BASE}:{filter_prefix}");
+    if id.len() <= MAX_RULE_ID {
+        return id;
+    }
+    // FNV-1a 64: stable across versions and platforms (std's hasher is
+    // not), which the ID must be for `check` to find the rule again.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in filter_prefix.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut cut = 200;
+    while !filter_prefix.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{RULE_ID_BASE}:{}~{hash:016x}", &filter_prefix[..cut])
+}
+
 /// The shipped rule for a bucket whose keys start with `prefix` (may be
 /// empty).
 pub fn rule_for(prefix: &str) -> Rule {
@@ -135,6 +172,7 @@ pub fn rule_for(prefix: &str) -> Rule {
     if !prefix.is_empty() {
         rule.filter.prefix = format!("{prefix}/{}", rule.filter.prefix);
     }
+    rule.id = rule_id(&rule.filter.prefix);
     rule
 }
 
@@ -287,17 +325,32 @@ mod tests {
         let r = rule_for("");
         assert_eq!(r.filter.prefix, "v1/");
         assert_eq!(r.status, "Enabled");
-        // Deleted by the first midnight after `days`: at most days + 1,
-        // and five calendar years are at least 365 * 5 + 1 days.
-        assert!(r.expiration.days <= 365 * 5);
-        assert!(
-            r.expiration.days >= 365 * 5 - 1,
-            "keep data the five years promised"
-        );
+        // Current version: eligible by the first midnight after `days`
+        // (days + 1); on a versioned bucket the noncurrent version then
+        // goes `noncurrent_days` later, again rounded up (+ 1). Five
+        // calendar years are at least 365 * 5 + 1 days.
+        let worst = r.expiration.days + 1 + r.noncurrent_version_expiration.noncurrent_days + 1;
+        assert!(worst <= 365 * 5 + 1, "within five years: {worst} days");
+        assert!(worst >= 365 * 5, "keep data the five years promised");
+        // The file says the same as rule_for("").
+        let file: LifecycleFile = serde_json::from_str(LIFECYCLE_JSON).unwrap();
+        assert_eq!(file.rules, vec![r.clone()]);
         assert_eq!(rule_for("/raw/cli/").filter.prefix, "raw/cli/v1/");
+        assert_eq!(rule_for("raw/cli").id, "telemetryd-5y-expiry:raw/cli/v1/");
+        assert_ne!(rule_for("a").id, rule_for("b").id);
         assert!(to_sdk(&r).is_ok());
         assert_eq!(from_sdk(&to_sdk(&r).unwrap()), r);
         let back: LifecycleFile = serde_json::from_str(&to_json(&r)).unwrap();
         assert_eq!(back.rules, vec![r]);
+    }
+
+    #[test]
+    fn long_prefixes_get_distinct_ids_within_the_limit() {
+        let a = "é".repeat(150);
+        let (ra, rb) = (rule_for(&format!("{a}/x")), rule_for(&format!("{a}/y")));
+        assert!(ra.id.len() <= MAX_RULE_ID && rb.id.len() <= MAX_RULE_ID);
+        assert_ne!(ra.id, rb.id);
+        assert!(ra.id.starts_with("telemetryd-5y-expiry:éé"));
+        assert_eq!(ra.id, rule_for(&format!("{a}/x")).id, "stable");
     }
 }

@@ -1062,12 +1062,13 @@ fn retention_apply_puts_the_five_year_rule_and_check_reads_it_back() {
     .unwrap();
     let mut expected = shipped.clone();
     expected["Rules"][0]["Filter"]["Prefix"] = Value::from(format!("{PREFIX}/v1/"));
+    // The ID names the prefix, so rules of other prefixes can coexist.
+    let our_id = format!("telemetryd-5y-expiry:{PREFIX}/v1/");
+    expected["Rules"][0]["ID"] = Value::from(our_id.as_str());
     assert_eq!(printed, expected);
     let days = shipped["Rules"][0]["Expiration"]["Days"].as_i64().unwrap();
-    assert!(
-        (1824..=1825).contains(&days),
-        "five years, never more: {days}"
-    );
+    // + 1 (midnight rounding) + 1 noncurrent day + 1 (rounding) <= 1826.
+    assert_eq!(days, 1823, "five years, never more, versioned or not");
 
     // Nothing on the bucket yet.
     let o = retention(&["--check"]);
@@ -1122,7 +1123,7 @@ fn retention_apply_puts_the_five_year_rule_and_check_reads_it_back() {
     assert!(rules.iter().any(|r| r.id() == Some("logs-30-days")));
     let ours = rules
         .iter()
-        .find(|r| r.id() == shipped["Rules"][0]["ID"].as_str())
+        .find(|r| r.id() == Some(our_id.as_str()))
         .expect("our rule");
     assert_eq!(ours.status(), &ExpirationStatus::Enabled);
     assert_eq!(
@@ -1154,9 +1155,49 @@ fn retention_apply_puts_the_five_year_rule_and_check_reads_it_back() {
         .unwrap();
     assert_eq!(again.rules().len(), 2);
 
+    // A second prefix in the same bucket (another product's daemons):
+    // applying its rule keeps ours, and both check as in place.
+    let other_source = format!("s3://{BUCKET}/other-team/telemetry");
+    let other = |args: &[&str]| {
+        report_cmd(&server, &home)
+            .arg("retention")
+            .args(["--source", &other_source])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = other(&["--check"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let o = other(&["--apply"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("2 other rule(s) kept"), "{}", text(&o));
+    for (o, what) in [
+        (retention(&["--check"]), "ours"),
+        (other(&["--check"]), "other"),
+    ] {
+        assert_eq!(o.status.code(), Some(0), "{what}: {}", text(&o));
+    }
+    let both = server
+        .block_on(
+            client
+                .get_bucket_lifecycle_configuration()
+                .bucket(BUCKET)
+                .send(),
+        )
+        .unwrap();
+    let ids: BTreeSet<&str> = both.rules().iter().filter_map(|r| r.id()).collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from([
+            "logs-30-days",
+            "telemetryd-5y-expiry:other-team/telemetry/v1/",
+            our_id.as_str()
+        ])
+    );
+
     // Someone weakens our rule (ten years): check notices.
     let weakened = LifecycleRule::builder()
-        .id(shipped["Rules"][0]["ID"].as_str().unwrap())
+        .id(our_id.as_str())
         .status(ExpirationStatus::Enabled)
         .filter(
             LifecycleRuleFilter::builder()
@@ -1167,6 +1208,7 @@ fn retention_apply_puts_the_five_year_rule_and_check_reads_it_back() {
         .build()
         .unwrap();
     put(vec![theirs, weakened]);
+    // (The other prefix's rule is gone with this put; only ours matters.)
     let o = retention(&["--check"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(
