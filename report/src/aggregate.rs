@@ -33,10 +33,15 @@ pub struct Cell {
 
 impl Cell {
     fn add(&mut self, machine: u32, events: u64) {
+        // One per event line: cannot come near u64::MAX.
         self.events += events;
         self.machines.insert(machine);
     }
 }
+
+/// The largest dropped count or sum accepted: the SQL in `sql/` sums the
+/// counts as BIGINT (i64), and the report must not say what it cannot.
+const MAX_DROPPED: u64 = i64::MAX as u64;
 
 /// What the reader saw, for the report's `source` section.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -142,12 +147,26 @@ impl Aggregator {
         let m = *self.machine_index.entry(l.machine).or_insert(next);
         if l.event == DROPPED_EVENT {
             let count = match &l.data.count {
-                Some(v) => v
-                    .as_u64()
-                    .ok_or_else(|| format!("{DROPPED_EVENT} count {v} is not a whole number"))?,
+                Some(v) => v.as_u64().filter(|n| *n <= MAX_DROPPED).ok_or_else(|| {
+                    format!(
+                        "{DROPPED_EVENT} count {v} is not a whole number from 0 to {MAX_DROPPED}"
+                    )
+                })?,
                 None => return Err(format!("{DROPPED_EVENT} without a count")),
             };
-            self.dropped.add(m, count);
+            // A hostile or corrupt counter must not wrap the sum around.
+            let sum = self
+                .dropped
+                .events
+                .checked_add(count)
+                .filter(|n| *n <= MAX_DROPPED)
+                .ok_or_else(|| {
+                    format!(
+                        "{DROPPED_EVENT} count {count} makes the dropped sum exceed {MAX_DROPPED}"
+                    )
+                })?;
+            self.dropped.events = sum;
+            self.dropped.machines.insert(m);
             self.dropped_reports += 1;
             return Ok(());
         }
@@ -201,7 +220,7 @@ mod tests {
     #[test]
     fn dropped_counters_are_summed_apart_from_events() {
         let mut a = Aggregator::new(Period::quarter("2026Q4").unwrap());
-        let d = |id: u128, n: i64| {
+        let d = |id: u128, n: i128| {
             format!(
                 r#"{{"id":"{}","event":"telemetry_dropped","product":"p","build":"telemetryd-0.1.0","timestamp":"2026-11-01T00:00:00.000000Z","machine":"m{id}","os":"linux","arch":"x86_64","data":{{"count":{n}}}}}"#,
                 uuid::Uuid::from_u128(id)
@@ -212,6 +231,16 @@ mod tests {
         assert_eq!((a.dropped.events, a.dropped_reports), (12, 2));
         assert_eq!(a.all.events, 0);
         assert!(a.add_line(d(3, -1).as_bytes()).is_err());
+        // Over i64::MAX (the SQL's BIGINT), or a sum that would pass it:
+        // errors, never a wrapped or saturated count.
+        let over = a
+            .add_line(d(4, i64::MAX as i128 + 1).as_bytes())
+            .unwrap_err();
+        assert!(over.contains("9223372036854775808"), "{over}");
+        assert!(a.add_line(d(5, u64::MAX as i128 + 1).as_bytes()).is_err());
+        let sum = a.add_line(d(6, i64::MAX as i128).as_bytes()).unwrap_err();
+        assert!(sum.contains("exceed"), "{sum}");
+        assert_eq!(a.dropped.events, 12, "nothing added by a refused line");
     }
 
     #[test]
