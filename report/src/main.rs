@@ -229,6 +229,7 @@ async fn open_source(arg: Option<&str>, s3: &S3Args, need_bucket: bool) -> anyho
             client: s3_client(&cfg, &s3cfg.bucket, &s3cfg.prefix).await?,
             bucket: s3cfg.bucket.clone(),
             prefix: s3cfg.prefix.clone(),
+            read_timeout: cfg.s3_timeout,
         }),
         (_, None) if need_bucket => bail!(
             "no bucket: pass --source s3://BUCKET[/PREFIX] or configure the daemon's bucket (TELEMETRY_S3_BUCKET, or [s3] bucket in the config file)"
@@ -338,6 +339,7 @@ async fn retention_main(args: RetentionArgs) -> anyhow::Result<ExitCode> {
         client,
         bucket,
         prefix,
+        ..
     } = source
     else {
         bail!("retention needs a bucket, not a directory");

@@ -15,6 +15,10 @@ use std::path::{Path, PathBuf};
 /// (catalogue-checked data, at most a few small values).
 pub const MAX_LINE: usize = 1024 * 1024;
 
+/// Chunk timeout for an S3 body when the source carries none (cannot
+/// happen: only an S3 source opens S3 bodies); the daemon's default.
+const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A failure to list or read the source. Every variant names the place.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -75,6 +79,11 @@ pub enum Source {
         bucket: String,
         /// Key prefix without leading or trailing `/` (may be empty).
         prefix: String,
+        /// Longest wait for each chunk of an object's body (the daemon's
+        /// `s3_timeout`). The SDK's operation timeout ends when the
+        /// response headers arrive, so without this a server that stalls
+        /// mid-body would hang the report forever.
+        read_timeout: std::time::Duration,
     },
 }
 
@@ -283,7 +292,20 @@ impl Source {
                 }
             }
             Opened::S3(mut body) => {
-                while let Some(chunk) = body.next().await {
+                let limit = match self {
+                    Source::S3 { read_timeout, .. } => *read_timeout,
+                    Source::Dir(_) => DEFAULT_READ_TIMEOUT,
+                };
+                loop {
+                    let next = tokio::time::timeout(limit, body.next())
+                        .await
+                        .map_err(|_| {
+                            read_err(format!(
+                                "no data for {:.0?} while reading the body (s3_timeout)",
+                                limit
+                            ))
+                        })?;
+                    let Some(chunk) = next else { break };
                     let chunk = chunk.map_err(|e| read_err(e.to_string()))?;
                     dec.feed(&chunk, &mut on_line)?;
                 }
@@ -515,5 +537,71 @@ mod tests {
         let huge = zstd::stream::encode_all(&vec![b'x'; MAX_LINE + 10][..], 3).unwrap();
         let e = lines_of(&huge, 4096).unwrap_err().to_string();
         assert!(e.contains("longer than"), "{e}");
+    }
+
+    /// An S3 server that sends the headers and the start of a body, then
+    /// nothing: the read must fail within the timeout, naming the key.
+    #[tokio::test]
+    async fn a_body_that_stalls_times_out_naming_the_key() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let z = zstd::stream::encode_all(&b"{\"n\":1}\n"[..], 3).unwrap();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "client hung up");
+                req.extend_from_slice(&buf[..n]);
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                z.len() + 1000
+            );
+            conn.write_all(head.as_bytes()).await.unwrap();
+            conn.write_all(&z[..4]).await.unwrap();
+            conn.flush().await.unwrap();
+            // Hold the connection open, sending nothing more.
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            drop(conn);
+        });
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "k", "s", None, None, "test",
+            ))
+            .endpoint_url(format!("http://{addr}"))
+            .force_path_style(true)
+            .build();
+        let source = Source::S3 {
+            client: aws_sdk_s3::Client::from_conf(conf),
+            bucket: "b".into(),
+            prefix: String::new(),
+            read_timeout: std::time::Duration::from_millis(300),
+        };
+        let obj = ObjectRef {
+            key: "v1/product=p/dt=2026-11-01/stalled.ndjson.zst".into(),
+            size: 0,
+        };
+        let started = std::time::Instant::now();
+        // The outer limit turns a regression (no timeout) into a failure,
+        // not a hung test.
+        let res = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            source.read(&obj, |_| Ok(())),
+        )
+        .await
+        .expect("the read must time out by itself");
+        let err = res.expect_err("a stalled body is an error").to_string();
+        assert!(
+            err.contains("s3://b/v1/product=p/dt=2026-11-01/stalled.ndjson.zst")
+                && err.contains("no data"),
+            "{err}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        server.abort();
     }
 }
