@@ -293,7 +293,12 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
     }
     let show = !args.quiet && std::io::stderr().is_terminal();
     let started = Instant::now();
-    let mut last_shown = Instant::now() - Duration::from_secs(1);
+    // A second ago, so the first progress line shows at once; on a clock
+    // that started less than a second ago (Instant may count from boot),
+    // now, which only delays that first line.
+    let mut last_shown = Instant::now()
+        .checked_sub(Duration::from_secs(1))
+        .unwrap_or_else(Instant::now);
     let mut progress = |done: u64, total: u64, bytes: u64| {
         if show && (done == total || last_shown.elapsed() >= Duration::from_millis(100)) {
             last_shown = Instant::now();

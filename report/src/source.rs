@@ -214,7 +214,13 @@ impl Source {
                     })?;
                     for obj in page.contents() {
                         let Some(key) = obj.key() else { continue };
-                        let rest = &key[base.len().min(key.len())..];
+                        // S3 only returns keys under the requested prefix;
+                        // a store that does otherwise gets its stray keys
+                        // skipped, not sliced at a wrong offset (or inside
+                        // a UTF-8 character, which would panic).
+                        let Some(rest) = key.strip_prefix(base.as_str()) else {
+                            continue;
+                        };
                         let Some((part, name)) = rest.split_once('/') else {
                             continue;
                         };
@@ -602,6 +608,72 @@ mod tests {
             "{err}"
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        server.abort();
+    }
+
+    /// A store whose listing returns keys outside the requested prefix
+    /// (one that shorter-than-prefix slicing would cut inside a UTF-8
+    /// character, one that it would misread as a `dt=` folder): both are
+    /// skipped, the real batch is listed.
+    #[tokio::test]
+    async fn listed_keys_outside_the_prefix_are_skipped() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "client hung up");
+                req.extend_from_slice(&buf[..n]);
+            }
+            let keys = [
+                "v1/product=p/dt=2026-11-01/real.ndjson.zst",
+                "éééééééé/dt=2026-11-01/utf8.ndjson.zst",
+                "xxxxxxxxxxxxxdt=2026-11-01/stray.ndjson.zst",
+            ];
+            let contents: String = keys
+                .iter()
+                .map(|k| format!("<Contents><Key>{k}</Key><Size>10</Size></Contents>"))
+                .collect();
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name><Prefix>v1/product=p/</Prefix><KeyCount>3</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>{contents}</ListBucketResult>"
+            );
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/xml\r\n\r\n",
+                body.len()
+            );
+            conn.write_all(head.as_bytes()).await.unwrap();
+            conn.write_all(body.as_bytes()).await.unwrap();
+            conn.flush().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        });
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "k", "s", None, None, "test",
+            ))
+            .endpoint_url(format!("http://{addr}"))
+            .force_path_style(true)
+            .build();
+        let source = Source::S3 {
+            client: aws_sdk_s3::Client::from_conf(conf),
+            bucket: "b".into(),
+            prefix: String::new(),
+            read_timeout: std::time::Duration::from_secs(5),
+        };
+        let day = Day::parse("2026-11-01").unwrap();
+        let keys: Vec<String> = source
+            .list("p", day, day)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, ["v1/product=p/dt=2026-11-01/real.ndjson.zst"]);
         server.abort();
     }
 }
