@@ -172,8 +172,9 @@ fn event_week(h: &mut String, r: &Report) {
     events.sort();
     events.dedup();
     h.push_str("<section id=\"by_event_week\">\n<h2>Events by name and week</h2>\n<p>Weeks start on Monday. &ldquo;&ndash;&rdquo;: fewer than k machines, or none (suppressed).</p>\n<table>\n<thead><tr><th>event</th>");
+    let long = spans_years(weeks.iter().copied());
     for w in &weeks {
-        let _ = write!(h, "<th class=\"n\">{}</th>", esc(&w[5..]));
+        let _ = write!(h, "<th class=\"n\">{}</th>", esc(week_label(w, long)));
     }
     h.push_str("</tr></thead>\n<tbody>\n");
     for e in &events {
@@ -251,10 +252,16 @@ fn columns_svg(title: &str, rows: &[(String, u64)]) -> String {
     const LEFT: u32 = 60;
     const BOTTOM: u32 = 40;
     let max = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
-    let n = rows.len().max(1) as u32;
-    let slot = (W - LEFT - 10) / n;
-    let bar = (slot * 3 / 4).max(1);
+    let n = rows.len().max(1);
+    // Fractional layout: with more weeks than pixels (a multi-year range)
+    // the bars get thinner instead of the integer slot reaching 0.
+    let slot = f64::from(W - LEFT - 10) / n as f64;
+    let bar = slot * 0.75;
     let plot = H - BOTTOM - 10;
+    // About twelve date labels whatever the number of weeks, so they never
+    // overlap; the year is shown when the weeks span more than one.
+    let every = n.div_ceil(12).max(1);
+    let long = spans_years(rows.iter().map(|r| r.0.as_str()));
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" aria-label=\"{}\">\n",
         esc(title)
@@ -270,27 +277,46 @@ fn columns_svg(title: &str, rows: &[(String, u64)]) -> String {
         H - BOTTOM
     );
     for (i, (week, v)) in rows.iter().enumerate() {
-        let x = LEFT + slot * i as u32 + (slot - bar) / 2;
+        let x = f64::from(LEFT) + slot * i as f64 + (slot - bar) / 2.0;
         let hgt = ((*v as f64 / max as f64) * plot as f64).round().max(1.0) as u32;
         let y = H - BOTTOM - hgt;
         let _ = writeln!(
             s,
-            "<rect class=\"bar\" x=\"{x}\" y=\"{y}\" width=\"{bar}\" height=\"{hgt}\"><title>week of {}: {v} events</title></rect>",
+            "<rect class=\"bar\" x=\"{x:.2}\" y=\"{y}\" width=\"{bar:.2}\" height=\"{hgt}\"><title>week of {}: {v} events</title></rect>",
             esc(week)
         );
-        // Label every other week so the dates do not overlap.
-        if i % 2 == 0 {
+        if i % every == 0 {
             let _ = writeln!(
                 s,
-                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
-                x + bar / 2,
+                "<text x=\"{:.2}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+                x + bar / 2.0,
                 H - BOTTOM + 16,
-                esc(week.get(5..).unwrap_or(week))
+                esc(week_label(week, long))
             );
         }
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// Whether the weeks (`YYYY-MM-DD`) fall in more than one year, so that
+/// `MM-DD` alone would be ambiguous.
+fn spans_years<'a>(weeks: impl Iterator<Item = &'a str>) -> bool {
+    let mut years = weeks.map(|w| w.get(..4).unwrap_or(w));
+    match years.next() {
+        Some(first) => years.any(|y| y != first),
+        None => false,
+    }
+}
+
+/// A week's column label: `MM-DD`, or the whole date when the weeks span
+/// years.
+fn week_label(week: &str, long: bool) -> &str {
+    if long {
+        week
+    } else {
+        week.get(5..).unwrap_or(week)
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -320,5 +346,30 @@ mod tests {
         assert!(s.contains("b&lt;"));
         let s = columns_svg("t", &rows);
         assert_eq!(s.matches("<rect").count(), 2);
+    }
+
+    #[test]
+    fn many_weeks_fit_and_years_are_shown_when_they_change() {
+        // 700 weeks (over 13 years) once made the integer slot 0 and
+        // `slot - bar` underflow.
+        let rows: Vec<(String, u64)> = (0..700)
+            .map(|i| {
+                let d = crate::period::Day::parse("2014-01-06").unwrap().plus(7 * i);
+                (d.to_string(), i as u64)
+            })
+            .collect();
+        let s = columns_svg("t", &rows);
+        assert_eq!(s.matches("<rect").count(), 700);
+        for x in s.split(" x=\"").skip(1) {
+            let x: f64 = x[..x.find('"').unwrap()].parse().unwrap();
+            assert!((0.0..=720.0).contains(&x), "{x}");
+        }
+        assert!(s.contains(">2014-01-06<"), "full dates across years");
+        assert!(s.matches("text-anchor=\"middle\"").count() <= 12);
+        // One year: month and day only.
+        let q = vec![("2026-10-05".to_string(), 1), ("2026-10-12".to_string(), 2)];
+        let s = columns_svg("t", &q);
+        assert!(s.contains(">10-05<") && !s.contains(">2026-10-05<"));
+        assert!(spans_years(["2026-12-28", "2027-01-04"].into_iter()));
     }
 }
