@@ -4,7 +4,11 @@
 //! `NotImplemented`. [`LifecycleFs`] delegates every operation `s3s-fs`
 //! implements and keeps each bucket's lifecycle configuration in memory, so
 //! `telemetry-report retention --apply/--check` is tested with the real SDK
-//! over real HTTP (SigV4 verified, XML parsed by `s3s`). Nothing expires:
+//! over real HTTP (SigV4 verified, XML parsed by `s3s`). A put is checked
+//! as AWS checks it: it must carry Content-MD5 or an `x-amz-checksum-*`
+//! header (the SDK sends a flexible checksum, so `retention --apply` needs
+//! no Content-MD5 of its own), rule IDs must be unique and at most 255
+//! characters, and every day count positive. Nothing expires:
 //! the tests check the configuration a store is given, which is all the
 //! tool controls.
 
@@ -93,6 +97,20 @@ impl S3 for LifecycleFs {
         &self,
         req: S3Request<PutBucketLifecycleConfigurationInput>,
     ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        // AWS refuses this operation without an integrity header
+        // (Content-MD5, or an x-amz-checksum-* value of a flexible
+        // checksum); a client that sends neither works here but not there.
+        let has_checksum = req.headers.keys().any(|name| {
+            let name = name.as_str();
+            name == "content-md5"
+                || (name.starts_with("x-amz-checksum-") && name != "x-amz-checksum-algorithm")
+        });
+        if !has_checksum {
+            return Err(s3_error!(
+                InvalidRequest,
+                "Missing required header for this request: Content-MD5 or x-amz-checksum-*"
+            ));
+        }
         let input = req.input;
         self.bucket_exists(&input.bucket)?;
         let rules = input
@@ -110,6 +128,25 @@ impl S3 for LifecycleFs {
                 return Err(s3_error!(
                     InvalidArgument,
                     "rule IDs must be unique and at most 255 characters"
+                ));
+            }
+        }
+        for r in &rules {
+            // AWS: "'Days' for Expiration action must be a positive integer"
+            // (and likewise for the other day counts).
+            let days = [
+                r.expiration.as_ref().and_then(|e| e.days),
+                r.noncurrent_version_expiration
+                    .as_ref()
+                    .and_then(|e| e.noncurrent_days),
+                r.abort_incomplete_multipart_upload
+                    .as_ref()
+                    .and_then(|a| a.days_after_initiation),
+            ];
+            if days.iter().flatten().any(|d| *d <= 0) {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "'Days' must be a positive integer"
                 ));
             }
         }

@@ -1217,6 +1217,35 @@ fn retention_apply_puts_the_five_year_rule_and_check_reads_it_back() {
         text(&o)
     );
 
+    // The server checks what AWS checks: a rule with Days 0 is refused
+    // (every put above also carried the integrity header AWS requires,
+    // or the wrapper would have refused it too).
+    let zero = LifecycleRule::builder()
+        .id("zero")
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("x/").build())
+        .expiration(LifecycleExpiration::builder().days(0).build())
+        .build()
+        .unwrap();
+    let refused = server.block_on(
+        client
+            .put_bucket_lifecycle_configuration()
+            .bucket(BUCKET)
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder()
+                    .rules(zero)
+                    .build()
+                    .unwrap(),
+            )
+            .send(),
+    );
+    let err = refused.expect_err("Days 0 is refused");
+    assert_eq!(
+        aws_sdk_s3::error::ProvideErrorMetadata::code(&err),
+        Some("InvalidArgument"),
+        "{err:?}"
+    );
+
     // A bucket that does not exist: an error naming it.
     let o = report_cmd(&server, &home)
         .args(["retention", "--check", "--source", "s3://no-such-bucket"])
