@@ -865,6 +865,9 @@ fn a_product_with_k_minus_1_machines_publishes_no_count_anywhere() {
         ["k", "totals/suppressed", "dropped/suppressed"],
         "{html}"
     );
+    // The page shows k itself (a parameter, which here may equal one of
+    // the counts below); take it out before looking for counts.
+    let html = html.replace(&format!("data-cell=\"k\">{k}<"), "data-cell=\"k\"><");
     for n in [
         t.objects,
         t.lines,
