@@ -1335,6 +1335,29 @@ fn the_sql_queries_in_duckdb_give_exactly_the_reports_numbers() {
         .unwrap();
     assert!(o.status.success(), "duckdb_report.py failed:\n{}", text(&o));
     let sql: Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Every named statement of report.sql ran, under its own name, and
+    // nothing else (a comment mentioning "-- name: " is not a statement).
+    let names: BTreeSet<&str> = sql
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "by_build",
+            "by_event",
+            "by_event_week",
+            "by_os",
+            "by_week",
+            "dropped",
+            "duplicates",
+            "other",
+            "totals"
+        ]),
+        "{sql}"
+    );
     let report = read_json(&out.join("report.json"));
     let k = u(&report["k"]);
 
