@@ -13,6 +13,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 use telemetry_client::Client;
 
+pub mod lifecycle;
+
 /// Access key the test S3 server accepts.
 pub const ACCESS_KEY: &str = "AKIATELEMETRYTEST";
 /// Secret key the test S3 server accepts.
@@ -98,7 +100,7 @@ impl S3Server {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind S3 server");
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs root");
+        let fs = lifecycle::LifecycleFs::new(root.path()).expect("s3s-fs root");
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
@@ -112,6 +114,10 @@ impl S3Server {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
+                // Like real S3 front ends: without it, a response's small
+                // writes meet the client's delayed ACK and each request
+                // waits ~40 ms.
+                let _ = socket.set_nodelay(true);
                 if *f.lock().unwrap() == Fault::Down {
                     drop(socket);
                     continue;
@@ -160,6 +166,39 @@ impl S3Server {
             .block_on(client.create_bucket().bucket(BUCKET).send())
             .expect("create test bucket");
         server
+    }
+
+    /// Run `f` on the server's runtime (for driving the SDK from a test).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// Put every `(key, body)` into [`BUCKET`] with the real SDK, 16 at a
+    /// time.
+    pub fn put_objects(&self, objects: &[(String, Vec<u8>)]) {
+        let client = self.client();
+        self.runtime.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (key, body) in objects.iter().cloned() {
+                if tasks.len() >= 16 {
+                    tasks.join_next().await.unwrap().expect("put task");
+                }
+                let client = client.clone();
+                tasks.spawn(async move {
+                    client
+                        .put_object()
+                        .bucket(BUCKET)
+                        .key(&key)
+                        .body(body.into())
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                r.expect("put task");
+            }
+        });
     }
 
     /// Inject `fault` into every request from now on.

@@ -1,0 +1,265 @@
+//! Counting: events and distinct machines per cell, de-duplicated by event id.
+//!
+//! # Memory
+//! Proportional to what must be distinct, not to the raw data: one 16-byte
+//! id per distinct event in the period (a `HashSet<u128>`, ~32 bytes with
+//! the table's overhead: ~32 MB per million events), one entry per distinct
+//! machine (its 64-hex id once, then a 4-byte index), and one 4-byte index
+//! per (cell, machine) pair. A project whose quarter does not fit runs the
+//! same queries on Athena or Trino (`sql/`).
+//!
+//! # Duplicates
+//! The daemon never writes an event twice under one key, but a replayed
+//! batch (a store re-created from a backup, a spool taken in twice) can put
+//! the same event in a second object. The first line with an id counts;
+//! later ones are counted as duplicates and ignored. Lines with one id are
+//! copies of one event, so which one counts does not change a number.
+
+use crate::period::{Day, Period};
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+
+/// The dropped-events counter line the daemon adds to a batch.
+pub const DROPPED_EVENT: &str = "telemetry_dropped";
+
+/// Events and distinct machines of one cell.
+#[derive(Debug, Default, Clone)]
+pub struct Cell {
+    /// Events (for the dropped counter: the sum of its `count`s).
+    pub events: u64,
+    /// Distinct machines, as indexes into the aggregator's machine table.
+    pub machines: HashSet<u32>,
+}
+
+impl Cell {
+    fn add(&mut self, machine: u32, events: u64) {
+        // One per event line: cannot come near u64::MAX.
+        self.events += events;
+        self.machines.insert(machine);
+    }
+}
+
+/// The largest dropped count or sum accepted: the SQL in `sql/` sums the
+/// counts as BIGINT (i64), and the report must not say what it cannot.
+const MAX_DROPPED: u64 = i64::MAX as u64;
+
+/// What the reader saw, for the report's `source` section.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SourceStats {
+    /// Objects read.
+    pub objects: u64,
+    /// Compressed bytes read.
+    pub bytes: u64,
+    /// NDJSON lines read.
+    pub lines: u64,
+    /// Lines whose event id was already counted (replayed batches).
+    pub duplicates: u64,
+    /// Lines whose day is outside the period (read from the grace days).
+    pub outside_period: u64,
+}
+
+/// Running counts for one product and period.
+pub struct Aggregator {
+    period: Period,
+    seen: HashSet<u128>,
+    machine_index: HashMap<String, u32>,
+    /// Every counted event (not the dropped counters).
+    pub all: Cell,
+    /// Per event name.
+    pub by_event: HashMap<String, Cell>,
+    /// Per `os`.
+    pub by_os: HashMap<String, Cell>,
+    /// Per `build`.
+    pub by_build: HashMap<String, Cell>,
+    /// Per week (its Monday).
+    pub by_week: HashMap<Day, Cell>,
+    /// Per (event, week).
+    pub by_event_week: HashMap<(String, Day), Cell>,
+    /// `telemetry_dropped` counters: `events` is the sum of their counts.
+    pub dropped: Cell,
+    /// How many `telemetry_dropped` lines there were.
+    pub dropped_reports: u64,
+    /// What was read.
+    pub stats: SourceStats,
+}
+
+#[derive(Deserialize)]
+struct Line {
+    id: String,
+    event: String,
+    build: String,
+    timestamp: String,
+    machine: String,
+    os: String,
+    #[serde(default)]
+    data: Data,
+}
+
+#[derive(Deserialize, Default)]
+struct Data {
+    count: Option<serde_json::Value>,
+}
+
+impl Aggregator {
+    /// Empty counts for `period`.
+    pub fn new(period: Period) -> Aggregator {
+        Aggregator {
+            period,
+            seen: HashSet::new(),
+            machine_index: HashMap::new(),
+            all: Cell::default(),
+            by_event: HashMap::new(),
+            by_os: HashMap::new(),
+            by_build: HashMap::new(),
+            by_week: HashMap::new(),
+            by_event_week: HashMap::new(),
+            dropped: Cell::default(),
+            dropped_reports: 0,
+            stats: SourceStats::default(),
+        }
+    }
+
+    /// Count one NDJSON line. The error says what is wrong with it (the
+    /// caller adds the object and line number).
+    pub fn add_line(&mut self, line: &[u8]) -> Result<(), String> {
+        self.stats.lines += 1;
+        let l: Line = serde_json::from_slice(line).map_err(|e| format!("not an event: {e}"))?;
+        let id = uuid::Uuid::parse_str(&l.id)
+            .map_err(|e| format!("event id {:?} is not a UUID: {e}", l.id))?
+            .as_u128();
+        let day = l
+            .timestamp
+            .get(..10)
+            .and_then(|d| Day::parse(d).ok())
+            .ok_or_else(|| format!("timestamp {:?} is not RFC 3339", l.timestamp))?;
+        if l.machine.is_empty() || l.event.is_empty() {
+            return Err("empty machine or event".into());
+        }
+        if !self.period.contains(day) {
+            self.stats.outside_period += 1;
+            return Ok(());
+        }
+        if !self.seen.insert(id) {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        let next = self.machine_index.len() as u32;
+        let m = *self.machine_index.entry(l.machine).or_insert(next);
+        if l.event == DROPPED_EVENT {
+            let count = match &l.data.count {
+                Some(v) => v.as_u64().filter(|n| *n <= MAX_DROPPED).ok_or_else(|| {
+                    format!(
+                        "{DROPPED_EVENT} count {v} is not a whole number from 0 to {MAX_DROPPED}"
+                    )
+                })?,
+                None => return Err(format!("{DROPPED_EVENT} without a count")),
+            };
+            // A hostile or corrupt counter must not wrap the sum around.
+            let sum = self
+                .dropped
+                .events
+                .checked_add(count)
+                .filter(|n| *n <= MAX_DROPPED)
+                .ok_or_else(|| {
+                    format!(
+                        "{DROPPED_EVENT} count {count} makes the dropped sum exceed {MAX_DROPPED}"
+                    )
+                })?;
+            self.dropped.events = sum;
+            self.dropped.machines.insert(m);
+            self.dropped_reports += 1;
+            return Ok(());
+        }
+        let week = day.week_start();
+        self.all.add(m, 1);
+        self.by_os.entry(l.os).or_default().add(m, 1);
+        self.by_build.entry(l.build).or_default().add(m, 1);
+        self.by_week.entry(week).or_default().add(m, 1);
+        self.by_event_week
+            .entry((l.event.clone(), week))
+            .or_default()
+            .add(m, 1);
+        self.by_event.entry(l.event).or_default().add(m, 1);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: u128, event: &str, day: &str, machine: &str) -> Vec<u8> {
+        format!(
+            r#"{{"id":"{}","event":"{event}","product":"p","build":"1.0","timestamp":"{day}T10:00:00.000001Z","machine":"{machine}","os":"linux","arch":"x86_64","data":{{}}}}"#,
+            uuid::Uuid::from_u128(id)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn counts_dedups_and_filters_the_period() {
+        let mut a = Aggregator::new(Period::quarter("2026Q4").unwrap());
+        a.add_line(&line(1, "stop", "2026-10-01", "m1")).unwrap();
+        a.add_line(&line(1, "stop", "2026-10-01", "m1")).unwrap();
+        a.add_line(&line(2, "stop", "2026-10-05", "m2")).unwrap();
+        a.add_line(&line(3, "stop", "2026-09-30", "m2")).unwrap();
+        a.add_line(&line(4, "bosh", "2027-01-01", "m2")).unwrap();
+        assert_eq!(a.all.events, 2);
+        assert_eq!(a.all.machines.len(), 2);
+        assert_eq!(a.stats.duplicates, 1);
+        assert_eq!(a.stats.outside_period, 2);
+        // 2026-10-01 is a Thursday (week of 2026-09-28); the 5th a Monday.
+        let weeks: Vec<String> = {
+            let mut w: Vec<_> = a.by_week.keys().map(|d| d.to_string()).collect();
+            w.sort();
+            w
+        };
+        assert_eq!(weeks, ["2026-09-28", "2026-10-05"]);
+    }
+
+    #[test]
+    fn dropped_counters_are_summed_apart_from_events() {
+        let mut a = Aggregator::new(Period::quarter("2026Q4").unwrap());
+        let d = |id: u128, n: i128| {
+            format!(
+                r#"{{"id":"{}","event":"telemetry_dropped","product":"p","build":"telemetryd-0.1.0","timestamp":"2026-11-01T00:00:00.000000Z","machine":"m{id}","os":"linux","arch":"x86_64","data":{{"count":{n}}}}}"#,
+                uuid::Uuid::from_u128(id)
+            )
+        };
+        a.add_line(d(1, 7).as_bytes()).unwrap();
+        a.add_line(d(2, 5).as_bytes()).unwrap();
+        assert_eq!((a.dropped.events, a.dropped_reports), (12, 2));
+        assert_eq!(a.all.events, 0);
+        assert!(a.add_line(d(3, -1).as_bytes()).is_err());
+        // Over i64::MAX (the SQL's BIGINT), or a sum that would pass it:
+        // errors, never a wrapped or saturated count.
+        let over = a
+            .add_line(d(4, i64::MAX as i128 + 1).as_bytes())
+            .unwrap_err();
+        assert!(over.contains("9223372036854775808"), "{over}");
+        assert!(a.add_line(d(5, u64::MAX as i128 + 1).as_bytes()).is_err());
+        let sum = a.add_line(d(6, i64::MAX as i128).as_bytes()).unwrap_err();
+        assert!(sum.contains("exceed"), "{sum}");
+        assert_eq!(a.dropped.events, 12, "nothing added by a refused line");
+    }
+
+    #[test]
+    fn bad_lines_say_what_is_wrong() {
+        let mut a = Aggregator::new(Period::quarter("2026Q4").unwrap());
+        assert!(a
+            .add_line(b"not json")
+            .unwrap_err()
+            .contains("not an event"));
+        let bad_id = String::from_utf8(line(1, "stop", "2026-10-01", "m"))
+            .unwrap()
+            .replace("00000000-0000-0000-0000-000000000001", "xyz");
+        assert!(a.add_line(bad_id.as_bytes()).unwrap_err().contains("UUID"));
+        let bad_ts = String::from_utf8(line(1, "stop", "2026-10-01", "m"))
+            .unwrap()
+            .replace("2026-10-01T", "yesterday");
+        assert!(a
+            .add_line(bad_ts.as_bytes())
+            .unwrap_err()
+            .contains("timestamp"));
+    }
+}

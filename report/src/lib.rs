@@ -1,0 +1,73 @@
+//! # telemetry-report
+//!
+//! The maintainers' side of telemetryd: read every uploaded batch of a
+//! period, count, and publish anonymous aggregates that are safe to put on a
+//! public web page.
+//!
+//! ```text
+//!  S3 bucket or outbox dir ──list──> keys of the period (dt= partitions + grace days)
+//!        │ stream one object at a time, zstd-decode, split lines
+//!        v
+//!  aggregate::Aggregator  (dedup by event id; events + distinct machines per cell)
+//!        │ publish::publish  (k-anonymity: merge/suppress cells under k machines)
+//!        v
+//!  output::write_all ──> report.json, *.csv, index.html (html: SVG charts, no scripts)
+//! ```
+//!
+//! - [`period`]: quarters, days, ISO weeks; which partitions a period reads.
+//! - [`source`]: listing and streaming objects from S3 or a directory.
+//! - [`aggregate`]: the counts, and their memory bounds.
+//! - [`publish`]: the k rule, and the report's shape (`report/SCHEMA.md`).
+//! - [`output`], [`html`]: the files.
+//! - [`retention`]: the five-year S3 lifecycle rule.
+//!
+//! The same aggregates as SQL for Athena, Trino or DuckDB are in `sql/`;
+//! the tests check that both give the same numbers over the same objects.
+
+pub mod aggregate;
+pub mod html;
+pub mod output;
+pub mod period;
+pub mod publish;
+pub mod retention;
+pub mod source;
+
+use period::Period;
+use source::{ObjectRef, Source, SourceError};
+
+/// Called after each object with (objects done, objects total, bytes done).
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64, u64);
+
+/// Objects opened ahead of the one being read. S3 answers each GET after
+/// tens of milliseconds; eight in flight hide that, and memory stays eight
+/// connections' buffers (bodies are streamed, not collected).
+pub const PREFETCH: usize = 8;
+
+/// Read `objects` from `source` and count them for `period`.
+pub async fn aggregate(
+    source: &Source,
+    objects: &[ObjectRef],
+    period: &Period,
+    progress: Progress<'_>,
+) -> Result<aggregate::Aggregator, SourceError> {
+    use futures::StreamExt;
+    let mut agg = aggregate::Aggregator::new(period.clone());
+    let total = objects.len() as u64;
+    let mut bytes = 0;
+    // Opened in order and read in order, so a run is repeatable.
+    let mut opened = futures::stream::iter(objects)
+        .map(|obj| async move { (obj, source.open(obj).await) })
+        .buffered(PREFETCH);
+    let mut done = 0;
+    while let Some((obj, body)) = opened.next().await {
+        source
+            .read_opened(obj, body?, |line| agg.add_line(line))
+            .await?;
+        done += 1;
+        bytes += obj.size;
+        agg.stats.objects = done;
+        agg.stats.bytes = bytes;
+        progress(done, total, bytes);
+    }
+    Ok(agg)
+}
