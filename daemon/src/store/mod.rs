@@ -266,6 +266,44 @@ enum Cmd {
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::Sender<Cmd>,
+    bell: Arc<Doorbell>,
+}
+
+/// Rung by every sender after queueing a command, so the store thread can
+/// sleep, not spin, while it waits for inserts to join a commit: spinning
+/// would take a core from the very tasks that are about to send.
+#[derive(Default)]
+struct Doorbell {
+    rung: std::sync::Mutex<u64>,
+    cv: std::sync::Condvar,
+}
+
+impl Doorbell {
+    fn ring(&self) {
+        *self.rung.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.cv.notify_one();
+    }
+
+    fn count(&self) -> u64 {
+        *self.rung.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait until rung since `seen` or until `until`; returns the count.
+    fn wait(&self, seen: u64, until: Instant) -> u64 {
+        let mut rung = self.rung.lock().unwrap_or_else(|p| p.into_inner());
+        while *rung == seen {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            rung = self
+                .cv
+                .wait_timeout(rung, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *rung
+    }
 }
 
 /// Joins the store thread once every [`Store`] handle is dropped.
@@ -310,13 +348,14 @@ impl Store {
             path: path.clone(),
             source: Arc::new(e),
         })?;
-        let mut inner = Inner::new(conn, &path, opts, lock)?;
+        let bell = Arc::new(Doorbell::default());
+        let mut inner = Inner::new(conn, &path, opts, lock, bell.clone())?;
         let (tx, rx) = mpsc::channel(1024);
         let handle = std::thread::Builder::new()
             .name("telemetryd-store".into())
             .spawn(move || inner.serve(rx))
             .map_err(io(&path))?;
-        Ok((Store { tx }, StoreThread(handle)))
+        Ok((Store { tx, bell }, StoreThread(handle)))
     }
 
     /// [`Store::open`], but a damaged database is moved aside (kept for
@@ -363,6 +402,7 @@ impl Store {
             .send(make(reply))
             .await
             .map_err(|_| StoreError::Closed)?;
+        self.bell.ring();
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -402,7 +442,9 @@ impl Store {
                 client: None,
             })
             .await
-            .map_err(|_| StoreError::Closed)
+            .map_err(|_| StoreError::Closed)?;
+        self.bell.ring();
+        Ok(())
     }
 
     /// Seal the batches that are due (all pending events if `force`).
@@ -485,6 +527,8 @@ struct Inner {
     writes: checkpoint::WriteCount,
     /// Connections answered by the last insert commit (see [`Inner::gather`]).
     last_clients: std::collections::HashSet<u64>,
+    /// Rung by senders (see [`Doorbell`]).
+    bell: Arc<Doorbell>,
     /// How long the last insert commit took.
     last_commit: Duration,
     conn: Connection,
@@ -564,6 +608,7 @@ impl Inner {
         path: &Path,
         opts: StoreOptions,
         lock: std::fs::File,
+        bell: Arc<Doorbell>,
     ) -> Result<Inner, StoreError> {
         let open_err = |e| StoreError::Open {
             path: path.to_path_buf(),
@@ -611,6 +656,7 @@ impl Inner {
             checkpointer: checkpoint::Checkpointer::start(path),
             writes: checkpoint::WriteCount::default(),
             last_clients: std::collections::HashSet::new(),
+            bell,
             last_commit: Duration::ZERO,
             conn,
             _lock: lock,
@@ -812,6 +858,9 @@ impl Inner {
         group: &mut Vec<(Vec<Record>, Option<Reply<InsertOutcome>>)>,
     ) -> Option<Cmd> {
         let deadline = Instant::now() + self.last_commit.min(MAX_GATHER_WAIT);
+        // Read before looking at the queue, so a send between the look and
+        // the wait is not missed.
+        let mut seen = self.bell.count();
         let mut missing = std::mem::take(&mut self.last_clients);
         let mut clients = std::collections::HashSet::new();
         let mut arrived = |client: Option<u64>, missing: &mut std::collections::HashSet<u64>| {
@@ -841,8 +890,7 @@ impl Inner {
                     if missing.is_empty() || Instant::now() >= deadline {
                         break;
                     }
-                    // Let the connection tasks that are about to send run.
-                    std::thread::yield_now();
+                    seen = self.bell.wait(seen, deadline);
                 }
             }
         }

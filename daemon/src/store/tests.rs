@@ -263,6 +263,48 @@ fn concurrent_inserts_are_all_committed() {
 }
 
 #[test]
+fn clients_that_wait_for_each_other_are_all_committed_and_one_that_leaves_is_not_waited_for() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..8u64 {
+            let store = store.clone();
+            // Clients 0..4 leave early: later commits expect them once and
+            // must go on without them.
+            let n = if t < 4 { 3 } else { 200 };
+            tasks.push(tokio::spawn(async move {
+                for i in 0..n {
+                    let id = u128::from(t) * 1000 + i;
+                    let out = store.insert_from(t, vec![record(id, "a")]).await.unwrap();
+                    assert_eq!(out.accepted, 1);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(store.stats().await.unwrap().pending_events, 4 * 3 + 4 * 200);
+        // A lone client after all that is answered by its own commit.
+        let lone = tokio::time::timeout(
+            Duration::from_secs(5),
+            store.insert_from(99, vec![record(99_000, "a")]),
+        )
+        .await
+        .expect("answered")
+        .unwrap();
+        assert_eq!(lone.accepted, 1);
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
 fn an_id_resent_after_its_upload_is_dropped_within_the_window() {
     let f = Fixture::new();
     let (store, thread) = f.open(100);
