@@ -42,3 +42,37 @@ pub mod uploader;
 
 pub use config::Config;
 pub use server::{run, DaemonError};
+
+/// An error and its causes on one line, leaving out a cause whose text the
+/// message above it already carries: this crate's errors name their cause
+/// in their own message, and `{:#}` would print it twice.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    #[test]
+    fn a_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = crate::config::ConfigError::Read {
+            path: "/etc/x.toml".into(),
+            source: io,
+        };
+        let e = anyhow::Error::new(e).context("loading the configuration");
+        assert_eq!(
+            super::error_chain(e.as_ref()),
+            "loading the configuration: cannot read config file /etc/x.toml: no such file"
+        );
+    }
+}

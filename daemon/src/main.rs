@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     match real_main(&args, &matches, uid) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("telemetryd: error: {e:#}");
+            eprintln!("telemetryd: error: {}", telemetryd::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

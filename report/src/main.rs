@@ -133,7 +133,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("telemetry-report: error: {e:#}");
+            eprintln!(
+                "telemetry-report: error: {}",
+                telemetryd::error_chain(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
