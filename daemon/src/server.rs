@@ -422,9 +422,10 @@ pub async fn serve_connection(
     _active: ActiveGuard,
 ) {
     static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let peer = crate::cmd::Peer {
+    let mut peer = crate::cmd::Peer {
         uid: stream.peer_cred().ok().map(|c| c.uid()),
         connection: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
+        earlier_requests: 0,
     };
     tracing::debug!(uid = ?peer.uid, "connection");
     let mut framed = Framed::new(stream, FrameCodec::<Request, Response>::new());
@@ -443,6 +444,7 @@ pub async fn serve_connection(
             Ok(Some(Ok(req))) => {
                 ctx.activity.touch();
                 let resp = crate::cmd::dispatch(&ctx, peer, req).await;
+                peer.earlier_requests += 1;
                 // A peer that stops reading must not pin this task.
                 match tokio::time::timeout(SEND_TIMEOUT, framed.send(resp)).await {
                     Ok(Ok(())) => {}

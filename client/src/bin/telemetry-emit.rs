@@ -102,7 +102,11 @@ fn main() -> ExitCode {
         });
     }
     match emit(&args, budget) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            // Acknowledged: the timer must not turn that into a failure.
+            deadline::disarm();
+            ExitCode::SUCCESS
+        }
         Err((code, msg)) => {
             if strict {
                 eprintln!("telemetry-emit: {msg}");
@@ -217,6 +221,14 @@ mod deadline {
             if libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut()) != 0 {
                 return false;
             }
+            // The blocked-signal mask survives exec: a host that runs us
+            // with SIGALRM blocked would leave the timer pending forever.
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGALRM);
+            if libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) != 0 {
+                return false;
+            }
             let timer = libc::itimerval {
                 it_interval: libc::timeval {
                     tv_sec: 0,
@@ -228,6 +240,15 @@ mod deadline {
                 },
             };
             libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) == 0
+        }
+    }
+
+    /// Stop the timer (the outcome is settled).
+    pub fn disarm() {
+        // SAFETY: setitimer with a zeroed value on a local struct.
+        unsafe {
+            let off: libc::itimerval = std::mem::zeroed();
+            libc::setitimer(libc::ITIMER_REAL, &off, std::ptr::null_mut());
         }
     }
 }

@@ -27,7 +27,15 @@ pub async fn handle(ctx: &Ctx, peer: Peer, events: Vec<WireEvent>, ack: bool) ->
             Err(e) => storage(e),
         };
     }
-    match ctx.store.insert_from(peer.connection, records).await {
+    // Only a connection that has sent before is likely to send again (a
+    // shim connects, emits once and leaves): only then may commits wait
+    // for it.
+    let stored = if peer.earlier_requests > 0 {
+        ctx.store.insert_from(peer.connection, records).await
+    } else {
+        ctx.store.insert(records).await
+    };
+    match stored {
         Ok(out) => {
             if out.wake_uploader {
                 ctx.uploader.nudge();

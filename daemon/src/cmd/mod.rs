@@ -19,6 +19,8 @@ pub struct Peer {
     /// Which connection (unique in this process): lets the store wait for
     /// a client it just answered to share the next commit.
     pub connection: u64,
+    /// Requests this connection made before the current one.
+    pub earlier_requests: u64,
 }
 
 /// Whether `req` changes or reveals stored data, and so needs a trusted
@@ -60,7 +62,11 @@ mod tests {
     use super::*;
 
     fn peer(uid: Option<u32>) -> Peer {
-        Peer { uid, connection: 1 }
+        Peer {
+            uid,
+            connection: 1,
+            earlier_requests: 0,
+        }
     }
 
     #[test]

@@ -60,6 +60,21 @@ pub const DEDUP_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Most inserts committed in one transaction.
 const MAX_GROUP: usize = 512;
 
+/// The connections a commit may wait for: those the last commit answered,
+/// unless it ended longer ago than the wait `bound` — then they are not on
+/// their way back (a quiet spell, or one-shot shims arriving one by one).
+fn awaited(
+    last: std::collections::HashSet<u64>,
+    since_last_commit: Duration,
+    bound: Duration,
+) -> std::collections::HashSet<u64> {
+    if since_last_commit > bound {
+        std::collections::HashSet::new()
+    } else {
+        last
+    }
+}
+
 /// Longest a commit waits for more inserts to join it.
 const MAX_GATHER_WAIT: Duration = Duration::from_millis(1);
 
@@ -529,8 +544,9 @@ struct Inner {
     last_clients: std::collections::HashSet<u64>,
     /// Rung by senders (see [`Doorbell`]).
     bell: Arc<Doorbell>,
-    /// How long the last insert commit took.
+    /// How long the last insert commit took, and when it ended.
     last_commit: Duration,
+    last_commit_end: Instant,
     conn: Connection,
     /// Held (flock) for as long as the store is open.
     _lock: std::fs::File,
@@ -658,6 +674,7 @@ impl Inner {
             last_clients: std::collections::HashSet::new(),
             bell,
             last_commit: Duration::ZERO,
+            last_commit_end: Instant::now(),
             conn,
             _lock: lock,
             opts,
@@ -795,11 +812,15 @@ impl Inner {
                         let started = Instant::now();
                         let bytes = self.insert_group(group);
                         self.last_commit = started.elapsed();
+                        self.last_commit_end = Instant::now();
                         self.wrote(bytes);
                     }
                     Cmd::Seal { force, reply } => {
-                        let _ = reply.send(self.seal(force));
-                        self.wrote(checkpoint::BYTES_PER_NUDGE);
+                        let sealed = self.seal(force);
+                        if matches!(sealed, Ok(n) if n > 0) {
+                            self.wrote(checkpoint::BYTES_PER_NUDGE);
+                        }
+                        let _ = reply.send(sealed);
                     }
                     Cmd::NextSealed { reply } => {
                         let _ = reply.send(self.next_sealed());
@@ -818,6 +839,8 @@ impl Inner {
                         reply,
                     } => {
                         let _ = reply.send(self.apply_consent(&product, decision, final_record));
+                        // A switch to off purges rows.
+                        self.wrote(checkpoint::BYTES_PER_NUDGE);
                     }
                     Cmd::Applied { reply } => {
                         let _ = reply.send(Ok(self.applied.clone()));
@@ -849,19 +872,27 @@ impl Inner {
     /// cohorts that alternate between two half-full commits. The wait ends
     /// as soon as they are all here, and never exceeds the previous
     /// commit's cost (waiting less than a commit to save one never loses
-    /// throughput) nor [`MAX_GATHER_WAIT`]. A lone client never waits: the
-    /// only connection it could wait for is its own.
+    /// throughput) nor [`MAX_GATHER_WAIT`]. Nobody waits for a client
+    /// that is not mid-round-trip: not after a quiet spell (the last commit
+    /// ended longer ago than that bound), not for connections on their
+    /// first request (a shim's connection never sends again; the handler
+    /// passes no client then), and a lone client waits for nobody.
     fn gather(
         &mut self,
         rx: &mut mpsc::Receiver<Cmd>,
         first: Option<u64>,
         group: &mut Vec<(Vec<Record>, Option<Reply<InsertOutcome>>)>,
     ) -> Option<Cmd> {
-        let deadline = Instant::now() + self.last_commit.min(MAX_GATHER_WAIT);
+        let bound = self.last_commit.min(MAX_GATHER_WAIT);
+        let deadline = Instant::now() + bound;
         // Read before looking at the queue, so a send between the look and
         // the wait is not missed.
         let mut seen = self.bell.count();
-        let mut missing = std::mem::take(&mut self.last_clients);
+        let mut missing = awaited(
+            std::mem::take(&mut self.last_clients),
+            self.last_commit_end.elapsed(),
+            bound,
+        );
         let mut clients = std::collections::HashSet::new();
         let mut arrived = |client: Option<u64>, missing: &mut std::collections::HashSet<u64>| {
             if let Some(c) = client {

@@ -800,3 +800,18 @@ fn an_insert_that_cannot_fit_is_refused_not_dropped() {
     drop(store);
     thread.join();
 }
+
+#[test]
+fn commits_wait_only_for_clients_answered_just_now() {
+    let last: std::collections::HashSet<u64> = [1, 2, 3].into_iter().collect();
+    let bound = Duration::from_micros(600);
+    assert_eq!(
+        awaited(last.clone(), Duration::from_micros(100), bound),
+        last,
+        "answered 100 µs ago: on their way back"
+    );
+    assert!(
+        awaited(last, Duration::from_millis(5), bound).is_empty(),
+        "after a quiet spell nobody is waited for"
+    );
+}
