@@ -693,76 +693,10 @@ impl Inner {
     /// One pass over the table at startup; afterwards counters are kept
     /// up to date incrementally.
     fn load_counters(&mut self) -> Result<(), StoreError> {
-        self.unsealed.clear();
-        self.local.clear();
-        self.dropped.clear();
         self.applied.clear();
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT product, COUNT(*), COALESCE(SUM(LENGTH(CAST(line AS BLOB)) + 1), 0)
-                 FROM events WHERE batch_id IS NULL AND local_only = 0 GROUP BY product",
-            )
-            .map_err(sql("loading counters"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(sql("loading counters"))?;
-        for row in rows {
-            let (product, events, bytes) = row.map_err(sql("loading counters"))?;
-            self.unsealed.insert(
-                product,
-                Pending {
-                    events: events as u64,
-                    bytes: bytes as u64,
-                },
-            );
-        }
-        drop(stmt);
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT product, COUNT(*), COALESCE(SUM(LENGTH(CAST(line AS BLOB)) + 1), 0)
-                 FROM events WHERE local_only = 1 GROUP BY product",
-            )
-            .map_err(sql("loading counters"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(sql("loading counters"))?;
-        for row in rows {
-            let (product, n, bytes) = row.map_err(sql("loading counters"))?;
-            self.local.insert(
-                product,
-                Pending {
-                    events: n as u64,
-                    bytes: bytes as u64,
-                },
-            );
-        }
-        drop(stmt);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT product, events FROM dropped")
-            .map_err(sql("loading counters"))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(sql("loading counters"))?;
-        for row in rows {
-            let (product, n) = row.map_err(sql("loading counters"))?;
-            self.dropped.insert(product, n as u64);
-        }
-        drop(stmt);
+        self.unsealed = self.pending_by_product("batch_id IS NULL AND local_only = 0")?;
+        self.local = self.pending_by_product("local_only = 1")?;
+        self.dropped = self.read_dropped()?;
         let mut stmt = self
             .conn
             .prepare("SELECT product, mode, off_marker FROM consent_applied")
@@ -1117,6 +1051,32 @@ impl Inner {
         if let Ok(rows) = self.read_dropped() {
             self.dropped = rows;
         }
+    }
+
+    /// Events and NDJSON bytes per product of the events matching `filter`
+    /// (a fixed SQL condition), for the counters loaded at startup.
+    fn pending_by_product(
+        &self,
+        filter: &'static str,
+    ) -> Result<BTreeMap<String, Pending>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT product, COUNT(*), COALESCE(SUM(LENGTH(CAST(line AS BLOB)) + 1), 0)
+                 FROM events WHERE {filter} GROUP BY product"
+            ))
+            .map_err(sql("loading counters"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let pending = Pending {
+                    events: r.get::<_, i64>(1)? as u64,
+                    bytes: r.get::<_, i64>(2)? as u64,
+                };
+                Ok((r.get::<_, String>(0)?, pending))
+            })
+            .map_err(sql("loading counters"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("loading counters"))
     }
 
     fn read_dropped(&self) -> Result<BTreeMap<String, u64>, StoreError> {

@@ -556,6 +556,18 @@ fn an_insert_checked_before_an_off_is_refused_after_it() {
             .unwrap();
         store.insert(vec![record(4, "b")]).await.unwrap();
     });
+    let counted = |store: &Store| {
+        let s = rt().block_on(store.stats()).unwrap();
+        (s.pending_events, s.pending_bytes, s.local_events)
+    };
+    let before = counted(&store);
+    assert_eq!(before.2, 1, "one local event");
+    drop(store);
+    thread.join();
+    // The counters loaded at startup split pending from local as the
+    // running store did.
+    let (store, thread) = f.open(100);
+    assert_eq!(counted(&store), before);
     drop(store);
     thread.join();
 }
