@@ -469,3 +469,96 @@ fn the_budget_ends_a_shim_blocked_on_a_locked_spool() {
         "nothing half-written"
     );
 }
+
+#[test]
+fn a_shim_that_does_not_wait_hands_the_event_over_or_spools_it() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    // No daemon: the event goes to the spool, and the run stays quiet.
+    let out = shim(&env, &["--no-wait", "bosh"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(spool_of(&env).exists(), "spooled without a daemon");
+    let daemon = env.start();
+    let pending = || daemon.client().status(T).unwrap().pending_events;
+    assert_eq!(pending(), 1, "the spool is taken in at start");
+
+    // With the daemon: handed over, not waited for; the variable works too.
+    let out = env
+        .command("telemetry-emit")
+        .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
+        .env("TELEMETRY_EMIT_NO_WAIT", "1")
+        .args(["--product", "cfdev", "stop"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    wait_for("the handed-over event", T, || {
+        (pending() == 2).then_some(())
+    });
+
+    // A refusal goes unseen without --strict; --strict waits for the
+    // daemon's answer whatever --no-wait says, and reports it.
+    let out = shim(&env, &["--no-wait", "no_such_event"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = shim(&env, &["--no-wait", "--strict", "no_such_event"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no_such_event"), "{err}");
+    assert_eq!(pending(), 2);
+    assert!(!spool_of(&env).exists(), "refused events are not spooled");
+}
+
+#[test]
+fn a_shim_that_does_not_wait_returns_once_the_frame_is_written() {
+    use std::io::Read;
+    // A listener that takes frames and never answers: a daemon that dies
+    // before its commit looks like this to the shim.
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::create_dir_all(env.socket.parent().unwrap()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&env.socket).unwrap();
+    let taker = std::thread::spawn(move || {
+        let mut frames = Vec::new();
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).unwrap();
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut body).unwrap();
+            frames.push(telemetry_proto::decode_body::<telemetry_proto::Request>(&body).unwrap());
+            // Keep the connection open, unanswered, until the shim is gone.
+            let _ = s.read(&mut [0u8; 1]);
+        }
+        frames
+    });
+    let budget = |ms: &str, args: &[&str]| {
+        env.command("telemetry-emit")
+            .env("TELEMETRY_EMIT_TIMEOUT_MS", ms)
+            .args(["--product", "cfdev"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Not waiting: done once the frame is written; nothing spooled.
+    let out = budget("5000", &["--no-wait", "bosh"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        !spool_of(&env).exists(),
+        "a handed-over event is not spooled"
+    );
+    // Waiting: no answer within the budget, so the event is spooled.
+    let out = budget("300", &["stop"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(spool_of(&env).exists(), "an unanswered event is spooled");
+    let frames = taker.join().unwrap();
+    assert!(
+        matches!(&frames[0], telemetry_proto::Request::Emit { ack: false, events } if events[0].event == "bosh"),
+        "{frames:?}"
+    );
+    assert!(
+        matches!(&frames[1], telemetry_proto::Request::Emit { ack: true, .. }),
+        "{frames:?}"
+    );
+}

@@ -6,6 +6,12 @@
 //! exits 0 only once the daemon has acknowledged the event as committed
 //! (or when consent is off: declining to record is not a failure).
 //!
+//! With `--no-wait` (or `TELEMETRY_EMIT_NO_WAIT=1`) the shim hands the
+//! event over and exits without waiting for the commit: faster by one
+//! fsync, but an event the daemon loses before its next commit (a crash,
+//! power loss) is gone, where a waiting shim would have spooled it. Such an
+//! event is never acknowledged. `--strict` always waits.
+//!
 //! Consent is checked first, from the consent files and the environment;
 //! when it is `off` the shim returns at once without connecting anywhere,
 //! writing anything or starting anything.
@@ -39,6 +45,16 @@ struct Args {
     /// Exit non-zero (with a message) unless the daemon acknowledged the event.
     #[arg(long)]
     strict: bool,
+    /// Hand the event over without waiting for the daemon to commit it:
+    /// saves the commit's fsync, but an event the daemon loses before its
+    /// next commit is not spooled. Ignored with --strict, which must wait.
+    #[arg(
+        long,
+        env = "TELEMETRY_EMIT_NO_WAIT",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::SetTrue
+    )]
+    no_wait: bool,
     /// Daemon socket (default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock).
     #[arg(long, env = "TELEMETRY_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
@@ -134,10 +150,17 @@ fn emit(args: &Args, budget: Duration) -> Result<(), (u8, String)> {
     // connect never waits (a full listen backlog fails at once) and the
     // exchange is bounded by socket timeouts, all on this one thread.
     let socket_budget = budget.mul_f64(0.6);
-    let failure = match Client::connect_now(&path)
-        .and_then(|mut c| c.emit(vec![ev.clone()], socket_budget))
-    {
-        Ok(_) => return Ok(()),
+    let wait = args.strict || !args.no_wait;
+    let sent = Client::connect_now(&path).and_then(|mut c| {
+        if wait {
+            c.emit(vec![ev.clone()], socket_budget).map(drop)
+        } else {
+            // Written whole to the daemon's socket; its reply is not read.
+            c.emit_no_ack(vec![ev.clone()], socket_budget)
+        }
+    });
+    let failure = match sent {
+        Ok(()) => return Ok(()),
         Err(e) => e,
     };
     use telemetry_client::{ClientError, ErrorCode};
