@@ -109,6 +109,20 @@ fn ms(d: f64) -> String {
 }
 
 /// Wall time of one run of `cmd` (seconds); fails if it fails.
+/// 0..n in an order that depends on `seed` (Fisher-Yates over xorshift;
+/// a benchmark needs no better randomness).
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
 fn time_one(mut cmd: Command) -> Result<f64> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -137,7 +151,7 @@ fn one(n: i64) -> WireEvent {
 
 fn shim(quick: bool) -> Result<()> {
     let n = if quick { 30 } else { 300 };
-    println!("\n## 1. Shim cost ({n} rounds, median wall time; the runs of a round are interleaved so load drift hits every row alike)");
+    println!("\n## 1. Shim cost ({n} rounds, median wall time; the runs of a round are interleaved in a fresh order each round, so load drift and idle time hit every row alike)");
     let sock_dir = tempfile::tempdir()?;
     let sock = sock_dir.path().join("log.sock");
     let sink = UnixDatagram::bind(&sock)?;
@@ -165,7 +179,7 @@ fn shim(quick: bool) -> Result<()> {
         "`telemetry-emit --no-wait` (sync=full)",
     ];
     let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(n); names.len()];
-    for _ in 0..n {
+    for round in 0..n {
         let mut logger = Command::new("logger");
         logger.arg("-u").arg(&sock).arg("app_created buildpack=go");
         let cmds = [
@@ -177,7 +191,12 @@ fn shim(quick: bool) -> Result<()> {
             emit(&envs[1], Some("--strict")),
             emit(&envs[0], Some("--no-wait")),
         ];
-        for (i, c) in cmds.into_iter().enumerate() {
+        // A fresh order each round: a run right after another on the same
+        // daemon finds it awake, one after a pause finds it asleep, and no
+        // row should always get the same neighbour.
+        let mut cmds = cmds.map(Some);
+        for i in shuffled(cmds.len(), round as u64) {
+            let c = cmds[i].take().expect("each row runs once a round");
             times[i].push(time_one(c)?);
         }
     }

@@ -16,6 +16,7 @@
 
 use crate::batch::KeyLayout;
 use crate::catalog::{CatalogError, Catalogues};
+use crate::cmd::Answer;
 use crate::config::Config;
 use crate::consent::Consent;
 use crate::identity::{Identity, IdentityError};
@@ -412,6 +413,20 @@ fn codec_error_response(e: &CodecError) -> Response {
     }
 }
 
+/// A non-blocking second handle on `stream`'s socket, for answers written
+/// from another thread; `None` when the descriptor cannot be duplicated
+/// (the connection task then writes every answer itself).
+fn second_handle(stream: &UnixStream) -> Option<crate::cmd::ReplyTo> {
+    use std::os::fd::AsFd;
+    let fd = stream.as_fd().try_clone_to_owned().ok()?;
+    let socket = std::os::unix::net::UnixStream::from(fd);
+    // Shared with the original (one open file description), and already
+    // set by tokio; said again because a blocking write on the store
+    // thread would stall every client.
+    socket.set_nonblocking(true).ok()?;
+    Some(Arc::new(socket))
+}
+
 /// Serve one connection until it closes, idles out, sends a bad frame or
 /// the daemon stops.
 pub async fn serve_connection(
@@ -429,6 +444,9 @@ pub async fn serve_connection(
     };
     tracing::debug!(uid = ?peer.uid, "connection");
     let mut framed = Framed::new(stream, FrameCodec::<Request, Response>::new());
+    // Made at the first acknowledged emit (most connections never send
+    // one: status, idle, refused), then kept.
+    let mut reply_to: Option<crate::cmd::ReplyTo> = None;
     loop {
         if *stop.borrow() {
             break;
@@ -443,10 +461,27 @@ pub async fn serve_connection(
             Err(_) | Ok(None) => break,
             Ok(Some(Ok(req))) => {
                 ctx.activity.touch();
-                let resp = crate::cmd::dispatch(&ctx, peer, req).await;
+                if reply_to.is_none() && matches!(req, Request::Emit { ack: true, .. }) {
+                    reply_to = second_handle(framed.get_ref());
+                }
+                let answer = crate::cmd::dispatch(&ctx, peer, reply_to.as_ref(), req).await;
                 peer.earlier_requests += 1;
-                // A peer that stops reading must not pin this task.
-                match tokio::time::timeout(SEND_TIMEOUT, framed.send(resp)).await {
+                // A peer that stops reading must not pin this task. The
+                // codec's write buffer is empty here (every send flushes),
+                // so bytes written past it keep their order.
+                let sent = match answer {
+                    Answer::Send(resp) => {
+                        tokio::time::timeout(SEND_TIMEOUT, framed.send(resp)).await
+                    }
+                    Answer::Written { rest } if rest.is_empty() => Ok(Ok(())),
+                    Answer::Written { rest } => {
+                        use tokio::io::AsyncWriteExt;
+                        tokio::time::timeout(SEND_TIMEOUT, framed.get_mut().write_all(&rest))
+                            .await
+                            .map(|r| r.map_err(CodecError::from))
+                    }
+                };
+                match sent {
                     Ok(Ok(())) => {}
                     _ => break,
                 }

@@ -9,7 +9,26 @@ pub mod show;
 pub mod status;
 
 use crate::server::Ctx;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use telemetry_proto::{ErrorCode, Request, Response};
+
+/// What a handler answers.
+#[derive(Debug)]
+pub enum Answer {
+    /// Send this response.
+    Send(Response),
+    /// The response frame was written to the peer already, all but these
+    /// bytes (see [`emit::handle`]).
+    Written {
+        /// What is left to write, usually nothing.
+        rest: Vec<u8>,
+    },
+}
+
+/// A second handle on a connection's socket (non-blocking), through which
+/// the store thread can answer an acknowledged emit itself.
+pub type ReplyTo = Arc<UnixStream>;
 
 /// Who is asking, from the socket's peer credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,25 +55,29 @@ pub fn trusted(peer: Peer, daemon_uid: u32) -> bool {
 }
 
 /// Route a decoded request to its handler, after the permission check.
-pub async fn dispatch(ctx: &Ctx, peer: Peer, req: Request) -> Response {
+/// `reply_to`, when given, lets an acknowledged emit be answered from the
+/// store thread.
+pub async fn dispatch(ctx: &Ctx, peer: Peer, reply_to: Option<&ReplyTo>, req: Request) -> Answer {
     if is_privileged(&req) && !trusted(peer, ctx.daemon_uid) {
-        return Response::Error {
+        return Answer::Send(Response::Error {
             code: ErrorCode::PermissionDenied,
             message: format!(
                 "only uid {} (the daemon's user) or root may flush, show, purge or change consent; this peer is uid {}",
                 ctx.daemon_uid,
                 peer.uid.map_or("unknown".to_string(), |u| u.to_string())
             ),
-        };
+        });
     }
-    match req {
-        Request::Emit { events, ack } => emit::handle(ctx, peer, events, ack).await,
+    Answer::Send(match req {
+        Request::Emit { events, ack } => {
+            return emit::handle(ctx, peer, reply_to, events, ack).await
+        }
         Request::Status => status::handle(ctx).await,
         Request::Flush => flush::handle(ctx).await,
         Request::ConsentChanged { product, build } => consent::handle(ctx, product, build).await,
         Request::Show { product, after_seq } => show::handle(ctx, product, after_seq).await,
         Request::Purge { product } => purge::handle(ctx, product).await,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -235,10 +235,14 @@ pub struct Stats {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// Called on the store thread with an insert's outcome, as soon as it is
+/// known (after the commit, or on refusal).
+type Done = Box<dyn FnOnce(Result<InsertOutcome, StoreError>) + Send>;
+
 enum Cmd {
     Insert {
         records: Vec<Record>,
-        reply: Option<Reply<InsertOutcome>>,
+        reply: Option<Done>,
         /// The connection waiting for the reply, if one is (see
         /// [`Inner::gather`]).
         client: Option<u64>,
@@ -423,28 +427,54 @@ impl Store {
 
     /// Store records; resolves after they are committed.
     pub async fn insert(&self, records: Vec<Record>) -> Result<InsertOutcome, StoreError> {
-        self.call(|reply| Cmd::Insert {
-            records,
-            reply: Some(reply),
-            client: None,
-        })
-        .await
+        self.insert_then(None, records, |_| ())
+            .await
+            .and_then(|(r, ())| r)
     }
 
     /// [`Store::insert`] for a client on connection `client`, which will
-    /// likely send again once answered: commits wait briefly for such
-    /// clients to share one fsync.
+    /// likely send again once answered (see [`Store::insert_then`]).
     pub async fn insert_from(
         &self,
         client: u64,
         records: Vec<Record>,
     ) -> Result<InsertOutcome, StoreError> {
-        self.call(|reply| Cmd::Insert {
-            records,
-            reply: Some(reply),
-            client: Some(client),
-        })
-        .await
+        self.insert_then(Some(client), records, |_| ())
+            .await
+            .and_then(|(r, ())| r)
+    }
+
+    /// Store records for a client; `first` runs on the store thread with
+    /// the outcome the moment it is known, before this future is woken, so
+    /// it can answer the client without a handoff back to the caller's
+    /// thread (each handoff is a wakeup, and on a small VM a wakeup costs
+    /// as much as the rest of a request). Resolves to the outcome and what
+    /// `first` returned; `first` does not run when the store is closed.
+    ///
+    /// `client` is the connection waiting, when it will likely send again
+    /// once answered: commits wait briefly for such clients to share one
+    /// fsync.
+    pub async fn insert_then<R: Send + 'static>(
+        &self,
+        client: Option<u64>,
+        records: Vec<Record>,
+        first: impl FnOnce(&Result<InsertOutcome, StoreError>) -> R + Send + 'static,
+    ) -> Result<(Result<InsertOutcome, StoreError>, R), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let done: Done = Box::new(move |outcome| {
+            let r = first(&outcome);
+            let _ = tx.send((outcome, r));
+        });
+        self.tx
+            .send(Cmd::Insert {
+                records,
+                reply: Some(done),
+                client,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        self.bell.ring();
+        rx.await.map_err(|_| StoreError::Closed)
     }
 
     /// Queue records without waiting for the commit. Errors are logged by
@@ -815,7 +845,7 @@ impl Inner {
         &mut self,
         rx: &mut mpsc::Receiver<Cmd>,
         first: Option<u64>,
-        group: &mut Vec<(Vec<Record>, Option<Reply<InsertOutcome>>)>,
+        group: &mut Vec<(Vec<Record>, Option<Done>)>,
     ) -> Option<Cmd> {
         let bound = self.last_commit.min(MAX_GATHER_WAIT);
         let deadline = Instant::now() + bound;
@@ -886,13 +916,13 @@ impl Inner {
 
     /// Commit `group` in one transaction and answer each request; returns
     /// the bytes of rows added.
-    fn insert_group(&mut self, group: Vec<(Vec<Record>, Option<Reply<InsertOutcome>>)>) -> u64 {
+    fn insert_group(&mut self, group: Vec<(Vec<Record>, Option<Done>)>) -> u64 {
         let mut checked = Vec::with_capacity(group.len());
         for (records, reply) in group {
             match self.consent_changed(&records) {
                 Some(product) => {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Err(StoreError::ConsentChanged { product }));
+                    if let Some(done) = reply {
+                        done(Err(StoreError::ConsentChanged { product }));
                     }
                 }
                 None => checked.push((records, reply)),
@@ -998,8 +1028,8 @@ impl Inner {
                 self.forget_freed(freed);
                 for ((_, reply), mut out) in group.into_iter().zip(outcomes.drain(..)) {
                     out.wake_uploader = wake;
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Ok(out));
+                    if let Some(done) = reply {
+                        done(Ok(out));
                     }
                 }
                 grown
@@ -1007,8 +1037,8 @@ impl Inner {
             Err(err) => {
                 tracing::error!(error = %err, "commit failed; events not acknowledged");
                 for (_, reply) in group {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Err(err.clone()));
+                    if let Some(done) = reply {
+                        done(Err(err.clone()));
                     }
                 }
                 0
