@@ -413,6 +413,27 @@ fn codec_error_response(e: &CodecError) -> Response {
     }
 }
 
+/// Send what a handler answered; false when the peer did not take it in
+/// time or is gone. A peer that stops reading must not pin the task.
+async fn send_answer(
+    framed: &mut Framed<UnixStream, FrameCodec<Request, Response>>,
+    answer: Answer,
+) -> bool {
+    let sent = match answer {
+        Answer::Send(resp) => tokio::time::timeout(SEND_TIMEOUT, framed.send(resp)).await,
+        Answer::Written { rest } if rest.is_empty() => Ok(Ok(())),
+        // The codec's write buffer is empty here (every send flushes), so
+        // these bytes follow the part already written, in order.
+        Answer::Written { rest } => {
+            use tokio::io::AsyncWriteExt;
+            tokio::time::timeout(SEND_TIMEOUT, framed.get_mut().write_all(&rest))
+                .await
+                .map(|r| r.map_err(CodecError::from))
+        }
+    };
+    matches!(sent, Ok(Ok(())))
+}
+
 /// A non-blocking second handle on `stream`'s socket, for answers written
 /// from another thread; `None` when the descriptor cannot be duplicated
 /// (the connection task then writes every answer itself).
@@ -466,24 +487,8 @@ pub async fn serve_connection(
                 }
                 let answer = crate::cmd::dispatch(&ctx, peer, reply_to.as_ref(), req).await;
                 peer.earlier_requests += 1;
-                // A peer that stops reading must not pin this task. The
-                // codec's write buffer is empty here (every send flushes),
-                // so bytes written past it keep their order.
-                let sent = match answer {
-                    Answer::Send(resp) => {
-                        tokio::time::timeout(SEND_TIMEOUT, framed.send(resp)).await
-                    }
-                    Answer::Written { rest } if rest.is_empty() => Ok(Ok(())),
-                    Answer::Written { rest } => {
-                        use tokio::io::AsyncWriteExt;
-                        tokio::time::timeout(SEND_TIMEOUT, framed.get_mut().write_all(&rest))
-                            .await
-                            .map(|r| r.map_err(CodecError::from))
-                    }
-                };
-                match sent {
-                    Ok(Ok(())) => {}
-                    _ => break,
+                if !send_answer(&mut framed, answer).await {
+                    break;
                 }
             }
             Ok(Some(Err(e))) => {
@@ -493,5 +498,60 @@ pub async fn serve_connection(
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Fill `socket`'s send path until it takes nothing more.
+    fn fill(socket: &crate::cmd::ReplyTo) -> usize {
+        let chunk = [7u8; 512];
+        let mut total = 0;
+        loop {
+            let n = crate::cmd::emit::write_now(socket, &chunk);
+            total += n;
+            if n < chunk.len() {
+                return total;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_the_socket_would_not_take_is_finished_by_the_task() {
+        let (daemon_side, peer) = UnixStream::pair().unwrap();
+        let second = second_handle(&daemon_side).expect("dup");
+        let filler = fill(&second);
+        let frame = telemetry_proto::encode_frame(&Response::Ack {
+            accepted: 1,
+            duplicates: 0,
+        })
+        .unwrap();
+        assert_eq!(
+            crate::cmd::emit::write_now(&second, &frame),
+            0,
+            "a full socket takes nothing at once"
+        );
+        let mut peer = peer.into_std().unwrap();
+        peer.set_nonblocking(false).unwrap();
+        let len = filler + frame.len();
+        let reader = std::thread::spawn(move || {
+            // Start reading only once the task is waiting to write.
+            std::thread::sleep(Duration::from_millis(50));
+            let mut got = vec![0u8; len];
+            peer.read_exact(&mut got).unwrap();
+            got
+        });
+        let mut framed = Framed::new(daemon_side, FrameCodec::<Request, Response>::new());
+        let rest = frame.clone();
+        assert!(
+            send_answer(&mut framed, Answer::Written { rest }).await,
+            "written once the peer reads"
+        );
+        let got = reader.join().unwrap();
+        assert!(got[..filler].iter().all(|&b| b == 7));
+        assert_eq!(&got[filler..], &frame[..], "the answer follows, whole");
     }
 }

@@ -87,7 +87,7 @@ fn reply(outcome: &Result<InsertOutcome, StoreError>) -> Response {
 /// Write as much of `frame` as the socket takes without waiting; returns
 /// how much. A peer that is not reading (its buffer full) or gone gets the
 /// rest from its connection task, which waits and times out as usual.
-fn write_now(socket: &ReplyTo, frame: &[u8]) -> usize {
+pub(crate) fn write_now(socket: &ReplyTo, frame: &[u8]) -> usize {
     let mut written = 0;
     while written < frame.len() {
         match (&**socket).write(&frame[written..]) {
