@@ -221,7 +221,7 @@ fn shim(quick: bool) -> Result<()> {
     println!("| in-process acked emit | p50 | p99 | lockstep server p50 | p99 | p99 ÷ lockstep p99 | p99 ÷ fsync p99 |\n|---|---|---|---|---|---|---|");
     for (sync, daemon) in ["full", "normal"].iter().zip(&daemons) {
         let mut c = daemon.client();
-        let server = Lockstep::start(sync, 1)?;
+        let server = Lockstep::start(sync, 1, Wal::Reuse)?;
         let mut ideal = Client::connect(&server.path)?;
         let (mut lat, mut floor) = (Vec::with_capacity(n * 10), Vec::with_capacity(n * 10));
         for i in 0..(n * 10) as i64 {
@@ -277,14 +277,28 @@ fn drive(socket: &std::path::Path, conns: usize, total: usize) -> Result<f64> {
     Ok((per * conns) as f64 / start.elapsed().as_secs_f64())
 }
 
+/// How a baseline's WAL is checkpointed. The daemon checkpoints on its own
+/// thread, so its commits reuse the WAL file (overwriting pages, cheaper to
+/// fsync than growing a file) without paying for checkpoints. A single
+/// connection cannot have both: with `Grow` the WAL is never checkpointed
+/// and every commit appends; with `Reuse` SQLite's automatic checkpoint
+/// keeps it small and some commits pay for a checkpoint. The ceilings run
+/// both ways and keep the faster, so they are at least as strict as either.
+#[derive(Clone, Copy)]
+enum Wal {
+    Grow,
+    Reuse,
+}
+
 /// A database with the daemon's schema (its migrations), journal and sync
-/// settings, and no automatic checkpoints (the daemon checkpoints on
-/// another thread; a ceiling should not pay for them inside its commits).
-fn raw_db(dir: &std::path::Path, sync: &str) -> Result<rusqlite::Connection> {
+/// settings.
+fn raw_db(dir: &std::path::Path, sync: &str, wal: Wal) -> Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(dir.join("raw.sqlite3"))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", sync.to_uppercase())?;
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    if let Wal::Grow = wal {
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    }
     for step in telemetryd::store::MIGRATIONS {
         conn.execute_batch(step)?;
     }
@@ -328,11 +342,11 @@ struct Lockstep {
 
 impl Lockstep {
     /// Listen, and serve once `conns` clients have connected.
-    fn start(sync: &str, conns: usize) -> Result<Lockstep> {
+    fn start(sync: &str, conns: usize, wal: Wal) -> Result<Lockstep> {
         use std::io::Read;
         use telemetry_proto::{decode_body, encode_frame, Request, Response};
         let dir = tempfile::tempdir()?;
-        let mut conn = raw_db(dir.path(), sync)?;
+        let mut conn = raw_db(dir.path(), sync, wal)?;
         let path = dir.path().join("lockstep.sock");
         let listener = std::os::unix::net::UnixListener::bind(&path)?;
         let server = std::thread::spawn(move || -> Result<()> {
@@ -379,26 +393,34 @@ impl Lockstep {
     }
 }
 
-/// Acked events per second through a [`Lockstep`] server.
+/// Acked events per second through a [`Lockstep`] server, the faster of
+/// its two [`Wal`] settings.
 fn lockstep_rate(sync: &str, conns: usize, total: usize) -> Result<f64> {
-    let server = Lockstep::start(sync, conns)?;
-    let rate = drive(&server.path, conns, total)?;
-    server.finish()?;
-    Ok(rate)
+    let mut best: f64 = 0.0;
+    for wal in [Wal::Grow, Wal::Reuse] {
+        let server = Lockstep::start(sync, conns, wal)?;
+        best = best.max(drive(&server.path, conns, total)?);
+        server.finish()?;
+    }
+    Ok(best)
 }
 
 /// Raw SQLite: the same rows (the lines the daemon renders for these
 /// events), the daemon's own schema, statement, journal and sync settings,
-/// in transactions of `batch` rows.
+/// in transactions of `batch` rows; the faster of the two [`Wal`] settings.
 fn raw_rate(sync: &str, total: usize, batch: usize) -> Result<f64> {
-    let dir = tempfile::tempdir()?;
-    let mut conn = raw_db(dir.path(), sync)?;
     let rows: Vec<_> = (0..total as i64).map(|i| render(&one(i))).collect();
-    let start = Instant::now();
-    for chunk in rows.chunks(batch) {
-        insert_all(&mut conn, chunk)?;
+    let mut best: f64 = 0.0;
+    for wal in [Wal::Grow, Wal::Reuse] {
+        let dir = tempfile::tempdir()?;
+        let mut conn = raw_db(dir.path(), sync, wal)?;
+        let start = Instant::now();
+        for chunk in rows.chunks(batch) {
+            insert_all(&mut conn, chunk)?;
+        }
+        best = best.max(total as f64 / start.elapsed().as_secs_f64());
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    Ok(best)
 }
 
 /// p50 and p99 of one 4 KiB overwrite + fdatasync in a temp dir on the
