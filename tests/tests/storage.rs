@@ -519,10 +519,22 @@ fn a_shim_that_does_not_wait_returns_once_the_frame_is_written() {
     let env = DaemonEnv::new(Destination::Outbox);
     std::fs::create_dir_all(env.socket.parent().unwrap()).unwrap();
     let listener = std::os::unix::net::UnixListener::bind(&env.socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
     let taker = std::thread::spawn(move || {
+        // Gives up after a while, so a shim that never connects fails the
+        // test rather than hanging it.
+        let deadline = std::time::Instant::now() + T;
         let mut frames = Vec::new();
-        for _ in 0..2 {
-            let (mut s, _) = listener.accept().unwrap();
+        while frames.len() < 4 && std::time::Instant::now() < deadline {
+            let mut s = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(T)).unwrap();
             let mut len = [0u8; 4];
             s.read_exact(&mut len).unwrap();
             let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
@@ -552,7 +564,26 @@ fn a_shim_that_does_not_wait_returns_once_the_frame_is_written() {
     let out = budget("300", &["stop"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(spool_of(&env).exists(), "an unanswered event is spooled");
+    // An empty or false-like variable means wait, as if unset.
+    for value in ["", "0"] {
+        let out = env
+            .command("telemetry-emit")
+            .env("TELEMETRY_EMIT_TIMEOUT_MS", "300")
+            .env("TELEMETRY_EMIT_NO_WAIT", value)
+            .args(["--product", "cfdev", "stop"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert!(out.stderr.is_empty(), "{value:?}: {out:?}");
+    }
     let frames = taker.join().unwrap();
+    assert_eq!(frames.len(), 4, "every shim connected: {frames:?}");
+    assert!(
+        frames[2..]
+            .iter()
+            .all(|f| matches!(f, telemetry_proto::Request::Emit { ack: true, .. })),
+        "{frames:?}"
+    );
     assert!(
         matches!(&frames[0], telemetry_proto::Request::Emit { ack: false, events } if events[0].event == "bosh"),
         "{frames:?}"

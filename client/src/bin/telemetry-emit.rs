@@ -51,7 +51,7 @@ struct Args {
     #[arg(
         long,
         env = "TELEMETRY_EMIT_NO_WAIT",
-        value_parser = clap::builder::BoolishValueParser::new(),
+        value_parser = clap::builder::FalseyValueParser::new(),
         action = clap::ArgAction::SetTrue
     )]
     no_wait: bool,
