@@ -3,8 +3,10 @@
 //! [`run`] is the whole daemon: it opens the store, starts the uploader and
 //! accepts connections until `shutdown` resolves. Each connection gets its
 //! own task ([`serve_connection`]) that reads one request frame at a time
-//! and answers it; a bad frame gets an error reply and closes only that
-//! connection.
+//! and answers it (an acknowledged emit is answered by the store thread
+//! itself right after the commit, when the socket takes it at once; the
+//! task still waits for that before reading on, so replies keep their
+//! order); a bad frame gets an error reply and closes only that connection.
 //!
 //! # Shutdown
 //! 1. Stop accepting; tell connection tasks to stop after the request they
@@ -96,6 +98,32 @@ pub struct Ctx {
     pub spool: crate::spool::SpoolState,
     /// Connection activity, for the idle exit.
     pub activity: Activity,
+    /// Whether acknowledged emits may be answered from the store thread
+    /// (which takes a second descriptor per connection; see
+    /// [`room_for_second_handles`]).
+    pub direct_replies: bool,
+}
+
+/// Whether the open-file limit leaves room for two descriptors per
+/// connection (plus the daemon's own: database, WAL, listener, runtime), so
+/// a second handle for answers from the store thread can never be what
+/// makes `accept` fail; otherwise every answer goes through its task.
+fn room_for_second_handles(open_files: u64, max_connections: usize) -> bool {
+    open_files >= 2 * max_connections as u64 + 64
+}
+
+/// The process's soft limit on open files.
+fn open_file_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    // rlim_t is a u64 on Linux and macOS alike.
+    lim.rlim_cur
 }
 
 /// Open connections and the time of the last request.
@@ -295,6 +323,7 @@ pub async fn run(
         max_connections: config.max_connections,
         incidents: incident.into_iter().collect(),
         spool: crate::spool::SpoolState::new(&config.state_dir, config.spool_check_interval),
+        direct_replies: room_for_second_handles(open_file_limit(), config.max_connections),
     });
     // Apply consent changes made while the daemon was not running, then
     // take in what shims spooled meanwhile.
@@ -482,7 +511,10 @@ pub async fn serve_connection(
             Err(_) | Ok(None) => break,
             Ok(Some(Ok(req))) => {
                 ctx.activity.touch();
-                if reply_to.is_none() && matches!(req, Request::Emit { ack: true, .. }) {
+                if ctx.direct_replies
+                    && reply_to.is_none()
+                    && matches!(req, Request::Emit { ack: true, .. })
+                {
                     reply_to = second_handle(framed.get_ref());
                 }
                 let answer = crate::cmd::dispatch(&ctx, peer, reply_to.as_ref(), req).await;
@@ -517,6 +549,15 @@ mod tests {
                 return total;
             }
         }
+    }
+
+    #[test]
+    fn second_handles_only_when_the_file_limit_has_room_for_them() {
+        assert!(room_for_second_handles(65536, 512));
+        assert!(room_for_second_handles(1088, 512));
+        assert!(!room_for_second_handles(1024, 512), "a common default");
+        assert!(!room_for_second_handles(256, 512), "macOS default");
+        assert!(room_for_second_handles(256, 64));
     }
 
     #[tokio::test]

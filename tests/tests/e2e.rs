@@ -581,53 +581,61 @@ fn replies_stay_matched_after_no_ack_emits() {
 }
 
 #[test]
-fn a_slow_reader_gets_every_reply_in_order() {
-    // Acks are written by the store thread when the socket takes them at
-    // once, and by the connection task otherwise; a reader that lets its
-    // buffer fill exercises both, and must see replies in request order.
-    use std::io::{Read, Write};
+fn a_client_that_stops_reading_gets_every_ack_in_order_once_it_reads() {
+    // The store thread writes an ack itself when the socket takes it at
+    // once; when the client has stopped reading and the socket is full, the
+    // connection task must finish it, and replies must keep their order.
     let env = DaemonEnv::new(Destination::Outbox);
-    let daemon = env.start();
+    let daemon = env.start_with(&[("TELEMETRY_SYNC", "normal")]);
     let n = 3000;
-    let acked = |i: usize| i % 50 == 49;
-    let mut stream = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+    let mut stream = UnixStream::connect(&daemon.socket).unwrap();
     let mut writer = stream.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
-        for i in 0..n {
-            let req = telemetry_proto::Request::Emit {
+        for _ in 0..n {
+            let req = Request::Emit {
                 events: vec![event("cfdev", "stop", "1.0", BTreeMap::new())],
-                ack: acked(i),
+                ack: true,
             };
             writer
                 .write_all(&telemetry_proto::encode_frame(&req).unwrap())
                 .unwrap();
         }
     });
+    // Read nothing until the daemon stalls on the full socket: pending
+    // stops growing short of n.
+    let status = || daemon.client().status(ACK_TIMEOUT).unwrap().pending_events;
+    let mut last = status();
+    let stalled = wait_for(
+        "the daemon to stall on a full socket",
+        Duration::from_secs(60),
+        || {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = status();
+            let stalled = now == last && now > 0;
+            last = now;
+            stalled.then_some(now)
+        },
+    );
+    assert!(
+        stalled < n,
+        "{stalled} of {n} stored before the socket filled"
+    );
     stream.set_read_timeout(Some(ACK_TIMEOUT)).unwrap();
     for i in 0..n {
-        if i % 200 == 0 {
-            // Fall behind so the daemon's writes meet a full buffer.
-            std::thread::sleep(Duration::from_millis(20));
-        }
         let mut len = [0u8; 4];
         stream.read_exact(&mut len).unwrap();
         let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
         stream.read_exact(&mut body).unwrap();
-        let reply: Response = telemetry_proto::decode_body(&body).unwrap();
-        if acked(i) {
-            assert_eq!(
-                reply,
-                Response::Ack {
-                    accepted: 1,
-                    duplicates: 0
-                },
-                "reply #{i}"
-            );
-        } else {
-            assert_eq!(reply, Response::Queued { accepted: 1 }, "reply #{i}");
-        }
+        let reply: Response = decode_body(&body).unwrap();
+        assert_eq!(
+            reply,
+            Response::Ack {
+                accepted: 1,
+                duplicates: 0
+            },
+            "reply #{i}"
+        );
     }
     sender.join().unwrap();
-    let st = daemon.client().status(ACK_TIMEOUT).unwrap();
-    assert_eq!(st.pending_events, n as u64);
+    assert_eq!(status(), n);
 }

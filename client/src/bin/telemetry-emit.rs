@@ -7,10 +7,12 @@
 //! (or when consent is off: declining to record is not a failure).
 //!
 //! With `--no-wait` (or `TELEMETRY_EMIT_NO_WAIT=1`) the shim hands the
-//! event over and exits without waiting for the commit: faster by one
-//! fsync, but an event the daemon loses before its next commit (a crash,
-//! power loss) is gone, where a waiting shim would have spooled it. Such an
-//! event is never acknowledged. `--strict` always waits.
+//! event over and exits without waiting for the commit: faster by the
+//! commit's cost, but the event is never acknowledged, and if the daemon
+//! does not store it (killed or power lost before its next commit, stopped
+//! with the event unread, at its connection limit, a failed commit) it is
+//! gone, where a waiting shim would have spooled it. `--strict` always
+//! waits.
 //!
 //! Consent is checked first, from the consent files and the environment;
 //! when it is `off` the shim returns at once without connecting anywhere,
@@ -46,8 +48,8 @@ struct Args {
     #[arg(long)]
     strict: bool,
     /// Hand the event over without waiting for the daemon to commit it:
-    /// saves the commit's fsync, but an event the daemon loses before its
-    /// next commit is not spooled. Ignored with --strict, which must wait.
+    /// saves the commit's cost, but an event the daemon then fails to store
+    /// is lost instead of spooled. Ignored with --strict, which must wait.
     #[arg(
         long,
         env = "TELEMETRY_EMIT_NO_WAIT",

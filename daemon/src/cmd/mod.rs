@@ -1,5 +1,6 @@
 //! One handler per request. Each takes the shared [`Ctx`](crate::server::Ctx)
-//! and returns the response to send; none of them can fail the connection.
+//! and returns its [`Answer`]: the response to send, or word that it was
+//! written already; none of them can fail the connection.
 
 pub mod consent;
 pub mod emit;
