@@ -827,3 +827,69 @@ fn commits_wait_only_for_clients_answered_just_now() {
         "after a quiet spell nobody is waited for"
     );
 }
+
+#[test]
+fn the_doorbell_wakes_a_waiting_commit_only_when_that_changes_what_it_does() {
+    use std::collections::HashSet;
+    use std::sync::mpsc::channel;
+    let bell = Arc::new(Doorbell::default());
+    let long = Duration::from_secs(10);
+
+    // Something rang since the caller looked: no wait at all.
+    let seen = bell.count();
+    bell.ring_insert(None);
+    let t = Instant::now();
+    bell.wait(seen, t + long, &HashSet::from([1]));
+    assert!(t.elapsed() < Duration::from_secs(1));
+
+    // Waiting for clients 1 and 2: client 1 and a client nobody waits for
+    // do not end the wait; client 2, the last, does.
+    let (done_tx, done_rx) = channel();
+    let waiter = {
+        let bell = bell.clone();
+        let seen = bell.count();
+        std::thread::spawn(move || {
+            bell.wait(seen, Instant::now() + long, &HashSet::from([1, 2]));
+            done_tx.send(()).unwrap();
+        })
+    };
+    // Let the waiter register what it waits for.
+    while bell.lock().awaited.is_empty() {
+        std::thread::yield_now();
+    }
+    bell.ring_insert(Some(1));
+    bell.ring_insert(Some(7));
+    bell.ring_insert(None);
+    assert!(
+        done_rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "still waiting for client 2"
+    );
+    bell.ring_insert(Some(2));
+    done_rx
+        .recv_timeout(long)
+        .expect("the last awaited client ends the wait");
+    waiter.join().unwrap();
+
+    // Any other command ends the wait at once.
+    let (done_tx, done_rx) = channel();
+    let waiter = {
+        let bell = bell.clone();
+        let seen = bell.count();
+        std::thread::spawn(move || {
+            bell.wait(seen, Instant::now() + long, &HashSet::from([3]));
+            done_tx.send(()).unwrap();
+        })
+    };
+    while bell.lock().awaited.is_empty() {
+        std::thread::yield_now();
+    }
+    bell.ring();
+    done_rx.recv_timeout(long).expect("a command ends the wait");
+    waiter.join().unwrap();
+
+    // Nobody comes: the wait ends at its deadline.
+    let seen = bell.count();
+    let t = Instant::now();
+    bell.wait(seen, t + Duration::from_millis(100), &HashSet::from([4]));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+}
