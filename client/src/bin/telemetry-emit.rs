@@ -50,6 +50,7 @@ struct Args {
     /// Hand the event over without waiting for the daemon to commit it:
     /// saves the commit's cost, but an event the daemon then fails to store
     /// is lost instead of spooled. Ignored with --strict, which must wait.
+    /// In the variable, an empty value, 0, false, no or off mean wait.
     #[arg(
         long,
         env = "TELEMETRY_EMIT_NO_WAIT",
