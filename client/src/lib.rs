@@ -157,13 +157,17 @@ impl Client {
     pub fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
         let path = path.as_ref().to_path_buf();
         match UnixStream::connect(&path) {
-            Ok(stream) => Ok(Client {
-                stream,
-                path,
-                unread: 0,
-                broken: false,
-            }),
+            Ok(stream) => Ok(Client::over(stream, path)),
             Err(source) => Err(ClientError::Unreachable { path, source }),
+        }
+    }
+
+    fn over(stream: UnixStream, path: PathBuf) -> Client {
+        Client {
+            stream,
+            path,
+            unread: 0,
+            broken: false,
         }
     }
 
@@ -185,12 +189,10 @@ impl Client {
         // returns "in progress" like TCP.
         socket.connect(&addr).map_err(unreachable)?;
         socket.set_nonblocking(false).map_err(unreachable)?;
-        Ok(Client {
-            stream: UnixStream::from(std::os::fd::OwnedFd::from(socket)),
+        Ok(Client::over(
+            UnixStream::from(std::os::fd::OwnedFd::from(socket)),
             path,
-            unread: 0,
-            broken: false,
-        })
+        ))
     }
 
     fn io(&self, source: std::io::Error, deadline_budget: Duration) -> ClientError {

@@ -545,6 +545,25 @@ mod tests {
         assert!(e.contains("longer than"), "{e}");
     }
 
+    /// A source reading bucket "b" at a hand-written HTTP server on `addr` (no prefix).
+    fn fake_s3(addr: std::net::SocketAddr, read_timeout: std::time::Duration) -> Source {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "k", "s", None, None, "test",
+            ))
+            .endpoint_url(format!("http://{addr}"))
+            .force_path_style(true)
+            .build();
+        Source::S3 {
+            client: aws_sdk_s3::Client::from_conf(conf),
+            bucket: "b".into(),
+            prefix: String::new(),
+            read_timeout,
+        }
+    }
+
     /// An S3 server that sends the headers and the start of a body, then
     /// nothing: the read must fail within the timeout, naming the key.
     #[tokio::test]
@@ -573,21 +592,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
             drop(conn);
         });
-        let conf = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "k", "s", None, None, "test",
-            ))
-            .endpoint_url(format!("http://{addr}"))
-            .force_path_style(true)
-            .build();
-        let source = Source::S3 {
-            client: aws_sdk_s3::Client::from_conf(conf),
-            bucket: "b".into(),
-            prefix: String::new(),
-            read_timeout: std::time::Duration::from_millis(300),
-        };
+        let source = fake_s3(addr, std::time::Duration::from_millis(300));
         let obj = ObjectRef {
             key: "v1/product=p/dt=2026-11-01/stalled.ndjson.zst".into(),
             size: 0,
@@ -650,21 +655,7 @@ mod tests {
             conn.flush().await.unwrap();
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         });
-        let conf = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "k", "s", None, None, "test",
-            ))
-            .endpoint_url(format!("http://{addr}"))
-            .force_path_style(true)
-            .build();
-        let source = Source::S3 {
-            client: aws_sdk_s3::Client::from_conf(conf),
-            bucket: "b".into(),
-            prefix: String::new(),
-            read_timeout: std::time::Duration::from_secs(5),
-        };
+        let source = fake_s3(addr, std::time::Duration::from_secs(5));
         let day = Day::parse("2026-11-01").unwrap();
         let keys: Vec<String> = source
             .list("p", day, day)

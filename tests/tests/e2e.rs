@@ -557,27 +557,34 @@ fn an_event_resent_after_its_upload_is_not_uploaded_twice() {
     assert_exactly_once(&decode_objects(&s3.objects()), &ids);
 }
 
+/// `rounds` times: `no_ack` emits whose replies the client skips, then one
+/// acked emit; every ack must be the acked emit's own.
+fn no_ack_emits_then_an_ack(daemon: &Daemon, rounds: u64, no_ack: u64) {
+    let mut c = daemon.client();
+    for round in 0..rounds {
+        for _ in 0..no_ack {
+            c.emit_no_ack(
+                vec![event("cfdev", "stop", "1.0", BTreeMap::new())],
+                ACK_TIMEOUT,
+            )
+            .unwrap();
+        }
+        let ack = c
+            .emit(
+                vec![event("cfdev", "bosh", "1.0", BTreeMap::new())],
+                ACK_TIMEOUT,
+            )
+            .unwrap();
+        assert_eq!(ack.accepted, 1, "round {round}");
+    }
+    let st = c.status(ACK_TIMEOUT).unwrap();
+    assert_eq!(st.pending_events, rounds * (no_ack + 1));
+}
+
 #[test]
 fn replies_stay_matched_after_no_ack_emits() {
     let env = DaemonEnv::new(Destination::Outbox);
-    let daemon = env.start();
-    let mut c = daemon.client();
-    for _ in 0..5 {
-        c.emit_no_ack(
-            vec![event("cfdev", "stop", "1.0", BTreeMap::new())],
-            ACK_TIMEOUT,
-        )
-        .unwrap();
-    }
-    let ack = c
-        .emit(
-            vec![event("cfdev", "bosh", "1.0", BTreeMap::new())],
-            ACK_TIMEOUT,
-        )
-        .unwrap();
-    assert_eq!(ack.accepted, 1);
-    let st = c.status(ACK_TIMEOUT).unwrap();
-    assert_eq!(st.pending_events, 6);
+    no_ack_emits_then_an_ack(&env.start(), 1, 5);
 }
 
 #[test]
@@ -638,4 +645,14 @@ fn a_client_that_stops_reading_gets_every_ack_in_order_once_it_reads() {
     }
     sender.join().unwrap();
     assert_eq!(status(), n);
+}
+
+#[test]
+fn without_room_for_second_handles_every_answer_goes_through_the_connection_task() {
+    // 2 × 40,000 connections exceed any open-file limit the daemon sets for
+    // itself (at most 65,536), so it makes no second handles: acks are
+    // written by the connection tasks, and must still come, in order.
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start_with(&[("TELEMETRY_MAX_CONNECTIONS", "40000")]);
+    no_ack_emits_then_an_ack(&daemon, 50, 2);
 }

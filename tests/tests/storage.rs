@@ -23,8 +23,20 @@ fn spool_of(env: &DaemonEnv) -> PathBuf {
 }
 
 fn shim(env: &DaemonEnv, args: &[&str]) -> std::process::Output {
+    shim_in(env, "5000", &[], args)
+}
+
+/// The shim for product cfdev with a time budget of `budget_ms` and extra
+/// environment `vars`.
+fn shim_in(
+    env: &DaemonEnv,
+    budget_ms: &str,
+    vars: &[(&str, &str)],
+    args: &[&str],
+) -> std::process::Output {
     env.command("telemetry-emit")
-        .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
+        .env("TELEMETRY_EMIT_TIMEOUT_MS", budget_ms)
+        .envs(vars.iter().copied())
         .args(["--product", "cfdev"])
         .args(args)
         .output()
@@ -339,18 +351,7 @@ fn a_hung_daemon_costs_the_shim_its_budget_and_no_more_and_the_event_is_spooled(
     // Listens (so connect and the write succeed) but never answers.
     let _hung = std::os::unix::net::UnixListener::bind(&env.socket).unwrap();
     let start = std::time::Instant::now();
-    let out = env
-        .command("telemetry-emit")
-        .args([
-            "--product",
-            "cfdev",
-            "--strict",
-            "--timeout-ms",
-            "600",
-            "bosh",
-        ])
-        .output()
-        .unwrap();
+    let out = shim_in(&env, "600", &[], &["--strict", "bosh"]);
     let took = start.elapsed();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
@@ -384,18 +385,7 @@ fn a_full_listen_backlog_does_not_hold_the_shim_the_event_is_spooled_at_once() {
         assert!(held.len() < 100, "the backlog never filled");
     }
     let start = std::time::Instant::now();
-    let out = env
-        .command("telemetry-emit")
-        .args([
-            "--product",
-            "cfdev",
-            "--strict",
-            "--timeout-ms",
-            "5000",
-            "bosh",
-        ])
-        .output()
-        .unwrap();
+    let out = shim(&env, &["--strict", "bosh"]);
     let took = start.elapsed();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("spooled to"), "{}", text(&out));
@@ -487,13 +477,7 @@ fn a_shim_that_does_not_wait_hands_the_event_over_or_spools_it() {
     assert_eq!(pending(), 1, "the spool is taken in at start");
 
     // With the daemon: handed over, not waited for; the variable works too.
-    let out = env
-        .command("telemetry-emit")
-        .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
-        .env("TELEMETRY_EMIT_NO_WAIT", "1")
-        .args(["--product", "cfdev", "stop"])
-        .output()
-        .unwrap();
+    let out = shim_in(&env, "5000", &[("TELEMETRY_EMIT_NO_WAIT", "1")], &["stop"]);
     assert_eq!(out.status.code(), Some(0));
     wait_for("the handed-over event", T, || {
         (pending() == 2).then_some(())
@@ -543,34 +527,20 @@ fn a_shim_that_does_not_wait_returns_once_the_frame_is_written() {
         }
         frames
     });
-    let budget = |ms: &str, args: &[&str]| {
-        env.command("telemetry-emit")
-            .env("TELEMETRY_EMIT_TIMEOUT_MS", ms)
-            .args(["--product", "cfdev"])
-            .args(args)
-            .output()
-            .unwrap()
-    };
     // Not waiting: done once the frame is written; nothing spooled.
-    let out = budget("5000", &["--no-wait", "bosh"]);
+    let out = shim(&env, &["--no-wait", "bosh"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
         !spool_of(&env).exists(),
         "a handed-over event is not spooled"
     );
     // Waiting: no answer within the budget, so the event is spooled.
-    let out = budget("300", &["stop"]);
+    let out = shim_in(&env, "300", &[], &["stop"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(spool_of(&env).exists(), "an unanswered event is spooled");
     // An empty or false-like variable means wait, as if unset.
     for value in ["", "0"] {
-        let out = env
-            .command("telemetry-emit")
-            .env("TELEMETRY_EMIT_TIMEOUT_MS", "300")
-            .env("TELEMETRY_EMIT_NO_WAIT", value)
-            .args(["--product", "cfdev", "stop"])
-            .output()
-            .unwrap();
+        let out = shim_in(&env, "300", &[("TELEMETRY_EMIT_NO_WAIT", value)], &["stop"]);
         assert_eq!(out.status.code(), Some(0));
         assert!(out.stderr.is_empty(), "{value:?}: {out:?}");
     }

@@ -473,18 +473,6 @@ impl Store {
             .and_then(|(r, ())| r)
     }
 
-    /// [`Store::insert`] for a client on connection `client`, which will
-    /// likely send again once answered (see [`Store::insert_then`]).
-    pub async fn insert_from(
-        &self,
-        client: u64,
-        records: Vec<Record>,
-    ) -> Result<InsertOutcome, StoreError> {
-        self.insert_then(Some(client), records, |_| ())
-            .await
-            .and_then(|(r, ())| r)
-    }
-
     /// Store records for a client; `first` runs on the store thread with
     /// the outcome the moment it is known, before this future is woken, so
     /// it can answer the client without a handoff back to the caller's
@@ -983,6 +971,7 @@ impl Inner {
             BTreeMap<String, Pending>,
             BTreeMap<String, Pending>,
             bound::Freed,
+            u64,
         );
         let result = (|| -> Result<Added, StoreError> {
             let tx = self
@@ -1044,15 +1033,10 @@ impl Inner {
                 bound::Freed::default()
             };
             tx.commit().map_err(sql("commit"))?;
-            Ok((outcomes, added, local_added, freed))
+            Ok((outcomes, added, local_added, freed, grown))
         })();
         match result {
-            Ok((mut outcomes, added, local_added, freed)) => {
-                let grown = added
-                    .values()
-                    .chain(local_added.values())
-                    .map(|p| p.bytes)
-                    .sum::<u64>();
+            Ok((mut outcomes, added, local_added, freed, grown)) => {
                 for (product, add) in local_added {
                     let p = self.local.entry(product).or_default();
                     p.events += add.events;

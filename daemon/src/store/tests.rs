@@ -2,7 +2,7 @@ use super::*;
 use crate::config::SyncMode;
 use crate::consent::Permit;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 fn record(n: u128, product: &str) -> Record {
     Record {
@@ -81,6 +81,28 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// Two workers, as the daemon runs: clients that really run side by side.
+fn rt2() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An insert from a client on connection `client`, as the emit handler
+/// makes for a connection's second request onward.
+async fn insert_from(
+    store: &Store,
+    client: u64,
+    records: Vec<Record>,
+) -> Result<InsertOutcome, StoreError> {
+    store
+        .insert_then(Some(client), records, |_| ())
+        .await
+        .and_then(|(r, ())| r)
 }
 
 #[test]
@@ -236,11 +258,7 @@ fn sequence_numbers_start_at_creation_time_and_are_never_reused() {
 fn concurrent_inserts_are_all_committed() {
     let f = Fixture::new();
     let (store, thread) = f.open(1_000_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = rt2();
     rt.block_on(async {
         let mut tasks = Vec::new();
         for t in 0..8u128 {
@@ -259,18 +277,13 @@ fn concurrent_inserts_are_all_committed() {
     });
     drop(store);
     thread.join();
-    let _ = SystemTime::now();
 }
 
 #[test]
 fn clients_that_wait_for_each_other_are_all_committed_and_one_that_leaves_is_not_waited_for() {
     let f = Fixture::new();
     let (store, thread) = f.open(1_000_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = rt2();
     rt.block_on(async {
         let mut tasks = Vec::new();
         for t in 0..8u64 {
@@ -281,7 +294,7 @@ fn clients_that_wait_for_each_other_are_all_committed_and_one_that_leaves_is_not
             tasks.push(tokio::spawn(async move {
                 for i in 0..n {
                     let id = u128::from(t) * 1000 + i;
-                    let out = store.insert_from(t, vec![record(id, "a")]).await.unwrap();
+                    let out = insert_from(&store, t, vec![record(id, "a")]).await.unwrap();
                     assert_eq!(out.accepted, 1);
                 }
             }));
@@ -293,7 +306,7 @@ fn clients_that_wait_for_each_other_are_all_committed_and_one_that_leaves_is_not
         // A lone client after all that is answered by its own commit.
         let lone = tokio::time::timeout(
             Duration::from_secs(5),
-            store.insert_from(99, vec![record(99_000, "a")]),
+            insert_from(&store, 99, vec![record(99_000, "a")]),
         )
         .await
         .expect("answered")
