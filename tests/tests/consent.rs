@@ -467,6 +467,7 @@ fn products_get_unlinkable_machine_ids_from_their_own_catalogues() {
     ctl(&env, &["consent", "mytool", "on"]);
     let out = env
         .command("telemetry-emit")
+        .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
         .args(["--product", "mytool", "--strict", "ran", "fast=true"])
         .output()
         .unwrap();

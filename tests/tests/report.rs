@@ -1646,7 +1646,18 @@ fn batches_uploaded_by_real_daemons_are_reported() {
             ("app_created", Some("buildpack=go")),
             ("stop", None),
         ] {
-            let mut args = vec!["--product", PRODUCT, "--build", "1.0.0", "--strict", event];
+            // A generous budget: debug builds on a loaded 2-core machine
+            // (the default 100 ms ran out here once under a full test run).
+            let mut args = vec![
+                "--product",
+                PRODUCT,
+                "--build",
+                "1.0.0",
+                "--strict",
+                "--timeout-ms",
+                "5000",
+                event,
+            ];
             args.extend(data);
             let o = env.run("telemetry-emit", &args);
             assert!(o.status.success(), "emit: {}", text(&o));
