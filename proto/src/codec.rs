@@ -215,13 +215,24 @@ mod tests {
         })
         .unwrap();
         // version, Emit, 1 event, uuid length 16 then its bytes.
-        assert_eq!(&body[..4], &[0x01, 0x00, 0x01, 0x10]);
+        assert_eq!(&body[..4], &[0x02, 0x00, 0x01, 0x10]);
         assert_eq!(&body[4..20], ev.id.as_bytes());
         assert_eq!(&body[20..25], b"\x04stop");
         assert_eq!(&body[25..31], b"\x05cfdev");
         assert_eq!(&body[31..37], b"\x051.2.0");
         // data: 0 entries, then ack = true, at the very end.
         assert_eq!(&body[body.len() - 2..], &[0x00, 0x01]);
+    }
+
+    #[test]
+    fn documented_record_example_bytes_match() {
+        let body = encode_body(&Response::Flushed(crate::FlushReport {
+            keys: vec!["k".into()],
+            events: 3,
+            bytes: 200,
+        }))
+        .unwrap();
+        assert_eq!(body, [0x02, 0x03, 0x06, 0x01, 0x01, b'k', 0x03, 0xc8, 0x01]);
     }
 
     #[test]
@@ -243,7 +254,7 @@ mod tests {
             Err(CodecError::Malformed(_))
         ));
         assert!(matches!(
-            decode_body::<Request>(&[0x01, 0x7f]),
+            decode_body::<Request>(&[0x02, 0x7f]),
             Err(CodecError::Malformed(_))
         ));
         assert!(matches!(

@@ -27,10 +27,17 @@
 //! array, length-prefixed: `0x10` then the bytes).
 //!
 //! The first value of every body is the protocol version as a varint (today
-//! [`PROTOCOL_VERSION`] = 1, one byte `0x01`). A daemon that receives another
+//! [`PROTOCOL_VERSION`] = 2, one byte `0x02`). A daemon that receives another
 //! version replies with [`ErrorCode::UnsupportedVersion`] and closes the
 //! connection. A frame longer than [`MAX_FRAME_LEN`] is rejected before any
-//! buffer is allocated for it.
+//! buffer is allocated for it. (Version 1, used before any release, wrote
+//! reply structs without the record length below.)
+//!
+//! **Records.** Every struct carried in a reply ([`StatusReport`],
+//! [`FlushReport`], [`ConsentReport`], [`ProductConsent`], [`EventsPage`],
+//! [`ShownEvent`], [`RefusalCount`]) is a *record*: a byte string (varint
+//! length, then its fields in order), so that it can grow. See
+//! [Evolution](#evolution) and [`record`].
 //!
 //! # Conversation
 //!
@@ -72,7 +79,9 @@
 //! Error codes ([`ErrorCode`]): `[0] Malformed`, `[1] FrameTooLarge`,
 //! `[2] UnsupportedVersion`, `[3] Invalid`, `[4] Storage`, `[5] Upload`,
 //! `[6] ShuttingDown`, `[7] Internal`, `[8] ConsentOff`,
-//! `[9] NotInCatalogue`, `[10] Busy`, `[11] PermissionDenied`.
+//! `[9] NotInCatalogue`, `[10] Busy`, `[11] PermissionDenied`,
+//! `[12] StoreFull`, `[13] Unknown` (never sent: what an unknown code reads
+//! as).
 //!
 //! # Who may ask what
 //! Anyone who can open the socket may `Emit` and ask for `Status`.
@@ -84,7 +93,7 @@
 //! build `1.2.0`, no data:
 //!
 //! ```text
-//! 01                      protocol version 1
+//! 02                      protocol version 2
 //! 00                      Request::Emit
 //! 01                      events: 1 element
 //!   10 <16 bytes>         id (UUIDv7)
@@ -99,17 +108,66 @@
 //! The frame on the wire is that body prefixed with its length as 4 bytes,
 //! big-endian.
 //!
+//! And a reply that carries a record, `Flushed` with one key `k`, 3 events,
+//! 200 bytes:
+//!
+//! ```text
+//! 02                      protocol version 2
+//! 03                      Response::Flushed
+//! 06                      the FlushReport record: 6 bytes follow
+//!   01 01 6b              keys: 1 element, "k"
+//!   03                    events = 3
+//!   c8 01                 bytes = 200
+//! ```
+//!
 //! # Evolution
 //!
-//! New requests, responses, error codes and data value kinds are added at the
-//! end of their enum; variants are never renumbered or removed. A change that
-//! cannot be expressed that way bumps [`PROTOCOL_VERSION`].
+//! Binaries of different ages share one daemon (several products, each
+//! shipping its own `telemetry-emit`), so both directions must keep
+//! working: an older client against a newer daemon and the reverse. The
+//! rules, none of which changes [`PROTOCOL_VERSION`]:
+//!
+//! 1. **Replies grow by appending fields to records.** A reader skips the
+//!    bytes of fields it does not know (after the last field it knows, up
+//!    to the record's length) and reads fields missing at the end as zero:
+//!    `0`, `""`, empty list or map, `None`, `false`, an enum's first
+//!    variant. So an added field's zero must mean "not known" (use an
+//!    `Option` or a count), and fields are never reordered, retyped or
+//!    removed. In JSON a record is an object: unknown keys are ignored, and
+//!    added fields default when absent.
+//! 2. **Requests grow by new variants.** A new request is appended to
+//!    [`Request`]; an older daemon answers it with
+//!    [`ErrorCode::Malformed`], which tells the client to fall back. Only a
+//!    new request is answered with a new [`Response`] variant, so an older
+//!    client never meets one. Fields of existing requests (and
+//!    [`WireEvent`]) never change: new ones come with a new variant.
+//! 3. **Error codes are open.** New [`ErrorCode`]s are appended; a peer
+//!    that does not know one reads it as [`ErrorCode::Unknown`] (in JSON an
+//!    unknown name does the same). Other enums ([`Mode`], [`Layer`],
+//!    [`EventState`], [`Value`]) are closed: a new value needs a new
+//!    request or reply field that older peers do not read.
+//! 4. A change these rules cannot express bumps [`PROTOCOL_VERSION`].
+//!
+//! `proto/tests/compat.rs` checks rules 1 and 3 with an older and a newer
+//! peer decoding each other, in postcard and JSON, and a status reply
+//! frozen as bytes (`proto/tests/vectors/`).
+//!
+//! # JSON
+//!
+//! Every type here also has a JSON form (serde's, with `snake_case`
+//! enum names), which is what `telemetryctl --json` prints: a
+//! [`StatusReport`] is printed as `{"daemon_version": "0.1.0", ...,
+//! "consent": [{"product": "cfdev", "mode": "on", "layer": "user_file"}],
+//! "refusals": [{"product": "cfdev", "code": "not_in_catalogue",
+//! "count": 1}], ...}`. Times are integers in µs since the Unix epoch
+//! (fields ending in `_us`).
 
 #![forbid(unsafe_code)]
 
 mod codec;
 pub mod consent;
 pub mod paths;
+pub mod record;
 mod validate;
 
 pub use codec::{decode_body, encode_body, encode_frame, CodecError, FrameCodec};
@@ -120,7 +178,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Version written as the first varint of every frame body.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest frame body accepted in either direction, in bytes.
 ///
@@ -237,6 +295,7 @@ pub enum Response {
 
 /// A product's consent as the daemon sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ProductConsent {
     /// Product name.
     pub product: String,
@@ -245,9 +304,11 @@ pub struct ProductConsent {
     /// The layer that decided it.
     pub layer: Layer,
 }
+record!(ProductConsent);
 
 /// Reply to [`Request::ConsentChanged`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ConsentReport {
     /// The product's consent now.
     pub consent: ProductConsent,
@@ -259,6 +320,7 @@ pub struct ConsentReport {
     /// is told so).
     pub file: String,
 }
+record!(ConsentReport);
 
 /// Where a shown event stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,6 +339,7 @@ pub enum EventState {
 
 /// One stored event, exactly as it will be uploaded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ShownEvent {
     /// Store sequence number.
     pub seq: i64,
@@ -287,18 +350,26 @@ pub struct ShownEvent {
     /// The NDJSON line, byte for byte (without the newline).
     pub line: String,
 }
+record!(ShownEvent);
 
 /// One page of [`Request::Show`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct EventsPage {
     /// Events in sequence order.
     pub events: Vec<ShownEvent>,
     /// Pass as `after_seq` for the next page; `None` when this was the last.
     pub next_after_seq: Option<i64>,
 }
+record!(EventsPage);
 
-/// Kinds of [`Response::Error`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Kinds of [`Response::Error`]. (JSON: the snake_case names its
+/// `Display` prints, e.g. `"not_in_catalogue"`.)
+///
+/// Open: new codes are appended (after `Unknown`, which keeps its index),
+/// and a peer that does not know a code reads it as [`ErrorCode::Unknown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// `[0]` The frame could not be decoded.
     Malformed,
@@ -327,6 +398,13 @@ pub enum ErrorCode {
     /// `[11]` This peer may not make this request (show, purge, flush and
     /// consent are for the daemon's own user and root).
     PermissionDenied,
+    /// `[12]` The store is at `max_store_bytes` and nothing older can make
+    /// room; the events were not stored.
+    StoreFull,
+    /// `[13]` A code this side does not know (sent by a newer peer). Never
+    /// sent; new codes come after it.
+    #[serde(other)]
+    Unknown,
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -344,6 +422,8 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::NotInCatalogue => "not_in_catalogue",
             ErrorCode::Busy => "busy",
             ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::StoreFull => "store_full",
+            ErrorCode::Unknown => "unknown",
         };
         f.write_str(s)
     }
@@ -351,6 +431,7 @@ impl std::fmt::Display for ErrorCode {
 
 /// What `telemetryctl status` shows.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct StatusReport {
     /// The daemon's version (`CARGO_PKG_VERSION`).
     pub daemon_version: String,
@@ -390,10 +471,40 @@ pub struct StatusReport {
     /// Events dropped to stay under the size limit, per product, not yet
     /// reported upstream (they go out as a `telemetry_dropped` count).
     pub dropped: Vec<(String, u64)>,
+    /// Emits and spooled events refused since the daemon started, by
+    /// product and reason, largest first.
+    #[serde(default)]
+    pub refusals: Vec<RefusalCount>,
+    /// When the next upload is due without anyone asking (µs since the
+    /// epoch): the retry time after a failure, else when the oldest
+    /// uploadable event reaches the upload interval; `None` when nothing
+    /// is waiting to be uploaded.
+    #[serde(default)]
+    pub next_upload_us: Option<i64>,
 }
+
+/// How many requests the daemon refused for one product and reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct RefusalCount {
+    /// The product named by the refused events; empty when the request was
+    /// refused before it was read (`busy`, `malformed`).
+    pub product: String,
+    /// Why: the code of the error reply (`not_in_catalogue`,
+    /// `consent_off`, `invalid`, `store_full`, `storage`, `busy`,
+    /// `malformed`, ...).
+    pub code: ErrorCode,
+    /// Refusals since the daemon started.
+    pub count: u64,
+}
+record!(RefusalCount);
+
+
+record!(StatusReport);
 
 /// Reply to [`Request::Flush`].
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct FlushReport {
     /// Object keys written by this flush, in upload order.
     pub keys: Vec<String>,
@@ -402,3 +513,4 @@ pub struct FlushReport {
     /// Compressed bytes uploaded.
     pub bytes: u64,
 }
+record!(FlushReport);
