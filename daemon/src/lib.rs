@@ -18,7 +18,8 @@
 //! - [`uploader`], [`sink`], [`batch`]: sealing, keys, bodies, destinations.
 //! - [`identity`], [`record`]: the anonymous machine ID and the stored line.
 //! - [`consent`], [`catalog`]: who may collect what (checked on every emit
-//!   and before every upload).
+//!   and before every upload); [`refusals`]: what was refused, counted and
+//!   logged.
 //!
 //! `main.rs` only parses arguments, binds the socket and passes a signal
 //! future to [`run`].
@@ -33,6 +34,7 @@ pub mod identity;
 pub mod install;
 pub mod notify;
 pub mod record;
+pub mod refusals;
 pub mod server;
 pub mod sink;
 pub mod socket;
@@ -41,7 +43,7 @@ pub mod store;
 pub mod uploader;
 
 pub use config::Config;
-pub use server::{run, DaemonError};
+pub use server::{run, run_locked, DaemonError};
 
 /// An error and its causes on one line, leaving out a cause whose text the
 /// message above it already ends with: this crate's errors name their cause

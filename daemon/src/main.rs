@@ -79,6 +79,9 @@ fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyho
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Before any socket is bound: a second daemon on this state directory
+    // stops here, saying which lock is held.
+    let lock = telemetryd::store::StateLock::acquire(&config.state_dir)?;
     runtime.block_on(async {
         let (std_listener, bound) = match activated {
             Some(l) => (l, None),
@@ -99,7 +102,7 @@ fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyho
             destination = %config.destination(),
             "telemetryd listening"
         );
-        telemetryd::run(config, listener, shutdown_signal()).await?;
+        telemetryd::run_locked(lock, config, listener, shutdown_signal()).await?;
         // Removes the socket file, only if we bound it ourselves.
         drop(bound);
         Ok(())

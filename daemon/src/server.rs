@@ -24,7 +24,7 @@ use crate::consent::Consent;
 use crate::identity::{Identity, IdentityError};
 use crate::notify::Notifier;
 use crate::sink::Sink;
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::{StateLock, Store, StoreError, StoreOptions};
 use crate::uploader::{self, Uploader, UploaderOptions};
 use futures::{SinkExt, StreamExt};
 use std::future::Future;
@@ -102,6 +102,8 @@ pub struct Ctx {
     /// (which takes a second descriptor per connection; see
     /// [`room_for_second_handles`]).
     pub direct_replies: bool,
+    /// Refused events, counted and logged.
+    pub refusals: crate::refusals::Refusals,
 }
 
 /// Whether the open-file limit leaves room for two descriptors per
@@ -250,6 +252,19 @@ pub async fn run(
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    let lock = StateLock::acquire(&config.state_dir)?;
+    run_locked(lock, config, listener, shutdown).await
+}
+
+/// [`run`] with the state directory locked already: `main` takes the lock
+/// before it binds the socket, so a second daemon on the same state
+/// directory fails before it touches any socket.
+pub async fn run_locked(
+    lock: StateLock,
+    config: Config,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let identity = Arc::new(Identity::load(&config.identity, &config.state_dir)?);
     let catalogues = Catalogues::load(&config.catalog_dir)?;
     let consent = Arc::new(Consent::new(
@@ -269,7 +284,7 @@ pub async fn run(
         },
     };
     let (store, store_thread, incident) = Store::open_or_recover(
-        &config.state_dir,
+        &lock,
         StoreOptions {
             sync: config.sync,
             batch_max_events: config.batch_max_events,
@@ -324,6 +339,7 @@ pub async fn run(
         incidents: incident.into_iter().collect(),
         spool: crate::spool::SpoolState::new(&config.state_dir, config.spool_check_interval),
         direct_replies: room_for_second_handles(open_file_limit(), config.max_connections),
+        refusals: Default::default(),
     });
     // Apply consent changes made while the daemon was not running, then
     // take in what shims spooled meanwhile.
@@ -367,7 +383,7 @@ pub async fn run(
                 Ok((stream, _)) if ctx.activity.active.load(Ordering::SeqCst) >= ctx.max_connections => {
                     // Say so rather than leave the client hanging; never
                     // let a client that does not read block the loop.
-                    tokio::spawn(refuse_busy(stream, ctx.max_connections));
+                    tokio::spawn(refuse_busy(ctx.clone(), stream));
                 }
                 Ok((stream, _)) => {
                     if ctx.spool.due() {
@@ -419,13 +435,21 @@ pub async fn run(
 }
 
 /// Tell a client over the connection limit to come back later.
-async fn refuse_busy(stream: UnixStream, max: usize) {
+async fn refuse_busy(ctx: Arc<Ctx>, stream: UnixStream) {
     let mut framed = Framed::new(stream, FrameCodec::<Request, Response>::new());
+    let message = format!(
+        "telemetryd is serving its maximum of {} connections; try again shortly",
+        ctx.max_connections
+    );
+    ctx.refusals.record(crate::refusals::Refusal {
+        product: "",
+        event: "",
+        code: ErrorCode::Busy,
+        message: &message,
+    });
     let reply = Response::Error {
         code: ErrorCode::Busy,
-        message: format!(
-            "telemetryd is serving its maximum of {max} connections; try again shortly"
-        ),
+        message,
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), framed.send(reply)).await;
 }
@@ -524,9 +548,19 @@ pub async fn serve_connection(
                 }
             }
             Ok(Some(Err(e))) => {
-                tracing::debug!(error = %e, "bad frame");
-                let _ =
-                    tokio::time::timeout(SEND_TIMEOUT, framed.send(codec_error_response(&e))).await;
+                let reply = codec_error_response(&e);
+                if let Response::Error { code, message } = &reply {
+                    // A peer that hung up mid-frame was not refused.
+                    if !matches!(e, CodecError::Io(_)) {
+                        ctx.refusals.record(crate::refusals::Refusal {
+                            product: "",
+                            event: "",
+                            code: *code,
+                            message,
+                        });
+                    }
+                }
+                let _ = tokio::time::timeout(SEND_TIMEOUT, framed.send(reply)).await;
                 break;
             }
         }

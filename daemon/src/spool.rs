@@ -10,10 +10,11 @@
 //! ingestion.
 
 use crate::server::Ctx;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use telemetry_proto::{decode_body, WireEvent, MAX_FRAME_LEN};
+use telemetry_proto::{decode_body, ErrorCode, WireEvent, MAX_FRAME_LEN};
 
 /// Most events stored per insert while ingesting.
 const CHUNK: usize = 500;
@@ -66,13 +67,25 @@ pub fn parse(bytes: &[u8]) -> (Vec<WireEvent>, usize) {
             bad += 1;
             break;
         }
-        match decode_body::<WireEvent>(&rest[4..4 + len]) {
+        match decode_spooled(&rest[4..4 + len]) {
             Ok(ev) => events.push(ev),
             Err(_) => bad += 1,
         }
         rest = &rest[4 + len..];
     }
     (events, bad)
+}
+
+/// One spooled event. Shims of protocol 1 wrote the same `WireEvent`
+/// bytes under version 1 (only reply structs changed in 2), so a spool left
+/// by an older shim is taken in too.
+fn decode_spooled(body: &[u8]) -> Result<WireEvent, telemetry_proto::CodecError> {
+    if body.first() == Some(&1) {
+        let mut v2 = body.to_vec();
+        v2[0] = telemetry_proto::PROTOCOL_VERSION as u8;
+        return decode_body(&v2);
+    }
+    decode_body(body)
 }
 
 /// Move the spool aside (under the shims' lock) and return the file to
@@ -121,7 +134,10 @@ async fn ingest_inner(ctx: &Ctx) -> u64 {
         }
     };
     let (events, bad) = parse(&bytes);
-    let (mut stored, mut refused) = (0u64, 0usize);
+    let mut stored = 0u64;
+    // Why events were refused (each is also counted and logged with its
+    // product and event by `prepare`, and shown by `status`).
+    let mut refused: BTreeMap<ErrorCode, u64> = BTreeMap::new();
     for chunk in events.chunks(CHUNK) {
         // Validate one by one, so one bad event does not sink its chunk.
         let mut records = Vec::with_capacity(chunk.len());
@@ -136,7 +152,10 @@ async fn ingest_inner(ctx: &Ctx) -> u64 {
                     tracing::warn!(%message, "cannot take in the spool now; will retry");
                     return stored;
                 }
-                Err(_) => refused += 1,
+                Err(telemetry_proto::Response::Error { code, .. }) => {
+                    *refused.entry(code).or_default() += 1
+                }
+                Err(_) => *refused.entry(ErrorCode::Internal).or_default() += 1,
             }
         }
         if records.is_empty() {
@@ -155,7 +174,18 @@ async fn ingest_inner(ctx: &Ctx) -> u64 {
                 Err(crate::store::StoreError::ConsentChanged { .. }) if records.len() > 1 => {
                     batches.extend(records.into_iter().map(|r| vec![r]));
                 }
-                Err(crate::store::StoreError::ConsentChanged { .. }) => refused += 1,
+                Err(e @ crate::store::StoreError::ConsentChanged { .. }) => {
+                    let reply = crate::cmd::emit::storage(e);
+                    if let telemetry_proto::Response::Error { code, message } = &reply {
+                        ctx.refusals.record(crate::refusals::Refusal {
+                            product: &records[0].product,
+                            event: "",
+                            code: *code,
+                            message,
+                        });
+                        *refused.entry(*code).or_default() += 1;
+                    }
+                }
                 Err(e) => {
                     // Keep the file: the next run retries, ids dedup.
                     tracing::warn!(error = %e, "cannot store spooled events; will retry");
@@ -167,8 +197,24 @@ async fn ingest_inner(ctx: &Ctx) -> u64 {
     if let Err(e) = std::fs::remove_file(&file) {
         tracing::warn!(path = %file.display(), error = %e, "cannot remove the ingested spool");
     }
-    if stored > 0 || refused > 0 || bad > 0 {
-        tracing::info!(stored, refused, damaged = bad, "ingested the spool");
+    if stored > 0 || !refused.is_empty() || bad > 0 {
+        let total: u64 = refused.values().sum();
+        let reasons = refused
+            .iter()
+            .map(|(code, n)| format!("{code}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        tracing::info!(
+            stored,
+            refused = total,
+            damaged = bad,
+            "ingested the spool{}",
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!("; refused: {reasons}")
+            }
+        );
     }
     stored
 }
@@ -193,5 +239,23 @@ mod tests {
         let (events, bad) = parse(&bytes);
         assert_eq!((events.len(), bad), (2, 1));
         assert_eq!(events[0], ev);
+    }
+
+    #[test]
+    fn frames_an_older_shim_wrote_under_protocol_1_are_taken_in() {
+        let ev = WireEvent {
+            id: uuid::Uuid::from_u128(7),
+            event: "stop".into(),
+            product: "cfdev".into(),
+            build: "1".into(),
+            timestamp_us: 1_800_000_000_000_000,
+            data: Default::default(),
+        };
+        let mut frame = telemetry_proto::encode_frame(&ev).unwrap();
+        assert_eq!(frame[4], 2);
+        frame[4] = 1;
+        assert_eq!(parse(&frame), (vec![ev], 0));
+        frame[4] = 9;
+        assert_eq!(parse(&frame).1, 1, "an unknown version is damaged");
     }
 }

@@ -16,7 +16,7 @@
 
 use crate::config::{now_us, Clock};
 use crate::sink::{Sink, UploadError};
-use crate::store::{Store, StoreError};
+use crate::store::{Stats, Store, StoreError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use telemetry_proto::FlushReport;
@@ -100,9 +100,33 @@ pub struct Uploader {
     flush_tx: mpsc::Sender<FlushReply>,
     /// Shared progress for `status`.
     pub state: Arc<Mutex<UploadState>>,
+    /// For telling `status` when the next upload is due.
+    upload_interval: Duration,
+    clock: Clock,
 }
 
 impl Uploader {
+    /// When the next upload is due without anyone asking (µs since the
+    /// epoch), by the rule the worker sleeps on (see `Worker::next_wake`):
+    /// the retry time after a failure, now when a sealed batch may go, else
+    /// when the oldest event reaches the upload interval; `None` when
+    /// nothing may be uploaded.
+    pub fn next_upload_us(&self, stats: &Stats, retry_at_us: Option<i64>) -> Option<i64> {
+        let now = now_us(&self.clock);
+        if stats.uploadable_batches == 0 && stats.uploadable_unsealed == 0 {
+            return None;
+        }
+        if retry_at_us.is_some() {
+            return retry_at_us;
+        }
+        if stats.uploadable_batches > 0 {
+            return Some(now);
+        }
+        stats
+            .oldest_unsealed_us
+            .map(|oldest| (oldest + self.upload_interval.as_micros() as i64).max(now))
+    }
+
     /// Ask the uploader to re-plan (new events arrived).
     pub fn nudge(&self) {
         self.notify.notify_one();
@@ -159,6 +183,7 @@ pub fn spawn(
     let (flush_tx, flush_rx) = mpsc::channel(16);
     let state = Arc::new(Mutex::new(UploadState::default()));
     let upload_lock = Arc::new(tokio::sync::Mutex::new(()));
+    let (upload_interval, clock) = (opts.upload_interval, opts.clock.clone());
     let worker = Worker {
         upload_lock: upload_lock.clone(),
         store,
@@ -175,6 +200,8 @@ pub fn spawn(
             upload_lock,
             flush_tx,
             state,
+            upload_interval,
+            clock,
         },
         handle,
     )

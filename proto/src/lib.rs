@@ -499,7 +499,6 @@ pub struct RefusalCount {
 }
 record!(RefusalCount);
 
-
 record!(StatusReport);
 
 /// Reply to [`Request::Flush`].

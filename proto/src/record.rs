@@ -33,7 +33,9 @@ pub const MAX_ADDED_FIELDS: usize = 256;
 /// fields in order from a postcard deserializer.
 pub fn decode<T>(
     bytes: &[u8],
-    fields: impl for<'a> Fn(&mut postcard::Deserializer<'a, postcard::de_flavors::Slice<'a>>) -> postcard::Result<T>,
+    fields: impl for<'a> Fn(
+        &mut postcard::Deserializer<'a, postcard::de_flavors::Slice<'a>>,
+    ) -> postcard::Result<T>,
 ) -> postcard::Result<T> {
     match fields(&mut postcard::Deserializer::from_bytes(bytes)) {
         // Written by an older peer: the fields it did not know read as zero.
@@ -221,7 +223,11 @@ mod tests {
     #[test]
     fn same_version_round_trips_and_json_is_a_plain_object() {
         let bytes = postcard::to_stdvec(&new()).unwrap();
-        assert_eq!(bytes[0] as usize, bytes.len() - 1, "a length-prefixed record");
+        assert_eq!(
+            bytes[0] as usize,
+            bytes.len() - 1,
+            "a length-prefixed record"
+        );
         assert_eq!(postcard::from_bytes::<New>(&bytes).unwrap(), new());
         assert_eq!(
             serde_json::to_string(&new()).unwrap(),

@@ -327,7 +327,7 @@ fn malformed_frames_get_an_error_reply_and_the_daemon_keeps_serving() {
 
     // Garbage body in a well-formed frame.
     let mut garbage = 7u32.to_be_bytes().to_vec();
-    garbage.extend_from_slice(&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    garbage.extend_from_slice(&[2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
     assert_eq!(
         error_code(raw_exchange(&sock, &garbage, false)),
         Some(ErrorCode::Malformed)
@@ -489,7 +489,29 @@ fn telemetryctl_exit_codes() {
 fn a_second_daemon_on_the_same_socket_is_refused_and_bad_config_names_key_and_file() {
     let env = DaemonEnv::new(Destination::Outbox);
     let daemon = env.start();
-    let out = env.run("telemetryd", &[]);
+    // Same state dir: refused on the lock before any socket is touched
+    // (regression, #12: it logged "telemetryd listening" first).
+    let other_socket = env.root().join("other-run/telemetryd.sock");
+    let out = env
+        .command("telemetryd")
+        .env("TELEMETRY_SOCKET", &other_socket)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another telemetryd is using the state directory")
+            && stderr.contains(env.state.join("lock").to_str().unwrap()),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+    assert!(!other_socket.exists() && !other_socket.parent().unwrap().exists());
+    // Same socket, another state dir: refused on the socket.
+    let out = env
+        .command("telemetryd")
+        .env("TELEMETRY_STATE_DIR", env.root().join("other-state"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -655,4 +677,111 @@ fn without_room_for_second_handles_every_answer_goes_through_the_connection_task
     let env = DaemonEnv::new(Destination::Outbox);
     let daemon = env.start_with(&[("TELEMETRY_MAX_CONNECTIONS", "40000")]);
     no_ack_emits_then_an_ack(&daemon, 50, 2);
+}
+
+/// #12: a refused event is logged (product, event, reason), counted by
+/// reason in `status`, and spool ingestion names why it refused.
+#[test]
+fn a_refused_event_is_logged_counted_by_reason_and_named_when_spooled() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    // A catalogued product the user never opted in to: the daemon's own
+    // consent check refuses it (the shim would not even connect).
+    std::fs::create_dir_all(env.root().join("catalog")).unwrap();
+    std::fs::write(
+        env.root().join("catalog/offprod.toml"),
+        "product = \"offprod\"\n[events.ping]\ndescription = \"p\"\n",
+    )
+    .unwrap();
+    let daemon = env.start();
+    // A typo in the event name, through the real shim (exit 0, quiet).
+    let out = env.run(
+        "telemetry-emit",
+        &["--product", "cfdev", "--timeout-ms", "5000", "app_creatd"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let err = daemon
+        .client()
+        .emit(
+            vec![event("offprod", "ping", "1.0", BTreeMap::new())],
+            ACK_TIMEOUT,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Refused {
+                code: ErrorCode::ConsentOff,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Garbage: malformed, no product.
+    let mut garbage = 3u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&[2, 0xff, 0xff]);
+    raw_exchange(&daemon.socket, &garbage, false);
+
+    let counts = |d: &Daemon| -> BTreeMap<(String, ErrorCode), u64> {
+        d.client()
+            .status(ACK_TIMEOUT)
+            .unwrap()
+            .refusals
+            .into_iter()
+            .map(|r| ((r.product, r.code), r.count))
+            .collect()
+    };
+    let got = wait_for("three refusals", Duration::from_secs(10), || {
+        let c = counts(&daemon);
+        (c.values().sum::<u64>() == 3).then_some(c)
+    });
+    assert_eq!(
+        got[&("cfdev".into(), ErrorCode::NotInCatalogue)],
+        1,
+        "{got:?}"
+    );
+    assert_eq!(
+        got[&("offprod".into(), ErrorCode::ConsentOff)],
+        1,
+        "{got:?}"
+    );
+    assert_eq!(got[&(String::new(), ErrorCode::Malformed)], 1, "{got:?}");
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("refused") && l.contains("app_creatd"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
+    assert!(
+        line.contains("cfdev") && line.contains("not_in_catalogue"),
+        "{line}"
+    );
+    // The human status and its JSON say the same.
+    let out = env.run("telemetryctl", &["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        json["refusals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["code"] == "not_in_catalogue" && r["product"] == "cfdev" && r["count"] == 1),
+        "{json}"
+    );
+    assert!(daemon.terminate().unwrap().success());
+
+    // Spooled while the daemon is down, refused when taken in: the log
+    // names the reason (it said only `refused=1`).
+    let out = env.run(
+        "telemetry-emit",
+        &["--product", "cfdev", "--timeout-ms", "5000", "app_creatd"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let daemon = env.start();
+    let log = wait_for("the spool to be taken in", Duration::from_secs(10), || {
+        let log = daemon.log();
+        log.lines()
+            .filter(|l| l.contains("ingested the spool"))
+            .last()
+            .map(str::to_string)
+    });
+    assert!(log.contains("not_in_catalogue=1"), "{log}");
+    assert_eq!(counts(&daemon).values().sum::<u64>(), 1);
 }

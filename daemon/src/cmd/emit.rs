@@ -2,6 +2,7 @@
 
 use crate::cmd::{consent, Answer, Peer, ReplyTo};
 use crate::record;
+use crate::refusals::Refusal;
 use crate::server::Ctx;
 use crate::store::{InsertOutcome, StoreError};
 use std::collections::BTreeMap;
@@ -36,7 +37,7 @@ pub async fn handle(
                 ctx.uploader.nudge();
                 Response::Queued { accepted: n }
             }
-            Err(e) => storage(e),
+            Err(e) => refused(ctx, &events, storage(e)),
         });
     }
     // Only a connection that has sent before is likely to send again (a
@@ -55,6 +56,9 @@ pub async fn handle(
         .await;
     match stored {
         Ok((outcome, written)) => {
+            if let Err(e) = &outcome {
+                count(ctx, &events, &storage(e.clone()));
+            }
             if matches!(
                 outcome,
                 Ok(InsertOutcome {
@@ -69,8 +73,27 @@ pub async fn handle(
                 None => Answer::Send(reply(&outcome)),
             }
         }
-        Err(e) => Answer::Send(storage(e)),
+        Err(e) => Answer::Send(refused(ctx, &events, storage(e))),
     }
+}
+
+/// Count and log a refusal of `events` whose reply is `reply`.
+fn count(ctx: &Ctx, events: &[WireEvent], reply: &Response) {
+    if let Response::Error { code, message } = reply {
+        let first = events.first();
+        ctx.refusals.record(Refusal {
+            product: first.map_or("", |e| e.product.as_str()),
+            event: first.map_or("", |e| e.event.as_str()),
+            code: *code,
+            message,
+        });
+    }
+}
+
+/// `reply`, counted as a refusal of `events`.
+fn refused(ctx: &Ctx, events: &[WireEvent], reply: Response) -> Response {
+    count(ctx, events, &reply);
+    reply
 }
 
 /// The reply to an acknowledged emit.
@@ -101,23 +124,27 @@ pub(crate) fn write_now(socket: &ReplyTo, frame: &[u8]) -> usize {
 }
 
 /// Validate `events` (shape, catalogue, consent) and render them for the
-/// store; the error is the reply to send. Shared with spool ingestion.
+/// store; the error is the reply to send, already counted and logged as a
+/// refusal. Shared with spool ingestion.
 pub async fn prepare(
     ctx: &Ctx,
     events: &[WireEvent],
 ) -> Result<Vec<crate::record::Record>, Response> {
     if let Err(e) = ctx.limits.check_batch_len(events.len()) {
-        return Err(invalid(e.to_string()));
+        return Err(refused(ctx, events, invalid(e.to_string())));
     }
     for (i, ev) in events.iter().enumerate() {
+        let one = std::slice::from_ref(ev);
         if let Err(e) = validate_event(ev, &ctx.limits) {
-            return Err(invalid(format!("event #{i} ({:?}): {e}", ev.event)));
+            let reply = invalid(format!("event #{i} ({:?}): {e}", ev.event));
+            return Err(refused(ctx, one, reply));
         }
         if let Err(e) = ctx.catalogues.check(ev) {
-            return Err(Response::Error {
+            let reply = Response::Error {
                 code: ErrorCode::NotInCatalogue,
                 message: format!("event #{i}: {e}"),
-            });
+            };
+            return Err(refused(ctx, one, reply));
         }
     }
     // Consent, per product in the request: apply a changed decision first
@@ -128,12 +155,13 @@ pub async fn prepare(
         if modes.contains_key(ev.product.as_str()) {
             continue;
         }
+        let one = std::slice::from_ref(ev);
         if let Err(e) = consent::reconcile(ctx, &ev.product, &ev.build).await {
-            return Err(storage(e));
+            return Err(refused(ctx, one, storage(e)));
         }
         let (mode, layer) = ctx.consent.resolve(&ev.product);
         if mode == Mode::Off {
-            return Err(Response::Error {
+            return Err(refused(ctx, one, Response::Error {
                 code: ErrorCode::ConsentOff,
                 message: format!(
                     "telemetry for {:?} is off (decided by the {}); nothing was recorded. Turn it on with `telemetryctl consent {} on`",
@@ -141,7 +169,7 @@ pub async fn prepare(
                     layer.as_str(),
                     ev.product
                 ),
-            });
+            }));
         }
         modes.insert(&ev.product, mode);
     }
@@ -172,8 +200,12 @@ pub fn storage(e: crate::store::StoreError) -> Response {
             message: e.to_string(),
         };
     }
+    let code = match e {
+        crate::store::StoreError::Full { .. } => ErrorCode::StoreFull,
+        _ => ErrorCode::Storage,
+    };
     Response::Error {
-        code: ErrorCode::Storage,
+        code,
         message: format!("{e}; the events were not stored"),
     }
 }

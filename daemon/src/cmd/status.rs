@@ -58,5 +58,7 @@ pub async fn handle(ctx: &Ctx) -> Response {
         consent_file: ctx.consent.user_path().display().to_string(),
         incidents: ctx.incidents.clone(),
         dropped: stats.dropped.clone(),
+        refusals: ctx.refusals.snapshot(),
+        next_upload_us: ctx.uploader.next_upload_us(&stats, up.next_attempt_us),
     }))
 }

@@ -379,11 +379,50 @@ impl StoreThread {
 /// Name of the database file inside the state dir.
 pub const DB_FILE: &str = "events.sqlite3";
 
+/// The exclusive lock on a state directory (`STATE_DIR/lock`), so two
+/// daemons never share one store (their counters and uploads would
+/// interleave). Held while any clone lives: the daemon takes it before it
+/// binds its socket, and the store thread keeps a clone until it closes
+/// the database.
+#[derive(Clone)]
+pub struct StateLock {
+    _file: Arc<std::fs::File>,
+    dir: PathBuf,
+}
+
+impl StateLock {
+    /// Create `state_dir` (0700) if needed and lock it, or fail at once
+    /// with [`StoreError::Locked`] if another process holds it.
+    pub fn acquire(state_dir: &Path) -> Result<StateLock, StoreError> {
+        crate::fsutil::create_private_dir(state_dir).map_err(|e| StoreError::Io {
+            path: state_dir.to_path_buf(),
+            source: Arc::new(e),
+        })?;
+        Ok(StateLock {
+            _file: Arc::new(lock_state_dir(state_dir)?),
+            dir: state_dir.to_path_buf(),
+        })
+    }
+
+    /// The locked state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
 impl Store {
     /// Open (creating and migrating if needed) `state_dir/events.sqlite3`
     /// and start the store thread.
     pub fn open(state_dir: &Path, opts: StoreOptions) -> Result<(Store, StoreThread), StoreError> {
-        let path = state_dir.join(DB_FILE);
+        Store::open_locked(&StateLock::acquire(state_dir)?, opts)
+    }
+
+    /// [`Store::open`] in a state directory already locked.
+    pub fn open_locked(
+        lock: &StateLock,
+        opts: StoreOptions,
+    ) -> Result<(Store, StoreThread), StoreError> {
+        let path = lock.dir().join(DB_FILE);
         let io = |p: &Path| {
             let p = p.to_path_buf();
             move |e| StoreError::Io {
@@ -391,8 +430,7 @@ impl Store {
                 source: Arc::new(e),
             }
         };
-        crate::fsutil::create_private_dir(state_dir).map_err(io(state_dir))?;
-        let lock = lock_state_dir(state_dir)?;
+        let lock = lock.clone();
         // Create the file 0600 ourselves: SQLite copies the database's mode
         // to its -wal and -shm files.
         {
@@ -423,10 +461,11 @@ impl Store {
     /// created. Returns the incident, for `status`, when that happened. A
     /// database from a newer telemetryd is still refused, never touched.
     pub fn open_or_recover(
-        state_dir: &Path,
+        lock: &StateLock,
         opts: StoreOptions,
     ) -> Result<(Store, StoreThread, Option<String>), StoreError> {
-        match Store::open(state_dir, opts.clone()) {
+        let state_dir = lock.dir();
+        match Store::open_locked(lock, opts.clone()) {
             Ok((s, t)) => Ok((s, t, None)),
             Err(e) if e.is_corruption() => {
                 let path = state_dir.join(DB_FILE);
@@ -449,7 +488,7 @@ impl Store {
                     rfc3339_us(now_us(&opts.clock))
                 );
                 tracing::error!("{incident}");
-                let (s, t) = Store::open(state_dir, opts)?;
+                let (s, t) = Store::open_locked(lock, opts)?;
                 Ok((s, t, Some(incident)))
             }
             Err(e) => Err(e),
@@ -608,7 +647,7 @@ struct Inner {
     last_commit_end: Instant,
     conn: Connection,
     /// Held (flock) for as long as the store is open.
-    _lock: std::fs::File,
+    _lock: StateLock,
     opts: StoreOptions,
     unsealed: BTreeMap<String, Pending>,
     /// Local-only events per product.
@@ -682,7 +721,7 @@ impl Inner {
         mut conn: Connection,
         path: &Path,
         opts: StoreOptions,
-        lock: std::fs::File,
+        lock: StateLock,
         bell: Arc<Doorbell>,
     ) -> Result<Inner, StoreError> {
         let open_err = |e| StoreError::Open {

@@ -672,7 +672,8 @@ fn a_damaged_database_is_moved_aside_and_replaced() {
     let f = Fixture::new();
     let path = f.dir.path().join(DB_FILE);
     std::fs::write(&path, vec![0x5a; 8192]).unwrap();
-    let (store, thread, incident) = Store::open_or_recover(f.dir.path(), f.opts(10)).unwrap();
+    let (store, thread, incident) =
+        Store::open_or_recover(&StateLock::acquire(f.dir.path()).unwrap(), f.opts(10)).unwrap();
     let incident = incident.expect("an incident is reported");
     assert!(
         incident.contains("damaged") && incident.contains(".corrupt-"),
@@ -709,7 +710,7 @@ fn a_newer_database_is_not_recovered_over() {
     let conn = Connection::open(f.dir.path().join(DB_FILE)).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
-    let err = Store::open_or_recover(f.dir.path(), f.opts(10))
+    let err = Store::open_or_recover(&StateLock::acquire(f.dir.path()).unwrap(), f.opts(10))
         .err()
         .unwrap();
     assert!(matches!(err, StoreError::TooNew { .. }), "{err}");

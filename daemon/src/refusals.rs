@@ -1,0 +1,235 @@
+//! Refused events: counted for `status` and logged, so that a CLI author
+//! whose event the daemon refuses (a typo in an event name, a key missing
+//! from the catalogue, consent off, a full store) can find out why.
+//!
+//! Counts are kept in memory since the daemon started, per product and
+//! reason (the [`ErrorCode`] of the reply). Product names come from
+//! clients, so at most [`MAX_PRODUCTS`] distinct names are kept apart; the
+//! rest are counted under `*`, and a name that is not a valid product name
+//! is counted under the empty one, like refusals that name no product
+//! (`busy`, `malformed`).
+//!
+//! The log is rate-limited per product and reason: the first refusal is
+//! logged at once with its event and message, then at most one line per
+//! [`LOG_EVERY`], saying how many were not logged in between.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use telemetry_proto::{validate_name, ErrorCode, Limits, RefusalCount};
+
+/// Distinct product names counted apart.
+pub const MAX_PRODUCTS: usize = 64;
+
+/// At most one log line per product and reason in this time.
+pub const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The counter a product name goes under when [`MAX_PRODUCTS`] are taken.
+const OTHER_PRODUCTS: &str = "*";
+
+/// Refusal counts and their log's rate limit.
+#[derive(Default)]
+pub struct Refusals {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    counts: BTreeMap<(String, ErrorCode), Count>,
+    products: usize,
+}
+
+struct Count {
+    total: u64,
+    /// When a line was last logged, and refusals not logged since.
+    logged_at: Instant,
+    unlogged: u64,
+}
+
+/// One refusal, as the handler saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal<'a> {
+    /// The product the refused event named ("" when none).
+    pub product: &'a str,
+    /// The event's name ("" when none).
+    pub event: &'a str,
+    /// Why.
+    pub code: ErrorCode,
+    /// The error message sent to the client.
+    pub message: &'a str,
+}
+
+impl Refusals {
+    /// Count `r` and log it unless its product and reason were logged less
+    /// than [`LOG_EVERY`] ago.
+    pub fn record(&self, r: Refusal<'_>) {
+        if let Some(unlogged) = self.record_at(r, Instant::now()) {
+            let product = if r.product.is_empty() {
+                "(none)"
+            } else {
+                r.product
+            };
+            tracing::warn!(
+                product,
+                event = r.event,
+                reason = %r.code,
+                not_logged_since_last = unlogged,
+                "refused: {}",
+                r.message
+            );
+        }
+    }
+
+    /// Count `r` at `now`; `Some(refusals not logged since the last line)`
+    /// when this one should be logged.
+    fn record_at(&self, r: Refusal<'_>, now: Instant) -> Option<u64> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let product = inner.key_for(r.product);
+        let key = (product, r.code);
+        match inner.counts.get_mut(&key) {
+            Some(c) => {
+                c.total += 1;
+                if now.saturating_duration_since(c.logged_at) >= LOG_EVERY {
+                    let unlogged = c.unlogged;
+                    c.logged_at = now;
+                    c.unlogged = 0;
+                    Some(unlogged)
+                } else {
+                    c.unlogged += 1;
+                    None
+                }
+            }
+            None => {
+                inner.counts.insert(
+                    key,
+                    Count {
+                        total: 1,
+                        logged_at: now,
+                        unlogged: 0,
+                    },
+                );
+                Some(0)
+            }
+        }
+    }
+
+    /// The counts, largest first (then by product and reason).
+    pub fn snapshot(&self) -> Vec<RefusalCount> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<RefusalCount> = inner
+            .counts
+            .iter()
+            .map(|((product, code), c)| RefusalCount {
+                product: product.clone(),
+                code: *code,
+                count: c.total,
+            })
+            .collect();
+        out.sort_by_key(|c| std::cmp::Reverse(c.count));
+        out
+    }
+}
+
+impl Inner {
+    /// The counter name for a client-supplied product name.
+    fn key_for(&mut self, product: &str) -> String {
+        if product.is_empty() || validate_name("product", product, &Limits::default()).is_err() {
+            return String::new();
+        }
+        let known = self
+            .counts
+            .range((product.to_string(), ErrorCode::Malformed)..)
+            .next()
+            .is_some_and(|((p, _), _)| p == product);
+        if known {
+            return product.to_string();
+        }
+        if self.products >= MAX_PRODUCTS {
+            return OTHER_PRODUCTS.to_string();
+        }
+        self.products += 1;
+        product.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(product: &str, code: ErrorCode) -> Refusal<'_> {
+        Refusal {
+            product,
+            event: "app_creatd",
+            code,
+            message: "not in the catalogue",
+        }
+    }
+
+    #[test]
+    fn counts_by_product_and_reason_largest_first() {
+        let refusals = Refusals::default();
+        let t = Instant::now();
+        for _ in 0..3 {
+            refusals.record_at(r("cfdev", ErrorCode::NotInCatalogue), t);
+        }
+        refusals.record_at(r("cfdev", ErrorCode::ConsentOff), t);
+        refusals.record_at(r("", ErrorCode::Busy), t);
+        refusals.record_at(r("Not A Name!", ErrorCode::Invalid), t);
+        let got: Vec<(String, ErrorCode, u64)> = refusals
+            .snapshot()
+            .into_iter()
+            .map(|c| (c.product, c.code, c.count))
+            .collect();
+        assert_eq!(got[0], ("cfdev".into(), ErrorCode::NotInCatalogue, 3));
+        assert_eq!(got.len(), 4);
+        assert!(got.contains(&(String::new(), ErrorCode::Busy, 1)));
+        assert!(
+            got.contains(&(String::new(), ErrorCode::Invalid, 1)),
+            "an invalid product name is not kept: {got:?}"
+        );
+    }
+
+    #[test]
+    fn the_log_is_rate_limited_per_product_and_reason() {
+        let refusals = Refusals::default();
+        let t = Instant::now();
+        let cat = r("cfdev", ErrorCode::NotInCatalogue);
+        assert_eq!(refusals.record_at(cat, t), Some(0), "the first is logged");
+        assert_eq!(refusals.record_at(cat, t + Duration::from_secs(1)), None);
+        assert_eq!(refusals.record_at(cat, t + Duration::from_secs(2)), None);
+        assert_eq!(
+            refusals.record_at(r("cfdev", ErrorCode::ConsentOff), t),
+            Some(0),
+            "another reason has its own limit"
+        );
+        assert_eq!(
+            refusals.record_at(cat, t + LOG_EVERY),
+            Some(2),
+            "a minute on, logged with the count of those not logged"
+        );
+        assert_eq!(refusals.record_at(cat, t + LOG_EVERY), None);
+    }
+
+    #[test]
+    fn client_chosen_product_names_cannot_grow_the_counters_without_bound() {
+        let refusals = Refusals::default();
+        let t = Instant::now();
+        for i in 0..MAX_PRODUCTS + 50 {
+            let name = format!("p{i}");
+            refusals.record_at(r(&name, ErrorCode::NotInCatalogue), t);
+            refusals.record_at(r(&name, ErrorCode::ConsentOff), t);
+        }
+        let snap = refusals.snapshot();
+        assert_eq!(snap.len(), 2 * MAX_PRODUCTS + 2);
+        let other: u64 = snap
+            .iter()
+            .filter(|c| c.product == OTHER_PRODUCTS)
+            .map(|c| c.count)
+            .sum();
+        assert_eq!(other, 100);
+        assert_eq!(
+            snap.iter().map(|c| c.count).sum::<u64>(),
+            2 * (MAX_PRODUCTS as u64 + 50)
+        );
+    }
+}
