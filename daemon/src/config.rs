@@ -236,34 +236,34 @@ pub enum ConfigError {
     after_help = "Precedence: flag > environment variable > config file > embedded default.\nWith no bucket configured, batches are written to the local outbox directory."
 )]
 pub struct Args {
-    /// Config file (TOML). Default: $XDG_CONFIG_HOME/telemetry/config.toml.
+    /// Config file (TOML). Default: $XDG_CONFIG_HOME/telemetry/config.toml, else ~/.config/telemetry/config.toml.
     #[arg(long, env = "TELEMETRY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Unix socket to listen on. Default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock.
+    /// Unix socket to listen on (at most 107 bytes on Linux, 103 on macOS). Default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock, else ${TMPDIR:-/tmp}/telemetry-UID/telemetryd.sock (macOS: ~/Library/Application Support/telemetry/telemetryd.sock).
     #[arg(long, env = "TELEMETRY_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// Directory for the SQLite store. Default: $XDG_STATE_HOME/telemetry.
+    /// Directory for the SQLite store. Default: $XDG_STATE_HOME/telemetry, else ~/.local/state/telemetry.
     #[arg(long, env = "TELEMETRY_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Local destination for batches when no bucket is set. Default: STATE_DIR/outbox.
     #[arg(long, env = "TELEMETRY_OUTBOX_DIR", value_name = "DIR")]
     pub outbox_dir: Option<PathBuf>,
-    /// S3 bucket to upload batches to.
+    /// S3 bucket to upload batches to. Default: none (batches go to the outbox directory).
     #[arg(long, env = "TELEMETRY_S3_BUCKET", value_name = "NAME")]
     pub s3_bucket: Option<String>,
-    /// Key prefix inside the bucket.
+    /// Key prefix inside the bucket. Default: none (keys start with v1/).
     #[arg(long, env = "TELEMETRY_S3_PREFIX", value_name = "PREFIX")]
     pub s3_prefix: Option<String>,
-    /// Endpoint URL of an S3-compatible store, e.g. http://127.0.0.1:9000.
+    /// Endpoint URL of an S3-compatible store, e.g. http://127.0.0.1:9000. Default: AWS S3.
     #[arg(long, env = "TELEMETRY_S3_ENDPOINT", value_name = "URL")]
     pub s3_endpoint: Option<String>,
-    /// S3 region (default: from the AWS chain, else us-east-1).
+    /// S3 region. Default: from the AWS chain, else us-east-1.
     #[arg(long, env = "TELEMETRY_S3_REGION", value_name = "REGION")]
     pub s3_region: Option<String>,
-    /// Use path-style addressing (true/false); most self-hosted stores need it.
+    /// Use path-style addressing (true/false); most self-hosted stores need it. Default: true with --s3-endpoint, else false.
     #[arg(long, env = "TELEMETRY_S3_PATH_STYLE", value_name = "BOOL")]
     pub s3_path_style: Option<String>,
-    /// Seal and upload a batch once its oldest event is this old, e.g. 30s, 15m, 1h.
+    /// Seal and upload a batch once its oldest event is this old, e.g. 30s, 15m (default 1h).
     #[arg(long, env = "TELEMETRY_UPLOAD_INTERVAL", value_name = "DURATION")]
     pub upload_interval: Option<String>,
     /// Seal a batch once it holds this many events (default 10000).
@@ -293,13 +293,13 @@ pub struct Args {
     /// While clients connect, look for events shims spooled this often (default 10s).
     #[arg(long, env = "TELEMETRY_SPOOL_CHECK_INTERVAL", value_name = "DURATION")]
     pub spool_check_interval: Option<String>,
-    /// SQLite durability: full (survives power loss, default) or normal.
+    /// SQLite durability (default full): full, an acknowledged event survives power loss; normal, it survives a daemon crash.
     #[arg(long, env = "TELEMETRY_SYNC", value_name = "MODE")]
     pub sync: Option<String>,
-    /// Read the machine identity from this file instead of the OS's.
+    /// Read the machine identity from this file. Default: the OS's (/etc/machine-id, /var/lib/dbus/machine-id; IOPlatformUUID on macOS), else one generated once in the state dir.
     #[arg(long, env = "TELEMETRY_MACHINE_ID_FILE", value_name = "FILE")]
     pub machine_id_file: Option<PathBuf>,
-    /// Directory of event catalogues (PRODUCT.toml). Default: $XDG_CONFIG_HOME/telemetry/catalog.
+    /// Directory of event catalogues (PRODUCT.toml). Default: $XDG_CONFIG_HOME/telemetry/catalog, else ~/.config/telemetry/catalog.
     #[arg(long, env = "TELEMETRY_CATALOG_DIR", value_name = "DIR")]
     pub catalog_dir: Option<PathBuf>,
     /// The user's consent file. Default: STATE_DIR/consent.
@@ -308,7 +308,7 @@ pub struct Args {
     /// The administrator's consent file, which can force products off. Default: /etc/telemetry/consent.
     #[arg(long, env = "TELEMETRY_SYSTEM_CONSENT_FILE", value_name = "FILE")]
     pub system_consent_file: Option<PathBuf>,
-    /// When socket-activated, exit after this long idle with nothing pending (e.g. 5m).
+    /// When socket-activated, exit after this long idle with nothing pending, e.g. 5m. Default: none (stay up).
     #[arg(long, env = "TELEMETRY_IDLE_EXIT", value_name = "DURATION")]
     pub idle_exit: Option<String>,
     /// Install or remove the service-manager files instead of running.
@@ -492,11 +492,23 @@ pub fn load(
     };
     let fs3 = file.s3.unwrap_or_default();
 
-    let socket = args
-        .socket
-        .clone()
-        .or(file.socket)
-        .unwrap_or_else(|| paths::default_socket_path(&env, uid));
+    let socket = match (&args.socket, file.socket) {
+        (Some(p), _) => Some((
+            p.clone(),
+            origins.cli("socket", "socket", "TELEMETRY_SOCKET"),
+        )),
+        (None, Some(p)) => Some((p, origins.file())),
+        (None, None) => None,
+    };
+    let socket = match socket {
+        Some((path, origin)) => {
+            check_socket_len(&path, origin, &env, uid)?;
+            path
+        }
+        // The default is checked when it is bound: a socket-activated
+        // daemon never binds it, so it must not fail on it here.
+        None => paths::default_socket_path(&env, uid),
+    };
     let state_dir = args
         .state_dir
         .clone()
@@ -739,6 +751,37 @@ pub fn load(
     Ok(cfg)
 }
 
+/// Refuse a given socket path that cannot be bound, naming where it came
+/// from, before anything (socket or state directory) is created.
+fn check_socket_len(
+    path: &Path,
+    origin: String,
+    env: impl Fn(&str) -> Option<OsString>,
+    uid: u32,
+) -> Result<(), ConfigError> {
+    let len = path.as_os_str().len();
+    let max = crate::socket::max_path_len();
+    if len <= max {
+        return Ok(());
+    }
+    let default = telemetry_proto::paths::default_socket_path(env, uid);
+    let example = if default.as_os_str().len() <= max {
+        default
+    } else {
+        crate::socket::short_example(uid)
+    };
+    Err(ConfigError::Invalid {
+        key: "socket",
+        origin,
+        value: path.display().to_string(),
+        reason: format!(
+            "{}; pass a shorter --socket or TELEMETRY_SOCKET, e.g. {}",
+            crate::socket::too_long_reason(len, max),
+            example.display()
+        ),
+    })
+}
+
 fn parse_bucket(s: &str) -> Result<String, String> {
     let ok = (3..=63).contains(&s.len())
         && s.bytes()
@@ -879,6 +922,118 @@ mod tests {
         assert_eq!(cfg.watchdog, Some(Duration::from_secs(2)));
         let other = load(&args, Some(&m), env("1"), 1).unwrap();
         assert_eq!(other.watchdog, None, "the watchdog is for another process");
+    }
+
+    /// Every argument of `cmd` and its subcommands that takes a value.
+    fn value_args(cmd: &clap::Command) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = cmd
+            .get_arguments()
+            .filter(|a| a.get_action().takes_values())
+            .map(|a| {
+                let name = format!("{} {}", cmd.get_name(), a.get_id());
+                (
+                    name,
+                    a.get_help().map(|h| h.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        for sub in cmd.get_subcommands() {
+            out.extend(value_args(sub));
+        }
+        out
+    }
+
+    #[test]
+    fn every_flag_with_a_value_states_its_default_in_help() {
+        let args = value_args(&Args::command());
+        assert!(args.len() > 25, "{args:?}");
+        for (name, help) in &args {
+            assert!(
+                help.to_ascii_lowercase().contains("default"),
+                "{name}: help states no default: {help:?}"
+            );
+        }
+        // The stated defaults are the real ones.
+        let real = Config::with_paths("/s".into(), "/d".into());
+        let help = |id: &str| {
+            let (_, h) = args
+                .iter()
+                .find(|(n, _)| n == &format!("telemetryd {id}"))
+                .unwrap();
+            h.clone()
+        };
+        let stated = |id: &str| {
+            let h = help(id);
+            let from = h.find("(default ").unwrap_or_else(|| panic!("{id}: {h}")) + 9;
+            h[from..from + h[from..].find(')').unwrap()].to_string()
+        };
+        for (id, value) in [
+            ("upload_interval", real.upload_interval),
+            ("retry_max", real.retry_max),
+            ("retry_min", real.retry_min),
+            ("s3_timeout", real.s3_timeout),
+            ("connection_timeout", real.connection_timeout),
+            ("spool_check_interval", real.spool_check_interval),
+        ] {
+            assert_eq!(parse_duration(&stated(id)).unwrap(), value, "{id}");
+        }
+        for (id, value) in [
+            ("batch_max_events", real.batch_max_events as u64),
+            ("batch_max_bytes", real.batch_max_bytes as u64),
+            ("max_connections", real.max_connections as u64),
+            ("max_store_bytes", real.max_store_bytes),
+        ] {
+            assert_eq!(parse_count(&stated(id)).unwrap() as u64, value, "{id}");
+        }
+        assert_eq!(parse_sync(&stated("sync")).unwrap(), real.sync);
+        assert!(
+            help("system_consent_file").contains(&real.system_consent_file.display().to_string())
+        );
+        let max = crate::socket::max_path_len();
+        assert!(
+            help("socket").contains(&max.to_string()),
+            "{}",
+            help("socket")
+        );
+    }
+
+    #[test]
+    fn a_socket_path_over_the_limit_is_refused_naming_its_origin() {
+        let max = crate::socket::max_path_len();
+        let long = format!("/tmp/{}", "s".repeat(max - 4));
+        assert_eq!(long.len(), max + 1);
+        let env = |k: &str| (k == "XDG_RUNTIME_DIR").then(|| OsString::from("/run/user/7"));
+
+        let (args, m) = args_from(&["telemetryd", "--config", "/dev/null", "--socket", &long]);
+        let err = load(&args, Some(&m), env, 7).unwrap_err().to_string();
+        for want in [
+            "flag --socket",
+            "`socket`",
+            long.as_str(),
+            &format!("{} bytes long", max + 1),
+            &format!("at most {max} bytes"),
+            "e.g. /run/user/7/telemetry/telemetryd.sock",
+        ] {
+            assert!(err.contains(want), "{want:?} not in {err}");
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, format!("socket = \"{long}\"\n")).unwrap();
+        let (args, m) = args_from(&["telemetryd", "--config", file.to_str().unwrap()]);
+        let err = load(&args, Some(&m), no_env, 7).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("config file {}", file.display())),
+            "{err}"
+        );
+
+        // One byte less fits.
+        let fits = &long[..long.len() - 1];
+        let (args, m) = args_from(&["telemetryd", "--config", "/dev/null", "--socket", fits]);
+        assert_eq!(
+            load(&args, Some(&m), env, 7).unwrap().socket_path,
+            PathBuf::from(fits)
+        );
     }
 
     #[test]

@@ -5,7 +5,12 @@
 //! The templates live in `systemd/` and `launchd/` at the top of the
 //! repository (and are built into the binary), so what is reviewed there is
 //! exactly what gets installed. `--root` stages into a directory instead of
-//! `/` (like `DESTDIR`), for packagers.
+//! `/` (like `DESTDIR`), for packagers; `--dry-run` prints every directory
+//! and file (with its mode and contents) and writes nothing.
+//!
+//! The binary path goes into the service file, so the service breaks when
+//! that file goes away: a binary inside a cargo target directory (which
+//! `cargo clean` empties) gets a warning that says where to copy it.
 
 use std::path::{Path, PathBuf};
 
@@ -45,13 +50,13 @@ pub struct Target {
     /// One machine-wide service (needs root).
     #[arg(long)]
     pub system: bool,
-    /// Stage under this directory instead of / (for packaging).
+    /// Stage under this directory instead of / (for packaging); nothing is enabled. Default: / (install on this machine).
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// The telemetryd binary the service runs. Default: this binary.
+    /// The telemetryd binary the service runs, as an absolute path on the target system, e.g. /usr/local/bin/telemetryd. Default: this binary.
     #[arg(long, value_name = "PATH")]
     pub bin: Option<PathBuf>,
-    /// Print what would be written or removed, change nothing.
+    /// Print each directory and file (path, mode, contents) that would be created, written or removed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -72,16 +77,29 @@ pub enum InstallError {
     /// A needed location is unknown.
     #[error("{0}")]
     Unknown(String),
+    /// `--bin` is relative: the service manager would not resolve it from
+    /// the directory `install` ran in.
+    #[error("--bin {}: the service manager needs an absolute path; pass e.g. --bin /usr/local/bin/telemetryd", .0.display())]
+    RelativeBin(PathBuf),
 }
 
-/// One file to install: its final path and contents.
+/// One file to install: its final path, mode and contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
     /// Where it goes (already under `--root`).
     pub path: PathBuf,
+    /// Permissions (service files are world-readable configuration).
+    pub mode: u32,
     /// What it holds.
     pub contents: String,
 }
+
+/// Mode of every installed file: the service manager reads it, nobody else
+/// needs to write it.
+const FILE_MODE: u32 = 0o644;
+
+/// Mode of the missing parent directories of installed files.
+const PARENT_DIR_MODE: u32 = 0o755;
 
 /// A directory the service needs that its manager will not create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,7 +253,11 @@ pub fn plan(
             .replace("@LOG_DIR@", &xml_escape(&logs.display().to_string()));
         let path = under(&target.root, &dir.join("dev.telemetryd.plist"));
         return Ok(Plan {
-            files: vec![Planned { path, contents }],
+            files: vec![Planned {
+                path,
+                mode: FILE_MODE,
+                contents,
+            }],
             dirs,
             next: vec![next],
         });
@@ -246,14 +268,17 @@ pub fn plan(
         let files = vec![
             Planned {
                 path: under(&target.root, &unit_dir.join("telemetryd.socket")),
+                mode: FILE_MODE,
                 contents: SYSTEM_SOCKET.to_string(),
             },
             Planned {
                 path: under(&target.root, &unit_dir.join("telemetryd.service")),
+                mode: FILE_MODE,
                 contents: with_bin(SYSTEM_SERVICE),
             },
             Planned {
                 path: under(&target.root, Path::new("/etc/sysusers.d/telemetry.conf")),
+                mode: FILE_MODE,
                 contents: SYSUSERS.to_string(),
             },
         ];
@@ -277,10 +302,12 @@ pub fn plan(
     let files = vec![
         Planned {
             path: under(&target.root, &unit_dir.join("telemetryd.socket")),
+            mode: FILE_MODE,
             contents: USER_SOCKET.to_string(),
         },
         Planned {
             path: under(&target.root, &unit_dir.join("telemetryd.service")),
+            mode: FILE_MODE,
             contents: with_bin(USER_SERVICE),
         },
     ];
@@ -293,6 +320,111 @@ pub fn plan(
         dirs: Vec::new(),
         next,
     })
+}
+
+/// The cargo target directory `bin` lies in, if any: a `target` component
+/// followed by `debug` or `release` (perhaps after a target triple), or an
+/// ancestor holding cargo's `.cargo-lock` or a `CACHEDIR.TAG` (a target
+/// directory by another name, from `CARGO_TARGET_DIR`). `cargo clean` or
+/// the next build deletes or replaces what is there.
+pub fn cargo_target_dir(bin: &Path) -> Option<PathBuf> {
+    let parts: Vec<_> = bin.parent()?.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        let profile_follows = parts[i + 1..]
+            .iter()
+            .take(2)
+            .any(|p| p.as_os_str() == "debug" || p.as_os_str() == "release");
+        if part.as_os_str() == "target" && profile_follows {
+            return Some(parts[..=i].iter().collect());
+        }
+    }
+    bin.ancestors()
+        .skip(1)
+        .find(|d| d.join(".cargo-lock").exists() || d.join("CACHEDIR.TAG").exists())
+        .map(Path::to_path_buf)
+}
+
+/// `s` quoted for a POSIX shell when it needs it.
+fn sh_quote(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Where the service file names the binary.
+fn bin_key(os: Os) -> &'static str {
+    match os {
+        Os::Linux => "ExecStart=",
+        Os::MacOs => "ProgramArguments",
+    }
+}
+
+/// The warning for a binary inside the cargo target directory `dir`, with
+/// the commands that install a copy from a stable place instead.
+fn target_dir_warning(os: Os, target: &Target, bin: &Path, dir: &Path) -> String {
+    let scope = if target.system { "--system" } else { "--user" };
+    let (copy, stable) = if target.system {
+        ("sudo cp", "/usr/local/bin/telemetryd")
+    } else {
+        ("mkdir -p ~/.local/bin && cp", "~/.local/bin/telemetryd")
+    };
+    let sudo = if target.system { "sudo " } else { "" };
+    format!(
+        "warning: {key} would run {bin}, inside the cargo target directory {dir}: \
+         `cargo clean` or the next build deletes or replaces it, and the service then fails to start.\n\
+         Copy the binary to a stable place and install from there, e.g.\n  \
+         {copy} {quoted} {stable}\n  \
+         {sudo}{stable} install {scope}\n\
+         (or keep using this binary to install and pass --bin with the copy's path)",
+        key = bin_key(os),
+        bin = bin.display(),
+        dir = dir.display(),
+        quoted = sh_quote(&bin.display().to_string()),
+    )
+}
+
+/// `path` and those of its ancestors that do not exist, parents first.
+fn missing(path: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = path
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_err())
+        .map(Path::to_path_buf)
+        .collect();
+    out.reverse();
+    out
+}
+
+/// Every directory `install` creates, parents first: the plan's own (made
+/// even when present, to set their mode and owner) after their missing
+/// ancestors, which get the same mode, then the missing parents of the
+/// files.
+fn dirs_to_create(dirs: &[PlannedDir], files: &[Planned]) -> Vec<PlannedDir> {
+    let mut out: Vec<PlannedDir> = Vec::new();
+    let mut push = |d: PlannedDir| {
+        if !out.iter().any(|o| o.path == d.path) {
+            out.push(d);
+        }
+    };
+    let plain = |path, mode| PlannedDir {
+        path,
+        mode,
+        owner: None,
+    };
+    for d in dirs {
+        for path in missing(&d.path).into_iter().filter(|p| *p != d.path) {
+            push(plain(path, d.mode));
+        }
+        push(d.clone());
+    }
+    for f in files {
+        for path in f.path.parent().map(missing).unwrap_or_default() {
+            push(plain(path, PARENT_DIR_MODE));
+        }
+    }
+    out
 }
 
 fn create_dir(d: &PlannedDir) -> Result<(), InstallError> {
@@ -315,6 +447,55 @@ fn create_dir(d: &PlannedDir) -> Result<(), InstallError> {
     Ok(())
 }
 
+fn write_file(f: &Planned) -> Result<(), InstallError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |what: &'static str| {
+        let path = f.path.clone();
+        move |source| InstallError::Io { what, path, source }
+    };
+    std::fs::write(&f.path, &f.contents).map_err(io("write"))?;
+    // An existing file keeps its old mode through write: set it.
+    std::fs::set_permissions(&f.path, std::fs::Permissions::from_mode(f.mode))
+        .map_err(io("set permissions on"))
+}
+
+/// What to do after installing: the commands to run here, or, with
+/// `--root`, what a packager does with the staged tree.
+fn print_next(os: Os, target: &Target, bin: &Path, next: &[String]) {
+    let Some(root) = &target.root else {
+        println!("next, run:");
+        for n in next {
+            println!("  {n}");
+        }
+        return;
+    };
+    let root = root.display();
+    let (staged, was) = if target.dry_run {
+        ("would be staged", "would be")
+    } else {
+        ("staged", "was")
+    };
+    println!("{staged} under {root}: nothing outside it {was} changed or enabled.");
+    println!(
+        "To ship them, install each file at its path without the {root} prefix; \
+         on the target system, enable them with:"
+    );
+    for n in next {
+        println!("  {n}");
+    }
+    if os == Os::Linux && target.system {
+        println!(
+            "To enable the socket inside the staged tree instead (e.g. for an image):\n  \
+             systemctl --root={root} enable telemetryd.socket"
+        );
+    }
+    println!(
+        "{} runs {}; if the binary is elsewhere on the target system, install again with --bin PATH.",
+        bin_key(os),
+        bin.display()
+    );
+}
+
 /// Run `install` or `uninstall`, printing what was done.
 pub fn run(
     cmd: &Command,
@@ -326,6 +507,7 @@ pub fn run(
         Command::Uninstall(t) => (t, false),
     };
     let bin = match &target.bin {
+        Some(b) if b.is_relative() => return Err(InstallError::RelativeBin(b.clone())),
         Some(b) => b.clone(),
         None => std::env::current_exe().map_err(|source| InstallError::Io {
             what: "find the path of",
@@ -340,34 +522,43 @@ pub fn run(
         None
     };
     let Plan { files, dirs, next } = plan(os, target, &bin, env, uid, accounts)?;
-    let verb = if target.dry_run { "would " } else { "" };
+    let dry = target.dry_run;
+    let verb = if dry { "would " } else { "" };
     if installing {
-        for d in &dirs {
-            if !target.dry_run {
-                create_dir(d)?;
-            }
-            println!("{verb}create {} ({:o})", d.path.display(), d.mode);
+        if let Some(dir) = cargo_target_dir(&bin) {
+            eprintln!("{}", target_dir_warning(os, target, &bin, &dir));
         }
+        for d in dirs_to_create(&dirs, &files) {
+            if !dry {
+                create_dir(&d)?;
+            }
+            let owner = d
+                .owner
+                .map(|(u, g)| format!(", owner {u}:{g}"))
+                .unwrap_or_default();
+            println!("{verb}create {} ({:o}{owner})", d.path.display(), d.mode);
+        }
+        for f in &files {
+            if dry {
+                // The whole file, so the dry run shows exactly what a real
+                // run writes; a blank line ends it.
+                println!("would write {} ({:o}):", f.path.display(), f.mode);
+                print!("{}", f.contents);
+                if !f.contents.ends_with('\n') {
+                    println!();
+                }
+                println!();
+            } else {
+                write_file(f)?;
+                println!("write {} ({:o})", f.path.display(), f.mode);
+            }
+        }
+        print_next(os, target, &bin, &next);
+        return Ok(());
     }
     for f in &files {
-        if installing {
-            if !target.dry_run {
-                if let Some(dir) = f.path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|source| InstallError::Io {
-                        what: "create",
-                        path: dir.to_path_buf(),
-                        source,
-                    })?;
-                }
-                std::fs::write(&f.path, &f.contents).map_err(|source| InstallError::Io {
-                    what: "write",
-                    path: f.path.clone(),
-                    source,
-                })?;
-            }
-            println!("{verb}write {}", f.path.display());
-        } else if f.path.exists() {
-            if !target.dry_run {
+        if f.path.exists() {
+            if !dry {
                 std::fs::remove_file(&f.path).map_err(|source| InstallError::Io {
                     what: "remove",
                     path: f.path.clone(),
@@ -377,23 +568,22 @@ pub fn run(
             println!("{verb}remove {}", f.path.display());
         }
     }
-    if installing {
-        println!("next, run:");
-        for n in &next {
-            println!("  {n}");
+    let stop = match os {
+        Os::MacOs if target.system => "launchctl bootout system/dev.telemetryd".to_string(),
+        Os::MacOs => "launchctl bootout gui/$(id -u)/dev.telemetryd".to_string(),
+        Os::Linux => {
+            let user = if target.system { "" } else { " --user" };
+            format!("systemctl{user} disable --now telemetryd.socket telemetryd.service")
         }
-    } else if Os::current() == Os::MacOs {
-        println!(
-            "if it is loaded, also run: launchctl bootout {}",
-            if target.system {
-                "system/dev.telemetryd"
-            } else {
-                "gui/$(id -u)/dev.telemetryd"
-            }
-        );
-    } else {
-        let user = if target.system { "" } else { " --user" };
-        println!("if it was enabled, also run: systemctl{user} disable --now telemetryd.socket telemetryd.service");
+    };
+    match &target.root {
+        // Nothing runs from a staged tree; the target system stops it.
+        Some(root) => println!(
+            "(staged under {}; on the target system, stop it first with: {stop})",
+            root.display()
+        ),
+        None if os == Os::MacOs => println!("if it is loaded, also run: {stop}"),
+        None => println!("if it was enabled, also run: {stop}"),
     }
     Ok(())
 }
@@ -527,6 +717,98 @@ mod tests {
             .next
             .iter()
             .any(|n| n.contains("enable --now telemetryd.socket")));
+    }
+
+    #[test]
+    fn binaries_in_a_cargo_target_dir_are_recognised() {
+        let found = |p: &str| cargo_target_dir(Path::new(p));
+        assert_eq!(
+            found("/w/p/target/debug/telemetryd"),
+            Some(PathBuf::from("/w/p/target"))
+        );
+        assert_eq!(
+            found("/w/p/target/x86_64-unknown-linux-gnu/release/telemetryd"),
+            Some(PathBuf::from("/w/p/target"))
+        );
+        for stable in [
+            "/usr/local/bin/telemetryd",
+            "/srv/target/telemetryd",
+            "/opt/release/telemetryd",
+            "/w/target/a/b/debug/telemetryd",
+        ] {
+            assert_eq!(found(stable), None, "{stable}");
+        }
+        // CARGO_TARGET_DIR by another name: known by cargo's marker files.
+        for marker in ["CACHEDIR.TAG", "debug/.cargo-lock"] {
+            let dir = tempfile::tempdir().unwrap();
+            let marked = dir.path().join(marker).parent().unwrap().to_path_buf();
+            std::fs::create_dir_all(&marked).unwrap();
+            std::fs::write(dir.path().join(marker), b"").unwrap();
+            let bin = dir.path().join("debug/telemetryd");
+            assert_eq!(cargo_target_dir(&bin), Some(marked), "{marker}");
+        }
+    }
+
+    #[test]
+    fn the_warning_says_where_to_copy_the_binary() {
+        let bin = Path::new("/w/my project/target/debug/telemetryd");
+        let user = target_dir_warning(
+            Os::Linux,
+            &target(false, Path::new("/")),
+            bin,
+            Path::new("/w/my project/target"),
+        );
+        assert!(
+            user.contains("ExecStart= would run /w/my project/target/debug/telemetryd"),
+            "{user}"
+        );
+        assert!(
+            user.contains("cp '/w/my project/target/debug/telemetryd' ~/.local/bin/telemetryd\n  ~/.local/bin/telemetryd install --user"),
+            "{user}"
+        );
+        let system = target_dir_warning(
+            Os::MacOs,
+            &target(true, Path::new("/")),
+            bin,
+            Path::new("/w"),
+        );
+        assert!(
+            system.starts_with("warning: ProgramArguments would run"),
+            "{system}"
+        );
+        assert!(
+            system.contains("sudo /usr/local/bin/telemetryd install --system"),
+            "{system}"
+        );
+    }
+
+    #[test]
+    fn missing_directories_are_listed_parents_first_with_their_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let file = |p: &str| Planned {
+            path: d.join(p),
+            mode: FILE_MODE,
+            contents: String::new(),
+        };
+        let private = PlannedDir {
+            path: d.join("p/q"),
+            mode: 0o700,
+            owner: Some((1, 2)),
+        };
+        std::fs::create_dir(d.join("a")).unwrap();
+        let got: Vec<_> = dirs_to_create(&[private], &[file("a/b/f1"), file("a/b/f2")])
+            .into_iter()
+            .map(|d| (d.path, d.mode, d.owner))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (d.join("p"), 0o700, None),
+                (d.join("p/q"), 0o700, Some((1, 2))),
+                (d.join("a/b"), 0o755, None),
+            ]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Binding the daemon's Unix socket safely.
 //!
-//! The parent directory is created 0700 and the socket is made 0600, so only
+//! A path too long for `sockaddr_un` is refused before anything is created
+//! (see [`check_path_len`]). The parent directory is created 0700 and the socket is made 0600, so only
 //! this user can talk to the daemon. An existing socket file is probed: if a
 //! live daemon answers, we refuse to start; if nobody does, it is stale and
 //! removed. On drop, the socket file is removed only if it is still the one
@@ -26,6 +27,20 @@ pub enum SocketError {
         path: PathBuf,
         /// What is wrong with it.
         problem: String,
+    },
+    /// The path does not fit in `sockaddr_un.sun_path`; nothing was created.
+    #[error(
+        "socket path {path}: {}; pass a shorter --socket or TELEMETRY_SOCKET, e.g. {}",
+        too_long_reason(*.len, *.max),
+        short_example(euid()).display()
+    )]
+    PathTooLong {
+        /// The path.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+        /// The most bytes a socket path may have ([`max_path_len`]).
+        max: usize,
     },
     /// Creating the directory, removing a stale socket or binding failed.
     #[error("cannot {what} {path}: {source}")]
@@ -77,8 +92,7 @@ fn check_dir(dir: &Path) -> Result<(), SocketError> {
         path: dir.to_path_buf(),
         source,
     })?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = euid();
     let mode = meta.permissions().mode();
     let sticky = mode & 0o1000 != 0;
     let problem = if meta.uid() != me && meta.uid() != 0 {
@@ -279,12 +293,60 @@ pub fn launchd_listener(name: &str) -> Result<Option<UnixListener>, SocketError>
     Ok(Some(listener))
 }
 
+/// The most bytes a socket path may have: the size of `sockaddr_un`'s
+/// `sun_path` (108 on Linux, 104 on macOS) less the terminating NUL.
+pub fn max_path_len() -> usize {
+    // The array's length, read from the type alone: no value is needed.
+    fn len_of<const N: usize>(_: fn(&libc::sockaddr_un) -> &[libc::c_char; N]) -> usize {
+        N
+    }
+    len_of(|a| &a.sun_path) - 1
+}
+
+/// Why a socket path of `len` bytes cannot be bound when at most `max` fit
+/// (shared with the configuration's check, which names the value's origin).
+pub fn too_long_reason(len: usize, max: usize) -> String {
+    format!(
+        "it is {len} bytes long, but a Unix socket path can have at most {max} bytes on this system ({} with the terminating NUL, the size of sockaddr_un.sun_path)",
+        max + 1
+    )
+}
+
+/// A socket path short enough for any home, for messages: the Linux
+/// default without `$XDG_RUNTIME_DIR` and `$TMPDIR`, for user `uid`.
+pub fn short_example(uid: u32) -> PathBuf {
+    PathBuf::from(format!("/tmp/telemetry-{uid}/telemetryd.sock"))
+}
+
+/// The effective uid (for messages).
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Refuse a path that does not fit in `sockaddr_un` (binding it would fail
+/// with the unhelpful "path must be shorter than SUN_LEN").
+pub fn check_path_len(path: &Path) -> Result<(), SocketError> {
+    let len = path.as_os_str().len();
+    let max = max_path_len();
+    if len > max {
+        return Err(SocketError::PathTooLong {
+            path: path.to_path_buf(),
+            len,
+            max,
+        });
+    }
+    Ok(())
+}
+
 /// Bind `path` as described in the module docs.
 pub fn bind(path: &Path) -> Result<BoundSocket, SocketError> {
     let io = |what: &'static str| {
         let path = path.to_path_buf();
         move |source| SocketError::Io { what, path, source }
     };
+    // Before the directory is made, so a refused path leaves nothing behind.
+    check_path_len(path)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             crate::fsutil::create_private_dir(dir).map_err(io("create the directory for"))?;
@@ -365,6 +427,35 @@ mod tests {
         let err = bind(&open.join("d.sock")).err().unwrap();
         assert!(matches!(err, SocketError::UnsafeDir { .. }), "{err}");
         assert!(err.to_string().contains("writable by other users"), "{err}");
+    }
+
+    #[test]
+    fn a_path_over_the_limit_is_refused_before_anything_is_created() {
+        let expected = if cfg!(target_os = "macos") { 103 } else { 107 };
+        assert_eq!(max_path_len(), expected);
+        let dir = tempfile::tempdir().unwrap();
+        let name_len = |extra: usize| expected + extra - dir.path().join("sub/").as_os_str().len();
+        let long = dir.path().join("sub").join("s".repeat(name_len(1)));
+        assert_eq!(long.as_os_str().len(), expected + 1);
+        let err = bind(&long).err().unwrap();
+        assert!(matches!(err, SocketError::PathTooLong { .. }), "{err}");
+        let msg = err.to_string();
+        for want in [
+            long.to_str().unwrap(),
+            &format!("it is {} bytes long", expected + 1),
+            &format!("at most {expected} bytes"),
+            &format!("({} with the terminating NUL", expected + 1),
+            "--socket",
+            "TELEMETRY_SOCKET",
+            "e.g. /tmp/telemetry-",
+        ] {
+            assert!(msg.contains(want), "{want:?} not in {msg}");
+        }
+        assert!(!dir.path().join("sub").exists(), "no directory is created");
+
+        // The longest path that fits binds.
+        let fits = dir.path().join("sub").join("s".repeat(name_len(0)));
+        drop(bind(&fits).unwrap());
     }
 
     #[test]

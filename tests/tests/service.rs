@@ -154,6 +154,243 @@ fn install_writes_verified_units_for_this_binary_and_uninstall_removes_them() {
     );
 }
 
+/// `telemetryd install|uninstall ARGS` with a fixed home and no
+/// `XDG_CONFIG_HOME`, so the planned paths are known.
+fn run_install(args: &[&str]) -> std::process::Output {
+    Command::new(bin("telemetryd"))
+        .args(args)
+        .env("HOME", "/home/someone")
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .unwrap()
+}
+
+/// Every directory under `dir` (itself included), recursively.
+fn dirs_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        out.push(d);
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn install_dry_run_prints_every_file_with_its_mode_and_contents_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    for scope in ["--user", "--system"] {
+        let root = tmp.path().join(&scope[2..]).join("stage");
+        let r = root.to_str().unwrap();
+        let args = [
+            "install",
+            scope,
+            "--root",
+            r,
+            "--bin",
+            "/usr/bin/telemetryd",
+        ];
+        let dry = run_install(&[&args[..], &["--dry-run"]].concat());
+        assert!(dry.status.success(), "{}", text(&dry));
+        assert!(!root.exists(), "a dry run creates nothing: {}", text(&dry));
+        let printed = String::from_utf8_lossy(&dry.stdout).into_owned();
+
+        // What the real run writes is exactly what the dry run showed.
+        let real = run_install(&args);
+        assert!(real.status.success(), "{}", text(&real));
+        let files = files_under(&root);
+        assert!(files.len() >= 2, "{files:?}");
+        for f in &files {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+            let contents = std::fs::read_to_string(f).unwrap();
+            let shown = format!("would write {} ({mode:o}):\n{contents}", f.display());
+            assert!(printed.contains(&shown), "{shown}\nnot in:\n{printed}");
+        }
+        for d in dirs_under(&root) {
+            let shown = format!("would create {} (", d.display());
+            assert!(printed.contains(&shown), "{shown}\nnot in:\n{printed}");
+        }
+    }
+}
+
+#[test]
+fn install_warns_when_the_service_would_run_a_binary_from_a_cargo_target_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = tmp.path().to_str().unwrap();
+    // The binary under test runs from target/debug: `cargo clean` deletes it.
+    let built = bin("telemetryd").display().to_string();
+    for scope in ["--user", "--system"] {
+        let out = run_install(&["install", scope, "--root", r, "--dry-run"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("warning:"), "{err}");
+        assert!(err.contains(&built), "names the binary: {err}");
+        assert!(err.contains("cargo"), "{err}");
+        assert!(err.contains("--bin"), "says how to install another: {err}");
+    }
+    let err = String::from_utf8_lossy(
+        &run_install(&["install", "--user", "--root", r, "--dry-run"]).stderr,
+    )
+    .into_owned();
+    assert!(err.contains("~/.local/bin/telemetryd"), "{err}");
+
+    // A target dir by another name (CARGO_TARGET_DIR) is known by its lock file.
+    let out_dir = tmp.path().join("build-output/debug");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(out_dir.join(".cargo-lock"), b"").unwrap();
+    let elsewhere = out_dir.join("telemetryd");
+    let out = run_install(&[
+        "install",
+        "--user",
+        "--root",
+        r,
+        "--dry-run",
+        "--bin",
+        elsewhere.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&elsewhere.display().to_string()), "{err}");
+
+    // From a stable place: no warning, and that path is what the unit runs.
+    let out = run_install(&[
+        "install",
+        "--user",
+        "--root",
+        r,
+        "--bin",
+        "/usr/local/bin/telemetryd",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.stderr.is_empty(), "{}", text(&out));
+    let service = std::fs::read_to_string(
+        tmp.path()
+            .join("home/someone/.config/systemd/user/telemetryd.service"),
+    )
+    .unwrap();
+    assert!(
+        service.contains("ExecStart=/usr/local/bin/telemetryd\n"),
+        "{service}"
+    );
+
+    // A relative path would not mean the same to the service manager.
+    let out = run_install(&["install", "--user", "--root", r, "--bin", "bin/telemetryd"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bin/telemetryd") && err.contains("absolute"),
+        "{err}"
+    );
+}
+
+#[test]
+fn install_with_root_tells_a_packager_what_to_do_instead_of_reloading_this_machine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = tmp.path().to_str().unwrap();
+    let args = ["--root", r, "--bin", "/usr/bin/telemetryd"];
+    let out = run_install(&[&["install", "--user"][..], &args].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !t.contains("next, run"),
+        "nothing to run on this machine: {t}"
+    );
+    assert!(t.contains(&format!("staged under {r}")), "{t}");
+    assert!(t.contains("on the target system"), "{t}");
+    assert!(
+        t.contains("systemctl --user enable --now telemetryd.socket"),
+        "{t}"
+    );
+
+    let out = run_install(&[&["install", "--system"][..], &args].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!t.contains("next, run"), "{t}");
+    assert!(t.contains(&format!("staged under {r}")), "{t}");
+    assert!(t.contains("systemd-sysusers"), "{t}");
+    // The offline command it suggests for an image really enables the
+    // socket inside the staged tree.
+    let enable = format!("systemctl --root={r} enable telemetryd.socket");
+    assert!(t.contains(&enable), "{t}");
+    let out = Command::new("systemctl")
+        .args(["--root", r, "enable", "telemetryd.socket"])
+        .output()
+        .expect("systemctl (.ci/run installs the systemd tools)");
+    assert!(out.status.success(), "{}", text(&out));
+    // The link is absolute within the tree, so it dangles from here.
+    let link = tmp
+        .path()
+        .join("etc/systemd/system/sockets.target.wants/telemetryd.socket");
+    assert!(link.symlink_metadata().is_ok(), "{}", text(&out));
+
+    // Uninstalling from a staged tree does not ask to disable anything here.
+    let out = run_install(&[&["uninstall", "--system"][..], &args].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(!t.contains("also run"), "{t}");
+}
+
+#[test]
+fn a_socket_path_over_the_platform_limit_fails_clearly_and_creates_nothing() {
+    // sockaddr_un.sun_path: 108 bytes on Linux, 104 on macOS, with the NUL.
+    let sun_path = if cfg!(target_os = "macos") { 104 } else { 108 };
+    let env = DaemonEnv::new(Destination::Outbox);
+    let deep = env.root().join("d".repeat(60)).join("e".repeat(60));
+    let long = deep.join("telemetryd.sock");
+    let len = long.as_os_str().len();
+    assert!(len >= sun_path);
+    let before = dirs_under(env.root());
+    let by_flag = env
+        .command("telemetryd")
+        .arg("--socket")
+        .arg(&long)
+        .output()
+        .unwrap();
+    let by_env = env
+        .command("telemetryd")
+        .env("TELEMETRY_SOCKET", &long)
+        .output()
+        .unwrap();
+    for (out, origin) in [
+        (by_flag, "flag --socket"),
+        (by_env, "environment variable TELEMETRY_SOCKET"),
+    ] {
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        for want in [
+            origin,
+            &long.display().to_string(),
+            &format!("{len} bytes"),
+            &format!("at most {} bytes", sun_path - 1),
+            &format!("{sun_path} with the terminating NUL"),
+            "TELEMETRY_SOCKET",
+        ] {
+            assert!(err.contains(want), "{want:?} not in: {err}");
+        }
+        assert_eq!(
+            dirs_under(env.root()),
+            before,
+            "no directory is left behind"
+        );
+    }
+
+    // The longest path that fits works.
+    let mut env = env;
+    let room = sun_path - 1 - env.root().join("run/").as_os_str().len();
+    env.socket = env.root().join("run").join("s".repeat(room));
+    assert_eq!(env.socket.as_os_str().len(), sun_path - 1);
+    let daemon = env.start();
+    assert_eq!(daemon.client().emit(stop_event(), T).unwrap().accepted, 1);
+}
+
 /// Start `telemetryd` the way systemd does: the listening socket as fd 3,
 /// `LISTEN_FDS=1`, `LISTEN_PID` = the daemon's own pid (a shell sets it to
 /// `$$` and then execs the daemon, keeping the pid).
