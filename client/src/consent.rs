@@ -43,9 +43,48 @@ impl ConsentPaths {
 /// Whether this process's environment opts out (`DO_NOT_TRACK`,
 /// `TELEMETRY_OPTOUT` set to anything but empty or `0`).
 pub fn env_opt_out() -> bool {
+    env_opt_out_var().is_some()
+}
+
+/// The first opt-out variable set in this process's environment, if any
+/// (for messages that name it).
+pub fn env_opt_out_var() -> Option<&'static str> {
     OPT_OUT_VARS
         .iter()
-        .any(|v| env_opts_out(std::env::var(v).ok().as_deref()))
+        .copied()
+        .find(|v| env_opts_out(std::env::var(v).ok().as_deref()))
+}
+
+/// The layer that decided, for people, naming its file or variable: "the
+/// system file /etc/telemetry/consent", "the environment variable
+/// DO_NOT_TRACK", "the user file ...", "the default: nobody decided yet,
+/// so off".
+pub fn describe(layer: Layer, paths: &ConsentPaths) -> String {
+    match layer {
+        Layer::System => format!("the system file {}", paths.system.display()),
+        Layer::Environment => match env_opt_out_var() {
+            Some(var) => format!("the environment variable {var}"),
+            // Decided by another process's environment (the daemon's).
+            None => format!("the environment ({})", OPT_OUT_VARS.join(" / ")),
+        },
+        Layer::UserFile => format!("the user file {}", paths.user.display()),
+        Layer::Default => "the default: nobody decided yet, so off".to_string(),
+    }
+}
+
+/// What a user can do about an `off` decided by `layer`, as a clause to
+/// append to a message ("; turn it on with ...").
+pub fn how_to_turn_on(product: &str, layer: Layer) -> String {
+    match layer {
+        Layer::System => "; only the administrator can change that".to_string(),
+        Layer::Environment => format!(
+            "; unset {} to record events",
+            env_opt_out_var().unwrap_or("DO_NOT_TRACK / TELEMETRY_OPTOUT")
+        ),
+        Layer::UserFile | Layer::Default => {
+            format!("; turn it on with `telemetryctl consent {product} on`")
+        }
+    }
 }
 
 /// The user's file; unreadable counts as missing (undecided, so off).

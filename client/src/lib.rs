@@ -360,13 +360,14 @@ impl Client {
     }
 
     /// Every stored event (of `product`, or all), oldest first, fetched a
-    /// page at a time.
+    /// page at a time and returned as one page (the last page's other
+    /// fields, all pages' events).
     pub fn show(
         &mut self,
         product: Option<&str>,
         timeout: Duration,
-    ) -> Result<Vec<ShownEvent>, ClientError> {
-        let mut out = Vec::new();
+    ) -> Result<EventsPage, ClientError> {
+        let mut events = Vec::new();
         let mut after_seq = 0;
         loop {
             let req = Request::Show {
@@ -374,11 +375,14 @@ impl Client {
                 after_seq,
             };
             match self.request(&req, timeout)? {
-                Response::Events(page) => {
-                    out.extend(page.events);
+                Response::Events(mut page) => {
+                    events.append(&mut page.events);
                     match page.next_after_seq {
                         Some(next) => after_seq = next,
-                        None => return Ok(out),
+                        None => {
+                            page.events = events;
+                            return Ok(page);
+                        }
                     }
                 }
                 other => return Err(ClientError::Unexpected(format!("{other:?}"))),

@@ -112,7 +112,8 @@ fn strace_shim(env: &DaemonEnv, extra_env: &[(&str, &str)]) -> String {
     let out = cmd
         .output()
         .expect("strace is needed for this test (.ci/run installs it)");
-    assert!(out.status.success(), "{}", text(&out));
+    // strace exits with the shim's code: 4, consent off.
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     std::fs::read_to_string(&log).unwrap()
 }
 
@@ -141,9 +142,9 @@ fn undecided_means_off_the_shim_connects_to_nothing_writes_nothing_starts_nothin
     let listener = decoy(&env);
     let before = snapshot(env.root());
 
-    for args in [&["stop"][..], &["--strict", "stop"][..]] {
+    for (args, code) in [(&["stop"][..], 0), (&["--strict", "stop"][..], 4)] {
         let out = shim(&env, &[], args);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out));
     }
     assert!(
         !connected(&listener),
@@ -307,7 +308,7 @@ fn turning_off_purges_sends_one_final_telemetry_off_and_nothing_after() {
         "{err}"
     );
     let out = shim(&env, &[], &["--strict", "stop"]);
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(4), "off: not recorded");
     ctl(&env, &["flush"]);
     assert!(daemon.terminate().unwrap().success());
     let daemon = env.start();
@@ -389,11 +390,12 @@ fn show_prints_exactly_the_bytes_that_are_uploaded_and_purge_deletes() {
         human.contains("# pending, goes into the next batch:"),
         "{human}"
     );
-    let json: serde_json::Value =
+    let json: telemetry_proto::EventsPage =
         serde_json::from_slice(&ctl(&env, &["show", "--json"]).stdout).unwrap();
-    assert_eq!(json.as_array().unwrap().len(), 5);
-    assert_eq!(json[0]["state"], "pending");
-    assert_eq!(json[0]["event"]["data"]["kind"], "timeout");
+    assert_eq!(json.events.len(), 5);
+    assert_eq!(json.events[0].state, telemetry_proto::EventState::Pending);
+    let line: serde_json::Value = serde_json::from_str(&json.events[0].line).unwrap();
+    assert_eq!(line["data"]["kind"], "timeout");
     let shown = ctl(&env, &["show", "--ndjson"]).stdout;
     ctl(&env, &["flush"]);
     let objects = s3.objects();
@@ -439,7 +441,7 @@ fn the_catalogue_rejects_unknown_events_keys_and_values_with_clear_errors() {
         ),
     ] {
         let out = shim(&env, &[], args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(out.status.code(), Some(3), "refused: {args:?}");
         let t = text(&out);
         assert!(
             t.contains(expect) && t.contains("catalogue"),
@@ -476,13 +478,15 @@ fn products_get_unlinkable_machine_ids_from_their_own_catalogues() {
         shim(&env, &[], &["--strict", "stop"]).status.code(),
         Some(0)
     );
-    let json: serde_json::Value =
+    let json: telemetry_proto::EventsPage =
         serde_json::from_slice(&ctl(&env, &["show", "--json"]).stdout).unwrap();
-    let machines: BTreeSet<&str> = json
-        .as_array()
-        .unwrap()
+    let machines: BTreeSet<String> = json
+        .events
         .iter()
-        .map(|e| e["event"]["machine"].as_str().unwrap())
+        .map(|e| {
+            let line: serde_json::Value = serde_json::from_str(&e.line).unwrap();
+            line["machine"].as_str().unwrap().to_string()
+        })
         .collect();
     assert_eq!(machines.len(), 2, "one anonymous id per product");
 }
@@ -490,7 +494,15 @@ fn products_get_unlinkable_machine_ids_from_their_own_catalogues() {
 /// Run `telemetryctl consent cfdev --prompt` on a pseudo-terminal made by
 /// `script`, typing `answer`.
 fn prompt_on_tty(env: &DaemonEnv, answer: &str) -> String {
-    let cmd = format!("{} consent cfdev --prompt", bin("telemetryctl").display());
+    prompt_on_tty_with(env, answer, "")
+}
+
+/// [`prompt_on_tty`] with more arguments (`extra`, shell words).
+fn prompt_on_tty_with(env: &DaemonEnv, answer: &str, extra: &str) -> String {
+    let cmd = format!(
+        "{} consent cfdev --prompt {extra}",
+        bin("telemetryctl").display()
+    );
     let mut child = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
         .envs(env.envs())
@@ -691,7 +703,7 @@ fn a_per_product_or_unreadable_system_file_stops_the_shim() {
     std::fs::write(&system, "other on\ncfdev off\n").unwrap();
     assert_eq!(
         shim(&env, &[], &["--strict", "stop"]).status.code(),
-        Some(0)
+        Some(4)
     );
     assert!(!connected(&listener));
     // A system file that exists but cannot be read fails closed (a
@@ -700,7 +712,7 @@ fn a_per_product_or_unreadable_system_file_stops_the_shim() {
     std::fs::create_dir(&system).unwrap();
     assert_eq!(
         shim(&env, &[], &["--strict", "stop"]).status.code(),
-        Some(0)
+        Some(4)
     );
     assert!(!connected(&listener));
     let t = text(&env.run("telemetryctl", &["consent", "cfdev"]));
@@ -753,4 +765,79 @@ fn the_prompt_needs_a_terminal_on_stdin_too() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("[y/N]"));
     assert!(!consent.exists());
+}
+
+/// `telemetryctl consent cfdev --prompt` with stdin not a terminal.
+fn prompt_without_tty(env: &DaemonEnv, extra_env: &[(&str, &str)], json: bool) -> Output {
+    let mut cmd = env.command("telemetryctl");
+    cmd.args(["consent", "cfdev", "--prompt"]);
+    if json {
+        cmd.arg("--json");
+    }
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+#[test]
+fn the_prompt_says_what_it_did_and_json_has_a_field_for_it() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let consent = env.root().join("consent");
+    std::fs::remove_file(&consent).unwrap();
+    let json = |out: &Output| -> serde_json::Value {
+        assert_eq!(out.status.code(), Some(0), "{}", text(out));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+    };
+
+    // Nobody to ask: said on stderr, nothing recorded, exit 0.
+    let out = prompt_without_tty(&env, &[], false);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expect in [
+        "did not ask",
+        "stdin",
+        "terminal",
+        "nothing was recorded",
+        "cfdev stays off",
+        "telemetryctl consent cfdev on|off|local",
+    ] {
+        assert!(err.contains(expect), "{expect:?}: {err}");
+    }
+    let v = json(&prompt_without_tty(&env, &[], true));
+    assert_eq!(v["prompt"], "not_a_terminal", "{v}");
+    assert_eq!(
+        v["consent"],
+        serde_json::json!({"product": "cfdev", "mode": "off", "layer": "default"})
+    );
+    assert!(!consent.exists(), "nothing recorded");
+
+    // Forced off by the environment: not asked, nothing to say.
+    let out = prompt_without_tty(&env, &[("DO_NOT_TRACK", "1")], true);
+    assert_eq!(json(&out)["prompt"], "forced_off");
+    assert!(out.stderr.is_empty(), "{}", text(&out));
+
+    // Asked on a terminal: the answer is recorded, and --json says so.
+    let screen = prompt_on_tty_with(&env, "y\n", "--json");
+    assert!(screen.contains("[y/N]"), "{screen}");
+    let start = screen.find('{').expect("JSON after the question");
+    let v: serde_json::Value = serde_json::from_str(&screen[start..].replace("\r\n", "\n"))
+        .unwrap_or_else(|e| panic!("{e}: {screen}"));
+    assert_eq!(v["prompt"], "asked", "{v}");
+    assert_eq!(v["consent"]["mode"], "on", "{v}");
+
+    // Decided: not asked again (today's behaviour), nothing printed, and
+    // --json says why.
+    let before = std::fs::read_to_string(&consent).unwrap();
+    let out = prompt_without_tty(&env, &[], false);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "{}",
+        text(&out)
+    );
+    let v = json(&prompt_without_tty(&env, &[], true));
+    assert_eq!(v["prompt"], "already_decided", "{v}");
+    assert_eq!(v["consent"]["mode"], "on", "{v}");
+    assert_eq!(std::fs::read_to_string(&consent).unwrap(), before);
 }

@@ -1,10 +1,11 @@
 //! `telemetry-emit`: the shim a CLI execs to record one event.
 //!
 //! The host CLI comes first: the whole run has a hard time budget
-//! (default 100 ms), the shim only talks to a local Unix socket, and it
-//! exits 0 whatever happens unless `--strict` is given. With `--strict` it
-//! exits 0 only once the daemon has acknowledged the event as committed
-//! (or when consent is off: declining to record is not a failure).
+//! (default 100 ms), the shim only talks to a local Unix socket, and
+//! without `--strict` it exits 0 and prints nothing whatever happens (bad
+//! arguments included: a mistake in the calling CLI's telemetry must not
+//! show in its output). With `--strict` the exit code says what happened
+//! to the event (see [`AFTER_HELP`]).
 //!
 //! With `--no-wait` (or `TELEMETRY_EMIT_NO_WAIT=1`) the shim hands the
 //! event over and exits without waiting for the commit: faster by the
@@ -16,35 +17,75 @@
 //!
 //! Consent is checked first, from the consent files and the environment;
 //! when it is `off` the shim returns at once without connecting anywhere,
-//! writing anything or starting anything.
+//! writing anything or starting anything. (The arguments are checked
+//! before that, in memory only, so `--strict` reports a mistake in them
+//! whatever the consent.)
 
 use clap::Parser;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use telemetry_client::{event, parse_kv, Client};
+use telemetry_client::consent::{self, ConsentPaths};
+use telemetry_client::{event, parse_kv, Client, ClientError, ErrorCode, Mode, WireEvent};
 
 /// Exit code with --strict when the event was not acknowledged.
 const EXIT_FAILED: u8 = 1;
-/// Exit code with --strict for bad arguments.
+/// Exit code with --strict for bad arguments or values.
 const EXIT_USAGE: u8 = 2;
+/// Exit code with --strict when the daemon refused the event for good.
+const EXIT_REFUSED: u8 = 3;
+/// Exit code with --strict when consent is off: nothing was recorded.
+const EXIT_CONSENT_OFF: u8 = 4;
+
+/// `--help`'s closing text: value typing, an example and the exit codes
+/// (the README has the same table).
+const AFTER_HELP: &str = "\
+Values: true/false become booleans, whole numbers integers, anything else text;
+KEY:=VALUE forces text.
+Example: telemetry-emit --product cfdev --build 0.9.1 app_created buildpack=go
+
+Exit codes: without --strict always 0, and nothing is printed. With --strict:
+  0  acknowledged: the daemon committed the event to disk (also in local mode)
+  1  not acknowledged: the daemon is not running, did not answer within the
+     time budget, or could not take it now (busy, shutting down, storage
+     error); the message says where the event was spooled for later delivery
+  2  bad arguments or values (e.g. a KEY=VALUE without =, or
+     TELEMETRY_EMIT_TIMEOUT_MS=banana); nothing was sent
+  3  refused by the daemon: the event, a key or a value is not in the
+     product's catalogue, or the event is invalid; not spooled
+  4  not recorded because consent is off; the message names the layer that
+     decided (system file, environment variable, user file or default)";
+
+/// Budget when neither `--timeout-ms` nor `TELEMETRY_EMIT_TIMEOUT_MS` says.
+const DEFAULT_TIMEOUT_MS: u64 = 100;
+/// The variable behind `--timeout-ms` (read here, not by clap, so a bad
+/// value is reported as the variable and falls back to the default).
+const TIMEOUT_VAR: &str = "TELEMETRY_EMIT_TIMEOUT_MS";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "telemetry-emit",
     version,
-    about = "Record one telemetry event with the local telemetryd. Never slows or fails the calling CLI: exits 0 unless --strict.",
-    after_help = "Values: true/false become booleans, whole numbers integers, anything else text; KEY:=VALUE forces text.\nExample: telemetry-emit --product cfdev --build 0.9.1 app_created buildpack=go"
+    about = "Record one telemetry event with the local telemetryd. Never slows or fails the calling CLI: exits 0 and prints nothing unless --strict.",
+    after_help = AFTER_HELP
 )]
 struct Args {
-    /// Product the event belongs to.
-    #[arg(long, env = "TELEMETRY_PRODUCT")]
+    /// Product the event belongs to, e.g. cfdev. Required: this flag or
+    /// TELEMETRY_PRODUCT.
+    #[arg(long, env = "TELEMETRY_PRODUCT", value_name = "P")]
     product: String,
     /// Version of the calling CLI.
-    #[arg(long, env = "TELEMETRY_BUILD", default_value = "unknown")]
+    #[arg(
+        long,
+        env = "TELEMETRY_BUILD",
+        default_value = "unknown",
+        value_name = "V"
+    )]
     build: String,
-    /// Exit non-zero (with a message) unless the daemon acknowledged the event.
+    /// Exit non-zero with a one-line message unless the daemon acknowledged
+    /// the event; the exit code says why (see below).
     #[arg(long)]
     strict: bool,
     /// Hand the event over without waiting for the daemon to commit it:
@@ -61,14 +102,13 @@ struct Args {
     /// Daemon socket (default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock).
     #[arg(long, env = "TELEMETRY_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// Hard limit for the whole run, in milliseconds.
-    #[arg(
-        long,
-        env = "TELEMETRY_EMIT_TIMEOUT_MS",
-        default_value_t = 100,
-        value_name = "MS"
-    )]
-    timeout_ms: u64,
+    /// Hard limit for the whole run, in milliseconds [env:
+    /// TELEMETRY_EMIT_TIMEOUT_MS] [default: 100]. A bad value falls back to
+    /// 100 (with --strict: exit 2).
+    // A string, parsed by `timeout`: clap would report a bad variable as
+    // the flag and print its usage into the host CLI's output.
+    #[arg(long, value_name = "MS")]
+    timeout_ms: Option<OsString>,
     /// Event name from the product's catalogue, e.g. app_created.
     event: String,
     /// Event data as KEY=VALUE pairs.
@@ -76,37 +116,42 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let raw: Vec<String> = std::env::args().collect();
-    let strict_requested = raw.iter().skip(1).any(|a| a == "--strict");
     let args = match Args::try_parse() {
         Ok(a) => a,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            let info = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
-            let _ = e.print();
-            return if info || !strict_requested {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_USAGE)
-            };
+        Err(e) => return bad_command_line(&e),
+    };
+    let strict = args.strict;
+    // Everything the shim can check in memory first: a strict caller hears
+    // of its mistakes whatever the consent, and nothing has been sent.
+    let (budget, bad_timeout) = timeout(&args);
+    let built = build_event(&args);
+    if strict {
+        if let Some(msg) = bad_timeout.or_else(|| built.as_ref().err().cloned()) {
+            eprintln!("telemetry-emit: {msg}");
+            return ExitCode::from(EXIT_USAGE);
         }
+    }
+    // Without --strict a bad timeout has become the default and costs
+    // nothing; an event that cannot be built is dropped quietly.
+    let Ok(ev) = built else {
+        return ExitCode::SUCCESS;
     };
     // Consent first, from the files alone: when it is off, nothing else
     // happens at all (no socket, no thread, no file).
-    let paths = telemetry_client::consent::ConsentPaths::from_env();
-    let (mode, layer) = telemetry_client::consent::resolve(&args.product, &paths);
-    if mode == telemetry_client::Mode::Off {
-        if args.strict {
+    let paths = ConsentPaths::from_env();
+    let (mode, layer) = consent::resolve(&args.product, &paths);
+    if mode == Mode::Off {
+        if strict {
             eprintln!(
-                "telemetry-emit: telemetry for {:?} is off (decided by the {}); nothing recorded",
+                "telemetry-emit: nothing recorded: telemetry for {} is off, decided by {}{}",
                 args.product,
-                layer.as_str()
+                consent::describe(layer, &paths),
+                consent::how_to_turn_on(&args.product, layer)
             );
+            return ExitCode::from(EXIT_CONSENT_OFF);
         }
         return ExitCode::SUCCESS;
     }
-    let budget = Duration::from_millis(args.timeout_ms.max(1));
-    let strict = args.strict;
     // The budget is hard: whatever the shim is blocked on (a stuck daemon,
     // a locked spool), the timer ends the process on time. Should the OS
     // refuse the timer, a watchdog thread does the same.
@@ -120,7 +165,7 @@ fn main() -> ExitCode {
             std::process::exit(0);
         });
     }
-    match emit(&args, budget) {
+    match emit(&args, ev, budget) {
         Ok(()) => {
             // Acknowledged: the timer must not turn that into a failure.
             deadline::disarm();
@@ -137,14 +182,92 @@ fn main() -> ExitCode {
     }
 }
 
-fn emit(args: &Args, budget: Duration) -> Result<(), (u8, String)> {
+/// The command line did not parse. `--help` and `--version` print as
+/// asked; anything else is silent (exit 0) unless `--strict` was given,
+/// then one line (no usage text) and exit 2.
+fn bad_command_line(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    // clap could not say whether --strict was given; look for it among the
+    // options (after `--` everything is data).
+    let strict = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--strict");
+    if !strict {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("telemetry-emit: {}", one_line(e));
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// clap's message without its usage text, on one line, with an example.
+fn one_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first = rendered.split("\n\n").next().unwrap_or_default();
+    let text = first
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let hint = if text.contains("--product") {
+        " (or set TELEMETRY_PRODUCT)"
+    } else {
+        ""
+    };
+    format!(
+        "{text}{hint}; e.g. telemetry-emit --product cfdev --build 0.9.1 --strict app_created buildpack=go"
+    )
+}
+
+/// The time budget: `--timeout-ms`, else `TELEMETRY_EMIT_TIMEOUT_MS`, else
+/// 100 ms. A value that is not a whole number of milliseconds is named in
+/// the second result and the default is used instead, so a bad setting
+/// never costs the event.
+fn timeout(args: &Args) -> (Duration, Option<String>) {
+    let (value, name) = match &args.timeout_ms {
+        Some(v) => (v.clone(), None),
+        None => match std::env::var_os(TIMEOUT_VAR).filter(|v| !v.is_empty()) {
+            Some(v) => (v, Some(TIMEOUT_VAR)),
+            None => return (Duration::from_millis(DEFAULT_TIMEOUT_MS), None),
+        },
+    };
+    match value.to_str().and_then(|s| s.trim().parse::<u64>().ok()) {
+        // Zero would end the run before it starts.
+        Some(ms) => (Duration::from_millis(ms.max(1)), None),
+        None => {
+            let value = value.to_string_lossy();
+            let what = match name {
+                Some(var) => format!("{var}={value}"),
+                None => format!("invalid value '{value}' for --timeout-ms"),
+            };
+            let msg = format!(
+                "{what}: expected a whole number of milliseconds, e.g. {DEFAULT_TIMEOUT_MS}"
+            );
+            (Duration::from_millis(DEFAULT_TIMEOUT_MS), Some(msg))
+        }
+    }
+}
+
+/// The event from the arguments, checked as the daemon will check its
+/// shape (the catalogue is the daemon's).
+fn build_event(args: &Args) -> Result<WireEvent, String> {
     let mut data = BTreeMap::new();
     for kv in &args.data {
-        let (k, v) = parse_kv(kv).map_err(|e| (EXIT_USAGE, e))?;
+        let (k, v) = parse_kv(kv)?;
         data.insert(k, v);
     }
     let ev = event(&args.product, &args.event, &args.build, data);
-    telemetry_proto_check(&ev).map_err(|e| (EXIT_USAGE, e))?;
+    telemetry_proto_check(&ev)?;
+    Ok(ev)
+}
+
+fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)> {
     let path = args
         .socket
         .clone()
@@ -166,24 +289,24 @@ fn emit(args: &Args, budget: Duration) -> Result<(), (u8, String)> {
         Ok(()) => return Ok(()),
         Err(e) => e,
     };
-    use telemetry_client::{ClientError, ErrorCode};
-    // Refused for good (invalid, not catalogued, consent off, not allowed):
-    // spooling would only be refused again. Anything else (not running,
-    // busy, shutting down, no answer in time) goes to the spool; if the
-    // daemon did store it after all, the event id keeps it single.
-    if let ClientError::Refused {
-        code:
+    // Refused for good (consent off, invalid, not catalogued, not
+    // allowed): spooling would only be refused again. Anything else (not
+    // running, busy, shutting down, a storage error, no answer in time, a
+    // code this shim does not know) goes to the spool; if the daemon did
+    // store it after all, the event id keeps it single.
+    if let ClientError::Refused { code, .. } = &failure {
+        match code {
+            ErrorCode::ConsentOff => return Err((EXIT_CONSENT_OFF, failure.to_string())),
             ErrorCode::Invalid
             | ErrorCode::NotInCatalogue
-            | ErrorCode::ConsentOff
             | ErrorCode::PermissionDenied
             | ErrorCode::Malformed
             | ErrorCode::FrameTooLarge
-            | ErrorCode::UnsupportedVersion,
-        ..
-    } = &failure
-    {
-        return Err((EXIT_FAILED, failure.to_string()));
+            | ErrorCode::UnsupportedVersion => {
+                return Err((EXIT_REFUSED, format!("{failure}; not recorded")))
+            }
+            _ => {}
+        }
     }
     let spool = telemetry_client::spool::default_path();
     let what = match telemetry_client::spool::append(&spool, &ev) {

@@ -1,21 +1,36 @@
 //! `telemetryctl`: inspect and control the local telemetryd.
 //!
-//! Exit codes: 0 ok, 1 daemon unreachable (or no answer in time), 2 usage,
-//! 3 refused (the daemon answered with an error).
+//! Exit codes: 0 ok, 1 daemon unreachable (or no answer in time, or the
+//! consent file could not be written), 2 usage, 3 refused (the daemon
+//! answered with an error).
+//!
+//! With `--json`, a success prints the serde form of the protocol's own
+//! reply type (`telemetry_proto`), and a failure prints one object
+//! `{"ok": false, "error": {"code": C, "message": M}}` on stdout (see
+//! [`Failure`]), besides the message on stderr and the exit code.
 
 mod commands;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use telemetry_client::ClientError;
+use telemetry_client::{ClientError, ErrorCode};
+
+/// Exit code: the daemon is unreachable or did not answer in time, or the
+/// consent file could not be written.
+const EXIT_UNREACHABLE: u8 = 1;
+/// Exit code: bad arguments.
+const EXIT_USAGE: u8 = 2;
+/// Exit code: the daemon (or the consent check) refused.
+const EXIT_REFUSED: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "telemetryctl",
     version,
     about = "Inspect and control the local telemetry daemon (telemetryd).",
-    after_help = "Exit codes: 0 ok, 1 daemon unreachable, 2 usage, 3 refused by the daemon."
+    after_help = "Exit codes: 0 ok, 1 daemon unreachable (or no answer in time, or the consent file could not be written), 2 usage, 3 refused by the daemon.\n\
+                  With --json: on success the serde form of the reply (telemetry-proto's types); on failure {\"ok\": false, \"error\": {\"code\": C, \"message\": M}} on stdout, where C is the daemon's error code (e.g. permission_denied), unreachable, usage or consent_file."
 )]
 struct Cli {
     /// Daemon socket (default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock).
@@ -39,40 +54,173 @@ enum Command {
     Purge(commands::purge::Args),
 }
 
+impl Command {
+    /// Whether `--json` was asked for.
+    fn json(&self) -> bool {
+        match self {
+            Command::Status(a) => a.json,
+            Command::Flush(a) => a.json,
+            Command::Consent(a) => a.json,
+            Command::Show(a) => a.json,
+            Command::Purge(a) => a.json,
+        }
+    }
+}
+
 /// A failed command: what to print and the exit code.
+#[derive(Debug)]
 pub struct Failure {
     /// Exit code.
-    pub code: u8,
-    /// What to print.
+    pub exit: u8,
+    /// Machine-readable kind, the `code` of the `--json` error object: the
+    /// daemon's [`ErrorCode`] as it displays it (snake_case), or
+    /// `unreachable`, `usage` or `consent_file`.
+    pub code: String,
+    /// What failed, on what, and what to do.
     pub message: String,
 }
 
 impl Failure {
-    /// A usage error (exit 2).
+    /// A usage error (exit 2, code `usage`).
     pub fn usage(message: String) -> Failure {
-        Failure { code: 2, message }
+        Failure {
+            exit: EXIT_USAGE,
+            code: "usage".into(),
+            message,
+        }
+    }
+
+    /// The consent file could not be written, or is not the one the daemon
+    /// reads (code `consent_file`).
+    pub fn consent_file(exit: u8, message: String) -> Failure {
+        Failure {
+            exit,
+            code: "consent_file".into(),
+            message,
+        }
+    }
+
+    /// Output that could not be rendered (code `internal`).
+    pub fn internal(message: String) -> Failure {
+        Failure {
+            exit: EXIT_UNREACHABLE,
+            code: ErrorCode::Internal.to_string(),
+            message,
+        }
     }
 }
 
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
-        let code = match e {
-            ClientError::Refused { .. } => 3,
-            _ => 1,
+        let (exit, code) = match &e {
+            ClientError::Refused { code, .. } => (EXIT_REFUSED, code.to_string()),
+            // A reply that cannot be read (a daemon of another version).
+            ClientError::Protocol(_) | ClientError::Unexpected(_) => {
+                (EXIT_UNREACHABLE, ErrorCode::Malformed.to_string())
+            }
+            // Not running, no answer in time, or the connection dropped
+            // before the answer: no answer either way.
+            _ => (EXIT_UNREACHABLE, "unreachable".to_string()),
         };
         Failure {
+            exit,
             code,
             message: e.to_string(),
         }
     }
 }
 
+/// The `--json` form of a failure.
+#[derive(serde::Serialize)]
+struct JsonFailure<'a> {
+    ok: bool,
+    error: JsonError<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct JsonError<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// Report `f`: the message on stderr, with `--json` also the error object
+/// on stdout; returns the exit code.
+fn fail(f: &Failure, json: bool) -> ExitCode {
+    eprintln!("telemetryctl: {}", f.message);
+    if json {
+        let out = JsonFailure {
+            ok: false,
+            error: JsonError {
+                code: &f.code,
+                message: &f.message,
+            },
+        };
+        if let Ok(text) = serde_json::to_string(&out) {
+            println!("{text}");
+        }
+    }
+    ExitCode::from(f.exit)
+}
+
+/// clap's error on one line, naming the flag and what a valid value looks
+/// like, without the usage text.
+fn usage_message(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let string = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    if matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        if let (Some(arg), Some(value)) = (
+            string(ContextKind::InvalidArg),
+            string(ContextKind::InvalidValue),
+        ) {
+            // "--timeout <DURATION>" → "--timeout"; "[MODE]" → "MODE".
+            let arg = arg.split(' ').next().unwrap_or_default();
+            let arg = arg.trim_matches(|c| matches!(c, '[' | ']' | '<' | '>'));
+            let why = match (std::error::Error::source(e), e.get(ContextKind::ValidValue)) {
+                (Some(source), _) => source.to_string(),
+                (None, Some(ContextValue::Strings(valid))) => {
+                    format!("expected one of {}", valid.join(", "))
+                }
+                _ => "not valid here".to_string(),
+            };
+            return format!("invalid value '{value}' for {arg}: {why}");
+        }
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.split("\n\n").next().unwrap_or_default();
+    let text = first
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    text.strip_prefix("error: ").unwrap_or(&text).to_string()
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
+        Err(e) if !e.use_stderr() => {
+            // --help, --version.
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let failure = Failure::usage(usage_message(&e));
+            // clap could not say whether --json was given; look for it
+            // among the options.
+            let json = std::env::args_os()
+                .skip(1)
+                .take_while(|a| a != "--")
+                .any(|a| a == "--json");
+            let code = fail(&failure, json);
+            eprintln!("For more information, try '--help'.");
+            return code;
         }
     };
     let socket = cli
@@ -88,9 +236,6 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            eprintln!("telemetryctl: {}", f.message);
-            ExitCode::from(f.code)
-        }
+        Err(f) => fail(&f, cli.command.json()),
     }
 }

@@ -1,11 +1,18 @@
 //! `telemetryctl consent [PRODUCT] [on|off|local] [--prompt]`.
+//!
+//! Works without the daemon: the user's consent file is the source of
+//! truth, read and written here; a running daemon is told to apply a
+//! change at once. The `--json` outputs are built from telemetry-proto's
+//! own types (`ProductConsent`, `ConsentReport`), so they have the shape
+//! and spelling of `status --json` and of the daemon's replies.
 
+use super::print_json;
 use crate::Failure;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 use telemetry_client::consent::{self, ConsentPaths};
-use telemetry_client::{Client, ClientError, Layer, Mode};
+use telemetry_client::{Client, ClientError, ConsentReport, Layer, Mode, ProductConsent};
 
 /// Flags of `consent`.
 #[derive(Debug, clap::Args)]
@@ -15,8 +22,12 @@ pub struct Args {
     /// The new mode: on (collect and upload), local (collect, never upload) or off.
     #[arg(value_parser = ["on", "off", "local"])]
     mode: Option<String>,
-    /// Ask the user once, on a terminal, default No; for a CLI's first start.
-    /// Records nothing (stays off) when not on a terminal or already decided.
+    /// Ask the user once, on a terminal, default No; for a CLI's first
+    /// start. Not on a terminal (stdin or stderr): asks nothing, records
+    /// nothing, says so on stderr, exits 0. Already decided, or forced off
+    /// by the system file or the environment: asks nothing, prints nothing.
+    /// With --json the output's "prompt" field says which: asked,
+    /// already_decided, forced_off, not_a_terminal or no_answer.
     #[arg(long, conflicts_with = "mode")]
     prompt: bool,
     /// Prompt text to show instead of the generic one.
@@ -25,9 +36,11 @@ pub struct Args {
     /// The calling CLI's version, recorded in the final telemetry_off event.
     #[arg(long, env = "TELEMETRY_BUILD", default_value = "unknown")]
     build: String,
-    /// Print the result as JSON.
+    /// Print the result as JSON: the serde form of telemetry-proto's
+    /// ProductConsent (a list of them without a product); after a change or
+    /// --prompt, its ConsentReport plus "daemon_notified" (and "prompt").
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 fn generic_prompt(product: &str) -> String {
@@ -48,6 +61,39 @@ fn how_to_change(product: &str) -> String {
     )
 }
 
+/// What `--prompt` did: the `prompt` field of the `--json` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Prompted {
+    /// Asked on the terminal; the answer is recorded (`mode` says which).
+    Asked,
+    /// The user's file already has a decision for the product: not asked
+    /// again, nothing changed.
+    AlreadyDecided,
+    /// The system file or the environment forces the product off: not
+    /// asked, nothing recorded.
+    ForcedOff,
+    /// stdin or stderr is not a terminal, so nobody could answer: not
+    /// asked, nothing recorded; ask again at the next start.
+    NotATerminal,
+    /// Asked, but reading the answer failed: nothing recorded.
+    NoAnswer,
+}
+
+/// The `--json` output after a change or a `--prompt`: the daemon's
+/// `ConsentReport` when it applied the change, else one made from the
+/// files (nothing purged, no final event), and what happened.
+#[derive(serde::Serialize)]
+struct Changed {
+    #[serde(flatten)]
+    report: ConsentReport,
+    /// Whether the daemon applied the change now (else at its next start).
+    daemon_notified: bool,
+    /// With `--prompt`: what it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<Prompted>,
+}
+
 /// Run `consent`.
 pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     let paths = ConsentPaths::from_env();
@@ -56,21 +102,66 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     };
     let limits = telemetry_proto::Limits::default();
     if let Err(e) = telemetry_proto::validate_name("product", product, &limits) {
-        return Err(Failure::usage(e.to_string()));
+        return Err(Failure::usage(format!("{e}; e.g. cfdev")));
     }
-    let new_mode = if args.prompt {
-        match prompt(product, args, &paths)? {
-            Some(mode) => mode,
-            None => return Ok(()),
+    if args.prompt {
+        return match prompt(product, args, &paths) {
+            (Prompted::Asked, Some(mode)) => change(socket, args, product, mode, &paths, true),
+            (why, _) => not_recorded(product, why, &paths, args.json),
+        };
+    }
+    match &args.mode {
+        Some(m) => {
+            let mode = Mode::parse(m).ok_or_else(|| {
+                Failure::usage(format!(
+                    "invalid value '{m}' for MODE: expected on, off or local"
+                ))
+            })?;
+            change(socket, args, product, mode, &paths, false)
         }
-    } else if let Some(m) = &args.mode {
-        Mode::parse(m).ok_or_else(|| Failure::usage(format!("unknown mode {m:?}")))?
-    } else {
-        return show_one(product, &paths, args.json);
-    };
-    consent::record(product, new_mode, &paths).map_err(|e| Failure {
-        code: 1,
-        message: format!("cannot write consent file {}: {e}", paths.user.display()),
+        None => show_one(product, &paths, args.json),
+    }
+}
+
+/// `product`'s consent as this process sees it (its environment, the
+/// files).
+fn local(product: &str, paths: &ConsentPaths) -> ProductConsent {
+    let (mode, layer) = consent::resolve(product, paths);
+    ProductConsent {
+        product: product.to_string(),
+        mode,
+        layer,
+    }
+}
+
+/// A report made from the files, for when the daemon did not apply it.
+fn local_report(product: &str, paths: &ConsentPaths) -> ConsentReport {
+    ConsentReport {
+        consent: local(product, paths),
+        purged: 0,
+        final_event: false,
+        file: paths.user.display().to_string(),
+    }
+}
+
+/// Record `new_mode` for `product` and have a running daemon apply it.
+fn change(
+    socket: &Path,
+    args: &Args,
+    product: &str,
+    new_mode: Mode,
+    paths: &ConsentPaths,
+    prompted: bool,
+) -> Result<(), Failure> {
+    consent::record(product, new_mode, paths).map_err(|e| {
+        Failure::consent_file(
+            crate::EXIT_UNREACHABLE,
+            format!(
+                "cannot write the consent file {}: {e}; make its directory writable, or set \
+                 TELEMETRY_CONSENT_FILE to a file you can write (e.g. ~/.local/state/telemetry/consent)",
+                paths.user.display()
+            ),
+        )
     })?;
     // The file is the source of truth; the daemon applies it now if it is
     // running, or at its next start otherwise.
@@ -78,81 +169,123 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         .and_then(|mut c| c.consent_changed(product, &args.build, Duration::from_secs(10)));
     if let Ok(r) = &applied {
         if Path::new(&r.file) != paths.user {
-            return Err(Failure {
-                code: 3,
-                message: format!(
+            return Err(Failure::consent_file(
+                crate::EXIT_REFUSED,
+                format!(
                     "telemetryd reads consent from {}, but this command wrote {}; set TELEMETRY_CONSENT_FILE={} \
                      (for telemetryctl and telemetry-emit) so they agree, then run this again",
                     r.file,
                     paths.user.display(),
                     r.file
                 ),
-            });
+            ));
         }
     }
-    let (mode, layer) = consent::resolve(product, &paths);
+    if let Err(e) = &applied {
+        if !matches!(e, ClientError::Unreachable { .. }) {
+            eprintln!("telemetryctl: warning: telemetryd did not apply the change yet: {e}");
+        }
+    }
     if args.json {
-        let (purged, final_event, daemon) = match &applied {
-            Ok(r) => (r.purged, r.final_event, true),
-            Err(_) => (0, false, false),
-        };
+        let daemon_notified = applied.is_ok();
+        return print_json(&Changed {
+            report: applied.unwrap_or_else(|_| local_report(product, paths)),
+            daemon_notified,
+            prompt: prompted.then_some(Prompted::Asked),
+        });
+    }
+    let now = local(product, paths);
+    println!(
+        "{product}: {} (decided by {})",
+        now.mode,
+        consent::describe(now.layer, paths)
+    );
+    if now.mode != new_mode {
         println!(
-            "{}",
-            serde_json::json!({
-                "product": product, "mode": mode.as_str(), "layer": layer.as_str(),
-                "file": paths.user, "purged": purged, "final_event": final_event,
-                "daemon_notified": daemon,
-            })
+            "note: you chose {new_mode}, but {} keeps {product} {}",
+            consent::describe(now.layer, paths),
+            now.mode
         );
-    } else {
-        println!("{product}: {mode} ({})", describe(layer, &paths));
-        if mode != new_mode {
-            println!(
-                "note: you chose {new_mode}, but the {} keeps {product} {mode}",
-                layer.as_str()
-            );
+    }
+    match &applied {
+        Ok(r) if r.purged > 0 => println!(
+            "deleted {} of {product}",
+            super::count(r.purged, "stored event", "stored events")
+        ),
+        _ => {}
+    }
+    match &applied {
+        Ok(r) if r.final_event => {
+            println!("recorded a final telemetry_off event; nothing after it will be sent")
         }
-        match &applied {
-            Ok(r) if r.purged > 0 => println!("deleted {} stored event(s) of {product}", r.purged),
-            _ => {}
+        Err(ClientError::Unreachable { .. }) => {
+            println!("telemetryd is not running; it will apply this when it starts")
         }
-        match &applied {
-            Ok(r) if r.final_event => {
-                println!("recorded a final telemetry_off event; nothing after it will be sent")
-            }
-            Ok(_) => {}
-            Err(ClientError::Unreachable { .. }) => {
-                println!("telemetryd is not running; it will apply this when it starts")
-            }
-            Err(e) => {
-                eprintln!("telemetryctl: warning: telemetryd did not apply the change yet: {e}")
-            }
-        }
+        _ => {}
     }
     Ok(())
 }
 
-fn describe(layer: Layer, paths: &ConsentPaths) -> String {
-    match layer {
-        Layer::System => format!("decided by the system file {}", paths.system.display()),
-        Layer::Environment => {
-            "decided by DO_NOT_TRACK / TELEMETRY_OPTOUT in the environment".into()
-        }
-        Layer::UserFile => format!("decided by the user file {}", paths.user.display()),
-        Layer::Default => "nobody decided yet: off until you opt in".into(),
+/// `--prompt` recorded nothing: say why (on stderr, where a calling CLI's
+/// user sees it; silent when the decision was made earlier or elsewhere,
+/// as that is no news on every start), and with `--json` print the
+/// product's consent and the reason.
+fn not_recorded(
+    product: &str,
+    why: Prompted,
+    paths: &ConsentPaths,
+    json: bool,
+) -> Result<(), Failure> {
+    let now = local(product, paths);
+    let reason = match why {
+        Prompted::NotATerminal => Some(format!(
+            "did not ask about telemetry for {product}: {}",
+            not_terminals()
+        )),
+        Prompted::NoAnswer => Some(format!(
+            "no answer to the telemetry question for {product} could be read"
+        )),
+        Prompted::Asked | Prompted::AlreadyDecided | Prompted::ForcedOff => None,
+    };
+    if let Some(reason) = reason {
+        eprintln!(
+            "telemetryctl: {reason}; nothing was recorded and {product} stays {}. \
+             Decide later with `telemetryctl consent {product} on|off|local`",
+            now.mode
+        );
+    }
+    if json {
+        return print_json(&Changed {
+            report: local_report(product, paths),
+            daemon_notified: false,
+            prompt: Some(why),
+        });
+    }
+    Ok(())
+}
+
+/// Which of stdin and stderr are not terminals, for a message.
+fn not_terminals() -> &'static str {
+    match (
+        std::io::stdin().is_terminal(),
+        std::io::stderr().is_terminal(),
+    ) {
+        (false, false) => "stdin and stderr are not terminals",
+        (false, true) => "stdin is not a terminal",
+        _ => "stderr is not a terminal",
     }
 }
 
 fn show_one(product: &str, paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
-    let (mode, layer) = consent::resolve(product, paths);
+    let now = local(product, paths);
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"product": product, "mode": mode.as_str(), "layer": layer.as_str()})
-        );
-    } else {
-        println!("{product}: {mode} ({})", describe(layer, paths));
+        return print_json(&now);
     }
+    println!(
+        "{product}: {} (decided by {})",
+        now.mode,
+        consent::describe(now.layer, paths)
+    );
     Ok(())
 }
 
@@ -166,31 +299,23 @@ fn list(paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
         .collect();
     products.sort();
     products.dedup();
-    let rows: Vec<(String, Mode, Layer)> = products
-        .into_iter()
-        .map(|p| {
-            let (m, l) = consent::resolve(&p, paths);
-            (p, m, l)
-        })
-        .collect();
+    let rows: Vec<ProductConsent> = products.iter().map(|p| local(p, paths)).collect();
     if json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|(p, m, l)| serde_json::json!({"product": p, "mode": m.as_str(), "layer": l.as_str()}))
-            .collect();
-        println!("{}", serde_json::Value::Array(v));
-        return Ok(());
+        return print_json(&rows);
     }
     if rows.is_empty() {
         println!("no product has a consent decision yet: everything is off");
     }
-    for (p, m, l) in &rows {
-        println!("{p}: {m} ({})", describe(*l, paths));
-    }
-    if consent::env_opt_out() {
+    for c in &rows {
         println!(
-            "DO_NOT_TRACK / TELEMETRY_OPTOUT is set: every product is off in this environment"
+            "{}: {} (decided by {})",
+            c.product,
+            c.mode,
+            consent::describe(c.layer, paths)
         );
+    }
+    if let Some(var) = consent::env_opt_out_var() {
+        println!("{var} is set: every product is off in this environment");
     }
     println!(
         "user file: {}; system file: {}",
@@ -200,17 +325,18 @@ fn list(paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Ask once. Returns the mode to record, or `None` to record nothing.
-fn prompt(product: &str, args: &Args, paths: &ConsentPaths) -> Result<Option<Mode>, Failure> {
+/// Ask once. Returns what happened and, when asked, the mode to record.
+fn prompt(product: &str, args: &Args, paths: &ConsentPaths) -> (Prompted, Option<Mode>) {
     if consent::user_decision(product, paths).is_some() {
-        return Ok(None); // asked before
+        return (Prompted::AlreadyDecided, None);
     }
     let (_, layer) = consent::resolve(product, paths);
     if matches!(layer, Layer::System | Layer::Environment) {
-        return Ok(None); // forced off: do not even ask
+        return (Prompted::ForcedOff, None);
     }
+    // The question goes to stderr and the answer comes from stdin.
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-        return Ok(None); // nobody to ask: stays off
+        return (Prompted::NotATerminal, None);
     }
     let text = args.text.clone().unwrap_or_else(|| generic_prompt(product));
     let mut err = std::io::stderr();
@@ -223,8 +349,12 @@ fn prompt(product: &str, args: &Args, paths: &ConsentPaths) -> Result<Option<Mod
     let _ = err.flush();
     let mut answer = String::new();
     if std::io::stdin().lock().read_line(&mut answer).is_err() {
-        return Ok(None);
+        return (Prompted::NoAnswer, None);
     }
+    // Enter, or end of input, means the default: No.
     let yes = matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes");
-    Ok(Some(if yes { Mode::On } else { Mode::Off }))
+    (
+        Prompted::Asked,
+        Some(if yes { Mode::On } else { Mode::Off }),
+    )
 }

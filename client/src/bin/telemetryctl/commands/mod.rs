@@ -6,6 +6,8 @@ pub mod purge;
 pub mod show;
 pub mod status;
 
+use crate::Failure;
+
 /// Format µs since the epoch as RFC 3339 (seconds precision).
 pub fn when(us: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64);
@@ -25,5 +27,58 @@ pub fn bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// `n` and the noun for it: "1 event", "2 events", "0 events".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// Print `value` as `--json` output: its serde form, as the protocol's
+/// own type defines it, so every output has one shape and spelling.
+pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::internal(format!("cannot render the reply as JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// The serde form of a reply's payload: the fields of a struct variant
+/// (`Purged { events }` → `{"events": N}`) or the value of a newtype one,
+/// without the variant's name. Whatever fields a newer protocol adds are
+/// printed too.
+pub fn payload(reply: &telemetry_client::Response) -> Result<serde_json::Value, Failure> {
+    let value = serde_json::to_value(reply)
+        .map_err(|e| Failure::internal(format!("cannot render the reply as JSON: {e}")))?;
+    Ok(match value {
+        // Externally tagged: {"Variant": payload}.
+        serde_json::Value::Object(map) if map.len() == 1 => {
+            map.into_iter().next().map(|(_, v)| v).unwrap_or_default()
+        }
+        other => other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telemetry_client::Response;
+
+    #[test]
+    fn counts_agree_with_their_number() {
+        assert_eq!(count(0, "event", "events"), "0 events");
+        assert_eq!(count(1, "event", "events"), "1 event");
+        assert_eq!(count(2, "batch", "batches"), "2 batches");
+    }
+
+    #[test]
+    fn a_payload_is_the_variants_fields_without_its_name() {
+        let purged = payload(&Response::Purged { events: 3 }).unwrap();
+        assert_eq!(purged, serde_json::json!({"events": 3}));
     }
 }

@@ -1,9 +1,10 @@
 //! `telemetryctl purge [--product P] [--json]`.
 
+use super::{count, payload, print_json};
 use crate::Failure;
 use std::path::Path;
 use std::time::Duration;
-use telemetry_client::Client;
+use telemetry_client::{Client, ClientError, Request, Response};
 
 /// Flags of `purge`.
 #[derive(Debug, clap::Args)]
@@ -11,23 +12,35 @@ pub struct Args {
     /// Only this product.
     #[arg(long)]
     product: Option<String>,
-    /// Print the result as JSON: {"purged": N}.
+    /// Print the result as JSON: the serde form of telemetry-proto's
+    /// Response::Purged fields ({"events": N}).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 /// Run `purge`.
 pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
-    let n = Client::connect(socket)?.purge(args.product.as_deref(), Duration::from_secs(30))?;
+    let req = Request::Purge {
+        product: args.product.clone(),
+    };
+    // The reply itself, not just its count, so --json prints whatever it
+    // holds.
+    let reply = Client::connect(socket)?.request(&req, Duration::from_secs(30))?;
+    let Response::Purged { events, .. } = &reply else {
+        return Err(ClientError::Unexpected(format!("{reply:?}")).into());
+    };
     if args.json {
-        println!("{}", serde_json::json!({ "purged": n }));
-    } else {
-        let scope = args
-            .product
-            .as_deref()
-            .map(|p| format!(" of {p}"))
-            .unwrap_or_default();
-        println!("deleted {n} stored event(s){scope} that were not uploaded yet");
+        return print_json(&payload(&reply)?);
     }
+    let scope = args
+        .product
+        .as_deref()
+        .map(|p| format!(" of {p}"))
+        .unwrap_or_default();
+    let verb = if *events == 1 { "was" } else { "were" };
+    println!(
+        "deleted {}{scope} that {verb} not uploaded yet",
+        count(*events, "stored event", "stored events")
+    );
     Ok(())
 }

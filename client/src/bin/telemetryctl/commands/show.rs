@@ -1,5 +1,6 @@
 //! `telemetryctl show [--product P] [--ndjson|--json]`.
 
+use super::print_json;
 use crate::Failure;
 use std::path::Path;
 use std::time::Duration;
@@ -14,14 +15,20 @@ pub struct Args {
     /// Print only the lines that will be uploaded, exactly as they will be (NDJSON).
     #[arg(long, conflicts_with = "json")]
     ndjson: bool,
-    /// Print a JSON array of {seq, state, batch_key, event}.
+    /// Print the serde form of telemetry-proto's EventsPage holding every
+    /// stored event: {"events": [{"seq", "state", "batch_key", "line"}],
+    /// "next_after_seq": null}, `line` being the NDJSON line as uploaded.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 /// Run `show`.
 pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
-    let events = Client::connect(socket)?.show(args.product.as_deref(), Duration::from_secs(30))?;
+    let page = Client::connect(socket)?.show(args.product.as_deref(), Duration::from_secs(30))?;
+    if args.json {
+        return print_json(&page);
+    }
+    let events = &page.events;
     if args.ndjson {
         for e in events
             .iter()
@@ -31,29 +38,12 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    if args.json {
-        let v: Vec<_> = events
-            .iter()
-            .map(|e| {
-                let state = match e.state {
-                    EventState::Sealed => "sealed",
-                    EventState::Pending => "pending",
-                    EventState::LocalOnly => "local_only",
-                    EventState::Withheld => "withheld",
-                };
-                let event: serde_json::Value = serde_json::from_str(&e.line).unwrap_or_default();
-                serde_json::json!({"seq": e.seq, "state": state, "batch_key": e.batch_key, "event": event})
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(());
-    }
     if events.is_empty() {
         println!("nothing stored: no event is waiting to be sent");
         return Ok(());
     }
     let mut current: Option<(EventState, Option<&str>)> = None;
-    for e in &events {
+    for e in events {
         let group = (e.state, e.batch_key.as_deref());
         if current != Some(group) {
             match group {

@@ -1,6 +1,6 @@
 //! `telemetryctl status [--json]`.
 
-use super::{bytes, when};
+use super::{bytes, count, print_json, when};
 use crate::Failure;
 use std::path::Path;
 use std::time::Duration;
@@ -9,17 +9,17 @@ use telemetry_client::Client;
 /// Flags of `status`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Print the status as JSON (stable field names, times in µs since the epoch).
+    /// Print the status as JSON: the serde form of telemetry-proto's
+    /// StatusReport (times in µs since the epoch).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 /// Run `status`.
 pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     let s = Client::connect(socket)?.status(Duration::from_secs(5))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
-        return Ok(());
+        return print_json(&s);
     }
     println!(
         "telemetryd {} (up {})",
@@ -29,15 +29,15 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     println!("socket:       {}", socket.display());
     println!("destination:  {}", s.destination);
     println!(
-        "pending:      {} events ({}), {} sealed batch(es)",
-        s.pending_events,
+        "pending:      {} ({}), {}",
+        count(s.pending_events, "event", "events"),
         bytes(s.pending_bytes),
-        s.sealed_batches
+        count(s.sealed_batches, "sealed batch", "sealed batches")
     );
     match (&s.last_upload_us, &s.last_upload_key) {
         (Some(t), Some(k)) => println!(
-            "uploaded:     {} events since start; last at {} ({k})",
-            s.uploaded_events,
+            "uploaded:     {} since start; last at {} ({k})",
+            count(s.uploaded_events, "event", "events"),
             when(*t)
         ),
         _ => println!("uploaded:     nothing since start"),
@@ -47,22 +47,26 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             println!("last error:   {e}");
             let next = s.next_attempt_us.map(when).unwrap_or_else(|| "-".into());
             println!(
-                "retrying:     {} failure(s) in a row; next attempt at {next}",
-                s.consecutive_failures
+                "retrying:     {} in a row; next attempt at {next}",
+                count(s.consecutive_failures.into(), "failure", "failures")
             );
         }
         None => println!("last error:   none"),
     }
     for (product, n) in &s.dropped {
-        println!("dropped:      {n} oldest {product} event(s): the store was full (reported with the next upload)");
+        println!(
+            "dropped:      {} oldest {product} {}: the store was full (reported with the next upload)",
+            n,
+            if *n == 1 { "event" } else { "events" }
+        );
     }
     for i in &s.incidents {
         println!("incident:     {i}");
     }
     if s.local_events > 0 {
         println!(
-            "local only:   {} events (kept here, never uploaded)",
-            s.local_events
+            "local only:   {} (kept here, never uploaded)",
+            count(s.local_events, "event", "events")
         );
     }
     for c in &s.consent {

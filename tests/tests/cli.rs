@@ -1,0 +1,485 @@
+//! The client command lines as a calling CLI or a script sees them (issue
+//! #12): `telemetry-emit --strict`'s exit codes, messages for bad values,
+//! silence without `--strict`, and `telemetryctl`'s JSON shapes and errors.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+use telemetry_client::{event, Value};
+use telemetry_proto::{ConsentReport, EventsPage, FlushReport, ProductConsent, StatusReport};
+use telemetry_tests::*;
+
+const T: Duration = Duration::from_secs(10);
+
+/// The shim for product cfdev with a generous budget (debug builds on a
+/// loaded 2-core machine), plus `extra_env`.
+fn shim(env: &DaemonEnv, extra_env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = env.command("telemetry-emit");
+    cmd.env("TELEMETRY_EMIT_TIMEOUT_MS", "5000");
+    cmd.args(["--product", "cfdev"]).args(args);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A `--strict` failure: exactly `code`, one line on stderr naming
+/// `expect`, nothing on stdout, no usage text. Returns the line.
+fn assert_strict(out: &Output, code: i32, expect: &[&str]) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "{}", text(out));
+    assert!(out.stdout.is_empty(), "{}", text(out));
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("Usage"), "no usage text: {err}");
+    for e in expect {
+        assert!(err.contains(e), "{e:?} missing: {err}");
+    }
+    err
+}
+
+fn assert_silent_success(out: &Output, what: &str) {
+    assert_eq!(out.status.code(), Some(0), "{what}: {}", text(out));
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "{what}: quiet without --strict: {}",
+        text(out)
+    );
+}
+
+fn pending(d: &Daemon) -> u64 {
+    d.client().status(T).unwrap().pending_events
+}
+
+/// Emit `n` acked `start_end` events straight to the daemon.
+fn emit(d: &Daemon, n: usize) {
+    let mut c = d.client();
+    for i in 0..n {
+        let mut data = BTreeMap::new();
+        data.insert("duration_s".to_string(), Value::Int(i as i64));
+        c.emit(vec![event("cfdev", "start_end", "1.0.0", data)], T)
+            .expect("ack");
+    }
+}
+
+fn stdout_json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}): {}", text(out)))
+}
+
+/// A `--json` failure: exit `exit`, exactly `{"ok": false, "error":
+/// {"code", "message"}}` on stdout with `code`, and the message on stderr
+/// too. Returns the message.
+fn assert_json_error(out: &Output, exit: i32, code: &str) -> String {
+    assert_eq!(out.status.code(), Some(exit), "{}", text(out));
+    let v = stdout_json(out);
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&v), ["error", "ok"], "{v}");
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(keys(&v["error"]), ["code", "message"], "{v}");
+    assert_eq!(v["error"]["code"], code, "{v}");
+    let message = v["error"]["message"].as_str().unwrap().to_string();
+    assert!(stderr(out).contains(&message), "{}", text(out));
+    message
+}
+
+#[test]
+fn strict_exits_0_once_acknowledged_also_in_local_mode() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start();
+    let out = shim(&env, &[], &["--strict", "stop"]);
+    assert_silent_success(&out, "acknowledged");
+    assert_eq!(pending(&daemon), 1);
+
+    let ctl = env.run("telemetryctl", &["consent", "cfdev", "local"]);
+    assert!(ctl.status.success(), "{}", text(&ctl));
+    let out = shim(&env, &[], &["--strict", "bosh"]);
+    assert_silent_success(&out, "acknowledged in local mode");
+    // on → local kept the first event home too.
+    let st = daemon.client().status(T).unwrap();
+    assert_eq!((st.pending_events, st.local_events), (0, 2));
+}
+
+#[test]
+fn strict_exits_1_when_not_acknowledged_and_says_where_the_event_was_spooled() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let spool = telemetry_proto::paths::spool_file(&env.state);
+    let out = shim(&env, &[], &["--strict", "stop"]);
+    assert_strict(
+        &out,
+        1,
+        &[
+            "not acknowledged",
+            "spooled to",
+            &spool.display().to_string(),
+        ],
+    );
+    assert!(spool.exists());
+}
+
+#[test]
+fn strict_exits_2_for_bad_arguments_and_values_with_one_line_and_no_usage() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    /// Variables, arguments, what the message must name.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a [&'a str]);
+    let cases: [Case; 4] = [
+        (
+            &[],
+            &["--strict", "stop", "novalue"],
+            &["KEY=VALUE", "novalue"],
+        ),
+        (&[], &["--strict", "--frob", "stop"], &["--frob", "e.g."]),
+        (
+            &[],
+            &["--strict", "--timeout-ms", "banana", "stop"],
+            &[
+                "invalid value 'banana' for --timeout-ms",
+                "milliseconds, e.g. 100",
+            ],
+        ),
+        (
+            &[("TELEMETRY_EMIT_TIMEOUT_MS", "banana")],
+            &["--strict", "stop"],
+            &["TELEMETRY_EMIT_TIMEOUT_MS=banana", "milliseconds, e.g. 100"],
+        ),
+    ];
+    for (vars, args, expect) in cases {
+        let err = assert_strict(&shim(&env, vars, args), 2, expect);
+        if !vars.is_empty() {
+            assert!(!err.contains("--timeout-ms"), "names the variable: {err}");
+        }
+    }
+    // The product is required: a flag or the variable.
+    let out = env
+        .command("telemetry-emit")
+        .env_remove("TELEMETRY_PRODUCT")
+        .args(["--strict", "stop"])
+        .output()
+        .unwrap();
+    assert_strict(&out, 2, &["--product", "TELEMETRY_PRODUCT", "e.g."]);
+    // A mistake is reported whatever the consent: the arguments are checked
+    // before it.
+    std::fs::remove_file(env.root().join("consent")).unwrap();
+    assert_strict(
+        &shim(&env, &[], &["--strict", "stop", "novalue"]),
+        2,
+        &["KEY=VALUE"],
+    );
+}
+
+#[test]
+fn strict_exits_3_when_the_daemon_refuses_and_does_not_spool() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start();
+    for (args, expect) in [
+        (&["--strict", "no_such_event"][..], "no_such_event"),
+        (&["--strict", "stop", "path=/home/alice"][..], "path"),
+    ] {
+        assert_strict(
+            &shim(&env, &[], args),
+            3,
+            &["refused", "not_in_catalogue", expect],
+        );
+    }
+    assert!(!telemetry_proto::paths::spool_file(&env.state).exists());
+    assert_eq!(pending(&daemon), 0);
+}
+
+#[test]
+fn strict_exits_4_when_consent_is_off_naming_the_layer_that_decided() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let user = env.root().join("consent");
+    let system = env.root().join("system-consent");
+    let user_s = user.display().to_string();
+    let system_s = system.display().to_string();
+
+    // Each layer in turn; without --strict the same run is silent.
+    let check = |vars: &[(&str, &str)], expect: &[&str]| {
+        assert_strict(&shim(&env, vars, &["--strict", "stop"]), 4, expect);
+        assert_silent_success(&shim(&env, vars, &["stop"]), &format!("{expect:?}"));
+    };
+    check(
+        &[("DO_NOT_TRACK", "1")],
+        &["off", "environment variable DO_NOT_TRACK"],
+    );
+    check(
+        &[("TELEMETRY_OPTOUT", "yes")],
+        &["off", "environment variable TELEMETRY_OPTOUT"],
+    );
+    std::fs::write(&user, "cfdev off\n").unwrap();
+    check(
+        &[],
+        &["off", "user file", &user_s, "telemetryctl consent cfdev on"],
+    );
+    std::fs::remove_file(&user).unwrap();
+    check(&[], &["off", "default", "telemetryctl consent cfdev on"]);
+    std::fs::write(&user, "cfdev on\n").unwrap();
+    std::fs::write(&system, "* off\n").unwrap();
+    check(&[], &["off", "system file", &system_s]);
+    std::fs::remove_file(&system).unwrap();
+
+    // The daemon's own opt-out: its consent_off reply is the same code.
+    let daemon = env.start_with(&[("DO_NOT_TRACK", "1")]);
+    assert_strict(
+        &shim(&env, &[], &["--strict", "stop"]),
+        4,
+        &["consent_off", "environment"],
+    );
+    assert_eq!(pending(&daemon), 0);
+    assert!(!telemetry_proto::paths::spool_file(&env.state).exists());
+}
+
+#[test]
+fn without_strict_the_shim_is_silent_and_a_bad_timeout_does_not_cost_the_event() {
+    let mut env = DaemonEnv::new(Destination::Outbox);
+    // Should the default budget (100 ms) run out on a loaded machine, the
+    // event is spooled: let the daemon take it in soon.
+    env.extra
+        .push(("TELEMETRY_SPOOL_CHECK_INTERVAL".into(), "100ms".into()));
+    let daemon = env.start();
+
+    // A bad variable or flag value: the default budget, the event sent.
+    let out = shim(&env, &[("TELEMETRY_EMIT_TIMEOUT_MS", "banana")], &["stop"]);
+    assert_silent_success(&out, "bad variable");
+    wait_for("the event despite the bad variable", T, || {
+        (pending(&daemon) == 1).then_some(())
+    });
+    let mut cmd = env.command("telemetry-emit");
+    let out = cmd
+        .args(["--product", "cfdev", "--timeout-ms", "banana", "stop"])
+        .output()
+        .unwrap();
+    assert_silent_success(&out, "bad flag value");
+    wait_for("the event despite the bad flag value", T, || {
+        (pending(&daemon) == 2).then_some(())
+    });
+    // With --strict, the bad value is reported before anything is sent.
+    let out = shim(
+        &env,
+        &[("TELEMETRY_EMIT_TIMEOUT_MS", "banana")],
+        &["--strict", "stop"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(pending(&daemon), 2, "nothing sent");
+
+    // Whatever else goes wrong, nothing is printed into the host's output.
+    let no_product = env
+        .command("telemetry-emit")
+        .env_remove("TELEMETRY_PRODUCT")
+        .arg("stop")
+        .output()
+        .unwrap();
+    assert_silent_success(&no_product, "no product");
+    for args in [
+        &["--frob", "stop"][..],
+        &[][..],
+        &["stop", "novalue"][..],
+        &["no_such_event"][..],
+    ] {
+        assert_silent_success(&shim(&env, &[], args), &format!("{args:?}"));
+    }
+    drop(daemon);
+    assert_silent_success(&shim(&env, &[], &["stop"]), "no daemon");
+}
+
+#[test]
+fn the_shims_help_shows_the_exit_codes_and_that_the_product_is_required() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let out = env.run("telemetry-emit", &["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("Usage: telemetry-emit [OPTIONS] --product <P> <EVENT>"),
+        "{help}"
+    );
+    assert!(help.contains("TELEMETRY_PRODUCT"), "{help}");
+    assert!(help.contains("TELEMETRY_EMIT_TIMEOUT_MS"), "{help}");
+    for (code, words) in [
+        ("0", "acknowledged"),
+        ("1", "not acknowledged"),
+        ("2", "bad arguments"),
+        ("3", "refused by the daemon"),
+        ("4", "consent is off"),
+    ] {
+        assert!(
+            help.lines()
+                .any(|l| l.starts_with(&format!("  {code}  ")) && l.contains(words)),
+            "exit code {code}: {help}"
+        );
+    }
+}
+
+#[test]
+fn telemetryctl_names_a_bad_duration_and_shows_a_valid_one() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let expect = "invalid value 'banana' for --timeout: expected a duration such as 30s, 2m or 1h";
+    let out = env.run("telemetryctl", &["flush", "--timeout", "banana"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(expect), "{}", text(&out));
+    assert!(!text(&out).contains("expected number"), "{}", text(&out));
+    let out = env.run("telemetryctl", &["flush", "--timeout", "banana", "--json"]);
+    assert_eq!(assert_json_error(&out, 2, "usage"), expect);
+}
+
+#[test]
+fn with_json_every_failure_is_one_error_object_on_stdout() {
+    let s3 = S3Server::start();
+    let env = DaemonEnv::new(Destination::S3 {
+        endpoint: s3.endpoint.clone(),
+        secret: SECRET_KEY.into(),
+    });
+    let socket = env.socket.display().to_string();
+    // No daemon: unreachable, exit 1.
+    for args in [
+        &["status", "--json"][..],
+        &["flush", "--json"][..],
+        &["show", "--json"][..],
+        &["purge", "--json"][..],
+    ] {
+        let out = env.run("telemetryctl", args);
+        let message = assert_json_error(&out, 1, "unreachable");
+        assert!(message.contains(&socket), "{args:?}: {message}");
+    }
+    // Usage, exit 2.
+    for args in [
+        &["consent", "Not-A-Name!", "on", "--json"][..],
+        &["consent", "cfdev", "maybe", "--json"][..],
+        &["frobnicate", "--json"][..],
+    ] {
+        assert_json_error(&env.run("telemetryctl", args), 2, "usage");
+    }
+    // A consent file that cannot be written, exit 1.
+    let blocker = env.root().join("a-file");
+    std::fs::write(&blocker, "").unwrap();
+    let unwritable: PathBuf = blocker.join("consent");
+    let out = env
+        .command("telemetryctl")
+        .env("TELEMETRY_CONSENT_FILE", &unwritable)
+        .args(["consent", "cfdev", "on", "--json"])
+        .output()
+        .unwrap();
+    let message = assert_json_error(&out, 1, "consent_file");
+    assert!(
+        message.contains(&unwritable.display().to_string()),
+        "{message}"
+    );
+    // Refused by the daemon, exit 3: its error code, in snake_case.
+    let daemon = env.start();
+    emit(&daemon, 1);
+    s3.set_fault(Fault::Status(403, "AccessDenied"));
+    let out = env.run("telemetryctl", &["flush", "--json"]);
+    assert_json_error(&out, 3, "upload");
+}
+
+#[test]
+fn json_outputs_are_the_serde_form_of_the_protocols_types_with_one_spelling() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start();
+    emit(&daemon, 2);
+    let json = |args: &[&str]| {
+        let out = env.run("telemetryctl", args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        stdout_json(&out)
+    };
+
+    let status: StatusReport = serde_json::from_value(json(&["status", "--json"])).unwrap();
+    assert_eq!(status.pending_events, 2);
+    let show: EventsPage = serde_json::from_value(json(&["show", "--json"])).unwrap();
+    assert_eq!(show.events.len(), 2);
+    assert_eq!(show.next_after_seq, None);
+    let line: serde_json::Value = serde_json::from_str(&show.events[0].line).unwrap();
+    assert_eq!(line["event"], "start_end");
+    let flush: FlushReport = serde_json::from_value(json(&["flush", "--json"])).unwrap();
+    assert_eq!((flush.events, flush.keys.len()), (2, 1));
+    emit(&daemon, 3);
+    assert_eq!(
+        json(&["purge", "--json"]),
+        serde_json::json!({ "events": 3 })
+    );
+
+    // Consent: the same shape and spelling from the daemon (status) and
+    // from the files (consent), "user_file" everywhere.
+    let from_status = json(&["status", "--json"])["consent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["product"] == "cfdev")
+        .cloned()
+        .unwrap();
+    assert_eq!(from_status["layer"], "user_file");
+    let one = json(&["consent", "cfdev", "--json"]);
+    assert_eq!(one, from_status);
+    let _: ProductConsent = serde_json::from_value(one).unwrap();
+    let all: Vec<ProductConsent> = serde_json::from_value(json(&["consent", "--json"])).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        serde_json::to_value(&all[0]).unwrap(),
+        from_status,
+        "one spelling"
+    );
+
+    let changed = json(&["consent", "cfdev", "local", "--json"]);
+    assert_eq!(changed["daemon_notified"], true, "{changed}");
+    let report: ConsentReport = serde_json::from_value(changed).unwrap();
+    assert_eq!(
+        serde_json::to_value(&report.consent).unwrap(),
+        serde_json::json!({"product": "cfdev", "mode": "local", "layer": "user_file"})
+    );
+    // Turned off with the daemon down: the same shape, made from the files.
+    drop(daemon);
+    let changed = json(&["consent", "cfdev", "off", "--json"]);
+    assert_eq!(changed["daemon_notified"], false, "{changed}");
+    let report: ConsentReport = serde_json::from_value(changed).unwrap();
+    assert_eq!(
+        report.file,
+        env.root().join("consent").display().to_string()
+    );
+    assert_eq!(report.consent.layer, telemetry_proto::Layer::UserFile);
+}
+
+#[test]
+fn human_output_counts_agree_with_their_number() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start();
+    let run = |args: &[&str]| {
+        let out = env.run("telemetryctl", args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    emit(&daemon, 1);
+    let status = run(&["status"]);
+    assert!(
+        status.contains("pending:      1 event (") && status.contains("0 sealed batches"),
+        "{status}"
+    );
+    let flush = run(&["flush"]);
+    assert!(flush.contains("uploaded 1 event in 1 object,"), "{flush}");
+    let status = run(&["status"]);
+    assert!(
+        status.contains("uploaded:     1 event since start"),
+        "{status}"
+    );
+    emit(&daemon, 1);
+    let purge = run(&["purge"]);
+    assert!(
+        purge.contains("deleted 1 stored event that was not uploaded yet"),
+        "{purge}"
+    );
+    emit(&daemon, 2);
+    let purge = run(&["purge"]);
+    assert!(
+        purge.contains("deleted 2 stored events that were not uploaded yet"),
+        "{purge}"
+    );
+    for out in [status, flush, purge] {
+        assert!(!out.contains("(s)") && !out.contains(" 1 events"), "{out}");
+    }
+}
