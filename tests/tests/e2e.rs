@@ -444,7 +444,7 @@ fn shim_and_telemetryctl_with_the_embedded_outbox_default() {
     let out = env.run("telemetryctl", &["status"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("pending:      1 events"), "{text}");
+    assert!(text.contains("pending:      1 event ("), "{text}");
     assert!(text.contains("outbox:"), "{text}");
 
     let out = env.run("telemetryctl", &["flush", "--json"]);

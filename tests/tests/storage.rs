@@ -486,7 +486,7 @@ fn a_shim_that_does_not_wait_hands_the_event_over_or_spools_it() {
     // --strict waits for the daemon's answer whatever --no-wait says, and
     // reports a refusal.
     let out = shim(&env, &["--no-wait", "--strict", "no_such_event"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3), "refused by the daemon");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no_such_event"), "{err}");
     assert_eq!(pending(), 2);
