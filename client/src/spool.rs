@@ -16,13 +16,21 @@ pub enum Spooled {
     Full,
 }
 
-/// The spool file for this environment's state dir.
-pub fn default_path() -> PathBuf {
-    let state = std::env::var_os("TELEMETRY_STATE_DIR")
+/// The spool file in this environment's state dir for events meant for the
+/// daemon on `socket`: only that daemon takes it in (see
+/// [`paths::spool_file_for`]), so an event sent with `--socket` to another
+/// daemon is never delivered by the default one.
+pub fn path_for(socket: &Path) -> PathBuf {
+    let env = |k: &str| std::env::var_os(k);
+    let state = env("TELEMETRY_STATE_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| paths::default_state_dir(|k| std::env::var_os(k), crate::current_uid()));
-    paths::spool_file(&state)
+        .unwrap_or_else(|| paths::default_state_dir(env, crate::current_uid()));
+    paths::spool_file_for(
+        &state,
+        socket,
+        &paths::default_socket_path(env, crate::current_uid()),
+    )
 }
 
 /// Append `ev` to the spool at `path`: one write of one whole frame, under

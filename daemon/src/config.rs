@@ -111,6 +111,9 @@ pub struct Config {
     pub catalog_dir: PathBuf,
     /// The user's consent file.
     pub consent_file: PathBuf,
+    /// The spool shims write for this daemon's socket while it is not
+    /// reachable (`paths::spool_file_for`).
+    pub spool_file: PathBuf,
     /// The administrator's machine-wide consent file.
     pub system_consent_file: PathBuf,
     /// `DO_NOT_TRACK` / `TELEMETRY_OPTOUT` set in the daemon's environment.
@@ -140,6 +143,7 @@ impl std::fmt::Debug for Config {
             .field("sync", &self.sync)
             .field("catalog_dir", &self.catalog_dir)
             .field("consent_file", &self.consent_file)
+            .field("spool_file", &self.spool_file)
             .field("system_consent_file", &self.system_consent_file)
             .field("env_opt_out", &self.env_opt_out)
             .field("idle_exit", &self.idle_exit)
@@ -154,6 +158,7 @@ impl Config {
     /// at `socket_path`. Used by tests and as the base of [`load`].
     pub fn with_paths(socket_path: PathBuf, state_dir: PathBuf) -> Config {
         let consent_file = telemetry_proto::paths::default_consent_file(&state_dir);
+        let spool_file = telemetry_proto::paths::spool_file(&state_dir);
         Config {
             outbox_dir: state_dir.join("outbox"),
             socket_path,
@@ -174,6 +179,7 @@ impl Config {
             identity: IdentitySource::Os,
             catalog_dir: PathBuf::from("/etc/telemetry/catalog"),
             consent_file,
+            spool_file,
             system_consent_file: PathBuf::from(telemetry_proto::paths::SYSTEM_CONSENT_FILE),
             env_opt_out: false,
             idle_exit: None,
@@ -660,6 +666,11 @@ pub fn load(
         .clone()
         .or(file.consent_file)
         .unwrap_or_else(|| paths::default_consent_file(&cfg.state_dir));
+    cfg.spool_file = paths::spool_file_for(
+        &cfg.state_dir,
+        &cfg.socket_path,
+        &paths::default_socket_path(&env, uid),
+    );
     if let Some(p) = args
         .system_consent_file
         .clone()

@@ -1,6 +1,7 @@
 //! Ingesting what shims spooled while the daemon was not reachable.
 //!
-//! The spool (`STATE_DIR/spool/events.spool`, format in
+//! The spool (`STATE_DIR/spool/events.spool`, or `events-<hash>.spool`
+//! for a daemon on another than the default socket; format in
 //! `telemetry_proto::paths::spool_file`) is renamed to
 //! `events.spool.ingesting` under the shims' lock, read, stored and then
 //! deleted. A crash at any point leaves either the spool or the ingesting
@@ -21,7 +22,8 @@ const CHUNK: usize = 500;
 
 /// The spool's paths and a guard against two ingestions at once.
 pub struct SpoolState {
-    /// `STATE_DIR/spool/events.spool`.
+    /// `STATE_DIR/spool/events.spool`, or the one named for this daemon's
+    /// socket (`telemetry_proto::paths::spool_file_for`).
     pub path: PathBuf,
     every: Duration,
     last_check: std::sync::Mutex<Option<Instant>>,
@@ -29,11 +31,11 @@ pub struct SpoolState {
 }
 
 impl SpoolState {
-    /// The spool under `state_dir`, looked at no more often than `every`
-    /// while clients connect (and always at start).
-    pub fn new(state_dir: &Path, every: Duration) -> SpoolState {
+    /// The spool at `path` (`Config::spool_file`), looked at no more often
+    /// than `every` while clients connect (and always at start).
+    pub fn new(path: &Path, every: Duration) -> SpoolState {
         SpoolState {
-            path: telemetry_proto::paths::spool_file(state_dir),
+            path: path.to_path_buf(),
             every,
             last_check: std::sync::Mutex::new(None),
             busy: std::sync::atomic::AtomicBool::new(false),

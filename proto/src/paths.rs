@@ -71,8 +71,9 @@ fn non_empty(env: &impl Fn(&str) -> Option<OsString>, key: &str) -> Option<OsStr
 /// off (see [`crate::consent`]).
 pub const SYSTEM_CONSENT_FILE: &str = "/etc/telemetry/consent";
 
-/// Where a shim leaves events while the daemon is not reachable:
-/// `STATE_DIR/spool/events.spool`. The file is a sequence of frames exactly
+/// Where a shim leaves events while the daemon on the default socket is not
+/// reachable: `STATE_DIR/spool/events.spool` (for another socket, see
+/// [`spool_file_for`]). The file is a sequence of frames exactly
 /// as on the socket (4-byte big-endian length, then version + postcard),
 /// each holding one [`crate::WireEvent`]; appends are whole frames, made
 /// under an exclusive `flock`. The daemon renames it to
@@ -80,6 +81,30 @@ pub const SYSTEM_CONSENT_FILE: &str = "/etc/telemetry/consent";
 /// event id) and deletes it.
 pub fn spool_file(state_dir: &std::path::Path) -> PathBuf {
     state_dir.join("spool").join("events.spool")
+}
+
+/// The spool for events meant for the daemon on `socket`: [`spool_file`]
+/// when `socket` is this environment's `default_socket`, else
+/// `STATE_DIR/spool/events-<16 hex>.spool`, named by the FNV-1a 64 hash of
+/// the socket path's bytes. Each daemon takes in only the spool named for
+/// its own socket, so an event a shim meant for another daemon (`--socket`)
+/// is never delivered by the one that owns the state directory.
+pub fn spool_file_for(
+    state_dir: &std::path::Path,
+    socket: &std::path::Path,
+    default_socket: &std::path::Path,
+) -> PathBuf {
+    if socket == default_socket {
+        return spool_file(state_dir);
+    }
+    let hash = socket
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    state_dir.join("spool").join(format!("events-{hash:016x}.spool"))
 }
 
 /// Largest spool file a shim appends to (about 3,000 events); past it,

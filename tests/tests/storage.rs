@@ -19,7 +19,7 @@ fn s3_env(server: &S3Server) -> DaemonEnv {
 }
 
 fn spool_of(env: &DaemonEnv) -> PathBuf {
-    env.state.join("spool/events.spool")
+    env.spool_file()
 }
 
 fn shim(env: &DaemonEnv, args: &[&str]) -> std::process::Output {
@@ -68,7 +68,7 @@ fn events_sent_while_the_daemon_is_down_are_spooled_and_delivered_once() {
     assert_eq!(out.status.code(), Some(1), "spooled is not acknowledged");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("spooled to") && err.contains("events.spool"),
+        err.contains("spooled to") && err.contains(spool_of(&env).to_str().unwrap()),
         "{err}"
     );
     let spool = spool_of(&env);
@@ -92,6 +92,44 @@ fn events_sent_while_the_daemon_is_down_are_spooled_and_delivered_once() {
     daemon.client().flush(T).unwrap();
     assert!(daemon.terminate().unwrap().success());
     assert_once(&ids(&s3), 5);
+}
+
+/// #12: `telemetry-emit --socket OTHER` with the daemon on OTHER down
+/// spooled into the default spool, and the default daemon delivered the
+/// event; now only a daemon on OTHER takes it in.
+#[test]
+fn an_event_spooled_for_another_socket_is_delivered_only_by_the_daemon_there() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let other = env.root().join("other/telemetryd.sock");
+    let other_arg = other.to_str().unwrap();
+    let out = shim(&env, &["--strict", "--socket", other_arg, "stop"]);
+    assert_eq!(out.status.code(), Some(1), "spooled is not acknowledged");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!spool_of(&env).exists(), "not in this daemon's spool: {err}");
+    let other_spool = std::fs::read_dir(env.state.join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_str().unwrap().ends_with(".spool"))
+        .expect("a spool for the other socket");
+    assert!(err.contains(other_spool.to_str().unwrap()), "{err}");
+
+    let daemon = env.start();
+    assert_eq!(daemon.client().status(T).unwrap().pending_events, 0);
+    assert!(other_spool.exists(), "left for the daemon on the other socket");
+    assert!(daemon.terminate().unwrap().success());
+
+    // The daemon on the other socket, sharing this state dir, takes it in.
+    let daemon = env.start_with(&[("TELEMETRY_SOCKET", other_arg)]);
+    assert_eq!(
+        Client::connect(&other)
+            .unwrap()
+            .status(T)
+            .unwrap()
+            .pending_events,
+        1
+    );
+    assert!(!other_spool.exists());
+    drop(daemon);
 }
 
 #[test]

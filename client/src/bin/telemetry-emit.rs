@@ -308,7 +308,7 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
             _ => {}
         }
     }
-    let spool = telemetry_client::spool::default_path();
+    let spool = telemetry_client::spool::path_for(&path);
     let what = match telemetry_client::spool::append(&spool, &ev) {
         Ok(telemetry_client::spool::Spooled::Written) => {
             format!(

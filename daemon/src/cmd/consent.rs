@@ -54,6 +54,7 @@ pub async fn reconcile(
         std::env::consts::OS,
         std::env::consts::ARCH,
     );
+    let previous = known(ctx);
     let out = ctx
         .store
         .apply_consent(product, decision.clone(), rec)
@@ -62,16 +63,17 @@ pub async fn reconcile(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(product.to_string(), decision.clone());
-    if out != ConsentOutcome::default() {
-        tracing::info!(
-            product,
-            mode = %decision.mode,
-            purged = out.purged,
-            made_local = out.made_local,
-            final_event = out.final_event,
-            "applied consent change"
-        );
-    }
+    // Every change is logged, `on` included (it changes nothing stored, so
+    // the outcome alone would not show it).
+    tracing::info!(
+        product,
+        mode = %decision.mode,
+        previous = %previous.map_or("none".to_string(), |d| d.mode.to_string()),
+        purged = out.purged,
+        made_local = out.made_local,
+        final_event = out.final_event,
+        "applied consent change"
+    );
     Ok(out)
 }
 
