@@ -6,6 +6,9 @@
 //! comes from in `report.json` (`by_event/app_created/events`,
 //! `totals/machines`, ...), so a test can check the rendered page against
 //! the JSON.
+//!
+//! A preview's page opens with a banner, [`PREVIEW_BANNER`], and says so in
+//! its title; a partial period's page says when it will be complete.
 
 use crate::publish::{Counts, Report, Table};
 use std::fmt::Write as _;
@@ -29,6 +32,9 @@ pub fn esc(s: &str) -> String {
 /// The label of a table's merged row.
 pub const OTHER_LABEL: &str = "other";
 
+/// The banner at the top of a preview's page (and the start of its title).
+pub const PREVIEW_BANNER: &str = "PREVIEW — NOT FOR PUBLISHING: no k-anonymity applied";
+
 const STYLE: &str = "
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#1d232b;background:#fff}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2.2rem;border-bottom:1px solid #d8dde3;padding-bottom:.3rem}
@@ -39,25 +45,66 @@ table{border-collapse:collapse;margin-top:.8rem;font-size:.9rem}th,td{padding:.2
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}tr.other td{color:#5b6673;font-style:italic}
 svg{display:block;max-width:100%;height:auto}svg text{font-size:12px;fill:#1d232b}svg .bar{fill:#3b6fb6}svg .axis{stroke:#9aa4af}
 footer{margin-top:3rem;color:#5b6673;font-size:.85rem}
+.preview{background:#b00020;color:#fff;font-weight:700;font-size:1.3rem;padding:1rem 1.2rem;border-radius:6px}.preview span{display:block;font-weight:400;font-size:1rem;margin-top:.3rem}
+.partial{background:#fff4d6;border:1px solid #e0b030;border-radius:6px;padding:.7rem 1rem}
 ";
 
 /// Render the page.
 pub fn page(r: &Report) -> String {
     let mut h = String::new();
-    let title = format!("{} usage statistics, {}", r.product, r.period.label);
+    let mut title = format!("{} usage statistics, {}", r.product, r.period.label);
+    if r.preview {
+        title = format!("{PREVIEW_BANNER} \u{2014} {title}");
+    }
     let _ = write!(
         h,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{}</h1>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n{}<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
+        // Should a preview reach a web server anyway, keep it out of
+        // search engines.
+        if r.preview { "<meta name=\"robots\" content=\"noindex\">\n" } else { "" },
         esc(&title),
-        esc(&title)
     );
+    if r.preview {
+        let _ = writeln!(
+            h,
+            "<div class=\"preview\" role=\"alert\">{}<span>Every count is shown, however few machines it covers, so it can describe a single machine. Made by <code>telemetry-report --preview</code> for a look at your own data: do not publish this page or its files.</span></div>",
+            esc(PREVIEW_BANNER)
+        );
+    }
     let _ = writeln!(
         h,
-        "<p class=\"lead\">Anonymous aggregates of opt-in telemetry from {} to {} (UTC). Every number counts at least <span data-cell=\"k\">{}</span> distinct machines; smaller groups are merged into &ldquo;{OTHER_LABEL}&rdquo; or marked suppressed. No machine identifier is published.</p>",
-        esc(&r.period.from),
-        esc(&r.period.to),
-        r.k
+        "<h1>{}</h1>",
+        esc(&format!(
+            "{} usage statistics, {}",
+            r.product, r.period.label
+        ))
     );
+    if let Some(day) = &r.complete_on {
+        let _ = writeln!(
+            h,
+            "<p class=\"partial\" role=\"note\"><b>Partial period.</b> This report was made before {} was complete: batches filed up to {} days after its end are counted, and more may still arrive, so the numbers can still grow. A report made on or after {} (UTC) is complete.</p>",
+            esc(&r.period.label),
+            r.period.late_days,
+            esc(day)
+        );
+    }
+    if r.preview {
+        let _ = writeln!(
+            h,
+            "<p class=\"lead\">Aggregates of telemetry from {} to {} (UTC), with no k rule: <span data-cell=\"k\">{}</span> machine is enough for a number to be shown. No machine identifier is shown.</p>",
+            esc(&r.period.from),
+            esc(&r.period.to),
+            r.k
+        );
+    } else {
+        let _ = writeln!(
+            h,
+            "<p class=\"lead\">Anonymous aggregates of opt-in telemetry from {} to {} (UTC). Every number counts at least <span data-cell=\"k\">{}</span> distinct machines; smaller groups are merged into &ldquo;{OTHER_LABEL}&rdquo; or marked suppressed. No machine identifier is published.</p>",
+            esc(&r.period.from),
+            esc(&r.period.to),
+            r.k
+        );
+    }
     h.push_str("<div class=\"totals\">\n");
     match r.totals {
         Some(t) => {
@@ -72,6 +119,14 @@ pub fn page(r: &Report) -> String {
         ),
     }
     match r.dropped {
+        // None dropped: say so, rather than "suppressed" (issue #12).
+        Some(d) if d.machines == 0 => {
+            let _ = writeln!(
+                h,
+                "<div><b data-cell=\"dropped/events\">{}</b>events dropped by full local stores (none)</div>",
+                d.events
+            );
+        }
         Some(d) => {
             let _ = writeln!(
                 h,
@@ -80,7 +135,7 @@ pub fn page(r: &Report) -> String {
             );
         }
         None => h.push_str(
-            "<div><b data-cell=\"dropped/suppressed\">suppressed</b>events dropped by full local stores</div>\n",
+            "<div><b data-cell=\"dropped/suppressed\">suppressed</b>events dropped by full local stores (fewer machines than k)</div>\n",
         ),
     }
     h.push_str("</div>\n");
@@ -91,10 +146,21 @@ pub fn page(r: &Report) -> String {
     section(&mut h, "Builds", "by_build", &r.by_build, false);
     event_week(&mut h, r);
 
+    let link = |file: &str| {
+        let name = esc(&crate::output::file_name(file, r.preview));
+        format!("<a href=\"{name}\">{name}</a>")
+    };
     let _ = writeln!(
         h,
-        "<footer>Generated by telemetry-report. Machine-readable data: <a href=\"report.json\">report.json</a> (schema <code>{}</code>), <a href=\"by_event.csv\">by_event.csv</a>, <a href=\"by_os.csv\">by_os.csv</a>, <a href=\"by_build.csv\">by_build.csv</a>, <a href=\"by_week.csv\">by_week.csv</a>, <a href=\"by_event_week.csv\">by_event_week.csv</a>.</footer>\n</body>\n</html>",
-        esc(r.schema)
+        "<footer>Generated by telemetry-report{}. Machine-readable data: {} (schema <code>{}</code>), {}, {}, {}, {}, {}.</footer>\n</body>\n</html>",
+        if r.preview { " --preview (not for publishing)" } else { "" },
+        link("report.json"),
+        esc(r.schema),
+        link("by_event.csv"),
+        link("by_os.csv"),
+        link("by_build.csv"),
+        link("by_week.csv"),
+        link("by_event_week.csv"),
     );
     h
 }
@@ -332,6 +398,82 @@ fn truncate(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::publish::{publish, Completeness, Privacy};
+
+    fn report(privacy: Privacy, completeness: Completeness, dropped: bool) -> Report {
+        let period = crate::period::Period::quarter("2026Q4").unwrap();
+        let mut a = crate::aggregate::Aggregator::new(period.clone());
+        for m in 0..3u128 {
+            let (event, data) = if dropped && m == 0 {
+                ("telemetry_dropped", r#"{"count":4}"#)
+            } else {
+                ("stop", "{}")
+            };
+            let line = format!(
+                r#"{{"id":"{}","event":"{event}","product":"p","build":"1.0","timestamp":"2026-10-05T10:00:00.000001Z","machine":"m{m}","os":"linux","arch":"x86_64","data":{data}}}"#,
+                uuid::Uuid::from_u128(m + 1)
+            );
+            a.add_line(line.as_bytes()).unwrap();
+        }
+        publish(&a, "p", &period, 14, privacy, completeness)
+    }
+
+    #[test]
+    fn a_preview_page_opens_with_the_banner() {
+        let h = page(&report(Privacy::Preview, Completeness::Complete, false));
+        let body = &h[h.find("<body>").unwrap() + 6..];
+        assert!(
+            body.trim_start().starts_with(&format!(
+                "<div class=\"preview\" role=\"alert\">{PREVIEW_BANNER}"
+            )),
+            "{h}"
+        );
+        assert!(h.contains(&format!("<title>{PREVIEW_BANNER}")));
+        assert!(h.contains("<meta name=\"robots\" content=\"noindex\">"));
+        assert!(h.contains("href=\"preview-by_event.csv\""));
+        assert!(!h.contains("at least <span"), "no claim of a k rule: {h}");
+        let public = page(&report(Privacy::K(2), Completeness::Complete, false));
+        assert!(!public.contains("PREVIEW") && !public.contains("noindex"));
+        assert!(public.contains("href=\"report.json\""));
+    }
+
+    #[test]
+    fn a_partial_page_says_when_it_is_complete() {
+        let complete_on = crate::period::Day::parse("2027-01-15").unwrap();
+        let h = page(&report(
+            Privacy::K(2),
+            Completeness::Partial { complete_on },
+            false,
+        ));
+        assert!(
+            h.contains("<p class=\"partial\" role=\"note\"><b>Partial period.</b>")
+                && h.contains("on or after 2027-01-15 (UTC)"),
+            "{h}"
+        );
+        let h = page(&report(Privacy::K(2), Completeness::Complete, false));
+        assert!(!h.contains("class=\"partial\""));
+    }
+
+    // Issue #12: "suppressed" was shown for dropped events when none were
+    // dropped.
+    #[test]
+    fn no_dropped_events_shows_none_and_a_few_shows_suppressed() {
+        let h = page(&report(Privacy::K(2), Completeness::Complete, false));
+        assert!(
+            h.contains(
+                "<b data-cell=\"dropped/events\">0</b>events dropped by full local stores (none)"
+            ),
+            "{h}"
+        );
+        assert!(!h.contains("dropped/suppressed"));
+        // One machine dropped events: under k = 2.
+        let h = page(&report(Privacy::K(2), Completeness::Complete, true));
+        assert!(
+            h.contains("<b data-cell=\"dropped/suppressed\">suppressed</b>"),
+            "{h}"
+        );
+    }
 
     #[test]
     fn escapes_markup() {

@@ -14,6 +14,11 @@
 //!  output::write_all ──> report.json, *.csv, index.html (html: SVG charts, no scripts)
 //! ```
 //!
+//! `--preview` takes the same path with no k rule ([`publish::Privacy`]) and
+//! ends in a terminal table or `preview-*` files that are marked as not for
+//! publishing; a period not yet complete is refused, or marked partial
+//! ([`publish::Completeness`], [`period::Period::complete_on`]).
+//!
 //! - [`period`]: quarters, days, ISO weeks; which partitions a period reads.
 //! - [`source`]: listing and streaming objects from S3 or a directory.
 //! - [`aggregate`]: the counts, and their memory bounds.

@@ -3,11 +3,14 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
-use telemetry_report::period::Period;
+use std::time::{Duration, Instant, SystemTime};
+use telemetry_report::output;
+use telemetry_report::period::{Day, Period};
+use telemetry_report::publish::{self, Completeness, Privacy, MIN_K};
 use telemetry_report::retention::{self, Check};
 use telemetry_report::source::Source;
 use telemetryd::config as daemon_config;
@@ -20,7 +23,7 @@ use telemetryd::config as daemon_config;
     long_about = None,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    after_help = "Examples:\n  telemetry-report --source s3://my-bucket/telemetry --quarter 2026Q4 --out public/2026Q4\n  telemetry-report --source ~/.local/state/telemetry/outbox --from 2026-10-01 --to 2026-10-31 --out oct\n  telemetry-report retention --check\n\nS3 settings and credentials are the daemon's: flags, then TELEMETRY_S3_* variables, then the [s3] table of the config file; credentials from the standard AWS chain.\nEvery published number counts at least k distinct machines; no machine ID is ever written."
+    after_help = "Examples:\n  telemetry-report --source s3://my-bucket/telemetry --quarter 2026Q4 --out public/2026Q4\n  telemetry-report --source ~/.local/state/telemetry/outbox --from 2026-10-01 --to 2026-10-31 --out oct\n  telemetry-report --source ~/.local/state/telemetry/outbox --quarter 2026Q4 --preview\n  telemetry-report retention --check\n\nS3 settings and credentials are the daemon's: flags, then TELEMETRY_S3_* variables, then the [s3] table of the config file; credentials from the standard AWS chain. With --source DIR no configuration is read.\nEvery published number counts at least k distinct machines (--k, default 5, at least 2: with 1 a number could describe a single machine); no machine ID is ever written. With fewer than k machines every table is suppressed: to look at your own data, use --preview, whose output is marked and must never be published.\nA period is complete once its last day plus --late-days has passed (UTC); before that the report is refused unless --allow-partial is given."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -81,12 +84,21 @@ struct ReportArgs {
     /// Also read batches filed up to this many days after the period, for events uploaded late.
     #[arg(long, value_name = "DAYS", default_value_t = 14, value_parser = clap::value_parser!(u16).range(0..=366))]
     late_days: u16,
-    /// Directory for report.json, the CSVs and index.html (created if missing).
-    #[arg(long, value_name = "DIR", required = true)]
+    /// Directory for report.json, the CSVs and index.html (created if missing). With --preview: where to write the preview's files instead of printing it.
+    #[arg(long, value_name = "DIR", required_unless_present = "preview")]
     out: Option<PathBuf>,
-    /// Publish only numbers that count at least this many distinct machines.
-    #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..))]
+    /// Publish only numbers that count at least this many distinct machines. At least 2: with 1, a published number could describe a single machine (use --preview to see your own data).
+    #[arg(long, value_name = "K", default_value_t = 5, value_parser = parse_k, conflicts_with = "preview")]
     k: u64,
+    /// Developer preview, NOT FOR PUBLISHING: the same aggregates with no k rule (every count, however few machines). Printed as a table, or with --out written as preview-* files beside PREVIEW-NOT-FOR-PUBLISHING.txt (never report.json or index.html).
+    #[arg(long)]
+    preview: bool,
+    /// With --preview and no --out: print the preview as report.json-shaped JSON instead of a table.
+    #[arg(long, requires = "preview", conflicts_with = "out")]
+    json: bool,
+    /// Write the report although the period or its --late-days have not passed yet; report.json then says "partial": true and when it will be complete. Without it such a run is refused.
+    #[arg(long)]
+    allow_partial: bool,
     /// No progress line, even on a terminal.
     #[arg(long)]
     quiet: bool,
@@ -111,6 +123,40 @@ struct RetentionArgs {
 
 /// Exit code of `retention --check` when the rule is not in place.
 const EXIT_NOT_IN_PLACE: u8 = 3;
+
+/// The day taken as today (`YYYY-MM-DD`, UTC) when deciding whether the
+/// period is complete; unset or empty: the system clock. Documented in the
+/// README for tests and for checking what a run on another day would do;
+/// not in `--help`, since setting it only to get past the partial-period
+/// refusal would write `"partial": false` on an incomplete report.
+const TODAY_VAR: &str = "TELEMETRY_REPORT_TODAY";
+
+/// `--k`: a whole number, at least [`MIN_K`].
+fn parse_k(s: &str) -> Result<u64, String> {
+    let k: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number of machines, at least {MIN_K}, e.g. 5"))?;
+    if k < MIN_K {
+        return Err(format!(
+            "k must be at least {MIN_K}: with k = 1 a published number could describe a single machine. To look at your own data with no k rule, use --preview (its output is marked and not for publishing)"
+        ));
+    }
+    Ok(k)
+}
+
+/// Today (UTC): [`TODAY_VAR`] if set, else the day of `clock`.
+fn today(env: impl Fn(&str) -> Option<OsString>, clock: SystemTime) -> anyhow::Result<Day> {
+    match env(TODAY_VAR).filter(|v| !v.is_empty()) {
+        Some(v) => {
+            let s = v.to_string_lossy();
+            Day::parse(s.trim()).with_context(|| {
+                format!("environment variable {TODAY_VAR} (the day taken as today; unset it to use the system clock)")
+            })
+        }
+        None => Ok(Day::of(clock)),
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -143,7 +189,8 @@ fn main() -> ExitCode {
 }
 
 /// The daemon's configuration, from the same flags, variables and file.
-fn daemon_settings(s3: &S3Args) -> anyhow::Result<telemetryd::Config> {
+/// `needed_for` says what the run takes from it, for the error message.
+fn daemon_settings(s3: &S3Args, needed_for: &str) -> anyhow::Result<telemetryd::Config> {
     let args = daemon_config::Args {
         config: s3.config.clone(),
         s3_bucket: s3.s3_bucket.clone(),
@@ -156,8 +203,9 @@ fn daemon_settings(s3: &S3Args) -> anyhow::Result<telemetryd::Config> {
     };
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
-    daemon_config::load(&args, None, |k| std::env::var_os(k), uid)
-        .context("cannot use the telemetry configuration")
+    daemon_config::load(&args, None, |k| std::env::var_os(k), uid).with_context(|| {
+        format!("cannot read {needed_for} from the telemetry configuration (to go on: fix the file or variable named next, point --config or TELEMETRY_CONFIG at another file, or give --source DIR, which needs no configuration)")
+    })
 }
 
 /// Split `s3://bucket/prefix`.
@@ -207,37 +255,45 @@ async fn s3_client(
 
 /// `--source`, or the daemon's destination.
 async fn open_source(arg: Option<&str>, s3: &S3Args, need_bucket: bool) -> anyhow::Result<Source> {
+    // A directory needs no settings, so the configuration is not read at
+    // all: a broken config file or S3 variable cannot stop a report over a
+    // local outbox (issue #12).
+    if let Some(dir) = arg.filter(|a| !a.starts_with("s3://")) {
+        let dir = PathBuf::from(dir);
+        if !dir.is_dir() {
+            bail!(
+                "--source {}: no such directory (give the daemon's outbox directory, or s3://BUCKET/PREFIX)",
+                dir.display()
+            );
+        }
+        return Ok(Source::Dir(dir));
+    }
     // An s3:// source still takes the endpoint, region and path style from
     // the configuration; the bucket and prefix come from the URL.
     let mut s3 = s3.clone();
-    if let Some(url) = arg.filter(|a| a.starts_with("s3://")) {
-        let (bucket, prefix) = parse_s3_url(url)
-            .with_context(|| format!("invalid --source {url:?}: expected s3://BUCKET[/PREFIX]"))?;
-        s3.s3_bucket = Some(bucket);
-        s3.s3_prefix = Some(prefix);
-    }
-    let cfg = daemon_settings(&s3)?;
-    match (arg, &cfg.s3) {
-        (Some(dir), _) if !dir.starts_with("s3://") => {
-            let dir = PathBuf::from(dir);
-            if !dir.is_dir() {
-                bail!(
-                    "--source {}: no such directory (give the daemon's outbox directory, or s3://BUCKET/PREFIX)",
-                    dir.display()
-                );
-            }
-            Ok(Source::Dir(dir))
+    let needed_for = match arg {
+        Some(url) => {
+            let (bucket, prefix) = parse_s3_url(url).with_context(|| {
+                format!("invalid --source {url:?}: expected s3://BUCKET[/PREFIX]")
+            })?;
+            s3.s3_bucket = Some(bucket);
+            s3.s3_prefix = Some(prefix);
+            format!("the S3 endpoint, region and path style for --source {url}")
         }
-        (_, Some(s3cfg)) => Ok(Source::S3 {
+        None => "the default source (the configured bucket, else the daemon's outbox) because --source is not given".to_string(),
+    };
+    let cfg = daemon_settings(&s3, &needed_for)?;
+    match &cfg.s3 {
+        Some(s3cfg) => Ok(Source::S3 {
             client: s3_client(&cfg, &s3cfg.bucket, &s3cfg.prefix).await?,
             bucket: s3cfg.bucket.clone(),
             prefix: s3cfg.prefix.clone(),
             read_timeout: cfg.s3_timeout,
         }),
-        (_, None) if need_bucket => bail!(
+        None if need_bucket => bail!(
             "no bucket: pass --source s3://BUCKET[/PREFIX] or configure the daemon's bucket (TELEMETRY_S3_BUCKET, or [s3] bucket in the config file)"
         ),
-        (_, None) => {
+        None => {
             if !cfg.outbox_dir.is_dir() {
                 bail!(
                     "no --source given, no bucket configured, and the daemon's outbox {} does not exist; pass --source DIR or --source s3://BUCKET/PREFIX",
@@ -255,7 +311,36 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         (None, Some(from), Some(to)) => Period::range(from, to)?,
         _ => bail!("give --quarter YYYYQn, or --from and --to"),
     };
-    let out = args.out.clone().context("--out DIR is required")?;
+    let privacy = if args.preview {
+        Privacy::Preview
+    } else {
+        Privacy::K(args.k)
+    };
+    if !args.preview && args.out.is_none() {
+        bail!("--out DIR is required");
+    }
+    // Decided before anything is read: a refused run costs nothing.
+    let today = today(|k| std::env::var_os(k), SystemTime::now())?;
+    let completeness = if period.is_complete(args.late_days, today) {
+        Completeness::Complete
+    } else {
+        let complete_on = period.complete_on(args.late_days);
+        // A preview is never published, so it may look at a period that
+        // is still running (it is marked partial all the same).
+        if !args.allow_partial && !args.preview {
+            bail!(
+                "{} is not complete yet: batches filed up to {} (its last day, {}, plus --late-days {}) are read, and today is {today} (UTC), so more can still arrive. Run the report on or after {complete_on}, or pass --allow-partial to write it now marked \"partial\": true (or use --preview to look without publishing)",
+                period.label,
+                period.last_dt(args.late_days),
+                period.to,
+                args.late_days
+            );
+        }
+        Completeness::Partial { complete_on }
+    };
+    if let Some(out) = &args.out {
+        output::check_dir(out, args.preview)?;
+    }
     let source = open_source(args.source.as_deref(), &args.s3, false).await?;
     let product = match &args.product {
         Some(p) => p.clone(),
@@ -282,7 +367,7 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
     if product.is_empty() || product.contains(['/', '\\']) || product.starts_with('.') {
         bail!("invalid product name {product:?}");
     }
-    let last_dt = period.to.plus(args.late_days as i64);
+    let last_dt = period.last_dt(args.late_days);
     let objects = source
         .list(&product, period.from, last_dt)
         .await
@@ -317,12 +402,47 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         }
     };
     let agg = telemetry_report::aggregate(&source, &objects, &period, &mut progress).await?;
-    let report =
-        telemetry_report::publish::publish(&agg, &product, &period, args.late_days, args.k);
-    let written = telemetry_report::output::write_all(&report, &out)?;
+    let report = publish::publish(
+        &agg,
+        &product,
+        &period,
+        args.late_days,
+        privacy,
+        completeness,
+    );
+    for w in &report.warnings {
+        eprintln!("telemetry-report: warning: {w}");
+    }
+    let wrote = match &args.out {
+        Some(out) => {
+            let written = output::write_all(&report, out)?;
+            format!(
+                "wrote {} {}files to {}",
+                written.len(),
+                if report.preview {
+                    "preview (NOT FOR PUBLISHING) "
+                } else {
+                    ""
+                },
+                out.display()
+            )
+        }
+        None => {
+            let text = if args.json {
+                output::json(&report)
+            } else {
+                output::preview_text(&report)
+            };
+            std::io::stdout()
+                .lock()
+                .write_all(text.as_bytes())
+                .context("cannot write the preview to stdout")?;
+            "printed the preview (NOT FOR PUBLISHING)".to_string()
+        }
+    };
     let s = &report.source;
     eprintln!(
-        "telemetry-report: {product} {}: read {} objects ({:.1} MB, {} lines, {} duplicates ignored, {} outside the period) in {:.1}s; wrote {} files to {}",
+        "telemetry-report: {product} {}: read {} objects ({:.1} MB, {} lines, {} duplicates ignored, {} outside the period) in {:.1}s; {wrote}",
         period.label,
         s.objects,
         s.bytes as f64 / 1e6,
@@ -330,8 +450,6 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         s.duplicates,
         s.outside_period,
         started.elapsed().as_secs_f64(),
-        written.len(),
-        out.display()
     );
     Ok(())
 }
@@ -408,6 +526,37 @@ mod tests {
         );
         assert_eq!(parse_s3_url("s3:///x"), None);
         assert_eq!(parse_s3_url("/tmp/x"), None);
+    }
+
+    #[test]
+    fn k_is_at_least_two_and_the_refusal_points_to_preview() {
+        assert_eq!(parse_k("2"), Ok(2));
+        assert_eq!(parse_k(" 50 "), Ok(50));
+        let one = parse_k("1").unwrap_err();
+        assert!(
+            one.contains("at least 2") && one.contains("--preview"),
+            "{one}"
+        );
+        assert!(parse_k("0").is_err());
+        assert!(parse_k("five").unwrap_err().contains("e.g. 5"));
+    }
+
+    #[test]
+    fn today_is_the_clock_s_utc_day_unless_the_variable_sets_it() {
+        let clock = std::time::UNIX_EPOCH + Duration::from_secs(20_423 * 86_400 + 3600);
+        let none = |_: &str| None;
+        assert_eq!(today(none, clock).unwrap(), Day(20_423));
+        let set = |v: &'static str| move |k: &str| (k == TODAY_VAR).then(|| OsString::from(v));
+        assert_eq!(
+            today(set("2027-01-15"), clock).unwrap().to_string(),
+            "2027-01-15"
+        );
+        assert_eq!(today(set(""), clock).unwrap(), Day(20_423), "empty: unset");
+        let err = format!("{:#}", today(set("tomorrow"), clock).unwrap_err());
+        assert!(
+            err.contains(TODAY_VAR) && err.contains("\"tomorrow\"") && err.contains("YYYY-MM-DD"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,11 +7,20 @@
 //! period to the last day plus a grace of `late_days` for batches sealed or
 //! uploaded late (an offline laptop, an S3 outage).
 //!
+//! # Completeness
+//! A report read today only holds what has been filed so far. A period is
+//! complete once its last `dt=` partition (`to + late_days`) has passed,
+//! that is from [`Period::complete_on`] (UTC) on; before that, later
+//! batches can still be filed under the days it reads and every number can
+//! still grow. The caller passes "today" in ([`Day::of`] the system clock,
+//! or an injected day in tests), so the rule is testable without waiting.
+//!
 //! Days are handled as numbers (days since 1970-01-01) with Howard
 //! Hinnant's `days_from_civil` / `civil_from_days`, which is all a report
 //! needs and spares a date-time dependency.
 
 use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A UTC calendar day, as days since 1970-01-01.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,6 +106,17 @@ impl Day {
     pub fn plus(self, n: i64) -> Day {
         Day(self.0 + n)
     }
+
+    /// The UTC day of `t` (days before 1970 too).
+    pub fn of(t: SystemTime) -> Day {
+        const DAY: u64 = 86_400;
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Day((d.as_secs() / DAY) as i64),
+            // Before the epoch: a second before midnight of 1970-01-01 is
+            // still day -1, so round the distance up.
+            Err(e) => Day(-(e.duration().as_secs().div_ceil(DAY) as i64)),
+        }
+    }
 }
 
 impl fmt::Display for Day {
@@ -171,6 +191,23 @@ impl Period {
     pub fn contains(&self, day: Day) -> bool {
         self.from <= day && day <= self.to
     }
+
+    /// The last `dt=` partition a report with `late_days` grace days reads.
+    pub fn last_dt(&self, late_days: u16) -> Day {
+        self.to.plus(i64::from(late_days))
+    }
+
+    /// The first UTC day on which a report with `late_days` grace days is
+    /// complete: the day after the last partition it reads.
+    pub fn complete_on(&self, late_days: u16) -> Day {
+        self.last_dt(late_days).plus(1)
+    }
+
+    /// Whether a report run on `today` (UTC) with `late_days` grace days
+    /// reads everything that can still be filed for the period.
+    pub fn is_complete(&self, late_days: u16, today: Day) -> bool {
+        today >= self.complete_on(late_days)
+    }
 }
 
 #[cfg(test)]
@@ -221,5 +258,40 @@ mod tests {
             assert!(Period::quarter(bad).is_err(), "{bad}");
         }
         assert!(Period::range("2026-10-02", "2026-10-01").is_err());
+    }
+
+    #[test]
+    fn a_period_is_complete_the_day_after_its_last_grace_day() {
+        let q = Period::quarter("2026Q4").unwrap();
+        assert_eq!(q.last_dt(14).to_string(), "2027-01-14");
+        assert_eq!(q.complete_on(14).to_string(), "2027-01-15");
+        let day = |s| Day::parse(s).unwrap();
+        // Batches can still be filed under 2027-01-14 all that day.
+        assert!(!q.is_complete(14, day("2027-01-14")));
+        assert!(q.is_complete(14, day("2027-01-15")));
+        assert!(!q.is_complete(14, day("2026-12-01")), "not ended yet");
+        // No grace: complete the day after the period.
+        assert!(!q.is_complete(0, day("2026-12-31")));
+        assert!(q.is_complete(0, day("2027-01-01")));
+    }
+
+    #[test]
+    fn the_day_of_a_clock_reading_is_its_utc_day() {
+        use std::time::Duration;
+        let at = |secs: i64| {
+            if secs >= 0 {
+                UNIX_EPOCH + Duration::from_secs(secs as u64)
+            } else {
+                UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+            }
+        };
+        assert_eq!(Day::of(at(0)), Day(0));
+        assert_eq!(Day::of(at(86_399)), Day(0));
+        assert_eq!(Day::of(at(86_400)), Day(1));
+        assert_eq!(Day::of(at(-1)), Day(-1));
+        assert_eq!(Day::of(at(-86_400)), Day(-1));
+        assert_eq!(Day::of(at(-86_401)), Day(-2));
+        let d = Day::parse("2026-12-01").unwrap();
+        assert_eq!(Day::of(at(d.0 * 86_400 + 14 * 3600)), d);
     }
 }

@@ -13,9 +13,11 @@
 //!   public). A cell under `k` machines, including one with none at all, is
 //!   listed as `suppressed` with no numbers: were empty cells left out, a
 //!   reader could tell "no machine" from "a few machines".
-//! - `totals` and `dropped` are suppressed whole when under `k` (for
-//!   `dropped` also when no machine dropped anything, for the same reason);
-//!   when `totals` is, every table is empty.
+//! - `totals` and `dropped` are suppressed whole when under `k`; when
+//!   `totals` is, every table is empty. `dropped` is written as 0 when no
+//!   machine dropped anything: a 0 counts no machine, so it says nothing
+//!   about any machine (a suppressed `dropped` then means that 1 to k − 1
+//!   machines dropped events, with no number and nothing naming them).
 //! - Run statistics (objects, lines, duplicates, lines outside the period)
 //!   are not published: `lines − duplicates − outside_period` is
 //!   `totals.events + dropped.reports`, which would give suppressed numbers
@@ -23,16 +25,27 @@
 //!   terminal summary only.
 //!
 //! Machine ids are only ever counted; the report has no field that could
-//! hold one.
+//! hold one, in a preview too.
+//!
+//! # Preview
+//! [`Privacy::Preview`] (`--preview`) is for a developer looking at their
+//! own data: the same aggregates with no k rule (k = 1), nothing merged or
+//! suppressed, empty cells written as 0. Such a report is marked
+//! (`preview`, `warnings`, and by `output` in its file names and page) and
+//! must never be published.
 
 use crate::aggregate::{Aggregator, Cell, SourceStats};
-use crate::period::Period;
+use crate::period::{Day, Period};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use std::collections::{HashMap, HashSet};
 
 /// Identifies the format of `report.json` (see `report/SCHEMA.md`).
 pub const SCHEMA: &str = "telemetry-report/1";
+
+/// The smallest k a publishable report accepts: with 1, a published number
+/// could describe a single machine (what it ran, its private build).
+pub const MIN_K: u64 = 2;
 
 /// Events and machines of a published cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,16 +96,56 @@ pub struct WeekCell {
     pub counts: Option<Counts>,
 }
 
+/// Which numbers a report may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privacy {
+    /// Publishable: every number counts at least this many machines (the
+    /// caller enforces k ≥ 2; 1 would publish single machines).
+    K(u64),
+    /// Every count, however few machines: for a developer's own eyes,
+    /// never for publishing (see the module docs).
+    Preview,
+}
+
+/// Whether the period could still get batches when the report ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completeness {
+    /// Its last grace day has passed.
+    Complete,
+    /// It is not over, or its grace days are not: numbers can still grow.
+    Partial {
+        /// The first UTC day on which a run would be complete
+        /// ([`Period::complete_on`]).
+        complete_on: Day,
+    },
+}
+
+/// The first entry of `warnings` in a preview.
+pub const PREVIEW_WARNING: &str = "PREVIEW — NOT FOR PUBLISHING: no k-anonymity applied. Every count is shown, however few machines it covers; made by `telemetry-report --preview` for a look at your own data. Run without --preview for a publishable report.";
+
 /// The whole report, as written to `report.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// [`SCHEMA`].
     pub schema: &'static str,
+    /// Made with [`Privacy::Preview`]: not for publishing.
+    pub preview: bool,
+    /// What a reader must know before using the numbers (a preview, a
+    /// partial period); empty for a complete, publishable report.
+    pub warnings: Vec<String>,
     /// The product.
     pub product: String,
     /// The period.
     pub period: PeriodOut,
-    /// The minimum number of machines behind every published number.
+    /// The period was not complete when the report ran (see
+    /// [`Completeness`]).
+    pub partial: bool,
+    /// With `partial`: the first UTC day (`YYYY-MM-DD`) on which a run
+    /// would be complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub complete_on: Option<String>,
+    /// The minimum number of machines behind every published number (1 in
+    /// a preview).
     pub k: u64,
     /// What was read. Never written to the output directory (see the
     /// module comment): only printed in the terminal summary.
@@ -144,10 +197,23 @@ pub struct Dropped {
     pub machines: u64,
 }
 
-/// Apply the k rule to `agg`, read with `late_days` grace days.
-pub fn publish(agg: &Aggregator, product: &str, period: &Period, late_days: u16, k: u64) -> Report {
+/// Apply `privacy` to `agg`, read with `late_days` grace days.
+pub fn publish(
+    agg: &Aggregator,
+    product: &str,
+    period: &Period,
+    late_days: u16,
+    privacy: Privacy,
+    completeness: Completeness,
+) -> Report {
+    let (k, preview) = match privacy {
+        Privacy::K(k) => (k, false),
+        Privacy::Preview => (1, true),
+    };
     let totals = counts(&agg.all);
-    let ok = totals.machines >= k;
+    // A preview publishes totals even with no machine at all (a period
+    // whose batches held only events outside it).
+    let ok = preview || totals.machines >= k;
     let table = |column: &'static str, cells: Vec<(String, &Cell)>| {
         if ok {
             one_dimension(column, cells, k)
@@ -193,10 +259,16 @@ pub fn publish(agg: &Aggregator, product: &str, period: &Period, late_days: u16,
     let mut by_event_week = Vec::with_capacity(events.len() * weeks.len());
     for e in &events {
         for w in &weeks {
-            let counts = week_cells
-                .get(&(*e, w.to_string()))
-                .map(|c| counts(c))
-                .filter(|n| n.machines >= k);
+            let cell = week_cells.get(&(*e, w.to_string())).map(|c| counts(c));
+            let counts = if preview {
+                // Nothing suppressed: a cell no machine sent is a 0.
+                Some(cell.unwrap_or(Counts {
+                    events: 0,
+                    machines: 0,
+                }))
+            } else {
+                cell.filter(|n| n.machines >= k)
+            };
             by_event_week.push(WeekCell {
                 event: e.to_string(),
                 week: w.to_string(),
@@ -204,16 +276,30 @@ pub fn publish(agg: &Aggregator, product: &str, period: &Period, late_days: u16,
             });
         }
     }
-    // Under k machines, including none: "nobody dropped" published as 0
-    // would tell it apart from "a few machines dropped".
+    // Written when it counts k machines or more, and when it counts none
+    // at all: a 0 describes no machine. Under k (but not 0) it is
+    // suppressed, as is everything when the totals are.
     let dropped = Some(Dropped {
         events: agg.dropped.events,
         reports: agg.dropped_reports,
         machines: agg.dropped.machines.len() as u64,
     })
-    .filter(|d| ok && d.machines >= k);
+    .filter(|d| d.machines == 0 || (ok && d.machines >= k));
+    let mut warnings = Vec::new();
+    if preview {
+        warnings.push(PREVIEW_WARNING.to_string());
+    }
+    let complete_on = match completeness {
+        Completeness::Complete => None,
+        Completeness::Partial { complete_on } => {
+            warnings.push(partial_warning(period, late_days, complete_on));
+            Some(complete_on.to_string())
+        }
+    };
     Report {
         schema: SCHEMA,
+        preview,
+        warnings,
         product: product.to_string(),
         period: PeriodOut {
             label: period.label.clone(),
@@ -221,6 +307,8 @@ pub fn publish(agg: &Aggregator, product: &str, period: &Period, late_days: u16,
             to: period.to.to_string(),
             late_days,
         },
+        partial: complete_on.is_some(),
+        complete_on,
         k,
         source: agg.stats,
         totals: Some(totals).filter(|_| ok),
@@ -231,6 +319,15 @@ pub fn publish(agg: &Aggregator, product: &str, period: &Period, late_days: u16,
         by_event_week,
         dropped,
     }
+}
+
+/// The warning of a report made before `complete_on`.
+pub fn partial_warning(period: &Period, late_days: u16, complete_on: Day) -> String {
+    format!(
+        "PARTIAL: {} is not complete. Batches filed up to {} (the period's end plus --late-days {late_days}) are read, and more can still arrive until that day has passed, so the numbers can still grow. A run on or after {complete_on} (UTC) is complete.",
+        period.label,
+        period.last_dt(late_days),
+    )
 }
 
 fn counts(c: &Cell) -> Counts {
@@ -475,7 +572,7 @@ mod tests {
     #[test]
     fn event_week_grid_is_published_events_by_published_weeks() {
         let a = weeks_aggregator();
-        let r = publish(&a, "p", &Period::quarter("2026Q4").unwrap(), 14, 3);
+        let r = publish(&a, "p", &q4(), 14, Privacy::K(3), Completeness::Complete);
         // by_week: 10-26 (2 machines) is under k; secondary suppression
         // takes the smallest published week (10-19) with it.
         let weeks: Vec<&str> = r.by_week.rows.iter().map(|r| r.key.as_str()).collect();
@@ -514,20 +611,164 @@ mod tests {
     fn no_run_statistics_and_dropped_under_k_suppressed() {
         let a = weeks_aggregator();
         assert!(a.stats.lines > 0);
-        let r = publish(&a, "p", &Period::quarter("2026Q4").unwrap(), 14, 3);
+        let r = publish(&a, "p", &q4(), 14, Privacy::K(3), Completeness::Complete);
         let v = serde_json::to_value(&r).unwrap();
         assert!(v.get("source").is_none(), "{v}");
         assert_eq!(v["period"]["late_days"], 14);
         // Two machines dropped events: under k = 3.
         assert_eq!(v["dropped"], serde_json::json!({"suppressed": true}));
         assert_eq!(v["totals"]["machines"], 10);
-        // None at all is suppressed too, so that it looks like a few.
-        let mut none = Aggregator::new(Period::quarter("2026Q4").unwrap());
-        for m in 0..3 {
-            none.add_line(&line(100 + m as u128, "stop", "2026-10-05", m))
+    }
+
+    fn no_drops(machines: u32) -> Aggregator {
+        let mut a = Aggregator::new(q4());
+        for m in 0..machines {
+            a.add_line(&line(100 + m as u128, "stop", "2026-10-05", m))
                 .unwrap();
         }
-        let r = publish(&none, "p", &Period::quarter("2026Q4").unwrap(), 14, 3);
-        assert!(r.totals.is_some() && r.dropped.is_none());
+        a
+    }
+
+    // Issue #12: the page said "suppressed" for dropped events when none
+    // were dropped.
+    #[test]
+    fn no_dropped_events_is_published_as_zero_not_suppressed() {
+        let zero = serde_json::json!({"events": 0, "reports": 0, "machines": 0});
+        let r = publish(
+            &no_drops(3),
+            "p",
+            &q4(),
+            14,
+            Privacy::K(3),
+            Completeness::Complete,
+        );
+        assert!(r.totals.is_some());
+        assert_eq!(serde_json::to_value(&r).unwrap()["dropped"], zero);
+        // Also when the totals are suppressed: a 0 describes no machine.
+        let r = publish(
+            &no_drops(2),
+            "p",
+            &q4(),
+            14,
+            Privacy::K(3),
+            Completeness::Complete,
+        );
+        assert!(r.totals.is_none());
+        assert_eq!(serde_json::to_value(&r).unwrap()["dropped"], zero);
+    }
+
+    fn q4() -> Period {
+        Period::quarter("2026Q4").unwrap()
+    }
+
+    #[test]
+    fn a_publishable_report_says_it_is_neither_a_preview_nor_partial() {
+        let r = publish(
+            &weeks_aggregator(),
+            "p",
+            &q4(),
+            14,
+            Privacy::K(3),
+            Completeness::Complete,
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["preview"], false);
+        assert_eq!(v["partial"], false);
+        assert_eq!(v["warnings"], serde_json::json!([]));
+        assert!(v.get("complete_on").is_none(), "{v}");
+    }
+
+    #[test]
+    fn a_partial_report_says_so_and_when_it_is_complete() {
+        let complete_on = q4().complete_on(14);
+        let r = publish(
+            &weeks_aggregator(),
+            "p",
+            &q4(),
+            14,
+            Privacy::K(3),
+            Completeness::Partial { complete_on },
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["partial"], true);
+        assert_eq!(v["complete_on"], "2027-01-15");
+        let w = v["warnings"][0].as_str().unwrap();
+        assert!(
+            w.starts_with("PARTIAL") && w.contains("2027-01-14") && w.contains("2027-01-15"),
+            "{w}"
+        );
+        // The numbers are the same as a complete run's.
+        let full = publish(
+            &weeks_aggregator(),
+            "p",
+            &q4(),
+            14,
+            Privacy::K(3),
+            Completeness::Complete,
+        );
+        assert_eq!(v["totals"], serde_json::to_value(&full).unwrap()["totals"]);
+    }
+
+    // Issue #12: a developer with one or two machines saw only "other" and
+    // "suppressed".
+    #[test]
+    fn a_preview_shows_every_count_with_nothing_merged_or_suppressed() {
+        let a = weeks_aggregator();
+        let r = publish(&a, "p", &q4(), 14, Privacy::Preview, Completeness::Complete);
+        assert!(r.preview);
+        assert_eq!(r.k, 1);
+        assert_eq!(r.warnings, [PREVIEW_WARNING]);
+        for t in [&r.by_event, &r.by_os, &r.by_build, &r.by_week] {
+            assert!(t.other.is_none(), "{}: nothing merged", t.column);
+        }
+        // The week of 10-26 has two machines: published.
+        let weeks: Vec<&str> = r.by_week.rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(weeks.len(), 4, "{weeks:?}");
+        assert!(weeks.contains(&"2026-10-26"));
+        // The whole grid, zeros included: start was only sent in one week.
+        assert_eq!(r.by_event_week.len(), 2 * 4);
+        assert!(r.by_event_week.iter().all(|c| c.counts.is_some()));
+        let start_1005 = r
+            .by_event_week
+            .iter()
+            .find(|c| c.event == "start" && c.week == "2026-10-05")
+            .unwrap();
+        assert_eq!(
+            start_1005.counts,
+            Some(Counts {
+                events: 0,
+                machines: 0
+            })
+        );
+        // Two machines dropped events: shown.
+        assert_eq!(
+            r.dropped,
+            Some(Dropped {
+                events: 14,
+                reports: 2,
+                machines: 2
+            })
+        );
+        // One machine alone: still every count.
+        let one = publish(
+            &no_drops(1),
+            "p",
+            &q4(),
+            14,
+            Privacy::Preview,
+            Completeness::Complete,
+        );
+        assert_eq!(
+            one.totals,
+            Some(Counts {
+                events: 1,
+                machines: 1
+            })
+        );
+        assert_eq!(one.by_event.rows[0].key, "stop");
+        let v = serde_json::to_value(&one).unwrap();
+        assert_eq!(v["preview"], true);
+        assert_eq!(v["k"], 1);
+        assert!(!v.to_string().contains("\"m0\""), "no machine id: {v}");
     }
 }

@@ -19,10 +19,55 @@ fn help_names_the_source_the_period_and_k() {
         "--to",
         "--out",
         "--k",
+        "--preview",
+        "--allow-partial",
         "retention",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
+    // Issue #12: the minimum k, and why, where k is explained.
+    assert!(
+        help.contains("At least 2: with 1, a published number could describe a single machine"),
+        "{help}"
+    );
+}
+
+#[test]
+fn k_1_is_refused_pointing_to_preview_and_preview_does_not_take_k() {
+    let out = report()
+        .args([
+            "--source",
+            "/nonexistent",
+            "--quarter",
+            "2026Q4",
+            "--k",
+            "1",
+            "--out",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("at least 2") && err.contains("--preview"),
+        "{err}"
+    );
+    let out = report()
+        .args([
+            "--source",
+            "/nonexistent",
+            "--quarter",
+            "2026Q4",
+            "--preview",
+            "--k",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--preview") && err.contains("--k"), "{err}");
 }
 
 #[test]
