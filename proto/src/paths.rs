@@ -104,7 +104,9 @@ pub fn spool_file_for(
         .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
-    state_dir.join("spool").join(format!("events-{hash:016x}.spool"))
+    state_dir
+        .join("spool")
+        .join(format!("events-{hash:016x}.spool"))
 }
 
 /// Largest spool file a shim appends to (about 3,000 events); past it,

@@ -778,8 +778,7 @@ fn a_refused_event_is_logged_counted_by_reason_and_named_when_spooled() {
     let log = wait_for("the spool to be taken in", Duration::from_secs(10), || {
         let log = daemon.log();
         log.lines()
-            .filter(|l| l.contains("ingested the spool"))
-            .last()
+            .rfind(|l| l.contains("ingested the spool"))
             .map(str::to_string)
     });
     assert!(log.contains("not_in_catalogue=1"), "{log}");

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use telemetry_client::{event, ClientError, ErrorCode, Value};
+use telemetry_client::{event, Client, ClientError, ErrorCode, Value};
 use telemetry_tests::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -105,7 +105,10 @@ fn an_event_spooled_for_another_socket_is_delivered_only_by_the_daemon_there() {
     let out = shim(&env, &["--strict", "--socket", other_arg, "stop"]);
     assert_eq!(out.status.code(), Some(1), "spooled is not acknowledged");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!spool_of(&env).exists(), "not in this daemon's spool: {err}");
+    assert!(
+        !spool_of(&env).exists(),
+        "not in this daemon's spool: {err}"
+    );
     let other_spool = std::fs::read_dir(env.state.join("spool"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -115,7 +118,10 @@ fn an_event_spooled_for_another_socket_is_delivered_only_by_the_daemon_there() {
 
     let daemon = env.start();
     assert_eq!(daemon.client().status(T).unwrap().pending_events, 0);
-    assert!(other_spool.exists(), "left for the daemon on the other socket");
+    assert!(
+        other_spool.exists(),
+        "left for the daemon on the other socket"
+    );
     assert!(daemon.terminate().unwrap().success());
 
     // The daemon on the other socket, sharing this state dir, takes it in.

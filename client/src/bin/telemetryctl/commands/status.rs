@@ -53,6 +53,22 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         }
         None => println!("last error:   none"),
     }
+    match s.next_upload_us {
+        Some(t) => println!("next upload:  {} (automatic)", when(t)),
+        None => println!("next upload:  none due (nothing waiting to be uploaded)"),
+    }
+    for r in &s.refusals {
+        let product = if r.product.is_empty() {
+            "(no product)"
+        } else {
+            &r.product
+        };
+        println!(
+            "refused:      {} for {product}: {} (since start; the daemon's log says which events and why)",
+            count(r.count, "request", "requests"),
+            r.code
+        );
+    }
     for (product, n) in &s.dropped {
         println!(
             "dropped:      {} oldest {product} {}: the store was full (reported with the next upload)",
