@@ -21,16 +21,11 @@ pub enum Spooled {
 /// [`paths::spool_file_for`]), so an event sent with `--socket` to another
 /// daemon is never delivered by the default one.
 pub fn path_for(socket: &Path) -> PathBuf {
-    let env = |k: &str| std::env::var_os(k);
-    let state = env("TELEMETRY_STATE_DIR")
+    let state = std::env::var_os("TELEMETRY_STATE_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| paths::default_state_dir(env, crate::current_uid()));
-    paths::spool_file_for(
-        &state,
-        socket,
-        &paths::default_socket_path(env, crate::current_uid()),
-    )
+        .unwrap_or_else(|| paths::default_state_dir(|k| std::env::var_os(k), crate::current_uid()));
+    paths::spool_file_for(&state, socket)
 }
 
 /// Append `ev` to the spool at `path`: one write of one whole frame, under

@@ -158,7 +158,7 @@ impl Config {
     /// at `socket_path`. Used by tests and as the base of [`load`].
     pub fn with_paths(socket_path: PathBuf, state_dir: PathBuf) -> Config {
         let consent_file = telemetry_proto::paths::default_consent_file(&state_dir);
-        let spool_file = telemetry_proto::paths::spool_file(&state_dir);
+        let spool_file = telemetry_proto::paths::spool_file_for(&state_dir, &socket_path);
         Config {
             outbox_dir: state_dir.join("outbox"),
             socket_path,
@@ -666,11 +666,7 @@ pub fn load(
         .clone()
         .or(file.consent_file)
         .unwrap_or_else(|| paths::default_consent_file(&cfg.state_dir));
-    cfg.spool_file = paths::spool_file_for(
-        &cfg.state_dir,
-        &cfg.socket_path,
-        &paths::default_socket_path(&env, uid),
-    );
+    cfg.spool_file = paths::spool_file_for(&cfg.state_dir, &cfg.socket_path);
     if let Some(p) = args
         .system_consent_file
         .clone()

@@ -337,7 +337,11 @@ pub async fn run_locked(
         connection_timeout: config.connection_timeout,
         max_connections: config.max_connections,
         incidents: incident.into_iter().collect(),
-        spool: crate::spool::SpoolState::new(&config.spool_file, config.spool_check_interval),
+        spool: crate::spool::SpoolState::new(
+            &config.spool_file,
+            &config.state_dir,
+            config.spool_check_interval,
+        ),
         direct_replies: room_for_second_handles(open_file_limit(), config.max_connections),
         refusals: Default::default(),
     });

@@ -22,28 +22,29 @@ const CHUNK: usize = 500;
 
 /// The spool's paths and a guard against two ingestions at once.
 pub struct SpoolState {
-    /// `STATE_DIR/spool/events.spool`, or the one named for this daemon's
-    /// socket (`telemetry_proto::paths::spool_file_for`).
-    pub path: PathBuf,
+    /// The spool named for this daemon's socket
+    /// (`telemetry_proto::paths::spool_file_for`), then the unnamed
+    /// `events.spool` older shims wrote.
+    pub paths: [PathBuf; 2],
     every: Duration,
     last_check: std::sync::Mutex<Option<Instant>>,
     busy: std::sync::atomic::AtomicBool,
 }
 
 impl SpoolState {
-    /// The spool at `path` (`Config::spool_file`), looked at no more often
-    /// than `every` while clients connect (and always at start).
-    pub fn new(path: &Path, every: Duration) -> SpoolState {
+    /// The spool at `path` (`Config::spool_file`) and the unnamed one in
+    /// `state_dir`, looked at no more often than `every` while clients
+    /// connect (and always at start).
+    pub fn new(path: &Path, state_dir: &Path, every: Duration) -> SpoolState {
         SpoolState {
-            path: path.to_path_buf(),
+            paths: [
+                path.to_path_buf(),
+                telemetry_proto::paths::spool_file(state_dir),
+            ],
             every,
             last_check: std::sync::Mutex::new(None),
             busy: std::sync::atomic::AtomicBool::new(false),
         }
-    }
-
-    fn ingesting(&self) -> PathBuf {
-        self.path.with_extension("spool.ingesting")
     }
 
     /// Whether a check is due.
@@ -90,20 +91,20 @@ fn decode_spooled(body: &[u8]) -> Result<WireEvent, telemetry_proto::CodecError>
     decode_body(body)
 }
 
-/// Move the spool aside (under the shims' lock) and return the file to
-/// ingest, if there is anything.
-fn take(state: &SpoolState) -> std::io::Result<Option<PathBuf>> {
-    let ingesting = state.ingesting();
+/// Move the spool at `path` aside (under the shims' lock) and return the
+/// file to ingest, if there is anything.
+fn take(path: &Path) -> std::io::Result<Option<PathBuf>> {
+    let ingesting = path.with_extension("spool.ingesting");
     if ingesting.exists() {
         return Ok(Some(ingesting)); // left by an earlier run
     }
-    let f = match std::fs::OpenOptions::new().append(true).open(&state.path) {
+    let f = match std::fs::OpenOptions::new().append(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     f.lock()?;
-    std::fs::rename(&state.path, &ingesting)?;
+    std::fs::rename(path, &ingesting)?;
     Ok(Some(ingesting))
 }
 
@@ -119,12 +120,27 @@ pub async fn ingest(ctx: &Ctx) -> u64 {
 }
 
 async fn ingest_inner(ctx: &Ctx) -> u64 {
-    let state = &ctx.spool;
-    let file = match take(state) {
+    let mut stored = 0;
+    for path in &ctx.spool.paths {
+        stored += ingest_file(ctx, path).await;
+    }
+    stored
+}
+
+/// A refused spooled event, counted once its spool is consumed.
+struct Refused {
+    product: String,
+    event: String,
+    code: ErrorCode,
+    message: String,
+}
+
+async fn ingest_file(ctx: &Ctx, path: &Path) -> u64 {
+    let file = match take(path) {
         Ok(Some(f)) => f,
         Ok(None) => return 0,
         Err(e) => {
-            tracing::warn!(path = %state.path.display(), error = %e, "cannot take the spool");
+            tracing::warn!(path = %path.display(), error = %e, "cannot take the spool");
             return 0;
         }
     };
@@ -137,9 +153,9 @@ async fn ingest_inner(ctx: &Ctx) -> u64 {
     };
     let (events, bad) = parse(&bytes);
     let mut stored = 0u64;
-    // Why events were refused (each is also counted and logged with its
-    // product and event by `prepare`, and shown by `status`).
-    let mut refused: BTreeMap<ErrorCode, u64> = BTreeMap::new();
+    // Counted and logged only once the file is consumed: a spool kept for
+    // a retry would otherwise count its refusals again each time.
+    let mut refused: Vec<Refused> = Vec::new();
     for chunk in events.chunks(CHUNK) {
         // Validate one by one, so one bad event does not sink its chunk.
         let mut records = Vec::with_capacity(chunk.len());
@@ -154,10 +170,18 @@ async fn ingest_inner(ctx: &Ctx) -> u64 {
                     tracing::warn!(%message, "cannot take in the spool now; will retry");
                     return stored;
                 }
-                Err(telemetry_proto::Response::Error { code, .. }) => {
-                    *refused.entry(code).or_default() += 1
-                }
-                Err(_) => *refused.entry(ErrorCode::Internal).or_default() += 1,
+                Err(telemetry_proto::Response::Error { code, message }) => refused.push(Refused {
+                    product: ev.product.clone(),
+                    event: ev.event.clone(),
+                    code,
+                    message,
+                }),
+                Err(other) => refused.push(Refused {
+                    product: ev.product.clone(),
+                    event: ev.event.clone(),
+                    code: ErrorCode::Internal,
+                    message: format!("unexpected answer {other:?}"),
+                }),
             }
         }
         if records.is_empty() {
@@ -177,16 +201,12 @@ async fn ingest_inner(ctx: &Ctx) -> u64 {
                     batches.extend(records.into_iter().map(|r| vec![r]));
                 }
                 Err(e @ crate::store::StoreError::ConsentChanged { .. }) => {
-                    let reply = crate::cmd::emit::storage(e);
-                    if let telemetry_proto::Response::Error { code, message } = &reply {
-                        ctx.refusals.record(crate::refusals::Refusal {
-                            product: &records[0].product,
-                            event: "",
-                            code: *code,
-                            message,
-                        });
-                        *refused.entry(*code).or_default() += 1;
-                    }
+                    refused.push(Refused {
+                        product: records[0].product.clone(),
+                        event: String::new(),
+                        code: ErrorCode::ConsentOff,
+                        message: e.to_string(),
+                    });
                 }
                 Err(e) => {
                     // Keep the file: the next run retries, ids dedup.
@@ -199,9 +219,19 @@ async fn ingest_inner(ctx: &Ctx) -> u64 {
     if let Err(e) = std::fs::remove_file(&file) {
         tracing::warn!(path = %file.display(), error = %e, "cannot remove the ingested spool");
     }
+    let mut by_code: BTreeMap<ErrorCode, u64> = BTreeMap::new();
+    for r in &refused {
+        ctx.refusals.record(crate::refusals::Refusal {
+            product: &r.product,
+            event: &r.event,
+            code: r.code,
+            message: &r.message,
+        });
+        *by_code.entry(r.code).or_default() += 1;
+    }
     if stored > 0 || !refused.is_empty() || bad > 0 {
-        let total: u64 = refused.values().sum();
-        let reasons = refused
+        let total = refused.len();
+        let reasons = by_code
             .iter()
             .map(|(code, n)| format!("{code}={n}"))
             .collect::<Vec<_>>()

@@ -471,8 +471,9 @@ pub struct StatusReport {
     /// Events dropped to stay under the size limit, per product, not yet
     /// reported upstream (they go out as a `telemetry_dropped` count).
     pub dropped: Vec<(String, u64)>,
-    /// Emits and spooled events refused since the daemon started, by
-    /// product and reason, largest first.
+    /// Requests refused since the daemon started (an emit, however many
+    /// events it carries, or one spooled event counts once; `busy` and
+    /// `malformed` count connections), by product and reason, largest first.
     #[serde(default)]
     pub refusals: Vec<RefusalCount>,
     /// When the next upload is due without anyone asking (µs since the
@@ -494,7 +495,7 @@ pub struct RefusalCount {
     /// `consent_off`, `invalid`, `store_full`, `storage`, `busy`,
     /// `malformed`, ...).
     pub code: ErrorCode,
-    /// Refusals since the daemon started.
+    /// Refused requests since the daemon started.
     pub count: u64,
 }
 record!(RefusalCount);

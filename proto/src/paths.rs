@@ -71,9 +71,9 @@ fn non_empty(env: &impl Fn(&str) -> Option<OsString>, key: &str) -> Option<OsStr
 /// off (see [`crate::consent`]).
 pub const SYSTEM_CONSENT_FILE: &str = "/etc/telemetry/consent";
 
-/// Where a shim leaves events while the daemon on the default socket is not
-/// reachable: `STATE_DIR/spool/events.spool` (for another socket, see
-/// [`spool_file_for`]). The file is a sequence of frames exactly
+/// Where shims before per-socket spools left events while the daemon was
+/// not reachable: `STATE_DIR/spool/events.spool` (today's shims write
+/// [`spool_file_for`] their socket; daemons take in both). The file is a sequence of frames exactly
 /// as on the socket (4-byte big-endian length, then version + postcard),
 /// each holding one [`crate::WireEvent`]; appends are whole frames, made
 /// under an exclusive `flock`. The daemon renames it to
@@ -83,20 +83,14 @@ pub fn spool_file(state_dir: &std::path::Path) -> PathBuf {
     state_dir.join("spool").join("events.spool")
 }
 
-/// The spool for events meant for the daemon on `socket`: [`spool_file`]
-/// when `socket` is this environment's `default_socket`, else
+/// The spool for events meant for the daemon on `socket`:
 /// `STATE_DIR/spool/events-<16 hex>.spool`, named by the FNV-1a 64 hash of
-/// the socket path's bytes. Each daemon takes in only the spool named for
-/// its own socket, so an event a shim meant for another daemon (`--socket`)
-/// is never delivered by the one that owns the state directory.
-pub fn spool_file_for(
-    state_dir: &std::path::Path,
-    socket: &std::path::Path,
-    default_socket: &std::path::Path,
-) -> PathBuf {
-    if socket == default_socket {
-        return spool_file(state_dir);
-    }
+/// the socket path's bytes, so that it does not depend on what either side
+/// takes as its default. Each daemon takes in the spool named for its own
+/// socket (and the unnamed [`spool_file`] older shims wrote), so an event
+/// a shim meant for another daemon (`--socket`) is never delivered by the
+/// one that owns the state directory.
+pub fn spool_file_for(state_dir: &std::path::Path, socket: &std::path::Path) -> PathBuf {
     let hash = socket
         .as_os_str()
         .as_encoded_bytes()

@@ -162,7 +162,12 @@ pub fn preview_text(r: &Report) -> String {
     );
     match r.totals {
         Some(t) => {
-            let _ = writeln!(out, "totals: {} events, {} machines", t.events, t.machines);
+            let _ = writeln!(
+                out,
+                "totals: {}, {}",
+                plural(t.events, "event", "events"),
+                plural(t.machines, "machine", "machines")
+            );
         }
         None => out.push_str("totals: suppressed\n"),
     }
@@ -171,8 +176,10 @@ pub fn preview_text(r: &Report) -> String {
         Some(d) => {
             let _ = writeln!(
                 out,
-                "dropped by full local stores: {} events ({} reports, {} machines)",
-                d.events, d.reports, d.machines
+                "dropped by full local stores: {} ({}, {})",
+                plural(d.events, "event", "events"),
+                plural(d.reports, "report", "reports"),
+                plural(d.machines, "machine", "machines")
             );
         }
         None => out.push_str("dropped by full local stores: suppressed\n"),
@@ -214,6 +221,11 @@ pub fn preview_text(r: &Report) -> String {
         .collect();
     text_table(&mut out, ["event", "week", "events", "machines"], &rows);
     out
+}
+
+/// `n` with the noun that agrees with it ("1 event", "2 events").
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Left-aligned first columns, right-aligned numbers (the last two).
@@ -393,7 +405,7 @@ mod tests {
     fn the_preview_table_starts_with_the_warning_and_shows_every_count() {
         let t = preview_text(&report(Privacy::Preview));
         assert!(t.starts_with(crate::publish::PREVIEW_WARNING), "{t}");
-        assert!(t.contains("totals: 1 events, 1 machines"), "{t}");
+        assert!(t.contains("totals: 1 event, 1 machine"), "{t}");
         assert!(t.contains("dropped by full local stores: none"), "{t}");
         // Names left-aligned under their header, numbers right-aligned.
         assert!(

@@ -324,18 +324,7 @@ impl DaemonEnv {
 
     /// The spool shims in this environment write for this daemon's socket.
     pub fn spool_file(&self) -> PathBuf {
-        let envs = self.envs();
-        let var = |k: &str| {
-            envs.iter()
-                .find(|(name, _)| name == k && k != "TELEMETRY_SOCKET")
-                .map(|(_, v)| std::ffi::OsString::from(v))
-        };
-        let default = telemetry_proto::paths::default_socket_path(
-            var,
-            // SAFETY: getuid has no preconditions and cannot fail.
-            unsafe { libc::getuid() },
-        );
-        telemetry_proto::paths::spool_file_for(&self.state, &self.socket, &default)
+        telemetry_proto::paths::spool_file_for(&self.state, &self.socket)
     }
 
     /// Environment for the daemon and its clients: everything points into

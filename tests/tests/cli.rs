@@ -111,7 +111,7 @@ fn strict_exits_0_once_acknowledged_also_in_local_mode() {
 #[test]
 fn strict_exits_1_when_not_acknowledged_and_says_where_the_event_was_spooled() {
     let env = DaemonEnv::new(Destination::Outbox);
-    let spool = telemetry_proto::paths::spool_file(&env.state);
+    let spool = env.spool_file();
     let out = shim(&env, &[], &["--strict", "stop"]);
     assert_strict(
         &out,
@@ -189,7 +189,7 @@ fn strict_exits_3_when_the_daemon_refuses_and_does_not_spool() {
             &["refused", "not_in_catalogue", expect],
         );
     }
-    assert!(!telemetry_proto::paths::spool_file(&env.state).exists());
+    assert!(!env.spool_file().exists());
     assert_eq!(pending(&daemon), 0);
 }
 
@@ -234,7 +234,7 @@ fn strict_exits_4_when_consent_is_off_naming_the_layer_that_decided() {
         &["consent_off", "environment"],
     );
     assert_eq!(pending(&daemon), 0);
-    assert!(!telemetry_proto::paths::spool_file(&env.state).exists());
+    assert!(!env.spool_file().exists());
 }
 
 #[test]

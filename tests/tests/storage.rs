@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use telemetry_client::{event, Client, ClientError, ErrorCode, Value};
+use telemetry_client::{event, ClientError, ErrorCode, Value};
 use telemetry_tests::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -95,11 +95,12 @@ fn events_sent_while_the_daemon_is_down_are_spooled_and_delivered_once() {
 }
 
 /// #12: `telemetry-emit --socket OTHER` with the daemon on OTHER down
-/// spooled into the default spool, and the default daemon delivered the
-/// event; now only a daemon on OTHER takes it in.
+/// spooled into the state dir's one spool, and the daemon that owned the
+/// state dir delivered the event; now only a daemon on OTHER takes it in.
+/// The unnamed spool older shims wrote is still taken in.
 #[test]
 fn an_event_spooled_for_another_socket_is_delivered_only_by_the_daemon_there() {
-    let env = DaemonEnv::new(Destination::Outbox);
+    let mut env = DaemonEnv::new(Destination::Outbox);
     let other = env.root().join("other/telemetryd.sock");
     let other_arg = other.to_str().unwrap();
     let out = shim(&env, &["--strict", "--socket", other_arg, "stop"]);
@@ -125,17 +126,20 @@ fn an_event_spooled_for_another_socket_is_delivered_only_by_the_daemon_there() {
     assert!(daemon.terminate().unwrap().success());
 
     // The daemon on the other socket, sharing this state dir, takes it in.
-    let daemon = env.start_with(&[("TELEMETRY_SOCKET", other_arg)]);
-    assert_eq!(
-        Client::connect(&other)
-            .unwrap()
-            .status(T)
-            .unwrap()
-            .pending_events,
-        1
-    );
+    let own = std::mem::replace(&mut env.socket, other.clone());
+    let daemon = env.start();
+    assert_eq!(daemon.client().status(T).unwrap().pending_events, 1);
     assert!(!other_spool.exists());
-    drop(daemon);
+    assert!(daemon.terminate().unwrap().success());
+    env.socket = own;
+
+    let legacy = telemetry_proto::paths::spool_file(&env.state);
+    let ev = event("cfdev", "stop", "1.0", BTreeMap::new());
+    telemetry_client::spool::append(&legacy, &ev).unwrap();
+    let daemon = env.start();
+    // (The other daemon uploaded its event to the outbox when it stopped.)
+    assert_eq!(daemon.client().status(T).unwrap().pending_events, 1);
+    assert!(!legacy.exists());
 }
 
 #[test]

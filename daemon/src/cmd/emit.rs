@@ -26,7 +26,7 @@ pub async fn handle(
 ) -> Answer {
     let records = match prepare(ctx, &events).await {
         Ok(r) => r,
-        Err(reply) => return Answer::Send(reply),
+        Err(reply) => return Answer::Send(refused(ctx, &events, reply)),
     };
     let n = records.len() as u32;
     if !ack {
@@ -77,8 +77,9 @@ pub async fn handle(
     }
 }
 
-/// Count and log a refusal of `events` whose reply is `reply`.
-fn count(ctx: &Ctx, events: &[WireEvent], reply: &Response) {
+/// Count and log a refusal of `events` whose reply is `reply`, under the
+/// first event's product and name (a shim's emit carries one event).
+pub(crate) fn count(ctx: &Ctx, events: &[WireEvent], reply: &Response) {
     if let Response::Error { code, message } = reply {
         let first = events.first();
         ctx.refusals.record(Refusal {
@@ -124,27 +125,27 @@ pub(crate) fn write_now(socket: &ReplyTo, frame: &[u8]) -> usize {
 }
 
 /// Validate `events` (shape, catalogue, consent) and render them for the
-/// store; the error is the reply to send, already counted and logged as a
-/// refusal. Shared with spool ingestion.
+/// store; the error is the reply to send (not yet counted as a refusal:
+/// spool ingestion counts only once a spool is consumed, as it may retry).
+/// Shared with spool ingestion.
 pub async fn prepare(
     ctx: &Ctx,
     events: &[WireEvent],
 ) -> Result<Vec<crate::record::Record>, Response> {
     if let Err(e) = ctx.limits.check_batch_len(events.len()) {
-        return Err(refused(ctx, events, invalid(e.to_string())));
+        return Err(invalid(e.to_string()));
     }
     for (i, ev) in events.iter().enumerate() {
-        let one = std::slice::from_ref(ev);
         if let Err(e) = validate_event(ev, &ctx.limits) {
             let reply = invalid(format!("event #{i} ({:?}): {e}", ev.event));
-            return Err(refused(ctx, one, reply));
+            return Err(reply);
         }
         if let Err(e) = ctx.catalogues.check(ev) {
             let reply = Response::Error {
                 code: ErrorCode::NotInCatalogue,
                 message: format!("event #{i}: {e}"),
             };
-            return Err(refused(ctx, one, reply));
+            return Err(reply);
         }
     }
     // Consent, per product in the request: apply a changed decision first
@@ -155,13 +156,12 @@ pub async fn prepare(
         if modes.contains_key(ev.product.as_str()) {
             continue;
         }
-        let one = std::slice::from_ref(ev);
         if let Err(e) = consent::reconcile(ctx, &ev.product, &ev.build).await {
-            return Err(refused(ctx, one, storage(e)));
+            return Err(storage(e));
         }
         let (mode, layer) = ctx.consent.resolve(&ev.product);
         if mode == Mode::Off {
-            return Err(refused(ctx, one, Response::Error {
+            return Err(Response::Error {
                 code: ErrorCode::ConsentOff,
                 message: format!(
                     "telemetry for {:?} is off (decided by the {}); nothing was recorded. Turn it on with `telemetryctl consent {} on`",
@@ -169,7 +169,7 @@ pub async fn prepare(
                     layer.as_str(),
                     ev.product
                 ),
-            }));
+            });
         }
         modes.insert(&ev.product, mode);
     }
