@@ -784,3 +784,51 @@ fn a_refused_event_is_logged_counted_by_reason_and_named_when_spooled() {
     assert!(log.contains("not_in_catalogue=1"), "{log}");
     assert_eq!(counts(&daemon).values().sum::<u64>(), 1);
 }
+
+/// #12: `status` says when the next automatic upload is due, and turning a
+/// product on is logged like off and local.
+#[test]
+fn status_says_when_the_next_upload_is_due_and_consent_on_is_logged() {
+    let mut env = DaemonEnv::new(Destination::Outbox);
+    env.extra
+        .push(("TELEMETRY_UPLOAD_INTERVAL".into(), "1h".into()));
+    let daemon = env.start();
+    let status = daemon.client().status(ACK_TIMEOUT).unwrap();
+    assert_eq!(status.next_upload_us, None, "nothing waiting: none due");
+    let before = now_us();
+    emit_acked(&daemon, "cfdev", 1);
+    let after = now_us();
+    let due = daemon
+        .client()
+        .status(ACK_TIMEOUT)
+        .unwrap()
+        .next_upload_us
+        .expect("an upload is due once an event waits");
+    let hour = 3_600_000_000;
+    assert!(
+        due >= before + hour && due <= after + hour,
+        "due {due}, event stored between {before} and {after}"
+    );
+    let out = env.run("telemetryctl", &["status"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("next upload:  20"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The test environment opted in to cfdev before the daemon started:
+    // applying that `on` is logged.
+    let log = daemon.log();
+    assert!(
+        log.lines().any(|l| l.contains("applied consent change")
+            && l.contains("cfdev")
+            && l.contains("mode=on")),
+        "{log}"
+    );
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
