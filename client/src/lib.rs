@@ -26,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod consent;
 pub mod spool;
 

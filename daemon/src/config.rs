@@ -766,11 +766,11 @@ fn check_socket_len(
     env: impl Fn(&str) -> Option<OsString>,
     uid: u32,
 ) -> Result<(), ConfigError> {
-    let len = path.as_os_str().len();
-    let max = crate::socket::max_path_len();
-    if len <= max {
+    let Err(crate::socket::SocketError::PathTooLong { len, max, .. }) =
+        crate::socket::check_path_len(path)
+    else {
         return Ok(());
-    }
+    };
     let default = telemetry_proto::paths::default_socket_path(env, uid);
     let example = if default.as_os_str().len() <= max {
         default

@@ -79,6 +79,11 @@ fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyho
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    if activated.is_none() {
+        // A default path too long to bind (from a long $XDG_RUNTIME_DIR or
+        // $TMPDIR) is refused before the state directory is created.
+        socket::check_path_len(&config.socket_path)?;
+    }
     // Before any socket is bound: a second daemon on this state directory
     // stops here, saying which lock is held.
     let lock = telemetryd::store::StateLock::acquire(&config.state_dir)?;

@@ -13,7 +13,7 @@
 //! logged at once with its event and message, then at most one line per
 //! [`LOG_EVERY`], saying how many were not logged in between.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use telemetry_proto::{validate_name, ErrorCode, Limits, RefusalCount};
@@ -36,7 +36,8 @@ pub struct Refusals {
 #[derive(Default)]
 struct Inner {
     counts: BTreeMap<(String, ErrorCode), Count>,
-    products: usize,
+    /// Product names counted apart (at most [`MAX_PRODUCTS`]).
+    products: BTreeSet<String>,
 }
 
 struct Count {
@@ -57,6 +58,19 @@ pub struct Refusal<'a> {
     pub code: ErrorCode,
     /// The error message sent to the client.
     pub message: &'a str,
+}
+
+impl<'a> Refusal<'a> {
+    /// A refusal of a request that was not read (so names no product or
+    /// event): `busy`, `malformed`, `frame_too_large`, ...
+    pub fn unread(code: ErrorCode, message: &'a str) -> Refusal<'a> {
+        Refusal {
+            product: "",
+            event: "",
+            code,
+            message,
+        }
+    }
 }
 
 impl Refusals {
@@ -136,18 +150,13 @@ impl Inner {
         if product.is_empty() || validate_name("product", product, &Limits::default()).is_err() {
             return String::new();
         }
-        let known = self
-            .counts
-            .range((product.to_string(), ErrorCode::Malformed)..)
-            .next()
-            .is_some_and(|((p, _), _)| p == product);
-        if known {
+        if self.products.contains(product) {
             return product.to_string();
         }
-        if self.products >= MAX_PRODUCTS {
+        if self.products.len() >= MAX_PRODUCTS {
             return OTHER_PRODUCTS.to_string();
         }
-        self.products += 1;
+        self.products.insert(product.to_string());
         product.to_string()
     }
 }

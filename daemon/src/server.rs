@@ -445,12 +445,8 @@ async fn refuse_busy(ctx: Arc<Ctx>, stream: UnixStream) {
         "telemetryd is serving its maximum of {} connections; try again shortly",
         ctx.max_connections
     );
-    ctx.refusals.record(crate::refusals::Refusal {
-        product: "",
-        event: "",
-        code: ErrorCode::Busy,
-        message: &message,
-    });
+    ctx.refusals
+        .record(crate::refusals::Refusal::unread(ErrorCode::Busy, &message));
     let reply = Response::Error {
         code: ErrorCode::Busy,
         message,
@@ -553,16 +549,12 @@ pub async fn serve_connection(
             }
             Ok(Some(Err(e))) => {
                 let reply = codec_error_response(&e);
-                if let Response::Error { code, message } = &reply {
-                    // A peer that hung up mid-frame was not refused.
-                    if !matches!(e, CodecError::Io(_)) {
-                        ctx.refusals.record(crate::refusals::Refusal {
-                            product: "",
-                            event: "",
-                            code: *code,
-                            message,
-                        });
-                    }
+                // A peer that hung up mid-frame was not refused.
+                if let (Response::Error { code, message }, false) =
+                    (&reply, matches!(e, CodecError::Io(_)))
+                {
+                    ctx.refusals
+                        .record(crate::refusals::Refusal::unread(*code, message));
                 }
                 let _ = tokio::time::timeout(SEND_TIMEOUT, framed.send(reply)).await;
                 break;

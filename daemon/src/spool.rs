@@ -1,13 +1,14 @@
 //! Ingesting what shims spooled while the daemon was not reachable.
 //!
-//! The spool (`STATE_DIR/spool/events.spool`, or `events-<hash>.spool`
-//! for a daemon on another than the default socket; format in
+//! The spool (`STATE_DIR/spool/events-<hash of this daemon's socket>.spool`,
+//! then the unnamed `events.spool` older shims wrote; format in
 //! `telemetry_proto::paths::spool_file`) is renamed to
-//! `events.spool.ingesting` under the shims' lock, read, stored and then
+//! `<name>.spool.ingesting` under the shims' lock, read, stored and then
 //! deleted. A crash at any point leaves either the spool or the ingesting
 //! file; the next run finishes it, and event ids keep anything stored twice
 //! single. Events that are invalid, not catalogued or whose product is now
-//! off are dropped (and counted in the log): consent is applied as it is at
+//! off are dropped (counted in `status` and the log once the file is
+//! consumed): consent is applied as it is at
 //! ingestion.
 
 use crate::server::Ctx;

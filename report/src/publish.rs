@@ -572,7 +572,7 @@ mod tests {
     #[test]
     fn event_week_grid_is_published_events_by_published_weeks() {
         let a = weeks_aggregator();
-        let r = publish(&a, "p", &q4(), 14, Privacy::K(3), Completeness::Complete);
+        let r = publish_k3(&a, Completeness::Complete);
         // by_week: 10-26 (2 machines) is under k; secondary suppression
         // takes the smallest published week (10-19) with it.
         let weeks: Vec<&str> = r.by_week.rows.iter().map(|r| r.key.as_str()).collect();
@@ -611,7 +611,7 @@ mod tests {
     fn no_run_statistics_and_dropped_under_k_suppressed() {
         let a = weeks_aggregator();
         assert!(a.stats.lines > 0);
-        let r = publish(&a, "p", &q4(), 14, Privacy::K(3), Completeness::Complete);
+        let r = publish_k3(&a, Completeness::Complete);
         let v = serde_json::to_value(&r).unwrap();
         assert!(v.get("source").is_none(), "{v}");
         assert_eq!(v["period"]["late_days"], 14);
@@ -634,25 +634,11 @@ mod tests {
     #[test]
     fn no_dropped_events_is_published_as_zero_not_suppressed() {
         let zero = serde_json::json!({"events": 0, "reports": 0, "machines": 0});
-        let r = publish(
-            &no_drops(3),
-            "p",
-            &q4(),
-            14,
-            Privacy::K(3),
-            Completeness::Complete,
-        );
+        let r = publish_k3(&no_drops(3), Completeness::Complete);
         assert!(r.totals.is_some());
         assert_eq!(serde_json::to_value(&r).unwrap()["dropped"], zero);
         // Also when the totals are suppressed: a 0 describes no machine.
-        let r = publish(
-            &no_drops(2),
-            "p",
-            &q4(),
-            14,
-            Privacy::K(3),
-            Completeness::Complete,
-        );
+        let r = publish_k3(&no_drops(2), Completeness::Complete);
         assert!(r.totals.is_none());
         assert_eq!(serde_json::to_value(&r).unwrap()["dropped"], zero);
     }
@@ -661,16 +647,14 @@ mod tests {
         Period::quarter("2026Q4").unwrap()
     }
 
+    /// `agg` published as product `p` for 2026Q4, 14 late days, k = 3.
+    fn publish_k3(agg: &Aggregator, completeness: Completeness) -> Report {
+        publish(agg, "p", &q4(), 14, Privacy::K(3), completeness)
+    }
+
     #[test]
     fn a_publishable_report_says_it_is_neither_a_preview_nor_partial() {
-        let r = publish(
-            &weeks_aggregator(),
-            "p",
-            &q4(),
-            14,
-            Privacy::K(3),
-            Completeness::Complete,
-        );
+        let r = publish_k3(&weeks_aggregator(), Completeness::Complete);
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["preview"], false);
         assert_eq!(v["partial"], false);
@@ -681,14 +665,7 @@ mod tests {
     #[test]
     fn a_partial_report_says_so_and_when_it_is_complete() {
         let complete_on = q4().complete_on(14);
-        let r = publish(
-            &weeks_aggregator(),
-            "p",
-            &q4(),
-            14,
-            Privacy::K(3),
-            Completeness::Partial { complete_on },
-        );
+        let r = publish_k3(&weeks_aggregator(), Completeness::Partial { complete_on });
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["partial"], true);
         assert_eq!(v["complete_on"], "2027-01-15");
@@ -698,14 +675,7 @@ mod tests {
             "{w}"
         );
         // The numbers are the same as a complete run's.
-        let full = publish(
-            &weeks_aggregator(),
-            "p",
-            &q4(),
-            14,
-            Privacy::K(3),
-            Completeness::Complete,
-        );
+        let full = publish_k3(&weeks_aggregator(), Completeness::Complete);
         assert_eq!(v["totals"], serde_json::to_value(&full).unwrap()["totals"]);
     }
 

@@ -397,6 +397,18 @@ impl DaemonEnv {
         cmd
     }
 
+    /// Run the shim for product cfdev with a generous time budget (debug
+    /// builds on a loaded 2-core machine), `extra_env` and `args`.
+    pub fn shim(&self, extra_env: &[(&str, &str)], args: &[&str]) -> Output {
+        self.command("telemetry-emit")
+            .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
+            .envs(extra_env.iter().copied())
+            .args(["--product", "cfdev"])
+            .args(args)
+            .output()
+            .expect("run telemetry-emit")
+    }
+
     /// Run a workspace binary to completion.
     pub fn run(&self, name: &str, args: &[&str]) -> Output {
         self.command(name).args(args).output().expect("run binary")

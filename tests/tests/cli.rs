@@ -12,18 +12,6 @@ use telemetry_tests::*;
 
 const T: Duration = Duration::from_secs(10);
 
-/// The shim for product cfdev with a generous budget (debug builds on a
-/// loaded 2-core machine), plus `extra_env`.
-fn shim(env: &DaemonEnv, extra_env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = env.command("telemetry-emit");
-    cmd.env("TELEMETRY_EMIT_TIMEOUT_MS", "5000");
-    cmd.args(["--product", "cfdev"]).args(args);
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -95,13 +83,13 @@ fn assert_json_error(out: &Output, exit: i32, code: &str) -> String {
 fn strict_exits_0_once_acknowledged_also_in_local_mode() {
     let env = DaemonEnv::new(Destination::Outbox);
     let daemon = env.start();
-    let out = shim(&env, &[], &["--strict", "stop"]);
+    let out = env.shim(&[], &["--strict", "stop"]);
     assert_silent_success(&out, "acknowledged");
     assert_eq!(pending(&daemon), 1);
 
     let ctl = env.run("telemetryctl", &["consent", "cfdev", "local"]);
     assert!(ctl.status.success(), "{}", text(&ctl));
-    let out = shim(&env, &[], &["--strict", "bosh"]);
+    let out = env.shim(&[], &["--strict", "bosh"]);
     assert_silent_success(&out, "acknowledged in local mode");
     // on → local kept the first event home too.
     let st = daemon.client().status(T).unwrap();
@@ -112,7 +100,7 @@ fn strict_exits_0_once_acknowledged_also_in_local_mode() {
 fn strict_exits_1_when_not_acknowledged_and_says_where_the_event_was_spooled() {
     let env = DaemonEnv::new(Destination::Outbox);
     let spool = env.spool_file();
-    let out = shim(&env, &[], &["--strict", "stop"]);
+    let out = env.shim(&[], &["--strict", "stop"]);
     assert_strict(
         &out,
         1,
@@ -152,7 +140,7 @@ fn strict_exits_2_for_bad_arguments_and_values_with_one_line_and_no_usage() {
         ),
     ];
     for (vars, args, expect) in cases {
-        let err = assert_strict(&shim(&env, vars, args), 2, expect);
+        let err = assert_strict(&env.shim(vars, args), 2, expect);
         if !vars.is_empty() {
             assert!(!err.contains("--timeout-ms"), "names the variable: {err}");
         }
@@ -169,7 +157,7 @@ fn strict_exits_2_for_bad_arguments_and_values_with_one_line_and_no_usage() {
     // before it.
     std::fs::remove_file(env.root().join("consent")).unwrap();
     assert_strict(
-        &shim(&env, &[], &["--strict", "stop", "novalue"]),
+        &env.shim(&[], &["--strict", "stop", "novalue"]),
         2,
         &["KEY=VALUE"],
     );
@@ -184,7 +172,7 @@ fn strict_exits_3_when_the_daemon_refuses_and_does_not_spool() {
         (&["--strict", "stop", "path=/home/alice"][..], "path"),
     ] {
         assert_strict(
-            &shim(&env, &[], args),
+            &env.shim(&[], args),
             3,
             &["refused", "not_in_catalogue", expect],
         );
@@ -203,8 +191,8 @@ fn strict_exits_4_when_consent_is_off_naming_the_layer_that_decided() {
 
     // Each layer in turn; without --strict the same run is silent.
     let check = |vars: &[(&str, &str)], expect: &[&str]| {
-        assert_strict(&shim(&env, vars, &["--strict", "stop"]), 4, expect);
-        assert_silent_success(&shim(&env, vars, &["stop"]), &format!("{expect:?}"));
+        assert_strict(&env.shim(vars, &["--strict", "stop"]), 4, expect);
+        assert_silent_success(&env.shim(vars, &["stop"]), &format!("{expect:?}"));
     };
     check(
         &[("DO_NOT_TRACK", "1")],
@@ -229,7 +217,7 @@ fn strict_exits_4_when_consent_is_off_naming_the_layer_that_decided() {
     // The daemon's own opt-out: its consent_off reply is the same code.
     let daemon = env.start_with(&[("DO_NOT_TRACK", "1")]);
     assert_strict(
-        &shim(&env, &[], &["--strict", "stop"]),
+        &env.shim(&[], &["--strict", "stop"]),
         4,
         &["consent_off", "environment"],
     );
@@ -247,7 +235,7 @@ fn without_strict_the_shim_is_silent_and_a_bad_timeout_does_not_cost_the_event()
     let daemon = env.start();
 
     // A bad variable or flag value: the default budget, the event sent.
-    let out = shim(&env, &[("TELEMETRY_EMIT_TIMEOUT_MS", "banana")], &["stop"]);
+    let out = env.shim(&[("TELEMETRY_EMIT_TIMEOUT_MS", "banana")], &["stop"]);
     assert_silent_success(&out, "bad variable");
     wait_for("the event despite the bad variable", T, || {
         (pending(&daemon) == 1).then_some(())
@@ -262,8 +250,7 @@ fn without_strict_the_shim_is_silent_and_a_bad_timeout_does_not_cost_the_event()
         (pending(&daemon) == 2).then_some(())
     });
     // With --strict, the bad value is reported before anything is sent.
-    let out = shim(
-        &env,
+    let out = env.shim(
         &[("TELEMETRY_EMIT_TIMEOUT_MS", "banana")],
         &["--strict", "stop"],
     );
@@ -284,10 +271,10 @@ fn without_strict_the_shim_is_silent_and_a_bad_timeout_does_not_cost_the_event()
         &["stop", "novalue"][..],
         &["no_such_event"][..],
     ] {
-        assert_silent_success(&shim(&env, &[], args), &format!("{args:?}"));
+        assert_silent_success(&env.shim(&[], args), &format!("{args:?}"));
     }
     drop(daemon);
-    assert_silent_success(&shim(&env, &[], &["stop"]), "no daemon");
+    assert_silent_success(&env.shim(&[], &["stop"]), "no daemon");
 }
 
 #[test]

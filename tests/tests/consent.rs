@@ -77,17 +77,6 @@ fn connected(l: &UnixListener) -> bool {
     }
 }
 
-fn shim(env: &DaemonEnv, extra_env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = env.command("telemetry-emit");
-    // A generous budget: debug builds on a loaded 2-core machine.
-    cmd.env("TELEMETRY_EMIT_TIMEOUT_MS", "5000");
-    cmd.args(["--product", "cfdev"]).args(args);
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
 /// Run the shim under strace and return the traced syscalls.
 fn strace_shim(env: &DaemonEnv, extra_env: &[(&str, &str)]) -> String {
     let log = env.root().join("strace.log");
@@ -143,7 +132,7 @@ fn undecided_means_off_the_shim_connects_to_nothing_writes_nothing_starts_nothin
     let before = snapshot(env.root());
 
     for (args, code) in [(&["stop"][..], 0), (&["--strict", "stop"][..], 4)] {
-        let out = shim(&env, &[], args);
+        let out = env.shim(&[], args);
         assert_eq!(out.status.code(), Some(code), "{}", text(&out));
     }
     assert!(
@@ -178,14 +167,13 @@ fn opt_out_variables_win_over_the_users_on() {
         ("TELEMETRY_OPTOUT", "1"),
         ("DO_NOT_TRACK", "yes"),
     ] {
-        let out = shim(&env, &[(var, value)], &["stop"]);
+        let out = env.shim(&[(var, value)], &["stop"]);
         assert_eq!(out.status.code(), Some(0));
         assert!(!connected(&listener), "{var}={value} must stop the shim");
         assert_touches_nothing(&strace_shim(&env, &[(var, value)]));
     }
     // "0" and empty are not opt-outs: the shim does connect.
-    let out = shim(
-        &env,
+    let out = env.shim(
         &[
             ("DO_NOT_TRACK", "0"),
             ("TELEMETRY_OPTOUT", ""),
@@ -307,7 +295,7 @@ fn turning_off_purges_sends_one_final_telemetry_off_and_nothing_after() {
         ),
         "{err}"
     );
-    let out = shim(&env, &[], &["--strict", "stop"]);
+    let out = env.shim(&[], &["--strict", "stop"]);
     assert_eq!(out.status.code(), Some(4), "off: not recorded");
     ctl(&env, &["flush"]);
     assert!(daemon.terminate().unwrap().success());
@@ -350,7 +338,7 @@ fn local_keeps_events_home_and_turning_on_later_does_not_upload_them() {
     let daemon = env.start();
     ctl(&env, &["consent", "cfdev", "local"]);
     for _ in 0..3 {
-        let out = shim(&env, &[], &["--strict", "bosh"]);
+        let out = env.shim(&[], &["--strict", "bosh"]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     }
     let st = daemon.client().status(T).unwrap();
@@ -381,7 +369,7 @@ fn show_prints_exactly_the_bytes_that_are_uploaded_and_purge_deletes() {
     let s3 = S3Server::start();
     let env = s3_env(&s3);
     let daemon = env.start();
-    let out = shim(&env, &[], &["--strict", "error", "kind=timeout"]);
+    let out = env.shim(&[], &["--strict", "error", "kind=timeout"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     emit(&daemon, 4);
 
@@ -440,14 +428,14 @@ fn the_catalogue_rejects_unknown_events_keys_and_values_with_clear_errors() {
             "must be an integer",
         ),
     ] {
-        let out = shim(&env, &[], args);
+        let out = env.shim(&[], args);
         assert_eq!(out.status.code(), Some(3), "refused: {args:?}");
         let t = text(&out);
         assert!(
             t.contains(expect) && t.contains("catalogue"),
             "{args:?}: {t}"
         );
-        let quiet = shim(&env, &[], &args[1..]);
+        let quiet = env.shim(&[], &args[1..]);
         assert_eq!(quiet.status.code(), Some(0));
         assert!(quiet.stderr.is_empty());
     }
@@ -474,10 +462,7 @@ fn products_get_unlinkable_machine_ids_from_their_own_catalogues() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(
-        shim(&env, &[], &["--strict", "stop"]).status.code(),
-        Some(0)
-    );
+    assert_eq!(env.shim(&[], &["--strict", "stop"]).status.code(), Some(0));
     let json: telemetry_proto::EventsPage =
         serde_json::from_slice(&ctl(&env, &["show", "--json"]).stdout).unwrap();
     let machines: BTreeSet<String> = json
@@ -576,7 +561,7 @@ fn nothing_identifying_is_stored_or_uploaded() {
         &["--strict", "app_created", "buildpack=go"][..],
         &["--strict", "error", "kind=network"][..],
     ] {
-        assert_eq!(shim(&env, &[], args).status.code(), Some(0));
+        assert_eq!(env.shim(&[], args).status.code(), Some(0));
     }
     emit(&daemon, 20);
     ctl(&env, &["flush"]);
@@ -701,19 +686,13 @@ fn a_per_product_or_unreadable_system_file_stops_the_shim() {
     let system = env.root().join("system-consent");
     let listener = decoy(&env);
     std::fs::write(&system, "other on\ncfdev off\n").unwrap();
-    assert_eq!(
-        shim(&env, &[], &["--strict", "stop"]).status.code(),
-        Some(4)
-    );
+    assert_eq!(env.shim(&[], &["--strict", "stop"]).status.code(), Some(4));
     assert!(!connected(&listener));
     // A system file that exists but cannot be read fails closed (a
     // directory: even root cannot read it as a file).
     std::fs::remove_file(&system).unwrap();
     std::fs::create_dir(&system).unwrap();
-    assert_eq!(
-        shim(&env, &[], &["--strict", "stop"]).status.code(),
-        Some(4)
-    );
+    assert_eq!(env.shim(&[], &["--strict", "stop"]).status.code(), Some(4));
     assert!(!connected(&listener));
     let t = text(&env.run("telemetryctl", &["consent", "cfdev"]));
     assert!(t.contains("cfdev: off") && t.contains("system file"), "{t}");

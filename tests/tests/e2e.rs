@@ -694,10 +694,7 @@ fn a_refused_event_is_logged_counted_by_reason_and_named_when_spooled() {
     .unwrap();
     let daemon = env.start();
     // A typo in the event name, through the real shim (exit 0, quiet).
-    let out = env.run(
-        "telemetry-emit",
-        &["--product", "cfdev", "--timeout-ms", "5000", "app_creatd"],
-    );
+    let out = env.shim(&[], &["app_creatd"]);
     assert_eq!(out.status.code(), Some(0));
     let err = daemon
         .client()
@@ -769,10 +766,7 @@ fn a_refused_event_is_logged_counted_by_reason_and_named_when_spooled() {
 
     // Spooled while the daemon is down, refused when taken in: the log
     // names the reason (it said only `refused=1`).
-    let out = env.run(
-        "telemetry-emit",
-        &["--product", "cfdev", "--timeout-ms", "5000", "app_creatd"],
-    );
+    let out = env.shim(&[], &["app_creatd"]);
     assert_eq!(out.status.code(), Some(0));
     let daemon = env.start();
     let log = wait_for("the spool to be taken in", Duration::from_secs(10), || {

@@ -381,6 +381,22 @@ fn a_socket_path_over_the_platform_limit_fails_clearly_and_creates_nothing() {
             "no directory is left behind"
         );
     }
+    // The default path, too long because $XDG_RUNTIME_DIR is: refused
+    // before the state directory (or its lock) is created.
+    let out = env
+        .command("telemetryd")
+        .env_remove("TELEMETRY_SOCKET")
+        .env("XDG_RUNTIME_DIR", &deep)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("at most {} bytes", sun_path - 1)),
+        "{err}"
+    );
+    assert!(!env.state.exists(), "state dir created: {err}");
+    assert_eq!(dirs_under(env.root()), before);
 
     // The longest path that fits works.
     let mut env = env;

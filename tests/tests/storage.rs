@@ -386,10 +386,18 @@ fn a_busy_daemon_gets_the_event_through_the_spool() {
     assert!(err.contains("spooled to"), "{err}");
     drop(hog);
     let d = &daemon;
-    wait_for("the spooled event", T, || {
+    let st = wait_for("the spooled event", T, || {
         let st = d.client().status(T).ok()?;
-        (st.pending_events == 1).then_some(())
+        (st.pending_events == 1).then_some(st)
     });
+    // The turned-away connection is counted, under no product (#12).
+    assert!(
+        st.refusals
+            .iter()
+            .any(|r| r.code == ErrorCode::Busy && r.product.is_empty() && r.count >= 1),
+        "{:?}",
+        st.refusals
+    );
 }
 
 #[test]

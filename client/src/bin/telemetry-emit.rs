@@ -191,13 +191,7 @@ fn bad_command_line(e: &clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::SUCCESS;
     }
-    // clap could not say whether --strict was given; look for it among the
-    // options (after `--` everything is data).
-    let strict = std::env::args_os()
-        .skip(1)
-        .take_while(|a| a != "--")
-        .any(|a| a == "--strict");
-    if !strict {
+    if !telemetry_client::cli::flag_given("--strict") {
         return ExitCode::SUCCESS;
     }
     eprintln!("telemetry-emit: {}", one_line(e));
@@ -206,15 +200,7 @@ fn bad_command_line(e: &clap::Error) -> ExitCode {
 
 /// clap's message without its usage text, on one line, with an example.
 fn one_line(e: &clap::Error) -> String {
-    let rendered = e.render().to_string();
-    let first = rendered.split("\n\n").next().unwrap_or_default();
-    let text = first
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let text = telemetry_client::cli::error_line(e);
     let hint = if text.contains("--product") {
         " (or set TELEMETRY_PRODUCT)"
     } else {

@@ -79,7 +79,7 @@ pub async fn handle(
 
 /// Count and log a refusal of `events` whose reply is `reply`, under the
 /// first event's product and name (a shim's emit carries one event).
-pub(crate) fn count(ctx: &Ctx, events: &[WireEvent], reply: &Response) {
+fn count(ctx: &Ctx, events: &[WireEvent], reply: &Response) {
     if let Response::Error { code, message } = reply {
         let first = events.first();
         ctx.refusals.record(Refusal {
@@ -207,5 +207,26 @@ pub fn storage(e: crate::store::StoreError) -> Response {
     Response::Error {
         code,
         message: format!("{e}; the events were not stored"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_store_is_store_full_and_a_consent_change_is_consent_off() {
+        let code = |e| match storage(e) {
+            Response::Error { code, .. } => code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code(StoreError::Full { limit: 1 }), ErrorCode::StoreFull);
+        assert_eq!(
+            code(StoreError::ConsentChanged {
+                product: "p".into()
+            }),
+            ErrorCode::ConsentOff
+        );
+        assert_eq!(code(StoreError::Closed), ErrorCode::Storage);
     }
 }

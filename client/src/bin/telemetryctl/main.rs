@@ -191,15 +191,7 @@ fn usage_message(e: &clap::Error) -> String {
             return format!("invalid value '{value}' for {arg}: {why}");
         }
     }
-    let rendered = e.render().to_string();
-    let first = rendered.split("\n\n").next().unwrap_or_default();
-    let text = first
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    text.strip_prefix("error: ").unwrap_or(&text).to_string()
+    telemetry_client::cli::error_line(e)
 }
 
 fn main() -> ExitCode {
@@ -212,13 +204,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let failure = Failure::usage(usage_message(&e));
-            // clap could not say whether --json was given; look for it
-            // among the options.
-            let json = std::env::args_os()
-                .skip(1)
-                .take_while(|a| a != "--")
-                .any(|a| a == "--json");
-            let code = fail(&failure, json);
+            let code = fail(&failure, telemetry_client::cli::flag_given("--json"));
             eprintln!("For more information, try '--help'.");
             return code;
         }
