@@ -1,9 +1,5 @@
-//! Batch objects: their key layout and body encoding.
-//!
-//! Key: `{prefix}/v1/product={p}/dt={YYYY-MM-DD}/{machine8}-{first_seq}-{last_seq}.ndjson.zst`
-//! (Hive-style partitions that Athena, Trino, Spark and DuckDB read
-//! directly). Every part is fixed when the batch is sealed, so a retry writes
-//! the same object.
+//! Batch objects: their keys (the layout is `telemetry_sink::key`) and
+//! body encoding.
 
 use std::sync::Arc;
 
@@ -21,13 +17,14 @@ impl KeyLayout {
     /// (`YYYY-MM-DD`) holding events `first..=last`.
     pub fn key(&self, product: &str, date: &str, first: i64, last: i64) -> String {
         let machine = (self.machine_id)(product);
-        let machine8 = &machine[..machine.len().min(8)];
-        let tail = format!("v1/product={product}/dt={date}/{machine8}-{first}-{last}.ndjson.zst");
-        if self.prefix.is_empty() {
-            tail
-        } else {
-            format!("{}/{tail}", self.prefix)
+        telemetry_sink::BatchKey {
+            product: product.to_string(),
+            date: date.to_string(),
+            machine8: machine[..machine.len().min(8)].to_string(),
+            first,
+            last,
         }
+        .render(&self.prefix)
     }
 }
 

@@ -51,22 +51,7 @@ pub enum IdentitySource {
     File(PathBuf),
 }
 
-/// S3 destination settings. Credentials are not here: they come from the
-/// standard AWS chain and are never logged or shown.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Config {
-    /// Bucket name.
-    pub bucket: String,
-    /// Key prefix, without leading or trailing `/` (may be empty).
-    pub prefix: String,
-    /// Endpoint URL for S3-compatible stores (MinIO, R2, Garage, Ceph).
-    pub endpoint: Option<String>,
-    /// Region; when unset, the AWS chain decides, then `us-east-1`.
-    pub region: Option<String>,
-    /// Path-style addressing (`endpoint/bucket/key`), needed by most
-    /// self-hosted stores.
-    pub path_style: bool,
-}
+pub use telemetry_sink::S3Settings as S3Config;
 
 /// Everything the daemon needs to run.
 #[derive(Clone)]
@@ -192,8 +177,7 @@ impl Config {
     /// Human-readable destination, free of credentials.
     pub fn destination(&self) -> String {
         match &self.s3 {
-            Some(s3) if s3.prefix.is_empty() => format!("s3://{}", s3.bucket),
-            Some(s3) => format!("s3://{}/{}", s3.bucket, s3.prefix),
+            Some(s3) => s3.url(),
             None => format!("outbox:{}", self.outbox_dir.display()),
         }
     }
@@ -712,7 +696,7 @@ pub fn load(
         "s3_bucket",
         "s3-bucket",
         "TELEMETRY_S3_BUCKET",
-        parse_bucket,
+        telemetry_sink::s3::parse_bucket,
     )?;
     let prefix = args
         .s3_prefix
@@ -728,7 +712,7 @@ pub fn load(
         "s3_endpoint",
         "s3-endpoint",
         "TELEMETRY_S3_ENDPOINT",
-        parse_endpoint,
+        telemetry_sink::s3::parse_endpoint,
     )?;
     let region = args
         .s3_region
@@ -787,25 +771,6 @@ fn check_socket_len(
             example.display()
         ),
     })
-}
-
-fn parse_bucket(s: &str) -> Result<String, String> {
-    let ok = (3..=63).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err("expected an S3 bucket name: 3-63 characters from a-z, 0-9, . and -".into())
-    }
-}
-
-fn parse_endpoint(s: &str) -> Result<String, String> {
-    if s.starts_with("http://") || s.starts_with("https://") {
-        Ok(s.trim_end_matches('/').to_string())
-    } else {
-        Err("expected a URL starting with http:// or https://".into())
-    }
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ impl Identity {
             return Ok(Identity { raw });
         }
         let raw = uuid::Uuid::new_v4().simple().to_string();
-        crate::fsutil::write_private_atomic(path, raw.as_bytes()).map_err(|source| {
+        telemetry_sink::fsutil::write_private_atomic(path, raw.as_bytes()).map_err(|source| {
             IdentityError::Create {
                 path: path.to_path_buf(),
                 source,

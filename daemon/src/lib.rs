@@ -15,7 +15,8 @@
 //! - [`server`]: [`run`], the accept loop and the per-connection task.
 //! - [`cmd`]: one handler per request.
 //! - [`store`]: the only code that touches SQLite (one thread, group commit).
-//! - [`uploader`], [`sink`], [`batch`]: sealing, keys, bodies, destinations.
+//! - [`uploader`], [`batch`]: sealing, keys, bodies; destinations, S3 and
+//!   the manifest format are in the shared `telemetry-sink` crate.
 //! - [`identity`], [`record`]: the anonymous machine ID and the stored line.
 //! - [`consent`], [`catalog`]: who may collect what (checked on every emit
 //!   and before every upload); [`refusals`]: what was refused, counted and
@@ -29,14 +30,12 @@ pub mod catalog;
 pub mod cmd;
 pub mod config;
 pub mod consent;
-mod fsutil;
 pub mod identity;
 pub mod install;
 pub mod notify;
 pub mod record;
 pub mod refusals;
 pub mod server;
-pub mod sink;
 pub mod socket;
 pub mod spool;
 pub mod store;

@@ -349,7 +349,8 @@ pub fn bind(path: &Path) -> Result<BoundSocket, SocketError> {
     check_path_len(path)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
-            crate::fsutil::create_private_dir(dir).map_err(io("create the directory for"))?;
+            telemetry_sink::fsutil::create_private_dir(dir)
+                .map_err(io("create the directory for"))?;
         }
         check_dir(dir)?;
     }

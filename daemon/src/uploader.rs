@@ -15,11 +15,11 @@
 //! because an upload failed, whatever the error.
 
 use crate::config::{now_us, Clock};
-use crate::sink::{Sink, UploadError};
 use crate::store::{Stats, Store, StoreError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use telemetry_proto::FlushReport;
+use telemetry_sink::{Sink, UploadError};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 

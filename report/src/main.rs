@@ -240,8 +240,8 @@ async fn s3_client(
             path_style: false,
         },
     };
-    let telemetryd::sink::Sink::S3 { client, .. } =
-        telemetryd::sink::Sink::s3(&s3, cfg.s3_timeout).await
+    let telemetry_sink::Sink::S3 { client, .. } =
+        telemetry_sink::Sink::s3(&s3, cfg.s3_timeout).await
     else {
         bail!("the daemon's S3 client builder returned no S3 client");
     };

@@ -1,11 +1,11 @@
 //! `ConsentChanged`: apply the user's consent file for one product now.
 
-use crate::catalog::TELEMETRY_OFF;
 use crate::record;
 use crate::server::Ctx;
 use crate::store::{ConsentOutcome, Decision, StoreError};
 use std::collections::BTreeMap;
 use telemetry_proto::{ConsentReport, ErrorCode, ProductConsent, Response, WireEvent};
+use telemetry_sink::manifest::TELEMETRY_OFF;
 
 /// Bring the store in line with the user's decision for `product` if it
 /// changed since the store last acted on it. `build` goes into the final

@@ -394,7 +394,7 @@ impl StateLock {
     /// Create `state_dir` (0700) if needed and lock it, or fail at once
     /// with [`StoreError::Locked`] if another process holds it.
     pub fn acquire(state_dir: &Path) -> Result<StateLock, StoreError> {
-        crate::fsutil::create_private_dir(state_dir).map_err(|e| StoreError::Io {
+        telemetry_sink::fsutil::create_private_dir(state_dir).map_err(|e| StoreError::Io {
             path: state_dir.to_path_buf(),
             source: Arc::new(e),
         })?;

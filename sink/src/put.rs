@@ -1,15 +1,7 @@
-//! Destinations for sealed batches: an S3 bucket, or the local outbox
+//! Writing a batch to its destination: an S3 bucket, or the local outbox
 //! directory with the same key layout.
-//!
-//! # S3 compatibility
-//! Batches are small and whole in memory, so each is one `PutObject` with a
-//! signed payload hash, and the client computes and validates checksums only
-//! "when required": strict stores (R2, Garage, some Ceph) reject the SDK's
-//! default flexible checksums on streamed uploads. The SDK's own retries are
-//! off; the uploader retries with its own backoff and reports every failure.
 
-use crate::config::S3Config;
-use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use crate::s3::{Credentials, S3Settings};
 use aws_sdk_s3::primitives::ByteStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -86,12 +78,10 @@ pub fn is_permanent(status: Option<u16>, code: Option<&str>) -> bool {
     if code.is_some_and(|c| PERMANENT_CODES.contains(&c)) {
         return true;
     }
-    if status == Some(409) {
-        return false;
-    }
     match status {
-        // 408 Request Timeout and 429 Too Many Requests are worth retrying.
-        Some(408) | Some(429) => false,
+        // 408 Request Timeout, 409 Conflict (a concurrent write of the same
+        // key) and 429 Too Many Requests are worth retrying.
+        Some(408) | Some(409) | Some(429) => false,
         Some(s) => (400..500).contains(&s),
         None => false,
     }
@@ -111,33 +101,11 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// Build the S3 client (credentials from the standard AWS chain).
-    pub async fn s3(cfg: &S3Config, timeout: Duration) -> Sink {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &cfg.region {
-            loader = loader.region(aws_sdk_s3::config::Region::new(region.clone()));
-        }
-        let shared = loader.load().await;
-        let mut b = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(cfg.path_style)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
-            .timeout_config(
-                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(timeout.min(Duration::from_secs(5)))
-                    .operation_timeout(timeout)
-                    .build(),
-            );
-        if let Some(endpoint) = &cfg.endpoint {
-            b = b.endpoint_url(endpoint.clone());
-        }
-        if shared.region().is_none() && cfg.region.is_none() {
-            b = b.region(aws_sdk_s3::config::Region::from_static("us-east-1"));
-        }
+    /// A bucket, with credentials from the standard AWS chain.
+    pub async fn s3(settings: &S3Settings, timeout: Duration) -> Sink {
         Sink::S3 {
-            client: aws_sdk_s3::Client::from_conf(b.build()),
-            bucket: cfg.bucket.clone(),
+            client: crate::s3::client(settings, Credentials::AwsChain, timeout).await,
+            bucket: settings.bucket.clone(),
         }
     }
 
@@ -192,6 +160,7 @@ mod tests {
         assert!(!is_permanent(Some(503), Some("SlowDown")));
         assert!(!is_permanent(Some(500), Some("InternalError")));
         assert!(!is_permanent(Some(429), None));
+        assert!(!is_permanent(Some(409), None));
         assert!(!is_permanent(Some(408), Some("RequestTimeout")));
         assert!(
             !is_permanent(None, None),

@@ -1,4 +1,4 @@
-//! Small file-system helpers with the permissions the daemon promises:
+//! Small file-system helpers with the permissions telemetryd promises:
 //! directories 0700, files 0600, writes atomic (temp file, fsync, rename).
 
 use std::fs::{DirBuilder, OpenOptions};

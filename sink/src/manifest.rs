@@ -1,0 +1,474 @@
+//! Product manifests: one TOML file per product (`PRODUCT.toml`), shipped
+//! by the product's vendor with their CLI.
+//!
+//! A manifest is the event catalogue (which events and data keys the
+//! product may send, and their types) plus two optional tables:
+//! `[upload]`, where the product's batches go and how they authenticate,
+//! and `[consent]`, the wording of the consent prompt and the catalogue's
+//! version. See `catalog/cfdev.toml` for the format.
+//!
+//! # Older binaries, newer manifests
+//! Keys and tables this version does not know are ignored and reported as
+//! [`Manifest::warnings`], so a manifest written for a newer telemetryd
+//! still works with an older one. Only what an older binary cannot honour
+//! safely makes a manifest invalid: an `auth` mode it does not know (it
+//! cannot upload the way the vendor intends), or a type it cannot check.
+//!
+//! Errors name the file and, where the TOML parser knows it, the line.
+
+use crate::s3::S3Settings;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use telemetry_proto::{Value, WireEvent};
+
+/// The built-in example manifest (the seed product, `cfdev`).
+pub const CFDEV: &str = include_str!("../../catalog/cfdev.toml");
+
+/// The event the daemon records when a product is turned off.
+pub const TELEMETRY_OFF: &str = "telemetry_off";
+
+/// Longest accepted consent prompt, in bytes.
+pub const MAX_PROMPT_LEN: usize = 4096;
+
+/// A manifest that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read product manifest {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid manifest.
+    #[error("product manifest {path}: {message}")]
+    Invalid {
+        /// The path (or `built-in NAME.toml`).
+        path: PathBuf,
+        /// What is wrong (names the key, and the line where known).
+        message: String,
+    },
+}
+
+/// Why an event does not fit its product's catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// No manifest for the product.
+    #[error("no product manifest for product {product:?}; add {product}.toml to {dir}")]
+    UnknownProduct {
+        /// The product.
+        product: String,
+        /// Where manifests are looked for.
+        dir: String,
+    },
+    /// The event is not listed.
+    #[error("product {product:?} has no event {event:?} in its catalogue ({source_name})")]
+    UnknownEvent {
+        /// The product.
+        product: String,
+        /// The event name.
+        event: String,
+        /// The manifest's file.
+        source_name: String,
+    },
+    /// A data key is not listed for the event.
+    #[error("event {event:?} has no data key {key:?} in the catalogue ({source_name})")]
+    UnknownKey {
+        /// The event.
+        event: String,
+        /// The key.
+        key: String,
+        /// The manifest's file.
+        source_name: String,
+    },
+    /// A value has the wrong type or is out of range.
+    #[error("event {event:?}, data key {key:?}: {expected}")]
+    BadValue {
+        /// The event.
+        event: String,
+        /// The key.
+        key: String,
+        /// What the catalogue allows.
+        expected: String,
+    },
+}
+
+/// The type a data key must have.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawFieldType")]
+pub enum FieldType {
+    /// One of a fixed set of strings.
+    Enum {
+        /// Allowed values.
+        values: Vec<String>,
+    },
+    /// A string of at most `max_len` bytes (default 64).
+    String {
+        /// Length limit.
+        max_len: usize,
+    },
+    /// An integer, optionally bounded.
+    Int {
+        /// Smallest allowed.
+        min: Option<i64>,
+        /// Largest allowed.
+        max: Option<i64>,
+    },
+    /// A boolean.
+    Bool,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum RawFieldType {
+    Enum {
+        values: Vec<String>,
+    },
+    String {
+        #[serde(default = "default_max_len")]
+        max_len: usize,
+    },
+    Int {
+        #[serde(default)]
+        min: Option<i64>,
+        #[serde(default)]
+        max: Option<i64>,
+    },
+    Bool,
+}
+
+fn default_max_len() -> usize {
+    64
+}
+
+impl TryFrom<RawFieldType> for FieldType {
+    type Error = String;
+    fn try_from(raw: RawFieldType) -> Result<Self, String> {
+        Ok(match raw {
+            RawFieldType::Enum { values } if values.is_empty() => {
+                return Err("an enum needs at least one value".into())
+            }
+            RawFieldType::Enum { values } => FieldType::Enum { values },
+            RawFieldType::String { max_len } => FieldType::String { max_len },
+            RawFieldType::Int {
+                min: Some(a),
+                max: Some(b),
+            } if a > b => return Err(format!("int range is empty: min {a} > max {b}")),
+            RawFieldType::Int { min, max } => FieldType::Int { min, max },
+            RawFieldType::Bool => FieldType::Bool,
+        })
+    }
+}
+
+/// Where a product's batches go and how they authenticate, as its vendor's
+/// manifest says. The AWS credential chain is deliberately not a choice
+/// here: on an end user's machine it would sign with that user's own AWS
+/// identity and show it to the vendor. It is for the operator's own
+/// configuration only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upload {
+    /// Unsigned `PutObject` to a bucket whose policy allows anonymous
+    /// writes under the prefix.
+    Anonymous(S3Settings),
+    /// Ask the vendor's broker (`telemetry-broker`) for a presigned PUT.
+    /// Which bucket it writes to is the broker's business.
+    Broker {
+        /// The broker's base URL (`https://...`).
+        url: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(try_from = "RawUpload")]
+struct UploadTable(Upload);
+
+#[derive(Deserialize)]
+struct RawUpload {
+    auth: String,
+    bucket: Option<String>,
+    prefix: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    path_style: Option<bool>,
+    broker: Option<String>,
+}
+
+impl TryFrom<RawUpload> for UploadTable {
+    type Error = String;
+    fn try_from(raw: RawUpload) -> Result<Self, String> {
+        let s3_only = |mode: &str| -> Result<(), String> {
+            for (key, set) in [
+                ("bucket", raw.bucket.is_some()),
+                ("prefix", raw.prefix.is_some()),
+                ("endpoint", raw.endpoint.is_some()),
+                ("region", raw.region.is_some()),
+                ("path_style", raw.path_style.is_some()),
+            ] {
+                if set {
+                    return Err(format!(
+                        "`upload.{key}` does not apply with auth = \"{mode}\": the broker owns its bucket"
+                    ));
+                }
+            }
+            Ok(())
+        };
+        match raw.auth.as_str() {
+            "anonymous" => {
+                if raw.broker.is_some() {
+                    return Err("`upload.broker` applies only with auth = \"broker\"".into());
+                }
+                let bucket = raw
+                    .bucket
+                    .ok_or("`upload.bucket` is required with auth = \"anonymous\"")?;
+                let bucket = crate::s3::parse_bucket(&bucket)
+                    .map_err(|e| format!("`upload.bucket`: {e}"))?;
+                let endpoint = raw
+                    .endpoint
+                    .map(|e| crate::s3::parse_endpoint(&e))
+                    .transpose()
+                    .map_err(|e| format!("`upload.endpoint`: {e}"))?;
+                Ok(UploadTable(Upload::Anonymous(S3Settings {
+                    bucket,
+                    prefix: raw.prefix.unwrap_or_default().trim_matches('/').to_string(),
+                    path_style: raw.path_style.unwrap_or(endpoint.is_some()),
+                    endpoint,
+                    region: raw.region.filter(|r| !r.is_empty()),
+                })))
+            }
+            "broker" => {
+                s3_only("broker")?;
+                let url = raw
+                    .broker
+                    .ok_or("`upload.broker` (the broker's URL) is required with auth = \"broker\"")?;
+                let url =
+                    crate::s3::parse_endpoint(&url).map_err(|e| format!("`upload.broker`: {e}"))?;
+                Ok(UploadTable(Upload::Broker { url }))
+            }
+            "aws" => Err(
+                "`upload.auth = \"aws\"` is not allowed in a product manifest: it would sign uploads with the end user's own AWS identity. Use \"broker\" or \"anonymous\"; the AWS chain is set in the daemon's own configuration ([s3] or TELEMETRY_S3_*)"
+                    .into(),
+            ),
+            other => Err(format!(
+                "`upload.auth = {other:?}` is not a mode this telemetryd knows (anonymous, broker); the manifest may need a newer telemetryd"
+            )),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ConsentTable {
+    #[serde(default = "one")]
+    version: u32,
+    prompt: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+struct RawManifest {
+    product: String,
+    #[serde(default)]
+    events: BTreeMap<String, RawEvent>,
+    upload: Option<UploadTable>,
+    consent: Option<ConsentTable>,
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    // `description` is documentation for people reading the file; it is
+    // accepted and not kept.
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: Option<String>,
+    #[serde(default)]
+    data: BTreeMap<String, FieldType>,
+}
+
+/// One product's manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The product's name.
+    pub product: String,
+    /// Where it came from (a path, or `built-in NAME.toml`).
+    pub source_name: String,
+    /// The catalogue's version (`consent.version`, default 1): consent is
+    /// given for a version, and events a newer version adds wait for it.
+    pub version: u32,
+    /// The consent prompt's wording (`consent.prompt`), if the vendor gave
+    /// one.
+    pub prompt: Option<String>,
+    /// Where batches go; `None` means the daemon's own destination.
+    pub upload: Option<Upload>,
+    /// Event name → data key → type.
+    pub events: BTreeMap<String, BTreeMap<String, FieldType>>,
+    /// Keys and tables this version ignored (the manifest may be newer).
+    pub warnings: Vec<String>,
+}
+
+impl Manifest {
+    /// Parse a manifest's text. `source` names it in messages;
+    /// `expect_product` is the file's stem, which must match `product`.
+    pub fn parse(
+        text: &str,
+        source: &Path,
+        expect_product: Option<&str>,
+    ) -> Result<Manifest, ManifestError> {
+        let invalid = |message: String| ManifestError::Invalid {
+            path: source.to_path_buf(),
+            message,
+        };
+        let mut ignored = Vec::new();
+        let de = toml::Deserializer::new(text);
+        let raw: RawManifest = serde_ignored::deserialize(de, |path| {
+            // `?` marks an `Option` in serde_ignored's paths; the file
+            // has no such level.
+            ignored.push(path.to_string().replace(".?", "").replace("?.", ""))
+        })
+        .map_err(|e| invalid(e.to_string().trim_end().replace('\n', " ")))?;
+        let limits = telemetry_proto::Limits::default();
+        telemetry_proto::validate_name("product", &raw.product, &limits)
+            .map_err(|e| invalid(format!("`product`: {e}")))?;
+        if let Some(expected) = expect_product {
+            if expected != raw.product {
+                return Err(invalid(format!(
+                    "`product` is {:?} but the file is named {expected}.toml; they must match",
+                    raw.product
+                )));
+            }
+        }
+        let mut events = BTreeMap::new();
+        for (name, ev) in raw.events {
+            telemetry_proto::validate_name("event", &name, &limits)
+                .map_err(|e| invalid(format!("`events.{name}`: {e}")))?;
+            for key in ev.data.keys() {
+                telemetry_proto::validate_name("data key", key, &limits)
+                    .map_err(|e| invalid(format!("`events.{name}.data.{key}`: {e}")))?;
+            }
+            events.insert(name, ev.data);
+        }
+        let consent = raw.consent.unwrap_or(ConsentTable {
+            version: 1,
+            prompt: None,
+        });
+        if consent.version == 0 {
+            return Err(invalid("`consent.version`: must be at least 1".to_string()));
+        }
+        if consent
+            .prompt
+            .as_ref()
+            .is_some_and(|p| p.len() > MAX_PROMPT_LEN)
+        {
+            return Err(invalid(format!(
+                "`consent.prompt`: longer than {MAX_PROMPT_LEN} bytes"
+            )));
+        }
+        Ok(Manifest {
+            product: raw.product,
+            source_name: source.display().to_string(),
+            version: consent.version,
+            prompt: consent.prompt,
+            upload: raw.upload.map(|u| u.0),
+            events,
+            warnings: ignored
+                .into_iter()
+                .map(|key| format!("unknown key `{key}` ignored (written for a newer telemetryd?)"))
+                .collect(),
+        })
+    }
+
+    /// The built-in `cfdev` manifest.
+    pub fn builtin_cfdev() -> Manifest {
+        Manifest::parse(CFDEV, Path::new("built-in cfdev.toml"), Some("cfdev"))
+            .expect("the built-in cfdev manifest is valid (tested)")
+    }
+
+    /// Read and parse `path`; its stem must be the product's name.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Manifest::parse(&text, path, Some(&stem))
+    }
+
+    /// Check an event against this catalogue.
+    pub fn check(&self, ev: &WireEvent) -> Result<(), Rejection> {
+        let fields = self
+            .events
+            .get(&ev.event)
+            .ok_or_else(|| Rejection::UnknownEvent {
+                product: ev.product.clone(),
+                event: ev.event.clone(),
+                source_name: self.source_name.clone(),
+            })?;
+        for (key, value) in &ev.data {
+            let ty = fields.get(key).ok_or_else(|| Rejection::UnknownKey {
+                event: ev.event.clone(),
+                key: key.clone(),
+                source_name: self.source_name.clone(),
+            })?;
+            let bad = |expected: String| Rejection::BadValue {
+                event: ev.event.clone(),
+                key: key.clone(),
+                expected,
+            };
+            match (ty, value) {
+                (FieldType::Enum { values }, Value::Str(s)) if values.contains(s) => {}
+                (FieldType::Enum { values }, _) => {
+                    return Err(bad(format!("must be one of {}", values.join(", "))))
+                }
+                (FieldType::String { max_len }, Value::Str(s)) if s.len() <= *max_len => {}
+                (FieldType::String { max_len }, _) => {
+                    return Err(bad(format!("must be text of at most {max_len} bytes")))
+                }
+                (FieldType::Int { min, max }, Value::Int(i))
+                    if min.is_none_or(|m| *i >= m) && max.is_none_or(|m| *i <= m) => {}
+                (FieldType::Int { min, max }, _) => {
+                    let range = match (min, max) {
+                        (Some(a), Some(b)) => format!(" from {a} to {b}"),
+                        (Some(a), None) => format!(" ≥ {a}"),
+                        (None, Some(b)) => format!(" ≤ {b}"),
+                        (None, None) => String::new(),
+                    };
+                    return Err(bad(format!("must be an integer{range}")));
+                }
+                (FieldType::Bool, Value::Bool(_)) => {}
+                (FieldType::Bool, _) => return Err(bad("must be true or false".into())),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every `*.toml` in `dir`, sorted by path, each parsed or with its error.
+/// A missing directory holds no manifests; an unreadable one is an error.
+pub fn load_dir(dir: &Path) -> Result<Vec<Result<Manifest, ManifestError>>, ManifestError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(ManifestError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    Ok(paths.iter().map(|p| Manifest::load(p)).collect())
+}
+
+#[cfg(test)]
+mod tests;

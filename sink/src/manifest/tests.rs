@@ -1,0 +1,211 @@
+use super::*;
+
+fn ev(event: &str, data: &[(&str, Value)]) -> WireEvent {
+    WireEvent {
+        id: uuid_nil(),
+        event: event.into(),
+        product: "cfdev".into(),
+        build: "1".into(),
+        timestamp_us: 1_800_000_000_000_000,
+        data: data
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    }
+}
+
+fn uuid_nil() -> uuid::Uuid {
+    uuid::Uuid::nil()
+}
+
+fn parse(text: &str) -> Result<Manifest, ManifestError> {
+    Manifest::parse(text, Path::new("/v/mytool.toml"), Some("mytool"))
+}
+
+#[test]
+fn builtin_cfdev_has_the_seeds_17_events() {
+    let cat = Manifest::builtin_cfdev();
+    let names: Vec<&str> = cat.events.keys().map(String::as_str).collect();
+    assert_eq!(names.len(), 17, "{names:?}");
+    for n in [
+        "start_begin",
+        "start_end",
+        "error",
+        "stop",
+        "uninstall",
+        "app_created",
+        "route_created",
+        "deployed_service",
+        "service_created",
+        "user_provided_service_created",
+        "app_bound_to_service",
+        "app_restage",
+        "org_created",
+        "space_created",
+        "user_created",
+        "bosh",
+        "telemetry_off",
+    ] {
+        assert!(names.contains(&n), "{n} missing");
+    }
+    assert!(cat.warnings.is_empty(), "{:?}", cat.warnings);
+    assert_eq!(cat.upload, None, "cfdev uses the daemon's own destination");
+}
+
+#[test]
+fn checks_names_keys_types_and_ranges() {
+    let cat = Manifest::builtin_cfdev();
+    cat.check(&ev("error", &[("kind", Value::Str("timeout".into()))]))
+        .unwrap();
+    cat.check(&ev("stop", &[])).unwrap();
+    let err = cat
+        .check(&ev(
+            "error",
+            &[("kind", Value::Str("/home/alice/x: denied".into()))],
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("must be one of"), "{err}");
+    assert!(matches!(
+        cat.check(&ev("nope", &[])),
+        Err(Rejection::UnknownEvent { .. })
+    ));
+    assert!(matches!(
+        cat.check(&ev("stop", &[("path", Value::Str("x".into()))])),
+        Err(Rejection::UnknownKey { .. })
+    ));
+    assert!(matches!(
+        cat.check(&ev("start_end", &[("duration_s", Value::Int(-1))])),
+        Err(Rejection::BadValue { .. })
+    ));
+    assert!(matches!(
+        cat.check(&ev("start_end", &[("success", Value::Int(1))])),
+        Err(Rejection::BadValue { .. })
+    ));
+}
+
+#[test]
+fn bad_manifests_name_the_file_the_key_and_the_line() {
+    let err = parse("product = \"other\"\n").unwrap_err().to_string();
+    assert!(
+        err.contains("/v/mytool.toml") && err.contains("product"),
+        "{err}"
+    );
+    let err = parse("product = \"mytool\"\n[events.x]\ndata.k = { type = \"float\" }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("float") && err.contains("line 3"), "{err}");
+    let err =
+        parse("product = \"mytool\"\n\n[events.x]\ndata.k = { type = \"enum\", values = [] }\n")
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("at least one value") && err.contains("line 4"),
+        "{err}"
+    );
+    let err = parse("product = \"mytool\"\n[events.\"Bad Name\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("events.Bad Name"), "{err}");
+}
+
+#[test]
+fn unknown_keys_and_tables_are_warnings_not_errors() {
+    let m = parse(
+        "product = \"mytool\"\nfuture = 1\n[telemetry_v9]\nx = 2\n[upload]\nauth = \"broker\"\nbroker = \"https://b.example\"\nsigning = \"v5\"\n[consent]\nversion = 3\nprompt = \"Help us?\"\nstyle = \"bold\"\n[events.ran]\nsince = \"2.0\"\ndata.flag = { type = \"bool\" }\n",
+    )
+    .unwrap();
+    assert_eq!(m.version, 3);
+    assert_eq!(m.prompt.as_deref(), Some("Help us?"));
+    assert_eq!(m.warnings.len(), 5, "{:?}", m.warnings);
+    for key in [
+        "future",
+        "telemetry_v9",
+        "upload.signing",
+        "consent.style",
+        "events.ran.since",
+    ] {
+        assert!(
+            m.warnings.iter().any(|w| w.contains(&format!("`{key}"))),
+            "{key} not warned about: {:?}",
+            m.warnings
+        );
+    }
+}
+
+#[test]
+fn upload_modes() {
+    let m = parse(
+        "product = \"mytool\"\n[upload]\nauth = \"anonymous\"\nbucket = \"vendor-telemetry\"\nprefix = \"/raw/\"\nendpoint = \"https://s3.example.com/\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        m.upload,
+        Some(Upload::Anonymous(S3Settings {
+            bucket: "vendor-telemetry".into(),
+            prefix: "raw".into(),
+            endpoint: Some("https://s3.example.com".into()),
+            region: None,
+            path_style: true,
+        }))
+    );
+    let m = parse(
+        "product = \"mytool\"\n[upload]\nauth = \"broker\"\nbroker = \"https://t.example.com\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        m.upload,
+        Some(Upload::Broker {
+            url: "https://t.example.com".into()
+        })
+    );
+    for (text, needle) in [
+        (
+            "auth = \"aws\"\nbucket = \"b-b-b\"",
+            "end user's own AWS identity",
+        ),
+        ("auth = \"quantum\"", "newer telemetryd"),
+        ("auth = \"broker\"", "broker's URL"),
+        (
+            "auth = \"broker\"\nbroker = \"https://x\"\nbucket = \"b-b-b\"",
+            "upload.bucket",
+        ),
+        ("auth = \"anonymous\"", "upload.bucket"),
+        ("auth = \"anonymous\"\nbucket = \"B\"", "bucket name"),
+        ("bucket = \"b-b-b\"", "auth"),
+    ] {
+        let err = parse(&format!("product = \"mytool\"\n[upload]\n{text}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(needle) && err.contains("line"),
+            "{text}: {err}"
+        );
+    }
+}
+
+#[test]
+fn load_dir_keeps_good_and_bad_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mytool.toml"),
+        "product = \"mytool\"\n[events.ran]\ndata.name = { type = \"string\", max_len = 3 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "product = \"bad\"\n[events.x\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
+    let all = load_dir(dir.path()).unwrap();
+    assert_eq!(all.len(), 2);
+    let err = all[0].as_ref().unwrap_err().to_string();
+    assert!(err.contains("bad.toml") && err.contains("line 2"), "{err}");
+    let m = all[1].as_ref().unwrap();
+    let mut e = ev("ran", &[("name", Value::Str("abcd".into()))]);
+    e.product = "mytool".into();
+    assert!(m.check(&e).is_err());
+    e.data.insert("name".into(), Value::Str("abc".into()));
+    m.check(&e).unwrap();
+    assert!(load_dir(&dir.path().join("missing")).unwrap().is_empty());
+}
