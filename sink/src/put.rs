@@ -30,6 +30,41 @@ pub enum UploadError {
         /// credentials): retried only at the slow cap, and reported loudly.
         permanent: bool,
     },
+    /// The destination asked us to slow down (HTTP 429 or 503 with
+    /// `Retry-After`): no attempt before `retry_after` has passed.
+    #[error("{destination} asked to retry in {}s: {message}", retry_after.as_secs())]
+    Throttled {
+        /// Where (a broker URL or `s3://bucket`).
+        destination: String,
+        /// The `Retry-After` it gave.
+        retry_after: Duration,
+        /// Its message.
+        message: String,
+    },
+    /// The broker refused the batch's metadata (HTTP 400 or 413): the
+    /// batch cannot go this way as it is; retried only at the slow cap.
+    #[error("{destination} refused the batch (HTTP {status}{}): {message}", field.as_deref().map(|f| format!(", field {f}")).unwrap_or_default())]
+    Rejected {
+        /// The broker's URL.
+        destination: String,
+        /// 400 or 413.
+        status: u16,
+        /// The request field it named, if any.
+        field: Option<String>,
+        /// Its message.
+        message: String,
+    },
+    /// The vendor has retired this product or build (HTTP 410 from its
+    /// broker): a remote off switch. Nothing more is uploaded for it.
+    #[error("{destination} has retired product {product:?}: {message}")]
+    Retired {
+        /// The broker's URL.
+        destination: String,
+        /// The product.
+        product: String,
+        /// Its message.
+        message: String,
+    },
 }
 
 impl UploadError {
@@ -40,9 +75,21 @@ impl UploadError {
             UploadError::S3 {
                 permanent: true,
                 ..
-            }
+            } | UploadError::Rejected { .. }
+                | UploadError::Retired { .. }
         )
     }
+}
+
+/// What a successful put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// The object was written.
+    Stored,
+    /// The object was already there (`412 Precondition Failed` to
+    /// `If-None-Match: *`): an earlier attempt wrote it, so the batch is
+    /// delivered and nothing was overwritten.
+    AlreadyThere,
 }
 
 /// Error codes S3 returns for requests that will fail the same way however
