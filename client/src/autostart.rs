@@ -330,7 +330,13 @@ mod tests {
         ] {
             assert!(scrubbed(name), "{name} must not reach the daemon");
         }
-        for name in ["TELEMETRY_S3_TOKEN", "PATH", "HOME", "XDG_STATE_HOME", "LANG"] {
+        for name in [
+            "TELEMETRY_S3_TOKEN",
+            "PATH",
+            "HOME",
+            "XDG_STATE_HOME",
+            "LANG",
+        ] {
             assert!(!scrubbed(name), "{name} must reach the daemon");
         }
     }

@@ -115,9 +115,12 @@ fn pending(env: &DaemonEnv, ctl: &Path) -> Option<usize> {
         .args(["show", "--ndjson"])
         .output()
         .ok()?;
-    out.status
-        .success()
-        .then(|| text(&out).lines().filter(|l| l.contains("\"event\"")).count())
+    out.status.success().then(|| {
+        text(&out)
+            .lines()
+            .filter(|l| l.contains("\"event\""))
+            .count()
+    })
 }
 
 /// Events uploaded to the outbox (an idle exit uploads what it may).
@@ -127,7 +130,9 @@ fn in_outbox(env: &DaemonEnv) -> usize {
         .filter(|p| p.to_string_lossy().ends_with(".ndjson.zst"))
         .map(|p| {
             let body = zstd::decode_all(&std::fs::read(p).unwrap()[..]).unwrap();
-            body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count()
+            body.split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count()
         })
         .sum()
 }
@@ -160,7 +165,10 @@ fn a_shim_with_no_daemon_starts_one_within_its_budget_and_the_event_is_delivered
     // Spooled (not acknowledged: nothing served yet) and a daemon started,
     // all before the budget's timer.
     assert_eq!(out.status.code(), Some(1), "{msg}");
-    assert!(msg.contains("spooled to") && msg.contains("started "), "{msg}");
+    assert!(
+        msg.contains("spooled to") && msg.contains("started "),
+        "{msg}"
+    );
     assert!(
         took < Duration::from_millis(budget_ms + 200),
         "the shim took {took:?}, budget {budget_ms} ms"
@@ -169,10 +177,22 @@ fn a_shim_with_no_daemon_starts_one_within_its_budget_and_the_event_is_delivered
     wait_pending(&env, &bin("telemetryctl"), 1);
     // Detached: its own session, not our child, credentials scrubbed.
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemon.0)).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     let (ppid, session): (u32, i32) = (fields[1].parse().unwrap(), fields[3].parse().unwrap());
-    assert_ne!(ppid, std::process::id(), "the daemon is not the test's child");
-    assert_ne!(session, daemon.0, "not a session leader (no controlling tty)");
+    assert_ne!(
+        ppid,
+        std::process::id(),
+        "the daemon is not the test's child"
+    );
+    assert_ne!(
+        session, daemon.0,
+        "not a session leader (no controlling tty)"
+    );
     // SAFETY: getsid(0) has no preconditions.
     assert_ne!(session, unsafe { libc::getsid(0) }, "its own session");
     let environ = std::fs::read(format!("/proc/{}/environ", daemon.0)).unwrap();
@@ -274,7 +294,11 @@ fn idle_exit_without_a_service_manager_loses_no_event_emitted_around_it() {
     }
     // The idle exit happened: more than one daemon served.
     let pids = serving_pids(&env);
-    assert!(pids.len() >= 2, "no idle exit seen; log:\n{}", log_text(&env));
+    assert!(
+        pids.len() >= 2,
+        "no idle exit seen; log:\n{}",
+        log_text(&env)
+    );
     assert!(log_text(&env).contains("idle with nothing pending"));
     // Whatever is still spooled is taken in by the next daemon an emit
     // starts (counted too); an idle exit uploads to the outbox first.
@@ -321,7 +345,10 @@ fn future_bin(name: &str) -> PathBuf {
             .arg(&target)
             .status()
             .expect("run cargo");
-        assert!(status.success(), "building the future-version binaries failed");
+        assert!(
+            status.success(),
+            "building the future-version binaries failed"
+        );
         eprintln!("future-version build took {:?}", t.elapsed());
         target.join("debug")
     });
@@ -344,7 +371,11 @@ fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let newer = Started::nth(&env, 1);
     wait_pending(&env, &new_ctl, 1);
-    assert!(recorded(&env).contains("future/debug/telemetryd"), "{}", recorded(&env));
+    assert!(
+        recorded(&env).contains("future/debug/telemetryd"),
+        "{}",
+        recorded(&env)
+    );
     newer.stop();
     // An older vendor's shim (protocol 2) starts its own, older daemon,
     // which finds the newer store and hands over: the newer binary serves
@@ -365,7 +396,10 @@ fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
     let (versions, _) = line.rsplit_once(' ').unwrap();
     std::fs::write(
         env.state.join("telemetryd.current"),
-        format!("{versions} {}\n", env.root().join("gone/telemetryd").display()),
+        format!(
+            "{versions} {}\n",
+            env.root().join("gone/telemetryd").display()
+        ),
     )
     .unwrap();
     let old_daemon = env
@@ -401,12 +435,16 @@ fn a_newer_shims_events_wait_in_the_spool_while_an_older_daemon_serves() {
     // The older daemon looks at the spool (a connection after the check
     // interval) and leaves the newer frame there.
     std::thread::sleep(Duration::from_millis(1200));
-    wait_for("the older daemon to look at the spool", Duration::from_secs(20), || {
-        let _ = old.client().status(Duration::from_secs(2));
-        old.log()
-            .contains("left events of a newer protocol in the spool")
-            .then_some(())
-    });
+    wait_for(
+        "the older daemon to look at the spool",
+        Duration::from_secs(20),
+        || {
+            let _ = old.client().status(Duration::from_secs(2));
+            old.log()
+                .contains("left events of a newer protocol in the spool")
+                .then_some(())
+        },
+    );
     assert_eq!(pending(&env, &bin("telemetryctl")), Some(0));
     assert!(std::fs::metadata(env.spool_file()).unwrap().len() > 0);
     old.terminate().unwrap();
