@@ -137,11 +137,13 @@ fn in_outbox(env: &DaemonEnv) -> usize {
         .sum()
 }
 
+/// Wait until `n` events are stored or uploaded (a daemon stopped with
+/// SIGTERM uploads what it may to the outbox first).
 fn wait_pending(env: &DaemonEnv, ctl: &Path, n: usize) {
     wait_for(
-        &format!("{n} events stored"),
+        &format!("{n} events stored or uploaded"),
         Duration::from_secs(30),
-        || (pending(env, ctl)? == n).then_some(()),
+        || (pending(env, ctl)? + in_outbox(env) == n).then_some(()),
     );
 }
 
