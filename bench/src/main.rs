@@ -37,6 +37,8 @@ enum What {
     All,
     /// Wall time of one telemetry-emit run vs `true` and `logger -u`; in-process acked emit latency.
     Shim,
+    /// Wall time of the shim run that finds no daemon and starts one vs a normal shim run and `true`.
+    Autostart,
     /// Acked events per second with 1, 8 and 64 connections vs raw SQLite.
     Ingest,
     /// RSS, CPU and wakeups of an idle daemon.
@@ -54,6 +56,9 @@ fn main() -> Result<()> {
     let run = |w: What| cli.what == What::All || cli.what == w;
     if run(What::Shim) {
         shim(cli.quick)?;
+    }
+    if run(What::Autostart) {
+        autostart(cli.quick)?;
     }
     if run(What::Ingest) {
         ingest(cli.quick)?;
@@ -251,6 +256,96 @@ fn shim(quick: bool) -> Result<()> {
             p99 / l99,
             p99 / f99
         );
+    }
+    Ok(())
+}
+
+/// The shim's cost on the run that starts the daemon (no daemon, no
+/// service manager: it spools the event and starts `telemetryd` detached),
+/// against a shim run with the daemon up and `true`, in the same rounds.
+/// Each starting run gets a fresh state dir (no rate limit in the way);
+/// after it, untimed, the bench waits until that daemon serves and stops
+/// it, so its start-up does not load the next run.
+fn autostart(quick: bool) -> Result<()> {
+    let n = if quick { 10 } else { 100 };
+    println!("\n## 1b. Shim cost on the run that starts the daemon ({n} rounds, median wall time, rows in a fresh order each round)");
+    let warm = env("full");
+    let _daemon = warm.start();
+    let emit = |env: &DaemonEnv| {
+        let mut c = env.command("telemetry-emit");
+        c.args(["--product", "cfdev", "app_created", "buildpack=go"]);
+        c
+    };
+    let names = [
+        "`true`",
+        "`telemetry-emit`, daemon running (sync=full)",
+        "`telemetry-emit`, no daemon: spools, starts `telemetryd`",
+    ];
+    const STARTS: usize = 2;
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(n); names.len()];
+    for round in 0..n {
+        let cold = env("full");
+        let mut starting = emit(&cold);
+        starting.env("TELEMETRY_AUTOSTART", "1");
+        let mut cmds = [
+            Some(Command::new("true")),
+            Some(emit(&warm)),
+            Some(starting),
+        ];
+        for i in shuffled(cmds.len(), round as u64) {
+            let c = cmds[i].take().expect("each row runs once a round");
+            times[i].push(time_one(c)?);
+            if i == STARTS {
+                stop_autostarted(&cold)?;
+            }
+        }
+    }
+    let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+    println!("| run | median | ÷ true | ÷ shim, daemon running |\n|---|---|---|---|");
+    for (name, m) in names.iter().zip(&medians) {
+        println!(
+            "| {name} | {} | {:.2} | {:.2} |",
+            ms(*m),
+            m / medians[0],
+            m / medians[1]
+        );
+    }
+    Ok(())
+}
+
+/// Wait until the daemon a shim started in `env` serves, then SIGTERM it
+/// (it is not our child: its pid is in its log) and wait until it is gone.
+fn stop_autostarted(env: &DaemonEnv) -> Result<()> {
+    let deadline = Instant::now() + T;
+    while Client::connect(&env.socket)
+        .and_then(|mut c| c.status(Duration::from_secs(2)))
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("the autostarted telemetryd did not serve within {T:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let log = std::fs::read_to_string(env.state.join("telemetryd.log"))?;
+    let pid = log
+        .split(" pid=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .context("no pid in the autostarted daemon's log")?
+        .to_string();
+    Command::new("kill").arg(&pid).status()?;
+    // Gone, or a zombie waiting for an init that may not reap.
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    }) {
+        if Instant::now() > deadline {
+            bail!("the autostarted telemetryd {pid} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     Ok(())
 }

@@ -24,8 +24,11 @@
 //! [`Client`] is the raw protocol, for tools like `telemetryctl`: it does
 //! not check consent (the daemon still enforces the consent files).
 
-#![forbid(unsafe_code)]
+// Unsafe only where a detached daemon is started (between fork and exec).
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
+pub mod autostart;
 pub mod cli;
 pub mod consent;
 pub mod spool;
@@ -105,6 +108,18 @@ pub fn default_socket_path() -> PathBuf {
         return PathBuf::from(p);
     }
     telemetry_proto::paths::default_socket_path(|k| std::env::var_os(k), current_uid())
+}
+
+/// The state dir as the daemon resolves it from the environment:
+/// `TELEMETRY_STATE_DIR`, else `$XDG_STATE_HOME/telemetry`, else
+/// `~/.local/state/telemetry`.
+pub(crate) fn state_dir() -> PathBuf {
+    std::env::var_os("TELEMETRY_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            telemetry_proto::paths::default_state_dir(|k| std::env::var_os(k), current_uid())
+        })
 }
 
 /// The current user's id, read without `unsafe` from the metadata of a
@@ -414,6 +429,12 @@ impl Client {
 /// Record one event the way a CLI should: check consent first (without
 /// contacting the daemon; `off` returns `Ok(None)` having done nothing
 /// else), then emit and wait for the acknowledgement within `timeout`.
+///
+/// When nothing serves the socket (no daemon, no service manager), the
+/// event is spooled for the daemon to take in, a daemon is started as
+/// [`autostart`] describes, and the connection error is returned (the
+/// event is not acknowledged yet, but it is not lost: do not send it
+/// again).
 pub fn record_event(
     product: &str,
     name: &str,
@@ -426,9 +447,19 @@ pub fn record_event(
         return Ok(None);
     }
     let ev = event(product, name, build, data);
-    Client::connect(default_socket_path())?
-        .emit(vec![ev], timeout)
-        .map(Some)
+    let socket = default_socket_path();
+    match Client::connect_now(&socket) {
+        Ok(mut c) => c.emit(vec![ev], timeout).map(Some),
+        Err(e) => {
+            if autostart::nothing_serves(&e) {
+                // Best effort, like the shim: the error below is what the
+                // caller needs to know.
+                let _ = spool::append(&spool::path_for(&socket), &ev);
+                let _ = autostart::start(&socket);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Parse a `KEY=VALUE` argument: `true`/`false` become booleans, whole

@@ -21,11 +21,7 @@ pub enum Spooled {
 /// [`paths::spool_file_for`]), so an event sent with `--socket` to another
 /// daemon is never delivered by the default one.
 pub fn path_for(socket: &Path) -> PathBuf {
-    let state = std::env::var_os("TELEMETRY_STATE_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| paths::default_state_dir(|k| std::env::var_os(k), crate::current_uid()));
-    paths::spool_file_for(&state, socket)
+    paths::spool_file_for(&crate::state_dir(), socket)
 }
 
 /// Append `ev` to the spool at `path`: one write of one whole frame, under

@@ -298,9 +298,12 @@ pub struct Args {
     /// The administrator's consent file, which can force products off. Default: /etc/telemetry/consent.
     #[arg(long, env = "TELEMETRY_SYSTEM_CONSENT_FILE", value_name = "FILE")]
     pub system_consent_file: Option<PathBuf>,
-    /// When socket-activated, exit after this long idle with nothing pending, e.g. 5m. Default: none (stay up).
+    /// Exit after this long idle with nothing pending, e.g. 5m. Default: none (stay up); 5m with --autostarted.
     #[arg(long, env = "TELEMETRY_IDLE_EXIT", value_name = "DURATION")]
     pub idle_exit: Option<String>,
+    /// Started on demand by a client (telemetry-emit, telemetry-client) with no service manager: exit when idle, and step aside quietly (exit 0) when another telemetryd serves or the store is newer than this binary.
+    #[arg(long)]
+    pub autostarted: bool,
     /// Install or remove the service-manager files instead of running.
     #[command(subcommand)]
     pub command: Option<crate::install::Command>,

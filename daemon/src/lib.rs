@@ -12,6 +12,9 @@
 //! - [`socket`]: binding the Unix socket safely, or taking the one a
 //!   service manager passed (systemd `LISTEN_FDS`, launchd).
 //! - [`notify`], [`install`]: `sd_notify`, and writing the unit files.
+//! - [`ondemand`]: started by a client without a service manager, and
+//!   binaries of different ages on one state dir (who serves, who steps
+//!   aside).
 //! - [`server`]: [`run`], the accept loop and the per-connection task.
 //! - [`cmd`]: one handler per request.
 //! - [`store`]: the only code that touches SQLite (one thread, group commit).
@@ -33,6 +36,7 @@ pub mod consent;
 pub mod identity;
 pub mod install;
 pub mod notify;
+pub mod ondemand;
 pub mod record;
 pub mod refusals;
 pub mod server;

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use telemetryd::{config, install, socket};
+use telemetryd::{config, install, ondemand, socket};
 
 fn main() -> ExitCode {
     let (args, matches) = config::parse_args();
@@ -69,10 +69,10 @@ fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyho
     raise_fd_limit();
     let mut config = config::load(args, Some(matches), |k| std::env::var_os(k), uid)?;
     let activated = service_manager_listener()?;
-    if activated.is_none() && config.idle_exit.take().is_some() {
-        tracing::info!(
-            "idle exit ignored: not started by a service manager, so nothing would restart us"
-        );
+    // Honoured whoever started us: under a service manager the socket
+    // brings us back, autostarted the next client does.
+    if args.autostarted && config.idle_exit.is_none() {
+        config.idle_exit = Some(ondemand::DEFAULT_IDLE_EXIT);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -85,8 +85,23 @@ fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyho
         socket::check_path_len(&config.socket_path)?;
     }
     // Before any socket is bound: a second daemon on this state directory
-    // stops here, saying which lock is held.
-    let lock = telemetryd::store::StateLock::acquire(&config.state_dir)?;
+    // stops here, saying which lock is held; an autostarted one steps
+    // aside quietly, also for a store newer than it knows (see ondemand).
+    let lock = if args.autostarted {
+        if let Some(found) = ondemand::newer_store(&config.state_dir) {
+            ondemand::hand_over_or_step_aside(&config.state_dir, found);
+            return Ok(());
+        }
+        match ondemand::take_lock(&config.state_dir, &config.socket_path)? {
+            ondemand::Start::Serve(lock) => lock,
+            ondemand::Start::StepAside => return Ok(()),
+        }
+    } else {
+        telemetryd::store::StateLock::acquire(&config.state_dir)?
+    };
+    if ondemand::newer_store(&config.state_dir).is_none() {
+        ondemand::record_current(&config.state_dir);
+    }
     runtime.block_on(async {
         let (std_listener, bound) = match activated {
             Some(l) => (l, None),
@@ -101,8 +116,10 @@ fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyho
         let listener = tokio::net::UnixListener::from_std(std_listener)
             .with_context(|| format!("cannot listen on {}", config.socket_path.display()))?;
         tracing::info!(
+            pid = std::process::id(),
             socket = %config.socket_path.display(),
             activated = bound.is_none(),
+            autostarted = args.autostarted,
             state_dir = %config.state_dir.display(),
             destination = %config.destination(),
             "telemetryd listening"

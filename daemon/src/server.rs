@@ -374,11 +374,13 @@ pub async fn run_locked(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
+    let mut idled = false;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = &mut idle => {
                 tracing::info!("idle with nothing pending; exiting until the next connection");
+                idled = true;
                 break;
             }
             // Reap finished connection tasks so the set stays small.
@@ -421,6 +423,13 @@ pub async fn run_locked(
     }
     // Aborting drops their store handles, so the store thread can finish.
     connections.shutdown().await;
+    if idled {
+        // A client that connected between the idle decision and the
+        // listener's close found nobody and spooled its event: take it in
+        // now. Any spooled after this is taken in by the next daemon, which
+        // such a client starts (and which waits for our lock; ondemand).
+        crate::spool::ingest(&ctx).await;
+    }
     let _ = upload_stop.send(true);
     let _ = upload_task.await;
     drop(ctx);

@@ -62,34 +62,75 @@ impl SpoolState {
 /// Parse a spool file's frames. A torn last frame ends the list (shims cut
 /// a failed write back, so this is belt and braces).
 pub fn parse(bytes: &[u8]) -> (Vec<WireEvent>, usize) {
-    let mut events = Vec::new();
-    let mut bad = 0;
+    let parsed = parse_keeping_newer(bytes);
+    (parsed.events, parsed.bad)
+}
+
+/// A spool file's frames, sorted.
+#[derive(Debug, Default, PartialEq)]
+pub struct Parsed {
+    /// Events this daemon can read.
+    pub events: Vec<WireEvent>,
+    /// Frames that are damaged.
+    pub bad: usize,
+    /// Whole frames (length prefix included) of a protocol newer than this
+    /// daemon's: a newer shim spooled them while this daemon served, and
+    /// they go back to the spool for a newer daemon (never dropped).
+    pub newer: Vec<u8>,
+}
+
+/// [`parse`], setting aside the frames of a newer protocol.
+pub fn parse_keeping_newer(bytes: &[u8]) -> Parsed {
+    let mut out = Parsed::default();
     let mut rest = bytes;
     while rest.len() >= 4 {
         let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         if len > MAX_FRAME_LEN || rest.len() < 4 + len {
-            bad += 1;
+            out.bad += 1;
             break;
         }
-        match decode_spooled(&rest[4..4 + len]) {
-            Ok(ev) => events.push(ev),
-            Err(_) => bad += 1,
+        let body = &rest[4..4 + len];
+        match decode_spooled(body) {
+            Ok(ev) => out.events.push(ev),
+            Err(telemetry_proto::CodecError::UnsupportedVersion { got })
+                if got > telemetry_proto::PROTOCOL_VERSION =>
+            {
+                out.newer.extend_from_slice(&rest[..4 + len]);
+            }
+            Err(_) => out.bad += 1,
         }
         rest = &rest[4 + len..];
     }
-    (events, bad)
+    out
 }
 
-/// One spooled event. Shims of protocol 1 wrote the same `WireEvent`
-/// bytes under version 1 (only reply structs changed in 2), so a spool left
-/// by an older shim is taken in too.
+/// One spooled event. A spool frame is a `WireEvent`, whose bytes no
+/// protocol version has changed (rule 2 of the protocol's evolution), so
+/// frames older shims wrote under an earlier version are taken in too.
 fn decode_spooled(body: &[u8]) -> Result<WireEvent, telemetry_proto::CodecError> {
-    if body.first() == Some(&1) {
-        let mut v2 = body.to_vec();
-        v2[0] = telemetry_proto::PROTOCOL_VERSION as u8;
-        return decode_body(&v2);
+    // Versions below 128 are one varint byte.
+    if let Some(&v) = body.first() {
+        if v >= 1 && u16::from(v) < telemetry_proto::PROTOCOL_VERSION {
+            let mut current = body.to_vec();
+            current[0] = telemetry_proto::PROTOCOL_VERSION as u8;
+            return decode_body(&current);
+        }
     }
     decode_body(body)
+}
+
+/// Append `frames` (whole frames) back to the spool at `path`, under the
+/// shims' lock, for a newer daemon.
+fn put_back(path: &Path, frames: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?;
+    f.lock()?;
+    f.write_all(frames)
 }
 
 /// Move the spool at `path` aside (under the shims' lock) and return the
@@ -152,7 +193,19 @@ async fn ingest_file(ctx: &Ctx, path: &Path) -> u64 {
             return 0;
         }
     };
-    let (events, bad) = parse(&bytes);
+    let Parsed { events, bad, newer } = parse_keeping_newer(&bytes);
+    if !newer.is_empty() {
+        // First: should a failure below keep the ingesting file for a
+        // retry, they are put back again, and event ids keep them single.
+        if let Err(e) = put_back(path, &newer) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot put events of a newer protocol back into the spool; will retry");
+            return 0;
+        }
+        tracing::info!(
+            path = %path.display(),
+            "left events of a newer protocol in the spool for a newer telemetryd"
+        );
+    }
     let mut stored = 0u64;
     // Counted and logged only once the file is consumed: a spool kept for
     // a retry would otherwise count its refusals again each time.
@@ -288,7 +341,11 @@ mod tests {
         assert_eq!(frame[4], 2);
         frame[4] = 1;
         assert_eq!(parse(&frame), (vec![ev], 0));
+        frame[4] = 0;
+        assert_eq!(parse(&frame).1, 1, "version 0 is damaged");
         frame[4] = 9;
-        assert_eq!(parse(&frame).1, 1, "an unknown version is damaged");
+        let parsed = parse_keeping_newer(&frame);
+        assert_eq!((parsed.events.len(), parsed.bad), (0, 0));
+        assert_eq!(parsed.newer, frame, "a newer version is kept whole");
     }
 }

@@ -178,7 +178,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Version written as the first varint of every frame body.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = if cfg!(feature = "future-version") {
+    // Only in the test build that plays a newer release (see Cargo.toml).
+    3
+} else {
+    2
+};
 
 /// Largest frame body accepted in either direction, in bytes.
 ///

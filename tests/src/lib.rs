@@ -365,6 +365,9 @@ impl DaemonEnv {
             ("TELEMETRY_SYNC".into(), "normal".into()),
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
             ("TELEMETRY_LOG".into(), "info".into()),
+            // Tests that want a shim to start a daemon say so
+            // (tests/tests/autostart.rs); the others count on spooling.
+            ("TELEMETRY_AUTOSTART".into(), "0".into()),
         ];
         if let Destination::S3 { endpoint, secret } = &self.destination {
             env.extend([

@@ -278,8 +278,9 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
     // Refused for good (consent off, invalid, not catalogued, not
     // allowed): spooling would only be refused again. Anything else (not
     // running, busy, shutting down, a storage error, no answer in time, a
-    // code this shim does not know) goes to the spool; if the daemon did
-    // store it after all, the event id keeps it single.
+    // code this shim does not know, an older daemon that does not speak
+    // this protocol: a newer one takes the spool in) goes to the spool; if
+    // the daemon did store it after all, the event id keeps it single.
     if let ClientError::Refused { code, .. } = &failure {
         match code {
             ErrorCode::ConsentOff => return Err((EXIT_CONSENT_OFF, failure.to_string())),
@@ -287,8 +288,7 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
             | ErrorCode::NotInCatalogue
             | ErrorCode::PermissionDenied
             | ErrorCode::Malformed
-            | ErrorCode::FrameTooLarge
-            | ErrorCode::UnsupportedVersion => {
+            | ErrorCode::FrameTooLarge => {
                 return Err((EXIT_REFUSED, format!("{failure}; not recorded")))
             }
             _ => {}
@@ -310,7 +310,27 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
         }
         Err(se) => format!("could not spool it to {}: {se}", spool.display()),
     };
-    Err((EXIT_FAILED, format!("{failure}; not acknowledged: {what}")))
+    // After the spool, so the event is safe whatever happens to the start;
+    // still inside the budget's timer (a start takes about a millisecond).
+    let started = if telemetry_client::autostart::nothing_serves(&failure) {
+        use telemetry_client::autostart::{start, Started};
+        match start(&path) {
+            Ok(Started::Spawned(daemon)) => format!("; started {}", daemon.display()),
+            Ok(Started::Recently) => "; telemetryd was started moments ago".into(),
+            Ok(Started::Disabled) => String::new(),
+            Ok(Started::NotFound) => {
+                "; no telemetryd found to start (beside this shim or on PATH; set TELEMETRY_DAEMON)"
+                    .into()
+            }
+            Err(e) => format!("; {e}"),
+        }
+    } else {
+        String::new()
+    };
+    Err((
+        EXIT_FAILED,
+        format!("{failure}; not acknowledged: {what}{started}"),
+    ))
 }
 
 /// Check the event locally first, so a mistake in the calling CLI is

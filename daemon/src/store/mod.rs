@@ -54,6 +54,19 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_dropped.sql"),
 ];
 
+/// The migration a build playing a newer release adds (the
+/// `future-version` feature, for the versions-side-by-side tests): it
+/// changes nothing but the schema version.
+const FUTURE_MIGRATIONS: &[&str] = if cfg!(feature = "future-version") {
+    &["SELECT 1;"]
+} else {
+    &[]
+};
+
+/// The schema version this build writes (`PRAGMA user_version`); a store
+/// with a higher one is from a newer telemetryd and is never touched.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len() + FUTURE_MIGRATIONS.len();
+
 /// How long an uploaded event's id is remembered to drop resends.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -689,14 +702,15 @@ fn migrate(conn: &mut Connection, path: &Path, now_us: i64) -> Result<(), StoreE
     let version: i64 = tx
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(sql("reading schema version"))?;
-    if version > MIGRATIONS.len() as i64 {
+    if version > SCHEMA_VERSION as i64 {
         return Err(StoreError::TooNew {
             path: path.to_path_buf(),
             found: version,
-            supported: MIGRATIONS.len(),
+            supported: SCHEMA_VERSION,
         });
     }
-    for (i, step) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+    let steps = MIGRATIONS.iter().chain(FUTURE_MIGRATIONS);
+    for (i, step) in steps.enumerate().skip(version.max(0) as usize) {
         tx.execute_batch(step).map_err(sql("migration"))?;
         if i == 0 {
             // Start sequence numbers at the creation time in ms × 1000, so
@@ -711,7 +725,7 @@ fn migrate(conn: &mut Connection, path: &Path, now_us: i64) -> Result<(), StoreE
             .map_err(sql("migration"))?;
         }
     }
-    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION as i64)
         .map_err(sql("migration"))?;
     tx.commit().map_err(sql("migration"))
 }
@@ -735,11 +749,11 @@ impl Inner {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(open_err)?;
-        if version > MIGRATIONS.len() as i64 {
+        if version > SCHEMA_VERSION as i64 {
             return Err(StoreError::TooNew {
                 path: path.to_path_buf(),
                 found: version,
-                supported: MIGRATIONS.len(),
+                supported: SCHEMA_VERSION,
             });
         }
         // A damaged file is found now, at open, where it can be moved

@@ -1,0 +1,354 @@
+//! Starting `telemetryd` when nothing serves the socket: a product that
+//! ships only its binaries and manifest still gets its events delivered.
+//!
+//! The rule, used by `telemetry-emit` and [`crate::record_event`] after
+//! they spooled an event:
+//!
+//! - **Only when nothing owns the socket.** Connecting failed with
+//!   `ENOENT` (no socket) or `ECONNREFUSED` (nobody listening): a service
+//!   manager's socket unit keeps the socket listening, so its daemon is
+//!   never second-guessed; a busy or slow daemon is not "missing" either.
+//!   Never for a product that is off (callers return before any of this).
+//! - **Which binary:** `TELEMETRY_DAEMON` (a path), else `telemetryd` beside
+//!   the running executable, else `telemetryd` on `PATH`. `TELEMETRY_AUTOSTART=0`
+//!   (or `false`, `no`, `off`) turns autostart off.
+//! - **At most once per [`INTERVAL`]**, under a lock on
+//!   `STATE_DIR/autostart.stamp` (non-blocking: a client that finds it held
+//!   does not start another), so fifty shims at once start one daemon.
+//! - **Detached:** its own session (it can never get a controlling
+//!   terminal), standard input `/dev/null`, output appended to
+//!   `STATE_DIR/telemetryd.log`, every inherited descriptor above 2 closed
+//!   at exec (so a `$(cli)` or an ssh session never waits on it), all
+//!   signals unblocked, and no cloud credentials or service-manager
+//!   variables in its environment (see [`scrubbed`]). A double fork leaves
+//!   no child to reap: the caller never waits for the daemon.
+//! - **`--autostarted`:** the daemon exits when idle (5 minutes unless
+//!   `TELEMETRY_IDLE_EXIT` says) and steps aside quietly when another
+//!   daemon serves (see telemetryd's `ondemand` module).
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::ClientError;
+
+/// `TELEMETRY_AUTOSTART=0` (or `false`, `no`, `off`) turns autostart off.
+pub const AUTOSTART_VAR: &str = "TELEMETRY_AUTOSTART";
+/// The daemon binary to start, instead of looking beside the running
+/// executable and on `PATH`.
+pub const DAEMON_VAR: &str = "TELEMETRY_DAEMON";
+/// Least time between two starts from one state dir.
+pub const INTERVAL: Duration = Duration::from_secs(10);
+/// The autostarted daemon's output, in the state dir.
+pub const LOG_FILE: &str = "telemetryd.log";
+/// The rate limit's lock and timestamp, in the state dir.
+pub const STAMP_FILE: &str = "autostart.stamp";
+
+/// What [`start`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// Started this binary.
+    Spawned(PathBuf),
+    /// Another client started one less than [`INTERVAL`] ago, or is
+    /// starting one now.
+    Recently,
+    /// `TELEMETRY_AUTOSTART` says no.
+    Disabled,
+    /// No `telemetryd` beside this executable or on `PATH`.
+    NotFound,
+}
+
+/// Why [`start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AutostartError {
+    /// The state dir, the stamp or the log could not be used.
+    #[error("cannot use {path} to start telemetryd: {source}")]
+    File {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The daemon could not be run.
+    #[error("cannot run {daemon} (set {DAEMON_VAR} to telemetryd's path, or {AUTOSTART_VAR}=0 to stop trying): {source}")]
+    Spawn {
+        /// The binary.
+        daemon: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Whether `err` means nothing owns the socket (see the module docs).
+pub fn nothing_serves(err: &ClientError) -> bool {
+    use std::io::ErrorKind;
+    matches!(err, ClientError::Unreachable { source, .. }
+        if matches!(source.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused))
+}
+
+/// Start `telemetryd --autostarted --socket SOCKET` detached, unless
+/// disabled, not found or started recently. Returns once the daemon's
+/// process is exec'd (about a millisecond), never waiting for it to serve.
+pub fn start(socket: &Path) -> Result<Started, AutostartError> {
+    if disabled(std::env::var_os(AUTOSTART_VAR).as_deref()) {
+        return Ok(Started::Disabled);
+    }
+    let Some(daemon) = find_daemon() else {
+        return Ok(Started::NotFound);
+    };
+    let state = crate::state_dir();
+    let file_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AutostartError::File { path, source }
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&state)
+        .map_err(file_err(&state))?;
+    let stamp_path = state.join(STAMP_FILE);
+    let mut stamp = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&stamp_path)
+        .map_err(file_err(&stamp_path))?;
+    // Held until this function returns (the file closes): another client
+    // finding it held is starting one right now.
+    if stamp.try_lock().is_err() {
+        return Ok(Started::Recently);
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let mut text = String::new();
+    let _ = stamp.read_to_string(&mut text);
+    if let Ok(last) = text.trim().parse::<u64>() {
+        // A stamp in the future (clock set back) does not hold anyone off.
+        if last <= now && now - last < INTERVAL.as_millis() as u64 {
+            return Ok(Started::Recently);
+        }
+    }
+    stamp
+        .set_len(0)
+        .and_then(|()| stamp.rewind())
+        .and_then(|()| stamp.write_all(now.to_string().as_bytes()))
+        .map_err(file_err(&stamp_path))?;
+    let log_path = state.join(LOG_FILE);
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&log_path)
+        .map_err(file_err(&log_path))?;
+    spawn_detached(&daemon, socket, log).map_err(|source| AutostartError::Spawn {
+        daemon: daemon.clone(),
+        source,
+    })?;
+    Ok(Started::Spawned(daemon))
+}
+
+/// `TELEMETRY_AUTOSTART`: unset, empty or anything else means on.
+fn disabled(value: Option<&std::ffi::OsStr>) -> bool {
+    let Some(v) = value.and_then(|v| v.to_str()) else {
+        return false;
+    };
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "0" | "false" | "no" | "off"
+    )
+}
+
+/// `TELEMETRY_DAEMON`, else `telemetryd` beside this executable, else on
+/// `PATH`.
+fn find_daemon() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(DAEMON_VAR).filter(|v| !v.is_empty()) {
+        // Named explicitly: a wrong path is reported by the spawn.
+        return Some(PathBuf::from(p));
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("telemetryd")));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("telemetryd"));
+    beside.into_iter().chain(on_path).find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Environment variables the daemon must not inherit: cloud credentials
+/// (an autostarted daemon uploads through its product's manifest, never
+/// with the user's own cloud identity), CI and API tokens and secrets, the
+/// ssh agent, and a service manager's variables meant for the caller
+/// (`NOTIFY_SOCKET` would report our readiness as the caller's).
+/// `TELEMETRY_*` are always kept.
+pub fn scrubbed(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "AWS_",
+        "AZURE_",
+        "GOOGLE_",
+        "GCLOUD_",
+        "CLOUDSDK_",
+        "ALIBABA_CLOUD_",
+        "OCI_",
+        "DIGITALOCEAN_",
+    ];
+    const SUFFIXES: &[&str] = &[
+        "_TOKEN",
+        "_SECRET",
+        "_SECRET_KEY",
+        "_ACCESS_KEY",
+        "_API_KEY",
+        "_PASSWORD",
+        "_CREDENTIALS",
+    ];
+    const NAMES: &[&str] = &[
+        "SSH_AUTH_SOCK",
+        "NOTIFY_SOCKET",
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+        "WATCHDOG_PID",
+        "WATCHDOG_USEC",
+    ];
+    let upper = name.to_ascii_uppercase();
+    if upper.starts_with("TELEMETRY_") {
+        return false;
+    }
+    PREFIXES.iter().any(|p| upper.starts_with(p))
+        || SUFFIXES.iter().any(|s| upper.ends_with(s))
+        || NAMES.contains(&upper.as_str())
+}
+
+fn spawn_detached(daemon: &Path, socket: &Path, log: File) -> std::io::Result<()> {
+    let mut cmd = Command::new(daemon);
+    cmd.arg("--autostarted")
+        .arg("--socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    for (name, _) in std::env::vars_os() {
+        if scrubbed(&name.to_string_lossy()) {
+            cmd.env_remove(name);
+        }
+    }
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe calls (setsid, fork, _exit, sigprocmask, fcntl,
+    // close_range); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(detach);
+    }
+    // The process spawned is the intermediate, which exits at once; the
+    // daemon is its child, adopted by init (or a subreaper). `spawn`
+    // returns once the daemon exec'd (or reports why it could not).
+    let mut child = cmd.spawn()?;
+    child.wait()?;
+    Ok(())
+}
+
+/// In the forked child: a new session, then fork again and let the
+/// intermediate exit, so the daemon is nobody's child here and, not being a
+/// session leader, can never acquire a controlling terminal.
+fn detach() -> std::io::Result<()> {
+    // SAFETY: async-signal-safe calls only (see spawn_detached).
+    unsafe {
+        if libc::setsid() == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        match libc::fork() {
+            -1 => return Err(std::io::Error::last_os_error()),
+            0 => {}
+            _ => libc::_exit(0),
+        }
+        // A blocked mask survives exec; the daemon needs SIGTERM.
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        cloexec_from(3);
+    }
+    Ok(())
+}
+
+/// Mark every descriptor from `first` up close-on-exec: whatever the host
+/// let us inherit (a `$(cli)` pipe, an ssh channel) is closed when the
+/// daemon starts. (Closing them here would also close the pipe through
+/// which `spawn` learns that exec failed.)
+unsafe fn cloexec_from(first: libc::c_int) {
+    #[cfg(target_os = "linux")]
+    {
+        // close_range(first, ~0, CLOSE_RANGE_CLOEXEC), Linux 5.11+.
+        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+        if libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return;
+        }
+    }
+    let mut lim: libc::rlimit = std::mem::zeroed();
+    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+        (lim.rlim_cur as u64).min(65_536) as libc::c_int
+    } else {
+        1024
+    };
+    for fd in first..max {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_and_service_variables_are_scrubbed_and_ours_kept() {
+        for name in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "AZURE_CLIENT_SECRET",
+            "GITHUB_TOKEN",
+            "CI_JOB_TOKEN",
+            "NOTIFY_SOCKET",
+            "SSH_AUTH_SOCK",
+        ] {
+            assert!(scrubbed(name), "{name} must not reach the daemon");
+        }
+        for name in [
+            "TELEMETRY_S3_TOKEN",
+            "PATH",
+            "HOME",
+            "XDG_STATE_HOME",
+            "LANG",
+        ] {
+            assert!(!scrubbed(name), "{name} must reach the daemon");
+        }
+    }
+
+    #[test]
+    fn the_switch_turns_off_only_on_a_clear_no() {
+        use std::ffi::OsStr;
+        assert!(!disabled(None));
+        assert!(!disabled(Some(OsStr::new(""))));
+        assert!(!disabled(Some(OsStr::new("1"))));
+        for no in ["0", "false", "No", "OFF"] {
+            assert!(disabled(Some(OsStr::new(no))), "{no}");
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! Issue #13, items 7 and 8: a shim that finds no daemon and no service
+//! manager starts one (detached, rate-limited, never for a product that is
+//! off, within its budget), the idle exit loses nothing, and daemon builds
+//! of different protocol and schema versions share one state dir.
+//!
+//! The daemons here are started by the shim, detached: they are not our
+//! children, so [`Started`] finds them by the pid they log and stops them
+//! on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use telemetry_tests::*;
+
+/// Autostart on (the harness turns it off for every other suite).
+const ON: (&str, &str) = ("TELEMETRY_AUTOSTART", "1");
+
+/// The state dir's log of autostarted daemons.
+fn log_of(env: &DaemonEnv) -> PathBuf {
+    env.state.join("telemetryd.log")
+}
+
+fn log_text(env: &DaemonEnv) -> String {
+    std::fs::read_to_string(log_of(env)).unwrap_or_default()
+}
+
+/// Pids of the daemons that started serving, from their log lines.
+fn serving_pids(env: &DaemonEnv) -> Vec<i32> {
+    log_text(env)
+        .lines()
+        .filter(|l| l.contains("telemetryd listening"))
+        .filter_map(|l| {
+            let at = l.find(" pid=")? + 5;
+            let digits: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// Alive and not a zombie (the container's init may not reap).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+/// A daemon some shim started; SIGTERM on drop.
+struct Started(i32);
+
+impl Started {
+    /// Wait until the `n`th daemon of this env serves.
+    fn nth(env: &DaemonEnv, n: usize) -> Started {
+        let pid = wait_for(
+            "an autostarted telemetryd to serve",
+            Duration::from_secs(30),
+            || serving_pids(env).get(n - 1).copied(),
+        );
+        Started(pid)
+    }
+
+    /// SIGTERM and wait until it is gone.
+    fn stop(self) {
+        self.term_and_wait();
+    }
+
+    fn term_and_wait(&self) {
+        // SAFETY: kill(2) on a pid this test's shim started.
+        unsafe { libc::kill(self.0, libc::SIGTERM) };
+        wait_for("telemetryd to exit", Duration::from_secs(30), || {
+            (!alive(self.0)).then_some(())
+        });
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            self.term_and_wait();
+        }
+    }
+}
+
+/// A command for the binary at `path` (perhaps another build's) with the
+/// environment of `env`.
+fn command_at(env: &DaemonEnv, path: &Path) -> Command {
+    let template = env.command("telemetry-emit");
+    let mut cmd = Command::new(path);
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd
+}
+
+/// Run `shim` (with autostart on, `--strict`) as if the rate limit's
+/// interval had passed: each call may start a daemon.
+fn shim_with(env: &DaemonEnv, shim: &Path, args: &[&str]) -> Output {
+    let _ = std::fs::remove_file(env.state.join("autostart.stamp"));
+    command_at(env, shim)
+        .env(ON.0, ON.1)
+        .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
+        .args(["--product", "cfdev", "--strict"])
+        .args(args)
+        .output()
+        .expect("run telemetry-emit")
+}
+
+/// Pending events as `telemetryctl show --ndjson` of `ctl` prints them.
+fn pending(env: &DaemonEnv, ctl: &Path) -> Option<usize> {
+    let out = command_at(env, ctl)
+        .args(["show", "--ndjson"])
+        .output()
+        .ok()?;
+    out.status.success().then(|| {
+        text(&out)
+            .lines()
+            .filter(|l| l.contains("\"event\""))
+            .count()
+    })
+}
+
+/// Events uploaded to the outbox (an idle exit uploads what it may).
+fn in_outbox(env: &DaemonEnv) -> usize {
+    files_under(&env.state.join("outbox"))
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".ndjson.zst"))
+        .map(|p| {
+            let body = zstd::decode_all(&std::fs::read(p).unwrap()[..]).unwrap();
+            body.split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count()
+        })
+        .sum()
+}
+
+/// Wait until `n` events are stored or uploaded (a daemon stopped with
+/// SIGTERM uploads what it may to the outbox first).
+fn wait_pending(env: &DaemonEnv, ctl: &Path, n: usize) {
+    wait_for(
+        &format!("{n} events stored or uploaded"),
+        Duration::from_secs(30),
+        || (pending(env, ctl)? + in_outbox(env) == n).then_some(()),
+    );
+}
+
+#[test]
+fn a_shim_with_no_daemon_starts_one_within_its_budget_and_the_event_is_delivered() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let budget_ms = 1000;
+    let t = Instant::now();
+    let out = env.shim(
+        &[
+            ON,
+            ("TELEMETRY_EMIT_TIMEOUT_MS", &budget_ms.to_string()),
+            // Must not reach the daemon.
+            ("AWS_SECRET_ACCESS_KEY", "host-secret"),
+            ("GITHUB_TOKEN", "host-token"),
+        ],
+        &["--strict", "app_created", "buildpack=go"],
+    );
+    let took = t.elapsed();
+    let msg = text(&out);
+    // Spooled (not acknowledged: nothing served yet) and a daemon started,
+    // all before the budget's timer.
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("spooled to") && msg.contains("started "),
+        "{msg}"
+    );
+    assert!(
+        took < Duration::from_millis(budget_ms + 200),
+        "the shim took {took:?}, budget {budget_ms} ms"
+    );
+    let daemon = Started::nth(&env, 1);
+    wait_pending(&env, &bin("telemetryctl"), 1);
+    // Detached: its own session, not our child, credentials scrubbed.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemon.0)).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let (ppid, session): (u32, i32) = (fields[1].parse().unwrap(), fields[3].parse().unwrap());
+    assert_ne!(
+        ppid,
+        std::process::id(),
+        "the daemon is not the test's child"
+    );
+    assert_ne!(
+        session, daemon.0,
+        "not a session leader (no controlling tty)"
+    );
+    // SAFETY: getsid(0) has no preconditions.
+    assert_ne!(session, unsafe { libc::getsid(0) }, "its own session");
+    let environ = std::fs::read(format!("/proc/{}/environ", daemon.0)).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(!environ.contains("host-secret") && !environ.contains("host-token"));
+    assert!(environ.contains("TELEMETRY_STATE_DIR="), "ours are kept");
+    assert!(log_text(&env).contains("autostarted=true"));
+    // With the daemon up, the next shim is acknowledged and starts nothing.
+    let out = env.shim(&[ON], &["--strict", "app_created", "buildpack=go"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_pending(&env, &bin("telemetryctl"), 2);
+    assert_eq!(serving_pids(&env).len(), 1);
+    daemon.stop();
+}
+
+#[test]
+fn with_the_product_off_nothing_starts() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::write(env.root().join("consent"), "cfdev off\n").unwrap();
+    let out = env.shim(&[ON], &["--strict", "app_created", "buildpack=go"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    // Give a daemon that would have been started time to show up.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!env.state.exists(), "nothing written to the state dir");
+    assert!(!env.socket.exists(), "no daemon bound the socket");
+}
+
+#[test]
+fn a_captured_shim_leaves_no_daemon_holding_the_callers_pipes() {
+    // As `$(cli)` or a CI step does: stdout and stderr are pipes, and the
+    // caller reads them to EOF. The daemon keeps running, but must not
+    // hold them.
+    let env = DaemonEnv::new(Destination::Outbox);
+    let t = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut cmd = env.command("telemetry-emit");
+    cmd.env(ON.0, ON.1)
+        .args(["--product", "cfdev", "app_created", "buildpack=go"])
+        .stdin(Stdio::null());
+    std::thread::spawn(move || {
+        let _ = tx.send(cmd.output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the caller's pipes reached EOF")
+        .unwrap();
+    assert!(out.status.success());
+    let daemon = Started::nth(&env, 1);
+    assert!(
+        t.elapsed() < Duration::from_secs(10) && alive(daemon.0),
+        "the daemon runs on after the caller's pipes closed"
+    );
+    wait_pending(&env, &bin("telemetryctl"), 1);
+}
+
+#[test]
+fn concurrent_shims_start_one_daemon_and_every_event_is_delivered() {
+    let mut env = DaemonEnv::new(Destination::Outbox);
+    env.extra
+        .push(("TELEMETRY_SPOOL_CHECK_INTERVAL".into(), "1s".into()));
+    let n = 12;
+    let shims: Vec<_> = (0..n)
+        .map(|_| {
+            env.command("telemetry-emit")
+                .env(ON.0, ON.1)
+                .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
+                .args(["--product", "cfdev", "app_created", "buildpack=go"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut s in shims {
+        assert!(s.wait().unwrap().success());
+    }
+    let daemon = Started::nth(&env, 1);
+    // Events spooled after the daemon's first look are taken in at its next
+    // spool check, which a connection triggers.
+    wait_pending(&env, &bin("telemetryctl"), n);
+    assert_eq!(serving_pids(&env), vec![daemon.0], "one daemon started");
+}
+
+#[test]
+fn idle_exit_without_a_service_manager_loses_no_event_emitted_around_it() {
+    let mut env = DaemonEnv::new(Destination::Outbox);
+    env.extra.extend([
+        ("TELEMETRY_IDLE_EXIT".to_string(), "1s".to_string()),
+        ("TELEMETRY_SPOOL_CHECK_INTERVAL".into(), "1s".into()),
+    ]);
+    let shim = bin("telemetry-emit");
+    let mut sent = 0;
+    // Emits spaced around the idle exit: some find the daemon serving, some
+    // exiting, some gone. Each is acknowledged or spooled, and a daemon the
+    // next emit starts takes in what was spooled.
+    for i in 0..10u64 {
+        let out = shim_with(&env, &shim, &["app_created", "buildpack=go"]);
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(800 + (i * 97) % 500));
+    }
+    // The idle exit happened: more than one daemon served.
+    let pids = serving_pids(&env);
+    assert!(
+        pids.len() >= 2,
+        "no idle exit seen; log:\n{}",
+        log_text(&env)
+    );
+    assert!(log_text(&env).contains("idle with nothing pending"));
+    // Whatever is still spooled is taken in by the next daemon an emit
+    // starts (counted too); an idle exit uploads to the outbox first.
+    let ctl = bin("telemetryctl");
+    wait_for("every event delivered", Duration::from_secs(60), || {
+        let stored = pending(&env, &ctl).unwrap_or(0) + in_outbox(&env);
+        if stored == sent {
+            return Some(());
+        }
+        if !env.socket.exists() {
+            let out = shim_with(&env, &shim, &["app_created", "buildpack=go"]);
+            assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out));
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        None
+    });
+    for pid in serving_pids(&env) {
+        drop(Started(pid));
+    }
+}
+
+/// The binaries of a build one protocol and one schema version ahead
+/// (the `future-version` feature), built once into `target/future`.
+fn future_bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let target = workspace.join("target/future");
+        let t = Instant::now();
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(workspace)
+            .args([
+                "build",
+                "--bins",
+                "-p",
+                "telemetryd",
+                "-p",
+                "telemetry-client",
+                "--features",
+                "telemetryd/future-version",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .status()
+            .expect("run cargo");
+        assert!(
+            status.success(),
+            "building the future-version binaries failed"
+        );
+        eprintln!("future-version build took {:?}", t.elapsed());
+        target.join("debug")
+    });
+    dir.join(name)
+}
+
+/// `SCHEMA PROTOCOL PATH` of the binary recorded as the newest.
+fn recorded(env: &DaemonEnv) -> String {
+    std::fs::read_to_string(env.state.join("telemetryd.current")).unwrap_or_default()
+}
+
+#[test]
+fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let (new_shim, new_ctl) = (future_bin("telemetry-emit"), future_bin("telemetryctl"));
+    let old_shim = bin("telemetry-emit");
+    // A newer release's shim starts its daemon (beside it): the store is
+    // migrated one schema version ahead and that binary recorded.
+    let out = shim_with(&env, &new_shim, &["app_created", "buildpack=go"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let newer = Started::nth(&env, 1);
+    wait_pending(&env, &new_ctl, 1);
+    assert!(
+        recorded(&env).contains("future/debug/telemetryd"),
+        "{}",
+        recorded(&env)
+    );
+    newer.stop();
+    // An older vendor's shim (protocol 2) starts its own, older daemon,
+    // which finds the newer store and hands over: the newer binary serves
+    // and takes in the older shim's spooled event.
+    let out = shim_with(&env, &old_shim, &["app_created", "buildpack=go"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let handed = Started::nth(&env, 2);
+    assert!(log_text(&env).contains("handing over to the newer binary"));
+    wait_pending(&env, &new_ctl, 2);
+    // The older shim meets a daemon it cannot speak to: spooled, not lost.
+    let out = shim_with(&env, &old_shim, &["app_created", "buildpack=go"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("spooled to"), "{}", text(&out));
+    handed.stop();
+    // Without the newer binary (its record points nowhere), the older
+    // daemon steps aside: exit 0, one line, the store untouched.
+    let line = recorded(&env);
+    let (versions, _) = line.rsplit_once(' ').unwrap();
+    std::fs::write(
+        env.state.join("telemetryd.current"),
+        format!(
+            "{versions} {}\n",
+            env.root().join("gone/telemetryd").display()
+        ),
+    )
+    .unwrap();
+    let old_daemon = env
+        .command("telemetryd")
+        .arg("--autostarted")
+        .output()
+        .unwrap();
+    assert!(old_daemon.status.success(), "{}", text(&old_daemon));
+    assert!(
+        text(&old_daemon).contains("stepping aside without touching it"),
+        "{}",
+        text(&old_daemon)
+    );
+    // A newer binary starts again and finds everything: the three events.
+    let _ = std::fs::remove_file(env.state.join("autostart.stamp"));
+    let out = shim_with(&env, &new_shim, &["app_created", "buildpack=go"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let _newest = Started::nth(&env, 3);
+    wait_pending(&env, &new_ctl, 4);
+}
+
+#[test]
+fn a_newer_shims_events_wait_in_the_spool_while_an_older_daemon_serves() {
+    let mut env = DaemonEnv::new(Destination::Outbox);
+    env.extra
+        .push(("TELEMETRY_SPOOL_CHECK_INTERVAL".into(), "1s".into()));
+    let (new_shim, new_ctl) = (future_bin("telemetry-emit"), future_bin("telemetryctl"));
+    let old = env.start();
+    // The older daemon answers `unsupported_version`: the newer shim spools.
+    let out = shim_with(&env, &new_shim, &["app_created", "buildpack=go"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("spooled to"), "{}", text(&out));
+    // The older daemon looks at the spool (a connection after the check
+    // interval) and leaves the newer frame there.
+    std::thread::sleep(Duration::from_millis(1200));
+    wait_for(
+        "the older daemon to look at the spool",
+        Duration::from_secs(20),
+        || {
+            let _ = old.client().status(Duration::from_secs(2));
+            old.log()
+                .contains("left events of a newer protocol in the spool")
+                .then_some(())
+        },
+    );
+    assert_eq!(pending(&env, &bin("telemetryctl")), Some(0));
+    assert!(std::fs::metadata(env.spool_file()).unwrap().len() > 0);
+    old.terminate().unwrap();
+    // A newer daemon, started by the newer shim, takes it in.
+    let out = shim_with(&env, &new_shim, &["app_created", "buildpack=go"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let _newer = Started::nth(&env, 1);
+    wait_pending(&env, &new_ctl, 2);
+}
