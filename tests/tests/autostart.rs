@@ -149,6 +149,7 @@ fn wait_pending(env: &DaemonEnv, ctl: &Path, n: usize) {
 
 #[test]
 fn a_shim_with_no_daemon_starts_one_within_its_budget_and_the_event_is_delivered() {
+    binaries();
     let env = DaemonEnv::new(Destination::Outbox);
     let budget_ms = 1000;
     let t = Instant::now();
@@ -212,6 +213,7 @@ fn a_shim_with_no_daemon_starts_one_within_its_budget_and_the_event_is_delivered
 
 #[test]
 fn with_the_product_off_nothing_starts() {
+    binaries();
     let env = DaemonEnv::new(Destination::Outbox);
     std::fs::write(env.root().join("consent"), "cfdev off\n").unwrap();
     let out = env.shim(&[ON], &["--strict", "app_created", "buildpack=go"]);
@@ -224,6 +226,7 @@ fn with_the_product_off_nothing_starts() {
 
 #[test]
 fn a_captured_shim_leaves_no_daemon_holding_the_callers_pipes() {
+    binaries();
     // As `$(cli)` or a CI step does: stdout and stderr are pipes, and the
     // caller reads them to EOF. The daemon keeps running, but must not
     // hold them.
@@ -252,6 +255,7 @@ fn a_captured_shim_leaves_no_daemon_holding_the_callers_pipes() {
 
 #[test]
 fn concurrent_shims_start_one_daemon_and_every_event_is_delivered() {
+    binaries();
     let mut env = DaemonEnv::new(Destination::Outbox);
     env.extra
         .push(("TELEMETRY_SPOOL_CHECK_INTERVAL".into(), "1s".into()));
@@ -278,6 +282,7 @@ fn concurrent_shims_start_one_daemon_and_every_event_is_delivered() {
 
 #[test]
 fn idle_exit_without_a_service_manager_loses_no_event_emitted_around_it() {
+    binaries();
     let mut env = DaemonEnv::new(Destination::Outbox);
     env.extra.extend([
         ("TELEMETRY_IDLE_EXIT".to_string(), "1s".to_string()),
@@ -324,37 +329,52 @@ fn idle_exit_without_a_service_manager_loses_no_event_emitted_around_it() {
 }
 
 /// The binaries of a build one protocol and one schema version ahead
-/// (the `future-version` feature), built once into `target/future`.
+/// (the `future-version` feature). Built in the workspace's own target
+/// dir, so only the four workspace crates compile again (a separate target
+/// dir would rebuild every dependency: minutes in CI), copied to
+/// `future-bin/`, then the normal build is restored. While that happens
+/// `target/debug` briefly holds the future binaries, so every test in this
+/// file calls [`binaries`] before it runs anything (cargo runs test
+/// executables one at a time, so no other suite is running).
 fn future_bin(name: &str) -> PathBuf {
+    binaries().join(name)
+}
+
+/// Build the future binaries once; every test waits for it.
+fn binaries() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
+    BUILT.get_or_init(|| {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let target = workspace.join("target/future");
-        let t = Instant::now();
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(workspace)
-            .args([
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let build = |future: bool| {
+            let mut cmd = Command::new(&cargo);
+            cmd.current_dir(workspace).args([
                 "build",
                 "--bins",
                 "-p",
                 "telemetryd",
                 "-p",
                 "telemetry-client",
-                "--features",
-                "telemetryd/future-version",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .status()
-            .expect("run cargo");
-        assert!(
-            status.success(),
-            "building the future-version binaries failed"
-        );
+            ]);
+            if future {
+                cmd.args(["--features", "telemetryd/future-version"]);
+            }
+            let status = cmd.status().expect("run cargo");
+            assert!(status.success(), "cargo build (future: {future}) failed");
+        };
+        let t = Instant::now();
+        let out = bin_dir().parent().unwrap().join("future-bin");
+        std::fs::create_dir_all(&out).unwrap();
+        build(true);
+        for name in ["telemetryd", "telemetry-emit", "telemetryctl"] {
+            let dst = out.join(name);
+            let _ = std::fs::remove_file(&dst);
+            std::fs::copy(bin_dir().join(name), &dst).unwrap();
+        }
+        build(false);
         eprintln!("future-version build took {:?}", t.elapsed());
-        target.join("debug")
-    });
-    dir.join(name)
+        out
+    })
 }
 
 /// `SCHEMA PROTOCOL PATH` of the binary recorded as the newest.
@@ -364,6 +384,7 @@ fn recorded(env: &DaemonEnv) -> String {
 
 #[test]
 fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
+    binaries();
     let env = DaemonEnv::new(Destination::Outbox);
     let (new_shim, new_ctl) = (future_bin("telemetry-emit"), future_bin("telemetryctl"));
     let old_shim = bin("telemetry-emit");
@@ -374,7 +395,7 @@ fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
     let newer = Started::nth(&env, 1);
     wait_pending(&env, &new_ctl, 1);
     assert!(
-        recorded(&env).contains("future/debug/telemetryd"),
+        recorded(&env).contains("future-bin/telemetryd"),
         "{}",
         recorded(&env)
     );
@@ -425,6 +446,7 @@ fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
 
 #[test]
 fn a_newer_shims_events_wait_in_the_spool_while_an_older_daemon_serves() {
+    binaries();
     let mut env = DaemonEnv::new(Destination::Outbox);
     env.extra
         .push(("TELEMETRY_SPOOL_CHECK_INTERVAL".into(), "1s".into()));
