@@ -1035,6 +1035,27 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_bundle_from_the_file_is_checked_at_load_naming_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "ca_bundle = \"/nonexistent/corp-ca.pem\"\n").unwrap();
+        let (args, m) = args_from(&["telemetryd", "--config", file.to_str().unwrap()]);
+        let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
+        for want in [
+            "/nonexistent/corp-ca.pem",
+            "`ca_bundle` in config file",
+            "c.toml",
+        ] {
+            assert!(err.contains(want), "{want:?} not in {err}");
+        }
+        let (args, m) = args_from(&["telemetryd", "--config", "/dev/null"]);
+        let env = |k: &str| (k == "HTTPS_PROXY").then(|| OsString::from("proxy:3128"));
+        let cfg = load(&args, Some(&m), env, 1).unwrap();
+        assert_eq!(cfg.net.proxy.https.as_deref(), Some("http://proxy:3128"));
+        assert!(cfg.net.ca_bundle.is_none());
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));

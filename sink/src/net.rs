@@ -329,3 +329,103 @@ impl NetOptions {
 pub use client::{http_client, HttpClient, HttpClientError, NetConnector};
 
 mod client;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    fn uri(s: &str) -> http::Uri {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn proxy_variables_lower_case_first_empty_is_unset_scheme_optional() {
+        let p = ProxyEnv::from_env(env(&[
+            ("HTTPS_PROXY", "http://upper:1"),
+            ("https_proxy", "http://lower:2"),
+            ("HTTP_PROXY", "plain:3128"),
+            ("no_proxy", ""),
+            ("NO_PROXY", "corp"),
+        ]))
+        .unwrap();
+        assert_eq!(p.https.as_deref(), Some("http://lower:2"));
+        assert_eq!(p.http.as_deref(), Some("http://plain:3128"));
+        assert_eq!(p.no_proxy.as_deref(), Some("corp"));
+        assert_eq!(ProxyEnv::from_env(env(&[])).unwrap(), ProxyEnv::default());
+    }
+
+    #[test]
+    fn a_bad_proxy_url_names_the_variable() {
+        for (var, value) in [
+            ("HTTPS_PROXY", "http://bad host:1"),
+            ("http_proxy", "socks5://proxy:1080"),
+        ] {
+            let err = ProxyEnv::from_env(env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(var) && err.contains(value), "{err}");
+        }
+    }
+
+    #[test]
+    fn no_proxy_follows_curl() {
+        let p = |no: &str| ProxyEnv {
+            https: Some("http://proxy:3128".into()),
+            http: None,
+            no_proxy: Some(no.into()),
+        };
+        let via = Some("http://proxy:3128/".to_string());
+        // Local addresses are proxied unless listed.
+        assert_eq!(p("").proxy_for(&uri("https://127.0.0.1:9000/b")), via);
+        assert_eq!(p("example.com").proxy_for(&uri("https://localhost/")), via);
+        // Domains match themselves and subdomains, with or without a dot.
+        assert_eq!(
+            p("example.com").proxy_for(&uri("https://s3.example.com/")),
+            None
+        );
+        assert_eq!(
+            p(".example.com").proxy_for(&uri("https://example.com/")),
+            None
+        );
+        assert_eq!(
+            p("example.com").proxy_for(&uri("https://notexample.com/")),
+            via
+        );
+        // Addresses and blocks; `*` is everything.
+        assert_eq!(p("10.0.0.0/8").proxy_for(&uri("https://10.1.2.3/")), None);
+        assert_eq!(p("127.0.0.1").proxy_for(&uri("https://127.0.0.1:1/")), None);
+        assert_eq!(p("*").proxy_for(&uri("https://anything/")), None);
+        // http:// URLs use HTTP_PROXY only.
+        assert_eq!(p("").proxy_for(&uri("http://minio:9000/")), None);
+    }
+
+    #[test]
+    fn a_ca_bundle_without_usable_certificates_is_refused_naming_file_and_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        let origin = "environment variable TELEMETRY_CA_BUNDLE";
+
+        let err = CaBundle::load(&path, origin).unwrap_err().to_string();
+        assert!(err.contains("ca.pem") && err.contains(origin), "{err}");
+
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let err = CaBundle::load(&path, origin).unwrap_err().to_string();
+        assert!(
+            err.contains("no certificate") && err.contains(origin),
+            "{err}"
+        );
+
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        std::fs::write(&path, garbage).unwrap();
+        let err = CaBundle::load(&path, origin).unwrap_err().to_string();
+        assert!(err.contains("certificate 1 of 1"), "{err}");
+    }
+}
