@@ -74,6 +74,9 @@ pub struct Config {
     pub retry_min: Duration,
     /// Longest one S3 request may take (connect, send, answer).
     pub s3_timeout: Duration,
+    /// Proxy (from the environment) and extra CA bundle for every S3 and
+    /// broker client.
+    pub net: telemetry_sink::net::NetOptions,
     /// A client must deliver each complete request within this time, or
     /// its connection is closed (idle clients, slow senders).
     pub connection_timeout: Duration,
@@ -154,6 +157,7 @@ impl Config {
             batch_max_bytes: 4 * 1024 * 1024,
             retry_min: Duration::from_secs(1),
             s3_timeout: Duration::from_secs(60),
+            net: telemetry_sink::net::NetOptions::default(),
             connection_timeout: Duration::from_secs(30),
             max_connections: 512,
             max_store_bytes: 64 * 1024 * 1024,
@@ -214,6 +218,10 @@ pub enum ConfigError {
         /// What is expected.
         reason: String,
     },
+    /// The CA bundle or a proxy variable cannot be used (the error names
+    /// the file or variable).
+    #[error(transparent)]
+    Net(#[from] telemetry_sink::net::NetError),
 }
 
 /// Command-line flags of `telemetryd`. Each also reads an environment
@@ -271,6 +279,9 @@ pub struct Args {
     /// Longest one S3 request may take (default 60s).
     #[arg(long, env = "TELEMETRY_S3_TIMEOUT", value_name = "DURATION")]
     pub s3_timeout: Option<String>,
+    /// Extra CA certificates (PEM) to trust for S3 and brokers, added to the platform's roots, e.g. for a TLS-inspecting proxy. Default: none (the platform's roots only).
+    #[arg(long, env = "TELEMETRY_CA_BUNDLE", value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
     /// Close a connection that does not deliver a whole request in this time (default 30s).
     #[arg(long, env = "TELEMETRY_CONNECTION_TIMEOUT", value_name = "DURATION")]
     pub connection_timeout: Option<String>,
@@ -331,6 +342,7 @@ struct FileConfig {
     consent_file: Option<PathBuf>,
     system_consent_file: Option<PathBuf>,
     idle_exit: Option<String>,
+    ca_bundle: Option<PathBuf>,
     s3: Option<FileS3>,
 }
 
@@ -687,6 +699,20 @@ pub fn load(
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|us| *us > 0 && watchdog_for_us)
         .map(Duration::from_micros);
+    // Read and checked now, so a bad bundle or proxy stops the start with
+    // the file's or variable's name instead of failing every upload.
+    let ca_bundle = match (&args.ca_bundle, file.ca_bundle) {
+        (Some(p), _) => Some((
+            p.clone(),
+            origins.cli("ca_bundle", "ca-bundle", telemetry_sink::net::CA_BUNDLE_VAR),
+        )),
+        (None, Some(p)) => Some((p, format!("`ca_bundle` in {}", origins.file()))),
+        (None, None) => None,
+    };
+    cfg.net = telemetry_sink::net::NetOptions::from_env(
+        &env,
+        ca_bundle.as_ref().map(|(p, o)| (p.as_path(), o.as_str())),
+    )?;
     cfg.env_opt_out = telemetry_proto::consent::OPT_OUT_VARS.iter().any(|v| {
         telemetry_proto::consent::env_opts_out(env(v).as_deref().and_then(|s| s.to_str()))
     });
@@ -1009,6 +1035,27 @@ mod tests {
             load(&args, Some(&m), env, 7).unwrap().socket_path,
             PathBuf::from(fits)
         );
+    }
+
+    #[test]
+    fn a_ca_bundle_from_the_file_is_checked_at_load_naming_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "ca_bundle = \"/nonexistent/corp-ca.pem\"\n").unwrap();
+        let (args, m) = args_from(&["telemetryd", "--config", file.to_str().unwrap()]);
+        let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
+        for want in [
+            "/nonexistent/corp-ca.pem",
+            "`ca_bundle` in config file",
+            "c.toml",
+        ] {
+            assert!(err.contains(want), "{want:?} not in {err}");
+        }
+        let (args, m) = args_from(&["telemetryd", "--config", "/dev/null"]);
+        let env = |k: &str| (k == "HTTPS_PROXY").then(|| OsString::from("proxy:3128"));
+        let cfg = load(&args, Some(&m), env, 1).unwrap();
+        assert_eq!(cfg.net.proxy.https.as_deref(), Some("http://proxy:3128"));
+        assert!(cfg.net.ca_bundle.is_none());
     }
 
     #[test]

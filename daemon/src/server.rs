@@ -301,7 +301,7 @@ pub async fn run_locked(
     )?;
     let applied = store.applied().await?;
     let sink = match &config.s3 {
-        Some(s3) => Sink::s3(s3, config.s3_timeout).await,
+        Some(s3) => Sink::s3(s3, config.s3_timeout, &config.net).await,
         None => Sink::Outbox(config.outbox_dir.clone()),
     };
     let notifier = Arc::new(Notifier::new(config.notify_socket.as_deref()));

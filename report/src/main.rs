@@ -62,6 +62,9 @@ struct S3Args {
     /// Longest one S3 request may take (default 60s).
     #[arg(long, env = "TELEMETRY_S3_TIMEOUT", value_name = "DURATION")]
     s3_timeout: Option<String>,
+    /// Extra CA certificates (PEM) to trust for S3, added to the platform's roots (default: none). HTTPS_PROXY and NO_PROXY are honoured as by the daemon.
+    #[arg(long, env = "TELEMETRY_CA_BUNDLE", value_name = "FILE")]
+    ca_bundle: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -199,6 +202,7 @@ fn daemon_settings(s3: &S3Args, needed_for: &str) -> anyhow::Result<telemetryd::
         s3_region: s3.s3_region.clone(),
         s3_path_style: s3.s3_path_style.clone(),
         s3_timeout: s3.s3_timeout.clone(),
+        ca_bundle: s3.ca_bundle.clone(),
         ..Default::default()
     };
     // SAFETY: getuid has no preconditions and cannot fail.
@@ -241,7 +245,7 @@ async fn s3_client(
         },
     };
     let telemetry_sink::Sink::S3 { client, .. } =
-        telemetry_sink::Sink::s3(&s3, cfg.s3_timeout).await
+        telemetry_sink::Sink::s3(&s3, cfg.s3_timeout, &cfg.net).await
     else {
         bail!("the daemon's S3 client builder returned no S3 client");
     };

@@ -16,6 +16,7 @@
 pub mod fsutil;
 pub mod key;
 pub mod manifest;
+pub mod net;
 pub mod put;
 pub mod s3;
 

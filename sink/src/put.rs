@@ -148,10 +148,15 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// A bucket, with credentials from the standard AWS chain.
-    pub async fn s3(settings: &S3Settings, timeout: Duration) -> Sink {
+    /// A bucket, with credentials from the standard AWS chain, reached
+    /// through `net` (proxy, CA bundle).
+    pub async fn s3(
+        settings: &S3Settings,
+        timeout: Duration,
+        net: &crate::net::NetOptions,
+    ) -> Sink {
         Sink::S3 {
-            client: crate::s3::client(settings, Credentials::AwsChain, timeout).await,
+            client: crate::s3::client(settings, Credentials::AwsChain, timeout, net).await,
             bucket: settings.bucket.clone(),
         }
     }

@@ -72,13 +72,22 @@ pub enum Credentials {
 }
 
 /// Build an SDK client for `settings`: checksums only when required, no SDK
-/// retries, `timeout` per request (connect at most 5 s of it).
+/// retries, `timeout` per request (connect at most 5 s of it), the proxy
+/// and CA bundle of `net`.
+///
+/// `net` also applies to the credential chain's own requests (STS, SSO):
+/// behind a proxy they need it as much as the upload does. The instance
+/// metadata service is `http://`, so `HTTPS_PROXY` never catches it; with
+/// `HTTP_PROXY` set on EC2, add `169.254.169.254` to `NO_PROXY`, as for
+/// the AWS CLI.
 pub async fn client(
     settings: &S3Settings,
     credentials: Credentials,
     timeout: Duration,
+    net: &crate::net::NetOptions,
 ) -> aws_sdk_s3::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(net.sdk_http_client(settings.endpoint.as_deref()));
     if let Some(region) = &settings.region {
         loader = loader.region(aws_sdk_s3::config::Region::new(region.clone()));
     }

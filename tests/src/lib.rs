@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use telemetry_client::Client;
 
 pub mod lifecycle;
+pub mod proxy;
+pub mod tls;
 
 /// Access key the test S3 server accepts.
 pub const ACCESS_KEY: &str = "AKIATELEMETRYTEST";
@@ -393,6 +395,15 @@ impl DaemonEnv {
             "AWS_DEFAULT_REGION",
             "DO_NOT_TRACK",
             "TELEMETRY_OPTOUT",
+            // The daemon honours these; a developer's own proxy or CA
+            // must not reach the tests' 127.0.0.1 servers.
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "NO_PROXY",
+            "no_proxy",
+            "TELEMETRY_CA_BUNDLE",
         ] {
             cmd.env_remove(var);
         }
