@@ -412,7 +412,12 @@ mod tests {
     /// The parser as it was before `version=` (format 1), verbatim but
     /// for its name and the tuple it returns: what older shims, daemons and
     /// `telemetryctl`s run.
-    fn parse_format_1(text: &str) -> (Vec<(String, Mode, Option<String>, Option<String>)>, Vec<usize>) {
+    fn parse_format_1(
+        text: &str,
+    ) -> (
+        Vec<(String, Mode, Option<String>, Option<String>)>,
+        Vec<usize>,
+    ) {
         let mut entries = Vec::new();
         let mut bad_lines = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -463,7 +468,14 @@ mod tests {
         let as_old: Vec<_> = new
             .entries
             .iter()
-            .map(|e| (e.product.clone(), e.mode, e.since.clone(), e.last_off.clone()))
+            .map(|e| {
+                (
+                    e.product.clone(),
+                    e.mode,
+                    e.since.clone(),
+                    e.last_off.clone(),
+                )
+            })
             .collect();
         assert_eq!(old, as_old);
         let versions: Vec<_> = new.entries.iter().map(|e| e.version).collect();
@@ -488,7 +500,10 @@ mod tests {
         let v = |p: &str| f.get(p).unwrap().version;
         assert_eq!(v("a"), Some(4));
         assert_eq!(f.get("a").unwrap().last_off.as_deref(), Some("t0"));
-        assert_eq!((v("b"), v("c"), v("d"), v("e")), (None, None, Some(2), None));
+        assert_eq!(
+            (v("b"), v("c"), v("d"), v("e")),
+            (None, None, Some(2), None)
+        );
     }
 
     #[test]

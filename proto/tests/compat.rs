@@ -186,7 +186,10 @@ fn product_consent_grows_both_ways() {
         layer: Layer::UserFile,
     };
     let bytes = postcard::to_allocvec(&newer).unwrap();
-    assert_eq!(postcard::from_bytes::<OlderProductConsent>(&bytes).unwrap(), older);
+    assert_eq!(
+        postcard::from_bytes::<OlderProductConsent>(&bytes).unwrap(),
+        older
+    );
     let bytes = postcard::to_allocvec(&older).unwrap();
     assert_eq!(
         postcard::from_bytes::<ProductConsent>(&bytes).unwrap(),
@@ -198,5 +201,8 @@ fn product_consent_grows_both_ways() {
         ProductConsent::new("cfdev".into(), Mode::On, Layer::UserFile)
     );
     let json = serde_json::to_string(&newer).unwrap();
-    assert_eq!(serde_json::from_str::<OlderProductConsent>(&json).unwrap(), older);
+    assert_eq!(
+        serde_json::from_str::<OlderProductConsent>(&json).unwrap(),
+        older
+    );
 }
