@@ -247,3 +247,37 @@ fn a_new_catalogue_version_keeps_its_new_events_local_until_consent() {
     ctl(&env, &["flush"]);
     assert_eq!(uploaded(&s3), ["deployed", "ran", "ran", "ran"]);
 }
+
+#[test]
+fn the_prompt_uses_the_manifests_wording_and_records_its_version() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::remove_file(env.root().join("consent")).unwrap();
+    write(
+        &user_dir(&env),
+        "cfdev.toml",
+        "product = \"cfdev\"\n[consent]\nversion = 3\nprompt = \"The cf dev team counts starts \\u001b[31mand stops.\"\n[events.stop]\n",
+    );
+    let _daemon = env.start();
+    let cmd = format!("{} consent cfdev --prompt", bin("telemetryctl").display());
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .envs(env.envs())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("`script` (util-linux) is needed for this test (.ci/run installs it)");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"y\n").unwrap();
+    let shown = text(&child.wait_with_output().unwrap());
+    assert!(
+        shown.contains("The cf dev team counts starts [31mand stops."),
+        "the vendor's words, without the escape character: {shown}"
+    );
+    assert!(!shown.contains('\u{1b}'), "{shown:?}");
+    let file = std::fs::read_to_string(env.root().join("consent")).unwrap();
+    assert!(
+        file.lines()
+            .any(|l| l.starts_with("cfdev on ") && l.ends_with("#+ version=3")),
+        "{file}"
+    );
+}

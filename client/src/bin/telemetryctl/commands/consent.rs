@@ -105,7 +105,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         return Err(Failure::usage(format!("{e}; e.g. cfdev")));
     }
     if args.prompt {
-        return match prompt(product, args, &paths) {
+        return match prompt(socket, product, args, &paths) {
             (Prompted::Asked, Some(mode)) => change(socket, args, product, mode, &paths, true),
             (why, _) => not_recorded(product, why, &paths, args.json),
         };
@@ -392,8 +392,39 @@ fn list(socket: &Path, paths: &ConsentPaths, json: bool) -> Result<(), Failure> 
     Ok(())
 }
 
+/// The vendor's wording of the question (`consent.prompt` in the product's
+/// manifest, which the daemon names), if there is one and the manifest is
+/// usable. Control characters other than newlines and tabs are dropped: the
+/// text goes to the user's terminal.
+fn manifest_prompt(socket: &Path, product: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        consent: Option<Consent>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Consent {
+        prompt: Option<String>,
+    }
+    let pc = daemon_view(socket)
+        .into_iter()
+        .find(|c| c.product == product && c.manifest_error.is_none())?;
+    // A built-in manifest has no file (and the built-in one no prompt).
+    let text = std::fs::read_to_string(&pc.manifest).ok()?;
+    let prompt = toml::from_str::<Manifest>(&text).ok()?.consent?.prompt?;
+    let clean: String = prompt
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .collect();
+    (!clean.trim().is_empty()).then_some(clean)
+}
+
 /// Ask once. Returns what happened and, when asked, the mode to record.
-fn prompt(product: &str, args: &Args, paths: &ConsentPaths) -> (Prompted, Option<Mode>) {
+fn prompt(
+    socket: &Path,
+    product: &str,
+    args: &Args,
+    paths: &ConsentPaths,
+) -> (Prompted, Option<Mode>) {
     if consent::user_decision(product, paths).is_some() {
         return (Prompted::AlreadyDecided, None);
     }
@@ -405,7 +436,11 @@ fn prompt(product: &str, args: &Args, paths: &ConsentPaths) -> (Prompted, Option
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return (Prompted::NotATerminal, None);
     }
-    let text = args.text.clone().unwrap_or_else(|| generic_prompt(product));
+    let text = args
+        .text
+        .clone()
+        .or_else(|| manifest_prompt(socket, product))
+        .unwrap_or_else(|| generic_prompt(product));
     let mut err = std::io::stderr();
     let _ = write!(
         err,
