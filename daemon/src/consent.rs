@@ -26,6 +26,9 @@ pub enum Permit {
 
 type Stamp = Option<(u64, u64, SystemTime)>;
 
+/// Event names, shared.
+type EventSet = Arc<BTreeSet<String>>;
+
 #[derive(Default)]
 struct Cached {
     stamp: Stamp,
@@ -72,7 +75,7 @@ pub struct Consent {
     /// Consented event sets as read from the store, by product and
     /// version (0: a decision without a version), so an emit does not ask
     /// the store thread each time.
-    consented: Mutex<BTreeMap<(String, u32), Arc<BTreeSet<String>>>>,
+    consented: Mutex<BTreeMap<(String, u32), EventSet>>,
 }
 
 impl Consent {

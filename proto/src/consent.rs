@@ -409,15 +409,13 @@ mod tests {
         assert_eq!(again.entries.len(), 2);
     }
 
+    /// An entry as format 1 knew it: product, mode, since, last off.
+    type OldEntry = (String, Mode, Option<String>, Option<String>);
+
     /// The parser as it was before `version=` (format 1), verbatim but
     /// for its name and the tuple it returns: what older shims, daemons and
     /// `telemetryctl`s run.
-    fn parse_format_1(
-        text: &str,
-    ) -> (
-        Vec<(String, Mode, Option<String>, Option<String>)>,
-        Vec<usize>,
-    ) {
+    fn parse_format_1(text: &str) -> (Vec<OldEntry>, Vec<usize>) {
         let mut entries = Vec::new();
         let mut bad_lines = Vec::new();
         for (i, line) in text.lines().enumerate() {
