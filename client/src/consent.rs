@@ -131,6 +131,17 @@ pub fn system_file(paths: &ConsentPaths) -> ConsentFile {
 /// beside it, so no decision (least of all an `off`) is lost. The file is
 /// rewritten in its canonical form (comments are not kept).
 pub fn record(product: &str, mode: Mode, paths: &ConsentPaths) -> std::io::Result<()> {
+    record_version(product, mode, None, paths)
+}
+
+/// [`record`], noting that the decision was given for version `version`
+/// of the product's manifest (`None`: unknown, e.g. no daemon to ask).
+pub fn record_version(
+    product: &str,
+    mode: Mode,
+    version: Option<u32>,
+    paths: &ConsentPaths,
+) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     let dir = paths.user.parent().unwrap_or_else(|| Path::new("."));
@@ -148,7 +159,7 @@ pub fn record(product: &str, mode: Mode, paths: &ConsentPaths) -> std::io::Resul
     lock.lock()?;
     let mut file = user_file(paths);
     let now = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
-    file.set(product, mode, Some(now));
+    file.set_version(product, mode, Some(now), version);
     // Keep an existing file's mode: a machine-wide file (read by a daemon
     // running as another user) is made 0644 once by the administrator.
     let mode = std::fs::metadata(&paths.user)

@@ -1,92 +1,324 @@
 //! The products this daemon knows: their manifests (`PRODUCT.toml`, the
-//! format is in `telemetry_sink::manifest`), loaded from the catalogue
-//! directory at start; the `cfdev` example is built in. An event whose
-//! product, name, data key or value type is not in its manifest is rejected
-//! with a message that says which and where the manifest is.
+//! format is in `telemetry_sink::manifest`), found on a search path and
+//! picked up again when they change. An event whose product, name, data key
+//! or value type is not in its manifest is rejected with a message that
+//! says which and where the manifest is.
+//!
+//! # Search path
+//! In order, the first directory holding `PRODUCT.toml` wins for that
+//! product:
+//! 1. the user's directory: `TELEMETRY_CATALOG_DIR` / `--catalog-dir` /
+//!    `catalog_dir` if set (it *replaces* this entry), else
+//!    `$XDG_CONFIG_HOME/telemetry/catalog/`;
+//! 2. `DIR/telemetry/products/` for each `DIR` in `$XDG_DATA_DIRS`
+//!    (default `/usr/local/share:/usr/share`), where vendors install the
+//!    manifest with their CLI; on macOS also
+//!    `/Library/Application Support/telemetry/products/`;
+//! 3. the built-in `cfdev` example, unless a file named `cfdev.toml` came
+//!    first.
+//!
+//! The override replaces only the user's directory: a vendor's manifest
+//! installed system-wide still applies, and a user can still shadow it.
+//!
+//! # One bad file disables one product
+//! A manifest that cannot be read or parsed is kept as that product's
+//! error (named by the file's stem): its events are refused with the error,
+//! which names the file and line, and `status` shows it. It still shadows
+//! a valid manifest of the same product further down the path — the user
+//! put it first to replace that one, so falling back would send what the
+//! user meant to change. Every other product carries on.
+//!
+//! # Reloading
+//! Files that appear, change or vanish are picked up without a restart:
+//! on access, at most once per `recheck` (a second in the daemon), the
+//! directories and their `*.toml` files are stat'ed (inode, size, mtime:
+//! as the consent files are) and everything is loaded again if any
+//! changed. That costs a few `stat`s per second under load and nothing
+//! when idle; no file watcher is needed. Readers hold an `Arc` of one
+//! complete load, so a reload never shows them half a search path.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 use telemetry_proto::WireEvent;
 pub use telemetry_sink::manifest::{Manifest, ManifestError as CatalogError, Rejection};
 
-/// All loaded manifests.
-#[derive(Debug, Clone, Default)]
+/// `DIR/telemetry/products` under each data directory: `xdg_data_dirs` is
+/// `$XDG_DATA_DIRS` (unset or empty: `/usr/local/share:/usr/share`, as the
+/// XDG spec says); on macOS `/Library/Application Support/telemetry/products`
+/// comes last.
+pub fn system_dirs(xdg_data_dirs: Option<&str>) -> Vec<PathBuf> {
+    let list = xdg_data_dirs
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or("/usr/local/share:/usr/share");
+    let mut dirs: Vec<PathBuf> = list
+        .split(':')
+        // Relative entries are invalid per the spec: skip them.
+        .filter(|d| d.starts_with('/'))
+        .map(|d| Path::new(d).join("telemetry").join("products"))
+        .collect();
+    if cfg!(target_os = "macos") {
+        dirs.push(PathBuf::from(
+            "/Library/Application Support/telemetry/products",
+        ));
+    }
+    dirs
+}
+
+/// What the registry has for one product.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// A usable manifest.
+    Ready(Arc<Manifest>),
+    /// The product's first manifest on the path cannot be used.
+    Broken {
+        /// The file.
+        source: String,
+        /// Why (names the file and, where known, the line).
+        error: String,
+    },
+    /// No manifest anywhere on the path.
+    Unknown,
+}
+
+/// Why an event was refused by the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    /// The event does not fit a usable manifest, or there is none.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The product's manifest is broken: the product is disabled.
+    #[error("product {product:?} is disabled because its manifest cannot be used: {error}; fix or remove that file (other products are not affected)")]
+    Disabled {
+        /// The product.
+        product: String,
+        /// The manifest's error.
+        error: String,
+    },
+}
+
+type Stamp = Option<(u64, u64, SystemTime)>;
+
+fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| {
+        (
+            m.ino(),
+            m.len(),
+            m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        )
+    })
+}
+
+/// The stamps of every directory on the path and every `*.toml` in them:
+/// any file added, removed, replaced or rewritten changes this.
+fn scan(dirs: &[PathBuf]) -> Vec<(PathBuf, Stamp)> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        out.push((dir.clone(), stamp(dir)));
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        out.extend(files.into_iter().map(|f| {
+            let s = stamp(&f);
+            (f, s)
+        }));
+    }
+    out
+}
+
+/// One complete load of the search path.
+#[derive(Debug, Default)]
+struct Loaded {
+    by_product: BTreeMap<String, Lookup>,
+    scanned: Vec<(PathBuf, Stamp)>,
+}
+
+impl Loaded {
+    fn load(dirs: &[PathBuf]) -> Loaded {
+        // Scan before loading: a file changed in between is then seen as
+        // changed at the next check and loaded again, never missed.
+        let scanned = scan(dirs);
+        let mut by_product = BTreeMap::new();
+        for dir in dirs {
+            let results = match telemetry_sink::manifest::load_dir(dir) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "skipping a product manifest directory");
+                    continue;
+                }
+            };
+            for result in results {
+                let (product, entry) = match result {
+                    Ok(m) => {
+                        for warning in &m.warnings {
+                            tracing::warn!(manifest = %m.source_name, "{warning}");
+                        }
+                        (m.product.clone(), Lookup::Ready(Arc::new(m)))
+                    }
+                    Err(e) => {
+                        let path = match &e {
+                            CatalogError::Read { path, .. }
+                            | CatalogError::Invalid { path, .. } => path.clone(),
+                        };
+                        tracing::warn!(error = %e, "product manifest disabled");
+                        let stem = path
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        let entry = Lookup::Broken {
+                            source: path.display().to_string(),
+                            error: e.to_string(),
+                        };
+                        (stem, entry)
+                    }
+                };
+                by_product.entry(product).or_insert(entry);
+            }
+        }
+        let cfdev = Manifest::builtin_cfdev();
+        by_product
+            .entry(cfdev.product.clone())
+            .or_insert_with(|| Lookup::Ready(Arc::new(cfdev)));
+        Loaded {
+            by_product,
+            scanned,
+        }
+    }
+}
+
+struct State {
+    loaded: Arc<Loaded>,
+    checked: Instant,
+}
+
+/// The manifests on the search path, reloaded when the files change.
+/// Shared by every handler (interior locking; cheap to read).
 pub struct Catalogues {
-    by_product: BTreeMap<String, Manifest>,
-    dir: String,
+    dirs: Vec<PathBuf>,
+    recheck: Duration,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Catalogues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalogues")
+            .field("dirs", &self.dirs)
+            .field("recheck", &self.recheck)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Catalogues {
-    /// The built-in manifests, then every `*.toml` in `dir` (a missing
-    /// directory is fine; a file there replaces a built-in of the same
-    /// product).
-    pub fn load(dir: &Path) -> Result<Catalogues, CatalogError> {
-        let mut cats = Catalogues {
-            by_product: BTreeMap::new(),
-            dir: dir.display().to_string(),
-        };
-        let cfdev = Manifest::builtin_cfdev();
-        cats.by_product.insert(cfdev.product.clone(), cfdev);
-        for manifest in telemetry_sink::manifest::load_dir(dir)? {
-            let manifest = manifest?;
-            for warning in &manifest.warnings {
-                tracing::warn!(manifest = %manifest.source_name, "{warning}");
-            }
-            cats.by_product.insert(manifest.product.clone(), manifest);
+    /// Load every manifest on `dirs` (in search order; see the module
+    /// docs), then look for changes at most once per `recheck`. Never
+    /// fails: bad files and directories are per-product errors and logged.
+    pub fn new(dirs: Vec<PathBuf>, recheck: Duration) -> Catalogues {
+        let loaded = Loaded::load(&dirs);
+        tracing::info!(
+            dirs = %describe(&dirs),
+            products = loaded.by_product.len(),
+            "loaded product manifests"
+        );
+        Catalogues {
+            dirs,
+            recheck,
+            state: Mutex::new(State {
+                loaded: Arc::new(loaded),
+                checked: Instant::now(),
+            }),
         }
-        Ok(cats)
     }
 
-    /// Product names with a manifest.
-    pub fn products(&self) -> impl Iterator<Item = &str> {
-        self.by_product.keys().map(String::as_str)
+    /// The search path, in order.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
     }
 
-    /// A product's manifest.
-    pub fn get(&self, product: &str) -> Option<&Manifest> {
-        self.by_product.get(product)
+    /// The current load, reloaded first if it is due for a check and a
+    /// file changed.
+    fn current(&self) -> Arc<Loaded> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.checked.elapsed() >= self.recheck {
+            state.checked = Instant::now();
+            if scan(&self.dirs) != state.loaded.scanned {
+                let loaded = Loaded::load(&self.dirs);
+                tracing::info!(
+                    products = loaded.by_product.len(),
+                    "product manifests changed on disk; reloaded"
+                );
+                state.loaded = Arc::new(loaded);
+            }
+        }
+        state.loaded.clone()
     }
 
-    /// Check an event against its product's catalogue.
-    pub fn check(&self, ev: &WireEvent) -> Result<(), Rejection> {
-        self.by_product
-            .get(&ev.product)
-            .ok_or_else(|| Rejection::UnknownProduct {
+    /// Product names with a manifest, usable or not.
+    pub fn products(&self) -> Vec<String> {
+        self.current().by_product.keys().cloned().collect()
+    }
+
+    /// What the registry has for `product`.
+    pub fn lookup(&self, product: &str) -> Lookup {
+        self.current()
+            .by_product
+            .get(product)
+            .cloned()
+            .unwrap_or(Lookup::Unknown)
+    }
+
+    /// A product's usable manifest (`None` if it has none, or a broken
+    /// one: see [`Catalogues::lookup`]).
+    pub fn get(&self, product: &str) -> Option<Arc<Manifest>> {
+        match self.lookup(product) {
+            Lookup::Ready(m) => Some(m),
+            Lookup::Broken { .. } | Lookup::Unknown => None,
+        }
+    }
+
+    /// Check an event against its product's catalogue; returns the
+    /// manifest it was checked against.
+    pub fn check(&self, ev: &WireEvent) -> Result<Arc<Manifest>, CheckError> {
+        match self.lookup(&ev.product) {
+            Lookup::Ready(m) => {
+                m.check(ev)?;
+                Ok(m)
+            }
+            Lookup::Broken { error, .. } => Err(CheckError::Disabled {
                 product: ev.product.clone(),
-                dir: self.dir.clone(),
-            })?
-            .check(ev)
+                error,
+            }),
+            Lookup::Unknown => Err(Rejection::UnknownProduct {
+                product: ev.product.clone(),
+                dir: describe(&self.dirs),
+            }
+            .into()),
+        }
+    }
+}
+
+/// The search path for messages: where to add a manifest, then the rest.
+fn describe(dirs: &[PathBuf]) -> String {
+    match dirs.split_first() {
+        None => "a product manifest directory".to_string(),
+        Some((first, [])) => first.display().to_string(),
+        Some((first, rest)) => format!(
+            "{} (also searched: {})",
+            first.display(),
+            rest.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn directory_manifests_join_the_builtin_and_unknown_products_name_the_dir() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("mytool.toml"),
-            "product = \"mytool\"\n[events.ran]\n",
-        )
-        .unwrap();
-        let cats = Catalogues::load(dir.path()).unwrap();
-        assert_eq!(cats.products().collect::<Vec<_>>(), ["cfdev", "mytool"]);
-        let mut e = WireEvent {
-            id: uuid::Uuid::nil(),
-            event: "ran".into(),
-            product: "mytool".into(),
-            build: "1".into(),
-            timestamp_us: 1_800_000_000_000_000,
-            data: Default::default(),
-        };
-        cats.check(&e).unwrap();
-        e.product = "other".into();
-        let err = cats.check(&e).unwrap_err().to_string();
-        assert!(err.contains(&dir.path().display().to_string()), "{err}");
-        std::fs::write(dir.path().join("bad.toml"), "product = \"other\"\n").unwrap();
-        let err = Catalogues::load(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("bad.toml") && err.contains("product"), "{err}");
-    }
-}
+mod tests;

@@ -95,8 +95,13 @@ pub struct Config {
     pub sync: SyncMode,
     /// Where the machine identity comes from.
     pub identity: IdentitySource,
-    /// Directory of event catalogues (`PRODUCT.toml`).
+    /// The user's directory of product manifests (`PRODUCT.toml`), first
+    /// on the search path (see [`crate::catalog`]).
     pub catalog_dir: PathBuf,
+    /// The system directories of product manifests, searched after
+    /// `catalog_dir` (from `$XDG_DATA_DIRS`, see
+    /// [`crate::catalog::system_dirs`]).
+    pub manifest_system_dirs: Vec<PathBuf>,
     /// The user's consent file.
     pub consent_file: PathBuf,
     /// The spool shims write for this daemon's socket while it is not
@@ -130,6 +135,7 @@ impl std::fmt::Debug for Config {
             .field("batch_max_bytes", &self.batch_max_bytes)
             .field("sync", &self.sync)
             .field("catalog_dir", &self.catalog_dir)
+            .field("manifest_system_dirs", &self.manifest_system_dirs)
             .field("consent_file", &self.consent_file)
             .field("spool_file", &self.spool_file)
             .field("system_consent_file", &self.system_consent_file)
@@ -167,6 +173,7 @@ impl Config {
             sync: SyncMode::Full,
             identity: IdentitySource::Os,
             catalog_dir: PathBuf::from("/etc/telemetry/catalog"),
+            manifest_system_dirs: crate::catalog::system_dirs(None),
             consent_file,
             spool_file,
             system_consent_file: PathBuf::from(telemetry_proto::paths::SYSTEM_CONSENT_FILE),
@@ -300,7 +307,7 @@ pub struct Args {
     /// Read the machine identity from this file. Default: the OS's (/etc/machine-id, /var/lib/dbus/machine-id; IOPlatformUUID on macOS), else one generated once in the state dir.
     #[arg(long, env = "TELEMETRY_MACHINE_ID_FILE", value_name = "FILE")]
     pub machine_id_file: Option<PathBuf>,
-    /// Directory of event catalogues (PRODUCT.toml). Default: $XDG_CONFIG_HOME/telemetry/catalog, else ~/.config/telemetry/catalog.
+    /// The user's directory of product manifests (PRODUCT.toml), searched first. Default: $XDG_CONFIG_HOME/telemetry/catalog, else ~/.config/telemetry/catalog. DIR/telemetry/products for each DIR in $XDG_DATA_DIRS are searched after it either way.
     #[arg(long, env = "TELEMETRY_CATALOG_DIR", value_name = "DIR")]
     pub catalog_dir: Option<PathBuf>,
     /// The user's consent file. Default: STATE_DIR/consent.
@@ -678,6 +685,11 @@ pub fn load(
     }) {
         cfg.catalog_dir = dir;
     }
+    cfg.manifest_system_dirs = crate::catalog::system_dirs(
+        env("XDG_DATA_DIRS")
+            .and_then(|v| v.into_string().ok())
+            .as_deref(),
+    );
     cfg.idle_exit = pick(
         "idle_exit",
         args.idle_exit.as_ref(),

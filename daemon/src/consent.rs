@@ -6,8 +6,9 @@
 //! or modification time changes, so `telemetryctl consent` takes effect
 //! without a restart.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use telemetry_proto::consent::{resolve, ConsentFile};
 use telemetry_proto::{Layer, Mode};
@@ -24,6 +25,9 @@ pub enum Permit {
 }
 
 type Stamp = Option<(u64, u64, SystemTime)>;
+
+/// Event names, shared.
+type EventSet = Arc<BTreeSet<String>>;
 
 #[derive(Default)]
 struct Cached {
@@ -68,6 +72,10 @@ pub struct Consent {
     system_path: PathBuf,
     env_off: bool,
     cache: Mutex<(Cached, Cached)>,
+    /// Consented event sets as read from the store, by product and
+    /// version (0: a decision without a version), so an emit does not ask
+    /// the store thread each time.
+    consented: Mutex<BTreeMap<(String, u32), EventSet>>,
 }
 
 impl Consent {
@@ -84,7 +92,45 @@ impl Consent {
                     ..Cached::default()
                 },
             )),
+            consented: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The manifest version the user's decision for `product` was given
+    /// for, if the file records one.
+    pub fn user_version(&self, product: &str) -> Option<u32> {
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .0
+            .refresh(&self.user_path)
+            .and_then(|f| f.get(product))
+            .and_then(|e| e.version)
+    }
+
+    /// The consented event set cached for `product` at `version`.
+    pub fn cached_events(&self, product: &str, version: u32) -> Option<Arc<BTreeSet<String>>> {
+        self.consented
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(product.to_string(), version))
+            .cloned()
+    }
+
+    /// Cache the consented event set for `product` at `version`.
+    pub fn cache_events(&self, product: &str, version: u32, events: Arc<BTreeSet<String>>) {
+        self.consented
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((product.to_string(), version), events);
+    }
+
+    /// Forget the cached set of `product`'s decision without a version
+    /// (the store forgets it when a new decision is applied).
+    pub fn forget_unversioned(&self, product: &str) {
+        self.consented
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(product.to_string(), 0));
     }
 
     /// The user's consent file path.

@@ -266,7 +266,13 @@ pub async fn run_locked(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let identity = Arc::new(Identity::load(&config.identity, &config.state_dir)?);
-    let catalogues = Catalogues::load(&config.catalog_dir)?;
+    let catalogues = Catalogues::new(
+        std::iter::once(config.catalog_dir.clone())
+            .chain(config.manifest_system_dirs.iter().cloned())
+            .collect(),
+        // Manifests changed on disk are seen within a second.
+        Duration::from_secs(1),
+    );
     let consent = Arc::new(Consent::new(
         config.consent_file.clone(),
         config.system_consent_file.clone(),

@@ -12,12 +12,31 @@
 //! 4. **Default**: `off`. Nothing is collected before the user opts in.
 //!
 //! # File format
-//! UTF-8 text, one decision per line: `PRODUCT MODE [TIME] [off=TIME]`,
+//! UTF-8 text, one decision per line:
+//! `PRODUCT MODE [TIME] [off=TIME] [KEY=VALUE ...] [#+ KEY=VALUE ...]`,
 //! where MODE is `on`, `off` or `local` (any case), TIME is RFC 3339, and
 //! `off=TIME` records when the product was last turned off — so a daemon
 //! that missed an `off` followed by an `on` still purges what was collected
 //! before the `off`. `#` starts a comment; blank lines are ignored; a later
 //! line for the same product wins.
+//!
+//! # Fields added later, and older readers
+//! `version=N` is the version of the product's manifest (`consent.version`)
+//! the decision was given for; events a newer version adds are kept on the
+//! machine until the user decides again. A line without it was written
+//! before versions existed, or by an older `telemetryctl`, or while no
+//! daemon could say the version: the daemon then uses the event set it
+//! first saw with that decision.
+//!
+//! Parsers before this one (format 1) reject a line with any token beyond
+//! `[TIME] [off=TIME]`, which would silently turn that product off. So
+//! writers put every field added after format 1 after `#+`: to a format-1
+//! parser `#` starts a comment and the line reads exactly as before; this
+//! parser reads the `KEY=VALUE` tokens after `#+`. From this format on,
+//! unknown `KEY=VALUE` tokens (before or after `#+`) are ignored, so later
+//! fields need no such care with readers of this format or newer. A bad
+//! value of a known extension field reads as absent (for `version`: the
+//! decision is treated as unversioned, which never collects more).
 //!
 //! Damage always means *less* collection: in the user file a line that does
 //! not parse is ignored (that product stays undecided, so off); in the
@@ -26,7 +45,7 @@
 //!
 //! ```text
 //! # written by telemetryctl consent
-//! cfdev on 2026-11-27T10:00:00Z off=2026-11-20T09:00:00Z
+//! cfdev on 2026-11-27T10:00:00Z off=2026-11-20T09:00:00Z #+ version=2
 //! othertool local 2026-11-27T10:05:00Z
 //! ```
 
@@ -109,6 +128,9 @@ pub struct Entry {
     pub since: Option<String>,
     /// When the product was last turned off, if ever (RFC 3339).
     pub last_off: Option<String>,
+    /// The manifest version the decision was given for (`version=N`), if
+    /// recorded.
+    pub version: Option<u32>,
 }
 
 /// A parsed consent file.
@@ -125,7 +147,8 @@ impl ConsentFile {
     pub fn parse(text: &str) -> ConsentFile {
         let mut out = ConsentFile::default();
         for (i, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
+            let (line, extension) = split_extension(line);
+            let line = line.trim();
             if line.is_empty() {
                 continue;
             }
@@ -136,12 +159,31 @@ impl ConsentFile {
             };
             let mut since = None;
             let mut last_off = None;
+            let mut version = None;
+            let mut keyed = false;
             let mut extra = false;
             for w in words {
-                match w.strip_prefix("off=") {
-                    Some(t) if last_off.is_none() => last_off = Some(t.to_string()),
-                    None if since.is_none() && last_off.is_none() => since = Some(w.to_string()),
-                    _ => extra = true,
+                match w.split_once('=') {
+                    Some(("off", t)) if last_off.is_none() => last_off = Some(t.to_string()),
+                    Some(("off", _)) => extra = true,
+                    Some((key, value)) if is_field_key(key) => {
+                        if key == "version" {
+                            version = parse_version(value);
+                        }
+                    }
+                    Some(_) => extra = true,
+                    None if since.is_none() && last_off.is_none() && !keyed => {
+                        since = Some(w.to_string())
+                    }
+                    None => extra = true,
+                }
+                keyed |= w.contains('=');
+            }
+            // After `#+` only `KEY=VALUE` tokens mean anything; the rest is
+            // a comment to every reader.
+            for w in extension.split_whitespace() {
+                if let Some(("version", value)) = w.split_once('=') {
+                    version = parse_version(value);
                 }
             }
             let valid_product = product == "*"
@@ -152,6 +194,7 @@ impl ConsentFile {
                     mode,
                     since,
                     last_off,
+                    version,
                 }),
                 _ => out.bad_lines.push(i + 1),
             }
@@ -206,15 +249,33 @@ impl ConsentFile {
                 out.push_str(" off=");
                 out.push_str(s);
             }
+            // After `#+`, where format-1 readers see a comment (see the
+            // module docs).
+            if let Some(v) = e.version {
+                out.push_str(" #+ version=");
+                out.push_str(&v.to_string());
+            }
             out.push('\n');
         }
         out
     }
 
     /// Set `product` to `mode` at time `since` (replacing earlier lines
-    /// for it). Turning it off records `since` as its last `off`; other
-    /// modes keep the earlier `off` time.
+    /// for it), without a manifest version. Turning it off records `since`
+    /// as its last `off`; other modes keep the earlier `off` time.
     pub fn set(&mut self, product: &str, mode: Mode, since: Option<String>) {
+        self.set_version(product, mode, since, None)
+    }
+
+    /// [`ConsentFile::set`], recording that the decision was given for
+    /// manifest version `version`.
+    pub fn set_version(
+        &mut self,
+        product: &str,
+        mode: Mode,
+        since: Option<String>,
+        version: Option<u32>,
+    ) {
         let previous_off = self.get(product).and_then(|e| e.last_off.clone());
         let last_off = if mode == Mode::Off {
             since.clone()
@@ -227,8 +288,36 @@ impl ConsentFile {
             mode,
             since,
             last_off,
+            version,
         });
     }
+}
+
+/// A line's text before any comment, and what follows a `#+` that starts
+/// its comment (empty if the comment is a plain one).
+fn split_extension(line: &str) -> (&str, &str) {
+    match line.split_once('#') {
+        None => (line, ""),
+        Some((before, after)) => match after.strip_prefix('+') {
+            // A further `#` ends the fields and starts a plain comment.
+            Some(fields) => (before, fields.split('#').next().unwrap_or("")),
+            None => (before, ""),
+        },
+    }
+}
+
+/// Whether `key` can name a field: lowercase ASCII letters, digits and `_`,
+/// starting with a letter.
+fn is_field_key(key: &str) -> bool {
+    key.starts_with(|c: char| c.is_ascii_lowercase())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// A `version=` value: a whole number from 1; anything else reads as absent.
+fn parse_version(value: &str) -> Option<u32> {
+    value.parse().ok().filter(|v| *v >= 1)
 }
 
 /// Whether an opt-out variable's value means "opt out": any value but
@@ -318,6 +407,101 @@ mod tests {
         assert_eq!(again.get("a").unwrap().mode, Mode::Off);
         assert_eq!(again.get("b").unwrap().mode, Mode::On);
         assert_eq!(again.entries.len(), 2);
+    }
+
+    /// An entry as format 1 knew it: product, mode, since, last off.
+    type OldEntry = (String, Mode, Option<String>, Option<String>);
+
+    /// The parser as it was before `version=` (format 1), verbatim but
+    /// for its name and the tuple it returns: what older shims, daemons and
+    /// `telemetryctl`s run.
+    fn parse_format_1(text: &str) -> (Vec<OldEntry>, Vec<usize>) {
+        let mut entries = Vec::new();
+        let mut bad_lines = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let (Some(product), Some(mode)) = (words.next(), words.next()) else {
+                bad_lines.push(i + 1);
+                continue;
+            };
+            let mut since = None;
+            let mut last_off = None;
+            let mut extra = false;
+            for w in words {
+                match w.strip_prefix("off=") {
+                    Some(t) if last_off.is_none() => last_off = Some(t.to_string()),
+                    None if since.is_none() && last_off.is_none() => since = Some(w.to_string()),
+                    _ => extra = true,
+                }
+            }
+            let valid_product = product == "*"
+                || crate::validate_name("product", product, &crate::Limits::default()).is_ok();
+            match (valid_product, Mode::parse(mode), extra) {
+                (true, Some(mode), false) => {
+                    entries.push((product.to_string(), mode, since, last_off))
+                }
+                _ => bad_lines.push(i + 1),
+            }
+        }
+        (entries, bad_lines)
+    }
+
+    #[test]
+    fn older_parsers_read_a_versioned_file_as_the_same_decisions() {
+        let mut f = ConsentFile::default();
+        f.set_version("cfdev", Mode::Off, Some("t1".into()), Some(1));
+        f.set_version("cfdev", Mode::On, Some("t2".into()), Some(3));
+        f.set_version("other", Mode::Local, None, Some(2));
+        f.set("plain", Mode::On, Some("t3".into()));
+        let text = f.render();
+        assert!(text.contains("cfdev on t2 off=t1 #+ version=3\n"), "{text}");
+        let (old, old_bad) = parse_format_1(&text);
+        assert!(old_bad.is_empty(), "format 1 rejects lines of {text}");
+        let new = ConsentFile::parse(&text);
+        assert!(new.bad_lines.is_empty());
+        let as_old: Vec<_> = new
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.product.clone(),
+                    e.mode,
+                    e.since.clone(),
+                    e.last_off.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(old, as_old);
+        let versions: Vec<_> = new.entries.iter().map(|e| e.version).collect();
+        assert_eq!(versions, [Some(3), Some(2), None]);
+        // What format 1 would have made of the version as a plain token:
+        // the line is invalid, so the product would read as off.
+        assert_eq!(parse_format_1("cfdev on t2 version=3\n").1, vec![1]);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_bad_versions_read_as_absent() {
+        let f = ConsentFile::parse(
+            "a on t off=t0 colour=blue #+ version=4 future=x\n\
+             b on #+ version=0\n\
+             c on t #+ version=seven # a note version=9\n\
+             d on t #+version=2\n\
+             e on # version=5\n\
+             f on t Version=2\n\
+             g on t off=1 off=2\n",
+        );
+        assert_eq!(f.bad_lines, vec![6, 7]);
+        let v = |p: &str| f.get(p).unwrap().version;
+        assert_eq!(v("a"), Some(4));
+        assert_eq!(f.get("a").unwrap().last_off.as_deref(), Some("t0"));
+        assert_eq!(
+            (v("b"), v("c"), v("d"), v("e")),
+            (None, None, Some(2), None)
+        );
     }
 
     #[test]

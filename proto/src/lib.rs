@@ -308,8 +308,44 @@ pub struct ProductConsent {
     pub mode: Mode,
     /// The layer that decided it.
     pub layer: Layer,
+    /// The product's manifest file (or `built-in NAME.toml`); empty when
+    /// the daemon has none for it.
+    #[serde(default)]
+    pub manifest: String,
+    /// Why the product's manifest could not be used (names the file and
+    /// line): its events are refused until it is fixed.
+    #[serde(default)]
+    pub manifest_error: Option<String>,
+    /// The manifest's catalogue version (`consent.version`); 0 when unknown.
+    #[serde(default)]
+    pub version: u32,
+    /// The manifest version the user's decision was given for; 0 when the
+    /// decision records none (given before versions, or undecided).
+    #[serde(default)]
+    pub consented_version: u32,
+    /// Events the manifest has that the user has not consented to upload
+    /// (added by a newer version): they are kept on this machine, as in
+    /// `local`, until the user decides again.
+    #[serde(default)]
+    pub new_events: Vec<String>,
 }
 record!(ProductConsent);
+
+impl ProductConsent {
+    /// A product's consent with nothing known about its manifest.
+    pub fn new(product: String, mode: Mode, layer: Layer) -> ProductConsent {
+        ProductConsent {
+            product,
+            mode,
+            layer,
+            manifest: String::new(),
+            manifest_error: None,
+            version: 0,
+            consented_version: 0,
+            new_events: Vec::new(),
+        }
+    }
+}
 
 /// Reply to [`Request::ConsentChanged`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -44,11 +44,11 @@ fn newer() -> StatusReport {
         uptime_secs: 12,
         destination: "outbox:/x".into(),
         pending_events: 3,
-        consent: vec![ProductConsent {
-            product: "cfdev".into(),
-            mode: Mode::On,
-            layer: Layer::UserFile,
-        }],
+        consent: vec![ProductConsent::new(
+            "cfdev".into(),
+            Mode::On,
+            Layer::UserFile,
+        )],
         dropped: vec![("cfdev".into(), 2)],
         refusals: vec![RefusalCount {
             product: "cfdev".into(),
@@ -158,4 +158,51 @@ fn a_frozen_status_reply_still_decodes() {
     assert_eq!(got.dropped, want.dropped);
     assert_eq!(got.refusals, want.refusals);
     assert_eq!(got.next_upload_us, want.next_upload_us);
+}
+
+/// `ProductConsent` before the manifest fields were appended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+struct OlderProductConsent {
+    product: String,
+    mode: Mode,
+    layer: Layer,
+}
+telemetry_proto::record!(OlderProductConsent);
+
+#[test]
+fn product_consent_grows_both_ways() {
+    let newer = ProductConsent {
+        manifest: "/usr/share/telemetry/products/cfdev.toml".into(),
+        manifest_error: Some("line 3: bad".into()),
+        version: 3,
+        consented_version: 2,
+        new_events: vec!["deployed".into()],
+        ..ProductConsent::new("cfdev".into(), Mode::On, Layer::UserFile)
+    };
+    let older = OlderProductConsent {
+        product: "cfdev".into(),
+        mode: Mode::On,
+        layer: Layer::UserFile,
+    };
+    let bytes = postcard::to_allocvec(&newer).unwrap();
+    assert_eq!(
+        postcard::from_bytes::<OlderProductConsent>(&bytes).unwrap(),
+        older
+    );
+    let bytes = postcard::to_allocvec(&older).unwrap();
+    assert_eq!(
+        postcard::from_bytes::<ProductConsent>(&bytes).unwrap(),
+        ProductConsent::new("cfdev".into(), Mode::On, Layer::UserFile)
+    );
+    let json = serde_json::to_string(&older).unwrap();
+    assert_eq!(
+        serde_json::from_str::<ProductConsent>(&json).unwrap(),
+        ProductConsent::new("cfdev".into(), Mode::On, Layer::UserFile)
+    );
+    let json = serde_json::to_string(&newer).unwrap();
+    assert_eq!(
+        serde_json::from_str::<OlderProductConsent>(&json).unwrap(),
+        older
+    );
 }

@@ -364,6 +364,11 @@ impl DaemonEnv {
                 "TELEMETRY_CATALOG_DIR".into(),
                 root.join("catalog").display().to_string(),
             ),
+            // The system manifest directories: DIR/telemetry/products.
+            (
+                "XDG_DATA_DIRS".into(),
+                root.join("xdg-data").display().to_string(),
+            ),
             ("TELEMETRY_SYNC".into(), "normal".into()),
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
             ("TELEMETRY_LOG".into(), "info".into()),

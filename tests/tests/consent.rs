@@ -787,7 +787,9 @@ fn the_prompt_says_what_it_did_and_json_has_a_field_for_it() {
     assert_eq!(v["prompt"], "not_a_terminal", "{v}");
     assert_eq!(
         v["consent"],
-        serde_json::json!({"product": "cfdev", "mode": "off", "layer": "default"})
+        serde_json::json!({"product": "cfdev", "mode": "off", "layer": "default",
+            "manifest": "", "manifest_error": null, "version": 0,
+            "consented_version": 0, "new_events": []})
     );
     assert!(!consent.exists(), "nothing recorded");
 

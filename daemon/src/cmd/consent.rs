@@ -1,11 +1,89 @@
-//! `ConsentChanged`: apply the user's consent file for one product now.
+//! `ConsentChanged`: apply the user's consent file for one product now;
+//! and what a product's consent covers.
+//!
+//! # Consent bound to the catalogue version
+//! A decision is given for a manifest version (`version=N` in the consent
+//! file). The first time the daemon needs it, it records the event names
+//! of that version's manifest in the store (after an upgrade the old
+//! manifest is gone). With `on`, only those events are uploaded; events a
+//! newer version adds are stored as in `local` (kept here, never uploaded)
+//! until the user decides again for the newer version. A decision without
+//! a version is bound to the catalogue the daemon had when it first acted
+//! on that decision. Consent for a version this daemon never saw (and so
+//! has no event set for) uploads nothing until the user decides again.
 
+use crate::catalog::{Lookup, Manifest};
 use crate::record;
 use crate::server::Ctx;
 use crate::store::{ConsentOutcome, Decision, StoreError};
-use std::collections::BTreeMap;
-use telemetry_proto::{ConsentReport, ErrorCode, ProductConsent, Response, WireEvent};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use telemetry_proto::{ConsentReport, ErrorCode, Mode, ProductConsent, Response, WireEvent};
 use telemetry_sink::manifest::TELEMETRY_OFF;
+
+/// The events of `manifest`'s product that the user's decision allows to
+/// be uploaded (see the module docs); recorded in the store the first time.
+pub async fn consented_events(
+    ctx: &Ctx,
+    manifest: &Manifest,
+) -> Result<Arc<BTreeSet<String>>, StoreError> {
+    let product = manifest.product.as_str();
+    let version = ctx.consent.user_version(product);
+    let key = version.unwrap_or(0);
+    if let Some(set) = ctx.consent.cached_events(product, key) {
+        return Ok(set);
+    }
+    // Only the manifest of the version consented to may define the set.
+    let offer = (version.is_none() || version == Some(manifest.version))
+        .then(|| manifest.events.keys().cloned().collect());
+    match ctx.store.consented_events(product, key, offer).await? {
+        Some(events) => {
+            let set = Arc::new(events.into_iter().collect::<BTreeSet<_>>());
+            ctx.consent.cache_events(product, key, set.clone());
+            Ok(set)
+        }
+        // Not cached: the manifest of that version may appear later.
+        None => Ok(Arc::new(BTreeSet::new())),
+    }
+}
+
+/// `product`'s consent as the daemon sees it, with its manifest: where it
+/// is, whether it is usable, its version, the version consented to and,
+/// for `on`, the events not yet consented to.
+pub async fn product_consent(ctx: &Ctx, product: String) -> ProductConsent {
+    let (mode, layer) = ctx.consent.resolve(&product);
+    let mut pc = ProductConsent::new(product, mode, layer);
+    pc.consented_version = ctx.consent.user_version(&pc.product).unwrap_or(0);
+    match ctx.catalogues.lookup(&pc.product) {
+        Lookup::Ready(m) => {
+            pc.manifest = m.source_name.clone();
+            pc.version = m.version;
+            // With `local` everything stays here anyway; new events matter
+            // only for what `on` uploads.
+            if ctx.consent.user_decision(&pc.product).0 == Mode::On {
+                match consented_events(ctx, &m).await {
+                    Ok(set) => {
+                        pc.new_events = m
+                            .events
+                            .keys()
+                            .filter(|e| !set.contains(*e))
+                            .cloned()
+                            .collect()
+                    }
+                    Err(e) => {
+                        tracing::warn!(product = %pc.product, error = %e, "cannot read the consented event set")
+                    }
+                }
+            }
+        }
+        Lookup::Broken { source, error } => {
+            pc.manifest = source;
+            pc.manifest_error = Some(error);
+        }
+        Lookup::Unknown => {}
+    }
+    pc
+}
 
 /// Bring the store in line with the user's decision for `product` if it
 /// changed since the store last acted on it. `build` goes into the final
@@ -63,6 +141,8 @@ pub async fn reconcile(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(product.to_string(), decision.clone());
+    // The store forgot the set of a decision without a version.
+    ctx.consent.forget_unversioned(product);
     // Every change is logged, `on` included (it changes nothing stored, so
     // the outcome alone would not show it).
     tracing::info!(
@@ -99,13 +179,8 @@ pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
             if out.final_event {
                 ctx.uploader.nudge();
             }
-            let (mode, layer) = ctx.consent.resolve(&product);
             Response::ConsentApplied(ConsentReport {
-                consent: ProductConsent {
-                    product,
-                    mode,
-                    layer,
-                },
+                consent: product_consent(ctx, product).await,
                 purged: out.purged,
                 final_event: out.final_event,
                 file: ctx.consent.user_path().display().to_string(),

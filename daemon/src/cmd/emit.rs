@@ -135,17 +135,25 @@ pub async fn prepare(
     if let Err(e) = ctx.limits.check_batch_len(events.len()) {
         return Err(invalid(e.to_string()));
     }
+    let mut manifests = BTreeMap::new();
     for (i, ev) in events.iter().enumerate() {
         if let Err(e) = validate_event(ev, &ctx.limits) {
             let reply = invalid(format!("event #{i} ({:?}): {e}", ev.event));
             return Err(reply);
         }
-        if let Err(e) = ctx.catalogues.check(ev) {
-            let reply = Response::Error {
-                code: ErrorCode::NotInCatalogue,
-                message: format!("event #{i}: {e}"),
-            };
-            return Err(reply);
+        // A broken manifest refuses its product's events with the same
+        // code as an unknown one: older clients know it.
+        match ctx.catalogues.check(ev) {
+            Ok(m) => {
+                manifests.insert(ev.product.as_str(), m);
+            }
+            Err(e) => {
+                let reply = Response::Error {
+                    code: ErrorCode::NotInCatalogue,
+                    message: format!("event #{i}: {e}"),
+                };
+                return Err(reply);
+            }
         }
     }
     // Consent, per product in the request: apply a changed decision first
@@ -173,13 +181,29 @@ pub async fn prepare(
         }
         modes.insert(&ev.product, mode);
     }
+    // With `on`, events outside the consented event set (added by a newer
+    // manifest version) are kept as in `local` until the user consents to
+    // that version.
+    let mut consented = BTreeMap::new();
+    for (product, mode) in &modes {
+        if let (Mode::On, Some(m)) = (mode, manifests.get(product)) {
+            let set = consent::consented_events(ctx, m).await.map_err(storage)?;
+            consented.insert(*product, set);
+        }
+    }
     Ok(events
         .iter()
         .map(|ev| {
             let machine = ctx.identity.machine_id(&ev.product);
             let mut rec =
                 record::render(ev, &machine, std::env::consts::OS, std::env::consts::ARCH);
-            rec.local_only = modes.get(ev.product.as_str()) == Some(&Mode::Local);
+            let product = ev.product.as_str();
+            rec.local_only = match modes.get(product) {
+                Some(Mode::On) => !consented
+                    .get(product)
+                    .is_some_and(|set| set.contains(&ev.event)),
+                _ => true,
+            };
             rec
         })
         .collect())

@@ -3,24 +3,19 @@
 use crate::server::Ctx;
 use telemetry_proto::{ErrorCode, ProductConsent, Response, StatusReport};
 
-/// Every product the daemon knows (catalogued, named in a consent file, or
-/// acted on before), with its effective consent and the deciding layer.
-fn consent_of_known_products(ctx: &Ctx) -> Vec<ProductConsent> {
-    let mut products: Vec<String> = ctx.catalogues.products().map(str::to_string).collect();
+/// Every product the daemon knows (with a manifest, usable or not, named
+/// in a consent file, or acted on before), with its effective consent, the
+/// deciding layer and its manifest.
+async fn consent_of_known_products(ctx: &Ctx) -> Vec<ProductConsent> {
+    let mut products = ctx.catalogues.products();
     products.extend(ctx.products_with_consent_state());
     products.sort();
     products.dedup();
-    products
-        .into_iter()
-        .map(|product| {
-            let (mode, layer) = ctx.consent.resolve(&product);
-            ProductConsent {
-                product,
-                mode,
-                layer,
-            }
-        })
-        .collect()
+    let mut out = Vec::with_capacity(products.len());
+    for product in products {
+        out.push(crate::cmd::consent::product_consent(ctx, product).await);
+    }
+    out
 }
 
 /// Handle `Status`.
@@ -54,7 +49,7 @@ pub async fn handle(ctx: &Ctx) -> Response {
         next_attempt_us: up.next_attempt_us,
         consecutive_failures: up.consecutive_failures,
         local_events: stats.local_events,
-        consent: consent_of_known_products(ctx),
+        consent: consent_of_known_products(ctx).await,
         consent_file: ctx.consent.user_path().display().to_string(),
         incidents: ctx.incidents.clone(),
         dropped: stats.dropped.clone(),

@@ -18,7 +18,7 @@
 
 use super::{now_us, seal_in, sql, Inner, StoreError, StoreOptions};
 use crate::record::Record;
-use rusqlite::{params, Transaction, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use telemetry_proto::Mode;
 
 /// The user's decision for a product, as applied by the store.
@@ -97,6 +97,13 @@ impl Inner {
             now,
             &mut out,
         )?;
+        // A decision without a version was given for the catalogue of its
+        // time: a new decision needs a new snapshot.
+        tx.execute(
+            "DELETE FROM consented_events WHERE product = ?1 AND version = 0",
+            params![product],
+        )
+        .map_err(sql("applying consent"))?;
         tx.execute(
             "INSERT INTO consent_applied (product, mode, off_marker, since_us) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (product) DO UPDATE SET
@@ -109,6 +116,40 @@ impl Inner {
         // Rare and small: recount rather than track every case by hand.
         self.load_counters()?;
         Ok(out)
+    }
+}
+
+impl Inner {
+    pub(super) fn consented_events(
+        &mut self,
+        product: &str,
+        version: u32,
+        offer: Option<Vec<String>>,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        if let Some(events) = offer {
+            self.conn
+                .execute(
+                    "INSERT OR IGNORE INTO consented_events (product, version, events, recorded_us)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        product,
+                        version,
+                        events.join("\n"),
+                        now_us(&self.opts.clock)
+                    ],
+                )
+                .map_err(sql("recording the consented event set"))?;
+        }
+        let events: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT events FROM consented_events WHERE product = ?1 AND version = ?2",
+                params![product, version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql("reading the consented event set"))?;
+        Ok(events.map(|e| e.lines().map(str::to_string).collect()))
     }
 }
 

@@ -52,6 +52,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_uploaded_ids.sql"),
     include_str!("migrations/0003_consent.sql"),
     include_str!("migrations/0004_dropped.sql"),
+    include_str!("migrations/0005_consented_events.sql"),
 ];
 
 /// The migration a build playing a newer release adds (the
@@ -282,6 +283,12 @@ enum Cmd {
     },
     Applied {
         reply: Reply<BTreeMap<String, Decision>>,
+    },
+    ConsentedEvents {
+        product: String,
+        version: u32,
+        offer: Option<Vec<String>>,
+        reply: Reply<Option<Vec<String>>>,
     },
     Show {
         product: Option<String>,
@@ -619,6 +626,25 @@ impl Store {
         self.call(|reply| Cmd::Applied { reply }).await
     }
 
+    /// The event set consented to for `product` at manifest `version` (0:
+    /// a decision without a version), recording `offer` as that set first
+    /// if none is recorded yet. `None`: none recorded and no offer.
+    pub async fn consented_events(
+        &self,
+        product: &str,
+        version: u32,
+        offer: Option<Vec<String>>,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let product = product.to_string();
+        self.call(|reply| Cmd::ConsentedEvents {
+            product,
+            version,
+            offer,
+            reply,
+        })
+        .await
+    }
+
     /// A page of stored events after `after_seq`, oldest first.
     pub async fn show(
         &self,
@@ -891,6 +917,14 @@ impl Inner {
                     Cmd::Applied { reply } => {
                         let _ = reply.send(Ok(self.applied.clone()));
                     }
+                    Cmd::ConsentedEvents {
+                        product,
+                        version,
+                        offer,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.consented_events(&product, version, offer));
+                    }
                     Cmd::Show {
                         product,
                         after_seq,
@@ -992,9 +1026,14 @@ impl Inner {
     /// off (or as uploadable after a switch to local).
     fn consent_changed(&self, records: &[Record]) -> Option<String> {
         records.iter().find_map(|r| {
-            let expected = if r.local_only { Mode::Local } else { Mode::On };
-            (self.applied.get(&r.product).map(|d| d.mode) != Some(expected))
-                .then(|| r.product.clone())
+            // A local-only record fits `on` too: an event the user has not
+            // consented to upload yet (added by a newer manifest version).
+            let fits = match self.applied.get(&r.product).map(|d| d.mode) {
+                Some(Mode::On) => true,
+                Some(Mode::Local) => r.local_only,
+                Some(Mode::Off) | None => false,
+            };
+            (!fits).then(|| r.product.clone())
         })
     }
 

@@ -907,3 +907,59 @@ fn the_doorbell_wakes_a_waiting_commit_only_when_that_changes_what_it_does() {
     bell.wait(seen, t + Duration::from_millis(100), &HashSet::from([4]));
     assert!(t.elapsed() >= Duration::from_millis(100));
 }
+
+#[test]
+fn consented_event_sets_are_recorded_once_and_unversioned_ones_renewed() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        let names = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(store.consented_events("a", 2, None).await.unwrap(), None);
+        let got = store
+            .consented_events("a", 2, names(&["x", "y"]))
+            .await
+            .unwrap();
+        assert_eq!(got, names(&["x", "y"]));
+        // The first set recorded for a version stays.
+        let got = store
+            .consented_events("a", 2, names(&["x", "y", "z"]))
+            .await
+            .unwrap();
+        assert_eq!(got, names(&["x", "y"]));
+        store.consented_events("a", 0, names(&["x"])).await.unwrap();
+        // A new decision forgets the set of a decision without a version,
+        // not the versioned ones.
+        store
+            .apply_consent("a", d(Mode::Local), record(99, "a"))
+            .await
+            .unwrap();
+        assert_eq!(store.consented_events("a", 0, None).await.unwrap(), None);
+        assert_eq!(
+            store.consented_events("a", 2, None).await.unwrap(),
+            names(&["x", "y"])
+        );
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn an_on_product_may_store_local_only_events_and_an_off_one_none() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        store
+            .insert(vec![local(1, "a"), record(2, "a")])
+            .await
+            .unwrap();
+        assert_eq!(store.stats().await.unwrap().local_events, 1);
+        store
+            .apply_consent("b", d(Mode::Off), record(99, "b"))
+            .await
+            .unwrap();
+        let err = store.insert(vec![local(3, "b")]).await.unwrap_err();
+        assert!(matches!(err, StoreError::ConsentChanged { .. }), "{err:?}");
+    });
+    drop(store);
+    thread.join();
+}

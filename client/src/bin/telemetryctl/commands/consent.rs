@@ -98,14 +98,14 @@ struct Changed {
 pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     let paths = ConsentPaths::from_env();
     let Some(product) = &args.product else {
-        return list(&paths, args.json);
+        return list(socket, &paths, args.json);
     };
     let limits = telemetry_proto::Limits::default();
     if let Err(e) = telemetry_proto::validate_name("product", product, &limits) {
         return Err(Failure::usage(format!("{e}; e.g. cfdev")));
     }
     if args.prompt {
-        return match prompt(product, args, &paths) {
+        return match prompt(socket, product, args, &paths) {
             (Prompted::Asked, Some(mode)) => change(socket, args, product, mode, &paths, true),
             (why, _) => not_recorded(product, why, &paths, args.json),
         };
@@ -119,7 +119,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             })?;
             change(socket, args, product, mode, &paths, false)
         }
-        None => show_one(product, &paths, args.json),
+        None => show_one(socket, product, &paths, args.json),
     }
 }
 
@@ -127,11 +127,57 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
 /// files).
 fn local(product: &str, paths: &ConsentPaths) -> ProductConsent {
     let (mode, layer) = consent::resolve(product, paths);
-    ProductConsent {
-        product: product.to_string(),
-        mode,
-        layer,
+    ProductConsent::new(product.to_string(), mode, layer)
+}
+
+/// Every product's consent as a running daemon sees it, with its manifest
+/// (empty if no daemon answers).
+fn daemon_view(socket: &Path) -> Vec<ProductConsent> {
+    Client::connect(socket)
+        .and_then(|mut c| c.status(Duration::from_secs(5)))
+        .map(|s| s.consent)
+        .unwrap_or_default()
+}
+
+/// `pc` (this process's view of the files) with what the daemon knows of
+/// the product's manifest.
+fn with_manifest(mut pc: ProductConsent, daemon: &[ProductConsent]) -> ProductConsent {
+    if let Some(d) = daemon.iter().find(|d| d.product == pc.product) {
+        pc.manifest = d.manifest.clone();
+        pc.manifest_error = d.manifest_error.clone();
+        pc.version = d.version;
+        pc.consented_version = d.consented_version;
+        pc.new_events = d.new_events.clone();
     }
+    pc
+}
+
+/// The lines after a product's mode about its manifest and versions.
+fn manifest_lines(c: &ProductConsent) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(e) = &c.manifest_error {
+        out.push(format!(
+            "  manifest unusable, {} is disabled: {e}",
+            c.product
+        ));
+    } else if !c.manifest.is_empty() {
+        let consented = match c.consented_version {
+            0 => String::new(),
+            v => format!("; your decision was for version {v}"),
+        };
+        out.push(format!(
+            "  manifest: {} (catalogue version {}{consented})",
+            c.manifest, c.version
+        ));
+    }
+    if !c.new_events.is_empty() {
+        out.push(format!(
+            "  new since the version you consented to: {}; kept on this machine (as in local) until you run `telemetryctl consent {} on` again",
+            c.new_events.join(", "),
+            c.product
+        ));
+    }
+    out
 }
 
 /// A report made from the files, for when the daemon did not apply it.
@@ -153,7 +199,18 @@ fn change(
     paths: &ConsentPaths,
     prompted: bool,
 ) -> Result<(), Failure> {
-    consent::record(product, new_mode, paths).map_err(|e| {
+    // The decision is for the catalogue as it is now: its version comes
+    // from the daemon, which reads the manifests. Without a daemon the
+    // daemon binds it to the catalogue it has when it first acts on it.
+    let version = match new_mode {
+        Mode::Off => None,
+        Mode::On | Mode::Local => daemon_view(socket)
+            .into_iter()
+            .find(|c| c.product == product && c.manifest_error.is_none())
+            .map(|c| c.version)
+            .filter(|v| *v > 0),
+    };
+    consent::record_version(product, new_mode, version, paths).map_err(|e| {
         Failure::consent_file(
             crate::EXIT_UNREACHABLE,
             format!(
@@ -276,8 +333,8 @@ fn not_terminals() -> &'static str {
     }
 }
 
-fn show_one(product: &str, paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
-    let now = local(product, paths);
+fn show_one(socket: &Path, product: &str, paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
+    let now = with_manifest(local(product, paths), &daemon_view(socket));
     if json {
         return print_json(&now);
     }
@@ -286,10 +343,14 @@ fn show_one(product: &str, paths: &ConsentPaths, json: bool) -> Result<(), Failu
         now.mode,
         consent::describe(now.layer, paths)
     );
+    for line in manifest_lines(&now) {
+        println!("{line}");
+    }
     Ok(())
 }
 
-fn list(paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
+fn list(socket: &Path, paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
+    let daemon = daemon_view(socket);
     let mut products: Vec<String> = consent::user_file(paths)
         .entries
         .into_iter()
@@ -299,7 +360,10 @@ fn list(paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
         .collect();
     products.sort();
     products.dedup();
-    let rows: Vec<ProductConsent> = products.iter().map(|p| local(p, paths)).collect();
+    let rows: Vec<ProductConsent> = products
+        .iter()
+        .map(|p| with_manifest(local(p, paths), &daemon))
+        .collect();
     if json {
         return print_json(&rows);
     }
@@ -313,6 +377,9 @@ fn list(paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
             c.mode,
             consent::describe(c.layer, paths)
         );
+        for line in manifest_lines(c) {
+            println!("{line}");
+        }
     }
     if let Some(var) = consent::env_opt_out_var() {
         println!("{var} is set: every product is off in this environment");
@@ -325,8 +392,39 @@ fn list(paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The vendor's wording of the question (`consent.prompt` in the product's
+/// manifest, which the daemon names), if there is one and the manifest is
+/// usable. Control characters other than newlines and tabs are dropped: the
+/// text goes to the user's terminal.
+fn manifest_prompt(socket: &Path, product: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        consent: Option<Consent>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Consent {
+        prompt: Option<String>,
+    }
+    let pc = daemon_view(socket)
+        .into_iter()
+        .find(|c| c.product == product && c.manifest_error.is_none())?;
+    // A built-in manifest has no file (and the built-in one no prompt).
+    let text = std::fs::read_to_string(&pc.manifest).ok()?;
+    let prompt = toml::from_str::<Manifest>(&text).ok()?.consent?.prompt?;
+    let clean: String = prompt
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .collect();
+    (!clean.trim().is_empty()).then_some(clean)
+}
+
 /// Ask once. Returns what happened and, when asked, the mode to record.
-fn prompt(product: &str, args: &Args, paths: &ConsentPaths) -> (Prompted, Option<Mode>) {
+fn prompt(
+    socket: &Path,
+    product: &str,
+    args: &Args,
+    paths: &ConsentPaths,
+) -> (Prompted, Option<Mode>) {
     if consent::user_decision(product, paths).is_some() {
         return (Prompted::AlreadyDecided, None);
     }
@@ -338,7 +436,11 @@ fn prompt(product: &str, args: &Args, paths: &ConsentPaths) -> (Prompted, Option
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return (Prompted::NotATerminal, None);
     }
-    let text = args.text.clone().unwrap_or_else(|| generic_prompt(product));
+    let text = args
+        .text
+        .clone()
+        .or_else(|| manifest_prompt(socket, product))
+        .unwrap_or_else(|| generic_prompt(product));
     let mut err = std::io::stderr();
     let _ = write!(
         err,

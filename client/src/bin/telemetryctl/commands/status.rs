@@ -92,6 +92,28 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             c.mode,
             c.layer.as_str()
         );
+        if !c.new_events.is_empty() {
+            println!(
+                "              not consented yet (catalogue version {}, your decision was for {}): {}; kept on this machine until `telemetryctl consent {} on`",
+                c.version,
+                match c.consented_version {
+                    0 => "an earlier one".to_string(),
+                    v => format!("version {v}"),
+                },
+                c.new_events.join(", "),
+                c.product
+            );
+        }
+    }
+    for c in &s.consent {
+        match &c.manifest_error {
+            Some(e) => println!("manifest:     {} DISABLED: {e}", c.product),
+            None if !c.manifest.is_empty() => println!(
+                "manifest:     {} version {}: {}",
+                c.product, c.version, c.manifest
+            ),
+            None => {}
+        }
     }
     Ok(())
 }

@@ -1,0 +1,119 @@
+use super::*;
+
+fn event(product: &str, name: &str) -> WireEvent {
+    WireEvent {
+        id: uuid::Uuid::nil(),
+        event: name.into(),
+        product: product.into(),
+        build: "1".into(),
+        timestamp_us: 1_800_000_000_000_000,
+        data: Default::default(),
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+#[test]
+fn the_first_directory_wins_and_the_builtin_comes_last() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (user, system) = (tmp.path().join("user"), tmp.path().join("system"));
+    write(&user, "mytool.toml", "product = \"mytool\"\n[events.ran]\n");
+    write(
+        &system,
+        "mytool.toml",
+        "product = \"mytool\"\n[events.other]\n",
+    );
+    write(
+        &system,
+        "cfdev.toml",
+        "product = \"cfdev\"\n[events.only]\n",
+    );
+    let cats = Catalogues::new(vec![user.clone(), system.clone()], Duration::ZERO);
+    assert_eq!(cats.products(), ["cfdev", "mytool"]);
+    cats.check(&event("mytool", "ran")).unwrap();
+    assert!(cats.check(&event("mytool", "other")).is_err());
+    // A file replaces the built-in cfdev.
+    let m = cats.check(&event("cfdev", "only")).unwrap();
+    assert!(
+        m.source_name.ends_with("system/cfdev.toml"),
+        "{}",
+        m.source_name
+    );
+    let err = cats.check(&event("nope", "x")).unwrap_err().to_string();
+    assert!(
+        err.contains(&user.display().to_string()) && err.contains(&system.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_broken_manifest_disables_only_its_product_and_shadows_later_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (user, system) = (tmp.path().join("user"), tmp.path().join("system"));
+    write(&user, "bad.toml", "product = \"bad\"\n[events.ran\n");
+    write(&system, "bad.toml", "product = \"bad\"\n[events.ran]\n");
+    write(&system, "good.toml", "product = \"good\"\n[events.ran]\n");
+    let cats = Catalogues::new(vec![user.clone(), system], Duration::ZERO);
+    cats.check(&event("good", "ran")).unwrap();
+    cats.check(&event("cfdev", "stop")).unwrap();
+    let err = cats.check(&event("bad", "ran")).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, CheckError::Disabled { .. }), "{err:?}");
+    assert!(
+        text.contains(&user.join("bad.toml").display().to_string()) && text.contains("line 2"),
+        "{text}"
+    );
+    assert!(cats.get("bad").is_none());
+    assert!(matches!(cats.lookup("bad"), Lookup::Broken { .. }));
+}
+
+#[test]
+fn files_that_appear_change_or_vanish_are_picked_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("user");
+    let cats = Catalogues::new(vec![dir.clone()], Duration::ZERO);
+    assert!(matches!(cats.lookup("mytool"), Lookup::Unknown));
+    // The directory itself appears later.
+    write(&dir, "mytool.toml", "product = \"mytool\"\n[events.ran]\n");
+    cats.check(&event("mytool", "ran")).unwrap();
+    write(
+        &dir,
+        "mytool.toml",
+        "product = \"mytool\"\n[consent]\nversion = 2\n[events.ran]\n[events.added]\n",
+    );
+    assert_eq!(cats.get("mytool").unwrap().version, 2);
+    cats.check(&event("mytool", "added")).unwrap();
+    std::fs::remove_file(dir.join("mytool.toml")).unwrap();
+    assert!(matches!(cats.lookup("mytool"), Lookup::Unknown));
+}
+
+#[test]
+fn without_a_recheck_due_the_last_load_is_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("user");
+    let cats = Catalogues::new(vec![dir.clone()], Duration::from_secs(3600));
+    write(&dir, "mytool.toml", "product = \"mytool\"\n[events.ran]\n");
+    assert!(matches!(cats.lookup("mytool"), Lookup::Unknown));
+}
+
+#[test]
+fn system_dirs_follow_xdg_data_dirs() {
+    let mac = usize::from(cfg!(target_os = "macos"));
+    let d = system_dirs(None);
+    assert_eq!(d[0], Path::new("/usr/local/share/telemetry/products"));
+    assert_eq!(d[1], Path::new("/usr/share/telemetry/products"));
+    assert_eq!(d.len(), 2 + mac);
+    assert_eq!(system_dirs(Some("  ")).len(), 2 + mac);
+    let d = system_dirs(Some("/opt/a:relative:/b"));
+    assert_eq!(
+        d[..2],
+        [
+            Path::new("/opt/a/telemetry/products"),
+            Path::new("/b/telemetry/products")
+        ]
+    );
+    assert_eq!(d.len(), 2 + mac);
+}

@@ -1,0 +1,283 @@
+//! Product manifests on the daemon's side (issue #13, items 1 and 2), with
+//! the real daemon, shim and `telemetryctl`: the search path, reloading
+//! without a restart, a malformed manifest disabling only its product, and
+//! consent bound to the catalogue's version.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+use telemetry_proto::{ProductConsent, StatusReport};
+use telemetry_tests::*;
+
+fn ctl(env: &DaemonEnv, args: &[&str]) -> Output {
+    let out = env.run("telemetryctl", args);
+    assert!(
+        out.status.success(),
+        "telemetryctl {args:?}: {}",
+        text(&out)
+    );
+    out
+}
+
+/// `telemetry-emit --strict --product PRODUCT EVENT`.
+fn emit(env: &DaemonEnv, product: &str, event: &str) -> Output {
+    env.command("telemetry-emit")
+        .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
+        .args(["--product", product, "--strict", event])
+        .output()
+        .expect("run telemetry-emit")
+}
+
+fn status(env: &DaemonEnv) -> StatusReport {
+    serde_json::from_slice(&ctl(env, &["status", "--json"]).stdout).expect("status JSON")
+}
+
+fn product(st: &StatusReport, name: &str) -> Option<ProductConsent> {
+    st.consent.iter().find(|c| c.product == name).cloned()
+}
+
+/// The user's manifest directory (`TELEMETRY_CATALOG_DIR` in the tests).
+fn user_dir(env: &DaemonEnv) -> PathBuf {
+    env.root().join("catalog")
+}
+
+/// The first system directory: `$XDG_DATA_DIRS/telemetry/products`.
+fn system_dir(env: &DaemonEnv) -> PathBuf {
+    env.root().join("xdg-data/telemetry/products")
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    // Written beside and renamed into place, as a package manager does, so
+    // the daemon never reads half a file.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+#[test]
+fn a_malformed_manifest_disables_only_its_product() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::write(env.root().join("consent"), "cfdev on\ngood on\nbad on\n").unwrap();
+    write(
+        &system_dir(&env),
+        "good.toml",
+        "product = \"good\"\n[events.ran]\n",
+    );
+    // Line 3 is not TOML.
+    write(
+        &user_dir(&env),
+        "bad.toml",
+        "product = \"bad\"\n[events.ran]\ndata.x = { type = \"bool\"\n",
+    );
+    let _daemon = env.start();
+
+    let out = emit(&env, "bad", "ran");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = text(&out);
+    let bad_file = user_dir(&env).join("bad.toml").display().to_string();
+    assert!(
+        err.contains(&bad_file) && err.contains("line 3") && err.contains("disabled"),
+        "{err}"
+    );
+    for (p, e) in [("good", "ran"), ("cfdev", "stop")] {
+        let out = emit(&env, p, e);
+        assert_eq!(out.status.code(), Some(0), "{p}: {}", text(&out));
+    }
+
+    let st = status(&env);
+    let bad = product(&st, "bad").expect("bad in status");
+    assert_eq!(bad.manifest, bad_file);
+    assert!(
+        bad.manifest_error
+            .as_deref()
+            .is_some_and(|e| e.contains("line 3")),
+        "{bad:?}"
+    );
+    let good = product(&st, "good").expect("good in status");
+    assert_eq!(good.manifest_error, None);
+    assert_eq!(
+        good.manifest,
+        system_dir(&env).join("good.toml").display().to_string()
+    );
+    assert_eq!(st.pending_events, 2, "good and cfdev stored, bad not");
+    let human = text(&ctl(&env, &["status"]));
+    assert!(
+        human.contains("bad DISABLED") && human.contains(&bad_file),
+        "{human}"
+    );
+}
+
+#[test]
+fn a_manifest_added_or_fixed_while_the_daemon_runs_is_used_without_a_restart() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::write(env.root().join("consent"), "cfdev on\nmytool on\n").unwrap();
+    let daemon = env.start();
+    let pid = daemon.pid();
+    let out = emit(&env, "mytool", "ran");
+    assert_eq!(out.status.code(), Some(3), "unknown yet: {}", text(&out));
+    assert!(text(&out).contains("no product manifest"), "{}", text(&out));
+
+    // A vendor installs it system-wide.
+    write(
+        &system_dir(&env),
+        "mytool.toml",
+        "product = \"mytool\"\n[events.ran]\n",
+    );
+    wait_for(
+        "the new manifest to be used",
+        Duration::from_secs(20),
+        || (emit(&env, "mytool", "ran").status.code() == Some(0)).then_some(()),
+    );
+
+    // The user shadows it with a broken copy, then fixes it.
+    write(
+        &user_dir(&env),
+        "mytool.toml",
+        "product = \"mytool\"\n[events.ran\n",
+    );
+    wait_for(
+        "the broken copy to disable mytool",
+        Duration::from_secs(20),
+        || {
+            let out = emit(&env, "mytool", "ran");
+            (out.status.code() == Some(3) && text(&out).contains("line 2")).then_some(())
+        },
+    );
+    write(
+        &user_dir(&env),
+        "mytool.toml",
+        "product = \"mytool\"\n[events.ran]\n[events.walked]\n",
+    );
+    wait_for("the fixed copy to be used", Duration::from_secs(20), || {
+        (emit(&env, "mytool", "walked").status.code() == Some(0)).then_some(())
+    });
+    assert_eq!(daemon.pid(), pid, "same daemon throughout");
+    let shown = text(&ctl(&env, &["show"]));
+    assert!(shown.contains("\"event\":\"walked\""), "{shown}");
+}
+
+/// Event names in the bucket, counted.
+fn uploaded(s3: &S3Server) -> Vec<String> {
+    let mut names: Vec<String> = decode_objects(&s3.objects())
+        .into_iter()
+        .map(|(_, line)| line["event"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_new_catalogue_version_keeps_its_new_events_local_until_consent() {
+    let s3 = S3Server::start();
+    let env = DaemonEnv::new(Destination::S3 {
+        endpoint: s3.endpoint.clone(),
+        secret: SECRET_KEY.into(),
+    });
+    let v1 = "product = \"mytool\"\n[consent]\nversion = 1\n[events.ran]\n";
+    write(&user_dir(&env), "mytool.toml", v1);
+    let daemon = env.start();
+    ctl(&env, &["consent", "mytool", "on"]);
+    let file = std::fs::read_to_string(env.root().join("consent")).unwrap();
+    assert!(
+        file.lines()
+            .any(|l| l.starts_with("mytool on ") && l.ends_with("#+ version=1")),
+        "{file}"
+    );
+    assert_eq!(emit(&env, "mytool", "ran").status.code(), Some(0));
+
+    // The vendor upgrades: version 2 adds `deployed`.
+    let v2 = "product = \"mytool\"\n[consent]\nversion = 2\n[events.ran]\n[events.deployed]\n";
+    write(&user_dir(&env), "mytool.toml", v2);
+    let st = wait_for("version 2 to be loaded", Duration::from_secs(20), || {
+        let st = status(&env);
+        (product(&st, "mytool")?.version == 2).then_some(st)
+    });
+    let p = product(&st, "mytool").unwrap();
+    assert_eq!(
+        (p.consented_version, p.new_events.clone()),
+        (1, vec!["deployed".to_string()])
+    );
+    for e in ["ran", "deployed"] {
+        let out = emit(&env, "mytool", e);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "accepted, nothing stops: {}",
+            text(&out)
+        );
+    }
+    assert_eq!(status(&env).local_events, 1, "deployed kept here");
+    let shown = text(&ctl(&env, &["consent", "mytool"]));
+    assert!(
+        shown.contains("new since the version you consented to: deployed")
+            && shown.contains("version 1"),
+        "{shown}"
+    );
+    ctl(&env, &["flush"]);
+    assert_eq!(uploaded(&s3), ["ran", "ran"], "only what version 1 had");
+
+    // Consenting again, now to version 2, lets `deployed` go out from now
+    // on; the one recorded before stays local.
+    ctl(&env, &["consent", "mytool", "on"]);
+    let file = std::fs::read_to_string(env.root().join("consent")).unwrap();
+    assert!(file.contains("#+ version=2"), "{file}");
+    let p = product(&status(&env), "mytool").unwrap();
+    assert_eq!((p.consented_version, p.new_events.len()), (2, 0));
+    assert_eq!(emit(&env, "mytool", "deployed").status.code(), Some(0));
+    ctl(&env, &["flush"]);
+    assert_eq!(uploaded(&s3), ["deployed", "ran", "ran"]);
+    let st = status(&env);
+    assert_eq!((st.local_events, st.pending_events), (1, 0));
+    drop(daemon);
+
+    // An older telemetryctl rewriting the file drops what follows `#+`:
+    // the decision reads as unversioned, and a restarted daemon binds it
+    // to the catalogue it has then; nothing already consented stops.
+    let file = std::fs::read_to_string(env.root().join("consent")).unwrap();
+    let stripped: String = file
+        .lines()
+        .map(|l| format!("{}\n", l.split('#').next().unwrap().trim_end()))
+        .collect();
+    std::fs::write(env.root().join("consent"), stripped).unwrap();
+    let _daemon = env.start();
+    let p = product(&status(&env), "mytool").unwrap();
+    assert_eq!((p.consented_version, p.new_events.len()), (0, 0), "{p:?}");
+    assert_eq!(emit(&env, "mytool", "ran").status.code(), Some(0));
+    ctl(&env, &["flush"]);
+    assert_eq!(uploaded(&s3), ["deployed", "ran", "ran", "ran"]);
+}
+
+#[test]
+fn the_prompt_uses_the_manifests_wording_and_records_its_version() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::remove_file(env.root().join("consent")).unwrap();
+    write(
+        &user_dir(&env),
+        "cfdev.toml",
+        "product = \"cfdev\"\n[consent]\nversion = 3\nprompt = \"The cf dev team counts starts \\u001b[31mand stops.\"\n[events.stop]\n",
+    );
+    let _daemon = env.start();
+    let cmd = format!("{} consent cfdev --prompt", bin("telemetryctl").display());
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .envs(env.envs())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("`script` (util-linux) is needed for this test (.ci/run installs it)");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"y\n").unwrap();
+    let shown = text(&child.wait_with_output().unwrap());
+    assert!(
+        shown.contains("The cf dev team counts starts [31mand stops."),
+        "the vendor's words, without the escape character: {shown}"
+    );
+    assert!(!shown.contains('\u{1b}'), "{shown:?}");
+    let file = std::fs::read_to_string(env.root().join("consent")).unwrap();
+    assert!(
+        file.lines()
+            .any(|l| l.starts_with("cfdev on ") && l.ends_with("#+ version=3")),
+        "{file}"
+    );
+}
