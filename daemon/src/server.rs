@@ -282,6 +282,17 @@ pub async fn run_locked(
             let identity = identity.clone();
             Arc::new(move |product: &str| identity.machine_id(product))
         },
+        // A product's manifest may name its own destination; read when a
+        // batch is sealed, and fixed in it from then on.
+        route: {
+            let catalogues = catalogues.clone();
+            Arc::new(move |product: &str| {
+                catalogues
+                    .get(product)
+                    .and_then(|m| m.upload.as_ref())
+                    .map(crate::uploader::destination::Spec::from_upload)
+            })
+        },
     };
     let (store, store_thread, incident) = Store::open_or_recover(
         &lock,
@@ -300,15 +311,25 @@ pub async fn run_locked(
         },
     )?;
     let applied = store.applied().await?;
-    let sink = match &config.s3 {
-        Some(s3) => Sink::s3(s3, config.s3_timeout).await,
-        None => Sink::Outbox(config.outbox_dir.clone()),
+    // The daemon's own destination: the operator's bucket with the AWS
+    // chain, else the outbox. Manifests' destinations join on first use.
+    let (own, own_auth) = match &config.s3 {
+        Some(s3) => (Sink::s3(s3, config.s3_timeout).await, "aws"),
+        None => (Sink::Outbox(config.outbox_dir.clone()), "outbox"),
     };
+    let registry = crate::uploader::destination::Registry::new(
+        own,
+        config.destination(),
+        own_auth,
+        config.s3_timeout,
+    );
+    let retired = store.retired().await?;
     let notifier = Arc::new(Notifier::new(config.notify_socket.as_deref()));
     let (upload_stop, upload_stop_rx) = watch::channel(false);
     let (uploader, upload_task) = uploader::spawn(
         store.clone(),
-        sink,
+        registry,
+        retired,
         UploaderOptions {
             upload_interval: config.upload_interval,
             retry_min: config.retry_min,

@@ -40,6 +40,7 @@ impl Fixture {
             layout: KeyLayout {
                 prefix: "p".into(),
                 machine_id: Arc::new(|_| "abcdef0123".to_string()),
+                route: Arc::new(|_| None),
             },
             clock: Arc::new(move || {
                 UNIX_EPOCH + Duration::from_micros(now.load(Ordering::SeqCst) as u64)
