@@ -251,3 +251,171 @@ fn a_replayed_batch_gets_412_is_counted_delivered_and_makes_no_second_object() {
     assert!(own.last_error.is_none());
     assert!(d.log().contains("already_there=true"), "{}", d.log());
 }
+
+/// The S3 error code and HTTP status of a failed SDK call.
+fn code_of<E: aws_sdk_s3::error::ProvideErrorMetadata>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> (Option<String>, Option<u16>) {
+    (
+        e.as_service_error()
+            .and_then(|s| s.code())
+            .map(str::to_string),
+        e.raw_response().map(|r| r.status().as_u16()),
+    )
+}
+
+#[test]
+fn the_test_server_checks_a_put_before_it_is_stored() {
+    let s3 = S3Server::start();
+    let client = s3.client();
+    let key = "k/wrong-md5";
+    // Content-MD5 of the empty body, sent with a non-empty one.
+    let err = s3
+        .block_on(
+            client
+                .put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .content_md5("1B2M2Y8AsgTpgAmY7PhCfg==")
+                .body(b"not empty".to_vec().into())
+                .send(),
+        )
+        .unwrap_err();
+    assert_eq!(code_of(&err).0.as_deref(), Some("BadDigest"));
+    let err = s3
+        .block_on(
+            client
+                .put_object()
+                .bucket(BUCKET)
+                .key("k/wrong-crc")
+                .checksum_crc32("AAAAAA==")
+                .body(b"some bytes".to_vec().into())
+                .send(),
+        )
+        .unwrap_err();
+    assert_eq!(code_of(&err).0.as_deref(), Some("BadDigest"));
+    assert!(s3.objects().is_empty(), "a refused body is never stored");
+
+    // A right Content-MD5 is accepted.
+    s3.block_on(
+        client
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .content_md5("1B2M2Y8AsgTpgAmY7PhCfg==")
+            .body(Vec::new().into())
+            .send(),
+    )
+    .expect("matching Content-MD5");
+    assert_eq!(s3.objects().get(key).map(Vec::len), Some(0));
+}
+
+#[test]
+fn the_test_server_honours_if_none_match_atomically() {
+    let s3 = S3Server::start();
+    let client = s3.client();
+    let put = |key: &'static str, body: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            client
+                .put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .if_none_match("*")
+                .body(body.into())
+                .send()
+                .await
+        }
+    };
+    s3.block_on(put("once", b"first".to_vec()))
+        .expect("first put");
+    let err = s3.block_on(put("once", b"second".to_vec())).unwrap_err();
+    assert_eq!(
+        code_of(&err),
+        (Some("PreconditionFailed".into()), Some(412))
+    );
+    assert_eq!(
+        s3.objects()["once"],
+        b"first",
+        "the object was not replaced"
+    );
+
+    // Sixteen writers race for one key with different bodies: one wins,
+    // every other is told 412 or 409, and the stored bytes are the winner's.
+    let results = s3.block_on(futures_join(
+        (0..16u8).map(|i| put("raced", vec![i; 4096])).collect(),
+    ));
+    let winners: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one writer wins");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        let (code, status) = code_of(r);
+        assert!(
+            matches!(status, Some(409) | Some(412)),
+            "{code:?} {status:?}"
+        );
+    }
+    assert_eq!(s3.objects()["raced"], vec![winners[0] as u8; 4096]);
+}
+
+/// Run futures at once on the current runtime and collect their outputs.
+async fn futures_join<F: std::future::Future + Send + 'static>(futs: Vec<F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("put task"));
+    }
+    out
+}
+
+#[test]
+fn the_test_servers_policy_opens_one_prefix_to_unsigned_puts_only() {
+    let s3 = S3Server::start_with(open_policy());
+    s3.create_bucket(VENDOR_BUCKET);
+    let settings = |bucket: &str| telemetry_sink::S3Settings {
+        bucket: bucket.into(),
+        prefix: String::new(),
+        endpoint: Some(s3.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        path_style: true,
+    };
+    let anon = s3.block_on(telemetry_sink::s3::client(
+        &settings(VENDOR_BUCKET),
+        telemetry_sink::s3::Credentials::Anonymous,
+        TIMEOUT,
+    ));
+    let put = |bucket: &str, key: &str| {
+        s3.block_on(
+            anon.put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(b"x".to_vec().into())
+                .send(),
+        )
+    };
+    put(VENDOR_BUCKET, "raw/a").expect("unsigned put under the open prefix");
+    for (bucket, key) in [(VENDOR_BUCKET, "elsewhere/a"), (BUCKET, "raw/a")] {
+        let err = put(bucket, key).unwrap_err();
+        assert_eq!(
+            code_of(&err).0.as_deref(),
+            Some("AccessDenied"),
+            "{bucket}/{key}"
+        );
+    }
+    let err = s3
+        .block_on(anon.get_object().bucket(VENDOR_BUCKET).key("raw/a").send())
+        .unwrap_err();
+    assert_eq!(
+        code_of(&err).0.as_deref(),
+        Some("AccessDenied"),
+        "reads stay signed"
+    );
+    assert_eq!(s3.objects_in(VENDOR_BUCKET)["raw/a"], b"x");
+}
