@@ -86,3 +86,103 @@ impl Inner {
             .map_err(sql("reading retired products"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{d, record, rt, Fixture};
+    use super::super::{Stats, Store};
+    use crate::uploader::destination::Spec;
+    use std::sync::Arc;
+    use telemetry_proto::Mode;
+
+    fn vendor() -> Spec {
+        Spec::Broker {
+            url: "https://broker.example".into(),
+        }
+    }
+
+    #[test]
+    fn batches_keep_the_destination_they_were_sealed_for_and_retiring_drops_them() {
+        let f = Fixture::new();
+        let route_b = Arc::new(std::sync::Mutex::new(Some(vendor())));
+        let mut opts = f.opts(2);
+        let r = route_b.clone();
+        opts.layout.route =
+            Arc::new(move |p| (p == "b").then(|| r.lock().unwrap().clone()).flatten());
+        let (store, thread) = Store::open(f.dir.path(), opts).unwrap();
+        rt().block_on(async {
+            for p in ["a", "b"] {
+                store
+                    .apply_consent(p, d(Mode::On), record(0, p))
+                    .await
+                    .unwrap();
+            }
+            let recs = vec![
+                record(1, "a"),
+                record(2, "a"),
+                record(3, "b"),
+                record(4, "b"),
+            ];
+            store.insert(recs).await.unwrap();
+            assert_eq!(store.seal(false).await.unwrap(), 2);
+            // A later manifest change does not redirect the sealed batch.
+            *route_b.lock().unwrap() = None;
+            let s: Stats = store.stats().await.unwrap();
+            let vendor_id = Some(vendor().to_text());
+            assert_eq!(
+                s.uploadable_by_destination.into_iter().collect::<Vec<_>>(),
+                [(None, 1), (vendor_id.clone(), 1)]
+            );
+            let b = store
+                .next_sealed_to(vendor_id.clone())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (b.product.as_str(), b.destination.clone()),
+                ("b", vendor_id.clone())
+            );
+            assert!(
+                b.key.starts_with("v1/product=b/"),
+                "a broker's keys have no prefix: {}",
+                b.key
+            );
+            let a = store.next_sealed_to(None).await.unwrap().unwrap();
+            assert!(a.key.starts_with("p/v1/product=a/"), "{}", a.key);
+
+            // One more pending event of b, then its vendor retires it.
+            store.insert(vec![record(5, "b")]).await.unwrap();
+            let dropped = store
+                .retire("b", "https://broker.example", "gone")
+                .await
+                .unwrap();
+            assert_eq!(dropped, 3, "two sealed and one pending");
+            assert!(store.next_sealed_to(vendor_id).await.unwrap().is_none());
+            let s = store.stats().await.unwrap();
+            assert_eq!(
+                (s.pending_events, s.sealed_batches),
+                (2, 1),
+                "a's are untouched"
+            );
+            store.insert(vec![record(6, "b")]).await.unwrap();
+            assert_eq!(
+                store
+                    .retire("b", "https://broker.example", "gone")
+                    .await
+                    .unwrap(),
+                1
+            );
+        });
+        drop(store);
+        thread.join();
+        // The count survives a restart.
+        let (store, thread) = f.open(2);
+        rt().block_on(async {
+            let retired = store.retired().await.unwrap();
+            assert_eq!(retired.len(), 1);
+            assert_eq!((retired[0].product.as_str(), retired[0].dropped), ("b", 4));
+        });
+        drop(store);
+        thread.join();
+    }
+}
