@@ -4,6 +4,9 @@
 use crate::uploader::destination::{DestId, Spec};
 use std::sync::Arc;
 
+/// Product → the destination its manifest names, if any.
+pub type Route = Arc<dyn Fn(&str) -> Option<Spec> + Send + Sync>;
+
 /// Builds object keys. `machine_id` maps a product to its anonymous ID.
 #[derive(Clone)]
 pub struct KeyLayout {
@@ -14,7 +17,7 @@ pub struct KeyLayout {
     pub machine_id: Arc<dyn Fn(&str) -> String + Send + Sync>,
     /// Product → the destination its manifest names, if any (else the
     /// daemon's own).
-    pub route: Arc<dyn Fn(&str) -> Option<Spec> + Send + Sync>,
+    pub route: Route,
 }
 
 impl KeyLayout {
