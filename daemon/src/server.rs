@@ -294,6 +294,7 @@ pub async fn run_locked(
             })
         },
     };
+    let retired_set = crate::uploader::RetiredSet::default();
     let (store, store_thread, incident) = Store::open_or_recover(
         &lock,
         StoreOptions {
@@ -306,7 +307,16 @@ pub async fn run_locked(
             max_store_bytes: config.max_store_bytes,
             permit: {
                 let consent = consent.clone();
-                Arc::new(move |product: &str| consent.permit(product))
+                let retired = retired_set.clone();
+                Arc::new(move |product: &str| {
+                    // A product its vendor retired is never sealed or
+                    // uploaded again; the uploader drops what arrives.
+                    if crate::uploader::is_retired(&retired, product) {
+                        crate::consent::Permit::Nothing
+                    } else {
+                        consent.permit(product)
+                    }
+                })
             },
         },
     )?;
@@ -330,6 +340,7 @@ pub async fn run_locked(
         store.clone(),
         registry,
         retired,
+        retired_set,
         UploaderOptions {
             upload_interval: config.upload_interval,
             retry_min: config.retry_min,

@@ -250,6 +250,8 @@ struct Worker {
     stop: watch::Receiver<bool>,
     /// See [`Uploader::upload_lock`].
     upload_lock: Arc<UploadLock>,
+    /// See [`RetiredSet`].
+    retired_set: RetiredSet,
 }
 
 /// Start the uploader task. It stops when `shutdown` turns true, after one
@@ -258,11 +260,16 @@ pub fn spawn(
     store: Store,
     registry: Registry,
     retired: Vec<RetiredProduct>,
+    retired_set: RetiredSet,
     opts: UploaderOptions,
     shutdown: watch::Receiver<bool>,
 ) -> (Uploader, tokio::task::JoinHandle<()>) {
     let notify = Arc::new(Notify::new());
     let (flush_tx, flush_rx) = mpsc::channel(16);
+    retired_set
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(retired.iter().map(|r| r.product.clone()));
     let state = Arc::new(Mutex::new(UploadState {
         retired,
         ..UploadState::default()
@@ -271,6 +278,7 @@ pub fn spawn(
     let registry = Arc::new(registry);
     let (upload_interval, clock) = (opts.upload_interval, opts.clock.clone());
     let worker = Worker {
+        retired_set,
         upload_lock: upload_lock.clone(),
         store,
         registry: registry.clone(),
@@ -291,6 +299,17 @@ pub fn spawn(
         },
         handle,
     )
+}
+
+/// Products their vendor retired, shared with the store's permit so their
+/// events are never sealed again.
+pub type RetiredSet = Arc<std::sync::RwLock<std::collections::BTreeSet<String>>>;
+
+/// Whether `product` is in `set`.
+pub fn is_retired(set: &RetiredSet, product: &str) -> bool {
+    set.read()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(product)
 }
 
 /// How one destination's share of a cycle ended.
@@ -509,6 +528,10 @@ impl Worker {
                 }) => {
                     // The vendor's off switch, for this product only: the
                     // destination itself is fine for the others.
+                    self.retired_set
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(product.clone());
                     let dropped = self.store.retire(&product, &destination, &message).await?;
                     tracing::warn!(product, destination, dropped, message, "the vendor retired this product; its events are dropped and nothing more is uploaded for it");
                     let all = self.store.retired().await?;
