@@ -79,7 +79,7 @@ pub struct Ctx {
     /// Wall clock.
     pub clock: crate::config::Clock,
     /// Event catalogues.
-    pub catalogues: Catalogues,
+    pub catalogues: Arc<Catalogues>,
     /// The consent decision the store last acted on, per product (a copy,
     /// so emits only go to the store for a transition when it changed).
     pub applied: std::sync::Mutex<std::collections::BTreeMap<String, crate::store::Decision>>,
@@ -266,13 +266,13 @@ pub async fn run_locked(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let identity = Arc::new(Identity::load(&config.identity, &config.state_dir)?);
-    let catalogues = Catalogues::new(
+    let catalogues = Arc::new(Catalogues::new(
         std::iter::once(config.catalog_dir.clone())
             .chain(config.manifest_system_dirs.iter().cloned())
             .collect(),
         // Manifests changed on disk are seen within a second.
         Duration::from_secs(1),
-    );
+    ));
     let consent = Arc::new(Consent::new(
         config.consent_file.clone(),
         config.system_consent_file.clone(),
@@ -288,7 +288,20 @@ pub async fn run_locked(
             let identity = identity.clone();
             Arc::new(move |product: &str| identity.machine_id(product))
         },
+        // A product's manifest may name its own destination; read when a
+        // batch is sealed, and fixed in it from then on.
+        route: {
+            let catalogues = catalogues.clone();
+            Arc::new(move |product: &str| {
+                catalogues.get(product).and_then(|m| {
+                    m.upload
+                        .as_ref()
+                        .map(crate::uploader::destination::Spec::from_upload)
+                })
+            })
+        },
     };
+    let retired_set = crate::uploader::RetiredSet::default();
     let (store, store_thread, incident) = Store::open_or_recover(
         &lock,
         StoreOptions {
@@ -301,20 +314,41 @@ pub async fn run_locked(
             max_store_bytes: config.max_store_bytes,
             permit: {
                 let consent = consent.clone();
-                Arc::new(move |product: &str| consent.permit(product))
+                let retired = retired_set.clone();
+                Arc::new(move |product: &str| {
+                    // A product its vendor retired is never sealed or
+                    // uploaded again; the uploader drops what arrives.
+                    if crate::uploader::is_retired(&retired, product) {
+                        crate::consent::Permit::Nothing
+                    } else {
+                        consent.permit(product)
+                    }
+                })
             },
         },
     )?;
     let applied = store.applied().await?;
-    let sink = match &config.s3 {
-        Some(s3) => Sink::s3(s3, config.s3_timeout, &config.net).await,
-        None => Sink::Outbox(config.outbox_dir.clone()),
+    // The daemon's own destination: the operator's bucket with the AWS
+    // chain, else the outbox. Manifests' destinations join on first use.
+    let (own, own_auth) = match &config.s3 {
+        Some(s3) => (Sink::s3(s3, config.s3_timeout, &config.net).await, "aws"),
+        None => (Sink::Outbox(config.outbox_dir.clone()), "outbox"),
     };
+    let registry = crate::uploader::destination::Registry::new(
+        own,
+        config.destination(),
+        own_auth,
+        config.s3_timeout,
+        config.net.clone(),
+    );
+    let retired = store.retired().await?;
     let notifier = Arc::new(Notifier::new(config.notify_socket.as_deref()));
     let (upload_stop, upload_stop_rx) = watch::channel(false);
     let (uploader, upload_task) = uploader::spawn(
         store.clone(),
-        sink,
+        registry,
+        retired,
+        retired_set,
         UploaderOptions {
             upload_interval: config.upload_interval,
             retry_min: config.retry_min,

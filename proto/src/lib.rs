@@ -35,7 +35,7 @@
 //!
 //! **Records.** Every struct carried in a reply ([`StatusReport`],
 //! [`FlushReport`], [`ConsentReport`], [`ProductConsent`], [`EventsPage`],
-//! [`ShownEvent`], [`RefusalCount`]) is a *record*: a byte string (varint
+//! [`ShownEvent`], [`RefusalCount`], [`DestinationStatus`]) is a *record*: a byte string (varint
 //! length, then its fields in order), so that it can grow. See
 //! [Evolution](#evolution) and [`record`].
 //!
@@ -523,7 +523,47 @@ pub struct StatusReport {
     /// is waiting to be uploaded.
     #[serde(default)]
     pub next_upload_us: Option<i64>,
+    /// Every destination batches go to (the daemon's own first, then those
+    /// products' manifests name), each with its own progress and errors.
+    /// The flat fields above sum them up for older readers.
+    #[serde(default)]
+    pub destinations: Vec<DestinationStatus>,
 }
+
+/// One destination in [`StatusReport::destinations`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct DestinationStatus {
+    /// How it is named: `s3://bucket/prefix`, `outbox:/path` or a broker's
+    /// URL. Never contains credentials.
+    pub destination: String,
+    /// How uploads authenticate: `aws` (the operator's AWS chain),
+    /// `anonymous`, `broker` or `outbox`.
+    pub auth: String,
+    /// Products whose manifests send their batches here now.
+    pub products: Vec<String>,
+    /// Sealed batches waiting to go here that consent allows to upload.
+    pub pending_batches: u64,
+    /// Events uploaded here since the daemon started.
+    pub uploaded_events: u64,
+    /// Compressed bytes uploaded here since the daemon started.
+    pub uploaded_bytes: u64,
+    /// Batches found already there since start (a replay after a lost
+    /// answer; counted as delivered).
+    pub already_there: u64,
+    /// Time of the last successful upload here (µs since the epoch).
+    pub last_upload_us: Option<i64>,
+    /// The last error here, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// When the next attempt here is due after a failure (µs).
+    pub next_attempt_us: Option<i64>,
+    /// Consecutive failed attempts here.
+    pub consecutive_failures: u32,
+    /// Products this destination said are retired (HTTP 410), with the
+    /// events dropped for them: nothing more is uploaded for them.
+    pub retired: Vec<(String, u64)>,
+}
+record!(DestinationStatus);
 
 /// How many requests the daemon refused for one product and reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

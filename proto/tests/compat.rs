@@ -56,6 +56,15 @@ fn newer() -> StatusReport {
             count: 4,
         }],
         next_upload_us: Some(1_800_000_000_000_000),
+        destinations: vec![telemetry_proto::DestinationStatus {
+            destination: "s3://vendor/in".into(),
+            auth: "anonymous".into(),
+            products: vec!["cfdev".into()],
+            pending_batches: 1,
+            last_error: Some("down".into()),
+            retired: vec![("old".into(), 3)],
+            ..Default::default()
+        }],
         ..StatusReport::default()
     }
 }
@@ -101,6 +110,7 @@ fn a_newer_client_reads_an_older_daemons_status() {
     let want = StatusReport {
         refusals: vec![],
         next_upload_us: None,
+        destinations: vec![],
         ..newer()
     };
     assert_eq!(got, Response::Status(Box::new(want.clone())));
@@ -149,7 +159,11 @@ fn a_frozen_status_reply_still_decodes() {
     let Response::Status(got) = got else {
         panic!("not a status reply: {got:?}");
     };
-    let want = newer();
+    // Frozen before destinations were added: they read as none.
+    let want = StatusReport {
+        destinations: vec![],
+        ..newer()
+    };
     assert_eq!(got.daemon_version, want.daemon_version);
     assert_eq!(got.uptime_secs, want.uptime_secs);
     assert_eq!(got.destination, want.destination);

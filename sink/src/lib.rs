@@ -22,5 +22,5 @@ pub mod s3;
 
 pub use key::BatchKey;
 pub use manifest::{FieldType, Manifest, ManifestError, Rejection, Upload};
-pub use put::{is_permanent, Sink, UploadError};
+pub use put::{is_permanent, Delivered, Sink, UploadError};
 pub use s3::S3Settings;

@@ -155,15 +155,30 @@ impl Sink {
         timeout: Duration,
         net: &crate::net::NetOptions,
     ) -> Sink {
+        Sink::s3_with(settings, Credentials::AwsChain, timeout, net).await
+    }
+
+    /// A bucket, with the given credentials (unsigned for
+    /// [`Credentials::Anonymous`]), reached through `net`.
+    pub async fn s3_with(
+        settings: &S3Settings,
+        credentials: Credentials,
+        timeout: Duration,
+        net: &crate::net::NetOptions,
+    ) -> Sink {
         Sink::S3 {
-            client: crate::s3::client(settings, Credentials::AwsChain, timeout, net).await,
+            client: crate::s3::client(settings, credentials, timeout, net).await,
             bucket: settings.bucket.clone(),
         }
     }
 
-    /// Write `body` under `key`. Writing the same key twice replaces the
-    /// object, which is what makes retries duplicate-free.
-    pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), UploadError> {
+    /// Write `body` under `key`, never over an existing object: every S3
+    /// put carries `If-None-Match: *`, and `412 Precondition Failed` means
+    /// an earlier attempt (say, one whose answer a crash lost) already
+    /// stored this batch, so it is [`Delivered::AlreadyThere`]. A store that
+    /// ignores the header (Garage does) gets the same key and bytes as the
+    /// first time, so either way a retry never makes a second object.
+    pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<Delivered, UploadError> {
         match self {
             Sink::Outbox(dir) => {
                 let path = dir.join(key);
@@ -172,30 +187,38 @@ impl Sink {
                     .await
                     .map_err(|e| e.to_string())
                     .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map(|()| Delivered::Stored)
                     .map_err(|message| UploadError::Outbox { path, message })
             }
-            Sink::S3 { client, bucket } => client
-                .put_object()
-                .bucket(bucket)
-                .key(key)
-                .content_type("application/zstd")
-                .body(ByteStream::from(body))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    let status = e.raw_response().map(|r| r.status().as_u16());
-                    let code = e.as_service_error().and_then(|s| {
-                        use aws_sdk_s3::error::ProvideErrorMetadata;
-                        s.code().map(str::to_string)
-                    });
-                    UploadError::S3 {
-                        bucket: bucket.clone(),
-                        key: key.to_string(),
-                        message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
-                        permanent: is_permanent(status, code.as_deref()),
-                    }
-                }),
+            Sink::S3 { client, bucket } => {
+                let sent = client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .content_type("application/zstd")
+                    .if_none_match("*")
+                    .body(ByteStream::from(body))
+                    .send()
+                    .await;
+                let e = match sent {
+                    Ok(_) => return Ok(Delivered::Stored),
+                    Err(e) => e,
+                };
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                if status == Some(412) {
+                    return Ok(Delivered::AlreadyThere);
+                }
+                let code = e.as_service_error().and_then(|s| {
+                    use aws_sdk_s3::error::ProvideErrorMetadata;
+                    s.code().map(str::to_string)
+                });
+                Err(UploadError::S3 {
+                    bucket: bucket.clone(),
+                    key: key.to_string(),
+                    message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                    permanent: is_permanent(status, code.as_deref()),
+                })
+            }
         }
     }
 }

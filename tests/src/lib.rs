@@ -13,6 +13,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 use telemetry_client::Client;
 
+mod conditional;
 pub mod lifecycle;
 pub mod proxy;
 pub mod tls;
@@ -88,10 +89,47 @@ pub struct S3Server {
     _root: tempfile::TempDir,
 }
 
+/// Who may write without signing, like a bucket policy that grants
+/// `s3:PutObject` on `bucket/prefix*` to everyone. Every other request
+/// (reads, lists, other buckets or prefixes, other operations) still needs
+/// a valid SigV4 signature.
+#[derive(Debug, Clone, Default)]
+pub struct S3Policy {
+    /// `(bucket, key prefix)` open to unsigned `PutObject`.
+    pub anonymous_put: Option<(String, String)>,
+}
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for S3Policy {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        if cx.credentials().is_some() {
+            return Ok(());
+        }
+        let open = match (&self.anonymous_put, cx.s3_path()) {
+            (Some((b, prefix)), s3s::path::S3Path::Object { bucket, key }) => {
+                cx.s3_op().name() == "PutObject"
+                    && **bucket == **b
+                    && key.starts_with(prefix.as_str())
+            }
+            _ => false,
+        };
+        if open {
+            Ok(())
+        } else {
+            Err(s3s::s3_error!(AccessDenied, "Signature is required"))
+        }
+    }
+}
+
 impl S3Server {
     /// Start a server with [`ACCESS_KEY`]/[`SECRET_KEY`] and create
     /// [`BUCKET`] through the real SDK.
     pub fn start() -> S3Server {
+        S3Server::start_with(S3Policy::default())
+    }
+
+    /// [`S3Server::start`] with an access policy.
+    pub fn start_with(policy: S3Policy) -> S3Server {
         let root = tempfile::tempdir().expect("temp dir for S3 data");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -105,6 +143,7 @@ impl S3Server {
         let fs = lifecycle::LifecycleFs::new(root.path()).expect("s3s-fs root");
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        builder.set_access(policy);
         let service = builder.build();
         let fault = std::sync::Arc::new(std::sync::Mutex::new(Fault::None));
         let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -222,14 +261,28 @@ impl S3Server {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    /// Create another bucket.
+    pub fn create_bucket(&self, bucket: &str) {
+        let client = self.client();
+        self.runtime
+            .block_on(client.create_bucket().bucket(bucket).send())
+            .unwrap_or_else(|e| panic!("create bucket {bucket}: {e:?}"));
+    }
+
     /// Every object in [`BUCKET`]: key → raw (compressed) bytes.
     pub fn objects(&self) -> BTreeMap<String, Vec<u8>> {
+        self.objects_in(BUCKET)
+    }
+
+    /// Every object in `bucket`: key → raw (compressed) bytes, read back
+    /// through the real SDK.
+    pub fn objects_in(&self, bucket: &str) -> BTreeMap<String, Vec<u8>> {
         let client = self.client();
         self.runtime.block_on(async {
             let mut out = BTreeMap::new();
             let mut pages = client
                 .list_objects_v2()
-                .bucket(BUCKET)
+                .bucket(bucket)
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {
@@ -238,7 +291,7 @@ impl S3Server {
                     let key = obj.key().unwrap().to_string();
                     let body = client
                         .get_object()
-                        .bucket(BUCKET)
+                        .bucket(bucket)
                         .key(&key)
                         .send()
                         .await

@@ -11,10 +11,13 @@
 //! characters, and every day count positive. Nothing expires:
 //! the tests check the configuration a store is given, which is all the
 //! tool controls.
+//!
+//! `PutObject` is checked before anything is written and honours
+//! `If-None-Match: *` atomically (see `conditional`).
 
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -23,6 +26,8 @@ pub struct LifecycleFs {
     fs: s3s_fs::FileSystem,
     root: PathBuf,
     rules: Mutex<HashMap<String, LifecycleRules>>,
+    /// (bucket, key) of every put in flight.
+    in_flight: Mutex<HashSet<(String, String)>>,
 }
 
 impl LifecycleFs {
@@ -35,7 +40,23 @@ impl LifecycleFs {
             fs,
             root,
             rules: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// The `s3s-fs` directory.
+    pub(crate) fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    /// The `s3s-fs` underneath.
+    pub(crate) fn inner(&self) -> &s3s_fs::FileSystem {
+        &self.fs
+    }
+
+    /// Keys with a put in flight.
+    pub(crate) fn in_flight(&self) -> &Mutex<HashSet<(String, String)>> {
+        &self.in_flight
     }
 
     fn bucket_exists(&self, bucket: &str) -> S3Result<()> {
@@ -84,13 +105,19 @@ impl S3 for LifecycleFs {
         list_buckets: ListBucketsInput => ListBucketsOutput;
         list_objects: ListObjectsInput => ListObjectsOutput;
         list_objects_v2: ListObjectsV2Input => ListObjectsV2Output;
-        put_object: PutObjectInput => PutObjectOutput;
         create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput;
         upload_part: UploadPartInput => UploadPartOutput;
         upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput;
         list_parts: ListPartsInput => ListPartsOutput;
         complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput;
         abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput;
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.checked_put(req).await
     }
 
     async fn put_bucket_lifecycle_configuration(

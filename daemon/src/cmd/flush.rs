@@ -1,4 +1,5 @@
-//! `Flush`: seal everything and upload now.
+//! `Flush`: seal everything and upload now, to every destination at once;
+//! one that fails is reported by name and does not stop the others.
 
 use crate::server::Ctx;
 use crate::uploader::CycleError;
@@ -11,7 +12,7 @@ pub async fn handle(ctx: &Ctx) -> Response {
         Err(e) => {
             let code = match e.error {
                 CycleError::Store(_) => ErrorCode::Storage,
-                CycleError::Upload(_) => ErrorCode::Upload,
+                CycleError::Upload(_) | CycleError::Destinations(_) => ErrorCode::Upload,
                 CycleError::ShuttingDown => ErrorCode::ShuttingDown,
             };
             Response::Error {

@@ -1,7 +1,11 @@
 //! `Status`: counters from the store and the uploader, all O(1).
 
 use crate::server::Ctx;
-use telemetry_proto::{ErrorCode, ProductConsent, Response, StatusReport};
+use crate::store::Stats;
+use crate::uploader::destination::{DestId, Spec};
+use crate::uploader::UploadState;
+use std::collections::BTreeMap;
+use telemetry_proto::{DestinationStatus, ErrorCode, ProductConsent, Response, StatusReport};
 
 /// Every product the daemon knows (with a manifest, usable or not, named
 /// in a consent file, or acted on before), with its effective consent, the
@@ -16,6 +20,58 @@ async fn consent_of_known_products(ctx: &Ctx) -> Vec<ProductConsent> {
         out.push(crate::cmd::consent::product_consent(ctx, product).await);
     }
     out
+}
+
+/// Every destination: the daemon's own first, then each one a manifest
+/// names now or a waiting batch was sealed for, or that was uploaded to
+/// since start.
+fn destinations(ctx: &Ctx, stats: &Stats, up: &UploadState) -> Vec<DestinationStatus> {
+    let mut products: BTreeMap<DestId, Vec<String>> = BTreeMap::new();
+    products.insert(None, Vec::new());
+    for product in ctx.catalogues.products() {
+        let dest = ctx
+            .catalogues
+            .get(&product)
+            .and_then(|m| m.upload.as_ref().map(|u| Spec::from_upload(u).to_text()));
+        products.entry(dest).or_default().push(product);
+    }
+    for dest in stats
+        .uploadable_by_destination
+        .keys()
+        .chain(up.destinations.keys())
+    {
+        products.entry(dest.clone()).or_default();
+    }
+    products
+        .into_iter()
+        .map(|(dest, products)| {
+            let (destination, auth) = ctx.uploader.registry.describe(&dest);
+            let d = up.destinations.get(&dest).cloned().unwrap_or_default();
+            DestinationStatus {
+                retired: up
+                    .retired
+                    .iter()
+                    .filter(|r| r.destination == destination)
+                    .map(|r| (r.product.clone(), r.dropped))
+                    .collect(),
+                destination,
+                auth,
+                products,
+                pending_batches: stats
+                    .uploadable_by_destination
+                    .get(&dest)
+                    .copied()
+                    .unwrap_or(0),
+                uploaded_events: d.uploaded_events,
+                uploaded_bytes: d.uploaded_bytes,
+                already_there: d.already_there,
+                last_upload_us: d.last_upload_us,
+                last_error: d.last_error,
+                next_attempt_us: d.next_attempt_us,
+                consecutive_failures: d.consecutive_failures,
+            }
+        })
+        .collect()
 }
 
 /// Handle `Status`.
@@ -35,6 +91,7 @@ pub async fn handle(ctx: &Ctx) -> Response {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let destinations = destinations(ctx, &stats, &up);
     Response::Status(Box::new(StatusReport {
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_secs: ctx.started.elapsed().as_secs(),
@@ -55,5 +112,6 @@ pub async fn handle(ctx: &Ctx) -> Response {
         dropped: stats.dropped.clone(),
         refusals: ctx.refusals.snapshot(),
         next_upload_us: ctx.uploader.next_upload_us(&stats, up.next_attempt_us),
+        destinations,
     }))
 }

@@ -20,7 +20,9 @@
 //!   the events' `batch_id` appear together or not at all.
 //! - Upload then [`Store::complete`]: a crash between the two leaves the
 //!   batch sealed; after restart it is uploaded again under the same key
-//!   with the same bytes, so the object is overwritten, not duplicated.
+//!   with the same bytes and `If-None-Match: *`, so the store answers
+//!   "already there" (or, if it ignores the header, gets the same bytes
+//!   again): never a second object.
 //!
 //! # Compatibility
 //! Schema changes are migrations appended to [`MIGRATIONS`] and applied by
@@ -42,9 +44,12 @@ use tokio::sync::{mpsc, oneshot};
 mod bound;
 mod checkpoint;
 mod consent;
+mod destinations;
 mod transparency;
 
+use crate::uploader::destination::DestId;
 pub use consent::{ConsentOutcome, Decision};
+pub use destinations::RetiredProduct;
 
 /// Schema migrations, applied in order. Never remove or edit an entry.
 pub const MIGRATIONS: &[&str] = &[
@@ -53,6 +58,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_consent.sql"),
     include_str!("migrations/0004_dropped.sql"),
     include_str!("migrations/0005_consented_events.sql"),
+    include_str!("migrations/0006_batch_destination.sql"),
 ];
 
 /// The migration a build playing a newer release adds (the
@@ -215,6 +221,10 @@ pub struct InsertOutcome {
 pub struct SealedBatch {
     /// Row id.
     pub id: i64,
+    /// Its product.
+    pub product: String,
+    /// Where it goes, fixed when it was sealed.
+    pub destination: DestId,
     /// Object key.
     pub key: String,
     /// zstd-compressed NDJSON.
@@ -245,6 +255,9 @@ pub struct Stats {
     /// Events dropped to stay under the size limit and not yet reported
     /// upstream, per product.
     pub dropped: Vec<(String, u64)>,
+    /// Sealed batches the current consent allows to upload now, per
+    /// destination (absent: none).
+    pub uploadable_by_destination: BTreeMap<DestId, u64>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -266,7 +279,18 @@ enum Cmd {
         reply: Reply<usize>,
     },
     NextSealed {
+        /// Only batches for this destination (`None`: any).
+        to: Option<DestId>,
         reply: Reply<Option<SealedBatch>>,
+    },
+    Retire {
+        product: String,
+        destination: String,
+        message: String,
+        reply: Reply<u64>,
+    },
+    Retired {
+        reply: Reply<Vec<RetiredProduct>>,
     },
     Complete {
         id: i64,
@@ -586,9 +610,47 @@ impl Store {
         self.call(|reply| Cmd::Seal { force, reply }).await
     }
 
-    /// The oldest sealed batch, if any.
+    /// The oldest sealed batch the current consent allows to upload, if
+    /// any.
     pub async fn next_sealed(&self) -> Result<Option<SealedBatch>, StoreError> {
-        self.call(|reply| Cmd::NextSealed { reply }).await
+        self.call(|reply| Cmd::NextSealed { to: None, reply }).await
+    }
+
+    /// The oldest uploadable sealed batch for destination `to`, if any.
+    pub async fn next_sealed_to(&self, to: DestId) -> Result<Option<SealedBatch>, StoreError> {
+        self.call(|reply| Cmd::NextSealed {
+            to: Some(to),
+            reply,
+        })
+        .await
+    }
+
+    /// Stop uploading `product` for good (its vendor retired it): drop its
+    /// events not yet uploaded, sealed or not (local ones stay), and count
+    /// them against it. Returns how many were dropped now.
+    pub async fn retire(
+        &self,
+        product: &str,
+        destination: &str,
+        message: &str,
+    ) -> Result<u64, StoreError> {
+        let (product, destination, message) = (
+            product.to_string(),
+            destination.to_string(),
+            message.to_string(),
+        );
+        self.call(|reply| Cmd::Retire {
+            product,
+            destination,
+            message,
+            reply,
+        })
+        .await
+    }
+
+    /// Products retired so far.
+    pub async fn retired(&self) -> Result<Vec<RetiredProduct>, StoreError> {
+        self.call(|reply| Cmd::Retired { reply }).await
     }
 
     /// Forget a batch and its events: it is safely in the destination.
@@ -894,8 +956,20 @@ impl Inner {
                         }
                         let _ = reply.send(sealed);
                     }
-                    Cmd::NextSealed { reply } => {
-                        let _ = reply.send(self.next_sealed());
+                    Cmd::NextSealed { to, reply } => {
+                        let _ = reply.send(self.next_sealed(to.as_ref()));
+                    }
+                    Cmd::Retire {
+                        product,
+                        destination,
+                        message,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.retire(&product, &destination, &message));
+                        self.wrote(checkpoint::BYTES_PER_NUDGE);
+                    }
+                    Cmd::Retired { reply } => {
+                        let _ = reply.send(self.retired());
                     }
                     Cmd::Complete { id, reply } => {
                         let _ = reply.send(self.complete(id));
@@ -1309,13 +1383,16 @@ impl Inner {
 
     /// Ids of sealed batches the current consent allows to upload, oldest
     /// first. Batches are few (each holds many events), so this is cheap.
-    fn uploadable_batch_ids(&self) -> Result<Vec<i64>, StoreError> {
+    fn uploadable_batch_ids(&self, to: Option<&DestId>) -> Result<Vec<i64>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, product, final FROM batches ORDER BY id")
+            .prepare_cached(
+                "SELECT id, product, final FROM batches
+                 WHERE ?1 = 0 OR destination IS ?2 ORDER BY id",
+            )
             .map_err(sql("reading sealed batches"))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(params![to.is_some(), to.cloned().flatten()], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -1342,40 +1419,47 @@ impl Inner {
 
     /// How many sealed batches may be uploaded now, counted per product
     /// and kind by SQLite, with the permit asked once per product.
-    fn uploadable_batch_count(&self) -> Result<u64, StoreError> {
+    fn uploadable_batch_count(&self) -> Result<BTreeMap<DestId, u64>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT product, final, COUNT(*) FROM batches GROUP BY product, final")
+            .prepare_cached(
+                "SELECT product, final, destination, COUNT(*) FROM batches
+                 GROUP BY product, final, destination",
+            )
             .map_err(sql("counting sealed batches"))?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, bool>(1)?,
-                    r.get::<_, i64>(2)?,
+                    r.get::<_, DestId>(2)?,
+                    r.get::<_, i64>(3)?,
                 ))
             })
             .map_err(sql("counting sealed batches"))?;
         let mut permits: BTreeMap<String, Permit> = BTreeMap::new();
-        let mut n = 0;
+        let mut n = BTreeMap::new();
         for row in rows {
-            let (product, is_final, count) = row.map_err(sql("counting sealed batches"))?;
+            let (product, is_final, dest, count) = row.map_err(sql("counting sealed batches"))?;
             let permit = *permits
                 .entry(product)
                 .or_insert_with_key(|p| (self.opts.permit)(p));
             if permit == Permit::All || (permit == Permit::FinalOnly && is_final) {
-                n += count as u64;
+                *n.entry(dest).or_insert(0) += count as u64;
             }
         }
         Ok(n)
     }
 
-    fn next_sealed(&mut self) -> Result<Option<SealedBatch>, StoreError> {
-        let Some(&id) = self.uploadable_batch_ids()?.first() else {
+    fn next_sealed(&mut self, to: Option<&DestId>) -> Result<Option<SealedBatch>, StoreError> {
+        let Some(&id) = self.uploadable_batch_ids(to)?.first() else {
             return Ok(None);
         };
         self.conn
-            .prepare_cached("SELECT id, key, body, events, raw_bytes FROM batches WHERE id = ?1")
+            .prepare_cached(
+                "SELECT id, key, body, events, raw_bytes, product, destination
+                 FROM batches WHERE id = ?1",
+            )
             .and_then(|mut s| {
                 s.query_row(params![id], |r| {
                     Ok(SealedBatch {
@@ -1384,6 +1468,8 @@ impl Inner {
                         body: r.get(2)?,
                         events: r.get::<_, i64>(3)? as u64,
                         raw_bytes: r.get::<_, i64>(4)? as u64,
+                        product: r.get(5)?,
+                        destination: r.get(6)?,
                     })
                 })
                 .optional()
@@ -1447,11 +1533,12 @@ impl Inner {
             .unsealed
             .values()
             .fold((0, 0), |(e, b), p| (e + p.events, b + p.bytes));
-        let uploadable_batches = if self.sealed_batches > 0 {
+        let uploadable_by_destination = if self.sealed_batches > 0 {
             self.uploadable_batch_count()?
         } else {
-            0
+            BTreeMap::new()
         };
+        let uploadable_batches = uploadable_by_destination.values().sum();
         let uploadable_unsealed = self
             .unsealed
             .iter()
@@ -1467,6 +1554,7 @@ impl Inner {
             uploadable_batches,
             local_events: self.local.values().map(|p| p.events).sum(),
             dropped: self.dropped.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            uploadable_by_destination,
         })
     }
 }
@@ -1543,12 +1631,14 @@ fn seal_in(
             .map_err(sql("seal"))?;
     }
     let date = &rfc3339_us(now)[..10];
-    let key = opts.layout.key(product, date, first, last);
+    // The destination is fixed with the key (its prefix is in it): a
+    // manifest changed later does not redirect this batch.
+    let (key, destination) = opts.layout.key(product, date, first, last);
     let compressed = compress(&body).map_err(|e| StoreError::Compress(Arc::new(e)))?;
     tx.execute(
-        "INSERT INTO batches (product, key, first_seq, last_seq, events, raw_bytes, body, sealed_us, final)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![product, key, first, last, count as i64, body.len() as i64, compressed, now, final_batch],
+        "INSERT INTO batches (product, key, first_seq, last_seq, events, raw_bytes, body, sealed_us, final, destination)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![product, key, first, last, count as i64, body.len() as i64, compressed, now, final_batch, destination],
     )
     .map_err(sql("seal"))?;
     let batch_id = tx.last_insert_rowid();

@@ -4,7 +4,7 @@ use crate::consent::Permit;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::UNIX_EPOCH;
 
-fn record(n: u128, product: &str) -> Record {
+pub(super) fn record(n: u128, product: &str) -> Record {
     Record {
         id: uuid::Uuid::from_u128(n).into_bytes(),
         product: product.to_string(),
@@ -13,15 +13,15 @@ fn record(n: u128, product: &str) -> Record {
     }
 }
 
-struct Fixture {
-    dir: tempfile::TempDir,
+pub(super) struct Fixture {
+    pub(super) dir: tempfile::TempDir,
     now: Arc<AtomicI64>,
     permits: Arc<std::sync::Mutex<BTreeMap<String, Permit>>>,
     max_store_bytes: u64,
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    pub(super) fn new() -> Fixture {
         Fixture {
             dir: tempfile::tempdir().unwrap(),
             now: Arc::new(AtomicI64::new(1_800_000_000_000_000)),
@@ -30,7 +30,7 @@ impl Fixture {
         }
     }
 
-    fn opts(&self, max_events: usize) -> StoreOptions {
+    pub(super) fn opts(&self, max_events: usize) -> StoreOptions {
         let now = self.now.clone();
         StoreOptions {
             sync: SyncMode::Normal,
@@ -40,6 +40,7 @@ impl Fixture {
             layout: KeyLayout {
                 prefix: "p".into(),
                 machine_id: Arc::new(|_| "abcdef0123".to_string()),
+                route: Arc::new(|_| None),
             },
             clock: Arc::new(move || {
                 UNIX_EPOCH + Duration::from_micros(now.load(Ordering::SeqCst) as u64)
@@ -60,7 +61,7 @@ impl Fixture {
     }
 
     /// Open the store with products `a` and `b` opted in.
-    fn open(&self, max_events: usize) -> (Store, StoreThread) {
+    pub(super) fn open(&self, max_events: usize) -> (Store, StoreThread) {
         let (store, thread) = Store::open(self.dir.path(), self.opts(max_events)).unwrap();
         rt().block_on(async {
             for p in ["a", "b"] {
@@ -76,7 +77,7 @@ impl Fixture {
     }
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(super) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -357,7 +358,7 @@ fn a_second_store_on_the_same_directory_is_refused() {
     thread.join();
 }
 
-fn d(mode: Mode) -> Decision {
+pub(super) fn d(mode: Mode) -> Decision {
     Decision {
         mode,
         off_marker: None,

@@ -53,6 +53,47 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         }
         None => println!("last error:   none"),
     }
+    // Each destination on its own: one that fails holds back no other.
+    for d in &s.destinations {
+        let products = if d.products.is_empty() {
+            "no product now".to_string()
+        } else {
+            d.products.join(", ")
+        };
+        println!(
+            "to:           {} ({}) for {products}",
+            d.destination, d.auth
+        );
+        let last = d
+            .last_upload_us
+            .map(|t| format!(", last at {}", when(t)))
+            .unwrap_or_default();
+        println!(
+            "              {} waiting; {} ({}) uploaded since start{last}",
+            count(d.pending_batches, "batch", "batches"),
+            count(d.uploaded_events, "event", "events"),
+            bytes(d.uploaded_bytes),
+        );
+        if d.already_there > 0 {
+            println!(
+                "              {} already there (a repeated upload; delivered, not duplicated)",
+                count(d.already_there, "batch was", "batches were")
+            );
+        }
+        if let Some(e) = &d.last_error {
+            let next = d.next_attempt_us.map(when).unwrap_or_else(|| "-".into());
+            println!(
+                "              error: {e} ({} in a row; next attempt at {next})",
+                count(d.consecutive_failures.into(), "failure", "failures")
+            );
+        }
+        for (product, n) in &d.retired {
+            println!(
+                "              retired: {product}: the vendor switched it off; nothing more is uploaded for it ({} dropped)",
+                count(*n, "event", "events")
+            );
+        }
+    }
     match s.next_upload_us {
         Some(t) => println!("next upload:  {} (automatic)", when(t)),
         None => println!("next upload:  none due (nothing waiting to be uploaded)"),

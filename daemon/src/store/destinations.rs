@@ -1,0 +1,188 @@
+//! Per-destination work the uploader needs: retiring a product its vendor
+//! switched off (HTTP 410), and the record of retired products.
+//!
+//! Retiring drops the product's events that were waiting to be uploaded,
+//! sealed or not, in one transaction; events kept `local` stay (they were
+//! never going out). The count survives restarts in the `retired` table,
+//! so `status` keeps showing it.
+
+use super::{now_us, sql, Inner, StoreError};
+use rusqlite::params;
+
+/// A product whose vendor retired it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredProduct {
+    /// The product.
+    pub product: String,
+    /// The destination that said so (as `status` names it).
+    pub destination: String,
+    /// What it said.
+    pub message: String,
+    /// Events dropped for it since.
+    pub dropped: u64,
+    /// When it was first retired (µs).
+    pub since_us: i64,
+}
+
+impl Inner {
+    pub(super) fn retire(
+        &mut self,
+        product: &str,
+        destination: &str,
+        message: &str,
+    ) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction().map_err(sql("retire"))?;
+        let n = tx
+            .execute(
+                "DELETE FROM events WHERE product = ?1 AND local_only = 0",
+                params![product],
+            )
+            .map_err(sql("retire"))? as u64;
+        tx.execute("DELETE FROM batches WHERE product = ?1", params![product])
+            .map_err(sql("retire"))?;
+        // A retired product's drop count is here now, not in a batch.
+        tx.execute("DELETE FROM dropped WHERE product = ?1", params![product])
+            .map_err(sql("retire"))?;
+        tx.execute(
+            "INSERT INTO retired (product, destination, message, dropped, since_us)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (product) DO UPDATE
+             SET dropped = dropped + excluded.dropped, message = excluded.message,
+                 destination = excluded.destination",
+            params![
+                product,
+                destination,
+                message,
+                n as i64,
+                now_us(&self.opts.clock)
+            ],
+        )
+        .map_err(sql("retire"))?;
+        tx.commit().map_err(sql("retire"))?;
+        self.load_counters()?;
+        Ok(n)
+    }
+
+    pub(super) fn retired(&self) -> Result<Vec<RetiredProduct>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT product, destination, message, dropped, since_us
+                 FROM retired ORDER BY product",
+            )
+            .map_err(sql("reading retired products"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RetiredProduct {
+                    product: r.get(0)?,
+                    destination: r.get(1)?,
+                    message: r.get(2)?,
+                    dropped: r.get::<_, i64>(3)? as u64,
+                    since_us: r.get(4)?,
+                })
+            })
+            .map_err(sql("reading retired products"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("reading retired products"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{d, record, rt, Fixture};
+    use super::super::{Stats, Store};
+    use crate::uploader::destination::Spec;
+    use std::sync::Arc;
+    use telemetry_proto::Mode;
+
+    fn vendor() -> Spec {
+        Spec::Broker {
+            url: "https://broker.example".into(),
+        }
+    }
+
+    #[test]
+    fn batches_keep_the_destination_they_were_sealed_for_and_retiring_drops_them() {
+        let f = Fixture::new();
+        let route_b = Arc::new(std::sync::Mutex::new(Some(vendor())));
+        let mut opts = f.opts(2);
+        let r = route_b.clone();
+        opts.layout.route =
+            Arc::new(move |p| (p == "b").then(|| r.lock().unwrap().clone()).flatten());
+        let (store, thread) = Store::open(f.dir.path(), opts).unwrap();
+        rt().block_on(async {
+            for p in ["a", "b"] {
+                store
+                    .apply_consent(p, d(Mode::On), record(0, p))
+                    .await
+                    .unwrap();
+            }
+            let recs = vec![
+                record(1, "a"),
+                record(2, "a"),
+                record(3, "b"),
+                record(4, "b"),
+            ];
+            store.insert(recs).await.unwrap();
+            assert_eq!(store.seal(false).await.unwrap(), 2);
+            // A later manifest change does not redirect the sealed batch.
+            *route_b.lock().unwrap() = None;
+            let s: Stats = store.stats().await.unwrap();
+            let vendor_id = Some(vendor().to_text());
+            assert_eq!(
+                s.uploadable_by_destination.into_iter().collect::<Vec<_>>(),
+                [(None, 1), (vendor_id.clone(), 1)]
+            );
+            let b = store
+                .next_sealed_to(vendor_id.clone())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (b.product.as_str(), b.destination.clone()),
+                ("b", vendor_id.clone())
+            );
+            assert!(
+                b.key.starts_with("v1/product=b/"),
+                "a broker's keys have no prefix: {}",
+                b.key
+            );
+            let a = store.next_sealed_to(None).await.unwrap().unwrap();
+            assert!(a.key.starts_with("p/v1/product=a/"), "{}", a.key);
+
+            // One more pending event of b, then its vendor retires it.
+            store.insert(vec![record(5, "b")]).await.unwrap();
+            let dropped = store
+                .retire("b", "https://broker.example", "gone")
+                .await
+                .unwrap();
+            assert_eq!(dropped, 3, "two sealed and one pending");
+            assert!(store.next_sealed_to(vendor_id).await.unwrap().is_none());
+            let s = store.stats().await.unwrap();
+            assert_eq!(
+                (s.pending_events, s.sealed_batches),
+                (2, 1),
+                "a's are untouched"
+            );
+            store.insert(vec![record(6, "b")]).await.unwrap();
+            assert_eq!(
+                store
+                    .retire("b", "https://broker.example", "gone")
+                    .await
+                    .unwrap(),
+                1
+            );
+        });
+        drop(store);
+        thread.join();
+        // The count survives a restart.
+        let (store, thread) = f.open(2);
+        rt().block_on(async {
+            let retired = store.retired().await.unwrap();
+            assert_eq!(retired.len(), 1);
+            assert_eq!((retired[0].product.as_str(), retired[0].dropped), ("b", 4));
+        });
+        drop(store);
+        thread.join();
+    }
+}

@@ -1,0 +1,670 @@
+//! The uploader: seals due batches, writes them to the sink, and only then
+//! deletes them from the store.
+//!
+//! # Schedule
+//! It sleeps until the earliest of: the oldest pending event reaching the
+//! upload interval, a retry deadline, a nudge from the store (a batch hit
+//! its size limit, or the first event arrived), a flush request, or
+//! shutdown. With nothing pending it has no timer at all, so an idle daemon
+//! does not wake up.
+//!
+//! # Destinations
+//! Each batch goes to the destination fixed when it was sealed (see
+//! [`destination`]). Every destination is uploaded to independently and at
+//! the same time, with its own backoff, last upload and last error: one
+//! bucket that is down or slow never holds back another product's.
+//!
+//! # Failures
+//! A failed upload leaves the batch sealed; the next attempt at that
+//! destination waits an exponentially growing, jittered delay capped at
+//! `retry_max` (or the `Retry-After` it asked for). The error and the next
+//! attempt time are kept for `status`. Nothing is dropped because an upload
+//! failed, with one exception the vendor decides: a product its destination
+//! says is retired (HTTP 410) is not uploaded again, and what was pending
+//! for it is dropped and counted.
+
+use crate::config::{now_us, Clock};
+use crate::store::{RetiredProduct, Stats, Store, StoreError};
+use destination::{DestId, Registry};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use telemetry_proto::FlushReport;
+use telemetry_sink::{Delivered, UploadError};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::Instant;
+
+pub mod destination;
+
+/// Upload progress of one destination, shared with the `status` handler.
+#[derive(Debug, Clone, Default)]
+pub struct DestinationState {
+    /// Events uploaded there since start.
+    pub uploaded_events: u64,
+    /// Compressed bytes uploaded there since start.
+    pub uploaded_bytes: u64,
+    /// Batches that were already there (a replay answered `412`).
+    pub already_there: u64,
+    /// Time of the last successful upload (µs).
+    pub last_upload_us: Option<i64>,
+    /// Key of the last object written.
+    pub last_key: Option<String>,
+    /// Message of the last failure, cleared by a success.
+    pub last_error: Option<String>,
+    /// When the next attempt is due after a failure (µs).
+    pub next_attempt_us: Option<i64>,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// No automatic attempt before this (monotonic twin of
+    /// `next_attempt_us`).
+    retry_at: Option<Instant>,
+}
+
+/// Upload progress, shared with the `status` handler. The flat fields sum
+/// up every destination, for `status` readers that know only one.
+#[derive(Debug, Clone, Default)]
+pub struct UploadState {
+    /// Events uploaded since start.
+    pub uploaded_events: u64,
+    /// Time of the last successful upload (µs).
+    pub last_upload_us: Option<i64>,
+    /// Key of the last object written.
+    pub last_key: Option<String>,
+    /// Message of the last failure at any destination still failing.
+    pub last_error: Option<String>,
+    /// The earliest retry due at a failing destination (µs).
+    pub next_attempt_us: Option<i64>,
+    /// The most failures in a row at any destination.
+    pub consecutive_failures: u32,
+    /// Per destination (`None`: the daemon's own).
+    pub destinations: BTreeMap<DestId, DestinationState>,
+    /// Products their vendor retired.
+    pub retired: Vec<RetiredProduct>,
+}
+
+impl UploadState {
+    /// Recompute the flat summary from the destinations.
+    fn summarize(&mut self) {
+        let failing = self
+            .destinations
+            .values()
+            .filter(|d| d.last_error.is_some());
+        self.last_error = failing
+            .clone()
+            .max_by_key(|d| d.next_attempt_us)
+            .and_then(|d| d.last_error.clone());
+        self.next_attempt_us = failing.clone().filter_map(|d| d.next_attempt_us).min();
+        self.consecutive_failures = failing.map(|d| d.consecutive_failures).max().unwrap_or(0);
+    }
+}
+
+/// Why a flush or upload cycle failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CycleError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A destination failed.
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    /// Some destinations failed (each named, with its error); the others
+    /// were uploaded to.
+    #[error("{}", .0.iter().map(|(d, e)| format!("{d}: {e}")).collect::<Vec<_>>().join("; "))]
+    Destinations(Vec<(String, UploadError)>),
+    /// The daemon is stopping; the final upload attempt takes over.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+/// A cycle that failed part way: what was uploaded before the error.
+#[derive(Debug, Clone)]
+pub struct CycleFailure {
+    /// Objects written before the failure.
+    pub done: FlushReport,
+    /// What failed.
+    pub error: CycleError,
+}
+
+impl std::fmt::Display for CycleFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)?;
+        if !self.done.keys.is_empty() {
+            write!(
+                f,
+                " (after uploading {} event(s) in {} object(s): {})",
+                self.done.events,
+                self.done.keys.len(),
+                self.done.keys.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl From<CycleError> for CycleFailure {
+    fn from(error: CycleError) -> Self {
+        CycleFailure {
+            done: FlushReport::default(),
+            error,
+        }
+    }
+}
+
+type FlushReply = oneshot::Sender<Result<FlushReport, CycleFailure>>;
+
+/// Held shared by every upload in flight and exclusively by consent
+/// changes and purges, so those never race a batch on its way out while
+/// destinations still upload side by side.
+#[derive(Default)]
+pub struct UploadLock(tokio::sync::RwLock<()>);
+
+impl UploadLock {
+    /// Wait until no batch is on its way out, and keep it so.
+    pub async fn lock(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.0.write().await
+    }
+
+    async fn shared(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.0.read().await
+    }
+}
+
+/// Talk to the running uploader.
+#[derive(Clone)]
+pub struct Uploader {
+    notify: Arc<Notify>,
+    /// Held while a batch is being written and completed; consent changes
+    /// and purges take it so they never race a batch on its way out.
+    pub upload_lock: Arc<UploadLock>,
+    flush_tx: mpsc::Sender<FlushReply>,
+    /// Shared progress for `status`.
+    pub state: Arc<Mutex<UploadState>>,
+    /// The destinations, for naming them in `status`.
+    pub registry: Arc<Registry>,
+    /// For telling `status` when the next upload is due.
+    upload_interval: Duration,
+    clock: Clock,
+}
+
+impl Uploader {
+    /// When the next upload is due without anyone asking (µs since the
+    /// epoch), by the rule the worker sleeps on (see `Worker::next_wake`):
+    /// the retry time after a failure, now when a sealed batch may go, else
+    /// when the oldest event reaches the upload interval; `None` when
+    /// nothing may be uploaded.
+    pub fn next_upload_us(&self, stats: &Stats, retry_at_us: Option<i64>) -> Option<i64> {
+        let now = now_us(&self.clock);
+        if stats.uploadable_batches == 0 && stats.uploadable_unsealed == 0 {
+            return None;
+        }
+        if retry_at_us.is_some() {
+            return retry_at_us;
+        }
+        if stats.uploadable_batches > 0 {
+            return Some(now);
+        }
+        stats
+            .oldest_unsealed_us
+            .map(|oldest| (oldest + self.upload_interval.as_micros() as i64).max(now))
+    }
+
+    /// Ask the uploader to re-plan (new events arrived).
+    pub fn nudge(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Seal everything pending, upload to every destination now (backoff
+    /// or not) and wait for the result.
+    pub async fn flush(&self) -> Result<FlushReport, CycleFailure> {
+        let (tx, rx) = oneshot::channel();
+        let closed = || CycleFailure::from(CycleError::ShuttingDown);
+        self.flush_tx.send(tx).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+}
+
+/// Uploader timing settings.
+#[derive(Clone)]
+pub struct UploaderOptions {
+    /// Seal when the oldest pending event is this old.
+    pub upload_interval: Duration,
+    /// First retry delay.
+    pub retry_min: Duration,
+    /// Largest retry delay.
+    pub retry_max: Duration,
+    /// Budget for the final upload at shutdown.
+    pub shutdown_timeout: Duration,
+    /// Wall clock.
+    pub clock: Clock,
+    /// Where `STATUS=` lines go after each upload attempt.
+    pub notifier: Arc<crate::notify::Notifier>,
+}
+
+struct Worker {
+    store: Store,
+    registry: Arc<Registry>,
+    opts: UploaderOptions,
+    state: Arc<Mutex<UploadState>>,
+    /// Turns true at shutdown; interrupts a running cycle so the bounded
+    /// final attempt can start.
+    stop: watch::Receiver<bool>,
+    /// See [`Uploader::upload_lock`].
+    upload_lock: Arc<UploadLock>,
+    /// See [`RetiredSet`].
+    retired_set: RetiredSet,
+}
+
+/// Start the uploader task. It stops when `shutdown` turns true, after one
+/// last bounded upload attempt.
+pub fn spawn(
+    store: Store,
+    registry: Registry,
+    retired: Vec<RetiredProduct>,
+    retired_set: RetiredSet,
+    opts: UploaderOptions,
+    shutdown: watch::Receiver<bool>,
+) -> (Uploader, tokio::task::JoinHandle<()>) {
+    let notify = Arc::new(Notify::new());
+    let (flush_tx, flush_rx) = mpsc::channel(16);
+    retired_set
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(retired.iter().map(|r| r.product.clone()));
+    let state = Arc::new(Mutex::new(UploadState {
+        retired,
+        ..UploadState::default()
+    }));
+    let upload_lock = Arc::new(UploadLock::default());
+    let registry = Arc::new(registry);
+    let (upload_interval, clock) = (opts.upload_interval, opts.clock.clone());
+    let worker = Worker {
+        retired_set,
+        upload_lock: upload_lock.clone(),
+        store,
+        registry: registry.clone(),
+        opts,
+        state: state.clone(),
+        stop: shutdown.clone(),
+    };
+    let handle = tokio::spawn(worker.run(notify.clone(), flush_rx, shutdown));
+    (
+        Uploader {
+            notify,
+            upload_lock,
+            flush_tx,
+            state,
+            registry,
+            upload_interval,
+            clock,
+        },
+        handle,
+    )
+}
+
+/// Products their vendor retired, shared with the store's permit so their
+/// events are never sealed again.
+pub type RetiredSet = Arc<std::sync::RwLock<std::collections::BTreeSet<String>>>;
+
+/// Whether `product` is in `set`.
+pub fn is_retired(set: &RetiredSet, product: &str) -> bool {
+    set.read()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(product)
+}
+
+/// How one destination's share of a cycle ended.
+struct Drained {
+    dest: DestId,
+    report: FlushReport,
+    result: Result<(), CycleError>,
+}
+
+impl Worker {
+    fn state(&self) -> std::sync::MutexGuard<'_, UploadState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn run(
+        mut self,
+        notify: Arc<Notify>,
+        mut flush_rx: mpsc::Receiver<FlushReply>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let wake_at = self.next_wake().await;
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                Some(reply) = flush_rx.recv() => {
+                    let result = self.cycle(true, true, true).await;
+                    let _ = reply.send(result);
+                }
+                _ = notify.notified() => {
+                    let _ = self.cycle(false, true, false).await;
+                }
+                _ = sleep_until_opt(wake_at) => {
+                    let _ = self.cycle(false, true, false).await;
+                }
+            }
+        }
+        // Answer flushes that raced with shutdown rather than leave them
+        // hanging; the final attempt below covers their events.
+        flush_rx.close();
+        match tokio::time::timeout(self.opts.shutdown_timeout, self.cycle(true, false, true)).await
+        {
+            Ok(Ok(r)) if r.events > 0 => tracing::info!(events = r.events, "final upload done"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "final upload failed; events stay queued for the next start")
+            }
+            Err(_) => {
+                tracing::warn!("final upload timed out; events stay queued for the next start")
+            }
+        }
+        while let Ok(reply) = flush_rx.try_recv() {
+            let _ = reply.send(Err(CycleError::ShuttingDown.into()));
+        }
+    }
+
+    /// When a destination is backing off: its retry deadline.
+    fn retry_at(&self, dest: &DestId) -> Option<Instant> {
+        self.state()
+            .destinations
+            .get(dest)
+            .and_then(|d| d.retry_at)
+            .filter(|t| *t > Instant::now())
+    }
+
+    /// When to wake up without being asked: now if a sealed batch waits
+    /// for a destination that is not backing off, else the earliest retry
+    /// deadline of one that is, or the oldest event's age deadline; never
+    /// when nothing waits.
+    async fn next_wake(&self) -> Option<Instant> {
+        let stats = match self.store.stats().await {
+            Ok(s) => s,
+            Err(_) => return Some(Instant::now() + self.opts.retry_min),
+        };
+        let mut wake = stats.oldest_unsealed_us.map(|oldest| {
+            let due = oldest + self.opts.upload_interval.as_micros() as i64;
+            let wait = due.saturating_sub(now_us(&self.opts.clock)).max(0);
+            Instant::now() + Duration::from_micros(wait as u64)
+        });
+        for dest in stats.uploadable_by_destination.keys() {
+            let at = self.retry_at(dest).unwrap_or_else(Instant::now);
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
+        wake
+    }
+
+    /// Seal what is due (everything if `force`) and upload the sealed
+    /// batches of every destination at once, each oldest first; a
+    /// destination backing off is skipped unless `now` (a flush). An
+    /// `interruptible` cycle stops at shutdown.
+    async fn cycle(
+        &mut self,
+        force: bool,
+        interruptible: bool,
+        now: bool,
+    ) -> Result<FlushReport, CycleFailure> {
+        let mut report = FlushReport::default();
+        let result = self.try_cycle(force, interruptible, now, &mut report).await;
+        self.report_status().await;
+        match result {
+            Ok(()) => Ok(report),
+            Err(error) => Err(CycleFailure {
+                done: report,
+                error,
+            }),
+        }
+    }
+
+    async fn try_cycle(
+        &self,
+        force: bool,
+        interruptible: bool,
+        now: bool,
+        report: &mut FlushReport,
+    ) -> Result<(), CycleError> {
+        self.drop_retired().await?;
+        self.store.seal(force).await?;
+        let stats = self.store.stats().await?;
+        let dests: Vec<DestId> = stats
+            .uploadable_by_destination
+            .into_keys()
+            .filter(|d| now || self.retry_at(d).is_none())
+            .collect();
+        let drained =
+            futures::future::join_all(dests.into_iter().map(|d| self.drain(d, interruptible)))
+                .await;
+        let mut failures = Vec::new();
+        let mut other = None;
+        for d in drained {
+            report.events += d.report.events;
+            report.bytes += d.report.bytes;
+            report.keys.extend(d.report.keys);
+            self.record(&d.dest, &d.result);
+            match d.result {
+                Ok(()) => {}
+                Err(CycleError::Upload(e)) => failures.push((self.registry.describe(&d.dest).0, e)),
+                Err(e) => other = Some(e),
+            }
+        }
+        if let Some(e) = other {
+            return Err(e);
+        }
+        // One failure's message names its bucket or URL already.
+        match failures.len() {
+            0 => Ok(()),
+            1 => Err(CycleError::Upload(failures.remove(0).1)),
+            _ => Err(CycleError::Destinations(failures)),
+        }
+    }
+
+    /// Drop what arrived for retired products since the last cycle.
+    async fn drop_retired(&self) -> Result<(), CycleError> {
+        let retired: Vec<RetiredProduct> = self.state().retired.clone();
+        let mut changed = false;
+        for r in retired {
+            let n = self
+                .store
+                .retire(&r.product, &r.destination, &r.message)
+                .await?;
+            changed |= n > 0;
+        }
+        if changed {
+            let all = self.store.retired().await?;
+            self.state().retired = all;
+        }
+        Ok(())
+    }
+
+    /// Upload every uploadable batch for `dest`, oldest first, until none
+    /// is left or one fails.
+    async fn drain(&self, dest: DestId, interruptible: bool) -> Drained {
+        let mut report = FlushReport::default();
+        let result = self.try_drain(&dest, interruptible, &mut report).await;
+        Drained {
+            dest,
+            report,
+            result,
+        }
+    }
+
+    async fn try_drain(
+        &self,
+        dest: &DestId,
+        interruptible: bool,
+        report: &mut FlushReport,
+    ) -> Result<(), CycleError> {
+        let target = self.registry.get(dest).await?;
+        loop {
+            let lock = self.upload_lock.clone();
+            let _guard = lock.shared().await;
+            // Looked up under the lock: a purge or consent change just
+            // before may have removed it.
+            let Some(batch) = self.store.next_sealed_to(dest.clone()).await? else {
+                return Ok(());
+            };
+            let size = batch.body.len() as u64;
+            let put = target.put(&batch.key, batch.body);
+            let put = if interruptible {
+                let mut stop = self.stop.clone();
+                tokio::select! {
+                    r = put => r,
+                    _ = stop.wait_for(|s| *s) => return Err(CycleError::ShuttingDown),
+                }
+            } else {
+                put.await
+            };
+            let delivered = match put {
+                Ok(d) => d,
+                Err(UploadError::Retired {
+                    destination,
+                    product,
+                    message,
+                }) => {
+                    // The vendor's off switch, for this product only: the
+                    // destination itself is fine for the others.
+                    self.retired_set
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(product.clone());
+                    let dropped = self.store.retire(&product, &destination, &message).await?;
+                    tracing::warn!(product, destination, dropped, message, "the vendor retired this product; its events are dropped and nothing more is uploaded for it");
+                    let all = self.store.retired().await?;
+                    self.state().retired = all;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.store.complete(batch.id).await?;
+            let replay = delivered == Delivered::AlreadyThere;
+            tracing::info!(key = %batch.key, events = batch.events, bytes = size, already_there = replay, "uploaded batch");
+            report.events += batch.events;
+            report.bytes += size;
+            report.keys.push(batch.key.clone());
+            let mut st = self.state();
+            let now = now_us(&self.opts.clock);
+            st.uploaded_events += batch.events;
+            st.last_upload_us = Some(now);
+            st.last_key = Some(batch.key.clone());
+            let d = st.destinations.entry(dest.clone()).or_default();
+            d.uploaded_events += batch.events;
+            d.uploaded_bytes += size;
+            d.already_there += u64::from(replay);
+            d.last_upload_us = Some(now);
+            d.last_key = Some(batch.key);
+        }
+    }
+
+    /// Keep the outcome for one destination for `status` and plan its
+    /// next retry.
+    fn record(&self, dest: &DestId, result: &Result<(), CycleError>) {
+        let now = now_us(&self.opts.clock);
+        let (min, max) = (self.opts.retry_min, self.opts.retry_max);
+        let label = self.registry.describe(dest).0;
+        let mut st = self.state();
+        let d = st.destinations.entry(dest.clone()).or_default();
+        match result {
+            Err(CycleError::ShuttingDown) => {}
+            Ok(()) => {
+                d.retry_at = None;
+                d.consecutive_failures = 0;
+                d.last_error = None;
+                d.next_attempt_us = None;
+            }
+            Err(e) => {
+                d.consecutive_failures = d.consecutive_failures.saturating_add(1);
+                let upload = match e {
+                    CycleError::Upload(u) => Some(u),
+                    _ => None,
+                };
+                let permanent = upload.is_some_and(UploadError::is_permanent);
+                // Retrying soon cannot fix a permanent error: go straight
+                // to the slow cap, but never give up on the events.
+                let failures = if permanent {
+                    u32::MAX
+                } else {
+                    d.consecutive_failures
+                };
+                let mut delay = backoff(failures, min, max);
+                // A destination that said when to come back is taken at
+                // its word: no sooner, and no later either.
+                if let Some(UploadError::Throttled { retry_after, .. }) = upload {
+                    delay = *retry_after;
+                }
+                if permanent {
+                    tracing::error!(destination = %label, error = %e, retry_in = ?delay, "upload failed permanently; fix the configuration, events are kept");
+                }
+                d.retry_at = Some(Instant::now() + delay);
+                d.last_error = Some(e.to_string());
+                d.next_attempt_us = Some(now + delay.as_micros() as i64);
+                tracing::warn!(destination = %label, error = %e, retry_in = ?delay, "upload failed");
+            }
+        }
+        st.summarize();
+    }
+
+    /// Tell the service manager how things stand (`systemctl status`).
+    async fn report_status(&self) {
+        if !self.opts.notifier.enabled() {
+            return;
+        }
+        let pending = self
+            .store
+            .stats()
+            .await
+            .map(|s| s.pending_events)
+            .unwrap_or(0);
+        let st = self.state().clone();
+        let last = st
+            .last_upload_us
+            .map(crate::record::rfc3339_us)
+            .unwrap_or_else(|| "never".into());
+        let error = st.last_error.as_deref().unwrap_or("none");
+        self.opts.notifier.send(&format!(
+            "STATUS={pending} event(s) pending; last upload {last}; last error: {error}"
+        ));
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Delay before attempt `failures + 1`: `min * 2^(failures-1)` capped at
+/// `max`, then "equal jitter" (a random point in the upper half) so many
+/// daemons failing together do not retry in lockstep.
+pub fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
+    let exp = min.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+    let capped = exp.min(max);
+    let half = capped / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        for _ in 0..100 {
+            let d1 = backoff(1, min, max);
+            assert!(d1 >= Duration::from_millis(500) && d1 <= min, "{d1:?}");
+            let d4 = backoff(4, min, max);
+            assert!(
+                d4 >= Duration::from_secs(4) && d4 <= Duration::from_secs(8),
+                "{d4:?}"
+            );
+            let d30 = backoff(30, min, max);
+            assert!(d30 >= Duration::from_secs(30) && d30 <= max, "{d30:?}");
+        }
+    }
+}
