@@ -72,7 +72,12 @@ pub struct Args {
     pub max_tracked: Option<usize>,
     /// Retired products (`PRODUCT`) and builds (`PRODUCT@BUILD`),
     /// comma-separated: answered with 410.
-    #[arg(long, env = "TELEMETRY_BROKER_RETIRED", value_name = "LIST", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "TELEMETRY_BROKER_RETIRED",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
     pub retired: Option<Vec<String>>,
     /// Header holding the client's address, set by a trusted load balancer
     /// (its last entry is used), e.g. x-forwarded-for. Unset: the peer.
@@ -155,7 +160,10 @@ impl Settings {
         };
         let fs3 = file.s3.unwrap_or_default();
         let bucket = args.s3_bucket.or(fs3.bucket).with_context(|| {
-            format!("no bucket: set {} (TELEMETRY_S3_BUCKET)", origin("s3-bucket"))
+            format!(
+                "no bucket: set {} (TELEMETRY_S3_BUCKET)",
+                origin("s3-bucket")
+            )
         })?;
         let bucket = telemetry_sink::s3::parse_bucket(&bucket)
             .map_err(|e| anyhow::anyhow!("{}: {e}", origin("s3-bucket")))?;
@@ -190,8 +198,12 @@ impl Settings {
         let lifetime = args.url_lifetime.or(file.url_lifetime);
         let url_lifetime = match lifetime {
             None => Duration::from_secs(300),
-            Some(s) => humantime::parse_duration(&s)
-                .with_context(|| format!("{}: {s:?} is not a duration such as 5m", origin("url-lifetime")))?,
+            Some(s) => humantime::parse_duration(&s).with_context(|| {
+                format!(
+                    "{}: {s:?} is not a duration such as 5m",
+                    origin("url-lifetime")
+                )
+            })?,
         };
         if url_lifetime.is_zero() || url_lifetime > MAX_URL_LIFETIME {
             bail!(
@@ -200,7 +212,8 @@ impl Settings {
             );
         }
         let rate = |flag: &str, v: Option<String>, default: &str| -> anyhow::Result<Rate> {
-            Rate::parse(v.as_deref().unwrap_or(default)).map_err(|e| anyhow::anyhow!("{}: {e}", origin(flag)))
+            Rate::parse(v.as_deref().unwrap_or(default))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", origin(flag)))
         };
         let today = today
             .map(|t| {
@@ -231,8 +244,16 @@ impl Settings {
             max_bytes: args.max_bytes.or(file.max_bytes).unwrap_or(8 << 20),
             day_window: args.day_window.or(file.day_window).unwrap_or(2),
             today,
-            per_address: rate("per-address", args.per_address.or(file.per_address), "120/1m")?,
-            per_machine: rate("per-machine", args.per_machine.or(file.per_machine), "20/1h")?,
+            per_address: rate(
+                "per-address",
+                args.per_address.or(file.per_address),
+                "120/1m",
+            )?,
+            per_machine: rate(
+                "per-machine",
+                args.per_machine.or(file.per_machine),
+                "20/1h",
+            )?,
             max_tracked,
             retired,
             client_ip_header: args
@@ -240,7 +261,11 @@ impl Settings {
                 .or(file.client_ip_header)
                 .filter(|h| !h.is_empty())
                 .map(|h| h.to_ascii_lowercase()),
-            max_connections: args.max_connections.or(file.max_connections).unwrap_or(1024).max(1),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(1024)
+                .max(1),
         })
     }
 }

@@ -109,7 +109,11 @@ impl Refusal {
             field,
             message: format!(
                 "too many upload requests from this {}; retry after {secs}s",
-                if field.is_some() { "machine" } else { "address" }
+                if field.is_some() {
+                    "machine"
+                } else {
+                    "address"
+                }
             ),
             retry_after: Some(Duration::from_secs(secs.max(1))),
         }

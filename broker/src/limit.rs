@@ -95,7 +95,8 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             }),
         };
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        let tokens = (bucket.tokens + elapsed * self.rate.per_sec()).min(f64::from(self.rate.burst));
+        let tokens =
+            (bucket.tokens + elapsed * self.rate.per_sec()).min(f64::from(self.rate.burst));
         let (result, tokens) = if tokens >= 1.0 {
             (Ok(()), tokens - 1.0)
         } else {
@@ -163,6 +164,9 @@ mod tests {
             assert!(l.len() <= 10, "at most max_keys buckets");
         }
         assert!(l.check(&999, t).is_err(), "a recent key keeps its bucket");
-        assert!(l.check(&0, t).is_ok(), "a key idle for two generations is forgotten");
+        assert!(
+            l.check(&0, t).is_ok(),
+            "a key idle for two generations is forgotten"
+        );
     }
 }

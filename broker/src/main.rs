@@ -51,8 +51,12 @@ async fn main() -> anyhow::Result<()> {
 /// file and line and disables only its own product.
 fn load_products(settings: &Settings) -> anyhow::Result<BTreeSet<String>> {
     let dir = &settings.manifests;
-    let loaded = telemetry_sink::manifest::load_dir(dir)
-        .with_context(|| format!("--manifests / TELEMETRY_BROKER_MANIFESTS: {}", dir.display()))?;
+    let loaded = telemetry_sink::manifest::load_dir(dir).with_context(|| {
+        format!(
+            "--manifests / TELEMETRY_BROKER_MANIFESTS: {}",
+            dir.display()
+        )
+    })?;
     let mut products = BTreeSet::new();
     for m in loaded {
         match m {

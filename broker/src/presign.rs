@@ -174,9 +174,13 @@ impl Presigner {
             .into();
         let signed_headers = std::iter::once(("host", host.as_str()))
             .chain(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let signable =
-            SignableRequest::new("PUT", base.clone(), signed_headers, SignableBody::UnsignedPayload)
-                .map_err(|e| self.sign_error(key, e.to_string()))?;
+        let signable = SignableRequest::new(
+            "PUT",
+            base.clone(),
+            signed_headers,
+            SignableBody::UnsignedPayload,
+        )
+        .map_err(|e| self.sign_error(key, e.to_string()))?;
         let (instructions, _) = sign(signable, &params)
             .map_err(|e| self.sign_error(key, e.to_string()))?
             .into_parts();

@@ -77,7 +77,10 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
     }
     drop(listener);
     tracing::info!("shutting down: no new connections; draining requests in flight");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing them");
     }
 }
@@ -116,15 +119,21 @@ async fn handle(b: &Broker, req: Request<Incoming>, peer: SocketAddr) -> Respons
             }
         }
         (_, HEALTH_PATH | UPLOAD_PATH) => {
-            let allow = if path == UPLOAD_PATH { "POST" } else { "GET, HEAD" };
+            let allow = if path == UPLOAD_PATH {
+                "POST"
+            } else {
+                "GET, HEAD"
+            };
             let mut resp = refusal(Refusal {
                 status: 405,
                 field: None,
                 message: format!("{path} takes {allow}"),
                 retry_after: None,
             });
-            resp.headers_mut()
-                .insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static(allow));
+            resp.headers_mut().insert(
+                hyper::header::ALLOW,
+                hyper::header::HeaderValue::from_static(allow),
+            );
             resp
         }
         _ => refusal(Refusal {
@@ -140,7 +149,13 @@ async fn upload_request(
     b: &Broker,
     req: Request<Incoming>,
     client: IpAddr,
-) -> Result<(telemetry_sink::broker::UploadRequest, telemetry_sink::broker::Grant), Refusal> {
+) -> Result<
+    (
+        telemetry_sink::broker::UploadRequest,
+        telemetry_sink::broker::Grant,
+    ),
+    Refusal,
+> {
     let clock = Instant::now();
     b.per_address
         .check(&client, clock)

@@ -14,8 +14,8 @@ use telemetry_sink::BatchKey;
 
 /// Parse and check the JSON body, returning the validated request.
 pub fn parse(body: &[u8]) -> Result<UploadRequest, Refusal> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| Refusal::bad("body", format!("not JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| Refusal::bad("body", format!("not JSON: {e}")))?;
     let obj = value
         .as_object()
         .ok_or_else(|| Refusal::bad("body", "expected a JSON object".into()))?;
@@ -50,7 +50,10 @@ pub fn parse(body: &[u8]) -> Result<UploadRequest, Refusal> {
                     .collect::<Option<Vec<_>>>()
             })
             .ok_or_else(|| {
-                Refusal::bad("builds", "expected at most 64 strings of at most 64 bytes".into())
+                Refusal::bad(
+                    "builds",
+                    "expected at most 64 strings of at most 64 bytes".into(),
+                )
             })?,
     };
     // Unknown fields are ignored: a newer daemon may send more.
@@ -86,7 +89,10 @@ pub async fn grant(
     if s.retired.iter().any(|r| r == &req.product) {
         return Err(Refusal::gone(
             "product",
-            format!("product {:?} is retired by its vendor; stop uploading it", req.product),
+            format!(
+                "product {:?} is retired by its vendor; stop uploading it",
+                req.product
+            ),
         ));
     }
     if let Some(b) = req
@@ -96,13 +102,19 @@ pub async fn grant(
     {
         return Err(Refusal::gone(
             "builds",
-            format!("build {b:?} of product {:?} is retired by its vendor", req.product),
+            format!(
+                "build {b:?} of product {:?} is retired by its vendor",
+                req.product
+            ),
         ));
     }
     if !broker.products.contains(&req.product) {
         return Err(Refusal::bad(
             "product",
-            format!("product {:?} is not accepted by this broker (no manifest for it)", req.product),
+            format!(
+                "product {:?} is not accepted by this broker (no manifest for it)",
+                req.product
+            ),
         ));
     }
     let today = s.today.unwrap_or_else(|| day_number(now));
@@ -124,7 +136,10 @@ pub async fn grant(
     if req.bytes > s.max_bytes {
         return Err(Refusal::too_large(
             "bytes",
-            format!("{} bytes is over this broker's cap of {} bytes", req.bytes, s.max_bytes),
+            format!(
+                "{} bytes is over this broker's cap of {} bytes",
+                req.bytes, s.max_bytes
+            ),
         ));
     }
     let sha = parse_hex_sha256(&req.sha256)
@@ -136,7 +151,13 @@ pub async fn grant(
     let object = key.render(&broker.presigner.settings().prefix);
     let signed = broker
         .presigner
-        .put(&object, req.bytes, &base64_encode(&sha), s.url_lifetime, now)
+        .put(
+            &object,
+            req.bytes,
+            &base64_encode(&sha),
+            s.url_lifetime,
+            now,
+        )
         .await
         .map_err(Refusal::internal)?;
     Ok(Grant {
@@ -198,7 +219,11 @@ pub fn date_to_days(s: &str) -> Option<i64> {
     if !telemetry_sink::key::is_date(s) {
         return None;
     }
-    let (y, m, d): (i64, i64, i64) = (s[0..4].parse().ok()?, s[5..7].parse().ok()?, s[8..10].parse().ok()?);
+    let (y, m, d): (i64, i64, i64) = (
+        s[0..4].parse().ok()?,
+        s[5..7].parse().ok()?,
+        s[8..10].parse().ok()?,
+    );
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -242,11 +267,13 @@ mod tests {
         assert_eq!(base64_encode(b"f"), "Zg==");
         assert_eq!(base64_encode(b"fo"), "Zm8=");
         assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
-        let sha = parse_hex_sha256(
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
-        )
-        .unwrap();
-        assert_eq!(base64_encode(&sha), "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=");
+        let sha =
+            parse_hex_sha256("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+                .unwrap();
+        assert_eq!(
+            base64_encode(&sha),
+            "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
+        );
         assert!(parse_hex_sha256(&"A".repeat(64)).is_none());
         assert!(parse_hex_sha256("ab").is_none());
     }

@@ -136,11 +136,10 @@ pub struct ErrorDetail {
 /// The HTTP client [`put_via_broker`] uses: HTTPS with the system's root
 /// certificates, or plain HTTP. Kept to this one function so proxy or
 /// CA-bundle support can be added in one place.
-pub type HttpClient =
-    hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<Bytes>,
-    >;
+pub type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
 
 /// Build the [`HttpClient`]. Fails only if the system's certificate store
 /// holds no usable root at all.
@@ -204,7 +203,8 @@ pub async fn put_request_via_broker(
     let body = Bytes::from(body);
     // One retry, only for a URL that expired on its way: a second expiry
     // means the clocks disagree, which asking again cannot fix.
-    for attempt in 0..2 {
+    let mut asked_again = false;
+    loop {
         let ask = Request::builder()
             .method(Method::POST)
             .uri(&what)
@@ -215,18 +215,28 @@ pub async fn put_request_via_broker(
             .await
             .map_err(|e| transport(format!("POST {what}: {e}"), false))?;
         if status != StatusCode::OK {
-            return Err(broker_error(broker_url, &request, status, &headers, &answer));
+            return Err(broker_error(
+                broker_url, &request, status, &headers, &answer,
+            ));
         }
         let grant: Grant = serde_json::from_slice(&answer).map_err(|e| {
-            transport(format!("POST {what}: the broker's answer is not a grant: {e}"), false)
+            transport(
+                format!("POST {what}: the broker's answer is not a grant: {e}"),
+                false,
+            )
         })?;
-        let mut put = Request::builder().method(grant.method.as_str()).uri(&grant.url);
+        let mut put = Request::builder()
+            .method(grant.method.as_str())
+            .uri(&grant.url);
         for (name, value) in &grant.headers {
             put = put.header(name, value);
         }
-        let put = put
-            .body(Full::new(body.clone()))
-            .map_err(|e| transport(format!("the broker granted an unusable request: {e}"), false))?;
+        let put = put.body(Full::new(body.clone())).map_err(|e| {
+            transport(
+                format!("the broker granted an unusable request: {e}"),
+                false,
+            )
+        })?;
         let (status, _, answer) = exchange(&client, put, deadline)
             .await
             .map_err(|e| transport(format!("PUT to the granted URL: {e}"), false))?;
@@ -239,9 +249,10 @@ pub async fn put_request_via_broker(
         let text = String::from_utf8_lossy(&answer);
         let code = xml_tag(&text, "Code");
         let message = xml_tag(&text, "Message").unwrap_or_default();
-        let expired = status == StatusCode::FORBIDDEN
-            && message.to_ascii_lowercase().contains("expired");
-        if expired && attempt == 0 {
+        let expired =
+            status == StatusCode::FORBIDDEN && message.to_ascii_lowercase().contains("expired");
+        if expired && !asked_again {
+            asked_again = true;
             continue;
         }
         return Err(transport(
@@ -258,7 +269,6 @@ pub async fn put_request_via_broker(
             !expired && crate::put::is_permanent(Some(status.as_u16()), code.as_deref()),
         ));
     }
-    unreachable!("the loop returns on its second attempt")
 }
 
 /// Send `req` and read the answer (at most [`MAX_RESPONSE_BYTES`]) before
@@ -269,10 +279,7 @@ async fn exchange(
     deadline: Instant,
 ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), String> {
     let work = async {
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
         let (parts, body) = resp.into_parts();
         let body = Limited::new(body, MAX_RESPONSE_BYTES)
             .collect()
@@ -397,7 +404,10 @@ mod tests {
         assert_eq!(retry_after(&h), Duration::from_secs(7));
         h.insert("retry-after", "99999999".parse().unwrap());
         assert_eq!(retry_after(&h), MAX_RETRY_AFTER);
-        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), DEFAULT_RETRY_AFTER);
     }
 
@@ -405,7 +415,10 @@ mod tests {
     fn xml_error_fields() {
         let x = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
         assert_eq!(xml_tag(x, "Code").as_deref(), Some("AccessDenied"));
-        assert_eq!(xml_tag(x, "Message").as_deref(), Some("Request has expired"));
+        assert_eq!(
+            xml_tag(x, "Message").as_deref(),
+            Some("Request has expired")
+        );
         assert_eq!(xml_tag(x, "Key"), None);
     }
 }

@@ -16,7 +16,7 @@ pub struct Broker {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     log: PathBuf,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Broker {
@@ -53,7 +53,10 @@ impl Broker {
             // Keep the chain to the environment: no profile files of the
             // machine running the tests, no instance metadata.
             .env("AWS_CONFIG_FILE", dir.path().join("no-aws-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("no-aws-credentials"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.path().join("no-aws-credentials"),
+            )
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("RUST_LOG", "info")
             .envs(extra.iter().copied())
@@ -77,7 +80,7 @@ impl Broker {
             child: Some(child),
             url,
             log,
-            dir,
+            _dir: dir,
         }
     }
 
@@ -86,17 +89,14 @@ impl Broker {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The broker's temp directory.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// SIGTERM and wait (up to 20 s) for the exit status.
     pub fn terminate(mut self) -> anyhow::Result<ExitStatus> {
-        let mut child = self.child.take().expect("running");
+        let pid = self.child.as_ref().expect("running").id();
         // SAFETY: kill(2) on a child we started; no memory is involved.
-        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        anyhow::ensure!(rc == 0, "kill(SIGTERM) failed");
+        let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        // On failure the child stays in `self` and Drop reaps it.
+        anyhow::ensure!(rc == 0, "kill({pid}, SIGTERM) failed");
+        let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait()? {

@@ -83,15 +83,25 @@ fn grant_is_write_once_and_bound_to_length_and_checksum() {
     let url = grant["url"].as_str().unwrap();
     assert_eq!(grant["method"], "PUT");
     assert!(
-        url.contains(&format!("/{BUCKET}/v1/product%3Dcfdev/dt%3D{TODAY}/0123abcd-1-10.ndjson.zst?")),
+        url.contains(&format!(
+            "/{BUCKET}/v1/product%3Dcfdev/dt%3D{TODAY}/0123abcd-1-10.ndjson.zst?"
+        )),
         "the key is built from the validated parts: {url}"
     );
     let signed: Vec<String> = query_param(url, "X-Amz-SignedHeaders")
         .split(';')
         .map(str::to_string)
         .collect();
-    for h in ["content-length", "host", "if-none-match", "x-amz-checksum-sha256"] {
-        assert!(signed.contains(&h.to_string()), "{h} is not signed: {signed:?}");
+    for h in [
+        "content-length",
+        "host",
+        "if-none-match",
+        "x-amz-checksum-sha256",
+    ] {
+        assert!(
+            signed.contains(&h.to_string()),
+            "{h} is not signed: {signed:?}"
+        );
     }
     let expires: u64 = query_param(url, "X-Amz-Expires").parse().unwrap();
     assert!(expires <= 600 && expires > 0, "X-Amz-Expires={expires}");
@@ -155,13 +165,27 @@ fn put_via_broker_stores_once_and_a_replay_is_delivered() {
     let k = key(21, 30);
     let body = b"a batch sent through the daemon's client".to_vec();
     let first = s3
-        .block_on(put_via_broker(&broker.url, &k, body.clone(), Duration::from_secs(20)))
+        .block_on(put_via_broker(
+            &broker.url,
+            &k,
+            body.clone(),
+            Duration::from_secs(20),
+        ))
         .expect("first put");
     assert_eq!(first, Delivered::Stored);
     let again = s3
-        .block_on(put_via_broker(&broker.url, &k, body.clone(), Duration::from_secs(20)))
+        .block_on(put_via_broker(
+            &broker.url,
+            &k,
+            body.clone(),
+            Duration::from_secs(20),
+        ))
         .expect("replayed put");
-    assert_eq!(again, Delivered::AlreadyThere, "a replay is delivered, not an error");
+    assert_eq!(
+        again,
+        Delivered::AlreadyThere,
+        "a replay is delivered, not an error"
+    );
     let objects = s3.objects();
     assert_eq!(objects.len(), 1, "no second object: {:?}", objects.keys());
     assert_eq!(objects.get(&object_key(&k)), Some(&body));
@@ -174,7 +198,10 @@ fn an_expired_url_is_refused_and_asked_for_again() {
     let k = key(31, 40);
     let body = b"a batch on a slow link".to_vec();
     let grant = ask(&s3, &broker, &request(&k, &body)).json();
-    assert_eq!(query_param(grant["url"].as_str().unwrap(), "X-Amz-Expires"), "1");
+    assert_eq!(
+        query_param(grant["url"].as_str().unwrap(), "X-Amz-Expires"),
+        "1"
+    );
     let expires = humantime::parse_rfc3339(grant["expires_at"].as_str().unwrap()).unwrap();
     wait_for("the URL to expire", Duration::from_secs(10), || {
         (SystemTime::now() > expires + Duration::from_secs(1)).then_some(())
@@ -188,12 +215,22 @@ fn an_expired_url_is_refused_and_asked_for_again() {
     // client asks the broker again and the second URL works.
     s3.set_fault(Fault::SlowOnce(Duration::from_millis(2500)));
     let delivered = s3
-        .block_on(put_via_broker(&broker.url, &k, body.clone(), Duration::from_secs(30)))
+        .block_on(put_via_broker(
+            &broker.url,
+            &k,
+            body.clone(),
+            Duration::from_secs(30),
+        ))
         .expect("put after asking again");
     assert_eq!(delivered, Delivered::Stored);
     assert_eq!(s3.objects().get(&object_key(&k)), Some(&body));
     let grants = broker.log().matches("granted cfdev/").count();
-    assert_eq!(grants, 3, "one grant above, two for put_via_broker:\n{}", broker.log());
+    assert_eq!(
+        grants,
+        3,
+        "one grant above, two for put_via_broker:\n{}",
+        broker.log()
+    );
 }
 
 #[test]
@@ -212,7 +249,11 @@ fn each_bad_field_is_named() {
         ("first_seq", serde_json::json!(0), 400),
         ("last_seq", serde_json::json!(1), 400),
         ("sha256", serde_json::json!("not-hex"), 400),
-        ("sha256", serde_json::json!(hex_sha256(b"x").to_uppercase()), 400),
+        (
+            "sha256",
+            serde_json::json!(hex_sha256(b"x").to_uppercase()),
+            400,
+        ),
         ("bytes", serde_json::json!(0), 400),
         ("bytes", serde_json::json!(8 * 1024 * 1024 + 1), 413),
     ];
@@ -224,33 +265,61 @@ fn each_bad_field_is_named() {
         }
         let answer = ask(&s3, &broker, &req);
         assert_eq!(answer.status, *status, "{field}={value}: {}", answer.text());
-        assert_eq!(answer.json()["error"]["field"], *field, "{field}={value}: {}", answer.text());
+        assert_eq!(
+            answer.json()["error"]["field"],
+            *field,
+            "{field}={value}: {}",
+            answer.text()
+        );
     }
     // Missing fields, a non-object and an oversized request.
     let mut missing = good.clone();
     missing.as_object_mut().unwrap().remove("day");
     assert_eq!(ask(&s3, &broker, &missing).json()["error"]["field"], "day");
     let answer = ask(&s3, &broker, &serde_json::json!([1, 2]));
-    assert_eq!((answer.status, answer.json()["error"]["field"].clone()), (400, "body".into()));
+    assert_eq!(
+        (answer.status, answer.json()["error"]["field"].clone()),
+        (400, "body".into())
+    );
     let mut huge = good.clone();
     huge["padding"] = serde_json::json!("x".repeat(10_000));
     let answer = ask(&s3, &broker, &huge);
-    assert_eq!((answer.status, answer.json()["error"]["field"].clone()), (413, "body".into()));
+    assert_eq!(
+        (answer.status, answer.json()["error"]["field"].clone()),
+        (413, "body".into())
+    );
     // The broken manifest is named with its line, and disables only itself.
     let log = broker.log();
-    assert!(log.contains("broken.toml") && log.contains("line 2"), "{log}");
+    assert!(
+        log.contains("broken.toml") && log.contains("line 2"),
+        "{log}"
+    );
     assert_eq!(ask(&s3, &broker, &good).status, 200, "cfdev still works");
     assert!(s3.objects().is_empty(), "a grant alone writes nothing");
 
     // The client maps 400 and 413 to Rejected, naming the field.
     let big = vec![0u8; 8 * 1024 * 1024 + 1];
-    match s3.block_on(put_via_broker(&broker.url, &key(3, 4), big, Duration::from_secs(20))) {
-        Err(UploadError::Rejected { status: 413, field: Some(f), .. }) => assert_eq!(f, "bytes"),
+    match s3.block_on(put_via_broker(
+        &broker.url,
+        &key(3, 4),
+        big,
+        Duration::from_secs(20),
+    )) {
+        Err(UploadError::Rejected {
+            status: 413,
+            field: Some(f),
+            ..
+        }) => assert_eq!(f, "bytes"),
         other => panic!("expected Rejected 413 bytes, got {other:?}"),
     }
     let mut old = key(5, 6);
     old.date = "2020-01-01".into();
-    match s3.block_on(put_via_broker(&broker.url, &old, b"x".to_vec(), Duration::from_secs(20))) {
+    match s3.block_on(put_via_broker(
+        &broker.url,
+        &old,
+        b"x".to_vec(),
+        Duration::from_secs(20),
+    )) {
         Err(e @ UploadError::Rejected { status: 400, .. }) => {
             assert!(e.is_permanent());
             assert!(e.to_string().contains("field day"), "{e}");
@@ -279,7 +348,11 @@ fn rate_limits_answer_429_with_retry_after() {
     let limited = ask(&s3, &broker, &req("aaaaaaaa", 3));
     assert_eq!(limited.status, 429, "{}", limited.text());
     assert_eq!(limited.json()["error"]["field"], "machine8");
-    let wait: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=1800).contains(&wait), "Retry-After {wait}");
     // Another machine from the same address is not limited by the first...
     assert_eq!(ask(&s3, &broker, &req("bbbbbbbb", 1)).status, 200);
@@ -287,17 +360,31 @@ fn rate_limits_answer_429_with_retry_after() {
     assert_eq!(ask(&s3, &broker, &req("cccccccc", 1)).status, 200);
     let limited = ask(&s3, &broker, &req("dddddddd", 1));
     assert_eq!(limited.status, 429, "{}", limited.text());
-    assert!(limited.json()["error"].get("field").is_none(), "{}", limited.text());
+    assert!(
+        limited.json()["error"].get("field").is_none(),
+        "{}",
+        limited.text()
+    );
     assert!(limited.headers.contains_key("retry-after"));
 
     // The client turns 429 into Throttled with the broker's Retry-After.
-    match s3.block_on(put_via_broker(&broker.url, &key(9, 9), b"x".to_vec(), Duration::from_secs(20))) {
+    match s3.block_on(put_via_broker(
+        &broker.url,
+        &key(9, 9),
+        b"x".to_vec(),
+        Duration::from_secs(20),
+    )) {
         Err(UploadError::Throttled { retry_after, .. }) => {
-            assert!(retry_after >= Duration::from_secs(1) && retry_after <= Duration::from_secs(3600))
+            assert!(
+                retry_after >= Duration::from_secs(1) && retry_after <= Duration::from_secs(3600)
+            )
         }
         other => panic!("expected Throttled, got {other:?}"),
     }
-    assert!(!broker.log().contains("127.0.0.1 "), "full client addresses are not logged");
+    assert!(
+        !broker.log().contains("127.0.0.1 "),
+        "full client addresses are not logged"
+    );
     assert!(broker.log().contains("127.0.0.0/24"));
 }
 
@@ -309,10 +396,18 @@ fn retired_products_and_builds_are_gone() {
     assert_eq!(ask(&s3, &broker, &req).status, 200);
     req["builds"] = serde_json::json!(["1.0.0", "0.9.0"]);
     let gone = ask(&s3, &broker, &req);
-    assert_eq!((gone.status, gone.json()["error"]["field"].clone()), (410, "builds".into()));
+    assert_eq!(
+        (gone.status, gone.json()["error"]["field"].clone()),
+        (410, "builds".into())
+    );
     let mut k = key(1, 2);
     k.product = "oldcli".into();
-    match s3.block_on(put_via_broker(&broker.url, &k, b"x".to_vec(), Duration::from_secs(20))) {
+    match s3.block_on(put_via_broker(
+        &broker.url,
+        &k,
+        b"x".to_vec(),
+        Duration::from_secs(20),
+    )) {
         Err(UploadError::Retired { product, .. }) => assert_eq!(product, "oldcli"),
         other => panic!("expected Retired, got {other:?}"),
     }
@@ -323,13 +418,27 @@ fn healthz_and_clean_exit_on_sigterm() {
     let s3 = S3Server::start();
     let broker = Broker::start(&s3, &[]);
     let health = s3
-        .block_on(send("GET", &format!("{}/healthz", broker.url), &[], Vec::new()))
+        .block_on(send(
+            "GET",
+            &format!("{}/healthz", broker.url),
+            &[],
+            Vec::new(),
+        ))
         .unwrap();
     assert_eq!(health.status, 200);
     assert_eq!(health.json()["status"], "ok");
-    assert_eq!(health.json()["products"], 1, "cfdev only; broken.toml is not counted");
+    assert_eq!(
+        health.json()["products"],
+        1,
+        "cfdev only; broken.toml is not counted"
+    );
     let wrong = s3
-        .block_on(send("GET", &format!("{}/v1/upload", broker.url), &[], Vec::new()))
+        .block_on(send(
+            "GET",
+            &format!("{}/v1/upload", broker.url),
+            &[],
+            Vec::new(),
+        ))
         .unwrap();
     assert_eq!(wrong.status, 405);
     let status = broker.terminate().expect("broker exits on SIGTERM");
