@@ -78,7 +78,6 @@ pub fn run(quick: bool) -> Result<()> {
         &[
             ("TELEMETRY_BROKER_PER_ADDRESS", "1000000000/1s"),
             ("TELEMETRY_BROKER_PER_MACHINE", "1000000000/1s"),
-            ("RUST_LOG", "warn"),
         ],
     );
     let body = vec![0x5au8; BODY];

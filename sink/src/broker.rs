@@ -144,8 +144,23 @@ pub type HttpClient = hyper_util::client::legacy::Client<
 /// Build the [`HttpClient`]. Fails only if the system's certificate store
 /// holds no usable root at all.
 pub fn http_client() -> std::io::Result<HttpClient> {
+    // Reading and parsing the system's roots costs milliseconds, so it is
+    // done once per process; a root store updated later is seen after a
+    // restart, like most TLS clients.
+    static TLS: std::sync::OnceLock<Result<rustls::ClientConfig, String>> =
+        std::sync::OnceLock::new();
+    let tls = TLS
+        .get_or_init(|| {
+            use hyper_rustls::ConfigBuilderExt;
+            rustls::ClientConfig::builder()
+                .with_native_roots()
+                .map(|b| b.with_no_client_auth())
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(std::io::Error::other)?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()?
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .build();
