@@ -152,10 +152,12 @@ fn another_body_on_a_fresh_url_is_refused_by_the_store() {
     let refused = put(&s3, &grant, &other, |_| {});
     assert_eq!(refused.status, 400, "{}", refused.text());
     assert!(refused.text().contains("BadDigest"), "{}", refused.text());
-    // The right body still goes through the same URL afterwards only once
-    // the store discards a refused body instead of keeping it (see the
-    // checksum-before-visible fix to the test server); what holds either
-    // way is that the store said no.
+    // What the store does with the refused bytes depends on the test
+    // server: s3s-fs 0.14.1 writes the object before it compares checksums,
+    // so on this branch the refused body is left visible under the key.
+    // Once the server verifies before the object becomes visible, add:
+    // `assert!(s3.objects().is_empty())`, and that the right body then goes
+    // through the same URL (200).
 }
 
 #[test]
