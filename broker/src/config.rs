@@ -280,3 +280,48 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["telemetry-broker"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn flags_override_the_file_and_limits_are_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("broker.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\nmanifests = \"/srv/products\"\nurl_lifetime = \"2m\"\nretired = [\"old\"]\n[s3]\nbucket = \"from-file\"\nendpoint = \"http://127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let s =
+            Settings::load(args(&["--config", path, "--s3-bucket", "from-flag"]), None).unwrap();
+        assert_eq!(s.s3.bucket, "from-flag", "a flag beats the file");
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.url_lifetime, Duration::from_secs(120));
+        assert_eq!(s.retired, ["old"]);
+        assert!(s.s3.path_style, "an endpoint implies path style");
+        assert_eq!(s.max_bytes, 8 << 20);
+
+        let long = Settings::load(args(&["--config", path, "--url-lifetime", "11m"]), None);
+        assert!(long.unwrap_err().to_string().contains("--url-lifetime"));
+        let today = Settings::load(args(&["--config", path]), Some("2026-13-01".into()));
+        assert!(today.unwrap_err().to_string().contains(TODAY_VAR));
+        let none = Settings::load(args(&["--manifests", "/x"]), None);
+        assert!(none
+            .unwrap_err()
+            .to_string()
+            .contains("TELEMETRY_S3_BUCKET"));
+
+        std::fs::write(&file, "bucket = \"misplaced\"\n").unwrap();
+        let err = Settings::load(args(&["--config", path]), None).unwrap_err();
+        assert!(format!("{err:#}").contains("bucket"), "{err:#}");
+    }
+}
