@@ -8,6 +8,8 @@
 //! cargo run --release -p telemetry-bench -- all --quick  # smaller, for a smoke run
 //! ```
 
+mod broker;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::collections::BTreeMap;
@@ -45,6 +47,8 @@ enum What {
     Idle,
     /// Upload a large backlog to the S3 test server; ingest and status with it pending.
     Backlog,
+    /// telemetry-broker grants and uploads through it vs the S3 server's own PUT rate.
+    Broker,
 }
 
 const T: Duration = Duration::from_secs(60);
@@ -69,16 +73,27 @@ fn main() -> Result<()> {
     if run(What::Backlog) {
         backlog(cli.quick)?;
     }
+    if run(What::Broker) {
+        broker::run(cli.quick)?;
+    }
     Ok(())
 }
 
-/// The daemon and shims must be release builds next to this binary.
+/// The daemon and shims must be builds of this binary's profile next to it
+/// (`bin()` looks beside this executable): release for figures; a debug
+/// run is a smoke test, and says so.
 fn build_binaries() -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec!["build", "-q", "--workspace", "--bins"];
+    if cfg!(debug_assertions) {
+        println!("profile: debug (a smoke run; figures need --release)");
+    } else {
+        args.push("--release");
+    }
     let status = Command::new(cargo)
         // The whole workspace, as the README builds it: building only some
         // packages unifies features differently and relinks everything.
-        .args(["build", "--release", "-q", "--workspace", "--bins"])
+        .args(&args)
         .status()
         .context("run cargo build for the binaries")?;
     if !status.success() {

@@ -11,8 +11,11 @@
 //! - [`s3`]: S3 destination settings, their validation, and the SDK client
 //!   built the way strict stores need.
 //! - [`put`]: writing a batch to its destination, and classifying failures.
+//! - [`broker`]: asking a vendor's broker for a presigned PUT, and sending
+//!   the batch with it.
 //! - [`fsutil`]: private directories and atomic private files.
 
+pub mod broker;
 pub mod fsutil;
 pub mod key;
 pub mod manifest;

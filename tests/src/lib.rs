@@ -13,6 +13,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 use telemetry_client::Client;
 
+pub mod broker;
 mod conditional;
 pub mod lifecycle;
 pub mod proxy;
@@ -75,6 +76,10 @@ pub enum Fault {
     Hang,
     /// Close every connection at once, like a server that is down.
     Down,
+    /// Hold the next request this long, then serve it normally (and clear
+    /// the fault): a slow link, so a short-lived presigned URL expires on
+    /// its way and the server's own expiry check refuses it.
+    SlowOnce(Duration),
 }
 
 /// A real S3 HTTP server on 127.0.0.1, backed by a temp directory.
@@ -166,7 +171,14 @@ impl S3Server {
                 let (f, n, service) = (f.clone(), n.clone(), service.clone());
                 let faulty = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let fault = *f.lock().unwrap();
+                    let fault = {
+                        let mut f = f.lock().unwrap();
+                        let fault = *f;
+                        if matches!(fault, Fault::SlowOnce(_)) {
+                            *f = Fault::None;
+                        }
+                        fault
+                    };
                     let service = service.clone();
                     async move {
                         match fault {
@@ -184,6 +196,10 @@ impl S3Server {
                                     .unwrap())
                             }
                             Fault::Hang => std::future::pending().await,
+                            Fault::SlowOnce(by) => {
+                                tokio::time::sleep(by).await;
+                                hyper::service::Service::call(&service, req).await
+                            }
                         }
                     }
                 });

@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use telemetry_sink::broker::{put_request_via_broker, UploadRequest};
 use telemetry_sink::s3::Credentials;
+use telemetry_sink::BatchKey;
 use telemetry_sink::{Delivered, S3Settings, Sink, Upload, UploadError};
 
 /// A destination a vendor's manifest named, resolved and frozen into each
@@ -129,12 +131,16 @@ pub type DestId = Option<String>;
 pub enum Target {
     /// A bucket (AWS chain or unsigned) or the outbox.
     Sink(Sink),
-    /// The vendor's broker. The broker client (`telemetry_sink::broker`)
-    /// is not in this build yet; its arm in [`Target::put`] is where it
-    /// goes.
+    /// The vendor's broker: ask it for a presigned PUT, then PUT
+    /// (`telemetry_sink::broker`).
     Broker {
         /// The broker's base URL.
         url: String,
+        /// One HTTP client (connection pool, proxy, CA bundle) per broker;
+        /// boxed, it is far larger than a [`Sink`].
+        client: Box<telemetry_sink::net::HttpClient>,
+        /// Budget for the grant and the PUT together.
+        timeout: Duration,
     },
 }
 
@@ -143,15 +149,48 @@ impl Target {
     pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<Delivered, UploadError> {
         match self {
             Target::Sink(sink) => sink.put(key, body).await,
-            Target::Broker { url } => Err(UploadError::Rejected {
-                destination: url.clone(),
-                status: 501,
-                field: None,
-                message: "this telemetryd cannot upload through a broker yet; the batch is kept"
-                    .into(),
-            }),
+            Target::Broker {
+                url,
+                client,
+                timeout,
+            } => {
+                // The broker builds the key itself from the batch's parts;
+                // the stored key only carries them.
+                let Some((_, parts)) = BatchKey::parse(key) else {
+                    return Err(UploadError::Rejected {
+                        destination: url.clone(),
+                        status: 0,
+                        field: None,
+                        message: format!("the stored key {key:?} is not a batch key"),
+                    });
+                };
+                let mut request = UploadRequest::new(&parts, &body);
+                // The builds in the batch, so a vendor can retire a build
+                // (410) as well as a whole product.
+                request.builds = builds_in(&body);
+                put_request_via_broker(client, url, request, body, *timeout).await
+            }
         }
     }
+}
+
+/// The distinct `build` values of a batch's events (empty if the body
+/// cannot be read, which only costs the broker's per-build check).
+fn builds_in(body: &[u8]) -> Vec<String> {
+    let Ok(ndjson) = zstd::stream::decode_all(body) else {
+        return Vec::new();
+    };
+    let mut builds = std::collections::BTreeSet::new();
+    for line in ndjson.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        #[derive(serde::Deserialize)]
+        struct Line {
+            build: String,
+        }
+        if let Ok(l) = serde_json::from_slice::<Line>(line) {
+            builds.insert(l.build);
+        }
+    }
+    builds.into_iter().collect()
 }
 
 /// One [`Target`] per destination, made on first use and kept (an SDK
@@ -222,7 +261,18 @@ impl Registry {
                     Sink::s3_with(&settings, Credentials::Anonymous, self.timeout, &self.net).await,
                 )
             }
-            Spec::Broker { url } => Target::Broker { url },
+            Spec::Broker { url } => Target::Broker {
+                client: Box::new(telemetry_sink::net::http_client(&self.net).map_err(|e| {
+                    UploadError::Rejected {
+                        destination: url.clone(),
+                        status: 0,
+                        field: None,
+                        message: format!("cannot build an HTTP client for the broker: {e}"),
+                    }
+                })?),
+                url,
+                timeout: self.timeout,
+            },
         });
         built.insert(text.clone(), target.clone());
         Ok(target)

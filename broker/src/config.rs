@@ -1,0 +1,327 @@
+//! Settings: each a flag, an environment variable and a key in the TOML
+//! file given by `--config`; flag > environment > file > default, like
+//! the daemon's. Errors name the setting and where its value came from.
+
+use crate::limit::Rate;
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use telemetry_sink::S3Settings;
+
+/// The longest a presigned URL may live: short enough that a leaked URL is
+/// useless soon, long enough for a slow link to send a capped batch.
+pub const MAX_URL_LIFETIME: Duration = Duration::from_secs(600);
+
+/// Environment variable fixing "today" (`YYYY-MM-DD`) for the day window,
+/// for reproducible runs and tests, like `TELEMETRY_REPORT_TODAY`.
+pub const TODAY_VAR: &str = "TELEMETRY_BROKER_TODAY";
+
+/// Command line (each flag also an environment variable).
+#[derive(Debug, Parser)]
+#[command(
+    name = "telemetry-broker",
+    version,
+    about = "Checks telemetry batch metadata and answers with a presigned, write-once S3 PUT."
+)]
+pub struct Args {
+    /// TOML settings file (keys as the flags, with `_`; S3 in `[s3]`).
+    #[arg(long, env = "TELEMETRY_BROKER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8480].
+    #[arg(long, env = "TELEMETRY_BROKER_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of product manifests (`PRODUCT.toml`): only these
+    /// products are accepted.
+    #[arg(long, env = "TELEMETRY_BROKER_MANIFESTS", value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+    /// Bucket the URLs write to.
+    #[arg(long, env = "TELEMETRY_S3_BUCKET", value_name = "NAME")]
+    pub s3_bucket: Option<String>,
+    /// Key prefix.
+    #[arg(long, env = "TELEMETRY_S3_PREFIX", value_name = "PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// Endpoint URL of an S3-compatible store.
+    #[arg(long, env = "TELEMETRY_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// Region (else the AWS chain's, else us-east-1).
+    #[arg(long, env = "TELEMETRY_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Path-style URLs (default: on with an endpoint).
+    #[arg(long, env = "TELEMETRY_S3_PATH_STYLE", value_name = "BOOL")]
+    pub s3_path_style: Option<bool>,
+    /// How long a presigned URL works, at most 10m [default: 5m].
+    #[arg(long, env = "TELEMETRY_BROKER_URL_LIFETIME", value_name = "DURATION")]
+    pub url_lifetime: Option<String>,
+    /// Largest batch accepted, in bytes [default: 8388608].
+    #[arg(long, env = "TELEMETRY_BROKER_MAX_BYTES", value_name = "BYTES")]
+    pub max_bytes: Option<u64>,
+    /// How many days a batch's day may be from today [default: 2].
+    #[arg(long, env = "TELEMETRY_BROKER_DAY_WINDOW", value_name = "DAYS")]
+    pub day_window: Option<u32>,
+    /// Requests per client address, as N/DURATION [default: 120/1m].
+    #[arg(long, env = "TELEMETRY_BROKER_PER_ADDRESS", value_name = "RATE")]
+    pub per_address: Option<String>,
+    /// Requests per product and machine8, as N/DURATION [default: 20/1h].
+    #[arg(long, env = "TELEMETRY_BROKER_PER_MACHINE", value_name = "RATE")]
+    pub per_machine: Option<String>,
+    /// Keys each rate limiter remembers [default: 100000].
+    #[arg(long, env = "TELEMETRY_BROKER_MAX_TRACKED", value_name = "N")]
+    pub max_tracked: Option<usize>,
+    /// Retired products (`PRODUCT`) and builds (`PRODUCT@BUILD`),
+    /// comma-separated: answered with 410.
+    #[arg(
+        long,
+        env = "TELEMETRY_BROKER_RETIRED",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub retired: Option<Vec<String>>,
+    /// Header holding the client's address, set by a trusted load balancer
+    /// (its last entry is used), e.g. x-forwarded-for. Unset: the peer.
+    #[arg(long, env = "TELEMETRY_BROKER_CLIENT_IP_HEADER", value_name = "NAME")]
+    pub client_ip_header: Option<String>,
+    /// Connections served at once [default: 1024].
+    #[arg(long, env = "TELEMETRY_BROKER_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    manifests: Option<PathBuf>,
+    url_lifetime: Option<String>,
+    max_bytes: Option<u64>,
+    day_window: Option<u32>,
+    per_address: Option<String>,
+    per_machine: Option<String>,
+    max_tracked: Option<usize>,
+    retired: Option<Vec<String>>,
+    client_ip_header: Option<String>,
+    max_connections: Option<usize>,
+    s3: Option<FileS3>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileS3 {
+    bucket: Option<String>,
+    prefix: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    path_style: Option<bool>,
+}
+
+/// The broker's settings, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Manifest directory.
+    pub manifests: PathBuf,
+    /// Where URLs point.
+    pub s3: S3Settings,
+    /// Lifetime of a presigned URL (≤ [`MAX_URL_LIFETIME`]).
+    pub url_lifetime: Duration,
+    /// Largest batch, in bytes.
+    pub max_bytes: u64,
+    /// Accepted distance of a batch's day from today, in days.
+    pub day_window: u32,
+    /// Today as a day number, when fixed by [`TODAY_VAR`].
+    pub today: Option<i64>,
+    /// Per-address rate.
+    pub per_address: Rate,
+    /// Per-(product, machine8) rate.
+    pub per_machine: Rate,
+    /// Keys each limiter remembers.
+    pub max_tracked: usize,
+    /// `PRODUCT` and `PRODUCT@BUILD` entries answered with 410.
+    pub retired: Vec<String>,
+    /// Lowercase header name carrying the client address, if trusted.
+    pub client_ip_header: Option<String>,
+    /// Concurrent connections.
+    pub max_connections: usize,
+}
+
+impl Settings {
+    /// Resolve `args` over the file they name (if any) and the defaults.
+    /// `today` is [`TODAY_VAR`]'s value, if set.
+    pub fn load(args: Args, today: Option<String>) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let origin = |flag: &str| match &args.config {
+            Some(p) => format!("--{flag} (or its environment variable, or {})", p.display()),
+            None => format!("--{flag} (or its environment variable)"),
+        };
+        let fs3 = file.s3.unwrap_or_default();
+        let bucket = args.s3_bucket.or(fs3.bucket).with_context(|| {
+            format!(
+                "no bucket: set {} (TELEMETRY_S3_BUCKET)",
+                origin("s3-bucket")
+            )
+        })?;
+        let bucket = telemetry_sink::s3::parse_bucket(&bucket)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", origin("s3-bucket")))?;
+        let endpoint = args
+            .s3_endpoint
+            .or(fs3.endpoint)
+            .filter(|e| !e.is_empty())
+            .map(|e| telemetry_sink::s3::parse_endpoint(&e))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", origin("s3-endpoint")))?;
+        let s3 = S3Settings {
+            bucket,
+            prefix: args
+                .s3_prefix
+                .or(fs3.prefix)
+                .unwrap_or_default()
+                .trim_matches('/')
+                .to_string(),
+            path_style: args
+                .s3_path_style
+                .or(fs3.path_style)
+                .unwrap_or(endpoint.is_some()),
+            endpoint,
+            region: args.s3_region.or(fs3.region).filter(|r| !r.is_empty()),
+        };
+        let manifests = args.manifests.or(file.manifests).with_context(|| {
+            format!(
+                "no manifest directory: set {} (TELEMETRY_BROKER_MANIFESTS) to the directory of the PRODUCT.toml files this broker accepts",
+                origin("manifests")
+            )
+        })?;
+        let lifetime = args.url_lifetime.or(file.url_lifetime);
+        let url_lifetime = match lifetime {
+            None => Duration::from_secs(300),
+            Some(s) => humantime::parse_duration(&s).with_context(|| {
+                format!(
+                    "{}: {s:?} is not a duration such as 5m",
+                    origin("url-lifetime")
+                )
+            })?,
+        };
+        if url_lifetime.is_zero() || url_lifetime > MAX_URL_LIFETIME {
+            bail!(
+                "{}: {url_lifetime:?} is not between 1s and 10m; a presigned URL must be short-lived",
+                origin("url-lifetime")
+            );
+        }
+        let rate = |flag: &str, v: Option<String>, default: &str| -> anyhow::Result<Rate> {
+            Rate::parse(v.as_deref().unwrap_or(default))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", origin(flag)))
+        };
+        let today = today
+            .map(|t| {
+                crate::upload::date_to_days(&t)
+                    .with_context(|| format!("{TODAY_VAR}={t:?} is not a YYYY-MM-DD date"))
+            })
+            .transpose()?;
+        let max_tracked = args.max_tracked.or(file.max_tracked).unwrap_or(100_000);
+        if max_tracked < 2 {
+            bail!("{}: must be at least 2", origin("max-tracked"));
+        }
+        let retired: Vec<String> = args
+            .retired
+            .or(file.retired)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect();
+        Ok(Settings {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8480))),
+            manifests,
+            s3,
+            url_lifetime,
+            max_bytes: args.max_bytes.or(file.max_bytes).unwrap_or(8 << 20),
+            day_window: args.day_window.or(file.day_window).unwrap_or(2),
+            today,
+            per_address: rate(
+                "per-address",
+                args.per_address.or(file.per_address),
+                "120/1m",
+            )?,
+            per_machine: rate(
+                "per-machine",
+                args.per_machine.or(file.per_machine),
+                "20/1h",
+            )?,
+            max_tracked,
+            retired,
+            client_ip_header: args
+                .client_ip_header
+                .or(file.client_ip_header)
+                .filter(|h| !h.is_empty())
+                .map(|h| h.to_ascii_lowercase()),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(1024)
+                .max(1),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the settings file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| {
+        format!(
+            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_machine, max_tracked, retired, client_ip_header, max_connections, [s3])",
+            path.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["telemetry-broker"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn flags_override_the_file_and_limits_are_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("broker.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\nmanifests = \"/srv/products\"\nurl_lifetime = \"2m\"\nretired = [\"old\"]\n[s3]\nbucket = \"from-file\"\nendpoint = \"http://127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let s =
+            Settings::load(args(&["--config", path, "--s3-bucket", "from-flag"]), None).unwrap();
+        assert_eq!(s.s3.bucket, "from-flag", "a flag beats the file");
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.url_lifetime, Duration::from_secs(120));
+        assert_eq!(s.retired, ["old"]);
+        assert!(s.s3.path_style, "an endpoint implies path style");
+        assert_eq!(s.max_bytes, 8 << 20);
+
+        let long = Settings::load(args(&["--config", path, "--url-lifetime", "11m"]), None);
+        assert!(long.unwrap_err().to_string().contains("--url-lifetime"));
+        let today = Settings::load(args(&["--config", path]), Some("2026-13-01".into()));
+        assert!(today.unwrap_err().to_string().contains(TODAY_VAR));
+        let none = Settings::load(args(&["--manifests", "/x"]), None);
+        assert!(none
+            .unwrap_err()
+            .to_string()
+            .contains("TELEMETRY_S3_BUCKET"));
+
+        std::fs::write(&file, "bucket = \"misplaced\"\n").unwrap();
+        let err = Settings::load(args(&["--config", path]), None).unwrap_err();
+        assert!(format!("{err:#}").contains("bucket"), "{err:#}");
+    }
+}

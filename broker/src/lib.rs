@@ -1,0 +1,133 @@
+//! # telemetry-broker
+//!
+//! A small HTTP service a CLI vendor runs next to their bucket, so end
+//! users' machines need no cloud credentials. `POST /v1/upload` takes a
+//! batch's metadata ([`telemetry_sink::broker::UploadRequest`]), checks it
+//! and answers with a presigned `PUT` that can neither overwrite an object
+//! nor carry another body; `GET /healthz` says it is up.
+//!
+//! - [`config`]: settings from flags, environment and a TOML file.
+//! - [`server`]: the HTTP listener, routing, request caps and shutdown.
+//! - [`upload`]: the checks, in order, and the grant.
+//! - [`presign`]: SigV4 presigning with `aws-sigv4`.
+//! - [`limit`]: token-bucket rate limits with bounded memory.
+//!
+//! Stateless apart from the rate limiters: any number of brokers can run
+//! behind a load balancer (each limits what it sees; see [`limit`]).
+
+pub mod config;
+pub mod limit;
+pub mod presign;
+pub mod server;
+pub mod upload;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub use config::Settings;
+pub use server::run;
+
+/// Everything a request handler needs, shared by all connections.
+pub struct Broker {
+    /// The settings.
+    pub settings: Settings,
+    /// Products with a valid manifest in the manifest directory.
+    pub products: BTreeSet<String>,
+    /// Signs the grants.
+    pub presigner: presign::Presigner,
+    /// Rate limit per client address.
+    pub per_address: limit::Limiter<IpAddr>,
+    /// Rate limit per (product, claimed machine8).
+    pub per_machine: limit::Limiter<(String, String)>,
+}
+
+impl Broker {
+    /// A broker with fresh rate limiters.
+    pub fn new(
+        settings: Settings,
+        products: BTreeSet<String>,
+        presigner: presign::Presigner,
+    ) -> Broker {
+        Broker {
+            per_address: limit::Limiter::new(settings.per_address, settings.max_tracked),
+            per_machine: limit::Limiter::new(settings.per_machine, settings.max_tracked),
+            settings,
+            products,
+            presigner,
+        }
+    }
+}
+
+/// A refused request: the HTTP status, the field at fault, the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// 400, 410, 413, 429 or 500.
+    pub status: u16,
+    /// The request field at fault, if one is.
+    pub field: Option<&'static str>,
+    /// What is wrong and what to do.
+    pub message: String,
+    /// For 429: when to ask again.
+    pub retry_after: Option<Duration>,
+}
+
+impl Refusal {
+    /// 400: a field is malformed or not accepted.
+    pub fn bad(field: &'static str, message: String) -> Refusal {
+        Refusal {
+            status: 400,
+            field: Some(field),
+            message: format!("{field}: {message}"),
+            retry_after: None,
+        }
+    }
+
+    /// 413: over a size cap.
+    pub fn too_large(field: &'static str, message: String) -> Refusal {
+        Refusal {
+            status: 413,
+            ..Refusal::bad(field, message)
+        }
+    }
+
+    /// 410: the vendor retired this product or build.
+    pub fn gone(field: &'static str, message: String) -> Refusal {
+        Refusal {
+            status: 410,
+            ..Refusal::bad(field, message)
+        }
+    }
+
+    /// 429: a rate limit; ask again after `wait` (rounded up to seconds).
+    /// `field` is `machine8` for the per-machine limit, `None` for the
+    /// per-address one (the address is no request field).
+    pub fn throttled(field: Option<&'static str>, wait: Duration) -> Refusal {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Refusal {
+            status: 429,
+            field,
+            message: format!(
+                "too many upload requests from this {}; retry after {secs}s",
+                if field.is_some() {
+                    "machine"
+                } else {
+                    "address"
+                }
+            ),
+            retry_after: Some(Duration::from_secs(secs.max(1))),
+        }
+    }
+
+    /// 500: the broker cannot sign (its credentials); logged in full, the
+    /// client gets a short message.
+    pub fn internal(e: impl std::fmt::Display) -> Refusal {
+        tracing::error!("cannot presign: {e}");
+        Refusal {
+            status: 500,
+            field: None,
+            message: "the broker cannot sign uploads right now; retry later".into(),
+            retry_after: None,
+        }
+    }
+}

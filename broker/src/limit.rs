@@ -1,0 +1,172 @@
+//! Token-bucket rate limits with bounded memory.
+//!
+//! Each key (a client address, or a product and claimed machine8) has a
+//! bucket of `burst` tokens that refills at `burst` per `period`; a request
+//! takes one token or is refused with the time until the next one.
+//!
+//! # Bounded memory
+//! Keys live in two generations: lookups hit `current`, then `previous`
+//! (moving the bucket forward); when `current` holds half the capacity it
+//! becomes `previous` and the old `previous` is dropped. Memory is at most
+//! `max_keys` buckets and every operation is O(1). The price: a bucket not
+//! touched for a whole generation is forgotten and starts full again.
+//! Normally that is harmless (an idle bucket has refilled anyway); under a
+//! flood of new keys generations turn over quickly, so a limited key can
+//! slip through early. The per-address limit, checked first, bounds how
+//! many new keys one address can make.
+//!
+//! A limiter lives in one process: behind a load balancer with N brokers,
+//! a client that is spread over all of them gets up to N times the limit.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A rate: `burst` requests at once, refilled at `burst` per `period`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Bucket size.
+    pub burst: u32,
+    /// Time to refill a whole bucket.
+    pub period: Duration,
+}
+
+impl Rate {
+    /// Parse `N/DURATION` (`60/1m`, `5/10s`).
+    pub fn parse(s: &str) -> Result<Rate, String> {
+        let bad = || format!("{s:?}: expected N/DURATION with N ≥ 1, such as 60/1m or 5/10s");
+        let (n, period) = s.split_once('/').ok_or_else(bad)?;
+        let burst: u32 = n.trim().parse().map_err(|_| bad())?;
+        let period = humantime::parse_duration(period.trim()).map_err(|_| bad())?;
+        if burst == 0 || period.is_zero() {
+            return Err(bad());
+        }
+        Ok(Rate { burst, period })
+    }
+
+    fn per_sec(&self) -> f64 {
+        f64::from(self.burst) / self.period.as_secs_f64()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+struct Generations<K> {
+    current: HashMap<K, Bucket>,
+    previous: HashMap<K, Bucket>,
+}
+
+/// Rate limits for keys of type `K`.
+pub struct Limiter<K> {
+    rate: Rate,
+    half: usize,
+    maps: Mutex<Generations<K>>,
+}
+
+impl<K: Hash + Eq + Clone> Limiter<K> {
+    /// A limiter holding at most `max_keys` (at least 2) buckets.
+    pub fn new(rate: Rate, max_keys: usize) -> Limiter<K> {
+        let half = (max_keys / 2).max(1);
+        Limiter {
+            rate,
+            half,
+            maps: Mutex::new(Generations {
+                current: HashMap::new(),
+                previous: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Take a token for `key` at `now`: `Ok` or the wait until the next.
+    pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        // A poisoned lock only means another request panicked mid-update of
+        // plain numbers; the data is still usable.
+        let mut g = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = match g.current.get(key) {
+            Some(b) => *b,
+            None => g.previous.remove(key).unwrap_or(Bucket {
+                tokens: f64::from(self.rate.burst),
+                at: now,
+            }),
+        };
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        let tokens =
+            (bucket.tokens + elapsed * self.rate.per_sec()).min(f64::from(self.rate.burst));
+        let (result, tokens) = if tokens >= 1.0 {
+            (Ok(()), tokens - 1.0)
+        } else {
+            let wait = (1.0 - tokens) / self.rate.per_sec();
+            (Err(Duration::from_secs_f64(wait)), tokens)
+        };
+        if !g.current.contains_key(key) && g.current.len() >= self.half {
+            g.previous = std::mem::take(&mut g.current);
+        }
+        g.current.insert(key.clone(), Bucket { tokens, at: now });
+        result
+    }
+
+    /// How many keys are tracked (for tests and `/healthz`).
+    pub fn len(&self) -> usize {
+        let g = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        g.current.len() + g.previous.len()
+    }
+
+    /// Whether no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rates() {
+        assert_eq!(
+            Rate::parse("60/1m").unwrap(),
+            Rate {
+                burst: 60,
+                period: Duration::from_secs(60)
+            }
+        );
+        assert!(Rate::parse("0/1m").is_err());
+        assert!(Rate::parse("5").is_err());
+        assert!(Rate::parse("5/0s").is_err());
+        assert!(Rate::parse("x/1m").is_err());
+    }
+
+    #[test]
+    fn limits_then_refills() {
+        let l = Limiter::new(Rate::parse("2/10s").unwrap(), 100);
+        let t = Instant::now();
+        assert!(l.check(&"a", t).is_ok());
+        assert!(l.check(&"a", t).is_ok());
+        let wait = l.check(&"a", t).unwrap_err();
+        assert!(wait > Duration::from_secs(4) && wait <= Duration::from_secs(5));
+        assert!(l.check(&"b", t).is_ok(), "keys are independent");
+        assert!(l.check(&"a", t + Duration::from_secs(5)).is_ok());
+        assert!(l.check(&"a", t + Duration::from_secs(5)).is_err());
+    }
+
+    #[test]
+    fn memory_is_bounded_and_recent_keys_survive() {
+        let l = Limiter::new(Rate::parse("1/1h").unwrap(), 10);
+        let t = Instant::now();
+        assert!(l.check(&0, t).is_ok());
+        for k in 1..1000 {
+            let _ = l.check(&k, t);
+            assert!(l.len() <= 10, "at most max_keys buckets");
+        }
+        assert!(l.check(&999, t).is_err(), "a recent key keeps its bucket");
+        assert!(
+            l.check(&0, t).is_ok(),
+            "a key idle for two generations is forgotten"
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! `telemetry-broker`: parse settings, load manifests and credentials,
+//! listen, serve until SIGTERM or SIGINT.
+
+use anyhow::Context;
+use clap::Parser;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use telemetry_broker::config::{Args, Settings, TODAY_VAR};
+use telemetry_broker::{presign::Presigner, Broker};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let settings = Settings::load(Args::parse(), std::env::var(TODAY_VAR).ok())?;
+    let products = load_products(&settings)?;
+    let presigner = Presigner::from_chain(settings.s3.clone()).await?;
+    // Fail at start, not at every request, when the chain has nothing.
+    presigner
+        .credentials(settings.url_lifetime)
+        .await
+        .context("the broker signs URLs with its own AWS credentials")?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--listen / TELEMETRY_BROKER_LISTEN)",
+                settings.listen
+            )
+        })?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("no local address for {}", settings.listen))?;
+    tracing::info!(
+        "listening on {local}; signing for {}; products: {}",
+        settings.s3.url(),
+        products.iter().cloned().collect::<Vec<_>>().join(", ")
+    );
+    let broker = Arc::new(Broker::new(settings, products, presigner));
+    telemetry_broker::run(listener, broker, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The products with a valid manifest. A bad manifest is logged with its
+/// file and line and disables only its own product.
+fn load_products(settings: &Settings) -> anyhow::Result<BTreeSet<String>> {
+    let dir = &settings.manifests;
+    let loaded = telemetry_sink::manifest::load_dir(dir).with_context(|| {
+        format!(
+            "--manifests / TELEMETRY_BROKER_MANIFESTS: {}",
+            dir.display()
+        )
+    })?;
+    let mut products = BTreeSet::new();
+    for m in loaded {
+        match m {
+            Ok(m) => {
+                for w in &m.warnings {
+                    tracing::warn!("{}: {w}", m.source_name);
+                }
+                products.insert(m.product);
+            }
+            Err(e) => tracing::error!("{e}; that product is refused until it is fixed"),
+        }
+    }
+    if products.is_empty() {
+        tracing::warn!(
+            "no valid product manifest in {}: every upload will be refused",
+            dir.display()
+        );
+    }
+    Ok(products)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM ({e}); stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The HTTP side: accept, route, cap, answer, shut down.
+//!
+//! Every request is bounded: headers must arrive within
+//! [`HEADER_TIMEOUT`], a body within [`BODY_TIMEOUT`] and
+//! [`MAX_REQUEST_BYTES`]; at most `max_connections` are served at once
+//! (more are closed at accept). On shutdown the listener closes, idle
+//! keep-alive connections are closed, and requests in flight get
+//! [`DRAIN_TIMEOUT`] to finish.
+//!
+//! # Client addresses
+//! Logs carry only a client's network (IPv4 /24, IPv6 /48): enough to see
+//! an abusive network, not enough to name an end user, whose anonymity is
+//! the product's promise. The full address lives only in the rate
+//! limiter's memory.
+
+use crate::{upload, Broker, Refusal};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use telemetry_sink::broker::{ErrorBody, ErrorDetail, HEALTH_PATH, MAX_REQUEST_BYTES, UPLOAD_PATH};
+use tokio::net::TcpListener;
+
+/// Time for a client to send its request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for a client to send its request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time requests in flight get to finish on shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serve `listener` until `shutdown` completes, then drain.
+pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(broker.settings.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather
+                    // than spin, and keep serving what is open.
+                    tracing::warn!("accept on {:?} failed: {e}", listener.local_addr().ok());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "over {} connections; closing one from {}",
+                broker.settings.max_connections,
+                network(peer.ip())
+            );
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let b = broker.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let b = b.clone();
+            async move { Ok::<_, Infallible>(handle(&b, req, peer).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; draining requests in flight");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+async fn handle(b: &Broker, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET | &Method::HEAD, HEALTH_PATH) => json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok", "products": b.products.len()}),
+        ),
+        (&Method::POST, UPLOAD_PATH) => {
+            let client = client_ip(b, &req, peer);
+            let started = Instant::now();
+            let outcome = upload_request(b, req, client).await;
+            let status = match &outcome {
+                Ok(_) => 200,
+                Err(r) => r.status,
+            };
+            tracing::info!(
+                status,
+                client = %network(client),
+                micros = started.elapsed().as_micros() as u64,
+                "{}",
+                match &outcome {
+                    Ok((req, _)) => format!(
+                        "granted {}/{}/{}-{}-{} ({} bytes)",
+                        req.product, req.day, req.machine8, req.first_seq, req.last_seq, req.bytes
+                    ),
+                    Err(r) => format!("refused: {}", r.message),
+                }
+            );
+            match outcome {
+                Ok((_, grant)) => json(StatusCode::OK, &grant),
+                Err(r) => refusal(r),
+            }
+        }
+        (_, HEALTH_PATH | UPLOAD_PATH) => {
+            let allow = if path == UPLOAD_PATH {
+                "POST"
+            } else {
+                "GET, HEAD"
+            };
+            let mut resp = refusal(Refusal {
+                status: 405,
+                field: None,
+                message: format!("{path} takes {allow}"),
+                retry_after: None,
+            });
+            resp.headers_mut().insert(
+                hyper::header::ALLOW,
+                hyper::header::HeaderValue::from_static(allow),
+            );
+            resp
+        }
+        _ => refusal(Refusal {
+            status: 404,
+            field: None,
+            message: format!("no such endpoint; use POST {UPLOAD_PATH} or GET {HEALTH_PATH}"),
+            retry_after: None,
+        }),
+    }
+}
+
+async fn upload_request(
+    b: &Broker,
+    req: Request<Incoming>,
+    client: IpAddr,
+) -> Result<
+    (
+        telemetry_sink::broker::UploadRequest,
+        telemetry_sink::broker::Grant,
+    ),
+    Refusal,
+> {
+    let clock = Instant::now();
+    b.per_address
+        .check(&client, clock)
+        .map_err(|wait| Refusal::throttled(None, wait))?;
+    let too_large = || {
+        Refusal::too_large(
+            "body",
+            format!("the request is over {MAX_REQUEST_BYTES} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
+        return Err(too_large());
+    }
+    let body = Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, body).await {
+        Err(_) => {
+            return Err(Refusal::bad(
+                "body",
+                format!("not received within {BODY_TIMEOUT:?}"),
+            ))
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Ok(Err(e)) => return Err(Refusal::bad("body", format!("cannot be read: {e}"))),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    let parsed = upload::parse(&body)?;
+    let grant = upload::grant(b, parsed.clone(), SystemTime::now(), clock).await?;
+    Ok((parsed, grant))
+}
+
+/// The client's address: the last entry of the trusted header if one is
+/// configured (a load balancer appends the address it saw), else the peer.
+fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
+    let Some(name) = &b.settings.client_ip_header else {
+        return peer.ip();
+    };
+    req.headers()
+        .get_all(name.as_str())
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| peer.ip())
+}
+
+/// The network an address is in, for logs: IPv4 /24, IPv6 /48.
+pub fn network(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+    }
+}
+
+fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+fn refusal(r: Refusal) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = ErrorBody {
+        error: ErrorDetail {
+            field: r.field.map(str::to_string),
+            message: r.message,
+        },
+    };
+    let mut resp = json(status, &body);
+    if let Some(wait) = r.retry_after {
+        resp.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, wait.as_secs().into());
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_hide_the_host() {
+        assert_eq!(network("203.0.113.77".parse().unwrap()), "203.0.113.0/24");
+        assert_eq!(
+            network("2001:db8:abcd:12::1".parse().unwrap()),
+            "2001:db8:abcd::/48"
+        );
+    }
+}

@@ -1,0 +1,411 @@
+//! Uploading through a vendor's broker (`telemetry-broker`).
+//!
+//! End users' machines hold no cloud credentials. With `auth = "broker"`
+//! the daemon asks the vendor's broker for permission to write one batch:
+//!
+//! 1. `POST {broker}/v1/upload` with an [`UploadRequest`]: the batch's key
+//!    parts, its length and the SHA-256 of its (compressed) body.
+//! 2. The broker checks them and answers `200` with a [`Grant`]: a
+//!    presigned `PUT` URL, valid for at most 10 minutes, whose signature
+//!    covers `Content-Length`, `If-None-Match: *` and
+//!    `x-amz-checksum-sha256`. Any other status carries an [`ErrorBody`]
+//!    naming the request field at fault.
+//! 3. The daemon sends the body to that URL with exactly the granted
+//!    headers. The store refuses another body (the checksum is signed), an
+//!    overwrite (`412`: the batch is already there, so it is delivered) and
+//!    a late request (`403 Request has expired`: ask the broker again).
+//!
+//! [`put_via_broker`] does all three and maps every answer onto
+//! [`UploadError`]; [`http_client`] is the one place the HTTP client is
+//! built.
+
+use crate::key::BatchKey;
+use crate::net::HttpClient;
+use crate::put::{Delivered, UploadError};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// The broker's upload endpoint, under its base URL.
+pub const UPLOAD_PATH: &str = "/v1/upload";
+
+/// The broker's health endpoint.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// Longest [`UploadRequest`] body a broker reads, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 4096;
+
+/// Longest broker or store answer the client reads, in bytes: grants and
+/// error bodies are small, and a hostile server must not make us buffer
+/// more.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Longest `Retry-After` honoured; a longer one is clamped so a broken
+/// broker cannot stop uploads for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
+
+/// `Retry-After` assumed when a `429`/`503` carries none (or a date).
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// What the daemon asks the broker for: permission to write one batch.
+/// Every field is checked by the broker; the key is built from them, never
+/// taken from the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRequest {
+    /// The product (must have a manifest at the broker).
+    pub product: String,
+    /// The batch's day, `YYYY-MM-DD` (must be within the broker's window).
+    pub day: String,
+    /// First 8 lowercase hex digits of the anonymous machine ID.
+    pub machine8: String,
+    /// First event sequence number in the batch.
+    pub first_seq: i64,
+    /// Last event sequence number in the batch.
+    pub last_seq: i64,
+    /// The body's length in bytes (signed into the URL as `Content-Length`).
+    pub bytes: u64,
+    /// SHA-256 of the body, 64 lowercase hex digits (signed into the URL as
+    /// `x-amz-checksum-sha256`, base64, so the URL carries no other body).
+    pub sha256: String,
+    /// The builds (CLI versions) whose events the batch holds, so a broker
+    /// can refuse a retired build with `410`. Optional: empty is not sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builds: Vec<String>,
+}
+
+impl UploadRequest {
+    /// The request for `body` stored under `key`.
+    pub fn new(key: &BatchKey, body: &[u8]) -> UploadRequest {
+        UploadRequest {
+            product: key.product.clone(),
+            day: key.date.clone(),
+            machine8: key.machine8.clone(),
+            first_seq: key.first,
+            last_seq: key.last,
+            bytes: body.len() as u64,
+            sha256: hex_sha256(body),
+            builds: Vec::new(),
+        }
+    }
+}
+
+/// Lowercase hex SHA-256 of `body`.
+pub fn hex_sha256(body: &[u8]) -> String {
+    sha2::Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The broker's `200` answer: how to send the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The presigned URL.
+    pub url: String,
+    /// The HTTP method (`PUT`).
+    pub method: String,
+    /// Headers to send exactly as given (lowercase names): they are signed,
+    /// so leaving one out or changing it makes the store refuse the PUT.
+    pub headers: BTreeMap<String, String>,
+    /// When the URL stops working (RFC 3339, UTC).
+    pub expires_at: String,
+}
+
+/// The body of every broker answer other than `200`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, naming the request field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// The [`UploadRequest`] field at fault (`product`, `day`, ...), or
+    /// `body` for the request as a whole; absent when no field is (a rate
+    /// limit, an internal error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// A sentence saying what is wrong and what to do.
+    pub message: String,
+}
+
+/// Send `body`, to be stored under `key`, through the broker at
+/// `broker_url` (its base URL, as in the manifest's `upload.broker`), all
+/// within `timeout`, with `client` ([`crate::net::http_client`]: the
+/// proxy and CA bundle apply; built once per broker and reused).
+///
+/// `412` from the store means an earlier attempt already wrote the batch:
+/// [`Delivered::AlreadyThere`]. A URL that expired before the body got
+/// there is asked for once more. The broker's `429`/`503` become
+/// [`UploadError::Throttled`] with its `Retry-After`, `400`/`413`
+/// [`UploadError::Rejected`] with the field it named, `410`
+/// [`UploadError::Retired`]. Failures to reach the broker or the store
+/// are [`UploadError::S3`] (transient unless the store's answer says
+/// otherwise).
+pub async fn put_via_broker(
+    client: &HttpClient,
+    broker_url: &str,
+    key: &BatchKey,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Delivered, UploadError> {
+    put_request_via_broker(
+        client,
+        broker_url,
+        UploadRequest::new(key, &body),
+        body,
+        timeout,
+    )
+    .await
+}
+
+/// [`put_via_broker`] with a request the caller built (for example with
+/// [`UploadRequest::builds`] filled in).
+pub async fn put_request_via_broker(
+    client: &HttpClient,
+    broker_url: &str,
+    request: UploadRequest,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Delivered, UploadError> {
+    let deadline = Instant::now() + timeout;
+    let broker_url = broker_url.trim_end_matches('/');
+    let what = format!("{broker_url}{UPLOAD_PATH}");
+    let transport = |message: String, permanent: bool| UploadError::S3 {
+        bucket: format!("(via broker {broker_url})"),
+        key: format!(
+            "{}/{}/{}-{}-{}",
+            request.product, request.day, request.machine8, request.first_seq, request.last_seq
+        ),
+        message,
+        permanent,
+    };
+    let request_json = serde_json::to_vec(&request)
+        .map_err(|e| transport(format!("cannot encode the request: {e}"), true))?;
+    let body = Bytes::from(body);
+    // One retry, only for a URL that expired on its way: a second expiry
+    // means the clocks disagree, which asking again cannot fix.
+    let mut asked_again = false;
+    loop {
+        let ask = Request::builder()
+            .method(Method::POST)
+            .uri(&what)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(request_json.clone())))
+            .map_err(|e| transport(format!("bad broker URL {what:?}: {e}"), true))?;
+        let (status, headers, answer) = exchange(client, ask, deadline)
+            .await
+            .map_err(|e| transport(format!("POST {what}: {e}"), false))?;
+        if status != StatusCode::OK {
+            return Err(broker_error(
+                broker_url, &request, status, &headers, &answer,
+            ));
+        }
+        let grant: Grant = serde_json::from_slice(&answer).map_err(|e| {
+            transport(
+                format!("POST {what}: the broker's answer is not a grant: {e}"),
+                false,
+            )
+        })?;
+        let mut put = Request::builder()
+            .method(grant.method.as_str())
+            .uri(&grant.url);
+        for (name, value) in &grant.headers {
+            put = put.header(name, value);
+        }
+        let put = put.body(Full::new(body.clone())).map_err(|e| {
+            transport(
+                format!("the broker granted an unusable request: {e}"),
+                false,
+            )
+        })?;
+        let (status, _, answer) = exchange(client, put, deadline)
+            .await
+            .map_err(|e| transport(format!("PUT to the granted URL: {e}"), false))?;
+        if status.is_success() {
+            return Ok(Delivered::Stored);
+        }
+        if status == StatusCode::PRECONDITION_FAILED {
+            return Ok(Delivered::AlreadyThere);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        let code = xml_tag(&text, "Code");
+        let message = xml_tag(&text, "Message").unwrap_or_default();
+        let expired =
+            status == StatusCode::FORBIDDEN && message.to_ascii_lowercase().contains("expired");
+        if expired && !asked_again {
+            asked_again = true;
+            continue;
+        }
+        return Err(transport(
+            format!(
+                "the store answered HTTP {} {} to the granted PUT: {message}{}",
+                status.as_u16(),
+                code.as_deref().unwrap_or("(no error code)"),
+                if expired {
+                    " (twice: check this machine's clock)"
+                } else {
+                    ""
+                }
+            ),
+            !expired && crate::put::is_permanent(Some(status.as_u16()), code.as_deref()),
+        ));
+    }
+}
+
+/// Send `req` and read the answer (at most [`MAX_RESPONSE_BYTES`]) before
+/// `deadline`.
+async fn exchange(
+    client: &HttpClient,
+    req: Request<Full<Bytes>>,
+    deadline: Instant,
+) -> Result<(StatusCode, hyper::HeaderMap, Bytes), String> {
+    let work = async {
+        let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        Ok((parts.status, parts.headers, body))
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::timeout(left, work)
+        .await
+        .map_err(|_| "timed out (raise the upload timeout if the network is slow)".to_string())?
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Map a broker's non-200 answer.
+fn broker_error(
+    broker_url: &str,
+    request: &UploadRequest,
+    status: StatusCode,
+    headers: &hyper::HeaderMap,
+    answer: &[u8],
+) -> UploadError {
+    let detail = serde_json::from_slice::<ErrorBody>(answer)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| ErrorDetail {
+            field: None,
+            message: format!(
+                "HTTP {status} with no JSON error body: {}",
+                String::from_utf8_lossy(&answer[..answer.len().min(200)])
+            ),
+        });
+    let destination = broker_url.to_string();
+    match status.as_u16() {
+        429 | 503 => UploadError::Throttled {
+            destination,
+            retry_after: retry_after(headers),
+            message: detail.message,
+        },
+        400 | 413 => UploadError::Rejected {
+            destination,
+            status: status.as_u16(),
+            field: detail.field,
+            message: detail.message,
+        },
+        410 => UploadError::Retired {
+            destination,
+            product: request.product.clone(),
+            message: detail.message,
+        },
+        s => UploadError::S3 {
+            bucket: format!("(via broker {broker_url})"),
+            key: format!(
+                "{}/{}/{}-{}-{}",
+                request.product, request.day, request.machine8, request.first_seq, request.last_seq
+            ),
+            message: format!("the broker answered HTTP {s}: {}", detail.message),
+            // 5xx will pass; another 4xx (404: a wrong broker URL) will not.
+            permanent: (400..500).contains(&s) && s != 408,
+        },
+    }
+}
+
+/// The `Retry-After` header in seconds, clamped to [`MAX_RETRY_AFTER`];
+/// [`DEFAULT_RETRY_AFTER`] when absent or an HTTP date.
+pub fn retry_after(headers: &hyper::HeaderMap) -> Duration {
+    headers
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
+        .unwrap_or(DEFAULT_RETRY_AFTER)
+}
+
+/// The text of the first `<tag>` in an S3 XML error body.
+fn xml_tag(xml: &str, tag: &str) -> Option<String> {
+    let start = xml.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    Some(xml[start..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_from_key_and_body() {
+        let key = BatchKey {
+            product: "cfdev".into(),
+            date: "2026-11-27".into(),
+            machine8: "0123abcd".into(),
+            first: 5,
+            last: 9,
+        };
+        let r = UploadRequest::new(&key, b"abc");
+        assert_eq!(r.bytes, 3);
+        assert_eq!(
+            r.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["first_seq"], 5);
+        assert!(json.get("builds").is_none(), "empty builds are not sent");
+    }
+
+    #[test]
+    fn retry_after_is_clamped_and_defaulted() {
+        let mut h = hyper::HeaderMap::new();
+        assert_eq!(retry_after(&h), DEFAULT_RETRY_AFTER);
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Duration::from_secs(7));
+        h.insert("retry-after", "99999999".parse().unwrap());
+        assert_eq!(retry_after(&h), MAX_RETRY_AFTER);
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), DEFAULT_RETRY_AFTER);
+    }
+
+    #[test]
+    fn xml_error_fields() {
+        let x = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
+        assert_eq!(xml_tag(x, "Code").as_deref(), Some("AccessDenied"));
+        assert_eq!(
+            xml_tag(x, "Message").as_deref(),
+            Some("Request has expired")
+        );
+        assert_eq!(xml_tag(x, "Key"), None);
+    }
+}

@@ -1,0 +1,468 @@
+//! `telemetry-broker`: the real binary as a real HTTP server, signing for
+//! the real in-process S3 server, driven over real HTTP and through
+//! `telemetry_sink::broker::put_via_broker`, the daemon's client.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+use telemetry_sink::broker::{hex_sha256, put_via_broker};
+
+/// The daemon's HTTP client: no proxy, the platform's roots.
+fn client() -> telemetry_sink::net::HttpClient {
+    telemetry_sink::net::http_client(&Default::default()).expect("an HTTP client")
+}
+use telemetry_sink::put::Delivered;
+use telemetry_sink::{BatchKey, UploadError};
+use telemetry_tests::broker::{send, Answer, Broker, TODAY};
+use telemetry_tests::{wait_for, Fault, S3Server, BUCKET};
+
+fn key(first: i64, last: i64) -> BatchKey {
+    BatchKey {
+        product: "cfdev".into(),
+        date: TODAY.into(),
+        machine8: "0123abcd".into(),
+        first,
+        last,
+    }
+}
+
+fn request(key: &BatchKey, body: &[u8]) -> serde_json::Value {
+    serde_json::to_value(telemetry_sink::broker::UploadRequest::new(key, body)).unwrap()
+}
+
+fn ask(s3: &S3Server, broker: &Broker, req: &serde_json::Value) -> Answer {
+    let url = format!("{}/v1/upload", broker.url);
+    s3.block_on(send(
+        "POST",
+        &url,
+        &[("content-type", "application/json")],
+        serde_json::to_vec(req).unwrap(),
+    ))
+    .expect("POST /v1/upload")
+}
+
+/// PUT `body` to a grant's URL with the granted headers, `edit` applied.
+fn put(
+    s3: &S3Server,
+    grant: &serde_json::Value,
+    body: &[u8],
+    edit: impl FnOnce(&mut BTreeMap<String, String>),
+) -> Answer {
+    let mut headers: BTreeMap<String, String> =
+        serde_json::from_value(grant["headers"].clone()).expect("grant headers");
+    edit(&mut headers);
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    s3.block_on(send(
+        "PUT",
+        grant["url"].as_str().unwrap(),
+        &pairs,
+        body.to_vec(),
+    ))
+    .expect("PUT to the granted URL")
+}
+
+fn query_param(url: &str, name: &str) -> String {
+    let query = url.split_once('?').expect("URL has a query").1;
+    let raw = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("{name} missing from {url}"));
+    raw.replace("%3B", ";").replace("%3b", ";")
+}
+
+fn object_key(k: &BatchKey) -> String {
+    k.render("")
+}
+
+#[test]
+fn grant_is_write_once_and_bound_to_length_and_checksum() {
+    let s3 = S3Server::start();
+    let broker = Broker::start(&s3, &[]);
+    let k = key(1, 10);
+    let body = b"first batch body, compressed bytes in real life".to_vec();
+    let answer = ask(&s3, &broker, &request(&k, &body));
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let grant = answer.json();
+    let url = grant["url"].as_str().unwrap();
+    assert_eq!(grant["method"], "PUT");
+    assert!(
+        url.contains(&format!(
+            "/{BUCKET}/v1/product%3Dcfdev/dt%3D{TODAY}/0123abcd-1-10.ndjson.zst?"
+        )),
+        "the key is built from the validated parts: {url}"
+    );
+    let signed: Vec<String> = query_param(url, "X-Amz-SignedHeaders")
+        .split(';')
+        .map(str::to_string)
+        .collect();
+    for h in [
+        "content-length",
+        "host",
+        "if-none-match",
+        "x-amz-checksum-sha256",
+    ] {
+        assert!(
+            signed.contains(&h.to_string()),
+            "{h} is not signed: {signed:?}"
+        );
+    }
+    let expires: u64 = query_param(url, "X-Amz-Expires").parse().unwrap();
+    assert!(expires <= 600 && expires > 0, "X-Amz-Expires={expires}");
+    assert_eq!(grant["headers"]["if-none-match"], "*");
+
+    // Tampering with any signed header breaks the signature.
+    let other = vec![b'x'; body.len()];
+    let forged = put(&s3, &grant, &other, |h| {
+        h.insert(
+            "x-amz-checksum-sha256".into(),
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
+        );
+    });
+    assert_eq!(forged.status, 403, "{}", forged.text());
+    let no_condition = put(&s3, &grant, &body, |h| {
+        h.remove("if-none-match");
+    });
+    assert_eq!(no_condition.status, 403, "{}", no_condition.text());
+    let longer = put(&s3, &grant, &[body.clone(), b"!".to_vec()].concat(), |h| {
+        h.insert("content-length".into(), (body.len() + 1).to_string());
+    });
+    assert_eq!(longer.status, 403, "{}", longer.text());
+    assert!(s3.objects().is_empty(), "no forged request stored anything");
+
+    // The right body is stored as sent.
+    let stored = put(&s3, &grant, &body, |_| {});
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    let objects = s3.objects();
+    assert_eq!(objects.get(&object_key(&k)), Some(&body));
+
+    // Replaying the URL, with the same or another body of the same length,
+    // cannot overwrite.
+    let again = put(&s3, &grant, &body, |_| {});
+    assert_eq!(again.status, 412, "{}", again.text());
+    // Another body fails its signed checksum (400 BadDigest) before the
+    // key's condition is looked at (412); either way nothing is written.
+    let replaced = put(&s3, &grant, &other, |_| {});
+    assert!(
+        matches!(replaced.status, 400 | 412),
+        "{} {}",
+        replaced.status,
+        replaced.text()
+    );
+    assert_eq!(s3.objects(), objects, "the stored object is unchanged");
+}
+
+#[test]
+fn another_body_on_a_fresh_url_is_refused_by_the_store() {
+    let s3 = S3Server::start();
+    let broker = Broker::start(&s3, &[]);
+    let k = key(11, 20);
+    let body = b"the batch the broker was told about".to_vec();
+    let grant = ask(&s3, &broker, &request(&k, &body)).json();
+    let other = vec![b'y'; body.len()];
+    let refused = put(&s3, &grant, &other, |_| {});
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.text().contains("BadDigest"), "{}", refused.text());
+    // The test server checks the body before the object becomes visible
+    // (as S3 does): nothing was stored, so the key is still free and the
+    // announced body goes through the same URL.
+    assert!(s3.objects().is_empty(), "{:?}", s3.objects().keys());
+    let stored = put(&s3, &grant, &body, |_| {});
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    assert_eq!(s3.objects().get(&object_key(&k)), Some(&body));
+}
+
+#[test]
+fn put_via_broker_stores_once_and_a_replay_is_delivered() {
+    let s3 = S3Server::start();
+    let broker = Broker::start(&s3, &[]);
+    let k = key(21, 30);
+    let body = b"a batch sent through the daemon's client".to_vec();
+    let first = s3
+        .block_on(put_via_broker(
+            &client(),
+            &broker.url,
+            &k,
+            body.clone(),
+            Duration::from_secs(20),
+        ))
+        .expect("first put");
+    assert_eq!(first, Delivered::Stored);
+    let again = s3
+        .block_on(put_via_broker(
+            &client(),
+            &broker.url,
+            &k,
+            body.clone(),
+            Duration::from_secs(20),
+        ))
+        .expect("replayed put");
+    assert_eq!(
+        again,
+        Delivered::AlreadyThere,
+        "a replay is delivered, not an error"
+    );
+    let objects = s3.objects();
+    assert_eq!(objects.len(), 1, "no second object: {:?}", objects.keys());
+    assert_eq!(objects.get(&object_key(&k)), Some(&body));
+}
+
+#[test]
+fn an_expired_url_is_refused_and_asked_for_again() {
+    let s3 = S3Server::start();
+    let broker = Broker::start(&s3, &[("TELEMETRY_BROKER_URL_LIFETIME", "1s")]);
+    let k = key(31, 40);
+    let body = b"a batch on a slow link".to_vec();
+    let grant = ask(&s3, &broker, &request(&k, &body)).json();
+    assert_eq!(
+        query_param(grant["url"].as_str().unwrap(), "X-Amz-Expires"),
+        "1"
+    );
+    let expires = humantime::parse_rfc3339(grant["expires_at"].as_str().unwrap()).unwrap();
+    wait_for("the URL to expire", Duration::from_secs(10), || {
+        (SystemTime::now() > expires + Duration::from_secs(1)).then_some(())
+    });
+    let late = put(&s3, &grant, &body, |_| {});
+    assert_eq!(late.status, 403, "{}", late.text());
+    assert!(late.text().contains("expired"), "{}", late.text());
+    assert!(s3.objects().is_empty());
+
+    // The store holds put_via_broker's first PUT past the URL's life; the
+    // client asks the broker again and the second URL works.
+    s3.set_fault(Fault::SlowOnce(Duration::from_millis(2500)));
+    let delivered = s3
+        .block_on(put_via_broker(
+            &client(),
+            &broker.url,
+            &k,
+            body.clone(),
+            Duration::from_secs(30),
+        ))
+        .expect("put after asking again");
+    assert_eq!(delivered, Delivered::Stored);
+    assert_eq!(s3.objects().get(&object_key(&k)), Some(&body));
+    let grants = broker.log().matches("granted cfdev/").count();
+    assert_eq!(
+        grants,
+        3,
+        "one grant above, two for put_via_broker:\n{}",
+        broker.log()
+    );
+}
+
+#[test]
+fn each_bad_field_is_named() {
+    let s3 = S3Server::start();
+    let broker = Broker::start(&s3, &[]);
+    let good = request(&key(1, 2), b"body");
+    let cases: &[(&str, serde_json::Value, u16)] = &[
+        ("product", serde_json::json!("nosuchproduct"), 400),
+        ("product", serde_json::json!("broken"), 400),
+        ("product", serde_json::json!("../etc"), 400),
+        ("day", serde_json::json!("2026-11-20"), 400),
+        ("day", serde_json::json!("2026-02-30"), 400),
+        ("machine8", serde_json::json!("0123ABCD"), 400),
+        ("machine8", serde_json::json!("../../x"), 400),
+        ("first_seq", serde_json::json!(0), 400),
+        ("last_seq", serde_json::json!(1), 400),
+        ("sha256", serde_json::json!("not-hex"), 400),
+        (
+            "sha256",
+            serde_json::json!(hex_sha256(b"x").to_uppercase()),
+            400,
+        ),
+        ("bytes", serde_json::json!(0), 400),
+        ("bytes", serde_json::json!(8 * 1024 * 1024 + 1), 413),
+    ];
+    for (field, value, status) in cases {
+        let mut req = good.clone();
+        req[*field] = value.clone();
+        if *field == "last_seq" {
+            req["first_seq"] = serde_json::json!(5);
+        }
+        let answer = ask(&s3, &broker, &req);
+        assert_eq!(answer.status, *status, "{field}={value}: {}", answer.text());
+        assert_eq!(
+            answer.json()["error"]["field"],
+            *field,
+            "{field}={value}: {}",
+            answer.text()
+        );
+    }
+    // Missing fields, a non-object and an oversized request.
+    let mut missing = good.clone();
+    missing.as_object_mut().unwrap().remove("day");
+    assert_eq!(ask(&s3, &broker, &missing).json()["error"]["field"], "day");
+    let answer = ask(&s3, &broker, &serde_json::json!([1, 2]));
+    assert_eq!(
+        (answer.status, answer.json()["error"]["field"].clone()),
+        (400, "body".into())
+    );
+    let mut huge = good.clone();
+    huge["padding"] = serde_json::json!("x".repeat(10_000));
+    let answer = ask(&s3, &broker, &huge);
+    assert_eq!(
+        (answer.status, answer.json()["error"]["field"].clone()),
+        (413, "body".into())
+    );
+    // The broken manifest is named with its line, and disables only itself.
+    let log = broker.log();
+    assert!(
+        log.contains("broken.toml") && log.contains("line 2"),
+        "{log}"
+    );
+    assert_eq!(ask(&s3, &broker, &good).status, 200, "cfdev still works");
+    assert!(s3.objects().is_empty(), "a grant alone writes nothing");
+
+    // The client maps 400 and 413 to Rejected, naming the field.
+    let big = vec![0u8; 8 * 1024 * 1024 + 1];
+    match s3.block_on(put_via_broker(
+        &client(),
+        &broker.url,
+        &key(3, 4),
+        big,
+        Duration::from_secs(20),
+    )) {
+        Err(UploadError::Rejected {
+            status: 413,
+            field: Some(f),
+            ..
+        }) => assert_eq!(f, "bytes"),
+        other => panic!("expected Rejected 413 bytes, got {other:?}"),
+    }
+    let mut old = key(5, 6);
+    old.date = "2020-01-01".into();
+    match s3.block_on(put_via_broker(
+        &client(),
+        &broker.url,
+        &old,
+        b"x".to_vec(),
+        Duration::from_secs(20),
+    )) {
+        Err(e @ UploadError::Rejected { status: 400, .. }) => {
+            assert!(e.is_permanent());
+            assert!(e.to_string().contains("field day"), "{e}");
+        }
+        other => panic!("expected Rejected 400 day, got {other:?}"),
+    }
+}
+
+#[test]
+fn rate_limits_answer_429_with_retry_after() {
+    let s3 = S3Server::start();
+    let broker = Broker::start(
+        &s3,
+        &[
+            ("TELEMETRY_BROKER_PER_MACHINE", "2/1h"),
+            ("TELEMETRY_BROKER_PER_ADDRESS", "5/1h"),
+        ],
+    );
+    let req = |machine8: &str, first: i64| {
+        let mut k = key(first, first);
+        k.machine8 = machine8.into();
+        request(&k, b"body")
+    };
+    assert_eq!(ask(&s3, &broker, &req("aaaaaaaa", 1)).status, 200);
+    assert_eq!(ask(&s3, &broker, &req("aaaaaaaa", 2)).status, 200);
+    let limited = ask(&s3, &broker, &req("aaaaaaaa", 3));
+    assert_eq!(limited.status, 429, "{}", limited.text());
+    assert_eq!(limited.json()["error"]["field"], "machine8");
+    let wait: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=1800).contains(&wait), "Retry-After {wait}");
+    // Another machine from the same address is not limited by the first...
+    assert_eq!(ask(&s3, &broker, &req("bbbbbbbb", 1)).status, 200);
+    // ...until the address's own limit (5 per hour: 4 used) runs out.
+    assert_eq!(ask(&s3, &broker, &req("cccccccc", 1)).status, 200);
+    let limited = ask(&s3, &broker, &req("dddddddd", 1));
+    assert_eq!(limited.status, 429, "{}", limited.text());
+    assert!(
+        limited.json()["error"].get("field").is_none(),
+        "{}",
+        limited.text()
+    );
+    assert!(limited.headers.contains_key("retry-after"));
+
+    // The client turns 429 into Throttled with the broker's Retry-After.
+    match s3.block_on(put_via_broker(
+        &client(),
+        &broker.url,
+        &key(9, 9),
+        b"x".to_vec(),
+        Duration::from_secs(20),
+    )) {
+        Err(UploadError::Throttled { retry_after, .. }) => {
+            assert!(
+                retry_after >= Duration::from_secs(1) && retry_after <= Duration::from_secs(3600)
+            )
+        }
+        other => panic!("expected Throttled, got {other:?}"),
+    }
+    assert!(
+        !broker.log().contains("127.0.0.1 "),
+        "full client addresses are not logged"
+    );
+    assert!(broker.log().contains("127.0.0.0/24"));
+}
+
+#[test]
+fn retired_products_and_builds_are_gone() {
+    let s3 = S3Server::start();
+    let broker = Broker::start(&s3, &[("TELEMETRY_BROKER_RETIRED", "cfdev@0.9.0,oldcli")]);
+    let mut req = request(&key(1, 2), b"body");
+    assert_eq!(ask(&s3, &broker, &req).status, 200);
+    req["builds"] = serde_json::json!(["1.0.0", "0.9.0"]);
+    let gone = ask(&s3, &broker, &req);
+    assert_eq!(
+        (gone.status, gone.json()["error"]["field"].clone()),
+        (410, "builds".into())
+    );
+    let mut k = key(1, 2);
+    k.product = "oldcli".into();
+    match s3.block_on(put_via_broker(
+        &client(),
+        &broker.url,
+        &k,
+        b"x".to_vec(),
+        Duration::from_secs(20),
+    )) {
+        Err(UploadError::Retired { product, .. }) => assert_eq!(product, "oldcli"),
+        other => panic!("expected Retired, got {other:?}"),
+    }
+}
+
+#[test]
+fn healthz_and_clean_exit_on_sigterm() {
+    let s3 = S3Server::start();
+    let broker = Broker::start(&s3, &[]);
+    let health = s3
+        .block_on(send(
+            "GET",
+            &format!("{}/healthz", broker.url),
+            &[],
+            Vec::new(),
+        ))
+        .unwrap();
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+    assert_eq!(
+        health.json()["products"],
+        1,
+        "cfdev only; broken.toml is not counted"
+    );
+    let wrong = s3
+        .block_on(send(
+            "GET",
+            &format!("{}/v1/upload", broker.url),
+            &[],
+            Vec::new(),
+        ))
+        .unwrap();
+    assert_eq!(wrong.status, 405);
+    let status = broker.terminate().expect("broker exits on SIGTERM");
+    assert!(status.success(), "exit status {status}");
+}
