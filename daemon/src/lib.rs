@@ -48,22 +48,9 @@ pub mod uploader;
 pub use config::Config;
 pub use server::{run, run_locked, DaemonError};
 
-/// An error and its causes on one line, leaving out a cause whose text the
-/// message above it already ends with: this crate's errors name their cause
-/// at the end of their own message, and `{:#}` would print it twice.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = cause.source();
-    }
-    out
-}
+/// An error and its causes on one line (shared with the report and the
+/// broker: `telemetry_sink::error_chain`).
+pub use telemetry_sink::error_chain;
 
 #[cfg(test)]
 mod error_chain_tests {

@@ -13,7 +13,6 @@ use telemetry_report::period::{Day, Period};
 use telemetry_report::publish::{self, Completeness, Privacy, MIN_K};
 use telemetry_report::retention::{self, Check};
 use telemetry_report::source::Source;
-use telemetryd::config as daemon_config;
 
 #[derive(Parser)]
 #[command(
@@ -184,30 +183,33 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!(
                 "telemetry-report: error: {}",
-                telemetryd::error_chain(e.as_ref())
+                telemetry_sink::error_chain(e.as_ref())
             );
             ExitCode::FAILURE
         }
     }
 }
 
-/// The daemon's configuration, from the same flags, variables and file.
-/// `needed_for` says what the run takes from it, for the error message.
-fn daemon_settings(s3: &S3Args, needed_for: &str) -> anyhow::Result<telemetryd::Config> {
-    let args = daemon_config::Args {
+/// The daemon's destination settings (its config file's `[s3]` table and
+/// outbox, the same flags and variables); the daemon's other settings are
+/// not read. `needed_for` says what the run takes from it, for the error.
+fn destination_settings(
+    s3: &S3Args,
+    needed_for: &str,
+) -> anyhow::Result<telemetry_sink::settings::Destination> {
+    let overrides = telemetry_sink::settings::Overrides {
         config: s3.config.clone(),
-        s3_bucket: s3.s3_bucket.clone(),
-        s3_prefix: s3.s3_prefix.clone(),
-        s3_endpoint: s3.s3_endpoint.clone(),
-        s3_region: s3.s3_region.clone(),
-        s3_path_style: s3.s3_path_style.clone(),
-        s3_timeout: s3.s3_timeout.clone(),
+        bucket: s3.s3_bucket.clone(),
+        prefix: s3.s3_prefix.clone(),
+        endpoint: s3.s3_endpoint.clone(),
+        region: s3.s3_region.clone(),
+        path_style: s3.s3_path_style.clone(),
+        timeout: s3.s3_timeout.clone(),
         ca_bundle: s3.ca_bundle.clone(),
-        ..Default::default()
     };
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
-    daemon_config::load(&args, None, |k| std::env::var_os(k), uid).with_context(|| {
+    telemetry_sink::settings::resolve(&overrides, |k| std::env::var_os(k), uid).with_context(|| {
         format!("cannot read {needed_for} from the telemetry configuration (to go on: fix the file or variable named next, point --config or TELEMETRY_CONFIG at another file, or give --source DIR, which needs no configuration)")
     })
 }
@@ -226,17 +228,17 @@ fn parse_s3_url(url: &str) -> Option<(String, String)> {
 /// credential chain), with the SDK's standard retries turned back on: the
 /// daemon retries uploads itself, a report run should ride out a throttle.
 async fn s3_client(
-    cfg: &telemetryd::Config,
+    cfg: &telemetry_sink::settings::Destination,
     bucket: &str,
     prefix: &str,
 ) -> anyhow::Result<aws_sdk_s3::Client> {
     let s3 = match &cfg.s3 {
-        Some(s3) => daemon_config::S3Config {
+        Some(s3) => telemetry_sink::S3Settings {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             ..s3.clone()
         },
-        None => daemon_config::S3Config {
+        None => telemetry_sink::S3Settings {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             endpoint: None,
@@ -286,7 +288,7 @@ async fn open_source(arg: Option<&str>, s3: &S3Args, need_bucket: bool) -> anyho
         }
         None => "the default source (the configured bucket, else the daemon's outbox) because --source is not given".to_string(),
     };
-    let cfg = daemon_settings(&s3, &needed_for)?;
+    let cfg = destination_settings(&s3, &needed_for)?;
     match &cfg.s3 {
         Some(s3cfg) => Ok(Source::S3 {
             client: s3_client(&cfg, &s3cfg.bucket, &s3cfg.prefix).await?,

@@ -13,6 +13,8 @@
 //! - [`put`]: writing a batch to its destination, and classifying failures.
 //! - [`broker`]: asking a vendor's broker for a presigned PUT, and sending
 //!   the batch with it.
+//! - [`settings`]: the daemon's default destination as the report reads
+//!   it (the `[s3]` table and the `TELEMETRY_S3_*` variables).
 //! - [`fsutil`]: private directories and atomic private files.
 
 pub mod broker;
@@ -22,8 +24,26 @@ pub mod manifest;
 pub mod net;
 pub mod put;
 pub mod s3;
+pub mod settings;
 
 pub use key::BatchKey;
 pub use manifest::{FieldType, Manifest, ManifestError, Rejection, Upload};
 pub use put::{is_permanent, Delivered, Sink, UploadError};
 pub use s3::S3Settings;
+
+/// An error and its causes on one line, leaving out a cause whose text the
+/// message above it already ends with: telemetryd's errors name their cause
+/// at the end of their own message, and `{:#}` would print it twice.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}

@@ -2191,11 +2191,22 @@ fn issue_12_a_broken_config_file_does_not_block_a_report_over_a_directory() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
 
-    // A run that needs the configuration reports the file and the key.
+    // A run that needs the configuration reports the file and the key it
+    // reads ([s3]); keys only the daemon uses are not the report's business
+    // (issue #13: the report no longer links the daemon).
     let source = format!("s3://{BUCKET}/{PREFIX}");
+    let o = with_config(
+        bad_value,
+        Some(source.as_str()),
+        &dir.path().join("s3-daemon-key"),
+    );
+    assert!(
+        !text(&o).contains("upload_interval"),
+        "a daemon-only key is not read: {}",
+        text(&o)
+    );
     for (body, key, src) in [
         (typo, "bukcet", Some(source.as_str())),
-        (bad_value, "upload_interval", Some(source.as_str())),
         (typo, "bukcet", None),
     ] {
         let o = with_config(body, src, &dir.path().join("from-s3"));
