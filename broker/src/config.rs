@@ -58,7 +58,7 @@ pub struct Args {
     /// Largest batch accepted, in bytes [default: 8388608].
     #[arg(long, env = "TELEMETRY_BROKER_MAX_BYTES", value_name = "BYTES")]
     pub max_bytes: Option<u64>,
-    /// How many days a batch's day may be from today [default: 2].
+    /// How many days old a batch's day may be (a day ahead is always allowed) [default: 45].
     #[arg(long, env = "TELEMETRY_BROKER_DAY_WINDOW", value_name = "DAYS")]
     pub day_window: Option<u32>,
     /// Requests per client address, as N/DURATION [default: 120/1m].
@@ -242,7 +242,7 @@ impl Settings {
             s3,
             url_lifetime,
             max_bytes: args.max_bytes.or(file.max_bytes).unwrap_or(8 << 20),
-            day_window: args.day_window.or(file.day_window).unwrap_or(2),
+            day_window: args.day_window.or(file.day_window).unwrap_or(45),
             today,
             per_address: rate(
                 "per-address",

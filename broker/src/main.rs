@@ -17,7 +17,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let settings = Settings::load(Args::parse(), std::env::var(TODAY_VAR).ok())?;
+    let today = std::env::var(TODAY_VAR).ok();
+    if let Some(t) = &today {
+        // A fixed "today" is for reproducible tests; left set in
+        // production it would refuse every batch once the days move on.
+        tracing::warn!(
+            "{TODAY_VAR}={t} fixes today's date for the day window; unset it in production"
+        );
+    }
+    let settings = Settings::load(Args::parse(), today)?;
     let products = load_products(&settings)?;
     let presigner = Presigner::from_chain(settings.s3.clone()).await?;
     // Fail at start, not at every request, when the chain has nothing.

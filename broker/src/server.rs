@@ -107,8 +107,11 @@ async fn handle(b: &Broker, req: Request<Incoming>, peer: SocketAddr) -> Respons
                 "{}",
                 match &outcome {
                     Ok((req, _)) => format!(
-                        "granted {}/{}/{}-{}-{} ({} bytes)",
-                        req.product, req.day, req.machine8, req.first_seq, req.last_seq, req.bytes
+                        // Not the machine8 or sequence numbers: beside the
+                        // client's network they would tie a machine's
+                        // pseudonym to where it connects from, over time.
+                        "granted {}/{} ({} bytes)",
+                        req.product, req.day, req.bytes
                     ),
                     Err(r) => format!("refused: {}", r.message),
                 }
@@ -158,7 +161,7 @@ async fn upload_request(
 > {
     let clock = Instant::now();
     b.per_address
-        .check(&client, clock)
+        .check(&limit_key(client), clock)
         .map_err(|wait| Refusal::throttled(None, wait))?;
     let too_large = || {
         Refusal::too_large(
@@ -205,6 +208,20 @@ fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
         .and_then(|v| v.rsplit(',').next())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| peer.ip())
+}
+
+/// What the per-address limit counts: an IPv4 address, or an IPv6 /64
+/// (one subscriber usually holds a whole /64, so counting single IPv6
+/// addresses would give an abuser unlimited buckets and churn the
+/// limiter's memory).
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+    }
 }
 
 /// The network an address is in, for logs: IPv4 /24, IPv6 /48.
@@ -255,6 +272,17 @@ fn refusal(r: Refusal) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_is_limited_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(limit_key(a), limit_key(b));
+        assert_ne!(limit_key(a), limit_key(c));
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(limit_key(v4), v4);
+    }
 
     #[test]
     fn networks_hide_the_host() {

@@ -95,16 +95,17 @@ pub async fn grant(
             ),
         ));
     }
-    if let Some(b) = req
-        .builds
-        .iter()
-        .find(|b| s.retired.contains(&format!("{}@{b}", req.product)))
-    {
+    // A 410 retires the product on that machine, so a retired build
+    // answers it only when every build in the batch is retired: a batch
+    // from a machine that upgraded mid-batch still goes through (the
+    // report can filter the old build's events).
+    let retired_build = |b: &String| s.retired.contains(&format!("{}@{b}", req.product));
+    if !req.builds.is_empty() && req.builds.iter().all(retired_build) {
         return Err(Refusal::gone(
             "builds",
             format!(
-                "build {b:?} of product {:?} is retired by its vendor",
-                req.product
+                "build(s) {:?} of product {:?} are retired by their vendor",
+                req.builds, req.product
             ),
         ));
     }
@@ -119,11 +120,15 @@ pub async fn grant(
     }
     let today = s.today.unwrap_or_else(|| day_number(now));
     let day = date_to_days(&req.day).unwrap_or(i64::MIN);
-    if (day - today).abs() > i64::from(s.day_window) {
+    // Batches sealed while a machine was offline (an autostarted daemon
+    // runs only when its CLI does) arrive late, so the window reaches far
+    // back; ahead only a day, for clocks and time zones. A batch refused
+    // here is refused on every retry and blocks the batches behind it.
+    if day > today + 1 || today - day > i64::from(s.day_window) {
         return Err(Refusal::bad(
             "day",
             format!(
-                "{} is more than {} days from today ({}); a batch is uploaded within days of being sealed",
+                "{} is not within the {} days up to today ({}) or tomorrow",
                 req.day,
                 s.day_window,
                 days_to_date(today)
@@ -142,7 +147,7 @@ pub async fn grant(
             ),
         ));
     }
-    let sha = parse_hex_sha256(&req.sha256)
+    let sha = telemetry_sink::broker::parse_hex_sha256(&req.sha256)
         .ok_or_else(|| Refusal::bad("sha256", "expected 64 lowercase hex digits".into()))?;
     broker
         .per_machine
@@ -154,7 +159,7 @@ pub async fn grant(
         .put(
             &object,
             req.bytes,
-            &base64_encode(&sha),
+            &telemetry_sink::broker::base64_encode(&sha),
             s.url_lifetime,
             now,
         )
@@ -166,42 +171,6 @@ pub async fn grant(
         headers: signed.headers,
         expires_at: humantime::format_rfc3339_seconds(signed.expires_at).to_string(),
     })
-}
-
-fn parse_hex_sha256(s: &str) -> Option<[u8; 32]> {
-    let b = s.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 32];
-    for (i, pair) in b.chunks(2).enumerate() {
-        out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
-    }
-    Some(out)
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Days since 1970-01-01 of the UTC day `t` falls in.
@@ -263,6 +232,7 @@ mod tests {
 
     #[test]
     fn base64_and_hex() {
+        use telemetry_sink::broker::{base64_encode, parse_hex_sha256};
         assert_eq!(base64_encode(b""), "");
         assert_eq!(base64_encode(b"f"), "Zg==");
         assert_eq!(base64_encode(b"fo"), "Zm8=");

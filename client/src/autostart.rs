@@ -245,6 +245,12 @@ fn spawn_detached(daemon: &Path, socket: &Path, log: File) -> std::io::Result<()
             cmd.env_remove(name);
         }
     }
+    // Nor the user's AWS identity from files or the instance role: the AWS
+    // chain would otherwise still find ~/.aws/credentials (HOME is kept)
+    // or the metadata service.
+    cmd.env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
     // SAFETY: the closure runs between fork and exec and makes only
     // async-signal-safe calls (setsid, fork, _exit, sigprocmask, fcntl,
     // close_range); it allocates nothing.

@@ -315,14 +315,22 @@ pub async fn run_locked(
             permit: {
                 let consent = consent.clone();
                 let retired = retired_set.clone();
+                let catalogues = catalogues.clone();
                 Arc::new(move |product: &str| {
                     // A product its vendor retired is never sealed or
                     // uploaded again; the uploader drops what arrives.
                     if crate::uploader::is_retired(&retired, product) {
-                        crate::consent::Permit::Nothing
-                    } else {
-                        consent.permit(product)
+                        return crate::consent::Permit::Nothing;
                     }
+                    // Nothing is sealed or uploaded while a product's
+                    // manifest is broken or gone: its destination is not
+                    // known, and the daemon's own (another party's bucket,
+                    // or the outbox) is not where the user agreed to send
+                    // it. Events wait until the manifest is usable again.
+                    if !matches!(catalogues.lookup(product), crate::catalog::Lookup::Ready(_)) {
+                        return crate::consent::Permit::Nothing;
+                    }
+                    consent.permit(product)
                 })
             },
         },

@@ -212,6 +212,8 @@ pub async fn put_request_via_broker(
                 false,
             )
         })?;
+        check_grant(&grant, &request, body.len())
+            .map_err(|e| transport(format!("the broker granted an unsafe request: {e}"), true))?;
         let mut put = Request::builder()
             .method(grant.method.as_str())
             .uri(&grant.url);
@@ -256,6 +258,91 @@ pub async fn put_request_via_broker(
             !expired && crate::put::is_permanent(Some(status.as_u16()), code.as_deref()),
         ));
     }
+}
+
+/// What the daemon requires of a grant before it sends a batch anywhere:
+/// a `PUT` over HTTPS (plain HTTP only to this machine, for tests and
+/// local stores), that cannot overwrite (`If-None-Match: *`) and that
+/// carries exactly this body (its length and SHA-256). A broker that is
+/// misconfigured or compromised cannot aim the batch elsewhere in clear
+/// text or make it replace an object.
+fn check_grant(grant: &Grant, request: &UploadRequest, len: usize) -> Result<(), String> {
+    if !grant.method.eq_ignore_ascii_case("PUT") {
+        return Err(format!("method {:?}, not PUT", grant.method));
+    }
+    let uri: hyper::Uri = grant
+        .url
+        .parse()
+        .map_err(|e| format!("URL {:?}: {e}", grant.url))?;
+    let loopback = matches!(
+        uri.host(),
+        Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+    );
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if loopback => {}
+        other => return Err(format!("URL scheme {other:?}: only https is accepted")),
+    }
+    let header = |name: &str| {
+        grant
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    if header("if-none-match") != Some("*") {
+        return Err("no `If-None-Match: *`: the PUT could overwrite an object".into());
+    }
+    let ours = parse_hex_sha256(&request.sha256)
+        .map(|sha| base64_encode(&sha))
+        .ok_or("the request's checksum is not hex")?;
+    if header("x-amz-checksum-sha256") != Some(ours.as_str()) {
+        return Err("the PUT does not carry this batch's SHA-256".into());
+    }
+    if let Some(n) = header("content-length") {
+        if n.parse::<usize>().ok() != Some(len) {
+            return Err(format!("content-length {n} is not the batch's {len} bytes"));
+        }
+    }
+    Ok(())
+}
+
+/// A SHA-256 given as 64 lowercase hex digits, as bytes.
+pub fn parse_hex_sha256(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+/// Standard, padded base64 (the form of `x-amz-checksum-sha256`).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Send `req` and read the answer (at most [`MAX_RESPONSE_BYTES`]) before

@@ -202,6 +202,11 @@ fn a_shim_with_no_daemon_starts_one_within_its_budget_and_the_event_is_delivered
     let environ = String::from_utf8_lossy(&environ);
     assert!(!environ.contains("host-secret") && !environ.contains("host-token"));
     assert!(environ.contains("TELEMETRY_STATE_DIR="), "ours are kept");
+    assert!(
+        environ.contains("AWS_SHARED_CREDENTIALS_FILE=/dev/null")
+            && environ.contains("AWS_EC2_METADATA_DISABLED=true"),
+        "nor the user's AWS files or instance role"
+    );
     assert!(log_text(&env).contains("autostarted=true"));
     // With the daemon up, the next shim is acknowledged and starts nothing.
     let out = env.shim(&[ON], &["--strict", "app_created", "buildpack=go"]);

@@ -419,3 +419,43 @@ fn the_test_servers_policy_opens_one_prefix_to_unsigned_puts_only() {
     );
     assert_eq!(s3.objects_in(VENDOR_BUCKET)["raw/a"], b"x");
 }
+
+#[test]
+fn a_broken_manifests_events_wait_and_never_go_to_the_daemons_own_destination() {
+    // Accepted while the vendor's manifest was valid; then the manifest
+    // breaks (a half-written upgrade). Its destination is unknown, and the
+    // daemon's own bucket is another party's: the events wait.
+    let s3 = S3Server::start_with(open_policy());
+    s3.create_bucket(VENDOR_BUCKET);
+    let env = DaemonEnv::new(Destination::S3 {
+        endpoint: s3.endpoint.clone(),
+        secret: SECRET_KEY.into(),
+    });
+    anonymous_manifest(&env, "toola", &s3.endpoint, VENDOR_BUCKET, VENDOR_PREFIX);
+    consent_on(&env, &["cfdev", "toola"]);
+    let d = env.start();
+    emit(&d, "cfdev", "stop", 1);
+    emit(&d, "toola", "ran", 3);
+    let manifest = env.root().join("catalog/toola.toml");
+    let good = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, "product = \"toola\"\n[events.ran\n").unwrap();
+    // Reloads are seen within a second.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let out = env.run("telemetryctl", &["flush"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        products_in(&s3.objects()),
+        ["cfdev"],
+        "nothing of toola in the daemon's own bucket"
+    );
+    assert!(s3.objects_in(VENDOR_BUCKET).is_empty());
+    assert_eq!(status(&d).pending_events, 3, "toola's events wait");
+
+    std::fs::write(&manifest, good).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = env.run("telemetryctl", &["flush"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(products_in(&s3.objects_in(VENDOR_BUCKET)), ["toola"; 3]);
+    assert_eq!(products_in(&s3.objects()), ["cfdev"]);
+}

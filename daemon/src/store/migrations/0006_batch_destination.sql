@@ -1,4 +1,4 @@
--- Destinations per product (schema v5).
+-- Destinations per product (schema v6).
 
 -- Where a sealed batch goes, fixed when it is sealed: the canonical JSON of
 -- the destination its product's manifest named (`{"auth":"anonymous",...}`
