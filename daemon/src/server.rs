@@ -205,6 +205,25 @@ async fn idle_exit(ctx: Arc<Ctx>, idle: Option<Duration>) {
             }
             continue;
         }
+        // A destination that failed or asked to wait (`Retry-After`) is
+        // not flushed early just because the daemon would like to exit:
+        // the work stays in the store for the next start, and the daemon
+        // exits idle rather than staying up to retry.
+        let waiting = {
+            let st = ctx.uploader.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.destinations
+                .values()
+                .any(|d| d.next_attempt_us.is_some())
+        };
+        if waiting {
+            if is_idle(&ctx, idle) {
+                tracing::info!(
+                    "idle; destinations in backoff keep their events for the next start"
+                );
+                return;
+            }
+            continue;
+        }
         if ctx.uploader.flush().await.is_err() {
             // Destination down: keep retrying on the uploader's schedule,
             // and look again after another idle period.
