@@ -107,7 +107,7 @@ impl Presigner {
             .provider
             .provide_credentials()
             .await
-            .map_err(|e| PresignError::Credentials(aws_sdk_error_chain(&e)))?;
+            .map_err(|e| PresignError::Credentials(telemetry_sink::error_chain(&e)))?;
         *cached = Some(c.clone());
         Ok(c)
     }
@@ -212,17 +212,6 @@ impl Presigner {
 fn authority(endpoint: &str) -> &str {
     let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
     rest.split('/').next().unwrap_or(rest)
-}
-
-fn aws_sdk_error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -353,7 +353,10 @@ async fn exchange(
     deadline: Instant,
 ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), String> {
     let work = async {
-        let resp = client.request(req).await.map_err(|e| error_chain(&e))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
         let (parts, body) = resp.into_parts();
         let body = Limited::new(body, MAX_RESPONSE_BYTES)
             .collect()
@@ -366,18 +369,6 @@ async fn exchange(
     tokio::time::timeout(left, work)
         .await
         .map_err(|_| "timed out (raise the upload timeout if the network is slow)".to_string())?
-}
-
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Map a broker's non-200 answer.

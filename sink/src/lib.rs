@@ -34,7 +34,7 @@ pub use s3::S3Settings;
 /// An error and its causes on one line, leaving out a cause whose text the
 /// message above it already ends with: telemetryd's errors name their cause
 /// at the end of their own message, and `{:#}` would print it twice.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
     while let Some(cause) = next {
