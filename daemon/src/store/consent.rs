@@ -16,7 +16,8 @@
 //! same thread, so an event can never be stored as uploadable after an
 //! `off` or a switch to `local` that won the race.
 
-use super::{now_us, seal_in, sql, Inner, StoreError, StoreOptions};
+use super::seal::seal_in;
+use super::{now_us, sql, Inner, StoreError, StoreOptions};
 use crate::record::Record;
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use telemetry_proto::Mode;

@@ -45,6 +45,7 @@ mod bound;
 mod checkpoint;
 mod consent;
 mod destinations;
+mod seal;
 mod transparency;
 
 use crate::uploader::destination::DestId;
@@ -1315,72 +1316,6 @@ impl Inner {
         rows.collect::<Result<_, _>>().map_err(sql("reading drops"))
     }
 
-    fn oldest_unsealed(&self, product: &str) -> Result<Option<i64>, StoreError> {
-        self.conn
-            .prepare_cached(
-                "SELECT received_us FROM events
-                 WHERE product = ?1 AND batch_id IS NULL AND local_only = 0
-                 ORDER BY seq LIMIT 1",
-            )
-            .and_then(|mut s| s.query_row(params![product], |r| r.get(0)).optional())
-            .map_err(sql("reading oldest event"))
-    }
-
-    fn seal(&mut self, force: bool) -> Result<usize, StoreError> {
-        let now = now_us(&self.opts.clock);
-        let max_age = self.opts.upload_interval.as_micros() as i64;
-        let products: Vec<String> = self
-            .unsealed
-            .iter()
-            .filter(|(k, p)| p.events > 0 && (self.opts.permit)(k) == Permit::All)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut sealed = 0;
-        for product in products {
-            loop {
-                let p = self.unsealed.get(&product).copied().unwrap_or_default();
-                if p.events == 0 {
-                    break;
-                }
-                let due = force
-                    || p.events >= self.opts.batch_max_events as u64
-                    || p.bytes >= self.opts.batch_max_bytes as u64
-                    || self
-                        .oldest_unsealed(&product)?
-                        .is_some_and(|t| now.saturating_sub(t) >= max_age);
-                if !due {
-                    break;
-                }
-                if !self.seal_one(&product, now)? {
-                    break;
-                }
-                sealed += 1;
-            }
-        }
-        Ok(sealed)
-    }
-
-    /// Seal the oldest pending events of `product` into one batch.
-    fn seal_one(&mut self, product: &str, now: i64) -> Result<bool, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("seal"))?;
-        let Some((count, bytes)) = seal_in(&tx, &self.opts, product, now, false)? else {
-            return Ok(false);
-        };
-        tx.commit().map_err(sql("seal"))?;
-        // seal_in reported any dropped-event count with this batch.
-        self.dropped.remove(product);
-        let p = self.unsealed.entry(product.to_string()).or_default();
-        p.events = p.events.saturating_sub(count);
-        p.bytes = p.bytes.saturating_sub(bytes);
-        self.sealed_batches += 1;
-        self.sealed_events += count;
-        self.sealed_bytes += bytes;
-        Ok(true)
-    }
-
     /// Ids of sealed batches the current consent allows to upload, oldest
     /// first. Batches are few (each holds many events), so this is cheap.
     fn uploadable_batch_ids(&self, to: Option<&DestId>) -> Result<Vec<i64>, StoreError> {
@@ -1557,98 +1492,6 @@ impl Inner {
             uploadable_by_destination,
         })
     }
-}
-
-/// The `telemetry_dropped` counter line for `count` events of `product`.
-fn dropped_line(opts: &StoreOptions, product: &str, count: i64, now: i64) -> String {
-    let mut data = BTreeMap::new();
-    data.insert("count".to_string(), telemetry_proto::Value::Int(count));
-    let ev = telemetry_proto::WireEvent {
-        id: uuid::Uuid::now_v7(),
-        event: "telemetry_dropped".to_string(),
-        product: product.to_string(),
-        build: concat!("telemetryd-", env!("CARGO_PKG_VERSION")).to_string(),
-        timestamp_us: now,
-        data,
-    };
-    let machine = (opts.layout.machine_id)(product);
-    crate::record::render(&ev, &machine, std::env::consts::OS, std::env::consts::ARCH).line
-}
-
-/// Seal the oldest pending (uploadable) events of `product` into one batch
-/// inside `tx`. Returns the events and NDJSON bytes sealed, or `None` when
-/// nothing was pending.
-fn seal_in(
-    tx: &rusqlite::Transaction<'_>,
-    opts: &StoreOptions,
-    product: &str,
-    now: i64,
-    final_batch: bool,
-) -> Result<Option<(u64, u64)>, StoreError> {
-    let mut body = Vec::new();
-    let (mut first, mut last, mut count) = (None, 0i64, 0u64);
-    {
-        let mut stmt = tx
-            .prepare_cached(
-                "SELECT seq, line FROM events
-                 WHERE product = ?1 AND batch_id IS NULL AND local_only = 0
-                 ORDER BY seq LIMIT ?2",
-            )
-            .map_err(sql("seal"))?;
-        let mut rows = stmt
-            .query(params![product, opts.batch_max_events as i64])
-            .map_err(sql("seal"))?;
-        while let Some(row) = rows.next().map_err(sql("seal"))? {
-            let seq: i64 = row.get(0).map_err(sql("seal"))?;
-            let line: String = row.get(1).map_err(sql("seal"))?;
-            if count > 0 && body.len() + line.len() + 1 > opts.batch_max_bytes {
-                break;
-            }
-            first.get_or_insert(seq);
-            last = seq;
-            count += 1;
-            body.extend_from_slice(line.as_bytes());
-            body.push(b'\n');
-        }
-    }
-    let Some(first) = first else {
-        return Ok(None);
-    };
-    // Tell the maintainers about events dropped to stay under the size
-    // limit: one counter line, in the batch, reset in the same transaction.
-    let dropped: Option<i64> = tx
-        .query_row(
-            "SELECT events FROM dropped WHERE product = ?1",
-            params![product],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql("seal"))?;
-    if let Some(n) = dropped.filter(|n| *n > 0) {
-        body.extend_from_slice(dropped_line(opts, product, n, now).as_bytes());
-        body.push(b'\n');
-        tx.execute("DELETE FROM dropped WHERE product = ?1", params![product])
-            .map_err(sql("seal"))?;
-    }
-    let date = &rfc3339_us(now)[..10];
-    // The destination is fixed with the key (its prefix is in it): a
-    // manifest changed later does not redirect this batch.
-    let (key, destination) = opts.layout.key(product, date, first, last);
-    let compressed = compress(&body).map_err(|e| StoreError::Compress(Arc::new(e)))?;
-    tx.execute(
-        "INSERT INTO batches (product, key, first_seq, last_seq, events, raw_bytes, body, sealed_us, final, destination)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![product, key, first, last, count as i64, body.len() as i64, compressed, now, final_batch, destination],
-    )
-    .map_err(sql("seal"))?;
-    let batch_id = tx.last_insert_rowid();
-    tx.execute(
-        "UPDATE events SET batch_id = ?1
-         WHERE product = ?2 AND batch_id IS NULL AND local_only = 0 AND seq BETWEEN ?3 AND ?4",
-        params![batch_id, product, first, last],
-    )
-    .map_err(sql("seal"))?;
-    Ok(Some((count, body.len() as u64)))
 }
 
 #[cfg(test)]
