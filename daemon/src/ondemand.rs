@@ -162,11 +162,10 @@ pub fn record_current(state_dir: &Path) {
         return;
     };
     let path = state_dir.join(CURRENT_FILE);
-    let tmp = state_dir.join(format!("{CURRENT_FILE}.{}", std::process::id()));
     let line = format!("{} {} {}\n", ours.0, ours.1, exe.display());
-    let written = std::fs::write(&tmp, line).and_then(|()| std::fs::rename(&tmp, &path));
+    // Private like every file in the state dir (it holds a path).
+    let written = telemetry_sink::fsutil::write_private_atomic(&path, line.as_bytes());
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
         tracing::warn!(path = %path.display(), error = %e, "cannot record this telemetryd as the current one");
     }
 }
