@@ -393,30 +393,7 @@ impl Origins<'_> {
     }
 }
 
-/// Longest accepted duration setting: keeps every time computation far from
-/// overflow, and nothing here sensibly waits longer.
-pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// Parse a duration like `30s`, `15m`, `1h`, `1h 30m`, `500ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{e}; expected a duration such as 30s, 15m or 1h"))?;
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    if d > MAX_DURATION {
-        return Err("must be at most 30 days".into());
-    }
-    Ok(d)
-}
-
-fn parse_bool(s: &str) -> Result<bool, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err("expected true or false".into()),
-    }
-}
+pub use telemetry_sink::settings::{parse_bool, parse_duration, MAX_DURATION};
 
 fn parse_count(s: &str) -> Result<usize, String> {
     match s.trim().parse::<u64>() {
