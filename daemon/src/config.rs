@@ -107,6 +107,9 @@ pub struct Config {
     /// The spool shims write for this daemon's socket while it is not
     /// reachable (`paths::spool_file_for`).
     pub spool_file: PathBuf,
+    /// The portable spool (one JSON line per file) the SDKs write for this
+    /// daemon's socket (`paths::spool_dir_for`).
+    pub spool_dir: PathBuf,
     /// The administrator's machine-wide consent file.
     pub system_consent_file: PathBuf,
     /// `DO_NOT_TRACK` / `TELEMETRY_OPTOUT` set in the daemon's environment.
@@ -153,6 +156,7 @@ impl Config {
     pub fn with_paths(socket_path: PathBuf, state_dir: PathBuf) -> Config {
         let consent_file = telemetry_proto::paths::default_consent_file(&state_dir);
         let spool_file = telemetry_proto::paths::spool_file_for(&state_dir, &socket_path);
+        let spool_dir = telemetry_proto::paths::spool_dir_for(&state_dir, &socket_path);
         Config {
             outbox_dir: state_dir.join("outbox"),
             socket_path,
@@ -176,6 +180,7 @@ impl Config {
             manifest_system_dirs: crate::catalog::system_dirs(None),
             consent_file,
             spool_file,
+            spool_dir,
             system_consent_file: PathBuf::from(telemetry_proto::paths::SYSTEM_CONSENT_FILE),
             env_opt_out: false,
             idle_exit: None,
@@ -650,6 +655,7 @@ pub fn load(
         .or(file.consent_file)
         .unwrap_or_else(|| paths::default_consent_file(&cfg.state_dir));
     cfg.spool_file = paths::spool_file_for(&cfg.state_dir, &cfg.socket_path);
+    cfg.spool_dir = paths::spool_dir_for(&cfg.state_dir, &cfg.socket_path);
     if let Some(p) = args
         .system_consent_file
         .clone()

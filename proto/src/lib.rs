@@ -152,6 +152,47 @@
 //! peer decoding each other, in postcard and JSON, and a status reply
 //! frozen as bytes (`proto/tests/vectors/`).
 //!
+//! # JSON lines
+//!
+//! The same socket also speaks JSON, one object a line, for clients that
+//! would rather not write postcard: `nc -U`, `socat`, shell scripts, and
+//! the Go, Node and Python SDKs (`sdk/`). **The connection's first byte
+//! decides** for both directions: a binary frame starts with `0x00` (its
+//! length's high byte; frames are far under 16 MiB), so anything else
+//! starts a JSON-lines conversation (see [`json`]). Every reply then comes
+//! as a line, including a `busy` refusal and the acknowledgement of an
+//! emit.
+//!
+//! A line is an object with the protocol version under `"v"` and exactly
+//! one other key: the message's variant in snake_case, whose value is the
+//! variant's fields as an object (`{}` or `null` for one without fields,
+//! the record itself for `status` and the other replies that carry one).
+//! Field names and types are those of the Rust types here; an event's
+//! `id` is a UUID string, times are integers in µs since the Unix epoch,
+//! and `data` values are plain JSON strings, whole numbers (64-bit signed)
+//! and booleans. Unknown keys inside a message are ignored; replies grow
+//! only by new keys (the evolution rules below hold unchanged).
+//!
+//! ```text
+//! → {"v":2,"emit":{"events":[{"id":"0190f5c2-7b1e-7000-8000-000000000001","event":"stop","product":"cfdev","build":"1.2.0","timestamp_us":1700000000000000,"data":{"plan":"small","count":3,"ok":true}}],"ack":true}}
+//! ← {"v":2,"ack":{"accepted":1,"duplicates":0}}
+//! → {"v":2,"status":{}}
+//! ← {"v":2,"status":{"daemon_version":"0.1.0","uptime_secs":12,...}}
+//! → {"v":2,"emit":{"events":[],"ack":maybe}}
+//! ← {"v":2,"error":{"code":"malformed","message":"\"emit\": expected ..."}}
+//! ```
+//!
+//! The limits and checks are the binary protocol's: the same event limits
+//! ([`Limits`]), a line of at most [`MAX_LINE_LEN`] bytes, the same
+//! permission rule. Every request gets exactly one reply, in order. A line
+//! that is not a valid message gets an `error` line (`malformed`) and the
+//! connection goes on with the next line; a line over the limit or of
+//! another protocol version gets its error and the connection is closed,
+//! as in binary. Blank lines are skipped; a last line may lack its newline
+//! if the client then closes its side. `proto/tests/vectors.rs` (and each
+//! SDK's tests) check both encodings against the shared test vectors in
+//! `vectors/` at the top of the repository.
+//!
 //! # JSON
 //!
 //! Every type here also has a JSON form (serde's, with `snake_case`
@@ -166,12 +207,14 @@
 
 mod codec;
 pub mod consent;
+pub mod json;
 pub mod paths;
 pub mod record;
 mod validate;
 
 pub use codec::{decode_body, encode_body, encode_frame, CodecError, FrameCodec};
 pub use consent::{Layer, Mode};
+pub use json::{decode_line, encode_line, Decoded, Encoding, WireCodec, MAX_LINE_LEN};
 pub use validate::{validate_event, validate_name, Limits, ValidationError};
 
 use serde::{Deserialize, Serialize};
@@ -212,7 +255,11 @@ pub struct WireEvent {
 }
 
 /// A scalar value in an event's `data` map.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// In postcard an enum (variant index, then the value); in JSON the bare
+/// scalar (`"small"`, `-3`, `true`), so a JSON client writes `data` as a
+/// plain object.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// `[0]` UTF-8 text.
     Str(String),
@@ -222,8 +269,76 @@ pub enum Value {
     Bool(bool),
 }
 
-/// A request from a client to the daemon.
+// Postcard keeps the enum (variant index, then the value); JSON and other
+// human-readable formats write the bare scalar, and read one back by its
+// JSON type.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Value")]
+enum TaggedValue {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+}
+
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self, s.is_human_readable()) {
+            (Value::Str(v), true) => s.serialize_str(v),
+            (Value::Int(v), true) => s.serialize_i64(*v),
+            (Value::Bool(v), true) => s.serialize_bool(*v),
+            (v, false) => match v.clone() {
+                Value::Str(v) => TaggedValue::Str(v),
+                Value::Int(v) => TaggedValue::Int(v),
+                Value::Bool(v) => TaggedValue::Bool(v),
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return Ok(match TaggedValue::deserialize(d)? {
+                TaggedValue::Str(v) => Value::Str(v),
+                TaggedValue::Int(v) => Value::Int(v),
+                TaggedValue::Bool(v) => Value::Bool(v),
+            });
+        }
+        struct Scalar;
+        impl serde::de::Visitor<'_> for Scalar {
+            type Value = Value;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a data value: a string, a whole number (64-bit) or a boolean")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+                Ok(Value::Str(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+                Ok(Value::Str(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+                Ok(Value::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+                i64::try_from(v).map(Value::Int).map_err(|_| {
+                    E::custom(format!(
+                        "{v} is out of range: whole numbers are 64-bit signed"
+                    ))
+                })
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+                Ok(Value::Bool(v))
+            }
+        }
+        d.deserialize_any(Scalar)
+    }
+}
+
+/// A request from a client to the daemon. (JSON: the variant's snake_case
+/// name as the key; see [JSON lines](#json-lines).)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Request {
     /// `[0]` Store events; see the crate docs for `ack`.
     Emit {
@@ -259,8 +374,10 @@ pub enum Request {
     },
 }
 
-/// The daemon's reply to one [`Request`].
+/// The daemon's reply to one [`Request`]. (JSON: the variant's snake_case
+/// name as the key.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Response {
     /// `[0]` The events are committed to disk.
     Ack {

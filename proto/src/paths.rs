@@ -91,17 +91,48 @@ pub fn spool_file(state_dir: &std::path::Path) -> PathBuf {
 /// a shim meant for another daemon (`--socket`) is never delivered by the
 /// one that owns the state directory.
 pub fn spool_file_for(state_dir: &std::path::Path, socket: &std::path::Path) -> PathBuf {
-    let hash = socket
+    state_dir
+        .join("spool")
+        .join(format!("events-{:016x}.spool", socket_hash(socket)))
+}
+
+/// FNV-1a 64 of the socket path's bytes: names the spools meant for the
+/// daemon on that socket.
+fn socket_hash(socket: &std::path::Path) -> u64 {
+    socket
         .as_os_str()
         .as_encoded_bytes()
         .iter()
         .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+        })
+}
+
+/// The portable spool for events meant for the daemon on `socket`: the
+/// directory `STATE_DIR/spool/events-<16 hex>.d`, named by the same hash as
+/// [`spool_file_for`], which any language can write with its standard
+/// library (no `flock`, no postcard). The daemon takes in both.
+///
+/// - The directory is created `0700` (and its parents as needed).
+/// - Each file holds **one JSON line**: an `emit` request exactly as it
+///   would be sent on the socket (`{"v":2,"emit":{"events":[...],"ack":false}}`,
+///   see [JSON lines](crate#json-lines)), with the newline.
+/// - A writer creates `.<name>.tmp` (mode `0600`, exclusively), writes the
+///   line, closes it and renames it to `<name>.json`, where `<name>` is the
+///   first event's id (a UUIDv7, so names sort by time). The daemon reads
+///   only `*.json` files, so it never sees half a line; it deletes each one
+///   once its events are stored (or refused for good), and temporary files
+///   left for an hour by a writer that died.
+/// - A writer that finds [`MAX_SPOOL_FILES`] entries in the directory drops
+///   the event instead (the spool is full).
+pub fn spool_dir_for(state_dir: &std::path::Path, socket: &std::path::Path) -> PathBuf {
     state_dir
         .join("spool")
-        .join(format!("events-{hash:016x}.spool"))
+        .join(format!("events-{:016x}.d", socket_hash(socket)))
 }
+
+/// Most files a writer leaves in a [`spool_dir_for`] directory.
+pub const MAX_SPOOL_FILES: usize = 1000;
 
 /// Largest spool file a shim appends to (about 3,000 events); past it,
 /// new events are dropped rather than fill the disk.
