@@ -30,7 +30,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use telemetry_proto::{CodecError, ErrorCode, FrameCodec, Limits, Request, Response};
+use telemetry_proto::{CodecError, Decoded, Encoding, ErrorCode, Limits, Request, Response, WireCodec};
 use telemetry_sink::Sink;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
@@ -42,6 +42,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Extra time connection tasks get, beyond the shutdown timeout, to finish
 /// the request they are serving; then they are aborted.
 const CONNECTION_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a client over the connection limit has to send its first byte,
+/// which says whether the refusal goes out as a frame or a JSON line.
+const BUSY_READ: Duration = Duration::from_millis(500);
 
 /// How long shutdown waits for the store thread to close the database.
 const STORE_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -406,6 +410,7 @@ pub async fn run_locked(
         incidents: incident.into_iter().collect(),
         spool: crate::spool::SpoolState::new(
             &config.spool_file,
+            &config.spool_dir,
             &config.state_dir,
             config.spool_check_interval,
         ),
@@ -514,9 +519,16 @@ pub async fn run_locked(
     Ok(())
 }
 
-/// Tell a client over the connection limit to come back later.
-async fn refuse_busy(ctx: Arc<Ctx>, stream: UnixStream) {
-    let mut framed = Framed::new(stream, FrameCodec::<Request, Response>::new());
+/// Tell a client over the connection limit to come back later, in the
+/// encoding its first byte chose (binary if it sends nothing at once).
+async fn refuse_busy(ctx: Arc<Ctx>, mut stream: UnixStream) {
+    use tokio::io::AsyncReadExt;
+    let mut first = [0u8; 1];
+    let encoding = match tokio::time::timeout(BUSY_READ, stream.read(&mut first)).await {
+        Ok(Ok(1)) => Encoding::detect(first[0]),
+        _ => Encoding::Binary,
+    };
+    let mut framed = Framed::new(stream, WireCodec::<Request, Response>::with_encoding(encoding));
     let message = format!(
         "telemetryd is serving its maximum of {} connections; try again shortly",
         ctx.max_connections
@@ -530,7 +542,7 @@ async fn refuse_busy(ctx: Arc<Ctx>, stream: UnixStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), framed.send(reply)).await;
 }
 
-fn codec_error_response(e: &CodecError) -> Response {
+fn codec_error_response(e: &CodecError, then: &str) -> Response {
     let code = match e {
         CodecError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
         CodecError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
@@ -538,14 +550,14 @@ fn codec_error_response(e: &CodecError) -> Response {
     };
     Response::Error {
         code,
-        message: format!("{e}; closing the connection"),
+        message: format!("{e}; {then}"),
     }
 }
 
 /// Send what a handler answered; false when the peer did not take it in
 /// time or is gone. A peer that stops reading must not pin the task.
 async fn send_answer(
-    framed: &mut Framed<UnixStream, FrameCodec<Request, Response>>,
+    framed: &mut Framed<UnixStream, WireCodec<Request, Response>>,
     answer: Answer,
 ) -> bool {
     let sent = match answer {
@@ -591,9 +603,10 @@ pub async fn serve_connection(
         uid: stream.peer_cred().ok().map(|c| c.uid()),
         connection: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
         earlier_requests: 0,
+        encoding: Encoding::Binary,
     };
     tracing::debug!(uid = ?peer.uid, "connection");
-    let mut framed = Framed::new(stream, FrameCodec::<Request, Response>::new());
+    let mut framed = Framed::new(stream, WireCodec::<Request, Response>::new());
     // Made at the first acknowledged emit (most connections never send
     // one: status, idle, refused), then kept.
     let mut reply_to: Option<crate::cmd::ReplyTo> = None;
@@ -609,8 +622,23 @@ pub async fn serve_connection(
         };
         match next {
             Err(_) | Ok(None) => break,
-            Ok(Some(Ok(req))) => {
+            Ok(Some(Ok(Decoded::Bad(e)))) => {
+                // A JSON line that is not a message: say so and read the
+                // next one (lines, unlike frames, resynchronise).
                 ctx.activity.touch();
+                let reply = codec_error_response(&e, "send the next line");
+                if let Response::Error { code, message } = &reply {
+                    ctx.refusals
+                        .record(crate::refusals::Refusal::unread(*code, message));
+                }
+                peer.earlier_requests += 1;
+                if !send_answer(&mut framed, Answer::Send(reply)).await {
+                    break;
+                }
+            }
+            Ok(Some(Ok(Decoded::Message(req)))) => {
+                ctx.activity.touch();
+                peer.encoding = framed.codec().encoding().unwrap_or(Encoding::Binary);
                 if ctx.direct_replies
                     && reply_to.is_none()
                     && matches!(req, Request::Emit { ack: true, .. })
@@ -624,7 +652,7 @@ pub async fn serve_connection(
                 }
             }
             Ok(Some(Err(e))) => {
-                let reply = codec_error_response(&e);
+                let reply = codec_error_response(&e, "closing the connection");
                 // A peer that hung up mid-frame was not refused.
                 if let (Response::Error { code, message }, false) =
                     (&reply, matches!(e, CodecError::Io(_)))
@@ -691,7 +719,7 @@ mod tests {
             peer.read_exact(&mut got).unwrap();
             got
         });
-        let mut framed = Framed::new(daemon_side, FrameCodec::<Request, Response>::new());
+        let mut framed = Framed::new(daemon_side, WireCodec::<Request, Response>::new());
         let rest = frame.clone();
         assert!(
             send_answer(&mut framed, Answer::Written { rest }).await,

@@ -10,6 +10,12 @@
 //! off are dropped (counted in `status` and the log once the file is
 //! consumed): consent is applied as it is at
 //! ingestion.
+//!
+//! Beside it, the portable spool directory
+//! (`STATE_DIR/spool/events-<hash>.d`, one emit line per file; format in
+//! `telemetry_proto::paths::spool_dir_for`), which the Go, Node and Python
+//! clients write with their standard libraries: each file is read, its
+//! events stored, and then it is removed.
 
 use crate::server::Ctx;
 use std::collections::BTreeMap;
@@ -27,21 +33,24 @@ pub struct SpoolState {
     /// (`telemetry_proto::paths::spool_file_for`), then the unnamed
     /// `events.spool` older shims wrote.
     pub paths: [PathBuf; 2],
+    /// The portable spool directory SDKs write (`paths::spool_dir_for`).
+    pub dir: PathBuf,
     every: Duration,
     last_check: std::sync::Mutex<Option<Instant>>,
     busy: std::sync::atomic::AtomicBool,
 }
 
 impl SpoolState {
-    /// The spool at `path` (`Config::spool_file`) and the unnamed one in
-    /// `state_dir`, looked at no more often than `every` while clients
+    /// The spool at `path` (`Config::spool_file`), the directory `dir`
+    /// (`Config::spool_dir`) and the unnamed file in `state_dir`, looked at no more often than `every` while clients
     /// connect (and always at start).
-    pub fn new(path: &Path, state_dir: &Path, every: Duration) -> SpoolState {
+    pub fn new(path: &Path, dir: &Path, state_dir: &Path, every: Duration) -> SpoolState {
         SpoolState {
             paths: [
                 path.to_path_buf(),
                 telemetry_proto::paths::spool_file(state_dir),
             ],
+            dir: dir.to_path_buf(),
             every,
             last_check: std::sync::Mutex::new(None),
             busy: std::sync::atomic::AtomicBool::new(false),
@@ -166,7 +175,7 @@ async fn ingest_inner(ctx: &Ctx) -> u64 {
     for path in &ctx.spool.paths {
         stored += ingest_file(ctx, path).await;
     }
-    stored
+    stored + ingest_dir(ctx, &ctx.spool.dir).await
 }
 
 /// A refused spooled event, counted once its spool is consumed.
@@ -175,6 +184,12 @@ struct Refused {
     event: String,
     code: ErrorCode,
     message: String,
+}
+
+/// Why spooled events could not all be stored now.
+struct Retry {
+    /// Events stored before it stopped.
+    stored: u64,
 }
 
 async fn ingest_file(ctx: &Ctx, path: &Path) -> u64 {
@@ -206,10 +221,163 @@ async fn ingest_file(ctx: &Ctx, path: &Path) -> u64 {
             "left events of a newer protocol in the spool for a newer telemetryd"
         );
     }
-    let mut stored = 0u64;
     // Counted and logged only once the file is consumed: a spool kept for
     // a retry would otherwise count its refusals again each time.
     let mut refused: Vec<Refused> = Vec::new();
+    let stored = match store_events(ctx, &events, &mut refused).await {
+        Ok(n) => n,
+        Err(Retry { stored }) => return stored,
+    };
+    if let Err(e) = std::fs::remove_file(&file) {
+        tracing::warn!(path = %file.display(), error = %e, "cannot remove the ingested spool");
+    }
+    report(ctx, "spool file", stored, &refused, bad);
+    stored
+}
+
+/// Temporary files a writer of the spool directory left this long ago
+/// died before renaming them: removed.
+const STALE_TMP: Duration = Duration::from_secs(3600);
+
+/// Spool files read and stored at a time (each at most a line long).
+const DIR_CHUNK: usize = 100;
+
+/// The `*.json` files in the spool directory, oldest name first; stale
+/// temporary files are removed on the way.
+fn spooled_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // Never follows a link: only plain files the user's clients wrote.
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        if name.starts_with('.') {
+            let stale = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_TMP);
+            if stale && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+            continue;
+        }
+        if name.ends_with(".json") {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// What one spool directory file holds: the events of its `emit` line.
+enum SpoolLine {
+    Events(Vec<WireEvent>),
+    /// Written by a newer client for a newer daemon: left in place.
+    Newer,
+    /// Not an emit this daemon can read: removed, counted as damaged.
+    Damaged(String),
+}
+
+fn read_spool_line(path: &Path) -> SpoolLine {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| {
+        f.take(telemetry_proto::MAX_LINE_LEN as u64 + 1)
+            .read_to_end(&mut bytes)
+    });
+    if let Err(e) = read {
+        return SpoolLine::Damaged(e.to_string());
+    }
+    match telemetry_proto::decode_line::<telemetry_proto::Request>(&bytes) {
+        Ok(telemetry_proto::Request::Emit { events, .. }) => SpoolLine::Events(events),
+        Ok(other) => SpoolLine::Damaged(format!("not an emit: {other:?}")),
+        Err(telemetry_proto::CodecError::UnsupportedVersion { got })
+            if got > telemetry_proto::PROTOCOL_VERSION =>
+        {
+            SpoolLine::Newer
+        }
+        Err(e) => SpoolLine::Damaged(e.to_string()),
+    }
+}
+
+/// Take in the portable spool directory (`paths::spool_dir_for`): read
+/// each file's emit line, store its events, then remove the file. A crash
+/// in between leaves the file, and event ids keep its events single when
+/// it is read again.
+async fn ingest_dir(ctx: &Ctx, dir: &Path) -> u64 {
+    let files = match spooled_files(dir) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(path = %dir.display(), error = %e, "cannot list the spool directory");
+            return 0;
+        }
+    };
+    let mut stored = 0;
+    let mut refused: Vec<Refused> = Vec::new();
+    let mut bad = 0;
+    let mut newer = 0;
+    for chunk in files.chunks(DIR_CHUNK) {
+        let mut events = Vec::new();
+        let mut consumed = Vec::new();
+        for path in chunk {
+            match read_spool_line(path) {
+                SpoolLine::Events(mut e) => {
+                    events.append(&mut e);
+                    consumed.push(path);
+                }
+                SpoolLine::Newer => newer += 1,
+                SpoolLine::Damaged(why) => {
+                    tracing::warn!(path = %path.display(), %why, "removing a damaged spool file");
+                    bad += 1;
+                    consumed.push(path);
+                }
+            }
+        }
+        match store_events(ctx, &events, &mut refused).await {
+            Ok(n) => stored += n,
+            Err(Retry { stored: n }) => {
+                stored += n;
+                break;
+            }
+        }
+        for path in consumed {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove an ingested spool file");
+            }
+        }
+    }
+    if newer > 0 {
+        tracing::info!(
+            path = %dir.display(),
+            files = newer,
+            "left spool files of a newer protocol for a newer telemetryd"
+        );
+    }
+    report(ctx, "spool directory", stored, &refused, bad);
+    stored
+}
+
+/// Validate and store spooled `events`, noting those refused for good.
+/// `Err` when the store cannot take them now: keep their source for a
+/// retry (ids keep what was stored meanwhile single).
+async fn store_events(
+    ctx: &Ctx,
+    events: &[WireEvent],
+    refused: &mut Vec<Refused>,
+) -> Result<u64, Retry> {
+    let mut stored = 0u64;
     for chunk in events.chunks(CHUNK) {
         // Validate one by one, so one bad event does not sink its chunk.
         let mut records = Vec::with_capacity(chunk.len());
@@ -222,7 +390,7 @@ async fn ingest_file(ctx: &Ctx, path: &Path) -> u64 {
                 }) => {
                     // Not the event's fault: keep the file, retry later.
                     tracing::warn!(%message, "cannot take in the spool now; will retry");
-                    return stored;
+                    return Err(Retry { stored });
                 }
                 Err(telemetry_proto::Response::Error { code, message }) => refused.push(Refused {
                     product: ev.product.clone(),
@@ -265,16 +433,18 @@ async fn ingest_file(ctx: &Ctx, path: &Path) -> u64 {
                 Err(e) => {
                     // Keep the file: the next run retries, ids dedup.
                     tracing::warn!(error = %e, "cannot store spooled events; will retry");
-                    return stored;
+                    return Err(Retry { stored });
                 }
             }
         }
     }
-    if let Err(e) = std::fs::remove_file(&file) {
-        tracing::warn!(path = %file.display(), error = %e, "cannot remove the ingested spool");
-    }
+    Ok(stored)
+}
+
+/// Count the refusals of a consumed spool and log what it held.
+fn report(ctx: &Ctx, what: &str, stored: u64, refused: &[Refused], bad: usize) {
     let mut by_code: BTreeMap<ErrorCode, u64> = BTreeMap::new();
-    for r in &refused {
+    for r in refused {
         ctx.refusals.record(crate::refusals::Refusal {
             product: &r.product,
             event: &r.event,
@@ -284,7 +454,6 @@ async fn ingest_file(ctx: &Ctx, path: &Path) -> u64 {
         *by_code.entry(r.code).or_default() += 1;
     }
     if stored > 0 || !refused.is_empty() || bad > 0 {
-        let total = refused.len();
         let reasons = by_code
             .iter()
             .map(|(code, n)| format!("{code}={n}"))
@@ -292,9 +461,9 @@ async fn ingest_file(ctx: &Ctx, path: &Path) -> u64 {
             .join(" ");
         tracing::info!(
             stored,
-            refused = total,
+            refused = refused.len(),
             damaged = bad,
-            "ingested the spool{}",
+            "ingested the {what}{}",
             if reasons.is_empty() {
                 String::new()
             } else {
@@ -302,7 +471,6 @@ async fn ingest_file(ctx: &Ctx, path: &Path) -> u64 {
             }
         );
     }
-    stored
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ pub enum CodecError {
         got: u16,
     },
     /// The body is not a valid postcard message of the expected type.
-    #[error("malformed frame body: {0}")]
+    #[error("malformed message: {0}")]
     Malformed(String),
 }
 

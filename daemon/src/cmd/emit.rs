@@ -7,7 +7,7 @@ use crate::server::Ctx;
 use crate::store::{InsertOutcome, StoreError};
 use std::collections::BTreeMap;
 use std::io::Write;
-use telemetry_proto::{encode_frame, validate_event, ErrorCode, Mode, Response, WireEvent};
+use telemetry_proto::{validate_event, ErrorCode, Mode, Response, WireEvent};
 
 /// Handle `Emit { events, ack }`.
 ///
@@ -45,11 +45,12 @@ pub async fn handle(
     // for it.
     let client = (peer.earlier_requests > 0).then_some(peer.connection);
     let socket = reply_to.cloned();
+    let encoding = peer.encoding;
     let stored = ctx
         .store
         .insert_then(client, records, move |outcome| {
             let socket = socket?;
-            let frame = encode_frame(&reply(outcome)).ok()?;
+            let frame = encoding.encode(&reply(outcome)).ok()?;
             let written = write_now(&socket, &frame);
             Some(frame[written..].to_vec())
         })

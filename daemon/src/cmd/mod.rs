@@ -41,6 +41,8 @@ pub struct Peer {
     pub connection: u64,
     /// Requests this connection made before the current one.
     pub earlier_requests: u64,
+    /// How the connection's messages are written (its first byte chose).
+    pub encoding: telemetry_proto::Encoding,
 }
 
 /// Whether `req` changes or reveals stored data, and so needs a trusted
@@ -90,6 +92,7 @@ mod tests {
             uid,
             connection: 1,
             earlier_requests: 0,
+            encoding: telemetry_proto::Encoding::Binary,
         }
     }
 
