@@ -544,6 +544,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The socket it serves.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     fn wait_ready(&mut self) {
         let socket = self.socket.clone();
         wait_for(
