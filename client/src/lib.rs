@@ -38,7 +38,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use telemetry_proto::{decode_body, encode_frame, CodecError};
+use telemetry_proto::{decode_body, encode_frame, paths, CodecError};
 pub use telemetry_proto::{
     ConsentReport, ErrorCode, EventState, EventsPage, FlushReport, Layer, Mode, ProductConsent,
     Request, Response, ShownEvent, StatusReport, Value, WireEvent, MAX_FRAME_LEN,
@@ -426,15 +426,56 @@ impl Client {
     }
 }
 
-/// Record one event the way a CLI should: check consent first (without
-/// contacting the daemon; `off` returns `Ok(None)` having done nothing
-/// else), then emit and wait for the acknowledgement within `timeout`.
-///
-/// When nothing serves the socket (no daemon, no service manager), the
-/// event is spooled for the daemon to take in, a daemon is started as
-/// [`autostart`] describes, and the connection error is returned (the
-/// event is not acknowledged yet, but it is not lost: do not send it
-/// again).
+/// Whether the daemon refused for good: spooling the event would only get
+/// it refused again (consent off, invalid, not catalogued, not allowed, or
+/// a message this daemon cannot read). Every other failure (not running,
+/// busy, shutting down, a storage error, no answer in time, a code this
+/// client does not know) is worth spooling: if the daemon did store it
+/// after all, the event id keeps it single.
+pub fn refused_for_good(err: &ClientError) -> bool {
+    matches!(
+        err,
+        ClientError::Refused {
+            code: ErrorCode::ConsentOff
+                | ErrorCode::Invalid
+                | ErrorCode::NotInCatalogue
+                | ErrorCode::PermissionDenied
+                | ErrorCode::Malformed
+                | ErrorCode::FrameTooLarge,
+            ..
+        }
+    )
+}
+
+/// Where [`record_event_with`] finds the daemon and the consent files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The daemon's socket.
+    pub socket: PathBuf,
+    /// The consent files.
+    pub consent: consent::ConsentPaths,
+    /// The state dir, where the spool is.
+    pub state_dir: PathBuf,
+    /// Start a daemon when nothing serves the socket (see [`autostart`]).
+    pub autostart: bool,
+}
+
+impl Endpoint {
+    /// What this process's environment says, as the shim reads it
+    /// (`TELEMETRY_SOCKET`, `TELEMETRY_STATE_DIR`, the consent variables;
+    /// autostart unless `TELEMETRY_AUTOSTART` says no).
+    pub fn from_env() -> Endpoint {
+        Endpoint {
+            socket: default_socket_path(),
+            consent: consent::ConsentPaths::from_env(),
+            state_dir: state_dir(),
+            autostart: true,
+        }
+    }
+}
+
+/// Record one event the way a CLI should, with [`Endpoint::from_env`]: see
+/// [`record_event_with`].
 pub fn record_event(
     product: &str,
     name: &str,
@@ -442,20 +483,56 @@ pub fn record_event(
     data: BTreeMap<String, Value>,
     timeout: Duration,
 ) -> Result<Option<Acked>, ClientError> {
-    let paths = consent::ConsentPaths::from_env();
-    if consent::resolve(product, &paths).0 == Mode::Off {
+    record_event_with(&Endpoint::from_env(), product, name, build, data, timeout)
+}
+
+/// Record one event: check consent first (from the files and the
+/// environment, without contacting the daemon; `off` returns `Ok(None)`
+/// having connected to nothing, written nothing and started nothing),
+/// then emit and wait for the acknowledgement.
+///
+/// `timeout` bounds the whole call: the connect never waits (a full
+/// listen backlog fails at once), the exchange gets most of the budget and
+/// the rest is kept for the spool. When the event is not acknowledged and
+/// the daemon did not refuse it for good ([`refused_for_good`]), it is
+/// spooled for the daemon to take in, a daemon is started if nothing
+/// serves the socket (and `endpoint.autostart`), and the error is still
+/// returned: the event is not acknowledged yet, but it is not lost, so do
+/// not send it again. Never panics; ignore the result if telemetry must
+/// not matter to the CLI.
+pub fn record_event_with(
+    endpoint: &Endpoint,
+    product: &str,
+    name: &str,
+    build: &str,
+    data: BTreeMap<String, Value>,
+    timeout: Duration,
+) -> Result<Option<Acked>, ClientError> {
+    if consent::resolve(product, &endpoint.consent).0 == Mode::Off {
         return Ok(None);
     }
     let ev = event(product, name, build, data);
-    let socket = default_socket_path();
-    match Client::connect_now(&socket) {
-        Ok(mut c) => c.emit(vec![ev], timeout).map(Some),
+    // Checked here first, so a mistake in the calling CLI is reported
+    // precisely and never spooled.
+    if let Err(e) = telemetry_proto::validate_event(&ev, &telemetry_proto::Limits::default()) {
+        return Err(ClientError::Refused {
+            code: ErrorCode::Invalid,
+            message: e.to_string(),
+        });
+    }
+    let socket_budget = timeout.mul_f64(0.6);
+    let sent = Client::connect_now(&endpoint.socket)
+        .and_then(|mut c| c.emit(vec![ev.clone()], socket_budget));
+    match sent {
+        Ok(acked) => Ok(Some(acked)),
+        Err(e) if refused_for_good(&e) => Err(e),
         Err(e) => {
-            if autostart::nothing_serves(&e) {
-                // Best effort, like the shim: the error below is what the
-                // caller needs to know.
-                let _ = spool::append(&spool::path_for(&socket), &ev);
-                let _ = autostart::start(&socket);
+            // Best effort, like the shim: the error is what the caller
+            // needs to know.
+            let path = paths::spool_file_for(&endpoint.state_dir, &endpoint.socket);
+            let _ = spool::append(&path, &ev);
+            if endpoint.autostart && autostart::nothing_serves(&e) {
+                let _ = autostart::start(&endpoint.socket);
             }
             Err(e)
         }

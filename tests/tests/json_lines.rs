@@ -92,7 +92,11 @@ fn a_json_client_gets_every_reply_as_a_line_and_survives_its_own_mistakes() {
     // one per request, in order.
     for i in 0..5 {
         let reply = c.ask(&emit_line(&[cfdev("stop")], true));
-        assert_eq!(reply, serde_json::json!({"v": 2, "ack": {"accepted": 1, "duplicates": 0}}), "emit {i}");
+        assert_eq!(
+            reply,
+            serde_json::json!({"v": 2, "ack": {"accepted": 1, "duplicates": 0}}),
+            "emit {i}"
+        );
     }
     // Hand-written, as a shell script would: data as plain JSON values.
     let by_hand = format!(
@@ -100,14 +104,22 @@ fn a_json_client_gets_every_reply_as_a_line_and_survives_its_own_mistakes() {
         now_us()
     );
     assert_eq!(c.ask(&by_hand)["ack"]["accepted"], 1);
-    assert_eq!(c.ask(&by_hand)["ack"]["duplicates"], 1, "the id keeps it single");
+    assert_eq!(
+        c.ask(&by_hand)["ack"]["duplicates"],
+        1,
+        "the id keeps it single"
+    );
 
     // Mistakes get an error line naming the problem, and the connection goes on.
     for (line, code, says) in [
         ("not json", "malformed", "not a JSON object"),
         (r#"{"status":{}}"#, "malformed", "\"v\""),
         (r#"{"v":2,"launch":{}}"#, "malformed", "unknown variant"),
-        (r#"{"v":2,"emit":{"events":[],"ack":"yes"}}"#, "malformed", "emit"),
+        (
+            r#"{"v":2,"emit":{"events":[],"ack":"yes"}}"#,
+            "malformed",
+            "emit",
+        ),
     ] {
         let reply = c.ask(line);
         assert_eq!(reply["error"]["code"], code, "{line}: {reply}");
@@ -118,7 +130,10 @@ fn a_json_client_gets_every_reply_as_a_line_and_survives_its_own_mistakes() {
     assert_eq!(refused["error"]["code"], "not_in_catalogue");
     // Blank lines are skipped; the connection still serves.
     c.send("");
-    assert_eq!(c.ask(&emit_line(&[cfdev("stop")], false))["queued"]["accepted"], 1);
+    assert_eq!(
+        c.ask(&emit_line(&[cfdev("stop")], false))["queued"]["accepted"],
+        1
+    );
     assert!(c.ask(r#"{"v":2,"status":null}"#)["status"].is_object());
     wait_for("7 events stored", T, || (pending(&d) == 7).then_some(()));
 
@@ -126,9 +141,15 @@ fn a_json_client_gets_every_reply_as_a_line_and_survives_its_own_mistakes() {
     let mut c = Lines::connect(&d);
     let reply = c.ask(r#"{"v":9,"status":{}}"#);
     assert_eq!(reply["error"]["code"], "unsupported_version");
-    assert!(c.reply().is_none(), "closed after a version it cannot speak");
+    assert!(
+        c.reply().is_none(),
+        "closed after a version it cannot speak"
+    );
     let mut c = Lines::connect(&d);
-    let huge = format!(r#"{{"v":2,"status":{{"pad":"{}"}}}}"#, "x".repeat(300 * 1024));
+    let huge = format!(
+        r#"{{"v":2,"status":{{"pad":"{}"}}}}"#,
+        "x".repeat(300 * 1024)
+    );
     let _ = c.writer.write_all(huge.as_bytes());
     let reply = c.reply().expect("an error line");
     assert_eq!(reply["error"]["code"], "frame_too_large");
@@ -141,7 +162,10 @@ fn a_json_client_gets_every_reply_as_a_line_and_survives_its_own_mistakes() {
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with(r#"{"v":2,"status":{"#) && out.ends_with("}\n"), "{out}");
+    assert!(
+        out.starts_with(r#"{"v":2,"status":{"#) && out.ends_with("}\n"),
+        "{out}"
+    );
 
     // Binary clients are served as before, alongside.
     assert_eq!(pending(&d), 7);
@@ -150,7 +174,8 @@ fn a_json_client_gets_every_reply_as_a_line_and_survives_its_own_mistakes() {
 #[test]
 fn a_busy_refusal_comes_in_the_encoding_the_client_speaks() {
     let mut env = DaemonEnv::new(Destination::Outbox);
-    env.extra.push(("TELEMETRY_MAX_CONNECTIONS".into(), "1".into()));
+    env.extra
+        .push(("TELEMETRY_MAX_CONNECTIONS".into(), "1".into()));
     let d = env.start();
     // Holds the only slot (served, so surely holding it).
     let holder = wait_for("the only slot", T, || {
@@ -164,7 +189,10 @@ fn a_busy_refusal_comes_in_the_encoding_the_client_speaks() {
     let mut json = Lines::connect(&d);
     let reply = json.ask(r#"{"v":2,"status":{}}"#);
     assert_eq!(reply["error"]["code"], "busy", "{reply}");
-    assert!(reply["error"]["message"].as_str().unwrap().contains("maximum of 1"));
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("maximum of 1"));
 
     let mut binary = UnixStream::connect(d.socket()).unwrap();
     binary.set_read_timeout(Some(T)).unwrap();
@@ -196,13 +224,20 @@ fn the_portable_spool_directory_is_taken_in_at_start() {
 
     // The shared vectors' example file, byte for byte.
     let vectors: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../vectors/paths.json"))
-            .unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../vectors/paths.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     let spool = &vectors["spool"];
     let example = dir.join(spool["example_file"].as_str().unwrap());
-    std::fs::write(&example, format!("{}\n", spool["example_line"].as_str().unwrap())).unwrap();
+    std::fs::write(
+        &example,
+        format!("{}\n", spool["example_line"].as_str().unwrap()),
+    )
+    .unwrap();
     // One file with two events, as an SDK writes them.
     let mut two = [cfdev("stop"), cfdev("start_begin")];
     for ev in &mut two {
@@ -249,7 +284,12 @@ fn socat_is_a_client_as_the_readme_shows() {
     let d = env.start();
     // README: echo '{"v":2,"status":{}}' | socat - UNIX-CONNECT:"$sock"
     let mut child = std::process::Command::new("socat")
-        .args(["-t", "5", "-", &format!("UNIX-CONNECT:{}", d.socket().display())])
+        .args([
+            "-t",
+            "5",
+            "-",
+            &format!("UNIX-CONNECT:{}", d.socket().display()),
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -281,18 +281,14 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
     // code this shim does not know, an older daemon that does not speak
     // this protocol: a newer one takes the spool in) goes to the spool; if
     // the daemon did store it after all, the event id keeps it single.
-    if let ClientError::Refused { code, .. } = &failure {
-        match code {
-            ErrorCode::ConsentOff => return Err((EXIT_CONSENT_OFF, failure.to_string())),
-            ErrorCode::Invalid
-            | ErrorCode::NotInCatalogue
-            | ErrorCode::PermissionDenied
-            | ErrorCode::Malformed
-            | ErrorCode::FrameTooLarge => {
-                return Err((EXIT_REFUSED, format!("{failure}; not recorded")))
-            }
-            _ => {}
-        }
+    if telemetry_client::refused_for_good(&failure) {
+        return Err(match &failure {
+            ClientError::Refused {
+                code: ErrorCode::ConsentOff,
+                ..
+            } => (EXIT_CONSENT_OFF, failure.to_string()),
+            _ => (EXIT_REFUSED, format!("{failure}; not recorded")),
+        });
     }
     let spool = telemetry_client::spool::path_for(&path);
     let what = match telemetry_client::spool::append(&spool, &ev) {
