@@ -9,6 +9,7 @@
 //! ```
 
 mod broker;
+mod sdks;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -49,6 +50,8 @@ enum What {
     Backlog,
     /// telemetry-broker grants and uploads through it vs the S3 server's own PUT rate.
     Broker,
+    /// Per-event cost of the Rust, Go, Node and Python clients in process vs exec'ing the shim.
+    Sdks,
 }
 
 const T: Duration = Duration::from_secs(60);
@@ -75,6 +78,9 @@ fn main() -> Result<()> {
     }
     if run(What::Broker) {
         broker::run(cli.quick)?;
+    }
+    if run(What::Sdks) {
+        sdks::run(cli.quick)?;
     }
     Ok(())
 }

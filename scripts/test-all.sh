@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The whole test suite, one stage after another, each timed: what the
+# README's test command and CI (.ci/run) run. Installs what the tests need
+# and this machine lacks (Debian packages, DuckDB in a venv, the Python
+# SDK's dev tools in its own venv); everything else is started by the tests.
+#
+#   scripts/test-all.sh            every stage
+#   scripts/test-all.sh go node    only these stages (names below)
+#
+# Stages: prereqs fmt clippy cargo go node python
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export CARGO_TERM_COLOR=never
+
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(prereqs fmt clippy cargo go node python)
+
+prereqs() {
+    local need=()
+    # The consent tests trace the shim with strace and drive a prompt on a
+    # pseudo-terminal with script(1).
+    command -v strace >/dev/null || need+=(strace)
+    command -v script >/dev/null || need+=(bsdutils)
+    # The service-manager tests check the unit files with systemd's own tools.
+    command -v systemd-analyze >/dev/null || need+=(systemd)
+    command -v systemd-socket-activate >/dev/null || need+=(systemd)
+    # The report test renders index.html in headless Chromium.
+    command -v chromium >/dev/null || need+=(chromium)
+    # The README's JSON-lines example (tests/tests/json_lines.rs).
+    command -v socat >/dev/null || need+=(socat)
+    # The SDKs: Go, Node, and venvs for DuckDB and the Python SDK's tools.
+    command -v go >/dev/null || need+=(golang-go)
+    command -v node >/dev/null || need+=(nodejs)
+    python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+    if [ ${#need[@]} -gt 0 ]; then
+        echo "installing ${need[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+    fi
+    # DuckDB for tests/tests/report.rs (sql/report.sql must give the
+    # report's numbers). The test creates the same venv itself if it is
+    # missing; doing it here keeps the download out of the timed test. Keep
+    # the version in step with DUCKDB_VERSION in that test.
+    local venv="${CARGO_TARGET_DIR:-target}/duckdb-venv"
+    if ! "$venv/bin/python" -c 'import duckdb' 2>/dev/null; then
+        echo "installing duckdb into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q duckdb==2.0.1
+    fi
+}
+
+fmt() { cargo fmt --all -- --check; }
+clippy() { cargo clippy --workspace --all-targets -- -D warnings; }
+cargo_tests() { cargo test --workspace; }
+
+# The SDKs test against the daemon the workspace builds (TELEMETRYD_BIN).
+daemon_bin() {
+    cargo build --workspace --bins -q
+    export TELEMETRYD_BIN="${TELEMETRYD_BIN:-$root/${CARGO_TARGET_DIR:-target}/debug/telemetryd}"
+    export TELEMETRYCTL_BIN="${TELEMETRYCTL_BIN:-$(dirname "$TELEMETRYD_BIN")/telemetryctl}"
+}
+
+go_sdk() {
+    daemon_bin
+    cd "$root/sdk/go"
+    local unformatted
+    unformatted=$(gofmt -l .)
+    [ -z "$unformatted" ] || { echo "gofmt: not formatted: $unformatted"; return 1; }
+    go vet ./...
+    GOOS=windows go vet ./...
+    go test -count=1 ./...
+}
+
+node_sdk() {
+    daemon_bin
+    cd "$root/sdk/node"
+    for f in $(find . -name '*.js' -o -name '*.cjs' -o -name '*.mjs' | grep -v node_modules); do
+        node --check "$f"
+    done
+    node --test
+}
+
+python_sdk() {
+    daemon_bin
+    "$root/sdk/python/run-tests.sh"
+}
+
+total_start=$(date +%s)
+for stage in "${stages[@]}"; do
+    case "$stage" in
+        prereqs) fn=prereqs ;;
+        fmt) fn=fmt ;;
+        clippy) fn=clippy ;;
+        cargo) fn=cargo_tests ;;
+        go) fn=go_sdk ;;
+        node) fn=node_sdk ;;
+        python) fn=python_sdk ;;
+        *) echo "unknown stage $stage (stages: prereqs fmt clippy cargo go node python)" >&2; exit 2 ;;
+    esac
+    echo "== $stage"
+    start=$(date +%s)
+    ( cd "$root" && "$fn" )
+    echo "== $stage: $(( $(date +%s) - start )) s"
+done
+echo "== all stages passed in $(( $(date +%s) - total_start )) s"

@@ -1,0 +1,151 @@
+"""Starting ``telemetryd`` when nothing serves the socket, as
+``client/src/autostart.rs`` does (see its module docs): only after an emit
+was spooled because connecting failed with ``ENOENT``/``ECONNREFUSED``; the
+binary is ``TELEMETRY_DAEMON`` or ``telemetryd`` on ``PATH``;
+``TELEMETRY_AUTOSTART=0|false|no|off`` turns it off; at most once per 10 s
+per state dir (a timestamp in ``STATE_DIR/autostart.stamp``, under a
+non-blocking ``flock``); detached (its own session, via an ``sh`` that
+exits at once, so the host never has a child to reap), stdin ``/dev/null``,
+output appended to ``STATE_DIR/telemetryd.log``, no cloud credentials in
+its environment.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import time
+from typing import Dict, Mapping, Optional
+
+from ._spool import make_dirs
+
+INTERVAL_MS = 10_000
+STAMP_FILE = "autostart.stamp"
+LOG_FILE = "telemetryd.log"
+
+_PREFIXES = (
+    "AWS_",
+    "AZURE_",
+    "GOOGLE_",
+    "GCLOUD_",
+    "CLOUDSDK_",
+    "ALIBABA_CLOUD_",
+    "OCI_",
+    "DIGITALOCEAN_",
+)
+_SUFFIXES = (
+    "_TOKEN",
+    "_SECRET",
+    "_SECRET_KEY",
+    "_ACCESS_KEY",
+    "_API_KEY",
+    "_PASSWORD",
+    "_CREDENTIALS",
+)
+_NAMES = frozenset(
+    {
+        "SSH_AUTH_SOCK",
+        "NOTIFY_SOCKET",
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+        "WATCHDOG_PID",
+        "WATCHDOG_USEC",
+    }
+)
+
+
+def scrubbed(name: str) -> bool:
+    """Whether the daemon must not inherit the variable ``name``."""
+    upper = name.upper()
+    if upper.startswith("TELEMETRY_"):
+        return False
+    return upper.startswith(_PREFIXES) or upper.endswith(_SUFFIXES) or upper in _NAMES
+
+
+def disabled(value: Optional[str]) -> bool:
+    """``TELEMETRY_AUTOSTART``: ``0``, ``false``, ``no`` or ``off`` disable."""
+    return value is not None and value.strip().lower() in ("0", "false", "no", "off")
+
+
+def find_daemon(env: Mapping[str, str]) -> Optional[str]:
+    """``TELEMETRY_DAEMON``, else ``telemetryd`` on ``PATH``."""
+    explicit = env.get("TELEMETRY_DAEMON")
+    if explicit:
+        return explicit
+    return shutil.which("telemetryd", path=env.get("PATH") or os.defpath)
+
+
+def daemon_env(env: Mapping[str, str]) -> Dict[str, str]:
+    """``env`` without what the daemon must not inherit."""
+    out = {k: v for k, v in env.items() if not scrubbed(k)}
+    out["AWS_SHARED_CREDENTIALS_FILE"] = "/dev/null"
+    out["AWS_CONFIG_FILE"] = "/dev/null"
+    out["AWS_EC2_METADATA_DISABLED"] = "true"
+    return out
+
+
+def start(socket_path: str, state_dir: str, env: Mapping[str, str]) -> str:
+    """Start the daemon detached unless disabled, not found or started
+    recently. Returns ``spawned``, ``disabled``, ``not_found`` or
+    ``recently``; raises ``OSError`` when a file or the spawn fails."""
+    if disabled(env.get("TELEMETRY_AUTOSTART")):
+        return "disabled"
+    daemon = find_daemon(env)
+    if not daemon:
+        return "not_found"
+    make_dirs(state_dir)
+    fd = os.open(
+        os.path.join(state_dir, STAMP_FILE),
+        os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+        0o600,
+    )
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return "recently"
+        now = time.time_ns() // 1_000_000
+        text = os.read(fd, 64).decode("ascii", "replace").strip()
+        if text.isdigit():
+            last = int(text)
+            # A stamp in the future (clock set back) holds nobody off.
+            if last <= now and now - last < INTERVAL_MS:
+                return "recently"
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, str(now).encode("ascii"))
+        log = os.open(
+            os.path.join(state_dir, LOG_FILE),
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+            0o600,
+        )
+        try:
+            # `sh` starts the daemon in the background and exits: the daemon
+            # is adopted by init, in the session `sh` led.
+            child = subprocess.Popen(
+                [
+                    "/bin/sh",
+                    "-c",
+                    'exec "$@" &',
+                    "sh",
+                    daemon,
+                    "--autostarted",
+                    "--socket",
+                    socket_path,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                close_fds=True,
+                start_new_session=True,
+                env=daemon_env(env),
+            )
+            child.wait(timeout=5)
+        finally:
+            os.close(log)
+        return "spawned"
+    finally:
+        os.close(fd)

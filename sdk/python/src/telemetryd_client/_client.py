@@ -1,0 +1,570 @@
+"""The :class:`Client` a host CLI uses, and the values it returns."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Dict, Mapping, NamedTuple, Optional
+
+from . import _autostart, _paths, _spool, _transport
+from ._consent import (
+    UNREADABLE,
+    ConsentFile,
+    SystemText,
+    env_opt_out_var,
+    parse_mode,
+    resolve,
+)
+from ._protocol import (
+    FINAL_CODES,
+    WireEvent,
+    consent_changed_line,
+    emit_line,
+    now_us,
+    status_line,
+    uuid7,
+)
+from ._validate import check_build, check_event, check_name, shown
+
+#: The default time budget of one call, in seconds.
+DEFAULT_TIMEOUT = 0.1
+
+ACKNOWLEDGED = "acknowledged"
+QUEUED = "queued"
+SPOOLED = "spooled"
+DROPPED = "dropped"
+REFUSED = "refused"
+OFF = "off"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of an event.
+
+    ``status`` is one of:
+
+    - ``acknowledged``: the daemon committed it to disk (``accepted`` /
+      ``duplicates`` say how it counted it);
+    - ``queued``: written to the daemon without waiting (:meth:`Client.emit_no_wait`);
+    - ``spooled``: the daemon could not be reached in time (or answered a
+      retryable error); the event waits in ``spool_file`` for the daemon to
+      take it in. Do not send it again;
+    - ``dropped``: it had to be spooled but the spool is full;
+    - ``refused``: the daemon (or the local checks, code ``invalid``) will
+      never take it: ``code`` and ``detail`` say why;
+    - ``off``: consent is off; nothing was done. ``layer`` says who decided;
+    - ``failed``: something else went wrong (``detail`` says what).
+    """
+
+    status: str
+    detail: str = ""
+    code: Optional[str] = None
+    layer: Optional[str] = None
+    event_id: Optional[str] = None
+    accepted: int = 0
+    duplicates: int = 0
+    spool_file: Optional[str] = None
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the event reached the daemon or the spool."""
+        return self.status in (ACKNOWLEDGED, QUEUED, SPOOLED)
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    """A product's effective consent: ``mode`` (``on``, ``local`` or
+    ``off``) and the ``layer`` that decided it (``system``,
+    ``environment``, ``user_file`` or ``default``). ``detail`` is set when
+    the files could not be looked at (then the mode is ``off``)."""
+
+    mode: str
+    layer: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ConsentChange:
+    """What :meth:`Client.set_consent` did.
+
+    ``status`` is ``recorded`` (the user's file now holds ``mode``) or
+    ``failed`` (``detail`` says why; nothing changed). ``daemon_notified``
+    says whether a running daemon applied it at once (otherwise it does at
+    its next start). ``effective`` is the product's consent afterwards, which
+    the system file or the environment may still keep ``off``.
+    """
+
+    status: str
+    mode: Optional[str] = None
+    file: Optional[str] = None
+    daemon_notified: bool = False
+    effective: Optional[ConsentState] = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    """What :meth:`Client.prompt` did: ``status`` is ``asked`` (``mode`` is
+    the answer, recorded as ``change`` says), ``already_decided``,
+    ``forced_off`` (system file or environment), ``not_a_terminal``,
+    ``no_answer`` or ``failed``."""
+
+    status: str
+    mode: Optional[str] = None
+    change: Optional[ConsentChange] = None
+    detail: str = ""
+
+
+class Paths(NamedTuple):
+    """The files and socket a client uses."""
+
+    socket: str
+    state_dir: str
+    consent_file: str
+    system_consent_file: str
+
+
+def generic_prompt(product: str) -> str:
+    """The question telemetryctl asks when the vendor wrote none."""
+    return (
+        f"{product} would like to collect anonymous usage telemetry to learn which features are used.\n"
+        "Each event holds: the event name, a little catalogued data, a UTC timestamp, an anonymous\n"
+        "machine ID (a SHA-256 hash, never your machine's real ID), your OS and the version.\n"
+        "No names, paths, IP addresses or host names are collected."
+    )
+
+
+def how_to_change(product: str) -> str:
+    """Always shown after the question: how to change the answer later."""
+    return (
+        f"Change your mind at any time: `telemetryctl consent {product} off` (or `local`: keep it on\n"
+        "this machine only); see exactly what is kept: `telemetryctl show`."
+    )
+
+
+def _read_system(path: str) -> SystemText:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        # Exists but cannot be read: fail closed.
+        return UNREADABLE
+
+
+def _read_user(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
+
+
+def _rfc3339_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _timeout_of(value: Any) -> float:
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        return DEFAULT_TIMEOUT
+    if t != t or t <= 0:  # NaN or not positive
+        return DEFAULT_TIMEOUT
+    return min(t, 3600.0)
+
+
+def _describe(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+class Client:
+    """Records usage events for one product with the local ``telemetryd``.
+
+    ``product`` is the catalogue's product name (``cfdev``), ``build`` the
+    host CLI's version, ``timeout`` the budget of each call in seconds
+    (default 0.1). ``socket``, ``state_dir``, ``consent_file`` and
+    ``system_consent_file`` override the environment
+    (``TELEMETRY_SOCKET``, ``TELEMETRY_STATE_DIR``, ``TELEMETRY_CONSENT_FILE``,
+    ``TELEMETRY_SYSTEM_CONSENT_FILE``) and the defaults. ``autostart=False``
+    never starts a daemon (``TELEMETRY_AUTOSTART=0`` does the same).
+
+    No method raises (short of ``KeyboardInterrupt``/``SystemExit``) or
+    prints (except :meth:`prompt`, on stderr); none blocks past its budget
+    (except :meth:`prompt` while the user answers).
+    """
+
+    def __init__(
+        self,
+        product: str,
+        build: str = "unknown",
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        socket: Optional[str] = None,
+        state_dir: Optional[str] = None,
+        consent_file: Optional[str] = None,
+        system_consent_file: Optional[str] = None,
+        autostart: bool = True,
+    ) -> None:
+        self.product = product
+        self.build = build
+        self.timeout = _timeout_of(timeout)
+        self._socket = socket
+        self._state_dir = state_dir
+        self._consent_file = consent_file
+        self._system_consent_file = system_consent_file
+        self._autostart = bool(autostart)
+
+    def __repr__(self) -> str:
+        return f"Client(product={self.product!r}, build={self.build!r}, timeout={self.timeout!r})"
+
+    # -- where things are --------------------------------------------------
+
+    def paths(self) -> Paths:
+        """The socket and files this client uses, from its options, the
+        environment and the defaults. (Raises only on a broken environment;
+        the other methods catch that.)"""
+        env = os.environ
+        uid = _paths.current_uid()
+        state = self._state_dir or _paths.state_dir(env, uid)
+        consent = (
+            self._consent_file
+            or env.get("TELEMETRY_CONSENT_FILE")
+            or os.path.join(state, "consent")
+        )
+        return Paths(
+            socket=self._socket or _paths.socket_path(env, uid, _paths.current_os()),
+            state_dir=state,
+            consent_file=consent,
+            system_consent_file=self._system_consent_file or _paths.system_consent_file(env),
+        )
+
+    # -- consent -----------------------------------------------------------
+
+    def _consent(self, p: Paths) -> ConsentState:
+        mode, layer = resolve(
+            str(self.product),
+            _read_system(p.system_consent_file),
+            os.environ,
+            _read_user(p.consent_file),
+        )
+        return ConsentState(mode, layer)
+
+    def consent(self) -> ConsentState:
+        """The product's consent from the files and the environment, without
+        contacting the daemon."""
+        try:
+            return self._consent(self.paths())
+        except Exception as e:
+            return ConsentState("off", "default", f"cannot read consent: {_describe(e)}")
+
+    # -- emitting ----------------------------------------------------------
+
+    def emit(self, event: str, data: Optional[Mapping[str, Any]] = None) -> Outcome:
+        """Record ``event`` with ``data`` (names to ``str``, ``int`` or
+        ``bool``) and wait, within the budget, until the daemon has
+        committed it; spool it when the daemon cannot take it now."""
+        return self._emit(event, data, ack=True)
+
+    def emit_no_wait(self, event: str, data: Optional[Mapping[str, Any]] = None) -> Outcome:
+        """Like :meth:`emit`, but return as soon as the event is written to
+        the daemon (``queued``), without waiting for the commit."""
+        return self._emit(event, data, ack=False)
+
+    def _emit(self, event: Any, data: Any, ack: bool) -> Outcome:
+        try:
+            deadline = time.monotonic() + self.timeout
+            p = self.paths()
+            state = self._consent(p)
+            if state.mode == "off":
+                return Outcome(
+                    OFF, f"consent for {self.product!r} is off ({state.layer})", layer=state.layer
+                )
+            if data is None:
+                data = {}
+            ts = now_us()
+            why = check_event(self.product, event, self.build, ts, data)
+            if why:
+                return Outcome(REFUSED, why, code="invalid")
+            ev = WireEvent(uuid7(), event, self.product, self.build, ts, dict(data))
+            try:
+                if ack:
+                    name, body = _transport.request(p.socket, emit_line([ev], True), deadline)
+                else:
+                    _transport.send_only(p.socket, emit_line([ev], False), deadline)
+                    return Outcome(QUEUED, event_id=ev.id)
+            except _transport.TransportError as e:
+                return self._spool(ev, p, e.why, e.nothing_serves)
+            body = body if isinstance(body, dict) else {}
+            if name == "ack":
+                return Outcome(
+                    ACKNOWLEDGED,
+                    event_id=ev.id,
+                    accepted=_int(body.get("accepted")),
+                    duplicates=_int(body.get("duplicates")),
+                )
+            if name == "error":
+                code = str(body.get("code", "unknown"))
+                message = str(body.get("message", ""))
+                if code in FINAL_CODES:
+                    return Outcome(REFUSED, message, code=code, event_id=ev.id)
+                return self._spool(ev, p, f"telemetryd answered {code}: {message}", False, code)
+            return self._spool(ev, p, f"unexpected reply {name!r} from telemetryd", False)
+        except Exception as e:
+            return Outcome(FAILED, _describe(e))
+
+    def _spool(
+        self,
+        ev: WireEvent,
+        p: Paths,
+        reason: str,
+        nothing_serves: bool,
+        code: Optional[str] = None,
+    ) -> Outcome:
+        directory = _paths.spool_dir(p.state_dir, p.socket)
+        try:
+            path = _spool.write(directory, ev.id, emit_line([ev], False))
+        except _spool.SpoolFull as e:
+            return Outcome(DROPPED, f"{reason}; {e}", code=code, event_id=ev.id)
+        except (OSError, ValueError) as e:
+            return Outcome(FAILED, f"{reason}; spooling failed: {e}", code=code, event_id=ev.id)
+        if nothing_serves and self._autostart:
+            try:
+                _autostart.start(p.socket, p.state_dir, os.environ)
+            except Exception:
+                pass
+        return Outcome(SPOOLED, reason, code=code, event_id=ev.id, spool_file=path)
+
+    # -- status ------------------------------------------------------------
+
+    def status(self) -> Dict[str, Any]:
+        """The daemon's status report (``StatusReport`` as a dict: e.g.
+        ``pending_events``, ``consent``). When it cannot be had, a dict with
+        only ``error``: ``{"code": ..., "message": ...}``."""
+        try:
+            deadline = time.monotonic() + self.timeout
+            try:
+                name, body = _transport.request(self.paths().socket, status_line(), deadline)
+            except _transport.TransportError as e:
+                code = (
+                    "timed_out" if e.timed_out else "unreachable" if e.stage == "connect" else "io"
+                )
+                return {"error": {"code": code, "message": e.why}}
+            if name == "status" and isinstance(body, dict):
+                return body
+            if name == "error" and isinstance(body, dict):
+                return {
+                    "error": {"code": str(body.get("code")), "message": str(body.get("message"))}
+                }
+            return {"error": {"code": "unexpected", "message": f"unexpected reply {name!r}"}}
+        except Exception as e:
+            return {"error": {"code": "failed", "message": _describe(e)}}
+
+    # -- changing consent --------------------------------------------------
+
+    def set_consent(self, mode: str) -> ConsentChange:
+        """Record the user's decision (``on``, ``off`` or ``local``) in their
+        consent file, as ``telemetryctl consent`` does, then tell a running
+        daemon (best effort, within the budget). For a CLI's own
+        ``telemetry --on/--off`` command."""
+        try:
+            return self._set_consent(mode, time.monotonic() + self.timeout)
+        except Exception as e:
+            return ConsentChange(FAILED, detail=_describe(e))
+
+    def _set_consent(self, mode_word: Any, deadline: float) -> ConsentChange:
+        mode = parse_mode(mode_word) if isinstance(mode_word, str) else None
+        if mode is None:
+            return ConsentChange(FAILED, detail=f"mode {shown(mode_word)} is not on, off or local")
+        why = check_name("product", self.product)
+        if why:
+            return ConsentChange(FAILED, mode=mode, detail=why)
+        p = self.paths()
+        version = None
+        if mode != "off":
+            version = self._manifest_version(p.socket, deadline)
+        try:
+            _record(p.consent_file, self.product, mode, version, deadline)
+        except (OSError, ValueError) as e:
+            return ConsentChange(
+                FAILED,
+                mode=mode,
+                file=p.consent_file,
+                detail=f"cannot write the consent file {p.consent_file}: {e}",
+            )
+        notified = False
+        detail = ""
+        build = self.build if check_build(self.build) is None else "unknown"
+        try:
+            name, body = _transport.request(
+                p.socket, consent_changed_line(self.product, build), deadline
+            )
+            if name == "consent_applied":
+                notified = True
+                daemon_file = body.get("file") if isinstance(body, dict) else None
+                if daemon_file and daemon_file != p.consent_file:
+                    detail = (
+                        f"telemetryd reads consent from {daemon_file}, but this wrote "
+                        f"{p.consent_file}; set TELEMETRY_CONSENT_FILE={daemon_file} so they agree"
+                    )
+            elif name == "error" and isinstance(body, dict):
+                detail = (
+                    f"telemetryd did not apply it yet: {body.get('code')}: {body.get('message')}"
+                )
+        except _transport.TransportError as e:
+            detail = f"telemetryd did not apply it yet ({e.why}); it will when it starts"
+        return ConsentChange(
+            "recorded",
+            mode=mode,
+            file=p.consent_file,
+            daemon_notified=notified,
+            effective=self._consent(p),
+            detail=detail,
+        )
+
+    def _manifest_version(self, socket: str, deadline: float) -> Optional[int]:
+        """The product's catalogue version from a running daemon, if any:
+        the decision is recorded as given for it."""
+        try:
+            name, body = _transport.request(socket, status_line(), deadline)
+        except _transport.TransportError:
+            return None
+        if name != "status" or not isinstance(body, dict):
+            return None
+        for c in body.get("consent") or []:
+            if (
+                isinstance(c, dict)
+                and c.get("product") == self.product
+                and not c.get("manifest_error")
+            ):
+                v = c.get("version")
+                if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 0xFFFFFFFF:
+                    return v
+        return None
+
+    # -- the prompt --------------------------------------------------------
+
+    def prompt(self, text: Optional[str] = None) -> PromptResult:
+        """Ask the user once, on a terminal, whether to enable telemetry
+        (default No), and record the answer.
+
+        Asks only when stdin and stderr are terminals, the user's file has
+        no decision for the product, and neither the system file nor the
+        environment forces it off; otherwise returns at once, having
+        printed and recorded nothing. ``text`` replaces the generic
+        question; how to change the answer later is always added.
+        """
+        try:
+            why = check_name("product", self.product)
+            if why:
+                return PromptResult(FAILED, detail=why)
+            p = self.paths()
+            user = _read_user(p.consent_file)
+            if user is not None and ConsentFile.parse(user).get(self.product) is not None:
+                return PromptResult("already_decided")
+            state = self._consent(p)
+            if state.layer in ("system", "environment"):
+                return PromptResult("forced_off", detail=f"decided by the {state.layer}")
+            if not (_is_tty(sys.stdin) and _is_tty(sys.stderr)):
+                return PromptResult("not_a_terminal", detail="stdin or stderr is not a terminal")
+            question = (
+                text if isinstance(text, str) and text.strip() else generic_prompt(self.product)
+            )
+            question = "".join(c for c in question if c in "\n\t" or c.isprintable())
+            err = sys.stderr
+            err.write(
+                f"{question.rstrip()}\n{how_to_change(self.product)}\n\n"
+                f"Enable anonymous telemetry for {self.product}? [y/N] "
+            )
+            err.flush()
+            try:
+                answer = sys.stdin.readline()
+            except (OSError, ValueError) as e:
+                return PromptResult("no_answer", detail=str(e))
+            yes = answer.strip().lower() in ("y", "yes")
+            mode = "on" if yes else "off"
+            change = self._set_consent(mode, time.monotonic() + self.timeout)
+            return PromptResult("asked", mode=mode, change=change, detail=change.detail)
+        except Exception as e:
+            return PromptResult(FAILED, detail=_describe(e))
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return stream is not None and bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def _record(
+    path: str,
+    product: str,
+    mode: str,
+    version: Optional[int],
+    deadline: float,
+) -> None:
+    """Rewrite the user's consent file with ``product``'s new line, as
+    ``record_version`` in ``client/src/consent.rs`` does: dir ``0700``,
+    serialized by ``flock`` on ``DIR/.consent.lock``, canonical form, a temp
+    file in the same dir (the old file's mode, else ``0600``), fsync,
+    rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    _spool.make_dirs(directory)
+    lock = os.open(
+        os.path.join(directory, ".consent.lock"),
+        os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+        0o600,
+    )
+    try:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise OSError(
+                        f"another process holds {directory}/.consent.lock; try again"
+                    ) from None
+                time.sleep(0.002)
+        text = _read_user(path)
+        file = ConsentFile.parse(text) if text is not None else ConsentFile()
+        file.set(product, mode, _rfc3339_now(), version)
+        try:
+            perm = os.stat(path).st_mode & 0o777
+        except OSError:
+            perm = 0o600
+        tmp = os.path.join(directory, f".consent.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), perm)
+        try:
+            os.fchmod(fd, perm)  # the umask may have narrowed it
+            data = file.render().encode("utf-8")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    finally:
+        os.close(lock)  # releases the lock
+
+
+__all__ = [
+    "Client",
+    "ConsentChange",
+    "ConsentState",
+    "Outcome",
+    "Paths",
+    "PromptResult",
+    "env_opt_out_var",
+]

@@ -1,0 +1,76 @@
+"""The portable spool (``vectors/paths.json`` "spool"; ``spool_dir_for`` in
+``proto/src/paths.rs``): one file per emit, which the daemon takes in when
+it runs.
+
+The directory is made ``0700`` (parents too); the line is written to
+``.<id>.tmp``, created exclusively ``0600``, then renamed to ``<id>.json``,
+so the daemon (which reads only ``*.json``) never sees half a line. A
+directory already holding :data:`MAX_SPOOL_FILES` entries means the spool is
+full: the event is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ._paths import MAX_SPOOL_FILES
+
+
+class SpoolFull(Exception):
+    """The spool directory already holds its maximum of entries."""
+
+
+def make_dirs(path: str, mode: int = 0o700) -> None:
+    """``mkdir -p`` giving every directory it creates ``mode`` (as Rust's
+    ``DirBuilder::recursive(true).mode(..)``; Python's ``makedirs`` applies
+    it to the last one only)."""
+    missing = []
+    p = os.path.abspath(path)
+    while not os.path.isdir(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, mode)
+        except FileExistsError:
+            if not os.path.isdir(d):
+                raise
+
+
+def _count_at_least(path: str, limit: int) -> bool:
+    n = 0
+    with os.scandir(path) as it:
+        for _ in it:
+            n += 1
+            if n >= limit:
+                return True
+    return False
+
+
+def write(directory: str, name: str, line: bytes) -> str:
+    """Spool ``line`` as ``directory/<name>.json``; returns its path.
+
+    Raises :class:`SpoolFull` when the directory is full, ``OSError`` when
+    it cannot be written.
+    """
+    make_dirs(directory)
+    if _count_at_least(directory, MAX_SPOOL_FILES):
+        raise SpoolFull(f"the spool {directory} already holds {MAX_SPOOL_FILES} files")
+    tmp = os.path.join(directory, f".{name}.tmp")
+    final = os.path.join(directory, f"{name}.json")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        view = memoryview(line)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, final)
+    return final

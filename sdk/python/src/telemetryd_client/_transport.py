@@ -1,0 +1,150 @@
+"""One request over the daemon's Unix socket, every step bounded by a
+monotonic deadline: a non-blocking connect (a full listen backlog fails at
+once instead of sleeping), then a write and a read each with the time left.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+import time
+from typing import Any, Tuple
+
+from ._protocol import MAX_LINE_LEN, ProtocolError, decode_reply
+
+# Never let a write to a closed socket raise SIGPIPE in a host that restored
+# the default handler.
+_SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)
+_SO_NOSIGPIPE = 0x1022  # macOS, where MSG_NOSIGNAL does not exist
+
+
+class TransportError(Exception):
+    """A request that got no reply.
+
+    ``stage`` is ``connect`` (nothing was sent), ``write``, ``read`` or
+    ``protocol``; ``timed_out`` says the budget ran out; ``nothing_serves``
+    that no process owns the socket (``ENOENT`` / ``ECONNREFUSED``).
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        why: str,
+        timed_out: bool = False,
+        nothing_serves: bool = False,
+    ) -> None:
+        super().__init__(why)
+        self.stage = stage
+        self.why = why
+        self.timed_out = timed_out
+        self.nothing_serves = nothing_serves
+
+
+def _left(deadline: float) -> float:
+    return deadline - time.monotonic()
+
+
+def connect(path: str, deadline: float) -> socket.socket:
+    """Connect to the Unix socket at ``path`` without waiting."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if _SEND_FLAGS == 0 and sys.platform == "darwin":
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_NOSIGPIPE, 1)
+            except OSError:
+                pass
+        sock.setblocking(False)
+        try:
+            sock.connect(path)
+        except (BlockingIOError, InterruptedError):
+            # A Unix stream connect completes or fails on the spot; this is
+            # a full backlog: the daemon is too busy to take us now.
+            raise TransportError(
+                "connect", f"telemetryd at {path} is too busy to accept a connection"
+            ) from None
+        except OSError as e:
+            nothing = e.errno in (errno.ENOENT, errno.ECONNREFUSED)
+            raise TransportError(
+                "connect",
+                f"telemetryd is not reachable at {path}: {e.strerror or e}",
+                nothing_serves=nothing,
+            ) from None
+        except (ValueError, TypeError) as e:
+            raise TransportError("connect", f"bad socket path {path!r}: {e}") from None
+        if _left(deadline) <= 0:
+            raise TransportError("connect", "the time budget ran out", timed_out=True)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def send(sock: socket.socket, data: bytes, deadline: float) -> None:
+    """Write all of ``data`` before ``deadline``."""
+    left = _left(deadline)
+    if left <= 0:
+        raise TransportError("write", "the time budget ran out", timed_out=True)
+    try:
+        sock.settimeout(left)
+        sock.sendall(data, _SEND_FLAGS)
+    except socket.timeout:
+        raise TransportError(
+            "write", "telemetryd did not take the request in time", timed_out=True
+        ) from None
+    except OSError as e:
+        raise TransportError("write", f"writing to telemetryd failed: {e}") from None
+
+
+def read_line(sock: socket.socket, deadline: float) -> bytes:
+    """Read one line (without its newline) before ``deadline``."""
+    buf = bytearray()
+    while True:
+        left = _left(deadline)
+        if left <= 0:
+            raise TransportError(
+                "read", "telemetryd did not answer within the time budget", timed_out=True
+            )
+        try:
+            sock.settimeout(left)
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            raise TransportError(
+                "read", "telemetryd did not answer within the time budget", timed_out=True
+            ) from None
+        except InterruptedError:
+            continue
+        except OSError as e:
+            raise TransportError("read", f"reading from telemetryd failed: {e}") from None
+        if not chunk:
+            raise TransportError("read", "telemetryd closed the connection without a reply")
+        start = len(buf)
+        buf += chunk
+        nl = buf.find(b"\n", start)
+        if nl >= 0:
+            return bytes(buf[:nl])
+        if len(buf) > MAX_LINE_LEN:
+            raise TransportError("protocol", "telemetryd's reply line is over the limit")
+
+
+def request(path: str, line: bytes, deadline: float) -> Tuple[str, Any]:
+    """Send one request line and read its reply: ``(variant, body)``."""
+    sock = connect(path, deadline)
+    try:
+        send(sock, line, deadline)
+        reply = read_line(sock, deadline)
+    finally:
+        sock.close()
+    try:
+        return decode_reply(reply)
+    except ProtocolError as e:
+        raise TransportError("protocol", f"unexpected reply from telemetryd: {e}") from None
+
+
+def send_only(path: str, line: bytes, deadline: float) -> None:
+    """Send one request line and close without reading the reply."""
+    sock = connect(path, deadline)
+    try:
+        send(sock, line, deadline)
+    finally:
+        sock.close()

@@ -1,0 +1,102 @@
+"""The event checks of ``proto/src/validate.rs``, run before anything is sent
+so that a host's mistake is reported precisely (the daemon checks again)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Optional
+
+MAX_NAME_LEN = 64
+MAX_BUILD_LEN = 64
+MAX_DATA_ENTRIES = 32
+MAX_STRING_LEN = 256
+MIN_TIMESTAMP_US = 946_684_800_000_000
+MAX_TIMESTAMP_US = 253_402_300_799_000_000
+I64_MIN = -(2**63)
+I64_MAX = 2**63 - 1
+
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_BUILD = re.compile(r"[A-Za-z0-9._+-]+")
+# Rust's `char::is_control`: the Unicode Cc category.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def valid_name(value: str) -> bool:
+    """Whether ``value`` is a valid event, product or data-key name: 1-64
+    characters from ``a-z``, ``0-9`` and ``_``, starting with a letter."""
+    return len(value) <= MAX_NAME_LEN and value.isascii() and _NAME.fullmatch(value) is not None
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, at most 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_name(what: str, value: Any) -> Optional[str]:
+    """Why ``value`` is not a valid name for ``what``, or ``None``."""
+    if isinstance(value, str) and valid_name(value):
+        return None
+    return (
+        f"{what} {shown(value)} is not a valid name: use 1-{MAX_NAME_LEN} "
+        "characters from a-z, 0-9 and _, starting with a letter"
+    )
+
+
+def check_build(value: Any) -> Optional[str]:
+    """Why ``value`` is not a valid build string, or ``None``."""
+    if (
+        isinstance(value, str)
+        and len(value) <= MAX_BUILD_LEN
+        and value.isascii()
+        and _BUILD.fullmatch(value) is not None
+    ):
+        return None
+    return (
+        f"build {shown(value)} is not valid: use 1-{MAX_BUILD_LEN} characters "
+        "from A-Z, a-z, 0-9 and . _ + -"
+    )
+
+
+def check_event(
+    product: Any, event: Any, build: Any, timestamp_us: int, data: Any
+) -> Optional[str]:
+    """Why this event would be refused as ``invalid``, or ``None``."""
+    why = check_name("event", event) or check_name("product", product)
+    if why:
+        return why
+    why = check_build(build)
+    if why:
+        return why
+    if not MIN_TIMESTAMP_US <= timestamp_us <= MAX_TIMESTAMP_US:
+        return f"timestamp {timestamp_us} µs is outside 2000-01-01..9999-12-31"
+    if not isinstance(data, Mapping):
+        return f"data must be a mapping of names to str, int or bool, not {type(data).__name__}"
+    if len(data) > MAX_DATA_ENTRIES:
+        return f"data has {len(data)} entries, more than the maximum of {MAX_DATA_ENTRIES}"
+    for key, value in data.items():
+        why = check_name("data key", key)
+        if why:
+            return why
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            if not I64_MIN <= value <= I64_MAX:
+                return f"data value for {key!r} is out of range: whole numbers are 64-bit signed"
+            continue
+        if isinstance(value, str):
+            try:
+                size = len(value.encode("utf-8"))
+            except UnicodeEncodeError:
+                return f"data value for {key!r} is not valid UTF-8 text"
+            if size > MAX_STRING_LEN or _CONTROL.search(value):
+                return (
+                    f"data value for {key!r} is {size} bytes or has control characters "
+                    f"(maximum {MAX_STRING_LEN} bytes, printable text only)"
+                )
+            continue
+        return (
+            f"data value for {key!r} is a {type(value).__name__}: "
+            "use a str, an int (64-bit) or a bool"
+        )
+    return None

@@ -1,0 +1,181 @@
+"""The host comes first: nothing raises, nothing hangs, the prompt never
+blocks a non-interactive host; and the prompt on a real terminal."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, List
+
+import pytest
+
+import telemetryd_client as t
+from conftest import SDK, Daemon
+from telemetryd_client import Client
+
+GARBAGE: List[Any] = [
+    "",
+    None,
+    0,
+    -1,
+    1.5,
+    float("nan"),
+    b"bytes",
+    "x" * 100_000,
+    "\x00",
+    "\ud800",
+    "é",
+    ["list"],
+    {"a": object()},
+    object(),
+]
+
+
+def every_call(c: Client) -> None:
+    for g in GARBAGE:
+        for r in (
+            c.emit(g),
+            c.emit("stop", g),
+            c.emit_no_wait(g, g),
+            c.emit("stop", {"k": g}),
+            c.emit("stop", {g: 1} if isinstance(g, (str, int, bytes, float)) else {}),
+        ):
+            assert isinstance(r, t.Outcome)
+            assert r.status in ("off", "refused", "failed", "spooled", "acknowledged", "dropped")
+        assert isinstance(c.set_consent(g), t.ConsentChange)
+        assert isinstance(t.parse_kv(g), (tuple, type(None)))
+    assert isinstance(c.consent(), t.ConsentState)
+    assert isinstance(c.status(), dict)
+    assert isinstance(c.prompt(), t.PromptResult)
+    assert isinstance(c.emit("stop", {f"k{i}": "v" * 10_000 for i in range(1000)}), t.Outcome)
+
+
+def test_garbage_never_raises(sdk_env: Daemon) -> None:
+    for product in [*GARBAGE, "cfdev"]:
+        for build in (None, "", "1.2.0", "../../x"):
+            every_call(Client(product, build, timeout=0.05))  # type: ignore[arg-type]
+    for timeout in (None, -1, 0, "soon", float("inf"), float("nan")):
+        c = Client("cfdev", "1", timeout=timeout)  # type: ignore[arg-type]
+        assert 0 < c.timeout <= 3600
+        assert c.emit("stop").status == "off"
+
+
+def test_garbage_never_raises_with_consent_on(sdk_env: Daemon) -> None:
+    assert Client("cfdev", "1.2.0").set_consent("on").status == "recorded"
+    every_call(Client("cfdev", "1.2.0", timeout=0.05))
+
+
+def test_bad_socket_paths(sdk_env: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    Client("cfdev", "1").set_consent("on")
+    for bad in ("/nonexistent/dir/s.sock", "/" + "x" * 300, "rel\x00ative", "/dev/null", "/"):
+        c = Client("cfdev", "1.2.0", timeout=0.05, socket=bad)
+        t0 = time.monotonic()
+        out = c.emit("stop")
+        assert time.monotonic() - t0 < 0.5
+        assert out.status in ("spooled", "failed"), (bad, out)
+        assert "error" in c.status()
+    # Unusable state dir: spooling fails, reported, not raised.
+    c = Client("cfdev", "1.2.0", timeout=0.05, state_dir="/dev/null/state")
+    out = c.emit("stop")
+    assert out.status == "failed" and "spool" in out.detail, out
+
+
+def test_unwritable_consent_file_is_reported(sdk_env: Daemon) -> None:
+    c = Client("cfdev", "1", consent_file="/dev/null/consent")
+    change = c.set_consent("on")
+    assert change.status == "failed" and "/dev/null/consent" in change.detail
+
+
+def test_unreadable_system_file_forces_off(sdk_env: Daemon) -> None:
+    Client("cfdev", "1").set_consent("on")
+    os.mkdir(sdk_env.system_consent_file)  # exists, cannot be read as a file
+    assert Client("cfdev", "1").consent() == t.ConsentState("off", "system")
+    os.rmdir(sdk_env.system_consent_file)
+    Path(sdk_env.system_consent_file).write_text("* off\n")
+    assert Client("cfdev", "1").emit("stop").layer == "system"
+
+
+def test_prompt_not_a_terminal_returns_at_once(
+    sdk_env: Daemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
+    t0 = time.monotonic()
+    r = Client("cfdev", "1").prompt()
+    assert time.monotonic() - t0 < 0.05
+    assert r.status == "not_a_terminal", r
+    assert not Path(sdk_env.consent_file).exists()
+    assert capsys.readouterr() == ("", "")
+    # Real pipes, in a child: same.
+    code = "import telemetryd_client as t; print(t.Client('cfdev','1').prompt().status)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input="y\n",
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=dict(os.environ, PYTHONPATH=str(SDK / "src")),
+    )
+    assert (out.stdout, out.stderr) == ("not_a_terminal\n", "")
+    assert not Path(sdk_env.consent_file).exists()
+
+
+def test_prompt_skips_decided_and_forced(sdk_env: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DO_NOT_TRACK", "1")
+    assert Client("cfdev", "1").prompt().status == "forced_off"
+    monkeypatch.delenv("DO_NOT_TRACK")
+    Client("cfdev", "1").set_consent("off")
+    assert Client("cfdev", "1").prompt().status == "already_decided"
+
+
+def _prompt_on_a_pty(answer: bytes, text: str = "") -> tuple[str, str]:
+    code = (
+        "import sys, telemetryd_client as t\n"
+        f"r = t.Client('cfdev', '1', timeout=1).prompt({text!r} or None)\n"
+        "print(r.status, r.mode, r.change and r.change.status, file=open('/dev/tty', 'w'))\n"
+    )
+    pid, fd = pty.fork()
+    if pid == 0:  # child: stdin, stdout, stderr are the pty
+        env = dict(os.environ, PYTHONPATH=str(SDK / "src"))
+        os.execve(sys.executable, [sys.executable, "-c", code], env)
+    seen = b""
+    sent = False
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if not sent and b"[y/N] " in seen:
+            os.write(fd, answer)
+            sent = True
+    os.waitpid(pid, 0)
+    os.close(fd)
+    text_out = seen.decode(errors="replace").replace("\r\n", "\n")
+    return text_out, text_out.strip().splitlines()[-1]
+
+
+def test_prompt_on_a_terminal_records_the_answer(sdk_env: Daemon) -> None:
+    screen, last = _prompt_on_a_pty(b"Yes\n")
+    assert "cfdev would like to collect anonymous usage telemetry" in screen
+    assert "telemetryctl consent cfdev off" in screen
+    assert "Enable anonymous telemetry for cfdev? [y/N] " in screen
+    assert last == "asked on recorded"
+    assert Client("cfdev", "1").consent() == t.ConsentState("on", "user_file")
+
+
+def test_prompt_default_is_no(sdk_env: Daemon) -> None:
+    screen, last = _prompt_on_a_pty(b"\n", text="Help us improve cfdev?")
+    assert "Help us improve cfdev?" in screen and "anonymous usage" not in screen
+    assert last == "asked off recorded"
+    assert Client("cfdev", "1").consent() == t.ConsentState("off", "user_file")
