@@ -30,7 +30,9 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use telemetry_proto::{CodecError, Decoded, Encoding, ErrorCode, Limits, Request, Response, WireCodec};
+use telemetry_proto::{
+    CodecError, Decoded, Encoding, ErrorCode, Limits, Request, Response, WireCodec,
+};
 use telemetry_sink::Sink;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
@@ -528,7 +530,10 @@ async fn refuse_busy(ctx: Arc<Ctx>, mut stream: UnixStream) {
         Ok(Ok(1)) => Encoding::detect(first[0]),
         _ => Encoding::Binary,
     };
-    let mut framed = Framed::new(stream, WireCodec::<Request, Response>::with_encoding(encoding));
+    let mut framed = Framed::new(
+        stream,
+        WireCodec::<Request, Response>::with_encoding(encoding),
+    );
     let message = format!(
         "telemetryd is serving its maximum of {} connections; try again shortly",
         ctx.max_connections
