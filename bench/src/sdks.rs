@@ -81,14 +81,18 @@ fn shim(env: &DaemonEnv, n: usize) -> Result<Row> {
     })
 }
 
-/// Run an SDK's bench program in `dir` against the daemon of `env`; it
-/// prints one JSON line with `acked_p50_us`, `acked_p99_us`, `nowait_p50_us`.
-fn sdk(env: &DaemonEnv, name: &str, dir: &Path, program: &[&str], n: usize) -> Result<Row> {
-    let out = Command::new(program[0])
+/// Run an SDK's bench program in `dir` (`program` ends with the event
+/// count); it starts its own daemon from `TELEMETRYD_BIN` (this run's
+/// build, at the same default settings: sync=full) and prints one JSON
+/// line with `acked_p50_us`, `acked_p99_us`, `nowait_p50_us`.
+fn sdk(name: &str, dir: &Path, program: &[String]) -> Result<Row> {
+    let out = Command::new(&program[0])
         .args(&program[1..])
         .current_dir(dir)
-        .envs(env.envs())
-        .env("BENCH_EVENTS", n.to_string())
+        .env("TELEMETRYD_BIN", telemetry_tests::bin("telemetryd"))
+        .env_remove("TELEMETRY_SOCKET")
+        .env_remove("DO_NOT_TRACK")
+        .env_remove("TELEMETRY_OPTOUT")
         .output()
         .with_context(|| format!("run {program:?} in {}", dir.display()))?;
     if !out.status.success() {
@@ -123,18 +127,20 @@ fn sdk(env: &DaemonEnv, name: &str, dir: &Path, program: &[&str], n: usize) -> R
 pub fn run(quick: bool) -> Result<()> {
     let n = if quick { 200 } else { 2000 };
     let shim_runs = if quick { 30 } else { 200 };
-    println!("\n## 7. Clients in process ({n} events each, one daemon at sync=full; the shim {shim_runs} runs)");
+    println!("\n## 7. Clients in process ({n} events each, sync=full; the Rust client and the shim against one daemon, each SDK's bench program against its own daemon of the same build and settings; the shim {shim_runs} runs)");
     let env = env("full");
     let _daemon = env.start();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut rows = vec![rust(&env, n)?];
-    let sdks: [(&str, &str, &[&str]); 3] = [
-        ("Go SDK", "sdk/go", &["go", "run", "./cmd/bench"]),
-        ("Node SDK", "sdk/node", &["node", "bench.mjs"]),
-        ("Python SDK", "sdk/python", &["python3", "bench.py"]),
+    let count = n.to_string();
+    let sdks: [(&str, &str, Vec<&str>); 3] = [
+        ("Go SDK", "sdk/go", vec!["go", "run", "./cmd/bench", "-n", &count]),
+        ("Node SDK", "sdk/node", vec!["node", "bench.mjs", &count]),
+        ("Python SDK", "sdk/python", vec!["python3", "bench.py", &count]),
     ];
     for (name, dir, program) in sdks {
-        match sdk(&env, name, &root.join(dir), program, n) {
+        let program: Vec<String> = program.iter().map(|s| s.to_string()).collect();
+        match sdk(name, &root.join(dir), &program) {
             Ok(row) => rows.push(row),
             Err(e) => println!("{name}: not measured: {e:#}"),
         }

@@ -1,0 +1,88 @@
+//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
+
+package telemetry
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// nothingServes tells whether a connect error means no daemon owns the
+// socket: no such file, or nobody listening (a busy or slow daemon is not
+// missing).
+func nothingServes(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0
+}
+
+// autostart starts the daemon detached unless disabled, not found or
+// started less than autostartInterval ago; it reports whether it did.
+func (c *Client) autostart() bool {
+	if autostartDisabled(c.env("TELEMETRY_AUTOSTART")) {
+		return false
+	}
+	daemon := c.findDaemon()
+	if daemon == "" {
+		return false
+	}
+	state := c.paths.StateDir
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return false
+	}
+	stampPath := filepath.Join(state, "autostart.stamp")
+	stamp, err := os.OpenFile(stampPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return false
+	}
+	// Held until the stamp closes: another client finding it held is
+	// starting one right now.
+	defer stamp.Close()
+	if lockFile(stamp, time.Now()) != nil {
+		return false
+	}
+	now := time.Now()
+	if st, err := stamp.Stat(); err == nil && st.Size() > 0 {
+		last := st.ModTime()
+		// A stamp in the future (clock set back) holds nobody off.
+		if !last.After(now) && now.Sub(last) < autostartInterval {
+			return false
+		}
+	}
+	// The time in ms, as the Rust clients write it (they read it back).
+	if stamp.Truncate(0) != nil {
+		return false
+	}
+	if _, err := stamp.WriteAt([]byte(strconv.FormatInt(now.UnixMilli(), 10)), 0); err != nil {
+		return false
+	}
+	logFile, err := os.OpenFile(filepath.Join(state, "telemetryd.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return false
+	}
+	defer logFile.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return false
+	}
+	defer devnull.Close()
+	cmd := exec.Command(daemon, "--autostarted", "--socket", c.paths.Socket)
+	cmd.Env = c.daemonEnv(os.Environ())
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return false
+	}
+	// Reap it whenever it exits (an autostarted daemon exits when idle),
+	// so a long-running host keeps no zombie; never wait for it here.
+	go func() { _ = cmd.Wait() }()
+	return true
+}

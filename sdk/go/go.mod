@@ -1,0 +1,3 @@
+module github.com/telemetryd/telemetryd/sdk/go
+
+go 1.22

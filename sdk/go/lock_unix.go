@@ -1,0 +1,37 @@
+//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
+
+package telemetry
+
+import (
+	"errors"
+	"os"
+	"syscall"
+	"time"
+)
+
+// lockFile takes an exclusive flock on f, retrying until deadline. The
+// lock is released when f is closed.
+func lockFile(f *os.File, deadline time.Time) error {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for {
+		var ferr error
+		if err := raw.Control(func(fd uintptr) {
+			ferr = syscall.Flock(int(fd), syscall.LOCK_EX|syscall.LOCK_NB)
+		}); err != nil {
+			return err
+		}
+		if ferr == nil {
+			return nil
+		}
+		if !errors.Is(ferr, syscall.EWOULDBLOCK) && !errors.Is(ferr, syscall.EINTR) {
+			return ferr
+		}
+		if time.Now().After(deadline) {
+			return errors.New("another process holds the consent file's lock")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

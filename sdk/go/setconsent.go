@@ -1,0 +1,129 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// SetConsent records the user's decision for the product ("on", "off" or
+// "local", any case) in the user's consent file, as `telemetryctl consent`
+// does: under a lock beside the file, the file is read, the product's line
+// replaced (keeping its last off time; turning off records now as it),
+// rewritten in canonical form to a temporary file (the old file's mode,
+// else 0600) that is synced and renamed over it. Then, within what is left
+// of the budget, the daemon is told to apply it; the file is the truth
+// either way, so only a failure to write the file is returned.
+//
+// This is what a CLI's own `mycli telemetry --on/--off` calls.
+func (c *Client) SetConsent(mode string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = recovered(r)
+		}
+	}()
+	if c == nil {
+		return errNilClient
+	}
+	_, err = c.setConsent(mode, true)
+	return err
+}
+
+// setConsent writes the file and, if notify, tells the daemon; it returns
+// the daemon's report when it applied the change.
+func (c *Client) setConsent(mode string, notify bool) (*ConsentReport, error) {
+	m, ok := ParseMode(strings.TrimSpace(mode))
+	if !ok {
+		return nil, fmt.Errorf("telemetry: consent mode %q is not on, off or local", mode)
+	}
+	if err := ValidateName("product", c.opts.Product); err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	deadline := c.deadline(ctx)
+	if err := writeConsent(c.paths.ConsentFile, c.opts.Product, m, time.Now(), deadline); err != nil {
+		return nil, fmt.Errorf("telemetry: cannot write the consent file %s: %w", c.paths.ConsentFile, err)
+	}
+	if !notify || time.Until(deadline) <= 0 {
+		return nil, nil
+	}
+	build := c.opts.Build
+	if ValidateBuild(build) != nil {
+		build = "unknown"
+	}
+	line, err := encodeLine("consent_changed", consentChangedBody{Product: c.opts.Product, Build: build})
+	if err != nil {
+		return nil, nil
+	}
+	r, err := c.roundTrip(ctx, deadline, line, true)
+	if err != nil || r.name != "consent_applied" {
+		return nil, nil
+	}
+	var rep ConsentReport
+	if r.into(&rep) != nil {
+		return nil, nil
+	}
+	return &rep, nil
+}
+
+// rfc3339Micros formats t as humantime's format_rfc3339_micros does.
+func rfc3339Micros(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000000Z")
+}
+
+// writeConsent records mode for product in the consent file at path.
+func writeConsent(path, product string, mode Mode, now time.Time, deadline time.Time) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".consent.lock"), os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	// Closing the file releases the lock.
+	defer lock.Close()
+	// A decision must not be lost to a short budget: wait at least a
+	// second for another writer to finish.
+	if min := time.Now().Add(time.Second); deadline.Before(min) {
+		deadline = min
+	}
+	if err := lockFile(lock, deadline); err != nil {
+		return err
+	}
+	var file ConsentFile
+	if b, err := os.ReadFile(path); err == nil {
+		file = ParseConsentFile(string(b))
+	}
+	file.Set(product, mode, rfc3339Micros(now))
+	perm := os.FileMode(0o600)
+	if st, err := os.Stat(path); err == nil {
+		perm = st.Mode().Perm()
+	}
+	tmp := filepath.Join(dir, fmt.Sprintf(".consent.%d.tmp", os.Getpid()))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	// The umask may have narrowed it.
+	werr := f.Chmod(perm)
+	if werr == nil {
+		_, werr = f.WriteString(file.Render())
+	}
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp, path)
+	}
+	if werr != nil {
+		_ = os.Remove(tmp)
+	}
+	return werr
+}

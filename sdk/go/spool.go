@@ -1,0 +1,82 @@
+package telemetry
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// spool leaves ev in the portable spool directory for the daemon to take
+// in (proto/src/paths.rs, spool_dir_for): one file per event holding the
+// emit line with "ack":false, written to .<id>.tmp (0600, exclusively)
+// and renamed to <id>.json. why is the reason the daemon was not used.
+func (c *Client) spool(ev Event, why error) Outcome {
+	kind, err := writeSpool(c.paths.SpoolDir, ev)
+	switch kind {
+	case Spooled:
+		return Outcome{Kind: Spooled, ID: ev.ID, Err: why}
+	case Dropped:
+		return Outcome{Kind: Dropped, ID: ev.ID, Err: fmt.Errorf("%w; the spool %s is full (%d files), event dropped", why, c.paths.SpoolDir, MaxSpoolFiles)}
+	default:
+		return Outcome{Kind: Failed, ID: ev.ID, Err: fmt.Errorf("%w; and it could not be spooled: %v", why, err)}
+	}
+}
+
+// writeSpool writes one spool file for ev in dir.
+func writeSpool(dir string, ev Event) (OutcomeKind, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return Failed, err
+	}
+	if n, err := countEntries(dir, MaxSpoolFiles); err != nil {
+		return Failed, err
+	} else if n >= MaxSpoolFiles {
+		return Dropped, nil
+	}
+	line, err := emitLine([]Event{ev}, false)
+	if err != nil {
+		return Failed, err
+	}
+	tmp := filepath.Join(dir, "."+ev.ID+".tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return Failed, err
+	}
+	_, werr := f.Write(line)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp, filepath.Join(dir, ev.ID+".json"))
+	}
+	if werr != nil {
+		_ = os.Remove(tmp)
+		return Failed, werr
+	}
+	return Spooled, nil
+}
+
+// countEntries counts dir's entries, stopping at max.
+func countEntries(dir string, max int) (int, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	n := 0
+	for n < max {
+		names, err := d.Readdirnames(max - n)
+		n += len(names)
+		if errors.Is(err, io.EOF) || len(names) == 0 {
+			break
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
