@@ -12,7 +12,7 @@ const ProtocolVersion = 2
 
 // MaxLineLen is the longest JSON line accepted in either direction,
 // newline included.
-const MaxLineLen = 4 * 64 * 1024
+const MaxLineLen = 2 * 64 * 1024
 
 // Event is one event as sent to the daemon (the protocol's WireEvent).
 type Event struct {

@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 #: Written as ``"v"`` in every line.
 PROTOCOL_VERSION = 2
 #: Longest line accepted in either direction, newline included.
-MAX_LINE_LEN = 262_144
+MAX_LINE_LEN = 131_072
 
 #: A value in an event's ``data``.
 DataValue = Union[str, int, bool]

@@ -1,0 +1,131 @@
+'use strict';
+/**
+ * Starting telemetryd when nothing serves the socket (client/src/autostart.rs):
+ * only after a connect failed with ENOENT or ECONNREFUSED, at most once per
+ * 10 s per state dir (the mtime of STATE_DIR/autostart.stamp), detached in its
+ * own session with stdin /dev/null and output appended to
+ * STATE_DIR/telemetryd.log, without cloud credentials in its environment.
+ * `TELEMETRY_AUTOSTART=0|false|no|off` turns it off; `TELEMETRY_DAEMON` names
+ * the binary, else `telemetryd` on PATH.
+ * @module
+ */
+
+const fs = require('node:fs');
+const { spawn } = require('node:child_process');
+const { joinPath, nonEmpty } = require('./paths.cjs');
+
+/** Least time between two starts from one state dir, in ms. */
+const INTERVAL_MS = 10_000;
+
+/**
+ * Whether a TELEMETRY_AUTOSTART value turns autostart off.
+ * @param {string|undefined} value
+ * @returns {boolean}
+ */
+function disabled(value) {
+  return typeof value === 'string' && ['0', 'false', 'no', 'off'].includes(value.trim().toLowerCase());
+}
+
+/**
+ * Whether an environment variable must not reach the daemon (cloud
+ * credentials, secrets, service-manager variables), as Rust's `scrubbed`.
+ * @param {string} name
+ * @returns {boolean}
+ */
+function scrubbed(name) {
+  const upper = name.toUpperCase();
+  if (upper.startsWith('TELEMETRY_')) return false;
+  const prefixes = ['AWS_', 'AZURE_', 'GOOGLE_', 'GCLOUD_', 'CLOUDSDK_', 'ALIBABA_CLOUD_', 'OCI_', 'DIGITALOCEAN_'];
+  const suffixes = ['_TOKEN', '_SECRET', '_SECRET_KEY', '_ACCESS_KEY', '_API_KEY', '_PASSWORD', '_CREDENTIALS'];
+  const names = [
+    'SSH_AUTH_SOCK',
+    'NOTIFY_SOCKET',
+    'LISTEN_PID',
+    'LISTEN_FDS',
+    'LISTEN_FDNAMES',
+    'WATCHDOG_PID',
+    'WATCHDOG_USEC',
+  ];
+  return prefixes.some((p) => upper.startsWith(p)) || suffixes.some((s) => upper.endsWith(s)) || names.includes(upper);
+}
+
+/**
+ * The daemon binary: TELEMETRY_DAEMON, else an executable `telemetryd` on PATH.
+ * @param {Record<string, string|undefined>} env
+ * @returns {string|null}
+ */
+function findDaemon(env) {
+  const named = nonEmpty(env, 'TELEMETRY_DAEMON');
+  if (named) return named;
+  for (const dir of (env.PATH || '').split(':')) {
+    if (!dir) continue;
+    const p = joinPath(dir, 'telemetryd');
+    try {
+      const st = fs.statSync(p);
+      if (st.isFile() && (st.mode & 0o111) !== 0) return p;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+/**
+ * Start `telemetryd --autostarted --socket SOCKET` detached, unless disabled,
+ * not found or started less than 10 s ago. Never waits for the daemon.
+ * @param {string} socket
+ * @param {string} stateDir
+ * @param {Record<string, string|undefined>} env
+ * @returns {"spawned"|"recently"|"disabled"|"not_found"|"failed"}
+ */
+function autostart(socket, stateDir, env) {
+  let logFd = -1;
+  try {
+    if (disabled(env.TELEMETRY_AUTOSTART)) return 'disabled';
+    const daemon = findDaemon(env);
+    if (!daemon) return 'not_found';
+    fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    const stamp = joinPath(stateDir, 'autostart.stamp');
+    const now = Date.now();
+    try {
+      const last = fs.statSync(stamp).mtimeMs;
+      // A stamp in the future (clock set back) does not hold anyone off.
+      if (last <= now && now - last < INTERVAL_MS) return 'recently';
+    } catch {
+      // no stamp yet
+    }
+    fs.writeFileSync(stamp, `${now}\n`, { mode: 0o600 });
+    const time = new Date(now);
+    fs.utimesSync(stamp, time, time);
+    logFd = fs.openSync(joinPath(stateDir, 'telemetryd.log'), 'a', 0o600);
+    /** @type {Record<string, string>} */
+    const childEnv = {};
+    for (const [k, v] of Object.entries(env)) {
+      if (typeof v === 'string' && !scrubbed(k)) childEnv[k] = v;
+    }
+    // As the Rust clients do: point the AWS SDK away from any credentials.
+    childEnv.AWS_SHARED_CREDENTIALS_FILE = '/dev/null';
+    childEnv.AWS_CONFIG_FILE = '/dev/null';
+    childEnv.AWS_EC2_METADATA_DISABLED = 'true';
+    const child = spawn(daemon, ['--autostarted', '--socket', socket], {
+      detached: true,
+      stdio: ['ignore', logFd, logFd],
+      env: childEnv,
+    });
+    child.on('error', () => {});
+    child.unref();
+    return child.pid === undefined ? 'failed' : 'spawned';
+  } catch {
+    return 'failed';
+  } finally {
+    if (logFd >= 0) {
+      try {
+        fs.closeSync(logFd);
+      } catch {
+        // already closed
+      }
+    }
+  }
+}
+
+module.exports = { INTERVAL_MS, disabled, scrubbed, findDaemon, autostart };

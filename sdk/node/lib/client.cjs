@@ -1,0 +1,366 @@
+'use strict';
+/**
+ * The client a host CLI creates: every call checks consent from the files and
+ * the environment first, never throws, never prints (except the prompt), and
+ * resolves within its time budget with an outcome object.
+ * @module
+ */
+
+const tty = require('node:tty');
+const { joinPath, nonEmpty, resolvePaths, spoolDirFor } = require('./paths.cjs');
+const { combine, envOptOutVar, entryFor, parseMode } = require('./consent.cjs');
+const { checkName, checkBuild, checkData } = require('./validate.cjs');
+const { FINAL_CODES, MAX_LINE_LEN, makeEvent, requests } = require('./wire.cjs');
+const { exchange, errMessage } = require('./transport.cjs');
+const { spool } = require('./spool.cjs');
+const { autostart } = require('./autostart.cjs');
+const { readSystem, readUser, recordConsent } = require('./consentfile.cjs');
+
+/** The budget of a call when none is given, in ms. */
+const DEFAULT_TIMEOUT_MS = 100;
+
+/**
+ * The generic consent question (telemetryctl's wording).
+ * @param {string} product
+ * @returns {string}
+ */
+function genericPrompt(product) {
+  return (
+    `${product} would like to collect anonymous usage telemetry to learn which features are used.\n` +
+    'Each event holds: the event name, a little catalogued data, a UTC timestamp, an anonymous\n' +
+    "machine ID (a SHA-256 hash, never your machine's real ID), your OS and the version.\n" +
+    'No names, paths, IP addresses or host names are collected.'
+  );
+}
+
+/**
+ * Always shown after the question's text: how to change the answer later.
+ * @param {string} product
+ * @returns {string}
+ */
+function howToChange(product) {
+  return (
+    `Change your mind at any time: \`telemetryctl consent ${product} off\` (or \`local\`: keep it on\n` +
+    'this machine only); see exactly what is kept: `telemetryctl show`.'
+  );
+}
+
+/**
+ * A whole, non-negative budget in ms from an option, else the fallback.
+ * @param {unknown} v
+ * @param {number} fallback
+ * @returns {number}
+ */
+function budgetOf(v, fallback) {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : fallback;
+}
+
+/**
+ * Read one line from stdin (the answer to the prompt); null when reading failed.
+ * @returns {Promise<string|null>}
+ */
+function readAnswer() {
+  return new Promise((resolve) => {
+    const input = process.stdin;
+    /** @type {Buffer[]} */
+    const chunks = [];
+    /** @param {string|null} v */
+    const done = (v) => {
+      input.off('data', onData);
+      input.off('end', onEnd);
+      input.off('error', onError);
+      input.pause();
+      resolve(v);
+    };
+    // Buffers, not setEncoding: the host's stdin is left as it was.
+    /** @param {Buffer|string} chunk */
+    const onData = (chunk) => {
+      chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+      const all = Buffer.concat(chunks);
+      const nl = all.indexOf(10);
+      if (nl >= 0) done(all.subarray(0, nl).toString('utf8'));
+    };
+    const onEnd = () => done(Buffer.concat(chunks).toString('utf8'));
+    const onError = () => done(null);
+    try {
+      input.on('data', onData);
+      input.once('end', onEnd);
+      input.once('error', onError);
+      input.resume();
+    } catch {
+      done(null);
+    }
+  });
+}
+
+/**
+ * Create a client for one product. Never throws: bad options surface as
+ * `refused` outcomes of the calls.
+ * @param {import('../index').ClientOptions} [options]
+ * @returns {import('../index').Client}
+ */
+function createClient(options) {
+  try {
+    return makeClient(options && typeof options === 'object' ? { ...options } : {});
+  } catch {
+    // Options whose getters throw: a client that refuses every call.
+    return makeClient({});
+  }
+}
+
+/**
+ * @param {any} opts a copy of the options
+ * @returns {import('../index').Client}
+ */
+function makeClient(opts) {
+  const product = opts.product;
+  const build = opts.build;
+  const timeoutMs = budgetOf(opts.timeoutMs, DEFAULT_TIMEOUT_MS);
+
+  /** @returns {Record<string, string|undefined>} */
+  const env = () => (opts.env && typeof opts.env === 'object' ? opts.env : process.env);
+
+  /** @returns {import('./paths.cjs').Paths} */
+  const paths = () => {
+    const p = resolvePaths(env());
+    const str = (/** @type {unknown} */ v) => (typeof v === 'string' && v !== '' ? v : undefined);
+    p.socket = str(opts.socket) || p.socket;
+    p.stateDir = str(opts.stateDir) || p.stateDir;
+    // An option beats its variable, which beats what is derived from the state dir.
+    p.consentFile =
+      str(opts.consentFile) || nonEmpty(env(), 'TELEMETRY_CONSENT_FILE') || joinPath(p.stateDir, 'consent');
+    p.systemConsentFile = str(opts.systemConsentFile) || p.systemConsentFile;
+    p.spoolDir = spoolDirFor(p.stateDir, p.socket);
+    return p;
+  };
+
+  /** @param {import('./paths.cjs').Paths} p */
+  const decide = (p) =>
+    combine(String(product), readSystem(p.systemConsentFile), envOptOutVar(env()) !== null, readUser(p.consentFile));
+
+  /**
+   * @param {unknown} e
+   * @returns {{status: "failed", reason: string}}
+   */
+  const failed = (e) => ({ status: 'failed', reason: `unexpected: ${errMessage(e)}` });
+
+  /**
+   * Emit one event, with or without waiting for the daemon's acknowledgement.
+   * @param {unknown} event
+   * @param {unknown} data
+   * @param {boolean} ack
+   * @param {unknown} callOpts
+   * @returns {Promise<import('../index').EmitOutcome>}
+   */
+  async function send(event, data, ack, callOpts) {
+    try {
+      const budget = budgetOf(callOpts && /** @type {any} */ (callOpts).timeoutMs, timeoutMs);
+      const bad = checkName('product', product) || checkName('event', event) || checkBuild(build);
+      if (bad) return { status: 'refused', code: 'invalid', message: bad };
+      const checked = checkData(data);
+      if ('error' in checked) return { status: 'refused', code: 'invalid', message: checked.error };
+      const p = paths();
+      const decision = decide(p);
+      if (decision.mode === 'off') return { status: 'off', layer: decision.layer };
+      const ev = makeEvent(
+        /** @type {string} */ (product),
+        /** @type {string} */ (event),
+        /** @type {string} */ (build),
+        checked.data,
+      );
+      const line = requests.emit([ev], ack);
+      if (Buffer.byteLength(line) > MAX_LINE_LEN) {
+        return {
+          status: 'refused',
+          code: 'frame_too_large',
+          message: `the event is over ${MAX_LINE_LEN} bytes`,
+          id: ev.id,
+        };
+      }
+      const x = await exchange(p.socket, line, budget, ack);
+      let why;
+      let nothingServes = false;
+      if (x.ok && !ack) return { status: 'queued', id: ev.id };
+      if (x.ok && x.reply) {
+        const r = x.reply;
+        if (r.kind === 'ack') {
+          return { status: 'acknowledged', id: ev.id, accepted: r.body.accepted, duplicates: r.body.duplicates };
+        }
+        if (r.kind === 'error' && FINAL_CODES.includes(r.body.code)) {
+          return { status: 'refused', code: r.body.code, message: r.body.message, id: ev.id };
+        }
+        why = r.kind === 'error' ? `telemetryd: ${r.body.code}: ${r.body.message}` : `unexpected reply (${r.kind})`;
+      } else {
+        why = x.message || 'no reply';
+        nothingServes = x.stage === 'connect' && (x.code === 'ENOENT' || x.code === 'ECONNREFUSED');
+      }
+      const s = spool(p.spoolDir, [ev]);
+      /** @type {any} */
+      const out =
+        s.status === 'spooled'
+          ? { status: 'spooled', id: ev.id, file: s.file, reason: why }
+          : { status: s.status, id: ev.id, reason: `${why}; ${s.reason}` };
+      if (nothingServes && opts.autostart !== false) out.autostart = autostart(p.socket, p.stateDir, env());
+      return out;
+    } catch (e) {
+      return failed(e);
+    }
+  }
+
+  /**
+   * Ask the daemon for its status within `budget`.
+   * @param {number} budget
+   * @returns {Promise<import('../index').StatusOutcome>}
+   */
+  async function askStatus(budget) {
+    const x = await exchange(paths().socket, requests.status(), budget, true);
+    if (!x.ok || !x.reply) return { status: 'failed', reason: x.message || 'no reply', code: x.code };
+    if (x.reply.kind === 'status') return { status: 'ok', report: x.reply.body };
+    if (x.reply.kind === 'error') return { status: 'refused', code: x.reply.body.code, message: x.reply.body.message };
+    return { status: 'failed', reason: `unexpected reply (${x.reply.kind})` };
+  }
+
+  /**
+   * Record a decision and tell the daemon, within `budget`.
+   * @param {unknown} modeArg
+   * @param {number} budget
+   * @returns {Promise<import('../index').SetConsentOutcome>}
+   */
+  async function recordAndNotify(modeArg, budget) {
+    const start = Date.now();
+    const mode = parseMode(modeArg);
+    if (mode === null) {
+      return {
+        status: 'refused',
+        code: 'invalid',
+        message: `mode ${JSON.stringify(String(modeArg))} is not on, off or local`,
+      };
+    }
+    const bad = checkName('product', product);
+    if (bad) return { status: 'refused', code: 'invalid', message: bad };
+    const p = paths();
+    // The decision is for the catalogue as it is now: its version comes from
+    // the daemon, which reads the manifests (none known without a daemon).
+    /** @type {number|null} */
+    let version = null;
+    if (mode !== 'off') {
+      const s = await askStatus(Math.max(1, Math.floor(budget / 2)));
+      if (s.status === 'ok' && s.report && Array.isArray(s.report.consent)) {
+        const pc = s.report.consent.find((/** @type {any} */ c) => c && c.product === product && !c.manifest_error);
+        const v = pc ? pc.version : undefined;
+        if (typeof v === 'number' && Number.isInteger(v) && v > 0) version = v;
+      }
+    }
+    const remaining = () => Math.max(0, budget - (Date.now() - start));
+    const written = await recordConsent(
+      p.consentFile,
+      /** @type {string} */ (product),
+      mode,
+      version,
+      Math.max(remaining(), 50),
+    );
+    if (!written.ok) return { status: 'failed', reason: written.reason };
+    const buildForDaemon = checkBuild(build) ? 'unknown' : /** @type {string} */ (build);
+    /** @type {any} */
+    const out = { status: 'recorded', mode, file: p.consentFile, daemonNotified: false };
+    const x = await exchange(
+      p.socket,
+      requests.consentChanged(/** @type {string} */ (product), buildForDaemon),
+      Math.max(remaining(), 1),
+      true,
+    );
+    if (x.ok && x.reply && x.reply.kind === 'consent_applied') {
+      out.daemonNotified = true;
+      out.applied = x.reply.body;
+      if (x.reply.body && typeof x.reply.body.file === 'string' && x.reply.body.file !== p.consentFile) {
+        out.warning =
+          `telemetryd reads consent from ${x.reply.body.file}, not ${p.consentFile}: ` +
+          'set TELEMETRY_CONSENT_FILE so they agree';
+      }
+    } else if (x.ok && x.reply && x.reply.kind === 'error') {
+      out.daemonError = `${x.reply.body.code}: ${x.reply.body.message}`;
+    } else {
+      out.daemonError = x.message || `unexpected reply (${x.reply && x.reply.kind})`;
+    }
+    out.effective = decide(p);
+    return out;
+  }
+
+  return Object.freeze({
+    product,
+    build,
+    timeoutMs,
+    paths() {
+      try {
+        return paths();
+      } catch {
+        return null;
+      }
+    },
+    emit: (/** @type {unknown} */ event, /** @type {unknown} */ data, /** @type {unknown} */ o) =>
+      send(event, data, true, o),
+    emitNoWait: (/** @type {unknown} */ event, /** @type {unknown} */ data, /** @type {unknown} */ o) =>
+      send(event, data, false, o),
+    /** @returns {Promise<import('../index').ConsentOutcome>} */
+    async consent() {
+      try {
+        const bad = checkName('product', product);
+        if (bad) return { mode: 'off', layer: 'default', error: bad };
+        const d = decide(paths());
+        /** @type {any} */
+        const out = { mode: d.mode, layer: d.layer };
+        if (d.layer === 'environment') out.variable = envOptOutVar(env());
+        return out;
+      } catch (e) {
+        return { mode: 'off', layer: 'default', error: errMessage(e) };
+      }
+    },
+    /** @returns {Promise<import('../index').SetConsentOutcome>} */
+    async setConsent(/** @type {unknown} */ mode, /** @type {unknown} */ o) {
+      try {
+        return await recordAndNotify(mode, budgetOf(o && /** @type {any} */ (o).timeoutMs, timeoutMs));
+      } catch (e) {
+        return failed(e);
+      }
+    },
+    /** @returns {Promise<import('../index').PromptOutcome>} */
+    async prompt(/** @type {unknown} */ text, /** @type {unknown} */ o) {
+      try {
+        const bad = checkName('product', product);
+        if (bad) return { status: 'refused', code: 'invalid', message: bad };
+        const p = paths();
+        const mine = entryFor(readUser(p.consentFile), /** @type {string} */ (product));
+        if (mine) return { status: 'already_decided', mode: mine.mode };
+        const d = decide(p);
+        if (d.layer === 'system' || d.layer === 'environment') return { status: 'forced_off', layer: d.layer };
+        // The question goes to stderr and the answer comes from stdin.
+        if (!tty.isatty(0) || !tty.isatty(2)) return { status: 'not_a_terminal' };
+        const question =
+          typeof text === 'string' && text.trim() !== '' ? text : genericPrompt(/** @type {string} */ (product));
+        process.stderr.write(
+          `${question.trimEnd()}\n${howToChange(/** @type {string} */ (product))}\n\n` +
+            `Enable anonymous telemetry for ${product}? [y/N] `,
+        );
+        const answer = await readAnswer();
+        if (answer === null) return { status: 'no_answer' };
+        // Enter, or end of input, means the default: No.
+        const yes = ['y', 'yes'].includes(answer.trim().toLowerCase());
+        const mode = yes ? 'on' : 'off';
+        const recorded = await recordAndNotify(mode, budgetOf(o && /** @type {any} */ (o).timeoutMs, timeoutMs));
+        return { status: 'asked', mode, recorded };
+      } catch (e) {
+        return failed(e);
+      }
+    },
+    /** @returns {Promise<import('../index').StatusOutcome>} */
+    async status(/** @type {unknown} */ o) {
+      try {
+        return await askStatus(budgetOf(o && /** @type {any} */ (o).timeoutMs, timeoutMs));
+      } catch (e) {
+        return failed(e);
+      }
+    },
+  });
+}
+
+module.exports = { DEFAULT_TIMEOUT_MS, createClient, genericPrompt, howToChange };

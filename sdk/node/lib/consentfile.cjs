@@ -1,0 +1,212 @@
+'use strict';
+/**
+ * Reading the consent files, and writing the user's file as
+ * client/src/consent.rs `record_version` does: dir 0700, the file rewritten in
+ * canonical form through a temporary file in the same dir (an existing file's
+ * mode kept, else 0600), fsync'd, renamed over it.
+ *
+ * Concurrent writers are serialised with an exclusively created lock file,
+ * DIR/.consent.lock (Node's standard library has no flock): it is retried
+ * until the budget runs out, taken over when older than 10 s (a writer that
+ * died), and removed once the file is written. See `takeLock` for the empty
+ * lock file the flock-based clients leave behind.
+ * @module
+ */
+
+const fs = require('node:fs');
+const nodePath = require('node:path');
+const { parseConsentFile, unreadableConsentFile } = require('./consent.cjs');
+
+/** A lock file older than this belongs to a writer that died, in ms. */
+const LOCK_STALE_MS = 10_000;
+
+/**
+ * A file's text, strictly UTF-8.
+ * @param {string} path
+ * @returns {string}
+ */
+function readText(path) {
+  return new TextDecoder('utf-8', { fatal: true }).decode(fs.readFileSync(path));
+}
+
+/**
+ * The administrator's file: null when missing; one that exists but cannot be
+ * read (or is not UTF-8) forces every product off.
+ * @param {string} path
+ * @returns {import('./consent.cjs').ConsentFile|null}
+ */
+function readSystem(path) {
+  try {
+    return parseConsentFile(readText(path));
+  } catch (e) {
+    if (e && /** @type {any} */ (e).code === 'ENOENT') return null;
+    return unreadableConsentFile();
+  }
+}
+
+/**
+ * The user's file; unreadable counts as missing (undecided, so off).
+ * @param {string} path
+ * @returns {import('./consent.cjs').ConsentFile|null}
+ */
+function readUser(path) {
+  try {
+    return parseConsentFile(readText(path));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The RFC 3339 UTC time with microseconds, as the Rust clients write it
+ * (e.g. 2026-11-27T10:00:00.123000Z).
+ * @param {Date} [date]
+ * @returns {string}
+ */
+function rfc3339Micros(date = new Date()) {
+  return date.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
+}
+
+/**
+ * @param {number} ms
+ * @returns {Promise<void>}
+ */
+function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Whether someone holds a `flock` on `path`, from /proc/locks (Linux); null
+ * where that cannot be known.
+ * @param {string} path
+ * @returns {boolean|null}
+ */
+function flockHeld(path) {
+  let ino;
+  try {
+    ino = String(fs.statSync(path).ino);
+  } catch {
+    return false;
+  }
+  let text;
+  try {
+    text = fs.readFileSync('/proc/locks', 'utf8');
+  } catch {
+    return null;
+  }
+  // e.g. "1: FLOCK  ADVISORY  WRITE 5749 00:2e:1234 0 EOF": MAJOR:MINOR:INODE.
+  return text.split('\n').some((line) => {
+    const id = line.split(/\s+/).find((w) => /^[0-9a-f]+:[0-9a-f]+:\d+$/.test(w));
+    return id !== undefined && id.split(':')[2] === ino;
+  });
+}
+
+/**
+ * Take DIR/.consent.lock, waiting at most `waitMs`. Returns the lock's path, or
+ * null when another writer kept it that long.
+ *
+ * A Node writer's lock holds its pid and is made whole at once (a temporary
+ * file hard-linked to the lock's name, which fails if the name exists: an
+ * exclusive create). An empty `.consent.lock` is the file the Rust client
+ * (and the flock-based SDKs) leave in place and `flock`: it is waited for while
+ * /proc/locks shows it locked, else taken over.
+ * @param {string} dir
+ * @param {number} waitMs
+ * @returns {Promise<string|null>}
+ */
+async function takeLock(dir, waitMs) {
+  const lock = nodePath.join(dir, '.consent.lock');
+  const mine = nodePath.join(dir, `.consent.lock.${process.pid}.${Date.now()}.tmp`);
+  const deadline = Date.now() + waitMs;
+  fs.writeFileSync(mine, `${process.pid}\n`, { mode: 0o600, flag: 'wx' });
+  try {
+    for (;;) {
+      try {
+        fs.linkSync(mine, lock);
+        return lock;
+      } catch (e) {
+        if (/** @type {any} */ (e).code !== 'EEXIST') throw e;
+      }
+      try {
+        const st = fs.statSync(lock);
+        const stale = Date.now() - st.mtimeMs > LOCK_STALE_MS;
+        const freeFlockFile = st.size === 0 && flockHeld(lock) !== true;
+        if (stale || freeFlockFile) {
+          fs.unlinkSync(lock);
+          continue;
+        }
+      } catch {
+        continue; // gone meanwhile: try again at once
+      }
+      if (Date.now() >= deadline) return null;
+      await sleep(5);
+    }
+  } finally {
+    try {
+      fs.unlinkSync(mine);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/**
+ * Record `mode` for `product` in the user's consent file.
+ * @param {string} file the user's consent file
+ * @param {string} product
+ * @param {"off"|"local"|"on"} mode
+ * @param {number|null} version the manifest version the decision is for, if known
+ * @param {number} lockWaitMs how long to wait for another writer
+ * @returns {Promise<{ok: true}|{ok: false, reason: string}>}
+ */
+async function recordConsent(file, product, mode, version, lockWaitMs) {
+  const { setEntry, renderConsentFile } = require('./consent.cjs');
+  const dir = nodePath.dirname(file);
+  let lock;
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    lock = await takeLock(dir, lockWaitMs);
+  } catch (e) {
+    return { ok: false, reason: `cannot use ${dir} for the consent file: ${e && /** @type {any} */ (e).message}` };
+  }
+  if (lock === null) {
+    return { ok: false, reason: `another writer holds ${nodePath.join(dir, '.consent.lock')}; try again` };
+  }
+  const tmp = nodePath.join(dir, `.consent.${process.pid}.${Date.now()}.tmp`);
+  try {
+    const current = readUser(file) || { entries: [], badLines: [] };
+    setEntry(current, product, mode, rfc3339Micros(), version);
+    let fileMode = 0o600;
+    try {
+      fileMode = fs.statSync(file).mode & 0o777;
+    } catch {
+      // a new file
+    }
+    const fd = fs.openSync(tmp, 'wx', fileMode);
+    try {
+      // The umask may have narrowed it.
+      fs.fchmodSync(fd, fileMode);
+      fs.writeSync(fd, renderConsentFile(current));
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+    return { ok: true };
+  } catch (e) {
+    try {
+      fs.unlinkSync(tmp);
+    } catch {
+      // not created
+    }
+    return { ok: false, reason: `cannot write the consent file ${file}: ${e && /** @type {any} */ (e).message}` };
+  } finally {
+    try {
+      fs.unlinkSync(lock);
+    } catch {
+      // taken over as stale
+    }
+  }
+}
+
+module.exports = { LOCK_STALE_MS, readSystem, readUser, rfc3339Micros, flockHeld, takeLock, recordConsent };

@@ -1,0 +1,52 @@
+'use strict';
+/**
+ * The portable spool (proto/src/paths.rs `spool_dir_for`, vectors/paths.json
+ * "spool"): events for a daemon that could not be reached, one emit line per
+ * file in STATE_DIR/spool/events-<hash>.d, which the daemon takes in when it
+ * runs. Written with `.<id>.tmp` (0600, exclusive) then renamed to `<id>.json`,
+ * so the daemon never sees half a line.
+ * @module
+ */
+
+const fs = require('node:fs');
+const { MAX_SPOOL_FILES, joinPath } = require('./paths.cjs');
+const { requests } = require('./wire.cjs');
+const { errMessage } = require('./transport.cjs');
+
+/**
+ * @typedef {object} SpoolResult
+ * @property {"spooled"|"dropped"|"failed"} status
+ * @property {string} [file] the file written
+ * @property {string} [reason] why not
+ */
+
+/**
+ * Spool `events` (at least one) into `dir`.
+ * @param {string} dir the spool dir for the socket
+ * @param {import('./wire.cjs').WireEvent[]} events
+ * @returns {SpoolResult}
+ */
+function spool(dir, events) {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const entries = fs.readdirSync(dir);
+    if (entries.length >= MAX_SPOOL_FILES) {
+      return { status: 'dropped', reason: `the spool ${dir} is full (${entries.length} files)` };
+    }
+    const id = events[0].id;
+    const tmp = joinPath(dir, `.${id}.tmp`);
+    const file = joinPath(dir, `${id}.json`);
+    const fd = fs.openSync(tmp, 'wx', 0o600);
+    try {
+      fs.writeSync(fd, requests.emit(events, false));
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+    return { status: 'spooled', file };
+  } catch (e) {
+    return { status: 'failed', reason: `cannot spool into ${dir}: ${errMessage(e)}` };
+  }
+}
+
+module.exports = { spool };

@@ -1,0 +1,118 @@
+'use strict';
+/**
+ * One request over the daemon's Unix socket within a time budget: connect,
+ * write one line, and (unless told not to) read one reply line. A single
+ * unref'd timer destroys the socket when the budget runs out, so a pending
+ * call never outlives its budget nor keeps the host's process alive past it.
+ * @module
+ */
+
+const net = require('node:net');
+const { MAX_LINE_LEN, decodeResponse } = require('./wire.cjs');
+
+/**
+ * @typedef {object} Exchange
+ * @property {boolean} ok whether the line was written (and, when a reply was
+ *   wanted, a reply line read)
+ * @property {import('./wire.cjs').Reply} [reply] the decoded reply
+ * @property {"connect"|"write"|"read"} [stage] where it failed
+ * @property {string} [code] errno-style code (ENOENT, ECONNREFUSED, ETIMEDOUT, ...)
+ * @property {string} [message] why, for people
+ */
+
+/**
+ * Send `line` to the socket at `path` and read one reply line, all within
+ * `timeoutMs`. Resolves, never rejects.
+ * @param {string} path
+ * @param {string} line one request line with its newline
+ * @param {number} timeoutMs
+ * @param {boolean} [wantReply] false: resolve once the line is written
+ * @returns {Promise<Exchange>}
+ */
+function exchange(path, line, timeoutMs, wantReply = true) {
+  return new Promise((resolve) => {
+    let done = false;
+    let stage = /** @type {"connect"|"write"|"read"} */ ('connect');
+    /** @type {net.Socket|null} */
+    let sock = null;
+    /** @type {Buffer[]} */
+    const chunks = [];
+    let buffered = 0;
+    /** @param {Exchange} result */
+    const finish = (result) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (sock) sock.destroy();
+      resolve(result);
+    };
+    const timer = setTimeout(
+      () => {
+        finish({
+          ok: false,
+          stage,
+          code: 'ETIMEDOUT',
+          message: `telemetryd at ${path} did not ${stage === 'read' ? 'reply' : stage} within ${timeoutMs} ms`,
+        });
+      },
+      Math.max(0, timeoutMs),
+    );
+    timer.unref();
+    try {
+      sock = net.createConnection({ path });
+    } catch (e) {
+      finish({ ok: false, stage, code: errCode(e), message: errMessage(e) });
+      return;
+    }
+    sock.on('error', (e) => {
+      finish({ ok: false, stage, code: errCode(e), message: `${stage} ${path}: ${errMessage(e)}` });
+    });
+    sock.on('close', () => {
+      finish({
+        ok: false,
+        stage,
+        code: 'ECONNRESET',
+        message: `telemetryd at ${path} closed the connection without a reply`,
+      });
+    });
+    sock.on('connect', () => {
+      stage = 'write';
+      sock.write(line, (err) => {
+        if (err) return; // reported by 'error'
+        stage = 'read';
+        if (!wantReply) finish({ ok: true });
+      });
+    });
+    sock.on('data', (chunk) => {
+      const nl = chunk.indexOf(10);
+      if (nl < 0) {
+        chunks.push(chunk);
+        buffered += chunk.length;
+        if (buffered > MAX_LINE_LEN) {
+          finish({ ok: false, stage: 'read', code: 'EMSGSIZE', message: `reply longer than ${MAX_LINE_LEN} bytes` });
+        }
+        return;
+      }
+      chunks.push(chunk.subarray(0, nl));
+      finish({ ok: true, reply: decodeResponse(Buffer.concat(chunks).toString('utf8')) });
+    });
+  });
+}
+
+/**
+ * @param {unknown} e
+ * @returns {string}
+ */
+function errCode(e) {
+  return e && typeof e === 'object' && 'code' in e && typeof e.code === 'string' ? e.code : 'EIO';
+}
+
+/**
+ * @param {unknown} e
+ * @returns {string}
+ */
+function errMessage(e) {
+  return e && typeof e === 'object' && 'message' in e ? String(e.message) : String(e);
+}
+
+module.exports = { exchange, errCode, errMessage };

@@ -1,0 +1,453 @@
+'use strict';
+// The client without a real daemon: validation, consent first, the budget,
+// the spool, the consent file, the prompt, autostart, and garbage in.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const { spawnSync, spawn } = require('node:child_process');
+const { createClient, uuidv7, LIMITS } = require('../index.cjs');
+const { tempDir, sdkEnv, fakeServer, waitFor } = require('./helpers.cjs');
+
+const ACK = '{"v":2,"ack":{"accepted":1,"duplicates":0}}';
+
+/** A test dir whose user file says cfdev on. */
+function onDir() {
+  const T = tempDir();
+  fs.writeFileSync(path.join(T, 'consent'), 'cfdev on\n');
+  return T;
+}
+
+test('uuidv7: version 7, variant 10, the time in the first 48 bits, fresh each time', () => {
+  const before = Date.now();
+  const ids = new Set();
+  for (let i = 0; i < 1000; i++) {
+    const id = uuidv7();
+    assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    const ms = parseInt(id.replace(/-/g, '').slice(0, 12), 16);
+    assert.ok(ms >= before && ms <= Date.now());
+    ids.add(id);
+  }
+  assert.equal(ids.size, 1000);
+});
+
+test('options beat variables, which beat the defaults', () => {
+  const env = { HOME: '/h', TELEMETRY_SOCKET: '/env.sock', TELEMETRY_CONSENT_FILE: '/env-consent' };
+  assert.deepEqual(createClient({ env }).paths(), {
+    socket: '/env.sock',
+    stateDir: '/h/.local/state/telemetry',
+    consentFile: '/env-consent',
+    systemConsentFile: '/etc/telemetry/consent',
+    spoolDir: `/h/.local/state/telemetry/spool/events-${require('../index.cjs').socketHash('/env.sock')}.d`,
+  });
+  const p = createClient({ env, socket: '/o.sock', stateDir: '/st', systemConsentFile: '/sys' }).paths();
+  assert.equal(p.socket, '/o.sock');
+  assert.equal(p.consentFile, '/env-consent');
+  assert.equal(p.systemConsentFile, '/sys');
+  assert.match(p.spoolDir, /^\/st\/spool\/events-[0-9a-f]{16}\.d$/);
+  assert.equal(createClient({ env: { HOME: '/h' }, stateDir: '/st' }).paths().consentFile, '/st/consent');
+  assert.equal(createClient({ env, consentFile: '/c' }).paths().consentFile, '/c');
+});
+
+test('local validation refuses precisely, before consent or the socket', async () => {
+  const T = tempDir();
+  const t = createClient({ product: 'cfdev', build: '1.2.0', env: sdkEnv(T) });
+  const cases = [
+    [['start_end', { duration_s: 1.5 }], /duration_s.*not a whole number/],
+    [['start_end', { duration_s: 2 ** 53 }], /BigInt/],
+    [['start_end', { duration_s: 2n ** 63n }], /64-bit/],
+    [['start_end', { duration_s: NaN }], /not a whole number/],
+    [['start_end', { success: null }], /null/],
+    [['start_end', { nested: { a: 1 } }], /object/],
+    [['Start', {}], /event "Start" is not a valid name/],
+    [['start_end', { 'Bad-Key': 1 }], /data key/],
+    [['app_created', { buildpack: 'x'.repeat(257) }], /257 bytes/],
+    [['app_created', { buildpack: 'a\nb' }], /control/],
+    [['app_created', Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, i]))], /33 entries/],
+    [['app_created', 'buildpack=go'], /data must be an object/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await t.emit(...args);
+    assert.equal(r.status, 'refused', String(re));
+    assert.equal(r.code, 'invalid');
+    assert.match(r.message, re);
+  }
+  const badBuild = await createClient({ product: 'cfdev', build: '/home/alice', env: sdkEnv(T) }).emit('stop');
+  assert.match(badBuild.message, /build/);
+  const badProduct = await createClient({ product: '', build: '1', env: sdkEnv(T) }).emit('stop');
+  assert.match(badProduct.message, /product/);
+  assert.equal(fs.existsSync(path.join(T, 'state')), false, 'nothing written');
+  assert.equal(LIMITS.maxDataEntries, 32);
+});
+
+test('consent off: no connection, no file, at once', async () => {
+  const T = tempDir();
+  const env = sdkEnv(T);
+  const server = await fakeServer(env.TELEMETRY_SOCKET, () => ACK);
+  try {
+    const t = createClient({ product: 'cfdev', build: '1.2.0', env });
+    const started = Date.now();
+    assert.deepEqual(await t.emit('stop'), { status: 'off', layer: 'default' });
+    assert.deepEqual(await t.emitNoWait('stop'), { status: 'off', layer: 'default' });
+    fs.writeFileSync(env.TELEMETRY_CONSENT_FILE, 'cfdev on\n');
+    const envOff = createClient({ product: 'cfdev', build: '1', env: { ...env, DO_NOT_TRACK: '1' } });
+    assert.deepEqual(await envOff.emit('stop'), { status: 'off', layer: 'environment' });
+    assert.deepEqual(await envOff.consent(), { mode: 'off', layer: 'environment', variable: 'DO_NOT_TRACK' });
+    fs.writeFileSync(env.TELEMETRY_SYSTEM_CONSENT_FILE, '* off\n');
+    assert.deepEqual(await t.emit('stop'), { status: 'off', layer: 'system' });
+    fs.writeFileSync(env.TELEMETRY_SYSTEM_CONSENT_FILE, 'cfdev off\n');
+    fs.chmodSync(env.TELEMETRY_SYSTEM_CONSENT_FILE, 0o000);
+    if (process.getuid && process.getuid() !== 0) {
+      assert.deepEqual(await t.emit('stop'), { status: 'off', layer: 'system' }, 'unreadable forces off');
+    }
+    assert.ok(Date.now() - started < 100, 'returns at once');
+    assert.equal(server.seen.connections, 0);
+    assert.equal(fs.existsSync(env.TELEMETRY_STATE_DIR), false, 'no spool dir, no state dir');
+  } finally {
+    await server.close();
+  }
+});
+
+test('acknowledged and refused replies from a (fake) daemon; BigInt data reaches the wire exactly', async () => {
+  const T = onDir();
+  const env = sdkEnv(T);
+  let next = ACK;
+  const server = await fakeServer(env.TELEMETRY_SOCKET, () => next);
+  try {
+    const t = createClient({ product: 'cfdev', build: '1.2.0', env });
+    const r = await t.emit('start_end', { duration_s: 9007199254740993n, success: true, note: 'é "q"' });
+    assert.equal(r.status, 'acknowledged');
+    assert.equal(r.accepted, 1);
+    const line = server.seen.lines.at(-1);
+    assert.match(line, /"duration_s":9007199254740993[,}]/);
+    const sent = JSON.parse(line);
+    assert.equal(sent.v, 2);
+    assert.equal(sent.emit.ack, true);
+    const ev = sent.emit.events[0];
+    assert.equal(ev.id, r.id);
+    assert.deepEqual(Object.keys(ev).sort(), ['build', 'data', 'event', 'id', 'product', 'timestamp_us']);
+    assert.ok(Number.isInteger(ev.timestamp_us) && Math.abs(ev.timestamp_us / 1000 - Date.now()) < 5000);
+    assert.equal(ev.data.note, 'é "q"');
+
+    next = '{"v":2,"error":{"code":"not_in_catalogue","message":"no such event"}}';
+    const refused = await t.emit('nope');
+    assert.deepEqual(
+      { status: refused.status, code: refused.code, message: refused.message },
+      { status: 'refused', code: 'not_in_catalogue', message: 'no such event' },
+    );
+    assert.equal(fs.existsSync(env.TELEMETRY_STATE_DIR), false, 'a final refusal is not spooled');
+
+    next = '{"v":2,"error":{"code":"busy","message":"try again"}}';
+    const busy = await t.emit('stop');
+    assert.equal(busy.status, 'spooled');
+    assert.match(busy.reason, /busy/);
+
+    next = '{"v":2,"error":{"code":"brand_new_code","message":"?"}}';
+    assert.equal((await t.emit('stop')).status, 'spooled', 'unknown codes are retried');
+
+    const before = server.seen.lines.length;
+    const q = await t.emitNoWait('stop');
+    assert.equal(q.status, 'queued');
+    await waitFor(() => server.seen.lines.length > before, 2000, 'the no-wait line');
+    assert.equal(JSON.parse(server.seen.lines.at(-1)).emit.ack, false);
+  } finally {
+    await server.close();
+  }
+});
+
+test('the budget: a socket that never answers → back within budget + slack, spooled', async () => {
+  const T = onDir();
+  const env = sdkEnv(T);
+  const server = await fakeServer(env.TELEMETRY_SOCKET, () => null);
+  try {
+    const t = createClient({ product: 'cfdev', build: '1.2.0', env, timeoutMs: 100 });
+    const started = performance.now();
+    const r = await t.emit('app_created', { buildpack: 'go' });
+    const took = performance.now() - started;
+    assert.equal(r.status, 'spooled');
+    assert.ok(took >= 95 && took < 100 + 100, `took ${took} ms`);
+    const dir = t.paths().spoolDir;
+    assert.equal(path.dirname(r.file), dir);
+    assert.equal(path.basename(r.file), `${r.id}.json`);
+    const sent = JSON.parse(fs.readFileSync(r.file, 'utf8'));
+    assert.equal(sent.emit.ack, false);
+    assert.deepEqual(sent.emit.events[0].data, { buildpack: 'go' });
+    // A shorter per-call budget wins.
+    const s2 = performance.now();
+    await t.status({ timeoutMs: 30 });
+    assert.ok(performance.now() - s2 < 30 + 60);
+  } finally {
+    await server.close();
+  }
+});
+
+test('a pending emit does not keep the process alive past its budget', () => {
+  const T = onDir();
+  const env = sdkEnv(T);
+  const script = `
+    const net = require('node:net');
+    const { createClient } = require(${JSON.stringify(path.resolve(__dirname, '..', 'index.cjs'))});
+    // A server in another process would be better; here one that never answers, unref'd.
+    const s = net.createServer(() => {}).listen(${JSON.stringify(env.TELEMETRY_SOCKET)}, () => {
+      s.unref();
+      createClient({ product: 'cfdev', build: '1', env: ${JSON.stringify(env)}, timeoutMs: 200 }).emit('stop');
+    });`;
+  const started = Date.now();
+  const r = spawnSync(process.execPath, ['-e', script], { timeout: 5000 });
+  const took = Date.now() - started;
+  assert.equal(r.status, 0, String(r.stderr));
+  assert.ok(took < 2000, `exited after ${took} ms`);
+  assert.equal(fs.readdirSync(createClient({ env }).paths().spoolDir).length, 1);
+});
+
+test("daemon down: spooled in the socket's spool dir; a full spool drops", async () => {
+  const T = onDir();
+  const env = sdkEnv(T);
+  const t = createClient({ product: 'cfdev', build: '1.2.0', env });
+  const r = await t.emit('stop');
+  assert.equal(r.status, 'spooled');
+  assert.match(r.reason, /ENOENT/);
+  assert.equal(r.autostart, 'disabled');
+  const dir = path.join(T, 'state', 'spool', `events-${require('../index.cjs').socketHash(env.TELEMETRY_SOCKET)}.d`);
+  assert.deepEqual(fs.readdirSync(dir), [`${r.id}.json`]);
+  assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
+  assert.equal(fs.statSync(r.file).mode & 0o777, 0o600);
+  const nw = await t.emitNoWait('stop');
+  assert.equal(nw.status, 'spooled');
+  for (let i = 0; i < 998; i++) fs.writeFileSync(path.join(dir, `x${i}.json`), '');
+  const d = await t.emit('stop');
+  assert.equal(d.status, 'dropped');
+  assert.match(d.reason, /full/);
+});
+
+test('autostart: runs TELEMETRY_DAEMON --autostarted --socket S, scrubbed, at most once per 10 s', async () => {
+  const T = onDir();
+  const fake = path.join(T, 'fake-telemetryd');
+  const out = path.join(T, 'started');
+  fs.writeFileSync(fake, `#!/bin/sh\n{ echo "$@"; env; } > ${out}.tmp && mv ${out}.tmp ${out}\n`, { mode: 0o755 });
+  const env = {
+    ...sdkEnv(T),
+    TELEMETRY_AUTOSTART: '',
+    TELEMETRY_DAEMON: fake,
+    AWS_SECRET_ACCESS_KEY: 'x',
+    MY_API_KEY: 'k',
+  };
+  const t = createClient({ product: 'cfdev', build: '1.2.0', env });
+  const r = await t.emit('stop');
+  assert.equal(r.status, 'spooled');
+  assert.equal(r.autostart, 'spawned');
+  const text = await waitFor(() => fs.existsSync(out) && fs.readFileSync(out, 'utf8'), 5000, 'the fake daemon');
+  assert.equal(text.split('\n')[0], `--autostarted --socket ${env.TELEMETRY_SOCKET}`);
+  assert.doesNotMatch(text, /AWS_SECRET_ACCESS_KEY|MY_API_KEY/);
+  assert.match(text, /AWS_SHARED_CREDENTIALS_FILE=\/dev\/null/);
+  assert.ok(fs.existsSync(path.join(T, 'state', 'autostart.stamp')));
+  assert.ok(fs.existsSync(path.join(T, 'state', 'telemetryd.log')));
+  assert.equal((await t.emit('stop')).autostart, 'recently');
+  assert.equal(
+    (await createClient({ product: 'cfdev', build: '1', env, autostart: false }).emit('stop')).autostart,
+    undefined,
+  );
+});
+
+test('setConsent without a daemon: the canonical file, 0600 in 0700, keeps a mode and the off time', async () => {
+  const T = tempDir();
+  const env = { ...sdkEnv(T), TELEMETRY_CONSENT_FILE: path.join(T, 'cfg', 'dir', 'consent') };
+  const t = createClient({ product: 'cfdev', build: '1.2.0', env });
+  const off = await t.setConsent('OFF');
+  assert.equal(off.status, 'recorded');
+  assert.equal(off.daemonNotified, false);
+  assert.match(off.daemonError, /ENOENT/);
+  const file = env.TELEMETRY_CONSENT_FILE;
+  assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+  assert.equal(fs.statSync(path.dirname(file)).mode & 0o777, 0o700);
+  const offText = fs.readFileSync(file, 'utf8');
+  const offTime = /off=(\S+)/.exec(offText)[1];
+  assert.match(offTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+  fs.chmodSync(file, 0o644);
+  fs.appendFileSync(file, 'other local 2026-01-01T00:00:00Z #+ version=3\n# a comment\n');
+  const on = await createClient({ product: 'cfdev', build: '1.2.0', env }).setConsent('on');
+  assert.deepEqual(on.effective, { mode: 'on', layer: 'user_file' });
+  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  assert.match(lines[0], /^# telemetry consent/);
+  assert.equal(lines[1], 'other local 2026-01-01T00:00:00Z #+ version=3');
+  assert.match(lines[2], new RegExp(`^cfdev on \\S+ off=${offTime.replace(/\./g, '\\.')}$`));
+  assert.equal(lines.length, 4);
+  assert.equal(fs.statSync(file).mode & 0o777, 0o644, 'an existing mode is kept');
+  assert.deepEqual(await t.consent(), { mode: 'on', layer: 'user_file' });
+  assert.deepEqual(fs.readdirSync(path.dirname(file)), ['consent'], 'no lock or temp file left');
+  const bad = await t.setConsent('maybe');
+  assert.equal(bad.status, 'refused');
+});
+
+test('setConsent: a held lock makes it fail within the budget; a stale one is taken over', async () => {
+  const T = tempDir();
+  const env = sdkEnv(T);
+  const lock = path.join(T, '.consent.lock');
+  fs.writeFileSync(lock, '1\n');
+  const t = createClient({ product: 'cfdev', build: '1', env, timeoutMs: 100 });
+  const started = Date.now();
+  const r = await t.setConsent('on');
+  assert.equal(r.status, 'failed');
+  assert.match(r.reason, /\.consent\.lock/);
+  assert.ok(Date.now() - started < 400);
+  assert.equal(fs.existsSync(env.TELEMETRY_CONSENT_FILE), false);
+  const old = new Date(Date.now() - 11_000);
+  fs.utimesSync(lock, old, old);
+  assert.equal((await t.setConsent('on')).status, 'recorded');
+  assert.equal(fs.existsSync(lock), false);
+});
+
+test('setConsent: the empty lock file flock users leave is waited for only while flocked', async () => {
+  const T = tempDir();
+  const env = sdkEnv(T);
+  const lock = path.join(T, '.consent.lock');
+  fs.writeFileSync(lock, '');
+  const t = createClient({ product: 'cfdev', build: '1', env, timeoutMs: 100 });
+  assert.equal((await t.setConsent('on')).status, 'recorded', 'left behind, not held: taken over');
+  if (!fs.existsSync('/usr/bin/flock') || !fs.existsSync('/proc/locks')) return;
+  fs.writeFileSync(lock, '');
+  const holder = spawn('/usr/bin/flock', ['-x', lock, 'sleep', '0.6'], { stdio: 'ignore' });
+  const exited = new Promise((resolve) => holder.on('exit', resolve));
+  const { flockHeld } = require('../lib/consentfile.cjs');
+  await waitFor(() => flockHeld(lock), 5000, 'flock(1) to hold the lock');
+  const r = await t.setConsent('off');
+  assert.equal(r.status, 'failed', 'held for longer than the budget');
+  const started = Date.now();
+  const slow = await t.setConsent('off', { timeoutMs: 5000 });
+  assert.equal(slow.status, 'recorded');
+  assert.ok(Date.now() - started >= 100, 'waited for the holder');
+  await exited;
+});
+
+test('setConsent from concurrent processes loses no decision', async () => {
+  const T = tempDir();
+  const env = sdkEnv(T);
+  const index = path.resolve(__dirname, '..', 'index.cjs');
+  const n = 8;
+  const runs = Array.from({ length: n }, (_, i) => {
+    const options = JSON.stringify({ product: `p${i}`, build: '1', env, timeoutMs: 3000 });
+    const script =
+      `require(${JSON.stringify(index)}).createClient(${options}).setConsent('on')` +
+      ".then((r) => { if (r.status !== 'recorded') { console.error(r); process.exit(1); } })";
+    return new Promise((resolve) => spawn(process.execPath, ['-e', script], { stdio: 'inherit' }).on('exit', resolve));
+  });
+  assert.deepEqual(await Promise.all(runs), Array(n).fill(0));
+  const text = fs.readFileSync(env.TELEMETRY_CONSENT_FILE, 'utf8');
+  for (let i = 0; i < n; i++) assert.match(text, new RegExp(`^p${i} on `, 'm'));
+});
+
+test('prompt: not a terminal → at once, nothing written; decided or forced off → not asked', async () => {
+  const T = tempDir();
+  const env = sdkEnv(T);
+  const t = createClient({ product: 'cfdev', build: '1', env });
+  const started = Date.now();
+  assert.deepEqual(await t.prompt(), { status: 'not_a_terminal' });
+  assert.deepEqual(await t.prompt('Custom text?'), { status: 'not_a_terminal' });
+  assert.ok(Date.now() - started < 100);
+  assert.equal(fs.existsSync(env.TELEMETRY_CONSENT_FILE), false);
+  assert.deepEqual(
+    await createClient({ product: 'cfdev', build: '1', env: { ...env, TELEMETRY_OPTOUT: 'yes' } }).prompt(),
+    { status: 'forced_off', layer: 'environment' },
+  );
+  fs.writeFileSync(env.TELEMETRY_CONSENT_FILE, 'cfdev local\n');
+  assert.deepEqual(await t.prompt(), { status: 'already_decided', mode: 'local' });
+});
+
+test(
+  'prompt on a terminal (script(1)): asks on stderr, "y" records on',
+  {},
+  async () => {
+    const T = tempDir();
+    const env = sdkEnv(T);
+    const index = path.resolve(__dirname, '..', 'index.cjs');
+    const js = path.join(T, 'p.cjs');
+    const options = JSON.stringify({ product: 'cfdev', build: '1', env });
+    const outFile = JSON.stringify(path.join(T, 'out.json'));
+    fs.writeFileSync(
+      js,
+      `const c = require(${JSON.stringify(index)}).createClient(${options});\n` +
+        `c.prompt().then((r) => require('fs').writeFileSync(${outFile}, JSON.stringify(r)));\n`,
+    );
+    const r = spawnSync('/usr/bin/script', ['-qec', `${process.execPath} ${js}`, '/dev/null'], {
+      input: 'Yes\n',
+      timeout: 10_000,
+    });
+    const shown = String(r.stdout);
+    assert.match(shown, /cfdev would like to collect anonymous usage telemetry/);
+    assert.match(shown, /Enable anonymous telemetry for cfdev\? \[y\/N\] /);
+    const out = JSON.parse(fs.readFileSync(path.join(T, 'out.json'), 'utf8'));
+    assert.equal(out.status, 'asked');
+    assert.equal(out.mode, 'on');
+    assert.match(fs.readFileSync(env.TELEMETRY_CONSENT_FILE, 'utf8'), /^cfdev on /m);
+  },
+);
+
+test('nothing ever throws: every public function with garbage', async () => {
+  const sdk = require('../index.cjs');
+  const T = tempDir();
+  const huge = Object.fromEntries(Array.from({ length: 10_000 }, (_, i) => [`k${i}`, 'x'.repeat(1000)]));
+  const throwing = new Proxy(
+    {},
+    {
+      get() {
+        throw new Error('boom');
+      },
+      ownKeys() {
+        throw new Error('boom');
+      },
+    },
+  );
+  const weird = [
+    undefined,
+    null,
+    0,
+    -1,
+    NaN,
+    '',
+    'x'.repeat(1 << 20),
+    {},
+    [],
+    Symbol('s'),
+    () => {},
+    10n,
+    throwing,
+    huge,
+  ];
+  const clients = [
+    sdk.createClient(),
+    sdk.createClient(null),
+    sdk.createClient(/** @type {any} */ (42)),
+    sdk.createClient(throwing),
+    sdk.createClient({ product: 'cfdev', build: '1', env: { ...sdkEnv(T), TELEMETRY_SOCKET: 'bad\0path' } }),
+    sdk.createClient({ product: 'cfdev', build: '1', socket: path.join(T, 'x'.repeat(200)), env: sdkEnv(T) }),
+    sdk.createClient({ product: 'cfdev', build: '1', socket: T, env: sdkEnv(T) }),
+    sdk.createClient({ product: 'cfdev', build: '1', env: /** @type {any} */ ('garbage'), timeoutMs: -5 }),
+  ];
+  fs.writeFileSync(path.join(T, 'consent'), 'cfdev on\n');
+  for (const c of clients) {
+    for (const a of weird) {
+      for (const f of [c.emit, c.emitNoWait, c.setConsent, c.prompt, c.status, c.consent]) {
+        let p;
+        assert.doesNotThrow(() => {
+          p = f(a, a, a);
+        });
+        const r = await p;
+        assert.equal(typeof r, 'object');
+        assert.ok(r !== null);
+      }
+    }
+    assert.doesNotThrow(() => c.paths());
+  }
+  for (const a of weird) {
+    assert.doesNotThrow(() => sdk.parseKV(a));
+    assert.doesNotThrow(() => sdk.decodeResponse(a));
+  }
+  // A bad socket path ends as a spool or a clear failure, never an exception.
+  const bad = await clients[4].emit('stop');
+  assert.ok(['spooled', 'failed'].includes(bad.status), JSON.stringify(bad));
+  const long = await clients[5].emit('stop');
+  assert.ok(['spooled', 'failed'].includes(long.status), JSON.stringify(long));
+  const dir = await clients[6].emit('stop');
+  assert.ok(['spooled', 'failed'].includes(dir.status), JSON.stringify(dir));
+});
