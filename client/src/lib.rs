@@ -457,6 +457,9 @@ pub struct Endpoint {
     /// The state dir, where the spool is.
     pub state_dir: PathBuf,
     /// Start a daemon when nothing serves the socket (see [`autostart`]).
+    /// The daemon started uses this process's environment for its paths
+    /// (`TELEMETRY_STATE_DIR` and the rest), not the fields above: turn it
+    /// off for an endpoint that differs from the environment's.
     pub autostart: bool,
 }
 

@@ -47,7 +47,12 @@ const CONNECTION_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a client over the connection limit has to send its first byte,
 /// which says whether the refusal goes out as a frame or a JSON line.
-const BUSY_READ: Duration = Duration::from_millis(500);
+const BUSY_READ: Duration = Duration::from_millis(100);
+
+/// Refusals waiting for a first byte at once; past it a refused connection
+/// is answered in binary without waiting, so a flood of silent connections
+/// cannot pin descriptors.
+const BUSY_WAITERS: usize = 64;
 
 /// How long shutdown waits for the store thread to close the database.
 const STORE_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,6 +115,8 @@ pub struct Ctx {
     pub direct_replies: bool,
     /// Refused events, counted and logged.
     pub refusals: crate::refusals::Refusals,
+    /// Busy refusals allowed to wait for a first byte (see [`BUSY_WAITERS`]).
+    pub busy_waiters: Arc<tokio::sync::Semaphore>,
 }
 
 /// Whether the open-file limit leaves room for two descriptors per
@@ -418,6 +425,7 @@ pub async fn run_locked(
         ),
         direct_replies: room_for_second_handles(open_file_limit(), config.max_connections),
         refusals: Default::default(),
+        busy_waiters: Arc::new(tokio::sync::Semaphore::new(BUSY_WAITERS)),
     });
     // Apply consent changes made while the daemon was not running, then
     // take in what shims spooled meanwhile.
@@ -522,13 +530,17 @@ pub async fn run_locked(
 }
 
 /// Tell a client over the connection limit to come back later, in the
-/// encoding its first byte chose (binary if it sends nothing at once).
+/// encoding its first byte chose (binary if it sends nothing within
+/// [`BUSY_READ`], or when [`BUSY_WAITERS`] refusals wait already).
 async fn refuse_busy(ctx: Arc<Ctx>, mut stream: UnixStream) {
     use tokio::io::AsyncReadExt;
     let mut first = [0u8; 1];
-    let encoding = match tokio::time::timeout(BUSY_READ, stream.read(&mut first)).await {
-        Ok(Ok(1)) => Encoding::detect(first[0]),
-        _ => Encoding::Binary,
+    let encoding = match ctx.busy_waiters.clone().try_acquire_owned() {
+        Ok(_permit) => match tokio::time::timeout(BUSY_READ, stream.read(&mut first)).await {
+            Ok(Ok(1)) => Encoding::detect(first[0]),
+            _ => Encoding::Binary,
+        },
+        Err(_) => Encoding::Binary,
     };
     let mut framed = Framed::new(
         stream,

@@ -242,8 +242,11 @@ const STALE_TMP: Duration = Duration::from_secs(3600);
 /// Spool files read and stored at a time (each at most a line long).
 const DIR_CHUNK: usize = 100;
 
-/// The `*.json` files in the spool directory, oldest name first; stale
-/// temporary files are removed on the way.
+/// The `*.json` files in the spool directory, oldest name first. Stale
+/// temporary files are removed on the way, and so is any entry that is not
+/// a plain file (a link, a directory, a FIFO: no client writes those, and
+/// left there they would count against the writers' limit forever;
+/// removing a link never follows it).
 fn spooled_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -255,11 +258,16 @@ fn spooled_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        // Never follows a link: only plain files the user's clients wrote.
         let Ok(meta) = entry.path().symlink_metadata() else {
             continue;
         };
         if !meta.is_file() {
+            tracing::warn!(path = %entry.path().display(), "removing an entry of the spool directory that is not a plain file");
+            let _ = if meta.is_dir() {
+                std::fs::remove_dir_all(entry.path())
+            } else {
+                std::fs::remove_file(entry.path())
+            };
             continue;
         }
         if name.starts_with('.') {
@@ -268,7 +276,7 @@ fn spooled_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > STALE_TMP);
-            if stale && name.ends_with(".tmp") {
+            if stale {
                 let _ = std::fs::remove_file(entry.path());
             }
             continue;
@@ -286,76 +294,173 @@ enum SpoolLine {
     Events(Vec<WireEvent>),
     /// Written by a newer client for a newer daemon: left in place.
     Newer,
+    /// Could not be read now (out of descriptors, I/O error): left for
+    /// the next pass.
+    Unreadable(std::io::Error),
     /// Not an emit this daemon can read: removed, counted as damaged.
     Damaged(String),
 }
 
+/// Read one spool file: never through a link, never blocking on a FIFO
+/// swapped in after the listing, at most a line's worth.
 fn read_spool_line(path: &Path) -> SpoolLine {
     use std::io::Read;
-    let mut bytes = Vec::new();
-    let read = std::fs::File::open(path).and_then(|f| {
-        f.take(telemetry_proto::MAX_LINE_LEN as u64 + 1)
-            .read_to_end(&mut bytes)
-    });
-    if let Err(e) = read {
-        return SpoolLine::Damaged(e.to_string());
-    }
-    match telemetry_proto::decode_line::<telemetry_proto::Request>(&bytes) {
-        Ok(telemetry_proto::Request::Emit { events, .. }) => SpoolLine::Events(events),
-        Ok(other) => SpoolLine::Damaged(format!("not an emit: {other:?}")),
-        Err(telemetry_proto::CodecError::UnsupportedVersion { got })
-            if got > telemetry_proto::PROTOCOL_VERSION =>
-        {
-            SpoolLine::Newer
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match file {
+        Ok(f) => f,
+        // A link swapped in after the listing (ELOOP): not ours to read.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return SpoolLine::Damaged("a symbolic link".into())
         }
+        Err(e) => return SpoolLine::Unreadable(e),
+    };
+    match file.metadata() {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return SpoolLine::Damaged("not a plain file".into()),
+        Err(e) => return SpoolLine::Unreadable(e),
+    }
+    let mut bytes = Vec::new();
+    if let Err(e) = file
+        .take(telemetry_proto::MAX_LINE_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+    {
+        return SpoolLine::Unreadable(e);
+    }
+    decode_spool_line(&bytes)
+}
+
+/// The events of a spool file's line. A line an older client wrote under
+/// an earlier protocol version is read as today's: an emit and its events
+/// never change between versions (rule 2 of the protocol's evolution), as
+/// for the spool file's frames.
+fn decode_spool_line(bytes: &[u8]) -> SpoolLine {
+    use telemetry_proto::{decode_line, CodecError, Request, PROTOCOL_VERSION};
+    let decoded = match decode_line::<Request>(bytes) {
+        Err(CodecError::UnsupportedVersion { got }) if (1..PROTOCOL_VERSION).contains(&got) => {
+            match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes) {
+                Ok(mut line) => {
+                    line.insert("v".into(), PROTOCOL_VERSION.into());
+                    let current = serde_json::to_vec(&line).unwrap_or_default();
+                    decode_line::<Request>(&current)
+                }
+                Err(e) => return SpoolLine::Damaged(e.to_string()),
+            }
+        }
+        other => other,
+    };
+    match decoded {
+        Ok(Request::Emit { events, .. }) => SpoolLine::Events(events),
+        Ok(other) => SpoolLine::Damaged(format!("not an emit: {other:?}")),
+        Err(CodecError::UnsupportedVersion { got }) if got > PROTOCOL_VERSION => SpoolLine::Newer,
         Err(e) => SpoolLine::Damaged(e.to_string()),
     }
+}
+
+/// One chunk of the spool directory, read off the runtime's threads.
+struct DirChunk {
+    events: Vec<WireEvent>,
+    /// Files to remove once their events are stored.
+    consumed: Vec<PathBuf>,
+    /// Refused for good before storing (too many events in one file).
+    refused: Vec<Refused>,
+    damaged: usize,
+    newer: usize,
+    /// A file could not be read now: stop after this chunk, retry later.
+    retry: bool,
+}
+
+fn read_dir_chunk(paths: &[PathBuf], limits: &telemetry_proto::Limits) -> DirChunk {
+    let mut chunk = DirChunk {
+        events: Vec::new(),
+        consumed: Vec::new(),
+        refused: Vec::new(),
+        damaged: 0,
+        newer: 0,
+        retry: false,
+    };
+    for path in paths {
+        match read_spool_line(path) {
+            SpoolLine::Events(events) => {
+                // The limits of one request hold for one file, too.
+                if let Err(e) = limits.check_batch_len(events.len()) {
+                    let first = events.first();
+                    chunk.refused.push(Refused {
+                        product: first.map_or(String::new(), |e| e.product.clone()),
+                        event: first.map_or(String::new(), |e| e.event.clone()),
+                        code: ErrorCode::Invalid,
+                        message: e.to_string(),
+                    });
+                } else {
+                    chunk.events.extend(events);
+                }
+                chunk.consumed.push(path.clone());
+            }
+            SpoolLine::Newer => chunk.newer += 1,
+            SpoolLine::Unreadable(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read a spool file now; will retry");
+                chunk.retry = true;
+                break;
+            }
+            SpoolLine::Damaged(why) => {
+                tracing::warn!(path = %path.display(), %why, "removing a damaged spool file");
+                chunk.damaged += 1;
+                chunk.consumed.push(path.clone());
+            }
+        }
+    }
+    chunk
 }
 
 /// Take in the portable spool directory (`paths::spool_dir_for`): read
 /// each file's emit line, store its events, then remove the file. A crash
 /// in between leaves the file, and event ids keep its events single when
-/// it is read again.
+/// it is read again. Refusals are counted once their file is removed.
 async fn ingest_dir(ctx: &Ctx, dir: &Path) -> u64 {
-    let files = match spooled_files(dir) {
-        Ok(f) => f,
-        Err(e) => {
+    let listing = {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || spooled_files(&dir)).await
+    };
+    let files = match listing {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
             tracing::warn!(path = %dir.display(), error = %e, "cannot list the spool directory");
             return 0;
         }
+        Err(_) => return 0,
     };
     let mut stored = 0;
     let mut refused: Vec<Refused> = Vec::new();
-    let mut bad = 0;
+    let mut damaged = 0;
     let mut newer = 0;
-    for chunk in files.chunks(DIR_CHUNK) {
-        let mut events = Vec::new();
-        let mut consumed = Vec::new();
-        for path in chunk {
-            match read_spool_line(path) {
-                SpoolLine::Events(mut e) => {
-                    events.append(&mut e);
-                    consumed.push(path);
-                }
-                SpoolLine::Newer => newer += 1,
-                SpoolLine::Damaged(why) => {
-                    tracing::warn!(path = %path.display(), %why, "removing a damaged spool file");
-                    bad += 1;
-                    consumed.push(path);
-                }
-            }
-        }
-        match store_events(ctx, &events, &mut refused).await {
+    for paths in files.chunks(DIR_CHUNK) {
+        let paths = paths.to_vec();
+        let limits = ctx.limits;
+        let Ok(mut chunk) =
+            tokio::task::spawn_blocking(move || read_dir_chunk(&paths, &limits)).await
+        else {
+            break;
+        };
+        newer += chunk.newer;
+        match store_events(ctx, &chunk.events, &mut chunk.refused).await {
             Ok(n) => stored += n,
             Err(Retry { stored: n }) => {
                 stored += n;
                 break;
             }
         }
-        for path in consumed {
+        for path in &chunk.consumed {
             if let Err(e) = std::fs::remove_file(path) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove an ingested spool file");
             }
+        }
+        refused.append(&mut chunk.refused);
+        damaged += chunk.damaged;
+        if chunk.retry {
+            break;
         }
     }
     if newer > 0 {
@@ -365,7 +470,7 @@ async fn ingest_dir(ctx: &Ctx, dir: &Path) -> u64 {
             "left spool files of a newer protocol for a newer telemetryd"
         );
     }
-    report(ctx, "spool directory", stored, &refused, bad);
+    report(ctx, "spool directory", stored, &refused, damaged);
     stored
 }
 
@@ -515,5 +620,66 @@ mod tests {
         let parsed = parse_keeping_newer(&frame);
         assert_eq!((parsed.events.len(), parsed.bad), (0, 0));
         assert_eq!(parsed.newer, frame, "a newer version is kept whole");
+    }
+
+    #[test]
+    fn spool_lines_of_older_versions_are_read_and_newer_ones_left() {
+        let ev = WireEvent {
+            id: uuid::Uuid::from_u128(9),
+            event: "stop".into(),
+            product: "cfdev".into(),
+            build: "1".into(),
+            timestamp_us: 1_800_000_000_000_000,
+            data: Default::default(),
+        };
+        let line = String::from_utf8(
+            telemetry_proto::encode_line(&telemetry_proto::Request::Emit {
+                events: vec![ev.clone()],
+                ack: false,
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            matches!(decode_spool_line(line.as_bytes()), SpoolLine::Events(e) if e == vec![ev.clone()])
+        );
+        let older = line.replacen("\"v\":2", "\"v\":1", 1);
+        assert!(
+            matches!(decode_spool_line(older.as_bytes()), SpoolLine::Events(e) if e == vec![ev])
+        );
+        let newer = line.replacen("\"v\":2", "\"v\":3", 1);
+        assert!(matches!(
+            decode_spool_line(newer.as_bytes()),
+            SpoolLine::Newer
+        ));
+        assert!(matches!(
+            decode_spool_line(b"{\"v\":2,\"status\":{}}"),
+            SpoolLine::Damaged(_)
+        ));
+        assert!(matches!(
+            decode_spool_line(b"{\"v\":2,\"emit\":"),
+            SpoolLine::Damaged(_)
+        ));
+    }
+
+    #[test]
+    fn entries_that_are_not_plain_files_are_removed_and_links_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside.json");
+        std::fs::write(&outside, "secret").unwrap();
+        let spool = dir.path().join("spool.d");
+        std::fs::create_dir(&spool).unwrap();
+        std::os::unix::fs::symlink(&outside, spool.join("a.json")).unwrap();
+        std::fs::create_dir(spool.join("b.json")).unwrap();
+        std::fs::write(spool.join("c.json"), "x").unwrap();
+        std::fs::write(spool.join(".d.tmp"), "partial").unwrap();
+        let files = spooled_files(&spool).unwrap();
+        assert_eq!(files, vec![spool.join("c.json")]);
+        assert!(!spool.join("a.json").exists() && !spool.join("b.json").exists());
+        assert!(outside.exists(), "the link's target is untouched");
+        assert!(
+            spool.join(".d.tmp").exists(),
+            "a fresh temporary file is a writer's"
+        );
     }
 }

@@ -2,11 +2,13 @@
 //! line, for clients that would rather not write postcard (`nc -U`, shell
 //! scripts, the Go, Node and Python SDKs).
 //!
-//! A connection's first byte chooses its encoding for both directions: a
-//! binary frame starts with its 4-byte big-endian length, whose first byte
-//! is `0x00` for every frame under 16 MiB (frames are capped far below
-//! that); anything else starts a JSON-lines conversation. See the crate
-//! docs, [JSON lines](crate#json-lines), for the format and examples.
+//! A connection's first byte chooses its encoding for both directions: `{`
+//! or ASCII whitespace starts a JSON-lines conversation; anything else is
+//! read as binary frames (a frame starts with its 4-byte big-endian length,
+//! whose first byte is `0x00` for every frame under 16 MiB, and frames are
+//! capped far below that), so damaged binary input still gets a binary
+//! error reply. See the crate docs, [JSON lines](crate#json-lines), for the
+//! format and examples.
 
 use crate::codec::{encode_frame, CodecError, FrameCodec};
 use crate::{MAX_FRAME_LEN, PROTOCOL_VERSION};
@@ -19,11 +21,14 @@ use tokio_util::codec::{Decoder, Encoder};
 /// Longest JSON line accepted in either direction, newline included.
 ///
 /// JSON spells out what postcard packs (keys, quoted UUIDs, decimal
-/// numbers), so the same events take two to three times the bytes; a line
-/// may be four times [`MAX_FRAME_LEN`] so that whatever fits a frame fits
-/// a line. The limits on events themselves ([`crate::Limits`]) are the
-/// same in both encodings.
-pub const MAX_LINE_LEN: usize = 4 * MAX_FRAME_LEN;
+/// numbers), so the same events take about twice the bytes; a line may be
+/// twice [`MAX_FRAME_LEN`]. The limits on events themselves
+/// ([`crate::Limits`]) are the same in both encodings.
+pub const MAX_LINE_LEN: usize = 2 * MAX_FRAME_LEN;
+
+/// Longest piece of a peer's input quoted back in an error message, so an
+/// error line always fits a line.
+const MAX_QUOTED: usize = 300;
 
 /// How a connection's messages are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,13 +40,14 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    /// The encoding a connection whose first byte is `first` speaks:
-    /// `0x00` starts a binary frame, anything else JSON lines.
+    /// The encoding a connection whose first byte is `first` speaks: `{`
+    /// or ASCII whitespace starts JSON lines, anything else binary frames
+    /// (whose first byte is `0x00`).
     pub fn detect(first: u8) -> Encoding {
-        if first == 0 {
-            Encoding::Binary
-        } else {
+        if first == b'{' || first.is_ascii_whitespace() {
             Encoding::Json
+        } else {
+            Encoding::Binary
         }
     }
 
@@ -55,8 +61,19 @@ impl Encoding {
     }
 }
 
+/// A `Malformed` error whose message, which may quote the peer's input,
+/// is cut to [`MAX_QUOTED`] bytes.
 fn malformed(what: impl std::fmt::Display) -> CodecError {
-    CodecError::Malformed(what.to_string())
+    let mut text = what.to_string();
+    if text.len() > MAX_QUOTED {
+        let mut cut = MAX_QUOTED;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    CodecError::Malformed(text)
 }
 
 /// Encode a [`crate::Request`] or [`crate::Response`] as one JSON line:
@@ -118,7 +135,9 @@ pub fn decode_line<T: DeserializeOwned>(line: &[u8]) -> Result<T, CodecError> {
         )));
     }
     let (name, body) = map.into_iter().next().expect("one entry");
-    let unit = matches!(&body, Json::Null) || matches!(&body, Json::Object(m) if m.is_empty());
+    // A message without fields may still be sent keys (unknown keys are
+    // ignored, as in every message).
+    let unit = matches!(&body, Json::Null | Json::Object(_));
     if unit {
         if let Ok(msg) = serde_json::from_value(Json::String(name.clone())) {
             return Ok(msg);
@@ -322,7 +341,11 @@ mod tests {
             encode_line(&Request::Status).unwrap(),
             b"{\"v\":2,\"status\":{}}\n"
         );
-        for unit in [&br#"{"v":2,"status":{}}"#[..], br#"{"status":null,"v":2}"#] {
+        for unit in [
+            &br#"{"v":2,"status":{}}"#[..],
+            br#"{"status":null,"v":2}"#,
+            br#"{"v":2,"status":{"from_a_newer_client":1}}"#,
+        ] {
             assert_eq!(decode_line::<Request>(unit).unwrap(), Request::Status);
         }
         assert_eq!(
@@ -398,5 +421,28 @@ mod tests {
             codec.decode(&mut src),
             Err(CodecError::FrameTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn only_json_looking_bytes_start_json_so_damaged_frames_get_frame_errors() {
+        for b in [b'{', b' ', b'\n', b'\t', b'\r'] {
+            assert_eq!(Encoding::detect(b), Encoding::Json, "{b}");
+        }
+        for b in [0u8, 4, 0xff, b'[', b'x'] {
+            assert_eq!(Encoding::detect(b), Encoding::Binary, "{b}");
+        }
+    }
+
+    #[test]
+    fn an_error_quoting_a_huge_input_still_fits_a_line() {
+        let name = "x".repeat(100_000);
+        let line = format!(r#"{{"v":2,"{name}":{{}}}}"#);
+        let err = decode_line::<Request>(line.as_bytes()).unwrap_err();
+        let reply = encode_line(&Response::Error {
+            code: ErrorCode::Malformed,
+            message: err.to_string(),
+        })
+        .unwrap();
+        assert!(reply.len() < 1024, "{}", reply.len());
     }
 }

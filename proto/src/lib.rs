@@ -157,11 +157,14 @@
 //! The same socket also speaks JSON, one object a line, for clients that
 //! would rather not write postcard: `nc -U`, `socat`, shell scripts, and
 //! the Go, Node and Python SDKs (`sdk/`). **The connection's first byte
-//! decides** for both directions: a binary frame starts with `0x00` (its
-//! length's high byte; frames are far under 16 MiB), so anything else
-//! starts a JSON-lines conversation (see [`json`]). Every reply then comes
-//! as a line, including a `busy` refusal and the acknowledgement of an
-//! emit.
+//! decides** for both directions: `{` or ASCII whitespace starts a
+//! JSON-lines conversation, anything else binary frames (which start with
+//! `0x00`, their length's high byte; frames are far under 16 MiB), so
+//! damaged binary input still gets a binary error (see [`json`]). Every
+//! reply on a JSON connection comes as a line, including the
+//! acknowledgement of an emit and a `busy` refusal (when the client's first
+//! byte arrives within 100 ms of connecting, as it does from any client
+//! that writes its request at once; a silent one is refused in binary).
 //!
 //! A line is an object with the protocol version under `"v"` and exactly
 //! one other key: the message's variant in snake_case, whose value is the

@@ -102,7 +102,7 @@ fn a_daemon_that_never_answers_costs_no_more_than_the_budget() {
     std::fs::create_dir_all(env.socket.parent().unwrap()).unwrap();
     // Accepts (the kernel does, into the backlog) and never answers.
     let _listener = UnixListener::bind(&env.socket).unwrap();
-    let budget = Duration::from_millis(200);
+    let budget = Duration::from_millis(500);
     let started = Instant::now();
     let got = record_event_with(
         &endpoint(&env),
@@ -114,6 +114,7 @@ fn a_daemon_that_never_answers_costs_no_more_than_the_budget() {
     );
     let took = started.elapsed();
     assert!(matches!(got, Err(ClientError::TimedOut { .. })), "{got:?}");
-    assert!(took < budget + Duration::from_millis(100), "took {took:?}");
+    // The slack covers the spool write and a loaded 2-core machine.
+    assert!(took < budget + Duration::from_millis(400), "took {took:?}");
     assert!(spooled(&env) > 0, "spooled for later");
 }
