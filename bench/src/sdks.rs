@@ -11,8 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use telemetry_client::consent::ConsentPaths;
-use telemetry_client::{record_event_with, Client, Endpoint, Value};
+use telemetry_client::{record_event_with, Client, Value};
 use telemetry_tests::DaemonEnv;
 
 /// What one client's row holds (seconds).
@@ -28,15 +27,7 @@ fn data() -> BTreeMap<String, Value> {
 }
 
 fn rust(env: &DaemonEnv, n: usize) -> Result<Row> {
-    let ep = Endpoint {
-        socket: env.socket.clone(),
-        consent: ConsentPaths {
-            user: env.root().join("consent"),
-            system: env.root().join("system-consent"),
-        },
-        state_dir: env.state.clone(),
-        autostart: false,
-    };
+    let ep = env.endpoint();
     let budget = Duration::from_secs(5);
     let (mut acked, mut nowait) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
@@ -134,9 +125,17 @@ pub fn run(quick: bool) -> Result<()> {
     let mut rows = vec![rust(&env, n)?];
     let count = n.to_string();
     let sdks: [(&str, &str, Vec<&str>); 3] = [
-        ("Go SDK", "sdk/go", vec!["go", "run", "./cmd/bench", "-n", &count]),
+        (
+            "Go SDK",
+            "sdk/go",
+            vec!["go", "run", "./cmd/bench", "-n", &count],
+        ),
         ("Node SDK", "sdk/node", vec!["node", "bench.mjs", &count]),
-        ("Python SDK", "sdk/python", vec!["python3", "bench.py", &count]),
+        (
+            "Python SDK",
+            "sdk/python",
+            vec!["python3", "bench.py", &count],
+        ),
     ];
     for (name, dir, program) in sdks {
         let program: Vec<String> = program.iter().map(|s| s.to_string()).collect();

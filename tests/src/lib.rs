@@ -393,6 +393,20 @@ impl DaemonEnv {
         self.dir.path()
     }
 
+    /// Where the Rust client library finds this daemon and its consent
+    /// files (no autostart: the tests start daemons themselves).
+    pub fn endpoint(&self) -> telemetry_client::Endpoint {
+        telemetry_client::Endpoint {
+            socket: self.socket.clone(),
+            consent: telemetry_client::consent::ConsentPaths {
+                user: self.root().join("consent"),
+                system: self.root().join("system-consent"),
+            },
+            state_dir: self.state.clone(),
+            autostart: false,
+        }
+    }
+
     /// The spool shims in this environment write for this daemon's socket.
     pub fn spool_file(&self) -> PathBuf {
         telemetry_proto::paths::spool_file_for(&self.state, &self.socket)

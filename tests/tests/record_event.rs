@@ -4,22 +4,13 @@
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
-use telemetry_client::consent::ConsentPaths;
 use telemetry_client::{record_event_with, ClientError, Endpoint, ErrorCode, Value};
 use telemetry_tests::{wait_for, DaemonEnv, Destination};
 
 const T: Duration = Duration::from_secs(10);
 
 fn endpoint(env: &DaemonEnv) -> Endpoint {
-    Endpoint {
-        socket: env.socket.clone(),
-        consent: ConsentPaths {
-            user: env.root().join("consent"),
-            system: env.root().join("system-consent"),
-        },
-        state_dir: env.state.clone(),
-        autostart: false,
-    }
+    env.endpoint()
 }
 
 /// Bytes in the spool the client writes for this daemon.
