@@ -32,10 +32,10 @@ pub mod autostart;
 pub mod cli;
 pub mod consent;
 pub mod spool;
+pub mod transport;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use telemetry_proto::{decode_body, encode_frame, paths, CodecError};
@@ -159,7 +159,7 @@ pub fn event(product: &str, name: &str, build: &str, data: BTreeMap<String, Valu
 /// reply may still arrive), so every later call fails with
 /// [`ClientError::Broken`]: connect again.
 pub struct Client {
-    stream: UnixStream,
+    stream: transport::Stream,
     path: PathBuf,
     /// Replies to no-ack emits not read yet; read and dropped before the
     /// next request so replies stay matched to requests.
@@ -172,13 +172,13 @@ impl Client {
     /// touch the network and returns at once when nobody listens.
     pub fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
         let path = path.as_ref().to_path_buf();
-        match UnixStream::connect(&path) {
+        match transport::Stream::connect(&path) {
             Ok(stream) => Ok(Client::over(stream, path)),
             Err(source) => Err(ClientError::Unreachable { path, source }),
         }
     }
 
-    fn over(stream: UnixStream, path: PathBuf) -> Client {
+    fn over(stream: transport::Stream, path: PathBuf) -> Client {
         Client {
             stream,
             path,
@@ -192,23 +192,11 @@ impl Client {
     /// the daemon accepts; this one fails at once (`WouldBlock`) instead,
     /// so a caller with a time budget can fall back (the shim spools).
     pub fn connect_now(path: impl AsRef<Path>) -> Result<Client, ClientError> {
-        use socket2::{Domain, SockAddr, Socket, Type};
         let path = path.as_ref().to_path_buf();
-        let unreachable = |source| ClientError::Unreachable {
-            path: path.clone(),
-            source,
-        };
-        let addr = SockAddr::unix(&path).map_err(unreachable)?;
-        let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(unreachable)?;
-        socket.set_nonblocking(true).map_err(unreachable)?;
-        // A Unix stream connect completes or fails on the spot; it never
-        // returns "in progress" like TCP.
-        socket.connect(&addr).map_err(unreachable)?;
-        socket.set_nonblocking(false).map_err(unreachable)?;
-        Ok(Client::over(
-            UnixStream::from(std::os::fd::OwnedFd::from(socket)),
-            path,
-        ))
+        match transport::Stream::connect_now(&path) {
+            Ok(stream) => Ok(Client::over(stream, path)),
+            Err(source) => Err(ClientError::Unreachable { path, source }),
+        }
     }
 
     fn io(&self, source: std::io::Error, deadline_budget: Duration) -> ClientError {

@@ -43,6 +43,7 @@ pub mod server;
 pub mod socket;
 pub mod spool;
 pub mod store;
+pub mod transport;
 pub mod uploader;
 
 pub use config::Config;

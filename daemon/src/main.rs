@@ -124,7 +124,7 @@ fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyho
             destination = %config.destination(),
             "telemetryd listening"
         );
-        telemetryd::run_locked(lock, config, listener, shutdown_signal()).await?;
+        telemetryd::run_locked(lock, config, listener.into(), shutdown_signal()).await?;
         // Removes the socket file, only if we bound it ourselves.
         drop(bound);
         Ok(())

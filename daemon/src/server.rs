@@ -24,6 +24,7 @@ use crate::consent::Consent;
 use crate::identity::{Identity, IdentityError};
 use crate::notify::Notifier;
 use crate::store::{StateLock, Store, StoreError, StoreOptions};
+use crate::transport::{self, Conn, Listener, PeerIdentity};
 use crate::uploader::{self, Uploader, UploaderOptions};
 use futures::{SinkExt, StreamExt};
 use std::future::Future;
@@ -34,7 +35,6 @@ use telemetry_proto::{
     CodecError, Decoded, Encoding, ErrorCode, Limits, Request, Response, WireCodec,
 };
 use telemetry_sink::Sink;
-use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
 
@@ -96,8 +96,8 @@ pub struct Ctx {
     pub applied: std::sync::Mutex<std::collections::BTreeMap<String, crate::store::Decision>>,
     /// Serializes consent reconciliation.
     pub reconcile_lock: tokio::sync::Mutex<()>,
-    /// The daemon's effective uid (for the permission check).
-    pub daemon_uid: u32,
+    /// Who the daemon runs as (for the permission check).
+    pub daemon_identity: PeerIdentity,
     /// A connection must deliver each complete request within this time.
     pub connection_timeout: Duration,
     /// Connections served at once; more are refused with `Busy`.
@@ -125,20 +125,6 @@ pub struct Ctx {
 /// makes `accept` fail; otherwise every answer goes through its task.
 fn room_for_second_handles(open_files: u64, max_connections: usize) -> bool {
     open_files >= 2 * max_connections as u64 + 64
-}
-
-/// The process's soft limit on open files.
-fn open_file_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 0;
-    }
-    // rlim_t is a u64 on Linux and macOS alike.
-    lim.rlim_cur
 }
 
 /// Open connections and the time of the last request.
@@ -281,11 +267,11 @@ impl Ctx {
 /// Run the daemon on `listener` until `shutdown` resolves.
 pub async fn run(
     config: Config,
-    listener: UnixListener,
+    listener: impl Into<Listener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let lock = StateLock::acquire(&config.state_dir)?;
-    run_locked(lock, config, listener, shutdown).await
+    run_locked(lock, config, listener.into(), shutdown).await
 }
 
 /// [`run`] with the state directory locked already: `main` takes the lock
@@ -294,7 +280,7 @@ pub async fn run(
 pub async fn run_locked(
     lock: StateLock,
     config: Config,
-    listener: UnixListener,
+    listener: Listener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let identity = Arc::new(Identity::load(&config.identity, &config.state_dir)?);
@@ -412,8 +398,7 @@ pub async fn run_locked(
         applied: std::sync::Mutex::new(applied),
         activity: Activity::new(),
         reconcile_lock: tokio::sync::Mutex::new(()),
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        daemon_uid: unsafe { libc::geteuid() },
+        daemon_identity: transport::own_identity(),
         connection_timeout: config.connection_timeout,
         max_connections: config.max_connections,
         incidents: incident.into_iter().collect(),
@@ -423,7 +408,10 @@ pub async fn run_locked(
             &config.state_dir,
             config.spool_check_interval,
         ),
-        direct_replies: room_for_second_handles(open_file_limit(), config.max_connections),
+        direct_replies: room_for_second_handles(
+            transport::open_file_limit(),
+            config.max_connections,
+        ),
         refusals: Default::default(),
         busy_waiters: Arc::new(tokio::sync::Semaphore::new(BUSY_WAITERS)),
     });
@@ -468,12 +456,12 @@ pub async fn run_locked(
             // Reap finished connection tasks so the set stays small.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             res = listener.accept() => match res {
-                Ok((stream, _)) if ctx.activity.active.load(Ordering::SeqCst) >= ctx.max_connections => {
+                Ok(stream) if ctx.activity.active.load(Ordering::SeqCst) >= ctx.max_connections => {
                     // Say so rather than leave the client hanging; never
                     // let a client that does not read block the loop.
                     tokio::spawn(refuse_busy(ctx.clone(), stream));
                 }
-                Ok((stream, _)) => {
+                Ok(stream) => {
                     if ctx.spool.due() {
                         let ctx = ctx.clone();
                         tokio::spawn(async move { crate::spool::ingest(&ctx).await });
@@ -532,7 +520,7 @@ pub async fn run_locked(
 /// Tell a client over the connection limit to come back later, in the
 /// encoding its first byte chose (binary if it sends nothing within
 /// [`BUSY_READ`], or when [`BUSY_WAITERS`] refusals wait already).
-async fn refuse_busy(ctx: Arc<Ctx>, mut stream: UnixStream) {
+async fn refuse_busy(ctx: Arc<Ctx>, mut stream: Conn) {
     use tokio::io::AsyncReadExt;
     let mut first = [0u8; 1];
     let encoding = match ctx.busy_waiters.clone().try_acquire_owned() {
@@ -574,7 +562,7 @@ fn codec_error_response(e: &CodecError, then: &str) -> Response {
 /// Send what a handler answered; false when the peer did not take it in
 /// time or is gone. A peer that stops reading must not pin the task.
 async fn send_answer(
-    framed: &mut Framed<UnixStream, WireCodec<Request, Response>>,
+    framed: &mut Framed<Conn, WireCodec<Request, Response>>,
     answer: Answer,
 ) -> bool {
     let sent = match answer {
@@ -592,41 +580,27 @@ async fn send_answer(
     matches!(sent, Ok(Ok(())))
 }
 
-/// A non-blocking second handle on `stream`'s socket, for answers written
-/// from another thread; `None` when the descriptor cannot be duplicated
-/// (the connection task then writes every answer itself).
-fn second_handle(stream: &UnixStream) -> Option<crate::cmd::ReplyTo> {
-    use std::os::fd::AsFd;
-    let fd = stream.as_fd().try_clone_to_owned().ok()?;
-    let socket = std::os::unix::net::UnixStream::from(fd);
-    // Shared with the original (one open file description), and already
-    // set by tokio; said again because a blocking write on the store
-    // thread would stall every client.
-    socket.set_nonblocking(true).ok()?;
-    Some(Arc::new(socket))
-}
-
 /// Serve one connection until it closes, idles out, sends a bad frame or
 /// the daemon stops.
 pub async fn serve_connection(
     ctx: Arc<Ctx>,
-    stream: UnixStream,
+    stream: Conn,
     mut stop: watch::Receiver<bool>,
     _done: mpsc::Sender<()>,
     _active: ActiveGuard,
 ) {
     static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut peer = crate::cmd::Peer {
-        uid: stream.peer_cred().ok().map(|c| c.uid()),
+        identity: transport::peer_identity(&stream),
         connection: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
         earlier_requests: 0,
         encoding: Encoding::Binary,
     };
-    tracing::debug!(uid = ?peer.uid, "connection");
+    tracing::debug!(peer = %peer.identity.describe(), "connection");
     let mut framed = Framed::new(stream, WireCodec::<Request, Response>::new());
     // Made at the first acknowledged emit (most connections never send
     // one: status, idle, refused), then kept.
-    let mut reply_to: Option<crate::cmd::ReplyTo> = None;
+    let mut reply_to: Option<transport::ReplyTo> = None;
     loop {
         if *stop.borrow() {
             break;
@@ -660,9 +634,9 @@ pub async fn serve_connection(
                     && reply_to.is_none()
                     && matches!(req, Request::Emit { ack: true, .. })
                 {
-                    reply_to = second_handle(framed.get_ref());
+                    reply_to = transport::second_handle(framed.get_ref());
                 }
-                let answer = crate::cmd::dispatch(&ctx, peer, reply_to.as_ref(), req).await;
+                let answer = crate::cmd::dispatch(&ctx, &peer, reply_to.as_ref(), req).await;
                 peer.earlier_requests += 1;
                 if !send_answer(&mut framed, answer).await {
                     break;
@@ -690,11 +664,12 @@ mod tests {
     use std::io::Read;
 
     /// Fill `socket`'s send path until it takes nothing more.
-    fn fill(socket: &crate::cmd::ReplyTo) -> usize {
+    #[cfg(unix)]
+    fn fill(socket: &transport::ReplyTo) -> usize {
         let chunk = [7u8; 512];
         let mut total = 0;
         loop {
-            let n = crate::cmd::emit::write_now(socket, &chunk);
+            let n = transport::write_now(socket, &chunk);
             total += n;
             if n < chunk.len() {
                 return total;
@@ -711,10 +686,11 @@ mod tests {
         assert!(room_for_second_handles(256, 64));
     }
 
+    #[cfg(unix)]
     #[tokio::test]
     async fn an_answer_the_socket_would_not_take_is_finished_by_the_task() {
-        let (daemon_side, peer) = UnixStream::pair().unwrap();
-        let second = second_handle(&daemon_side).expect("dup");
+        let (daemon_side, peer) = tokio::net::UnixStream::pair().unwrap();
+        let second = transport::second_handle(&daemon_side).expect("dup");
         let filler = fill(&second);
         let frame = telemetry_proto::encode_frame(&Response::Ack {
             accepted: 1,
@@ -722,7 +698,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            crate::cmd::emit::write_now(&second, &frame),
+            transport::write_now(&second, &frame),
             0,
             "a full socket takes nothing at once"
         );

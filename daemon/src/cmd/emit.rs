@@ -1,12 +1,12 @@
 //! `Emit`: validate, render and store events.
 
-use crate::cmd::{consent, Answer, Peer, ReplyTo};
+use crate::cmd::{consent, Answer, Peer};
 use crate::record;
 use crate::refusals::Refusal;
 use crate::server::Ctx;
 use crate::store::{InsertOutcome, StoreError};
+use crate::transport::{write_now, ReplyTo};
 use std::collections::BTreeMap;
-use std::io::Write;
 use telemetry_proto::{validate_event, ErrorCode, Mode, Response, WireEvent};
 
 /// Handle `Emit { events, ack }`.
@@ -19,7 +19,7 @@ use telemetry_proto::{validate_event, ErrorCode, Mode, Response, WireEvent};
 /// than if this task were woken to write it.
 pub async fn handle(
     ctx: &Ctx,
-    peer: Peer,
+    peer: &Peer,
     reply_to: Option<&ReplyTo>,
     events: Vec<WireEvent>,
     ack: bool,
@@ -107,22 +107,6 @@ fn reply(outcome: &Result<InsertOutcome, StoreError>) -> Response {
         },
         Err(e) => storage(e.clone()),
     }
-}
-
-/// Write as much of `frame` as the socket takes without waiting; returns
-/// how much. A peer that is not reading (its buffer full) or gone gets the
-/// rest from its connection task, which waits and times out as usual.
-pub(crate) fn write_now(socket: &ReplyTo, frame: &[u8]) -> usize {
-    let mut written = 0;
-    while written < frame.len() {
-        match (&**socket).write(&frame[written..]) {
-            Ok(0) => break,
-            Ok(n) => written += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    written
 }
 
 /// Validate `events` (shape, catalogue, consent) and render them for the

@@ -10,8 +10,7 @@ pub mod show;
 pub mod status;
 
 use crate::server::Ctx;
-use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use crate::transport::{PeerIdentity, ReplyTo};
 use telemetry_proto::{ErrorCode, Request, Response};
 
 /// What a handler answers.
@@ -27,15 +26,11 @@ pub enum Answer {
     },
 }
 
-/// A second handle on a connection's socket (non-blocking), through which
-/// the store thread can answer an acknowledged emit itself.
-pub type ReplyTo = Arc<UnixStream>;
-
-/// Who is asking, from the socket's peer credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who is asking, from the connection's peer credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
-    /// The peer's uid, if the OS told us.
-    pub uid: Option<u32>,
+    /// The peer's user, as the OS told us.
+    pub identity: PeerIdentity,
     /// Which connection (unique in this process): lets the store wait for
     /// a client it just answered to share the next commit.
     pub connection: u64,
@@ -52,22 +47,23 @@ pub fn is_privileged(req: &Request) -> bool {
 }
 
 /// Whether `peer` may make privileged requests to a daemon running as
-/// `daemon_uid`: only the same user, or root.
-pub fn trusted(peer: Peer, daemon_uid: u32) -> bool {
-    matches!(peer.uid, Some(u) if u == daemon_uid || u == 0)
+/// `daemon`: only the same user, or the administrator (root, LocalSystem).
+pub fn trusted(peer: &Peer, daemon: &PeerIdentity) -> bool {
+    peer.identity.may_administer(daemon)
 }
 
 /// Route a decoded request to its handler, after the permission check.
 /// `reply_to`, when given, lets an acknowledged emit be answered from the
 /// store thread.
-pub async fn dispatch(ctx: &Ctx, peer: Peer, reply_to: Option<&ReplyTo>, req: Request) -> Answer {
-    if is_privileged(&req) && !trusted(peer, ctx.daemon_uid) {
+pub async fn dispatch(ctx: &Ctx, peer: &Peer, reply_to: Option<&ReplyTo>, req: Request) -> Answer {
+    if is_privileged(&req) && !trusted(peer, &ctx.daemon_identity) {
         return Answer::Send(Response::Error {
             code: ErrorCode::PermissionDenied,
             message: format!(
-                "only uid {} (the daemon's user) or root may flush, show, purge or change consent; this peer is uid {}",
-                ctx.daemon_uid,
-                peer.uid.map_or("unknown".to_string(), |u| u.to_string())
+                "only {} (the daemon's user) or {} may flush, show, purge or change consent; this peer is {}",
+                ctx.daemon_identity.describe(),
+                ctx.daemon_identity.administrator(),
+                peer.identity.describe()
             ),
         });
     }
@@ -89,7 +85,7 @@ mod tests {
 
     fn peer(uid: Option<u32>) -> Peer {
         Peer {
-            uid,
+            identity: uid.map_or(PeerIdentity::Unknown, PeerIdentity::Uid),
             connection: 1,
             earlier_requests: 0,
             encoding: telemetry_proto::Encoding::Binary,
@@ -98,7 +94,7 @@ mod tests {
 
     #[test]
     fn only_the_owner_and_root_may_touch_stored_data() {
-        let me = 1000;
+        let me = PeerIdentity::Uid(1000);
         for req in [
             Request::Flush,
             Request::Show {
@@ -118,9 +114,9 @@ mod tests {
             events: vec![],
             ack: true
         }));
-        assert!(trusted(peer(Some(1000)), me));
-        assert!(trusted(peer(Some(0)), me));
-        assert!(!trusted(peer(Some(1001)), me));
-        assert!(!trusted(peer(None), me), "unknown peers are not trusted");
+        assert!(trusted(&peer(Some(1000)), &me));
+        assert!(trusted(&peer(Some(0)), &me));
+        assert!(!trusted(&peer(Some(1001)), &me));
+        assert!(!trusted(&peer(None), &me), "unknown peers are not trusted");
     }
 }

@@ -1,0 +1,13 @@
+//! The platform seam on the client side: a blocking connection to the
+//! daemon with per-operation timeouts.
+//!
+//! A Unix socket on Linux and macOS ([`unix`]); a named pipe on Windows
+//! (to come: issue #15). Each platform module gives `Stream` with
+//! `connect(path)` (may wait for a full listen backlog), `connect_now(path)`
+//! (never waits: a full backlog or a busy pipe fails at once),
+//! `set_read_timeout`/`set_write_timeout`, and `Read` and `Write`.
+
+#[cfg(unix)]
+pub mod unix;
+#[cfg(unix)]
+pub use unix::Stream;

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Build for Windows on this Linux machine and run the Windows tests under
+# wine (facts in ../shared/notes/windows-on-linux.md):
+#
+#   scripts/windows.sh setup     install the toolchain, wine and the DLL wine lacks
+#   scripts/windows.sh build     cross-build every binary for x86_64-pc-windows-gnu
+#   scripts/windows.sh test      the unit tests of proto, client and daemon under wine
+#   scripts/windows.sh check ARGS...   cargo check for the target with ARGS
+#
+# Debian's rustc-web (1.96, with the standard library's source) builds the
+# standard library for the target (-Zbuild-std); rustup's toolchain stays
+# first on PATH for everything else. The target dir and the wine prefix live
+# under ~/.cache/telemetryd-windows (slow one-time work, never required:
+# deleting it only costs time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache="${TELEMETRY_WINDOWS_CACHE:-$HOME/.cache/telemetryd-windows}"
+target=x86_64-pc-windows-gnu
+export CARGO_TARGET_DIR="$cache/target"
+export WINEPREFIX="$cache/wine"
+export WINEDEBUG=-all
+export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine
+export CARGO_TERM_COLOR=never
+cargo=/usr/bin/cargo
+build_std=(-Zbuild-std=std,panic_abort --target "$target")
+
+setup() {
+    local need=()
+    [ -x /usr/bin/rustc ] && /usr/bin/rustc --version | grep -q . || need+=(rustc-web cargo-web)
+    [ -d /usr/lib/rustlib/src/rust/library ] || need+=(rust-web-src)
+    command -v x86_64-w64-mingw32-gcc >/dev/null || need+=(gcc-mingw-w64-x86-64)
+    command -v wine >/dev/null || need+=(wine64)
+    if [ ${#need[@]} -gt 0 ]; then
+        echo "installing ${need[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+    fi
+    mkdir -p "$cache"
+    # Wine 8 lacks bcryptprimitives.dll, which Rust's std imports for
+    # ProcessPrng: every Rust .exe fails with c0000135 without it.
+    local dll="$cache/bcryptprimitives.dll"
+    if [ ! -f "$dll" ]; then
+        cat > "$cache/bcp.c" <<'C'
+#include <windows.h>
+#include <bcrypt.h>
+__declspec(dllexport) BOOL WINAPI ProcessPrng(PBYTE data, SIZE_T len) {
+    return BCryptGenRandom(NULL, data, (ULONG)len, BCRYPT_USE_SYSTEM_PREFERRED_RNG) == 0;
+}
+C
+        x86_64-w64-mingw32-gcc -shared -o "$dll" "$cache/bcp.c" -lbcrypt
+    fi
+    if [ ! -d "$WINEPREFIX/drive_c/windows/system32" ]; then
+        echo "creating the wine prefix $WINEPREFIX"
+        wineboot --init >/dev/null 2>&1 || true
+    fi
+    cp "$dll" "$WINEPREFIX/drive_c/windows/system32/"
+}
+
+case "${1:-}" in
+    setup) setup ;;
+    build)
+        setup
+        $cargo build "${build_std[@]}" --workspace --bins --exclude telemetry-bench --exclude telemetry-tests
+        ls -la "$CARGO_TARGET_DIR/$target/debug/"*.exe
+        ;;
+    test)
+        setup
+        $cargo test "${build_std[@]}" -p telemetry-proto -p telemetry-client -p telemetryd --lib
+        ;;
+    check)
+        shift
+        setup
+        $cargo check "${build_std[@]}" "$@"
+        ;;
+    *)
+        echo "usage: scripts/windows.sh setup|build|test|check [cargo args]" >&2
+        exit 2
+        ;;
+esac
