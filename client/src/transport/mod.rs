@@ -2,7 +2,9 @@
 //! daemon with per-operation timeouts.
 //!
 //! A Unix socket on Linux and macOS ([`unix`]); a named pipe on Windows
-//! (to come: issue #15). Each platform module gives `Stream` with
+//! (`windows`: overlapped I/O, so reads and writes have timeouts, and the
+//! pipe's server must be this user or LocalSystem). Each platform module
+//! gives `Stream` with
 //! `connect(path)` (may wait for a full listen backlog), `connect_now(path)`
 //! (never waits: a full backlog or a busy pipe fails at once),
 //! `set_read_timeout`/`set_write_timeout`, and `Read` and `Write`.
@@ -11,3 +13,8 @@
 pub mod unix;
 #[cfg(unix)]
 pub use unix::Stream;
+
+#[cfg(windows)]
+pub mod windows;
+#[cfg(windows)]
+pub use self::windows::Stream;

@@ -1,0 +1,260 @@
+//! Named pipes: the listener, the client's SID, and the pipe's security
+//! descriptor.
+//!
+//! Each connection is one pipe instance: the listener keeps one instance
+//! waiting for a client, and when a client connects it hands that one to
+//! the server and creates the next. The first instance is created with
+//! `FILE_FLAG_FIRST_PIPE_INSTANCE`, so a second daemon on the same name
+//! fails instead of sharing it; remote clients are rejected
+//! (`PIPE_REJECT_REMOTE_CLIENTS`); and the security descriptor admits only
+//! the daemon's own user (machine-wide: LocalSystem, the administrators and
+//! the authenticated users, who may emit). Past the instance limit a client
+//! meets `ERROR_PIPE_BUSY`, which clients treat as busy (they spool).
+//!
+//! There is no second handle for answers from the store thread: the
+//! connection task writes every answer.
+
+#![allow(unsafe_code)]
+
+use super::PeerIdentity;
+use std::ffi::{c_void, OsStr, OsString};
+use std::os::windows::ffi::OsStrExt;
+use std::os::windows::io::AsRawHandle;
+use telemetry_platform::windows::{own_sid, process_sid, take_local_wide};
+use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
+use windows_sys::Win32::Foundation::{LocalFree, HANDLE};
+use windows_sys::Win32::Security::Authorization::{
+    ConvertSecurityDescriptorToStringSecurityDescriptorW,
+    ConvertStringSecurityDescriptorToSecurityDescriptorW, GetSecurityInfo, SDDL_REVISION_1,
+    SE_KERNEL_OBJECT,
+};
+use windows_sys::Win32::Security::{
+    DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
+    SECURITY_ATTRIBUTES,
+};
+use windows_sys::Win32::System::Pipes::GetNamedPipeClientProcessId;
+
+/// One client connection.
+pub type Conn = NamedPipeServer;
+
+/// Most instances of one pipe Windows allows (`PIPE_UNLIMITED_INSTANCES`
+/// is 255, meaning "up to 255").
+pub const MAX_INSTANCES: usize = 254;
+
+fn wide(s: &OsStr) -> Vec<u16> {
+    s.encode_wide().chain(std::iter::once(0)).collect()
+}
+
+/// A security descriptor made from SDDL, freed on drop.
+struct Descriptor(PSECURITY_DESCRIPTOR);
+
+// The descriptor is only read (by CreateNamedPipe) after it is made.
+unsafe impl Send for Descriptor {}
+unsafe impl Sync for Descriptor {}
+
+impl Descriptor {
+    fn from_sddl(sddl: &str) -> std::io::Result<Descriptor> {
+        let text = wide(OsStr::new(sddl));
+        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        // SAFETY: `text` is NUL-terminated; `sd` receives a LocalAlloc'd
+        // descriptor that Drop frees.
+        let ok = unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                text.as_ptr(),
+                SDDL_REVISION_1,
+                &mut sd,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Descriptor(sd))
+    }
+}
+
+impl Drop for Descriptor {
+    fn drop(&mut self) {
+        // SAFETY: allocated by ConvertStringSecurityDescriptor... above.
+        unsafe { LocalFree(self.0) };
+    }
+}
+
+/// The SDDL of the pipe's security descriptor: the owner (and only the
+/// owner) has full access; machine-wide, LocalSystem and the
+/// administrators have full access and authenticated users may read and
+/// write (emit). No one else may even open it.
+pub fn pipe_sddl(owner_sid: &str, machine_wide: bool) -> String {
+    if machine_wide {
+        "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;AU)".to_string()
+    } else {
+        format!("D:P(A;;GA;;;{owner_sid})")
+    }
+}
+
+/// The daemon's listening pipe.
+pub struct Listener {
+    name: OsString,
+    descriptor: Descriptor,
+    max_instances: usize,
+    next: tokio::sync::Mutex<Option<NamedPipeServer>>,
+}
+
+impl Listener {
+    /// Create the first instance of the pipe `name` (`\\.\pipe\...`).
+    /// Fails when another process serves that name already.
+    pub fn bind(
+        name: &OsStr,
+        machine_wide: bool,
+        max_instances: usize,
+    ) -> std::io::Result<Listener> {
+        let owner = match own_identity() {
+            PeerIdentity::Sid(s) => s,
+            _ => return Err(std::io::Error::other("cannot read this process's SID")),
+        };
+        let descriptor = Descriptor::from_sddl(&pipe_sddl(&owner, machine_wide))?;
+        let listener = Listener {
+            name: name.to_os_string(),
+            descriptor,
+            max_instances: max_instances.clamp(1, MAX_INSTANCES),
+            next: tokio::sync::Mutex::new(None),
+        };
+        let first = listener.create(true)?;
+        *listener.next.try_lock().expect("new") = Some(first);
+        Ok(listener)
+    }
+
+    fn create(&self, first: bool) -> std::io::Result<NamedPipeServer> {
+        let mut attrs = SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: self.descriptor.0,
+            bInheritHandle: 0,
+        };
+        let mut options = ServerOptions::new();
+        options
+            .first_pipe_instance(first)
+            .reject_remote_clients(true)
+            .max_instances(self.max_instances);
+        // SAFETY: `attrs` points at a descriptor that lives as long as
+        // `self`, and is read only during this call.
+        unsafe {
+            options.create_with_security_attributes_raw(
+                &self.name,
+                &mut attrs as *mut SECURITY_ATTRIBUTES as *mut c_void,
+            )
+        }
+    }
+
+    /// The next connection. Between two connections the pipe always has
+    /// an instance waiting (unless the instance limit is reached, when
+    /// clients meet `ERROR_PIPE_BUSY` until one closes).
+    pub async fn accept(&self) -> std::io::Result<Conn> {
+        let mut next = self.next.lock().await;
+        loop {
+            if next.is_none() {
+                match self.create(false) {
+                    Ok(server) => *next = Some(server),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no pipe instance free; waiting");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+            }
+            let server = next.as_ref().expect("made above");
+            server.connect().await?;
+            let conn = next.take().expect("made above");
+            *next = self.create(false).ok();
+            return Ok(conn);
+        }
+    }
+
+    /// The pipe's security descriptor as Windows has it, in SDDL (owner
+    /// and DACL), read back from the waiting instance.
+    pub async fn sddl(&self) -> std::io::Result<String> {
+        let next = self.next.lock().await;
+        let server = next
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("no instance waiting"))?;
+        security_sddl(server.as_raw_handle() as HANDLE)
+    }
+}
+
+/// The owner and DACL of the kernel object `handle`, in SDDL.
+pub fn security_sddl(handle: HANDLE) -> std::io::Result<String> {
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    let what = DACL_SECURITY_INFORMATION | OWNER_SECURITY_INFORMATION;
+    // SAFETY: out-pointers are valid; `sd` is LocalAlloc'd and freed below.
+    let err = unsafe {
+        GetSecurityInfo(
+            handle,
+            SE_KERNEL_OBJECT,
+            what,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut sd,
+        )
+    };
+    if err != 0 {
+        return Err(std::io::Error::from_raw_os_error(err as i32));
+    }
+    let mut text: *mut u16 = std::ptr::null_mut();
+    // SAFETY: `sd` is a valid descriptor; `text` receives a LocalAlloc'd
+    // string that take_local_wide frees.
+    let ok = unsafe {
+        ConvertSecurityDescriptorToStringSecurityDescriptorW(
+            sd,
+            SDDL_REVISION_1,
+            what,
+            &mut text,
+            std::ptr::null_mut(),
+        )
+    };
+    let out = if ok == 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        // SAFETY: allocated by the call above.
+        unsafe { take_local_wide(text) }.ok_or_else(|| std::io::Error::other("empty SDDL"))
+    };
+    // SAFETY: allocated by GetSecurityInfo.
+    unsafe { LocalFree(sd) };
+    out
+}
+
+/// The client's SID, from its process id.
+pub fn peer_identity(conn: &Conn) -> PeerIdentity {
+    let mut pid = 0u32;
+    // SAFETY: a valid pipe handle and an out-pointer.
+    let ok = unsafe { GetNamedPipeClientProcessId(conn.as_raw_handle() as HANDLE, &mut pid) };
+    if ok == 0 {
+        return PeerIdentity::Unknown;
+    }
+    process_sid(pid).map_or(PeerIdentity::Unknown, PeerIdentity::Sid)
+}
+
+/// The daemon's own SID.
+pub fn own_identity() -> PeerIdentity {
+    own_sid().map_or(PeerIdentity::Unknown, PeerIdentity::Sid)
+}
+
+/// No second handles on Windows: this type has no values.
+#[derive(Debug, Clone)]
+pub enum ReplyTo {}
+
+/// Never a second handle on Windows.
+pub fn second_handle(_conn: &Conn) -> Option<ReplyTo> {
+    None
+}
+
+/// Unreachable: there are no second handles to write to.
+pub fn write_now(socket: &ReplyTo, _frame: &[u8]) -> usize {
+    match *socket {}
+}
+
+/// Windows has no open-file limit of the Unix kind; second handles are
+/// not used there anyway.
+pub fn open_file_limit() -> u64 {
+    0
+}

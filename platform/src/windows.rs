@@ -1,0 +1,77 @@
+//! Windows: the user SID of a process.
+
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+use windows_sys::Win32::Foundation::{CloseHandle, LocalFree, HANDLE};
+use windows_sys::Win32::Security::Authorization::ConvertSidToStringSidW;
+use windows_sys::Win32::Security::{GetTokenInformation, TokenUser, TOKEN_QUERY, TOKEN_USER};
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcessId, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
+};
+
+/// The SID of LocalSystem, the account services run as.
+pub const LOCAL_SYSTEM_SID: &str = "S-1-5-18";
+
+/// A wide, NUL-terminated string Windows allocated with `LocalAlloc`, as
+/// text; frees it.
+///
+/// # Safety
+/// `p` is null or such a string.
+pub unsafe fn take_local_wide(p: *mut u16) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    let mut len = 0;
+    while *p.add(len) != 0 {
+        len += 1;
+    }
+    let text = String::from_utf16_lossy(std::slice::from_raw_parts(p, len));
+    LocalFree(p as *mut c_void);
+    Some(text)
+}
+
+/// The user SID of process `pid`, as a string (`S-1-5-21-...`).
+pub fn process_sid(pid: u32) -> Option<String> {
+    // SAFETY: plain Win32 calls on handles this function opens and closes;
+    // the token buffer is sized by the first GetTokenInformation call and
+    // aligned for TOKEN_USER (u64 elements).
+    unsafe {
+        let process = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+        if process.is_null() {
+            return None;
+        }
+        let mut token: HANDLE = std::ptr::null_mut();
+        let opened = OpenProcessToken(process, TOKEN_QUERY, &mut token);
+        CloseHandle(process);
+        if opened == 0 {
+            return None;
+        }
+        let mut len = 0u32;
+        GetTokenInformation(token, TokenUser, std::ptr::null_mut(), 0, &mut len);
+        let mut buf = vec![0u64; (len as usize).div_ceil(8).max(1)];
+        let ok = GetTokenInformation(
+            token,
+            TokenUser,
+            buf.as_mut_ptr() as *mut c_void,
+            len,
+            &mut len,
+        );
+        CloseHandle(token);
+        if ok == 0 {
+            return None;
+        }
+        let user = &*(buf.as_ptr() as *const TOKEN_USER);
+        let mut text: *mut u16 = std::ptr::null_mut();
+        if ConvertSidToStringSidW(user.User.Sid, &mut text) == 0 {
+            return None;
+        }
+        take_local_wide(text)
+    }
+}
+
+/// This process's user SID.
+pub fn own_sid() -> Option<String> {
+    // SAFETY: no preconditions.
+    process_sid(unsafe { GetCurrentProcessId() })
+}
