@@ -28,8 +28,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -105,20 +103,18 @@ pub fn start(socket: &Path) -> Result<Started, AutostartError> {
         let path = path.to_path_buf();
         move |source| AutostartError::File { path, source }
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&state)
-        .map_err(file_err(&state))?;
+    telemetry_platform::fs::create_private_dir(&state).map_err(file_err(&state))?;
     let stamp_path = state.join(STAMP_FILE);
-    let mut stamp = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&stamp_path)
-        .map_err(file_err(&stamp_path))?;
+    let mut stamp = telemetry_platform::fs::with_mode(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+        0o600,
+    )
+    .open(&stamp_path)
+    .map_err(file_err(&stamp_path))?;
     // Held until this function returns (the file closes): another client
     // finding it held is starting one right now.
     if stamp.try_lock().is_err() {
@@ -142,12 +138,12 @@ pub fn start(socket: &Path) -> Result<Started, AutostartError> {
         .and_then(|()| stamp.write_all(now.to_string().as_bytes()))
         .map_err(file_err(&stamp_path))?;
     let log_path = state.join(LOG_FILE);
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(&log_path)
-        .map_err(file_err(&log_path))?;
+    let log = telemetry_platform::fs::with_mode(
+        std::fs::OpenOptions::new().append(true).create(true),
+        0o600,
+    )
+    .open(&log_path)
+    .map_err(file_err(&log_path))?;
     spawn_detached(&daemon, socket, log).map_err(|source| AutostartError::Spawn {
         daemon: daemon.clone(),
         source,
@@ -173,19 +169,26 @@ fn find_daemon() -> Option<PathBuf> {
         // Named explicitly: a wrong path is reported by the spawn.
         return Some(PathBuf::from(p));
     }
+    let name = format!("telemetryd{}", std::env::consts::EXE_SUFFIX);
     let beside = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("telemetryd")));
+        .and_then(|exe| exe.parent().map(|d| d.join(&name)));
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("telemetryd"));
+        .map(|d| d.join(&name));
     beside.into_iter().chain(on_path).find(|p| is_executable(p))
 }
 
+#[cfg(unix)]
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file())
 }
 
 /// Environment variables the daemon must not inherit: cloud credentials
@@ -248,26 +251,45 @@ fn spawn_detached(daemon: &Path, socket: &Path, log: File) -> std::io::Result<()
     // Nor the user's AWS identity from files or the instance role: the AWS
     // chain would otherwise still find ~/.aws/credentials (HOME is kept)
     // or the metadata service.
-    cmd.env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_CONFIG_FILE", "/dev/null")
+    let nowhere = if cfg!(windows) { "NUL" } else { "/dev/null" };
+    cmd.env("AWS_SHARED_CREDENTIALS_FILE", nowhere)
+        .env("AWS_CONFIG_FILE", nowhere)
         .env("AWS_EC2_METADATA_DISABLED", "true");
-    // SAFETY: the closure runs between fork and exec and makes only
-    // async-signal-safe calls (setsid, fork, _exit, sigprocmask, fcntl,
-    // close_range); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(detach);
+    #[cfg(windows)]
+    {
+        // Its own process group, no console, not tied to ours: the
+        // Windows form of the double fork. Handles are not inherited
+        // unless marked so, and std marks none.
+        use std::os::windows::process::CommandExt;
+        const DETACHED_PROCESS: u32 = 0x0000_0008;
+        const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+        const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+        cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
+        cmd.spawn()?;
+        Ok(())
     }
-    // The process spawned is the intermediate, which exits at once; the
-    // daemon is its child, adopted by init (or a subreaper). `spawn`
-    // returns once the daemon exec'd (or reports why it could not).
-    let mut child = cmd.spawn()?;
-    child.wait()?;
-    Ok(())
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs between fork and exec and makes only
+        // async-signal-safe calls (setsid, fork, _exit, sigprocmask, fcntl,
+        // close_range); it allocates nothing.
+        unsafe {
+            cmd.pre_exec(detach);
+        }
+        // The process spawned is the intermediate, which exits at once; the
+        // daemon is its child, adopted by init (or a subreaper). `spawn`
+        // returns once the daemon exec'd (or reports why it could not).
+        let mut child = cmd.spawn()?;
+        child.wait()?;
+        Ok(())
+    }
 }
 
 /// In the forked child: a new session, then fork again and let the
 /// intermediate exit, so the daemon is nobody's child here and, not being a
 /// session leader, can never acquire a controlling terminal.
+#[cfg(unix)]
 fn detach() -> std::io::Result<()> {
     // SAFETY: async-signal-safe calls only (see spawn_detached).
     unsafe {
@@ -292,6 +314,7 @@ fn detach() -> std::io::Result<()> {
 /// let us inherit (a `$(cli)` pipe, an ssh channel) is closed when the
 /// daemon starts. (Closing them here would also close the pipe through
 /// which `spawn` learns that exec failed.)
+#[cfg(unix)]
 unsafe fn cloexec_from(first: libc::c_int) {
     #[cfg(target_os = "linux")]
     {

@@ -143,18 +143,17 @@ pub fn record_version(
     paths: &ConsentPaths,
 ) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    use telemetry_platform::fs::{create_private_dir, mode_of, set_mode, with_mode};
     let dir = paths.user.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(dir.join(".consent.lock"))?;
+    create_private_dir(dir)?;
+    let lock = with_mode(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+        0o600,
+    )
+    .open(dir.join(".consent.lock"))?;
     // Held until `lock` is dropped at the end of this function.
     lock.lock()?;
     let mut file = user_file(paths);
@@ -162,18 +161,18 @@ pub fn record_version(
     file.set_version(product, mode, Some(now), version);
     // Keep an existing file's mode: a machine-wide file (read by a daemon
     // running as another user) is made 0644 once by the administrator.
-    let mode = std::fs::metadata(&paths.user)
-        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
-        .unwrap_or(0o600);
+    let mode = mode_of(&paths.user).unwrap_or(0o600);
     let tmp = dir.join(format!(".consent.{}.tmp", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
+    let mut f = with_mode(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true),
+        mode,
+    )
+    .open(&tmp)?;
     // The umask may have narrowed it.
-    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    set_mode(&f, mode)?;
     f.write_all(file.render().as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, &paths.user)

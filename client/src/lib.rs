@@ -123,7 +123,16 @@ pub(crate) fn state_dir() -> PathBuf {
 }
 
 /// The current user's id, read without `unsafe` from the metadata of a
+/// directory the process owns (`/proc/self` on Linux). (Windows has no
+/// uid: its default paths do not use one.)
+#[cfg(not(unix))]
+pub(crate) fn current_uid() -> u32 {
+    0
+}
+
+/// The current user's id, read without `unsafe` from the metadata of a
 /// directory the process owns (`/proc/self` on Linux).
+#[cfg(unix)]
 pub(crate) fn current_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self")

@@ -3,8 +3,8 @@
 //! the format), for the daemon to pick up when it runs.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use telemetry_platform::fs::{create_private_dir, with_mode};
 use telemetry_proto::{encode_frame, paths, WireEvent};
 
 /// What happened to a spooled event.
@@ -30,24 +30,15 @@ pub fn append(path: &Path, ev: &WireEvent) -> std::io::Result<Spooled> {
     let frame =
         encode_frame(ev).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        create_private_dir(dir)?;
     }
     // The daemon may rename the file between our open and our lock; then
     // we hold a file nobody will read again, so open the path anew.
     for _ in 0..3 {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)?;
+        let mut f =
+            with_mode(std::fs::OpenOptions::new().append(true).create(true), 0o600).open(path)?;
         f.lock()?;
-        let same = match std::fs::metadata(path) {
-            Ok(m) => m.ino() == f.metadata()?.ino(),
-            Err(_) => false,
-        };
+        let same = telemetry_platform::fs::is_same_file(&f, path)?;
         if !same {
             continue;
         }

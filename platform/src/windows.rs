@@ -75,3 +75,23 @@ pub fn own_sid() -> Option<String> {
     // SAFETY: no preconditions.
     process_sid(unsafe { GetCurrentProcessId() })
 }
+
+/// The volume serial number and file index of an open file: equal for two
+/// handles exactly when they are the same file.
+pub fn file_id(file: &std::fs::File) -> std::io::Result<(u32, u64)> {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Storage::FileSystem::{
+        GetFileInformationByHandle, BY_HANDLE_FILE_INFORMATION,
+    };
+    // SAFETY: a valid handle and an out-struct.
+    unsafe {
+        let mut info: BY_HANDLE_FILE_INFORMATION = std::mem::zeroed();
+        if GetFileInformationByHandle(file.as_raw_handle() as HANDLE, &mut info) == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok((
+            info.dwVolumeSerialNumber,
+            (u64::from(info.nFileIndexHigh) << 32) | u64::from(info.nFileIndexLow),
+        ))
+    }
+}

@@ -14,7 +14,38 @@ pub const SOCKET_FILE: &str = "telemetryd.sock";
 ///
 /// `env` looks up an environment variable; `uid` is the caller's user id.
 pub fn default_socket_path(env: impl Fn(&str) -> Option<OsString>, uid: u32) -> PathBuf {
+    if cfg!(windows) {
+        return default_pipe_name(env);
+    }
     default_socket_path_for(cfg!(target_os = "macos"), env, uid)
+}
+
+/// The default named pipe on Windows: `\\.\pipe\telemetryd-<user>`,
+/// the user from `USERNAME` (characters other than ASCII letters, digits,
+/// `-`, `_` and `.` replaced by `_`; `user` when unset).
+pub fn default_pipe_name(env: impl Fn(&str) -> Option<OsString>) -> PathBuf {
+    let user = non_empty(&env, "USERNAME")
+        .map(|u| {
+            u.to_string_lossy()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect::<String>()
+        })
+        .unwrap_or_else(|| "user".to_string());
+    PathBuf::from(format!(r"\\.\pipe\telemetryd-{user}"))
+}
+
+/// Whether `path` names a Windows named pipe (`\\.\pipe\...`).
+pub fn is_pipe_name(path: &std::path::Path) -> bool {
+    path.to_string_lossy()
+        .to_ascii_lowercase()
+        .starts_with(r"\\.\pipe\")
 }
 
 /// [`default_socket_path`] for a given OS (so installers and tests can
@@ -43,6 +74,12 @@ pub fn default_socket_path_for(
 /// Default state dir: `$XDG_STATE_HOME/telemetry`, else
 /// `$HOME/.local/state/telemetry`, else `/tmp/telemetry-<uid>/state`.
 pub fn default_state_dir(env: impl Fn(&str) -> Option<OsString>, uid: u32) -> PathBuf {
+    if cfg!(windows) {
+        // %LOCALAPPDATA%: the user's own, not roamed between machines.
+        if let Some(dir) = non_empty(&env, "LOCALAPPDATA") {
+            return PathBuf::from(dir).join("telemetry");
+        }
+    }
     if let Some(dir) = non_empty(&env, "XDG_STATE_HOME") {
         return PathBuf::from(dir).join("telemetry");
     }
@@ -57,6 +94,12 @@ pub fn default_state_dir(env: impl Fn(&str) -> Option<OsString>, uid: u32) -> Pa
 /// Default config file: `$XDG_CONFIG_HOME/telemetry/config.toml`, else
 /// `$HOME/.config/telemetry/config.toml`.
 pub fn default_config_file(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    if cfg!(windows) {
+        // %APPDATA%: settings roam with the user.
+        if let Some(dir) = non_empty(&env, "APPDATA") {
+            return Some(PathBuf::from(dir).join("telemetry").join("config.toml"));
+        }
+    }
     if let Some(dir) = non_empty(&env, "XDG_CONFIG_HOME") {
         return Some(PathBuf::from(dir).join("telemetry/config.toml"));
     }
@@ -69,7 +112,13 @@ fn non_empty(env: &impl Fn(&str) -> Option<OsString>, key: &str) -> Option<OsStr
 
 /// The machine-wide consent file an administrator uses to force products
 /// off (see [`crate::consent`]).
+#[cfg(not(windows))]
 pub const SYSTEM_CONSENT_FILE: &str = "/etc/telemetry/consent";
+
+/// The machine-wide consent file an administrator uses to force products
+/// off: `%ProgramData%` on Windows.
+#[cfg(windows)]
+pub const SYSTEM_CONSENT_FILE: &str = r"C:\ProgramData\telemetry\consent";
 
 /// Where shims before per-socket spools left events while the daemon was
 /// not reachable: `STATE_DIR/spool/events.spool` (today's shims write
@@ -154,6 +203,21 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| OsString::from(v))
         }
+    }
+
+    #[test]
+    fn the_default_pipe_is_named_for_the_user_in_safe_characters() {
+        let env = env_of(&[("USERNAME", "Jane Doe")]);
+        assert_eq!(
+            default_pipe_name(env),
+            PathBuf::from(r"\\.\pipe\telemetryd-Jane_Doe")
+        );
+        assert_eq!(
+            default_pipe_name(env_of(&[])),
+            PathBuf::from(r"\\.\pipe\telemetryd-user")
+        );
+        assert!(is_pipe_name(std::path::Path::new(r"\\.\PIPE\x")));
+        assert!(!is_pipe_name(std::path::Path::new("/run/x.sock")));
     }
 
     #[test]

@@ -1,43 +1,11 @@
 //! Small file-system helpers with the permissions telemetryd promises:
 //! directories 0700, files 0600, writes atomic (temp file, fsync, rename).
-//!
-//! On Windows the modes do not exist: files and directories inherit the
-//! ACL of where they are made (`%LOCALAPPDATA%` is the user's own), and a
-//! directory cannot be opened to sync a rename (NTFS journals it).
+//! The platform parts are `telemetry_platform::fs`'s.
 
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
-
-/// Create `dir` and its missing parents with mode 0700.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
-/// `options` creating files with mode `mode` (Unix; no-op elsewhere).
-pub fn with_mode(options: &mut OpenOptions, mode: u32) -> &mut OpenOptions {
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    options
-}
-
-/// Make a rename in `dir` durable: fsync the directory (Unix; on Windows
-/// the file system journals it).
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    return std::fs::File::open(dir)?.sync_all();
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
-}
+pub use telemetry_platform::fs::{create_private_dir, sync_dir, with_mode};
 
 /// Write `bytes` to `path` atomically with mode 0600: a reader sees the old
 /// file or the whole new one, never a part.

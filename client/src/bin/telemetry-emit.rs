@@ -340,6 +340,7 @@ fn telemetry_proto_check(ev: &telemetry_client::WireEvent) -> Result<(), String>
 /// thread on every run costs more than the rest of the shim's own work;
 /// a timer costs two system calls, and its signal ends the process
 /// wherever it is blocked.
+#[cfg(unix)]
 mod deadline {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
@@ -401,5 +402,42 @@ mod deadline {
             let off: libc::itimerval = std::mem::zeroed();
             libc::setitimer(libc::ITIMER_REAL, &off, std::ptr::null_mut());
         }
+    }
+}
+
+/// The hard time budget on Windows, which has no signals: a thread that
+/// sleeps the budget and then ends the process, unless the outcome was
+/// settled first. (The same exits as on Unix: 0, or 1 with a message when
+/// strict.)
+#[cfg(not(unix))]
+mod deadline {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    static SETTLED: AtomicBool = AtomicBool::new(false);
+
+    /// End the process after `budget` unless [`disarm`] is called first.
+    pub fn arm(budget: Duration, strict: bool) -> bool {
+        std::thread::Builder::new()
+            .name("deadline".into())
+            .spawn(move || {
+                std::thread::sleep(budget);
+                if SETTLED.load(Ordering::SeqCst) {
+                    return;
+                }
+                if strict {
+                    let _ = std::io::stderr()
+                        .write_all(b"telemetry-emit: no acknowledgement within the time budget\n");
+                    std::process::exit(super::EXIT_FAILED.into());
+                }
+                std::process::exit(0);
+            })
+            .is_ok()
+    }
+
+    /// The outcome is settled: the thread will not end the process.
+    pub fn disarm() {
+        SETTLED.store(true, Ordering::SeqCst);
     }
 }

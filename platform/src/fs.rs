@@ -1,0 +1,81 @@
+//! Private files and directories: 0600 and 0700 on Unix. On Windows the
+//! modes do not exist: files and directories inherit the ACL of where they
+//! are made (`%LOCALAPPDATA%` is the user's own), and a directory cannot be
+//! opened to sync a rename (NTFS journals it).
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::path::Path;
+
+/// Create `dir` and its missing parents with mode 0700.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// `options` creating files with mode `mode` (Unix; no-op elsewhere).
+pub fn with_mode(options: &mut OpenOptions, mode: u32) -> &mut OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    options
+}
+
+/// Make a rename in `dir` durable: fsync the directory (Unix; on Windows
+/// the file system journals it).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    return std::fs::File::open(dir)?.sync_all();
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// The permission bits of `path` (Unix), for keeping an existing file's
+/// mode when it is rewritten; `None` elsewhere or when it cannot be read.
+pub fn mode_of(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    return std::fs::metadata(path)
+        .ok()
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Set `file`'s permission bits to `mode` (Unix; no-op elsewhere): the
+/// umask may have narrowed what `with_mode` asked for.
+pub fn set_mode(file: &std::fs::File, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    return file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
+    #[cfg(not(unix))]
+    {
+        let _ = (file, mode);
+        Ok(())
+    }
+}
+
+/// Whether the open `file` is still the file at `path` (not renamed away
+/// and replaced); `false` when nothing is at `path`.
+pub fn is_same_file(file: &std::fs::File, path: &Path) -> std::io::Result<bool> {
+    let Ok(other) = std::fs::File::open(path) else {
+        return Ok(false);
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (file.metadata()?, other.metadata()?);
+        Ok(a.dev() == b.dev() && a.ino() == b.ino())
+    }
+    #[cfg(windows)]
+    {
+        Ok(crate::windows::file_id(file)? == crate::windows::file_id(&other)?)
+    }
+}
