@@ -40,7 +40,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use telemetry_proto::WireEvent;
 pub use telemetry_sink::manifest::{Manifest, ManifestError as CatalogError, Rejection};
 
@@ -98,17 +98,10 @@ pub enum CheckError {
     },
 }
 
-type Stamp = Option<(u64, u64, SystemTime)>;
+use telemetry_platform::fs::Stamp;
 
 fn stamp(path: &Path) -> Stamp {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| {
-        (
-            m.ino(),
-            m.len(),
-            m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        )
-    })
+    telemetry_platform::fs::stamp(path)
 }
 
 /// The stamps of every directory on the path and every `*.toml` in them:

@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 use telemetry_proto::consent::{resolve, ConsentFile};
 use telemetry_proto::{Layer, Mode};
 
@@ -24,7 +23,7 @@ pub enum Permit {
     Nothing,
 }
 
-type Stamp = Option<(u64, u64, SystemTime)>;
+use telemetry_platform::fs::Stamp;
 
 /// Event names, shared.
 type EventSet = Arc<BTreeSet<String>>;
@@ -38,14 +37,7 @@ struct Cached {
 }
 
 fn stamp(path: &Path) -> Stamp {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| {
-        (
-            m.ino(),
-            m.len(),
-            m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        )
-    })
+    telemetry_platform::fs::stamp(path)
 }
 
 impl Cached {

@@ -130,6 +130,13 @@ pub const MACOS_USER: &str = "_telemetryd";
 pub const MACOS_GROUP: &str = "telemetry";
 
 /// (uid of [`MACOS_USER`], gid of [`MACOS_GROUP`]), if both exist.
+#[cfg(not(unix))]
+pub fn macos_accounts() -> Option<(u32, u32)> {
+    None
+}
+
+/// (uid of [`MACOS_USER`], gid of [`MACOS_GROUP`]), if both exist.
+#[cfg(unix)]
 pub fn macos_accounts() -> Option<(u32, u32)> {
     use std::ffi::CString;
     let user = CString::new(MACOS_USER).ok()?;
@@ -428,35 +435,41 @@ fn dirs_to_create(dirs: &[PlannedDir], files: &[Planned]) -> Vec<PlannedDir> {
 }
 
 fn create_dir(d: &PlannedDir) -> Result<(), InstallError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let io = |what: &'static str| {
         let path = d.path.clone();
         move |source| InstallError::Io { what, path, source }
     };
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(d.mode)
         .create(&d.path)
         .map_err(io("create"))?;
-    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(d.mode))
-        .map_err(io("set permissions on"))?;
-    if let Some((uid, gid)) = d.owner {
-        std::os::unix::fs::chown(&d.path, Some(uid), Some(gid))
-            .map_err(io("change the owner of"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(d.mode))
+            .map_err(io("set permissions on"))?;
+        if let Some((uid, gid)) = d.owner {
+            std::os::unix::fs::chown(&d.path, Some(uid), Some(gid))
+                .map_err(io("change the owner of"))?;
+        }
     }
     Ok(())
 }
 
 fn write_file(f: &Planned) -> Result<(), InstallError> {
-    use std::os::unix::fs::PermissionsExt;
     let io = |what: &'static str| {
         let path = f.path.clone();
         move |source| InstallError::Io { what, path, source }
     };
     std::fs::write(&f.path, &f.contents).map_err(io("write"))?;
     // An existing file keeps its old mode through write: set it.
-    std::fs::set_permissions(&f.path, std::fs::Permissions::from_mode(f.mode))
-        .map_err(io("set permissions on"))
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        &f.path,
+        std::os::unix::fs::PermissionsExt::from_mode(f.mode),
+    )
+    .map_err(io("set permissions on"))?;
+    Ok(())
 }
 
 /// What to do after installing: the commands to run here, or, with

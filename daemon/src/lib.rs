@@ -40,6 +40,7 @@ pub mod ondemand;
 pub mod record;
 pub mod refusals;
 pub mod server;
+#[cfg(unix)]
 pub mod socket;
 pub mod spool;
 pub mod store;

@@ -4,12 +4,18 @@
 use anyhow::Context;
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use telemetryd::{config, install, ondemand, socket};
+#[cfg(unix)]
+use telemetryd::socket;
+use telemetryd::{config, install, ondemand};
 
 fn main() -> ExitCode {
     let (args, matches) = config::parse_args();
     // SAFETY: getuid has no preconditions and cannot fail.
+    #[cfg(unix)]
     let uid = unsafe { libc::getuid() };
+    // Windows has no uid; nothing there uses it.
+    #[cfg(not(unix))]
+    let uid = 0;
     if let Some(cmd) = &args.command {
         return match install::run(cmd, |k| std::env::var_os(k), uid) {
             Ok(()) => ExitCode::SUCCESS,
@@ -35,8 +41,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// A listener handed over by a service manager (systemd, launchd).
+#[cfg(unix)]
+type Activated = std::os::unix::net::UnixListener;
+/// Windows' service control manager hands over no pipe.
+#[cfg(not(unix))]
+type Activated = std::convert::Infallible;
+
+#[cfg(not(unix))]
+fn service_manager_listener() -> anyhow::Result<Option<Activated>> {
+    Ok(None)
+}
+
 /// The listening socket handed over by a service manager, if any.
-fn service_manager_listener() -> anyhow::Result<Option<std::os::unix::net::UnixListener>> {
+#[cfg(unix)]
+fn service_manager_listener() -> anyhow::Result<Option<Activated>> {
     #[cfg(target_os = "macos")]
     if let Some(l) = socket::launchd_listener("Listener")? {
         return Ok(Some(l));
@@ -53,7 +72,12 @@ fn service_manager_listener() -> anyhow::Result<Option<std::os::unix::net::UnixL
 
 /// Raise the soft open-file limit to the hard one: every client connection
 /// is a descriptor, and the default soft limit (often 1024) is low for a
-/// daemon that many CLIs talk to at once.
+/// daemon that many CLIs talk to at once. (Windows has no such limit.)
+#[cfg(not(unix))]
+fn raise_fd_limit() {}
+
+/// Raise the soft open-file limit to the hard one (see above).
+#[cfg(unix)]
 fn raise_fd_limit() {
     // SAFETY: getrlimit/setrlimit on a local struct.
     unsafe {
@@ -79,6 +103,7 @@ fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyho
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    #[cfg(unix)]
     if activated.is_none() {
         // A default path too long to bind (from a long $XDG_RUNTIME_DIR or
         // $TMPDIR) is refused before the state directory is created.
@@ -103,18 +128,7 @@ fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyho
         ondemand::record_current(&config.state_dir);
     }
     runtime.block_on(async {
-        let (std_listener, bound) = match activated {
-            Some(l) => (l, None),
-            None => {
-                let mut bound = socket::bind(&config.socket_path)?;
-                let l = bound
-                    .take_listener()
-                    .context("socket listener already taken")?;
-                (l, Some(bound))
-            }
-        };
-        let listener = tokio::net::UnixListener::from_std(std_listener)
-            .with_context(|| format!("cannot listen on {}", config.socket_path.display()))?;
+        let (listener, bound) = listen(&config, activated)?;
         tracing::info!(
             pid = std::process::id(),
             socket = %config.socket_path.display(),
@@ -124,14 +138,81 @@ fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyho
             destination = %config.destination(),
             "telemetryd listening"
         );
-        telemetryd::run_locked(lock, config, listener.into(), shutdown_signal()).await?;
+        telemetryd::run_locked(lock, config, listener, shutdown_signal()).await?;
         // Removes the socket file, only if we bound it ourselves.
         drop(bound);
         Ok(())
     })
 }
 
+/// The listener: the socket a service manager handed over, else the one
+/// we bind (removed again when the returned guard drops).
+#[cfg(unix)]
+fn listen(
+    config: &config::Config,
+    activated: Option<Activated>,
+) -> anyhow::Result<(telemetryd::transport::Listener, Option<socket::BoundSocket>)> {
+    let (std_listener, bound) = match activated {
+        Some(l) => (l, None),
+        None => {
+            let mut bound = socket::bind(&config.socket_path)?;
+            let l = bound
+                .take_listener()
+                .context("socket listener already taken")?;
+            (l, Some(bound))
+        }
+    };
+    let listener = tokio::net::UnixListener::from_std(std_listener)
+        .with_context(|| format!("cannot listen on {}", config.socket_path.display()))?;
+    Ok((listener.into(), bound))
+}
+
+/// A pipe leaves nothing behind to remove.
+#[cfg(windows)]
+struct NothingToRemove;
+
+/// The listener: the named pipe's first instance (a second daemon on the
+/// same name fails here).
+#[cfg(windows)]
+fn listen(
+    config: &config::Config,
+    activated: Option<Activated>,
+) -> anyhow::Result<(telemetryd::transport::Listener, Option<NothingToRemove>)> {
+    if let Some(never) = activated {
+        match never {}
+    }
+    let listener = telemetryd::transport::Listener::bind(
+        config.socket_path.as_os_str(),
+        false,
+        config.max_connections,
+    )
+    .with_context(|| {
+        format!(
+            "cannot create the named pipe {} (another telemetryd serves it already, or the name is not \\\\.\\pipe\\NAME)",
+            config.socket_path.display()
+        )
+    })?;
+    Ok((listener, None))
+}
+
+/// Resolves on Ctrl-C, or when the console closes or the system shuts down.
+#[cfg(windows)]
+async fn shutdown_signal() {
+    use tokio::signal::windows::{ctrl_c, ctrl_close, ctrl_shutdown};
+    let (Ok(mut c), Ok(mut close), Ok(mut shutdown)) = (ctrl_c(), ctrl_close(), ctrl_shutdown())
+    else {
+        tracing::error!("cannot install console handlers; stop the process to stop it");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = c.recv() => tracing::info!("Ctrl-C received"),
+        _ = close.recv() => tracing::info!("console closed"),
+        _ = shutdown.recv() => tracing::info!("system shutting down"),
+    }
+}
+
 /// Resolves on the first SIGTERM or SIGINT.
+#[cfg(unix)]
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (

@@ -7,22 +7,33 @@
 //! `STOPPING=1` when shutdown begins. Without `NOTIFY_SOCKET` every call is
 //! a no-op.
 
+#[cfg(unix)]
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+#[cfg(unix)]
+type Target = (UnixDatagram, SocketAddr);
+/// Windows has no `NOTIFY_SOCKET`: the service control manager learns the
+/// service's state from the service's own handler.
+#[cfg(not(unix))]
+type Target = std::convert::Infallible;
 
 /// Sends notifications to the service manager, if there is one.
 pub struct Notifier {
-    target: Option<(UnixDatagram, SocketAddr)>,
+    target: Option<Target>,
 }
 
 impl Notifier {
     /// A notifier for `NOTIFY_SOCKET`'s value: a path, or `@name` for a
     /// Linux abstract socket. `None` (or an unusable value) disables it.
     pub fn new(socket: Option<&str>) -> Notifier {
+        #[cfg(unix)]
         let target = socket.and_then(|s| {
             let addr = address(s)?;
             let sock = UnixDatagram::unbound().ok()?;
             Some((sock, addr))
         });
+        #[cfg(not(unix))]
+        let target = socket.and(None);
         Notifier { target }
     }
 
@@ -34,6 +45,9 @@ impl Notifier {
     /// Send one notification (newline-separated `KEY=VALUE` lines). Errors
     /// are logged, never fatal: the service manager is a courtesy.
     pub fn send(&self, message: &str) {
+        #[cfg(not(unix))]
+        let _ = message;
+        #[cfg(unix)]
         if let Some((sock, addr)) = &self.target {
             if let Err(e) = sock.send_to_addr(message.as_bytes(), addr) {
                 tracing::debug!(error = %e, "sd_notify failed");
@@ -42,6 +56,7 @@ impl Notifier {
     }
 }
 
+#[cfg(unix)]
 fn address(s: &str) -> Option<SocketAddr> {
     if let Some(name) = s.strip_prefix('@') {
         #[cfg(target_os = "linux")]
@@ -62,7 +77,7 @@ fn address(s: &str) -> Option<SocketAddr> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

@@ -67,7 +67,7 @@ pub fn take_lock(state_dir: &Path, socket: &Path) -> Result<Start, StoreError> {
         match StateLock::acquire(state_dir) {
             Ok(lock) => return Ok(Start::Serve(lock)),
             Err(StoreError::Locked { path }) => {
-                if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+                if crate::transport::serves(socket) {
                     tracing::info!(
                         socket = %socket.display(),
                         "another telemetryd serves this state dir; stepping aside"
@@ -121,7 +121,6 @@ pub fn hand_over_or_step_aside(state_dir: &Path, found: i64) {
                 && Some(&rec.path) != me.as_ref()
                 && std::env::var_os(HANDED_OVER_VAR).is_none() =>
         {
-            use std::os::unix::process::CommandExt;
             tracing::info!(
                 store_schema = found,
                 our_schema = SCHEMA_VERSION,
@@ -129,10 +128,11 @@ pub fn hand_over_or_step_aside(state_dir: &Path, found: i64) {
                 "the store is newer than this telemetryd; handing over to the newer binary that served it"
             );
             // Only returns on failure.
-            let err = std::process::Command::new(&rec.path)
-                .args(std::env::args_os().skip(1))
-                .env(HANDED_OVER_VAR, "1")
-                .exec();
+            let err = hand_over(
+                std::process::Command::new(&rec.path)
+                    .args(std::env::args_os().skip(1))
+                    .env(HANDED_OVER_VAR, "1"),
+            );
             tracing::info!(
                 to = %rec.path.display(),
                 error = %err,
@@ -184,6 +184,22 @@ fn read_current(state_dir: &Path) -> Option<Current> {
         protocol: parts.next()?.parse().ok()?,
         path: PathBuf::from(parts.next()?),
     })
+}
+
+/// Become `cmd` (exec); returns only on failure. Windows cannot replace a
+/// process: it starts `cmd` and exits with its status once it ends.
+fn hand_over(cmd: &mut std::process::Command) -> std::io::Error {
+    #[cfg(unix)]
+    {
+        std::os::unix::process::CommandExt::exec(cmd)
+    }
+    #[cfg(not(unix))]
+    {
+        match cmd.status() {
+            Ok(status) => std::process::exit(status.code().unwrap_or(1)),
+            Err(e) => e,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -132,12 +132,11 @@ fn decode_spooled(body: &[u8]) -> Result<WireEvent, telemetry_proto::CodecError>
 /// shims' lock, for a newer daemon.
 fn put_back(path: &Path, frames: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = telemetry_platform::fs::with_mode(
+        std::fs::OpenOptions::new().append(true).create(true),
+        0o600,
+    )
+    .open(path)?;
     f.lock()?;
     f.write_all(frames)
 }
@@ -305,14 +304,17 @@ enum SpoolLine {
 /// swapped in after the listing, at most a line's worth.
 fn read_spool_line(path: &Path) -> SpoolLine {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path);
-    let file = match file {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        libc::O_NOFOLLOW | libc::O_NONBLOCK,
+    );
+    let file = match options.open(path) {
         Ok(f) => f,
         // A link swapped in after the listing (ELOOP): not ours to read.
+        #[cfg(unix)]
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             return SpoolLine::Damaged("a symbolic link".into())
         }
@@ -662,6 +664,7 @@ mod tests {
         ));
     }
 
+    #[cfg(unix)]
     #[test]
     fn entries_that_are_not_plain_files_are_removed_and_links_never_followed() {
         let dir = tempfile::tempdir().unwrap();

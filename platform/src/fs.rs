@@ -79,3 +79,22 @@ pub fn is_same_file(file: &std::fs::File, path: &Path) -> std::io::Result<bool> 
         Ok(crate::windows::file_id(file)? == crate::windows::file_id(&other)?)
     }
 }
+
+/// What changes when a file is replaced or rewritten: its identity (inode,
+/// or volume and file index on Windows), length and modification time;
+/// `None` when it cannot be read. Cheap enough to look at once a second.
+pub type Stamp = Option<(u64, u64, std::time::SystemTime)>;
+
+/// The [`Stamp`] of `path`.
+pub fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    let modified = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+    #[cfg(unix)]
+    let id = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(windows)]
+    let id = std::fs::File::open(path)
+        .ok()
+        .and_then(|f| crate::windows::file_id(&f).ok())
+        .map_or(0, |(volume, index)| index ^ (u64::from(volume) << 32));
+    Some((id, meta.len(), modified))
+}

@@ -478,15 +478,12 @@ impl Store {
         let lock = lock.clone();
         // Create the file 0600 ourselves: SQLite copies the database's mode
         // to its -wal and -shm files.
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(io(&path))?;
-        }
+        telemetry_platform::fs::with_mode(
+            std::fs::OpenOptions::new().create(true).append(true),
+            0o600,
+        )
+        .open(&path)
+        .map_err(io(&path))?;
         let conn = Connection::open(&path).map_err(|e| StoreError::Open {
             path: path.clone(),
             source: Arc::new(e),
@@ -766,18 +763,19 @@ struct Inner {
 /// Take an exclusive lock on `state_dir/lock`, so two daemons never share
 /// one store (their counters and uploads would interleave).
 fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, StoreError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let path = state_dir.join("lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| StoreError::Io {
-            path: path.clone(),
-            source: Arc::new(e),
-        })?;
+    let file = telemetry_platform::fs::with_mode(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+        0o600,
+    )
+    .open(&path)
+    .map_err(|e| StoreError::Io {
+        path: path.clone(),
+        source: Arc::new(e),
+    })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(_) => Err(StoreError::Locked { path }),

@@ -29,6 +29,11 @@ impl From<tokio::net::UnixListener> for Listener {
     }
 }
 
+/// Whether something serves `endpoint` now (a connect succeeds).
+pub fn serves(endpoint: &std::path::Path) -> bool {
+    std::os::unix::net::UnixStream::connect(endpoint).is_ok()
+}
+
 /// The peer's uid, from the socket's credentials.
 pub fn peer_identity(conn: &Conn) -> PeerIdentity {
     conn.peer_cred()

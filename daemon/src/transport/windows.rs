@@ -223,6 +223,17 @@ pub fn security_sddl(handle: HANDLE) -> std::io::Result<String> {
     out
 }
 
+/// Whether something serves the pipe `endpoint` now (it exists; every
+/// instance may be busy).
+pub fn serves(endpoint: &std::path::Path) -> bool {
+    use windows_sys::Win32::System::Pipes::WaitNamedPipeW;
+    let name = wide(endpoint.as_os_str());
+    // SAFETY: a NUL-terminated name. A timeout of 1 ms: only whether the
+    // pipe exists matters (ERROR_FILE_NOT_FOUND when it does not).
+    let ok = unsafe { WaitNamedPipeW(name.as_ptr(), 1) };
+    ok != 0 || std::io::Error::last_os_error().raw_os_error() != Some(2)
+}
+
 /// The client's SID, from its process id.
 pub fn peer_identity(conn: &Conn) -> PeerIdentity {
     let mut pid = 0u32;
