@@ -7,14 +7,14 @@
 #   scripts/test-all.sh            every stage
 #   scripts/test-all.sh go node    only these stages (names below)
 #
-# Stages: prereqs fmt clippy cargo go node python
+# Stages: prereqs fmt clippy cargo windows go node python
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 export CARGO_TERM_COLOR=never
 
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(prereqs fmt clippy cargo go node python)
+[ ${#stages[@]} -gt 0 ] || stages=(prereqs fmt clippy cargo windows go node python)
 
 prereqs() {
     local need=()
@@ -60,6 +60,10 @@ daemon_bin() {
     export TELEMETRYCTL_BIN="${TELEMETRYCTL_BIN:-$(dirname "$TELEMETRYD_BIN")/telemetryctl}"
 }
 
+# Cross-built for Windows and run under wine (scripts/windows.sh; its
+# target dir and wine prefix are cached in ~/.cache/telemetryd-windows).
+windows_tests() { scripts/windows.sh test; }
+
 go_sdk() {
     daemon_bin
     cd "$root/sdk/go"
@@ -92,10 +96,11 @@ for stage in "${stages[@]}"; do
         fmt) fn=fmt ;;
         clippy) fn=clippy ;;
         cargo) fn=cargo_tests ;;
+        windows) fn=windows_tests ;;
         go) fn=go_sdk ;;
         node) fn=node_sdk ;;
         python) fn=python_sdk ;;
-        *) echo "unknown stage $stage (stages: prereqs fmt clippy cargo go node python)" >&2; exit 2 ;;
+        *) echo "unknown stage $stage (stages: prereqs fmt clippy cargo windows go node python)" >&2; exit 2 ;;
     esac
     echo "== $stage"
     start=$(date +%s)

@@ -67,7 +67,11 @@ case "${1:-}" in
         ;;
     test)
         setup
-        $cargo test "${build_std[@]}" -p telemetry-proto -p telemetry-client -p telemetryd --lib
+        # The daemon the end-to-end test runs, then every unit test of the
+        # crates that ship on Windows, then the end-to-end test.
+        $cargo build "${build_std[@]}" -p telemetryd --bin telemetryd
+        $cargo test "${build_std[@]}" --no-fail-fast -p telemetry-proto -p telemetry-platform -p telemetry-client -p telemetryd --lib
+        $cargo test "${build_std[@]}" -p telemetry-client --test windows
         ;;
     check)
         shift

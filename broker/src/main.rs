@@ -86,6 +86,15 @@ fn load_products(settings: &Settings) -> anyhow::Result<BTreeSet<String>> {
     Ok(products)
 }
 
+/// Resolves on Ctrl-C (Windows has no SIGTERM).
+#[cfg(not(unix))]
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("Ctrl-C received");
+}
+
+/// Resolves on SIGTERM or SIGINT.
+#[cfg(unix)]
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {

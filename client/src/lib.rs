@@ -589,6 +589,7 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/telemetry.sock"));
     }
 
+    #[cfg(unix)]
     #[test]
     fn connect_now_fails_at_once_when_the_backlog_is_full() {
         let dir = tempfile::tempdir().unwrap();

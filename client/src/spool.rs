@@ -60,7 +60,6 @@ pub fn append(path: &Path, ev: &WireEvent) -> std::io::Result<Spooled> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn appends_whole_frames_privately_and_stops_when_full() {
@@ -74,9 +73,13 @@ mod tests {
         assert_eq!(bytes.len(), 2 * (4 + len));
         let back: WireEvent = telemetry_proto::decode_body(&bytes[4..4 + len]).unwrap();
         assert_eq!(back, ev);
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&path), 0o600);
-        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path), 0o600);
+            assert_eq!(mode(path.parent().unwrap()), 0o700);
+        }
 
         std::fs::write(&path, vec![0u8; paths::MAX_SPOOL_BYTES as usize]).unwrap();
         assert_eq!(append(&path, &ev).unwrap(), Spooled::Full);

@@ -601,7 +601,8 @@ pub fn run(
     Ok(())
 }
 
-#[cfg(test)]
+// The systemd and launchd files: Unix paths (Windows' service is separate).
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

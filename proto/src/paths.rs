@@ -220,6 +220,8 @@ mod tests {
         assert!(!is_pipe_name(std::path::Path::new("/run/x.sock")));
     }
 
+    // The Unix defaults (Windows' pipe and %LOCALAPPDATA% are tested above).
+    #[cfg(not(windows))]
     #[test]
     fn xdg_dirs_win_and_empty_values_are_ignored() {
         let env = env_of(&[
@@ -254,6 +256,7 @@ mod tests {
         );
     }
 
+    #[cfg(not(windows))]
     #[test]
     fn fallbacks_are_per_user() {
         let env = env_of(&[]);

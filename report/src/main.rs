@@ -208,7 +208,11 @@ fn destination_settings(
         ca_bundle: s3.ca_bundle.clone(),
     };
     // SAFETY: getuid has no preconditions and cannot fail.
+    #[cfg(unix)]
     let uid = unsafe { libc::getuid() };
+    // Windows has no uid; its default paths do not use one.
+    #[cfg(not(unix))]
+    let uid = 0;
     telemetry_sink::settings::resolve(&overrides, |k| std::env::var_os(k), uid).with_context(|| {
         format!("cannot read {needed_for} from the telemetry configuration (to go on: fix the file or variable named next, point --config or TELEMETRY_CONFIG at another file, or give --source DIR, which needs no configuration)")
     })

@@ -38,7 +38,7 @@ fn the_first_directory_wins_and_the_builtin_comes_last() {
     // A file replaces the built-in cfdev.
     let m = cats.check(&event("cfdev", "only")).unwrap();
     assert!(
-        m.source_name.ends_with("system/cfdev.toml"),
+        std::path::Path::new(&m.source_name).ends_with("system/cfdev.toml"),
         "{}",
         m.source_name
     );

@@ -269,3 +269,75 @@ pub fn write_now(socket: &ReplyTo, _frame: &[u8]) -> usize {
 pub fn open_file_limit() -> u64 {
     0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Whether this runs under wine (ntdll exports wine_get_version).
+    fn under_wine() -> bool {
+        use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
+        // SAFETY: NUL-terminated names; the module handle is not freed.
+        unsafe {
+            let ntdll = GetModuleHandleA(b"ntdll.dll\0".as_ptr());
+            !ntdll.is_null() && GetProcAddress(ntdll, b"wine_get_version\0".as_ptr()).is_some()
+        }
+    }
+
+    fn unique() -> OsString {
+        OsString::from(format!(
+            r"\\.\pipe\telemetryd-unit-{}",
+            uuid::Uuid::new_v4().simple()
+        ))
+    }
+
+    #[tokio::test]
+    async fn the_pipe_admits_only_its_owner_and_only_one_daemon() {
+        let name = unique();
+        let listener = Listener::bind(&name, false, 4).unwrap();
+        let PeerIdentity::Sid(me) = own_identity() else {
+            panic!("no SID for this process")
+        };
+        // Read back from the object itself, not from what we asked for.
+        let sddl = listener.sddl().await.unwrap();
+        assert!(sddl.contains("D:P"), "protected DACL: {sddl}");
+        assert!(sddl.contains(&me), "the owner's ACE: {sddl}");
+        assert!(!sddl.contains(";;;WD)"), "nothing for Everyone: {sddl}");
+        // A second daemon on the name is refused (first-instance flag).
+        // Wine does not enforce FILE_FLAG_FIRST_PIPE_INSTANCE: there the
+        // state directory's lock is what stops a second daemon (the
+        // end-to-end test checks that).
+        if !under_wine() {
+            assert!(Listener::bind(&name, false, 4).is_err());
+        }
+        // A client is seen as this user.
+        let client_name = name.clone();
+        let client = tokio::spawn(async move {
+            let mut c = tokio::net::windows::named_pipe::ClientOptions::new()
+                .open(&client_name)
+                .unwrap();
+            c.write_all(b"x").await.unwrap();
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).await.unwrap();
+            b[0]
+        });
+        let mut conn = listener.accept().await.unwrap();
+        assert_eq!(peer_identity(&conn), PeerIdentity::Sid(me));
+        let mut b = [0u8; 1];
+        conn.read_exact(&mut b).await.unwrap();
+        conn.write_all(b"y").await.unwrap();
+        assert_eq!(client.await.unwrap(), b'y');
+        assert!(serves(std::path::Path::new(&name)));
+        assert!(!serves(std::path::Path::new(&unique())));
+    }
+
+    #[test]
+    fn the_machine_wide_descriptor_names_system_administrators_and_users() {
+        assert_eq!(
+            pipe_sddl("S-1-5-21-1", true),
+            "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;AU)"
+        );
+        assert_eq!(pipe_sddl("S-1-5-21-1", false), "D:P(A;;GA;;;S-1-5-21-1)");
+    }
+}
