@@ -65,8 +65,16 @@ fn platform_uuid() -> Option<String> {
     parse_ioreg_uuid(&String::from_utf8_lossy(&out.stdout))
 }
 
+/// Windows: the registry's `MachineGuid`
+/// (`HKLM\SOFTWARE\Microsoft\Cryptography`), set at installation; hashed
+/// like every identity, never sent.
+#[cfg(windows)]
+fn platform_uuid() -> Option<String> {
+    telemetry_platform::windows::machine_guid()
+}
+
 /// Elsewhere the OS files above are the identity.
-#[cfg(not(target_os = "macos"))]
+#[cfg(not(any(target_os = "macos", windows)))]
 fn platform_uuid() -> Option<String> {
     None
 }

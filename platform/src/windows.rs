@@ -95,3 +95,50 @@ pub fn file_id(file: &std::fs::File) -> std::io::Result<(u32, u64)> {
         ))
     }
 }
+
+/// The machine's `MachineGuid` from the registry
+/// (`HKLM\SOFTWARE\Microsoft\Cryptography`), if it can be read.
+pub fn machine_guid() -> Option<String> {
+    use windows_sys::Win32::System::Registry::{RegGetValueW, HKEY_LOCAL_MACHINE, RRF_RT_REG_SZ};
+    let key: Vec<u16> = "SOFTWARE\\Microsoft\\Cryptography\0"
+        .encode_utf16()
+        .collect();
+    let value: Vec<u16> = "MachineGuid\0".encode_utf16().collect();
+    let mut buf = [0u16; 128];
+    let mut len = std::mem::size_of_val(&buf) as u32;
+    // SAFETY: NUL-terminated names; `buf` and `len` describe a valid buffer.
+    let err = unsafe {
+        RegGetValueW(
+            HKEY_LOCAL_MACHINE,
+            key.as_ptr(),
+            value.as_ptr(),
+            RRF_RT_REG_SZ,
+            std::ptr::null_mut(),
+            buf.as_mut_ptr() as *mut c_void,
+            &mut len,
+        )
+    };
+    if err != 0 {
+        return None;
+    }
+    let chars = (len as usize / 2).saturating_sub(1).min(buf.len());
+    let text = String::from_utf16_lossy(&buf[..chars]);
+    let text = text.trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_machine_guid_is_read_from_the_registry() {
+        let guid = super::machine_guid().expect("MachineGuid");
+        assert_eq!(guid.len(), 36, "{guid}");
+        assert_eq!(guid.matches('-').count(), 4, "{guid}");
+    }
+
+    #[test]
+    fn this_process_has_a_sid() {
+        let sid = super::own_sid().expect("a SID");
+        assert!(sid.starts_with("S-1-"), "{sid}");
+    }
+}
