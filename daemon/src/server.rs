@@ -661,7 +661,6 @@ pub async fn serve_connection(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
     /// Fill `socket`'s send path until it takes nothing more.
     #[cfg(unix)]
@@ -702,6 +701,7 @@ mod tests {
             0,
             "a full socket takes nothing at once"
         );
+        use std::io::Read;
         let mut peer = peer.into_std().unwrap();
         peer.set_nonblocking(false).unwrap();
         let len = filler + frame.len();

@@ -6,3 +6,9 @@
 pub mod fs;
 #[cfg(windows)]
 pub mod windows;
+
+/// The Windows SID of LocalSystem, the account services run as: the
+/// administrator's identity for permission checks, as root is on Unix.
+/// (Defined on every platform, so the checks that compare with it are
+/// tested everywhere.)
+pub const LOCAL_SYSTEM_SID: &str = "S-1-5-18";

@@ -10,8 +10,13 @@ use windows_sys::Win32::System::Threading::{
     GetCurrentProcessId, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
 };
 
-/// The SID of LocalSystem, the account services run as.
-pub const LOCAL_SYSTEM_SID: &str = "S-1-5-18";
+pub use crate::LOCAL_SYSTEM_SID;
+
+/// `s` as a NUL-terminated wide string, for Win32 calls.
+pub fn wide(s: &std::ffi::OsStr) -> Vec<u16> {
+    use std::os::windows::ffi::OsStrExt;
+    s.encode_wide().chain(std::iter::once(0)).collect()
+}
 
 /// A wide, NUL-terminated string Windows allocated with `LocalAlloc`, as
 /// text; frees it.

@@ -8,9 +8,7 @@
 
 #![allow(unsafe_code)]
 
-use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::os::windows::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 use telemetry_platform::windows::{own_sid, process_sid, LOCAL_SYSTEM_SID};
@@ -38,10 +36,7 @@ pub struct Stream {
 unsafe impl Send for Stream {}
 
 fn wide(p: &Path) -> Vec<u16> {
-    OsStr::new(p)
-        .encode_wide()
-        .chain(std::iter::once(0))
-        .collect()
+    telemetry_platform::windows::wide(p.as_os_str())
 }
 
 impl Stream {

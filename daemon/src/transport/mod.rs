@@ -36,11 +36,7 @@ pub enum PeerIdentity {
     Unknown,
 }
 
-/// The Windows SID of LocalSystem, the account services run as: the
-/// administrator's identity for the permission check, as root is on Unix.
-/// (Also `telemetry_platform::windows::LOCAL_SYSTEM_SID`, which exists only
-/// on Windows; this one is tested everywhere.)
-pub const LOCAL_SYSTEM_SID: &str = "S-1-5-18";
+pub use telemetry_platform::LOCAL_SYSTEM_SID;
 
 impl PeerIdentity {
     /// Whether this peer may make the requests that change or reveal

@@ -18,9 +18,8 @@
 
 use super::PeerIdentity;
 use std::ffi::{c_void, OsStr, OsString};
-use std::os::windows::ffi::OsStrExt;
 use std::os::windows::io::AsRawHandle;
-use telemetry_platform::windows::{own_sid, process_sid, take_local_wide};
+use telemetry_platform::windows::{own_sid, process_sid, take_local_wide, wide};
 use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
 use windows_sys::Win32::Foundation::{LocalFree, HANDLE};
 use windows_sys::Win32::Security::Authorization::{
@@ -40,10 +39,6 @@ pub type Conn = NamedPipeServer;
 /// Most instances of one pipe Windows allows (`PIPE_UNLIMITED_INSTANCES`
 /// is 255, meaning "up to 255").
 pub const MAX_INSTANCES: usize = 254;
-
-fn wide(s: &OsStr) -> Vec<u16> {
-    s.encode_wide().chain(std::iter::once(0)).collect()
-}
 
 /// A security descriptor made from SDDL, freed on drop.
 struct Descriptor(PSECURITY_DESCRIPTOR);
