@@ -6,6 +6,8 @@
 #   scripts/windows.sh build     cross-build every binary for x86_64-pc-windows-gnu
 #   scripts/windows.sh test      the unit tests of proto, client and daemon under wine
 #   scripts/windows.sh check ARGS...   cargo check for the target with ARGS
+#   scripts/windows.sh bench [N]  the transport's cost: named pipe under wine
+#                                 against a Unix socket here (BENCHMARKS.md)
 #
 # Debian's rustc-web (1.96, with the standard library's source) builds the
 # standard library for the target (-Zbuild-std); rustup's toolchain stays
@@ -78,8 +80,34 @@ case "${1:-}" in
         setup
         $cargo check "${build_std[@]}" "$@"
         ;;
+    bench)
+        n="${2:-200}"
+        setup
+        # Optimised without fat LTO on both sides (the same code, a
+        # fraction of the build): the ratio is what this measures.
+        export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+        pkgs=(-p telemetryd --bin telemetryd -p telemetry-client --bin telemetry-emit --example transport_bench)
+        $cargo build --release "${build_std[@]}" "${pkgs[@]}"
+        native_target="$cache/native-bench-target"
+        (unset RUSTC RUSTDOC RUSTC_BOOTSTRAP
+         CARGO_TARGET_DIR="$native_target" cargo build --release "${pkgs[@]}")
+        echo "== Unix socket, native ($n of each)"
+        unix=$("$native_target/release/examples/transport_bench" "$n")
+        echo "$unix"
+        echo "== named pipe, under wine ($n of each)"
+        win=$(wine "$CARGO_TARGET_DIR/$target/release/examples/transport_bench.exe" "$n" | tr -d '\r')
+        echo "$win"
+        python3 - "$unix" "$win" <<'PY'
+import json, sys
+u, w = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print("%-10s %12s %12s %8s" % ("p50", "socket us", "pipe us", "ratio"))
+for k in ("status", "acked", "shim"):
+    a, b = u[k + "_p50_us"], w[k + "_p50_us"]
+    print("%-10s %12.0f %12.0f %7.2fx" % (k, a, b, b / a))
+PY
+        ;;
     *)
-        echo "usage: scripts/windows.sh setup|build|test|check [cargo args]" >&2
+        echo "usage: scripts/windows.sh setup|build|test|check|bench [args]" >&2
         exit 2
         ;;
 esac

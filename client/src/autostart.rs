@@ -29,6 +29,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+#[cfg(unix)]
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -235,6 +236,95 @@ pub fn scrubbed(name: &str) -> bool {
         || NAMES.contains(&upper.as_str())
 }
 
+/// Start the daemon with no console and nothing of ours: Windows.
+///
+/// std's `Command` passes `bInheritHandles=TRUE` whenever it sets up stdio,
+/// and with it every inheritable handle of this process, the host's own
+/// stdout among them when the host's parent reads it through a pipe: that
+/// parent would then wait for the daemon to exit (minutes) before it sees
+/// the end of the host's output. So `CreateProcessW` with no inheritance at
+/// all, in its own process group, detached from any console; the daemon
+/// opens its log (`LOG_FILE` in the state dir) itself.
+#[cfg(windows)]
+fn spawn_detached(daemon: &Path, socket: &Path, _log: File) -> std::io::Result<()> {
+    use std::os::windows::ffi::OsStrExt;
+    use windows_sys::Win32::Foundation::CloseHandle;
+    use windows_sys::Win32::System::Threading::{
+        CreateProcessW, CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, CREATE_UNICODE_ENVIRONMENT,
+        DETACHED_PROCESS, PROCESS_INFORMATION, STARTUPINFOW,
+    };
+    let line = telemetry_platform::cmdline::windows_command_line(
+        &daemon.to_string_lossy(),
+        ["--autostarted", "--socket", &socket.to_string_lossy()],
+    );
+    let mut line: Vec<u16> = std::ffi::OsStr::new(&line)
+        .encode_wide()
+        .chain(Some(0))
+        .collect();
+    // NAME=VALUE\0 ... \0: ours, scrubbed, with the AWS chain sent nowhere.
+    let mut block: Vec<u16> = Vec::new();
+    let mut push = |k: &std::ffi::OsStr, v: &std::ffi::OsStr| {
+        block.extend(k.encode_wide());
+        block.push(u16::from(b'='));
+        block.extend(v.encode_wide());
+        block.push(0);
+    };
+    for (k, v) in std::env::vars_os() {
+        if !scrubbed(&k.to_string_lossy()) {
+            push(&k, &v);
+        }
+    }
+    for (k, v) in aws_nowhere() {
+        push(k.as_ref(), v.as_ref());
+    }
+    block.push(0);
+    let program: Vec<u16> = daemon.as_os_str().encode_wide().chain(Some(0)).collect();
+    // SAFETY: NUL-terminated program and (mutable, as CreateProcessW
+    // requires) command line; a double-NUL-terminated UTF-16 environment
+    // block; zeroed STARTUPINFOW with its size set; both returned handles
+    // are closed.
+    unsafe {
+        let mut si: STARTUPINFOW = std::mem::zeroed();
+        si.cb = std::mem::size_of::<STARTUPINFOW>() as u32;
+        let mut pi: PROCESS_INFORMATION = std::mem::zeroed();
+        let ok = CreateProcessW(
+            program.as_ptr(),
+            line.as_mut_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+            0,
+            DETACHED_PROCESS
+                | CREATE_NEW_PROCESS_GROUP
+                | CREATE_NO_WINDOW
+                | CREATE_UNICODE_ENVIRONMENT,
+            block.as_ptr() as *const std::ffi::c_void,
+            std::ptr::null(),
+            &si,
+            &mut pi,
+        );
+        if ok == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        CloseHandle(pi.hProcess);
+        CloseHandle(pi.hThread);
+    }
+    Ok(())
+}
+
+/// The AWS chain's files and the instance role, turned off for the daemon:
+/// it would otherwise still find ~/.aws/credentials (HOME is kept) or the
+/// metadata service.
+fn aws_nowhere() -> [(&'static str, &'static str); 3] {
+    let nowhere = if cfg!(windows) { "NUL" } else { "/dev/null" };
+    [
+        ("AWS_SHARED_CREDENTIALS_FILE", nowhere),
+        ("AWS_CONFIG_FILE", nowhere),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+}
+
+/// Start the daemon detached: Unix (a double fork, see [`detach`]).
+#[cfg(unix)]
 fn spawn_detached(daemon: &Path, socket: &Path, log: File) -> std::io::Result<()> {
     let mut cmd = Command::new(daemon);
     cmd.arg("--autostarted")
@@ -248,42 +338,20 @@ fn spawn_detached(daemon: &Path, socket: &Path, log: File) -> std::io::Result<()
             cmd.env_remove(name);
         }
     }
-    // Nor the user's AWS identity from files or the instance role: the AWS
-    // chain would otherwise still find ~/.aws/credentials (HOME is kept)
-    // or the metadata service.
-    let nowhere = if cfg!(windows) { "NUL" } else { "/dev/null" };
-    cmd.env("AWS_SHARED_CREDENTIALS_FILE", nowhere)
-        .env("AWS_CONFIG_FILE", nowhere)
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    #[cfg(windows)]
-    {
-        // Its own process group, no console, not tied to ours: the
-        // Windows form of the double fork. Handles are not inherited
-        // unless marked so, and std marks none.
-        use std::os::windows::process::CommandExt;
-        const DETACHED_PROCESS: u32 = 0x0000_0008;
-        const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
-        const CREATE_NO_WINDOW: u32 = 0x0800_0000;
-        cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
-        cmd.spawn()?;
-        Ok(())
+    cmd.envs(aws_nowhere());
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe calls (setsid, fork, _exit, sigprocmask, fcntl,
+    // close_range); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(detach);
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: the closure runs between fork and exec and makes only
-        // async-signal-safe calls (setsid, fork, _exit, sigprocmask, fcntl,
-        // close_range); it allocates nothing.
-        unsafe {
-            cmd.pre_exec(detach);
-        }
-        // The process spawned is the intermediate, which exits at once; the
-        // daemon is its child, adopted by init (or a subreaper). `spawn`
-        // returns once the daemon exec'd (or reports why it could not).
-        let mut child = cmd.spawn()?;
-        child.wait()?;
-        Ok(())
-    }
+    // The process spawned is the intermediate, which exits at once; the
+    // daemon is its child, adopted by init (or a subreaper). `spawn`
+    // returns once the daemon exec'd (or reports why it could not).
+    let mut child = cmd.spawn()?;
+    child.wait()?;
+    Ok(())
 }
 
 /// In the forked child: a new session, then fork again and let the

@@ -113,7 +113,7 @@ pub fn default_socket_path() -> PathBuf {
 /// The state dir as the daemon resolves it from the environment:
 /// `TELEMETRY_STATE_DIR`, else `$XDG_STATE_HOME/telemetry`, else
 /// `~/.local/state/telemetry`.
-pub(crate) fn state_dir() -> PathBuf {
+pub fn state_dir() -> PathBuf {
     std::env::var_os("TELEMETRY_STATE_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

@@ -327,6 +327,9 @@ pub struct Args {
     /// Started on demand by a client (telemetry-emit, telemetry-client) with no service manager: exit when idle, and step aside quietly (exit 0) when another telemetryd serves or the store is newer than this binary.
     #[arg(long)]
     pub autostarted: bool,
+    /// Run as the Windows service: started by the service control manager (as `telemetryd install --system` registers it), which stops it; machine-wide pipe permissions. Windows only.
+    #[arg(long)]
+    pub service: bool,
     /// Install or remove the service-manager files instead of running.
     #[command(subcommand)]
     pub command: Option<crate::install::Command>,

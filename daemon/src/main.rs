@@ -25,19 +25,68 @@ fn main() -> ExitCode {
             }
         };
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TELEMETRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    match real_main(&args, &matches, uid) {
+    if args.service {
+        #[cfg(windows)]
+        return service::dispatch();
+        #[cfg(not(windows))]
+        {
+            eprintln!(
+                "telemetryd: error: --service is for Windows' service control manager; here, run telemetryd under systemd or launchd (telemetryd install --system)"
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    // Started by a client on Windows, the daemon has no stderr (it inherits
+    // no handles, see the client's autostart): it opens its log itself.
+    if cfg!(windows) && args.autostarted {
+        log_to_file(&args, uid);
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(log_filter())
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
+    }
+    match real_main(&args, &matches, uid, shutdown_signal(), || {}) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("telemetryd: error: {}", telemetryd::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
+    }
+}
+
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("TELEMETRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// Log to `STATE_DIR/telemetryd.log` (the previous one kept as `.old` once
+/// it passes 8 MiB), for a daemon with nowhere else to write: the Windows
+/// service, and on Windows the daemon a client started. The state dir is
+/// the flag's or the variable's, else the default (a config file's
+/// `state_dir` is not read yet: the log then goes to the default's).
+fn log_to_file(args: &config::Args, uid: u32) {
+    let state = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| telemetry_proto::paths::default_state_dir(|k| std::env::var_os(k), uid));
+    let _ = telemetry_platform::fs::create_private_dir(&state);
+    let path = state.join("telemetryd.log");
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > 8 << 20) {
+        let _ = std::fs::rename(&path, state.join("telemetryd.log.old"));
+    }
+    let file = telemetry_platform::fs::with_mode(
+        std::fs::OpenOptions::new().create(true).append(true),
+        0o600,
+    )
+    .open(&path);
+    if let Ok(file) = file {
+        tracing_subscriber::fmt()
+            .with_env_filter(log_filter())
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .init();
     }
 }
 
@@ -89,7 +138,15 @@ fn raise_fd_limit() {
     }
 }
 
-fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyhow::Result<()> {
+/// Run the daemon until `shutdown` resolves (or the idle exit);
+/// `listening` is called once clients can connect.
+fn real_main(
+    args: &config::Args,
+    matches: &clap::ArgMatches,
+    uid: u32,
+    shutdown: impl std::future::Future<Output = ()>,
+    listening: impl FnOnce(),
+) -> anyhow::Result<()> {
     raise_fd_limit();
     let mut config = config::load(args, Some(matches), |k| std::env::var_os(k), uid)?;
     let activated = service_manager_listener()?;
@@ -128,17 +185,19 @@ fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyho
         ondemand::record_current(&config.state_dir);
     }
     runtime.block_on(async {
-        let (listener, bound) = listen(&config, activated)?;
+        let activated_here = activated.is_some();
+        let (listener, bound) = listen(&config, activated, args.service)?;
+        listening();
         tracing::info!(
             pid = std::process::id(),
             socket = %config.socket_path.display(),
-            activated = bound.is_none(),
+            activated = activated_here,
             autostarted = args.autostarted,
             state_dir = %config.state_dir.display(),
             destination = %config.destination(),
             "telemetryd listening"
         );
-        telemetryd::run_locked(lock, config, listener, shutdown_signal()).await?;
+        telemetryd::run_locked(lock, config, listener, shutdown).await?;
         // Removes the socket file, only if we bound it ourselves.
         drop(bound);
         Ok(())
@@ -151,6 +210,7 @@ fn real_main(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> anyho
 fn listen(
     config: &config::Config,
     activated: Option<Activated>,
+    _service: bool,
 ) -> anyhow::Result<(telemetryd::transport::Listener, Option<socket::BoundSocket>)> {
     let (std_listener, bound) = match activated {
         Some(l) => (l, None),
@@ -172,18 +232,19 @@ fn listen(
 struct NothingToRemove;
 
 /// The listener: the named pipe's first instance (a second daemon on the
-/// same name fails here).
+/// same name fails here); the service's admits every signed-in user.
 #[cfg(windows)]
 fn listen(
     config: &config::Config,
     activated: Option<Activated>,
+    machine_wide: bool,
 ) -> anyhow::Result<(telemetryd::transport::Listener, Option<NothingToRemove>)> {
     if let Some(never) = activated {
         match never {}
     }
     let listener = telemetryd::transport::Listener::bind(
         config.socket_path.as_os_str(),
-        false,
+        machine_wide,
         config.max_connections,
     )
     .with_context(|| {
@@ -225,5 +286,112 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// Running as the Windows service: the service control manager starts the
+/// process, which hands its main thread to the dispatcher; the dispatcher
+/// calls `service_main` on another thread, which runs the daemon until the
+/// manager says stop (or the system shuts down), reporting each state.
+#[cfg(windows)]
+mod service {
+    use super::*;
+    use std::ffi::OsString;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use telemetryd::install::windows::SERVICE_NAME;
+    use windows_service::service::{
+        ServiceControl, ServiceControlAccept, ServiceExitCode, ServiceState, ServiceStatus,
+        ServiceType,
+    };
+    use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
+
+    windows_service::define_windows_service!(ffi_service_main, service_main);
+
+    /// Hand this thread to the service control manager.
+    pub fn dispatch() -> ExitCode {
+        match windows_service::service_dispatcher::start(SERVICE_NAME, ffi_service_main) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "telemetryd: error: --service runs only when the service control manager starts it (sc.exe start {SERVICE_NAME}); in a console, run telemetryd without it: {e}"
+                );
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn status(state: ServiceState, exit: u32) -> ServiceStatus {
+        ServiceStatus {
+            service_type: ServiceType::OWN_PROCESS,
+            current_state: state,
+            controls_accepted: if state == ServiceState::Running {
+                ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN
+            } else {
+                ServiceControlAccept::empty()
+            },
+            exit_code: if exit == 0 {
+                ServiceExitCode::Win32(0)
+            } else {
+                ServiceExitCode::ServiceSpecific(exit)
+            },
+            checkpoint: 0,
+            // Long enough for a last upload (shutdown_timeout) when stopping.
+            wait_hint: Duration::from_secs(60),
+            process_id: None,
+        }
+    }
+
+    fn service_main(_arguments: Vec<OsString>) {
+        // The process's own arguments (the service's command line), not
+        // the start parameters the manager passes here.
+        let (args, matches) = config::parse_args();
+        log_to_file(&args, 0);
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let on_control = {
+            let stop = stop.clone();
+            move |control| match control {
+                ServiceControl::Stop | ServiceControl::Shutdown => {
+                    // notify_one keeps the permit if the daemon is not
+                    // waiting yet.
+                    stop.notify_one();
+                    ServiceControlHandlerResult::NoError
+                }
+                ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
+                _ => ServiceControlHandlerResult::NotImplemented,
+            }
+        };
+        let handle = match service_control_handler::register(SERVICE_NAME, on_control) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register with the service control manager");
+                return;
+            }
+        };
+        let report = |state, exit| {
+            if let Err(e) = handle.set_service_status(status(state, exit)) {
+                tracing::warn!(error = %e, ?state, "cannot report the service's state");
+            }
+        };
+        report(ServiceState::StartPending, 0);
+        let stopping = {
+            let stop = stop.clone();
+            async move {
+                stop.notified().await;
+                tracing::info!("the service control manager asked to stop");
+                report(ServiceState::StopPending, 0);
+            }
+        };
+        let result = real_main(&args, &matches, 0, stopping, || {
+            report(ServiceState::Running, 0)
+        });
+        let exit = match result {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!("{}", telemetryd::error_chain(e.as_ref()));
+                1
+            }
+        };
+        report(ServiceState::Stopped, exit);
     }
 }

@@ -1,8 +1,10 @@
 //! Operating-system helpers the daemon and its clients share, so that
 //! each is written once: private files and directories (modes on Unix,
-//! inherited ACLs on Windows), and on Windows which user a process runs as
-//! (the daemon checks its clients, a client checks the pipe's server).
+//! inherited ACLs on Windows), Windows command lines, and on Windows which
+//! user a process runs as (the daemon checks its clients, a client checks
+//! the pipe's server), security descriptors and the registry.
 
+pub mod cmdline;
 pub mod fs;
 #[cfg(windows)]
 pub mod windows;

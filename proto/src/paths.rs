@@ -41,6 +41,11 @@ pub fn default_pipe_name(env: impl Fn(&str) -> Option<OsString>) -> PathBuf {
     PathBuf::from(format!(r"\\.\pipe\telemetryd-{user}"))
 }
 
+/// The machine-wide daemon's named pipe on Windows (the service
+/// `telemetryd install --system` registers serves it; clients use it when
+/// `TELEMETRY_SOCKET` names it).
+pub const MACHINE_PIPE_NAME: &str = r"\\.\pipe\telemetryd";
+
 /// Whether `path` names a Windows named pipe (`\\.\pipe\...`).
 pub fn is_pipe_name(path: &std::path::Path) -> bool {
     path.to_string_lossy()

@@ -32,6 +32,9 @@ pub enum PeerIdentity {
     Uid(u32),
     /// A Windows security identifier, as a string (`S-1-5-21-...`).
     Sid(String),
+    /// A Windows SID whose token has the Administrators group enabled (an
+    /// elevated administrator): may administer any daemon, as root may.
+    ElevatedSid(String),
     /// The OS did not say: never trusted.
     Unknown,
 }
@@ -46,8 +49,18 @@ impl PeerIdentity {
         match (self, daemon) {
             (PeerIdentity::Unknown, _) => false,
             (PeerIdentity::Uid(0), _) => true,
+            (PeerIdentity::ElevatedSid(_), _) => true,
             (PeerIdentity::Sid(s), _) if s == LOCAL_SYSTEM_SID => true,
-            (me, daemon) => me == daemon,
+            (PeerIdentity::Uid(me), PeerIdentity::Uid(daemon)) => me == daemon,
+            (me, daemon) => me.sid().is_some() && me.sid() == daemon.sid(),
+        }
+    }
+
+    /// The Windows SID, elevated or not.
+    pub fn sid(&self) -> Option<&str> {
+        match self {
+            PeerIdentity::Sid(s) | PeerIdentity::ElevatedSid(s) => Some(s),
+            _ => None,
         }
     }
 
@@ -56,6 +69,7 @@ impl PeerIdentity {
         match self {
             PeerIdentity::Uid(u) => format!("uid {u}"),
             PeerIdentity::Sid(s) => format!("SID {s}"),
+            PeerIdentity::ElevatedSid(s) => format!("SID {s} (elevated)"),
             PeerIdentity::Unknown => "unknown".to_string(),
         }
     }
@@ -64,7 +78,9 @@ impl PeerIdentity {
     /// messages.
     pub fn administrator(&self) -> &'static str {
         match self {
-            PeerIdentity::Sid(_) => "LocalSystem",
+            PeerIdentity::Sid(_) | PeerIdentity::ElevatedSid(_) => {
+                "LocalSystem or an elevated administrator"
+            }
             _ => "root",
         }
     }
@@ -85,6 +101,11 @@ mod tests {
         assert!(sid.may_administer(&sid.clone()));
         assert!(PeerIdentity::Sid(LOCAL_SYSTEM_SID.into()).may_administer(&sid));
         assert!(!PeerIdentity::Sid("S-1-5-21-1-2-3-1002".into()).may_administer(&sid));
+        // Elevation does not change who the user is, and an elevated
+        // administrator may administer anyone's daemon.
+        let elevated = PeerIdentity::ElevatedSid("S-1-5-21-1-2-3-1001".into());
+        assert!(sid.may_administer(&elevated));
+        assert!(PeerIdentity::ElevatedSid("S-1-5-21-1-2-3-1002".into()).may_administer(&sid));
         assert!(!PeerIdentity::Unknown.may_administer(&PeerIdentity::Unknown));
     }
 }

@@ -19,18 +19,11 @@
 use super::PeerIdentity;
 use std::ffi::{c_void, OsStr, OsString};
 use std::os::windows::io::AsRawHandle;
-use telemetry_platform::windows::{own_sid, process_sid, take_local_wide, wide};
+use telemetry_platform::windows::security::{handle_sddl, Descriptor};
+use telemetry_platform::windows::{own_sid, process_is_elevated_admin, process_sid, wide};
 use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
-use windows_sys::Win32::Foundation::{LocalFree, HANDLE};
-use windows_sys::Win32::Security::Authorization::{
-    ConvertSecurityDescriptorToStringSecurityDescriptorW,
-    ConvertStringSecurityDescriptorToSecurityDescriptorW, GetSecurityInfo, SDDL_REVISION_1,
-    SE_KERNEL_OBJECT,
-};
-use windows_sys::Win32::Security::{
-    DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
-    SECURITY_ATTRIBUTES,
-};
+use windows_sys::Win32::Foundation::HANDLE;
+use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::System::Pipes::GetNamedPipeClientProcessId;
 
 /// One client connection.
@@ -39,41 +32,6 @@ pub type Conn = NamedPipeServer;
 /// Most instances of one pipe Windows allows (`PIPE_UNLIMITED_INSTANCES`
 /// is 255, meaning "up to 255").
 pub const MAX_INSTANCES: usize = 254;
-
-/// A security descriptor made from SDDL, freed on drop.
-struct Descriptor(PSECURITY_DESCRIPTOR);
-
-// The descriptor is only read (by CreateNamedPipe) after it is made.
-unsafe impl Send for Descriptor {}
-unsafe impl Sync for Descriptor {}
-
-impl Descriptor {
-    fn from_sddl(sddl: &str) -> std::io::Result<Descriptor> {
-        let text = wide(OsStr::new(sddl));
-        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
-        // SAFETY: `text` is NUL-terminated; `sd` receives a LocalAlloc'd
-        // descriptor that Drop frees.
-        let ok = unsafe {
-            ConvertStringSecurityDescriptorToSecurityDescriptorW(
-                text.as_ptr(),
-                SDDL_REVISION_1,
-                &mut sd,
-                std::ptr::null_mut(),
-            )
-        };
-        if ok == 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Descriptor(sd))
-    }
-}
-
-impl Drop for Descriptor {
-    fn drop(&mut self) {
-        // SAFETY: allocated by ConvertStringSecurityDescriptor... above.
-        unsafe { LocalFree(self.0) };
-    }
-}
 
 /// The SDDL of the pipe's security descriptor: the owner (and only the
 /// owner) has full access; machine-wide, LocalSystem and the
@@ -120,11 +78,7 @@ impl Listener {
     }
 
     fn create(&self, first: bool) -> std::io::Result<NamedPipeServer> {
-        let mut attrs = SECURITY_ATTRIBUTES {
-            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
-            lpSecurityDescriptor: self.descriptor.0,
-            bInheritHandle: 0,
-        };
+        let mut attrs = self.descriptor.attributes();
         let mut options = ServerOptions::new();
         options
             .first_pipe_instance(first)
@@ -171,51 +125,8 @@ impl Listener {
         let server = next
             .as_ref()
             .ok_or_else(|| std::io::Error::other("no instance waiting"))?;
-        security_sddl(server.as_raw_handle() as HANDLE)
+        handle_sddl(server.as_raw_handle() as HANDLE)
     }
-}
-
-/// The owner and DACL of the kernel object `handle`, in SDDL.
-pub fn security_sddl(handle: HANDLE) -> std::io::Result<String> {
-    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
-    let what = DACL_SECURITY_INFORMATION | OWNER_SECURITY_INFORMATION;
-    // SAFETY: out-pointers are valid; `sd` is LocalAlloc'd and freed below.
-    let err = unsafe {
-        GetSecurityInfo(
-            handle,
-            SE_KERNEL_OBJECT,
-            what,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            &mut sd,
-        )
-    };
-    if err != 0 {
-        return Err(std::io::Error::from_raw_os_error(err as i32));
-    }
-    let mut text: *mut u16 = std::ptr::null_mut();
-    // SAFETY: `sd` is a valid descriptor; `text` receives a LocalAlloc'd
-    // string that take_local_wide frees.
-    let ok = unsafe {
-        ConvertSecurityDescriptorToStringSecurityDescriptorW(
-            sd,
-            SDDL_REVISION_1,
-            what,
-            &mut text,
-            std::ptr::null_mut(),
-        )
-    };
-    let out = if ok == 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        // SAFETY: allocated by the call above.
-        unsafe { take_local_wide(text) }.ok_or_else(|| std::io::Error::other("empty SDDL"))
-    };
-    // SAFETY: allocated by GetSecurityInfo.
-    unsafe { LocalFree(sd) };
-    out
 }
 
 /// Whether something serves the pipe `endpoint` now (it exists; every
@@ -229,7 +140,8 @@ pub fn serves(endpoint: &std::path::Path) -> bool {
     ok != 0 || std::io::Error::last_os_error().raw_os_error() != Some(2)
 }
 
-/// The client's SID, from its process id.
+/// The client's SID, from its process id, and whether it runs as an
+/// elevated administrator.
 pub fn peer_identity(conn: &Conn) -> PeerIdentity {
     let mut pid = 0u32;
     // SAFETY: a valid pipe handle and an out-pointer.
@@ -237,7 +149,11 @@ pub fn peer_identity(conn: &Conn) -> PeerIdentity {
     if ok == 0 {
         return PeerIdentity::Unknown;
     }
-    process_sid(pid).map_or(PeerIdentity::Unknown, PeerIdentity::Sid)
+    match process_sid(pid) {
+        Some(sid) if process_is_elevated_admin(pid) => PeerIdentity::ElevatedSid(sid),
+        Some(sid) => PeerIdentity::Sid(sid),
+        None => PeerIdentity::Unknown,
+    }
 }
 
 /// The daemon's own SID.
@@ -271,15 +187,6 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Whether this runs under wine (ntdll exports wine_get_version).
-    fn under_wine() -> bool {
-        use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
-        // SAFETY: NUL-terminated names; the module handle is not freed.
-        unsafe {
-            let ntdll = GetModuleHandleA(b"ntdll.dll\0".as_ptr());
-            !ntdll.is_null() && GetProcAddress(ntdll, b"wine_get_version\0".as_ptr()).is_some()
-        }
-    }
-
     fn unique() -> OsString {
         OsString::from(format!(
             r"\\.\pipe\telemetryd-unit-{}",
@@ -303,7 +210,7 @@ mod tests {
         // Wine does not enforce FILE_FLAG_FIRST_PIPE_INSTANCE: there the
         // state directory's lock is what stops a second daemon (the
         // end-to-end test checks that).
-        if !under_wine() {
+        if !telemetry_platform::windows::under_wine() {
             assert!(Listener::bind(&name, false, 4).is_err());
         }
         // A client is seen as this user.
@@ -318,7 +225,8 @@ mod tests {
             b[0]
         });
         let mut conn = listener.accept().await.unwrap();
-        assert_eq!(peer_identity(&conn), PeerIdentity::Sid(me));
+        // (Elevated or not: wine's processes are.)
+        assert_eq!(peer_identity(&conn).sid(), Some(me.as_str()));
         let mut b = [0u8; 1];
         conn.read_exact(&mut b).await.unwrap();
         conn.write_all(b"y").await.unwrap();

@@ -52,6 +52,8 @@ enum Command {
     Show(commands::show::Args),
     /// Delete stored events that are not uploaded yet.
     Purge(commands::purge::Args),
+    /// Start this user's daemon as a client would (detached, idle exit), unless one answers; wait until it does.
+    Start(commands::start::Args),
 }
 
 impl Command {
@@ -63,6 +65,7 @@ impl Command {
             Command::Consent(a) => a.json,
             Command::Show(a) => a.json,
             Command::Purge(a) => a.json,
+            Command::Start(a) => a.json,
         }
     }
 }
@@ -219,6 +222,7 @@ fn main() -> ExitCode {
         Command::Consent(args) => commands::consent::run(&socket, args),
         Command::Show(args) => commands::show::run(&socket, args),
         Command::Purge(args) => commands::purge::run(&socket, args),
+        Command::Start(args) => commands::start::run(&socket, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

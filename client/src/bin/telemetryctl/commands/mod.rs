@@ -4,6 +4,7 @@ pub mod consent;
 pub mod flush;
 pub mod purge;
 pub mod show;
+pub mod start;
 pub mod status;
 
 use crate::Failure;

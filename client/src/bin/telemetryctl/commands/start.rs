@@ -1,0 +1,114 @@
+//! `telemetryctl start [--json] [--timeout 10s]`: start this user's daemon
+//! the way a client does when it finds none (detached, exiting after 5 idle
+//! minutes, without the user's cloud credentials), unless one answers
+//! already, and wait until it answers. On Windows, `telemetryd install
+//! --user` runs this at each logon.
+
+use super::flush::duration;
+use super::print_json;
+use crate::Failure;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use telemetry_client::autostart::{self, Started};
+use telemetry_client::Client;
+
+/// Flags of `start`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the result as JSON: {"started": BOOL, "daemon": PATH|null, "socket": PATH}.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for the daemon to answer, e.g. 10s.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = duration)]
+    timeout: Duration,
+}
+
+#[derive(serde::Serialize)]
+struct Outcome {
+    started: bool,
+    daemon: Option<String>,
+    socket: String,
+}
+
+fn answers(socket: &Path) -> bool {
+    Client::connect(socket)
+        .and_then(|mut c| c.status(Duration::from_secs(2)))
+        .is_ok()
+}
+
+/// Run `start`.
+pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
+    let outcome = |started, daemon: Option<&Path>| Outcome {
+        started,
+        daemon: daemon.map(|d| d.display().to_string()),
+        socket: socket.display().to_string(),
+    };
+    if answers(socket) {
+        if args.json {
+            return print_json(&outcome(false, None));
+        }
+        println!("telemetryd already answers on {}", socket.display());
+        return Ok(());
+    }
+    let daemon = match autostart::start(socket) {
+        Ok(Started::Spawned(bin)) => Some(bin),
+        // Another client is starting one right now: wait for it.
+        Ok(Started::Recently) => None,
+        Ok(Started::Disabled) => {
+            return Err(Failure {
+                exit: crate::EXIT_REFUSED,
+                code: "autostart_disabled".into(),
+                message: format!(
+                    "{} turns starting the daemon off; unset it, or start telemetryd yourself",
+                    autostart::AUTOSTART_VAR
+                ),
+            })
+        }
+        Ok(Started::NotFound) => {
+            return Err(Failure {
+                exit: crate::EXIT_UNREACHABLE,
+                code: "not_found".into(),
+                message: format!(
+                    "no telemetryd beside telemetryctl or on PATH; set {} to its path",
+                    autostart::DAEMON_VAR
+                ),
+            })
+        }
+        Err(e) => {
+            return Err(Failure {
+                exit: crate::EXIT_UNREACHABLE,
+                code: "unreachable".into(),
+                message: e.to_string(),
+            })
+        }
+    };
+    let deadline = Instant::now() + args.timeout;
+    while !answers(socket) {
+        if Instant::now() > deadline {
+            return Err(Failure {
+                exit: crate::EXIT_UNREACHABLE,
+                code: "unreachable".into(),
+                message: format!(
+                    "telemetryd was started but does not answer on {} after {}; its log is {}",
+                    socket.display(),
+                    humantime::format_duration(args.timeout),
+                    telemetry_client::state_dir()
+                        .join(autostart::LOG_FILE)
+                        .display()
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if args.json {
+        return print_json(&outcome(true, daemon.as_deref()));
+    }
+    match daemon {
+        Some(d) => println!("started {} on {}", d.display(), socket.display()),
+        None => println!(
+            "telemetryd (started by another client) answers on {}",
+            socket.display()
+        ),
+    }
+    Ok(())
+}
