@@ -61,8 +61,9 @@ daemon_bin() {
 }
 
 # Cross-built for Windows and run under wine (scripts/windows.sh; its
-# target dir and wine prefix are cached in ~/.cache/telemetryd-windows).
-windows_tests() { scripts/windows.sh test; }
+# target dir and wine prefix are cached in ~/.cache/telemetryd-windows);
+# then the crates without C type-checked for macOS with the same toolchain.
+windows_tests() { scripts/windows.sh test && scripts/windows.sh macos; }
 
 go_sdk() {
     daemon_bin

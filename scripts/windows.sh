@@ -6,6 +6,7 @@
 #   scripts/windows.sh build     cross-build every binary for x86_64-pc-windows-gnu
 #   scripts/windows.sh test      the unit tests of proto, client and daemon under wine
 #   scripts/windows.sh check ARGS...   cargo check for the target with ARGS
+#   scripts/windows.sh macos      type-check proto, platform and client for macOS
 #   scripts/windows.sh bench [N]  the transport's cost: named pipe under wine
 #                                 against a Unix socket here (BENCHMARKS.md)
 #
@@ -80,6 +81,14 @@ case "${1:-}" in
         setup
         $cargo check "${build_std[@]}" "$@"
         ;;
+    macos)
+        # The same standard-library build, for Darwin: only crates without
+        # C build scripts (the daemon's bundled SQLite, zstd and TLS need a
+        # Darwin SDK, which is not here).
+        setup
+        CARGO_TARGET_DIR="$cache/macos-target" $cargo check -Zbuild-std=std,panic_abort \
+            --target x86_64-apple-darwin -p telemetry-proto -p telemetry-platform -p telemetry-client --all-targets
+        ;;
     bench)
         n="${2:-200}"
         setup
@@ -107,7 +116,7 @@ for k in ("status", "acked", "shim"):
 PY
         ;;
     *)
-        echo "usage: scripts/windows.sh setup|build|test|check|bench [args]" >&2
+        echo "usage: scripts/windows.sh setup|build|test|check|macos|bench [args]" >&2
         exit 2
         ;;
 esac
