@@ -59,6 +59,10 @@ pub enum Started {
     Disabled,
     /// No `telemetryd` beside this executable or on `PATH`.
     NotFound,
+    /// The socket is the machine-wide service's (`\\.\pipe\telemetryd`):
+    /// a client never starts a daemon of its own there, which would take
+    /// the name from the service (and admit only its own user).
+    Service,
 }
 
 /// Why [`start`] failed.
@@ -95,6 +99,12 @@ pub fn nothing_serves(err: &ClientError) -> bool {
 pub fn start(socket: &Path) -> Result<Started, AutostartError> {
     if disabled(std::env::var_os(AUTOSTART_VAR).as_deref()) {
         return Ok(Started::Disabled);
+    }
+    if socket
+        .to_string_lossy()
+        .eq_ignore_ascii_case(telemetry_proto::paths::MACHINE_PIPE_NAME)
+    {
+        return Ok(Started::Service);
     }
     let Some(daemon) = find_daemon() else {
         return Ok(Started::NotFound);
@@ -250,8 +260,8 @@ fn spawn_detached(daemon: &Path, socket: &Path, _log: File) -> std::io::Result<(
     use std::os::windows::ffi::OsStrExt;
     use windows_sys::Win32::Foundation::CloseHandle;
     use windows_sys::Win32::System::Threading::{
-        CreateProcessW, CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, CREATE_UNICODE_ENVIRONMENT,
-        DETACHED_PROCESS, PROCESS_INFORMATION, STARTUPINFOW,
+        CreateProcessW, CREATE_NEW_PROCESS_GROUP, CREATE_UNICODE_ENVIRONMENT, DETACHED_PROCESS,
+        PROCESS_INFORMATION, STARTUPINFOW,
     };
     let line = telemetry_platform::cmdline::windows_command_line(
         &daemon.to_string_lossy(),
@@ -261,21 +271,19 @@ fn spawn_detached(daemon: &Path, socket: &Path, _log: File) -> std::io::Result<(
         .encode_wide()
         .chain(Some(0))
         .collect();
-    // NAME=VALUE\0 ... \0: ours, scrubbed, with the AWS chain sent nowhere.
+    // NAME=VALUE\0 ... \0: ours, scrubbed, with the AWS chain sent
+    // nowhere, sorted by name without case as Windows expects a block.
+    let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !scrubbed(&k.to_string_lossy()))
+        .chain(aws_nowhere().map(|(k, v)| (k.into(), v.into())))
+        .collect();
+    vars.sort_by_key(|(k, _)| k.to_string_lossy().to_uppercase());
     let mut block: Vec<u16> = Vec::new();
-    let mut push = |k: &std::ffi::OsStr, v: &std::ffi::OsStr| {
+    for (k, v) in &vars {
         block.extend(k.encode_wide());
         block.push(u16::from(b'='));
         block.extend(v.encode_wide());
         block.push(0);
-    };
-    for (k, v) in std::env::vars_os() {
-        if !scrubbed(&k.to_string_lossy()) {
-            push(&k, &v);
-        }
-    }
-    for (k, v) in aws_nowhere() {
-        push(k.as_ref(), v.as_ref());
     }
     block.push(0);
     let program: Vec<u16> = daemon.as_os_str().encode_wide().chain(Some(0)).collect();
@@ -293,10 +301,7 @@ fn spawn_detached(daemon: &Path, socket: &Path, _log: File) -> std::io::Result<(
             std::ptr::null(),
             std::ptr::null(),
             0,
-            DETACHED_PROCESS
-                | CREATE_NEW_PROCESS_GROUP
-                | CREATE_NO_WINDOW
-                | CREATE_UNICODE_ENVIRONMENT,
+            DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_UNICODE_ENVIRONMENT,
             block.as_ptr() as *const std::ffi::c_void,
             std::ptr::null(),
             &si,

@@ -38,7 +38,8 @@ fn main() -> ExitCode {
     }
     // Started by a client on Windows, the daemon has no stderr (it inherits
     // no handles, see the client's autostart): it opens its log itself.
-    if cfg!(windows) && args.autostarted {
+    let to_file = cfg!(windows) && args.autostarted;
+    if to_file {
         log_to_file(&args, uid);
     } else {
         tracing_subscriber::fmt()
@@ -50,6 +51,10 @@ fn main() -> ExitCode {
     match real_main(&args, &matches, uid, shutdown_signal(), || {}) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if to_file {
+                // The log is the only place anyone will look.
+                tracing::error!("{}", telemetryd::error_chain(e.as_ref()));
+            }
             eprintln!("telemetryd: error: {}", telemetryd::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
@@ -346,6 +351,12 @@ mod service {
         // The process's own arguments (the service's command line), not
         // the start parameters the manager passes here.
         let (args, matches) = config::parse_args();
+        // Deleted since the install: made again with the DACL the install
+        // gives it, not the readable one %ProgramData% hands down.
+        if let Some(state) = args.state_dir.as_deref().filter(|d| !d.exists()) {
+            let sddl = telemetryd::install::windows::STATE_ACL.sddl;
+            let _ = telemetry_platform::windows::security::create_dir_with_sddl(state, sddl);
+        }
         log_to_file(&args, 0);
         let stop = Arc::new(tokio::sync::Notify::new());
         let on_control = {

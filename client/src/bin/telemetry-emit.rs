@@ -318,6 +318,9 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
                 "; no telemetryd found to start (beside this shim or on PATH; set TELEMETRY_DAEMON)"
                     .into()
             }
+            Ok(Started::Service) => {
+                "; the machine-wide service serves it: sc.exe start telemetryd".into()
+            }
             Err(e) => format!("; {e}"),
         }
     } else {

@@ -30,10 +30,45 @@ pub const SERVICE_DISPLAY_NAME: &str = "telemetryd (anonymous CLI usage telemetr
 pub const SERVICE_DESCRIPTION: &str = "Keeps the opt-in, anonymous usage events of command-line tools and uploads them in batches. Nothing is collected for a tool until its user opts in.";
 /// The value under `HKCU\Software\Microsoft\Windows\CurrentVersion\Run`.
 pub const RUN_VALUE: &str = "telemetryd";
-/// The machine-wide state directory's DACL: LocalSystem (the service) and
-/// the administrators, inherited by everything in it; no one else may read
-/// the events.
-pub const STATE_SDDL: &str = "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)";
+/// Who may do what with a machine-wide path, as SDDL (for the Win32 calls
+/// `install` makes) and as `icacls` arguments (for the staged script).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acl {
+    /// Owner and protected DACL.
+    pub sddl: &'static str,
+    /// The same for `icacls PATH ...` (one line each).
+    pub icacls: &'static [&'static str],
+}
+
+/// `%ProgramData%\telemetry` and `catalog`: owned by the administrators;
+/// LocalSystem and the administrators may change them, users only read
+/// (the ACL `%ProgramData%` hands down would let every user create files
+/// there: a `machine-consent` that opts everyone in, or a manifest that
+/// sends everyone's events to their bucket).
+pub const BASE_ACL: Acl = Acl {
+    sddl: "O:BAD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;0x1200a9;;;BU)",
+    icacls: &[
+        r#"/inheritance:r /grant:r "*S-1-5-18:(OI)(CI)F" "*S-1-5-32-544:(OI)(CI)F" "*S-1-5-32-545:(OI)(CI)RX""#,
+        r#"/setowner "*S-1-5-32-544""#,
+    ],
+};
+/// The state directory: LocalSystem (the service) and the administrators
+/// only; no one else may read the events.
+pub const STATE_ACL: Acl = Acl {
+    sddl: "O:BAD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)",
+    icacls: &[
+        r#"/inheritance:r /grant:r "*S-1-5-18:(OI)(CI)F" "*S-1-5-32-544:(OI)(CI)F""#,
+        r#"/setowner "*S-1-5-32-544""#,
+    ],
+};
+/// The settings files (config, consent): as [`BASE_ACL`], for one file.
+pub const FILE_ACL: Acl = Acl {
+    sddl: "O:BAD:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;0x1200a9;;;BU)",
+    icacls: &[
+        r#"/inheritance:r /grant:r "*S-1-5-18:F" "*S-1-5-32-544:F" "*S-1-5-32-545:RX""#,
+        r#"/setowner "*S-1-5-32-544""#,
+    ],
+};
 /// What a new machine-wide config file says.
 const CONFIG_TEMPLATE: &str = "# telemetryd, machine-wide (the Windows service). Keys as in the README's\n# configuration table; restart the service after a change:\n#   sc.exe stop telemetryd && sc.exe start telemetryd\n";
 
@@ -83,19 +118,30 @@ fn win_join(dir: &Path, name: &str) -> PathBuf {
 /// One thing `install` does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Create a directory; with `sddl`, give it that protected DACL.
+    /// Create a directory and give it `acl`, also when it exists.
     Dir {
         /// Where.
         path: PathBuf,
-        /// Its DACL, if not the inherited one.
-        sddl: Option<&'static str>,
+        /// Its owner and DACL.
+        acl: Acl,
     },
-    /// Write a file unless it exists: what an administrator edited stays.
+    /// Write a file unless it exists (what an administrator edited stays),
+    /// and give it `acl` either way.
     File {
         /// Where.
         path: PathBuf,
-        /// What it says.
+        /// What a new one says.
         contents: String,
+        /// Its owner and DACL.
+        acl: Acl,
+    },
+    /// Give `acl` to a file, if it exists (one made before the install
+    /// keeps whatever ACL its maker chose otherwise).
+    Secure {
+        /// Which.
+        path: PathBuf,
+        /// Its owner and DACL.
+        acl: Acl,
     },
     /// Register (or update) the service.
     Service {
@@ -157,22 +203,32 @@ pub fn telemetryctl_beside(bin: &Path) -> PathBuf {
 pub fn plan(target: &Target, bin: &Path, env: impl Fn(&str) -> Option<OsString>) -> Plan {
     if target.system {
         let paths = MachinePaths::from_env(&env);
+        let system_consent = win_join(&paths.base, "consent");
         let steps = vec![
             Step::Dir {
                 path: paths.base.clone(),
-                sddl: None,
+                acl: BASE_ACL,
             },
             Step::Dir {
                 path: paths.state.clone(),
-                sddl: Some(STATE_SDDL),
+                acl: STATE_ACL,
             },
             Step::Dir {
                 path: paths.catalog.clone(),
-                sddl: None,
+                acl: BASE_ACL,
             },
             Step::File {
                 path: paths.config.clone(),
                 contents: CONFIG_TEMPLATE.to_string(),
+                acl: FILE_ACL,
+            },
+            Step::Secure {
+                path: paths.consent.clone(),
+                acl: FILE_ACL,
+            },
+            Step::Secure {
+                path: system_consent,
+                acl: FILE_ACL,
             },
             Step::Service {
                 bin: bin.to_path_buf(),
@@ -202,14 +258,22 @@ pub fn plan(target: &Target, bin: &Path, env: impl Fn(&str) -> Option<OsString>)
 /// One line per step, as `install` prints it (`verb` is "" or "would ").
 pub fn describe(step: &Step, verb: &str) -> String {
     match step {
-        Step::Dir { path, sddl: None } => format!("{verb}create {}", path.display()),
-        Step::Dir {
+        Step::Dir { path, acl } => {
+            format!("{verb}create {} (owner and DACL {})", path.display(), acl.sddl)
+        }
+        Step::File {
             path,
-            sddl: Some(sddl),
-        } => format!("{verb}create {} (DACL {sddl})", path.display()),
-        Step::File { path, contents } => format!(
-            "{verb}write {} unless it exists:\n{contents}",
-            path.display()
+            contents,
+            acl,
+        } => format!(
+            "{verb}write {} unless it exists (owner and DACL {}):\n{contents}",
+            path.display(),
+            acl.sddl
+        ),
+        Step::Secure { path, acl } => format!(
+            "{verb}set the owner and DACL of {}, if it exists, to {}",
+            path.display(),
+            acl.sddl
         ),
         Step::Service { bin, args } => format!(
             "{verb}register the service {SERVICE_NAME} (automatic start, as LocalSystem, restarted on failure):\n  {}",
@@ -225,12 +289,6 @@ pub fn describe(step: &Step, verb: &str) -> String {
 /// `HKCU\` + this: the values Windows runs at each logon.
 pub const RUN_KEY: &str = r"Software\Microsoft\Windows\CurrentVersion\Run";
 
-/// `cmd.exe` quoting for `sc.exe`'s `binPath=`: the whole command line in
-/// quotes, its own quotes escaped.
-fn sc_quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\\\""))
-}
-
 /// For `--root`: the files a packager runs on the target system instead of
 /// what `install` would do there, with their names.
 pub fn staged(plan: &Plan, root: &Path) -> Vec<(PathBuf, String)> {
@@ -238,29 +296,31 @@ pub fn staged(plan: &Plan, root: &Path) -> Vec<(PathBuf, String)> {
     let mut reg = String::new();
     for step in &plan.steps {
         match step {
-            Step::Dir { path, sddl } => {
+            Step::Dir { path, acl } => {
                 let p = path.display();
                 cmd.push_str(&format!("if not exist \"{p}\" mkdir \"{p}\"\r\n"));
-                if sddl.is_some() {
-                    // The same DACL as STATE_SDDL, in icacls' words.
-                    cmd.push_str(&format!(
-                        "icacls \"{p}\" /inheritance:r /grant:r \"*S-1-5-18:(OI)(CI)F\" \"*S-1-5-32-544:(OI)(CI)F\"\r\n"
-                    ));
-                }
+                icacls(&mut cmd, path, acl);
             }
-            Step::File { path, contents } => {
+            Step::File { path, acl, .. } => {
+                // Empty: the template's text is for `install` to write;
+                // cmd's echo would need every ( ) & ^ escaped.
                 let p = path.display();
-                cmd.push_str(&format!("if not exist \"{p}\" (\r\n"));
-                for line in contents.lines() {
-                    cmd.push_str(&format!("  echo {}>>\"{p}\"\r\n", line.replace('%', "%%")));
-                }
+                cmd.push_str(&format!("if not exist \"{p}\" type nul > \"{p}\"\r\n"));
+                icacls(&mut cmd, path, acl);
+            }
+            Step::Secure { path, acl } => {
+                let p = path.display();
+                cmd.push_str(&format!("if exist \"{p}\" (\r\n"));
+                icacls(&mut cmd, path, acl);
                 cmd.push_str(")\r\n");
             }
             Step::Service { bin, args } => {
+                // sc.exe splits its own command line as the C runtime
+                // does: the service's whole command line is one argument.
                 let line = command_line(bin, args);
                 cmd.push_str(&format!(
                     "sc.exe create {SERVICE_NAME} binPath= {} start= auto DisplayName= \"{SERVICE_DISPLAY_NAME}\"\r\n",
-                    sc_quote(&line)
+                    quote_arg(&line)
                 ));
                 cmd.push_str(&format!(
                     "sc.exe description {SERVICE_NAME} \"{SERVICE_DESCRIPTION}\"\r\n"
@@ -268,6 +328,8 @@ pub fn staged(plan: &Plan, root: &Path) -> Vec<(PathBuf, String)> {
                 cmd.push_str(&format!(
                     "sc.exe failure {SERVICE_NAME} reset= 86400 actions= restart/2000/restart/2000/restart/60000\r\n"
                 ));
+                // Also when it stops with an error, not only on a crash.
+                cmd.push_str(&format!("sc.exe failureflag {SERVICE_NAME} 1\r\n"));
             }
             Step::RunAtLogon { command } => {
                 reg.push_str("Windows Registry Editor Version 5.00\r\n\r\n");
@@ -279,7 +341,7 @@ pub fn staged(plan: &Plan, root: &Path) -> Vec<(PathBuf, String)> {
     }
     let mut out = Vec::new();
     if !cmd.is_empty() {
-        let header = "@echo off\r\nrem Written by `telemetryd install --system --root`: registers the\r\nrem machine-wide telemetryd service. Run it elevated on the target system.\r\n";
+        let header = "@echo off\r\nrem Written by `telemetryd install --system --root`: registers the\r\nrem machine-wide telemetryd service. Run it elevated on the target system.\r\nchcp 65001 >nul\r\n";
         out.push((
             root.join("telemetryd-service.cmd"),
             format!("{header}{cmd}"),
@@ -289,6 +351,26 @@ pub fn staged(plan: &Plan, root: &Path) -> Vec<(PathBuf, String)> {
         out.push((root.join("telemetryd-logon.reg"), reg));
     }
     out
+}
+
+/// `icacls` lines giving `path` the owner and DACL of `acl`.
+fn icacls(cmd: &mut String, path: &Path, acl: &Acl) {
+    for args in acl.icacls {
+        cmd.push_str(&format!("icacls \"{}\" {args} >nul\r\n", path.display()));
+    }
+}
+
+/// A staged file's bytes: `.reg` files are UTF-16LE with a byte-order mark
+/// (what `reg import` expects for non-ASCII paths), the script UTF-8 (it
+/// switches its code page to 65001 first).
+pub fn staged_bytes(path: &Path, contents: &str) -> Vec<u8> {
+    if path.extension().is_some_and(|e| e == "reg") {
+        let mut out = vec![0xFF, 0xFE];
+        out.extend(contents.encode_utf16().flat_map(u16::to_le_bytes));
+        out
+    } else {
+        contents.as_bytes().to_vec()
+    }
 }
 
 /// The staged files' names for `target` (what `uninstall --root` removes).
@@ -324,7 +406,8 @@ pub fn run(
                     );
                 } else {
                     std::fs::create_dir_all(root).map_err(io("create", root))?;
-                    std::fs::write(&path, contents).map_err(io("write", &path))?;
+                    std::fs::write(&path, staged_bytes(&path, &contents))
+                        .map_err(io("write", &path))?;
                     println!("write {}", path.display());
                 }
             }
@@ -349,6 +432,11 @@ pub fn run(
     }
     if installing {
         let plan = plan(target, bin, &env);
+        if target.system {
+            if let Some(warning) = service_bin_warning(bin, &env) {
+                eprintln!("{warning}");
+            }
+        }
         if !dry {
             check_can_apply(&plan, bin)?;
         }
@@ -376,6 +464,30 @@ pub fn run(
         println!("a daemon running now exits by itself after 5 idle minutes; none starts at logon any more");
     }
     Ok(())
+}
+
+/// A warning when the service would run `bin` from outside the system's
+/// program directories: whoever may change that directory may replace the
+/// binary, and it runs as LocalSystem.
+pub fn service_bin_warning(bin: &Path, env: &impl Fn(&str) -> Option<OsString>) -> Option<String> {
+    let b = bin.to_string_lossy().to_lowercase();
+    let safe = [
+        "ProgramFiles",
+        "ProgramFiles(x86)",
+        "ProgramW6432",
+        "SystemRoot",
+    ]
+    .iter()
+    .filter_map(|k| env(k))
+    .map(|d| d.to_string_lossy().trim_end_matches('\\').to_lowercase() + "\\")
+    .any(|d| d.len() > 1 && b.starts_with(&d));
+    (!safe).then(|| {
+        format!(
+            "warning: the service would run {} as LocalSystem; whoever may change that directory may replace it. \
+             Copy telemetryd.exe and telemetryctl.exe to %ProgramFiles%\\telemetry and install from there (or pass --bin with that path).",
+            bin.display()
+        )
+    })
 }
 
 /// Before changing anything: what the plan runs must exist.
@@ -453,6 +565,7 @@ fn remove_run_value(_dry: bool) -> Result<(), InstallError> {
 mod scm {
     use super::*;
     use std::time::{Duration, Instant};
+    use telemetry_platform::windows::security::{create_dir_with_sddl, secure_path};
     use windows_service::service::{
         ServiceAccess, ServiceAction, ServiceActionType, ServiceErrorControl,
         ServiceFailureActions, ServiceFailureResetPeriod, ServiceInfo, ServiceStartType,
@@ -469,8 +582,12 @@ mod scm {
         } else {
             ""
         };
+        // The crate's message ("IO error in winapi call") hides the OS's.
+        let cause = std::error::Error::source(&e)
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
         InstallError::Unknown(format!(
-            "cannot {what} the service {SERVICE_NAME}: {e}{hint}"
+            "cannot {what} the service {SERVICE_NAME}: {e}{cause}{hint}"
         ))
     }
 
@@ -487,19 +604,23 @@ mod scm {
             move |source| InstallError::Io { what, path, source }
         };
         match step {
-            Step::Dir { path, sddl: None } => {
-                std::fs::create_dir_all(path).map_err(io("create", path))
-            }
-            Step::Dir {
+            Step::Dir { path, acl } => create_dir_with_sddl(path, acl.sddl)
+                .map_err(io("create (with its owner and DACL)", path)),
+            Step::File {
                 path,
-                sddl: Some(sddl),
-            } => telemetry_platform::windows::security::create_dir_with_sddl(path, sddl)
-                .map_err(io("create (with its DACL)", path)),
-            Step::File { path, contents } => {
-                if path.exists() {
+                contents,
+                acl,
+            } => {
+                if !path.exists() {
+                    std::fs::write(path, contents).map_err(io("write", path))?;
+                }
+                secure_path(path, acl.sddl).map_err(io("set the owner and DACL of", path))
+            }
+            Step::Secure { path, acl } => {
+                if !path.exists() {
                     return Ok(());
                 }
-                std::fs::write(path, contents).map_err(io("write", path))
+                secure_path(path, acl.sddl).map_err(io("set the owner and DACL of", path))
             }
             Step::Service { bin, args } => register(bin, args),
             Step::RunAtLogon { command } => telemetry_platform::windows::registry::set_run_value(
@@ -549,6 +670,15 @@ mod scm {
         service
             .set_description(SERVICE_DESCRIPTION)
             .map_err(|e| scm_error("describe", e))?;
+        // Restarted also when it stops with an error, not only on a crash.
+        // Not every service manager has the flag (wine's has not): the
+        // service is usable without it.
+        if let Err(e) = service.set_failure_actions_on_non_crash_failures(true) {
+            eprintln!(
+                "warning: {}; it is restarted after a crash, not after an error exit",
+                scm_error("ask for restarts after an error exit of", e)
+            );
+        }
         let restart = |secs| ServiceAction {
             action_type: ServiceActionType::Restart,
             delay: Duration::from_secs(secs),
@@ -633,7 +763,12 @@ mod tests {
         let state = PathBuf::from(r"D:\Data\telemetry\state");
         assert!(plan.steps.contains(&Step::Dir {
             path: state.clone(),
-            sddl: Some(STATE_SDDL)
+            acl: STATE_ACL
+        }));
+        // Users may read the settings, not write them.
+        assert!(plan.steps.contains(&Step::Dir {
+            path: PathBuf::from(r"D:\Data\telemetry"),
+            acl: BASE_ACL
         }));
         let Some(Step::Service { bin: b, args }) = plan.steps.last() else {
             panic!("the service is registered last, after its directories: {plan:?}");
@@ -650,6 +785,19 @@ mod tests {
         );
         assert!(line.contains(r"--consent-file D:\Data\telemetry\machine-consent"));
         assert!(plan.next[0].starts_with("sc.exe start telemetryd"));
+    }
+
+    #[test]
+    fn a_service_binary_outside_program_files_is_warned_about() {
+        let env = |k: &str| (k == "ProgramFiles").then(|| OsString::from(r"C:\Program Files"));
+        let safe = Path::new(r"C:\Program Files\telemetry\telemetryd.exe");
+        assert_eq!(service_bin_warning(safe, &env), None);
+        let unsafe_ = Path::new(r"C:\Users\a\cargo\target\debug\telemetryd.exe");
+        let w = service_bin_warning(unsafe_, &env).expect("a warning");
+        assert!(w.contains("%ProgramFiles%"), "{w}");
+        // A sibling whose name starts the same is not inside.
+        let sibling = Path::new(r"C:\Program Files Evil\telemetryd.exe");
+        assert!(service_bin_warning(sibling, &env).is_some());
     }
 
     #[test]
@@ -680,11 +828,23 @@ mod tests {
             "{cmd}"
         );
         assert!(cmd.lines().all(|l| l.len() < 400), "{cmd}");
+        assert!(cmd.contains("sc.exe failureflag telemetryd 1"), "{cmd}");
+        assert!(
+            cmd.contains(r#"icacls "D:\Data\telemetry" /setowner "*S-1-5-32-544""#),
+            "{cmd}"
+        );
+        // No text inside cmd's parenthesised blocks but icacls lines.
+        assert!(
+            !cmd.lines().any(|l| l.trim_start().starts_with("echo")),
+            "{cmd}"
+        );
 
         let files = staged(&plan(&target(false), &bin, env), root);
         let (path, reg) = &files[0];
         assert_eq!(path, &root.join("telemetryd-logon.reg"));
         assert!(reg.starts_with("Windows Registry Editor Version 5.00\r\n"));
+        let bytes = staged_bytes(path, reg);
+        assert_eq!(&bytes[..4], &[0xFF, 0xFE, b'W', 0], "UTF-16LE with a BOM");
         assert!(
             reg.contains(r#""telemetryd"="C:\\t\\telemetryctl.exe start""#),
             "{reg}"
@@ -697,7 +857,10 @@ mod tests {
         let plan = plan(&target(true), &bin, env);
         let text: Vec<String> = plan.steps.iter().map(|s| describe(s, "would ")).collect();
         assert!(text.iter().all(|l| l.starts_with("would ")), "{text:?}");
-        assert!(text.iter().any(|l| l.contains("(DACL D:P(")), "{text:?}");
+        assert!(
+            text.iter().any(|l| l.contains("(owner and DACL O:BAD:P(")),
+            "{text:?}"
+        );
         assert!(text
             .iter()
             .any(|l| l.contains("register the service telemetryd")));

@@ -11,8 +11,8 @@ use std::ffi::c_void;
 use windows_sys::Win32::Foundation::{CloseHandle, LocalFree, HANDLE};
 use windows_sys::Win32::Security::Authorization::ConvertSidToStringSidW;
 use windows_sys::Win32::Security::{
-    GetTokenInformation, TokenGroups, TokenUser, PSID, TOKEN_GROUPS, TOKEN_INFORMATION_CLASS,
-    TOKEN_QUERY, TOKEN_USER,
+    GetTokenInformation, TokenGroups, TokenUser, PSID, SID_AND_ATTRIBUTES, TOKEN_GROUPS,
+    TOKEN_INFORMATION_CLASS, TOKEN_QUERY, TOKEN_USER,
 };
 use windows_sys::Win32::System::Threading::{
     GetCurrentProcessId, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
@@ -112,12 +112,20 @@ pub fn process_sid(pid: u32) -> Option<String> {
 pub fn process_is_elevated_admin(pid: u32) -> bool {
     with_token(pid, |token| {
         let buf = token_information(token, TokenGroups)?;
-        // SAFETY: the buffer holds a TOKEN_GROUPS with GroupCount entries,
-        // whose SIDs point into it.
+        let p = buf.as_ptr() as *const TOKEN_GROUPS;
+        // SAFETY: the buffer holds a TOKEN_GROUPS with GroupCount entries
+        // (Groups is declared with one; the rest follow it in the buffer),
+        // whose SIDs point into the buffer. The entries' pointer is derived
+        // from the buffer's, not from a reference to the one-entry array,
+        // and the count is checked against the buffer's size.
         unsafe {
-            let groups = &*(buf.as_ptr() as *const TOKEN_GROUPS);
-            let entries =
-                std::slice::from_raw_parts(groups.Groups.as_ptr(), groups.GroupCount as usize);
+            let count = (*p).GroupCount as usize;
+            let first = std::ptr::addr_of!((*p).Groups) as *const SID_AND_ATTRIBUTES;
+            let end = first.add(count) as usize;
+            if end > buf.as_ptr() as usize + buf.len() * 8 {
+                return None;
+            }
+            let entries = std::slice::from_raw_parts(first, count);
             Some(entries.iter().any(|g| {
                 g.Attributes & SE_GROUP_ENABLED != 0
                     && sid_string(g.Sid).as_deref() == Some(ADMINISTRATORS_SID)

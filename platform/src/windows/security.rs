@@ -12,8 +12,9 @@ use windows_sys::Win32::Security::Authorization::{
     SetNamedSecurityInfoW, SDDL_REVISION_1, SE_FILE_OBJECT, SE_KERNEL_OBJECT,
 };
 use windows_sys::Win32::Security::{
-    GetSecurityDescriptorDacl, ACL, DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION,
-    PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES,
+    GetSecurityDescriptorDacl, GetSecurityDescriptorOwner, ACL, DACL_SECURITY_INFORMATION,
+    OWNER_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
+    SECURITY_ATTRIBUTES,
 };
 
 /// A security descriptor made from SDDL, freed on drop.
@@ -52,6 +53,15 @@ impl Descriptor {
             lpSecurityDescriptor: self.0,
             bInheritHandle: 0,
         }
+    }
+
+    /// The descriptor's owner (null when it names none).
+    fn owner(&self) -> PSID {
+        let mut owner: PSID = std::ptr::null_mut();
+        let mut defaulted = 0;
+        // SAFETY: a valid descriptor and out-pointers.
+        unsafe { GetSecurityDescriptorOwner(self.0, &mut owner, &mut defaulted) };
+        owner
     }
 
     /// The descriptor's DACL (null when it has none).
@@ -147,23 +157,59 @@ pub fn path_sddl(path: &Path) -> std::io::Result<String> {
 }
 
 /// Create `dir` (and its missing parents, which inherit as usual) and give
-/// it the DACL of `sddl`, protected from inheritance, also when it exists
-/// already: the machine-wide state directory must not keep the readable
-/// ACL it would inherit from `%ProgramData%`.
+/// it the owner and DACL of `sddl` (`O:` optional, `D:` required), the DACL
+/// protected from inheritance, also when it exists already: the
+/// machine-wide directories must not keep the ACL `%ProgramData%` hands
+/// down, which lets every user create files in them. An existing `dir`
+/// that is a reparse point (a junction or symlink someone put there) is
+/// refused: the DACL would be set on whatever it points to.
 pub fn create_dir_with_sddl(dir: &Path, sddl: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    if !std::fs::symlink_metadata(dir)?.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory; remove it and run this again",
+            dir.display()
+        )));
+    }
+    secure_path(dir, sddl)
+}
+
+/// Give the existing file or directory `path` the owner and DACL of
+/// `sddl` (`O:` optional, `D:` required; the DACL protected from
+/// inheritance). A reparse point (a junction or symlink someone put
+/// there) is refused: the ACL would be set on whatever it points to.
+pub fn secure_path(path: &Path, sddl: &str) -> std::io::Result<()> {
+    use std::os::windows::fs::MetadataExt;
+    const FILE_ATTRIBUTE_REPARSE_POINT: u32 = 0x400;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is a link; remove it and run this again",
+            path.display()
+        )));
+    }
     let descriptor = Descriptor::from_sddl(sddl)?;
-    let name = wide(dir.as_os_str());
-    // SAFETY: a NUL-terminated name; the DACL lives in `descriptor` for
-    // the call.
+    let dacl = descriptor.dacl();
+    if dacl.is_null() {
+        // A null DACL would give everyone full access.
+        return Err(std::io::Error::other(format!("no DACL in {sddl}")));
+    }
+    let owner = descriptor.owner();
+    let mut what = DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION;
+    if !owner.is_null() {
+        what |= OWNER_SECURITY_INFORMATION;
+    }
+    let name = wide(path.as_os_str());
+    // SAFETY: a NUL-terminated name; the owner and DACL live in
+    // `descriptor` for the call.
     let err = unsafe {
         SetNamedSecurityInfoW(
             name.as_ptr(),
             SE_FILE_OBJECT,
-            DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+            what,
+            owner,
             std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            descriptor.dacl(),
+            dacl,
             std::ptr::null_mut(),
         )
     };

@@ -64,6 +64,16 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
                 ),
             })
         }
+        Ok(Started::Service) => {
+            return Err(Failure {
+                exit: crate::EXIT_REFUSED,
+                code: "service".into(),
+                message: format!(
+                    "{} is the machine-wide service's; start it with: sc.exe start telemetryd",
+                    socket.display()
+                ),
+            })
+        }
         Ok(Started::NotFound) => {
             return Err(Failure {
                 exit: crate::EXIT_UNREACHABLE,
