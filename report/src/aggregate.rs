@@ -79,6 +79,8 @@ pub struct Aggregator {
     pub dropped: Cell,
     /// How many `telemetry_dropped` lines there were.
     pub dropped_reports: u64,
+    /// Per catalogued data key and value.
+    pub data: crate::data::DataAggregator,
     /// What was read.
     pub stats: SourceStats,
 }
@@ -92,17 +94,18 @@ struct Line {
     machine: String,
     os: String,
     #[serde(default)]
-    data: Data,
-}
-
-#[derive(Deserialize, Default)]
-struct Data {
-    count: Option<serde_json::Value>,
+    data: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Aggregator {
-    /// Empty counts for `period`.
+    /// Empty counts for `period`, with no value tables.
     pub fn new(period: Period) -> Aggregator {
+        Aggregator::with_catalog(period, None)
+    }
+
+    /// Empty counts for `period`, with value tables for every key of
+    /// `catalog` (see [`crate::data`]).
+    pub fn with_catalog(period: Period, catalog: Option<crate::data::Catalog>) -> Aggregator {
         Aggregator {
             period,
             seen: HashSet::new(),
@@ -115,6 +118,7 @@ impl Aggregator {
             by_event_week: HashMap::new(),
             dropped: Cell::default(),
             dropped_reports: 0,
+            data: crate::data::DataAggregator::new(catalog),
             stats: SourceStats::default(),
         }
     }
@@ -146,7 +150,7 @@ impl Aggregator {
         let next = self.machine_index.len() as u32;
         let m = *self.machine_index.entry(l.machine).or_insert(next);
         if l.event == DROPPED_EVENT {
-            let count = match &l.data.count {
+            let count = match l.data.get("count") {
                 Some(v) => v.as_u64().filter(|n| *n <= MAX_DROPPED).ok_or_else(|| {
                     format!(
                         "{DROPPED_EVENT} count {v} is not a whole number from 0 to {MAX_DROPPED}"
@@ -171,6 +175,7 @@ impl Aggregator {
             return Ok(());
         }
         let week = day.week_start();
+        self.data.add(&l.event, &l.data, m);
         self.all.add(m, 1);
         self.by_os.entry(l.os).or_default().add(m, 1);
         self.by_build.entry(l.build).or_default().add(m, 1);

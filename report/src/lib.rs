@@ -22,6 +22,7 @@
 //! - [`period`]: quarters, days, ISO weeks; which partitions a period reads.
 //! - [`source`]: listing and streaming objects from S3 or a directory.
 //! - [`aggregate`]: the counts, and their memory bounds.
+//! - [`data`]: the catalogued data keys' values, bins and percentiles.
 //! - [`publish`]: the k rule, and the report's shape (`report/SCHEMA.md`).
 //! - [`output`], [`html`]: the files.
 //! - [`retention`]: the five-year S3 lifecycle rule.
@@ -30,6 +31,7 @@
 //! the tests check that both give the same numbers over the same objects.
 
 pub mod aggregate;
+pub mod data;
 pub mod html;
 pub mod output;
 pub mod period;
@@ -48,15 +50,17 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64, u64);
 /// connections' buffers (bodies are streamed, not collected).
 pub const PREFETCH: usize = 8;
 
-/// Read `objects` from `source` and count them for `period`.
+/// Read `objects` from `source` and count them for `period`, with value
+/// tables for `catalog`'s data keys.
 pub async fn aggregate(
     source: &Source,
     objects: &[ObjectRef],
     period: &Period,
+    catalog: Option<data::Catalog>,
     progress: Progress<'_>,
 ) -> Result<aggregate::Aggregator, SourceError> {
     use futures::StreamExt;
-    let mut agg = aggregate::Aggregator::new(period.clone());
+    let mut agg = aggregate::Aggregator::with_catalog(period.clone(), catalog);
     let total = objects.len() as u64;
     let mut bytes = 0;
     // Opened in order and read in order, so a run is repeatable.

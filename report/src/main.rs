@@ -74,6 +74,9 @@ struct ReportArgs {
     /// Product to report on (the product= partition). Default: the only product in the source.
     #[arg(long, value_name = "NAME")]
     product: Option<String>,
+    /// The product's event catalogue (its manifest, e.g. catalog/cfdev.toml): every enum, bool and int data key it lists is counted by value, and lines with data it does not allow are left out of those counts. Default: the built-in cfdev catalogue for the product cfdev; none (no value tables) for others.
+    #[arg(long, value_name = "FILE")]
+    catalog: Option<PathBuf>,
     /// Calendar quarter, e.g. 2026Q4 (UTC days 2026-10-01 to 2026-12-31).
     #[arg(long, value_name = "YYYYQn", required_unless_present_all = ["from", "to"], conflicts_with_all = ["from", "to"])]
     quarter: Option<String>,
@@ -411,7 +414,26 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let agg = telemetry_report::aggregate(&source, &objects, &period, &mut progress).await?;
+    let catalog = match &args.catalog {
+        Some(path) => {
+            let m = telemetry_sink::Manifest::load(path)
+                .with_context(|| format!("--catalog {}", path.display()))?;
+            if m.product != product {
+                bail!(
+                    "--catalog {}: it is the catalogue of {:?}, not of {product:?}; pass the product's own",
+                    path.display(),
+                    m.product
+                );
+            }
+            Some(telemetry_report::data::Catalog::from_manifest(&m))
+        }
+        None if product == "cfdev" => Some(telemetry_report::data::Catalog::from_manifest(
+            &telemetry_sink::Manifest::builtin_cfdev(),
+        )),
+        None => None,
+    };
+    let agg =
+        telemetry_report::aggregate(&source, &objects, &period, catalog, &mut progress).await?;
     let report = publish::publish(
         &agg,
         &product,
@@ -461,6 +483,16 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         s.outside_period,
         started.elapsed().as_secs_f64(),
     );
+    match agg.data.catalog() {
+        Some(c) if report.data_left_out > 0 => eprintln!(
+            "telemetry-report: {} lines carried data the catalogue {} does not allow (another catalogue version, or hand-made): counted as events, left out of every value table",
+            report.data_left_out, c.source
+        ),
+        Some(_) => {}
+        None => eprintln!(
+            "telemetry-report: no catalogue for {product}: data values are not counted (pass --catalog FILE, the product's manifest)"
+        ),
+    }
     Ok(())
 }
 

@@ -56,6 +56,8 @@ pub const FILES: &[&str] = &[
     "by_build.csv",
     "by_week.csv",
     "by_event_week.csv",
+    "data.csv",
+    "data_percentiles.csv",
     "index.html",
 ];
 
@@ -120,6 +122,8 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, OutputErro
         (name("by_build.csv"), table_csv(&report.by_build)),
         (name("by_week.csv"), table_csv(&report.by_week)),
         (name("by_event_week.csv"), event_week_csv(report)),
+        (name("data.csv"), data_csv(report)),
+        (name("data_percentiles.csv"), percentiles_csv(report)),
         (name("index.html"), crate::html::page(report)),
     ]);
     let mut written = Vec::new();
@@ -220,6 +224,52 @@ pub fn preview_text(r: &Report) -> String {
         })
         .collect();
     text_table(&mut out, ["event", "week", "events", "machines"], &rows);
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    for d in &r.data {
+        for row in &d.values.rows {
+            rows.push([
+                d.event.clone(),
+                d.key.clone(),
+                row.key.clone(),
+                row.counts.events.to_string(),
+                row.counts.machines.to_string(),
+            ]);
+        }
+        if let Some(o) = &d.values.other {
+            rows.push([
+                d.event.clone(),
+                d.key.clone(),
+                format!("other ({} values)", o.values),
+                o.counts.events.to_string(),
+                o.counts.machines.to_string(),
+            ]);
+        }
+    }
+    text_table(
+        &mut out,
+        ["event", "key", "value", "events", "machines"],
+        &rows,
+    );
+    let rows: Vec<[String; 6]> = r
+        .data
+        .iter()
+        .filter_map(|d| {
+            let p = d.percentiles.flatten()?;
+            Some([
+                d.event.clone(),
+                d.key.clone(),
+                p.p50.to_string(),
+                p.p90.to_string(),
+                p.p99.to_string(),
+                p.machines.to_string(),
+            ])
+        })
+        .collect();
+    text_table(
+        &mut out,
+        ["event", "key", "p50", "p90", "p99", "machines"],
+        &rows,
+    );
     out
 }
 
@@ -292,6 +342,62 @@ fn table_csv(t: &Table) -> String {
             ",{},{},{}",
             o.counts.events, o.counts.machines, o.values
         );
+    }
+    out
+}
+
+/// `event,key,type,value,events,machines,other_values`: every value table
+/// of `data`, rows as in the one-dimensional CSVs (the merged row has an
+/// empty value and the number of values merged).
+fn data_csv(r: &Report) -> String {
+    let mut out = String::from("event,key,type,value,events,machines,other_values\n");
+    for d in &r.data {
+        for row in &d.values.rows {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},",
+                csv_field(&d.event),
+                csv_field(&d.key),
+                d.kind,
+                csv_field(&row.key),
+                row.counts.events,
+                row.counts.machines
+            );
+        }
+        if let Some(o) = &d.values.other {
+            let _ = writeln!(
+                out,
+                "{},{},{},,{},{},{}",
+                csv_field(&d.event),
+                csv_field(&d.key),
+                d.kind,
+                o.counts.events,
+                o.counts.machines,
+                o.values
+            );
+        }
+    }
+    out
+}
+
+/// `event,key,events,machines,p50,p90,p99,suppressed`: one row per int key.
+fn percentiles_csv(r: &Report) -> String {
+    let mut out = String::from("event,key,events,machines,p50,p90,p99,suppressed\n");
+    for d in &r.data {
+        let (e, k) = (csv_field(&d.event), csv_field(&d.key));
+        match d.percentiles {
+            Some(Some(p)) => {
+                let _ = writeln!(
+                    out,
+                    "{e},{k},{},{},{},{},{},false",
+                    p.events, p.machines, p.p50, p.p90, p.p99
+                );
+            }
+            Some(None) => {
+                let _ = writeln!(out, "{e},{k},,,,,,true");
+            }
+            None => {}
+        }
     }
     out
 }

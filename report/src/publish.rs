@@ -169,6 +169,118 @@ pub struct Report {
     /// Events dropped by daemons whose local store was full.
     #[serde(serialize_with = "ser_dropped")]
     pub dropped: Option<Dropped>,
+    /// Per catalogued data key of every event published in `by_event`:
+    /// its values (see [`crate::data`]). Empty without a catalogue.
+    pub data: Vec<DataTable>,
+    /// Lines whose data the catalogue does not allow (left out of `data`;
+    /// terminal summary only, like `source`).
+    #[serde(skip)]
+    pub data_left_out: u64,
+}
+
+/// One catalogued key of one event: its values under the k rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DataTable {
+    /// The event.
+    pub event: String,
+    /// The data key.
+    pub key: String,
+    /// `enum`, `bool` or `int`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// An int key's bin edges (each row's `value` is a bin, `a..b`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bins: Option<Vec<i64>>,
+    /// Per value (or bin, or `(none)`), largest first, then `other`.
+    pub values: Table,
+    /// An int key's percentiles: `None` for other types; `Some(None)`
+    /// when fewer than k machines sent a value.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_percentiles"
+    )]
+    pub percentiles: Option<Option<Percentiles>>,
+}
+
+/// Nearest-rank percentiles of an int key over the events that carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Percentiles {
+    /// Events with a value.
+    pub events: u64,
+    /// Machines behind them.
+    pub machines: u64,
+    /// Median.
+    pub p50: i64,
+    /// 90th percentile.
+    pub p90: i64,
+    /// 99th percentile.
+    pub p99: i64,
+}
+
+fn ser_percentiles<S: Serializer>(
+    v: &Option<Option<Percentiles>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(Some(p)) => p.serialize(s),
+        _ => suppressed(s),
+    }
+}
+
+/// The value tables of the events in `published` (see [`crate::data`]).
+fn data_tables(agg: &Aggregator, published: &[&str], k: u64, preview: bool) -> Vec<DataTable> {
+    use crate::data::{nearest_rank, Kind};
+    let Some(catalog) = agg.data.catalog() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for event in published {
+        let Some(keys) = catalog.events.get(*event) else {
+            continue;
+        };
+        for (key, kind) in keys {
+            if matches!(kind, Kind::String(_)) {
+                continue;
+            }
+            let Some(counts) = agg.data.keys.get(&(event.to_string(), key.clone())) else {
+                continue;
+            };
+            let values = one_dimension(
+                "value",
+                counts.values.iter().map(|(v, c)| (v.clone(), c)).collect(),
+                k,
+            );
+            let (bins, percentiles) = match kind {
+                Kind::Int { edges, .. } => {
+                    let machines = counts.int_machines.len() as u64;
+                    let p = |q| nearest_rank(&counts.ints, q);
+                    let pct = match (p(50), p(90), p(99)) {
+                        (Some(p50), Some(p90), Some(p99)) if preview || machines >= k => {
+                            Some(Percentiles {
+                                events: counts.ints.values().sum(),
+                                machines,
+                                p50,
+                                p90,
+                                p99,
+                            })
+                        }
+                        _ => None,
+                    };
+                    (Some(edges.clone()), Some(pct))
+                }
+                _ => (None, None),
+            };
+            out.push(DataTable {
+                event: event.to_string(),
+                key: key.clone(),
+                kind: kind.name(),
+                bins,
+                values,
+                percentiles,
+            });
+        }
+    }
+    out
 }
 
 /// The period in `report.json`.
@@ -249,6 +361,7 @@ pub fn publish(
     // a cell with fewer than k.
     let mut events: Vec<&str> = by_event.rows.iter().map(|r| r.key.as_str()).collect();
     events.sort_unstable();
+    let data = data_tables(agg, &events, k, preview);
     let mut weeks: Vec<&str> = by_week.rows.iter().map(|r| r.key.as_str()).collect();
     weeks.sort_unstable();
     let week_cells: HashMap<(&str, String), &Cell> = agg
@@ -318,6 +431,8 @@ pub fn publish(
         by_week,
         by_event_week,
         dropped,
+        data,
+        data_left_out: agg.data.left_out,
     }
 }
 
@@ -740,5 +855,196 @@ mod tests {
         assert_eq!(v["preview"], true);
         assert_eq!(v["k"], 1);
         assert!(!v.to_string().contains("\"m0\""), "no machine id: {v}");
+    }
+
+    /// `start_end` on machines 0..20: duration_s = machine × 10 (so 0..190)
+    /// and success = (machine is even), and two events of machine 0 with
+    /// data the catalogue does not allow; `app_created` on machines 0..20
+    /// with buildpack go (0..12), java (12..18), ruby (18..20), and on
+    /// machine 20 without one; `rare` (a catalogued event) on 2 machines
+    /// and `stop` (not catalogued) on 3.
+    fn data_aggregator() -> Aggregator {
+        let m = telemetry_sink::Manifest::parse(
+            r#"
+product = "p"
+[events.start_end]
+data.duration_s = { type = "int", min = 0, max = 86400 }
+data.success = { type = "bool" }
+[events.app_created]
+data.buildpack = { type = "enum", values = ["go", "java", "ruby"] }
+[events.rare]
+data.kind = { type = "enum", values = ["a"] }
+"#,
+            std::path::Path::new("p.toml"),
+            Some("p"),
+        )
+        .unwrap();
+        let catalog = crate::data::Catalog::from_manifest(&m);
+        let mut a = Aggregator::with_catalog(q4(), Some(catalog));
+        let mut id = 0u128;
+        let mut add = |a: &mut Aggregator, event: &str, machine: u32, data: String| {
+            id += 1;
+            let l = format!(
+                r#"{{"id":"{}","event":"{event}","product":"p","build":"1.0","timestamp":"2026-10-06T10:00:00.000001Z","machine":"m{machine}","os":"linux","arch":"x86_64","data":{data}}}"#,
+                uuid::Uuid::from_u128(id)
+            );
+            a.add_line(l.as_bytes()).unwrap();
+        };
+        for m in 0..20 {
+            let data = format!(r#"{{"duration_s":{},"success":{}}}"#, m * 10, m % 2 == 0);
+            add(&mut a, "start_end", m, data);
+            let bp = match m {
+                0..12 => "go",
+                12..18 => "java",
+                _ => "ruby",
+            };
+            add(
+                &mut a,
+                "app_created",
+                m,
+                format!(r#"{{"buildpack":"{bp}"}}"#),
+            );
+        }
+        add(&mut a, "app_created", 20, "{}".into());
+        add(&mut a, "start_end", 0, r#"{"duration_s":-5}"#.into());
+        add(
+            &mut a,
+            "start_end",
+            0,
+            r#"{"duration_s":5,"colour":"red"}"#.into(),
+        );
+        add(&mut a, "rare", 0, r#"{"kind":"a"}"#.into());
+        add(&mut a, "rare", 1, r#"{"kind":"a"}"#.into());
+        // With `rare`, 5 machines in by_event's other row: no published
+        // event has to join it.
+        for m in 2..5 {
+            add(&mut a, "stop", m, "{}".into());
+        }
+        a
+    }
+
+    #[test]
+    fn data_values_follow_the_k_rule_and_add_up_to_their_event() {
+        let a = data_aggregator();
+        assert_eq!(a.data.left_out, 2);
+        let r = publish(&a, "p", &q4(), 14, Privacy::K(5), Completeness::Complete);
+        let table = |e: &str, k: &str| {
+            r.data
+                .iter()
+                .find(|d| d.event == e && d.key == k)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no table for {e}.{k}: {:?}",
+                        r.data
+                            .iter()
+                            .map(|d| (&d.event, &d.key))
+                            .collect::<Vec<_>>()
+                    )
+                })
+        };
+        // Enum: go 12 and java 6 published; ruby (2) and (none) (1) are
+        // under 5 machines together (3), so java joins them.
+        let bp = table("app_created", "buildpack");
+        assert_eq!(bp.kind, "enum");
+        let rows: Vec<(&str, u64, u64)> = bp
+            .values
+            .rows
+            .iter()
+            .map(|r| (r.key.as_str(), r.counts.events, r.counts.machines))
+            .collect();
+        assert_eq!(rows, [("go", 12, 12)]);
+        let other = bp.values.other.as_ref().unwrap();
+        assert_eq!(
+            (other.values, other.counts.events, other.counts.machines),
+            (3, 9, 9)
+        );
+        // Bool: true on 10 even machines, false on 10 odd; the two
+        // left-out lines of machine 0 are (none), under k, merged.
+        let success = table("start_end", "success");
+        let keys: Vec<&str> = success.values.rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(
+            keys.len()
+                + success
+                    .values
+                    .other
+                    .as_ref()
+                    .map_or(0, |o| o.values as usize),
+            3
+        );
+        // Every key's rows add up to its event's events.
+        let start_end = r
+            .by_event
+            .rows
+            .iter()
+            .find(|r| r.key == "start_end")
+            .unwrap();
+        for d in r.data.iter().filter(|d| d.event == "start_end") {
+            let sum: u64 = d.values.rows.iter().map(|r| r.counts.events).sum::<u64>()
+                + d.values.other.as_ref().map_or(0, |o| o.counts.events);
+            assert_eq!(sum, start_end.counts.events, "{}", d.key);
+        }
+        // Int: bins from the catalogue's bounds; nearest-rank percentiles
+        // over the 20 valid values 0, 10, …, 190: ranks 10, 18 and 20.
+        let d = table("start_end", "duration_s");
+        assert_eq!(d.bins.as_ref().unwrap()[..3], [0, 1, 2]);
+        assert_eq!(
+            d.percentiles,
+            Some(Some(Percentiles {
+                events: 20,
+                machines: 20,
+                p50: 90,
+                p90: 170,
+                p99: 190
+            }))
+        );
+        // `rare` is not published (2 machines): no table for it at all.
+        assert!(r.data.iter().all(|d| d.event != "rare"));
+        // Nothing under k is written: not ruby, not the left-out key.
+        let json = serde_json::to_string(&r).unwrap();
+        for hidden in ["ruby", "colour", "red", "\"rare\""] {
+            assert!(!json.contains(hidden), "{hidden} in {json}");
+        }
+        // With k = 25 nothing at all is published, percentiles included.
+        let r = publish(&a, "p", &q4(), 14, Privacy::K(25), Completeness::Complete);
+        assert!(r.data.is_empty());
+    }
+
+    #[test]
+    fn percentiles_under_k_machines_are_suppressed_but_the_bins_stay() {
+        let m = telemetry_sink::Manifest::parse(
+            "product = \"p\"\n[events.e]\ndata.n = { type = \"int\", bins = [10] }\n",
+            std::path::Path::new("p.toml"),
+            Some("p"),
+        )
+        .unwrap();
+        let mut a = Aggregator::with_catalog(q4(), Some(crate::data::Catalog::from_manifest(&m)));
+        for (id, (machine, data)) in [
+            (0, "{\"n\":3}"),
+            (1, "{\"n\":30}"),
+            (2, "{}"),
+            (3, "{}"),
+            (4, "{}"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let l = format!(
+                r#"{{"id":"{}","event":"e","product":"p","build":"1.0","timestamp":"2026-10-06T10:00:00.000001Z","machine":"m{machine}","os":"linux","arch":"x86_64","data":{data}}}"#,
+                uuid::Uuid::from_u128(id as u128 + 1)
+            );
+            a.add_line(l.as_bytes()).unwrap();
+        }
+        let r = publish(&a, "p", &q4(), 14, Privacy::K(3), Completeness::Complete);
+        let d = &r.data[0];
+        assert_eq!(d.percentiles, Some(None), "2 machines sent a value");
+        let v = serde_json::to_value(d).unwrap();
+        assert_eq!(v["percentiles"], serde_json::json!({"suppressed": true}));
+        assert_eq!(v["bins"], serde_json::json!([10]));
+        // (none) has 3 machines; ..10 and 10.. one each, merged with it.
+        assert_eq!(d.values.rows.len(), 0);
+        assert_eq!(d.values.other.as_ref().unwrap().counts.machines, 5);
+        // A preview shows them all.
+        let p = publish(&a, "p", &q4(), 14, Privacy::Preview, Completeness::Complete);
+        assert_eq!(p.data[0].percentiles.unwrap().unwrap().p50, 3);
     }
 }

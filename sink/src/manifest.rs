@@ -115,6 +115,10 @@ pub enum FieldType {
         min: Option<i64>,
         /// Largest allowed.
         max: Option<i64>,
+        /// Where the report's distribution cuts (`bins = [0, 10, 60]`:
+        /// strictly ascending edges); without them the report derives its
+        /// bins from `min` and `max` (see telemetry-report's `data`).
+        bins: Option<Vec<i64>>,
     },
     /// A boolean.
     Bool,
@@ -135,6 +139,8 @@ enum RawFieldType {
         min: Option<i64>,
         #[serde(default)]
         max: Option<i64>,
+        #[serde(default)]
+        bins: Option<Vec<i64>>,
     },
     Bool,
 }
@@ -155,8 +161,16 @@ impl TryFrom<RawFieldType> for FieldType {
             RawFieldType::Int {
                 min: Some(a),
                 max: Some(b),
+                ..
             } if a > b => return Err(format!("int range is empty: min {a} > max {b}")),
-            RawFieldType::Int { min, max } => FieldType::Int { min, max },
+            RawFieldType::Int {
+                bins: Some(bins), ..
+            } if bins.is_empty() || bins.windows(2).any(|w| w[0] >= w[1]) => {
+                return Err(format!(
+                    "bins {bins:?} must be at least one edge, strictly ascending"
+                ))
+            }
+            RawFieldType::Int { min, max, bins } => FieldType::Int { min, max, bins },
             RawFieldType::Bool => FieldType::Bool,
         })
     }
@@ -429,9 +443,9 @@ impl Manifest {
                 (FieldType::String { max_len }, _) => {
                     return Err(bad(format!("must be text of at most {max_len} bytes")))
                 }
-                (FieldType::Int { min, max }, Value::Int(i))
+                (FieldType::Int { min, max, .. }, Value::Int(i))
                     if min.is_none_or(|m| *i >= m) && max.is_none_or(|m| *i <= m) => {}
-                (FieldType::Int { min, max }, _) => {
+                (FieldType::Int { min, max, .. }, _) => {
                     let range = match (min, max) {
                         (Some(a), Some(b)) => format!(" from {a} to {b}"),
                         (Some(a), None) => format!(" ≥ {a}"),

@@ -631,8 +631,8 @@ fn check_privacy(out: &Path, q: &Quarter, secret_values: &[&str]) {
     let files = files_under(out);
     assert_eq!(
         files.len(),
-        7,
-        "report.json, five CSVs, index.html: {files:?}"
+        9,
+        "report.json, seven CSVs, index.html: {files:?}"
     );
     for f in files {
         let body = String::from_utf8(std::fs::read(&f).unwrap()).unwrap();
@@ -857,6 +857,8 @@ fn a_product_with_k_minus_1_machines_publishes_no_count_anywhere() {
         "by_build.csv",
         "by_week.csv",
         "by_event_week.csv",
+        "data.csv",
+        "data_percentiles.csv",
     ] {
         let body = std::fs::read_to_string(out.join(f)).unwrap();
         assert_eq!(body.lines().count(), 1, "{f} holds only its header: {body}");
@@ -1955,6 +1957,8 @@ fn issue_12_a_developer_previews_their_own_data_and_cannot_mistake_it_for_a_repo
         "by_build.csv",
         "by_week.csv",
         "by_event_week.csv",
+        "data.csv",
+        "data_percentiles.csv",
         "index.html",
     ]
     .iter()
