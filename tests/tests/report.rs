@@ -1616,6 +1616,33 @@ fn the_page_renders_in_headless_chromium_and_shows_the_reports_numbers() {
             expected.insert(format!("{base}/events"), c["events"].to_string());
         }
     }
+    for d in report["data"].as_array().unwrap() {
+        let base = format!(
+            "data/{}/{}",
+            d["event"].as_str().unwrap(),
+            d["key"].as_str().unwrap()
+        );
+        for row in d["values"].as_array().unwrap() {
+            let key = row["value"].as_str().unwrap_or("@other");
+            for f in ["events", "machines"] {
+                expected.insert(format!("{base}/{key}/{f}"), row[f].to_string());
+            }
+        }
+        match &d["percentiles"] {
+            serde_json::Value::Null => {}
+            p if p["suppressed"] == true => {
+                expected.insert(
+                    format!("{base}/percentiles/suppressed"),
+                    "suppressed".into(),
+                );
+            }
+            p => {
+                for f in ["p50", "p90", "p99", "events", "machines"] {
+                    expected.insert(format!("{base}/percentiles/{f}"), p[f].to_string());
+                }
+            }
+        }
+    }
     assert_eq!(shown, expected, "the page's numbers are report.json's");
 
     // It really renders: a screenshot of the page.
