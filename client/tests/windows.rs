@@ -90,6 +90,24 @@ impl Env {
         }
     }
 
+    /// Wait until `status` shows `n` pending events: a spool taken in.
+    fn wait_pending(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = self.ctl(&["status", "--json"]);
+            let report: serde_json::Value =
+                serde_json::from_slice(&status.stdout).unwrap_or_default();
+            if report["pending_events"] == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the spool was not taken in: {report}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn ctl(&self, args: &[&str]) -> Output {
         self.command("telemetryctl").args(args).output().unwrap()
     }
@@ -179,16 +197,7 @@ fn without_a_daemon_the_shim_spools_within_its_budget() {
     assert!(text(&out).contains("spooled"), "{}", text(&out));
     assert!(started.elapsed() < Duration::from_secs(10));
     let mut daemon = env.start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = env.ctl(&["status", "--json"]);
-        let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
-        if report["pending_events"] == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the spool was not taken in");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    env.wait_pending(1);
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
@@ -223,19 +232,7 @@ fn past_the_pipes_instance_limit_the_shim_spools_and_the_event_arrives_later() {
     assert!(text(&out).contains("spooled"), "{}", text(&out));
     assert!(started.elapsed() < Duration::from_secs(10));
     drop(held);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = env.ctl(&["status", "--json"]);
-        let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
-        if report["pending_events"] == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the spool was not taken in: {report}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    env.wait_pending(1);
     let _ = daemon.kill();
     let _ = daemon.wait();
 }

@@ -240,12 +240,8 @@ fn data_sections(h: &mut String, r: &Report) {
             .collect();
         if let Some(bins) = &d.bins {
             // In the bins' order, (none) last.
-            let order = |label: &str| {
-                crate::data::bin_labels(bins, None)
-                    .iter()
-                    .position(|b| b == label)
-                    .unwrap_or(usize::MAX)
-            };
+            let labels = crate::data::bin_labels(bins, None);
+            let order = |label: &str| labels.iter().position(|b| b == label).unwrap_or(usize::MAX);
             bars.sort_by_key(|(label, _)| order(label));
         }
         if let Some(o) = &d.values.other {

@@ -327,10 +327,18 @@ fn csv_field(s: &str) -> String {
 /// row with an empty key and the number of values merged.
 fn table_csv(t: &Table) -> String {
     let mut out = format!("{},events,machines,other_values\n", t.column);
+    rows_csv(&mut out, "", t);
+    out
+}
+
+/// `t`'s rows as CSV lines after `prefix` (fields ending in a comma):
+/// published rows with `other_values` empty, then the merged row with an
+/// empty key and the number of values merged.
+fn rows_csv(out: &mut String, prefix: &str, t: &Table) {
     for r in &t.rows {
         let _ = writeln!(
             out,
-            "{},{},{},",
+            "{prefix}{},{},{},",
             csv_field(&r.key),
             r.counts.events,
             r.counts.machines
@@ -339,11 +347,10 @@ fn table_csv(t: &Table) -> String {
     if let Some(o) = &t.other {
         let _ = writeln!(
             out,
-            ",{},{},{}",
+            "{prefix},{},{},{}",
             o.counts.events, o.counts.machines, o.values
         );
     }
-    out
 }
 
 /// `event,key,type,value,events,machines,other_values`: every value table
@@ -352,30 +359,8 @@ fn table_csv(t: &Table) -> String {
 fn data_csv(r: &Report) -> String {
     let mut out = String::from("event,key,type,value,events,machines,other_values\n");
     for d in &r.data {
-        for row in &d.values.rows {
-            let _ = writeln!(
-                out,
-                "{},{},{},{},{},{},",
-                csv_field(&d.event),
-                csv_field(&d.key),
-                d.kind,
-                csv_field(&row.key),
-                row.counts.events,
-                row.counts.machines
-            );
-        }
-        if let Some(o) = &d.values.other {
-            let _ = writeln!(
-                out,
-                "{},{},{},,{},{},{}",
-                csv_field(&d.event),
-                csv_field(&d.key),
-                d.kind,
-                o.counts.events,
-                o.counts.machines,
-                o.values
-            );
-        }
+        let prefix = format!("{},{},{},", csv_field(&d.event), csv_field(&d.key), d.kind);
+        rows_csv(&mut out, &prefix, &d.values);
     }
     out
 }
