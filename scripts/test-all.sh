@@ -7,14 +7,14 @@
 #   scripts/test-all.sh            every stage
 #   scripts/test-all.sh go node    only these stages (names below)
 #
-# Stages: prereqs fmt clippy cargo windows go node python
+# Stages: prereqs fmt clippy cargo spark windows go node python
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 export CARGO_TERM_COLOR=never
 
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(prereqs fmt clippy cargo windows go node python)
+[ ${#stages[@]} -gt 0 ] || stages=(prereqs fmt clippy cargo spark windows go node python)
 
 prereqs() {
     local need=()
@@ -60,6 +60,27 @@ daemon_bin() {
     export TELEMETRYCTL_BIN="${TELEMETRYCTL_BIN:-$(dirname "$TELEMETRYD_BIN")/telemetryctl}"
 }
 
+# sql/report.spark.sql in Apache Spark (PySpark, local mode, on the JVM)
+# against the real telemetry-report (tests/tests/report_sql.rs, behind the
+# tests crate's `spark` feature so that `cargo test` does not start a JVM).
+# PySpark's wheel carries Spark's jars (450 MB): its venv is cached outside
+# the clone, in ~/.cache/telemetryd-spark. Keep the version in step with
+# PYSPARK_VERSION in that test.
+spark_tests() {
+    if ! command -v java >/dev/null; then
+        echo "installing openjdk-17-jre-headless"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless
+    fi
+    export TELEMETRY_SPARK_VENV="${TELEMETRY_SPARK_VENV:-$HOME/.cache/telemetryd-spark/venv}"
+    if ! "$TELEMETRY_SPARK_VENV/bin/python" -c 'import pyspark' 2>/dev/null; then
+        echo "installing pyspark into $TELEMETRY_SPARK_VENV"
+        python3 -m venv "$TELEMETRY_SPARK_VENV"
+        "$TELEMETRY_SPARK_VENV/bin/pip" install -q pyspark==4.3.0
+    fi
+    cargo build --workspace --bins -q
+    cargo test -p telemetry-tests --features spark --test report_sql spark
+}
+
 # Cross-built for Windows and run under wine (scripts/windows.sh; its
 # target dir and wine prefix are cached in ~/.cache/telemetryd-windows);
 # then the crates without C type-checked for macOS with the same toolchain.
@@ -97,11 +118,12 @@ for stage in "${stages[@]}"; do
         fmt) fn=fmt ;;
         clippy) fn=clippy ;;
         cargo) fn=cargo_tests ;;
+        spark) fn=spark_tests ;;
         windows) fn=windows_tests ;;
         go) fn=go_sdk ;;
         node) fn=node_sdk ;;
         python) fn=python_sdk ;;
-        *) echo "unknown stage $stage (stages: prereqs fmt clippy cargo windows go node python)" >&2; exit 2 ;;
+        *) echo "unknown stage $stage (stages: prereqs fmt clippy cargo spark windows go node python)" >&2; exit 2 ;;
     esac
     echo "== $stage"
     start=$(date +%s)

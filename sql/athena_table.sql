@@ -6,6 +6,9 @@
 -- MSCK REPAIR / crawler to run: every query must name the product
 -- (product = '...') and should bound dt, which is what report.sql does.
 --
+-- `data` is a map of text: every key a line sent, numbers and booleans as
+-- written (70, true); report.sql checks them against the catalogue.
+--
 -- The `product` field inside each line is not declared: the partition
 -- column of the same name and value stands for it.
 CREATE EXTERNAL TABLE IF NOT EXISTS telemetry_raw (
@@ -16,7 +19,7 @@ CREATE EXTERNAL TABLE IF NOT EXISTS telemetry_raw (
   machine     string,
   os          string,
   arch        string,
-  data        struct<count:bigint>
+  data        map<string,string>
 )
 PARTITIONED BY (product string, dt string)
 ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'

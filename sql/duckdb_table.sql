@@ -2,6 +2,8 @@
 -- outbox directory), e.g. after `aws s3 sync s3://BUCKET/PREFIX/ copy/`.
 -- Replace ROOT with that directory (the one holding v1/). The tests run
 -- report.sql on this view and compare with telemetry-report.
+-- `data` is a map of text: every key a line sent, numbers and booleans as
+-- written (70, true); report.sql checks them against the catalogue.
 CREATE OR REPLACE VIEW telemetry_raw AS
 SELECT *
 FROM read_json(
@@ -18,6 +20,6 @@ FROM read_json(
     machine: 'VARCHAR',
     os: 'VARCHAR',
     arch: 'VARCHAR',
-    data: 'STRUCT("count" BIGINT)'
+    data: 'MAP(VARCHAR, VARCHAR)'
   }
 );

@@ -4,6 +4,8 @@
 -- schema. The Hive connector reads NDJSON (format JSON) and picks the zstd
 -- codec from the .zst extension. Register new partitions after uploads
 -- (e.g. before each report) with the CALL below.
+-- `data` is a map of text: every key a line sent, numbers and booleans as
+-- written (70, true); report.sql checks them against the catalogue.
 CREATE TABLE IF NOT EXISTS hive.telemetry.telemetry_raw (
   id          varchar,
   event       varchar,
@@ -12,7 +14,7 @@ CREATE TABLE IF NOT EXISTS hive.telemetry.telemetry_raw (
   machine     varchar,
   os          varchar,
   arch        varchar,
-  data        row("count" bigint),
+  data        map(varchar, varchar),
   product     varchar,
   dt          varchar
 )

@@ -9,6 +9,7 @@
 //! ```
 
 mod broker;
+mod scale;
 mod sdks;
 
 use anyhow::{bail, Context, Result};
@@ -52,6 +53,8 @@ enum What {
     Broker,
     /// Per-event cost of the Rust, Go, Node and Python clients in process vs exec'ing the shim.
     Sdks,
+    /// Bytes per event in S3; telemetry-report's rate and peak RSS at 1M and 10M events vs reading the objects (docs/SCALE.md).
+    Report,
 }
 
 const T: Duration = Duration::from_secs(60);
@@ -81,6 +84,9 @@ fn main() -> Result<()> {
     }
     if run(What::Sdks) {
         sdks::run(cli.quick)?;
+    }
+    if run(What::Report) {
+        scale::run(cli.quick)?;
     }
     Ok(())
 }

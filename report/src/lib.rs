@@ -38,6 +38,7 @@ pub mod period;
 pub mod publish;
 pub mod retention;
 pub mod source;
+pub mod sql;
 
 use period::Period;
 use source::{ObjectRef, Source, SourceError};

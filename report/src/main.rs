@@ -35,6 +35,24 @@ struct Cli {
 enum Command {
     /// Print, apply or check the S3 lifecycle rule that expires raw batches after five years.
     Retention(RetentionArgs),
+    /// Print the product's catalogue as a SQL view (report_catalog) for sql/report.sql's value tables.
+    #[command(
+        after_help = "Examples:\n  telemetry-report catalog-sql --product cfdev > catalog.sql\n  telemetry-report catalog-sql --catalog catalog/cfdev.toml --dialect spark > catalog.spark.sql\n\nRun its output before sql/report.sql (or sql/report.spark.sql), after the table definition: the value tables then count exactly what telemetry-report counts."
+    )]
+    CatalogSql(CatalogSqlArgs),
+}
+
+#[derive(Args)]
+struct CatalogSqlArgs {
+    /// The product's event catalogue (its manifest, e.g. catalog/cfdev.toml).
+    #[arg(long, value_name = "FILE", required_unless_present = "product")]
+    catalog: Option<PathBuf>,
+    /// The product, for its built-in catalogue (only cfdev has one); with --catalog, checked against it.
+    #[arg(long, value_name = "NAME")]
+    product: Option<String>,
+    /// The SQL it is written in: standard (Athena, Trino, DuckDB: sql/report.sql) or spark (sql/report.spark.sql).
+    #[arg(long, value_name = "DIALECT", default_value = "standard", value_parser = ["standard", "spark"])]
+    dialect: String,
 }
 
 /// The daemon's S3 settings, under the same flags and variables.
@@ -136,6 +154,58 @@ const EXIT_NOT_IN_PLACE: u8 = 3;
 /// refusal would write `"partial": false` on an incomplete report.
 const TODAY_VAR: &str = "TELEMETRY_REPORT_TODAY";
 
+/// The catalogue the value tables count against: `path`, checked to be
+/// `product`'s, else the built-in one for cfdev, else none.
+fn load_catalog(
+    path: Option<&std::path::Path>,
+    product: &str,
+) -> anyhow::Result<Option<telemetry_report::data::Catalog>> {
+    use telemetry_report::data::Catalog;
+    Ok(match path {
+        Some(path) => {
+            let m = telemetry_sink::Manifest::load(path)
+                .with_context(|| format!("--catalog {}", path.display()))?;
+            if m.product != product {
+                bail!(
+                    "--catalog {}: it is the catalogue of {:?}, not of {product:?}; pass the product's own",
+                    path.display(),
+                    m.product
+                );
+            }
+            Some(Catalog::from_manifest(&m))
+        }
+        None if product == "cfdev" => Some(Catalog::from_manifest(
+            &telemetry_sink::Manifest::builtin_cfdev(),
+        )),
+        None => None,
+    })
+}
+
+/// `catalog-sql`: the catalogue as `report_catalog`, on stdout.
+fn catalog_sql_main(args: CatalogSqlArgs) -> anyhow::Result<ExitCode> {
+    use telemetry_report::sql::{catalog_view, Dialect};
+    let product = match (&args.product, &args.catalog) {
+        (Some(p), _) => p.clone(),
+        (None, Some(path)) => {
+            telemetry_sink::Manifest::load(path)
+                .with_context(|| format!("--catalog {}", path.display()))?
+                .product
+        }
+        (None, None) => bail!("pass --catalog FILE (the product's manifest) or --product cfdev"),
+    };
+    let Some(catalog) = load_catalog(args.catalog.as_deref(), &product)? else {
+        bail!("no built-in catalogue for {product:?} (only cfdev has one): pass --catalog FILE, the product's manifest");
+    };
+    let dialect = match args.dialect.as_str() {
+        "spark" => Dialect::Spark,
+        _ => Dialect::Standard,
+    };
+    std::io::stdout()
+        .write_all(catalog_view(&catalog, dialect).as_bytes())
+        .context("writing to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `--k`: a whole number, at least [`MIN_K`].
 fn parse_k(s: &str) -> Result<u64, String> {
     let k: u64 = s
@@ -177,6 +247,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Some(Command::Retention(args)) => runtime.block_on(retention_main(args)),
+        Some(Command::CatalogSql(args)) => catalog_sql_main(args),
         None => runtime
             .block_on(report_main(cli.report))
             .map(|()| ExitCode::SUCCESS),
@@ -414,24 +485,7 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let catalog = match &args.catalog {
-        Some(path) => {
-            let m = telemetry_sink::Manifest::load(path)
-                .with_context(|| format!("--catalog {}", path.display()))?;
-            if m.product != product {
-                bail!(
-                    "--catalog {}: it is the catalogue of {:?}, not of {product:?}; pass the product's own",
-                    path.display(),
-                    m.product
-                );
-            }
-            Some(telemetry_report::data::Catalog::from_manifest(&m))
-        }
-        None if product == "cfdev" => Some(telemetry_report::data::Catalog::from_manifest(
-            &telemetry_sink::Manifest::builtin_cfdev(),
-        )),
-        None => None,
-    };
+    let catalog = load_catalog(args.catalog.as_deref(), &product)?;
     let agg =
         telemetry_report::aggregate(&source, &objects, &period, catalog, &mut progress).await?;
     let report = publish::publish(

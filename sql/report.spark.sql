@@ -1,0 +1,183 @@
+-- sql/report.sql in Apache Spark SQL (3.4 or later; tested with 4.3 in
+-- local mode): the same statements under the same names, over the
+-- `telemetry_raw` view of spark_table.sql and the report_catalog view of
+-- `telemetry-report catalog-sql --dialect spark`. Everything report.sql's
+-- header says about parameters, semantics, the k rule and the two
+-- differences for hand-made lines holds here. Spark's words differ:
+-- temporary views, any_value for arbitrary, LATERAL VIEW explode for
+-- CROSS JOIN UNNEST, STRING for VARCHAR, backquotes for identifiers.
+--
+-- Parameters, replaced textually before running: {{product}}, {{from}},
+-- {{to}}, {{last_dt}} (see report.sql).
+
+-- name: report_events
+-- One row per event of the period (replayed lines are one event).
+CREATE OR REPLACE TEMPORARY VIEW report_events AS
+SELECT
+  id,
+  any_value(event)   AS event,
+  any_value(build)   AS build,
+  any_value(os)      AS os,
+  any_value(machine) AS machine,
+  any_value(day)     AS day
+FROM (
+  SELECT
+    id, event, build, os, machine,
+    CAST(substr(`timestamp`, 1, 10) AS DATE) AS day
+  FROM telemetry_raw
+  WHERE product = '{{product}}'
+    AND dt BETWEEN '{{from}}' AND '{{last_dt}}'
+    AND substr(`timestamp`, 1, 10) BETWEEN '{{from}}' AND '{{to}}'
+) AS period_lines
+GROUP BY id;
+
+-- name: report_entries
+-- Every data entry of the period's lines, one row each (replayed lines
+-- are identical, so DISTINCT keeps one).
+CREATE OR REPLACE TEMPORARY VIEW report_entries AS
+SELECT DISTINCT r.id, d.data_key, r.data[d.data_key] AS value
+FROM telemetry_raw AS r
+LATERAL VIEW explode(map_keys(r.data)) d AS data_key
+WHERE r.product = '{{product}}'
+  AND r.dt BETWEEN '{{from}}' AND '{{last_dt}}'
+  AND substr(r.`timestamp`, 1, 10) BETWEEN '{{from}}' AND '{{to}}';
+
+-- name: report_checked
+-- Each entry with the catalogue row that allows it: kind is NULL when
+-- none does (a key the event does not list, a value or type it does not
+-- allow). An int is allowed only when written as an integer.
+CREATE OR REPLACE TEMPORARY VIEW report_checked AS
+SELECT x.id, e.event, x.data_key, x.value, c.kind, c.label
+FROM report_entries AS x
+JOIN report_events AS e ON e.id = x.id
+LEFT JOIN report_catalog AS c
+  ON c.event_name = e.event
+  AND c.data_key = x.data_key
+  AND (
+    (c.kind IN ('enum', 'bool') AND x.value = c.label)
+    OR (c.kind = 'int'
+      AND CAST(TRY_CAST(x.value AS BIGINT) AS STRING) = x.value
+      AND (c.min_value IS NULL OR TRY_CAST(x.value AS BIGINT) >= c.min_value)
+      AND (c.max_value IS NULL OR TRY_CAST(x.value AS BIGINT) <= c.max_value)
+      AND (c.lo IS NULL OR TRY_CAST(x.value AS BIGINT) >= c.lo)
+      AND (c.hi IS NULL OR TRY_CAST(x.value AS BIGINT) < c.hi))
+    OR (c.kind = 'string' AND length(x.value) <= c.max_len)
+  );
+
+-- name: report_data_lines
+-- One row per event and counted key of its event name: the value's label
+-- (value, true/false, bin) or '(none)', and an int's value when allowed.
+CREATE OR REPLACE TEMPORARY VIEW report_data_lines AS
+SELECT
+  e.id, e.event, e.machine, k.data_key,
+  CASE WHEN bad.id IS NULL AND v.label IS NOT NULL THEN v.label ELSE '(none)' END AS label,
+  CASE WHEN bad.id IS NULL AND v.kind = 'int' THEN TRY_CAST(v.value AS BIGINT) END AS int_value
+FROM report_events AS e
+JOIN (
+  SELECT DISTINCT event_name, data_key FROM report_catalog WHERE kind <> 'string'
+) AS k ON k.event_name = e.event
+LEFT JOIN (
+  SELECT DISTINCT id FROM report_checked WHERE kind IS NULL
+) AS bad ON bad.id = e.id
+LEFT JOIN report_checked AS v ON v.id = e.id AND v.data_key = k.data_key
+WHERE e.event <> 'telemetry_dropped';
+
+-- name: duplicates
+SELECT count(*) - count(DISTINCT id) AS duplicates
+FROM telemetry_raw
+WHERE product = '{{product}}'
+  AND dt BETWEEN '{{from}}' AND '{{last_dt}}'
+  AND substr(`timestamp`, 1, 10) BETWEEN '{{from}}' AND '{{to}}';
+
+-- name: totals
+SELECT count(*) AS events, count(DISTINCT machine) AS machines
+FROM report_events
+WHERE event <> 'telemetry_dropped';
+
+-- name: by_event
+SELECT event, count(*) AS events, count(DISTINCT machine) AS machines
+FROM report_events
+WHERE event <> 'telemetry_dropped'
+GROUP BY event
+ORDER BY event;
+
+-- name: by_os
+SELECT os, count(*) AS events, count(DISTINCT machine) AS machines
+FROM report_events
+WHERE event <> 'telemetry_dropped'
+GROUP BY os
+ORDER BY os;
+
+-- name: by_build
+SELECT build, count(*) AS events, count(DISTINCT machine) AS machines
+FROM report_events
+WHERE event <> 'telemetry_dropped'
+GROUP BY build
+ORDER BY build;
+
+-- name: by_week
+SELECT
+  CAST(CAST(date_trunc('week', day) AS DATE) AS STRING) AS week,
+  count(*) AS events,
+  count(DISTINCT machine) AS machines
+FROM report_events
+WHERE event <> 'telemetry_dropped'
+GROUP BY 1
+ORDER BY 1;
+
+-- name: by_event_week
+SELECT
+  event,
+  CAST(CAST(date_trunc('week', day) AS DATE) AS STRING) AS week,
+  count(*) AS events,
+  count(DISTINCT machine) AS machines
+FROM report_events
+WHERE event <> 'telemetry_dropped'
+GROUP BY 1, 2
+ORDER BY 1, 2;
+
+-- name: dropped
+SELECT
+  coalesce(sum(TRY_CAST(x.value AS BIGINT)), 0) AS events,
+  count(*) AS reports,
+  count(DISTINCT e.machine) AS machines
+FROM report_events AS e
+LEFT JOIN report_entries AS x ON x.id = e.id AND x.data_key = 'count'
+WHERE e.event = 'telemetry_dropped';
+
+-- name: data_values
+-- report.json's data[].values, before the k rule.
+SELECT
+  event, data_key, label AS value,
+  count(*) AS events,
+  count(DISTINCT machine) AS machines
+FROM report_data_lines
+GROUP BY event, data_key, label
+ORDER BY 1, 2, 3;
+
+-- name: data_percentiles
+-- report.json's data[].percentiles (publish only where machines >= k).
+SELECT
+  event, data_key,
+  max(n) AS events,
+  count(DISTINCT machine) AS machines,
+  min(CASE WHEN rn = ceil(50 * n / 100.0) THEN int_value END) AS p50,
+  min(CASE WHEN rn = ceil(90 * n / 100.0) THEN int_value END) AS p90,
+  min(CASE WHEN rn = ceil(99 * n / 100.0) THEN int_value END) AS p99
+FROM (
+  SELECT
+    event, data_key, machine, int_value,
+    count(*) OVER (PARTITION BY event, data_key) AS n,
+    row_number() OVER (PARTITION BY event, data_key ORDER BY int_value) AS rn
+  FROM report_data_lines
+  WHERE int_value IS NOT NULL
+) AS ranked
+GROUP BY event, data_key
+ORDER BY 1, 2;
+
+-- name: data_left_out
+-- Lines whose data the catalogue does not allow: left out of every value
+-- table (telemetry-report prints this count).
+SELECT count(DISTINCT id) AS lines
+FROM report_checked
+WHERE kind IS NULL AND event <> 'telemetry_dropped';

@@ -1,0 +1,424 @@
+//! The SQL for maintainers, checked against the real `telemetry-report` on
+//! the same generated quarter (see report_quarter): `sql/report.sql` in
+//! DuckDB here, and `sql/report.spark.sql` in Apache Spark (local mode)
+//! in the `spark` stage of scripts/test-all.sh. Every cell the report
+//! publishes must be the engine's raw cell, every `other` row the engine's
+//! sum of what the report merged, and nothing under k published.
+
+mod report_quarter;
+
+use report_quarter::*;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+use telemetry_tests::{bin, text, S3Server};
+
+/// The engines the SQL is checked on.
+#[derive(Clone, Copy)]
+enum Engine {
+    /// sql/report.sql.
+    DuckDb,
+    /// sql/report.spark.sql.
+    #[cfg_attr(not(feature = "spark"), allow(dead_code))]
+    Spark,
+}
+
+impl Engine {
+    /// `sql_report.py`'s name for it.
+    fn dialect_name(self) -> &'static str {
+        match self {
+            Engine::DuckDb => "duckdb",
+            Engine::Spark => "spark",
+        }
+    }
+
+    /// `telemetry-report catalog-sql --dialect`.
+    fn dialect(self) -> &'static str {
+        match self {
+            Engine::DuckDb => "standard",
+            Engine::Spark => "spark",
+        }
+    }
+
+    /// A Python that has the engine.
+    fn python(self) -> PathBuf {
+        match self {
+            Engine::DuckDb => duckdb_python(),
+            Engine::Spark => spark_python(),
+        }
+    }
+}
+
+/// The Python with PySpark the Spark test runs: `$TELEMETRY_SPARK_VENV`,
+/// else `~/.cache/telemetryd-spark/venv` (kept outside the clone: the
+/// wheel is 450 MB), created on first use. Spark runs on the JVM: needs
+/// Java 17 or later (`java` on PATH or `JAVA_HOME`).
+fn spark_python() -> PathBuf {
+    let venv = std::env::var_os("TELEMETRY_SPARK_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache/telemetryd-spark/venv")
+        });
+    let python = venv.join("bin/python");
+    let has_spark = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import pyspark"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !(python.exists() && has_spark(&python)) {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", &format!("pyspark=={PYSPARK_VERSION}")])
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            ok && has_spark(&python),
+            "PySpark is needed to check sql/report.spark.sql: `python3 -m venv {0} && {0}/bin/pip install pyspark=={PYSPARK_VERSION}` (needs python3-venv and PyPI); scripts/test-all.sh spark does this",
+            venv.display()
+        );
+    }
+    let java = Command::new("java").arg("-version").output();
+    assert!(
+        java.is_ok_and(|o| o.status.success()),
+        "Spark needs Java 17 or later: apt-get install openjdk-17-jre-headless (scripts/test-all.sh spark does this)"
+    );
+    python
+}
+
+/// The Spark release the Spark SQL is checked with: 4.2 or later reads
+/// .ndjson.zst without a native Hadoop library. Keep in step with
+/// scripts/test-all.sh.
+const PYSPARK_VERSION: &str = "4.3.0";
+
+/// The Python with DuckDB the SQL test runs: `target/duckdb-venv`, created
+/// on first use (needs python3 with venv and PyPI access).
+fn duckdb_python() -> PathBuf {
+    let target = telemetry_tests::bin_dir()
+        .parent()
+        .expect("target dir")
+        .to_path_buf();
+    let venv = target.join("duckdb-venv");
+    let python = venv.join("bin/python");
+    let has_duckdb = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import duckdb"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if python.exists() && has_duckdb(&python) {
+        return python;
+    }
+    let how = format!(
+        "DuckDB is needed to check sql/report.sql: `python3 -m venv {0} && {0}/bin/pip install duckdb=={DUCKDB_VERSION}` (needs python3-venv and PyPI); .ci/run does this",
+        venv.display()
+    );
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", &format!("duckdb=={DUCKDB_VERSION}")])
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(ok && has_duckdb(&python), "{how}");
+    python
+}
+
+/// The DuckDB release the SQL is checked with.
+const DUCKDB_VERSION: &str = "2.0.1";
+
+/// Run `engine`'s SQL over the objects of a generated quarter and check
+/// every raw cell the report published, and the k rule, against it.
+fn sql_gives_exactly_the_reports_numbers(engine: Engine) {
+    let python = engine.python();
+    let q = generate(600, 23);
+    let server = S3Server::start();
+    server.put_objects(&q.objects);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = run_report(
+        &server,
+        &dir.path().join("home"),
+        &out,
+        &["--product", PRODUCT],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let duplicates = summary_stats(&o).2;
+    let left_out = left_out(&o);
+    // The engine reads the same objects, fetched back from the S3 server.
+    let copy = dir.path().join("copy");
+    for (key, body) in server.objects() {
+        let path = copy.join(key.strip_prefix(&format!("{PREFIX}/")).unwrap());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    // The catalogue the report counted against, as the engine's view.
+    let catalog_sql = dir.path().join("catalog.sql");
+    let o = Command::new(bin("telemetry-report"))
+        .args([
+            "catalog-sql",
+            "--product",
+            PRODUCT,
+            "--dialect",
+            engine.dialect(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(&catalog_sql, &o.stdout).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let started = Instant::now();
+    let o = Command::new(&python)
+        .arg(root.join("tests/scripts/sql_report.py"))
+        .arg(engine.dialect_name())
+        .args([
+            root.join("sql").to_str().unwrap(),
+            copy.to_str().unwrap(),
+            out.join("report.json").to_str().unwrap(),
+            catalog_sql.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "sql_report.py failed:\n{}", text(&o));
+    // Each statement's time, for --nocapture.
+    eprint!("{}", String::from_utf8_lossy(&o.stderr));
+    eprintln!(
+        "{}: report.sql ran in {:.1} s",
+        engine.dialect_name(),
+        started.elapsed().as_secs_f64()
+    );
+    let sql: Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Every named statement of report.sql ran, under its own name, and
+    // nothing else (a comment mentioning "-- name: " is not a statement).
+    let names: BTreeSet<&str> = sql
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "by_build",
+            "by_event",
+            "by_event_week",
+            "by_os",
+            "by_week",
+            "data_left_out",
+            "data_percentiles",
+            "data_values",
+            "dropped",
+            "duplicates",
+            "other",
+            "totals"
+        ]),
+        "{sql}"
+    );
+    let report = read_json(&out.join("report.json"));
+    let k = u(&report["k"]);
+
+    assert_eq!(sql["totals"][0]["events"], report["totals"]["events"]);
+    assert_eq!(sql["totals"][0]["machines"], report["totals"]["machines"]);
+    assert_eq!(u(&sql["duplicates"][0]["duplicates"]), duplicates);
+    assert!(duplicates > 0);
+    assert_eq!(sql["dropped"][0]["events"], report["dropped"]["events"]);
+    assert_eq!(sql["dropped"][0]["reports"], report["dropped"]["reports"]);
+    assert_eq!(sql["dropped"][0]["machines"], report["dropped"]["machines"]);
+    for (table, column) in [
+        ("by_event", "event"),
+        ("by_os", "os"),
+        ("by_build", "build"),
+        ("by_week", "week"),
+    ] {
+        let raw = sql[table].as_array().unwrap();
+        let rows = report[table].as_array().unwrap();
+        let mut published = 0;
+        for row in rows {
+            if row["other"] == true {
+                // The script computed the merged row from the raw table:
+                // every value the report did not publish.
+                assert_eq!(
+                    sql["other"][table]["events"], row["events"],
+                    "{table} other"
+                );
+                assert_eq!(
+                    sql["other"][table]["machines"], row["machines"],
+                    "{table} other"
+                );
+                assert_eq!(
+                    sql["other"][table]["values"], row["values"],
+                    "{table} other"
+                );
+                continue;
+            }
+            published += 1;
+            let cell = raw
+                .iter()
+                .find(|c| c[column] == row[column])
+                .unwrap_or_else(|| panic!("{table}: SQL lacks {row}"));
+            assert_eq!(cell["events"], row["events"], "{table} {row}");
+            assert_eq!(cell["machines"], row["machines"], "{table} {row}");
+        }
+        for cell in raw {
+            if u(&cell["machines"]) < k {
+                assert!(
+                    !rows.iter().any(|r| r[column] == cell[column]),
+                    "{table}: {cell} is under k"
+                );
+            }
+        }
+        assert!(published > 0 && published <= raw.len());
+    }
+    let raw = sql["by_event_week"].as_array().unwrap();
+    let cells = report["by_event_week"].as_array().unwrap();
+    assert!(!cells.is_empty());
+    for c in cells {
+        let Some(r) = raw
+            .iter()
+            .find(|r| r["event"] == c["event"] && r["week"] == c["week"])
+        else {
+            // No machine sent the event that week: listed, suppressed.
+            assert_eq!(c["suppressed"], true, "SQL lacks {c}");
+            continue;
+        };
+        if c["suppressed"] == true {
+            assert!(u(&r["machines"]) < k);
+        } else {
+            assert_eq!(r["events"], c["events"]);
+            assert_eq!(r["machines"], c["machines"]);
+        }
+    }
+    check_data(&sql, &report, k);
+    assert_eq!(u(&sql["data_left_out"][0]["lines"]), left_out);
+    assert!(
+        left_out > HAND_MADE.len() as u64,
+        "the data must exercise lines the catalogue does not allow"
+    );
+}
+
+/// The value tables and percentiles: every published cell equal to the
+/// engine's raw cell, every `other` row to the engine's sum of the values
+/// the report merged, nothing under k published.
+fn check_data(sql: &Value, report: &Value, k: u64) {
+    let raw = sql["data_values"].as_array().unwrap();
+    let pcts = sql["data_percentiles"].as_array().unwrap();
+    let tables = report["data"].as_array().unwrap();
+    let (mut others, mut nones, mut published_pcts) = (0, 0, 0);
+    assert!(tables.len() >= 5, "{report}");
+    for d in tables {
+        let name = format!(
+            "{}/{}",
+            d["event"].as_str().unwrap(),
+            d["key"].as_str().unwrap()
+        );
+        let cells: Vec<&Value> = raw
+            .iter()
+            .filter(|c| c["event"] == d["event"] && c["data_key"] == d["key"])
+            .collect();
+        let rows = d["values"].as_array().unwrap();
+        for row in rows {
+            if row["other"] == true {
+                others += 1;
+                let o = sql["other"]["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|o| o["event"] == d["event"] && o["key"] == d["key"])
+                    .unwrap_or_else(|| panic!("{name}: no other row from SQL"));
+                for f in ["values", "events", "machines"] {
+                    assert_eq!(o[f], row[f], "{name} other {f}");
+                }
+                continue;
+            }
+            if row["value"] == "(none)" {
+                nones += 1;
+            }
+            let cell = cells
+                .iter()
+                .find(|c| c["value"] == row["value"])
+                .unwrap_or_else(|| panic!("{name}: SQL lacks {row}"));
+            assert_eq!(cell["events"], row["events"], "{name} {row}");
+            assert_eq!(cell["machines"], row["machines"], "{name} {row}");
+        }
+        for cell in &cells {
+            if u(&cell["machines"]) < k {
+                assert!(
+                    !rows.iter().any(|r| r["value"] == cell["value"]),
+                    "{name}: {cell} is under k"
+                );
+            }
+        }
+        // Each key's rows add up to its event, in SQL as in the report.
+        let event_total = report["by_event"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["event"] == d["event"])
+            .map(|r| u(&r["events"]))
+            .unwrap();
+        assert_eq!(
+            cells.iter().map(|c| u(&c["events"])).sum::<u64>(),
+            event_total,
+            "{name}"
+        );
+        if d["type"] != "int" {
+            continue;
+        }
+        let p = &d["percentiles"];
+        let raw_p = pcts
+            .iter()
+            .find(|r| r["event"] == d["event"] && r["data_key"] == d["key"]);
+        if p["suppressed"] == true {
+            assert!(raw_p.is_none_or(|r| u(&r["machines"]) < k), "{name}");
+            continue;
+        }
+        published_pcts += 1;
+        let raw_p = raw_p.unwrap_or_else(|| panic!("{name}: SQL has no percentiles"));
+        for f in ["events", "machines", "p50", "p90", "p99"] {
+            assert_eq!(
+                raw_p[f].as_i64(),
+                p[f].as_i64(),
+                "{name} {f}: SQL {raw_p}, report {p}"
+            );
+        }
+    }
+    assert!(
+        others > 0 && nones > 0 && published_pcts > 0,
+        "the data must exercise other rows, (none) rows and percentiles: {report}"
+    );
+}
+
+/// The terminal summary's count of lines whose data the catalogue does
+/// not allow (0 when it says nothing).
+fn left_out(o: &Output) -> u64 {
+    let t = text(o);
+    let Some(end) = t.find(" lines carried data the catalogue") else {
+        return 0;
+    };
+    let head = &t[..end];
+    let start = head
+        .rfind(|c: char| !c.is_ascii_digit())
+        .map_or(0, |i| i + 1);
+    head[start..].parse().unwrap()
+}
+
+#[test]
+fn the_sql_queries_in_duckdb_give_exactly_the_reports_numbers() {
+    sql_gives_exactly_the_reports_numbers(Engine::DuckDb);
+}
+
+/// Run by the `spark` stage of scripts/test-all.sh (`--features spark`):
+/// the JVM is a heavy suite of its own, after `cargo test`.
+#[cfg(feature = "spark")]
+#[test]
+fn the_spark_sql_gives_exactly_the_reports_numbers() {
+    sql_gives_exactly_the_reports_numbers(Engine::Spark);
+}
