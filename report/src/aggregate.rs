@@ -97,6 +97,30 @@ struct Line {
     data: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A line as the report reads it, with its id and UTC day; the error says
+/// what is wrong (the caller adds the object and line number).
+fn parse_line(line: &[u8]) -> Result<(Line, u128, Day), String> {
+    let l: Line = serde_json::from_slice(line).map_err(|e| format!("not an event: {e}"))?;
+    let id = uuid::Uuid::parse_str(&l.id)
+        .map_err(|e| format!("event id {:?} is not a UUID: {e}", l.id))?
+        .as_u128();
+    let day = l
+        .timestamp
+        .get(..10)
+        .and_then(|d| Day::parse(d).ok())
+        .ok_or_else(|| format!("timestamp {:?} is not RFC 3339", l.timestamp))?;
+    if l.machine.is_empty() || l.event.is_empty() {
+        return Err("empty machine or event".into());
+    }
+    Ok((l, id, day))
+}
+
+/// Whether the report can read `line` (what `compact` checks before it
+/// copies a line, so a mirror never holds what the raw data would refuse).
+pub fn check_line(line: &[u8]) -> Result<(), String> {
+    parse_line(line).map(|_| ())
+}
+
 impl Aggregator {
     /// Empty counts for `period`, with no value tables.
     pub fn new(period: Period) -> Aggregator {
@@ -127,18 +151,7 @@ impl Aggregator {
     /// caller adds the object and line number).
     pub fn add_line(&mut self, line: &[u8]) -> Result<(), String> {
         self.stats.lines += 1;
-        let l: Line = serde_json::from_slice(line).map_err(|e| format!("not an event: {e}"))?;
-        let id = uuid::Uuid::parse_str(&l.id)
-            .map_err(|e| format!("event id {:?} is not a UUID: {e}", l.id))?
-            .as_u128();
-        let day = l
-            .timestamp
-            .get(..10)
-            .and_then(|d| Day::parse(d).ok())
-            .ok_or_else(|| format!("timestamp {:?} is not RFC 3339", l.timestamp))?;
-        if l.machine.is_empty() || l.event.is_empty() {
-            return Err("empty machine or event".into());
-        }
+        let (l, id, day) = parse_line(line)?;
         if !self.period.contains(day) {
             self.stats.outside_period += 1;
             return Ok(());

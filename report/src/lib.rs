@@ -31,6 +31,7 @@
 //! the tests check that both give the same numbers over the same objects.
 
 pub mod aggregate;
+pub mod compact;
 pub mod data;
 pub mod html;
 pub mod output;

@@ -40,6 +40,41 @@ enum Command {
         after_help = "Examples:\n  telemetry-report catalog-sql --product cfdev > catalog.sql\n  telemetry-report catalog-sql --catalog catalog/cfdev.toml --dialect spark > catalog.spark.sql\n\nRun its output before sql/report.sql (or sql/report.spark.sql), after the table definition: the value tables then count exactly what telemetry-report counts."
     )]
     CatalogSql(CatalogSqlArgs),
+    /// Copy each day's small batch objects into a few large ones, in a mirror with the same layout that the report and the SQL engines read instead.
+    #[command(
+        after_help = "Examples:\n  telemetry-report compact --into s3://my-bucket/telemetry-mirror --quarter 2026Q4\n  telemetry-report compact --source ~/.local/state/telemetry/outbox --into /srv/mirror --from 2026-11-01 --to 2026-11-30\n\nReads the days --from to --to plus --late-days, as the report does, and writes each as compacted-NNNN.ndjson.zst parts under INTO/v1/product=P/dt=D/, replacing the day's earlier parts. The raw batches are never changed or deleted. Then: telemetry-report --source INTO ..., and the SQL table definitions with INTO as the location."
+    )]
+    Compact(CompactArgs),
+}
+
+#[derive(Args)]
+struct CompactArgs {
+    /// The mirror: a directory (created if missing) or s3://BUCKET/PREFIX, not overlapping the source.
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+    into: String,
+    /// Where the raw batches are, as for the report. Default: the daemon's configured bucket, else its outbox.
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+    source: Option<String>,
+    /// Product to compact. Default: the only product in the source.
+    #[arg(long, value_name = "NAME")]
+    product: Option<String>,
+    /// Calendar quarter, e.g. 2026Q4.
+    #[arg(long, value_name = "YYYYQn", required_unless_present_all = ["from", "to"], conflicts_with_all = ["from", "to"])]
+    quarter: Option<String>,
+    /// First day (UTC, inclusive); needs --to.
+    #[arg(long, value_name = "YYYY-MM-DD", requires = "to")]
+    from: Option<String>,
+    /// Last day (UTC, inclusive); needs --from.
+    #[arg(long, value_name = "YYYY-MM-DD", requires = "from")]
+    to: Option<String>,
+    /// Also compact the days filed this many days after --to, as the report reads them.
+    #[arg(long, value_name = "DAYS", default_value_t = 14, value_parser = clap::value_parser!(u16).range(0..=366))]
+    late_days: u16,
+    /// No line per day.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    s3: S3Args,
 }
 
 #[derive(Args)]
@@ -206,6 +241,116 @@ fn catalog_sql_main(args: CatalogSqlArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `compact`: each day of the period into the mirror.
+async fn compact_main(args: CompactArgs) -> anyhow::Result<ExitCode> {
+    use telemetry_report::compact::{compact_day, PART_BYTES};
+    let period = match (&args.quarter, &args.from, &args.to) {
+        (Some(q), _, _) => Period::quarter(q)?,
+        (None, Some(from), Some(to)) => Period::range(from, to)?,
+        _ => bail!("give --quarter YYYYQn, or --from and --to"),
+    };
+    let source = open_source(args.source.as_deref(), &args.s3, false).await?;
+    let overlap = |into: &Source| {
+        anyhow::anyhow!(
+            "--into {} overlaps the source {}: the mirror must be somewhere else (another prefix or directory), or the report would read both",
+            into.describe(),
+            source.describe()
+        )
+    };
+    let into = if args.into.starts_with("s3://") {
+        open_source(Some(&args.into), &args.s3, true).await?
+    } else {
+        // Checked before the directory is made, so a refused mirror leaves
+        // nothing behind in the source.
+        let path = PathBuf::from(&args.into);
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let parent = std::fs::canonicalize(&parent).with_context(|| {
+            format!(
+                "--into {}: its parent directory {}",
+                args.into,
+                parent.display()
+            )
+        })?;
+        let dir = parent.join(
+            path.file_name()
+                .with_context(|| format!("--into {}: not a directory name", args.into))?,
+        );
+        let into = Source::Dir(dir.clone());
+        if source.overlaps(&into) {
+            return Err(overlap(&into));
+        }
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("--into {}: cannot create the directory", dir.display()))?;
+        into
+    };
+    if source.overlaps(&into) {
+        return Err(overlap(&into));
+    }
+    let product = match &args.product {
+        Some(p) => p.clone(),
+        None => match source.products().await?.as_slice() {
+            [one] => one.clone(),
+            [] => bail!(
+                "no batches under {} (no v1/product=*/ folders); is --source right?",
+                source.describe()
+            ),
+            many => bail!(
+                "{} holds several products ({}); choose one with --product",
+                source.describe(),
+                many.join(", ")
+            ),
+        },
+    };
+    if product.is_empty() || product.contains(['/', '\\']) || product.starts_with('.') {
+        bail!("invalid product name {product:?}");
+    }
+    let work = tempfile::tempdir().context("cannot create a temporary directory for the parts")?;
+    let (mut days, mut objects, mut bytes_in, mut bytes_out, mut lines) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let last = period.last_dt(args.late_days);
+    let mut day = period.from;
+    while day <= last {
+        let done = compact_day(&source, &into, &product, day, work.path(), PART_BYTES)
+            .await
+            .with_context(|| format!("dt={day}: nothing of this day was changed in the mirror"))?;
+        if let Some(d) = done {
+            if !args.quiet {
+                println!(
+                    "dt={day}: {} objects, {:.1} MB, {} lines -> {} part{}, {:.1} MB{}",
+                    d.objects,
+                    d.bytes_in as f64 / 1e6,
+                    d.lines,
+                    d.parts,
+                    if d.parts == 1 { "" } else { "s" },
+                    d.bytes_out as f64 / 1e6,
+                    if d.stale > 0 {
+                        format!(" ({} old parts deleted)", d.stale)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            days += 1;
+            objects += d.objects;
+            bytes_in += d.bytes_in;
+            bytes_out += d.bytes_out;
+            lines += d.lines;
+        }
+        day = day.plus(1);
+    }
+    eprintln!(
+        "telemetry-report: compacted {days} days of {product} from {} into {}: {objects} objects ({:.1} MB) and {lines} lines into {:.1} MB",
+        source.describe(),
+        into.describe(),
+        bytes_in as f64 / 1e6,
+        bytes_out as f64 / 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `--k`: a whole number, at least [`MIN_K`].
 fn parse_k(s: &str) -> Result<u64, String> {
     let k: u64 = s
@@ -248,6 +393,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Retention(args)) => runtime.block_on(retention_main(args)),
         Some(Command::CatalogSql(args)) => catalog_sql_main(args),
+        Some(Command::Compact(args)) => runtime.block_on(compact_main(args)),
         None => runtime
             .block_on(report_main(cli.report))
             .map(|()| ExitCode::SUCCESS),

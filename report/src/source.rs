@@ -46,6 +46,14 @@ pub enum SourceError {
         /// What is wrong.
         message: String,
     },
+    /// Writing or deleting an object of a mirror failed (`compact`).
+    #[error("cannot write {location}: {message}")]
+    Write {
+        /// `s3://bucket/key` or a file.
+        location: String,
+        /// The cause.
+        message: String,
+    },
     /// A line is not a valid event.
     #[error("{location} line {line}: {message}; move the object out of the report's source (or fix it) and run again")]
     Line {
@@ -101,6 +109,87 @@ impl Source {
         match self {
             Source::Dir(d) => d.join(key).display().to_string(),
             Source::S3 { bucket, .. } => format!("s3://{bucket}/{key}"),
+        }
+    }
+
+    /// The key prefix of `product`'s objects filed on `day`.
+    pub fn day_prefix(&self, product: &str, day: Day) -> String {
+        format!("{}product={product}/dt={day}/", self.root())
+    }
+
+    /// Whether `self` and `other` read the same objects (or one holds the
+    /// other's): a mirror must be somewhere else.
+    pub fn overlaps(&self, other: &Source) -> bool {
+        match (self, other) {
+            (Source::Dir(a), Source::Dir(b)) => {
+                let canon = |d: &PathBuf| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone());
+                let (a, b) = (canon(a).join("v1"), canon(b).join("v1"));
+                a.starts_with(&b) || b.starts_with(&a)
+            }
+            (Source::S3 { bucket: a, .. }, Source::S3 { bucket: b, .. }) if a == b => {
+                let (ra, rb) = (self.root(), other.root());
+                ra.starts_with(&rb) || rb.starts_with(&ra)
+            }
+            _ => false,
+        }
+    }
+
+    /// Store the file at `path` as `key` (replacing it). A directory gets
+    /// it under a temporary name first, which no reader lists, then
+    /// renamed, so a reader never sees half of it.
+    pub async fn put_file(&self, key: &str, path: &Path) -> Result<(), SourceError> {
+        let location = self.location(key);
+        let err = |message: String| SourceError::Write {
+            location: location.clone(),
+            message,
+        };
+        match self {
+            Source::Dir(dir) => {
+                let dest = dir.join(key);
+                let parent = dest.parent().expect("a key has a directory");
+                std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+                let tmp = dest.with_extension("zst.partial");
+                std::fs::copy(path, &tmp).map_err(|e| err(e.to_string()))?;
+                std::fs::File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .and_then(|()| std::fs::rename(&tmp, &dest))
+                    .map_err(|e| err(e.to_string()))
+            }
+            Source::S3 { client, bucket, .. } => {
+                let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .content_type("application/zstd")
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| err(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))
+            }
+        }
+    }
+
+    /// Delete `key`.
+    pub async fn delete(&self, key: &str) -> Result<(), SourceError> {
+        let location = self.location(key);
+        let err = |message: String| SourceError::Write {
+            location: location.clone(),
+            message,
+        };
+        match self {
+            Source::Dir(dir) => std::fs::remove_file(dir.join(key)).map_err(|e| err(e.to_string())),
+            Source::S3 { client, bucket, .. } => client
+                .delete_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| err(aws_sdk_s3::error::DisplayErrorContext(&e).to_string())),
         }
     }
 

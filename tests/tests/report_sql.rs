@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
-use telemetry_tests::{bin, text, S3Server};
+use telemetry_tests::{bin, files_under, text, S3Server, BUCKET};
 
 /// The engines the SQL is checked on.
 #[derive(Clone, Copy)]
@@ -137,7 +137,9 @@ const DUCKDB_VERSION: &str = "2.0.1";
 
 /// Run `engine`'s SQL over the objects of a generated quarter and check
 /// every raw cell the report published, and the k rule, against it.
-fn sql_gives_exactly_the_reports_numbers(engine: Engine) {
+/// With `compacted`, the engine reads the mirror `telemetry-report compact`
+/// made of the objects (whose own report must be the same) instead.
+fn sql_gives_exactly_the_reports_numbers(engine: Engine, compacted: bool) {
     let python = engine.python();
     let q = generate(600, 23);
     let server = S3Server::start();
@@ -153,10 +155,19 @@ fn sql_gives_exactly_the_reports_numbers(engine: Engine) {
     assert!(o.status.success(), "{}", text(&o));
     let duplicates = summary_stats(&o).2;
     let left_out = left_out(&o);
+    let read_from = if compacted {
+        compact_and_compare(&server, dir.path(), &out, &q);
+        MIRROR
+    } else {
+        PREFIX
+    };
     // The engine reads the same objects, fetched back from the S3 server.
     let copy = dir.path().join("copy");
     for (key, body) in server.objects() {
-        let path = copy.join(key.strip_prefix(&format!("{PREFIX}/")).unwrap());
+        let Some(rel) = key.strip_prefix(&format!("{read_from}/")) else {
+            continue;
+        };
+        let path = copy.join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, body).unwrap();
     }
@@ -410,9 +421,94 @@ fn left_out(o: &Output) -> u64 {
     head[start..].parse().unwrap()
 }
 
+/// The mirror's prefix in the test bucket.
+const MIRROR: &str = "mirror";
+
+/// `telemetry-report compact` the quarter into [`MIRROR`]: the raw objects
+/// are untouched, each day with objects becomes one part, and the report
+/// over the mirror is the raw report, file for file.
+fn compact_and_compare(server: &S3Server, dir: &Path, raw_out: &Path, q: &Quarter) {
+    let before = server.objects();
+    let o = report_cmd(server, &dir.join("home"))
+        .args(["compact", "--source", &format!("s3://{BUCKET}/{PREFIX}")])
+        .args(["--into", &format!("s3://{BUCKET}/{MIRROR}")])
+        .args(["--product", PRODUCT, "--quarter", QUARTER])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let after = server.objects();
+    let raw_days: BTreeSet<&str> = before
+        .keys()
+        .filter(|k| {
+            k.starts_with(&format!("{PREFIX}/v1/product={PRODUCT}/")) && k.ends_with(".ndjson.zst")
+        })
+        .map(|k| k.split('/').nth(3).unwrap())
+        .collect();
+    let mirror: Vec<&String> = after
+        .keys()
+        .filter(|k| k.starts_with(&format!("{MIRROR}/")))
+        .collect();
+    // Every raw day of the period and its grace, one part each.
+    let in_period: BTreeSet<&str> = raw_days
+        .iter()
+        .copied()
+        .filter(|d| (&"dt=2026-10-01"..=&"dt=2027-01-14").contains(&d))
+        .collect();
+    assert_eq!(mirror.len(), in_period.len(), "{mirror:?}");
+    for d in &in_period {
+        assert!(
+            after.contains_key(&format!(
+                "{MIRROR}/v1/product={PRODUCT}/{d}/compacted-0001.ndjson.zst"
+            )),
+            "{d}"
+        );
+    }
+    assert!(
+        raw_days.len() > in_period.len(),
+        "the data has days outside the period"
+    );
+    for (k, v) in &before {
+        assert_eq!(after.get(k), Some(v), "{k} changed");
+    }
+    assert!(
+        q.objects.len() > 5 * mirror.len(),
+        "{} objects into {} parts",
+        q.objects.len(),
+        mirror.len()
+    );
+    let out = dir.join("mirror-out");
+    let o = report_cmd(server, &dir.join("home"))
+        .args([
+            "--source",
+            &format!("s3://{BUCKET}/{MIRROR}"),
+            "--quarter",
+            QUARTER,
+        ])
+        .args(["--out", out.to_str().unwrap(), "--product", PRODUCT])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    for f in files_under(raw_out) {
+        let name = f.strip_prefix(raw_out).unwrap();
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            std::fs::read(out.join(name)).unwrap(),
+            "{} differs over the mirror",
+            name.display()
+        );
+    }
+}
+
 #[test]
 fn the_sql_queries_in_duckdb_give_exactly_the_reports_numbers() {
-    sql_gives_exactly_the_reports_numbers(Engine::DuckDb);
+    sql_gives_exactly_the_reports_numbers(Engine::DuckDb, false);
+}
+
+/// Issue #16: the daily compaction's mirror gives the same report, file
+/// for file, and the same SQL numbers, from a few large objects.
+#[test]
+fn a_compacted_mirror_gives_the_same_report_and_the_same_sql_numbers() {
+    sql_gives_exactly_the_reports_numbers(Engine::DuckDb, true);
 }
 
 /// Run by the `spark` stage of scripts/test-all.sh (`--features spark`):
@@ -420,5 +516,5 @@ fn the_sql_queries_in_duckdb_give_exactly_the_reports_numbers() {
 #[cfg(feature = "spark")]
 #[test]
 fn the_spark_sql_gives_exactly_the_reports_numbers() {
-    sql_gives_exactly_the_reports_numbers(Engine::Spark);
+    sql_gives_exactly_the_reports_numbers(Engine::Spark, false);
 }
