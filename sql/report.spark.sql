@@ -3,7 +3,7 @@
 -- `telemetry_raw` view of spark_table.sql and the report_catalog view of
 -- `telemetry-report catalog-sql --dialect spark`. Everything report.sql's
 -- header says about parameters, semantics, the k rule and the two
--- differences for hand-made lines holds here. Spark's words differ:
+-- differences (text values, string lengths) holds here. Spark's words differ:
 -- temporary views, any_value for arbitrary, LATERAL VIEW explode for
 -- CROSS JOIN UNNEST, STRING for VARCHAR, backquotes for identifiers.
 --

@@ -37,11 +37,11 @@
 -- also counted in data_left_out). Percentiles are nearest rank over the
 -- events with a valid value: the value at position ceil(p * n / 100) in
 -- ascending order, which no approximate percentile function reproduces.
--- Two differences, both only for hand-made lines (the daemon uploads
--- neither): the table definitions read data as text, so a quoted "70"
--- where the catalogue has an int (or "true" for a bool) is allowed here
--- and left out by telemetry-report; and a string's max_len is checked in
--- characters here, in bytes there.
+-- Two differences: the table definitions read data as text, so a quoted
+-- "70" where the catalogue has an int (or "true" for a bool: a daemon on
+-- another catalogue version, where the key was a string, or a hand-made
+-- object) is allowed here and left out by telemetry-report; and a
+-- string's max_len is checked in characters here, in bytes there.
 
 -- name: report_events
 -- One row per event of the period (replayed lines are one event).

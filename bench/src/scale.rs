@@ -129,20 +129,12 @@ fn write_quarter(root: &Path, events: usize, per_object: usize) -> Result<(usize
 /// Decompress every object under `root` and count its lines: the floor.
 fn read_only(root: &Path) -> Result<u64> {
     let mut lines = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let file = std::fs::File::open(&path)?;
-                let reader = std::io::BufReader::new(zstd::stream::Decoder::new(file)?);
-                for l in reader.split(b'\n') {
-                    l?;
-                    lines += 1;
-                }
-            }
+    for path in walk(root)? {
+        let file = std::fs::File::open(&path)?;
+        let reader = std::io::BufReader::new(zstd::stream::Decoder::new(file)?);
+        for l in reader.split(b'\n') {
+            l?;
+            lines += 1;
         }
     }
     Ok(lines)
@@ -171,8 +163,110 @@ fn run_measured(mut cmd: Command) -> Result<(f64, u64)> {
     Ok((secs, usage.ru_maxrss as u64 * 1024))
 }
 
+/// The report binary with S3 settings for `server` and a fixed today.
+fn report_cmd(server: &telemetry_tests::S3Server, home: &Path) -> Result<Command> {
+    std::fs::create_dir_all(home)?;
+    std::fs::write(home.join("config.toml"), "")?;
+    let mut cmd = Command::new(telemetry_tests::bin("telemetry-report"));
+    cmd.env("HOME", home)
+        .env("TELEMETRY_CONFIG", home.join("config.toml"))
+        .env("TELEMETRY_S3_ENDPOINT", &server.endpoint)
+        .env("TELEMETRY_S3_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", telemetry_tests::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", telemetry_tests::SECRET_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("TELEMETRY_REPORT_TODAY", "2027-01-15")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    Ok(cmd)
+}
+
+/// The report over S3 from many small objects (10 events each, as
+/// machines upload them) against the same events compacted: what an
+/// object costs on top of its events, on loopback (no network latency:
+/// real S3 adds 10-50 ms per GET, hidden 8 at a time).
+fn small_objects(quick: bool) -> Result<()> {
+    let events = if quick { 20_000 } else { 200_000 };
+    println!("\n== small objects: telemetry-report over S3 on 127.0.0.1, {events} events");
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("src");
+    let (objects, _) = write_quarter(&root, events, 10)?;
+    let mut bodies = Vec::new();
+    for f in walk(&root)? {
+        let key = format!("raw/{}", f.strip_prefix(&root)?.display());
+        bodies.push((key, std::fs::read(&f)?));
+    }
+    let server = telemetry_tests::S3Server::start();
+    server.put_objects(&bodies);
+    let bucket = telemetry_tests::BUCKET;
+    let home = dir.path().join("home");
+    let run = |source: &str, out: &str| -> Result<f64> {
+        let mut cmd = report_cmd(&server, &home)?;
+        cmd.args([
+            "--source",
+            &format!("s3://{bucket}/{source}"),
+            "--quarter",
+            "2026Q4",
+        ])
+        .args(["--quiet", "--out", dir.path().join(out).to_str().unwrap()]);
+        Ok(run_measured(cmd)?.0)
+    };
+    let raw = run("raw", "out-raw")?;
+    let mut cmd = report_cmd(&server, &home)?;
+    cmd.args(["compact", "--source", &format!("s3://{bucket}/raw")])
+        .args([
+            "--into",
+            &format!("s3://{bucket}/mirror"),
+            "--quarter",
+            "2026Q4",
+            "--quiet",
+        ]);
+    let compact = run_measured(cmd)?.0;
+    let mirrored = run("mirror", "out-mirror")?;
+    let parts = server
+        .objects()
+        .keys()
+        .filter(|k| k.starts_with("mirror/"))
+        .count();
+    println!("source                         objects  report s  objects/s  ratio to mirror");
+    println!(
+        "raw (10 events per object)    {objects:>8}  {raw:>8.2}  {:>9.0}  {:>6.1}x",
+        objects as f64 / raw,
+        raw / mirrored
+    );
+    println!(
+        "compacted mirror              {parts:>8}  {mirrored:>8.2}  {:>9.0}  {:>6.1}x",
+        parts as f64 / mirrored,
+        1.0
+    );
+    println!(
+        "compaction itself: {compact:.2} s ({:.0} objects/s)",
+        objects as f64 / compact
+    );
+    Ok(())
+}
+
+/// Every file under `root`.
+fn walk(root: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 pub fn run(quick: bool) -> Result<()> {
     bytes_per_event()?;
+    small_objects(quick)?;
     println!("\n== telemetry-report over a directory ({EVENTS_PER_MACHINE} events per machine, 100 per object)");
     println!("events      machines  objects  MB zstd  read-only ev/s  report ev/s  ratio  peak RSS  RSS B/event");
     let sizes: &[usize] = if quick {

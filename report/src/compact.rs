@@ -4,9 +4,9 @@
 //! Every machine uploads its own small objects, so a bucket of a million
 //! machines holds tens of millions of objects a quarter, each one GET for
 //! the report and one file split for Athena or Spark (docs/SCALE.md). The
-//! mirror holds each day as `compacted-NNNN.ndjson.zst` parts of the same
-//! NDJSON lines, so the report (`--source`), the SQL table definitions and
-//! Spark read it unchanged, and give the same numbers: lines keep their
+//! mirror holds each day as `compacted-RUN-NNNN.ndjson.zst` parts of the
+//! same NDJSON lines, so the report (`--source`), the SQL table definitions
+//! and Spark read it unchanged, and give the same numbers: lines keep their
 //! ids, and every reader counts an id once.
 //!
 //! The raw batches are never changed or deleted: they are the archive,
@@ -15,12 +15,24 @@
 //! cannot absorb. The mirror is a derived copy with its own, shorter
 //! lifecycle (README: "Small objects and the mirror").
 //!
-//! A day is read whole and written whole, so running it again (after late
-//! uploads) replaces the day's parts; parts of an earlier, larger run that
-//! the new one does not write are deleted, and nothing else in the mirror
-//! is touched. Each line is checked as the report checks it before it is
-//! copied: a damaged object stops the day with its key and line, and the
-//! day's old parts stay as they were.
+//! # A day, again and again
+//! `dt=` is the day a batch was sealed, and a machine that was offline
+//! uploads it later, so a day's raw objects keep growing. Each compacted
+//! day keeps `_sources` (which readers skip: Hive, Spark, Athena and
+//! DuckDB's `*.ndjson.zst` glob ignore it): the run's id and the raw
+//! objects it read, by key and size. A rerun lists the day (one LIST) and
+//! does nothing more when that list is unchanged, so compacting a whole
+//! quarter before its report reads only what arrived late.
+//!
+//! A changed day is read whole and written whole under new part names
+//! (the run's id), uploaded, then `_sources` is replaced, then the older
+//! runs' parts are deleted. A failure at any step leaves at worst old and
+//! new parts side by side (each event in both, counted once by every
+//! reader) and a rerun finishes the job; never a day with lines missing.
+//! A day whose raw objects are all gone (a damaged batch moved out, a
+//! deletion request) loses its parts too. Each line is checked as the
+//! report checks it before it is copied: a damaged object stops the day
+//! with its key and line before anything of the day is written.
 
 use crate::period::Day;
 use crate::source::{Source, SourceError};
@@ -28,30 +40,48 @@ use crate::PREFETCH;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Largest part, compressed: one S3 PUT takes at most 5 GB, and a part
-/// this size is one task's work for Spark or Athena.
+/// Size at which a part is closed (compressed; it ends a zstd block past
+/// it): one S3 PUT takes at most 5 GB, and a part this size is one task's
+/// work for Spark or Athena.
 pub const PART_BYTES: u64 = 512 * 1024 * 1024;
 
-/// What one day's compaction read and wrote.
+/// The mirror's record of what a day's parts were made from.
+pub const SOURCES: &str = "_sources";
+
+/// A compaction that stopped, and whether the mirror's day changed.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    /// Reading or checking the raw objects (or the work directory)
+    /// failed before anything was written.
+    #[error("{0}; nothing of this day was changed in the mirror")]
+    Read(SourceError),
+    /// Writing to the mirror failed part way.
+    #[error("{0}; the mirror's day may hold old and new parts side by side until compact runs again (every reader counts an event once)")]
+    Write(SourceError),
+}
+
+/// What one day's compaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayOutcome {
     /// The `dt=` day.
     pub day: Day,
-    /// Raw objects read.
+    /// Raw objects listed.
     pub objects: u64,
     /// Their compressed bytes.
     pub bytes_in: u64,
+    /// Nothing to do: the raw objects are those the parts were made from.
+    pub unchanged: bool,
     /// Lines copied.
     pub lines: u64,
     /// Parts written.
     pub parts: u64,
     /// Their compressed bytes.
     pub bytes_out: u64,
-    /// Parts of an earlier run deleted.
+    /// Parts of earlier runs deleted.
     pub stale: u64,
 }
 
-/// The name of part `n` (1-based).
+/// The local name of part `n` (1-based) while it is written.
 fn part_name(n: u64) -> String {
     format!("compacted-{n:04}.ndjson.zst")
 }
@@ -141,9 +171,48 @@ impl PartWriter {
     }
 }
 
+/// `_sources`: the run's id, then each raw object's key and size.
+fn sources_text(run: &str, objects: &[crate::source::ObjectRef]) -> String {
+    let mut text = format!("run {run}\n");
+    for o in objects {
+        text += &format!("{} {}\n", o.key, o.size);
+    }
+    text
+}
+
+/// The run id `_sources` names, if its object list is `listing`'s.
+fn same_sources(recorded: &str, objects: &[crate::source::ObjectRef]) -> Option<String> {
+    let (first, rest) = recorded.split_once('\n')?;
+    let run = first.strip_prefix("run ")?;
+    let expected = sources_text(run, objects);
+    (expected.split_once('\n').map(|(_, r)| r) == Some(rest)).then(|| run.to_string())
+}
+
+/// The mirror's parts of `product`'s `day`, and the run each belongs to.
+async fn mirror_parts(
+    into: &Source,
+    product: &str,
+    day: Day,
+) -> Result<Vec<(String, String)>, SourceError> {
+    Ok(into
+        .list(product, day, day)
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let name = o.key.rsplit('/').next()?.to_string();
+            let run = name
+                .strip_prefix("compacted-")?
+                .rsplit_once('-')?
+                .0
+                .to_string();
+            Some((o.key, run))
+        })
+        .collect())
+}
+
 /// Copy `product`'s objects filed on `day` in `source` into parts in
-/// `into`, using `work` for the parts on their way. `None` when the day
-/// has no objects.
+/// `into` (see the module docs), using `work` for the parts on their way
+/// and `run` to name them. `None` when neither has anything of the day.
 pub async fn compact_day(
     source: &Source,
     into: &Source,
@@ -151,33 +220,78 @@ pub async fn compact_day(
     day: Day,
     work: &Path,
     part_bytes: u64,
-) -> Result<Option<DayOutcome>, SourceError> {
+    run: &str,
+) -> Result<Option<DayOutcome>, CompactError> {
     use futures::StreamExt;
-    let objects = source.list(product, day, day).await?;
-    if objects.is_empty() {
-        return Ok(None);
-    }
-    let work_err = |e: std::io::Error| SourceError::Write {
-        location: work.display().to_string(),
-        message: format!("writing a part: {e}"),
-    };
-    let mut parts = PartWriter::new(work, part_bytes);
+    let objects = source
+        .list(product, day, day)
+        .await
+        .map_err(CompactError::Read)?;
+    let prefix = into.day_prefix(product, day);
+    let sources_key = format!("{prefix}{SOURCES}");
+    let existing = mirror_parts(into, product, day)
+        .await
+        .map_err(CompactError::Read)?;
+    let recorded = into
+        .get_small(&sources_key)
+        .await
+        .map_err(CompactError::Read)?;
     let mut outcome = DayOutcome {
         day,
         objects: objects.len() as u64,
         bytes_in: objects.iter().map(|o| o.size).sum(),
+        unchanged: false,
         lines: 0,
         parts: 0,
         bytes_out: 0,
         stale: 0,
     };
+    if objects.is_empty() {
+        if existing.is_empty() && recorded.is_none() {
+            return Ok(None);
+        }
+        // Everything the parts were made from is gone from the archive.
+        for (key, _) in &existing {
+            into.delete(key).await.map_err(CompactError::Write)?;
+            outcome.stale += 1;
+        }
+        if recorded.is_some() {
+            into.delete(&sources_key)
+                .await
+                .map_err(CompactError::Write)?;
+        }
+        return Ok(Some(outcome));
+    }
+    let recorded_run = recorded
+        .as_deref()
+        .and_then(|r| std::str::from_utf8(r).ok())
+        .and_then(|r| same_sources(r, &objects));
+    if let Some(done) = recorded_run.filter(|r| existing.iter().any(|(_, run)| run == r)) {
+        // Made from these very objects; only an interrupted run's older
+        // parts may remain.
+        for (key, part_run) in &existing {
+            if *part_run != done {
+                into.delete(key).await.map_err(CompactError::Write)?;
+                outcome.stale += 1;
+            }
+        }
+        outcome.unchanged = true;
+        return Ok(Some(outcome));
+    }
+    let work_err = |e: std::io::Error| {
+        CompactError::Read(SourceError::Write {
+            location: work.display().to_string(),
+            message: format!("writing a part: {e}"),
+        })
+    };
+    let mut parts = PartWriter::new(work, part_bytes);
     let mut opened = futures::stream::iter(&objects)
         .map(|obj| async move { (obj, source.open(obj).await) })
         .buffered(PREFETCH);
     while let Some((obj, body)) = opened.next().await {
         let mut write_error = None;
         let read = source
-            .read_opened(obj, body?, |line| {
+            .read_opened(obj, body.map_err(CompactError::Read)?, |line| {
                 crate::aggregate::check_line(line)?;
                 parts.line(line).map_err(|e| {
                     let message = e.to_string();
@@ -191,27 +305,28 @@ pub async fn compact_day(
         if let Some(e) = write_error {
             return Err(work_err(e));
         }
-        read?;
+        read.map_err(CompactError::Read)?;
     }
     let written = parts.finish().map_err(work_err)?;
-    let prefix = into.day_prefix(product, day);
-    let mut keys = Vec::new();
-    for (path, bytes) in &written {
-        let name = path.file_name().expect("a part name").to_string_lossy();
-        let key = format!("{prefix}{name}");
-        into.put_file(&key, path).await?;
+    for (i, (path, bytes)) in written.iter().enumerate() {
+        let key = format!("{prefix}compacted-{run}-{:04}.ndjson.zst", i + 1);
+        into.put_file(&key, path)
+            .await
+            .map_err(CompactError::Write)?;
         let _ = std::fs::remove_file(path);
         outcome.parts += 1;
         outcome.bytes_out += bytes;
-        keys.push(key);
     }
-    // Parts of an earlier run this one did not replace: its lines are all
-    // in the new parts (a day only grows), so they would only be counted
-    // as duplicates.
-    for old in into.list(product, day, day).await? {
-        let name = old.key.rsplit('/').next().unwrap_or_default();
-        if name.starts_with("compacted-") && !keys.contains(&old.key) {
-            into.delete(&old.key).await?;
+    let sources = work.join(SOURCES);
+    std::fs::write(&sources, sources_text(run, &objects)).map_err(work_err)?;
+    into.put_file(&sources_key, &sources)
+        .await
+        .map_err(CompactError::Write)?;
+    // Only now: until here a reader saw the old parts (and perhaps some
+    // new ones beside them), never fewer lines.
+    for (key, part_run) in &existing {
+        if part_run != run {
+            into.delete(key).await.map_err(CompactError::Write)?;
             outcome.stale += 1;
         }
     }
@@ -251,6 +366,136 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(all, lines.join("\n") + "\n");
+    }
+
+    /// A raw batch of `n` valid lines (ids from `first`) on 2026-11-03.
+    fn batch(root: &Path, name: &str, first: u128, n: u128) {
+        let dir = root.join("v1/product=p/dt=2026-11-03");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut body = String::new();
+        let mut rng = fastrand::Rng::with_seed(first as u64);
+        for id in first..first + n {
+            body += &format!(
+                r#"{{"id":"{}","event":"e","build":"1","timestamp":"2026-11-03T00:00:00Z","machine":"{:016x}","os":"linux","data":{{}}}}"#,
+                uuid::Uuid::from_u128(id),
+                rng.u64(..)
+            );
+            body.push('\n');
+        }
+        std::fs::write(
+            dir.join(name),
+            zstd::encode_all(body.as_bytes(), 3).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// The mirror's files of the day, and the ids in its parts.
+    fn mirror(into: &Path) -> (Vec<String>, Vec<u128>) {
+        let dir = into.join("v1/product=p/dt=2026-11-03");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        let mut ids = Vec::new();
+        for n in names.iter().filter(|n| n.ends_with(".ndjson.zst")) {
+            let body = zstd::decode_all(&std::fs::read(dir.join(n)).unwrap()[..]).unwrap();
+            for l in String::from_utf8(body).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                ids.push(
+                    uuid::Uuid::parse_str(v["id"].as_str().unwrap())
+                        .unwrap()
+                        .as_u128(),
+                );
+            }
+        }
+        ids.sort();
+        (names, ids)
+    }
+
+    #[test]
+    fn reruns_write_new_parts_before_old_ones_go_and_skip_an_unchanged_day() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, into, work) = (
+            dir.path().join("raw"),
+            dir.path().join("mirror"),
+            dir.path().join("work"),
+        );
+        std::fs::create_dir_all(&work).unwrap();
+        let (src, dst) = (Source::Dir(raw.clone()), Source::Dir(into.clone()));
+        let day = Day::parse("2026-11-03").unwrap();
+        let run = |run: &str| {
+            rt.block_on(compact_day(&src, &dst, "p", day, &work, 4096, run))
+                .unwrap()
+                .unwrap()
+        };
+        batch(&raw, "a-1-3000.ndjson.zst", 1, 3000);
+        let first = run("r1");
+        assert!(
+            first.parts > 1 && first.lines == 3000 && !first.unchanged,
+            "{first:?}"
+        );
+        let (names, ids) = mirror(&into);
+        assert!(
+            names
+                .iter()
+                .all(|n| n == SOURCES || n.starts_with("compacted-r1-")),
+            "{names:?}"
+        );
+        assert_eq!(ids, (1..=3000).collect::<Vec<_>>());
+
+        // Unchanged: nothing read or written.
+        let again = run("r2");
+        assert!(
+            again.unchanged && again.parts == 0 && again.stale == 0,
+            "{again:?}"
+        );
+        assert_eq!(mirror(&into).0, names);
+
+        // A late upload: new parts under the new run, the old ones gone,
+        // every line once.
+        batch(&raw, "b-5000-5999.ndjson.zst", 5000, 1000);
+        let late = run("r3");
+        assert_eq!((late.lines, late.stale), (4000, first.parts), "{late:?}");
+        let (names3, ids) = mirror(&into);
+        assert!(
+            names3
+                .iter()
+                .all(|n| n == SOURCES || n.starts_with("compacted-r3-")),
+            "{names3:?}"
+        );
+        assert_eq!(ids, (1..=3000).chain(5000..6000).collect::<Vec<_>>());
+
+        // An interrupted run left its parts beside r3's: the next run,
+        // finding the day unchanged, removes them.
+        let dayd = into.join("v1/product=p/dt=2026-11-03");
+        std::fs::copy(
+            dayd.join(&names3[0]),
+            dayd.join("compacted-r9-0001.ndjson.zst"),
+        )
+        .unwrap();
+        let cleaned = run("r4");
+        assert!(cleaned.unchanged && cleaned.stale == 1, "{cleaned:?}");
+        assert_eq!(mirror(&into).0, names3);
+
+        // The raw objects gone: so are the parts and _sources.
+        std::fs::remove_dir_all(raw.join("v1/product=p/dt=2026-11-03")).unwrap();
+        let gone = run("r5");
+        assert_eq!(
+            (gone.objects, gone.stale),
+            (0, names3.len() as u64 - 1),
+            "{gone:?}"
+        );
+        assert_eq!(mirror(&into), (vec![], vec![]));
+        assert!(rt
+            .block_on(compact_day(&src, &dst, "p", day, &work, 4096, "r6"))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use telemetry_report::source::Source;
     long_about = None,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    after_help = "Examples:\n  telemetry-report --source s3://my-bucket/telemetry --quarter 2026Q4 --out public/2026Q4\n  telemetry-report --source ~/.local/state/telemetry/outbox --from 2026-10-01 --to 2026-10-31 --out oct\n  telemetry-report --source ~/.local/state/telemetry/outbox --quarter 2026Q4 --preview\n  telemetry-report retention --check\n\nS3 settings and credentials are the daemon's: flags, then TELEMETRY_S3_* variables, then the [s3] table of the config file; credentials from the standard AWS chain. With --source DIR no configuration is read.\nEvery published number counts at least k distinct machines (--k, default 5, at least 2: with 1 a number could describe a single machine); no machine ID is ever written. With fewer than k machines every table is suppressed: to look at your own data, use --preview, whose output is marked and must never be published.\nA period is complete once its last day plus --late-days has passed (UTC); before that the report is refused unless --allow-partial is given."
+    after_help = "Examples:\n  telemetry-report --source s3://my-bucket/telemetry --quarter 2026Q4 --out public/2026Q4\n  telemetry-report --source ~/.local/state/telemetry/outbox --from 2026-10-01 --to 2026-10-31 --out oct\n  telemetry-report --source ~/.local/state/telemetry/outbox --quarter 2026Q4 --preview\n  telemetry-report retention --check\n  telemetry-report catalog-sql --product cfdev > catalog.sql\n  telemetry-report compact --into s3://my-bucket/telemetry-mirror --quarter 2026Q4\n\nS3 settings and credentials are the daemon's: flags, then TELEMETRY_S3_* variables, then the [s3] table of the config file; credentials from the standard AWS chain. With --source DIR no configuration is read.\nEvery published number counts at least k distinct machines (--k, default 5, at least 2: with 1 a number could describe a single machine); no machine ID is ever written. With fewer than k machines every table is suppressed: to look at your own data, use --preview, whose output is marked and must never be published.\nA period is complete once its last day plus --late-days has passed (UTC); before that the report is refused unless --allow-partial is given."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -249,7 +249,7 @@ async fn compact_main(args: CompactArgs) -> anyhow::Result<ExitCode> {
         (None, Some(from), Some(to)) => Period::range(from, to)?,
         _ => bail!("give --quarter YYYYQn, or --from and --to"),
     };
-    let source = open_source(args.source.as_deref(), &args.s3, false).await?;
+    let source = open_source("--source", args.source.as_deref(), &args.s3, false).await?;
     let overlap = |into: &Source| {
         anyhow::anyhow!(
             "--into {} overlaps the source {}: the mirror must be somewhere else (another prefix or directory), or the report would read both",
@@ -258,7 +258,7 @@ async fn compact_main(args: CompactArgs) -> anyhow::Result<ExitCode> {
         )
     };
     let into = if args.into.starts_with("s3://") {
-        open_source(Some(&args.into), &args.s3, true).await?
+        open_source("--into", Some(&args.into), &args.s3, true).await?
     } else {
         // Checked before the directory is made, so a refused mirror leaves
         // nothing behind in the source.
@@ -307,42 +307,66 @@ async fn compact_main(args: CompactArgs) -> anyhow::Result<ExitCode> {
     if product.is_empty() || product.contains(['/', '\\']) || product.starts_with('.') {
         bail!("invalid product name {product:?}");
     }
-    let work = tempfile::tempdir().context("cannot create a temporary directory for the parts")?;
-    let (mut days, mut objects, mut bytes_in, mut bytes_out, mut lines) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let work = tempfile::tempdir().context(
+        "cannot create a temporary directory for the parts (set TMPDIR to a disk with a day's compressed size free)",
+    )?;
+    // This run's name for its parts: a later run's parts never overwrite
+    // an earlier one's (see compact's module docs).
+    let run = format!(
+        "{:x}",
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
+    let (mut days, mut unchanged, mut objects, mut bytes_in, mut bytes_out, mut lines) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let last = period.last_dt(args.late_days);
     let mut day = period.from;
     while day <= last {
-        let done = compact_day(&source, &into, &product, day, work.path(), PART_BYTES)
+        let done = compact_day(&source, &into, &product, day, work.path(), PART_BYTES, &run)
             .await
-            .with_context(|| format!("dt={day}: nothing of this day was changed in the mirror"))?;
+            .with_context(|| format!("dt={day}"))?;
         if let Some(d) = done {
+            let stale = if d.stale > 0 {
+                format!(" ({} old parts deleted)", d.stale)
+            } else {
+                String::new()
+            };
             if !args.quiet {
-                println!(
-                    "dt={day}: {} objects, {:.1} MB, {} lines -> {} part{}, {:.1} MB{}",
-                    d.objects,
-                    d.bytes_in as f64 / 1e6,
-                    d.lines,
-                    d.parts,
-                    if d.parts == 1 { "" } else { "s" },
-                    d.bytes_out as f64 / 1e6,
-                    if d.stale > 0 {
-                        format!(" ({} old parts deleted)", d.stale)
-                    } else {
-                        String::new()
-                    }
-                );
+                if d.objects == 0 {
+                    println!("dt={day}: no raw objects any more: its parts are deleted{stale}");
+                } else if d.unchanged {
+                    println!(
+                        "dt={day}: {} objects, unchanged since compacted{stale}",
+                        d.objects
+                    );
+                } else {
+                    println!(
+                        "dt={day}: {} objects, {:.1} MB, {} lines -> {} part{}, {:.1} MB{stale}",
+                        d.objects,
+                        d.bytes_in as f64 / 1e6,
+                        d.lines,
+                        d.parts,
+                        if d.parts == 1 { "" } else { "s" },
+                        d.bytes_out as f64 / 1e6,
+                    );
+                }
             }
-            days += 1;
-            objects += d.objects;
-            bytes_in += d.bytes_in;
-            bytes_out += d.bytes_out;
-            lines += d.lines;
+            if d.unchanged {
+                unchanged += 1;
+            } else if d.objects > 0 {
+                days += 1;
+                objects += d.objects;
+                bytes_in += d.bytes_in;
+                bytes_out += d.bytes_out;
+                lines += d.lines;
+            }
         }
         day = day.plus(1);
     }
     eprintln!(
-        "telemetry-report: compacted {days} days of {product} from {} into {}: {objects} objects ({:.1} MB) and {lines} lines into {:.1} MB",
+        "telemetry-report: compacted {days} days of {product} from {} into {} ({unchanged} unchanged): {objects} objects ({:.1} MB) and {lines} lines into {:.1} MB",
         source.describe(),
         into.describe(),
         bytes_in as f64 / 1e6,
@@ -484,7 +508,13 @@ async fn s3_client(
 }
 
 /// `--source`, or the daemon's destination.
-async fn open_source(arg: Option<&str>, s3: &S3Args, need_bucket: bool) -> anyhow::Result<Source> {
+/// `flag` names the argument in errors (`--source`, `--into`).
+async fn open_source(
+    flag: &str,
+    arg: Option<&str>,
+    s3: &S3Args,
+    need_bucket: bool,
+) -> anyhow::Result<Source> {
     // A directory needs no settings, so the configuration is not read at
     // all: a broken config file or S3 variable cannot stop a report over a
     // local outbox (issue #12).
@@ -492,7 +522,7 @@ async fn open_source(arg: Option<&str>, s3: &S3Args, need_bucket: bool) -> anyho
         let dir = PathBuf::from(dir);
         if !dir.is_dir() {
             bail!(
-                "--source {}: no such directory (give the daemon's outbox directory, or s3://BUCKET/PREFIX)",
+                "{flag} {}: no such directory (give the daemon's outbox directory, or s3://BUCKET/PREFIX)",
                 dir.display()
             );
         }
@@ -504,11 +534,11 @@ async fn open_source(arg: Option<&str>, s3: &S3Args, need_bucket: bool) -> anyho
     let needed_for = match arg {
         Some(url) => {
             let (bucket, prefix) = parse_s3_url(url).with_context(|| {
-                format!("invalid --source {url:?}: expected s3://BUCKET[/PREFIX]")
+                format!("invalid {flag} {url:?}: expected s3://BUCKET[/PREFIX]")
             })?;
             s3.s3_bucket = Some(bucket);
             s3.s3_prefix = Some(prefix);
-            format!("the S3 endpoint, region and path style for --source {url}")
+            format!("the S3 endpoint, region and path style for {flag} {url}")
         }
         None => "the default source (the configured bucket, else the daemon's outbox) because --source is not given".to_string(),
     };
@@ -571,7 +601,7 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         output::check_dir(out, args.preview)?;
     }
-    let source = open_source(args.source.as_deref(), &args.s3, false).await?;
+    let source = open_source("--source", args.source.as_deref(), &args.s3, false).await?;
     let product = match &args.product {
         Some(p) => p.clone(),
         None => {
@@ -701,7 +731,7 @@ async fn retention_main(args: RetentionArgs) -> anyhow::Result<ExitCode> {
         Some(s) if !s.starts_with("s3://") => {
             bail!("--source {s:?}: retention needs a bucket, s3://BUCKET[/PREFIX]")
         }
-        s => open_source(s, &args.s3, true).await?,
+        s => open_source("--source", s, &args.s3, true).await?,
     };
     let Source::S3 {
         client,

@@ -148,7 +148,12 @@ impl Source {
                 let dest = dir.join(key);
                 let parent = dest.parent().expect("a key has a directory");
                 std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
-                let tmp = dest.with_extension("zst.partial");
+                // Hidden: no reader lists dot files.
+                let name = dest
+                    .file_name()
+                    .expect("a key names a file")
+                    .to_string_lossy();
+                let tmp = parent.join(format!(".{name}.partial"));
                 std::fs::copy(path, &tmp).map_err(|e| err(e.to_string()))?;
                 std::fs::File::open(&tmp)
                     .and_then(|f| f.sync_all())
@@ -169,6 +174,34 @@ impl Source {
                     .await
                     .map(|_| ())
                     .map_err(|e| err(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))
+            }
+        }
+    }
+
+    /// A small object's bytes (`compact`'s `_sources`), `None` if absent.
+    pub async fn get_small(&self, key: &str) -> Result<Option<Vec<u8>>, SourceError> {
+        let location = self.location(key);
+        let err = |message: String| SourceError::Read {
+            location: location.clone(),
+            message,
+        };
+        match self {
+            Source::Dir(dir) => match std::fs::read(dir.join(key)) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(err(e.to_string())),
+            },
+            Source::S3 { client, bucket, .. } => {
+                match client.get_object().bucket(bucket).key(key).send().await {
+                    Ok(resp) => resp
+                        .body
+                        .collect()
+                        .await
+                        .map(|b| Some(b.into_bytes().to_vec()))
+                        .map_err(|e| err(e.to_string())),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+                    Err(e) => Err(err(aws_sdk_s3::error::DisplayErrorContext(&e).to_string())),
+                }
             }
         }
     }

@@ -39,7 +39,13 @@ pub fn catalog_view(catalog: &Catalog, dialect: Dialect) -> String {
         Dialect::Spark => "STRING",
     };
     let null_text = format!("CAST(NULL AS {text})");
-    let int = |v: Option<i64>| v.map_or("CAST(NULL AS BIGINT)".to_string(), |v| v.to_string());
+    let quote = |s: &str| quote(s, dialect);
+    let int = |v: Option<i64>| match v {
+        None => "CAST(NULL AS BIGINT)".to_string(),
+        // Its magnitude is not a BIGINT literal in Trino.
+        Some(i64::MIN) => "(-9223372036854775807 - 1)".to_string(),
+        Some(v) => v.to_string(),
+    };
     let mut rows = Vec::new();
     for (event, keys) in &catalog.events {
         for (key, kind) in keys {
@@ -49,7 +55,7 @@ pub fn catalog_view(catalog: &Catalog, dialect: Dialect) -> String {
                     quote(event),
                     quote(key),
                     kind.name(),
-                    label.map_or(null_text.clone(), quote),
+                    label.map_or(null_text.clone(), &quote),
                     int(lo),
                     int(hi),
                     int(min),
@@ -59,7 +65,10 @@ pub fn catalog_view(catalog: &Catalog, dialect: Dialect) -> String {
             };
             match kind {
                 Kind::Enum(values) => {
-                    for v in values {
+                    // A value listed twice is one row: two would count
+                    // its events twice.
+                    let mut seen = std::collections::HashSet::new();
+                    for v in values.iter().filter(|v| seen.insert(*v)) {
                         row(Some(v), None, None, None, None, None);
                     }
                 }
@@ -104,9 +113,14 @@ pub fn catalog_view(catalog: &Catalog, dialect: Dialect) -> String {
     out
 }
 
-/// A SQL string literal.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+/// A SQL string literal: `'` doubled in standard SQL; Spark has no such
+/// escape (`'a''b'` is two literals, `ab`) and reads `\\` as an escape,
+/// so there both take a backslash.
+fn quote(s: &str, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Standard => format!("'{}'", s.replace('\'', "''")),
+        Dialect::Spark => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+    }
 }
 
 #[cfg(test)]
@@ -122,7 +136,7 @@ product = "p"
 data.duration_s = { type = "int", min = 0, max = 10 }
 data.success = { type = "bool" }
 [events.app_created]
-data.buildpack = { type = "enum", values = ["go", "java"] }
+data.buildpack = { type = "enum", values = ["go", "java", "go"] }
 data.note = { type = "string", max_len = 8 }
 [events.sized]
 data.mb = { type = "int", bins = [10, 100] }
@@ -171,6 +185,7 @@ data.mb = { type = "int", bins = [10, 100] }
         assert!(sql.contains("CREATE OR REPLACE TEMPORARY VIEW report_catalog AS"));
         assert!(sql.contains("CAST(NULL AS STRING)") && !sql.contains("VARCHAR"));
         assert!(sql.contains("WHERE event_name IS NOT NULL"), "{sql}");
-        assert_eq!(quote("it's"), "'it''s'");
+        assert_eq!(quote("it's", Dialect::Standard), "'it''s'");
+        assert_eq!(quote(r"it's a\b", Dialect::Spark), r"'it\'s a\\b'");
     }
 }

@@ -62,6 +62,9 @@ fn mirror_ids(into: &Path, day: &str) -> Vec<String> {
     let dir = into.join(format!("v1/product=cfdev/dt={day}"));
     let mut ids = Vec::new();
     for f in files_under(&dir) {
+        if !f.to_string_lossy().ends_with(".ndjson.zst") {
+            continue;
+        }
         let body = zstd::stream::decode_all(&std::fs::read(&f).unwrap()[..]).unwrap();
         for l in String::from_utf8(body).unwrap().lines() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
@@ -91,26 +94,46 @@ fn reruns_replace_a_days_parts_and_the_raw_batches_are_never_touched() {
     );
     assert_eq!(snapshot(&src), raw, "the raw batches are untouched");
     let names: Vec<String> = snapshot(&into).into_keys().collect();
-    assert_eq!(
-        names,
-        ["v1/product=cfdev/dt=2026-11-03/compacted-0001.ndjson.zst"]
+    let prefix = "v1/product=cfdev/dt=2026-11-03/";
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names[0].starts_with(&format!("{prefix}_sources"))
+            && names[1].starts_with(&format!("{prefix}compacted-"))
+            && names[1].ends_with("-0001.ndjson.zst"),
+        "{names:?}"
     );
     assert_eq!(mirror_ids(&into, day).len(), 7);
 
-    // A late upload for the day, and a part a larger earlier run left:
-    // the rerun holds every line once and deletes the stale part.
+    // Nothing new: nothing read or written.
+    let o = compact(&src, &into, day);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("dt=2026-11-03: 2 objects, unchanged since compacted"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(snapshot(&into).into_keys().collect::<Vec<_>>(), names);
+
+    // A late upload for the day, and a part an interrupted earlier run
+    // left: the rerun holds every line once and deletes both old parts.
     batch(&src, day, 4, 300, 5);
     let part_dir = into.join(format!("v1/product=cfdev/dt={day}"));
     std::fs::copy(
-        part_dir.join("compacted-0001.ndjson.zst"),
-        part_dir.join("compacted-0002.ndjson.zst"),
+        into.join(&names[1]),
+        part_dir.join("compacted-0-0002.ndjson.zst"),
     )
     .unwrap();
     let o = compact(&src, &into, day);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("(1 old parts deleted)"), "{}", text(&o));
+    assert!(text(&o).contains("(2 old parts deleted)"), "{}", text(&o));
     assert_eq!(mirror_ids(&into, day).len(), 12);
-    assert!(!part_dir.join("compacted-0002.ndjson.zst").exists());
+    assert!(!part_dir.join("compacted-0-0002.ndjson.zst").exists());
+    assert!(!into.join(&names[1]).exists());
+    assert_eq!(
+        snapshot(&src).len(),
+        raw.len() + 1,
+        "only the late upload is new"
+    );
 
     // A damaged batch: the day stops with the object's name and line, and
     // the mirror's day is as it was.

@@ -446,7 +446,7 @@ fn compact_and_compare(server: &S3Server, dir: &Path, raw_out: &Path, q: &Quarte
         .collect();
     let mirror: Vec<&String> = after
         .keys()
-        .filter(|k| k.starts_with(&format!("{MIRROR}/")))
+        .filter(|k| k.starts_with(&format!("{MIRROR}/")) && k.ends_with(".ndjson.zst"))
         .collect();
     // Every raw day of the period and its grace, one part each.
     let in_period: BTreeSet<&str> = raw_days
@@ -456,12 +456,15 @@ fn compact_and_compare(server: &S3Server, dir: &Path, raw_out: &Path, q: &Quarte
         .collect();
     assert_eq!(mirror.len(), in_period.len(), "{mirror:?}");
     for d in &in_period {
+        let day = format!("{MIRROR}/v1/product={PRODUCT}/{d}/");
         assert!(
-            after.contains_key(&format!(
-                "{MIRROR}/v1/product={PRODUCT}/{d}/compacted-0001.ndjson.zst"
-            )),
+            mirror
+                .iter()
+                .any(|k| k.starts_with(&format!("{day}compacted-"))
+                    && k.ends_with("-0001.ndjson.zst")),
             "{d}"
         );
+        assert!(after.contains_key(&format!("{day}_sources")), "{d}");
     }
     assert!(
         raw_days.len() > in_period.len(),
@@ -488,6 +491,13 @@ fn compact_and_compare(server: &S3Server, dir: &Path, raw_out: &Path, q: &Quarte
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    let names = |d: &Path| -> Vec<PathBuf> {
+        files_under(d)
+            .into_iter()
+            .map(|f| f.strip_prefix(d).unwrap().to_path_buf())
+            .collect()
+    };
+    assert_eq!(names(raw_out), names(&out));
     for f in files_under(raw_out) {
         let name = f.strip_prefix(raw_out).unwrap();
         assert_eq!(

@@ -40,10 +40,10 @@ pub const BUILDS: &[(&str, u32)] = &[("0.9.0", 10), ("0.9.1", 35), ("1.0.0", 40)
 /// A build only one machine runs: must never appear in any output.
 pub const UNIQUE_BUILD: &str = "2.0.0-dev.7f3a9c";
 /// An OS only one machine runs: must never appear in any output.
+pub const UNIQUE_OS: &str = "illumos";
 /// Machines (all inside the quarter) that send one hand-made start_end
 /// line each whose data the catalogue does not allow.
 pub const HAND_MADE: std::ops::Range<usize> = 44..48;
-pub const UNIQUE_OS: &str = "illumos";
 
 pub fn day_of(date: &str) -> i64 {
     let t = humantime::parse_rfc3339(&format!("{date}T00:00:00Z")).unwrap();
