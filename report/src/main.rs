@@ -289,24 +289,7 @@ async fn compact_main(args: CompactArgs) -> anyhow::Result<ExitCode> {
     if source.overlaps(&into) {
         return Err(overlap(&into));
     }
-    let product = match &args.product {
-        Some(p) => p.clone(),
-        None => match source.products().await?.as_slice() {
-            [one] => one.clone(),
-            [] => bail!(
-                "no batches under {} (no v1/product=*/ folders); is --source right?",
-                source.describe()
-            ),
-            many => bail!(
-                "{} holds several products ({}); choose one with --product",
-                source.describe(),
-                many.join(", ")
-            ),
-        },
-    };
-    if product.is_empty() || product.contains(['/', '\\']) || product.starts_with('.') {
-        bail!("invalid product name {product:?}");
-    }
+    let product = choose_product(&source, args.product.as_deref()).await?;
     let work = tempfile::tempdir().context(
         "cannot create a temporary directory for the parts (set TMPDIR to a disk with a day's compressed size free)",
     )?;
@@ -373,6 +356,37 @@ async fn compact_main(args: CompactArgs) -> anyhow::Result<ExitCode> {
         bytes_out as f64 / 1e6
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--product`, else the only product in `source`; checked, since the
+/// name becomes part of a key prefix.
+async fn choose_product(source: &Source, arg: Option<&str>) -> anyhow::Result<String> {
+    let product = match arg {
+        Some(p) => p.to_string(),
+        None => {
+            let products = source
+                .products()
+                .await
+                .context("cannot find the products in the source")?;
+            match products.as_slice() {
+                [one] => one.clone(),
+                [] => bail!(
+                    "no batches under {} (no v1/product=*/ folders); is --source right?",
+                    source.describe()
+                ),
+                many => bail!(
+                    "{} holds several products ({}); choose one with --product",
+                    source.describe(),
+                    many.join(", ")
+                ),
+            }
+        }
+    };
+    // Nothing that could leave the prefix.
+    if product.is_empty() || product.contains(['/', '\\']) || product.starts_with('.') {
+        bail!("invalid product name {product:?}");
+    }
+    Ok(product)
 }
 
 /// `--k`: a whole number, at least [`MIN_K`].
@@ -602,31 +616,7 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         output::check_dir(out, args.preview)?;
     }
     let source = open_source("--source", args.source.as_deref(), &args.s3, false).await?;
-    let product = match &args.product {
-        Some(p) => p.clone(),
-        None => {
-            let products = source
-                .products()
-                .await
-                .context("cannot find the products in the source")?;
-            match products.as_slice() {
-                [one] => one.clone(),
-                [] => bail!(
-                    "no batches under {} (no v1/product=*/ folders); is --source right?",
-                    source.describe()
-                ),
-                many => bail!(
-                    "{} holds several products ({}); choose one with --product",
-                    source.describe(),
-                    many.join(", ")
-                ),
-            }
-        }
-    };
-    // The name becomes part of a key prefix: nothing that could leave it.
-    if product.is_empty() || product.contains(['/', '\\']) || product.starts_with('.') {
-        bail!("invalid product name {product:?}");
-    }
+    let product = choose_product(&source, args.product.as_deref()).await?;
     let last_dt = period.last_dt(args.late_days);
     let objects = source
         .list(&product, period.from, last_dt)

@@ -61,29 +61,12 @@ fn spark_python() -> PathBuf {
         .unwrap_or_else(|| {
             Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache/telemetryd-spark/venv")
         });
-    let python = venv.join("bin/python");
-    let has_spark = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import pyspark"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !(python.exists() && has_spark(&python)) {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success())
-            && Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", &format!("pyspark=={PYSPARK_VERSION}")])
-                .status()
-                .is_ok_and(|s| s.success());
-        assert!(
-            ok && has_spark(&python),
-            "PySpark is needed to check sql/report.spark.sql: `python3 -m venv {0} && {0}/bin/pip install pyspark=={PYSPARK_VERSION}` (needs python3-venv and PyPI); scripts/test-all.sh spark does this",
-            venv.display()
-        );
-    }
+    let python = venv_with(
+        &venv,
+        "pyspark",
+        PYSPARK_VERSION,
+        "PySpark is needed to check sql/report.spark.sql; scripts/test-all.sh spark installs it",
+    );
     let java = Command::new("java").arg("-version").output();
     assert!(
         java.is_ok_and(|o| o.status.success()),
@@ -104,31 +87,42 @@ fn duckdb_python() -> PathBuf {
         .parent()
         .expect("target dir")
         .to_path_buf();
-    let venv = target.join("duckdb-venv");
+    venv_with(
+        &target.join("duckdb-venv"),
+        "duckdb",
+        DUCKDB_VERSION,
+        "DuckDB is needed to check sql/report.sql; .ci/run installs it",
+    )
+}
+
+/// The Python of `venv` with `package==version`, created and installed
+/// on first use (needs python3 with venv, and PyPI); else a failure that
+/// says how.
+fn venv_with(venv: &Path, package: &str, version: &str, why: &str) -> PathBuf {
     let python = venv.join("bin/python");
-    let has_duckdb = |p: &Path| {
+    let has = |p: &Path| {
         Command::new(p)
-            .args(["-c", "import duckdb"])
+            .args(["-c", &format!("import {package}")])
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if python.exists() && has_duckdb(&python) {
+    if python.exists() && has(&python) {
         return python;
     }
-    let how = format!(
-        "DuckDB is needed to check sql/report.sql: `python3 -m venv {0} && {0}/bin/pip install duckdb=={DUCKDB_VERSION}` (needs python3-venv and PyPI); .ci/run does this",
-        venv.display()
-    );
     let ok = Command::new("python3")
         .args(["-m", "venv"])
-        .arg(&venv)
+        .arg(venv)
         .status()
         .is_ok_and(|s| s.success())
         && Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", &format!("duckdb=={DUCKDB_VERSION}")])
+            .args(["install", "-q", &format!("{package}=={version}")])
             .status()
             .is_ok_and(|s| s.success());
-    assert!(ok && has_duckdb(&python), "{how}");
+    assert!(
+        ok && has(&python),
+        "{why}: `python3 -m venv {0} && {0}/bin/pip install {package}=={version}`",
+        venv.display()
+    );
     python
 }
 
