@@ -27,6 +27,8 @@ prereqs() {
     command -v systemd-socket-activate >/dev/null || need+=(systemd)
     # The report test renders index.html in headless Chromium.
     command -v chromium >/dev/null || need+=(chromium)
+    # The man pages are rendered with groff (tests/tests/docs.rs).
+    command -v groff >/dev/null || need+=(groff-base)
     # The README's JSON-lines example (tests/tests/json_lines.rs).
     command -v socat >/dev/null || need+=(socat)
     # The SDKs: Go, Node, and venvs for DuckDB and the Python SDK's tools.

@@ -10,6 +10,12 @@ use telemetry_broker::{presign::Presigner, Broker};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if let Some(code) = telemetry_clidoc::generate_if_asked(
+        std::env::args_os(),
+        <Args as clap::CommandFactory>::command,
+    ) {
+        std::process::exit(code.into());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

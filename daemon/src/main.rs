@@ -9,6 +9,11 @@ use telemetryd::socket;
 use telemetryd::{config, install, ondemand};
 
 fn main() -> ExitCode {
+    if let Some(code) = telemetry_clidoc::generate_if_asked(std::env::args_os(), || {
+        <config::Args as clap::CommandFactory>::command()
+    }) {
+        return ExitCode::from(code);
+    }
     let (args, matches) = config::parse_args();
     // SAFETY: getuid has no preconditions and cannot fail.
     #[cfg(unix)]

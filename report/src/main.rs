@@ -417,6 +417,12 @@ fn today(env: impl Fn(&str) -> Option<OsString>, clock: SystemTime) -> anyhow::R
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = telemetry_clidoc::generate_if_asked(
+        std::env::args_os(),
+        <Cli as clap::CommandFactory>::command,
+    ) {
+        return ExitCode::from(code);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

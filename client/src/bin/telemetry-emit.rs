@@ -116,6 +116,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = telemetry_clidoc::generate_if_asked(
+        std::env::args_os(),
+        <Args as clap::CommandFactory>::command,
+    ) {
+        return ExitCode::from(code);
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => return bad_command_line(&e),

@@ -32,7 +32,7 @@ const EXIT_REFUSED: u8 = 3;
     after_help = "Exit codes: 0 ok, 1 daemon unreachable (or no answer in time, or the consent file could not be written), 2 usage, 3 refused by the daemon.\n\
                   With --json: on success the serde form of the reply (telemetry-proto's types); on failure {\"ok\": false, \"error\": {\"code\": C, \"message\": M}} on stdout, where C is the daemon's error code (e.g. permission_denied), unreachable, usage or consent_file."
 )]
-struct Cli {
+pub struct Cli {
     /// Daemon socket (default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock).
     #[arg(long, global = true, env = "TELEMETRY_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
@@ -54,6 +54,8 @@ enum Command {
     Purge(commands::purge::Args),
     /// Start this user's daemon as a client would (detached, idle exit), unless one answers; wait until it does.
     Start(commands::start::Args),
+    /// Print shell completions for telemetryctl (bash, zsh, fish, elvish, powershell).
+    Completions(commands::completions::Args),
 }
 
 impl Command {
@@ -66,6 +68,7 @@ impl Command {
             Command::Show(a) => a.json,
             Command::Purge(a) => a.json,
             Command::Start(a) => a.json,
+            Command::Completions(_) => false,
         }
     }
 }
@@ -198,6 +201,12 @@ fn usage_message(e: &clap::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = telemetry_clidoc::generate_if_asked(
+        std::env::args_os(),
+        <Cli as clap::CommandFactory>::command,
+    ) {
+        return ExitCode::from(code);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
@@ -223,6 +232,7 @@ fn main() -> ExitCode {
         Command::Show(args) => commands::show::run(&socket, args),
         Command::Purge(args) => commands::purge::run(&socket, args),
         Command::Start(args) => commands::start::run(&socket, args),
+        Command::Completions(args) => commands::completions::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! One file per `telemetryctl` verb.
 
+pub mod completions;
 pub mod consent;
 pub mod flush;
 pub mod purge;

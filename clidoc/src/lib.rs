@@ -1,0 +1,132 @@
+//! Man pages and shell completions for every binary, rendered from the
+//! binary's own clap definition, so they cannot drift from `--help`.
+//!
+//! Each binary calls [`generate_if_asked`] first thing in `main`: invoked
+//! as `BINARY --generate-docs man|bash|zsh|fish|elvish|powershell`, it
+//! prints that document and exits, before its own argument parsing (whose
+//! required arguments would refuse the call). `--generate-docs man DIR`
+//! writes a page for the binary and one per subcommand
+//! (`telemetryctl-status.1`, which the main page refers to) into DIR. `scripts/docs.sh` runs the
+//! built binaries this way for the packages; `telemetryctl completions
+//! SHELL` is the public form for users.
+
+use std::ffi::OsString;
+use std::io::Write;
+
+/// The argument that asks for a document.
+pub const FLAG: &str = "--generate-docs";
+
+/// The documents there are.
+pub const KINDS: &[&str] = &["man", "bash", "zsh", "fish", "elvish", "powershell"];
+
+/// Write `kind` (see [`KINDS`]) for `cmd` to `out`.
+pub fn generate(mut cmd: clap::Command, kind: &str, out: &mut dyn Write) -> Result<(), String> {
+    use clap_complete::Shell;
+    let name = cmd.get_name().to_string();
+    let shell = match kind {
+        "man" => {
+            return clap_mangen::Man::new(cmd)
+                .render(out)
+                .map_err(|e| format!("writing the man page: {e}"));
+        }
+        "bash" => Shell::Bash,
+        "zsh" => Shell::Zsh,
+        "fish" => Shell::Fish,
+        "elvish" => Shell::Elvish,
+        "powershell" => Shell::PowerShell,
+        other => {
+            return Err(format!(
+                "unknown document {other:?}: one of {}",
+                KINDS.join(", ")
+            ))
+        }
+    };
+    clap_complete::generate(shell, &mut cmd, name, out);
+    Ok(())
+}
+
+/// When `args` (the process's, program name first) are
+/// `--generate-docs KIND`, print KIND for `cmd()` and return the exit
+/// code (0; 1 when the pages cannot be written; 2 for an unknown KIND);
+/// otherwise `None`, and the binary
+/// goes on as usual.
+pub fn generate_if_asked(
+    args: impl IntoIterator<Item = OsString>,
+    cmd: impl FnOnce() -> clap::Command,
+) -> Option<u8> {
+    let mut args = args.into_iter().skip(1);
+    if args.next()? != FLAG {
+        return None;
+    }
+    let kind = args.next().map(|k| k.to_string_lossy().into_owned());
+    if let (Some("man"), Some(dir)) = (kind.as_deref(), args.next()) {
+        return Some(match clap_mangen::generate_to(cmd(), &dir) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!(
+                    "error: writing man pages into {}: {e}",
+                    std::path::Path::new(&dir).display()
+                );
+                1
+            }
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    let result = match kind {
+        Some(kind) => generate(cmd(), &kind, &mut out)
+            .and_then(|()| out.flush().map_err(|e| format!("writing to stdout: {e}"))),
+        None => Err(format!("{FLAG} needs one of {}", KINDS.join(", "))),
+    };
+    Some(match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd() -> clap::Command {
+        clap::Command::new("demo")
+            .about("A demo.")
+            .arg(
+                clap::Arg::new("product")
+                    .long("product")
+                    .help("The product."),
+            )
+            .subcommand(clap::Command::new("status").about("Show status."))
+    }
+
+    #[test]
+    fn every_kind_renders_from_the_definition() {
+        for kind in KINDS {
+            let mut out = Vec::new();
+            generate(cmd(), kind, &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains("demo"), "{kind}: {text}");
+            if *kind != "man" {
+                assert!(text.contains("status"), "{kind}: {text}");
+            }
+        }
+        let mut man = Vec::new();
+        generate(cmd(), "man", &mut man).unwrap();
+        let man = String::from_utf8(man).unwrap();
+        assert!(
+            man.contains(".TH demo") && man.contains("\\-\\-product"),
+            "{man}"
+        );
+        assert!(generate(cmd(), "tcsh", &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn only_the_flag_first_generates() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(generate_if_asked(args(&["demo", "status"]), cmd).is_none());
+        assert!(generate_if_asked(args(&["demo"]), cmd).is_none());
+        assert!(generate_if_asked(args(&["demo", "status", FLAG, "man"]), cmd).is_none());
+    }
+}
