@@ -16,13 +16,30 @@ async fn main() -> anyhow::Result<()> {
     ) {
         std::process::exit(code.into());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    // TELEMETRY_LOG_FORMAT=json: one JSON object per line, as telemetryd.
+    let format = std::env::var("TELEMETRY_LOG_FORMAT").unwrap_or_default();
+    let json = format.trim().eq_ignore_ascii_case("json");
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init();
+        if !format.trim().is_empty() && !format.trim().eq_ignore_ascii_case("text") {
+            tracing::warn!(
+                "TELEMETRY_LOG_FORMAT={format:?} is not a log format (text or json); logging as text"
+            );
+        }
+    }
     let today = std::env::var(TODAY_VAR).ok();
     if let Some(t) = &today {
         // A fixed "today" is for reproducible tests; left set in

@@ -47,11 +47,7 @@ fn main() -> ExitCode {
     if to_file {
         log_to_file(&args, uid);
     } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(log_filter())
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
-            .init();
+        init_log(std::io::stderr, std::io::stderr().is_terminal());
     }
     match real_main(&args, &matches, uid, shutdown_signal(), || {}) {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,6 +59,41 @@ fn main() -> ExitCode {
             eprintln!("telemetryd: error: {}", telemetryd::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The variable choosing the log's format.
+const LOG_FORMAT_VAR: &str = "TELEMETRY_LOG_FORMAT";
+
+/// Install the log: `TELEMETRY_LOG_FORMAT=json` writes one JSON object per
+/// line (`timestamp`, `level`, `fields.message` and the event's fields,
+/// `target`) for log collectors; unset or `text`, lines for people. Any
+/// other value is logged as a warning and gives text: a typo in a log
+/// setting must not stop the daemon.
+fn init_log<W>(writer: W, ansi: bool)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let format = std::env::var(LOG_FORMAT_VAR).unwrap_or_default();
+    let json = format.trim().eq_ignore_ascii_case("json");
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(log_filter())
+            .with_writer(writer)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(log_filter())
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .init();
+    }
+    let plain = format.trim().is_empty() || format.trim().eq_ignore_ascii_case("text");
+    if !json && !plain {
+        tracing::warn!(
+            "{LOG_FORMAT_VAR}={format:?} is not a log format (text or json); logging as text"
+        );
     }
 }
 
@@ -92,11 +123,7 @@ fn log_to_file(args: &config::Args, uid: u32) {
     )
     .open(&path);
     if let Ok(file) = file {
-        tracing_subscriber::fmt()
-            .with_env_filter(log_filter())
-            .with_writer(std::sync::Mutex::new(file))
-            .with_ansi(false)
-            .init();
+        init_log(std::sync::Mutex::new(file), false);
     }
 }
 

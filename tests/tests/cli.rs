@@ -472,3 +472,48 @@ fn human_output_counts_agree_with_their_number() {
         assert!(!out.contains("(s)") && !out.contains(" 1 events"), "{out}");
     }
 }
+
+/// Issue #17: `TELEMETRY_LOG_FORMAT=json` makes every line of the daemon's
+/// log one JSON object for a log collector; a value that is not a format
+/// is a warning, and the daemon runs on with text.
+#[test]
+fn telemetry_log_format_json_gives_one_object_per_line_and_a_bad_value_only_warns() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let d = env.start_with(&[("TELEMETRY_LOG_FORMAT", "json"), ("TELEMETRY_LOG", "debug")]);
+    emit(&d, 2);
+    assert_eq!(pending(&d), 2);
+    let log = d.log();
+    d.terminate().unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string() && v["fields"].is_object(),
+            "{line}"
+        );
+    }
+
+    // The first daemon sealed its events on the way out; this one still
+    // takes events.
+    let d = env.start_with(&[("TELEMETRY_LOG_FORMAT", "xml")]);
+    emit(&d, 1);
+    assert_eq!(pending(&d), 1);
+    let log = d.log();
+    d.terminate().unwrap();
+    assert!(
+        log.contains(
+            "TELEMETRY_LOG_FORMAT=\"xml\" is not a log format (text or json); logging as text"
+        ),
+        "{log}"
+    );
+    let warning = log
+        .lines()
+        .find(|l| l.contains("is not a log format"))
+        .unwrap();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(warning).is_err(),
+        "text, not JSON: {warning}"
+    );
+}
