@@ -42,7 +42,7 @@ enum Command {
     CatalogSql(CatalogSqlArgs),
     /// Copy each day's small batch objects into a few large ones, in a mirror with the same layout that the report and the SQL engines read instead.
     #[command(
-        after_help = "Examples:\n  telemetry-report compact --into s3://my-bucket/telemetry-mirror --quarter 2026Q4\n  telemetry-report compact --source ~/.local/state/telemetry/outbox --into /srv/mirror --from 2026-11-01 --to 2026-11-30\n\nReads the days --from to --to plus --late-days, as the report does, and writes each as compacted-NNNN.ndjson.zst parts under INTO/v1/product=P/dt=D/, replacing the day's earlier parts. The raw batches are never changed or deleted. Then: telemetry-report --source INTO ..., and the SQL table definitions with INTO as the location."
+        after_help = "Examples:\n  telemetry-report compact --into s3://my-bucket/telemetry-mirror --quarter 2026Q4\n  telemetry-report compact --source ~/.local/state/telemetry/outbox --into /srv/mirror --from 2026-11-01 --to 2026-11-30\n\nReads the days --from to --to plus --late-days, as the report does, and writes each as compacted-RUN-NNNN.ndjson.zst parts under INTO/v1/product=P/dt=D/ (with _sources, the objects it read), replacing the day's earlier parts; an unchanged day is skipped. The raw batches are never changed or deleted. Then: telemetry-report --source INTO ..., and the SQL table definitions with INTO as the location."
     )]
     Compact(CompactArgs),
 }
@@ -58,18 +58,8 @@ struct CompactArgs {
     /// Product to compact. Default: the only product in the source.
     #[arg(long, value_name = "NAME")]
     product: Option<String>,
-    /// Calendar quarter, e.g. 2026Q4.
-    #[arg(long, value_name = "YYYYQn", required_unless_present_all = ["from", "to"], conflicts_with_all = ["from", "to"])]
-    quarter: Option<String>,
-    /// First day (UTC, inclusive); needs --to.
-    #[arg(long, value_name = "YYYY-MM-DD", requires = "to")]
-    from: Option<String>,
-    /// Last day (UTC, inclusive); needs --from.
-    #[arg(long, value_name = "YYYY-MM-DD", requires = "from")]
-    to: Option<String>,
-    /// Also compact the days filed this many days after --to, as the report reads them.
-    #[arg(long, value_name = "DAYS", default_value_t = 14, value_parser = clap::value_parser!(u16).range(0..=366))]
-    late_days: u16,
+    #[command(flatten)]
+    period: PeriodArgs,
     /// No line per day.
     #[arg(long)]
     quiet: bool,
@@ -119,17 +109,9 @@ struct S3Args {
     ca_bundle: Option<PathBuf>,
 }
 
+/// The period a report (or a compaction) covers, and its grace days.
 #[derive(Args)]
-struct ReportArgs {
-    /// Where the batches are: s3://BUCKET[/PREFIX] or a local outbox directory. Default: the daemon's configured bucket, else its outbox.
-    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
-    source: Option<String>,
-    /// Product to report on (the product= partition). Default: the only product in the source.
-    #[arg(long, value_name = "NAME")]
-    product: Option<String>,
-    /// The product's event catalogue (its manifest, e.g. catalog/cfdev.toml): every enum, bool and int data key it lists is counted by value, and lines with data it does not allow are left out of those counts. Default: the built-in cfdev catalogue for the product cfdev; none (no value tables) for others.
-    #[arg(long, value_name = "FILE")]
-    catalog: Option<PathBuf>,
+struct PeriodArgs {
     /// Calendar quarter, e.g. 2026Q4 (UTC days 2026-10-01 to 2026-12-31).
     #[arg(long, value_name = "YYYYQn", required_unless_present_all = ["from", "to"], conflicts_with_all = ["from", "to"])]
     quarter: Option<String>,
@@ -142,6 +124,32 @@ struct ReportArgs {
     /// Also read batches filed up to this many days after the period, for events uploaded late.
     #[arg(long, value_name = "DAYS", default_value_t = 14, value_parser = clap::value_parser!(u16).range(0..=366))]
     late_days: u16,
+}
+
+impl PeriodArgs {
+    /// `--quarter`, or `--from` and `--to`.
+    fn period(&self) -> anyhow::Result<Period> {
+        Ok(match (&self.quarter, &self.from, &self.to) {
+            (Some(q), _, _) => Period::quarter(q)?,
+            (None, Some(from), Some(to)) => Period::range(from, to)?,
+            _ => bail!("give --quarter YYYYQn, or --from and --to"),
+        })
+    }
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Where the batches are: s3://BUCKET[/PREFIX] or a local outbox directory. Default: the daemon's configured bucket, else its outbox.
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+    source: Option<String>,
+    /// Product to report on (the product= partition). Default: the only product in the source.
+    #[arg(long, value_name = "NAME")]
+    product: Option<String>,
+    /// The product's event catalogue (its manifest, e.g. catalog/cfdev.toml): every enum, bool and int data key it lists is counted by value, and lines with data it does not allow are left out of those counts. Default: the built-in cfdev catalogue for the product cfdev; none (no value tables) for others.
+    #[arg(long, value_name = "FILE")]
+    catalog: Option<PathBuf>,
+    #[command(flatten)]
+    period: PeriodArgs,
     /// Directory for report.json, the CSVs and index.html (created if missing). With --preview: where to write the preview's files instead of printing it.
     #[arg(long, value_name = "DIR", required_unless_present = "preview")]
     out: Option<PathBuf>,
@@ -244,11 +252,7 @@ fn catalog_sql_main(args: CatalogSqlArgs) -> anyhow::Result<ExitCode> {
 /// `compact`: each day of the period into the mirror.
 async fn compact_main(args: CompactArgs) -> anyhow::Result<ExitCode> {
     use telemetry_report::compact::{compact_day, PART_BYTES};
-    let period = match (&args.quarter, &args.from, &args.to) {
-        (Some(q), _, _) => Period::quarter(q)?,
-        (None, Some(from), Some(to)) => Period::range(from, to)?,
-        _ => bail!("give --quarter YYYYQn, or --from and --to"),
-    };
+    let period = args.period.period()?;
     let source = open_source("--source", args.source.as_deref(), &args.s3, false).await?;
     let overlap = |into: &Source| {
         anyhow::anyhow!(
@@ -304,7 +308,7 @@ async fn compact_main(args: CompactArgs) -> anyhow::Result<ExitCode> {
     );
     let (mut days, mut unchanged, mut objects, mut bytes_in, mut bytes_out, mut lines) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    let last = period.last_dt(args.late_days);
+    let last = period.last_dt(args.period.late_days);
     let mut day = period.from;
     while day <= last {
         let done = compact_day(&source, &into, &product, day, work.path(), PART_BYTES, &run)
@@ -586,11 +590,7 @@ async fn open_source(
 }
 
 async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
-    let period = match (&args.quarter, &args.from, &args.to) {
-        (Some(q), _, _) => Period::quarter(q)?,
-        (None, Some(from), Some(to)) => Period::range(from, to)?,
-        _ => bail!("give --quarter YYYYQn, or --from and --to"),
-    };
+    let period = args.period.period()?;
     let privacy = if args.preview {
         Privacy::Preview
     } else {
@@ -601,19 +601,19 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
     }
     // Decided before anything is read: a refused run costs nothing.
     let today = today(|k| std::env::var_os(k), SystemTime::now())?;
-    let completeness = if period.is_complete(args.late_days, today) {
+    let completeness = if period.is_complete(args.period.late_days, today) {
         Completeness::Complete
     } else {
-        let complete_on = period.complete_on(args.late_days);
+        let complete_on = period.complete_on(args.period.late_days);
         // A preview is never published, so it may look at a period that
         // is still running (it is marked partial all the same).
         if !args.allow_partial && !args.preview {
             bail!(
                 "{} is not complete yet: batches filed up to {} (its last day, {}, plus --late-days {}) are read, and today is {today} (UTC), so more can still arrive. Run the report on or after {complete_on}, or pass --allow-partial to write it now marked \"partial\": true (or use --preview to look without publishing)",
                 period.label,
-                period.last_dt(args.late_days),
+                period.last_dt(args.period.late_days),
                 period.to,
-                args.late_days
+                args.period.late_days
             );
         }
         Completeness::Partial { complete_on }
@@ -623,7 +623,7 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
     }
     let source = open_source("--source", args.source.as_deref(), &args.s3, false).await?;
     let product = choose_product(&source, args.product.as_deref()).await?;
-    let last_dt = period.last_dt(args.late_days);
+    let last_dt = period.last_dt(args.period.late_days);
     let objects = source
         .list(&product, period.from, last_dt)
         .await
@@ -664,7 +664,7 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         &agg,
         &product,
         &period,
-        args.late_days,
+        args.period.late_days,
         privacy,
         completeness,
     );

@@ -667,6 +667,37 @@ mod tests {
         assert!(e.contains("longer than"), "{e}");
     }
 
+    #[test]
+    fn a_mirror_overlaps_its_source_only_when_one_root_holds_the_other() {
+        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let s3 = |bucket: &str, prefix: &str| match fake_s3(addr, std::time::Duration::from_secs(1))
+        {
+            Source::S3 {
+                client,
+                read_timeout,
+                ..
+            } => Source::S3 {
+                client,
+                bucket: bucket.into(),
+                prefix: prefix.into(),
+                read_timeout,
+            },
+            Source::Dir(_) => unreachable!(),
+        };
+        // Roots are PREFIX/v1/: "a" and "ab" are apart, "" holds only v1/.
+        assert!(!s3("b", "a").overlaps(&s3("b", "ab")));
+        assert!(!s3("b", "").overlaps(&s3("b", "mirror")));
+        assert!(!s3("b", "a").overlaps(&s3("c", "a")));
+        assert!(s3("b", "a").overlaps(&s3("b", "a")));
+        assert!(s3("b", "").overlaps(&s3("b", "v1")), "v1/v1/ is inside v1/");
+        assert!(s3("b", "a").overlaps(&s3("b", "a/v1/x")));
+        assert!(!s3("b", "a").overlaps(&Source::Dir("/tmp/a".into())));
+        let dir = tempfile::tempdir().unwrap();
+        let d = |p: &str| Source::Dir(dir.path().join(p));
+        assert!(d("raw").overlaps(&d("raw/v1/m")) && d("raw").overlaps(&d("raw")));
+        assert!(!d("raw").overlaps(&d("raw2")) && !d("raw").overlaps(&d("mirror")));
+    }
+
     /// A source reading bucket "b" at a hand-written HTTP server on `addr` (no prefix).
     fn fake_s3(addr: std::net::SocketAddr, read_timeout: std::time::Duration) -> Source {
         let conf = aws_sdk_s3::Config::builder()
