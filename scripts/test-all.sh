@@ -7,14 +7,14 @@
 #   scripts/test-all.sh            every stage
 #   scripts/test-all.sh go node    only these stages (names below)
 #
-# Stages: prereqs fmt clippy cargo spark windows go node python
+# Stages: prereqs fmt clippy cargo spark windows package go node python
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 export CARGO_TERM_COLOR=never
 
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(prereqs fmt clippy cargo spark windows go node python)
+[ ${#stages[@]} -gt 0 ] || stages=(prereqs fmt clippy cargo spark windows package go node python)
 
 prereqs() {
     local need=()
@@ -88,6 +88,11 @@ spark_tests() {
 # then the crates without C type-checked for macOS with the same toolchain.
 windows_tests() { scripts/windows.sh test && scripts/windows.sh macos; }
 
+# The .deb, .rpm and portable tarball from the debug binaries (nfpm, cached
+# in ~/.cache/telemetryd-package), lintian and rpmlint, and the README's
+# walkthrough from the unpacked .deb (scripts/test-package.sh).
+package_tests() { scripts/test-package.sh; }
+
 go_sdk() {
     daemon_bin
     cd "$root/sdk/go"
@@ -122,10 +127,11 @@ for stage in "${stages[@]}"; do
         cargo) fn=cargo_tests ;;
         spark) fn=spark_tests ;;
         windows) fn=windows_tests ;;
+        package) fn=package_tests ;;
         go) fn=go_sdk ;;
         node) fn=node_sdk ;;
         python) fn=python_sdk ;;
-        *) echo "unknown stage $stage (stages: prereqs fmt clippy cargo spark windows go node python)" >&2; exit 2 ;;
+        *) echo "unknown stage $stage (stages: prereqs fmt clippy cargo spark windows package go node python)" >&2; exit 2 ;;
     esac
     echo "== $stage"
     start=$(date +%s)

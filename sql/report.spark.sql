@@ -28,6 +28,15 @@ FROM (
   WHERE product = '{{product}}'
     AND dt BETWEEN '{{from}}' AND '{{last_dt}}'
     AND substr(`timestamp`, 1, 10) BETWEEN '{{from}}' AND '{{to}}'
+    -- Machines whose users asked to be forgotten: a telemetry_forget
+    -- marker anywhere in the partitions read leaves out all their lines.
+    AND machine NOT IN (
+      SELECT machine FROM telemetry_raw
+      WHERE product = '{{product}}'
+        AND dt BETWEEN '{{from}}' AND '{{last_dt}}'
+        AND event = 'telemetry_forget'
+        AND machine IS NOT NULL
+    )
 ) AS period_lines
 GROUP BY id;
 

@@ -27,7 +27,8 @@
 -- Semantics, identical to telemetry-report: an event belongs to the period
 -- when the UTC day of its timestamp is in it; lines with the same id are
 -- one event (replayed batches); weeks start on Monday; telemetry_dropped
--- lines are counters, not events.
+-- lines are counters, not events; every line of a machine with a
+-- telemetry_forget marker in the partitions read is left out.
 --
 -- Value tables, identical to telemetry-report (report/src/data.rs): each
 -- event of a catalogued event name counts once in each of its counted
@@ -61,6 +62,15 @@ FROM (
   WHERE product = '{{product}}'
     AND dt BETWEEN '{{from}}' AND '{{last_dt}}'
     AND substr("timestamp", 1, 10) BETWEEN '{{from}}' AND '{{to}}'
+    -- Machines whose users asked to be forgotten: a telemetry_forget
+    -- marker anywhere in the partitions read leaves out all their lines.
+    AND machine NOT IN (
+      SELECT machine FROM telemetry_raw
+      WHERE product = '{{product}}'
+        AND dt BETWEEN '{{from}}' AND '{{last_dt}}'
+        AND event = 'telemetry_forget'
+        AND machine IS NOT NULL
+    )
 ) AS period_lines
 GROUP BY id;
 

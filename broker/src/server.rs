@@ -88,10 +88,7 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
 async fn handle(b: &Broker, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
-        (&Method::GET | &Method::HEAD, HEALTH_PATH) => json(
-            StatusCode::OK,
-            &serde_json::json!({"status": "ok", "products": b.products.len()}),
-        ),
+        (&Method::GET | &Method::HEAD, HEALTH_PATH) => json(StatusCode::OK, &health(b, &req)),
         (&Method::POST, UPLOAD_PATH) => {
             let client = client_ip(b, &req, peer);
             let started = Instant::now();
@@ -194,6 +191,50 @@ async fn upload_request(
     Ok((parsed, grant))
 }
 
+/// The `/healthz` answer. With `?product=P` it also says whether this
+/// broker accepts P (`serves`: a manifest here, and not retired), so
+/// `telemetryctl doctor` can tell a user whose batches would be refused.
+/// Only yes or no for the name asked: the upload endpoint already answers
+/// that (400 or 410), and the list of products is not given out.
+fn health(b: &Broker, req: &Request<Incoming>) -> serde_json::Value {
+    let mut answer = serde_json::json!({"status": "ok", "products": b.products.len()});
+    let product = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("product="))
+            .map(percent_decoded)
+    });
+    if let Some(product) = product {
+        let serves = b.products.contains(&product) && !b.settings.retired.contains(&product);
+        answer["serves"] = serde_json::Value::Bool(serves);
+    }
+    answer
+}
+
+/// `%XX` escapes decoded (a malformed one is kept as is; the name then
+/// matches no product).
+fn percent_decoded(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The client's address: the last entry of the trusted header if one is
 /// configured (a load balancer appends the address it saw), else the peer.
 fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
@@ -282,6 +323,13 @@ mod tests {
         assert_ne!(limit_key(a), limit_key(c));
         let v4: IpAddr = "203.0.113.7".parse().unwrap();
         assert_eq!(limit_key(v4), v4);
+    }
+
+    #[test]
+    fn health_queries_are_percent_decoded() {
+        assert_eq!(percent_decoded("cfdev"), "cfdev");
+        assert_eq!(percent_decoded("a%20b%26c"), "a b&c");
+        assert_eq!(percent_decoded("bad%zz%4"), "bad%zz%4");
     }
 
     #[test]

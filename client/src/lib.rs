@@ -421,6 +421,67 @@ impl Client {
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
+
+    /// Check every destination without writing (the daemon makes the
+    /// requests, with its own configuration and credentials).
+    pub fn probe(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<telemetry_proto::ProbeReport, ClientError> {
+        match self.request(&Request::Probe, timeout)? {
+            Response::Probed(r) => Ok(r),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Forget `product`'s data on this machine and give it a new ID.
+    pub fn forget(
+        &mut self,
+        product: &str,
+        build: &str,
+        timeout: Duration,
+    ) -> Result<telemetry_proto::ForgetReport, ClientError> {
+        let req = Request::Forget {
+            product: product.to_string(),
+            build: build.to_string(),
+        };
+        match self.request(&req, timeout)? {
+            Response::Forgotten(r) => Ok(*r),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Every upload receipt (without `key`), or the receipt for `key` with
+    /// its batch's lines while its body is kept, fetched a page at a time
+    /// and returned as one page.
+    pub fn receipts(
+        &mut self,
+        key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<telemetry_proto::ReceiptsPage, ClientError> {
+        let mut all = telemetry_proto::ReceiptsPage::default();
+        let mut after = 0;
+        loop {
+            let req = Request::Receipts {
+                key: key.map(str::to_string),
+                after,
+            };
+            match self.request(&req, timeout)? {
+                Response::Receipts(mut page) => {
+                    if key.is_none() || all.receipts.is_empty() {
+                        all.receipts.append(&mut page.receipts);
+                    }
+                    all.lines.append(&mut page.lines);
+                    all.max_receipts = page.max_receipts;
+                    match page.next_after {
+                        Some(next) => after = next,
+                        None => return Ok(all),
+                    }
+                }
+                other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            }
+        }
+    }
 }
 
 /// Whether the daemon refused for good: spooling the event would only get

@@ -44,6 +44,7 @@ pub fn append(path: &Path, ev: &WireEvent) -> std::io::Result<Spooled> {
         }
         let before = f.metadata()?.len();
         if before + frame.len() as u64 > paths::MAX_SPOOL_BYTES {
+            note_drop(path, &ev.product);
             return Ok(Spooled::Full);
         }
         if let Err(e) = f.write_all(&frame) {
@@ -55,6 +56,23 @@ pub fn append(path: &Path, ev: &WireEvent) -> std::io::Result<Spooled> {
         return Ok(Spooled::Written);
     }
     Err(std::io::Error::other("the spool file kept being replaced"))
+}
+
+/// Note one event of `product` dropped because the spool at `spool` is
+/// full, for the daemon to count (see [`paths::spool_drops_file`]). Best
+/// effort: a drop that cannot be noted is still a drop.
+fn note_drop(spool: &Path, product: &str) {
+    let path = paths::spool_drops_file(spool);
+    let Ok(mut f) =
+        with_mode(std::fs::OpenOptions::new().append(true).create(true), 0o600).open(&path)
+    else {
+        return;
+    };
+    if f.metadata()
+        .map_or(true, |m| m.len() < paths::MAX_DROPS_BYTES)
+    {
+        let _ = f.write_all(format!("{product}\n").as_bytes());
+    }
 }
 
 #[cfg(test)]
@@ -83,5 +101,12 @@ mod tests {
 
         std::fs::write(&path, vec![0u8; paths::MAX_SPOOL_BYTES as usize]).unwrap();
         assert_eq!(append(&path, &ev).unwrap(), Spooled::Full);
+        assert_eq!(append(&path, &ev).unwrap(), Spooled::Full);
+        let drops = paths::spool_drops_file(&path);
+        assert_eq!(
+            std::fs::read_to_string(&drops).unwrap(),
+            "cfdev\ncfdev\n",
+            "each drop noted for the daemon to count"
+        );
     }
 }

@@ -124,6 +124,8 @@ pub struct Config {
     pub watchdog: Option<Duration>,
     /// Wall clock.
     pub clock: Clock,
+    /// Where reload requests come from (SIGHUP in `main`); `None`: never.
+    pub reload: Option<crate::reload::Reload>,
 }
 
 impl std::fmt::Debug for Config {
@@ -187,6 +189,7 @@ impl Config {
             notify_socket: None,
             watchdog: None,
             clock: system_clock(),
+            reload: None,
         }
     }
 
@@ -238,7 +241,7 @@ pub enum ConfigError {
 
 /// Command-line flags of `telemetryd`. Each also reads an environment
 /// variable; the config file fills in what neither sets.
-#[derive(Debug, Parser, Default)]
+#[derive(Debug, Clone, Parser, Default)]
 #[command(
     name = "telemetryd",
     version,

@@ -6,11 +6,14 @@
 //!
 //! The ID is `hex(SHA-256("telemetryd/v1\0" ++ identity ++ "\0" ++ product))`:
 //! per product, so two products' datasets cannot be joined, and one-way, so
-//! nobody can go from the ID back to the machine. The raw identity never
-//! leaves this module.
+//! nobody can go from the ID back to the machine. After the user asked to
+//! forget a product (`telemetryctl forget`), its ID also covers a random
+//! salt kept in the store: `... ++ "\0" ++ salt`, a new ID unlinkable to
+//! the old one. The raw identity never leaves this module.
 
 use crate::config::IdentitySource;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Error reading or creating the machine identity.
@@ -37,6 +40,8 @@ pub enum IdentityError {
 /// Holds the raw identity privately and hands out per-product IDs.
 pub struct Identity {
     raw: String,
+    /// Salts of forgotten products (see the module docs).
+    salts: std::sync::RwLock<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -93,7 +98,7 @@ impl Identity {
     pub fn load(source: &IdentitySource, state_dir: &Path) -> Result<Identity, IdentityError> {
         match source {
             IdentitySource::File(path) => match read_nonempty(path) {
-                Some(raw) => Ok(Identity { raw }),
+                Some(raw) => Ok(Identity::from_raw(raw)),
                 None => Err(IdentityError::Read {
                     path: path.clone(),
                     reason: "missing, unreadable or empty".into(),
@@ -101,10 +106,10 @@ impl Identity {
             },
             IdentitySource::Os => {
                 if let Some(raw) = OS_FILES.iter().find_map(|p| read_nonempty(Path::new(p))) {
-                    return Ok(Identity { raw });
+                    return Ok(Identity::from_raw(raw));
                 }
                 if let Some(raw) = platform_uuid() {
-                    return Ok(Identity { raw });
+                    return Ok(Identity::from_raw(raw));
                 }
                 Self::generated(&state_dir.join("machine-identity"))
             }
@@ -113,12 +118,33 @@ impl Identity {
 
     /// An identity from a known string (tests, embedding).
     pub fn from_raw(raw: impl Into<String>) -> Identity {
-        Identity { raw: raw.into() }
+        Identity {
+            raw: raw.into(),
+            salts: Default::default(),
+        }
+    }
+
+    /// Use these salts (the store's, at start).
+    pub fn set_salts(&self, salts: BTreeMap<String, String>) {
+        *self.salts.write().unwrap_or_else(|p| p.into_inner()) = salts;
+    }
+
+    /// Give `product` a new ID from `salt` (after the store recorded it).
+    pub fn set_salt(&self, product: &str, salt: String) {
+        self.salts
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(product.to_string(), salt);
+    }
+
+    /// A fresh salt: 32 random hex digits.
+    pub fn new_salt() -> String {
+        uuid::Uuid::new_v4().simple().to_string()
     }
 
     fn generated(path: &Path) -> Result<Identity, IdentityError> {
         if let Some(raw) = read_nonempty(path) {
-            return Ok(Identity { raw });
+            return Ok(Identity::from_raw(raw));
         }
         let raw = uuid::Uuid::new_v4().simple().to_string();
         telemetry_sink::fsutil::write_private_atomic(path, raw.as_bytes()).map_err(|source| {
@@ -127,7 +153,7 @@ impl Identity {
                 source,
             }
         })?;
-        Ok(Identity { raw })
+        Ok(Identity::from_raw(raw))
     }
 
     /// The anonymous machine ID for `product`: 64 lowercase hex digits.
@@ -137,6 +163,15 @@ impl Identity {
         h.update(self.raw.as_bytes());
         h.update(b"\0");
         h.update(product.as_bytes());
+        if let Some(salt) = self
+            .salts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(product)
+        {
+            h.update(b"\0");
+            h.update(salt.as_bytes());
+        }
         let digest = h.finalize();
         let mut out = String::with_capacity(64);
         // Hex by hand: this runs for every event, `format!` allocates per byte.
@@ -166,6 +201,19 @@ mod tests {
         );
         assert!(!a.contains("0123456789abcdef"));
         assert!(!format!("{id:?}").contains("0123"));
+    }
+
+    #[test]
+    fn a_salt_gives_a_product_a_new_id_and_leaves_the_others() {
+        let id = Identity::from_raw("0123456789abcdef0123456789abcdef");
+        let (a, b) = (id.machine_id("cfdev"), id.machine_id("other"));
+        id.set_salt("cfdev", Identity::new_salt());
+        let a2 = id.machine_id("cfdev");
+        assert_ne!(a, a2);
+        assert_eq!(a2.len(), 64);
+        assert_eq!(id.machine_id("other"), b);
+        id.set_salt("cfdev", Identity::new_salt());
+        assert_ne!(id.machine_id("cfdev"), a2, "each forget, a new ID");
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! - [`identity`], [`record`]: the anonymous machine ID and the stored line.
 //! - [`consent`], [`catalog`]: who may collect what (checked on every emit
 //!   and before every upload); [`refusals`]: what was refused, counted and
-//!   logged.
+//!   logged; [`counters`]: where every event went.
 //!
 //! `main.rs` only parses arguments, binds the socket and passes a signal
 //! future to [`run`].
@@ -33,12 +33,14 @@ pub mod catalog;
 pub mod cmd;
 pub mod config;
 pub mod consent;
+pub mod counters;
 pub mod identity;
 pub mod install;
 pub mod notify;
 pub mod ondemand;
 pub mod record;
 pub mod refusals;
+pub mod reload;
 pub mod server;
 #[cfg(unix)]
 pub mod socket;

@@ -185,13 +185,26 @@ fn real_main(
     listening: impl FnOnce(),
 ) -> anyhow::Result<()> {
     raise_fd_limit();
-    let mut config = config::load(args, Some(matches), |k| std::env::var_os(k), uid)?;
-    let activated = service_manager_listener()?;
     // Honoured whoever started us: under a service manager the socket
     // brings us back, autostarted the next client does.
-    if args.autostarted && config.idle_exit.is_none() {
-        config.idle_exit = Some(ondemand::DEFAULT_IDLE_EXIT);
-    }
+    let autostarted = args.autostarted;
+    let load = {
+        let (args, matches) = (args.clone(), matches.clone());
+        move || -> anyhow::Result<config::Config> {
+            let mut config = config::load(&args, Some(&matches), |k| std::env::var_os(k), uid)?;
+            if autostarted && config.idle_exit.is_none() {
+                config.idle_exit = Some(ondemand::DEFAULT_IDLE_EXIT);
+            }
+            Ok(config)
+        }
+    };
+    let mut config = load()?;
+    let reload_requests = std::sync::Arc::new(tokio::sync::Notify::new());
+    config.reload = Some(telemetryd::reload::Reload {
+        requests: reload_requests.clone(),
+        load: std::sync::Arc::new(move || load().map_err(|e| telemetryd::error_chain(e.as_ref()))),
+    });
+    let activated = service_manager_listener()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -222,6 +235,7 @@ fn real_main(
         ondemand::record_current(&config.state_dir);
     }
     runtime.block_on(async {
+        forward_reload_signals(reload_requests);
         let activated_here = activated.is_some();
         let (listener, bound) = listen(&config, activated, args.service)?;
         listening();
@@ -308,6 +322,30 @@ async fn shutdown_signal() {
         _ = shutdown.recv() => tracing::info!("system shutting down"),
     }
 }
+
+/// Each SIGHUP asks for the configuration file to be read again (see
+/// `telemetryd::reload`).
+#[cfg(unix)]
+fn forward_reload_signals(requests: std::sync::Arc<tokio::sync::Notify>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    requests.notify_one();
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload by restarting")
+        }
+    }
+}
+
+/// Windows has no SIGHUP: restart the service to reload.
+#[cfg(windows)]
+fn forward_reload_signals(_requests: std::sync::Arc<tokio::sync::Notify>) {}
 
 /// Resolves on the first SIGTERM or SIGINT.
 #[cfg(unix)]

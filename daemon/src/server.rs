@@ -115,6 +115,8 @@ pub struct Ctx {
     pub direct_replies: bool,
     /// Refused events, counted and logged.
     pub refusals: crate::refusals::Refusals,
+    /// Where events went since start.
+    pub counters: crate::counters::EventCounters,
     /// Busy refusals allowed to wait for a first byte (see [`BUSY_WAITERS`]).
     pub busy_waiters: Arc<tokio::sync::Semaphore>,
 }
@@ -354,6 +356,8 @@ pub async fn run_locked(
         },
     )?;
     let applied = store.applied().await?;
+    // Products the user asked to forget have salted IDs from then on.
+    identity.set_salts(store.id_salts().await?);
     // The daemon's own destination: the operator's bucket with the AWS
     // chain, else the outbox. Manifests' destinations join on first use.
     let (own, own_auth) = match &config.s3 {
@@ -413,6 +417,7 @@ pub async fn run_locked(
             config.max_connections,
         ),
         refusals: Default::default(),
+        counters: Default::default(),
         busy_waiters: Arc::new(tokio::sync::Semaphore::new(BUSY_WAITERS)),
     });
     // Apply consent changes made while the daemon was not running, then
@@ -439,6 +444,10 @@ pub async fn run_locked(
     let watchdog_task = config
         .watchdog
         .map(|interval| tokio::spawn(watchdog(ctx.clone(), notifier.clone(), interval)));
+    let reload_task = config
+        .reload
+        .clone()
+        .map(|reload| tokio::spawn(crate::reload::serve(ctx.clone(), config.clone(), reload)));
     let mut idle = Box::pin(idle_exit(ctx.clone(), config.idle_exit));
     let (conn_stop, conn_stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
@@ -480,8 +489,10 @@ pub async fn run_locked(
     }
     tracing::info!("shutting down");
     notifier.send("STOPPING=1\nSTATUS=shutting down");
-    if let Some(task) = watchdog_task {
+    // Both hold the context, which must go for the store to close.
+    for task in watchdog_task.into_iter().chain(reload_task) {
         task.abort();
+        let _ = task.await;
     }
     drop(listener);
     drop(idle);

@@ -17,6 +17,7 @@
 //! clients write with their standard libraries: each file is read, its
 //! events stored, and then it is removed.
 
+use crate::counters::EventCounters;
 use crate::server::Ctx;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -174,7 +175,14 @@ async fn ingest_inner(ctx: &Ctx) -> u64 {
     for path in &ctx.spool.paths {
         stored += ingest_file(ctx, path).await;
     }
-    stored + ingest_dir(ctx, &ctx.spool.dir).await
+    stored += ingest_dir(ctx, &ctx.spool.dir).await;
+    // Events shims could not spool (it was full): counted for status.
+    ctx.counters
+        .take_drop_file(&telemetry_proto::paths::spool_drops_file(
+            &ctx.spool.paths[0],
+        ));
+    EventCounters::add(&ctx.counters.taken_in, stored);
+    stored
 }
 
 /// A refused spooled event, counted once its spool is consumed.
@@ -230,6 +238,7 @@ async fn ingest_file(ctx: &Ctx, path: &Path) -> u64 {
     if let Err(e) = std::fs::remove_file(&file) {
         tracing::warn!(path = %file.display(), error = %e, "cannot remove the ingested spool");
     }
+    EventCounters::add(&ctx.counters.spooled, events.len() as u64);
     report(ctx, "spool file", stored, &refused, bad);
     stored
 }
@@ -454,6 +463,7 @@ async fn ingest_dir(ctx: &Ctx, dir: &Path) -> u64 {
                 break;
             }
         }
+        EventCounters::add(&ctx.counters.spooled, chunk.events.len() as u64);
         for path in &chunk.consumed {
             if let Err(e) = std::fs::remove_file(path) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove an ingested spool file");
@@ -551,6 +561,7 @@ async fn store_events(
 /// Count the refusals of a consumed spool and log what it held.
 fn report(ctx: &Ctx, what: &str, stored: u64, refused: &[Refused], bad: usize) {
     let mut by_code: BTreeMap<ErrorCode, u64> = BTreeMap::new();
+    EventCounters::add(&ctx.counters.refused, refused.len() as u64);
     for r in refused {
         ctx.refusals.record(crate::refusals::Refusal {
             product: &r.product,

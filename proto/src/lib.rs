@@ -64,6 +64,13 @@
 //!   events, oldest first, a page at a time; reply [`Response::Events`].
 //! - `[5] Purge { product: Option<String> }` — delete events not yet
 //!   uploaded; reply [`Response::Purged`].
+//! - `[6] Probe` — check every destination without writing; reply
+//!   [`Response::Probed`].
+//! - `[7] Forget { product: String, build: String }` — delete the
+//!   product's local data, send a `telemetry_forget` marker (when `on`)
+//!   and switch it to a new anonymous ID; reply [`Response::Forgotten`].
+//! - `[8] Receipts { key: Option<String>, after: u64 }` — upload
+//!   receipts, or one receipt's events; reply [`Response::Receipts`].
 //!
 //! Responses ([`Response`]):
 //!
@@ -75,6 +82,9 @@
 //! - `[5] ConsentApplied(ConsentReport)`
 //! - `[6] Events(EventsPage)`
 //! - `[7] Purged { events: u64 }`
+//! - `[8] Probed(ProbeReport)`
+//! - `[9] Forgotten(ForgetReport)`
+//! - `[10] Receipts(ReceiptsPage)`
 //!
 //! Error codes ([`ErrorCode`]): `[0] Malformed`, `[1] FrameTooLarge`,
 //! `[2] UnsupportedVersion`, `[3] Invalid`, `[4] Storage`, `[5] Upload`,
@@ -375,6 +385,28 @@ pub enum Request {
         /// Only this product, or all.
         product: Option<String>,
     },
+    /// `[6]` Check that each destination can be reached and would accept a
+    /// batch, writing nothing (`telemetryctl doctor`).
+    Probe,
+    /// `[7]` Forget `product` on this machine: delete its stored events,
+    /// record a `telemetry_forget` marker under its current anonymous ID
+    /// (only when it is `on`), then give it a new ID.
+    Forget {
+        /// The product.
+        product: String,
+        /// The host CLI's version, for the marker event.
+        build: String,
+    },
+    /// `[8]` Upload receipts, oldest first, a page at a time; with `key`,
+    /// the events of that receipt's batch instead (while its body is
+    /// kept), from line `after` on.
+    Receipts {
+        /// The receipt whose events to list; `None` lists receipts.
+        key: Option<String>,
+        /// Start after this receipt sequence number, or (with `key`) at
+        /// this line index; 0 for the beginning.
+        after: u64,
+    },
 }
 
 /// The daemon's reply to one [`Request`]. (JSON: the variant's snake_case
@@ -416,6 +448,13 @@ pub enum Response {
         /// Events deleted.
         events: u64,
     },
+    /// `[8]` Reply to [`Request::Probe`].
+    Probed(ProbeReport),
+    /// `[9]` Reply to [`Request::Forget`]. (Boxed, like `Status`, to
+    /// keep the enum small; the wire format is the report itself.)
+    Forgotten(Box<ForgetReport>),
+    /// `[10]` Reply to [`Request::Receipts`].
+    Receipts(ReceiptsPage),
 }
 
 /// A product's consent as the daemon sees it.
@@ -648,7 +687,38 @@ pub struct StatusReport {
     /// The flat fields above sum them up for older readers.
     #[serde(default)]
     pub destinations: Vec<DestinationStatus>,
+    /// What happened to events since the daemon started.
+    #[serde(default)]
+    pub counters: Counters,
 }
+
+/// Event counts since the daemon started, in [`StatusReport::counters`]:
+/// where every event that reached this machine's daemon went.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct Counters {
+    /// Events clients sent in emit requests (however they were answered).
+    pub received: u64,
+    /// Events newly stored from emit requests (acknowledged, or queued
+    /// without an acknowledgement).
+    pub stored: u64,
+    /// Events whose id was already stored (sent twice: kept once).
+    pub duplicates: u64,
+    /// Events refused (see [`StatusReport::refusals`] for why).
+    pub refused: u64,
+    /// Events read from the spools shims wrote while the daemon was not
+    /// reachable.
+    pub spooled: u64,
+    /// Of those, events newly stored (the rest were duplicates, or refused
+    /// by the catalogue or consent at intake).
+    pub taken_in: u64,
+    /// Events shims dropped because the spool was full (reported by the
+    /// shims in the spool's drop file, per product).
+    pub spool_full_drops: Vec<(String, u64)>,
+    /// Events dropped to stay under `max_store_bytes` since start.
+    pub store_full_drops: u64,
+}
+record!(Counters);
 
 /// One destination in [`StatusReport::destinations`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -682,6 +752,10 @@ pub struct DestinationStatus {
     /// Products this destination said are retired (HTTP 410), with the
     /// events dropped for them: nothing more is uploaded for them.
     pub retired: Vec<(String, u64)>,
+    /// Batches delivered here since the daemon started, one object each
+    /// (`already_there` of them were there already).
+    #[serde(default)]
+    pub uploads: u64,
 }
 record!(DestinationStatus);
 
@@ -715,3 +789,121 @@ pub struct FlushReport {
     pub bytes: u64,
 }
 record!(FlushReport);
+
+/// How one doctor check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckOutcome {
+    /// `[0]` Fine.
+    Pass,
+    /// `[1]` Works, but something needs attention.
+    Warn,
+    /// `[2]` Broken: uploads (or whatever the check names) will fail.
+    Fail,
+}
+
+/// One check, with what to do when it did not pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct Check {
+    /// What was checked, e.g. `dns`, `tls`, `credentials`, `clock`.
+    pub name: String,
+    /// How it came out.
+    pub outcome: CheckOutcome,
+    /// What was found.
+    pub detail: String,
+    /// What to do about it; empty when it passed.
+    pub fix: String,
+}
+record!(Check);
+
+/// One destination's checks in a [`ProbeReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct DestinationProbe {
+    /// As [`DestinationStatus::destination`] names it.
+    pub destination: String,
+    /// As [`DestinationStatus::auth`].
+    pub auth: String,
+    /// Products that send their batches here.
+    pub products: Vec<String>,
+    /// The checks, in the order they were made (a failed one may end the
+    /// list: no TLS check after DNS failed).
+    pub checks: Vec<Check>,
+    /// The destination's clock minus ours, in seconds (from its `Date`
+    /// header), when it answered.
+    pub clock_skew_secs: Option<i64>,
+}
+record!(DestinationProbe);
+
+/// Reply to [`Request::Probe`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct ProbeReport {
+    /// Every destination the daemon uploads to, its own first.
+    pub destinations: Vec<DestinationProbe>,
+}
+record!(ProbeReport);
+
+/// Reply to [`Request::Forget`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct ForgetReport {
+    /// The product.
+    pub product: String,
+    /// Stored events deleted (not yet uploaded, local-only and withheld).
+    pub purged: u64,
+    /// Whether a `telemetry_forget` marker was recorded for upload under
+    /// the old ID (only when the product is `on`).
+    pub marker: bool,
+    /// The object key the marker was uploaded under, when the upload
+    /// right after succeeded (else it goes with the next upload).
+    pub marker_key: Option<String>,
+    /// The anonymous ID the product had (64 hex digits): when no marker
+    /// could be sent, the user passes it to the vendor by other means.
+    pub old_machine: String,
+    /// The product's new anonymous ID.
+    pub new_machine: String,
+}
+record!(ForgetReport);
+
+/// One uploaded object, as kept by the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct Receipt {
+    /// Receipt sequence number (pass as `after` for the next page).
+    pub seq: u64,
+    /// Where it went, as [`DestinationStatus::destination`] names it.
+    pub destination: String,
+    /// The object key.
+    pub key: String,
+    /// SHA-256 of the object's bytes (the compressed body), lowercase hex.
+    pub sha256: String,
+    /// The object's size in bytes.
+    pub bytes: u64,
+    /// Events in it.
+    pub events: u64,
+    /// When it was uploaded (µs since the epoch).
+    pub uploaded_us: i64,
+    /// Whether the body is still kept, so its events can be listed.
+    pub body_kept: bool,
+    /// Whether the destination already had it (a replay): no new object
+    /// was written.
+    pub already_there: bool,
+}
+record!(Receipt);
+
+/// Reply to [`Request::Receipts`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(remote = "Self")]
+pub struct ReceiptsPage {
+    /// Receipts in sequence order (without `key`), or the one asked for.
+    pub receipts: Vec<Receipt>,
+    /// With `key`: the batch's NDJSON lines, from the line asked for.
+    pub lines: Vec<String>,
+    /// Pass as `after` for the next page; `None` when this was the last.
+    pub next_after: Option<u64>,
+    /// Most receipts kept (older ones are dropped).
+    pub max_receipts: u64,
+}
+record!(ReceiptsPage);

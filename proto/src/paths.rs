@@ -192,6 +192,22 @@ pub const MAX_SPOOL_FILES: usize = 1000;
 /// new events are dropped rather than fill the disk.
 pub const MAX_SPOOL_BYTES: u64 = 1024 * 1024;
 
+/// Where writers note events they dropped because the spool was full, so
+/// the daemon can count them (`status`: `counters.spool_full_drops`): the
+/// spool's path with the extension `drops` — `events-<16 hex>.drops` for
+/// both [`spool_file_for`] and [`spool_dir_for`] of one socket.
+///
+/// A writer appends the event's product name and a newline (one `write`
+/// in append mode, no lock) while the file is under [`MAX_DROPS_BYTES`];
+/// past that, drops are no longer counted one by one. The daemon renames
+/// the file, counts its lines and removes it when it takes in the spool.
+pub fn spool_drops_file(spool: &std::path::Path) -> PathBuf {
+    spool.with_extension("drops")
+}
+
+/// Largest drop file a writer appends to.
+pub const MAX_DROPS_BYTES: u64 = 64 * 1024;
+
 /// The user's consent file: `consent` inside the state dir.
 pub fn default_consent_file(state_dir: &std::path::Path) -> PathBuf {
     state_dir.join("consent")

@@ -22,6 +22,11 @@ use std::collections::{HashMap, HashSet};
 /// The dropped-events counter line the daemon adds to a batch.
 pub const DROPPED_EVENT: &str = "telemetry_dropped";
 
+/// The marker the daemon uploads when a user asks for a product's data to
+/// be forgotten (`telemetryctl forget`): every line of its machine ID is
+/// left out of the report, wherever it is in the objects read.
+pub const FORGET_EVENT: &str = "telemetry_forget";
+
 /// Events and distinct machines of one cell.
 #[derive(Debug, Default, Clone)]
 pub struct Cell {
@@ -56,12 +61,21 @@ pub struct SourceStats {
     pub duplicates: u64,
     /// Lines whose day is outside the period (read from the grace days).
     pub outside_period: u64,
+    /// Machine IDs left out because a `telemetry_forget` marker of theirs
+    /// is in the objects read.
+    pub forgotten_machines: u64,
+    /// Lines of those machines left out (their markers included).
+    pub forgotten_lines: u64,
 }
 
 /// Running counts for one product and period.
 pub struct Aggregator {
     period: Period,
     seen: HashSet<u128>,
+    /// Machine IDs whose every line is left out (see [`FORGET_EVENT`]).
+    exclude: HashSet<String>,
+    /// Machine IDs with a marker in the lines read, excluded or not yet.
+    pub forgotten: HashSet<String>,
     machine_index: HashMap<String, u32>,
     /// Every counted event (not the dropped counters).
     pub all: Cell,
@@ -133,6 +147,8 @@ impl Aggregator {
         Aggregator {
             period,
             seen: HashSet::new(),
+            exclude: HashSet::new(),
+            forgotten: HashSet::new(),
             machine_index: HashMap::new(),
             all: Cell::default(),
             by_event: HashMap::new(),
@@ -147,11 +163,35 @@ impl Aggregator {
         }
     }
 
+    /// Empty counts like `self`'s that leave out every machine in
+    /// `self.forgotten`: for a second pass over the same objects, when the
+    /// first found markers (they may come after the machine's other lines).
+    pub fn excluding_forgotten(&self) -> Aggregator {
+        let mut next = Aggregator::with_catalog(self.period.clone(), self.data.catalog().cloned());
+        next.exclude = self.forgotten.clone();
+        next.stats.forgotten_machines = self.forgotten.len() as u64;
+        next
+    }
+
     /// Count one NDJSON line. The error says what is wrong with it (the
     /// caller adds the object and line number).
     pub fn add_line(&mut self, line: &[u8]) -> Result<(), String> {
         self.stats.lines += 1;
         let (l, id, day) = parse_line(line)?;
+        // Before the period check: a marker in a grace day's partition
+        // forgets the period's lines too (the SQL reads the same window).
+        if l.event == FORGET_EVENT {
+            self.forgotten.insert(l.machine.clone());
+        }
+        if self.exclude.contains(&l.machine) {
+            self.stats.forgotten_lines += 1;
+            return Ok(());
+        }
+        if l.event == FORGET_EVENT {
+            // Counted in a pass that did not know the machine yet; the
+            // caller reads again with it excluded (see `excluding`).
+            return Ok(());
+        }
         if !self.period.contains(day) {
             self.stats.outside_period += 1;
             return Ok(());
@@ -212,6 +252,41 @@ mod tests {
             uuid::Uuid::from_u128(id)
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn a_forget_marker_leaves_out_every_line_of_its_machine_on_the_second_pass() {
+        let lines = [
+            line(1, "stop", "2026-10-01", "m1"),
+            line(2, "bosh", "2026-10-02", "m1"),
+            line(3, "stop", "2026-10-02", "m2"),
+            // In a grace day's partition, after the period: still counts.
+            line(4, FORGET_EVENT, "2027-01-03", "m1"),
+        ];
+        let mut a = Aggregator::new(Period::quarter("2026Q4").unwrap());
+        for l in &lines {
+            a.add_line(l).unwrap();
+        }
+        assert_eq!(a.forgotten, HashSet::from(["m1".to_string()]));
+        assert!(
+            !a.by_event.contains_key(FORGET_EVENT),
+            "a marker is not an event"
+        );
+        let mut b = a.excluding_forgotten();
+        for l in &lines {
+            b.add_line(l).unwrap();
+        }
+        assert_eq!((b.all.events, b.all.machines.len()), (1, 1));
+        assert_eq!(b.by_event.get("stop").map(|c| c.events), Some(1));
+        assert!(!b.by_event.contains_key("bosh"));
+        assert_eq!(
+            (b.stats.forgotten_machines, b.stats.forgotten_lines),
+            (1, 3)
+        );
+        assert_eq!(
+            b.stats.outside_period, 0,
+            "m1's grace-day marker was left out first"
+        );
     }
 
     #[test]

@@ -61,8 +61,26 @@ pub async fn aggregate(
     catalog: Option<data::Catalog>,
     progress: Progress<'_>,
 ) -> Result<aggregate::Aggregator, SourceError> {
+    let agg = aggregate::Aggregator::with_catalog(period.clone(), catalog);
+    let agg = read_all(source, objects, agg, progress).await?;
+    if agg.forgotten.is_empty() {
+        return Ok(agg);
+    }
+    // Machines whose users asked to be forgotten: read again without any
+    // of their lines (a marker may come after a machine's other lines, and
+    // undoing counts already made would need a record of every one).
+    let again = agg.excluding_forgotten();
+    read_all(source, objects, again, &mut |_, _, _| {}).await
+}
+
+/// Read `objects` into `agg`.
+async fn read_all(
+    source: &Source,
+    objects: &[ObjectRef],
+    mut agg: aggregate::Aggregator,
+    progress: Progress<'_>,
+) -> Result<aggregate::Aggregator, SourceError> {
     use futures::StreamExt;
-    let mut agg = aggregate::Aggregator::with_catalog(period.clone(), catalog);
     let total = objects.len() as u64;
     let mut bytes = 0;
     // Opened in order and read in order, so a run is repeatable.

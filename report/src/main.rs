@@ -709,6 +709,12 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         s.outside_period,
         started.elapsed().as_secs_f64(),
     );
+    if s.forgotten_machines > 0 {
+        eprintln!(
+            "telemetry-report: left out {} lines of {} machine IDs whose users asked to be forgotten (telemetry_forget); delete their lines from the bucket (README: forgotten IDs)",
+            s.forgotten_lines, s.forgotten_machines
+        );
+    }
     match agg.data.catalog() {
         Some(c) if report.data_left_out > 0 => eprintln!(
             "telemetry-report: {} lines carried data the catalogue {} does not allow (another catalogue version, or hand-made): counted as events, left out of every value table",

@@ -17,6 +17,10 @@ const SystemConsentFileDefault = "/etc/telemetry/consent"
 // past it, events are dropped.
 const MaxSpoolFiles = 1000
 
+// MaxDropsBytes is the largest drop file (SpoolDropsFile) a writer appends
+// to; past it, drops are no longer noted one by one.
+const MaxDropsBytes = 64 * 1024
+
 // Paths are the locations a client uses, as resolved from an environment.
 type Paths struct {
 	// Socket is the daemon's Unix socket.
@@ -112,6 +116,26 @@ func DefaultStateDir(env Getenv, uid int) string {
 // hash of the socket path's bytes (exactly as given, not cleaned).
 func SpoolDir(stateDir, socket string) string {
 	return joinPath(stateDir, "spool", fmt.Sprintf("events-%016x.d", fnv1a64(socket)))
+}
+
+// SpoolDropsFile is where a writer notes the events it dropped because the
+// spool was full, for the daemon to count (its status shows them as
+// counters.spool_full_drops): the spool's path with the extension "drops",
+// as Rust's Path::with_extension makes it on Unix, so
+// STATE_DIR/spool/events-<16 hex>.drops beside the directory SpoolDir
+// names. One line per dropped event: its product name.
+func SpoolDropsFile(spool string) string {
+	dir, name := "", spool
+	if i := strings.LastIndexByte(spool, '/'); i >= 0 {
+		dir, name = spool[:i+1], spool[i+1:]
+	}
+	if name == "" || name == "." || name == ".." {
+		return spool // no file name to give an extension
+	}
+	if i := strings.LastIndexByte(name, '.'); i > 0 {
+		name = name[:i]
+	}
+	return dir + name + ".drops"
 }
 
 // fnv1a64 hashes s's bytes with 64-bit FNV-1a.

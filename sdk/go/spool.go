@@ -24,7 +24,8 @@ func (c *Client) spool(ev Event, why error) Outcome {
 	}
 }
 
-// writeSpool writes one spool file for ev in dir.
+// writeSpool writes one spool file for ev in dir. When dir is full, ev is
+// dropped and the drop noted (noteDrop).
 func writeSpool(dir string, ev Event) (OutcomeKind, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Failed, err
@@ -32,6 +33,7 @@ func writeSpool(dir string, ev Event) (OutcomeKind, error) {
 	if n, err := countEntries(dir, MaxSpoolFiles); err != nil {
 		return Failed, err
 	} else if n >= MaxSpoolFiles {
+		noteDrop(dir, ev.Product)
 		return Dropped, nil
 	}
 	line, err := emitLine([]Event{ev}, false)
@@ -58,6 +60,23 @@ func writeSpool(dir string, ev Event) (OutcomeKind, error) {
 		return Failed, werr
 	}
 	return Spooled, nil
+}
+
+// noteDrop notes one event of product dropped because the spool at spool
+// is full, for the daemon to count (SpoolDropsFile): the product's name and
+// a newline, in one append (no lock), to a file created 0600, while the file
+// is under MaxDropsBytes. Best effort: a drop that cannot be noted is still
+// a drop, so every error is ignored.
+func noteDrop(spool, product string) {
+	f, err := os.OpenFile(SpoolDropsFile(spool), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() >= MaxDropsBytes {
+		return
+	}
+	_, _ = f.Write([]byte(product + "\n"))
 }
 
 // countEntries counts dir's entries, stopping at max.

@@ -227,6 +227,17 @@ func TestProtocolVectors(t *testing.T) {
 				line, err = encodeLine("show", showBody{})
 			case "purge_all":
 				line, err = encodeLine("purge", purgeBody{})
+			// The operator's requests (telemetryctl's doctor, forget and
+			// receipts): the SDK sends none of them, but its encoder must
+			// write them as the daemon reads them.
+			case "probe":
+				line, err = encodeLine("probe", struct{}{})
+			case "forget":
+				line, err = encodeLine("forget", map[string]any{"product": "cfdev", "build": "1.2.0"})
+			case "receipts":
+				line, err = encodeLine("receipts", map[string]any{"key": nil, "after": 0})
+			case "receipt_events":
+				line, err = encodeLine("receipts", map[string]any{"key": "v1/product=cfdev/k.ndjson.zst", "after": 0})
 			default:
 				t.Errorf("request %s is new: teach this test (and the SDK) to build it", m.Name)
 				continue
@@ -263,6 +274,9 @@ func TestProtocolVectors(t *testing.T) {
 			body = &eventsBody{}
 		case "purged":
 			body = &purgedBody{}
+		case "probed", "forgotten", "receipts":
+			// Replies to the operator's requests: read as plain JSON.
+			body = &map[string]any{}
 		case "status":
 			s, err := decodeStatus(r)
 			if err != nil {

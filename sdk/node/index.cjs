@@ -23,13 +23,21 @@ const {
   FINAL_CODES,
 } = require('./lib/wire.cjs');
 const { resolveConsent, parseConsentFile, renderConsentFile, setEntry } = require('./lib/consent.cjs');
-const { resolvePaths, socketHash, spoolDirFor, MAX_SPOOL_FILES } = require('./lib/paths.cjs');
+const {
+  resolvePaths,
+  socketHash,
+  spoolDirFor,
+  spoolDropsFile,
+  MAX_SPOOL_FILES,
+  MAX_DROPS_BYTES,
+} = require('./lib/paths.cjs');
 const { LIMITS } = require('./lib/validate.cjs');
 
 module.exports = {
   DEFAULT_TIMEOUT_MS,
   FINAL_CODES,
   LIMITS,
+  MAX_DROPS_BYTES,
   MAX_LINE_LEN,
   MAX_SPOOL_FILES,
   PROTOCOL_VERSION,
@@ -46,5 +54,6 @@ module.exports = {
   setEntry,
   socketHash,
   spoolDirFor,
+  spoolDropsFile,
   uuidv7,
 };

@@ -55,7 +55,7 @@ export type EmitOutcome =
   | { status: 'queued'; id: string }
   /** The daemon could not take it now: it waits in the spool for the daemon. */
   | { status: 'spooled'; id: string; file: string; reason: string; autostart?: AutostartResult }
-  /** The spool is full: the event is lost. */
+  /** The spool is full: the event is lost (noted in the spool's drop file, for the daemon to count). */
   | { status: 'dropped'; id: string; reason: string; autostart?: AutostartResult }
   /** Refused for good (locally: `invalid`; by the daemon: `not_in_catalogue`, `consent_off`, ...). */
   | { status: 'refused'; code: string; message: string; id?: string }
@@ -243,6 +243,12 @@ export function resolvePaths(env: Env, uid?: number, os?: string): Paths;
 export function socketHash(socket: string): string;
 /** STATE_DIR/spool/events-<hash>.d for a socket. */
 export function spoolDirFor(stateDir: string, socket: string): string;
+/**
+ * The drop file beside a spool (STATE_DIR/spool/events-<hash>.drops for
+ * events-<hash>.d): one product name per line for each event dropped because the
+ * spool was full, which the daemon counts (status: counters.spool_full_drops).
+ */
+export function spoolDropsFile(spool: string): string;
 /** A fresh UUIDv7 string. */
 export function uuidv7(ms?: number): string;
 
@@ -264,11 +270,27 @@ export const requests: {
   consentChanged(product: string, build: string): string;
   show(product: string | null, afterSeq: number): string;
   purge(product: string | null): string;
+  probe(): string;
+  forget(product: string, build: string): string;
+  receipts(key: string | null, after: number): string;
 };
 
 /** A decoded reply line. */
 export interface Reply {
-  kind: 'ack' | 'queued' | 'status' | 'flushed' | 'error' | 'consent_applied' | 'events' | 'purged' | 'unknown' | 'bad';
+  kind:
+    | 'ack'
+    | 'queued'
+    | 'status'
+    | 'flushed'
+    | 'error'
+    | 'consent_applied'
+    | 'events'
+    | 'purged'
+    | 'probed'
+    | 'forgotten'
+    | 'receipts'
+    | 'unknown'
+    | 'bad';
   body: any;
   problem?: string;
 }
@@ -297,5 +319,7 @@ export const LIMITS: Readonly<{
 export const MAX_LINE_LEN: number;
 /** Most files in a spool dir. */
 export const MAX_SPOOL_FILES: number;
+/** Largest drop file a writer appends to (64 KiB). */
+export const MAX_DROPS_BYTES: number;
 /** The protocol version. */
 export const PROTOCOL_VERSION: number;

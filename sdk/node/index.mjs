@@ -9,6 +9,7 @@ export const {
   DEFAULT_TIMEOUT_MS,
   FINAL_CODES,
   LIMITS,
+  MAX_DROPS_BYTES,
   MAX_LINE_LEN,
   MAX_SPOOL_FILES,
   PROTOCOL_VERSION,
@@ -25,5 +26,6 @@ export const {
   setEntry,
   socketHash,
   spoolDirFor,
+  spoolDropsFile,
   uuidv7,
 } = cjs;

@@ -16,12 +16,15 @@
 //! - [`settings`]: the daemon's default destination as the report reads
 //!   it (the `[s3]` table and the `TELEMETRY_S3_*` variables).
 //! - [`fsutil`]: private directories and atomic private files.
+//! - [`probe`]: checking a destination without writing to it
+//!   (`telemetryctl doctor`).
 
 pub mod broker;
 pub mod fsutil;
 pub mod key;
 pub mod manifest;
 pub mod net;
+pub mod probe;
 pub mod put;
 pub mod s3;
 pub mod settings;

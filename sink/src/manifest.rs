@@ -28,6 +28,11 @@ pub const CFDEV: &str = include_str!("../../catalog/cfdev.toml");
 /// The event the daemon records when a product is turned off.
 pub const TELEMETRY_OFF: &str = "telemetry_off";
 
+/// The event the daemon records (and uploads, under the old anonymous ID)
+/// when the user asks for a product's data to be forgotten: the report
+/// leaves out every event of that ID, and maintainers delete them.
+pub const TELEMETRY_FORGET: &str = "telemetry_forget";
+
 /// Longest accepted consent prompt, in bytes.
 pub const MAX_PROMPT_LEN: usize = 4096;
 

@@ -157,23 +157,41 @@ pub async fn reconcile(
     Ok(out)
 }
 
-/// Handle `ConsentChanged { product, build }`.
-pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
-    let limits = telemetry_proto::Limits::default();
-    if let Err(e) = telemetry_proto::validate_name("product", &product, &limits) {
-        return Response::Error {
-            code: ErrorCode::Invalid,
-            message: e.to_string(),
-        };
-    }
-    // A build we cannot vouch for is recorded as unknown, not refused:
-    // turning telemetry off must always work.
-    let build_ok = !build.is_empty()
+/// `build`, or `unknown` when it is not a valid build: a build we cannot
+/// vouch for is recorded as unknown, not refused, as turning telemetry off
+/// (or forgetting) must always work.
+pub fn build_or_unknown<'a>(build: &'a str, limits: &telemetry_proto::Limits) -> &'a str {
+    let ok = !build.is_empty()
         && build.len() <= limits.max_build_len
         && build
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
-    let build = if build_ok { build.as_str() } else { "unknown" };
+    if ok {
+        build
+    } else {
+        "unknown"
+    }
+}
+
+/// A request's product name, checked, and its build (or `unknown`); the
+/// error is the reply to send (boxed: a `Response` is large).
+pub fn product_and_build<'a>(product: &str, build: &'a str) -> Result<&'a str, Box<Response>> {
+    let limits = telemetry_proto::Limits::default();
+    telemetry_proto::validate_name("product", product, &limits).map_err(|e| {
+        Box::new(Response::Error {
+            code: ErrorCode::Invalid,
+            message: e.to_string(),
+        })
+    })?;
+    Ok(build_or_unknown(build, &limits))
+}
+
+/// Handle `ConsentChanged { product, build }`.
+pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
+    let build = match product_and_build(&product, &build) {
+        Ok(b) => b,
+        Err(reply) => return *reply,
+    };
     match reconcile(ctx, &product, build).await {
         Ok(out) => {
             if out.final_event {

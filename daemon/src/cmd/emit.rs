@@ -1,6 +1,7 @@
 //! `Emit`: validate, render and store events.
 
 use crate::cmd::{consent, Answer, Peer};
+use crate::counters::EventCounters;
 use crate::record;
 use crate::refusals::Refusal;
 use crate::server::Ctx;
@@ -24,6 +25,7 @@ pub async fn handle(
     events: Vec<WireEvent>,
     ack: bool,
 ) -> Answer {
+    EventCounters::add(&ctx.counters.received, events.len() as u64);
     let records = match prepare(ctx, &events).await {
         Ok(r) => r,
         Err(reply) => return Answer::Send(refused(ctx, &events, reply)),
@@ -35,6 +37,8 @@ pub async fn handle(
                 // Without the commit result we cannot know whether a batch
                 // filled up; let the uploader look.
                 ctx.uploader.nudge();
+                // Queued: duplicates among them are not known here.
+                EventCounters::add(&ctx.counters.stored, u64::from(n));
                 Response::Queued { accepted: n }
             }
             Err(e) => refused(ctx, &events, storage(e)),
@@ -57,8 +61,12 @@ pub async fn handle(
         .await;
     match stored {
         Ok((outcome, written)) => {
-            if let Err(e) = &outcome {
-                count(ctx, &events, &storage(e.clone()));
+            match &outcome {
+                Ok(out) => {
+                    EventCounters::add(&ctx.counters.stored, u64::from(out.accepted));
+                    EventCounters::add(&ctx.counters.duplicates, u64::from(out.duplicates));
+                }
+                Err(e) => count(ctx, &events, &storage(e.clone())),
             }
             if matches!(
                 outcome,
@@ -82,6 +90,7 @@ pub async fn handle(
 /// first event's product and name (a shim's emit carries one event).
 fn count(ctx: &Ctx, events: &[WireEvent], reply: &Response) {
     if let Response::Error { code, message } = reply {
+        EventCounters::add(&ctx.counters.refused, events.len() as u64);
         let first = events.first();
         ctx.refusals.record(Refusal {
             product: first.map_or("", |e| e.product.as_str()),

@@ -5,7 +5,10 @@
 pub mod consent;
 pub mod emit;
 pub mod flush;
+pub mod forget;
+pub mod probe;
 pub mod purge;
+pub mod receipts;
 pub mod show;
 pub mod status;
 
@@ -60,7 +63,7 @@ pub async fn dispatch(ctx: &Ctx, peer: &Peer, reply_to: Option<&ReplyTo>, req: R
         return Answer::Send(Response::Error {
             code: ErrorCode::PermissionDenied,
             message: format!(
-                "only {} (the daemon's user) or {} may flush, show, purge or change consent; this peer is {}",
+                "only {} (the daemon's user) or {} may flush, show, purge, forget, probe, list receipts or change consent; this peer is {}",
                 ctx.daemon_identity.describe(),
                 ctx.daemon_identity.administrator(),
                 peer.identity.describe()
@@ -76,6 +79,9 @@ pub async fn dispatch(ctx: &Ctx, peer: &Peer, reply_to: Option<&ReplyTo>, req: R
         Request::ConsentChanged { product, build } => consent::handle(ctx, product, build).await,
         Request::Show { product, after_seq } => show::handle(ctx, product, after_seq).await,
         Request::Purge { product } => purge::handle(ctx, product).await,
+        Request::Probe => probe::handle(ctx).await,
+        Request::Forget { product, build } => forget::handle(ctx, product, build).await,
+        Request::Receipts { key, after } => receipts::handle(ctx, key, after).await,
     })
 }
 
@@ -102,6 +108,15 @@ mod tests {
                 after_seq: 0,
             },
             Request::Purge { product: None },
+            Request::Probe,
+            Request::Forget {
+                product: "p".into(),
+                build: "1".into(),
+            },
+            Request::Receipts {
+                key: None,
+                after: 0,
+            },
             Request::ConsentChanged {
                 product: "p".into(),
                 build: "1".into(),

@@ -22,10 +22,15 @@ async fn consent_of_known_products(ctx: &Ctx) -> Vec<ProductConsent> {
     out
 }
 
-/// Every destination: the daemon's own first, then each one a manifest
-/// names now or a waiting batch was sealed for, or that was uploaded to
-/// since start.
-fn destinations(ctx: &Ctx, stats: &Stats, up: &UploadState) -> Vec<DestinationStatus> {
+/// Every destination with the products whose manifests send there now:
+/// the daemon's own first, then each one a manifest names now or a waiting
+/// batch was sealed for, or that was uploaded to since start (shared with
+/// `probe`, so `doctor` checks what `status` lists).
+pub(crate) fn destination_ids(
+    ctx: &Ctx,
+    stats: &Stats,
+    up: &UploadState,
+) -> BTreeMap<DestId, Vec<String>> {
     let mut products: BTreeMap<DestId, Vec<String>> = BTreeMap::new();
     products.insert(None, Vec::new());
     for product in ctx.catalogues.products() {
@@ -43,6 +48,11 @@ fn destinations(ctx: &Ctx, stats: &Stats, up: &UploadState) -> Vec<DestinationSt
         products.entry(dest.clone()).or_default();
     }
     products
+}
+
+/// Every destination (see [`destination_ids`]) with its progress.
+fn destinations(ctx: &Ctx, stats: &Stats, up: &UploadState) -> Vec<DestinationStatus> {
+    destination_ids(ctx, stats, up)
         .into_iter()
         .map(|(dest, products)| {
             let (destination, auth) = ctx.uploader.registry.describe(&dest);
@@ -69,28 +79,34 @@ fn destinations(ctx: &Ctx, stats: &Stats, up: &UploadState) -> Vec<DestinationSt
                 last_error: d.last_error,
                 next_attempt_us: d.next_attempt_us,
                 consecutive_failures: d.consecutive_failures,
+                uploads: d.uploads,
             }
         })
         .collect()
 }
 
-/// Handle `Status`.
-pub async fn handle(ctx: &Ctx) -> Response {
-    let stats = match ctx.store.stats().await {
-        Ok(s) => s,
-        Err(e) => {
-            return Response::Error {
-                code: ErrorCode::Storage,
-                message: e.to_string(),
-            }
-        }
-    };
+/// The store's counters and the uploader's progress, as of now (shared
+/// with `probe`); the error is the reply to send.
+pub(crate) async fn snapshot(ctx: &Ctx) -> Result<(Stats, UploadState), Response> {
+    let stats = ctx.store.stats().await.map_err(|e| Response::Error {
+        code: ErrorCode::Storage,
+        message: e.to_string(),
+    })?;
     let up = ctx
         .uploader
         .state
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    Ok((stats, up))
+}
+
+/// Handle `Status`.
+pub async fn handle(ctx: &Ctx) -> Response {
+    let (stats, up) = match snapshot(ctx).await {
+        Ok(s) => s,
+        Err(reply) => return reply,
+    };
     let destinations = destinations(ctx, &stats, &up);
     Response::Status(Box::new(StatusReport {
         daemon_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -113,5 +129,6 @@ pub async fn handle(ctx: &Ctx) -> Response {
         refusals: ctx.refusals.snapshot(),
         next_upload_us: ctx.uploader.next_upload_us(&stats, up.next_attempt_us),
         destinations,
+        counters: ctx.counters.snapshot(stats.store_full_drops),
     }))
 }

@@ -36,7 +36,7 @@ pub const LAUNCH_DAEMON: &str = include_str!("../../../launchd/dev.telemetryd.da
 const TEMPLATE_BIN: &str = "/usr/local/bin/telemetryd";
 
 /// `telemetryd install|uninstall`.
-#[derive(Debug, clap::Subcommand)]
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
     /// Write the systemd units (Linux) or launchd plist (macOS) for this binary; on Windows, register the service (--system) or the start at logon (--user).
     Install(Target),
@@ -45,7 +45,7 @@ pub enum Command {
 }
 
 /// Which installation.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Target {
     /// A per-user service (systemctl --user / a LaunchAgent / on Windows, started at logon).
     #[arg(long, required_unless_present = "system", conflicts_with = "system")]

@@ -45,12 +45,18 @@ mod bound;
 mod checkpoint;
 mod consent;
 mod destinations;
+mod doorbell;
+mod forget;
+mod receipts;
 mod seal;
 mod transparency;
 
 use crate::uploader::destination::DestId;
 pub use consent::{ConsentOutcome, Decision};
 pub use destinations::RetiredProduct;
+use doorbell::Doorbell;
+pub use forget::Forgotten;
+pub use receipts::{NewReceipt, MAX_RECEIPTS, MAX_RECEIPT_BODY_BYTES};
 
 /// Schema migrations, applied in order. Never remove or edit an entry.
 pub const MIGRATIONS: &[&str] = &[
@@ -60,6 +66,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_dropped.sql"),
     include_str!("migrations/0005_consented_events.sql"),
     include_str!("migrations/0006_batch_destination.sql"),
+    include_str!("migrations/0007_receipts_salts.sql"),
 ];
 
 /// The migration a build playing a newer release adds (the
@@ -139,6 +146,14 @@ pub enum StoreError {
     /// Compressing a batch failed.
     #[error("cannot compress batch: {0}")]
     Compress(Arc<std::io::Error>),
+    /// A kept batch body could not be decompressed.
+    #[error("cannot decompress the kept batch {key}: {source}")]
+    Decompress {
+        /// The batch's key.
+        key: String,
+        /// Why.
+        source: Arc<std::io::Error>,
+    },
     /// The store thread has stopped.
     #[error("the event store is closed")]
     Closed,
@@ -259,6 +274,9 @@ pub struct Stats {
     /// Sealed batches the current consent allows to upload now, per
     /// destination (absent: none).
     pub uploadable_by_destination: BTreeMap<DestId, u64>,
+    /// Uploadable events dropped to stay under `max_store_bytes` since
+    /// the store opened.
+    pub store_full_drops: u64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -293,10 +311,6 @@ enum Cmd {
     Retired {
         reply: Reply<Vec<RetiredProduct>>,
     },
-    Complete {
-        id: i64,
-        reply: Reply<()>,
-    },
     Stats {
         reply: Reply<Stats>,
     },
@@ -324,6 +338,9 @@ enum Cmd {
         product: Option<String>,
         reply: Reply<u64>,
     },
+    /// Run on the store thread: how the submodules' requests (receipts,
+    /// forget) reach it without a variant each.
+    Run(Box<dyn FnOnce(&mut Inner) + Send>),
 }
 
 /// Handle to the store thread. Cheap to clone.
@@ -331,84 +348,6 @@ enum Cmd {
 pub struct Store {
     tx: mpsc::Sender<Cmd>,
     bell: Arc<Doorbell>,
-}
-
-/// Rung by every sender after queueing a command, so the store thread can
-/// sleep, not spin, while it waits for inserts to join a commit: spinning
-/// would take a core from the very tasks that are about to send. It wakes
-/// the store thread only when that changes what it does next — the last
-/// awaited client has sent, or a command other than an insert came —
-/// rather than once per arrival: with 8 clients that was 8 wakeups of the
-/// store thread per commit, each a context switch on a core the clients
-/// need.
-#[derive(Default)]
-struct Doorbell {
-    state: std::sync::Mutex<Bell>,
-    cv: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct Bell {
-    /// Every ring.
-    rung: u64,
-    /// Rings that must wake the store thread.
-    urgent: u64,
-    /// The clients a waiting commit still expects.
-    awaited: std::collections::HashSet<u64>,
-}
-
-impl Doorbell {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Bell> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// After queueing a command other than an insert: always wakes.
-    fn ring(&self) {
-        let mut bell = self.lock();
-        bell.rung += 1;
-        bell.urgent += 1;
-        self.cv.notify_one();
-    }
-
-    /// After queueing an insert from `client` (if any): wakes only when it
-    /// was the last one a waiting commit expected.
-    fn ring_insert(&self, client: Option<u64>) {
-        let mut bell = self.lock();
-        bell.rung += 1;
-        if let Some(c) = client {
-            if bell.awaited.remove(&c) && bell.awaited.is_empty() {
-                self.cv.notify_one();
-            }
-        }
-    }
-
-    fn count(&self) -> u64 {
-        self.lock().rung
-    }
-
-    /// Wait until every client in `awaited` has rung, an urgent ring comes,
-    /// or `until`; returns at once if anything rang since `seen` (it may be
-    /// in the queue unread).
-    fn wait(&self, seen: u64, until: Instant, awaited: &std::collections::HashSet<u64>) {
-        let mut bell = self.lock();
-        if bell.rung != seen {
-            return;
-        }
-        bell.awaited = awaited.clone();
-        let urgent = bell.urgent;
-        while !bell.awaited.is_empty() && bell.urgent == urgent {
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
-            bell = self
-                .cv
-                .wait_timeout(bell, until - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        bell.awaited.clear();
-    }
 }
 
 /// Joins the store thread once every [`Store`] handle is dropped.
@@ -651,9 +590,36 @@ impl Store {
         self.call(|reply| Cmd::Retired { reply }).await
     }
 
-    /// Forget a batch and its events: it is safely in the destination.
-    pub async fn complete(&self, id: i64) -> Result<(), StoreError> {
-        self.call(|reply| Cmd::Complete { id, reply }).await
+    /// Use new batch and size limits from now on (a configuration reload):
+    /// `(batch_max_events, batch_max_bytes, upload_interval, max_store_bytes)`.
+    pub async fn set_limits(
+        &self,
+        batch_max_events: usize,
+        batch_max_bytes: usize,
+        upload_interval: Duration,
+        max_store_bytes: u64,
+    ) -> Result<(), StoreError> {
+        self.run_on(move |inner| {
+            inner.opts.batch_max_events = batch_max_events;
+            inner.opts.batch_max_bytes = batch_max_bytes;
+            inner.opts.upload_interval = upload_interval;
+            inner.opts.max_store_bytes = max_store_bytes;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Run `f` on the store thread and return what it returns.
+    async fn run_on<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.call(|reply| {
+            Cmd::Run(Box::new(move |inner| {
+                let _ = reply.send(f(inner));
+            }))
+        })
+        .await
     }
 
     /// Current counters.
@@ -758,6 +724,9 @@ struct Inner {
     sealed_events: u64,
     sealed_bytes: u64,
     sealed_batches: u64,
+    /// Uploadable events dropped to stay under `max_store_bytes` since
+    /// start.
+    full_drops: u64,
 }
 
 /// Take an exclusive lock on `state_dir/lock`, so two daemons never share
@@ -884,6 +853,7 @@ impl Inner {
             sealed_events: 0,
             sealed_bytes: 0,
             sealed_batches: 0,
+            full_drops: 0,
         };
         inner.load_counters()?;
         Ok(inner)
@@ -970,10 +940,6 @@ impl Inner {
                     Cmd::Retired { reply } => {
                         let _ = reply.send(self.retired());
                     }
-                    Cmd::Complete { id, reply } => {
-                        let _ = reply.send(self.complete(id));
-                        self.wrote(checkpoint::BYTES_PER_NUDGE);
-                    }
                     Cmd::Stats { reply } => {
                         let _ = reply.send(self.stats());
                     }
@@ -1007,6 +973,10 @@ impl Inner {
                     }
                     Cmd::Purge { product, reply } => {
                         let _ = reply.send(self.purge(product.as_deref()));
+                        self.wrote(checkpoint::BYTES_PER_NUDGE);
+                    }
+                    Cmd::Run(f) => {
+                        f(self);
                         self.wrote(checkpoint::BYTES_PER_NUDGE);
                     }
                 }
@@ -1253,6 +1223,9 @@ impl Inner {
             } else {
                 &mut self.unsealed
             };
+            if !local {
+                self.full_drops += events;
+            }
             let p = map.entry(product.clone()).or_default();
             p.events = p.events.saturating_sub(events);
             p.bytes = p.bytes.saturating_sub(bytes);
@@ -1263,6 +1236,7 @@ impl Inner {
             );
         }
         for (events, bytes) in freed.batches {
+            self.full_drops += events;
             self.sealed_batches = self.sealed_batches.saturating_sub(1);
             self.sealed_events = self.sealed_events.saturating_sub(events);
             self.sealed_bytes = self.sealed_bytes.saturating_sub(bytes);
@@ -1410,45 +1384,6 @@ impl Inner {
             .map_err(sql("reading sealed batch"))
     }
 
-    fn complete(&mut self, id: i64) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("complete"))?;
-        let row: Option<(i64, i64)> = tx
-            .query_row(
-                "SELECT events, raw_bytes FROM batches WHERE id = ?1",
-                params![id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(sql("complete"))?;
-        let Some((events, bytes)) = row else {
-            return Ok(());
-        };
-        let now = now_us(&self.opts.clock);
-        tx.execute(
-            "INSERT OR IGNORE INTO uploaded_ids (id, uploaded_us)
-             SELECT id, ?2 FROM events WHERE batch_id = ?1",
-            params![id, now],
-        )
-        .map_err(sql("complete"))?;
-        tx.execute(
-            "DELETE FROM uploaded_ids WHERE uploaded_us < ?1",
-            params![now - DEDUP_WINDOW.as_micros() as i64],
-        )
-        .map_err(sql("complete"))?;
-        tx.execute("DELETE FROM events WHERE batch_id = ?1", params![id])
-            .map_err(sql("complete"))?;
-        tx.execute("DELETE FROM batches WHERE id = ?1", params![id])
-            .map_err(sql("complete"))?;
-        tx.commit().map_err(sql("complete"))?;
-        self.sealed_batches = self.sealed_batches.saturating_sub(1);
-        self.sealed_events = self.sealed_events.saturating_sub(events as u64);
-        self.sealed_bytes = self.sealed_bytes.saturating_sub(bytes as u64);
-        Ok(())
-    }
-
     fn stats(&mut self) -> Result<Stats, StoreError> {
         let mut oldest: Option<i64> = None;
         let products: Vec<String> = self
@@ -1488,6 +1423,7 @@ impl Inner {
             local_events: self.local.values().map(|p| p.events).sum(),
             dropped: self.dropped.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             uploadable_by_destination,
+            store_full_drops: self.full_drops,
         })
     }
 }

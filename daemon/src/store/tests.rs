@@ -13,6 +13,17 @@ pub(super) fn record(n: u128, product: &str) -> Record {
     }
 }
 
+/// The receipt the uploader would make for `b`.
+pub(super) fn receipt(b: &SealedBatch) -> NewReceipt {
+    NewReceipt {
+        destination: "outbox:/tmp/o".into(),
+        sha256: format!("{:064x}", b.id),
+        bytes: b.body.len() as u64,
+        already_there: false,
+        body: b.body.clone(),
+    }
+}
+
 pub(super) struct Fixture {
     pub(super) dir: tempfile::TempDir,
     now: Arc<AtomicI64>,
@@ -197,7 +208,7 @@ fn seal_upload_complete_and_sealed_batches_survive_restart() {
         assert_eq!(again, first);
         let s = store.stats().await.unwrap();
         assert_eq!((s.pending_events, s.sealed_batches), (4, 1));
-        store.complete(again.id).await.unwrap();
+        store.complete(again.id, receipt(&again)).await.unwrap();
         let s = store.stats().await.unwrap();
         assert_eq!((s.pending_events, s.sealed_batches), (2, 0));
         // Force seals everything left, one batch per product.
@@ -205,7 +216,7 @@ fn seal_upload_complete_and_sealed_batches_survive_restart() {
         let mut keys = Vec::new();
         while let Some(b) = store.next_sealed().await.unwrap() {
             keys.push(b.key.clone());
-            store.complete(b.id).await.unwrap();
+            store.complete(b.id, receipt(&b)).await.unwrap();
         }
         assert_eq!(keys.len(), 2);
         assert!(keys.iter().all(|k| *k != first.key));
@@ -240,7 +251,7 @@ fn sequence_numbers_start_at_creation_time_and_are_never_reused() {
         store.insert(vec![record(1, "a")]).await.unwrap();
         store.seal(true).await.unwrap();
         let b = store.next_sealed().await.unwrap().unwrap();
-        store.complete(b.id).await.unwrap();
+        store.complete(b.id, receipt(&b)).await.unwrap();
         store.insert(vec![record(2, "a")]).await.unwrap();
         store.seal(true).await.unwrap();
         (b.key, store.next_sealed().await.unwrap().unwrap().key)
@@ -326,7 +337,7 @@ fn an_id_resent_after_its_upload_is_dropped_within_the_window() {
         store.insert(vec![record(1, "a")]).await.unwrap();
         store.seal(true).await.unwrap();
         let b = store.next_sealed().await.unwrap().unwrap();
-        store.complete(b.id).await.unwrap();
+        store.complete(b.id, receipt(&b)).await.unwrap();
         let again = store
             .insert(vec![record(1, "a"), record(2, "a")])
             .await
@@ -337,7 +348,7 @@ fn an_id_resent_after_its_upload_is_dropped_within_the_window() {
             .fetch_add(DEDUP_WINDOW.as_micros() as i64 + 1, Ordering::SeqCst);
         store.seal(true).await.unwrap();
         let b = store.next_sealed().await.unwrap().unwrap();
-        store.complete(b.id).await.unwrap();
+        store.complete(b.id, receipt(&b)).await.unwrap();
         let late = store.insert(vec![record(1, "a")]).await.unwrap();
         assert_eq!(late.accepted, 1);
     });
@@ -412,7 +423,7 @@ fn turning_on_off_purges_and_seals_only_the_final_event() {
             zstd::stream::decode_all(&b.body[..]).unwrap(),
             b"{\"n\":99}\n"
         );
-        store.complete(b.id).await.unwrap();
+        store.complete(b.id, receipt(&b)).await.unwrap();
         // Product b is untouched; nothing of a remains.
         let page = store.show(None, 0).await.unwrap();
         assert_eq!(page.events.len(), 1);
@@ -960,6 +971,133 @@ fn an_on_product_may_store_local_only_events_and_an_off_one_none() {
             .unwrap();
         let err = store.insert(vec![local(3, "b")]).await.unwrap_err();
         assert!(matches!(err, StoreError::ConsentChanged { .. }), "{err:?}");
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn receipts_are_kept_with_their_bodies_bounded_and_listed_a_page_at_a_time() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(1);
+    rt().block_on(async {
+        let n = MAX_RECEIPTS + 5;
+        for i in 0..n {
+            store
+                .insert(vec![record(1000 + u128::from(i), "a")])
+                .await
+                .unwrap();
+            store.seal(true).await.unwrap();
+            let b = store.next_sealed().await.unwrap().unwrap();
+            // The last bodies are big: only the newest fit the bound.
+            let mut r = receipt(&b);
+            if i >= n - 3 {
+                r.body = vec![7; (MAX_RECEIPT_BODY_BYTES / 2) as usize];
+            }
+            store.complete(b.id, r).await.unwrap();
+        }
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store.receipts(after).await.unwrap();
+            assert_eq!(page.max_receipts, MAX_RECEIPTS);
+            all.extend(page.receipts);
+            match page.next_after {
+                Some(a) => after = a,
+                None => break,
+            }
+        }
+        assert_eq!(all.len() as u64, MAX_RECEIPTS, "the oldest were dropped");
+        assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(all.last().unwrap().seq, n, "the newest kept");
+        let kept: Vec<bool> = all.iter().rev().take(4).map(|r| r.body_kept).collect();
+        assert_eq!(
+            kept,
+            [true, true, false, false],
+            "two half-limit bodies fit"
+        );
+        // A kept body of a real batch lists its lines.
+        let small = &all[all.len() - 4];
+        let lines = store
+            .receipt_lines(small.key.clone(), 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(lines.receipts[0].key, small.key);
+        assert!(lines.lines.is_empty(), "its body was dropped");
+        assert!(store
+            .receipt_lines("no/such".into(), 0)
+            .await
+            .unwrap()
+            .is_none());
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn forget_deletes_the_products_data_seals_the_marker_alone_and_keeps_the_salt() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        store
+            .insert(vec![record(1, "a"), record(2, "a"), record(3, "b")])
+            .await
+            .unwrap();
+        store.seal(true).await.unwrap();
+        store.insert(vec![record(4, "a")]).await.unwrap();
+        let mut marker = record(5, "a");
+        marker.line = "{\"event\":\"telemetry_forget\"}".into();
+        let out = store
+            .forget("a".into(), Some(marker), "ab".repeat(16))
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            Forgotten {
+                purged: 3,
+                marker: true
+            }
+        );
+        let page = store.show(Some("a".into()), 0).await.unwrap();
+        assert_eq!(page.events.len(), 1);
+        assert!(page.events[0].line.contains("telemetry_forget"));
+        assert_eq!(page.events[0].state, telemetry_proto::EventState::Sealed);
+        let b_events = store.show(Some("b".into()), 0).await.unwrap();
+        assert_eq!(b_events.events.len(), 1, "other products untouched");
+        let salts = store.id_salts().await.unwrap();
+        assert_eq!(
+            salts.get("a").map(String::as_str),
+            Some("ab".repeat(16).as_str())
+        );
+        // Without a marker (not on): deleted, nothing recorded.
+        let out = store
+            .forget("b".into(), None, "cd".repeat(16))
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            Forgotten {
+                purged: 1,
+                marker: false
+            }
+        );
+        assert!(store
+            .show(Some("b".into()), 0)
+            .await
+            .unwrap()
+            .events
+            .is_empty());
+    });
+    drop(store);
+    thread.join();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        assert_eq!(
+            store.id_salts().await.unwrap().len(),
+            2,
+            "salts survive a restart"
+        );
     });
     drop(store);
     thread.join();

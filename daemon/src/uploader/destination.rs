@@ -278,6 +278,12 @@ impl Registry {
         Ok(target)
     }
 
+    /// The proxy and CA bundle every client here goes through (for
+    /// `doctor`'s probes, which must take the uploads' route).
+    pub fn net(&self) -> &telemetry_sink::net::NetOptions {
+        &self.net
+    }
+
     /// How `status` names a destination, and its auth mode.
     pub fn describe(&self, id: &DestId) -> (String, String) {
         match id {

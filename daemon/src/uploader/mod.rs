@@ -24,7 +24,7 @@
 //! for it is dropped and counted.
 
 use crate::config::{now_us, Clock};
-use crate::store::{RetiredProduct, Stats, Store, StoreError};
+use crate::store::{NewReceipt, RetiredProduct, Stats, Store, StoreError};
 use destination::{DestId, Registry};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,8 @@ pub struct DestinationState {
     pub uploaded_bytes: u64,
     /// Batches that were already there (a replay answered `412`).
     pub already_there: u64,
+    /// Objects written there since start (replays included).
+    pub uploads: u64,
     /// Time of the last successful upload (µs).
     pub last_upload_us: Option<i64>,
     /// Key of the last object written.
@@ -181,9 +183,24 @@ pub struct Uploader {
     pub state: Arc<Mutex<UploadState>>,
     /// The destinations, for naming them in `status`.
     pub registry: Arc<Registry>,
-    /// For telling `status` when the next upload is due.
-    upload_interval: Duration,
+    /// The timing settings, shared with the worker (changed by a reload).
+    timing: Arc<std::sync::RwLock<Timing>>,
     clock: Clock,
+}
+
+/// The uploader's timing, which a configuration reload may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Seal when the oldest pending event is this old.
+    pub upload_interval: Duration,
+    /// First retry delay.
+    pub retry_min: Duration,
+    /// Largest retry delay.
+    pub retry_max: Duration,
+}
+
+fn read_timing(t: &std::sync::RwLock<Timing>) -> Timing {
+    *t.read().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Uploader {
@@ -203,9 +220,16 @@ impl Uploader {
         if stats.uploadable_batches > 0 {
             return Some(now);
         }
-        stats
-            .oldest_unsealed_us
-            .map(|oldest| (oldest + self.upload_interval.as_micros() as i64).max(now))
+        stats.oldest_unsealed_us.map(|oldest| {
+            (oldest + read_timing(&self.timing).upload_interval.as_micros() as i64).max(now)
+        })
+    }
+
+    /// Use `timing` from now on (a configuration reload); the worker
+    /// re-plans at once.
+    pub fn set_timing(&self, timing: Timing) {
+        *self.timing.write().unwrap_or_else(|p| p.into_inner()) = timing;
+        self.nudge();
     }
 
     /// Ask the uploader to re-plan (new events arrived).
@@ -244,6 +268,8 @@ struct Worker {
     store: Store,
     registry: Arc<Registry>,
     opts: UploaderOptions,
+    /// What `opts` says, as a reload last changed it.
+    timing: Arc<std::sync::RwLock<Timing>>,
     state: Arc<Mutex<UploadState>>,
     /// Turns true at shutdown; interrupts a running cycle so the bounded
     /// final attempt can start.
@@ -276,8 +302,14 @@ pub fn spawn(
     }));
     let upload_lock = Arc::new(UploadLock::default());
     let registry = Arc::new(registry);
-    let (upload_interval, clock) = (opts.upload_interval, opts.clock.clone());
+    let timing = Arc::new(std::sync::RwLock::new(Timing {
+        upload_interval: opts.upload_interval,
+        retry_min: opts.retry_min,
+        retry_max: opts.retry_max,
+    }));
+    let clock = opts.clock.clone();
     let worker = Worker {
+        timing: timing.clone(),
         retired_set,
         upload_lock: upload_lock.clone(),
         store,
@@ -294,7 +326,7 @@ pub fn spawn(
             flush_tx,
             state,
             registry,
-            upload_interval,
+            timing,
             clock,
         },
         handle,
@@ -320,6 +352,10 @@ struct Drained {
 }
 
 impl Worker {
+    fn timing(&self) -> Timing {
+        read_timing(&self.timing)
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, UploadState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -385,10 +421,10 @@ impl Worker {
     async fn next_wake(&self) -> Option<Instant> {
         let stats = match self.store.stats().await {
             Ok(s) => s,
-            Err(_) => return Some(Instant::now() + self.opts.retry_min),
+            Err(_) => return Some(Instant::now() + self.timing().retry_min),
         };
         let mut wake = stats.oldest_unsealed_us.map(|oldest| {
-            let due = oldest + self.opts.upload_interval.as_micros() as i64;
+            let due = oldest + self.timing().upload_interval.as_micros() as i64;
             let wait = due.saturating_sub(now_us(&self.opts.clock)).max(0);
             Instant::now() + Duration::from_micros(wait as u64)
         });
@@ -509,6 +545,10 @@ impl Worker {
                 return Ok(());
             };
             let size = batch.body.len() as u64;
+            // What the receipt keeps: the exact bytes' hash, and the body
+            // itself (the store bounds how many it keeps).
+            let sha256 = telemetry_sink::broker::hex_sha256(&batch.body);
+            let body = batch.body.clone();
             let put = target.put(&batch.key, batch.body);
             let put = if interruptible {
                 let mut stop = self.stop.clone();
@@ -540,8 +580,15 @@ impl Worker {
                 }
                 Err(e) => return Err(e.into()),
             };
-            self.store.complete(batch.id).await?;
             let replay = delivered == Delivered::AlreadyThere;
+            let receipt = NewReceipt {
+                destination: self.registry.describe(dest).0,
+                sha256,
+                bytes: size,
+                already_there: replay,
+                body,
+            };
+            self.store.complete(batch.id, receipt).await?;
             tracing::info!(key = %batch.key, events = batch.events, bytes = size, already_there = replay, "uploaded batch");
             report.events += batch.events;
             report.bytes += size;
@@ -555,6 +602,7 @@ impl Worker {
             d.uploaded_events += batch.events;
             d.uploaded_bytes += size;
             d.already_there += u64::from(replay);
+            d.uploads += 1;
             d.last_upload_us = Some(now);
             d.last_key = Some(batch.key);
         }
@@ -564,7 +612,11 @@ impl Worker {
     /// next retry.
     fn record(&self, dest: &DestId, result: &Result<(), CycleError>) {
         let now = now_us(&self.opts.clock);
-        let (min, max) = (self.opts.retry_min, self.opts.retry_max);
+        let Timing {
+            retry_min: min,
+            retry_max: max,
+            ..
+        } = self.timing();
         let label = self.registry.describe(dest).0;
         let mut st = self.state();
         let d = st.destinations.entry(dest.clone()).or_default();

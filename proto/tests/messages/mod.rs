@@ -68,6 +68,28 @@ pub fn requests() -> Vec<(&'static str, Request)> {
             },
         ),
         ("purge_all", Request::Purge { product: None }),
+        ("probe", Request::Probe),
+        (
+            "forget",
+            Request::Forget {
+                product: "cfdev".into(),
+                build: "1.2.0".into(),
+            },
+        ),
+        (
+            "receipts",
+            Request::Receipts {
+                key: None,
+                after: 0,
+            },
+        ),
+        (
+            "receipt_events",
+            Request::Receipts {
+                key: Some("v1/product=cfdev/k.ndjson.zst".into()),
+                after: 0,
+            },
+        ),
     ]
 }
 
@@ -109,8 +131,19 @@ pub fn responses() -> Vec<(&'static str, Response)> {
             pending_batches: 1,
             uploaded_events: 40,
             uploaded_bytes: 900,
+            uploads: 2,
             ..Default::default()
         }],
+        counters: Counters {
+            received: 45,
+            stored: 43,
+            duplicates: 1,
+            refused: 1,
+            spooled: 2,
+            taken_in: 2,
+            spool_full_drops: vec![("cfdev".into(), 4)],
+            store_full_drops: 2,
+        },
     };
     vec![
         (
@@ -167,6 +200,61 @@ pub fn responses() -> Vec<(&'static str, Response)> {
             }),
         ),
         ("purged", Response::Purged { events: 3 }),
+        (
+            "probed",
+            Response::Probed(ProbeReport {
+                destinations: vec![DestinationProbe {
+                    destination: "https://telemetry.example.com/".into(),
+                    auth: "broker".into(),
+                    products: vec!["cfdev".into()],
+                    checks: vec![
+                        Check {
+                            name: "dns".into(),
+                            outcome: CheckOutcome::Pass,
+                            detail: "telemetry.example.com resolves".into(),
+                            fix: String::new(),
+                        },
+                        Check {
+                            name: "clock".into(),
+                            outcome: CheckOutcome::Warn,
+                            detail: "this machine's clock is 400 s behind".into(),
+                            fix: "synchronise the clock (timedatectl set-ntp true)".into(),
+                        },
+                    ],
+                    clock_skew_secs: Some(400),
+                }],
+            }),
+        ),
+        (
+            "forgotten",
+            Response::Forgotten(Box::new(ForgetReport {
+                product: "cfdev".into(),
+                purged: 3,
+                marker: true,
+                marker_key: Some("v1/product=cfdev/k.ndjson.zst".into()),
+                old_machine: "ab".repeat(32),
+                new_machine: "cd".repeat(32),
+            })),
+        ),
+        (
+            "receipts",
+            Response::Receipts(ReceiptsPage {
+                receipts: vec![Receipt {
+                    seq: 1,
+                    destination: "outbox:/var/lib/telemetry/outbox".into(),
+                    key: "v1/product=cfdev/k.ndjson.zst".into(),
+                    sha256: "0f".repeat(32),
+                    bytes: 200,
+                    events: 3,
+                    uploaded_us: 1_700_000_000_000_000,
+                    body_kept: true,
+                    already_there: false,
+                }],
+                lines: vec![],
+                next_after: None,
+                max_receipts: 1000,
+            }),
+        ),
     ]
 }
 

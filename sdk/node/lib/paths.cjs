@@ -13,6 +13,8 @@ const SOCKET_FILE = 'telemetryd.sock';
 const SYSTEM_CONSENT_FILE = '/etc/telemetry/consent';
 /** Most entries a writer leaves in a spool dir before it drops events. */
 const MAX_SPOOL_FILES = 1000;
+/** Largest drop file (`spoolDropsFile`) a writer appends to; past it, drops are no longer noted. */
+const MAX_DROPS_BYTES = 64 * 1024;
 
 /**
  * A variable's value, or undefined when it is unset or empty (empty counts as unset).
@@ -123,6 +125,25 @@ function spoolDirFor(stateDir, socket) {
 }
 
 /**
+ * Where writers note the events they dropped because the spool was full, for
+ * the daemon to count (its status: `counters.spool_full_drops`): the spool's
+ * path with the extension `drops`, as Rust's `Path::with_extension` makes it,
+ * so STATE_DIR/spool/events-<hash>.drops beside the spool dir. One line per
+ * dropped event: its product name.
+ * @param {string} spool a spool dir (or file)
+ * @returns {string}
+ */
+function spoolDropsFile(spool) {
+  const slash = spool.lastIndexOf('/');
+  const dir = spool.slice(0, slash + 1);
+  let name = spool.slice(slash + 1);
+  if (name === '' || name === '.' || name === '..') return spool; // no file name to give an extension
+  const dot = name.lastIndexOf('.');
+  if (dot > 0) name = name.slice(0, dot);
+  return `${dir}${name}.drops`;
+}
+
+/**
  * @typedef {object} Paths
  * @property {string} socket the daemon's socket
  * @property {string} stateDir the state directory
@@ -156,6 +177,7 @@ module.exports = {
   SOCKET_FILE,
   SYSTEM_CONSENT_FILE,
   MAX_SPOOL_FILES,
+  MAX_DROPS_BYTES,
   nonEmpty,
   joinPath,
   osName,
@@ -164,5 +186,6 @@ module.exports = {
   defaultStateDir,
   socketHash,
   spoolDirFor,
+  spoolDropsFile,
   resolvePaths,
 };

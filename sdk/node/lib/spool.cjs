@@ -4,12 +4,13 @@
  * "spool"): events for a daemon that could not be reached, one emit line per
  * file in STATE_DIR/spool/events-<hash>.d, which the daemon takes in when it
  * runs. Written with `.<id>.tmp` (0600, exclusive) then renamed to `<id>.json`,
- * so the daemon never sees half a line.
+ * so the daemon never sees half a line. Events dropped because the spool is
+ * full are noted in its drop file (`spoolDropsFile`) for the daemon to count.
  * @module
  */
 
 const fs = require('node:fs');
-const { MAX_SPOOL_FILES, joinPath } = require('./paths.cjs');
+const { MAX_SPOOL_FILES, MAX_DROPS_BYTES, joinPath, spoolDropsFile } = require('./paths.cjs');
 const { requests } = require('./wire.cjs');
 const { errMessage } = require('./transport.cjs');
 
@@ -31,6 +32,7 @@ function spool(dir, events) {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const entries = fs.readdirSync(dir);
     if (entries.length >= MAX_SPOOL_FILES) {
+      noteDrop(dir, events);
       return { status: 'dropped', reason: `the spool ${dir} is full (${entries.length} files)` };
     }
     const id = events[0].id;
@@ -49,4 +51,27 @@ function spool(dir, events) {
   }
 }
 
-module.exports = { spool };
+/**
+ * Note `events`, dropped because the spool `dir` is full, for the daemon to
+ * count: each one's product name and a newline, in one append (no lock) to
+ * the drop file, created 0600, while it is under MAX_DROPS_BYTES. Best
+ * effort: a drop that cannot be noted is still a drop, so errors are ignored.
+ * @param {string} dir the spool dir
+ * @param {import('./wire.cjs').WireEvent[]} events
+ */
+function noteDrop(dir, events) {
+  try {
+    const fd = fs.openSync(spoolDropsFile(dir), 'a', 0o600);
+    try {
+      if (fs.fstatSync(fd).size < MAX_DROPS_BYTES) {
+        fs.writeSync(fd, events.map((e) => `${e.product}\n`).join(''));
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    // Ignored: the event is dropped either way.
+  }
+}
+
+module.exports = { spool, noteDrop };

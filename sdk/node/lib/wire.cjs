@@ -33,6 +33,9 @@ const RESPONSE_KINDS = Object.freeze([
   'consent_applied',
   'events',
   'purged',
+  'probed',
+  'forgotten',
+  'receipts',
 ]);
 
 /**
@@ -145,12 +148,24 @@ const requests = Object.freeze({
   show: (product, afterSeq) => encodeLine('show', { product: product ?? null, after_seq: afterSeq }),
   /** @param {string|null} product */
   purge: (product) => encodeLine('purge', { product: product ?? null }),
+  probe: () => encodeLine('probe', {}),
+  /**
+   * @param {string} product
+   * @param {string} build
+   */
+  forget: (product, build) => encodeLine('forget', { product, build }),
+  /**
+   * @param {string|null} key
+   * @param {number} after
+   */
+  receipts: (key, after) => encodeLine('receipts', { key: key ?? null, after }),
 });
 
 /**
  * @typedef {object} Reply
  * @property {string} kind "ack", "queued", "status", "flushed", "error",
- *   "consent_applied", "events", "purged", "unknown" (a newer reply) or "bad" (not a reply)
+ *   "consent_applied", "events", "purged", "probed", "forgotten", "receipts",
+ *   "unknown" (a newer reply) or "bad" (not a reply)
  * @property {any} body the message's fields (for "error": {code, message})
  * @property {string} [problem] for "bad": what is wrong
  */

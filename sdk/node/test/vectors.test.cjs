@@ -88,6 +88,9 @@ test('protocol.json: every request encodes to an equal object', () => {
     consent_changed: (/** @type {any} */ f) => sdk.requests.consentChanged(f.product, f.build),
     show: (/** @type {any} */ f) => sdk.requests.show(f.product, f.after_seq),
     purge: (/** @type {any} */ f) => sdk.requests.purge(f.product),
+    probe: () => sdk.requests.probe(),
+    forget: (/** @type {any} */ f) => sdk.requests.forget(f.product, f.build),
+    receipts: (/** @type {any} */ f) => sdk.requests.receipts(f.key, f.after),
   };
   let n = 0;
   for (const m of v.messages.filter((/** @type {any} */ m) => m.kind === 'request')) {
@@ -98,7 +101,7 @@ test('protocol.json: every request encodes to an equal object', () => {
     assert.deepEqual(JSON.parse(line), want, m.name);
     n++;
   }
-  assert.equal(n, 8);
+  assert.equal(n, 12);
 });
 
 test('protocol.json: every response decodes', () => {
@@ -112,7 +115,7 @@ test('protocol.json: every response decodes', () => {
     assert.deepEqual(r.body, obj[name], m.name);
     n++;
   }
-  assert.equal(n, 9);
+  assert.equal(n, 12);
   assert.equal(sdk.decodeResponse('"x"').kind, 'bad');
   const busy = sdk.decodeResponse('{"v":2,"error":{"code":"busy","message":"m"}}\n');
   assert.deepEqual(busy, { kind: 'error', body: { code: 'busy', message: 'm' } });

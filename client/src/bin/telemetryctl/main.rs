@@ -52,6 +52,12 @@ enum Command {
     Show(commands::show::Args),
     /// Delete stored events that are not uploaded yet.
     Purge(commands::purge::Args),
+    /// Delete a product's data on this machine, ask the vendor to delete what was sent, and give it a new anonymous ID.
+    Forget(commands::forget::Args),
+    /// List what was uploaded: each object's destination, key, SHA-256, size, events and time.
+    Receipts(commands::receipts::Args),
+    /// Check that everything works (daemon, consent, manifests, destinations, clock, shim cost, refusals) and say what to fix.
+    Doctor(commands::doctor::Args),
     /// Start this user's daemon as a client would (detached, idle exit), unless one answers; wait until it does.
     Start(commands::start::Args),
     /// Print shell completions for telemetryctl (bash, zsh, fish, elvish, powershell).
@@ -67,6 +73,9 @@ impl Command {
             Command::Consent(a) => a.json,
             Command::Show(a) => a.json,
             Command::Purge(a) => a.json,
+            Command::Forget(a) => a.json,
+            Command::Receipts(a) => a.json,
+            Command::Doctor(a) => a.json,
             Command::Start(a) => a.json,
             Command::Completions(_) => false,
         }
@@ -84,6 +93,9 @@ pub struct Failure {
     pub code: String,
     /// What failed, on what, and what to do.
     pub message: String,
+    /// The command printed its whole `--json` answer already (`doctor`'s
+    /// checks): no error object follows it on stdout.
+    pub json_printed: bool,
 }
 
 impl Failure {
@@ -93,6 +105,7 @@ impl Failure {
             exit: EXIT_USAGE,
             code: "usage".into(),
             message,
+            json_printed: false,
         }
     }
 
@@ -103,6 +116,7 @@ impl Failure {
             exit,
             code: "consent_file".into(),
             message,
+            json_printed: false,
         }
     }
 
@@ -112,6 +126,7 @@ impl Failure {
             exit: EXIT_UNREACHABLE,
             code: ErrorCode::Internal.to_string(),
             message,
+            json_printed: false,
         }
     }
 }
@@ -132,6 +147,7 @@ impl From<ClientError> for Failure {
             exit,
             code,
             message: e.to_string(),
+            json_printed: false,
         }
     }
 }
@@ -153,7 +169,7 @@ struct JsonError<'a> {
 /// on stdout; returns the exit code.
 fn fail(f: &Failure, json: bool) -> ExitCode {
     eprintln!("telemetryctl: {}", f.message);
-    if json {
+    if json && !f.json_printed {
         let out = JsonFailure {
             ok: false,
             error: JsonError {
@@ -231,6 +247,9 @@ fn main() -> ExitCode {
         Command::Consent(args) => commands::consent::run(&socket, args),
         Command::Show(args) => commands::show::run(&socket, args),
         Command::Purge(args) => commands::purge::run(&socket, args),
+        Command::Forget(args) => commands::forget::run(&socket, args),
+        Command::Receipts(args) => commands::receipts::run(&socket, args),
+        Command::Doctor(args) => commands::doctor::run(&socket, args),
         Command::Start(args) => commands::start::run(&socket, args),
         Command::Completions(args) => commands::completions::run(args),
     };

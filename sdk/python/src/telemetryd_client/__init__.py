@@ -36,6 +36,7 @@ from ._paths import (
     socket_hash,
     socket_path,
     spool_dir,
+    spool_drops_file,
     state_dir,
     system_consent_file,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "socket_hash",
     "socket_path",
     "spool_dir",
+    "spool_drops_file",
     "state_dir",
     "status_line",
     "system_consent_file",

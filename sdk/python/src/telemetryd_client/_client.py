@@ -329,7 +329,7 @@ class Client:
     ) -> Outcome:
         directory = _paths.spool_dir(p.state_dir, p.socket)
         try:
-            path = _spool.write(directory, ev.id, emit_line([ev], False))
+            path = _spool.write(directory, ev.id, emit_line([ev], False), ev.product)
         except _spool.SpoolFull as e:
             return Outcome(DROPPED, f"{reason}; {e}", code=code, event_id=ev.id)
         except (OSError, ValueError) as e:

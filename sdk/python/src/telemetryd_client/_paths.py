@@ -16,6 +16,9 @@ SOCKET_FILE = "telemetryd.sock"
 SYSTEM_CONSENT_FILE = "/etc/telemetry/consent"
 #: Most entries a writer leaves in a spool directory.
 MAX_SPOOL_FILES = 1000
+#: Largest drop file (:func:`spool_drops_file`) a writer appends to; past
+#: it, drops are no longer noted.
+MAX_DROPS_BYTES = 64 * 1024
 
 
 def _get(env: Mapping[str, str], key: str) -> Optional[str]:
@@ -93,3 +96,19 @@ def spool_dir(state: str, socket: str) -> str:
     """The portable spool for the daemon on ``socket``:
     ``STATE/spool/events-<16 hex>.d``."""
     return _join(state, "spool", f"events-{socket_hash(socket):016x}.d")
+
+
+def spool_drops_file(spool: str) -> str:
+    """Where writers note the events they dropped because the spool was
+    full, for the daemon to count (its status: ``counters.spool_full_drops``):
+    the spool's path with the extension ``drops``, as Rust's
+    ``Path::with_extension`` makes it, so ``STATE/spool/events-<16 hex>.drops``
+    beside the :func:`spool_dir`. One line per dropped event: its product."""
+    slash = spool.rfind("/")
+    head, name = spool[: slash + 1], spool[slash + 1 :]
+    if name in ("", ".", ".."):
+        return spool  # no file name to give an extension
+    dot = name.rfind(".")
+    if dot > 0:
+        name = name[:dot]
+    return f"{head}{name}.drops"

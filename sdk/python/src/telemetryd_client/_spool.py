@@ -6,14 +6,15 @@ The directory is made ``0700`` (parents too); the line is written to
 ``.<id>.tmp``, created exclusively ``0600``, then renamed to ``<id>.json``,
 so the daemon (which reads only ``*.json``) never sees half a line. A
 directory already holding :data:`MAX_SPOOL_FILES` entries means the spool is
-full: the event is dropped.
+full: the event is dropped, and the drop noted in the spool's drop file
+(:func:`note_drop`) for the daemon to count.
 """
 
 from __future__ import annotations
 
 import os
 
-from ._paths import MAX_SPOOL_FILES
+from ._paths import MAX_DROPS_BYTES, MAX_SPOOL_FILES, spool_drops_file
 
 
 class SpoolFull(Exception):
@@ -50,14 +51,39 @@ def _count_at_least(path: str, limit: int) -> bool:
     return False
 
 
-def write(directory: str, name: str, line: bytes) -> str:
-    """Spool ``line`` as ``directory/<name>.json``; returns its path.
+def note_drop(directory: str, product: str) -> None:
+    """Note one event of ``product`` dropped because the spool ``directory``
+    is full, for the daemon to count: the product's name and a newline, in
+    one append (no lock) to :func:`spool_drops_file`, created ``0600``,
+    while that file is under :data:`MAX_DROPS_BYTES`. Best effort: a drop
+    that cannot be noted is still a drop, so every error is ignored."""
+    try:
+        fd = os.open(
+            spool_drops_file(directory),
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+            0o600,
+        )
+    except (OSError, ValueError):
+        return
+    try:
+        if os.fstat(fd).st_size < MAX_DROPS_BYTES:
+            os.write(fd, f"{product}\n".encode())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(fd)
 
-    Raises :class:`SpoolFull` when the directory is full, ``OSError`` when
-    it cannot be written.
+
+def write(directory: str, name: str, line: bytes, product: str) -> str:
+    """Spool ``line`` (an event of ``product``) as ``directory/<name>.json``;
+    returns its path.
+
+    Raises :class:`SpoolFull` when the directory is full (having noted the
+    drop), ``OSError`` when it cannot be written.
     """
     make_dirs(directory)
     if _count_at_least(directory, MAX_SPOOL_FILES):
+        note_drop(directory, product)
         raise SpoolFull(f"the spool {directory} already holds {MAX_SPOOL_FILES} files")
     tmp = os.path.join(directory, f".{name}.tmp")
     final = os.path.join(directory, f"{name}.json")

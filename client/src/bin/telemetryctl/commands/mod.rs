@@ -2,8 +2,11 @@
 
 pub mod completions;
 pub mod consent;
+pub mod doctor;
 pub mod flush;
+pub mod forget;
 pub mod purge;
+pub mod receipts;
 pub mod show;
 pub mod start;
 pub mod status;

@@ -10,8 +10,12 @@ use telemetry_client::{Client, EventState};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only this product.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "receipt")]
     product: Option<String>,
+    /// Print the events of this uploaded object instead (a key from
+    /// `telemetryctl receipts`), while its body is still kept.
+    #[arg(long, value_name = "KEY")]
+    receipt: Option<String>,
     /// Print only the lines that will be uploaded, exactly as they will be (NDJSON).
     #[arg(long, conflicts_with = "json")]
     ndjson: bool,
@@ -24,6 +28,9 @@ pub struct Args {
 
 /// Run `show`.
 pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
+    if let Some(key) = &args.receipt {
+        return receipt(socket, key, args);
+    }
     let page = Client::connect(socket)?.show(args.product.as_deref(), Duration::from_secs(30))?;
     if args.json {
         return print_json(&page);
@@ -61,6 +68,27 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             current = Some(group);
         }
         println!("{}", e.line);
+    }
+    Ok(())
+}
+
+/// `show --receipt KEY`: the lines of an uploaded batch, as uploaded.
+fn receipt(socket: &Path, key: &str, args: &Args) -> Result<(), Failure> {
+    let page = Client::connect(socket)?.receipts(Some(key), Duration::from_secs(30))?;
+    if args.json {
+        return print_json(&page);
+    }
+    let kept = page.receipts.first().is_some_and(|r| r.body_kept);
+    if !kept {
+        return Err(Failure::usage(format!(
+            "the events of {key} are no longer kept on this machine (only the newest batches' are); its receipt is in `telemetryctl receipts`"
+        )));
+    }
+    if !args.ndjson {
+        println!("# uploaded as {key}:");
+    }
+    for line in &page.lines {
+        println!("{line}");
     }
     Ok(())
 }

@@ -57,6 +57,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         Ok(Started::Disabled) => {
             return Err(Failure {
                 exit: crate::EXIT_REFUSED,
+                json_printed: false,
                 code: "autostart_disabled".into(),
                 message: format!(
                     "{} turns starting the daemon off; unset it, or start telemetryd yourself",
@@ -67,6 +68,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         Ok(Started::Service) => {
             return Err(Failure {
                 exit: crate::EXIT_REFUSED,
+                json_printed: false,
                 code: "service".into(),
                 message: format!(
                     "{} is the machine-wide service's; start it with: sc.exe start telemetryd",
@@ -77,6 +79,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         Ok(Started::NotFound) => {
             return Err(Failure {
                 exit: crate::EXIT_UNREACHABLE,
+                json_printed: false,
                 code: "not_found".into(),
                 message: format!(
                     "no telemetryd beside telemetryctl or on PATH; set {} to its path",
@@ -87,6 +90,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         Err(e) => {
             return Err(Failure {
                 exit: crate::EXIT_UNREACHABLE,
+                json_printed: false,
                 code: "unreachable".into(),
                 message: e.to_string(),
             })
@@ -97,6 +101,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         if Instant::now() > deadline {
             return Err(Failure {
                 exit: crate::EXIT_UNREACHABLE,
+                json_printed: false,
                 code: "unreachable".into(),
                 message: format!(
                     "telemetryd was started but does not answer on {} after {}; its log is {}",

@@ -69,10 +69,11 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             .map(|t| format!(", last at {}", when(t)))
             .unwrap_or_default();
         println!(
-            "              {} waiting; {} ({}) uploaded since start{last}",
+            "              {} waiting; {} ({}) uploaded since start in {}{last}",
             count(d.pending_batches, "batch", "batches"),
             count(d.uploaded_events, "event", "events"),
             bytes(d.uploaded_bytes),
+            count(d.uploads, "object", "objects"),
         );
         if d.already_there > 0 {
             println!(
@@ -93,6 +94,35 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
                 count(*n, "event", "events")
             );
         }
+    }
+    let c = &s.counters;
+    println!(
+        "events:       {} received since start: {} stored, {} duplicate, {} refused",
+        c.received, c.stored, c.duplicates, c.refused
+    );
+    if c.spooled > 0 {
+        println!(
+            "spooled:      {} taken in from the spool ({} new; the rest duplicates or refused)",
+            count(c.spooled, "event", "events"),
+            c.taken_in
+        );
+    }
+    for (product, n) in &c.spool_full_drops {
+        let product = if product.is_empty() {
+            "(no product)"
+        } else {
+            product
+        };
+        println!(
+            "spool full:   {} of {product} dropped by shims: the daemon was not reachable for long (start it as a service, see `telemetryctl doctor`)",
+            count(*n, "event", "events")
+        );
+    }
+    if c.store_full_drops > 0 {
+        println!(
+            "store full:   {} dropped since start to stay under max_store_bytes (raise it, or check why uploads fail)",
+            count(c.store_full_drops, "event", "events")
+        );
     }
     match s.next_upload_us {
         Some(t) => println!("next upload:  {} (automatic)", when(t)),

@@ -1,0 +1,553 @@
+//! `telemetryctl doctor [--json]`: check that everything works, and say
+//! what to fix.
+//!
+//! The checks, in the order they are printed:
+//! 1. `socket`: the daemon answers `status` within 2 s.
+//! 2. `consent P`: each product's mode and the layer that decided it.
+//! 3. `manifest P` / `manifests`: manifests that cannot be used.
+//! 4. `destination D: ...`: the daemon's probe of every destination
+//!    (`Request::Probe`: DNS, connection, TLS, credentials, bucket or
+//!    broker, clock; it writes nothing), and whether uploads there have
+//!    been failing.
+//! 5. `shim`: what `telemetry-emit` costs on this machine.
+//! 6. `drops`: events dropped because the spool or the store was full.
+//! 7. `refusals`: events the daemon refused since it started, by product
+//!    and reason.
+//!
+//! Exit code: 0 when no check failed, 3 when one did, 1 when the daemon
+//! is unreachable (the checks that need no daemon still run and print).
+
+use crate::Failure;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use telemetry_client::{Client, Layer, StatusReport};
+use telemetry_proto::{Check, CheckOutcome, ProbeReport};
+
+/// Flags of `doctor`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Each check prints PASS, WARN or FAIL, its name and what was found; a check that did not pass is followed by `fix:` and what to do.\n\
+                  The destination checks are made by the daemon, through the same proxy, CA bundle and credentials as its uploads, and write nothing (a HEAD of the bucket, HeadBucket, the broker's /healthz).\n\
+                  Exit codes: 0 no check failed (warnings allowed), 3 a check failed, 1 the daemon is unreachable."
+)]
+pub struct Args {
+    /// Print the result as JSON: {"ok": BOOL, "checks": [{"name", "outcome": "pass"|"warn"|"fail", "detail", "fix"}...], "destinations": the daemon's ProbeReport or null}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How long the daemon has to answer `status`.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the daemon's probe of every destination may take: destinations
+/// are probed side by side and each network step is capped at 5 s, so
+/// this is a generous bound, not an expected time.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Times the shim is run to measure it.
+const SHIM_RUNS: usize = 5;
+
+/// Median shim time above which `shim` warns.
+const SHIM_WARN_MS: u64 = 50;
+
+/// The shim's default time budget (`telemetry-emit --timeout-ms`).
+const SHIM_DEFAULT_BUDGET_MS: u64 = 100;
+
+/// The exit code with `--strict` when consent is off (`telemetry-emit`).
+const SHIM_EXIT_CONSENT_OFF: i32 = 4;
+
+/// Exit code when a check failed (telemetryctl's "refused").
+const EXIT_FAILED: u8 = 3;
+
+/// Exit code when the daemon is unreachable.
+const EXIT_UNREACHABLE: u8 = 1;
+
+/// The `--json` output.
+#[derive(Serialize)]
+struct Output<'a> {
+    ok: bool,
+    checks: &'a [Check],
+    destinations: Option<&'a ProbeReport>,
+}
+
+fn pass(name: impl Into<String>, detail: String) -> Check {
+    Check {
+        name: name.into(),
+        outcome: CheckOutcome::Pass,
+        detail,
+        fix: String::new(),
+    }
+}
+
+fn warn(name: impl Into<String>, detail: String, fix: String) -> Check {
+    Check {
+        name: name.into(),
+        outcome: CheckOutcome::Warn,
+        detail,
+        fix,
+    }
+}
+
+fn fail(name: impl Into<String>, detail: String, fix: String) -> Check {
+    Check {
+        name: name.into(),
+        outcome: CheckOutcome::Fail,
+        detail,
+        fix,
+    }
+}
+
+/// Run `doctor`.
+pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
+    let mut checks = Vec::new();
+    let status = socket_check(socket, &mut checks);
+    let mut probe = None;
+    if let Some(s) = &status {
+        consent_checks(s, &mut checks);
+        manifest_checks(s, &mut checks);
+        probe = destination_checks(socket, s, &mut checks);
+    }
+    checks.push(shim_check(socket));
+    if let Some(s) = &status {
+        drop_checks(s, &mut checks);
+        refusal_checks(s, &mut checks);
+    }
+
+    let failed = checks
+        .iter()
+        .filter(|c| c.outcome == CheckOutcome::Fail)
+        .count();
+    let warned = checks
+        .iter()
+        .filter(|c| c.outcome == CheckOutcome::Warn)
+        .count();
+    if args.json {
+        let out = Output {
+            ok: failed == 0,
+            checks: &checks,
+            destinations: probe.as_ref(),
+        };
+        super::print_json(&out)?;
+    } else {
+        print_human(&checks, failed, warned);
+    }
+    let exit = if status.is_none() {
+        EXIT_UNREACHABLE
+    } else if failed > 0 {
+        EXIT_FAILED
+    } else {
+        return Ok(());
+    };
+    Err(Failure {
+        exit,
+        code: if status.is_none() {
+            "unreachable".into()
+        } else {
+            "doctor".into()
+        },
+        message: format!("doctor: {}", summary(checks.len(), failed, warned)),
+        // The checks object is this command's whole answer on stdout.
+        json_printed: args.json,
+    })
+}
+
+/// "12 checks: 10 passed, 1 warning, 1 failed".
+fn summary(total: usize, failed: usize, warned: usize) -> String {
+    format!(
+        "{total} checks: {} passed, {warned} {}, {failed} failed",
+        total - failed - warned,
+        if warned == 1 { "warning" } else { "warnings" }
+    )
+}
+
+fn print_human(checks: &[Check], failed: usize, warned: usize) {
+    for c in checks {
+        let tag = match c.outcome {
+            CheckOutcome::Pass => "PASS",
+            CheckOutcome::Warn => "WARN",
+            CheckOutcome::Fail => "FAIL",
+        };
+        println!("{tag} {}: {}", c.name, c.detail);
+        if c.outcome != CheckOutcome::Pass && !c.fix.is_empty() {
+            println!("     fix: {}", c.fix);
+        }
+    }
+    println!("{}", summary(checks.len(), failed, warned));
+}
+
+/// `socket`: the daemon answers `status` in time; its status, if so.
+fn socket_check(socket: &Path, checks: &mut Vec<Check>) -> Option<StatusReport> {
+    match Client::connect(socket).and_then(|mut c| c.status(STATUS_TIMEOUT)) {
+        Ok(s) => {
+            checks.push(pass(
+                "socket",
+                format!(
+                    "telemetryd {} answers at {} (up {})",
+                    s.daemon_version,
+                    socket.display(),
+                    humantime::format_duration(Duration::from_secs(s.uptime_secs))
+                ),
+            ));
+            Some(s)
+        }
+        Err(e) => {
+            checks.push(fail(
+                "socket",
+                e.to_string(),
+                "start it with `telemetryctl start`, or run it as a service (`telemetryd install --user`, then the commands it prints); if it runs elsewhere, point TELEMETRY_SOCKET or --socket at its socket".to_string(),
+            ));
+            None
+        }
+    }
+}
+
+/// `consent P`: each product's mode and who decided it. Undecided
+/// products and events awaiting a decision warn.
+fn consent_checks(s: &StatusReport, checks: &mut Vec<Check>) {
+    if s.consent.is_empty() {
+        checks.push(pass(
+            "consent",
+            "no product is known yet (no manifest and no decision)".to_string(),
+        ));
+    }
+    for p in &s.consent {
+        let name = format!("consent {}", p.product);
+        let decided = format!("{}, decided by the {}", p.mode, p.layer.as_str());
+        if p.layer == Layer::Default {
+            checks.push(warn(
+                name,
+                format!("undecided: off by default, so nothing of {} is recorded", p.product),
+                format!(
+                    "decide with `telemetryctl consent {} on` (or off, or local to keep events on this machine only)",
+                    p.product
+                ),
+            ));
+        } else if !p.new_events.is_empty() {
+            checks.push(warn(
+                name,
+                format!(
+                    "{decided}; {} new in manifest version {} {} kept on this machine until you decide again: {}",
+                    p.new_events.len(),
+                    p.version,
+                    if p.new_events.len() == 1 { "event is" } else { "events are" },
+                    p.new_events.join(", ")
+                ),
+                format!(
+                    "`telemetryctl consent {}` shows them; `telemetryctl consent {} on` uploads them too, off or local decides otherwise",
+                    p.product, p.product
+                ),
+            ));
+        } else {
+            checks.push(pass(name, decided));
+        }
+    }
+}
+
+/// `manifest P` for each manifest that cannot be used; `manifests` when
+/// all can.
+fn manifest_checks(s: &StatusReport, checks: &mut Vec<Check>) {
+    let mut good = Vec::new();
+    let mut broken = 0;
+    for p in &s.consent {
+        match &p.manifest_error {
+            Some(error) => {
+                broken += 1;
+                let file = if p.manifest.is_empty() {
+                    format!("{}'s manifest", p.product)
+                } else {
+                    p.manifest.clone()
+                };
+                checks.push(fail(
+                    format!("manifest {}", p.product),
+                    format!("{file} cannot be used: {error}"),
+                    format!(
+                        "fix or replace {file} (a vendor's manifest comes with its CLI: reinstall or update the CLI); until then {}'s events are refused and nothing of it is uploaded",
+                        p.product
+                    ),
+                ));
+            }
+            None if !p.manifest.is_empty() => good.push(p.product.as_str()),
+            None => {}
+        }
+    }
+    if broken == 0 {
+        checks.push(pass(
+            "manifests",
+            if good.is_empty() {
+                "no manifest is installed".to_string()
+            } else {
+                format!("every manifest loads ({})", good.join(", "))
+            },
+        ));
+    }
+}
+
+/// The daemon's probe of every destination, and whether uploads there
+/// have been failing; the probe report, when the daemon made one.
+fn destination_checks(
+    socket: &Path,
+    s: &StatusReport,
+    checks: &mut Vec<Check>,
+) -> Option<ProbeReport> {
+    let report = match Client::connect(socket).and_then(|mut c| c.probe(PROBE_TIMEOUT)) {
+        Ok(r) => r,
+        Err(e) => {
+            let fix = match &e {
+                telemetry_client::ClientError::Refused { code, .. }
+                    if *code == telemetry_client::ErrorCode::PermissionDenied =>
+                {
+                    "run doctor as the user telemetryd runs as, or as root (the destinations' checks are for the daemon's owner)".to_string()
+                }
+                _ => "see telemetryd's log; an older telemetryd cannot check its destinations (update it)".to_string(),
+            };
+            checks.push(fail(
+                "destinations",
+                format!("the daemon did not check its destinations: {e}"),
+                fix,
+            ));
+            return None;
+        }
+    };
+    for d in &report.destinations {
+        let prefix = format!("destination {}", d.destination);
+        if d.checks.is_empty() {
+            checks.push(warn(
+                prefix.clone(),
+                format!("({}) the daemon made no check", d.auth),
+                "update telemetryd".to_string(),
+            ));
+        }
+        for c in &d.checks {
+            checks.push(Check {
+                name: format!("{prefix}: {}", c.name),
+                ..c.clone()
+            });
+        }
+        let failing = s
+            .destinations
+            .iter()
+            .find(|st| st.destination == d.destination && st.consecutive_failures > 0);
+        if let Some(st) = failing {
+            let next = st
+                .next_attempt_us
+                .map(|t| format!("; next attempt at {}", super::when(t)))
+                .unwrap_or_default();
+            checks.push(warn(
+                format!("{prefix}: uploads"),
+                format!(
+                    "the last {} failed{next}: {}",
+                    super::count(st.consecutive_failures.into(), "upload", "uploads"),
+                    st.last_error.as_deref().unwrap_or("(no message)")
+                ),
+                "fix what the checks above name, then `telemetryctl flush` to upload now (events stay queued meanwhile)".to_string(),
+            ));
+        }
+    }
+    Some(report)
+}
+
+/// Where `telemetry-emit` should be: next to this `telemetryctl`.
+fn shim_path() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    Some(
+        exe.parent()?
+            .join(format!("telemetry-emit{}", std::env::consts::EXE_SUFFIX)),
+    )
+}
+
+/// The shim's time budget here: `TELEMETRY_EMIT_TIMEOUT_MS` when it is a
+/// number, else its default.
+fn shim_budget_ms() -> u64 {
+    std::env::var("TELEMETRY_EMIT_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .unwrap_or(SHIM_DEFAULT_BUDGET_MS)
+}
+
+/// `shim`: the median wall time of [`SHIM_RUNS`] runs of the shim with
+/// consent forced off (`TELEMETRY_OPTOUT=1`): it starts, reads its
+/// arguments and the consent layers, and exits without connecting or
+/// writing anything, so nothing is stored or counted. That is the part of
+/// every emit this machine decides (process start); the socket round trip
+/// of a real emit comes on top.
+fn shim_check(socket: &Path) -> Check {
+    let Some(path) = shim_path().filter(|p| p.is_file()) else {
+        return warn(
+            "shim",
+            format!(
+                "telemetry-emit is not next to telemetryctl ({}), so its cost was not measured",
+                shim_path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "unknown path".into())
+            ),
+            "install telemetry-emit beside telemetryctl (CLIs find it on PATH)".to_string(),
+        );
+    };
+    let mut times = Vec::with_capacity(SHIM_RUNS);
+    for _ in 0..SHIM_RUNS {
+        let started = Instant::now();
+        let out = Command::new(&path)
+            .args(["--product", "telemetry_doctor", "--strict", "--socket"])
+            .arg(socket)
+            .arg("doctor_probe")
+            .env("TELEMETRY_OPTOUT", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output();
+        let elapsed = started.elapsed();
+        match out {
+            Ok(o) if o.status.code() == Some(SHIM_EXIT_CONSENT_OFF) => times.push(elapsed),
+            Ok(o) => {
+                return warn(
+                    "shim",
+                    format!(
+                        "{} did not answer as expected with consent off (exit {}): {}",
+                        path.display(),
+                        o.status
+                            .code()
+                            .map_or_else(|| "by a signal".to_string(), |c| c.to_string()),
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                    "install the telemetry-emit that came with this telemetryctl".to_string(),
+                )
+            }
+            Err(e) => {
+                return fail(
+                    "shim",
+                    format!("cannot run {}: {e}", path.display()),
+                    "reinstall telemetry-emit (it must be executable by this user)".to_string(),
+                )
+            }
+        }
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    let ms = median.as_secs_f64() * 1000.0;
+    let budget = shim_budget_ms();
+    let detail = format!(
+        "{} starts, checks consent and exits in {ms:.1} ms (median of {SHIM_RUNS} runs; a real emit adds the socket round trip; budget {budget} ms)",
+        path.display()
+    );
+    if median > Duration::from_millis(budget) {
+        fail(
+            "shim",
+            detail,
+            format!("over its time budget, events are lost: install a release build of telemetry-emit, look for what slows process start here (antivirus, a slow disk, a loaded machine), or raise TELEMETRY_EMIT_TIMEOUT_MS (now {budget} ms)"),
+        )
+    } else if median > Duration::from_millis(SHIM_WARN_MS) {
+        warn(
+            "shim",
+            detail,
+            format!("over {SHIM_WARN_MS} ms, CLIs feel it: use a release build of telemetry-emit and look for what slows process start here (antivirus, a slow disk, a loaded machine); CLIs can pass --no-wait"),
+        )
+    } else {
+        pass("shim", detail)
+    }
+}
+
+/// `drops`: events lost because a spool or the store was full.
+fn drop_checks(s: &StatusReport, checks: &mut Vec<Check>) {
+    let before = checks.len();
+    for (product, n) in &s.counters.spool_full_drops {
+        let product = if product.is_empty() {
+            "no product"
+        } else {
+            product
+        };
+        checks.push(warn(
+            "drops",
+            format!(
+                "shims dropped {} of {product}: the spool was full while the daemon was not reachable",
+                super::count(*n, "event", "events")
+            ),
+            "keep telemetryd reachable: run it as a service (`telemetryd install --user`) or let clients start it (TELEMETRY_AUTOSTART)".to_string(),
+        ));
+    }
+    if s.counters.store_full_drops > 0 {
+        checks.push(warn(
+            "drops",
+            format!(
+                "the store dropped {} since start to stay under max_store_bytes",
+                super::count(s.counters.store_full_drops, "event", "events")
+            ),
+            "fix the destination so uploads drain the store (see the destination checks), or raise TELEMETRY_MAX_STORE_BYTES (max_store_bytes)".to_string(),
+        ));
+    } else {
+        for (product, n) in &s.dropped {
+            checks.push(warn(
+                "drops",
+                format!(
+                    "{} of {product} were dropped because the store was full (reported with the next upload)",
+                    super::count(*n, "event", "events")
+                ),
+                "fix the destination so uploads drain the store, or raise TELEMETRY_MAX_STORE_BYTES (max_store_bytes)".to_string(),
+            ));
+        }
+    }
+    if checks.len() == before {
+        checks.push(pass("drops", "no event was dropped".to_string()));
+    }
+}
+
+/// What to do about refusals with `code`.
+fn refusal_fix(code: &str, product: &str) -> String {
+    match code {
+        "not_in_catalogue" => format!("the CLI sends events, keys or values its manifest does not list: update {product}'s manifest or the CLI so they match (the daemon's log names the first one)"),
+        "consent_off" => format!("expected while {product} is off, and nothing was stored; the CLI should check consent before it connects (the shim and the SDKs do)"),
+        "busy" => "the daemon was at its connection limit: raise TELEMETRY_MAX_CONNECTIONS (max_connections); refused events were spooled".to_string(),
+        "store_full" => "raise TELEMETRY_MAX_STORE_BYTES (max_store_bytes), or fix the destination so uploads drain the store".to_string(),
+        "invalid" => "the CLI sends malformed events: the daemon's log says which and why; update the CLI".to_string(),
+        "storage" => "the daemon could not write its database: check the disk holding its state directory".to_string(),
+        "malformed" | "frame_too_large" | "unsupported_version" => "a client speaks another protocol version or sends garbage: update the CLI, shim or SDK to match this telemetryd".to_string(),
+        _ => "the daemon's log says which requests and why".to_string(),
+    }
+}
+
+/// `refusals`: one warning per product and reason.
+fn refusal_checks(s: &StatusReport, checks: &mut Vec<Check>) {
+    if s.refusals.is_empty() {
+        checks.push(pass(
+            "refusals",
+            "the daemon refused nothing since it started".to_string(),
+        ));
+    }
+    for r in &s.refusals {
+        let product = if r.product.is_empty() {
+            "(no product)"
+        } else {
+            &r.product
+        };
+        let code = r.code.to_string();
+        checks.push(warn(
+            format!("refusals {product}"),
+            format!(
+                "{} refused since start: {code}",
+                super::count(r.count, "request", "requests")
+            ),
+            refusal_fix(&code, product),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_counts_each_outcome() {
+        assert_eq!(summary(4, 1, 1), "4 checks: 2 passed, 1 warning, 1 failed");
+        assert_eq!(summary(3, 0, 2), "3 checks: 1 passed, 2 warnings, 0 failed");
+    }
+
+    #[test]
+    fn common_refusals_say_what_to_do() {
+        assert!(refusal_fix("not_in_catalogue", "p").contains("manifest"));
+        assert!(refusal_fix("consent_off", "p").contains("expected"));
+        assert!(refusal_fix("busy", "p").contains("max_connections"));
+        assert!(refusal_fix("store_full", "p").contains("max_store_bytes"));
+    }
+}

@@ -1,0 +1,57 @@
+//! `telemetryctl forget PRODUCT [--json]`.
+
+use super::{count, print_json};
+use crate::Failure;
+use std::path::Path;
+use std::time::Duration;
+use telemetry_client::Client;
+
+/// Flags of `forget`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "What happens:\n  \
+    1. every event of PRODUCT stored on this machine is deleted (pending, local-only, withheld) with its upload receipts;\n  \
+    2. if PRODUCT is on, one telemetry_forget event is uploaded under its current anonymous ID: the vendor's report leaves out every event of that ID, and the vendor deletes them;\n  \
+    3. PRODUCT gets a new anonymous ID (a new random salt), unlinkable to the old one.\n\
+    If PRODUCT is off or local nothing can be sent (that is what off means): pass the old ID printed here to the vendor by other means.")]
+pub struct Args {
+    /// The product whose data to forget (e.g. cfdev).
+    product: String,
+    /// The host CLI's version, recorded in the telemetry_forget event.
+    #[arg(long, default_value = "unknown")]
+    build: String,
+    /// Print the result as JSON: the serde form of telemetry-proto's
+    /// ForgetReport ({"product", "purged", "marker", "marker_key",
+    /// "old_machine", "new_machine"}).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `forget`.
+pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
+    // Deleting and sending the marker waits for an upload in flight.
+    let r = Client::connect(socket)?.forget(&args.product, &args.build, Duration::from_secs(60))?;
+    if args.json {
+        return print_json(&r);
+    }
+    println!(
+        "{}: deleted {} stored on this machine",
+        r.product,
+        count(r.purged, "event", "events")
+    );
+    match (r.marker, &r.marker_key) {
+        (true, Some(key)) => println!(
+            "sent a telemetry_forget request under the old ID {} ({key}): the vendor's report leaves out every event of that ID",
+            r.old_machine
+        ),
+        (true, None) => println!(
+            "a telemetry_forget request under the old ID {} goes out with the next upload (the destination could not be reached now)",
+            r.old_machine
+        ),
+        (false, _) => println!(
+            "nothing was sent ({} is not on): to have the vendor delete what was uploaded before, give them this old ID by other means:\n  {}",
+            r.product, r.old_machine
+        ),
+    }
+    println!("new anonymous ID: {}", r.new_machine);
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! `Forget`: the user asked for a product's data to be forgotten. Its
+//! stored events go; when it is `on`, a `telemetry_forget` marker goes out
+//! under the current anonymous ID, telling the vendor to delete every
+//! event of that ID (the report leaves them out); then the product gets a
+//! new ID, unlinkable to the old one. With `local` or `off` nothing is ever
+//! sent, so the old ID is only returned, for the user to pass on by other
+//! means.
+
+use crate::identity::Identity;
+use crate::record;
+use crate::server::Ctx;
+use std::collections::BTreeMap;
+use telemetry_proto::{ErrorCode, ForgetReport, Mode, Response, WireEvent};
+
+/// The event name of the marker.
+pub use telemetry_sink::manifest::TELEMETRY_FORGET;
+
+/// Handle `Forget { product, build }`.
+pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
+    let build = match crate::cmd::consent::product_and_build(&product, &build) {
+        Ok(b) => b,
+        Err(reply) => return *reply,
+    };
+    // The mode the store acts on must be the user's current one.
+    if let Err(e) = crate::cmd::consent::reconcile(ctx, &product, build).await {
+        return storage(e);
+    }
+    let (report, marker) = {
+        let _serial = ctx.reconcile_lock.lock().await;
+        // No batch of this product is on its way out while it is deleted.
+        let _no_upload = ctx.uploader.upload_lock.lock().await;
+        let (mode, _) = ctx.consent.resolve(&product);
+        let old = ctx.identity.machine_id(&product);
+        let marker = (mode == Mode::On).then(|| {
+            let ev = WireEvent {
+                id: uuid::Uuid::now_v7(),
+                event: TELEMETRY_FORGET.to_string(),
+                product: product.clone(),
+                build: build.to_string(),
+                timestamp_us: crate::config::now_us(&ctx.clock),
+                data: BTreeMap::new(),
+            };
+            record::render(&ev, &old, std::env::consts::OS, std::env::consts::ARCH)
+        });
+        let salt = Identity::new_salt();
+        let out = match ctx
+            .store
+            .forget(product.clone(), marker, salt.clone())
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => return storage(e),
+        };
+        // After the commit: the marker's line and key carry the old ID,
+        // everything from now on the new one.
+        ctx.identity.set_salt(&product, salt);
+        tracing::info!(
+            product,
+            purged = out.purged,
+            marker = out.marker,
+            "forgot the product's data and switched it to a new anonymous ID"
+        );
+        let report = ForgetReport {
+            product: product.clone(),
+            purged: out.purged,
+            marker: out.marker,
+            marker_key: None,
+            new_machine: ctx.identity.machine_id(&product),
+            old_machine: old,
+        };
+        (report, out.marker)
+    };
+    let mut report = report;
+    if marker {
+        // Send it now; if that fails it goes with the next upload.
+        let machine8 = &report.old_machine[..8];
+        let scope = format!("product={product}/");
+        match ctx.uploader.flush().await {
+            Ok(flushed) => {
+                report.marker_key = flushed
+                    .keys
+                    .into_iter()
+                    .find(|k| k.contains(&scope) && k.contains(machine8));
+            }
+            Err(e) => {
+                tracing::warn!(product, error = %e, "the forget marker waits for the next upload")
+            }
+        }
+    }
+    Response::Forgotten(Box::new(report))
+}
+
+fn storage(e: crate::store::StoreError) -> Response {
+    Response::Error {
+        code: ErrorCode::Storage,
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,108 @@
+//! Forgetting a product (`telemetryctl forget`), in one transaction: its
+//! stored events, batches, dropped counts and receipts are deleted, the
+//! `telemetry_forget` marker (when the product is `on`) is recorded and
+//! sealed as a final batch under the current ID, and a new ID salt is
+//! recorded. The caller switches the in-memory ID after the commit, so the
+//! marker's line and key carry the old ID and everything after the new one.
+
+use super::seal::seal_in;
+use super::{now_us, sql, Inner, Store, StoreError};
+use crate::record::Record;
+use rusqlite::{params, TransactionBehavior};
+use std::collections::BTreeMap;
+
+/// What forgetting did in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Forgotten {
+    /// Stored events deleted.
+    pub purged: u64,
+    /// The marker was recorded and sealed for upload.
+    pub marker: bool,
+}
+
+impl Store {
+    /// Forget `product` (see the module docs); `salt` becomes its new ID
+    /// salt.
+    pub async fn forget(
+        &self,
+        product: String,
+        marker: Option<Record>,
+        salt: String,
+    ) -> Result<Forgotten, StoreError> {
+        self.run_on(move |inner| inner.forget(&product, marker, &salt))
+            .await
+    }
+
+    /// Every product's ID salt (products never forgotten have none).
+    pub async fn id_salts(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        self.run_on(|inner| {
+            let err = || sql("reading ID salts");
+            let mut stmt = inner
+                .conn
+                .prepare("SELECT product, salt FROM id_salts")
+                .map_err(err())?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(err())?;
+            rows.collect::<Result<_, _>>().map_err(err())
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn forget(
+        &mut self,
+        product: &str,
+        marker: Option<Record>,
+        salt: &str,
+    ) -> Result<Forgotten, StoreError> {
+        let now = now_us(&self.opts.clock);
+        let err = || sql("forgetting a product");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err())?;
+        // An unsent final `telemetry_off` batch stays: the user agreed to
+        // send it, and it carries the old ID, which the marker retires.
+        let purged = tx
+            .execute(
+                "DELETE FROM events WHERE product = ?1 AND (batch_id IS NULL
+                     OR batch_id NOT IN (SELECT id FROM batches WHERE final = 1))",
+                params![product],
+            )
+            .map_err(err())? as u64;
+        tx.execute(
+            "DELETE FROM batches WHERE product = ?1 AND final = 0",
+            params![product],
+        )
+        .map_err(err())?;
+        tx.execute("DELETE FROM dropped WHERE product = ?1", params![product])
+            .map_err(err())?;
+        tx.execute("DELETE FROM receipts WHERE product = ?1", params![product])
+            .map_err(err())?;
+        let mut marked = false;
+        if let Some(rec) = marker {
+            tx.execute(
+                "INSERT OR IGNORE INTO events (id, product, line, received_us, local_only)
+                 VALUES (?1, ?2, ?3, ?4, 0)",
+                params![&rec.id[..], product, rec.line, now],
+            )
+            .map_err(err())?;
+            marked = seal_in(&tx, &self.opts, product, now, true)?.is_some();
+        }
+        tx.execute(
+            "INSERT INTO id_salts (product, salt, since_us) VALUES (?1, ?2, ?3)
+             ON CONFLICT (product) DO UPDATE SET salt = excluded.salt, since_us = excluded.since_us",
+            params![product, salt, now],
+        )
+        .map_err(err())?;
+        tx.commit().map_err(err())?;
+        // Rare and small: recount rather than track every case by hand.
+        self.load_counters()?;
+        Ok(Forgotten {
+            purged,
+            marker: marked,
+        })
+    }
+}

@@ -1,0 +1,14 @@
+#!/bin/sh
+# After install or upgrade (.deb: "configure"; .rpm: 1 or 2): create the
+# `telemetry` group that may use the machine-wide socket, and let a running
+# systemd see the new or changed units. Nothing is enabled or started:
+# telemetry is opt-in (systemctl enable --now telemetryd.socket, per user
+# with --user). Both steps are idempotent, so every invocation may run them.
+set -e
+if command -v systemd-sysusers >/dev/null 2>&1; then
+    systemd-sysusers ${DPKG_ROOT:+--root="$DPKG_ROOT"} telemetry.conf
+fi
+if [ -d /run/systemd/system ]; then
+    systemctl --system daemon-reload >/dev/null 2>&1 || true
+fi
+exit 0

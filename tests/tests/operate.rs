@@ -1,0 +1,337 @@
+//! Issue #17, operating it: the counters in `status`, upload receipts that
+//! match the objects in the S3 server byte for byte, and `forget` end to
+//! end (marker uploaded under the old ID, a new ID after, the report
+//! leaving out the old one). The real daemon, shim, telemetryctl and
+//! telemetry-report against a real S3 server on 127.0.0.1.
+
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use telemetry_client::{event, Value};
+use telemetry_tests::*;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn s3_env(server: &S3Server) -> DaemonEnv {
+    DaemonEnv::new(Destination::S3 {
+        endpoint: server.endpoint.clone(),
+        secret: SECRET_KEY.into(),
+    })
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", text(out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn stop_event() -> telemetry_client::WireEvent {
+    event("cfdev", "stop", "1.0.0", BTreeMap::new())
+}
+
+#[test]
+fn status_counts_where_every_event_went_and_receipts_match_the_objects_byte_for_byte() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+
+    // While no daemon runs: two events spooled by the shim, then a full
+    // spool (frames of events too large to be valid, as a stuck machine
+    // would fill it) and one more event the shim must drop and note.
+    for _ in 0..2 {
+        let o = env.shim(&[], &["stop"]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let spool = env.spool_file();
+    let mut big = stop_event();
+    big.data
+        .insert("note".into(), Value::Str("x".repeat(60 * 1024)));
+    let frame = telemetry_proto::encode_frame(&big).unwrap();
+    let mut bytes = std::fs::read(&spool).unwrap();
+    let max = telemetry_proto::paths::MAX_SPOOL_BYTES as usize;
+    while bytes.len() + frame.len() <= max {
+        bytes.extend_from_slice(&frame);
+    }
+    // Then one frame that leaves less room than any event takes.
+    let room = max - bytes.len();
+    let filler = (0..room).rev().find_map(|n| {
+        big.data.insert("note".into(), Value::Str("x".repeat(n)));
+        let f = telemetry_proto::encode_frame(&big).unwrap();
+        (f.len() <= room).then_some(f)
+    });
+    bytes.extend(filler.unwrap_or_default());
+    assert!(max - bytes.len() < 16, "{} bytes left", max - bytes.len());
+    std::fs::write(&spool, &bytes).unwrap();
+    let o = env.shim(&[], &["stop"]);
+    assert!(o.status.success(), "a full spool is not the CLI's problem");
+    let drops = telemetry_proto::paths::spool_drops_file(&spool);
+    assert_eq!(std::fs::read_to_string(&drops).unwrap(), "cfdev\n");
+
+    let daemon = env.start();
+    wait_for("the spool to be taken in", TIMEOUT, || {
+        let s = daemon.client().status(TIMEOUT).unwrap();
+        (s.counters.taken_in == 2).then_some(())
+    });
+    assert!(!drops.exists(), "the drop file is consumed once counted");
+
+    // Three stored, one sent twice, one not in the catalogue.
+    let mut client = daemon.client();
+    let first = stop_event();
+    for ev in [first.clone(), stop_event(), stop_event(), first] {
+        client.emit(vec![ev], TIMEOUT).unwrap();
+    }
+    let not_catalogued = event("cfdev", "no_such_event", "1.0.0", BTreeMap::new());
+    assert!(client.emit(vec![not_catalogued], TIMEOUT).is_err());
+
+    let s = json(&env.run("telemetryctl", &["status", "--json"]));
+    let c = &s["counters"];
+    assert_eq!(c["received"], 5, "{c}");
+    assert_eq!(c["stored"], 3, "{c}");
+    assert_eq!(c["duplicates"], 1, "{c}");
+    assert!(c["spooled"].as_u64().unwrap() >= 2, "{c}");
+    assert_eq!(c["taken_in"], 2, "{c}");
+    assert_eq!(
+        c["spool_full_drops"],
+        serde_json::json!([["cfdev", 1]]),
+        "{c}"
+    );
+    assert_eq!(c["store_full_drops"], 0, "{c}");
+    // One refused emit plus the invalid spooled frames.
+    let refused = c["refused"].as_u64().unwrap();
+    assert!(refused > 1, "{c}");
+    let human = text(&env.run("telemetryctl", &["status"]));
+    assert!(
+        human.contains("events:       5 received since start: 3 stored, 1 duplicate"),
+        "{human}"
+    );
+    assert!(
+        human.contains("spool full:   1 event of cfdev dropped by shims"),
+        "{human}"
+    );
+
+    // Upload; every receipt names an object the server holds, with its
+    // exact SHA-256, size and event count.
+    let flushed = json(&env.run("telemetryctl", &["flush", "--json"]));
+    assert_eq!(flushed["events"], 5, "two spooled, three emitted");
+    let objects = s3.objects();
+    let receipts = json(&env.run("telemetryctl", &["receipts", "--json"]));
+    let list = receipts["receipts"].as_array().unwrap();
+    assert_eq!(list.len(), objects.len(), "{receipts}");
+    for r in list {
+        let key = r["key"].as_str().unwrap();
+        let body = objects
+            .get(key)
+            .unwrap_or_else(|| panic!("receipt {key} names no object: {:?}", objects.keys()));
+        assert_eq!(r["sha256"], hex_sha256(body), "{key}");
+        assert_eq!(r["bytes"], body.len(), "{key}");
+        let ndjson = zstd::decode_all(&body[..]).unwrap();
+        let lines = String::from_utf8(ndjson).unwrap();
+        assert_eq!(r["events"], lines.lines().count(), "{key}");
+        assert_eq!(r["body_kept"], true);
+        assert!(r["destination"].as_str().unwrap().starts_with("s3://"));
+        // `show --receipt` prints what was sent, byte for byte.
+        let shown = env.run("telemetryctl", &["show", "--receipt", key, "--ndjson"]);
+        assert!(shown.status.success(), "{}", text(&shown));
+        assert_eq!(String::from_utf8(shown.stdout).unwrap(), lines, "{key}");
+    }
+    let s = daemon.client().status(TIMEOUT).unwrap();
+    let uploads: u64 = s.destinations.iter().map(|d| d.uploads).sum();
+    assert_eq!(uploads, objects.len() as u64);
+    let human = text(&env.run("telemetryctl", &["receipts"]));
+    assert!(human.contains("sha256 "), "{human}");
+
+    // Receipts outlive a restart (they are in the store).
+    daemon.terminate().unwrap();
+    let daemon = env.start();
+    let again = daemon.client().receipts(None, TIMEOUT).unwrap();
+    assert_eq!(again.receipts.len(), list.len());
+    let o = env.run("telemetryctl", &["show", "--receipt", "no/such/key"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("no receipt has that key"), "{}", text(&o));
+}
+
+fn date_of(day: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(day as u64 * 86_400);
+    humantime::format_rfc3339(t).to_string()[..10].to_string()
+}
+
+/// The preview's report of today's cfdev data in the server.
+fn report_today(env: &DaemonEnv) -> serde_json::Value {
+    let today = (SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400) as i64;
+    let o = env.run(
+        "telemetry-report",
+        &[
+            "--preview",
+            "--json",
+            "--quiet",
+            "--allow-partial",
+            "--product",
+            "cfdev",
+            "--source",
+            &format!("s3://{BUCKET}/e2e"),
+            "--from",
+            &date_of(today - 1),
+            "--to",
+            &date_of(today + 1),
+        ],
+    );
+    assert!(text(&o).contains("asked to be forgotten"), "{}", text(&o));
+    json(&o)
+}
+
+#[test]
+fn forget_sends_a_marker_under_the_old_id_switches_ids_and_the_report_leaves_the_old_one_out() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    let daemon = env.start();
+    let mut client = daemon.client();
+    for _ in 0..2 {
+        client.emit(vec![stop_event()], TIMEOUT).unwrap();
+    }
+    client.flush(TIMEOUT).unwrap();
+    let before = decode_objects(&s3.objects());
+    let old = before[0].1["machine"].as_str().unwrap().to_string();
+    // One more, still pending when the user asks to forget.
+    client.emit(vec![stop_event()], TIMEOUT).unwrap();
+
+    let r = json(&env.run("telemetryctl", &["forget", "cfdev", "--json"]));
+    assert_eq!(r["purged"], 1, "{r}");
+    assert_eq!(r["marker"], true, "{r}");
+    assert_eq!(r["old_machine"], old.as_str(), "{r}");
+    let new = r["new_machine"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    assert_eq!(new.len(), 64);
+    let marker_key = r["marker_key"].as_str().expect("sent at once").to_string();
+    let objects = s3.objects();
+    let marker_body = objects
+        .get(&marker_key)
+        .unwrap_or_else(|| panic!("{marker_key} not in {:?}", objects.keys()));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(zstd::decode_all(&marker_body[..]).unwrap())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(lines.len(), 1, "the marker travels alone");
+    assert_eq!(lines[0]["event"], "telemetry_forget");
+    assert_eq!(lines[0]["machine"], old.as_str());
+    assert!(
+        marker_key.contains(&format!("/{}-", &old[..8])),
+        "{marker_key}"
+    );
+    let all = decode_objects(&objects);
+    assert_eq!(all.len(), 3, "the purged event never left: {all:?}");
+
+    // The receipts of what was sent before are gone with the product's data;
+    // the marker's is the only one.
+    let receipts = client.receipts(None, TIMEOUT).unwrap();
+    assert_eq!(receipts.receipts.len(), 1);
+    assert_eq!(receipts.receipts[0].key, marker_key);
+
+    // From now on, the new ID; after a restart too.
+    daemon.terminate().unwrap();
+    let daemon = env.start();
+    let mut client = daemon.client();
+    client.emit(vec![stop_event()], TIMEOUT).unwrap();
+    client.flush(TIMEOUT).unwrap();
+    let all = decode_objects(&s3.objects());
+    let after: Vec<_> = all
+        .iter()
+        .filter(|(_, v)| v["event"] == "stop" && v["machine"] == new.as_str())
+        .collect();
+    assert_eq!(after.len(), 1, "{all:?}");
+
+    // The report counts the new ID's event only.
+    let report = report_today(&env);
+    assert_eq!(
+        report["totals"],
+        serde_json::json!({"events": 1, "machines": 1}),
+        "{report}"
+    );
+    assert!(!report.to_string().contains("telemetry_forget"), "{report}");
+}
+
+#[test]
+fn forget_while_off_sends_nothing_and_prints_the_old_id_to_pass_on() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    std::fs::write(env.root().join("consent"), "cfdev local\n").unwrap();
+    let daemon = env.start();
+    let mut client = daemon.client();
+    client.emit(vec![stop_event()], TIMEOUT).unwrap();
+    let shown = client.show(Some("cfdev"), TIMEOUT).unwrap();
+    let old: serde_json::Value = serde_json::from_str(&shown.events[0].line).unwrap();
+    let old = old["machine"].as_str().unwrap().to_string();
+
+    let o = env.run("telemetryctl", &["forget", "cfdev"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("deleted 1 event"), "{out}");
+    assert!(out.contains("nothing was sent"), "{out}");
+    assert!(out.contains(&old), "the old ID is printed: {out}");
+    client.flush(TIMEOUT).unwrap();
+    assert!(s3.objects().is_empty(), "local: nothing ever leaves");
+    client.emit(vec![stop_event()], TIMEOUT).unwrap();
+    let shown = client.show(Some("cfdev"), TIMEOUT).unwrap();
+    assert_eq!(shown.events.len(), 1);
+    assert!(!shown.events[0].line.contains(&old), "a new ID");
+
+    let o = env.run("telemetryctl", &["forget", "not a product"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+}
+
+/// SIGHUP to the daemon.
+fn hangup(d: &Daemon) {
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
+}
+
+#[test]
+fn sighup_reloads_what_can_change_names_what_needs_a_restart_and_survives_a_bad_file() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let config = env.root().join("config.toml");
+    let daemon = env.start();
+    let mut client = daemon.client();
+    client.emit(vec![stop_event()], TIMEOUT).unwrap();
+    let outbox = env.state.join("outbox");
+    // The default upload interval is an hour: nothing goes out by itself.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(files_under(&outbox).is_empty());
+
+    std::fs::write(&config, "upload_interval = \"1s\"\nmax_connections = 7\n").unwrap();
+    hangup(&daemon);
+    wait_for("the reloaded interval to upload the event", TIMEOUT, || {
+        (!files_under(&outbox).is_empty()).then_some(())
+    });
+    let log = daemon.log();
+    assert!(log.contains("reloaded the configuration"), "{log}");
+    assert!(log.contains("upload_interval"), "{log}");
+    assert!(
+        log.contains("max_connections") && log.contains("only after a restart"),
+        "{log}"
+    );
+
+    // A file that does not load changes nothing and stops nothing.
+    std::fs::write(&config, "upload_interval = 5\n").unwrap();
+    hangup(&daemon);
+    wait_for("the error to be logged", TIMEOUT, || {
+        daemon
+            .log()
+            .contains("reload: the configuration was not changed")
+            .then_some(())
+    });
+    assert!(daemon.log().contains("config.toml"), "{}", daemon.log());
+    client.emit(vec![stop_event()], TIMEOUT).unwrap();
+    wait_for("the 1 s interval still in force", TIMEOUT, || {
+        (files_under(&outbox).len() == 2).then_some(())
+    });
+}
