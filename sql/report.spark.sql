@@ -96,7 +96,14 @@ SELECT count(*) - count(DISTINCT id) AS duplicates
 FROM telemetry_raw
 WHERE product = '{{product}}'
   AND dt BETWEEN '{{from}}' AND '{{last_dt}}'
-  AND substr(`timestamp`, 1, 10) BETWEEN '{{from}}' AND '{{to}}';
+  AND substr(`timestamp`, 1, 10) BETWEEN '{{from}}' AND '{{to}}'
+  AND machine NOT IN (
+    SELECT machine FROM telemetry_raw
+    WHERE product = '{{product}}'
+      AND dt BETWEEN '{{from}}' AND '{{last_dt}}'
+      AND event = 'telemetry_forget'
+      AND machine IS NOT NULL
+  );
 
 -- name: totals
 SELECT count(*) AS events, count(DISTINCT machine) AS machines

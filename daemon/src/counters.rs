@@ -67,29 +67,19 @@ impl EventCounters {
     /// line to the removal.
     pub fn take_drop_file(&self, path: &Path) -> u64 {
         let taking = path.with_extension("drops.counting");
+        // One a crash left between the rename and the removal: counted
+        // first, or the rename below would replace it uncounted.
+        let mut counted = if taking.exists() {
+            self.count_file(&taking)
+        } else {
+            0
+        };
         match std::fs::rename(path, &taking) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // A crash between rename and removal left this one.
-                if !taking.exists() {
-                    return 0;
-                }
-            }
+            Ok(()) => counted += self.count_file(&taking),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot take the spool's drop file");
-                return 0;
             }
-        }
-        let text = match std::fs::read(&taking) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(path = %taking.display(), error = %e, "cannot read the spool's drop file");
-                return 0;
-            }
-        };
-        let counted = self.count_drops(&text);
-        if let Err(e) = std::fs::remove_file(&taking) {
-            tracing::warn!(path = %taking.display(), error = %e, "cannot remove the spool's drop file");
         }
         if counted > 0 {
             tracing::warn!(
@@ -97,6 +87,22 @@ impl EventCounters {
                 path = %path.display(),
                 "shims dropped events because the spool was full (the daemon was not reachable for long)"
             );
+        }
+        counted
+    }
+
+    /// Count and remove the drop file being taken.
+    fn count_file(&self, taking: &Path) -> u64 {
+        let text = match std::fs::read(taking) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(path = %taking.display(), error = %e, "cannot read the spool's drop file");
+                return 0;
+            }
+        };
+        let counted = self.count_drops(&text);
+        if let Err(e) = std::fs::remove_file(taking) {
+            tracing::warn!(path = %taking.display(), error = %e, "cannot remove the spool's drop file");
         }
         counted
     }
@@ -152,6 +158,11 @@ mod tests {
         std::fs::write(&path, "cfdev\n").unwrap();
         c.take_drop_file(&path);
         assert_eq!(c.snapshot(0).spool_full_drops[0], ("cfdev".to_string(), 3));
+        // A file a crash left mid-count is counted too, not replaced.
+        std::fs::write(path.with_extension("drops.counting"), "cfdev\n").unwrap();
+        std::fs::write(&path, "cfdev\n").unwrap();
+        assert_eq!(c.take_drop_file(&path), 2);
+        assert!(!path.with_extension("drops.counting").exists());
     }
 
     #[test]

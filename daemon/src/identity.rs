@@ -40,8 +40,9 @@ pub enum IdentityError {
 /// Holds the raw identity privately and hands out per-product IDs.
 pub struct Identity {
     raw: String,
-    /// Salts of forgotten products (see the module docs).
-    salts: std::sync::RwLock<BTreeMap<String, String>>,
+    /// Salts of forgotten products (see the module docs), and when each
+    /// was drawn (µs since the epoch).
+    salts: std::sync::RwLock<BTreeMap<String, (String, i64)>>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -124,17 +125,29 @@ impl Identity {
         }
     }
 
-    /// Use these salts (the store's, at start).
-    pub fn set_salts(&self, salts: BTreeMap<String, String>) {
+    /// Use these salts and their times (the store's, at start).
+    pub fn set_salts(&self, salts: BTreeMap<String, (String, i64)>) {
         *self.salts.write().unwrap_or_else(|p| p.into_inner()) = salts;
     }
 
-    /// Give `product` a new ID from `salt` (after the store recorded it).
-    pub fn set_salt(&self, product: &str, salt: String) {
+    /// Give `product` a new ID from `salt`, drawn at `since_us` (after the
+    /// store recorded it).
+    pub fn set_salt(&self, product: &str, salt: String, since_us: i64) {
         self.salts
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(product.to_string(), salt);
+            .insert(product.to_string(), (salt, since_us));
+    }
+
+    /// When the user last asked to forget `product` (µs since the epoch):
+    /// events made before then are not stored (one still in a spool, or
+    /// sent as the forget ran).
+    pub fn forgotten_since(&self, product: &str) -> Option<i64> {
+        self.salts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(product)
+            .map(|(_, since)| *since)
     }
 
     /// A fresh salt: 32 random hex digits.
@@ -170,7 +183,7 @@ impl Identity {
             .get(product)
         {
             h.update(b"\0");
-            h.update(salt.as_bytes());
+            h.update(salt.0.as_bytes());
         }
         let digest = h.finalize();
         let mut out = String::with_capacity(64);
@@ -207,12 +220,14 @@ mod tests {
     fn a_salt_gives_a_product_a_new_id_and_leaves_the_others() {
         let id = Identity::from_raw("0123456789abcdef0123456789abcdef");
         let (a, b) = (id.machine_id("cfdev"), id.machine_id("other"));
-        id.set_salt("cfdev", Identity::new_salt());
+        id.set_salt("cfdev", Identity::new_salt(), 5);
+        assert_eq!(id.forgotten_since("cfdev"), Some(5));
+        assert_eq!(id.forgotten_since("other"), None);
         let a2 = id.machine_id("cfdev");
         assert_ne!(a, a2);
         assert_eq!(a2.len(), 64);
         assert_eq!(id.machine_id("other"), b);
-        id.set_salt("cfdev", Identity::new_salt());
+        id.set_salt("cfdev", Identity::new_salt(), 6);
         assert_ne!(id.machine_id("cfdev"), a2, "each forget, a new ID");
     }
 

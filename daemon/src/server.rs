@@ -117,6 +117,11 @@ pub struct Ctx {
     pub refusals: crate::refusals::Refusals,
     /// Where events went since start.
     pub counters: crate::counters::EventCounters,
+    /// Held shared from an emit's rendering (which writes the product's
+    /// anonymous ID into each line) to its commit, and exclusively by
+    /// `forget` while it switches a product's ID: no line made with the
+    /// old ID can be stored after the switch.
+    pub id_lock: tokio::sync::RwLock<()>,
     /// Busy refusals allowed to wait for a first byte (see [`BUSY_WAITERS`]).
     pub busy_waiters: Arc<tokio::sync::Semaphore>,
 }
@@ -418,6 +423,7 @@ pub async fn run_locked(
         ),
         refusals: Default::default(),
         counters: Default::default(),
+        id_lock: Default::default(),
         busy_waiters: Arc::new(tokio::sync::Semaphore::new(BUSY_WAITERS)),
     });
     // Apply consent changes made while the daemon was not running, then

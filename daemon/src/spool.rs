@@ -496,6 +496,8 @@ async fn store_events(
 ) -> Result<u64, Retry> {
     let mut stored = 0u64;
     for chunk in events.chunks(CHUNK) {
+        // Until the chunk is committed (see `Ctx::id_lock`).
+        let _ids = ctx.id_lock.read().await;
         // Validate one by one, so one bad event does not sink its chunk.
         let mut records = Vec::with_capacity(chunk.len());
         for ev in chunk {

@@ -699,8 +699,9 @@ pub struct StatusReport {
 pub struct Counters {
     /// Events clients sent in emit requests (however they were answered).
     pub received: u64,
-    /// Events newly stored from emit requests (acknowledged, or queued
-    /// without an acknowledgement).
+    /// Events newly stored from emit requests; for emits without an
+    /// acknowledgement, the events queued (duplicates among them, or a
+    /// commit that fails later, are not known there).
     pub stored: u64,
     /// Events whose id was already stored (sent twice: kept once).
     pub duplicates: u64,
@@ -816,6 +817,38 @@ pub struct Check {
     pub fix: String,
 }
 record!(Check);
+
+impl Check {
+    /// A passed check.
+    pub fn pass(name: impl Into<String>, detail: String) -> Check {
+        Check {
+            name: name.into(),
+            outcome: CheckOutcome::Pass,
+            detail,
+            fix: String::new(),
+        }
+    }
+
+    /// A warning, with what to do.
+    pub fn warn(name: impl Into<String>, detail: String, fix: String) -> Check {
+        Check {
+            name: name.into(),
+            outcome: CheckOutcome::Warn,
+            detail,
+            fix,
+        }
+    }
+
+    /// A failure, with what to do.
+    pub fn fail(name: impl Into<String>, detail: String, fix: String) -> Check {
+        Check {
+            name: name.into(),
+            outcome: CheckOutcome::Fail,
+            detail,
+            fix,
+        }
+    }
+}
 
 /// One destination's checks in a [`ProbeReport`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -163,13 +163,26 @@ impl Aggregator {
         }
     }
 
-    /// Empty counts like `self`'s that leave out every machine in
-    /// `self.forgotten`: for a second pass over the same objects, when the
-    /// first found markers (they may come after the machine's other lines).
+    /// Leave out every line of these machine IDs (known to be forgotten
+    /// before reading, e.g. from markers outside the period).
+    pub fn exclude(&mut self, machines: HashSet<String>) {
+        self.stats.forgotten_machines = machines.len() as u64;
+        self.exclude = machines;
+    }
+
+    /// Whether every machine with a marker in the lines read was left out
+    /// from the start (so no second pass is needed).
+    pub fn forgotten_all_excluded(&self) -> bool {
+        self.forgotten.is_subset(&self.exclude)
+    }
+
+    /// Empty counts like `self`'s that leave out every machine it left out
+    /// and every one in `self.forgotten`: for a second pass over the same
+    /// objects, when the first found markers (they may come after the
+    /// machine's other lines).
     pub fn excluding_forgotten(&self) -> Aggregator {
         let mut next = Aggregator::with_catalog(self.period.clone(), self.data.catalog().cloned());
-        next.exclude = self.forgotten.clone();
-        next.stats.forgotten_machines = self.forgotten.len() as u64;
+        next.exclude(self.exclude.union(&self.forgotten).cloned().collect());
         next
     }
 

@@ -53,17 +53,20 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64, u64);
 pub const PREFETCH: usize = 8;
 
 /// Read `objects` from `source` and count them for `period`, with value
-/// tables for `catalog`'s data keys.
+/// tables for `catalog`'s data keys, leaving out every line of a machine
+/// ID in `forgotten` or with a `telemetry_forget` marker in `objects`.
 pub async fn aggregate(
     source: &Source,
     objects: &[ObjectRef],
     period: &Period,
     catalog: Option<data::Catalog>,
+    forgotten: std::collections::HashSet<String>,
     progress: Progress<'_>,
 ) -> Result<aggregate::Aggregator, SourceError> {
-    let agg = aggregate::Aggregator::with_catalog(period.clone(), catalog);
+    let mut agg = aggregate::Aggregator::with_catalog(period.clone(), catalog);
+    agg.exclude(forgotten);
     let agg = read_all(source, objects, agg, progress).await?;
-    if agg.forgotten.is_empty() {
+    if agg.forgotten_all_excluded() {
         return Ok(agg);
     }
     // Machines whose users asked to be forgotten: read again without any

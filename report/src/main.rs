@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 use telemetry_report::output;
@@ -150,6 +150,9 @@ struct ReportArgs {
     catalog: Option<PathBuf>,
     #[command(flatten)]
     period: PeriodArgs,
+    /// Machine IDs whose users asked to be forgotten, one per line (64 hex digits; blank lines and # comments ignored): their lines are left out, like those of IDs with a telemetry_forget marker in the period read. For markers outside it (README: Forgotten IDs).
+    #[arg(long, value_name = "FILE")]
+    forgotten: Option<PathBuf>,
     /// Directory for report.json, the CSVs and index.html (created if missing). With --preview: where to write the preview's files instead of printing it.
     #[arg(long, value_name = "DIR", required_unless_present = "preview")]
     out: Option<PathBuf>,
@@ -196,6 +199,29 @@ const EXIT_NOT_IN_PLACE: u8 = 3;
 /// not in `--help`, since setting it only to get past the partial-period
 /// refusal would write `"partial": false` on an incomplete report.
 const TODAY_VAR: &str = "TELEMETRY_REPORT_TODAY";
+
+/// The machine IDs of a `--forgotten` file: one per line, 64 lowercase
+/// hex digits; blank lines and `#` comments are skipped.
+fn read_forgotten(path: &Path) -> anyhow::Result<std::collections::HashSet<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--forgotten {}: cannot read it", path.display()))?;
+    let mut ids = std::collections::HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.len() != 64 || !line.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            bail!(
+                "--forgotten {} line {}: {line:?} is not a machine ID (64 lowercase hex digits)",
+                path.display(),
+                n + 1
+            );
+        }
+        ids.insert(line.to_string());
+    }
+    Ok(ids)
+}
 
 /// The catalogue the value tables count against: `path`, checked to be
 /// `product`'s, else the built-in one for cfdev, else none.
@@ -658,8 +684,19 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         }
     };
     let catalog = load_catalog(args.catalog.as_deref(), &product)?;
-    let agg =
-        telemetry_report::aggregate(&source, &objects, &period, catalog, &mut progress).await?;
+    let forgotten = match &args.forgotten {
+        Some(path) => read_forgotten(path)?,
+        None => Default::default(),
+    };
+    let agg = telemetry_report::aggregate(
+        &source,
+        &objects,
+        &period,
+        catalog,
+        forgotten,
+        &mut progress,
+    )
+    .await?;
     let report = publish::publish(
         &agg,
         &product,

@@ -66,36 +66,6 @@ pub struct Probe {
     pub clock_skew_secs: Option<i64>,
 }
 
-/// A passed check.
-pub fn pass(name: &str, detail: String) -> Check {
-    Check {
-        name: name.to_string(),
-        outcome: CheckOutcome::Pass,
-        detail,
-        fix: String::new(),
-    }
-}
-
-/// A warning, with what to do.
-pub fn warn(name: &str, detail: String, fix: String) -> Check {
-    Check {
-        name: name.to_string(),
-        outcome: CheckOutcome::Warn,
-        detail,
-        fix,
-    }
-}
-
-/// A failure, with what to do.
-pub fn fail(name: &str, detail: String, fix: String) -> Check {
-    Check {
-        name: name.to_string(),
-        outcome: CheckOutcome::Fail,
-        detail,
-        fix,
-    }
-}
-
 /// Parse an HTTP `Date` header (RFC 7231: IMF-fixdate, and the two
 /// obsolete forms).
 pub fn parse_http_date(value: &str) -> Option<SystemTime> {
@@ -122,11 +92,11 @@ pub fn clock_check(skew: i64, what: &str) -> Check {
     };
     let fix = "synchronise this machine's clock (e.g. `timedatectl set-ntp true` on Linux, or the date and time settings): S3 refuses requests more than 15 minutes off, and brokers' upload URLs live only minutes".to_string();
     if off > CLOCK_FAIL_SECS {
-        fail("clock", format!("{detail} (over {CLOCK_FAIL_SECS} s)"), fix)
+        Check::fail("clock", format!("{detail} (over {CLOCK_FAIL_SECS} s)"), fix)
     } else if off > CLOCK_WARN_SECS {
-        warn("clock", format!("{detail} (over {CLOCK_WARN_SECS} s)"), fix)
+        Check::warn("clock", format!("{detail} (over {CLOCK_WARN_SECS} s)"), fix)
     } else {
-        pass("clock", detail)
+        Check::pass("clock", detail)
     }
 }
 
@@ -192,7 +162,7 @@ pub async fn dns_check(url: &http::Uri, net: &NetOptions, configured_in: &str) -
                 ),
             ),
             Err(e) => {
-                return fail(
+                return Check::fail(
                     "dns",
                     format!("the proxy URL {} is not usable: {e}", shown(p)),
                     format!("correct {} in telemetryd's environment", proxy_var(url)),
@@ -202,14 +172,14 @@ pub async fn dns_check(url: &http::Uri, net: &NetOptions, configured_in: &str) -
         None => (url.clone(), String::new()),
     };
     let Some((host, port)) = host_port(&target) else {
-        return fail(
+        return Check::fail(
             "dns",
             format!("{} names no host", shown(&target.to_string())),
             format!("correct the URL in {configured_in}"),
         );
     };
     if host.parse::<std::net::IpAddr>().is_ok() {
-        return pass(
+        return Check::pass(
             "dns",
             format!("{host} is an address{via}; nothing to resolve"),
         );
@@ -225,7 +195,7 @@ pub async fn dns_check(url: &http::Uri, net: &NetOptions, configured_in: &str) -
         format!("check the host name in {configured_in}, and this machine's DNS and network (`getent hosts {host}`)")
     };
     match lookup {
-        Err(_) => fail(
+        Err(_) => Check::fail(
             "dns",
             format!(
                 "resolving {host}{via} took over {} s",
@@ -233,17 +203,17 @@ pub async fn dns_check(url: &http::Uri, net: &NetOptions, configured_in: &str) -
             ),
             fix,
         ),
-        Ok(Err(e)) => fail("dns", format!("cannot resolve {host}{via}: {e}"), fix),
+        Ok(Err(e)) => Check::fail("dns", format!("cannot resolve {host}{via}: {e}"), fix),
         Ok(Ok(addrs)) => {
             let addrs: Vec<_> = addrs.map(|a| a.ip().to_string()).collect();
             match addrs.first() {
-                None => fail("dns", format!("{host}{via} has no address"), fix),
+                None => Check::fail("dns", format!("{host}{via} has no address"), fix),
                 Some(first) => {
                     let more = match addrs.len() {
                         1 => String::new(),
                         n => format!(" and {} more", n - 1),
                     };
-                    pass("dns", format!("{host}{via} resolves to {first}{more}"))
+                    Check::pass("dns", format!("{host}{via} resolves to {first}{more}"))
                 }
             }
         }
@@ -357,7 +327,7 @@ async fn reach(
     let uri: http::Uri = match url.parse() {
         Ok(u) => u,
         Err(e) => {
-            checks.push(fail(
+            checks.push(Check::fail(
                 "connect",
                 format!("{} is not a URL: {e}", shown(url)),
                 format!("correct the URL in {configured_in}"),
@@ -387,8 +357,8 @@ async fn reach(
     let answer = match send(client, method, url).await {
         Ok(a) => a,
         Err(Unanswered::Tls(e)) => {
-            checks.push(pass("connect", format!("connected to {route}")));
-            checks.push(fail(
+            checks.push(Check::pass("connect", format!("connected to {route}")));
+            checks.push(Check::fail(
                 "tls",
                 format!("TLS with {host} failed: {e}"),
                 TLS_FIX.to_string(),
@@ -396,7 +366,7 @@ async fn reach(
             return None;
         }
         Err(Unanswered::Timeout) => {
-            checks.push(fail(
+            checks.push(Check::fail(
                 "connect",
                 format!("no answer from {route} within {} s", STEP_TIMEOUT.as_secs()),
                 connect_fix,
@@ -409,7 +379,7 @@ async fn reach(
             | Unanswered::Connect(e)
             | Unanswered::Exchange(e),
         ) => {
-            checks.push(fail(
+            checks.push(Check::fail(
                 "connect",
                 format!("cannot reach {route}: {e}"),
                 connect_fix,
@@ -419,7 +389,7 @@ async fn reach(
     };
     // A plain-HTTP proxy answers for the destination it could not reach.
     if proxy.is_some() && !https && (502..=504).contains(&answer.status) {
-        checks.push(fail(
+        checks.push(Check::fail(
             "connect",
             format!(
                 "the proxy could not reach {host}:{port} (it answered HTTP {})",
@@ -429,7 +399,7 @@ async fn reach(
         ));
         return None;
     }
-    checks.push(pass(
+    checks.push(Check::pass(
         "connect",
         format!(
             "connected to {route} (HTTP {} to {})",
@@ -442,7 +412,7 @@ async fn reach(
             Some(ca) => format!(" plus the CA bundle {}", ca.path.display()),
             None => String::new(),
         };
-        checks.push(pass(
+        checks.push(Check::pass(
             "tls",
             format!("{host}'s certificate is trusted (the platform's roots{extra})"),
         ));
@@ -458,7 +428,7 @@ fn clock_from(answer: &Answer, now: SystemTime, what: &str) -> (Check, Option<i6
             (clock_check(skew, what), Some(skew))
         }
         None => (
-            warn(
+            Check::warn(
                 "clock",
                 format!("{what} sent no Date header, so the clocks cannot be compared"),
                 "make sure this machine's clock is synchronised (NTP): S3 refuses requests more than 15 minutes off".to_string(),
@@ -571,7 +541,7 @@ pub async fn probe_s3(
         Err(why) if aws => match bucket_url(target.client, target.bucket, true).await {
             Ok(url) => (url, Err(why)),
             Err(e) => {
-                checks.push(fail(
+                checks.push(Check::fail(
                     "endpoint",
                     format!("cannot work out the URL of bucket {}: {e}", target.bucket),
                     format!("check the bucket, endpoint and region in {configured_in}"),
@@ -580,7 +550,7 @@ pub async fn probe_s3(
             }
         },
         Err(e) => {
-            checks.push(fail(
+            checks.push(Check::fail(
                 "endpoint",
                 format!("cannot work out the URL of bucket {}: {e}", target.bucket),
                 format!("check the bucket, endpoint and region in {configured_in}"),
@@ -591,7 +561,7 @@ pub async fn probe_s3(
     let uri: http::Uri = match url.parse() {
         Ok(u) => u,
         Err(e) => {
-            checks.push(fail(
+            checks.push(Check::fail(
                 "endpoint",
                 format!(
                     "the SDK's URL for bucket {} is not usable: {e}",
@@ -613,7 +583,7 @@ pub async fn probe_s3(
     let client = match crate::net::http_client(net) {
         Ok(c) => c,
         Err(e) => {
-            checks.push(fail("tls", e.to_string(), TLS_FIX.to_string()));
+            checks.push(Check::fail("tls", e.to_string(), TLS_FIX.to_string()));
             return probe;
         }
     };
@@ -633,16 +603,16 @@ pub async fn probe_s3(
     };
 
     match (aws, credentials) {
-        (false, _) => checks.push(pass(
+        (false, _) => checks.push(Check::pass(
             "credentials",
             "none needed: uploads are unsigned (auth anonymous)".to_string(),
         )),
-        (true, Ok(())) => checks.push(pass(
+        (true, Ok(())) => checks.push(Check::pass(
             "credentials",
             "the AWS credential chain yields credentials".to_string(),
         )),
         (true, Err(why)) => {
-            checks.push(fail(
+            checks.push(Check::fail(
                 "credentials",
                 format!("the AWS credential chain yields no credentials: {why}"),
                 "give telemetryd credentials in its own environment (the unit file or LaunchAgent, not only a shell): AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/config, or run it with an instance or container role".to_string(),
@@ -674,14 +644,14 @@ async fn bucket_check(target: &S3Target<'_>) -> Check {
     .await;
     let e = match head {
         Err(_) => {
-            return fail(
+            return Check::fail(
                 "bucket",
                 format!("HeadBucket {bucket} got no answer within {} s", STEP_TIMEOUT.as_secs()),
                 "check that the store is healthy; a store that accepts connections but does not answer holds uploads until telemetryd's s3_timeout".to_string(),
             )
         }
         Ok(Ok(_)) => {
-            return pass(
+            return Check::pass(
                 "bucket",
                 format!("bucket {bucket} exists and answers HeadBucket"),
             )
@@ -701,12 +671,12 @@ async fn bucket_check(target: &S3Target<'_>) -> Check {
         .unwrap_or_default();
     let message = one_line(&crate::error_chain(&e));
     match (status, their_region) {
-        (Some(404), _) => fail(
+        (Some(404), _) => Check::fail(
             "bucket",
             format!("there is no bucket {bucket} at this endpoint (HeadBucket: 404 NoSuchBucket)"),
             format!("create the bucket {bucket}, or correct the bucket name in {configured_in}"),
         ),
-        (Some(_), Some(theirs)) if theirs != our_region => fail(
+        (Some(_), Some(theirs)) if theirs != our_region => Check::fail(
             "bucket",
             format!(
                 "bucket {bucket} is in region {theirs}, not {} (HTTP {})",
@@ -715,26 +685,26 @@ async fn bucket_check(target: &S3Target<'_>) -> Check {
             ),
             format!("set the region to {theirs} in {configured_in}"),
         ),
-        (Some(403), _) if target.credentials == Credentials::Anonymous => pass(
+        (Some(403), _) if target.credentials == Credentials::Anonymous => Check::pass(
             "bucket",
             format!("bucket {bucket} answers; it refuses an unsigned HeadBucket (403), as a write-only bucket does, so whether unsigned writes are allowed shows at the next upload"),
         ),
-        (Some(403), _) if target.uploads_succeeded => warn(
+        (Some(403), _) if target.uploads_succeeded => Check::warn(
             "bucket",
             format!("HeadBucket {bucket} was refused (403), but uploads there have succeeded: the credentials may only create objects"),
             "nothing, if the policy is meant to be create-only; to let doctor check the bucket, also grant s3:ListBucket on it".to_string(),
         ),
-        (Some(403), _) => fail(
+        (Some(403), _) => Check::fail(
             "bucket",
             format!("HeadBucket {bucket} was refused (403): the credentials lack access to the bucket (or are not valid for this store)"),
             format!("give the credentials telemetryd uses s3:PutObject on {bucket}/PREFIX/* (and s3:ListBucket on {bucket}, which this check needs), or correct the bucket in {configured_in}"),
         ),
-        (Some(s), _) => fail(
+        (Some(s), _) => Check::fail(
             "bucket",
             format!("HeadBucket {bucket} failed with HTTP {s}: {message}"),
             format!("check the bucket, endpoint and region in {configured_in}"),
         ),
-        (None, _) => fail(
+        (None, _) => Check::fail(
             "bucket",
             format!("HeadBucket {bucket} failed: {message}"),
             format!("check the endpoint in {configured_in} and the network"),
@@ -784,7 +754,7 @@ pub async fn probe_broker(
     let uri: http::Uri = match health.parse() {
         Ok(u) => u,
         Err(e) => {
-            checks.push(fail(
+            checks.push(Check::fail(
                 "broker",
                 format!("{} is not a URL: {e}", shown(url)),
                 format!("correct the broker URL in {configured_in}"),
@@ -813,7 +783,7 @@ pub async fn probe_broker(
     let fix_vendor =
         format!("the broker is the vendor's: tell them; its URL comes from {configured_in}");
     if !(200..300).contains(&answer.status) {
-        checks.push(fail(
+        checks.push(Check::fail(
             "broker",
             format!(
                 "GET {} answered HTTP {}: this is not a healthy telemetry-broker",
@@ -837,7 +807,7 @@ pub async fn probe_broker(
             }
         }
         if !refused.is_empty() {
-            checks.push(fail(
+            checks.push(Check::fail(
                 "broker",
                 format!(
                     "the broker is up but does not accept {}: it has no manifest for {}, or retired {}",
@@ -853,7 +823,7 @@ pub async fn probe_broker(
             } else {
                 format!(" and accepts {}", products.join(", "))
             };
-            checks.push(pass(
+            checks.push(Check::pass(
                 "broker",
                 format!(
                     "GET {} answered HTTP {}{said}",
@@ -882,7 +852,7 @@ pub fn probe_outbox(dir: &Path) -> Check {
         match existing.parent() {
             Some(p) if !p.as_os_str().is_empty() => existing = p,
             _ => {
-                return fail(
+                return Check::fail(
                     "outbox",
                     format!("no part of {} exists", dir.display()),
                     fix("use an absolute path on a mounted file system"),
@@ -891,7 +861,7 @@ pub fn probe_outbox(dir: &Path) -> Check {
         }
     }
     if !existing.is_dir() {
-        return fail(
+        return Check::fail(
             "outbox",
             format!("{} is not a directory", existing.display()),
             fix(&format!("remove or rename {}", existing.display())),
@@ -911,12 +881,12 @@ pub fn probe_outbox(dir: &Path) -> Check {
             drop(file);
             let _ = std::fs::remove_file(&probe_file);
             if existing == dir {
-                pass(
+                Check::pass(
                     "outbox",
                     format!("{} is a writable directory", dir.display()),
                 )
             } else {
-                pass(
+                Check::pass(
                     "outbox",
                     format!(
                         "{} does not exist yet; {} is writable, so the first upload creates it",
@@ -926,7 +896,7 @@ pub fn probe_outbox(dir: &Path) -> Check {
                 )
             }
         }
-        Err(e) => fail(
+        Err(e) => Check::fail(
             "outbox",
             format!("telemetryd cannot write in {}: {e}", existing.display()),
             fix(&format!(

@@ -200,7 +200,16 @@ fn healthy_destinations_pass_and_broken_ones_fail_with_their_fix() {
         secret: SECRET_KEY.into(),
     });
     manifest(&env, "anon", &anonymous(&s3.endpoint));
-    manifest(&env, "gone", &anonymous(&dead));
+    manifest(&env, "dead", &anonymous(&dead));
+    // Undecided, with a destination of its own: never contacted.
+    manifest(
+        &env,
+        "gone",
+        &anonymous(&dead).replace(
+            &format!("prefix = \"{VENDOR_PREFIX}\""),
+            "prefix = \"undecided\"",
+        ),
+    );
     manifest(&env, "brk", &brokered(&broker.url));
     // The same broker by name: a destination of its own, which has no
     // manifest for this product.
@@ -212,7 +221,9 @@ fn healthy_destinations_pass_and_broken_ones_fail_with_their_fix() {
     // `gone` is left undecided.
     consent_on(
         &env,
-        &["cfdev", "anon", "brk", "unserved", "nobroker", "broken"],
+        &[
+            "cfdev", "anon", "dead", "brk", "unserved", "nobroker", "broken",
+        ],
     );
     let d = env.start();
 
@@ -273,6 +284,17 @@ fn healthy_destinations_pass_and_broken_ones_fail_with_their_fix() {
         "{checks:#?}"
     );
     let connect = check(&checks, &format!("{gone}connect"));
+    // The undecided product's vendor is not told it is installed here.
+    let skipped = format!("destination s3://{VENDOR_BUCKET}/undecided at {dead}: ");
+    assert_eq!(
+        outcomes(&checks, &skipped),
+        map(&[("skipped", "pass")]),
+        "{checks:#?}"
+    );
+    assert!(check(&checks, &format!("{skipped}skipped"))["detail"]
+        .as_str()
+        .unwrap()
+        .contains("not contacted"));
     assert!(
         connect["fix"]
             .as_str()

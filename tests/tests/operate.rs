@@ -161,7 +161,7 @@ fn date_of(day: i64) -> String {
 }
 
 /// The preview's report of today's cfdev data in the server.
-fn report_today(env: &DaemonEnv) -> serde_json::Value {
+fn report_today(env: &DaemonEnv, extra: &[&str]) -> std::process::Output {
     let today = (SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -182,10 +182,13 @@ fn report_today(env: &DaemonEnv) -> serde_json::Value {
             &date_of(today - 1),
             "--to",
             &date_of(today + 1),
-        ],
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect::<Vec<_>>(),
     );
-    assert!(text(&o).contains("asked to be forgotten"), "{}", text(&o));
-    json(&o)
+    o
 }
 
 #[test]
@@ -251,13 +254,36 @@ fn forget_sends_a_marker_under_the_old_id_switches_ids_and_the_report_leaves_the
     assert_eq!(after.len(), 1, "{all:?}");
 
     // The report counts the new ID's event only.
-    let report = report_today(&env);
+    let o = report_today(&env, &[]);
+    assert!(
+        text(&o).contains("left out 3 lines of 1 machine IDs whose users asked to be forgotten"),
+        "{}",
+        text(&o)
+    );
+    let report = json(&o);
     assert_eq!(
         report["totals"],
         serde_json::json!({"events": 1, "machines": 1}),
         "{report}"
     );
     assert!(!report.to_string().contains("telemetry_forget"), "{report}");
+    // IDs known from elsewhere (markers outside the period) come in a file.
+    let list = env.root().join("forgotten.txt");
+    std::fs::write(&list, format!("# forgotten\n{new}\n")).unwrap();
+    let o = report_today(&env, &["--forgotten", list.to_str().unwrap()]);
+    assert!(
+        text(&o).contains("left out 4 lines of 2 machine IDs"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&list, "not-an-id\n").unwrap();
+    let o = report_today(&env, &["--forgotten", list.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("forgotten.txt line 1") && text(&o).contains("not a machine ID"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]

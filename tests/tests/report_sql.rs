@@ -138,6 +138,34 @@ fn sql_gives_exactly_the_reports_numbers(engine: Engine, compacted: bool) {
     let q = generate(600, 23);
     let server = S3Server::start();
     server.put_objects(&q.objects);
+    // Three users asked to be forgotten: a marker each (in a late day's
+    // partition, after their lines) makes the report and the SQL leave out
+    // every line of theirs, replays included.
+    let forgotten: Vec<&str> = q
+        .machines
+        .iter()
+        .step_by(97)
+        .take(3)
+        .map(|m| m.id.as_str())
+        .collect();
+    let markers: Vec<(String, Vec<u8>)> = forgotten
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let line = format!(
+                r#"{{"id":"{}","event":"telemetry_forget","product":"{PRODUCT}","build":"1.0.0","timestamp":"2027-01-03T10:00:00.000000Z","machine":"{id}","os":"linux","arch":"x86_64","data":{{}}}}"#,
+                uuid::Uuid::from_u128(0xf0f0_0000 + i as u128)
+            );
+            (
+                format!(
+                    "{PREFIX}/v1/product={PRODUCT}/dt=2027-01-03/{}-900000-900000.ndjson.zst",
+                    &id[..8]
+                ),
+                zstd::stream::encode_all(format!("{line}\n").as_bytes(), 3).unwrap(),
+            )
+        })
+        .collect();
+    server.put_objects(&markers);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let o = run_report(
@@ -147,6 +175,11 @@ fn sql_gives_exactly_the_reports_numbers(engine: Engine, compacted: bool) {
         &["--product", PRODUCT],
     );
     assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("lines of 3 machine IDs whose users asked to be forgotten"),
+        "{}",
+        text(&o)
+    );
     let duplicates = summary_stats(&o).2;
     let left_out = left_out(&o);
     let read_from = if compacted {
@@ -229,6 +262,10 @@ fn sql_gives_exactly_the_reports_numbers(engine: Engine, compacted: bool) {
     );
     let report = read_json(&out.join("report.json"));
     let k = u(&report["k"]);
+    assert!(
+        u(&report["totals"]["machines"]) < q.truth.totals.1.len() as u64,
+        "the forgotten machines are left out"
+    );
 
     assert_eq!(sql["totals"][0]["events"], report["totals"]["events"]);
     assert_eq!(sql["totals"][0]["machines"], report["totals"]["machines"]);

@@ -26,6 +26,8 @@ pub async fn handle(
     ack: bool,
 ) -> Answer {
     EventCounters::add(&ctx.counters.received, events.len() as u64);
+    // Until the commit (see `Ctx::id_lock`).
+    let _ids = ctx.id_lock.read().await;
     let records = match prepare(ctx, &events).await {
         Ok(r) => r,
         Err(reply) => return Answer::Send(refused(ctx, &events, reply)),
@@ -147,6 +149,21 @@ pub async fn prepare(
                     message: format!("event #{i}: {e}"),
                 };
                 return Err(reply);
+            }
+        }
+    }
+    // Made before the user asked to forget the product (spooled, or sent
+    // as the forget ran): forgotten too.
+    for ev in events {
+        if let Some(since) = ctx.identity.forgotten_since(&ev.product) {
+            if ev.timestamp_us < since {
+                return Err(Response::Error {
+                    code: ErrorCode::Invalid,
+                    message: format!(
+                        "event {} of {:?} was made before the user asked to forget {:?}'s data; not stored",
+                        ev.event, ev.product, ev.product
+                    ),
+                });
             }
         }
     }

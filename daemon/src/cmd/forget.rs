@@ -12,6 +12,9 @@ use crate::server::Ctx;
 use std::collections::BTreeMap;
 use telemetry_proto::{ErrorCode, ForgetReport, Mode, Response, WireEvent};
 
+/// Longest `forget` waits for the marker's upload before answering.
+const MARKER_UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The event name of the marker.
 pub use telemetry_sink::manifest::TELEMETRY_FORGET;
 
@@ -21,11 +24,17 @@ pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
         Ok(b) => b,
         Err(reply) => return *reply,
     };
+    // What shims spooled is the product's local data too: taken in first,
+    // so that it is deleted with the rest (and anything spooled later was
+    // made before the new ID exists: refused, see `emit::prepare`).
+    crate::spool::ingest(ctx).await;
     // The mode the store acts on must be the user's current one.
     if let Err(e) = crate::cmd::consent::reconcile(ctx, &product, build).await {
         return storage(e);
     }
     let (report, marker) = {
+        // No line rendered with the old ID is stored after the switch.
+        let _ids = ctx.id_lock.write().await;
         let _serial = ctx.reconcile_lock.lock().await;
         // No batch of this product is on its way out while it is deleted.
         let _no_upload = ctx.uploader.upload_lock.lock().await;
@@ -53,7 +62,7 @@ pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
         };
         // After the commit: the marker's line and key carry the old ID,
         // everything from now on the new one.
-        ctx.identity.set_salt(&product, salt);
+        ctx.identity.set_salt(&product, salt, out.since_us);
         tracing::info!(
             product,
             purged = out.purged,
@@ -75,16 +84,22 @@ pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
         // Send it now; if that fails it goes with the next upload.
         let machine8 = &report.old_machine[..8];
         let scope = format!("product={product}/");
-        match ctx.uploader.flush().await {
-            Ok(flushed) => {
+        // Bounded: the user gets the answer (and the old ID) even when a
+        // destination hangs; the marker then goes with a later upload.
+        match tokio::time::timeout(MARKER_UPLOAD_WAIT, ctx.uploader.flush()).await {
+            Ok(Ok(flushed)) => {
                 report.marker_key = flushed
                     .keys
                     .into_iter()
                     .find(|k| k.contains(&scope) && k.contains(machine8));
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(product, error = %e, "the forget marker waits for the next upload")
             }
+            Err(_) => tracing::warn!(
+                product,
+                "the upload did not finish in time; the forget marker goes with it or the next one"
+            ),
         }
     }
     Response::Forgotten(Box::new(report))

@@ -32,7 +32,10 @@ pub async fn handle(ctx: &Ctx) -> Response {
     };
     let probes = crate::cmd::status::destination_ids(ctx, &stats, &up)
         .into_iter()
-        .map(|(id, products)| probe_one(ctx, &up, id, products));
+        .map(|(id, products)| {
+            let waiting = stats.uploadable_by_destination.contains_key(&id);
+            probe_one(ctx, &up, id, products, waiting)
+        });
     Response::Probed(ProbeReport {
         destinations: futures::future::join_all(probes).await,
     })
@@ -62,9 +65,18 @@ async fn probe_one(
     up: &UploadState,
     id: DestId,
     products: Vec<String>,
+    waiting: bool,
 ) -> DestinationProbe {
     let registry = &ctx.uploader.registry;
     let (destination, auth) = registry.describe(&id);
+    // Products whose user said `on`: only their vendors may learn, from a
+    // probe, that this machine has the product (an address, a product
+    // name in a query). The operator's own destination is always checked.
+    let on: Vec<String> = products
+        .iter()
+        .filter(|p| ctx.consent.resolve(p).0 == telemetry_proto::Mode::On)
+        .cloned()
+        .collect();
     let mut report = DestinationProbe {
         destination,
         auth,
@@ -72,10 +84,17 @@ async fn probe_one(
         checks: Vec::new(),
         clock_skew_secs: None,
     };
+    if id.is_some() && on.is_empty() && !waiting {
+        report.checks.push(telemetry_proto::Check::pass(
+            "skipped",
+            "not contacted: no product that sends here is on, and nothing waits to go there (a request would tell its vendor this machine has the product)".to_string(),
+        ));
+        return report;
+    }
     let target = match registry.get(&id).await {
         Ok(t) => t,
         Err(e) => {
-            report.checks.push(probe::fail(
+            report.checks.push(telemetry_proto::Check::fail(
                 "destination",
                 e.to_string(),
                 "the batches sealed for it cannot be uploaded by this telemetryd: upgrade it if a newer one sealed them, or drop them with `telemetryctl purge`".to_string(),
@@ -90,7 +109,7 @@ async fn probe_one(
             let check = tokio::task::spawn_blocking(move || probe::probe_outbox(&dir))
                 .await
                 .unwrap_or_else(|e| {
-                    probe::fail(
+                    telemetry_proto::Check::fail(
                         "outbox",
                         format!("the check did not finish: {e}"),
                         "see telemetryd's log".to_string(),
@@ -119,7 +138,7 @@ async fn probe_one(
             probe::probe_broker(
                 client,
                 url,
-                &report.products,
+                &on,
                 registry.net(),
                 &configured_in,
                 &*ctx.clock,

@@ -18,6 +18,9 @@ pub struct Forgotten {
     pub purged: u64,
     /// The marker was recorded and sealed for upload.
     pub marker: bool,
+    /// When the new salt was drawn (µs since the epoch): events made
+    /// before are not stored any more.
+    pub since_us: i64,
 }
 
 impl Store {
@@ -33,16 +36,17 @@ impl Store {
             .await
     }
 
-    /// Every product's ID salt (products never forgotten have none).
-    pub async fn id_salts(&self) -> Result<BTreeMap<String, String>, StoreError> {
+    /// Every product's ID salt and when it was drawn (µs since the epoch;
+    /// products never forgotten have none).
+    pub async fn id_salts(&self) -> Result<BTreeMap<String, (String, i64)>, StoreError> {
         self.run_on(|inner| {
             let err = || sql("reading ID salts");
             let mut stmt = inner
                 .conn
-                .prepare("SELECT product, salt FROM id_salts")
+                .prepare("SELECT product, salt, since_us FROM id_salts")
                 .map_err(err())?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
                 .map_err(err())?;
             rows.collect::<Result<_, _>>().map_err(err())
         })
@@ -63,20 +67,14 @@ impl Inner {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err())?;
-        // An unsent final `telemetry_off` batch stays: the user agreed to
-        // send it, and it carries the old ID, which the marker retires.
+        // Everything, an unsent final `telemetry_off` batch included: the
+        // user asks for all of it to be forgotten, and nothing of the old
+        // ID but the marker may leave after this.
         let purged = tx
-            .execute(
-                "DELETE FROM events WHERE product = ?1 AND (batch_id IS NULL
-                     OR batch_id NOT IN (SELECT id FROM batches WHERE final = 1))",
-                params![product],
-            )
+            .execute("DELETE FROM events WHERE product = ?1", params![product])
             .map_err(err())? as u64;
-        tx.execute(
-            "DELETE FROM batches WHERE product = ?1 AND final = 0",
-            params![product],
-        )
-        .map_err(err())?;
+        tx.execute("DELETE FROM batches WHERE product = ?1", params![product])
+            .map_err(err())?;
         tx.execute("DELETE FROM dropped WHERE product = ?1", params![product])
             .map_err(err())?;
         tx.execute("DELETE FROM receipts WHERE product = ?1", params![product])
@@ -103,6 +101,7 @@ impl Inner {
         Ok(Forgotten {
             purged,
             marker: marked,
+            since_us: now,
         })
     }
 }

@@ -132,8 +132,10 @@ impl Inner {
         .map_err(err)?;
         // Keep the newest MAX_RECEIPTS rows, and bodies only of the newest
         // ones that fit MAX_RECEIPT_BODY_BYTES together.
+        // By rank, not by number: forget deletes rows in the middle.
         tx.execute(
-            "DELETE FROM receipts WHERE seq <= (SELECT MAX(seq) FROM receipts) - ?1",
+            "DELETE FROM receipts WHERE seq IN (
+                 SELECT seq FROM receipts ORDER BY seq DESC LIMIT -1 OFFSET ?1)",
             params![MAX_RECEIPTS as i64],
         )
         .map_err(sql("bounding upload receipts"))?;

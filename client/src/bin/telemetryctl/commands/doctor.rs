@@ -72,33 +72,6 @@ struct Output<'a> {
     destinations: Option<&'a ProbeReport>,
 }
 
-fn pass(name: impl Into<String>, detail: String) -> Check {
-    Check {
-        name: name.into(),
-        outcome: CheckOutcome::Pass,
-        detail,
-        fix: String::new(),
-    }
-}
-
-fn warn(name: impl Into<String>, detail: String, fix: String) -> Check {
-    Check {
-        name: name.into(),
-        outcome: CheckOutcome::Warn,
-        detail,
-        fix,
-    }
-}
-
-fn fail(name: impl Into<String>, detail: String, fix: String) -> Check {
-    Check {
-        name: name.into(),
-        outcome: CheckOutcome::Fail,
-        detail,
-        fix,
-    }
-}
-
 /// Run `doctor`.
 pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     let mut checks = Vec::new();
@@ -181,7 +154,7 @@ fn print_human(checks: &[Check], failed: usize, warned: usize) {
 fn socket_check(socket: &Path, checks: &mut Vec<Check>) -> Option<StatusReport> {
     match Client::connect(socket).and_then(|mut c| c.status(STATUS_TIMEOUT)) {
         Ok(s) => {
-            checks.push(pass(
+            checks.push(Check::pass(
                 "socket",
                 format!(
                     "telemetryd {} answers at {} (up {})",
@@ -193,7 +166,7 @@ fn socket_check(socket: &Path, checks: &mut Vec<Check>) -> Option<StatusReport> 
             Some(s)
         }
         Err(e) => {
-            checks.push(fail(
+            checks.push(Check::fail(
                 "socket",
                 e.to_string(),
                 "start it with `telemetryctl start`, or run it as a service (`telemetryd install --user`, then the commands it prints); if it runs elsewhere, point TELEMETRY_SOCKET or --socket at its socket".to_string(),
@@ -207,7 +180,7 @@ fn socket_check(socket: &Path, checks: &mut Vec<Check>) -> Option<StatusReport> 
 /// products and events awaiting a decision warn.
 fn consent_checks(s: &StatusReport, checks: &mut Vec<Check>) {
     if s.consent.is_empty() {
-        checks.push(pass(
+        checks.push(Check::pass(
             "consent",
             "no product is known yet (no manifest and no decision)".to_string(),
         ));
@@ -216,7 +189,7 @@ fn consent_checks(s: &StatusReport, checks: &mut Vec<Check>) {
         let name = format!("consent {}", p.product);
         let decided = format!("{}, decided by the {}", p.mode, p.layer.as_str());
         if p.layer == Layer::Default {
-            checks.push(warn(
+            checks.push(Check::warn(
                 name,
                 format!("undecided: off by default, so nothing of {} is recorded", p.product),
                 format!(
@@ -225,7 +198,7 @@ fn consent_checks(s: &StatusReport, checks: &mut Vec<Check>) {
                 ),
             ));
         } else if !p.new_events.is_empty() {
-            checks.push(warn(
+            checks.push(Check::warn(
                 name,
                 format!(
                     "{decided}; {} new in manifest version {} {} kept on this machine until you decide again: {}",
@@ -240,7 +213,7 @@ fn consent_checks(s: &StatusReport, checks: &mut Vec<Check>) {
                 ),
             ));
         } else {
-            checks.push(pass(name, decided));
+            checks.push(Check::pass(name, decided));
         }
     }
 }
@@ -259,7 +232,7 @@ fn manifest_checks(s: &StatusReport, checks: &mut Vec<Check>) {
                 } else {
                     p.manifest.clone()
                 };
-                checks.push(fail(
+                checks.push(Check::fail(
                     format!("manifest {}", p.product),
                     format!("{file} cannot be used: {error}"),
                     format!(
@@ -273,7 +246,7 @@ fn manifest_checks(s: &StatusReport, checks: &mut Vec<Check>) {
         }
     }
     if broken == 0 {
-        checks.push(pass(
+        checks.push(Check::pass(
             "manifests",
             if good.is_empty() {
                 "no manifest is installed".to_string()
@@ -302,7 +275,7 @@ fn destination_checks(
                 }
                 _ => "see telemetryd's log; an older telemetryd cannot check its destinations (update it)".to_string(),
             };
-            checks.push(fail(
+            checks.push(Check::fail(
                 "destinations",
                 format!("the daemon did not check its destinations: {e}"),
                 fix,
@@ -313,7 +286,7 @@ fn destination_checks(
     for d in &report.destinations {
         let prefix = format!("destination {}", d.destination);
         if d.checks.is_empty() {
-            checks.push(warn(
+            checks.push(Check::warn(
                 prefix.clone(),
                 format!("({}) the daemon made no check", d.auth),
                 "update telemetryd".to_string(),
@@ -334,7 +307,7 @@ fn destination_checks(
                 .next_attempt_us
                 .map(|t| format!("; next attempt at {}", super::when(t)))
                 .unwrap_or_default();
-            checks.push(warn(
+            checks.push(Check::warn(
                 format!("{prefix}: uploads"),
                 format!(
                     "the last {} failed{next}: {}",
@@ -375,7 +348,7 @@ fn shim_budget_ms() -> u64 {
 /// of a real emit comes on top.
 fn shim_check(socket: &Path) -> Check {
     let Some(path) = shim_path().filter(|p| p.is_file()) else {
-        return warn(
+        return Check::warn(
             "shim",
             format!(
                 "telemetry-emit is not next to telemetryctl ({}), so its cost was not measured",
@@ -402,7 +375,7 @@ fn shim_check(socket: &Path) -> Check {
         match out {
             Ok(o) if o.status.code() == Some(SHIM_EXIT_CONSENT_OFF) => times.push(elapsed),
             Ok(o) => {
-                return warn(
+                return Check::warn(
                     "shim",
                     format!(
                         "{} did not answer as expected with consent off (exit {}): {}",
@@ -416,7 +389,7 @@ fn shim_check(socket: &Path) -> Check {
                 )
             }
             Err(e) => {
-                return fail(
+                return Check::fail(
                     "shim",
                     format!("cannot run {}: {e}", path.display()),
                     "reinstall telemetry-emit (it must be executable by this user)".to_string(),
@@ -433,19 +406,19 @@ fn shim_check(socket: &Path) -> Check {
         path.display()
     );
     if median > Duration::from_millis(budget) {
-        fail(
+        Check::fail(
             "shim",
             detail,
             format!("over its time budget, events are lost: install a release build of telemetry-emit, look for what slows process start here (antivirus, a slow disk, a loaded machine), or raise TELEMETRY_EMIT_TIMEOUT_MS (now {budget} ms)"),
         )
     } else if median > Duration::from_millis(SHIM_WARN_MS) {
-        warn(
+        Check::warn(
             "shim",
             detail,
             format!("over {SHIM_WARN_MS} ms, CLIs feel it: use a release build of telemetry-emit and look for what slows process start here (antivirus, a slow disk, a loaded machine); CLIs can pass --no-wait"),
         )
     } else {
-        pass("shim", detail)
+        Check::pass("shim", detail)
     }
 }
 
@@ -458,7 +431,7 @@ fn drop_checks(s: &StatusReport, checks: &mut Vec<Check>) {
         } else {
             product
         };
-        checks.push(warn(
+        checks.push(Check::warn(
             "drops",
             format!(
                 "shims dropped {} of {product}: the spool was full while the daemon was not reachable",
@@ -468,7 +441,7 @@ fn drop_checks(s: &StatusReport, checks: &mut Vec<Check>) {
         ));
     }
     if s.counters.store_full_drops > 0 {
-        checks.push(warn(
+        checks.push(Check::warn(
             "drops",
             format!(
                 "the store dropped {} since start to stay under max_store_bytes",
@@ -478,7 +451,7 @@ fn drop_checks(s: &StatusReport, checks: &mut Vec<Check>) {
         ));
     } else {
         for (product, n) in &s.dropped {
-            checks.push(warn(
+            checks.push(Check::warn(
                 "drops",
                 format!(
                     "{} of {product} were dropped because the store was full (reported with the next upload)",
@@ -489,7 +462,7 @@ fn drop_checks(s: &StatusReport, checks: &mut Vec<Check>) {
         }
     }
     if checks.len() == before {
-        checks.push(pass("drops", "no event was dropped".to_string()));
+        checks.push(Check::pass("drops", "no event was dropped".to_string()));
     }
 }
 
@@ -510,7 +483,7 @@ fn refusal_fix(code: &str, product: &str) -> String {
 /// `refusals`: one warning per product and reason.
 fn refusal_checks(s: &StatusReport, checks: &mut Vec<Check>) {
     if s.refusals.is_empty() {
-        checks.push(pass(
+        checks.push(Check::pass(
             "refusals",
             "the daemon refused nothing since it started".to_string(),
         ));
@@ -522,7 +495,7 @@ fn refusal_checks(s: &StatusReport, checks: &mut Vec<Check>) {
             &r.product
         };
         let code = r.code.to_string();
-        checks.push(warn(
+        checks.push(Check::warn(
             format!("refusals {product}"),
             format!(
                 "{} refused since start: {code}",

@@ -9,7 +9,7 @@ use telemetry_client::Client;
 /// Flags of `forget`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "What happens:\n  \
-    1. every event of PRODUCT stored on this machine is deleted (pending, local-only, withheld) with its upload receipts;\n  \
+    1. every event of PRODUCT stored on this machine is deleted (pending, sealed, local-only, withheld, an unsent telemetry_off, what shims spooled) with its upload receipts; events made before it that arrive later are refused;\n  \
     2. if PRODUCT is on, one telemetry_forget event is uploaded under its current anonymous ID: the vendor's report leaves out every event of that ID, and the vendor deletes them;\n  \
     3. PRODUCT gets a new anonymous ID (a new random salt), unlinkable to the old one.\n\
     If PRODUCT is off or local nothing can be sent (that is what off means): pass the old ID printed here to the vendor by other means.")]
