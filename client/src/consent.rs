@@ -175,5 +175,8 @@ pub fn record_version(
     set_mode(&f, mode)?;
     f.write_all(file.render().as_bytes())?;
     f.sync_all()?;
-    std::fs::rename(&tmp, &paths.user)
+    std::fs::rename(&tmp, &paths.user)?;
+    // The decision is recorded only once the rename is durable: an `off`
+    // acknowledged to the user must survive a power cut.
+    telemetry_platform::fs::sync_dir(dir)
 }

@@ -6,13 +6,34 @@
 use std::fs::{DirBuilder, OpenOptions};
 use std::path::Path;
 
-/// Create `dir` and its missing parents with mode 0700.
+/// Create `dir` and its missing parents with mode 0700, each one durably:
+/// after a directory is created its parent is synced, so that a power cut
+/// cannot take away a directory whose files were synced (their entries
+/// live in it, but its own entry lives in its parent).
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while !cur.as_os_str().is_empty() && !cur.is_dir() {
+        missing.push(cur);
+        match cur.parent() {
+            Some(parent) => cur = parent,
+            None => break,
+        }
+    }
+    for d in missing.into_iter().rev() {
+        let mut builder = DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        match builder.create(d) {
+            Ok(()) => {}
+            // Made by someone else meanwhile: synced below all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+        let parent = d.parent().filter(|p| !p.as_os_str().is_empty());
+        sync_dir(parent.unwrap_or_else(|| Path::new(".")))?;
+    }
+    Ok(())
 }
 
 /// `options` creating files with mode `mode` (Unix; no-op elsewhere).
