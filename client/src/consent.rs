@@ -143,9 +143,9 @@ pub fn record_version(
     paths: &ConsentPaths,
 ) -> std::io::Result<()> {
     use std::io::Write;
-    use telemetry_platform::fs::{create_private_dir, mode_of, set_mode, with_mode};
+    use telemetry_platform::fs::{create_private_dir_durable, mode_of, set_mode, with_mode};
     let dir = paths.user.parent().unwrap_or_else(|| Path::new("."));
-    create_private_dir(dir)?;
+    create_private_dir_durable(dir)?;
     let lock = with_mode(
         std::fs::OpenOptions::new()
             .create(true)

@@ -6,11 +6,23 @@
 use std::fs::{DirBuilder, OpenOptions};
 use std::path::Path;
 
-/// Create `dir` and its missing parents with mode 0700, each one durably:
-/// after a directory is created its parent is synced, so that a power cut
-/// cannot take away a directory whose files were synced (their entries
-/// live in it, but its own entry lives in its parent).
+/// Create `dir` and its missing parents with mode 0700.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// [`create_private_dir`], each new directory durably: after one is
+/// created its parent is synced, so that a power cut cannot take away a
+/// directory whose files were synced (their entries live in it, but its
+/// own entry lives in its parent). For what must survive power loss (the
+/// outbox, the consent file's directory); directories that hold nothing
+/// durable (the socket's, the spool's) skip the cost, which is a journal
+/// commit per level on a busy disk.
+pub fn create_private_dir_durable(dir: &Path) -> std::io::Result<()> {
     let mut missing = Vec::new();
     let mut cur = dir;
     while !cur.as_os_str().is_empty() && !cur.is_dir() {

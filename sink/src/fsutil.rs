@@ -5,13 +5,16 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
-pub use telemetry_platform::fs::{create_private_dir, sync_dir, with_mode};
+pub use telemetry_platform::fs::{
+    create_private_dir, create_private_dir_durable, sync_dir, with_mode,
+};
 
 /// Write `bytes` to `path` atomically with mode 0600: a reader sees the old
 /// file or the whole new one, never a part.
 pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    create_private_dir(dir)?;
+    // The file survives a power cut only if its directory does.
+    create_private_dir_durable(dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
