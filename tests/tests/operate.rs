@@ -306,6 +306,12 @@ fn forget_while_off_sends_nothing_and_prints_the_old_id_to_pass_on() {
     assert!(out.contains(&old), "the old ID is printed: {out}");
     client.flush(TIMEOUT).unwrap();
     assert!(s3.objects().is_empty(), "local: nothing ever leaves");
+    // An event made before the forget (a spool's, or one sent as it ran)
+    // is forgotten too: refused, not stored under the new ID.
+    let mut stale = stop_event();
+    stale.timestamp_us -= 60_000_000;
+    let err = client.emit(vec![stale], TIMEOUT).unwrap_err().to_string();
+    assert!(err.contains("before the user asked to forget"), "{err}");
     client.emit(vec![stop_event()], TIMEOUT).unwrap();
     let shown = client.show(Some("cfdev"), TIMEOUT).unwrap();
     assert_eq!(shown.events.len(), 1);
