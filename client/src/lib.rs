@@ -32,6 +32,7 @@ pub mod autostart;
 pub mod cli;
 pub mod consent;
 pub mod spool;
+pub mod stream;
 pub mod transport;
 
 use std::collections::BTreeMap;
