@@ -32,6 +32,7 @@ pub mod batch;
 pub mod catalog;
 pub mod cmd;
 pub mod config;
+pub mod connection;
 pub mod consent;
 pub mod counters;
 pub mod identity;

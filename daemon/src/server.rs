@@ -2,11 +2,9 @@
 //!
 //! [`run`] is the whole daemon: it opens the store, starts the uploader and
 //! accepts connections until `shutdown` resolves. Each connection gets its
-//! own task ([`serve_connection`]) that reads one request frame at a time
-//! and answers it (an acknowledged emit is answered by the store thread
-//! itself right after the commit, when the socket takes it at once; the
-//! task still waits for that before reading on, so replies keep their
-//! order); a bad frame gets an error reply and closes only that connection.
+//! own task ([`crate::connection::serve`]), which reads requests, keeps a
+//! window of acknowledged emits in flight and answers each in order; a bad
+//! frame gets an error reply and closes only that connection.
 //!
 //! # Shutdown
 //! 1. Stop accepting; tell connection tasks to stop after the request they
@@ -18,7 +16,6 @@
 
 use crate::batch::KeyLayout;
 use crate::catalog::{CatalogError, Catalogues};
-use crate::cmd::Answer;
 use crate::config::Config;
 use crate::consent::Consent;
 use crate::identity::{Identity, IdentityError};
@@ -26,20 +23,15 @@ use crate::notify::Notifier;
 use crate::store::{StateLock, Store, StoreError, StoreOptions};
 use crate::transport::{self, Conn, Listener, PeerIdentity};
 use crate::uploader::{self, Uploader, UploaderOptions};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use telemetry_proto::{
-    CodecError, Decoded, Encoding, ErrorCode, Limits, Request, Response, WireCodec,
-};
+use telemetry_proto::{Encoding, ErrorCode, Limits, Request, Response, WireCodec};
 use telemetry_sink::Sink;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
-
-/// A reply the peer does not read within this time closes the connection.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Extra time connection tasks get, beyond the shutdown timeout, to finish
 /// the request they are serving; then they are aborted.
@@ -121,7 +113,7 @@ pub struct Ctx {
     /// anonymous ID into each line) to its commit, and exclusively by
     /// `forget` while it switches a product's ID: no line made with the
     /// old ID can be stored after the switch.
-    pub id_lock: tokio::sync::RwLock<()>,
+    pub id_lock: Arc<tokio::sync::RwLock<()>>,
     /// Busy refusals allowed to wait for a first byte (see [`BUSY_WAITERS`]).
     pub busy_waiters: Arc<tokio::sync::Semaphore>,
 }
@@ -148,7 +140,7 @@ impl Activity {
         }
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
@@ -482,7 +474,7 @@ pub async fn run_locked(
                         tokio::spawn(async move { crate::spool::ingest(&ctx).await });
                     }
                     let active = ActiveGuard::new(ctx.clone());
-                    let task = serve_connection(ctx.clone(), stream, conn_stop_rx.clone(), done_tx.clone(), active);
+                    let task = crate::connection::serve(ctx.clone(), stream, conn_stop_rx.clone(), done_tx.clone(), active);
                     connections.spawn(task);
                 }
                 Err(e) => {
@@ -564,134 +556,9 @@ async fn refuse_busy(ctx: Arc<Ctx>, mut stream: Conn) {
     let _ = tokio::time::timeout(Duration::from_secs(1), framed.send(reply)).await;
 }
 
-fn codec_error_response(e: &CodecError, then: &str) -> Response {
-    let code = match e {
-        CodecError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
-        CodecError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
-        CodecError::Malformed(_) | CodecError::Io(_) => ErrorCode::Malformed,
-    };
-    Response::Error {
-        code,
-        message: format!("{e}; {then}"),
-    }
-}
-
-/// Send what a handler answered; false when the peer did not take it in
-/// time or is gone. A peer that stops reading must not pin the task.
-async fn send_answer(
-    framed: &mut Framed<Conn, WireCodec<Request, Response>>,
-    answer: Answer,
-) -> bool {
-    let sent = match answer {
-        Answer::Send(resp) => tokio::time::timeout(SEND_TIMEOUT, framed.send(resp)).await,
-        Answer::Written { rest } if rest.is_empty() => Ok(Ok(())),
-        // The codec's write buffer is empty here (every send flushes), so
-        // these bytes follow the part already written, in order.
-        Answer::Written { rest } => {
-            use tokio::io::AsyncWriteExt;
-            tokio::time::timeout(SEND_TIMEOUT, framed.get_mut().write_all(&rest))
-                .await
-                .map(|r| r.map_err(CodecError::from))
-        }
-    };
-    matches!(sent, Ok(Ok(())))
-}
-
-/// Serve one connection until it closes, idles out, sends a bad frame or
-/// the daemon stops.
-pub async fn serve_connection(
-    ctx: Arc<Ctx>,
-    stream: Conn,
-    mut stop: watch::Receiver<bool>,
-    _done: mpsc::Sender<()>,
-    _active: ActiveGuard,
-) {
-    static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut peer = crate::cmd::Peer {
-        identity: transport::peer_identity(&stream),
-        connection: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
-        earlier_requests: 0,
-        encoding: Encoding::Binary,
-    };
-    tracing::debug!(peer = %peer.identity.describe(), "connection");
-    let mut framed = Framed::new(stream, WireCodec::<Request, Response>::new());
-    // Made at the first acknowledged emit (most connections never send
-    // one: status, idle, refused), then kept.
-    let mut reply_to: Option<transport::ReplyTo> = None;
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        let next = tokio::select! {
-            _ = stop.changed() => break,
-            // Bounds idle clients and slow senders (slowloris) alike: each
-            // whole request must arrive within the timeout.
-            next = tokio::time::timeout(ctx.connection_timeout, framed.next()) => next,
-        };
-        match next {
-            Err(_) | Ok(None) => break,
-            Ok(Some(Ok(Decoded::Bad(e)))) => {
-                // A JSON line that is not a message: say so and read the
-                // next one (lines, unlike frames, resynchronise).
-                ctx.activity.touch();
-                let reply = codec_error_response(&e, "send the next line");
-                if let Response::Error { code, message } = &reply {
-                    ctx.refusals
-                        .record(crate::refusals::Refusal::unread(*code, message));
-                }
-                peer.earlier_requests += 1;
-                if !send_answer(&mut framed, Answer::Send(reply)).await {
-                    break;
-                }
-            }
-            Ok(Some(Ok(Decoded::Message(req)))) => {
-                ctx.activity.touch();
-                peer.encoding = framed.codec().encoding().unwrap_or(Encoding::Binary);
-                if ctx.direct_replies
-                    && reply_to.is_none()
-                    && matches!(req, Request::Emit { ack: true, .. })
-                {
-                    reply_to = transport::second_handle(framed.get_ref());
-                }
-                let answer = crate::cmd::dispatch(&ctx, &peer, reply_to.as_ref(), req).await;
-                peer.earlier_requests += 1;
-                if !send_answer(&mut framed, answer).await {
-                    break;
-                }
-            }
-            Ok(Some(Err(e))) => {
-                let reply = codec_error_response(&e, "closing the connection");
-                // A peer that hung up mid-frame was not refused.
-                if let (Response::Error { code, message }, false) =
-                    (&reply, matches!(e, CodecError::Io(_)))
-                {
-                    ctx.refusals
-                        .record(crate::refusals::Refusal::unread(*code, message));
-                }
-                let _ = tokio::time::timeout(SEND_TIMEOUT, framed.send(reply)).await;
-                break;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Fill `socket`'s send path until it takes nothing more.
-    #[cfg(unix)]
-    fn fill(socket: &transport::ReplyTo) -> usize {
-        let chunk = [7u8; 512];
-        let mut total = 0;
-        loop {
-            let n = transport::write_now(socket, &chunk);
-            total += n;
-            if n < chunk.len() {
-                return total;
-            }
-        }
-    }
 
     #[test]
     fn second_handles_only_when_the_file_limit_has_room_for_them() {
@@ -700,43 +567,5 @@ mod tests {
         assert!(!room_for_second_handles(1024, 512), "a common default");
         assert!(!room_for_second_handles(256, 512), "macOS default");
         assert!(room_for_second_handles(256, 64));
-    }
-
-    #[cfg(unix)]
-    #[tokio::test]
-    async fn an_answer_the_socket_would_not_take_is_finished_by_the_task() {
-        let (daemon_side, peer) = tokio::net::UnixStream::pair().unwrap();
-        let second = transport::second_handle(&daemon_side).expect("dup");
-        let filler = fill(&second);
-        let frame = telemetry_proto::encode_frame(&Response::Ack {
-            accepted: 1,
-            duplicates: 0,
-        })
-        .unwrap();
-        assert_eq!(
-            transport::write_now(&second, &frame),
-            0,
-            "a full socket takes nothing at once"
-        );
-        use std::io::Read;
-        let mut peer = peer.into_std().unwrap();
-        peer.set_nonblocking(false).unwrap();
-        let len = filler + frame.len();
-        let reader = std::thread::spawn(move || {
-            // Start reading only once the task is waiting to write.
-            std::thread::sleep(Duration::from_millis(50));
-            let mut got = vec![0u8; len];
-            peer.read_exact(&mut got).unwrap();
-            got
-        });
-        let mut framed = Framed::new(daemon_side, WireCodec::<Request, Response>::new());
-        let rest = frame.clone();
-        assert!(
-            send_answer(&mut framed, Answer::Written { rest }).await,
-            "written once the peer reads"
-        );
-        let got = reader.join().unwrap();
-        assert!(got[..filler].iter().all(|&b| b == 7));
-        assert_eq!(&got[filler..], &frame[..], "the answer follows, whole");
     }
 }

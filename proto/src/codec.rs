@@ -47,6 +47,20 @@ pub fn encode_body<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// The postcard length of `value`, without encoding it: how a client that
+/// packs many events into one request keeps the frame under
+/// [`MAX_FRAME_LEN`] (a request body is its events' lengths plus
+/// [`EMIT_OVERHEAD`] at most).
+pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, CodecError> {
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .map_err(|e| CodecError::Malformed(e.to_string()))
+}
+
+/// What an `Emit` request's body adds to its events' encoded lengths, at
+/// most: the version, the variant, the event count (a varint of up to
+/// three bytes below 2^21) and the `ack` flag.
+pub const EMIT_OVERHEAD: usize = 1 + 1 + 3 + 1;
+
 /// Encode `msg` as a whole frame: 4-byte big-endian length, then the body.
 pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
     let body = encode_body(msg)?;
@@ -189,6 +203,29 @@ mod tests {
             build: "1.2.0".into(),
             timestamp_us: 1_700_000_000_000_000,
             data,
+        }
+    }
+
+    #[test]
+    fn an_emit_body_is_its_events_lengths_plus_at_most_the_overhead() {
+        for n in [0usize, 1, 127, 128, 1000, 20_000] {
+            let events = vec![event(); n];
+            let sum: usize = events.iter().map(|e| encoded_len(e).unwrap()).sum();
+            let body = encode_body(&Request::Emit { events, ack: true });
+            match body {
+                Ok(body) => {
+                    assert!(body.len() > sum, "{n}");
+                    assert!(
+                        body.len() <= sum + EMIT_OVERHEAD,
+                        "{n}: {} > {sum}+",
+                        body.len()
+                    );
+                }
+                Err(CodecError::FrameTooLarge { len, .. }) => {
+                    assert!(len > sum && len <= sum + EMIT_OVERHEAD, "{n}")
+                }
+                Err(e) => panic!("{e}"),
+            }
         }
     }
 

@@ -37,13 +37,31 @@
 //! [`FlushReport`], [`ConsentReport`], [`ProductConsent`], [`EventsPage`],
 //! [`ShownEvent`], [`RefusalCount`], [`DestinationStatus`]) is a *record*: a byte string (varint
 //! length, then its fields in order), so that it can grow. See
-//! [Evolution](#evolution) and [`record`].
+//! [Evolution](#evolution) and [`mod@record`].
 //!
 //! # Conversation
 //!
-//! A client connects, writes one request frame, reads one response frame, and
-//! may repeat. Every request gets exactly one response. A malformed frame gets
-//! a [`Response::Error`] and the daemon closes that connection.
+//! A client connects, writes request frames and reads response frames.
+//! Every request gets exactly one response, **in request order**, and a
+//! client may write further requests before reading earlier answers
+//! (pipelining): the daemon validates each emit and queues it for the
+//! store as it arrives, commits whatever has arrived (from every
+//! connection) in one transaction, and answers each acknowledged emit only
+//! after the commit that stored it. A request other than `Emit` is handled
+//! only once every answer before it is written, so it sees their effects.
+//!
+//! The daemon reads at most 256 requests, or 16,384 events, ahead of the
+//! answers it has written on one connection; beyond that it stops reading
+//! and the socket's buffers push back on the writer. A pipelining client
+//! must therefore read answers while it writes (a window: send, and once
+//! `window` requests are unanswered, read one before sending the next);
+//! one that writes without ever reading can fill both directions' buffers
+//! and stall. Every frame stays under [`MAX_FRAME_LEN`]: a client packing
+//! many events per request sums their [`encoded_len`] plus
+//! [`EMIT_OVERHEAD`]. `telemetry_client::stream::Stream` does all this.
+//!
+//! A malformed frame gets a [`Response::Error`] after the answers to the
+//! requests before it, and the daemon closes that connection.
 //!
 //! # Messages
 //!
@@ -197,7 +215,8 @@
 //!
 //! The limits and checks are the binary protocol's: the same event limits
 //! ([`Limits`]), a line of at most [`MAX_LINE_LEN`] bytes, the same
-//! permission rule. Every request gets exactly one reply, in order. A line
+//! permission rule, and the same pipelining rule: every request gets exactly
+//! one reply, in request order, and a client may write lines ahead. A line
 //! that is not a valid message gets an `error` line (`malformed`) and the
 //! connection goes on with the next line; a line over the limit or of
 //! another protocol version gets its error and the connection is closed,
@@ -225,7 +244,9 @@ pub mod paths;
 pub mod record;
 mod validate;
 
-pub use codec::{decode_body, encode_body, encode_frame, CodecError, FrameCodec};
+pub use codec::{
+    decode_body, encode_body, encode_frame, encoded_len, CodecError, FrameCodec, EMIT_OVERHEAD,
+};
 pub use consent::{Layer, Mode};
 pub use json::{decode_line, encode_line, Decoded, Encoding, WireCodec, MAX_LINE_LEN};
 pub use validate::{validate_event, validate_name, Limits, ValidationError};

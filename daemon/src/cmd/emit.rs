@@ -8,16 +8,11 @@ use crate::server::Ctx;
 use crate::store::{InsertOutcome, StoreError};
 use crate::transport::{write_now, ReplyTo};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use telemetry_proto::{validate_event, ErrorCode, Mode, Response, WireEvent};
 
-/// Handle `Emit { events, ack }`.
-///
-/// All events are validated (shape, catalogue, consent) before any is
-/// stored, so a request is stored whole or not at all.
-///
-/// With `reply_to`, the store thread writes the acknowledgement itself
-/// right after the commit: the client is woken one thread handoff sooner
-/// than if this task were woken to write it.
+/// Handle `Emit { events, ack }`: [`submit`], then wait for the answer.
 pub async fn handle(
     ctx: &Ctx,
     peer: &Peer,
@@ -25,26 +20,60 @@ pub async fn handle(
     events: Vec<WireEvent>,
     ack: bool,
 ) -> Answer {
+    submit(ctx, peer, reply_to, events, ack).await.await
+}
+
+/// The answer to an emit, still to come: an acknowledged emit's comes
+/// after its commit.
+pub type Pending<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
+
+/// Take `Emit { events, ack }` as far as the store's queue and return
+/// the wait for its answer.
+///
+/// All events are validated (shape, catalogue, consent) before any is
+/// stored, so a request is stored whole or not at all. Emits submitted
+/// one after another are queued, and so committed, in that order; a
+/// pipelining connection submits each as it arrives and the store commits
+/// all that are queued in one transaction.
+///
+/// With `reply_to`, the store thread writes the acknowledgement itself
+/// right after the commit: the client is woken one thread handoff sooner
+/// than if this task were woken to write it. Only a request with nothing
+/// before it still unanswered may be given one, or its answer could
+/// overtake theirs.
+pub async fn submit<'a>(
+    ctx: &'a Ctx,
+    peer: &Peer,
+    reply_to: Option<&ReplyTo>,
+    events: Vec<WireEvent>,
+    ack: bool,
+) -> Pending<'a> {
+    let now = |answer: Answer| -> Pending<'a> { Box::pin(std::future::ready(answer)) };
     EventCounters::add(&ctx.counters.received, events.len() as u64);
-    // Until the commit (see `Ctx::id_lock`).
-    let _ids = ctx.id_lock.read().await;
+    // Held until the commit (see `Ctx::id_lock`); owned, so the store
+    // thread drops it right after the commit, whether or not anyone is
+    // still waiting for the answer.
+    let ids = ctx.id_lock.clone().read_owned().await;
     let records = match prepare(ctx, &events).await {
         Ok(r) => r,
-        Err(reply) => return Answer::Send(refused(ctx, &events, reply)),
+        Err(reply) => return now(Answer::Send(refused(ctx, &events, reply))),
     };
     let n = records.len() as u32;
     if !ack {
-        return Answer::Send(match ctx.store.insert_no_wait(records).await {
-            Ok(()) => {
-                // Without the commit result we cannot know whether a batch
-                // filled up; let the uploader look.
-                ctx.uploader.nudge();
-                // Queued: duplicates among them are not known here.
-                EventCounters::add(&ctx.counters.stored, u64::from(n));
-                Response::Queued { accepted: n }
-            }
-            Err(e) => refused(ctx, &events, storage(e)),
-        });
+        return now(Answer::Send(
+            match ctx.store.insert_no_wait(records).await {
+                Ok(()) => {
+                    drop(ids);
+                    // Without the commit result we cannot know whether a batch
+                    // filled up; let the uploader look.
+                    ctx.uploader.nudge();
+                    // Queued: duplicates among them are not known here.
+                    EventCounters::add(&ctx.counters.stored, u64::from(n));
+                    Response::Queued { accepted: n }
+                }
+                Err(e) => refused(ctx, &events, storage(e)),
+            },
+        ));
     }
     // Only a connection that has sent before is likely to send again (a
     // shim connects, emits once and leaves): only then may commits wait
@@ -52,40 +81,47 @@ pub async fn handle(
     let client = (peer.earlier_requests > 0).then_some(peer.connection);
     let socket = reply_to.cloned();
     let encoding = peer.encoding;
-    let stored = ctx
+    let submitted = ctx
         .store
-        .insert_then(client, records, move |outcome| {
+        .submit_then(client, records, move |outcome| {
+            drop(ids);
             let socket = socket?;
             let frame = encoding.encode(&reply(outcome)).ok()?;
             let written = write_now(&socket, &frame);
             Some(frame[written..].to_vec())
         })
         .await;
-    match stored {
-        Ok((outcome, written)) => {
-            match &outcome {
-                Ok(out) => {
-                    EventCounters::add(&ctx.counters.stored, u64::from(out.accepted));
-                    EventCounters::add(&ctx.counters.duplicates, u64::from(out.duplicates));
+    let wait = match submitted {
+        Ok(wait) => wait,
+        Err(e) => return now(Answer::Send(refused(ctx, &events, storage(e)))),
+    };
+    Box::pin(async move {
+        match wait.await {
+            Ok((outcome, written)) => {
+                match &outcome {
+                    Ok(out) => {
+                        EventCounters::add(&ctx.counters.stored, u64::from(out.accepted));
+                        EventCounters::add(&ctx.counters.duplicates, u64::from(out.duplicates));
+                    }
+                    Err(e) => count(ctx, &events, &storage(e.clone())),
                 }
-                Err(e) => count(ctx, &events, &storage(e.clone())),
+                if matches!(
+                    outcome,
+                    Ok(InsertOutcome {
+                        wake_uploader: true,
+                        ..
+                    })
+                ) {
+                    ctx.uploader.nudge();
+                }
+                match written {
+                    Some(rest) => Answer::Written { rest },
+                    None => Answer::Send(reply(&outcome)),
+                }
             }
-            if matches!(
-                outcome,
-                Ok(InsertOutcome {
-                    wake_uploader: true,
-                    ..
-                })
-            ) {
-                ctx.uploader.nudge();
-            }
-            match written {
-                Some(rest) => Answer::Written { rest },
-                None => Answer::Send(reply(&outcome)),
-            }
+            Err(e) => Answer::Send(refused(ctx, &events, storage(e))),
         }
-        Err(e) => Answer::Send(refused(ctx, &events, storage(e))),
-    }
+    })
 }
 
 /// Count and log a refusal of `events` whose reply is `reply`, under the

@@ -350,6 +350,23 @@ pub struct Store {
     bell: Arc<Doorbell>,
 }
 
+/// The outcome of a submitted insert, once committed (or refused), with
+/// what the submitter's `first` returned (see [`Store::submit_then`]).
+pub struct InsertWait<R>(oneshot::Receiver<(Result<InsertOutcome, StoreError>, R)>);
+
+impl<R> std::future::Future for InsertWait<R> {
+    type Output = Result<(Result<InsertOutcome, StoreError>, R), StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.map_err(|_| StoreError::Closed))
+    }
+}
+
 /// Joins the store thread once every [`Store`] handle is dropped.
 pub struct StoreThread(std::thread::JoinHandle<()>);
 
@@ -509,6 +526,21 @@ impl Store {
         records: Vec<Record>,
         first: impl FnOnce(&Result<InsertOutcome, StoreError>) -> R + Send + 'static,
     ) -> Result<(Result<InsertOutcome, StoreError>, R), StoreError> {
+        self.submit_then(client, records, first).await?.await
+    }
+
+    /// [`Store::insert_then`] in two steps: this one queues the records
+    /// (so inserts submitted one after another commit in that order, in
+    /// one transaction when they are queued together), the returned
+    /// future waits for the outcome. A pipelining connection queues each
+    /// request as it arrives and waits for none of them before reading
+    /// the next.
+    pub async fn submit_then<R: Send + 'static>(
+        &self,
+        client: Option<u64>,
+        records: Vec<Record>,
+        first: impl FnOnce(&Result<InsertOutcome, StoreError>) -> R + Send + 'static,
+    ) -> Result<InsertWait<R>, StoreError> {
         let (tx, rx) = oneshot::channel();
         let done: Done = Box::new(move |outcome| {
             let r = first(&outcome);
@@ -523,7 +555,7 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         self.bell.ring_insert(client);
-        rx.await.map_err(|_| StoreError::Closed)
+        Ok(InsertWait(rx))
     }
 
     /// Queue records without waiting for the commit. Errors are logged by
@@ -1172,6 +1204,16 @@ impl Inner {
         })();
         match result {
             Ok((mut outcomes, added, local_added, freed, grown)) => {
+                // How well commits are shared (the streaming tests count
+                // these lines).
+                tracing::debug!(
+                    requests = outcomes.len(),
+                    events = outcomes
+                        .iter()
+                        .map(|o| o.accepted + o.duplicates)
+                        .sum::<u32>(),
+                    "committed"
+                );
                 for (product, add) in local_added {
                     let p = self.local.entry(product).or_default();
                     p.events += add.events;

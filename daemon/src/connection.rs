@@ -1,0 +1,304 @@
+//! Serving one connection: read requests, keep a window of acknowledged
+//! emits waiting for their commit, answer every request in order.
+//!
+//! # Pipelining
+//! A client may write requests without waiting for the answers (the rule
+//! is in `telemetry_proto`, "Conversation"). Each emit is validated and
+//! queued to the store as it arrives, in order, so all the emits queued
+//! when the store thread next commits go into that one transaction, from
+//! this connection and every other; each is answered after the commit that
+//! stored it, in request order. Up to [`MAX_IN_FLIGHT`] requests or
+//! [`MAX_IN_FLIGHT_EVENTS`] events wait for their commit at once; past
+//! that the task reads nothing more and the socket's buffer pushes back on
+//! the client. Any other request waits until every answer before it is
+//! written, so it sees what they stored.
+//!
+//! A client that waits for each answer before sending again is the same
+//! conversation with a window of one.
+
+use crate::cmd::{self, emit, Answer, Peer};
+use crate::refusals::Refusal;
+use crate::server::{ActiveGuard, Ctx};
+use crate::transport::{self, Conn};
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, SinkExt, StreamExt};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use telemetry_proto::{CodecError, Decoded, Encoding, ErrorCode, Request, Response, WireCodec};
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::Framed;
+
+/// A reply the peer does not read within this time closes the connection.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Requests of one connection waiting for their commit at most.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Events of one connection waiting for their commit at most (checked
+/// before reading the next request, which may add up to a request's limit
+/// of 1,000): bounds what one client can hold in the daemon's memory.
+pub const MAX_IN_FLIGHT_EVENTS: usize = 16_384;
+
+type Wire = Framed<Conn, WireCodec<Request, Response>>;
+
+/// Answers still to come, in request order, with each request's events.
+struct Window<'a> {
+    answers: FuturesOrdered<emit::Pending<'a>>,
+    events: VecDeque<usize>,
+    total_events: usize,
+}
+
+impl<'a> Window<'a> {
+    fn new() -> Self {
+        Window {
+            answers: FuturesOrdered::new(),
+            events: VecDeque::new(),
+            total_events: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+
+    fn has_room(&self) -> bool {
+        self.answers.len() < MAX_IN_FLIGHT && self.total_events < MAX_IN_FLIGHT_EVENTS
+    }
+
+    fn push(&mut self, answer: emit::Pending<'a>, events: usize) {
+        self.answers.push_back(answer);
+        self.events.push_back(events);
+        self.total_events += events;
+    }
+
+    fn push_now(&mut self, answer: Answer) {
+        self.push(Box::pin(std::future::ready(answer)), 0);
+    }
+
+    fn took(&mut self) {
+        self.total_events -= self.events.pop_front().unwrap_or(0);
+    }
+
+    /// The next answer and every one after it that is ready too.
+    async fn next_ready(&mut self) -> Vec<Answer> {
+        let Some(first) = self.answers.next().await else {
+            return Vec::new();
+        };
+        self.took();
+        let mut ready = vec![first];
+        while let Some(Some(answer)) = self.answers.next().now_or_never() {
+            self.took();
+            ready.push(answer);
+        }
+        ready
+    }
+
+    /// Write every answer still to come; false when the peer is gone.
+    async fn drain(&mut self, framed: &mut Wire) -> bool {
+        while !self.is_empty() {
+            let answers = self.next_ready().await;
+            if !send_answers(framed, answers).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn codec_error_response(e: &CodecError, then: &str) -> Response {
+    let code = match e {
+        CodecError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+        CodecError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+        CodecError::Malformed(_) | CodecError::Io(_) => ErrorCode::Malformed,
+    };
+    Response::Error {
+        code,
+        message: format!("{e}; {then}"),
+    }
+}
+
+/// Write `answers` in order with one flush; false when the peer did not
+/// take them in time or is gone. A peer that stops reading must not pin
+/// the task.
+async fn send_answers(framed: &mut Wire, answers: Vec<Answer>) -> bool {
+    use tokio::io::AsyncWriteExt;
+    let send = async {
+        for answer in answers {
+            match answer {
+                Answer::Send(resp) => framed.feed(resp).await?,
+                Answer::Written { rest } if rest.is_empty() => {}
+                // Written by the store thread all but `rest`; whatever is
+                // buffered before it goes first.
+                Answer::Written { rest } => {
+                    framed.flush().await?;
+                    framed.get_mut().write_all(&rest).await?;
+                }
+            }
+        }
+        framed.flush().await
+    };
+    matches!(tokio::time::timeout(SEND_TIMEOUT, send).await, Ok(Ok(())))
+}
+
+/// Serve one connection until it closes, idles out, sends a bad frame or
+/// the daemon stops; answers still to come are written first.
+pub async fn serve(
+    ctx: Arc<Ctx>,
+    stream: Conn,
+    mut stop: watch::Receiver<bool>,
+    _done: mpsc::Sender<()>,
+    _active: ActiveGuard,
+) {
+    static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+    let ctx: &Ctx = &ctx;
+    let mut peer = Peer {
+        identity: transport::peer_identity(&stream),
+        connection: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
+        earlier_requests: 0,
+        encoding: Encoding::Binary,
+    };
+    tracing::debug!(peer = %peer.identity.describe(), "connection");
+    let mut framed = Framed::new(stream, WireCodec::<Request, Response>::new());
+    // Made at the first acknowledged emit (most connections never send
+    // one: status, idle, refused), then kept.
+    let mut reply_to: Option<transport::ReplyTo> = None;
+    let mut window = Window::new();
+    let mut reading = true;
+    loop {
+        if *stop.borrow() {
+            reading = false;
+        }
+        if !reading && window.is_empty() {
+            break;
+        }
+        let room = window.has_room();
+        let next = tokio::select! {
+            biased;
+            answers = window.next_ready(), if !window.is_empty() => {
+                if !send_answers(&mut framed, answers).await {
+                    break;
+                }
+                continue;
+            }
+            _ = stop.changed(), if reading => {
+                reading = false;
+                continue;
+            }
+            // Bounds idle clients and slow senders (slowloris) alike: each
+            // whole request must arrive within the timeout.
+            next = tokio::time::timeout(ctx.connection_timeout, framed.next()), if reading && room => next,
+        };
+        match next {
+            Err(_) | Ok(None) => reading = false,
+            Ok(Some(Ok(Decoded::Bad(e)))) => {
+                // A JSON line that is not a message: say so (in its turn)
+                // and read the next one (lines, unlike frames, resync).
+                ctx.activity.touch();
+                let reply = codec_error_response(&e, "send the next line");
+                if let Response::Error { code, message } = &reply {
+                    ctx.refusals.record(Refusal::unread(*code, message));
+                }
+                peer.earlier_requests += 1;
+                window.push_now(Answer::Send(reply));
+            }
+            Ok(Some(Ok(Decoded::Message(req)))) => {
+                ctx.activity.touch();
+                peer.encoding = framed.codec().encoding().unwrap_or(Encoding::Binary);
+                match req {
+                    Request::Emit { events, ack } => {
+                        // The store thread may answer only a request with
+                        // nothing before it unanswered.
+                        let direct = ack && ctx.direct_replies && window.is_empty();
+                        if direct && reply_to.is_none() {
+                            reply_to = transport::second_handle(framed.get_ref());
+                        }
+                        let n = events.len();
+                        let to = reply_to.as_ref().filter(|_| direct);
+                        let answer = emit::submit(ctx, &peer, to, events, ack).await;
+                        window.push(answer, n);
+                    }
+                    other => {
+                        if !window.drain(&mut framed).await {
+                            break;
+                        }
+                        let answer = cmd::dispatch(ctx, &peer, None, other).await;
+                        window.push_now(answer);
+                    }
+                }
+                peer.earlier_requests += 1;
+            }
+            Ok(Some(Err(e))) => {
+                let reply = codec_error_response(&e, "closing the connection");
+                // A peer that hung up mid-frame was not refused.
+                if let (Response::Error { code, message }, false) =
+                    (&reply, matches!(e, CodecError::Io(_)))
+                {
+                    ctx.refusals.record(Refusal::unread(*code, message));
+                }
+                if window.drain(&mut framed).await {
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, framed.send(reply)).await;
+                }
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fill `socket`'s send path until it takes nothing more.
+    #[cfg(unix)]
+    fn fill(socket: &transport::ReplyTo) -> usize {
+        let chunk = [7u8; 512];
+        let mut total = 0;
+        loop {
+            let n = transport::write_now(socket, &chunk);
+            total += n;
+            if n < chunk.len() {
+                return total;
+            }
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn an_answer_the_socket_would_not_take_is_finished_by_the_task() {
+        let (daemon_side, peer) = tokio::net::UnixStream::pair().unwrap();
+        let second = transport::second_handle(&daemon_side).expect("dup");
+        let filler = fill(&second);
+        let frame = telemetry_proto::encode_frame(&Response::Ack {
+            accepted: 1,
+            duplicates: 0,
+        })
+        .unwrap();
+        assert_eq!(
+            transport::write_now(&second, &frame),
+            0,
+            "a full socket takes nothing at once"
+        );
+        use std::io::Read;
+        let mut peer = peer.into_std().unwrap();
+        peer.set_nonblocking(false).unwrap();
+        let len = filler + frame.len();
+        let reader = std::thread::spawn(move || {
+            // Start reading only once the task is waiting to write.
+            std::thread::sleep(Duration::from_millis(50));
+            let mut got = vec![0u8; len];
+            peer.read_exact(&mut got).unwrap();
+            got
+        });
+        let mut framed = Framed::new(daemon_side, WireCodec::<Request, Response>::new());
+        let rest = frame.clone();
+        assert!(
+            send_answers(&mut framed, vec![Answer::Written { rest }]).await,
+            "written once the peer reads"
+        );
+        let got = reader.join().unwrap();
+        assert!(got[..filler].iter().all(|&b| b == 7));
+        assert_eq!(&got[filler..], &frame[..], "the answer follows, whole");
+    }
+}
