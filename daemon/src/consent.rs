@@ -134,9 +134,9 @@ impl Consent {
     pub fn resolve(&self, product: &str) -> (Mode, Layer) {
         let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let (user, system) = &mut *guard;
-        let system = system.refresh(&self.system_path).cloned();
+        let system = system.refresh(&self.system_path);
         let user = user.refresh(&self.user_path);
-        resolve(product, system.as_ref(), self.env_off, user)
+        resolve(product, system, self.env_off, user)
     }
 
     /// What the user's own file says (undecided = off), and when the user

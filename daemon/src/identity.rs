@@ -13,8 +13,9 @@
 
 use crate::config::IdentitySource;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Error reading or creating the machine identity.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +44,15 @@ pub struct Identity {
     /// Salts of forgotten products (see the module docs), and when each
     /// was drawn (µs since the epoch).
     salts: std::sync::RwLock<BTreeMap<String, (String, i64)>>,
+    /// Each product's ID once computed (a SHA-256 per event cost more than
+    /// the rest of its rendering); cleared whenever a salt changes.
+    ids: std::sync::RwLock<HashMap<String, Arc<str>>>,
 }
+
+/// Products whose IDs are kept computed; more are computed each time
+/// (products are checked against the catalogues first, so this is never
+/// reached in practice).
+const MAX_MEMO: usize = 1024;
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,21 +131,25 @@ impl Identity {
         Identity {
             raw: raw.into(),
             salts: Default::default(),
+            ids: Default::default(),
         }
     }
 
     /// Use these salts and their times (the store's, at start).
     pub fn set_salts(&self, salts: BTreeMap<String, (String, i64)>) {
-        *self.salts.write().unwrap_or_else(|p| p.into_inner()) = salts;
+        let mut guard = self.salts.write().unwrap_or_else(|p| p.into_inner());
+        *guard = salts;
+        // Under the salts' lock: no ID computed with the old salt is
+        // remembered after this.
+        self.forget_ids();
     }
 
     /// Give `product` a new ID from `salt`, drawn at `since_us` (after the
     /// store recorded it).
     pub fn set_salt(&self, product: &str, salt: String, since_us: i64) {
-        self.salts
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(product.to_string(), (salt, since_us));
+        let mut guard = self.salts.write().unwrap_or_else(|p| p.into_inner());
+        guard.insert(product.to_string(), (salt, since_us));
+        self.forget_ids();
     }
 
     /// When the user last asked to forget `product` (µs since the epoch):
@@ -169,25 +182,52 @@ impl Identity {
         Ok(Identity::from_raw(raw))
     }
 
+    fn forget_ids(&self) {
+        self.ids.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// The anonymous machine ID for `product`: 64 lowercase hex digits.
     pub fn machine_id(&self, product: &str) -> String {
+        self.shared_id(product).to_string()
+    }
+
+    /// [`Identity::machine_id`], shared.
+    pub fn shared_id(&self, product: &str) -> Arc<str> {
+        if let Some(id) = self
+            .ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(product)
+        {
+            return id.clone();
+        }
+        // Computed under the salts' lock, and remembered only if no salt
+        // changed meanwhile (a change clears the memo while holding the
+        // salts' write lock, which this read lock excludes).
+        let salts = self.salts.read().unwrap_or_else(|p| p.into_inner());
+        let id: Arc<str> = self
+            .compute(product, salts.get(product).map(|s| s.0.as_str()))
+            .into();
+        let mut ids = self.ids.write().unwrap_or_else(|p| p.into_inner());
+        if ids.len() < MAX_MEMO {
+            ids.insert(product.to_string(), id.clone());
+        }
+        id
+    }
+
+    fn compute(&self, product: &str, salt: Option<&str>) -> String {
         let mut h = Sha256::new();
         h.update(b"telemetryd/v1\0");
         h.update(self.raw.as_bytes());
         h.update(b"\0");
         h.update(product.as_bytes());
-        if let Some(salt) = self
-            .salts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(product)
-        {
+        if let Some(salt) = salt {
             h.update(b"\0");
-            h.update(salt.0.as_bytes());
+            h.update(salt.as_bytes());
         }
         let digest = h.finalize();
         let mut out = String::with_capacity(64);
-        // Hex by hand: this runs for every event, `format!` allocates per byte.
+        // Hex by hand: `format!` allocates per byte.
         const HEX: &[u8; 16] = b"0123456789abcdef";
         for b in digest {
             out.push(HEX[usize::from(b >> 4)] as char);

@@ -615,6 +615,10 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    // Shown with the failing test's output.
+                    eprintln!("telemetryd exited with {status}; log:\n{}", self.log());
+                }
                 return Ok(status);
             }
             if Instant::now() > deadline {

@@ -188,10 +188,28 @@ pub async fn prepare(
             }
         }
     }
+    // Each product's ID and forget time, looked up once per request (a
+    // request usually carries one product).
+    let mut ids: Vec<(&str, std::sync::Arc<str>, Option<i64>)> = Vec::new();
+    for ev in events {
+        if !ids.iter().any(|(p, _, _)| *p == ev.product) {
+            ids.push((
+                &ev.product,
+                ctx.identity.shared_id(&ev.product),
+                ctx.identity.forgotten_since(&ev.product),
+            ));
+        }
+    }
+    let id_of = |product: &str| {
+        ids.iter()
+            .find(|(p, _, _)| *p == product)
+            .map(|(_, id, since)| (id.clone(), *since))
+            .expect("every product of the request was looked up")
+    };
     // Made before the user asked to forget the product (spooled, or sent
     // as the forget ran): forgotten too.
     for ev in events {
-        if let Some(since) = ctx.identity.forgotten_since(&ev.product) {
+        if let (_, Some(since)) = id_of(&ev.product) {
             if ev.timestamp_us < since {
                 return Err(Response::Error {
                     code: ErrorCode::Invalid,
@@ -241,7 +259,7 @@ pub async fn prepare(
     Ok(events
         .iter()
         .map(|ev| {
-            let machine = ctx.identity.machine_id(&ev.product);
+            let (machine, _) = id_of(&ev.product);
             let mut rec =
                 record::render(ev, &machine, std::env::consts::OS, std::env::consts::ARCH);
             let product = ev.product.as_str();

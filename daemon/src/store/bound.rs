@@ -12,7 +12,7 @@
 //! the product's next batch. Local-only events are dropped too but not
 //! counted there: nothing about them may leave the machine.
 
-use super::{sql, StoreError};
+use super::{sql, StoreError, SEALED};
 use rusqlite::{params, Transaction};
 use std::collections::BTreeMap;
 
@@ -40,10 +40,10 @@ pub(super) fn make_room(
     let mut cutoff = None;
     {
         let mut stmt = tx
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT seq, product, LENGTH(CAST(line AS BLOB)) + 1, local_only FROM events
-                 WHERE batch_id IS NULL AND seq <= ?1 ORDER BY seq",
-            )
+                     WHERE seq <= ?1 AND NOT {SEALED} ORDER BY seq"
+            ))
             .map_err(err())?;
         let mut rows = stmt.query(params![newest_old]).map_err(err())?;
         while total < excess {
@@ -63,7 +63,7 @@ pub(super) fn make_room(
     }
     if let Some(cutoff) = cutoff {
         tx.execute(
-            "DELETE FROM events WHERE batch_id IS NULL AND seq <= ?1",
+            &format!("DELETE FROM events WHERE seq <= ?1 AND NOT {SEALED}"),
             params![cutoff],
         )
         .map_err(err())?;
@@ -75,11 +75,22 @@ pub(super) fn make_room(
         }
     }
     while total < excess {
-        let oldest: Option<(i64, String, i64, i64)> = tx
+        type Oldest = (i64, String, i64, i64, i64, i64);
+        let oldest: Option<Oldest> = tx
             .query_row(
-                "SELECT id, product, events, raw_bytes FROM batches WHERE final = 0 ORDER BY id LIMIT 1",
+                "SELECT id, product, events, raw_bytes, first_seq, last_seq
+                 FROM batches WHERE final = 0 ORDER BY id LIMIT 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
             )
             .map(Some)
             .or_else(|e| match e {
@@ -87,11 +98,14 @@ pub(super) fn make_room(
                 e => Err(e),
             })
             .map_err(err())?;
-        let Some((id, product, events, bytes)) = oldest else {
+        let Some((id, product, events, bytes, first, last)) = oldest else {
             return Err(StoreError::Full { limit });
         };
-        tx.execute("DELETE FROM events WHERE batch_id = ?1", params![id])
-            .map_err(err())?;
+        tx.execute(
+            "DELETE FROM events WHERE product = ?1 AND local_only = 0 AND seq BETWEEN ?2 AND ?3",
+            params![product, first, last],
+        )
+        .map_err(err())?;
         tx.execute("DELETE FROM batches WHERE id = ?1", params![id])
             .map_err(err())?;
         freed.batches.push((events as u64, bytes as u64));

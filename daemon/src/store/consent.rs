@@ -17,7 +17,7 @@
 //! `off` or a switch to `local` that won the race.
 
 use super::seal::seal_in;
-use super::{now_us, sql, Inner, StoreError, StoreOptions};
+use super::{now_us, sql, Inner, StoreError, StoreOptions, IN_FINAL, PENDING};
 use crate::record::Record;
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use telemetry_proto::Mode;
@@ -178,8 +178,7 @@ fn transition(
             // the one thing the user agreed to send at that off.
             out.purged += tx
                 .execute(
-                    "DELETE FROM events WHERE product = ?1 AND (batch_id IS NULL
-                            OR batch_id NOT IN (SELECT id FROM batches WHERE final = 1))",
+                    &format!("DELETE FROM events WHERE product = ?1 AND NOT {IN_FINAL}"),
                     params![product],
                 )
                 .map_err(err)? as u64;
@@ -201,9 +200,10 @@ fn transition(
         (Mode::On, Mode::Local) => {
             out.made_local += tx
                 .execute(
-                    "UPDATE events SET local_only = 1, batch_id = NULL
-                         WHERE product = ?1 AND local_only = 0 AND (batch_id IS NULL
-                            OR batch_id NOT IN (SELECT id FROM batches WHERE final = 1))",
+                    &format!(
+                        "UPDATE events SET local_only = 1
+                         WHERE product = ?1 AND local_only = 0 AND NOT {IN_FINAL}"
+                    ),
                     params![product],
                 )
                 .map_err(err)? as u64;
@@ -217,8 +217,7 @@ fn transition(
             // Nothing recorded before this moment may go out.
             out.made_local += tx
                 .execute(
-                    "UPDATE events SET local_only = 1
-                         WHERE product = ?1 AND local_only = 0 AND batch_id IS NULL",
+                    &format!("UPDATE events SET local_only = 1 WHERE product = ?1 AND {PENDING}"),
                     params![product],
                 )
                 .map_err(err)? as u64;

@@ -16,8 +16,10 @@
 //!
 //! # Crash windows
 //! - Before commit: the client has no ack; nothing was promised.
-//! - Seal is one transaction: the batch row (key and compressed body) and
-//!   the events' `batch_id` appear together or not at all.
+//! - Seal is one transaction: the batch row (key, compressed body and the
+//!   range of events it owns) appears whole or not at all; the events'
+//!   rows are not touched (a batch owns its product's uploadable events
+//!   from `first_seq` to `last_seq`).
 //! - Upload then [`Store::complete`]: a crash between the two leaves the
 //!   batch sealed; after restart it is uploaded again under the same key
 //!   with the same bytes and `If-None-Match: *`, so the store answers
@@ -67,7 +69,24 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_consented_events.sql"),
     include_str!("migrations/0006_batch_destination.sql"),
     include_str!("migrations/0007_receipts_salts.sql"),
+    include_str!("migrations/0008_sealed_by_range.sql"),
 ];
+
+/// Whether the `events` row in scope is sealed into a batch: uploadable,
+/// and inside a batch's range (batches own their product's uploadable
+/// events by range; see migration 0008).
+pub(super) const SEALED: &str = "(events.local_only = 0 AND EXISTS (SELECT 1 FROM batches b
+     WHERE b.product = events.product AND events.seq BETWEEN b.first_seq AND b.last_seq))";
+
+/// Whether the `events` row in scope is sealed into a final batch.
+pub(super) const IN_FINAL: &str = "(events.local_only = 0 AND EXISTS (SELECT 1 FROM batches b
+     WHERE b.final = 1 AND b.product = events.product AND events.seq BETWEEN b.first_seq AND b.last_seq))";
+
+/// Whether the `events` row in scope is pending: uploadable and above the
+/// highest sealed seq of its product.
+pub(super) const PENDING: &str =
+    "(events.local_only = 0 AND events.seq > (SELECT COALESCE(MAX(b.last_seq), 0)
+     FROM batches b WHERE b.product = events.product))";
 
 /// The migration a build playing a newer release adds (the
 /// `future-version` feature, for the versions-side-by-side tests): it
@@ -895,7 +914,7 @@ impl Inner {
     /// up to date incrementally.
     fn load_counters(&mut self) -> Result<(), StoreError> {
         self.applied.clear();
-        self.unsealed = self.pending_by_product("batch_id IS NULL AND local_only = 0")?;
+        self.unsealed = self.pending_by_product(PENDING)?;
         self.local = self.pending_by_product("local_only = 1")?;
         self.dropped = self.read_dropped()?;
         let mut stmt = self
@@ -1166,16 +1185,21 @@ impl Inner {
                         let n = stmt
                             .execute(params![&r.id[..], r.product, r.line, now, r.local_only])
                             .map_err(sql("insert"))?;
-                        if n == 1 && r.local_only {
+                        if n == 1 {
                             out.accepted += 1;
-                            let p = local_added.entry(r.product.clone()).or_default();
-                            p.events += 1;
-                            p.bytes += r.line.len() as u64 + 1;
-                        } else if n == 1 {
-                            out.accepted += 1;
-                            let p = added.entry(r.product.clone()).or_default();
-                            p.events += 1;
-                            p.bytes += r.line.len() as u64 + 1;
+                            let map = if r.local_only {
+                                &mut local_added
+                            } else {
+                                &mut added
+                            };
+                            // Without a String per row.
+                            if !map.contains_key(&r.product) {
+                                map.insert(r.product.clone(), Pending::default());
+                            }
+                            if let Some(p) = map.get_mut(&r.product) {
+                                p.events += 1;
+                                p.bytes += r.line.len() as u64 + 1;
+                            }
                         } else {
                             out.duplicates += 1;
                         }

@@ -85,22 +85,25 @@ impl Inner {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("complete"))?;
-        let row: Option<(i64, i64, String, String)> = tx
+        type Row = (i64, i64, String, String, i64, i64);
+        let row: Option<Row> = tx
             .query_row(
-                "SELECT events, raw_bytes, product, key FROM batches WHERE id = ?1",
+                "SELECT events, raw_bytes, product, key, first_seq, last_seq FROM batches WHERE id = ?1",
                 params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
             .optional()
             .map_err(sql("complete"))?;
-        let Some((events, bytes, product, key)) = row else {
+        let Some((events, bytes, product, key, first, last)) = row else {
             return Ok(());
         };
         let now = now_us(&self.opts.clock);
+        // The batch's events: its product's uploadable ones in its range.
         tx.execute(
             "INSERT OR IGNORE INTO uploaded_ids (id, uploaded_us)
-             SELECT id, ?2 FROM events WHERE batch_id = ?1",
-            params![id, now],
+             SELECT id, ?4 FROM events
+             WHERE product = ?1 AND batch_id IS NULL AND local_only = 0 AND seq BETWEEN ?2 AND ?3",
+            params![product, first, last, now],
         )
         .map_err(sql("complete"))?;
         tx.execute(
@@ -108,8 +111,12 @@ impl Inner {
             params![now - DEDUP_WINDOW.as_micros() as i64],
         )
         .map_err(sql("complete"))?;
-        tx.execute("DELETE FROM events WHERE batch_id = ?1", params![id])
-            .map_err(sql("complete"))?;
+        tx.execute(
+            "DELETE FROM events
+             WHERE product = ?1 AND batch_id IS NULL AND local_only = 0 AND seq BETWEEN ?2 AND ?3",
+            params![product, first, last],
+        )
+        .map_err(sql("complete"))?;
         tx.execute("DELETE FROM batches WHERE id = ?1", params![id])
             .map_err(sql("complete"))?;
         let err = sql("recording an upload receipt");

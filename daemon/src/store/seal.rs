@@ -10,6 +10,7 @@ impl Inner {
             .prepare_cached(
                 "SELECT received_us FROM events
                  WHERE product = ?1 AND batch_id IS NULL AND local_only = 0
+                   AND seq > (SELECT COALESCE(MAX(last_seq), 0) FROM batches WHERE product = ?1)
                  ORDER BY seq LIMIT 1",
             )
             .and_then(|mut s| s.query_row(params![product], |r| r.get(0)).optional())
@@ -105,6 +106,7 @@ pub(super) fn seal_in(
             .prepare_cached(
                 "SELECT seq, line FROM events
                  WHERE product = ?1 AND batch_id IS NULL AND local_only = 0
+                   AND seq > (SELECT COALESCE(MAX(last_seq), 0) FROM batches WHERE product = ?1)
                  ORDER BY seq LIMIT ?2",
             )
             .map_err(sql("seal"))?;
@@ -154,12 +156,6 @@ pub(super) fn seal_in(
         params![product, key, first, last, count as i64, body.len() as i64, compressed, now, final_batch, destination],
     )
     .map_err(sql("seal"))?;
-    let batch_id = tx.last_insert_rowid();
-    tx.execute(
-        "UPDATE events SET batch_id = ?1
-         WHERE product = ?2 AND batch_id IS NULL AND local_only = 0 AND seq BETWEEN ?3 AND ?4",
-        params![batch_id, product, first, last],
-    )
-    .map_err(sql("seal"))?;
+    // The batch owns its events by range: their rows are not touched.
     Ok(Some((count, body.len() as u64)))
 }

@@ -1091,3 +1091,81 @@ fn forget_deletes_the_products_data_seals_the_marker_alone_and_keeps_the_salt() 
     drop(store);
     thread.join();
 }
+
+#[test]
+fn a_v7_database_with_sealed_rows_keeps_every_event_in_its_place() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(2);
+    rt().block_on(async {
+        store
+            .insert(vec![record(1, "a"), record(2, "a"), record(4, "b")])
+            .await
+            .unwrap();
+        store.insert(vec![local(3, "a")]).await.unwrap();
+        store.insert(vec![record(5, "a")]).await.unwrap();
+        // a: 1, 2 sealed together (the local 3 is between, not in it).
+        assert_eq!(store.seal(false).await.unwrap(), 1);
+    });
+    drop(store);
+    thread.join();
+    // Back to what version 7 wrote: each sealed row names its batch.
+    let path = f.dir.path().join(DB_FILE);
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP INDEX batches_by_product;
+         CREATE INDEX events_by_batch ON events (batch_id) WHERE batch_id IS NOT NULL;
+         UPDATE events SET batch_id = (SELECT b.id FROM batches b WHERE b.product = events.product
+             AND events.seq BETWEEN b.first_seq AND b.last_seq) WHERE local_only = 0;
+         PRAGMA user_version = 7;",
+    )
+    .unwrap();
+    let marked: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE batch_id IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(marked, 2, "a's two");
+    drop(conn);
+
+    let (store, thread) = f.open(2);
+    rt().block_on(async {
+        let s = store.stats().await.unwrap();
+        assert_eq!(
+            (s.pending_events, s.sealed_batches, s.local_events),
+            (4, 1, 1),
+            "{s:?}"
+        );
+        let mut seen = Vec::new();
+        while let Some(b) = store.next_sealed().await.unwrap() {
+            seen.push(zstd::stream::decode_all(&b.body[..]).unwrap());
+            store.complete(b.id, receipt(&b)).await.unwrap();
+        }
+        assert_eq!(seen, [b"{\"n\":1}\n{\"n\":2}\n".to_vec()]);
+        let s = store.stats().await.unwrap();
+        assert_eq!(
+            (s.pending_events, s.local_events),
+            (2, 1),
+            "b's 4 and a's 5 wait; the local 3 stays"
+        );
+        assert_eq!(store.seal(true).await.unwrap(), 2);
+        let b = store.next_sealed().await.unwrap().unwrap();
+        let body = zstd::stream::decode_all(&b.body[..]).unwrap();
+        assert!(body == b"{\"n\":5}\n" || body == b"{\"n\":4}\n", "{body:?}");
+        // Sent again after its upload: a duplicate, not stored.
+        let out = store.insert(vec![record(1, "a")]).await.unwrap();
+        assert_eq!((out.accepted, out.duplicates), (0, 1));
+    });
+    drop(store);
+    thread.join();
+    let conn = Connection::open(&path).unwrap();
+    let marked: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE batch_id IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(marked, 0, "version 8 clears batch_id");
+}

@@ -21,7 +21,8 @@ impl Inner {
             .conn
             .prepare_cached(
                 "SELECT e.seq, e.line, e.local_only, b.key, e.product, COALESCE(b.final, 0)
-                 FROM events e LEFT JOIN batches b ON b.id = e.batch_id
+                 FROM events e LEFT JOIN batches b ON e.local_only = 0
+                      AND b.product = e.product AND e.seq BETWEEN b.first_seq AND b.last_seq
                  WHERE e.seq > ?1 AND (?2 IS NULL OR e.product = ?2)
                  ORDER BY e.seq LIMIT ?3",
             )
