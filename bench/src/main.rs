@@ -11,6 +11,8 @@
 mod broker;
 mod scale;
 mod sdks;
+mod stream;
+mod syslog;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -45,6 +47,8 @@ enum What {
     Autostart,
     /// Acked events per second with 1, 8 and 64 connections vs raw SQLite.
     Ingest,
+    /// Streaming clients (windows of requests in flight) vs raw SQLite in 1000-row transactions and syslog-ng; CPU and instructions per acked event.
+    Stream,
     /// RSS, CPU and wakeups of an idle daemon.
     Idle,
     /// Upload a large backlog to the S3 test server; ingest and status with it pending.
@@ -72,6 +76,9 @@ fn main() -> Result<()> {
     }
     if run(What::Ingest) {
         ingest(cli.quick)?;
+    }
+    if run(What::Stream) {
+        stream::run(cli.quick)?;
     }
     if run(What::Idle) {
         idle(cli.quick)?;

@@ -31,7 +31,7 @@ type EventSet = Arc<BTreeSet<String>>;
 #[derive(Default)]
 struct Cached {
     stamp: Stamp,
-    file: Option<ConsentFile>,
+    file: Option<Arc<ConsentFile>>,
     /// A file that exists but cannot be read counts as this.
     fail_closed: bool,
 }
@@ -41,20 +41,59 @@ fn stamp(path: &Path) -> Stamp {
 }
 
 impl Cached {
-    fn refresh(&mut self, path: &Path) -> Option<&ConsentFile> {
+    fn refresh(&mut self, path: &Path) -> Option<Arc<ConsentFile>> {
         let now = stamp(path);
         if now != self.stamp || (now.is_some() && self.file.is_none()) {
             self.stamp = now;
             self.file = match std::fs::read_to_string(path) {
-                Ok(t) => Some(ConsentFile::parse(&t)),
+                Ok(t) => Some(Arc::new(ConsentFile::parse(&t))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "cannot read consent file");
-                    self.fail_closed.then(ConsentFile::unreadable)
+                    self.fail_closed
+                        .then(|| Arc::new(ConsentFile::unreadable()))
                 }
             };
         }
-        self.file.as_ref()
+        self.file.clone()
+    }
+}
+
+/// Both consent files as read at one moment: what one request is checked
+/// against (each look at the files costs a `stat` apiece).
+pub struct ConsentView {
+    user: Option<Arc<ConsentFile>>,
+    system: Option<Arc<ConsentFile>>,
+    env_off: bool,
+}
+
+impl ConsentView {
+    /// The manifest version the user's decision for `product` was given
+    /// for, if the file records one.
+    pub fn user_version(&self, product: &str) -> Option<u32> {
+        self.user
+            .as_deref()
+            .and_then(|f| f.get(product))
+            .and_then(|e| e.version)
+    }
+
+    /// The effective mode for `product` and the layer that decided it.
+    pub fn resolve(&self, product: &str) -> (Mode, Layer) {
+        resolve(
+            product,
+            self.system.as_deref(),
+            self.env_off,
+            self.user.as_deref(),
+        )
+    }
+
+    /// What the user's own file says (undecided = off), and when the user
+    /// last turned the product off.
+    pub fn user_decision(&self, product: &str) -> (Mode, Option<String>) {
+        self.user
+            .as_deref()
+            .and_then(|f| f.get(product))
+            .map_or((Mode::Off, None), |e| (e.mode, e.last_off.clone()))
     }
 }
 
@@ -88,15 +127,20 @@ impl Consent {
         }
     }
 
-    /// The manifest version the user's decision for `product` was given
-    /// for, if the file records one.
-    pub fn user_version(&self, product: &str) -> Option<u32> {
+    /// Both files, looked at now.
+    pub fn view(&self) -> ConsentView {
         let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .0
-            .refresh(&self.user_path)
-            .and_then(|f| f.get(product))
-            .and_then(|e| e.version)
+        let (user, system) = &mut *guard;
+        ConsentView {
+            user: user.refresh(&self.user_path),
+            system: system.refresh(&self.system_path),
+            env_off: self.env_off,
+        }
+    }
+
+    /// [`ConsentView::user_version`], looked at now.
+    pub fn user_version(&self, product: &str) -> Option<u32> {
+        self.view().user_version(product)
     }
 
     /// The consented event set cached for `product` at `version`.
@@ -130,26 +174,18 @@ impl Consent {
         &self.user_path
     }
 
-    /// Effective mode of `product` and the layer that decided it.
+    /// Effective mode of `product` and the layer that decided it, looked
+    /// at now.
     pub fn resolve(&self, product: &str) -> (Mode, Layer) {
-        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let (user, system) = &mut *guard;
-        let system = system.refresh(&self.system_path);
-        let user = user.refresh(&self.user_path);
-        resolve(product, system, self.env_off, user)
+        self.view().resolve(product)
     }
 
     /// What the user's own file says (undecided = off), and when the user
-    /// last turned the product off. Transitions (purge, `telemetry_off`)
-    /// follow this layer only: an administrator's or the environment's off
-    /// stops collection and uploads but deletes nothing.
+    /// last turned the product off, looked at now. Transitions (purge,
+    /// `telemetry_off`) follow this layer only: an administrator's or the
+    /// environment's off stops collection and uploads but deletes nothing.
     pub fn user_decision(&self, product: &str) -> (Mode, Option<String>) {
-        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .0
-            .refresh(&self.user_path)
-            .and_then(|f| f.get(product))
-            .map_or((Mode::Off, None), |e| (e.mode, e.last_off.clone()))
+        self.view().user_decision(product)
     }
 
     /// Products named in either file (not `*`).
@@ -158,16 +194,16 @@ impl Consent {
         let (user, system) = &mut *guard;
         let mut out = Vec::new();
         for file in [
-            user.refresh(&self.user_path).cloned(),
-            system.refresh(&self.system_path).cloned(),
+            user.refresh(&self.user_path),
+            system.refresh(&self.system_path),
         ]
         .into_iter()
         .flatten()
         {
             out.extend(
                 file.entries
-                    .into_iter()
-                    .map(|e| e.product)
+                    .iter()
+                    .map(|e| e.product.clone())
                     .filter(|p| p != "*"),
             );
         }

@@ -616,7 +616,7 @@ fn a_client_that_stops_reading_gets_every_ack_in_order_once_it_reads() {
     // connection task must finish it, and replies must keep their order.
     let env = DaemonEnv::new(Destination::Outbox);
     let daemon = env.start_with(&[("TELEMETRY_SYNC", "normal")]);
-    let n = 3000;
+    let n = 30_000;
     let mut stream = UnixStream::connect(&daemon.socket).unwrap();
     let mut writer = stream.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
@@ -630,9 +630,18 @@ fn a_client_that_stops_reading_gets_every_ack_in_order_once_it_reads() {
                 .unwrap();
         }
     });
-    // Read nothing until the daemon stalls on the full socket: pending
-    // stops growing short of n.
-    let status = || daemon.client().status(ACK_TIMEOUT).unwrap().pending_events;
+    // Read nothing until the daemon stalls on the full socket: what it
+    // stored stops growing short of n. (Answers to pipelined requests go
+    // out several to a write, so it takes many to fill the socket.)
+    // Stored so far (batches of 10,000 go to the outbox meanwhile).
+    let status = || {
+        daemon
+            .client()
+            .status(ACK_TIMEOUT)
+            .unwrap()
+            .counters
+            .stored
+    };
     let mut last = status();
     let stalled = wait_for(
         "the daemon to stall on a full socket",

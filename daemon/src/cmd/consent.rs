@@ -13,6 +13,7 @@
 //! has no event set for) uploads nothing until the user decides again.
 
 use crate::catalog::{Lookup, Manifest};
+use crate::consent::ConsentView;
 use crate::record;
 use crate::server::Ctx;
 use crate::store::{ConsentOutcome, Decision, StoreError};
@@ -27,8 +28,17 @@ pub async fn consented_events(
     ctx: &Ctx,
     manifest: &Manifest,
 ) -> Result<Arc<BTreeSet<String>>, StoreError> {
+    consented_events_in(ctx, &ctx.consent.view(), manifest).await
+}
+
+/// [`consented_events`] with the consent files as `view` saw them.
+pub async fn consented_events_in(
+    ctx: &Ctx,
+    view: &ConsentView,
+    manifest: &Manifest,
+) -> Result<Arc<BTreeSet<String>>, StoreError> {
     let product = manifest.product.as_str();
-    let version = ctx.consent.user_version(product);
+    let version = view.user_version(product);
     let key = version.unwrap_or(0);
     if let Some(set) = ctx.consent.cached_events(product, key) {
         return Ok(set);
@@ -96,8 +106,18 @@ pub async fn reconcile(
     product: &str,
     build: &str,
 ) -> Result<ConsentOutcome, StoreError> {
+    reconcile_in(ctx, &ctx.consent.view(), product, build).await
+}
+
+/// [`reconcile`] with the consent files as `view` saw them.
+pub async fn reconcile_in(
+    ctx: &Ctx,
+    view: &ConsentView,
+    product: &str,
+    build: &str,
+) -> Result<ConsentOutcome, StoreError> {
     let current = || {
-        let (mode, off_marker) = ctx.consent.user_decision(product);
+        let (mode, off_marker) = view.user_decision(product);
         Decision { mode, off_marker }
     };
     let known = |ctx: &Ctx| {

@@ -224,15 +224,17 @@ pub async fn prepare(
     // Consent, per product in the request: apply a changed decision first
     // (an `off` purges before anything new could be stored), then refuse
     // `off` products and mark `local` ones.
+    // The files are looked at once for the whole request.
+    let view = ctx.consent.view();
     let mut modes: BTreeMap<&str, Mode> = BTreeMap::new();
     for ev in events {
         if modes.contains_key(ev.product.as_str()) {
             continue;
         }
-        if let Err(e) = consent::reconcile(ctx, &ev.product, &ev.build).await {
+        if let Err(e) = consent::reconcile_in(ctx, &view, &ev.product, &ev.build).await {
             return Err(storage(e));
         }
-        let (mode, layer) = ctx.consent.resolve(&ev.product);
+        let (mode, layer) = view.resolve(&ev.product);
         if mode == Mode::Off {
             return Err(Response::Error {
                 code: ErrorCode::ConsentOff,
@@ -252,7 +254,9 @@ pub async fn prepare(
     let mut consented = BTreeMap::new();
     for (product, mode) in &modes {
         if let (Mode::On, Some(m)) = (mode, manifests.get(product)) {
-            let set = consent::consented_events(ctx, m).await.map_err(storage)?;
+            let set = consent::consented_events_in(ctx, &view, m)
+                .await
+                .map_err(storage)?;
             consented.insert(*product, set);
         }
     }

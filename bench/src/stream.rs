@@ -1,0 +1,316 @@
+//! Streaming ingest (issue #18): clients that keep a window of acknowledged
+//! requests in flight on one connection (`telemetry_client::stream`),
+//! against raw SQLite in 1000-row transactions and against syslog-ng,
+//! all in the same run; the daemon's CPU time per acknowledged event; and,
+//! where valgrind is installed, its instructions per acknowledged event
+//! (the one figure this VM's noise cannot move: it has no hardware
+//! counters for `perf`, so valgrind counts them).
+
+use crate::{env, median, one, raw_rate, syslog, T};
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use telemetry_client::stream::{Stream, StreamOptions};
+use telemetry_client::{Client, WireEvent};
+use telemetry_tests::wait_for;
+
+/// How the clients send: events packed per request, requests in flight.
+#[derive(Clone, Copy)]
+struct Shape {
+    per_request: usize,
+    window: usize,
+}
+
+/// The rows: one event per request waiting for each answer (the classic
+/// client), then windows of one-event requests, then packed requests.
+const SHAPES: [Shape; 6] = [
+    Shape {
+        per_request: 1,
+        window: 1,
+    },
+    Shape {
+        per_request: 1,
+        window: 16,
+    },
+    Shape {
+        per_request: 1,
+        window: 64,
+    },
+    Shape {
+        per_request: 100,
+        window: 4,
+    },
+    Shape {
+        per_request: 1000,
+        window: 1,
+    },
+    Shape {
+        per_request: 1000,
+        window: 4,
+    },
+];
+
+/// Events per connection, made before the clock starts (making them is
+/// the clients' cost, not the daemon's; the raw baseline renders its rows
+/// beforehand too).
+fn events_for(conns: usize, total: usize, base: i64) -> Vec<Vec<WireEvent>> {
+    let per = total / conns;
+    (0..conns)
+        .map(|k| (0..per).map(|i| one(base + (k * per + i) as i64)).collect())
+        .collect()
+}
+
+/// `conns` threads streaming their events to `socket` with `shape`; acked
+/// events per second. Fails unless every event was acknowledged as new.
+fn stream_rate(socket: &Path, batches: Vec<Vec<WireEvent>>, shape: Shape) -> Result<f64> {
+    let total: usize = batches.iter().map(Vec::len).sum();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(batches.len() + 1));
+    let threads: Vec<_> = batches
+        .into_iter()
+        .map(|events| {
+            let socket = socket.to_path_buf();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || -> Result<u64> {
+                let client = Client::connect(&socket)?;
+                let mut stream = Stream::new(
+                    client,
+                    StreamOptions {
+                        window: shape.window,
+                        events_per_request: shape.per_request,
+                        timeout: T,
+                    },
+                );
+                barrier.wait();
+                for ev in events {
+                    stream.push(ev)?;
+                }
+                let report = stream.finish()?;
+                if !report.refused.is_empty() {
+                    bail!("refused: {:?}", report.refused[0]);
+                }
+                Ok(report.accepted)
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    let mut accepted = 0;
+    for t in threads {
+        accepted += t.join().expect("client thread")?;
+    }
+    let took = start.elapsed().as_secs_f64();
+    if accepted != total as u64 {
+        bail!("{accepted} of {total} events acknowledged as new");
+    }
+    Ok(total as f64 / took)
+}
+
+/// User + system CPU time of `pid` so far, in seconds (all threads).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 (1-based), 12 and 13 here.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    ticks as f64 / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+pub fn run(quick: bool) -> Result<()> {
+    let rounds = 3;
+    // One-event requests are slow when each waits for its answer: fewer.
+    let (single, packed) = if quick {
+        (3_000, 30_000)
+    } else {
+        (24_000, 240_000)
+    };
+    // Once per run: it may install syslog-ng from Debian.
+    let syslog_ng = match syslog::available() {
+        Ok(ng) => Some(ng),
+        Err(why) => {
+            println!("syslog-ng: not available ({why})");
+            None
+        }
+    };
+    println!(
+        "\n## 2b. Streaming ingest (every event acknowledged after its commit; {rounds} rounds alternating with the baselines; medians)"
+    );
+    println!("Events per row: {single} with one event per request, {packed} packed. CPU = the daemon's user+system time per acknowledged event.");
+    for sync in ["normal", "full"] {
+        // The baselines, once per round for this sync mode.
+        let (mut raw, mut sng, mut sng_cpu) = (vec![], vec![], vec![]);
+        let mut rows: Vec<(usize, Shape, Vec<f64>, Vec<f64>)> = Vec::new();
+        for conns in [1usize, 4, 8] {
+            for shape in SHAPES {
+                rows.push((conns, shape, vec![], vec![]));
+            }
+        }
+        let env = env(sync);
+        let daemon = env.start();
+        let mut base = 0i64;
+        for _ in 0..rounds {
+            raw.push(raw_rate(sync, packed, 1000)?);
+            if let (Some(ng), "normal") = (&syslog_ng, sync) {
+                let run = ng.rate(packed, 4)?;
+                sng.push(run.events_per_s);
+                sng_cpu.push(run.cpu_us_per_event);
+            }
+            for (conns, shape, rates, cpu) in rows.iter_mut() {
+                let total = if shape.per_request == 1 {
+                    single
+                } else {
+                    packed
+                };
+                let batches = events_for(*conns, total, base);
+                base += total as i64;
+                let before = cpu_seconds(daemon.pid());
+                let rate = stream_rate(daemon.socket(), batches, *shape)?;
+                let used = cpu_seconds(daemon.pid()) - before;
+                rates.push(rate);
+                cpu.push(used / total as f64);
+            }
+        }
+        let raw = median(&mut raw);
+        let sng = (!sng.is_empty()).then(|| median(&mut sng));
+        let version = syslog_ng.as_ref().map_or("", |ng| ng.version.as_str());
+        println!("\n### sync={sync}: raw SQLite in 1000-row transactions {raw:.0} ev/s{}", match sng {
+            Some(s) => format!("; syslog-ng {version} (4 unix-stream connections into SQLite, WAL, synchronous=NORMAL, 1000-row batches, flow-control; acknowledges nothing) {s:.0} ev/s, {:.1} µs CPU/event", median(&mut sng_cpu)),
+            None if sync == "normal" => "; syslog-ng not measured".to_string(),
+            None => String::new(),
+        });
+        println!("| connections | events/request | window | daemon ev/s | ÷ raw 1000-row | ÷ syslog-ng | daemon CPU µs/event |");
+        println!("|---|---|---|---|---|---|---|");
+        for (conns, shape, mut rates, mut cpu) in rows {
+            let rate = median(&mut rates);
+            let cpu = median(&mut cpu) * 1e6;
+            println!(
+                "| {conns} | {} | {} | {rate:.0} | {:.2} | {} | {cpu:.1} |",
+                shape.per_request,
+                shape.window,
+                rate / raw,
+                sng.map_or("–".to_string(), |s| format!("{:.2}", rate / s)),
+            );
+        }
+        daemon.terminate()?;
+    }
+    instructions(quick)?;
+    Ok(())
+}
+
+/// Instructions per acknowledged event, counted by valgrind (cachegrind,
+/// no cache simulation) over the daemon's whole life: a run with the
+/// events minus a run without them (start-up, one status, shutdown),
+/// divided by the events.
+fn instructions(quick: bool) -> Result<()> {
+    if Command::new("valgrind")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        println!(
+            "\ninstructions per event: valgrind not installed (apt-get install valgrind); skipped"
+        );
+        return Ok(());
+    }
+    let n = if quick { 2_000 } else { 20_000 };
+    println!("\n### Instructions per acknowledged event (valgrind, sync=normal, 4 connections, {n} events; the daemon's whole process, start-up and shutdown subtracted)");
+    println!("| events/request | window | instructions/event |");
+    println!("|---|---|---|");
+    let idle = counted(None)?;
+    for shape in [
+        Shape {
+            per_request: 1,
+            window: 1,
+        },
+        Shape {
+            per_request: 1,
+            window: 64,
+        },
+        Shape {
+            per_request: 1000,
+            window: 4,
+        },
+    ] {
+        let ir = counted(Some((shape, n)))?;
+        println!(
+            "| {} | {} | {:.0} |",
+            shape.per_request,
+            shape.window,
+            (ir.saturating_sub(idle)) as f64 / n as f64
+        );
+    }
+    Ok(())
+}
+
+/// Instructions a daemon under cachegrind executes from start to exit,
+/// serving `work` in between (and one status either way).
+fn counted(work: Option<(Shape, usize)>) -> Result<u64> {
+    let env = env("normal");
+    let out = env.root().join("cachegrind.out");
+    let daemon = env.command("telemetryd");
+    let mut cmd = Command::new("valgrind");
+    cmd.args([
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--quiet",
+        &format!("--cachegrind-out-file={}", out.display()),
+    ])
+    .arg(daemon.get_program());
+    for (k, v) in daemon.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start telemetryd under valgrind")?;
+    let socket = env.socket.clone();
+    wait_for(
+        "telemetryd under valgrind",
+        Duration::from_secs(120),
+        || {
+            Client::connect(&socket)
+                .and_then(|mut c| c.status(Duration::from_secs(10)))
+                .ok()
+        },
+    );
+    if let Some((shape, n)) = work {
+        stream_rate(&socket, events_for(4, n, 0), shape)?;
+    }
+    // SAFETY: kill only sends a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("telemetryd under valgrind exited with {status}");
+    }
+    summary(&out)
+}
+
+/// The `summary:` line of a cachegrind output file.
+fn summary(path: &Path) -> Result<u64> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("summary:"))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no summary in {}", path.display()))
+}
