@@ -70,7 +70,8 @@ impl Default for StreamOptions {
 /// A request the daemon refused: none of its events were stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusedRequest {
-    /// Position of its first event among all pushed (from 0).
+    /// Position of its first event among the events [`Stream::push`]
+    /// took (from 0; an event it refused as too large has no position).
     pub first: u64,
     /// Its events.
     pub events: usize,
@@ -188,11 +189,17 @@ impl Stream {
 
     /// Read the oldest request's answer into the report.
     fn read_one(&mut self) -> Result<(), ClientError> {
-        let Some((first, events)) = self.in_flight.pop_front() else {
+        let Some(&(first, events)) = self.in_flight.front() else {
             return Ok(());
         };
         let deadline = Instant::now() + self.opts.timeout;
-        match self.client.recv(deadline, self.opts.timeout) {
+        let answer = self.client.recv(deadline, self.opts.timeout);
+        // Its fate is known now, unless the read failed: then it stays
+        // counted in flight (stored or not, nobody can say).
+        if matches!(answer, Ok(_) | Err(ClientError::Refused { .. })) {
+            self.in_flight.pop_front();
+        }
+        match answer {
             Ok(Response::Ack {
                 accepted,
                 duplicates,

@@ -142,6 +142,17 @@ async fn send_answers(framed: &mut Wire, answers: Vec<Answer>) -> bool {
     matches!(tokio::time::timeout(SEND_TIMEOUT, send).await, Ok(Ok(())))
 }
 
+/// The next request, within `timeout` when one is given.
+async fn read_next(
+    framed: &mut Wire,
+    timeout: Option<Duration>,
+) -> Result<Option<Result<Decoded<Request>, CodecError>>, tokio::time::error::Elapsed> {
+    match timeout {
+        Some(t) => tokio::time::timeout(t, framed.next()).await,
+        None => Ok(framed.next().await),
+    }
+}
+
 /// Serve one connection until it closes, idles out, sends a bad frame or
 /// the daemon stops; answers still to come are written first.
 pub async fn serve(
@@ -174,6 +185,7 @@ pub async fn serve(
             break;
         }
         let room = window.has_room();
+        let read_timeout = window.is_empty().then_some(ctx.connection_timeout);
         let next = tokio::select! {
             biased;
             answers = window.next_ready(), if !window.is_empty() => {
@@ -187,8 +199,10 @@ pub async fn serve(
                 continue;
             }
             // Bounds idle clients and slow senders (slowloris) alike: each
-            // whole request must arrive within the timeout.
-            next = tokio::time::timeout(ctx.connection_timeout, framed.next()), if reading && room => next,
+            // whole request must arrive within the timeout. Not while
+            // answers are due: the client may be waiting for them (a
+            // commit held up by the disk is not the client's fault).
+            next = read_next(&mut framed, read_timeout), if reading && room => next,
         };
         match next {
             Err(_) | Ok(None) => reading = false,

@@ -116,7 +116,15 @@ pub struct Ctx {
     pub id_lock: Arc<tokio::sync::RwLock<()>>,
     /// Busy refusals allowed to wait for a first byte (see [`BUSY_WAITERS`]).
     pub busy_waiters: Arc<tokio::sync::Semaphore>,
+    /// Room for events waiting for their commit, across all connections
+    /// (see [`MAX_QUEUED_EVENTS`]).
+    pub queued_events: Arc<tokio::sync::Semaphore>,
 }
+
+/// Events received and waiting for their commit, across all connections,
+/// at most: what pipelining clients together can make the daemon hold
+/// (about 400 bytes each as records). A request waits for room.
+pub const MAX_QUEUED_EVENTS: usize = 65_536;
 
 /// Whether the open-file limit leaves room for two descriptors per
 /// connection (plus the daemon's own: database, WAL, listener, runtime), so
@@ -417,6 +425,7 @@ pub async fn run_locked(
         counters: Default::default(),
         id_lock: Default::default(),
         busy_waiters: Arc::new(tokio::sync::Semaphore::new(BUSY_WAITERS)),
+        queued_events: Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED_EVENTS)),
     });
     // Apply consent changes made while the daemon was not running, then
     // take in what shims spooled meanwhile.

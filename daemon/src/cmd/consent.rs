@@ -132,8 +132,13 @@ pub async fn reconcile_in(
     }
     let _serial = ctx.reconcile_lock.lock().await;
     let _no_upload = ctx.uploader.upload_lock.lock().await;
-    // Read again under the lock: another reconcile may have done it.
-    let decision = current();
+    // Read the file again under the lock, not the view: the wait may have
+    // been long (an upload), and the user may have decided again meanwhile
+    // (another reconcile may also have applied it already).
+    let decision = {
+        let (mode, off_marker) = ctx.consent.user_decision(product);
+        Decision { mode, off_marker }
+    };
     if known(ctx) == Some(decision.clone()) {
         return Ok(ConsentOutcome::default());
     }

@@ -50,14 +50,26 @@ pub async fn submit<'a>(
 ) -> Pending<'a> {
     let now = |answer: Answer| -> Pending<'a> { Box::pin(std::future::ready(answer)) };
     EventCounters::add(&ctx.counters.received, events.len() as u64);
+    // Room for these events among all waiting for a commit (bounds what
+    // pipelining clients together hold in memory); given back at the
+    // commit, on the store thread.
+    let room = ctx
+        .queued_events
+        .clone()
+        .acquire_many_owned(u32::try_from(events.len()).unwrap_or(u32::MAX))
+        .await;
     // Held until the commit (see `Ctx::id_lock`); owned, so the store
     // thread drops it right after the commit, whether or not anyone is
     // still waiting for the answer.
     let ids = ctx.id_lock.clone().read_owned().await;
     let records = match prepare(ctx, &events).await {
         Ok(r) => r,
-        Err(reply) => return now(Answer::Send(refused(ctx, &events, reply))),
+        Err(reply) => return now(Answer::Send(refused(ctx, &Subject::of(&events), reply))),
     };
+    // Only what a refusal is counted under is kept while the commit is
+    // awaited; the records go to the store.
+    let subject = Subject::of(&events);
+    drop(events);
     let n = records.len() as u32;
     if !ack {
         return now(Answer::Send(
@@ -71,7 +83,7 @@ pub async fn submit<'a>(
                     EventCounters::add(&ctx.counters.stored, u64::from(n));
                     Response::Queued { accepted: n }
                 }
-                Err(e) => refused(ctx, &events, storage(e)),
+                Err(e) => refused(ctx, &subject, storage(e)),
             },
         ));
     }
@@ -84,7 +96,7 @@ pub async fn submit<'a>(
     let submitted = ctx
         .store
         .submit_then(client, records, move |outcome| {
-            drop(ids);
+            drop((ids, room));
             let socket = socket?;
             let frame = encoding.encode(&reply(outcome)).ok()?;
             let written = write_now(&socket, &frame);
@@ -93,7 +105,7 @@ pub async fn submit<'a>(
         .await;
     let wait = match submitted {
         Ok(wait) => wait,
-        Err(e) => return now(Answer::Send(refused(ctx, &events, storage(e)))),
+        Err(e) => return now(Answer::Send(refused(ctx, &subject, storage(e)))),
     };
     Box::pin(async move {
         match wait.await {
@@ -103,7 +115,7 @@ pub async fn submit<'a>(
                         EventCounters::add(&ctx.counters.stored, u64::from(out.accepted));
                         EventCounters::add(&ctx.counters.duplicates, u64::from(out.duplicates));
                     }
-                    Err(e) => count(ctx, &events, &storage(e.clone())),
+                    Err(e) => count(ctx, &subject, &storage(e.clone())),
                 }
                 if matches!(
                     outcome,
@@ -119,29 +131,47 @@ pub async fn submit<'a>(
                     None => Answer::Send(reply(&outcome)),
                 }
             }
-            Err(e) => Answer::Send(refused(ctx, &events, storage(e))),
+            Err(e) => Answer::Send(refused(ctx, &subject, storage(e))),
         }
     })
 }
 
-/// Count and log a refusal of `events` whose reply is `reply`, under the
-/// first event's product and name (a shim's emit carries one event).
-fn count(ctx: &Ctx, events: &[WireEvent], reply: &Response) {
-    if let Response::Error { code, message } = reply {
-        EventCounters::add(&ctx.counters.refused, events.len() as u64);
+/// What a refusal of a request is counted and logged under: its events,
+/// and the first one's product and name (a shim's emit carries one).
+pub struct Subject {
+    events: usize,
+    product: String,
+    event: String,
+}
+
+impl Subject {
+    /// The subject of a request carrying `events`.
+    pub fn of(events: &[WireEvent]) -> Subject {
         let first = events.first();
+        Subject {
+            events: events.len(),
+            product: first.map_or_else(String::new, |e| e.product.clone()),
+            event: first.map_or_else(String::new, |e| e.event.clone()),
+        }
+    }
+}
+
+/// Count and log a refusal whose reply is `reply`.
+fn count(ctx: &Ctx, subject: &Subject, reply: &Response) {
+    if let Response::Error { code, message } = reply {
+        EventCounters::add(&ctx.counters.refused, subject.events as u64);
         ctx.refusals.record(Refusal {
-            product: first.map_or("", |e| e.product.as_str()),
-            event: first.map_or("", |e| e.event.as_str()),
+            product: &subject.product,
+            event: &subject.event,
             code: *code,
             message,
         });
     }
 }
 
-/// `reply`, counted as a refusal of `events`.
-fn refused(ctx: &Ctx, events: &[WireEvent], reply: Response) -> Response {
-    count(ctx, events, &reply);
+/// `reply`, counted as a refusal.
+fn refused(ctx: &Ctx, subject: &Subject, reply: Response) -> Response {
+    count(ctx, subject, &reply);
     reply
 }
 

@@ -83,10 +83,10 @@ pub(super) const IN_FINAL: &str = "(events.local_only = 0 AND EXISTS (SELECT 1 F
      WHERE b.final = 1 AND b.product = events.product AND events.seq BETWEEN b.first_seq AND b.last_seq))";
 
 /// Whether the `events` row in scope is pending: uploadable and above the
-/// highest sealed seq of its product.
-pub(super) const PENDING: &str =
-    "(events.local_only = 0 AND events.seq > (SELECT COALESCE(MAX(b.last_seq), 0)
-     FROM batches b WHERE b.product = events.product))";
+/// highest sealed seq of its product (`batch_id` is always NULL from
+/// version 8; saying so lets SQLite use the `events_pending` index).
+pub(super) const PENDING: &str = "(events.batch_id IS NULL AND events.local_only = 0
+     AND events.seq > (SELECT COALESCE(MAX(b.last_seq), 0) FROM batches b WHERE b.product = events.product))";
 
 /// The migration a build playing a newer release adds (the
 /// `future-version` feature, for the versions-side-by-side tests): it
