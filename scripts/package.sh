@@ -12,7 +12,9 @@
 #                                          PORTABILITY (the glibc floor)
 #   SHA256SUMS                             `sha256sum -c SHA256SUMS` in OUT
 #
-# The binaries are dynamically linked against glibc. The oldest glibc they
+# The binaries are dynamically linked against glibc, except telemetry-emit,
+# a static PIE (client/build.rs; it needs no libc at run time). The oldest
+# glibc they
 # run on is the highest GLIBC_x.y among their versioned symbol references
 # (objdump -T): the dynamic linker refuses to start a binary that needs a
 # version its libc lacks. It is printed, written to PORTABILITY and becomes
@@ -237,6 +239,9 @@ telemetryd $version for Linux on $arch.
 glibc: $glibc_floor
   The binaries are dynamically linked against glibc and run on glibc
   $glibc_floor or newer: $(distros_from "$glibc_floor").
+  telemetry-emit is linked statically (a static PIE: it starts without the
+  dynamic loader) and needs no libc; it carries the glibc it was built
+  with until it is rebuilt.
   This is the highest GLIBC_x.y among their versioned symbol references
   (objdump -T); an older glibc refuses to start them ("version
   \`GLIBC_$glibc_floor' not found").

@@ -87,17 +87,28 @@ pub fn how_to_turn_on(product: &str, layer: Layer) -> String {
     }
 }
 
+/// A consent file's text, as `std::fs::read_to_string` reads it but
+/// without asking the file's size first (a `statx` per file on every shim
+/// run): consent files are a few lines.
+fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::with_capacity(512);
+    // Through `Take`, whose reads do not ask for the size.
+    std::fs::File::open(path)?
+        .take(u64::MAX)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// The user's file; unreadable counts as missing (undecided, so off).
 fn read_user(path: &Path) -> Option<ConsentFile> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|t| ConsentFile::parse(&t))
+    read_text(path).ok().map(|t| ConsentFile::parse(&t))
 }
 
 /// The administrator's file: missing is fine, but one that exists and
 /// cannot be read forces everything off (fail closed).
 fn read_system(path: &Path) -> Option<ConsentFile> {
-    match std::fs::read_to_string(path) {
+    match read_text(path) {
         Ok(t) => Some(ConsentFile::parse(&t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(_) => Some(ConsentFile::unreadable()),

@@ -24,7 +24,8 @@
 //! [`Client`] is the raw protocol, for tools like `telemetryctl`: it does
 //! not check consent (the daemon still enforces the consent files).
 
-// Unsafe only where a detached daemon is started (between fork and exec).
+// Unsafe only where a detached daemon is started (between fork and exec)
+// and for the user's id.
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
@@ -123,28 +124,20 @@ pub fn state_dir() -> PathBuf {
         })
 }
 
-/// The current user's id, read without `unsafe` from the metadata of a
-/// directory the process owns (`/proc/self` on Linux). (Windows has no
-/// uid: its default paths do not use one.)
+/// The current user's id. (Windows has no uid: its default paths do not
+/// use one.)
 #[cfg(not(unix))]
 pub(crate) fn current_uid() -> u32 {
     0
 }
 
-/// The current user's id, read without `unsafe` from the metadata of a
-/// directory the process owns (`/proc/self` on Linux).
+/// The current user's id: the real uid, as the daemon takes it for its
+/// own default paths. (One system call; the shim asks up to twice a run.)
 #[cfg(unix)]
+#[allow(unsafe_code)]
 pub(crate) fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or_else(|_| {
-            // Not Linux: the home directory is the user's own.
-            std::env::var_os("HOME")
-                .and_then(|h| std::fs::metadata(h).ok())
-                .map(|m| m.uid())
-                .unwrap_or(0)
-        })
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
 }
 
 /// Build an event with a fresh UUIDv7 id and the current time.
@@ -174,8 +167,19 @@ pub struct Client {
     /// Replies to no-ack emits not read yet; read and dropped before the
     /// next request so replies stay matched to requests.
     unread: usize,
+    /// Bytes read from the socket and not yet taken: the start of the
+    /// next reply. (A read asks for more than the 4-byte length, so that a
+    /// small reply arrives in one read, not two.)
+    pending: Vec<u8>,
     broken: bool,
 }
+
+/// How much one read asks for beyond what the frame needs: a whole small
+/// reply (an acknowledgement is 8 bytes).
+const READ_AHEAD: usize = 256;
+
+/// The most [`Client::pending`] keeps allocated between replies.
+const MAX_KEPT_BUFFER: usize = 64 * 1024;
 
 impl Client {
     /// Connect to the daemon's socket. Connecting to a Unix socket does not
@@ -193,6 +197,7 @@ impl Client {
             stream,
             path,
             unread: 0,
+            pending: Vec::new(),
             broken: false,
         }
     }
@@ -231,10 +236,18 @@ impl Client {
         }
         let frame = encode_frame(req)?;
         let t = timeout.max(Duration::from_millis(1));
+        // What the socket takes at once needs no timeout (a small frame:
+        // all of it); the rest is written with one.
         let result = self
             .stream
-            .set_write_timeout(Some(t))
-            .and_then(|_| self.stream.write_all(&frame))
+            .write_now(&frame)
+            .and_then(|n| match &frame[n..] {
+                [] => Ok(()),
+                rest => self
+                    .stream
+                    .set_write_timeout(Some(t))
+                    .and_then(|_| self.stream.write_all(rest)),
+            })
             .map_err(|e| self.io(e, timeout));
         self.broken |= result.is_err();
         result
@@ -251,10 +264,9 @@ impl Client {
     }
 
     fn recv_frame(&mut self, deadline: Instant, budget: Duration) -> Result<Response, ClientError> {
-        let mut len = [0u8; 4];
-        self.read_exact_by(&mut len, deadline, budget)?;
-        let len = u32::from_be_bytes(len) as usize;
-        // Check before allocating: never trust a length from the wire.
+        self.fill_by(4, deadline, budget)?;
+        let len = u32::from_be_bytes(self.pending[..4].try_into().expect("4 bytes")) as usize;
+        // Check before reading on: never trust a length from the wire.
         if len > MAX_FRAME_LEN {
             return Err(CodecError::FrameTooLarge {
                 len,
@@ -262,44 +274,64 @@ impl Client {
             }
             .into());
         }
-        let mut body = vec![0u8; len];
-        self.read_exact_by(&mut body, deadline, budget)?;
-        match decode_body::<Response>(&body)? {
+        self.fill_by(4 + len, deadline, budget)?;
+        let decoded = decode_body::<Response>(&self.pending[4..4 + len]);
+        // The frame is taken whatever it held; what follows it stays.
+        self.pending.drain(..4 + len);
+        if self.pending.capacity() > MAX_KEPT_BUFFER {
+            // After a large reply (a page of `show`): not kept for the
+            // connection's life.
+            self.pending.shrink_to(READ_AHEAD);
+        }
+        match decoded? {
             Response::Error { code, message } => Err(ClientError::Refused { code, message }),
             other => Ok(other),
         }
     }
 
-    fn read_exact_by(
+    /// Read until [`Client::pending`] holds at least `want` bytes, all
+    /// before `deadline`.
+    fn fill_by(
         &mut self,
-        mut buf: &mut [u8],
+        want: usize,
         deadline: Instant,
         budget: Duration,
     ) -> Result<(), ClientError> {
-        while !buf.is_empty() {
+        let mut filled = self.pending.len();
+        if filled >= want {
+            return Ok(());
+        }
+        // Room for the frame (the length was checked), or for a whole
+        // small reply when only its length is wanted.
+        self.pending.resize(want.max(filled + READ_AHEAD), 0);
+        let result = loop {
+            if filled >= want {
+                break Ok(());
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(ClientError::TimedOut {
+                break Err(ClientError::TimedOut {
                     path: self.path.clone(),
                     after: budget,
                 });
             }
-            self.stream
-                .set_read_timeout(Some(left))
-                .map_err(|e| self.io(e, budget))?;
-            match self.stream.read(buf) {
+            if let Err(e) = self.stream.set_read_timeout(Some(left)) {
+                break Err(self.io(e, budget));
+            }
+            match self.stream.read(&mut self.pending[filled..]) {
                 Ok(0) => {
-                    return Err(ClientError::Io {
+                    break Err(ClientError::Io {
                         path: self.path.clone(),
                         source: std::io::ErrorKind::UnexpectedEof.into(),
                     })
                 }
-                Ok(n) => buf = &mut buf[n..],
+                Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.io(e, budget)),
+                Err(e) => break Err(self.io(e, budget)),
             }
-        }
-        Ok(())
+        };
+        self.pending.truncate(filled);
+        result
     }
 
     /// Send `req` and wait for its response, all within `timeout`. An
@@ -694,6 +726,94 @@ mod tests {
             Client::connect_now("/nonexistent/telemetry.sock").is_err(),
             "nobody listening"
         );
+    }
+
+    /// Replies are read ahead (a whole small reply in one read), and what
+    /// is read past a reply is the next one's: replies to no-ack emits and
+    /// the acknowledgement in one read, a reply split across reads, a
+    /// large one, an error reply between them.
+    #[cfg(unix)]
+    #[test]
+    fn replies_read_ahead_stay_matched_to_requests() {
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let big = "x".repeat(60_000);
+        let replies = [
+            Response::Queued { accepted: 1 },
+            Response::Error {
+                code: ErrorCode::Busy,
+                message: "busy".into(),
+            },
+            Response::Ack {
+                accepted: 1,
+                duplicates: 0,
+            },
+            Response::Error {
+                code: ErrorCode::Invalid,
+                message: big.clone(),
+            },
+            Response::Ack {
+                accepted: 2,
+                duplicates: 1,
+            },
+        ]
+        .map(|r| encode_frame(&r).unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let request = |s: &mut std::os::unix::net::UnixStream| {
+                let mut len = [0u8; 4];
+                s.read_exact(&mut len).unwrap();
+                let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                s.read_exact(&mut body).unwrap();
+            };
+            // Two no-ack emits, then an acked one: three replies at once.
+            for _ in 0..3 {
+                request(&mut s);
+            }
+            s.write_all(&replies[..3].concat()).unwrap();
+            // The large reply split mid-length and mid-body, with the
+            // start of the next reply (before its request: the client
+            // must keep it for that request).
+            request(&mut s);
+            let (large, last) = (&replies[3], &replies[4]);
+            let ahead = [&large[..], &last[..3]].concat();
+            for part in [&ahead[..2], &ahead[2..30_000], &ahead[30_000..]] {
+                s.write_all(part).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            request(&mut s);
+            s.write_all(&last[3..]).unwrap();
+        });
+        let t = Duration::from_secs(10);
+        let ev = || vec![event("p", "e", "1", BTreeMap::new())];
+        let mut c = Client::connect(&path).unwrap();
+        c.emit_no_ack(ev(), t).unwrap();
+        c.emit_no_ack(ev(), t).unwrap();
+        assert_eq!(
+            c.emit(ev(), t).unwrap(),
+            Acked {
+                accepted: 1,
+                duplicates: 0
+            }
+        );
+        match c.emit(ev(), t) {
+            Err(ClientError::Refused { code, message }) => {
+                assert_eq!(code, ErrorCode::Invalid);
+                assert_eq!(message, big);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            c.emit(ev(), t).unwrap(),
+            Acked {
+                accepted: 2,
+                duplicates: 1
+            }
+        );
+        assert!(c.pending.capacity() <= MAX_KEPT_BUFFER, "not kept");
+        server.join().unwrap();
     }
 
     #[test]

@@ -460,10 +460,17 @@ pub async fn run_locked(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
+    // Poll it once before anything is served: a signal future installs its
+    // handler when first polled, and `select!` below may take a waiting
+    // connection first. A SIGTERM sent after a client was answered must
+    // stop the daemon cleanly, not end it by the default action.
+    let mut stopping =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(shutdown.as_mut().poll(cx).is_ready()))
+            .await;
     let mut idled = false;
-    loop {
+    while !stopping {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => stopping = true,
             _ = &mut idle => {
                 tracing::info!("idle with nothing pending; exiting until the next connection");
                 idled = true;

@@ -20,15 +20,26 @@
 //! writing anything or starting anything. (The arguments are checked
 //! before that, in memory only, so `--strict` reports a mistake in them
 //! whatever the consent.)
+//!
+//! Start-up is most of what the shim costs beyond the daemon's commit
+//! (issue #18), so on Linux with glibc the shim skips what a Rust `main`
+//! sets up that it does not use (see `rt`), and an ordinary command line
+//! is read without building clap's parser (see [`quick_args`]); `--help`,
+//! mistakes and anything unusual still go to clap. `build.rs` links it
+//! statically where it can.
+
+// Our own C `main` on Linux with glibc (see `rt`), where the standard
+// library reads the arguments without Rust's `main`; the test harness
+// brings its own.
+#![cfg_attr(all(target_os = "linux", target_env = "gnu", not(test)), no_main)]
 
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 use telemetry_client::consent::{self, ConsentPaths};
-use telemetry_client::{event, parse_kv, Client, ClientError, ErrorCode, Mode, WireEvent};
+use telemetry_client::{parse_kv, Client, ClientError, ErrorCode, Mode, WireEvent};
 
 /// Exit code with --strict when the event was not acknowledged.
 const EXIT_FAILED: u8 = 1;
@@ -64,7 +75,7 @@ const DEFAULT_TIMEOUT_MS: u64 = 100;
 /// value is reported as the variable and falls back to the default).
 const TIMEOUT_VAR: &str = "TELEMETRY_EMIT_TIMEOUT_MS";
 
-#[derive(Debug, Parser)]
+#[derive(Debug, PartialEq, Parser)]
 #[command(
     name = "telemetry-emit",
     version,
@@ -115,14 +126,35 @@ struct Args {
     data: Vec<String>,
 }
 
-fn main() -> ExitCode {
+/// The shim's entry point on Linux with glibc: [`rt::start`] instead of
+/// Rust's runtime set-up, then [`run`]. (`std::env::args_os` works
+/// without Rust's `main` there: glibc hands the arguments to the standard
+/// library's initialiser.)
+#[cfg(all(target_os = "linux", target_env = "gnu", not(test)))]
+#[no_mangle]
+extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    rt::start(run)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu", not(test))))]
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(run())
+}
+
+/// The whole run; returns the exit code.
+fn run() -> u8 {
+    let argv: Vec<OsString> = std::env::args_os().collect();
     if let Some(code) = telemetry_clidoc::generate_if_asked(
-        std::env::args_os(),
+        argv.iter().cloned(),
         <Args as clap::CommandFactory>::command,
     ) {
-        return ExitCode::from(code);
+        return code;
     }
-    let args = match Args::try_parse() {
+    let parsed = match quick_args(&argv, |k| std::env::var_os(k)) {
+        Some(a) => Ok(a),
+        None => Args::try_parse_from(&argv),
+    };
+    let args = match parsed {
         Ok(a) => a,
         Err(e) => return bad_command_line(&e),
     };
@@ -134,13 +166,13 @@ fn main() -> ExitCode {
     if strict {
         if let Some(msg) = bad_timeout.or_else(|| built.as_ref().err().cloned()) {
             eprintln!("telemetry-emit: {msg}");
-            return ExitCode::from(EXIT_USAGE);
+            return EXIT_USAGE;
         }
     }
     // Without --strict a bad timeout has become the default and costs
     // nothing; an event that cannot be built is dropped quietly.
     let Ok(ev) = built else {
-        return ExitCode::SUCCESS;
+        return 0;
     };
     // Consent first, from the files alone: when it is off, nothing else
     // happens at all (no socket, no thread, no file).
@@ -154,9 +186,9 @@ fn main() -> ExitCode {
                 consent::describe(layer, &paths),
                 consent::how_to_turn_on(&args.product, layer)
             );
-            return ExitCode::from(EXIT_CONSENT_OFF);
+            return EXIT_CONSENT_OFF;
         }
-        return ExitCode::SUCCESS;
+        return 0;
     }
     // The budget is hard: whatever the shim is blocked on (a stuck daemon,
     // a locked spool), the timer ends the process on time. Should the OS
@@ -175,33 +207,142 @@ fn main() -> ExitCode {
         Ok(()) => {
             // Acknowledged: the timer must not turn that into a failure.
             deadline::disarm();
-            ExitCode::SUCCESS
+            0
         }
         Err((code, msg)) => {
             if strict {
                 eprintln!("telemetry-emit: {msg}");
-                ExitCode::from(code)
+                code
             } else {
-                ExitCode::SUCCESS
+                0
             }
         }
     }
 }
 
+/// The command line in its usual form, read without clap: building clap's
+/// parser costs more than the rest of the shim's own work. Options first
+/// (`--strict`, `--no-wait`, `--product P`, `--build V`, `--socket PATH`,
+/// `--timeout-ms MS`, each at most once, a value after a space or `=`),
+/// then the event and its `KEY=VALUE` data, and the variables clap would
+/// read (`env` looks one up). `None` for anything else (`--help`,
+/// `--version`, `--`, an unknown or repeated option, an option after the
+/// event, a missing event or product, an empty value, a value that starts
+/// with `-`, text that is not UTF-8): clap reads that command line and
+/// says what it makes of it. Where this gives an answer it is clap's (see
+/// the test `quick_args_agree_with_clap`).
+fn quick_args(argv: &[OsString], env: impl Fn(&str) -> Option<OsString>) -> Option<Args> {
+    // A value as clap would take it, or None for one left to clap.
+    fn plain(v: &str) -> Option<String> {
+        (!v.is_empty() && !v.starts_with('-')).then(|| v.to_string())
+    }
+    fn once(slot: &mut Option<String>, v: Option<String>) -> Option<()> {
+        match (slot.is_some(), v) {
+            (false, Some(v)) => {
+                *slot = Some(v);
+                Some(())
+            }
+            _ => None,
+        }
+    }
+    let mut words = argv.iter().skip(1).map(|a| a.to_str());
+    let (mut strict, mut no_wait) = (false, false);
+    let (mut product, mut build, mut socket, mut timeout_ms) = (None, None, None, None);
+    let event = loop {
+        let word = words.next()??;
+        let Some(option) = word.strip_prefix("--") else {
+            break plain(word)?;
+        };
+        let (name, inline) = match option.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (option, None),
+        };
+        let slot = match name {
+            "strict" | "no-wait" if inline.is_none() => {
+                let flag = if name == "strict" {
+                    &mut strict
+                } else {
+                    &mut no_wait
+                };
+                if std::mem::replace(flag, true) {
+                    return None;
+                }
+                continue;
+            }
+            "product" => &mut product,
+            "build" => &mut build,
+            "socket" => &mut socket,
+            "timeout-ms" => &mut timeout_ms,
+            _ => return None,
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => words.next()??,
+        };
+        once(slot, plain(value))?;
+    };
+    let mut data = Vec::new();
+    for word in words {
+        data.push(plain(word?)?);
+    }
+    // The variables, where clap reads them: only for an option not given.
+    let var = |name: &str| -> Option<Option<String>> {
+        match env(name) {
+            None => Some(None),
+            Some(v) => Some(Some(plain(v.to_str()?)?)),
+        }
+    };
+    let product = match product {
+        Some(p) => p,
+        None => var("TELEMETRY_PRODUCT")??,
+    };
+    let build = match build {
+        Some(b) => b,
+        None => var("TELEMETRY_BUILD")?.unwrap_or_else(|| "unknown".to_string()),
+    };
+    let socket = match socket {
+        Some(s) => Some(PathBuf::from(s)),
+        None => match env("TELEMETRY_SOCKET") {
+            Some(v) if v.is_empty() => return None,
+            v => v.map(PathBuf::from),
+        },
+    };
+    if !no_wait {
+        // clap's FalseyValueParser.
+        if let Some(v) = env("TELEMETRY_EMIT_NO_WAIT") {
+            let v = v.to_str()?.to_lowercase();
+            no_wait = !(v.is_empty() || ["n", "no", "f", "false", "off", "0"].contains(&&*v));
+        }
+    }
+    Some(Args {
+        product,
+        build,
+        strict,
+        no_wait,
+        socket,
+        timeout_ms: timeout_ms.map(OsString::from),
+        event,
+        data,
+    })
+}
+
 /// The command line did not parse. `--help` and `--version` print as
 /// asked; anything else is silent (exit 0) unless `--strict` was given,
 /// then one line (no usage text) and exit 2.
-fn bad_command_line(e: &clap::Error) -> ExitCode {
+fn bad_command_line(e: &clap::Error) -> u8 {
     use clap::error::ErrorKind;
+    use std::io::Write;
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         let _ = e.print();
-        return ExitCode::SUCCESS;
+        // Without Rust's runtime nobody flushes stdout at exit (see `rt`).
+        let _ = std::io::stdout().flush();
+        return 0;
     }
     if !telemetry_client::cli::flag_given("--strict") {
-        return ExitCode::SUCCESS;
+        return 0;
     }
     eprintln!("telemetry-emit: {}", one_line(e));
-    ExitCode::from(EXIT_USAGE)
+    EXIT_USAGE
 }
 
 /// clap's message without its usage text, on one line, with an example.
@@ -254,10 +395,57 @@ fn build_event(args: &Args) -> Result<WireEvent, String> {
         let (k, v) = parse_kv(kv)?;
         data.insert(k, v);
     }
-    let ev = event(&args.product, &args.event, &args.build, data);
+    let ev = new_event(&args.product, &args.event, &args.build, data);
     telemetry_proto_check(&ev)?;
     Ok(ev)
 }
+
+/// The event as [`telemetry_client::event`] makes it (a UUIDv7 id, the
+/// current time), its id's random bits read with one `getrandom` call.
+/// (The uuid crate asks its RNG crate three times, and in a static build
+/// that crate, finding no dynamic `getrandom`, opens, polls and reads
+/// /dev/random and /dev/urandom instead.)
+#[cfg(target_os = "linux")]
+fn new_event(
+    product: &str,
+    name: &str,
+    build: &str,
+    data: BTreeMap<String, telemetry_client::Value>,
+) -> WireEvent {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let mut random = [0u8; 10];
+    let mut filled = 0;
+    while filled < random.len() {
+        // SAFETY: writes at most the rest of `random`, a local buffer.
+        let n = unsafe {
+            libc::getrandom(
+                random[filled..].as_mut_ptr().cast(),
+                random.len() - filled,
+                0,
+            )
+        };
+        if n > 0 {
+            filled += n as usize;
+        } else if n == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            // No getrandom (a kernel before 3.17): the uuid crate's way.
+            return telemetry_client::event(product, name, build, data);
+        }
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    WireEvent {
+        id: uuid::Builder::from_unix_timestamp_millis(now.as_millis() as u64, &random).into_uuid(),
+        event: name.to_string(),
+        product: product.to_string(),
+        build: build.to_string(),
+        timestamp_us: now.as_micros() as i64,
+        data,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+use telemetry_client::event as new_event;
 
 fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)> {
     let path = args
@@ -343,6 +531,66 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
 fn telemetry_proto_check(ev: &telemetry_client::WireEvent) -> Result<(), String> {
     let limits = telemetry_proto::Limits::default();
     telemetry_proto::validate_event(ev, &limits).map_err(|e| e.to_string())
+}
+
+/// What the shim keeps of Rust's runtime set-up, on Linux with glibc.
+///
+/// A Rust `main` first runs the standard library's start-up: it makes
+/// sure descriptors 0-2 are open, ignores `SIGPIPE`, names the main
+/// thread, and installs a stack-overflow handler, which sets up an
+/// alternate signal stack and finds the main thread's guard page through
+/// glibc's `pthread_getattr_np`, which reads and parses
+/// `/proc/self/maps` (94,000 instructions, a fifth of what the shim ran
+/// before issue #18). The shim keeps the first two and leaves out the
+/// others (a stack overflow still ends the process with `SIGSEGV`,
+/// without the message).
+/// At exit the runtime flushes stdout, which only `--help` and `--version`
+/// use: they flush it themselves. A panic exits 101, as with the runtime.
+#[cfg(all(target_os = "linux", target_env = "gnu", not(test)))]
+mod rt {
+    /// Run `body` as the standard library would run `main`.
+    pub fn start(body: fn() -> u8) -> libc::c_int {
+        // SAFETY: plain system calls on the process's own descriptors and
+        // signal disposition, before anything else runs.
+        unsafe {
+            standard_fds();
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+        match std::panic::catch_unwind(body) {
+            Ok(code) => code.into(),
+            // The panic hook has printed the message.
+            Err(_) => 101,
+        }
+    }
+
+    /// Descriptors 0-2 that are closed are opened on /dev/null, so that
+    /// nothing the shim opens (the socket, the spool) becomes its stderr.
+    unsafe fn standard_fds() {
+        let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        });
+        loop {
+            if libc::poll(fds.as_mut_ptr(), 3, 0) != -1 {
+                break;
+            }
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                // poll refused (a descriptor limit below 3?): ask each.
+                for fd in &mut fds {
+                    if libc::fcntl(fd.fd, libc::F_GETFD) == -1 {
+                        fd.revents = libc::POLLNVAL;
+                    }
+                }
+                break;
+            }
+        }
+        for fd in fds {
+            if fd.revents & libc::POLLNVAL != 0 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR, 0);
+            }
+        }
+    }
 }
 
 /// The hard time budget as a real-time interval timer. Starting a watchdog
@@ -448,5 +696,161 @@ mod deadline {
     /// The outcome is settled: the thread will not end the process.
     pub fn disarm() {
         SETTLED.store(true, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shim's events are made as the library's are.
+    #[test]
+    fn new_events_are_like_the_librarys() {
+        let data = BTreeMap::from([("k".to_string(), telemetry_client::Value::Int(1))]);
+        let ours = new_event("cfdev", "stop", "1.2", data.clone());
+        let theirs = telemetry_client::event("cfdev", "stop", "1.2", data);
+        assert_eq!(ours.id.get_version_num(), 7);
+        assert_ne!(ours.id, theirs.id);
+        let (secs, nanos) = ours.id.get_timestamp().unwrap().to_unix();
+        let id_ms = secs as i64 * 1000 + i64::from(nanos) / 1_000_000;
+        assert_eq!(id_ms, ours.timestamp_us / 1000, "one clock reading");
+        assert!((theirs.timestamp_us - ours.timestamp_us).abs() < 10_000_000);
+        let strip = |e: WireEvent| (e.event, e.product, e.build, e.data);
+        assert_eq!(strip(ours), strip(theirs));
+        // The random bits differ from one event to the next.
+        let a = new_event("p", "e", "1", BTreeMap::new()).id;
+        let b = new_event("p", "e", "1", BTreeMap::new()).id;
+        assert_ne!(a.as_bytes()[6..], b.as_bytes()[6..]);
+    }
+
+    /// Wherever `quick_args` reads a command line, clap reads it the same,
+    /// with the same variables; and the usual ones are read by it.
+    #[test]
+    fn quick_args_agree_with_clap() {
+        let vars = [
+            "TELEMETRY_PRODUCT",
+            "TELEMETRY_BUILD",
+            "TELEMETRY_SOCKET",
+            "TELEMETRY_EMIT_NO_WAIT",
+        ];
+        let lines: &[&[&str]] = &[
+            &["--product", "cfdev", "app_created", "buildpack=go"],
+            &["--product", "cfdev", "--strict", "stop"],
+            &[
+                "--strict",
+                "--product=cfdev",
+                "--build",
+                "0.9.1",
+                "stop",
+                "a=1",
+                "b:=2",
+            ],
+            &[
+                "--product",
+                "cfdev",
+                "--no-wait",
+                "--timeout-ms",
+                "2000",
+                "stop",
+            ],
+            &[
+                "--product",
+                "cfdev",
+                "--timeout-ms=banana",
+                "stop",
+                "novalue",
+            ],
+            &[
+                "--product",
+                "cfdev",
+                "--socket",
+                "/tmp/s.sock",
+                "stop",
+                "k=v=w",
+            ],
+            &["--socket=/tmp/s.sock", "--build=1=2", "stop"],
+            &["--product", "p", "--product", "q", "stop"],
+            &["--strict", "--strict", "--product", "p", "stop"],
+            &["--no-wait", "--no-wait", "stop"],
+            &["--product", "cfdev"],
+            &["--product"],
+            &["stop"],
+            &["stop", "a=1", "--strict"],
+            &["--product", "cfdev", "stop", "-x"],
+            &["--product", "cfdev", "stop", "--", "-x"],
+            &["--product", "cfdev", "--", "stop"],
+            &["--product", "-x", "stop"],
+            &["--product=-x", "stop"],
+            &["--product=", "stop"],
+            &["--product", "", "stop"],
+            &["--product", "cfdev", "", "a=1"],
+            &["--product", "cfdev", "stop", ""],
+            &["--strict=true", "stop"],
+            &["--frob", "stop"],
+            &["-h"],
+            &["--help"],
+            &["--version"],
+            &["-V"],
+            &["--prod", "cfdev", "stop"],
+            &["--product", "cfdev", "-", "a=1"],
+            &[],
+        ];
+        let envs: &[&[(&str, &str)]] = &[
+            &[],
+            &[("TELEMETRY_PRODUCT", "cfdev")],
+            &[("TELEMETRY_PRODUCT", "")],
+            &[("TELEMETRY_PRODUCT", "-x")],
+            &[("TELEMETRY_BUILD", "1.2.3"), ("TELEMETRY_SOCKET", "/run/s")],
+            &[("TELEMETRY_BUILD", ""), ("TELEMETRY_SOCKET", "")],
+            &[("TELEMETRY_EMIT_NO_WAIT", "1")],
+            &[("TELEMETRY_EMIT_NO_WAIT", "")],
+            &[("TELEMETRY_EMIT_NO_WAIT", "0")],
+            &[("TELEMETRY_EMIT_NO_WAIT", "No")],
+            &[("TELEMETRY_EMIT_NO_WAIT", "OFF")],
+            &[("TELEMETRY_EMIT_NO_WAIT", "false")],
+            &[("TELEMETRY_EMIT_NO_WAIT", "yes")],
+            &[("TELEMETRY_EMIT_NO_WAIT", "banana")],
+        ];
+        let mut quick = 0;
+        for env in envs {
+            // clap reads the process's environment: this is the only test
+            // in this binary, so nothing else reads it meanwhile.
+            for var in vars {
+                std::env::remove_var(var);
+            }
+            for (k, v) in env.iter() {
+                std::env::set_var(k, v);
+            }
+            for line in lines {
+                let argv: Vec<OsString> = std::iter::once("telemetry-emit")
+                    .chain(line.iter().copied())
+                    .map(OsString::from)
+                    .collect();
+                let Some(ours) = quick_args(&argv, |k| std::env::var_os(k)) else {
+                    continue;
+                };
+                quick += 1;
+                let clap = Args::try_parse_from(&argv)
+                    .unwrap_or_else(|e| panic!("{line:?} {env:?}: clap says {e}"));
+                assert_eq!(ours, clap, "{line:?} with {env:?}");
+            }
+        }
+        for var in vars {
+            std::env::remove_var(var);
+        }
+        assert!(quick >= 60, "only {quick} command lines read without clap");
+        // The bench's and a CLI's usual command line is read without clap.
+        let argv: Vec<OsString> = ["telemetry-emit", "--product", "cfdev", "--strict", "stop"]
+            .map(OsString::from)
+            .into();
+        assert!(quick_args(&argv, |_| None).is_some());
+        // Not UTF-8: left to clap.
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            let mut argv = argv;
+            argv.push(OsString::from_vec(vec![b'k', b'=', 0xff]));
+            assert!(quick_args(&argv, |_| None).is_none());
+        }
     }
 }
