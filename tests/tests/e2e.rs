@@ -634,14 +634,7 @@ fn a_client_that_stops_reading_gets_every_ack_in_order_once_it_reads() {
     // stored stops growing short of n. (Answers to pipelined requests go
     // out several to a write, so it takes many to fill the socket.)
     // Stored so far (batches of 10,000 go to the outbox meanwhile).
-    let status = || {
-        daemon
-            .client()
-            .status(ACK_TIMEOUT)
-            .unwrap()
-            .counters
-            .stored
-    };
+    let status = || daemon.client().status(ACK_TIMEOUT).unwrap().counters.stored;
     let mut last = status();
     let stalled = wait_for(
         "the daemon to stall on a full socket",
