@@ -251,6 +251,7 @@ fn shim(quick: bool) -> Result<()> {
     for (name, m) in names.iter().zip(&medians) {
         println!("| {name} | {} | {:.2} | {:.2} |", ms(*m), m / mt, m / ml);
     }
+    first_byte(&envs[0], n)?;
     // In-process client: one connection, acked emits back to back, next
     // to the fsync floor measured on the same file system.
     let (f50, f99) = fsync_floor(n * 10)?;
@@ -291,6 +292,58 @@ fn shim(quick: bool) -> Result<()> {
             p99 / f99
         );
     }
+    Ok(())
+}
+
+/// The shim's time to its first byte sent: the bench listens on a socket
+/// of its own in the daemon's place, spawns `telemetry-emit --strict`
+/// pointed at it and takes the time from the spawn to the first byte read
+/// (then answers as the daemon would, so the shim exits 0), against the
+/// wall time of spawning `true` and waiting for it, interleaved round by
+/// round. Everything before the first byte is the shim's own: exec,
+/// start-up, arguments, consent files, connect.
+fn first_byte(env: &DaemonEnv, n: usize) -> Result<()> {
+    use std::io::Read;
+    use telemetry_proto::{encode_frame, Response};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("first-byte.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path)?;
+    let ack = encode_frame(&Response::Ack {
+        accepted: 1,
+        duplicates: 0,
+    })?;
+    let (mut first, mut truth) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let mut cmd = env.command("telemetry-emit");
+        cmd.env("TELEMETRY_SOCKET", &path)
+            .args(["--product", "cfdev", "--strict", "--timeout-ms", "2000"])
+            .args(["app_created", "buildpack=go"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let t = Instant::now();
+        let mut child = cmd.spawn().context("spawn telemetry-emit")?;
+        let (mut s, _) = listener.accept()?;
+        let mut head = [0u8; 4];
+        s.read_exact(&mut head[..1])?;
+        first.push(t.elapsed().as_secs_f64());
+        s.read_exact(&mut head[1..])?;
+        let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
+        s.read_exact(&mut body)?;
+        s.write_all(&ack)?;
+        if !child.wait()?.success() {
+            bail!("telemetry-emit --strict failed against the bench's socket");
+        }
+        truth.push(time_one(Command::new("true"))?);
+    }
+    let (f, t) = (median(&mut first), median(&mut truth));
+    println!(
+        "
+shim's time to its first byte sent (spawn to first byte read, {n} runs): {} (÷ `true`'s whole run {}: {:.2})",
+        ms(f),
+        ms(t),
+        f / t
+    );
     Ok(())
 }
 
