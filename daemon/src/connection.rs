@@ -237,7 +237,7 @@ pub async fn serve(
                         if !window.drain(&mut framed).await {
                             break;
                         }
-                        let answer = cmd::dispatch(ctx, &peer, None, other).await;
+                        let answer = cmd::dispatch(ctx, &peer, other).await;
                         window.push_now(answer);
                     }
                 }

@@ -12,17 +12,6 @@ use std::future::Future;
 use std::pin::Pin;
 use telemetry_proto::{validate_event, ErrorCode, Mode, Response, WireEvent};
 
-/// Handle `Emit { events, ack }`: [`submit`], then wait for the answer.
-pub async fn handle(
-    ctx: &Ctx,
-    peer: &Peer,
-    reply_to: Option<&ReplyTo>,
-    events: Vec<WireEvent>,
-    ack: bool,
-) -> Answer {
-    submit(ctx, peer, reply_to, events, ack).await.await
-}
-
 /// The answer to an emit, still to come: an acknowledged emit's comes
 /// after its commit.
 pub type Pending<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;

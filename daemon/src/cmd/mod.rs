@@ -13,7 +13,7 @@ pub mod show;
 pub mod status;
 
 use crate::server::Ctx;
-use crate::transport::{PeerIdentity, ReplyTo};
+use crate::transport::PeerIdentity;
 use telemetry_proto::{ErrorCode, Request, Response};
 
 /// What a handler answers.
@@ -22,7 +22,7 @@ pub enum Answer {
     /// Send this response.
     Send(Response),
     /// The response frame was written to the peer already, all but these
-    /// bytes (see [`emit::handle`]).
+    /// bytes (see [`emit::submit`]).
     Written {
         /// What is left to write, usually nothing.
         rest: Vec<u8>,
@@ -56,9 +56,9 @@ pub fn trusted(peer: &Peer, daemon: &PeerIdentity) -> bool {
 }
 
 /// Route a decoded request to its handler, after the permission check.
-/// `reply_to`, when given, lets an acknowledged emit be answered from the
-/// store thread.
-pub async fn dispatch(ctx: &Ctx, peer: &Peer, reply_to: Option<&ReplyTo>, req: Request) -> Answer {
+/// A connection sends emits through [`emit::submit`] instead, which lets
+/// them wait for their commit while it reads on; this answers one whole.
+pub async fn dispatch(ctx: &Ctx, peer: &Peer, req: Request) -> Answer {
     if is_privileged(&req) && !trusted(peer, &ctx.daemon_identity) {
         return Answer::Send(Response::Error {
             code: ErrorCode::PermissionDenied,
@@ -72,7 +72,7 @@ pub async fn dispatch(ctx: &Ctx, peer: &Peer, reply_to: Option<&ReplyTo>, req: R
     }
     Answer::Send(match req {
         Request::Emit { events, ack } => {
-            return emit::handle(ctx, peer, reply_to, events, ack).await
+            return emit::submit(ctx, peer, None, events, ack).await.await
         }
         Request::Status => status::handle(ctx).await,
         Request::Flush => flush::handle(ctx).await,
