@@ -35,6 +35,17 @@ struct Cli {
     /// Smaller sizes and shorter waits: a smoke run, not a measurement.
     #[arg(long, global = true)]
     quick: bool,
+    /// `stream` only: run just this row, CONNECTIONSxEVENTSxWINDOW (for
+    /// example 4x1000x4), for --seconds at --sync, with no baselines: a
+    /// steady load to profile the daemon under (its pid is printed).
+    #[arg(long, value_name = "CxExW", global = true)]
+    row: Option<String>,
+    /// With --row: how long to run.
+    #[arg(long, default_value_t = 20, global = true)]
+    seconds: u64,
+    /// With --row: the daemon's sync mode (normal or full).
+    #[arg(long, default_value = "normal", global = true)]
+    sync: String,
 }
 
 #[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +89,10 @@ fn main() -> Result<()> {
         ingest(cli.quick)?;
     }
     if run(What::Stream) {
-        stream::run(cli.quick)?;
+        match &cli.row {
+            Some(row) => stream::row(row, cli.seconds, &cli.sync)?,
+            None => stream::run(cli.quick)?,
+        }
     }
     if run(What::Idle) {
         idle(cli.quick)?;
@@ -506,17 +520,22 @@ fn raw_db(dir: &std::path::Path, sync: &str, wal: Wal) -> Result<rusqlite::Conne
     Ok(conn)
 }
 
-/// The daemon's insert statement.
-const INSERT: &str = "INSERT OR IGNORE INTO events (id, product, line, received_us, local_only)
-     SELECT ?1, ?2, ?3, ?4, ?5
-     WHERE NOT EXISTS (SELECT 1 FROM uploaded_ids WHERE id = ?1)";
+/// The daemon's insert statements: the id into the current generation of
+/// seen ids unless a generation has it, then, for a new id, the row.
+const SEEN: &str = "INSERT OR IGNORE INTO seen_ids_a (id) SELECT ?1
+     WHERE NOT EXISTS (SELECT 1 FROM seen_ids_b WHERE id = ?1)";
+const INSERT: &str = "INSERT INTO events (id, product, line, received_us, local_only)
+     VALUES (?1, ?2, ?3, ?4, ?5)";
 
 fn insert_all(conn: &mut rusqlite::Connection, rows: &[telemetryd::record::Record]) -> Result<()> {
     let tx = conn.transaction()?;
     {
+        let mut seen = tx.prepare_cached(SEEN)?;
         let mut st = tx.prepare_cached(INSERT)?;
         for r in rows {
-            st.execute(rusqlite::params![&r.id[..], r.product, r.line, 0, false])?;
+            if seen.execute(rusqlite::params![&r.id[..]])? == 1 {
+                st.execute(rusqlite::params![&r.id[..], r.product, r.line, 0, false])?;
+            }
         }
     }
     tx.commit()?;

@@ -130,6 +130,10 @@ fn clock_ticks() -> f64 {
     }
 }
 
+/// One row's results per round: connections, shape, (acknowledged ev/s,
+/// ev/s until all uploaded), CPU seconds per event.
+type Row = (usize, Shape, Vec<(f64, f64)>, Vec<f64>);
+
 pub fn run(quick: bool) -> Result<()> {
     let rounds = 3;
     // One-event requests are slow when each waits for its answer: fewer.
@@ -149,11 +153,11 @@ pub fn run(quick: bool) -> Result<()> {
     println!(
         "\n## 2b. Streaming ingest (every event acknowledged after its commit; {rounds} rounds alternating with the baselines; medians)"
     );
-    println!("Events per row: {single} with one event per request, {packed} packed. CPU = the daemon's user+system time per acknowledged event.");
+    println!("Events per row: {single} with one event per request, {packed} packed. Acknowledged: until the last answer; until all uploaded: until the last batch is in the outbox (sealing and uploading keep the store thread busy beside the inserts). CPU = the daemon's user+system time per event, until all uploaded.");
     for sync in ["normal", "full"] {
         // The baselines, once per round for this sync mode.
         let (mut raw, mut sng, mut sng_cpu) = (vec![], vec![], vec![]);
-        let mut rows: Vec<(usize, Shape, Vec<f64>, Vec<f64>)> = Vec::new();
+        let mut rows: Vec<Row> = Vec::new();
         for conns in [1usize, 4, 8] {
             for shape in SHAPES {
                 rows.push((conns, shape, vec![], vec![]));
@@ -178,9 +182,14 @@ pub fn run(quick: bool) -> Result<()> {
                 let batches = events_for(*conns, total, base);
                 base += total as i64;
                 let before = cpu_seconds(daemon.pid());
+                let started = Instant::now();
                 let rate = stream_rate(daemon.socket(), batches, *shape)?;
+                // Sealing and uploading what came is the daemon's work too:
+                // counted here, not left to slow the next row.
+                until_packaged(daemon.socket())?;
+                let packaged = total as f64 / started.elapsed().as_secs_f64();
                 let used = cpu_seconds(daemon.pid()) - before;
-                rates.push(rate);
+                rates.push((rate, packaged));
                 cpu.push(used / total as f64);
             }
         }
@@ -192,23 +201,112 @@ pub fn run(quick: bool) -> Result<()> {
             None if sync == "normal" => "; syslog-ng not measured".to_string(),
             None => String::new(),
         });
-        println!("| connections | events/request | window | daemon ev/s | ÷ raw 1000-row | ÷ syslog-ng | daemon CPU µs/event |");
-        println!("|---|---|---|---|---|---|---|");
-        for (conns, shape, mut rates, mut cpu) in rows {
-            let rate = median(&mut rates);
+        println!("| connections | events/request | window | acknowledged ev/s | ÷ raw 1000-row | ÷ syslog-ng | ev/s until all uploaded | ÷ raw | ÷ syslog-ng | daemon CPU µs/event (all) |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        let ratio = |x: f64| sng.map_or("–".to_string(), |s| format!("{:.2}", x / s));
+        for (conns, shape, rates, mut cpu) in rows {
+            let rate = median(&mut rates.iter().map(|r| r.0).collect::<Vec<_>>());
+            let packaged = median(&mut rates.iter().map(|r| r.1).collect::<Vec<_>>());
             let cpu = median(&mut cpu) * 1e6;
             println!(
-                "| {conns} | {} | {} | {rate:.0} | {:.2} | {} | {cpu:.1} |",
+                "| {conns} | {} | {} | {rate:.0} | {:.2} | {} | {packaged:.0} | {:.2} | {} | {cpu:.1} |",
                 shape.per_request,
                 shape.window,
                 rate / raw,
-                sng.map_or("–".to_string(), |s| format!("{:.2}", rate / s)),
+                ratio(rate),
+                packaged / raw,
+                ratio(packaged),
             );
         }
         daemon.terminate()?;
     }
     instructions(quick)?;
     Ok(())
+}
+
+/// One row, `CxExW`, for `seconds`, with nothing else: a steady load to
+/// profile the daemon under (`perf record -p PID`, printed first).
+pub fn row(row: &str, seconds: u64, sync: &str) -> Result<()> {
+    let parts: Vec<usize> = row
+        .split('x')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| {
+            format!("--row {row}: expected CONNECTIONSxEVENTSxWINDOW, e.g. 4x1000x4")
+        })?;
+    let [conns, per_request, window] = parts[..] else {
+        bail!("--row {row}: expected three numbers, CONNECTIONSxEVENTSxWINDOW, e.g. 4x1000x4");
+    };
+    if conns == 0 || per_request == 0 || window == 0 {
+        bail!("--row {row}: every number must be at least 1");
+    }
+    if sync != "normal" && sync != "full" {
+        bail!("--sync {sync}: expected normal or full");
+    }
+    let shape = Shape {
+        per_request,
+        window,
+    };
+    let env = env(sync);
+    let daemon = env.start();
+    println!(
+        "daemon pid {} (sync={sync}); streaming {conns}x{per_request}x{window} for {seconds} s",
+        daemon.pid()
+    );
+    // Rounds of about a second each, so the events are made outside the clock.
+    let per_round = if per_request == 1 { 20_000 } else { 200_000 }.max(conns * per_request);
+    let (mut base, mut rates, mut events) = (0i64, vec![], 0usize);
+    let (cpu0, start) = (cpu_seconds(daemon.pid()), Instant::now());
+    let end = start + Duration::from_secs(seconds);
+    let mut acking = Duration::ZERO;
+    while Instant::now() < end {
+        let batches = events_for(conns, per_round, base);
+        base += per_round as i64;
+        let t = Instant::now();
+        rates.push(stream_rate(daemon.socket(), batches, shape)?);
+        acking += t.elapsed();
+        events += per_round;
+        // Whether packaging keeps up: what waits to be sealed and uploaded.
+        let s = Client::connect(daemon.socket())?.status(T)?;
+        println!(
+            "  {:.0} ev/s; pending {} events, {} batches sealed, {} uploaded, dropped {:?}",
+            rates.last().copied().unwrap_or_default(),
+            s.pending_events,
+            s.sealed_batches,
+            s.uploaded_events,
+            s.dropped
+        );
+    }
+    let waited = Instant::now();
+    let uploaded = until_packaged(daemon.socket())?;
+    let (waited, cpu) = (waited.elapsed(), cpu_seconds(daemon.pid()) - cpu0);
+    println!(
+        "{} rounds: acknowledged at a median {:.0} ev/s; every event uploaded (or dropped) after {:.1} s more: {:.0} ev/s from the first event to the last upload, of {} sent {} uploaded; daemon CPU {:.1} µs/event in all",
+        rates.len(),
+        median(&mut rates),
+        waited.as_secs_f64(),
+        events as f64 / (acking + waited).as_secs_f64(),
+        events,
+        uploaded,
+        cpu / events as f64 * 1e6
+    );
+    daemon.terminate()?;
+    Ok(())
+}
+
+/// Wait until nothing is sealed and less than a batch is pending (the
+/// uploader has caught up), then flush the rest; the events uploaded
+/// since the daemon started.
+fn until_packaged(socket: &Path) -> Result<u64> {
+    loop {
+        let s = Client::connect(socket)?.status(T)?;
+        if s.pending_events < 10_000 && s.sealed_batches == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Client::connect(socket)?.flush(T)?;
+    Ok(Client::connect(socket)?.status(T)?.uploaded_events)
 }
 
 /// Instructions per acknowledged event, counted by valgrind (cachegrind,

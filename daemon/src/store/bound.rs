@@ -12,7 +12,7 @@
 //! the product's next batch. Local-only events are dropped too but not
 //! counted there: nothing about them may leave the machine.
 
-use super::{sql, StoreError, SEALED};
+use super::{sql, StoreError};
 use rusqlite::{params, Transaction};
 use std::collections::BTreeMap;
 
@@ -27,8 +27,10 @@ pub(super) struct Freed {
 
 /// Delete the oldest events until `excess` bytes are freed, never touching
 /// rows with `seq > newest_old` (the insert being made room for).
+/// `products` names every product that may have unsealed or local rows.
 pub(super) fn make_room(
     tx: &Transaction<'_>,
+    products: &[String],
     excess: u64,
     newest_old: i64,
     limit: u64,
@@ -37,35 +39,80 @@ pub(super) fn make_room(
     let err = || sql("making room");
     let mut freed = Freed::default();
     let mut total = 0u64;
-    let mut cutoff = None;
-    {
-        let mut stmt = tx
-            .prepare_cached(&format!(
-                "SELECT seq, product, LENGTH(CAST(line AS BLOB)) + 1, local_only FROM events
-                     WHERE seq <= ?1 AND NOT {SEALED} ORDER BY seq"
-            ))
+    // The unsealed rows of each product come in two runs, each found by
+    // an index without walking the sealed rows before them (a full store
+    // is mostly sealed batches waiting for their upload): its uploadable
+    // rows above its highest sealed seq, and its local-only rows. No run
+    // needs to give more than `excess` bytes, so each is read only that
+    // far; the oldest rows of all runs go first.
+    let mut candidates: Vec<(i64, usize, u64)> = Vec::new();
+    let mut runs: Vec<(&str, bool, i64)> = Vec::new();
+    for product in products {
+        let sealed_to: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(last_seq), 0) FROM batches WHERE product = ?1",
+                params![product],
+                |r| r.get(0),
+            )
             .map_err(err())?;
-        let mut rows = stmt.query(params![newest_old]).map_err(err())?;
-        while total < excess {
-            let Some(row) = rows.next().map_err(err())? else {
-                break;
-            };
-            let seq: i64 = row.get(0).map_err(err())?;
-            let product: String = row.get(1).map_err(err())?;
-            let bytes: i64 = row.get(2).map_err(err())?;
-            let local: bool = row.get(3).map_err(err())?;
-            let e = freed.unsealed.entry((product, local)).or_default();
-            e.0 += 1;
-            e.1 += bytes as u64;
-            total += bytes as u64;
-            cutoff = Some(seq);
+        for local in [false, true] {
+            let run = runs.len();
+            runs.push((product, local, sealed_to));
+            let mut stmt = tx
+                .prepare_cached(if local {
+                    "SELECT seq, LENGTH(CAST(line AS BLOB)) + 1 FROM events
+                     WHERE product = ?1 AND local_only = 1 AND seq > ?2 AND seq <= ?3 ORDER BY seq"
+                } else {
+                    "SELECT seq, LENGTH(CAST(line AS BLOB)) + 1 FROM events
+                     WHERE product = ?1 AND batch_id IS NULL AND local_only = 0
+                       AND seq > ?2 AND seq <= ?3 ORDER BY seq"
+                })
+                .map_err(err())?;
+            let after = if local { 0 } else { sealed_to };
+            let mut rows = stmt
+                .query(params![product, after, newest_old])
+                .map_err(err())?;
+            let mut got = 0u64;
+            while got < excess {
+                let Some(row) = rows.next().map_err(err())? else {
+                    break;
+                };
+                let bytes = row.get::<_, i64>(1).map_err(err())? as u64;
+                candidates.push((row.get(0).map_err(err())?, run, bytes));
+                got += bytes;
+            }
         }
     }
-    if let Some(cutoff) = cutoff {
-        tx.execute(
-            &format!("DELETE FROM events WHERE seq <= ?1 AND NOT {SEALED}"),
-            params![cutoff],
-        )
+    candidates.sort_unstable_by_key(|c| c.0);
+    let mut cutoffs: BTreeMap<usize, i64> = BTreeMap::new();
+    for (seq, run, bytes) in candidates {
+        if total >= excess {
+            break;
+        }
+        let (product, local, _) = runs[run];
+        let e = freed
+            .unsealed
+            .entry((product.to_string(), local))
+            .or_default();
+        e.0 += 1;
+        e.1 += bytes;
+        total += bytes;
+        cutoffs.insert(run, seq);
+    }
+    for (run, cutoff) in cutoffs {
+        let (product, local, sealed_to) = runs[run];
+        if local {
+            tx.execute(
+                "DELETE FROM events WHERE product = ?1 AND local_only = 1 AND seq <= ?2",
+                params![product, cutoff],
+            )
+        } else {
+            tx.execute(
+                "DELETE FROM events WHERE product = ?1 AND batch_id IS NULL AND local_only = 0
+                   AND seq > ?2 AND seq <= ?3",
+                params![product, sealed_to, cutoff],
+            )
+        }
         .map_err(err())?;
     }
     let mut counted: BTreeMap<String, u64> = BTreeMap::new();

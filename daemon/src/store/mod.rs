@@ -46,9 +46,11 @@ use tokio::sync::{mpsc, oneshot};
 mod bound;
 mod checkpoint;
 mod consent;
+mod dedup;
 mod destinations;
 mod doorbell;
 mod forget;
+mod insert;
 mod receipts;
 mod seal;
 mod transparency;
@@ -70,13 +72,8 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_batch_destination.sql"),
     include_str!("migrations/0007_receipts_salts.sql"),
     include_str!("migrations/0008_sealed_by_range.sql"),
+    include_str!("migrations/0009_seen_ids.sql"),
 ];
-
-/// Whether the `events` row in scope is sealed into a batch: uploadable,
-/// and inside a batch's range (batches own their product's uploadable
-/// events by range; see migration 0008).
-pub(super) const SEALED: &str = "(events.local_only = 0 AND EXISTS (SELECT 1 FROM batches b
-     WHERE b.product = events.product AND events.seq BETWEEN b.first_seq AND b.last_seq))";
 
 /// Whether the `events` row in scope is sealed into a final batch.
 pub(super) const IN_FINAL: &str = "(events.local_only = 0 AND EXISTS (SELECT 1 FROM batches b
@@ -101,7 +98,8 @@ const FUTURE_MIGRATIONS: &[&str] = if cfg!(feature = "future-version") {
 /// with a higher one is from a newer telemetryd and is never touched.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len() + FUTURE_MIGRATIONS.len();
 
-/// How long an uploaded event's id is remembered to drop resends.
+/// How long, at least, an accepted event's id is remembered to drop
+/// resends (at most twice this; see [`dedup`]).
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Most inserts committed in one transaction.
@@ -754,6 +752,8 @@ struct Inner {
     /// Declared before `conn`: stopped (and its connection closed) first.
     checkpointer: Option<checkpoint::Checkpointer>,
     writes: checkpoint::WriteCount,
+    /// The current generation of seen ids (see [`dedup`]).
+    seen: dedup::SeenIds,
     /// Connections answered by the last insert commit (see [`Inner::gather`]).
     last_clients: std::collections::HashSet<u64>,
     /// Rung by senders (see [`Doorbell`]).
@@ -832,6 +832,15 @@ fn migrate(conn: &mut Connection, path: &Path, now_us: i64) -> Result<(), StoreE
             .map_err(sql("migration"))?;
         }
     }
+    // The first generation of seen ids starts when the store first opens
+    // at version 9 (the migration cannot know the injected clock).
+    if version < 9 {
+        tx.execute(
+            "UPDATE seen_generation SET since_us = ?1 WHERE since_us = 0",
+            params![now_us],
+        )
+        .map_err(sql("migration"))?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION as i64)
         .map_err(sql("migration"))?;
     tx.commit().map_err(sql("migration"))
@@ -890,6 +899,7 @@ impl Inner {
         let mut inner = Inner {
             checkpointer: checkpoint::Checkpointer::start(path),
             writes: checkpoint::WriteCount::default(),
+            seen: dedup::SeenIds::load(&conn)?,
             last_clients: std::collections::HashSet::new(),
             bell,
             last_commit: Duration::ZERO,
@@ -1035,241 +1045,11 @@ impl Inner {
         }
     }
 
-    /// Add inserts to `group` (whose first came from `first`) for one
-    /// commit; returns a non-insert command taken from the queue on the
-    /// way, to run next.
-    ///
-    /// Everything already queued joins at once. Then, while a connection
-    /// answered by the previous commit has not sent again, wait briefly
-    /// for it: it was just acknowledged and is sending its next event, and
-    /// one fsync for all beats one each. Without this, clients settle into
-    /// cohorts that alternate between two half-full commits. The wait ends
-    /// as soon as they are all here, and never exceeds the previous
-    /// commit's cost (waiting less than a commit to save one never loses
-    /// throughput) nor [`MAX_GATHER_WAIT`]. Nobody waits for a client
-    /// that is not mid-round-trip: not after a quiet spell (the last commit
-    /// ended longer ago than that bound), not for connections on their
-    /// first request (a shim's connection never sends again; the handler
-    /// passes no client then), and a lone client waits for nobody.
-    fn gather(
-        &mut self,
-        rx: &mut mpsc::Receiver<Cmd>,
-        first: Option<u64>,
-        group: &mut Vec<(Vec<Record>, Option<Done>)>,
-    ) -> Option<Cmd> {
-        let bound = self.last_commit.min(MAX_GATHER_WAIT);
-        let deadline = Instant::now() + bound;
-        // Read before looking at the queue, so a send between the look and
-        // the wait is not missed.
-        let mut seen = self.bell.count();
-        let mut missing = awaited(
-            std::mem::take(&mut self.last_clients),
-            self.last_commit_end.elapsed(),
-            bound,
-        );
-        let mut clients = std::collections::HashSet::new();
-        let mut arrived = |client: Option<u64>, missing: &mut std::collections::HashSet<u64>| {
-            if let Some(c) = client {
-                missing.remove(&c);
-                clients.insert(c);
-            }
-        };
-        arrived(first, &mut missing);
-        let mut next = None;
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(Cmd::Insert {
-                    records,
-                    reply,
-                    client,
-                }) => {
-                    group.push((records, reply));
-                    arrived(client, &mut missing);
-                }
-                Ok(other) => {
-                    next = Some(other);
-                    break;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    if missing.is_empty() || Instant::now() >= deadline {
-                        break;
-                    }
-                    self.bell.wait(seen, deadline, &missing);
-                    // Read before the next look at the queue, as above.
-                    seen = self.bell.count();
-                }
-            }
-        }
-        self.last_clients = clients;
-        next
-    }
-
     /// Count a committed write toward the next checkpoint.
     fn wrote(&mut self, bytes: u64) {
         if self.writes.add(bytes) {
             if let Some(c) = &self.checkpointer {
                 c.nudge();
-            }
-        }
-    }
-
-    /// The product of the first record whose consent is no longer what the
-    /// handler checked. This thread also applies consent changes, so a
-    /// change that won the race is seen here and nothing slips in after an
-    /// off (or as uploadable after a switch to local).
-    fn consent_changed(&self, records: &[Record]) -> Option<String> {
-        records.iter().find_map(|r| {
-            // A local-only record fits `on` too: an event the user has not
-            // consented to upload yet (added by a newer manifest version).
-            let fits = match self.applied.get(&r.product).map(|d| d.mode) {
-                Some(Mode::On) => true,
-                Some(Mode::Local) => r.local_only,
-                Some(Mode::Off) | None => false,
-            };
-            (!fits).then(|| r.product.clone())
-        })
-    }
-
-    /// Commit `group` in one transaction and answer each request; returns
-    /// the bytes of rows added.
-    fn insert_group(&mut self, group: Vec<(Vec<Record>, Option<Done>)>) -> u64 {
-        let mut checked = Vec::with_capacity(group.len());
-        for (records, reply) in group {
-            match self.consent_changed(&records) {
-                Some(product) => {
-                    if let Some(done) = reply {
-                        done(Err(StoreError::ConsentChanged { product }));
-                    }
-                }
-                None => checked.push((records, reply)),
-            }
-        }
-        let group = checked;
-        if group.is_empty() {
-            return 0;
-        }
-        let now = now_us(&self.opts.clock);
-        let stored_bytes = self.stored_bytes();
-        let max_bytes = self.opts.max_store_bytes;
-        type Added = (
-            Vec<InsertOutcome>,
-            BTreeMap<String, Pending>,
-            BTreeMap<String, Pending>,
-            bound::Freed,
-            u64,
-        );
-        let result = (|| -> Result<Added, StoreError> {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql("insert"))?;
-            // Everything up to here is older than this insert.
-            let newest_old: i64 = tx
-                .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
-                .map_err(sql("insert"))?;
-            let mut outcomes = Vec::with_capacity(group.len());
-            let mut added: BTreeMap<String, Pending> = BTreeMap::new();
-            let mut local_added: BTreeMap<String, Pending> = BTreeMap::new();
-            {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO events (id, product, line, received_us, local_only)
-                         SELECT ?1, ?2, ?3, ?4, ?5
-                         WHERE NOT EXISTS (SELECT 1 FROM uploaded_ids WHERE id = ?1)",
-                    )
-                    .map_err(sql("insert"))?;
-                for (records, _) in &group {
-                    let mut out = InsertOutcome::default();
-                    for r in records {
-                        let n = stmt
-                            .execute(params![&r.id[..], r.product, r.line, now, r.local_only])
-                            .map_err(sql("insert"))?;
-                        if n == 1 {
-                            out.accepted += 1;
-                            let map = if r.local_only {
-                                &mut local_added
-                            } else {
-                                &mut added
-                            };
-                            // Without a String per row.
-                            if !map.contains_key(&r.product) {
-                                map.insert(r.product.clone(), Pending::default());
-                            }
-                            if let Some(p) = map.get_mut(&r.product) {
-                                p.events += 1;
-                                p.bytes += r.line.len() as u64 + 1;
-                            }
-                        } else {
-                            out.duplicates += 1;
-                        }
-                    }
-                    outcomes.push(out);
-                }
-            }
-            let grown = added
-                .values()
-                .chain(local_added.values())
-                .map(|p| p.bytes)
-                .sum::<u64>();
-            let freed = if stored_bytes + grown > max_bytes {
-                bound::make_room(
-                    &tx,
-                    stored_bytes + grown - max_bytes,
-                    newest_old,
-                    max_bytes,
-                    now,
-                )?
-            } else {
-                bound::Freed::default()
-            };
-            tx.commit().map_err(sql("commit"))?;
-            Ok((outcomes, added, local_added, freed, grown))
-        })();
-        match result {
-            Ok((mut outcomes, added, local_added, freed, grown)) => {
-                // How well commits are shared (the streaming tests count
-                // these lines).
-                tracing::debug!(
-                    requests = outcomes.len(),
-                    events = outcomes
-                        .iter()
-                        .map(|o| o.accepted + o.duplicates)
-                        .sum::<u32>(),
-                    "committed"
-                );
-                for (product, add) in local_added {
-                    let p = self.local.entry(product).or_default();
-                    p.events += add.events;
-                    p.bytes += add.bytes;
-                }
-                let mut wake = false;
-                for (product, add) in added {
-                    let p = self.unsealed.entry(product).or_default();
-                    let was_empty = p.events == 0;
-                    p.events += add.events;
-                    p.bytes += add.bytes;
-                    wake |= was_empty
-                        || p.events >= self.opts.batch_max_events as u64
-                        || p.bytes >= self.opts.batch_max_bytes as u64;
-                }
-                self.forget_freed(freed);
-                for ((_, reply), mut out) in group.into_iter().zip(outcomes.drain(..)) {
-                    out.wake_uploader = wake;
-                    if let Some(done) = reply {
-                        done(Ok(out));
-                    }
-                }
-                grown
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "commit failed; events not acknowledged");
-                for (_, reply) in group {
-                    if let Some(done) = reply {
-                        done(Err(err.clone()));
-                    }
-                }
-                0
             }
         }
     }

@@ -7,7 +7,7 @@
 //! bodies only for the newest receipts within [`MAX_RECEIPT_BODY_BYTES`]
 //! in total (older ones keep their metadata).
 
-use super::{now_us, sql, Inner, Store, StoreError, DEDUP_WINDOW};
+use super::{now_us, sql, Inner, Store, StoreError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use telemetry_proto::{Receipt, ReceiptsPage};
 
@@ -98,19 +98,8 @@ impl Inner {
             return Ok(());
         };
         let now = now_us(&self.opts.clock);
-        // The batch's events: its product's uploadable ones in its range.
-        tx.execute(
-            "INSERT OR IGNORE INTO uploaded_ids (id, uploaded_us)
-             SELECT id, ?4 FROM events
-             WHERE product = ?1 AND batch_id IS NULL AND local_only = 0 AND seq BETWEEN ?2 AND ?3",
-            params![product, first, last, now],
-        )
-        .map_err(sql("complete"))?;
-        tx.execute(
-            "DELETE FROM uploaded_ids WHERE uploaded_us < ?1",
-            params![now - DEDUP_WINDOW.as_micros() as i64],
-        )
-        .map_err(sql("complete"))?;
+        // The batch's events: its product's uploadable ones in its range
+        // (their ids stay in the seen generations for deduplication).
         tx.execute(
             "DELETE FROM events
              WHERE product = ?1 AND batch_id IS NULL AND local_only = 0 AND seq BETWEEN ?2 AND ?3",

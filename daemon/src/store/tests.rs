@@ -343,14 +343,19 @@ fn an_id_resent_after_its_upload_is_dropped_within_the_window() {
             .await
             .unwrap();
         assert_eq!((again.accepted, again.duplicates), (1, 1));
-        // Past the window the id is forgotten (pruned at the next upload).
+        // A window later its generation is the previous one: still known.
         f.now
             .fetch_add(DEDUP_WINDOW.as_micros() as i64 + 1, Ordering::SeqCst);
-        store.seal(true).await.unwrap();
-        let b = store.next_sealed().await.unwrap().unwrap();
-        store.complete(b.id, receipt(&b)).await.unwrap();
+        let later = store.insert(vec![record(1, "a")]).await.unwrap();
+        assert_eq!((later.accepted, later.duplicates), (0, 1));
+        // Another window on, that generation is emptied: forgotten.
+        f.now
+            .fetch_add(DEDUP_WINDOW.as_micros() as i64 + 1, Ordering::SeqCst);
         let late = store.insert(vec![record(1, "a")]).await.unwrap();
-        assert_eq!(late.accepted, 1);
+        assert_eq!((late.accepted, late.duplicates), (1, 0));
+        // And remembered again from then on.
+        let again = store.insert(vec![record(1, "a")]).await.unwrap();
+        assert_eq!((again.accepted, again.duplicates), (0, 1));
     });
     drop(store);
     thread.join();
@@ -783,6 +788,60 @@ fn a_full_store_drops_the_oldest_pending_counts_and_reports_them() {
 }
 
 #[test]
+fn a_full_store_drops_the_oldest_unsealed_of_every_product_and_kind_never_sealed_ones() {
+    let mut f = Fixture::new();
+    // `{"n":N}` + newline: 8 bytes for one digit, 9 for two.
+    f.max_store_bytes = 64;
+    let (store, thread) = f.open(2);
+    rt().block_on(async {
+        store
+            .insert(vec![record(1, "a"), record(2, "a")])
+            .await
+            .unwrap();
+        assert_eq!(store.seal(false).await.unwrap(), 1);
+        store.insert(vec![local(3, "a")]).await.unwrap();
+        store.insert(vec![record(4, "b")]).await.unwrap();
+        store.insert(vec![record(5, "a")]).await.unwrap();
+        store.insert(vec![local(6, "b")]).await.unwrap();
+        store
+            .insert(vec![record(7, "b"), record(8, "a")])
+            .await
+            .unwrap();
+        assert!(store.stats().await.unwrap().dropped.is_empty());
+        // 17 bytes over: the three oldest unsealed rows, whichever product
+        // and kind (a's local 3, b's 4, a's 5), not the sealed 1 and 2.
+        store
+            .insert(vec![record(9, "a"), record(10, "b")])
+            .await
+            .unwrap();
+        let page = store.show(None, 0).await.unwrap();
+        let lines: Vec<&str> = page.events.iter().map(|e| e.line.as_str()).collect();
+        assert_eq!(
+            lines,
+            vec![
+                r#"{"n":1}"#,
+                r#"{"n":2}"#,
+                r#"{"n":6}"#,
+                r#"{"n":7}"#,
+                r#"{"n":8}"#,
+                r#"{"n":9}"#,
+                r#"{"n":10}"#
+            ]
+        );
+        let s = store.stats().await.unwrap();
+        // Local-only events are dropped but never counted upstream.
+        assert_eq!(s.dropped, vec![("a".to_string(), 1), ("b".to_string(), 1)]);
+        // Pending counts what is not uploaded yet: the sealed 1 and 2 too.
+        assert_eq!(
+            (s.pending_events, s.sealed_batches, s.local_events),
+            (6, 1, 1)
+        );
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
 fn a_long_outage_evicts_the_oldest_sealed_batch_never_the_new_events() {
     let mut f = Fixture::new();
     f.max_store_bytes = 40;
@@ -1115,10 +1174,11 @@ fn a_v7_database_with_sealed_rows_keeps_every_event_in_its_place() {
         "DROP INDEX batches_by_product;
          CREATE INDEX events_by_batch ON events (batch_id) WHERE batch_id IS NOT NULL;
          UPDATE events SET batch_id = (SELECT b.id FROM batches b WHERE b.product = events.product
-             AND events.seq BETWEEN b.first_seq AND b.last_seq) WHERE local_only = 0;
-         PRAGMA user_version = 7;",
+             AND events.seq BETWEEN b.first_seq AND b.last_seq) WHERE local_only = 0;",
     )
     .unwrap();
+    back_to_v8(&conn);
+    conn.pragma_update(None, "user_version", 7).unwrap();
     let marked: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM events WHERE batch_id IS NOT NULL",
@@ -1168,4 +1228,93 @@ fn a_v7_database_with_sealed_rows_keeps_every_event_in_its_place() {
         )
         .unwrap();
     assert_eq!(marked, 0, "version 8 clears batch_id");
+}
+
+/// Undo migration 0009 on a closed store's database: ids of events no
+/// longer stored go to `uploaded_ids` (uploaded at time 1), the events
+/// table gets its unique index on id back, the generations go.
+fn back_to_v8(conn: &Connection) {
+    conn.execute_batch(
+        "CREATE TABLE uploaded_ids (id BLOB PRIMARY KEY, uploaded_us INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE INDEX uploaded_ids_age ON uploaded_ids (uploaded_us);
+         INSERT INTO uploaded_ids (id, uploaded_us)
+             SELECT id, 1 FROM (SELECT id FROM seen_ids_a UNION SELECT id FROM seen_ids_b)
+             WHERE id NOT IN (SELECT id FROM events);
+         DROP TABLE seen_ids_a;
+         DROP TABLE seen_ids_b;
+         DROP TABLE seen_generation;
+         CREATE UNIQUE INDEX events_id ON events (id);
+         PRAGMA user_version = 8;",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_v8_database_keeps_its_ids_deduplicated_and_its_seq_high_water() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(2);
+    rt().block_on(async {
+        store
+            .insert(vec![record(1, "a"), record(2, "a")])
+            .await
+            .unwrap();
+        assert_eq!(store.seal(false).await.unwrap(), 1);
+        let b = store.next_sealed().await.unwrap().unwrap();
+        store.complete(b.id, receipt(&b)).await.unwrap();
+        store
+            .insert(vec![record(3, "a"), local(4, "a")])
+            .await
+            .unwrap();
+    });
+    drop(store);
+    thread.join();
+    let path = f.dir.path().join(DB_FILE);
+    let conn = Connection::open(&path).unwrap();
+    back_to_v8(&conn);
+    let uploaded: i64 = conn
+        .query_row("SELECT COUNT(*) FROM uploaded_ids", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(uploaded, 2, "1 and 2 were uploaded");
+    // Rows deleted at the top: the next seq must still be above them.
+    let high: i64 = conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    conn.execute(
+        "DELETE FROM events WHERE seq = (SELECT MAX(seq) FROM events)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+
+    let (store, thread) = f.open(2);
+    rt().block_on(async {
+        let out = store
+            .insert(vec![record(1, "a"), record(3, "a"), record(9, "a")])
+            .await
+            .unwrap();
+        assert_eq!(
+            (out.accepted, out.duplicates),
+            (1, 2),
+            "1 (uploaded) and 3 (stored) are known; 9 is new"
+        );
+    });
+    drop(store);
+    thread.join();
+    let conn = Connection::open(&path).unwrap();
+    let newest: i64 = conn
+        .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(newest, high + 1, "no seq reused");
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('uploaded_ids', 'events_id', 'events_v9')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "the old dedup table and index are gone");
 }

@@ -1,0 +1,84 @@
+//! Deduplication by generations of seen ids (migration 0009).
+//!
+//! A client that resends an event (after a timeout, say) must not get it
+//! stored twice. Each accepted event's id is written once, at acceptance,
+//! into the current generation (`seen_ids_a` or `seen_ids_b`); an id in
+//! either generation is a duplicate. When the current generation is
+//! [`DEDUP_WINDOW`] old it becomes the previous one, and the previous one
+//! is emptied to become current: a whole-table delete, so no per-id age
+//! is kept or indexed. An id is thus remembered for at least the window
+//! after its event was accepted and at most twice that, whatever became
+//! of the event (uploaded, purged or dropped).
+//!
+//! This replaced a copy of every uploaded id into an age-indexed table at
+//! upload time, plus a UNIQUE index on the events table: per event, two
+//! b-tree inserts and three deletes fewer over its life.
+
+use super::{sql, StoreError, DEDUP_WINDOW};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Which table holds the current generation, and since when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SeenIds {
+    current_is_a: bool,
+    since_us: i64,
+}
+
+impl SeenIds {
+    /// The generation state, as the last commit left it.
+    pub(super) fn load(conn: &Connection) -> Result<SeenIds, StoreError> {
+        let row: Option<(String, i64)> = conn
+            .query_row(
+                "SELECT current, since_us FROM seen_generation WHERE one = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql("reading the dedup generation"))?;
+        let (current, since_us) = row.unwrap_or_else(|| ("a".to_string(), 0));
+        Ok(SeenIds {
+            current_is_a: current != "b",
+            since_us,
+        })
+    }
+
+    /// Records `?1` in the current generation unless either generation
+    /// has it: one row changed means the id is new.
+    pub(super) fn record_sql(&self) -> &'static str {
+        if self.current_is_a {
+            "INSERT OR IGNORE INTO seen_ids_a (id) SELECT ?1
+             WHERE NOT EXISTS (SELECT 1 FROM seen_ids_b WHERE id = ?1)"
+        } else {
+            "INSERT OR IGNORE INTO seen_ids_b (id) SELECT ?1
+             WHERE NOT EXISTS (SELECT 1 FROM seen_ids_a WHERE id = ?1)"
+        }
+    }
+
+    /// In `conn`'s open transaction: when the current generation is a
+    /// window old at `now`, empty the previous one and make it current.
+    /// Returns the state to keep once the transaction commits.
+    pub(super) fn rotated(&self, conn: &Connection, now: i64) -> Result<SeenIds, StoreError> {
+        if now.saturating_sub(self.since_us) < DEDUP_WINDOW.as_micros() as i64 {
+            return Ok(*self);
+        }
+        let err = || sql("starting a dedup generation");
+        let (previous, name) = if self.current_is_a {
+            ("seen_ids_b", "b")
+        } else {
+            ("seen_ids_a", "a")
+        };
+        // No WHERE: SQLite drops the table's pages instead of deleting
+        // row by row.
+        conn.execute(&format!("DELETE FROM {previous}"), [])
+            .map_err(err())?;
+        conn.execute(
+            "UPDATE seen_generation SET current = ?1, since_us = ?2 WHERE one = 1",
+            params![name, now],
+        )
+        .map_err(err())?;
+        Ok(SeenIds {
+            current_is_a: !self.current_is_a,
+            since_us: now,
+        })
+    }
+}
