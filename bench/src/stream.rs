@@ -298,10 +298,19 @@ pub fn row(row: &str, seconds: u64, sync: &str) -> Result<()> {
 /// uploader has caught up), then flush the rest; the events uploaded
 /// since the daemon started.
 fn until_packaged(socket: &Path) -> Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let s = Client::connect(socket)?.status(T)?;
         if s.pending_events < 10_000 && s.sealed_batches == 0 {
             break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the uploader did not catch up in 300 s: {} events pending, {} batches sealed, last error {:?}",
+                s.pending_events,
+                s.sealed_batches,
+                s.last_error
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -17,7 +17,7 @@
 //! `off` or a switch to `local` that won the race.
 
 use super::seal::seal_in;
-use super::{now_us, sql, Inner, StoreError, StoreOptions, IN_FINAL, PENDING};
+use super::{dedup, now_us, sql, Inner, StoreError, StoreOptions, IN_FINAL, PENDING};
 use crate::record::Record;
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use telemetry_proto::Mode;
@@ -176,6 +176,12 @@ fn transition(
         (Mode::On | Mode::Local, Mode::Off) => {
             // An unsent final batch from an earlier off stays: it is
             // the one thing the user agreed to send at that off.
+            dedup::forget_ids(
+                tx,
+                &format!("product = ?1 AND NOT {IN_FINAL}"),
+                params![product],
+            )
+            .map_err(sql("applying consent"))?;
             out.purged += tx
                 .execute(
                     &format!("DELETE FROM events WHERE product = ?1 AND NOT {IN_FINAL}"),
@@ -189,7 +195,7 @@ fn transition(
             .map_err(sql("applying consent"))?;
             if from == Mode::On {
                 tx.execute(
-                    "INSERT OR IGNORE INTO events (id, product, line, received_us, local_only)
+                    "INSERT INTO events (id, product, line, received_us, local_only)
                          VALUES (?1, ?2, ?3, ?4, 0)",
                     params![&final_record.id[..], product, final_record.line, now],
                 )

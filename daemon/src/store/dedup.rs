@@ -15,7 +15,35 @@
 //! b-tree inserts and three deletes fewer over its life.
 
 use super::{sql, StoreError, DEDUP_WINDOW};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, ToSql};
+
+/// How far behind the generation's start the clock may be before the
+/// start is taken back to now: a clock once set far ahead, then
+/// corrected, would otherwise stop rotation (and let the current
+/// generation grow) until it caught up again.
+const CLOCK_SLACK_US: i64 = 24 * 3600 * 1_000_000;
+
+/// In `conn`'s open transaction, before the events matching
+/// `events_where` (with `params`) are deleted at the user's request
+/// (purge, forget, turning a product off): forget their ids too. An id is
+/// a UUIDv7 that carries its event's time; what the user deleted must
+/// leave no timeline behind. (Events dropped for room or retired by the
+/// vendor keep their ids, so a resend is still a duplicate.)
+pub(super) fn forget_ids(
+    conn: &Connection,
+    events_where: &str,
+    params: &[&dyn ToSql],
+) -> rusqlite::Result<()> {
+    for table in ["seen_ids_a", "seen_ids_b"] {
+        conn.execute(
+            &format!(
+                "DELETE FROM {table} WHERE id IN (SELECT id FROM events WHERE {events_where})"
+            ),
+            params,
+        )?;
+    }
+    Ok(())
+}
 
 /// Which table holds the current generation, and since when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +63,13 @@ impl SeenIds {
             )
             .optional()
             .map_err(sql("reading the dedup generation"))?;
-        let (current, since_us) = row.unwrap_or_else(|| ("a".to_string(), 0));
+        // Migration 0009 writes the row and nothing deletes it.
+        let Some((current, since_us)) = row else {
+            return Err(StoreError::Open {
+                path: conn.path().unwrap_or_default().into(),
+                source: std::sync::Arc::new(rusqlite::Error::QueryReturnedNoRows),
+            });
+        };
         Ok(SeenIds {
             current_is_a: current != "b",
             since_us,
@@ -58,10 +92,21 @@ impl SeenIds {
     /// window old at `now`, empty the previous one and make it current.
     /// Returns the state to keep once the transaction commits.
     pub(super) fn rotated(&self, conn: &Connection, now: i64) -> Result<SeenIds, StoreError> {
+        let err = || sql("starting a dedup generation");
+        if self.since_us.saturating_sub(now) > CLOCK_SLACK_US {
+            conn.execute(
+                "UPDATE seen_generation SET since_us = ?1 WHERE one = 1",
+                params![now],
+            )
+            .map_err(err())?;
+            return Ok(SeenIds {
+                since_us: now,
+                ..*self
+            });
+        }
         if now.saturating_sub(self.since_us) < DEDUP_WINDOW.as_micros() as i64 {
             return Ok(*self);
         }
-        let err = || sql("starting a dedup generation");
         let (previous, name) = if self.current_is_a {
             ("seen_ids_b", "b")
         } else {

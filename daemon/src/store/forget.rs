@@ -6,7 +6,7 @@
 //! marker's line and key carry the old ID and everything after the new one.
 
 use super::seal::seal_in;
-use super::{now_us, sql, Inner, Store, StoreError};
+use super::{dedup, now_us, sql, Inner, Store, StoreError};
 use crate::record::Record;
 use rusqlite::{params, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -70,6 +70,7 @@ impl Inner {
         // Everything, an unsent final `telemetry_off` batch included: the
         // user asks for all of it to be forgotten, and nothing of the old
         // ID but the marker may leave after this.
+        dedup::forget_ids(&tx, "product = ?1", params![product]).map_err(err())?;
         let purged = tx
             .execute("DELETE FROM events WHERE product = ?1", params![product])
             .map_err(err())? as u64;
@@ -82,7 +83,7 @@ impl Inner {
         let mut marked = false;
         if let Some(rec) = marker {
             tx.execute(
-                "INSERT OR IGNORE INTO events (id, product, line, received_us, local_only)
+                "INSERT INTO events (id, product, line, received_us, local_only)
                  VALUES (?1, ?2, ?3, ?4, 0)",
                 params![&rec.id[..], product, rec.line, now],
             )

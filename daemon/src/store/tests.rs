@@ -362,6 +362,92 @@ fn an_id_resent_after_its_upload_is_dropped_within_the_window() {
 }
 
 #[test]
+fn a_clock_corrected_back_from_far_ahead_does_not_stop_the_generations() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    let window = DEDUP_WINDOW.as_micros() as i64;
+    rt().block_on(async {
+        store.insert(vec![record(1, "a")]).await.unwrap();
+        // The generation began under a clock two days ahead.
+        f.now.fetch_sub(2 * 24 * 3600 * 1_000_000, Ordering::SeqCst);
+        store.insert(vec![record(2, "a")]).await.unwrap();
+        f.now.fetch_add(window + 1, Ordering::SeqCst);
+        let out = store.insert(vec![record(1, "a")]).await.unwrap();
+        assert_eq!(out.duplicates, 1, "a window on: the previous generation");
+        f.now.fetch_add(window + 1, Ordering::SeqCst);
+        let out = store.insert(vec![record(1, "a")]).await.unwrap();
+        assert_eq!(
+            out.accepted, 1,
+            "two windows after the clock was corrected: forgotten"
+        );
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn purge_forget_and_off_forget_the_ids_of_what_they_delete() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        store
+            .insert(vec![record(1, "a"), local(2, "a"), record(3, "b")])
+            .await
+            .unwrap();
+        assert_eq!(store.purge(Some("a".to_string())).await.unwrap(), 2);
+        // Nothing of a's deleted events is kept, their ids included; b's
+        // event is untouched and still known.
+        let out = store
+            .insert(vec![record(1, "a"), local(2, "a"), record(3, "b")])
+            .await
+            .unwrap();
+        assert_eq!((out.accepted, out.duplicates), (2, 1));
+    });
+    drop(store);
+    thread.join();
+    let conn = Connection::open(f.dir.path().join(DB_FILE)).unwrap();
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let seen = "SELECT (SELECT COUNT(*) FROM seen_ids_a) + (SELECT COUNT(*) FROM seen_ids_b)";
+    assert_eq!(count(seen), 3);
+    conn.execute("DELETE FROM events", []).unwrap();
+    drop(conn);
+    // Forget and a switch to off, on the store itself.
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        assert_eq!(
+            store.insert(vec![record(11, "a")]).await.unwrap().accepted,
+            1
+        );
+        store
+            .forget("a".to_string(), Some(record(98, "a")), "0".repeat(32))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.insert(vec![record(12, "b")]).await.unwrap().accepted,
+            1
+        );
+        let off = store
+            .apply_consent("b", d(Mode::Off), record(99, "b"))
+            .await
+            .unwrap();
+        assert_eq!(off.purged, 1);
+    });
+    drop(store);
+    thread.join();
+    let conn = Connection::open(f.dir.path().join(DB_FILE)).unwrap();
+    for id in [11u128, 12] {
+        let known: i64 = conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM seen_ids_a WHERE id = ?1) + (SELECT COUNT(*) FROM seen_ids_b WHERE id = ?1)",
+                [&record(id, "a").id[..]],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(known, 0, "id {id} forgotten with its event");
+    }
+}
+
+#[test]
 fn a_second_store_on_the_same_directory_is_refused() {
     let f = Fixture::new();
     let (store, thread) = f.open(10);

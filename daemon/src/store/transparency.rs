@@ -1,7 +1,7 @@
 //! What `telemetryctl show` and `purge` need: the stored lines exactly as
 //! they will be uploaded, and deleting them.
 
-use super::{sql, Inner, StoreError};
+use super::{dedup, sql, Inner, StoreError};
 use crate::consent::Permit;
 use rusqlite::params;
 use telemetry_proto::{EventState, EventsPage, ShownEvent};
@@ -70,6 +70,8 @@ impl Inner {
 
     pub(super) fn purge(&mut self, product: Option<&str>) -> Result<u64, StoreError> {
         let tx = self.conn.transaction().map_err(sql("purge"))?;
+        dedup::forget_ids(&tx, "?1 IS NULL OR product = ?1", params![product])
+            .map_err(sql("purge"))?;
         let n = tx
             .execute(
                 "DELETE FROM events WHERE ?1 IS NULL OR product = ?1",
