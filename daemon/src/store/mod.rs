@@ -1063,6 +1063,10 @@ impl Inner {
 
     /// Update the counters after [`bound::make_room`] committed.
     fn forget_freed(&mut self, freed: bound::Freed) {
+        // Nearly every commit frees nothing: no query then.
+        if freed.unsealed.is_empty() && freed.batches.is_empty() {
+            return;
+        }
         for ((product, local), (events, bytes)) in freed.unsealed {
             let map = if local {
                 &mut self.local
