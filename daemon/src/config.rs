@@ -118,6 +118,10 @@ pub struct Config {
     /// Only honoured when socket-activated (the service manager starts us
     /// again on the next connection).
     pub idle_exit: Option<Duration>,
+    /// After this long without connections, hand the pages of the
+    /// daemon's own code back to the kernel (`platform::mem`); `None`
+    /// keeps them mapped.
+    pub idle_trim: Option<Duration>,
     /// `NOTIFY_SOCKET`: where to send `READY=1` and friends.
     pub notify_socket: Option<String>,
     /// `WATCHDOG_USEC`: ping the service manager at half this interval.
@@ -146,11 +150,17 @@ impl std::fmt::Debug for Config {
             .field("system_consent_file", &self.system_consent_file)
             .field("env_opt_out", &self.env_opt_out)
             .field("idle_exit", &self.idle_exit)
+            .field("idle_trim", &self.idle_trim)
             .field("notify_socket", &self.notify_socket)
             .field("watchdog", &self.watchdog)
             .finish_non_exhaustive()
     }
 }
+
+/// How long without connections before the daemon hands its mapped code
+/// back (`idle_trim`): longer than the gaps between a CLI's runs in one
+/// session, so a burst of runs keeps its code mapped.
+pub const DEFAULT_IDLE_TRIM: Duration = Duration::from_secs(30);
 
 impl Config {
     /// The embedded defaults, with paths under `state_dir` and the socket
@@ -186,6 +196,7 @@ impl Config {
             system_consent_file: PathBuf::from(telemetry_proto::paths::SYSTEM_CONSENT_FILE),
             env_opt_out: false,
             idle_exit: None,
+            idle_trim: Some(DEFAULT_IDLE_TRIM),
             notify_socket: None,
             watchdog: None,
             clock: system_clock(),
@@ -327,6 +338,9 @@ pub struct Args {
     /// Exit after this long idle with nothing pending, e.g. 5m. Default: none (stay up); 5m with --autostarted.
     #[arg(long, env = "TELEMETRY_IDLE_EXIT", value_name = "DURATION")]
     pub idle_exit: Option<String>,
+    /// After this long without connections, hand the daemon's mapped code back to the kernel (its resident memory falls to a few MiB; the next request maps what it uses again), or off (default 30s).
+    #[arg(long, env = "TELEMETRY_IDLE_TRIM", value_name = "DURATION")]
+    pub idle_trim: Option<String>,
     /// Started on demand by a client (telemetry-emit, telemetry-client) with no service manager: exit when idle, and step aside quietly (exit 0) when another telemetryd serves or the store is newer than this binary.
     #[arg(long)]
     pub autostarted: bool,
@@ -360,6 +374,7 @@ struct FileConfig {
     consent_file: Option<PathBuf>,
     system_consent_file: Option<PathBuf>,
     idle_exit: Option<String>,
+    idle_trim: Option<String>,
     ca_bundle: Option<PathBuf>,
     s3: Option<FileS3>,
 }
@@ -689,6 +704,23 @@ pub fn load(
         "TELEMETRY_IDLE_EXIT",
         parse_duration,
     )?;
+    if let Some(trim) = pick(
+        "idle_trim",
+        args.idle_trim.as_ref(),
+        file.idle_trim,
+        &origins,
+        "idle_trim",
+        "idle-trim",
+        "TELEMETRY_IDLE_TRIM",
+        |s| match s.trim() {
+            "off" => Ok(None),
+            d => parse_duration(d)
+                .map(Some)
+                .map_err(|e| format!("{e}, or off")),
+        },
+    )? {
+        cfg.idle_trim = trim;
+    }
     cfg.notify_socket = env("NOTIFY_SOCKET")
         .and_then(|s| s.into_string().ok())
         .filter(|s| !s.is_empty());
@@ -859,6 +891,29 @@ mod tests {
     }
 
     #[test]
+    fn idle_trim_takes_a_duration_or_off_and_names_itself_when_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let f = file.to_str().unwrap();
+        std::fs::write(&file, "idle_trim = \"off\"\n").unwrap();
+        let (args, m) = args_from(&["telemetryd", "--config", f]);
+        assert_eq!(load(&args, Some(&m), no_env, 1).unwrap().idle_trim, None);
+        let (args, m) = args_from(&["telemetryd", "--config", f, "--idle-trim", "2m"]);
+        assert_eq!(
+            load(&args, Some(&m), no_env, 1).unwrap().idle_trim,
+            Some(Duration::from_secs(120)),
+            "the flag wins"
+        );
+        std::fs::write(&file, "idle_trim = \"never\"\n").unwrap();
+        let (args, m) = args_from(&["telemetryd", "--config", f]);
+        let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
+        assert!(
+            err.contains("idle_trim") && err.contains("c.toml") && err.contains("or off"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_file_value_names_key_and_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
@@ -989,6 +1044,7 @@ mod tests {
             ("s3_timeout", real.s3_timeout),
             ("connection_timeout", real.connection_timeout),
             ("spool_check_interval", real.spool_check_interval),
+            ("idle_trim", real.idle_trim.expect("on by default")),
         ] {
             assert_eq!(parse_duration(&stated(id)).unwrap(), value, "{id}");
         }

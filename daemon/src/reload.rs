@@ -75,7 +75,8 @@ pub fn changes(old: &Config, new: &Config) -> Changes {
         manifest_system_dirs,
         consent_file,
         system_consent_file,
-        idle_exit
+        idle_exit,
+        idle_trim
     );
     c
 }

@@ -138,6 +138,9 @@ fn room_for_second_handles(open_files: u64, max_connections: usize) -> bool {
 pub struct Activity {
     active: AtomicUsize,
     last: Mutex<Instant>,
+    /// Notified at each connection, for the idle trim (which waits for
+    /// one without a timer, so an idle daemon stays asleep).
+    arrived: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -145,6 +148,7 @@ impl Activity {
         Activity {
             active: AtomicUsize::new(0),
             last: Mutex::new(Instant::now()),
+            arrived: tokio::sync::Notify::new(),
         }
     }
 
@@ -166,6 +170,7 @@ impl ActiveGuard {
     fn new(ctx: Arc<Ctx>) -> Self {
         ctx.activity.active.fetch_add(1, Ordering::SeqCst);
         ctx.activity.touch();
+        ctx.activity.arrived.notify_one();
         ActiveGuard(ctx)
     }
 }
@@ -174,6 +179,48 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.activity.touch();
         self.0.activity.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Once the daemon has had no connection for `after`, hand its mapped code
+/// back to the kernel (`telemetry_platform::mem`), then wait for the next
+/// connection and do it again after the next quiet spell. Sleeps without a
+/// timer while idle: an idle daemon is never woken for this.
+async fn idle_trim(ctx: Arc<Ctx>, after: Option<Duration>) {
+    let Some(after) = after else {
+        return;
+    };
+    loop {
+        quiet_for(&ctx, after).await;
+        // A connection that came and went before this quiet spell left a
+        // wakeup behind; it must not count as one after it.
+        let _ = futures::FutureExt::now_or_never(ctx.activity.arrived.notified());
+        match telemetry_platform::mem::release_code() {
+            Ok(bytes) => tracing::debug!(bytes, "idle: released the mapped code"),
+            Err(e) => {
+                tracing::debug!(error = %e, "idle: cannot release the mapped code; not trying again");
+                return;
+            }
+        }
+        ctx.activity.arrived.notified().await;
+    }
+}
+
+/// Returns once no connection has been open for `period`. While one is
+/// open it looks again every `period`; otherwise it sleeps until the last
+/// one is `period` old.
+async fn quiet_for(ctx: &Ctx, period: Duration) {
+    loop {
+        if ctx.activity.active.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(period).await;
+            continue;
+        }
+        let quiet_until = ctx.activity.last() + period;
+        if quiet_until > Instant::now() {
+            tokio::time::sleep_until(quiet_until.into()).await;
+            continue;
+        }
+        return;
     }
 }
 
@@ -191,15 +238,7 @@ async fn idle_exit(ctx: Arc<Ctx>, idle: Option<Duration>) {
         return std::future::pending().await;
     };
     loop {
-        if ctx.activity.active.load(Ordering::SeqCst) > 0 {
-            tokio::time::sleep(idle).await;
-            continue;
-        }
-        let quiet_until = ctx.activity.last() + idle;
-        if quiet_until > Instant::now() {
-            tokio::time::sleep_until(quiet_until.into()).await;
-            continue;
-        }
+        quiet_for(&ctx, idle).await;
         let work = match ctx.store.stats().await {
             Ok(s) => s.uploadable_batches + s.uploadable_unsealed,
             Err(_) => 1,
@@ -448,6 +487,7 @@ pub async fn run_locked(
             .unwrap_or(0),
         std::process::id()
     ));
+    let trim_task = tokio::spawn(idle_trim(ctx.clone(), config.idle_trim));
     let watchdog_task = config
         .watchdog
         .map(|interval| tokio::spawn(watchdog(ctx.clone(), notifier.clone(), interval)));
@@ -503,8 +543,12 @@ pub async fn run_locked(
     }
     tracing::info!("shutting down");
     notifier.send("STOPPING=1\nSTATUS=shutting down");
-    // Both hold the context, which must go for the store to close.
-    for task in watchdog_task.into_iter().chain(reload_task) {
+    // They hold the context, which must go for the store to close.
+    for task in watchdog_task
+        .into_iter()
+        .chain(reload_task)
+        .chain(std::iter::once(trim_task))
+    {
         task.abort();
         let _ = task.await;
     }

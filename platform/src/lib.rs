@@ -2,10 +2,12 @@
 //! each is written once: private files and directories (modes on Unix,
 //! inherited ACLs on Windows), Windows command lines, and on Windows which
 //! user a process runs as (the daemon checks its clients, a client checks
-//! the pipe's server), security descriptors and the registry.
+//! the pipe's server), security descriptors and the registry; and handing
+//! an idle daemon's mapped code back to the kernel.
 
 pub mod cmdline;
 pub mod fs;
+pub mod mem;
 #[cfg(windows)]
 pub mod windows;
 

@@ -828,3 +828,56 @@ fn now_us() -> i64 {
         .unwrap()
         .as_micros() as i64
 }
+
+/// Resident KiB of the read-only mappings of `pid`'s own executable (its
+/// code and constants), from `/proc/PID/smaps`.
+#[cfg(target_os = "linux")]
+fn resident_code_kib(pid: u32) -> u64 {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let exe = exe.to_string_lossy().into_owned();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let (mut ours, mut total) = (false, 0);
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.starts_with(|c: char| c.is_ascii_hexdigit()) {
+            let perms = words.next().unwrap_or("");
+            ours = line.ends_with(exe.as_str()) && !perms.contains('w');
+        } else if ours && first == "Rss:" {
+            total += words.next().unwrap().parse::<u64>().unwrap();
+        }
+    }
+    total
+}
+
+/// After `idle_trim` without connections the daemon hands its mapped code
+/// back; the next client is served as before, and the trim comes again
+/// after the next quiet spell.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_idle_daemon_hands_its_code_back_and_serves_the_next_client() {
+    let mut env = DaemonEnv::new(Destination::Outbox);
+    env.extra.push(("TELEMETRY_IDLE_TRIM".into(), "1s".into()));
+    let d = env.start();
+    let trimmed = |from: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = resident_code_kib(d.pid());
+            if now * 2 < from {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still {now} KiB of {from} after 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for round in 0..2 {
+        emit_acked(&d, "cfdev", 2);
+        let busy = resident_code_kib(d.pid());
+        let idle = trimmed(busy);
+        eprintln!("round {round}: resident code {busy} KiB busy, {idle} KiB idle");
+    }
+    assert_eq!(emit_acked(&d, "cfdev", 1).len(), 1, "served after the trim");
+}
