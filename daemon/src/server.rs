@@ -195,6 +195,11 @@ async fn idle_trim(ctx: Arc<Ctx>, after: Option<Duration>) {
         // A connection that came and went before this quiet spell left a
         // wakeup behind; it must not count as one after it.
         let _ = futures::FutureExt::now_or_never(ctx.activity.arrived.notified());
+        // One accepted since the quiet spell ended may have been the wakeup
+        // just dropped: it counts itself before it notifies, so look again.
+        if !is_idle(&ctx, after) {
+            continue;
+        }
         match telemetry_platform::mem::release_code() {
             Ok(bytes) => tracing::debug!(bytes, "idle: released the mapped code"),
             Err(e) => {

@@ -17,7 +17,14 @@
 /// copies that would revert to the file's bytes.
 ///
 /// Only whole pages inside a segment are advised, so a page shared with a
-/// neighbouring segment is left alone. Does nothing off Linux (Ok(0)).
+/// neighbouring segment is left alone; a segment that overlaps the
+/// read-only-after-relocation range (`PT_GNU_RELRO`, as with text
+/// relocations) is skipped whole. Does nothing off Linux (Ok(0)).
+///
+/// Side effects: breakpoints a debugger or a uprobe wrote into the code
+/// are private copies of their pages too, and go with them; and if the
+/// kernel has evicted the pages from its cache meanwhile, the next request
+/// reads them from disk.
 pub fn release_code() -> std::io::Result<usize> {
     imp::release_code()
 }
@@ -43,10 +50,25 @@ mod imp {
                 unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
             // SAFETY: sysconf has no preconditions.
             let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+            // A macro, not a closure: the header type is Elf32 or Elf64.
+            macro_rules! span {
+                ($h:expr) => {{
+                    let start = info.dlpi_addr as usize + $h.p_vaddr as usize;
+                    (start, start + $h.p_memsz as usize)
+                }};
+            }
+            // Written at start-up, then made read-only: private copies.
+            let relro: Vec<(usize, usize)> = headers
+                .iter()
+                .filter(|h| h.p_type == libc::PT_GNU_RELRO)
+                .map(|h| span!(h))
+                .collect();
             for h in headers {
                 if h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_W == 0 {
-                    let start = info.dlpi_addr as usize + h.p_vaddr as usize;
-                    let end = start + h.p_memsz as usize;
+                    let (start, end) = span!(h);
+                    if relro.iter().any(|&(a, b)| a < end && start < b) {
+                        continue;
+                    }
                     let (start, end) = (start.div_ceil(page) * page, end / page * page);
                     if start < end {
                         out.push((start, end));
