@@ -783,8 +783,8 @@ fn idle(quick: bool) -> Result<()> {
     let (rss1, hwm, cpu1) = proc_stats(daemon.pid());
     let (sw1, ssw1) = (switches(daemon.pid()), switches(sleeper.id()));
     // The daemon hands its code back once, `idle_trim` (30 s; 5 s when
-    // quick) into the quiet, inside the window above; a second window shows that nothing
-    // wakes it after that.
+    // quick) into the quiet, inside the window above; a second window
+    // shows that nothing wakes it after that.
     let later = if quick { 5 } else { 30 };
     std::thread::sleep(Duration::from_secs(later));
     let sw2 = switches(daemon.pid());
