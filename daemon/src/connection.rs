@@ -15,6 +15,16 @@
 //!
 //! A client that waits for each answer before sending again is the same
 //! conversation with a window of one.
+//!
+//! # Answers the store thread writes
+//! An acknowledged emit with nothing before it left for this task to
+//! answer is answered by the store thread itself, right after its commit
+//! (see [`emit::Direct`]), and this task is not woken for it: it notices
+//! when it next looks, which the client's next request or hang-up makes
+//! it do. A client that waits for each answer thus costs one wakeup of
+//! this task per request, not two. The task is called back only when it
+//! has work left: a refusal to count, or a frame the socket would not
+//! take whole.
 
 use crate::cmd::{self, emit, Answer, Peer};
 use crate::refusals::Refusal;
@@ -44,10 +54,17 @@ pub const MAX_IN_FLIGHT_EVENTS: usize = 16_384;
 type Wire = Framed<Conn, WireCodec<Request, Response>>;
 
 /// Answers still to come, in request order, with each request's events.
+///
+/// Emits answered from the store thread (see [`emit::Direct`]) wait apart,
+/// in `direct`: the task is not woken when their answers are written, it
+/// only looks whether they were ([`Window::reap_direct`]). While any wait
+/// there, `answers` is empty: a request answered by the task moves them
+/// into `answers` first, so its answer cannot overtake theirs.
 struct Window<'a> {
     answers: FuturesOrdered<emit::Pending<'a>>,
     events: VecDeque<usize>,
     total_events: usize,
+    direct: VecDeque<(emit::Pending<'a>, usize)>,
 }
 
 impl<'a> Window<'a> {
@@ -56,18 +73,21 @@ impl<'a> Window<'a> {
             answers: FuturesOrdered::new(),
             events: VecDeque::new(),
             total_events: 0,
+            direct: VecDeque::new(),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.answers.is_empty()
+        self.answers.is_empty() && self.direct.is_empty()
     }
 
     fn has_room(&self) -> bool {
-        self.answers.len() < MAX_IN_FLIGHT && self.total_events < MAX_IN_FLIGHT_EVENTS
+        self.answers.len() + self.direct.len() < MAX_IN_FLIGHT
+            && self.total_events < MAX_IN_FLIGHT_EVENTS
     }
 
     fn push(&mut self, answer: emit::Pending<'a>, events: usize) {
+        self.demote_direct();
         self.answers.push_back(answer);
         self.events.push_back(events);
         self.total_events += events;
@@ -75,6 +95,60 @@ impl<'a> Window<'a> {
 
     fn push_now(&mut self, answer: Answer) {
         self.push(Box::pin(std::future::ready(answer)), 0);
+    }
+
+    /// Wait apart for `answer`, which the store thread writes.
+    fn push_direct(&mut self, answer: emit::Pending<'a>, events: usize) {
+        debug_assert!(self.answers.is_empty());
+        self.direct.push_back((answer, events));
+        self.total_events += events;
+    }
+
+    /// Queue the direct answers with the rest, in order: a later answer
+    /// must not overtake what the store thread may have left to write.
+    fn demote_direct(&mut self) {
+        for (answer, events) in self.direct.drain(..) {
+            self.answers.push_back(answer);
+            self.events.push_back(events);
+        }
+    }
+
+    /// The direct answers that have come, in order, without waiting (and
+    /// without asking to be woken for them).
+    fn reap_direct(&mut self) -> Vec<Answer> {
+        let mut ready = Vec::new();
+        while let Some((pending, events)) = self.direct.front_mut() {
+            let Some(answer) = pending.as_mut().now_or_never() else {
+                break;
+            };
+            self.total_events -= *events;
+            self.direct.pop_front();
+            ready.push(answer);
+        }
+        ready
+    }
+
+    /// Whether [`Window::next_answers`] has anything to wait for; direct
+    /// answers count only when `direct` (the task would not learn of them
+    /// otherwise).
+    fn waits(&self, direct: bool) -> bool {
+        !self.answers.is_empty() || (direct && !self.direct.is_empty())
+    }
+
+    /// The next answers in order: as [`Window::next_ready`], or the next
+    /// direct answer when `direct`.
+    async fn next_answers(&mut self, direct: bool) -> Vec<Answer> {
+        if !self.answers.is_empty() || !direct {
+            return self.next_ready().await;
+        }
+        let Some((pending, _)) = self.direct.front_mut() else {
+            return Vec::new();
+        };
+        let answer = pending.as_mut().await;
+        if let Some((_, events)) = self.direct.pop_front() {
+            self.total_events -= events;
+        }
+        vec![answer]
     }
 
     fn took(&mut self) {
@@ -97,6 +171,7 @@ impl<'a> Window<'a> {
 
     /// Write every answer still to come; false when the peer is gone.
     async fn drain(&mut self, framed: &mut Wire) -> bool {
+        self.demote_direct();
         while !self.is_empty() {
             let answers = self.next_ready().await;
             if !send_answers(framed, answers).await {
@@ -174,10 +249,28 @@ pub async fn serve(
     let mut framed = Framed::new(stream, WireCodec::<Request, Response>::new());
     // Made at the first acknowledged emit (most connections never send
     // one: status, idle, refused), then kept.
-    let mut reply_to: Option<transport::ReplyTo> = None;
+    let mut direct: Option<emit::Direct> = None;
     let mut window = Window::new();
     let mut reading = true;
+    // Wait for the direct answer still to come, woken by it: the store
+    // thread called (the call comes just before the answer is handed
+    // over), or the read timed out and the client must not be timed out
+    // before its answer is in.
+    let mut await_direct = false;
     loop {
+        let reaped = window.reap_direct();
+        if !reaped.is_empty() {
+            await_direct &= !window.direct.is_empty();
+            if !send_answers(&mut framed, reaped).await {
+                break;
+            }
+        }
+        if window.is_empty() {
+            if let Some(d) = &direct {
+                // No commit of this connection's is outstanding.
+                d.settled();
+            }
+        }
         if *stop.borrow() {
             reading = false;
         }
@@ -185,26 +278,54 @@ pub async fn serve(
             break;
         }
         let room = window.has_room();
-        let read_timeout = window.is_empty().then_some(ctx.connection_timeout);
+        // Bounds idle clients and slow senders (slowloris) alike: each
+        // whole request must arrive within the timeout. Not while answers
+        // are due from this task: the client may be waiting for them (a
+        // commit held up by the disk is not the client's fault). A direct
+        // answer may have been written already; if the timeout comes
+        // first, the task waits for it before timing the client out.
+        let read_timeout =
+            (window.answers.is_empty() && !await_direct).then_some(ctx.connection_timeout);
+        // Nothing else will wake the task for a direct answer now.
+        let armed = !reading || !room || await_direct;
+        let woken = direct.as_ref();
         let next = tokio::select! {
             biased;
-            answers = window.next_ready(), if !window.is_empty() => {
+            answers = window.next_answers(armed), if window.waits(armed) => {
+                await_direct &= !window.direct.is_empty();
                 if !send_answers(&mut framed, answers).await {
                     break;
                 }
+                continue;
+            }
+            // The store thread calls: the direct answer needs the task.
+            _ = async { woken.expect("guarded").called().await },
+                if woken.is_some() && !window.direct.is_empty() => {
+                await_direct = true;
                 continue;
             }
             _ = stop.changed(), if reading => {
                 reading = false;
                 continue;
             }
-            // Bounds idle clients and slow senders (slowloris) alike: each
-            // whole request must arrive within the timeout. Not while
-            // answers are due: the client may be waiting for them (a
-            // commit held up by the disk is not the client's fault).
             next = read_next(&mut framed, read_timeout), if reading && room => next,
         };
         match next {
+            Err(_) if !window.direct.is_empty() => {
+                // Answered in the meantime (nearly always long since): the
+                // client has been idle all along. Otherwise its commit is
+                // slower than the timeout; wait for it, and time the client
+                // from its answer.
+                let reaped = window.reap_direct();
+                if window.direct.is_empty() {
+                    reading = false;
+                } else {
+                    await_direct = true;
+                }
+                if !reaped.is_empty() && !send_answers(&mut framed, reaped).await {
+                    break;
+                }
+            }
             Err(_) | Ok(None) => reading = false,
             Ok(Some(Ok(Decoded::Bad(e)))) => {
                 // A JSON line that is not a message: say so (in its turn)
@@ -223,15 +344,23 @@ pub async fn serve(
                 match req {
                     Request::Emit { events, ack } => {
                         // The store thread may answer only a request with
-                        // nothing before it unanswered.
-                        let direct = ack && ctx.direct_replies && window.is_empty();
-                        if direct && reply_to.is_none() {
-                            reply_to = transport::second_handle(framed.get_ref());
+                        // nothing before it left for the task to answer.
+                        let to_store = ack
+                            && ctx.direct_replies
+                            && window.answers.is_empty()
+                            && direct.as_ref().is_none_or(emit::Direct::ready);
+                        if to_store && direct.is_none() {
+                            direct =
+                                transport::second_handle(framed.get_ref()).map(emit::Direct::new);
                         }
                         let n = events.len();
-                        let to = reply_to.as_ref().filter(|_| direct);
+                        let to = direct.as_ref().filter(|_| to_store);
                         let answer = emit::submit(ctx, &peer, to, events, ack).await;
-                        window.push(answer, n);
+                        if to.is_some() {
+                            window.push_direct(answer, n);
+                        } else {
+                            window.push(answer, n);
+                        }
                     }
                     other => {
                         if !window.drain(&mut framed).await {

@@ -107,8 +107,9 @@ pub struct Ctx {
     pub direct_replies: bool,
     /// Refused events, counted and logged.
     pub refusals: crate::refusals::Refusals,
-    /// Where events went since start.
-    pub counters: crate::counters::EventCounters,
+    /// Where events went since start (shared with the store thread, which
+    /// counts a commit's events before it writes the acknowledgement).
+    pub counters: Arc<crate::counters::EventCounters>,
     /// Held shared from an emit's rendering (which writes the product's
     /// anonymous ID into each line) to its commit, and exclusively by
     /// `forget` while it switches a product's ID: no line made with the

@@ -278,3 +278,103 @@ fn requests_in_flight_on_one_connection_share_commits() {
     );
     eprintln!("{requests} requests in {commits} commits");
 }
+
+/// One request at a time on one connection, the shape the store thread
+/// answers itself without waking the connection's task: each answer is
+/// the right one and in its turn among the other kinds, and a `status`
+/// asked on another connection right after an acknowledgement already
+/// counts its events.
+#[test]
+fn a_client_waiting_for_each_answer_gets_its_own_and_status_counts_it_at_once() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let d = env.start();
+    let mut s = connect(&d);
+    let counters = || d.client().status(T).unwrap().counters;
+    let (mut stored, mut refused) = (0u64, 0u64);
+    for round in 0..24u32 {
+        let n = round % 3 + 1;
+        s.write_all(&emit(stops(n as usize), true)).unwrap();
+        assert_eq!(read_reply(&mut s), Some(ack(n)), "round {round}");
+        stored += u64::from(n);
+        assert_eq!(
+            counters().stored,
+            stored,
+            "counted before the acknowledgement was sent (round {round})"
+        );
+        match round % 4 {
+            0 => {
+                s.write_all(&emit(vec![cfdev("no_such_event")], true))
+                    .unwrap();
+                match read_reply(&mut s) {
+                    Some(Response::Error { code, .. }) => {
+                        assert_eq!(code, ErrorCode::NotInCatalogue, "round {round}")
+                    }
+                    other => panic!("the refusal (round {round}): {other:?}"),
+                }
+                refused += 1;
+            }
+            1 => {
+                s.write_all(&encode_frame(&Request::Status).unwrap())
+                    .unwrap();
+                match read_reply(&mut s) {
+                    Some(Response::Status(status)) => {
+                        assert_eq!(status.pending_events, stored, "round {round}")
+                    }
+                    other => panic!("status (round {round}): {other:?}"),
+                }
+            }
+            2 => {
+                s.write_all(&emit(stops(1), false)).unwrap();
+                assert_eq!(read_reply(&mut s), Some(Response::Queued { accepted: 1 }));
+                stored += 1;
+            }
+            _ => {}
+        }
+    }
+    // After answers the store thread wrote, a pipeline keeps its order.
+    let mut pipeline = Vec::new();
+    pipeline.extend(emit(stops(1), true));
+    pipeline.extend(emit(vec![cfdev("no_such_event")], true));
+    pipeline.extend(emit(stops(2), true));
+    s.write_all(&pipeline).unwrap();
+    assert_eq!(read_reply(&mut s), Some(ack(1)));
+    assert!(
+        matches!(
+            read_reply(&mut s),
+            Some(Response::Error {
+                code: ErrorCode::NotInCatalogue,
+                ..
+            })
+        ),
+        "the refusal, second"
+    );
+    assert_eq!(read_reply(&mut s), Some(ack(2)));
+    stored += 3;
+    refused += 1;
+    let c = counters();
+    assert_eq!((c.stored, c.refused), (stored, refused));
+    assert_eq!(pending(&d), stored);
+}
+
+/// The connection timeout still holds for a client that goes quiet after
+/// an answer the store thread wrote (the connection's task was not woken
+/// for it).
+#[test]
+fn a_client_quiet_after_its_answers_is_timed_out() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let d = env.start_with(&[("TELEMETRY_CONNECTION_TIMEOUT", "1s")]);
+    let mut s = connect(&d);
+    for _ in 0..3 {
+        s.write_all(&emit(stops(1), true)).unwrap();
+        assert_eq!(read_reply(&mut s), Some(ack(1)));
+    }
+    let quiet = std::time::Instant::now();
+    // EOF, not our 20 s read timeout.
+    assert_eq!(read_reply(&mut s), None);
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?} of quiet; the timeout is 1 s"
+    );
+    assert_eq!(pending(&d), 3);
+}

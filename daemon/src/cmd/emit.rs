@@ -10,6 +10,8 @@ use crate::transport::{write_now, ReplyTo};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use telemetry_proto::{validate_event, ErrorCode, Mode, Response, WireEvent};
 
 /// The answer to an emit, still to come: an acknowledged emit's comes
@@ -25,15 +27,15 @@ pub type Pending<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
 /// pipelining connection submits each as it arrives and the store commits
 /// all that are queued in one transaction.
 ///
-/// With `reply_to`, the store thread writes the acknowledgement itself
+/// With `direct`, the store thread writes the acknowledgement itself
 /// right after the commit: the client is woken one thread handoff sooner
-/// than if this task were woken to write it. Only a request with nothing
-/// before it still unanswered may be given one, or its answer could
-/// overtake theirs.
+/// than if this task were woken to write it (see [`Direct`]). Only a
+/// request with nothing before it still unanswered may be given one, or
+/// its answer could overtake theirs.
 pub async fn submit<'a>(
     ctx: &'a Ctx,
     peer: &Peer,
-    reply_to: Option<&ReplyTo>,
+    direct: Option<&Direct>,
     events: Vec<WireEvent>,
     ack: bool,
 ) -> Pending<'a> {
@@ -80,40 +82,52 @@ pub async fn submit<'a>(
     // shim connects, emits once and leaves): only then may commits wait
     // for it.
     let client = (peer.earlier_requests > 0).then_some(peer.connection);
-    let socket = reply_to.cloned();
+    let reply_direct = direct;
+    let direct = direct.cloned();
+    if let Some(d) = &direct {
+        d.state.unanswered.fetch_add(1, Ordering::AcqRel);
+    }
     let encoding = peer.encoding;
+    let counters = ctx.counters.clone();
+    let nudger = ctx.uploader.nudger();
     let submitted = ctx
         .store
         .submit_then(client, records, move |outcome| {
             drop((ids, room));
-            let socket = socket?;
-            let frame = encoding.encode(&reply(outcome)).ok()?;
-            let written = write_now(&socket, &frame);
+            // Counted before the client can see its answer, so a `status`
+            // it asks for next includes these events.
+            if let Ok(out) = outcome {
+                EventCounters::add(&counters.stored, u64::from(out.accepted));
+                EventCounters::add(&counters.duplicates, u64::from(out.duplicates));
+                if out.wake_uploader {
+                    // A batch filled up: the uploader may seal and send it.
+                    nudger.notify_one();
+                }
+            }
+            let direct = direct?;
+            let Ok(frame) = encoding.encode(&reply(outcome)) else {
+                direct.answered(false, outcome.is_err());
+                return None;
+            };
+            let written = write_now(&direct.socket, &frame);
+            direct.answered(written == frame.len(), outcome.is_err());
             Some(frame[written..].to_vec())
         })
         .await;
     let wait = match submitted {
         Ok(wait) => wait,
-        Err(e) => return now(Answer::Send(refused(ctx, &subject, storage(e)))),
+        Err(e) => {
+            if let Some(d) = reply_direct {
+                d.answered(false, false);
+            }
+            return now(Answer::Send(refused(ctx, &subject, storage(e))));
+        }
     };
     Box::pin(async move {
         match wait.await {
             Ok((outcome, written)) => {
-                match &outcome {
-                    Ok(out) => {
-                        EventCounters::add(&ctx.counters.stored, u64::from(out.accepted));
-                        EventCounters::add(&ctx.counters.duplicates, u64::from(out.duplicates));
-                    }
-                    Err(e) => count(ctx, &subject, &storage(e.clone())),
-                }
-                if matches!(
-                    outcome,
-                    Ok(InsertOutcome {
-                        wake_uploader: true,
-                        ..
-                    })
-                ) {
-                    ctx.uploader.nudge();
+                if let Err(e) = &outcome {
+                    count(ctx, &subject, &storage(e.clone()));
                 }
                 match written {
                     Some(rest) => Answer::Written { rest },
@@ -123,6 +137,82 @@ pub async fn submit<'a>(
             Err(e) => Answer::Send(refused(ctx, &subject, storage(e))),
         }
     })
+}
+
+/// Where the store thread writes an acknowledged emit's answer itself,
+/// right after the commit, and how it calls the connection's task back.
+///
+/// The task is called back only when it has something left to do: the
+/// store thread counts the events and nudges the uploader itself, so for
+/// an answer written whole the task need not wake at all. It learns of the
+/// answer when it next looks (its client, answered, sends again or hangs
+/// up, which wakes it anyway). One wakeup fewer per event, on a small VM
+/// as dear as the rest of the request.
+///
+/// Answers to one connection must go out in order and whole. So an emit
+/// may be answered this way only while no earlier one is still waiting for
+/// the store thread ([`Direct::ready`]): its answer is then written after
+/// theirs. Once the store thread leaves part of a frame (or all of it) to
+/// the task, no emit is, until the task has answered everything before.
+#[derive(Clone)]
+pub struct Direct {
+    socket: ReplyTo,
+    state: Arc<DirectState>,
+}
+
+struct DirectState {
+    /// Signalled when the task must look at an answer: a refusal to count,
+    /// or a frame (or part) the store thread left for it to write.
+    wake: tokio::sync::Notify,
+    /// Emits handed to the store with this, not yet answered there.
+    unanswered: AtomicUsize,
+    /// The store thread left an answer (or part) for the task to write.
+    stalled: AtomicBool,
+}
+
+impl Direct {
+    /// Answers written to `socket`, a second handle on the connection.
+    pub fn new(socket: ReplyTo) -> Direct {
+        Direct {
+            socket,
+            state: Arc::new(DirectState {
+                wake: tokio::sync::Notify::new(),
+                unanswered: AtomicUsize::new(0),
+                stalled: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Whether the next emit may be answered by the store thread: every
+    /// earlier one was, whole.
+    pub fn ready(&self) -> bool {
+        // `unanswered` first: a store thread that left work for the task
+        // marks `stalled` before it counts the answer.
+        self.state.unanswered.load(Ordering::Acquire) == 0
+            && !self.state.stalled.load(Ordering::Acquire)
+    }
+
+    /// The task has answered everything handed to the store with this.
+    pub fn settled(&self) {
+        self.state.stalled.store(false, Ordering::Release);
+    }
+
+    /// Wait until the store thread calls.
+    pub async fn called(&self) {
+        self.state.wake.notified().await;
+    }
+
+    /// The store thread is done with an answer: written `whole`, or not
+    /// (the task writes the rest); `refused` tells the task to count it.
+    fn answered(&self, whole: bool, refused: bool) {
+        if !whole {
+            self.state.stalled.store(true, Ordering::Release);
+        }
+        self.state.unanswered.fetch_sub(1, Ordering::AcqRel);
+        if !whole || refused {
+            self.state.wake.notify_one();
+        }
+    }
 }
 
 /// What a refusal of a request is counted and logged under: its events,

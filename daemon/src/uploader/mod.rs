@@ -237,6 +237,13 @@ impl Uploader {
         self.notify.notify_one();
     }
 
+    /// What [`Uploader::nudge`] signals, for a thread that holds no
+    /// `Uploader` (the store thread nudges after a commit that filled a
+    /// batch): `notify_one` on it is a nudge.
+    pub fn nudger(&self) -> Arc<Notify> {
+        self.notify.clone()
+    }
+
     /// Seal everything pending, upload to every destination now (backoff
     /// or not) and wait for the result.
     pub async fn flush(&self) -> Result<FlushReport, CycleFailure> {
