@@ -313,9 +313,11 @@ pub async fn serve(
         match next {
             Err(_) if !window.direct.is_empty() => {
                 // Answered in the meantime (nearly always long since): the
-                // client has been idle all along. Otherwise its commit is
-                // slower than the timeout; wait for it, and time the client
-                // from its answer.
+                // client is timed out. (Answered just now, after a commit
+                // that took nearly the whole timeout, it is too: the rare
+                // price of not waking the task for each answer.) Otherwise
+                // its commit is slower than the timeout; wait for it, and
+                // time the client from its answer.
                 let reaped = window.reap_direct();
                 if window.direct.is_empty() {
                     reading = false;

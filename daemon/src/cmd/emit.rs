@@ -55,7 +55,14 @@ pub async fn submit<'a>(
     let ids = ctx.id_lock.clone().read_owned().await;
     let records = match prepare(ctx, &events).await {
         Ok(r) => r,
-        Err(reply) => return now(Answer::Send(refused(ctx, &Subject::of(&events), reply))),
+        Err(reply) => {
+            if let Some(d) = direct {
+                // This task answers it, so nothing after it may be
+                // answered from the store thread until it has.
+                d.owed();
+            }
+            return now(Answer::Send(refused(ctx, &Subject::of(&events), reply)));
+        }
     };
     // Only what a refusal is counted under is kept while the commit is
     // awaited; the records go to the store.
@@ -152,8 +159,9 @@ pub async fn submit<'a>(
 /// Answers to one connection must go out in order and whole. So an emit
 /// may be answered this way only while no earlier one is still waiting for
 /// the store thread ([`Direct::ready`]): its answer is then written after
-/// theirs. Once the store thread leaves part of a frame (or all of it) to
-/// the task, no emit is, until the task has answered everything before.
+/// theirs. Once the task owes an answer (part of a frame, or all of it,
+/// that the store thread left to it, or a refusal made before the store),
+/// no emit is, until the task has answered everything before.
 #[derive(Clone)]
 pub struct Direct {
     socket: ReplyTo,
@@ -166,7 +174,8 @@ struct DirectState {
     wake: tokio::sync::Notify,
     /// Emits handed to the store with this, not yet answered there.
     unanswered: AtomicUsize,
-    /// The store thread left an answer (or part) for the task to write.
+    /// The task has an answer (or part) to write: left by the store
+    /// thread, or a refusal made before the store.
     stalled: AtomicBool,
 }
 
@@ -190,6 +199,12 @@ impl Direct {
         // marks `stalled` before it counts the answer.
         self.state.unanswered.load(Ordering::Acquire) == 0
             && !self.state.stalled.load(Ordering::Acquire)
+    }
+
+    /// The task owes this connection an answer (a refusal before the
+    /// store): later emits wait for it, not for the store thread.
+    fn owed(&self) {
+        self.state.stalled.store(true, Ordering::Release);
     }
 
     /// The task has answered everything handed to the store with this.
