@@ -896,8 +896,15 @@ impl Inner {
             .map_err(open_err)?;
         migrate(&mut conn, path, now_us(&opts.clock))?;
 
+        let checkpointer = checkpoint::Checkpointer::start(path);
+        if checkpointer.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_FRAMES)
+                .map_err(open_err)?;
+        }
+        conn.pragma_update(None, "journal_size_limit", checkpoint::WAL_SIZE_LIMIT)
+            .map_err(open_err)?;
         let mut inner = Inner {
-            checkpointer: checkpoint::Checkpointer::start(path),
+            checkpointer,
             writes: checkpoint::WriteCount::default(),
             seen: dedup::SeenIds::load(&conn)?,
             last_clients: std::collections::HashSet::new(),

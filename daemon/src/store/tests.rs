@@ -291,6 +291,59 @@ fn concurrent_inserts_are_all_committed() {
     thread.join();
 }
 
+/// The checkpoint thread copies the WAL beside the writer and the writer's
+/// own checkpoint (raised to `BACKSTOP_FRAMES`) restarts it: under a steady
+/// stream of commits the file stays within its limit, many times smaller
+/// than everything written through it.
+#[test]
+fn the_wal_stays_bounded_under_a_steady_stream_of_commits() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(1_000_000);
+    let wal = f.dir.path().join(format!("{DB_FILE}-wal"));
+    let rt = rt2();
+    // 4 clients × 600 commits of one 8 KiB row: at least 3 pages each
+    // (2 of them overflow) and about 20,000 WAL frames (80 MiB) in all.
+    let line = "x".repeat(8 * 1024);
+    let largest = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..4u128 {
+            let (store, wal, line) = (store.clone(), wal.clone(), line.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut largest = 0;
+                for i in 0..600u128 {
+                    let mut r = record(t * 10_000 + i, "a");
+                    r.line = line.clone();
+                    let out = insert_from(&store, t as u64, vec![r]).await.unwrap();
+                    assert_eq!(out.accepted, 1);
+                    largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+                }
+                largest
+            }));
+        }
+        let mut largest = 0;
+        for t in tasks {
+            largest = largest.max(t.await.unwrap());
+        }
+        largest
+    });
+    let limit = checkpoint::WAL_SIZE_LIMIT as u64 + (1 << 20);
+    assert!(
+        largest > 0 && largest <= limit,
+        "the WAL reached {largest} bytes (limit {limit})"
+    );
+    let conn = Connection::open(f.dir.path().join(DB_FILE)).unwrap();
+    let rows: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE length(line) = 8192",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 2400, "every commit is in the database or its WAL");
+    drop(store);
+    thread.join();
+}
+
 #[test]
 fn clients_that_wait_for_each_other_are_all_committed_and_one_that_leaves_is_not_waited_for() {
     let f = Fixture::new();
