@@ -1054,9 +1054,12 @@ impl Inner {
 
     /// Count a committed write toward the next checkpoint.
     fn wrote(&mut self, bytes: u64) {
-        if self.writes.add(bytes) {
-            if let Some(c) = &self.checkpointer {
-                c.nudge();
+        let due = self.writes.add(bytes);
+        if let Some(c) = &self.checkpointer {
+            match due {
+                checkpoint::Due::Now => c.nudge(),
+                checkpoint::Due::Soon => c.soon(),
+                checkpoint::Due::Nothing => {}
             }
         }
     }
