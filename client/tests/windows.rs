@@ -109,15 +109,33 @@ impl Env {
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
-        self.command("telemetryctl").args(args).output().unwrap()
+        run(self.command("telemetryctl").args(args))
     }
 
     fn emit(&self, args: &[&str]) -> Output {
-        self.command("telemetry-emit")
+        run(self
+            .command("telemetry-emit")
             .args(["--product", "cfdev", "--timeout-ms", "10000"])
-            .args(args)
-            .output()
-            .unwrap()
+            .args(args))
+    }
+}
+
+/// Run `cmd` to its end. Wine's process creation now and then fails
+/// outright (`ERROR_INTERNAL_ERROR`, 1359, seen once in CI while the pipe
+/// instance test waited for its spool): the program never started, so
+/// nothing it would do has happened, and starting it again is the same
+/// test. Any other failure, or five in a row, fails the test.
+fn run(cmd: &mut Command) -> Output {
+    let mut tries = 0;
+    loop {
+        match cmd.output() {
+            Ok(out) => return out,
+            Err(e) if e.raw_os_error() == Some(1359) && tries < 4 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("starting {cmd:?}: {e}"),
+        }
     }
 }
 
