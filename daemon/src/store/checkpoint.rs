@@ -20,15 +20,17 @@
 //! sending one event at a time (issue #18); at 4,000 it is about 16.
 //!
 //! A checkpoint is also what syncs the WAL at `sync = normal`, so it bounds
-//! what a power cut can take: the first write after a checkpoint asks for
-//! the next one within [`SYNC_WITHIN`] ([`Checkpointer::soon`]), and
-//! [`COMMITS_PER_NUDGE`] commits or [`BYTES_PER_NUDGE`] bytes ask for it at
-//! once. An idle store has nothing to ask, so the thread sleeps until the
-//! next write.
+//! what a power cut can take: the first write after a checkpoint began
+//! asks for the next one within [`SYNC_WITHIN`], and [`COMMITS_PER_NUDGE`]
+//! commits or [`BYTES_PER_NUDGE`] bytes ask for it at once (see
+//! [`Checkpointer::wrote`]). An idle store has nothing to ask, so the
+//! thread sleeps until the next write.
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Write commands between nudges (each writes a handful of pages). Each
@@ -59,6 +61,12 @@ pub(super) const BYTES_PER_NUDGE: u64 = 512 * 1024;
 pub(super) struct Checkpointer {
     tx: Option<SyncSender<Ask>>,
     handle: Option<JoinHandle<()>>,
+    /// Writes since the last ask for a checkpoint now.
+    count: WriteCount,
+    /// Whether a checkpoint that has not begun yet is asked for: it will
+    /// cover every write until then. The thread clears it as a checkpoint
+    /// begins, so the next write asks again.
+    asked: Arc<AtomicBool>,
 }
 
 impl Checkpointer {
@@ -79,6 +87,8 @@ impl Checkpointer {
         // A few pending asks are enough: a checkpoint covers everything
         // committed before it starts.
         let (tx, rx) = sync_channel::<Ask>(2);
+        let asked = Arc::new(AtomicBool::new(false));
+        let begun = asked.clone();
         let handle = std::thread::Builder::new()
             .name("telemetryd-ckpt".into())
             .spawn(move || {
@@ -88,6 +98,8 @@ impl Checkpointer {
                         // store closes (a last checkpoint then).
                         let _ = rx.recv_timeout(SYNC_WITHIN);
                     }
+                    // Writes from here on are not surely covered.
+                    begun.store(false, Ordering::SeqCst);
                     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                     {
                         tracing::warn!(error = %e, "WAL checkpoint failed; will retry at the next nudge");
@@ -98,20 +110,28 @@ impl Checkpointer {
         Some(Checkpointer {
             tx: Some(tx),
             handle: Some(handle),
+            count: WriteCount::default(),
+            asked,
         })
     }
 
-    /// Ask for a checkpoint now; never blocks (a pending one will do).
-    pub(super) fn nudge(&self) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.try_send(Ask::Now);
+    /// Count one committed write of about `bytes` and ask for what it
+    /// needs: a checkpoint now once enough was written, else one within
+    /// [`SYNC_WITHIN`] unless one not yet begun will cover it. Never
+    /// blocks, and costs a commit no system call unless it asks.
+    pub(super) fn wrote(&mut self, bytes: u64) {
+        let covered = self.asked.swap(true, Ordering::SeqCst);
+        if self.count.add(bytes) {
+            self.ask(Ask::Now);
+        } else if !covered {
+            self.ask(Ask::Soon);
         }
     }
 
-    /// Ask for a checkpoint within [`SYNC_WITHIN`]; never blocks.
-    pub(super) fn soon(&self) {
+    /// A full queue already holds an ask the thread has yet to act on.
+    fn ask(&self, ask: Ask) {
         if let Some(tx) = &self.tx {
-            let _ = tx.try_send(Ask::Soon);
+            let _ = tx.try_send(ask);
         }
     }
 }
@@ -130,41 +150,29 @@ impl Drop for Checkpointer {
 enum Ask {
     /// Enough was written: checkpoint at once.
     Now,
-    /// The first write since the last ask: checkpoint within
+    /// A write no begun checkpoint covers: checkpoint within
     /// [`SYNC_WITHIN`], sooner if a [`Ask::Now`] comes.
     Soon,
 }
 
-/// What a committed write asks of the checkpoint thread.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Due {
-    Nothing,
-    Soon,
-    Now,
-}
-
-/// Counts writes since the last nudge.
+/// Counts writes since the last ask for a checkpoint now.
 #[derive(Default)]
-pub(super) struct WriteCount {
+struct WriteCount {
     commits: u32,
     bytes: u64,
 }
 
 impl WriteCount {
-    /// Record one committed write of about `bytes` and say what to ask
-    /// of the checkpointer: now when enough was written (and the count
-    /// starts over), soon for the first write since then.
-    pub(super) fn add(&mut self, bytes: u64) -> Due {
+    /// Record one committed write of about `bytes`; true when it is time
+    /// to ask for a checkpoint now (and the count starts over).
+    fn add(&mut self, bytes: u64) -> bool {
         self.commits += 1;
         self.bytes += bytes;
         if self.commits >= COMMITS_PER_NUDGE || self.bytes >= BYTES_PER_NUDGE {
             *self = WriteCount::default();
-            Due::Now
-        } else if self.commits == 1 {
-            Due::Soon
-        } else {
-            Due::Nothing
+            return true;
         }
+        false
     }
 }
 
@@ -175,19 +183,10 @@ mod tests {
     #[test]
     fn nudges_after_enough_commits_or_bytes() {
         let mut w = WriteCount::default();
-        assert_eq!(w.add(10), Due::Soon, "the first write asks for a sync soon");
-        assert!((2..COMMITS_PER_NUDGE).all(|_| w.add(10) == Due::Nothing));
-        assert_eq!(
-            w.add(10),
-            Due::Now,
-            "the COMMITS_PER_NUDGE-th small commit nudges"
-        );
-        assert_eq!(w.add(10), Due::Soon, "and the count starts over");
-        assert_eq!(
-            w.add(BYTES_PER_NUDGE),
-            Due::Now,
-            "one big write nudges at once"
-        );
+        assert!((1..COMMITS_PER_NUDGE).all(|_| !w.add(10)));
+        assert!(w.add(10), "the COMMITS_PER_NUDGE-th small commit nudges");
+        assert!(!w.add(10), "and the count starts over");
+        assert!(w.add(BYTES_PER_NUDGE), "one big write nudges at once");
     }
 
     #[test]
@@ -207,8 +206,8 @@ mod tests {
             before < 50 * 4000,
             "rows are still only in the WAL: {before}"
         );
-        let ckpt = Checkpointer::start(&path).expect("second connection opens");
-        ckpt.nudge();
+        let mut ckpt = Checkpointer::start(&path).expect("second connection opens");
+        ckpt.wrote(BYTES_PER_NUDGE);
         drop(ckpt); // joins after the nudged checkpoint ran
         let after = std::fs::metadata(&path).unwrap().len();
         assert!(
@@ -217,28 +216,33 @@ mod tests {
         );
     }
 
+    /// Writes too few to ask for a checkpoint now are each checkpointed
+    /// (so synced) within the bound by the thread's own timer, the ones
+    /// after a timed checkpoint as well as the first.
     #[test]
-    fn a_write_asked_for_soon_is_checkpointed_within_the_bound() {
+    fn every_write_is_checkpointed_within_the_bound_however_few() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite3");
         let writer = Connection::open(&path).unwrap();
         writer.pragma_update(None, "journal_mode", "WAL").unwrap();
         writer.execute_batch("CREATE TABLE t (x BLOB); ").unwrap();
-        writer
-            .execute("INSERT INTO t VALUES (zeroblob(40000))", [])
-            .unwrap();
-        let ckpt = Checkpointer::start(&path).expect("second connection opens");
-        ckpt.soon();
         // Still running (not dropped, which checkpoints at once): the
         // thread's own timer must do it.
-        let deadline = std::time::Instant::now() + SYNC_WITHIN * 10;
-        while std::fs::metadata(&path).unwrap().len() < 40000 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the write was not checkpointed within {:?}",
-                SYNC_WITHIN * 10
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut ckpt = Checkpointer::start(&path).expect("second connection opens");
+        for round in 1..=3u64 {
+            writer
+                .execute("INSERT INTO t VALUES (zeroblob(40000))", [])
+                .unwrap();
+            ckpt.wrote(40_000);
+            let deadline = std::time::Instant::now() + SYNC_WITHIN * 10;
+            while std::fs::metadata(&path).unwrap().len() < round * 40_000 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "write {round} was not checkpointed within {:?}",
+                    SYNC_WITHIN * 10
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
         drop(ckpt);
     }

@@ -751,7 +751,6 @@ struct Pending {
 struct Inner {
     /// Declared before `conn`: stopped (and its connection closed) first.
     checkpointer: Option<checkpoint::Checkpointer>,
-    writes: checkpoint::WriteCount,
     /// The current generation of seen ids (see [`dedup`]).
     seen: dedup::SeenIds,
     /// Connections answered by the last insert commit (see [`Inner::gather`]).
@@ -905,7 +904,6 @@ impl Inner {
             .map_err(open_err)?;
         let mut inner = Inner {
             checkpointer,
-            writes: checkpoint::WriteCount::default(),
             seen: dedup::SeenIds::load(&conn)?,
             last_clients: std::collections::HashSet::new(),
             bell,
@@ -1054,13 +1052,8 @@ impl Inner {
 
     /// Count a committed write toward the next checkpoint.
     fn wrote(&mut self, bytes: u64) {
-        let due = self.writes.add(bytes);
-        if let Some(c) = &self.checkpointer {
-            match due {
-                checkpoint::Due::Now => c.nudge(),
-                checkpoint::Due::Soon => c.soon(),
-                checkpoint::Due::Nothing => {}
-            }
+        if let Some(c) = &mut self.checkpointer {
+            c.wrote(bytes);
         }
     }
 
