@@ -270,10 +270,14 @@ fn requests_in_flight_on_one_connection_share_commits() {
         .filter(|l| l.contains("committed") && l.contains("requests="))
         .count() as u64;
     // One connection waiting for each answer would need one commit per
-    // request; with 64 in flight, the store takes what has arrived.
+    // request; with 64 in flight, the store takes what has arrived. How
+    // much has arrived depends on how long the last commit took: since
+    // the store thread stopped paying for checkpoints (issue #18) a busy
+    // 2-core machine showed 2.7-3.9 requests a commit, so the bound asks
+    // for 2, still far from one per request.
     assert!(commits > 0, "the commit log lines are there:\n{log}");
     assert!(
-        commits * 4 <= requests,
+        commits * 2 <= requests,
         "{commits} commits for {requests} requests"
     );
     eprintln!("{requests} requests in {commits} commits");
