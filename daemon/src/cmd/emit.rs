@@ -70,8 +70,10 @@ pub async fn submit<'a>(
     drop(events);
     let n = records.len() as u32;
     if !ack {
+        // The room goes with the records: a client that does not wait for
+        // commits must not queue more than one that does.
         return now(Answer::Send(
-            match ctx.store.insert_no_wait(records).await {
+            match ctx.store.insert_no_wait(records, room).await {
                 Ok(()) => {
                     drop(ids);
                     // Without the commit result we cannot know whether a batch
@@ -203,8 +205,17 @@ impl Direct {
 
     /// The task owes this connection an answer (a refusal before the
     /// store): later emits wait for it, not for the store thread.
+    ///
+    /// It also calls the task: the refusal is ready, but it sits behind
+    /// any earlier direct answer, and the task only glances at those (the
+    /// connection's `Window::reap_direct`) unless called. One the
+    /// store thread has written but not yet handed over (it writes, then
+    /// returns the outcome) is not ready at that glance; uncalled, the
+    /// task would go back to reading, and a client waiting for the refusal
+    /// would get it only when its read timed out.
     fn owed(&self) {
         self.state.stalled.store(true, Ordering::Release);
+        self.state.wake.notify_one();
     }
 
     /// The task has answered everything handed to the store with this.
@@ -430,6 +441,21 @@ pub fn storage(e: crate::store::StoreError) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refusal made before the store calls the task, which would
+    /// otherwise read on while the refusal waits behind an earlier direct
+    /// answer (see [`Direct::owed`]).
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_refusal_owed_by_the_task_calls_the_task() {
+        let (daemon_side, _peer) = tokio::net::UnixStream::pair().unwrap();
+        let direct = Direct::new(crate::transport::second_handle(&daemon_side).expect("dup"));
+        direct.owed();
+        assert!(!direct.ready(), "later emits wait for the task");
+        tokio::time::timeout(std::time::Duration::from_secs(5), direct.called())
+            .await
+            .expect("the task is called for the refusal it owes");
+    }
 
     #[test]
     fn a_full_store_is_store_full_and_a_consent_change_is_consent_off() {

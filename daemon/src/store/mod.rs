@@ -576,12 +576,19 @@ impl Store {
     }
 
     /// Queue records without waiting for the commit. Errors are logged by
-    /// the store thread.
-    pub async fn insert_no_wait(&self, records: Vec<Record>) -> Result<(), StoreError> {
+    /// the store thread. `keep` is dropped on the store thread once the
+    /// records are committed (or refused), not when they are queued: what
+    /// bounds the events waiting for a commit must hold these too.
+    pub async fn insert_no_wait(
+        &self,
+        records: Vec<Record>,
+        keep: impl Send + 'static,
+    ) -> Result<(), StoreError> {
+        let done: Done = Box::new(move |_| drop(keep));
         self.tx
             .send(Cmd::Insert {
                 records,
-                reply: None,
+                reply: Some(done),
                 client: None,
             })
             .await

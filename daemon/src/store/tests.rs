@@ -1470,3 +1470,51 @@ fn a_v8_database_keeps_its_ids_deduplicated_and_its_seq_high_water() {
         .unwrap();
     assert_eq!(tables, 0, "the old dedup table and index are gone");
 }
+
+/// What a caller hands `insert_no_wait` to keep (the emit handler's room
+/// among the events waiting for a commit) is held until the commit, not
+/// dropped when the records are queued: otherwise clients that never wait
+/// for an answer could queue without bound.
+#[test]
+fn what_an_unwaited_insert_keeps_is_held_until_its_commit() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        // Hold the store thread in a command of its own, so the insert
+        // queued behind it cannot be committed yet.
+        let (entered_tx, entered) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .run_on(move |_| {
+                        let _ = entered_tx.send(());
+                        let _ = release_rx.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        entered.await.unwrap();
+        let room = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = room.clone().acquire_owned().await.unwrap();
+        store
+            .insert_no_wait(vec![record(7, "a")], permit)
+            .await
+            .unwrap();
+        assert_eq!(
+            room.available_permits(),
+            0,
+            "queued but not committed: the room is still taken"
+        );
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        // Commands are served in order: the insert has been committed.
+        let s = store.stats().await.unwrap();
+        assert_eq!(s.pending_events, 1);
+        assert_eq!(room.available_permits(), 1, "given back at the commit");
+    });
+    drop(store);
+    thread.join();
+}
