@@ -256,6 +256,9 @@ fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
 /// addresses would give an abuser unlimited buckets and churn the
 /// limiter's memory).
 pub fn limit_key(ip: IpAddr) -> IpAddr {
+    // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`:
+    // as IPv6 its /64 is `::`, one bucket for every IPv4 client there is.
+    let ip = ip.to_canonical();
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {
@@ -267,7 +270,7 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
 
 /// The network an address is in, for logs: IPv4 /24, IPv6 /48.
 pub fn network(ip: IpAddr) -> String {
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => {
             let o = v4.octets();
             format!("{}.{}.{}.0/24", o[0], o[1], o[2])
@@ -323,6 +326,15 @@ mod tests {
         assert_ne!(limit_key(a), limit_key(c));
         let v4: IpAddr = "203.0.113.7".parse().unwrap();
         assert_eq!(limit_key(v4), v4);
+    }
+
+    #[test]
+    fn ipv4_clients_of_a_dual_stack_listener_are_limited_one_by_one() {
+        let a: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        let b: IpAddr = "::ffff:198.51.100.9".parse().unwrap();
+        assert_ne!(limit_key(a), limit_key(b), "not one bucket for all IPv4");
+        assert_eq!(limit_key(a), "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(network(b), "198.51.100.0/24");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use crate::{Broker, Refusal};
 use std::time::{Duration, Instant, SystemTime};
-use telemetry_sink::broker::{Grant, UploadRequest};
+use telemetry_sink::broker::{Grant, UploadRequest, MAX_BUILDS, MAX_BUILD_BYTES};
 use telemetry_sink::BatchKey;
 
 /// Parse and check the JSON body, returning the validated request.
@@ -43,16 +43,22 @@ pub fn parse(body: &[u8]) -> Result<UploadRequest, Refusal> {
         None => Vec::new(),
         Some(v) => v
             .as_array()
-            .filter(|a| a.len() <= 64)
+            .filter(|a| a.len() <= MAX_BUILDS)
             .and_then(|a| {
                 a.iter()
-                    .map(|b| b.as_str().filter(|s| s.len() <= 64).map(str::to_string))
+                    .map(|b| {
+                        b.as_str()
+                            .filter(|s| s.len() <= MAX_BUILD_BYTES)
+                            .map(str::to_string)
+                    })
                     .collect::<Option<Vec<_>>>()
             })
             .ok_or_else(|| {
                 Refusal::bad(
                     "builds",
-                    "expected at most 64 strings of at most 64 bytes".into(),
+                    format!(
+                        "expected at most {MAX_BUILDS} strings of at most {MAX_BUILD_BYTES} bytes"
+                    ),
                 )
             })?,
     };

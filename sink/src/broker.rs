@@ -39,6 +39,18 @@ pub const HEALTH_PATH: &str = "/healthz";
 /// Longest [`UploadRequest`] body a broker reads, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 4096;
 
+/// Most builds an [`UploadRequest`] names; a broker refuses more.
+pub const MAX_BUILDS: usize = 64;
+
+/// Longest build an [`UploadRequest`] names, in bytes; a broker refuses
+/// longer.
+pub const MAX_BUILD_BYTES: usize = 64;
+
+/// Most bytes the builds may take in a request's JSON: the other fields
+/// at their longest take under 400, so a request stays well under
+/// [`MAX_REQUEST_BYTES`].
+pub const MAX_BUILDS_JSON_BYTES: usize = 2048;
+
 /// Longest broker or store answer the client reads, in bytes: grants and
 /// error bodies are small, and a hostile server must not make us buffer
 /// more.
@@ -90,6 +102,19 @@ impl UploadRequest {
             sha256: hex_sha256(body),
             builds: Vec::new(),
         }
+    }
+
+    /// Name `builds`, if they fit what a broker accepts; otherwise none.
+    /// Naming none only skips the broker's per-build check (a whole
+    /// product can still be retired), while a request the broker refuses
+    /// as too large would be refused again at every retry and hold up
+    /// every batch behind it.
+    pub fn with_builds(mut self, builds: Vec<String>) -> UploadRequest {
+        let fits = builds.len() <= MAX_BUILDS
+            && builds.iter().all(|b| b.len() <= MAX_BUILD_BYTES)
+            && serde_json::to_vec(&builds).is_ok_and(|j| j.len() <= MAX_BUILDS_JSON_BYTES);
+        self.builds = if fits { builds } else { Vec::new() };
+        self
     }
 }
 
@@ -440,6 +465,41 @@ fn xml_tag(xml: &str, tag: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn builds_are_named_only_when_a_broker_would_take_them() {
+        let key = BatchKey {
+            product: "p".repeat(64),
+            date: "2026-12-03".into(),
+            machine8: "0123abcd".into(),
+            first: i64::MAX - 1,
+            last: i64::MAX,
+        };
+        let req = |builds: Vec<String>| UploadRequest::new(&key, b"body").with_builds(builds);
+        let few = vec!["1.4.2".to_string(), "1.5.0".to_string()];
+        assert_eq!(req(few.clone()).builds, few);
+        let many: Vec<String> = (0..=MAX_BUILDS).map(|i| format!("1.{i}")).collect();
+        assert!(req(many).builds.is_empty(), "over {MAX_BUILDS} builds");
+        let long = vec!["9".repeat(MAX_BUILD_BYTES + 1)];
+        assert!(
+            req(long).builds.is_empty(),
+            "a build over {MAX_BUILD_BYTES} bytes"
+        );
+        let wide: Vec<String> = (0..40).map(|i| format!("{i:0>60}")).collect();
+        assert!(
+            req(wide).builds.is_empty(),
+            "over {MAX_BUILDS_JSON_BYTES} bytes of builds"
+        );
+        // The most that is named still leaves the request under the
+        // broker's cap, whatever the other fields hold.
+        let most: Vec<String> = (0..MAX_BUILDS_JSON_BYTES / (MAX_BUILD_BYTES + 3))
+            .map(|i| format!("{i:0>64}"))
+            .collect();
+        let mut r = req(most.clone());
+        assert_eq!(r.builds, most);
+        r.bytes = u64::MAX;
+        assert!(serde_json::to_vec(&r).unwrap().len() <= MAX_REQUEST_BYTES);
+    }
 
     #[test]
     fn request_from_key_and_body() {

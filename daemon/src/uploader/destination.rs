@@ -164,10 +164,9 @@ impl Target {
                         message: format!("the stored key {key:?} is not a batch key"),
                     });
                 };
-                let mut request = UploadRequest::new(&parts, &body);
                 // The builds in the batch, so a vendor can retire a build
                 // (410) as well as a whole product.
-                request.builds = builds_in(&body);
+                let request = UploadRequest::new(&parts, &body).with_builds(builds_in(&body));
                 put_request_via_broker(client, url, request, body, *timeout).await
             }
         }
