@@ -178,6 +178,11 @@ pub struct Client {
 /// reply (an acknowledgement is 8 bytes).
 const READ_AHEAD: usize = 256;
 
+/// Longest timeout a call honours: a caller may pass `Duration::MAX` for
+/// "no limit", and a deadline that far off is past what an `Instant` can
+/// hold (adding it would panic in the host).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// The most [`Client::pending`] keeps allocated between replies.
 const MAX_KEPT_BUFFER: usize = 64 * 1024;
 
@@ -231,6 +236,7 @@ impl Client {
 
     /// Write one request frame within `timeout`.
     fn send(&mut self, req: &Request, timeout: Duration) -> Result<(), ClientError> {
+        let timeout = timeout.min(MAX_TIMEOUT);
         if self.broken {
             return Err(ClientError::Broken(self.path.clone()));
         }
@@ -337,6 +343,7 @@ impl Client {
     /// Send `req` and wait for its response, all within `timeout`. An
     /// error response becomes [`ClientError::Refused`].
     pub fn request(&mut self, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
+        let timeout = timeout.min(MAX_TIMEOUT);
         let deadline = Instant::now() + timeout;
         self.send(req, timeout)?;
         while self.unread > 0 {
@@ -614,7 +621,7 @@ pub fn record_event_with(
             message: e.to_string(),
         });
     }
-    let socket_budget = timeout.mul_f64(0.6);
+    let socket_budget = timeout.min(MAX_TIMEOUT).mul_f64(0.6);
     let sent = Client::connect_now(&endpoint.socket)
         .and_then(|mut c| c.emit(vec![ev.clone()], socket_budget));
     match sent {
@@ -726,6 +733,36 @@ mod tests {
             Client::connect_now("/nonexistent/telemetry.sock").is_err(),
             "nobody listening"
         );
+    }
+
+    /// `Duration::MAX` means "no limit" to many callers: honoured as a
+    /// long timeout, not a panic on a deadline past what an `Instant` holds.
+    #[cfg(unix)]
+    #[test]
+    fn the_longest_timeout_is_a_long_wait_not_a_panic() {
+        use std::io::{Read, Write};
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).unwrap();
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut body).unwrap();
+            let ack = encode_frame(&Response::Ack {
+                accepted: 1,
+                duplicates: 0,
+            })
+            .unwrap();
+            s.write_all(&ack).unwrap();
+        });
+        let mut c = Client::connect(&path).unwrap();
+        let ev = event("cfdev", "start", "1.0.0", BTreeMap::new());
+        let acked = c.emit(vec![ev], Duration::MAX).unwrap();
+        assert_eq!(acked.accepted, 1);
+        server.join().unwrap();
     }
 
     /// Replies are read ahead (a whole small reply in one read), and what

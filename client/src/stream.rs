@@ -121,7 +121,9 @@ impl Stream {
         let opts = StreamOptions {
             window: opts.window.clamp(1, MAX_WINDOW),
             events_per_request: opts.events_per_request.clamp(1, MAX_EVENTS_PER_REQUEST),
-            timeout: opts.timeout.max(Duration::from_millis(1)),
+            timeout: opts
+                .timeout
+                .clamp(Duration::from_millis(1), crate::MAX_TIMEOUT),
         };
         Stream {
             client,

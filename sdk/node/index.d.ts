@@ -22,7 +22,7 @@ export interface ClientOptions {
   product: string;
   /** The host CLI's version, e.g. `1.2.0` (A-Z a-z 0-9 . _ + -; at most 64). */
   build: string;
-  /** Budget of each call in ms (default 100). */
+  /** Budget of each call in ms (default 100; at most a day). */
   timeoutMs?: number;
   /** Environment to read instead of `process.env` (TELEMETRY_SOCKET, DO_NOT_TRACK, ...). */
   env?: Env;

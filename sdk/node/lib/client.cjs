@@ -45,14 +45,18 @@ function howToChange(product) {
   );
 }
 
+/** Longest budget honoured, in ms: a day. Node's timers take at most 2^31-1 ms and
+ * fire at once (with a warning on stderr) past that. */
+const MAX_TIMEOUT_MS = 24 * 3600 * 1000;
+
 /**
- * A whole, non-negative budget in ms from an option, else the fallback.
+ * A whole, non-negative budget in ms from an option, else the fallback; at most a day.
  * @param {unknown} v
  * @param {number} fallback
  * @returns {number}
  */
 function budgetOf(v, fallback) {
-  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : fallback;
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.min(v, MAX_TIMEOUT_MS) : fallback;
 }
 
 /**

@@ -93,6 +93,16 @@ function hasControl(s) {
 }
 
 /**
+ * Whether a string has a lone UTF-16 surrogate (what cutting an emoji in two leaves):
+ * no UTF-8 encodes it, so the daemon would refuse the line as malformed.
+ * @param {string} s
+ * @returns {boolean}
+ */
+function hasLoneSurrogate(s) {
+  return /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(s);
+}
+
+/**
  * Check and normalise event data: a plain object (or Map) of name → string |
  * integer (a safe-integer number or a BigInt within 64 bits) | boolean.
  * Returns the data with integers outside the safe range kept as BigInt, or an
@@ -116,6 +126,11 @@ function checkData(data) {
     if (bad) return { error: bad };
     if (typeof value === 'string') {
       const len = Buffer.byteLength(value, 'utf8');
+      if (hasLoneSurrogate(value)) {
+        return {
+          error: `data value for ${shown(key)} is not whole text: it has half of a character (a lone surrogate)`,
+        };
+      }
       if (len > LIMITS.maxStringLen || hasControl(value)) {
         return {
           error:

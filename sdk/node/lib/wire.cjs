@@ -100,8 +100,10 @@ function uuidv7(ms = Date.now()) {
  * @returns {number}
  */
 function nowMicros() {
-  const { performance } = require('node:perf_hooks');
-  return Math.floor((performance.timeOrigin + performance.now()) * 1000);
+  // The wall clock, not timeOrigin + performance.now(): that monotonic sum stops
+  // while a laptop sleeps and ignores clock steps, so a long-lived host's events
+  // would lag by hours.
+  return Date.now() * 1000;
 }
 
 /**

@@ -451,3 +451,43 @@ test('nothing ever throws: every public function with garbage', async () => {
   const dir = await clients[6].emit('stop');
   assert.ok(['spooled', 'failed'].includes(dir.status), JSON.stringify(dir));
 });
+
+test('a budget past what a timer holds is a long wait, not an instant timeout with a warning', async () => {
+  const T = onDir();
+  const env = sdkEnv(T);
+  const server = await fakeServer(env.TELEMETRY_SOCKET, () => ACK);
+  /** @type {string[]} */
+  const warnings = [];
+  const onWarning = (/** @type {Error} */ w) => warnings.push(w.name);
+  process.on('warning', onWarning);
+  try {
+    const t = createClient({ product: 'cfdev', build: '1', env, timeoutMs: 2 ** 31 });
+    assert.equal((await t.emit('stop')).status, 'acknowledged');
+    assert.equal((await t.emit('stop', {}, { timeoutMs: 1e12 })).status, 'acknowledged');
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(warnings, []);
+  } finally {
+    process.off('warning', onWarning);
+    await server.close();
+  }
+});
+
+test('half a character (a lone surrogate) is refused locally, precisely, and never sent', async () => {
+  const T = onDir();
+  const env = sdkEnv(T);
+  const server = await fakeServer(env.TELEMETRY_SOCKET, () => ACK);
+  try {
+    const t = createClient({ product: 'cfdev', build: '1', env });
+    const cut = '👍'.slice(0, 1);
+    for (const note of [cut, `a${cut}b`, '👍'.slice(1)]) {
+      const r = await t.emit('stop', { note });
+      assert.equal(r.status, 'refused', note);
+      assert.equal(r.code, 'invalid');
+      assert.match(r.message, /note.*half of a character/);
+    }
+    assert.equal(server.seen.lines.length, 0, 'nothing sent');
+    assert.equal((await t.emit('stop', { note: '👍 é' })).status, 'acknowledged', 'whole text passes');
+  } finally {
+    await server.close();
+  }
+});

@@ -179,3 +179,26 @@ def test_prompt_default_is_no(sdk_env: Daemon) -> None:
     assert "Help us improve cfdev?" in screen and "anonymous usage" not in screen
     assert last == "asked off recorded"
     assert Client("cfdev", "1").consent() == t.ConsentState("off", "user_file")
+
+
+def test_imports_and_never_raises_where_there_is_no_fcntl(sdk_env: Daemon) -> None:
+    # Windows has no fcntl; the host imports the SDK unconditionally, so
+    # the import must work there and every call still return a value.
+    code = (
+        "import sys; sys.platform = 'win32'; sys.modules['fcntl'] = None\n"
+        "import telemetryd_client as t\n"
+        "c = t.Client('cfdev', '1')\n"
+        "change = c.set_consent('on')\n"
+        "print(type(change).__name__, change.status)\n"
+        "print(type(c.emit('stop')).__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=dict(os.environ, PYTHONPATH=str(SDK / "src")),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "ConsentChange failed\nOutcome\n", out.stdout
+    assert not Path(sdk_env.consent_file).exists()

@@ -12,14 +12,18 @@ its environment.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
+import sys
 import time
 from typing import Dict, Mapping, Optional
 
 from ._spool import make_dirs
+
+if sys.platform != "win32":
+    # Not on Windows, where this module must still import (see start).
+    import fcntl
 
 INTERVAL_MS = 10_000
 STAMP_FILE = "autostart.stamp"
@@ -92,6 +96,9 @@ def start(socket_path: str, state_dir: str, env: Mapping[str, str]) -> str:
     recently. Returns ``spawned``, ``disabled``, ``not_found`` or
     ``recently``; raises ``OSError`` when a file or the spawn fails."""
     if disabled(env.get("TELEMETRY_AUTOSTART")):
+        return "disabled"
+    if sys.platform == "win32":
+        # No detached start without fork and sh; the service starts it.
         return "disabled"
     daemon = find_daemon(env)
     if not daemon:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import time
@@ -11,6 +10,11 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Mapping, NamedTuple, Optional
 
 from . import _autostart, _paths, _spool, _transport
+
+if sys.platform != "win32":
+    # Not on Windows: importing this module must not fail there (the host
+    # imports it unconditionally); recording consent refuses instead.
+    import fcntl
 from ._consent import (
     UNREADABLE,
     ConsentFile,
@@ -518,6 +522,8 @@ def _record(
     serialized by ``flock`` on ``DIR/.consent.lock``, canonical form, a temp
     file in the same dir (the old file's mode, else ``0600``), fsync,
     rename."""
+    if sys.platform == "win32":
+        raise OSError("recording consent from Python is not supported on Windows")
     directory = os.path.dirname(os.path.abspath(path))
     _spool.make_dirs(directory)
     lock = os.open(
