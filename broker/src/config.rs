@@ -86,6 +86,16 @@ pub struct Args {
     /// Connections served at once [default: 1024].
     #[arg(long, env = "TELEMETRY_BROKER_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Connections open at once from one client address (an IPv4 address
+    /// or IPv6 /64), so one host cannot hold every connection; not applied
+    /// with --client-ip-header, where every connection comes from the
+    /// load balancer [default: 32].
+    #[arg(
+        long,
+        env = "TELEMETRY_BROKER_MAX_CONNECTIONS_PER_ADDRESS",
+        value_name = "N"
+    )]
+    pub max_connections_per_address: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +112,7 @@ struct FileConfig {
     retired: Option<Vec<String>>,
     client_ip_header: Option<String>,
     max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
     s3: Option<FileS3>,
 }
 
@@ -144,6 +155,9 @@ pub struct Settings {
     pub client_ip_header: Option<String>,
     /// Concurrent connections.
     pub max_connections: usize,
+    /// Concurrent connections from one client address (unless
+    /// `client_ip_header` is set).
+    pub max_connections_per_address: usize,
 }
 
 impl Settings {
@@ -266,6 +280,11 @@ impl Settings {
                 .or(file.max_connections)
                 .unwrap_or(1024)
                 .max(1),
+            max_connections_per_address: args
+                .max_connections_per_address
+                .or(file.max_connections_per_address)
+                .unwrap_or(32)
+                .max(1),
         })
     }
 }
@@ -275,7 +294,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
         .with_context(|| format!("cannot read the settings file {}", path.display()))?;
     toml::from_str(&text).with_context(|| {
         format!(
-            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_machine, max_tracked, retired, client_ip_header, max_connections, [s3])",
+            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_machine, max_tracked, retired, client_ip_header, max_connections, max_connections_per_address, [s3])",
             path.display()
         )
     })

@@ -2,7 +2,8 @@
 //!
 //! Every request is bounded: headers must arrive within
 //! [`HEADER_TIMEOUT`], a body within [`BODY_TIMEOUT`] and
-//! [`MAX_REQUEST_BYTES`]; at most `max_connections` are served at once
+//! [`MAX_REQUEST_BYTES`]; at most `max_connections` are served at once,
+//! and at most `max_connections_per_address` from one client address
 //! (more are closed at accept). On shutdown the listener closes, idle
 //! keep-alive connections are closed, and requests in flight get
 //! [`DRAIN_TIMEOUT`] to finish.
@@ -36,6 +37,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(broker.settings.max_connections));
+    let per_address = PerAddress::new(broker.settings.max_connections_per_address);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -59,6 +61,22 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
             );
             continue;
         };
+        // Behind a load balancer every connection is the balancer's: the
+        // per-address cap is its job there.
+        let address_slot = match &broker.settings.client_ip_header {
+            Some(_) => None,
+            None => match per_address.take(limit_key(peer.ip())) {
+                Some(s) => Some(s),
+                None => {
+                    tracing::warn!(
+                        "over {} connections from one address; closing one from {}",
+                        broker.settings.max_connections_per_address,
+                        network(peer.ip())
+                    );
+                    continue;
+                }
+            },
+        };
         let _ = stream.set_nodelay(true);
         let b = broker.clone();
         let service = hyper::service::service_fn(move |req| {
@@ -72,7 +90,7 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
-            drop(slot);
+            drop((slot, address_slot));
         });
     }
     drop(listener);
@@ -82,6 +100,57 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         .is_err()
     {
         tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+/// Connections open per client address ([`limit_key`]): one host must
+/// not hold every connection (keep-alive connections that each send a
+/// request now and then stay open for good). Holds only open connections,
+/// so its size is bounded by `max_connections`.
+#[derive(Clone)]
+struct PerAddress {
+    open: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
+    cap: usize,
+}
+
+/// One connection's place in [`PerAddress`], given back when dropped.
+struct AddressSlot {
+    table: PerAddress,
+    key: IpAddr,
+}
+
+impl PerAddress {
+    fn new(cap: usize) -> PerAddress {
+        PerAddress {
+            open: Arc::default(),
+            cap,
+        }
+    }
+
+    /// A place for one more connection from `key`, unless it has `cap`.
+    fn take(&self, key: IpAddr) -> Option<AddressSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -335,6 +404,26 @@ mod tests {
         assert_ne!(limit_key(a), limit_key(b), "not one bucket for all IPv4");
         assert_eq!(limit_key(a), "203.0.113.7".parse::<IpAddr>().unwrap());
         assert_eq!(network(b), "198.51.100.0/24");
+    }
+
+    #[test]
+    fn connections_per_address_are_capped_and_given_back() {
+        let table = PerAddress::new(2);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "203.0.113.7".parse().unwrap();
+        let first = table.take(limit_key(a)).expect("first");
+        let second = table.take(limit_key("2001:db8:1:2::9".parse().unwrap()));
+        assert!(second.is_some(), "second, same /64");
+        assert!(table.take(limit_key(a)).is_none(), "third from that /64");
+        assert!(
+            table.take(limit_key(b)).is_some(),
+            "another address is served"
+        );
+        drop(first);
+        assert!(table.take(limit_key(a)).is_some(), "a place given back");
+        drop(second);
+        let open = table.open.lock().unwrap();
+        assert!(!open.contains_key(&b), "closed addresses are forgotten");
     }
 
     #[test]

@@ -471,3 +471,39 @@ fn healthz_and_clean_exit_on_sigterm() {
     let status = broker.terminate().expect("broker exits on SIGTERM");
     assert!(status.success(), "exit status {status}");
 }
+
+/// One host cannot hold every connection: past its cap a connection from
+/// that address is closed at accept, and a closed one makes room again.
+#[test]
+fn one_address_cannot_hold_every_connection() {
+    use std::io::{Read, Write};
+    let s3 = S3Server::start();
+    let broker = Broker::start(
+        &s3,
+        &[("TELEMETRY_BROKER_MAX_CONNECTIONS_PER_ADDRESS", "2")],
+    );
+    let addr = broker.url.trim_start_matches("http://").to_string();
+    let health = |c: &mut std::net::TcpStream| -> String {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n");
+        let mut got = vec![0u8; 512];
+        let n = c.read(&mut got).unwrap_or(0);
+        String::from_utf8_lossy(&got[..n]).into_owned()
+    };
+    let mut first = std::net::TcpStream::connect(&addr).unwrap();
+    assert!(
+        health(&mut first).starts_with("HTTP/1.1 200"),
+        "first is served"
+    );
+    let _second = std::net::TcpStream::connect(&addr).unwrap();
+    // Accepted in order: once the third is answered or closed, the second
+    // holds its place.
+    let mut third = std::net::TcpStream::connect(&addr).unwrap();
+    assert_eq!(health(&mut third), "", "a third from one address is closed");
+    drop(first);
+    wait_for("a place given back", Duration::from_secs(10), || {
+        let mut again = std::net::TcpStream::connect(&addr).ok()?;
+        health(&mut again).starts_with("HTTP/1.1 200").then_some(())
+    });
+    assert!(broker.log().contains("connections from one address"));
+}
