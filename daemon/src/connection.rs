@@ -244,6 +244,7 @@ pub async fn serve(
         connection: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
         earlier_requests: 0,
         encoding: Encoding::Binary,
+        read_ahead: false,
     };
     tracing::debug!(peer = %peer.identity.describe(), "connection");
     let mut framed = Framed::new(stream, WireCodec::<Request, Response>::new());
@@ -357,6 +358,7 @@ pub async fn serve(
                         }
                         let n = events.len();
                         let to = direct.as_ref().filter(|_| to_store);
+                        peer.read_ahead = !framed.read_buffer().is_empty();
                         let answer = emit::submit(ctx, &peer, to, events, ack).await;
                         if to.is_some() {
                             window.push_direct(answer, n);

@@ -45,10 +45,12 @@ func writeSpool(dir string, ev Event) (OutcomeKind, error) {
 	if err != nil {
 		return Failed, err
 	}
+	// No fsync: it can take longer than the host's whole budget on a busy
+	// or failing disk, and the spool is the fallback for an event nobody
+	// acknowledged (the shim and the other SDKs do not sync theirs either).
+	// A file a power cut leaves empty or torn is refused by the daemon's
+	// intake as damaged, counted and removed: it costs that one event.
 	_, werr := f.Write(line)
-	if werr == nil {
-		werr = f.Sync()
-	}
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
 	}

@@ -27,9 +27,11 @@ pub type Pending<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
 /// pipelining connection submits each as it arrives and the store commits
 /// all that are queued in one transaction.
 ///
-/// With `direct`, the store thread writes the acknowledgement itself
-/// right after the commit: the client is woken one thread handoff sooner
-/// than if this task were woken to write it (see [`Direct`]). Only a
+/// With `direct`, the thread that commits writes the acknowledgement
+/// itself right after the commit: the client is woken one thread handoff
+/// sooner than if this task were woken to write it (see [`Direct`]). That
+/// is the store thread, or this one when the store is idle and it commits
+/// the request itself (see `Store::lead`). Only a
 /// request with nothing before it still unanswered may be given one, or
 /// its answer could overtake theirs.
 pub async fn submit<'a>(
@@ -92,6 +94,10 @@ pub async fn submit<'a>(
     // for it.
     let client = (peer.earlier_requests > 0).then_some(peer.connection);
     let reply_direct = direct;
+    // A request with nothing of its connection's before it in the store
+    // (what a direct answer requires) may be committed by this thread,
+    // unless its client is streaming (see `Store::lead`).
+    let alone = direct.is_some() && !peer.read_ahead;
     let direct = direct.cloned();
     if let Some(d) = &direct {
         d.state.unanswered.fetch_add(1, Ordering::AcqRel);
@@ -101,7 +107,7 @@ pub async fn submit<'a>(
     let nudger = ctx.uploader.nudger();
     let submitted = ctx
         .store
-        .submit_then(client, records, move |outcome| {
+        .submit_then(client, alone, records, move |outcome| {
             drop((ids, room));
             // Counted before the client can see its answer, so a `status`
             // it asks for next includes these events.

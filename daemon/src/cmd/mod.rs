@@ -41,6 +41,10 @@ pub struct Peer {
     pub earlier_requests: u64,
     /// How the connection's messages are written (its first byte chose).
     pub encoding: telemetry_proto::Encoding,
+    /// Bytes past the current request were already read: the client is
+    /// streaming, and its requests should share the store thread's
+    /// commits rather than each be committed alone.
+    pub read_ahead: bool,
 }
 
 /// Whether `req` changes or reveals stored data, and so needs a trusted
@@ -95,6 +99,7 @@ mod tests {
             connection: 1,
             earlier_requests: 0,
             encoding: telemetry_proto::Encoding::Binary,
+            read_ahead: false,
         }
     }
 

@@ -1,9 +1,14 @@
 //! The only module that touches SQLite.
 //!
 //! # Threading
-//! One dedicated thread owns the [`rusqlite::Connection`]. Everyone else
-//! talks to it through a [`Store`] handle (a bounded channel), so there is no
-//! lock contention and no SQL anywhere else.
+//! One dedicated thread serves the [`rusqlite::Connection`]. Everyone else
+//! talks to it through a [`Store`] handle (a bounded channel), and there is
+//! no SQL anywhere else. The connection lives in a mutex that the store
+//! thread holds while it runs a command; the one exception to the channel
+//! is a small insert with nothing before it, arriving while the store
+//! thread is idle and no other client is expected: its submitter takes the
+//! mutex (never waiting for it) and commits it itself, sparing a wakeup
+//! (see `lead`).
 //!
 //! # Group commit
 //! The thread takes one command, then drains every insert already waiting
@@ -51,6 +56,7 @@ mod destinations;
 mod doorbell;
 mod forget;
 mod insert;
+mod lead;
 mod receipts;
 mod seal;
 mod transparency;
@@ -363,6 +369,10 @@ enum Cmd {
 /// Handle to the store thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// Declared before `tx`, so a handle lets go of it before the store
+    /// thread can see the queue close: the thread's is then the last, and
+    /// the database is closed there, before [`StoreThread::join`] returns.
+    inner: Arc<std::sync::Mutex<Inner>>,
     tx: mpsc::Sender<Cmd>,
     bell: Arc<Doorbell>,
 }
@@ -462,13 +472,15 @@ impl Store {
             source: Arc::new(e),
         })?;
         let bell = Arc::new(Doorbell::default());
-        let mut inner = Inner::new(conn, &path, opts, lock, bell.clone())?;
         let (tx, rx) = mpsc::channel(1024);
+        let inner = Inner::new(conn, &path, opts, lock, bell.clone())?;
+        let inner = Arc::new(std::sync::Mutex::new(inner));
+        let shared = inner.clone();
         let handle = std::thread::Builder::new()
             .name("telemetryd-store".into())
-            .spawn(move || inner.serve(rx))
+            .spawn(move || Inner::serve(&shared, rx))
             .map_err(io(&path))?;
-        Ok((Store { tx, bell }, StoreThread(handle)))
+        Ok((Store { inner, tx, bell }, StoreThread(handle)))
     }
 
     /// [`Store::open`], but a damaged database is moved aside (kept for
@@ -522,13 +534,14 @@ impl Store {
 
     /// Store records; resolves after they are committed.
     pub async fn insert(&self, records: Vec<Record>) -> Result<InsertOutcome, StoreError> {
-        self.insert_then(None, records, |_| ())
+        self.insert_then(None, false, records, |_| ())
             .await
             .and_then(|(r, ())| r)
     }
 
-    /// Store records for a client; `first` runs on the store thread with
-    /// the outcome the moment it is known, before this future is woken, so
+    /// Store records for a client; `first` runs on the thread that commits
+    /// (the store thread, or the caller's when it leads) with the outcome
+    /// the moment it is known, before this future is woken, so
     /// it can answer the client without a handoff back to the caller's
     /// thread (each handoff is a wakeup, and on a small VM a wakeup costs
     /// as much as the rest of a request). Resolves to the outcome and what
@@ -536,14 +549,16 @@ impl Store {
     ///
     /// `client` is the connection waiting, when it will likely send again
     /// once answered: commits wait briefly for such clients to share one
-    /// fsync.
+    /// fsync. With `alone` (nothing of the submitter's is queued before
+    /// it), the caller's thread may commit it itself (see [`Store::lead`]).
     pub async fn insert_then<R: Send + 'static>(
         &self,
         client: Option<u64>,
+        alone: bool,
         records: Vec<Record>,
         first: impl FnOnce(&Result<InsertOutcome, StoreError>) -> R + Send + 'static,
     ) -> Result<(Result<InsertOutcome, StoreError>, R), StoreError> {
-        self.submit_then(client, records, first).await?.await
+        self.submit_then(client, alone, records, first).await?.await
     }
 
     /// [`Store::insert_then`] in two steps: this one queues the records
@@ -555,6 +570,7 @@ impl Store {
     pub async fn submit_then<R: Send + 'static>(
         &self,
         client: Option<u64>,
+        alone: bool,
         records: Vec<Record>,
         first: impl FnOnce(&Result<InsertOutcome, StoreError>) -> R + Send + 'static,
     ) -> Result<InsertWait<R>, StoreError> {
@@ -563,6 +579,9 @@ impl Store {
             let r = first(&outcome);
             let _ = tx.send((outcome, r));
         });
+        let Some((records, done)) = self.lead(alone, client, records, done) else {
+            return Ok(InsertWait(rx));
+        };
         self.tx
             .send(Cmd::Insert {
                 records,
@@ -973,85 +992,101 @@ impl Inner {
         Ok(())
     }
 
-    fn serve(&mut self, mut rx: mpsc::Receiver<Cmd>) {
+    /// The store thread: run each command with the store held (a
+    /// submitter may hold it for a commit of its own; see
+    /// [`Store::lead`]).
+    fn serve(shared: &std::sync::Mutex<Inner>, mut rx: mpsc::Receiver<Cmd>) {
         while let Some(cmd) = rx.blocking_recv() {
-            let mut next = Some(cmd);
-            while let Some(cmd) = next.take() {
-                match cmd {
-                    Cmd::Insert {
-                        records,
-                        reply,
-                        client,
-                    } => {
-                        let mut group = vec![(records, reply)];
-                        next = self.gather(&mut rx, client, &mut group);
-                        let started = Instant::now();
-                        let bytes = self.insert_group(group);
-                        self.last_commit = started.elapsed();
-                        self.last_commit_end = Instant::now();
-                        self.wrote(bytes);
-                    }
-                    Cmd::Seal { force, reply } => {
-                        let sealed = self.seal(force);
-                        if matches!(sealed, Ok(n) if n > 0) {
-                            self.wrote(checkpoint::BYTES_PER_NUDGE);
-                        }
-                        let _ = reply.send(sealed);
-                    }
-                    Cmd::NextSealed { to, reply } => {
-                        let _ = reply.send(self.next_sealed(to.as_ref()));
-                    }
-                    Cmd::Retire {
-                        product,
-                        destination,
-                        message,
-                        reply,
-                    } => {
-                        let _ = reply.send(self.retire(&product, &destination, &message));
+            shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .run(cmd, &mut rx);
+        }
+    }
+
+    /// Commit a group of inserts and account for it.
+    fn commit(&mut self, group: Vec<(Vec<Record>, Option<Done>)>) {
+        let started = Instant::now();
+        let bytes = self.insert_group(group);
+        self.last_commit = started.elapsed();
+        self.last_commit_end = Instant::now();
+        self.wrote(bytes);
+    }
+
+    /// Run `cmd`, and any other command gathering takes from the queue.
+    fn run(&mut self, cmd: Cmd, rx: &mut mpsc::Receiver<Cmd>) {
+        let mut next = Some(cmd);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Cmd::Insert {
+                    records,
+                    reply,
+                    client,
+                } => {
+                    let mut group = vec![(records, reply)];
+                    next = self.gather(rx, client, &mut group);
+                    self.commit(group);
+                }
+                Cmd::Seal { force, reply } => {
+                    let sealed = self.seal(force);
+                    if matches!(sealed, Ok(n) if n > 0) {
                         self.wrote(checkpoint::BYTES_PER_NUDGE);
                     }
-                    Cmd::Retired { reply } => {
-                        let _ = reply.send(self.retired());
-                    }
-                    Cmd::Stats { reply } => {
-                        let _ = reply.send(self.stats());
-                    }
-                    Cmd::ApplyConsent {
-                        product,
-                        decision,
-                        final_record,
-                        reply,
-                    } => {
-                        let _ = reply.send(self.apply_consent(&product, decision, final_record));
-                        // A switch to off purges rows.
-                        self.wrote(checkpoint::BYTES_PER_NUDGE);
-                    }
-                    Cmd::Applied { reply } => {
-                        let _ = reply.send(Ok(self.applied.clone()));
-                    }
-                    Cmd::ConsentedEvents {
-                        product,
-                        version,
-                        offer,
-                        reply,
-                    } => {
-                        let _ = reply.send(self.consented_events(&product, version, offer));
-                    }
-                    Cmd::Show {
-                        product,
-                        after_seq,
-                        reply,
-                    } => {
-                        let _ = reply.send(self.show(product.as_deref(), after_seq));
-                    }
-                    Cmd::Purge { product, reply } => {
-                        let _ = reply.send(self.purge(product.as_deref()));
-                        self.wrote(checkpoint::BYTES_PER_NUDGE);
-                    }
-                    Cmd::Run(f) => {
-                        f(self);
-                        self.wrote(checkpoint::BYTES_PER_NUDGE);
-                    }
+                    let _ = reply.send(sealed);
+                }
+                Cmd::NextSealed { to, reply } => {
+                    let _ = reply.send(self.next_sealed(to.as_ref()));
+                }
+                Cmd::Retire {
+                    product,
+                    destination,
+                    message,
+                    reply,
+                } => {
+                    let _ = reply.send(self.retire(&product, &destination, &message));
+                    self.wrote(checkpoint::BYTES_PER_NUDGE);
+                }
+                Cmd::Retired { reply } => {
+                    let _ = reply.send(self.retired());
+                }
+                Cmd::Stats { reply } => {
+                    let _ = reply.send(self.stats());
+                }
+                Cmd::ApplyConsent {
+                    product,
+                    decision,
+                    final_record,
+                    reply,
+                } => {
+                    let _ = reply.send(self.apply_consent(&product, decision, final_record));
+                    // A switch to off purges rows.
+                    self.wrote(checkpoint::BYTES_PER_NUDGE);
+                }
+                Cmd::Applied { reply } => {
+                    let _ = reply.send(Ok(self.applied.clone()));
+                }
+                Cmd::ConsentedEvents {
+                    product,
+                    version,
+                    offer,
+                    reply,
+                } => {
+                    let _ = reply.send(self.consented_events(&product, version, offer));
+                }
+                Cmd::Show {
+                    product,
+                    after_seq,
+                    reply,
+                } => {
+                    let _ = reply.send(self.show(product.as_deref(), after_seq));
+                }
+                Cmd::Purge { product, reply } => {
+                    let _ = reply.send(self.purge(product.as_deref()));
+                    self.wrote(checkpoint::BYTES_PER_NUDGE);
+                }
+                Cmd::Run(f) => {
+                    f(self);
+                    self.wrote(checkpoint::BYTES_PER_NUDGE);
                 }
             }
         }

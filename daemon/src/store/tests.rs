@@ -112,7 +112,7 @@ async fn insert_from(
     records: Vec<Record>,
 ) -> Result<InsertOutcome, StoreError> {
     store
-        .insert_then(Some(client), records, |_| ())
+        .insert_then(Some(client), false, records, |_| ())
         .await
         .and_then(|(r, ())| r)
 }
@@ -1475,6 +1475,30 @@ fn a_v8_database_keeps_its_ids_deduplicated_and_its_seq_high_water() {
 /// among the events waiting for a commit) is held until the commit, not
 /// dropped when the records are queued: otherwise clients that never wait
 /// for an answer could queue without bound.
+/// Hold the store thread in a command of its own (the store with it)
+/// until the returned sender sends; the task ends once it is let go.
+async fn hold_store_thread(
+    store: &Store,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    tokio::task::JoinHandle<Result<(), StoreError>>,
+) {
+    let (entered_tx, entered) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let store = store.clone();
+    let blocker = tokio::spawn(async move {
+        store
+            .run_on(move |_| {
+                let _ = entered_tx.send(());
+                let _ = release_rx.recv();
+                Ok(())
+            })
+            .await
+    });
+    entered.await.unwrap();
+    (release, blocker)
+}
+
 #[test]
 fn what_an_unwaited_insert_keeps_is_held_until_its_commit() {
     let f = Fixture::new();
@@ -1482,21 +1506,7 @@ fn what_an_unwaited_insert_keeps_is_held_until_its_commit() {
     rt().block_on(async {
         // Hold the store thread in a command of its own, so the insert
         // queued behind it cannot be committed yet.
-        let (entered_tx, entered) = tokio::sync::oneshot::channel();
-        let (release, release_rx) = std::sync::mpsc::channel::<()>();
-        let blocker = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .run_on(move |_| {
-                        let _ = entered_tx.send(());
-                        let _ = release_rx.recv();
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        entered.await.unwrap();
+        let (release, blocker) = hold_store_thread(&store).await;
         let room = Arc::new(tokio::sync::Semaphore::new(1));
         let permit = room.clone().acquire_owned().await.unwrap();
         store
@@ -1514,6 +1524,78 @@ fn what_an_unwaited_insert_keeps_is_held_until_its_commit() {
         let s = store.stats().await.unwrap();
         assert_eq!(s.pending_events, 1);
         assert_eq!(room.available_permits(), 1, "given back at the commit");
+    });
+    drop(store);
+    thread.join();
+}
+
+/// The thread an insert's outcome was first seen on: the store thread's
+/// name, or the submitter's.
+fn committed_on(
+    store: &Store,
+    alone: bool,
+    n: u128,
+) -> impl std::future::Future<Output = (InsertOutcome, Option<String>)> + Send + 'static {
+    let store = store.clone();
+    async move {
+        let (outcome, on) = store
+            .insert_then(Some(1), alone, vec![record(n, "a")], |_| {
+                std::thread::current().name().map(String::from)
+            })
+            .await
+            .unwrap();
+        (outcome.unwrap(), on)
+    }
+}
+
+#[test]
+fn a_lone_insert_to_an_idle_store_is_committed_by_its_submitter() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    let here = std::thread::current().name().map(String::from);
+    rt().block_on(async {
+        let (out, on) = committed_on(&store, true, 1).await;
+        assert_eq!(out.accepted, 1);
+        assert_eq!(on, here, "no handoff to the store thread");
+        // Led again: the same client, alone.
+        assert_eq!(committed_on(&store, true, 2).await.1, here);
+        // With something of its own queued before it, it must not overtake.
+        let (out, on) = committed_on(&store, false, 3).await;
+        assert_eq!(out.accepted, 1);
+        assert_eq!(on.as_deref(), Some("telemetryd-store"));
+        // Led commits are commits like the store thread's: a resend is a
+        // duplicate.
+        assert_eq!(committed_on(&store, true, 1).await.0.duplicates, 1);
+    });
+    drop(store);
+    thread.join();
+    // Durable: there after the store is closed and opened again.
+    let (store, thread) = f.open(100);
+    let s = rt().block_on(store.stats()).unwrap();
+    assert_eq!(s.pending_events, 3);
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn a_lone_insert_to_a_busy_store_waits_for_the_store_thread() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        let (release, blocker) = hold_store_thread(&store).await;
+        // The store thread holds the store: the insert is queued, and the
+        // submitter is not blocked behind it.
+        let insert = tokio::spawn(committed_on(&store, true, 1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !insert.is_finished(),
+            "not committed while the store is held"
+        );
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        let (out, on) = insert.await.unwrap();
+        assert_eq!(out.accepted, 1);
+        assert_eq!(on.as_deref(), Some("telemetryd-store"));
     });
     drop(store);
     thread.join();

@@ -202,3 +202,32 @@ def test_imports_and_never_raises_where_there_is_no_fcntl(sdk_env: Daemon) -> No
     assert out.returncode == 0, out.stderr
     assert out.stdout == "ConsentChange failed\nOutcome\n", out.stdout
     assert not Path(sdk_env.consent_file).exists()
+
+
+def test_autostart_waits_for_its_shell_only_within_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `sh` that starts the daemon normally exits at once; one that
+    does not (a loaded machine, a stopped process) must not hold the host
+    past its budget."""
+    from telemetryd_client import _autostart
+
+    real = subprocess.Popen
+    started: List[Any] = []
+
+    def slow_shell(args: Any, **kw: Any) -> Any:
+        # A real child that outlives the budget, in the shell's place.
+        child = real(["sleep", "10"], **kw)
+        started.append(child)
+        return child
+
+    monkeypatch.setattr(_autostart.subprocess, "Popen", slow_shell)
+    env = {"TELEMETRY_DAEMON": "/bin/true", "PATH": "/usr/bin:/bin"}
+    t0 = time.monotonic()
+    got = _autostart.start(str(tmp_path / "s.sock"), str(tmp_path / "st"), env, t0 + 0.2)
+    took = time.monotonic() - t0
+    for child in started:
+        child.kill()
+        child.wait()
+    assert got == "spawned"
+    assert took < 2.0, f"waited {took:.1f} s for the shell, past a 0.2 s budget"

@@ -91,10 +91,14 @@ def daemon_env(env: Mapping[str, str]) -> Dict[str, str]:
     return out
 
 
-def start(socket_path: str, state_dir: str, env: Mapping[str, str]) -> str:
+def start(
+    socket_path: str, state_dir: str, env: Mapping[str, str], deadline: Optional[float] = None
+) -> str:
     """Start the daemon detached unless disabled, not found or started
     recently. Returns ``spawned``, ``disabled``, ``not_found`` or
-    ``recently``; raises ``OSError`` when a file or the spawn fails."""
+    ``recently``; raises ``OSError`` when a file or the spawn fails.
+    Waits for the ``sh`` that starts it only until ``deadline`` (a
+    ``time.monotonic()`` value; the host's budget), not past it."""
     if disabled(env.get("TELEMETRY_AUTOSTART")):
         return "disabled"
     if sys.platform == "win32":
@@ -150,7 +154,14 @@ def start(socket_path: str, state_dir: str, env: Mapping[str, str]) -> str:
                 start_new_session=True,
                 env=daemon_env(env),
             )
-            child.wait(timeout=5)
+            # `sh` exits as soon as it has started the daemon; reap it, but
+            # not past the host's budget: one left running is reaped by the
+            # subprocess module later (or by init once this process exits).
+            left = 5.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                child.wait(timeout=left)
+            except subprocess.TimeoutExpired:
+                pass
         finally:
             os.close(log)
         return "spawned"

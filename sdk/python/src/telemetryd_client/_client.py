@@ -304,7 +304,7 @@ class Client:
                     _transport.send_only(p.socket, emit_line([ev], False), deadline)
                     return Outcome(QUEUED, event_id=ev.id)
             except _transport.TransportError as e:
-                return self._spool(ev, p, e.why, e.nothing_serves)
+                return self._spool(ev, p, e.why, e.nothing_serves, deadline)
             body = body if isinstance(body, dict) else {}
             if name == "ack":
                 return Outcome(
@@ -318,8 +318,10 @@ class Client:
                 message = str(body.get("message", ""))
                 if code in FINAL_CODES:
                     return Outcome(REFUSED, message, code=code, event_id=ev.id)
-                return self._spool(ev, p, f"telemetryd answered {code}: {message}", False, code)
-            return self._spool(ev, p, f"unexpected reply {name!r} from telemetryd", False)
+                return self._spool(
+                    ev, p, f"telemetryd answered {code}: {message}", False, deadline, code
+                )
+            return self._spool(ev, p, f"unexpected reply {name!r} from telemetryd", False, deadline)
         except Exception as e:
             return Outcome(FAILED, _describe(e))
 
@@ -329,6 +331,7 @@ class Client:
         p: Paths,
         reason: str,
         nothing_serves: bool,
+        deadline: float,
         code: Optional[str] = None,
     ) -> Outcome:
         directory = _paths.spool_dir(p.state_dir, p.socket)
@@ -340,7 +343,7 @@ class Client:
             return Outcome(FAILED, f"{reason}; spooling failed: {e}", code=code, event_id=ev.id)
         if nothing_serves and self._autostart:
             try:
-                _autostart.start(p.socket, p.state_dir, os.environ)
+                _autostart.start(p.socket, p.state_dir, os.environ, deadline)
             except Exception:
                 pass
         return Outcome(SPOOLED, reason, code=code, event_id=ev.id, spool_file=path)
