@@ -13,16 +13,24 @@
 //! way back, the request goes to the store thread, which waits for them to
 //! share one fsync (`Inner::gather`); committed alone it would split them
 //! into cohorts (measured: at sync=full, 8 clients lost half their rate).
-//! Nor when anything is queued, or the store is held: the store thread is
-//! busy, and the request joins its next commit.
+//! Nor when the store thread has a command it has not finished (queued,
+//! or taken and not yet run: `Queued`), or the store is held: the store
+//! thread is busy, and the request joins its next commit.
 //!
 //! Bounds: the reader is a runtime worker, blocked for one commit of at
 //! most [`MAX_LED_EVENTS`] events. `try_lock` lets one in at a time, so
-//! the others go on serving connections even if the disk stalls.
+//! the others go on serving connections even if the disk stalls. That
+//! commit is usually small, but it is the one that pays for whatever the
+//! store does at a commit: making room when the store is full
+//! (`bound::make_room`), the dedup generation's turn, or SQLite's own
+//! backstop checkpoint if the checkpoint thread has fallen 4,000 pages
+//! behind.
 //!
-//! Order: only a request with nothing of its connection's before it in
-//! the store may lead (`alone`), and it is committed before the reader
-//! reads the connection's next request.
+//! Order: only a request with nothing of its connection's before it
+//! unanswered may lead (`alone`), and only when every command sent to the
+//! store thread is finished, so an `ack=false` insert sent before it is
+//! committed; the led request is committed before the reader reads the
+//! connection's next request.
 
 use super::*;
 
@@ -40,8 +48,7 @@ impl Store {
         records: Vec<Record>,
         done: Done,
     ) -> Option<(Vec<Record>, Done)> {
-        if !alone || records.len() > MAX_LED_EVENTS || self.tx.capacity() != self.tx.max_capacity()
-        {
+        if !alone || records.len() > MAX_LED_EVENTS || !self.queued.none() {
             return Some((records, done));
         }
         let mut inner = match self.inner.try_lock() {

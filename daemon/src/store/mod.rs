@@ -373,8 +373,35 @@ pub struct Store {
     /// thread can see the queue close: the thread's is then the last, and
     /// the database is closed there, before [`StoreThread::join`] returns.
     inner: Arc<std::sync::Mutex<Inner>>,
+    /// Commands sent to the store thread and not yet finished there (see
+    /// [`Queued`]).
+    queued: Arc<Queued>,
     tx: mpsc::Sender<Cmd>,
     bell: Arc<Doorbell>,
+}
+
+/// Commands handed to the store thread and not yet finished: counted
+/// from before the send until the thread is done with them (for an insert,
+/// until its commit), so one the thread has taken from its queue but not
+/// yet run still counts. A reader leads only when this is zero (see
+/// `lead`): every insert sent before, `ack=false` ones included, is then
+/// committed. A command the store thread died in (a panic) is never
+/// counted down, so nobody leads on a store nobody serves.
+#[derive(Default)]
+struct Queued(std::sync::atomic::AtomicUsize);
+
+impl Queued {
+    fn add(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn done(&self, n: usize) {
+        self.0.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn none(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
 }
 
 /// The outcome of a submitted insert, once committed (or refused), with
@@ -473,14 +500,23 @@ impl Store {
         })?;
         let bell = Arc::new(Doorbell::default());
         let (tx, rx) = mpsc::channel(1024);
-        let inner = Inner::new(conn, &path, opts, lock, bell.clone())?;
+        let queued = Arc::new(Queued::default());
+        let inner = Inner::new(conn, &path, opts, lock, bell.clone(), queued.clone())?;
         let inner = Arc::new(std::sync::Mutex::new(inner));
         let shared = inner.clone();
         let handle = std::thread::Builder::new()
             .name("telemetryd-store".into())
             .spawn(move || Inner::serve(&shared, rx))
             .map_err(io(&path))?;
-        Ok((Store { inner, tx, bell }, StoreThread(handle)))
+        Ok((
+            Store {
+                inner,
+                queued,
+                tx,
+                bell,
+            },
+            StoreThread(handle),
+        ))
     }
 
     /// [`Store::open`], but a damaged database is moved aside (kept for
@@ -522,12 +558,19 @@ impl Store {
         }
     }
 
+    /// Hand `cmd` to the store thread, counted in [`Queued`] until it is
+    /// done there.
+    async fn send(&self, cmd: Cmd) -> Result<(), StoreError> {
+        self.queued.add();
+        self.tx.send(cmd).await.map_err(|_| {
+            self.queued.done(1);
+            StoreError::Closed
+        })
+    }
+
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(make(reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.send(make(reply)).await?;
         self.bell.ring();
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -582,14 +625,12 @@ impl Store {
         let Some((records, done)) = self.lead(alone, client, records, done) else {
             return Ok(InsertWait(rx));
         };
-        self.tx
-            .send(Cmd::Insert {
-                records,
-                reply: Some(done),
-                client,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.send(Cmd::Insert {
+            records,
+            reply: Some(done),
+            client,
+        })
+        .await?;
         self.bell.ring_insert(client);
         Ok(InsertWait(rx))
     }
@@ -604,14 +645,12 @@ impl Store {
         keep: impl Send + 'static,
     ) -> Result<(), StoreError> {
         let done: Done = Box::new(move |_| drop(keep));
-        self.tx
-            .send(Cmd::Insert {
-                records,
-                reply: Some(done),
-                client: None,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.send(Cmd::Insert {
+            records,
+            reply: Some(done),
+            client: None,
+        })
+        .await?;
         self.bell.ring_insert(None);
         Ok(())
     }
@@ -783,6 +822,8 @@ struct Inner {
     last_clients: std::collections::HashSet<u64>,
     /// Rung by senders (see [`Doorbell`]).
     bell: Arc<Doorbell>,
+    /// Counted down as commands finish (see [`Queued`]).
+    queued: Arc<Queued>,
     /// How long the last insert commit took, and when it ended.
     last_commit: Duration,
     last_commit_end: Instant,
@@ -878,6 +919,7 @@ impl Inner {
         opts: StoreOptions,
         lock: StateLock,
         bell: Arc<Doorbell>,
+        queued: Arc<Queued>,
     ) -> Result<Inner, StoreError> {
         let open_err = |e| StoreError::Open {
             path: path.to_path_buf(),
@@ -933,6 +975,7 @@ impl Inner {
             seen: dedup::SeenIds::load(&conn)?,
             last_clients: std::collections::HashSet::new(),
             bell,
+            queued,
             last_commit: Duration::ZERO,
             last_commit_end: Instant::now(),
             conn,
@@ -1025,7 +1068,11 @@ impl Inner {
                 } => {
                     let mut group = vec![(records, reply)];
                     next = self.gather(rx, client, &mut group);
+                    // The inserts gathered besides this one (counted
+                    // below) are done with it.
+                    let gathered = group.len() - 1;
                     self.commit(group);
+                    self.queued.done(gathered);
                 }
                 Cmd::Seal { force, reply } => {
                     let sealed = self.seal(force);
@@ -1089,6 +1136,7 @@ impl Inner {
                     self.wrote(checkpoint::BYTES_PER_NUDGE);
                 }
             }
+            self.queued.done(1);
         }
     }
 

@@ -1565,7 +1565,8 @@ fn a_lone_insert_to_an_idle_store_is_committed_by_its_submitter() {
         assert_eq!(on.as_deref(), Some("telemetryd-store"));
         // Led commits are commits like the store thread's: a resend is a
         // duplicate.
-        assert_eq!(committed_on(&store, true, 1).await.0.duplicates, 1);
+        let (out, on) = committed_on(&store, true, 1).await;
+        assert_eq!((out.duplicates, on), (1, here));
     });
     drop(store);
     thread.join();
@@ -1596,6 +1597,79 @@ fn a_lone_insert_to_a_busy_store_waits_for_the_store_thread() {
         let (out, on) = insert.await.unwrap();
         assert_eq!(out.accepted, 1);
         assert_eq!(on.as_deref(), Some("telemetryd-store"));
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn a_lone_insert_never_overtakes_one_the_store_thread_has_taken_but_not_run() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    let runtime = rt();
+    // Hold the store as a leader would, so the store thread takes the
+    // unwaited insert from its queue and then waits for the store.
+    let held = store.inner.lock().unwrap();
+    runtime
+        .block_on(store.insert_no_wait(vec![record(1, "a")], ()))
+        .unwrap();
+    while store.tx.capacity() != store.tx.max_capacity() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(held);
+    runtime.block_on(async {
+        // The queue is empty and the store free, but the insert sent
+        // before this one is not committed: this one must follow it.
+        let (out, on) = committed_on(&store, true, 2).await;
+        assert_eq!(out.accepted, 1);
+        assert_eq!(on.as_deref(), Some("telemetryd-store"));
+        assert_eq!(store.stats().await.unwrap().pending_events, 2);
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn a_lone_insert_does_not_lead_while_the_clients_of_a_shared_commit_are_due() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        // As right after a commit that answered clients 1 and 2.
+        store
+            .run_on(|inner| {
+                inner.last_clients = [1, 2].into();
+                inner.last_commit = Duration::from_secs(1);
+                inner.last_commit_end = Instant::now() + Duration::from_secs(3600);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        // Client 1 is back; client 2 is due: the store thread waits for it
+        // rather than this commit going alone.
+        let (out, on) = committed_on(&store, true, 1).await;
+        assert_eq!(out.accepted, 1);
+        assert_eq!(on.as_deref(), Some("telemetryd-store"));
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn nobody_leads_on_a_store_whose_thread_has_died() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        let died = store
+            .run_on(|_| -> Result<(), StoreError> { panic!("the store thread dies") })
+            .await;
+        assert!(matches!(died, Err(StoreError::Closed)));
+        let lone = store
+            .insert_then(Some(1), true, vec![record(1, "a")], |_| ())
+            .await;
+        assert!(
+            matches!(lone, Err(StoreError::Closed)),
+            "refused, not committed on a store nobody serves: {lone:?}"
+        );
     });
     drop(store);
     thread.join();
