@@ -621,6 +621,7 @@ pub fn record_event_with(
             message: e.to_string(),
         });
     }
+    let started = Instant::now();
     let socket_budget = timeout.min(MAX_TIMEOUT).mul_f64(0.6);
     let sent = Client::connect_now(&endpoint.socket)
         .and_then(|mut c| c.emit(vec![ev.clone()], socket_budget));
@@ -631,7 +632,7 @@ pub fn record_event_with(
             // Best effort, like the shim: the error is what the caller
             // needs to know.
             let path = paths::spool_file_for(&endpoint.state_dir, &endpoint.socket);
-            let _ = spool::append(&path, &ev);
+            let _ = spool::append_by(&path, &ev, started + timeout.min(MAX_TIMEOUT));
             if endpoint.autostart && autostart::nothing_serves(&e) {
                 let _ = autostart::start(&endpoint.socket);
             }

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use telemetry_platform::fs::{create_private_dir, with_mode};
 use telemetry_proto::{encode_frame, paths, WireEvent};
 
@@ -25,8 +26,44 @@ pub fn path_for(socket: &Path) -> PathBuf {
 }
 
 /// Append `ev` to the spool at `path`: one write of one whole frame, under
-/// an exclusive lock, to a 0600 file in a 0700 directory.
+/// an exclusive lock, to a 0600 file in a 0700 directory. Waits for the
+/// lock as long as it takes: for a caller with a timer of its own (the
+/// shim); a library call uses [`append_by`].
 pub fn append(path: &Path, ev: &WireEvent) -> std::io::Result<Spooled> {
+    append_locking(path, ev, |f| f.lock())
+}
+
+/// [`append`], giving up with `TimedOut` if the spool stays locked (by a
+/// daemon taking it in, or another writer) past `deadline`: the host's
+/// budget, not the lock holder, decides how long this takes.
+pub fn append_by(path: &Path, ev: &WireEvent, deadline: Instant) -> std::io::Result<Spooled> {
+    append_locking(path, ev, |f| loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the spool stayed locked for the whole time budget",
+                    ));
+                }
+                std::thread::sleep(LOCK_POLL.min(deadline - now));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    })
+}
+
+/// How often [`append_by`] looks again at a locked spool: a writer holds
+/// it for one write, a daemon's intake for a rename.
+const LOCK_POLL: Duration = Duration::from_millis(2);
+
+fn append_locking(
+    path: &Path,
+    ev: &WireEvent,
+    lock: impl Fn(&std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<Spooled> {
     let frame =
         encode_frame(ev).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     if let Some(dir) = path.parent() {
@@ -37,7 +74,7 @@ pub fn append(path: &Path, ev: &WireEvent) -> std::io::Result<Spooled> {
     for _ in 0..3 {
         let mut f =
             with_mode(std::fs::OpenOptions::new().append(true).create(true), 0o600).open(path)?;
-        f.lock()?;
+        lock(&f)?;
         let same = telemetry_platform::fs::is_same_file(&f, path)?;
         if !same {
             continue;
@@ -108,5 +145,29 @@ mod tests {
             "cfdev\ncfdev\n",
             "each drop noted for the daemon to count"
         );
+    }
+
+    #[test]
+    fn a_spool_locked_past_the_deadline_is_given_up_on_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool/events.spool");
+        let ev = crate::event("cfdev", "stop", "1", Default::default());
+        assert_eq!(append(&path, &ev).unwrap(), Spooled::Written);
+        // Another open file description holds the lock, as a daemon taking
+        // the spool in or a stuck writer would.
+        let holder = std::fs::OpenOptions::new().read(true).open(&path).unwrap();
+        holder.lock().unwrap();
+        let started = Instant::now();
+        let err = append_by(&path, &ev, started + Duration::from_millis(100)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "gave up after {:?}",
+            started.elapsed()
+        );
+        // Once it is free, the same call writes.
+        holder.unlock().unwrap();
+        let later = Instant::now() + Duration::from_millis(100);
+        assert_eq!(append_by(&path, &ev, later).unwrap(), Spooled::Written);
     }
 }

@@ -109,3 +109,32 @@ fn a_daemon_that_never_answers_costs_no_more_than_the_budget() {
     assert!(took < budget + Duration::from_millis(400), "took {took:?}");
     assert!(spooled(&env) > 0, "spooled for later");
 }
+
+#[test]
+fn a_locked_spool_costs_no_more_than_the_budget() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    // A spool someone holds locked (a daemon taking it in, a stuck
+    // writer), and no daemon: the call spools, and must not wait for the
+    // lock past its budget.
+    let spool = env.spool_file();
+    std::fs::create_dir_all(spool.parent().unwrap()).unwrap();
+    let holder = std::fs::File::create(&spool).unwrap();
+    holder.lock().unwrap();
+    let budget = Duration::from_millis(300);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ep = endpoint(&env);
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let got = record_event_with(&ep, "cfdev", "stop", "1", BTreeMap::new(), budget);
+        let _ = tx.send((got, started.elapsed()));
+    });
+    let (got, took) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("record_event_with still waiting for the spool's lock after 10 s");
+    assert!(
+        matches!(got, Err(ClientError::Unreachable { .. })),
+        "{got:?}"
+    );
+    assert!(took < budget + Duration::from_millis(400), "took {took:?}");
+    assert_eq!(spooled(&env), 0, "nothing written under another's lock");
+}
