@@ -90,11 +90,22 @@ pub fn how_to_turn_on(product: &str, layer: Layer) -> String {
 /// A consent file's text, as `std::fs::read_to_string` reads it but
 /// without asking the file's size first (a `statx` per file on every shim
 /// run): consent files are a few lines.
+///
+/// Opened non-blocking: a FIFO put in a consent file's place would
+/// otherwise block the open until something writes to it, and the host
+/// CLI with it. A FIFO with no writer reads as empty; one with a writer
+/// that has written nothing yet is unreadable. A regular file is read as
+/// ever (the flag means nothing to one).
 fn read_text(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut text = String::with_capacity(512);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
     // Through `Take`, whose reads do not ask for the size.
-    std::fs::File::open(path)?
+    options
+        .open(path)?
         .take(u64::MAX)
         .read_to_string(&mut text)?;
     Ok(text)
@@ -190,4 +201,35 @@ pub fn record_version(
     // The decision is recorded only once the rename is durable: an `off`
     // acknowledged to the user must survive a power cut.
     telemetry_platform::fs::sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_in_a_consent_files_place_reads_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("consent");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let paths = ConsentPaths {
+            user: fifo,
+            system: dir.path().join("none"),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(resolve("cfdev", &paths));
+        });
+        // With no writer it reads as empty: undecided, so off. (A blocking
+        // open would wait here for a writer that never comes.)
+        let (mode, _) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO consent file still blocked after 10 s");
+        assert_eq!(mode, Mode::Off);
+    }
 }

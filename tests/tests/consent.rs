@@ -822,3 +822,35 @@ fn the_prompt_says_what_it_did_and_json_has_a_field_for_it() {
     assert_eq!(v["consent"]["mode"], "on", "{v}");
     assert_eq!(std::fs::read_to_string(&consent).unwrap(), before);
 }
+
+#[test]
+fn a_fifo_in_the_consent_files_place_does_not_hang_the_shim() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let fifo = env.root().join("consent.fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut child = env
+        .command("telemetry-emit")
+        .env("TELEMETRY_CONSENT_FILE", &fifo)
+        .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
+        .args(["--product", "cfdev", "--strict", "stop"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > T {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the shim still waits on a FIFO consent file after {T:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Read as empty: undecided, so off.
+    assert_eq!(status.code(), Some(4));
+}

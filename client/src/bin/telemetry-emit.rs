@@ -174,8 +174,22 @@ fn run() -> u8 {
     let Ok(ev) = built else {
         return 0;
     };
+    // The budget is hard: whatever the shim is blocked on (a consent file
+    // on a hung network mount, a stuck daemon, a locked spool), the timer
+    // ends the process on time. Should the OS refuse the timer, a watchdog
+    // thread does the same. Armed before anything touches a file.
+    if !deadline::arm(budget, strict) {
+        std::thread::spawn(move || {
+            std::thread::sleep(budget);
+            if strict {
+                eprintln!("telemetry-emit: no acknowledgement within {budget:?}");
+                std::process::exit(EXIT_FAILED.into());
+            }
+            std::process::exit(0);
+        });
+    }
     // Consent first, from the files alone: when it is off, nothing else
-    // happens at all (no socket, no thread, no file).
+    // happens at all (no socket, no file written, no process).
     let paths = ConsentPaths::from_env();
     let (mode, layer) = consent::resolve(&args.product, &paths);
     if mode == Mode::Off {
@@ -189,19 +203,6 @@ fn run() -> u8 {
             return EXIT_CONSENT_OFF;
         }
         return 0;
-    }
-    // The budget is hard: whatever the shim is blocked on (a stuck daemon,
-    // a locked spool), the timer ends the process on time. Should the OS
-    // refuse the timer, a watchdog thread does the same.
-    if !deadline::arm(budget, strict) {
-        std::thread::spawn(move || {
-            std::thread::sleep(budget);
-            if strict {
-                eprintln!("telemetry-emit: no acknowledgement within {budget:?}");
-                std::process::exit(EXIT_FAILED.into());
-            }
-            std::process::exit(0);
-        });
     }
     match emit(&args, ev, budget) {
         Ok(()) => {
