@@ -203,11 +203,10 @@ pub fn record_version(
     telemetry_platform::fs::sync_dir(dir)
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
     #[test]
     fn a_fifo_in_a_consent_files_place_reads_at_once() {
         let dir = tempfile::tempdir().unwrap();
