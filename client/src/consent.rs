@@ -87,39 +87,17 @@ pub fn how_to_turn_on(product: &str, layer: Layer) -> String {
     }
 }
 
-/// A consent file's text, as `std::fs::read_to_string` reads it but
-/// without asking the file's size first (a `statx` per file on every shim
-/// run): consent files are a few lines.
-///
-/// Opened non-blocking: a FIFO put in a consent file's place would
-/// otherwise block the open until something writes to it, and the host
-/// CLI with it. A FIFO with no writer reads as empty; one with a writer
-/// that has written nothing yet is unreadable. A regular file is read as
-/// ever (the flag means nothing to one).
-fn read_text(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::with_capacity(512);
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    // Through `Take`, whose reads do not ask for the size.
-    options
-        .open(path)?
-        .take(u64::MAX)
-        .read_to_string(&mut text)?;
-    Ok(text)
-}
-
 /// The user's file; unreadable counts as missing (undecided, so off).
 fn read_user(path: &Path) -> Option<ConsentFile> {
-    read_text(path).ok().map(|t| ConsentFile::parse(&t))
+    telemetry_platform::fs::read_small_text(path)
+        .ok()
+        .map(|t| ConsentFile::parse(&t))
 }
 
 /// The administrator's file: missing is fine, but one that exists and
 /// cannot be read forces everything off (fail closed).
 fn read_system(path: &Path) -> Option<ConsentFile> {
-    match read_text(path) {
+    match telemetry_platform::fs::read_small_text(path) {
         Ok(t) => Some(ConsentFile::parse(&t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(_) => Some(ConsentFile::unreadable()),

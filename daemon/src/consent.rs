@@ -45,7 +45,9 @@ impl Cached {
         let now = stamp(path);
         if now != self.stamp || (now.is_some() && self.file.is_none()) {
             self.stamp = now;
-            self.file = match std::fs::read_to_string(path) {
+            // Non-blocking: a FIFO in the file's place must not stall the
+            // worker reading it (see `read_small_text`).
+            self.file = match telemetry_platform::fs::read_small_text(path) {
                 Ok(t) => Some(Arc::new(ConsentFile::parse(&t))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => {

@@ -57,6 +57,27 @@ pub fn with_mode(options: &mut OpenOptions, mode: u32) -> &mut OpenOptions {
     options
 }
 
+/// A small text file (a consent file), read whole without asking its
+/// size first (a `statx` per file on every shim run) and opened
+/// non-blocking: a FIFO put in its place would otherwise block the open,
+/// and the caller with it, until something writes to it. A FIFO with no
+/// writer reads as empty; one whose writer has written nothing yet is an
+/// error. A regular file is read as ever (the flag means nothing to one).
+pub fn read_small_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let mut text = String::with_capacity(512);
+    // Through `Take`, whose reads do not ask for the size.
+    options
+        .open(path)?
+        .take(u64::MAX)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Make a rename in `dir` durable: fsync the directory (Unix; on Windows
 /// the file system journals it).
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
