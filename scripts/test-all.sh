@@ -160,6 +160,7 @@ for stage in "${stages[@]}"; do
     start=$(date +%s)
     # `;`, not `&&`: after `&&` errexit would not apply inside the stage.
     ( cd "$root"; "$fn" )
-    echo "== $stage: $(( $(date +%s) - start )) s"
+    # The target dir's size too: a CI run once failed on a full disk.
+    echo "== $stage: $(( $(date +%s) - start )) s, target $(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1)"
 done
 echo "== all stages passed in $(( $(date +%s) - total_start )) s"
