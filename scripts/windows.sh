@@ -41,6 +41,15 @@ setup() {
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
     fi
     mkdir -p "$cache"
+    # Cargo never deletes old artifacts: a changed lock file, profile or
+    # compiler adds a second copy of every crate. Keep one generation, so
+    # the cache stays near its 8 GB on a long-lived CI machine's disk.
+    local stamp
+    stamp=$(cat Cargo.lock Cargo.toml <("$RUSTC" --version) | sha256sum | cut -c1-16)
+    if [ "$(cat "$cache/target.stamp" 2>/dev/null)" != "$stamp" ]; then
+        rm -rf "$cache/target" "$cache/macos-target"
+        echo "$stamp" > "$cache/target.stamp"
+    fi
     # Wine 8 lacks bcryptprimitives.dll, which Rust's std imports for
     # ProcessPrng: every Rust .exe fails with c0000135 without it.
     local dll="$cache/bcryptprimitives.dll"

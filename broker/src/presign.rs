@@ -1,5 +1,5 @@
-//! Presigning a `PUT` whose signature covers the body's length and
-//! checksum and `If-None-Match: *`.
+//! Presigning a `PUT` whose signature covers the body's length, checksum
+//! and content type and `If-None-Match: *`.
 //!
 //! The SDK's presigner drops `x-amz-checksum-sha256` when presigning
 //! `PutObject` (awslabs/aws-sdk-rust#1103), and a URL without it would
@@ -147,8 +147,13 @@ impl Presigner {
                 (format!("https://{host}/{path}"), host)
             }
         };
+        // Content-Type is signed too: a caller picks its own body, and a
+        // body stored as `text/html` on a bucket served to browsers would be
+        // script on the vendor's domain. Batches are zstd, as the daemon's
+        // own S3 sink labels them.
         let headers: BTreeMap<String, String> = [
             ("content-length", bytes.to_string()),
+            ("content-type", "application/zstd".to_string()),
             ("if-none-match", "*".to_string()),
             ("x-amz-checksum-sha256", sha256_b64.to_string()),
             ("x-amz-sdk-checksum-algorithm", "SHA256".to_string()),

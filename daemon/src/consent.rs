@@ -259,4 +259,28 @@ mod tests {
         let closed = Consent::new(user, dir_as_file, false);
         assert_eq!(closed.resolve("cfdev"), (Mode::Off, Layer::System));
     }
+
+    /// A FIFO in either file's place must not stall the runtime worker
+    /// that looks: with no writer it reads as empty (undecided, so off).
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_in_a_consent_files_place_is_read_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (user, system) = (dir.path().join("consent"), dir.path().join("system"));
+        for fifo in [&user, &system] {
+            let made = std::process::Command::new("mkfifo")
+                .arg(fifo)
+                .status()
+                .unwrap();
+            assert!(made.success());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(Consent::new(user, system, false).resolve("cfdev"));
+        });
+        let resolved = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading FIFO consent files still blocked after 10 s");
+        assert_eq!(resolved, (Mode::Off, Layer::Default));
+    }
 }

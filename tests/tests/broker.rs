@@ -99,6 +99,7 @@ fn grant_is_write_once_and_bound_to_length_and_checksum() {
         .collect();
     for h in [
         "content-length",
+        "content-type",
         "host",
         "if-none-match",
         "x-amz-checksum-sha256",
@@ -129,6 +130,16 @@ fn grant_is_write_once_and_bound_to_length_and_checksum() {
         h.insert("content-length".into(), (body.len() + 1).to_string());
     });
     assert_eq!(longer.status, 403, "{}", longer.text());
+    // A caller's own body served as a web page from the bucket: refused.
+    assert_eq!(grant["headers"]["content-type"], "application/zstd");
+    let as_html = put(&s3, &grant, &body, |h| {
+        h.insert("content-type".into(), "text/html".into());
+    });
+    assert_eq!(as_html.status, 403, "{}", as_html.text());
+    let untyped = put(&s3, &grant, &body, |h| {
+        h.remove("content-type");
+    });
+    assert_eq!(untyped.status, 403, "{}", untyped.text());
     assert!(s3.objects().is_empty(), "no forged request stored anything");
 
     // The right body is stored as sent.
