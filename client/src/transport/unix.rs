@@ -84,11 +84,68 @@ impl Read for Stream {
 }
 
 impl Write for Stream {
+    // std's `UnixStream` sends with `MSG_NOSIGNAL` (Linux, the BSDs) or
+    // on a socket with `SO_NOSIGPIPE` (Apple's systems; socket2 sets it
+    // too): a daemon that closes mid-frame is an error here, never a
+    // SIGPIPE in a host that restored SIGPIPE's default (many CLIs do, for
+    // `cli | head`). Keep it that way (see the test below).
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush()
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// A host whose SIGPIPE is at its default (the test's child process)
+    /// writes a frame the socket cannot take at once, and the daemon stops
+    /// reading after a few bytes: the write fails, the host lives.
+    // Test-only unsafe: fork gives a host process whose SIGPIPE can be
+    // reset to its default without touching the test harness's.
+    #[allow(unsafe_code)]
+    #[test]
+    fn a_daemon_closing_mid_frame_is_an_error_not_a_sigpipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let mut stream = Stream::connect(&path).unwrap();
+        // Far more than a Unix socket buffers, allocated before the fork.
+        let frame = vec![0u8; 8 << 20];
+        // SAFETY: the child makes only system calls (signal, send, _exit):
+        // nothing that could wait on a lock another thread held at fork.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork failed");
+        if child == 0 {
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                let code = if stream.write_all(&frame).is_err() {
+                    0
+                } else {
+                    1
+                };
+                libc::_exit(code);
+            }
+        }
+        let (mut daemon, _) = listener.accept().unwrap();
+        let mut first = [0u8; 16];
+        daemon.read_exact(&mut first).unwrap();
+        // Stop taking bytes, the way a closing daemon does (a close with
+        // unread bytes would give the writer ECONNRESET, which raises no
+        // signal; a stopped reader gives EPIPE, which does).
+        daemon.shutdown(std::net::Shutdown::Read).unwrap();
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        drop(daemon);
+        assert!(
+            !libc::WIFSIGNALED(status),
+            "the host was killed by signal {}",
+            libc::WTERMSIG(status)
+        );
+        assert_eq!(libc::WEXITSTATUS(status), 0, "the write did not fail");
     }
 }
