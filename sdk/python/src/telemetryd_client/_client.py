@@ -37,6 +37,10 @@ from ._validate import check_build, check_event, check_name, shown
 #: The default time budget of one call, in seconds.
 DEFAULT_TIMEOUT = 0.1
 
+#: The longest time budget a call takes, in seconds (a day, as the Rust and
+#: Node clients): a longer one, or infinity, is a long wait, not an error.
+MAX_TIMEOUT = 24 * 3600.0
+
 ACKNOWLEDGED = "acknowledged"
 QUEUED = "queued"
 SPOOLED = "spooled"
@@ -181,7 +185,7 @@ def _timeout_of(value: Any) -> float:
         return DEFAULT_TIMEOUT
     if t != t or t <= 0:  # NaN or not positive
         return DEFAULT_TIMEOUT
-    return min(t, 3600.0)
+    return min(t, MAX_TIMEOUT)
 
 
 def _describe(e: BaseException) -> str:
