@@ -7,7 +7,7 @@
 //!    parts, its length and the SHA-256 of its (compressed) body.
 //! 2. The broker checks them and answers `200` with a [`Grant`]: a
 //!    presigned `PUT` URL, valid for at most 10 minutes, whose signature
-//!    covers `Content-Length`, `If-None-Match: *` and
+//!    covers `Content-Length`, `Content-Type`, `If-None-Match: *` and
 //!    `x-amz-checksum-sha256`. Any other status carries an [`ErrorBody`]
 //!    naming the request field at fault.
 //! 3. The daemon sends the body to that URL with exactly the granted
