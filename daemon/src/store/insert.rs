@@ -100,7 +100,7 @@ impl Inner {
             match self.consent_changed(&records) {
                 Some(product) => {
                     if let Some(done) = reply {
-                        done(Err(StoreError::ConsentChanged { product }));
+                        answer(done, Err(StoreError::ConsentChanged { product }));
                     }
                 }
                 None => checked.push((records, reply)),
@@ -239,7 +239,7 @@ impl Inner {
                 for ((_, reply), mut out) in group.into_iter().zip(outcomes.drain(..)) {
                     out.wake_uploader = wake;
                     if let Some(done) = reply {
-                        done(Ok(out));
+                        answer(done, Ok(out));
                     }
                 }
                 grown
@@ -248,11 +248,25 @@ impl Inner {
                 tracing::error!(error = %err, "commit failed; events not acknowledged");
                 for (_, reply) in group {
                     if let Some(done) = reply {
-                        done(Err(err.clone()));
+                        answer(done, Err(err.clone()));
                     }
                 }
                 0
             }
         }
+    }
+}
+
+/// Run one request's answer. A panic in it (a bug in writing that answer)
+/// is that request's alone: the others of its commit are still answered,
+/// the commit is still accounted for, and the thread that committed (the
+/// store thread, or a runtime worker that led) goes on serving. Its
+/// requester sees the store as closed; its events are committed.
+fn answer(done: Done, outcome: Result<InsertOutcome, StoreError>) {
+    let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(outcome)));
+    if answered.is_err() {
+        tracing::error!(
+            "answering a request panicked; its events are committed, the others are answered"
+        );
     }
 }

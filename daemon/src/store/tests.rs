@@ -1548,12 +1548,27 @@ fn committed_on(
     }
 }
 
+/// Wait until the store thread has finished what it had (it may still
+/// hold the store for a moment after answering, or be starting up): a
+/// lone insert then finds the store idle.
+async fn until_idle(store: &Store) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(store.queued.none() && store.inner.try_lock().is_ok()) {
+        assert!(
+            Instant::now() < deadline,
+            "the store thread never went idle"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 #[test]
 fn a_lone_insert_to_an_idle_store_is_committed_by_its_submitter() {
     let f = Fixture::new();
     let (store, thread) = f.open(100);
     let here = std::thread::current().name().map(String::from);
     rt().block_on(async {
+        until_idle(&store).await;
         let (out, on) = committed_on(&store, true, 1).await;
         assert_eq!(out.accepted, 1);
         assert_eq!(on, here, "no handoff to the store thread");
@@ -1565,6 +1580,7 @@ fn a_lone_insert_to_an_idle_store_is_committed_by_its_submitter() {
         assert_eq!(on.as_deref(), Some("telemetryd-store"));
         // Led commits are commits like the store thread's: a resend is a
         // duplicate.
+        until_idle(&store).await;
         let (out, on) = committed_on(&store, true, 1).await;
         assert_eq!((out.duplicates, on), (1, here));
     });
@@ -1670,6 +1686,34 @@ fn nobody_leads_on_a_store_whose_thread_has_died() {
             matches!(lone, Err(StoreError::Closed)),
             "refused, not committed on a store nobody serves: {lone:?}"
         );
+    });
+    drop(store);
+    thread.join();
+}
+
+#[test]
+fn a_panicking_answer_loses_only_its_own_reply() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        // First on the store thread, then led by this thread (nobody else
+        // is expected once the last commit is long past).
+        for (n, alone) in [(1, false), (3, true)] {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let panicked = store
+                .insert_then(Some(1), alone, vec![record(n, "a")], |_| {
+                    panic!("writing this answer fails")
+                })
+                .await;
+            assert!(matches!(panicked, Err(StoreError::Closed)), "{panicked:?}");
+            // The store still serves, and the event was committed.
+            let next = insert_from(&store, 2, vec![record(n + 1, "a")])
+                .await
+                .unwrap();
+            assert_eq!(next.accepted, 1);
+            let again = insert_from(&store, 2, vec![record(n, "a")]).await.unwrap();
+            assert_eq!((again.accepted, again.duplicates), (0, 1));
+        }
     });
     drop(store);
     thread.join();
