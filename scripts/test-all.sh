@@ -160,7 +160,8 @@ for stage in "${stages[@]}"; do
     start=$(date +%s)
     # `;`, not `&&`: after `&&` errexit would not apply inside the stage.
     ( cd "$root"; "$fn" )
-    # The target dir's size too: a CI run once failed on a full disk.
-    echo "== $stage: $(( $(date +%s) - start )) s, target $(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1)"
+    # The target dir's size and the disk's free space too: a CI run once
+    # failed on a full disk.
+    echo "== $stage: $(( $(date +%s) - start )) s, target $(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1), $(df -h . | awk 'NR==2 {print $4}') free"
 done
 echo "== all stages passed in $(( $(date +%s) - total_start )) s"

@@ -20,7 +20,14 @@ cd "$(dirname "$0")/.."
 
 cache="${TELEMETRY_WINDOWS_CACHE:-$HOME/.cache/telemetryd-windows}"
 target=x86_64-pc-windows-gnu
-export CARGO_TARGET_DIR="$cache/target"
+# Build dirs are kept per generation: the lock file, the root manifest and
+# the compiler. Cargo never deletes old artifacts, so a change would add a
+# second copy of every crate (about 8 GB); setup removes generations unused
+# for a day, and two checkouts of different generations on one machine do
+# not wipe each other's.
+generation=$(cat Cargo.lock Cargo.toml <(/usr/bin/rustc --version 2>/dev/null || true) | sha256sum | cut -c1-16)
+export CARGO_TARGET_DIR="$cache/target-$generation"
+macos_target="$cache/macos-target-$generation"
 export WINEPREFIX="$cache/wine"
 export WINEDEBUG=-all
 export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1
@@ -41,15 +48,16 @@ setup() {
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
     fi
     mkdir -p "$cache"
-    # Cargo never deletes old artifacts: a changed lock file, profile or
-    # compiler adds a second copy of every crate. Keep one generation, so
-    # the cache stays near its 8 GB on a long-lived CI machine's disk.
-    local stamp
-    stamp=$(cat Cargo.lock Cargo.toml <("$RUSTC" --version) | sha256sum | cut -c1-16)
-    if [ "$(cat "$cache/target.stamp" 2>/dev/null)" != "$stamp" ]; then
-        rm -rf "$cache/target" "$cache/macos-target"
-        echo "$stamp" > "$cache/target.stamp"
+    # The one-dir layout before generations: kept if it is this one.
+    if [ "$(cat "$cache/target.stamp" 2>/dev/null)" = "$generation" ]; then
+        [ -e "$CARGO_TARGET_DIR" ] || mv "$cache/target" "$CARGO_TARGET_DIR" 2>/dev/null || true
+        [ -e "$macos_target" ] || mv "$cache/macos-target" "$macos_target" 2>/dev/null || true
     fi
+    rm -rf "$cache/target" "$cache/macos-target" "$cache/target.stamp"
+    mkdir -p "$CARGO_TARGET_DIR" "$macos_target"
+    touch "$CARGO_TARGET_DIR" "$macos_target"
+    find "$cache" -mindepth 1 -maxdepth 1 \( -name 'target-*' -o -name 'macos-target-*' \) \
+        ! -name "*-$generation" -mtime +0 -exec rm -rf {} +
     # Wine 8 lacks bcryptprimitives.dll, which Rust's std imports for
     # ProcessPrng: every Rust .exe fails with c0000135 without it.
     local dll="$cache/bcryptprimitives.dll"
@@ -95,7 +103,7 @@ case "${1:-}" in
         # C build scripts (the daemon's bundled SQLite, zstd and TLS need a
         # Darwin SDK, which is not here).
         setup
-        CARGO_TARGET_DIR="$cache/macos-target" $cargo check -Zbuild-std=std,panic_abort \
+        CARGO_TARGET_DIR="$macos_target" $cargo check -Zbuild-std=std,panic_abort \
             --target x86_64-apple-darwin -p telemetry-proto -p telemetry-platform -p telemetry-client --all-targets
         ;;
     bench)

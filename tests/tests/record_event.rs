@@ -106,7 +106,8 @@ fn a_daemon_that_never_answers_costs_no_more_than_the_budget() {
     let took = started.elapsed();
     assert!(matches!(got, Err(ClientError::TimedOut { .. })), "{got:?}");
     // The slack covers the spool write and a loaded 2-core machine.
-    assert!(took < budget + Duration::from_millis(400), "took {took:?}");
+    // The slack is for a loaded machine's scheduling, not for waiting.
+    assert!(took < budget + Duration::from_secs(1), "took {took:?}");
     assert!(spooled(&env) > 0, "spooled for later");
 }
 
@@ -135,6 +136,7 @@ fn a_locked_spool_costs_no_more_than_the_budget() {
         matches!(got, Err(ClientError::Unreachable { .. })),
         "{got:?}"
     );
-    assert!(took < budget + Duration::from_millis(400), "took {took:?}");
+    // The slack is for a loaded machine's scheduling, not for waiting.
+    assert!(took < budget + Duration::from_secs(1), "took {took:?}");
     assert_eq!(spooled(&env), 0, "nothing written under another's lock");
 }
