@@ -46,7 +46,7 @@ impl Stream {
     pub fn write_now(&self, buf: &[u8]) -> std::io::Result<usize> {
         #[cfg(target_os = "linux")]
         {
-            let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+            let flags = libc::MSG_DONTWAIT | NO_SIGNAL;
             match socket2::SockRef::from(&self.0).send_with_flags(buf, flags) {
                 Err(e)
                     if matches!(
@@ -83,38 +83,22 @@ impl Read for Stream {
     }
 }
 
+/// Sends carry this, so a daemon that closes mid-frame is an error,
+/// never a SIGPIPE in a host that restored SIGPIPE's default (many CLIs
+/// do, for `cli | head`). std's `UnixStream::write` says `MSG_NOSIGNAL`
+/// only from Rust 1.90 on (older ones are within our rust-version).
+/// Apple's systems have no such flag; std and socket2 set `SO_NOSIGPIPE`
+/// on their sockets there instead.
+#[cfg(not(target_vendor = "apple"))]
+const NO_SIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(target_vendor = "apple")]
+const NO_SIGNAL: libc::c_int = 0;
+
 impl Write for Stream {
-    // A daemon that closes mid-frame must be an error here, never a
-    // SIGPIPE in a host that restored SIGPIPE's default (many CLIs do, for
-    // `cli | head`). std's `UnixStream::write` says `MSG_NOSIGNAL` only
-    // from Rust 1.90 on (older ones are within our rust-version), so this
-    // says it itself where the flag exists; Apple's systems have no such
-    // flag, and std and socket2 set `SO_NOSIGPIPE` on their sockets there.
     // `write_vectored` is deliberately not forwarded: std's `writev` takes
     // no flags (see the test below).
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        #[cfg(any(
-            target_os = "linux",
-            target_os = "android",
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly"
-        ))]
-        {
-            socket2::SockRef::from(&self.0).send_with_flags(buf, libc::MSG_NOSIGNAL)
-        }
-        #[cfg(not(any(
-            target_os = "linux",
-            target_os = "android",
-            target_os = "freebsd",
-            target_os = "netbsd",
-            target_os = "openbsd",
-            target_os = "dragonfly"
-        )))]
-        {
-            self.0.write(buf)
-        }
+        socket2::SockRef::from(&self.0).send_with_flags(buf, NO_SIGNAL)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
