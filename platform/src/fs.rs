@@ -57,12 +57,18 @@ pub fn with_mode(options: &mut OpenOptions, mode: u32) -> &mut OpenOptions {
     options
 }
 
+/// The most [`read_small_text`] reads: a consent file is a line per
+/// product.
+pub const MAX_SMALL_TEXT: u64 = 1 << 20;
+
 /// A small text file (a consent file), read whole without asking its
 /// size first (a `statx` per file on every shim run) and opened
 /// non-blocking: a FIFO put in its place would otherwise block the open,
 /// and the caller with it, until something writes to it. A FIFO with no
 /// writer reads as empty; one whose writer has written nothing yet is an
 /// error. A regular file is read as ever (the flag means nothing to one).
+/// More than [`MAX_SMALL_TEXT`] bytes is an error, read no further: a
+/// link to `/dev/zero` in a consent file's place must not fill memory.
 pub fn read_small_text(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut options = OpenOptions::new();
@@ -73,8 +79,14 @@ pub fn read_small_text(path: &Path) -> std::io::Result<String> {
     // Through `Take`, whose reads do not ask for the size.
     options
         .open(path)?
-        .take(u64::MAX)
+        .take(MAX_SMALL_TEXT + 1)
         .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SMALL_TEXT {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is larger than {MAX_SMALL_TEXT} bytes", path.display()),
+        ));
+    }
     Ok(text)
 }
 
@@ -151,4 +163,16 @@ pub fn stamp(path: &Path) -> Stamp {
         .and_then(|f| crate::windows::file_id(&f).ok())
         .map_or(0, |(volume, index)| index ^ (u64::from(volume) << 32));
     Some((id, meta.len(), modified))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endless_file_in_a_small_files_place_is_refused_after_the_limit() {
+        let err = read_small_text(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        assert!(read_small_text(Path::new("/dev/null")).unwrap().is_empty());
+    }
 }
