@@ -292,7 +292,7 @@ fn shim(quick: bool) -> Result<()> {
     println!("| in-process acked emit | p50 | p99 | lockstep server p50 | p99 | p99 ÷ lockstep p99 | p99 ÷ fsync p99 |\n|---|---|---|---|---|---|---|");
     for (sync, daemon) in ["full", "normal"].iter().zip(&daemons) {
         let mut c = daemon.client();
-        let server = Lockstep::start(sync, 1, wal_for(sync))?;
+        let server = Lockstep::start(sync, 1, wal_for(sync), false)?;
         let mut ideal = Client::connect(&server.path)?;
         let (mut lat, mut floor) = (Vec::with_capacity(n * 10), Vec::with_capacity(n * 10));
         for i in 0..(n * 10) as i64 {
@@ -569,20 +569,23 @@ fn render(ev: &WireEvent) -> telemetryd::record::Record {
 /// client each round costs it too, so there it is a yardstick, not a bound.)
 struct Lockstep {
     path: std::path::PathBuf,
-    server: std::thread::JoinHandle<Result<()>>,
+    server: std::thread::JoinHandle<Result<Usage>>,
     _dir: tempfile::TempDir,
 }
 
 impl Lockstep {
-    /// Listen, and serve once `conns` clients have connected.
-    fn start(sync: &str, conns: usize, wal: Wal) -> Result<Lockstep> {
+    /// Listen, and serve once `conns` clients have connected. With
+    /// `checks`, each request also pays what the daemon must do before it
+    /// stores anything ([`Checks`]).
+    fn start(sync: &str, conns: usize, wal: Wal, checks: bool) -> Result<Lockstep> {
         use std::io::Read;
         use telemetry_proto::{decode_body, encode_frame, Request, Response};
         let dir = tempfile::tempdir()?;
+        let checks = checks.then(|| Checks::new(dir.path())).transpose()?;
         let mut conn = raw_db(dir.path(), sync, wal)?;
         let path = dir.path().join("lockstep.sock");
         let listener = std::os::unix::net::UnixListener::bind(&path)?;
-        let server = std::thread::spawn(move || -> Result<()> {
+        let server = std::thread::spawn(move || -> Result<Usage> {
             let mut socks = (0..conns)
                 .map(|_| listener.accept().map(|(s, _)| s))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -590,6 +593,8 @@ impl Lockstep {
                 accepted: 1,
                 duplicates: 0,
             })?;
+            // Counted from the first request on (not the accepts).
+            let start = Usage::of_thread();
             loop {
                 let (mut rows, mut live) = (Vec::new(), Vec::new());
                 for (i, s) in socks.iter_mut().enumerate() {
@@ -600,12 +605,15 @@ impl Lockstep {
                     let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
                     s.read_exact(&mut body)?;
                     if let Request::Emit { events, .. } = decode_body(&body)? {
+                        if let Some(c) = &checks {
+                            c.check(&events)?;
+                        }
                         rows.extend(events.iter().map(render));
                     }
                     live.push(i);
                 }
                 if live.is_empty() {
-                    return Ok(());
+                    return Ok(Usage::of_thread().since(&start));
                 }
                 insert_all(&mut conn, &rows)?;
                 for i in live {
@@ -620,18 +628,94 @@ impl Lockstep {
         })
     }
 
-    /// Wait until every client has gone.
-    fn finish(self) -> Result<()> {
+    /// Wait until every client has gone; what the server thread used.
+    fn finish(self) -> Result<Usage> {
         self.server.join().expect("lockstep server thread")
     }
 }
 
-/// Acked events per second through a [`Lockstep`] server.
-fn lockstep_rate(sync: &str, conns: usize, total: usize) -> Result<f64> {
-    let server = Lockstep::start(sync, conns, wal_for(sync))?;
+/// What the daemon does for every request before storing it, short of
+/// the handoffs: validate each event, and look at both consent files (a
+/// decision changed by the user applies to the very next event). A
+/// [`Lockstep`] server that pays these is the most a server reading and
+/// committing on one thread could make of the daemon's obligations.
+struct Checks {
+    user: std::path::PathBuf,
+    system: std::path::PathBuf,
+    limits: telemetry_proto::Limits,
+}
+
+impl Checks {
+    fn new(dir: &std::path::Path) -> Result<Checks> {
+        let user = dir.join("consent");
+        std::fs::write(&user, "cfdev on\n")?;
+        Ok(Checks {
+            user,
+            // As on most machines: no machine-wide decision.
+            system: dir.join("system-consent"),
+            limits: telemetry_proto::Limits::default(),
+        })
+    }
+
+    fn check(&self, events: &[WireEvent]) -> Result<()> {
+        for ev in events {
+            telemetry_proto::validate_event(ev, &self.limits)?;
+        }
+        let user = std::fs::metadata(&self.user).map(|m| m.len());
+        let system = std::fs::metadata(&self.system).map(|m| m.len());
+        if user.is_err() || system.is_ok() {
+            bail!("the checked lockstep server's consent files changed");
+        }
+        Ok(())
+    }
+}
+
+/// CPU time and context switches, of a thread or a whole process.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    cpu: f64,
+    switches: u64,
+}
+
+impl Usage {
+    /// The calling thread's, so far.
+    fn of_thread() -> Usage {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        Usage {
+            cpu: secs(ru.ru_utime) + secs(ru.ru_stime),
+            switches: (ru.ru_nvcsw + ru.ru_nivcsw) as u64,
+        }
+    }
+
+    /// Every thread of `pid`'s, so far (switches per thread, as
+    /// [`switches`] counts them).
+    fn of_process(pid: u32) -> (f64, BTreeMap<String, u64>) {
+        (stream::cpu_seconds(pid), switches(pid))
+    }
+
+    fn since(&self, start: &Usage) -> Usage {
+        Usage {
+            cpu: self.cpu - start.cpu,
+            switches: self.switches.saturating_sub(start.switches),
+        }
+    }
+
+    /// Per event, as (CPU µs, switches).
+    fn per_event(&self, events: usize) -> (f64, f64) {
+        let n = events.max(1) as f64;
+        (self.cpu / n * 1e6, self.switches as f64 / n)
+    }
+}
+
+/// Acked events per second through a [`Lockstep`] server, and what its
+/// thread used.
+fn lockstep_rate(sync: &str, conns: usize, total: usize, checks: bool) -> Result<(f64, Usage)> {
+    let server = Lockstep::start(sync, conns, wal_for(sync), checks)?;
     let rate = drive(&server.path, conns, total)?;
-    server.finish()?;
-    Ok(rate)
+    Ok((rate, server.finish()?))
 }
 
 /// Raw SQLite: the same rows (the lines the daemon renders for these
@@ -677,8 +761,8 @@ fn ingest(quick: bool) -> Result<()> {
     let total = if quick { 2_000 } else { 20_000 };
     let rounds = 3;
     println!("\n## 2. Ingest throughput ({total} acked events, one per request, in {rounds} rounds alternating with the raw runs; medians)");
-    println!("| sync | connections | daemon ev/s | raw SQLite ev/s (same batch size) | ratio | lockstep server ev/s | ratio | raw, 1000-row batches | ratio |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| sync | connections | daemon ev/s | raw SQLite ev/s (same batch size) | ratio | lockstep server ev/s | ratio | raw, 1000-row batches | ratio | CPU µs/event, daemon ÷ lockstep | switches/event, daemon ÷ lockstep | lockstep with the daemon's checks, ev/s | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for sync in ["full", "normal"] {
         for conns in [1usize, 8, 64] {
             let env = env(sync);
@@ -687,13 +771,30 @@ fn ingest(quick: bool) -> Result<()> {
             // load hits both sides of the ratio alike.
             let (mut rate, mut raw_same, mut lockstep, mut raw_big) =
                 (vec![], vec![], vec![], vec![]);
+            // What each server used for its events, summed over the rounds
+            // (the daemon's over all its threads: commits, checkpoints and
+            // uploads are its work too).
+            let (mut daemon_use, mut lockstep_use) = (Usage::default(), Usage::default());
+            let mut checked = vec![];
             for _ in 0..rounds {
+                let before = Usage::of_process(daemon.pid());
                 rate.push(ingest_rate(&daemon, conns, total / rounds)?);
+                let after = Usage::of_process(daemon.pid());
+                daemon_use.cpu += after.0 - before.0;
+                daemon_use.switches += switch_delta(&before.1, &after.1);
                 // Group commit makes one transaction of about `conns` events.
                 raw_same.push(raw_rate(sync, total / rounds, conns)?);
-                lockstep.push(lockstep_rate(sync, conns, total / rounds)?);
+                let (r, used) = lockstep_rate(sync, conns, total / rounds, false)?;
+                lockstep.push(r);
+                lockstep_use.cpu += used.cpu;
+                lockstep_use.switches += used.switches;
                 raw_big.push(raw_rate(sync, total / rounds, 1000)?);
+                checked.push(lockstep_rate(sync, conns, total / rounds, true)?.0);
             }
+            let checked = median(&mut checked);
+            let events = total / rounds / conns * conns * rounds;
+            let (d_cpu, d_sw) = daemon_use.per_event(events);
+            let (l_cpu, l_sw) = lockstep_use.per_event(events);
             let (rate, raw_same, lockstep, raw_big) = (
                 median(&mut rate),
                 median(&mut raw_same),
@@ -701,10 +802,11 @@ fn ingest(quick: bool) -> Result<()> {
                 median(&mut raw_big),
             );
             println!(
-                "| {sync} | {conns} | {rate:.0} | {raw_same:.0} | {:.2} | {lockstep:.0} | {:.2} | {raw_big:.0} | {:.2} |",
+                "| {sync} | {conns} | {rate:.0} | {raw_same:.0} | {:.2} | {lockstep:.0} | {:.2} | {raw_big:.0} | {:.2} | {d_cpu:.1} ÷ {l_cpu:.1} | {d_sw:.2} ÷ {l_sw:.2} | {checked:.0} | {:.2} |",
                 rate / raw_same,
                 rate / lockstep,
-                rate / raw_big
+                rate / raw_big,
+                rate / checked
             );
         }
     }

@@ -117,7 +117,7 @@ fn stream_rate(socket: &Path, batches: Vec<Vec<WireEvent>>, shape: Shape) -> Res
 }
 
 /// User + system CPU time of `pid` so far, in seconds (all threads).
-fn cpu_seconds(pid: u32) -> f64 {
+pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which is in parentheses.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
