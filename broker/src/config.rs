@@ -64,6 +64,11 @@ pub struct Args {
     /// Requests per client address, as N/DURATION [default: 120/1m].
     #[arg(long, env = "TELEMETRY_BROKER_PER_ADDRESS", value_name = "RATE")]
     pub per_address: Option<String>,
+    /// Requests per IPv6 /48 (a site's usual allocation, 65,536 /64s:
+    /// without it one site would get 65,536 per-address allowances), as
+    /// N/DURATION; IPv4 clients are limited per address only [default: 1200/1m].
+    #[arg(long, env = "TELEMETRY_BROKER_PER_NETWORK", value_name = "RATE")]
+    pub per_network: Option<String>,
     /// Requests per product and machine8, as N/DURATION [default: 20/1h].
     #[arg(long, env = "TELEMETRY_BROKER_PER_MACHINE", value_name = "RATE")]
     pub per_machine: Option<String>,
@@ -107,6 +112,7 @@ struct FileConfig {
     max_bytes: Option<u64>,
     day_window: Option<u32>,
     per_address: Option<String>,
+    per_network: Option<String>,
     per_machine: Option<String>,
     max_tracked: Option<usize>,
     retired: Option<Vec<String>>,
@@ -145,6 +151,8 @@ pub struct Settings {
     pub today: Option<i64>,
     /// Per-address rate.
     pub per_address: Rate,
+    /// Per-IPv6-/48 rate.
+    pub per_network: Rate,
     /// Per-(product, machine8) rate.
     pub per_machine: Rate,
     /// Keys each limiter remembers.
@@ -263,6 +271,11 @@ impl Settings {
                 args.per_address.or(file.per_address),
                 "120/1m",
             )?,
+            per_network: rate(
+                "per-network",
+                args.per_network.or(file.per_network),
+                "1200/1m",
+            )?,
             per_machine: rate(
                 "per-machine",
                 args.per_machine.or(file.per_machine),
@@ -294,7 +307,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
         .with_context(|| format!("cannot read the settings file {}", path.display()))?;
     toml::from_str(&text).with_context(|| {
         format!(
-            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_machine, max_tracked, retired, client_ip_header, max_connections, max_connections_per_address, [s3])",
+            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_network, per_machine, max_tracked, retired, client_ip_header, max_connections, max_connections_per_address, [s3])",
             path.display()
         )
     })

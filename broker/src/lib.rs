@@ -38,6 +38,8 @@ pub struct Broker {
     pub presigner: presign::Presigner,
     /// Rate limit per client address.
     pub per_address: limit::Limiter<IpAddr>,
+    /// Rate limit per IPv6 /48.
+    pub per_network: limit::Limiter<IpAddr>,
     /// Rate limit per (product, claimed machine8).
     pub per_machine: limit::Limiter<(String, String)>,
 }
@@ -51,6 +53,7 @@ impl Broker {
     ) -> Broker {
         Broker {
             per_address: limit::Limiter::new(settings.per_address, settings.max_tracked),
+            per_network: limit::Limiter::new(settings.per_network, settings.max_tracked),
             per_machine: limit::Limiter::new(settings.per_machine, settings.max_tracked),
             settings,
             products,

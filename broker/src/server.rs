@@ -229,6 +229,13 @@ async fn upload_request(
     b.per_address
         .check(&limit_key(client), clock)
         .map_err(|wait| Refusal::throttled(None, wait))?;
+    // After the address's own limit, so one address over its limit does
+    // not also use up its neighbours' allowance.
+    if let Some(network) = network_key(client) {
+        b.per_network
+            .check(&network, clock)
+            .map_err(|wait| Refusal::throttled(None, wait))?;
+    }
     let too_large = || {
         Refusal::too_large(
             "body",
@@ -337,6 +344,20 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// What the per-network limit counts: an IPv6 /48, the usual allocation
+/// to one site, which holds 65,536 /64s and so as many per-address
+/// buckets. None for IPv4: an address there is already scarce, and a /24
+/// is often shared by unrelated customers of one provider.
+pub fn network_key(ip: IpAddr) -> Option<IpAddr> {
+    match ip.to_canonical() {
+        IpAddr::V4(_) => None,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 80) - 1);
+            Some(IpAddr::V6(std::net::Ipv6Addr::from(bits)))
+        }
+    }
+}
+
 /// The network an address is in, for logs: IPv4 /24, IPv6 /48.
 pub fn network(ip: IpAddr) -> String {
     match ip.to_canonical() {
@@ -395,6 +416,18 @@ mod tests {
         assert_ne!(limit_key(a), limit_key(c));
         let v4: IpAddr = "203.0.113.7".parse().unwrap();
         assert_eq!(limit_key(v4), v4);
+    }
+
+    #[test]
+    fn ipv6_networks_are_limited_per_48_and_ipv4_is_not() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:ffff:1::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:2::1".parse().unwrap();
+        assert_eq!(network_key(a), network_key(b), "one /48, two /64s");
+        assert_eq!(network_key(a), Some("2001:db8:1::".parse().unwrap()));
+        assert_ne!(network_key(a), network_key(c));
+        assert_eq!(network_key("203.0.113.7".parse().unwrap()), None);
+        assert_eq!(network_key("::ffff:203.0.113.7".parse().unwrap()), None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `POST /v1/upload`: check a request field by field, then presign.
 //!
 //! The order matters for what an abuser learns and what each check costs:
-//! the address's rate limit first (before parsing), then the shape of each
+//! the address's rate limit first (before parsing), then its IPv6 /48's
+//! (an address over its own limit takes nothing from its neighbours'), then the shape of each
 //! field, the retired list (410 even for a product whose manifest was
 //! removed), the product's manifest, the day window, the size cap, and
 //! only for a request that passes all of them the per-machine limit, so

@@ -361,6 +361,50 @@ fn each_bad_field_is_named() {
 }
 
 #[test]
+fn an_ipv6_site_shares_one_allowance_across_its_64s() {
+    let s3 = S3Server::start();
+    // Behind a trusted load balancer, so the test can speak from any address.
+    let broker = Broker::start(
+        &s3,
+        &[
+            ("TELEMETRY_BROKER_CLIENT_IP_HEADER", "x-forwarded-for"),
+            ("TELEMETRY_BROKER_PER_ADDRESS", "5/1h"),
+            ("TELEMETRY_BROKER_PER_NETWORK", "3/1h"),
+        ],
+    );
+    let url = format!("{}/v1/upload", broker.url);
+    let mut n = 0;
+    let mut ask_from = |ip: &str| {
+        n += 1;
+        let body = serde_json::to_vec(&request(&key(n, n), b"body")).unwrap();
+        s3.block_on(send(
+            "POST",
+            &url,
+            &[
+                ("content-type", "application/json"),
+                ("x-forwarded-for", ip),
+            ],
+            body,
+        ))
+        .expect("POST /v1/upload")
+    };
+    // Three /64s of one /48, each far inside its own limit, use up the
+    // site's; a fourth /64 of it is refused...
+    for ip in ["2001:db8:1:1::1", "2001:db8:1:2::1", "2001:db8:1:3::1"] {
+        assert_eq!(ask_from(ip).status, 200, "{ip}");
+    }
+    let limited = ask_from("2001:db8:1:4::1");
+    assert_eq!(limited.status, 429, "{}", limited.text());
+    assert!(limited.headers.contains_key("retry-after"));
+    // ...while another site is not, nor IPv4 clients, which are limited per
+    // address only.
+    assert_eq!(ask_from("2001:db8:2::1").status, 200);
+    for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"] {
+        assert_eq!(ask_from(ip).status, 200, "{ip}");
+    }
+}
+
+#[test]
 fn rate_limits_answer_429_with_retry_after() {
     let s3 = S3Server::start();
     let broker = Broker::start(
