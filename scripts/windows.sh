@@ -53,10 +53,10 @@ setup() {
         [ -e "$CARGO_TARGET_DIR" ] || mv "$cache/target" "$CARGO_TARGET_DIR" 2>/dev/null || true
         [ -e "$macos_target" ] || mv "$cache/macos-target" "$macos_target" 2>/dev/null || true
     fi
-    rm -rf "$cache/target" "$cache/macos-target" "$cache/target.stamp"
+    rm -rf "$cache/target" "$cache/macos-target" "$cache/target.stamp" "$cache/native-bench-target"
     mkdir -p "$CARGO_TARGET_DIR" "$macos_target"
     touch "$CARGO_TARGET_DIR" "$macos_target"
-    find "$cache" -mindepth 1 -maxdepth 1 \( -name 'target-*' -o -name 'macos-target-*' \) \
+    find "$cache" -mindepth 1 -maxdepth 1 \( -name 'target-*' -o -name 'macos-target-*' -o -name 'native-bench-target-*' \) \
         ! -name "*-$generation" -mtime +0 -exec rm -rf {} +
     # Wine 8 lacks bcryptprimitives.dll, which Rust's std imports for
     # ProcessPrng: every Rust .exe fails with c0000135 without it.
@@ -114,7 +114,8 @@ case "${1:-}" in
         export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
         pkgs=(-p telemetryd --bin telemetryd -p telemetry-client --bin telemetry-emit --example transport_bench)
         $cargo build --release "${build_std[@]}" "${pkgs[@]}"
-        native_target="$cache/native-bench-target"
+        # Per generation too, pruned with the others.
+        native_target="$cache/native-bench-target-$generation"
         (unset RUSTC RUSTDOC RUSTC_BOOTSTRAP
          CARGO_TARGET_DIR="$native_target" cargo build --release "${pkgs[@]}")
         echo "== Unix socket, native ($n of each)"
