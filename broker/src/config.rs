@@ -64,11 +64,16 @@ pub struct Args {
     /// Requests per client address, as N/DURATION [default: 120/1m].
     #[arg(long, env = "TELEMETRY_BROKER_PER_ADDRESS", value_name = "RATE")]
     pub per_address: Option<String>,
-    /// Requests per IPv6 /48 (a site's usual allocation, 65,536 /64s:
-    /// without it one site would get 65,536 per-address allowances), as
-    /// N/DURATION; IPv4 clients are limited per address only [default: 1200/1m].
+    /// Requests per IPv6 network (see --network-prefix; a /48, a site's
+    /// usual allocation, holds 65,536 /64s, each its own address to
+    /// --per-address), as N/DURATION; IPv4 clients are limited per address
+    /// only [default: 1200/1m].
     #[arg(long, env = "TELEMETRY_BROKER_PER_NETWORK", value_name = "RATE")]
     pub per_network: Option<String>,
+    /// Prefix length of the networks --per-network counts, 32 to 64: 56
+    /// where providers hand each customer a /56 [default: 48].
+    #[arg(long, env = "TELEMETRY_BROKER_NETWORK_PREFIX", value_name = "BITS")]
+    pub network_prefix: Option<u8>,
     /// Requests per product and machine8, as N/DURATION [default: 20/1h].
     #[arg(long, env = "TELEMETRY_BROKER_PER_MACHINE", value_name = "RATE")]
     pub per_machine: Option<String>,
@@ -113,6 +118,7 @@ struct FileConfig {
     day_window: Option<u32>,
     per_address: Option<String>,
     per_network: Option<String>,
+    network_prefix: Option<u8>,
     per_machine: Option<String>,
     max_tracked: Option<usize>,
     retired: Option<Vec<String>>,
@@ -151,8 +157,10 @@ pub struct Settings {
     pub today: Option<i64>,
     /// Per-address rate.
     pub per_address: Rate,
-    /// Per-IPv6-/48 rate.
+    /// Per-IPv6-network rate.
     pub per_network: Rate,
+    /// Prefix length of the networks `per_network` counts (32 to 64).
+    pub network_prefix: u8,
     /// Per-(product, machine8) rate.
     pub per_machine: Rate,
     /// Keys each limiter remembers.
@@ -243,6 +251,13 @@ impl Settings {
                     .with_context(|| format!("{TODAY_VAR}={t:?} is not a YYYY-MM-DD date"))
             })
             .transpose()?;
+        let network_prefix = args.network_prefix.or(file.network_prefix).unwrap_or(48);
+        if !(32..=64).contains(&network_prefix) {
+            bail!(
+                "{}: {network_prefix} is not between 32 and 64 (a /64 is what the per-address limit already counts)",
+                origin("network-prefix")
+            );
+        }
         let max_tracked = args.max_tracked.or(file.max_tracked).unwrap_or(100_000);
         if max_tracked < 2 {
             bail!("{}: must be at least 2", origin("max-tracked"));
@@ -276,6 +291,7 @@ impl Settings {
                 args.per_network.or(file.per_network),
                 "1200/1m",
             )?,
+            network_prefix,
             per_machine: rate(
                 "per-machine",
                 args.per_machine.or(file.per_machine),
@@ -307,7 +323,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
         .with_context(|| format!("cannot read the settings file {}", path.display()))?;
     toml::from_str(&text).with_context(|| {
         format!(
-            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_network, per_machine, max_tracked, retired, client_ip_header, max_connections, max_connections_per_address, [s3])",
+            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_network, network_prefix, per_machine, max_tracked, retired, client_ip_header, max_connections, max_connections_per_address, [s3])",
             path.display()
         )
     })
@@ -341,6 +357,15 @@ mod tests {
         assert_eq!(s.retired, ["old"]);
         assert!(s.s3.path_style, "an endpoint implies path style");
         assert_eq!(s.max_bytes, 8 << 20);
+        assert_eq!(s.network_prefix, 48);
+
+        let prefix =
+            |bits: &str| Settings::load(args(&["--config", path, "--network-prefix", bits]), None);
+        assert_eq!(prefix("56").unwrap().network_prefix, 56);
+        for bad in ["31", "65"] {
+            let err = prefix(bad).unwrap_err().to_string();
+            assert!(err.contains("--network-prefix"), "{err}");
+        }
 
         let long = Settings::load(args(&["--config", path, "--url-lifetime", "11m"]), None);
         assert!(long.unwrap_err().to_string().contains("--url-lifetime"));

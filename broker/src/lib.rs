@@ -75,6 +75,21 @@ pub struct Refusal {
     pub retry_after: Option<Duration>,
 }
 
+/// Which rate limit refused a request (it is named in the refusal, so a
+/// client and an operator can tell a busy neighbour from their own rate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Per product and claimed machine8.
+    Machine,
+    /// Per client address (IPv4 address or IPv6 /64).
+    Address,
+    /// Per IPv6 network of `prefix` bits.
+    Network {
+        /// The network's prefix length.
+        prefix: u8,
+    },
+}
+
 impl Refusal {
     /// 400: a field is malformed or not accepted.
     pub fn bad(field: &'static str, message: String) -> Refusal {
@@ -102,22 +117,23 @@ impl Refusal {
         }
     }
 
-    /// 429: a rate limit; ask again after `wait` (rounded up to seconds).
-    /// `field` is `machine8` for the per-machine limit, `None` for the
-    /// per-address one (the address is no request field).
-    pub fn throttled(field: Option<&'static str>, wait: Duration) -> Refusal {
+    /// 429: `limit` ran out; ask again after `wait` (rounded up to
+    /// seconds). Only the per-machine limit names a field (`machine8`):
+    /// an address or a network is no request field.
+    pub fn throttled(limit: Limit, wait: Duration) -> Refusal {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let (field, from) = match limit {
+            Limit::Machine => (Some("machine8"), "this machine".to_string()),
+            Limit::Address => (None, "this address".to_string()),
+            Limit::Network { prefix } => (
+                None,
+                format!("this network (the IPv6 /{prefix} this address is in)"),
+            ),
+        };
         Refusal {
             status: 429,
             field,
-            message: format!(
-                "too many upload requests from this {}; retry after {secs}s",
-                if field.is_some() {
-                    "machine"
-                } else {
-                    "address"
-                }
-            ),
+            message: format!("too many upload requests from {from}; retry after {secs}s"),
             retry_after: Some(Duration::from_secs(secs.max(1))),
         }
     }

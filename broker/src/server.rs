@@ -14,7 +14,7 @@
 //! the product's promise. The full address lives only in the rate
 //! limiter's memory.
 
-use crate::{upload, Broker, Refusal};
+use crate::{upload, Broker, Limit, Refusal};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -228,13 +228,14 @@ async fn upload_request(
     let clock = Instant::now();
     b.per_address
         .check(&limit_key(client), clock)
-        .map_err(|wait| Refusal::throttled(None, wait))?;
+        .map_err(|wait| Refusal::throttled(Limit::Address, wait))?;
     // After the address's own limit, so one address over its limit does
     // not also use up its neighbours' allowance.
-    if let Some(network) = network_key(client) {
+    let prefix = b.settings.network_prefix;
+    if let Some(network) = network_key(client, prefix) {
         b.per_network
             .check(&network, clock)
-            .map_err(|wait| Refusal::throttled(None, wait))?;
+            .map_err(|wait| Refusal::throttled(Limit::Network { prefix }, wait))?;
     }
     let too_large = || {
         Refusal::too_large(
@@ -344,15 +345,17 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// What the per-network limit counts: an IPv6 /48, the usual allocation
-/// to one site, which holds 65,536 /64s and so as many per-address
-/// buckets. None for IPv4: an address there is already scarce, and a /24
-/// is often shared by unrelated customers of one provider.
-pub fn network_key(ip: IpAddr) -> Option<IpAddr> {
+/// What the per-network limit counts: the IPv6 network of `prefix` bits
+/// (by default a /48, the usual allocation to one site, which holds
+/// 65,536 /64s and so as many per-address buckets). None for IPv4: an
+/// address there is already scarce, and a /24 is often shared by
+/// unrelated customers of one provider.
+pub fn network_key(ip: IpAddr, prefix: u8) -> Option<IpAddr> {
     match ip.to_canonical() {
         IpAddr::V4(_) => None,
         IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 80) - 1);
+            let host_bits = 128 - u32::from(prefix.clamp(1, 64));
+            let bits = u128::from(v6) & !((1u128 << host_bits) - 1);
             Some(IpAddr::V6(std::net::Ipv6Addr::from(bits)))
         }
     }
@@ -423,11 +426,15 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:ffff:1::9".parse().unwrap();
         let c: IpAddr = "2001:db8:2::1".parse().unwrap();
-        assert_eq!(network_key(a), network_key(b), "one /48, two /64s");
-        assert_eq!(network_key(a), Some("2001:db8:1::".parse().unwrap()));
-        assert_ne!(network_key(a), network_key(c));
-        assert_eq!(network_key("203.0.113.7".parse().unwrap()), None);
-        assert_eq!(network_key("::ffff:203.0.113.7".parse().unwrap()), None);
+        assert_eq!(network_key(a, 48), network_key(b, 48), "one /48, two /64s");
+        assert_eq!(network_key(a, 48), Some("2001:db8:1::".parse().unwrap()));
+        assert_ne!(network_key(a, 48), network_key(c, 48));
+        assert_eq!(network_key("203.0.113.7".parse().unwrap(), 48), None);
+        assert_eq!(network_key("::ffff:203.0.113.7".parse().unwrap(), 48), None);
+        // A provider that gives each customer a /56.
+        assert_ne!(network_key(a, 56), network_key(b, 56));
+        assert_eq!(network_key(a, 56), Some("2001:db8:1::".parse().unwrap()));
+        assert_eq!(network_key(a, 64), Some(limit_key(a)));
     }
 
     #[test]

@@ -159,7 +159,7 @@ pub async fn grant(
     broker
         .per_machine
         .check(&(req.product.clone(), req.machine8.clone()), clock)
-        .map_err(|wait| Refusal::throttled(Some("machine8"), wait))?;
+        .map_err(|wait| Refusal::throttled(crate::Limit::Machine, wait))?;
     let object = key.render(&broker.presigner.settings().prefix);
     let signed = broker
         .presigner

@@ -396,6 +396,10 @@ fn an_ipv6_site_shares_one_allowance_across_its_64s() {
     let limited = ask_from("2001:db8:1:4::1");
     assert_eq!(limited.status, 429, "{}", limited.text());
     assert!(limited.headers.contains_key("retry-after"));
+    // Named as the network's limit, not the address's own: no field.
+    assert!(limited.json()["error"].get("field").is_none());
+    let message = limited.json()["error"]["message"].to_string();
+    assert!(message.contains("network (the IPv6 /48"), "{message}");
     // ...while another site is not, nor IPv4 clients, which are limited per
     // address only.
     assert_eq!(ask_from("2001:db8:2::1").status, 200);
