@@ -33,9 +33,15 @@ pub fn create_private_dir_durable(dir: &Path) -> std::io::Result<()> {
         }
     }
     for d in missing.into_iter().rev() {
-        let mut builder = DirBuilder::new();
         #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        let builder = {
+            let mut b = DirBuilder::new();
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            b
+        };
+        // Windows: the directory inherits its parent's ACL.
+        #[cfg(not(unix))]
+        let builder = DirBuilder::new();
         match builder.create(d) {
             Ok(()) => {}
             // Made by someone else meanwhile: synced below all the same.
