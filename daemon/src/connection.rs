@@ -393,12 +393,12 @@ pub async fn serve(
     }
 }
 
-#[cfg(test)]
+// Its tests need a second handle on a socket, which only Unix has.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
     /// Fill `socket`'s send path until it takes nothing more.
-    #[cfg(unix)]
     fn fill(socket: &transport::ReplyTo) -> usize {
         let chunk = [7u8; 512];
         let mut total = 0;
@@ -411,7 +411,6 @@ mod tests {
         }
     }
 
-    #[cfg(unix)]
     #[tokio::test]
     async fn an_answer_the_socket_would_not_take_is_finished_by_the_task() {
         let (daemon_side, peer) = tokio::net::UnixStream::pair().unwrap();
