@@ -38,7 +38,7 @@ pub struct Broker {
     pub presigner: presign::Presigner,
     /// Rate limit per client address.
     pub per_address: limit::Limiter<IpAddr>,
-    /// Rate limit per IPv6 /48.
+    /// Rate limit per IPv6 network (`network_prefix` bits).
     pub per_network: limit::Limiter<IpAddr>,
     /// Rate limit per (product, claimed machine8).
     pub per_machine: limit::Limiter<(String, String)>,

@@ -338,11 +338,14 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
     let ip = ip.to_canonical();
     match ip {
         IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(std::net::Ipv6Addr::from(bits))
-        }
+        IpAddr::V6(v6) => IpAddr::V6(v6_network(v6, 64)),
     }
+}
+
+/// The network of `prefix` bits (1 to 64) that `v6` is in.
+fn v6_network(v6: std::net::Ipv6Addr, prefix: u8) -> std::net::Ipv6Addr {
+    let host_bits = 128 - u32::from(prefix.clamp(1, 64));
+    std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << host_bits) - 1))
 }
 
 /// What the per-network limit counts: the IPv6 network of `prefix` bits
@@ -353,11 +356,7 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
 pub fn network_key(ip: IpAddr, prefix: u8) -> Option<IpAddr> {
     match ip.to_canonical() {
         IpAddr::V4(_) => None,
-        IpAddr::V6(v6) => {
-            let host_bits = 128 - u32::from(prefix.clamp(1, 64));
-            let bits = u128::from(v6) & !((1u128 << host_bits) - 1);
-            Some(IpAddr::V6(std::net::Ipv6Addr::from(bits)))
-        }
+        IpAddr::V6(v6) => Some(IpAddr::V6(v6_network(v6, prefix))),
     }
 }
 

@@ -368,7 +368,7 @@ fn an_ipv6_site_shares_one_allowance_across_its_64s() {
         &s3,
         &[
             ("TELEMETRY_BROKER_CLIENT_IP_HEADER", "x-forwarded-for"),
-            ("TELEMETRY_BROKER_PER_ADDRESS", "5/1h"),
+            ("TELEMETRY_BROKER_PER_ADDRESS", "1/1h"),
             ("TELEMETRY_BROKER_PER_NETWORK", "3/1h"),
         ],
     );
@@ -388,9 +388,16 @@ fn an_ipv6_site_shares_one_allowance_across_its_64s() {
         ))
         .expect("POST /v1/upload")
     };
-    // Three /64s of one /48, each far inside its own limit, use up the
-    // site's; a fourth /64 of it is refused...
-    for ip in ["2001:db8:1:1::1", "2001:db8:1:2::1", "2001:db8:1:3::1"] {
+    // Three /64s of one /48, each inside its own limit, use up the site's;
+    // a fourth /64 of it is refused. A /64 over its own limit is refused
+    // as itself and takes nothing from the site's (checked in that order:
+    // otherwise the third /64 would be refused)...
+    assert_eq!(ask_from("2001:db8:1:1::1").status, 200);
+    let own = ask_from("2001:db8:1:1::2");
+    assert_eq!(own.status, 429, "{}", own.text());
+    let message = own.json()["error"]["message"].to_string();
+    assert!(message.contains("this address"), "{message}");
+    for ip in ["2001:db8:1:2::1", "2001:db8:1:3::1"] {
         assert_eq!(ask_from(ip).status, 200, "{ip}");
     }
     let limited = ask_from("2001:db8:1:4::1");
