@@ -110,6 +110,18 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         result
     }
 
+    /// Give back the token [`Limiter::check`] took for `key`: the request
+    /// it admitted was refused for another reason, which is not `key`'s
+    /// doing. Never above the burst; a key forgotten since keeps nothing.
+    pub fn give_back(&self, key: &K) {
+        let mut g = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        let burst = f64::from(self.rate.burst);
+        let Generations { current, previous } = &mut *g;
+        if let Some(b) = current.get_mut(key).or_else(|| previous.get_mut(key)) {
+            b.tokens = (b.tokens + 1.0).min(burst);
+        }
+    }
+
     /// How many keys are tracked (for tests and `/healthz`).
     pub fn len(&self) -> usize {
         let g = self.maps.lock().unwrap_or_else(|p| p.into_inner());
@@ -152,6 +164,27 @@ mod tests {
         assert!(l.check(&"b", t).is_ok(), "keys are independent");
         assert!(l.check(&"a", t + Duration::from_secs(5)).is_ok());
         assert!(l.check(&"a", t + Duration::from_secs(5)).is_err());
+    }
+
+    #[test]
+    fn a_token_given_back_can_be_taken_again_but_never_beyond_the_burst() {
+        let l = Limiter::new(Rate::parse("2/1h").unwrap(), 100);
+        let t = Instant::now();
+        assert!(l.check(&"a", t).is_ok());
+        assert!(l.check(&"a", t).is_ok());
+        assert!(l.check(&"a", t).is_err());
+        l.give_back(&"a");
+        assert!(l.check(&"a", t).is_ok(), "the token given back");
+        assert!(l.check(&"a", t).is_err());
+        // Given back more often than taken: still only the burst.
+        l.give_back(&"b");
+        assert!(l.check(&"b", t).is_ok());
+        for _ in 0..5 {
+            l.give_back(&"b");
+        }
+        assert!(l.check(&"b", t).is_ok());
+        assert!(l.check(&"b", t).is_ok());
+        assert!(l.check(&"b", t).is_err(), "no more than the burst of 2");
     }
 
     #[test]

@@ -233,9 +233,13 @@ async fn upload_request(
     // not also use up its neighbours' allowance.
     let prefix = b.settings.network_prefix;
     if let Some(network) = network_key(client, prefix) {
-        b.per_network
-            .check(&network, clock)
-            .map_err(|wait| Refusal::throttled(Limit::Network { prefix }, wait))?;
+        if let Err(wait) = b.per_network.check(&network, clock) {
+            // Refused for its network's use, not its own: the address keeps
+            // its token, so once the network's allowance refills it is not
+            // held back for the refusals it met while it was used up.
+            b.per_address.give_back(&limit_key(client));
+            return Err(Refusal::throttled(Limit::Network { prefix }, wait));
+        }
     }
     let too_large = || {
         Refusal::too_large(

@@ -40,6 +40,36 @@ fn ask(s3: &S3Server, broker: &Broker, req: &serde_json::Value) -> Answer {
     .expect("POST /v1/upload")
 }
 
+/// A broker behind a trusted load balancer (`x-forwarded-for`), so a test
+/// can speak from any address, with these per-address and per-network
+/// limits.
+fn forwarded(s3: &S3Server, per_address: &str, per_network: &str) -> Broker {
+    Broker::start(
+        s3,
+        &[
+            ("TELEMETRY_BROKER_CLIENT_IP_HEADER", "x-forwarded-for"),
+            ("TELEMETRY_BROKER_PER_ADDRESS", per_address),
+            ("TELEMETRY_BROKER_PER_NETWORK", per_network),
+        ],
+    )
+}
+
+/// Ask `broker` (see [`forwarded`]) for the `n`th batch's URL, from `ip`.
+fn ask_from(s3: &S3Server, broker: &Broker, n: i64, ip: &str) -> Answer {
+    let url = format!("{}/v1/upload", broker.url);
+    let body = serde_json::to_vec(&request(&key(n, n), b"body")).unwrap();
+    s3.block_on(send(
+        "POST",
+        &url,
+        &[
+            ("content-type", "application/json"),
+            ("x-forwarded-for", ip),
+        ],
+        body,
+    ))
+    .expect("POST /v1/upload")
+}
+
 /// PUT `body` to a grant's URL with the granted headers, `edit` applied.
 fn put(
     s3: &S3Server,
@@ -363,44 +393,25 @@ fn each_bad_field_is_named() {
 #[test]
 fn an_ipv6_site_shares_one_allowance_across_its_64s() {
     let s3 = S3Server::start();
-    // Behind a trusted load balancer, so the test can speak from any address.
-    let broker = Broker::start(
-        &s3,
-        &[
-            ("TELEMETRY_BROKER_CLIENT_IP_HEADER", "x-forwarded-for"),
-            ("TELEMETRY_BROKER_PER_ADDRESS", "1/1h"),
-            ("TELEMETRY_BROKER_PER_NETWORK", "3/1h"),
-        ],
-    );
-    let url = format!("{}/v1/upload", broker.url);
+    let broker = forwarded(&s3, "1/1h", "3/1h");
     let mut n = 0;
-    let mut ask_from = |ip: &str| {
+    let mut from = |ip: &str| {
         n += 1;
-        let body = serde_json::to_vec(&request(&key(n, n), b"body")).unwrap();
-        s3.block_on(send(
-            "POST",
-            &url,
-            &[
-                ("content-type", "application/json"),
-                ("x-forwarded-for", ip),
-            ],
-            body,
-        ))
-        .expect("POST /v1/upload")
+        ask_from(&s3, &broker, n, ip)
     };
     // Three /64s of one /48, each inside its own limit, use up the site's;
     // a fourth /64 of it is refused. A /64 over its own limit is refused
     // as itself and takes nothing from the site's (checked in that order:
     // otherwise the third /64 would be refused)...
-    assert_eq!(ask_from("2001:db8:1:1::1").status, 200);
-    let own = ask_from("2001:db8:1:1::2");
+    assert_eq!(from("2001:db8:1:1::1").status, 200);
+    let own = from("2001:db8:1:1::2");
     assert_eq!(own.status, 429, "{}", own.text());
     let message = own.json()["error"]["message"].to_string();
     assert!(message.contains("this address"), "{message}");
     for ip in ["2001:db8:1:2::1", "2001:db8:1:3::1"] {
-        assert_eq!(ask_from(ip).status, 200, "{ip}");
+        assert_eq!(from(ip).status, 200, "{ip}");
     }
-    let limited = ask_from("2001:db8:1:4::1");
+    let limited = from("2001:db8:1:4::1");
     assert_eq!(limited.status, 429, "{}", limited.text());
     assert!(limited.headers.contains_key("retry-after"));
     // Named as the network's limit, not the address's own: no field.
@@ -409,10 +420,46 @@ fn an_ipv6_site_shares_one_allowance_across_its_64s() {
     assert!(message.contains("network (the IPv6 /48"), "{message}");
     // ...while another site is not, nor IPv4 clients, which are limited per
     // address only.
-    assert_eq!(ask_from("2001:db8:2::1").status, 200);
+    assert_eq!(from("2001:db8:2::1").status, 200);
     for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"] {
-        assert_eq!(ask_from(ip).status, 200, "{ip}");
+        assert_eq!(from(ip).status, 200, "{ip}");
     }
+}
+
+/// A request refused because its network's allowance is used up takes
+/// nothing from its address's own: once the network refills, that address
+/// gets its turn (here its only one an hour).
+#[test]
+fn a_request_refused_for_its_network_keeps_its_address_allowance() {
+    let s3 = S3Server::start();
+    // The network gets a token a second: a refill quick to wait for, and
+    // far slower than the few requests before the refusal.
+    let broker = forwarded(&s3, "1/1h", "2/2s");
+    let mut n = 0;
+    let mut from = |ip: &str| {
+        n += 1;
+        ask_from(&s3, &broker, n, ip)
+    };
+    for ip in ["2001:db8:5:1::1", "2001:db8:5:2::1"] {
+        assert_eq!(from(ip).status, 200, "{ip}");
+    }
+    let third = "2001:db8:5:3::1";
+    let refused = from(third);
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    let message = refused.json()["error"]["message"].to_string();
+    assert!(message.contains("network"), "{message}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let later = from(third);
+    assert_eq!(
+        later.status,
+        200,
+        "the network refilled and the address never used its own token: {}",
+        later.text()
+    );
+    let again = from(third);
+    assert_eq!(again.status, 429, "{}", again.text());
+    let message = again.json()["error"]["message"].to_string();
+    assert!(message.contains("this address"), "{message}");
 }
 
 #[test]
