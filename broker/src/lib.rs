@@ -65,7 +65,7 @@ impl Broker {
 /// A refused request: the HTTP status, the field at fault, the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// 400, 410, 413, 429 or 500.
+    /// 400, 410, 413, 415, 429 or 500.
     pub status: u16,
     /// The request field at fault, if one is.
     pub field: Option<&'static str>,

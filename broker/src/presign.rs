@@ -31,11 +31,11 @@ pub enum PresignError {
     /// The AWS chain gave no credentials.
     #[error("no AWS credentials from the standard chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or an instance role): {0}")]
     Credentials(String),
-    /// The signer refused the request.
-    #[error("cannot sign the PUT for {key}: {message}")]
+    /// The signer refused the request. The object key is left out: it
+    /// holds the machine's `machine8`, and this is logged beside the
+    /// client's network.
+    #[error("cannot sign a PUT: {message}")]
     Sign {
-        /// The object key.
-        key: String,
         /// The signer's error.
         message: String,
     },
@@ -175,7 +175,7 @@ impl Presigner {
             .time(now)
             .settings(settings)
             .build()
-            .map_err(|e| self.sign_error(key, e.to_string()))?
+            .map_err(|e| sign_error(e.to_string()))?
             .into();
         let signed_headers = std::iter::once(("host", host.as_str()))
             .chain(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -185,9 +185,9 @@ impl Presigner {
             signed_headers,
             SignableBody::UnsignedPayload,
         )
-        .map_err(|e| self.sign_error(key, e.to_string()))?;
+        .map_err(|e| sign_error(e.to_string()))?;
         let (instructions, _) = sign(signable, &params)
-            .map_err(|e| self.sign_error(key, e.to_string()))?
+            .map_err(|e| sign_error(e.to_string()))?
             .into_parts();
         let query: Vec<String> = instructions
             .params()
@@ -204,13 +204,10 @@ impl Presigner {
             expires_at,
         })
     }
+}
 
-    fn sign_error(&self, key: &str, message: String) -> PresignError {
-        PresignError::Sign {
-            key: key.to_string(),
-            message,
-        }
-    }
+fn sign_error(message: String) -> PresignError {
+    PresignError::Sign { message }
 }
 
 /// `host[:port]` of an endpoint URL.

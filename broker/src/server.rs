@@ -159,29 +159,35 @@ async fn handle(b: &Broker, req: Request<Incoming>, peer: SocketAddr) -> Respons
     match (req.method(), path.as_str()) {
         (&Method::GET | &Method::HEAD, HEALTH_PATH) => json(StatusCode::OK, &health(b, &req)),
         (&Method::POST, UPLOAD_PATH) => {
-            let client = client_ip(b, &req, peer);
             let started = Instant::now();
-            let outcome = upload_request(b, req, client).await;
+            let (client, outcome) = match client_ip(b, &req, peer) {
+                Ok(client) => (client, upload_request(b, req, client).await),
+                Err(refused) => (peer.ip(), Err(refused)),
+            };
             let status = match &outcome {
                 Ok(_) => 200,
                 Err(r) => r.status,
             };
-            tracing::info!(
-                status,
-                client = %network(client),
-                micros = started.elapsed().as_micros() as u64,
-                "{}",
-                match &outcome {
-                    Ok((req, _)) => format!(
-                        // Not the machine8 or sequence numbers: beside the
-                        // client's network they would tie a machine's
-                        // pseudonym to where it connects from, over time.
-                        "granted {}/{} ({} bytes)",
-                        req.product, req.day, req.bytes
-                    ),
-                    Err(r) => format!("refused: {}", r.message),
+            let micros = started.elapsed().as_micros() as u64;
+            match &outcome {
+                // Without the client's network: the object this grant
+                // writes appears in the bucket moments later, with the
+                // machine's machine8 in its key, so a grant's line carrying
+                // the network (or the exact size, or the machine8) would tie
+                // that pseudonym to where the machine connects from.
+                Ok((req, _)) => {
+                    tracing::info!(status, micros, "granted {}/{}", req.product, req.day)
                 }
-            );
+                // A refusal writes nothing; its network is what an operator
+                // needs to see who is abusing the broker.
+                Err(r) => tracing::info!(
+                    status,
+                    client = %network(client),
+                    micros,
+                    "refused: {}",
+                    r.message
+                ),
+            }
             match outcome {
                 Ok((_, grant)) => json(StatusCode::OK, &grant),
                 Err(r) => refusal(r),
@@ -225,6 +231,25 @@ async fn upload_request(
     ),
     Refusal,
 > {
+    // Before any limit is spent: a web page can make its visitors'
+    // browsers POST here cross-site without asking them, but only as
+    // `text/plain` or a form; `application/json` needs a preflight this
+    // broker never grants.
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if !content_type.is_some_and(|t| t.eq_ignore_ascii_case("application/json")) {
+        return Err(Refusal {
+            status: 415,
+            ..Refusal::bad(
+                "content-type",
+                "send the request as application/json".into(),
+            )
+        });
+    }
     let clock = Instant::now();
     b.per_address
         .check(&limit_key(client), clock)
@@ -318,18 +343,42 @@ fn percent_decoded(s: &str) -> String {
 
 /// The client's address: the last entry of the trusted header if one is
 /// configured (a load balancer appends the address it saw), else the peer.
-fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
+///
+/// A request without the header did not come through the load balancer,
+/// so its peer is the client. One whose header ends in something that is
+/// not an address is refused: counting it as the peer (the load balancer)
+/// would let a client that writes a bad entry of its own, where the load
+/// balancer appends rather than replaces, escape its own limits and use
+/// up the allowance every such request shares.
+fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> Result<IpAddr, Refusal> {
     let Some(name) = &b.settings.client_ip_header else {
-        return peer.ip();
+        return Ok(peer.ip());
     };
-    req.headers()
-        .get_all(name.as_str())
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| peer.ip())
+    let Some(value) = req.headers().get_all(name.as_str()).iter().next_back() else {
+        return Ok(peer.ip());
+    };
+    last_address(value.as_bytes()).ok_or_else(|| Refusal {
+        status: 400,
+        field: None,
+        message: format!(
+            "the last entry of the {name} header is not an address; it is set by the load balancer in front of this broker, so check how it is configured"
+        ),
+        retry_after: None,
+    })
+}
+
+/// The address in the last comma-separated entry of a client-address
+/// header's raw bytes (earlier entries, written by anyone, need not be
+/// text): bare, or with a port as some load balancers write it
+/// (`203.0.113.9:5678`, `[2001:db8::1]:443`).
+fn last_address(value: &[u8]) -> Option<IpAddr> {
+    let last = value.rsplit(|&c| c == b',').next()?;
+    let entry = std::str::from_utf8(last).ok()?.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
 /// What the per-address limit counts: an IPv4 address, or an IPv6 /64
@@ -474,6 +523,29 @@ mod tests {
         assert_eq!(percent_decoded("cfdev"), "cfdev");
         assert_eq!(percent_decoded("a%20b%26c"), "a b&c");
         assert_eq!(percent_decoded("bad%zz%4"), "bad%zz%4");
+    }
+
+    #[test]
+    fn the_client_is_the_last_entry_bare_or_with_a_port() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(last_address(b"203.0.113.9"), ip("203.0.113.9"));
+        assert_eq!(last_address(b"10.0.0.1, 203.0.113.9 "), ip("203.0.113.9"));
+        assert_eq!(last_address(b"203.0.113.9:5678"), ip("203.0.113.9"));
+        assert_eq!(last_address(b"2001:db8::1"), ip("2001:db8::1"));
+        assert_eq!(last_address(b"[2001:db8::1]:443"), ip("2001:db8::1"));
+        assert_eq!(last_address(b"[2001:db8::1]"), ip("2001:db8::1"));
+        // An earlier entry of the client's own that is not even text does
+        // not hide the load balancer's.
+        assert_eq!(last_address(b"\xff\xfe, 203.0.113.9"), ip("203.0.113.9"));
+        for bad in [
+            &b""[..],
+            b"unknown",
+            b"203.0.113.9, \xff",
+            b"1.2.3.4, ",
+            b"[::1",
+        ] {
+            assert_eq!(last_address(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

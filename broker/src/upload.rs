@@ -126,7 +126,11 @@ pub async fn grant(
         ));
     }
     let today = s.today.unwrap_or_else(|| day_number(now));
-    let day = date_to_days(&req.day).unwrap_or(i64::MIN);
+    // `validate` above checked the date; refused here too, so no bad date
+    // can reach the arithmetic below.
+    let Some(day) = date_to_days(&req.day) else {
+        return Err(Refusal::bad("day", "not a date (YYYY-MM-DD)".into()));
+    };
     // Batches sealed while a machine was offline (an autostarted daemon
     // runs only when its CLI does) arrive late, so the window reaches far
     // back; ahead only a day, for clocks and time zones. A batch refused

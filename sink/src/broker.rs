@@ -299,10 +299,7 @@ fn check_grant(grant: &Grant, request: &UploadRequest, len: usize) -> Result<(),
         .url
         .parse()
         .map_err(|e| format!("URL {:?}: {e}", grant.url))?;
-    let loopback = matches!(
-        uri.host(),
-        Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
-    );
+    let loopback = uri.host().is_some_and(crate::s3::is_loopback_host);
     match uri.scheme_str() {
         Some("https") => {}
         Some("http") if loopback => {}

@@ -245,7 +245,7 @@ impl TryFrom<RawUpload> for UploadTable {
                     .map_err(|e| format!("`upload.bucket`: {e}"))?;
                 let endpoint = raw
                     .endpoint
-                    .map(|e| crate::s3::parse_endpoint(&e))
+                    .map(|e| crate::s3::parse_secure_endpoint(&e))
                     .transpose()
                     .map_err(|e| format!("`upload.endpoint`: {e}"))?;
                 Ok(UploadTable(Upload::Anonymous(S3Settings {
@@ -261,8 +261,8 @@ impl TryFrom<RawUpload> for UploadTable {
                 let url = raw
                     .broker
                     .ok_or("`upload.broker` (the broker's URL) is required with auth = \"broker\"")?;
-                let url =
-                    crate::s3::parse_endpoint(&url).map_err(|e| format!("`upload.broker`: {e}"))?;
+                let url = crate::s3::parse_secure_endpoint(&url)
+                    .map_err(|e| format!("`upload.broker`: {e}"))?;
                 Ok(UploadTable(Upload::Broker { url }))
             }
             "aws" => Err(

@@ -60,6 +60,40 @@ pub fn parse_endpoint(s: &str) -> Result<String, String> {
     }
 }
 
+/// Whether `host` (as in a URL: an IPv6 address in brackets) is this
+/// machine: `localhost` or a loopback address.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// [`parse_endpoint`], and `https://` unless the host is this machine
+/// (see [`is_loopback_host`]): what a product manifest may name. In clear,
+/// anyone on the user's network could read its batches, or answer for the
+/// store or the broker (a broker's `410` retires the product).
+pub fn parse_secure_endpoint(s: &str) -> Result<String, String> {
+    let url = parse_endpoint(s)?;
+    if let Some(rest) = url.strip_prefix("http://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host_port = authority.rsplit('@').next().unwrap_or_default();
+        let host = if host_port.starts_with('[') {
+            host_port.split_inclusive(']').next().unwrap_or_default()
+        } else {
+            host_port.split(':').next().unwrap_or_default()
+        };
+        if !is_loopback_host(host) {
+            return Err(format!(
+                "{url:?} is plain http; use https (http is accepted only to this machine: localhost, 127.0.0.1, [::1])"
+            ));
+        }
+    }
+    Ok(url)
+}
+
 /// How requests to the store are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credentials {

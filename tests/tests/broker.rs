@@ -462,6 +462,62 @@ fn a_request_refused_for_its_network_keeps_its_address_allowance() {
     assert!(message.contains("this address"), "{message}");
 }
 
+/// A cross-site POST from a web page (`text/plain`, no preflight) is
+/// refused before it can spend anyone's allowance.
+#[test]
+fn a_request_that_is_not_json_is_refused_before_any_limit() {
+    let s3 = S3Server::start();
+    let broker = forwarded(&s3, "1/1h", "1/1h");
+    let url = format!("{}/v1/upload", broker.url);
+    let body = serde_json::to_vec(&request(&key(1, 1), b"body")).unwrap();
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut headers = vec![("x-forwarded-for", "2001:db8:7::1")];
+        headers.extend(content_type.map(|t| ("content-type", t)));
+        let refused = s3
+            .block_on(send("POST", &url, &headers, body.clone()))
+            .expect("POST /v1/upload");
+        assert_eq!(refused.status, 415, "{content_type:?}: {}", refused.text());
+        assert_eq!(refused.json()["error"]["field"], "content-type");
+    }
+    // The address and its network still have their one request an hour.
+    let headers = [
+        ("x-forwarded-for", "2001:db8:7::1"),
+        ("content-type", "application/json; charset=utf-8"),
+    ];
+    let granted = s3
+        .block_on(send("POST", &url, &headers, body))
+        .expect("POST /v1/upload");
+    assert_eq!(granted.status, 200, "{}", granted.text());
+}
+
+/// Load balancers that write the client's port are understood (the port
+/// is not part of what is counted), and a last entry that is no address
+/// is refused rather than counted as the load balancer's own.
+#[test]
+fn the_client_address_header_may_carry_a_port_and_must_hold_an_address() {
+    let s3 = S3Server::start();
+    let broker = forwarded(&s3, "1/1h", "100/1h");
+    assert_eq!(ask_from(&s3, &broker, 1, "203.0.113.9:5678").status, 200);
+    let same = ask_from(&s3, &broker, 2, "203.0.113.9");
+    assert_eq!(
+        same.status,
+        429,
+        "one address, whatever its port: {}",
+        same.text()
+    );
+    assert_eq!(ask_from(&s3, &broker, 3, "[2001:db8:8::1]:443").status, 200);
+    let same = ask_from(&s3, &broker, 4, "2001:db8:8::2");
+    assert_eq!(same.status, 429, "one /64: {}", same.text());
+    let bad = ask_from(&s3, &broker, 5, "203.0.113.10, unknown");
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let message = bad.json()["error"]["message"].to_string();
+    assert!(message.contains("x-forwarded-for"), "{message}");
+}
+
 #[test]
 fn rate_limits_answer_429_with_retry_after() {
     let s3 = S3Server::start();

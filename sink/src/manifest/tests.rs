@@ -170,6 +170,20 @@ fn upload_modes() {
             "upload.bucket",
         ),
         ("auth = \"anonymous\"", "upload.bucket"),
+        // In clear, anyone on the user's network could read the batches or
+        // answer for the store (a broker's 410 retires the product).
+        (
+            "auth = \"broker\"\nbroker = \"http://b.example\"",
+            "upload.broker",
+        ),
+        (
+            "auth = \"broker\"\nbroker = \"http://127.0.0.1.example\"",
+            "plain http",
+        ),
+        (
+            "auth = \"anonymous\"\nbucket = \"b-b-b\"\nendpoint = \"http://s3.example.com:80/\"",
+            "upload.endpoint",
+        ),
         ("auth = \"anonymous\"\nbucket = \"B\"", "bucket name"),
         ("bucket = \"b-b-b\"", "auth"),
     ] {
@@ -180,6 +194,35 @@ fn upload_modes() {
             err.contains(needle) && err.contains("line"),
             "{text}: {err}"
         );
+    }
+}
+
+/// Plain http is taken only to this machine (test servers, a local
+/// gateway); the host is read from the URL, not matched as text.
+#[test]
+fn plain_http_is_accepted_only_to_this_machine() {
+    for url in [
+        "http://127.0.0.1:9000",
+        "http://127.0.0.2/",
+        "http://localhost:9000/path",
+        "http://[::1]:9000",
+        "http://user@127.0.0.1:1",
+        "https://b.example",
+    ] {
+        assert!(
+            crate::s3::parse_secure_endpoint(url).is_ok(),
+            "{url} refused"
+        );
+    }
+    for url in [
+        "http://b.example",
+        "http://localhost.example:9000",
+        "http://127.0.0.1@b.example/",
+        "http://[2001:db8::1]:80",
+        "http://10.0.0.1",
+    ] {
+        let err = crate::s3::parse_secure_endpoint(url).unwrap_err();
+        assert!(err.contains("plain http"), "{url}: {err}");
     }
 }
 
