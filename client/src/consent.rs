@@ -5,7 +5,7 @@
 //! happens: no socket, no file written, no process started.
 
 use std::path::{Path, PathBuf};
-use telemetry_proto::consent::{env_opts_out, resolve as combine, ConsentFile, OPT_OUT_VARS};
+use telemetry_proto::consent::{env_opts_out_os, resolve as combine, ConsentFile, OPT_OUT_VARS};
 use telemetry_proto::{paths, Layer, Mode};
 
 /// Where the consent files are.
@@ -52,7 +52,7 @@ pub fn env_opt_out_var() -> Option<&'static str> {
     OPT_OUT_VARS
         .iter()
         .copied()
-        .find(|v| env_opts_out(std::env::var(v).ok().as_deref()))
+        .find(|v| env_opts_out_os(std::env::var_os(v).as_deref()))
 }
 
 /// The layer that decided, for people, naming its file or variable: "the

@@ -746,9 +746,9 @@ pub fn load(
         &env,
         ca_bundle.as_ref().map(|(p, o)| (p.as_path(), o.as_str())),
     )?;
-    cfg.env_opt_out = telemetry_proto::consent::OPT_OUT_VARS.iter().any(|v| {
-        telemetry_proto::consent::env_opts_out(env(v).as_deref().and_then(|s| s.to_str()))
-    });
+    cfg.env_opt_out = telemetry_proto::consent::OPT_OUT_VARS
+        .iter()
+        .any(|v| telemetry_proto::consent::env_opts_out_os(env(v).as_deref()));
 
     let bucket = pick(
         "s3.bucket",

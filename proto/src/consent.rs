@@ -6,7 +6,8 @@
 //!    for a product, or for `*` (every product), cannot be overridden by a
 //!    user. Other modes in the system file are ignored: only users opt in.
 //! 2. **Environment**: `DO_NOT_TRACK` or `TELEMETRY_OPTOUT` set to anything
-//!    but empty, `0` or `false` forces every product off.
+//!    but empty or `0` (so `false` too, and a value that is not UTF-8)
+//!    forces every product off.
 //! 3. **User file** (`$STATE_DIR/consent`): what the user chose with
 //!    `telemetryctl consent`.
 //! 4. **Default**: `off`. Nothing is collected before the user opts in.
@@ -326,6 +327,13 @@ pub fn env_opts_out(value: Option<&str>) -> bool {
     !matches!(value.map(str::trim), None | Some("") | Some("0"))
 }
 
+/// [`env_opts_out`] for a value as the environment holds it: one that is
+/// not UTF-8 is still set to something, so it opts out (reading it as
+/// unset would fail open).
+pub fn env_opts_out_os(value: Option<&std::ffi::OsStr>) -> bool {
+    env_opts_out(value.map(|v| v.to_string_lossy()).as_deref())
+}
+
 /// The opt-out environment variables.
 pub const OPT_OUT_VARS: [&str; 2] = ["DO_NOT_TRACK", "TELEMETRY_OPTOUT"];
 
@@ -512,6 +520,18 @@ mod tests {
         for v in [None, Some(""), Some("0"), Some(" 0 ")] {
             assert!(!env_opts_out(v), "{v:?}");
         }
+    }
+
+    /// A value that is not UTF-8 is set, so it opts out: reading it as
+    /// unset would fail open.
+    #[cfg(unix)]
+    #[test]
+    fn a_value_that_is_not_utf8_opts_out() {
+        use std::os::unix::ffi::OsStrExt;
+        assert!(env_opts_out_os(Some(std::ffi::OsStr::from_bytes(b"\xff"))));
+        assert!(env_opts_out_os(Some(std::ffi::OsStr::new("1"))));
+        assert!(!env_opts_out_os(Some(std::ffi::OsStr::new("0"))));
+        assert!(!env_opts_out_os(None));
     }
 
     #[test]

@@ -172,6 +172,22 @@ fn opt_out_variables_win_over_the_users_on() {
         assert!(!connected(&listener), "{var}={value} must stop the shim");
         assert_touches_nothing(&strace_shim(&env, &[(var, value)]));
     }
+    // A value that is not UTF-8 is set all the same: read as unset, the
+    // shim would fail open.
+    let out = env
+        .command("telemetry-emit")
+        .args(["--product", "cfdev", "--strict", "stop"])
+        .env(
+            "DO_NOT_TRACK",
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"\xff"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        !connected(&listener),
+        "DO_NOT_TRACK=\\xff must stop the shim"
+    );
     // "0" and empty are not opt-outs: the shim does connect.
     let out = env.shim(
         &[
