@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // DefaultTimeout is the time budget of one call when Options.Timeout is 0.
@@ -209,17 +212,46 @@ func (c *Client) Consent() (st ConsentState) {
 // consentInputs reads the two consent files and takes the environment.
 func (c *Client) consentInputs() ConsentInputs {
 	in := ConsentInputs{Env: c.env}
-	if b, err := os.ReadFile(c.paths.SystemConsentFile); err == nil {
-		s := string(b)
+	if s, err := readSmallText(c.paths.SystemConsentFile); err == nil {
 		in.System = &s
 	} else if !errors.Is(err, os.ErrNotExist) {
 		in.SystemUnreadable = true
 	}
-	if b, err := os.ReadFile(c.paths.ConsentFile); err == nil {
-		s := string(b)
+	if s, err := readSmallText(c.paths.ConsentFile); err == nil {
 		in.User = &s
 	}
 	return in
+}
+
+// maxSmallText is the most a consent file may hold (platform/src/fs.rs
+// MAX_SMALL_TEXT): a link to /dev/zero in its place must not fill memory.
+const maxSmallText = 1 << 20
+
+// readSmallText reads a consent file as the daemon and the shim do
+// (platform/src/fs.rs read_small_text): strict UTF-8 with nothing removed
+// (a byte-order mark stays, part of the first line), at most maxSmallText
+// bytes, opened non-blocking so that a FIFO in its place cannot hold the
+// host: with no writer it reads as empty, and one whose writer has sent
+// nothing is an error after a moment.
+func readSmallText(path string) (string, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	// Only a FIFO or a device is polled; a regular file ignores this.
+	_ = f.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	b, err := io.ReadAll(io.LimitReader(f, maxSmallText+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxSmallText {
+		return "", fmt.Errorf("%s is larger than %d bytes", path, maxSmallText)
+	}
+	if !utf8.Valid(b) {
+		return "", fmt.Errorf("%s is not UTF-8", path)
+	}
+	return string(b), nil
 }
 
 // Emit records one event and waits, within the budget, until the daemon

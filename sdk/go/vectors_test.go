@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -336,4 +337,48 @@ func goValues(m map[string]any) map[string]any {
 		out[k] = v
 	}
 	return out
+}
+
+func TestConsentFileVectors(t *testing.T) {
+	type file struct {
+		Hex string
+		Pad int
+	}
+	var v struct {
+		Cases []struct {
+			Name         string
+			System, User *file
+			Mode, Layer  string
+		}
+	}
+	readVector(t, "consent-files.json", &v)
+	if len(v.Cases) < 9 {
+		t.Fatalf("only %d cases", len(v.Cases))
+	}
+	for _, c := range v.Cases {
+		dir := t.TempDir()
+		user, system := filepath.Join(dir, "consent"), filepath.Join(dir, "system-consent")
+		for _, f := range []struct {
+			path string
+			file *file
+		}{{user, c.User}, {system, c.System}} {
+			if f.file == nil {
+				continue
+			}
+			b, err := hex.DecodeString(f.file.Hex)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = append(b, bytes.Repeat([]byte("#"), f.file.Pad)...)
+			if err := os.WriteFile(f.path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cl := New(Options{Product: "cfdev", ConsentFile: user, SystemConsentFile: system,
+			Getenv: func(string) string { return "" }})
+		got := cl.Consent()
+		if string(got.Mode) != c.Mode || string(got.Layer) != c.Layer {
+			t.Errorf("%s: got %s/%s, want %s/%s", c.Name, got.Mode, got.Layer, c.Mode, c.Layer)
+		}
+	}
 }

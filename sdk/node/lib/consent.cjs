@@ -18,6 +18,24 @@ const { isValidName } = require('./validate.cjs');
 const MODES = Object.freeze(['off', 'local', 'on']);
 /** The opt-out environment variables. */
 const OPT_OUT_VARS = Object.freeze(['DO_NOT_TRACK', 'TELEMETRY_OPTOUT']);
+
+/**
+ * Rust's `char::is_whitespace` (Unicode White_Space), which its `trim` and
+ * `split_whitespace` use. JavaScript's `\s` and `trim()` differ: they take a
+ * byte-order mark (U+FEFF) as space and not NEL (U+0085).
+ */
+const WS = '\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
+const WS_RUN = new RegExp(`[${WS}]+`);
+const WS_EDGES = new RegExp(`^[${WS}]+|[${WS}]+$`, 'g');
+
+/**
+ * `str::trim` as Rust has it.
+ * @param {string} s
+ * @returns {string}
+ */
+function rustTrim(s) {
+  return s.replace(WS_EDGES, '');
+}
 /** The first line of a consent file written by any client. */
 const HEADER =
   '# telemetry consent, one "PRODUCT MODE TIME" per line; change it with `telemetryctl consent PRODUCT on|off|local`\n';
@@ -103,9 +121,9 @@ function parseConsentFile(text) {
   if (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
   lines.forEach((raw, i) => {
     const [body, extension] = splitExtension(raw.endsWith('\r') ? raw.slice(0, -1) : raw);
-    const line = body.trim();
+    const line = rustTrim(body);
     if (line === '') return;
-    const words = line.split(/\s+/);
+    const words = line.split(WS_RUN);
     if (words.length < 2) {
       out.badLines.push(i + 1);
       return;
@@ -136,7 +154,7 @@ function parseConsentFile(text) {
       }
       keyed = keyed || eq >= 0;
     }
-    for (const w of extension.split(/\s+/)) {
+    for (const w of extension.split(WS_RUN)) {
       const eq = w.indexOf('=');
       if (eq >= 0 && w.slice(0, eq) === 'version') version = parseVersion(w.slice(eq + 1));
     }
@@ -226,7 +244,7 @@ function setEntry(file, product, mode, since, version = null) {
  */
 function envOptsOut(value) {
   if (typeof value !== 'string') return false;
-  const v = value.trim();
+  const v = rustTrim(value);
   return v !== '' && v !== '0';
 }
 

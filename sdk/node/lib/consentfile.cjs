@@ -20,13 +20,40 @@ const { parseConsentFile, unreadableConsentFile } = require('./consent.cjs');
 /** A lock file older than this belongs to a writer that died, in ms. */
 const LOCK_STALE_MS = 10_000;
 
+/** The most a consent file may hold (platform/src/fs.rs MAX_SMALL_TEXT). */
+const MAX_SMALL_TEXT = 1 << 20;
+
 /**
- * A file's text, strictly UTF-8.
+ * A consent file's text, read as the daemon and the shim read it
+ * (platform/src/fs.rs `read_small_text`): strictly UTF-8 with nothing removed
+ * (a byte-order mark stays, part of the first line), at most 1 MiB (a link to
+ * /dev/zero must not fill memory), opened non-blocking so that a FIFO in its
+ * place cannot freeze the host's event loop: with no writer it reads as empty,
+ * and one whose writer has sent nothing throws EAGAIN.
  * @param {string} path
  * @returns {string}
  */
 function readText(path) {
-  return new TextDecoder('utf-8', { fatal: true }).decode(fs.readFileSync(path));
+  const fd = fs.openSync(path, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK || 0));
+  try {
+    // Small first (a consent file is a few lines), doubled as needed.
+    let buf = Buffer.allocUnsafe(4096);
+    let len = 0;
+    for (;;) {
+      if (len === buf.length) {
+        const bigger = Buffer.allocUnsafe(Math.min(buf.length * 2, MAX_SMALL_TEXT + 1));
+        buf.copy(bigger, 0, 0, len);
+        buf = bigger;
+      }
+      const n = fs.readSync(fd, buf, len, buf.length - len, null);
+      if (n === 0) break;
+      len += n;
+      if (len > MAX_SMALL_TEXT) throw new Error(`${path} is larger than ${MAX_SMALL_TEXT} bytes`);
+    }
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(buf.subarray(0, len));
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /**

@@ -491,3 +491,30 @@ test('half a character (a lone surrogate) is refused locally, precisely, and nev
     await server.close();
   }
 });
+
+test('a FIFO in a consent file’s place does not hold the host', { skip: process.platform === 'win32' }, () => {
+  const { execFileSync } = require('node:child_process');
+  const dir = tempDir();
+  const consentFile = path.join(dir, 'consent');
+  const systemConsentFile = path.join(dir, 'system-consent');
+  for (const p of [consentFile, systemConsentFile]) execFileSync('mkfifo', [p]);
+  // In a child with a deadline: a blocking read would freeze this runner's
+  // event loop, timers and all.
+  const consent = () => {
+    const script = `require(${JSON.stringify(require.resolve('../index.cjs'))})
+      .createClient({ product: 'cfdev', env: {}, consentFile: ${JSON.stringify(consentFile)},
+        systemConsentFile: ${JSON.stringify(systemConsentFile)} })
+      .consent().then((r) => process.stdout.write(JSON.stringify(r)));`;
+    const out = spawnSync(process.execPath, ['-e', script], { timeout: 10_000, encoding: 'utf8' });
+    assert.equal(out.signal, null, 'consent() still blocked on a FIFO after 10 s');
+    return JSON.parse(out.stdout);
+  };
+  assert.deepEqual(consent(), { mode: 'off', layer: 'default' }, 'no writer: empty files');
+  // A writer that never writes (read-write, so this open does not wait).
+  const w = fs.openSync(systemConsentFile, fs.constants.O_RDWR);
+  try {
+    assert.deepEqual(consent(), { mode: 'off', layer: 'system' }, 'a silent writer: fail closed');
+  } finally {
+    fs.closeSync(w);
+  }
+});

@@ -131,3 +131,21 @@ test('protocol.json: every response decodes', () => {
   const s = sdk.decodeResponse('{"v":2,"status":{"pending_events":3,"from_the_future":{"x":[1]}}}');
   assert.equal(s.body.pending_events, 3);
 });
+
+test('consent-files.json: each pair of files reads and resolves to its mode and layer', async () => {
+  const v = vector('consent-files.json');
+  assert.ok(v.cases.length >= 9);
+  for (const c of v.cases) {
+    const dir = tempDir();
+    const consentFile = path.join(dir, 'consent');
+    const systemConsentFile = path.join(dir, 'system-consent');
+    for (const [file, at] of [
+      [c.user, consentFile],
+      [c.system, systemConsentFile],
+    ]) {
+      if (file) fs.writeFileSync(at, Buffer.concat([Buffer.from(file.hex, 'hex'), Buffer.alloc(file.pad || 0, '#')]));
+    }
+    const client = sdk.createClient({ product: 'cfdev', env: {}, consentFile, systemConsentFile });
+    assert.deepEqual(await client.consent(), { mode: c.mode, layer: c.layer }, c.name);
+  }
+});

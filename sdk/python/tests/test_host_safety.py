@@ -9,6 +9,7 @@ import pty
 import select
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, List
@@ -233,3 +234,33 @@ def test_autostart_waits_for_its_shell_only_within_the_budget(
         child.wait()
     assert got == "spawned"
     assert took < 2.0, f"waited {took:.1f} s for the shell, past a 0.2 s budget"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_in_a_consent_files_place_does_not_hold_the_host(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no writer a FIFO reads as empty at once; with a writer that sends
+    nothing, a system file counts as unreadable (off) at once."""
+    for var in ("DO_NOT_TRACK", "TELEMETRY_OPTOUT"):
+        monkeypatch.delenv(var, raising=False)
+    user, system = str(tmp_path / "consent"), str(tmp_path / "system-consent")
+    for p in (user, system):
+        os.mkfifo(p)
+    c = Client("cfdev", consent_file=user, system_consent_file=system)
+
+    def consent() -> Any:
+        got: List[Any] = []
+        th = threading.Thread(target=lambda: got.append(c.consent()), daemon=True)
+        th.start()
+        th.join(10)
+        assert got, "consent() still blocked on a FIFO after 10 s"
+        return (got[0].mode, got[0].layer)
+
+    assert consent() == ("off", "default")
+    # A writer that never writes (read-write, so this open does not wait).
+    w = os.open(system, os.O_RDWR)
+    try:
+        assert consent() == ("off", "system")
+    finally:
+        os.close(w)

@@ -187,3 +187,22 @@ def test_env_opt_out_values() -> None:
         assert t.env_opts_out(v)
     for w in [None, "", "0", " 0 "]:
         assert not t.env_opts_out(w)
+
+
+CONSENT_FILES = vector("consent-files.json")["cases"]
+
+
+@pytest.mark.parametrize("case", CONSENT_FILES, ids=[c["name"] for c in CONSENT_FILES])
+def test_consent_files(
+    case: Dict[str, Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("DO_NOT_TRACK", "TELEMETRY_OPTOUT"):
+        monkeypatch.delenv(var, raising=False)
+    user, system = tmp_path / "consent", tmp_path / "system-consent"
+    for key, path in (("user", user), ("system", system)):
+        f = case[key]
+        if f is not None:
+            path.write_bytes(bytes.fromhex(f["hex"]) + b"#" * f.get("pad", 0))
+    c = t.Client("cfdev", consent_file=str(user), system_consent_file=str(system))
+    got = c.consent()
+    assert (got.mode, got.layer) == (case["mode"], case["layer"])

@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Dict, Mapping, NamedTuple, Optional
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 
 from . import _autostart, _paths, _spool, _transport
 
@@ -155,10 +155,38 @@ def how_to_change(product: str) -> str:
     )
 
 
+#: The most a consent file may hold (``platform/src/fs.rs`` MAX_SMALL_TEXT).
+MAX_SMALL_TEXT = 1 << 20
+
+
+def read_small_text(path: str) -> str:
+    """A consent file's text, read as the daemon and the shim read it
+    (``platform/src/fs.rs`` ``read_small_text``): strict UTF-8 with nothing
+    removed or translated (a byte-order mark stays, part of the first line;
+    a lone ``\\r`` is no line end), at most 1 MiB (a link to ``/dev/zero``
+    must not fill memory), opened non-blocking so that a FIFO in its place
+    cannot hold the host: with no writer it reads as empty, and one whose
+    writer has sent nothing raises ``BlockingIOError``."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        chunks: List[bytes] = []
+        size = 0
+        while size <= MAX_SMALL_TEXT:
+            chunk = os.read(fd, MAX_SMALL_TEXT + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > MAX_SMALL_TEXT:
+        raise ValueError(f"{path} is larger than {MAX_SMALL_TEXT} bytes")
+    return b"".join(chunks).decode("utf-8")
+
+
 def _read_system(path: str) -> SystemText:
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        return read_small_text(path)
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -168,8 +196,7 @@ def _read_system(path: str) -> SystemText:
 
 def _read_user(path: str) -> Optional[str]:
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        return read_small_text(path)
     except (OSError, ValueError):
         return None
 

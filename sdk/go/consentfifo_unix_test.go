@@ -1,0 +1,50 @@
+//go:build unix
+
+package telemetry
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A FIFO in a consent file's place must not hold the host: with no writer
+// it reads as empty at once; with a writer that sends nothing, a system
+// file counts as unreadable (off) after a moment.
+func TestAFIFOInAConsentFilesPlaceDoesNotHoldTheHost(t *testing.T) {
+	dir := t.TempDir()
+	user, system := filepath.Join(dir, "consent"), filepath.Join(dir, "system-consent")
+	for _, p := range []string{user, system} {
+		if err := syscall.Mkfifo(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl := New(Options{Product: "cfdev", ConsentFile: user, SystemConsentFile: system,
+		Getenv: func(string) string { return "" }})
+	consent := func() ConsentState {
+		done := make(chan ConsentState, 1)
+		go func() { done <- cl.Consent() }()
+		select {
+		case st := <-done:
+			return st
+		case <-time.After(5 * time.Second):
+			t.Fatal("Consent() still blocked on a FIFO after 5 s")
+			return ConsentState{}
+		}
+	}
+	if st := consent(); st.Mode != ModeOff || st.Layer != LayerDefault {
+		t.Errorf("no writer: got %s/%s, want off/default", st.Mode, st.Layer)
+	}
+	// A writer that never writes (held open here, read-write so the open
+	// does not wait for a reader).
+	w, err := os.OpenFile(system, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if st := consent(); st.Mode != ModeOff || st.Layer != LayerSystem {
+		t.Errorf("a silent writer: got %s/%s, want off/system (fail closed)", st.Mode, st.Layer)
+	}
+}
