@@ -86,3 +86,42 @@ func TestAutostartWhenNothingServes(t *testing.T) {
 		t.Error("switch or scrub list")
 	}
 }
+
+// A full spool does not stop the autostart: the daemon is what empties it.
+func TestAFullSpoolStillStartsTheDaemon(t *testing.T) {
+	t.Parallel()
+	dir := testDir(t)
+	marker := filepath.Join(dir, "started")
+	wrapper := filepath.Join(dir, "telemetryd-wrapper")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\necho started > "+marker+"\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{dir: dir, socket: filepath.Join(dir, "s.sock")}
+	c := d.client(t, Options{Timeout: 100 * time.Millisecond})
+	env := c.env
+	c.env = func(k string) string {
+		if k == "TELEMETRY_DAEMON" {
+			return wrapper
+		}
+		return env(k)
+	}
+	if err := c.SetConsent("on"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(c.paths.SpoolDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < MaxSpoolFiles; i++ {
+		if err := os.WriteFile(filepath.Join(c.paths.SpoolDir, "f"+strconv.Itoa(i)), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := c.Emit(context.Background(), "stop", nil)
+	if out.Kind != Dropped || !out.Autostarted {
+		t.Fatalf("%v (autostarted %v)", out, out.Autostarted)
+	}
+	waitFor(t, 10*time.Second, "the daemon to be started", func() bool {
+		_, err := os.Stat(marker)
+		return err == nil
+	})
+}

@@ -302,7 +302,9 @@ func (c *Client) emit(ctx context.Context, name string, data map[string]any, ack
 	r, err := c.roundTrip(ctx, deadline, line, ack)
 	if err != nil {
 		out := c.spool(ev, err)
-		if out.Kind == Spooled && nothingServes(err) {
+		// Whatever became of the event: with the spool full (or not
+		// writable), the daemon is what would empty it.
+		if nothingServes(err) {
 			out.Autostarted = c.autostart()
 		}
 		return out

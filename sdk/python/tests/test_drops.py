@@ -111,3 +111,25 @@ def test_the_daemon_counts_the_drops_when_it_takes_in_the_spool(sdk_env: Daemon)
             time.sleep(0.01)
     finally:
         sdk_env.stop()
+
+
+def test_a_full_spool_still_starts_the_daemon(
+    sdk_env: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event is dropped, but the daemon is what empties the spool: it is
+    started all the same."""
+    marker = sdk_env.root / "started"
+    wrapper = sdk_env.root / "telemetryd-wrapper"
+    wrapper.write_text(f"#!/bin/sh\necho started > {marker}\n")
+    wrapper.chmod(0o755)
+    monkeypatch.delenv("TELEMETRY_AUTOSTART")
+    monkeypatch.setenv("TELEMETRY_DAEMON", str(wrapper))
+    c = Client("cfdev", "1.2.0", timeout=1.0)
+    c.set_consent("on")
+    fill_spool(Path(spool_dir(sdk_env.state, sdk_env.socket)))
+    out = c.emit("stop")
+    assert out.status == "dropped", out
+    deadline = time.monotonic() + 10
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the daemon was not started"
+        time.sleep(0.01)

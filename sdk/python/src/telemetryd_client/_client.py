@@ -368,16 +368,19 @@ class Client:
         directory = _paths.spool_dir(p.state_dir, p.socket)
         try:
             path = _spool.write(directory, ev.id, emit_line([ev], False), ev.product)
+            out = Outcome(SPOOLED, reason, code=code, event_id=ev.id, spool_file=path)
         except _spool.SpoolFull as e:
-            return Outcome(DROPPED, f"{reason}; {e}", code=code, event_id=ev.id)
+            out = Outcome(DROPPED, f"{reason}; {e}", code=code, event_id=ev.id)
         except (OSError, ValueError) as e:
-            return Outcome(FAILED, f"{reason}; spooling failed: {e}", code=code, event_id=ev.id)
+            out = Outcome(FAILED, f"{reason}; spooling failed: {e}", code=code, event_id=ev.id)
+        # Whatever became of the event: with the spool full (or not
+        # writable), the daemon is what would empty it.
         if nothing_serves and self._autostart:
             try:
                 _autostart.start(p.socket, p.state_dir, os.environ, deadline)
             except Exception:
                 pass
-        return Outcome(SPOOLED, reason, code=code, event_id=ev.id, spool_file=path)
+        return out
 
     # -- status ------------------------------------------------------------
 
