@@ -22,7 +22,7 @@ export interface ClientOptions {
   product: string;
   /** The host CLI's version, e.g. `1.2.0` (A-Z a-z 0-9 . _ + -; at most 64). */
   build: string;
-  /** Budget of each call in ms (default 100; at most a day). */
+  /** Budget of each call in ms (default 100, also for 0 or less; at most a day). */
   timeoutMs?: number;
   /** Environment to read instead of `process.env` (TELEMETRY_SOCKET, DO_NOT_TRACK, ...). */
   env?: Env;
@@ -43,7 +43,7 @@ export interface ClientOptions {
 
 /** Per-call options. */
 export interface CallOptions {
-  /** This call's budget in ms, instead of the client's. */
+  /** This call's budget in ms, instead of the client's (0 or less: the client's). */
   timeoutMs?: number;
 }
 

@@ -50,13 +50,14 @@ function howToChange(product) {
 const MAX_TIMEOUT_MS = 24 * 3600 * 1000;
 
 /**
- * A whole, non-negative budget in ms from an option, else the fallback; at most a day.
+ * A positive budget in ms from an option, else the fallback; at most a day.
  * @param {unknown} v
  * @param {number} fallback
  * @returns {number}
  */
 function budgetOf(v, fallback) {
-  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.min(v, MAX_TIMEOUT_MS) : fallback;
+  // 0 (or less) means the default, as in the Go and Python SDKs.
+  return typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.min(v, MAX_TIMEOUT_MS) : fallback;
 }
 
 /**
@@ -159,13 +160,15 @@ function makeClient(opts) {
   async function send(event, data, ack, callOpts) {
     try {
       const budget = budgetOf(callOpts && /** @type {any} */ (callOpts).timeoutMs, timeoutMs);
+      // Consent first, as the shim and the other SDKs: with it off, even a
+      // bad event is `off` (nothing was going to happen to it).
+      const p = paths();
+      const decision = decide(p);
+      if (decision.mode === 'off') return { status: 'off', layer: decision.layer };
       const bad = checkName('product', product) || checkName('event', event) || checkBuild(build);
       if (bad) return { status: 'refused', code: 'invalid', message: bad };
       const checked = checkData(data);
       if ('error' in checked) return { status: 'refused', code: 'invalid', message: checked.error };
-      const p = paths();
-      const decision = decide(p);
-      if (decision.mode === 'off') return { status: 'off', layer: decision.layer };
       const ev = makeEvent(
         /** @type {string} */ (product),
         /** @type {string} */ (event),

@@ -50,8 +50,10 @@ test('options beat variables, which beat the defaults', () => {
   assert.equal(createClient({ env, consentFile: '/c' }).paths().consentFile, '/c');
 });
 
-test('local validation refuses precisely, before consent or the socket', async () => {
+test('local validation refuses precisely, before the socket', async () => {
   const T = tempDir();
+  // On: consent comes first, so with it off these would all be `off`.
+  fs.writeFileSync(path.join(T, 'consent'), 'cfdev on\n');
   const t = createClient({ product: 'cfdev', build: '1.2.0', env: sdkEnv(T) });
   const cases = [
     [['start_end', { duration_s: 1.5 }], /duration_s.*not a whole number/],
@@ -76,8 +78,11 @@ test('local validation refuses precisely, before consent or the socket', async (
   const badBuild = await createClient({ product: 'cfdev', build: '/home/alice', env: sdkEnv(T) }).emit('stop');
   assert.match(badBuild.message, /build/);
   const badProduct = await createClient({ product: '', build: '1', env: sdkEnv(T) }).emit('stop');
-  assert.match(badProduct.message, /product/);
+  assert.equal(badProduct.status, 'off', 'nobody consented for a product named ""');
   assert.equal(fs.existsSync(path.join(T, 'state')), false, 'nothing written');
+  // Off first, whatever the event: nothing was going to happen to it.
+  fs.writeFileSync(path.join(T, 'consent'), 'cfdev off\n');
+  assert.equal((await t.emit('Start', {})).status, 'off');
   assert.equal(LIMITS.maxDataEntries, 32);
 });
 
@@ -517,4 +522,11 @@ test('a FIFO in a consent file’s place does not hold the host', { skip: proces
   } finally {
     fs.closeSync(w);
   }
+});
+
+test('a budget of 0 or less means the default, as in the Go and Python SDKs', () => {
+  for (const timeoutMs of [0, -5]) {
+    assert.equal(createClient({ product: 'cfdev', build: '1', timeoutMs }).timeoutMs, 100, String(timeoutMs));
+  }
+  assert.equal(createClient({ product: 'cfdev', build: '1', timeoutMs: 250 }).timeoutMs, 250);
 });
