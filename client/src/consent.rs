@@ -156,6 +156,15 @@ pub fn record_version(
     .open(dir.join(".consent.lock"))?;
     // Held until `lock` is dropped at the end of this function.
     lock.lock()?;
+    // A Node writer (Node has no flock) holds NODE_LOCK instead: it makes
+    // that file, then waits for this flock to be free. Taking the flock and
+    // then looking for its file, in the opposite order, means two writers
+    // can never both go ahead.
+    while node_lock_held(dir) {
+        lock.unlock()?;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        lock.lock()?;
+    }
     let mut file = user_file(paths);
     let now = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
     file.set_version(product, mode, Some(now), version);
@@ -181,9 +190,69 @@ pub fn record_version(
     telemetry_platform::fs::sync_dir(dir)
 }
 
+/// The lock a Node writer of the consent file holds (the Node SDK's
+/// `takeLock`): a file made by exclusive creation, holding its pid.
+pub const NODE_LOCK: &str = ".consent.node-lock";
+
+/// A Node writer's lock older than this belongs to one that died.
+const NODE_LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether a live Node writer holds `dir`'s [`NODE_LOCK`]: it exists and
+/// was made within [`NODE_LOCK_STALE`] (either way, for a clock that moved).
+fn node_lock_held(dir: &Path) -> bool {
+    let Ok(made) = std::fs::metadata(dir.join(NODE_LOCK)).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let age = match std::time::SystemTime::now().duration_since(made) {
+        Ok(age) => age,
+        Err(ahead) => ahead.duration(),
+    };
+    age < NODE_LOCK_STALE
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    /// A flock writer waits while a live Node writer holds its lock, and
+    /// ignores one left by a writer that died.
+    #[test]
+    fn a_node_writers_lock_is_waited_for_unless_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ConsentPaths {
+            user: dir.path().join("consent"),
+            system: dir.path().join("none"),
+        };
+        let node_lock = dir.path().join(NODE_LOCK);
+        std::fs::write(&node_lock, "4242\n").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = paths.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(record_version("cfdev", Mode::Off, None, &p).is_ok());
+        });
+        let wait = std::time::Duration::from_millis(300);
+        assert!(
+            rx.recv_timeout(wait).is_err(),
+            "went ahead while a Node writer held its lock"
+        );
+        std::fs::remove_file(&node_lock).unwrap();
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(10)),
+            Ok(true)
+        );
+        assert_eq!(user_decision("cfdev", &paths), Some(Mode::Off));
+        // Left by a writer that died 11 s ago: not waited for.
+        std::fs::write(&node_lock, "4242\n").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(11);
+        std::fs::File::options()
+            .write(true)
+            .open(&node_lock)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        record_version("cfdev", Mode::On, None, &paths).unwrap();
+        assert_eq!(user_decision("cfdev", &paths), Some(Mode::On));
+    }
 
     #[test]
     fn a_fifo_in_a_consent_files_place_reads_at_once() {

@@ -48,3 +48,42 @@ func TestAFIFOInAConsentFilesPlaceDoesNotHoldTheHost(t *testing.T) {
 		t.Errorf("a silent writer: got %s/%s, want off/system (fail closed)", st.Mode, st.Layer)
 	}
 }
+
+// A flock writer waits while a live Node writer holds its lock, gives up at
+// its deadline, and ignores a lock left by a Node writer that died.
+func TestANodeWritersLockIsWaitedForUnlessStale(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "consent")
+	node := filepath.Join(dir, nodeLock)
+	if err := os.WriteFile(node, []byte("4242\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeConsent(file, "cfdev", ModeOff, time.Now(), time.Now().Add(200*time.Millisecond)); err == nil {
+		t.Fatal("went ahead while a Node writer held its lock")
+	}
+	done := make(chan error, 1)
+	go func() { done <- writeConsent(file, "cfdev", ModeOff, time.Now(), time.Now().Add(10*time.Second)) }()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("went ahead while a Node writer held its lock: %v", err)
+	default:
+	}
+	if err := os.Remove(node); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Left by a writer that died 11 s ago: not waited for.
+	if err := os.WriteFile(node, []byte("4242\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-11 * time.Second)
+	if err := os.Chtimes(node, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeConsent(file, "cfdev", ModeOn, time.Now(), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -5,12 +5,14 @@ package telemetry
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 )
 
 // lockFile takes an exclusive flock on f, retrying until deadline. The
-// lock is released when f is closed.
+// lock is released when f is closed. While a live Node writer holds its own
+// lock beside f (see nodeLockHeld), the flock is let go and taken again.
 func lockFile(f *os.File, deadline time.Time) error {
 	raw, err := f.SyscallConn()
 	if err != nil {
@@ -24,7 +26,11 @@ func lockFile(f *os.File, deadline time.Time) error {
 			return err
 		}
 		if ferr == nil {
-			return nil
+			if !nodeLockHeld(filepath.Dir(f.Name())) {
+				return nil
+			}
+			_ = raw.Control(func(fd uintptr) { _ = syscall.Flock(int(fd), syscall.LOCK_UN) })
+			ferr = syscall.EWOULDBLOCK
 		}
 		if !errors.Is(ferr, syscall.EWOULDBLOCK) && !errors.Is(ferr, syscall.EINTR) {
 			return ferr

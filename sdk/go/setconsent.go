@@ -74,6 +74,24 @@ func rfc3339Micros(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.000000Z")
 }
 
+// nodeLock is the lock a Node writer of the consent file holds (Node has
+// no flock): a file made by exclusive creation. It makes that file, then
+// waits for the flock on .consent.lock to be free; a flock writer takes the
+// flock, then waits for this file to go. In that order two writers can never
+// both go ahead (client/src/consent.rs NODE_LOCK).
+const nodeLock = ".consent.node-lock"
+
+// nodeLockHeld reports whether a live Node writer holds dir's nodeLock: it
+// exists and was made within the last 10 s (one older died).
+func nodeLockHeld(dir string) bool {
+	st, err := os.Stat(filepath.Join(dir, nodeLock))
+	if err != nil {
+		return false
+	}
+	age := time.Since(st.ModTime())
+	return age < 10*time.Second && age > -10*time.Second
+}
+
 // writeConsent records mode for product in the consent file at path.
 func writeConsent(path, product string, mode Mode, now time.Time, deadline time.Time) error {
 	dir := filepath.Dir(path)

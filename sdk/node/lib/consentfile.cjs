@@ -6,10 +6,8 @@
  * mode kept, else 0600), fsync'd, renamed over it.
  *
  * Concurrent writers are serialised with an exclusively created lock file,
- * DIR/.consent.lock (Node's standard library has no flock): it is retried
- * until the budget runs out, taken over when older than 10 s (a writer that
- * died), and removed once the file is written. See `takeLock` for the empty
- * lock file the flock-based clients leave behind.
+ * DIR/.consent.node-lock (Node's standard library has no flock), which the
+ * flock-based clients wait for too: see `takeLock`.
  * @module
  */
 
@@ -128,37 +126,42 @@ function flockHeld(path) {
   });
 }
 
+/** The lock a Node writer holds (client/src/consent.rs NODE_LOCK). */
+const NODE_LOCK = '.consent.node-lock';
+
 /**
- * Take DIR/.consent.lock, waiting at most `waitMs`. Returns the lock's path, or
- * null when another writer kept it that long.
+ * Take the consent file's lock in DIR, waiting at most `waitMs`. Returns the
+ * path of the lock to remove when done, or null when another writer kept it
+ * that long.
  *
- * A Node writer's lock holds its pid and is made whole at once (a temporary
- * file hard-linked to the lock's name, which fails if the name exists: an
- * exclusive create). An empty `.consent.lock` is the file the Rust client
- * (and the flock-based SDKs) leave in place and `flock`: it is waited for while
- * /proc/locks shows it locked, else taken over.
+ * Node has no `flock`, which the Rust client and the Go and Python SDKs use
+ * on DIR/.consent.lock. So a Node writer first makes DIR/.consent.node-lock
+ * by exclusive creation (a file holding its pid, hard-linked to that name:
+ * against other Node writers; taken over when older than 10 s, from a writer
+ * that died), and then waits while /proc/locks shows .consent.lock locked. A
+ * flock writer takes its flock and then waits while .consent.node-lock is
+ * there (and under 10 s old). In that order two writers can never both go
+ * ahead. Where /proc/locks cannot be read (macOS) the second wait is skipped:
+ * between a Node writer and a flock writer the exclusion is then best effort.
  * @param {string} dir
  * @param {number} waitMs
  * @returns {Promise<string|null>}
  */
 async function takeLock(dir, waitMs) {
-  const lock = nodePath.join(dir, '.consent.lock');
-  const mine = nodePath.join(dir, `.consent.lock.${process.pid}.${Date.now()}.tmp`);
+  const lock = nodePath.join(dir, NODE_LOCK);
+  const mine = nodePath.join(dir, `${NODE_LOCK}.${process.pid}.${Date.now()}.tmp`);
   const deadline = Date.now() + waitMs;
   fs.writeFileSync(mine, `${process.pid}\n`, { mode: 0o600, flag: 'wx' });
   try {
     for (;;) {
       try {
         fs.linkSync(mine, lock);
-        return lock;
+        break;
       } catch (e) {
         if (/** @type {any} */ (e).code !== 'EEXIST') throw e;
       }
       try {
-        const st = fs.statSync(lock);
-        const stale = Date.now() - st.mtimeMs > LOCK_STALE_MS;
-        const freeFlockFile = st.size === 0 && flockHeld(lock) !== true;
-        if (stale || freeFlockFile) {
+        if (Math.abs(Date.now() - fs.statSync(lock).mtimeMs) > LOCK_STALE_MS) {
           fs.unlinkSync(lock);
           continue;
         }
@@ -168,6 +171,17 @@ async function takeLock(dir, waitMs) {
       if (Date.now() >= deadline) return null;
       await sleep(5);
     }
+    // Made now, whatever the wait: others judge a lock's age by it.
+    const now = new Date();
+    fs.utimesSync(lock, now, now);
+    while (flockHeld(nodePath.join(dir, '.consent.lock')) === true) {
+      if (Date.now() >= deadline) {
+        fs.unlinkSync(lock);
+        return null;
+      }
+      await sleep(2);
+    }
+    return lock;
   } finally {
     try {
       fs.unlinkSync(mine);
@@ -197,7 +211,7 @@ async function recordConsent(file, product, mode, version, lockWaitMs) {
     return { ok: false, reason: `cannot use ${dir} for the consent file: ${e && /** @type {any} */ (e).message}` };
   }
   if (lock === null) {
-    return { ok: false, reason: `another writer holds ${nodePath.join(dir, '.consent.lock')}; try again` };
+    return { ok: false, reason: `another writer holds the consent file's lock in ${dir}; try again` };
   }
   const tmp = nodePath.join(dir, `.consent.${process.pid}.${Date.now()}.tmp`);
   try {
@@ -236,4 +250,4 @@ async function recordConsent(file, product, mode, version, lockWaitMs) {
   }
 }
 
-module.exports = { LOCK_STALE_MS, readSystem, readUser, rfc3339Micros, flockHeld, takeLock, recordConsent };
+module.exports = { LOCK_STALE_MS, NODE_LOCK, readSystem, readUser, rfc3339Micros, flockHeld, takeLock, recordConsent };

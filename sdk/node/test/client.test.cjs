@@ -288,13 +288,14 @@ test('setConsent without a daemon: the canonical file, 0600 in 0700, keeps a mod
 test('setConsent: a held lock makes it fail within the budget; a stale one is taken over', async () => {
   const T = tempDir();
   const env = sdkEnv(T);
-  const lock = path.join(T, '.consent.lock');
+  // Another Node writer's.
+  const lock = path.join(T, require('../lib/consentfile.cjs').NODE_LOCK);
   fs.writeFileSync(lock, '1\n');
   const t = createClient({ product: 'cfdev', build: '1', env, timeoutMs: 100 });
   const started = Date.now();
   const r = await t.setConsent('on');
   assert.equal(r.status, 'failed');
-  assert.match(r.reason, /\.consent\.lock/);
+  assert.match(r.reason, /consent file's lock/);
   assert.ok(Date.now() - started < 400);
   assert.equal(fs.existsSync(env.TELEMETRY_CONSENT_FILE), false);
   const old = new Date(Date.now() - 11_000);
@@ -303,13 +304,16 @@ test('setConsent: a held lock makes it fail within the budget; a stale one is ta
   assert.equal(fs.existsSync(lock), false);
 });
 
-test('setConsent: the empty lock file flock users leave is waited for only while flocked', async () => {
+test('setConsent: the lock file flock users leave is waited for only while flocked, and never removed', async () => {
   const T = tempDir();
   const env = sdkEnv(T);
   const lock = path.join(T, '.consent.lock');
   fs.writeFileSync(lock, '');
   const t = createClient({ product: 'cfdev', build: '1', env, timeoutMs: 100 });
-  assert.equal((await t.setConsent('on')).status, 'recorded', 'left behind, not held: taken over');
+  assert.equal((await t.setConsent('on')).status, 'recorded', 'left behind, not held: not waited for');
+  // Removing it while a flock writer held it would let the next one lock a
+  // new file beside the held one.
+  assert.equal(fs.existsSync(lock), true, 'left in place');
   if (!fs.existsSync('/usr/bin/flock') || !fs.existsSync('/proc/locks')) return;
   fs.writeFileSync(lock, '');
   const holder = spawn('/usr/bin/flock', ['-x', lock, 'sleep', '0.6'], { stdio: 'ignore' });
@@ -322,6 +326,7 @@ test('setConsent: the empty lock file flock users leave is waited for only while
   const slow = await t.setConsent('off', { timeoutMs: 5000 });
   assert.equal(slow.status, 'recorded');
   assert.ok(Date.now() - started >= 100, 'waited for the holder');
+  assert.equal(fs.existsSync(lock), true, 'still left in place');
   await exited;
 });
 

@@ -264,3 +264,34 @@ def test_a_fifo_in_a_consent_files_place_does_not_hold_the_host(
         assert consent() == ("off", "system")
     finally:
         os.close(w)
+
+
+def test_a_node_writers_lock_is_waited_for_unless_stale(tmp_path: Any) -> None:
+    """A flock writer waits while a live Node writer holds its lock, gives
+    up at its deadline, and ignores a lock left by one that died."""
+    from telemetryd_client import _client
+
+    path = str(tmp_path / "consent")
+    node = tmp_path / _client.NODE_LOCK
+    node.write_text("4242\n")
+    with pytest.raises(OSError):
+        _client._record(path, "cfdev", "off", None, time.monotonic() + 0.2)
+    done: List[bool] = []
+
+    def record() -> None:
+        _client._record(path, "cfdev", "off", None, time.monotonic() + 10)
+        done.append(True)
+
+    th = threading.Thread(target=record, daemon=True)
+    th.start()
+    time.sleep(0.3)
+    assert not done, "went ahead while a Node writer held its lock"
+    node.unlink()
+    th.join(10)
+    assert done
+    # Left by a writer that died 11 s ago: not waited for.
+    node.write_text("4242\n")
+    old = time.time() - 11
+    os.utime(node, (old, old))
+    _client._record(path, "cfdev", "on", None, time.monotonic() + 1)
+    assert "cfdev on" in (tmp_path / "consent").read_text()

@@ -184,6 +184,24 @@ def read_small_text(path: str) -> str:
     return b"".join(chunks).decode("utf-8")
 
 
+#: The lock a Node writer of the consent file holds (Node has no flock): a
+#: file made by exclusive creation. It makes that file, then waits for the
+#: flock on ``.consent.lock`` to be free; a flock writer takes the flock,
+#: then waits for this file to go. In that order two writers can never both
+#: go ahead (``client/src/consent.rs`` NODE_LOCK).
+NODE_LOCK = ".consent.node-lock"
+
+
+def _node_lock_held(directory: str) -> bool:
+    """Whether a live Node writer holds ``directory``'s :data:`NODE_LOCK`: it
+    exists and was made within the last 10 s (one older died)."""
+    try:
+        made = os.stat(os.path.join(directory, NODE_LOCK)).st_mtime
+    except OSError:
+        return False
+    return abs(time.time() - made) < 10
+
+
 def _read_system(path: str) -> SystemText:
     try:
         return read_small_text(path)
@@ -572,13 +590,17 @@ def _record(
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                if not _node_lock_held(directory):
+                    break
+                # A live Node writer holds its own lock: let it finish.
+                fcntl.flock(lock, fcntl.LOCK_UN)
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise OSError(
-                        f"another process holds {directory}/.consent.lock; try again"
-                    ) from None
-                time.sleep(0.002)
+                pass
+            if time.monotonic() >= deadline:
+                raise OSError(
+                    f"another process holds {directory}/.consent.lock; try again"
+                ) from None
+            time.sleep(0.002)
         text = _read_user(path)
         file = ConsentFile.parse(text) if text is not None else ConsentFile()
         file.set(product, mode, _rfc3339_now(), version)
