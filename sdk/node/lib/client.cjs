@@ -264,7 +264,10 @@ function makeClient(opts) {
       /** @type {string} */ (product),
       mode,
       version,
-      Math.max(remaining(), 50),
+      // A decision must not be lost to a short budget: wait at least a second
+      // for another writer to finish (as the Go SDK does; the Rust client
+      // waits as long as it takes).
+      Math.max(remaining(), 1000),
     );
     if (!written.ok) return { status: 'failed', reason: written.reason };
     const buildForDaemon = checkBuild(build) ? 'unknown' : /** @type {string} */ (build);

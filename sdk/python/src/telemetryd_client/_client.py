@@ -449,7 +449,12 @@ class Client:
         if mode != "off":
             version = self._manifest_version(p.socket, deadline)
         try:
-            _record(p.consent_file, self.product, mode, version, deadline)
+            # A decision must not be lost to a short budget: wait at least a
+            # second for another writer to finish (as the Go SDK does; the
+            # Rust client waits as long as it takes).
+            _record(
+                p.consent_file, self.product, mode, version, max(deadline, time.monotonic() + 1.0)
+            )
         except (OSError, ValueError) as e:
             return ConsentChange(
                 FAILED,
