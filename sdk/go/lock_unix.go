@@ -5,14 +5,12 @@ package telemetry
 import (
 	"errors"
 	"os"
-	"path/filepath"
 	"syscall"
 	"time"
 )
 
 // lockFile takes an exclusive flock on f, retrying until deadline. The
-// lock is released when f is closed. While a live Node writer holds its own
-// lock beside f (see nodeLockHeld), the flock is let go and taken again.
+// lock is released when f is closed (or by unlockFile).
 func lockFile(f *os.File, deadline time.Time) error {
 	raw, err := f.SyscallConn()
 	if err != nil {
@@ -26,11 +24,7 @@ func lockFile(f *os.File, deadline time.Time) error {
 			return err
 		}
 		if ferr == nil {
-			if !nodeLockHeld(filepath.Dir(f.Name())) {
-				return nil
-			}
-			_ = raw.Control(func(fd uintptr) { _ = syscall.Flock(int(fd), syscall.LOCK_UN) })
-			ferr = syscall.EWOULDBLOCK
+			return nil
 		}
 		if !errors.Is(ferr, syscall.EWOULDBLOCK) && !errors.Is(ferr, syscall.EINTR) {
 			return ferr
@@ -39,5 +33,12 @@ func lockFile(f *os.File, deadline time.Time) error {
 			return errors.New("another process holds the consent file's lock")
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// unlockFile lets go of the flock lockFile took on f.
+func unlockFile(f *os.File) {
+	if raw, err := f.SyscallConn(); err == nil {
+		_ = raw.Control(func(fd uintptr) { _ = syscall.Flock(int(fd), syscall.LOCK_UN) })
 	}
 }

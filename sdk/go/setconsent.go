@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -109,8 +110,19 @@ func writeConsent(path, product string, mode Mode, now time.Time, deadline time.
 	if min := time.Now().Add(time.Second); deadline.Before(min) {
 		deadline = min
 	}
-	if err := lockFile(lock, deadline); err != nil {
-		return err
+	for {
+		if err := lockFile(lock, deadline); err != nil {
+			return err
+		}
+		if !nodeLockHeld(dir) {
+			break
+		}
+		// A live Node writer holds its own lock: let it finish.
+		unlockFile(lock)
+		if time.Now().After(deadline) {
+			return errors.New("a Node writer holds the consent file's lock")
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 	var file ConsentFile
 	if b, err := os.ReadFile(path); err == nil {
