@@ -80,12 +80,29 @@ function findDaemon(env) {
  */
 function autostart(socket, stateDir, env) {
   let logFd = -1;
+  /** @type {string|null} */
+  let claim = null;
   try {
     if (disabled(env.TELEMETRY_AUTOSTART)) return 'disabled';
     const daemon = findDaemon(env);
     if (!daemon) return 'not_found';
     fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     const stamp = joinPath(stateDir, 'autostart.stamp');
+    // Looking at the stamp and writing it are one step for all Node clients
+    // (the Go and Python ones flock the stamp; Node has no flock): without
+    // this, fifty hosts starting at once would each find the stamp old.
+    claim = joinPath(stateDir, 'autostart.node-lock');
+    try {
+      fs.writeFileSync(claim, `${process.pid}\n`, { mode: 0o600, flag: 'wx' });
+    } catch (e) {
+      if (/** @type {any} */ (e).code !== 'EEXIST') throw e;
+      // Another is starting it now, unless that one died mid-step.
+      if (Math.abs(Date.now() - fs.statSync(claim).mtimeMs) < INTERVAL_MS) {
+        claim = null;
+        return 'recently';
+      }
+      fs.writeFileSync(claim, `${process.pid}\n`, { mode: 0o600 });
+    }
     const now = Date.now();
     try {
       const last = fs.statSync(stamp).mtimeMs;
@@ -118,6 +135,13 @@ function autostart(socket, stateDir, env) {
   } catch {
     return 'failed';
   } finally {
+    if (claim !== null) {
+      try {
+        fs.unlinkSync(claim);
+      } catch {
+        // taken over
+      }
+    }
     if (logFd >= 0) {
       try {
         fs.closeSync(logFd);

@@ -255,6 +255,27 @@ test('autostart: runs TELEMETRY_DAEMON --autostarted --socket S, scrubbed, at mo
   );
 });
 
+test('autostart: one Node client at a time looks at the stamp and writes it', async () => {
+  const T = onDir();
+  const fake = path.join(T, 'fake-telemetryd');
+  const out = path.join(T, 'started');
+  fs.writeFileSync(fake, `#!/bin/sh\necho started >> ${out}\n`, { mode: 0o755 });
+  const env = { ...sdkEnv(T), TELEMETRY_AUTOSTART: '', TELEMETRY_DAEMON: fake };
+  const claim = path.join(T, 'state', 'autostart.node-lock');
+  fs.mkdirSync(path.dirname(claim), { recursive: true });
+  // Another Node client is between its look at the stamp and its write.
+  fs.writeFileSync(claim, '4242\n');
+  const t = createClient({ product: 'cfdev', build: '1.2.0', env });
+  assert.equal((await t.emit('stop')).autostart, 'recently');
+  assert.equal(fs.existsSync(path.join(T, 'state', 'autostart.stamp')), false, 'the stamp is the other one’s to write');
+  // One that died mid-step (11 s ago) holds nobody off.
+  const old = new Date(Date.now() - 11_000);
+  fs.utimesSync(claim, old, old);
+  assert.equal((await t.emit('stop')).autostart, 'spawned');
+  assert.equal(fs.existsSync(claim), false, 'given back');
+  await waitFor(() => fs.existsSync(out), 5000, 'the fake daemon');
+});
+
 test('setConsent without a daemon: the canonical file, 0600 in 0700, keeps a mode and the off time', async () => {
   const T = tempDir();
   const env = { ...sdkEnv(T), TELEMETRY_CONSENT_FILE: path.join(T, 'cfg', 'dir', 'consent') };
