@@ -15,6 +15,12 @@ fn main() -> ExitCode {
         return ExitCode::from(code);
     }
     let (args, matches) = config::parse_args();
+    // Started by a client: nothing it passed on beyond stdio is ours (the
+    // Rust clients mark theirs close-on-exec; other clients may not).
+    #[cfg(unix)]
+    if args.autostarted {
+        telemetry_platform::proc::close_from(3);
+    }
     // SAFETY: getuid has no preconditions and cannot fail.
     #[cfg(unix)]
     let uid = unsafe { libc::getuid() };

@@ -3,11 +3,13 @@
 //! inherited ACLs on Windows), Windows command lines, and on Windows which
 //! user a process runs as (the daemon checks its clients, a client checks
 //! the pipe's server), security descriptors and the registry; and handing
-//! an idle daemon's mapped code back to the kernel.
+//! an idle daemon's mapped code back to the kernel, and closing what an
+//! autostarted daemon inherited.
 
 pub mod cmdline;
 pub mod fs;
 pub mod mem;
+pub mod proc;
 #[cfg(windows)]
 pub mod windows;
 

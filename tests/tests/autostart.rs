@@ -258,6 +258,51 @@ fn a_captured_shim_leaves_no_daemon_holding_the_callers_pipes() {
     wait_pending(&env, &bin("telemetryctl"), 1);
 }
 
+/// A client that is not ours (the Go and Node SDKs) may let descriptors
+/// through to the daemon it starts, beyond stdio: the daemon closes them
+/// itself, or the reader of such a pipe would wait for as long as it runs.
+#[test]
+fn an_autostarted_daemon_closes_what_it_inherited_beyond_stdio() {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    binaries();
+    let env = DaemonEnv::new(Destination::Outbox);
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills the array it is given; the write end is made
+    // inheritable on purpose, as a careless client would leave it.
+    let (mut reader, writer) = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::fcntl(fds[0], libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(fds[1], libc::F_SETFD, 0);
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    let mut daemon = env
+        .command("telemetryd")
+        .arg("--autostarted")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(writer.as_raw_fd() > 2);
+    drop(writer);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let _ = tx.send(reader.read_to_end(&mut rest).map(|_| rest.len()));
+    });
+    let eof = rx.recv_timeout(Duration::from_secs(10));
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        matches!(eof, Ok(Ok(0))),
+        "the daemon still held the inherited pipe after 10 s: {eof:?}"
+    );
+}
+
 #[test]
 fn concurrent_shims_start_one_daemon_and_every_event_is_delivered() {
     binaries();
