@@ -87,3 +87,27 @@ func TestANodeWritersLockIsWaitedForUnlessStale(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Writing a decision reads the old file the same way: a FIFO in its place
+// does not hold the host either.
+func TestSetConsentOverAFIFODoesNotHoldTheHost(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "consent")
+	if err := syscall.Mkfifo(file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- writeConsent(file, "cfdev", ModeOn, time.Now(), time.Now().Add(time.Second)) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("writeConsent still blocked on a FIFO after 5 s")
+	}
+	b, err := os.ReadFile(file)
+	if err != nil || string(b) == "" {
+		t.Fatalf("the decision replaced the FIFO: %q %v", b, err)
+	}
+}

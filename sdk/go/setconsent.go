@@ -124,9 +124,11 @@ func writeConsent(path, product string, mode Mode, now time.Time, deadline time.
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+	// Read as everywhere else (a FIFO or /dev/zero in its place must not
+	// hold the host); unreadable counts as empty, as in the Rust client.
 	var file ConsentFile
-	if b, err := os.ReadFile(path); err == nil {
-		file = ParseConsentFile(string(b))
+	if text, err := readSmallText(path); err == nil {
+		file = ParseConsentFile(text)
 	}
 	file.Set(product, mode, rfc3339Micros(now))
 	perm := os.FileMode(0o600)

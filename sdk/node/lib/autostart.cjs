@@ -91,17 +91,28 @@ function autostart(socket, stateDir, env) {
     // Looking at the stamp and writing it are one step for all Node clients
     // (the Go and Python ones flock the stamp; Node has no flock): without
     // this, fifty hosts starting at once would each find the stamp old.
-    claim = joinPath(stateDir, 'autostart.node-lock');
-    try {
-      fs.writeFileSync(claim, `${process.pid}\n`, { mode: 0o600, flag: 'wx' });
-    } catch (e) {
-      if (/** @type {any} */ (e).code !== 'EEXIST') throw e;
-      // Another is starting it now, unless that one died mid-step.
-      if (Math.abs(Date.now() - fs.statSync(claim).mtimeMs) < INTERVAL_MS) {
-        claim = null;
-        return 'recently';
+    const claimPath = joinPath(stateDir, 'autostart.node-lock');
+    for (let tries = 0; claim === null; tries++) {
+      try {
+        fs.writeFileSync(claimPath, `${process.pid}\n`, { mode: 0o600, flag: 'wx' });
+        claim = claimPath;
+      } catch (e) {
+        if (/** @type {any} */ (e).code !== 'EEXIST' || tries >= 3) throw e;
+        let age;
+        try {
+          age = Math.abs(Date.now() - fs.statSync(claimPath).mtimeMs);
+        } catch {
+          continue; // given back meanwhile: claim it now
+        }
+        // Another is starting it now, unless that one died mid-step: then
+        // remove its claim and make ours by exclusive creation, as above.
+        if (age < INTERVAL_MS) return 'recently';
+        try {
+          fs.unlinkSync(claimPath);
+        } catch {
+          // another took it over first
+        }
       }
-      fs.writeFileSync(claim, `${process.pid}\n`, { mode: 0o600 });
     }
     const now = Date.now();
     try {

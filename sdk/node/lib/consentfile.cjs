@@ -108,8 +108,14 @@ function sleep(ms) {
  */
 function flockHeld(path) {
   let ino;
+  let dev;
   try {
-    ino = String(fs.statSync(path).ino);
+    const st = fs.statSync(path, { bigint: true });
+    ino = String(st.ino);
+    // glibc's encoding of a device number; /proc/locks writes it in hex.
+    const major = ((st.dev >> 8n) & 0xfffn) | ((st.dev >> 32n) & ~0xfffn);
+    const minor = (st.dev & 0xffn) | ((st.dev >> 12n) & ~0xffn);
+    dev = [major, minor];
   } catch {
     return false;
   }
@@ -122,7 +128,9 @@ function flockHeld(path) {
   // e.g. "1: FLOCK  ADVISORY  WRITE 5749 00:2e:1234 0 EOF": MAJOR:MINOR:INODE.
   return text.split('\n').some((line) => {
     const id = line.split(/\s+/).find((w) => /^[0-9a-f]+:[0-9a-f]+:\d+$/.test(w));
-    return id !== undefined && id.split(':')[2] === ino;
+    if (id === undefined) return false;
+    const [major, minor, inode] = id.split(':');
+    return inode === ino && BigInt(`0x${major}`) === dev[0] && BigInt(`0x${minor}`) === dev[1];
   });
 }
 
@@ -131,8 +139,7 @@ const NODE_LOCK = '.consent.node-lock';
 
 /**
  * Take the consent file's lock in DIR, waiting at most `waitMs`. Returns the
- * path of the lock to remove when done, or null when another writer kept it
- * that long.
+ * lock (release it when done), or null when another writer kept it that long.
  *
  * Node has no `flock`, which the Rust client and the Go and Python SDKs use
  * on DIR/.consent.lock. So a Node writer first makes DIR/.consent.node-lock
@@ -145,15 +152,31 @@ const NODE_LOCK = '.consent.node-lock';
  * between a Node writer and a flock writer the exclusion is then best effort.
  * @param {string} dir
  * @param {number} waitMs
- * @returns {Promise<string|null>}
+ * @returns {Promise<{path: string, release: () => void}|null>}
  */
 async function takeLock(dir, waitMs) {
   const lock = nodePath.join(dir, NODE_LOCK);
   const mine = nodePath.join(dir, `${NODE_LOCK}.${process.pid}.${Date.now()}.tmp`);
   const deadline = Date.now() + waitMs;
   fs.writeFileSync(mine, `${process.pid}\n`, { mode: 0o600, flag: 'wx' });
+  const myIno = fs.statSync(mine).ino;
+  // Whether the lock is still ours (another writer may have taken it over
+  // as stale): only then may it be touched or removed.
+  const ours = () => {
+    try {
+      return fs.statSync(lock).ino === myIno;
+    } catch {
+      return false;
+    }
+  };
+  // Others judge a lock's age by its time: kept fresh while it is held.
+  const touch = () => {
+    const now = new Date();
+    fs.utimesSync(mine, now, now);
+  };
   try {
     for (;;) {
+      touch();
       try {
         fs.linkSync(mine, lock);
         break;
@@ -171,17 +194,27 @@ async function takeLock(dir, waitMs) {
       if (Date.now() >= deadline) return null;
       await sleep(5);
     }
-    // Made now, whatever the wait: others judge a lock's age by it.
-    const now = new Date();
-    fs.utimesSync(lock, now, now);
     while (flockHeld(nodePath.join(dir, '.consent.lock')) === true) {
-      if (Date.now() >= deadline) {
-        fs.unlinkSync(lock);
+      if (Date.now() >= deadline || !ours()) {
+        if (ours()) fs.unlinkSync(lock);
         return null;
       }
+      touch();
       await sleep(2);
     }
-    return lock;
+    if (!ours()) return null;
+    touch();
+    return {
+      path: lock,
+      // Removed only while it is still ours.
+      release: () => {
+        try {
+          if (ours()) fs.unlinkSync(lock);
+        } catch {
+          // gone
+        }
+      },
+    };
   } finally {
     try {
       fs.unlinkSync(mine);
@@ -242,11 +275,7 @@ async function recordConsent(file, product, mode, version, lockWaitMs) {
     }
     return { ok: false, reason: `cannot write the consent file ${file}: ${e && /** @type {any} */ (e).message}` };
   } finally {
-    try {
-      fs.unlinkSync(lock);
-    } catch {
-      // taken over as stale
-    }
+    lock.release();
   }
 }
 
