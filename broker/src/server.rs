@@ -160,10 +160,8 @@ async fn handle(b: &Broker, req: Request<Incoming>, peer: SocketAddr) -> Respons
         (&Method::GET | &Method::HEAD, HEALTH_PATH) => json(StatusCode::OK, &health(b, &req)),
         (&Method::POST, UPLOAD_PATH) => {
             let started = Instant::now();
-            let (client, outcome) = match client_ip(b, &req, peer) {
-                Ok(client) => (client, upload_request(b, req, client).await),
-                Err(refused) => (peer.ip(), Err(refused)),
-            };
+            let client = client_ip(b, &req, peer);
+            let outcome = upload_request(b, req, client).await;
             let status = match &outcome {
                 Ok(_) => 200,
                 Err(r) => r.status,
@@ -344,36 +342,57 @@ fn percent_decoded(s: &str) -> String {
 /// The client's address: the last entry of the trusted header if one is
 /// configured (a load balancer appends the address it saw), else the peer.
 ///
-/// A request without the header did not come through the load balancer,
-/// so its peer is the client. One whose header ends in something that is
-/// not an address is refused: counting it as the peer (the load balancer)
-/// would let a client that writes a bad entry of its own, where the load
-/// balancer appends rather than replaces, escape its own limits and use
-/// up the allowance every such request shares.
-fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> Result<IpAddr, Refusal> {
+/// A request without the header did not come through the load balancer, so
+/// its peer is the client. The last entry is read from the header's raw
+/// bytes: earlier entries are anyone's to write and need not be text, and
+/// must not make the load balancer's entry unreadable. One that holds no
+/// address (`unknown`, an obfuscated `_name`, a unix socket) is the load
+/// balancer's own doing: such requests are counted as the load balancer,
+/// all together, and the log says so (once a minute) naming the header.
+fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     let Some(name) = &b.settings.client_ip_header else {
-        return Ok(peer.ip());
+        return peer.ip();
     };
     let Some(value) = req.headers().get_all(name.as_str()).iter().next_back() else {
-        return Ok(peer.ip());
+        return peer.ip();
     };
-    last_address(value.as_bytes()).ok_or_else(|| Refusal {
-        status: 400,
-        field: None,
-        message: format!(
-            "the last entry of the {name} header is not an address; it is set by the load balancer in front of this broker, so check how it is configured"
-        ),
-        retry_after: None,
+    last_address(value.as_bytes()).unwrap_or_else(|| {
+        static WARNED: AtomicU64 = AtomicU64::new(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = WARNED.load(Relaxed);
+        if now >= last + 60 && WARNED.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+            tracing::warn!(
+                "the last entry of the {name} header holds no address; such requests share the load balancer's own limits (check what it writes there)"
+            );
+        }
+        peer.ip()
     })
 }
 
 /// The address in the last comma-separated entry of a client-address
-/// header's raw bytes (earlier entries, written by anyone, need not be
-/// text): bare, or with a port as some load balancers write it
-/// (`203.0.113.9:5678`, `[2001:db8::1]:443`).
+/// header's raw bytes: bare, with a port (`203.0.113.9:5678`,
+/// `[2001:db8::1]:443`), or as RFC 7239's `Forwarded` writes it
+/// (`for=192.0.2.60;proto=https`, `for="[2001:db8::17]:4711"`).
 fn last_address(value: &[u8]) -> Option<IpAddr> {
     let last = value.rsplit(|&c| c == b',').next()?;
     let entry = std::str::from_utf8(last).ok()?.trim();
+    let entry = if entry.contains('=') {
+        let value = entry.split(';').find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            key.trim()
+                .eq_ignore_ascii_case("for")
+                .then_some(value.trim())
+        })?;
+        value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value)
+    } else {
+        entry
+    };
     entry
         .parse::<IpAddr>()
         .ok()
@@ -537,9 +556,21 @@ mod tests {
         // An earlier entry of the client's own that is not even text does
         // not hide the load balancer's.
         assert_eq!(last_address(b"\xff\xfe, 203.0.113.9"), ip("203.0.113.9"));
+        // RFC 7239's `Forwarded`.
+        assert_eq!(
+            last_address(b"for=192.0.2.60;proto=http;by=203.0.113.43"),
+            ip("192.0.2.60")
+        );
+        assert_eq!(
+            last_address(b"For=192.0.2.43, proto=https;for=\"[2001:db8:cafe::17]:4711\""),
+            ip("2001:db8:cafe::17")
+        );
         for bad in [
             &b""[..],
             b"unknown",
+            b"for=unknown",
+            b"for=_hidden;proto=https",
+            b"proto=https",
             b"203.0.113.9, \xff",
             b"1.2.3.4, ",
             b"[::1",

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     // Rust clients mark theirs close-on-exec; other clients may not).
     #[cfg(unix)]
     if args.autostarted {
-        telemetry_platform::proc::close_from(3);
+        telemetry_platform::proc::close_inherited();
     }
     // SAFETY: getuid has no preconditions and cannot fail.
     #[cfg(unix)]

@@ -1,12 +1,24 @@
 //! The process's own descriptors.
 
-/// Close every descriptor from `first` up: what a daemon started by a
-/// client may have inherited that it has no use for. A client that let a
-/// pipe (`$(cli)`, a `make -j` jobserver, a process substitution) through
-/// to the daemon would otherwise keep its reader waiting for as long as the
-/// daemon runs. Call it before the process opens anything of its own.
+/// Close every descriptor a daemon started by a client inherited beyond
+/// stdio and any socket a service manager passed (`LISTEN_FDS` from 3, when
+/// `LISTEN_PID` is this process). A client that let a pipe (`$(cli)`, a
+/// `make -j` jobserver, a process substitution) through to the daemon would
+/// otherwise keep its reader waiting for as long as the daemon runs. Call it
+/// before the process opens anything of its own.
 #[cfg(unix)]
-pub fn close_from(first: i32) {
+pub fn close_inherited() {
+    let listen = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u32>().ok());
+    let activated = match (listen("LISTEN_PID"), listen("LISTEN_FDS")) {
+        (Some(pid), Some(n)) if pid == std::process::id() => n.min(1024) as i32,
+        _ => 0,
+    };
+    close_from(3 + activated);
+}
+
+/// Close every descriptor from `first` up.
+#[cfg(unix)]
+fn close_from(first: i32) {
     // SAFETY: closing descriptors nobody in this process uses yet (the
     // caller's promise) has no other effect.
     unsafe {
@@ -23,9 +35,27 @@ pub fn close_from(first: i32) {
                 return;
             }
         }
+        // The descriptors open, listed (then closed, once the listing's own
+        // descriptor is closed too); else every number up to the limit.
+        let dir = if cfg!(target_os = "linux") {
+            "/proc/self/fd"
+        } else {
+            "/dev/fd"
+        };
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            let open: Vec<i32> = entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|fd| *fd >= first)
+                .collect();
+            for fd in open {
+                libc::close(fd);
+            }
+            return;
+        }
         let mut lim: libc::rlimit = std::mem::zeroed();
         let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            (lim.rlim_cur as u64).min(65_536) as i32
+            (lim.rlim_cur as u64).min(1 << 20) as i32
         } else {
             1024
         };

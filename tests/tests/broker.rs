@@ -494,11 +494,11 @@ fn a_request_that_is_not_json_is_refused_before_any_limit() {
     assert_eq!(granted.status, 200, "{}", granted.text());
 }
 
-/// Load balancers that write the client's port are understood (the port
-/// is not part of what is counted), and a last entry that is no address
-/// is refused rather than counted as the load balancer's own.
+/// Load balancers that write the client's port, or RFC 7239's `for=`, are
+/// understood (the port is not part of what is counted); a last entry that
+/// holds no address counts as the load balancer itself.
 #[test]
-fn the_client_address_header_may_carry_a_port_and_must_hold_an_address() {
+fn the_client_address_header_may_carry_a_port_or_a_forwarded_pair() {
     let s3 = S3Server::start();
     let broker = forwarded(&s3, "1/1h", "100/1h");
     assert_eq!(ask_from(&s3, &broker, 1, "203.0.113.9:5678").status, 200);
@@ -512,10 +512,30 @@ fn the_client_address_header_may_carry_a_port_and_must_hold_an_address() {
     assert_eq!(ask_from(&s3, &broker, 3, "[2001:db8:8::1]:443").status, 200);
     let same = ask_from(&s3, &broker, 4, "2001:db8:8::2");
     assert_eq!(same.status, 429, "one /64: {}", same.text());
-    let bad = ask_from(&s3, &broker, 5, "203.0.113.10, unknown");
-    assert_eq!(bad.status, 400, "{}", bad.text());
-    let message = bad.json()["error"]["message"].to_string();
-    assert!(message.contains("x-forwarded-for"), "{message}");
+    assert_eq!(
+        ask_from(&s3, &broker, 5, "for=198.51.100.7;proto=https").status,
+        200
+    );
+    let same = ask_from(&s3, &broker, 6, "198.51.100.7");
+    assert_eq!(
+        same.status,
+        429,
+        "one address, however written: {}",
+        same.text()
+    );
+    // No address: the load balancer's own (here the test's 127.0.0.1), one
+    // allowance for all such requests.
+    assert_eq!(
+        ask_from(&s3, &broker, 7, "203.0.113.10, unknown").status,
+        200
+    );
+    let shared = ask_from(&s3, &broker, 8, "for=_hidden");
+    assert_eq!(shared.status, 429, "{}", shared.text());
+    assert!(
+        broker.log().contains("holds no address"),
+        "the log names the header: {}",
+        broker.log()
+    );
 }
 
 #[test]
