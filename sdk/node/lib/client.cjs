@@ -207,7 +207,17 @@ function makeClient(opts) {
         s.status === 'spooled'
           ? { status: 'spooled', id: ev.id, file: s.file, reason: why }
           : { status: s.status, id: ev.id, reason: `${why}; ${s.reason}` };
-      if (nothingServes && opts.autostart !== false) out.autostart = autostart(p.socket, p.stateDir, env());
+      if (nothingServes && opts.autostart !== false) {
+        // With this client's paths (options may have set them), so the
+        // daemon takes in the spool and reads the consent files this client
+        // used, as the Go SDK does.
+        out.autostart = autostart(p.socket, p.stateDir, {
+          ...env(),
+          TELEMETRY_STATE_DIR: p.stateDir,
+          TELEMETRY_CONSENT_FILE: p.consentFile,
+          TELEMETRY_SYSTEM_CONSENT_FILE: p.systemConsentFile,
+        });
+      }
       return out;
     } catch (e) {
       return failed(e);

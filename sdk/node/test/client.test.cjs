@@ -558,3 +558,18 @@ test('a budget of 0 or less means the default, as in the Go and Python SDKs', ()
   }
   assert.equal(createClient({ product: 'cfdev', build: '1', timeoutMs: 250 }).timeoutMs, 250);
 });
+
+test('autostart: the daemon is given the paths this client used, options included', async () => {
+  const T = onDir();
+  const fake = path.join(T, 'fake-telemetryd');
+  const out = path.join(T, 'started');
+  fs.writeFileSync(fake, `#!/bin/sh\nenv > ${out}.tmp && mv ${out}.tmp ${out}\n`, { mode: 0o755 });
+  const env = { ...sdkEnv(T), TELEMETRY_AUTOSTART: '', TELEMETRY_DAEMON: fake };
+  const stateDir = path.join(T, 'other-state');
+  const t = createClient({ product: 'cfdev', build: '1', env, stateDir });
+  assert.equal((await t.emit('stop')).autostart, 'spawned');
+  const text = await waitFor(() => fs.existsSync(out) && fs.readFileSync(out, 'utf8'), 5000, 'the fake daemon');
+  // Where the event was spooled, so the daemon takes it in.
+  assert.match(text, new RegExp(`^TELEMETRY_STATE_DIR=${stateDir}$`, 'm'));
+  assert.match(text, new RegExp(`^TELEMETRY_CONSENT_FILE=${path.join(T, 'consent')}$`, 'm'));
+});

@@ -133,3 +133,27 @@ def test_a_full_spool_still_starts_the_daemon(
     while not marker.exists():
         assert time.monotonic() < deadline, "the daemon was not started"
         time.sleep(0.01)
+
+
+def test_the_daemon_is_given_the_paths_this_client_used(
+    sdk_env: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state dir given as an option (not in the environment) is where the
+    event is spooled, so the daemon started must be told it."""
+    marker = sdk_env.root / "started"
+    wrapper = sdk_env.root / "telemetryd-wrapper"
+    wrapper.write_text(f"#!/bin/sh\nenv > {marker}.tmp && mv {marker}.tmp {marker}\n")
+    wrapper.chmod(0o755)
+    monkeypatch.delenv("TELEMETRY_AUTOSTART")
+    monkeypatch.setenv("TELEMETRY_DAEMON", str(wrapper))
+    state = str(sdk_env.root / "other-state")
+    c = Client("cfdev", "1.2.0", timeout=1.0, state_dir=state)
+    c.set_consent("on")
+    assert c.emit("stop").status == "spooled"
+    deadline = time.monotonic() + 10
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the daemon was not started"
+        time.sleep(0.01)
+    env = marker.read_text().splitlines()
+    assert f"TELEMETRY_STATE_DIR={state}" in env
+    assert f"TELEMETRY_CONSENT_FILE={sdk_env.consent_file}" in env

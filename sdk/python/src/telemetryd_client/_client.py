@@ -395,7 +395,16 @@ class Client:
         # writable), the daemon is what would empty it.
         if nothing_serves and self._autostart:
             try:
-                _autostart.start(p.socket, p.state_dir, os.environ, deadline)
+                # With this client's paths (options may have set them), so
+                # the daemon takes in the spool and reads the consent files
+                # this client used, as the Go SDK does.
+                env = dict(os.environ)
+                env.update(
+                    TELEMETRY_STATE_DIR=p.state_dir,
+                    TELEMETRY_CONSENT_FILE=p.consent_file,
+                    TELEMETRY_SYSTEM_CONSENT_FILE=p.system_consent_file,
+                )
+                _autostart.start(p.socket, p.state_dir, env, deadline)
             except Exception:
                 pass
         return out
