@@ -39,18 +39,7 @@ func TestAutostartWhenNothingServes(t *testing.T) {
 			}
 		}
 	})
-	d := &daemon{dir: dir, socket: filepath.Join(dir, "s.sock")}
-	c := d.client(t, Options{Timeout: 100 * time.Millisecond})
-	env := c.env
-	c.env = func(k string) string {
-		if k == "TELEMETRY_DAEMON" {
-			return wrapper
-		}
-		return env(k)
-	}
-	if err := c.SetConsent("on"); err != nil {
-		t.Fatal(err)
-	}
+	c := startingClient(t, dir, wrapper)
 	out := c.Emit(context.Background(), "stop", nil)
 	if out.Kind != Spooled || !out.Autostarted {
 		t.Fatalf("%v (autostarted %v)", out, out.Autostarted)
@@ -96,18 +85,7 @@ func TestAFullSpoolStillStartsTheDaemon(t *testing.T) {
 	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\necho started > "+marker+"\n"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{dir: dir, socket: filepath.Join(dir, "s.sock")}
-	c := d.client(t, Options{Timeout: 100 * time.Millisecond})
-	env := c.env
-	c.env = func(k string) string {
-		if k == "TELEMETRY_DAEMON" {
-			return wrapper
-		}
-		return env(k)
-	}
-	if err := c.SetConsent("on"); err != nil {
-		t.Fatal(err)
-	}
+	c := startingClient(t, dir, wrapper)
 	if err := os.MkdirAll(c.paths.SpoolDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -124,4 +102,23 @@ func TestAFullSpoolStillStartsTheDaemon(t *testing.T) {
 		_, err := os.Stat(marker)
 		return err == nil
 	})
+}
+
+// startingClient is a client of a daemon in dir that is not running,
+// consent on, whose autostart runs wrapper.
+func startingClient(t *testing.T, dir, wrapper string) *Client {
+	t.Helper()
+	d := &daemon{dir: dir, socket: filepath.Join(dir, "s.sock")}
+	c := d.client(t, Options{Timeout: 100 * time.Millisecond})
+	env := c.env
+	c.env = func(k string) string {
+		if k == "TELEMETRY_DAEMON" {
+			return wrapper
+		}
+		return env(k)
+	}
+	if err := c.SetConsent("on"); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

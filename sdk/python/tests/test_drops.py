@@ -113,26 +113,37 @@ def test_the_daemon_counts_the_drops_when_it_takes_in_the_spool(sdk_env: Daemon)
         sdk_env.stop()
 
 
+def fake_daemon(sdk_env: Daemon, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Autostart on, running a stand-in that writes its environment to the
+    file returned (whole, once it exists)."""
+    marker = sdk_env.root / "started"
+    wrapper = sdk_env.root / "telemetryd-wrapper"
+    wrapper.write_text(f"#!/bin/sh\nenv > {marker}.tmp && mv {marker}.tmp {marker}\n")
+    wrapper.chmod(0o755)
+    monkeypatch.delenv("TELEMETRY_AUTOSTART")
+    monkeypatch.setenv("TELEMETRY_DAEMON", str(wrapper))
+    return marker
+
+
+def wait_started(marker: Path) -> None:
+    deadline = time.monotonic() + 10
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the daemon was not started"
+        time.sleep(0.01)
+
+
 def test_a_full_spool_still_starts_the_daemon(
     sdk_env: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The event is dropped, but the daemon is what empties the spool: it is
     started all the same."""
-    marker = sdk_env.root / "started"
-    wrapper = sdk_env.root / "telemetryd-wrapper"
-    wrapper.write_text(f"#!/bin/sh\necho started > {marker}\n")
-    wrapper.chmod(0o755)
-    monkeypatch.delenv("TELEMETRY_AUTOSTART")
-    monkeypatch.setenv("TELEMETRY_DAEMON", str(wrapper))
+    marker = fake_daemon(sdk_env, monkeypatch)
     c = Client("cfdev", "1.2.0", timeout=1.0)
     c.set_consent("on")
     fill_spool(Path(spool_dir(sdk_env.state, sdk_env.socket)))
     out = c.emit("stop")
     assert out.status == "dropped", out
-    deadline = time.monotonic() + 10
-    while not marker.exists():
-        assert time.monotonic() < deadline, "the daemon was not started"
-        time.sleep(0.01)
+    wait_started(marker)
 
 
 def test_the_daemon_is_given_the_paths_this_client_used(
@@ -140,20 +151,12 @@ def test_the_daemon_is_given_the_paths_this_client_used(
 ) -> None:
     """A state dir given as an option (not in the environment) is where the
     event is spooled, so the daemon started must be told it."""
-    marker = sdk_env.root / "started"
-    wrapper = sdk_env.root / "telemetryd-wrapper"
-    wrapper.write_text(f"#!/bin/sh\nenv > {marker}.tmp && mv {marker}.tmp {marker}\n")
-    wrapper.chmod(0o755)
-    monkeypatch.delenv("TELEMETRY_AUTOSTART")
-    monkeypatch.setenv("TELEMETRY_DAEMON", str(wrapper))
+    marker = fake_daemon(sdk_env, monkeypatch)
     state = str(sdk_env.root / "other-state")
     c = Client("cfdev", "1.2.0", timeout=1.0, state_dir=state)
     c.set_consent("on")
     assert c.emit("stop").status == "spooled"
-    deadline = time.monotonic() + 10
-    while not marker.exists():
-        assert time.monotonic() < deadline, "the daemon was not started"
-        time.sleep(0.01)
+    wait_started(marker)
     env = marker.read_text().splitlines()
     assert f"TELEMETRY_STATE_DIR={state}" in env
     assert f"TELEMETRY_CONSENT_FILE={sdk_env.consent_file}" in env
