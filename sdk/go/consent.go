@@ -255,13 +255,21 @@ func (f *ConsentFile) Render() string {
 
 // Set records mode for product at time since (RFC 3339), replacing its
 // earlier lines. Turning it off records since as its last off; other modes
-// keep the earlier off time. The version is not recorded.
+// keep the earlier off time. No version is recorded (see SetVersion).
 func (f *ConsentFile) Set(product string, mode Mode, since string) {
+	f.SetVersion(product, mode, since, 0)
+}
+
+// SetVersion is Set, noting that the decision was given for the product's
+// catalogue version (0: none recorded). A decision recorded with a version
+// covers only the events that version lists; one without covers whatever
+// the catalogue lists now, so events added later would be sent unasked.
+func (f *ConsentFile) SetVersion(product string, mode Mode, since string, version uint32) {
 	if f == nil {
 		return
 	}
 	prev, _ := f.Get(product)
-	e := ConsentEntry{Product: product, Mode: mode, Since: since, HasSince: true}
+	e := ConsentEntry{Product: product, Mode: mode, Since: since, HasSince: true, Version: version}
 	if mode == ModeOff {
 		e.LastOff, e.HasLastOff = since, true
 	} else {

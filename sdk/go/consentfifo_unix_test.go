@@ -58,11 +58,11 @@ func TestANodeWritersLockIsWaitedForUnlessStale(t *testing.T) {
 	if err := os.WriteFile(node, []byte("4242\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeConsent(file, "cfdev", ModeOff, time.Now(), time.Now().Add(200*time.Millisecond)); err == nil {
+	if err := writeConsent(file, "cfdev", ModeOff, 0, time.Now(), time.Now().Add(200*time.Millisecond)); err == nil {
 		t.Fatal("went ahead while a Node writer held its lock")
 	}
 	done := make(chan error, 1)
-	go func() { done <- writeConsent(file, "cfdev", ModeOff, time.Now(), time.Now().Add(10*time.Second)) }()
+	go func() { done <- writeConsent(file, "cfdev", ModeOff, 0, time.Now(), time.Now().Add(10*time.Second)) }()
 	time.Sleep(300 * time.Millisecond)
 	select {
 	case err := <-done:
@@ -83,7 +83,7 @@ func TestANodeWritersLockIsWaitedForUnlessStale(t *testing.T) {
 	if err := os.Chtimes(node, old, old); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeConsent(file, "cfdev", ModeOn, time.Now(), time.Now().Add(time.Second)); err != nil {
+	if err := writeConsent(file, "cfdev", ModeOn, 0, time.Now(), time.Now().Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -97,7 +97,7 @@ func TestSetConsentOverAFIFODoesNotHoldTheHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- writeConsent(file, "cfdev", ModeOn, time.Now(), time.Now().Add(time.Second)) }()
+	go func() { done <- writeConsent(file, "cfdev", ModeOn, 0, time.Now(), time.Now().Add(time.Second)) }()
 	select {
 	case err := <-done:
 		if err != nil {

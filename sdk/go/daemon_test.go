@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -220,8 +222,19 @@ func TestDaemonSetConsentThenEmitIsAcknowledged(t *testing.T) {
 	if err := c.SetConsent("on"); err != nil {
 		t.Fatal(err)
 	}
-	if pc, ok := status(t, c).ConsentFor("cfdev"); !ok || pc.Mode != ModeOn || pc.Layer != LayerUserFile {
+	pc, ok := status(t, c).ConsentFor("cfdev")
+	if !ok || pc.Mode != ModeOn || pc.Layer != LayerUserFile {
 		t.Errorf("the daemon was not told: %+v", pc)
+	}
+	// The decision is recorded as given for the catalogue the daemon
+	// knows, so events added to it later are asked for again.
+	if pc.Version == 0 || pc.ConsentedVersion != pc.Version || len(pc.NewEvents) != 0 {
+		t.Errorf("the decision was not recorded for the current catalogue: %+v", pc)
+	}
+	text, err := os.ReadFile(c.Paths().ConsentFile)
+	want := regexp.MustCompile(`(?m)^cfdev on \S+ #\+ version=` + strconv.FormatUint(uint64(pc.Version), 10) + `$`)
+	if err != nil || !want.Match(text) {
+		t.Errorf("consent file %q (%v), want a line matching %s", text, err, want)
 	}
 	out := c.Emit(context.Background(), "app_created", map[string]any{"buildpack": "go"})
 	if out.Kind != Acknowledged || out.Accepted != 1 || out.Duplicates != 0 {

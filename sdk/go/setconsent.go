@@ -45,7 +45,13 @@ func (c *Client) setConsent(mode string, notify bool) (*ConsentReport, error) {
 	}
 	ctx := context.Background()
 	deadline := c.deadline(ctx)
-	if err := writeConsent(c.paths.ConsentFile, c.opts.Product, m, time.Now(), deadline); err != nil {
+	// The decision is for the catalogue as it is now, which only the daemon
+	// knows (it reads the manifests); an off needs no version.
+	var version uint32
+	if m != ModeOff {
+		version = c.catalogueVersion(ctx, time.Now().Add(time.Until(deadline)/2))
+	}
+	if err := writeConsent(c.paths.ConsentFile, c.opts.Product, m, version, time.Now(), deadline); err != nil {
 		return nil, fmt.Errorf("telemetry: cannot write the consent file %s: %w", c.paths.ConsentFile, err)
 	}
 	if !notify || time.Until(deadline) <= 0 {
@@ -68,6 +74,30 @@ func (c *Client) setConsent(mode string, notify bool) (*ConsentReport, error) {
 		return nil, nil
 	}
 	return &rep, nil
+}
+
+// catalogueVersion asks a running daemon for the product's catalogue
+// version, before deadline; 0 when there is no daemon, no usable manifest
+// or no answer in time.
+func (c *Client) catalogueVersion(ctx context.Context, deadline time.Time) uint32 {
+	line, err := encodeLine("status", struct{}{})
+	if err != nil {
+		return 0
+	}
+	r, err := c.roundTrip(ctx, deadline, line, true)
+	if err != nil || r.name != "status" {
+		return 0
+	}
+	s, err := decodeStatus(r)
+	if err != nil {
+		return 0
+	}
+	for _, pc := range s.Consent {
+		if pc.Product == c.opts.Product && pc.ManifestError == nil {
+			return pc.Version
+		}
+	}
+	return 0
 }
 
 // rfc3339Micros formats t as humantime's format_rfc3339_micros does.
@@ -94,7 +124,7 @@ func nodeLockHeld(dir string) bool {
 }
 
 // writeConsent records mode for product in the consent file at path.
-func writeConsent(path, product string, mode Mode, now time.Time, deadline time.Time) error {
+func writeConsent(path, product string, mode Mode, version uint32, now time.Time, deadline time.Time) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -130,7 +160,7 @@ func writeConsent(path, product string, mode Mode, now time.Time, deadline time.
 	if text, err := readSmallText(path); err == nil {
 		file = ParseConsentFile(text)
 	}
-	file.Set(product, mode, rfc3339Micros(now))
+	file.SetVersion(product, mode, rfc3339Micros(now), version)
 	perm := os.FileMode(0o600)
 	if st, err := os.Stat(path); err == nil {
 		perm = st.Mode().Perm()
