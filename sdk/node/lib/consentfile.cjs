@@ -107,15 +107,9 @@ function sleep(ms) {
  * @returns {boolean|null}
  */
 function flockHeld(path) {
-  let ino;
-  let dev;
+  let st;
   try {
-    const st = fs.statSync(path, { bigint: true });
-    ino = String(st.ino);
-    // glibc's encoding of a device number; /proc/locks writes it in hex.
-    const major = ((st.dev >> 8n) & 0xfffn) | ((st.dev >> 32n) & ~0xfffn);
-    const minor = (st.dev & 0xffn) | ((st.dev >> 12n) & ~0xffn);
-    dev = [major, minor];
+    st = fs.statSync(path, { bigint: true });
   } catch {
     return false;
   }
@@ -125,12 +119,28 @@ function flockHeld(path) {
   } catch {
     return null;
   }
+  return locksName(text, st.dev, st.ino);
+}
+
+/**
+ * Whether /proc/locks' `text` lists a lock on the file with device number
+ * `dev` and inode `ino`. The same inode on another file system is another
+ * file, so the device counts too.
+ * @param {string} text
+ * @param {bigint} dev
+ * @param {bigint} ino
+ * @returns {boolean}
+ */
+function locksName(text, dev, ino) {
+  // glibc's encoding of a device number; /proc/locks writes it in hex.
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
   // e.g. "1: FLOCK  ADVISORY  WRITE 5749 00:2e:1234 0 EOF": MAJOR:MINOR:INODE.
   return text.split('\n').some((line) => {
     const id = line.split(/\s+/).find((w) => /^[0-9a-f]+:[0-9a-f]+:\d+$/.test(w));
     if (id === undefined) return false;
-    const [major, minor, inode] = id.split(':');
-    return inode === ino && BigInt(`0x${major}`) === dev[0] && BigInt(`0x${minor}`) === dev[1];
+    const [maj, min, inode] = id.split(':');
+    return BigInt(inode) === ino && BigInt(`0x${maj}`) === major && BigInt(`0x${min}`) === minor;
   });
 }
 
@@ -158,13 +168,25 @@ async function takeLock(dir, waitMs) {
   const lock = nodePath.join(dir, NODE_LOCK);
   const mine = nodePath.join(dir, `${NODE_LOCK}.${process.pid}.${Date.now()}.tmp`);
   const deadline = Date.now() + waitMs;
-  fs.writeFileSync(mine, `${process.pid}\n`, { mode: 0o600, flag: 'wx' });
-  const myIno = fs.statSync(mine).ino;
+  // Held open while the lock is ours: an inode with an open descriptor is
+  // not freed, so no file made after a takeover can have its number, and
+  // comparing numbers below tells the lock from a newer writer's.
+  const fd = fs.openSync(mine, 'wx', 0o600);
+  let kept = false;
+  try {
+    fs.writeSync(fd, `${process.pid}\n`);
+  } catch (e) {
+    fs.closeSync(fd);
+    fs.unlinkSync(mine);
+    throw e;
+  }
+  const me = fs.fstatSync(fd);
   // Whether the lock is still ours (another writer may have taken it over
   // as stale): only then may it be touched or removed.
   const ours = () => {
     try {
-      return fs.statSync(lock).ino === myIno;
+      const st = fs.statSync(lock);
+      return st.ino === me.ino && st.dev === me.dev;
     } catch {
       return false;
     }
@@ -172,7 +194,7 @@ async function takeLock(dir, waitMs) {
   // Others judge a lock's age by its time: kept fresh while it is held.
   const touch = () => {
     const now = new Date();
-    fs.utimesSync(mine, now, now);
+    fs.futimesSync(fd, now, now);
   };
   try {
     for (;;) {
@@ -204,15 +226,20 @@ async function takeLock(dir, waitMs) {
     }
     if (!ours()) return null;
     touch();
+    kept = true;
+    let released = false;
     return {
       path: lock,
       // Removed only while it is still ours.
       release: () => {
+        if (released) return;
+        released = true;
         try {
           if (ours()) fs.unlinkSync(lock);
         } catch {
           // gone
         }
+        fs.closeSync(fd);
       },
     };
   } finally {
@@ -221,6 +248,7 @@ async function takeLock(dir, waitMs) {
     } catch {
       // already gone
     }
+    if (!kept) fs.closeSync(fd);
   }
 }
 
@@ -279,4 +307,14 @@ async function recordConsent(file, product, mode, version, lockWaitMs) {
   }
 }
 
-module.exports = { LOCK_STALE_MS, NODE_LOCK, readSystem, readUser, rfc3339Micros, flockHeld, takeLock, recordConsent };
+module.exports = {
+  LOCK_STALE_MS,
+  NODE_LOCK,
+  readSystem,
+  readUser,
+  rfc3339Micros,
+  flockHeld,
+  locksName,
+  takeLock,
+  recordConsent,
+};

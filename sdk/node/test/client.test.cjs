@@ -353,6 +353,44 @@ test('setConsent: the lock file flock users leave is waited for only while flock
   await exited;
 });
 
+test('flock holders are matched by device and inode, as /proc/locks writes them', () => {
+  const { locksName } = require('../lib/consentfile.cjs');
+  const locks =
+    '1: FLOCK  ADVISORY  WRITE 5749 00:2e:1234 0 EOF\n' +
+    '2: POSIX  ADVISORY  READ 77 103:05:99 0 EOF\n' +
+    '3: FLOCK  ADVISORY  WRITE 12 fd:00:4242 0 EOF\n';
+  // makedev(0, 0x2e), makedev(0x103, 5), makedev(0xfd, 0) as glibc encodes them.
+  assert.equal(locksName(locks, 0x2en, 1234n), true);
+  assert.equal(locksName(locks, 0x10305n, 99n), true, 'a major past 255');
+  assert.equal(locksName(locks, 0xfd00n, 4242n), true);
+  assert.equal(locksName(locks, 0x2fn, 1234n), false, 'the same inode on another device');
+  assert.equal(locksName(locks, 0x2en, 123n), false, 'another inode');
+  assert.equal(locksName(locks, 0x2en, 12345n), false, 'not a prefix match');
+  assert.equal(locksName('', 0x2en, 1234n), false);
+  // Large minors: glibc puts bits 8 and up of the minor above the major's 12.
+  assert.equal(locksName('4: FLOCK ADVISORY WRITE 1 08:1234:7 0 EOF\n', 0x120_0834n, 7n), true);
+});
+
+test('a Node writer removes its lock only while it is still its own', async () => {
+  const T = tempDir();
+  const { takeLock, NODE_LOCK } = require('../lib/consentfile.cjs');
+  const held = await takeLock(T, 1000);
+  assert.ok(held, 'taken');
+  const lock = path.join(T, NODE_LOCK);
+  assert.equal(fs.readFileSync(lock, 'utf8'), `${process.pid}\n`);
+  // Another writer took it over (as it may once it looks stale).
+  fs.unlinkSync(lock);
+  fs.writeFileSync(lock, 'other\n');
+  held.release();
+  assert.equal(fs.readFileSync(lock, 'utf8'), 'other\n', "the other writer's lock is left alone");
+  fs.unlinkSync(lock);
+  const again = await takeLock(T, 1000);
+  assert.ok(again);
+  again.release();
+  assert.equal(fs.existsSync(lock), false, 'its own lock is removed');
+  assert.deepEqual(fs.readdirSync(T), [], 'nothing left behind');
+});
+
 test('setConsent from concurrent processes loses no decision', async () => {
   const T = tempDir();
   const env = sdkEnv(T);
