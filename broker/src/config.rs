@@ -106,6 +106,11 @@ pub struct Args {
         value_name = "N"
     )]
     pub max_connections_per_address: Option<usize>,
+    /// How long a connection may wait for its client to read an answer
+    /// (a client that pipelines requests and never reads would otherwise
+    /// hold its connection for good), at most 10m [default: 10s].
+    #[arg(long, env = "TELEMETRY_BROKER_SEND_TIMEOUT", value_name = "DURATION")]
+    pub send_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +130,7 @@ struct FileConfig {
     client_ip_header: Option<String>,
     max_connections: Option<usize>,
     max_connections_per_address: Option<usize>,
+    send_timeout: Option<String>,
     s3: Option<FileS3>,
 }
 
@@ -174,6 +180,8 @@ pub struct Settings {
     /// Concurrent connections from one client address (unless
     /// `client_ip_header` is set).
     pub max_connections_per_address: usize,
+    /// How long a write to a client may make no progress.
+    pub send_timeout: Duration,
 }
 
 impl Settings {
@@ -239,6 +247,21 @@ impl Settings {
             bail!(
                 "{}: {url_lifetime:?} is not between 1s and 10m; a presigned URL must be short-lived",
                 origin("url-lifetime")
+            );
+        }
+        let send_timeout = match args.send_timeout.or(file.send_timeout) {
+            None => Duration::from_secs(10),
+            Some(s) => humantime::parse_duration(&s).with_context(|| {
+                format!(
+                    "{}: {s:?} is not a duration such as 10s",
+                    origin("send-timeout")
+                )
+            })?,
+        };
+        if send_timeout.is_zero() || send_timeout > Duration::from_secs(600) {
+            bail!(
+                "{}: {send_timeout:?} is not between 1ms and 10m",
+                origin("send-timeout")
             );
         }
         let rate = |flag: &str, v: Option<String>, default: &str| -> anyhow::Result<Rate> {
@@ -314,6 +337,7 @@ impl Settings {
                 .or(file.max_connections_per_address)
                 .unwrap_or(32)
                 .max(1),
+            send_timeout,
         })
     }
 }
@@ -323,7 +347,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
         .with_context(|| format!("cannot read the settings file {}", path.display()))?;
     toml::from_str(&text).with_context(|| {
         format!(
-            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_network, network_prefix, per_machine, max_tracked, retired, client_ip_header, max_connections, max_connections_per_address, [s3])",
+            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_network, network_prefix, per_machine, max_tracked, retired, client_ip_header, max_connections, max_connections_per_address, send_timeout, [s3])",
             path.display()
         )
     })

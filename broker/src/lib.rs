@@ -19,6 +19,7 @@ pub mod config;
 pub mod limit;
 pub mod presign;
 pub mod server;
+mod stall;
 pub mod upload;
 
 use std::collections::BTreeSet;

@@ -1,8 +1,10 @@
 //! The HTTP side: accept, route, cap, answer, shut down.
 //!
 //! Every request is bounded: headers must arrive within
-//! [`HEADER_TIMEOUT`], a body within [`BODY_TIMEOUT`] and
-//! [`MAX_REQUEST_BYTES`]; at most `max_connections` are served at once,
+//! [`HEADER_TIMEOUT`] (also the longest a kept-alive connection may sit
+//! idle), a body within [`BODY_TIMEOUT`] and [`MAX_REQUEST_BYTES`], and an
+//! answer must be taken within `send_timeout` ([`SendDeadline`]); at most
+//! `max_connections` are served at once,
 //! and at most `max_connections_per_address` from one client address
 //! (more are closed at accept). On shutdown the listener closes, idle
 //! keep-alive connections are closed, and requests in flight get
@@ -14,6 +16,7 @@
 //! the product's promise. The full address lives only in the rate
 //! limiter's memory.
 
+use crate::stall::SendDeadline;
 use crate::{upload, Broker, Limit, Refusal};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -86,10 +89,22 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(SendDeadline::new(
+                    stream,
+                    broker.settings.send_timeout,
+                )),
+                service,
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let _ = conn.await;
+            if let Err(e) = conn.await {
+                if let Some(why) = stalled(&e) {
+                    // The network only, as for refusals: who holds
+                    // connections is what an operator needs to see.
+                    tracing::warn!("closed a connection from {}: {why}", network(peer.ip()));
+                }
+            }
             drop((slot, address_slot));
         });
     }
@@ -101,6 +116,19 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
     {
         tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing them");
     }
+}
+
+/// The [`SendDeadline`] error that ended a connection, if that is what
+/// ended it.
+fn stalled(e: &hyper::Error) -> Option<&std::io::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return (io.kind() == std::io::ErrorKind::TimedOut).then_some(io);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// Connections open per client address ([`limit_key`]): one host must
