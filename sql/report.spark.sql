@@ -172,17 +172,20 @@ GROUP BY event, data_key, label
 ORDER BY 1, 2, 3;
 
 -- name: data_percentiles
--- report.json's data[].percentiles (publish only where machines >= k).
+-- report.json's data[].percentiles (publish only where machines >= k): the
+-- bin each nearest-rank percentile falls in, never its value (one event's,
+-- so one machine's); publish a bin whose data_values row is under k as
+-- 'other'.
 SELECT
   event, data_key,
   max(n) AS events,
   count(DISTINCT machine) AS machines,
-  min(CASE WHEN rn = ceil(50 * n / 100.0) THEN int_value END) AS p50,
-  min(CASE WHEN rn = ceil(90 * n / 100.0) THEN int_value END) AS p90,
-  min(CASE WHEN rn = ceil(99 * n / 100.0) THEN int_value END) AS p99
+  min(CASE WHEN rn = ceil(50 * n / 100.0) THEN label END) AS p50,
+  min(CASE WHEN rn = ceil(90 * n / 100.0) THEN label END) AS p90,
+  min(CASE WHEN rn = ceil(99 * n / 100.0) THEN label END) AS p99
 FROM (
   SELECT
-    event, data_key, machine, int_value,
+    event, data_key, machine, int_value, label,
     count(*) OVER (PARTITION BY event, data_key) AS n,
     row_number() OVER (PARTITION BY event, data_key ORDER BY int_value) AS rn
   FROM report_data_lines

@@ -126,8 +126,27 @@ fn parse_line(line: &[u8]) -> Result<(Line, u128, Day), String> {
     if l.machine.is_empty() || l.event.is_empty() {
         return Err("empty machine or event".into());
     }
+    // Every distinct value is kept in memory until the end: a hand-made
+    // object of near-identical 1 MiB machine IDs would otherwise take the
+    // report's memory, not one line's. No daemon writes more than 64 bytes.
+    for (field, value) in [
+        ("machine", &l.machine),
+        ("event", &l.event),
+        ("build", &l.build),
+        ("os", &l.os),
+    ] {
+        if value.len() > MAX_FIELD_LEN {
+            return Err(format!(
+                "{field} is {} bytes (at most {MAX_FIELD_LEN}; no daemon writes that)",
+                value.len()
+            ));
+        }
+    }
     Ok((l, id, day))
 }
+
+/// The longest `machine`, `event`, `build` or `os` a line may carry.
+pub const MAX_FIELD_LEN: usize = 256;
 
 /// Whether the report can read `line` (what `compact` checks before it
 /// copies a line, so a mirror never holds what the raw data would refuse).
@@ -367,5 +386,14 @@ mod tests {
             .add_line(bad_ts.as_bytes())
             .unwrap_err()
             .contains("timestamp"));
+        // A machine ID no daemon writes, long enough to matter in memory.
+        let long = "m".repeat(MAX_FIELD_LEN + 1);
+        let e = a
+            .add_line(&line(1, "stop", "2026-10-01", &long))
+            .unwrap_err();
+        assert!(e.contains("machine is 257 bytes"), "{e}");
+        assert!(a
+            .add_line(&line(1, "stop", "2026-10-01", &"m".repeat(MAX_FIELD_LEN)))
+            .is_ok());
     }
 }

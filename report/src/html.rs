@@ -272,13 +272,13 @@ fn data_sections(h: &mut String, r: &Report) {
             );
         }
         h.push_str("</tbody>\n</table>\n");
-        match d.percentiles {
+        match &d.percentiles {
             Some(Some(p)) => {
                 let cell = |f: &str| format!("{}/percentiles/{f}", esc(&table));
                 let _ = writeln!(
                     h,
-                    "<p>Median <b data-cell=\"{}\">{}</b>, 90th percentile <b data-cell=\"{}\">{}</b>, 99th <b data-cell=\"{}\">{}</b> (nearest rank over <span data-cell=\"{}\">{}</span> events from <span data-cell=\"{}\">{}</span> machines).</p>",
-                    cell("p50"), p.p50, cell("p90"), p.p90, cell("p99"), p.p99,
+                    "<p>Median in <b data-cell=\"{}\">{}</b>, 90th percentile in <b data-cell=\"{}\">{}</b>, 99th in <b data-cell=\"{}\">{}</b> (bins of the nearest rank over <span data-cell=\"{}\">{}</span> events from <span data-cell=\"{}\">{}</span> machines; <i>other</i>: a bin merged into the other row).</p>",
+                    cell("p50"), esc(&p.p50), cell("p90"), esc(&p.p90), cell("p99"), esc(&p.p99),
                     cell("events"), p.events, cell("machines"), p.machines
                 );
             }
@@ -320,13 +320,17 @@ fn event_week(h: &mut String, r: &Report) {
         let _ = write!(h, "<th class=\"n\">{}</th>", esc(week_label(w, long)));
     }
     h.push_str("</tr></thead>\n<tbody>\n");
+    // Looked up, not searched: events × weeks cells (many thousands when
+    // uploaders invent event names) over a list as long would be quadratic.
+    let cells: std::collections::HashMap<(&str, &str), _> = r
+        .by_event_week
+        .iter()
+        .map(|c| ((c.event.as_str(), c.week.as_str()), c))
+        .collect();
     for e in &events {
         let _ = write!(h, "<tr><td>{}</td>", esc(e));
         for w in &weeks {
-            let cell = r
-                .by_event_week
-                .iter()
-                .find(|c| c.event == *e && c.week == *w);
+            let cell = cells.get(&(*e, *w));
             match cell {
                 Some(c) => match c.counts {
                     Some(n) => {

@@ -254,7 +254,7 @@ pub fn preview_text(r: &Report) -> String {
         .data
         .iter()
         .filter_map(|d| {
-            let p = d.percentiles.flatten()?;
+            let p = d.percentiles.clone().flatten()?;
             Some([
                 d.event.clone(),
                 d.key.clone(),
@@ -315,11 +315,39 @@ fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
 }
 
 /// RFC 4180 quoting, for values (builds, OS names) that might hold a comma.
+///
+/// A field a spreadsheet would take for a formula (starting with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return) gets a leading `'`: builds, OS
+/// names and event names come from whoever uploaded a batch, and
+/// `=HYPERLINK(…)` from five fake machines must not become a live link in a
+/// maintainer's spreadsheet. Numbers and bin labels (`-4`, `-4..-2`) are
+/// left as they are.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_bin_label(s);
+    let s = if formula {
+        format!("'{s}")
     } else {
         s.to_string()
+    };
+    if formula || s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+/// An integer, or a bin label as `crate::data::bin_label` writes it
+/// (`..E`, `A..B`, `A..`).
+fn is_bin_label(s: &str) -> bool {
+    let int = |t: &str| {
+        let digits = t.strip_prefix('-').unwrap_or(t);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    };
+    match s.split_once("..") {
+        None => int(s),
+        Some((a, b)) => {
+            (a.is_empty() || int(a)) && (b.is_empty() || int(b)) && !(a.is_empty() && b.is_empty())
+        }
     }
 }
 
@@ -370,12 +398,16 @@ fn percentiles_csv(r: &Report) -> String {
     let mut out = String::from("event,key,events,machines,p50,p90,p99,suppressed\n");
     for d in &r.data {
         let (e, k) = (csv_field(&d.event), csv_field(&d.key));
-        match d.percentiles {
+        match &d.percentiles {
             Some(Some(p)) => {
                 let _ = writeln!(
                     out,
                     "{e},{k},{},{},{},{},{},false",
-                    p.events, p.machines, p.p50, p.p90, p.p99
+                    p.events,
+                    p.machines,
+                    csv_field(&p.p50),
+                    csv_field(&p.p90),
+                    csv_field(&p.p99)
                 );
             }
             Some(None) => {
@@ -420,6 +452,22 @@ mod tests {
         assert_eq!(csv_field("1.0"), "1.0");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn csv_keeps_formulas_from_spreadsheets_but_not_numbers_or_bins() {
+        assert_eq!(
+            csv_field("=HYPERLINK(\"https://evil/\",\"Update\")"),
+            "\"'=HYPERLINK(\"\"https://evil/\"\",\"\"Update\"\")\""
+        );
+        for f in ["+1+1", "-1+cmd", "@SUM(A1)", "\tx", "-", "-..", "--1"] {
+            assert_eq!(csv_field(f), format!("\"'{f}\""), "{f}");
+        }
+        for f in [
+            "-4", "-4..-2", "..-8", "-2..0", "65536..", "..10", "1.0-beta",
+        ] {
+            assert_eq!(csv_field(f), f, "{f}");
+        }
     }
 
     fn report(privacy: Privacy) -> Report {

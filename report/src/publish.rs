@@ -41,7 +41,7 @@ use serde::{Serialize, Serializer};
 use std::collections::{HashMap, HashSet};
 
 /// Identifies the format of `report.json` (see `report/SCHEMA.md`).
-pub const SCHEMA: &str = "telemetry-report/1";
+pub const SCHEMA: &str = "telemetry-report/2";
 
 /// The smallest k a publishable report accepts: with 1, a published number
 /// could describe a single machine (what it ran, its private build).
@@ -202,20 +202,28 @@ pub struct DataTable {
     pub percentiles: Option<Option<Percentiles>>,
 }
 
-/// Nearest-rank percentiles of an int key over the events that carry it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Nearest-rank percentiles of an int key over the events that carry it,
+/// each given as the bin it falls in, never as the value: the value at a
+/// rank is one event's, so one machine's (with under 100 events the p99 is
+/// the largest value sent). The bin is a published row of the key's table
+/// (at least `k` machines), or [`OTHER`] when it was merged into `other`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Percentiles {
     /// Events with a value.
     pub events: u64,
     /// Machines behind them.
     pub machines: u64,
-    /// Median.
-    pub p50: i64,
-    /// 90th percentile.
-    pub p90: i64,
-    /// 99th percentile.
-    pub p99: i64,
+    /// The median's bin.
+    pub p50: String,
+    /// The 90th percentile's bin.
+    pub p90: String,
+    /// The 99th percentile's bin.
+    pub p99: String,
 }
+
+/// A percentile whose bin is under `k` machines, merged into the table's
+/// `other` row.
+pub const OTHER: &str = "other";
 
 fn ser_percentiles<S: Serializer>(
     v: &Option<Option<Percentiles>>,
@@ -229,7 +237,7 @@ fn ser_percentiles<S: Serializer>(
 
 /// The value tables of the events in `published` (see [`crate::data`]).
 fn data_tables(agg: &Aggregator, published: &[&str], k: u64, preview: bool) -> Vec<DataTable> {
-    use crate::data::{nearest_rank, Kind};
+    use crate::data::{bin_label, nearest_rank, Kind};
     let Some(catalog) = agg.data.catalog() else {
         return Vec::new();
     };
@@ -253,7 +261,17 @@ fn data_tables(agg: &Aggregator, published: &[&str], k: u64, preview: bool) -> V
             let (bins, percentiles) = match kind {
                 Kind::Int { edges, .. } => {
                     let machines = counts.int_machines.len() as u64;
-                    let p = |q| nearest_rank(&counts.ints, q);
+                    // The bin, if it is a published row (see Percentiles).
+                    let p = |q| {
+                        nearest_rank(&counts.ints, q).map(|v| {
+                            let bin = bin_label(edges, v);
+                            if values.rows.iter().any(|r| r.key == bin) {
+                                bin
+                            } else {
+                                OTHER.to_string()
+                            }
+                        })
+                    };
                     let pct = match (p(50), p(90), p(99)) {
                         (Some(p50), Some(p90), Some(p99)) if preview || machines >= k => {
                             Some(Percentiles {
@@ -992,9 +1010,9 @@ data.kind = { type = "enum", values = ["a"] }
             Some(Some(Percentiles {
                 events: 20,
                 machines: 20,
-                p50: 90,
-                p90: 170,
-                p99: 190
+                p50: "64..128".into(),
+                p90: "128..256".into(),
+                p99: "128..256".into(),
             }))
         );
         // `rare` is not published (2 machines): no table for it at all.
@@ -1045,6 +1063,42 @@ data.kind = { type = "enum", values = ["a"] }
         assert_eq!(d.values.other.as_ref().unwrap().counts.machines, 5);
         // A preview shows them all.
         let p = publish(&a, "p", &q4(), 14, Privacy::Preview, Completeness::Complete);
-        assert_eq!(p.data[0].percentiles.unwrap().unwrap().p50, 3);
+        assert_eq!(p.data[0].percentiles.clone().unwrap().unwrap().p50, "..10");
+    }
+
+    /// A percentile is one event's value, so one machine's: it is given as
+    /// its bin, and as `other` when that bin is not published.
+    #[test]
+    fn percentiles_are_published_as_bins_never_as_values() {
+        let m = telemetry_sink::Manifest::parse(
+            "product = \"p\"\n[events.e]\ndata.n = { type = \"int\", bins = [10, 20] }\n",
+            std::path::Path::new("p.toml"),
+            Some("p"),
+        )
+        .unwrap();
+        let mut a = Aggregator::with_catalog(q4(), Some(crate::data::Catalog::from_manifest(&m)));
+        // ..10: four machines; 10..20: three; 20..: one (the outlier).
+        for (machine, n) in [3, 5, 8, 9, 11, 12, 13, 40_000].into_iter().enumerate() {
+            let l = format!(
+                r#"{{"id":"{}","event":"e","product":"p","build":"1.0","timestamp":"2026-10-06T10:00:00.000001Z","machine":"m{machine}","os":"linux","arch":"x86_64","data":{{"n":{n}}}}}"#,
+                uuid::Uuid::from_u128(machine as u128 + 1)
+            );
+            a.add_line(l.as_bytes()).unwrap();
+        }
+        let r = publish(&a, "p", &q4(), 14, Privacy::K(3), Completeness::Complete);
+        let d = &r.data[0];
+        // 20.. (one machine) is merged with 10..20 to reach k.
+        let rows: Vec<&str> = d.values.rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(rows, ["..10"]);
+        let p = d.percentiles.clone().unwrap().unwrap();
+        // Ranks 4, 8 and 8 of 8: the values 9, 40000 and 40000.
+        assert_eq!(
+            (p.p50.as_str(), p.p90.as_str(), p.p99.as_str()),
+            ("..10", OTHER, OTHER)
+        );
+        let json = serde_json::to_string(&r).unwrap();
+        for value in ["40000", "\"9\"", ":9,"] {
+            assert!(!json.contains(value), "{value} in {json}");
+        }
     }
 }

@@ -573,7 +573,7 @@ pub fn summary_stats(o: &Output) -> (u64, u64, u64, u64) {
 /// cells had no machine at all (listed as suppressed).
 pub fn check_report(report: &Value, q: &Quarter, k: u64) -> usize {
     let t = &q.truth;
-    assert_eq!(report["schema"], "telemetry-report/1");
+    assert_eq!(report["schema"], "telemetry-report/2");
     assert_eq!(report["product"], PRODUCT);
     assert_eq!(report["k"], k);
     assert_eq!(report["period"]["from"], "2026-10-01");
