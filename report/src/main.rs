@@ -781,7 +781,34 @@ async fn retention_main(args: RetentionArgs) -> anyhow::Result<ExitCode> {
     else {
         bail!("retention needs a bucket, not a directory");
     };
+    // The rule adds the layout's `v1/` itself: a prefix that already ends
+    // in it would give a rule for `…/v1/v1/`, which covers nothing.
+    let trimmed = prefix.trim_matches('/');
+    if trimmed == "v1" || trimmed.ends_with("/v1") {
+        let parent = trimmed.strip_suffix("v1").unwrap_or_default();
+        bail!(
+            "--source s3://{bucket}/{trimmed}: give the prefix the daemons upload under, without the layout's own v1 (the rule adds v1/ itself): --source s3://{bucket}/{}",
+            parent.trim_end_matches('/')
+        );
+    }
     let rule = retention::rule_for(&prefix);
+    if args.apply || args.check {
+        // Nothing there is fine on a new bucket, but also what a mistyped
+        // prefix looks like: say so.
+        let listed = client
+            .list_objects_v2()
+            .bucket(&bucket)
+            .prefix(&rule.filter.prefix)
+            .max_keys(1)
+            .send()
+            .await;
+        if listed.is_ok_and(|l| l.key_count().unwrap_or(0) == 0) {
+            eprintln!(
+                "note: no object under s3://{bucket}/{} yet; if daemons have uploaded, check --source (the prefix before v1/)",
+                rule.filter.prefix
+            );
+        }
+    }
     if args.apply {
         let kept = retention::apply(&client, &bucket, &rule).await?;
         // Read it back: some stores accept a configuration they then

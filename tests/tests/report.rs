@@ -450,10 +450,23 @@ fn retention_apply_puts_the_five_year_rule_and_check_reads_it_back() {
     // + 1 (midnight rounding) + 1 noncurrent day + 1 (rounding) <= 1826.
     assert_eq!(days, 1823, "five years, never more, versioned or not");
 
-    // Nothing on the bucket yet.
+    // Nothing on the bucket yet (and no batch under the prefix: noted).
     let o = retention(&["--check"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("missing"), "{}", text(&o));
+    assert!(text(&o).contains("no object under"), "{}", text(&o));
+    // The layout's own v1 given as part of the prefix would make a rule
+    // for .../v1/v1/, which covers nothing: refused, naming the fix.
+    let o = report_cmd(&server, &home)
+        .args(["retention", "--apply", "--source", &format!("{source}/v1/")])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("--source {source}")),
+        "{}",
+        text(&o)
+    );
 
     // Someone else's rule is already there; apply must keep it.
     let client = server.client();
