@@ -118,6 +118,15 @@ fn parse_line(line: &[u8]) -> Result<(Line, u128, Day), String> {
     let id = uuid::Uuid::parse_str(&l.id)
         .map_err(|e| format!("event id {:?} is not a UUID: {e}", l.id))?
         .as_u128();
+    // Daemons write ids in the canonical form only. Other spellings of one
+    // UUID (upper case, braces, `urn:uuid:`, no hyphens) would be one event
+    // here but several to the SQL, which compares ids as text.
+    if l.id.len() != 36 || l.id.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "event id {:?} is not a UUID in canonical form (lower-case, hyphenated)",
+            l.id
+        ));
+    }
     let day = l
         .timestamp
         .get(..10)
@@ -250,8 +259,11 @@ impl Aggregator {
                 .checked_add(count)
                 .filter(|n| *n <= MAX_DROPPED)
                 .ok_or_else(|| {
+                    // This line may be genuine and an earlier one hand-made:
+                    // say what came before.
                     format!(
-                        "{DROPPED_EVENT} count {count} makes the dropped sum exceed {MAX_DROPPED}"
+                        "{DROPPED_EVENT} count {count} makes the dropped sum exceed {MAX_DROPPED}: the {} counters read before it already sum to {} (a counter that large is hand-made)",
+                        self.dropped_reports, self.dropped.events
                     )
                 })?;
             self.dropped.events = sum;
@@ -379,6 +391,22 @@ mod tests {
             .unwrap()
             .replace("00000000-0000-0000-0000-000000000001", "xyz");
         assert!(a.add_line(bad_id.as_bytes()).unwrap_err().contains("UUID"));
+        // Another spelling of a valid UUID is refused, not counted as the
+        // same event (the SQL compares ids as text).
+        let canonical = "00000000-0000-0000-0000-00000000000a";
+        for other in [
+            "00000000-0000-0000-0000-00000000000A",
+            "{00000000-0000-0000-0000-00000000000a}",
+            "urn:uuid:00000000-0000-0000-0000-00000000000a",
+            "0000000000000000000000000000000a",
+        ] {
+            let l = String::from_utf8(line(10, "stop", "2026-10-01", "m"))
+                .unwrap()
+                .replace(canonical, other);
+            let e = a.add_line(l.as_bytes()).unwrap_err();
+            assert!(e.contains("canonical form"), "{other}: {e}");
+        }
+        assert!(a.add_line(&line(10, "stop", "2026-10-01", "m")).is_ok());
         let bad_ts = String::from_utf8(line(1, "stop", "2026-10-01", "m"))
             .unwrap()
             .replace("2026-10-01T", "yesterday");
