@@ -44,9 +44,16 @@ impl Cell {
     }
 }
 
-/// The largest dropped count or sum accepted: the SQL in `sql/` sums the
-/// counts as BIGINT (i64), and the report must not say what it cannot.
+/// The largest dropped sum accepted: the SQL in `sql/` sums the counts as
+/// BIGINT (i64), and the report must not say what it cannot.
 const MAX_DROPPED: u64 = i64::MAX as u64;
+
+/// The largest dropped count one line may carry: more than any daemon can
+/// drop between two batches, and small enough that the lines of any object
+/// the report can read cannot make the sum overflow. So a hand-made count
+/// is a damaged line (named with its object), not a failure of whichever
+/// genuine line comes after it.
+const MAX_DROPPED_LINE: u64 = 1 << 40;
 
 /// What the reader saw, for the report's `source` section.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -66,6 +73,8 @@ pub struct SourceStats {
     pub forgotten_machines: u64,
     /// Lines of those machines left out (their markers included).
     pub forgotten_lines: u64,
+    /// Damaged objects left out whole (`--skip-damaged`).
+    pub skipped_objects: u64,
 }
 
 /// Running counts for one product and period.
@@ -97,6 +106,8 @@ pub struct Aggregator {
     pub data: crate::data::DataAggregator,
     /// What was read.
     pub stats: SourceStats,
+    /// Why each damaged object was left out (`--skip-damaged`).
+    pub skipped: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -160,7 +171,26 @@ pub const MAX_FIELD_LEN: usize = 256;
 /// Whether the report can read `line` (what `compact` checks before it
 /// copies a line, so a mirror never holds what the raw data would refuse).
 pub fn check_line(line: &[u8]) -> Result<(), String> {
-    parse_line(line).map(|_| ())
+    let (l, _, _) = parse_line(line)?;
+    if l.event == DROPPED_EVENT {
+        dropped_count(&l.data)?;
+    }
+    Ok(())
+}
+
+/// A `telemetry_dropped` line's count, from its data.
+fn dropped_count(data: &serde_json::Map<String, serde_json::Value>) -> Result<u64, String> {
+    match data.get("count") {
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n <= MAX_DROPPED_LINE)
+            .ok_or_else(|| {
+                format!(
+                    "{DROPPED_EVENT} count {v} is not a whole number from 0 to {MAX_DROPPED_LINE}"
+                )
+            }),
+        None => Err(format!("{DROPPED_EVENT} without a count")),
+    }
 }
 
 impl Aggregator {
@@ -188,6 +218,7 @@ impl Aggregator {
             dropped_reports: 0,
             data: crate::data::DataAggregator::new(catalog),
             stats: SourceStats::default(),
+            skipped: Vec::new(),
         }
     }
 
@@ -244,14 +275,7 @@ impl Aggregator {
         let next = self.machine_index.len() as u32;
         let m = *self.machine_index.entry(l.machine).or_insert(next);
         if l.event == DROPPED_EVENT {
-            let count = match l.data.get("count") {
-                Some(v) => v.as_u64().filter(|n| *n <= MAX_DROPPED).ok_or_else(|| {
-                    format!(
-                        "{DROPPED_EVENT} count {v} is not a whole number from 0 to {MAX_DROPPED}"
-                    )
-                })?,
-                None => return Err(format!("{DROPPED_EVENT} without a count")),
-            };
+            let count = dropped_count(&l.data)?;
             // A hostile or corrupt counter must not wrap the sum around.
             let sum = self
                 .dropped
@@ -259,10 +283,8 @@ impl Aggregator {
                 .checked_add(count)
                 .filter(|n| *n <= MAX_DROPPED)
                 .ok_or_else(|| {
-                    // This line may be genuine and an earlier one hand-made:
-                    // say what came before.
                     format!(
-                        "{DROPPED_EVENT} count {count} makes the dropped sum exceed {MAX_DROPPED}: the {} counters read before it already sum to {} (a counter that large is hand-made)",
+                        "{DROPPED_EVENT} count {count} makes the dropped sum exceed {MAX_DROPPED}: the {} counters read before it already sum to {}",
                         self.dropped_reports, self.dropped.events
                     )
                 })?;
@@ -375,9 +397,19 @@ mod tests {
             .unwrap_err();
         assert!(over.contains("9223372036854775808"), "{over}");
         assert!(a.add_line(d(5, u64::MAX as i128 + 1).as_bytes()).is_err());
-        let sum = a.add_line(d(6, i64::MAX as i128).as_bytes()).unwrap_err();
-        assert!(sum.contains("exceed"), "{sum}");
+        // One line's count is at most 2^40, more than a daemon can drop
+        // between batches: a larger one is this line's fault, named with
+        // its object, never a genuine line's that comes after it (the sum
+        // of the lines of any object the report reads then stays in i64).
+        let one = a.add_line(d(6, (1 << 40) + 1).as_bytes()).unwrap_err();
+        assert!(one.contains("from 0 to 1099511627776"), "{one}");
         assert_eq!(a.dropped.events, 12, "nothing added by a refused line");
+        a.add_line(d(7, 1 << 40).as_bytes()).unwrap();
+        assert_eq!(a.dropped.events, 12 + (1 << 40));
+        assert!(
+            check_line(d(8, (1 << 40) + 1).as_bytes()).is_err(),
+            "compact and --skip-damaged see it too"
+        );
     }
 
     #[test]

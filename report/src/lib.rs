@@ -52,6 +52,23 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64, u64);
 /// connections' buffers (bodies are streamed, not collected).
 pub const PREFETCH: usize = 8;
 
+/// What to do with an object that is not a complete stream of valid lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damaged {
+    /// Stop with an error naming it (the default: nothing is published
+    /// from data the maintainer has not looked at).
+    Stop,
+    /// Leave it out whole and go on (`--skip-damaged`): each object's lines
+    /// are checked before any is counted, so none of a damaged object's
+    /// lines is. Its objects' lines are held in memory while checked, up to
+    /// [`MAX_STAGED`]; a larger object counts as damaged.
+    Skip,
+}
+
+/// The most decompressed line bytes of one object held while it is checked
+/// ([`Damaged::Skip`]). A daemon's batch is a few MB at most.
+pub const MAX_STAGED: usize = 256 << 20;
+
 /// Read `objects` from `source` and count them for `period`, with value
 /// tables for `catalog`'s data keys, leaving out every line of a machine
 /// ID in `forgotten` or with a `telemetry_forget` marker in `objects`.
@@ -61,11 +78,12 @@ pub async fn aggregate(
     period: &Period,
     catalog: Option<data::Catalog>,
     forgotten: std::collections::HashSet<String>,
+    damaged: Damaged,
     progress: Progress<'_>,
 ) -> Result<aggregate::Aggregator, SourceError> {
     let mut agg = aggregate::Aggregator::with_catalog(period.clone(), catalog);
     agg.exclude(forgotten);
-    let agg = read_all(source, objects, agg, progress).await?;
+    let agg = read_all(source, objects, agg, damaged, progress).await?;
     if agg.forgotten_all_excluded() {
         return Ok(agg);
     }
@@ -73,7 +91,35 @@ pub async fn aggregate(
     // of their lines (a marker may come after a machine's other lines, and
     // undoing counts already made would need a record of every one).
     let again = agg.excluding_forgotten();
-    read_all(source, objects, again, &mut |_, _, _| {}).await
+    read_all(source, objects, again, damaged, &mut |_, _, _| {}).await
+}
+
+/// One object's lines, held while they are checked.
+#[derive(Default)]
+struct Staged {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Staged {
+    fn push(&mut self, line: &[u8]) -> Result<(), String> {
+        if self.bytes.len() + line.len() > MAX_STAGED {
+            return Err(format!(
+                "the object's lines pass {} MiB, more than --skip-damaged checks before counting",
+                MAX_STAGED >> 20
+            ));
+        }
+        self.bytes.extend_from_slice(line);
+        self.ends.push(self.bytes.len());
+        Ok(())
+    }
+
+    fn lines(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| &self.bytes[a..b])
+    }
 }
 
 /// Read `objects` into `agg`.
@@ -81,6 +127,7 @@ async fn read_all(
     source: &Source,
     objects: &[ObjectRef],
     mut agg: aggregate::Aggregator,
+    damaged: Damaged,
     progress: Progress<'_>,
 ) -> Result<aggregate::Aggregator, SourceError> {
     use futures::StreamExt;
@@ -92,9 +139,38 @@ async fn read_all(
         .buffered(PREFETCH);
     let mut done = 0;
     while let Some((obj, body)) = opened.next().await {
-        source
-            .read_opened(obj, body?, |line| agg.add_line(line))
-            .await?;
+        match damaged {
+            Damaged::Stop => {
+                source
+                    .read_opened(obj, body?, |line| agg.add_line(line))
+                    .await?
+            }
+            Damaged::Skip => {
+                let mut staged = Staged::default();
+                let checked = source
+                    .read_opened(obj, body?, |line| {
+                        aggregate::check_line(line)?;
+                        staged.push(line)
+                    })
+                    .await;
+                match checked {
+                    Ok(()) => {
+                        for (i, line) in staged.lines().enumerate() {
+                            agg.add_line(line).map_err(|message| SourceError::Line {
+                                location: source.location(&obj.key),
+                                line: i as u64 + 1,
+                                message,
+                            })?;
+                        }
+                    }
+                    Err(e @ (SourceError::Corrupt { .. } | SourceError::Line { .. })) => {
+                        agg.stats.skipped_objects += 1;
+                        agg.skipped.push(e.to_string());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         done += 1;
         bytes += obj.size;
         agg.stats.objects = done;

@@ -168,6 +168,9 @@ struct ReportArgs {
     /// Write the report although the period or its --late-days have not passed yet; report.json then says "partial": true and when it will be complete. Without it such a run is refused.
     #[arg(long)]
     allow_partial: bool,
+    /// Leave out an object that is damaged (not zstd, a line that is not a valid event) and go on, instead of stopping: each object's lines are checked before any is counted, and the skipped objects are listed on stderr. For a bucket that anyone may write to (anonymous mode), where one hand-made object would otherwise stop every report.
+    #[arg(long)]
+    skip_damaged: bool,
     /// No progress line, even on a terminal.
     #[arg(long)]
     quiet: bool,
@@ -694,6 +697,11 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         &period,
         catalog,
         forgotten,
+        if args.skip_damaged {
+            telemetry_report::Damaged::Skip
+        } else {
+            telemetry_report::Damaged::Stop
+        },
         &mut progress,
     )
     .await?;
@@ -746,6 +754,18 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         s.outside_period,
         started.elapsed().as_secs_f64(),
     );
+    if !agg.skipped.is_empty() {
+        eprintln!(
+            "telemetry-report: left out {} damaged objects whole (--skip-damaged):",
+            agg.skipped.len()
+        );
+        for why in agg.skipped.iter().take(20) {
+            eprintln!("  {why}");
+        }
+        if agg.skipped.len() > 20 {
+            eprintln!("  … and {} more", agg.skipped.len() - 20);
+        }
+    }
     if s.forgotten_machines > 0 {
         eprintln!(
             "telemetry-report: left out {} lines of {} machine IDs whose users asked to be forgotten (telemetry_forget); delete their lines from the bucket (README: forgotten IDs)",

@@ -105,7 +105,8 @@ impl Source {
         }
     }
 
-    fn location(&self, key: &str) -> String {
+    /// `s3://bucket/key` or the file of `key`, as errors name it.
+    pub fn location(&self, key: &str) -> String {
         match self {
             Source::Dir(d) => d.join(key).display().to_string(),
             Source::S3 { bucket, .. } => format!("s3://{bucket}/{key}"),

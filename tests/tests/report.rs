@@ -339,6 +339,50 @@ fn a_damaged_object_stops_the_report_with_its_key() {
         "{}",
         text(&o)
     );
+
+    // --skip-damaged leaves such an object out whole, even the valid line
+    // before its bad one, names it, and goes on: the report is the one
+    // made without the object.
+    let fresh = format!(
+        r#"{{"id":"{}","event":"app_created","product":"{PRODUCT}","build":"9.9.9","timestamp":"2026-11-02T10:00:00.000000Z","machine":"{}","os":"linux","arch":"x86_64","data":{{}}}}"#,
+        uuid::Uuid::from_u128(0x5eed),
+        "ab".repeat(32)
+    );
+    let mixed = format!("{fresh}\n{{\"id\":\"not-a-uuid\"}}\n");
+    server.put_objects(&[(
+        bad_key.clone(),
+        zstd::stream::encode_all(mixed.as_bytes(), 3).unwrap(),
+    )]);
+    let skipped = dir.path().join("skipped");
+    let o = run_report(
+        &server,
+        &dir.path().join("home"),
+        &skipped,
+        &["--product", PRODUCT, "--skip-damaged"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("left out 1 damaged objects")
+            && text(&o).contains(&format!("{bad_key} line 2")),
+        "{}",
+        text(&o)
+    );
+    server.put_objects(&[(
+        bad_key.clone(),
+        zstd::stream::encode_all(&b""[..], 3).unwrap(),
+    )]);
+    let without = dir.path().join("without");
+    let o = run_report(
+        &server,
+        &dir.path().join("home"),
+        &without,
+        &["--product", PRODUCT],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        read_json(&skipped.join("report.json")),
+        read_json(&without.join("report.json"))
+    );
 }
 
 #[test]
