@@ -2,7 +2,10 @@
 //!
 //! `{prefix}/v1/product={p}/dt={YYYY-MM-DD}/{machine8}-{first_seq}-{last_seq}.ndjson.zst`:
 //! Hive-style partitions that Athena, Trino, Spark and DuckDB read
-//! directly. Every part is fixed when the batch is sealed, so a retry
+//! directly. `first_seq..=last_seq` number the batch's events among its
+//! product's own (from a start per product; see the daemon's
+//! migration 0010), never the store's shared sequence numbers, so a key
+//! says nothing about other products. Every part is fixed when the batch is sealed, so a retry
 //! writes the same object. The broker builds keys from a client's claimed
 //! parts, so [`BatchKey::validate`] is what stands between a hostile
 //! caller and the bucket's key space.

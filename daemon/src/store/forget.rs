@@ -90,6 +90,14 @@ impl Inner {
             .map_err(err())?;
             marked = seal_in(&tx, &self.opts, product, now, true)?.is_some();
         }
+        // The new ID's keys start from a number of their own (the new
+        // salt goes into it): the marker's key (old ID) and the next
+        // batch's must not be adjacent.
+        tx.execute(
+            "DELETE FROM key_counters WHERE product = ?1",
+            params![product],
+        )
+        .map_err(err())?;
         tx.execute(
             "INSERT INTO id_salts (product, salt, since_us) VALUES (?1, ?2, ?3)
              ON CONFLICT (product) DO UPDATE SET salt = excluded.salt, since_us = excluded.since_us",

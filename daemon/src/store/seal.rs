@@ -89,6 +89,66 @@ pub(super) fn dropped_line(opts: &StoreOptions, product: &str, count: i64, now: 
     crate::record::render(&ev, &machine, std::env::consts::OS, std::env::consts::ARCH).line
 }
 
+/// The numbers of a key's `{first}-{last}` for a batch of `count` events of
+/// `product`: the product's own, from a start of its own (see migration
+/// 0010), never the store's sequence numbers, which all products share.
+fn key_numbers(
+    tx: &rusqlite::Transaction<'_>,
+    product: &str,
+    count: u64,
+) -> Result<(i64, i64), StoreError> {
+    let next: Option<i64> = tx
+        .query_row(
+            "SELECT next FROM key_counters WHERE product = ?1",
+            params![product],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql("seal"))?;
+    let first = match next {
+        Some(n) => n,
+        None => key_start(tx, product)?,
+    };
+    let last = first + count as i64 - 1;
+    tx.execute(
+        "INSERT INTO key_counters (product, next) VALUES (?1, ?2)
+         ON CONFLICT (product) DO UPDATE SET next = excluded.next",
+        params![product, last + 1],
+    )
+    .map_err(sql("seal"))?;
+    Ok((first, last))
+}
+
+/// Where a product's key numbers start: in 2^40..2^53 (13 to 16 digits,
+/// and room for 2^10 times any product's lifetime of events before i64
+/// ends), from the store's secret, the product and its forget salt.
+fn key_start(tx: &rusqlite::Transaction<'_>, product: &str) -> Result<i64, StoreError> {
+    use sha2::{Digest, Sha256};
+    let secret: Vec<u8> = tx
+        .query_row("SELECT secret FROM key_secret", [], |r| r.get(0))
+        .map_err(sql("seal"))?;
+    let salt: Option<String> = tx
+        .query_row(
+            "SELECT salt FROM id_salts WHERE product = ?1",
+            params![product],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql("seal"))?;
+    let mut h = Sha256::new();
+    h.update(b"telemetryd key start\0");
+    h.update(&secret);
+    h.update(b"\0");
+    h.update(product.as_bytes());
+    h.update(b"\0");
+    h.update(salt.unwrap_or_default().as_bytes());
+    let digest = h.finalize();
+    let n = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+    const LOW: u64 = 1 << 40;
+    const HIGH: u64 = 1 << 53;
+    Ok((LOW + n % (HIGH - LOW)) as i64)
+}
+
 /// Seal the oldest pending (uploadable) events of `product` into one batch
 /// inside `tx`. Returns the events and NDJSON bytes sealed, or `None` when
 /// nothing was pending.
@@ -146,9 +206,10 @@ pub(super) fn seal_in(
             .map_err(sql("seal"))?;
     }
     let date = &rfc3339_us(now)[..10];
+    let (key_first, key_last) = key_numbers(tx, product, count)?;
     // The destination is fixed with the key (its prefix is in it): a
     // manifest changed later does not redirect this batch.
-    let (key, destination) = opts.layout.key(product, date, first, last);
+    let (key, destination) = opts.layout.key(product, date, key_first, key_last);
     let compressed = compress(&body).map_err(|e| StoreError::Compress(Arc::new(e)))?;
     tx.execute(
         "INSERT INTO batches (product, key, first_seq, last_seq, events, raw_bytes, body, sealed_us, final, destination)

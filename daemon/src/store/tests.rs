@@ -243,25 +243,113 @@ fn age_seals_with_the_injected_clock() {
     thread.join();
 }
 
+/// The `{first}-{last}` of a key.
+fn key_numbers(key: &str) -> (i64, i64) {
+    let stem = key.strip_suffix(".ndjson.zst").unwrap();
+    let mut parts = stem.rsplitn(3, '-');
+    let last = parts.next().unwrap().parse().unwrap();
+    let first = parts.next().unwrap().parse().unwrap();
+    (first, last)
+}
+
 #[test]
 fn sequence_numbers_start_at_creation_time_and_are_never_reused() {
     let f = Fixture::new();
     let (store, thread) = f.open(1);
-    let (k1, k2) = rt().block_on(async {
+    rt().block_on(async {
         store.insert(vec![record(1, "a")]).await.unwrap();
         store.seal(true).await.unwrap();
         let b = store.next_sealed().await.unwrap().unwrap();
         store.complete(b.id, receipt(&b)).await.unwrap();
         store.insert(vec![record(2, "a")]).await.unwrap();
-        store.seal(true).await.unwrap();
-        (b.key, store.next_sealed().await.unwrap().unwrap().key)
     });
-    assert_ne!(k1, k2, "a deleted seq must not be reused");
+    drop(store);
+    thread.join();
+    let conn = Connection::open(f.dir.path().join(DB_FILE)).unwrap();
+    let seqs: Vec<i64> = conn
+        .prepare("SELECT seq FROM events ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    // The uploaded event's row is gone; its number is not given again.
     let base = 1_800_000_000_000_000i64 / 1000 * 1000;
-    assert!(
-        k1.ends_with(&format!("-{}-{}.ndjson.zst", base + 1, base + 1)),
-        "{k1}"
-    );
+    assert_eq!(seqs, [base + 2]);
+}
+
+/// A key's numbers are its product's own, from a start of its own: nothing in
+/// one product's keys says anything about another product's events (the
+/// store's sequence numbers, which all products share, would), and after a
+/// forget the new ID's keys are not adjacent to the old one's marker.
+#[test]
+fn key_numbers_are_each_products_own_from_a_start_of_their_own() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        let sealed = |products: &'static [&'static str]| {
+            let store = &store;
+            async move {
+                store.seal(true).await.unwrap();
+                let mut keys = std::collections::BTreeMap::new();
+                while let Some(b) = store.next_sealed().await.unwrap() {
+                    keys.insert(b.product.clone(), (key_numbers(&b.key), b.events));
+                    store.complete(b.id, receipt(&b)).await.unwrap();
+                }
+                assert_eq!(keys.len(), products.len(), "{keys:?}");
+                keys
+            }
+        };
+        store
+            .insert(vec![
+                record(1, "a"),
+                record(2, "b"),
+                record(3, "a"),
+                record(4, "b"),
+                record(5, "b"),
+            ])
+            .await
+            .unwrap();
+        let one = sealed(&["a", "b"]).await;
+        let ((a1, a2), a_events) = one["a"];
+        let ((b1, b2), _) = one["b"];
+        assert_eq!(
+            (a2 - a1 + 1, b2 - b1 + 1),
+            (2, 3),
+            "each counts its own events"
+        );
+        assert_eq!(a_events, 2);
+        for n in [a1, b1] {
+            assert!((1i64 << 40..1 << 53).contains(&n), "{n}");
+        }
+        assert!((a1 - b1).abs() > 1_000_000, "independent starts: {a1} {b1}");
+        // b's events in between do not show in a's next key.
+        store
+            .insert(vec![record(6, "b"), record(7, "a"), record(8, "b")])
+            .await
+            .unwrap();
+        let two = sealed(&["a", "b"]).await;
+        assert_eq!(two["a"].0, (a2 + 1, a2 + 1));
+        assert_eq!(two["b"].0, (b2 + 1, b2 + 2));
+        // Forget a: its marker goes under the old numbering, the new ID's
+        // first batch starts somewhere else.
+        let mut marker = record(9, "a");
+        marker.line = "{\"event\":\"telemetry_forget\"}".into();
+        store
+            .forget("a".into(), Some(marker), "ab".repeat(16))
+            .await
+            .unwrap();
+        let marked = sealed(&["a"]).await;
+        assert_eq!(marked["a"].0, (a2 + 2, a2 + 2));
+        store.insert(vec![record(10, "a")]).await.unwrap();
+        let after = sealed(&["a"]).await;
+        let (n, _) = after["a"].0;
+        assert!(
+            (n - (a2 + 2)).abs() > 1_000_000,
+            "{n} follows the marker's {}",
+            a2 + 2
+        );
+    });
     drop(store);
     thread.join();
 }
@@ -1387,7 +1475,14 @@ fn a_v7_database_with_sealed_rows_keeps_every_event_in_its_place() {
 /// Undo migration 0009 on a closed store's database: ids of events no
 /// longer stored go to `uploaded_ids` (uploaded at time 1), the events
 /// table gets its unique index on id back, the generations go.
+/// Undo migration 10 (per-product key numbers).
+fn back_to_v9(conn: &Connection) {
+    conn.execute_batch("DROP TABLE key_counters; DROP TABLE key_secret; PRAGMA user_version = 9;")
+        .unwrap();
+}
+
 fn back_to_v8(conn: &Connection) {
+    back_to_v9(conn);
     conn.execute_batch(
         "CREATE TABLE uploaded_ids (id BLOB PRIMARY KEY, uploaded_us INTEGER NOT NULL) WITHOUT ROWID;
          CREATE INDEX uploaded_ids_age ON uploaded_ids (uploaded_us);
