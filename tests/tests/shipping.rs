@@ -503,6 +503,41 @@ fn the_brokers_410_retires_one_product_and_the_others_go_on() {
     assert!(s3.objects_in(BROKER_BUCKET).is_empty());
 }
 
+/// A destination that asked to wait (`429` with `Retry-After`) is not
+/// contacted again because the daemon stops: its events stay for the next
+/// start.
+#[test]
+fn a_throttled_destination_is_not_asked_again_on_shutdown() {
+    let s3 = s3_server();
+    let b = broker(
+        &s3,
+        &["toolc"],
+        "127.0.0.1:0",
+        &[("TELEMETRY_BROKER_PER_ADDRESS", "1/1h")],
+    );
+    let env = daemon_env(&s3, &[("toolc", broker_upload(&b))]);
+    let d = env.start();
+    emit(&d, "toolc", 1);
+    assert!(flush(&env).status.success());
+    emit(&d, "toolc", 2);
+    let out = flush(&env);
+    assert!(!out.status.success(), "throttled: {}", text(&out));
+    assert_eq!(broker_answers(&b), (1, 1), "{}", b.log());
+    let s = status(&d);
+    assert!(dest(&s, "toolc").next_attempt_us.is_some(), "backing off");
+    d.terminate().expect("clean stop");
+    assert_eq!(
+        broker_answers(&b),
+        (1, 1),
+        "asked again on the way out: {}",
+        b.log()
+    );
+    // Kept, and sent by the next start once allowed (not tested here: an
+    // hour), so nothing was lost by not asking.
+    let d = env.start();
+    assert_eq!(status(&d).pending_events, 2);
+}
+
 #[test]
 fn a_batch_replayed_through_the_broker_gets_412_and_counts_as_delivered() {
     let s3 = s3_server();

@@ -396,7 +396,10 @@ impl Worker {
         // Answer flushes that raced with shutdown rather than leave them
         // hanging; the final attempt below covers their events.
         flush_rx.close();
-        match tokio::time::timeout(self.opts.shutdown_timeout, self.cycle(true, false, true)).await
+        // Not `now`: a destination backing off (a 429's Retry-After above
+        // all) is not contacted early because the daemon stops; its events
+        // stay for the next start.
+        match tokio::time::timeout(self.opts.shutdown_timeout, self.cycle(true, false, false)).await
         {
             Ok(Ok(r)) if r.events > 0 => tracing::info!(events = r.events, "final upload done"),
             Ok(Ok(_)) => {}
@@ -651,9 +654,9 @@ impl Worker {
                 };
                 let mut delay = backoff(failures, min, max);
                 // A destination that said when to come back is taken at
-                // its word: no sooner, and no later either.
+                // its word: no sooner.
                 if let Some(UploadError::Throttled { retry_after, .. }) = upload {
-                    delay = *retry_after;
+                    delay = throttled(*retry_after, min);
                 }
                 if permanent {
                     tracing::error!(destination = %label, error = %e, retry_in = ?delay, "upload failed permanently; fix the configuration, events are kept");
@@ -697,6 +700,16 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
+/// How long to wait after a `429` that asked for `retry_after`: at least
+/// that, and never less than `min` (a `Retry-After: 0` from a broken or
+/// hostile endpoint must not make the daemon ask again as fast as it can),
+/// plus up to a tenth more, so clients told the same time do not all come
+/// back at once.
+pub fn throttled(retry_after: Duration, min: Duration) -> Duration {
+    let base = retry_after.max(min);
+    base + (base / 10).mul_f64(fastrand::f64())
+}
+
 /// Delay before attempt `failures + 1`: `min * 2^(failures-1)` capped at
 /// `max`, then "equal jitter" (a random point in the upper half) so many
 /// daemons failing together do not retry in lockstep.
@@ -710,6 +723,23 @@ pub fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttled_destination_waits_as_asked_never_less_than_the_minimum() {
+        let min = Duration::from_secs(30);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..100 {
+            let zero = throttled(Duration::ZERO, min);
+            assert!(zero >= min && zero <= Duration::from_secs(33), "{zero:?}");
+            let asked = throttled(Duration::from_secs(600), min);
+            assert!(
+                asked >= Duration::from_secs(600) && asked <= Duration::from_secs(660),
+                "{asked:?}"
+            );
+            seen.insert(asked);
+        }
+        assert!(seen.len() > 50, "jittered");
+    }
 
     #[test]
     fn backoff_grows_caps_and_jitters() {
