@@ -288,3 +288,54 @@ fn backoff_grows_between_transient_failures() {
     let requests = s3.requests.load(Ordering::SeqCst);
     assert!(requests <= 12, "no retry storm: {requests} requests");
 }
+
+/// Sealing that fails (here a trigger on the batches table, as a full disk
+/// would) neither spins the uploader (it backs off, as for an upload
+/// failure) nor keeps what is already sealed from going.
+#[test]
+fn a_store_that_cannot_seal_backs_off_and_still_uploads_what_is_sealed() {
+    let s3 = S3Server::start();
+    let mut env = s3_env(&s3);
+    env.extra.extend([
+        ("TELEMETRY_UPLOAD_INTERVAL".to_string(), "1s".to_string()),
+        ("TELEMETRY_RETRY_MIN".to_string(), "200ms".to_string()),
+        ("TELEMETRY_RETRY_MAX".to_string(), "2s".to_string()),
+    ]);
+    let daemon = env.start();
+    // A batch sealed, its upload failed.
+    s3.set_fault(Fault::Status(503, "SlowDown"));
+    let sealed: BTreeSet<String> = emit(&daemon, 2).into_iter().collect();
+    assert!(daemon.client().flush(T).is_err());
+    assert_eq!(status(&daemon).sealed_batches, 1);
+    // Now no batch can be sealed.
+    let db = env.state.join("events.sqlite3");
+    let o = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"CREATE TRIGGER full BEFORE INSERT ON batches BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END\"); c.commit()",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    s3.set_fault(Fault::None);
+    emit(&daemon, 2);
+    let err = daemon.client().flush(T).unwrap_err().to_string();
+    assert!(err.contains("disk is full"), "{err}");
+    assert_eq!(
+        assert_delivered_once(&s3, &sealed),
+        2,
+        "the sealed batch went"
+    );
+    // The unsealed events' deadline (1 s) passes: tries are spaced by the
+    // backoff (200 ms doubling, jittered), not made as fast as possible.
+    std::thread::sleep(Duration::from_secs(4));
+    let tries = daemon.log().matches("cannot seal a batch").count();
+    assert!(
+        (2..=12).contains(&tries),
+        "{tries} tries in 4 s:\n{}",
+        daemon.log()
+    );
+    assert_eq!(status(&daemon).pending_events, 2, "kept");
+    assert!(daemon.terminate().unwrap().success());
+}

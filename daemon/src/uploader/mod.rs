@@ -285,6 +285,12 @@ struct Worker {
     upload_lock: Arc<UploadLock>,
     /// See [`RetiredSet`].
     retired_set: RetiredSet,
+    /// Sealing failed this many cycles in a row (a full disk, a damaged
+    /// store): the next try waits [`backoff`], not for the oldest event's
+    /// deadline, which has passed and would wake the worker at once.
+    seal_failures: u32,
+    /// When sealing may be tried again after a failure.
+    seal_retry_at: Option<Instant>,
 }
 
 /// Start the uploader task. It stops when `shutdown` turns true, after one
@@ -324,6 +330,8 @@ pub fn spawn(
         opts,
         state: state.clone(),
         stop: shutdown.clone(),
+        seal_failures: 0,
+        seal_retry_at: None,
     };
     let handle = tokio::spawn(worker.run(notify.clone(), flush_rx, shutdown));
     (
@@ -436,7 +444,8 @@ impl Worker {
         let mut wake = stats.oldest_unsealed_us.map(|oldest| {
             let due = oldest + self.timing().upload_interval.as_micros() as i64;
             let wait = due.saturating_sub(now_us(&self.opts.clock)).max(0);
-            Instant::now() + Duration::from_micros(wait as u64)
+            let at = Instant::now() + Duration::from_micros(wait as u64);
+            self.seal_retry_at.map_or(at, |retry| at.max(retry))
         });
         for dest in stats.uploadable_by_destination.keys() {
             let at = self.retry_at(dest).unwrap_or_else(Instant::now);
@@ -456,7 +465,27 @@ impl Worker {
         now: bool,
     ) -> Result<FlushReport, CycleFailure> {
         let mut report = FlushReport::default();
-        let result = self.try_cycle(force, interruptible, now, &mut report).await;
+        let mut sealed = Ok(());
+        let result = self
+            .try_cycle(force, interruptible, now, &mut report, &mut sealed)
+            .await;
+        match &sealed {
+            Ok(()) => {
+                self.seal_failures = 0;
+                self.seal_retry_at = None;
+            }
+            Err(e) => {
+                self.seal_failures = self.seal_failures.saturating_add(1);
+                let Timing {
+                    retry_min,
+                    retry_max,
+                    ..
+                } = self.timing();
+                let delay = backoff(self.seal_failures, retry_min, retry_max);
+                self.seal_retry_at = Some(Instant::now() + delay);
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot seal a batch; what is sealed is still uploaded");
+            }
+        }
         self.report_status().await;
         match result {
             Ok(()) => Ok(report),
@@ -473,9 +502,14 @@ impl Worker {
         interruptible: bool,
         now: bool,
         report: &mut FlushReport,
+        sealed: &mut Result<(), CycleError>,
     ) -> Result<(), CycleError> {
-        self.drop_retired().await?;
-        self.store.seal(force).await?;
+        // A failure to seal (a full disk, say) must not keep what is
+        // already sealed from going, which frees space too.
+        *sealed = match self.drop_retired().await {
+            Ok(()) => self.store.seal(force).await.map(|_| ()).map_err(Into::into),
+            Err(e) => Err(e),
+        };
         let stats = self.store.stats().await?;
         let dests: Vec<DestId> = stats
             .uploadable_by_destination
@@ -500,6 +534,9 @@ impl Worker {
         }
         if let Some(e) = other {
             return Err(e);
+        }
+        if let Err(e) = sealed {
+            return Err(e.clone());
         }
         // One failure's message names its bucket or URL already.
         match failures.len() {
