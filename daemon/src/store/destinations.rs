@@ -7,7 +7,7 @@
 //! so `status` keeps showing it.
 
 use super::{now_us, sql, Inner, StoreError};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 /// A product whose vendor retired it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,41 @@ impl Inner {
         tx.commit().map_err(sql("retire"))?;
         self.load_counters()?;
         Ok(n)
+    }
+
+    /// Drop sealed batch `id`, which its destination refuses for good (see
+    /// `Store::reject`): its events are deleted and counted as dropped, so
+    /// the product's next batch tells the maintainers. Returns the events
+    /// dropped (0 if the batch is gone already).
+    pub(super) fn reject(&mut self, id: i64) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction().map_err(sql("reject"))?;
+        let batch: Option<(String, i64, i64, i64)> = tx
+            .query_row(
+                "SELECT product, events, first_seq, last_seq FROM batches WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(sql("reject"))?;
+        let Some((product, events, first, last)) = batch else {
+            return Ok(0);
+        };
+        tx.execute(
+            "DELETE FROM events WHERE product = ?1 AND local_only = 0 AND seq BETWEEN ?2 AND ?3",
+            params![product, first, last],
+        )
+        .map_err(sql("reject"))?;
+        tx.execute("DELETE FROM batches WHERE id = ?1", params![id])
+            .map_err(sql("reject"))?;
+        tx.execute(
+            "INSERT INTO dropped (product, events, since_us) VALUES (?1, ?2, ?3)
+             ON CONFLICT (product) DO UPDATE SET events = events + excluded.events",
+            params![product, events, now_us(&self.opts.clock)],
+        )
+        .map_err(sql("reject"))?;
+        tx.commit().map_err(sql("reject"))?;
+        self.load_counters()?;
+        Ok(events as u64)
     }
 
     pub(super) fn retired(&self) -> Result<Vec<RetiredProduct>, StoreError> {

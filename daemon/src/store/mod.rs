@@ -700,6 +700,14 @@ impl Store {
         .await
     }
 
+    /// Drop sealed batch `id` because its destination refuses it for good
+    /// (too old for the broker's day window): the batch, not
+    /// the destination, is at fault, and retrying it would hold back every
+    /// batch behind it. Its events are counted as dropped.
+    pub async fn reject(&self, id: i64) -> Result<u64, StoreError> {
+        self.run_on(move |inner| inner.reject(id)).await
+    }
+
     /// Products retired so far.
     pub async fn retired(&self) -> Result<Vec<RetiredProduct>, StoreError> {
         self.call(|reply| Cmd::Retired { reply }).await

@@ -1119,6 +1119,38 @@ fn a_long_outage_evicts_the_oldest_sealed_batch_never_the_new_events() {
     thread.join();
 }
 
+/// A batch its destination refuses for good is dropped alone and counted;
+/// the batch behind it is next.
+#[test]
+fn a_rejected_batch_is_dropped_and_counted_and_the_next_one_is_up() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(2);
+    rt().block_on(async {
+        store
+            .insert(vec![
+                record(1, "a"),
+                record(2, "a"),
+                record(3, "a"),
+                record(4, "a"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.seal(true).await.unwrap(), 2);
+        let first = store.next_sealed().await.unwrap().unwrap();
+        assert_eq!(store.reject(first.id).await.unwrap(), 2);
+        assert_eq!(store.reject(first.id).await.unwrap(), 0, "gone already");
+        let s = store.stats().await.unwrap();
+        assert_eq!((s.pending_events, s.sealed_batches), (2, 1));
+        assert_eq!(s.dropped, vec![("a".to_string(), 2)]);
+        let next = store.next_sealed().await.unwrap().unwrap();
+        assert_ne!(next.id, first.id);
+        let body = zstd::stream::decode_all(&next.body[..]).unwrap();
+        assert_eq!(body, b"{\"n\":3}\n{\"n\":4}\n");
+    });
+    drop(store);
+    thread.join();
+}
+
 #[test]
 fn an_insert_that_cannot_fit_is_refused_not_dropped() {
     let mut f = Fixture::new();

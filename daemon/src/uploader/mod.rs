@@ -625,6 +625,11 @@ impl Worker {
                     self.state().retired = all;
                     continue;
                 }
+                Err(e) if refused_for_good(&e, &batch.key, now_us(&self.opts.clock)) => {
+                    let dropped = self.store.reject(batch.id).await?;
+                    tracing::warn!(key = %batch.key, dropped, error = %e, "the destination refuses this batch for good; its events are dropped and counted, and the batches behind it go on");
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             };
             let replay = delivered == Delivered::AlreadyThere;
@@ -737,6 +742,34 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
+/// Whether `e` refuses the batch at `key` itself, for good: refused for
+/// its day while that day is over [`TOO_OLD_DAYS`] days behind this
+/// machine's clock (a machine offline past the broker's day window; no
+/// change on the vendor's side will make that day acceptable, and the
+/// batch would hold back every batch behind it). Any other refusal is
+/// kept and retried at the slow cap, since the vendor can fix it (a cap
+/// set too low, a missing manifest), and so is a day refused while recent
+/// (the broker's clock or window may be off).
+fn refused_for_good(e: &UploadError, key: &str, now_us: i64) -> bool {
+    let UploadError::Rejected { field, .. } = e else {
+        return false;
+    };
+    field.as_deref() == Some("day")
+        && key_day_us(key).is_some_and(|day| now_us - day > TOO_OLD_DAYS * 86_400_000_000)
+}
+
+/// A batch refused for its day is dropped only once its day is this many
+/// days old (the broker's default window is 45).
+const TOO_OLD_DAYS: i64 = 30;
+
+/// The start of the `dt=` day in a batch key, in µs since the epoch.
+fn key_day_us(key: &str) -> Option<i64> {
+    let (_, rest) = key.split_once("/dt=")?;
+    let day = rest.get(..10)?;
+    let t = humantime::parse_rfc3339(&format!("{day}T00:00:00Z")).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_micros() as i64)
+}
+
 /// How long to wait after a `429` that asked for `retry_after`: at least
 /// that, and never less than `min` (a `Retry-After: 0` from a broken or
 /// hostile endpoint must not make the daemon ask again as fast as it can),
@@ -776,6 +809,40 @@ mod tests {
             seen.insert(asked);
         }
         assert!(seen.len() > 50, "jittered");
+    }
+
+    #[test]
+    fn only_a_batch_at_fault_is_refused_for_good() {
+        let rejected = |status, field: Option<&str>| UploadError::Rejected {
+            destination: "https://b".into(),
+            status,
+            field: field.map(String::from),
+            message: "no".into(),
+        };
+        let key = "p/v1/product=cfdev/dt=2026-10-01/abcdef01-1-2.ndjson.zst";
+        let day = key_day_us(key).unwrap();
+        let days = |n: i64| day + n * 86_400_000_000;
+        assert!(
+            !refused_for_good(&rejected(413, Some("bytes")), key, days(100)),
+            "the vendor can raise its cap"
+        );
+        assert!(refused_for_good(&rejected(400, Some("day")), key, days(31)));
+        assert!(
+            !refused_for_good(&rejected(400, Some("day")), key, days(29)),
+            "recent: the broker's clock may be off"
+        );
+        assert!(
+            !refused_for_good(&rejected(400, Some("product")), key, days(100)),
+            "the destination's doing"
+        );
+        assert!(!refused_for_good(&rejected(400, None), key, days(100)));
+        let throttled = UploadError::Throttled {
+            destination: "https://b".into(),
+            retry_after: Duration::from_secs(1),
+            message: String::new(),
+        };
+        assert!(!refused_for_good(&throttled, key, days(100)));
+        assert_eq!(key_day_us("no day here"), None);
     }
 
     #[test]
