@@ -174,8 +174,9 @@ ORDER BY 1, 2, 3;
 -- name: data_percentiles
 -- report.json's data[].percentiles (publish only where machines >= k): the
 -- bin each nearest-rank percentile falls in, never its value (one event's,
--- so one machine's); publish a bin whose data_values row is under k as
--- 'other'.
+-- so one machine's); publish as 'other' a bin that is not a published row
+-- of the key's table, after the k rule and the growing of 'other' to k
+-- (a bin of k or more machines can be merged too).
 SELECT
   event, data_key,
   max(n) AS events,

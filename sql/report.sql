@@ -43,7 +43,11 @@
 -- "70" where the catalogue has an int (or "true" for a bool: a daemon on
 -- another catalogue version, where the key was a string, or a hand-made
 -- object) is allowed here and left out by telemetry-report; and a
--- string's max_len is checked in characters here, in bytes there.
+-- string's max_len is checked in characters here, in bytes there. Lines
+-- telemetry-report refuses as damaged (an id not in canonical form, a
+-- machine, event, build or os over 256 bytes, a dropped count over 2^40)
+-- stop it, or with --skip-damaged leave their object out, while this SQL
+-- counts them: compare only runs over data that telemetry-report read whole.
 
 -- name: report_events
 -- One row per event of the period (replayed lines are one event).
@@ -209,8 +213,9 @@ ORDER BY 1, 2, 3;
 -- name: data_percentiles
 -- report.json's data[].percentiles (publish only where machines >= k): the
 -- bin each nearest-rank percentile falls in, never its value (one event's,
--- so one machine's); publish a bin whose data_values row is under k as
--- 'other'.
+-- so one machine's); publish as 'other' a bin that is not a published row
+-- of the key's table, after the k rule and the growing of 'other' to k
+-- (a bin of k or more machines can be merged too).
 SELECT
   event, data_key,
   max(n) AS events,

@@ -178,6 +178,15 @@ pub fn check_line(line: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The drop count `line` carries if it is a valid `telemetry_dropped`
+/// line, else 0 (what `--skip-damaged` adds up before counting an object).
+pub fn dropped_in(line: &[u8]) -> u64 {
+    match parse_line(line) {
+        Ok((l, _, _)) if l.event == DROPPED_EVENT => dropped_count(&l.data).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// A `telemetry_dropped` line's count, from its data.
 fn dropped_count(data: &serde_json::Map<String, serde_json::Value>) -> Result<u64, String> {
     match data.get("count") {
@@ -194,6 +203,12 @@ fn dropped_count(data: &serde_json::Map<String, serde_json::Value>) -> Result<u6
 }
 
 impl Aggregator {
+    /// How much more the dropped sum can take before it passes what the
+    /// SQL can sum (see [`dropped_in`]).
+    pub fn dropped_room(&self) -> u64 {
+        MAX_DROPPED.saturating_sub(self.dropped.events)
+    }
+
     /// Empty counts for `period`, with no value tables.
     pub fn new(period: Period) -> Aggregator {
         Aggregator::with_catalog(period, None)
@@ -410,6 +425,10 @@ mod tests {
             check_line(d(8, (1 << 40) + 1).as_bytes()).is_err(),
             "compact and --skip-damaged see it too"
         );
+        // What --skip-damaged adds up before it counts an object.
+        assert_eq!(dropped_in(d(9, 5).as_bytes()), 5);
+        assert_eq!(dropped_in(&line(1, "stop", "2026-10-01", "m")), 0);
+        assert_eq!(a.dropped_room(), MAX_DROPPED - (12 + (1 << 40)));
     }
 
     #[test]

@@ -64,20 +64,24 @@ impl Inner {
     }
 
     /// Drop sealed batch `id`, which its destination refuses for good (see
-    /// `Store::reject`): its events are deleted and counted as dropped, so
-    /// the product's next batch tells the maintainers. Returns the events
-    /// dropped (0 if the batch is gone already).
+    /// `Store::reject`): its events are deleted and counted as dropped, with
+    /// any drop count the batch carried (its `telemetry_dropped` line), so
+    /// the product's next batch tells the maintainers. A final batch (a
+    /// `telemetry_off`, or a forget's marker under the old ID) is dropped
+    /// without a count: nothing follows it under that ID. Returns the
+    /// events dropped (0 if the batch is gone already).
     pub(super) fn reject(&mut self, id: i64) -> Result<u64, StoreError> {
         let tx = self.conn.transaction().map_err(sql("reject"))?;
-        let batch: Option<(String, i64, i64, i64)> = tx
+        type Row = (String, i64, i64, i64, bool, Vec<u8>);
+        let batch: Option<Row> = tx
             .query_row(
-                "SELECT product, events, first_seq, last_seq FROM batches WHERE id = ?1",
+                "SELECT product, events, first_seq, last_seq, final, body FROM batches WHERE id = ?1",
                 params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
             .optional()
             .map_err(sql("reject"))?;
-        let Some((product, events, first, last)) = batch else {
+        let Some((product, events, first, last, final_batch, body)) = batch else {
             return Ok(0);
         };
         tx.execute(
@@ -87,12 +91,15 @@ impl Inner {
         .map_err(sql("reject"))?;
         tx.execute("DELETE FROM batches WHERE id = ?1", params![id])
             .map_err(sql("reject"))?;
-        tx.execute(
-            "INSERT INTO dropped (product, events, since_us) VALUES (?1, ?2, ?3)
-             ON CONFLICT (product) DO UPDATE SET events = events + excluded.events",
-            params![product, events, now_us(&self.opts.clock)],
-        )
-        .map_err(sql("reject"))?;
+        if !final_batch {
+            let lost = events.saturating_add(carried_drops(&body));
+            tx.execute(
+                "INSERT INTO dropped (product, events, since_us) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (product) DO UPDATE SET events = events + excluded.events",
+                params![product, lost, now_us(&self.opts.clock)],
+            )
+            .map_err(sql("reject"))?;
+        }
         tx.commit().map_err(sql("reject"))?;
         self.load_counters()?;
         Ok(events as u64)
@@ -120,6 +127,19 @@ impl Inner {
         rows.collect::<Result<_, _>>()
             .map_err(sql("reading retired products"))
     }
+}
+
+/// The drop count a sealed batch's body carries in its `telemetry_dropped`
+/// line (see `seal_in`), 0 if none or unreadable.
+fn carried_drops(compressed: &[u8]) -> i64 {
+    let Ok(body) = zstd::stream::decode_all(compressed) else {
+        return 0;
+    };
+    body.split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .filter(|v| v["event"] == "telemetry_dropped")
+        .filter_map(|v| v["data"]["count"].as_i64())
+        .fold(0i64, i64::saturating_add)
 }
 
 #[cfg(test)]

@@ -1146,6 +1146,23 @@ fn a_rejected_batch_is_dropped_and_counted_and_the_next_one_is_up() {
         assert_ne!(next.id, first.id);
         let body = zstd::stream::decode_all(&next.body[..]).unwrap();
         assert_eq!(body, b"{\"n\":3}\n{\"n\":4}\n");
+        store.complete(next.id, receipt(&next)).await.unwrap();
+        // A batch that carried the drop count (its telemetry_dropped line)
+        // gives it back when it is dropped: the count is not lost.
+        store.insert(vec![record(5, "a")]).await.unwrap();
+        assert_eq!(store.seal(true).await.unwrap(), 1);
+        let carrier = store.next_sealed().await.unwrap().unwrap();
+        let body = String::from_utf8(zstd::stream::decode_all(&carrier.body[..]).unwrap()).unwrap();
+        assert!(
+            body.contains("telemetry_dropped") && body.contains("\"count\":2"),
+            "{body}"
+        );
+        assert_eq!(store.stats().await.unwrap().dropped, vec![]);
+        assert_eq!(store.reject(carrier.id).await.unwrap(), 1);
+        assert_eq!(
+            store.stats().await.unwrap().dropped,
+            vec![("a".to_string(), 3)]
+        );
     });
     drop(store);
     thread.join();
@@ -1504,15 +1521,15 @@ fn a_v7_database_with_sealed_rows_keeps_every_event_in_its_place() {
     assert_eq!(marked, 0, "version 8 clears batch_id");
 }
 
-/// Undo migration 0009 on a closed store's database: ids of events no
-/// longer stored go to `uploaded_ids` (uploaded at time 1), the events
-/// table gets its unique index on id back, the generations go.
-/// Undo migration 10 (per-product key numbers).
+/// Undo migration 0010 (per-product key numbers).
 fn back_to_v9(conn: &Connection) {
     conn.execute_batch("DROP TABLE key_counters; DROP TABLE key_secret; PRAGMA user_version = 9;")
         .unwrap();
 }
 
+/// Undo migrations 0010 and 0009 on a closed store's database: ids of
+/// events no longer stored go to `uploaded_ids` (uploaded at time 1), the
+/// events table gets its unique index on id back, the generations go.
 fn back_to_v8(conn: &Connection) {
     back_to_v9(conn);
     conn.execute_batch(

@@ -759,8 +759,10 @@ fn refused_for_good(e: &UploadError, key: &str, now_us: i64) -> bool {
 }
 
 /// A batch refused for its day is dropped only once its day is this many
-/// days old (the broker's default window is 45).
-const TOO_OLD_DAYS: i64 = 30;
+/// days old: past the broker's default window (45 days), so a broker whose
+/// window or clock is briefly wrong cannot make a machine drop batches a
+/// corrected broker would take.
+const TOO_OLD_DAYS: i64 = 60;
 
 /// The start of the `dt=` day in a batch key, in µs since the epoch.
 fn key_day_us(key: &str) -> Option<i64> {
@@ -826,9 +828,9 @@ mod tests {
             !refused_for_good(&rejected(413, Some("bytes")), key, days(100)),
             "the vendor can raise its cap"
         );
-        assert!(refused_for_good(&rejected(400, Some("day")), key, days(31)));
+        assert!(refused_for_good(&rejected(400, Some("day")), key, days(61)));
         assert!(
-            !refused_for_good(&rejected(400, Some("day")), key, days(29)),
+            !refused_for_good(&rejected(400, Some("day")), key, days(59)),
             "recent: the broker's clock may be off"
         );
         assert!(
