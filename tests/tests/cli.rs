@@ -517,3 +517,36 @@ fn telemetry_log_format_json_gives_one_object_per_line_and_a_bad_value_only_warn
         "text, not JSON: {warning}"
     );
 }
+
+/// A reader that goes away (`telemetryctl show | head -1`) ends telemetryctl
+/// as it ends any Unix tool, not with a panic and exit 101.
+#[cfg(unix)]
+#[test]
+fn telemetryctl_ends_quietly_when_its_reader_goes_away() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let env = DaemonEnv::new(Destination::Outbox);
+    let d = env.start();
+    // Well over a pipe's 64 KiB of output.
+    emit(&d, 600);
+    let mut child = env
+        .command("telemetryctl")
+        .args(["show", "--ndjson"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    out.read_exact(&mut first).unwrap();
+    drop(out);
+    let result = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        result.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        result.status
+    );
+}

@@ -217,6 +217,15 @@ fn usage_message(e: &clap::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so `telemetryctl show | head -1` made every
+    // later `println!` panic (exit 101). A command-line tool whose reader
+    // has gone should end quietly, as the shell's own tools do.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default, before any
+    // thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     if let Some(code) = telemetry_clidoc::generate_if_asked(
         std::env::args_os(),
         <Cli as clap::CommandFactory>::command,

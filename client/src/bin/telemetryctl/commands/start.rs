@@ -96,7 +96,8 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             })
         }
     };
-    let deadline = Instant::now() + args.timeout;
+    // A huge --timeout would overflow the clock's arithmetic.
+    let deadline = Instant::now() + args.timeout.min(telemetry_client::MAX_TIMEOUT);
     while !answers(socket) {
         if Instant::now() > deadline {
             return Err(Failure {
