@@ -169,22 +169,15 @@ fn parse_line(line: &[u8]) -> Result<(Line, u128, Day), String> {
 pub const MAX_FIELD_LEN: usize = 256;
 
 /// Whether the report can read `line` (what `compact` checks before it
-/// copies a line, so a mirror never holds what the raw data would refuse).
-pub fn check_line(line: &[u8]) -> Result<(), String> {
+/// copies a line, so a mirror never holds what the raw data would refuse),
+/// and the drop count it carries if it is a `telemetry_dropped` line (0
+/// otherwise), which `--skip-damaged` adds up before counting an object.
+pub fn check_line(line: &[u8]) -> Result<u64, String> {
     let (l, _, _) = parse_line(line)?;
     if l.event == DROPPED_EVENT {
-        dropped_count(&l.data)?;
+        return dropped_count(&l.data);
     }
-    Ok(())
-}
-
-/// The drop count `line` carries if it is a valid `telemetry_dropped`
-/// line, else 0 (what `--skip-damaged` adds up before counting an object).
-pub fn dropped_in(line: &[u8]) -> u64 {
-    match parse_line(line) {
-        Ok((l, _, _)) if l.event == DROPPED_EVENT => dropped_count(&l.data).unwrap_or(0),
-        _ => 0,
-    }
+    Ok(0)
 }
 
 /// A `telemetry_dropped` line's count, from its data.
@@ -204,7 +197,7 @@ fn dropped_count(data: &serde_json::Map<String, serde_json::Value>) -> Result<u6
 
 impl Aggregator {
     /// How much more the dropped sum can take before it passes what the
-    /// SQL can sum (see [`dropped_in`]).
+    /// SQL can sum (see [`check_line`]).
     pub fn dropped_room(&self) -> u64 {
         MAX_DROPPED.saturating_sub(self.dropped.events)
     }
@@ -426,8 +419,8 @@ mod tests {
             "compact and --skip-damaged see it too"
         );
         // What --skip-damaged adds up before it counts an object.
-        assert_eq!(dropped_in(d(9, 5).as_bytes()), 5);
-        assert_eq!(dropped_in(&line(1, "stop", "2026-10-01", "m")), 0);
+        assert_eq!(check_line(d(9, 5).as_bytes()), Ok(5));
+        assert_eq!(check_line(&line(1, "stop", "2026-10-01", "m")), Ok(0));
         assert_eq!(a.dropped_room(), MAX_DROPPED - (12 + (1 << 40)));
     }
 

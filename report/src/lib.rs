@@ -147,31 +147,27 @@ async fn read_all(
             }
             Damaged::Skip => {
                 let mut staged = Staged::default();
-                let checked = source
-                    .read_opened(obj, body?, |line| {
-                        aggregate::check_line(line)?;
-                        staged.push(line)
-                    })
-                    .await;
                 // Hand-made counters in several objects, each within the
                 // per-line cap, could still pass the sum's: such an object
                 // is left out too, not allowed to stop the report.
-                let checked = checked.and_then(|()| {
-                    let carried = staged
-                        .lines()
-                        .filter(|l| l.windows(17).any(|w| w == b"telemetry_dropped"))
-                        .map(aggregate::dropped_in)
-                        .fold(0u64, u64::saturating_add);
-                    if carried > agg.dropped_room() {
-                        return Err(SourceError::Corrupt {
-                            location: source.location(&obj.key),
-                            message: format!(
-                                "its telemetry_dropped counts add up to {carried}, more than the dropped sum can still take"
-                            ),
-                        });
-                    }
-                    Ok(())
-                });
+                let mut carried = 0u64;
+                let checked = source
+                    .read_opened(obj, body?, |line| {
+                        carried = carried.saturating_add(aggregate::check_line(line)?);
+                        staged.push(line)
+                    })
+                    .await
+                    .and_then(|()| {
+                        if carried > agg.dropped_room() {
+                            return Err(SourceError::Corrupt {
+                                location: source.location(&obj.key),
+                                message: format!(
+                                    "its telemetry_dropped counts add up to {carried}, more than the dropped sum can still take"
+                                ),
+                            });
+                        }
+                        Ok(())
+                    });
                 match checked {
                     Ok(()) => {
                         for (i, line) in staged.lines().enumerate() {
@@ -197,4 +193,64 @@ async fn read_all(
         progress(done, total, bytes);
     }
     Ok(agg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With `--skip-damaged`, an object whose drop counts the sum can no
+    /// longer take is left out whole, named, and the report goes on.
+    #[test]
+    fn an_object_whose_drop_counts_would_overflow_the_sum_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |id: u128, event: &str, data: &str| {
+            format!(
+                r#"{{"id":"{}","event":"{event}","product":"p","build":"1.0","timestamp":"2026-10-05T10:00:00.000001Z","machine":"m","os":"linux","arch":"x86_64","data":{data}}}"#,
+                uuid::Uuid::from_u128(id)
+            )
+        };
+        let body = format!(
+            "{}\n{}\n",
+            line(1, "stop", "{}"),
+            line(2, "telemetry_dropped", r#"{"count":5}"#)
+        );
+        let key = "o.ndjson.zst";
+        let bytes = zstd::stream::encode_all(body.as_bytes(), 3).unwrap();
+        std::fs::write(dir.path().join(key), &bytes).unwrap();
+        let source = Source::Dir(dir.path().to_path_buf());
+        let objects = [ObjectRef {
+            key: key.into(),
+            size: bytes.len() as u64,
+        }];
+        let period = Period::quarter("2026Q4").unwrap();
+        let read = |room: u64| {
+            let mut agg = aggregate::Aggregator::new(period.clone());
+            agg.dropped.events = i64::MAX as u64 - room;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(read_all(
+                &source,
+                &objects,
+                agg,
+                Damaged::Skip,
+                &mut |_, _, _| {},
+            ))
+            .unwrap()
+        };
+        let fits = read(5);
+        assert_eq!((fits.all.events, fits.stats.skipped_objects), (1, 0));
+        let over = read(4);
+        assert_eq!(
+            (over.all.events, over.stats.skipped_objects),
+            (0, 1),
+            "left out whole"
+        );
+        assert!(
+            over.skipped[0].contains("add up to 5"),
+            "{:?}",
+            over.skipped
+        );
+    }
 }

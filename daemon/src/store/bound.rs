@@ -160,12 +160,23 @@ pub(super) fn make_room(
         total += bytes as u64;
     }
     for (product, events) in counted {
-        tx.execute(
-            "INSERT INTO dropped (product, events, since_us) VALUES (?1, ?2, ?3)
-             ON CONFLICT (product) DO UPDATE SET events = events + excluded.events",
-            params![product, events as i64, now],
-        )
-        .map_err(err())?;
+        add_dropped(tx, &product, events as i64, now).map_err(err())?;
     }
     Ok(freed)
+}
+
+/// Count `events` of `product` as dropped: the product's next batch
+/// carries the count (a `telemetry_dropped` line) to the maintainers.
+pub(super) fn add_dropped(
+    tx: &Transaction<'_>,
+    product: &str,
+    events: i64,
+    now: i64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO dropped (product, events, since_us) VALUES (?1, ?2, ?3)
+         ON CONFLICT (product) DO UPDATE SET events = events + excluded.events",
+        params![product, events, now],
+    )
+    .map(|_| ())
 }

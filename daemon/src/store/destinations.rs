@@ -93,12 +93,8 @@ impl Inner {
             .map_err(sql("reject"))?;
         if !final_batch {
             let lost = events.saturating_add(carried_drops(&body));
-            tx.execute(
-                "INSERT INTO dropped (product, events, since_us) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (product) DO UPDATE SET events = events + excluded.events",
-                params![product, lost, now_us(&self.opts.clock)],
-            )
-            .map_err(sql("reject"))?;
+            super::bound::add_dropped(&tx, &product, lost, now_us(&self.opts.clock))
+                .map_err(sql("reject"))?;
         }
         tx.commit().map_err(sql("reject"))?;
         self.load_counters()?;
