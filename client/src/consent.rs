@@ -130,7 +130,13 @@ pub fn system_file(paths: &ConsentPaths) -> ConsentFile {
 /// 0700 directory. Concurrent callers are serialized with a lock file
 /// beside it, so no decision (least of all an `off`) is lost. The file is
 /// rewritten in its canonical form (comments are not kept).
-pub fn record(product: &str, mode: Mode, paths: &ConsentPaths) -> std::io::Result<()> {
+///
+/// A file that exists but cannot be read (not UTF-8, over 1 MiB, no
+/// permission) is kept: renamed beside itself to
+/// `<name>.unreadable-<unix ms>` before the new one is written, so the
+/// decision is still recorded and the other products' lines are not lost.
+/// Returns where it was kept, if it was.
+pub fn record(product: &str, mode: Mode, paths: &ConsentPaths) -> std::io::Result<Option<PathBuf>> {
     record_version(product, mode, None, paths)
 }
 
@@ -141,7 +147,7 @@ pub fn record_version(
     mode: Mode,
     version: Option<u32>,
     paths: &ConsentPaths,
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<PathBuf>> {
     use std::io::Write;
     use telemetry_platform::fs::{create_private_dir_durable, mode_of, set_mode, with_mode};
     let dir = paths.user.parent().unwrap_or_else(|| Path::new("."));
@@ -165,12 +171,25 @@ pub fn record_version(
         std::thread::sleep(std::time::Duration::from_millis(2));
         lock.lock()?;
     }
-    let mut file = user_file(paths);
-    let now = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
-    file.set_version(product, mode, Some(now), version);
     // Keep an existing file's mode: a machine-wide file (read by a daemon
     // running as another user) is made 0644 once by the administrator.
-    let mode = mode_of(&paths.user).unwrap_or(0o600);
+    let file_mode = mode_of(&paths.user).unwrap_or(0o600);
+    let (mut file, kept) = match telemetry_platform::fs::read_small_text(&paths.user) {
+        Ok(t) => (ConsentFile::parse(&t), None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (ConsentFile::default(), None),
+        Err(_) => {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let name = paths.user.file_name().unwrap_or_default().to_string_lossy();
+            let aside = dir.join(format!("{name}.unreadable-{ms}"));
+            std::fs::rename(&paths.user, &aside)?;
+            (ConsentFile::default(), Some(aside))
+        }
+    };
+    let now = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+    file.set_version(product, mode, Some(now), version);
+    let mode = file_mode;
     let tmp = dir.join(format!(".consent.{}.tmp", std::process::id()));
     let mut f = with_mode(
         std::fs::OpenOptions::new()
@@ -187,7 +206,8 @@ pub fn record_version(
     std::fs::rename(&tmp, &paths.user)?;
     // The decision is recorded only once the rename is durable: an `off`
     // acknowledged to the user must survive a power cut.
-    telemetry_platform::fs::sync_dir(dir)
+    telemetry_platform::fs::sync_dir(dir)?;
+    Ok(kept)
 }
 
 /// The lock a Node writer of the consent file holds (the Node SDK's
@@ -252,6 +272,43 @@ mod tests {
             .unwrap();
         record_version("cfdev", Mode::On, None, &paths).unwrap();
         assert_eq!(user_decision("cfdev", &paths), Some(Mode::On));
+    }
+
+    /// A file that cannot be read is kept, byte for byte, beside the new
+    /// one, which holds the decision.
+    #[test]
+    fn an_unreadable_file_is_kept_aside_and_the_decision_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ConsentPaths {
+            user: dir.path().join("consent"),
+            system: dir.path().join("none"),
+        };
+        for old in [
+            b"other on\n\xff\n".to_vec(),
+            vec![b'#'; (telemetry_platform::fs::MAX_SMALL_TEXT + 1) as usize],
+        ] {
+            std::fs::write(&paths.user, &old).unwrap();
+            let kept = record("cfdev", Mode::Off, &paths)
+                .unwrap()
+                .expect("the unreadable file is kept");
+            assert_eq!(kept.parent(), Some(dir.path()));
+            assert!(kept
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("consent.unreadable-"));
+            assert_eq!(std::fs::read(&kept).unwrap(), old);
+            assert_eq!(user_decision("cfdev", &paths), Some(Mode::Off));
+            std::fs::remove_file(&kept).unwrap();
+        }
+        // A readable one is rewritten in place, nothing kept.
+        assert_eq!(record("other", Mode::On, &paths).unwrap(), None);
+        assert_eq!(user_decision("cfdev", &paths), Some(Mode::Off));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "the file and its lock"
+        );
     }
 
     #[test]

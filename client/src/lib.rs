@@ -73,9 +73,22 @@ pub enum ClientError {
         /// Why.
         source: std::io::Error,
     },
-    /// A frame could not be encoded or decoded.
+    /// A request could not be encoded.
     #[error("protocol error talking to telemetryd: {0}")]
     Protocol(#[from] CodecError),
+    /// The daemon's reply could not be read: most likely a daemon of
+    /// another release.
+    #[error(
+        "telemetryd at {path} sent a reply this client cannot read: {source}; is it of \
+         another release? compare `telemetryd --version` with this client's, and restart \
+         the daemon after an upgrade"
+    )]
+    Reply {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: CodecError,
+    },
     /// The daemon answered with an error.
     #[error("telemetryd refused the request ({code}): {message}")]
     Refused {
@@ -183,15 +196,28 @@ const READ_AHEAD: usize = 256;
 /// hold (adding it would panic in the host).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
+/// How long [`Client::connect`] waits for a daemon whose listen queue is
+/// full before it gives up: a daemon that is stopped (Ctrl-Z) must not
+/// hang `telemetryctl status` for good.
+pub const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
 /// The most [`Client::pending`] keeps allocated between replies.
 const MAX_KEPT_BUFFER: usize = 64 * 1024;
 
 impl Client {
     /// Connect to the daemon's socket. Connecting to a Unix socket does not
-    /// touch the network and returns at once when nobody listens.
+    /// touch the network and returns at once when nobody listens; when the
+    /// daemon's listen queue is full (it is stopped, or swamped) this waits
+    /// for it at most [`CONNECT_WAIT`].
     pub fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
+        Client::connect_within(path, CONNECT_WAIT)
+    }
+
+    /// [`Client::connect`] waiting at most `wait` for a full listen queue
+    /// (or, on Windows, a busy pipe).
+    pub fn connect_within(path: impl AsRef<Path>, wait: Duration) -> Result<Client, ClientError> {
         let path = path.as_ref().to_path_buf();
-        match transport::Stream::connect(&path) {
+        match transport::Stream::connect(&path, wait.min(MAX_TIMEOUT)) {
             Ok(stream) => Ok(Client::over(stream, path)),
             Err(source) => Err(ClientError::Unreachable { path, source }),
         }
@@ -274,11 +300,13 @@ impl Client {
         let len = u32::from_be_bytes(self.pending[..4].try_into().expect("4 bytes")) as usize;
         // Check before reading on: never trust a length from the wire.
         if len > MAX_FRAME_LEN {
-            return Err(CodecError::FrameTooLarge {
-                len,
-                max: MAX_FRAME_LEN,
-            }
-            .into());
+            return Err(ClientError::Reply {
+                path: self.path.clone(),
+                source: CodecError::FrameTooLarge {
+                    len,
+                    max: MAX_FRAME_LEN,
+                },
+            });
         }
         self.fill_by(4 + len, deadline, budget)?;
         let decoded = decode_body::<Response>(&self.pending[4..4 + len]);
@@ -289,7 +317,11 @@ impl Client {
             // connection's life.
             self.pending.shrink_to(READ_AHEAD);
         }
-        match decoded? {
+        let decoded = decoded.map_err(|source| ClientError::Reply {
+            path: self.path.clone(),
+            source,
+        })?;
+        match decoded {
             Response::Error { code, message } => Err(ClientError::Refused { code, message }),
             other => Ok(other),
         }
@@ -736,33 +768,66 @@ mod tests {
         );
     }
 
-    /// `Duration::MAX` means "no limit" to many callers: honoured as a
-    /// long timeout, not a panic on a deadline past what an `Instant` holds.
+    /// A server that takes one connection, reads one request frame and
+    /// answers with `reply`'s bytes.
     #[cfg(unix)]
-    #[test]
-    fn the_longest_timeout_is_a_long_wait_not_a_panic() {
+    fn answer_once(
+        listener: std::os::unix::net::UnixListener,
+        reply: Vec<u8>,
+    ) -> std::thread::JoinHandle<()> {
         use std::io::{Read, Write};
-        use std::os::unix::net::UnixListener;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let server = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
             let mut len = [0u8; 4];
             s.read_exact(&mut len).unwrap();
             let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
             s.read_exact(&mut body).unwrap();
-            let ack = encode_frame(&Response::Ack {
-                accepted: 1,
-                duplicates: 0,
-            })
-            .unwrap();
-            s.write_all(&ack).unwrap();
-        });
+            s.write_all(&reply).unwrap();
+        })
+    }
+
+    /// `Duration::MAX` means "no limit" to many callers: honoured as a
+    /// long timeout, not a panic on a deadline past what an `Instant` holds.
+    #[cfg(unix)]
+    #[test]
+    fn the_longest_timeout_is_a_long_wait_not_a_panic() {
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let ack = encode_frame(&Response::Ack {
+            accepted: 1,
+            duplicates: 0,
+        })
+        .unwrap();
+        let server = answer_once(UnixListener::bind(&path).unwrap(), ack);
         let mut c = Client::connect(&path).unwrap();
         let ev = event("cfdev", "start", "1.0.0", BTreeMap::new());
         let acked = c.emit(vec![ev], Duration::MAX).unwrap();
         assert_eq!(acked.accepted, 1);
+        server.join().unwrap();
+    }
+
+    /// A reply of another protocol version names the socket and says what
+    /// to do, and the connection is not used again.
+    #[cfg(unix)]
+    #[test]
+    fn a_reply_of_another_version_names_the_socket_and_the_fix() {
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        // Version 99 (one varint byte), then a body.
+        let server = answer_once(UnixListener::bind(&path).unwrap(), vec![0, 0, 0, 2, 99, 0]);
+        let mut c = Client::connect(&path).unwrap();
+        let err = c.status(Duration::from_secs(10)).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ClientError::Reply { .. }), "{err:?}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("version 99"), "{text}");
+        assert!(text.contains("telemetryd --version"), "{text}");
+        assert!(matches!(
+            c.status(Duration::from_secs(1)),
+            Err(ClientError::Broken(_))
+        ));
         server.join().unwrap();
     }
 

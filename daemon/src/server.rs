@@ -14,7 +14,7 @@
 //! 3. Drop the last store handles; the store thread commits what is queued
 //!    and closes the database.
 
-use crate::batch::KeyLayout;
+use crate::batch::{KeyLayout, Routing};
 use crate::catalog::{CatalogError, Catalogues};
 use crate::config::Config;
 use crate::consent::Consent;
@@ -362,12 +362,12 @@ pub async fn run_locked(
         // batch is sealed, and fixed in it from then on.
         route: {
             let catalogues = catalogues.clone();
-            Arc::new(move |product: &str| {
-                catalogues.get(product).and_then(|m| {
-                    m.upload
-                        .as_ref()
-                        .map(crate::uploader::destination::Spec::from_upload)
-                })
+            Arc::new(move |product: &str| match catalogues.lookup(product) {
+                crate::catalog::Lookup::Ready(m) => match &m.upload {
+                    Some(u) => Routing::To(crate::uploader::destination::Spec::from_upload(u)),
+                    None => Routing::Own,
+                },
+                _ => Routing::Unknown,
             })
         },
     };

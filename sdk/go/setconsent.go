@@ -17,7 +17,10 @@ import (
 // rewritten in canonical form to a temporary file (the old file's mode,
 // else 0600) that is synced and renamed over it. Then, within what is left
 // of the budget, the daemon is told to apply it; the file is the truth
-// either way, so only a failure to write the file is returned.
+// either way, so only a failure to write the file is returned. A consent
+// file that exists but cannot be read (not UTF-8, over 1 MiB, no
+// permission) is renamed beside itself to <name>.unreadable-<unix ms>
+// first, so that no other product's decision in it is lost.
 //
 // This is what a CLI's own `mycli telemetry --on/--off` calls.
 func (c *Client) SetConsent(mode string) (err error) {
@@ -154,17 +157,24 @@ func writeConsent(path, product string, mode Mode, version uint32, now time.Time
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	// Read as everywhere else (a FIFO or /dev/zero in its place must not
-	// hold the host); unreadable counts as empty, as in the Rust client.
-	var file ConsentFile
-	if text, err := readSmallText(path); err == nil {
-		file = ParseConsentFile(text)
-	}
-	file.SetVersion(product, mode, rfc3339Micros(now), version)
 	perm := os.FileMode(0o600)
 	if st, err := os.Stat(path); err == nil {
 		perm = st.Mode().Perm()
 	}
+	// Read as everywhere else (a FIFO or /dev/zero in its place must not
+	// hold the host). One that exists but cannot be read is kept beside
+	// the new one, as the Rust client does, rather than lose the other
+	// products' lines.
+	var file ConsentFile
+	if text, err := readSmallText(path); err == nil {
+		file = ParseConsentFile(text)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		kept := fmt.Sprintf("%s.unreadable-%d", path, now.UnixMilli())
+		if err := os.Rename(path, kept); err != nil {
+			return err
+		}
+	}
+	file.SetVersion(product, mode, rfc3339Micros(now), version)
 	tmp := filepath.Join(dir, fmt.Sprintf(".consent.%d.tmp", os.Getpid()))
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {

@@ -286,3 +286,28 @@ func TestNothingPanics(t *testing.T) {
 	_ = ResolveConsent("", ConsentInputs{})
 	_ = ParseConsentFile(strings.Repeat("#+\x00 =off= ", 1000))
 }
+
+// A consent file that cannot be read is kept, byte for byte, beside the new
+// one, which holds the decision: no other product's line is lost.
+func TestSetConsentKeepsAnUnreadableFileAside(t *testing.T) {
+	dir := t.TempDir()
+	c := isolatedClient(t, dir, Options{Product: "cfdev", Build: "1.0", Timeout: 50 * time.Millisecond}, nil)
+	path := filepath.Join(dir, "consent")
+	old := []byte("other on 2026-01-01T00:00:00Z\n\xff\n")
+	if err := os.WriteFile(path, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetConsent("off"); err != nil {
+		t.Fatal(err)
+	}
+	kept, _ := filepath.Glob(path + ".unreadable-*")
+	if len(kept) != 1 {
+		t.Fatalf("kept: %v", kept)
+	}
+	if b, _ := os.ReadFile(kept[0]); string(b) != string(old) {
+		t.Errorf("kept %q", b)
+	}
+	if b, _ := os.ReadFile(path); !regexp.MustCompile(`\ncfdev off `).Match(b) {
+		t.Errorf("file:\n%s", b)
+	}
+}

@@ -99,7 +99,11 @@ export type SetConsentOutcome =
       applied?: ConsentReport;
       /** Why the daemon was not notified. */
       daemonError?: string;
-      /** The daemon reads another consent file. */
+      /** The old consent file could not be read (not UTF-8, over 1 MiB, no
+       * permission): where it was kept, renamed beside the new one. */
+      kept?: string;
+      /** Something to tell the user: a kept unreadable file, or the daemon
+       * reads another consent file. */
       warning?: string;
       /** The product's consent now (the system file or the environment may keep it off). */
       effective: { mode: Mode; layer: Layer };

@@ -35,6 +35,20 @@ fn anonymous_manifest(env: &DaemonEnv, product: &str, endpoint: &str, bucket: &s
     .unwrap();
 }
 
+/// One S3 server holding the daemon's own bucket (signed) and the vendor's,
+/// open to unsigned puts under [`VENDOR_PREFIX`]; product `toola`'s manifest
+/// sends to the vendor's bucket under `prefix`.
+fn toola_at_the_vendor(prefix: &str) -> (S3Server, DaemonEnv) {
+    let s3 = S3Server::start_with(open_policy());
+    s3.create_bucket(VENDOR_BUCKET);
+    let env = DaemonEnv::new(Destination::S3 {
+        endpoint: s3.endpoint.clone(),
+        secret: SECRET_KEY.into(),
+    });
+    anonymous_manifest(&env, "toola", &s3.endpoint, VENDOR_BUCKET, prefix);
+    (s3, env)
+}
+
 fn consent_on(env: &DaemonEnv, products: &[&str]) {
     let text: String = products.iter().map(|p| format!("{p} on\n")).collect();
     std::fs::write(env.root().join("consent"), text).unwrap();
@@ -175,13 +189,7 @@ fn a_manifest_destination_is_never_signed_with_the_operators_credentials() {
     // The daemon holds valid AWS credentials for its own bucket; a
     // manifest naming a prefix that is not open to unsigned writes must
     // fail there rather than be signed with them.
-    let s3 = S3Server::start_with(open_policy());
-    s3.create_bucket(VENDOR_BUCKET);
-    let env = DaemonEnv::new(Destination::S3 {
-        endpoint: s3.endpoint.clone(),
-        secret: SECRET_KEY.into(),
-    });
-    anonymous_manifest(&env, "toola", &s3.endpoint, VENDOR_BUCKET, "closed");
+    let (s3, env) = toola_at_the_vendor("closed");
     consent_on(&env, &["toola"]);
     let d = env.start();
     emit(&d, "toola", "ran", 1);
@@ -197,6 +205,60 @@ fn a_manifest_destination_is_never_signed_with_the_operators_credentials() {
         "{t:?}"
     );
     assert_eq!(t.pending_batches, 1, "kept, never dropped");
+}
+
+/// Whether the daemon's status shows `product`'s manifest as broken.
+fn manifest_broken(d: &Daemon, product: &str) -> bool {
+    status(d)
+        .consent
+        .iter()
+        .find(|c| c.product == product)
+        .is_some_and(|c| c.manifest_error.is_some())
+}
+
+#[test]
+fn a_final_batch_sealed_while_the_manifest_is_broken_goes_to_the_vendor_once_it_is_fixed() {
+    let (s3, env) = toola_at_the_vendor(VENDOR_PREFIX);
+    consent_on(&env, &["toola"]);
+    let d = env.start();
+    emit(&d, "toola", "ran", 2);
+
+    // The vendor's manifest breaks (a bad upgrade), then the user turns
+    // the product off: its final telemetry_off event is recorded at once.
+    let manifest = env.root().join("catalog").join("toola.toml");
+    let good = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, "product = \"toola\"\n[events.ran\n").unwrap();
+    wait_for("the broken manifest", TIMEOUT, || {
+        manifest_broken(&d, "toola").then_some(())
+    });
+    let out = env.run("telemetryctl", &["consent", "toola", "off"]);
+    assert!(out.status.success(), "{}", text(&out));
+    env.run("telemetryctl", &["flush"]);
+    assert!(
+        s3.objects().is_empty(),
+        "not to the daemon's own bucket: {:?}",
+        s3.objects().keys()
+    );
+    assert!(s3.objects_in(VENDOR_BUCKET).is_empty());
+
+    // Fixed: the final batch goes to the vendor, under the vendor's prefix.
+    std::fs::write(&manifest, good).unwrap();
+    wait_for("the fixed manifest", TIMEOUT, || {
+        (!manifest_broken(&d, "toola")).then_some(())
+    });
+    let out = env.run("telemetryctl", &["flush"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let vendor = s3.objects_in(VENDOR_BUCKET);
+    assert_eq!(vendor.len(), 1, "{:?}", vendor.keys());
+    assert!(vendor
+        .keys()
+        .all(|k| k.starts_with("raw/v1/product=toola/")));
+    let events: Vec<String> = decode_objects(&vendor)
+        .into_iter()
+        .map(|(_, v)| v["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events, ["telemetry_off"]);
+    assert!(s3.objects().is_empty(), "{:?}", s3.objects().keys());
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -425,13 +487,7 @@ fn a_broken_manifests_events_wait_and_never_go_to_the_daemons_own_destination() 
     // Accepted while the vendor's manifest was valid; then the manifest
     // breaks (a half-written upgrade). Its destination is unknown, and the
     // daemon's own bucket is another party's: the events wait.
-    let s3 = S3Server::start_with(open_policy());
-    s3.create_bucket(VENDOR_BUCKET);
-    let env = DaemonEnv::new(Destination::S3 {
-        endpoint: s3.endpoint.clone(),
-        secret: SECRET_KEY.into(),
-    });
-    anonymous_manifest(&env, "toola", &s3.endpoint, VENDOR_BUCKET, VENDOR_PREFIX);
+    let (s3, env) = toola_at_the_vendor(VENDOR_PREFIX);
     consent_on(&env, &["cfdev", "toola"]);
     let d = env.start();
     emit(&d, "cfdev", "stop", 1);

@@ -5,7 +5,8 @@
 //! (`windows`: overlapped I/O, so reads and writes have timeouts, and the
 //! pipe's server must be this user or LocalSystem). Each platform module
 //! gives `Stream` with
-//! `connect(path)` (may wait for a full listen backlog), `connect_now(path)`
+//! `connect(path, wait)` (waits up to `wait` for a full listen backlog or
+//! a busy pipe), `connect_now(path)`
 //! (never waits: a full backlog or a busy pipe fails at once),
 //! `set_read_timeout`/`set_write_timeout`, and `Read` and `Write`.
 

@@ -10,9 +10,29 @@ pub struct Stream(UnixStream);
 
 impl Stream {
     /// Connect; a full listen backlog makes this wait until the daemon
-    /// accepts. Connecting to a Unix socket never touches the network.
-    pub fn connect(path: &Path) -> std::io::Result<Stream> {
-        UnixStream::connect(path).map(Stream)
+    /// accepts, at most `wait` (then `TimedOut`: a stopped daemon, say).
+    /// Connecting to a Unix socket never touches the network.
+    pub fn connect(path: &Path, wait: Duration) -> std::io::Result<Stream> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match Stream::connect_now(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "its listen queue stayed full for {wait:?} (is the daemon stopped or overloaded?)"
+                            ),
+                        ));
+                    }
+                    std::thread::sleep(pause.min(left));
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Connect without ever waiting: when the daemon's listen backlog is
@@ -110,6 +130,35 @@ impl Write for Stream {
 mod tests {
     use super::*;
 
+    /// A daemon that takes no connections (stopped with Ctrl-Z, say) and
+    /// whose listen queue is full: a connect gives up after its wait with
+    /// `TimedOut` instead of sleeping for good; one that accepts again is
+    /// reached.
+    #[test]
+    fn a_full_listen_queue_is_waited_for_within_the_bound() {
+        use socket2::{Domain, SockAddr, Socket, Type};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        listener.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+        listener.listen(1).unwrap();
+        let mut queued = Vec::new();
+        while let Ok(s) = Stream::connect_now(&path) {
+            queued.push(s);
+            assert!(queued.len() < 1000, "the listen queue never filled");
+        }
+        let t = std::time::Instant::now();
+        let err = Stream::connect(&path, Duration::from_millis(200))
+            .err()
+            .expect("connected to a full queue");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        // Room again (one queued connection taken): reached at once.
+        let _ = listener.accept().unwrap();
+        Stream::connect(&path, Duration::from_secs(5)).unwrap();
+    }
+
     /// A host whose SIGPIPE is at its default (the test's child process)
     /// writes more than the socket buffers, and the daemon stops reading
     /// after a few bytes: the write fails, the host lives.
@@ -121,7 +170,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sock");
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let mut stream = Stream::connect(&path).unwrap();
+        let mut stream = Stream::connect(&path, Duration::from_secs(1)).unwrap();
         // Allocated before the fork: the child must not allocate.
         let frame = vec![0u8; 1 << 20];
         // SAFETY: the child makes only system calls (alarm, signal, send,

@@ -42,12 +42,21 @@ fn wide(p: &Path) -> Vec<u16> {
 impl Stream {
     /// Open the pipe; when every instance is busy, wait (up to a second at
     /// a time) for one, as a Unix connect waits on a full backlog.
-    pub fn connect(path: &Path) -> std::io::Result<Stream> {
+    pub fn connect(path: &Path, wait: Duration) -> std::io::Result<Stream> {
+        let deadline = std::time::Instant::now() + wait;
         loop {
             match Stream::connect_now(path) {
                 Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("every instance of the pipe stayed busy for {wait:?}"),
+                        ));
+                    }
+                    let ms = left.as_millis().clamp(1, 1000) as u32;
                     // SAFETY: a NUL-terminated name.
-                    unsafe { WaitNamedPipeW(wide(path).as_ptr(), 1000) };
+                    unsafe { WaitNamedPipeW(wide(path).as_ptr(), ms) };
                 }
                 other => return other,
             }

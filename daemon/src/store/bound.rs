@@ -3,7 +3,8 @@
 //! When an insert would take the stored NDJSON past `max_store_bytes`, the
 //! oldest stored events make room, in the same transaction: first unsealed
 //! events, then (during a long outage, when sealed batches are what fills
-//! the store) the oldest sealed batches other than a final `telemetry_off`.
+//! the store) the oldest sealed batches other than a final `telemetry_off`
+//! and the batch each destination's upload may be carrying.
 //! Events of the insert itself are never the ones dropped: if nothing older
 //! can go, the insert is refused with a clear error instead.
 //!
@@ -26,11 +27,13 @@ pub(super) struct Freed {
 }
 
 /// Delete the oldest events until `excess` bytes are freed, never touching
-/// rows with `seq > newest_old` (the insert being made room for).
+/// rows with `seq > newest_old` (the insert being made room for) or the
+/// batches in `handed_out` (an upload may be carrying them).
 /// `products` names every product that may have unsealed or local rows.
 pub(super) fn make_room(
     tx: &Transaction<'_>,
     products: &[String],
+    handed_out: &[i64],
     excess: u64,
     newest_old: i64,
     limit: u64,
@@ -121,13 +124,14 @@ pub(super) fn make_room(
             *counted.entry(product.clone()).or_default() += events;
         }
     }
+    let mut after = 0i64;
     while total < excess {
         type Oldest = (i64, String, i64, i64, i64, i64);
         let oldest: Option<Oldest> = tx
             .query_row(
                 "SELECT id, product, events, raw_bytes, first_seq, last_seq
-                 FROM batches WHERE final = 0 ORDER BY id LIMIT 1",
-                [],
+                 FROM batches WHERE final = 0 AND id > ?1 ORDER BY id LIMIT 1",
+                params![after],
                 |r| {
                     Ok((
                         r.get(0)?,
@@ -148,6 +152,10 @@ pub(super) fn make_room(
         let Some((id, product, events, bytes, first, last)) = oldest else {
             return Err(StoreError::Full { limit });
         };
+        after = id;
+        if handed_out.contains(&id) {
+            continue;
+        }
         tx.execute(
             "DELETE FROM events WHERE product = ?1 AND local_only = 0 AND seq BETWEEN ?2 AND ?3",
             params![product, first, last],

@@ -71,6 +71,7 @@ impl Inner {
     /// without a count: nothing follows it under that ID. Returns the
     /// events dropped (0 if the batch is gone already).
     pub(super) fn reject(&mut self, id: i64) -> Result<u64, StoreError> {
+        self.handed_out.retain(|_, b| *b != id);
         let tx = self.conn.transaction().map_err(sql("reject"))?;
         type Row = (String, i64, i64, i64, bool, Vec<u8>);
         let batch: Option<Row> = tx
@@ -142,6 +143,9 @@ fn carried_drops(compressed: &[u8]) -> i64 {
 mod tests {
     use super::super::tests::{d, record, rt, Fixture};
     use super::super::{Stats, Store};
+    use crate::batch::Routing;
+    use crate::batch::UNROUTED;
+    use crate::consent::Permit;
     use crate::uploader::destination::Spec;
     use std::sync::Arc;
     use telemetry_proto::Mode;
@@ -155,11 +159,13 @@ mod tests {
     #[test]
     fn batches_keep_the_destination_they_were_sealed_for_and_retiring_drops_them() {
         let f = Fixture::new();
-        let route_b = Arc::new(std::sync::Mutex::new(Some(vendor())));
+        let route_b = Arc::new(std::sync::Mutex::new(Routing::To(vendor())));
         let mut opts = f.opts(2);
         let r = route_b.clone();
-        opts.layout.route =
-            Arc::new(move |p| (p == "b").then(|| r.lock().unwrap().clone()).flatten());
+        opts.layout.route = Arc::new(move |p| match p {
+            "b" => r.lock().unwrap().clone(),
+            _ => Routing::Own,
+        });
         let (store, thread) = Store::open(f.dir.path(), opts).unwrap();
         rt().block_on(async {
             for p in ["a", "b"] {
@@ -177,7 +183,7 @@ mod tests {
             store.insert(recs).await.unwrap();
             assert_eq!(store.seal(false).await.unwrap(), 2);
             // A later manifest change does not redirect the sealed batch.
-            *route_b.lock().unwrap() = None;
+            *route_b.lock().unwrap() = Routing::Own;
             let s: Stats = store.stats().await.unwrap();
             let vendor_id = Some(vendor().to_text());
             assert_eq!(
@@ -232,6 +238,63 @@ mod tests {
             let retired = store.retired().await.unwrap();
             assert_eq!(retired.len(), 1);
             assert_eq!((retired[0].product.as_str(), retired[0].dropped), ("b", 4));
+        });
+        drop(store);
+        thread.join();
+    }
+
+    #[test]
+    fn a_final_batch_sealed_while_the_manifest_is_unusable_waits_for_its_destination() {
+        let f = Fixture::new();
+        let route = Arc::new(std::sync::Mutex::new(Routing::To(vendor())));
+        let mut opts = f.opts(100);
+        let r = route.clone();
+        opts.layout.route = Arc::new(move |_| r.lock().unwrap().clone());
+        let (store, thread) = Store::open(f.dir.path(), opts).unwrap();
+        rt().block_on(async {
+            store
+                .apply_consent("a", d(Mode::On), record(0, "a"))
+                .await
+                .unwrap();
+            store.insert(vec![record(1, "a")]).await.unwrap();
+            // The manifest breaks, then the user turns the product off:
+            // its final batch is sealed now, but not for the daemon's own
+            // destination (another party's bucket).
+            *route.lock().unwrap() = Routing::Unknown;
+            f.permits
+                .lock()
+                .unwrap()
+                .insert("a".into(), Permit::FinalOnly);
+            let out = store
+                .apply_consent("a", d(Mode::Off), record(2, "a"))
+                .await
+                .unwrap();
+            assert!(out.final_event);
+            store.seal(true).await.unwrap();
+            assert!(store
+                .stats()
+                .await
+                .unwrap()
+                .uploadable_by_destination
+                .is_empty());
+            assert!(store.next_sealed_to(None).await.unwrap().is_none());
+            assert!(store
+                .next_sealed_to(Some(UNROUTED.into()))
+                .await
+                .unwrap()
+                .is_none());
+            // The manifest is usable again: the next cycle places it.
+            *route.lock().unwrap() = Routing::To(vendor());
+            store.seal(false).await.unwrap();
+            let vendor_id = Some(vendor().to_text());
+            let b = store
+                .next_sealed_to(vendor_id.clone())
+                .await
+                .unwrap()
+                .expect("the final batch goes to the vendor");
+            assert!(b.key.starts_with("v1/product=a/"), "{}", b.key);
+            assert_eq!(b.destination, vendor_id);
+            assert!(store.next_sealed_to(None).await.unwrap().is_none());
         });
         drop(store);
         thread.join();

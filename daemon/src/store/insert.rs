@@ -193,9 +193,11 @@ impl Inner {
                     .into_iter()
                     .cloned()
                     .collect();
+                let handed_out: Vec<i64> = self.handed_out.values().copied().collect();
                 bound::make_room(
                     &tx,
                     &products,
+                    &handed_out,
                     stored_bytes + grown - max_bytes,
                     newest_old,
                     max_bytes,

@@ -36,7 +36,7 @@
 //! `PRAGMA user_version` inside one transaction. A database from a newer
 //! daemon is refused, never modified.
 
-use crate::batch::{compress, KeyLayout};
+use crate::batch::{compress, KeyLayout, UNROUTED};
 use crate::config::{now_us, Clock, SyncMode};
 use crate::consent::Permit;
 use crate::record::{rfc3339_us, Record};
@@ -853,6 +853,10 @@ struct Inner {
     /// Uploadable events dropped to stay under `max_store_bytes` since
     /// start.
     full_drops: u64,
+    /// The batch last handed to the uploader, per destination asked for:
+    /// it may be on its way, so making room never drops it (its events
+    /// would be counted as dropped and delivered too).
+    handed_out: BTreeMap<Option<DestId>, i64>,
 }
 
 /// Take an exclusive lock on `state_dir/lock`, so two daemons never share
@@ -998,6 +1002,7 @@ impl Inner {
             sealed_bytes: 0,
             sealed_batches: 0,
             full_drops: 0,
+            handed_out: BTreeMap::new(),
         };
         inner.load_counters()?;
         Ok(inner)
@@ -1247,17 +1252,20 @@ impl Inner {
             .conn
             .prepare_cached(
                 "SELECT id, product, final FROM batches
-                 WHERE ?1 = 0 OR destination IS ?2 ORDER BY id",
+                 WHERE (?1 = 0 OR destination IS ?2) AND destination IS NOT ?3 ORDER BY id",
             )
             .map_err(sql("reading sealed batches"))?;
         let rows = stmt
-            .query_map(params![to.is_some(), to.cloned().flatten()], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, bool>(2)?,
-                ))
-            })
+            .query_map(
+                params![to.is_some(), to.cloned().flatten(), UNROUTED],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, bool>(2)?,
+                    ))
+                },
+            )
             .map_err(sql("reading sealed batches"))?;
         let mut ids = Vec::new();
         // The permit reads the consent files: once per product, not per batch.
@@ -1283,11 +1291,12 @@ impl Inner {
             .conn
             .prepare_cached(
                 "SELECT product, final, destination, COUNT(*) FROM batches
+                 WHERE destination IS NOT ?1
                  GROUP BY product, final, destination",
             )
             .map_err(sql("counting sealed batches"))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(params![UNROUTED], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, bool>(1)?,
@@ -1311,9 +1320,13 @@ impl Inner {
     }
 
     fn next_sealed(&mut self, to: Option<&DestId>) -> Result<Option<SealedBatch>, StoreError> {
+        // Asked again for this destination: its last batch is done with
+        // (uploaded, refused, or its upload failed and will be retried).
+        self.handed_out.remove(&to.cloned());
         let Some(&id) = self.uploadable_batch_ids(to)?.first() else {
             return Ok(None);
         };
+        self.handed_out.insert(to.cloned(), id);
         self.conn
             .prepare_cached(
                 "SELECT id, key, body, events, raw_bytes, product, destination

@@ -81,6 +81,7 @@ const COLUMNS: &str =
 
 impl Inner {
     fn complete(&mut self, id: i64, receipt: NewReceipt) -> Result<(), StoreError> {
+        self.handed_out.retain(|_, b| *b != id);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

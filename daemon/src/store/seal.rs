@@ -18,6 +18,7 @@ impl Inner {
     }
 
     pub(super) fn seal(&mut self, force: bool) -> Result<usize, StoreError> {
+        self.route_held()?;
         let now = now_us(&self.opts.clock);
         let max_age = self.opts.upload_interval.as_micros() as i64;
         let products: Vec<String> = self
@@ -49,6 +50,36 @@ impl Inner {
             }
         }
         Ok(sealed)
+    }
+
+    /// Give batches held [`UNROUTED`] (sealed while their product's
+    /// manifest was unusable: a final batch, a forget's marker) their key
+    /// and destination, for each product whose manifest is usable now.
+    /// They are few and rare; the scan is of the batch table, not events.
+    fn route_held(&mut self) -> Result<(), StoreError> {
+        let held: Vec<(i64, String, String)> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT id, product, key FROM batches WHERE destination = ?1")
+                .map_err(sql("reading held batches"))?;
+            let rows = stmt
+                .query_map(params![UNROUTED], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(sql("reading held batches"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(sql("reading held batches"))?
+        };
+        for (id, product, key) in held {
+            let Some((key, destination)) = self.opts.layout.reroute(&product, &key) else {
+                continue;
+            };
+            self.conn
+                .execute(
+                    "UPDATE batches SET key = ?2, destination = ?3 WHERE id = ?1",
+                    params![id, key, destination],
+                )
+                .map_err(sql("routing a held batch"))?;
+        }
+        Ok(())
     }
 
     /// Seal the oldest pending events of `product` into one batch.

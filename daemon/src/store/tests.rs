@@ -1,4 +1,5 @@
 use super::*;
+use crate::batch::Routing;
 use crate::config::SyncMode;
 use crate::consent::Permit;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -27,7 +28,7 @@ pub(super) fn receipt(b: &SealedBatch) -> NewReceipt {
 pub(super) struct Fixture {
     pub(super) dir: tempfile::TempDir,
     now: Arc<AtomicI64>,
-    permits: Arc<std::sync::Mutex<BTreeMap<String, Permit>>>,
+    pub(super) permits: Arc<std::sync::Mutex<BTreeMap<String, Permit>>>,
     max_store_bytes: u64,
 }
 
@@ -51,7 +52,7 @@ impl Fixture {
             layout: KeyLayout {
                 prefix: "p".into(),
                 machine_id: Arc::new(|_| "abcdef0123".to_string()),
-                route: Arc::new(|_| None),
+                route: Arc::new(|_| Routing::Own),
             },
             clock: Arc::new(move || {
                 UNIX_EPOCH + Duration::from_micros(now.load(Ordering::SeqCst) as u64)
@@ -1113,6 +1114,43 @@ fn a_long_outage_evicts_the_oldest_sealed_batch_never_the_new_events() {
         assert_eq!(
             lines,
             vec![r#"{"n":3}"#, r#"{"n":4}"#, r#"{"n":5}"#, r#"{"n":6}"#]
+        );
+    });
+    drop(store);
+    thread.join();
+}
+
+/// A batch handed to the uploader may be on its way: making room drops the
+/// next oldest instead, so its events are not counted as dropped and
+/// delivered too. Once it is done with, it may go.
+#[test]
+fn making_room_never_drops_the_batch_an_upload_is_carrying() {
+    let mut f = Fixture::new();
+    f.max_store_bytes = 40;
+    let (store, thread) = f.open(2);
+    rt().block_on(async {
+        let four = (1..=4).map(|n| record(n, "a")).collect();
+        store.insert(four).await.unwrap();
+        assert_eq!(store.seal(true).await.unwrap(), 2);
+        let carried = store.next_sealed().await.unwrap().unwrap();
+        store
+            .insert(vec![record(5, "a"), record(6, "a")])
+            .await
+            .unwrap();
+        let s = store.stats().await.unwrap();
+        assert_eq!(s.dropped, vec![("a".to_string(), 2)]);
+        let page = store.show(None, 0).await.unwrap();
+        let lines: Vec<&str> = page.events.iter().map(|e| e.line.as_str()).collect();
+        assert_eq!(
+            lines,
+            vec![r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":5}"#, r#"{"n":6}"#],
+            "the carried batch (1, 2) stays; the one behind it went"
+        );
+        store.complete(carried.id, receipt(&carried)).await.unwrap();
+        let s = store.stats().await.unwrap();
+        assert_eq!(
+            (s.pending_events, s.sealed_batches, s.dropped.len()),
+            (2, 0, 1)
         );
     });
     drop(store);

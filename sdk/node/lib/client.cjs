@@ -283,6 +283,12 @@ function makeClient(opts) {
     const buildForDaemon = checkBuild(build) ? 'unknown' : /** @type {string} */ (build);
     /** @type {any} */
     const out = { status: 'recorded', mode, file: p.consentFile, daemonNotified: false };
+    if (written.kept !== undefined) {
+      out.kept = written.kept;
+      out.warning =
+        `${p.consentFile} could not be read, so it was kept as ${written.kept} ` +
+        'and a new one holds this decision';
+    }
     const x = await exchange(
       p.socket,
       requests.consentChanged(/** @type {string} */ (product), buildForDaemon),
@@ -293,9 +299,10 @@ function makeClient(opts) {
       out.daemonNotified = true;
       out.applied = x.reply.body;
       if (x.reply.body && typeof x.reply.body.file === 'string' && x.reply.body.file !== p.consentFile) {
-        out.warning =
+        const w =
           `telemetryd reads consent from ${x.reply.body.file}, not ${p.consentFile}: ` +
           'set TELEMETRY_CONSENT_FILE so they agree';
+        out.warning = out.warning === undefined ? w : `${out.warning}; ${w}`;
       }
     } else if (x.ok && x.reply && x.reply.kind === 'error') {
       out.daemonError = `${x.reply.body.code}: ${x.reply.body.message}`;

@@ -259,7 +259,8 @@ async function takeLock(dir, waitMs) {
  * @param {"off"|"local"|"on"} mode
  * @param {number|null} version the manifest version the decision is for, if known
  * @param {number} lockWaitMs how long to wait for another writer
- * @returns {Promise<{ok: true}|{ok: false, reason: string}>}
+ * @returns {Promise<{ok: true, kept?: string}|{ok: false, reason: string}>}
+ *   `kept`: where an unreadable old file was renamed to
  */
 async function recordConsent(file, product, mode, version, lockWaitMs) {
   const { setEntry, renderConsentFile } = require('./consent.cjs');
@@ -276,14 +277,26 @@ async function recordConsent(file, product, mode, version, lockWaitMs) {
   }
   const tmp = nodePath.join(dir, `.consent.${process.pid}.${Date.now()}.tmp`);
   try {
-    const current = readUser(file) || { entries: [], badLines: [] };
-    setEntry(current, product, mode, rfc3339Micros(), version);
     let fileMode = 0o600;
     try {
       fileMode = fs.statSync(file).mode & 0o777;
     } catch {
       // a new file
     }
+    /** @type {string|undefined} */
+    let kept;
+    let current = { entries: [], badLines: [] };
+    try {
+      current = parseConsentFile(readText(file));
+    } catch (e) {
+      if (!e || /** @type {any} */ (e).code !== 'ENOENT') {
+        // Exists but cannot be read: keep it beside the new one, as the
+        // Rust client does, rather than lose the other products' lines.
+        kept = `${file}.unreadable-${Date.now()}`;
+        fs.renameSync(file, kept);
+      }
+    }
+    setEntry(current, product, mode, rfc3339Micros(), version);
     const fd = fs.openSync(tmp, 'wx', fileMode);
     try {
       // The umask may have narrowed it.
@@ -294,7 +307,7 @@ async function recordConsent(file, product, mode, version, lockWaitMs) {
       fs.closeSync(fd);
     }
     fs.renameSync(tmp, file);
-    return { ok: true };
+    return kept === undefined ? { ok: true } : { ok: true, kept };
   } catch (e) {
     try {
       fs.unlinkSync(tmp);

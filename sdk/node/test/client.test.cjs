@@ -306,6 +306,22 @@ test('setConsent without a daemon: the canonical file, 0600 in 0700, keeps a mod
   assert.equal(bad.status, 'refused');
 });
 
+test('setConsent keeps an unreadable consent file beside the new one and says so', async () => {
+  const T = tempDir();
+  const env = { ...sdkEnv(T), TELEMETRY_CONSENT_FILE: path.join(T, 'consent') };
+  const file = env.TELEMETRY_CONSENT_FILE;
+  const old = Buffer.from('other on 2026-01-01T00:00:00Z\n\xff\n', 'latin1');
+  fs.writeFileSync(file, old);
+  const out = await createClient({ product: 'cfdev', build: '1.2.0', env }).setConsent('off');
+  assert.equal(out.status, 'recorded');
+  const kept = fs.readdirSync(T).filter((n) => n.startsWith('consent.unreadable-'));
+  assert.equal(kept.length, 1, String(kept));
+  assert.equal(out.kept, path.join(T, kept[0]));
+  assert.match(out.warning, /could not be read/);
+  assert.deepEqual(fs.readFileSync(out.kept), old);
+  assert.match(fs.readFileSync(file, 'utf8'), /\ncfdev off /);
+});
+
 test('setConsent: a held lock makes it fail within the budget; a stale one is taken over', async () => {
   const T = tempDir();
   const env = sdkEnv(T);

@@ -334,3 +334,18 @@ def test_autostart_is_rate_limited_and_can_be_disabled(tmp_root: Path) -> None:
     assert _autostart.start("s", state, {"PATH": str(tmp_root)}) == "not_found"
     assert _autostart.scrubbed("AWS_PROFILE") and _autostart.scrubbed("GITHUB_TOKEN")
     assert not _autostart.scrubbed("TELEMETRY_SECRET") and not _autostart.scrubbed("HOME")
+
+
+def test_an_unreadable_consent_file_is_kept_aside_and_the_decision_recorded(
+    sdk_env: Daemon,
+) -> None:
+    old = b"other on\n\xff\n"  # not UTF-8: the other product's line must not be lost
+    consent = Path(sdk_env.consent_file)
+    consent.write_bytes(old)
+    change = Client(product="cfdev", build="1.2.0", timeout=0.1).set_consent("off")
+    assert change.status == "recorded", change
+    kept = [p for p in consent.parent.iterdir() if p.name.startswith("consent.unreadable-")]
+    assert len(kept) == 1, kept
+    assert kept[0].read_bytes() == old
+    assert str(kept[0]) in change.detail
+    assert "\ncfdev off " in consent.read_text()

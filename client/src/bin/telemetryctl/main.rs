@@ -136,7 +136,7 @@ impl From<ClientError> for Failure {
         let (exit, code) = match &e {
             ClientError::Refused { code, .. } => (EXIT_REFUSED, code.to_string()),
             // A reply that cannot be read (a daemon of another version).
-            ClientError::Protocol(_) | ClientError::Unexpected(_) => {
+            ClientError::Protocol(_) | ClientError::Reply { .. } | ClientError::Unexpected(_) => {
                 (EXIT_UNREACHABLE, ErrorCode::Malformed.to_string())
             }
             // Not running, no answer in time, or the connection dropped

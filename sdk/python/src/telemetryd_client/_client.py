@@ -461,7 +461,7 @@ class Client:
             # A decision must not be lost to a short budget: wait at least a
             # second for another writer to finish (as the Go SDK does; the
             # Rust client waits as long as it takes).
-            _record(
+            kept = _record(
                 p.consent_file, self.product, mode, version, max(deadline, time.monotonic() + 1.0)
             )
         except (OSError, ValueError) as e:
@@ -472,7 +472,12 @@ class Client:
                 detail=f"cannot write the consent file {p.consent_file}: {e}",
             )
         notified = False
-        detail = ""
+        notes: List[str] = []
+        if kept is not None:
+            notes.append(
+                f"{p.consent_file} could not be read, so it was kept as {kept} "
+                "and a new one holds this decision"
+            )
         build = self.build if check_build(self.build) is None else "unknown"
         try:
             name, body = _transport.request(
@@ -482,23 +487,23 @@ class Client:
                 notified = True
                 daemon_file = body.get("file") if isinstance(body, dict) else None
                 if daemon_file and daemon_file != p.consent_file:
-                    detail = (
+                    notes.append(
                         f"telemetryd reads consent from {daemon_file}, but this wrote "
                         f"{p.consent_file}; set TELEMETRY_CONSENT_FILE={daemon_file} so they agree"
                     )
             elif name == "error" and isinstance(body, dict):
-                detail = (
+                notes.append(
                     f"telemetryd did not apply it yet: {body.get('code')}: {body.get('message')}"
                 )
         except _transport.TransportError as e:
-            detail = f"telemetryd did not apply it yet ({e.why}); it will when it starts"
+            notes.append(f"telemetryd did not apply it yet ({e.why}); it will when it starts")
         return ConsentChange(
             "recorded",
             mode=mode,
             file=p.consent_file,
             daemon_notified=notified,
             effective=self._consent(p),
-            detail=detail,
+            detail="; ".join(notes),
         )
 
     def _manifest_version(self, socket: str, deadline: float) -> Optional[int]:
@@ -585,12 +590,13 @@ def _record(
     mode: str,
     version: Optional[int],
     deadline: float,
-) -> None:
+) -> Optional[str]:
     """Rewrite the user's consent file with ``product``'s new line, as
     ``record_version`` in ``client/src/consent.rs`` does: dir ``0700``,
     serialized by ``flock`` on ``DIR/.consent.lock``, canonical form, a temp
     file in the same dir (the old file's mode, else ``0600``), fsync,
-    rename."""
+    rename. A file that cannot be read is renamed to
+    ``<file>.unreadable-<unix ms>`` first; returns that path, if so."""
     if sys.platform == "win32":
         raise OSError("recording consent from Python is not supported on Windows")
     directory = os.path.dirname(os.path.abspath(path))
@@ -615,13 +621,22 @@ def _record(
                     f"another process holds {directory}/.consent.lock; try again"
                 ) from None
             time.sleep(0.002)
-        text = _read_user(path)
-        file = ConsentFile.parse(text) if text is not None else ConsentFile()
-        file.set(product, mode, _rfc3339_now(), version)
         try:
             perm = os.stat(path).st_mode & 0o777
         except OSError:
             perm = 0o600
+        kept = None
+        try:
+            file = ConsentFile.parse(read_small_text(path))
+        except FileNotFoundError:
+            file = ConsentFile()
+        except (OSError, ValueError):
+            # Exists but cannot be read: keep it beside the new one rather
+            # than lose the other products' lines (as the Rust writer).
+            kept = f"{path}.unreadable-{int(time.time() * 1000)}"
+            os.rename(path, kept)
+            file = ConsentFile()
+        file.set(product, mode, _rfc3339_now(), version)
         tmp = os.path.join(directory, f".consent.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), perm)
         try:
@@ -634,6 +649,7 @@ def _record(
         finally:
             os.close(fd)
         os.rename(tmp, path)
+        return kept
     finally:
         os.close(lock)  # releases the lock
 

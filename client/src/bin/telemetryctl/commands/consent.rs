@@ -210,7 +210,7 @@ fn change(
             .map(|c| c.version)
             .filter(|v| *v > 0),
     };
-    consent::record_version(product, new_mode, version, paths).map_err(|e| {
+    let kept = consent::record_version(product, new_mode, version, paths).map_err(|e| {
         Failure::consent_file(
             crate::EXIT_UNREACHABLE,
             format!(
@@ -220,6 +220,14 @@ fn change(
             ),
         )
     })?;
+    if let Some(kept) = kept {
+        eprintln!(
+            "telemetryctl: warning: {} could not be read, so it was kept as {} and a new one \
+             holds this decision; copy any other product's line from it if you need it",
+            paths.user.display(),
+            kept.display()
+        );
+    }
     // The file is the source of truth; the daemon applies it now if it is
     // running, or at its next start otherwise.
     let applied = Client::connect(socket)
