@@ -185,7 +185,18 @@ impl Drop for AddressSlot {
 async fn handle(b: &Broker, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
-        (&Method::GET | &Method::HEAD, HEALTH_PATH) => json(StatusCode::OK, &health(b, &req)),
+        (&Method::GET | &Method::HEAD, HEALTH_PATH) => {
+            // Asking about a product spends the address's upload allowance:
+            // otherwise it would name products at any speed. A load
+            // balancer's plain probe is never limited.
+            if asked_product(&req).is_some() {
+                let client = client_ip(b, &req, peer);
+                if let Err(wait) = b.per_address.check(&limit_key(client), Instant::now()) {
+                    return refusal(Refusal::throttled(Limit::Address, wait));
+                }
+            }
+            json(StatusCode::OK, &health(b, &req))
+        }
         (&Method::POST, UPLOAD_PATH) => {
             let started = Instant::now();
             let client = client_ip(b, &req, peer);
@@ -328,18 +339,23 @@ async fn upload_request(
 /// `telemetryctl doctor` can tell a user whose batches would be refused.
 /// Only yes or no for the name asked: the upload endpoint already answers
 /// that (400 or 410), and the list of products is not given out.
+/// Answered at the address's upload rate (see [`handle`]).
 fn health(b: &Broker, req: &Request<Incoming>) -> serde_json::Value {
     let mut answer = serde_json::json!({"status": "ok", "products": b.products.len()});
-    let product = req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("product="))
-            .map(percent_decoded)
-    });
-    if let Some(product) = product {
+    if let Some(product) = asked_product(req) {
         let serves = b.products.contains(&product) && !b.settings.retired.contains(&product);
         answer["serves"] = serde_json::Value::Bool(serves);
     }
     answer
+}
+
+/// The product a `/healthz?product=P` asks about.
+fn asked_product(req: &Request<Incoming>) -> Option<String> {
+    req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("product="))
+            .map(percent_decoded)
+    })
 }
 
 /// `%XX` escapes decoded (a malformed one is kept as is; the name then

@@ -631,6 +631,43 @@ fn retired_products_and_builds_are_gone() {
     }
 }
 
+/// Asking whether the broker serves a product spends the address's upload
+/// allowance (no naming products at any speed); the plain probe a load
+/// balancer makes is never limited.
+#[test]
+fn healthz_about_a_product_is_rate_limited_the_plain_probe_is_not() {
+    let s3 = S3Server::start();
+    let broker = forwarded(&s3, "3/1h", "1000/1h");
+    let get = |query: &str, ip: &str| {
+        s3.block_on(send(
+            "GET",
+            &format!("{}/healthz{query}", broker.url),
+            &[("x-forwarded-for", ip)],
+            Vec::new(),
+        ))
+        .unwrap()
+    };
+    let first = get("?product=cfdev", "198.51.100.7");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.json()["serves"], true);
+    assert_eq!(
+        get("?product=other", "198.51.100.7").json()["serves"],
+        false
+    );
+    assert_eq!(ask_from(&s3, &broker, 1, "198.51.100.7").status, 200);
+    let limited = get("?product=third", "198.51.100.7");
+    assert_eq!(limited.status, 429, "{}", limited.text());
+    assert!(limited.headers.contains_key("retry-after"));
+    for _ in 0..10 {
+        assert_eq!(get("", "198.51.100.7").status, 200);
+    }
+    assert_eq!(
+        get("?product=cfdev", "198.51.100.8").status,
+        200,
+        "another address"
+    );
+}
+
 #[test]
 fn healthz_and_clean_exit_on_sigterm() {
     let s3 = S3Server::start();
