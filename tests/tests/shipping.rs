@@ -575,3 +575,58 @@ fn a_batch_replayed_through_the_broker_gets_412_and_counts_as_delivered() {
     assert_eq!(s.pending_events, 0);
     assert!(d.log().contains("already_there=true"), "{}", d.log());
 }
+
+/// A batch the broker refuses for its day, once that day is over 60 days
+/// old (a machine offline past the vendor's window), is dropped and counted
+/// instead of holding back every batch behind it; the count reaches the
+/// vendor with the next batch.
+#[test]
+fn a_batch_refused_for_a_day_long_past_is_dropped_counted_and_the_next_goes() {
+    let s3 = s3_server();
+    let b = broker(&s3, &["toolc"], "127.0.0.1:0", &[]);
+    let env = daemon_env(&s3, &[("toolc", broker_upload(&b))]);
+    let d = env.start();
+    emit(&d, "toolc", 3);
+    // Its upload fails: the batch stays sealed.
+    s3.set_fault(Fault::Status(500, "InternalError"));
+    assert!(!flush(&env).status.success());
+    d.kill9();
+    // As a machine offline for 90 days holds it: sealed on a day long past.
+    let old = humantime::format_rfc3339(SystemTime::now() - Duration::from_secs(90 * 86_400))
+        .to_string()[..10]
+        .to_string();
+    let db = rusqlite::Connection::open(env.state.join("events.sqlite3")).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE batches SET key = substr(key, 1, instr(key, '/dt=') + 3) || ?1
+                                   || substr(key, instr(key, '/dt=') + 14)",
+            [&old],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+    s3.set_fault(Fault::None);
+
+    let d = env.start();
+    let out = flush(&env);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(s3.objects_in(BROKER_BUCKET).is_empty());
+    assert_eq!(status(&d).dropped, [("toolc".to_string(), 3)]);
+    assert!(
+        d.log().contains("refuses this batch for good"),
+        "{}",
+        d.log()
+    );
+    // The next batch goes, and carries the count.
+    emit(&d, "toolc", 1);
+    let out = flush(&env);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines = decode_objects(&s3.objects_in(BROKER_BUCKET));
+    let dropped: Vec<i64> = lines
+        .iter()
+        .filter(|(_, v)| v["event"] == "telemetry_dropped")
+        .map(|(_, v)| v["data"]["count"].as_i64().unwrap())
+        .collect();
+    assert_eq!((lines.len(), dropped), (2, vec![3]), "{lines:?}");
+    assert!(status(&d).dropped.is_empty());
+}
