@@ -393,6 +393,14 @@ mod tests {
 
         let long = Settings::load(args(&["--config", path, "--url-lifetime", "11m"]), None);
         assert!(long.unwrap_err().to_string().contains("--url-lifetime"));
+        let send = |t: &str| Settings::load(args(&["--config", path, "--send-timeout", t]), None);
+        assert_eq!(s.send_timeout, Duration::from_secs(10), "the default");
+        assert_eq!(send("1ms").unwrap().send_timeout, Duration::from_millis(1));
+        assert_eq!(send("10m").unwrap().send_timeout, Duration::from_secs(600));
+        for bad in ["0s", "11m", "soon"] {
+            let err = send(bad).unwrap_err().to_string();
+            assert!(err.contains("--send-timeout"), "{bad}: {err}");
+        }
         let today = Settings::load(args(&["--config", path]), Some("2026-13-01".into()));
         assert!(today.unwrap_err().to_string().contains(TODAY_VAR));
         let none = Settings::load(args(&["--manifests", "/x"]), None);
