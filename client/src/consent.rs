@@ -133,7 +133,7 @@ pub fn system_file(paths: &ConsentPaths) -> ConsentFile {
 ///
 /// A file that exists but cannot be read (not UTF-8, over 1 MiB, no
 /// permission) is kept: renamed beside itself to
-/// `<name>.unreadable-<unix ms>` before the new one is written, so the
+/// `<name>.unreadable-<unix ms>-<pid>` before the new one is written, so the
 /// decision is still recorded and the other products' lines are not lost.
 /// Returns where it was kept, if it was.
 pub fn record(product: &str, mode: Mode, paths: &ConsentPaths) -> std::io::Result<Option<PathBuf>> {
@@ -182,14 +182,20 @@ pub fn record_version(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
             let name = paths.user.file_name().unwrap_or_default().to_string_lossy();
-            let aside = dir.join(format!("{name}.unreadable-{ms}"));
+            let aside = dir.join(format!("{name}.unreadable-{ms}-{}", std::process::id()));
             std::fs::rename(&paths.user, &aside)?;
             (ConsentFile::default(), Some(aside))
         }
     };
     let now = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
     file.set_version(product, mode, Some(now), version);
-    let mode = file_mode;
+    // A file kept because it had no read permission (or was a directory)
+    // must not pass that on: the new one is readable and writable by its
+    // owner, whatever else it had.
+    let mode = match kept {
+        Some(_) => (file_mode | 0o600) & 0o666,
+        None => file_mode,
+    };
     let tmp = dir.join(format!(".consent.{}.tmp", std::process::id()));
     let mut f = with_mode(
         std::fs::OpenOptions::new()
@@ -283,11 +289,19 @@ mod tests {
             user: dir.path().join("consent"),
             system: dir.path().join("none"),
         };
-        for old in [
-            b"other on\n\xff\n".to_vec(),
-            vec![b'#'; (telemetry_platform::fs::MAX_SMALL_TEXT + 1) as usize],
+        for (old, mode) in [
+            (b"other on\n\xff\n".to_vec(), 0o600),
+            (
+                vec![b'#'; (telemetry_platform::fs::MAX_SMALL_TEXT + 1) as usize],
+                0o644,
+            ),
         ] {
             std::fs::write(&paths.user, &old).unwrap();
+            std::fs::set_permissions(
+                &paths.user,
+                std::os::unix::fs::PermissionsExt::from_mode(mode),
+            )
+            .unwrap();
             let kept = record("cfdev", Mode::Off, &paths)
                 .unwrap()
                 .expect("the unreadable file is kept");
@@ -299,8 +313,24 @@ mod tests {
                 .starts_with("consent.unreadable-"));
             assert_eq!(std::fs::read(&kept).unwrap(), old);
             assert_eq!(user_decision("cfdev", &paths), Some(Mode::Off));
+            assert_eq!(telemetry_platform::fs::mode_of(&paths.user), Some(mode));
             std::fs::remove_file(&kept).unwrap();
         }
+        // A directory in its place (unreadable as a file even for root) is
+        // kept too, and its mode (0700: executable, not a file's) is not
+        // passed on: the new file is 0600.
+        std::fs::remove_file(&paths.user).unwrap();
+        std::fs::create_dir(&paths.user).unwrap();
+        std::fs::set_permissions(
+            &paths.user,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let kept = record("cfdev", Mode::Off, &paths).unwrap().unwrap();
+        assert!(kept.is_dir());
+        std::fs::remove_dir(&kept).unwrap();
+        assert_eq!(telemetry_platform::fs::mode_of(&paths.user), Some(0o600));
+        assert_eq!(user_decision("cfdev", &paths), Some(Mode::Off));
         // A readable one is rewritten in place, nothing kept.
         assert_eq!(record("other", Mode::On, &paths).unwrap(), None);
         assert_eq!(user_decision("cfdev", &paths), Some(Mode::Off));

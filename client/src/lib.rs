@@ -208,7 +208,9 @@ impl Client {
     /// Connect to the daemon's socket. Connecting to a Unix socket does not
     /// touch the network and returns at once when nobody listens; when the
     /// daemon's listen queue is full (it is stopped, or swamped) this waits
-    /// for it at most [`CONNECT_WAIT`].
+    /// for it at most [`CONNECT_WAIT`], then fails with
+    /// [`ClientError::TimedOut`] (Linux; macOS refuses such a connect at
+    /// once, and Windows waits for a free pipe instance).
     pub fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
         Client::connect_within(path, CONNECT_WAIT)
     }
@@ -217,8 +219,14 @@ impl Client {
     /// (or, on Windows, a busy pipe).
     pub fn connect_within(path: impl AsRef<Path>, wait: Duration) -> Result<Client, ClientError> {
         let path = path.as_ref().to_path_buf();
-        match transport::Stream::connect(&path, wait.min(MAX_TIMEOUT)) {
+        let wait = wait.min(MAX_TIMEOUT);
+        match transport::Stream::connect(&path, wait) {
             Ok(stream) => Ok(Client::over(stream, path)),
+            // Running, but taking no connections (stopped, or swamped):
+            // not "is it running?".
+            Err(source) if source.kind() == std::io::ErrorKind::TimedOut => {
+                Err(ClientError::TimedOut { path, after: wait })
+            }
             Err(source) => Err(ClientError::Unreachable { path, source }),
         }
     }

@@ -19,7 +19,7 @@ import (
 // of the budget, the daemon is told to apply it; the file is the truth
 // either way, so only a failure to write the file is returned. A consent
 // file that exists but cannot be read (not UTF-8, over 1 MiB, no
-// permission) is renamed beside itself to <name>.unreadable-<unix ms>
+// permission) is renamed beside itself to <name>.unreadable-<unix ms>-<pid>
 // first, so that no other product's decision in it is lost.
 //
 // This is what a CLI's own `mycli telemetry --on/--off` calls.
@@ -169,10 +169,12 @@ func writeConsent(path, product string, mode Mode, version uint32, now time.Time
 	if text, err := readSmallText(path); err == nil {
 		file = ParseConsentFile(text)
 	} else if !errors.Is(err, os.ErrNotExist) {
-		kept := fmt.Sprintf("%s.unreadable-%d", path, now.UnixMilli())
+		kept := fmt.Sprintf("%s.unreadable-%d-%d", path, time.Now().UnixMilli(), os.Getpid())
 		if err := os.Rename(path, kept); err != nil {
 			return err
 		}
+		// Its mode (no read permission, a directory's) is not passed on.
+		perm = (perm | 0o600) & 0o666
 	}
 	file.SetVersion(product, mode, rfc3339Micros(now), version)
 	tmp := filepath.Join(dir, fmt.Sprintf(".consent.%d.tmp", os.Getpid()))

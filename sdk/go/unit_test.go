@@ -310,4 +310,20 @@ func TestSetConsentKeepsAnUnreadableFileAside(t *testing.T) {
 	if b, _ := os.ReadFile(path); !regexp.MustCompile(`\ncfdev off `).Match(b) {
 		t.Errorf("file:\n%s", b)
 	}
+	// A directory in its place is kept too; its 0700 is not passed on.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetConsent("on"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(path); err != nil || st.IsDir() || st.Mode().Perm() != 0o600 {
+		t.Errorf("new file: %v %v", st, err)
+	}
+	if kept, _ := filepath.Glob(path + ".unreadable-*"); len(kept) != 2 {
+		t.Errorf("kept: %v", kept)
+	}
 }

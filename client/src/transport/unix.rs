@@ -13,7 +13,10 @@ impl Stream {
     /// accepts, at most `wait` (then `TimedOut`: a stopped daemon, say).
     /// Connecting to a Unix socket never touches the network.
     pub fn connect(path: &Path, wait: Duration) -> std::io::Result<Stream> {
-        let deadline = std::time::Instant::now() + wait;
+        // A caller's `Duration::MAX` is a long wait, not an overflow.
+        let deadline = std::time::Instant::now()
+            .checked_add(wait)
+            .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(86_400));
         let mut pause = Duration::from_millis(1);
         loop {
             match Stream::connect_now(path) {
@@ -154,6 +157,11 @@ mod tests {
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
         assert!(t.elapsed() >= Duration::from_millis(200));
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        // The client says it did not answer in time, not that it is down.
+        let err = crate::Client::connect_within(&path, Duration::from_millis(50))
+            .err()
+            .expect("connected to a full queue");
+        assert!(matches!(err, crate::ClientError::TimedOut { .. }), "{err}");
         // Room again (one queued connection taken): reached at once.
         let _ = listener.accept().unwrap();
         Stream::connect(&path, Duration::from_secs(5)).unwrap();

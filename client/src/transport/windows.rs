@@ -43,7 +43,10 @@ impl Stream {
     /// Open the pipe; when every instance is busy, wait (up to a second at
     /// a time) for one, as a Unix connect waits on a full backlog.
     pub fn connect(path: &Path, wait: Duration) -> std::io::Result<Stream> {
-        let deadline = std::time::Instant::now() + wait;
+        // A caller's `Duration::MAX` is a long wait, not an overflow.
+        let deadline = std::time::Instant::now()
+            .checked_add(wait)
+            .unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(86_400));
         loop {
             match Stream::connect_now(path) {
                 Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {

@@ -126,10 +126,10 @@ pub(super) fn make_room(
     }
     let mut after = 0i64;
     while total < excess {
-        type Oldest = (i64, String, i64, i64, i64, i64);
+        type Oldest = (i64, String, i64, i64, i64, i64, Vec<u8>);
         let oldest: Option<Oldest> = tx
             .query_row(
-                "SELECT id, product, events, raw_bytes, first_seq, last_seq
+                "SELECT id, product, events, raw_bytes, first_seq, last_seq, body
                  FROM batches WHERE final = 0 AND id > ?1 ORDER BY id LIMIT 1",
                 params![after],
                 |r| {
@@ -140,6 +140,7 @@ pub(super) fn make_room(
                         r.get(3)?,
                         r.get(4)?,
                         r.get(5)?,
+                        r.get(6)?,
                     ))
                 },
             )
@@ -149,7 +150,7 @@ pub(super) fn make_room(
                 e => Err(e),
             })
             .map_err(err())?;
-        let Some((id, product, events, bytes, first, last)) = oldest else {
+        let Some((id, product, events, bytes, first, last, body)) = oldest else {
             return Err(StoreError::Full { limit });
         };
         after = id;
@@ -164,7 +165,9 @@ pub(super) fn make_room(
         tx.execute("DELETE FROM batches WHERE id = ?1", params![id])
             .map_err(err())?;
         freed.batches.push((events as u64, bytes as u64));
-        *counted.entry(product).or_default() += events as u64;
+        // The count of earlier drops it carried is given back, not lost.
+        let carried = carried_drops(&body).max(0) as u64;
+        *counted.entry(product).or_default() += events as u64 + carried;
         total += bytes as u64;
     }
     for (product, events) in counted {
@@ -187,4 +190,17 @@ pub(super) fn add_dropped(
         params![product, events, now],
     )
     .map(|_| ())
+}
+
+/// The drop count a sealed batch's body carries in its `telemetry_dropped`
+/// line (see `seal_in`), 0 if none or unreadable.
+pub(super) fn carried_drops(compressed: &[u8]) -> i64 {
+    let Ok(body) = zstd::stream::decode_all(compressed) else {
+        return 0;
+    };
+    body.split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .filter(|v| v["event"] == "telemetry_dropped")
+        .filter_map(|v| v["data"]["count"].as_i64())
+        .fold(0i64, i64::saturating_add)
 }

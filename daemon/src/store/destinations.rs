@@ -93,7 +93,7 @@ impl Inner {
         tx.execute("DELETE FROM batches WHERE id = ?1", params![id])
             .map_err(sql("reject"))?;
         if !final_batch {
-            let lost = events.saturating_add(carried_drops(&body));
+            let lost = events.saturating_add(super::bound::carried_drops(&body));
             super::bound::add_dropped(&tx, &product, lost, now_us(&self.opts.clock))
                 .map_err(sql("reject"))?;
         }
@@ -124,19 +124,6 @@ impl Inner {
         rows.collect::<Result<_, _>>()
             .map_err(sql("reading retired products"))
     }
-}
-
-/// The drop count a sealed batch's body carries in its `telemetry_dropped`
-/// line (see `seal_in`), 0 if none or unreadable.
-fn carried_drops(compressed: &[u8]) -> i64 {
-    let Ok(body) = zstd::stream::decode_all(compressed) else {
-        return 0;
-    };
-    body.split(|b| *b == b'\n')
-        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
-        .filter(|v| v["event"] == "telemetry_dropped")
-        .filter_map(|v| v["data"]["count"].as_i64())
-        .fold(0i64, i64::saturating_add)
 }
 
 #[cfg(test)]
@@ -271,12 +258,9 @@ mod tests {
                 .unwrap();
             assert!(out.final_event);
             store.seal(true).await.unwrap();
-            assert!(store
-                .stats()
-                .await
-                .unwrap()
-                .uploadable_by_destination
-                .is_empty());
+            let s = store.stats().await.unwrap();
+            assert!(s.uploadable_by_destination.is_empty());
+            assert_eq!(s.held_batches, 1, "the uploader looks again for it");
             assert!(store.next_sealed_to(None).await.unwrap().is_none());
             assert!(store
                 .next_sealed_to(Some(UNROUTED.into()))
@@ -295,6 +279,7 @@ mod tests {
             assert!(b.key.starts_with("v1/product=a/"), "{}", b.key);
             assert_eq!(b.destination, vendor_id);
             assert!(store.next_sealed_to(None).await.unwrap().is_none());
+            assert_eq!(store.stats().await.unwrap().held_batches, 0);
         });
         drop(store);
         thread.join();

@@ -298,6 +298,9 @@ pub struct Stats {
     /// Sealed batches the current consent allows to upload now, per
     /// destination (absent: none).
     pub uploadable_by_destination: BTreeMap<DestId, u64>,
+    /// Batches held until their product's manifest is usable again (see
+    /// [`crate::batch::UNROUTED`]).
+    pub held_batches: u64,
     /// Uploadable events dropped to stay under `max_store_bytes` since
     /// the store opened.
     pub store_full_drops: u64,
@@ -673,6 +676,16 @@ impl Store {
         self.call(|reply| Cmd::NextSealed {
             to: Some(to),
             reply,
+        })
+        .await
+    }
+
+    /// The upload of the batch last handed out for `to` failed (it will be
+    /// asked for again): making room may drop it meanwhile.
+    pub async fn let_go(&self, to: DestId) -> Result<(), StoreError> {
+        self.run_on(move |inner| {
+            inner.handed_out.remove(&Some(to));
+            Ok(())
         })
         .await
     }
@@ -1285,18 +1298,18 @@ impl Inner {
     }
 
     /// How many sealed batches may be uploaded now, counted per product
-    /// and kind by SQLite, with the permit asked once per product.
-    fn uploadable_batch_count(&self) -> Result<BTreeMap<DestId, u64>, StoreError> {
+    /// and kind by SQLite, with the permit asked once per product; and how
+    /// many are held [`UNROUTED`].
+    fn uploadable_batch_count(&self) -> Result<(BTreeMap<DestId, u64>, u64), StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT product, final, destination, COUNT(*) FROM batches
-                 WHERE destination IS NOT ?1
                  GROUP BY product, final, destination",
             )
             .map_err(sql("counting sealed batches"))?;
         let rows = stmt
-            .query_map(params![UNROUTED], |r| {
+            .query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, bool>(1)?,
@@ -1307,8 +1320,13 @@ impl Inner {
             .map_err(sql("counting sealed batches"))?;
         let mut permits: BTreeMap<String, Permit> = BTreeMap::new();
         let mut n = BTreeMap::new();
+        let mut held = 0;
         for row in rows {
             let (product, is_final, dest, count) = row.map_err(sql("counting sealed batches"))?;
+            if dest.as_deref() == Some(UNROUTED) {
+                held += count as u64;
+                continue;
+            }
             let permit = *permits
                 .entry(product)
                 .or_insert_with_key(|p| (self.opts.permit)(p));
@@ -1316,7 +1334,7 @@ impl Inner {
                 *n.entry(dest).or_insert(0) += count as u64;
             }
         }
-        Ok(n)
+        Ok((n, held))
     }
 
     fn next_sealed(&mut self, to: Option<&DestId>) -> Result<Option<SealedBatch>, StoreError> {
@@ -1366,10 +1384,10 @@ impl Inner {
             .unsealed
             .values()
             .fold((0, 0), |(e, b), p| (e + p.events, b + p.bytes));
-        let uploadable_by_destination = if self.sealed_batches > 0 {
+        let (uploadable_by_destination, held_batches) = if self.sealed_batches > 0 {
             self.uploadable_batch_count()?
         } else {
-            BTreeMap::new()
+            (BTreeMap::new(), 0)
         };
         let uploadable_batches = uploadable_by_destination.values().sum();
         let uploadable_unsealed = self
@@ -1388,6 +1406,7 @@ impl Inner {
             local_events: self.local.values().map(|p| p.events).sum(),
             dropped: self.dropped.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             uploadable_by_destination,
+            held_batches,
             store_full_drops: self.full_drops,
         })
     }

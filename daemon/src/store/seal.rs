@@ -68,16 +68,22 @@ impl Inner {
             rows.collect::<Result<_, _>>()
                 .map_err(sql("reading held batches"))?
         };
-        for (id, product, key) in held {
-            let Some((key, destination)) = self.opts.layout.reroute(&product, &key) else {
+        for (id, product, held_key) in held {
+            if telemetry_sink::BatchKey::parse(&held_key).is_none() {
+                tracing::warn!(key = %held_key, "a held batch's key cannot be read; it stays held");
+                continue;
+            }
+            let Some((key, destination)) = self.opts.layout.reroute(&product, &held_key) else {
                 continue;
             };
-            self.conn
-                .execute(
-                    "UPDATE batches SET key = ?2, destination = ?3 WHERE id = ?1",
-                    params![id, key, destination],
-                )
-                .map_err(sql("routing a held batch"))?;
+            // One batch that cannot be placed must not stop the sealing
+            // of every product: it stays held, and is named.
+            if let Err(e) = self.conn.execute(
+                "UPDATE batches SET key = ?2, destination = ?3 WHERE id = ?1",
+                params![id, key, destination],
+            ) {
+                tracing::warn!(key = %held_key, error = %e, "a held batch cannot be placed; it stays held");
+            }
         }
         Ok(())
     }

@@ -1152,6 +1152,26 @@ fn making_room_never_drops_the_batch_an_upload_is_carrying() {
             (s.pending_events, s.sealed_batches, s.dropped.len()),
             (2, 0, 1)
         );
+        // The next batch (5, 6) carries that count. Its upload fails, so
+        // it is let go: making room may take it, and gives its carried
+        // count back with its own events.
+        assert_eq!(store.seal(true).await.unwrap(), 1);
+        assert!(store.stats().await.unwrap().dropped.is_empty());
+        let failed = store.next_sealed_to(None).await.unwrap().unwrap();
+        store.let_go(None).await.unwrap();
+        store
+            .insert(vec![record(7, "a"), record(8, "a")])
+            .await
+            .unwrap();
+        assert!(
+            store.next_sealed_to(None).await.unwrap().is_none(),
+            "{failed:?}"
+        );
+        let s = store.stats().await.unwrap();
+        assert_eq!(s.dropped, vec![("a".to_string(), 2 + 2)]);
+        let page = store.show(None, 0).await.unwrap();
+        let lines: Vec<&str> = page.events.iter().map(|e| e.line.as_str()).collect();
+        assert_eq!(lines, vec![r#"{"n":7}"#, r#"{"n":8}"#]);
     });
     drop(store);
     thread.join();

@@ -451,6 +451,12 @@ impl Worker {
             let at = self.retry_at(dest).unwrap_or_else(Instant::now);
             wake = Some(wake.map_or(at, |w| w.min(at)));
         }
+        if stats.held_batches > 0 {
+            // A batch waits for its manifest to be fixed, which nothing
+            // announces: look again now and then (the seal places it).
+            let at = Instant::now() + HELD_RECHECK;
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
         wake
     }
 
@@ -599,9 +605,16 @@ impl Worker {
             let put = target.put(&batch.key, batch.body);
             let put = if interruptible {
                 let mut stop = self.stop.clone();
-                tokio::select! {
-                    r = put => r,
-                    _ = stop.wait_for(|s| *s) => return Err(CycleError::ShuttingDown),
+                let done = tokio::select! {
+                    r = put => Some(r),
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                match done {
+                    Some(r) => r,
+                    None => {
+                        self.store.let_go(dest.clone()).await?;
+                        return Err(CycleError::ShuttingDown);
+                    }
                 }
             } else {
                 put.await
@@ -630,7 +643,12 @@ impl Worker {
                     tracing::warn!(key = %batch.key, dropped, error = %e, "the destination refuses this batch for good; its events are dropped and counted, and the batches behind it go on");
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    // Not on its way any more: no longer kept from eviction
+                    // while the destination backs off.
+                    self.store.let_go(dest.clone()).await?;
+                    return Err(e.into());
+                }
             };
             let replay = delivered == Delivered::AlreadyThere;
             let receipt = NewReceipt {
@@ -757,6 +775,10 @@ fn refused_for_good(e: &UploadError, key: &str, now_us: i64) -> bool {
     field.as_deref() == Some("day")
         && key_day_us(key).is_some_and(|day| now_us - day > TOO_OLD_DAYS * 86_400_000_000)
 }
+
+/// How often the uploader looks whether a batch held for a broken
+/// manifest can be placed (only while one is held).
+const HELD_RECHECK: Duration = Duration::from_secs(30);
 
 /// A batch refused for its day is dropped only once its day is this many
 /// days old: past the broker's default window (45 days), so a broker whose

@@ -292,8 +292,10 @@ async function recordConsent(file, product, mode, version, lockWaitMs) {
       if (!e || /** @type {any} */ (e).code !== 'ENOENT') {
         // Exists but cannot be read: keep it beside the new one, as the
         // Rust client does, rather than lose the other products' lines.
-        kept = `${file}.unreadable-${Date.now()}`;
+        kept = `${file}.unreadable-${Date.now()}-${process.pid}`;
         fs.renameSync(file, kept);
+        // Its mode (no read permission, a directory's) is not passed on.
+        fileMode = (fileMode | 0o600) & 0o666;
       }
     }
     setEntry(current, product, mode, rfc3339Micros(), version);

@@ -349,3 +349,10 @@ def test_an_unreadable_consent_file_is_kept_aside_and_the_decision_recorded(
     assert kept[0].read_bytes() == old
     assert str(kept[0]) in change.detail
     assert "\ncfdev off " in consent.read_text()
+    # A directory in its place is kept too; its 0700 is not passed on.
+    consent.unlink()
+    consent.mkdir(mode=0o700)
+    assert (
+        Client(product="cfdev", build="1.2.0", timeout=0.1).set_consent("on").status == "recorded"
+    )
+    assert consent.is_file() and stat.S_IMODE(consent.stat().st_mode) == 0o600

@@ -596,7 +596,7 @@ def _record(
     serialized by ``flock`` on ``DIR/.consent.lock``, canonical form, a temp
     file in the same dir (the old file's mode, else ``0600``), fsync,
     rename. A file that cannot be read is renamed to
-    ``<file>.unreadable-<unix ms>`` first; returns that path, if so."""
+    ``<file>.unreadable-<unix ms>-<pid>`` first; returns that path, if so."""
     if sys.platform == "win32":
         raise OSError("recording consent from Python is not supported on Windows")
     directory = os.path.dirname(os.path.abspath(path))
@@ -633,8 +633,10 @@ def _record(
         except (OSError, ValueError):
             # Exists but cannot be read: keep it beside the new one rather
             # than lose the other products' lines (as the Rust writer).
-            kept = f"{path}.unreadable-{int(time.time() * 1000)}"
+            kept = f"{path}.unreadable-{int(time.time() * 1000)}-{os.getpid()}"
             os.rename(path, kept)
+            # Its mode (no read permission, a directory's) is not passed on.
+            perm = (perm | 0o600) & 0o666
             file = ConsentFile()
         file.set(product, mode, _rfc3339_now(), version)
         tmp = os.path.join(directory, f".consent.{os.getpid()}.tmp")
