@@ -33,6 +33,14 @@ pub const TELEMETRY_OFF: &str = "telemetry_off";
 /// leaves out every event of that ID, and maintainers delete them.
 pub const TELEMETRY_FORGET: &str = "telemetry_forget";
 
+/// The event the daemon adds to a batch to count events it had to drop.
+pub const TELEMETRY_DROPPED: &str = "telemetry_dropped";
+
+/// Events only the daemon records: a client that sends one is refused, or
+/// it could fake a user's off, a forget (the report would leave out every
+/// event of that ID) or a drop count.
+pub const DAEMON_EVENTS: [&str; 3] = [TELEMETRY_OFF, TELEMETRY_FORGET, TELEMETRY_DROPPED];
+
 /// Longest accepted consent prompt, in bytes.
 pub const MAX_PROMPT_LEN: usize = 4096;
 
@@ -406,10 +414,17 @@ impl Manifest {
     }
 
     /// Read and parse `path`; its stem must be the product's name.
+    ///
+    /// Read as the consent files are (`read_small_text`): at most 1 MiB and
+    /// opened non-blocking, so a FIFO or a link to `/dev/zero` in a
+    /// manifest's place makes that one product's manifest broken instead
+    /// of stalling or filling the daemon that reads the catalogue.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-            path: path.to_path_buf(),
-            source,
+        let text = telemetry_platform::fs::read_small_text(path).map_err(|source| {
+            ManifestError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         let stem = path
             .file_stem()

@@ -681,6 +681,43 @@ fn without_room_for_second_handles_every_answer_goes_through_the_connection_task
     no_ack_emits_then_an_ack(&daemon, 50, 2);
 }
 
+/// The events only the daemon records (an off's final event, a forget's
+/// marker, a drop count) are refused from a client, though `cfdev`'s
+/// manifest lists `telemetry_off`: a client must not fake a user's off or
+/// a forget.
+#[test]
+fn a_client_cannot_send_the_events_only_the_daemon_records() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::write(
+        env.root().join("consent"),
+        "cfdev on
+",
+    )
+    .unwrap();
+    let daemon = env.start();
+    for name in ["telemetry_off", "telemetry_forget", "telemetry_dropped"] {
+        let err = daemon
+            .client()
+            .emit(
+                vec![event("cfdev", name, "1.0", BTreeMap::new())],
+                ACK_TIMEOUT,
+            )
+            .unwrap_err();
+        match err {
+            ClientError::Refused {
+                code: ErrorCode::Invalid,
+                message,
+            } => assert!(
+                message.contains("recorded by telemetryd itself"),
+                "{message}"
+            ),
+            other => panic!("{name}: {other}"),
+        }
+    }
+    let s = daemon.client().status(ACK_TIMEOUT).unwrap();
+    assert_eq!(s.pending_events, 0);
+}
+
 /// #12: a refused event is logged (product, event, reason), counted by
 /// reason in `status`, and spool ingestion names why it refused.
 #[test]

@@ -117,3 +117,38 @@ fn system_dirs_follow_xdg_data_dirs() {
     );
     assert_eq!(d.len(), 2 + mac);
 }
+
+/// A FIFO or a link to an endless file in a manifest's place makes that
+/// product's manifest broken, at once: the catalogue (read under a lock
+/// every worker needs) is neither stalled nor filled.
+#[cfg(unix)]
+#[test]
+fn a_fifo_or_an_endless_file_as_a_manifest_disables_only_its_product() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("catalog");
+    write(&dir, "good.toml", "product = \"good\"\n[events.ran]\n");
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.join("fifo.toml"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.toml")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let cats = Catalogues::new(vec![dir], Duration::ZERO);
+        let _ = tx.send((
+            cats.check(&event("good", "ran")).is_ok(),
+            cats.lookup("fifo"),
+            cats.lookup("zero"),
+        ));
+    });
+    let (good, fifo, zero) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("loading the catalogue still blocked after 10 s");
+    assert!(good);
+    assert!(matches!(fifo, Lookup::Broken { .. }), "{fifo:?}");
+    match zero {
+        Lookup::Broken { error, .. } => assert!(error.contains("larger than"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+}

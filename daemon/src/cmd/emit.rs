@@ -314,6 +314,13 @@ pub async fn prepare(
             let reply = invalid(format!("event #{i} ({:?}): {e}", ev.event));
             return Err(reply);
         }
+        if telemetry_sink::manifest::DAEMON_EVENTS.contains(&ev.event.as_str()) {
+            return Err(invalid(format!(
+                "event #{i} ({:?}) is recorded by telemetryd itself (at an off, a forget or a \
+                 drop); a client may not send it",
+                ev.event
+            )));
+        }
         // A broken manifest refuses its product's events with the same
         // code as an unknown one: older clients know it.
         match ctx.catalogues.check(ev) {

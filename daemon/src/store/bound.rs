@@ -200,7 +200,7 @@ pub(super) fn carried_drops(compressed: &[u8]) -> i64 {
     };
     body.split(|b| *b == b'\n')
         .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
-        .filter(|v| v["event"] == "telemetry_dropped")
+        .filter(|v| v["event"] == telemetry_sink::manifest::TELEMETRY_DROPPED)
         .filter_map(|v| v["data"]["count"].as_i64())
         .fold(0i64, i64::saturating_add)
 }

@@ -116,7 +116,7 @@ pub(super) fn dropped_line(opts: &StoreOptions, product: &str, count: i64, now: 
     data.insert("count".to_string(), telemetry_proto::Value::Int(count));
     let ev = telemetry_proto::WireEvent {
         id: uuid::Uuid::now_v7(),
-        event: "telemetry_dropped".to_string(),
+        event: telemetry_sink::manifest::TELEMETRY_DROPPED.to_string(),
         product: product.to_string(),
         build: concat!("telemetryd-", env!("CARGO_PKG_VERSION")).to_string(),
         timestamp_us: now,
