@@ -331,11 +331,18 @@ fn install_with_root_tells_a_packager_what_to_do_instead_of_reloading_this_machi
         .join("etc/systemd/system/sockets.target.wants/telemetryd.socket");
     assert!(link.symlink_metadata().is_ok(), "{}", text(&out));
 
-    // Uninstalling from a staged tree does not ask to disable anything here.
+    // Uninstalling from a staged tree does not ask to disable anything here,
+    // and takes the enablement link with the unit (`systemctl disable`
+    // could not, once the unit file is gone, before systemd v256).
     let out = run_install(&[&["uninstall", "--system"][..], &args].concat());
     assert!(out.status.success(), "{}", text(&out));
     let t = text(&out);
     assert!(!t.contains("also run"), "{t}");
+    assert!(
+        link.symlink_metadata().is_err(),
+        "the enablement link dangles: {t}"
+    );
+    assert!(t.contains(&format!("remove {}", link.display())), "{t}");
 }
 
 #[test]

@@ -576,6 +576,19 @@ pub fn run(
         return Ok(());
     }
     for f in &files {
+        // What `systemctl enable` linked to it: once the unit is gone,
+        // `systemctl disable` cannot remove those on systemd before v256
+        // ("unit file does not exist"), and they would dangle.
+        for link in enablement_links(&f.path) {
+            if !dry {
+                std::fs::remove_file(&link).map_err(|source| InstallError::Io {
+                    what: "remove",
+                    path: link.clone(),
+                    source,
+                })?;
+            }
+            println!("{verb}remove {}", link.display());
+        }
         if f.path.exists() {
             if !dry {
                 std::fs::remove_file(&f.path).map_err(|source| InstallError::Io {
@@ -587,12 +600,16 @@ pub fn run(
             println!("{verb}remove {}", f.path.display());
         }
     }
+    // The units are gone from disk but may still be loaded and running:
+    // `stop` works on a loaded unit whatever is on disk.
     let stop = match os {
         Os::MacOs if target.system => "launchctl bootout system/dev.telemetryd".to_string(),
         Os::MacOs => "launchctl bootout gui/$(id -u)/dev.telemetryd".to_string(),
         Os::Linux => {
             let user = if target.system { "" } else { " --user" };
-            format!("systemctl{user} disable --now telemetryd.socket telemetryd.service")
+            format!(
+                "systemctl{user} stop telemetryd.socket telemetryd.service && systemctl{user} daemon-reload"
+            )
         }
     };
     match &target.root {
@@ -605,6 +622,39 @@ pub fn run(
         None => println!("if it was enabled, also run: {stop}"),
     }
     Ok(())
+}
+
+/// The symbolic links `systemctl enable` made to the unit at `unit`: the
+/// entries named like it in the `*.wants`/`*.requires` directories beside
+/// it (none for a file that is not a unit).
+fn enablement_links(unit: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (unit.parent(), unit.file_name()) else {
+        return Vec::new();
+    };
+    let is_unit = name
+        .to_str()
+        .is_some_and(|n| n.ends_with(".socket") || n.ends_with(".service"));
+    if !is_unit {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut links: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(".wants") || n.ends_with(".requires"))
+        })
+        .map(|e| e.path().join(name))
+        .filter(|l| {
+            l.symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+        })
+        .collect();
+    links.sort();
+    links
 }
 
 // The systemd and launchd files: Unix paths (Windows' plan is tested in

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Before the package is removed (not upgraded: .deb "remove", .rpm 0): stop
+# and disable the machine-wide socket and service while their unit files
+# still exist (systemd before v256 cannot disable a unit whose file is
+# gone), so nothing is left listening for a daemon that is no longer there.
+# Per-user instances are each user's (systemctl --user stop ...).
+set -e
+case "$1" in
+    remove | 0) ;;
+    *) exit 0 ;;
+esac
+[ -d /run/systemd/system ] || exit 0
+if command -v deb-systemd-invoke >/dev/null 2>&1; then
+    deb-systemd-invoke stop telemetryd.socket telemetryd.service >/dev/null 2>&1 || true
+    deb-systemd-helper disable telemetryd.socket telemetryd.service >/dev/null 2>&1 || true
+else
+    # An rpm system (this one script serves both packages).
+    systemctl --system disable --now telemetryd.socket telemetryd.service >/dev/null 2>&1 || true
+fi
+exit 0
