@@ -149,6 +149,18 @@ impl Loaded {
                 }
             };
             for result in results {
+                // A manifest decides where a product's data goes: one that
+                // another user could have written is not used (and, broken,
+                // it still shadows later copies rather than let them in).
+                let result = result.and_then(|m| {
+                    match telemetry_platform::fs::untrusted(Path::new(&m.source_name)) {
+                        None => Ok(m),
+                        Some(why) => Err(CatalogError::Invalid {
+                            path: PathBuf::from(&m.source_name),
+                            message: format!("not used: {why}"),
+                        }),
+                    }
+                });
                 let (product, entry) = match result {
                     Ok(m) => {
                         for warning in &m.warnings {

@@ -171,9 +171,81 @@ pub fn stamp(path: &Path) -> Stamp {
     Some((id, meta.len(), modified))
 }
 
+/// Why a file another user could change must not be trusted (`None`: it
+/// may be): the file (its target, if a link) or the directory holding it
+/// is owned by neither root nor this process's user, or is writable by
+/// every user (a directory with the sticky bit set is fine: no one may
+/// replace another's file there). Group-writable is allowed: a user's own
+/// files are often 0664 under a private group. Always `None` on Windows,
+/// where the installer's ACLs decide.
+pub fn untrusted(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        for (what, p) in [("file", Some(path)), ("directory", dir)] {
+            let Some(p) = p else { continue };
+            let Ok(m) = std::fs::metadata(p) else {
+                continue;
+            };
+            if m.uid() != 0 && m.uid() != me {
+                return Some(format!(
+                    "the {what} {} belongs to uid {}, neither root nor this process's user (uid {me}), so another user could change it",
+                    p.display(),
+                    m.uid()
+                ));
+            }
+            let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
+            if m.mode() & 0o002 != 0 && !sticky_dir {
+                return Some(format!(
+                    "the {what} {} is writable by every user",
+                    p.display()
+                ));
+            }
+        }
+        None
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_another_user_could_change_are_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "x").unwrap();
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(dir.path(), 0o755);
+        mode(&file, 0o664);
+        assert_eq!(untrusted(&file), None, "group-writable is fine");
+        mode(&file, 0o666);
+        assert!(untrusted(&file).unwrap().contains("writable by every user"));
+        mode(&file, 0o644);
+        mode(dir.path(), 0o777);
+        assert!(untrusted(&file).unwrap().contains("directory"));
+        mode(dir.path(), 0o1777);
+        assert_eq!(untrusted(&file), None, "a sticky directory (/tmp)");
+        mode(dir.path(), 0o755);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // Only root can give a file away.
+            std::os::unix::fs::chown(&file, Some(12_345), None).unwrap();
+            let why = untrusted(&file).unwrap();
+            assert!(why.contains("uid 12345"), "{why}");
+        }
+    }
 
     #[test]
     fn an_endless_file_in_a_small_files_place_is_refused_after_the_limit() {

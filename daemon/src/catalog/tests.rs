@@ -152,3 +152,28 @@ fn a_fifo_or_an_endless_file_as_a_manifest_disables_only_its_product() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A manifest every user may rewrite decides nothing: its product is
+/// disabled, naming why, and a later copy on the path is not used instead.
+#[cfg(unix)]
+#[test]
+fn a_manifest_another_user_could_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (user, system) = (tmp.path().join("user"), tmp.path().join("system"));
+    write(&user, "mytool.toml", "product = \"mytool\"\n[events.ran]\n");
+    write(&system, "mytool.toml", "product = \"mytool\"\n[events.ran]\n");
+    write(&system, "good.toml", "product = \"good\"\n[events.ran]\n");
+    let open = user.join("mytool.toml");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let cats = Catalogues::new(vec![user, system], Duration::ZERO);
+    cats.check(&event("good", "ran")).unwrap();
+    match cats.lookup("mytool") {
+        Lookup::Broken { source, error } => {
+            assert_eq!(source, open.display().to_string());
+            assert!(error.contains("writable by every user"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(cats.check(&event("mytool", "ran")).is_err());
+}
