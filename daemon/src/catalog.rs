@@ -185,7 +185,19 @@ impl Loaded {
                         (stem, entry)
                     }
                 };
-                by_product.entry(product).or_insert(entry);
+                match by_product.entry(product) {
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(entry);
+                    }
+                    // Said once per load: a user's stale copy overriding
+                    // an upgraded vendor manifest is otherwise invisible.
+                    std::collections::btree_map::Entry::Occupied(o) => tracing::info!(
+                        product = %o.key(),
+                        used = %source_of(o.get()),
+                        shadowed = %source_of(&entry),
+                        "a product manifest earlier on the path shadows this one"
+                    ),
+                }
             }
         }
         let cfdev = Manifest::builtin_cfdev();
@@ -196,6 +208,15 @@ impl Loaded {
             by_product,
             scanned,
         }
+    }
+}
+
+/// The file a lookup came from.
+fn source_of(l: &Lookup) -> String {
+    match l {
+        Lookup::Ready(m) => m.source_name.clone(),
+        Lookup::Broken { source, .. } => source.clone(),
+        Lookup::Unknown => String::new(),
     }
 }
 

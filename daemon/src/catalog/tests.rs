@@ -162,7 +162,11 @@ fn a_manifest_another_user_could_write_is_not_used() {
     let tmp = tempfile::tempdir().unwrap();
     let (user, system) = (tmp.path().join("user"), tmp.path().join("system"));
     write(&user, "mytool.toml", "product = \"mytool\"\n[events.ran]\n");
-    write(&system, "mytool.toml", "product = \"mytool\"\n[events.ran]\n");
+    write(
+        &system,
+        "mytool.toml",
+        "product = \"mytool\"\n[events.ran]\n",
+    );
     write(&system, "good.toml", "product = \"good\"\n[events.ran]\n");
     let open = user.join("mytool.toml");
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
