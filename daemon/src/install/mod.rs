@@ -272,7 +272,13 @@ pub fn plan(
             next: vec![next],
         });
     }
-    let with_bin = |t: &str| t.replace(TEMPLATE_BIN, &bin_s);
+    if bin_s.contains(['\n', '\r']) {
+        return Err(InstallError::Unknown(format!(
+            "the binary's path {bin_s:?} holds a line break, which a unit file cannot; pass --bin with another path"
+        )));
+    }
+    let exec = systemd_exec_path(&bin_s);
+    let with_bin = |t: &str| t.replace(TEMPLATE_BIN, &exec);
     if target.system {
         let unit_dir = Path::new("/etc/systemd/system");
         let files = vec![
@@ -622,6 +628,18 @@ pub fn run(
         None => println!("if it was enabled, also run: {stop}"),
     }
     Ok(())
+}
+
+/// `path` as the program of a unit's `ExecStart=`: `%` (a specifier) and
+/// `$` (a variable) doubled, and quoted when it holds a space, a quote or a
+/// backslash (systemd splits the line at spaces).
+fn systemd_exec_path(path: &str) -> String {
+    let escaped = path.replace('%', "%%").replace('$', "$$");
+    if escaped.contains([' ', '\t', '"', '\'', '\\']) {
+        format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        escaped
+    }
 }
 
 /// The symbolic links `systemctl enable` made to the unit at `unit`: the

@@ -243,3 +243,19 @@ fn system_units_and_sysusers() {
         .iter()
         .any(|f| f.contents.contains("SocketGroup=telemetry")));
 }
+
+/// A binary's path goes into `ExecStart=` as systemd reads it: `%` and `$`
+/// doubled, quoted when it holds a space, a quote or a backslash.
+#[test]
+fn the_binary_path_is_escaped_for_exec_start() {
+    assert_eq!(
+        systemd_exec_path("/usr/bin/telemetryd"),
+        "/usr/bin/telemetryd"
+    );
+    assert_eq!(systemd_exec_path("/opt/100%/t$x"), "/opt/100%%/t$$x");
+    assert_eq!(
+        systemd_exec_path("/home/a b/telemetryd"),
+        "\"/home/a b/telemetryd\""
+    );
+    assert_eq!(systemd_exec_path(r#"/x/"q"\y"#), r#""/x/\"q\"\\y""#);
+}
