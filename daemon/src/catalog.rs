@@ -140,11 +140,22 @@ impl Loaded {
         // changed at the next check and loaded again, never missed.
         let scanned = scan(dirs);
         let mut by_product = BTreeMap::new();
+        // A directory that exists but cannot be read may hold a manifest
+        // meant to replace a later one (a different destination, fewer
+        // events): nothing after it on the path is used, each product
+        // saying why, rather than a copy its owner replaced.
+        let mut blocked: Option<String> = None;
         for dir in dirs {
             let results = match telemetry_sink::manifest::load_dir(dir) {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "skipping a product manifest directory");
+                    tracing::warn!(dir = %dir.display(), error = %e, "a product manifest directory cannot be read; the manifests after it on the path are not used");
+                    blocked.get_or_insert_with(|| {
+                        format!(
+                            "not used: the manifest directory {} earlier on the path cannot be read ({e}), and a manifest there may replace this one",
+                            dir.display()
+                        )
+                    });
                     continue;
                 }
             };
@@ -153,11 +164,15 @@ impl Loaded {
                 // another user could have written is not used (and, broken,
                 // it still shadows later copies rather than let them in).
                 let result = result.and_then(|m| {
-                    match telemetry_platform::fs::untrusted(Path::new(&m.source_name)) {
+                    let why = blocked.clone().or_else(|| {
+                        telemetry_platform::fs::untrusted(Path::new(&m.source_name))
+                            .map(|why| format!("not used: {why}"))
+                    });
+                    match why {
                         None => Ok(m),
-                        Some(why) => Err(CatalogError::Invalid {
+                        Some(message) => Err(CatalogError::Invalid {
                             path: PathBuf::from(&m.source_name),
-                            message: format!("not used: {why}"),
+                            message,
                         }),
                     }
                 });
@@ -201,9 +216,14 @@ impl Loaded {
             }
         }
         let cfdev = Manifest::builtin_cfdev();
-        by_product
-            .entry(cfdev.product.clone())
-            .or_insert_with(|| Lookup::Ready(Arc::new(cfdev)));
+        let builtin = match blocked {
+            None => Lookup::Ready(Arc::new(cfdev.clone())),
+            Some(error) => Lookup::Broken {
+                source: cfdev.source_name.clone(),
+                error,
+            },
+        };
+        by_product.entry(cfdev.product.clone()).or_insert(builtin);
         Loaded {
             by_product,
             scanned,

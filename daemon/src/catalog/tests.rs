@@ -181,3 +181,26 @@ fn a_manifest_another_user_could_write_is_not_used() {
     }
     assert!(cats.check(&event("mytool", "ran")).is_err());
 }
+
+/// A manifest directory that exists but cannot be read (here a file in its
+/// place; for root, permissions never stop a read) may hold a manifest
+/// meant to replace a later one: nothing after it on the path is used, the
+/// built-in `cfdev` included, each saying why.
+#[test]
+fn nothing_after_an_unreadable_manifest_directory_is_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, later) = (tmp.path().join("first"), tmp.path().join("later"));
+    std::fs::write(&first, "not a directory").unwrap();
+    write(&later, "good.toml", "product = \"good\"\n[events.ran]\n");
+    let cats = Catalogues::new(vec![first.clone(), later], Duration::ZERO);
+    for product in ["good", "cfdev"] {
+        match cats.lookup(product) {
+            Lookup::Broken { error, .. } => assert!(
+                error.contains(&first.display().to_string()) && error.contains("cannot be read"),
+                "{error}"
+            ),
+            other => panic!("{product}: {other:?}"),
+        }
+    }
+    assert!(cats.check(&event("good", "ran")).is_err());
+}
