@@ -89,7 +89,9 @@ impl Refusals {
                 reason = %r.code,
                 not_logged_since_last = unlogged,
                 "refused: {}",
-                r.message
+                // A client's bytes quoted in it (an unknown key's name) must
+                // not start a line of their own in the log.
+                r.message.escape_debug()
             );
         }
     }

@@ -59,6 +59,10 @@ pub enum ValidationError {
         /// The length limit.
         max: usize,
     },
+    /// The event id is not a random UUID: a time-and-MAC one (version 1)
+    /// would put the machine's network address in every stored line.
+    #[error("id {0} is not a random UUID (version 7, or 4, RFC 4122 variant); a version 1 id would carry the machine's network address")]
+    BadId(uuid::Uuid),
     /// The timestamp is before 2000 or after 9999.
     #[error("timestamp {0} µs is outside 2000-01-01..9999-12-31")]
     BadTimestamp(i64),
@@ -93,7 +97,10 @@ pub enum ValidationError {
     NoEvents,
 }
 
-fn truncated(s: &str) -> String {
+/// `s` cut to at most 80 bytes (at a character boundary), for messages:
+/// an error reply quoting a client's whole 64 KiB name would not fit in a
+/// reply frame.
+pub fn truncated(s: &str) -> String {
     let mut end = s.len().min(80);
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -125,6 +132,9 @@ pub fn validate_name(
 /// Check one event's shape and sizes. The event catalogue (which names and
 /// keys a product allows) is checked by the daemon on top of this.
 pub fn validate_event(ev: &WireEvent, limits: &Limits) -> Result<(), ValidationError> {
+    if !matches!(ev.id.get_version_num(), 4 | 7) || ev.id.get_variant() != uuid::Variant::RFC4122 {
+        return Err(ValidationError::BadId(ev.id));
+    }
     validate_name("event", &ev.event, limits)?;
     validate_name("product", &ev.product, limits)?;
     let build_ok = !ev.build.is_empty()
@@ -186,12 +196,29 @@ mod tests {
 
     fn ok_event() -> WireEvent {
         WireEvent {
-            id: uuid::Uuid::nil(),
+            id: uuid::Uuid::now_v7(),
             event: "app_created".into(),
             product: "cfdev".into(),
             build: "0.0.1+g1234-rc.1".into(),
             timestamp_us: 1_800_000_000_000_000,
             data: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn only_random_ids_are_accepted() {
+        let mut ev = ok_event();
+        ev.id = uuid::Uuid::new_v4();
+        validate_event(&ev, &Limits::default()).unwrap();
+        // Version 1: a time and the machine's MAC address.
+        for id in [
+            "c232ab00-9414-11ec-b3c8-9f68deced846",
+            "00000000-0000-0000-0000-000000000000",
+            "0190f5c2-7b1e-7000-c000-000000000001", // v7 nibble, Microsoft variant
+        ] {
+            ev.id = id.parse().unwrap();
+            let err = validate_event(&ev, &Limits::default()).unwrap_err();
+            assert!(matches!(err, ValidationError::BadId(_)), "{id}: {err}");
         }
     }
 

@@ -263,3 +263,29 @@ fn another_user_may_emit_but_not_read_or_change_stored_data() {
     // Nothing was purged or flushed on their say-so.
     assert_eq!(daemon.client().status(T).unwrap().pending_events, 2);
 }
+
+/// A name as long as a frame allows, or an id that would carry the
+/// machine's network address, gets a short `invalid` reply on a connection
+/// that goes on serving: an error quoting the whole name would not fit in
+/// a reply frame, and the client would see its connection closed.
+#[test]
+fn a_huge_name_or_a_time_and_mac_id_gets_a_short_error_and_the_connection_goes_on() {
+    let env = env_with(&[]);
+    std::fs::write(env.root().join("consent"), "cfdev on\n").unwrap();
+    let d = env.start();
+    let mut client = d.client();
+    let huge = event("cfdev", &"a".repeat(60_000), "1.0", BTreeMap::new());
+    let mut v1 = event("cfdev", "stop", "1.0", BTreeMap::new());
+    v1.id = "c232ab00-9414-11ec-b3c8-9f68deced846".parse().unwrap();
+    for (bad, what) in [(huge, "is not a valid name"), (v1, "not a random UUID")] {
+        match client.emit(vec![bad], T) {
+            Err(telemetry_client::ClientError::Refused {
+                code: ErrorCode::Invalid,
+                message,
+            }) => assert!(message.len() < 1_000 && message.contains(what), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        let ok = event("cfdev", "stop", "1.0", BTreeMap::new());
+        assert_eq!(client.emit(vec![ok], T).unwrap().accepted, 1);
+    }
+}

@@ -311,7 +311,10 @@ pub async fn prepare(
     let mut manifests = BTreeMap::new();
     for (i, ev) in events.iter().enumerate() {
         if let Err(e) = validate_event(ev, &ctx.limits) {
-            let reply = invalid(format!("event #{i} ({:?}): {e}", ev.event));
+            let reply = invalid(format!(
+                "event #{i} ({:?}): {e}",
+                telemetry_proto::truncated(&ev.event)
+            ));
             return Err(reply);
         }
         if telemetry_sink::manifest::DAEMON_EVENTS.contains(&ev.event.as_str()) {
