@@ -93,7 +93,8 @@ impl EventCounters {
 
     /// Count and remove the drop file being taken.
     fn count_file(&self, taking: &Path) -> u64 {
-        let text = match std::fs::read(taking) {
+        // As the spool: never through a link or a FIFO, never unbounded.
+        let text = match crate::spool::read_plain(taking, crate::spool::MAX_SPOOL_FILE) {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(path = %taking.display(), error = %e, "cannot read the spool's drop file");

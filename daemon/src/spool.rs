@@ -129,34 +129,135 @@ fn decode_spooled(body: &[u8]) -> Result<WireEvent, telemetry_proto::CodecError>
     decode_body(body)
 }
 
+/// The most a spool file is read: shims stop appending at 1 MiB, so a
+/// larger one was not written by them (a link to `/dev/zero`, a file
+/// someone filled) and is set aside instead of filling the daemon.
+pub(crate) const MAX_SPOOL_FILE: u64 = 8 << 20;
+
+/// How long the daemon waits for the shims' lock on a spool file: a shim
+/// holds it for one append; a stopped one must not hold up intake.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Open `path` with `options` never through a link and never waiting on a
+/// FIFO, and only if it is a plain file.
+pub(crate) fn open_plain(
+    path: &Path,
+    options: &mut std::fs::OpenOptions,
+) -> std::io::Result<std::fs::File> {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    let f = options.open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not a plain file", path.display()),
+        ));
+    }
+    Ok(f)
+}
+
+/// The bytes of the plain file at `path`, at most `cap` of them (more is
+/// an error).
+pub(crate) fn read_plain(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = open_plain(path, std::fs::OpenOptions::new().read(true))?;
+    let mut bytes = Vec::new();
+    f.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is larger than {cap} bytes", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Take `f`'s lock, waiting at most [`LOCK_WAIT`].
+fn lock_within(f: &std::fs::File) -> std::io::Result<()> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "a process held the spool's lock for {LOCK_WAIT:?}; trying again later"
+                    ),
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
+/// Move `path` (not a spool a shim wrote: a link, a FIFO, too large) out
+/// of the way as `<name>.damaged-<unix ms>`, so that it neither holds up
+/// every intake nor is read again.
+fn set_aside(path: &Path, why: &std::io::Error) {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".damaged-{ms}"));
+    match std::fs::rename(path, &aside) {
+        Ok(()) => {
+            tracing::warn!(path = %path.display(), error = %why, kept = %Path::new(&aside).display(), "the spool is not one shims wrote; set aside")
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %why, rename_error = %e, "the spool is not one shims wrote, and cannot be set aside")
+        }
+    }
+}
+
 /// Append `frames` (whole frames) back to the spool at `path`, under the
 /// shims' lock, for a newer daemon.
 fn put_back(path: &Path, frames: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let mut f = telemetry_platform::fs::with_mode(
-        std::fs::OpenOptions::new().append(true).create(true),
-        0o600,
-    )
-    .open(path)?;
-    f.lock()?;
+    let mut f = open_plain(
+        path,
+        telemetry_platform::fs::with_mode(
+            std::fs::OpenOptions::new().append(true).create(true),
+            0o600,
+        ),
+    )?;
+    lock_within(&f)?;
     f.write_all(frames)
 }
 
 /// Move the spool at `path` aside (under the shims' lock) and return the
-/// file to ingest, if there is anything.
+/// file to ingest, if there is anything. A file in the spool's place that
+/// no shim wrote (a link, a FIFO) is set aside.
 fn take(path: &Path) -> std::io::Result<Option<PathBuf>> {
     let ingesting = path.with_extension("spool.ingesting");
-    if ingesting.exists() {
+    if ingesting.symlink_metadata().is_ok() {
         return Ok(Some(ingesting)); // left by an earlier run
     }
-    let f = match std::fs::OpenOptions::new().append(true).open(path) {
+    let f = match open_plain(path, std::fs::OpenOptions::new().append(true)) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if not_a_spool(&e) => {
+            set_aside(path, &e);
+            return Ok(None);
+        }
         Err(e) => return Err(e),
     };
-    f.lock()?;
+    lock_within(&f)?;
     std::fs::rename(path, &ingesting)?;
     Ok(Some(ingesting))
+}
+
+/// Whether opening or reading a spool failed because the file is not one
+/// (a link, a FIFO or device, too large), not for a passing reason.
+fn not_a_spool(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO)) {
+        return true;
+    }
+    e.kind() == std::io::ErrorKind::InvalidData
 }
 
 /// Store what the spool holds. Returns the events stored.
@@ -200,18 +301,28 @@ struct Retry {
 }
 
 async fn ingest_file(ctx: &Ctx, path: &Path) -> u64 {
-    let file = match take(path) {
-        Ok(Some(f)) => f,
+    // Off the runtime's threads: the shims' lock may be held a moment.
+    let p = path.to_path_buf();
+    let taken = tokio::task::spawn_blocking(move || {
+        let file = take(&p)?;
+        file.map(|f| match read_plain(&f, MAX_SPOOL_FILE) {
+            Ok(bytes) => Ok((f, bytes)),
+            Err(e) => {
+                if not_a_spool(&e) {
+                    set_aside(&f, &e);
+                }
+                Err(e)
+            }
+        })
+        .transpose()
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    let (file, bytes) = match taken {
+        Ok(Some(t)) => t,
         Ok(None) => return 0,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot take the spool");
-            return 0;
-        }
-    };
-    let bytes = match std::fs::read(&file) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(path = %file.display(), error = %e, "cannot read the spool");
             return 0;
         }
     };
@@ -219,7 +330,11 @@ async fn ingest_file(ctx: &Ctx, path: &Path) -> u64 {
     if !newer.is_empty() {
         // First: should a failure below keep the ingesting file for a
         // retry, they are put back again, and event ids keep them single.
-        if let Err(e) = put_back(path, &newer) {
+        let p = path.to_path_buf();
+        let put = tokio::task::spawn_blocking(move || put_back(&p, &newer))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        if let Err(e) = put {
             tracing::warn!(path = %path.display(), error = %e, "cannot put events of a newer protocol back into the spool; will retry");
             return 0;
         }

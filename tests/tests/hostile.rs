@@ -289,3 +289,50 @@ fn a_huge_name_or_a_time_and_mac_id_gets_a_short_error_and_the_connection_goes_o
         assert_eq!(client.emit(vec![ok], T).unwrap().accepted, 1);
     }
 }
+
+/// What sits in the spool file's place decides nothing about the daemon's
+/// start: a FIFO (no writer), a link to `/dev/zero` and an `.ingesting`
+/// file of that kind are set aside, not read for ever or until memory
+/// runs out; the daemon serves, and a later start is not held up either.
+#[test]
+fn a_fifo_or_an_endless_link_as_the_spool_does_not_stop_the_daemon() {
+    for (kind, ingesting) in [("fifo", false), ("zero", false), ("zero", true)] {
+        let env = env_with(&[]);
+        std::fs::write(env.root().join("consent"), "cfdev on\n").unwrap();
+        let spool = env.spool_file();
+        std::fs::create_dir_all(spool.parent().unwrap()).unwrap();
+        let target = if ingesting {
+            spool.with_extension("spool.ingesting")
+        } else {
+            spool.clone()
+        };
+        if kind == "fifo" {
+            let made = std::process::Command::new("mkfifo")
+                .arg(&target)
+                .status()
+                .unwrap();
+            assert!(made.success());
+        } else {
+            std::os::unix::fs::symlink("/dev/zero", &target).unwrap();
+        }
+        let t = Instant::now();
+        let d = env.start();
+        served(&d);
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{kind}: {:?}",
+            t.elapsed()
+        );
+        wait_for("the spool set aside", T, || {
+            (target.symlink_metadata().is_err()).then_some(())
+        });
+        let aside: Vec<String> = std::fs::read_dir(spool.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{kind}: {aside:?}");
+        assert!(d.log().contains("set aside"), "{}", d.log());
+    }
+}
