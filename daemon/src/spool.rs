@@ -134,6 +134,9 @@ fn decode_spooled(body: &[u8]) -> Result<WireEvent, telemetry_proto::CodecError>
 /// someone filled) and is set aside instead of filling the daemon.
 pub(crate) const MAX_SPOOL_FILE: u64 = 8 << 20;
 
+/// How long a purge or a forget waits for a spool intake already running.
+pub const INTAKE_WAIT: Duration = Duration::from_secs(30);
+
 /// How long the daemon waits for the shims' lock on a spool file: a shim
 /// holds it for one append; a stopped one must not hold up intake.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -260,7 +263,8 @@ fn not_a_spool(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::InvalidData
 }
 
-/// Store what the spool holds. Returns the events stored.
+/// Store what the spool holds. Returns the events stored (0 at once if
+/// an intake is already running).
 pub async fn ingest(ctx: &Ctx) -> u64 {
     let state = &ctx.spool;
     if state.busy.swap(true, Ordering::SeqCst) {
@@ -268,6 +272,25 @@ pub async fn ingest(ctx: &Ctx) -> u64 {
     }
     let stored = ingest_inner(ctx).await;
     state.busy.store(false, Ordering::SeqCst);
+    stored
+}
+
+/// [`ingest`], after any intake already running has finished (for at most
+/// `wait`): a purge or a forget must see everything spooled before it,
+/// not return while another intake is still storing it.
+pub async fn ingest_all(ctx: &Ctx, wait: Duration) -> u64 {
+    let deadline = Instant::now() + wait;
+    while ctx.spool.busy.swap(true, Ordering::SeqCst) {
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                "a spool intake still ran after {wait:?}; going on without waiting for it"
+            );
+            return 0;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stored = ingest_inner(ctx).await;
+    ctx.spool.busy.store(false, Ordering::SeqCst);
     stored
 }
 

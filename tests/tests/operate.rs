@@ -367,3 +367,33 @@ fn sighup_reloads_what_can_change_names_what_needs_a_restart_and_survives_a_bad_
         (files_under(&outbox).len() == 2).then_some(())
     });
 }
+
+/// A purge takes in what shims spooled first and deletes it with the rest:
+/// left in the spool, it would be stored (and uploaded) after the purge.
+#[test]
+fn a_purge_takes_in_the_spool_first_so_nothing_spooled_comes_back() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::write(env.root().join("consent"), "cfdev on\n").unwrap();
+    let d = env.start();
+    let mut client = d.client();
+    let stored = telemetry_client::event("cfdev", "stop", "1.0", Default::default());
+    client.emit(vec![stored], Duration::from_secs(10)).unwrap();
+    // Spooled while the daemon runs (a shim that timed out).
+    let spooled = telemetry_client::event("cfdev", "stop", "1.0", Default::default());
+    telemetry_client::spool::append(&env.spool_file(), &spooled).unwrap();
+    let out = env.run("telemetryctl", &["purge", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["events"], 2, "both purged: {v}");
+    assert!(
+        !env.spool_file().exists() || std::fs::metadata(env.spool_file()).unwrap().len() == 0,
+        "the spool was taken in"
+    );
+    assert_eq!(
+        d.client()
+            .status(Duration::from_secs(10))
+            .unwrap()
+            .pending_events,
+        0
+    );
+}

@@ -27,7 +27,7 @@ pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
     // What shims spooled is the product's local data too: taken in first,
     // so that it is deleted with the rest (and anything spooled later was
     // made before the new ID exists: refused, see `emit::prepare`).
-    crate::spool::ingest(ctx).await;
+    crate::spool::ingest_all(ctx, crate::spool::INTAKE_WAIT).await;
     // The mode the store acts on must be the user's current one.
     if let Err(e) = crate::cmd::consent::reconcile(ctx, &product, build).await {
         return storage(e);
