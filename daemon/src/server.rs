@@ -106,7 +106,7 @@ pub struct Ctx {
     /// [`room_for_second_handles`]).
     pub direct_replies: bool,
     /// Refused events, counted and logged.
-    pub refusals: crate::refusals::Refusals,
+    pub refusals: Arc<crate::refusals::Refusals>,
     /// Where events went since start (shared with the store thread, which
     /// counts a commit's events before it writes the acknowledgement).
     pub counters: Arc<crate::counters::EventCounters>,

@@ -603,6 +603,29 @@ fn no_ack_emits_then_an_ack(daemon: &Daemon, rounds: u64, no_ack: u64) {
     assert_eq!(st.pending_events, rounds * (no_ack + 1));
 }
 
+/// Events sent without waiting for the commit are counted from the
+/// commit's outcome: one sent twice is stored once and a duplicate once,
+/// not "stored" twice.
+#[test]
+fn no_ack_emits_are_counted_as_their_commit_went() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::write(env.root().join("consent"), "cfdev on\n").unwrap();
+    let daemon = env.start();
+    let mut c = daemon.client();
+    let ev = event("cfdev", "stop", "1.0", BTreeMap::new());
+    c.emit_no_ack(vec![ev.clone()], ACK_TIMEOUT).unwrap();
+    c.emit_no_ack(vec![ev], ACK_TIMEOUT).unwrap();
+    // Committed in order: once this is acknowledged, so are they.
+    let last = event("cfdev", "stop", "1.0", BTreeMap::new());
+    assert_eq!(c.emit(vec![last], ACK_TIMEOUT).unwrap().accepted, 1);
+    let counters = c.status(ACK_TIMEOUT).unwrap().counters;
+    assert_eq!(
+        (counters.received, counters.stored, counters.duplicates),
+        (3, 2, 1),
+        "{counters:?}"
+    );
+}
+
 #[test]
 fn replies_stay_matched_after_no_ack_emits() {
     let env = DaemonEnv::new(Destination::Outbox);

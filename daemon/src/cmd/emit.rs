@@ -72,19 +72,42 @@ pub async fn submit<'a>(
     drop(events);
     let n = records.len() as u32;
     if !ack {
-        // The room goes with the records: a client that does not wait for
-        // commits must not queue more than one that does.
-        return now(Answer::Send(
-            match ctx.store.insert_no_wait(records, room).await {
-                Ok(()) => {
-                    drop(ids);
-                    // Without the commit result we cannot know whether a batch
-                    // filled up; let the uploader look.
-                    ctx.uploader.nudge();
-                    // Queued: duplicates among them are not known here.
-                    EventCounters::add(&ctx.counters.stored, u64::from(n));
-                    Response::Queued { accepted: n }
+        // Counted from the commit's outcome, as for an acknowledged emit:
+        // duplicates, and refusals the store makes (consent changed, store
+        // full), are not "stored". The room goes with the records: a
+        // client that does not wait for commits must not queue more than
+        // one that does.
+        let counters = ctx.counters.clone();
+        let refusals = ctx.refusals.clone();
+        let nudger = ctx.uploader.nudger();
+        let counted = subject.clone();
+        let done = move |outcome: &Result<InsertOutcome, StoreError>| {
+            drop((ids, room));
+            match outcome {
+                Ok(out) => {
+                    EventCounters::add(&counters.stored, u64::from(out.accepted));
+                    EventCounters::add(&counters.duplicates, u64::from(out.duplicates));
+                    if out.wake_uploader {
+                        nudger.notify_one();
+                    }
                 }
+                Err(e) => {
+                    if let Response::Error { code, message } = storage(e.clone()) {
+                        EventCounters::add(&counters.refused, counted.events as u64);
+                        refusals.record(Refusal {
+                            product: &counted.product,
+                            event: &counted.event,
+                            code,
+                            message: &message,
+                        });
+                    }
+                }
+            }
+        };
+        return now(Answer::Send(
+            match ctx.store.insert_no_wait(records, done).await {
+                // Queued: duplicates among them are not known here.
+                Ok(()) => Response::Queued { accepted: n },
                 Err(e) => refused(ctx, &subject, storage(e)),
             },
         ));
@@ -249,6 +272,7 @@ impl Direct {
 
 /// What a refusal of a request is counted and logged under: its events,
 /// and the first one's product and name (a shim's emit carries one).
+#[derive(Clone)]
 pub struct Subject {
     events: usize,
     product: String,

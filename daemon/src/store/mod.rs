@@ -639,16 +639,16 @@ impl Store {
         Ok(InsertWait(rx))
     }
 
-    /// Queue records without waiting for the commit. Errors are logged by
-    /// the store thread. `keep` is dropped on the store thread once the
-    /// records are committed (or refused), not when they are queued: what
-    /// bounds the events waiting for a commit must hold these too.
+    /// Queue records without waiting for the commit. `done` is called on
+    /// the store thread with the outcome once the records are committed
+    /// (or refused), not when they are queued: what it holds (what bounds
+    /// the events waiting for a commit) must cover these too.
     pub async fn insert_no_wait(
         &self,
         records: Vec<Record>,
-        keep: impl Send + 'static,
+        done: impl FnOnce(&Result<InsertOutcome, StoreError>) + Send + 'static,
     ) -> Result<(), StoreError> {
-        let done: Done = Box::new(move |_| drop(keep));
+        let done: Done = Box::new(move |outcome| done(&outcome));
         self.send(Cmd::Insert {
             records,
             reply: Some(done),

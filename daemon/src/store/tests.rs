@@ -1714,7 +1714,7 @@ fn what_an_unwaited_insert_keeps_is_held_until_its_commit() {
         let room = Arc::new(tokio::sync::Semaphore::new(1));
         let permit = room.clone().acquire_owned().await.unwrap();
         store
-            .insert_no_wait(vec![record(7, "a")], permit)
+            .insert_no_wait(vec![record(7, "a")], move |_| drop(permit))
             .await
             .unwrap();
         assert_eq!(
@@ -1831,7 +1831,7 @@ fn a_lone_insert_never_overtakes_one_the_store_thread_has_taken_but_not_run() {
     // unwaited insert from its queue and then waits for the store.
     let held = store.inner.lock().unwrap();
     runtime
-        .block_on(store.insert_no_wait(vec![record(1, "a")], ()))
+        .block_on(store.insert_no_wait(vec![record(1, "a")], |_| ()))
         .unwrap();
     while store.tx.capacity() != store.tx.max_capacity() {
         std::thread::sleep(Duration::from_millis(1));
