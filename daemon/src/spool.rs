@@ -350,22 +350,6 @@ async fn ingest_file(ctx: &Ctx, path: &Path) -> u64 {
         }
     };
     let Parsed { events, bad, newer } = parse_keeping_newer(&bytes);
-    if !newer.is_empty() {
-        // First: should a failure below keep the ingesting file for a
-        // retry, they are put back again, and event ids keep them single.
-        let p = path.to_path_buf();
-        let put = tokio::task::spawn_blocking(move || put_back(&p, &newer))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        if let Err(e) = put {
-            tracing::warn!(path = %path.display(), error = %e, "cannot put events of a newer protocol back into the spool; will retry");
-            return 0;
-        }
-        tracing::info!(
-            path = %path.display(),
-            "left events of a newer protocol in the spool for a newer telemetryd"
-        );
-    }
     // Counted and logged only once the file is consumed: a spool kept for
     // a retry would otherwise count its refusals again each time.
     let mut refused: Vec<Refused> = Vec::new();
@@ -373,6 +357,24 @@ async fn ingest_file(ctx: &Ctx, path: &Path) -> u64 {
         Ok(n) => n,
         Err(Retry { stored }) => return stored,
     };
+    if !newer.is_empty() {
+        // Only once the rest is stored: put back at every retry of a
+        // spool kept for one, they would pile up in the spool until the
+        // shims found it full. If this fails the file is kept, and the
+        // next pass stores its events again as duplicates.
+        let p = path.to_path_buf();
+        let put = tokio::task::spawn_blocking(move || put_back(&p, &newer))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        if let Err(e) = put {
+            tracing::warn!(path = %path.display(), error = %e, "cannot put events of a newer protocol back into the spool; will retry");
+            return stored;
+        }
+        tracing::info!(
+            path = %path.display(),
+            "left events of a newer protocol in the spool for a newer telemetryd"
+        );
+    }
     if let Err(e) = std::fs::remove_file(&file) {
         tracing::warn!(path = %file.display(), error = %e, "cannot remove the ingested spool");
     }
