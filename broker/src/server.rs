@@ -191,8 +191,18 @@ async fn handle(b: &Broker, req: Request<Incoming>, peer: SocketAddr) -> Respons
             // balancer's plain probe is never limited.
             if asked_product(&req).is_some() {
                 let client = client_ip(b, &req, peer);
-                if let Err(wait) = b.per_address.check(&limit_key(client), Instant::now()) {
+                let now = Instant::now();
+                if let Err(wait) = b.per_address.check(&limit_key(client), now) {
                     return refusal(Refusal::throttled(Limit::Address, wait));
+                }
+                // And its network's, as an upload: an IPv6 /48 holds 65,536
+                // address buckets.
+                let prefix = b.settings.network_prefix;
+                if let Some(network) = network_key(client, prefix) {
+                    if let Err(wait) = b.per_network.check(&network, now) {
+                        b.per_address.give_back(&limit_key(client));
+                        return refusal(Refusal::throttled(Limit::Network { prefix }, wait));
+                    }
                 }
             }
             json(StatusCode::OK, &health(b, &req))

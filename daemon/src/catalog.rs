@@ -148,6 +148,13 @@ impl Loaded {
         for dir in dirs {
             let results = match telemetry_sink::manifest::load_dir(dir) {
                 Ok(r) => r,
+                // One that cannot even be looked at (a parent this user may
+                // not enter, as another user's entry in XDG_DATA_DIRS) is
+                // not known to exist: skipped, as a missing one is.
+                Err(e) if std::fs::symlink_metadata(dir).is_err() => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "skipping a product manifest directory that cannot be looked at");
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), error = %e, "a product manifest directory cannot be read; the manifests after it on the path are not used");
                     blocked.get_or_insert_with(|| {

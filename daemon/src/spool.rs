@@ -135,7 +135,8 @@ fn decode_spooled(body: &[u8]) -> Result<WireEvent, telemetry_proto::CodecError>
 pub(crate) const MAX_SPOOL_FILE: u64 = 8 << 20;
 
 /// How long a purge or a forget waits for a spool intake already running.
-pub const INTAKE_WAIT: Duration = Duration::from_secs(30);
+/// Well inside `telemetryctl`'s own wait for the answer (30 s for purge).
+pub const INTAKE_WAIT: Duration = Duration::from_secs(10);
 
 /// How long the daemon waits for the shims' lock on a spool file: a shim
 /// holds it for one append; a stopped one must not hold up intake.
@@ -217,16 +218,27 @@ fn set_aside(path: &Path, why: &std::io::Error) {
 }
 
 /// Append `frames` (whole frames) back to the spool at `path`, under the
-/// shims' lock, for a newer daemon.
+/// shims' lock, for a newer daemon. Something in the spool's place that no
+/// shim wrote is set aside first, or the file kept for this retry would
+/// come back at every pass and the spool never be taken in again.
 fn put_back(path: &Path, frames: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let mut f = open_plain(
-        path,
-        telemetry_platform::fs::with_mode(
-            std::fs::OpenOptions::new().append(true).create(true),
-            0o600,
-        ),
-    )?;
+    let open = || {
+        open_plain(
+            path,
+            telemetry_platform::fs::with_mode(
+                std::fs::OpenOptions::new().append(true).create(true),
+                0o600,
+            ),
+        )
+    };
+    let mut f = match open() {
+        Err(e) if not_a_spool(&e) => {
+            set_aside(path, &e);
+            open()?
+        }
+        other => other?,
+    };
     lock_within(&f)?;
     f.write_all(frames)
 }
@@ -263,6 +275,17 @@ fn not_a_spool(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::InvalidData
 }
 
+/// Clears the intake's busy flag when the intake ends, however it ends
+/// (its task cancelled at shutdown, a panic): left set, every later intake
+/// would be skipped and every purge would wait for one that never ends.
+struct Busy<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Store what the spool holds. Returns the events stored (0 at once if
 /// an intake is already running).
 pub async fn ingest(ctx: &Ctx) -> u64 {
@@ -270,9 +293,8 @@ pub async fn ingest(ctx: &Ctx) -> u64 {
     if state.busy.swap(true, Ordering::SeqCst) {
         return 0;
     }
-    let stored = ingest_inner(ctx).await;
-    state.busy.store(false, Ordering::SeqCst);
-    stored
+    let _busy = Busy(&state.busy);
+    ingest_inner(ctx).await
 }
 
 /// [`ingest`], after any intake already running has finished (for at most
@@ -289,9 +311,8 @@ pub async fn ingest_all(ctx: &Ctx, wait: Duration) -> u64 {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let stored = ingest_inner(ctx).await;
-    ctx.spool.busy.store(false, Ordering::SeqCst);
-    stored
+    let _busy = Busy(&ctx.spool.busy);
+    ingest_inner(ctx).await
 }
 
 async fn ingest_inner(ctx: &Ctx) -> u64 {

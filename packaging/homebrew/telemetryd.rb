@@ -42,8 +42,11 @@ class Telemetryd < Formula
       generate_completions_from_executable(bin/name, "--generate-docs", shells: [:bash, :zsh, :fish])
     end
 
-    # The example product manifest, where the daemon's search path
-    # ($XDG_DATA_DIRS/telemetry/products) can find it; cfdev is also built in.
+    # The example product manifest. The daemon's default search path
+    # ($XDG_DATA_DIRS/telemetry/products, default /usr/local/share:/usr/share)
+    # finds it under Intel Homebrew's /usr/local; Apple Silicon's /opt/homebrew
+    # is on it only if XDG_DATA_DIRS names /opt/homebrew/share. cfdev is also
+    # built in, so the daemon has it either way.
     (share/"telemetry/products").install "catalog/cfdev.toml"
     # The unit files and plists `telemetryd install` writes, for reference.
     pkgshare.install "launchd", "systemd"

@@ -12,9 +12,11 @@ esac
 [ -d /run/systemd/system ] || exit 0
 if command -v deb-systemd-invoke >/dev/null 2>&1; then
     deb-systemd-invoke stop telemetryd.socket telemetryd.service >/dev/null 2>&1 || true
-    deb-systemd-helper disable telemetryd.socket telemetryd.service >/dev/null 2>&1 || true
 else
     # An rpm system (this one script serves both packages).
-    systemctl --system disable --now telemetryd.socket telemetryd.service >/dev/null 2>&1 || true
+    systemctl --system stop telemetryd.socket telemetryd.service >/dev/null 2>&1 || true
 fi
+# Not deb-systemd-helper disable: it removes only the links it made itself
+# (its state file), and the administrator enabled these with systemctl.
+systemctl --system disable telemetryd.socket telemetryd.service >/dev/null 2>&1 || true
 exit 0

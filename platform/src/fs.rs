@@ -187,8 +187,12 @@ pub fn untrusted(path: &Path) -> Option<String> {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         for (what, p) in [("file", Some(path)), ("directory", dir)] {
             let Some(p) = p else { continue };
-            let Ok(m) = std::fs::metadata(p) else {
-                continue;
+            let m = match std::fs::metadata(p) {
+                Ok(m) => m,
+                // What cannot be checked is not trusted.
+                Err(e) => {
+                    return Some(format!("the {what} {} cannot be checked: {e}", p.display()))
+                }
             };
             if m.uid() != 0 && m.uid() != me {
                 return Some(format!(

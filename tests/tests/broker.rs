@@ -668,6 +668,31 @@ fn healthz_about_a_product_is_rate_limited_the_plain_probe_is_not() {
     );
 }
 
+/// ...and its network's: an IPv6 /48 holds 65,536 address buckets, so
+/// the address's own allowance alone would let one network name products
+/// at any speed.
+#[test]
+fn healthz_about_a_product_spends_the_networks_allowance() {
+    let s3 = S3Server::start();
+    let broker = forwarded(&s3, "100/1h", "2/1h");
+    let get = |ip: &str| {
+        s3.block_on(send(
+            "GET",
+            &format!("{}/healthz?product=cfdev", broker.url),
+            &[("x-forwarded-for", ip)],
+            Vec::new(),
+        ))
+        .unwrap()
+    };
+    assert_eq!(get("2001:db8:1::1").status, 200);
+    assert_eq!(get("2001:db8:1::2").status, 200);
+    let limited = get("2001:db8:1::3");
+    assert_eq!(limited.status, 429, "{}", limited.text());
+    assert!(limited.text().contains("network"), "{}", limited.text());
+    assert!(limited.headers.contains_key("retry-after"));
+    assert_eq!(get("2001:db8:2::1").status, 200, "another network");
+}
+
 #[test]
 fn healthz_and_clean_exit_on_sigterm() {
     let s3 = S3Server::start();

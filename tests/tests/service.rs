@@ -334,6 +334,14 @@ fn install_with_root_tells_a_packager_what_to_do_instead_of_reloading_this_machi
     // Uninstalling from a staged tree does not ask to disable anything here,
     // and takes the enablement link with the unit (`systemctl disable`
     // could not, once the unit file is gone, before systemd v256).
+    // A link to another copy of the unit (the package's) is not this
+    // install's to take.
+    let wants = tmp
+        .path()
+        .join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants).unwrap();
+    let packaged = wants.join("telemetryd.socket");
+    std::os::unix::fs::symlink("/usr/lib/systemd/system/telemetryd.socket", &packaged).unwrap();
     let out = run_install(&[&["uninstall", "--system"][..], &args].concat());
     assert!(out.status.success(), "{}", text(&out));
     let t = text(&out);
@@ -343,6 +351,10 @@ fn install_with_root_tells_a_packager_what_to_do_instead_of_reloading_this_machi
         "the enablement link dangles: {t}"
     );
     assert!(t.contains(&format!("remove {}", link.display())), "{t}");
+    assert!(
+        packaged.symlink_metadata().is_ok(),
+        "a link to the package's unit was taken: {t}"
+    );
 }
 
 #[test]

@@ -204,3 +204,18 @@ fn nothing_after_an_unreadable_manifest_directory_is_used() {
     }
     assert!(cats.check(&event("good", "ran")).is_err());
 }
+
+/// One that cannot even be looked at (here a path through a file; for an
+/// ordinary user, one under a parent they may not enter) is not known to
+/// exist: skipped as a missing one, so it blocks nothing after it.
+#[test]
+fn a_manifest_directory_that_cannot_be_looked_at_is_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let later = tmp.path().join("later");
+    write(&later, "good.toml", "product = \"good\"\n[events.ran]\n");
+    let cats = Catalogues::new(vec![file.join("products"), later], Duration::ZERO);
+    assert!(cats.check(&event("good", "ran")).is_ok());
+    assert!(!matches!(cats.lookup("cfdev"), Lookup::Broken { .. }));
+}

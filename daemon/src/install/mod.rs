@@ -585,7 +585,16 @@ pub fn run(
         // What `systemctl enable` linked to it: once the unit is gone,
         // `systemctl disable` cannot remove those on systemd before v256
         // ("unit file does not exist"), and they would dangle.
-        for link in enablement_links(&f.path) {
+        // The unit as the target system names it (a staged tree's links
+        // point there, not into the tree).
+        let named = match &target.root {
+            Some(r) => f
+                .path
+                .strip_prefix(r)
+                .map_or_else(|_| f.path.clone(), |p| Path::new("/").join(p)),
+            None => f.path.clone(),
+        };
+        for link in enablement_links(&f.path, &named) {
             if !dry {
                 std::fs::remove_file(&link).map_err(|source| InstallError::Io {
                     what: "remove",
@@ -644,8 +653,10 @@ fn systemd_exec_path(path: &str) -> String {
 
 /// The symbolic links `systemctl enable` made to the unit at `unit`: the
 /// entries named like it in the `*.wants`/`*.requires` directories beside
-/// it (none for a file that is not a unit).
-fn enablement_links(unit: &Path) -> Vec<PathBuf> {
+/// it that point to it (as `unit`, or as `named` on a staged tree's target
+/// system); none for a file that is not a unit. A link to another copy of
+/// the unit (the package's, under /usr/lib) is not this install's to take.
+fn enablement_links(unit: &Path, named: &Path) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (unit.parent(), unit.file_name()) else {
         return Vec::new();
     };
@@ -667,8 +678,10 @@ fn enablement_links(unit: &Path) -> Vec<PathBuf> {
         })
         .map(|e| e.path().join(name))
         .filter(|l| {
-            l.symlink_metadata()
-                .is_ok_and(|m| m.file_type().is_symlink())
+            std::fs::read_link(l).is_ok_and(|to| {
+                let to = l.parent().map_or(to.clone(), |d| d.join(&to));
+                to == unit || to == named
+            })
         })
         .collect();
     links.sort();
