@@ -649,6 +649,9 @@ pub fn record_event_with(
     data: BTreeMap<String, Value>,
     timeout: Duration,
 ) -> Result<Option<Acked>, ClientError> {
+    // The budget counts from the call, the consent files' reads included.
+    let started = Instant::now();
+    let deadline = started + timeout.min(MAX_TIMEOUT);
     if consent::resolve(product, &endpoint.consent).0 == Mode::Off {
         return Ok(None);
     }
@@ -661,8 +664,10 @@ pub fn record_event_with(
             message: e.to_string(),
         });
     }
-    let started = Instant::now();
-    let socket_budget = timeout.min(MAX_TIMEOUT).mul_f64(0.6);
+    let socket_budget = deadline
+        .saturating_duration_since(Instant::now())
+        .mul_f64(0.6)
+        .max(Duration::from_millis(1));
     let sent = Client::connect_now(&endpoint.socket)
         .and_then(|mut c| c.emit(vec![ev.clone()], socket_budget));
     match sent {
@@ -672,8 +677,9 @@ pub fn record_event_with(
             // Best effort, like the shim: the error is what the caller
             // needs to know.
             let path = paths::spool_file_for(&endpoint.state_dir, &endpoint.socket);
-            let _ = spool::append_by(&path, &ev, started + timeout.min(MAX_TIMEOUT));
-            if endpoint.autostart && autostart::nothing_serves(&e) {
+            let _ = spool::append_by(&path, &ev, deadline);
+            // Not once the budget is spent: the host has waited enough.
+            if endpoint.autostart && autostart::nothing_serves(&e) && Instant::now() < deadline {
                 let _ = autostart::start(&endpoint.socket);
             }
             Err(e)

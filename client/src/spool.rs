@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use telemetry_platform::fs::{create_private_dir, with_mode};
+use telemetry_platform::fs::{create_private_dir, open_plain, with_mode};
 use telemetry_proto::{encode_frame, paths, WireEvent};
 
 /// What happened to a spooled event.
@@ -72,8 +72,12 @@ fn append_locking(
     // The daemon may rename the file between our open and our lock; then
     // we hold a file nobody will read again, so open the path anew.
     for _ in 0..3 {
-        let mut f =
-            with_mode(std::fs::OpenOptions::new().append(true).create(true), 0o600).open(path)?;
+        // Never through a link, never waiting on a FIFO someone put in its
+        // place (the daemon would set either aside, and the host waits).
+        let mut f = open_plain(
+            path,
+            with_mode(std::fs::OpenOptions::new().append(true).create(true), 0o600),
+        )?;
         lock(&f)?;
         let same = telemetry_platform::fs::is_same_file(&f, path)?;
         if !same {
@@ -100,9 +104,10 @@ fn append_locking(
 /// effort: a drop that cannot be noted is still a drop.
 fn note_drop(spool: &Path, product: &str) {
     let path = paths::spool_drops_file(spool);
-    let Ok(mut f) =
-        with_mode(std::fs::OpenOptions::new().append(true).create(true), 0o600).open(&path)
-    else {
+    let Ok(mut f) = open_plain(
+        &path,
+        with_mode(std::fs::OpenOptions::new().append(true).create(true), 0o600),
+    ) else {
         return;
     };
     if f.metadata()
@@ -144,6 +149,37 @@ mod tests {
             std::fs::read_to_string(&drops).unwrap(),
             "cfdev\ncfdev\n",
             "each drop noted for the daemon to count"
+        );
+    }
+
+    /// A FIFO or a link someone put in the spool's place is not written
+    /// through and not waited on (the open of a FIFO with no reader would
+    /// block the host until its budget ends); the daemon sets either aside.
+    #[cfg(unix)]
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_fifo_or_a_link_in_the_spools_place_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ev = crate::event("cfdev", "stop", "1", Default::default());
+        let fifo = dir.path().join("fifo.spool");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let started = Instant::now();
+        let err = append(&fifo, &ev).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1), "{err}");
+        // (With no reader, a non-blocking open for writing fails with
+        // ENXIO; with one, the file type check refuses it.)
+        let _ = err;
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "").unwrap();
+        let link = dir.path().join("link.spool");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(append(&link, &ev).is_err());
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            b"",
+            "written through the link"
         );
     }
 

@@ -189,7 +189,7 @@ impl Config {
             sync: SyncMode::Full,
             identity: IdentitySource::Os,
             catalog_dir: PathBuf::from("/etc/telemetry/catalog"),
-            manifest_system_dirs: crate::catalog::system_dirs(None),
+            manifest_system_dirs: crate::catalog::system_dirs(None, None),
             consent_file,
             spool_file,
             spool_dir,
@@ -693,6 +693,7 @@ pub fn load(
         env("XDG_DATA_DIRS")
             .and_then(|v| v.into_string().ok())
             .as_deref(),
+        env("ProgramData").map(PathBuf::from).as_deref(),
     );
     cfg.idle_exit = pick(
         "idle_exit",

@@ -142,23 +142,7 @@ pub const INTAKE_WAIT: Duration = Duration::from_secs(10);
 /// holds it for one append; a stopped one must not hold up intake.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// Open `path` with `options` never through a link and never waiting on a
-/// FIFO, and only if it is a plain file.
-pub(crate) fn open_plain(
-    path: &Path,
-    options: &mut std::fs::OpenOptions,
-) -> std::io::Result<std::fs::File> {
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    let f = options.open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{} is not a plain file", path.display()),
-        ));
-    }
-    Ok(f)
-}
+pub(crate) use telemetry_platform::fs::open_plain;
 
 /// The bytes of the plain file at `path`, at most `cap` of them (more is
 /// an error).

@@ -171,13 +171,33 @@ pub fn stamp(path: &Path) -> Stamp {
     Some((id, meta.len(), modified))
 }
 
+/// Open `path` with `options` never through a link and never waiting on a
+/// FIFO (on Unix), and only if it is a plain file: for files in places
+/// another program (or user) may have put something else.
+pub fn open_plain(path: &Path, options: &mut OpenOptions) -> std::io::Result<std::fs::File> {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    let f = options.open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not a plain file", path.display()),
+        ));
+    }
+    Ok(f)
+}
+
 /// Why a file another user could change must not be trusted (`None`: it
 /// may be): the file (its target, if a link) or the directory holding it
 /// is owned by neither root nor this process's user, or is writable by
 /// every user (a directory with the sticky bit set is fine: no one may
 /// replace another's file there). Group-writable is allowed: a user's own
-/// files are often 0664 under a private group. Always `None` on Windows,
-/// where the installer's ACLs decide.
+/// files are often 0664 under a private group. On Windows: the file or
+/// its directory is owned by neither this user, LocalSystem, the
+/// administrators nor TrustedInstaller (any user may create folders in
+/// `C:\` and `%ProgramData%`, and owns what they create there); the
+/// DACL is the installer's to set. Anything that cannot be checked is not
+/// trusted.
 pub fn untrusted(path: &Path) -> Option<String> {
     #[cfg(unix)]
     {
@@ -211,7 +231,27 @@ pub fn untrusted(path: &Path) -> Option<String> {
         }
         None
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        for (what, p) in [("file", Some(path)), ("directory", dir)] {
+            let Some(p) = p else { continue };
+            match crate::windows::security::path_owner(p) {
+                Err(e) => {
+                    return Some(format!("the {what} {} cannot be checked: {e}", p.display()))
+                }
+                Ok(owner) if !crate::windows::trusted_owner(&owner) => {
+                    return Some(format!(
+                        "the {what} {} belongs to {owner}, neither this user, LocalSystem, the administrators nor TrustedInstaller, so another user could change it",
+                        p.display()
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
+        None
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = path;
         None
@@ -256,5 +296,33 @@ mod tests {
         let err = read_small_text(Path::new("/dev/zero")).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
         assert!(read_small_text(Path::new("/dev/null")).unwrap().is_empty());
+    }
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use super::*;
+
+    /// Owned by this user: trusted; anything unreadable is not. (Wine
+    /// stores no owners of files it did not make itself, so giving one
+    /// away is not tested here; `trusted_owner` decides from the SID.)
+    #[test]
+    fn a_file_is_trusted_by_its_owner_and_nothing_unreadable_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "x").unwrap();
+        assert_eq!(untrusted(&file), None);
+        let why = untrusted(&dir.path().join("missing.toml")).unwrap();
+        assert!(why.contains("cannot be checked"), "{why}");
+        use crate::windows::{trusted_owner, ADMINISTRATORS_SID, TRUSTED_INSTALLER_SID};
+        for sid in [
+            crate::LOCAL_SYSTEM_SID,
+            ADMINISTRATORS_SID,
+            TRUSTED_INSTALLER_SID,
+        ] {
+            assert!(trusted_owner(sid), "{sid}");
+        }
+        assert!(!trusted_owner("S-1-5-21-1-2-3-1001"));
+        assert!(!trusted_owner("S-1-5-32-545"), "the Users group");
     }
 }

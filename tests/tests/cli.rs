@@ -270,11 +270,38 @@ fn without_strict_the_shim_is_silent_and_a_bad_timeout_does_not_cost_the_event()
         &[][..],
         &["stop", "novalue"][..],
         &["no_such_event"][..],
+        // The host's own words passed on after the event: no help text.
+        &["stop", "-h"][..],
+        &["stop", "k=v", "--version"][..],
     ] {
         assert_silent_success(&env.shim(&[], args), &format!("{args:?}"));
     }
     drop(daemon);
     assert_silent_success(&env.shim(&[], &["stop"]), "no daemon");
+}
+
+/// A host that closed the shim's stderr gets the documented exit code, not
+/// a panic's 101.
+#[test]
+fn a_strict_shim_with_a_broken_stderr_exits_with_its_code() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    for (args, code) in [
+        (&["--strict", "--frob", "stop"][..], 2),
+        (&["--strict", "--product", "cfdev", "stop", "-h"][..], 2),
+        // No daemon: spooled, not acknowledged.
+        (&["--strict", "--product", "cfdev", "stop"][..], 1),
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = env
+            .command("telemetry-emit")
+            .args(args)
+            .stderr(writer)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
 }
 
 #[test]

@@ -336,3 +336,71 @@ fn a_fifo_or_an_endless_link_as_the_spool_does_not_stop_the_daemon() {
         assert!(d.log().contains("set aside"), "{}", d.log());
     }
 }
+
+/// Where `XDG_RUNTIME_DIR` is unset the socket is under
+/// `/tmp/telemetry-<uid>`: another user who made that directory first and
+/// listens there must not receive events (the client checks who serves
+/// before it sends). A daemon's own user, in a directory root gave it
+/// (`/run/telemetryd`), is served. Needs root to listen as another user.
+#[test]
+fn a_socket_another_user_serves_from_a_directory_they_made_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: listening as another uid needs root (CI runs as root)");
+        return;
+    }
+    let listen_as_nobody = |dir: &std::path::Path| {
+        let sock = dir.join("telemetryd.sock");
+        let child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket,sys,time\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen(16)\ntime.sleep(30)",
+            ])
+            .arg(&sock)
+            .uid(65534)
+            .gid(65534)
+            .spawn()
+            .expect("python3");
+        wait_for("the other user's listener", Duration::from_secs(10), || {
+            sock.exists().then_some(())
+        });
+        (child, sock)
+    };
+    let nobody = |p: &std::path::Path, mode: u32| {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+
+    // /tmp (1777) with the other user's directory in it.
+    let tmp = tempfile::tempdir().unwrap();
+    mode(tmp.path(), 0o1777);
+    let squat = tmp.path().join("telemetry-0");
+    std::fs::create_dir(&squat).unwrap();
+    nobody(&squat, 0o755);
+    let (mut child, sock) = listen_as_nobody(&squat);
+    let refused = Client::connect(&sock).err().map(|e| e.to_string());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let refused = refused.expect("connected to another user's socket");
+    assert!(
+        refused.contains("served by uid 65534") && refused.contains("not telemetryd's"),
+        "{refused}"
+    );
+
+    // /run (root's, 0755) with the daemon user's directory in it.
+    let run = tempfile::tempdir().unwrap();
+    mode(run.path(), 0o755);
+    let given = run.path().join("telemetryd");
+    std::fs::create_dir(&given).unwrap();
+    nobody(&given, 0o755);
+    let (mut child, sock) = listen_as_nobody(&given);
+    let served = Client::connect(&sock)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    served.expect("a daemon user's socket in a directory root gave it");
+}

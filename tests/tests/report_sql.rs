@@ -99,6 +99,10 @@ fn duckdb_python() -> PathBuf {
 /// on first use (needs python3 with venv, and PyPI); else a failure that
 /// says how.
 fn venv_with(venv: &Path, package: &str, version: &str, why: &str) -> PathBuf {
+    // The tests of this file run in parallel: one makes the venv while the
+    // others wait (two pip installs into one venv failed one of them).
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = MAKING.lock().unwrap_or_else(|e| e.into_inner());
     let python = venv.join("bin/python");
     let has = |p: &Path| {
         Command::new(p)

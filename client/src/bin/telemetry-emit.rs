@@ -126,6 +126,16 @@ struct Args {
     data: Vec<String>,
 }
 
+/// One line on stderr, for `--strict`. A closed or broken stderr is
+/// ignored: `eprintln!` would panic on it (SIGPIPE is ignored here), and
+/// exit 101, a code `--help` does not name.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// The shim's entry point on Linux with glibc: [`rt::start`] instead of
 /// Rust's runtime set-up, then [`run`]. (`std::env::args_os` works
 /// without Rust's `main` there: glibc hands the arguments to the standard
@@ -165,7 +175,7 @@ fn run() -> u8 {
     let built = build_event(&args);
     if strict {
         if let Some(msg) = bad_timeout.or_else(|| built.as_ref().err().cloned()) {
-            eprintln!("telemetry-emit: {msg}");
+            say!("telemetry-emit: {msg}");
             return EXIT_USAGE;
         }
     }
@@ -178,11 +188,12 @@ fn run() -> u8 {
     // on a hung network mount, a stuck daemon, a locked spool), the timer
     // ends the process on time. Should the OS refuse the timer, a watchdog
     // thread does the same. Armed before anything touches a file.
+    let armed = std::time::Instant::now();
     if !deadline::arm(budget, strict) {
         std::thread::spawn(move || {
             std::thread::sleep(budget);
             if strict {
-                eprintln!("telemetry-emit: no acknowledgement within {budget:?}");
+                say!("telemetry-emit: no acknowledgement within {budget:?}");
                 std::process::exit(EXIT_FAILED.into());
             }
             std::process::exit(0);
@@ -194,7 +205,7 @@ fn run() -> u8 {
     let (mode, layer) = consent::resolve(&args.product, &paths);
     if mode == Mode::Off {
         if strict {
-            eprintln!(
+            say!(
                 "telemetry-emit: nothing recorded: telemetry for {} is off, decided by {}{}",
                 args.product,
                 consent::describe(layer, &paths),
@@ -204,7 +215,9 @@ fn run() -> u8 {
         }
         return 0;
     }
-    match emit(&args, ev, budget) {
+    // What is left of the budget once the consent files are read (slow on
+    // a cold or network home): the spool must still fit before the timer.
+    match emit(&args, ev, budget.saturating_sub(armed.elapsed())) {
         Ok(()) => {
             // Acknowledged: the timer must not turn that into a failure.
             deadline::disarm();
@@ -212,7 +225,7 @@ fn run() -> u8 {
         }
         Err((code, msg)) => {
             if strict {
-                eprintln!("telemetry-emit: {msg}");
+                say!("telemetry-emit: {msg}");
                 code
             } else {
                 0
@@ -333,7 +346,8 @@ fn quick_args(argv: &[OsString], env: impl Fn(&str) -> Option<OsString>) -> Opti
 fn bad_command_line(e: &clap::Error) -> u8 {
     use clap::error::ErrorKind;
     use std::io::Write;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+    let help = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+    if help && asked_before_the_event(std::env::args_os()) {
         let _ = e.print();
         // Without Rust's runtime nobody flushes stdout at exit (see `rt`).
         let _ = std::io::stdout().flush();
@@ -342,8 +356,30 @@ fn bad_command_line(e: &clap::Error) -> u8 {
     if !telemetry_client::cli::flag_given("--strict") {
         return 0;
     }
-    eprintln!("telemetry-emit: {}", one_line(e));
+    if help {
+        say!("telemetry-emit: -h, --help, -V or --version after the event name; options go before it");
+    } else {
+        say!("telemetry-emit: {}", one_line(e));
+    }
     EXIT_USAGE
+}
+
+/// Whether `-h`, `--help`, `-V` or `--version` came before the event name:
+/// after it, they are the host's words passed on (`… stop "$@"`), and
+/// help text on stdout would land in the host's output.
+fn asked_before_the_event(argv: impl Iterator<Item = OsString>) -> bool {
+    let mut args = argv.skip(1);
+    while let Some(a) = args.next() {
+        match a.to_str() {
+            Some("-h" | "--help" | "-V" | "--version") => return true,
+            Some("--product" | "--build" | "--socket" | "--timeout-ms") => {
+                args.next();
+            }
+            Some(o) if o.starts_with('-') && o != "-" && o != "--" => {}
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// clap's message without its usage text, on one line, with an example.
@@ -456,7 +492,7 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
     // Most of the budget for the daemon, the rest kept for the spool: the
     // connect never waits (a full listen backlog fails at once) and the
     // exchange is bounded by socket timeouts, all on this one thread.
-    let socket_budget = budget.mul_f64(0.6);
+    let socket_budget = budget.mul_f64(0.6).max(Duration::from_millis(1));
     let wait = args.strict || !args.no_wait;
     let sent = Client::connect_now(&path).and_then(|mut c| {
         if wait {
@@ -722,6 +758,27 @@ mod tests {
         let a = new_event("p", "e", "1", BTreeMap::new()).id;
         let b = new_event("p", "e", "1", BTreeMap::new()).id;
         assert_ne!(a.as_bytes()[6..], b.as_bytes()[6..]);
+    }
+
+    /// Help is printed only when asked for before the event name: after
+    /// it, the words are the host's, passed on.
+    #[test]
+    fn help_counts_only_before_the_event() {
+        let before = |args: &[&str]| {
+            asked_before_the_event(
+                std::iter::once("telemetry-emit")
+                    .chain(args.iter().copied())
+                    .map(OsString::from),
+            )
+        };
+        assert!(before(&["--help"]));
+        assert!(before(&["--strict", "-V"]));
+        assert!(before(&["--product", "x", "-h"]));
+        assert!(before(&["--product=x", "--strict", "--help", "stop"]));
+        assert!(!before(&["stop", "-h"]));
+        assert!(!before(&["--product", "x", "stop", "k=v", "--version"]));
+        assert!(!before(&["--", "-h"]));
+        assert!(!before(&["stop"]));
     }
 
     /// Wherever `quick_args` reads a command line, clap reads it the same,

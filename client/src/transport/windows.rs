@@ -4,21 +4,25 @@
 //!
 //! Before anything is sent, the pipe's server must run as this user or as
 //! LocalSystem (a machine-wide daemon): another user who created a pipe of
-//! that name first cannot receive our events.
+//! that name first cannot receive our events. Where this user may not read
+//! the server's process token (LocalSystem's service, to a standard user),
+//! the pipe's owner says it instead: only LocalSystem or an administrator
+//! can own it, and the service's pipe lets no one else create instances.
 
 #![allow(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
-use telemetry_platform::windows::{own_sid, process_sid, LOCAL_SYSTEM_SID};
+use telemetry_platform::windows::security::handle_owner;
+use telemetry_platform::windows::{own_sid, process_sid, ADMINISTRATORS_SID, LOCAL_SYSTEM_SID};
 use windows_sys::Win32::Foundation::{
-    CloseHandle, GetLastError, ERROR_IO_PENDING, ERROR_PIPE_BUSY, GENERIC_READ, GENERIC_WRITE,
-    HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
+    CloseHandle, GetLastError, ERROR_IO_PENDING, ERROR_PIPE_BUSY, GENERIC_READ, HANDLE,
+    INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    CreateFileW, ReadFile, WriteFile, FILE_FLAG_OVERLAPPED, OPEN_EXISTING, SECURITY_IDENTIFICATION,
-    SECURITY_SQOS_PRESENT,
+    CreateFileW, ReadFile, WriteFile, FILE_FLAG_OVERLAPPED, FILE_WRITE_DATA, OPEN_EXISTING,
+    SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT,
 };
 use windows_sys::Win32::System::Pipes::{GetNamedPipeServerProcessId, WaitNamedPipeW};
 use windows_sys::Win32::System::Threading::{CreateEventW, WaitForSingleObject, INFINITE};
@@ -72,11 +76,13 @@ impl Stream {
         let name = wide(path);
         // SAFETY: a NUL-terminated name; the handle is owned by the Stream
         // (closed on drop). SECURITY_IDENTIFICATION: the server may learn
-        // who we are, not act as us.
+        // who we are, not act as us. FILE_WRITE_DATA, not GENERIC_WRITE:
+        // that includes FILE_CREATE_PIPE_INSTANCE, which the service's pipe
+        // grants its users no longer.
         let pipe = unsafe {
             CreateFileW(
                 name.as_ptr(),
-                GENERIC_READ | GENERIC_WRITE,
+                GENERIC_READ | FILE_WRITE_DATA,
                 0,
                 std::ptr::null(),
                 OPEN_EXISTING,
@@ -102,24 +108,31 @@ impl Stream {
         Ok(stream)
     }
 
-    /// The server must be this user or LocalSystem.
+    /// The server must be this user or LocalSystem; one whose process
+    /// token this user may not read must serve a pipe LocalSystem or the
+    /// administrators own.
     fn check_server(&self) -> std::io::Result<()> {
         let mut pid = 0u32;
         // SAFETY: a valid pipe handle and an out-pointer.
         if unsafe { GetNamedPipeServerProcessId(self.pipe, &mut pid) } == 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let server = process_sid(pid);
-        let me = own_sid();
-        match (server, me) {
-            (Some(s), Some(m)) if s == m || s == LOCAL_SYSTEM_SID => Ok(()),
-            (server, _) => Err(std::io::Error::new(
+        let refuse = |who: &str| {
+            Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
-                format!(
-                    "the pipe is served by another user ({}): not telemetryd's",
-                    server.as_deref().unwrap_or("unknown")
-                ),
-            )),
+                format!("the pipe is served by another user ({who}): not telemetryd's"),
+            ))
+        };
+        match (process_sid(pid), own_sid()) {
+            (Some(s), Some(m)) if s == m || s == LOCAL_SYSTEM_SID => Ok(()),
+            (Some(s), _) => refuse(&s),
+            // Another user's token is not readable by a standard user:
+            // the pipe's owner (its first instance's maker) decides.
+            (None, _) => match handle_owner(self.pipe) {
+                Ok(o) if o == LOCAL_SYSTEM_SID || o == ADMINISTRATORS_SID => Ok(()),
+                Ok(o) => refuse(&format!("pipe owned by {o}")),
+                Err(_) => refuse("unknown"),
+            },
         }
     }
 
@@ -164,7 +177,11 @@ impl Stream {
             let mut n = 0u32;
             if waited != WAIT_OBJECT_0 {
                 CancelIoEx(self.pipe, &ov);
-                GetOverlappedResult(self.pipe, &ov, &mut n, 1);
+                // It may have completed before the cancel: then the bytes
+                // moved, and a timeout would lose or repeat them.
+                if GetOverlappedResult(self.pipe, &ov, &mut n, 1) != 0 {
+                    return Ok(n as usize);
+                }
                 return Err(std::io::ErrorKind::TimedOut.into());
             }
             if GetOverlappedResult(self.pipe, &ov, &mut n, 1) == 0 {

@@ -99,15 +99,16 @@ fn without_a_recheck_due_the_last_load_is_used() {
     assert!(matches!(cats.lookup("mytool"), Lookup::Unknown));
 }
 
+#[cfg(unix)]
 #[test]
 fn system_dirs_follow_xdg_data_dirs() {
     let mac = usize::from(cfg!(target_os = "macos"));
-    let d = system_dirs(None);
+    let d = system_dirs(None, None);
     assert_eq!(d[0], Path::new("/usr/local/share/telemetry/products"));
     assert_eq!(d[1], Path::new("/usr/share/telemetry/products"));
     assert_eq!(d.len(), 2 + mac);
-    assert_eq!(system_dirs(Some("  ")).len(), 2 + mac);
-    let d = system_dirs(Some("/opt/a:relative:/b"));
+    assert_eq!(system_dirs(Some("  "), None).len(), 2 + mac);
+    let d = system_dirs(Some("/opt/a:relative:/b"), None);
     assert_eq!(
         d[..2],
         [
@@ -116,6 +117,19 @@ fn system_dirs_follow_xdg_data_dirs() {
         ]
     );
     assert_eq!(d.len(), 2 + mac);
+}
+
+/// On Windows XDG's default would name `C:\usr\share`, which any user may
+/// create: the one system directory is under `%ProgramData%`.
+#[cfg(windows)]
+#[test]
+fn the_windows_system_dir_is_under_program_data() {
+    let d = system_dirs(Some("/usr/local/share:/usr/share"), None);
+    assert_eq!(d, [Path::new(r"C:\ProgramData\telemetry\products")]);
+    let d = system_dirs(None, Some(Path::new(r"D:\Data")));
+    assert_eq!(d, [Path::new(r"D:\Data\telemetry\products")]);
+    let d = system_dirs(None, Some(Path::new(r"relative")));
+    assert_eq!(d, [Path::new(r"C:\ProgramData\telemetry\products")]);
 }
 
 /// A FIFO or a link to an endless file in a manifest's place makes that

@@ -36,14 +36,23 @@ pub const MAX_INSTANCES: usize = 254;
 /// The SDDL of the pipe's security descriptor: the owner (and only the
 /// owner) has full access; machine-wide, LocalSystem and the
 /// administrators have full access and authenticated users may read and
-/// write (emit). No one else may even open it.
+/// write (emit): `0x12019b` is `FILE_GENERIC_READ | FILE_GENERIC_WRITE`
+/// without `FILE_APPEND_DATA`, which on a pipe is
+/// `FILE_CREATE_PIPE_INSTANCE` — with it a user could serve instances of
+/// the service's pipe, under its owner. No one else may even open it.
 pub fn pipe_sddl(owner_sid: &str, machine_wide: bool) -> String {
     if machine_wide {
-        "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;AU)".to_string()
+        format!("D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;{USERS_PIPE_ACCESS:#x};;;AU)")
     } else {
         format!("D:P(A;;GA;;;{owner_sid})")
     }
 }
+
+/// What authenticated users may do with the machine-wide pipe (see
+/// [`pipe_sddl`]): `FILE_GENERIC_READ` (0x120089) and `FILE_GENERIC_WRITE`
+/// (0x120116) without `FILE_CREATE_PIPE_INSTANCE` (0x4). Clients open it
+/// with `GENERIC_READ | FILE_WRITE_DATA`, inside this.
+pub const USERS_PIPE_ACCESS: u32 = (0x0012_0089 | 0x0012_0116) & !0x4;
 
 /// The daemon's listening pipe.
 pub struct Listener {
@@ -111,7 +120,12 @@ impl Listener {
                 }
             }
             let server = next.as_ref().expect("made above");
-            server.connect().await?;
+            if let Err(e) = server.connect().await {
+                // A broken instance would fail again at every try: the
+                // next accept makes a fresh one.
+                *next = None;
+                return Err(e);
+            }
             let conn = next.take().expect("made above");
             *next = self.create(false).ok();
             return Ok(conn);
@@ -239,7 +253,7 @@ mod tests {
     fn the_machine_wide_descriptor_names_system_administrators_and_users() {
         assert_eq!(
             pipe_sddl("S-1-5-21-1", true),
-            "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;AU)"
+            "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;0x12019b;;;AU)"
         );
         assert_eq!(pipe_sddl("S-1-5-21-1", false), "D:P(A;;GA;;;S-1-5-21-1)");
     }

@@ -97,6 +97,19 @@ const SE_GROUP_ENABLED: u32 = 0x4;
 /// The SID of the Administrators group.
 pub const ADMINISTRATORS_SID: &str = "S-1-5-32-544";
 
+/// The SID of TrustedInstaller, which owns what Windows itself installs.
+pub const TRUSTED_INSTALLER_SID: &str =
+    "S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464";
+
+/// Whether `owner` (a SID string) is this process's user or one that may
+/// administer the machine anyway (LocalSystem, the administrators,
+/// TrustedInstaller): what such an owner made, no other standard user can
+/// have made or change.
+pub fn trusted_owner(owner: &str) -> bool {
+    [LOCAL_SYSTEM_SID, ADMINISTRATORS_SID, TRUSTED_INSTALLER_SID].contains(&owner)
+        || own_sid().as_deref() == Some(owner)
+}
+
 /// The user SID of process `pid`, as a string (`S-1-5-21-...`).
 pub fn process_sid(pid: u32) -> Option<String> {
     with_token(pid, |token| {

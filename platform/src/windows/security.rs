@@ -111,30 +111,30 @@ fn to_sddl(sd: PSECURITY_DESCRIPTOR) -> std::io::Result<String> {
     out
 }
 
-/// The owner and DACL of the kernel object `handle` (a pipe), in SDDL.
-pub fn handle_sddl(handle: HANDLE) -> std::io::Result<String> {
-    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
-    // SAFETY: out-pointers are valid; `sd` is LocalAlloc'd, freed by to_sddl.
-    let err = unsafe {
-        GetSecurityInfo(
-            handle,
-            SE_KERNEL_OBJECT,
-            DACL_SECURITY_INFORMATION | OWNER_SECURITY_INFORMATION,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            &mut sd,
-        )
+/// The owner of a descriptor Windows returned (LocalAlloc'd), as a SID
+/// string; frees the descriptor.
+fn owner_of(sd: PSECURITY_DESCRIPTOR) -> std::io::Result<String> {
+    let mut owner: PSID = std::ptr::null_mut();
+    let mut defaulted = 0;
+    // SAFETY: `sd` is a valid descriptor and the out-pointers are valid;
+    // `owner` points into `sd`, read before it is freed.
+    let out = unsafe {
+        if GetSecurityDescriptorOwner(sd, &mut owner, &mut defaulted) == 0 {
+            Err(std::io::Error::last_os_error())
+        } else if owner.is_null() {
+            Err(std::io::Error::other("no owner"))
+        } else {
+            super::sid_string(owner).ok_or_else(|| std::io::Error::other("unreadable owner SID"))
+        }
     };
-    if err != 0 {
-        return Err(std::io::Error::from_raw_os_error(err as i32));
-    }
-    to_sddl(sd)
+    // SAFETY: allocated by the caller's Get*SecurityInfo.
+    unsafe { LocalFree(sd) };
+    out
 }
 
-/// The owner and DACL of the file or directory `path`, in SDDL.
-pub fn path_sddl(path: &Path) -> std::io::Result<String> {
+/// The descriptor of the file or directory `path` (a link's target), with
+/// the parts `what` names; LocalAlloc'd, for to_sddl or owner_of to free.
+fn path_descriptor(path: &Path, what: u32) -> std::io::Result<PSECURITY_DESCRIPTOR> {
     let name = wide(path.as_os_str());
     let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
     // SAFETY: a NUL-terminated name and valid out-pointers.
@@ -142,7 +142,7 @@ pub fn path_sddl(path: &Path) -> std::io::Result<String> {
         GetNamedSecurityInfoW(
             name.as_ptr(),
             SE_FILE_OBJECT,
-            DACL_SECURITY_INFORMATION | OWNER_SECURITY_INFORMATION,
+            what,
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
@@ -153,7 +153,59 @@ pub fn path_sddl(path: &Path) -> std::io::Result<String> {
     if err != 0 {
         return Err(std::io::Error::from_raw_os_error(err as i32));
     }
-    to_sddl(sd)
+    Ok(sd)
+}
+
+/// The descriptor of the kernel object `handle`, as [`path_descriptor`].
+fn handle_descriptor(handle: HANDLE, what: u32) -> std::io::Result<PSECURITY_DESCRIPTOR> {
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: out-pointers are valid.
+    let err = unsafe {
+        GetSecurityInfo(
+            handle,
+            SE_KERNEL_OBJECT,
+            what,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut sd,
+        )
+    };
+    if err != 0 {
+        return Err(std::io::Error::from_raw_os_error(err as i32));
+    }
+    Ok(sd)
+}
+
+/// The owner SID (`S-1-...`) of the file or directory `path` (a link's
+/// target): who may change its DACL, whatever the DACL says.
+pub fn path_owner(path: &Path) -> std::io::Result<String> {
+    owner_of(path_descriptor(path, OWNER_SECURITY_INFORMATION)?)
+}
+
+/// The owner SID of the kernel object `handle` (a pipe: whoever created
+/// its first instance; no one can make another user the owner). Readable
+/// with a client's access (`READ_CONTROL`), where the server's process
+/// token is not when a standard user asks about LocalSystem's.
+pub fn handle_owner(handle: HANDLE) -> std::io::Result<String> {
+    owner_of(handle_descriptor(handle, OWNER_SECURITY_INFORMATION)?)
+}
+
+/// The owner and DACL of the kernel object `handle` (a pipe), in SDDL.
+pub fn handle_sddl(handle: HANDLE) -> std::io::Result<String> {
+    to_sddl(handle_descriptor(
+        handle,
+        DACL_SECURITY_INFORMATION | OWNER_SECURITY_INFORMATION,
+    )?)
+}
+
+/// The owner and DACL of the file or directory `path`, in SDDL.
+pub fn path_sddl(path: &Path) -> std::io::Result<String> {
+    to_sddl(path_descriptor(
+        path,
+        DACL_SECURITY_INFORMATION | OWNER_SECURITY_INFORMATION,
+    )?)
 }
 
 /// Create `dir` (and its missing parents, which inherit as usual) and give
