@@ -369,6 +369,9 @@ func (c *Client) roundTrip(ctx context.Context, deadline time.Time, line []byte,
 		return reply{}, fmt.Errorf("telemetry: cannot connect to telemetryd at %s: %w", c.paths.Socket, err)
 	}
 	defer conn.Close()
+	if err := checkServer(conn, c.paths.Socket); err != nil {
+		return reply{}, err
+	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stop()
 	if err := conn.SetDeadline(deadline); err != nil {

@@ -351,7 +351,12 @@ fn a_socket_another_user_serves_from_a_directory_they_made_is_refused() {
     }
     let listen_as_nobody = |dir: &std::path::Path| {
         let sock = dir.join("telemetryd.sock");
-        let child = std::process::Command::new("python3")
+        // A Python other users can run (a pyenv shim under /root is not).
+        let python = ["/usr/bin/python3", "python3"]
+            .into_iter()
+            .find(|p| !p.starts_with('/') || std::path::Path::new(p).exists())
+            .unwrap();
+        let child = std::process::Command::new(python)
             .args([
                 "-c",
                 "import socket,sys,time\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen(16)\ntime.sleep(30)",

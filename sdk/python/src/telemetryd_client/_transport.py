@@ -6,7 +6,9 @@ once instead of sleeping), then a write and a read each with the time left.
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import struct
 import sys
 import time
 from typing import Any, Tuple
@@ -45,6 +47,47 @@ def _left(deadline: float) -> float:
     return deadline - time.monotonic()
 
 
+def _given_by_root(path: str, uid: int) -> bool:
+    """The socket's directory belongs to ``uid`` and no one else may write
+    it, and root owns its parent, which no one else may write."""
+    try:
+        d = os.path.realpath(os.path.dirname(path) or ".")
+        parent = os.path.dirname(d)
+        if parent == d:
+            return False
+        ds, ps = os.stat(d), os.stat(parent)
+    except OSError:
+        return False
+    return (
+        ds.st_uid == uid and ds.st_mode & 0o022 == 0 and ps.st_uid == 0 and ps.st_mode & 0o022 == 0
+    )
+
+
+def _check_server(sock: socket.socket, path: str) -> None:
+    """Refuse a socket served by neither this user nor root, unless root
+    gave the server's user the socket's directory (systemd's
+    /run/telemetryd). Where XDG_RUNTIME_DIR is unset the socket is under
+    /tmp/telemetry-<uid>, and another user who made that directory first
+    must not receive our events. As the Rust client does; Linux only (the
+    standard library reads the peer with SO_PEERCRED there)."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None or not sys.platform.startswith("linux"):
+        return
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
+        _pid, peer, _gid = struct.unpack("3i", raw)
+    except OSError as e:
+        raise TransportError("connect", f"cannot tell who serves {path}: {e}") from None
+    me = os.geteuid()
+    if peer in (me, 0) or _given_by_root(path, peer):
+        return
+    raise TransportError(
+        "connect",
+        f"the socket {path} is served by uid {peer}, neither this user (uid {me}) "
+        "nor root, from a directory root did not give it: not telemetryd's",
+    )
+
+
 def connect(path: str, deadline: float) -> socket.socket:
     """Connect to the Unix socket at ``path`` without waiting."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -72,6 +115,7 @@ def connect(path: str, deadline: float) -> socket.socket:
             ) from None
         except (ValueError, TypeError) as e:
             raise TransportError("connect", f"bad socket path {path!r}: {e}") from None
+        _check_server(sock, path)
         if _left(deadline) <= 0:
             raise TransportError("connect", "the time budget ran out", timed_out=True)
         return sock
