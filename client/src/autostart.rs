@@ -355,8 +355,13 @@ fn spawn_detached(daemon: &Path, socket: &Path, log: File) -> std::io::Result<()
     // daemon is its child, adopted by init (or a subreaper). `spawn`
     // returns once the daemon exec'd (or reports why it could not).
     let mut child = cmd.spawn()?;
-    child.wait()?;
-    Ok(())
+    match child.wait() {
+        // A host that ignores SIGCHLD hands that on: the kernel reaps the
+        // intermediate itself, and there is nothing to wait for. `spawn`
+        // has already said the exec succeeded.
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(()),
+        other => other.map(drop),
+    }
 }
 
 /// In the forked child: a new session, then fork again and let the

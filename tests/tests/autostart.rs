@@ -216,6 +216,38 @@ fn a_shim_with_no_daemon_starts_one_within_its_budget_and_the_event_is_delivered
     daemon.stop();
 }
 
+/// A host that ignores SIGCHLD hands that on to the shim: the kernel reaps
+/// the intermediate process itself, and the start is still reported as made
+/// (waiting for it failed with ECHILD, and `--strict` said it could not
+/// start telemetryd, though it had).
+#[test]
+fn a_host_that_ignores_sigchld_still_starts_the_daemon_and_says_so() {
+    use std::os::unix::process::CommandExt;
+    binaries();
+    let env = DaemonEnv::new(Destination::Outbox);
+    let mut cmd = env.command("telemetry-emit");
+    cmd.env(ON.0, ON.1)
+        .env("TELEMETRY_EMIT_TIMEOUT_MS", "2000")
+        .args(["--product", "cfdev", "--strict", "app_created"]);
+    // SAFETY: signal() is async-signal-safe; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("spooled to") && msg.contains("started "),
+        "{msg}"
+    );
+    let daemon = Started::nth(&env, 1);
+    wait_pending(&env, &bin("telemetryctl"), 1);
+    daemon.stop();
+}
+
 #[test]
 fn with_the_product_off_nothing_starts() {
     binaries();

@@ -62,6 +62,7 @@ Exit codes: without --strict always 0, and nothing is printed. With --strict:
   1  not acknowledged: the daemon is not running, did not answer within the
      time budget, or could not take it now (busy, shutting down, storage
      error); the message says where the event was spooled for later delivery
+     (or that the spool was full and the event dropped)
   2  bad arguments or values (e.g. a KEY=VALUE without =, or
      TELEMETRY_EMIT_TIMEOUT_MS=banana); nothing was sent
   3  refused by the daemon: the event, a key or a value is not in the
