@@ -46,11 +46,21 @@ pub use telemetry_proto::{
     Request, Response, ShownEvent, StatusReport, Value, WireEvent, MAX_FRAME_LEN,
 };
 
+/// What to try when the socket cannot be reached: starting the daemon,
+/// unless it is there but refused (not ours, or not ours to open).
+fn unreachable_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        ""
+    } else {
+        " (is it running? start it with `telemetryd`)"
+    }
+}
+
 /// Why a request to the daemon failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing is listening on the socket (or it cannot be opened).
-    #[error("telemetryd is not reachable at {path}: {source} (is it running? start it with `telemetryd`)")]
+    #[error("telemetryd is not reachable at {path}: {source}{}", unreachable_hint(.source))]
     Unreachable {
         /// The socket path.
         path: PathBuf,

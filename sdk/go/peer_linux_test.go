@@ -39,9 +39,9 @@ func listenAsNobody(t *testing.T, dir string) string {
 }
 
 // Where XDG_RUNTIME_DIR is unset the socket is under /tmp/telemetry-<uid>:
-// another user who made that directory first must not receive events; a
-// daemon's user in a directory root gave it is talked to.
-func TestAnotherUsersSocketInADirectoryTheyMadeIsRefused(t *testing.T) {
+// another user who made that directory first, or linked it to a directory
+// of theirs, must not receive events.
+func TestAnotherUsersSocketIsRefused(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("listening as another uid needs root (CI runs as root)")
 	}
@@ -59,27 +59,23 @@ func TestAnotherUsersSocketInADirectoryTheyMadeIsRefused(t *testing.T) {
 	base := t.TempDir()
 	mkdir(filepath.Dir(base), 0o755, 0)
 	mkdir(base, 0o755, 0)
-	state := filepath.Join(base, "state")
-	client := func(sock string) *Client {
-		return New(Options{Product: "cfdev", Build: "1", SocketPath: sock, StateDir: state,
-			Timeout: 300 * time.Millisecond})
-	}
-
 	tmp := filepath.Join(base, "tmp")
 	mkdir(tmp, os.ModeSticky|0o777, 0)
 	squat := filepath.Join(tmp, "telemetry-0")
 	mkdir(squat, 0o755, 65534)
-	_, err := client(listenAsNobody(t, squat)).Status()
-	if err == nil || !strings.Contains(err.Error(), "served by uid 65534") {
-		t.Fatalf("another user's socket: %v", err)
+	theirs := filepath.Join(base, "them")
+	mkdir(theirs, 0o755, 65534)
+	linked := filepath.Join(tmp, "telemetry-1")
+	if err := os.Symlink(theirs, linked); err != nil {
+		t.Fatal(err)
 	}
-
-	run := filepath.Join(base, "run")
-	mkdir(run, 0o755, 0)
-	given := filepath.Join(run, "telemetryd")
-	mkdir(given, 0o755, 65534)
-	_, err = client(listenAsNobody(t, given)).Status()
-	if err == nil || strings.Contains(err.Error(), "served by uid") {
-		t.Fatalf("a daemon user's socket in a directory root gave it: want no answer in time, got %v", err)
+	for _, c := range []struct{ dir, via string }{{squat, squat}, {theirs, linked}} {
+		listenAsNobody(t, c.dir)
+		sock := filepath.Join(c.via, "telemetryd.sock")
+		_, err := New(Options{Product: "cfdev", Build: "1", SocketPath: sock,
+			StateDir: filepath.Join(base, "state"), Timeout: 300 * time.Millisecond}).Status()
+		if err == nil || !strings.Contains(err.Error(), "served by uid 65534") {
+			t.Fatalf("another user's socket at %s: %v", sock, err)
+		}
 	}
 }

@@ -339,24 +339,43 @@ fn a_fifo_or_an_endless_link_as_the_spool_does_not_stop_the_daemon() {
 
 /// Where `XDG_RUNTIME_DIR` is unset the socket is under
 /// `/tmp/telemetry-<uid>`: another user who made that directory first and
-/// listens there must not receive events (the client checks who serves
-/// before it sends). A daemon's own user, in a directory root gave it
-/// (`/run/telemetryd`), is served. Needs root to listen as another user.
+/// listens there, or who linked it to a directory of theirs, must not
+/// receive events (the client checks who serves before it sends). Root's
+/// socket (a service manager's) is used. Needs root to listen as another
+/// user.
 #[test]
-fn a_socket_another_user_serves_from_a_directory_they_made_is_refused() {
+fn a_socket_another_user_serves_is_refused_roots_is_used() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: listening as another uid needs root (CI runs as root)");
         return;
     }
-    let listen_as_nobody = |dir: &std::path::Path| {
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    // /tmp (1777) and /home (root's, 0755) stand-ins, and the other user's
+    // directories in each.
+    let tmp = tempfile::tempdir().unwrap();
+    mode(tmp.path(), 0o1777);
+    let home = tempfile::tempdir().unwrap();
+    mode(home.path(), 0o755);
+    let squat = tmp.path().join("telemetry-0");
+    let theirs = home.path().join("them");
+    for d in [&squat, &theirs] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+        mode(d, 0o755);
+    }
+    let linked = tmp.path().join("telemetry-1");
+    std::os::unix::fs::symlink(&theirs, &linked).unwrap();
+    // A Python other users can run (a pyenv shim under /root is not).
+    let python = ["/usr/bin/python3", "python3"]
+        .into_iter()
+        .find(|p| !p.starts_with('/') || std::path::Path::new(p).exists())
+        .unwrap();
+    for (dir, via) in [(&squat, &squat), (&theirs, &linked)] {
         let sock = dir.join("telemetryd.sock");
-        // A Python other users can run (a pyenv shim under /root is not).
-        let python = ["/usr/bin/python3", "python3"]
-            .into_iter()
-            .find(|p| !p.starts_with('/') || std::path::Path::new(p).exists())
-            .unwrap();
-        let child = std::process::Command::new(python)
+        let mut child = std::process::Command::new(python)
             .args([
                 "-c",
                 "import socket,sys,time\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen(16)\ntime.sleep(30)",
@@ -369,43 +388,20 @@ fn a_socket_another_user_serves_from_a_directory_they_made_is_refused() {
         wait_for("the other user's listener", Duration::from_secs(10), || {
             sock.exists().then_some(())
         });
-        (child, sock)
-    };
-    let nobody = |p: &std::path::Path, mode: u32| {
-        std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-    };
-    let mode = |p: &std::path::Path, m: u32| {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
-    };
-
-    // /tmp (1777) with the other user's directory in it.
-    let tmp = tempfile::tempdir().unwrap();
-    mode(tmp.path(), 0o1777);
-    let squat = tmp.path().join("telemetry-0");
-    std::fs::create_dir(&squat).unwrap();
-    nobody(&squat, 0o755);
-    let (mut child, sock) = listen_as_nobody(&squat);
-    let refused = Client::connect(&sock).err().map(|e| e.to_string());
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let refused = refused.expect("connected to another user's socket");
-    assert!(
-        refused.contains("served by uid 65534") && refused.contains("not telemetryd's"),
-        "{refused}"
-    );
-
-    // /run (root's, 0755) with the daemon user's directory in it.
-    let run = tempfile::tempdir().unwrap();
-    mode(run.path(), 0o755);
-    let given = run.path().join("telemetryd");
-    std::fs::create_dir(&given).unwrap();
-    nobody(&given, 0o755);
-    let (mut child, sock) = listen_as_nobody(&given);
-    let served = Client::connect(&sock)
-        .map(|_| ())
-        .map_err(|e| e.to_string());
-    child.kill().unwrap();
-    child.wait().unwrap();
-    served.expect("a daemon user's socket in a directory root gave it");
+        let refused = Client::connect(via.join("telemetryd.sock"))
+            .err()
+            .map(|e| e.to_string());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let refused = refused.expect("connected to another user's socket");
+        assert!(
+            refused.contains("served by uid 65534") && refused.contains("not telemetryd's"),
+            "{refused}"
+        );
+        assert!(!refused.contains("is it running"), "{refused}");
+    }
+    // Root's socket in the same place: used.
+    let sock = squat.join("root.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    Client::connect(&sock).expect("root's socket");
 }

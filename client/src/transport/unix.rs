@@ -9,37 +9,22 @@ use std::time::Duration;
 pub struct Stream(UnixStream);
 
 /// Before anything is sent: the server must run as this user or root (a
-/// socket a service manager made is root's), or as the user that owns the
-/// socket's directory where only root could have given it that directory
-/// (its parent is root's and writable by no one else: `/run/telemetryd`,
-/// which systemd makes for the machine-wide daemon's user). So another
-/// user who made `/tmp/telemetry-<uid>` first (where `XDG_RUNTIME_DIR` is
-/// unset) cannot receive our events; the daemon itself refuses to serve
-/// from such a directory. One `getsockopt` when the server is ours.
+/// socket a service manager made, as the machine-wide daemon's is, is
+/// root's: systemd and launchd call `listen`). So another user who made
+/// `/tmp/telemetry-<uid>` first (where `XDG_RUNTIME_DIR` is unset), or a
+/// link there to a directory of theirs, cannot receive our events; the
+/// daemon itself refuses to serve from such a directory. One `getsockopt`.
 fn check_server(stream: &UnixStream, path: &Path) -> std::io::Result<()> {
     use std::os::fd::AsFd;
-    use std::os::unix::fs::MetadataExt;
     let peer = telemetry_platform::proc::socket_peer_uid(stream.as_fd())?;
     let me = telemetry_platform::proc::effective_uid();
     if peer == me || peer == 0 {
         return Ok(());
     }
-    let given_by_root = || -> std::io::Result<bool> {
-        let dir = std::fs::canonicalize(path.parent().unwrap_or(Path::new(".")))?;
-        let d = std::fs::metadata(&dir)?;
-        let Some(parent) = dir.parent() else {
-            return Ok(false);
-        };
-        let p = std::fs::metadata(parent)?;
-        Ok(d.uid() == peer && d.mode() & 0o022 == 0 && p.uid() == 0 && p.mode() & 0o022 == 0)
-    };
-    if given_by_root().unwrap_or(false) {
-        return Ok(());
-    }
     Err(std::io::Error::new(
         std::io::ErrorKind::PermissionDenied,
         format!(
-            "the socket {} is served by uid {peer}, neither this user (uid {me}) nor root, from a directory root did not give it: not telemetryd's",
+            "the socket {} is served by uid {peer}, neither this user (uid {me}) nor root: not telemetryd's",
             path.display()
         ),
     ))

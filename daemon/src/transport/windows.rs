@@ -121,9 +121,10 @@ impl Listener {
             }
             let server = next.as_ref().expect("made above");
             if let Err(e) = server.connect().await {
-                // A broken instance would fail again at every try: the
-                // next accept makes a fresh one.
-                *next = None;
+                // A broken instance would fail again at every try: replace
+                // it, the new one made before the old is closed, so the
+                // pipe's name never lapses (another user could take it).
+                *next = self.create(false).ok();
                 return Err(e);
             }
             let conn = next.take().expect("made above");

@@ -1,7 +1,7 @@
 """Who serves the socket: where XDG_RUNTIME_DIR is unset it is under
 /tmp/telemetry-<uid>, and another user who made that directory first must
-not receive events; a daemon's user in a directory root gave it is talked
-to. Needs root to listen as another user (CI runs as root)."""
+not receive events, nor one who linked it to a directory of theirs. Needs
+root to listen as another user (CI runs as root)."""
 
 from __future__ import annotations
 
@@ -50,13 +50,10 @@ def base() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def status_error_from_nobody(parent: Path, parent_mode: int, base: Path) -> str:
-    """The status error of a client whose socket a Python listener serves
-    as uid 65534 (never answering) from a directory of its own in
-    ``parent`` (root's, with ``parent_mode``)."""
-    mkdir(parent, parent_mode, 0)
-    directory = parent / "telemetryd"
-    mkdir(directory, 0o755, 65534)
+def status_error_from_nobody(directory: Path, via: Path, base: Path) -> str:
+    """The status error of a client whose socket, reached through ``via``,
+    a Python listener serves as uid 65534 (never answering) in
+    ``directory``."""
     sock = directory / "telemetryd.sock"
     # A Python other users can run (a pyenv shim under /root is not).
     python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
@@ -66,7 +63,7 @@ def status_error_from_nobody(parent: Path, parent_mode: int, base: Path) -> str:
         while not sock.exists():
             assert time.monotonic() < end, "the other user's listener did not start"
             time.sleep(0.01)
-        c = Client("cfdev", "1", 0.3, socket=str(sock), state_dir=str(base / "state"))
+        c = Client("cfdev", "1", 0.3, socket=str(via / sock.name), state_dir=str(base / "state"))
         err = c.status().get("error")
     finally:
         proc.kill()
@@ -76,10 +73,20 @@ def status_error_from_nobody(parent: Path, parent_mode: int, base: Path) -> str:
 
 
 def test_another_users_socket_in_a_directory_they_made_is_refused(base: Path) -> None:
-    message = status_error_from_nobody(base / "tmp", 0o1777, base)
+    tmp = base / "tmp"
+    mkdir(tmp, 0o1777, 0)
+    squat = tmp / "telemetry-0"
+    mkdir(squat, 0o755, 65534)
+    message = status_error_from_nobody(squat, squat, base)
     assert "served by uid 65534" in message, message
 
 
-def test_a_daemon_users_socket_in_a_directory_root_gave_it_is_used(base: Path) -> None:
-    message = status_error_from_nobody(base / "run", 0o755, base)
-    assert "served by uid" not in message, message
+def test_a_link_to_another_users_directory_is_refused(base: Path) -> None:
+    tmp = base / "tmp"
+    mkdir(tmp, 0o1777, 0)
+    theirs = base / "them"
+    mkdir(theirs, 0o755, 65534)
+    linked = tmp / "telemetry-1"
+    linked.symlink_to(theirs)
+    message = status_error_from_nobody(theirs, linked, base)
+    assert "served by uid 65534" in message, message

@@ -47,44 +47,28 @@ def _left(deadline: float) -> float:
     return deadline - time.monotonic()
 
 
-def _given_by_root(path: str, uid: int) -> bool:
-    """The socket's directory belongs to ``uid`` and no one else may write
-    it, and root owns its parent, which no one else may write."""
-    try:
-        d = os.path.realpath(os.path.dirname(path) or ".")
-        parent = os.path.dirname(d)
-        if parent == d:
-            return False
-        ds, ps = os.stat(d), os.stat(parent)
-    except OSError:
-        return False
-    return (
-        ds.st_uid == uid and ds.st_mode & 0o022 == 0 and ps.st_uid == 0 and ps.st_mode & 0o022 == 0
-    )
-
-
 def _check_server(sock: socket.socket, path: str) -> None:
-    """Refuse a socket served by neither this user nor root, unless root
-    gave the server's user the socket's directory (systemd's
-    /run/telemetryd). Where XDG_RUNTIME_DIR is unset the socket is under
-    /tmp/telemetry-<uid>, and another user who made that directory first
-    must not receive our events. As the Rust client does; Linux only (the
+    """Refuse a socket served by neither this user nor root (a socket a
+    service manager made, as the machine-wide daemon's is, is root's).
+    Where XDG_RUNTIME_DIR is unset the socket is under /tmp/telemetry-<uid>,
+    and another user who made that directory first (or a link there) must
+    not receive our events. As the Rust client does; Linux only (the
     standard library reads the peer with SO_PEERCRED there)."""
     opt = getattr(socket, "SO_PEERCRED", None)
     if opt is None or not sys.platform.startswith("linux"):
         return
     try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
-        _pid, peer, _gid = struct.unpack("3i", raw)
+        raw = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("iII"))
+        _pid, peer, _gid = struct.unpack("iII", raw)
     except OSError as e:
         raise TransportError("connect", f"cannot tell who serves {path}: {e}") from None
     me = os.geteuid()
-    if peer in (me, 0) or _given_by_root(path, peer):
+    if peer in (me, 0):
         return
     raise TransportError(
         "connect",
         f"the socket {path} is served by uid {peer}, neither this user (uid {me}) "
-        "nor root, from a directory root did not give it: not telemetryd's",
+        "nor root: not telemetryd's",
     )
 
 
