@@ -22,8 +22,10 @@ func listenAsNobody(t *testing.T, dir string) string {
 	if _, err := os.Stat(python); err != nil {
 		python = "python3"
 	}
+	// Bound under another name and renamed once listening: the path
+	// appears only when a connect can succeed.
 	cmd := exec.Command(python, "-c",
-		"import socket,sys,time\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen(16)\ntime.sleep(30)", sock)
+		"import os,socket,sys,time\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1]+'.new')\ns.listen(16)\nos.rename(sys.argv[1]+'.new',sys.argv[1])\ntime.sleep(30)", sock)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -375,10 +375,12 @@ fn a_socket_another_user_serves_is_refused_roots_is_used() {
         .unwrap();
     for (dir, via) in [(&squat, &squat), (&theirs, &linked)] {
         let sock = dir.join("telemetryd.sock");
+        // Bound under another name and renamed once listening: the path
+        // appears only when a connect can succeed.
         let mut child = std::process::Command::new(python)
             .args([
                 "-c",
-                "import socket,sys,time\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen(16)\ntime.sleep(30)",
+                "import os,socket,sys,time\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1]+'.new')\ns.listen(16)\nos.rename(sys.argv[1]+'.new',sys.argv[1])\ntime.sleep(30)",
             ])
             .arg(&sock)
             .uid(65534)

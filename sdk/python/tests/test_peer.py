@@ -23,11 +23,14 @@ pytestmark = pytest.mark.skipif(
     reason="listening as another uid needs root on Linux (CI runs as root)",
 )
 
+# Bound under another name and renamed once listening: the socket's path
+# appears only when a connect can succeed.
 LISTENER = (
-    "import socket,sys,time\n"
+    "import os,socket,sys,time\n"
     "s=socket.socket(socket.AF_UNIX)\n"
-    "s.bind(sys.argv[1])\n"
+    "s.bind(sys.argv[1]+'.new')\n"
     "s.listen(16)\n"
+    "os.rename(sys.argv[1]+'.new',sys.argv[1])\n"
     "time.sleep(30)"
 )
 
