@@ -182,6 +182,33 @@ fn without_a_daemon_the_socket_check_fails_and_doctor_exits_1() {
     );
 }
 
+/// Events spooled for another socket (a CLI run with another
+/// `TELEMETRY_SOCKET` or `XDG_RUNTIME_DIR`) wait where no daemon on this
+/// one takes them in: doctor says where, and how to have them taken in or
+/// drop them. This socket's own spool is not reported.
+#[test]
+fn events_spooled_for_another_socket_are_reported() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let (_, checks) = doctor(&env, 1);
+    assert_eq!(outcome(&checks, "spool"), "pass");
+    std::fs::create_dir_all(env.spool_file().parent().unwrap()).unwrap();
+    std::fs::write(env.spool_file(), b"frames").unwrap();
+    let other = telemetry_proto::paths::spool_file_for(
+        &env.state,
+        std::path::Path::new("/elsewhere/telemetryd.sock"),
+    );
+    std::fs::write(&other, b"frames of another socket").unwrap();
+    let (_, checks) = doctor(&env, 1);
+    let spool = check(&checks, "spool");
+    assert_eq!(spool["outcome"], "warn", "{spool}");
+    let detail = spool["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&other.display().to_string()) && detail.contains("24 bytes"),
+        "{detail}"
+    );
+    assert!(spool["fix"].as_str().unwrap().contains("delete"), "{spool}");
+}
+
 #[test]
 fn healthy_destinations_pass_and_broken_ones_fail_with_their_fix() {
     let s3 = open_s3();

@@ -56,7 +56,7 @@ enum Command {
     Forget(commands::forget::Args),
     /// List what was uploaded: each object's destination, key, SHA-256, size, events and time.
     Receipts(commands::receipts::Args),
-    /// Check that everything works (daemon, consent, manifests, destinations, clock, shim cost, refusals) and say what to fix.
+    /// Check that everything works (daemon, consent, manifests, destinations, clock, shim cost, drops, refusals, spools left for another socket) and say what to fix.
     Doctor(commands::doctor::Args),
     /// Start this user's daemon as a client would (detached, idle exit), unless one answers; wait until it does.
     Start(commands::start::Args),

@@ -13,6 +13,8 @@
 //! 6. `drops`: events dropped because the spool or the store was full.
 //! 7. `refusals`: events the daemon refused since it started, by product
 //!    and reason.
+//! 8. `spool`: events shims spooled, in this user's state directory, for
+//!    a socket other than this one, which no daemon here will take in.
 //!
 //! Exit code: 0 when no check failed, 3 when one did, 1 when the daemon
 //! is unreachable (the checks that need no daemon still run and print).
@@ -87,6 +89,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         drop_checks(s, &mut checks);
         refusal_checks(s, &mut checks);
     }
+    spool_check(socket, &telemetry_client::state_dir(), &mut checks);
 
     let failed = checks
         .iter()
@@ -502,6 +505,75 @@ fn refusal_checks(s: &StatusReport, checks: &mut Vec<Check>) {
                 super::count(r.count, "request", "requests")
             ),
             refusal_fix(&code, product),
+        ));
+    }
+}
+
+/// Most spool entries `spool` looks at, and files it counts in one.
+const SPOOL_LOOK_LIMIT: usize = 1000;
+
+/// `spool`: a spool is named for the socket its shim tried, and only a
+/// daemon on that socket with this state directory takes it in. Events
+/// spooled for another one (a CLI run with another `TELEMETRY_SOCKET` or
+/// `XDG_RUNTIME_DIR`) would wait there unseen: said, since nothing else
+/// would say it.
+fn spool_check(socket: &Path, state_dir: &Path, checks: &mut Vec<Check>) {
+    use telemetry_proto::paths;
+    let ours = [
+        paths::spool_file_for(state_dir, socket),
+        paths::spool_dir_for(state_dir, socket),
+    ];
+    let before = checks.len();
+    let entries = std::fs::read_dir(state_dir.join("spool"));
+    for entry in entries
+        .into_iter()
+        .flatten()
+        .flatten()
+        .take(SPOOL_LOOK_LIMIT)
+    {
+        let path = entry.path();
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("events-")) else {
+            continue;
+        };
+        let (hash, is_dir) = match (rest.strip_suffix(".spool"), rest.strip_suffix(".d")) {
+            (Some(h), _) => (h, false),
+            (_, Some(h)) => (h, true),
+            _ => continue,
+        };
+        if hash.len() != 16 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) || ours.contains(&path)
+        {
+            continue;
+        }
+        // Not through a link: only what is really there.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let held = if is_dir && meta.is_dir() {
+            let n = std::fs::read_dir(&path).map_or(0, |d| d.take(SPOOL_LOOK_LIMIT).count());
+            (n > 0).then(|| super::count(n as u64, "file", "files"))
+        } else if !is_dir && meta.is_file() && meta.len() > 0 {
+            Some(format!("{} bytes", meta.len()))
+        } else {
+            None
+        };
+        let Some(held) = held else { continue };
+        checks.push(Check::warn(
+            "spool",
+            format!(
+                "events spooled for another socket wait in {} ({held}): only a telemetryd on the socket they were sent to, with this state directory, takes them in",
+                path.display()
+            ),
+            format!(
+                "run the CLIs and telemetryd with the same socket (TELEMETRY_SOCKET, XDG_RUNTIME_DIR) and a daemon there takes them in; or delete {} to drop them",
+                path.display()
+            ),
+        ));
+    }
+    if checks.len() == before {
+        checks.push(Check::pass(
+            "spool",
+            "nothing is spooled for another socket".to_string(),
         ));
     }
 }
