@@ -660,8 +660,7 @@ pub fn record_event_with(
     timeout: Duration,
 ) -> Result<Option<Acked>, ClientError> {
     // The budget counts from the call, the consent files' reads included.
-    let started = Instant::now();
-    let deadline = started + timeout.min(MAX_TIMEOUT);
+    let deadline = Instant::now() + timeout.min(MAX_TIMEOUT);
     if consent::resolve(product, &endpoint.consent).0 == Mode::Off {
         return Ok(None);
     }

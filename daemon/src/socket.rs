@@ -320,8 +320,7 @@ pub fn short_example(uid: u32) -> PathBuf {
 
 /// The effective uid (for messages).
 fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    telemetry_platform::proc::effective_uid()
 }
 
 /// Refuse a path that does not fit in `sockaddr_un` (binding it would fail

@@ -843,4 +843,44 @@ mod tests {
             "a fresh temporary file is a writer's"
         );
     }
+
+    /// Frames put back for a newer daemon go into a plain file even when
+    /// something else stands in the spool's place (a FIFO, a link): that
+    /// is set aside first, untouched, instead of failing the put-back at
+    /// every pass.
+    #[cfg(unix)]
+    #[test]
+    fn put_back_sets_aside_what_is_not_a_spool_and_writes_a_plain_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "theirs").unwrap();
+        let fifo = dir.path().join("fifo.spool");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let link = dir.path().join("link.spool");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        for path in [&fifo, &link] {
+            put_back(path, b"frames").unwrap();
+            let meta = std::fs::symlink_metadata(path).unwrap();
+            assert!(meta.is_file(), "{}", path.display());
+            assert_eq!(std::fs::read(path).unwrap(), b"frames");
+            let name = path.file_name().unwrap().to_str().unwrap();
+            let aside = std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with(&format!("{name}.damaged-")))
+                })
+                .count();
+            assert_eq!(aside, 1, "{name} set aside");
+        }
+        assert_eq!(
+            std::fs::read(&outside).unwrap(),
+            b"theirs",
+            "not written through"
+        );
+    }
 }

@@ -199,63 +199,52 @@ pub fn open_plain(path: &Path, options: &mut OpenOptions) -> std::io::Result<std
 /// DACL is the installer's to set. Anything that cannot be checked is not
 /// trusted.
 pub fn untrusted(path: &Path) -> Option<String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        for (what, p) in [("file", Some(path)), ("directory", dir)] {
-            let Some(p) = p else { continue };
-            let m = match std::fs::metadata(p) {
-                Ok(m) => m,
-                // What cannot be checked is not trusted.
-                Err(e) => {
-                    return Some(format!("the {what} {} cannot be checked: {e}", p.display()))
-                }
-            };
-            if m.uid() != 0 && m.uid() != me {
-                return Some(format!(
-                    "the {what} {} belongs to uid {}, neither root nor this process's user (uid {me}), so another user could change it",
-                    p.display(),
-                    m.uid()
-                ));
-            }
-            let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
-            if m.mode() & 0o002 != 0 && !sticky_dir {
-                return Some(format!(
-                    "the {what} {} is writable by every user",
-                    p.display()
-                ));
-            }
-        }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    [("file", Some(path)), ("directory", dir)]
+        .into_iter()
+        .filter_map(|(what, p)| Some((what, p?)))
+        .find_map(|(what, p)| {
+            // What cannot be checked is not trusted.
+            not_the_users(p)
+                .unwrap_or_else(|e| Some(format!("cannot be checked: {e}")))
+                .map(|why| format!("the {what} {} {why}", p.display()))
+        })
+}
+
+/// Why another user could change `p` (its target, if a link), as the end
+/// of a sentence naming it; `None` if no one else could.
+#[cfg(unix)]
+fn not_the_users(p: &Path) -> std::io::Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p)?;
+    let me = crate::proc::effective_uid();
+    let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
+    Ok(if m.uid() != 0 && m.uid() != me {
+        Some(format!(
+            "belongs to uid {}, neither root nor this process's user (uid {me}), so another user could change it",
+            m.uid()
+        ))
+    } else if m.mode() & 0o002 != 0 && !sticky_dir {
+        Some("is writable by every user".to_string())
+    } else {
         None
-    }
-    #[cfg(windows)]
-    {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        for (what, p) in [("file", Some(path)), ("directory", dir)] {
-            let Some(p) = p else { continue };
-            match crate::windows::security::path_owner(p) {
-                Err(e) => {
-                    return Some(format!("the {what} {} cannot be checked: {e}", p.display()))
-                }
-                Ok(owner) if !crate::windows::trusted_owner(&owner) => {
-                    return Some(format!(
-                        "the {what} {} belongs to {owner}, neither this user, LocalSystem, the administrators nor TrustedInstaller, so another user could change it",
-                        p.display()
-                    ))
-                }
-                Ok(_) => {}
-            }
-        }
-        None
-    }
-    #[cfg(not(any(unix, windows)))]
-    {
-        let _ = path;
-        None
-    }
+    })
+}
+
+/// Why another user could change `p`, on Windows: its owner (who may set
+/// its DACL, whatever the DACL says) is none of the trusted ones.
+#[cfg(windows)]
+fn not_the_users(p: &Path) -> std::io::Result<Option<String>> {
+    let owner = crate::windows::security::path_owner(p)?;
+    Ok((!crate::windows::trusted_owner(&owner)).then(|| {
+        format!("belongs to {owner}, neither this user, LocalSystem, the administrators nor TrustedInstaller, so another user could change it")
+    }))
+}
+
+/// Elsewhere nothing is known to check.
+#[cfg(not(any(unix, windows)))]
+fn not_the_users(_: &Path) -> std::io::Result<Option<String>> {
+    Ok(None)
 }
 
 #[cfg(all(test, unix))]
@@ -282,8 +271,7 @@ mod tests {
         mode(dir.path(), 0o1777);
         assert_eq!(untrusted(&file), None, "a sticky directory (/tmp)");
         mode(dir.path(), 0o755);
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if crate::proc::effective_uid() == 0 {
             // Only root can give a file away.
             std::os::unix::fs::chown(&file, Some(12_345), None).unwrap();
             let why = untrusted(&file).unwrap();

@@ -185,6 +185,20 @@ pub fn spool_dir_for(state_dir: &std::path::Path, socket: &std::path::Path) -> P
         .join(format!("events-{:016x}.d", socket_hash(socket)))
 }
 
+/// Which spool a name in `STATE_DIR/spool` is: the socket hash it was
+/// named for (16 hex digits) and whether it is a [`spool_dir_for`]
+/// directory (`true`) or a [`spool_file_for`] file; `None` for anything
+/// else (the older unnamed `events.spool`, drop files, set-aside files).
+pub fn spool_of_name(name: &str) -> Option<(&str, bool)> {
+    let rest = name.strip_prefix("events-")?;
+    let (hash, is_dir) = match (rest.strip_suffix(".spool"), rest.strip_suffix(".d")) {
+        (Some(h), _) => (h, false),
+        (_, Some(h)) => (h, true),
+        _ => return None,
+    };
+    (hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some((hash, is_dir))
+}
+
 /// Most files a writer leaves in a [`spool_dir_for`] directory.
 pub const MAX_SPOOL_FILES: usize = 1000;
 
@@ -215,6 +229,34 @@ pub fn default_consent_file(state_dir: &std::path::Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    /// The names the spool writers make read back as the same socket's,
+    /// and nothing else reads as a spool.
+    #[test]
+    fn spool_names_read_back_as_their_sockets() {
+        let state = std::path::Path::new("/s");
+        let name = |p: PathBuf| p.file_name().unwrap().to_str().unwrap().to_string();
+        let (a, b) = (
+            std::path::Path::new("/run/a.sock"),
+            std::path::Path::new("/b.sock"),
+        );
+        let file = name(super::spool_file_for(state, a));
+        let dir = name(super::spool_dir_for(state, a));
+        let (hash, is_dir) = super::spool_of_name(&file).unwrap();
+        assert!(!is_dir);
+        assert_eq!(super::spool_of_name(&dir), Some((hash, true)));
+        let other = name(super::spool_file_for(state, b));
+        assert_ne!(super::spool_of_name(&other).unwrap().0, hash);
+        for not in [
+            "events.spool",
+            "events-0123456789abcdef.drops",
+            "events-0123.spool",
+            "events-0123456789abcdeg.spool",
+            "events-0123456789abcdef.spool.damaged-1",
+        ] {
+            assert_eq!(super::spool_of_name(not), None, "{not}");
+        }
+    }
+
     use super::*;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {

@@ -369,11 +369,21 @@ fn bad_command_line(e: &clap::Error) -> u8 {
 /// after it, they are the host's words passed on (`… stop "$@"`), and
 /// help text on stdout would land in the host's output.
 fn asked_before_the_event(argv: impl Iterator<Item = OsString>) -> bool {
+    // Which options take a value, as clap's parser says (built only on
+    // this error path).
+    let command = <Args as clap::CommandFactory>::command();
+    let takes_value = |option: &str| {
+        option.strip_prefix("--").is_some_and(|long| {
+            command
+                .get_arguments()
+                .any(|a| a.get_long() == Some(long) && a.get_action().takes_values())
+        })
+    };
     let mut args = argv.skip(1);
     while let Some(a) = args.next() {
         match a.to_str() {
             Some("-h" | "--help" | "-V" | "--version") => return true,
-            Some("--product" | "--build" | "--socket" | "--timeout-ms") => {
+            Some(o) if takes_value(o) => {
                 args.next();
             }
             Some(o) if o.starts_with('-') && o != "-" && o != "--" => {}
@@ -775,6 +785,17 @@ mod tests {
         assert!(before(&["--help"]));
         assert!(before(&["--strict", "-V"]));
         assert!(before(&["--product", "x", "-h"]));
+        assert!(before(&[
+            "--timeout-ms",
+            "50",
+            "--socket",
+            "s",
+            "--build",
+            "1",
+            "-h"
+        ]));
+        // A value that looks like the help flag is the option's value.
+        assert!(!before(&["--build", "-h", "stop"]));
         assert!(before(&["--product=x", "--strict", "--help", "stop"]));
         assert!(!before(&["stop", "-h"]));
         assert!(!before(&["--product", "x", "stop", "k=v", "--version"]));

@@ -42,8 +42,7 @@ pub fn peer_identity(conn: &Conn) -> PeerIdentity {
 
 /// The daemon's own effective uid.
 pub fn own_identity() -> PeerIdentity {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    PeerIdentity::Uid(unsafe { libc::geteuid() })
+    PeerIdentity::Uid(telemetry_platform::proc::effective_uid())
 }
 
 /// A second handle on a connection's socket (non-blocking), through which

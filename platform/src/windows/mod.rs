@@ -106,8 +106,11 @@ pub const TRUSTED_INSTALLER_SID: &str =
 /// TrustedInstaller): what such an owner made, no other standard user can
 /// have made or change.
 pub fn trusted_owner(owner: &str) -> bool {
+    // This process's SID does not change: one token query, not one per
+    // file the catalogue checks.
+    static OWN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     [LOCAL_SYSTEM_SID, ADMINISTRATORS_SID, TRUSTED_INSTALLER_SID].contains(&owner)
-        || own_sid().as_deref() == Some(owner)
+        || OWN.get_or_init(own_sid).as_deref() == Some(owner)
 }
 
 /// The user SID of process `pid`, as a string (`S-1-5-21-...`).

@@ -533,16 +533,10 @@ fn spool_check(socket: &Path, state_dir: &Path, checks: &mut Vec<Check>) {
     {
         let path = entry.path();
         let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("events-")) else {
+        let Some((_, is_dir)) = name.to_str().and_then(paths::spool_of_name) else {
             continue;
         };
-        let (hash, is_dir) = match (rest.strip_suffix(".spool"), rest.strip_suffix(".d")) {
-            (Some(h), _) => (h, false),
-            (_, Some(h)) => (h, true),
-            _ => continue,
-        };
-        if hash.len() != 16 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) || ours.contains(&path)
-        {
+        if ours.contains(&path) {
             continue;
         }
         // Not through a link: only what is really there.
