@@ -446,6 +446,64 @@ fn the_brokers_400_and_413_are_shown_and_the_events_kept() {
     assert_eq!(status(&d).pending_events, 0);
 }
 
+/// A batch or a product its broker refuses does not hold back the
+/// batches behind it at the same broker: those go, the refused ones are
+/// kept and offered again at the next drain, and a refused product costs
+/// one request per drain, not one per batch.
+#[test]
+fn a_refused_batch_or_product_does_not_hold_back_the_ones_behind_it() {
+    let s3 = s3_server();
+    // One broker for both products: it caps batches at 2,000 bytes and
+    // has no manifest for toold.
+    let b = broker(
+        &s3,
+        &["toolc"],
+        "127.0.0.1:0",
+        &[("TELEMETRY_BROKER_MAX_BYTES", "2000")],
+    );
+    let env = daemon_env(
+        &s3,
+        &[("toolc", broker_upload(&b)), ("toold", broker_upload(&b))],
+    );
+    let d = env.start();
+    // The oldest batches are the refused ones: a big toolc batch (413,
+    // bytes; 200 random ids do not compress under 2,000 bytes), then two
+    // toold batches (400, product).
+    let mut kept = emit(&d, "toolc", 200);
+    assert_eq!(flush(&env).status.code(), Some(3));
+    for _ in 0..2 {
+        kept.extend(emit(&d, "toold", 1));
+        assert_eq!(flush(&env).status.code(), Some(3));
+    }
+    let refused_before = broker_answers(&b).1;
+    let small = emit(&d, "toolc", 2);
+    let out = flush(&env);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "refusals remain: {}",
+        text(&out)
+    );
+
+    let got = ids_in(&s3, BROKER_BUCKET, BROKER_PREFIX);
+    assert_eq!(got.get("toolc"), Some(&small), "the batch behind went");
+    assert!(!got.contains_key("toold"));
+    assert_eq!(
+        broker_answers(&b).1 - refused_before,
+        2,
+        "the big batch and toold's first batch asked once each; toold's second passed over"
+    );
+    let s = status(&d);
+    assert_eq!(s.pending_events, kept.len() as u64, "kept, not dropped");
+    let e = dest(&s, "toolc").last_error.clone().unwrap_or_default();
+    assert!(e.contains("HTTP 413") || e.contains("HTTP 400"), "{e:?}");
+    assert!(
+        d.log().contains("the batches behind it go on"),
+        "{}",
+        d.log()
+    );
+}
+
 #[test]
 fn the_brokers_410_retires_one_product_and_the_others_go_on() {
     let s3 = s3_server();

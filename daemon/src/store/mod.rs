@@ -41,7 +41,7 @@ use crate::config::{now_us, Clock, SyncMode};
 use crate::consent::Permit;
 use crate::record::{rfc3339_us, Record};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -256,6 +256,17 @@ pub struct InsertOutcome {
     pub wake_uploader: bool,
 }
 
+/// What one drain of a destination has passed over: batches it refused,
+/// and products it refused as a whole (no manifest for them at its
+/// broker). The batches behind them still go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Passed {
+    /// Sealed batch ids.
+    pub batches: BTreeSet<i64>,
+    /// Product names.
+    pub products: BTreeSet<String>,
+}
+
 /// A sealed batch waiting for upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedBatch {
@@ -327,6 +338,8 @@ enum Cmd {
     NextSealed {
         /// Only batches for this destination (`None`: any).
         to: Option<DestId>,
+        /// Batches and products this drain has already passed over.
+        past: Passed,
         reply: Reply<Option<SealedBatch>>,
     },
     Retire {
@@ -668,13 +681,30 @@ impl Store {
     /// The oldest sealed batch the current consent allows to upload, if
     /// any.
     pub async fn next_sealed(&self) -> Result<Option<SealedBatch>, StoreError> {
-        self.call(|reply| Cmd::NextSealed { to: None, reply }).await
+        self.call(|reply| Cmd::NextSealed {
+            to: None,
+            past: Passed::default(),
+            reply,
+        })
+        .await
     }
 
     /// The oldest uploadable sealed batch for destination `to`, if any.
     pub async fn next_sealed_to(&self, to: DestId) -> Result<Option<SealedBatch>, StoreError> {
+        self.next_sealed_past(to, Passed::default()).await
+    }
+
+    /// The oldest uploadable sealed batch for destination `to` that is
+    /// not in `past` (batches, or products, its destination refused in
+    /// this drain), if any.
+    pub async fn next_sealed_past(
+        &self,
+        to: DestId,
+        past: Passed,
+    ) -> Result<Option<SealedBatch>, StoreError> {
         self.call(|reply| Cmd::NextSealed {
             to: Some(to),
+            past,
             reply,
         })
         .await
@@ -1108,8 +1138,8 @@ impl Inner {
                     }
                     let _ = reply.send(sealed);
                 }
-                Cmd::NextSealed { to, reply } => {
-                    let _ = reply.send(self.next_sealed(to.as_ref()));
+                Cmd::NextSealed { to, past, reply } => {
+                    let _ = reply.send(self.next_sealed(to.as_ref(), &past));
                 }
                 Cmd::Retire {
                     product,
@@ -1260,7 +1290,11 @@ impl Inner {
 
     /// Ids of sealed batches the current consent allows to upload, oldest
     /// first. Batches are few (each holds many events), so this is cheap.
-    fn uploadable_batch_ids(&self, to: Option<&DestId>) -> Result<Vec<i64>, StoreError> {
+    fn uploadable_batch_ids(
+        &self,
+        to: Option<&DestId>,
+        past: &Passed,
+    ) -> Result<Vec<i64>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -1285,6 +1319,9 @@ impl Inner {
         let mut permits: BTreeMap<String, Permit> = BTreeMap::new();
         for row in rows {
             let (id, product, is_final) = row.map_err(sql("reading sealed batches"))?;
+            if past.batches.contains(&id) || past.products.contains(&product) {
+                continue;
+            }
             let permit = *permits
                 .entry(product)
                 .or_insert_with_key(|p| (self.opts.permit)(p));
@@ -1337,11 +1374,15 @@ impl Inner {
         Ok((n, held))
     }
 
-    fn next_sealed(&mut self, to: Option<&DestId>) -> Result<Option<SealedBatch>, StoreError> {
+    fn next_sealed(
+        &mut self,
+        to: Option<&DestId>,
+        past: &Passed,
+    ) -> Result<Option<SealedBatch>, StoreError> {
         // Asked again for this destination: its last batch is done with
         // (uploaded, refused, or its upload failed and will be retried).
         self.handed_out.remove(&to.cloned());
-        let Some(&id) = self.uploadable_batch_ids(to)?.first() else {
+        let Some(&id) = self.uploadable_batch_ids(to, past)?.first() else {
             return Ok(None);
         };
         self.handed_out.insert(to.cloned(), id);

@@ -160,7 +160,8 @@ impl Target {
                     return Err(UploadError::Rejected {
                         destination: url.clone(),
                         status: 0,
-                        field: None,
+                        // This batch's own fault: the ones behind it go on.
+                        field: Some("key".into()),
                         message: format!("the stored key {key:?} is not a batch key"),
                     });
                 };

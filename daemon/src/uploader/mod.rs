@@ -17,14 +17,17 @@
 //! # Failures
 //! A failed upload leaves the batch sealed; the next attempt at that
 //! destination waits an exponentially growing, jittered delay capped at
-//! `retry_max` (or the `Retry-After` it asked for). The error and the next
+//! `retry_max` (or the `Retry-After` it asked for). A refusal of one batch
+//! or one product (a broker's `400`/`413` naming a field of it) stops only
+//! that batch or product: the drain passes over it and the batches behind
+//! it go, and the refusal is the drain's outcome. The error and the next
 //! attempt time are kept for `status`. Nothing is dropped because an upload
 //! failed, with one exception the vendor decides: a product its destination
 //! says is retired (HTTP 410) is not uploaded again, and what was pending
 //! for it is dropped and counted.
 
 use crate::config::{now_us, Clock};
-use crate::store::{NewReceipt, RetiredProduct, Stats, Store, StoreError};
+use crate::store::{NewReceipt, Passed, RetiredProduct, Stats, Store, StoreError};
 use destination::{DestId, Registry};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -589,13 +592,23 @@ impl Worker {
         report: &mut FlushReport,
     ) -> Result<(), CycleError> {
         let target = self.registry.get(dest).await?;
+        // Batches (or whole products) the destination refused in this
+        // drain: passed over so the ones behind them still go, and the
+        // first refusal is this drain's outcome (the destination then
+        // retries at the slow cap, when they are offered again).
+        let mut past = Passed::default();
+        let mut refused: Option<UploadError> = None;
         loop {
             let lock = self.upload_lock.clone();
             let _guard = lock.shared().await;
             // Looked up under the lock: a purge or consent change just
             // before may have removed it.
-            let Some(batch) = self.store.next_sealed_to(dest.clone()).await? else {
-                return Ok(());
+            let Some(batch) = self
+                .store
+                .next_sealed_past(dest.clone(), past.clone())
+                .await?
+            else {
+                return refused.map_or(Ok(()), |e| Err(e.into()));
             };
             let size = batch.body.len() as u64;
             // What the receipt keeps: the exact bytes' hash, and the body
@@ -641,6 +654,18 @@ impl Worker {
                 Err(e) if refused_for_good(&e, &batch.key, now_us(&self.opts.clock)) => {
                     let dropped = self.store.reject(batch.id).await?;
                     tracing::warn!(key = %batch.key, dropped, error = %e, "the destination refuses this batch for good; its events are dropped and counted, and the batches behind it go on");
+                    continue;
+                }
+                Err(e) if refusal_scope(&e).is_some() => {
+                    self.store.let_go(dest.clone()).await?;
+                    let whole_product = refusal_scope(&e) == Some(Scope::Product);
+                    if whole_product {
+                        past.products.insert(batch.product.clone());
+                    } else {
+                        past.batches.insert(batch.id);
+                    }
+                    tracing::warn!(key = %batch.key, whole_product, error = %e, "the destination refuses this batch; it is kept and offered again at the slow cap, and the batches behind it go on");
+                    refused.get_or_insert(e);
                     continue;
                 }
                 Err(e) => {
@@ -776,6 +801,34 @@ fn refused_for_good(e: &UploadError, key: &str, now_us: i64) -> bool {
         && key_day_us(key).is_some_and(|day| now_us - day > TOO_OLD_DAYS * 86_400_000_000)
 }
 
+/// What a refusal that is not for good is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// This batch (its size, day, builds, key): later ones may pass.
+    Batch,
+    /// Every batch of its product (the broker has no manifest for it):
+    /// other products' may pass.
+    Product,
+}
+
+/// Whether `e` refuses one batch or one product rather than the
+/// destination, and which: the drain then passes over it and goes on.
+/// A refusal naming no field, or the request as a whole (`body`), says
+/// nothing about the batches behind it, so the drain stops there.
+fn refusal_scope(e: &UploadError) -> Option<Scope> {
+    let UploadError::Rejected {
+        field: Some(field), ..
+    } = e
+    else {
+        return None;
+    };
+    match field.as_str() {
+        "body" => None,
+        "product" => Some(Scope::Product),
+        _ => Some(Scope::Batch),
+    }
+}
+
 /// How often the uploader looks whether a batch held for a broken
 /// manifest can be placed (only while one is held).
 const HELD_RECHECK: Duration = Duration::from_secs(30);
@@ -867,6 +920,27 @@ mod tests {
         };
         assert!(!refused_for_good(&throttled, key, days(100)));
         assert_eq!(key_day_us("no day here"), None);
+
+        // What a drain passes over when the refusal is not for good.
+        assert_eq!(
+            refusal_scope(&rejected(413, Some("bytes"))),
+            Some(Scope::Batch)
+        );
+        assert_eq!(
+            refusal_scope(&rejected(400, Some("day"))),
+            Some(Scope::Batch)
+        );
+        assert_eq!(
+            refusal_scope(&rejected(400, Some("product"))),
+            Some(Scope::Product)
+        );
+        assert_eq!(
+            refusal_scope(&rejected(400, Some("body"))),
+            None,
+            "the request as a whole: the next batch's would be refused too"
+        );
+        assert_eq!(refusal_scope(&rejected(400, None)), None);
+        assert_eq!(refusal_scope(&throttled), None);
     }
 
     #[test]
