@@ -8,16 +8,36 @@ use std::sync::Arc;
 use telemetry_broker::config::{Args, Settings, TODAY_VAR};
 use telemetry_broker::{presign::Presigner, Broker};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    // An empty TELEMETRY_* variable counts as unset; done before the
+    // runtime's threads exist, as changing the environment requires.
+    telemetry_platform::proc::forget_empty_vars("TELEMETRY_");
+    let served = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(serve()));
+    match served {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, named like the daemon's, with every cause.
+            eprintln!("telemetry-broker: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> anyhow::Result<()> {
     if let Some(code) = telemetry_clidoc::generate_if_asked(
         std::env::args_os(),
         <Args as clap::CommandFactory>::command,
     ) {
         std::process::exit(code.into());
     }
+    // TELEMETRY_LOG as for telemetryd, then RUST_LOG, then info.
     let filter = || {
-        tracing_subscriber::EnvFilter::try_from_default_env()
+        tracing_subscriber::EnvFilter::try_from_env("TELEMETRY_LOG")
+            .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
     };
     // TELEMETRY_LOG_FORMAT=json: one JSON object per line, as telemetryd.
@@ -30,8 +50,11 @@ async fn main() -> anyhow::Result<()> {
             .with_writer(std::io::stderr)
             .init();
     } else {
+        // Colours only on a terminal: journald and log files would keep
+        // the escape codes.
         tracing_subscriber::fmt()
             .with_env_filter(filter())
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .init();
         if !format.trim().is_empty() && !format.trim().eq_ignore_ascii_case("text") {

@@ -52,7 +52,7 @@ fn unreachable_hint(e: &std::io::Error) -> &'static str {
     if e.kind() == std::io::ErrorKind::PermissionDenied {
         ""
     } else {
-        " (is it running? start it with `telemetryd`)"
+        " (is it running? start it with `telemetryctl start`, or as a service: `telemetryd install --user`)"
     }
 }
 

@@ -9,6 +9,8 @@ use telemetryd::socket;
 use telemetryd::{config, install, ondemand};
 
 fn main() -> ExitCode {
+    // An empty TELEMETRY_* variable counts as unset.
+    telemetry_platform::proc::forget_empty_vars("TELEMETRY_");
     if let Some(code) = telemetry_clidoc::generate_if_asked(std::env::args_os(), || {
         <config::Args as clap::CommandFactory>::command()
     }) {

@@ -109,3 +109,39 @@ pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
+
+/// Unset every environment variable whose name starts with `prefix` and
+/// whose value is empty, so that an empty variable counts as unset in the
+/// whole process, as it does in the SDKs and `telemetry_proto::paths`. CI
+/// systems and wrapper scripts often export a variable empty
+/// (`TELEMETRY_BUILD=`); read by clap it would be an empty value given, and
+/// the shim would refuse its event ("build \"\" is not valid") or blame a
+/// flag nobody typed. Call it first in `main`, before any thread starts:
+/// changing the environment races with other threads reading it.
+pub fn forget_empty_vars(prefix: &str) {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(k, v)| v.is_empty() && k.to_str().is_some_and(|k| k.starts_with(prefix)))
+        .map(|(k, _)| k)
+        .collect();
+    for k in empty {
+        std::env::remove_var(k);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn empty_variables_with_the_prefix_are_forgotten_and_no_others() {
+        // Names no other test reads; the test binary's threads do not
+        // touch the environment.
+        std::env::set_var("TELEMETRYTEST_EMPTY", "");
+        std::env::set_var("TELEMETRYTEST_SET", "x");
+        std::env::set_var("OTHERTEST_EMPTY", "");
+        super::forget_empty_vars("TELEMETRYTEST_");
+        assert_eq!(std::env::var_os("TELEMETRYTEST_EMPTY"), None);
+        assert_eq!(std::env::var("TELEMETRYTEST_SET").as_deref(), Ok("x"));
+        assert_eq!(std::env::var("OTHERTEST_EMPTY").as_deref(), Ok(""));
+        std::env::remove_var("OTHERTEST_EMPTY");
+        std::env::remove_var("TELEMETRYTEST_SET");
+    }
+}

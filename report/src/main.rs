@@ -450,6 +450,8 @@ fn today(env: impl Fn(&str) -> Option<OsString>, clock: SystemTime) -> anyhow::R
 }
 
 fn main() -> ExitCode {
+    // An empty TELEMETRY_* variable counts as unset.
+    telemetry_platform::proc::forget_empty_vars("TELEMETRY_");
     if let Some(code) = telemetry_clidoc::generate_if_asked(
         std::env::args_os(),
         <Cli as clap::CommandFactory>::command,

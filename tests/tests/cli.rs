@@ -280,6 +280,30 @@ fn without_strict_the_shim_is_silent_and_a_bad_timeout_does_not_cost_the_event()
     assert_silent_success(&env.shim(&[], &["stop"]), "no daemon");
 }
 
+/// A `TELEMETRY_*` variable exported empty (as CI systems and wrapper
+/// scripts do) counts as unset in the shim, the daemon and `telemetryctl`:
+/// clap alone took it as an empty value, so the shim refused its event
+/// ("build \"\" is not valid") and the others blamed a flag nobody typed.
+#[test]
+fn an_empty_variable_counts_as_unset() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start_with(&[("TELEMETRY_SYNC", ""), ("TELEMETRY_BATCH_MAX_EVENTS", "")]);
+    let out = env.shim(
+        &[("TELEMETRY_BUILD", ""), ("TELEMETRY_EMIT_NO_WAIT", "")],
+        &["--strict", "stop"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(pending(&daemon), 1);
+    let out = env
+        .command("telemetryctl")
+        .env("TELEMETRY_SOCKET", "")
+        .args(["status"])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(!said.contains("--socket"), "{said}");
+}
+
 /// A host that closed the shim's stderr gets the documented exit code, not
 /// a panic's 101.
 #[test]

@@ -321,6 +321,34 @@ fn turning_off_purges_sends_one_final_telemetry_off_and_nothing_after() {
     assert_eq!(daemon.client().status(T).unwrap().pending_events, 0);
 }
 
+/// A product name the running daemon has no manifest for (most likely a
+/// slip: `cfdve` for `cfdev`) is recorded, with a warning naming the
+/// products it knows; a known one, or no daemon to ask, gets none.
+#[test]
+fn a_misspelt_product_is_recorded_with_a_warning_naming_the_known_ones() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start();
+    let err = |out: &Output| String::from_utf8_lossy(&out.stderr).to_string();
+    let out = ctl(&env, &["consent", "cfdve", "off"]);
+    let w = err(&out);
+    assert!(
+        w.contains("warning") && w.contains("\"cfdve\"") && w.contains("cfdev"),
+        "{w}"
+    );
+    let out = ctl(&env, &["consent", "cfdev", "off", "--json"]);
+    assert_eq!(err(&out), "", "a known product");
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON on stdout only");
+    let out = ctl(&env, &["forget", "nosuch"]);
+    assert!(err(&out).contains("\"nosuch\""), "{}", err(&out));
+    drop(daemon);
+    let out = ctl(&env, &["consent", "cfdve", "on"]);
+    assert!(
+        !err(&out).contains("warning"),
+        "no daemon to ask: {}",
+        err(&out)
+    );
+}
+
 #[test]
 fn a_change_made_while_the_daemon_is_down_is_applied_when_it_starts() {
     let s3 = S3Server::start();

@@ -154,6 +154,9 @@ fn main() -> std::process::ExitCode {
 
 /// The whole run; returns the exit code.
 fn run() -> u8 {
+    // An empty TELEMETRY_* variable counts as unset (clap would take it as
+    // an empty value and the event would be refused).
+    telemetry_platform::proc::forget_empty_vars("TELEMETRY_");
     let argv: Vec<OsString> = std::env::args_os().collect();
     if let Some(code) = telemetry_clidoc::generate_if_asked(
         argv.iter().cloned(),

@@ -217,6 +217,8 @@ fn usage_message(e: &clap::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // An empty TELEMETRY_* variable counts as unset.
+    telemetry_platform::proc::forget_empty_vars("TELEMETRY_");
     // Rust ignores SIGPIPE, so `telemetryctl show | head -1` made every
     // later `println!` panic (exit 101). A command-line tool whose reader
     // has gone should end quietly, as the shell's own tools do.

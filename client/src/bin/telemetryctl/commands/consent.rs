@@ -139,6 +139,29 @@ fn daemon_view(socket: &Path) -> Vec<ProductConsent> {
         .unwrap_or_default()
 }
 
+/// A warning when a running daemon (its view `daemon`, empty when none
+/// answered) has no manifest for `product`: most likely a misspelt name,
+/// which would otherwise be recorded in silence while the product the user
+/// meant stays as it was. `None` when it has one, or nobody can tell.
+pub(crate) fn unknown_product(product: &str, daemon: &[ProductConsent]) -> Option<String> {
+    let known: Vec<&str> = daemon
+        .iter()
+        .filter(|c| !c.manifest.is_empty() || c.manifest_error.is_some())
+        .map(|c| c.product.as_str())
+        .collect();
+    if daemon.is_empty() || known.contains(&product) {
+        return None;
+    }
+    let listed = if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.join(", ")
+    };
+    Some(format!(
+        "telemetryd has no manifest for product {product:?} (products with one: {listed}); check the name"
+    ))
+}
+
 /// `pc` (this process's view of the files) with what the daemon knows of
 /// the product's manifest.
 fn with_manifest(mut pc: ProductConsent, daemon: &[ProductConsent]) -> ProductConsent {
@@ -249,6 +272,13 @@ fn change(
     if let Err(e) = &applied {
         if !matches!(e, ClientError::Unreachable { .. }) {
             eprintln!("telemetryctl: warning: telemetryd did not apply the change yet: {e}");
+        }
+    }
+    if applied.is_ok() {
+        if let Some(w) = unknown_product(product, &daemon_view(socket)) {
+            eprintln!(
+                "telemetryctl: warning: {w}; the decision is recorded, and applies if that product is installed later"
+            );
         }
     }
     if args.json {

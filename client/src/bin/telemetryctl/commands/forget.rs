@@ -30,6 +30,17 @@ pub struct Args {
 pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     // Deleting and sending the marker waits for an upload in flight.
     let r = Client::connect(socket)?.forget(&args.product, &args.build, Duration::from_secs(60))?;
+    // A product uninstalled since may still be forgotten; only when nothing
+    // of it was stored here either is the name likely a slip.
+    if r.purged == 0 {
+        let view = Client::connect(socket)
+            .and_then(|mut c| c.status(Duration::from_secs(5)))
+            .map(|s| s.consent)
+            .unwrap_or_default();
+        if let Some(w) = super::consent::unknown_product(&args.product, &view) {
+            eprintln!("telemetryctl: warning: {w}; nothing of it was stored here");
+        }
+    }
     if args.json {
         return print_json(&r);
     }
