@@ -43,6 +43,9 @@ pub struct Broker {
     pub per_network: limit::Limiter<IpAddr>,
     /// Rate limit per (product, claimed machine8).
     pub per_machine: limit::Limiter<(String, String)>,
+    /// Rate limit of `/healthz?product=` per IPv6 network (IPv4 address),
+    /// at the per-address rate: its own, so a probe never spends uploads.
+    pub probes: limit::Limiter<IpAddr>,
 }
 
 impl Broker {
@@ -56,6 +59,7 @@ impl Broker {
             per_address: limit::Limiter::new(settings.per_address, settings.max_tracked),
             per_network: limit::Limiter::new(settings.per_network, settings.max_tracked),
             per_machine: limit::Limiter::new(settings.per_machine, settings.max_tracked),
+            probes: limit::Limiter::new(settings.per_address, settings.max_tracked),
             settings,
             products,
             presigner,
@@ -66,7 +70,7 @@ impl Broker {
 /// A refused request: the HTTP status, the field at fault, the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// 400, 410, 413, 415, 429 or 500.
+    /// 400, 408, 410, 413, 415, 429 or 500.
     pub status: u16,
     /// The request field at fault, if one is.
     pub field: Option<&'static str>,
@@ -89,6 +93,8 @@ pub enum Limit {
         /// The network's prefix length.
         prefix: u8,
     },
+    /// `/healthz?product=` per IPv6 network or IPv4 address.
+    Probe,
 }
 
 impl Refusal {
@@ -124,6 +130,16 @@ impl Refusal {
     pub fn throttled(limit: Limit, wait: Duration) -> Refusal {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let (field, from) = match limit {
+            Limit::Probe => {
+                return Refusal {
+                    status: 429,
+                    field: None,
+                    message: format!(
+                        "too many product questions from this network; retry after {secs}s"
+                    ),
+                    retry_after: Some(Duration::from_secs(secs.max(1))),
+                }
+            }
             Limit::Machine => (Some("machine8"), "this machine".to_string()),
             Limit::Address => (None, "this address".to_string()),
             Limit::Network { prefix } => (

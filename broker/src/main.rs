@@ -71,7 +71,21 @@ async fn serve() -> anyhow::Result<()> {
             "{TODAY_VAR}={t} fixes today's date for the day window; unset it in production"
         );
     }
-    let settings = Settings::load(Args::parse(), today)?;
+    let mut settings = Settings::load(Args::parse(), today)?;
+    // Every connection is a descriptor, and so is each request to S3 or
+    // the credentials' endpoint: with the usual soft limit (1024) accept
+    // would fail before --max-connections is reached.
+    if let Some(fds) = telemetry_platform::proc::raise_fd_limit() {
+        let room = usize::try_from(fds.saturating_sub(FDS_KEPT_BACK)).unwrap_or(usize::MAX);
+        if settings.max_connections > room {
+            tracing::warn!(
+                "--max-connections {} is over what the open-file limit ({fds}) leaves room for; serving {} at once (raise LimitNOFILE or ulimit -n)",
+                settings.max_connections,
+                room.max(1)
+            );
+            settings.max_connections = room.max(1);
+        }
+    }
     let products = load_products(&settings)?;
     let presigner = Presigner::from_chain(settings.s3.clone()).await?;
     // Fail at start, not at every request, when the chain has nothing.
@@ -100,6 +114,10 @@ async fn serve() -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Descriptors kept back from client connections: the listener, the
+/// log, and requests to S3 and the credentials' endpoints.
+const FDS_KEPT_BACK: u64 = 64;
 
 /// The products with a valid manifest. A bad manifest is logged with its
 /// file and line and disables only its own product.

@@ -35,12 +35,30 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time requests in flight get to finish on shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// An IPv6 network (`network_prefix`, a /48 by default) may hold this many
+/// times the per-address connection cap: a /48 holds 65,536 /64s, each an
+/// "address" of its own, so without this one home or office network could
+/// hold every connection.
+pub const NETWORK_CONNECTIONS_FACTOR: usize = 4;
+/// What hyper buffers of one connection's request head at most (its
+/// default is about 400 KiB): a request here is a short line, a few
+/// headers and 4 KiB of body, and 1024 connections each holding the
+/// default would be 400 MiB.
+pub const MAX_HEAD_BUFFER: usize = 16 * 1024;
+/// Headers one request may carry.
+pub const MAX_HEADERS: usize = 32;
 
 /// Serve `listener` until `shutdown` completes, then drain.
 pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(broker.settings.max_connections));
     let per_address = PerAddress::new(broker.settings.max_connections_per_address);
+    let per_network = PerAddress::new(
+        broker
+            .settings
+            .max_connections_per_address
+            .saturating_mul(NETWORK_CONNECTIONS_FACTOR),
+    );
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -80,6 +98,26 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
                 }
             },
         };
+        // And its IPv6 network's (IPv4 has no such network: an address
+        // is what one subscriber gets).
+        let network_slot = match (
+            &broker.settings.client_ip_header,
+            network_key(peer.ip(), broker.settings.network_prefix),
+        ) {
+            (None, Some(net)) => match per_network.take(net) {
+                Some(s) => Some(s),
+                None => {
+                    tracing::warn!(
+                        "over {} connections from one IPv6 /{} network; closing one from {}",
+                        per_network.cap,
+                        broker.settings.network_prefix,
+                        network(peer.ip())
+                    );
+                    continue;
+                }
+            },
+            _ => None,
+        };
         let _ = stream.set_nodelay(true);
         let b = broker.clone();
         let service = hyper::service::service_fn(move |req| {
@@ -89,6 +127,8 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BUFFER)
+            .max_headers(MAX_HEADERS)
             .serve_connection(
                 hyper_util::rt::TokioIo::new(SendDeadline::new(
                     stream,
@@ -105,7 +145,7 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
                     tracing::warn!("closed a connection from {}: {why}", network(peer.ip()));
                 }
             }
-            drop((slot, address_slot));
+            drop((slot, address_slot, network_slot));
         });
     }
     drop(listener);
@@ -186,23 +226,18 @@ async fn handle(b: &Broker, req: Request<Incoming>, peer: SocketAddr) -> Respons
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::GET | &Method::HEAD, HEALTH_PATH) => {
-            // Asking about a product spends the address's upload allowance:
-            // otherwise it would name products at any speed. A load
-            // balancer's plain probe is never limited.
+            // Asking about a product is limited, per address and IPv6
+            // network at the address's upload rate: otherwise it would name
+            // products at any speed. Its own allowance, not the uploads':
+            // any web page can make its visitors' browsers send this GET,
+            // and must not use up their uploads. A load balancer's plain
+            // probe is never limited.
             if asked_product(&req).is_some() {
                 let client = client_ip(b, &req, peer);
-                let now = Instant::now();
-                if let Err(wait) = b.per_address.check(&limit_key(client), now) {
-                    return refusal(Refusal::throttled(Limit::Address, wait));
-                }
-                // And its network's, as an upload: an IPv6 /48 holds 65,536
-                // address buckets.
-                let prefix = b.settings.network_prefix;
-                if let Some(network) = network_key(client, prefix) {
-                    if let Err(wait) = b.per_network.check(&network, now) {
-                        b.per_address.give_back(&limit_key(client));
-                        return refusal(Refusal::throttled(Limit::Network { prefix }, wait));
-                    }
+                let key = network_key(client, b.settings.network_prefix)
+                    .unwrap_or_else(|| limit_key(client));
+                if let Err(wait) = b.probes.check(&key, Instant::now()) {
+                    return refusal(Refusal::throttled(Limit::Probe, wait));
                 }
             }
             json(StatusCode::OK, &health(b, &req))
@@ -329,18 +364,32 @@ async fn upload_request(
     }
     let body = Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect();
     let body = match tokio::time::timeout(BODY_TIMEOUT, body).await {
+        // 408, not 400: a stalled network, not a bad batch, which the
+        // daemon retries as any transient failure.
         Err(_) => {
-            return Err(Refusal::bad(
-                "body",
-                format!("not received within {BODY_TIMEOUT:?}"),
-            ))
+            return Err(Refusal {
+                status: 408,
+                ..Refusal::bad("body", format!("not received within {BODY_TIMEOUT:?}"))
+            })
         }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
         Ok(Err(e)) => return Err(Refusal::bad("body", format!("cannot be read: {e}"))),
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     let parsed = upload::parse(&body)?;
-    let grant = upload::grant(b, parsed.clone(), SystemTime::now(), clock).await?;
+    let grant = upload::grant(b, parsed.clone(), SystemTime::now(), clock)
+        .await
+        .inspect_err(|r| {
+            // The broker's own failure (it could not sign): the client's
+            // allowance is given back, so its retry after an outage of
+            // the credentials is not refused as too many requests.
+            if r.status == 500 {
+                b.per_address.give_back(&limit_key(client));
+                if let Some(network) = network_key(client, prefix) {
+                    b.per_network.give_back(&network);
+                }
+            }
+        })?;
     Ok((parsed, grant))
 }
 

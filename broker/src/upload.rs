@@ -160,9 +160,10 @@ pub async fn grant(
     }
     let sha = telemetry_sink::broker::parse_hex_sha256(&req.sha256)
         .ok_or_else(|| Refusal::bad("sha256", "expected 64 lowercase hex digits".into()))?;
+    let machine = (req.product.clone(), req.machine8.clone());
     broker
         .per_machine
-        .check(&(req.product.clone(), req.machine8.clone()), clock)
+        .check(&machine, clock)
         .map_err(|wait| Refusal::throttled(crate::Limit::Machine, wait))?;
     let object = key.render(&broker.presigner.settings().prefix);
     let signed = broker
@@ -175,7 +176,12 @@ pub async fn grant(
             now,
         )
         .await
-        .map_err(Refusal::internal)?;
+        .map_err(|e| {
+            // Not the machine's doing: its retry must not find its
+            // allowance spent.
+            broker.per_machine.give_back(&machine);
+            Refusal::internal(e)
+        })?;
     Ok(Grant {
         url: signed.url,
         method: "PUT".into(),

@@ -164,25 +164,6 @@ fn service_manager_listener() -> anyhow::Result<Option<Activated>> {
     Ok(listener)
 }
 
-/// Raise the soft open-file limit to the hard one: every client connection
-/// is a descriptor, and the default soft limit (often 1024) is low for a
-/// daemon that many CLIs talk to at once. (Windows has no such limit.)
-#[cfg(not(unix))]
-fn raise_fd_limit() {}
-
-/// Raise the soft open-file limit to the hard one (see above).
-#[cfg(unix)]
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max.min(65536);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 /// Run the daemon until `shutdown` resolves (or the idle exit);
 /// `listening` is called once clients can connect.
 fn real_main(
@@ -192,7 +173,8 @@ fn real_main(
     shutdown: impl std::future::Future<Output = ()>,
     listening: impl FnOnce(),
 ) -> anyhow::Result<()> {
-    raise_fd_limit();
+    // Every client connection is a descriptor.
+    telemetry_platform::proc::raise_fd_limit();
     // Honoured whoever started us: under a service manager the socket
     // brings us back, autostarted the next client does.
     let autostarted = args.autostarted;

@@ -103,6 +103,38 @@ pub fn socket_peer_uid(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u32> 
     }
 }
 
+/// Raise the soft open-file limit to the hard one (at most 65,536): every
+/// client connection is a descriptor, and the usual soft limit (1024) is
+/// low for a server many clients talk to at once. Returns the soft limit
+/// now in force, if it can be read. (Windows has no such limit: `None`.)
+#[cfg(unix)]
+pub fn raise_fd_limit() -> Option<u64> {
+    // SAFETY: getrlimit/setrlimit on local structs.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = lim.rlim_max.min(65536).max(lim.rlim_cur);
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = want;
+            }
+        }
+        Some(lim.rlim_cur as u64)
+    }
+}
+
+/// See the Unix version: Windows has no such limit.
+#[cfg(not(unix))]
+pub fn raise_fd_limit() -> Option<u64> {
+    None
+}
+
 /// This process's effective uid.
 #[cfg(unix)]
 pub fn effective_uid() -> u32 {

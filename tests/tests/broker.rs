@@ -631,11 +631,12 @@ fn retired_products_and_builds_are_gone() {
     }
 }
 
-/// Asking whether the broker serves a product spends the address's upload
-/// allowance (no naming products at any speed); the plain probe a load
-/// balancer makes is never limited.
+/// Asking whether the broker serves a product is limited (no naming
+/// products at any speed), on an allowance of its own: any web page can
+/// make its visitors' browsers send this GET, and must not use up their
+/// uploads. The plain probe a load balancer makes is never limited.
 #[test]
-fn healthz_about_a_product_is_rate_limited_the_plain_probe_is_not() {
+fn healthz_about_a_product_is_rate_limited_on_its_own_allowance_the_plain_probe_is_not() {
     let s3 = S3Server::start();
     let broker = forwarded(&s3, "3/1h", "1000/1h");
     let get = |query: &str, ip: &str| {
@@ -654,10 +655,22 @@ fn healthz_about_a_product_is_rate_limited_the_plain_probe_is_not() {
         get("?product=other", "198.51.100.7").json()["serves"],
         false
     );
-    assert_eq!(ask_from(&s3, &broker, 1, "198.51.100.7").status, 200);
-    let limited = get("?product=third", "198.51.100.7");
+    assert_eq!(get("?product=third", "198.51.100.7").status, 200);
+    let limited = get("?product=fourth", "198.51.100.7");
     assert_eq!(limited.status, 429, "{}", limited.text());
+    assert!(
+        limited.text().contains("product questions"),
+        "{}",
+        limited.text()
+    );
     assert!(limited.headers.contains_key("retry-after"));
+    for n in 1..=3 {
+        assert_eq!(
+            ask_from(&s3, &broker, n, "198.51.100.7").status,
+            200,
+            "upload {n}: the probes spent none of the uploads' allowance"
+        );
+    }
     for _ in 0..10 {
         assert_eq!(get("", "198.51.100.7").status, 200);
     }
@@ -668,13 +681,12 @@ fn healthz_about_a_product_is_rate_limited_the_plain_probe_is_not() {
     );
 }
 
-/// ...and its network's: an IPv6 /48 holds 65,536 address buckets, so
-/// the address's own allowance alone would let one network name products
-/// at any speed.
+/// ...counted per IPv6 network: a /48 holds 65,536 /64s, so counting per
+/// address would let one network name products at any speed.
 #[test]
-fn healthz_about_a_product_spends_the_networks_allowance() {
+fn healthz_about_a_product_is_counted_per_ipv6_network() {
     let s3 = S3Server::start();
-    let broker = forwarded(&s3, "100/1h", "2/1h");
+    let broker = forwarded(&s3, "2/1h", "1000/1h");
     let get = |ip: &str| {
         s3.block_on(send(
             "GET",
@@ -685,12 +697,38 @@ fn healthz_about_a_product_spends_the_networks_allowance() {
         .unwrap()
     };
     assert_eq!(get("2001:db8:1::1").status, 200);
-    assert_eq!(get("2001:db8:1::2").status, 200);
-    let limited = get("2001:db8:1::3");
+    assert_eq!(get("2001:db8:1:2::1").status, 200);
+    let limited = get("2001:db8:1:3::1");
     assert_eq!(limited.status, 429, "{}", limited.text());
-    assert!(limited.text().contains("network"), "{}", limited.text());
     assert!(limited.headers.contains_key("retry-after"));
     assert_eq!(get("2001:db8:2::1").status, 200, "another network");
+}
+
+/// A request head over the broker's small buffer, or with too many
+/// headers, is refused (431) before it costs more memory; a normal one on
+/// the same broker is served.
+#[test]
+fn an_oversized_request_head_is_refused() {
+    let s3 = S3Server::start();
+    let broker = Broker::start(&s3, &[]);
+    let url = format!("{}/healthz", broker.url);
+    let big = "x".repeat(20 * 1024);
+    let answer = s3.block_on(send("GET", &url, &[("x-big", big.as_str())], Vec::new()));
+    assert!(
+        answer.as_ref().map_or(true, |a| a.status == 431),
+        "{:?}",
+        answer.map(|a| a.status)
+    );
+    let names: Vec<String> = (0..40).map(|i| format!("x-h{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let answer = s3.block_on(send("GET", &url, &many, Vec::new()));
+    assert!(
+        answer.as_ref().map_or(true, |a| a.status == 431),
+        "{:?}",
+        answer.map(|a| a.status)
+    );
+    let ok = s3.block_on(send("GET", &url, &[], Vec::new())).unwrap();
+    assert_eq!(ok.status, 200);
 }
 
 #[test]
