@@ -284,13 +284,15 @@ func (c *Client) emit(ctx context.Context, name string, data map[string]any, ack
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	// From the call's start: reading the consent files (a FIFO, a slow
+	// mount) is spent from the same budget, as in the Rust client.
+	deadline := c.deadline(ctx)
 	if st := c.Consent(); st.Mode == ModeOff {
 		return Outcome{Kind: Off, Layer: st.Layer}
 	}
 	if err := ctx.Err(); err != nil {
 		return Outcome{Kind: Failed, Err: err}
 	}
-	deadline := c.deadline(ctx)
 	ev, err := c.newEvent(name, data)
 	if err != nil {
 		return Outcome{Kind: Refused, Code: "invalid", Message: err.Error(), Err: err}
@@ -304,7 +306,9 @@ func (c *Client) emit(ctx context.Context, name string, data map[string]any, ack
 		out := c.spool(ev, err)
 		// Whatever became of the event: with the spool full (or not
 		// writable), the daemon is what would empty it.
-		if nothingServes(err) {
+		// Not once the budget is spent: the host comes first (the next
+		// call starts it).
+		if nothingServes(err) && time.Now().Before(deadline) {
 			out.Autostarted = c.autostart()
 		}
 		return out
@@ -372,11 +376,13 @@ func (c *Client) roundTrip(ctx context.Context, deadline time.Time, line []byte,
 	if err := checkServer(conn, c.paths.Socket); err != nil {
 		return reply{}, err
 	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
-	defer stop()
+	// The deadline first, then the cancel: a cancel that lands between
+	// them would otherwise be overwritten by the later deadline.
 	if err := conn.SetDeadline(deadline); err != nil {
 		return reply{}, err
 	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
 	if _, err := conn.Write(line); err != nil {
 		return reply{}, fmt.Errorf("telemetry: cannot write to telemetryd at %s: %w", c.paths.Socket, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -195,9 +196,29 @@ func writeConsent(path, product string, mode Mode, version uint32, now time.Time
 	}
 	if werr == nil {
 		werr = os.Rename(tmp, path)
+		if werr == nil {
+			// The decision is recorded only once the rename is durable: an
+			// off acknowledged to the user must survive a power cut (as in
+			// the Rust client).
+			return syncDir(filepath.Dir(path))
+		}
 	}
 	if werr != nil {
 		_ = os.Remove(tmp)
 	}
 	return werr
+}
+
+// syncDir makes the renames in dir durable. Windows cannot flush a
+// directory this way, and needs not: its renames are journaled.
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

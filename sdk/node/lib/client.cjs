@@ -159,7 +159,11 @@ function makeClient(opts) {
    */
   async function send(event, data, ack, callOpts) {
     try {
+      // From the call's start: reading the consent files (a FIFO, a slow
+      // mount) is spent from the same budget, as in the Rust client.
+      const started = Date.now();
       const budget = budgetOf(callOpts && /** @type {any} */ (callOpts).timeoutMs, timeoutMs);
+      const left = () => Math.max(0, budget - (Date.now() - started));
       // Consent first, as the shim and the other SDKs: with it off, even a
       // bad event is `off` (nothing was going to happen to it).
       const p = paths();
@@ -184,7 +188,7 @@ function makeClient(opts) {
           id: ev.id,
         };
       }
-      const x = await exchange(p.socket, line, budget, ack);
+      const x = await exchange(p.socket, line, left(), ack);
       let why;
       let nothingServes = false;
       if (x.ok && !ack) return { status: 'queued', id: ev.id };
@@ -207,7 +211,9 @@ function makeClient(opts) {
         s.status === 'spooled'
           ? { status: 'spooled', id: ev.id, file: s.file, reason: why }
           : { status: s.status, id: ev.id, reason: `${why}; ${s.reason}` };
-      if (nothingServes && opts.autostart !== false) {
+      // Not once the budget is spent: the host comes first (the next call
+      // starts it).
+      if (nothingServes && opts.autostart !== false && left() > 0) {
         // With this client's paths (options may have set them), so the
         // daemon takes in the spool and reads the consent files this client
         // used, as the Go SDK does.

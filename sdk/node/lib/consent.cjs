@@ -239,12 +239,14 @@ function setEntry(file, product, mode, since, version = null) {
 /**
  * Whether an opt-out variable's value means "opt out": anything but unset,
  * empty or `0` after trimming.
- * @param {string|undefined|null} value
+ * @param {unknown} value
  * @returns {boolean}
  */
 function envOptsOut(value) {
-  if (typeof value !== 'string') return false;
-  const v = rustTrim(value);
+  // A host may pass a number or a boolean in an env object of its own
+  // (`DO_NOT_TRACK: 1`): set is set, as in the Rust client.
+  if (value === undefined || value === null) return false;
+  const v = rustTrim(String(value));
   return v !== '' && v !== '0';
 }
 

@@ -309,6 +309,18 @@ async function recordConsent(file, product, mode, version, lockWaitMs) {
       fs.closeSync(fd);
     }
     fs.renameSync(tmp, file);
+    // The decision is recorded only once the rename is durable: an "off"
+    // the user was told is recorded must survive a power cut (as the Rust
+    // writer's). Windows cannot open a directory for this; its renames are
+    // journaled.
+    if (process.platform !== 'win32') {
+      const dfd = fs.openSync(nodePath.dirname(file), 'r');
+      try {
+        fs.fsyncSync(dfd);
+      } finally {
+        fs.closeSync(dfd);
+      }
+    }
     return kept === undefined ? { ok: true } : { ok: true, kept };
   } catch (e) {
     try {

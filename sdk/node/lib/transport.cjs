@@ -7,6 +7,7 @@
  * @module
  */
 
+const fs = require('node:fs');
 const net = require('node:net');
 const { MAX_LINE_LEN, decodeResponse } = require('./wire.cjs');
 
@@ -76,8 +77,13 @@ function exchange(path, line, timeoutMs, wantReply = true) {
       });
     });
     sock.on('connect', () => {
+      const stranger = servedByStranger(path);
+      if (stranger) {
+        finish({ ok: false, stage, code: 'EACCES', message: stranger });
+        return;
+      }
       stage = 'write';
-      sock.write(line, (err) => {
+      /** @type {net.Socket} */ (sock).write(line, (err) => {
         if (err) return; // reported by 'error'
         stage = 'read';
         if (!wantReply) finish({ ok: true });
@@ -97,6 +103,30 @@ function exchange(path, line, timeoutMs, wantReply = true) {
       finish({ ok: true, reply: decodeResponse(Buffer.concat(chunks).toString('utf8')) });
     });
   });
+}
+
+/**
+ * Why the socket at `path` must not be written to, or null. Node cannot
+ * read a connected socket's peer, so the socket file's owner stands in for
+ * it: whoever binds a socket owns its file. One owned by neither this user
+ * nor root was made by another user (who made /tmp/telemetry-<uid> first),
+ * and would receive this user's events. Checked after connecting, so a file
+ * swapped in before the connect is seen; a link in the socket's place is
+ * the link's owner's. (Windows has no uids: not checked.)
+ * @param {string} path
+ * @returns {string|null}
+ */
+function servedByStranger(path) {
+  if (typeof process.geteuid !== 'function') return null;
+  let st;
+  try {
+    st = fs.lstatSync(path);
+  } catch (e) {
+    return `cannot check who serves ${path}: ${errMessage(e)}`;
+  }
+  const me = process.geteuid();
+  if (st.uid === me || st.uid === 0) return null;
+  return `${path} belongs to uid ${st.uid}, neither this user (${me}) nor root: not sending to it`;
 }
 
 /**

@@ -99,6 +99,11 @@ test('consent off: no connection, no file, at once', async () => {
     const envOff = createClient({ product: 'cfdev', build: '1', env: { ...env, DO_NOT_TRACK: '1' } });
     assert.deepEqual(await envOff.emit('stop'), { status: 'off', layer: 'environment' });
     assert.deepEqual(await envOff.consent(), { mode: 'off', layer: 'environment', variable: 'DO_NOT_TRACK' });
+    // A host's own env object may hold a number or a boolean: set is set.
+    for (const value of [1, true]) {
+      const c = createClient({ product: 'cfdev', build: '1', env: { ...env, DO_NOT_TRACK: value } });
+      assert.deepEqual(await c.emit('stop'), { status: 'off', layer: 'environment' }, `DO_NOT_TRACK: ${value}`);
+    }
     fs.writeFileSync(env.TELEMETRY_SYSTEM_CONSENT_FILE, '* off\n');
     assert.deepEqual(await t.emit('stop'), { status: 'off', layer: 'system' });
     fs.writeFileSync(env.TELEMETRY_SYSTEM_CONSENT_FILE, 'cfdev off\n');
@@ -182,6 +187,31 @@ test('the budget: a socket that never answers → back within budget + slack, sp
     const s2 = performance.now();
     await t.status({ timeoutMs: 30 });
     assert.ok(performance.now() - s2 < 30 + 60);
+  } finally {
+    await server.close();
+  }
+});
+
+const asRoot = process.geteuid && process.geteuid() === 0;
+const rootOnly = { skip: !asRoot && 'needs root to give the socket to another user' };
+
+test('a socket another user serves is not sent to: the event is spooled', rootOnly, async () => {
+  // Where XDG_RUNTIME_DIR is unset the socket is under /tmp/telemetry-<uid>,
+  // which another user could make first: whoever binds a socket owns its
+  // file, so a file owned by neither this user nor root is theirs.
+  const T = onDir();
+  const env = sdkEnv(T);
+  const server = await fakeServer(env.TELEMETRY_SOCKET, () => ACK);
+  try {
+    fs.chownSync(env.TELEMETRY_SOCKET, 65534, 65534);
+    const t = createClient({ product: 'cfdev', build: '1.2.0', env, autostart: false });
+    const r = await t.emit('app_created', { buildpack: 'go' });
+    assert.equal(r.status, 'spooled', JSON.stringify(r));
+    assert.match(r.reason, /uid 65534, neither this user/);
+    await new Promise((res) => setTimeout(res, 20));
+    assert.deepEqual(server.seen.lines, [], 'nothing written to it');
+    fs.chownSync(env.TELEMETRY_SOCKET, 0, 0);
+    assert.equal((await t.emit('app_created', { buildpack: 'go' })).status, 'acknowledged', "root's is served");
   } finally {
     await server.close();
   }

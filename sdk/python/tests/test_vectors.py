@@ -127,7 +127,11 @@ def test_protocol_responses(msg: Dict[str, Any]) -> None:
 
 def test_bad_replies_are_protocol_errors() -> None:
     for bad in ["", "nope", "[]", '{"status":{}}', '{"v":3,"status":{}}', '{"v":2}',
-                '{"v":2,"a":{},"b":{}}', '{"v":true,"status":{}}']:  # fmt: skip
+                '{"v":2,"a":{},"b":{}}', '{"v":true,"status":{}}',
+                # Nested past the parser's recursion limit (RecursionError,
+                # not ValueError): as unreadable as bad JSON, so the event is
+                # spooled rather than lost.
+                '{"v":2,"ack":' + "[" * 10_000 + "]" * 10_000 + "}"]:  # fmt: skip
         with pytest.raises(t.ProtocolError):
             t.decode_reply(bad)
 

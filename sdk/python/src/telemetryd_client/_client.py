@@ -393,7 +393,9 @@ class Client:
             out = Outcome(FAILED, f"{reason}; spooling failed: {e}", code=code, event_id=ev.id)
         # Whatever became of the event: with the spool full (or not
         # writable), the daemon is what would empty it.
-        if nothing_serves and self._autostart:
+        # Not once the budget is spent: the host comes first (as the Rust
+        # client; the next call starts it).
+        if nothing_serves and self._autostart and time.monotonic() < deadline:
             try:
                 # With this client's paths (options may have set them), so
                 # the daemon takes in the spool and reads the consent files
@@ -456,7 +458,10 @@ class Client:
         p = self.paths()
         version = None
         if mode != "off":
-            version = self._manifest_version(p.socket, deadline)
+            # Half the budget at most: the notice after the write needs
+            # the rest (as the Go and Node SDKs).
+            now = time.monotonic()
+            version = self._manifest_version(p.socket, now + (deadline - now) / 2)
         try:
             # A decision must not be lost to a short budget: wait at least a
             # second for another writer to finish (as the Go SDK does; the
@@ -651,9 +656,27 @@ def _record(
         finally:
             os.close(fd)
         os.rename(tmp, path)
+        # The rename is only durable once the directory is: an "off" the
+        # user was told is recorded must survive a power cut (as the Rust
+        # writer's).
+        _sync_dir(directory)
         return kept
     finally:
         os.close(lock)  # releases the lock
+
+
+def _sync_dir(directory: str) -> None:
+    """fsync ``directory`` where the platform can (not on Windows, where a
+    directory cannot be opened this way; its renames are durable anyway)."""
+    if os.name == "nt":
+        return
+    fd = os.open(
+        directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+    )
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 __all__ = [

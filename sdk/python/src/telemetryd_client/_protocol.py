@@ -115,6 +115,10 @@ def decode_reply(line: Union[bytes, str]) -> Tuple[str, Any]:
         obj = json.loads(line)
     except ValueError as e:
         raise ProtocolError(f"reply is not JSON: {e}") from None
+    except RecursionError:
+        # Nested too deep for the parser: as unreadable as bad JSON, so the
+        # event is spooled, not lost.
+        raise ProtocolError("reply is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError("reply is not a JSON object")
     v = obj.pop("v", None)
