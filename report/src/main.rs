@@ -154,7 +154,7 @@ struct ReportArgs {
     #[arg(long, value_name = "FILE")]
     forgotten: Option<PathBuf>,
     /// Directory for report.json, the CSVs and index.html (created if missing). With --preview: where to write the preview's files instead of printing it.
-    #[arg(long, value_name = "DIR", required_unless_present = "preview")]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["preview", "json"])]
     out: Option<PathBuf>,
     /// Publish only numbers that count at least this many distinct machines. At least 2: with 1, a published number could describe a single machine (use --preview to see your own data).
     #[arg(long, value_name = "K", default_value_t = 5, value_parser = parse_k, conflicts_with = "preview")]
@@ -886,6 +886,20 @@ mod tests {
         );
         assert_eq!(parse_s3_url("s3:///x"), None);
         assert_eq!(parse_s3_url("/tmp/x"), None);
+    }
+
+    /// `--json` without `--preview` names `--preview` alone, not `--out`
+    /// (which `--json` cannot be used with).
+    #[test]
+    fn json_without_preview_asks_for_preview_only() {
+        let err = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(e) => e.to_string(),
+        };
+        let e = err(&["r", "--json", "--quarter", "2025Q1", "--source", "/tmp"]);
+        assert!(e.contains("--preview") && !e.contains("--out"), "{e}");
+        let e = err(&["r", "--quarter", "2025Q1", "--source", "/tmp"]);
+        assert!(e.contains("--out"), "{e}");
     }
 
     #[test]

@@ -367,6 +367,31 @@ fn telemetryctl_names_a_bad_duration_and_shows_a_valid_one() {
     assert_eq!(assert_json_error(&out, 2, "usage"), expect);
 }
 
+/// A flush that outlasts `--timeout` says the upload goes on in the
+/// daemon and where to see how it ends (exit 1: no answer in time).
+#[test]
+fn a_flush_that_times_out_says_the_upload_goes_on() {
+    // An endpoint that takes connections (the kernel's backlog) and never
+    // answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let env = DaemonEnv::new(Destination::S3 {
+        endpoint: format!("http://{}", silent.local_addr().unwrap()),
+        secret: SECRET_KEY.into(),
+    });
+    let daemon = env.start();
+    daemon
+        .client()
+        .emit(vec![event("cfdev", "stop", "1.0.0", BTreeMap::new())], T)
+        .expect("acked");
+    let out = env.run("telemetryctl", &["flush", "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("did not answer within") && said.contains("goes on in the daemon"),
+        "{said}"
+    );
+}
+
 #[test]
 fn with_json_every_failure_is_one_error_object_on_stdout() {
     let s3 = S3Server::start();

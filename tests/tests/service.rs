@@ -165,6 +165,40 @@ fn run_install(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `uninstall` offers only what says where the installation is: its
+/// help shows no `--bin` (nothing is written), and a `--bin` that
+/// `install` would refuse (relative) is accepted and ignored, so a script
+/// may undo an install with the same arguments.
+#[test]
+fn uninstall_takes_where_not_what() {
+    let help = text(&run_install(&["uninstall", "--help"]));
+    assert!(
+        help.contains("--dry-run") && help.contains("--root"),
+        "{help}"
+    );
+    assert!(!help.contains("--bin"), "{help}");
+    let tmp = tempfile::tempdir().unwrap();
+    let r = tmp.path().to_str().unwrap();
+    let out = run_install(&[
+        "uninstall",
+        "--user",
+        "--root",
+        r,
+        "--bin",
+        "relative/telemetryd",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run_install(&[
+        "install",
+        "--user",
+        "--root",
+        r,
+        "--bin",
+        "relative/telemetryd",
+    ]);
+    assert!(!out.status.success(), "install still refuses it");
+}
+
 /// Every directory under `dir` (itself included), recursively.
 fn dirs_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

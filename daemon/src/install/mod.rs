@@ -41,7 +41,43 @@ pub enum Command {
     /// Write the systemd units (Linux) or launchd plist (macOS) for this binary; on Windows, register the service (--system) or the start at logon (--user).
     Install(Target),
     /// Remove what `install` wrote.
-    Uninstall(Target),
+    Uninstall(Removal),
+}
+
+/// Which installation to remove: `install`'s choices that say where it
+/// is (no `--bin`: nothing is written).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Removal {
+    /// The per-user service.
+    #[arg(long, required_unless_present = "system", conflicts_with = "system")]
+    pub user: bool,
+    /// The machine-wide service (needs root; on Windows, an elevated prompt).
+    #[arg(long)]
+    pub system: bool,
+    /// Remove what was staged under this directory instead of / (for packaging). Default: / (this machine).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print each file and link that would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Accepted and ignored (nothing is written), so a script may undo an
+    /// install with the same arguments.
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub bin: Option<PathBuf>,
+}
+
+impl Removal {
+    /// The same installation as `install` names it (this binary's path
+    /// only fills the plan; nothing of it is written).
+    fn target(&self) -> Target {
+        Target {
+            user: self.user,
+            system: self.system,
+            root: self.root.clone(),
+            bin: None,
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 /// Which installation.
@@ -524,9 +560,13 @@ pub fn run(
     env: impl Fn(&str) -> Option<std::ffi::OsString>,
     uid: u32,
 ) -> Result<(), InstallError> {
+    let removal;
     let (target, installing) = match cmd {
         Command::Install(t) => (t, true),
-        Command::Uninstall(t) => (t, false),
+        Command::Uninstall(r) => {
+            removal = r.target();
+            (&removal, false)
+        }
     };
     let bin = match &target.bin {
         Some(b) if b.is_relative() => return Err(InstallError::RelativeBin(b.clone())),

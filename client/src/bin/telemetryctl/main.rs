@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 ok, 1 daemon unreachable (or no answer in time, or the
 //! consent file could not be written), 2 usage, 3 refused (the daemon
-//! answered with an error).
+//! answered with an error, or `show --receipt` found no such upload or
+//! no longer has its events).
 //!
 //! With `--json`, a success prints the serde form of the protocol's own
 //! reply type (`telemetry_proto`), and a failure prints one object
@@ -29,7 +30,7 @@ const EXIT_REFUSED: u8 = 3;
     name = "telemetryctl",
     version,
     about = "Inspect and control the local telemetry daemon (telemetryd).",
-    after_help = "Exit codes: 0 ok, 1 daemon unreachable (or no answer in time, or the consent file could not be written), 2 usage, 3 refused by the daemon.\n\
+    after_help = "Exit codes: 0 ok, 1 daemon unreachable (or no answer in time, or the consent file could not be written), 2 usage, 3 refused by the daemon (or the receipt asked for by show --receipt is not there).\n\
                   With --json: on success the serde form of the reply (telemetry-proto's types); on failure {\"ok\": false, \"error\": {\"code\": C, \"message\": M}} on stdout, where C is the daemon's error code (e.g. permission_denied), unreachable, usage or consent_file."
 )]
 pub struct Cli {

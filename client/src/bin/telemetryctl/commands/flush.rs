@@ -2,9 +2,10 @@
 
 use super::{bytes, count, print_json};
 use crate::Failure;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
-use telemetry_client::Client;
+use telemetry_client::{Client, ClientError};
 
 /// Flags of `flush`.
 #[derive(Debug, clap::Args)]
@@ -27,7 +28,25 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 
 /// Run `flush`.
 pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
-    let r = Client::connect(socket)?.flush(args.timeout)?;
+    let mut client = Client::connect(socket)?;
+    // An upload can take a while: a person at a terminal is told what is
+    // being waited for (scripts, and --json, get only the result).
+    if !args.json && std::io::stderr().is_terminal() {
+        eprintln!(
+            "sealing and uploading what is pending (waiting up to {}; Ctrl-C stops the wait, not the upload)…",
+            humantime::format_duration(args.timeout)
+        );
+    }
+    let r = client.flush(args.timeout).map_err(|e| {
+        let timed_out = matches!(e, ClientError::TimedOut { .. });
+        let mut f = Failure::from(e);
+        if timed_out {
+            f.message.push_str(
+                "; the upload goes on in the daemon: `telemetryctl status` shows how it ends (or wait longer with --timeout)",
+            );
+        }
+        f
+    })?;
     if args.json {
         return print_json(&r);
     }

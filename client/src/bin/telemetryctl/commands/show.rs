@@ -75,14 +75,33 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
 /// `show --receipt KEY`: the lines of an uploaded batch, as uploaded.
 fn receipt(socket: &Path, key: &str, args: &Args) -> Result<(), Failure> {
     let page = Client::connect(socket)?.receipts(Some(key), Duration::from_secs(30))?;
+    // Not a usage error: the command was right, the upload is not there.
+    let missing = |code: &str, message: String| Failure {
+        exit: crate::EXIT_REFUSED,
+        code: code.into(),
+        message,
+        json_printed: false,
+    };
+    let Some(found) = page.receipts.first() else {
+        return Err(missing(
+            "not_found",
+            format!(
+                "no upload with the key {key} is recorded on this machine; `telemetryctl receipts` lists the last 1,000"
+            ),
+        ));
+    };
+    // With --json a receipt whose events are gone is still an answer: it
+    // says so (`body_kept` false, no lines).
     if args.json {
         return print_json(&page);
     }
-    let kept = page.receipts.first().is_some_and(|r| r.body_kept);
-    if !kept {
-        return Err(Failure::usage(format!(
-            "the events of {key} are no longer kept on this machine (only the newest batches' are); its receipt is in `telemetryctl receipts`"
-        )));
+    if !found.body_kept {
+        return Err(missing(
+            "not_kept",
+            format!(
+                "the events of {key} are no longer kept on this machine (only the newest batches' are); its receipt is in `telemetryctl receipts`"
+            ),
+        ));
     }
     if !args.ndjson {
         println!("# uploaded as {key}:");
