@@ -90,9 +90,22 @@ pub struct Args {
     )]
     pub retired: Option<Vec<String>>,
     /// Header holding the client's address, set by a trusted load balancer
-    /// (its last entry is used), e.g. x-forwarded-for. Unset: the peer.
+    /// (its last entry is used), e.g. x-forwarded-for. Believed only from a
+    /// peer in --trusted-proxies. Unset: the peer.
     #[arg(long, env = "TELEMETRY_BROKER_CLIENT_IP_HEADER", value_name = "NAME")]
     pub client_ip_header: Option<String>,
+    /// Networks (CIDR, comma-separated) whose connections may name the
+    /// client in --client-ip-header: the load balancers'. Anyone else's
+    /// header is ignored, and their connections are capped per address
+    /// [default: loopback and private ranges: 127.0.0.0/8, 10.0.0.0/8,
+    /// 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, ::1/128, fc00::/7].
+    #[arg(
+        long,
+        env = "TELEMETRY_BROKER_TRUSTED_PROXIES",
+        value_name = "CIDRS",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Connections served at once [default: 1024].
     #[arg(long, env = "TELEMETRY_BROKER_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
@@ -128,6 +141,7 @@ struct FileConfig {
     max_tracked: Option<usize>,
     retired: Option<Vec<String>>,
     client_ip_header: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
     max_connections: Option<usize>,
     max_connections_per_address: Option<usize>,
     send_timeout: Option<String>,
@@ -175,6 +189,8 @@ pub struct Settings {
     pub retired: Vec<String>,
     /// Lowercase header name carrying the client address, if trusted.
     pub client_ip_header: Option<String>,
+    /// Peers whose `client_ip_header` is believed.
+    pub trusted_proxies: Vec<Cidr>,
     /// Concurrent connections.
     pub max_connections: usize,
     /// Concurrent connections from one client address (unless
@@ -192,17 +208,26 @@ impl Settings {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let origin = |flag: &str| match &args.config {
-            Some(p) => format!("--{flag} (or its environment variable, or {})", p.display()),
-            None => format!("--{flag} (or its environment variable)"),
+        // The flag and its variable by name (clap knows which), so the
+        // operator can find the setting wherever it was made.
+        let command = <Args as clap::CommandFactory>::command();
+        let origin = |flag: &str| {
+            let var = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(flag))
+                .and_then(|a| a.get_env())
+                .map(|v| format!(" / {}", v.to_string_lossy()))
+                .unwrap_or_default();
+            match &args.config {
+                Some(p) => format!("--{flag}{var} (or {})", p.display()),
+                None => format!("--{flag}{var}"),
+            }
         };
         let fs3 = file.s3.unwrap_or_default();
-        let bucket = args.s3_bucket.or(fs3.bucket).with_context(|| {
-            format!(
-                "no bucket: set {} (TELEMETRY_S3_BUCKET)",
-                origin("s3-bucket")
-            )
-        })?;
+        let bucket = args
+            .s3_bucket
+            .or(fs3.bucket)
+            .with_context(|| format!("no bucket: set {}", origin("s3-bucket")))?;
         let bucket = telemetry_sink::s3::parse_bucket(&bucket)
             .map_err(|e| anyhow::anyhow!("{}: {e}", origin("s3-bucket")))?;
         let endpoint = args
@@ -229,7 +254,7 @@ impl Settings {
         };
         let manifests = args.manifests.or(file.manifests).with_context(|| {
             format!(
-                "no manifest directory: set {} (TELEMETRY_BROKER_MANIFESTS) to the directory of the PRODUCT.toml files this broker accepts",
+                "no manifest directory: set {} to the directory of the PRODUCT.toml files this broker accepts",
                 origin("manifests")
             )
         })?;
@@ -274,6 +299,21 @@ impl Settings {
                     .with_context(|| format!("{TODAY_VAR}={t:?} is not a YYYY-MM-DD date"))
             })
             .transpose()?;
+        let trusted_proxies = match args.trusted_proxies.or(file.trusted_proxies) {
+            None => DEFAULT_TRUSTED_PROXIES
+                .iter()
+                .map(|c| Cidr::parse(c).expect("valid default"))
+                .collect(),
+            Some(list) => list
+                .iter()
+                .map(|c| c.trim())
+                .filter(|c| !c.is_empty())
+                .map(|c| {
+                    Cidr::parse(c)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", origin("trusted-proxies")))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        };
         let network_prefix = args.network_prefix.or(file.network_prefix).unwrap_or(48);
         if !(32..=64).contains(&network_prefix) {
             bail!(
@@ -327,6 +367,7 @@ impl Settings {
                 .or(file.client_ip_header)
                 .filter(|h| !h.is_empty())
                 .map(|h| h.to_ascii_lowercase()),
+            trusted_proxies,
             max_connections: args
                 .max_connections
                 .or(file.max_connections)
@@ -347,15 +388,106 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
         .with_context(|| format!("cannot read the settings file {}", path.display()))?;
     toml::from_str(&text).with_context(|| {
         format!(
-            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_network, network_prefix, per_machine, max_tracked, retired, client_ip_header, max_connections, max_connections_per_address, send_timeout, [s3])",
+            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_network, network_prefix, per_machine, max_tracked, retired, client_ip_header, trusted_proxies, max_connections, max_connections_per_address, send_timeout, [s3])",
             path.display()
         )
     })
 }
 
+/// Load balancers are on these networks unless `trusted_proxies` says
+/// otherwise: loopback and the private and shared ranges a balancer in
+/// front of the broker connects from, never a public address.
+pub const DEFAULT_TRUSTED_PROXIES: &[&str] = &[
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "::1/128",
+    "fc00::/7",
+];
+
+/// An address range, `ADDR/LEN` (or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    /// Parse `10.0.0.0/8`, `fd00::/8` or one address.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (a, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or ADDR/LEN range (e.g. 10.0.0.0/8)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => max,
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Cidr { addr, len })
+    }
+
+    /// Whether `ip` is in the range (an IPv4-mapped IPv6 address counts as
+    /// its IPv4 address).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let mask = |bits: u32, len: u8| -> u128 {
+            if len == 0 {
+                0
+            } else {
+                (u128::MAX << (u32::from(bits) - u32::from(len))) & (u128::MAX >> (128 - bits))
+            }
+        };
+        match (self.addr, ip.to_canonical()) {
+            (V4(net), V4(ip)) => {
+                let m = mask(32, self.len);
+                u128::from(u32::from(net)) & m == u128::from(u32::from(ip)) & m
+            }
+            (V6(net), V6(ip)) => {
+                let m = mask(128, self.len);
+                u128::from(net) & m == u128::from(ip) & m
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_parse_and_contain() {
+        let c = |s: &str| Cidr::parse(s).unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(c("10.0.0.0/8").contains(ip("10.255.1.2")));
+        assert!(!c("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(c("172.16.0.0/12").contains(ip("172.31.255.255")));
+        assert!(!c("172.16.0.0/12").contains(ip("172.32.0.0")));
+        assert!(c("10.0.0.0/8").contains(ip("::ffff:10.1.2.3")), "mapped");
+        assert!(c("fc00::/7").contains(ip("fd12::1")));
+        assert!(!c("fc00::/7").contains(ip("fe80::1")));
+        assert!(c("192.0.2.7").contains(ip("192.0.2.7")));
+        assert!(!c("192.0.2.7").contains(ip("192.0.2.8")));
+        assert!(c("0.0.0.0/0").contains(ip("203.0.113.9")));
+        assert!(!c("0.0.0.0/0").contains(ip("::1")), "not across families");
+        assert!(c("::/0").contains(ip("2001:db8::1")));
+        for bad in ["10.0.0.0/33", "::/129", "nope", "10.0.0.0/x", ""] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+        for d in DEFAULT_TRUSTED_PROXIES {
+            assert!(Cidr::parse(d).is_ok(), "{d}");
+        }
+    }
 
     fn args(extra: &[&str]) -> Args {
         let mut argv = vec!["telemetry-broker"];

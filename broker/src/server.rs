@@ -83,10 +83,11 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
             continue;
         };
         // Behind a load balancer every connection is the balancer's: the
-        // per-address cap is its job there.
-        let address_slot = match &broker.settings.client_ip_header {
-            Some(_) => None,
-            None => match per_address.take(limit_key(peer.ip())) {
+        // per-address cap is its job there. Anyone else is capped.
+        let balancer = behind_balancer(&broker.settings, peer.ip());
+        let address_slot = match balancer {
+            true => None,
+            false => match per_address.take(limit_key(peer.ip())) {
                 Some(s) => Some(s),
                 None => {
                     tracing::warn!(
@@ -101,10 +102,10 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         // And its IPv6 network's (IPv4 has no such network: an address
         // is what one subscriber gets).
         let network_slot = match (
-            &broker.settings.client_ip_header,
+            balancer,
             network_key(peer.ip(), broker.settings.network_prefix),
         ) {
-            (None, Some(net)) => match per_network.take(net) {
+            (false, Some(net)) => match per_network.take(net) {
                 Some(s) => Some(s),
                 None => {
                     tracing::warn!(
@@ -442,6 +443,12 @@ fn percent_decoded(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether `peer` is a load balancer whose client-address header is
+/// believed: one is configured and `peer` is in `trusted_proxies`.
+fn behind_balancer(s: &crate::Settings, peer: IpAddr) -> bool {
+    s.client_ip_header.is_some() && s.trusted_proxies.iter().any(|c| c.contains(peer))
+}
+
 /// The client's address: the last entry of the trusted header if one is
 /// configured (a load balancer appends the address it saw), else the peer.
 ///
@@ -457,6 +464,11 @@ fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
     let Some(name) = &b.settings.client_ip_header else {
         return peer.ip();
     };
+    // From anyone but a load balancer the header is the client's own
+    // claim: a fresh "address" per request would escape every limit.
+    if !behind_balancer(&b.settings, peer.ip()) {
+        return peer.ip();
+    }
     let Some(value) = req.headers().get_all(name.as_str()).iter().next_back() else {
         return peer.ip();
     };

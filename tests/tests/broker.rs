@@ -497,6 +497,59 @@ fn a_request_that_is_not_json_is_refused_before_any_limit() {
 /// Load balancers that write the client's port, or RFC 7239's `for=`, are
 /// understood (the port is not part of what is counted); a last entry that
 /// holds no address counts as the load balancer itself.
+/// The client-address header is believed only from a load balancer's
+/// network (`trusted_proxies`): from anyone else it is the client's own
+/// claim, and a fresh address per request would escape every limit.
+#[test]
+fn the_client_address_header_is_believed_only_from_trusted_proxies() {
+    let s3 = S3Server::start();
+    let ask = |broker: &Broker, n: i64| ask_from(&s3, broker, n, &format!("198.51.100.{n}"));
+    // 127.0.0.1 is not a trusted proxy here: every request is the peer's.
+    let direct = Broker::start(
+        &s3,
+        &[
+            ("TELEMETRY_BROKER_CLIENT_IP_HEADER", "x-forwarded-for"),
+            ("TELEMETRY_BROKER_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8"),
+            ("TELEMETRY_BROKER_PER_ADDRESS", "2/1h"),
+        ],
+    );
+    assert_eq!(ask(&direct, 1).status, 200);
+    assert_eq!(ask(&direct, 2).status, 200);
+    let limited = ask(&direct, 3);
+    assert_eq!(
+        limited.status,
+        429,
+        "another header, the same peer: {}",
+        limited.text()
+    );
+    // By default loopback and private ranges are trusted (a balancer in
+    // front of the broker): each forwarded address has its own allowance.
+    let behind = forwarded(&s3, "2/1h", "1000/1h");
+    for n in 1..=3 {
+        assert_eq!(ask(&behind, n).status, 200, "address {n}");
+    }
+}
+
+/// A bad range in `trusted_proxies` stops the broker at start, naming the
+/// setting.
+#[test]
+fn a_bad_trusted_proxy_range_is_named_at_start() {
+    let out = std::process::Command::new(telemetry_tests::bin("telemetry-broker"))
+        .env("TELEMETRY_BROKER_TRUSTED_PROXIES", "10.0.0.0/33")
+        .env("TELEMETRY_S3_BUCKET", "bucket-b")
+        .env("TELEMETRY_BROKER_MANIFESTS", std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("telemetry-broker: error:")
+            && said.contains("TELEMETRY_BROKER_TRUSTED_PROXIES")
+            && said.contains("10.0.0.0/33"),
+        "{said}"
+    );
+}
+
 #[test]
 fn the_client_address_header_may_carry_a_port_or_a_forwarded_pair() {
     let s3 = S3Server::start();
