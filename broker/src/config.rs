@@ -444,7 +444,7 @@ impl Cidr {
             if len == 0 {
                 0
             } else {
-                (u128::MAX << (u32::from(bits) - u32::from(len))) & (u128::MAX >> (128 - bits))
+                (u128::MAX << (bits - u32::from(len))) & (u128::MAX >> (128 - bits))
             }
         };
         match (self.addr, ip.to_canonical()) {
