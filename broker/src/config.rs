@@ -97,8 +97,9 @@ pub struct Args {
     /// Networks (CIDR, comma-separated) whose connections may name the
     /// client in --client-ip-header: the load balancers'. Anyone else's
     /// header is ignored, and their connections are capped per address
-    /// [default: loopback and private ranges: 127.0.0.0/8, 10.0.0.0/8,
-    /// 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, ::1/128, fc00::/7].
+    /// `none` trusts no peer [default: loopback and private ranges:
+    /// 127.0.0.0/8, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16,
+    /// 100.64.0.0/10, ::1/128, fc00::/7].
     #[arg(
         long,
         env = "TELEMETRY_BROKER_TRUSTED_PROXIES",
@@ -304,6 +305,9 @@ impl Settings {
                 .iter()
                 .map(|c| Cidr::parse(c).expect("valid default"))
                 .collect(),
+            // `none`: no peer may name the client (an empty variable
+            // counts as unset, so it cannot say that).
+            Some(list) if list.iter().all(|c| c.trim().eq_ignore_ascii_case("none")) => Vec::new(),
             Some(list) => list
                 .iter()
                 .map(|c| c.trim())

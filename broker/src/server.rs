@@ -378,19 +378,10 @@ async fn upload_request(
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     let parsed = upload::parse(&body)?;
-    let grant = upload::grant(b, parsed.clone(), SystemTime::now(), clock)
-        .await
-        .inspect_err(|r| {
-            // The broker's own failure (it could not sign): the client's
-            // allowance is given back, so its retry after an outage of
-            // the credentials is not refused as too many requests.
-            if r.status == 500 {
-                b.per_address.give_back(&limit_key(client));
-                if let Some(network) = network_key(client, prefix) {
-                    b.per_network.give_back(&network);
-                }
-            }
-        })?;
+    // A 500 (the broker could not sign) gives back the machine's token in
+    // `grant`, not the address's and network's: those keep a client from
+    // asking without limit while the credentials are down.
+    let grant = upload::grant(b, parsed.clone(), SystemTime::now(), clock).await?;
     Ok((parsed, grant))
 }
 
@@ -443,6 +434,21 @@ fn percent_decoded(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// When a client-address header from an untrusted peer was last logged.
+static UNTRUSTED_WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether a minute has passed since `last` (seconds since the epoch),
+/// taking the minute if so: a warning a flood could repeat is logged at
+/// most once a minute.
+fn once_a_minute(last: &std::sync::atomic::AtomicU64) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let before = last.load(Relaxed);
+    now >= before + 60 && last.compare_exchange(before, now, Relaxed, Relaxed).is_ok()
+}
+
 /// Whether `peer` is a load balancer whose client-address header is
 /// believed: one is configured and `peer` is in `trusted_proxies`.
 fn behind_balancer(s: &crate::Settings, peer: IpAddr) -> bool {
@@ -460,13 +466,22 @@ fn behind_balancer(s: &crate::Settings, peer: IpAddr) -> bool {
 /// balancer's own doing: such requests are counted as the load balancer,
 /// all together, and the log says so (once a minute) naming the header.
 fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
-    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::atomic::AtomicU64;
     let Some(name) = &b.settings.client_ip_header else {
         return peer.ip();
     };
     // From anyone but a load balancer the header is the client's own
     // claim: a fresh "address" per request would escape every limit.
     if !behind_balancer(&b.settings, peer.ip()) {
+        // A balancer that connects from a public address (some clouds'
+        // and CDNs' do) is not trusted by default: say so, or all its
+        // clients would share its limits in silence.
+        if req.headers().contains_key(name.as_str()) && once_a_minute(&UNTRUSTED_WARNED) {
+            tracing::warn!(
+                "a {name} header came from {}, which is not in --trusted-proxies / TELEMETRY_BROKER_TRUSTED_PROXIES: it is ignored and the peer counts as the client; if a load balancer connects from there, add its range",
+                network(peer.ip())
+            );
+        }
         return peer.ip();
     }
     let Some(value) = req.headers().get_all(name.as_str()).iter().next_back() else {
@@ -474,11 +489,7 @@ fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
     };
     last_address(value.as_bytes()).unwrap_or_else(|| {
         static WARNED: AtomicU64 = AtomicU64::new(0);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = WARNED.load(Relaxed);
-        if now >= last + 60 && WARNED.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        if once_a_minute(&WARNED) {
             tracing::warn!(
                 "the last entry of the {name} header holds no address; such requests share the load balancer's own limits (check what it writes there)"
             );

@@ -182,7 +182,15 @@ pub fn record_version(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
             let name = paths.user.file_name().unwrap_or_default().to_string_lossy();
-            let aside = dir.join(format!("{name}.unreadable-{ms}-{}", std::process::id()));
+            let base = format!("{name}.unreadable-{ms}-{}", std::process::id());
+            // Never over one kept before in the same millisecond: a rename
+            // would replace it (or fail, for a directory).
+            let mut aside = dir.join(&base);
+            let mut n = 2;
+            while aside.symlink_metadata().is_ok() {
+                aside = dir.join(format!("{base}-{n}"));
+                n += 1;
+            }
             std::fs::rename(&paths.user, &aside)?;
             (ConsentFile::default(), Some(aside))
         }

@@ -347,6 +347,9 @@ pub struct Args {
     /// Run as the Windows service: started by the service control manager (as `telemetryd install --system` registers it), which stops it; machine-wide pipe permissions. Windows only.
     #[arg(long)]
     pub service: bool,
+    /// Check the settings (flags, environment, config file) and the product manifests, print what a start would use, and exit without changing anything: 0 when all is usable, 1 when a setting is not (named with its key and file), 3 when a manifest is broken. Run it before a reload (SIGHUP) or a restart.
+    #[arg(long)]
+    pub check_config: bool,
     /// Install or remove the service-manager files instead of running.
     #[command(subcommand)]
     pub command: Option<crate::install::Command>,
@@ -999,7 +1002,8 @@ mod tests {
     fn value_args(cmd: &clap::Command) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = cmd
             .get_arguments()
-            .filter(|a| a.get_action().takes_values())
+            // A hidden argument shows no help to state a default in.
+            .filter(|a| a.get_action().takes_values() && !a.is_hide_set())
             .map(|a| {
                 let name = format!("{} {}", cmd.get_name(), a.get_id());
                 (

@@ -30,6 +30,7 @@
 
 pub mod batch;
 pub mod catalog;
+pub mod check;
 pub mod cmd;
 pub mod config;
 pub mod connection;

@@ -38,6 +38,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if args.check_config {
+        return check_config(&args, &matches, uid);
+    }
     if args.service {
         #[cfg(windows)]
         return service::dispatch();
@@ -67,6 +70,30 @@ fn main() -> ExitCode {
             eprintln!("telemetryd: error: {}", telemetryd::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--check-config`: the settings a start would use and the manifests'
+/// state, on stdout; a setting that cannot be used on stderr, as a start
+/// would say it.
+fn check_config(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> ExitCode {
+    let config = match config::load(args, Some(matches), |k| std::env::var_os(k), uid) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("telemetryd: error: {}", telemetryd::error_chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let checked = telemetryd::check::check(&config);
+    for line in &checked.lines {
+        println!("{line}");
+    }
+    if checked.manifests_ok {
+        println!("configuration OK");
+        ExitCode::SUCCESS
+    } else {
+        println!("configuration OK; a product manifest is broken (its product is disabled until it is fixed)");
+        ExitCode::from(3)
     }
 }
 

@@ -100,7 +100,13 @@ pub fn read_small_text(path: &Path) -> std::io::Result<String> {
 /// the file system journals it).
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
-    return std::fs::File::open(dir)?.sync_all();
+    return match std::fs::File::open(dir)?.sync_all() {
+        // A file system that cannot sync a directory (some FUSE, 9p and
+        // vboxsf mounts) says so with EINVAL or ENOTSUP: nothing more can be
+        // done there, and the rename stands (as PostgreSQL treats it).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOTSUP)) => Ok(()),
+        r => r,
+    };
     #[cfg(not(unix))]
     {
         let _ = dir;

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -171,6 +172,14 @@ func writeConsent(path, product string, mode Mode, version uint32, now time.Time
 		file = ParseConsentFile(text)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		kept := fmt.Sprintf("%s.unreadable-%d-%d", path, time.Now().UnixMilli(), os.Getpid())
+		// Never over one kept before in the same millisecond: a rename
+		// would replace it (or fail, for a directory).
+		for n, base := 2, kept; ; n++ {
+			if _, err := os.Lstat(kept); errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			kept = fmt.Sprintf("%s-%d", base, n)
+		}
 		if err := os.Rename(path, kept); err != nil {
 			return err
 		}
@@ -220,5 +229,11 @@ func syncDir(dir string) error {
 		return err
 	}
 	defer d.Close()
-	return d.Sync()
+	err = d.Sync()
+	// A file system that cannot sync a directory (some FUSE, 9p and vboxsf
+	// mounts) says EINVAL or ENOTSUP: the rename stands.
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+		return nil
+	}
+	return err
 }

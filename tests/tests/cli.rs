@@ -392,6 +392,55 @@ fn a_flush_that_times_out_says_the_upload_goes_on() {
     );
 }
 
+/// `telemetryd --check-config` says what a start would use and exits
+/// without binding or writing anything: 0 when usable, 1 naming a bad
+/// setting's variable, 3 naming a broken manifest's file.
+#[test]
+fn check_config_prints_the_settings_and_names_what_is_wrong() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let check = |extra: &[(&str, &str)]| {
+        env.command("telemetryd")
+            .envs(extra.iter().copied())
+            .arg("--check-config")
+            .output()
+            .unwrap()
+    };
+    let out = check(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("configuration OK"), "{said}");
+    assert!(said.contains(&env.socket.display().to_string()), "{said}");
+    assert!(said.contains("manifest cfdev:"), "{said}");
+    assert!(!env.socket.exists(), "nothing bound");
+    assert!(
+        !env.root().join("state").join("events.sqlite3").exists(),
+        "no store made"
+    );
+
+    let out = check(&[("TELEMETRY_UPLOAD_INTERVAL", "soon")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("TELEMETRY_UPLOAD_INTERVAL"),
+        "{}",
+        text(&out)
+    );
+
+    let catalog = env.root().join("catalog");
+    std::fs::create_dir_all(&catalog).unwrap();
+    std::fs::write(
+        catalog.join("toolx.toml"),
+        "product = \"toolx\"\nnot toml [\n",
+    )
+    .unwrap();
+    let out = check(&[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("manifest toolx: DISABLED") && said.contains("toolx.toml"),
+        "{said}"
+    );
+}
+
 #[test]
 fn with_json_every_failure_is_one_error_object_on_stdout() {
     let s3 = S3Server::start();

@@ -813,8 +813,11 @@ enum Scope {
 
 /// Whether `e` refuses one batch or one product rather than the
 /// destination, and which: the drain then passes over it and goes on.
-/// A refusal naming no field, or the request as a whole (`body`), says
-/// nothing about the batches behind it, so the drain stops there.
+/// Only the fields that differ between batches name a batch, and only
+/// those shared by a product's batches name the product; any other
+/// refusal (no field, the request as a whole, a field a newer broker
+/// checks) says nothing about the batches behind it, so the drain stops
+/// there rather than ask for each of them.
 fn refusal_scope(e: &UploadError) -> Option<Scope> {
     let UploadError::Rejected {
         field: Some(field), ..
@@ -823,9 +826,11 @@ fn refusal_scope(e: &UploadError) -> Option<Scope> {
         return None;
     };
     match field.as_str() {
-        "body" => None,
-        "product" => Some(Scope::Product),
-        _ => Some(Scope::Batch),
+        "bytes" | "day" | "builds" | "key" | "first_seq" | "last_seq" | "sha256" => {
+            Some(Scope::Batch)
+        }
+        "product" | "machine8" => Some(Scope::Product),
+        _ => None,
     }
 }
 
@@ -940,6 +945,16 @@ mod tests {
             "the request as a whole: the next batch's would be refused too"
         );
         assert_eq!(refusal_scope(&rejected(400, None)), None);
+        assert_eq!(
+            refusal_scope(&rejected(400, Some("machine8"))),
+            Some(Scope::Product),
+            "the same for every batch of the product"
+        );
+        assert_eq!(
+            refusal_scope(&rejected(400, Some("colour"))),
+            None,
+            "a field this daemon does not know: not asked for each batch"
+        );
         assert_eq!(refusal_scope(&throttled), None);
     }
 

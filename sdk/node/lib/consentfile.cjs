@@ -144,6 +144,20 @@ function locksName(text, dev, ino) {
   });
 }
 
+/**
+ * Whether anything (a dangling link too) is at `p`.
+ * @param {string} p
+ * @returns {boolean}
+ */
+function lexists(p) {
+  try {
+    fs.lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The lock a Node writer holds (client/src/consent.rs NODE_LOCK). */
 const NODE_LOCK = '.consent.node-lock';
 
@@ -292,7 +306,11 @@ async function recordConsent(file, product, mode, version, lockWaitMs) {
       if (!e || /** @type {any} */ (e).code !== 'ENOENT') {
         // Exists but cannot be read: keep it beside the new one, as the
         // Rust client does, rather than lose the other products' lines.
-        kept = `${file}.unreadable-${Date.now()}-${process.pid}`;
+        const base = `${file}.unreadable-${Date.now()}-${process.pid}`;
+        // Never over one kept before in the same millisecond: a rename
+        // would replace it (or fail, for a directory).
+        kept = base;
+        for (let n = 2; lexists(kept); n++) kept = `${base}-${n}`;
         fs.renameSync(file, kept);
         // Its mode (no read permission, a directory's) is not passed on.
         fileMode = (fileMode | 0o600) & 0o666;
@@ -317,6 +335,11 @@ async function recordConsent(file, product, mode, version, lockWaitMs) {
       const dfd = fs.openSync(nodePath.dirname(file), 'r');
       try {
         fs.fsyncSync(dfd);
+      } catch (e) {
+        // A file system that cannot sync a directory (some FUSE, 9p and
+        // vboxsf mounts) says EINVAL or ENOTSUP: the rename stands.
+        const code = e && /** @type {any} */ (e).code;
+        if (code !== 'EINVAL' && code !== 'ENOTSUP') throw e;
       } finally {
         fs.closeSync(dfd);
       }

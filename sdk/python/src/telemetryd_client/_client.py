@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -638,7 +639,12 @@ def _record(
         except (OSError, ValueError):
             # Exists but cannot be read: keep it beside the new one rather
             # than lose the other products' lines (as the Rust writer).
-            kept = f"{path}.unreadable-{int(time.time() * 1000)}-{os.getpid()}"
+            base = f"{path}.unreadable-{int(time.time() * 1000)}-{os.getpid()}"
+            # Never over one kept before in the same millisecond: a rename
+            # would replace it (or fail, for a directory).
+            kept, n = base, 2
+            while os.path.lexists(kept):
+                kept, n = f"{base}-{n}", n + 1
             os.rename(path, kept)
             # Its mode (no read permission, a directory's) is not passed on.
             perm = (perm | 0o600) & 0o666
@@ -675,6 +681,11 @@ def _sync_dir(directory: str) -> None:
     )
     try:
         os.fsync(fd)
+    except OSError as e:
+        # A file system that cannot sync a directory (some FUSE, 9p and
+        # vboxsf mounts) says EINVAL or ENOTSUP: the rename stands.
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
     finally:
         os.close(fd)
 

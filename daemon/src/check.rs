@@ -1,0 +1,122 @@
+//! `telemetryd --check-config`: what a start (or a reload) with these
+//! flags, variables and config file would use, and whether every product
+//! manifest on the search path is usable, without binding, opening the
+//! store or changing anything. An operator runs it before `systemctl
+//! reload` or a restart, as `nginx -t` or Vector's `validate`.
+
+use crate::catalog::{Catalogues, Lookup};
+use crate::config::{Config, SyncMode};
+use std::time::Duration;
+
+/// The report: one line per setting and per manifest, and whether every
+/// manifest is usable (the configuration itself is, or `load` had failed).
+pub struct Checked {
+    /// What to print, in order.
+    pub lines: Vec<String>,
+    /// No manifest on the search path is broken.
+    pub manifests_ok: bool,
+}
+
+/// Describe `config` and load the manifests it names.
+pub fn check(config: &Config) -> Checked {
+    let mut lines = Vec::new();
+    let mut line = |k: &str, v: String| lines.push(format!("{k:<22} {v}"));
+    let secs = |d: Duration| humantime::format_duration(d).to_string();
+    line("socket", config.socket_path.display().to_string());
+    line("state_dir", config.state_dir.display().to_string());
+    line("destination", config.destination());
+    line("upload_interval", secs(config.upload_interval));
+    line("batch_max_events", config.batch_max_events.to_string());
+    line("batch_max_bytes", config.batch_max_bytes.to_string());
+    line("max_store_bytes", config.max_store_bytes.to_string());
+    line(
+        "retry",
+        format!("{} to {}", secs(config.retry_min), secs(config.retry_max)),
+    );
+    line("s3_timeout", secs(config.s3_timeout));
+    line(
+        "sync",
+        match config.sync {
+            SyncMode::Full => "full".into(),
+            SyncMode::Normal => "normal".into(),
+        },
+    );
+    line("max_connections", config.max_connections.to_string());
+    line("idle_exit", config.idle_exit.map_or("off".into(), secs));
+    line("consent_file", config.consent_file.display().to_string());
+    line(
+        "system_consent_file",
+        config.system_consent_file.display().to_string(),
+    );
+    let dirs: Vec<_> = std::iter::once(config.catalog_dir.clone())
+        .chain(config.manifest_system_dirs.iter().cloned())
+        .collect();
+    line(
+        "manifest_dirs",
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    let catalogues = Catalogues::new(dirs, Duration::MAX);
+    let mut manifests_ok = true;
+    for product in catalogues.products() {
+        match catalogues.lookup(&product) {
+            Lookup::Ready(m) => lines.push(format!(
+                "manifest {product}: {} (catalogue version {}){}",
+                m.source_name,
+                m.version,
+                m.warnings
+                    .iter()
+                    .map(|w| format!("; warning: {w}"))
+                    .collect::<String>()
+            )),
+            Lookup::Broken { error, .. } => {
+                manifests_ok = false;
+                lines.push(format!("manifest {product}: DISABLED: {error}"));
+            }
+            Lookup::Unknown => {}
+        }
+    }
+    Checked {
+        lines,
+        manifests_ok,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_and_manifests_are_listed_and_a_broken_one_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = dir.path().join("catalog");
+        std::fs::create_dir_all(&catalog).unwrap();
+        std::fs::write(
+            catalog.join("good.toml"),
+            "product = \"good\"\n[events.ran]\n",
+        )
+        .unwrap();
+        let mut config = Config::with_paths(dir.path().join("s.sock"), dir.path().join("state"));
+        config.catalog_dir = catalog.clone();
+        config.manifest_system_dirs = Vec::new();
+        let c = check(&config);
+        let text = c.lines.join("\n");
+        assert!(c.manifests_ok, "{text}");
+        assert!(
+            text.contains("s.sock") && text.contains("manifest good:"),
+            "{text}"
+        );
+        assert!(text.contains("sync "), "{text}");
+
+        std::fs::write(catalog.join("bad.toml"), "product = \"bad\"\nnot toml [\n").unwrap();
+        let c = check(&config);
+        let text = c.lines.join("\n");
+        assert!(!c.manifests_ok, "{text}");
+        assert!(
+            text.contains("manifest bad: DISABLED") && text.contains("bad.toml"),
+            "{text}"
+        );
+    }
+}
