@@ -74,6 +74,12 @@ pub struct Args {
     /// where providers hand each customer a /56 [default: 48].
     #[arg(long, env = "TELEMETRY_BROKER_NETWORK_PREFIX", value_name = "BITS")]
     pub network_prefix: Option<u8>,
+    /// Bytes of batches granted per IPv4 address or IPv6 network (see
+    /// --network-prefix), as N[KiB|MiB|GiB]/DURATION: what one caller may
+    /// store in the bucket, whatever machine8 it claims; at least
+    /// --max-bytes [default: 1GiB/1h].
+    #[arg(long, env = "TELEMETRY_BROKER_BYTES_PER_NETWORK", value_name = "RATE")]
+    pub bytes_per_network: Option<String>,
     /// Requests per product and machine8, as N/DURATION [default: 20/1h].
     #[arg(long, env = "TELEMETRY_BROKER_PER_MACHINE", value_name = "RATE")]
     pub per_machine: Option<String>,
@@ -139,6 +145,7 @@ struct FileConfig {
     per_network: Option<String>,
     network_prefix: Option<u8>,
     per_machine: Option<String>,
+    bytes_per_network: Option<String>,
     max_tracked: Option<usize>,
     retired: Option<Vec<String>>,
     client_ip_header: Option<String>,
@@ -184,6 +191,8 @@ pub struct Settings {
     pub network_prefix: u8,
     /// Per-(product, machine8) rate.
     pub per_machine: Rate,
+    /// Bytes granted per IPv4 address or IPv6 network.
+    pub bytes_per_network: Rate,
     /// Keys each limiter remembers.
     pub max_tracked: usize,
     /// `PRODUCT` and `PRODUCT@BUILD` entries answered with 410.
@@ -318,6 +327,21 @@ impl Settings {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
         };
+        let max_bytes = args.max_bytes.or(file.max_bytes).unwrap_or(8 << 20);
+        let bytes_per_network = Rate::parse_bytes(
+            args.bytes_per_network
+                .or(file.bytes_per_network)
+                .as_deref()
+                .unwrap_or("1GiB/1h"),
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", origin("bytes-per-network")))?;
+        if u64::from(bytes_per_network.burst) < max_bytes {
+            bail!(
+                "{}: {} bytes per period is less than one batch of --max-bytes ({max_bytes}): no batch that size could ever be granted",
+                origin("bytes-per-network"),
+                bytes_per_network.burst
+            );
+        }
         let network_prefix = args.network_prefix.or(file.network_prefix).unwrap_or(48);
         if !(32..=64).contains(&network_prefix) {
             bail!(
@@ -345,7 +369,7 @@ impl Settings {
             manifests,
             s3,
             url_lifetime,
-            max_bytes: args.max_bytes.or(file.max_bytes).unwrap_or(8 << 20),
+            max_bytes,
             day_window: args.day_window.or(file.day_window).unwrap_or(45),
             today,
             per_address: rate(
@@ -364,6 +388,7 @@ impl Settings {
                 args.per_machine.or(file.per_machine),
                 "20/1h",
             )?,
+            bytes_per_network,
             max_tracked,
             retired,
             client_ip_header: args
@@ -392,7 +417,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
         .with_context(|| format!("cannot read the settings file {}", path.display()))?;
     toml::from_str(&text).with_context(|| {
         format!(
-            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_network, network_prefix, per_machine, max_tracked, retired, client_ip_header, trusted_proxies, max_connections, max_connections_per_address, send_timeout, [s3])",
+            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_network, network_prefix, per_machine, bytes_per_network, max_tracked, retired, client_ip_header, trusted_proxies, max_connections, max_connections_per_address, send_timeout, [s3])",
             path.display()
         )
     })

@@ -43,6 +43,8 @@ pub struct Broker {
     pub per_network: limit::Limiter<IpAddr>,
     /// Rate limit per (product, claimed machine8).
     pub per_machine: limit::Limiter<(String, String)>,
+    /// Bytes granted per IPv6 network (IPv4 address).
+    pub bytes: limit::Limiter<IpAddr>,
     /// Rate limit of `/healthz?product=` per IPv6 network (IPv4 address),
     /// at the per-address rate: its own, so a probe never spends uploads.
     pub probes: limit::Limiter<IpAddr>,
@@ -60,6 +62,7 @@ impl Broker {
             per_network: limit::Limiter::new(settings.per_network, settings.max_tracked),
             per_machine: limit::Limiter::new(settings.per_machine, settings.max_tracked),
             probes: limit::Limiter::new(settings.per_address, settings.max_tracked),
+            bytes: limit::Limiter::new(settings.bytes_per_network, settings.max_tracked),
             settings,
             products,
             presigner,
@@ -95,6 +98,8 @@ pub enum Limit {
     },
     /// `/healthz?product=` per IPv6 network or IPv4 address.
     Probe,
+    /// Bytes granted per IPv6 network or IPv4 address.
+    Bytes,
 }
 
 impl Refusal {
@@ -130,6 +135,14 @@ impl Refusal {
     pub fn throttled(limit: Limit, wait: Duration) -> Refusal {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let (field, from) = match limit {
+            Limit::Bytes => {
+                return Refusal {
+                    status: 429,
+                    field: None,
+                    message: format!("too many bytes granted to this network; retry after {secs}s"),
+                    retry_after: Some(Duration::from_secs(secs.max(1))),
+                }
+            }
             Limit::Probe => {
                 return Refusal {
                     status: 429,

@@ -45,6 +45,41 @@ impl Rate {
         Ok(Rate { burst, period })
     }
 
+    /// Parse a byte rate, `N[KiB|MiB|GiB]/DURATION` (`1GiB/1h`), at most
+    /// 4 GiB less a byte per period.
+    pub fn parse_bytes(s: &str) -> Result<Rate, String> {
+        let bad = || {
+            format!("{s:?}: expected N[KiB|MiB|GiB]/DURATION with N ≥ 1 and under 4GiB, such as 1GiB/1h")
+        };
+        let (n, period) = s.split_once('/').ok_or_else(bad)?;
+        let n = n.trim();
+        let (digits, unit) = match n.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) => n.split_at(i),
+            None => (n, ""),
+        };
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => return Err(bad()),
+        };
+        let bytes = digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|d| d.checked_mul(scale))
+            .and_then(|b| u32::try_from(b).ok())
+            .ok_or_else(bad)?;
+        let period = humantime::parse_duration(period.trim()).map_err(|_| bad())?;
+        if bytes == 0 || period.is_zero() {
+            return Err(bad());
+        }
+        Ok(Rate {
+            burst: bytes,
+            period,
+        })
+    }
+
     fn per_sec(&self) -> f64 {
         f64::from(self.burst) / self.period.as_secs_f64()
     }
@@ -84,6 +119,13 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 
     /// Take a token for `key` at `now`: `Ok` or the wait until the next.
     pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        self.take(key, 1.0, now)
+    }
+
+    /// Take `cost` tokens for `key` at `now` (a byte budget spends one per
+    /// byte): `Ok`, or the wait until there are that many. A cost over
+    /// the burst is never met; the caller keeps costs within it.
+    pub fn take(&self, key: &K, cost: f64, now: Instant) -> Result<(), Duration> {
         // A poisoned lock only means another request panicked mid-update of
         // plain numbers; the data is still usable.
         let mut g = self.maps.lock().unwrap_or_else(|p| p.into_inner());
@@ -97,10 +139,10 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         let tokens =
             (bucket.tokens + elapsed * self.rate.per_sec()).min(f64::from(self.rate.burst));
-        let (result, tokens) = if tokens >= 1.0 {
-            (Ok(()), tokens - 1.0)
+        let (result, tokens) = if tokens >= cost {
+            (Ok(()), tokens - cost)
         } else {
-            let wait = (1.0 - tokens) / self.rate.per_sec();
+            let wait = (cost - tokens) / self.rate.per_sec();
             (Err(Duration::from_secs_f64(wait)), tokens)
         };
         if !g.current.contains_key(key) && g.current.len() >= self.half {
@@ -114,11 +156,16 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     /// it admitted was refused for another reason, which is not `key`'s
     /// doing. Never above the burst; a key forgotten since keeps nothing.
     pub fn give_back(&self, key: &K) {
+        self.give_back_n(key, 1.0);
+    }
+
+    /// Give back `cost` tokens [`Limiter::take`] took for `key`.
+    pub fn give_back_n(&self, key: &K, cost: f64) {
         let mut g = self.maps.lock().unwrap_or_else(|p| p.into_inner());
         let burst = f64::from(self.rate.burst);
         let Generations { current, previous } = &mut *g;
         if let Some(b) = current.get_mut(key).or_else(|| previous.get_mut(key)) {
-            b.tokens = (b.tokens + 1.0).min(burst);
+            b.tokens = (b.tokens + cost).min(burst);
         }
     }
 
@@ -151,6 +198,31 @@ mod tests {
         assert!(Rate::parse("5").is_err());
         assert!(Rate::parse("5/0s").is_err());
         assert!(Rate::parse("x/1m").is_err());
+    }
+
+    #[test]
+    fn parses_byte_rates_and_spends_them_by_the_byte() {
+        let r = Rate::parse_bytes("1GiB/1h").unwrap();
+        assert_eq!((r.burst, r.period), (1 << 30, Duration::from_secs(3600)));
+        assert_eq!(Rate::parse_bytes("512 KiB/1m").unwrap().burst, 512 << 10);
+        assert_eq!(Rate::parse_bytes("100/1s").unwrap().burst, 100);
+        for bad in ["4GiB/1h", "0MiB/1h", "1TiB/1h", "1GiB", "1GiB/0s", "x/1h"] {
+            assert!(Rate::parse_bytes(bad).is_err(), "{bad}");
+        }
+        let l = Limiter::new(Rate::parse_bytes("10KiB/10s").unwrap(), 100);
+        let t = Instant::now();
+        assert!(l.take(&"a", 8192.0, t).is_ok());
+        let wait = l.take(&"a", 4096.0, t).unwrap_err();
+        // 2 KiB short at 1 KiB/s.
+        assert!(
+            wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2),
+            "{wait:?}"
+        );
+        l.give_back_n(&"a", 8192.0);
+        assert!(
+            l.take(&"a", 10240.0, t).is_ok(),
+            "given back, up to the burst"
+        );
     }
 
     #[test]

@@ -378,10 +378,26 @@ async fn upload_request(
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     let parsed = upload::parse(&body)?;
+    // What one caller may store, whatever machine8 it claims: the URL is
+    // signed for exactly `bytes`, so the claim is what it can write. Given
+    // back if the grant is refused after all.
+    let bytes_key = network_key(client, prefix).unwrap_or_else(|| limit_key(client));
+    let cost = parsed.bytes as f64;
+    if parsed.bytes <= b.settings.max_bytes {
+        b.bytes
+            .take(&bytes_key, cost, clock)
+            .map_err(|wait| Refusal::throttled(Limit::Bytes, wait))?;
+    }
     // A 500 (the broker could not sign) gives back the machine's token in
     // `grant`, not the address's and network's: those keep a client from
     // asking without limit while the credentials are down.
-    let grant = upload::grant(b, parsed.clone(), SystemTime::now(), clock).await?;
+    let grant = upload::grant(b, parsed.clone(), SystemTime::now(), clock)
+        .await
+        .inspect_err(|_| {
+            if parsed.bytes <= b.settings.max_bytes {
+                b.bytes.give_back_n(&bytes_key, cost);
+            }
+        })?;
     Ok((parsed, grant))
 }
 

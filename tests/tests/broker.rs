@@ -532,6 +532,62 @@ fn the_client_address_header_is_believed_only_from_trusted_proxies() {
     }
 }
 
+/// What one caller may store is capped in bytes per IPv6 network or IPv4
+/// address (`bytes_per_network`), whatever machine8 it claims: a grant's
+/// URL is signed for exactly its `bytes`. A grant refused for another
+/// reason gives its bytes back.
+#[test]
+fn granted_bytes_are_capped_per_network_whatever_machine_is_claimed() {
+    let s3 = S3Server::start();
+    let broker = Broker::start(
+        &s3,
+        &[
+            ("TELEMETRY_BROKER_CLIENT_IP_HEADER", "x-forwarded-for"),
+            ("TELEMETRY_BROKER_MAX_BYTES", "4096"),
+            ("TELEMETRY_BROKER_BYTES_PER_NETWORK", "10KiB/1h"),
+        ],
+    );
+    let url = format!("{}/v1/upload", broker.url);
+    let ask = |machine8: &str, day: &str, ip: &str| {
+        let k = BatchKey {
+            machine8: machine8.into(),
+            date: day.into(),
+            ..key(1, 1)
+        };
+        let body = serde_json::to_vec(&request(&k, &[7u8; 4000])).unwrap();
+        s3.block_on(send(
+            "POST",
+            &url,
+            &[
+                ("content-type", "application/json"),
+                ("x-forwarded-for", ip),
+            ],
+            body,
+        ))
+        .unwrap()
+    };
+    assert_eq!(ask("0000000a", TODAY, "198.51.100.9").status, 200);
+    // Refused for its day: its 4,000 bytes are given back.
+    assert_eq!(ask("0000000b", "2001-01-01", "198.51.100.9").status, 400);
+    assert_eq!(ask("0000000c", TODAY, "198.51.100.9").status, 200);
+    let over = ask("0000000d", TODAY, "198.51.100.9");
+    assert_eq!(over.status, 429, "{}", over.text());
+    assert!(over.text().contains("bytes"), "{}", over.text());
+    assert!(over.headers.contains_key("retry-after"));
+    assert_eq!(
+        ask("0000000e", TODAY, "198.51.100.10").status,
+        200,
+        "another address"
+    );
+    assert_eq!(ask("0000000f", TODAY, "2001:db8:5::1").status, 200);
+    assert_eq!(ask("00000010", TODAY, "2001:db8:5:1::1").status, 200);
+    assert_eq!(
+        ask("00000011", TODAY, "2001:db8:5:2::1").status,
+        429,
+        "a third /64 of the same /48"
+    );
+}
+
 /// A bad range in `trusted_proxies` stops the broker at start, naming the
 /// setting.
 #[test]
