@@ -55,6 +55,17 @@ func TestAutostartWhenNothingServes(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(dir, "state", "telemetryd.log")); err != nil || st.Size() == 0 {
 		t.Errorf("no daemon log: %v", err)
 	}
+	// Not this process's child: sh started it in the background and left,
+	// so the host keeps no child to reap (and no goroutine waiting on it).
+	if b, err := os.ReadFile(filepath.Join(dir, "daemon.pid")); err == nil {
+		if stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/stat"); err == nil {
+			// The fields after the command's closing parenthesis: state, ppid.
+			rest := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+			if len(rest) > 1 && rest[1] == strconv.Itoa(os.Getpid()) {
+				t.Errorf("the daemon is a child of the host (ppid %s)", rest[1])
+			}
+		}
+	}
 	// Off: nothing is started.
 	c2 := New(Options{Product: "cfdev", Build: "1", SocketPath: filepath.Join(dir, "x.sock"),
 		StateDir: filepath.Join(dir, "state3"), ConsentFile: filepath.Join(dir, "none"),

@@ -74,15 +74,19 @@ func (c *Client) autostart() bool {
 		return false
 	}
 	defer devnull.Close()
-	cmd := exec.Command(daemon, "--autostarted", "--socket", c.paths.Socket)
+	// sh starts the daemon in the background and exits at once: the daemon
+	// is adopted by init, in the session sh leads, so this process keeps
+	// no child (no zombie, and no goroutine and thread blocked in Wait for
+	// the daemon's whole life), as the Rust clients' double fork and the
+	// Python SDK do.
+	cmd := exec.Command("/bin/sh", "-c", `exec "$@" &`, "sh", daemon, "--autostarted", "--socket", c.paths.Socket)
 	cmd.Env = c.daemonEnv(os.Environ())
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return false
 	}
-	// Reap it whenever it exits (an autostarted daemon exits when idle),
-	// so a long-running host keeps no zombie; never wait for it here.
+	// Reaps sh, which exits as soon as it has started the daemon.
 	go func() { _ = cmd.Wait() }()
 	return true
 }
