@@ -619,3 +619,33 @@ fn tls_fails_without_the_ca_bundle_and_passes_with_it_through_a_proxy() {
     );
     drop(d);
 }
+
+/// For people, `doctor` prints each check as it is made: what it found
+/// before the destinations' probe is on the screen while the probe waits
+/// on a destination that never answers.
+#[test]
+fn checks_are_printed_as_they_are_made() {
+    use std::io::{BufRead, BufReader};
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let env = DaemonEnv::new(Destination::S3 {
+        endpoint: format!("http://{}", silent.local_addr().unwrap()),
+        secret: SECRET_KEY.into(),
+    });
+    let _daemon = env.start();
+    let mut child = env
+        .command("telemetryctl")
+        .arg("doctor")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line").unwrap();
+    assert!(first.starts_with("PASS socket"), "{first}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "printed while the probe still waits"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -77,12 +77,27 @@ struct Output<'a> {
 /// Run `doctor`.
 pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     let mut checks = Vec::new();
+    // For people, each check is printed as soon as it is made: the
+    // destinations' probe can take a while, and what was found before it
+    // is worth reading meanwhile. `--json` prints one document at the end.
+    let mut shown = 0;
+    let mut show = |checks: &[Check]| {
+        if !args.json {
+            print_checks(&checks[shown..]);
+            shown = checks.len();
+        }
+    };
     let status = socket_check(socket, &mut checks);
     let mut probe = None;
     if let Some(s) = &status {
         consent_checks(s, &mut checks);
         manifest_checks(s, &mut checks);
+        show(&checks);
+        if !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!("checking each destination the way uploads go…");
+        }
         probe = destination_checks(socket, s, &mut checks);
+        show(&checks);
     }
     checks.push(shim_check(socket));
     if let Some(s) = &status {
@@ -90,6 +105,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         refusal_checks(s, &mut checks);
     }
     spool_check(socket, &telemetry_client::state_dir(), &mut checks);
+    show(&checks);
 
     let failed = checks
         .iter()
@@ -107,7 +123,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         };
         super::print_json(&out)?;
     } else {
-        print_human(&checks, failed, warned);
+        println!("{}", summary(checks.len(), failed, warned));
     }
     let exit = if status.is_none() {
         EXIT_UNREACHABLE
@@ -138,7 +154,7 @@ fn summary(total: usize, failed: usize, warned: usize) -> String {
     )
 }
 
-fn print_human(checks: &[Check], failed: usize, warned: usize) {
+fn print_checks(checks: &[Check]) {
     for c in checks {
         let tag = match c.outcome {
             CheckOutcome::Pass => "PASS",
@@ -150,7 +166,8 @@ fn print_human(checks: &[Check], failed: usize, warned: usize) {
             println!("     fix: {}", c.fix);
         }
     }
-    println!("{}", summary(checks.len(), failed, warned));
+    // Seen at once even when stdout is a pipe (`doctor | tee`).
+    let _ = std::io::Write::flush(&mut std::io::stdout());
 }
 
 /// `socket`: the daemon answers `status` in time; its status, if so.
