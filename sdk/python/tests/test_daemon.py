@@ -18,6 +18,15 @@ from conftest import Daemon, daemon_bin
 from telemetryd_client import Client
 
 
+def require_daemon_bin() -> None:
+    """Fail, as the ``daemon`` fixture does, rather than skip: a missing
+    binary is a broken setup, and a skipped test proves nothing."""
+    if not daemon_bin().exists():
+        pytest.fail(
+            f"no daemon binary at {daemon_bin()}: build it (cargo build --workspace --bins) or set TELEMETRYD_BIN"
+        )
+
+
 def client(**kw: Any) -> Client:
     kw.setdefault("timeout", 2.0)  # generous: CI machines stall
     return Client(product="cfdev", build="1.2.0", **kw)
@@ -160,8 +169,7 @@ def test_set_consent_off_notifies_the_daemon(daemon: Daemon) -> None:
 
 
 def test_daemon_down_spools_and_a_daemon_takes_it_in(sdk_env: Daemon) -> None:
-    if not daemon_bin().exists():
-        pytest.skip("no daemon binary")
+    require_daemon_bin()
     c = client()
     assert c.set_consent("on").status == "recorded"  # no daemon: file only
     t0 = time.monotonic()
@@ -270,8 +278,7 @@ def test_emit_data_round_trips(daemon: Daemon) -> None:
 
 
 def test_autostart_when_nothing_serves(sdk_env: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not daemon_bin().exists():
-        pytest.skip("no daemon binary")
+    require_daemon_bin()
     r = sdk_env.root
     pid_file = r / "daemon.pid"
     wrapper = r / "telemetryd-wrapper"
@@ -301,8 +308,14 @@ def test_autostart_when_nothing_serves(sdk_env: Daemon, monkeypatch: pytest.Monk
         wait_for(lambda: Path(sdk_env.socket).exists())
         wait_for(lambda: "error" not in c.status() and pending(sdk_env) == 1)
         wait_for(lambda: spool_files(sdk_env) == [])
-        # Rate-limited: a second miss within 10 s starts nothing more.
-        assert (Path(sdk_env.state) / "autostart.stamp").exists()
+        # Rate-limited: a second miss within 10 s starts nothing more (the
+        # stamp is what says so; a miss against another socket would try).
+        stamp = Path(sdk_env.state) / "autostart.stamp"
+        assert stamp.exists()
+        before = stamp.read_text()
+        other = Client("cfdev", "1", 0.5, socket=str(sdk_env.root / "nobody.sock"))
+        assert other.emit("stop").status == "spooled"
+        assert stamp.read_text() == before, "no second start within 10 s"
         log = Path(sdk_env.state) / "telemetryd.log"
         assert log.exists() and stat.S_IMODE(log.stat().st_mode) == 0o600
     finally:
