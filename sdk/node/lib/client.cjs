@@ -83,7 +83,11 @@ function readAnswer() {
       chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
       const all = Buffer.concat(chunks);
       const nl = all.indexOf(10);
-      if (nl >= 0) done(all.subarray(0, nl).toString('utf8'));
+      if (nl < 0) return;
+      done(all.subarray(0, nl).toString('utf8'));
+      // What the user typed ahead past the answer is the host's: put back
+      // for its next read (stdin is paused, so nothing is lost meanwhile).
+      if (nl + 1 < all.length) input.unshift(all.subarray(nl + 1));
     };
     const onEnd = () => done(Buffer.concat(chunks).toString('utf8'));
     const onError = () => done(null);
