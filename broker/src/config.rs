@@ -77,7 +77,8 @@ pub struct Args {
     /// Bytes of batches granted per IPv4 address or IPv6 network (see
     /// --network-prefix), as N[KiB|MiB|GiB]/DURATION: what one caller may
     /// store in the bucket, whatever machine8 it claims; at least
-    /// --max-bytes [default: 1GiB/1h].
+    /// --max-bytes, under 4GiB [default: 1GiB/1h, or --max-bytes per hour if
+    /// larger].
     #[arg(long, env = "TELEMETRY_BROKER_BYTES_PER_NETWORK", value_name = "RATE")]
     pub bytes_per_network: Option<String>,
     /// Requests per product and machine8, as N/DURATION [default: 20/1h].
@@ -328,11 +329,13 @@ impl Settings {
                 .collect::<anyhow::Result<Vec<_>>>()?,
         };
         let max_bytes = args.max_bytes.or(file.max_bytes).unwrap_or(8 << 20);
+        // By default 1 GiB an hour, or one batch of --max-bytes if larger.
+        let default_bytes = format!("{}/1h", max_bytes.max(1 << 30));
         let bytes_per_network = Rate::parse_bytes(
             args.bytes_per_network
                 .or(file.bytes_per_network)
                 .as_deref()
-                .unwrap_or("1GiB/1h"),
+                .unwrap_or(&default_bytes),
         )
         .map_err(|e| anyhow::anyhow!("{}: {e}", origin("bytes-per-network")))?;
         if u64::from(bytes_per_network.burst) < max_bytes {

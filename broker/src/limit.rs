@@ -148,7 +148,11 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         if !g.current.contains_key(key) && g.current.len() >= self.half {
             g.previous = std::mem::take(&mut g.current);
         }
-        g.current.insert(key.clone(), Bucket { tokens, at: now });
+        // Never back in time: a request that took long to arrive (a slow
+        // body) checks with the instant it started at, and moving the
+        // bucket back to it would refill the same time twice.
+        let at = now.max(bucket.at);
+        g.current.insert(key.clone(), Bucket { tokens, at });
         result
     }
 
@@ -222,6 +226,21 @@ mod tests {
         assert!(
             l.take(&"a", 10240.0, t).is_ok(),
             "given back, up to the burst"
+        );
+    }
+
+    #[test]
+    fn a_late_check_with_an_earlier_instant_refills_nothing_twice() {
+        let l = Limiter::new(Rate::parse("10/10s").unwrap(), 100);
+        let t = Instant::now();
+        for _ in 0..10 {
+            assert!(l.take(&"a", 1.0, t + Duration::from_secs(10)).is_ok());
+        }
+        // A request that started 10 s earlier and finished now.
+        assert!(l.take(&"a", 1.0, t).is_err());
+        assert!(
+            l.take(&"a", 1.0, t + Duration::from_secs(10)).is_err(),
+            "the bucket was not moved back to the earlier instant"
         );
     }
 

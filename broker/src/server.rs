@@ -384,8 +384,10 @@ async fn upload_request(
     let bytes_key = network_key(client, prefix).unwrap_or_else(|| limit_key(client));
     let cost = parsed.bytes as f64;
     if parsed.bytes <= b.settings.max_bytes {
+        // Now, not when the request started: its body may have taken
+        // seconds to arrive.
         b.bytes
-            .take(&bytes_key, cost, clock)
+            .take(&bytes_key, cost, Instant::now())
             .map_err(|wait| Refusal::throttled(Limit::Bytes, wait))?;
     }
     // A 500 (the broker could not sign) gives back the machine's token in

@@ -79,6 +79,11 @@ func (c *Client) daemonEnv(environ []string) []string {
 // client's environment has them), else "".
 func (c *Client) findDaemon() string {
 	if p := c.env("TELEMETRY_DAEMON"); p != "" {
+		// Checked here: started through sh, a path that cannot run would
+		// fail where nobody sees it, and be reported as started.
+		if !isExecutable(p) {
+			return ""
+		}
 		return p
 	}
 	for _, dir := range filepath.SplitList(c.env("PATH")) {

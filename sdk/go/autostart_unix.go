@@ -78,15 +78,22 @@ func (c *Client) autostart() bool {
 	// is adopted by init, in the session sh leads, so this process keeps
 	// no child (no zombie, and no goroutine and thread blocked in Wait for
 	// the daemon's whole life), as the Rust clients' double fork and the
-	// Python SDK do.
+	// Python SDK do. Not where this process is init (a container's
+	// entrypoint: the daemon would be adopted by it, and never reaped) or
+	// there is no /bin/sh: there it is started directly and reaped by the
+	// goroutine below.
 	cmd := exec.Command("/bin/sh", "-c", `exec "$@" &`, "sh", daemon, "--autostarted", "--socket", c.paths.Socket)
+	if os.Getpid() == 1 || !isExecutable("/bin/sh") {
+		cmd = exec.Command(daemon, "--autostarted", "--socket", c.paths.Socket)
+	}
 	cmd.Env = c.daemonEnv(os.Environ())
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return false
 	}
-	// Reaps sh, which exits as soon as it has started the daemon.
+	// Reaps sh, which exits as soon as it has started the daemon (or the
+	// daemon itself, when started directly, whenever it exits).
 	go func() { _ = cmd.Wait() }()
 	return true
 }

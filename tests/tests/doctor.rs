@@ -639,8 +639,20 @@ fn checks_are_printed_as_they_are_made() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a line").unwrap();
+    // Read on a thread: the first line must come well before the probe
+    // of the silent destination gives up (its step timeout is 5 s), not
+    // with the rest at the end.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let first = BufReader::new(stdout).lines().next();
+        let _ = tx.send(first);
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the first check printed within 2 s, while the probe waits")
+        .expect("a line")
+        .unwrap();
     assert!(first.starts_with("PASS socket"), "{first}");
     assert!(
         child.try_wait().unwrap().is_none(),

@@ -313,8 +313,10 @@ def test_autostart_when_nothing_serves(sdk_env: Daemon, monkeypatch: pytest.Monk
         stamp = Path(sdk_env.state) / "autostart.stamp"
         assert stamp.exists()
         before = stamp.read_text()
-        other = Client("cfdev", "1", 0.5, socket=str(sdk_env.root / "nobody.sock"))
-        assert other.emit("stop").status == "spooled"
+        from telemetryd_client import _autostart
+
+        nobody = str(sdk_env.root / "nobody.sock")
+        assert _autostart.start(nobody, sdk_env.state, dict(os.environ)) == "recently"
         assert stamp.read_text() == before, "no second start within 10 s"
         log = Path(sdk_env.state) / "telemetryd.log"
         assert log.exists() and stat.S_IMODE(log.stat().st_mode) == 0o600
