@@ -118,11 +118,16 @@ fn strict_exits_2_for_bad_arguments_and_values_with_one_line_and_no_usage() {
     let env = DaemonEnv::new(Destination::Outbox);
     /// Variables, arguments, what the message must name.
     type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a [&'a str]);
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
         (
             &[],
             &["--strict", "stop", "novalue"],
             &["KEY=VALUE", "novalue"],
+        ),
+        (
+            &[],
+            &["--strict", "stop", "k=1", "k:=2"],
+            &["\"k\"", "twice", "k:=2"],
         ),
         (&[], &["--strict", "--frob", "stop"], &["--frob", "e.g."]),
         (

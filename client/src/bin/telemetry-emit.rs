@@ -123,7 +123,7 @@ struct Args {
     timeout_ms: Option<OsString>,
     /// Event name from the product's catalogue, e.g. app_created.
     event: String,
-    /// Event data as KEY=VALUE pairs.
+    /// Event data as KEY=VALUE pairs, each key once.
     data: Vec<String>,
 }
 
@@ -444,6 +444,13 @@ fn build_event(args: &Args) -> Result<WireEvent, String> {
     let mut data = BTreeMap::new();
     for kv in &args.data {
         let (k, v) = parse_kv(kv)?;
+        // Not the last one silently: which value the host meant is its
+        // mistake to see.
+        if data.contains_key(&k) {
+            return Err(format!(
+                "data key {k:?} is given twice ({kv:?} is the second): give each key once"
+            ));
+        }
         data.insert(k, v);
     }
     let ev = new_event(&args.product, &args.event, &args.build, data);
