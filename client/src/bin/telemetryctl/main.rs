@@ -217,6 +217,44 @@ fn usage_message(e: &clap::Error) -> String {
     telemetry_client::cli::error_line(e)
 }
 
+/// `argv` with a `--json` given before the command moved after it:
+/// `telemetryctl --json status` as `telemetryctl status --json`, as
+/// `--socket` may go on either side. Each command has its own `--json`
+/// (its help says what that command prints), so clap alone would call the
+/// first form a usage error.
+fn json_after_command(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let command = <Cli as clap::CommandFactory>::command();
+    let is_command = |a: &std::ffi::OsString| {
+        a.to_str()
+            .is_some_and(|a| command.get_subcommands().any(|c| c.get_name() == a))
+    };
+    let mut i = 1;
+    let mut json_at = Vec::new();
+    while i < argv.len() {
+        let a = &argv[i];
+        if is_command(a) {
+            break;
+        }
+        match a.to_str() {
+            Some("--json") => json_at.push(i),
+            // Its value is the next word, whatever it looks like.
+            Some("--socket") => i += 1,
+            Some("--") => return argv,
+            _ => {}
+        }
+        i += 1;
+    }
+    if i >= argv.len() || json_at.is_empty() {
+        return argv;
+    }
+    for at in json_at.iter().rev() {
+        argv.remove(*at);
+    }
+    let command_at = i - json_at.len();
+    argv.insert(command_at + 1, "--json".into());
+    argv
+}
+
 fn main() -> ExitCode {
     // An empty TELEMETRY_* variable counts as unset.
     telemetry_platform::proc::forget_empty_vars("TELEMETRY_");
@@ -235,7 +273,7 @@ fn main() -> ExitCode {
     ) {
         return ExitCode::from(code);
     }
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(json_after_command(std::env::args_os().collect())) {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
             // --help, --version.
@@ -268,5 +306,37 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => fail(&f, cli.command.json()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_after_command;
+
+    fn moved(args: &[&str]) -> Vec<String> {
+        json_after_command(args.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_json_before_the_command_goes_after_it() {
+        assert_eq!(moved(&["t", "--json", "status"]), ["t", "status", "--json"]);
+        assert_eq!(
+            moved(&["t", "--socket", "--json", "status"]),
+            ["t", "--socket", "--json", "status"],
+            "a socket path, not the flag"
+        );
+        assert_eq!(
+            moved(&["t", "--json", "--socket", "/s", "consent", "cfdev"]),
+            ["t", "--socket", "/s", "consent", "--json", "cfdev"]
+        );
+        assert_eq!(moved(&["t", "status", "--json"]), ["t", "status", "--json"]);
+        assert_eq!(
+            moved(&["t", "--json"]),
+            ["t", "--json"],
+            "no command: clap says so"
+        );
     }
 }
