@@ -341,6 +341,12 @@ pub struct Args {
     /// After this long without connections, hand the daemon's mapped code back to the kernel (its resident memory falls to a few MiB; the next request maps what it uses again), or off (default 30s).
     #[arg(long, env = "TELEMETRY_IDLE_TRIM", value_name = "DURATION")]
     pub idle_trim: Option<String>,
+    /// What to log, as a tracing filter: a level (error, warn, info, debug, trace) or per module (telemetryd=debug,info). Set with the flag or the variable only: the log starts before the config file is read [default: info].
+    #[arg(long, env = "TELEMETRY_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// The log's format: text (lines for people) or json (one object per line: timestamp, level, fields, target). Flag or variable only, as --log [default: text].
+    #[arg(long, env = "TELEMETRY_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// Started on demand by a client (telemetry-emit, telemetry-client) with no service manager: exit when idle, and step aside quietly (exit 0) when another telemetryd serves or the store is newer than this binary.
     #[arg(long)]
     pub autostarted: bool,

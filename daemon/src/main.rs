@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     if to_file {
         log_to_file(&args, uid);
     } else {
-        init_log(std::io::stderr, std::io::stderr().is_terminal());
+        init_log(&args, std::io::stderr, std::io::stderr().is_terminal());
     }
     match real_main(&args, &matches, uid, shutdown_signal(), || {}) {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,29 +97,37 @@ fn check_config(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> Ex
     }
 }
 
-/// The variable choosing the log's format.
-const LOG_FORMAT_VAR: &str = "TELEMETRY_LOG_FORMAT";
-
-/// Install the log: `TELEMETRY_LOG_FORMAT=json` writes one JSON object per
-/// line (`timestamp`, `level`, `fields.message` and the event's fields,
-/// `target`) for log collectors; unset or `text`, lines for people. Any
-/// other value is logged as a warning and gives text: a typo in a log
-/// setting must not stop the daemon.
-fn init_log<W>(writer: W, ansi: bool)
+/// Install the log: `--log-format json` (`TELEMETRY_LOG_FORMAT`) writes one
+/// JSON object per line (`timestamp`, `level`, `fields.message` and the
+/// event's fields, `target`) for log collectors; unset or `text`, lines for
+/// people. `--log` (`TELEMETRY_LOG`) filters. A value that is neither is
+/// logged as a warning and the default used: a typo in a log setting must
+/// not stop the daemon.
+fn init_log<W>(args: &config::Args, writer: W, ansi: bool)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let format = std::env::var(LOG_FORMAT_VAR).unwrap_or_default();
+    let format = args.log_format.clone().unwrap_or_default();
     let json = format.trim().eq_ignore_ascii_case("json");
+    let (filter, bad_filter) = match args.log.as_deref().map(str::trim) {
+        None | Some("") => (tracing_subscriber::EnvFilter::new("info"), None),
+        Some(f) => match tracing_subscriber::EnvFilter::try_new(f) {
+            Ok(filter) => (filter, None),
+            Err(e) => (
+                tracing_subscriber::EnvFilter::new("info"),
+                Some(format!("{f:?} ({e})")),
+            ),
+        },
+    };
     if json {
         tracing_subscriber::fmt()
             .json()
-            .with_env_filter(log_filter())
+            .with_env_filter(filter)
             .with_writer(writer)
             .init();
     } else {
         tracing_subscriber::fmt()
-            .with_env_filter(log_filter())
+            .with_env_filter(filter)
             .with_writer(writer)
             .with_ansi(ansi)
             .init();
@@ -127,14 +135,14 @@ where
     let plain = format.trim().is_empty() || format.trim().eq_ignore_ascii_case("text");
     if !json && !plain {
         tracing::warn!(
-            "{LOG_FORMAT_VAR}={format:?} is not a log format (text or json); logging as text"
+            "--log-format / TELEMETRY_LOG_FORMAT={format:?} is not a log format (text or json); logging as text"
         );
     }
-}
-
-fn log_filter() -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_env("TELEMETRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    if let Some(bad) = bad_filter {
+        tracing::warn!(
+            "--log / TELEMETRY_LOG={bad} is not a log filter (e.g. debug, or telemetryd=debug,info); logging at info"
+        );
+    }
 }
 
 /// Log to `STATE_DIR/telemetryd.log` (the previous one kept as `.old` once
@@ -158,7 +166,7 @@ fn log_to_file(args: &config::Args, uid: u32) {
     )
     .open(&path);
     if let Ok(file) = file {
-        init_log(std::sync::Mutex::new(file), false);
+        init_log(args, std::sync::Mutex::new(file), false);
     }
 }
 

@@ -646,6 +646,17 @@ fn telemetry_log_format_json_gives_one_object_per_line_and_a_bad_value_only_warn
         serde_json::from_str::<serde_json::Value>(warning).is_err(),
         "text, not JSON: {warning}"
     );
+
+    // A filter that does not parse: a warning naming it, and the default.
+    let d = env.start_with(&[("TELEMETRY_LOG", "telemetryd=[")]);
+    emit(&d, 1);
+    let log = d.log();
+    d.terminate().unwrap();
+    assert!(
+        log.contains("TELEMETRY_LOG=\"telemetryd=[\"") && log.contains("is not a log filter"),
+        "{log}"
+    );
+    assert!(log.contains("telemetryd listening"), "info still logged: {log}");
 }
 
 /// A reader that goes away (`telemetryctl show | head -1`) ends telemetryctl
