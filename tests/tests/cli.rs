@@ -656,7 +656,10 @@ fn telemetry_log_format_json_gives_one_object_per_line_and_a_bad_value_only_warn
         log.contains("TELEMETRY_LOG=\"telemetryd=[\"") && log.contains("is not a log filter"),
         "{log}"
     );
-    assert!(log.contains("telemetryd listening"), "info still logged: {log}");
+    assert!(
+        log.contains("telemetryd listening"),
+        "info still logged: {log}"
+    );
 }
 
 /// A reader that goes away (`telemetryctl show | head -1`) ends telemetryctl
