@@ -28,6 +28,14 @@ use telemetry_platform::fs::Stamp;
 /// Event names, shared.
 type EventSet = Arc<BTreeSet<String>>;
 
+/// The last look at both files.
+struct Caches {
+    user: Cached,
+    system: Cached,
+    /// Bumped whenever either file is read again.
+    generation: u64,
+}
+
 #[derive(Default)]
 struct Cached {
     stamp: Stamp,
@@ -41,9 +49,11 @@ fn stamp(path: &Path) -> Stamp {
 }
 
 impl Cached {
-    fn refresh(&mut self, path: &Path) -> Option<Arc<ConsentFile>> {
+    /// The file as it is now; `reread` is set when it had to be read again.
+    fn refresh(&mut self, path: &Path, reread: &mut bool) -> Option<Arc<ConsentFile>> {
         let now = stamp(path);
         if now != self.stamp || (now.is_some() && self.file.is_none()) {
+            *reread = true;
             self.stamp = now;
             // Non-blocking: a FIFO in the file's place must not stall the
             // worker reading it (see `read_small_text`).
@@ -67,9 +77,17 @@ pub struct ConsentView {
     user: Option<Arc<ConsentFile>>,
     system: Option<Arc<ConsentFile>>,
     env_off: bool,
+    generation: u64,
 }
 
 impl ConsentView {
+    /// Which reading of the files this is: it changes whenever either file
+    /// is read again (its size, inode or modification time changed), so
+    /// two looks with the same generation saw the same files.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The manifest version the user's decision for `product` was given
     /// for, if the file records one.
     pub fn user_version(&self, product: &str) -> Option<u32> {
@@ -104,7 +122,7 @@ pub struct Consent {
     user_path: PathBuf,
     system_path: PathBuf,
     env_off: bool,
-    cache: Mutex<(Cached, Cached)>,
+    cache: Mutex<Caches>,
     /// Consented event sets as read from the store, by product and
     /// version (0: a decision without a version), so an emit does not ask
     /// the store thread each time.
@@ -118,13 +136,16 @@ impl Consent {
             user_path,
             system_path,
             env_off,
-            cache: Mutex::new((
-                Cached::default(),
-                Cached {
+            cache: Mutex::new(Caches {
+                user: Cached::default(),
+                system: Cached {
                     fail_closed: true,
                     ..Cached::default()
                 },
-            )),
+                // 0 is what records checked against a look of their own
+                // carry (see `Record::consent_generation`).
+                generation: 1,
+            }),
             consented: Mutex::new(BTreeMap::new()),
         }
     }
@@ -132,12 +153,40 @@ impl Consent {
     /// Both files, looked at now.
     pub fn view(&self) -> ConsentView {
         let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let (user, system) = &mut *guard;
+        let c = &mut *guard;
+        let mut reread = false;
+        let user = c.user.refresh(&self.user_path, &mut reread);
+        let system = c.system.refresh(&self.system_path, &mut reread);
+        c.generation += u64::from(reread);
         ConsentView {
-            user: user.refresh(&self.user_path),
-            system: system.refresh(&self.system_path),
+            user,
+            system,
             env_off: self.env_off,
+            generation: c.generation,
         }
+    }
+
+    /// Both files as the last look saw them, without looking (no `stat`).
+    ///
+    /// A request checked against it is stored only if the look the
+    /// committing thread makes just before its commit has the same
+    /// generation (see `Store`'s `consent_look`): that look began after the
+    /// request arrived, and saw the same files, so the request was checked
+    /// against what the files said after it arrived, as with a look of its
+    /// own. Otherwise it is checked again against a fresh look.
+    pub fn cached_view(&self) -> ConsentView {
+        let guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        ConsentView {
+            user: guard.user.file.clone(),
+            system: guard.system.file.clone(),
+            env_off: self.env_off,
+            generation: guard.generation,
+        }
+    }
+
+    /// Look at both files now; the generation of what was seen.
+    pub fn look(&self) -> u64 {
+        self.view().generation
     }
 
     /// [`ConsentView::user_version`], looked at now.
@@ -192,16 +241,9 @@ impl Consent {
 
     /// Products named in either file (not `*`).
     pub fn products(&self) -> Vec<String> {
-        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let (user, system) = &mut *guard;
+        let view = self.view();
         let mut out = Vec::new();
-        for file in [
-            user.refresh(&self.user_path),
-            system.refresh(&self.system_path),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for file in [view.user, view.system].into_iter().flatten() {
             out.extend(
                 file.entries
                     .iter()

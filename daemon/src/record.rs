@@ -18,6 +18,11 @@ pub struct Record {
     pub line: String,
     /// Recorded in `local` mode: kept on this machine, never uploaded.
     pub local_only: bool,
+    /// 0 when the event was checked against a look at the consent files
+    /// made after it arrived; otherwise the generation of the earlier look
+    /// it was checked against (see `Consent::cached_view`), which the
+    /// thread that commits must confirm before storing it.
+    pub consent_generation: u64,
 }
 
 /// An RFC 3339 UTC time with microseconds (times before the epoch clamp
@@ -91,6 +96,7 @@ pub fn render(ev: &WireEvent, machine: &str, os: &str, arch: &str) -> Record {
         // Only JSON text and ASCII were written.
         line: String::from_utf8(out).expect("a JSON line is UTF-8"),
         local_only: false,
+        consent_generation: 0,
     }
 }
 

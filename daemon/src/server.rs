@@ -65,6 +65,8 @@ pub enum DaemonError {
 
 /// Everything a request handler may use.
 pub struct Ctx {
+    /// This context, for work that must run on a task of its own.
+    pub me: std::sync::Weak<Ctx>,
     /// The event store.
     pub store: Store,
     /// The uploader.
@@ -403,6 +405,10 @@ pub async fn run_locked(
                     consent.permit(product)
                 })
             },
+            consent_look: {
+                let consent = consent.clone();
+                Arc::new(move || consent.look())
+            },
         },
     )?;
     let applied = store.applied().await?;
@@ -439,7 +445,8 @@ pub async fn run_locked(
         },
         upload_stop_rx,
     );
-    let ctx = Arc::new(Ctx {
+    let ctx = Arc::new_cyclic(|me| Ctx {
+        me: me.clone(),
         store,
         uploader,
         identity,

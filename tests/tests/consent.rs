@@ -259,6 +259,68 @@ fn the_administrators_off_cannot_be_overridden_and_the_daemon_enforces_it_too() 
     );
 }
 
+/// The daemon checks a client that waits for each answer against its last
+/// look at the consent files and confirms that look at the commit: a file
+/// changed by hand (nothing tells the daemon) still applies to the very
+/// next event on a connection that stays open, whichever way it changed.
+#[test]
+fn a_consent_file_changed_by_hand_applies_to_the_next_event_on_an_open_connection() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start_with(&[("TELEMETRY_LOG", "info,telemetryd=debug")]);
+    let user = env.root().join("consent");
+    let mut c = daemon.client();
+    // Each change comes a moment after the commit before it, so the
+    // uploader's look at the files (it wakes at a first pending event) is
+    // over and the daemon's last look predates the change.
+    let change = |path: &Path, text: &str| {
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::write(path, text).unwrap();
+    };
+    let mut send = |what: &str| {
+        let ev = event("cfdev", "stop", "1.0.0", BTreeMap::new());
+        let id = ev.id.hyphenated().to_string();
+        (id, c.emit(vec![ev], T).map_err(|e| format!("{what}: {e}")))
+    };
+    let (first, acked) = send("on");
+    assert_eq!(acked.unwrap().accepted, 1);
+    change(&user, "cfdev local\n");
+    let (kept_home, acked) = send("local");
+    assert_eq!(acked.unwrap().accepted, 1, "local keeps the event");
+    let st = daemon.client().status(T).unwrap();
+    // Both kept home: a switch to local keeps what was stored before too.
+    assert_eq!((st.pending_events, st.local_events), (0, 2), "{st:?}");
+
+    change(&user, "cfdev off\n");
+    match send("off").1 {
+        Err(e) => assert!(e.contains("is off"), "{e}"),
+        Ok(a) => panic!("stored after an off: {a:?}"),
+    }
+    change(&user, "cfdev on\n");
+    let (after_on, acked) = send("on again");
+    assert_eq!(acked.unwrap().accepted, 1, "on applies at once");
+    change(&env.root().join("system-consent"), "* off\n");
+    match send("system off").1 {
+        Err(e) => assert!(e.contains("system file"), "{e}"),
+        Ok(a) => panic!("stored while the administrator says off: {a:?}"),
+    }
+    let shown = text(&ctl(&env, &["show"]));
+    assert!(shown.contains(&after_on), "{shown}");
+    for purged in [&first, &kept_home] {
+        assert!(
+            !shown.contains(purged.as_str()),
+            "the off purged {purged}: {shown}"
+        );
+    }
+    // The changes to local, off and the administrator's off each met a
+    // request checked against the older look (on again did not: a refusal
+    // is always made against a look of its own).
+    let log = daemon.log();
+    assert!(
+        log.matches("checked it again").count() >= 1,
+        "no request was checked against the daemon's last look: {log}"
+    );
+}
+
 fn wait_for_lines(s3: &S3Server, n: usize) -> Vec<(String, serde_json::Value)> {
     wait_for(&format!("{n} lines in S3"), Duration::from_secs(30), || {
         let lines = decode_objects(&s3.objects());

@@ -23,7 +23,8 @@ pub type Pending<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
 ///
 /// All events are validated (shape, catalogue, consent) before any is
 /// stored, so a request is stored whole or not at all. Emits submitted
-/// one after another are queued, and so committed, in that order; a
+/// one after another are queued, and so committed, in that order (but
+/// for one its commit sends back to be checked again, see [`Look`]); a
 /// pipelining connection submits each as it arrives and the store commits
 /// all that are queued in one transaction.
 ///
@@ -43,6 +44,21 @@ pub async fn submit<'a>(
 ) -> Pending<'a> {
     let now = |answer: Answer| -> Pending<'a> { Box::pin(std::future::ready(answer)) };
     EventCounters::add(&ctx.counters.received, events.len() as u64);
+    // A client that waits for each answer (one acknowledged request at a
+    // time, nothing read past it) is checked against the last look at the
+    // consent files, which costs no `stat`: the commit confirms it with one
+    // look for all the requests it stores (see `Consent::cached_view`),
+    // and sends it back to be checked again if the files changed. The
+    // request is kept until then. With 8 such clients that is two `stat`s
+    // per commit instead of two per event. Sent back, it is stored after
+    // anything its connection queued behind it meanwhile (its answer still
+    // comes in order); nothing else is kept for a second look.
+    let look = if ack && direct.is_some() && !peer.read_ahead && events.len() <= SECOND_LOOK_EVENTS
+    {
+        Look::Cached
+    } else {
+        Look::Fresh
+    };
     // Room for these events among all waiting for a commit (bounds what
     // pipelining clients together hold in memory); given back at the
     // commit, on the store thread.
@@ -55,7 +71,7 @@ pub async fn submit<'a>(
     // thread drops it right after the commit, whether or not anyone is
     // still waiting for the answer.
     let ids = ctx.id_lock.clone().read_owned().await;
-    let records = match prepare(ctx, &events).await {
+    let records = match prepare_with(ctx, &events, look).await {
         Ok(r) => r,
         Err(reply) => {
             if let Some(d) = direct {
@@ -69,7 +85,13 @@ pub async fn submit<'a>(
     // Only what a refusal is counted under is kept while the commit is
     // awaited; the records go to the store.
     let subject = Subject::of(&events);
-    drop(events);
+    let kept = match look {
+        Look::Cached => Some(events),
+        Look::Fresh => {
+            drop(events);
+            None
+        }
+    };
     let n = records.len() as u32;
     if !ack {
         // Counted from the commit's outcome, as for an acknowledged emit:
@@ -143,6 +165,11 @@ pub async fn submit<'a>(
                 }
             }
             let direct = direct?;
+            // Sent back to be checked again: the task answers it.
+            if let Err(StoreError::ConsentStale) = outcome {
+                direct.answered(false, false);
+                return None;
+            }
             let Ok(frame) = encoding.encode(&reply(outcome)) else {
                 direct.answered(false, outcome.is_err());
                 return None;
@@ -163,6 +190,27 @@ pub async fn submit<'a>(
     };
     Box::pin(async move {
         match wait.await {
+            Ok((Err(StoreError::ConsentStale), _)) => match (kept, ctx.me.upgrade()) {
+                // On a task of its own: this future is driven by the
+                // connection's task, which may be taking the next request
+                // meanwhile, and that request may need what the check
+                // holds (applying a consent change holds its locks).
+                (Some(events), Some(shared)) => {
+                    let again = subject.clone();
+                    let check =
+                        tokio::spawn(
+                            async move { check_again(&shared, &again, events, client).await },
+                        );
+                    match check.await {
+                        Ok(answer) => answer,
+                        Err(_) => Answer::Send(refused(ctx, &subject, storage(StoreError::Closed))),
+                    }
+                }
+                // Only a request checked against the cached look is sent
+                // back, and the daemon is running; this cannot be, but
+                // must not answer with nothing.
+                _ => Answer::Send(refused(ctx, &subject, storage(StoreError::ConsentStale))),
+            },
             Ok((outcome, written)) => {
                 if let Err(e) = &outcome {
                     count(ctx, &subject, &storage(e.clone()));
@@ -175,6 +223,64 @@ pub async fn submit<'a>(
             Err(e) => Answer::Send(refused(ctx, &subject, storage(e))),
         }
     })
+}
+
+/// Most events a request may carry and still be checked against the last
+/// look at the consent files (it is kept until its commit, in case it must
+/// be checked again): the most one commit led by its reader holds.
+const SECOND_LOOK_EVENTS: usize = 64;
+
+/// Which look at the consent files a request is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// One made for it, after it arrived (two `stat`s).
+    Fresh,
+    /// The last one made, confirmed at its commit (see
+    /// `Consent::cached_view`).
+    Cached,
+}
+
+/// An acknowledged emit its commit sent back because the consent files
+/// changed after the look it was checked against: checked again against a
+/// look of its own, stored, and answered by its connection's task.
+async fn check_again(
+    ctx: &Ctx,
+    subject: &Subject,
+    events: Vec<WireEvent>,
+    client: Option<u64>,
+) -> Answer {
+    let _room = ctx
+        .queued_events
+        .clone()
+        .acquire_many_owned(u32::try_from(events.len()).unwrap_or(u32::MAX))
+        .await;
+    let _ids = ctx.id_lock.clone().read_owned().await;
+    let records = match prepare_with(ctx, &events, Look::Fresh).await {
+        Ok(r) => r,
+        Err(reply) => return Answer::Send(refused(ctx, subject, reply)),
+    };
+    drop(events);
+    tracing::debug!(
+        product = %subject.product,
+        "the consent files changed while a request waited for its commit; checked it again"
+    );
+    // As its client: the commit need not wait for it to come back.
+    let outcome = ctx
+        .store
+        .insert_then(client, false, records, |_| ())
+        .await
+        .and_then(|(outcome, ())| outcome);
+    match &outcome {
+        Ok(out) => {
+            EventCounters::add(&ctx.counters.stored, u64::from(out.accepted));
+            EventCounters::add(&ctx.counters.duplicates, u64::from(out.duplicates));
+            if out.wake_uploader {
+                ctx.uploader.nudge();
+            }
+        }
+        Err(e) => count(ctx, subject, &storage(e.clone())),
+    }
+    Answer::Send(reply(&outcome))
 }
 
 /// Where the store thread writes an acknowledged emit's answer itself,
@@ -329,6 +435,15 @@ pub async fn prepare(
     ctx: &Ctx,
     events: &[WireEvent],
 ) -> Result<Vec<crate::record::Record>, Response> {
+    prepare_with(ctx, events, Look::Fresh).await
+}
+
+/// [`prepare`], checking consent against `look`.
+async fn prepare_with(
+    ctx: &Ctx,
+    events: &[WireEvent],
+    look: Look,
+) -> Result<Vec<crate::record::Record>, Response> {
     if let Err(e) = ctx.limits.check_batch_len(events.len()) {
         return Err(invalid(e.to_string()));
     }
@@ -399,30 +514,49 @@ pub async fn prepare(
     // Consent, per product in the request: apply a changed decision first
     // (an `off` purges before anything new could be stored), then refuse
     // `off` products and mark `local` ones.
-    // The files are looked at once for the whole request.
-    let view = ctx.consent.view();
-    let mut modes: BTreeMap<&str, Mode> = BTreeMap::new();
-    for ev in events {
-        if modes.contains_key(ev.product.as_str()) {
-            continue;
+    // The files are looked at once for the whole request, or not at all
+    // (`Look::Cached`).
+    let mut look = look;
+    let (view, modes) = 'look: loop {
+        let view = match look {
+            Look::Fresh => ctx.consent.view(),
+            Look::Cached => ctx.consent.cached_view(),
+        };
+        let mut modes: BTreeMap<&str, Mode> = BTreeMap::new();
+        for ev in events {
+            if modes.contains_key(ev.product.as_str()) {
+                continue;
+            }
+            if let Err(e) = consent::reconcile_in(ctx, &view, &ev.product, &ev.build).await {
+                return Err(storage(e));
+            }
+            let (mode, layer) = view.resolve(&ev.product);
+            if mode == Mode::Off {
+                // A refusal needs a look made after the request arrived
+                // (the user may have just said yes).
+                if look == Look::Cached {
+                    look = Look::Fresh;
+                    continue 'look;
+                }
+                return Err(Response::Error {
+                    code: ErrorCode::ConsentOff,
+                    message: format!(
+                        "telemetry for {:?} is off (decided by the {}); nothing was recorded. Turn it on with `telemetryctl consent {} on`",
+                        ev.product,
+                        layer.as_str(),
+                        ev.product
+                    ),
+                });
+            }
+            modes.insert(&ev.product, mode);
         }
-        if let Err(e) = consent::reconcile_in(ctx, &view, &ev.product, &ev.build).await {
-            return Err(storage(e));
-        }
-        let (mode, layer) = view.resolve(&ev.product);
-        if mode == Mode::Off {
-            return Err(Response::Error {
-                code: ErrorCode::ConsentOff,
-                message: format!(
-                    "telemetry for {:?} is off (decided by the {}); nothing was recorded. Turn it on with `telemetryctl consent {} on`",
-                    ev.product,
-                    layer.as_str(),
-                    ev.product
-                ),
-            });
-        }
-        modes.insert(&ev.product, mode);
-    }
+        break (view, modes);
+    };
+    // Records checked against a look of their own need no confirming.
+    let generation = match look {
+        Look::Fresh => 0,
+        Look::Cached => view.generation(),
+    };
     // With `on`, events outside the consented event set (added by a newer
     // manifest version) are kept as in `local` until the user consents to
     // that version.
@@ -448,6 +582,7 @@ pub async fn prepare(
                     .is_some_and(|set| set.contains(&ev.event)),
                 _ => true,
             };
+            rec.consent_generation = generation;
             rec
         })
         .collect())

@@ -95,8 +95,23 @@ impl Inner {
     /// Commit `group` in one transaction and answer each request; returns
     /// the bytes of rows added.
     pub(super) fn insert_group(&mut self, group: Vec<(Vec<Record>, Option<Done>)>) -> u64 {
+        // Requests checked against an earlier look at the consent files
+        // (the records of one request share it) are confirmed by one look
+        // for the whole commit, made now: after every one of them arrived.
+        let generation = |records: &[Record]| records.first().map_or(0, |r| r.consent_generation);
+        let look = group
+            .iter()
+            .any(|(records, _)| generation(records) != 0)
+            .then(|| (self.opts.consent_look)());
         let mut checked = Vec::with_capacity(group.len());
         for (records, reply) in group {
+            let g = generation(&records);
+            if g != 0 && Some(g) != look {
+                if let Some(done) = reply {
+                    answer(done, Err(StoreError::ConsentStale));
+                }
+                continue;
+            }
             match self.consent_changed(&records) {
                 Some(product) => {
                     if let Some(done) = reply {

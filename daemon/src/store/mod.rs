@@ -187,6 +187,11 @@ pub enum StoreError {
         /// The limit.
         limit: u64,
     },
+    /// The consent files changed between the look a request was checked
+    /// against and the look before its commit: it is checked again (never
+    /// an answer a client sees).
+    #[error("the consent files changed while the events waited for their commit")]
+    ConsentStale,
     /// The product's consent changed between the check and the commit.
     #[error("consent for {product:?} changed while the events were being recorded; nothing was recorded")]
     ConsentChanged {
@@ -242,6 +247,10 @@ pub struct StoreOptions {
     pub max_store_bytes: u64,
     /// What may be sealed and uploaded for a product (its consent).
     pub permit: Arc<dyn Fn(&str) -> Permit + Send + Sync>,
+    /// Look at the consent files now and return the generation seen (see
+    /// `Consent::look`): made once per commit that holds records checked
+    /// against an earlier look, which are stored only if it matches theirs.
+    pub consent_look: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
 
 /// Result of one insert command.

@@ -11,6 +11,7 @@ pub(super) fn record(n: u128, product: &str) -> Record {
         product: product.to_string(),
         line: format!("{{\"n\":{n}}}"),
         local_only: false,
+        consent_generation: 0,
     }
 }
 
@@ -30,6 +31,10 @@ pub(super) struct Fixture {
     now: Arc<AtomicI64>,
     pub(super) permits: Arc<std::sync::Mutex<BTreeMap<String, Permit>>>,
     max_store_bytes: u64,
+    /// What the store's look at the consent files sees.
+    consent_generation: Arc<AtomicI64>,
+    /// Looks the store made.
+    consent_looks: Arc<AtomicI64>,
 }
 
 impl Fixture {
@@ -39,6 +44,8 @@ impl Fixture {
             now: Arc::new(AtomicI64::new(1_800_000_000_000_000)),
             permits: Arc::default(),
             max_store_bytes: u64::MAX,
+            consent_generation: Arc::new(AtomicI64::new(1)),
+            consent_looks: Arc::default(),
         }
     }
 
@@ -67,6 +74,14 @@ impl Fixture {
                         .get(p)
                         .copied()
                         .unwrap_or(Permit::All)
+                })
+            },
+            consent_look: {
+                let generation = self.consent_generation.clone();
+                let looks = self.consent_looks.clone();
+                Arc::new(move || {
+                    looks.fetch_add(1, Ordering::SeqCst);
+                    generation.load(Ordering::SeqCst) as u64
                 })
             },
         }
@@ -795,6 +810,64 @@ fn show_pages_through_many_events() {
         assert_eq!(seen, 2500);
         assert!(pages > 2);
     });
+    drop(store);
+    thread.join();
+}
+
+/// A request checked against an earlier look at the consent files is
+/// stored only if the look made for its commit (one per commit, after
+/// every request in it arrived) saw the same files; one checked against a
+/// look of its own (generation 0) needs none.
+#[test]
+fn an_insert_checked_against_an_older_look_at_the_consent_files_is_sent_back() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    let at = |n: u128, generation: u64| Record {
+        consent_generation: generation,
+        ..record(n, "a")
+    };
+    let looks = || f.consent_looks.load(Ordering::SeqCst);
+    rt().block_on(async {
+        let before = looks();
+        assert_eq!(store.insert(vec![at(1, 0)]).await.unwrap().accepted, 1);
+        assert_eq!(looks(), before, "nothing to confirm, no look");
+        assert_eq!(store.insert(vec![at(2, 1)]).await.unwrap().accepted, 1);
+        assert_eq!(looks(), before + 1);
+        // The files changed after the request's look (the store's sees 2).
+        f.consent_generation.store(2, Ordering::SeqCst);
+        let err = store.insert(vec![at(3, 1), at(4, 1)]).await.unwrap_err();
+        assert!(matches!(err, StoreError::ConsentStale), "{err}");
+        assert_eq!(store.insert(vec![at(3, 2)]).await.unwrap().accepted, 1);
+    });
+    // Three requests queued while the store thread waits for the store
+    // (held by another thread) are committed together: one look, and only
+    // the stale one is sent back.
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let inner = store.inner.clone();
+    let holder = std::thread::spawn(move || {
+        let _held = inner.lock().unwrap();
+        held_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+    });
+    held_rx.recv().unwrap();
+    rt().block_on(async {
+        let queue = |r: Record| store.submit_then(None, false, vec![r], |_| ());
+        let stale = queue(at(5, 1)).await.unwrap();
+        let fresh = queue(at(6, 2)).await.unwrap();
+        let own = queue(at(7, 0)).await.unwrap();
+        let before = looks();
+        release_tx.send(()).unwrap();
+        assert!(matches!(
+            stale.await.unwrap().0,
+            Err(StoreError::ConsentStale)
+        ));
+        assert_eq!(fresh.await.unwrap().0.unwrap().accepted, 1);
+        assert_eq!(own.await.unwrap().0.unwrap().accepted, 1);
+        assert_eq!(looks(), before + 1, "one look for the commit");
+        assert_eq!(store.stats().await.unwrap().pending_events, 5);
+    });
+    holder.join().unwrap();
     drop(store);
     thread.join();
 }
