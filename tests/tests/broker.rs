@@ -916,6 +916,45 @@ fn one_address_cannot_hold_every_connection() {
     assert!(broker.log().contains("connections from one address"));
 }
 
+/// A client that sends its headers and then stalls in the body gets 408
+/// once the body timeout (10 s) runs out, not a connection held for good;
+/// and the same address is served at once after it.
+#[test]
+fn a_body_that_stalls_gets_408() {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+    let s3 = S3Server::start();
+    let broker = Broker::start(&s3, &[]);
+    let addr = broker.url.trim_start_matches("http://").to_string();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(
+        b"POST /v1/upload HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n\
+          Content-Length: 200\r\n\r\n{\"product\":",
+    )
+    .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut got = vec![0u8; 1024];
+    let n = slow.read(&mut got).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&got[..n]).into_owned();
+    let waited = started.elapsed();
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "{answer:?} after {waited:?}"
+    );
+    assert!(
+        answer.contains("body"),
+        "the answer names the field: {answer}"
+    );
+    assert!(
+        waited >= Duration::from_secs(8) && waited < Duration::from_secs(25),
+        "answered after {waited:?}, not after the body timeout"
+    );
+    let mut next = std::net::TcpStream::connect(&addr).unwrap();
+    assert!(health(&mut next).starts_with("HTTP/1.1 200"));
+}
+
 /// A client that pipelines requests and never reads its answers does not
 /// keep its connection (and its address's place) for good: once the
 /// broker's writes make no progress for `send_timeout`, it closes it.
