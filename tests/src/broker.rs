@@ -24,6 +24,16 @@ impl Broker {
     /// manifest) plus a broken manifest `broken.toml`, with `extra`
     /// environment on top.
     pub fn start(s3: &S3Server, extra: &[(&str, &str)]) -> Broker {
+        Broker::start_with_fd_limit(s3, extra, None)
+    }
+
+    /// [`Broker::start`], with the open-file limit (soft and hard) set to
+    /// `nofile` when given, as a service manager's `LimitNOFILE` would.
+    pub fn start_with_fd_limit(
+        s3: &S3Server,
+        extra: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir for the broker");
         let manifests = dir.path().join("products");
         std::fs::create_dir(&manifests).expect("manifest dir");
@@ -63,6 +73,24 @@ impl Broker {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: runs in the child between fork and exec, and calls
+            // only setrlimit(2), which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let mut child = cmd.spawn().expect("start telemetry-broker");
         let url = wait_for("the broker to listen", Duration::from_secs(20), || {
             if let Ok(Some(status)) = child.try_wait() {

@@ -916,6 +916,50 @@ fn one_address_cannot_hold_every_connection() {
     assert!(broker.log().contains("connections from one address"));
 }
 
+/// Under an open-file limit too low for `--max-connections` the broker
+/// says so at start and serves what the limit leaves room for (the limit
+/// less 64 kept back for its own files and its requests to S3), closing
+/// connections past that at accept instead of failing to accept at all.
+#[test]
+fn max_connections_is_held_to_what_the_open_file_limit_allows() {
+    let s3 = S3Server::start();
+    let broker = Broker::start_with_fd_limit(
+        &s3,
+        &[
+            ("TELEMETRY_BROKER_MAX_CONNECTIONS", "1000"),
+            ("TELEMETRY_BROKER_MAX_CONNECTIONS_PER_ADDRESS", "1000"),
+        ],
+        Some(200),
+    );
+    let log = broker.log();
+    assert!(
+        log.contains("--max-connections 1000 is over what the open-file limit (200) leaves room for; serving 136 at once"),
+        "{log}"
+    );
+    let addr = broker.url.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for i in 0..136 {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        // One request in every tenth: the others are accepted and idle.
+        if i % 10 == 0 {
+            assert!(health(&mut c).starts_with("HTTP/1.1 200"), "connection {i}");
+        }
+        held.push(c);
+    }
+    let mut over = std::net::TcpStream::connect(&addr).unwrap();
+    assert_eq!(health(&mut over), "", "the 137th is closed at accept");
+    assert!(
+        broker.log().contains("over 136 connections"),
+        "{}",
+        broker.log()
+    );
+    held.truncate(100);
+    wait_for("room again", Duration::from_secs(10), || {
+        let mut again = std::net::TcpStream::connect(&addr).ok()?;
+        health(&mut again).starts_with("HTTP/1.1 200").then_some(())
+    });
+}
+
 /// A client that sends its headers and then stalls in the body gets 408
 /// once the body timeout (10 s) runs out, not a connection held for good;
 /// and the same address is served at once after it.
