@@ -52,12 +52,9 @@ pub const MAX_HEADERS: usize = 32;
 pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(broker.settings.max_connections));
-    let per_address = PerAddress::new(broker.settings.max_connections_per_address);
-    let per_network = PerAddress::new(
-        broker
-            .settings
-            .max_connections_per_address
-            .saturating_mul(NETWORK_CONNECTIONS_FACTOR),
+    let admission = Admission::new(
+        broker.settings.max_connections_per_address,
+        broker.settings.network_prefix,
     );
     tokio::pin!(shutdown);
     loop {
@@ -85,39 +82,25 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         // Behind a load balancer every connection is the balancer's: the
         // per-address cap is its job there. Anyone else is capped.
         let balancer = behind_balancer(&broker.settings, peer.ip());
-        let address_slot = match balancer {
-            true => None,
-            false => match per_address.take(limit_key(peer.ip())) {
-                Some(s) => Some(s),
-                None => {
-                    tracing::warn!(
-                        "over {} connections from one address; closing one from {}",
-                        broker.settings.max_connections_per_address,
-                        network(peer.ip())
-                    );
-                    continue;
-                }
-            },
-        };
-        // And its IPv6 network's (IPv4 has no such network: an address
-        // is what one subscriber gets).
-        let network_slot = match (
-            balancer,
-            network_key(peer.ip(), broker.settings.network_prefix),
-        ) {
-            (false, Some(net)) => match per_network.take(net) {
-                Some(s) => Some(s),
-                None => {
-                    tracing::warn!(
-                        "over {} connections from one IPv6 /{} network; closing one from {}",
-                        per_network.cap,
-                        broker.settings.network_prefix,
-                        network(peer.ip())
-                    );
-                    continue;
-                }
-            },
-            _ => None,
+        let places = match admission.admit(peer.ip(), balancer) {
+            Ok(places) => places,
+            Err(Over::Address) => {
+                tracing::warn!(
+                    "over {} connections from one address; closing one from {}",
+                    broker.settings.max_connections_per_address,
+                    network(peer.ip())
+                );
+                continue;
+            }
+            Err(Over::Network) => {
+                tracing::warn!(
+                    "over {} connections from one IPv6 /{} network; closing one from {}",
+                    admission.per_network.cap,
+                    broker.settings.network_prefix,
+                    network(peer.ip())
+                );
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let b = broker.clone();
@@ -146,7 +129,7 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
                     tracing::warn!("closed a connection from {}: {why}", network(peer.ip()));
                 }
             }
-            drop((slot, address_slot, network_slot));
+            drop((slot, places));
         });
     }
     drop(listener);
@@ -170,6 +153,60 @@ fn stalled(e: &hyper::Error) -> Option<&std::io::Error> {
         source = s.source();
     }
     None
+}
+
+/// The connection caps below the broker's total: per client address, and
+/// per IPv6 network ([`NETWORK_CONNECTIONS_FACTOR`] times that).
+struct Admission {
+    per_address: PerAddress,
+    per_network: PerAddress,
+    prefix: u8,
+}
+
+/// Which cap a connection met.
+#[derive(Debug, PartialEq, Eq)]
+enum Over {
+    Address,
+    Network,
+}
+
+/// A connection's places under [`Admission`], given back when dropped.
+struct Places {
+    _address: Option<AddressSlot>,
+    _network: Option<AddressSlot>,
+}
+
+impl Admission {
+    /// `cap` connections per address; `prefix`: the IPv6 networks'.
+    fn new(cap: usize, prefix: u8) -> Admission {
+        Admission {
+            per_address: PerAddress::new(cap),
+            per_network: PerAddress::new(cap.saturating_mul(NETWORK_CONNECTIONS_FACTOR)),
+            prefix,
+        }
+    }
+
+    /// Places for one more connection from `ip` (none needed from a load
+    /// balancer), or the cap it is over.
+    fn admit(&self, ip: IpAddr, balancer: bool) -> Result<Places, Over> {
+        if balancer {
+            return Ok(Places {
+                _address: None,
+                _network: None,
+            });
+        }
+        let address = self.per_address.take(limit_key(ip)).ok_or(Over::Address)?;
+        // And its IPv6 network's (IPv4 has no such network: an address is
+        // what one subscriber gets). Over it, the address's place goes back.
+        let network = match network_key(ip, self.prefix) {
+            Some(net) => Some(self.per_network.take(net).ok_or(Over::Network)?),
+            None => None,
+        };
+        Ok(Places {
+            _address: Some(address),
+            _network: network,
+        })
+    }
 }
 
 /// Connections open per client address ([`limit_key`]): one host must
@@ -624,6 +661,55 @@ fn refusal(r: Refusal) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An IPv6 network holds at most 4 times the per-address cap however
+    /// many /64s it spreads over; another network, and IPv4, are not
+    /// held back by it; a closed connection gives its places back; a load
+    /// balancer's connections take none.
+    #[test]
+    fn connections_are_capped_per_address_and_per_ipv6_network() {
+        let admission = Admission::new(2, 48);
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let mut held = Vec::new();
+        for site in 1..=4 {
+            let a = ip(&format!("2001:db8:1:{site}::1"));
+            held.push(admission.admit(a, false).expect("first"));
+            held.push(admission.admit(a, false).expect("second"));
+            assert_eq!(admission.admit(a, false).err(), Some(Over::Address));
+        }
+        // Eight from one /48: a fifth /64 there is over the network's cap.
+        let fifth = ip("2001:db8:1:5::1");
+        assert_eq!(admission.admit(fifth, false).err(), Some(Over::Network));
+        // Refused for its network, it kept no address place either.
+        assert_eq!(
+            admission
+                .per_address
+                .open
+                .lock()
+                .unwrap()
+                .get(&limit_key(fifth)),
+            None
+        );
+        assert!(
+            admission.admit(ip("2001:db8:2::1"), false).is_ok(),
+            "another /48"
+        );
+        let v4 = ip("203.0.113.7");
+        let _v4 = [
+            admission.admit(v4, false).unwrap(),
+            admission.admit(v4, false).unwrap(),
+        ];
+        assert_eq!(admission.admit(v4, false).err(), Some(Over::Address));
+        assert!(
+            admission.admit(fifth, true).is_ok(),
+            "a load balancer is not capped here"
+        );
+        held.pop();
+        assert!(
+            admission.admit(fifth, false).is_ok(),
+            "room again once one closed"
+        );
+    }
 
     #[test]
     fn ipv6_is_limited_per_64() {
