@@ -106,13 +106,7 @@ pub async fn submit<'a>(
         let done = move |outcome: &Result<InsertOutcome, StoreError>| {
             drop((ids, room));
             match outcome {
-                Ok(out) => {
-                    EventCounters::add(&counters.stored, u64::from(out.accepted));
-                    EventCounters::add(&counters.duplicates, u64::from(out.duplicates));
-                    if out.wake_uploader {
-                        nudger.notify_one();
-                    }
-                }
+                Ok(out) => stored(&counters, &nudger, out),
                 Err(e) => {
                     if let Response::Error { code, message } = storage(e.clone()) {
                         EventCounters::add(&counters.refused, counted.events as u64);
@@ -157,12 +151,7 @@ pub async fn submit<'a>(
             // Counted before the client can see its answer, so a `status`
             // it asks for next includes these events.
             if let Ok(out) = outcome {
-                EventCounters::add(&counters.stored, u64::from(out.accepted));
-                EventCounters::add(&counters.duplicates, u64::from(out.duplicates));
-                if out.wake_uploader {
-                    // A batch filled up: the uploader may seal and send it.
-                    nudger.notify_one();
-                }
+                stored(&counters, &nudger, out);
             }
             let direct = direct?;
             // Sent back to be checked again: the task answers it.
@@ -271,13 +260,7 @@ async fn check_again(
         .await
         .and_then(|(outcome, ())| outcome);
     match &outcome {
-        Ok(out) => {
-            EventCounters::add(&ctx.counters.stored, u64::from(out.accepted));
-            EventCounters::add(&ctx.counters.duplicates, u64::from(out.duplicates));
-            if out.wake_uploader {
-                ctx.uploader.nudge();
-            }
-        }
+        Ok(out) => stored(&ctx.counters, &ctx.uploader.nudger(), out),
         Err(e) => count(ctx, subject, &storage(e.clone())),
     }
     Answer::Send(reply(&outcome))
@@ -394,6 +377,16 @@ impl Subject {
             product: first.map_or_else(String::new, |e| e.product.clone()),
             event: first.map_or_else(String::new, |e| e.event.clone()),
         }
+    }
+}
+
+/// Count a commit's stored events and duplicates; when a batch filled up
+/// (or the first event is pending), nudge the uploader to seal and send it.
+fn stored(counters: &EventCounters, nudger: &tokio::sync::Notify, out: &InsertOutcome) {
+    EventCounters::add(&counters.stored, u64::from(out.accepted));
+    EventCounters::add(&counters.duplicates, u64::from(out.duplicates));
+    if out.wake_uploader {
+        nudger.notify_one();
     }
 }
 

@@ -32,7 +32,7 @@ pub(super) struct Fixture {
     pub(super) permits: Arc<std::sync::Mutex<BTreeMap<String, Permit>>>,
     max_store_bytes: u64,
     /// What the store's look at the consent files sees.
-    consent_generation: Arc<AtomicI64>,
+    consent_generation: Arc<std::sync::atomic::AtomicU64>,
     /// Looks the store made.
     consent_looks: Arc<AtomicI64>,
 }
@@ -44,7 +44,7 @@ impl Fixture {
             now: Arc::new(AtomicI64::new(1_800_000_000_000_000)),
             permits: Arc::default(),
             max_store_bytes: u64::MAX,
-            consent_generation: Arc::new(AtomicI64::new(1)),
+            consent_generation: Arc::new(1.into()),
             consent_looks: Arc::default(),
         }
     }
@@ -81,7 +81,7 @@ impl Fixture {
                 let looks = self.consent_looks.clone();
                 Arc::new(move || {
                     looks.fetch_add(1, Ordering::SeqCst);
-                    generation.load(Ordering::SeqCst) as u64
+                    generation.load(Ordering::SeqCst)
                 })
             },
         }
