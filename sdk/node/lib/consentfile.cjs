@@ -162,14 +162,50 @@ function lexists(p) {
 const NODE_LOCK = '.consent.node-lock';
 
 /**
+ * Remove the lock at `lock` if it is still the file `stale` (a stat of it
+ * that showed it stale), and nothing else: another writer that saw the same
+ * stale lock may have taken it over since, and unlinking by name would remove
+ * that writer's fresh lock and let both go ahead. So the lock is first moved
+ * aside (a rename takes whatever file is there at that instant, and only one
+ * writer gets it), then looked at: the stale file is removed; a live lock
+ * taken by mistake is put back (a link, so a lock made meanwhile is not
+ * replaced; its owner then finds it is no longer its own and gives up).
+ * Returns whether the stale lock was removed.
+ * @param {string} lock
+ * @param {fs.Stats} stale
+ * @param {string} mine this writer's own temporary file, to name the aside one
+ * @returns {boolean}
+ */
+function takeOverStale(lock, stale, mine) {
+  const aside = `${mine}.stale`;
+  try {
+    fs.renameSync(lock, aside);
+  } catch {
+    return false; // gone meanwhile: someone else took it
+  }
+  let same = false;
+  try {
+    const st = fs.statSync(aside);
+    same = st.ino === stale.ino && st.dev === stale.dev && st.mtimeMs === stale.mtimeMs;
+    if (!same) fs.linkSync(aside, lock);
+  } catch {
+    // Another lock is there now: the one moved aside has lost it.
+  } finally {
+    fs.rmSync(aside, { force: true });
+  }
+  return same;
+}
+
+/**
  * Take the consent file's lock in DIR, waiting at most `waitMs`. Returns the
  * lock (release it when done), or null when another writer kept it that long.
  *
  * Node has no `flock`, which the Rust client and the Go and Python SDKs use
  * on DIR/.consent.lock. So a Node writer first makes DIR/.consent.node-lock
  * by exclusive creation (a file holding its pid, hard-linked to that name:
- * against other Node writers; taken over when older than 10 s, from a writer
- * that died), and then waits while /proc/locks shows .consent.lock locked. A
+ * against other Node writers; taken over by `takeOverStale` when older than
+ * 10 s, from a writer that died), and then waits while /proc/locks shows
+ * .consent.lock locked. A
  * flock writer takes its flock and then waits while .consent.node-lock is
  * there (and under 10 s old). In that order two writers can never both go
  * ahead. Where /proc/locks cannot be read (macOS) the second wait is skipped:
@@ -219,13 +255,15 @@ async function takeLock(dir, waitMs) {
       } catch (e) {
         if (/** @type {any} */ (e).code !== 'EEXIST') throw e;
       }
+      let seen;
       try {
-        if (Math.abs(Date.now() - fs.statSync(lock).mtimeMs) > LOCK_STALE_MS) {
-          fs.unlinkSync(lock);
-          continue;
-        }
+        seen = fs.statSync(lock);
       } catch {
         continue; // gone meanwhile: try again at once
+      }
+      if (Math.abs(Date.now() - seen.mtimeMs) > LOCK_STALE_MS) {
+        takeOverStale(lock, seen, mine);
+        continue;
       }
       if (Date.now() >= deadline) return null;
       await sleep(5);
@@ -366,5 +404,6 @@ module.exports = {
   flockHeld,
   locksName,
   takeLock,
+  takeOverStale,
   recordConsent,
 };

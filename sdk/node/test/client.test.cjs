@@ -437,6 +437,32 @@ test('a Node writer removes its lock only while it is still its own', async () =
   assert.deepEqual(fs.readdirSync(T), [], 'nothing left behind');
 });
 
+test('a stale lock is taken over only while it is still the stale one', () => {
+  const T = tempDir();
+  const { takeOverStale, NODE_LOCK } = require('../lib/consentfile.cjs');
+  const lock = path.join(T, NODE_LOCK);
+  const mine = path.join(T, `${NODE_LOCK}.1.2.tmp`);
+  fs.writeFileSync(lock, 'dead\n');
+  const old = new Date(Date.now() - 11_000);
+  fs.utimesSync(lock, old, old);
+  const stale = fs.statSync(lock);
+  // Another writer saw it stale too and took over first: its fresh lock is
+  // at the name now.
+  fs.unlinkSync(lock);
+  fs.writeFileSync(lock, 'other\n');
+  const fresh = fs.statSync(lock);
+  assert.equal(takeOverStale(lock, stale, mine), false, 'not the stale lock any more');
+  assert.equal(fs.readFileSync(lock, 'utf8'), 'other\n', "the other writer's lock is put back");
+  assert.equal(fs.statSync(lock).ino, fresh.ino, 'the very same file');
+  assert.deepEqual(fs.readdirSync(T), [NODE_LOCK], 'nothing left aside');
+  // Still the stale one: removed.
+  fs.utimesSync(lock, old, old);
+  assert.equal(takeOverStale(lock, fs.statSync(lock), mine), true);
+  assert.deepEqual(fs.readdirSync(T), [], 'removed, nothing left aside');
+  // Gone meanwhile: nothing to do.
+  assert.equal(takeOverStale(lock, stale, mine), false);
+});
+
 test('setConsent from concurrent processes loses no decision', async () => {
   const T = tempDir();
   const env = sdkEnv(T);
