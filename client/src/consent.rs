@@ -35,7 +35,7 @@ impl ConsentPaths {
             paths::default_consent_file(&state)
         });
         let system = env_path("TELEMETRY_SYSTEM_CONSENT_FILE")
-            .unwrap_or_else(|| PathBuf::from(paths::SYSTEM_CONSENT_FILE));
+            .unwrap_or_else(|| paths::system_consent_file(|k| std::env::var_os(k)));
         ConsentPaths { user, system }
     }
 }

@@ -193,7 +193,7 @@ impl Config {
             consent_file,
             spool_file,
             spool_dir,
-            system_consent_file: PathBuf::from(telemetry_proto::paths::SYSTEM_CONSENT_FILE),
+            system_consent_file: telemetry_proto::paths::system_consent_file(|_| None),
             env_opt_out: false,
             idle_exit: None,
             idle_trim: Some(DEFAULT_IDLE_TRIM),
@@ -332,7 +332,7 @@ pub struct Args {
     /// The user's consent file. Default: STATE_DIR/consent.
     #[arg(long, env = "TELEMETRY_CONSENT_FILE", value_name = "FILE")]
     pub consent_file: Option<PathBuf>,
-    /// The administrator's consent file, which can force products off. Default: /etc/telemetry/consent.
+    /// The administrator's consent file, which can force products off. Default: /etc/telemetry/consent (Windows: %ProgramData%\telemetry\consent).
     #[arg(long, env = "TELEMETRY_SYSTEM_CONSENT_FILE", value_name = "FILE")]
     pub system_consent_file: Option<PathBuf>,
     /// Exit after this long idle with nothing pending, e.g. 5m. Default: none (stay up); 5m with --autostarted.
@@ -686,13 +686,11 @@ pub fn load(
         .unwrap_or_else(|| paths::default_consent_file(&cfg.state_dir));
     cfg.spool_file = paths::spool_file_for(&cfg.state_dir, &cfg.socket_path);
     cfg.spool_dir = paths::spool_dir_for(&cfg.state_dir, &cfg.socket_path);
-    if let Some(p) = args
+    cfg.system_consent_file = args
         .system_consent_file
         .clone()
         .or(file.system_consent_file)
-    {
-        cfg.system_consent_file = p;
-    }
+        .unwrap_or_else(|| paths::system_consent_file(&env));
     if let Some(dir) = args.catalog_dir.clone().or(file.catalog_dir).or_else(|| {
         paths::default_config_file(&env).and_then(|f| f.parent().map(|d| d.join("catalog")))
     }) {

@@ -116,14 +116,37 @@ fn non_empty(env: &impl Fn(&str) -> Option<OsString>, key: &str) -> Option<OsStr
 }
 
 /// The machine-wide consent file an administrator uses to force products
-/// off (see [`crate::consent`]).
-#[cfg(not(windows))]
+/// off (see [`crate::consent`]); on Windows see [`system_consent_file`].
 pub const SYSTEM_CONSENT_FILE: &str = "/etc/telemetry/consent";
 
-/// The machine-wide consent file an administrator uses to force products
-/// off: `%ProgramData%` on Windows.
-#[cfg(windows)]
-pub const SYSTEM_CONSENT_FILE: &str = r"C:\ProgramData\telemetry\consent";
+/// The machine-wide consent file when `TELEMETRY_SYSTEM_CONSENT_FILE` is
+/// unset: [`SYSTEM_CONSENT_FILE`], or on Windows
+/// `%ProgramData%\telemetry\consent`, beside the machine's manifests and the
+/// service's state (`C:\ProgramData` when the variable is unset, empty or
+/// not an absolute path: a machine whose ProgramData is on another drive
+/// keeps its administrator's file there, not on `C:`).
+pub fn system_consent_file(env: impl Fn(&str) -> Option<OsString>) -> PathBuf {
+    system_consent_file_for(cfg!(windows), env)
+}
+
+/// [`system_consent_file`] for a given OS (so it is tested everywhere).
+pub fn system_consent_file_for(windows: bool, env: impl Fn(&str) -> Option<OsString>) -> PathBuf {
+    if !windows {
+        return PathBuf::from(SYSTEM_CONSENT_FILE);
+    }
+    let data = non_empty(&env, "ProgramData")
+        .map(PathBuf::from)
+        // `Path::is_absolute` is the host's idea; a drive and a backslash
+        // (or a UNC path) is Windows'.
+        .filter(|p| {
+            let s = p.to_string_lossy();
+            let b = s.as_bytes();
+            s.starts_with(r"\\")
+                || (b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'\\')
+        })
+        .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"));
+    PathBuf::from(format!(r"{}\telemetry\consent", data.display()))
+}
 
 /// Where shims before per-socket spools left events while the daemon was
 /// not reachable: `STATE_DIR/spool/events.spool` (today's shims write
@@ -265,6 +288,29 @@ mod tests {
                 .iter()
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn the_system_consent_file_follows_program_data_on_windows() {
+        assert_eq!(
+            system_consent_file_for(false, env_of(&[("ProgramData", r"D:\Data")])),
+            PathBuf::from("/etc/telemetry/consent")
+        );
+        assert_eq!(
+            system_consent_file_for(true, env_of(&[("ProgramData", r"D:\Data")])),
+            PathBuf::from(r"D:\Data\telemetry\consent")
+        );
+        for unusable in [
+            &[][..],
+            &[("ProgramData", "")],
+            &[("ProgramData", r"Data\x")],
+        ] {
+            assert_eq!(
+                system_consent_file_for(true, env_of(unusable)),
+                PathBuf::from(r"C:\ProgramData\telemetry\consent"),
+                "{unusable:?}"
+            );
         }
     }
 
