@@ -28,6 +28,10 @@ use telemetry_platform::fs::Stamp;
 /// Event names, shared.
 type EventSet = Arc<BTreeSet<String>>;
 
+/// A consented event set as worked out against one load of the product's
+/// manifest: a reload (a changed manifest) works it out again.
+type Worked = (Arc<crate::catalog::Manifest>, EventSet);
+
 /// The last look at both files.
 struct Caches {
     user: Cached,
@@ -126,7 +130,7 @@ pub struct Consent {
     /// Consented event sets as read from the store, by product and
     /// version (0: a decision without a version), so an emit does not ask
     /// the store thread each time.
-    consented: Mutex<BTreeMap<(String, u32), EventSet>>,
+    consented: Mutex<BTreeMap<(String, u32), Worked>>,
 }
 
 impl Consent {
@@ -194,21 +198,35 @@ impl Consent {
         self.view().user_version(product)
     }
 
-    /// The consented event set cached for `product` at `version`.
-    pub fn cached_events(&self, product: &str, version: u32) -> Option<Arc<BTreeSet<String>>> {
+    /// The consented event set cached for `product` at `version`, if it
+    /// was worked out against this very load of its manifest.
+    pub fn cached_events(
+        &self,
+        product: &str,
+        version: u32,
+        manifest: &Arc<crate::catalog::Manifest>,
+    ) -> Option<Arc<BTreeSet<String>>> {
         self.consented
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&(product.to_string(), version))
-            .cloned()
+            .filter(|(m, _)| Arc::ptr_eq(m, manifest))
+            .map(|(_, set)| set.clone())
     }
 
-    /// Cache the consented event set for `product` at `version`.
-    pub fn cache_events(&self, product: &str, version: u32, events: Arc<BTreeSet<String>>) {
+    /// Cache the consented event set for `product` at `version`, worked out
+    /// against `manifest`.
+    pub fn cache_events(
+        &self,
+        product: &str,
+        version: u32,
+        manifest: &Arc<crate::catalog::Manifest>,
+        events: Arc<BTreeSet<String>>,
+    ) {
         self.consented
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((product.to_string(), version), events);
+            .insert((product.to_string(), version), (manifest.clone(), events));
     }
 
     /// Forget the cached set of `product`'s decision without a version

@@ -504,8 +504,8 @@ pub struct ProductConsent {
     #[serde(default)]
     pub consented_version: u32,
     /// Events the manifest has that the user has not consented to upload
-    /// (added by a newer version): they are kept on this machine, as in
-    /// `local`, until the user decides again.
+    /// (added by a newer version, or given a new kind of field by it): they
+    /// are kept on this machine, as in `local`, until the user decides again.
     #[serde(default)]
     pub new_events: Vec<String>,
 }

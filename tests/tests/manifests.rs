@@ -210,7 +210,7 @@ fn a_new_catalogue_version_keeps_its_new_events_local_until_consent() {
     assert_eq!(status(&env).local_events, 1, "deployed kept here");
     let shown = text(&ctl(&env, &["consent", "mytool"]));
     assert!(
-        shown.contains("new since the version you consented to: deployed")
+        shown.contains("new or changed since the version you consented to: deployed")
             && shown.contains("version 1"),
         "{shown}"
     );
@@ -246,6 +246,61 @@ fn a_new_catalogue_version_keeps_its_new_events_local_until_consent() {
     assert_eq!(emit(&env, "mytool", "ran").status.code(), Some(0));
     ctl(&env, &["flush"]);
     assert_eq!(uploaded(&s3), ["deployed", "ran", "ran", "ran"]);
+}
+
+/// A newer version that gives an existing event a new field: the event is
+/// kept here (as in `local`) until the user consents to that version, as a
+/// new event would be; a field dropped or an enum value added is not.
+#[test]
+fn an_event_extended_with_a_field_stays_local_until_consent() {
+    let s3 = S3Server::start();
+    let env = DaemonEnv::new(Destination::S3 {
+        endpoint: s3.endpoint.clone(),
+        secret: SECRET_KEY.into(),
+    });
+    let v1 = "product = \"mytool\"\n[consent]\nversion = 1\n[events.ran]\n\
+              data.cmd = { type = \"enum\", values = [\"a\"] }\n[events.walked]\n";
+    write(&user_dir(&env), "mytool.toml", v1);
+    let _daemon = env.start();
+    ctl(&env, &["consent", "mytool", "on"]);
+    assert_eq!(emit(&env, "mytool", "ran").status.code(), Some(0));
+
+    // Version 2: `ran` gains an enum value (no new kind of data), `walked`
+    // a free-text field.
+    let v2 = "product = \"mytool\"\n[consent]\nversion = 2\n[events.ran]\n\
+              data.cmd = { type = \"enum\", values = [\"a\", \"b\"] }\n\
+              [events.walked]\ndata.where = { type = \"string\" }\n";
+    write(&user_dir(&env), "mytool.toml", v2);
+    let st = wait_for("version 2 to be loaded", Duration::from_secs(20), || {
+        let st = status(&env);
+        (product(&st, "mytool")?.version == 2).then_some(st)
+    });
+    let p = product(&st, "mytool").unwrap();
+    assert_eq!(
+        (p.consented_version, p.new_events.clone()),
+        (1, vec!["walked".to_string()])
+    );
+    let walked = env
+        .command("telemetry-emit")
+        .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
+        .args(["--product", "mytool", "--strict", "walked", "where=home"])
+        .output()
+        .unwrap();
+    assert_eq!(walked.status.code(), Some(0), "{}", text(&walked));
+    assert_eq!(emit(&env, "mytool", "ran").status.code(), Some(0));
+    assert_eq!(status(&env).local_events, 1, "walked kept here");
+    let shown = text(&ctl(&env, &["consent", "mytool"]));
+    assert!(shown.contains("walked"), "{shown}");
+    ctl(&env, &["flush"]);
+    assert_eq!(uploaded(&s3), ["ran", "ran"], "only what version 1 covered");
+    let kept = text(&ctl(&env, &["show"]));
+    assert!(kept.contains("\"where\":\"home\""), "{kept}");
+
+    // Consenting to version 2 lets it go from now on.
+    ctl(&env, &["consent", "mytool", "on"]);
+    assert_eq!(emit(&env, "mytool", "walked").status.code(), Some(0));
+    ctl(&env, &["flush"]);
+    assert_eq!(uploaded(&s3), ["ran", "ran", "walked"]);
 }
 
 #[test]

@@ -3,11 +3,15 @@
 //!
 //! # Consent bound to the catalogue version
 //! A decision is given for a manifest version (`version=N` in the consent
-//! file). The first time the daemon needs it, it records the event names
-//! of that version's manifest in the store (after an upgrade the old
-//! manifest is gone). With `on`, only those events are uploaded; events a
-//! newer version adds are stored as in `local` (kept here, never uploaded)
-//! until the user decides again for the newer version. A decision without
+//! file). The first time the daemon needs it, it records the events of
+//! that version's manifest in the store, each with its fields (after an
+//! upgrade the old manifest is gone). With `on`, only those events are
+//! uploaded, and only while each still has no field the user was not shown
+//! (see [`covers`]); events a newer version adds, or extends with a field,
+//! a field of another type or a longer string, are stored as in `local`
+//! (kept here, never uploaded) until the user decides again for the newer
+//! version. (A set recorded by a daemon before fields were recorded holds
+//! names only, and covers its events whatever their fields.) A decision without
 //! a version is bound to the catalogue the daemon had when it first acted
 //! on that decision. Consent for a version this daemon never saw (and so
 //! has no event set for) uploads nothing until the user decides again.
@@ -20,13 +24,14 @@ use crate::store::{ConsentOutcome, Decision, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use telemetry_proto::{ConsentReport, ErrorCode, Mode, ProductConsent, Response, WireEvent};
+use telemetry_sink::manifest::FieldType;
 use telemetry_sink::manifest::TELEMETRY_OFF;
 
 /// The events of `manifest`'s product that the user's decision allows to
 /// be uploaded (see the module docs); recorded in the store the first time.
 pub async fn consented_events(
     ctx: &Ctx,
-    manifest: &Manifest,
+    manifest: &Arc<Manifest>,
 ) -> Result<Arc<BTreeSet<String>>, StoreError> {
     consented_events_in(ctx, &ctx.consent.view(), manifest).await
 }
@@ -35,26 +40,94 @@ pub async fn consented_events(
 pub async fn consented_events_in(
     ctx: &Ctx,
     view: &ConsentView,
-    manifest: &Manifest,
+    manifest: &Arc<Manifest>,
 ) -> Result<Arc<BTreeSet<String>>, StoreError> {
     let product = manifest.product.as_str();
     let version = view.user_version(product);
     let key = version.unwrap_or(0);
-    if let Some(set) = ctx.consent.cached_events(product, key) {
+    if let Some(set) = ctx.consent.cached_events(product, key, manifest) {
         return Ok(set);
     }
     // Only the manifest of the version consented to may define the set.
-    let offer = (version.is_none() || version == Some(manifest.version))
-        .then(|| manifest.events.keys().cloned().collect());
+    let offer = (version.is_none() || version == Some(manifest.version)).then(|| {
+        manifest
+            .events
+            .iter()
+            .map(|(name, fields)| format!("{name}\t{}", definition(fields)))
+            .collect()
+    });
     match ctx.store.consented_events(product, key, offer).await? {
-        Some(events) => {
-            let set = Arc::new(events.into_iter().collect::<BTreeSet<_>>());
-            ctx.consent.cache_events(product, key, set.clone());
+        Some(lines) => {
+            let set = Arc::new(covered(&lines, manifest));
+            ctx.consent
+                .cache_events(product, key, manifest, set.clone());
             Ok(set)
         }
         // Not cached: the manifest of that version may appear later.
         None => Ok(Arc::new(BTreeSet::new())),
     }
+}
+
+/// An event's fields as recorded with the consent: `name=kind` joined by
+/// commas in name order, a string's kind with its length limit
+/// (`where=string:64`). Field and event names are lowercase letters,
+/// digits and `_` (the manifest checks), so the text needs no escaping.
+fn definition(fields: &BTreeMap<String, FieldType>) -> String {
+    let kind = |t: &FieldType| match t {
+        FieldType::Enum { .. } => "enum".to_string(),
+        FieldType::String { max_len } => format!("string:{max_len}"),
+        FieldType::Int { .. } => "int".to_string(),
+        FieldType::Bool => "bool".to_string(),
+    };
+    fields
+        .iter()
+        .map(|(name, t)| format!("{name}={}", kind(t)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Whether an event recorded as `consented` (a [`definition`]) covers the
+/// event as `fields` now defines it: every field is one the user was shown,
+/// of the same kind, and a string no longer than it was. New values of an
+/// enum, other bounds of an integer and fields dropped stay covered: they
+/// send no new kind of data.
+fn covers(consented: &str, fields: &BTreeMap<String, FieldType>) -> bool {
+    let shown: BTreeMap<&str, &str> = consented
+        .split(',')
+        .filter_map(|f| f.split_once('='))
+        .collect();
+    fields.iter().all(|(name, t)| {
+        let Some(kind) = shown.get(name.as_str()) else {
+            return false;
+        };
+        match t {
+            FieldType::Enum { .. } => *kind == "enum",
+            FieldType::Int { .. } => *kind == "int",
+            FieldType::Bool => *kind == "bool",
+            FieldType::String { max_len } => kind
+                .strip_prefix("string:")
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|shown| *max_len <= shown),
+        }
+    })
+}
+
+/// The events of `manifest` that a recorded set (one line per event:
+/// `name`, or `name` TAB [`definition`]) covers.
+fn covered(lines: &[String], manifest: &Manifest) -> BTreeSet<String> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            let (name, consented) = match line.split_once('\t') {
+                Some((name, def)) => (name, Some(def)),
+                None => (line.as_str(), None),
+            };
+            let now = manifest.events.get(name)?;
+            consented
+                .is_none_or(|def| covers(def, now))
+                .then(|| name.to_string())
+        })
+        .collect()
 }
 
 /// `product`'s consent as the daemon sees it, with its manifest: where it
@@ -233,5 +306,80 @@ pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
             code: ErrorCode::Storage,
             message: e.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(events: &str) -> Manifest {
+        let text = format!("product = \"p\"\n{events}");
+        Manifest::parse(&text, std::path::Path::new("p.toml"), Some("p")).unwrap()
+    }
+
+    /// What version 1 defined, recorded as the daemon records it.
+    fn recorded(m: &Manifest) -> Vec<String> {
+        m.events
+            .iter()
+            .map(|(name, fields)| format!("{name}\t{}", definition(fields)))
+            .collect()
+    }
+
+    #[test]
+    fn an_event_given_a_field_the_user_was_not_shown_is_no_longer_consented_to() {
+        let v1 = manifest(
+            "[events.ran]\ndata.cmd = { type = \"enum\", values = [\"a\"] }\n\
+             data.n = { type = \"int\" }\n\
+             data.tag = { type = \"string\", max_len = 16 }\n\
+             [events.walked]\n[events.gone]\n",
+        );
+        let lines = recorded(&v1);
+        assert_eq!(
+            lines,
+            ["gone\t", "ran\tcmd=enum,n=int,tag=string:16", "walked\t"]
+        );
+        let set = |m: &Manifest| covered(&lines, m).into_iter().collect::<Vec<_>>();
+        assert_eq!(set(&v1), ["gone", "ran", "walked"]);
+        // Same kinds of data: a new enum value, other integer bounds, a
+        // shorter string, a field dropped; `gone` is gone; `new` is new.
+        let same = manifest(
+            "[events.ran]\ndata.cmd = { type = \"enum\", values = [\"a\", \"b\"] }\n\
+             data.n = { type = \"int\", min = 0, max = 9 }\n\
+             data.tag = { type = \"string\", max_len = 8 }\n\
+             [events.walked]\n[events.new]\n",
+        );
+        assert_eq!(set(&same), ["ran", "walked"]);
+        // New kinds of data: a field added, a field retyped, a longer
+        // string. Only the event that changed is left out.
+        for (changed, expect, why) in [
+            (
+                "[events.ran]\ndata.cmd = { type = \"enum\", values = [\"a\"] }\n\
+                 [events.walked]\ndata.where = { type = \"string\" }\n",
+                "ran",
+                "a field added",
+            ),
+            (
+                "[events.ran]\ndata.cmd = { type = \"string\" }\n[events.walked]\n",
+                "walked",
+                "an enum made free text",
+            ),
+            (
+                "[events.ran]\ndata.n = { type = \"bool\" }\n[events.walked]\n",
+                "walked",
+                "an integer made a boolean",
+            ),
+            (
+                "[events.ran]\ndata.tag = { type = \"string\", max_len = 17 }\n[events.walked]\n",
+                "walked",
+                "a longer string",
+            ),
+        ] {
+            assert_eq!(set(&manifest(changed)), [expect], "{why}");
+        }
+        // A set recorded before fields were: names only, any fields.
+        let old: Vec<String> = vec!["ran".into(), "walked".into()];
+        let changed = manifest("[events.ran]\ndata.x = { type = \"bool\" }\n[events.walked]\n");
+        assert_eq!(covered(&old, &changed).len(), 2);
     }
 }

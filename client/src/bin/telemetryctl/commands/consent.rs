@@ -195,7 +195,7 @@ fn manifest_lines(c: &ProductConsent) -> Vec<String> {
     }
     if !c.new_events.is_empty() {
         out.push(format!(
-            "  new since the version you consented to: {}; kept on this machine (as in local) until you run `telemetryctl consent {} on` again",
+            "  new or changed since the version you consented to: {}; kept on this machine (as in local) until you run `telemetryctl consent {} on` again",
             c.new_events.join(", "),
             c.product
         ));
