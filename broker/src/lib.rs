@@ -133,7 +133,10 @@ impl Refusal {
     /// seconds). Only the per-machine limit names a field (`machine8`):
     /// an address or a network is no request field.
     pub fn throttled(limit: Limit, wait: Duration) -> Refusal {
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        // Saturating: a wait near `Duration::MAX` must not overflow here.
+        let secs = wait
+            .as_secs()
+            .saturating_add(u64::from(wait.subsec_nanos() > 0));
         let (field, from) = match limit {
             Limit::Bytes => {
                 return Refusal {

@@ -23,6 +23,13 @@ use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The longest window a rate may have: humantime's `1y` (365.25 days).
+/// An idle key is forgotten within two generations anyway (see the module
+/// documentation), so a longer window would limit nothing more, and a wait
+/// computed from an absurd one (`1/18446744073709551615s`) is past what a
+/// `Duration` holds.
+pub const MAX_PERIOD: Duration = Duration::from_secs(31_557_600);
+
 /// A rate: `burst` requests at once, refilled at `burst` per `period`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
@@ -33,13 +40,19 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// Parse `N/DURATION` (`60/1m`, `5/10s`).
+    /// Parse `N/DURATION` (`60/1m`, `5/10s`): N from 1 to `u32::MAX`,
+    /// DURATION above zero and at most [`MAX_PERIOD`].
     pub fn parse(s: &str) -> Result<Rate, String> {
-        let bad = || format!("{s:?}: expected N/DURATION with N ≥ 1, such as 60/1m or 5/10s");
+        let bad = || {
+            format!(
+                "{s:?}: expected N/DURATION with N from 1 to {} and DURATION above 0 and at most 1y, such as 60/1m or 5/10s",
+                u32::MAX
+            )
+        };
         let (n, period) = s.split_once('/').ok_or_else(bad)?;
         let burst: u32 = n.trim().parse().map_err(|_| bad())?;
-        let period = humantime::parse_duration(period.trim()).map_err(|_| bad())?;
-        if burst == 0 || period.is_zero() {
+        let period = parse_period(period).ok_or_else(bad)?;
+        if burst == 0 {
             return Err(bad());
         }
         Ok(Rate { burst, period })
@@ -49,7 +62,7 @@ impl Rate {
     /// 4 GiB less a byte per period.
     pub fn parse_bytes(s: &str) -> Result<Rate, String> {
         let bad = || {
-            format!("{s:?}: expected N[KiB|MiB|GiB]/DURATION with N ≥ 1 and under 4GiB, such as 1GiB/1h")
+            format!("{s:?}: expected N[KiB|MiB|GiB]/DURATION with N ≥ 1 and under 4GiB and DURATION above 0 and at most 1y, such as 1GiB/1h")
         };
         let (n, period) = s.split_once('/').ok_or_else(bad)?;
         let n = n.trim();
@@ -70,8 +83,8 @@ impl Rate {
             .and_then(|d| d.checked_mul(scale))
             .and_then(|b| u32::try_from(b).ok())
             .ok_or_else(bad)?;
-        let period = humantime::parse_duration(period.trim()).map_err(|_| bad())?;
-        if bytes == 0 || period.is_zero() {
+        let period = parse_period(period).ok_or_else(bad)?;
+        if bytes == 0 {
             return Err(bad());
         }
         Ok(Rate {
@@ -83,6 +96,13 @@ impl Rate {
     fn per_sec(&self) -> f64 {
         f64::from(self.burst) / self.period.as_secs_f64()
     }
+}
+
+/// A rate's window: above zero and at most [`MAX_PERIOD`].
+fn parse_period(s: &str) -> Option<Duration> {
+    humantime::parse_duration(s.trim())
+        .ok()
+        .filter(|p| !p.is_zero() && *p <= MAX_PERIOD)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -142,8 +162,15 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         let (result, tokens) = if tokens >= cost {
             (Ok(()), tokens - cost)
         } else {
+            // Saturated at MAX_PERIOD, never a panic: a `Rate` made by
+            // hand (its fields are public) or a cost over the burst can
+            // make a wait past what a `Duration` holds (or not a number),
+            // and `from_secs_f64` would panic the worker mid-request.
             let wait = (cost - tokens) / self.rate.per_sec();
-            (Err(Duration::from_secs_f64(wait)), tokens)
+            let wait = Duration::try_from_secs_f64(wait)
+                .unwrap_or(MAX_PERIOD)
+                .min(MAX_PERIOD);
+            (Err(wait), tokens)
         };
         if !g.current.contains_key(key) && g.current.len() >= self.half {
             g.previous = std::mem::take(&mut g.current);
@@ -202,6 +229,32 @@ mod tests {
         assert!(Rate::parse("5").is_err());
         assert!(Rate::parse("5/0s").is_err());
         assert!(Rate::parse("x/1m").is_err());
+        assert_eq!(Rate::parse("1/1y").unwrap().period, MAX_PERIOD);
+        for bad in ["1/18446744073709551615s", "1/366d", "4294967296/1m"] {
+            assert!(Rate::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Rate::parse_bytes("1GiB/18446744073709551615s").is_err());
+    }
+
+    /// A wait past what a `Duration` holds is MAX_PERIOD, not a panic of
+    /// the worker serving the request (which left the client no answer).
+    #[test]
+    fn a_wait_past_what_a_duration_holds_saturates() {
+        let huge = Rate {
+            burst: 1,
+            period: Duration::MAX,
+        };
+        let l = Limiter::new(huge, 100);
+        let t = Instant::now();
+        assert!(l.check(&"a", t).is_ok());
+        assert_eq!(l.check(&"a", t), Err(MAX_PERIOD));
+        let year = Limiter::new(Rate::parse("2/1y").unwrap(), 100);
+        assert!(year.take(&"a", 2.0, t).is_ok());
+        assert_eq!(
+            year.take(&"a", 5.0, t),
+            Err(MAX_PERIOD),
+            "a cost over the burst waits at most MAX_PERIOD"
+        );
     }
 
     #[test]

@@ -311,7 +311,7 @@ pub struct Args {
     /// Close a connection that does not deliver a whole request in this time (default 30s).
     #[arg(long, env = "TELEMETRY_CONNECTION_TIMEOUT", value_name = "DURATION")]
     pub connection_timeout: Option<String>,
-    /// Connections served at once; more are refused with a busy error (default 512).
+    /// Connections served at once, 1 to 1000000; more are refused with a busy error (default 512).
     #[arg(long, env = "TELEMETRY_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<String>,
     /// Most bytes of events kept locally; the oldest pending are dropped past it (default 67108864).
@@ -434,6 +434,20 @@ fn parse_count(s: &str) -> Result<usize, String> {
     match s.trim().parse::<u64>() {
         Ok(n) if n > 0 => usize::try_from(n).map_err(|_| "too large".to_string()),
         _ => Err("expected a whole number greater than zero".into()),
+    }
+}
+
+/// The most connections a daemon may be told to serve at once: far past
+/// any open-file limit (each takes one or two descriptors), and small
+/// enough that the arithmetic and semaphores sized by it cannot overflow.
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+
+fn parse_connections(s: &str) -> Result<usize, String> {
+    match parse_count(s) {
+        Ok(n) if n <= MAX_CONNECTIONS => Ok(n),
+        _ => Err(format!(
+            "expected a whole number from 1 to {MAX_CONNECTIONS}"
+        )),
     }
 }
 
@@ -612,7 +626,7 @@ pub fn load(
         "max_connections",
         "max-connections",
         "TELEMETRY_MAX_CONNECTIONS",
-        parse_count,
+        parse_connections,
     )? {
         cfg.max_connections = n;
     }
@@ -979,6 +993,40 @@ mod tests {
         assert!(
             err.contains("--s3-bucket") && err.contains("s3.bucket"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn an_absurd_connection_count_is_refused_naming_the_flag() {
+        for n in [
+            "9223372036854775807",
+            "18446744073709551616",
+            "1000001",
+            "0",
+        ] {
+            let (args, m) = args_from(&[
+                "telemetryd",
+                "--max-connections",
+                n,
+                "--config",
+                "/dev/null",
+            ]);
+            let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
+            assert!(
+                err.contains("--max-connections") && err.contains("1 to 1000000"),
+                "{n}: {err}"
+            );
+        }
+        let (args, m) = args_from(&[
+            "telemetryd",
+            "--max-connections",
+            "1000000",
+            "--config",
+            "/dev/null",
+        ]);
+        assert_eq!(
+            load(&args, Some(&m), no_env, 1).unwrap().max_connections,
+            1_000_000
         );
     }
 

@@ -8,6 +8,20 @@ use std::process::ExitCode;
 use telemetryd::socket;
 use telemetryd::{config, install, ondemand};
 
+/// For the commands that print and exit (`install …`, `--check-config`):
+/// Rust ignores SIGPIPE, so `telemetryd --check-config | head -1` made the
+/// next `println!` panic (exit 101); a reader that has gone should end the
+/// command quietly, as the shell's own tools do. Never for the daemon
+/// itself, whose writes to a client that left must fail, not kill it.
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default, before any
+    // thread exists (the runtime is not built on these paths).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     // An empty TELEMETRY_* variable counts as unset.
     telemetry_platform::proc::forget_empty_vars("TELEMETRY_");
@@ -30,6 +44,7 @@ fn main() -> ExitCode {
     #[cfg(not(unix))]
     let uid = 0;
     if let Some(cmd) = &args.command {
+        end_quietly_on_a_closed_pipe();
         return match install::run(cmd, |k| std::env::var_os(k), uid) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -39,6 +54,7 @@ fn main() -> ExitCode {
         };
     }
     if args.check_config {
+        end_quietly_on_a_closed_pipe();
         return check_config(&args, &matches, uid);
     }
     if args.service {

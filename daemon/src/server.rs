@@ -134,7 +134,10 @@ pub const MAX_QUEUED_EVENTS: usize = 65_536;
 /// a second handle for answers from the store thread can never be what
 /// makes `accept` fail; otherwise every answer goes through its task.
 fn room_for_second_handles(open_files: u64, max_connections: usize) -> bool {
-    open_files >= 2 * max_connections as u64 + 64
+    open_files
+        >= (max_connections as u64)
+            .saturating_mul(2)
+            .saturating_add(64)
 }
 
 /// Open connections and the time of the last request.

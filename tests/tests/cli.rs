@@ -662,6 +662,49 @@ fn telemetry_log_format_json_gives_one_object_per_line_and_a_bad_value_only_warn
     );
 }
 
+/// The commands that print and exit end as any Unix tool does when their
+/// reader has gone (`telemetryd --check-config | head -1`), and telemetryctl
+/// says it cannot write its output to a full disk: neither panics (101).
+#[cfg(unix)]
+#[test]
+fn printing_commands_end_cleanly_on_a_closed_pipe_or_a_full_disk() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = DaemonEnv::new(Destination::Outbox);
+    for args in [&["--check-config"][..], &["install", "--user", "--dry-run"]] {
+        // A pipe whose reader is closed before the command starts.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = env
+            .command("telemetryd")
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {:?}: {err}",
+            out.status
+        );
+    }
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = env
+        .command("telemetryctl")
+        .args(["consent"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write the output"), "{err}");
+}
+
 /// A reader that goes away (`telemetryctl show | head -1`) ends telemetryctl
 /// as it ends any Unix tool, not with a panic and exit 101.
 #[cfg(unix)]

@@ -10,7 +10,36 @@
 //! `{"ok": false, "error": {"code": C, "message": M}}` on stdout (see
 //! [`Failure`]), besides the message on stderr and the exit code.
 
+/// `println!` that never panics: when stdout cannot be written (a full
+/// disk, `>/dev/full`, a closed descriptor's replacement), say so on stderr
+/// and exit 1 rather than panic with exit 101 mid-output. (A reader that
+/// has gone ends the process quietly by SIGPIPE, as the shell's tools do:
+/// see `main`.)
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod commands;
+
+/// Write to stdout, or end the process as [`outln!`] says.
+fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(text).and_then(|()| out.flush()) {
+        // A closed stdout (EBADF) is quiet, as `println!` has it: nothing
+        // asked for the output.
+        if e.raw_os_error() == Some(9) {
+            return;
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "telemetryctl: error: cannot write the output: {e}"
+        );
+        std::process::exit(1);
+    }
+}
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -179,7 +208,7 @@ fn fail(f: &Failure, json: bool) -> ExitCode {
             },
         };
         if let Ok(text) = serde_json::to_string(&out) {
-            println!("{text}");
+            outln!("{text}");
         }
     }
     ExitCode::from(f.exit)

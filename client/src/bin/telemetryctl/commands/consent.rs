@@ -290,20 +290,20 @@ fn change(
         });
     }
     let now = local(product, paths);
-    println!(
+    outln!(
         "{product}: {} (decided by {})",
         now.mode,
         consent::describe(now.layer, paths)
     );
     if now.mode != new_mode {
-        println!(
+        outln!(
             "note: you chose {new_mode}, but {} keeps {product} {}",
             consent::describe(now.layer, paths),
             now.mode
         );
     }
     match &applied {
-        Ok(r) if r.purged > 0 => println!(
+        Ok(r) if r.purged > 0 => outln!(
             "deleted {} of {product}",
             super::count(r.purged, "stored event", "stored events")
         ),
@@ -311,10 +311,10 @@ fn change(
     }
     match &applied {
         Ok(r) if r.final_event => {
-            println!("recorded a final telemetry_off event; nothing after it will be sent")
+            outln!("recorded a final telemetry_off event; nothing after it will be sent")
         }
         Err(ClientError::Unreachable { .. }) => {
-            println!("telemetryd is not running; it will apply this when it starts")
+            outln!("telemetryd is not running; it will apply this when it starts")
         }
         _ => {}
     }
@@ -376,13 +376,13 @@ fn show_one(socket: &Path, product: &str, paths: &ConsentPaths, json: bool) -> R
     if json {
         return print_json(&now);
     }
-    println!(
+    outln!(
         "{product}: {} (decided by {})",
         now.mode,
         consent::describe(now.layer, paths)
     );
     for line in manifest_lines(&now) {
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(())
 }
@@ -406,23 +406,23 @@ fn list(socket: &Path, paths: &ConsentPaths, json: bool) -> Result<(), Failure> 
         return print_json(&rows);
     }
     if rows.is_empty() {
-        println!("no product has a consent decision yet: everything is off");
+        outln!("no product has a consent decision yet: everything is off");
     }
     for c in &rows {
-        println!(
+        outln!(
             "{}: {} (decided by {})",
             c.product,
             c.mode,
             consent::describe(c.layer, paths)
         );
         for line in manifest_lines(c) {
-            println!("{line}");
+            outln!("{line}");
         }
     }
     if let Some(var) = consent::env_opt_out_var() {
-        println!("{var} is set: every product is off in this environment");
+        outln!("{var} is set: every product is off in this environment");
     }
-    println!(
+    outln!(
         "user file: {}; system file: {}",
         paths.user.display(),
         paths.system.display()

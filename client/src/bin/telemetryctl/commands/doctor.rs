@@ -123,7 +123,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         };
         super::print_json(&out)?;
     } else {
-        println!("{}", summary(checks.len(), failed, warned));
+        outln!("{}", summary(checks.len(), failed, warned));
     }
     let exit = if status.is_none() {
         EXIT_UNREACHABLE
@@ -161,9 +161,9 @@ fn print_checks(checks: &[Check]) {
             CheckOutcome::Warn => "WARN",
             CheckOutcome::Fail => "FAIL",
         };
-        println!("{tag} {}: {}", c.name, c.detail);
+        outln!("{tag} {}: {}", c.name, c.detail);
         if c.outcome != CheckOutcome::Pass && !c.fix.is_empty() {
-            println!("     fix: {}", c.fix);
+            outln!("     fix: {}", c.fix);
         }
     }
     // Seen at once even when stdout is a pipe (`doctor | tee`).

@@ -51,17 +51,17 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         return print_json(&r);
     }
     if r.keys.is_empty() {
-        println!("nothing to upload");
+        outln!("nothing to upload");
         return Ok(());
     }
-    println!(
+    outln!(
         "uploaded {} in {}, {}:",
         count(r.events, "event", "events"),
         count(r.keys.len() as u64, "object", "objects"),
         bytes(r.bytes)
     );
     for k in &r.keys {
-        println!("  {k}");
+        outln!("  {k}");
     }
     Ok(())
 }

@@ -44,25 +44,25 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     if args.json {
         return print_json(&r);
     }
-    println!(
+    outln!(
         "{}: deleted {} stored on this machine",
         r.product,
         count(r.purged, "event", "events")
     );
     match (r.marker, &r.marker_key) {
-        (true, Some(key)) => println!(
+        (true, Some(key)) => outln!(
             "sent a telemetry_forget request under the old ID {} ({key}): the vendor's report leaves out every event of that ID",
             r.old_machine
         ),
-        (true, None) => println!(
+        (true, None) => outln!(
             "a telemetry_forget request under the old ID {} goes out with the next upload (the destination could not be reached now)",
             r.old_machine
         ),
-        (false, _) => println!(
+        (false, _) => outln!(
             "nothing was sent ({} is not on): to have the vendor delete what was uploaded before, give them this old ID by other means:\n  {}",
             r.product, r.old_machine
         ),
     }
-    println!("new anonymous ID: {}", r.new_machine);
+    outln!("new anonymous ID: {}", r.new_machine);
     Ok(())
 }

@@ -49,7 +49,7 @@ pub fn count(n: u64, one: &str, many: &str) -> String {
 pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Failure::internal(format!("cannot render the reply as JSON: {e}")))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(())
 }
 

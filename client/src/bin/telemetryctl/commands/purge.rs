@@ -38,7 +38,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         .map(|p| format!(" of {p}"))
         .unwrap_or_default();
     let verb = if *events == 1 { "was" } else { "were" };
-    println!(
+    outln!(
         "deleted {}{scope} that {verb} not uploaded yet",
         count(*events, "stored event", "stored events")
     );

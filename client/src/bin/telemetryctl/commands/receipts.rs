@@ -28,11 +28,11 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         return print_json(&page);
     }
     if page.receipts.is_empty() {
-        println!("nothing uploaded yet (or forgotten)");
+        outln!("nothing uploaded yet (or forgotten)");
         return Ok(());
     }
     for r in &page.receipts {
-        println!(
+        outln!(
             "{}  {}  {} event{}, {}{}{}",
             when(r.uploaded_us),
             r.destination,
@@ -50,8 +50,8 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
                 ", body no longer kept"
             }
         );
-        println!("    {}", r.key);
-        println!("    sha256 {}", r.sha256);
+        outln!("    {}", r.key);
+        outln!("    sha256 {}", r.sha256);
     }
     Ok(())
 }

@@ -41,12 +41,12 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             .iter()
             .filter(|e| matches!(e.state, EventState::Sealed | EventState::Pending))
         {
-            println!("{}", e.line);
+            outln!("{}", e.line);
         }
         return Ok(());
     }
     if events.is_empty() {
-        println!("nothing stored: no event is waiting to be sent");
+        outln!("nothing stored: no event is waiting to be sent");
         return Ok(());
     }
     let mut current: Option<(EventState, Option<&str>)> = None;
@@ -55,19 +55,19 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         if current != Some(group) {
             match group {
                 (EventState::Sealed, Some(key)) => {
-                    println!("# sealed, goes out with the next upload as {key}:")
+                    outln!("# sealed, goes out with the next upload as {key}:")
                 }
                 (EventState::Sealed, None) | (EventState::Pending, _) => {
-                    println!("# pending, goes into the next batch:")
+                    outln!("# pending, goes into the next batch:")
                 }
-                (EventState::LocalOnly, _) => println!("# local only, never uploaded:"),
+                (EventState::LocalOnly, _) => outln!("# local only, never uploaded:"),
                 (EventState::Withheld, _) => {
-                    println!("# kept but not uploaded: consent is off for now (administrator or environment):")
+                    outln!("# kept but not uploaded: consent is off for now (administrator or environment):")
                 }
             }
             current = Some(group);
         }
-        println!("{}", e.line);
+        outln!("{}", e.line);
     }
     Ok(())
 }
@@ -104,10 +104,10 @@ fn receipt(socket: &Path, key: &str, args: &Args) -> Result<(), Failure> {
         ));
     }
     if !args.ndjson {
-        println!("# uploaded as {key}:");
+        outln!("# uploaded as {key}:");
     }
     for line in &page.lines {
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(())
 }

@@ -47,7 +47,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         if args.json {
             return print_json(&outcome(false, None));
         }
-        println!("telemetryd already answers on {}", socket.display());
+        outln!("telemetryd already answers on {}", socket.display());
         return Ok(());
     }
     let daemon = match autostart::start(socket) {
@@ -120,8 +120,8 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         return print_json(&outcome(true, daemon.as_deref()));
     }
     match daemon {
-        Some(d) => println!("started {} on {}", d.display(), socket.display()),
-        None => println!(
+        Some(d) => outln!("started {} on {}", d.display(), socket.display()),
+        None => outln!(
             "telemetryd (started by another client) answers on {}",
             socket.display()
         ),

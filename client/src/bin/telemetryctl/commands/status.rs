@@ -21,37 +21,37 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     if args.json {
         return print_json(&s);
     }
-    println!(
+    outln!(
         "telemetryd {} (up {})",
         s.daemon_version,
         humantime::format_duration(Duration::from_secs(s.uptime_secs))
     );
-    println!("socket:       {}", socket.display());
-    println!("destination:  {}", s.destination);
-    println!(
+    outln!("socket:       {}", socket.display());
+    outln!("destination:  {}", s.destination);
+    outln!(
         "pending:      {} ({}), {}",
         count(s.pending_events, "event", "events"),
         bytes(s.pending_bytes),
         count(s.sealed_batches, "sealed batch", "sealed batches")
     );
     match (&s.last_upload_us, &s.last_upload_key) {
-        (Some(t), Some(k)) => println!(
+        (Some(t), Some(k)) => outln!(
             "uploaded:     {} since start; last at {} ({k})",
             count(s.uploaded_events, "event", "events"),
             when(*t)
         ),
-        _ => println!("uploaded:     nothing since start"),
+        _ => outln!("uploaded:     nothing since start"),
     }
     match &s.last_error {
         Some(e) => {
-            println!("last error:   {e}");
+            outln!("last error:   {e}");
             let next = s.next_attempt_us.map(when).unwrap_or_else(|| "-".into());
-            println!(
+            outln!(
                 "retrying:     {} in a row; next attempt at {next}",
                 count(s.consecutive_failures.into(), "failure", "failures")
             );
         }
-        None => println!("last error:   none"),
+        None => outln!("last error:   none"),
     }
     // Each destination on its own: one that fails holds back no other.
     for d in &s.destinations {
@@ -60,15 +60,16 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         } else {
             d.products.join(", ")
         };
-        println!(
+        outln!(
             "to:           {} ({}) for {products}",
-            d.destination, d.auth
+            d.destination,
+            d.auth
         );
         let last = d
             .last_upload_us
             .map(|t| format!(", last at {}", when(t)))
             .unwrap_or_default();
-        println!(
+        outln!(
             "              {} waiting; {} ({}) uploaded since start in {}{last}",
             count(d.pending_batches, "batch", "batches"),
             count(d.uploaded_events, "event", "events"),
@@ -76,32 +77,35 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             count(d.uploads, "object", "objects"),
         );
         if d.already_there > 0 {
-            println!(
+            outln!(
                 "              {} already there (a repeated upload; delivered, not duplicated)",
                 count(d.already_there, "batch was", "batches were")
             );
         }
         if let Some(e) = &d.last_error {
             let next = d.next_attempt_us.map(when).unwrap_or_else(|| "-".into());
-            println!(
+            outln!(
                 "              error: {e} ({} in a row; next attempt at {next})",
                 count(d.consecutive_failures.into(), "failure", "failures")
             );
         }
         for (product, n) in &d.retired {
-            println!(
+            outln!(
                 "              retired: {product}: the vendor switched it off; nothing more is uploaded for it ({} dropped)",
                 count(*n, "event", "events")
             );
         }
     }
     let c = &s.counters;
-    println!(
+    outln!(
         "events:       {} received since start: {} stored, {} duplicate, {} refused",
-        c.received, c.stored, c.duplicates, c.refused
+        c.received,
+        c.stored,
+        c.duplicates,
+        c.refused
     );
     if c.spooled > 0 {
-        println!(
+        outln!(
             "spooled:      {} taken in from the spool ({} new; the rest duplicates or refused)",
             count(c.spooled, "event", "events"),
             c.taken_in
@@ -113,20 +117,20 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         } else {
             product
         };
-        println!(
+        outln!(
             "spool full:   {} of {product} dropped by shims: the daemon was not reachable for long (start it as a service, see `telemetryctl doctor`)",
             count(*n, "event", "events")
         );
     }
     if c.store_full_drops > 0 {
-        println!(
+        outln!(
             "store full:   {} dropped since start to stay under max_store_bytes (raise it, or check why uploads fail)",
             count(c.store_full_drops, "event", "events")
         );
     }
     match s.next_upload_us {
-        Some(t) => println!("next upload:  {} (automatic)", when(t)),
-        None => println!("next upload:  none due (nothing waiting to be uploaded)"),
+        Some(t) => outln!("next upload:  {} (automatic)", when(t)),
+        None => outln!("next upload:  none due (nothing waiting to be uploaded)"),
     }
     for r in &s.refusals {
         let product = if r.product.is_empty() {
@@ -134,37 +138,37 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         } else {
             &r.product
         };
-        println!(
+        outln!(
             "refused:      {} for {product}: {} (since start; the daemon's log says which events and why)",
             count(r.count, "request", "requests"),
             r.code
         );
     }
     for (product, n) in &s.dropped {
-        println!(
+        outln!(
             "dropped:      {} oldest {product} {}: the store was full (reported with the next upload)",
             n,
             if *n == 1 { "event" } else { "events" }
         );
     }
     for i in &s.incidents {
-        println!("incident:     {i}");
+        outln!("incident:     {i}");
     }
     if s.local_events > 0 {
-        println!(
+        outln!(
             "local only:   {} (kept here, never uploaded)",
             count(s.local_events, "event", "events")
         );
     }
     for c in &s.consent {
-        println!(
+        outln!(
             "consent:      {}: {} ({})",
             c.product,
             c.mode,
             c.layer.as_str()
         );
         if !c.new_events.is_empty() {
-            println!(
+            outln!(
                 "              not consented yet (catalogue version {}, your decision was for {}): {}; kept on this machine until `telemetryctl consent {} on`",
                 c.version,
                 match c.consented_version {
@@ -178,10 +182,12 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     }
     for c in &s.consent {
         match &c.manifest_error {
-            Some(e) => println!("manifest:     {} DISABLED: {e}", c.product),
-            None if !c.manifest.is_empty() => println!(
+            Some(e) => outln!("manifest:     {} DISABLED: {e}", c.product),
+            None if !c.manifest.is_empty() => outln!(
                 "manifest:     {} version {}: {}",
-                c.product, c.version, c.manifest
+                c.product,
+                c.version,
+                c.manifest
             ),
             None => {}
         }
