@@ -506,7 +506,7 @@ pub fn load(
         None => (paths::default_config_file(&env), false),
     };
     let file = match &file_path {
-        Some(path) => match std::fs::read_to_string(path) {
+        Some(path) => match telemetry_platform::fs::read_config_text(path) {
             Ok(text) => toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
                 path: path.clone(),
                 message: e.to_string().trim_end().to_string(),
@@ -992,6 +992,16 @@ mod tests {
         let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
         assert!(
             err.contains("--s3-bucket") && err.contains("s3.bucket"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_config_file_that_is_a_device_is_refused_naming_it() {
+        let (args, m) = args_from(&["telemetryd", "--config", "/dev/zero"]);
+        let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
+        assert!(
+            err.contains("/dev/zero") && err.contains("larger than"),
             "{err}"
         );
     }

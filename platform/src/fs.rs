@@ -96,6 +96,49 @@ pub fn read_small_text(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
+/// A configuration file (TOML settings), read as [`read_small_text`]
+/// reads (opened non-blocking, at most [`MAX_SMALL_TEXT`] bytes), and
+/// refused if it is a directory, a FIFO or a socket: those would read as
+/// empty (every setting at its default, silently) or hang the reader. A
+/// device is read within the cap: `--config /dev/null` is the usual way
+/// to say "no file", and `/dev/zero` fails at the cap.
+pub fn read_config_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path)?;
+    let kind = file.metadata()?.file_type();
+    #[cfg(unix)]
+    let pipe_or_socket = {
+        use std::os::unix::fs::FileTypeExt;
+        kind.is_fifo() || kind.is_socket()
+    };
+    #[cfg(not(unix))]
+    let pipe_or_socket = false;
+    if kind.is_dir() || pipe_or_socket {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else {
+            "a FIFO or a socket"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a file; name a TOML file"),
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_SMALL_TEXT + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SMALL_TEXT {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is larger than {MAX_SMALL_TEXT} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 /// Make a rename in `dir` durable: fsync the directory (Unix; on Windows
 /// the file system journals it).
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -256,6 +299,32 @@ fn not_the_users(_: &Path) -> std::io::Result<Option<String>> {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_file_is_never_a_directory_or_a_fifo_and_at_most_a_mebibyte() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "sync = \"full\"\n").unwrap();
+        assert_eq!(read_config_text(&file).unwrap(), "sync = \"full\"\n");
+        let err = read_config_text(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("a directory"), "{err}");
+        // A FIFO with no writer: refused at once, not read as empty.
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = read_config_text(&fifo).unwrap_err().to_string();
+        assert!(err.contains("a FIFO"), "{err}");
+        // Devices are read within the cap: /dev/null is "no settings".
+        assert_eq!(read_config_text(Path::new("/dev/null")).unwrap(), "");
+        let err = read_config_text(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("larger than"), "{err}");
+        std::fs::write(&file, vec![b'#'; MAX_SMALL_TEXT as usize + 1]).unwrap();
+        let err = read_config_text(&file).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+    }
 
     #[test]
     fn files_another_user_could_change_are_not_trusted() {

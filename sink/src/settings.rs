@@ -119,7 +119,7 @@ pub fn resolve(
         None => (paths::default_config_file(&env), false),
     };
     let file: File = match &path {
-        Some(p) => match std::fs::read_to_string(p) {
+        Some(p) => match telemetry_platform::fs::read_config_text(p) {
             Ok(text) => toml::from_str(&text).map_err(|e| SettingsError::Parse {
                 path: p.clone(),
                 message: e.to_string().trim_end().replace('\n', " "),
