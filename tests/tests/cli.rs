@@ -254,13 +254,24 @@ fn without_strict_the_shim_is_silent_and_a_bad_timeout_does_not_cost_the_event()
     wait_for("the event despite the bad flag value", T, || {
         (pending(&daemon) == 2).then_some(())
     });
+    // One that looks like a flag is a bad value too, not a broken command
+    // line that loses the event.
+    let out = env
+        .command("telemetry-emit")
+        .args(["--product", "cfdev", "--timeout-ms", "-1", "stop"])
+        .output()
+        .unwrap();
+    assert_silent_success(&out, "a negative flag value");
+    wait_for("the event despite the negative flag value", T, || {
+        (pending(&daemon) == 3).then_some(())
+    });
     // With --strict, the bad value is reported before anything is sent.
     let out = env.shim(
         &[("TELEMETRY_EMIT_TIMEOUT_MS", "banana")],
         &["--strict", "stop"],
     );
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(pending(&daemon), 2, "nothing sent");
+    assert_eq!(pending(&daemon), 3, "nothing sent");
 
     // Whatever else goes wrong, nothing is printed into the host's output.
     let no_product = env

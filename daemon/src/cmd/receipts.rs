@@ -13,10 +13,14 @@ pub async fn handle(ctx: &Ctx, key: Option<String>, after: u64) -> Response {
     };
     match page {
         Ok(Some(page)) => Response::Receipts(page),
-        Ok(None) => Response::Error {
-            code: ErrorCode::Invalid,
-            message: "no receipt has that key (receipts are kept for the last uploads only; `telemetryctl receipts` lists them)".into(),
-        },
+        // No receipt has that key: an empty page, not an error (the request
+        // was valid; `telemetryctl show --receipt` says `not_found`).
+        Ok(None) => Response::Receipts(telemetry_proto::ReceiptsPage {
+            receipts: Vec::new(),
+            lines: Vec::new(),
+            next_after: None,
+            max_receipts: crate::store::MAX_RECEIPTS,
+        }),
         Err(e) => Response::Error {
             code: ErrorCode::Storage,
             message: e.to_string(),
