@@ -49,7 +49,12 @@ pub use telemetry_proto::{
 /// What to try when the socket cannot be reached: starting the daemon,
 /// unless it is there but refused (not ours, or not ours to open).
 fn unreachable_hint(e: &std::io::Error) -> &'static str {
-    if e.kind() == std::io::ErrorKind::PermissionDenied {
+    // Refused, or a path no daemon could be listening on: the error says
+    // what to do instead.
+    if matches!(
+        e.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidInput
+    ) {
         ""
     } else {
         " (is it running? start it with `telemetryctl start`, or as a service: `telemetryd install --user`)"

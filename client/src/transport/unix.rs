@@ -63,8 +63,31 @@ impl Stream {
     /// Connect without ever waiting: when the daemon's listen backlog is
     /// full this fails at once (`WouldBlock`) instead of sleeping.
     pub fn connect_now(path: &Path) -> std::io::Result<Stream> {
+        /// The longest socket path: `sun_path` (108 bytes on Linux, 104
+        /// on the BSDs and macOS) less its NUL.
+        fn max_path_len() -> usize {
+            if cfg!(target_os = "linux") {
+                107
+            } else {
+                103
+            }
+        }
         use socket2::{Domain, SockAddr, Socket, Type};
-        let addr = SockAddr::unix(path)?;
+        let addr = SockAddr::unix(path).map_err(|e| {
+            if e.kind() != std::io::ErrorKind::InvalidInput {
+                return e;
+            }
+            // std's "path must be shorter than SUN_LEN" names neither the
+            // path's length nor what to do.
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "the path is {} bytes, longer than a Unix socket's path may be here ({} at most); use a shorter one (TELEMETRY_SOCKET or --socket)",
+                    path.as_os_str().len(),
+                    max_path_len()
+                ),
+            )
+        })?;
         // Non-blocking from the start where the OS allows (one system call
         // instead of three).
         #[cfg(target_os = "linux")]
@@ -154,6 +177,19 @@ impl Write for Stream {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+
+    #[test]
+    fn a_socket_path_too_long_says_how_long_and_what_to_do() {
+        let path = std::path::PathBuf::from(format!("/tmp/{}.sock", "x".repeat(140)));
+        let err = Stream::connect(&path, Duration::from_millis(10))
+            .err()
+            .unwrap();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("150 bytes") && msg.contains("TELEMETRY_SOCKET"),
+            "{msg}"
+        );
+    }
     use super::*;
 
     /// A daemon that takes no connections (stopped with Ctrl-Z, say) and

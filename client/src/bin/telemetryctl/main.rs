@@ -235,9 +235,11 @@ fn usage_message(e: &clap::Error) -> String {
             let arg = arg.trim_matches(|c| matches!(c, '[' | ']' | '<' | '>'));
             let why = match (std::error::Error::source(e), e.get(ContextKind::ValidValue)) {
                 (Some(source), _) => source.to_string(),
-                (None, Some(ContextValue::Strings(valid))) => {
+                (None, Some(ContextValue::Strings(valid))) if !valid.is_empty() => {
                     format!("expected one of {}", valid.join(", "))
                 }
+                // clap refuses an empty value with no list to offer.
+                _ if value.is_empty() => "a value is required, not an empty one".to_string(),
                 _ => "not valid here".to_string(),
             };
             return format!("invalid value '{value}' for {arg}: {why}");
@@ -341,6 +343,32 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::json_after_command;
+
+    #[test]
+    fn an_empty_value_is_called_empty() {
+        use clap::Parser;
+        let err =
+            super::Cli::try_parse_from(["telemetryctl", "status", "--socket", ""]).unwrap_err();
+        let msg = super::usage_message(&err);
+        assert_eq!(
+            msg,
+            "invalid value '' for --socket: a value is required, not an empty one"
+        );
+    }
+
+    #[test]
+    fn a_prompt_needs_a_product() {
+        use clap::Parser;
+        let err = super::Cli::try_parse_from(["telemetryctl", "consent", "--prompt"]).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "{err}"
+        );
+        assert!(
+            super::Cli::try_parse_from(["telemetryctl", "consent", "cfdev", "--prompt"]).is_ok()
+        );
+    }
 
     fn moved(args: &[&str]) -> Vec<String> {
         json_after_command(args.iter().map(Into::into).collect())

@@ -28,7 +28,7 @@ pub struct Args {
     /// by the system file or the environment: asks nothing, prints nothing.
     /// With --json the output's "prompt" field says which: asked,
     /// already_decided, forced_off, not_a_terminal or no_answer.
-    #[arg(long, conflicts_with = "mode")]
+    #[arg(long, conflicts_with = "mode", requires = "product")]
     prompt: bool,
     /// Prompt text to show instead of the generic one.
     #[arg(long, requires = "prompt", value_name = "TEXT")]
