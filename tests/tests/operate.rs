@@ -153,7 +153,10 @@ fn status_counts_where_every_event_went_and_receipts_match_the_objects_byte_for_
     let o = env.run("telemetryctl", &["show", "--receipt", "no/such/key"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("no upload with the key"), "{}", text(&o));
-    let o = env.run("telemetryctl", &["show", "--receipt", "no/such/key", "--json"]);
+    let o = env.run(
+        "telemetryctl",
+        &["show", "--receipt", "no/such/key", "--json"],
+    );
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let answer: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(answer["error"]["code"], "not_found", "{answer}");
