@@ -591,6 +591,11 @@ async fn open_source(
             let (bucket, prefix) = parse_s3_url(url).with_context(|| {
                 format!("invalid {flag} {url:?}: expected s3://BUCKET[/PREFIX]")
             })?;
+            // Checked here, so the error names this flag rather than the
+            // bucket setting it is passed on as.
+            if let Err(why) = telemetry_sink::s3::parse_bucket(&bucket) {
+                bail!("invalid {flag} {url:?}: the bucket {bucket:?}: {why}");
+            }
             s3.s3_bucket = Some(bucket);
             s3.s3_prefix = Some(prefix);
             format!("the S3 endpoint, region and path style for {flag} {url}")

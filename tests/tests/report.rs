@@ -441,6 +441,18 @@ fn usage_errors_are_clear() {
         "{}",
         text(&o)
     );
+    // A bad bucket in --source is blamed on --source, not on the bucket
+    // setting it is passed on as.
+    let o = report_cmd(&server, &home)
+        .args(["retention", "--check", "--source", "s3://Bad_Bucket/x"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("invalid --source") && !text(&o).contains("TELEMETRY_S3_BUCKET"),
+        "{}",
+        text(&o)
+    );
     let o = report_cmd(&server, &home).arg("--help").output().unwrap();
     assert!(o.status.success());
     for word in [
