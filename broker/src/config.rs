@@ -15,6 +15,12 @@ use telemetry_sink::S3Settings;
 /// useless soon, long enough for a slow link to send a capped batch.
 pub const MAX_URL_LIFETIME: Duration = Duration::from_secs(600);
 
+/// The most `--max-connections` may be: far past what an open-file limit
+/// allows (main lowers it to that), and far below what tokio's semaphore
+/// holds (it panics past `usize::MAX >> 3`, reachable where no open-file
+/// limit applies, as on Windows).
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+
 /// Environment variable fixing "today" (`YYYY-MM-DD`) for the day window,
 /// for reproducible runs and tests, like `TELEMETRY_REPORT_TODAY`.
 pub const TODAY_VAR: &str = "TELEMETRY_BROKER_TODAY";
@@ -55,13 +61,15 @@ pub struct Args {
     /// How long a presigned URL works, at most 10m [default: 5m].
     #[arg(long, env = "TELEMETRY_BROKER_URL_LIFETIME", value_name = "DURATION")]
     pub url_lifetime: Option<String>,
-    /// Largest batch accepted, in bytes [default: 8388608].
+    /// Largest batch accepted, in bytes, 1 to 4294967295 (under 4GiB, what
+    /// --bytes-per-network can grant at most) [default: 8388608].
     #[arg(long, env = "TELEMETRY_BROKER_MAX_BYTES", value_name = "BYTES")]
     pub max_bytes: Option<u64>,
     /// How many days old a batch's day may be (a day ahead is always allowed) [default: 45].
     #[arg(long, env = "TELEMETRY_BROKER_DAY_WINDOW", value_name = "DAYS")]
     pub day_window: Option<u32>,
-    /// Requests per client address, as N/DURATION [default: 120/1m].
+    /// Requests per client address, as N/DURATION (every rate's DURATION
+    /// at most 1y) [default: 120/1m].
     #[arg(long, env = "TELEMETRY_BROKER_PER_ADDRESS", value_name = "RATE")]
     pub per_address: Option<String>,
     /// Requests per IPv6 network (see --network-prefix; a /48, a site's
@@ -114,13 +122,13 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub trusted_proxies: Option<Vec<String>>,
-    /// Connections served at once [default: 1024].
+    /// Connections served at once, 1 to 1000000 [default: 1024].
     #[arg(long, env = "TELEMETRY_BROKER_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
     /// Connections open at once from one client address (an IPv4 address
     /// or IPv6 /64), so one host cannot hold every connection; not applied
     /// with --client-ip-header, where every connection comes from the
-    /// load balancer [default: 32].
+    /// load balancer; at least 1 [default: 32].
     #[arg(
         long,
         env = "TELEMETRY_BROKER_MAX_CONNECTIONS_PER_ADDRESS",
@@ -329,6 +337,16 @@ impl Settings {
                 .collect::<anyhow::Result<Vec<_>>>()?,
         };
         let max_bytes = args.max_bytes.or(file.max_bytes).unwrap_or(8 << 20);
+        // Checked before --bytes-per-network, whose default is made from
+        // it: a --max-bytes too large for a byte rate would otherwise be
+        // blamed on --bytes-per-network, which nobody set.
+        if max_bytes == 0 || max_bytes > u64::from(u32::MAX) {
+            bail!(
+                "{}: {max_bytes} is not between 1 and {} bytes (--bytes-per-network grants under 4GiB a period, and a batch of --max-bytes must fit in it); set a smaller cap such as 8388608",
+                origin("max-bytes"),
+                u32::MAX
+            );
+        }
         // By default 1 GiB an hour, or one batch of --max-bytes if larger.
         let default_bytes = format!("{}/1h", max_bytes.max(1 << 30));
         let bytes_per_network = Rate::parse_bytes(
@@ -355,6 +373,28 @@ impl Settings {
         let max_tracked = args.max_tracked.or(file.max_tracked).unwrap_or(100_000);
         if max_tracked < 2 {
             bail!("{}: must be at least 2", origin("max-tracked"));
+        }
+        // 0 would mean "serve nothing" (and was quietly raised to 1): a
+        // typo, not a setting, so it is refused like any other bad value.
+        let max_connections = args
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(1024);
+        if !(1..=MAX_CONNECTIONS).contains(&max_connections) {
+            bail!(
+                "{}: {max_connections} is not between 1 and {MAX_CONNECTIONS}; set how many connections the broker serves at once, such as 1024",
+                origin("max-connections")
+            );
+        }
+        let max_connections_per_address = args
+            .max_connections_per_address
+            .or(file.max_connections_per_address)
+            .unwrap_or(32);
+        if max_connections_per_address == 0 {
+            bail!(
+                "{}: must be at least 1 (0 would refuse every connection); set how many connections one client address may hold, such as 32",
+                origin("max-connections-per-address")
+            );
         }
         let retired: Vec<String> = args
             .retired
@@ -400,24 +440,24 @@ impl Settings {
                 .filter(|h| !h.is_empty())
                 .map(|h| h.to_ascii_lowercase()),
             trusted_proxies,
-            max_connections: args
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(1024)
-                .max(1),
-            max_connections_per_address: args
-                .max_connections_per_address
-                .or(file.max_connections_per_address)
-                .unwrap_or(32)
-                .max(1),
+            max_connections,
+            max_connections_per_address,
             send_timeout,
         })
     }
 }
 
+/// Read as the daemon reads its config file (`read_config_text`): at most
+/// 1 MiB and opened non-blocking, so `--config /dev/zero` is an error
+/// instead of filling memory, and a FIFO or a directory is refused instead
+/// of hanging the start or reading as no settings.
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the settings file {}", path.display()))?;
+    let text = telemetry_platform::fs::read_config_text(path).with_context(|| {
+        format!(
+            "cannot read the settings file {} (--config / TELEMETRY_BROKER_CONFIG): it must be a TOML file of at most 1 MiB",
+            path.display()
+        )
+    })?;
     toml::from_str(&text).with_context(|| {
         format!(
             "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_network, network_prefix, per_machine, bytes_per_network, max_tracked, retired, client_ip_header, trusted_proxies, max_connections, max_connections_per_address, send_timeout, [s3])",
@@ -576,5 +616,139 @@ mod tests {
         std::fs::write(&file, "bucket = \"misplaced\"\n").unwrap();
         let err = Settings::load(args(&["--config", path]), None).unwrap_err();
         assert!(format!("{err:#}").contains("bucket"), "{err:#}");
+    }
+
+    /// The flags every test below needs, then `extra`.
+    fn load(extra: &[&str]) -> anyhow::Result<Settings> {
+        let mut argv = vec!["--s3-bucket", "bucket-b", "--manifests", "/srv/products"];
+        argv.extend_from_slice(extra);
+        Settings::load(args(&argv), None)
+    }
+
+    /// A window past what a `Duration` holds made the second request's
+    /// worker panic: every rate refuses a window over a year at start,
+    /// naming its flag and variable.
+    #[test]
+    fn a_rate_window_over_a_year_is_refused_naming_the_setting() {
+        for (flag, var, huge) in [
+            (
+                "per-address",
+                "TELEMETRY_BROKER_PER_ADDRESS",
+                "1/18446744073709551615s",
+            ),
+            (
+                "per-network",
+                "TELEMETRY_BROKER_PER_NETWORK",
+                "1/18446744073709551615s",
+            ),
+            ("per-machine", "TELEMETRY_BROKER_PER_MACHINE", "1/366d"),
+            (
+                "bytes-per-network",
+                "TELEMETRY_BROKER_BYTES_PER_NETWORK",
+                "1GiB/18446744073709551615s",
+            ),
+        ] {
+            let err = load(&[&format!("--{flag}"), huge]).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("--{flag} / {var}:")) && err.contains("at most 1y"),
+                "{flag}: {err}"
+            );
+        }
+        let year = load(&["--per-machine", "1/1y"]).unwrap();
+        assert_eq!(year.per_machine.period, crate::limit::MAX_PERIOD);
+        let err = load(&["--per-address", "4294967296/1m"]).unwrap_err();
+        assert!(err.to_string().starts_with("--per-address"), "{err}");
+    }
+
+    /// --max-bytes makes --bytes-per-network's default: one too large was
+    /// blamed on --bytes-per-network, which nobody had set.
+    #[test]
+    fn a_max_bytes_out_of_range_is_blamed_on_max_bytes() {
+        for bad in ["18446744073709551615", "4294967296", "0"] {
+            let err = load(&["--max-bytes", bad]).unwrap_err().to_string();
+            assert!(
+                err.starts_with("--max-bytes / TELEMETRY_BROKER_MAX_BYTES:"),
+                "{bad}: {err}"
+            );
+        }
+        let most = load(&["--max-bytes", "4294967295"]).unwrap();
+        assert_eq!(u64::from(most.bytes_per_network.burst), most.max_bytes);
+        // Both set and at odds: the byte rate is the one that is short.
+        let err = load(&["--max-bytes", "2048", "--bytes-per-network", "1KiB/1h"]).unwrap_err();
+        assert!(err.to_string().starts_with("--bytes-per-network"), "{err}");
+    }
+
+    /// 0 connections (at once, or per address) was quietly served as 1;
+    /// it is refused, naming the setting, as is a cap past what the
+    /// connection semaphore holds.
+    #[test]
+    fn zero_connections_are_refused_naming_the_setting() {
+        for (flag, var, bad) in [
+            ("max-connections", "TELEMETRY_BROKER_MAX_CONNECTIONS", "0"),
+            (
+                "max-connections",
+                "TELEMETRY_BROKER_MAX_CONNECTIONS",
+                "18446744073709551615",
+            ),
+            (
+                "max-connections-per-address",
+                "TELEMETRY_BROKER_MAX_CONNECTIONS_PER_ADDRESS",
+                "0",
+            ),
+        ] {
+            let err = load(&[&format!("--{flag}"), bad]).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("--{flag} / {var}:")),
+                "{flag} {bad}: {err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("broker.toml");
+        std::fs::write(&file, "max_connections_per_address = 0\n").unwrap();
+        let err = load(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("broker.toml"), "{err}");
+        let one = load(&[
+            "--max-connections",
+            "1",
+            "--max-connections-per-address",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(
+            (one.max_connections, one.max_connections_per_address),
+            (1, 1)
+        );
+    }
+
+    /// `--config /dev/zero` read without bound (gigabytes in seconds) and
+    /// a FIFO hung the start: the file is read as a small one, and an
+    /// error names it.
+    #[cfg(unix)]
+    #[test]
+    fn a_settings_file_that_never_ends_or_never_comes_is_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("broker.toml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // In a thread, so a hang fails the test instead of stalling it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let zero = load(&["--config", "/dev/zero"]).map_err(|e| format!("{e:#}"));
+            let fifo = load(&["--config", fifo.to_str().unwrap()]).map_err(|e| format!("{e:#}"));
+            let _ = tx.send((zero, fifo));
+        });
+        let (zero, fifo) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reading /dev/zero and a FIFO ends within 10 s");
+        let err = zero.unwrap_err();
+        assert!(
+            err.contains("/dev/zero") && err.contains("TELEMETRY_BROKER_CONFIG"),
+            "{err}"
+        );
+        let err = fifo.unwrap_err();
+        assert!(err.contains("a FIFO"), "{err}");
     }
 }

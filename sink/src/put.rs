@@ -215,7 +215,14 @@ impl Sink {
                 Err(UploadError::S3 {
                     bucket: bucket.clone(),
                     key: key.to_string(),
-                    message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                    message: match status {
+                        Some(_) => error_chain(&e),
+                        // No HTTP answer at all (refused, DNS, TLS, timeout).
+                        None => format!(
+                            "{}; the endpoint gave no answer: check its address and any proxy, or run `telemetryctl doctor`",
+                            error_chain(&e)
+                        ),
+                    },
                     permanent: is_permanent(status, code.as_deref()),
                 })
             }
@@ -223,9 +230,56 @@ impl Sink {
     }
 }
 
+/// An error and its causes, `: `-joined, each said once: the SDK's own
+/// `DisplayErrorContext` ends with the whole error's debug form (a
+/// screenful of struct names in `telemetryctl status`).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        // A wrapper that repeats its cause's text adds nothing.
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_chain_reads_as_one_line_each_cause_once() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|l| l as _)
+            }
+        }
+        let e = Layer(
+            "dispatch failure",
+            Some(Box::new(Layer(
+                "io error",
+                Some(Box::new(Layer(
+                    "Connection refused (os error 111)",
+                    Some(Box::new(Layer("Connection refused (os error 111)", None))),
+                ))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&e),
+            "dispatch failure: io error: Connection refused (os error 111)"
+        );
+    }
 
     #[test]
     fn classification() {

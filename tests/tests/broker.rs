@@ -608,6 +608,47 @@ fn a_bad_trusted_proxy_range_is_named_at_start() {
     );
 }
 
+/// A rate window past what a `Duration` holds stops the broker at start,
+/// naming the setting: it used to start, grant the first request and
+/// panic the worker of the second, which got no answer at all.
+#[test]
+fn an_absurd_rate_window_is_refused_at_start() {
+    let mut child = std::process::Command::new(telemetry_tests::bin("telemetry-broker"))
+        .env("TELEMETRY_BROKER_PER_ADDRESS", "1/18446744073709551615s")
+        .env("TELEMETRY_BROKER_LISTEN", "127.0.0.1:0")
+        .env("TELEMETRY_S3_BUCKET", "bucket-b")
+        .env("TELEMETRY_BROKER_MANIFESTS", std::env::temp_dir())
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: without the check the broker starts and serves for good.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the broker started with a rate window of 584 billion years");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("telemetry-broker: error: --per-address / TELEMETRY_BROKER_PER_ADDRESS:")
+            && said.contains("at most 1y"),
+        "{said}"
+    );
+}
+
 /// Load balancers that write the client's port, or RFC 7239's `for=`, are
 /// understood (the port is not part of what is counted); a last entry that
 /// holds no address counts as the load balancer itself.
