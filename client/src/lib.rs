@@ -46,6 +46,18 @@ pub use telemetry_proto::{
     Request, Response, ShownEvent, StatusReport, Value, WireEvent, MAX_FRAME_LEN,
 };
 
+/// A wait as people read it in a message: `60 ms`, `2.5 s` (a `Duration`'s
+/// debug form says `59.901843ms`).
+pub fn human_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", (d.as_secs_f64() * 1000.0).round() as u64)
+    } else if d < Duration::from_secs(60) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{} s", d.as_secs_f64().round() as u64)
+    }
+}
+
 /// What to try when the socket cannot be reached: starting the daemon,
 /// unless it is there but refused (not ours, or not ours to open).
 fn unreachable_hint(e: &std::io::Error) -> &'static str {
@@ -73,7 +85,7 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The daemon did not answer in time.
-    #[error("telemetryd at {path} did not answer within {after:?}")]
+    #[error("telemetryd at {path} did not answer within {}", human_duration(*.after))]
     TimedOut {
         /// The socket path.
         path: PathBuf,
@@ -725,6 +737,13 @@ pub fn parse_kv(arg: &str) -> Result<(String, Value), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn waits_read_as_people_write_them() {
+        assert_eq!(human_duration(Duration::from_micros(59_901)), "60 ms");
+        assert_eq!(human_duration(Duration::from_millis(2_500)), "2.5 s");
+        assert_eq!(human_duration(Duration::from_secs(120)), "120 s");
+    }
     use super::*;
 
     #[test]

@@ -12,7 +12,20 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    builder.create(dir).map_err(not_a_directory)
+}
+
+/// "File exists" for a directory that is a file (or a file in the way of
+/// one of its parents) does not say what is wrong: it says so instead.
+fn not_a_directory(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::AlreadyExists {
+        std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "it (or one of its parents) exists and is not a directory",
+        )
+    } else {
+        e
+    }
 }
 
 /// [`create_private_dir`], each new directory durably: after one is
@@ -46,7 +59,7 @@ pub fn create_private_dir_durable(dir: &Path) -> std::io::Result<()> {
             Ok(()) => {}
             // Made by someone else meanwhile: synced below all the same.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(not_a_directory(e)),
         }
         let parent = d.parent().filter(|p| !p.as_os_str().is_empty());
         sync_dir(parent.unwrap_or_else(|| Path::new(".")))?;
@@ -299,6 +312,19 @@ fn not_the_users(_: &Path) -> std::io::Result<Option<String>> {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_in_a_directorys_place_is_called_that() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state");
+        std::fs::write(&file, "").unwrap();
+        for made in [create_private_dir(&file), create_private_dir_durable(&file)] {
+            let err = made.unwrap_err().to_string();
+            assert!(err.contains("is not a directory"), "{err}");
+        }
+        create_private_dir(&dir.path().join("a/b")).unwrap();
+        create_private_dir(&dir.path().join("a/b")).unwrap();
+    }
 
     #[test]
     fn a_config_file_is_never_a_directory_or_a_fifo_and_at_most_a_mebibyte() {

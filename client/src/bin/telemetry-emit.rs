@@ -199,7 +199,10 @@ fn run() -> u8 {
         std::thread::spawn(move || {
             std::thread::sleep(budget);
             if strict {
-                say!("telemetry-emit: no acknowledgement within {budget:?}");
+                say!(
+                    "telemetry-emit: no acknowledgement within {}",
+                    telemetry_client::human_duration(budget)
+                );
                 std::process::exit(EXIT_FAILED.into());
             }
             std::process::exit(0);

@@ -48,7 +48,8 @@ impl Stream {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
                             format!(
-                                "its listen queue stayed full for {wait:?} (is the daemon stopped or overloaded?)"
+                                "its listen queue stayed full for {} (is the daemon stopped or overloaded?)",
+                                crate::human_duration(wait)
                             ),
                         ));
                     }

@@ -58,7 +58,10 @@ impl Stream {
                     if left.is_zero() {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
-                            format!("every instance of the pipe stayed busy for {wait:?}"),
+                            format!(
+                                "every instance of the pipe stayed busy for {}",
+                                crate::human_duration(wait)
+                            ),
                         ));
                     }
                     let ms = left.as_millis().clamp(1, 1000) as u32;
