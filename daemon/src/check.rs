@@ -15,6 +15,9 @@ pub struct Checked {
     pub lines: Vec<String>,
     /// No manifest on the search path is broken.
     pub manifests_ok: bool,
+    /// A setting a start would fail on though it parsed (the machine
+    /// identity file cannot be read).
+    pub setting_error: Option<String>,
 }
 
 /// Describe `config` and load the manifests it names.
@@ -78,9 +81,20 @@ pub fn check(config: &Config) -> Checked {
             Lookup::Unknown => {}
         }
     }
+    // Read as a start reads it, so a start does not fail on what the
+    // check passed.
+    let setting_error = match &config.identity {
+        crate::config::IdentitySource::File(_) => {
+            crate::identity::Identity::load(&config.identity, &config.state_dir)
+                .err()
+                .map(|e| e.to_string())
+        }
+        crate::config::IdentitySource::Os => None,
+    };
     Checked {
         lines,
         manifests_ok,
+        setting_error,
     }
 }
 
@@ -109,6 +123,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sync "), "{text}");
+        assert!(c.setting_error.is_none());
+        config.identity = crate::config::IdentitySource::File(dir.path().to_path_buf());
+        let err = check(&config).setting_error.unwrap();
+        assert!(err.contains("TELEMETRY_MACHINE_ID_FILE"), "{err}");
+        config.identity = crate::config::IdentitySource::Os;
 
         std::fs::write(catalog.join("bad.toml"), "product = \"bad\"\nnot toml [\n").unwrap();
         let c = check(&config);

@@ -64,7 +64,9 @@ impl std::fmt::Debug for Identity {
 const OS_FILES: [&str; 2] = ["/etc/machine-id", "/var/lib/dbus/machine-id"];
 
 fn read_nonempty(path: &Path) -> Option<String> {
-    let s = std::fs::read_to_string(path).ok()?;
+    // Bounded and non-blocking: a FIFO or /dev/zero named as the identity
+    // must neither hang the start nor fill memory.
+    let s = telemetry_platform::fs::read_small_text(path).ok()?;
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_string())
 }
@@ -111,7 +113,7 @@ impl Identity {
                 Some(raw) => Ok(Identity::from_raw(raw)),
                 None => Err(IdentityError::Read {
                     path: path.clone(),
-                    reason: "missing, unreadable or empty".into(),
+                    reason: "missing, unreadable or empty (named by machine_id_file, TELEMETRY_MACHINE_ID_FILE or --machine-id-file; unset, the OS's own identity is used)".into(),
                 }),
             },
             IdentitySource::Os => {

@@ -104,6 +104,10 @@ fn check_config(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> Ex
     for line in &checked.lines {
         println!("{line}");
     }
+    if let Some(e) = &checked.setting_error {
+        eprintln!("telemetryd: error: {e}");
+        return ExitCode::FAILURE;
+    }
     if checked.manifests_ok {
         println!("configuration OK");
         ExitCode::SUCCESS
