@@ -415,12 +415,13 @@ impl Manifest {
 
     /// Read and parse `path`; its stem must be the product's name.
     ///
-    /// Read as the consent files are (`read_small_text`): at most 1 MiB and
-    /// opened non-blocking, so a FIFO or a link to `/dev/zero` in a
-    /// manifest's place makes that one product's manifest broken instead
-    /// of stalling or filling the daemon that reads the catalogue.
+    /// Read as config files are (`read_config_text`): at most 1 MiB,
+    /// opened non-blocking, and never a FIFO, a socket or a directory, so
+    /// one of those or a link to `/dev/zero` in a manifest's place makes
+    /// that one product's manifest broken, saying what it is, instead of
+    /// stalling or filling the daemon that reads the catalogue.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = telemetry_platform::fs::read_small_text(path).map_err(|source| {
+        let text = telemetry_platform::fs::read_config_text(path).map_err(|source| {
             ManifestError::Read {
                 path: path.to_path_buf(),
                 source,
