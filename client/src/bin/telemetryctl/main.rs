@@ -245,6 +245,16 @@ fn usage_message(e: &clap::Error) -> String {
             return format!("invalid value '{value}' for {arg}: {why}");
         }
     }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // clap renders the whole help here, whose first line is the tool's
+        // description, not what is wrong.
+        let names: Vec<String> = <Cli as clap::CommandFactory>::command()
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| c.get_name().to_string())
+            .collect();
+        return format!("a command is required: one of {}", names.join(", "));
+    }
     telemetry_client::cli::error_line(e)
 }
 
@@ -275,11 +285,17 @@ fn json_after_command(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStri
         }
         i += 1;
     }
-    if i >= argv.len() || json_at.is_empty() {
+    if json_at.is_empty() {
         return argv;
     }
     for at in json_at.iter().rev() {
         argv.remove(*at);
+    }
+    // No command (or an unknown one): without the `--json` clap says what
+    // is wrong with the command rather than that `--json` is unexpected;
+    // the error is still printed as JSON (see `main`).
+    if i >= argv.len() + json_at.len() {
+        return argv;
     }
     let command_at = i - json_at.len();
     argv.insert(command_at + 1, "--json".into());
@@ -357,6 +373,17 @@ mod tests {
     }
 
     #[test]
+    fn no_command_says_which_there_are() {
+        use clap::Parser;
+        let err = super::Cli::try_parse_from(["telemetryctl"]).unwrap_err();
+        let msg = super::usage_message(&err);
+        assert!(
+            msg.starts_with("a command is required: one of status, ") && msg.contains("consent"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn a_prompt_needs_a_product() {
         use clap::Parser;
         let err = super::Cli::try_parse_from(["telemetryctl", "consent", "--prompt"]).unwrap_err();
@@ -390,10 +417,11 @@ mod tests {
             ["t", "--socket", "/s", "consent", "--json", "cfdev"]
         );
         assert_eq!(moved(&["t", "status", "--json"]), ["t", "status", "--json"]);
+        assert_eq!(moved(&["t", "--json"]), ["t"], "no command: clap says so");
         assert_eq!(
-            moved(&["t", "--json"]),
-            ["t", "--json"],
-            "no command: clap says so"
+            moved(&["t", "--json", "bogus"]),
+            ["t", "bogus"],
+            "an unknown command: clap says so"
         );
     }
 }
