@@ -39,7 +39,9 @@ func (c *Client) autostart() bool {
 		return false
 	}
 	stampPath := filepath.Join(state, "autostart.stamp")
-	stamp, err := os.OpenFile(stampPath, os.O_RDWR|os.O_CREATE, 0o600)
+	// The stamp and the log are opened non-blocking and must be regular
+	// files: a FIFO in their place fails at once instead of holding the host.
+	stamp, err := openRegular(stampPath, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return false
 	}
@@ -64,7 +66,7 @@ func (c *Client) autostart() bool {
 	if _, err := stamp.WriteAt([]byte(strconv.FormatInt(now.UnixMilli(), 10)), 0); err != nil {
 		return false
 	}
-	logFile, err := os.OpenFile(filepath.Join(state, "telemetryd.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	logFile, err := openRegular(filepath.Join(state, "telemetryd.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return false
 	}

@@ -134,7 +134,8 @@ func writeConsent(path, product string, mode Mode, version uint32, now time.Time
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".consent.lock"), os.O_WRONLY|os.O_CREATE, 0o600)
+	// Non-blocking, a regular file only: a FIFO there must not hold the host.
+	lock, err := openRegular(filepath.Join(dir, ".consent.lock"), os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // spool leaves ev in the portable spool directory for the daemon to take
@@ -70,7 +71,7 @@ func writeSpool(dir string, ev Event) (OutcomeKind, error) {
 // is under MaxDropsBytes. Best effort: a drop that cannot be noted is still
 // a drop, so every error is ignored.
 func noteDrop(spool, product string) {
-	f, err := os.OpenFile(SpoolDropsFile(spool), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := openRegular(SpoolDropsFile(spool), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return
 	}
@@ -79,6 +80,25 @@ func noteDrop(spool, product string) {
 		return
 	}
 	_, _ = f.Write([]byte(product + "\n"))
+}
+
+// openRegular opens path with flag plus O_NONBLOCK and refuses (closing
+// it) anything but a regular file. A FIFO in its place never holds the
+// host: opened for writing with no reader it fails at once (ENXIO), and one
+// that opens is refused before anything reads or writes it.
+func openRegular(path string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|syscall.O_NONBLOCK, perm)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		_ = f.Close()
+		if err == nil {
+			err = fmt.Errorf("%s is not a regular file", path)
+		}
+		return nil, err
+	}
+	return f, nil
 }
 
 // countEntries counts dir's entries, stopping at max.

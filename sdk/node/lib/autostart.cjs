@@ -13,6 +13,7 @@
 const fs = require('node:fs');
 const { spawn } = require('node:child_process');
 const { joinPath, nonEmpty } = require('./paths.cjs');
+const { makeDirs, openRegular } = require('./files.cjs');
 
 /** Least time between two starts from one state dir, in ms. */
 const INTERVAL_MS = 10_000;
@@ -86,7 +87,7 @@ function autostart(socket, stateDir, env) {
     if (disabled(env.TELEMETRY_AUTOSTART)) return 'disabled';
     const daemon = findDaemon(env);
     if (!daemon) return 'not_found';
-    fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    makeDirs(stateDir, 0o700);
     const stamp = joinPath(stateDir, 'autostart.stamp');
     // Looking at the stamp and writing it are one step for all Node clients
     // (the Go and Python ones flock the stamp; Node has no flock): without
@@ -122,10 +123,19 @@ function autostart(socket, stateDir, env) {
     } catch {
       // no stamp yet
     }
-    fs.writeFileSync(stamp, `${now}\n`, { mode: 0o600 });
-    const time = new Date(now);
-    fs.utimesSync(stamp, time, time);
-    logFd = fs.openSync(joinPath(stateDir, 'telemetryd.log'), 'a', 0o600);
+    // The stamp and the log are opened non-blocking and must be regular
+    // files: a FIFO in their place fails at once instead of holding the host.
+    const { O_WRONLY, O_APPEND, O_CREAT } = fs.constants;
+    const stampFd = openRegular(stamp, O_WRONLY | O_CREAT, 0o600);
+    try {
+      fs.ftruncateSync(stampFd, 0);
+      fs.writeSync(stampFd, `${now}\n`);
+      const time = new Date(now);
+      fs.futimesSync(stampFd, time, time);
+    } finally {
+      fs.closeSync(stampFd);
+    }
+    logFd = openRegular(joinPath(stateDir, 'telemetryd.log'), O_WRONLY | O_APPEND | O_CREAT, 0o600);
     /** @type {Record<string, string>} */
     const childEnv = {};
     for (const [k, v] of Object.entries(env)) {

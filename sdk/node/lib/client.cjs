@@ -9,7 +9,7 @@
 const tty = require('node:tty');
 const { joinPath, nonEmpty, resolvePaths, spoolDirFor } = require('./paths.cjs');
 const { combine, envOptOutVar, entryFor, parseMode } = require('./consent.cjs');
-const { checkName, checkBuild, checkData } = require('./validate.cjs');
+const { shown, checkName, checkBuild, checkData } = require('./validate.cjs');
 const { FINAL_CODES, MAX_LINE_LEN, makeEvent, requests } = require('./wire.cjs');
 const { exchange, errMessage } = require('./transport.cjs');
 const { spool } = require('./spool.cjs');
@@ -260,7 +260,7 @@ function makeClient(opts) {
       return {
         status: 'refused',
         code: 'invalid',
-        message: `mode ${JSON.stringify(String(modeArg))} is not on, off or local`,
+        message: `mode ${shown(modeArg)} is not on, off or local`,
       };
     }
     const bad = checkName('product', product);

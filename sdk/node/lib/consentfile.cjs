@@ -14,6 +14,7 @@
 const fs = require('node:fs');
 const nodePath = require('node:path');
 const { parseConsentFile, unreadableConsentFile } = require('./consent.cjs');
+const { makeDirs } = require('./files.cjs');
 
 /** A lock file older than this belongs to a writer that died, in ms. */
 const LOCK_STALE_MS = 10_000;
@@ -319,7 +320,7 @@ async function recordConsent(file, product, mode, version, lockWaitMs) {
   const dir = nodePath.dirname(file);
   let lock;
   try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirs(dir, 0o700);
     lock = await takeLock(dir, lockWaitMs);
   } catch (e) {
     return { ok: false, reason: `cannot use ${dir} for the consent file: ${e && /** @type {any} */ (e).message}` };

@@ -13,6 +13,7 @@ const fs = require('node:fs');
 const { MAX_SPOOL_FILES, MAX_DROPS_BYTES, joinPath, spoolDropsFile } = require('./paths.cjs');
 const { requests } = require('./wire.cjs');
 const { errMessage } = require('./transport.cjs');
+const { makeDirs, openRegular } = require('./files.cjs');
 
 /**
  * @typedef {object} SpoolResult
@@ -29,7 +30,7 @@ const { errMessage } = require('./transport.cjs');
  */
 function spool(dir, events) {
   try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirs(dir, 0o700);
     const entries = fs.readdirSync(dir);
     if (entries.length >= MAX_SPOOL_FILES) {
       noteDrop(dir, events);
@@ -61,7 +62,9 @@ function spool(dir, events) {
  */
 function noteDrop(dir, events) {
   try {
-    const fd = fs.openSync(spoolDropsFile(dir), 'a', 0o600);
+    const { O_WRONLY, O_APPEND, O_CREAT } = fs.constants;
+    // Non-blocking, and only a regular file: a FIFO there must not hold the host.
+    const fd = openRegular(spoolDropsFile(dir), O_WRONLY | O_APPEND | O_CREAT, 0o600);
     try {
       if (fs.fstatSync(fd).size < MAX_DROPS_BYTES) {
         fs.writeSync(fd, events.map((e) => `${e.product}\n`).join(''));

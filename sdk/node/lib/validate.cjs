@@ -32,23 +32,40 @@ function isValidName(value) {
   return typeof value === 'string' && value.length <= LIMITS.maxNameLen && /^[a-z][a-z0-9_]*$/.test(value);
 }
 
+/** BigInts from here on (in size) are not printed. */
+const BIG_SHOWN = 10n ** 80n;
+
 /**
- * A value shortened for a message (at most 80 characters).
+ * A BigInt's digits, unless it has more than 80 (printing 4 million bits
+ * takes a third of a second).
+ * @param {bigint} v
+ * @returns {string}
+ */
+function bigText(v) {
+  if (v > -BIG_SHOWN && v < BIG_SHOWN) return String(v);
+  return `${v < 0n ? 'a negative' : 'a'} BigInt of more than 80 digits`;
+}
+
+/**
+ * A value for a message, in bounded time: a string quoted and cut to 80
+ * characters; a number, boolean, null or undefined as itself; anything else
+ * by its kind only, never converted to a string (a 20-million-element array
+ * would be joined, a host's toString run).
  * @param {unknown} v
  * @returns {string}
  */
 function shown(v) {
-  let s;
-  if (typeof v === 'string') s = v;
-  else if (typeof v === 'bigint') s = `${v}n`;
-  else {
-    try {
-      s = String(v);
-    } catch {
-      s = Object.prototype.toString.call(v);
-    }
+  if (typeof v === 'string') return JSON.stringify(v.length > 80 ? v.slice(0, 80) : v);
+  if (typeof v === 'bigint') return v > -BIG_SHOWN && v < BIG_SHOWN ? `${v}n` : bigText(v);
+  if (typeof v === 'number' || typeof v === 'boolean' || v === undefined || v === null) return String(v);
+  if (typeof v === 'symbol') return 'a symbol';
+  if (typeof v === 'function') return 'a function';
+  try {
+    if (Array.isArray(v)) return 'an array';
+  } catch {
+    // a revoked proxy
   }
-  return JSON.stringify(s.length > 80 ? s.slice(0, 80) : s);
+  return 'an object';
 }
 
 /**
@@ -112,19 +129,39 @@ function hasLoneSurrogate(s) {
  */
 function checkData(data) {
   if (data === undefined || data === null) return { data: {} };
+  const tooMany = { error: `data has more than ${LIMITS.maxDataEntries} entries, the maximum` };
   let pairs;
-  if (data instanceof Map) pairs = [...data.entries()];
-  else if (typeof data === 'object' && !Array.isArray(data)) pairs = Object.entries(data);
-  else return { error: `data must be an object of name → string, integer or boolean, not ${shown(data)}` };
-  if (pairs.length > LIMITS.maxDataEntries) {
-    return { error: `data has ${pairs.length} entries, more than the maximum of ${LIMITS.maxDataEntries}` };
-  }
+  if (data instanceof Map) {
+    if (data.size > LIMITS.maxDataEntries) return tooMany;
+    pairs = [...data.entries()];
+  } else if (typeof data === 'object' && !Array.isArray(data)) {
+    // Counted before anything is copied or any value read, stopping past the
+    // limit: Object.entries on a million keys takes over a second (and runs
+    // every getter). V8 still lists a large object's keys before the first
+    // step of for...in, but that is a quarter of the cost, and no standard
+    // way enumerates them lazily.
+    let n = 0;
+    for (const key in data) {
+      if (Object.prototype.hasOwnProperty.call(data, key) && ++n > LIMITS.maxDataEntries) return tooMany;
+    }
+    pairs = Object.entries(data);
+  } else return { error: `data must be an object of name → string, integer or boolean, not ${shown(data)}` };
+  // A proxy may list other keys the second time.
+  if (pairs.length > LIMITS.maxDataEntries) return tooMany;
   /** @type {Record<string, string|number|bigint|boolean>} */
   const out = {};
   for (const [key, value] of pairs) {
     const bad = checkName('data key', key);
     if (bad) return { error: bad };
     if (typeof value === 'string') {
+      // A UTF-8 string has at least as many bytes as UTF-16 units: a long
+      // one is refused before anything scans it (200 MB take 30 ms).
+      const long = 4 * LIMITS.maxStringLen;
+      if (value.length > long) {
+        return {
+          error: `data value for ${shown(key)} is more than ${long} bytes (maximum ${LIMITS.maxStringLen} bytes)`,
+        };
+      }
       const len = Buffer.byteLength(value, 'utf8');
       if (hasLoneSurrogate(value)) {
         return {
@@ -157,7 +194,9 @@ function checkData(data) {
       out[key] = value;
     } else if (typeof value === 'bigint') {
       if (value < I64_MIN || value > I64_MAX) {
-        return { error: `data value for ${shown(key)} is ${value}, out of range: integers are 64-bit signed` };
+        return {
+          error: `data value for ${shown(key)} is ${bigText(value)}, out of range: integers are 64-bit signed`,
+        };
       }
       out[key] = value;
     } else {
@@ -169,4 +208,4 @@ function checkData(data) {
   return { data: out };
 }
 
-module.exports = { LIMITS, I64_MIN, I64_MAX, isValidName, checkName, checkBuild, checkData, hasControl };
+module.exports = { LIMITS, I64_MIN, I64_MAX, isValidName, shown, checkName, checkBuild, checkData, hasControl };

@@ -66,7 +66,7 @@ test('local validation refuses precisely, before the socket', async () => {
     [['start_end', { 'Bad-Key': 1 }], /data key/],
     [['app_created', { buildpack: 'x'.repeat(257) }], /257 bytes/],
     [['app_created', { buildpack: 'a\nb' }], /control/],
-    [['app_created', Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, i]))], /33 entries/],
+    [['app_created', Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, i]))], /more than 32 entries/],
     [['app_created', 'buildpack=go'], /data must be an object/],
   ];
   for (const [args, re] of cases) {

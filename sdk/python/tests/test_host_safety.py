@@ -7,6 +7,7 @@ import io
 import os
 import pty
 import select
+import stat
 import subprocess
 import sys
 import threading
@@ -295,3 +296,210 @@ def test_a_node_writers_lock_is_waited_for_unless_stale(tmp_path: Any) -> None:
     os.utime(node, (old, old))
     _client._record(path, "cfdev", "on", None, time.monotonic() + 1)
     assert "cfdev on" in (tmp_path / "consent").read_text()
+
+
+def _within(seconds: float, fn: Any) -> Any:
+    """``fn()`` in a daemon thread: ``("ok", value)`` or ``("raised", exc)``;
+    fails if it is still running after ``seconds`` (a blocking open or read
+    would otherwise hold the whole test run)."""
+    got: List[Any] = []
+
+    def run() -> None:
+        try:
+            got.append(("ok", fn()))
+        except BaseException as e:
+            got.append(("raised", e))
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    th.join(seconds)
+    assert got, f"still running after {seconds} s"
+    return got[0]
+
+
+def _nothing_in(fifo_fd: int) -> bool:
+    """Whether nothing was written into a FIFO opened non-blocking."""
+    try:
+        return os.read(fifo_fd, 64) == b""
+    except BlockingIOError:
+        return True
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("name", ["telemetryd.log", "autostart.stamp"])
+def test_a_fifo_in_the_state_dir_fails_autostart_at_once(tmp_path: Path, name: str) -> None:
+    """A FIFO as the daemon's log or as an old stamp: refused at once, with
+    no reader (the write-only open fails) or with one (not a regular file)."""
+    from telemetryd_client import _autostart
+
+    state = tmp_path / "state"
+    state.mkdir()
+    fifo = state / name
+    os.mkfifo(fifo)
+    old = time.time() - 3600
+    os.utime(fifo, (old, old))
+    env = {"TELEMETRY_DAEMON": "/bin/true", "PATH": "/usr/bin:/bin"}
+
+    def start() -> Any:
+        return _autostart.start(str(tmp_path / "s.sock"), str(state), env, time.monotonic() + 0.1)
+
+    t0 = time.monotonic()
+    kind, value = _within(5, start)
+    assert kind == "raised" and isinstance(value, OSError), (kind, value)
+    assert time.monotonic() - t0 < 1
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if name != "autostart.stamp":
+            # The stamp written beside the FIFO log holds nobody off.
+            (state / "autostart.stamp").write_text("")
+        kind, value = _within(5, start)
+        assert kind == "raised" and isinstance(value, OSError), (kind, value)
+        assert _nothing_in(reader), "something was written into the FIFO"
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO is left alone"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_as_a_full_spools_drop_file_drops_at_once(sdk_env: Daemon) -> None:
+    from telemetryd_client import _paths, spool_dir, spool_drops_file
+
+    assert Client("cfdev", "1").set_consent("on").status == "recorded"
+    directory = spool_dir(sdk_env.state, sdk_env.socket)
+    os.makedirs(directory)
+    # Full of entries: directories, quicker to make than files.
+    for i in range(_paths.MAX_SPOOL_FILES):
+        os.mkdir(os.path.join(directory, f"{i:016x}"))
+    drops = spool_drops_file(directory)
+    os.mkfifo(drops)
+    kind, out = _within(5, lambda: Client("cfdev", "1", timeout=0.1).emit("stop"))
+    assert kind == "ok" and out.status == "dropped", out
+    reader = os.open(drops, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        kind, out = _within(5, lambda: Client("cfdev", "1", timeout=0.1).emit("stop"))
+        assert kind == "ok" and out.status == "dropped", out
+        assert _nothing_in(reader), "something was written into the FIFO"
+    finally:
+        os.close(reader)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_as_the_consent_lock_fails_set_consent_at_once(tmp_path: Path) -> None:
+    lock = tmp_path / ".consent.lock"
+    os.mkfifo(lock)
+    c = Client("cfdev", "1", consent_file=str(tmp_path / "consent"), autostart=False)
+    kind, change = _within(5, lambda: c.set_consent("on"))
+    assert kind == "ok" and change.status == "failed", change
+    reader = os.open(lock, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        kind, change = _within(5, lambda: c.set_consent("on"))
+        assert kind == "ok" and change.status == "failed", change
+        assert _nothing_in(reader), "something was written into the FIFO"
+    finally:
+        os.close(reader)
+    assert not (tmp_path / "consent").exists()
+
+
+class _Hostile:
+    """Whatever is asked of it raises (or, for ``repr``, is huge)."""
+
+    def __bool__(self) -> bool:
+        raise ZeroDivisionError
+
+    def __float__(self) -> float:
+        raise RuntimeError("float")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
+
+def test_the_constructor_never_raises() -> None:
+    """Bad values mean the defaults; a number too large for a float is as
+    large as it gets (a day), as infinity is."""
+    assert Client("cfdev", "1", timeout=10**400).timeout == 24 * 3600
+    assert Client("cfdev", "1", timeout=-(10**400)).timeout == 0.1
+    assert Client("cfdev", "1", timeout=_Hostile()).timeout == 0.1  # type: ignore[arg-type]
+    c = Client("cfdev", "1", autostart=_Hostile())  # type: ignore[arg-type]
+    assert c._autostart is True
+    assert repr(Client(_Hostile(), _Hostile())) == (  # type: ignore[arg-type]
+        "Client(product=(a _Hostile), build=(a _Hostile), timeout=0.1)"
+    )
+
+
+def test_a_shell_outliving_the_budget_is_reaped_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Popen dropped while its child runs warns "subprocess N is still
+    running" (printed under -W default, -X dev, pytest): the shell still
+    running when the budget ends is reaped later, quietly."""
+    import gc
+    import warnings
+
+    from telemetryd_client import _autostart
+
+    real = subprocess.Popen
+    pids: List[int] = []
+
+    def slow_shell(args: Any, **kw: Any) -> Any:
+        child = real(["sleep", "0.2"], **kw)
+        pids.append(child.pid)
+        return child
+
+    monkeypatch.setattr(_autostart.subprocess, "Popen", slow_shell)
+    env = {"TELEMETRY_DAEMON": "/bin/true", "PATH": "/usr/bin:/bin"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = _autostart.start(
+            str(tmp_path / "s.sock"), str(tmp_path / "st"), env, time.monotonic() + 0.02
+        )
+        gc.collect()
+    assert got == "spawned"
+    assert [str(w.message) for w in caught] == []
+    # And reaped once it exits (a zombie still answers kill 0).
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pids[0], 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail("the shell was never reaped")
+
+
+def test_a_bad_value_is_described_without_its_repr(sdk_env: Daemon) -> None:
+    """Messages name a bad value's type, or quote at most 80 characters of
+    a str: never a repr, which may raise, be huge or slow."""
+    assert Client("cfdev", "1").set_consent("on").status == "recorded"
+    calls: List[str] = []
+
+    class Loud:
+        def __repr__(self) -> str:
+            calls.append("repr")
+            return "x" * 1_000_000
+
+    class LoudStr(str):
+        def __repr__(self) -> str:
+            calls.append("repr")
+            return "x"
+
+        def __getitem__(self, i: Any) -> str:
+            calls.append("getitem")
+            return "x"
+
+    c = Client("cfdev", "1")
+    out = c.emit(Loud())  # type: ignore[arg-type]
+    assert out.status == "refused" and "event (a Loud) is not a valid name" in out.detail, out
+    out = c.emit(LoudStr("Not A Name"))
+    assert out.status == "refused" and "event 'Not A Name' is not" in out.detail, out
+    out = c.emit([1] * 1_000_000)  # type: ignore[arg-type]
+    assert "event (a list) is not" in out.detail, out
+    out = c.emit("x" * 1_000_000)
+    assert out.detail.startswith("event '" + "x" * 77 + "'... is not"), out
+    out = c.emit("stop", {"k": "x" * 1_000_000})
+    assert "is more than 256 bytes" in out.detail, out
+    out = c.emit("stop", {LoudStr("key"): 1 << 70})
+    assert "data value for 'key' is out of range" in out.detail, out
+    assert c.set_consent(Loud()).status == "failed"  # type: ignore[arg-type]
+    assert "consent for (a Loud) is off" in (Client(Loud(), "1").emit("stop").detail or "")  # type: ignore[arg-type]
+    assert calls == []

@@ -16,10 +16,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from typing import Dict, Mapping, Optional
 
-from ._spool import make_dirs
+from ._spool import make_dirs, open_regular
 
 if sys.platform != "win32":
     # Not on Windows, where this module must still import (see start).
@@ -91,6 +92,28 @@ def daemon_env(env: Mapping[str, str]) -> Dict[str, str]:
     return out
 
 
+def _wait_quietly(child: subprocess.Popen[bytes]) -> None:
+    try:
+        child.wait()
+    except Exception:
+        pass
+
+
+def _reap_later(child: subprocess.Popen[bytes]) -> None:
+    """Reap ``child`` when it exits, in a daemon thread (which the host
+    never waits for). Not by dropping it: a ``Popen`` dropped while its child
+    runs warns "subprocess N is still running", printed into the host under
+    ``-W default``, ``-X dev`` or pytest. Where no thread can be started,
+    it is marked done, so that nothing is printed (init reaps it once this
+    process exits)."""
+    try:
+        threading.Thread(
+            target=_wait_quietly, args=(child,), name="telemetryd-autostart-reaper", daemon=True
+        ).start()
+    except Exception:
+        child.returncode = -1
+
+
 def start(
     socket_path: str, state_dir: str, env: Mapping[str, str], deadline: Optional[float] = None
 ) -> str:
@@ -108,11 +131,9 @@ def start(
     if not daemon:
         return "not_found"
     make_dirs(state_dir)
-    fd = os.open(
-        os.path.join(state_dir, STAMP_FILE),
-        os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
-        0o600,
-    )
+    # The stamp and the log are opened non-blocking and must be regular
+    # files: a FIFO in their place fails at once instead of holding the host.
+    fd = open_regular(os.path.join(state_dir, STAMP_FILE), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -128,10 +149,8 @@ def start(
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, str(now).encode("ascii"))
-        log = os.open(
-            os.path.join(state_dir, LOG_FILE),
-            os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
-            0o600,
+        log = open_regular(
+            os.path.join(state_dir, LOG_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
         )
         try:
             # `sh` starts the daemon in the background and exits: the daemon
@@ -155,13 +174,13 @@ def start(
                 env=daemon_env(env),
             )
             # `sh` exits as soon as it has started the daemon; reap it, but
-            # not past the host's budget: one left running is reaped by the
-            # subprocess module later (or by init once this process exits).
+            # not past the host's budget: one still running then is reaped
+            # by a daemon thread.
             left = 5.0 if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 child.wait(timeout=left)
             except subprocess.TimeoutExpired:
-                pass
+                _reap_later(child)
         finally:
             os.close(log)
         return "spawned"

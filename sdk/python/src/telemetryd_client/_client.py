@@ -225,13 +225,30 @@ def _rfc3339_now() -> str:
 
 
 def _timeout_of(value: Any) -> float:
+    """The budget for a ``timeout=``: a positive number, at most
+    :data:`MAX_TIMEOUT`; anything else means :data:`DEFAULT_TIMEOUT`."""
     try:
         t = float(value)
-    except (TypeError, ValueError):
+    except OverflowError:
+        # An int past a float's range: as large as it gets, if positive.
+        try:
+            return MAX_TIMEOUT if value > 0 else DEFAULT_TIMEOUT
+        except Exception:
+            return DEFAULT_TIMEOUT
+    except Exception:
+        # Not a number, or a __float__ that raises.
         return DEFAULT_TIMEOUT
     if t != t or t <= 0:  # NaN or not positive
         return DEFAULT_TIMEOUT
     return min(t, MAX_TIMEOUT)
+
+
+def _flag(value: Any, default: bool) -> bool:
+    """``bool(value)``, or ``default`` when that raises."""
+    try:
+        return bool(value)
+    except Exception:
+        return default
 
 
 def _describe(e: BaseException) -> str:
@@ -273,10 +290,10 @@ class Client:
         self._state_dir = state_dir
         self._consent_file = consent_file
         self._system_consent_file = system_consent_file
-        self._autostart = bool(autostart)
+        self._autostart = _flag(autostart, True)
 
     def __repr__(self) -> str:
-        return f"Client(product={self.product!r}, build={self.build!r}, timeout={self.timeout!r})"
+        return f"Client(product={shown(self.product)}, build={shown(self.build)}, timeout={self.timeout!r})"
 
     # -- where things are --------------------------------------------------
 
@@ -302,8 +319,11 @@ class Client:
     # -- consent -----------------------------------------------------------
 
     def _consent(self, p: Paths) -> ConsentState:
+        # Not str() of anything else: that is its repr, of any size (no
+        # product is named by a non-str: off, unless a `*` line says on).
+        product = str.__str__(self.product) if isinstance(self.product, str) else ""
         mode, layer = resolve(
-            str(self.product),
+            product,
             _read_system(p.system_consent_file),
             os.environ,
             _read_user(p.consent_file),
@@ -338,7 +358,9 @@ class Client:
             state = self._consent(p)
             if state.mode == "off":
                 return Outcome(
-                    OFF, f"consent for {self.product!r} is off ({state.layer})", layer=state.layer
+                    OFF,
+                    f"consent for {shown(self.product)} is off ({state.layer})",
+                    layer=state.layer,
                 )
             if data is None:
                 data = {}
@@ -607,10 +629,9 @@ def _record(
         raise OSError("recording consent from Python is not supported on Windows")
     directory = os.path.dirname(os.path.abspath(path))
     _spool.make_dirs(directory)
-    lock = os.open(
-        os.path.join(directory, ".consent.lock"),
-        os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
-        0o600,
+    # Non-blocking, a regular file only: a FIFO there must not hold the host.
+    lock = _spool.open_regular(
+        os.path.join(directory, ".consent.lock"), os.O_WRONLY | os.O_CREAT, 0o600
     )
     try:
         while True:

@@ -13,6 +13,7 @@ full: the event is dropped, and the drop noted in the spool's drop file
 from __future__ import annotations
 
 import os
+import stat
 
 from ._paths import MAX_DROPS_BYTES, MAX_SPOOL_FILES, spool_drops_file
 
@@ -41,6 +42,22 @@ def make_dirs(path: str, mode: int = 0o700) -> None:
                 raise
 
 
+def open_regular(path: str, flags: int, mode: int = 0o600) -> int:
+    """``os.open(path, flags | O_NONBLOCK | O_CLOEXEC, mode)``, refusing
+    (closing it, raising ``OSError``) anything but a regular file. A FIFO in
+    its place never holds the host: opened for writing with no reader it
+    fails at once (``ENXIO``), and one that opens is refused before
+    anything reads or writes it."""
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0), mode)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _count_at_least(path: str, limit: int) -> bool:
     n = 0
     with os.scandir(path) as it:
@@ -58,10 +75,10 @@ def note_drop(directory: str, product: str) -> None:
     while that file is under :data:`MAX_DROPS_BYTES`. Best effort: a drop
     that cannot be noted is still a drop, so every error is ignored."""
     try:
-        fd = os.open(
-            spool_drops_file(directory),
-            os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
-            0o600,
+        # Non-blocking, and only a regular file: a FIFO there must not hold
+        # the host.
+        fd = open_regular(
+            spool_drops_file(directory), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
         )
     except (OSError, ValueError):
         return

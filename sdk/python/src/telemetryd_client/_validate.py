@@ -28,9 +28,15 @@ def valid_name(value: str) -> bool:
 
 
 def shown(value: Any) -> str:
-    """``repr(value)``, at most 80 characters."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    """``value`` for a message, in bounded time: a ``str`` quoted and cut to
+    80 characters; anything else by its type's name only, never its
+    ``repr`` (which may be huge, slow or raise: a host's ``__repr__``, a
+    list of ten million items)."""
+    if isinstance(value, str):
+        # Of a plain str: a subclass's own slicing and repr are not run.
+        head = str.__getitem__(value, slice(0, 81))
+        return repr(head) if len(head) <= 80 else repr(head[:77]) + "..."
+    return f"(a {type(value).__name__[:80]})"
 
 
 def check_name(what: str, value: Any) -> Optional[str]:
@@ -82,21 +88,30 @@ def check_event(
             continue
         if isinstance(value, int):
             if not I64_MIN <= value <= I64_MAX:
-                return f"data value for {key!r} is out of range: whole numbers are 64-bit signed"
+                return (
+                    f"data value for {shown(key)} is out of range: whole numbers are 64-bit signed"
+                )
             continue
         if isinstance(value, str):
+            # UTF-8 has at least a byte per character: a long one is refused
+            # before anything encodes or scans it (200 MB would take 0.1 s).
+            if len(value) > MAX_STRING_LEN:
+                return (
+                    f"data value for {shown(key)} is more than {MAX_STRING_LEN} bytes "
+                    f"(maximum {MAX_STRING_LEN} bytes)"
+                )
             try:
                 size = len(value.encode("utf-8"))
             except UnicodeEncodeError:
-                return f"data value for {key!r} is not valid UTF-8 text"
+                return f"data value for {shown(key)} is not valid UTF-8 text"
             if size > MAX_STRING_LEN or _CONTROL.search(value):
                 return (
-                    f"data value for {key!r} is {size} bytes or has control characters "
+                    f"data value for {shown(key)} is {size} bytes or has control characters "
                     f"(maximum {MAX_STRING_LEN} bytes, printable text only)"
                 )
             continue
         return (
-            f"data value for {key!r} is a {type(value).__name__}: "
+            f"data value for {shown(key)} is a {type(value).__name__}: "
             "use a str, an int (64-bit) or a bool"
         )
     return None
