@@ -116,15 +116,19 @@ pub fn start(socket: &Path) -> Result<Started, AutostartError> {
     };
     telemetry_platform::fs::create_private_dir(&state).map_err(file_err(&state))?;
     let stamp_path = state.join(STAMP_FILE);
-    let mut stamp = telemetry_platform::fs::with_mode(
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false),
-        0o600,
+    // Plain files only (`open_plain`): a FIFO in the stamp's place would
+    // block its read, in the log's its open, and the host with either.
+    let mut stamp = telemetry_platform::fs::open_plain(
+        &stamp_path,
+        telemetry_platform::fs::with_mode(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            0o600,
+        ),
     )
-    .open(&stamp_path)
     .map_err(file_err(&stamp_path))?;
     // Held until this function returns (the file closes): another client
     // finding it held is starting one right now.
@@ -149,11 +153,13 @@ pub fn start(socket: &Path) -> Result<Started, AutostartError> {
         .and_then(|()| stamp.write_all(now.to_string().as_bytes()))
         .map_err(file_err(&stamp_path))?;
     let log_path = state.join(LOG_FILE);
-    let log = telemetry_platform::fs::with_mode(
-        std::fs::OpenOptions::new().append(true).create(true),
-        0o600,
+    let log = telemetry_platform::fs::open_plain(
+        &log_path,
+        telemetry_platform::fs::with_mode(
+            std::fs::OpenOptions::new().append(true).create(true),
+            0o600,
+        ),
     )
-    .open(&log_path)
     .map_err(file_err(&log_path))?;
     spawn_detached(&daemon, socket, log).map_err(|source| AutostartError::Spawn {
         daemon: daemon.clone(),

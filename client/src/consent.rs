@@ -152,14 +152,17 @@ pub fn record_version(
     use telemetry_platform::fs::{create_private_dir_durable, mode_of, set_mode, with_mode};
     let dir = paths.user.parent().unwrap_or_else(|| Path::new("."));
     create_private_dir_durable(dir)?;
-    let lock = with_mode(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true),
-        0o600,
-    )
-    .open(dir.join(".consent.lock"))?;
+    // A plain file only: a FIFO in its place would block the open.
+    let lock = telemetry_platform::fs::open_plain(
+        &dir.join(".consent.lock"),
+        with_mode(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true),
+            0o600,
+        ),
+    )?;
     // Held until `lock` is dropped at the end of this function.
     lock.lock()?;
     // A Node writer (Node has no flock) holds NODE_LOCK instead: it makes

@@ -239,7 +239,18 @@ pub fn stamp(path: &Path) -> Stamp {
 pub fn open_plain(path: &Path, options: &mut OpenOptions) -> std::io::Result<std::fs::File> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    let f = options.open(path)?;
+    let f = options.open(path).map_err(|e| {
+        // A FIFO opened for writing with no reader fails with ENXIO, "No
+        // such device or address", which names neither.
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            return std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not a plain file (a FIFO)", path.display()),
+            );
+        }
+        e
+    })?;
     if !f.metadata()?.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,

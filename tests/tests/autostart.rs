@@ -220,6 +220,52 @@ fn a_shim_with_no_daemon_starts_one_within_its_budget_and_the_event_is_delivered
 /// the intermediate process itself, and the start is still reported as made
 /// (waiting for it failed with ECHILD, and `--strict` said it could not
 /// start telemetryd, though it had).
+/// A FIFO in the autostart log's (or stamp's) place is refused at once:
+/// opening one for writing with no reader would block the host that starts
+/// the daemon (`telemetryctl start` has no timer; a library host none but
+/// its budget).
+#[test]
+fn a_fifo_as_the_autostart_log_or_stamp_fails_at_once() {
+    binaries();
+    for name in ["telemetryd.log", "autostart.stamp"] {
+        let env = DaemonEnv::new(Destination::Outbox);
+        std::fs::create_dir_all(&env.state).unwrap();
+        let fifo = env.state.join(name);
+        let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let mut child = env
+            .command("telemetryctl")
+            .env(ON.0, ON.1)
+            .args(["start", "--timeout", "2s"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if child.try_wait().unwrap().is_none() {
+            let _ = child.kill();
+            panic!("telemetryctl start hung on a FIFO as {name}");
+        }
+        let out = child.wait_with_output().unwrap();
+        let msg = text(&out);
+        assert_ne!(out.status.code(), Some(0), "{name}: {msg}");
+        assert!(
+            msg.contains(name) && msg.contains("not a plain file"),
+            "{name}: {msg}"
+        );
+        // Nothing started: no daemon answers (the log cannot say: it is
+        // the FIFO).
+        std::fs::remove_file(&fifo).unwrap();
+        assert!(
+            telemetry_client::Client::connect(&env.socket).is_err(),
+            "nothing started"
+        );
+    }
+}
+
 #[test]
 fn a_host_that_ignores_sigchld_still_starts_the_daemon_and_says_so() {
     use std::os::unix::process::CommandExt;
