@@ -122,16 +122,23 @@ pub fn read_config_text(path: &Path) -> std::io::Result<String> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
     let file = options.open(path)?;
-    let kind = file.metadata()?.file_type();
-    #[cfg(unix)]
-    let pipe_or_socket = {
-        use std::os::unix::fs::FileTypeExt;
-        kind.is_fifo() || kind.is_socket()
+    let kind = match file.metadata() {
+        Ok(m) => Some(m.file_type()),
+        Err(e) if cfg!(unix) => return Err(e),
+        // Windows: a device (`NUL`) has no file information to give; it is
+        // read within the cap below (a directory does not open at all).
+        Err(_) => None,
     };
+    let is_dir = kind.is_some_and(|k| k.is_dir());
+    #[cfg(unix)]
+    let pipe_or_socket = kind.is_some_and(|k| {
+        use std::os::unix::fs::FileTypeExt;
+        k.is_fifo() || k.is_socket()
+    });
     #[cfg(not(unix))]
     let pipe_or_socket = false;
-    if kind.is_dir() || pipe_or_socket {
-        let what = if kind.is_dir() {
+    if is_dir || pipe_or_socket {
+        let what = if is_dir {
             "a directory"
         } else {
             "a FIFO or a socket"
