@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use telemetryd::socket;
 use telemetryd::{config, install, ondemand};
 
-/// For the commands that print and exit (`install …`, `--check-config`):
+/// For the commands that only print and exit (`--check-config`, an
+/// `install --dry-run`):
 /// Rust ignores SIGPIPE, so `telemetryd --check-config | head -1` made the
 /// next `println!` panic (exit 101); a reader that has gone should end the
 /// command quietly, as the shell's own tools do. Never for the daemon
@@ -44,7 +45,15 @@ fn main() -> ExitCode {
     #[cfg(not(unix))]
     let uid = 0;
     if let Some(cmd) = &args.command {
-        end_quietly_on_a_closed_pipe();
+        // Only a dry run, which prints and changes nothing: a real install
+        // killed by SIGPIPE between its steps would stop half done, silently.
+        let dry_run = match cmd {
+            install::Command::Install(t) => t.dry_run,
+            install::Command::Uninstall(r) => r.dry_run,
+        };
+        if dry_run {
+            end_quietly_on_a_closed_pipe();
+        }
         return match install::run(cmd, |k| std::env::var_os(k), uid) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

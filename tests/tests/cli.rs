@@ -118,11 +118,17 @@ fn strict_exits_2_for_bad_arguments_and_values_with_one_line_and_no_usage() {
     let env = DaemonEnv::new(Destination::Outbox);
     /// Variables, arguments, what the message must name.
     type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a [&'a str]);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         (
             &[],
             &["--strict", "stop", "novalue"],
             &["KEY=VALUE", "novalue"],
+        ),
+        // A flag after --timeout-ms is not its value (an empty $T).
+        (
+            &[],
+            &["--timeout-ms", "--strict", "stop"],
+            &["--timeout-ms"],
         ),
         (
             &[],

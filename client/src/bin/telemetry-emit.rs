@@ -119,9 +119,11 @@ struct Args {
     /// 100 (with --strict: exit 2).
     // A string, parsed by `timeout`: clap would report a bad variable as
     // the flag and print its usage into the host CLI's output.
-    // A value that starts with `-` (`-1`) is a bad value, not a flag: taken
-    // as a flag it failed the whole command line and lost the event.
-    #[arg(long, value_name = "MS", allow_hyphen_values = true)]
+    // A negative number (`-1`) is a bad value, not a flag: taken as a flag
+    // it failed the whole command line and lost the event. (Not any word
+    // that starts with `-`: `--timeout-ms --strict` must not swallow
+    // `--strict`.)
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
     timeout_ms: Option<OsString>,
     /// Event name from the product's catalogue, e.g. app_created.
     event: String,

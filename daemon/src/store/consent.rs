@@ -127,30 +127,62 @@ impl Inner {
         version: u32,
         offer: Option<Vec<String>>,
     ) -> Result<Option<Vec<String>>, StoreError> {
-        if let Some(events) = offer {
+        // A line is `name` or `name` TAB fields (see the consent command);
+        // the names and the fields go to columns of their own (schema 11).
+        if let Some(lines) = offer {
+            let (names, fields): (Vec<&str>, Vec<Option<&str>>) = lines
+                .iter()
+                .map(|l| match l.split_once('\t') {
+                    Some((name, fields)) => (name, Some(fields)),
+                    None => (l.as_str(), None),
+                })
+                .unzip();
+            let fields: Option<Vec<&str>> = fields.into_iter().collect();
             self.conn
                 .execute(
-                    "INSERT OR IGNORE INTO consented_events (product, version, events, recorded_us)
-                         VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT OR IGNORE INTO consented_events (product, version, events, fields, recorded_us)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![
                         product,
                         version,
-                        events.join("\n"),
+                        names.join("\n"),
+                        fields.map(|f| f.join("\n")),
                         now_us(&self.opts.clock)
                     ],
                 )
                 .map_err(sql("recording the consented event set"))?;
         }
-        let events: Option<String> = self
+        let row: Option<(String, Option<String>)> = self
             .conn
             .query_row(
-                "SELECT events FROM consented_events WHERE product = ?1 AND version = ?2",
+                "SELECT events, fields FROM consented_events WHERE product = ?1 AND version = ?2",
                 params![product, version],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(sql("reading the consented event set"))?;
-        Ok(events.map(|e| e.lines().map(str::to_string).collect()))
+        Ok(row.map(|(events, fields)| match fields {
+            // A set recorded before fields were: by name.
+            None => events.lines().map(str::to_string).collect(),
+            // `split`, not `lines`: an event without fields is an empty
+            // line, the last one included. Should the two ever disagree,
+            // no field is taken as consented to (the safe side).
+            Some(f) => {
+                let mut fields = f.split('\n');
+                let aligned = f.split('\n').count() == events.lines().count();
+                events
+                    .lines()
+                    .map(|name| {
+                        let f = if aligned {
+                            fields.next().unwrap_or("")
+                        } else {
+                            ""
+                        };
+                        format!("{name}\t{f}")
+                    })
+                    .collect()
+            }
+        }))
     }
 }
 

@@ -392,6 +392,56 @@ fn consented_event_sets_are_recorded_once_and_unversioned_ones_renewed() {
     thread.join();
 }
 
+/// The events' fields go to a column of their own, so the `events` column
+/// stays names only (what a schema-10 daemon reads); a set recorded before
+/// fields were reads back by name.
+#[test]
+fn consented_fields_are_kept_apart_from_the_names() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        let lines = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let got = store
+            .consented_events("a", 3, lines(&["ran\tcmd=enum", "walked\t"]))
+            .await
+            .unwrap();
+        assert_eq!(got, lines(&["ran\tcmd=enum", "walked\t"]));
+        store
+            .consented_events("a", 4, lines(&["ran", "walked"]))
+            .await
+            .unwrap();
+    });
+    drop(store);
+    thread.join();
+    let conn = Connection::open(f.dir.path().join(DB_FILE)).unwrap();
+    let row = |v: i64| -> (String, Option<String>) {
+        conn.query_row(
+            "SELECT events, fields FROM consented_events WHERE product = 'a' AND version = ?1",
+            [v],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    assert_eq!(row(3), ("ran\nwalked".into(), Some("cmd=enum\n".into())));
+    assert_eq!(row(4), ("ran\nwalked".into(), None));
+    // A row whose two columns disagree (never written so) covers no field.
+    conn.execute(
+        "UPDATE consented_events SET fields = 'x=int' WHERE product = 'a' AND version = 3",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        let got = store.consented_events("a", 3, None).await.unwrap().unwrap();
+        assert_eq!(got, ["ran\t", "walked\t"]);
+        let got = store.consented_events("a", 4, None).await.unwrap().unwrap();
+        assert_eq!(got, ["ran", "walked"]);
+    });
+    drop(store);
+    thread.join();
+}
+
 #[test]
 fn an_on_product_may_store_local_only_events_and_an_off_one_none() {
     let f = Fixture::new();

@@ -170,8 +170,17 @@ fn a_v7_database_with_sealed_rows_keeps_every_event_in_its_place() {
 
 /// Undo migration 0010 (per-product key numbers).
 fn back_to_v9(conn: &Connection) {
+    back_to_v10(conn);
     conn.execute_batch("DROP TABLE key_counters; DROP TABLE key_secret; PRAGMA user_version = 9;")
         .unwrap();
+}
+
+/// Undo migration 0011: consented sets by name only.
+fn back_to_v10(conn: &Connection) {
+    conn.execute_batch(
+        "ALTER TABLE consented_events DROP COLUMN fields; PRAGMA user_version = 10;",
+    )
+    .unwrap();
 }
 
 /// Undo migrations 0010 and 0009 on a closed store's database: ids of

@@ -193,7 +193,14 @@ fn manifest_lines(c: &ProductConsent) -> Vec<String> {
             c.manifest, c.version
         ));
     }
-    if !c.new_events.is_empty() {
+    if !c.new_events.is_empty() && c.consented_version != 0 && c.consented_version == c.version {
+        // Changed without a new catalogue version: consenting again records
+        // nothing new (a version's set is kept as first recorded).
+        out.push(format!(
+            "  changed without a new catalogue version: {}; kept on this machine (as in local) until the product's manifest raises its version and you consent to it",
+            c.new_events.join(", "),
+        ));
+    } else if !c.new_events.is_empty() {
         out.push(format!(
             "  new or changed since the version you consented to: {}; kept on this machine (as in local) until you run `telemetryctl consent {} on` again",
             c.new_events.join(", "),
