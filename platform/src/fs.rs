@@ -89,17 +89,26 @@ pub const MAX_SMALL_TEXT: u64 = 1 << 20;
 /// More than [`MAX_SMALL_TEXT`] bytes is an error, read no further: a
 /// link to `/dev/zero` in a consent file's place must not fill memory.
 pub fn read_small_text(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
+    read_capped(open_nonblocking(path)?, path)
+}
+
+/// `path` opened for reading without waiting (on Unix), so a FIFO in its
+/// place cannot block the open.
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
     let mut options = OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    options.open(path)
+}
+
+/// All of `file` as text, or an error past [`MAX_SMALL_TEXT`] bytes, read
+/// no further.
+fn read_capped(file: std::fs::File, path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
     let mut text = String::with_capacity(512);
     // Through `Take`, whose reads do not ask for the size.
-    options
-        .open(path)?
-        .take(MAX_SMALL_TEXT + 1)
-        .read_to_string(&mut text)?;
+    file.take(MAX_SMALL_TEXT + 1).read_to_string(&mut text)?;
     if text.len() as u64 > MAX_SMALL_TEXT {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -116,12 +125,7 @@ pub fn read_small_text(path: &Path) -> std::io::Result<String> {
 /// device is read within the cap: `--config /dev/null` is the usual way
 /// to say "no file", and `/dev/zero` fails at the cap.
 pub fn read_config_text(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut options = OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let file = options.open(path)?;
+    let file = open_nonblocking(path)?;
     let kind = match file.metadata() {
         Ok(m) => Some(m.file_type()),
         Err(e) if cfg!(unix) => return Err(e),
@@ -148,15 +152,7 @@ pub fn read_config_text(path: &Path) -> std::io::Result<String> {
             format!("it is {what}, not a file; name a TOML file"),
         ));
     }
-    let mut text = String::new();
-    file.take(MAX_SMALL_TEXT + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_SMALL_TEXT {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("it is larger than {MAX_SMALL_TEXT} bytes"),
-        ));
-    }
-    Ok(text)
+    read_capped(file, path)
 }
 
 /// Make a rename in `dir` durable: fsync the directory (Unix; on Windows

@@ -216,11 +216,13 @@ impl Sink {
                     bucket: bucket.clone(),
                     key: key.to_string(),
                     message: match status {
-                        Some(_) => error_chain(&e),
+                        // The SDK's own `DisplayErrorContext` ends with the whole
+                        // error's debug form (a screenful of struct names).
+                        Some(_) => crate::error_chain(&e),
                         // No HTTP answer at all (refused, DNS, TLS, timeout).
                         None => format!(
                             "{}; the endpoint gave no answer: check its address and any proxy, or run `telemetryctl doctor`",
-                            error_chain(&e)
+                            crate::error_chain(&e)
                         ),
                     },
                     permanent: is_permanent(status, code.as_deref()),
@@ -228,23 +230,6 @@ impl Sink {
             }
         }
     }
-}
-
-/// An error and its causes, `: `-joined, each said once: the SDK's own
-/// `DisplayErrorContext` ends with the whole error's debug form (a
-/// screenful of struct names in `telemetryctl status`).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(e);
-    while let Some(err) = next {
-        let text = err.to_string();
-        // A wrapper that repeats its cause's text adds nothing.
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = err.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]
@@ -275,8 +260,9 @@ mod tests {
                 ))),
             ))),
         );
+        // The SDK's errors end with their cause's text, as ours do.
         assert_eq!(
-            error_chain(&e),
+            crate::error_chain(&e),
             "dispatch failure: io error: Connection refused (os error 111)"
         );
     }

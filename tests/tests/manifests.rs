@@ -157,6 +157,15 @@ fn a_manifest_added_or_fixed_while_the_daemon_runs_is_used_without_a_restart() {
     assert!(shown.contains("\"event\":\"walked\""), "{shown}");
 }
 
+/// `product`'s consent once the daemon has loaded `version` of its manifest.
+fn loaded(env: &DaemonEnv, name: &str, version: u32) -> ProductConsent {
+    wait_for(
+        &format!("version {version} of {name} to be loaded"),
+        Duration::from_secs(20),
+        || product(&status(env), name).filter(|p| p.version == version),
+    )
+}
+
 /// Event names in the bucket, counted.
 fn uploaded(s3: &S3Server) -> Vec<String> {
     let mut names: Vec<String> = decode_objects(&s3.objects())
@@ -189,11 +198,7 @@ fn a_new_catalogue_version_keeps_its_new_events_local_until_consent() {
     // The vendor upgrades: version 2 adds `deployed`.
     let v2 = "product = \"mytool\"\n[consent]\nversion = 2\n[events.ran]\n[events.deployed]\n";
     write(&user_dir(&env), "mytool.toml", v2);
-    let st = wait_for("version 2 to be loaded", Duration::from_secs(20), || {
-        let st = status(&env);
-        (product(&st, "mytool")?.version == 2).then_some(st)
-    });
-    let p = product(&st, "mytool").unwrap();
+    let p = loaded(&env, "mytool", 2);
     assert_eq!(
         (p.consented_version, p.new_events.clone()),
         (1, vec!["deployed".to_string()])
@@ -271,11 +276,7 @@ fn an_event_extended_with_a_field_stays_local_until_consent() {
               data.cmd = { type = \"enum\", values = [\"a\", \"b\"] }\n\
               [events.walked]\ndata.where = { type = \"string\" }\n";
     write(&user_dir(&env), "mytool.toml", v2);
-    let st = wait_for("version 2 to be loaded", Duration::from_secs(20), || {
-        let st = status(&env);
-        (product(&st, "mytool")?.version == 2).then_some(st)
-    });
-    let p = product(&st, "mytool").unwrap();
+    let p = loaded(&env, "mytool", 2);
     assert_eq!(
         (p.consented_version, p.new_events.clone()),
         (1, vec!["walked".to_string()])

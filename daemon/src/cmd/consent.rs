@@ -53,12 +53,12 @@ pub async fn consented_events_in(
         manifest
             .events
             .iter()
-            .map(|(name, fields)| format!("{name}\t{}", definition(fields)))
+            .map(|(name, fields)| (name.clone(), Some(definition(fields))))
             .collect()
     });
     match ctx.store.consented_events(product, key, offer).await? {
-        Some(lines) => {
-            let set = Arc::new(covered(&lines, manifest));
+        Some(recorded) => {
+            let set = Arc::new(covered(&recorded, manifest));
             ctx.consent
                 .cache_events(product, key, manifest, set.clone());
             Ok(set)
@@ -112,20 +112,17 @@ fn covers(consented: &str, fields: &BTreeMap<String, FieldType>) -> bool {
     })
 }
 
-/// The events of `manifest` that a recorded set (one line per event:
-/// `name`, or `name` TAB [`definition`]) covers.
-fn covered(lines: &[String], manifest: &Manifest) -> BTreeSet<String> {
-    lines
+/// The events of `manifest` that a recorded set covers (see
+/// [`crate::store::ConsentedSet`]).
+fn covered(recorded: &crate::store::ConsentedSet, manifest: &Manifest) -> BTreeSet<String> {
+    recorded
         .iter()
-        .filter_map(|line| {
-            let (name, consented) = match line.split_once('\t') {
-                Some((name, def)) => (name, Some(def)),
-                None => (line.as_str(), None),
-            };
+        .filter_map(|(name, consented)| {
             let now = manifest.events.get(name)?;
             consented
+                .as_deref()
                 .is_none_or(|def| covers(def, now))
-                .then(|| name.to_string())
+                .then(|| name.clone())
         })
         .collect()
 }
@@ -319,10 +316,10 @@ mod tests {
     }
 
     /// What version 1 defined, recorded as the daemon records it.
-    fn recorded(m: &Manifest) -> Vec<String> {
+    fn recorded(m: &Manifest) -> crate::store::ConsentedSet {
         m.events
             .iter()
-            .map(|(name, fields)| format!("{name}\t{}", definition(fields)))
+            .map(|(name, fields)| (name.clone(), Some(definition(fields))))
             .collect()
     }
 
@@ -334,12 +331,20 @@ mod tests {
              data.tag = { type = \"string\", max_len = 16 }\n\
              [events.walked]\n[events.gone]\n",
         );
-        let lines = recorded(&v1);
+        let set1 = recorded(&v1);
+        let defs: Vec<(&str, &str)> = set1
+            .iter()
+            .map(|(n, f)| (n.as_str(), f.as_deref().unwrap()))
+            .collect();
         assert_eq!(
-            lines,
-            ["gone\t", "ran\tcmd=enum,n=int,tag=string:16", "walked\t"]
+            defs,
+            [
+                ("gone", ""),
+                ("ran", "cmd=enum,n=int,tag=string:16"),
+                ("walked", "")
+            ]
         );
-        let set = |m: &Manifest| covered(&lines, m).into_iter().collect::<Vec<_>>();
+        let set = |m: &Manifest| covered(&set1, m).into_iter().collect::<Vec<_>>();
         assert_eq!(set(&v1), ["gone", "ran", "walked"]);
         // Same kinds of data: a new enum value, other integer bounds, a
         // shorter string, a field dropped; `gone` is gone; `new` is new.
@@ -378,7 +383,7 @@ mod tests {
             assert_eq!(set(&manifest(changed)), [expect], "{why}");
         }
         // A set recorded before fields were: names only, any fields.
-        let old: Vec<String> = vec!["ran".into(), "walked".into()];
+        let old: crate::store::ConsentedSet = vec![("ran".into(), None), ("walked".into(), None)];
         let changed = manifest("[events.ran]\ndata.x = { type = \"bool\" }\n[events.walked]\n");
         assert_eq!(covered(&old, &changed).len(), 2);
     }

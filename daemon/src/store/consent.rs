@@ -22,6 +22,11 @@ use crate::record::Record;
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use telemetry_proto::Mode;
 
+/// A consented event set: each event's name and its fields as the consent
+/// command writes them (`field=kind,...`); `None` for a set recorded before
+/// fields were (schema 11), which covers its events by name.
+pub type ConsentedSet = Vec<(String, Option<String>)>;
+
 /// The user's decision for a product, as applied by the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -125,19 +130,12 @@ impl Inner {
         &mut self,
         product: &str,
         version: u32,
-        offer: Option<Vec<String>>,
-    ) -> Result<Option<Vec<String>>, StoreError> {
-        // A line is `name` or `name` TAB fields (see the consent command);
-        // the names and the fields go to columns of their own (schema 11).
-        if let Some(lines) = offer {
-            let (names, fields): (Vec<&str>, Vec<Option<&str>>) = lines
-                .iter()
-                .map(|l| match l.split_once('\t') {
-                    Some((name, fields)) => (name, Some(fields)),
-                    None => (l.as_str(), None),
-                })
-                .unzip();
-            let fields: Option<Vec<&str>> = fields.into_iter().collect();
+        offer: Option<ConsentedSet>,
+    ) -> Result<Option<ConsentedSet>, StoreError> {
+        // Names and fields go to columns of their own (schema 11).
+        if let Some(set) = offer {
+            let names: Vec<&str> = set.iter().map(|(name, _)| name.as_str()).collect();
+            let fields: Option<Vec<&str>> = set.iter().map(|(_, f)| f.as_deref()).collect();
             self.conn
                 .execute(
                     "INSERT OR IGNORE INTO consented_events (product, version, events, fields, recorded_us)
@@ -161,27 +159,27 @@ impl Inner {
             )
             .optional()
             .map_err(sql("reading the consented event set"))?;
-        Ok(row.map(|(events, fields)| match fields {
-            // A set recorded before fields were: by name.
-            None => events.lines().map(str::to_string).collect(),
+        Ok(row.map(|(events, fields)| {
             // `split`, not `lines`: an event without fields is an empty
-            // line, the last one included. Should the two ever disagree,
-            // no field is taken as consented to (the safe side).
-            Some(f) => {
-                let mut fields = f.split('\n');
-                let aligned = f.split('\n').count() == events.lines().count();
-                events
-                    .lines()
-                    .map(|name| {
-                        let f = if aligned {
-                            fields.next().unwrap_or("")
-                        } else {
-                            ""
-                        };
-                        format!("{name}\t{f}")
-                    })
-                    .collect()
-            }
+            // line, the last one included. Should the two columns ever
+            // disagree, no field is taken as consented to (the safe side).
+            let fields: Option<Vec<&str>> = fields.as_deref().map(|f| {
+                let f: Vec<&str> = f.split('\n').collect();
+                if f.len() == events.lines().count() {
+                    f
+                } else {
+                    vec![""; events.lines().count()]
+                }
+            });
+            events
+                .lines()
+                .enumerate()
+                .map(|(i, name)| {
+                    // None: recorded before fields were, covered by name.
+                    let f = fields.as_ref().map(|f| f[i].to_string());
+                    (name.to_string(), f)
+                })
+                .collect()
         }))
     }
 }

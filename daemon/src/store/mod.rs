@@ -62,7 +62,7 @@ mod seal;
 mod transparency;
 
 use crate::uploader::destination::DestId;
-pub use consent::{ConsentOutcome, Decision};
+pub use consent::{ConsentOutcome, ConsentedSet, Decision};
 pub use destinations::RetiredProduct;
 use doorbell::Doorbell;
 pub use forget::Forgotten;
@@ -376,8 +376,8 @@ enum Cmd {
     ConsentedEvents {
         product: String,
         version: u32,
-        offer: Option<Vec<String>>,
-        reply: Reply<Option<Vec<String>>>,
+        offer: Option<ConsentedSet>,
+        reply: Reply<Option<ConsentedSet>>,
     },
     Show {
         product: Option<String>,
@@ -835,8 +835,8 @@ impl Store {
         &self,
         product: &str,
         version: u32,
-        offer: Option<Vec<String>>,
-    ) -> Result<Option<Vec<String>>, StoreError> {
+        offer: Option<ConsentedSet>,
+    ) -> Result<Option<ConsentedSet>, StoreError> {
         let product = product.to_string();
         self.call(|reply| Cmd::ConsentedEvents {
             product,

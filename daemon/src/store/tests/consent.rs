@@ -362,7 +362,7 @@ fn consented_event_sets_are_recorded_once_and_unversioned_ones_renewed() {
     let f = Fixture::new();
     let (store, thread) = f.open(100);
     rt().block_on(async {
-        let names = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let names = |v: &[&str]| Some(v.iter().map(|s| (s.to_string(), None)).collect::<Vec<_>>());
         assert_eq!(store.consented_events("a", 2, None).await.unwrap(), None);
         let got = store
             .consented_events("a", 2, names(&["x", "y"]))
@@ -397,19 +397,25 @@ fn consented_event_sets_are_recorded_once_and_unversioned_ones_renewed() {
 /// fields were reads back by name.
 #[test]
 fn consented_fields_are_kept_apart_from_the_names() {
+    let set = |v: &[(&str, Option<&str>)]| {
+        Some(
+            v.iter()
+                .map(|(n, f)| (n.to_string(), f.map(str::to_string)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let fields = set(&[("ran", Some("cmd=enum")), ("walked", Some(""))]);
+    let names = set(&[("ran", None), ("walked", None)]);
     let f = Fixture::new();
     let (store, thread) = f.open(100);
     rt().block_on(async {
-        let lines = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         let got = store
-            .consented_events("a", 3, lines(&["ran\tcmd=enum", "walked\t"]))
+            .consented_events("a", 3, fields.clone())
             .await
             .unwrap();
-        assert_eq!(got, lines(&["ran\tcmd=enum", "walked\t"]));
-        store
-            .consented_events("a", 4, lines(&["ran", "walked"]))
-            .await
-            .unwrap();
+        assert_eq!(got, fields);
+        let got = store.consented_events("a", 4, names.clone()).await.unwrap();
+        assert_eq!(got, names);
     });
     drop(store);
     thread.join();
@@ -433,10 +439,10 @@ fn consented_fields_are_kept_apart_from_the_names() {
     drop(conn);
     let (store, thread) = f.open(100);
     rt().block_on(async {
-        let got = store.consented_events("a", 3, None).await.unwrap().unwrap();
-        assert_eq!(got, ["ran\t", "walked\t"]);
-        let got = store.consented_events("a", 4, None).await.unwrap().unwrap();
-        assert_eq!(got, ["ran", "walked"]);
+        let got = store.consented_events("a", 3, None).await.unwrap();
+        assert_eq!(got, set(&[("ran", Some("")), ("walked", Some(""))]));
+        let got = store.consented_events("a", 4, None).await.unwrap();
+        assert_eq!(got, names);
     });
     drop(store);
     thread.join();
