@@ -395,18 +395,27 @@ const STALE_TMP: Duration = Duration::from_secs(3600);
 /// Spool files read and stored at a time (each at most a line long).
 const DIR_CHUNK: usize = 100;
 
-/// The `*.json` files in the spool directory, oldest name first. Stale
-/// temporary files are removed on the way, and so is any entry that is not
-/// a plain file (a link, a directory, a FIFO: no client writes those, and
-/// left there they would count against the writers' limit forever;
-/// removing a link never follows it).
-fn spooled_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// Spool directory files taken in by one intake. Writers stop at 1,000
+/// (`MaxSpoolFiles` in the SDKs), so more means something else fills the
+/// directory: the oldest this many are taken in now and the rest by the
+/// next intake, and the listing's memory stays bounded whatever is there.
+const DIR_TAKE: usize = 10_000;
+
+/// The oldest (by name) `*.json` files in the spool directory, at most
+/// `max`, oldest first, and whether more were left for the next intake.
+/// Stale temporary files are removed on the way, and so is any entry that
+/// is not a plain file (a link, a directory, a FIFO: no client writes
+/// those, and left there they would count against the writers' limit
+/// forever; removing a link never follows it).
+fn spooled_files(dir: &Path, max: usize) -> std::io::Result<(Vec<PathBuf>, bool)> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), false)),
         Err(e) => return Err(e),
     };
-    let mut files = Vec::new();
+    // A max-heap: past `max`, the newest name is dropped.
+    let mut files = std::collections::BinaryHeap::new();
+    let mut more = false;
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
@@ -436,10 +445,13 @@ fn spooled_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         }
         if name.ends_with(".json") {
             files.push(entry.path());
+            if files.len() > max {
+                files.pop();
+                more = true;
+            }
         }
     }
-    files.sort();
-    Ok(files)
+    Ok((files.into_sorted_vec(), more))
 }
 
 /// What one spool directory file holds: the events of its `emit` line.
@@ -578,10 +590,19 @@ fn read_dir_chunk(paths: &[PathBuf], limits: &telemetry_proto::Limits) -> DirChu
 async fn ingest_dir(ctx: &Ctx, dir: &Path) -> u64 {
     let listing = {
         let dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || spooled_files(&dir)).await
+        tokio::task::spawn_blocking(move || spooled_files(&dir, DIR_TAKE)).await
     };
     let files = match listing {
-        Ok(Ok(f)) => f,
+        Ok(Ok((f, more))) => {
+            if more {
+                tracing::warn!(
+                    path = %dir.display(),
+                    taken = f.len(),
+                    "the spool directory holds more files than one intake takes (clients stop at 1,000); the oldest are taken in now, the rest later"
+                );
+            }
+            f
+        }
         Ok(Err(e)) => {
             tracing::warn!(path = %dir.display(), error = %e, "cannot list the spool directory");
             return 0;
@@ -834,14 +855,33 @@ mod tests {
         std::fs::create_dir(spool.join("b.json")).unwrap();
         std::fs::write(spool.join("c.json"), "x").unwrap();
         std::fs::write(spool.join(".d.tmp"), "partial").unwrap();
-        let files = spooled_files(&spool).unwrap();
-        assert_eq!(files, vec![spool.join("c.json")]);
+        let files = spooled_files(&spool, DIR_TAKE).unwrap();
+        assert_eq!(files, (vec![spool.join("c.json")], false));
         assert!(!spool.join("a.json").exists() && !spool.join("b.json").exists());
         assert!(outside.exists(), "the link's target is untouched");
         assert!(
             spool.join(".d.tmp").exists(),
             "a fresh temporary file is a writer's"
         );
+    }
+
+    /// One intake lists at most its share of the directory, the oldest
+    /// names, and says more are left.
+    #[test]
+    fn one_intake_takes_the_oldest_files_up_to_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [5, 1, 4, 2, 3] {
+            std::fs::write(dir.path().join(format!("{n}.json")), "x").unwrap();
+        }
+        let (files, more) = spooled_files(dir.path(), 3).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["1.json", "2.json", "3.json"]);
+        assert!(more);
+        let (files, more) = spooled_files(dir.path(), 5).unwrap();
+        assert_eq!((files.len(), more), (5, false));
     }
 
     /// Frames put back for a newer daemon go into a plain file even when

@@ -272,3 +272,58 @@ fn a_v8_database_keeps_its_ids_deduplicated_and_its_seq_high_water() {
         .unwrap();
     assert_eq!(tables, 0, "the old dedup table and index are gone");
 }
+
+/// A schema-10 database holding consented sets (names only, no `fields`
+/// column) migrates to 11 with every set kept, each covering its events by
+/// name, and a new version's set records its fields.
+#[test]
+fn a_v10_database_keeps_its_consented_sets_as_names() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    drop(store);
+    thread.join();
+    let path = f.dir.path().join(DB_FILE);
+    let conn = Connection::open(&path).unwrap();
+    back_to_v10(&conn);
+    // As a schema-10 daemon wrote them.
+    conn.execute_batch(
+        "INSERT INTO consented_events (product, version, events, recorded_us)
+             VALUES ('a', 2, 'ran\nwalked', 1), ('b', 0, 'x', 1);",
+    )
+    .unwrap();
+    drop(conn);
+
+    let (store, thread) = f.open(100);
+    let set = |v: &[(&str, Option<&str>)]| {
+        Some(
+            v.iter()
+                .map(|(n, f)| (n.to_string(), f.map(str::to_string)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    rt().block_on(async {
+        let got = store.consented_events("a", 2, None).await.unwrap();
+        assert_eq!(got, set(&[("ran", None), ("walked", None)]));
+        let got = store.consented_events("b", 0, None).await.unwrap();
+        assert_eq!(got, set(&[("x", None)]));
+        // The first set recorded for a version stays: the old one is not
+        // replaced by a set with fields.
+        let got = store
+            .consented_events("a", 2, set(&[("ran", Some("cmd=enum"))]))
+            .await
+            .unwrap();
+        assert_eq!(got, set(&[("ran", None), ("walked", None)]));
+        let got = store
+            .consented_events("a", 3, set(&[("ran", Some("cmd=enum"))]))
+            .await
+            .unwrap();
+        assert_eq!(got, set(&[("ran", Some("cmd=enum"))]));
+    });
+    drop(store);
+    thread.join();
+    let conn = Connection::open(&path).unwrap();
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, MIGRATIONS.len() as i64);
+}
