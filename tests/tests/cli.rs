@@ -412,6 +412,10 @@ fn a_flush_that_times_out_says_the_upload_goes_on() {
         said.contains("did not answer within") && said.contains("goes on in the daemon"),
         "{said}"
     );
+    // A script tells a slow daemon from one that is not there.
+    let out = env.run("telemetryctl", &["flush", "--timeout", "1s", "--json"]);
+    let message = assert_json_error(&out, 1, "timeout");
+    assert!(message.contains("did not answer within"), "{message}");
 }
 
 /// `telemetryd --check-config` says what a start would use and exits

@@ -119,7 +119,7 @@ pub struct Failure {
     pub exit: u8,
     /// Machine-readable kind, the `code` of the `--json` error object: the
     /// daemon's [`ErrorCode`] as it displays it (snake_case), or
-    /// `unreachable`, `usage` or `consent_file`.
+    /// `unreachable`, `timeout`, `usage` or `consent_file`.
     pub code: String,
     /// What failed, on what, and what to do.
     pub message: String,
@@ -169,8 +169,10 @@ impl From<ClientError> for Failure {
             ClientError::Protocol(_) | ClientError::Reply { .. } | ClientError::Unexpected(_) => {
                 (EXIT_UNREACHABLE, ErrorCode::Malformed.to_string())
             }
-            // Not running, no answer in time, or the connection dropped
-            // before the answer: no answer either way.
+            // Running but slower than --timeout: a script may wait longer
+            // (same exit code: no answer either way).
+            ClientError::TimedOut { .. } => (EXIT_UNREACHABLE, "timeout".to_string()),
+            // Not running, or the connection dropped before the answer.
             _ => (EXIT_UNREACHABLE, "unreachable".to_string()),
         };
         Failure {
