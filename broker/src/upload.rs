@@ -102,10 +102,11 @@ pub async fn grant(
             ),
         ));
     }
-    // A 410 retires the product on that machine, so a retired build
-    // answers it only when every build in the batch is retired: a batch
-    // from a machine that upgraded mid-batch still goes through (the
-    // report can filter the old build's events).
+    // A 410 naming `builds` drops that batch on the machine (not the
+    // product: its later batches, of a live build, still come), so it is
+    // answered only when every build in the batch is retired: a batch from
+    // a machine that upgraded mid-batch still goes through (the report can
+    // filter the old build's events).
     let retired_build = |b: &String| s.retired.contains(&format!("{}@{b}", req.product));
     if !req.builds.is_empty() && req.builds.iter().all(retired_build) {
         return Err(Refusal::gone(

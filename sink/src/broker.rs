@@ -168,8 +168,9 @@ pub struct ErrorDetail {
 /// [`Delivered::AlreadyThere`]. A URL that expired before the body got
 /// there is asked for once more. The broker's `429`/`503` become
 /// [`UploadError::Throttled`] with its `Retry-After`, `400`/`413`
-/// [`UploadError::Rejected`] with the field it named, `410`
-/// [`UploadError::Retired`]. Failures to reach the broker or the store
+/// [`UploadError::Rejected`] with the field it named, `410` naming
+/// `builds` (every build in the batch retired) `Rejected` too, any other
+/// `410` [`UploadError::Retired`] (the product). Failures to reach the broker or the store
 /// are [`UploadError::S3`] (transient unless the store's answer says
 /// otherwise).
 pub async fn put_via_broker(
@@ -420,6 +421,14 @@ fn broker_error(
         400 | 413 => UploadError::Rejected {
             destination,
             status: status.as_u16(),
+            field: detail.field,
+            message: detail.message,
+        },
+        // Every build in this batch retired: this batch is refused for
+        // good, not the product (the machine may since run a live build).
+        410 if detail.field.as_deref() == Some("builds") => UploadError::Rejected {
+            destination,
+            status: 410,
             field: detail.field,
             message: detail.message,
         },

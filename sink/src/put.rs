@@ -43,19 +43,21 @@ pub enum UploadError {
     },
     /// The broker refused the batch's metadata (HTTP 400 or 413): the
     /// batch cannot go this way as it is; retried only at the slow cap.
+    /// Also HTTP 410 naming `builds`: every build in the batch is retired,
+    /// so this batch never goes (the product's later batches may).
     #[error("{destination} refused the batch (HTTP {status}{}): {message}", field.as_deref().map(|f| format!(", field {f}")).unwrap_or_default())]
     Rejected {
         /// The broker's URL.
         destination: String,
-        /// 400 or 413.
+        /// 400, 410 or 413.
         status: u16,
         /// The request field it named, if any.
         field: Option<String>,
         /// Its message.
         message: String,
     },
-    /// The vendor has retired this product or build (HTTP 410 from its
-    /// broker): a remote off switch. Nothing more is uploaded for it.
+    /// The vendor has retired this product (HTTP 410 from its broker): a
+    /// remote off switch. Nothing more is uploaded for it.
     #[error("{destination} has retired product {product:?}: {message}")]
     Retired {
         /// The broker's URL.

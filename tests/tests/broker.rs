@@ -771,7 +771,7 @@ fn retired_products_and_builds_are_gone() {
     let mut req = request(&key(1, 2), b"body");
     assert_eq!(ask(&s3, &broker, &req).status, 200);
     // A batch that also holds a live build (an upgrade mid-batch) goes
-    // through: a 410 would retire the product on that machine.
+    // through: a 410 would drop it on that machine.
     req["builds"] = serde_json::json!(["1.0.0", "0.9.0"]);
     assert_eq!(ask(&s3, &broker, &req).status, 200);
     req["builds"] = serde_json::json!(["0.9.0"]);
@@ -780,6 +780,25 @@ fn retired_products_and_builds_are_gone() {
         (gone.status, gone.json()["error"]["field"].clone()),
         (410, "builds".into())
     );
+    // The daemon's client drops that batch alone, not the product.
+    let mut k = key(1, 2);
+    k.product = "cfdev".into();
+    let request =
+        telemetry_sink::broker::UploadRequest::new(&k, b"x").with_builds(vec!["0.9.0".into()]);
+    match s3.block_on(telemetry_sink::broker::put_request_via_broker(
+        &client(),
+        &broker.url,
+        request,
+        b"x".to_vec(),
+        Duration::from_secs(20),
+    )) {
+        Err(UploadError::Rejected {
+            status: 410, field, ..
+        }) => {
+            assert_eq!(field.as_deref(), Some("builds"))
+        }
+        other => panic!("expected a 410 rejection of the batch, got {other:?}"),
+    }
     let mut k = key(1, 2);
     k.product = "oldcli".into();
     match s3.block_on(put_via_broker(

@@ -531,6 +531,12 @@ fn the_brokers_410_retires_one_product_and_the_others_go_on() {
     assert!(d.log().contains("retired"), "{}", d.log());
     let human = env.run("telemetryctl", &["status"]);
     assert!(text(&human).contains("retired"), "{}", text(&human));
+    let doctor = env.run("telemetryctl", &["doctor"]);
+    assert!(
+        text(&doctor).contains("WARN drops") && text(&doctor).contains("retired toolc"),
+        "{}",
+        text(&doctor)
+    );
 
     // Later events for it are taken, then dropped and counted, never
     // uploaded, also after a restart; cfdev's still go.
@@ -559,6 +565,61 @@ fn the_brokers_410_retires_one_product_and_the_others_go_on() {
     assert_eq!(s.pending_events, 0);
     assert_eq!(dest(&s, "toolc").retired, [("toolc".to_string(), 7)]);
     assert!(s3.objects_in(BROKER_BUCKET).is_empty());
+}
+
+/// A retired build (`PRODUCT@BUILD`) drops only the batches that hold
+/// nothing else, counted: the product is not retired, and its batches of a
+/// live build (the machine upgraded) are uploaded.
+#[test]
+fn a_retired_build_drops_its_batch_and_the_products_next_build_goes_on() {
+    let s3 = s3_server();
+    let b = broker(
+        &s3,
+        &["toolc"],
+        "127.0.0.1:0",
+        &[("TELEMETRY_BROKER_RETIRED", "toolc@1.0.0")],
+    );
+    let env = daemon_env(&s3, &[("toolc", broker_upload(&b))]);
+    let d = env.start();
+    emit(&d, "toolc", 3);
+    let out = flush(&env);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(s3.objects_in(BROKER_BUCKET).is_empty());
+    assert_eq!(broker_answers(&b), (0, 1));
+    let s = status(&d);
+    assert!(dest(&s, "toolc").retired.is_empty(), "{s:?}");
+    assert_eq!(s.pending_events, 0, "the retired build's batch is dropped");
+    assert_eq!(s.dropped, [("toolc".to_string(), 3)], "and counted");
+
+    let mut client = d.client();
+    let mut live = BTreeSet::new();
+    for _ in 0..2 {
+        let ev = event("toolc", "ran", "2.0.0", BTreeMap::new());
+        live.insert(ev.id.to_string());
+        client.emit(vec![ev], TIMEOUT).expect("acked");
+    }
+    let out = flush(&env);
+    assert!(out.status.success(), "{}", text(&out));
+    // The live build's events, and the dropped count they carry.
+    let lines = decode_objects(&s3.objects_in(BROKER_BUCKET));
+    let (dropped, uploaded): (Vec<_>, Vec<_>) = lines
+        .iter()
+        .partition(|(_, v)| v["event"] == "telemetry_dropped");
+    let uploaded: BTreeSet<String> = uploaded
+        .iter()
+        .map(|(_, v)| v["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(uploaded, live);
+    assert_eq!(dropped.len(), 1, "{lines:?}");
+    assert_eq!(dropped[0].1["data"]["count"], 3);
+    assert_eq!(broker_answers(&b), (1, 1), "{}", b.log());
+    assert!(status(&d).dropped.is_empty());
+    let doctor = env.run("telemetryctl", &["doctor"]);
+    assert!(
+        !text(&doctor).contains("retired toolc"),
+        "{}",
+        text(&doctor)
+    );
 }
 
 /// A destination that asked to wait (`429` with `Retry-After`) is not

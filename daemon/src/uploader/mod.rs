@@ -22,9 +22,11 @@
 //! that batch or product: the drain passes over it and the batches behind
 //! it go, and the refusal is the drain's outcome. The error and the next
 //! attempt time are kept for `status`. Nothing is dropped because an upload
-//! failed, with one exception the vendor decides: a product its destination
-//! says is retired (HTTP 410) is not uploaded again, and what was pending
-//! for it is dropped and counted.
+//! failed, with two exceptions the vendor decides: a product its
+//! destination says is retired (HTTP 410) is not uploaded again, and what
+//! was pending for it is dropped and counted; a batch whose builds are all
+//! retired (410 naming `builds`) is dropped and counted alone, and the
+//! product's later batches go on.
 
 use crate::config::{now_us, Clock};
 use crate::store::{NewReceipt, Passed, RetiredProduct, Stats, Store, StoreError};
@@ -785,7 +787,8 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// Whether `e` refuses the batch at `key` itself, for good: refused for
+/// Whether `e` refuses the batch at `key` itself, for good: every build
+/// in it retired by the vendor (a `410` naming `builds`), or refused for
 /// its day while that day is over [`TOO_OLD_DAYS`] days behind this
 /// machine's clock (a machine offline past the broker's day window; no
 /// change on the vendor's side will make that day acceptable, and the
@@ -794,9 +797,14 @@ async fn sleep_until_opt(at: Option<Instant>) {
 /// set too low, a missing manifest), and so is a day refused while recent
 /// (the broker's clock or window may be off).
 fn refused_for_good(e: &UploadError, key: &str, now_us: i64) -> bool {
-    let UploadError::Rejected { field, .. } = e else {
+    let UploadError::Rejected { field, status, .. } = e else {
         return false;
     };
+    // Every build in the batch retired by its vendor: this batch is gone
+    // for good, the product's later batches (a live build) still go.
+    if *status == 410 {
+        return true;
+    }
     field.as_deref() == Some("day")
         && key_day_us(key).is_some_and(|day| now_us - day > TOO_OLD_DAYS * 86_400_000_000)
 }

@@ -442,9 +442,26 @@ fn shim_check(socket: &Path) -> Check {
     }
 }
 
-/// `drops`: events lost because a spool or the store was full.
+/// `drops`: events lost because a spool or the store was full, a
+/// destination refused their batch for good, or the vendor retired their
+/// product.
 fn drop_checks(s: &StatusReport, checks: &mut Vec<Check>) {
     let before = checks.len();
+    for d in &s.destinations {
+        for (product, n) in &d.retired {
+            checks.push(Check::warn(
+                "drops",
+                format!(
+                    "{} retired {product}: nothing more is uploaded for it on this machine ({} dropped)",
+                    d.destination,
+                    super::count(*n, "event", "events")
+                ),
+                format!(
+                    "nothing to fix here: its vendor switched it off; `telemetryctl consent {product} off` stops collecting it too"
+                ),
+            ));
+        }
+    }
     for (product, n) in &s.counters.spool_full_drops {
         let product = if product.is_empty() {
             "no product"
@@ -474,10 +491,10 @@ fn drop_checks(s: &StatusReport, checks: &mut Vec<Check>) {
             checks.push(Check::warn(
                 "drops",
                 format!(
-                    "{} of {product} were dropped because the store was full (reported with the next upload)",
+                    "{} of {product} were dropped, because the store was full or the destination refused their batch for good (the log says which; the count goes out with the next upload)",
                     super::count(*n, "event", "events")
                 ),
-                "fix the destination so uploads drain the store, or raise TELEMETRY_MAX_STORE_BYTES (max_store_bytes)".to_string(),
+                "if the store was full: fix the destination so uploads drain it, or raise TELEMETRY_MAX_STORE_BYTES (max_store_bytes)".to_string(),
             ));
         }
     }
