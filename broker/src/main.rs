@@ -21,7 +21,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line, named like the daemon's, with every cause.
-            eprintln!("telemetry-broker: error: {e:#}");
+            let chain: &dyn std::error::Error = e.as_ref();
+            eprintln!(
+                "telemetry-broker: error: {}",
+                telemetry_sink::error_chain(chain)
+            );
             std::process::ExitCode::FAILURE
         }
     }
@@ -34,11 +38,14 @@ async fn serve() -> anyhow::Result<()> {
     ) {
         std::process::exit(code.into());
     }
-    // TELEMETRY_LOG as for telemetryd, then RUST_LOG, then info.
+    // TELEMETRY_LOG as for telemetryd, then RUST_LOG, then info without
+    // the AWS SDK's configuration warnings.
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("TELEMETRY_LOG")
             .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+            .unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(telemetry_sink::DEFAULT_LOG_FILTER)
+            })
     };
     // TELEMETRY_LOG_FORMAT=json: one JSON object per line, as telemetryd.
     let format = std::env::var("TELEMETRY_LOG_FORMAT").unwrap_or_default();

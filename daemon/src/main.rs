@@ -139,11 +139,14 @@ where
     let format = args.log_format.clone().unwrap_or_default();
     let json = format.trim().eq_ignore_ascii_case("json");
     let (filter, bad_filter) = match args.log.as_deref().map(str::trim) {
-        None | Some("") => (tracing_subscriber::EnvFilter::new("info"), None),
+        None | Some("") => (
+            tracing_subscriber::EnvFilter::new(telemetry_sink::DEFAULT_LOG_FILTER),
+            None,
+        ),
         Some(f) => match tracing_subscriber::EnvFilter::try_new(f) {
             Ok(filter) => (filter, None),
             Err(e) => (
-                tracing_subscriber::EnvFilter::new("info"),
+                tracing_subscriber::EnvFilter::new(telemetry_sink::DEFAULT_LOG_FILTER),
                 Some(format!("{f:?} ({e})")),
             ),
         },

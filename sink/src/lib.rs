@@ -48,5 +48,52 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         next = cause.source();
     }
+    one_line(&out)
+}
+
+/// `text` with each line break (and the indent after it) made "; " (a
+/// space after a colon): the
+/// AWS SDK's credential errors list one provider per line, and a log line
+/// or a one-line error must stay one line.
+fn one_line(text: &str) -> String {
+    if !text.contains(['\n', '\r']) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            // A line that introduces a list is followed by its first item.
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(line);
+    }
     out
+}
+
+/// Logs by default: `info`, except the AWS SDK's own configuration
+/// warnings (`aws_config`), which print each failed lookup of a region or
+/// instance credentials with its raw response while the chain goes on to
+/// the next source; what matters of them reaches the error the chain ends
+/// with. `TELEMETRY_LOG` replaces this whole filter.
+pub const DEFAULT_LOG_FILTER: &str = "info,aws_config=error";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("no credentials: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the chain failed:\n  Environment: not set\n  Profile: not enabled\n")]
+    struct Inner;
+
+    #[test]
+    fn an_error_chain_with_line_breaks_is_one_line() {
+        assert_eq!(
+            error_chain(&Outer(Inner)),
+            "no credentials: the chain failed: Environment: not set; Profile: not enabled"
+        );
+    }
 }

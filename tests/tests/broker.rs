@@ -608,6 +608,42 @@ fn a_bad_trusted_proxy_range_is_named_at_start() {
     );
 }
 
+/// A broker without AWS credentials says so in one line: no warnings of
+/// the SDK's failed instance-metadata lookups before it, and the chain's
+/// one-provider-per-line error folded into that line.
+#[test]
+fn a_broker_without_credentials_says_so_in_one_line() {
+    let home = tempfile::tempdir().unwrap();
+    let manifests = home.path().join("products");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("acmecli.toml"),
+        "product = \"acmecli\"\n[consent]\nversion = 1\n[events.ran]\ndescription = \"x\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(telemetry_tests::bin("telemetry-broker"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", home.path())
+        // Nothing listens there: the lookups fail at once, as on a
+        // machine outside a cloud.
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1")
+        .env("TELEMETRY_BROKER_LISTEN", "127.0.0.1:0")
+        .env("TELEMETRY_S3_BUCKET", "bucket-b")
+        .env("TELEMETRY_S3_ENDPOINT", "http://127.0.0.1:1")
+        .env("TELEMETRY_BROKER_MANIFESTS", &manifests)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(
+        said.starts_with("telemetry-broker: error:") && said.contains("no AWS credentials"),
+        "{said}"
+    );
+}
+
 /// A rate window past what a `Duration` holds stops the broker at start,
 /// naming the setting: it used to start, grant the first request and
 /// panic the worker of the second, which got no answer at all.
