@@ -196,8 +196,12 @@ fn socket_check(socket: &Path, checks: &mut Vec<Check>) -> Option<StatusReport> 
     }
 }
 
-/// `consent P`: each product's mode and who decided it. Undecided
-/// products and events awaiting a decision warn.
+/// `consent P`: each product's mode and who decided it. Events awaiting a
+/// decision warn. An undecided product passes: off is where opt-in
+/// telemetry starts, not a fault to fix (a warning would press the user
+/// to opt in to products they may never have run). A product whose
+/// manifest cannot be used is left to its `manifest` check, unless
+/// decided: its name may not even be one `consent` takes.
 fn consent_checks(s: &StatusReport, checks: &mut Vec<Check>) {
     if s.consent.is_empty() {
         checks.push(Check::pass(
@@ -209,14 +213,15 @@ fn consent_checks(s: &StatusReport, checks: &mut Vec<Check>) {
         let name = format!("consent {}", p.product);
         let decided = format!("{}, decided by the {}", p.mode, p.layer.as_str());
         if p.layer == Layer::Default {
-            checks.push(Check::warn(
-                name,
-                format!("undecided: off by default, so nothing of {} is recorded", p.product),
-                format!(
-                    "decide with `telemetryctl consent {} on` (or off, or local to keep events on this machine only)",
-                    p.product
-                ),
-            ));
+            if p.manifest_error.is_none() {
+                checks.push(Check::pass(
+                    name,
+                    format!(
+                        "undecided: off by default, so nothing of {0} is recorded (`telemetryctl consent {0} off|local|on` decides)",
+                        p.product
+                    ),
+                ));
+            }
         } else if !p.new_events.is_empty() {
             checks.push(Check::warn(
                 name,
