@@ -44,37 +44,10 @@ use std::time::{Duration, Instant};
 use telemetry_proto::WireEvent;
 pub use telemetry_sink::manifest::{Manifest, ManifestError as CatalogError, Rejection};
 
-/// `DIR/telemetry/products` under each data directory: `xdg_data_dirs` is
-/// `$XDG_DATA_DIRS` (unset or empty: `/usr/local/share:/usr/share`, as the
-/// XDG spec says); on macOS `/Library/Application Support/telemetry/products`
-/// comes last. On Windows the one directory is
-/// `%ProgramData%\telemetry\products` (`program_data`; default
-/// `C:\ProgramData`), where only an administrator's installer puts what
-/// is trusted: XDG's default would name `C:\usr\share`, a folder any user
-/// may create.
-pub fn system_dirs(xdg_data_dirs: Option<&str>, program_data: Option<&Path>) -> Vec<PathBuf> {
-    if cfg!(windows) {
-        let data = program_data
-            .filter(|p| p.is_absolute())
-            .map_or_else(|| PathBuf::from(r"C:\ProgramData"), Path::to_path_buf);
-        return vec![data.join("telemetry").join("products")];
-    }
-    let list = xdg_data_dirs
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or("/usr/local/share:/usr/share");
-    let mut dirs: Vec<PathBuf> = list
-        .split(':')
-        // Relative entries are invalid per the spec: skip them.
-        .filter(|d| d.starts_with('/'))
-        .map(|d| Path::new(d).join("telemetry").join("products"))
-        .collect();
-    if cfg!(target_os = "macos") {
-        dirs.push(PathBuf::from(
-            "/Library/Application Support/telemetry/products",
-        ));
-    }
-    dirs
-}
+/// The system manifest directories (see
+/// [`telemetry_proto::paths::manifest_system_dirs`]), shared with
+/// `telemetryctl`, which reads a vendor's question before any daemon runs.
+pub use telemetry_proto::paths::manifest_system_dirs as system_dirs;
 
 /// What the registry has for one product.
 #[derive(Debug, Clone)]

@@ -705,9 +705,12 @@ pub fn load(
         .clone()
         .or(file.system_consent_file)
         .unwrap_or_else(|| paths::system_consent_file(&env));
-    if let Some(dir) = args.catalog_dir.clone().or(file.catalog_dir).or_else(|| {
-        paths::default_config_file(&env).and_then(|f| f.parent().map(|d| d.join("catalog")))
-    }) {
+    if let Some(dir) = args
+        .catalog_dir
+        .clone()
+        .or(file.catalog_dir)
+        .or_else(|| paths::default_catalog_dir(&env))
+    {
         cfg.catalog_dir = dir;
     }
     cfg.manifest_system_dirs = crate::catalog::system_dirs(

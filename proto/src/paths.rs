@@ -2,7 +2,7 @@
 //! injected environment so they stay pure and testable.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// File name of the daemon's socket inside its runtime directory.
 pub const SOCKET_FILE: &str = "telemetryd.sock";
@@ -109,6 +109,47 @@ pub fn default_config_file(env: impl Fn(&str) -> Option<OsString>) -> Option<Pat
         return Some(PathBuf::from(dir).join("telemetry/config.toml"));
     }
     non_empty(&env, "HOME").map(|home| PathBuf::from(home).join(".config/telemetry/config.toml"))
+}
+
+/// The user's directory of product manifests when no setting names one:
+/// `catalog` beside [`default_config_file`].
+pub fn default_catalog_dir(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    default_config_file(env).and_then(|f| f.parent().map(|d| d.join("catalog")))
+}
+
+/// `DIR/telemetry/products` under each data directory: `xdg_data_dirs` is
+/// `$XDG_DATA_DIRS` (unset or empty: `/usr/local/share:/usr/share`, as the
+/// XDG spec says); on macOS `/Library/Application Support/telemetry/products`
+/// comes last. On Windows the one directory is
+/// `%ProgramData%\telemetry\products` (`program_data`; default
+/// `C:\ProgramData`), where only an administrator's installer puts what
+/// is trusted: XDG's default would name `C:\usr\share`, a folder any user
+/// may create.
+pub fn manifest_system_dirs(
+    xdg_data_dirs: Option<&str>,
+    program_data: Option<&Path>,
+) -> Vec<PathBuf> {
+    if cfg!(windows) {
+        let data = program_data
+            .filter(|p| p.is_absolute())
+            .map_or_else(|| PathBuf::from(r"C:\ProgramData"), Path::to_path_buf);
+        return vec![data.join("telemetry").join("products")];
+    }
+    let list = xdg_data_dirs
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or("/usr/local/share:/usr/share");
+    let mut dirs: Vec<PathBuf> = list
+        .split(':')
+        // Relative entries are invalid per the spec: skip them.
+        .filter(|d| d.starts_with('/'))
+        .map(|d| Path::new(d).join("telemetry").join("products"))
+        .collect();
+    if cfg!(target_os = "macos") {
+        dirs.push(PathBuf::from(
+            "/Library/Application Support/telemetry/products",
+        ));
+    }
+    dirs
 }
 
 fn non_empty(env: &impl Fn(&str) -> Option<OsString>, key: &str) -> Option<OsString> {

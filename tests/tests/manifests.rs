@@ -313,18 +313,29 @@ fn the_prompt_uses_the_manifests_wording_and_records_its_version() {
         "cfdev.toml",
         "product = \"cfdev\"\n[consent]\nversion = 3\nprompt = \"The cf dev team counts starts \\u001b[31mand stops.\"\n[events.stop]\n",
     );
+    let ask = |answer: &[u8]| {
+        let cmd = format!("{} consent cfdev --prompt", bin("telemetryctl").display());
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .envs(env.envs())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("`script` (util-linux) is needed for this test (.ci/run installs it)");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), answer).unwrap();
+        text(&child.wait_with_output().unwrap())
+    };
+    // A CLI's first start asks before any daemon runs: the vendor's words
+    // then too, from the manifest a daemon would use.
+    let shown = ask(b"n\n");
+    assert!(
+        shown.contains("The cf dev team counts starts [31mand stops."),
+        "the vendor's words with no daemon running: {shown}"
+    );
+    std::fs::remove_file(env.root().join("consent")).unwrap();
     let _daemon = env.start();
-    let cmd = format!("{} consent cfdev --prompt", bin("telemetryctl").display());
-    let mut child = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .envs(env.envs())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("`script` (util-linux) is needed for this test (.ci/run installs it)");
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"y\n").unwrap();
-    let shown = text(&child.wait_with_output().unwrap());
+    let shown = ask(b"y\n");
     assert!(
         shown.contains("The cf dev team counts starts [31mand stops."),
         "the vendor's words, without the escape character: {shown}"

@@ -437,10 +437,41 @@ fn list(socket: &Path, paths: &ConsentPaths, json: bool) -> Result<(), Failure> 
     Ok(())
 }
 
+/// The manifest file a daemon started now would use for `product`: the
+/// first `PRODUCT.toml` on its search path (the user's directory, then the
+/// system ones), if it is a file this user may trust. Used before any
+/// daemon runs (a CLI's first start asks before it sends anything), so
+/// the vendor's wording is shown then too. A `catalog_dir` set only in
+/// the daemon's config file is not followed: the question is then the
+/// generic one.
+fn manifest_file_on_path(product: &str) -> Option<std::path::PathBuf> {
+    use telemetry_proto::paths;
+    let env = |k: &str| std::env::var_os(k);
+    let user = env("TELEMETRY_CATALOG_DIR")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| paths::default_catalog_dir(env));
+    let system = paths::manifest_system_dirs(
+        env("XDG_DATA_DIRS")
+            .and_then(|v| v.into_string().ok())
+            .as_deref(),
+        env("ProgramData").map(std::path::PathBuf::from).as_deref(),
+    );
+    let file = user
+        .into_iter()
+        .chain(system)
+        .map(|dir| dir.join(format!("{product}.toml")))
+        .find(|f| f.exists())?;
+    telemetry_platform::fs::untrusted(&file)
+        .is_none()
+        .then_some(file)
+}
+
 /// The vendor's wording of the question (`consent.prompt` in the product's
-/// manifest, which the daemon names), if there is one and the manifest is
-/// usable. Control characters other than newlines and tabs are dropped: the
-/// text goes to the user's terminal.
+/// manifest: the one the running daemon names, else the one it would
+/// find), if there is one and the manifest is usable. Control characters
+/// other than newlines and tabs are dropped: the text goes to the user's
+/// terminal.
 fn manifest_prompt(socket: &Path, product: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Manifest {
@@ -450,11 +481,17 @@ fn manifest_prompt(socket: &Path, product: &str) -> Option<String> {
     struct Consent {
         prompt: Option<String>,
     }
-    let pc = daemon_view(socket)
-        .into_iter()
-        .find(|c| c.product == product && c.manifest_error.is_none())?;
-    // A built-in manifest has no file (and the built-in one no prompt).
-    let text = std::fs::read_to_string(&pc.manifest).ok()?;
+    let daemon = daemon_view(socket);
+    let file = if daemon.is_empty() {
+        manifest_file_on_path(product)?
+    } else {
+        let pc = daemon
+            .into_iter()
+            .find(|c| c.product == product && c.manifest_error.is_none())?;
+        // A built-in manifest has no file (and the built-in one no prompt).
+        std::path::PathBuf::from(pc.manifest)
+    };
+    let text = telemetry_platform::fs::read_config_text(&file).ok()?;
     let prompt = toml::from_str::<Manifest>(&text).ok()?.consent?.prompt?;
     let clean: String = prompt
         .chars()
