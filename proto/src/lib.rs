@@ -553,8 +553,9 @@ pub enum EventState {
     Pending,
     /// `[2]` Kept on this machine only (recorded in `local` mode).
     LocalOnly,
-    /// `[3]` Recorded while allowed, but consent now forbids uploading it
-    /// (an administrator's or the environment's off): kept, not sent.
+    /// `[3]` Recorded while allowed, but uploading it is not allowed now
+    /// (an administrator's or the environment's off, or its product's
+    /// manifest is gone or broken): kept, not sent.
     Withheld,
 }
 

@@ -658,6 +658,11 @@ mod rt {
     }
 }
 
+/// What `--strict` prints when the hard budget ends the run: wherever it
+/// was (connecting, waiting for the answer, writing the spool), so the
+/// event may be neither acknowledged nor spooled.
+const BUDGET_ENDED: &[u8] = b"telemetry-emit: the time budget (--timeout-ms) ran out before an acknowledgement; the event may not have been spooled\n";
+
 /// The hard time budget as a real-time interval timer. Starting a watchdog
 /// thread on every run costs more than the rest of the shim's own work;
 /// a timer costs two system calls, and its signal ends the process
@@ -668,7 +673,7 @@ mod deadline {
     use std::time::Duration;
 
     static STRICT: AtomicBool = AtomicBool::new(false);
-    const MESSAGE: &[u8] = b"telemetry-emit: no acknowledgement within the time budget\n";
+    const MESSAGE: &[u8] = super::BUDGET_ENDED;
 
     extern "C" fn expired(_: libc::c_int) {
         // Only async-signal-safe calls in a signal handler: write and _exit.
@@ -749,8 +754,7 @@ mod deadline {
                     return;
                 }
                 if strict {
-                    let _ = std::io::stderr()
-                        .write_all(b"telemetry-emit: no acknowledgement within the time budget\n");
+                    let _ = std::io::stderr().write_all(super::BUDGET_ENDED);
                     std::process::exit(super::EXIT_FAILED.into());
                 }
                 std::process::exit(0);

@@ -62,7 +62,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
                 }
                 (EventState::LocalOnly, _) => outln!("# local only, never uploaded:"),
                 (EventState::Withheld, _) => {
-                    outln!("# kept but not uploaded: consent is off for now (administrator or environment):")
+                    outln!("# kept but not uploaded for now: an administrator's or the environment's off, or no usable manifest for its product (`telemetryctl doctor` says which):")
                 }
             }
             current = Some(group);
