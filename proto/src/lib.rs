@@ -909,7 +909,8 @@ pub struct ForgetReport {
     /// Stored events deleted (not yet uploaded, local-only and withheld).
     pub purged: u64,
     /// Whether a `telemetry_forget` marker was recorded for upload under
-    /// the old ID (only when the product is `on`).
+    /// the old ID (only when the product is `on` and not retired by its
+    /// vendor).
     pub marker: bool,
     /// The object key the marker was uploaded under, when the upload
     /// right after succeeded (else it goes with the next upload).

@@ -565,6 +565,13 @@ fn the_brokers_410_retires_one_product_and_the_others_go_on() {
     assert_eq!(s.pending_events, 0);
     assert_eq!(dest(&s, "toolc").retired, [("toolc".to_string(), 7)]);
     assert!(s3.objects_in(BROKER_BUCKET).is_empty());
+    // Forgetting it records no marker that could never go out: the user
+    // is given the old ID instead.
+    let out = env.run("telemetryctl", &["forget", "toolc", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["marker"], false, "{r}");
+    assert_eq!(status(&d).pending_events, 0);
 }
 
 /// A retired build (`PRODUCT@BUILD`) drops only the batches that hold

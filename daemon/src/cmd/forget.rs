@@ -2,9 +2,9 @@
 //! stored events go; when it is `on`, a `telemetry_forget` marker goes out
 //! under the current anonymous ID, telling the vendor to delete every
 //! event of that ID (the report leaves them out); then the product gets a
-//! new ID, unlinkable to the old one. With `local` or `off` nothing is ever
-//! sent, so the old ID is only returned, for the user to pass on by other
-//! means.
+//! new ID, unlinkable to the old one. With `local` or `off`, or for a
+//! product its vendor retired, nothing is ever sent, so the old ID is only
+//! returned, for the user to pass on by other means.
 
 use crate::identity::Identity;
 use crate::record;
@@ -39,8 +39,17 @@ pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
         // No batch of this product is on its way out while it is deleted.
         let _no_upload = ctx.uploader.upload_lock.lock().await;
         let (mode, _) = ctx.consent.resolve(&product);
+        // A product its vendor retired uploads nothing, not even this.
+        let retired = ctx
+            .uploader
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retired
+            .iter()
+            .any(|r| r.product == product);
         let old = ctx.identity.machine_id(&product);
-        let marker = (mode == Mode::On).then(|| {
+        let marker = (mode == Mode::On && !retired).then(|| {
             let ev = WireEvent {
                 id: uuid::Uuid::now_v7(),
                 event: TELEMETRY_FORGET.to_string(),
