@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -9,11 +10,13 @@ import (
 // Autostart: when nothing serves the socket (no socket file, or nobody
 // listening), Emit and EmitNoWait spool the event and then start
 // telemetryd as client/src/autostart.rs does: TELEMETRY_DAEMON, else
-// telemetryd on PATH; `--autostarted --socket SOCKET`; its own session,
-// stdin /dev/null, output appended to STATE_DIR/telemetryd.log; no cloud
-// credentials in its environment; at most once per 10 s per state dir
-// (STATE_DIR/autostart.stamp). TELEMETRY_AUTOSTART=0 (or false, no, off)
-// turns it off. Never when consent is off (Emit returns before).
+// telemetryd beside the running executable (a vendor ships it next to
+// their CLI), else telemetryd on PATH; `--autostarted --socket SOCKET`;
+// its own session, stdin /dev/null, output appended to
+// STATE_DIR/telemetryd.log; no cloud credentials in its environment; at
+// most once per 10 s per state dir (STATE_DIR/autostart.stamp).
+// TELEMETRY_AUTOSTART=0 (or false, no, off) turns it off. Never when
+// consent is off (Emit returns before).
 
 // autostartInterval is the least time between two starts from one state dir.
 const autostartInterval = 10 * time.Second
@@ -75,8 +78,10 @@ func (c *Client) daemonEnv(environ []string) []string {
 		"AWS_EC2_METADATA_DISABLED=true")
 }
 
-// findDaemon is TELEMETRY_DAEMON, else telemetryd on PATH (as the
-// client's environment has them), else "".
+// findDaemon is TELEMETRY_DAEMON, else telemetryd beside the running
+// executable, else telemetryd on PATH (as the client's environment has
+// them), else "": the order of client/src/autostart.rs find_daemon. Beside
+// and on PATH, only a regular file with an execute bit counts.
 func (c *Client) findDaemon() string {
 	if p := c.env("TELEMETRY_DAEMON"); p != "" {
 		// Checked here: started through sh, a path that cannot run would
@@ -85,6 +90,13 @@ func (c *Client) findDaemon() string {
 			return ""
 		}
 		return p
+	}
+	// os.Executable as Rust's current_exe: on Linux the binary itself
+	// (/proc/self/exe), symlinks to it resolved.
+	if exe, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(exe), "telemetryd"); isExecutable(p) {
+			return p
+		}
 	}
 	for _, dir := range filepath.SplitList(c.env("PATH")) {
 		if dir == "" {

@@ -4,7 +4,9 @@ package telemetry
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -132,4 +134,107 @@ func startingClient(t *testing.T, dir, wrapper string) *Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// A vendor ships telemetryd next to their CLI (the top-level README's
+// "Shipping it in your CLI"): found there, after TELEMETRY_DAEMON and
+// before PATH, as client/src/autostart.rs does; only a regular executable
+// file counts. Run in a copy of this test binary, whose os.Executable is
+// the "CLI" beside which the test puts telemetryd.
+func TestAutostartFindsTelemetrydBesideTheExecutable(t *testing.T) {
+	switch os.Getenv("TELEMETRY_GO_TEST_HELPER") {
+	case "find":
+		fmt.Printf("daemon=%s\n", New(Options{Product: "cfdev"}).findDaemon())
+		os.Exit(0)
+	case "emit":
+		out := New(Options{Product: "cfdev"}).Emit(context.Background(), "stop", nil)
+		fmt.Printf("kind=%s autostarted=%v\n", out.Kind, out.Autostarted)
+		os.Exit(0)
+	}
+	t.Parallel()
+	dir := testDir(t)
+	bin, path := filepath.Join(dir, "bin"), filepath.Join(dir, "path")
+	for _, d := range []string{bin, path} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := filepath.Join(bin, "mycli")
+	if err := os.WriteFile(cli, exe, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, "started")
+	script := []byte("#!/bin/sh\necho \"$@\" > " + marker + "\n")
+	onPath, beside, named := filepath.Join(path, "telemetryd"), filepath.Join(bin, "telemetryd"), filepath.Join(dir, "named")
+	for _, p := range []string{onPath, named} {
+		if err := os.WriteFile(p, script, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(helper string, env ...string) string {
+		t.Helper()
+		cmd := exec.Command(cli, "-test.run=^TestAutostartFindsTelemetrydBesideTheExecutable$")
+		cmd.Env = append([]string{"TELEMETRY_GO_TEST_HELPER=" + helper, "PATH=" + path, "HOME=" + dir}, env...)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", helper, err, b)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	// Nothing beside it: PATH.
+	if got := run("find"); got != "daemon="+onPath {
+		t.Errorf("nothing beside: %s", got)
+	}
+	// Beside it, but not an executable file: PATH still.
+	if err := os.WriteFile(beside, script, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := run("find"); got != "daemon="+onPath {
+		t.Errorf("not executable beside: %s", got)
+	}
+	if err := os.Remove(beside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(beside, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if got := run("find"); got != "daemon="+onPath {
+		t.Errorf("a directory beside: %s", got)
+	}
+	if err := os.Remove(beside); err != nil {
+		t.Fatal(err)
+	}
+	// An executable beside it: that one, before PATH; TELEMETRY_DAEMON first.
+	if err := os.WriteFile(beside, script, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if got := run("find"); got != "daemon="+beside {
+		t.Errorf("beside: %s", got)
+	}
+	if got := run("find", "TELEMETRY_DAEMON="+named); got != "daemon="+named {
+		t.Errorf("TELEMETRY_DAEMON: %s", got)
+	}
+	// And an emit with no daemon starts the one beside it.
+	consent := filepath.Join(dir, "consent")
+	if err := os.WriteFile(consent, []byte("cfdev on\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	socket := filepath.Join(dir, "s.sock")
+	got := run("emit", "TELEMETRY_SOCKET="+socket, "TELEMETRY_STATE_DIR="+filepath.Join(dir, "state"),
+		"TELEMETRY_CONSENT_FILE="+consent, "TELEMETRY_SYSTEM_CONSENT_FILE="+filepath.Join(dir, "system-consent"))
+	if got != "kind=spooled autostarted=true" {
+		t.Fatalf("emit: %s", got)
+	}
+	waitFor(t, 10*time.Second, "the telemetryd beside the CLI to be started", func() bool {
+		b, err := os.ReadFile(marker)
+		return err == nil && strings.TrimSpace(string(b)) == "--autostarted --socket "+socket
+	})
 }

@@ -15,14 +15,16 @@ import (
 // DefaultTimeout is the time budget of one call when Options.Timeout is 0.
 const DefaultTimeout = 100 * time.Millisecond
 
-// Options configure a Client. Only Product and Build are needed; every
-// path comes from the environment (TELEMETRY_SOCKET, TELEMETRY_STATE_DIR,
+// Options configure a Client. Only Product is needed; every path comes
+// from the environment (TELEMETRY_SOCKET, TELEMETRY_STATE_DIR,
 // TELEMETRY_CONSENT_FILE, TELEMETRY_SYSTEM_CONSENT_FILE) or the daemon's
 // defaults unless set here.
 type Options struct {
 	// Product is the product name in the catalogue, e.g. "cfdev".
 	Product string
-	// Build is the host program's version, e.g. "1.2.0".
+	// Build is the host program's version, e.g. "1.2.0". When empty, New
+	// takes TELEMETRY_BUILD from the client's environment if that is not
+	// empty, else "unknown", as telemetry-emit does.
 	Build string
 	// Timeout bounds each call's talk with the daemon (connect, write,
 	// read); 0 means DefaultTimeout.
@@ -48,7 +50,14 @@ type Client struct {
 	opts  Options
 	paths Paths
 	env   Getenv
+	// buildFromEnv: opts.Build came from TELEMETRY_BUILD, which an error
+	// about it names.
+	buildFromEnv bool
 }
+
+// buildVar is the variable that gives the build when Options.Build is
+// empty (telemetry-emit's --build falls back to it too).
+const buildVar = "TELEMETRY_BUILD"
 
 // New makes a Client. It does no I/O and cannot fail: a bad product name
 // or build is reported by each call that needs them.
@@ -82,7 +91,17 @@ func New(opts Options) (c *Client) {
 		p.SystemConsentFile = opts.SystemConsentFile
 	}
 	p.SpoolDir = SpoolDir(p.StateDir, p.Socket)
-	return &Client{opts: opts, paths: p, env: env}
+	// As telemetry-emit: --build, else a non-empty TELEMETRY_BUILD, else
+	// "unknown". (An explicit build is checked as given.)
+	fromEnv := false
+	if opts.Build == "" {
+		if b := env(buildVar); b != "" {
+			opts.Build, fromEnv = b, true
+		} else {
+			opts.Build = "unknown"
+		}
+	}
+	return &Client{opts: opts, paths: p, env: env, buildFromEnv: fromEnv}
 }
 
 // Paths returns the locations this client uses.
@@ -255,7 +274,8 @@ func readSmallText(path string) (string, error) {
 }
 
 // Emit records one event and waits, within the budget, until the daemon
-// has committed it to disk. Consent is checked first: when it is off,
+// has committed it to disk. Consent is checked first (after the product
+// name: one that is not valid is Refused, code "invalid"): when it is off,
 // Emit returns Off at once having done nothing. When the daemon cannot be
 // reached in time (or asks to retry), the event is spooled for it to take
 // in later. data values are strings, bools and whole numbers (any Go
@@ -287,6 +307,11 @@ func (c *Client) emit(ctx context.Context, name string, data map[string]any, ack
 	// From the call's start: reading the consent files (a FIFO, a slow
 	// mount) is spent from the same budget, as in the Rust client.
 	deadline := c.deadline(ctx)
+	// Before consent: nobody can have consented for a name that is not a
+	// product's, and "off" would hide the host's typo as the user's no.
+	if err := ValidateName("product", c.opts.Product); err != nil {
+		return Outcome{Kind: Refused, Code: "invalid", Message: err.Error(), Err: err}
+	}
 	if st := c.Consent(); st.Mode == ModeOff {
 		return Outcome{Kind: Off, Layer: st.Layer}
 	}
@@ -347,6 +372,10 @@ func (c *Client) newEvent(name string, data map[string]any) (Event, error) {
 		return Event{}, err
 	}
 	if err := ValidateBuild(c.opts.Build); err != nil {
+		var v *ValidationError
+		if c.buildFromEnv && errors.As(err, &v) {
+			v.Message += " (from " + buildVar + ")"
+		}
 		return Event{}, err
 	}
 	d, err := normalizeData(data)

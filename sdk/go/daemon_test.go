@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -124,6 +125,16 @@ func (d *daemon) client(t *testing.T, opts Options) *Client {
 	if opts.Build == "" {
 		opts.Build = "1.2.0"
 	}
+	return d.clientWith(t, opts, nil)
+}
+
+// clientWith is client without the default build, its environment d's
+// paths and extra.
+func (d *daemon) clientWith(t *testing.T, opts Options, extra map[string]string) *Client {
+	t.Helper()
+	if opts.Product == "" {
+		opts.Product = "cfdev"
+	}
 	if opts.Timeout == 0 {
 		// Generous: the tests check behaviour, not the machine's speed
 		// (TestBudget checks the budget).
@@ -135,6 +146,9 @@ func (d *daemon) client(t *testing.T, opts Options) *Client {
 		"TELEMETRY_CONSENT_FILE":        filepath.Join(d.dir, "consent"),
 		"TELEMETRY_SYSTEM_CONSENT_FILE": filepath.Join(d.dir, "system-consent"),
 		"HOME":                          filepath.Join(d.dir, "home"),
+	}
+	for k, v := range extra {
+		env[k] = v
 	}
 	opts.Getenv = func(k string) string { return env[k] }
 	return New(opts)
@@ -521,5 +535,111 @@ func TestDaemonSetConsentOffIsApplied(t *testing.T) {
 	}
 	if out := c.Emit(nil, "stop", nil); out.Kind != Off {
 		t.Errorf("after off: %v", out)
+	}
+}
+
+// storedBuild is the build the daemon stored for the event id.
+func storedBuild(t *testing.T, c *Client, id string) string {
+	t.Helper()
+	product := "cfdev"
+	r, err := c.request(context.Background(), "show", showBody{Product: &product})
+	if err != nil {
+		t.Fatalf("show: %v", err)
+	}
+	var body eventsBody
+	if err := r.into(&body); err != nil {
+		t.Fatalf("show: %v", err)
+	}
+	for _, e := range body.Events {
+		var ev struct{ ID, Build string }
+		if err := json.Unmarshal([]byte(e.Line), &ev); err == nil && ev.ID == id {
+			return ev.Build
+		}
+	}
+	t.Fatalf("event %s not stored: %+v", id, body.Events)
+	return ""
+}
+
+// No build given: the one telemetry-emit would send, an explicit build,
+// else a non-empty TELEMETRY_BUILD, else "unknown" (it used to be refused
+// as `build "" is not valid`).
+func TestDaemonBuildFallsBackAsTheShimDoes(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, testDir(t))
+	if err := d.client(t, Options{}).SetConsent("on"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		build string
+		env   map[string]string
+		want  string
+	}{
+		{"", nil, "unknown"},
+		{"", map[string]string{"TELEMETRY_BUILD": ""}, "unknown"},
+		{"", map[string]string{"TELEMETRY_BUILD": "2.0.1"}, "2.0.1"},
+		{"1.2.0", map[string]string{"TELEMETRY_BUILD": "2.0.1"}, "1.2.0"},
+	} {
+		c := d.clientWith(t, Options{Build: tc.build}, tc.env)
+		out := c.Emit(context.Background(), "stop", nil)
+		if out.Kind != Acknowledged {
+			t.Errorf("build %q, env %v: %v", tc.build, tc.env, out)
+			continue
+		}
+		if got := storedBuild(t, c, out.ID); got != tc.want {
+			t.Errorf("build %q, env %v: stored %q, want %q", tc.build, tc.env, got, tc.want)
+		}
+	}
+	// An invalid build is refused as before, and one from the variable
+	// says so.
+	out := d.clientWith(t, Options{Build: "/home/alice"}, nil).Emit(nil, "stop", nil)
+	if out.Kind != Refused || out.Code != "invalid" || !strings.Contains(out.Message, `build "/home/alice" is not valid`) {
+		t.Errorf("explicit invalid build: %v", out)
+	}
+	out = d.clientWith(t, Options{}, map[string]string{"TELEMETRY_BUILD": "1.0 beta"}).Emit(nil, "stop", nil)
+	if out.Kind != Refused || out.Code != "invalid" || !strings.Contains(out.Message, `build "1.0 beta" is not valid`) ||
+		!strings.Contains(out.Message, "TELEMETRY_BUILD") {
+		t.Errorf("invalid TELEMETRY_BUILD: %v", out)
+	}
+}
+
+// A consent file other than the daemon's: SetConsent writes it (as
+// telemetryctl does), but says, as an error the vendor can test for, that
+// the daemon did not apply the decision (it used to return nil while the
+// daemon went on uploading).
+func TestDaemonSetConsentToAnotherFileThanTheDaemonsIsNotApplied(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, testDir(t))
+	if err := d.client(t, Options{}).SetConsent("on"); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(d.dir, "elsewhere", "consent")
+	c := d.client(t, Options{ConsentFile: other})
+	err := c.SetConsent("off")
+	if !errors.Is(err, ErrConsentNotApplied) {
+		t.Fatalf("SetConsent: %v, want ErrConsentNotApplied", err)
+	}
+	var na *ConsentNotAppliedError
+	if !errors.As(err, &na) || na.DaemonFile != filepath.Join(d.dir, "consent") || na.WrittenFile != other {
+		t.Fatalf("%#v", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "telemetryd reads consent from "+na.DaemonFile+", but this program wrote "+other) ||
+		!strings.Contains(msg, "TELEMETRY_CONSENT_FILE="+na.DaemonFile) {
+		t.Errorf("message: %s", msg)
+	}
+	// Written all the same, as telemetryctl does; the daemon still has on.
+	if b, err := os.ReadFile(other); err != nil || !strings.Contains(string(b), "\ncfdev off ") {
+		t.Errorf("%s: %q (%v)", other, b, err)
+	}
+	if pc, _ := status(t, c).ConsentFor("cfdev"); pc.Mode != ModeOn {
+		t.Errorf("the daemon has %+v", pc)
+	}
+	// The same file spelt with a "." and a double slash is the daemon's:
+	// applied, as telemetryctl compares paths (component by component).
+	same := d.client(t, Options{ConsentFile: d.dir + "/.//consent"})
+	if err := same.SetConsent("off"); err != nil {
+		t.Errorf("the daemon's own file: %v", err)
+	}
+	if pc, _ := status(t, c).ConsentFor("cfdev"); pc.Mode != ModeOff {
+		t.Errorf("the daemon has %+v", pc)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -18,11 +19,19 @@ import (
 // replaced (keeping its last off time; turning off records now as it),
 // rewritten in canonical form to a temporary file (the old file's mode,
 // else 0600) that is synced and renamed over it. Then, within what is left
-// of the budget, the daemon is told to apply it; the file is the truth
-// either way, so only a failure to write the file is returned. A consent
-// file that exists but cannot be read (not UTF-8, over 1 MiB, no
-// permission) is renamed beside itself to <name>.unreadable-<unix ms>-<pid>
-// first, so that no other product's decision in it is lost.
+// of the budget, the daemon is told to apply it. A consent file that
+// exists but cannot be read (not UTF-8, over 1 MiB, no permission) is
+// renamed beside itself to <name>.unreadable-<unix ms>-<pid> first, so
+// that no other product's decision in it is lost.
+//
+// It returns nil when the file is written and a running daemon applied
+// it, or when no daemon answered in time (the daemon reads the file when
+// it next starts). It returns an error when the file could not be written,
+// or — having written it — when the running daemon answers that it reads
+// consent from another file: then the daemon goes on with the old decision
+// (an off is not applied: it keeps uploading), and the error is a
+// *ConsentNotAppliedError (errors.Is(err, ErrConsentNotApplied)), as
+// `telemetryctl consent` fails (exit 3) in the same case.
 //
 // This is what a CLI's own `mycli telemetry --on/--off` calls.
 func (c *Client) SetConsent(mode string) (err error) {
@@ -36,6 +45,56 @@ func (c *Client) SetConsent(mode string) (err error) {
 	}
 	_, err = c.setConsent(mode, true)
 	return err
+}
+
+// ErrConsentNotApplied is what errors.Is finds in SetConsent's (and a
+// failed Prompt's) error when the consent file was written but the running
+// daemon reads consent from another file, so it did not apply the change.
+var ErrConsentNotApplied = errors.New("telemetry: the running telemetryd did not apply the consent change")
+
+// ConsentNotAppliedError is SetConsent's error when it wrote WrittenFile
+// but the running daemon reads consent from DaemonFile: the daemon keeps
+// the decision it had (an off is not applied), which only agreeing on the
+// file fixes: TELEMETRY_CONSENT_FILE (or Options.ConsentFile) set to
+// DaemonFile for this program, telemetryctl and telemetry-emit alike.
+type ConsentNotAppliedError struct {
+	// DaemonFile is the consent file the running daemon reads.
+	DaemonFile string
+	// WrittenFile is the consent file SetConsent wrote the decision to.
+	WrittenFile string
+}
+
+// Error says what happened and what to do, naming both files (the words
+// of `telemetryctl consent`).
+func (e *ConsentNotAppliedError) Error() string {
+	return fmt.Sprintf("telemetry: telemetryd reads consent from %s, but this program wrote %s; "+
+		"set TELEMETRY_CONSENT_FILE=%s (for this program, telemetryctl and telemetry-emit) so they agree, then try again",
+		e.DaemonFile, e.WrittenFile, e.DaemonFile)
+}
+
+// Is makes errors.Is(err, ErrConsentNotApplied) true.
+func (e *ConsentNotAppliedError) Is(target error) bool { return target == ErrConsentNotApplied }
+
+// samePath compares two paths as telemetryctl does (Rust's Path equality,
+// component by component): repeated and trailing separators and "."
+// components after the first do not count; nothing is resolved.
+func samePath(a, b string) bool {
+	return slices.Equal(pathComponents(a), pathComponents(b))
+}
+
+func pathComponents(p string) []string {
+	var out []string
+	if strings.HasPrefix(p, "/") {
+		out = append(out, "/")
+	}
+	for i, part := range strings.Split(p, "/") {
+		// A leading "." of a relative path is a component; any later one is not.
+		if part == "" || part == "." && (i > 0 || len(out) > 0) {
+			continue
+		}
+		out = append(out, part)
+	}
+	return out
 }
 
 // setConsent writes the file and, if notify, tells the daemon; it returns
@@ -77,6 +136,9 @@ func (c *Client) setConsent(mode string, notify bool) (*ConsentReport, error) {
 	var rep ConsentReport
 	if r.into(&rep) != nil {
 		return nil, nil
+	}
+	if rep.File != "" && !samePath(rep.File, c.paths.ConsentFile) {
+		return &rep, &ConsentNotAppliedError{DaemonFile: rep.File, WrittenFile: c.paths.ConsentFile}
 	}
 	return &rep, nil
 }

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -325,5 +326,33 @@ func TestSetConsentKeepsAnUnreadableFileAside(t *testing.T) {
 	}
 	if kept, _ := filepath.Glob(path + ".unreadable-*"); len(kept) != 2 {
 		t.Errorf("kept: %v", kept)
+	}
+}
+
+// A product name that is not one is the host's mistake, refused with the
+// rule, not "off (default)", which reads as the user's no.
+func TestAnInvalidProductIsRefusedNotOff(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "consent"), []byte("cfdev on\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, product := range []string{"ACME", "", "my-cli"} {
+		c := isolatedClient(t, dir, Options{Product: product, Build: "1.0"}, nil)
+		want := fmt.Sprintf("product %q is not a valid name: use 1-64 characters from a-z, 0-9 and _, starting with a letter", product)
+		for _, out := range []Outcome{c.Emit(nil, "stop", nil), c.EmitNoWait(nil, "stop", nil)} {
+			if out.Kind != Refused || out.Code != "invalid" || out.Message != want {
+				t.Errorf("%q: %v", product, out)
+			}
+		}
+		if err := c.SetConsent("on"); err == nil || err.Error() != want {
+			t.Errorf("SetConsent: %v", err)
+		}
+	}
+	if err := isolatedClient(t, dir, Options{Product: "cfdev"}, nil).SetConsent("bogus"); err == nil {
+		t.Error("SetConsent(bogus) accepted")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("files written: %v", entries)
 	}
 }

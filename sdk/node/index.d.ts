@@ -20,8 +20,12 @@ export type Env = Record<string, string | undefined>;
 export interface ClientOptions {
   /** The product, e.g. `cfdev` (a-z, 0-9, _; starting with a letter; at most 64). */
   product: string;
-  /** The host CLI's version, e.g. `1.2.0` (A-Z a-z 0-9 . _ + -; at most 64). */
-  build: string;
+  /**
+   * The host CLI's version, e.g. `1.2.0` (A-Z a-z 0-9 . _ + -; at most 64). When not
+   * given (or empty): `TELEMETRY_BUILD` from `env` if not empty, else `unknown`, as
+   * for telemetry-emit.
+   */
+  build?: string;
   /** Budget of each call in ms (default 100, also for 0 or less; at most a day). */
   timeoutMs?: number;
   /** Environment to read instead of `process.env` (TELEMETRY_SOCKET, DO_NOT_TRACK, ...). */
@@ -39,6 +43,12 @@ export interface ClientOptions {
    * TELEMETRY_AUTOSTART=0 also turns it off).
    */
   autostart?: boolean;
+  /**
+   * The telemetryd to start when nothing serves the socket: the one you ship with
+   * your CLI, e.g. `path.join(__dirname, '..', 'bin', 'telemetryd')`. Used when it
+   * is an executable file and TELEMETRY_DAEMON is not set; else `telemetryd` on PATH.
+   */
+  daemon?: string;
 }
 
 /** Per-call options. */
@@ -102,10 +112,31 @@ export type SetConsentOutcome =
       /** The old consent file could not be read (not UTF-8, over 1 MiB, no
        * permission): where it was kept, renamed beside the new one. */
       kept?: string;
-      /** Something to tell the user: a kept unreadable file, or the daemon
-       * reads another consent file. */
+      /** Something to tell the user: a kept unreadable file. */
       warning?: string;
       /** The product's consent now (the system file or the environment may keep it off). */
+      effective: { mode: Mode; layer: Layer };
+    }
+  /**
+   * The file was written, but the running daemon reads consent from another
+   * file (`daemonFile`), so it did not apply the decision: it keeps the one it
+   * had (after an `off`, it goes on uploading). `message` names both files and
+   * the fix (TELEMETRY_CONSENT_FILE), as `telemetryctl consent` says it (exit 3).
+   */
+  | {
+      status: 'not_applied';
+      mode: Mode;
+      /** The consent file written. */
+      file: string;
+      /** The consent file the running daemon reads. */
+      daemonFile: string;
+      message: string;
+      daemonNotified: false;
+      /** The daemon's report (its consent, from its own file). */
+      applied: ConsentReport;
+      kept?: string;
+      warning?: string;
+      /** The product's consent now, as this client's files say. */
       effective: { mode: Mode; layer: Layer };
     }
   | { status: 'refused'; code: 'invalid'; message: string }
@@ -182,6 +213,7 @@ export interface Paths {
 /** A client for one product. Every method resolves (never rejects, never throws). */
 export interface Client {
   readonly product: string;
+  /** The build sent: the option, else TELEMETRY_BUILD, else `unknown`. */
   readonly build: string;
   readonly timeoutMs: number;
   /** Record an event and wait until the daemon has committed it (or spool it). */

@@ -6,7 +6,9 @@
  * own session with stdin /dev/null and output appended to
  * STATE_DIR/telemetryd.log, without cloud credentials in its environment.
  * `TELEMETRY_AUTOSTART=0|false|no|off` turns it off; `TELEMETRY_DAEMON` names
- * the binary, else `telemetryd` on PATH.
+ * the binary, else the client's `daemon` option (the telemetryd a vendor ships
+ * with their CLI: where the Rust clients and the Go SDK look beside the running
+ * executable, which is node here), else `telemetryd` on PATH.
  * @module
  */
 
@@ -51,22 +53,36 @@ function scrubbed(name) {
 }
 
 /**
- * The daemon binary: TELEMETRY_DAEMON, else an executable `telemetryd` on PATH.
+ * Whether `p` is a regular file with an execute bit (client/src/autostart.rs is_executable).
+ * @param {string} p
+ * @returns {boolean}
+ */
+function isExecutable(p) {
+  try {
+    const st = fs.statSync(p);
+    return st.isFile() && (st.mode & 0o111) !== 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The daemon binary: TELEMETRY_DAEMON, else `shipped` (the client's `daemon`
+ * option) if it is an executable file, else an executable `telemetryd` on PATH:
+ * the order of client/src/autostart.rs, `shipped` standing for "beside the
+ * running executable".
  * @param {Record<string, string|undefined>} env
+ * @param {string} [shipped]
  * @returns {string|null}
  */
-function findDaemon(env) {
+function findDaemon(env, shipped) {
   const named = nonEmpty(env, 'TELEMETRY_DAEMON');
   if (named) return named;
+  if (shipped !== undefined && isExecutable(shipped)) return shipped;
   for (const dir of (env.PATH || '').split(':')) {
     if (!dir) continue;
     const p = joinPath(dir, 'telemetryd');
-    try {
-      const st = fs.statSync(p);
-      if (st.isFile() && (st.mode & 0o111) !== 0) return p;
-    } catch {
-      // not here
-    }
+    if (isExecutable(p)) return p;
   }
   return null;
 }
@@ -77,15 +93,16 @@ function findDaemon(env) {
  * @param {string} socket
  * @param {string} stateDir
  * @param {Record<string, string|undefined>} env
+ * @param {string} [shipped] the client's `daemon` option
  * @returns {"spawned"|"recently"|"disabled"|"not_found"|"failed"}
  */
-function autostart(socket, stateDir, env) {
+function autostart(socket, stateDir, env, shipped) {
   let logFd = -1;
   /** @type {string|null} */
   let claim = null;
   try {
     if (disabled(env.TELEMETRY_AUTOSTART)) return 'disabled';
-    const daemon = findDaemon(env);
+    const daemon = findDaemon(env, shipped);
     if (!daemon) return 'not_found';
     makeDirs(stateDir, 0o700);
     const stamp = joinPath(stateDir, 'autostart.stamp');

@@ -19,6 +19,9 @@ const { readSystem, readUser, recordConsent } = require('./consentfile.cjs');
 /** The budget of a call when none is given, in ms. */
 const DEFAULT_TIMEOUT_MS = 100;
 
+/** The variable that gives the build when the `build` option is not given (as for telemetry-emit). */
+const BUILD_VAR = 'TELEMETRY_BUILD';
+
 /**
  * The generic consent question (telemetryctl's wording).
  * @param {string} product
@@ -58,6 +61,36 @@ const MAX_TIMEOUT_MS = 24 * 3600 * 1000;
 function budgetOf(v, fallback) {
   // 0 (or less) means the default, as in the Go and Python SDKs.
   return typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.min(v, MAX_TIMEOUT_MS) : fallback;
+}
+
+/**
+ * A path's components as Rust's `Path::components` has them on Unix: repeated
+ * and trailing separators and any `.` but a leading one do not count;
+ * nothing is resolved.
+ * @param {string} p
+ * @returns {string[]}
+ */
+function pathComponents(p) {
+  /** @type {string[]} */
+  const out = p.startsWith('/') ? ['/'] : [];
+  p.split('/').forEach((part, i) => {
+    if (part === '' || (part === '.' && (i > 0 || out.length > 0))) return;
+    out.push(part);
+  });
+  return out;
+}
+
+/**
+ * Whether two paths name the same file as telemetryctl compares them (Rust's
+ * `Path` equality, component by component).
+ * @param {string} a
+ * @param {string} b
+ * @returns {boolean}
+ */
+function samePath(a, b) {
+  const x = pathComponents(a);
+  const y = pathComponents(b);
+  return x.length === y.length && x.every((c, i) => c === y[i]);
 }
 
 /**
@@ -123,11 +156,25 @@ function createClient(options) {
  */
 function makeClient(opts) {
   const product = opts.product;
-  const build = opts.build;
   const timeoutMs = budgetOf(opts.timeoutMs, DEFAULT_TIMEOUT_MS);
 
   /** @returns {Record<string, string|undefined>} */
   const env = () => (opts.env && typeof opts.env === 'object' ? opts.env : process.env);
+
+  // As telemetry-emit: an explicit build, else a non-empty TELEMETRY_BUILD
+  // (read once, here), else "unknown". An explicit one is checked as given.
+  const buildGiven = opts.build !== undefined && opts.build !== null && opts.build !== '';
+  const buildFromEnv = buildGiven ? undefined : nonEmpty(env(), BUILD_VAR);
+  const build = buildGiven ? opts.build : buildFromEnv !== undefined ? buildFromEnv : 'unknown';
+
+  /**
+   * Why the build is not valid (naming TELEMETRY_BUILD when it came from there), or null.
+   * @returns {string|null}
+   */
+  const badBuild = () => {
+    const bad = checkBuild(build);
+    return bad && buildFromEnv !== undefined ? `${bad} (from ${BUILD_VAR})` : bad;
+  };
 
   /** @returns {import('./paths.cjs').Paths} */
   const paths = () => {
@@ -170,10 +217,14 @@ function makeClient(opts) {
       const left = () => Math.max(0, budget - (Date.now() - started));
       // Consent first, as the shim and the other SDKs: with it off, even a
       // bad event is `off` (nothing was going to happen to it).
+      // But a product name that is not one first: nobody can have consented
+      // for it, and `off` would pass the host's typo off as the user's no.
+      const badProduct = checkName('product', product);
+      if (badProduct) return { status: 'refused', code: 'invalid', message: badProduct };
       const p = paths();
       const decision = decide(p);
       if (decision.mode === 'off') return { status: 'off', layer: decision.layer };
-      const bad = checkName('product', product) || checkName('event', event) || checkBuild(build);
+      const bad = checkName('event', event) || badBuild();
       if (bad) return { status: 'refused', code: 'invalid', message: bad };
       const checked = checkData(data);
       if ('error' in checked) return { status: 'refused', code: 'invalid', message: checked.error };
@@ -221,12 +272,17 @@ function makeClient(opts) {
         // With this client's paths (options may have set them), so the
         // daemon takes in the spool and reads the consent files this client
         // used, as the Go SDK does.
-        out.autostart = autostart(p.socket, p.stateDir, {
-          ...env(),
-          TELEMETRY_STATE_DIR: p.stateDir,
-          TELEMETRY_CONSENT_FILE: p.consentFile,
-          TELEMETRY_SYSTEM_CONSENT_FILE: p.systemConsentFile,
-        });
+        out.autostart = autostart(
+          p.socket,
+          p.stateDir,
+          {
+            ...env(),
+            TELEMETRY_STATE_DIR: p.stateDir,
+            TELEMETRY_CONSENT_FILE: p.consentFile,
+            TELEMETRY_SYSTEM_CONSENT_FILE: p.systemConsentFile,
+          },
+          typeof opts.daemon === 'string' && opts.daemon !== '' ? opts.daemon : undefined,
+        );
       }
       return out;
     } catch (e) {
@@ -306,13 +362,20 @@ function makeClient(opts) {
       true,
     );
     if (x.ok && x.reply && x.reply.kind === 'consent_applied') {
-      out.daemonNotified = true;
-      out.applied = x.reply.body;
-      if (x.reply.body && typeof x.reply.body.file === 'string' && x.reply.body.file !== p.consentFile) {
-        const w =
-          `telemetryd reads consent from ${x.reply.body.file}, not ${p.consentFile}: ` +
-          'set TELEMETRY_CONSENT_FILE so they agree';
-        out.warning = out.warning === undefined ? w : `${out.warning}; ${w}`;
+      const daemonFile = x.reply.body && x.reply.body.file;
+      if (typeof daemonFile === 'string' && daemonFile !== '' && !samePath(daemonFile, p.consentFile)) {
+        // Written, but the running daemon reads another file: it keeps the
+        // decision it had (an off is not applied), as telemetryctl fails.
+        out.status = 'not_applied';
+        out.daemonFile = daemonFile;
+        out.message =
+          `telemetryd reads consent from ${daemonFile}, but this program wrote ${p.consentFile}; ` +
+          `set TELEMETRY_CONSENT_FILE=${daemonFile} (for this program, telemetryctl and telemetry-emit) ` +
+          'so they agree, then try again';
+        out.applied = x.reply.body;
+      } else {
+        out.daemonNotified = true;
+        out.applied = x.reply.body;
       }
     } else if (x.ok && x.reply && x.reply.kind === 'error') {
       out.daemonError = `${x.reply.body.code}: ${x.reply.body.message}`;

@@ -77,8 +77,6 @@ test('local validation refuses precisely, before the socket', async () => {
   }
   const badBuild = await createClient({ product: 'cfdev', build: '/home/alice', env: sdkEnv(T) }).emit('stop');
   assert.match(badBuild.message, /build/);
-  const badProduct = await createClient({ product: '', build: '1', env: sdkEnv(T) }).emit('stop');
-  assert.equal(badProduct.status, 'off', 'nobody consented for a product named ""');
   assert.equal(fs.existsSync(path.join(T, 'state')), false, 'nothing written');
   // Off first, whatever the event: nothing was going to happen to it.
   fs.writeFileSync(path.join(T, 'consent'), 'cfdev off\n');
@@ -682,4 +680,105 @@ test('autostart: the daemon is given the paths this client used, options include
   // Where the event was spooled, so the daemon takes it in.
   assert.match(text, new RegExp(`^TELEMETRY_STATE_DIR=${stateDir}$`, 'm'));
   assert.match(text, new RegExp(`^TELEMETRY_CONSENT_FILE=${path.join(T, 'consent')}$`, 'm'));
+});
+
+const RULE = 'use 1-64 characters from a-z, 0-9 and _, starting with a letter';
+
+test('a product name that is not one is refused (invalid, naming it and the rule), not "off (default)"', async () => {
+  const T = onDir();
+  const env = sdkEnv(T);
+  const server = await fakeServer(env.TELEMETRY_SOCKET, () => ACK);
+  try {
+    for (const product of ['ACME', '', 'my-cli', undefined, 42]) {
+      const t = createClient({ product: /** @type {any} */ (product), build: '1', env });
+      const shown = typeof product === 'string' ? JSON.stringify(product) : String(product);
+      const want = {
+        status: 'refused',
+        code: 'invalid',
+        message: `product ${shown} is not a valid name: ${RULE}`,
+      };
+      assert.deepEqual(await t.emit('stop'), want, String(product));
+      assert.deepEqual(await t.emitNoWait('stop'), want, String(product));
+      assert.deepEqual(await t.setConsent('on'), want, String(product));
+    }
+    // An invalid mode is refused the same way (as in the Python SDK).
+    const bogus = await createClient({ product: 'cfdev', build: '1', env }).setConsent('bogus');
+    assert.deepEqual(bogus, { status: 'refused', code: 'invalid', message: 'mode "bogus" is not on, off or local' });
+    assert.equal(server.seen.connections, 0);
+    assert.deepEqual(fs.readdirSync(T).sort(), ['consent', 's.sock'], 'nothing written');
+  } finally {
+    await server.close();
+  }
+});
+
+test('no build: TELEMETRY_BUILD when not empty, else "unknown" (as telemetry-emit); invalid ones refused', async () => {
+  const T = onDir();
+  const env = sdkEnv(T);
+  const server = await fakeServer(env.TELEMETRY_SOCKET, () => ACK);
+  try {
+    const cases = [
+      [{}, {}, 'unknown'],
+      [{ build: '' }, {}, 'unknown'],
+      [{}, { TELEMETRY_BUILD: '' }, 'unknown'],
+      [{}, { TELEMETRY_BUILD: '2.0.1' }, '2.0.1'],
+      [{ build: null }, { TELEMETRY_BUILD: '2.0.1' }, '2.0.1'],
+      [{ build: '1.2.0' }, { TELEMETRY_BUILD: '2.0.1' }, '1.2.0'],
+    ];
+    for (const [options, vars, want] of cases) {
+      const t = createClient({ product: 'cfdev', ...options, env: { ...env, ...vars } });
+      const what = JSON.stringify([options, vars]);
+      assert.equal(t.build, want, what);
+      const r = await t.emit('stop');
+      assert.equal(r.status, 'acknowledged', `${what}: ${JSON.stringify(r)}`);
+      assert.equal(JSON.parse(server.seen.lines.at(-1)).emit.events[0].build, want, what);
+    }
+    const explicit = await createClient({ product: 'cfdev', build: '/home/alice', env }).emit('stop');
+    assert.equal(explicit.status, 'refused');
+    assert.match(explicit.message, /^build "\/home\/alice" is not valid/);
+    const withVar = { ...env, TELEMETRY_BUILD: '1.0 beta' };
+    const fromVar = await createClient({ product: 'cfdev', env: withVar }).emit('stop');
+    assert.equal(fromVar.status, 'refused');
+    assert.match(fromVar.message, /^build "1\.0 beta" is not valid.*\(from TELEMETRY_BUILD\)$/);
+  } finally {
+    await server.close();
+  }
+});
+
+test('autostart: the `daemon` option (the shipped telemetryd): after TELEMETRY_DAEMON, before PATH', async () => {
+  const T = onDir();
+  const out = path.join(T, 'started');
+  /** @param {string} name */
+  const fake = (name) => {
+    const p = path.join(T, name, 'telemetryd');
+    fs.mkdirSync(path.dirname(p), { recursive: true });
+    // Shell builtins only: PATH holds just the fake `onpath`.
+    fs.writeFileSync(p, `#!/bin/sh\necho ${name} "$@" > ${out}\n`, { mode: 0o755 });
+    return p;
+  };
+  const shipped = fake('shipped');
+  const named = fake('named');
+  fake('onpath');
+  const base = { ...sdkEnv(T), TELEMETRY_AUTOSTART: '', PATH: path.join(T, 'onpath') };
+  /**
+   * Emit with nothing serving, in a fresh state dir; which fake was started.
+   * @param {Record<string, string>} env
+   * @param {string} daemon
+   */
+  const started = async (env, daemon) => {
+    fs.rmSync(out, { force: true });
+    fs.rmSync(path.join(T, 'state'), { recursive: true, force: true });
+    const r = await createClient({ product: 'cfdev', build: '1', env, daemon }).emit('stop');
+    assert.equal(r.status, 'spooled');
+    assert.equal(r.autostart, 'spawned');
+    const done = () => fs.existsSync(out) && fs.readFileSync(out, 'utf8');
+    const text = await waitFor(() => (done() || '').endsWith('\n') && done(), 5000, 'a fake daemon');
+    return String(text).trim();
+  };
+  assert.equal(await started(base, shipped), `shipped --autostarted --socket ${base.TELEMETRY_SOCKET}`);
+  assert.match(await started({ ...base, TELEMETRY_DAEMON: named }, shipped), /^named /);
+  // Not an executable file: PATH, as the Rust clients treat one beside them.
+  fs.chmodSync(shipped, 0o644);
+  assert.match(await started(base, shipped), /^onpath /);
+  assert.match(await started(base, path.join(T, 'shipped')), /^onpath /, 'a directory');
+  assert.match(await started(base, path.join(T, 'missing')), /^onpath /);
 });

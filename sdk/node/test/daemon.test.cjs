@@ -8,6 +8,8 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 const { createClient } = require('../index.cjs');
+const { exchange } = require('../lib/transport.cjs');
+const { requests } = require('../lib/wire.cjs');
 const { haveDaemon, DAEMON, CTL, startDaemon, tempDir, sdkEnv, waitFor } = require('./helpers.cjs');
 
 // No daemon is a failure, not a skip: a suite that passes without its
@@ -135,6 +137,62 @@ test('setConsent off notifies the daemon (status shows off) and writes the file'
     assert.deepEqual(await t.emit('stop'), { status: 'off', layer: 'user_file' });
     assert.equal((await t.setConsent('local')).applied.consent.mode, 'local');
     assert.equal((await t.emit('stop')).status, 'acknowledged');
+  } finally {
+    await d.stop();
+  }
+});
+
+test('setConsent to another file than the daemon reads: written, but not_applied, naming both', opts, async () => {
+  const d = await startDaemon();
+  try {
+    assert.equal((await client(d.env).setConsent('on')).daemonNotified, true);
+    const other = path.join(d.T, 'elsewhere', 'consent');
+    const off = await client(d.env, { consentFile: other }).setConsent('off');
+    assert.equal(off.status, 'not_applied', JSON.stringify(off));
+    assert.equal(off.daemonNotified, false);
+    assert.equal(off.file, other);
+    assert.equal(off.daemonFile, d.env.TELEMETRY_CONSENT_FILE);
+    assert.equal(
+      off.message,
+      `telemetryd reads consent from ${d.env.TELEMETRY_CONSENT_FILE}, but this program wrote ${other}; ` +
+        `set TELEMETRY_CONSENT_FILE=${d.env.TELEMETRY_CONSENT_FILE} (for this program, telemetryctl and ` +
+        'telemetry-emit) so they agree, then try again',
+    );
+    // Written all the same, as telemetryctl does; the daemon keeps on.
+    assert.match(fs.readFileSync(other, 'utf8'), /^cfdev off /m);
+    const c = (await d.status()).consent.find((/** @type {any} */ x) => x.product === 'cfdev');
+    assert.equal(c.mode, 'on');
+    // The daemon's own file, spelt with a `.` and a double slash: applied.
+    const same = await client(d.env, { consentFile: `${d.T}/.//consent` }).setConsent('off');
+    assert.equal(same.status, 'recorded', JSON.stringify(same));
+    assert.equal(same.daemonNotified, true);
+  } finally {
+    await d.stop();
+  }
+});
+
+test('no build given: the daemon stores TELEMETRY_BUILD, else "unknown", as from telemetry-emit', opts, async () => {
+  const d = await startDaemon();
+  try {
+    fs.writeFileSync(d.env.TELEMETRY_CONSENT_FILE, 'cfdev on\n');
+    const ids = new Map();
+    for (const [vars, want] of [
+      [{}, 'unknown'],
+      [{ TELEMETRY_BUILD: '2.0.1' }, '2.0.1'],
+    ]) {
+      const r = await createClient({ product: 'cfdev', env: { ...d.env, ...vars }, timeoutMs: 2000 }).emit('stop');
+      assert.equal(r.status, 'acknowledged', JSON.stringify(r));
+      ids.set(r.id, want);
+    }
+    const x = await exchange(d.socket, requests.show('cfdev', 0), 2000, true);
+    assert.equal(x.reply && x.reply.kind, 'events', JSON.stringify(x));
+    const stored = new Map(
+      x.reply.body.events.map((/** @type {any} */ e) => {
+        const ev = JSON.parse(e.line);
+        return [ev.id, ev.build];
+      }),
+    );
+    for (const [id, want] of ids) assert.equal(stored.get(id), want, id);
   } finally {
     await d.stop();
   }

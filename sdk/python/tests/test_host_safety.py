@@ -500,6 +500,7 @@ def test_a_bad_value_is_described_without_its_repr(sdk_env: Daemon) -> None:
     assert "is more than 256 bytes" in out.detail, out
     out = c.emit("stop", {LoudStr("key"): 1 << 70})
     assert "data value for 'key' is out of range" in out.detail, out
-    assert c.set_consent(Loud()).status == "failed"  # type: ignore[arg-type]
-    assert "consent for (a Loud) is off" in (Client(Loud(), "1").emit("stop").detail or "")  # type: ignore[arg-type]
+    assert c.set_consent(Loud()).status == "refused"  # type: ignore[arg-type]
+    assert "mode (a Loud) is not on" in c.set_consent(Loud()).detail  # type: ignore[arg-type]
+    assert "product (a Loud) is not a valid name" in Client(Loud(), "1").emit("stop").detail  # type: ignore[arg-type]
     assert calls == []

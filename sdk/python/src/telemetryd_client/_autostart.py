@@ -1,7 +1,10 @@
 """Starting ``telemetryd`` when nothing serves the socket, as
 ``client/src/autostart.rs`` does (see its module docs): only after an emit
 was spooled because connecting failed with ``ENOENT``/``ECONNREFUSED``; the
-binary is ``TELEMETRY_DAEMON`` or ``telemetryd`` on ``PATH``;
+binary is ``TELEMETRY_DAEMON``, else the client's ``daemon`` option (the
+``telemetryd`` a vendor ships with their CLI: where the Rust clients and the
+Go SDK look beside the running executable, which is the interpreter here),
+else ``telemetryd`` on ``PATH``;
 ``TELEMETRY_AUTOSTART=0|false|no|off`` turns it off; at most once per 10 s
 per state dir (a timestamp in ``STATE_DIR/autostart.stamp``, under a
 non-blocking ``flock``); detached (its own session, via an ``sh`` that
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -75,11 +79,26 @@ def disabled(value: Optional[str]) -> bool:
     return value is not None and value.strip().lower() in ("0", "false", "no", "off")
 
 
-def find_daemon(env: Mapping[str, str]) -> Optional[str]:
-    """``TELEMETRY_DAEMON``, else ``telemetryd`` on ``PATH``."""
+def _is_executable(path: str) -> bool:
+    """A regular file with an execute bit (``client/src/autostart.rs``
+    ``is_executable``)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_mode & 0o111 != 0
+
+
+def find_daemon(env: Mapping[str, str], shipped: Optional[str] = None) -> Optional[str]:
+    """``TELEMETRY_DAEMON``, else ``shipped`` (the client's ``daemon``
+    option) if it is an executable file, else ``telemetryd`` on ``PATH``:
+    the order of ``client/src/autostart.rs``, ``shipped`` standing for
+    "beside the running executable"."""
     explicit = env.get("TELEMETRY_DAEMON")
     if explicit:
         return explicit
+    if shipped and _is_executable(shipped):
+        return shipped
     return shutil.which("telemetryd", path=env.get("PATH") or os.defpath)
 
 
@@ -115,11 +134,16 @@ def _reap_later(child: subprocess.Popen[bytes]) -> None:
 
 
 def start(
-    socket_path: str, state_dir: str, env: Mapping[str, str], deadline: Optional[float] = None
+    socket_path: str,
+    state_dir: str,
+    env: Mapping[str, str],
+    deadline: Optional[float] = None,
+    shipped: Optional[str] = None,
 ) -> str:
     """Start the daemon detached unless disabled, not found or started
     recently. Returns ``spawned``, ``disabled``, ``not_found`` or
     ``recently``; raises ``OSError`` when a file or the spawn fails.
+    ``shipped`` is the client's ``daemon`` option (see :func:`find_daemon`).
     Waits for the ``sh`` that starts it only until ``deadline`` (a
     ``time.monotonic()`` value; the host's budget), not past it."""
     if disabled(env.get("TELEMETRY_AUTOSTART")):
@@ -127,7 +151,7 @@ def start(
     if sys.platform == "win32":
         # No detached start without fork and sh; the service starts it.
         return "disabled"
-    daemon = find_daemon(env)
+    daemon = find_daemon(env, shipped)
     if not daemon:
         return "not_found"
     make_dirs(state_dir)

@@ -49,6 +49,12 @@ DROPPED = "dropped"
 REFUSED = "refused"
 OFF = "off"
 FAILED = "failed"
+RECORDED = "recorded"
+NOT_APPLIED = "not_applied"
+
+#: The variable that gives the build when ``build`` is not given (as for
+#: ``telemetry-emit``).
+BUILD_VAR = "TELEMETRY_BUILD"
 
 
 @dataclass(frozen=True)
@@ -101,11 +107,22 @@ class ConsentState:
 class ConsentChange:
     """What :meth:`Client.set_consent` did.
 
-    ``status`` is ``recorded`` (the user's file now holds ``mode``) or
-    ``failed`` (``detail`` says why; nothing changed). ``daemon_notified``
-    says whether a running daemon applied it at once (otherwise it does at
-    its next start). ``effective`` is the product's consent afterwards, which
-    the system file or the environment may still keep ``off``.
+    ``status`` is one of:
+
+    - ``recorded``: the user's file now holds ``mode``. ``daemon_notified``
+      says whether a running daemon applied it at once (otherwise it does at
+      its next start);
+    - ``not_applied``: the file was written, but the running daemon reads
+      consent from another file (``daemon_file``), so it did not apply the
+      decision and keeps the one it had (after an ``off``, it goes on
+      uploading); ``detail`` names both files and the fix, as
+      ``telemetryctl consent`` says it (exit 3);
+    - ``refused``: a bad argument (``code`` ``invalid``: the mode or the
+      product name), ``detail`` says which; nothing changed;
+    - ``failed``: ``detail`` says why; nothing changed.
+
+    ``effective`` is the product's consent afterwards as this client's files
+    say, which the system file or the environment may still keep ``off``.
     """
 
     status: str
@@ -114,6 +131,8 @@ class ConsentChange:
     daemon_notified: bool = False
     effective: Optional[ConsentState] = None
     detail: str = ""
+    code: Optional[str] = None
+    daemon_file: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -121,12 +140,14 @@ class PromptResult:
     """What :meth:`Client.prompt` did: ``status`` is ``asked`` (``mode`` is
     the answer, recorded as ``change`` says), ``already_decided``,
     ``forced_off`` (system file or environment), ``not_a_terminal``,
-    ``no_answer`` or ``failed``."""
+    ``no_answer``, ``refused`` (``code`` ``invalid``: the product name) or
+    ``failed``."""
 
     status: str
     mode: Optional[str] = None
     change: Optional[ConsentChange] = None
     detail: str = ""
+    code: Optional[str] = None
 
 
 class Paths(NamedTuple):
@@ -255,16 +276,46 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def _path_components(path: str) -> List[str]:
+    """``path``'s components as Rust's ``Path::components`` has them on Unix:
+    repeated and trailing separators and any ``.`` but a leading one do not
+    count; nothing is resolved."""
+    out = ["/"] if path.startswith("/") else []
+    for i, part in enumerate(path.split("/")):
+        if part == "" or (part == "." and (i > 0 or out)):
+            continue
+        out.append(part)
+    return out
+
+
+def _same_path(a: str, b: str) -> bool:
+    """Whether two paths name the same file as ``telemetryctl`` compares
+    them (Rust's ``Path`` equality, component by component)."""
+    return _path_components(a) == _path_components(b)
+
+
+def _given_build(build: Any) -> Optional[Any]:
+    """``build`` unless it is not given (``None`` or empty)."""
+    if build is None or (isinstance(build, str) and str.__len__(build) == 0):
+        return None
+    return build
+
+
 class Client:
     """Records usage events for one product with the local ``telemetryd``.
 
     ``product`` is the catalogue's product name (``cfdev``), ``build`` the
-    host CLI's version, ``timeout`` the budget of each call in seconds
+    host CLI's version (when not given or empty: ``TELEMETRY_BUILD`` if it is
+    set and not empty when the client is made, else ``unknown``, as for
+    ``telemetry-emit``), ``timeout`` the budget of each call in seconds
     (default 0.1). ``socket``, ``state_dir``, ``consent_file`` and
     ``system_consent_file`` override the environment
     (``TELEMETRY_SOCKET``, ``TELEMETRY_STATE_DIR``, ``TELEMETRY_CONSENT_FILE``,
     ``TELEMETRY_SYSTEM_CONSENT_FILE``) and the defaults. ``autostart=False``
     never starts a daemon (``TELEMETRY_AUTOSTART=0`` does the same).
+    ``daemon`` is the ``telemetryd`` to start when nothing serves the socket
+    (the one shipped with the CLI): used when it is an executable file and
+    ``TELEMETRY_DAEMON`` is not set; else ``telemetryd`` on ``PATH``.
 
     No method raises (short of ``KeyboardInterrupt``/``SystemExit``) or
     prints (except :meth:`prompt`, on stderr); none blocks past its budget
@@ -274,7 +325,7 @@ class Client:
     def __init__(
         self,
         product: str,
-        build: str = "unknown",
+        build: Optional[str] = None,
         timeout: float = DEFAULT_TIMEOUT,
         *,
         socket: Optional[str] = None,
@@ -282,15 +333,22 @@ class Client:
         consent_file: Optional[str] = None,
         system_consent_file: Optional[str] = None,
         autostart: bool = True,
+        daemon: Optional[str] = None,
     ) -> None:
         self.product = product
-        self.build = build
+        # As telemetry-emit: an explicit build (checked as given), else a
+        # non-empty TELEMETRY_BUILD, else "unknown".
+        given = _given_build(build)
+        from_env = None if given is not None else os.environ.get(BUILD_VAR) or None
+        self.build: str = given if given is not None else from_env or "unknown"
+        self._build_from_env = from_env is not None
         self.timeout = _timeout_of(timeout)
         self._socket = socket
         self._state_dir = state_dir
         self._consent_file = consent_file
         self._system_consent_file = system_consent_file
         self._autostart = _flag(autostart, True)
+        self._daemon = daemon if isinstance(daemon, str) and daemon else None
 
     def __repr__(self) -> str:
         return f"Client(product={shown(self.product)}, build={shown(self.build)}, timeout={self.timeout!r})"
@@ -354,6 +412,12 @@ class Client:
     def _emit(self, event: Any, data: Any, ack: bool) -> Outcome:
         try:
             deadline = time.monotonic() + self.timeout
+            # Before consent: nobody can have consented for a name that is
+            # not a product's, and "off" would pass the host's typo off as
+            # the user's no.
+            why = check_name("product", self.product)
+            if why:
+                return Outcome(REFUSED, why, code="invalid")
             p = self.paths()
             state = self._consent(p)
             if state.mode == "off":
@@ -367,6 +431,8 @@ class Client:
             ts = now_us()
             why = check_event(self.product, event, self.build, ts, data)
             if why:
+                if self._build_from_env and why == check_build(self.build):
+                    why = f"{why} (from {BUILD_VAR})"
                 return Outcome(REFUSED, why, code="invalid")
             ev = WireEvent(uuid7(), event, self.product, self.build, ts, dict(data))
             try:
@@ -429,7 +495,7 @@ class Client:
                     TELEMETRY_CONSENT_FILE=p.consent_file,
                     TELEMETRY_SYSTEM_CONSENT_FILE=p.system_consent_file,
                 )
-                _autostart.start(p.socket, p.state_dir, env, deadline)
+                _autostart.start(p.socket, p.state_dir, env, deadline, self._daemon)
             except Exception:
                 pass
         return out
@@ -464,8 +530,10 @@ class Client:
     def set_consent(self, mode: str) -> ConsentChange:
         """Record the user's decision (``on``, ``off`` or ``local``) in their
         consent file, as ``telemetryctl consent`` does, then tell a running
-        daemon (best effort, within the budget). For a CLI's own
-        ``telemetry --on/--off`` command."""
+        daemon (within the budget). For a CLI's own ``telemetry --on/--off``
+        command: anything but ``recorded`` means the decision is not in force
+        (see :class:`ConsentChange`; ``not_applied``: the running daemon reads
+        another consent file)."""
         try:
             return self._set_consent(mode, time.monotonic() + self.timeout)
         except Exception as e:
@@ -474,10 +542,13 @@ class Client:
     def _set_consent(self, mode_word: Any, deadline: float) -> ConsentChange:
         mode = parse_mode(mode_word) if isinstance(mode_word, str) else None
         if mode is None:
-            return ConsentChange(FAILED, detail=f"mode {shown(mode_word)} is not on, off or local")
+            # Refused, as a bad argument to emit is (and as in the Node SDK).
+            return ConsentChange(
+                REFUSED, detail=f"mode {shown(mode_word)} is not on, off or local", code="invalid"
+            )
         why = check_name("product", self.product)
         if why:
-            return ConsentChange(FAILED, mode=mode, detail=why)
+            return ConsentChange(REFUSED, mode=mode, detail=why, code="invalid")
         p = self.paths()
         version = None
         if mode != "off":
@@ -500,6 +571,7 @@ class Client:
                 detail=f"cannot write the consent file {p.consent_file}: {e}",
             )
         notified = False
+        daemon_file: Optional[str] = None
         notes: List[str] = []
         if kept is not None:
             notes.append(
@@ -512,13 +584,23 @@ class Client:
                 p.socket, consent_changed_line(self.product, build), deadline
             )
             if name == "consent_applied":
-                notified = True
-                daemon_file = body.get("file") if isinstance(body, dict) else None
-                if daemon_file and daemon_file != p.consent_file:
-                    notes.append(
-                        f"telemetryd reads consent from {daemon_file}, but this wrote "
-                        f"{p.consent_file}; set TELEMETRY_CONSENT_FILE={daemon_file} so they agree"
+                reported = body.get("file") if isinstance(body, dict) else None
+                if (
+                    isinstance(reported, str)
+                    and reported
+                    and not _same_path(reported, p.consent_file)
+                ):
+                    # Written, but the running daemon reads another file: it
+                    # keeps the decision it had, as telemetryctl fails.
+                    daemon_file = reported
+                    notes.insert(
+                        0,
+                        f"telemetryd reads consent from {reported}, but this program wrote "
+                        f"{p.consent_file}; set TELEMETRY_CONSENT_FILE={reported} (for this "
+                        "program, telemetryctl and telemetry-emit) so they agree, then try again",
                     )
+                else:
+                    notified = True
             elif name == "error" and isinstance(body, dict):
                 notes.append(
                     f"telemetryd did not apply it yet: {body.get('code')}: {body.get('message')}"
@@ -526,12 +608,13 @@ class Client:
         except _transport.TransportError as e:
             notes.append(f"telemetryd did not apply it yet ({e.why}); it will when it starts")
         return ConsentChange(
-            "recorded",
+            RECORDED if daemon_file is None else NOT_APPLIED,
             mode=mode,
             file=p.consent_file,
             daemon_notified=notified,
             effective=self._consent(p),
             detail="; ".join(notes),
+            daemon_file=daemon_file,
         )
 
     def _manifest_version(self, socket: str, deadline: float) -> Optional[int]:
@@ -569,7 +652,7 @@ class Client:
         try:
             why = check_name("product", self.product)
             if why:
-                return PromptResult(FAILED, detail=why)
+                return PromptResult(REFUSED, detail=why, code="invalid")
             p = self.paths()
             user = _read_user(p.consent_file)
             if user is not None and ConsentFile.parse(user).get(self.product) is not None:
