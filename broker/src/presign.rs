@@ -103,11 +103,10 @@ impl Presigner {
         if let Some(c) = cached.as_ref().filter(|c| fresh_enough(c)) {
             return Ok(c.clone());
         }
-        let c = self
-            .provider
-            .provide_credentials()
-            .await
-            .map_err(|e| PresignError::Credentials(telemetry_sink::error_chain(&e)))?;
+        let c = self.provider.provide_credentials().await.map_err(|e| {
+            // The chain lists each source it tried on a line of its own.
+            PresignError::Credentials(telemetry_sink::one_line(&telemetry_sink::error_chain(&e)))
+        })?;
         *cached = Some(c.clone());
         Ok(c)
     }

@@ -28,8 +28,11 @@ const (
 	// PromptNoAnswer: asked, but the answer could not be read; nothing
 	// recorded.
 	PromptNoAnswer PromptKind = "no_answer"
-	// PromptFailed: the product name is invalid or the answer could not be
-	// recorded (Err says why).
+	// PromptFailed: the product name is invalid, the answer could not be
+	// recorded, or it was recorded in a consent file the running daemon
+	// does not read (Err matches ErrConsentNotApplied: the file holds the
+	// answer, so the next Prompt is AlreadyDecided; fix the files instead
+	// of asking again). Err says which.
 	PromptFailed PromptKind = "failed"
 )
 

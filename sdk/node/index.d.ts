@@ -46,7 +46,8 @@ export interface ClientOptions {
   /**
    * The telemetryd to start when nothing serves the socket: the one you ship with
    * your CLI, e.g. `path.join(__dirname, '..', 'bin', 'telemetryd')`. Used when it
-   * is an executable file and TELEMETRY_DAEMON is not set; else `telemetryd` on PATH.
+   * is an absolute path to an executable file and TELEMETRY_DAEMON is not set; else
+   * `telemetryd` on PATH.
    */
   daemon?: string;
 }

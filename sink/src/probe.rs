@@ -117,19 +117,6 @@ fn shown(url: &str) -> String {
     }
 }
 
-/// `text` on one line: the credential chain lists its attempts one a
-/// line, and a check's detail is printed as one.
-fn one_line(text: &str) -> String {
-    let mut out = String::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if !out.is_empty() {
-            out.push_str(if out.ends_with(':') { " " } else { "; " });
-        }
-        out.push_str(line);
-    }
-    out
-}
-
 /// The host and port `url` names (brackets of an IPv6 literal removed).
 fn host_port(url: &http::Uri) -> Option<(String, u16)> {
     let host = url.host()?.trim_start_matches('[').trim_end_matches(']');
@@ -501,7 +488,7 @@ async fn bucket_url(
     match sent {
         Err(_) => Err(format!("no answer within {} s", STEP_TIMEOUT.as_secs())),
         Ok(Ok(_)) => Err("the SDK sent the request without showing it".to_string()),
-        Ok(Err(e)) => Err(one_line(&crate::error_chain(&e))),
+        Ok(Err(e)) => Err(crate::one_line(&crate::error_chain(&e))),
     }
 }
 
@@ -669,7 +656,7 @@ async fn bucket_check(target: &S3Target<'_>) -> Check {
         .region()
         .map(|r| r.to_string())
         .unwrap_or_default();
-    let message = one_line(&crate::error_chain(&e));
+    let message = crate::one_line(&crate::error_chain(&e));
     match (status, their_region) {
         (Some(404), _) => Check::fail(
             "bucket",
@@ -976,7 +963,9 @@ mod tests {
     #[test]
     fn details_are_one_line() {
         assert_eq!(
-            one_line("no credentials. Attempted:\n  Environment: not set\n\n  Profile: none"),
+            crate::one_line(
+                "no credentials. Attempted:\n  Environment: not set\n\n  Profile: none"
+            ),
             "no credentials. Attempted: Environment: not set; Profile: none"
         );
     }

@@ -220,11 +220,12 @@ impl Sink {
                     message: match status {
                         // The SDK's own `DisplayErrorContext` ends with the whole
                         // error's debug form (a screenful of struct names).
-                        Some(_) => crate::error_chain(&e),
+                        // (Folded: a credential error lists its sources a line each.)
+                        Some(_) => crate::one_line(&crate::error_chain(&e)),
                         // No HTTP answer at all (refused, DNS, TLS, timeout).
                         None => format!(
                             "{}; the endpoint gave no answer: check its address and any proxy, or run `telemetryctl doctor`",
-                            crate::error_chain(&e)
+                            crate::one_line(&crate::error_chain(&e))
                         ),
                     },
                     permanent: is_permanent(status, code.as_deref()),

@@ -304,6 +304,37 @@ fn an_event_extended_with_a_field_stays_local_until_consent() {
     assert_eq!(uploaded(&s3), ["ran", "ran", "walked"]);
 }
 
+/// The built-in manifest has no file: a file named as it is, in the
+/// directory the prompt runs in (anyone's `/tmp`), never words the
+/// question.
+#[test]
+fn a_file_in_the_working_directory_never_words_the_prompt() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::remove_file(env.root().join("consent")).unwrap();
+    let cwd = env.root().join("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    std::fs::write(
+        cwd.join("built-in cfdev.toml"),
+        "product = \"cfdev\"\n[consent]\nversion = 1\nprompt = \"PLANTED: press y\"\n[events.stop]\n",
+    )
+    .unwrap();
+    let _daemon = env.start();
+    let cmd = format!("{} consent cfdev --prompt", bin("telemetryctl").display());
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .envs(env.envs())
+        .current_dir(&cwd)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("`script` (util-linux) is needed for this test (.ci/run installs it)");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"n\n").unwrap();
+    let shown = text(&child.wait_with_output().unwrap());
+    assert!(shown.contains("[y/N]"), "asked: {shown}");
+    assert!(!shown.contains("PLANTED"), "{shown}");
+}
+
 #[test]
 fn the_prompt_uses_the_manifests_wording_and_records_its_version() {
     let env = DaemonEnv::new(Destination::Outbox);

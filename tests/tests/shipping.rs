@@ -627,6 +627,21 @@ fn a_retired_build_drops_its_batch_and_the_products_next_build_goes_on() {
         "{}",
         text(&doctor)
     );
+    // A forget made with the retired build still reaches the vendor: the
+    // marker is the user's request, not the build's behaviour.
+    let out = env.run(
+        "telemetryctl",
+        &["forget", "toolc", "--build", "1.0.0", "--json"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["marker"], true, "{r}");
+    assert!(r["marker_key"].is_string(), "sent at once: {r}");
+    let lines = decode_objects(&s3.objects_in(BROKER_BUCKET));
+    assert!(
+        lines.iter().any(|(_, v)| v["event"] == "telemetry_forget"),
+        "{lines:?}"
+    );
 }
 
 /// A destination that asked to wait (`429` with `Retry-After`) is not

@@ -201,10 +201,8 @@ fn run() -> u8 {
         std::thread::spawn(move || {
             std::thread::sleep(budget);
             if strict {
-                say!(
-                    "telemetry-emit: no acknowledgement within {}",
-                    telemetry_client::human_duration(budget)
-                );
+                use std::io::Write;
+                let _ = std::io::stderr().write_all(BUDGET_ENDED);
                 std::process::exit(EXIT_FAILED.into());
             }
             std::process::exit(0);

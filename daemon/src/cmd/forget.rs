@@ -40,14 +40,7 @@ pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
         let _no_upload = ctx.uploader.upload_lock.lock().await;
         let (mode, _) = ctx.consent.resolve(&product);
         // A product its vendor retired uploads nothing, not even this.
-        let retired = ctx
-            .uploader
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retired
-            .iter()
-            .any(|r| r.product == product);
+        let retired = ctx.uploader.is_retired(&product);
         let old = ctx.identity.machine_id(&product);
         let marker = (mode == Mode::On && !retired).then(|| {
             let ev = WireEvent {

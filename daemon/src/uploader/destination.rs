@@ -175,7 +175,11 @@ impl Target {
 }
 
 /// The distinct `build` values of a batch's events (empty if the body
-/// cannot be read, which only costs the broker's per-build check).
+/// cannot be read, which only costs the broker's per-build check). The
+/// daemon's own events (an off, a forget, a drop count) name no build: they
+/// are the user's requests and counts, not the build's behaviour, so a
+/// batch of only those (a forget's marker, a final off) always reaches the
+/// vendor, whatever builds they retired.
 fn builds_in(body: &[u8]) -> Vec<String> {
     let Ok(ndjson) = zstd::stream::decode_all(body) else {
         return Vec::new();
@@ -184,10 +188,13 @@ fn builds_in(body: &[u8]) -> Vec<String> {
     for line in ndjson.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         #[derive(serde::Deserialize)]
         struct Line {
+            event: String,
             build: String,
         }
         if let Ok(l) = serde_json::from_slice::<Line>(line) {
-            builds.insert(l.build);
+            if !telemetry_sink::manifest::DAEMON_EVENTS.contains(&l.event.as_str()) {
+                builds.insert(l.build);
+            }
         }
     }
     builds.into_iter().collect()
@@ -299,6 +306,29 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_names_the_builds_of_its_events_not_of_the_daemons_own() {
+        let body = |lines: &str| zstd::stream::encode_all(lines.as_bytes(), 3).unwrap();
+        let line = |event: &str, build: &str| {
+            format!("{{\"event\":\"{event}\",\"build\":\"{build}\",\"product\":\"p\"}}\n")
+        };
+        let mixed = [
+            line("ran", "1.0"),
+            line("ran", "2.0"),
+            line("telemetry_dropped", "0.9"),
+            line("ran", "1.0"),
+        ]
+        .concat();
+        assert_eq!(builds_in(&body(&mixed)), ["1.0", "2.0"]);
+        let marker = [
+            line("telemetry_forget", "1.0"),
+            line("telemetry_off", "1.0"),
+        ]
+        .concat();
+        assert!(builds_in(&body(&marker)).is_empty(), "a forget or an off");
+        assert!(builds_in(b"not zstd").is_empty());
+    }
 
     #[test]
     fn specs_are_canonical_and_read_back() {

@@ -209,6 +209,17 @@ fn read_timing(t: &std::sync::RwLock<Timing>) -> Timing {
 }
 
 impl Uploader {
+    /// Whether `product`'s vendor retired it (a `410` for the product):
+    /// nothing of it is uploaded again.
+    pub fn is_retired(&self, product: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retired
+            .iter()
+            .any(|r| r.product == product)
+    }
+
     /// When the next upload is due without anyone asking (µs since the
     /// epoch), by the rule the worker sleeps on (see `Worker::next_wake`):
     /// the retry time after a failure, now when a sealed batch may go, else

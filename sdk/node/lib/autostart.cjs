@@ -13,6 +13,7 @@
  */
 
 const fs = require('node:fs');
+const { isAbsolute } = require('node:path');
 const { spawn } = require('node:child_process');
 const { joinPath, nonEmpty } = require('./paths.cjs');
 const { makeDirs, openRegular } = require('./files.cjs');
@@ -68,7 +69,7 @@ function isExecutable(p) {
 
 /**
  * The daemon binary: TELEMETRY_DAEMON, else `shipped` (the client's `daemon`
- * option) if it is an executable file, else an executable `telemetryd` on PATH:
+ * option) if it is an absolute path to an executable file, else an executable `telemetryd` on PATH:
  * the order of client/src/autostart.rs, `shipped` standing for "beside the
  * running executable".
  * @param {Record<string, string|undefined>} env
@@ -78,7 +79,9 @@ function isExecutable(p) {
 function findDaemon(env, shipped) {
   const named = nonEmpty(env, 'TELEMETRY_DAEMON');
   if (named) return named;
-  if (shipped !== undefined && isExecutable(shipped)) return shipped;
+  // Only an absolute path: a relative one would be looked up from the
+  // working directory, where a cloned repository could plant a binary.
+  if (shipped !== undefined && isAbsolute(shipped) && isExecutable(shipped)) return shipped;
   for (const dir of (env.PATH || '').split(':')) {
     if (!dir) continue;
     const p = joinPath(dir, 'telemetryd');

@@ -781,4 +781,15 @@ test('autostart: the `daemon` option (the shipped telemetryd): after TELEMETRY_D
   assert.match(await started(base, shipped), /^onpath /);
   assert.match(await started(base, path.join(T, 'shipped')), /^onpath /, 'a directory');
   assert.match(await started(base, path.join(T, 'missing')), /^onpath /);
+  // A relative path would be looked up from the working directory, where a
+  // cloned repository could plant one: never used.
+  fs.chmodSync(shipped, 0o755);
+  const cwd = process.cwd();
+  process.chdir(T);
+  try {
+    assert.match(await started(base, path.join('shipped', 'telemetryd')), /^onpath /, 'a relative path');
+  } finally {
+    process.chdir(cwd);
+  }
+  assert.match(await started(base, shipped), /^shipped /, 'the same file, named absolutely');
 });

@@ -161,3 +161,9 @@ def test_the_daemon_option_comes_after_telemetry_daemon_and_before_path(
     assert started(shipped).startswith("onpath ")
     assert started(str(root / "shipped")).startswith("onpath "), "a directory"
     assert started(None).startswith("onpath ")
+    # A relative path would be looked up from the working directory, where
+    # a cloned repository could plant one: never used.
+    Path(shipped).chmod(0o755)
+    monkeypatch.chdir(root)
+    assert started("shipped/telemetryd").startswith("onpath "), "a relative path"
+    assert started(shipped).startswith("shipped "), "the same file, named absolutely"

@@ -60,7 +60,7 @@ const EXIT_REFUSED: u8 = 3;
     version,
     about = "Inspect and control the local telemetry daemon (telemetryd).",
     after_help = "Exit codes: 0 ok, 1 daemon unreachable (or no answer in time, or the consent file could not be written), 2 usage, 3 refused by the daemon (or the receipt asked for by show --receipt is not there).\n\
-                  With --json: on success the serde form of the reply (telemetry-proto's types); on failure {\"ok\": false, \"error\": {\"code\": C, \"message\": M}} on stdout, where C is the daemon's error code (e.g. permission_denied), unreachable, usage or consent_file."
+                  With --json: on success the serde form of the reply (telemetry-proto's types); on failure {\"ok\": false, \"error\": {\"code\": C, \"message\": M}} on stdout, where C is the daemon's error code (e.g. permission_denied), unreachable, timeout (a daemon answers, but not within --timeout), usage or consent_file."
 )]
 pub struct Cli {
     /// Daemon socket (default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock).

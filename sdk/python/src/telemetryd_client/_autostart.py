@@ -91,13 +91,15 @@ def _is_executable(path: str) -> bool:
 
 def find_daemon(env: Mapping[str, str], shipped: Optional[str] = None) -> Optional[str]:
     """``TELEMETRY_DAEMON``, else ``shipped`` (the client's ``daemon``
-    option) if it is an executable file, else ``telemetryd`` on ``PATH``:
+    option) if it is an absolute path to an executable file, else ``telemetryd`` on ``PATH``:
     the order of ``client/src/autostart.rs``, ``shipped`` standing for
     "beside the running executable"."""
     explicit = env.get("TELEMETRY_DAEMON")
     if explicit:
         return explicit
-    if shipped and _is_executable(shipped):
+    # Only an absolute path: a relative one would be looked up from the
+    # working directory, where a cloned repository could plant a binary.
+    if shipped and os.path.isabs(shipped) and _is_executable(shipped):
         return shipped
     return shutil.which("telemetryd", path=env.get("PATH") or os.defpath)
 

@@ -439,7 +439,7 @@ fn list(socket: &Path, paths: &ConsentPaths, json: bool) -> Result<(), Failure> 
 
 /// The manifest file a daemon started now would use for `product`: the
 /// first `PRODUCT.toml` on its search path (the user's directory, then the
-/// system ones), if it is a file this user may trust. Used before any
+/// system ones). Used before any
 /// daemon runs (a CLI's first start asks before it sends anything), so
 /// the vendor's wording is shown then too. A `catalog_dir` set only in
 /// the daemon's config file is not followed: the question is then the
@@ -457,14 +457,10 @@ fn manifest_file_on_path(product: &str) -> Option<std::path::PathBuf> {
             .as_deref(),
         env("ProgramData").map(std::path::PathBuf::from).as_deref(),
     );
-    let file = user
-        .into_iter()
+    user.into_iter()
         .chain(system)
         .map(|dir| dir.join(format!("{product}.toml")))
-        .find(|f| f.exists())?;
-    telemetry_platform::fs::untrusted(&file)
-        .is_none()
-        .then_some(file)
+        .find(|f| f.exists())
 }
 
 /// The vendor's wording of the question (`consent.prompt` in the product's
@@ -488,9 +484,16 @@ fn manifest_prompt(socket: &Path, product: &str) -> Option<String> {
         let pc = daemon
             .into_iter()
             .find(|c| c.product == product && c.manifest_error.is_none())?;
-        // A built-in manifest has no file (and the built-in one no prompt).
+        // A built-in manifest has no file (and the built-in one no prompt):
+        // its name is no path.
         std::path::PathBuf::from(pc.manifest)
     };
+    // Another user's file never words the question: only an absolute path
+    // (not one looked up from the working directory) that this user may
+    // trust, as the daemon trusts a manifest.
+    if !file.is_absolute() || telemetry_platform::fs::untrusted(&file).is_some() {
+        return None;
+    }
     let text = telemetry_platform::fs::read_config_text(&file).ok()?;
     let prompt = toml::from_str::<Manifest>(&text).ok()?.consent?.prompt?;
     let clean: String = prompt
