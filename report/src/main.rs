@@ -752,9 +752,10 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
     };
     let s = &report.source;
     eprintln!(
-        "telemetry-report: {product} {}: read {} objects ({:.1} MB, {} lines, {} duplicates ignored, {} outside the period) in {:.1}s; {wrote}",
+        "telemetry-report: {product} {}: read {} objects from {} ({:.1} MB, {} lines, {} duplicates ignored, {} outside the period) in {:.1}s; {wrote}",
         period.label,
         s.objects,
+        source.describe(),
         s.bytes as f64 / 1e6,
         s.lines,
         s.duplicates,

@@ -200,10 +200,14 @@ pub fn resolve(
         .map(|p| p.trim_matches('/').to_string())
         .unwrap_or_default();
     let region = o.region.clone().or(fs3.region).filter(|r| !r.is_empty());
-    let state_dir = file
-        .state_dir
+    // As the daemon takes them: its variables before its file.
+    let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let state_dir = var("TELEMETRY_STATE_DIR")
+        .or(file.state_dir)
         .unwrap_or_else(|| paths::default_state_dir(&env, uid));
-    let outbox_dir = file.outbox_dir.unwrap_or_else(|| state_dir.join("outbox"));
+    let outbox_dir = var("TELEMETRY_OUTBOX_DIR")
+        .or(file.outbox_dir)
+        .unwrap_or_else(|| state_dir.join("outbox"));
     let ca = match (&o.ca_bundle, &file.ca_bundle) {
         (Some(p), _) => Some((p.clone(), "--ca-bundle / TELEMETRY_CA_BUNDLE".to_string())),
         (None, Some(p)) => Some((p.clone(), file_origin())),
@@ -297,6 +301,35 @@ mod tests {
         assert!(s3.path_style);
         assert_eq!(d.s3_timeout, Duration::from_secs(5));
         assert_eq!(d.outbox_dir, Path::new("/var/t/outbox"));
+        drop(dir);
+    }
+
+    /// The daemon's variables for its state and outbox come before its
+    /// file, as the daemon takes them: a report without --source reads
+    /// the outbox the daemon writes.
+    #[test]
+    fn the_outbox_follows_the_daemons_variables() {
+        let (dir, o) = with_file("state_dir = \"/var/t\"\noutbox_dir = \"/var/o\"\n");
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        let outbox = |vars| resolve(&o, env(vars), 1000).unwrap().outbox_dir;
+        assert_eq!(outbox(&[]), Path::new("/var/o"));
+        assert_eq!(
+            outbox(&[("TELEMETRY_OUTBOX_DIR", "/env/o")]),
+            Path::new("/env/o")
+        );
+        assert_eq!(outbox(&[("TELEMETRY_OUTBOX_DIR", "")]), Path::new("/var/o"));
+        let (_dir2, bare) = with_file("");
+        let outbox = |vars| resolve(&bare, env(vars), 1000).unwrap().outbox_dir;
+        assert_eq!(
+            outbox(&[("TELEMETRY_STATE_DIR", "/env/s")]),
+            Path::new("/env/s/outbox")
+        );
         drop(dir);
     }
 

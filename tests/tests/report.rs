@@ -66,6 +66,11 @@ fn a_quarter_in_s3_is_reported_exactly_with_k_suppression_and_no_machine_ids() {
         (t.objects, t.lines, t.duplicates, t.outside),
         "objects, lines, duplicates and lines outside the period in the summary"
     );
+    assert!(
+        text(&o).contains(" objects from s3://"),
+        "the summary names what it read: {}",
+        text(&o)
+    );
     // The small groups made for this test are where they should be.
     let events: Vec<&str> = report["by_event"]
         .as_array()

@@ -544,7 +544,7 @@ pub fn check_table(report: &Value, name: &str, column: &str, truth: &Cells, k: u
     assert_eq!(sum, total, "{name}: rows add up to the total");
 }
 
-/// The run statistics from the terminal summary ("read N objects (X MB,
+/// The run statistics from the terminal summary ("read N objects from SOURCE (X MB,
 /// L lines, D duplicates ignored, O outside the period)"): objects, lines,
 /// duplicates, outside the period.
 pub fn summary_stats(o: &Output) -> (u64, u64, u64, u64) {
@@ -562,7 +562,7 @@ pub fn summary_stats(o: &Output) -> (u64, u64, u64, u64) {
             .unwrap_or_else(|_| panic!("no number before {what:?}: {t}"))
     };
     (
-        number_before(" objects ("),
+        number_before(" objects from "),
         number_before(" lines,"),
         number_before(" duplicates ignored"),
         number_before(" outside the period"),
