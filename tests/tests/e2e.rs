@@ -741,6 +741,31 @@ fn a_client_cannot_send_the_events_only_the_daemon_records() {
     assert_eq!(s.pending_events, 0);
 }
 
+/// An event stamped far ahead of the machine's clock is refused, naming
+/// why: its batch would be filed under a day before the event's own, which
+/// no report of its period reads. A few minutes ahead is taken.
+#[test]
+fn an_event_from_the_future_is_refused() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::write(env.root().join("consent"), "cfdev on\n").unwrap();
+    let daemon = env.start();
+    let at = |ahead_s: i64| {
+        let mut ev = event("cfdev", "stop", "1.0", BTreeMap::new());
+        ev.timestamp_us += ahead_s * 1_000_000;
+        daemon.client().emit(vec![ev], ACK_TIMEOUT)
+    };
+    match at(86_400 * 30).unwrap_err() {
+        ClientError::Refused {
+            code: ErrorCode::Invalid,
+            message,
+        } => assert!(message.contains("after this machine's clock"), "{message}"),
+        other => panic!("{other}"),
+    }
+    assert_eq!(at(600).expect("ten minutes ahead is taken").accepted, 1);
+    let s = daemon.client().status(ACK_TIMEOUT).unwrap();
+    assert_eq!(s.pending_events, 1);
+}
+
 /// #12: a refused event is logged (product, event, reason), counted by
 /// reason in `status`, and spool ingestion names why it refused.
 #[test]

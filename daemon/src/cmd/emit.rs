@@ -424,6 +424,21 @@ fn reply(outcome: &Result<InsertOutcome, StoreError>) -> Response {
 /// store; the error is the reply to send (not yet counted as a refusal:
 /// spool ingestion counts only once a spool is consumed, as it may retry).
 /// Shared with spool ingestion.
+/// How far ahead of the daemon's clock an event's timestamp may be: the
+/// client stamps it with the same machine's clock moments before, so only a
+/// clock stepped back since (the spool keeps events across that) or a
+/// client that stamps its own times gets here. A batch is filed under the
+/// day it is sealed, which must not come before its events' days (the
+/// report reads a period's days, and `report/SCHEMA.md` says so); past
+/// this, an event is refused.
+const FUTURE_ALLOWANCE_US: i64 = 3_600_000_000;
+
+/// `us` microseconds as a person reads them ("3 days 2h").
+fn human_us(us: i64) -> String {
+    let secs = u64::try_from(us / 1_000_000).unwrap_or(0);
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
 pub async fn prepare(
     ctx: &Ctx,
     events: &[WireEvent],
@@ -441,6 +456,7 @@ async fn prepare_with(
         return Err(invalid(e.to_string()));
     }
     let mut manifests = BTreeMap::new();
+    let latest = crate::config::now_us(&ctx.clock).saturating_add(FUTURE_ALLOWANCE_US);
     for (i, ev) in events.iter().enumerate() {
         if let Err(e) = validate_event(ev, &ctx.limits) {
             let reply = invalid(format!(
@@ -448,6 +464,13 @@ async fn prepare_with(
                 telemetry_proto::truncated(&ev.event)
             ));
             return Err(reply);
+        }
+        if ev.timestamp_us > latest {
+            return Err(invalid(format!(
+                "event #{i} ({:?}) is stamped {} after this machine's clock (more than an hour): its batch would be filed under a day before the event's own, where no report of its period reads it; check the clock of whatever made it",
+                telemetry_proto::truncated(&ev.event),
+                human_us(ev.timestamp_us - latest + FUTURE_ALLOWANCE_US),
+            )));
         }
         if telemetry_sink::manifest::DAEMON_EVENTS.contains(&ev.event.as_str()) {
             return Err(invalid(format!(
