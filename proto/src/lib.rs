@@ -249,7 +249,9 @@ pub use codec::{
 };
 pub use consent::{Layer, Mode};
 pub use json::{decode_line, encode_line, Decoded, Encoding, WireCodec, MAX_LINE_LEN};
-pub use validate::{truncated, validate_event, validate_name, Limits, ValidationError};
+pub use validate::{
+    truncated, validate_build, validate_event, validate_name, Limits, ValidationError,
+};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

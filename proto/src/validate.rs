@@ -129,6 +129,24 @@ pub fn validate_name(
     }
 }
 
+/// Check a `build` (the host program's version): 1 to `max_build_len`
+/// bytes of ASCII letters, digits, `.`, `_`, `+` and `-`.
+pub fn validate_build(value: &str, limits: &Limits) -> Result<(), ValidationError> {
+    let ok = !value.is_empty()
+        && value.len() <= limits.max_build_len
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::BadBuild {
+            value: truncated(value),
+            max: limits.max_build_len,
+        })
+    }
+}
+
 /// Check one event's shape and sizes. The event catalogue (which names and
 /// keys a product allows) is checked by the daemon on top of this.
 pub fn validate_event(ev: &WireEvent, limits: &Limits) -> Result<(), ValidationError> {
@@ -137,18 +155,7 @@ pub fn validate_event(ev: &WireEvent, limits: &Limits) -> Result<(), ValidationE
     }
     validate_name("event", &ev.event, limits)?;
     validate_name("product", &ev.product, limits)?;
-    let build_ok = !ev.build.is_empty()
-        && ev.build.len() <= limits.max_build_len
-        && ev
-            .build
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
-    if !build_ok {
-        return Err(ValidationError::BadBuild {
-            value: truncated(&ev.build),
-            max: limits.max_build_len,
-        });
-    }
+    validate_build(&ev.build, limits)?;
     if !(MIN_TIMESTAMP_US..=MAX_TIMESTAMP_US).contains(&ev.timestamp_us) {
         return Err(ValidationError::BadTimestamp(ev.timestamp_us));
     }

@@ -162,6 +162,19 @@ fn parse_line(line: &[u8]) -> Result<(Line, u128, Day), String> {
             ));
         }
     }
+    // The names the report may publish are only what a daemon can write:
+    // its charset, so a hand-made object (anyone may write an `anonymous`
+    // prefix, and a broker never sees bodies) cannot put markup, spaces or
+    // sentences on the vendor's public page.
+    let names = telemetry_proto::Limits {
+        max_name_len: MAX_FIELD_LEN,
+        max_build_len: MAX_FIELD_LEN,
+        ..telemetry_proto::Limits::default()
+    };
+    telemetry_proto::validate_name("event", &l.event, &names)
+        .and_then(|()| telemetry_proto::validate_name("os", &l.os, &names))
+        .and_then(|()| telemetry_proto::validate_build(&l.build, &names))
+        .map_err(|e| format!("not a line a daemon writes: {e}"))?;
     Ok((l, id, day))
 }
 
@@ -361,6 +374,28 @@ mod tests {
             b.stats.outside_period, 0,
             "m1's grace-day marker was left out first"
         );
+    }
+
+    /// Only names a daemon can write are read: markup or a sentence as an
+    /// event, os or build makes the line damaged, never a published row.
+    #[test]
+    fn a_line_with_a_name_no_daemon_writes_is_damaged() {
+        assert!(check_line(&line(1, "stop", "2026-10-01", "m1")).is_ok());
+        for bad in [
+            line(2, "<script>alert(1)</script>", "2026-10-01", "m1"),
+            line(3, "Stop", "2026-10-01", "m1"),
+            String::from_utf8(line(4, "stop", "2026-10-01", "m1"))
+                .unwrap()
+                .replace("\"linux\"", "\"linux <b>\"")
+                .into_bytes(),
+            String::from_utf8(line(5, "stop", "2026-10-01", "m1"))
+                .unwrap()
+                .replace("\"1.0\"", "\"1.0 beta\"")
+                .into_bytes(),
+        ] {
+            let e = check_line(&bad).unwrap_err();
+            assert!(e.contains("not a line a daemon writes"), "{e}");
+        }
     }
 
     #[test]

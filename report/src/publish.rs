@@ -355,10 +355,29 @@ pub fn publish(
             }
         }
     };
-    let by_event = table(
-        "event",
-        agg.by_event.iter().map(|(k, c)| (k.clone(), c)).collect(),
-    );
+    // With a catalogue, only the names it lists (and the daemon's own
+    // events) are published: any other, from a hand-made object or a
+    // catalogue that has dropped it, goes into `other` unnamed, whatever
+    // its count. A preview, for the vendor's eyes only, names them.
+    let listed = |name: &str| {
+        preview
+            || agg.data.catalog().is_none_or(|c| {
+                c.events.contains_key(name)
+                    || telemetry_sink::manifest::DAEMON_EVENTS.contains(&name)
+            })
+    };
+    let (named, unlisted): (Vec<_>, Vec<_>) = agg
+        .by_event
+        .iter()
+        .map(|(k, c)| (k.clone(), c))
+        .partition(|(k, _)| listed(k));
+    let unlisted_events: u64 = unlisted.iter().map(|(_, c)| c.events).sum();
+    let unlisted_names = unlisted.len();
+    let by_event = if ok {
+        one_dimension_merging("event", named, unlisted, k)
+    } else {
+        table("event", Vec::new())
+    };
     let by_os = table(
         "os",
         agg.by_os.iter().map(|(k, c)| (k.clone(), c)).collect(),
@@ -420,6 +439,13 @@ pub fn publish(
     if preview {
         warnings.push(PREVIEW_WARNING.to_string());
     }
+    if unlisted_names > 0 && ok {
+        warnings.push(format!(
+            "{unlisted_events} events under {unlisted_names} {} that the catalogue ({}) does not list are counted in \"other\", never named; pass the catalogue that lists them (--catalog) if they are yours",
+            if unlisted_names == 1 { "name" } else { "names" },
+            agg.data.catalog().map_or("", |c| c.source.as_str())
+        ));
+    }
     let complete_on = match completeness {
         Completeness::Complete => None,
         Completeness::Partial { complete_on } => {
@@ -471,9 +497,21 @@ fn counts(c: &Cell) -> Counts {
 }
 
 fn one_dimension(column: &'static str, cells: Vec<(String, &Cell)>, k: u64) -> Table {
+    one_dimension_merging(column, cells, Vec::new(), k)
+}
+
+/// [`one_dimension`], with `merged` always in `other` whatever their
+/// counts.
+fn one_dimension_merging<'a>(
+    column: &'static str,
+    cells: Vec<(String, &'a Cell)>,
+    merged: Vec<(String, &'a Cell)>,
+    k: u64,
+) -> Table {
     let (mut rows, mut small): (Vec<_>, Vec<_>) = cells
         .into_iter()
         .partition(|(_, c)| c.machines.len() as u64 >= k);
+    small.extend(merged);
     // Largest first; ties by name so the output is repeatable.
     let order = |a: &(String, &Cell), b: &(String, &Cell)| {
         (b.1.machines.len(), b.1.events, &a.0).cmp(&(a.1.machines.len(), a.1.events, &b.0))
@@ -760,6 +798,38 @@ mod tests {
                 .unwrap();
         }
         a
+    }
+
+    /// With a catalogue, a name it does not list is never published, even
+    /// with k machines or more: it goes into `other`, and a warning counts
+    /// it (a preview still names it).
+    #[test]
+    fn names_the_catalogue_does_not_list_go_into_other() {
+        let manifest = telemetry_sink::Manifest::builtin_cfdev();
+        let mut a =
+            Aggregator::with_catalog(q4(), Some(crate::data::Catalog::from_manifest(&manifest)));
+        let mut id = 0;
+        for (event, machines) in [("stop", 0..6), ("bosh", 0..5), ("made_up", 0..7)] {
+            for m in machines {
+                id += 1;
+                a.add_line(&line(id, event, "2026-10-05", m)).unwrap();
+            }
+        }
+        let r = publish_k3(&a, Completeness::Complete);
+        let names: Vec<&str> = r.by_event.rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(names, ["stop", "bosh"]);
+        let other = r.by_event.other.as_ref().unwrap();
+        assert_eq!((other.values, other.counts.events), (1, 7));
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("7 events under 1 name that")),
+            "{:?}",
+            r.warnings
+        );
+        assert!(!serde_json::to_string(&r).unwrap().contains("made_up"));
+        let preview = publish(&a, "p", &q4(), 14, Privacy::Preview, Completeness::Complete);
+        assert!(preview.by_event.rows.iter().any(|r| r.key == "made_up"));
     }
 
     // Issue #12: the page said "suppressed" for dropped events when none
