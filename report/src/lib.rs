@@ -180,7 +180,7 @@ async fn read_all(
                     }
                     Err(e @ (SourceError::Corrupt { .. } | SourceError::Line { .. })) => {
                         agg.stats.skipped_objects += 1;
-                        agg.skipped.push(e.to_string());
+                        agg.skipped.push(e.without_remedy());
                     }
                     Err(e) => return Err(e),
                 }

@@ -600,7 +600,7 @@ async fn open_source(
             s3.s3_prefix = Some(prefix);
             format!("the S3 endpoint, region and path style for {flag} {url}")
         }
-        None => "the default source (the configured bucket, else the daemon's outbox) because --source is not given".to_string(),
+        None => "the default source (no --source given: the configured bucket, else the daemon's outbox)".to_string(),
     };
     let cfg = destination_settings(&s3, &needed_for)?;
     match &cfg.s3 {
@@ -665,8 +665,15 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         .await
         .context("cannot list the batches")?;
     if objects.is_empty() {
+        // A mistyped --product looks the same: say which products there are.
+        let there = match source.products().await {
+            Ok(p) if !p.contains(&product) && !p.is_empty() => {
+                format!(" (products there: {})", p.join(", "))
+            }
+            _ => String::new(),
+        };
         bail!(
-            "no batch objects for product {product} filed between {} and {last_dt} under {}",
+            "no batch objects for product {product} filed between {} and {last_dt} under {}{there}",
             period.from,
             source.describe()
         );
@@ -711,7 +718,15 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         },
         &mut progress,
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        // The report (not compact) can leave such an object out.
+        telemetry_report::source::SourceError::Corrupt { .. }
+        | telemetry_report::source::SourceError::Line { .. } => {
+            anyhow::anyhow!("{e}, or pass --skip-damaged to leave such objects out")
+        }
+        other => other.into(),
+    })?;
     let report = publish::publish(
         &agg,
         &product,
@@ -814,8 +829,15 @@ async fn retention_main(args: RetentionArgs) -> anyhow::Result<ExitCode> {
     let trimmed = prefix.trim_matches('/');
     if trimmed == "v1" || trimmed.ends_with("/v1") {
         let parent = trimmed.strip_suffix("v1").unwrap_or_default();
+        // Blame what named the prefix: --source, else the daemon's setting.
+        let named = match args.source.as_deref() {
+            Some(_) => format!("--source s3://{bucket}/{trimmed}"),
+            None => format!(
+                "the configured prefix {trimmed:?} (TELEMETRY_S3_PREFIX, --s3-prefix or [s3] prefix)"
+            ),
+        };
         bail!(
-            "--source s3://{bucket}/{trimmed}: give the prefix the daemons upload under, without the layout's own v1 (the rule adds v1/ itself): --source s3://{bucket}/{}",
+            "{named}: give the prefix the daemons upload under, without the layout's own v1 (the rule adds v1/ itself): --source s3://{bucket}/{}",
             parent.trim_end_matches('/')
         );
     }

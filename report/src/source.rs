@@ -66,6 +66,30 @@ pub enum SourceError {
     },
 }
 
+/// An S3 SDK error as one line of causes (the SDK's own
+/// `DisplayErrorContext` ends with the whole error's debug form).
+fn sdk_error(e: &dyn std::error::Error) -> String {
+    telemetry_sink::one_line(&telemetry_sink::error_chain(e))
+}
+
+impl SourceError {
+    /// What is wrong, without what to do about it: how a damaged object
+    /// that `--skip-damaged` left out is listed.
+    pub fn without_remedy(&self) -> String {
+        match self {
+            SourceError::Corrupt { location, message } => {
+                format!("{location} is damaged: {message}")
+            }
+            SourceError::Line {
+                location,
+                line,
+                message,
+            } => format!("{location} line {line}: {message}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// One batch object to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectRef {
@@ -174,7 +198,7 @@ impl Source {
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(|e| err(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))
+                    .map_err(|e| err(sdk_error(&e)))
             }
         }
     }
@@ -201,7 +225,7 @@ impl Source {
                         .map(|b| Some(b.into_bytes().to_vec()))
                         .map_err(|e| err(e.to_string())),
                     Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-                    Err(e) => Err(err(aws_sdk_s3::error::DisplayErrorContext(&e).to_string())),
+                    Err(e) => Err(err(sdk_error(&e))),
                 }
             }
         }
@@ -223,7 +247,7 @@ impl Source {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| err(aws_sdk_s3::error::DisplayErrorContext(&e).to_string())),
+                .map_err(|e| err(sdk_error(&e))),
         }
     }
 
@@ -258,7 +282,7 @@ impl Source {
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(|e| SourceError::List {
                         location: format!("s3://{bucket}/{root}"),
-                        message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                        message: sdk_error(&e),
                     })?;
                     for cp in page.common_prefixes() {
                         if let Some(p) = cp
@@ -333,7 +357,7 @@ impl Source {
                 'pages: while let Some(page) = pages.next().await {
                     let page = page.map_err(|e| SourceError::List {
                         location: format!("s3://{bucket}/{base}"),
-                        message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                        message: sdk_error(&e),
                     })?;
                     for obj in page.contents() {
                         let Some(key) = obj.key() else { continue };
@@ -389,7 +413,7 @@ impl Source {
                 .map(|resp| Opened::S3(resp.body))
                 .map_err(|e| SourceError::Read {
                     location,
-                    message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                    message: sdk_error(&e),
                 }),
         }
     }

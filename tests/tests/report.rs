@@ -44,6 +44,20 @@ fn a_quarter_in_s3_is_reported_exactly_with_k_suppression_and_no_machine_ids() {
         text(&o)
     );
 
+    // A mistyped product is told which there are.
+    let o = run_report(
+        &server,
+        &home,
+        &dir.path().join("typo"),
+        &["--product", "cfdve"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("(products there: cfdev, otherprod)"),
+        "{}",
+        text(&o)
+    );
+
     let out = dir.path().join("k5");
     let t0 = Instant::now();
     let o = run_report(&server, &home, &out, &["--product", PRODUCT]);
