@@ -116,6 +116,30 @@ pub fn user_decision(product: &str, paths: &ConsentPaths) -> Option<Mode> {
     read_user(&paths.user).and_then(|f| f.get(product).map(|e| e.mode))
 }
 
+/// Whether the consent file a running daemon names (`daemon`) is the one
+/// this process wrote (`written`): the same path, or the same file reached
+/// another way (a link in either path, say a linked state directory). A
+/// file that cannot be looked at is not taken for the same.
+pub fn same_file(daemon: &Path, written: &Path) -> bool {
+    if daemon == written {
+        return true;
+    }
+    match (std::fs::metadata(daemon), std::fs::metadata(written)) {
+        #[cfg(unix)]
+        (Ok(a), Ok(b)) => {
+            use std::os::unix::fs::MetadataExt;
+            (a.dev(), a.ino()) == (b.dev(), b.ino())
+        }
+        // Windows has no stable file id in std: resolve both paths.
+        #[cfg(not(unix))]
+        (Ok(_), Ok(_)) => matches!(
+            (std::fs::canonicalize(daemon), std::fs::canonicalize(written)),
+            (Ok(a), Ok(b)) if a == b
+        ),
+        _ => false,
+    }
+}
+
 /// The parsed user file (empty if missing).
 pub fn user_file(paths: &ConsentPaths) -> ConsentFile {
     read_user(&paths.user).unwrap_or_default()

@@ -642,4 +642,16 @@ func TestDaemonSetConsentToAnotherFileThanTheDaemonsIsNotApplied(t *testing.T) {
 	if pc, _ := status(t, c).ConsentFor("cfdev"); pc.Mode != ModeOff {
 		t.Errorf("the daemon has %+v", pc)
 	}
+	// Reached through a linked directory, it is the same file too.
+	link := filepath.Join(d.dir, "linked")
+	if err := os.Symlink(d.dir, link); err != nil {
+		t.Fatal(err)
+	}
+	linked := d.client(t, Options{ConsentFile: filepath.Join(link, "consent")})
+	if err := linked.SetConsent("local"); err != nil {
+		t.Errorf("the daemon's own file through a link: %v", err)
+	}
+	if pc, _ := status(t, c).ConsentFor("cfdev"); pc.Mode != ModeLocal {
+		t.Errorf("the daemon has %+v", pc)
+	}
 }

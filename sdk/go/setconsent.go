@@ -75,11 +75,18 @@ func (e *ConsentNotAppliedError) Error() string {
 // Is makes errors.Is(err, ErrConsentNotApplied) true.
 func (e *ConsentNotAppliedError) Is(target error) bool { return target == ErrConsentNotApplied }
 
-// samePath compares two paths as telemetryctl does (Rust's Path equality,
-// component by component): repeated and trailing separators and "."
-// components after the first do not count; nothing is resolved.
+// samePath says whether two paths name the same file as telemetryctl
+// does: equal component by component (Rust's Path equality: repeated and
+// trailing separators and "." components after the first do not count),
+// else the same file on disk reached another way (a linked directory). A
+// file that cannot be looked at is not taken for the same.
 func samePath(a, b string) bool {
-	return slices.Equal(pathComponents(a), pathComponents(b))
+	if slices.Equal(pathComponents(a), pathComponents(b)) {
+		return true
+	}
+	x, errA := os.Stat(a)
+	y, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(x, y)
 }
 
 func pathComponents(p string) []string {

@@ -960,3 +960,41 @@ fn a_fifo_in_the_consent_files_place_does_not_hang_the_shim() {
     // Read as empty: undecided, so off.
     assert_eq!(status.code(), Some(4));
 }
+
+/// `telemetryctl consent` that wrote a file the running daemon does not
+/// read fails (exit 3, `consent_file`), having written it; a path that
+/// reaches the daemon's own file through a link is the same file.
+#[test]
+fn consent_written_where_the_daemon_does_not_read_fails_but_a_linked_path_is_the_same_file() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let _daemon = env.start();
+    let other = env.root().join("other-consent");
+    let out = env
+        .command("telemetryctl")
+        .env("TELEMETRY_CONSENT_FILE", &other)
+        .args(["consent", "cfdev", "on", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "consent_file", "{v}");
+    assert!(std::fs::read_to_string(&other)
+        .unwrap()
+        .contains("cfdev on"));
+
+    let link = env.root().join("linked");
+    std::os::unix::fs::symlink(env.root(), &link).unwrap();
+    let out = env
+        .command("telemetryctl")
+        .env("TELEMETRY_CONSENT_FILE", link.join("consent"))
+        .args(["consent", "cfdev", "local"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let s = ctl(&env, &["consent", "cfdev", "--json"]);
+    assert!(
+        String::from_utf8_lossy(&s.stdout).contains("\"local\""),
+        "{}",
+        text(&s)
+    );
+}

@@ -937,6 +937,10 @@ mod tests {
             "the destination's doing"
         );
         assert!(!refused_for_good(&rejected(400, None), key, days(100)));
+        assert!(
+            refused_for_good(&rejected(410, Some("builds")), key, days(0)),
+            "every build in it retired: this batch never goes"
+        );
         let throttled = UploadError::Throttled {
             destination: "https://b".into(),
             retry_after: Duration::from_secs(1),

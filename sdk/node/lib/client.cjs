@@ -6,6 +6,7 @@
  * @module
  */
 
+const { statSync } = require('node:fs');
 const tty = require('node:tty');
 const { joinPath, nonEmpty, resolvePaths, spoolDirFor } = require('./paths.cjs');
 const { combine, envOptOutVar, entryFor, parseMode } = require('./consent.cjs');
@@ -81,8 +82,10 @@ function pathComponents(p) {
 }
 
 /**
- * Whether two paths name the same file as telemetryctl compares them (Rust's
- * `Path` equality, component by component).
+ * Whether two paths name the same file as telemetryctl compares them: equal
+ * component by component (Rust's `Path` equality), else the same file on disk
+ * reached another way (a linked directory). A file that cannot be looked at is
+ * not taken for the same.
  * @param {string} a
  * @param {string} b
  * @returns {boolean}
@@ -90,7 +93,14 @@ function pathComponents(p) {
 function samePath(a, b) {
   const x = pathComponents(a);
   const y = pathComponents(b);
-  return x.length === y.length && x.every((c, i) => c === y[i]);
+  if (x.length === y.length && x.every((c, i) => c === y[i])) return true;
+  try {
+    const s = statSync(a, { bigint: true });
+    const t = statSync(b, { bigint: true });
+    return s.dev === t.dev && s.ino === t.ino;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -215,8 +225,8 @@ function makeClient(opts) {
       const started = Date.now();
       const budget = budgetOf(callOpts && /** @type {any} */ (callOpts).timeoutMs, timeoutMs);
       const left = () => Math.max(0, budget - (Date.now() - started));
-      // Consent first, as the shim and the other SDKs: with it off, even a
-      // bad event is `off` (nothing was going to happen to it).
+      // Consent first, as the other SDKs: with it off, even a bad event is
+      // `off` (nothing was going to happen to it).
       // But a product name that is not one first: nobody can have consented
       // for it, and `off` would pass the host's typo off as the user's no.
       const badProduct = checkName('product', product);

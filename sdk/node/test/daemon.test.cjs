@@ -166,6 +166,11 @@ test('setConsent to another file than the daemon reads: written, but not_applied
     const same = await client(d.env, { consentFile: `${d.T}/.//consent` }).setConsent('off');
     assert.equal(same.status, 'recorded', JSON.stringify(same));
     assert.equal(same.daemonNotified, true);
+    // Reached through a linked directory, it is the same file too.
+    const link = path.join(d.T, 'linked');
+    fs.symlinkSync(d.T, link);
+    const linked = await client(d.env, { consentFile: path.join(link, 'consent') }).setConsent('local');
+    assert.equal(linked.status, 'recorded', JSON.stringify(linked));
   } finally {
     await d.stop();
   }

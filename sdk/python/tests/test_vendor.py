@@ -85,6 +85,11 @@ def test_set_consent_to_another_file_than_the_daemons_is_not_applied(daemon: Dae
     same = Client("cfdev", timeout=2.0, consent_file=f"{daemon.root}/.//consent")
     change = same.set_consent("off")
     assert (change.status, change.daemon_notified) == ("recorded", True), change
+    # Reached through a linked directory, it is the same file too.
+    link = daemon.root / "linked"
+    link.symlink_to(daemon.root)
+    change = Client("cfdev", timeout=2.0, consent_file=str(link / "consent")).set_consent("local")
+    assert (change.status, change.daemon_notified) == ("recorded", True), change
 
 
 @pytest.mark.parametrize("product", ["ACME", "", "my-cli"])

@@ -290,8 +290,15 @@ def _path_components(path: str) -> List[str]:
 
 def _same_path(a: str, b: str) -> bool:
     """Whether two paths name the same file as ``telemetryctl`` compares
-    them (Rust's ``Path`` equality, component by component)."""
-    return _path_components(a) == _path_components(b)
+    them: equal component by component (Rust's ``Path`` equality), else the
+    same file on disk reached another way (a linked directory). A file that
+    cannot be looked at is not taken for the same."""
+    if _path_components(a) == _path_components(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
 
 
 def _given_build(build: Any) -> Optional[Any]:

@@ -263,7 +263,7 @@ fn change(
     let applied = Client::connect(socket)
         .and_then(|mut c| c.consent_changed(product, &args.build, Duration::from_secs(10)));
     if let Ok(r) = &applied {
-        if Path::new(&r.file) != paths.user {
+        if !consent::same_file(Path::new(&r.file), &paths.user) {
             return Err(Failure::consent_file(
                 crate::EXIT_REFUSED,
                 format!(
