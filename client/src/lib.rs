@@ -61,8 +61,13 @@ pub fn human_duration(d: Duration) -> String {
 /// What to try when the socket cannot be reached: starting the daemon,
 /// unless it is there but refused (not ours, or not ours to open).
 fn unreachable_hint(e: &std::io::Error) -> &'static str {
-    // Refused, or a path no daemon could be listening on: the error says
-    // what to do instead.
+    // The system refused this user the socket: a machine-wide daemon's,
+    // open to the members of its group only.
+    if is_not_open_to_this_user(e) {
+        return " (the socket is not open to this user: a machine-wide telemetryd lets in the members of its group, `telemetry`; ask the administrator to add you: usermod -aG telemetry USER, then log in again)";
+    }
+    // Refused by our own checks, or a path no daemon could be listening
+    // on: the error says what to do instead.
     if matches!(
         e.kind(),
         std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidInput
@@ -71,6 +76,12 @@ fn unreachable_hint(e: &std::io::Error) -> &'static str {
     } else {
         " (is it running? start it with `telemetryctl start`, or as a service: `telemetryd install --user`)"
     }
+}
+
+/// Whether the system refused this user the socket (EACCES on connect), as
+/// opposed to a refusal of the client's own (another user's daemon).
+pub fn is_not_open_to_this_user(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::PermissionDenied && e.raw_os_error().is_some()
 }
 
 /// Why a request to the daemon failed.

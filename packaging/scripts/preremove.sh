@@ -1,6 +1,6 @@
 #!/bin/sh
 # Before the package is removed (not upgraded: .deb "remove", .rpm 0): stop
-# and disable the machine-wide socket and service while their unit files
+# and disable the machine-wide socket, service and broker while their unit files
 # still exist (systemd before v256 cannot disable a unit whose file is
 # gone), so nothing is left listening for a daemon that is no longer there.
 # Per-user instances are each user's (systemctl --user stop ...).
@@ -10,13 +10,16 @@ case "$1" in
     *) exit 0 ;;
 esac
 [ -d /run/systemd/system ] || exit 0
+# The broker too: a vendor's host runs it from this package, and left
+# running it would serve from a deleted binary with a dangling enable link.
+units="telemetryd.socket telemetryd.service telemetry-broker.service"
 if command -v deb-systemd-invoke >/dev/null 2>&1; then
-    deb-systemd-invoke stop telemetryd.socket telemetryd.service >/dev/null 2>&1 || true
+    deb-systemd-invoke stop $units >/dev/null 2>&1 || true
 else
     # An rpm system (this one script serves both packages).
-    systemctl --system stop telemetryd.socket telemetryd.service >/dev/null 2>&1 || true
+    systemctl --system stop $units >/dev/null 2>&1 || true
 fi
 # Not deb-systemd-helper disable: it removes only the links it made itself
 # (its state file), and the administrator enabled these with systemctl.
-systemctl --system disable telemetryd.socket telemetryd.service >/dev/null 2>&1 || true
+systemctl --system disable $units >/dev/null 2>&1 || true
 exit 0

@@ -772,6 +772,12 @@ fn the_daemon_honours_opt_out_in_its_own_environment() {
         ),
         "{err}"
     );
+    // What can be done about it, not a `consent on` that cannot help.
+    assert!(
+        err.to_string().contains("Unset DO_NOT_TRACK")
+            && !err.to_string().contains("consent cfdev on"),
+        "{err}"
+    );
     let st: serde_json::Value =
         serde_json::from_slice(&ctl(&env, &["status", "--json"]).stdout).unwrap();
     let cfdev = st["consent"]

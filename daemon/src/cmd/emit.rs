@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use telemetry_proto::{validate_event, ErrorCode, Mode, Response, WireEvent};
+use telemetry_proto::{validate_event, ErrorCode, Layer, Mode, Response, WireEvent};
 
 /// The answer to an emit, still to come: an acknowledged emit's comes
 /// after its commit.
@@ -554,13 +554,22 @@ async fn prepare_with(
                     look = Look::Fresh;
                     continue 'look;
                 }
+                // What the user can do depends on who decided.
+                let what_to_do = match layer {
+                    Layer::System => "Only the administrator can change that".to_string(),
+                    Layer::Environment => {
+                        "Unset DO_NOT_TRACK / TELEMETRY_OPTOUT in telemetryd's environment to record events".to_string()
+                    }
+                    Layer::UserFile | Layer::Default => {
+                        format!("Turn it on with `telemetryctl consent {} on`", ev.product)
+                    }
+                };
                 return Err(Response::Error {
                     code: ErrorCode::ConsentOff,
                     message: format!(
-                        "telemetry for {:?} is off (decided by the {}); nothing was recorded. Turn it on with `telemetryctl consent {} on`",
+                        "telemetry for {:?} is off (decided by the {}); nothing was recorded. {what_to_do}",
                         ev.product,
                         layer.as_str(),
-                        ev.product
                     ),
                 });
             }

@@ -276,7 +276,44 @@ fn change(
             ));
         }
     }
+    if let Ok(r) = &applied {
+        // The daemon read the file it names, and came to another mode than
+        // the one written, though no layer above the user's file decided:
+        // it could not read what was written (a machine-wide daemon runs as
+        // a user of its own, and this file is 0600 when newly made).
+        let forced = matches!(r.consent.layer, Layer::System | Layer::Environment);
+        if r.consent.mode != new_mode && !forced {
+            return Err(Failure::consent_file(
+                crate::EXIT_REFUSED,
+                format!(
+                    "{} says {product} {new_mode}, but telemetryd reads it as {} ({}): it cannot read the file as written; make it readable by the daemon's user (a machine-wide daemon's file must be world-readable: chmod 0644 {}), then run this again",
+                    paths.user.display(),
+                    r.consent.mode,
+                    consent::describe(r.consent.layer, paths),
+                    paths.user.display()
+                ),
+            ));
+        }
+    }
     if let Err(e) = &applied {
+        // A daemon that is not this user's (a machine-wide one) takes
+        // consent only from its own user and root: the change never applies.
+        if let ClientError::Refused {
+            code: telemetry_client::ErrorCode::PermissionDenied,
+            ..
+        } = e
+        {
+            return Err(Failure {
+                exit: crate::EXIT_REFUSED,
+                code: "permission_denied".into(),
+                message: format!(
+                    "{} now says {product} {new_mode}, but telemetryd at {} does not apply it: {e}. It serves this machine and follows its owner's consent file: ask the administrator, or use a daemon of your own (TELEMETRY_SOCKET unset)",
+                    paths.user.display(),
+                    socket.display()
+                ),
+                json_printed: false,
+            });
+        }
         if !matches!(e, ClientError::Unreachable { .. }) {
             eprintln!("telemetryctl: warning: telemetryd did not apply the change yet: {e}");
         }
@@ -319,6 +356,19 @@ fn change(
     match &applied {
         Ok(r) if r.final_event => {
             outln!("recorded a final telemetry_off event; nothing after it will be sent")
+        }
+        Err(ClientError::Unreachable { source, .. })
+            if telemetry_client::is_not_open_to_this_user(source) =>
+        {
+            outln!(
+                "telemetryd at {} is not open to this user, so it was not told: {}",
+                socket.display(),
+                applied
+                    .as_ref()
+                    .err()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            )
         }
         Err(ClientError::Unreachable { .. }) => {
             outln!("telemetryd is not running; it will apply this when it starts")

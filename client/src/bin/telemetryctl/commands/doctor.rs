@@ -186,11 +186,15 @@ fn socket_check(socket: &Path, checks: &mut Vec<Check>) -> Option<StatusReport> 
             Some(s)
         }
         Err(e) => {
-            checks.push(Check::fail(
-                "socket",
-                e.to_string(),
-                "start it with `telemetryctl start`, or run it as a service (`telemetryd install --user`, then the commands it prints); if it runs elsewhere, point TELEMETRY_SOCKET or --socket at its socket".to_string(),
-            ));
+            let fix = match &e {
+                telemetry_client::ClientError::Unreachable { source, .. }
+                    if telemetry_client::is_not_open_to_this_user(source) =>
+                {
+                    "the socket is a machine-wide telemetryd's, open to the members of its group: ask the administrator to add you (usermod -aG telemetry USER, then log in again), or use a daemon of your own (unset TELEMETRY_SOCKET)"
+                }
+                _ => "start it with `telemetryctl start`, or run it as a service (`telemetryd install --user`, then the commands it prints); if it runs elsewhere, point TELEMETRY_SOCKET or --socket at its socket",
+            };
+            checks.push(Check::fail("socket", e.to_string(), fix.to_string()));
             None
         }
     }
