@@ -60,11 +60,16 @@ pub fn human_duration(d: Duration) -> String {
 
 /// What to try when the socket cannot be reached: starting the daemon,
 /// unless it is there but refused (not ours, or not ours to open).
-fn unreachable_hint(e: &std::io::Error) -> &'static str {
+fn unreachable_hint(e: &std::io::Error, path: &Path) -> &'static str {
     // The system refused this user the socket: a machine-wide daemon's,
     // open to the members of its group only.
-    if is_not_open_to_this_user(e) {
+    if is_not_open_to_this_user(e, path) {
         return " (the socket is not open to this user: a machine-wide telemetryd lets in the members of its group, `telemetry`; ask the administrator to add you: usermod -aG telemetry USER, then log in again)";
+    }
+    // The system refused another socket: its directory or the socket is
+    // another user's.
+    if e.kind() == std::io::ErrorKind::PermissionDenied && e.raw_os_error().is_some() {
+        return " (the socket or its directory is not open to this user: another user's, or set TELEMETRY_SOCKET to your own)";
     }
     // Refused by our own checks, or a path no daemon could be listening
     // on: the error says what to do instead.
@@ -78,17 +83,26 @@ fn unreachable_hint(e: &std::io::Error) -> &'static str {
     }
 }
 
-/// Whether the system refused this user the socket (EACCES on connect), as
-/// opposed to a refusal of the client's own (another user's daemon).
-pub fn is_not_open_to_this_user(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::PermissionDenied && e.raw_os_error().is_some()
+/// Where the machine-wide daemon's socket is on Linux (its systemd socket
+/// unit, open to the `telemetry` group).
+pub const MACHINE_WIDE_SOCKET_DIR: &str = "/run/telemetry";
+
+/// Whether the system refused this user the machine-wide socket (EACCES on
+/// connect to a socket under [`MACHINE_WIDE_SOCKET_DIR`], on Linux), as
+/// opposed to a refusal of the client's own (another user's daemon) or a
+/// directory another user made first, where no group helps.
+pub fn is_not_open_to_this_user(e: &std::io::Error, path: &Path) -> bool {
+    cfg!(target_os = "linux")
+        && e.kind() == std::io::ErrorKind::PermissionDenied
+        && e.raw_os_error().is_some()
+        && path.starts_with(MACHINE_WIDE_SOCKET_DIR)
 }
 
 /// Why a request to the daemon failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing is listening on the socket (or it cannot be opened).
-    #[error("telemetryd is not reachable at {path}: {source}{}", unreachable_hint(.source))]
+    #[error("telemetryd is not reachable at {path}: {source}{}", unreachable_hint(.source, .path))]
     Unreachable {
         /// The socket path.
         path: PathBuf,
@@ -748,6 +762,35 @@ pub fn parse_kv(arg: &str) -> Result<(String, Value), String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Only the machine-wide socket's refusal points at its group: a
+    /// directory another user made first is no group's to open.
+    #[test]
+    fn a_refused_socket_names_the_group_only_for_the_machine_wide_one() {
+        let eacces = || std::io::Error::from_raw_os_error(libc::EACCES);
+        let unreachable = |path: &str| {
+            ClientError::Unreachable {
+                path: PathBuf::from(path),
+                source: eacces(),
+            }
+            .to_string()
+        };
+        let machine_wide = unreachable("/run/telemetry/telemetryd.sock");
+        assert_eq!(
+            machine_wide.contains("usermod -aG telemetry"),
+            cfg!(target_os = "linux"),
+            "{machine_wide}"
+        );
+        let other = unreachable("/tmp/telemetry-1000/telemetryd.sock");
+        assert!(
+            !other.contains("usermod") && other.contains("not open to this user"),
+            "{other}"
+        );
+        assert!(!is_not_open_to_this_user(
+            &std::io::Error::new(std::io::ErrorKind::PermissionDenied, "served by uid 7"),
+            Path::new("/run/telemetry/telemetryd.sock")
+        ));
+    }
 
     #[test]
     fn waits_read_as_people_write_them() {

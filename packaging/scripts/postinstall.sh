@@ -8,6 +8,11 @@ set -e
 if command -v systemd-sysusers >/dev/null 2>&1; then
     systemd-sysusers ${DPKG_ROOT:+--root="$DPKG_ROOT"} telemetry.conf
 fi
+# The machine-wide unit once read /etc/telemetry/config.toml itself; it
+# now reads only /etc/telemetry/env, so say how to keep such a file.
+if [ -e "$DPKG_ROOT/etc/telemetry/config.toml" ] && [ ! -e "$DPKG_ROOT/etc/telemetry/env" ]; then
+    echo "telemetryd: /etc/telemetry/config.toml is no longer read by default; to keep using it, put TELEMETRY_CONFIG=/etc/telemetry/config.toml in /etc/telemetry/env" >&2
+fi
 if [ -d /run/systemd/system ]; then
     systemctl --system daemon-reload >/dev/null 2>&1 || true
 fi

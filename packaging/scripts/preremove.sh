@@ -9,6 +9,8 @@ case "$1" in
     remove | 0) ;;
     *) exit 0 ;;
 esac
+# Another root's removal (dpkg --root) is not this system's to stop.
+[ -z "$DPKG_ROOT" ] || exit 0
 [ -d /run/systemd/system ] || exit 0
 # The broker too: a vendor's host runs it from this package, and left
 # running it would serve from a deleted binary with a dangling enable link.

@@ -735,7 +735,7 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         privacy,
         completeness,
     );
-    for w in &report.warnings {
+    for w in report.warnings.iter().chain(&report.unlisted) {
         eprintln!("telemetry-report: warning: {w}");
     }
     let wrote = match &args.out {

@@ -133,6 +133,11 @@ pub struct Report {
     /// What a reader must know before using the numbers (a preview, a
     /// partial period); empty for a complete, publishable report.
     pub warnings: Vec<String>,
+    /// For the person running the report only (stderr), never published:
+    /// events whose names the catalogue does not list, counted in `other`
+    /// (their count may be under k, and the catalogue's path is local).
+    #[serde(skip)]
+    pub unlisted: Option<String>,
     /// The product.
     pub product: String,
     /// The period.
@@ -439,13 +444,13 @@ pub fn publish(
     if preview {
         warnings.push(PREVIEW_WARNING.to_string());
     }
-    if unlisted_names > 0 && ok {
-        warnings.push(format!(
+    let unlisted = (unlisted_names > 0 && ok).then(|| {
+        format!(
             "{unlisted_events} events under {unlisted_names} {} that the catalogue ({}) does not list are counted in \"other\", never named; pass the catalogue that lists them (--catalog) if they are yours",
             if unlisted_names == 1 { "name" } else { "names" },
             agg.data.catalog().map_or("", |c| c.source.as_str())
-        ));
-    }
+        )
+    });
     let complete_on = match completeness {
         Completeness::Complete => None,
         Completeness::Partial { complete_on } => {
@@ -457,6 +462,7 @@ pub fn publish(
         schema: SCHEMA,
         preview,
         warnings,
+        unlisted,
         product: product.to_string(),
         period: PeriodOut {
             label: period.label.clone(),
@@ -820,14 +826,21 @@ mod tests {
         assert_eq!(names, ["stop", "bosh"]);
         let other = r.by_event.other.as_ref().unwrap();
         assert_eq!((other.values, other.counts.events), (1, 7));
+        // Said to whoever runs it, never published: the count may be
+        // under k, and the catalogue's path is theirs.
         assert!(
-            r.warnings
-                .iter()
-                .any(|w| w.contains("7 events under 1 name that")),
+            r.unlisted
+                .as_deref()
+                .is_some_and(|w| w.contains("7 events under 1 name that")),
             "{:?}",
-            r.warnings
+            r.unlisted
         );
-        assert!(!serde_json::to_string(&r).unwrap().contains("made_up"));
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(
+            !json.contains("made_up") && !json.contains("under 1 name"),
+            "{json}"
+        );
         let preview = publish(&a, "p", &q4(), 14, Privacy::Preview, Completeness::Complete);
         assert!(preview.by_event.rows.iter().any(|r| r.key == "made_up"));
     }

@@ -420,10 +420,6 @@ fn reply(outcome: &Result<InsertOutcome, StoreError>) -> Response {
     }
 }
 
-/// Validate `events` (shape, catalogue, consent) and render them for the
-/// store; the error is the reply to send (not yet counted as a refusal:
-/// spool ingestion counts only once a spool is consumed, as it may retry).
-/// Shared with spool ingestion.
 /// How far ahead of the daemon's clock an event's timestamp may be: the
 /// client stamps it with the same machine's clock moments before, so only a
 /// clock stepped back since (the spool keeps events across that) or a
@@ -439,6 +435,10 @@ fn human_us(us: i64) -> String {
     humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
 }
 
+/// Validate `events` (shape, catalogue, consent) and render them for the
+/// store; the error is the reply to send (not yet counted as a refusal:
+/// spool ingestion counts only once a spool is consumed, as it may retry).
+/// Shared with spool ingestion.
 pub async fn prepare(
     ctx: &Ctx,
     events: &[WireEvent],

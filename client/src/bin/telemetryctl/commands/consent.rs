@@ -282,7 +282,10 @@ fn change(
         // it could not read what was written (a machine-wide daemon runs as
         // a user of its own, and this file is 0600 when newly made).
         let forced = matches!(r.consent.layer, Layer::System | Layer::Environment);
-        if r.consent.mode != new_mode && !forced {
+        // Unless another writer changed the file meanwhile (then the daemon
+        // read that, and the local view below shows it).
+        let still_ours = consent::user_decision(product, paths) == Some(new_mode);
+        if r.consent.mode != new_mode && !forced && still_ours {
             return Err(Failure::consent_file(
                 crate::EXIT_REFUSED,
                 format!(
@@ -298,23 +301,21 @@ fn change(
     if let Err(e) = &applied {
         // A daemon that is not this user's (a machine-wide one) takes
         // consent only from its own user and root: the change never applies.
+        // The decision is recorded and this user's own clients follow it;
+        // the daemon goes on following its owner's file (events it stored
+        // already stay the owner's to purge). Said, not failed: the user's
+        // file did change, and a CLI's `--no-telemetry` must not see an error.
         if let ClientError::Refused {
             code: telemetry_client::ErrorCode::PermissionDenied,
             ..
         } = e
         {
-            return Err(Failure {
-                exit: crate::EXIT_REFUSED,
-                code: "permission_denied".into(),
-                message: format!(
-                    "{} now says {product} {new_mode}, but telemetryd at {} does not apply it: {e}. It serves this machine and follows its owner's consent file: ask the administrator, or use a daemon of your own (TELEMETRY_SOCKET unset)",
-                    paths.user.display(),
-                    socket.display()
-                ),
-                json_printed: false,
-            });
-        }
-        if !matches!(e, ClientError::Unreachable { .. }) {
+            eprintln!(
+                "telemetryctl: note: {} now says {product} {new_mode}, and this user's clients follow it; telemetryd at {} serves this machine and follows its owner's consent file, not yours ({e}), so what it stored already stays there: ask the administrator, or use a daemon of your own (TELEMETRY_SOCKET unset)",
+                paths.user.display(),
+                socket.display()
+            );
+        } else if !matches!(e, ClientError::Unreachable { .. }) {
             eprintln!("telemetryctl: warning: telemetryd did not apply the change yet: {e}");
         }
     }
@@ -357,8 +358,8 @@ fn change(
         Ok(r) if r.final_event => {
             outln!("recorded a final telemetry_off event; nothing after it will be sent")
         }
-        Err(ClientError::Unreachable { source, .. })
-            if telemetry_client::is_not_open_to_this_user(source) =>
+        Err(ClientError::Unreachable { source, path })
+            if telemetry_client::is_not_open_to_this_user(source, path) =>
         {
             outln!(
                 "telemetryd at {} is not open to this user, so it was not told: {}",

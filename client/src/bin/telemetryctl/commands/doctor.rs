@@ -187,8 +187,8 @@ fn socket_check(socket: &Path, checks: &mut Vec<Check>) -> Option<StatusReport> 
         }
         Err(e) => {
             let fix = match &e {
-                telemetry_client::ClientError::Unreachable { source, .. }
-                    if telemetry_client::is_not_open_to_this_user(source) =>
+                telemetry_client::ClientError::Unreachable { source, path }
+                    if telemetry_client::is_not_open_to_this_user(source, path) =>
                 {
                     "the socket is a machine-wide telemetryd's, open to the members of its group: ask the administrator to add you (usermod -aG telemetry USER, then log in again), or use a daemon of your own (unset TELEMETRY_SOCKET)"
                 }
