@@ -764,7 +764,9 @@ pub fn parse_kv(arg: &str) -> Result<(String, Value), String> {
 mod tests {
 
     /// Only the machine-wide socket's refusal points at its group: a
-    /// directory another user made first is no group's to open.
+    /// directory another user made first is no group's to open. (Unix: the
+    /// error is EACCES; Windows numbers its errors otherwise.)
+    #[cfg(unix)]
     #[test]
     fn a_refused_socket_names_the_group_only_for_the_machine_wide_one() {
         let eacces = || std::io::Error::from_raw_os_error(libc::EACCES);
