@@ -136,6 +136,34 @@ grep -E '^/usr/share/man/man1/.' "$tmp/deb.files" | grep -v '\.1\.gz$' && fail "
 grep -q '^/usr/local' "$tmp/deb.files" "$tmp/rpm.files" && fail "a package installs into /usr/local"
 ok "both packages hold the binaries in /usr/bin, the units, sysusers.d, the manifest, the plists, gzipped man pages, bash/zsh/fish completions and /etc/telemetry{,/catalog}"
 
+# The .deb's own maintainer scripts against a staged root (DPKG_ROOT, as dpkg
+# --root sets it): a purge deletes the machine-wide daemon's state and the
+# owner's consent with its lock files, and keeps the administrator's files; a
+# remove keeps everything; neither touches this system.
+stage="$tmp/root"
+mkdir -p "$stage/var/lib/private/telemetry/outbox" "$stage/etc/telemetry/catalog"
+ln -s private/telemetry "$stage/var/lib/telemetry"
+touch "$stage/etc/telemetry/machine-consent" "$stage/etc/telemetry/.consent.lock" \
+    "$stage/etc/telemetry/.consent.node-lock" "$stage/etc/telemetry/consent" \
+    "$stage/etc/telemetry/catalog/mytool.toml" "$stage/var/lib/private/telemetry/events.sqlite3"
+dpkg-deb -e "$deb" "$tmp/control"
+for step in "prerm remove" "postrm remove"; do
+    set -- $step
+    DPKG_ROOT="$stage" sh "$tmp/control/$1" "$2" || fail "$1 $2 failed"
+done
+[ -e "$stage/var/lib/private/telemetry/events.sqlite3" ] && [ -e "$stage/etc/telemetry/machine-consent" ] \
+    || fail "a remove (not a purge) deleted the daemon's state or consent"
+DPKG_ROOT="$stage" sh "$tmp/control/postrm" purge || fail "postrm purge failed"
+for gone in var/lib/private/telemetry var/lib/telemetry etc/telemetry/machine-consent \
+    etc/telemetry/.consent.lock etc/telemetry/.consent.node-lock; do
+    [ -e "$stage/$gone" ] || [ -L "$stage/$gone" ] && fail "postrm purge left /$gone"
+done
+for kept in etc/telemetry/consent etc/telemetry/catalog/mytool.toml; do
+    [ -e "$stage/$kept" ] || fail "postrm purge deleted the administrator's /$kept"
+done
+set --
+ok "the .deb's prerm/postrm under DPKG_ROOT: remove keeps the state, purge deletes the daemon's state and the owner's consent and keeps the administrator's files"
+
 # rpm marks the documentation; deb and rpm depend on the glibc the binaries need.
 rpm -qdp "$rpm" 2>/dev/null | grep -qx /usr/share/man/man1/telemetryd.1.gz || fail "the .rpm does not mark its man pages as documentation"
 dpkg-deb -f "$deb" Depends | grep -q 'libc6 (>= ' || fail "the .deb does not depend on libc6 (>= ...)"

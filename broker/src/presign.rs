@@ -105,7 +105,7 @@ impl Presigner {
         }
         let c = self.provider.provide_credentials().await.map_err(|e| {
             // The chain lists each source it tried on a line of its own.
-            PresignError::Credentials(telemetry_sink::one_line(&telemetry_sink::error_chain(&e)))
+            PresignError::Credentials(telemetry_sink::error_line(&e))
         })?;
         *cached = Some(c.clone());
         Ok(c)

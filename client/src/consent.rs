@@ -75,16 +75,11 @@ pub fn describe(layer: Layer, paths: &ConsentPaths) -> String {
 /// What a user can do about an `off` decided by `layer`, as a clause to
 /// append to a message ("; turn it on with ...").
 pub fn how_to_turn_on(product: &str, layer: Layer) -> String {
-    match layer {
-        Layer::System => "; only the administrator can change that".to_string(),
-        Layer::Environment => format!(
-            "; unset {} to record events",
-            env_opt_out_var().unwrap_or("DO_NOT_TRACK / TELEMETRY_OPTOUT")
-        ),
-        Layer::UserFile | Layer::Default => {
-            format!("; turn it on with `telemetryctl consent {product} on`")
-        }
-    }
+    telemetry_proto::consent::how_to_turn_on(
+        product,
+        layer,
+        env_opt_out_var().unwrap_or("DO_NOT_TRACK / TELEMETRY_OPTOUT"),
+    )
 }
 
 /// The user's file; unreadable counts as missing (undecided, so off).

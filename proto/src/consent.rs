@@ -321,6 +321,21 @@ fn parse_version(value: &str) -> Option<u32> {
     value.parse().ok().filter(|v| *v >= 1)
 }
 
+/// What a user can do about an `off` decided by `layer`, as a clause to
+/// append to a message ("; turn it on with ..."): only the administrator
+/// can lift the system file's, only unsetting `opt_out` (the variable, and
+/// where it is set) the environment's. Shared by the shim and the daemon's
+/// refusal, so neither advises a `consent on` that cannot help.
+pub fn how_to_turn_on(product: &str, layer: Layer, opt_out: &str) -> String {
+    match layer {
+        Layer::System => "; only the administrator can change that".to_string(),
+        Layer::Environment => format!("; unset {opt_out} to record events"),
+        Layer::UserFile | Layer::Default => {
+            format!("; turn it on with `telemetryctl consent {product} on`")
+        }
+    }
+}
+
 /// Whether an opt-out variable's value means "opt out": any value but
 /// empty or `0` (as the `DO_NOT_TRACK` convention has it).
 pub fn env_opts_out(value: Option<&str>) -> bool {

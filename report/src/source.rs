@@ -66,12 +66,6 @@ pub enum SourceError {
     },
 }
 
-/// An S3 SDK error as one line of causes (the SDK's own
-/// `DisplayErrorContext` ends with the whole error's debug form).
-fn sdk_error(e: &dyn std::error::Error) -> String {
-    telemetry_sink::one_line(&telemetry_sink::error_chain(e))
-}
-
 impl SourceError {
     /// What is wrong, without what to do about it: how a damaged object
     /// that `--skip-damaged` left out is listed.
@@ -198,7 +192,7 @@ impl Source {
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(|e| err(sdk_error(&e)))
+                    .map_err(|e| err(telemetry_sink::error_line(&e)))
             }
         }
     }
@@ -225,7 +219,7 @@ impl Source {
                         .map(|b| Some(b.into_bytes().to_vec()))
                         .map_err(|e| err(e.to_string())),
                     Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-                    Err(e) => Err(err(sdk_error(&e))),
+                    Err(e) => Err(err(telemetry_sink::error_line(&e))),
                 }
             }
         }
@@ -247,7 +241,7 @@ impl Source {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| err(sdk_error(&e))),
+                .map_err(|e| err(telemetry_sink::error_line(&e))),
         }
     }
 
@@ -282,7 +276,7 @@ impl Source {
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(|e| SourceError::List {
                         location: format!("s3://{bucket}/{root}"),
-                        message: sdk_error(&e),
+                        message: telemetry_sink::error_line(&e),
                     })?;
                     for cp in page.common_prefixes() {
                         if let Some(p) = cp
@@ -357,7 +351,7 @@ impl Source {
                 'pages: while let Some(page) = pages.next().await {
                     let page = page.map_err(|e| SourceError::List {
                         location: format!("s3://{bucket}/{base}"),
-                        message: sdk_error(&e),
+                        message: telemetry_sink::error_line(&e),
                     })?;
                     for obj in page.contents() {
                         let Some(key) = obj.key() else { continue };
@@ -413,7 +407,7 @@ impl Source {
                 .map(|resp| Opened::S3(resp.body))
                 .map_err(|e| SourceError::Read {
                     location,
-                    message: sdk_error(&e),
+                    message: telemetry_sink::error_line(&e),
                 }),
         }
     }

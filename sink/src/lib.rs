@@ -69,6 +69,12 @@ pub fn one_line(text: &str) -> String {
     out
 }
 
+/// An SDK error as one line: [`error_chain`] folded by [`one_line`], for
+/// errors that become a status, a check's detail or a one-line message.
+pub fn error_line(e: &dyn std::error::Error) -> String {
+    one_line(&error_chain(e))
+}
+
 /// Logs by default: `info`, except the AWS SDK's warnings about each
 /// instance-metadata lookup and each credential or region source that
 /// fails while its chain goes on to the next (`aws_config::imds`,
@@ -92,7 +98,7 @@ mod tests {
     #[test]
     fn an_error_chain_with_line_breaks_folds_to_one_line() {
         assert_eq!(
-            one_line(&error_chain(&Outer(Inner))),
+            error_line(&Outer(Inner)),
             "no credentials: the chain failed: Environment: not set; Profile: not enabled"
         );
     }

@@ -488,7 +488,7 @@ async fn bucket_url(
     match sent {
         Err(_) => Err(format!("no answer within {} s", STEP_TIMEOUT.as_secs())),
         Ok(Ok(_)) => Err("the SDK sent the request without showing it".to_string()),
-        Ok(Err(e)) => Err(crate::one_line(&crate::error_chain(&e))),
+        Ok(Err(e)) => Err(crate::error_line(&e)),
     }
 }
 
@@ -656,7 +656,7 @@ async fn bucket_check(target: &S3Target<'_>) -> Check {
         .region()
         .map(|r| r.to_string())
         .unwrap_or_default();
-    let message = crate::one_line(&crate::error_chain(&e));
+    let message = crate::error_line(&e);
     match (status, their_region) {
         (Some(404), _) => Check::fail(
             "bucket",

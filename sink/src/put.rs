@@ -221,11 +221,11 @@ impl Sink {
                         // The SDK's own `DisplayErrorContext` ends with the whole
                         // error's debug form (a screenful of struct names).
                         // (Folded: a credential error lists its sources a line each.)
-                        Some(_) => crate::one_line(&crate::error_chain(&e)),
+                        Some(_) => crate::error_line(&e),
                         // No HTTP answer at all (refused, DNS, TLS, timeout).
                         None => format!(
                             "{}; the endpoint gave no answer: check its address and any proxy, or run `telemetryctl doctor`",
-                            crate::one_line(&crate::error_chain(&e))
+                            crate::error_line(&e)
                         ),
                     },
                     permanent: is_permanent(status, code.as_deref()),

@@ -774,7 +774,7 @@ fn the_daemon_honours_opt_out_in_its_own_environment() {
     );
     // What can be done about it, not a `consent on` that cannot help.
     assert!(
-        err.to_string().contains("Unset DO_NOT_TRACK")
+        err.to_string().contains("unset DO_NOT_TRACK")
             && !err.to_string().contains("consent cfdev on"),
         "{err}"
     );

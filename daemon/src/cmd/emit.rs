@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use telemetry_proto::{validate_event, ErrorCode, Layer, Mode, Response, WireEvent};
+use telemetry_proto::{validate_event, ErrorCode, Mode, Response, WireEvent};
 
 /// The answer to an emit, still to come: an acknowledged emit's comes
 /// after its commit.
@@ -456,7 +456,7 @@ async fn prepare_with(
         return Err(invalid(e.to_string()));
     }
     let mut manifests = BTreeMap::new();
-    let latest = crate::config::now_us(&ctx.clock).saturating_add(FUTURE_ALLOWANCE_US);
+    let now = crate::config::now_us(&ctx.clock);
     for (i, ev) in events.iter().enumerate() {
         if let Err(e) = validate_event(ev, &ctx.limits) {
             let reply = invalid(format!(
@@ -465,11 +465,12 @@ async fn prepare_with(
             ));
             return Err(reply);
         }
-        if ev.timestamp_us > latest {
+        let ahead = ev.timestamp_us.saturating_sub(now);
+        if ahead > FUTURE_ALLOWANCE_US {
             return Err(invalid(format!(
                 "event #{i} ({:?}) is stamped {} after this machine's clock (more than an hour): its batch would be filed under a day before the event's own, where no report of its period reads it; check the clock of whatever made it",
                 telemetry_proto::truncated(&ev.event),
-                human_us(ev.timestamp_us - latest + FUTURE_ALLOWANCE_US),
+                human_us(ahead),
             )));
         }
         if telemetry_sink::manifest::DAEMON_EVENTS.contains(&ev.event.as_str()) {
@@ -554,22 +555,17 @@ async fn prepare_with(
                     look = Look::Fresh;
                     continue 'look;
                 }
-                // What the user can do depends on who decided.
-                let what_to_do = match layer {
-                    Layer::System => "Only the administrator can change that".to_string(),
-                    Layer::Environment => {
-                        "Unset DO_NOT_TRACK / TELEMETRY_OPTOUT in telemetryd's environment to record events".to_string()
-                    }
-                    Layer::UserFile | Layer::Default => {
-                        format!("Turn it on with `telemetryctl consent {} on`", ev.product)
-                    }
-                };
                 return Err(Response::Error {
                     code: ErrorCode::ConsentOff,
                     message: format!(
-                        "telemetry for {:?} is off (decided by the {}); nothing was recorded. {what_to_do}",
+                        "telemetry for {:?} is off (decided by the {}); nothing was recorded{}",
                         ev.product,
                         layer.as_str(),
+                        telemetry_proto::consent::how_to_turn_on(
+                            &ev.product,
+                            layer,
+                            "DO_NOT_TRACK / TELEMETRY_OPTOUT in telemetryd's environment"
+                        ),
                     ),
                 });
             }
