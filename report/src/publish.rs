@@ -74,7 +74,8 @@ pub struct Other {
     pub counts: Counts,
 }
 
-/// A one-dimensional table: published rows, largest first, then `other`.
+/// A one-dimensional table: published rows, largest first (`by_week` in
+/// time order), then `other`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
     /// The name of the key column: `event`, `os`, `build` or `week`.
@@ -391,13 +392,16 @@ pub fn publish(
         "build",
         agg.by_build.iter().map(|(k, c)| (k.clone(), c)).collect(),
     );
-    let by_week = table(
+    let mut by_week = table(
         "week",
         agg.by_week
             .iter()
             .map(|(d, c)| (d.to_string(), c))
             .collect(),
     );
+    // A time series reads in time order (the SQL's `ORDER BY week` too);
+    // which weeks went into `other` was decided by size above.
+    by_week.rows.sort_by(|a, b| a.key.cmp(&b.key));
     // Only names already public: published events × published weeks. The
     // whole grid is listed so that a cell with no machine looks the same as
     // a cell with fewer than k.
@@ -751,9 +755,10 @@ mod tests {
         let a = weeks_aggregator();
         let r = publish_k3(&a, Completeness::Complete);
         // by_week: 10-26 (2 machines) is under k; secondary suppression
-        // takes the smallest published week (10-19) with it.
+        // takes the smallest published week (10-19) with it. The rest
+        // read in time order, though 10-12 has more machines.
         let weeks: Vec<&str> = r.by_week.rows.iter().map(|r| r.key.as_str()).collect();
-        assert_eq!(weeks, ["2026-10-12", "2026-10-05"]);
+        assert_eq!(weeks, ["2026-10-05", "2026-10-12"]);
         let cells: Vec<(&str, &str, Option<u64>)> = r
             .by_event_week
             .iter()

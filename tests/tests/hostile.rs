@@ -281,6 +281,47 @@ fn another_user_may_emit_but_not_read_or_change_stored_data() {
     );
     // Nothing was purged or flushed on their say-so.
     assert_eq!(daemon.client().status(T).unwrap().pending_events, 2);
+    // The owner turns it off while this user's own file says on: the
+    // refusal names whose decision it is, and advises no `consent on`
+    // (theirs is on already, and this daemon does not read it).
+    std::fs::write(theirs.path().join("consent"), "cfdev on\n").unwrap();
+    std::fs::write(env.root().join("consent"), "cfdev off\n").unwrap();
+    let mut cmd = std::process::Command::new(bins.path().join("telemetry-emit"));
+    cmd.args([
+        "--product",
+        "cfdev",
+        "--strict",
+        "--timeout-ms",
+        "5000",
+        "bosh",
+    ])
+    .envs(env.envs())
+    .env("TELEMETRY_CONSENT_FILE", theirs.path().join("consent"))
+    .uid(65534)
+    .gid(65534);
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("follows its owner's decision")
+            && err.contains(&env.root().join("consent").display().to_string())
+            && !err.contains("consent cfdev on"),
+        "{err}"
+    );
+    // The owner is told how to turn it back on.
+    match daemon
+        .client()
+        .emit(vec![event("cfdev", "stop", "1.0", BTreeMap::new())], T)
+    {
+        Err(telemetry_client::ClientError::Refused {
+            code: ErrorCode::ConsentOff,
+            message,
+        }) => assert!(
+            message.contains("telemetryctl consent cfdev on") && !message.contains("owner's"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
     // A socket not open to them: told so, not "is it running?" (the
     // machine-wide socket's group is named in a unit test of the client).
     std::fs::set_permissions(&daemon.socket, std::fs::Permissions::from_mode(0o600)).unwrap();

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use telemetry_proto::consent::Layer;
 use telemetry_proto::{validate_event, ErrorCode, Mode, Response, WireEvent};
 
 /// The answer to an emit, still to come: an acknowledged emit's comes
@@ -71,7 +72,8 @@ pub async fn submit<'a>(
     // thread drops it right after the commit, whether or not anyone is
     // still waiting for the answer.
     let ids = ctx.id_lock.clone().read_owned().await;
-    let records = match prepare_with(ctx, &events, look).await {
+    let asker = Asker::of(ctx, peer);
+    let records = match prepare_with(ctx, &events, look, asker).await {
         Ok(r) => r,
         Err(reply) => {
             if let Some(d) = direct {
@@ -186,10 +188,9 @@ pub async fn submit<'a>(
                 // holds (applying a consent change holds its locks).
                 (Some(events), Some(shared)) => {
                     let again = subject.clone();
-                    let check =
-                        tokio::spawn(
-                            async move { check_again(&shared, &again, events, client).await },
-                        );
+                    let check = tokio::spawn(async move {
+                        check_again(&shared, &again, events, client, asker).await
+                    });
                     match check.await {
                         Ok(answer) => answer,
                         Err(_) => Answer::Send(refused(ctx, &subject, storage(StoreError::Closed))),
@@ -237,6 +238,7 @@ async fn check_again(
     subject: &Subject,
     events: Vec<WireEvent>,
     client: Option<u64>,
+    asker: Asker,
 ) -> Answer {
     let _room = ctx
         .queued_events
@@ -244,7 +246,7 @@ async fn check_again(
         .acquire_many_owned(u32::try_from(events.len()).unwrap_or(u32::MAX))
         .await;
     let _ids = ctx.id_lock.clone().read_owned().await;
-    let records = match prepare_with(ctx, &events, Look::Fresh).await {
+    let records = match prepare_with(ctx, &events, Look::Fresh, asker).await {
         Ok(r) => r,
         Err(reply) => return Answer::Send(refused(ctx, subject, reply)),
     };
@@ -429,28 +431,71 @@ fn reply(outcome: &Result<InsertOutcome, StoreError>) -> Response {
 /// this, an event is refused.
 const FUTURE_ALLOWANCE_US: i64 = 3_600_000_000;
 
+/// What `asker` can do about `product` being off by `layer`, as a clause
+/// for the refusal. The user-file layer is the daemon's owner's file: only
+/// its owner's `telemetryctl consent` writes it, so another account (a
+/// member of a machine-wide daemon's group, whose own file is already on
+/// or its shim would not have sent) is told whose decision it is.
+fn turn_on_advice(ctx: &Ctx, product: &str, layer: Layer, asker: Asker) -> String {
+    match (layer, asker) {
+        (Layer::UserFile | Layer::Default, Asker::Other) => format!(
+            "; this telemetryd runs as another account and follows its owner's decision \
+             ({}), not yours: ask its administrator",
+            ctx.consent.user_path().display()
+        ),
+        _ => telemetry_proto::consent::how_to_turn_on(
+            product,
+            layer,
+            "DO_NOT_TRACK / TELEMETRY_OPTOUT in telemetryd's environment",
+        ),
+    }
+}
+
 /// `us` microseconds as a person reads them ("3 days 2h").
 fn human_us(us: i64) -> String {
     let secs = u64::try_from(us / 1_000_000).unwrap_or(0);
     humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
 }
 
+/// Who sent a request, for the advice a consent refusal gives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Asker {
+    /// The daemon's own account (or its spool): a `telemetryctl consent`
+    /// of theirs writes the file the daemon follows.
+    Owner,
+    /// Another account (a machine-wide daemon's group member, root): the
+    /// daemon does not follow what they write, so `consent on` of theirs
+    /// cannot help.
+    Other,
+}
+
+impl Asker {
+    fn of(ctx: &Ctx, peer: &Peer) -> Asker {
+        if peer.identity.same_account(&ctx.daemon_identity) {
+            Asker::Owner
+        } else {
+            Asker::Other
+        }
+    }
+}
+
 /// Validate `events` (shape, catalogue, consent) and render them for the
 /// store; the error is the reply to send (not yet counted as a refusal:
 /// spool ingestion counts only once a spool is consumed, as it may retry).
-/// Shared with spool ingestion.
+/// Shared with spool ingestion, whose files are the daemon's own account's.
 pub async fn prepare(
     ctx: &Ctx,
     events: &[WireEvent],
 ) -> Result<Vec<crate::record::Record>, Response> {
-    prepare_with(ctx, events, Look::Fresh).await
+    prepare_with(ctx, events, Look::Fresh, Asker::Owner).await
 }
 
-/// [`prepare`], checking consent against `look`.
+/// [`prepare`], checking consent against `look`, for `asker`.
 async fn prepare_with(
     ctx: &Ctx,
     events: &[WireEvent],
     look: Look,
+    asker: Asker,
 ) -> Result<Vec<crate::record::Record>, Response> {
     if let Err(e) = ctx.limits.check_batch_len(events.len()) {
         return Err(invalid(e.to_string()));
@@ -561,11 +606,7 @@ async fn prepare_with(
                         "telemetry for {:?} is off (decided by the {}); nothing was recorded{}",
                         ev.product,
                         layer.as_str(),
-                        telemetry_proto::consent::how_to_turn_on(
-                            &ev.product,
-                            layer,
-                            "DO_NOT_TRACK / TELEMETRY_OPTOUT in telemetryd's environment"
-                        ),
+                        turn_on_advice(ctx, &ev.product, layer, asker),
                     ),
                 });
             }

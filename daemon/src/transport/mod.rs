@@ -64,6 +64,17 @@ impl PeerIdentity {
         }
     }
 
+    /// Whether this peer is the same account as `daemon` (what it writes
+    /// with `telemetryctl consent` is then the file the daemon reads);
+    /// root and elevated administrators of another account are not.
+    pub fn same_account(&self, daemon: &PeerIdentity) -> bool {
+        match (self, daemon) {
+            (PeerIdentity::Uid(me), PeerIdentity::Uid(daemon)) => me == daemon,
+            (PeerIdentity::Unknown, _) | (_, PeerIdentity::Unknown) => false,
+            (me, daemon) => me.sid().is_some() && me.sid() == daemon.sid(),
+        }
+    }
+
     /// For messages: `uid 1000`, `SID S-1-5-21-...`, `unknown`.
     pub fn describe(&self) -> String {
         match self {
