@@ -379,3 +379,35 @@ fn the_prompt_uses_the_manifests_wording_and_records_its_version() {
         "{file}"
     );
 }
+
+/// An off for a product no manifest here describes (a typo, or a product
+/// not installed yet) records no final `telemetry_off`: once the product
+/// is installed, its vendor must not learn from that off that this
+/// machine has it. An installed product's off still records one.
+#[test]
+fn an_off_for_a_product_not_installed_is_never_sent_to_its_vendor() {
+    let s3 = S3Server::start();
+    let env = DaemonEnv::new(Destination::S3 {
+        endpoint: s3.endpoint.clone(),
+        secret: SECRET_KEY.into(),
+    });
+    let _daemon = env.start();
+    ctl(&env, &["consent", "zeta", "on"]);
+    let off = text(&ctl(&env, &["consent", "zeta", "off"]));
+    assert!(!off.contains("final telemetry_off"), "{off}");
+    // The vendor's manifest arrives; the user's decision is still off.
+    write(
+        &user_dir(&env),
+        "zeta.toml",
+        "product = \"zeta\"\n[consent]\nversion = 1\n[events.ran]\n",
+    );
+    loaded(&env, "zeta", 1);
+    ctl(&env, &["flush"]);
+    assert_eq!(uploaded(&s3), Vec::<String>::new());
+    // Installed, on, then off: the vendor is told, once.
+    ctl(&env, &["consent", "zeta", "on"]);
+    let off = text(&ctl(&env, &["consent", "zeta", "off"]));
+    assert!(off.contains("final telemetry_off"), "{off}");
+    ctl(&env, &["flush"]);
+    assert_eq!(uploaded(&s3), ["telemetry_off"]);
+}

@@ -220,13 +220,18 @@ pub async fn reconcile_in(
         timestamp_us: crate::config::now_us(&ctx.clock),
         data: BTreeMap::new(),
     };
-    let machine = ctx.identity.machine_id(product);
-    let rec = record::render(
-        &off_event,
-        &machine,
-        std::env::consts::OS,
-        std::env::consts::ARCH,
-    );
+    // A product no manifest here describes sends nothing, and an off for
+    // it (a typo, or a product not installed yet) must not tell its vendor,
+    // once it is installed, that this machine has it.
+    let rec = match ctx.catalogues.lookup(product) {
+        Lookup::Unknown => None,
+        Lookup::Ready(_) | Lookup::Broken { .. } => Some(record::render(
+            &off_event,
+            &ctx.identity.machine_id(product),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+        )),
+    };
     let previous = known(ctx);
     let out = ctx
         .store

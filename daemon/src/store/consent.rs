@@ -2,7 +2,7 @@
 //!
 //! | last applied → new | what happens to the product's stored events |
 //! |---|---|
-//! | `on` → `off` | all deleted; one `telemetry_off` event recorded and sealed as the final batch |
+//! | `on` → `off` | all deleted; one `telemetry_off` event recorded and sealed as the final batch (none for a product with no manifest: see `cmd::consent::reconcile_in`) |
 //! | `local` → `off` | all deleted but an unsent final batch; nothing new recorded |
 //! | `on` → `local` | pending and sealed events become local-only: never uploaded |
 //! | `off`/`local` → `on` | nothing uploadable exists (inserts are checked against the applied mode); stray rows are made local-only |
@@ -62,7 +62,7 @@ impl Inner {
         &mut self,
         product: &str,
         decision: Decision,
-        final_record: Record,
+        final_record: Option<Record>,
     ) -> Result<ConsentOutcome, StoreError> {
         let old = self.applied.get(product).cloned();
         if old.as_ref() == Some(&decision) {
@@ -87,7 +87,7 @@ impl Inner {
                 product,
                 from,
                 Mode::Off,
-                &final_record,
+                final_record.as_ref(),
                 now,
                 &mut out,
             )?;
@@ -99,7 +99,7 @@ impl Inner {
             product,
             from,
             decision.mode,
-            &final_record,
+            final_record.as_ref(),
             now,
             &mut out,
         )?;
@@ -192,7 +192,7 @@ fn transition(
     product: &str,
     from: Mode,
     to: Mode,
-    final_record: &Record,
+    final_record: Option<&Record>,
     now: i64,
     out: &mut ConsentOutcome,
 ) -> Result<(), StoreError> {
@@ -223,7 +223,7 @@ fn transition(
                 params![product],
             )
             .map_err(sql("applying consent"))?;
-            if from == Mode::On {
+            if let (Mode::On, Some(final_record)) = (from, final_record) {
                 tx.execute(
                     "INSERT INTO events (id, product, line, received_us, local_only)
                          VALUES (?1, ?2, ?3, ?4, 0)",

@@ -157,7 +157,7 @@ mod tests {
         rt().block_on(async {
             for p in ["a", "b"] {
                 store
-                    .apply_consent(p, d(Mode::On), record(0, p))
+                    .apply_consent(p, d(Mode::On), Some(record(0, p)))
                     .await
                     .unwrap();
             }
@@ -240,7 +240,7 @@ mod tests {
         let (store, thread) = Store::open(f.dir.path(), opts).unwrap();
         rt().block_on(async {
             store
-                .apply_consent("a", d(Mode::On), record(0, "a"))
+                .apply_consent("a", d(Mode::On), Some(record(0, "a")))
                 .await
                 .unwrap();
             store.insert(vec![record(1, "a")]).await.unwrap();
@@ -253,7 +253,7 @@ mod tests {
                 .unwrap()
                 .insert("a".into(), Permit::FinalOnly);
             let out = store
-                .apply_consent("a", d(Mode::Off), record(2, "a"))
+                .apply_consent("a", d(Mode::Off), Some(record(2, "a")))
                 .await
                 .unwrap();
             assert!(out.final_event);

@@ -367,7 +367,7 @@ enum Cmd {
     ApplyConsent {
         product: String,
         decision: Decision,
-        final_record: Record,
+        final_record: Option<Record>,
         reply: Reply<ConsentOutcome>,
     },
     Applied {
@@ -805,13 +805,13 @@ impl Store {
 
     /// Act on the user's consent decision for `product` (see
     /// [`ConsentOutcome`]): purge on `off`, keep `local` events local, and
-    /// record `final_record` (the `telemetry_off` event) when an `on`
-    /// product is turned off.
+    /// record `final_record` (the `telemetry_off` event), if given, when an
+    /// `on` product is turned off.
     pub async fn apply_consent(
         &self,
         product: &str,
         decision: Decision,
-        final_record: Record,
+        final_record: Option<Record>,
     ) -> Result<ConsentOutcome, StoreError> {
         let product = product.to_string();
         self.call(|reply| Cmd::ApplyConsent {
