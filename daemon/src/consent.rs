@@ -111,6 +111,15 @@ impl ConsentView {
         )
     }
 
+    /// When the user last turned `product` off, in microseconds since the
+    /// epoch (`None`: never, or a time that does not parse).
+    pub fn last_off_us(&self, product: &str) -> Option<i64> {
+        let off = self.user.as_deref()?.get(product)?.last_off.as_deref()?;
+        let at = humantime::parse_rfc3339_weak(off).ok()?;
+        let us = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_micros();
+        i64::try_from(us).ok()
+    }
+
     /// What the user's own file says (undecided = off), and when the user
     /// last turned the product off.
     pub fn user_decision(&self, product: &str) -> (Mode, Option<String>) {

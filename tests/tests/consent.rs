@@ -715,6 +715,15 @@ fn off_then_on_while_the_daemon_is_down_still_purges_and_says_off() {
     let daemon = env.start();
     let before = emit(&daemon, 3);
     daemon.kill9();
+    // A CLI ran meanwhile: its event is spooled for the next daemon. The
+    // off below takes it as it takes the stored ones.
+    let out = env
+        .command("telemetry-emit")
+        .env("TELEMETRY_AUTOSTART", "0")
+        .args(["--product", "cfdev", "stop"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
     ctl(&env, &["consent", "cfdev", "off"]);
     ctl(&env, &["consent", "cfdev", "on"]);
     let daemon = env.start();
@@ -735,6 +744,10 @@ fn off_then_on_while_the_daemon_is_down_still_purges_and_says_off() {
             .filter(|(_, v)| v["event"] == "telemetry_off")
             .count(),
         1
+    );
+    assert!(
+        lines.iter().all(|(_, v)| v["event"] != "stop"),
+        "the spooled event from before the off never leaves: {lines:?}"
     );
     assert_eq!(lines.len(), 3);
 }

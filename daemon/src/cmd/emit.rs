@@ -614,6 +614,23 @@ async fn prepare_with(
         }
         break (view, modes);
     };
+    // Made before the user's last off (spooled while the daemon was down,
+    // through an off and an on it never saw): that off took it, as it
+    // took what was stored then.
+    for (product, _) in &modes {
+        let Some(off_us) = view.last_off_us(product) else {
+            continue;
+        };
+        if let Some(ev) = events
+            .iter()
+            .find(|ev| ev.product == *product && ev.timestamp_us < off_us)
+        {
+            return Err(invalid(format!(
+                "event {} of {:?} was made before the user last turned {:?} off; not stored",
+                ev.event, ev.product, ev.product
+            )));
+        }
+    }
     // Records checked against a look of their own need no confirming.
     let generation = match look {
         Look::Fresh => 0,
