@@ -617,7 +617,7 @@ async fn prepare_with(
     // Made before the user's last off (spooled while the daemon was down,
     // through an off and an on it never saw): that off took it, as it
     // took what was stored then.
-    for (product, _) in &modes {
+    for product in modes.keys() {
         let Some(off_us) = view.last_off_us(product) else {
             continue;
         };
