@@ -262,8 +262,11 @@ pub async fn put_request_via_broker(
             return Ok(Delivered::AlreadyThere);
         }
         let text = String::from_utf8_lossy(&answer);
-        let code = xml_tag(&text, "Code");
-        let message = xml_tag(&text, "Message").unwrap_or_default();
+        let code = xml_tag(&text, "Code").map(|c| crate::untrusted(&c, 64));
+        let message = crate::untrusted(
+            &xml_tag(&text, "Message").unwrap_or_default(),
+            crate::MAX_UNTRUSTED_CHARS,
+        );
         let expired =
             status == StatusCode::FORBIDDEN && message.to_ascii_lowercase().contains("expired");
         if expired && !asked_again {
@@ -402,13 +405,18 @@ fn broker_error(
     headers: &hyper::HeaderMap,
     answer: &[u8],
 ) -> UploadError {
+    // The broker is the vendor's: what it says is shown to the user, and
+    // goes into the log, only made safe (see `untrusted`).
     let detail = serde_json::from_slice::<ErrorBody>(answer)
-        .map(|b| b.error)
+        .map(|b| ErrorDetail {
+            field: b.error.field.map(|f| crate::untrusted(&f, 64)),
+            message: crate::untrusted(&b.error.message, crate::MAX_UNTRUSTED_CHARS),
+        })
         .unwrap_or_else(|_| ErrorDetail {
             field: None,
             message: format!(
                 "HTTP {status} with no JSON error body: {}",
-                String::from_utf8_lossy(&answer[..answer.len().min(200)])
+                crate::untrusted(&String::from_utf8_lossy(answer), 200)
             ),
         });
     let destination = broker_url.to_string();
@@ -525,6 +533,27 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["first_seq"], 5);
         assert!(json.get("builds").is_none(), "empty builds are not sent");
+    }
+
+    #[test]
+    fn a_brokers_words_reach_the_user_without_control_characters() {
+        let key = BatchKey {
+            product: "cfdev".into(),
+            date: "2026-11-27".into(),
+            machine8: "0123abcd".into(),
+            first: 5,
+            last: 9,
+        };
+        let r = UploadRequest::new(&key, b"abc");
+        let h = hyper::HeaderMap::new();
+        let json = br#"{"error":{"field":"day","message":"bad day\u001b[2J\nlast error:   none"}}"#;
+        let raw = b"<html>\x1b[2J\nconsent: other off</html>";
+        for (status, body) in [(400u16, &json[..]), (502, &raw[..])] {
+            let status = StatusCode::from_u16(status).unwrap();
+            let shown = broker_error("https://b.example", &r, status, &h, body).to_string();
+            assert!(!shown.chars().any(char::is_control), "{shown:?}");
+            assert!(shown.contains("\\u{1b}[2J"), "{shown:?}");
+        }
     }
 
     #[test]

@@ -69,10 +69,36 @@ pub fn one_line(text: &str) -> String {
     out
 }
 
+/// Text a remote party wrote (a broker's or a store's error message), made
+/// safe to show in a terminal or a log line: on one line, every control
+/// character (an escape sequence could clear a user's screen and print a
+/// made-up status line, or forge a log line) written as its escape, and at
+/// most `max` characters. One daemon serves several vendors: none may
+/// write into what the user reads of another.
+pub fn untrusted(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (n, c) in one_line(text).chars().enumerate() {
+        if n == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Longest a remote party's message is shown.
+pub const MAX_UNTRUSTED_CHARS: usize = 300;
+
 /// An SDK error as one line: [`error_chain`] folded by [`one_line`], for
 /// errors that become a status, a check's detail or a one-line message.
 pub fn error_line(e: &dyn std::error::Error) -> String {
-    one_line(&error_chain(e))
+    // A store's own words are in the chain: made safe as a broker's are.
+    untrusted(&error_chain(e), usize::MAX)
 }
 
 /// Logs by default: `info`, except the AWS SDK's warnings about each
@@ -101,5 +127,18 @@ mod tests {
             error_line(&Outer(Inner)),
             "no credentials: the chain failed: Environment: not set; Profile: not enabled"
         );
+    }
+
+    #[test]
+    fn a_remote_partys_text_cannot_drive_the_terminal_or_break_the_line() {
+        let hostile = "bad day\u{1b}[2J\u{1b}[H\nconsent:      cfdev off\r\u{7}";
+        let safe = untrusted(hostile, 300);
+        assert!(!safe.chars().any(char::is_control), "{safe:?}");
+        assert_eq!(
+            safe,
+            "bad day\\u{1b}[2J\\u{1b}[H; consent:      cfdev off\\r\\u{7}"
+        );
+        assert_eq!(untrusted(&"x".repeat(500), 300).chars().count(), 301);
+        assert_eq!(untrusted("ok: fine", 300), "ok: fine");
     }
 }
