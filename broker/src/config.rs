@@ -140,6 +140,15 @@ pub struct Args {
     /// hold its connection for good), at most 10m [default: 10s].
     #[arg(long, env = "TELEMETRY_BROKER_SEND_TIMEOUT", value_name = "DURATION")]
     pub send_timeout: Option<String>,
+    /// How long one connection is kept alive at most: the answer after it
+    /// closes the connection (a client that sends a request now and then
+    /// would otherwise hold its place for good), 1s to 1h [default: 60s].
+    #[arg(
+        long,
+        env = "TELEMETRY_BROKER_MAX_CONNECTION_AGE",
+        value_name = "DURATION"
+    )]
+    pub max_connection_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +171,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_connections_per_address: Option<usize>,
     send_timeout: Option<String>,
+    max_connection_age: Option<String>,
     s3: Option<FileS3>,
 }
 
@@ -217,6 +227,8 @@ pub struct Settings {
     pub max_connections_per_address: usize,
     /// How long a write to a client may make no progress.
     pub send_timeout: Duration,
+    /// How long one connection is kept alive at most.
+    pub max_connection_age: Duration,
 }
 
 impl Settings {
@@ -306,6 +318,23 @@ impl Settings {
             bail!(
                 "{}: {send_timeout:?} is not between 1ms and 10m",
                 origin("send-timeout")
+            );
+        }
+        let max_connection_age = match args.max_connection_age.or(file.max_connection_age) {
+            None => Duration::from_secs(60),
+            Some(s) => humantime::parse_duration(&s).with_context(|| {
+                format!(
+                    "{}: {s:?} is not a duration such as 60s",
+                    origin("max-connection-age")
+                )
+            })?,
+        };
+        if max_connection_age < Duration::from_secs(1)
+            || max_connection_age > Duration::from_secs(3600)
+        {
+            bail!(
+                "{}: {max_connection_age:?} is not between 1s and 1h",
+                origin("max-connection-age")
             );
         }
         let rate = |flag: &str, v: Option<String>, default: &str| -> anyhow::Result<Rate> {
@@ -443,6 +472,7 @@ impl Settings {
             max_connections,
             max_connections_per_address,
             send_timeout,
+            max_connection_age,
         })
     }
 }
@@ -460,7 +490,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     })?;
     toml::from_str(&text).with_context(|| {
         format!(
-            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_network, network_prefix, per_machine, bytes_per_network, max_tracked, retired, client_ip_header, trusted_proxies, max_connections, max_connections_per_address, send_timeout, [s3])",
+            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_network, network_prefix, per_machine, bytes_per_network, max_tracked, retired, client_ip_header, trusted_proxies, max_connections, max_connections_per_address, send_timeout, max_connection_age, [s3])",
             path.display()
         )
     })
@@ -604,6 +634,17 @@ mod tests {
         for bad in ["0s", "11m", "soon"] {
             let err = send(bad).unwrap_err().to_string();
             assert!(err.contains("--send-timeout"), "{bad}: {err}");
+        }
+        let age =
+            |t: &str| Settings::load(args(&["--config", path, "--max-connection-age", t]), None);
+        assert_eq!(s.max_connection_age, Duration::from_secs(60), "the default");
+        assert_eq!(
+            age("1h").unwrap().max_connection_age,
+            Duration::from_secs(3600)
+        );
+        for bad in ["0s", "999ms", "2h", "soon"] {
+            let err = age(bad).unwrap_err().to_string();
+            assert!(err.contains("--max-connection-age"), "{bad}: {err}");
         }
         let today = Settings::load(args(&["--config", path]), Some("2026-13-01".into()));
         assert!(today.unwrap_err().to_string().contains(TODAY_VAR));

@@ -18,6 +18,7 @@
 pub mod config;
 pub mod limit;
 pub mod presign;
+pub mod quiet;
 pub mod server;
 mod stall;
 pub mod upload;
@@ -48,6 +49,9 @@ pub struct Broker {
     /// Rate limit of `/healthz?product=` per IPv6 network (IPv4 address),
     /// at the per-address rate: its own, so a probe never spends uploads.
     pub probes: limit::Limiter<IpAddr>,
+    /// What a flood repeats (refusals, closed connections), logged once a
+    /// minute per kind and network.
+    pub quiet: quiet::Quiet,
 }
 
 impl Broker {
@@ -66,6 +70,7 @@ impl Broker {
             settings,
             products,
             presigner,
+            quiet: quiet::Quiet::default(),
         }
     }
 }

@@ -6,7 +6,10 @@
 //! answer must be taken within `send_timeout` ([`SendDeadline`]); at most
 //! `max_connections` are served at once,
 //! and at most `max_connections_per_address` from one client address
-//! (more are closed at accept). On shutdown the listener closes, idle
+//! (more are closed at accept); a connection older than
+//! `max_connection_age` is closed after its next answer. Refusals and
+//! closed connections are logged once a minute per kind and network (see
+//! `quiet`). On shutdown the listener closes, idle
 //! keep-alive connections are closed, and requests in flight get
 //! [`DRAIN_TIMEOUT`] to finish.
 //!
@@ -16,6 +19,7 @@
 //! the product's promise. The full address lives only in the rate
 //! limiter's memory.
 
+use crate::quiet::hidden_note;
 use crate::stall::SendDeadline;
 use crate::{upload, Broker, Limit, Refusal};
 use http_body_util::{BodyExt, Full, Limited};
@@ -72,11 +76,18 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(
-                "over {} connections; closing one from {}",
-                broker.settings.max_connections,
-                network(peer.ip())
-            );
+            if let Some(hidden) =
+                broker
+                    .quiet
+                    .admit(&network(peer.ip()), "max_connections", Instant::now())
+            {
+                tracing::warn!(
+                    "over {} connections; closing one from {}{}",
+                    broker.settings.max_connections,
+                    network(peer.ip()),
+                    hidden_note(hidden)
+                );
+            }
             continue;
         };
         // Behind a load balancer every connection is the balancer's: the
@@ -85,28 +96,55 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         let places = match admission.admit(peer.ip(), balancer) {
             Ok(places) => places,
             Err(Over::Address) => {
-                tracing::warn!(
-                    "over {} connections from one address; closing one from {}",
-                    broker.settings.max_connections_per_address,
-                    network(peer.ip())
-                );
+                if let Some(hidden) =
+                    broker
+                        .quiet
+                        .admit(&network(peer.ip()), "per_address", Instant::now())
+                {
+                    tracing::warn!(
+                        "over {} connections from one address; closing one from {}{}",
+                        broker.settings.max_connections_per_address,
+                        network(peer.ip()),
+                        hidden_note(hidden)
+                    );
+                }
                 continue;
             }
             Err(Over::Network) => {
-                tracing::warn!(
-                    "over {} connections from one IPv6 /{} network; closing one from {}",
-                    admission.per_network.cap,
-                    broker.settings.network_prefix,
-                    network(peer.ip())
-                );
+                if let Some(hidden) =
+                    broker
+                        .quiet
+                        .admit(&network(peer.ip()), "per_network", Instant::now())
+                {
+                    tracing::warn!(
+                        "over {} connections from one IPv6 /{} network; closing one from {}{}",
+                        admission.per_network.cap,
+                        broker.settings.network_prefix,
+                        network(peer.ip()),
+                        hidden_note(hidden)
+                    );
+                }
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
         let b = broker.clone();
+        let born = Instant::now();
         let service = hyper::service::service_fn(move |req| {
             let b = b.clone();
-            async move { Ok::<_, Infallible>(handle(&b, req, peer).await) }
+            async move {
+                let mut resp = handle(&b, req, peer).await;
+                // A connection is kept alive only so long: one that sends a
+                // request now and then would otherwise keep its place, and
+                // enough of them every place (a daemon needs one request).
+                if born.elapsed() >= b.settings.max_connection_age {
+                    resp.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, Infallible>(resp)
+            }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
@@ -121,12 +159,19 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
                 service,
             );
         let conn = graceful.watch(conn);
+        let b = broker.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 if let Some(why) = stalled(&e) {
                     // The network only, as for refusals: who holds
                     // connections is what an operator needs to see.
-                    tracing::warn!("closed a connection from {}: {why}", network(peer.ip()));
+                    let net = network(peer.ip());
+                    if let Some(hidden) = b.quiet.admit(&net, "stalled", Instant::now()) {
+                        tracing::warn!(
+                            "closed a connection from {net}: {why}{}",
+                            hidden_note(hidden)
+                        );
+                    }
                 }
             }
             drop((slot, places));
@@ -300,13 +345,19 @@ async fn handle(b: &Broker, req: Request<Incoming>, peer: SocketAddr) -> Respons
                 }
                 // A refusal writes nothing; its network is what an operator
                 // needs to see who is abusing the broker.
-                Err(r) => tracing::info!(
-                    status,
-                    client = %network(client),
-                    micros,
-                    "refused: {}",
-                    r.message
-                ),
+                Err(r) => {
+                    let net = network(client);
+                    if let Some(hidden) = b.quiet.admit(&net, &status.to_string(), Instant::now()) {
+                        tracing::info!(
+                            status,
+                            client = %net,
+                            micros,
+                            "refused: {}{}",
+                            r.message,
+                            hidden_note(hidden)
+                        )
+                    }
+                }
             }
             match outcome {
                 Ok((_, grant)) => json(StatusCode::OK, &grant),

@@ -483,6 +483,24 @@ fn a_request_that_is_not_json_is_refused_before_any_limit() {
         assert_eq!(refused.status, 415, "{content_type:?}: {}", refused.text());
         assert_eq!(refused.json()["error"]["field"], "content-type");
     }
+    // Free for the caller, so not a line each: a flood of them is logged
+    // once a minute per network, with a count.
+    for _ in 0..20 {
+        let headers = [
+            ("x-forwarded-for", "2001:db8:7::1"),
+            ("content-type", "text/plain"),
+        ];
+        let refused = s3
+            .block_on(send("POST", &url, &headers, body.clone()))
+            .expect("POST /v1/upload");
+        assert_eq!(refused.status, 415);
+    }
+    let log = broker.log();
+    assert_eq!(
+        log.matches("refused: ").count(),
+        1,
+        "one line for 23 refusals: {log}"
+    );
     // The address and its network still have their one request an hour.
     let headers = [
         ("x-forwarded-for", "2001:db8:7::1"),
@@ -982,6 +1000,30 @@ fn health(c: &mut std::net::TcpStream) -> String {
     let mut got = vec![0u8; 512];
     let n = c.read(&mut got).unwrap_or(0);
     String::from_utf8_lossy(&got[..n]).into_owned()
+}
+
+/// A kept-alive connection lives `max_connection_age` at most: the answer
+/// after it closes the connection, so a client that pings now and then
+/// cannot keep its place for good.
+#[test]
+fn a_connection_is_kept_alive_only_so_long() {
+    let s3 = S3Server::start();
+    let broker = Broker::start(&s3, &[("TELEMETRY_BROKER_MAX_CONNECTION_AGE", "1s")]);
+    let addr = broker.url.trim_start_matches("http://").to_string();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    let young = health(&mut c);
+    assert!(
+        young.starts_with("HTTP/1.1 200")
+            && !young.to_ascii_lowercase().contains("connection: close"),
+        "{young}"
+    );
+    std::thread::sleep(Duration::from_millis(1_100));
+    let old = health(&mut c);
+    assert!(
+        old.starts_with("HTTP/1.1 200") && old.to_ascii_lowercase().contains("connection: close"),
+        "answered, then closed: {old}"
+    );
+    assert_eq!(health(&mut c), "", "closed");
 }
 
 /// One host cannot hold every connection: past its cap a connection from
