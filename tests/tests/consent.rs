@@ -661,7 +661,16 @@ fn the_prompt_asks_once_on_a_terminal_defaults_to_no_and_records_nothing_without
 #[test]
 fn nothing_identifying_is_stored_or_uploaded() {
     let s3 = S3Server::start();
-    let env = s3_env(&s3);
+    nothing_identifying_in(&s3_env(&s3), Some(&s3));
+    // The default destination: the local outbox (under the state dir, so
+    // scanned with it), whose receipts once named its directory.
+    nothing_identifying_in(&DaemonEnv::new(Destination::Outbox), None);
+}
+
+/// Run events through `env`'s daemon (uploading to `s3` when given) and
+/// check no stored or uploaded byte holds the raw machine identity, the
+/// state dir's path, the home directory, the user name or the host name.
+fn nothing_identifying_in(env: &DaemonEnv, s3: Option<&S3Server>) {
     let daemon = env.start();
     for args in [
         &["--strict", "app_created", "buildpack=go"][..],
@@ -670,7 +679,7 @@ fn nothing_identifying_is_stored_or_uploaded() {
         assert_eq!(env.shim(&[], args).status.code(), Some(0));
     }
     emit(&daemon, 20);
-    ctl(&env, &["flush"]);
+    ctl(env, &["flush"]);
     emit(&daemon, 5); // some stay pending in SQLite
     assert!(daemon.terminate().unwrap().success());
     let daemon = env.start(); // and the final-upload path ran
@@ -693,7 +702,15 @@ fn nothing_identifying_is_stored_or_uploaded() {
         .into_iter()
         .map(|p| (p.display().to_string(), read_all(&p).unwrap()))
         .collect();
-    for (key, body) in s3.objects() {
+    // Batches in the outbox, as uploaded.
+    for (name, bytes) in blobs.clone() {
+        if name.ends_with(".zst") {
+            let plain =
+                zstd::stream::decode_all(&bytes[..]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            blobs.push((name, plain));
+        }
+    }
+    for (key, body) in s3.map(S3Server::objects).unwrap_or_default() {
         blobs.push((key.clone(), zstd::stream::decode_all(&body[..]).unwrap()));
         blobs.push((key.clone(), key.into_bytes()));
     }

@@ -81,6 +81,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_seen_ids.sql"),
     include_str!("migrations/0010_key_counters.sql"),
     include_str!("migrations/0011_consented_fields.sql"),
+    include_str!("migrations/0012_receipt_outbox_label.sql"),
 ];
 
 /// Whether the `events` row in scope is sealed into a final batch.

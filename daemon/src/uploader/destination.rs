@@ -291,6 +291,17 @@ impl Registry {
         &self.net
     }
 
+    /// What a receipt records of a destination: as [`Registry::describe`]
+    /// names it, but the local outbox without its path. A receipt is
+    /// stored, and nothing stored may hold a path (under a home directory,
+    /// the user's name); `status` names the outbox's directory.
+    pub fn receipt_label(&self, id: &DestId) -> String {
+        match (id, self.own_auth) {
+            (None, "outbox") => "outbox".to_string(),
+            _ => self.describe(id).0,
+        }
+    }
+
     /// How `status` names a destination, and its auth mode.
     pub fn describe(&self, id: &DestId) -> (String, String) {
         match id {

@@ -690,7 +690,7 @@ impl Worker {
             };
             let replay = delivered == Delivered::AlreadyThere;
             let receipt = NewReceipt {
-                destination: self.registry.describe(dest).0,
+                destination: self.registry.receipt_label(dest),
                 sha256,
                 bytes: size,
                 already_there: replay,

@@ -327,3 +327,34 @@ fn a_v10_database_keeps_its_consented_sets_as_names() {
         .unwrap();
     assert_eq!(v, MIGRATIONS.len() as i64);
 }
+
+/// A schema-11 database's receipts named the outbox with its directory (a
+/// path: under a home directory, the user's name); migrating to 12 keeps
+/// every receipt and names the outbox alone.
+#[test]
+fn a_v11_databases_receipts_name_the_outbox_without_its_path() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    drop(store);
+    thread.join();
+    let path = f.dir.path().join(DB_FILE);
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "PRAGMA user_version = 11;
+         INSERT INTO receipts (product, destination, key, sha256, bytes, events, uploaded_us, already_there)
+             VALUES ('a', 'outbox:/home/alice/.local/state/telemetry/outbox', 'k1', 'h', 1, 1, 1, 0),
+                    ('a', 'https://broker.example', 'k2', 'h', 1, 1, 2, 0);",
+    )
+    .unwrap();
+    drop(conn);
+    let (store, thread) = f.open(100);
+    let page = rt().block_on(store.receipts(0)).unwrap();
+    let named: Vec<&str> = page
+        .receipts
+        .iter()
+        .map(|r| r.destination.as_str())
+        .collect();
+    assert_eq!(named, ["outbox", "https://broker.example"]);
+    drop(store);
+    thread.join();
+}
