@@ -729,7 +729,9 @@ async fn store_events(
 /// Count the refusals of a consumed spool and log what it held.
 fn report(ctx: &Ctx, what: &str, stored: u64, refused: &[Refused], bad: usize) {
     let mut by_code: BTreeMap<ErrorCode, u64> = BTreeMap::new();
-    EventCounters::add(&ctx.counters.refused, refused.len() as u64);
+    // Not in `refused`, which with `received` counts emit requests: the
+    // spool's own line says how many of its events were not new (the
+    // per-product refusal counts below include them).
     for r in refused {
         ctx.refusals.record(crate::refusals::Refusal {
             product: &r.product,

@@ -729,7 +729,8 @@ pub struct Counters {
     pub stored: u64,
     /// Events whose id was already stored (sent twice: kept once).
     pub duplicates: u64,
-    /// Events refused (see [`StatusReport::refusals`] for why).
+    /// Events of emit requests refused (see [`StatusReport::refusals`] for
+    /// why, which counts spooled events refused at intake too).
     pub refused: u64,
     /// Events read from the spools shims wrote while the daemon was not
     /// reachable.

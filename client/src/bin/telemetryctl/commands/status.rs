@@ -139,7 +139,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             &r.product
         };
         outln!(
-            "refused:      {} for {product}: {} (since start; the daemon's log says which events and why)",
+            "refused:      {} for {product}: {} (since start; the daemon's log names the first of each kind and why, then counts them once a minute; `telemetry-emit --strict` prints the reason for one event)",
             count(r.count, "request", "requests"),
             r.code
         );
