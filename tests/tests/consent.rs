@@ -213,6 +213,39 @@ fn opt_out_variables_win_over_the_users_on() {
     );
 }
 
+/// `DO_NOT_TRACK` in the shell that runs `telemetryctl` keeps that shell's
+/// clients off, but a daemon started elsewhere does not see it: the user
+/// is told the daemon still has the product on, or they would believe it
+/// off everywhere.
+#[test]
+fn an_opt_out_in_this_shell_is_told_apart_from_the_daemons_view() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::write(env.root().join("consent"), "cfdev on\n").unwrap();
+    let _daemon = env.start();
+    for args in [
+        &["consent", "cfdev"][..],
+        &["consent"],
+        &["consent", "cfdev", "on"],
+    ] {
+        let out = env
+            .command("telemetryctl")
+            .args(args)
+            .env("DO_NOT_TRACK", "1")
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(out.status.success(), "{args:?}: {t}");
+        assert!(
+            t.contains("cfdev: off")
+                && t.contains("telemetryd does not see this shell's environment and has cfdev on"),
+            "{args:?}: {t}"
+        );
+    }
+    // Without the variable there is nothing to tell apart.
+    let t = text(&ctl(&env, &["consent", "cfdev"]));
+    assert!(t.contains("cfdev: on") && !t.contains("note:"), "{t}");
+}
+
 #[test]
 fn the_administrators_off_cannot_be_overridden_and_the_daemon_enforces_it_too() {
     let env = DaemonEnv::new(Destination::Outbox);

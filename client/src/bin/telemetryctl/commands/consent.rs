@@ -125,6 +125,24 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
 
 /// `product`'s consent as this process sees it (its environment, the
 /// files).
+/// When this shell's environment keeps `local` off but the running daemon
+/// (its view `daemon`) has it otherwise: the daemon was started elsewhere,
+/// does not see this environment, and goes by the file, so CLIs run from
+/// another shell still send events. Said, or the user would believe it off.
+fn env_note(local: &ProductConsent, daemon: &[ProductConsent]) -> Option<String> {
+    if local.layer != Layer::Environment {
+        return None;
+    }
+    let d = daemon.iter().find(|d| d.product == local.product)?;
+    (d.mode != local.mode).then(|| {
+        format!(
+            "note: telemetryd does not see this shell's environment and has {p} {}: CLIs run from a shell without it still send events; `telemetryctl consent {p} off` stops them all",
+            d.mode,
+            p = local.product
+        )
+    })
+}
+
 fn local(product: &str, paths: &ConsentPaths) -> ProductConsent {
     let (mode, layer) = consent::resolve(product, paths);
     ProductConsent::new(product.to_string(), mode, layer)
@@ -347,6 +365,13 @@ fn change(
             now.mode
         );
     }
+    if let Some(note) = applied
+        .as_ref()
+        .ok()
+        .and_then(|r| env_note(&now, std::slice::from_ref(&r.consent)))
+    {
+        outln!("{note}");
+    }
     match &applied {
         Ok(r) if r.purged > 0 => outln!(
             "deleted {} of {product}",
@@ -430,7 +455,8 @@ fn not_terminals() -> &'static str {
 }
 
 fn show_one(socket: &Path, product: &str, paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
-    let now = with_manifest(local(product, paths), &daemon_view(socket));
+    let daemon = daemon_view(socket);
+    let now = with_manifest(local(product, paths), &daemon);
     if json {
         return print_json(&now);
     }
@@ -441,6 +467,9 @@ fn show_one(socket: &Path, product: &str, paths: &ConsentPaths, json: bool) -> R
     );
     for line in manifest_lines(&now) {
         outln!("{line}");
+    }
+    if let Some(note) = env_note(&now, &daemon) {
+        outln!("{note}");
     }
     Ok(())
 }
@@ -453,6 +482,13 @@ fn list(socket: &Path, paths: &ConsentPaths, json: bool) -> Result<(), Failure> 
         .chain(consent::system_file(paths).entries)
         .map(|e| e.product)
         .filter(|p| p != "*")
+        // And every product the daemon has a manifest for, decided or not.
+        .chain(
+            daemon
+                .iter()
+                .filter(|c| !c.manifest.is_empty() || c.manifest_error.is_some())
+                .map(|c| c.product.clone()),
+        )
         .collect();
     products.sort();
     products.dedup();
@@ -475,6 +511,9 @@ fn list(socket: &Path, paths: &ConsentPaths, json: bool) -> Result<(), Failure> 
         );
         for line in manifest_lines(c) {
             outln!("{line}");
+        }
+        if let Some(note) = env_note(c, &daemon) {
+            outln!("{note}");
         }
     }
     if let Some(var) = consent::env_opt_out_var() {
