@@ -660,6 +660,20 @@ fn the_prompt_asks_once_on_a_terminal_defaults_to_no_and_records_nothing_without
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(!consent.exists(), "nothing recorded without a terminal");
+    // With --json, the product as a running daemon knows it, as `consent
+    // cfdev --json` prints it.
+    let daemon = env.start();
+    let out = env
+        .command("telemetryctl")
+        .args(["consent", "cfdev", "--prompt", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["prompt"], "not_a_terminal", "{got}");
+    assert_eq!(got["consent"]["manifest"], "built-in cfdev.toml", "{got}");
+    assert_eq!(got["consent"]["mode"], "off", "{got}");
+    drop(daemon);
 
     // On a terminal, Enter means No, and the answer is recorded.
     let screen = prompt_on_tty(&env, "\n");

@@ -408,6 +408,8 @@ fn an_off_for_a_product_not_installed_is_never_sent_to_its_vendor() {
     ctl(&env, &["consent", "zeta", "on"]);
     let off = text(&ctl(&env, &["consent", "zeta", "off"]));
     assert!(off.contains("final telemetry_off"), "{off}");
+    // What went before stays with the vendor: the user is told how to ask.
+    assert!(off.contains("`telemetryctl forget zeta`"), "{off}");
     ctl(&env, &["flush"]);
     assert_eq!(uploaded(&s3), ["telemetry_off"]);
 }

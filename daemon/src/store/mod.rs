@@ -144,7 +144,7 @@ pub enum StoreError {
         source: Arc<rusqlite::Error>,
     },
     /// The state directory or database file could not be prepared.
-    #[error("cannot prepare {path}: {source}")]
+    #[error("cannot prepare {path}: {source}; the state dir (--state-dir / TELEMETRY_STATE_DIR) must be a directory this user can write")]
     Io {
         /// The path.
         path: PathBuf,

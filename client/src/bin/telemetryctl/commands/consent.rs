@@ -107,7 +107,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     if args.prompt {
         return match prompt(socket, product, args, &paths) {
             (Prompted::Asked, Some(mode)) => change(socket, args, product, mode, &paths, true),
-            (why, _) => not_recorded(product, why, &paths, args.json),
+            (why, _) => not_recorded(socket, product, why, &paths, args.json),
         };
     }
     match &args.mode {
@@ -262,8 +262,10 @@ fn change(
         Failure::consent_file(
             crate::EXIT_UNREACHABLE,
             format!(
-                "cannot write the consent file {}: {e}; make its directory writable, or set \
-                 TELEMETRY_CONSENT_FILE to a file you can write (e.g. ~/.local/state/telemetry/consent)",
+                "cannot write the consent file {}: {e}; make it and its directory writable by \
+                 this user (a file elsewhere, through TELEMETRY_CONSENT_FILE, counts only if \
+                 telemetryd reads that one too); until then, DO_NOT_TRACK=1 in the environment your CLIs run in keeps \
+                 them from sending anything",
                 paths.user.display()
             ),
         )
@@ -381,7 +383,10 @@ fn change(
     }
     match &applied {
         Ok(r) if r.final_event => {
-            outln!("recorded a final telemetry_off event; nothing after it will be sent")
+            outln!("recorded a final telemetry_off event; nothing after it will be sent");
+            outln!(
+                "what was uploaded before stays where it went: `telemetryctl receipts` lists it, and `telemetryctl forget {product}` gives the ID to ask its vendor to delete it"
+            )
         }
         Err(ClientError::Unreachable { source, path })
             if telemetry_client::is_not_open_to_this_user(source, path) =>
@@ -409,6 +414,7 @@ fn change(
 /// as that is no news on every start), and with `--json` print the
 /// product's consent and the reason.
 fn not_recorded(
+    socket: &Path,
     product: &str,
     why: Prompted,
     paths: &ConsentPaths,
@@ -433,8 +439,12 @@ fn not_recorded(
         );
     }
     if json {
+        // With what a running daemon knows of the manifest, as `consent P
+        // --json` prints it.
+        let mut report = local_report(product, paths);
+        report.consent = with_manifest(report.consent, &daemon_view(socket));
         return print_json(&Changed {
-            report: local_report(product, paths),
+            report,
             daemon_notified: false,
             prompt: Some(why),
         });

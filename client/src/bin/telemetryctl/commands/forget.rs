@@ -17,7 +17,7 @@ pub struct Args {
     /// The product whose data to forget (e.g. cfdev).
     product: String,
     /// The host CLI's version, recorded in the telemetry_forget event.
-    #[arg(long, default_value = "unknown")]
+    #[arg(long, env = "TELEMETRY_BUILD", default_value = "unknown")]
     build: String,
     /// Print the result as JSON: the serde form of telemetry-proto's
     /// ForgetReport ({"product", "purged", "marker", "marker_key",

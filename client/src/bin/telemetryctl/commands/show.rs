@@ -46,7 +46,9 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         return Ok(());
     }
     if events.is_empty() {
-        outln!("nothing stored: no event is waiting to be sent");
+        outln!(
+            "nothing stored: no event is waiting to be sent (`telemetryctl receipts` lists what was uploaded)"
+        );
         return Ok(());
     }
     let mut current: Option<(EventState, Option<&str>)> = None;
