@@ -106,6 +106,17 @@ pub fn resolve(product: &str, paths: &ConsentPaths) -> (Mode, Layer) {
     combine(product, system.as_ref(), env_opt_out(), user.as_ref())
 }
 
+/// Whether any product may be collected here by this user's clients: one
+/// their file has `on` or `local` that no layer above keeps off. When none
+/// may, no daemon is needed, and its absence is no fault (`status` and
+/// `doctor` say so rather than urge the user to start it).
+pub fn any_product_collected(paths: &ConsentPaths) -> bool {
+    user_file(paths)
+        .entries
+        .iter()
+        .any(|e| resolve(&e.product, paths).0 != Mode::Off)
+}
+
 /// The user's own recorded decision for `product`, if any.
 pub fn user_decision(product: &str, paths: &ConsentPaths) -> Option<Mode> {
     read_user(&paths.user).and_then(|f| f.get(product).map(|e| e.mode))

@@ -182,6 +182,35 @@ fn without_a_daemon_the_socket_check_fails_and_doctor_exits_1() {
     );
 }
 
+/// Before the user turns any product on nothing is collected and no
+/// daemon is needed: doctor passes the socket check and status says why
+/// none runs, rather than urging the user to start a collector for
+/// nothing (status still exits 1, code unreachable, for scripts).
+#[test]
+fn without_a_daemon_and_nothing_on_no_daemon_is_needed() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::write(env.root().join("consent"), "cfdev off\n").unwrap();
+    let (_, checks) = doctor(&env, 0);
+    assert_eq!(outcome(&checks, "socket"), "pass");
+    let detail = check(&checks, "socket")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detail.contains("none is needed"), "{detail}");
+    let out = env.run("telemetryctl", &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("no telemetryd is needed"),
+        "{}",
+        text(&out)
+    );
+    // One product on: a daemon is needed again.
+    std::fs::write(env.root().join("consent"), "cfdev local\n").unwrap();
+    let (_, checks) = doctor(&env, 1);
+    assert_eq!(outcome(&checks, "socket"), "fail");
+    assert!(!text(&env.run("telemetryctl", &["status"])).contains("needed"));
+}
+
 /// Events spooled for another socket (a CLI run with another
 /// `TELEMETRY_SOCKET` or `XDG_RUNTIME_DIR`) wait where no daemon on this
 /// one takes them in: doctor says where, and how to have them taken in or

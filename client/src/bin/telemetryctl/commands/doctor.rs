@@ -2,7 +2,8 @@
 //! what to fix.
 //!
 //! The checks, in the order they are printed:
-//! 1. `socket`: the daemon answers `status` within 2 s.
+//! 1. `socket`: the daemon answers `status` within 2 s (or none runs and
+//!    none is needed: no product is on for this user).
 //! 2. `consent P`: each product's mode and the layer that decided it.
 //! 3. `manifest P` / `manifests`: manifests that cannot be used.
 //! 4. `destination D: ...`: the daemon's probe of every destination
@@ -125,7 +126,13 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     } else {
         outln!("{}", summary(checks.len(), failed, warned));
     }
-    let exit = if status.is_none() {
+    // No daemon is a failure only where one is needed (the socket check
+    // passes when no product is on).
+    let unreachable = status.is_none()
+        && checks
+            .iter()
+            .any(|c| c.name == "socket" && c.outcome == CheckOutcome::Fail);
+    let exit = if unreachable {
         EXIT_UNREACHABLE
     } else if failed > 0 {
         EXIT_FAILED
@@ -134,7 +141,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     };
     Err(Failure {
         exit,
-        code: if status.is_none() {
+        code: if unreachable {
             "unreachable".into()
         } else {
             "doctor".into()
@@ -186,6 +193,23 @@ fn socket_check(socket: &Path, checks: &mut Vec<Check>) -> Option<StatusReport> 
             Some(s)
         }
         Err(e) => {
+            let unreachable = matches!(&e, telemetry_client::ClientError::Unreachable { source, path }
+                if !telemetry_client::is_not_open_to_this_user(source, path));
+            if unreachable
+                && !telemetry_client::consent::any_product_collected(
+                    &telemetry_client::consent::ConsentPaths::from_env(),
+                )
+            {
+                // Before any product is on, no daemon is the expected state.
+                checks.push(Check::pass(
+                    "socket",
+                    format!(
+                        "no telemetryd answers at {}, and none is needed: no product is on for this user, so nothing is collected",
+                        socket.display()
+                    ),
+                ));
+                return None;
+            }
             let fix = match &e {
                 telemetry_client::ClientError::Unreachable { source, path }
                     if telemetry_client::is_not_open_to_this_user(source, path) =>
