@@ -60,7 +60,20 @@ pub struct Presigner {
     region: String,
     provider: aws_credential_types::provider::SharedCredentialsProvider,
     cached: tokio::sync::Mutex<Option<Credentials>>,
+    /// When the chain last failed, and why: requests queued behind a
+    /// stalled or failing source are answered with that at once, not each
+    /// after a wait of its own.
+    failed: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+    /// [`CREDENTIALS_TIMEOUT`] (shorter in tests).
+    credentials_timeout: Duration,
 }
+
+/// Longest the credential chain may take to answer (an instance-metadata
+/// service that stalls would otherwise hold every grant).
+pub const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a failure of the chain answers for it before it is asked again.
+const RETRY_CREDENTIALS_AFTER: Duration = Duration::from_secs(2);
 
 impl Presigner {
     /// Load the AWS chain for `settings` (region from the settings, then
@@ -83,6 +96,8 @@ impl Presigner {
             region,
             provider,
             cached: tokio::sync::Mutex::new(None),
+            failed: std::sync::Mutex::new(None),
+            credentials_timeout: CREDENTIALS_TIMEOUT,
         })
     }
 
@@ -103,12 +118,34 @@ impl Presigner {
         if let Some(c) = cached.as_ref().filter(|c| fresh_enough(c)) {
             return Ok(c.clone());
         }
-        let c = self.provider.provide_credentials().await.map_err(|e| {
+        let recent = |f: &Option<(std::time::Instant, String)>| {
+            f.as_ref()
+                .filter(|(at, _)| at.elapsed() < RETRY_CREDENTIALS_AFTER)
+                .map(|(_, why)| why.clone())
+        };
+        if let Some(why) = recent(&self.failed.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Err(PresignError::Credentials(why));
+        }
+        let answer = tokio::time::timeout(
+            self.credentials_timeout,
+            self.provider.provide_credentials(),
+        )
+        .await;
+        let why = match answer {
+            Ok(Ok(c)) => {
+                *cached = Some(c.clone());
+                return Ok(c);
+            }
             // The chain lists each source it tried on a line of its own.
-            PresignError::Credentials(telemetry_sink::error_line(&e))
-        })?;
-        *cached = Some(c.clone());
-        Ok(c)
+            Ok(Err(e)) => telemetry_sink::error_line(&e),
+            Err(_) => format!(
+                "the credential chain did not answer within {:?} (an instance-metadata service that stalls?)",
+                self.credentials_timeout
+            ),
+        };
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), why.clone()));
+        Err(PresignError::Credentials(why))
     }
 
     /// Presign `PUT key` for a body of `bytes` bytes whose SHA-256 is
@@ -223,6 +260,57 @@ mod tests {
     fn authority_of_endpoints() {
         assert_eq!(authority("http://127.0.0.1:9000"), "127.0.0.1:9000");
         assert_eq!(authority("https://s3.example.com/base"), "s3.example.com");
+    }
+
+    /// A source that never answers.
+    #[derive(Debug)]
+    struct Stalled;
+
+    impl aws_credential_types::provider::ProvideCredentials for Stalled {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            aws_credential_types::provider::future::ProvideCredentials::new(std::future::pending())
+        }
+    }
+
+    #[test]
+    fn a_stalled_credential_source_fails_grants_in_time_and_once() {
+        let p = Presigner {
+            settings: S3Settings {
+                bucket: "b".into(),
+                prefix: String::new(),
+                endpoint: None,
+                region: None,
+                path_style: false,
+            },
+            region: "us-east-1".into(),
+            provider: aws_credential_types::provider::SharedCredentialsProvider::new(Stalled),
+            cached: tokio::sync::Mutex::new(None),
+            failed: std::sync::Mutex::new(None),
+            credentials_timeout: Duration::from_millis(200),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let t = std::time::Instant::now();
+        let first = rt.block_on(p.credentials(Duration::from_secs(300)));
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        let why = first.unwrap_err().to_string();
+        assert!(why.contains("did not answer within"), "{why}");
+        // The requests queued behind it are answered at once.
+        let t = std::time::Instant::now();
+        let second = rt.block_on(p.credentials(Duration::from_secs(300)));
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(second.unwrap_err().to_string(), why);
     }
 
     #[test]

@@ -690,6 +690,12 @@ fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes
         hyper::header::CACHE_CONTROL,
         hyper::header::HeaderValue::from_static("no-store"),
     );
+    // A browser led here by a page must not read an answer as anything
+    // but the JSON it is.
+    resp.headers_mut().insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        hyper::header::HeaderValue::from_static("nosniff"),
+    );
     resp
 }
 

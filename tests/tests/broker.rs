@@ -482,6 +482,7 @@ fn a_request_that_is_not_json_is_refused_before_any_limit() {
             .expect("POST /v1/upload");
         assert_eq!(refused.status, 415, "{content_type:?}: {}", refused.text());
         assert_eq!(refused.json()["error"]["field"], "content-type");
+        assert_eq!(refused.headers["x-content-type-options"], "nosniff");
     }
     // Free for the caller, so not a line each: a flood of them is logged
     // once a minute per network, with a count.
