@@ -75,7 +75,7 @@ pub enum ValidationError {
         max: usize,
     },
     /// A string value is too long or contains control characters.
-    #[error("data value for {key:?} is {len} bytes or has control characters (maximum {max} bytes, printable text only)")]
+    #[error("data value for {key:?} {}", bad_string_why(*.len, *.max))]
     BadString {
         /// The data key.
         key: String,
@@ -95,6 +95,16 @@ pub enum ValidationError {
     /// An `Emit` with no events.
     #[error("an emit request must carry at least one event")]
     NoEvents,
+}
+
+/// What is wrong with a string value of `len` bytes under a limit of `max`
+/// (a value within it was refused for its characters).
+fn bad_string_why(len: usize, max: usize) -> String {
+    if len > max {
+        format!("is {len} bytes, more than the maximum of {max}")
+    } else {
+        "has control characters (printable text only)".to_string()
+    }
 }
 
 /// `s` cut to at most 80 bytes (at a character boundary), for messages:
@@ -263,19 +273,24 @@ mod tests {
             Err(ValidationError::BadBuild { .. })
         ));
 
+        // Each says which of its two faults it has.
         let mut ev = ok_event();
         ev.data.insert("kind".into(), Value::Str("a\nb".into()));
-        assert!(matches!(
-            validate_event(&ev, &l),
-            Err(ValidationError::BadString { .. })
-        ));
+        let e = validate_event(&ev, &l).unwrap_err();
+        assert!(matches!(e, ValidationError::BadString { .. }));
+        assert_eq!(
+            e.to_string(),
+            "data value for \"kind\" has control characters (printable text only)"
+        );
 
         let mut ev = ok_event();
         ev.data.insert("kind".into(), Value::Str("x".repeat(257)));
-        assert!(matches!(
-            validate_event(&ev, &l),
-            Err(ValidationError::BadString { .. })
-        ));
+        let e = validate_event(&ev, &l).unwrap_err();
+        assert!(matches!(e, ValidationError::BadString { .. }));
+        assert_eq!(
+            e.to_string(),
+            "data value for \"kind\" is 257 bytes, more than the maximum of 256"
+        );
     }
 
     #[test]

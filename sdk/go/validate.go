@@ -153,17 +153,19 @@ func outOfRange(key string, v any) error {
 }
 
 func checkString(key, s string) error {
-	bad := len(s) > MaxStringLen || !utf8.ValidString(s)
+	bad := func(why string) error {
+		return &ValidationError{Field: "data value", Message: fmt.Sprintf("data value for %q %s", key, why)}
+	}
+	if len(s) > MaxStringLen {
+		return bad(fmt.Sprintf("is %d bytes, more than the maximum of %d", len(s), MaxStringLen))
+	}
+	if !utf8.ValidString(s) {
+		return bad("is not valid UTF-8 text")
+	}
 	for _, r := range s {
-		if bad {
-			break
+		if unicode.IsControl(r) {
+			return bad("has control characters (printable text only)")
 		}
-		bad = unicode.IsControl(r)
 	}
-	if !bad {
-		return nil
-	}
-	return &ValidationError{Field: "data value", Message: fmt.Sprintf(
-		"data value for %q is %d bytes, not UTF-8 or has control characters (maximum %d bytes, printable text only)",
-		key, len(s), MaxStringLen)}
+	return nil
 }

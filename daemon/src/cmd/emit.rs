@@ -502,27 +502,32 @@ async fn prepare_with(
     }
     let mut manifests = BTreeMap::new();
     let now = crate::config::now_us(&ctx.clock);
+    // "event \"ran\"", or with its place in a request of several.
+    let which = |i: usize, ev: &WireEvent| {
+        let name = telemetry_proto::truncated(&ev.event);
+        if events.len() == 1 {
+            format!("event {name:?}")
+        } else {
+            format!("event #{} of {} ({name:?})", i + 1, events.len())
+        }
+    };
     for (i, ev) in events.iter().enumerate() {
         if let Err(e) = validate_event(ev, &ctx.limits) {
-            let reply = invalid(format!(
-                "event #{i} ({:?}): {e}",
-                telemetry_proto::truncated(&ev.event)
-            ));
-            return Err(reply);
+            return Err(invalid(format!("{}: {e}", which(i, ev))));
         }
         let ahead = ev.timestamp_us.saturating_sub(now);
         if ahead > FUTURE_ALLOWANCE_US {
             return Err(invalid(format!(
-                "event #{i} ({:?}) is stamped {} after this machine's clock (more than an hour): its batch would be filed under a day before the event's own, where no report of its period reads it; check the clock of whatever made it",
-                telemetry_proto::truncated(&ev.event),
+                "{} is stamped {} after this machine's clock (more than an hour): its batch would be filed under a day before the event's own, where no report of its period reads it; check the clock of whatever made it",
+                which(i, ev),
                 human_us(ahead),
             )));
         }
         if telemetry_sink::manifest::DAEMON_EVENTS.contains(&ev.event.as_str()) {
             return Err(invalid(format!(
-                "event #{i} ({:?}) is recorded by telemetryd itself (at an off, a forget or a \
-                 drop); a client may not send it",
-                ev.event
+                "{} is recorded by telemetryd itself (at an off, a forget or a drop); a client \
+                 may not send it",
+                which(i, ev)
             )));
         }
         // A broken manifest refuses its product's events with the same
@@ -534,7 +539,11 @@ async fn prepare_with(
             Err(e) => {
                 let reply = Response::Error {
                     code: ErrorCode::NotInCatalogue,
-                    message: format!("event #{i}: {e}"),
+                    message: if events.len() == 1 {
+                        e.to_string()
+                    } else {
+                        format!("event #{} of {}: {e}", i + 1, events.len())
+                    },
                 };
                 return Err(reply);
             }

@@ -168,11 +168,14 @@ function checkData(data) {
           error: `data value for ${shown(key)} is not whole text: it has half of a character (a lone surrogate)`,
         };
       }
-      if (len > LIMITS.maxStringLen || hasControl(value)) {
+      if (len > LIMITS.maxStringLen) {
         return {
-          error:
-            `data value for ${shown(key)} is ${len} bytes or has control characters ` +
-            `(maximum ${LIMITS.maxStringLen} bytes, printable text only)`,
+          error: `data value for ${shown(key)} is ${len} bytes, more than the maximum of ${LIMITS.maxStringLen}`,
+        };
+      }
+      if (hasControl(value)) {
+        return {
+          error: `data value for ${shown(key)} has control characters (printable text only)`,
         };
       }
       out[key] = value;

@@ -104,11 +104,14 @@ def check_event(
                 size = len(value.encode("utf-8"))
             except UnicodeEncodeError:
                 return f"data value for {shown(key)} is not valid UTF-8 text"
-            if size > MAX_STRING_LEN or _CONTROL.search(value):
+            if size > MAX_STRING_LEN:
                 return (
-                    f"data value for {shown(key)} is {size} bytes or has control characters "
-                    f"(maximum {MAX_STRING_LEN} bytes, printable text only)"
+                    f"data value for {shown(key)} is {size} bytes, "
+                    f"more than the maximum of {MAX_STRING_LEN}"
                 )
+            if _CONTROL.search(value):
+                return f"data value for {shown(key)} has control characters (printable text only)"
+
             continue
         return (
             f"data value for {shown(key)} is a {type(value).__name__}: "
