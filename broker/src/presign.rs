@@ -70,7 +70,8 @@ pub struct Presigner {
 
 /// Longest the credential chain may take to answer (an instance-metadata
 /// service that stalls would otherwise hold every grant).
-pub const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(5);
+/// (10 s: a `credential_process` or an SSO cache refresh may take seconds.)
+pub const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a failure of the chain answers for it before it is asked again.
 const RETRY_CREDENTIALS_AFTER: Duration = Duration::from_secs(2);

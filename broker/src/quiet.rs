@@ -28,14 +28,23 @@ struct Seen {
 /// See the module.
 #[derive(Default)]
 pub struct Quiet {
-    seen: Mutex<HashMap<(String, String), Seen>>,
+    seen: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    keys: HashMap<(String, String), Seen>,
+    /// When the full table was last swept for old keys: at most once a
+    /// second, or a flood from many networks would sweep it per line.
+    swept: Option<Instant>,
 }
 
 impl Quiet {
     /// Whether to log one more line of `kind` from `network` at `now`;
     /// when so, how many like it since the last one logged were not.
     pub fn admit(&self, network: &str, kind: &str, now: Instant) -> Option<u64> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let Table { keys: seen, swept } = &mut *table;
         if let Some(s) = seen.get_mut(&(network.to_string(), kind.to_string())) {
             if now.saturating_duration_since(s.logged) < QUIET_FOR {
                 s.hidden += 1;
@@ -49,6 +58,10 @@ impl Quiet {
             return Some(hidden);
         }
         if seen.len() >= MAX_KEYS {
+            if swept.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
+                return None;
+            }
+            *swept = Some(now);
             seen.retain(|_, s| now.saturating_duration_since(s.logged) < QUIET_FOR);
             if seen.len() >= MAX_KEYS {
                 return None;
@@ -105,9 +118,9 @@ mod tests {
             assert_eq!(q.admit(&n.to_string(), "x", t), Some(0));
         }
         assert_eq!(q.admit("new", "x", t), None, "full: not logged");
-        assert_eq!(q.seen.lock().unwrap().len(), MAX_KEYS);
+        assert_eq!(q.seen.lock().unwrap().keys.len(), MAX_KEYS);
         // Once the others are a minute old they make room.
         assert_eq!(q.admit("new", "x", t + QUIET_FOR), Some(0));
-        assert_eq!(q.seen.lock().unwrap().len(), 1);
+        assert_eq!(q.seen.lock().unwrap().keys.len(), 1);
     }
 }

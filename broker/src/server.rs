@@ -347,6 +347,8 @@ async fn handle(b: &Broker, req: Request<Incoming>, peer: SocketAddr) -> Respons
                 // needs to see who is abusing the broker.
                 Err(r) => {
                     let net = network(client);
+                    // Each one, for whoever debugs a client (off by default).
+                    tracing::debug!(status, client = %net, micros, "answered a refusal");
                     if let Some(hidden) = b.quiet.admit(&net, &status.to_string(), Instant::now()) {
                         tracing::info!(
                             status,
@@ -406,12 +408,17 @@ async fn upload_request(
     // browsers POST here cross-site without asking them, but only as
     // `text/plain` or a form; `application/json` needs a preflight this
     // broker never grants.
-    let content_type = req
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim);
+    // Exactly one: with two, which one counts would be up to whoever
+    // parses the request (a proxy in front may pick the other).
+    let mut types = req.headers().get_all(hyper::header::CONTENT_TYPE).iter();
+    let content_type = match (types.next(), types.next()) {
+        (Some(v), None) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .map(str::trim),
+        _ => None,
+    };
     if !content_type.is_some_and(|t| t.eq_ignore_ascii_case("application/json")) {
         return Err(Refusal {
             status: 415,

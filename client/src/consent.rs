@@ -110,11 +110,18 @@ pub fn resolve(product: &str, paths: &ConsentPaths) -> (Mode, Layer) {
 /// their file has `on` or `local` that no layer above keeps off. When none
 /// may, no daemon is needed, and its absence is no fault (`status` and
 /// `doctor` say so rather than urge the user to start it).
+///
+/// This process's own environment is left out: an opt-out variable set
+/// here stops the clients run with it, not those run from another shell,
+/// which a daemon would serve.
 pub fn any_product_collected(paths: &ConsentPaths) -> bool {
-    user_file(paths)
-        .entries
-        .iter()
-        .any(|e| resolve(&e.product, paths).0 != Mode::Off)
+    let system = read_system(&paths.system);
+    let user = read_user(&paths.user);
+    user.as_ref().is_some_and(|u| {
+        u.entries
+            .iter()
+            .any(|e| combine(&e.product, system.as_ref(), false, Some(u)).0 != Mode::Off)
+    })
 }
 
 /// The user's own recorded decision for `product`, if any.

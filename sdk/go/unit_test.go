@@ -356,3 +356,18 @@ func TestAnInvalidProductIsRefusedNotOff(t *testing.T) {
 		t.Errorf("files written: %v", entries)
 	}
 }
+
+// A string value that is too long and one with control characters are
+// told apart, as the daemon does.
+func TestABadStringValueSaysWhichFaultItHas(t *testing.T) {
+	cases := map[string]string{
+		strings.Repeat("x", 257): `data value for "k" is 257 bytes, more than the maximum of 256`,
+		"a\nb":                   `data value for "k" has control characters (printable text only)`,
+	}
+	for value, want := range cases {
+		var ve *ValidationError
+		if err := checkString("k", value); !errors.As(err, &ve) || ve.Message != want {
+			t.Errorf("%q: got %v, want %s", value, err, want)
+		}
+	}
+}

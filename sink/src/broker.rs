@@ -327,7 +327,10 @@ fn check_grant(grant: &Grant, request: &UploadRequest, len: usize) -> Result<(),
     }
     if let Some(n) = header("content-length") {
         if n.parse::<usize>().ok() != Some(len) {
-            return Err(format!("content-length {n} is not the batch's {len} bytes"));
+            return Err(format!(
+                "content-length {} is not the batch's {len} bytes",
+                crate::untrusted(n, 40)
+            ));
         }
     }
     Ok(())
@@ -382,7 +385,7 @@ async fn exchange(
         let resp = client
             .request(req)
             .await
-            .map_err(|e| crate::error_chain(&e))?;
+            .map_err(|e| crate::error_line(&e))?;
         let (parts, body) = resp.into_parts();
         let body = Limited::new(body, MAX_RESPONSE_BYTES)
             .collect()

@@ -238,14 +238,14 @@ fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = Some(e);
     while let Some(err) = next {
         if let Some(t) = err.downcast_ref::<rustls::Error>() {
-            return Some(t.to_string());
+            return Some(crate::untrusted(&t.to_string(), usize::MAX));
         }
         if let Some(t) = err
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            return Some(t.to_string());
+            return Some(crate::untrusted(&t.to_string(), usize::MAX));
         }
         next = err.source();
     }
@@ -266,7 +266,8 @@ async fn send(client: &HttpClient, method: http::Method, url: &str) -> Result<An
         .map_err(|e| Unanswered::Request(e.to_string()))?;
     let exchange = async {
         let resp = client.request(req).await.map_err(|e| {
-            let text = crate::error_chain(&e);
+            // A certificate's names are the server's words: made safe.
+            let text = crate::error_line(&e);
             if let Some(tls) = tls_cause(&e) {
                 Unanswered::Tls(tls)
             } else if text.contains("proxy ") {

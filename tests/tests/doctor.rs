@@ -209,6 +209,16 @@ fn without_a_daemon_and_nothing_on_no_daemon_is_needed() {
     let (_, checks) = doctor(&env, 1);
     assert_eq!(outcome(&checks, "socket"), "fail");
     assert!(!text(&env.run("telemetryctl", &["status"])).contains("needed"));
+    // An opt-out in doctor's own shell stops only the clients run with it:
+    // CLIs run from elsewhere still need the daemon.
+    let out = env
+        .command("telemetryctl")
+        .env("DO_NOT_TRACK", "1")
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!text(&out).contains("none is needed"), "{}", text(&out));
 }
 
 /// Events spooled for another socket (a CLI run with another

@@ -568,7 +568,13 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
     let started = if telemetry_client::autostart::nothing_serves(&failure) {
         use telemetry_client::autostart::{start, Started};
         match start(&path) {
-            Ok(Started::Spawned(daemon)) => format!("; started {}", daemon.display()),
+            Ok(Started::Spawned(daemon)) => format!(
+                "; started {} (if it does not come up, its log is {})",
+                daemon.display(),
+                telemetry_client::state_dir()
+                    .join(telemetry_client::autostart::LOG_FILE)
+                    .display()
+            ),
             Ok(Started::Recently) => "; telemetryd was started moments ago".into(),
             Ok(Started::Disabled) => String::new(),
             Ok(Started::NotFound) => {

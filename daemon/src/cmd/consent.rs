@@ -20,7 +20,7 @@ use crate::catalog::{Lookup, Manifest};
 use crate::consent::ConsentView;
 use crate::record;
 use crate::server::Ctx;
-use crate::store::{ConsentOutcome, Decision, StoreError};
+use crate::store::{Announce, ConsentOutcome, Decision, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use telemetry_proto::{ConsentReport, ErrorCode, Mode, ProductConsent, Response, WireEvent};
@@ -220,22 +220,24 @@ pub async fn reconcile_in(
         timestamp_us: crate::config::now_us(&ctx.clock),
         data: BTreeMap::new(),
     };
-    // A product no manifest here describes sends nothing, and an off for
-    // it (a typo, or a product not installed yet) must not tell its vendor,
-    // once it is installed, that this machine has it.
-    let rec = match ctx.catalogues.lookup(product) {
-        Lookup::Unknown => None,
-        Lookup::Ready(_) | Lookup::Broken { .. } => Some(record::render(
-            &off_event,
-            &ctx.identity.machine_id(product),
-            std::env::consts::OS,
-            std::env::consts::ARCH,
-        )),
+    let rec = record::render(
+        &off_event,
+        &ctx.identity.machine_id(product),
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+    );
+    // An off for a product no manifest here describes (a slip of the name,
+    // a product not installed yet) must not tell its vendor, once it is
+    // installed, that this machine has it; one uninstalled after it sent
+    // batches is still announced (the store knows which).
+    let announce = match ctx.catalogues.lookup(product) {
+        Lookup::Unknown => Announce::IfKnown,
+        Lookup::Ready(_) | Lookup::Broken { .. } => Announce::Installed,
     };
     let previous = known(ctx);
     let out = ctx
         .store
-        .apply_consent(product, decision.clone(), rec)
+        .apply_consent(product, decision.clone(), rec, announce)
         .await?;
     ctx.applied
         .lock()

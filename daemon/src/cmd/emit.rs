@@ -471,7 +471,11 @@ pub enum Asker {
 
 impl Asker {
     fn of(ctx: &Ctx, peer: &Peer) -> Asker {
-        if peer.identity.same_account(&ctx.daemon_identity) {
+        // A peer the OS did not name (a Windows client that exited before
+        // its SID was read) gets the owner's advice: the general case.
+        if peer.identity == crate::transport::PeerIdentity::Unknown
+            || peer.identity.same_account(&ctx.daemon_identity)
+        {
             Asker::Owner
         } else {
             Asker::Other
@@ -635,7 +639,7 @@ async fn prepare_with(
             .find(|ev| ev.product == *product && ev.timestamp_us < off_us)
         {
             return Err(invalid(format!(
-                "event {} of {:?} was made before the user last turned {:?} off; not stored",
+                "event {} of {:?} was made before the user last turned {:?} off, which took it; not stored (if this machine's clock was set back since, that is why)",
                 ev.event, ev.product, ev.product
             )));
         }

@@ -2,7 +2,7 @@
 //!
 //! | last applied → new | what happens to the product's stored events |
 //! |---|---|
-//! | `on` → `off` | all deleted; one `telemetry_off` event recorded and sealed as the final batch (none for a product with no manifest: see `cmd::consent::reconcile_in`) |
+//! | `on` → `off` | all deleted; one `telemetry_off` event recorded and sealed as the final batch, unless no manifest here describes the product and it never sealed a batch under its current ID (see [`Announce`]) |
 //! | `local` → `off` | all deleted but an unsent final batch; nothing new recorded |
 //! | `on` → `local` | pending and sealed events become local-only: never uploaded |
 //! | `off`/`local` → `on` | nothing uploadable exists (inserts are checked against the applied mode); stray rows are made local-only |
@@ -46,6 +46,19 @@ impl Default for Decision {
     }
 }
 
+/// Whether an `on` → `off` records the final `telemetry_off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// A manifest here describes the product: always.
+    Installed,
+    /// No manifest here describes it (a slip of the name, a product not
+    /// installed yet, or one uninstalled since): only if it ever sealed a
+    /// batch under its current ID, so its vendor may know this machine.
+    /// Otherwise the off would tell the vendor, once the product is
+    /// installed, that this machine has it.
+    IfKnown,
+}
+
 /// What applying a consent decision did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConsentOutcome {
@@ -62,7 +75,8 @@ impl Inner {
         &mut self,
         product: &str,
         decision: Decision,
-        final_record: Option<Record>,
+        final_record: Record,
+        announce: Announce,
     ) -> Result<ConsentOutcome, StoreError> {
         let old = self.applied.get(product).cloned();
         if old.as_ref() == Some(&decision) {
@@ -87,7 +101,8 @@ impl Inner {
                 product,
                 from,
                 Mode::Off,
-                final_record.as_ref(),
+                &final_record,
+                announce,
                 now,
                 &mut out,
             )?;
@@ -99,7 +114,8 @@ impl Inner {
             product,
             from,
             decision.mode,
-            final_record.as_ref(),
+            &final_record,
+            announce,
             now,
             &mut out,
         )?;
@@ -192,7 +208,8 @@ fn transition(
     product: &str,
     from: Mode,
     to: Mode,
-    final_record: Option<&Record>,
+    final_record: &Record,
+    announce: Announce,
     now: i64,
     out: &mut ConsentOutcome,
 ) -> Result<(), StoreError> {
@@ -223,7 +240,18 @@ fn transition(
                 params![product],
             )
             .map_err(sql("applying consent"))?;
-            if let (Mode::On, Some(final_record)) = (from, final_record) {
+            let known = || -> rusqlite::Result<bool> {
+                tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM key_counters WHERE product = ?1)",
+                    params![product],
+                    |r| r.get(0),
+                )
+            };
+            let announce = match announce {
+                Announce::Installed => true,
+                Announce::IfKnown => known().map_err(sql("applying consent"))?,
+            };
+            if from == Mode::On && announce {
                 tx.execute(
                     "INSERT INTO events (id, product, line, received_us, local_only)
                          VALUES (?1, ?2, ?3, ?4, 0)",

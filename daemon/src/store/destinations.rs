@@ -129,7 +129,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{d, record, rt, Fixture};
-    use super::super::{Stats, Store};
+    use super::super::{Announce, Stats, Store};
     use crate::batch::Routing;
     use crate::batch::UNROUTED;
     use crate::consent::Permit;
@@ -157,7 +157,7 @@ mod tests {
         rt().block_on(async {
             for p in ["a", "b"] {
                 store
-                    .apply_consent(p, d(Mode::On), Some(record(0, p)))
+                    .apply_consent(p, d(Mode::On), record(0, p), Announce::Installed)
                     .await
                     .unwrap();
             }
@@ -240,7 +240,7 @@ mod tests {
         let (store, thread) = Store::open(f.dir.path(), opts).unwrap();
         rt().block_on(async {
             store
-                .apply_consent("a", d(Mode::On), Some(record(0, "a")))
+                .apply_consent("a", d(Mode::On), record(0, "a"), Announce::Installed)
                 .await
                 .unwrap();
             store.insert(vec![record(1, "a")]).await.unwrap();
@@ -253,7 +253,7 @@ mod tests {
                 .unwrap()
                 .insert("a".into(), Permit::FinalOnly);
             let out = store
-                .apply_consent("a", d(Mode::Off), Some(record(2, "a")))
+                .apply_consent("a", d(Mode::Off), record(2, "a"), Announce::Installed)
                 .await
                 .unwrap();
             assert!(out.final_event);

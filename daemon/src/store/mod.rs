@@ -62,7 +62,7 @@ mod seal;
 mod transparency;
 
 use crate::uploader::destination::DestId;
-pub use consent::{ConsentOutcome, ConsentedSet, Decision};
+pub use consent::{Announce, ConsentOutcome, ConsentedSet, Decision};
 pub use destinations::RetiredProduct;
 use doorbell::Doorbell;
 pub use forget::Forgotten;
@@ -368,7 +368,8 @@ enum Cmd {
     ApplyConsent {
         product: String,
         decision: Decision,
-        final_record: Option<Record>,
+        final_record: Record,
+        announce: Announce,
         reply: Reply<ConsentOutcome>,
     },
     Applied {
@@ -806,19 +807,21 @@ impl Store {
 
     /// Act on the user's consent decision for `product` (see
     /// [`ConsentOutcome`]): purge on `off`, keep `local` events local, and
-    /// record `final_record` (the `telemetry_off` event), if given, when an
-    /// `on` product is turned off.
+    /// record `final_record` (the `telemetry_off` event) when an `on`
+    /// product is turned off, as `announce` says.
     pub async fn apply_consent(
         &self,
         product: &str,
         decision: Decision,
-        final_record: Option<Record>,
+        final_record: Record,
+        announce: Announce,
     ) -> Result<ConsentOutcome, StoreError> {
         let product = product.to_string();
         self.call(|reply| Cmd::ApplyConsent {
             product,
             decision,
             final_record,
+            announce,
             reply,
         })
         .await
@@ -1171,9 +1174,11 @@ impl Inner {
                     product,
                     decision,
                     final_record,
+                    announce,
                     reply,
                 } => {
-                    let _ = reply.send(self.apply_consent(&product, decision, final_record));
+                    let _ =
+                        reply.send(self.apply_consent(&product, decision, final_record, announce));
                     // A switch to off purges rows.
                     self.wrote(checkpoint::BYTES_PER_NUDGE);
                 }

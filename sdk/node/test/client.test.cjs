@@ -64,8 +64,8 @@ test('local validation refuses precisely, before the socket', async () => {
     [['start_end', { nested: { a: 1 } }], /object/],
     [['Start', {}], /event "Start" is not a valid name/],
     [['start_end', { 'Bad-Key': 1 }], /data key/],
-    [['app_created', { buildpack: 'x'.repeat(257) }], /257 bytes/],
-    [['app_created', { buildpack: 'a\nb' }], /control/],
+    [['app_created', { buildpack: 'x'.repeat(257) }], /is 257 bytes, more than the maximum of 256$/],
+    [['app_created', { buildpack: 'a\nb' }], /has control characters \(printable text only\)$/],
     [['app_created', Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, i]))], /more than 32 entries/],
     [['app_created', 'buildpack=go'], /data must be an object/],
   ];

@@ -497,7 +497,7 @@ def test_a_bad_value_is_described_without_its_repr(sdk_env: Daemon) -> None:
     out = c.emit("x" * 1_000_000)
     assert out.detail.startswith("event '" + "x" * 77 + "'... is not"), out
     out = c.emit("stop", {"k": "x" * 1_000_000})
-    assert "is more than 256 bytes" in out.detail, out
+    assert "is more than the maximum of 256 bytes" in out.detail, out
     out = c.emit("stop", {LoudStr("key"): 1 << 70})
     assert "data value for 'key' is out of range" in out.detail, out
     assert c.set_consent(Loud()).status == "refused"  # type: ignore[arg-type]

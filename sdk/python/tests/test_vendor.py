@@ -172,3 +172,16 @@ def test_the_daemon_option_comes_after_telemetry_daemon_and_before_path(
     monkeypatch.chdir(root)
     assert started("shipped/telemetryd").startswith("onpath "), "a relative path"
     assert started(shipped).startswith("shipped "), "the same file, named absolutely"
+
+
+def test_a_bad_string_value_says_which_fault_it_has() -> None:
+    """Too long and control characters are told apart, as the daemon does."""
+    from telemetryd_client._validate import check_event
+
+    now = int(time.time() * 1_000_000)
+    long = check_event("cfdev", "ran", "1.0", now, {"k": "\u00e9" * 200})
+    assert long == "data value for 'k' is 400 bytes, more than the maximum of 256"
+    longer = check_event("cfdev", "ran", "1.0", now, {"k": "x" * 257})
+    assert longer == "data value for 'k' is more than the maximum of 256 bytes"
+    ctrl = check_event("cfdev", "ran", "1.0", now, {"k": "a\nb"})
+    assert ctrl == "data value for 'k' has control characters (printable text only)"

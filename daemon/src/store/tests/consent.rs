@@ -44,7 +44,7 @@ fn purge_forget_and_off_forget_the_ids_of_what_they_delete() {
             1
         );
         let off = store
-            .apply_consent("b", d(Mode::Off), Some(record(99, "b")))
+            .apply_consent("b", d(Mode::Off), record(99, "b"), Announce::Installed)
             .await
             .unwrap();
         assert_eq!(off.purged, 1);
@@ -64,13 +64,44 @@ fn purge_forget_and_off_forget_the_ids_of_what_they_delete() {
     }
 }
 
+/// An off for a product no manifest describes is announced only if the
+/// product sealed a batch under its current ID (its vendor may know this
+/// machine): a product uninstalled after sending is still told, a name
+/// never installed is not.
+#[test]
+fn an_off_without_a_manifest_is_announced_only_for_a_product_that_sent() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        for p in ["sent", "never"] {
+            store
+                .apply_consent(p, d(Mode::On), record(99, p), Announce::Installed)
+                .await
+                .unwrap();
+        }
+        store.insert(vec![record(1, "sent")]).await.unwrap();
+        store.seal(true).await.unwrap();
+        store.insert(vec![record(2, "never")]).await.unwrap();
+        for (p, announced) in [("sent", true), ("never", false)] {
+            let out = store
+                .apply_consent(p, d(Mode::Off), record(98, p), Announce::IfKnown)
+                .await
+                .unwrap();
+            assert_eq!(out.purged, 1, "{p}");
+            assert_eq!(out.final_event, announced, "{p}");
+        }
+    });
+    drop(store);
+    thread.join();
+}
+
 #[test]
 fn turning_on_off_purges_and_seals_only_the_final_event() {
     let f = Fixture::new();
     let (store, thread) = f.open(100);
     rt().block_on(async {
         store
-            .apply_consent("a", d(Mode::On), Some(record(99, "a")))
+            .apply_consent("a", d(Mode::On), record(99, "a"), Announce::Installed)
             .await
             .unwrap();
         store
@@ -88,14 +119,14 @@ fn turning_on_off_purges_and_seals_only_the_final_event() {
             .unwrap()
             .insert("b".into(), Permit::Nothing);
         let out = store
-            .apply_consent("a", d(Mode::Off), Some(record(99, "a")))
+            .apply_consent("a", d(Mode::Off), record(99, "a"), Announce::Installed)
             .await
             .unwrap();
         assert_eq!(out.purged, 3);
         assert!(out.final_event);
         // Applying the same decision again does nothing.
         let again = store
-            .apply_consent("a", d(Mode::Off), Some(record(98, "a")))
+            .apply_consent("a", d(Mode::Off), record(98, "a"), Announce::Installed)
             .await
             .unwrap();
         assert_eq!(again, ConsentOutcome::default());
@@ -130,7 +161,7 @@ fn local_events_are_never_sealed_and_stay_local_after_turning_on() {
     let (store, thread) = f.open(100);
     rt().block_on(async {
         store
-            .apply_consent("a", d(Mode::Local), Some(record(99, "a")))
+            .apply_consent("a", d(Mode::Local), record(99, "a"), Announce::Installed)
             .await
             .unwrap();
         store
@@ -141,7 +172,7 @@ fn local_events_are_never_sealed_and_stay_local_after_turning_on() {
         let s = store.stats().await.unwrap();
         assert_eq!((s.pending_events, s.local_events), (0, 2));
         store
-            .apply_consent("a", d(Mode::On), Some(record(99, "a")))
+            .apply_consent("a", d(Mode::On), record(99, "a"), Announce::Installed)
             .await
             .unwrap();
         store.insert(vec![record(3, "a")]).await.unwrap();
@@ -158,7 +189,7 @@ fn local_events_are_never_sealed_and_stay_local_after_turning_on() {
         assert_eq!(page.events[2].batch_key.as_deref(), Some(b.key.as_str()));
         // on -> local: even the sealed batch stays home.
         let out = store
-            .apply_consent("a", d(Mode::Local), Some(record(99, "a")))
+            .apply_consent("a", d(Mode::Local), record(99, "a"), Announce::Installed)
             .await
             .unwrap();
         assert_eq!(out.made_local, 1);
@@ -235,26 +266,26 @@ fn an_insert_checked_before_an_off_is_refused_after_it() {
     let (store, thread) = f.open(100);
     rt().block_on(async {
         store
-            .apply_consent("a", d(Mode::On), Some(record(99, "a")))
+            .apply_consent("a", d(Mode::On), record(99, "a"), Announce::Installed)
             .await
             .unwrap();
         // The handler saw "on"; the off reaches the store first.
         store
-            .apply_consent("a", d(Mode::Off), Some(record(98, "a")))
+            .apply_consent("a", d(Mode::Off), record(98, "a"), Announce::Installed)
             .await
             .unwrap();
         let err = store.insert(vec![record(1, "a")]).await.unwrap_err();
         assert!(matches!(err, StoreError::ConsentChanged { .. }), "{err}");
         // Same for a switch to local: nothing stored as uploadable.
         store
-            .apply_consent("a", d(Mode::Local), Some(record(97, "a")))
+            .apply_consent("a", d(Mode::Local), record(97, "a"), Announce::Installed)
             .await
             .unwrap();
         assert!(store.insert(vec![record(2, "a")]).await.is_err());
         store.insert(vec![local(3, "a")]).await.unwrap();
         // Other commands in the same group are unaffected.
         store
-            .apply_consent("b", d(Mode::On), Some(record(96, "b")))
+            .apply_consent("b", d(Mode::On), record(96, "b"), Announce::Installed)
             .await
             .unwrap();
         store.insert(vec![record(4, "b")]).await.unwrap();
@@ -281,7 +312,7 @@ fn an_off_missed_while_down_is_applied_before_the_new_on() {
     let (store, thread) = f.open(100);
     rt().block_on(async {
         store
-            .apply_consent("a", d(Mode::On), Some(record(99, "a")))
+            .apply_consent("a", d(Mode::On), record(99, "a"), Announce::Installed)
             .await
             .unwrap();
         store
@@ -294,7 +325,7 @@ fn an_off_missed_while_down_is_applied_before_the_new_on() {
             off_marker: Some("2026-11-27T00:00:00Z".into()),
         };
         let out = store
-            .apply_consent("a", back_on.clone(), Some(record(98, "a")))
+            .apply_consent("a", back_on.clone(), record(98, "a"), Announce::Installed)
             .await
             .unwrap();
         assert_eq!(out.purged, 2);
@@ -306,7 +337,7 @@ fn an_off_missed_while_down_is_applied_before_the_new_on() {
         );
         // Applying the same decision again changes nothing.
         let again = store
-            .apply_consent("a", back_on, Some(record(97, "a")))
+            .apply_consent("a", back_on, record(97, "a"), Announce::Installed)
             .await
             .unwrap();
         assert_eq!(again, ConsentOutcome::default());
@@ -321,20 +352,20 @@ fn a_pending_final_event_survives_local_then_off() {
     let (store, thread) = f.open(100);
     rt().block_on(async {
         store
-            .apply_consent("a", d(Mode::On), Some(record(99, "a")))
+            .apply_consent("a", d(Mode::On), record(99, "a"), Announce::Installed)
             .await
             .unwrap();
         store
-            .apply_consent("a", d(Mode::Off), Some(record(98, "a")))
+            .apply_consent("a", d(Mode::Off), record(98, "a"), Announce::Installed)
             .await
             .unwrap();
         store
-            .apply_consent("a", d(Mode::Local), Some(record(97, "a")))
+            .apply_consent("a", d(Mode::Local), record(97, "a"), Announce::Installed)
             .await
             .unwrap();
         store.insert(vec![local(1, "a")]).await.unwrap();
         let out = store
-            .apply_consent("a", d(Mode::Off), Some(record(96, "a")))
+            .apply_consent("a", d(Mode::Off), record(96, "a"), Announce::Installed)
             .await
             .unwrap();
         assert_eq!(out.purged, 1);
@@ -379,7 +410,7 @@ fn consented_event_sets_are_recorded_once_and_unversioned_ones_renewed() {
         // A new decision forgets the set of a decision without a version,
         // not the versioned ones.
         store
-            .apply_consent("a", d(Mode::Local), Some(record(99, "a")))
+            .apply_consent("a", d(Mode::Local), record(99, "a"), Announce::Installed)
             .await
             .unwrap();
         assert_eq!(store.consented_events("a", 0, None).await.unwrap(), None);
@@ -459,7 +490,7 @@ fn an_on_product_may_store_local_only_events_and_an_off_one_none() {
             .unwrap();
         assert_eq!(store.stats().await.unwrap().local_events, 1);
         store
-            .apply_consent("b", d(Mode::Off), Some(record(99, "b")))
+            .apply_consent("b", d(Mode::Off), record(99, "b"), Announce::Installed)
             .await
             .unwrap();
         let err = store.insert(vec![local(3, "b")]).await.unwrap_err();

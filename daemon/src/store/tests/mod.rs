@@ -100,7 +100,7 @@ impl Fixture {
             for p in ["a", "b"] {
                 if !store.applied().await.unwrap().contains_key(p) {
                     store
-                        .apply_consent(p, d(Mode::On), Some(record(0, p)))
+                        .apply_consent(p, d(Mode::On), record(0, p), Announce::Installed)
                         .await
                         .unwrap();
                 }

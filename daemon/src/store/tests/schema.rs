@@ -65,7 +65,7 @@ fn a_damaged_database_is_moved_aside_and_replaced() {
     );
     rt().block_on(async {
         store
-            .apply_consent("a", d(Mode::On), Some(record(0, "a")))
+            .apply_consent("a", d(Mode::On), record(0, "a"), Announce::Installed)
             .await
             .unwrap();
         store.insert(vec![record(1, "a")]).await.unwrap();

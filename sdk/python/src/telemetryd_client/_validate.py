@@ -97,8 +97,8 @@ def check_event(
             # before anything encodes or scans it (200 MB would take 0.1 s).
             if len(value) > MAX_STRING_LEN:
                 return (
-                    f"data value for {shown(key)} is more than {MAX_STRING_LEN} bytes "
-                    f"(maximum {MAX_STRING_LEN} bytes)"
+                    f"data value for {shown(key)} is more than the maximum of "
+                    f"{MAX_STRING_LEN} bytes"
                 )
             try:
                 size = len(value.encode("utf-8"))

@@ -107,7 +107,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     if args.prompt {
         return match prompt(socket, product, args, &paths) {
             (Prompted::Asked, Some(mode)) => change(socket, args, product, mode, &paths, true),
-            (why, _) => not_recorded(socket, product, why, &paths, args.json),
+            (why, _) => not_recorded(product, why, &paths, args.json),
         };
     }
     match &args.mode {
@@ -264,9 +264,14 @@ fn change(
             format!(
                 "cannot write the consent file {}: {e}; make it and its directory writable by \
                  this user (a file elsewhere, through TELEMETRY_CONSENT_FILE, counts only if \
-                 telemetryd reads that one too); until then, DO_NOT_TRACK=1 in the environment your CLIs run in keeps \
-                 them from sending anything",
-                paths.user.display()
+                 telemetryd reads that one too){}",
+                paths.user.display(),
+                if new_mode == Mode::Off {
+                    "; until then, DO_NOT_TRACK=1 in the environment your CLIs run in keeps \
+                     them from sending anything"
+                } else {
+                    ""
+                }
             ),
         )
     })?;
@@ -385,7 +390,7 @@ fn change(
         Ok(r) if r.final_event => {
             outln!("recorded a final telemetry_off event; nothing after it will be sent");
             outln!(
-                "what was uploaded before stays where it went: `telemetryctl receipts` lists it, and `telemetryctl forget {product}` gives the ID to ask its vendor to delete it"
+                "what was uploaded before stays where it went (`telemetryctl receipts` lists it); to have its vendor delete it, once `telemetryctl status` shows this event uploaded, `telemetryctl forget {product}` gives the ID to ask with"
             )
         }
         Err(ClientError::Unreachable { source, path })
@@ -414,7 +419,6 @@ fn change(
 /// as that is no news on every start), and with `--json` print the
 /// product's consent and the reason.
 fn not_recorded(
-    socket: &Path,
     product: &str,
     why: Prompted,
     paths: &ConsentPaths,
@@ -439,12 +443,10 @@ fn not_recorded(
         );
     }
     if json {
-        // With what a running daemon knows of the manifest, as `consent P
-        // --json` prints it.
-        let mut report = local_report(product, paths);
-        report.consent = with_manifest(report.consent, &daemon_view(socket));
+        // From the files alone: `--prompt` runs at each start of a CLI,
+        // and must not wait on a daemon for what it does not need.
         return print_json(&Changed {
-            report,
+            report: local_report(product, paths),
             daemon_notified: false,
             prompt: Some(why),
         });

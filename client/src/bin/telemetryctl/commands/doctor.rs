@@ -218,7 +218,18 @@ fn socket_check(socket: &Path, checks: &mut Vec<Check>) -> Option<StatusReport> 
                 }
                 _ => "start it with `telemetryctl start`, or run it as a service (`telemetryd install --user`, then the commands it prints); if it runs elsewhere, point TELEMETRY_SOCKET or --socket at its socket",
             };
-            checks.push(Check::fail("socket", e.to_string(), fix.to_string()));
+            // A daemon a CLI started writes its log here: why the last one
+            // stopped, or never came up, is there.
+            let log = telemetry_client::state_dir().join(telemetry_client::autostart::LOG_FILE);
+            let fix = if log.is_file() {
+                format!(
+                    "{fix}; the log of the last one a CLI started is {}",
+                    log.display()
+                )
+            } else {
+                fix.to_string()
+            };
+            checks.push(Check::fail("socket", e.to_string(), fix));
             None
         }
     }

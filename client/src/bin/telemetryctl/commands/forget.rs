@@ -45,13 +45,13 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         return print_json(&r);
     }
     outln!(
-        "{}: deleted {} stored on this machine",
+        "{}: deleted {} stored on this machine, and its upload receipts",
         r.product,
         count(r.purged, "event", "events")
     );
     match (r.marker, &r.marker_key) {
         (true, Some(key)) => outln!(
-            "sent a telemetry_forget request under the old ID {} ({key}): the vendor's report leaves out every event of that ID",
+            "sent a telemetry_forget request under the old ID {} ({key}): the maintainers' report leaves out every event of that ID",
             r.old_machine
         ),
         (true, None) => outln!(
