@@ -491,15 +491,15 @@ def test_a_bad_value_is_described_without_its_repr(sdk_env: Daemon) -> None:
     out = c.emit(Loud())  # type: ignore[arg-type]
     assert out.status == "refused" and "event (a Loud) is not a valid name" in out.detail, out
     out = c.emit(LoudStr("Not A Name"))
-    assert out.status == "refused" and "event 'Not A Name' is not" in out.detail, out
+    assert out.status == "refused" and 'event "Not A Name" is not' in out.detail, out
     out = c.emit([1] * 1_000_000)  # type: ignore[arg-type]
     assert "event (a list) is not" in out.detail, out
     out = c.emit("x" * 1_000_000)
-    assert out.detail.startswith("event '" + "x" * 77 + "'... is not"), out
+    assert out.detail.startswith('event "' + "x" * 77 + '"... is not'), out
     out = c.emit("stop", {"k": "x" * 1_000_000})
     assert "is more than the maximum of 256 bytes" in out.detail, out
     out = c.emit("stop", {LoudStr("key"): 1 << 70})
-    assert "data value for 'key' is out of range" in out.detail, out
+    assert 'data value for "key" is out of range' in out.detail, out
     assert c.set_consent(Loud()).status == "refused"  # type: ignore[arg-type]
     assert "mode (a Loud) is not on" in c.set_consent(Loud()).detail  # type: ignore[arg-type]
     assert "product (a Loud) is not a valid name" in Client(Loud(), "1").emit("stop").detail  # type: ignore[arg-type]

@@ -56,11 +56,11 @@ def test_no_build_is_telemetry_build_else_unknown_as_the_shim(
     # An invalid build is refused as before; one from the variable says so.
     out = Client("cfdev", "/home/alice", timeout=2.0).emit("stop")
     assert (out.status, out.code) == ("refused", "invalid")
-    assert out.detail.startswith("build '/home/alice' is not valid"), out
+    assert out.detail.startswith('build "/home/alice" is not valid'), out
     monkeypatch.setenv("TELEMETRY_BUILD", "1.0 beta")
     out = Client("cfdev", timeout=2.0).emit("stop")
     assert (out.status, out.code) == ("refused", "invalid")
-    assert out.detail.startswith("build '1.0 beta' is not valid"), out
+    assert out.detail.startswith('build "1.0 beta" is not valid'), out
     assert out.detail.endswith("(from TELEMETRY_BUILD)"), out
 
 
@@ -98,7 +98,7 @@ def test_an_invalid_product_is_refused_not_off(sdk_env: Daemon, product: str) ->
     rule, not "off (default)", which reads as the user's no."""
     Path(sdk_env.consent_file).write_text("cfdev on\n")
     c = Client(product, "1.0", timeout=1.0)
-    want = f"product {product!r} is not a valid name: {RULE}"
+    want = f"product {json.dumps(product)} is not a valid name: {RULE}"
     for out in (c.emit("stop"), c.emit_no_wait("stop")):
         assert (out.status, out.code, out.detail) == ("refused", "invalid", want)
     change = c.set_consent("on")
@@ -119,7 +119,7 @@ def test_an_invalid_mode_is_refused_as_in_node(sdk_env: Daemon) -> None:
     "failed", which reads as the SDK's own trouble)."""
     change = Client("cfdev", "1.0").set_consent("bogus")
     assert (change.status, change.code) == ("refused", "invalid"), change
-    assert change.detail == "mode 'bogus' is not on, off or local"
+    assert change.detail == 'mode "bogus" is not on, off or local'
     assert not Path(sdk_env.consent_file).exists()
 
 
@@ -180,8 +180,8 @@ def test_a_bad_string_value_says_which_fault_it_has() -> None:
 
     now = int(time.time() * 1_000_000)
     long = check_event("cfdev", "ran", "1.0", now, {"k": "\u00e9" * 200})
-    assert long == "data value for 'k' is 400 bytes, more than the maximum of 256"
+    assert long == 'data value for "k" is 400 bytes, more than the maximum of 256'
     longer = check_event("cfdev", "ran", "1.0", now, {"k": "x" * 257})
-    assert longer == "data value for 'k' is more than the maximum of 256 bytes"
+    assert longer == 'data value for "k" is more than the maximum of 256 bytes'
     ctrl = check_event("cfdev", "ran", "1.0", now, {"k": "a\nb"})
-    assert ctrl == "data value for 'k' has control characters (printable text only)"
+    assert ctrl == 'data value for "k" has control characters (printable text only)'

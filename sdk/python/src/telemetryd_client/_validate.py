@@ -3,6 +3,7 @@ so that a host's mistake is reported precisely (the daemon checks again)."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Mapping, Optional
 
@@ -33,10 +34,24 @@ def shown(value: Any) -> str:
     ``repr`` (which may be huge, slow or raise: a host's ``__repr__``, a
     list of ten million items)."""
     if isinstance(value, str):
-        # Of a plain str: a subclass's own slicing and repr are not run.
+        # Of a plain str: a subclass's own slicing is not run.
         head = str.__getitem__(value, slice(0, 81))
-        return repr(head) if len(head) <= 80 else repr(head[:77]) + "..."
+        if len(head) <= 80:
+            return _quoted(head)
+        return _quoted(head[:77]) + "..."
     return f"(a {type(value).__name__[:80]})"
+
+
+def _quoted(text: str) -> str:
+    """``text`` in double quotes, as the daemon and the other SDKs quote
+    names, control characters escaped; other characters as they are unless
+    they could not be printed as UTF-8 (a lone surrogate): then escaped."""
+    out = json.dumps(text, ensure_ascii=False)
+    try:
+        out.encode("utf-8")
+    except UnicodeEncodeError:
+        out = json.dumps(text)
+    return out
 
 
 def check_name(what: str, value: Any) -> Optional[str]:
