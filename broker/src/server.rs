@@ -76,18 +76,9 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            if let Some(hidden) =
-                broker
-                    .quiet
-                    .admit(&network(peer.ip()), "max_connections", Instant::now())
-            {
-                tracing::warn!(
-                    "over {} connections; closing one from {}{}",
-                    broker.settings.max_connections,
-                    network(peer.ip()),
-                    hidden_note(hidden)
-                );
-            }
+            closed_at_cap(&broker, peer.ip(), "max_connections", || {
+                format!("over {} connections", broker.settings.max_connections)
+            });
             continue;
         };
         // Behind a load balancer every connection is the balancer's: the
@@ -96,34 +87,21 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         let places = match admission.admit(peer.ip(), balancer) {
             Ok(places) => places,
             Err(Over::Address) => {
-                if let Some(hidden) =
-                    broker
-                        .quiet
-                        .admit(&network(peer.ip()), "per_address", Instant::now())
-                {
-                    tracing::warn!(
-                        "over {} connections from one address; closing one from {}{}",
-                        broker.settings.max_connections_per_address,
-                        network(peer.ip()),
-                        hidden_note(hidden)
-                    );
-                }
+                closed_at_cap(&broker, peer.ip(), "per_address", || {
+                    format!(
+                        "over {} connections from one address",
+                        broker.settings.max_connections_per_address
+                    )
+                });
                 continue;
             }
             Err(Over::Network) => {
-                if let Some(hidden) =
-                    broker
-                        .quiet
-                        .admit(&network(peer.ip()), "per_network", Instant::now())
-                {
-                    tracing::warn!(
-                        "over {} connections from one IPv6 /{} network; closing one from {}{}",
-                        admission.per_network.cap,
-                        broker.settings.network_prefix,
-                        network(peer.ip()),
-                        hidden_note(hidden)
-                    );
-                }
+                closed_at_cap(&broker, peer.ip(), "per_network", || {
+                    format!(
+                        "over {} connections from one IPv6 /{} network",
+                        admission.per_network.cap, broker.settings.network_prefix
+                    )
+                });
                 continue;
             }
         };
@@ -184,6 +162,15 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
         .is_err()
     {
         tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+/// Log a connection closed at a cap (`why`), once a minute per cap and
+/// network: a caller can open connections over a cap for free.
+fn closed_at_cap(b: &Broker, peer: IpAddr, kind: &str, why: impl FnOnce() -> String) {
+    let net = network(peer);
+    if let Some(hidden) = b.quiet.admit(&net, kind, Instant::now()) {
+        tracing::warn!("{}; closing one from {net}{}", why(), hidden_note(hidden));
     }
 }
 
