@@ -211,6 +211,22 @@ fn opt_out_variables_win_over_the_users_on() {
         t.contains("cfdev: off") && t.contains("DO_NOT_TRACK"),
         "{t}"
     );
+    // The check a script makes before sending (`--json`) reads only the
+    // files when the product is off: no connection on the user's behalf.
+    while connected(&listener) {}
+    let out = env
+        .command("telemetryctl")
+        .args(["consent", "cfdev", "--json"])
+        .env("DO_NOT_TRACK", "1")
+        .output()
+        .unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (got["mode"].as_str(), got["layer"].as_str()),
+        (Some("off"), Some("environment")),
+        "{got}"
+    );
+    assert!(!connected(&listener), "consent --json connected while off");
 }
 
 /// `DO_NOT_TRACK` in the shell that runs `telemetryctl` keeps that shell's

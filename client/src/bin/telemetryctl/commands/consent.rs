@@ -467,8 +467,15 @@ fn not_terminals() -> &'static str {
 }
 
 fn show_one(socket: &Path, product: &str, paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
+    let mine = local(product, paths);
+    // A script checks consent with `--json` before it sends anything: for
+    // a product that is off, from the files alone. Asking the daemon would
+    // connect on behalf of a user who said no (or whose environment did).
+    if json && mine.mode == Mode::Off {
+        return print_json(&mine);
+    }
     let daemon = daemon_view(socket);
-    let now = with_manifest(local(product, paths), &daemon);
+    let now = with_manifest(mine, &daemon);
     if json {
         return print_json(&now);
     }
