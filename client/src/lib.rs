@@ -71,6 +71,23 @@ fn unreachable_hint(e: &std::io::Error, path: &Path) -> &'static str {
     if e.kind() == std::io::ErrorKind::PermissionDenied && e.raw_os_error().is_some() {
         return " (the socket or its directory is not open to this user: another user's, or set TELEMETRY_SOCKET to your own)";
     }
+    // There, but every connection taken (a full listen backlog, every pipe
+    // instance busy): starting another would not help.
+    if matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ) || (cfg!(windows) && e.raw_os_error() == Some(231))
+    {
+        return " (it is busy: every connection is taken for now)";
+    }
+    // The machine-wide Windows service's pipe: the service manager starts
+    // it, never a client.
+    if path
+        .to_string_lossy()
+        .eq_ignore_ascii_case(telemetry_proto::paths::MACHINE_PIPE_NAME)
+    {
+        return " (the machine-wide service is not running: an administrator starts it with `sc.exe start telemetryd`)";
+    }
     // Refused by our own checks, or a path no daemon could be listening
     // on: the error says what to do instead.
     if matches!(
@@ -81,6 +98,19 @@ fn unreachable_hint(e: &std::io::Error, path: &Path) -> &'static str {
     } else {
         " (is it running? start it with `telemetryctl start`, or as a service: `telemetryd install --user`)"
     }
+}
+
+/// Whether a daemon on `socket` takes in what this user's clients spool
+/// for it: not the machine-wide one (the Linux socket under
+/// [`MACHINE_WIDE_SOCKET_DIR`], the Windows service's pipe), which runs as
+/// a user of its own and never reads users' state dirs.
+pub fn spool_is_taken_in(socket: &Path) -> bool {
+    let service_pipe = socket
+        .to_string_lossy()
+        .eq_ignore_ascii_case(telemetry_proto::paths::MACHINE_PIPE_NAME);
+    let machine_socket =
+        cfg!(target_os = "linux") && socket.parent() == Some(Path::new(MACHINE_WIDE_SOCKET_DIR));
+    !(service_pipe || machine_socket)
 }
 
 /// Where the machine-wide daemon's socket is on Linux (its systemd socket
@@ -302,6 +332,28 @@ impl Client {
         match transport::Stream::connect_now(&path) {
             Ok(stream) => Ok(Client::over(stream, path)),
             Err(source) => Err(ClientError::Unreachable { path, source }),
+        }
+    }
+
+    /// [`Client::connect_now`], but on Windows waiting up to `wait` for a
+    /// pipe instance when every one is busy. A named pipe has no backlog:
+    /// between taking a connection and offering the next instance the
+    /// daemon is briefly "busy" to everyone, so shims started together
+    /// (`make -j`) would spool far below its connection limit. A Unix
+    /// socket's backlog already holds them; a full one fails at once.
+    pub fn connect_briefly(path: impl AsRef<Path>, wait: Duration) -> Result<Client, ClientError> {
+        #[cfg(windows)]
+        {
+            let path = path.as_ref().to_path_buf();
+            match transport::Stream::connect(&path, wait) {
+                Ok(stream) => Ok(Client::over(stream, path)),
+                Err(source) => Err(ClientError::Unreachable { path, source }),
+            }
+        }
+        #[cfg(not(windows))]
+        {
+            let _ = wait;
+            Client::connect_now(path)
         }
     }
 
@@ -719,16 +771,19 @@ pub fn record_event_with(
         .saturating_duration_since(Instant::now())
         .mul_f64(0.6)
         .max(Duration::from_millis(1));
-    let sent = Client::connect_now(&endpoint.socket)
+    let sent = Client::connect_briefly(&endpoint.socket, socket_budget / 4)
         .and_then(|mut c| c.emit(vec![ev.clone()], socket_budget));
     match sent {
         Ok(acked) => Ok(Some(acked)),
         Err(e) if refused_for_good(&e) => Err(e),
         Err(e) => {
             // Best effort, like the shim: the error is what the caller
-            // needs to know.
-            let path = paths::spool_file_for(&endpoint.state_dir, &endpoint.socket);
-            let _ = spool::append_by(&path, &ev, deadline);
+            // needs to know. Not for a machine-wide daemon, which takes
+            // in no user's spool: kept there, the event would never go.
+            if spool_is_taken_in(&endpoint.socket) {
+                let path = paths::spool_file_for(&endpoint.state_dir, &endpoint.socket);
+                let _ = spool::append_by(&path, &ev, deadline);
+            }
             // Not once the budget is spent: the host has waited enough.
             if endpoint.autostart && autostart::nothing_serves(&e) && Instant::now() < deadline {
                 let _ = autostart::start(&endpoint.socket);
@@ -766,6 +821,20 @@ mod tests {
     /// Only the machine-wide socket's refusal points at its group: a
     /// directory another user made first is no group's to open. (Unix: the
     /// error is EACCES; Windows numbers its errors otherwise.)
+    #[test]
+    fn no_spool_is_kept_for_a_machine_wide_daemon() {
+        assert!(!spool_is_taken_in(Path::new(r"\\.\pipe\telemetryd")));
+        assert!(!spool_is_taken_in(Path::new(r"\\.\PIPE\TELEMETRYD")));
+        assert!(spool_is_taken_in(Path::new(r"\\.\pipe\telemetryd-alice")));
+        assert_eq!(
+            spool_is_taken_in(Path::new("/run/telemetry/telemetryd.sock")),
+            !cfg!(target_os = "linux")
+        );
+        assert!(spool_is_taken_in(Path::new(
+            "/run/user/1000/telemetry/telemetryd.sock"
+        )));
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_refused_socket_names_the_group_only_for_the_machine_wide_one() {

@@ -195,6 +195,11 @@ fn hand_over(cmd: &mut std::process::Command) -> std::io::Error {
     }
     #[cfg(not(unix))]
     {
+        // Detached from any console as this one is: a console program's
+        // child would otherwise get a console window of its own, whose
+        // closing stops the daemon.
+        const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+        std::os::windows::process::CommandExt::creation_flags(cmd, CREATE_NO_WINDOW);
         match cmd.status() {
             Ok(status) => std::process::exit(status.code().unwrap_or(1)),
             Err(e) => e,

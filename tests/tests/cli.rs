@@ -758,3 +758,25 @@ fn telemetryctl_ends_quietly_when_its_reader_goes_away() {
         result.status
     );
 }
+
+/// The machine-wide daemon takes in no user's spool, so a shim that finds
+/// it down keeps nothing there (the event would never be delivered) and
+/// says so, rather than "spooled for delivery".
+#[test]
+fn nothing_is_spooled_for_the_machine_wide_daemon_that_never_reads_it() {
+    if !cfg!(target_os = "linux") || std::path::Path::new("/run/telemetry/telemetryd.sock").exists()
+    {
+        eprintln!("SKIPPED: needs Linux with no machine-wide daemon running");
+        return;
+    }
+    let env = DaemonEnv::new(Destination::Outbox);
+    let socket = "/run/telemetry/telemetryd.sock";
+    let out = env.shim(
+        &[("TELEMETRY_SOCKET", socket), ("TELEMETRY_AUTOSTART", "0")],
+        &["--strict", "stop"],
+    );
+    assert_strict(&out, 1, &["not recorded", "not kept"]);
+    let spool = telemetry_proto::paths::spool_file_for(&env.state, std::path::Path::new(socket));
+    assert!(!spool.exists(), "{}", spool.display());
+    assert!(!stderr(&out).contains("for delivery"));
+}

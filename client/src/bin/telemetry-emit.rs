@@ -516,11 +516,13 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
         .clone()
         .unwrap_or_else(telemetry_client::default_socket_path);
     // Most of the budget for the daemon, the rest kept for the spool: the
-    // connect never waits (a full listen backlog fails at once) and the
+    // connect does not wait for a full listen backlog (it fails at once;
+    // on Windows a busy pipe instance gets a quarter of this share) and the
     // exchange is bounded by socket timeouts, all on this one thread.
     let socket_budget = budget.mul_f64(0.6).max(Duration::from_millis(1));
     let wait = args.strict || !args.no_wait;
-    let sent = Client::connect_now(&path).and_then(|mut c| {
+    // A quarter of it, at most, for a busy pipe instance (Windows only).
+    let sent = Client::connect_briefly(&path, socket_budget / 4).and_then(|mut c| {
         if wait {
             c.emit(vec![ev.clone()], socket_budget).map(drop)
         } else {
@@ -546,6 +548,14 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
             } => (EXIT_CONSENT_OFF, failure.to_string()),
             _ => (EXIT_REFUSED, format!("{failure}; not recorded")),
         });
+    }
+    // A machine-wide daemon takes in no user's spool: kept there, the
+    // event would never be delivered, so it is not kept.
+    if !telemetry_client::spool_is_taken_in(&path) {
+        return Err((
+            EXIT_FAILED,
+            format!("{failure}; not recorded: the machine-wide telemetryd takes in no spooled events, so the event was not kept"),
+        ));
     }
     let spool = telemetry_client::spool::path_for(&path);
     let what = match telemetry_client::spool::append(&spool, &ev) {
