@@ -518,15 +518,20 @@ mod tests {
         assert!(serde_json::to_vec(&r).unwrap().len() <= MAX_REQUEST_BYTES);
     }
 
-    #[test]
-    fn request_from_key_and_body() {
-        let key = BatchKey {
+    /// A batch key as the daemon makes them.
+    fn sample_key() -> BatchKey {
+        BatchKey {
             product: "cfdev".into(),
             date: "2026-11-27".into(),
             machine8: "0123abcd".into(),
             first: 5,
             last: 9,
-        };
+        }
+    }
+
+    #[test]
+    fn request_from_key_and_body() {
+        let key = sample_key();
         let r = UploadRequest::new(&key, b"abc");
         assert_eq!(r.bytes, 3);
         assert_eq!(
@@ -540,13 +545,7 @@ mod tests {
 
     #[test]
     fn a_brokers_words_reach_the_user_without_control_characters() {
-        let key = BatchKey {
-            product: "cfdev".into(),
-            date: "2026-11-27".into(),
-            machine8: "0123abcd".into(),
-            first: 5,
-            last: 9,
-        };
+        let key = sample_key();
         let r = UploadRequest::new(&key, b"abc");
         let h = hyper::HeaderMap::new();
         let json = br#"{"error":{"field":"day","message":"bad day\u001b[2J\nlast error:   none"}}"#;
