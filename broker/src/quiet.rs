@@ -45,7 +45,8 @@ impl Quiet {
     pub fn admit(&self, network: &str, kind: &str, now: Instant) -> Option<u64> {
         let mut table = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let Table { keys: seen, swept } = &mut *table;
-        if let Some(s) = seen.get_mut(&(network.to_string(), kind.to_string())) {
+        let key = (network.to_string(), kind.to_string());
+        if let Some(s) = seen.get_mut(&key) {
             if now.saturating_duration_since(s.logged) < QUIET_FOR {
                 s.hidden += 1;
                 return None;
@@ -68,7 +69,7 @@ impl Quiet {
             }
         }
         seen.insert(
-            (network.to_string(), kind.to_string()),
+            key,
             Seen {
                 logged: now,
                 hidden: 0,

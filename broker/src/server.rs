@@ -534,21 +534,6 @@ fn percent_decoded(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// When a client-address header from an untrusted peer was last logged.
-static UNTRUSTED_WARNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Whether a minute has passed since `last` (seconds since the epoch),
-/// taking the minute if so: a warning a flood could repeat is logged at
-/// most once a minute.
-fn once_a_minute(last: &std::sync::atomic::AtomicU64) -> bool {
-    use std::sync::atomic::Ordering::Relaxed;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let before = last.load(Relaxed);
-    now >= before + 60 && last.compare_exchange(before, now, Relaxed, Relaxed).is_ok()
-}
-
 /// Whether `peer` is a load balancer whose client-address header is
 /// believed: one is configured and `peer` is in `trusted_proxies`.
 fn behind_balancer(s: &crate::Settings, peer: IpAddr) -> bool {
@@ -566,7 +551,6 @@ fn behind_balancer(s: &crate::Settings, peer: IpAddr) -> bool {
 /// balancer's own doing: such requests are counted as the load balancer,
 /// all together, and the log says so (once a minute) naming the header.
 fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
-    use std::sync::atomic::AtomicU64;
     let Some(name) = &b.settings.client_ip_header else {
         return peer.ip();
     };
@@ -576,11 +560,14 @@ fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
         // A balancer that connects from a public address (some clouds'
         // and CDNs' do) is not trusted by default: say so, or all its
         // clients would share its limits in silence.
-        if req.headers().contains_key(name.as_str()) && once_a_minute(&UNTRUSTED_WARNED) {
-            tracing::warn!(
-                "a {name} header came from {}, which is not in --trusted-proxies / TELEMETRY_BROKER_TRUSTED_PROXIES: it is ignored and the peer counts as the client; if a load balancer connects from there, add its range",
-                network(peer.ip())
-            );
+        if req.headers().contains_key(name.as_str()) {
+            let net = network(peer.ip());
+            if let Some(hidden) = b.quiet.admit(&net, "untrusted_header", Instant::now()) {
+                tracing::warn!(
+                    "a {name} header came from {net}, which is not in --trusted-proxies / TELEMETRY_BROKER_TRUSTED_PROXIES: it is ignored and the peer counts as the client; if a load balancer connects from there, add its range{}",
+                    hidden_note(hidden)
+                );
+            }
         }
         return peer.ip();
     }
@@ -588,10 +575,11 @@ fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
         return peer.ip();
     };
     last_address(value.as_bytes()).unwrap_or_else(|| {
-        static WARNED: AtomicU64 = AtomicU64::new(0);
-        if once_a_minute(&WARNED) {
+        let net = network(peer.ip());
+        if let Some(hidden) = b.quiet.admit(&net, "no_client_address", Instant::now()) {
             tracing::warn!(
-                "the last entry of the {name} header holds no address; such requests share the load balancer's own limits (check what it writes there)"
+                "the last entry of the {name} header from {net} holds no address; such requests share the load balancer's own limits (check what it writes there){}",
+                hidden_note(hidden)
             );
         }
         peer.ip()

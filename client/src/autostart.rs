@@ -100,10 +100,7 @@ pub fn start(socket: &Path) -> Result<Started, AutostartError> {
     if disabled(std::env::var_os(AUTOSTART_VAR).as_deref()) {
         return Ok(Started::Disabled);
     }
-    if socket
-        .to_string_lossy()
-        .eq_ignore_ascii_case(telemetry_proto::paths::MACHINE_PIPE_NAME)
-    {
+    if telemetry_proto::paths::is_machine_pipe(socket) {
         return Ok(Started::Service);
     }
     let Some(daemon) = find_daemon() else {

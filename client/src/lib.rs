@@ -82,10 +82,7 @@ fn unreachable_hint(e: &std::io::Error, path: &Path) -> &'static str {
     }
     // The machine-wide Windows service's pipe: the service manager starts
     // it, never a client.
-    if path
-        .to_string_lossy()
-        .eq_ignore_ascii_case(telemetry_proto::paths::MACHINE_PIPE_NAME)
-    {
+    if telemetry_proto::paths::is_machine_pipe(path) {
         return " (the machine-wide service is not running: an administrator starts it with `sc.exe start telemetryd`)";
     }
     // Refused by our own checks, or a path no daemon could be listening
@@ -105,12 +102,12 @@ fn unreachable_hint(e: &std::io::Error, path: &Path) -> &'static str {
 /// [`MACHINE_WIDE_SOCKET_DIR`], the Windows service's pipe), which runs as
 /// a user of its own and never reads users' state dirs.
 pub fn spool_is_taken_in(socket: &Path) -> bool {
-    let service_pipe = socket
-        .to_string_lossy()
-        .eq_ignore_ascii_case(telemetry_proto::paths::MACHINE_PIPE_NAME);
-    let machine_socket =
-        cfg!(target_os = "linux") && socket.parent() == Some(Path::new(MACHINE_WIDE_SOCKET_DIR));
-    !(service_pipe || machine_socket)
+    !(telemetry_proto::paths::is_machine_pipe(socket) || is_machine_wide_socket(socket))
+}
+
+/// Whether `path` is under [`MACHINE_WIDE_SOCKET_DIR`], on Linux.
+fn is_machine_wide_socket(path: &Path) -> bool {
+    cfg!(target_os = "linux") && path.starts_with(MACHINE_WIDE_SOCKET_DIR)
 }
 
 /// Where the machine-wide daemon's socket is on Linux (its systemd socket
@@ -122,10 +119,9 @@ pub const MACHINE_WIDE_SOCKET_DIR: &str = "/run/telemetry";
 /// opposed to a refusal of the client's own (another user's daemon) or a
 /// directory another user made first, where no group helps.
 pub fn is_not_open_to_this_user(e: &std::io::Error, path: &Path) -> bool {
-    cfg!(target_os = "linux")
-        && e.kind() == std::io::ErrorKind::PermissionDenied
+    e.kind() == std::io::ErrorKind::PermissionDenied
         && e.raw_os_error().is_some()
-        && path.starts_with(MACHINE_WIDE_SOCKET_DIR)
+        && is_machine_wide_socket(path)
 }
 
 /// Why a request to the daemon failed.
@@ -818,9 +814,6 @@ pub fn parse_kv(arg: &str) -> Result<(String, Value), String> {
 #[cfg(test)]
 mod tests {
 
-    /// Only the machine-wide socket's refusal points at its group: a
-    /// directory another user made first is no group's to open. (Unix: the
-    /// error is EACCES; Windows numbers its errors otherwise.)
     #[test]
     fn no_spool_is_kept_for_a_machine_wide_daemon() {
         assert!(!spool_is_taken_in(Path::new(r"\\.\pipe\telemetryd")));
@@ -835,6 +828,9 @@ mod tests {
         )));
     }
 
+    /// Only the machine-wide socket's refusal points at its group: a
+    /// directory another user made first is no group's to open. (Unix: the
+    /// error is EACCES; Windows numbers its errors otherwise.)
     #[cfg(unix)]
     #[test]
     fn a_refused_socket_names_the_group_only_for_the_machine_wide_one() {

@@ -46,6 +46,14 @@ pub fn default_pipe_name(env: impl Fn(&str) -> Option<OsString>) -> PathBuf {
 /// `TELEMETRY_SOCKET` names it).
 pub const MACHINE_PIPE_NAME: &str = r"\\.\pipe\telemetryd";
 
+/// Whether `path` is [`MACHINE_PIPE_NAME`] (Windows names are not case
+/// sensitive): the machine-wide service's, which the service manager
+/// starts, never a client, and which takes in no user's spool.
+pub fn is_machine_pipe(path: &std::path::Path) -> bool {
+    path.to_string_lossy()
+        .eq_ignore_ascii_case(MACHINE_PIPE_NAME)
+}
+
 /// Whether `path` names a Windows named pipe (`\\.\pipe\...`).
 pub fn is_pipe_name(path: &std::path::Path) -> bool {
     path.to_string_lossy()

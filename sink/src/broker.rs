@@ -419,7 +419,12 @@ fn broker_error(
             field: None,
             message: format!(
                 "HTTP {status} with no JSON error body: {}",
-                crate::untrusted(&String::from_utf8_lossy(answer), 200)
+                // Cut first: an answer may be large (a load balancer's
+                // HTML page), and only its start is shown.
+                crate::untrusted(
+                    &String::from_utf8_lossy(&answer[..answer.len().min(1024)]),
+                    200
+                )
             ),
         });
     let destination = broker_url.to_string();

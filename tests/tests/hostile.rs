@@ -266,13 +266,17 @@ fn another_user_may_emit_but_not_read_or_change_stored_data() {
     // "applies when it starts".
     let theirs = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(theirs.path(), Some(65534), Some(65534)).unwrap();
-    let mut cmd = std::process::Command::new(bins.path().join("telemetryctl"));
-    cmd.args(["consent", "cfdev", "off"])
-        .envs(env.envs())
-        .env("TELEMETRY_CONSENT_FILE", theirs.path().join("consent"))
-        .uid(65534)
-        .gid(65534);
-    let out = cmd.output().unwrap();
+    // As that user, with their own consent file.
+    let as_them = |name: &str, args: &[&str]| {
+        let mut cmd = std::process::Command::new(bins.path().join(name));
+        cmd.args(args)
+            .envs(env.envs())
+            .env("TELEMETRY_CONSENT_FILE", theirs.path().join("consent"))
+            .uid(65534)
+            .gid(65534);
+        cmd.output().unwrap()
+    };
+    let out = as_them("telemetryctl", &["consent", "cfdev", "off"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
@@ -286,20 +290,17 @@ fn another_user_may_emit_but_not_read_or_change_stored_data() {
     // (theirs is on already, and this daemon does not read it).
     std::fs::write(theirs.path().join("consent"), "cfdev on\n").unwrap();
     std::fs::write(env.root().join("consent"), "cfdev off\n").unwrap();
-    let mut cmd = std::process::Command::new(bins.path().join("telemetry-emit"));
-    cmd.args([
-        "--product",
-        "cfdev",
-        "--strict",
-        "--timeout-ms",
-        "5000",
-        "bosh",
-    ])
-    .envs(env.envs())
-    .env("TELEMETRY_CONSENT_FILE", theirs.path().join("consent"))
-    .uid(65534)
-    .gid(65534);
-    let out = cmd.output().unwrap();
+    let out = as_them(
+        "telemetry-emit",
+        &[
+            "--product",
+            "cfdev",
+            "--strict",
+            "--timeout-ms",
+            "5000",
+            "bosh",
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(

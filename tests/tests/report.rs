@@ -20,6 +20,18 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use telemetry_tests::{files_under, text, S3Server, BUCKET, SECRET_KEY};
 
+/// The CSV files a report writes, named here rather than taken from the
+/// report's own list, so the tests do not check the code with itself.
+const REPORT_CSVS: [&str; 7] = [
+    "by_event.csv",
+    "by_os.csv",
+    "by_build.csv",
+    "by_week.csv",
+    "by_event_week.csv",
+    "data.csv",
+    "data_percentiles.csv",
+];
+
 #[test]
 fn a_quarter_in_s3_is_reported_exactly_with_k_suppression_and_no_machine_ids() {
     let q = generate(2500, 7);
@@ -229,15 +241,7 @@ fn a_product_with_k_minus_1_machines_publishes_no_count_anywhere() {
         vec![("/k".to_string(), k), ("/period/late_days".to_string(), 14)],
         "{report}"
     );
-    for f in [
-        "by_event.csv",
-        "by_os.csv",
-        "by_build.csv",
-        "by_week.csv",
-        "by_event_week.csv",
-        "data.csv",
-        "data_percentiles.csv",
-    ] {
+    for f in REPORT_CSVS {
         let body = std::fs::read_to_string(out.join(f)).unwrap();
         assert_eq!(body.lines().count(), 1, "{f} holds only its header: {body}");
     }

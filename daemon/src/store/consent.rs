@@ -240,18 +240,20 @@ fn transition(
                 params![product],
             )
             .map_err(sql("applying consent"))?;
-            let known = || -> rusqlite::Result<bool> {
-                tx.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM key_counters WHERE product = ?1)",
-                    params![product],
-                    |r| r.get(0),
-                )
-            };
-            let announce = match announce {
-                Announce::Installed => true,
-                Announce::IfKnown => known().map_err(sql("applying consent"))?,
-            };
-            if from == Mode::On && announce {
+            // A batch sealed under the product's current ID left its key
+            // counter (a forget starts it again).
+            let announce = from == Mode::On
+                && match announce {
+                    Announce::Installed => true,
+                    Announce::IfKnown => tx
+                        .query_row(
+                            "SELECT EXISTS (SELECT 1 FROM key_counters WHERE product = ?1)",
+                            params![product],
+                            |r| r.get(0),
+                        )
+                        .map_err(sql("applying consent"))?,
+                };
+            if announce {
                 tx.execute(
                     "INSERT INTO events (id, product, line, received_us, local_only)
                          VALUES (?1, ?2, ?3, ?4, 0)",

@@ -190,20 +190,11 @@ fn issue_12_a_developer_previews_their_own_data_and_cannot_mistake_it_for_a_repo
     let o = run(&["--preview", "--out", preview.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("NOT FOR PUBLISHING"), "{}", text(&o));
-    let mut expected: BTreeSet<String> = [
-        "report.json",
-        "by_event.csv",
-        "by_os.csv",
-        "by_build.csv",
-        "by_week.csv",
-        "by_event_week.csv",
-        "data.csv",
-        "data_percentiles.csv",
-        "index.html",
-    ]
-    .iter()
-    .map(|f| format!("preview-{f}"))
-    .collect();
+    let mut expected: BTreeSet<String> = REPORT_CSVS
+        .iter()
+        .chain(&["report.json", "index.html"])
+        .map(|f| format!("preview-{f}"))
+        .collect();
     expected.insert("PREVIEW-NOT-FOR-PUBLISHING.txt".into());
     assert_eq!(names_under(&preview), expected);
     assert_eq!(read_json(&preview.join("preview-report.json")), json);

@@ -123,8 +123,6 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     }
 }
 
-/// `product`'s consent as this process sees it (its environment, the
-/// files).
 /// When this shell's environment keeps `local` off but the running daemon
 /// (its view `daemon`) has it otherwise: the daemon was started elsewhere,
 /// does not see this environment, and goes by the file, so CLIs run from
@@ -143,6 +141,8 @@ fn env_note(local: &ProductConsent, daemon: &[ProductConsent]) -> Option<String>
     })
 }
 
+/// `product`'s consent as this process sees it (its environment, the
+/// files).
 fn local(product: &str, paths: &ConsentPaths) -> ProductConsent {
     let (mode, layer) = consent::resolve(product, paths);
     ProductConsent::new(product.to_string(), mode, layer)
@@ -300,8 +300,6 @@ fn change(
                 ),
             ));
         }
-    }
-    if let Ok(r) = &applied {
         // The daemon read the file it names, and came to another mode than
         // the one written, though no layer above the user's file decided:
         // it could not read what was written (a machine-wide daemon runs as

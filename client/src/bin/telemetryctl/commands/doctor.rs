@@ -88,7 +88,11 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             shown = checks.len();
         }
     };
-    let status = socket_check(socket, &mut checks);
+    let reach = socket_check(socket, &mut checks);
+    let status = match &reach {
+        Reach::Answered(s) => Some(s.as_ref()),
+        Reach::NotNeeded | Reach::Failed => None,
+    };
     let mut probe = None;
     if let Some(s) = &status {
         consent_checks(s, &mut checks);
@@ -126,12 +130,8 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     } else {
         outln!("{}", summary(checks.len(), failed, warned));
     }
-    // No daemon is a failure only where one is needed (the socket check
-    // passes when no product is on).
-    let unreachable = status.is_none()
-        && checks
-            .iter()
-            .any(|c| c.name == "socket" && c.outcome == CheckOutcome::Fail);
+    // No daemon is a failure only where one is needed.
+    let unreachable = matches!(reach, Reach::Failed);
     let exit = if unreachable {
         EXIT_UNREACHABLE
     } else if failed > 0 {
@@ -177,8 +177,18 @@ fn print_checks(checks: &[Check]) {
     let _ = std::io::Write::flush(&mut std::io::stdout());
 }
 
+/// What the `socket` check found.
+enum Reach {
+    /// The daemon answered, with its status.
+    Answered(Box<StatusReport>),
+    /// None answers, and none is needed (no product is on).
+    NotNeeded,
+    /// None answers where one is needed, or the socket is refused.
+    Failed,
+}
+
 /// `socket`: the daemon answers `status` in time; its status, if so.
-fn socket_check(socket: &Path, checks: &mut Vec<Check>) -> Option<StatusReport> {
+fn socket_check(socket: &Path, checks: &mut Vec<Check>) -> Reach {
     match Client::connect(socket).and_then(|mut c| c.status(STATUS_TIMEOUT)) {
         Ok(s) => {
             checks.push(Check::pass(
@@ -190,25 +200,13 @@ fn socket_check(socket: &Path, checks: &mut Vec<Check>) -> Option<StatusReport> 
                     humantime::format_duration(Duration::from_secs(s.uptime_secs))
                 ),
             ));
-            Some(s)
+            Reach::Answered(Box::new(s))
         }
         Err(e) => {
-            let unreachable = matches!(&e, telemetry_client::ClientError::Unreachable { source, path }
-                if !telemetry_client::is_not_open_to_this_user(source, path));
-            if unreachable
-                && !telemetry_client::consent::any_product_collected(
-                    &telemetry_client::consent::ConsentPaths::from_env(),
-                )
-            {
-                // Before any product is on, no daemon is the expected state.
-                checks.push(Check::pass(
-                    "socket",
-                    format!(
-                        "no telemetryd answers at {}, and none is needed: no product is on for this user, so nothing is collected",
-                        socket.display()
-                    ),
-                ));
-                return None;
+            // Before any product is on, no daemon is the expected state.
+            if let Some(why) = super::no_daemon_needed(&e) {
+                checks.push(Check::pass("socket", why));
+                return Reach::NotNeeded;
             }
             let fix = match &e {
                 telemetry_client::ClientError::Unreachable { source, path }
@@ -230,7 +228,7 @@ fn socket_check(socket: &Path, checks: &mut Vec<Check>) -> Option<StatusReport> 
                 fix.to_string()
             };
             checks.push(Check::fail("socket", e.to_string(), fix));
-            None
+            Reach::Failed
         }
     }
 }

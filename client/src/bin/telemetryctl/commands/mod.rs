@@ -69,6 +69,30 @@ pub fn payload(reply: &telemetry_client::Response) -> Result<serde_json::Value, 
     })
 }
 
+/// When `e` says no daemon answers where none is needed, what to say
+/// instead of an error: nothing serves the socket, and no
+/// product is on for this user, so nothing is collected. This process's own
+/// environment is left out (see `any_product_collected`). Before the user
+/// turns a product on, "start it" would urge them to run a collector for
+/// nothing.
+pub fn no_daemon_needed(e: &telemetry_client::ClientError) -> Option<String> {
+    // Only where nothing owns the socket, as for an autostart: a refusal, a
+    // busy daemon or a timeout is news whatever the consent.
+    let telemetry_client::ClientError::Unreachable { path, .. } = e else {
+        return None;
+    };
+    let nothing_on = telemetry_client::autostart::nothing_serves(e)
+        && !telemetry_client::consent::any_product_collected(
+            &telemetry_client::consent::ConsentPaths::from_env(),
+        );
+    nothing_on.then(|| {
+        format!(
+            "no telemetryd answers at {}, and none is needed: no product is on for this user, so nothing is collected",
+            path.display()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

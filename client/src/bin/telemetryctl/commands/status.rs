@@ -19,7 +19,16 @@ pub struct Args {
 pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     let s = match Client::connect(socket).and_then(|mut c| c.status(Duration::from_secs(5))) {
         Ok(s) => s,
-        Err(e) => return Err(not_needed(e)),
+        // Still an error (exit 1, code `unreachable`) for a script asking
+        // whether one runs; said as what it is.
+        Err(e) => {
+            let why = super::no_daemon_needed(&e);
+            let mut f = Failure::from(e);
+            if let Some(why) = why {
+                f.message = why;
+            }
+            return Err(f);
+        }
     };
     if args.json {
         return print_json(&s);
@@ -196,24 +205,4 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-/// `e`, saying so when no daemon is running and none is needed: before
-/// the user turns a product on nothing is collected, and "start it" would
-/// urge them to run a collector for nothing. (Still an error, exit 1 and
-/// code `unreachable`, for scripts that ask whether one runs.)
-fn not_needed(e: telemetry_client::ClientError) -> Failure {
-    let nothing_on = matches!(&e, telemetry_client::ClientError::Unreachable { source, path }
-        if !telemetry_client::is_not_open_to_this_user(source, path))
-        && !telemetry_client::consent::any_product_collected(
-            &telemetry_client::consent::ConsentPaths::from_env(),
-        );
-    let mut f = Failure::from(e);
-    if nothing_on {
-        f.message = format!(
-            "{}; no product is on for this user, so nothing is collected and no telemetryd is needed",
-            f.message
-        );
-    }
-    f
 }
