@@ -260,6 +260,12 @@ pub enum ConfigError {
     after_help = "Precedence: flag > environment variable > config file > embedded default.\nWith no bucket configured, batches are written to the local outbox directory."
 )]
 pub struct Args {
+    /// The directory the daemon was started in, when it has left it (an
+    /// autostarted daemon moves to the root, see `main`): relative paths,
+    /// from flags, variables or the file, are taken from here, also at a
+    /// reload.
+    #[arg(skip)]
+    pub base_dir: Option<PathBuf>,
     /// Config file (TOML). Default: $XDG_CONFIG_HOME/telemetry/config.toml, else ~/.config/telemetry/config.toml.
     #[arg(long, env = "TELEMETRY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -501,9 +507,10 @@ pub fn load(
 ) -> Result<Config, ConfigError> {
     use telemetry_proto::paths;
 
+    let at = |p: PathBuf| anchored(args.base_dir.as_deref(), p);
     let (file_path, explicit) = match &args.config {
-        Some(p) => (Some(p.clone()), true),
-        None => (paths::default_config_file(&env), false),
+        Some(p) => (Some(at(p.clone())), true),
+        None => (paths::default_config_file(&env).map(at), false),
     };
     let file = match &file_path {
         Some(path) => match telemetry_platform::fs::read_config_text(path) {
@@ -540,7 +547,7 @@ pub fn load(
     };
     let socket = match socket {
         Some((path, origin)) => {
-            check_socket_len(&path, origin, &env, uid)?;
+            check_socket_len(&at(path.clone()), origin, &env, uid)?;
             path
         }
         // The default is checked when it is bound: a socket-activated
@@ -552,9 +559,12 @@ pub fn load(
         .clone()
         .or(file.state_dir)
         .unwrap_or_else(|| paths::default_state_dir(&env, uid));
-    let mut cfg = Config::with_paths(socket, state_dir);
+    // Clients name the spool they keep for a socket by its path as they
+    // were given it; the daemon takes in the same one.
+    let socket_as_named = socket.clone();
+    let mut cfg = Config::with_paths(at(socket), at(state_dir));
     if let Some(dir) = args.outbox_dir.clone().or(file.outbox_dir) {
-        cfg.outbox_dir = dir;
+        cfg.outbox_dir = at(dir);
     }
     if let Some(d) = pick(
         "upload_interval",
@@ -691,34 +701,37 @@ pub fn load(
         cfg.sync = s;
     }
     if let Some(p) = args.machine_id_file.clone().or(file.machine_id_file) {
-        cfg.identity = IdentitySource::File(p);
+        cfg.identity = IdentitySource::File(at(p));
     }
-    cfg.consent_file = args
+    cfg.consent_file = at(args
         .consent_file
         .clone()
         .or(file.consent_file)
-        .unwrap_or_else(|| paths::default_consent_file(&cfg.state_dir));
-    cfg.spool_file = paths::spool_file_for(&cfg.state_dir, &cfg.socket_path);
-    cfg.spool_dir = paths::spool_dir_for(&cfg.state_dir, &cfg.socket_path);
-    cfg.system_consent_file = args
+        .unwrap_or_else(|| paths::default_consent_file(&cfg.state_dir)));
+    cfg.spool_file = paths::spool_file_for(&cfg.state_dir, &socket_as_named);
+    cfg.spool_dir = paths::spool_dir_for(&cfg.state_dir, &socket_as_named);
+    cfg.system_consent_file = at(args
         .system_consent_file
         .clone()
         .or(file.system_consent_file)
-        .unwrap_or_else(|| paths::system_consent_file(&env));
+        .unwrap_or_else(|| paths::system_consent_file(&env)));
     if let Some(dir) = args
         .catalog_dir
         .clone()
         .or(file.catalog_dir)
         .or_else(|| paths::default_catalog_dir(&env))
     {
-        cfg.catalog_dir = dir;
+        cfg.catalog_dir = at(dir);
     }
     cfg.manifest_system_dirs = crate::catalog::system_dirs(
         env("XDG_DATA_DIRS")
             .and_then(|v| v.into_string().ok())
             .as_deref(),
         env("ProgramData").map(PathBuf::from).as_deref(),
-    );
+    )
+    .into_iter()
+    .map(at)
+    .collect();
     cfg.idle_exit = pick(
         "idle_exit",
         args.idle_exit.as_ref(),
@@ -761,10 +774,10 @@ pub fn load(
     // the file's or variable's name instead of failing every upload.
     let ca_bundle = match (&args.ca_bundle, file.ca_bundle) {
         (Some(p), _) => Some((
-            p.clone(),
+            at(p.clone()),
             origins.cli("ca_bundle", "ca-bundle", telemetry_sink::net::CA_BUNDLE_VAR),
         )),
-        (None, Some(p)) => Some((p, format!("`ca_bundle` in {}", origins.file()))),
+        (None, Some(p)) => Some((at(p), format!("`ca_bundle` in {}", origins.file()))),
         (None, None) => None,
     };
     cfg.net = telemetry_sink::net::NetOptions::from_env(
@@ -829,6 +842,15 @@ pub fn load(
     Ok(cfg)
 }
 
+/// `path` taken from `base`, when the daemon has left the directory it was
+/// started in and `path` is relative.
+fn anchored(base: Option<&Path>, path: PathBuf) -> PathBuf {
+    match base {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path,
+    }
+}
+
 /// Refuse a given socket path that cannot be bound, naming where it came
 /// from, before anything (socket or state directory) is created.
 #[cfg(unix)]
@@ -884,6 +906,36 @@ mod tests {
     fn args_from(argv: &[&str]) -> (Args, ArgMatches) {
         let m = Args::command().try_get_matches_from(argv).unwrap();
         (Args::from_arg_matches(&m).unwrap(), m)
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_base_dir_but_the_spool_keeps_the_socket_as_named() {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::write(base.path().join("c.toml"), "outbox_dir = \"o\"\n").unwrap();
+        let (mut args, m) = args_from(&[
+            "telemetryd",
+            "--config",
+            "c.toml",
+            "--state-dir",
+            "s",
+            "--socket",
+            "r/x.sock",
+        ]);
+        args.base_dir = Some(base.path().to_path_buf());
+        let cfg = load(&args, Some(&m), no_env, 1).unwrap();
+        let b = base.path();
+        assert_eq!(cfg.state_dir, b.join("s"));
+        assert_eq!(cfg.socket_path, b.join("r/x.sock"));
+        assert_eq!(
+            cfg.outbox_dir,
+            b.join("o"),
+            "read from the file named relative"
+        );
+        // A client given `r/x.sock` keeps its spool under that name.
+        assert_eq!(
+            cfg.spool_file,
+            telemetry_proto::paths::spool_file_for(&b.join("s"), Path::new("r/x.sock"))
+        );
     }
 
     #[test]

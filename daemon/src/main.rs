@@ -246,7 +246,12 @@ fn real_main(
     // brings us back, autostarted the next client does.
     let autostarted = args.autostarted;
     let load = {
-        let (args, matches) = (args.clone(), matches.clone());
+        let (mut args, matches) = (args.clone(), matches.clone());
+        if autostarted {
+            // It leaves the directory it was started in (below); relative
+            // paths still mean what they meant there, also at a reload.
+            args.base_dir = std::env::current_dir().ok();
+        }
         move || -> anyhow::Result<config::Config> {
             let mut config = config::load(&args, Some(&matches), |k| std::env::var_os(k), uid)?;
             if autostarted && config.idle_exit.is_none() {
@@ -291,6 +296,9 @@ fn real_main(
     if ondemand::newer_store(&config.state_dir).is_none() {
         ondemand::record_current(&config.state_dir);
     }
+    if autostarted {
+        leave_the_starting_directory(&config.state_dir);
+    }
     runtime.block_on(async {
         forward_reload_signals(reload_requests);
         let activated_here = activated.is_some();
@@ -310,6 +318,24 @@ fn real_main(
         drop(bound);
         Ok(())
     })
+}
+
+/// An autostarted daemon was started in whatever directory a CLI was run
+/// from, and would hold it for its whole life: on Windows that folder could
+/// then not be deleted or renamed, on Unix a USB stick or a network share
+/// it is on not unmounted ("target is busy"). It moves to the root of its
+/// state dir's drive (`/` on Unix), as a service manager starts one. Its
+/// paths were made absolute first (`Args::base_dir`); a hand-over to a newer
+/// binary, which passes the arguments on as given, happens before this.
+fn leave_the_starting_directory(state_dir: &std::path::Path) {
+    let root = state_dir
+        .ancestors()
+        .last()
+        .filter(|r| r.has_root())
+        .unwrap_or(std::path::Path::new("/"));
+    if let Err(e) = std::env::set_current_dir(root) {
+        tracing::warn!(dir = %root.display(), error = %e, "cannot leave the directory this telemetryd was started in");
+    }
 }
 
 /// The listener: the socket a service manager handed over, else the one

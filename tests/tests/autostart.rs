@@ -381,6 +381,59 @@ fn an_autostarted_daemon_closes_what_it_inherited_beyond_stdio() {
     );
 }
 
+/// An autostarted daemon leaves the directory the CLI was run from, which
+/// it would otherwise hold for its whole life (a folder Windows then cannot
+/// delete, a USB stick Unix cannot unmount), and the relative paths it was
+/// given keep meaning what they meant there, also at a reload.
+#[test]
+fn an_autostarted_daemon_leaves_the_directory_it_was_started_in() {
+    binaries();
+    let env = DaemonEnv::new(Destination::Outbox);
+    let root = env.state.parent().unwrap().to_path_buf();
+    let work = root.join("work");
+    std::fs::create_dir(&work).unwrap();
+    let _ = std::fs::remove_file(env.state.join("autostart.stamp"));
+    let out = command_at(&env, &bin("telemetry-emit"))
+        .current_dir(&work)
+        .env(ON.0, ON.1)
+        .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
+        .env("TELEMETRY_CONFIG", "../config.toml")
+        .env("TELEMETRY_OUTBOX_DIR", "outbox-here")
+        .args(["--product", "cfdev", "app_created", "buildpack=go"])
+        .output()
+        .expect("run telemetry-emit");
+    assert!(out.status.success(), "{}", text(&out));
+    let daemon = Started::nth(&env, 1);
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/cwd", daemon.0)).unwrap(),
+        Path::new("/"),
+        "the daemon still holds the directory it was started in"
+    );
+    wait_pending(&env, &bin("telemetryctl"), 1);
+    // A reload reads the config file named relative to where it started.
+    // SAFETY: kill(2) on the daemon this test's shim started.
+    unsafe { libc::kill(daemon.0, libc::SIGHUP) };
+    wait_for("the reload", Duration::from_secs(30), || {
+        let log = log_text(&env);
+        (log.contains("reload:") || log.contains("reloaded")).then_some(log)
+    });
+    let log = log_text(&env);
+    assert!(
+        log.contains("reloaded the configuration") && !log.contains("only after a restart"),
+        "{log}"
+    );
+    daemon.stop();
+    let uploaded: Vec<PathBuf> = files_under(&work.join("outbox-here"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".ndjson.zst"))
+        .collect();
+    assert_eq!(
+        uploaded.len(),
+        1,
+        "the relative outbox dir, taken from where it started"
+    );
+}
+
 #[test]
 fn concurrent_shims_start_one_daemon_and_every_event_is_delivered() {
     binaries();
