@@ -19,8 +19,19 @@ pub const FLAG: &str = "--generate-docs";
 /// The documents there are.
 pub const KINDS: &[&str] = &["man", "bash", "zsh", "fish", "elvish", "powershell"];
 
-/// Write `kind` (see [`KINDS`]) for `cmd` to `out`.
-pub fn generate(mut cmd: clap::Command, kind: &str, out: &mut dyn Write) -> Result<(), String> {
+/// Write `kind` (see [`KINDS`]) for `cmd` to `out`. The document is
+/// rendered in memory first: `clap_complete` panics when its writer fails
+/// (`> /dev/full`, or a reader that has gone on Windows, where that is no
+/// signal), and a failed write is an error here.
+pub fn generate(cmd: clap::Command, kind: &str, out: &mut dyn Write) -> Result<(), String> {
+    let mut text = Vec::new();
+    render(cmd, kind, &mut text)?;
+    out.write_all(&text)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("writing to stdout: {e}"))
+}
+
+fn render(mut cmd: clap::Command, kind: &str, out: &mut Vec<u8>) -> Result<(), String> {
     use clap_complete::Shell;
     let name = cmd.get_name().to_string();
     let shell = match kind {
@@ -73,8 +84,7 @@ pub fn generate_if_asked(
     }
     let mut out = std::io::stdout().lock();
     let result = match kind {
-        Some(kind) => generate(cmd(), &kind, &mut out)
-            .and_then(|()| out.flush().map_err(|e| format!("writing to stdout: {e}"))),
+        Some(kind) => generate(cmd(), &kind, &mut out),
         None => Err(format!("{FLAG} needs one of {}", KINDS.join(", "))),
     };
     Some(match result {
@@ -120,6 +130,26 @@ mod tests {
             "{man}"
         );
         assert!(generate(cmd(), "tcsh", &mut Vec::new()).is_err());
+    }
+
+    /// A reader that has gone.
+    struct Gone;
+
+    impl Write for Gone {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_writer_that_fails_is_an_error_not_a_panic() {
+        for kind in KINDS {
+            let e = generate(cmd(), kind, &mut Gone).unwrap_err();
+            assert!(e.contains("broken pipe"), "{kind}: {e}");
+        }
     }
 
     #[test]

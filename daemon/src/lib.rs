@@ -28,6 +28,36 @@
 //! `main.rs` only parses arguments, binds the socket and passes a signal
 //! future to [`run`].
 
+/// `println!` for what the daemon's own commands print (`install`,
+/// `--check-config`): a write that fails (a reader that has gone, a full
+/// disk, a closed stdout) is ignored where `println!` would panic, which
+/// stopped an install between its steps. On Windows a closed pipe is no
+/// signal, so `telemetryd --check-config | more` ended in a panic there.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` as [`outln!`] has it.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!($($arg)*))
+    };
+}
+
+/// What [`outln!`] and [`out!`] call.
+#[doc(hidden)]
+pub fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_fmt(text);
+}
+
 pub mod batch;
 pub mod catalog;
 pub mod check;

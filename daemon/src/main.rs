@@ -111,17 +111,17 @@ fn check_config(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> Ex
     };
     let checked = telemetryd::check::check(&config);
     for line in &checked.lines {
-        println!("{line}");
+        telemetryd::outln!("{line}");
     }
     if let Some(e) = &checked.setting_error {
         eprintln!("telemetryd: error: {e}");
         return ExitCode::FAILURE;
     }
     if checked.manifests_ok {
-        println!("configuration OK");
+        telemetryd::outln!("configuration OK");
         ExitCode::SUCCESS
     } else {
-        println!("configuration OK; a product manifest is broken (its product is disabled until it is fixed)");
+        telemetryd::outln!("configuration OK; a product manifest is broken (its product is disabled until it is fixed)");
         ExitCode::from(3)
     }
 }

@@ -724,6 +724,28 @@ fn printing_commands_end_cleanly_on_a_closed_pipe_or_a_full_disk() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot write the output"), "{err}");
+    // Completions and man pages too (clap_complete panics on a failed
+    // write: they are rendered in memory first).
+    for (binary, args, code) in [
+        ("telemetryctl", &["completions", "bash"][..], 1),
+        ("telemetryd", &["--generate-docs", "zsh"][..], 2),
+        ("telemetry-emit", &["--generate-docs", "man"][..], 2),
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = env
+            .command(binary)
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{binary} {args:?}: {err}");
+        assert_eq!(out.status.code(), Some(code), "{binary} {args:?}: {err}");
+        assert!(err.contains("No space left"), "{binary} {args:?}: {err}");
+    }
 }
 
 /// A reader that goes away (`telemetryctl show | head -1`) ends telemetryctl

@@ -521,9 +521,9 @@ fn write_file(f: &Planned) -> Result<(), InstallError> {
 /// `--root`, what a packager does with the staged tree.
 fn print_next(os: Os, target: &Target, bin: &Path, next: &[String]) {
     let Some(root) = &target.root else {
-        println!("next, run:");
+        crate::outln!("next, run:");
         for n in next {
-            println!("  {n}");
+            crate::outln!("  {n}");
         }
         return;
     };
@@ -533,21 +533,21 @@ fn print_next(os: Os, target: &Target, bin: &Path, next: &[String]) {
     } else {
         ("staged", "was")
     };
-    println!("{staged} under {root}: nothing outside it {was} changed or enabled.");
-    println!(
+    crate::outln!("{staged} under {root}: nothing outside it {was} changed or enabled.");
+    crate::outln!(
         "To ship them, install each file at its path without the {root} prefix; \
          on the target system, enable them with:"
     );
     for n in next {
-        println!("  {n}");
+        crate::outln!("  {n}");
     }
     if os == Os::Linux && target.system {
-        println!(
+        crate::outln!(
             "To enable the socket inside the staged tree instead (e.g. for an image):\n  \
              systemctl --root={root} enable telemetryd.socket"
         );
     }
-    println!(
+    crate::outln!(
         "{} runs {}; if the binary is elsewhere on the target system, install again with --bin PATH.",
         bin_key(os),
         bin.display()
@@ -601,21 +601,21 @@ pub fn run(
                 .owner
                 .map(|(u, g)| format!(", owner {u}:{g}"))
                 .unwrap_or_default();
-            println!("{verb}create {} ({:o}{owner})", d.path.display(), d.mode);
+            crate::outln!("{verb}create {} ({:o}{owner})", d.path.display(), d.mode);
         }
         for f in &files {
             if dry {
                 // The whole file, so the dry run shows exactly what a real
                 // run writes; a blank line ends it.
-                println!("would write {} ({:o}):", f.path.display(), f.mode);
-                print!("{}", f.contents);
+                crate::outln!("would write {} ({:o}):", f.path.display(), f.mode);
+                crate::out!("{}", f.contents);
                 if !f.contents.ends_with('\n') {
-                    println!();
+                    crate::outln!();
                 }
-                println!();
+                crate::outln!();
             } else {
                 write_file(f)?;
-                println!("write {} ({:o})", f.path.display(), f.mode);
+                crate::outln!("write {} ({:o})", f.path.display(), f.mode);
             }
         }
         print_next(os, target, &bin, &next);
@@ -642,7 +642,7 @@ pub fn run(
                     source,
                 })?;
             }
-            println!("{verb}remove {}", link.display());
+            crate::outln!("{verb}remove {}", link.display());
         }
         if f.path.exists() {
             if !dry {
@@ -652,7 +652,7 @@ pub fn run(
                     source,
                 })?;
             }
-            println!("{verb}remove {}", f.path.display());
+            crate::outln!("{verb}remove {}", f.path.display());
         }
     }
     // The units are gone from disk but may still be loaded and running:
@@ -669,12 +669,12 @@ pub fn run(
     };
     match &target.root {
         // Nothing runs from a staged tree; the target system stops it.
-        Some(root) => println!(
+        Some(root) => crate::outln!(
             "(staged under {}; on the target system, stop it first with: {stop})",
             root.display()
         ),
-        None if os == Os::MacOs => println!("if it is loaded, also run: {stop}"),
-        None => println!("if it was enabled, also run: {stop}"),
+        None if os == Os::MacOs => crate::outln!("if it is loaded, also run: {stop}"),
+        None => crate::outln!("if it was enabled, also run: {stop}"),
     }
     Ok(())
 }

@@ -399,7 +399,7 @@ pub fn run(
         if installing {
             for (path, contents) in staged(&plan(target, bin, &env), root) {
                 if dry {
-                    println!(
+                    crate::outln!(
                         "would write {}:\n{}",
                         path.display(),
                         contents.replace("\r\n", "\n")
@@ -408,10 +408,10 @@ pub fn run(
                     std::fs::create_dir_all(root).map_err(io("create", root))?;
                     std::fs::write(&path, staged_bytes(&path, &contents))
                         .map_err(io("write", &path))?;
-                    println!("write {}", path.display());
+                    crate::outln!("write {}", path.display());
                 }
             }
-            println!(
+            crate::outln!(
                 "{} under {}: nothing on this machine {} registered. On the target system, run the .cmd elevated, or `reg import` the .reg as the user.",
                 if dry { "would be staged" } else { "staged" },
                 root.display(),
@@ -424,7 +424,7 @@ pub fn run(
                     if !dry {
                         std::fs::remove_file(&path).map_err(io("remove", &path))?;
                     }
-                    println!("{verb}remove {}", path.display());
+                    crate::outln!("{verb}remove {}", path.display());
                 }
             }
         }
@@ -444,24 +444,24 @@ pub fn run(
             if !dry {
                 apply(step)?;
             }
-            println!("{}", describe(step, verb));
+            crate::outln!("{}", describe(step, verb));
         }
-        println!("next, run:");
+        crate::outln!("next, run:");
         for n in &plan.next {
-            println!("  {n}");
+            crate::outln!("  {n}");
         }
         return Ok(());
     }
     if target.system {
         remove_service(dry)?;
         let paths = MachinePaths::from_env(&env);
-        println!(
+        crate::outln!(
             "kept {} (events not yet uploaded, the machine's settings); delete it to forget them",
             paths.base.display()
         );
     } else {
         remove_run_value(dry)?;
-        println!("a daemon running now exits by itself after 5 idle minutes; none starts at logon any more");
+        crate::outln!("a daemon running now exits by itself after 5 idle minutes; none starts at logon any more");
     }
     Ok(())
 }
@@ -522,7 +522,7 @@ fn remove_run_value(dry: bool) -> Result<(), InstallError> {
     let key = format!(r"HKEY_CURRENT_USER\{RUN_KEY}\{RUN_VALUE}");
     let there = telemetry_platform::windows::registry::run_value(RUN_VALUE).is_some();
     if !there {
-        println!("{key} is not set: nothing to remove");
+        crate::outln!("{key} is not set: nothing to remove");
         return Ok(());
     }
     if !dry {
@@ -534,7 +534,7 @@ fn remove_run_value(dry: bool) -> Result<(), InstallError> {
             }
         })?;
     }
-    println!("{}remove {key}", if dry { "would " } else { "" });
+    crate::outln!("{}remove {key}", if dry { "would " } else { "" });
     Ok(())
 }
 
@@ -700,7 +700,7 @@ mod scm {
         let service = match manager.open_service(SERVICE_NAME, access) {
             Ok(s) => s,
             Err(e) if os_code(&e) == Some(1060 /* ERROR_SERVICE_DOES_NOT_EXIST */) => {
-                println!("the service {SERVICE_NAME} is not installed: nothing to remove");
+                crate::outln!("the service {SERVICE_NAME} is not installed: nothing to remove");
                 return Ok(());
             }
             Err(e) => return Err(scm_error("open", e)),
@@ -708,7 +708,7 @@ mod scm {
         let verb = if dry { "would " } else { "" };
         let status = service.query_status().map_err(|e| scm_error("query", e))?;
         if status.current_state != ServiceState::Stopped {
-            println!("{verb}stop the service {SERVICE_NAME}");
+            crate::outln!("{verb}stop the service {SERVICE_NAME}");
             if !dry {
                 if status.current_state != ServiceState::StopPending {
                     service.stop().map_err(|e| scm_error("stop", e))?;
@@ -733,7 +733,7 @@ mod scm {
         if !dry {
             service.delete().map_err(|e| scm_error("delete", e))?;
         }
-        println!("{verb}remove the service {SERVICE_NAME}");
+        crate::outln!("{verb}remove the service {SERVICE_NAME}");
         Ok(())
     }
 }

@@ -14,7 +14,7 @@
 /// disk, `>/dev/full`, a closed descriptor's replacement), say so on stderr
 /// and exit 1 rather than panic with exit 101 mid-output. (A reader that
 /// has gone ends the process quietly by SIGPIPE, as the shell's tools do:
-/// see `main`.)
+/// see `main`; on Windows by [`write_out`].)
 macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::write_out(format_args!("{}\n", format_args!($($arg)*)))
@@ -32,6 +32,12 @@ fn write_out(text: std::fmt::Arguments<'_>) {
         // asked for the output.
         if e.raw_os_error() == Some(9) {
             return;
+        }
+        // A reader that has gone (`| more`, `| Select-Object -First 1`) on
+        // Windows, where that is no signal: end as SIGPIPE does elsewhere,
+        // quietly and not successfully.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(1);
         }
         let _ = writeln!(
             std::io::stderr(),

@@ -15,12 +15,16 @@ pub struct Args {
 }
 
 /// Print the completions for `args.shell`.
+/// Rendered in memory and printed as every other output is (`outln!`):
+/// a reader that has gone ends the command quietly, also on Windows.
 pub fn run(args: &Args) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
+    let mut text = Vec::new();
     telemetry_clidoc::generate(
         <crate::Cli as clap::CommandFactory>::command(),
         &args.shell,
-        &mut out,
+        &mut text,
     )
-    .map_err(Failure::internal)
+    .map_err(Failure::internal)?;
+    crate::write_out(format_args!("{}", String::from_utf8_lossy(&text)));
+    Ok(())
 }
