@@ -42,6 +42,10 @@ struct Inner {
 
 struct Count {
     total: u64,
+    /// The latest refusal's event and message, for `status` (a CLI author
+    /// sees why without the daemon's log).
+    last_event: String,
+    last_message: String,
     /// When a line was last logged, and refusals not logged since.
     logged_at: Instant,
     unlogged: u64,
@@ -105,6 +109,10 @@ impl Refusals {
         match inner.counts.get_mut(&key) {
             Some(c) => {
                 c.total += 1;
+                if c.last_event != r.event {
+                    c.last_event = shown_event(r.event);
+                }
+                c.last_message = shown_message(r.message);
                 if now.saturating_duration_since(c.logged_at) >= LOG_EVERY {
                     let unlogged = c.unlogged;
                     c.logged_at = now;
@@ -120,6 +128,8 @@ impl Refusals {
                     key,
                     Count {
                         total: 1,
+                        last_event: shown_event(r.event),
+                        last_message: shown_message(r.message),
                         logged_at: now,
                         unlogged: 0,
                     },
@@ -129,8 +139,9 @@ impl Refusals {
         }
     }
 
-    /// The counts, largest first (then by product and reason).
-    pub fn snapshot(&self) -> Vec<RefusalCount> {
+    /// The counts, largest first (then by product and reason), with the
+    /// latest event and message of each only when `with_latest`.
+    pub fn snapshot(&self, with_latest: bool) -> Vec<RefusalCount> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<RefusalCount> = inner
             .counts
@@ -139,11 +150,37 @@ impl Refusals {
                 product: product.clone(),
                 code: *code,
                 count: c.total,
+                last_event: if with_latest {
+                    c.last_event.clone()
+                } else {
+                    String::new()
+                },
+                last_message: if with_latest {
+                    c.last_message.clone()
+                } else {
+                    String::new()
+                },
             })
             .collect();
         out.sort_by_key(|c| std::cmp::Reverse(c.count));
         out
     }
+}
+
+/// A client's event name as `status` shows it: a valid name as it is,
+/// anything else (the refusal may be for the name) made safe and short.
+fn shown_event(event: &str) -> String {
+    if validate_name("event", event, &Limits::default()).is_ok() {
+        event.to_string()
+    } else {
+        telemetry_sink::untrusted(&telemetry_proto::truncated(event), 80)
+    }
+}
+
+/// A refusal's message as `status` shows it (client bytes are quoted in
+/// it, escaped by the handler's `{:?}`, but not always).
+fn shown_message(message: &str) -> String {
+    telemetry_sink::untrusted(message, telemetry_proto::REFUSAL_MESSAGE_MAX)
 }
 
 impl Inner {
@@ -187,7 +224,7 @@ mod tests {
         refusals.record_at(r("", ErrorCode::Busy), t);
         refusals.record_at(r("Not A Name!", ErrorCode::Invalid), t);
         let got: Vec<(String, ErrorCode, u64)> = refusals
-            .snapshot()
+            .snapshot(true)
             .into_iter()
             .map(|c| (c.product, c.code, c.count))
             .collect();
@@ -198,6 +235,39 @@ mod tests {
             got.contains(&(String::new(), ErrorCode::Invalid, 1)),
             "an invalid product name is not kept: {got:?}"
         );
+    }
+
+    #[test]
+    fn the_latest_event_and_message_are_kept_safe_to_print() {
+        let refusals = Refusals::default();
+        let t = Instant::now();
+        refusals.record_at(r("cfdev", ErrorCode::Invalid), t);
+        let long = "x".repeat(5000);
+        let evil = Refusal {
+            product: "cfdev",
+            event: "Bad\u{1b}[2J",
+            code: ErrorCode::Invalid,
+            message: &format!("line one\nline\u{1b}[2J two {long}"),
+        };
+        refusals.record_at(evil, t);
+        let snap = refusals.snapshot(true);
+        let got = &snap[0];
+        assert_eq!(got.count, 2);
+        assert_eq!(got.last_event, "Bad\\u{1b}[2J", "the latest, escaped");
+        assert!(
+            got.last_message
+                .starts_with("line one; line\\u{1b}[2J two xxx"),
+            "the latest, on one line and escaped: {}",
+            got.last_message
+        );
+        // Cut after the limit (an escape written out counts as one).
+        let shown = got.last_message.chars().count();
+        assert!(
+            (telemetry_proto::REFUSAL_MESSAGE_MAX..telemetry_proto::REFUSAL_MESSAGE_MAX + 10)
+                .contains(&shown),
+            "{shown}"
+        );
+        assert!(!got.last_message.chars().any(char::is_control));
     }
 
     #[test]
@@ -230,7 +300,7 @@ mod tests {
             refusals.record_at(r(&name, ErrorCode::NotInCatalogue), t);
             refusals.record_at(r(&name, ErrorCode::ConsentOff), t);
         }
-        let snap = refusals.snapshot();
+        let snap = refusals.snapshot(true);
         assert_eq!(snap.len(), 2 * MAX_PRODUCTS + 2);
         let other: u64 = snap
             .iter()

@@ -798,8 +798,20 @@ pub struct RefusalCount {
     pub code: ErrorCode,
     /// Refused requests since the daemon started.
     pub count: u64,
+    /// The event of the latest of them ("" when it named none).
+    #[serde(default)]
+    pub last_event: String,
+    /// The message the latest of them was answered with (what `--strict`
+    /// prints), on one line with control characters escaped, cut after
+    /// [`REFUSAL_MESSAGE_MAX`] of its characters; "" from a daemon before
+    /// this field.
+    #[serde(default)]
+    pub last_message: String,
 }
 record!(RefusalCount);
+
+/// Longest [`RefusalCount::last_message`], in characters.
+pub const REFUSAL_MESSAGE_MAX: usize = 300;
 
 record!(StatusReport);
 

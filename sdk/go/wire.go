@@ -240,6 +240,11 @@ type RefusalCount struct {
 	Code string `json:"code"`
 	// Count is the number of refused requests since the daemon started.
 	Count uint64 `json:"count"`
+	// LastEvent is the event of the latest of them ("" if none).
+	LastEvent string `json:"last_event"`
+	// LastMessage is the message the latest of them was answered with,
+	// on one line ("" from an older daemon).
+	LastMessage string `json:"last_message"`
 }
 
 // DestinationStatus is one upload destination in a StatusReport.

@@ -190,7 +190,15 @@ export interface StatusReport {
   consent_file: string;
   incidents: string[];
   dropped: [string, number][];
-  refusals?: { product: string; code: string; count: number }[];
+  refusals?: {
+    product: string;
+    code: string;
+    count: number;
+    /** The event of the latest refusal ("" if none). */
+    last_event?: string;
+    /** The message the latest refusal was answered with ("" from an older daemon). */
+    last_message?: string;
+  }[];
   next_upload_us?: number | null;
   destinations?: Record<string, unknown>[];
   [field: string]: unknown;

@@ -423,7 +423,11 @@ fn healthy_destinations_pass_and_broken_ones_fail_with_their_fix() {
     let r = check(&checks, "refusals cfdev");
     assert_eq!(r["outcome"], "warn", "{r}");
     assert!(
-        r["detail"].as_str().unwrap().contains("not_in_catalogue"),
+        r["detail"].as_str().unwrap().contains("not_in_catalogue")
+            && r["detail"]
+                .as_str()
+                .unwrap()
+                .contains("the latest: product \"cfdev\" has no event"),
         "{r}"
     );
     assert!(r["fix"].as_str().unwrap().contains("manifest"), "{r}");

@@ -846,8 +846,26 @@ fn a_refused_event_is_logged_counted_by_reason_and_named_when_spooled() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["code"] == "not_in_catalogue" && r["product"] == "cfdev" && r["count"] == 1),
+            .any(|r| r["code"] == "not_in_catalogue"
+                && r["product"] == "cfdev"
+                && r["count"] == 1
+                && r["last_event"] == "app_creatd"
+                && r["last_message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("no event \"app_creatd\""))),
         "{json}"
+    );
+    // Why, without the daemon's log.
+    let out = env.run("telemetryctl", &["status"]);
+    let human = text(&out);
+    let line = human
+        .lines()
+        .find(|l| l.starts_with("refused:") && l.contains("cfdev"))
+        .unwrap_or_else(|| panic!("{human}"));
+    assert!(
+        line.contains("not_in_catalogue since start; the latest: ")
+            && line.contains("no event \"app_creatd\" in its catalogue"),
+        "{line}"
     );
     assert!(daemon.terminate().unwrap().success());
 

@@ -252,6 +252,33 @@ fn another_user_may_emit_but_not_read_or_change_stored_data() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A refusal is counted for everyone, but its event and message (a
+    // client's choice of names, perhaps another account's) only for the
+    // daemon's user.
+    let out = as_nobody(
+        "telemetry-emit",
+        &["--product", "cfdev", "--timeout-ms", "5000", "app_creatd"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let latest = |out: std::process::Output| -> (u64, String) {
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let r = json["refusals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["code"] == "not_in_catalogue")
+            .unwrap_or_else(|| panic!("{json}"))
+            .clone();
+        (
+            r["count"].as_u64().unwrap(),
+            r["last_message"].as_str().unwrap().to_string(),
+        )
+    };
+    let (count, message) = latest(as_nobody("telemetryctl", &["status", "--json"]));
+    assert_eq!((count, message.as_str()), (1, ""));
+    let (count, message) = latest(env.run("telemetryctl", &["status", "--json"]));
+    assert_eq!(count, 1);
+    assert!(message.contains("app_creatd"), "{message}");
     for args in [&["show"][..], &["purge"][..], &["flush"][..]] {
         let out = as_nobody("telemetryctl", args);
         assert_eq!(out.status.code(), Some(3), "{args:?}");

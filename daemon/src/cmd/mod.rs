@@ -78,7 +78,7 @@ pub async fn dispatch(ctx: &Ctx, peer: &Peer, req: Request) -> Answer {
         Request::Emit { events, ack } => {
             return emit::submit(ctx, peer, None, events, ack).await.await
         }
-        Request::Status => status::handle(ctx).await,
+        Request::Status => status::handle(ctx, trusted(peer, &ctx.daemon_identity)).await,
         Request::Flush => flush::handle(ctx).await,
         Request::ConsentChanged { product, build } => consent::handle(ctx, product, build).await,
         Request::Show { product, after_seq } => show::handle(ctx, product, after_seq).await,

@@ -101,8 +101,11 @@ pub(crate) async fn snapshot(ctx: &Ctx) -> Result<(Stats, UploadState), Response
     Ok((stats, up))
 }
 
-/// Handle `Status`.
-pub async fn handle(ctx: &Ctx) -> Response {
+/// Handle `Status`. Anyone who may connect may ask; a refusal's latest
+/// event and message are only for a `trusted` peer (the daemon's user or
+/// root): on a machine-wide daemon they may be another account's, and a
+/// key's name is a client's choice.
+pub async fn handle(ctx: &Ctx, trusted: bool) -> Response {
     let (stats, up) = match snapshot(ctx).await {
         Ok(s) => s,
         Err(reply) => return reply,
@@ -126,7 +129,7 @@ pub async fn handle(ctx: &Ctx) -> Response {
         consent_file: ctx.consent.user_path().display().to_string(),
         incidents: ctx.incidents.clone(),
         dropped: stats.dropped.clone(),
-        refusals: ctx.refusals.snapshot(),
+        refusals: ctx.refusals.snapshot(trusted),
         next_upload_us: ctx.uploader.next_upload_us(&stats, up.next_attempt_us),
         destinations,
         counters: ctx.counters.snapshot(stats.store_full_drops),

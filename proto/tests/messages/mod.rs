@@ -122,6 +122,8 @@ pub fn responses() -> Vec<(&'static str, Response)> {
             product: "cfdev".into(),
             code: ErrorCode::NotInCatalogue,
             count: 1,
+            last_event: "app_creatd".into(),
+            last_message: "product \"cfdev\" has no event \"app_creatd\" in its catalogue (built-in cfdev.toml)".into(),
         }],
         next_upload_us: Some(1_700_003_600_000_000),
         destinations: vec![DestinationStatus {

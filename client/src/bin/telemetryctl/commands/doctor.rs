@@ -576,10 +576,18 @@ fn refusal_checks(s: &StatusReport, checks: &mut Vec<Check>) {
         let code = r.code.to_string();
         checks.push(Check::warn(
             format!("refusals {product}"),
-            format!(
-                "{} refused since start: {code}",
-                super::count(r.count, "request", "requests")
-            ),
+            if r.last_message.is_empty() {
+                format!(
+                    "{} refused since start: {code}",
+                    super::count(r.count, "request", "requests")
+                )
+            } else {
+                format!(
+                    "{} refused since start: {code}; the latest: {}",
+                    super::count(r.count, "request", "requests"),
+                    r.last_message
+                )
+            },
             refusal_fix(&code, product),
         ));
     }
