@@ -614,6 +614,16 @@ impl Client {
         }
     }
 
+    /// Ask the daemon to shut down (as on SIGTERM: it finishes what is in
+    /// flight and makes a last upload first); its process ID on success.
+    /// Refused `Supervised` when a service manager runs it.
+    pub fn stop(&mut self, timeout: Duration) -> Result<u32, ClientError> {
+        match self.request(&Request::Stop, timeout)? {
+            Response::Stopping { pid } => Ok(pid),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Forget `product`'s data on this machine and give it a new ID.
     pub fn forget(
         &mut self,

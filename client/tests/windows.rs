@@ -191,8 +191,21 @@ fn the_daemon_serves_a_named_pipe_end_to_end() {
         .collect();
     assert_eq!(batches.len(), 1, "{batches:?}");
 
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    // `telemetryctl stop` returns once the daemon's process has exited (an
+    // uninstaller may then replace telemetryd.exe), which it does cleanly.
+    let stopped = env.ctl(&["stop", "--json"]);
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    let json: serde_json::Value = serde_json::from_slice(&stopped.stdout).unwrap();
+    assert_eq!(json["stopped"], true, "{json}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "telemetryd still runs after stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
 }
 
 #[test]

@@ -130,6 +130,10 @@ pub struct Config {
     pub clock: Clock,
     /// Where reload requests come from (SIGHUP in `main`); `None`: never.
     pub reload: Option<crate::reload::Reload>,
+    /// How to stop this daemon under the service manager that runs it
+    /// (which would start it again at the next connection); `None` when
+    /// none does, and `telemetryctl stop` may stop it. Set by `main`.
+    pub supervisor: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -153,6 +157,7 @@ impl std::fmt::Debug for Config {
             .field("idle_trim", &self.idle_trim)
             .field("notify_socket", &self.notify_socket)
             .field("watchdog", &self.watchdog)
+            .field("supervisor", &self.supervisor)
             .finish_non_exhaustive()
     }
 }
@@ -201,6 +206,7 @@ impl Config {
             watchdog: None,
             clock: system_clock(),
             reload: None,
+            supervisor: None,
         }
     }
 

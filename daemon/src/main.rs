@@ -214,6 +214,32 @@ fn service_manager_listener() -> anyhow::Result<Option<Activated>> {
     Ok(None)
 }
 
+/// How to stop this daemon where a service manager runs it (`Stop` is
+/// refused with this): one that handed over the socket, Windows' service
+/// control manager, or systemd's notify socket without socket activation.
+fn supervisor(activated: bool, service: bool, config: &config::Config, uid: u32) -> Option<String> {
+    if service {
+        return Some("the Windows service telemetryd runs it: stop it with `sc.exe stop telemetryd` as an administrator".into());
+    }
+    if !activated && config.notify_socket.is_none() {
+        return None;
+    }
+    Some(if cfg!(target_os = "macos") {
+        if uid == 0 {
+            "launchd runs it: stop it with `sudo launchctl bootout system/dev.telemetryd`".into()
+        } else {
+            format!("launchd runs it: stop it with `launchctl bootout gui/{uid}/dev.telemetryd`")
+        }
+    } else if uid == 0 || config.socket_path.starts_with("/run/telemetry") {
+        // The machine-wide units (the daemon runs as its own user there).
+        "systemd runs it: stop it with `sudo systemctl stop telemetryd.socket telemetryd.service`"
+            .into()
+    } else {
+        "systemd runs it: stop it with `systemctl --user stop telemetryd.socket telemetryd.service`"
+            .into()
+    })
+}
+
 /// The listening socket handed over by a service manager, if any.
 #[cfg(unix)]
 fn service_manager_listener() -> anyhow::Result<Option<Activated>> {
@@ -267,6 +293,7 @@ fn real_main(
         load: std::sync::Arc::new(move || load().map_err(|e| telemetryd::error_chain(e.as_ref()))),
     });
     let activated = service_manager_listener()?;
+    config.supervisor = supervisor(activated.is_some(), args.service, &config, uid);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -122,6 +122,11 @@ pub struct Ctx {
     /// Room for events waiting for their commit, across all connections
     /// (see [`MAX_QUEUED_EVENTS`]).
     pub queued_events: Arc<tokio::sync::Semaphore>,
+    /// How to stop the daemon under the service manager that runs it
+    /// (`Stop` is refused with it); `None`: `Stop` may stop it.
+    pub supervisor: Option<String>,
+    /// Notified by `Stop`: the accept loop shuts down as on SIGTERM.
+    pub stop: tokio::sync::Notify,
 }
 
 /// Events received and waiting for their commit, across all connections,
@@ -481,6 +486,8 @@ pub async fn run_locked(
         id_lock: Default::default(),
         busy_waiters: Arc::new(tokio::sync::Semaphore::new(BUSY_WAITERS)),
         queued_events: Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED_EVENTS)),
+        supervisor: config.supervisor.clone(),
+        stop: tokio::sync::Notify::new(),
     });
     // Apply consent changes made while the daemon was not running, then
     // take in what shims spooled meanwhile.
@@ -527,6 +534,10 @@ pub async fn run_locked(
     while !stopping {
         tokio::select! {
             _ = &mut shutdown => stopping = true,
+            _ = ctx.stop.notified() => {
+                tracing::info!("asked to stop (telemetryctl stop)");
+                stopping = true;
+            }
             _ = &mut idle => {
                 tracing::info!("idle with nothing pending; exiting until the next connection");
                 idled = true;

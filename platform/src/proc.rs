@@ -160,8 +160,90 @@ pub fn forget_empty_vars(prefix: &str) {
     }
 }
 
+/// Wait until process `pid` has exited, at most `timeout`; whether it has.
+/// A process gone already counts as exited (so does one this process may
+/// not wait for on Windows: it cannot be told apart there). For
+/// `telemetryctl stop`: a daemon closes its listener first and exits only
+/// after its last upload, and a Windows uninstaller may replace its program
+/// file only then.
+pub fn wait_for_exit(pid: u32, timeout: std::time::Duration) -> bool {
+    wait_impl(pid, timeout)
+}
+
+#[cfg(unix)]
+fn wait_impl(pid: u32, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    loop {
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive || is_zombie(pid) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Exited, but not yet reaped by its parent (a daemon run by hand from a
+/// shell that has not waited yet).
+#[cfg(unix)]
+fn is_zombie(pid: libc::pid_t) -> bool {
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(windows)]
+fn wait_impl(pid: u32, timeout: std::time::Duration) -> bool {
+    use windows_sys::Win32::Foundation::{CloseHandle, WAIT_OBJECT_0};
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, WaitForSingleObject, PROCESS_SYNCHRONIZE,
+    };
+    // SAFETY: OpenProcess returns a handle or null; the handle is closed
+    // after the wait.
+    unsafe {
+        let h = OpenProcess(PROCESS_SYNCHRONIZE, 0, pid);
+        if h.is_null() {
+            return true;
+        }
+        let ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX - 1);
+        let done = WaitForSingleObject(h, ms) == WAIT_OBJECT_0;
+        CloseHandle(h);
+        done
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[cfg(unix)]
+    #[test]
+    fn waits_for_a_process_to_exit() {
+        use std::time::Duration;
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.3")
+            .spawn()
+            .unwrap();
+        assert!(!super::wait_for_exit(child.id(), Duration::from_millis(50)));
+        // Exited and not yet reaped counts as exited.
+        assert!(super::wait_for_exit(child.id(), Duration::from_secs(10)));
+        child.wait().unwrap();
+        assert!(super::wait_for_exit(child.id(), Duration::ZERO));
+    }
+
     #[test]
     fn empty_variables_with_the_prefix_are_forgotten_and_no_others() {
         // Names no other test reads; the test binary's threads do not

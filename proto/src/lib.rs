@@ -89,6 +89,10 @@
 //!   and switch it to a new anonymous ID; reply [`Response::Forgotten`].
 //! - `[8] Receipts { key: Option<String>, after: u64 }` — upload
 //!   receipts, or one receipt's events; reply [`Response::Receipts`].
+//! - `[9] Stop` — shut down as on SIGTERM (stop taking connections, finish
+//!   what is in flight, a last upload, close the store); reply
+//!   [`Response::Stopping`] first, or `Supervised` when a service manager
+//!   runs the daemon. A daemon before this request answers `Malformed`.
 //!
 //! Responses ([`Response`]):
 //!
@@ -103,19 +107,22 @@
 //! - `[8] Probed(ProbeReport)`
 //! - `[9] Forgotten(ForgetReport)`
 //! - `[10] Receipts(ReceiptsPage)`
+//! - `[11] Stopping { pid: u32 }`
 //!
 //! Error codes ([`ErrorCode`]): `[0] Malformed`, `[1] FrameTooLarge`,
 //! `[2] UnsupportedVersion`, `[3] Invalid`, `[4] Storage`, `[5] Upload`,
 //! `[6] ShuttingDown`, `[7] Internal`, `[8] ConsentOff`,
 //! `[9] NotInCatalogue`, `[10] Busy`, `[11] PermissionDenied`,
-//! `[12] StoreFull`, `[13] Unknown` (never sent: what an unknown code reads
-//! as).
+//! `[12] StoreFull`, `[13] Supervised`, `[14] Unknown` (never sent: what an
+//! unknown code reads as; new codes go before it).
 //!
 //! # Who may ask what
 //! Anyone who can open the socket may `Emit` and ask for `Status`.
-//! `Flush`, `ConsentChanged`, `Show` and `Purge` change or reveal stored
-//! data: the daemon answers them only for its own uid and root (checked with
-//! the peer's credentials, `SO_PEERCRED` / `getpeereid`).
+//! Every other request (`Flush`, `ConsentChanged`, `Show`, `Purge`,
+//! `Probe`, `Forget`, `Receipts`, `Stop`) changes or reveals stored data,
+//! or stops the daemon: it answers them only for its own uid and root
+//! (checked with the peer's credentials, `SO_PEERCRED` / `getpeereid`; on
+//! Windows the pipe client's SID).
 //!
 //! Example: the body of an acked emit of one event `stop` for product `cfdev`,
 //! build `1.2.0`, no data:
@@ -430,6 +437,11 @@ pub enum Request {
         /// this line index; 0 for the beginning.
         after: u64,
     },
+    /// `[9]` Shut down as on SIGTERM: stop taking connections, finish what
+    /// is in flight, make a last upload, close the store. Answered
+    /// [`Response::Stopping`] before that begins, or [`ErrorCode::Supervised`]
+    /// when a service manager runs the daemon (it would start it again).
+    Stop,
 }
 
 /// The daemon's reply to one [`Request`]. (JSON: the variant's snake_case
@@ -478,6 +490,11 @@ pub enum Response {
     Forgotten(Box<ForgetReport>),
     /// `[10]` Reply to [`Request::Receipts`].
     Receipts(ReceiptsPage),
+    /// `[11]` Reply to [`Request::Stop`]: the daemon is shutting down.
+    Stopping {
+        /// Its process ID, to wait for.
+        pid: u32,
+    },
 }
 
 /// A product's consent as the daemon sees it.
@@ -590,8 +607,9 @@ record!(EventsPage);
 /// Kinds of [`Response::Error`]. (JSON: the snake_case names its
 /// `Display` prints, e.g. `"not_in_catalogue"`.)
 ///
-/// Open: new codes are appended (after `Unknown`, which keeps its index),
-/// and a peer that does not know a code reads it as [`ErrorCode::Unknown`].
+/// Open: new codes are inserted before `Unknown` (which is never sent, so
+/// its index may move), and a peer that does not know a code reads it as
+/// [`ErrorCode::Unknown`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -625,8 +643,12 @@ pub enum ErrorCode {
     /// `[12]` The store is at `max_store_bytes` and nothing older can make
     /// room; the events were not stored.
     StoreFull,
-    /// `[13]` A code this side does not know (sent by a newer peer). Never
-    /// sent; new codes come after it.
+    /// `[13]` A service manager (systemd, launchd, Windows' service control
+    /// manager) runs this daemon, so `Stop` is refused: it would be started
+    /// again at the next connection. The message says how to stop it there.
+    Supervised,
+    /// `[14]` A code this side does not know (sent by a newer peer). Never
+    /// sent, so its index may move: new codes go before it.
     #[serde(other)]
     Unknown,
 }
@@ -648,6 +670,7 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::StoreFull => "store_full",
             ErrorCode::Unknown => "unknown",
+            ErrorCode::Supervised => "supervised",
         };
         f.write_str(s)
     }

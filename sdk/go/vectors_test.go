@@ -239,6 +239,8 @@ func TestProtocolVectors(t *testing.T) {
 				line, err = encodeLine("receipts", map[string]any{"key": nil, "after": 0})
 			case "receipt_events":
 				line, err = encodeLine("receipts", map[string]any{"key": "v1/product=cfdev/k.ndjson.zst", "after": 0})
+			case "stop":
+				line, err = encodeLine("stop", struct{}{})
 			default:
 				t.Errorf("request %s is new: teach this test (and the SDK) to build it", m.Name)
 				continue
@@ -275,7 +277,7 @@ func TestProtocolVectors(t *testing.T) {
 			body = &eventsBody{}
 		case "purged":
 			body = &purgedBody{}
-		case "probed", "forgotten", "receipts":
+		case "probed", "forgotten", "receipts", "stopping":
 			// Replies to the operator's requests: read as plain JSON.
 			body = &map[string]any{}
 		case "status":
@@ -285,7 +287,7 @@ func TestProtocolVectors(t *testing.T) {
 			}
 			if s.PendingEvents != 3 || s.UptimeSecs != 12 || len(s.Consent) != 1 || s.Consent[0].Mode != ModeOn ||
 				len(s.Dropped) != 1 || s.Dropped[0] != (ProductCount{"cfdev", 2}) || len(s.Refusals) != 1 ||
-				s.Refusals[0].Code != "not_in_catalogue" || len(s.Destinations) != 1 ||
+				s.Refusals[0].Code != "not_in_catalogue" || s.Refusals[0].LastEvent != "app_creatd" || len(s.Destinations) != 1 ||
 				s.Destinations[0].UploadedBytes != 900 || s.LastUploadKey == nil || s.Raw["daemon_version"] != "0.1.0" {
 				t.Errorf("%s: %+v", m.Name, s)
 			}

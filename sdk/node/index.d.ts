@@ -318,6 +318,7 @@ export const requests: {
   probe(): string;
   forget(product: string, build: string): string;
   receipts(key: string | null, after: number): string;
+  stop(): string;
 };
 
 /** A decoded reply line. */
@@ -334,6 +335,7 @@ export interface Reply {
     | 'probed'
     | 'forgotten'
     | 'receipts'
+    | 'stopping'
     | 'unknown'
     | 'bad';
   body: any;

@@ -279,7 +279,7 @@ fn another_user_may_emit_but_not_read_or_change_stored_data() {
     let (count, message) = latest(env.run("telemetryctl", &["status", "--json"]));
     assert_eq!(count, 1);
     assert!(message.contains("app_creatd"), "{message}");
-    for args in [&["show"][..], &["purge"][..], &["flush"][..]] {
+    for args in [&["show"][..], &["purge"][..], &["flush"][..], &["stop"][..]] {
         let out = as_nobody("telemetryctl", args);
         assert_eq!(out.status.code(), Some(3), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);

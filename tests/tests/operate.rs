@@ -412,3 +412,42 @@ fn a_purge_takes_in_the_spool_first_so_nothing_spooled_comes_back() {
         0
     );
 }
+
+/// `telemetryctl stop` stops a daemon no service manager runs as SIGTERM
+/// does (its pending event uploaded first) and returns once the process has
+/// exited (an uninstaller may then remove the binary); with none running
+/// there is nothing to stop.
+#[test]
+fn telemetryctl_stop_returns_once_the_daemon_has_exited_after_its_last_upload() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start();
+    let out = env.shim(&[], &["--strict", "app_created", "buildpack=go"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = daemon.pid();
+    let stopped = json(&env.run("telemetryctl", &["stop", "--json"]));
+    assert_eq!(stopped["stopped"], true, "{stopped}");
+    assert_eq!(stopped["pid"], pid, "{stopped}");
+    // Exited already (a zombie until this test, its parent, reaps it).
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        state.is_empty()
+            || state
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .trim_start()
+                .starts_with('Z'),
+        "still running: {state}"
+    );
+    let uploaded: Vec<_> = files_under(&env.state.join("outbox"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".ndjson.zst"))
+        .collect();
+    assert_eq!(uploaded.len(), 1, "the pending event went out first");
+    let log = daemon.log();
+    assert!(log.contains("asked to stop"), "{log}");
+    assert!(daemon.terminate().unwrap().success());
+    let out = env.run("telemetryctl", &["stop"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("nothing to stop"), "{}", text(&out));
+}

@@ -530,6 +530,20 @@ fn socket_activated_it_exits_when_idle_and_a_waiting_emit_starts_it_again() {
     let mut daemon = spawn_activated(&env, &listener, &idle);
     let mut c = Client::connect(&env.socket).unwrap();
     c.emit(stop_event(), T).expect("first emit acknowledged");
+    // The service manager would start it again at once: `telemetryctl
+    // stop` leaves it running and says how to stop it there.
+    let out = env.run("telemetryctl", &["stop", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let refused: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(refused["error"]["code"], "supervised", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("systemctl stop telemetryd.socket telemetryd.service"),
+        "{refused}"
+    );
+    assert!(daemon.try_wait().unwrap().is_none(), "still serving");
     // Pending events keep it alive; once uploaded, it may go.
     assert_eq!(c.flush(T).unwrap().events, 1);
     drop(c);

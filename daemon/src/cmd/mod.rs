@@ -11,6 +11,7 @@ pub mod purge;
 pub mod receipts;
 pub mod show;
 pub mod status;
+pub mod stop;
 
 use crate::server::Ctx;
 use crate::transport::PeerIdentity;
@@ -67,7 +68,7 @@ pub async fn dispatch(ctx: &Ctx, peer: &Peer, req: Request) -> Answer {
         return Answer::Send(Response::Error {
             code: ErrorCode::PermissionDenied,
             message: format!(
-                "only {} (the daemon's user) or {} may flush, show, purge, forget, probe, list receipts or change consent; this peer is {}",
+                "only {} (the daemon's user) or {} may flush, show, purge, forget, probe, list receipts, change consent or stop it; this peer is {}",
                 ctx.daemon_identity.describe(),
                 ctx.daemon_identity.administrator(),
                 peer.identity.describe()
@@ -86,6 +87,7 @@ pub async fn dispatch(ctx: &Ctx, peer: &Peer, req: Request) -> Answer {
         Request::Probe => probe::handle(ctx).await,
         Request::Forget { product, build } => forget::handle(ctx, product, build).await,
         Request::Receipts { key, after } => receipts::handle(ctx, key, after).await,
+        Request::Stop => stop::handle(ctx),
     })
 }
 

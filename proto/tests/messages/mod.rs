@@ -90,6 +90,7 @@ pub fn requests() -> Vec<(&'static str, Request)> {
                 after: 0,
             },
         ),
+        ("stop", Request::Stop),
     ]
 }
 
@@ -257,6 +258,7 @@ pub fn responses() -> Vec<(&'static str, Response)> {
                 max_receipts: 1000,
             }),
         ),
+        ("stopping", Response::Stopping { pid: 4242 }),
     ]
 }
 

@@ -36,6 +36,7 @@ const RESPONSE_KINDS = Object.freeze([
   'probed',
   'forgotten',
   'receipts',
+  'stopping',
 ]);
 
 /**
@@ -161,12 +162,13 @@ const requests = Object.freeze({
    * @param {number} after
    */
   receipts: (key, after) => encodeLine('receipts', { key: key ?? null, after }),
+  stop: () => encodeLine('stop', {}),
 });
 
 /**
  * @typedef {object} Reply
  * @property {string} kind "ack", "queued", "status", "flushed", "error",
- *   "consent_applied", "events", "purged", "probed", "forgotten", "receipts",
+ *   "consent_applied", "events", "purged", "probed", "forgotten", "receipts", "stopping",
  *   "unknown" (a newer reply) or "bad" (not a reply)
  * @property {any} body the message's fields (for "error": {code, message})
  * @property {string} [problem] for "bad": what is wrong

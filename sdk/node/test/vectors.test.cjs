@@ -91,6 +91,7 @@ test('protocol.json: every request encodes to an equal object', () => {
     probe: () => sdk.requests.probe(),
     forget: (/** @type {any} */ f) => sdk.requests.forget(f.product, f.build),
     receipts: (/** @type {any} */ f) => sdk.requests.receipts(f.key, f.after),
+    stop: () => sdk.requests.stop(),
   };
   let n = 0;
   for (const m of v.messages.filter((/** @type {any} */ m) => m.kind === 'request')) {
@@ -101,7 +102,7 @@ test('protocol.json: every request encodes to an equal object', () => {
     assert.deepEqual(JSON.parse(line), want, m.name);
     n++;
   }
-  assert.equal(n, 12);
+  assert.equal(n, 13);
 });
 
 test('protocol.json: every response decodes', () => {
@@ -115,7 +116,7 @@ test('protocol.json: every response decodes', () => {
     assert.deepEqual(r.body, obj[name], m.name);
     n++;
   }
-  assert.equal(n, 12);
+  assert.equal(n, 13);
   assert.equal(sdk.decodeResponse('"x"').kind, 'bad');
   const busy = sdk.decodeResponse('{"v":2,"error":{"code":"busy","message":"m"}}\n');
   assert.deepEqual(busy, { kind: 'error', body: { code: 'busy', message: 'm' } });

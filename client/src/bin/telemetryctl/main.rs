@@ -96,6 +96,8 @@ enum Command {
     Doctor(commands::doctor::Args),
     /// Start this user's daemon as a client would (detached, idle exit), unless one answers; wait until it does.
     Start(commands::start::Args),
+    /// Stop this user's daemon as SIGTERM would (a last upload first) and wait until it has exited; one a service manager runs is stopped there.
+    Stop(commands::stop::Args),
     /// Print shell completions for telemetryctl (bash, zsh, fish, elvish, powershell).
     Completions(commands::completions::Args),
 }
@@ -113,6 +115,7 @@ impl Command {
             Command::Receipts(a) => a.json,
             Command::Doctor(a) => a.json,
             Command::Start(a) => a.json,
+            Command::Stop(a) => a.json,
             Command::Completions(_) => false,
         }
     }
@@ -356,6 +359,7 @@ fn main() -> ExitCode {
         Command::Receipts(args) => commands::receipts::run(&socket, args),
         Command::Doctor(args) => commands::doctor::run(&socket, args),
         Command::Start(args) => commands::start::run(&socket, args),
+        Command::Stop(args) => commands::stop::run(&socket, args),
         Command::Completions(args) => commands::completions::run(args),
     };
     match result {

@@ -10,6 +10,7 @@ pub mod receipts;
 pub mod show;
 pub mod start;
 pub mod status;
+pub mod stop;
 
 use crate::Failure;
 
