@@ -187,6 +187,11 @@ pub fn record_version(
 ) -> std::io::Result<Option<PathBuf>> {
     use std::io::Write;
     use telemetry_platform::fs::{create_private_dir_durable, mode_of, set_mode, with_mode};
+    let user = write_target(&paths.user)?;
+    let paths = &ConsentPaths {
+        user,
+        system: paths.system.clone(),
+    };
     let dir = paths.user.parent().unwrap_or_else(|| Path::new("."));
     create_private_dir_durable(dir)?;
     // A plain file only: a FIFO in its place would block the open.
@@ -262,6 +267,71 @@ pub fn record_version(
     // acknowledged to the user must survive a power cut.
     telemetry_platform::fs::sync_dir(dir)?;
     Ok(kept)
+}
+
+/// Where a decision for the consent file at `path` is written: the file
+/// itself, or the one a link there points to (kept in a dotfiles
+/// repository, say), which a rename over the link would leave behind with
+/// the old decision. A FIFO, a device or a socket there is refused, with
+/// nothing written: `TELEMETRY_CONSENT_FILE=/dev/null` (as `--config
+/// /dev/null` means none) would otherwise be replaced by a regular file,
+/// for every program on the machine when run as root. (A directory there
+/// is kept aside as an unreadable file is, see [`record`].) The SDKs do the
+/// same.
+fn write_target(path: &Path) -> std::io::Result<PathBuf> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path.to_path_buf()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_symlink() {
+        refuse_special(path, &meta)?;
+        return Ok(path.to_path_buf());
+    }
+    let target = std::fs::canonicalize(path)
+        .and_then(|t| std::fs::metadata(&t).map(|m| (t, m)))
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{} is a link to a file that cannot be reached ({e}): nothing was written; point it at an existing file, or remove it",
+                    path.display()
+                ),
+            )
+        })?;
+    refuse_special(&target.0, &target.1)?;
+    Ok(target.0)
+}
+
+/// An error naming what stands at `path` when it is no file to write
+/// consent into.
+fn refuse_special(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        let what = if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            return Ok(());
+        };
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {what}, not a consent file: nothing was written; point TELEMETRY_CONSENT_FILE at a regular file",
+                path.display()
+            ),
+        ))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, meta);
+        Ok(())
+    }
 }
 
 /// The lock a Node writer of the consent file holds (the Node SDK's
@@ -387,6 +457,60 @@ mod tests {
             2,
             "the file and its lock"
         );
+    }
+
+    /// A device, FIFO or socket in the consent file's place is refused and
+    /// left as it was; a link is followed, so the file it points to gets
+    /// the decision and the link stays a link.
+    #[test]
+    fn only_a_regular_file_is_written_and_a_link_is_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = |user: PathBuf| ConsentPaths {
+            user,
+            system: dir.path().join("none"),
+        };
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let sock = dir.path().join("sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        for (path, what) in [
+            (PathBuf::from("/dev/null"), "a device"),
+            (fifo, "a FIFO"),
+            (sock, "a socket"),
+        ] {
+            let before = std::fs::symlink_metadata(&path).unwrap();
+            let err = record("cfdev", Mode::Off, &paths(path.clone())).unwrap_err();
+            assert!(
+                err.to_string().contains(what) && err.to_string().contains("nothing was written"),
+                "{err}"
+            );
+            let after = std::fs::symlink_metadata(&path).unwrap();
+            assert_eq!(before.file_type(), after.file_type());
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(
+                before.ino(),
+                after.ino(),
+                "{} left as it was",
+                path.display()
+            );
+        }
+        let real = dir.path().join("dotfiles/consent");
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, "other on\n").unwrap();
+        let link = dir.path().join("consent");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        record("cfdev", Mode::On, &paths(link.clone())).unwrap();
+        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+        assert_eq!(user_decision("cfdev", &paths(real.clone())), Some(Mode::On));
+        assert_eq!(user_decision("other", &paths(real)), Some(Mode::On));
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("gone"), &dangling).unwrap();
+        let err = record("cfdev", Mode::On, &paths(dangling)).unwrap_err();
+        assert!(err.to_string().contains("cannot be reached"), "{err}");
     }
 
     #[test]

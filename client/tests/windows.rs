@@ -202,7 +202,10 @@ fn the_daemon_serves_a_named_pipe_end_to_end() {
         if let Some(status) = daemon.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "telemetryd still runs after stop");
+        assert!(
+            Instant::now() < deadline,
+            "telemetryd still runs after stop"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");

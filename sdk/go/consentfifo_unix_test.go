@@ -3,8 +3,10 @@
 package telemetry
 
 import (
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -88,26 +90,63 @@ func TestANodeWritersLockIsWaitedForUnlessStale(t *testing.T) {
 	}
 }
 
-// Writing a decision reads the old file the same way: a FIFO in its place
-// does not hold the host either.
-func TestSetConsentOverAFIFODoesNotHoldTheHost(t *testing.T) {
+// Writing a decision over a FIFO, a device or a socket is refused at once
+// and leaves it as it was (a FIFO does not hold the host either); a link
+// is followed, so the file it points to gets the decision.
+func TestSetConsentWritesOnlyARegularFileAndFollowsALink(t *testing.T) {
 	dir := t.TempDir()
-	file := filepath.Join(dir, "consent")
-	if err := syscall.Mkfifo(file, 0o600); err != nil {
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- writeConsent(file, "cfdev", ModeOn, 0, time.Now(), time.Now().Add(time.Second)) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("writeConsent still blocked on a FIFO after 5 s")
+	sock := filepath.Join(dir, "sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
 	}
-	b, err := os.ReadFile(file)
-	if err != nil || string(b) == "" {
-		t.Fatalf("the decision replaced the FIFO: %q %v", b, err)
+	defer l.Close()
+	for path, what := range map[string]string{fifo: "a FIFO", "/dev/null": "a device", sock: "a socket"} {
+		before, _ := os.Lstat(path)
+		done := make(chan error, 1)
+		go func() { done <- writeConsent(path, "cfdev", ModeOn, 0, time.Now(), time.Now().Add(time.Second)) }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), what) || !strings.Contains(err.Error(), "nothing was written") {
+				t.Errorf("%s: %v", path, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("writeConsent still blocked on %s after 5 s", path)
+		}
+		if after, _ := os.Lstat(path); !os.SameFile(before, after) || before.Mode() != after.Mode() {
+			t.Errorf("%s was replaced", path)
+		}
+	}
+	real := filepath.Join(dir, "dotfiles", "consent")
+	if err := os.MkdirAll(filepath.Dir(real), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(real, []byte("other on\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "consent")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeConsent(link, "cfdev", ModeOn, 0, time.Now(), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Lstat(link); st.Mode()&os.ModeSymlink == 0 {
+		t.Error("the link was replaced")
+	}
+	b, _ := os.ReadFile(real)
+	if !strings.Contains(string(b), "cfdev on") || !strings.Contains(string(b), "other on") {
+		t.Errorf("the linked file: %q", b)
+	}
+	dangling := filepath.Join(dir, "dangling")
+	if err := os.Symlink(filepath.Join(dir, "gone"), dangling); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeConsent(dangling, "cfdev", ModeOn, 0, time.Now(), time.Now().Add(time.Second)); err == nil || !strings.Contains(err.Error(), "cannot be reached") {
+		t.Errorf("a dangling link: %v", err)
 	}
 }

@@ -197,8 +197,50 @@ func nodeLockHeld(dir string) bool {
 	return age < 10*time.Second && age > -10*time.Second
 }
 
+// writeTarget is where a decision for the consent file at path is
+// written: the file itself, or the one a link there points to (a rename
+// over the link would leave that file with the old decision). A FIFO, a
+// device or a socket there is refused with nothing written: a consent
+// file of /dev/null would otherwise be replaced by a regular file. The
+// Rust client does the same.
+func writeTarget(path string) (string, error) {
+	st, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return path, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	target := path
+	if st.Mode()&os.ModeSymlink != 0 {
+		if target, err = filepath.EvalSymlinks(path); err == nil {
+			st, err = os.Stat(target)
+		}
+		if err != nil {
+			return "", fmt.Errorf("%s is a link to a file that cannot be reached (%v): nothing was written; point it at an existing file, or remove it", path, err)
+		}
+	}
+	what := ""
+	switch t := st.Mode().Type(); {
+	case t&os.ModeNamedPipe != 0:
+		what = "a FIFO"
+	case t&os.ModeDevice != 0:
+		what = "a device"
+	case t&os.ModeSocket != 0:
+		what = "a socket"
+	}
+	if what != "" {
+		return "", fmt.Errorf("%s is %s, not a consent file: nothing was written; point TELEMETRY_CONSENT_FILE at a regular file", target, what)
+	}
+	return target, nil
+}
+
 // writeConsent records mode for product in the consent file at path.
 func writeConsent(path, product string, mode Mode, version uint32, now time.Time, deadline time.Time) error {
+	path, err := writeTarget(path)
+	if err != nil {
+		return err
+	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err

@@ -306,6 +306,53 @@ async function takeLock(dir, waitMs) {
 }
 
 /**
+ * Where a decision for the consent file at `file` is written: the file
+ * itself, or the one a link there points to (a rename over the link would
+ * leave that file with the old decision). A FIFO, a device or a socket there
+ * is refused with nothing written: a consent file of /dev/null would
+ * otherwise be replaced by a regular file. The Rust client does the same.
+ * @param {string} file
+ * @returns {{ok: true, path: string}|{ok: false, reason: string}}
+ */
+function writeTarget(file) {
+  let st;
+  try {
+    st = fs.lstatSync(file);
+  } catch (e) {
+    if (e && /** @type {any} */ (e).code === 'ENOENT') return { ok: true, path: file };
+    return { ok: false, reason: `cannot use the consent file ${file}: ${e && /** @type {any} */ (e).message}` };
+  }
+  let target = file;
+  if (st.isSymbolicLink()) {
+    try {
+      target = fs.realpathSync(file);
+      st = fs.statSync(target);
+    } catch (e) {
+      const why = e && /** @type {any} */ (e).message;
+      return {
+        ok: false,
+        reason:
+          `${file} is a link to a file that cannot be reached (${why}): nothing was written; ` +
+          'point it at an existing file, or remove it',
+      };
+    }
+  }
+  let what = '';
+  if (st.isFIFO()) what = 'a FIFO';
+  else if (st.isCharacterDevice() || st.isBlockDevice()) what = 'a device';
+  else if (st.isSocket()) what = 'a socket';
+  if (what) {
+    return {
+      ok: false,
+      reason:
+        `${target} is ${what}, not a consent file: nothing was written; ` +
+        'point TELEMETRY_CONSENT_FILE at a regular file',
+    };
+  }
+  return { ok: true, path: target };
+}
+
+/**
  * Record `mode` for `product` in the user's consent file.
  * @param {string} file the user's consent file
  * @param {string} product
@@ -317,6 +364,9 @@ async function takeLock(dir, waitMs) {
  */
 async function recordConsent(file, product, mode, version, lockWaitMs) {
   const { setEntry, renderConsentFile } = require('./consent.cjs');
+  const target = writeTarget(file);
+  if (!target.ok) return target;
+  file = target.path;
   const dir = nodePath.dirname(file);
   let lock;
   try {

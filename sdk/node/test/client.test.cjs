@@ -350,6 +350,47 @@ test('setConsent keeps an unreadable consent file beside the new one and says so
   assert.match(fs.readFileSync(file, 'utf8'), /\ncfdev off /);
 });
 
+const posixOnly = { skip: process.platform === 'win32' };
+test('setConsent writes only a regular file (no FIFO, device or socket); a link is followed', posixOnly, async () => {
+  const T = tempDir();
+  const fifo = path.join(T, 'fifo');
+  spawnSync('mkfifo', [fifo]);
+  const sock = path.join(T, 'sock');
+  const server = require('node:net').createServer();
+  await new Promise((resolve) => server.listen(sock, () => resolve(undefined)));
+  try {
+    for (const [file, what] of [[fifo, 'a FIFO'], ['/dev/null', 'a device'], [sock, 'a socket']]) {
+      const before = fs.lstatSync(file);
+      const env = { ...sdkEnv(T), TELEMETRY_CONSENT_FILE: file };
+      const r = await createClient({ product: 'cfdev', build: '1', env }).setConsent('on');
+      assert.equal(r.status, 'failed', file);
+      assert.ok(r.reason.includes(what) && r.reason.includes('nothing was written'), r.reason);
+      const after = fs.lstatSync(file);
+      assert.equal(after.ino, before.ino, `${file} was replaced`);
+      assert.equal(after.mode, before.mode, file);
+    }
+  } finally {
+    server.close();
+  }
+  const real = path.join(T, 'dotfiles', 'consent');
+  fs.mkdirSync(path.dirname(real));
+  fs.writeFileSync(real, 'other on\n');
+  const link = path.join(T, 'consent');
+  fs.symlinkSync(real, link);
+  const env = { ...sdkEnv(T), TELEMETRY_CONSENT_FILE: link };
+  assert.equal((await createClient({ product: 'cfdev', build: '1', env }).setConsent('on')).status, 'recorded');
+  assert.ok(fs.lstatSync(link).isSymbolicLink(), 'the link stays a link');
+  const text = fs.readFileSync(real, 'utf8');
+  assert.match(text, /^other on/m);
+  assert.match(text, /^cfdev on /m);
+  const dangling = path.join(T, 'dangling');
+  fs.symlinkSync(path.join(T, 'gone'), dangling);
+  const env2 = { ...sdkEnv(T), TELEMETRY_CONSENT_FILE: dangling };
+  const r = await createClient({ product: 'cfdev', build: '1', env: env2 }).setConsent('on');
+  assert.equal(r.status, 'failed');
+  assert.match(r.reason, /cannot be reached/);
+});
+
 test('setConsent: a held lock makes it fail within the budget; a stale one is taken over', async () => {
   const T = tempDir();
   const env = sdkEnv(T);

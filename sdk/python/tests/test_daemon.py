@@ -371,3 +371,46 @@ def test_an_unreadable_consent_file_is_kept_aside_and_the_decision_recorded(
         Client(product="cfdev", build="1.2.0", timeout=0.1).set_consent("on").status == "recorded"
     )
     assert consent.is_file() and stat.S_IMODE(consent.stat().st_mode) == 0o600
+
+
+def test_only_a_regular_file_is_written_and_a_link_is_followed(
+    sdk_env: Daemon, tmp_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FIFO, a device or a socket in the consent file's place is refused
+    and left as it was (``/dev/null`` must never be replaced); a link is
+    followed, so the file it points to gets the decision."""
+    fifo = tmp_root / "fifo"
+    os.mkfifo(fifo)
+    sock_path = tmp_root / "sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock_path))
+    try:
+        for path, what in (
+            (str(fifo), "a FIFO"),
+            ("/dev/null", "a device"),
+            (str(sock_path), "a socket"),
+        ):
+            before = os.lstat(path)
+            monkeypatch.setenv("TELEMETRY_CONSENT_FILE", path)
+            change = Client(product="cfdev", build="1", timeout=0.1).set_consent("on")
+            assert change.status == "failed", change
+            assert what in change.detail and "nothing was written" in change.detail, change
+            after = os.lstat(path)
+            assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode), path
+    finally:
+        listener.close()
+    real = tmp_root / "dotfiles" / "consent"
+    real.parent.mkdir()
+    real.write_text("other on\n")
+    link = tmp_root / "consent-link"
+    link.symlink_to(real)
+    monkeypatch.setenv("TELEMETRY_CONSENT_FILE", str(link))
+    assert Client(product="cfdev", build="1", timeout=0.1).set_consent("on").status == "recorded"
+    assert link.is_symlink()
+    text = real.read_text()
+    assert "\nother on\n" in text and "\ncfdev on " in text, text
+    dangling = tmp_root / "dangling"
+    dangling.symlink_to(tmp_root / "gone")
+    monkeypatch.setenv("TELEMETRY_CONSENT_FILE", str(dangling))
+    change = Client(product="cfdev", build="1", timeout=0.1).set_consent("on")
+    assert change.status == "failed" and "cannot be reached" in change.detail, change

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -717,6 +718,7 @@ def _record(
     ``<file>.unreadable-<unix ms>-<pid>`` first; returns that path, if so."""
     if sys.platform == "win32":
         raise OSError("recording consent from Python is not supported on Windows")
+    path = _write_target(path)
     directory = os.path.dirname(os.path.abspath(path))
     _spool.make_dirs(directory)
     # Non-blocking, a regular file only: a FIFO there must not hold the host.
@@ -780,6 +782,41 @@ def _record(
         return kept
     finally:
         os.close(lock)  # releases the lock
+
+
+def _write_target(path: str) -> str:
+    """Where a decision for the consent file at ``path`` is written: the file
+    itself, or the one a link there points to (a rename over the link would
+    leave that file with the old decision). A FIFO, a device or a socket
+    there is refused with nothing written: a consent file of ``/dev/null``
+    would otherwise be replaced by a regular file. As the Rust client."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    target = path
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            target = os.path.realpath(path)
+            st = os.stat(target)
+        except OSError as e:
+            raise OSError(
+                f"{path} is a link to a file that cannot be reached ({e.strerror or e}): "
+                "nothing was written; point it at an existing file, or remove it"
+            ) from None
+    mode = st.st_mode
+    if stat.S_ISFIFO(mode):
+        what = "a FIFO"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        what = "a device"
+    elif stat.S_ISSOCK(mode):
+        what = "a socket"
+    else:
+        return target
+    raise OSError(
+        f"{target} is {what}, not a consent file: nothing was written; "
+        "point TELEMETRY_CONSENT_FILE at a regular file"
+    )
 
 
 def _sync_dir(directory: str) -> None:

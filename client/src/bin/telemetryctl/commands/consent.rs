@@ -259,12 +259,18 @@ fn change(
             .filter(|v| *v > 0),
     };
     let kept = consent::record_version(product, new_mode, version, paths).map_err(|e| {
+        // Something that is no file stands there (a device, a FIFO, a
+        // broken link): the message says what; permissions are not it.
+        let fix = match e.kind() {
+            std::io::ErrorKind::InvalidInput | std::io::ErrorKind::NotFound => String::new(),
+            _ => "; make it and its directory writable by this user (a file elsewhere, \
+                  through TELEMETRY_CONSENT_FILE, counts only if telemetryd reads that one too)"
+                .to_string(),
+        };
         Failure::consent_file(
             crate::EXIT_UNREACHABLE,
             format!(
-                "cannot write the consent file {}: {e}; make it and its directory writable by \
-                 this user (a file elsewhere, through TELEMETRY_CONSENT_FILE, counts only if \
-                 telemetryd reads that one too){}",
+                "cannot write the consent file {}: {e}{fix}{}",
                 paths.user.display(),
                 if new_mode == Mode::Off {
                     "; until then, DO_NOT_TRACK=1 in the environment your CLIs run in keeps \
