@@ -413,3 +413,55 @@ fn an_off_for_a_product_not_installed_is_never_sent_to_its_vendor() {
     ctl(&env, &["flush"]);
     assert_eq!(uploaded(&s3), ["telemetry_off"]);
 }
+
+/// A manifest changed without a new catalogue version: the new event is
+/// kept here, consenting again changes nothing, and `status`, `consent` and
+/// `doctor` say the vendor must raise the version (they told the user to
+/// consent again, which did nothing).
+#[test]
+fn a_change_without_a_new_version_is_put_to_the_vendor_not_the_user() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let v1 = "product = \"mytool\"\n[consent]\nversion = 1\n[events.ran]\n";
+    write(&user_dir(&env), "mytool.toml", v1);
+    let _daemon = env.start();
+    ctl(&env, &["consent", "mytool", "on"]);
+    let same_version =
+        "product = \"mytool\"\n[consent]\nversion = 1\n[events.ran]\n[events.deployed]\n";
+    write(&user_dir(&env), "mytool.toml", same_version);
+    wait_for(
+        "deployed to wait for consent",
+        Duration::from_secs(20),
+        || product(&status(&env), "mytool").filter(|p| p.new_events == ["deployed"]),
+    );
+    ctl(&env, &["consent", "mytool", "on"]);
+    let p = product(&status(&env), "mytool").unwrap();
+    assert_eq!(
+        p.new_events,
+        ["deployed"],
+        "consenting again changes nothing"
+    );
+    let shown = text(&ctl(&env, &["status"]));
+    assert!(
+        shown.contains("changed without a new catalogue version: deployed")
+            && !shown.contains("until `telemetryctl consent mytool on`"),
+        "{shown}"
+    );
+    let shown = text(&ctl(&env, &["consent", "mytool"]));
+    assert!(
+        shown.contains("changed without a new catalogue version"),
+        "{shown}"
+    );
+    let doctor = env.run("telemetryctl", &["doctor", "--json"]);
+    let doctor: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let check = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "consent mytool")
+        .unwrap_or_else(|| panic!("{doctor}"));
+    assert_eq!(check["outcome"], "warn", "{check}");
+    assert!(
+        check["fix"].as_str().unwrap().contains("vendor must raise"),
+        "{check}"
+    );
+}

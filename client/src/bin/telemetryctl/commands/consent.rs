@@ -211,9 +211,7 @@ fn manifest_lines(c: &ProductConsent) -> Vec<String> {
             c.manifest, c.version
         ));
     }
-    if !c.new_events.is_empty() && c.consented_version != 0 && c.consented_version == c.version {
-        // Changed without a new catalogue version: consenting again records
-        // nothing new (a version's set is kept as first recorded).
+    if super::changed_without_a_new_version(c) {
         out.push(format!(
             "  changed without a new catalogue version: {}; kept on this machine (as in local) until the product's manifest raises its version and you consent to it",
             c.new_events.join(", "),

@@ -259,6 +259,19 @@ fn consent_checks(s: &StatusReport, checks: &mut Vec<Check>) {
                     ),
                 ));
             }
+        } else if super::changed_without_a_new_version(p) {
+            checks.push(Check::warn(
+                name,
+                format!(
+                    "{decided}; changed in its manifest without a new catalogue version (still {}), so kept on this machine: {}",
+                    p.version,
+                    p.new_events.join(", ")
+                ),
+                format!(
+                    "consenting again changes nothing: {}'s vendor must raise `[consent] version` in its manifest ({}), then `telemetryctl consent {} on` uploads them too",
+                    p.product, p.manifest, p.product
+                ),
+            ));
         } else if !p.new_events.is_empty() {
             checks.push(Check::warn(
                 name,

@@ -37,6 +37,15 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// `n` and the noun for it: "1 event", "2 events", "0 events".
+/// Whether `c`'s events waiting for consent came from a manifest changed
+/// without a new catalogue version: the decision is already for that
+/// version, so consenting again records nothing new (a version's set of
+/// events is kept as first recorded); only the vendor raising the version
+/// lets the user agree to them.
+pub fn changed_without_a_new_version(c: &telemetry_proto::ProductConsent) -> bool {
+    !c.new_events.is_empty() && c.consented_version != 0 && c.consented_version == c.version
+}
+
 pub fn count(n: u64, one: &str, many: &str) -> String {
     if n == 1 {
         format!("1 {one}")

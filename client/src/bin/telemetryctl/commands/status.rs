@@ -189,7 +189,13 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             c.mode,
             c.layer.as_str()
         );
-        if !c.new_events.is_empty() {
+        if super::changed_without_a_new_version(c) {
+            outln!(
+                "              changed without a new catalogue version: {}; kept on this machine until {}'s manifest raises its version and you consent to it",
+                c.new_events.join(", "),
+                c.product
+            );
+        } else if !c.new_events.is_empty() {
             outln!(
                 "              not consented yet (catalogue version {}, your decision was for {}): {}; kept on this machine until `telemetryctl consent {} on`",
                 c.version,
