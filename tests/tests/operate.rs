@@ -118,7 +118,9 @@ fn status_counts_where_every_event_went_and_receipts_match_the_objects_byte_for_
         "{human}"
     );
     assert!(
-        human.contains("spool full:   1 event of cfdev dropped by shims"),
+        human.contains(
+            "spool full:   1 event of cfdev dropped by clients because their spool was full; the daemon was not reachable for long"
+        ),
         "{human}"
     );
 

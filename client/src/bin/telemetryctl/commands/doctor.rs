@@ -526,10 +526,10 @@ fn drop_checks(s: &StatusReport, checks: &mut Vec<Check>) {
         checks.push(Check::warn(
             "drops",
             format!(
-                "shims dropped {} of {product}: the spool was full while the daemon was not reachable",
+                "clients dropped {} of {product}: their spool was full",
                 super::count(*n, "event", "events")
             ),
-            "keep telemetryd reachable: run it as a service (`telemetryd install --user`) or let clients start it (TELEMETRY_AUTOSTART)".to_string(),
+            super::why_the_spool_filled(s),
         ));
     }
     if s.counters.store_full_drops > 0 {

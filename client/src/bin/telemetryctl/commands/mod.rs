@@ -37,6 +37,28 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// `n` and the noun for it: "1 event", "2 events", "0 events".
+/// Why clients' spools filled up, for the `spool_full_drops` lines of
+/// `status` and `doctor`: with `busy` refusals since start, the daemon was
+/// up but at its connection limit (a CLI sending many events at once, each
+/// on a connection of its own, as an SDK's concurrent emits do); else it
+/// was not reachable for long.
+pub fn why_the_spool_filled(s: &telemetry_proto::StatusReport) -> String {
+    let busy: u64 = s
+        .refusals
+        .iter()
+        .filter(|r| r.code == telemetry_proto::ErrorCode::Busy)
+        .map(|r| r.count)
+        .sum();
+    if busy > 0 {
+        format!(
+            "the daemon was at its connection limit ({} refused `busy` since start): a CLI sent more events at once than it serves connections; send them in one request or a few at a time (or raise max_connections)",
+            busy
+        )
+    } else {
+        "the daemon was not reachable for long: run it as a service (`telemetryd install --user`) or let clients start it (TELEMETRY_AUTOSTART)".to_string()
+    }
+}
+
 /// Whether `c`'s events waiting for consent came from a manifest changed
 /// without a new catalogue version: the decision is already for that
 /// version, so consenting again records nothing new (a version's set of
@@ -113,6 +135,24 @@ mod tests {
         assert_eq!(count(0, "event", "events"), "0 events");
         assert_eq!(count(1, "event", "events"), "1 event");
         assert_eq!(count(2, "batch", "batches"), "2 batches");
+    }
+
+    #[test]
+    fn a_full_spool_is_blamed_on_busy_refusals_when_there_were_any() {
+        let mut s = telemetry_proto::StatusReport::default();
+        assert!(why_the_spool_filled(&s).contains("not reachable for long"));
+        s.refusals.push(telemetry_proto::RefusalCount {
+            product: String::new(),
+            code: telemetry_proto::ErrorCode::Busy,
+            count: 1792,
+            last_event: String::new(),
+            last_message: String::new(),
+        });
+        let why = why_the_spool_filled(&s);
+        assert!(
+            why.contains("connection limit (1792 refused `busy`") && why.contains("at once"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -130,8 +130,9 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             product
         };
         outln!(
-            "spool full:   {} of {product} dropped by shims: the daemon was not reachable for long (start it as a service, see `telemetryctl doctor`)",
-            count(*n, "event", "events")
+            "spool full:   {} of {product} dropped by clients because their spool was full; {}",
+            count(*n, "event", "events"),
+            super::why_the_spool_filled(&s)
         );
     }
     if c.store_full_drops > 0 {
