@@ -189,6 +189,31 @@ impl TryFrom<RawFieldType> for FieldType {
     }
 }
 
+/// What of a type the protocol's limits refuse at every emit, if anything.
+fn beyond_the_limits(ty: &FieldType, limits: &telemetry_proto::Limits) -> Option<String> {
+    let max = limits.max_string_len;
+    match ty {
+        FieldType::String { max_len } if *max_len > max => Some(format!(
+            "max_len {max_len}, but a string value has at most {max} bytes (longer ones are refused)"
+        )),
+        FieldType::Enum { values } => {
+            let mut seen = std::collections::BTreeSet::new();
+            for v in values {
+                if v.len() > max || v.chars().any(char::is_control) {
+                    return Some(format!(
+                        "enum value {v:?} can never be sent (a value is at most {max} bytes of printable text)"
+                    ));
+                }
+                if !seen.insert(v) {
+                    return Some(format!("enum value {v:?} is listed twice"));
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
 /// Where a product's batches go and how they authenticate, as its vendor's
 /// manifest says. The AWS credential chain is deliberately not a choice
 /// here: on an end user's machine it would sign with that user's own AWS
@@ -367,15 +392,48 @@ impl Manifest {
                 )));
             }
         }
+        // What the protocol's limits refuse at every emit is said when the
+        // manifest is read (the vendor learns it from `--check-config`, not
+        // from users' refusals); warnings, not errors: a manifest an older
+        // daemon took must not disable its product after an upgrade.
+        let mut limit_warnings = Vec::new();
         let mut events = BTreeMap::new();
         for (name, ev) in raw.events {
             telemetry_proto::validate_name("event", &name, &limits)
                 .map_err(|e| invalid(format!("`events.{name}`: {e}")))?;
-            for key in ev.data.keys() {
+            if ev.data.len() > limits.max_data_entries {
+                limit_warnings.push(format!(
+                    "`events.{name}`: {} data keys, but an event carries at most {}",
+                    ev.data.len(),
+                    limits.max_data_entries
+                ));
+            }
+            for (key, ty) in &ev.data {
                 telemetry_proto::validate_name("data key", key, &limits)
                     .map_err(|e| invalid(format!("`events.{name}.data.{key}`: {e}")))?;
+                if let Some(w) = beyond_the_limits(ty, &limits) {
+                    limit_warnings.push(format!("`events.{name}.data.{key}`: {w}"));
+                }
             }
             events.insert(name, ev.data);
+        }
+        let mut warnings: Vec<String> = ignored
+            .into_iter()
+            .map(|key| match key.split('.').next() {
+                // A slip of `[events.NAME]`: say so, as its events would
+                // all be refused as not in the catalogue.
+                Some("event" | "Events" | "evets" | "evnets") => {
+                    format!("unknown key `{key}` ignored: did you mean `[events.NAME]`?")
+                }
+                _ => format!("unknown key `{key}` ignored (written for a newer telemetryd?)"),
+            })
+            .collect();
+        warnings.append(&mut limit_warnings);
+        if events.is_empty() {
+            warnings.push(format!(
+                "no events: every event of {} is refused until the manifest lists them (`[events.NAME]`)",
+                raw.product
+            ));
         }
         let consent = raw.consent.unwrap_or(ConsentTable {
             version: 1,
@@ -400,10 +458,7 @@ impl Manifest {
             prompt: consent.prompt,
             upload: raw.upload.map(|u| u.0),
             events,
-            warnings: ignored
-                .into_iter()
-                .map(|key| format!("unknown key `{key}` ignored (written for a newer telemetryd?)"))
-                .collect(),
+            warnings,
         })
     }
 

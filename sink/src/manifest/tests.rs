@@ -108,6 +108,62 @@ fn bad_manifests_name_the_file_the_key_and_the_line() {
     assert!(err.contains("events.Bad Name"), "{err}");
 }
 
+/// What the protocol's limits refuse at every emit is warned about when the
+/// manifest is read (the vendor learns it from `--check-config`, not from
+/// every user's refusals), as are a manifest with no events and `[event.x]`
+/// for `[events.x]`. Warnings, not errors: a manifest an older daemon took
+/// keeps its product working.
+#[test]
+fn what_the_limits_refuse_and_an_empty_catalogue_are_warned_about() {
+    let warned = |text: &str, what: &[&str]| {
+        let m = parse(text).unwrap();
+        assert!(
+            m.warnings
+                .iter()
+                .any(|w| what.iter().all(|x| w.contains(x))),
+            "{what:?}: {:?}",
+            m.warnings
+        );
+    };
+    warned(
+        "product = \"mytool\"\n[events.x]\ndata.note = { type = \"string\", max_len = 100000 }\n",
+        &[
+            "`events.x.data.note`",
+            "max_len 100000",
+            "at most 256 bytes",
+        ],
+    );
+    let keys: String = (0..33)
+        .map(|i| format!("data.k{i} = {{ type = \"bool\" }}\n"))
+        .collect();
+    warned(
+        &format!("product = \"mytool\"\n[events.x]\n{keys}"),
+        &["`events.x`", "33 data keys", "at most 32"],
+    );
+    warned(
+        "product = \"mytool\"\n[events.x]\ndata.t = { type = \"enum\", values = [\"a\", \"a\"] }\n",
+        &["listed twice"],
+    );
+    warned(
+        "product = \"mytool\"\n[events.x]\ndata.t = { type = \"enum\", values = [\"a\\u0007\"] }\n",
+        &["can never be sent"],
+    );
+    warned(
+        "product = \"mytool\"\n[event.x]\n",
+        &["`event`", "did you mean `[events.NAME]`"],
+    );
+    warned("product = \"mytool\"\n", &["no events"]);
+    // At the limits: nothing to say.
+    let keys: String = (0..32)
+        .map(|i| format!("data.k{i} = {{ type = \"bool\" }}\n"))
+        .collect();
+    let m = parse(&format!(
+        "product = \"mytool\"\n[events.x]\ndata.s = {{ type = \"string\", max_len = 256 }}\n[events.y]\n{keys}"
+    ))
+    .unwrap();
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+}
+
 #[test]
 fn unknown_keys_and_tables_are_warnings_not_errors() {
     let m = parse(
