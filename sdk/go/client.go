@@ -53,7 +53,17 @@ type Client struct {
 	// buildFromEnv: opts.Build came from TELEMETRY_BUILD, which an error
 	// about it names.
 	buildFromEnv bool
+	// slots bounds the connections this client has open at once (see
+	// maxInFlight); nil in a Client not made by New: unbounded.
+	slots chan struct{}
 }
+
+// maxInFlight is how many connections one Client opens to the daemon at
+// once. Each emit opens one; a CLI emitting from thousands of goroutines
+// would otherwise pass the daemon's connection limit (512 by default), be
+// refused busy, and spool (past 1,000 files, drop) what it sent. The rest
+// wait their turn within their own budget.
+const maxInFlight = 16
 
 // buildVar is the variable that gives the build when Options.Build is
 // empty (telemetry-emit's --build falls back to it too).
@@ -101,7 +111,7 @@ func New(opts Options) (c *Client) {
 			opts.Build = "unknown"
 		}
 	}
-	return &Client{opts: opts, paths: p, env: env, buildFromEnv: fromEnv}
+	return &Client{opts: opts, paths: p, env: env, buildFromEnv: fromEnv, slots: make(chan struct{}, maxInFlight)}
 }
 
 // Paths returns the locations this client uses.
@@ -396,6 +406,19 @@ func (c *Client) newEvent(name string, data map[string]any) (Event, error) {
 // roundTrip connects, writes line and (if wantReply) reads one reply line,
 // all before deadline.
 func (c *Client) roundTrip(ctx context.Context, deadline time.Time, line []byte, wantReply bool) (reply, error) {
+	if c.slots != nil {
+		wait := time.NewTimer(time.Until(deadline))
+		select {
+		case c.slots <- struct{}{}:
+			wait.Stop()
+		case <-wait.C:
+			return reply{}, fmt.Errorf("telemetry: this client's %d connections to telemetryd at %s were busy until the deadline", maxInFlight, c.paths.Socket)
+		case <-ctx.Done():
+			wait.Stop()
+			return reply{}, ctx.Err()
+		}
+		defer func() { <-c.slots }()
+	}
 	d := net.Dialer{Deadline: deadline}
 	conn, err := d.DialContext(ctx, "unix", c.paths.Socket)
 	if err != nil {

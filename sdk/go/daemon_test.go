@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -653,5 +654,37 @@ func TestDaemonSetConsentToAnotherFileThanTheDaemonsIsNotApplied(t *testing.T) {
 	}
 	if pc, _ := status(t, c).ConsentFor("cfdev"); pc.Mode != ModeLocal {
 		t.Errorf("the daemon has %+v", pc)
+	}
+}
+
+// 600 emits from as many goroutines, more than the daemon serves
+// connections at once: the client opens at most maxInFlight, so every one
+// is acknowledged and none refused busy (nor spooled).
+func TestDaemonManyConcurrentEmitsAreAllAcknowledged(t *testing.T) {
+	d := startDaemon(t, testDir(t))
+	c := d.client(t, Options{Timeout: 20 * time.Second})
+	if err := c.SetConsent("on"); err != nil {
+		t.Fatal(err)
+	}
+	outs := make([]Outcome, 600)
+	var wg sync.WaitGroup
+	for i := range outs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i] = c.Emit(context.Background(), "stop", nil)
+		}()
+	}
+	wg.Wait()
+	kinds := map[OutcomeKind]int{}
+	for _, o := range outs {
+		kinds[o.Kind]++
+	}
+	if kinds[Acknowledged] != 600 {
+		t.Errorf("%v", kinds)
+	}
+	s := status(t, c)
+	if s.PendingEvents != 600 || len(s.Refusals) != 0 {
+		t.Errorf("pending %d, refusals %+v", s.PendingEvents, s.Refusals)
 	}
 }

@@ -12,7 +12,7 @@ const { joinPath, nonEmpty, resolvePaths, spoolDirFor } = require('./paths.cjs')
 const { combine, envOptOutVar, entryFor, parseMode } = require('./consent.cjs');
 const { shown, checkName, checkBuild, checkData } = require('./validate.cjs');
 const { FINAL_CODES, MAX_LINE_LEN, makeEvent, requests } = require('./wire.cjs');
-const { exchange, errMessage } = require('./transport.cjs');
+const { exchange, errMessage, Slots } = require('./transport.cjs');
 const { spool } = require('./spool.cjs');
 const { autostart } = require('./autostart.cjs');
 const { readSystem, readUser, recordConsent } = require('./consentfile.cjs');
@@ -167,6 +167,9 @@ function createClient(options) {
 function makeClient(opts) {
   const product = opts.product;
   const timeoutMs = budgetOf(opts.timeoutMs, DEFAULT_TIMEOUT_MS);
+  // Emits past 16 at once wait their turn (within their budget) rather
+  // than open connections past the daemon's limit.
+  const slots = new Slots();
 
   /** @returns {Record<string, string|undefined>} */
   const env = () => (opts.env && typeof opts.env === 'object' ? opts.env : process.env);
@@ -253,7 +256,7 @@ function makeClient(opts) {
           id: ev.id,
         };
       }
-      const x = await exchange(p.socket, line, left(), ack);
+      const x = await exchange(p.socket, line, left(), ack, slots);
       let why;
       let nothingServes = false;
       if (x.ok && !ack) return { status: 'queued', id: ev.id };

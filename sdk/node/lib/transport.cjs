@@ -12,6 +12,55 @@ const net = require('node:net');
 const { MAX_LINE_LEN, decodeResponse } = require('./wire.cjs');
 
 /**
+ * Connections one client has open to the daemon at once, at most. Each emit
+ * opens one; a CLI that fires thousands at once (`Promise.all`) would
+ * otherwise pass the daemon's connection limit (512 by default), be refused
+ * `busy`, spool them all and drop them past the spool's 1,000 files. The
+ * rest wait their turn, within their own budget.
+ */
+const MAX_IN_FLIGHT = 16;
+
+/** One client's connection slots (see {@link MAX_IN_FLIGHT}). */
+class Slots {
+  constructor() {
+    this.inFlight = 0;
+    /** @type {(() => boolean)[]} */
+    this.waiting = [];
+  }
+
+  /**
+   * Run `connect` now if a slot is free, else when one is handed on.
+   * @param {() => boolean} connect false when it no longer wants the slot
+   */
+  take(connect) {
+    if (this.inFlight < MAX_IN_FLIGHT) {
+      this.inFlight++;
+      connect();
+    } else {
+      // Keeps no event loop alive by itself: a slot is only waited for
+      // while another exchange holds a connection open.
+      this.waiting.push(connect);
+    }
+  }
+
+  /**
+   * Hand a slot to the next waiting exchange whose budget has not run
+   * out, or free it. (A loop, not a call from each to the next: thousands
+   * may have given up waiting.)
+   */
+  release() {
+    for (;;) {
+      const next = this.waiting.shift();
+      if (!next) {
+        this.inFlight--;
+        return;
+      }
+      if (next()) return;
+    }
+  }
+}
+
+/**
  * @typedef {object} Exchange
  * @property {boolean} ok whether the line was written (and, when a reply was
  *   wanted, a reply line read)
@@ -28,11 +77,13 @@ const { MAX_LINE_LEN, decodeResponse } = require('./wire.cjs');
  * @param {string} line one request line with its newline
  * @param {number} timeoutMs
  * @param {boolean} [wantReply] false: resolve once the line is written
+ * @param {Slots} [slots] the calling client's connection slots
  * @returns {Promise<Exchange>}
  */
-function exchange(path, line, timeoutMs, wantReply = true) {
+function exchange(path, line, timeoutMs, wantReply = true, slots = new Slots()) {
   return new Promise((resolve) => {
     let done = false;
+    let holdsSlot = false;
     let stage = /** @type {"connect"|"write"|"read"} */ ('connect');
     /** @type {net.Socket|null} */
     let sock = null;
@@ -45,6 +96,7 @@ function exchange(path, line, timeoutMs, wantReply = true) {
       done = true;
       clearTimeout(timer);
       if (sock) sock.destroy();
+      if (holdsSlot) slots.release();
       resolve(result);
     };
     const timer = setTimeout(
@@ -53,55 +105,65 @@ function exchange(path, line, timeoutMs, wantReply = true) {
           ok: false,
           stage,
           code: 'ETIMEDOUT',
-          message: `telemetryd at ${path} did not ${stage === 'read' ? 'reply' : stage} within ${timeoutMs} ms`,
+          message: holdsSlot
+            ? `telemetryd at ${path} did not ${stage === 'read' ? 'reply' : stage} within ${timeoutMs} ms`
+            : `this client's ${MAX_IN_FLIGHT} connections to telemetryd were busy for ${timeoutMs} ms`,
         });
       },
       Math.max(0, timeoutMs),
     );
     timer.unref();
-    try {
-      sock = net.createConnection({ path });
-    } catch (e) {
-      finish({ ok: false, stage, code: errCode(e), message: errMessage(e) });
-      return;
-    }
-    sock.on('error', (e) => {
-      finish({ ok: false, stage, code: errCode(e), message: `${stage} ${path}: ${errMessage(e)}` });
-    });
-    sock.on('close', () => {
-      finish({
-        ok: false,
-        stage,
-        code: 'ECONNRESET',
-        message: `telemetryd at ${path} closed the connection without a reply`,
-      });
-    });
-    sock.on('connect', () => {
-      const stranger = servedByStranger(path);
-      if (stranger) {
-        finish({ ok: false, stage, code: 'EACCES', message: stranger });
-        return;
+    // Given a slot (at once, or handed on by `release`): connect; false
+    // when the budget ran out while it waited (the slot goes on).
+    const connect = () => {
+      if (done) return false;
+      holdsSlot = true;
+      try {
+        sock = net.createConnection({ path });
+      } catch (e) {
+        finish({ ok: false, stage, code: errCode(e), message: errMessage(e) });
+        return true;
       }
-      stage = 'write';
-      /** @type {net.Socket} */ (sock).write(line, (err) => {
-        if (err) return; // reported by 'error'
-        stage = 'read';
-        if (!wantReply) finish({ ok: true });
+      sock.on('error', (e) => {
+        finish({ ok: false, stage, code: errCode(e), message: `${stage} ${path}: ${errMessage(e)}` });
       });
-    });
-    sock.on('data', (chunk) => {
-      const nl = chunk.indexOf(10);
-      if (nl < 0) {
-        chunks.push(chunk);
-        buffered += chunk.length;
-        if (buffered > MAX_LINE_LEN) {
-          finish({ ok: false, stage: 'read', code: 'EMSGSIZE', message: `reply longer than ${MAX_LINE_LEN} bytes` });
+      sock.on('close', () => {
+        finish({
+          ok: false,
+          stage,
+          code: 'ECONNRESET',
+          message: `telemetryd at ${path} closed the connection without a reply`,
+        });
+      });
+      sock.on('connect', () => {
+        const stranger = servedByStranger(path);
+        if (stranger) {
+          finish({ ok: false, stage, code: 'EACCES', message: stranger });
+          return;
         }
-        return;
-      }
-      chunks.push(chunk.subarray(0, nl));
-      finish({ ok: true, reply: decodeResponse(Buffer.concat(chunks).toString('utf8')) });
-    });
+        stage = 'write';
+        /** @type {net.Socket} */ (sock).write(line, (err) => {
+          if (err) return; // reported by 'error'
+          stage = 'read';
+          if (!wantReply) finish({ ok: true });
+        });
+      });
+      sock.on('data', (chunk) => {
+        const nl = chunk.indexOf(10);
+        if (nl < 0) {
+          chunks.push(chunk);
+          buffered += chunk.length;
+          if (buffered > MAX_LINE_LEN) {
+            finish({ ok: false, stage: 'read', code: 'EMSGSIZE', message: `reply longer than ${MAX_LINE_LEN} bytes` });
+          }
+          return;
+        }
+        chunks.push(chunk.subarray(0, nl));
+        finish({ ok: true, reply: decodeResponse(Buffer.concat(chunks).toString('utf8')) });
+      });
+      return true;
+    };
+    slots.take(connect);
   });
 }
 
@@ -145,4 +207,4 @@ function errMessage(e) {
   return e && typeof e === 'object' && 'message' in e ? String(e.message) : String(e);
 }
 
-module.exports = { exchange, errCode, errMessage };
+module.exports = { exchange, errCode, errMessage, Slots };

@@ -202,3 +202,22 @@ test('no build given: the daemon stores TELEMETRY_BUILD, else "unknown", as from
     await d.stop();
   }
 });
+
+test('600 emits at once, past the daemon\'s connection limit: all acknowledged, none refused busy', opts, async () => {
+  const d = await startDaemon();
+  try {
+    const t = client(d.env, { timeoutMs: 20_000 });
+    assert.equal((await t.setConsent('on')).status, 'recorded');
+    const outs = await Promise.all(Array.from({ length: 600 }, () => t.emit('stop')));
+    const kinds = outs.reduce((/** @type {Record<string, number>} */ n, o) => {
+      n[o.status] = (n[o.status] || 0) + 1;
+      return n;
+    }, {});
+    assert.deepEqual(kinds, { acknowledged: 600 });
+    const s = await d.status();
+    assert.equal(s.pending_events, 600);
+    assert.deepEqual(s.refusals, []);
+  } finally {
+    await d.stop();
+  }
+});

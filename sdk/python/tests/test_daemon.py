@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
@@ -414,3 +414,59 @@ def test_only_a_regular_file_is_written_and_a_link_is_followed(
     monkeypatch.setenv("TELEMETRY_CONSENT_FILE", str(dangling))
     change = Client(product="cfdev", build="1", timeout=0.1).set_consent("on")
     assert change.status == "failed" and "cannot be reached" in change.detail, change
+
+
+def test_one_client_opens_at_most_16_connections_at_once(sdk_env: Daemon) -> None:
+    """40 emits from as many threads against a server that takes 50 ms per
+    answer: at most 16 connections are open at any moment (the others wait
+    their turn within their budget), and every one is acknowledged. Past
+    the daemon's connection limit, the surplus would be refused busy."""
+    Path(sdk_env.consent_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(sdk_env.consent_file).write_text("cfdev on\n")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sdk_env.socket)
+    srv.listen(64)
+    lock = threading.Lock()
+    counts = {"open": 0, "peak": 0}
+
+    def handle(conn: socket.socket) -> None:
+        with lock:
+            counts["open"] += 1
+            counts["peak"] = max(counts["peak"], counts["open"])
+        conn.recv(65536)
+        time.sleep(0.05)
+        conn.sendall(b'{"v":2,"ack":{"accepted":1,"duplicates":0}}\n')
+        conn.recv(1)  # until the client closes
+        with lock:
+            counts["open"] -= 1
+        conn.close()
+
+    def serve() -> None:
+        srv.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            conn.settimeout(None)
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    stop = threading.Event()
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    c = Client(product="cfdev", build="1.2.0", timeout=10.0)
+    outs: List[str] = []
+    try:
+        threads = [
+            threading.Thread(target=lambda: outs.append(c.emit("stop").status)) for _ in range(40)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        stop.set()
+        server.join()
+        srv.close()
+    assert outs == ["acknowledged"] * 40, outs
+    assert 1 < counts["peak"] <= 16, counts

@@ -343,6 +343,9 @@ class Client:
         autostart: bool = True,
         daemon: Optional[str] = None,
     ) -> None:
+        # Emits past 16 at once (from threads) wait their turn within their
+        # budget rather than open connections past the daemon's limit.
+        self._slots = _transport.new_slots()
         self.product = product
         # As telemetry-emit: an explicit build (checked as given), else a
         # non-empty TELEMETRY_BUILD, else "unknown".
@@ -445,9 +448,11 @@ class Client:
             ev = WireEvent(uuid7(), event, self.product, self.build, ts, dict(data))
             try:
                 if ack:
-                    name, body = _transport.request(p.socket, emit_line([ev], True), deadline)
+                    name, body = _transport.request(
+                        p.socket, emit_line([ev], True), deadline, self._slots
+                    )
                 else:
-                    _transport.send_only(p.socket, emit_line([ev], False), deadline)
+                    _transport.send_only(p.socket, emit_line([ev], False), deadline, self._slots)
                     return Outcome(QUEUED, event_id=ev.id)
             except _transport.TransportError as e:
                 return self._spool(ev, p, e.why, e.nothing_serves, deadline)

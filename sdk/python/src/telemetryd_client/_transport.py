@@ -10,8 +10,9 @@ import os
 import socket
 import struct
 import sys
+import threading
 import time
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 from ._protocol import MAX_LINE_LEN, ProtocolError, decode_reply
 
@@ -155,24 +156,60 @@ def read_line(sock: socket.socket, deadline: float) -> bytes:
             raise TransportError("protocol", "telemetryd's reply line is over the limit")
 
 
-def request(path: str, line: bytes, deadline: float) -> Tuple[str, Any]:
+# Connections one client opens to the daemon at once, at most. Each emit
+# opens one; a CLI emitting from hundreds of threads would otherwise pass
+# the daemon's connection limit (512 by default), be refused ``busy``, and
+# spool (past 1,000 files, drop) what it sent. The rest wait their turn
+# within their own budget.
+MAX_IN_FLIGHT = 16
+
+
+def new_slots() -> threading.BoundedSemaphore:
+    """One client's connection slots (see ``MAX_IN_FLIGHT``)."""
+    return threading.BoundedSemaphore(MAX_IN_FLIGHT)
+
+
+def _take(slots: Optional[threading.BoundedSemaphore], path: str, deadline: float) -> None:
+    if slots is not None and not slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        raise TransportError(
+            "connect",
+            f"this client's {MAX_IN_FLIGHT} connections to telemetryd at {path} were busy until the deadline",
+            timed_out=True,
+        )
+
+
+def request(
+    path: str, line: bytes, deadline: float, slots: Optional[threading.BoundedSemaphore] = None
+) -> Tuple[str, Any]:
     """Send one request line and read its reply: ``(variant, body)``."""
-    sock = connect(path, deadline)
+    _take(slots, path, deadline)
     try:
-        send(sock, line, deadline)
-        reply = read_line(sock, deadline)
+        sock = connect(path, deadline)
+        try:
+            send(sock, line, deadline)
+            reply = read_line(sock, deadline)
+        finally:
+            sock.close()
     finally:
-        sock.close()
+        if slots is not None:
+            slots.release()
     try:
         return decode_reply(reply)
     except ProtocolError as e:
         raise TransportError("protocol", f"unexpected reply from telemetryd: {e}") from None
 
 
-def send_only(path: str, line: bytes, deadline: float) -> None:
+def send_only(
+    path: str, line: bytes, deadline: float, slots: Optional[threading.BoundedSemaphore] = None
+) -> None:
     """Send one request line and close without reading the reply."""
-    sock = connect(path, deadline)
+    _take(slots, path, deadline)
     try:
-        send(sock, line, deadline)
+        sock = connect(path, deadline)
+        try:
+            send(sock, line, deadline)
+        finally:
+            sock.close()
     finally:
-        sock.close()
+        if slots is not None:
+            slots.release()
