@@ -435,10 +435,13 @@ def test_one_client_opens_at_most_16_connections_at_once(sdk_env: Daemon) -> Non
             counts["peak"] = max(counts["peak"], counts["open"])
         conn.recv(65536)
         time.sleep(0.05)
-        conn.sendall(b'{"v":2,"ack":{"accepted":1,"duplicates":0}}\n')
-        conn.recv(1)  # until the client closes
+        # Counted as closed before the answer: the client lets go of its
+        # slot only after reading it, so no next connection is counted
+        # beside this one while it closes.
         with lock:
             counts["open"] -= 1
+        conn.sendall(b'{"v":2,"ack":{"accepted":1,"duplicates":0}}\n')
+        conn.recv(1)  # until the client closes
         conn.close()
 
     def serve() -> None:
