@@ -272,13 +272,13 @@ pub struct Args {
     /// reload.
     #[arg(skip)]
     pub base_dir: Option<PathBuf>,
-    /// Config file (TOML). Default: $XDG_CONFIG_HOME/telemetry/config.toml, else ~/.config/telemetry/config.toml.
+    /// Config file (TOML). Default: $XDG_CONFIG_HOME/telemetry/config.toml, else ~/.config/telemetry/config.toml (Windows: %APPDATA%\telemetry\config.toml).
     #[arg(long, env = "TELEMETRY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Unix socket to listen on (at most 107 bytes on Linux, 103 on macOS). Default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock, else ${TMPDIR:-/tmp}/telemetry-UID/telemetryd.sock (macOS: ~/Library/Application Support/telemetry/telemetryd.sock).
+    /// Unix socket to listen on (at most 107 bytes on Linux, 103 on macOS). Default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock, else ${TMPDIR:-/tmp}/telemetry-UID/telemetryd.sock (macOS: ~/Library/Application Support/telemetry/telemetryd.sock; Windows: the named pipe \\.\pipe\telemetryd-%USERNAME%).
     #[arg(long, env = "TELEMETRY_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// Directory for the SQLite store. Default: $XDG_STATE_HOME/telemetry, else ~/.local/state/telemetry.
+    /// Directory for the SQLite store. Default: $XDG_STATE_HOME/telemetry, else ~/.local/state/telemetry (Windows: %LOCALAPPDATA%\telemetry).
     #[arg(long, env = "TELEMETRY_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Local destination for batches when no bucket is set. Default: STATE_DIR/outbox.
@@ -338,7 +338,7 @@ pub struct Args {
     /// Read the machine identity from this file. Default: the OS's (/etc/machine-id, /var/lib/dbus/machine-id; IOPlatformUUID on macOS), else one generated once in the state dir.
     #[arg(long, env = "TELEMETRY_MACHINE_ID_FILE", value_name = "FILE")]
     pub machine_id_file: Option<PathBuf>,
-    /// The user's directory of product manifests (PRODUCT.toml), searched first. Default: $XDG_CONFIG_HOME/telemetry/catalog, else ~/.config/telemetry/catalog. DIR/telemetry/products for each DIR in $XDG_DATA_DIRS are searched after it either way.
+    /// The user's directory of product manifests (PRODUCT.toml), searched first. Default: $XDG_CONFIG_HOME/telemetry/catalog, else ~/.config/telemetry/catalog (Windows: %APPDATA%\telemetry\catalog). DIR/telemetry/products for each DIR in $XDG_DATA_DIRS (Windows: %ProgramData%\telemetry\products) are searched after it either way.
     #[arg(long, env = "TELEMETRY_CATALOG_DIR", value_name = "DIR")]
     pub catalog_dir: Option<PathBuf>,
     /// The user's consent file. Default: STATE_DIR/consent.

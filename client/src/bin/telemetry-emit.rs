@@ -111,7 +111,7 @@ struct Args {
         action = clap::ArgAction::SetTrue
     )]
     no_wait: bool,
-    /// Daemon socket (default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock).
+    /// Daemon socket (default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock; Windows: the named pipe \\.\pipe\telemetryd-%USERNAME%).
     #[arg(long, env = "TELEMETRY_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
     /// Hard limit for the whole run, in milliseconds [env:

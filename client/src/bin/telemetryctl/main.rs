@@ -69,7 +69,7 @@ const EXIT_REFUSED: u8 = 3;
                   With --json: on success the serde form of the reply (telemetry-proto's types); on failure {\"ok\": false, \"error\": {\"code\": C, \"message\": M}} on stdout, where C is the daemon's error code (e.g. permission_denied), unreachable, timeout (a daemon answers, but not within --timeout), usage or consent_file."
 )]
 pub struct Cli {
-    /// Daemon socket (default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock).
+    /// Daemon socket (default: $XDG_RUNTIME_DIR/telemetry/telemetryd.sock; Windows: the named pipe \\.\pipe\telemetryd-%USERNAME%).
     #[arg(long, global = true, env = "TELEMETRY_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
     #[command(subcommand)]
