@@ -187,16 +187,13 @@ pub fn record_version(
 ) -> std::io::Result<Option<PathBuf>> {
     use std::io::Write;
     use telemetry_platform::fs::{create_private_dir_durable, mode_of, set_mode, with_mode};
-    let user = write_target(&paths.user)?;
-    let paths = &ConsentPaths {
-        user,
-        system: paths.system.clone(),
-    };
-    let dir = paths.user.parent().unwrap_or_else(|| Path::new("."));
-    create_private_dir_durable(dir)?;
+    // The lock lives beside the path as configured (a link, perhaps), where
+    // every writer of every version takes it.
+    let lock_dir = paths.user.parent().unwrap_or_else(|| Path::new("."));
+    create_private_dir_durable(lock_dir)?;
     // A plain file only: a FIFO in its place would block the open.
     let lock = telemetry_platform::fs::open_plain(
-        &dir.join(".consent.lock"),
+        &lock_dir.join(".consent.lock"),
         with_mode(
             std::fs::OpenOptions::new()
                 .create(true)
@@ -211,58 +208,70 @@ pub fn record_version(
     // that file, then waits for this flock to be free. Taking the flock and
     // then looking for its file, in the opposite order, means two writers
     // can never both go ahead.
-    while node_lock_held(dir) {
+    while node_lock_held(lock_dir) {
         lock.unlock()?;
         std::thread::sleep(std::time::Duration::from_millis(2));
         lock.lock()?;
     }
+    // Under the lock, so what is looked at is what is written.
+    let user = write_target(&paths.user)?;
+    let dir = user.parent().unwrap_or_else(|| Path::new("."));
     // Keep an existing file's mode: a machine-wide file (read by a daemon
     // running as another user) is made 0644 once by the administrator.
-    let file_mode = mode_of(&paths.user).unwrap_or(0o600);
-    let (mut file, kept) = match telemetry_platform::fs::read_small_text(&paths.user) {
+    let file_mode = mode_of(&user).unwrap_or(0o600);
+    let (mut file, kept) = match telemetry_platform::fs::read_small_text(&user) {
         Ok(t) => (ConsentFile::parse(&t), None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (ConsentFile::default(), None),
         Err(_) => {
             let ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
-            let name = paths.user.file_name().unwrap_or_default().to_string_lossy();
+            let name = user.file_name().unwrap_or_default().to_string_lossy();
             let base = format!("{name}.unreadable-{ms}-{}", std::process::id());
             // Never over one kept before in the same millisecond: a rename
-            // would replace it (or fail, for a directory).
+            // would replace it.
             let mut aside = dir.join(&base);
             let mut n = 2;
             while aside.symlink_metadata().is_ok() {
                 aside = dir.join(format!("{base}-{n}"));
                 n += 1;
             }
-            std::fs::rename(&paths.user, &aside)?;
+            std::fs::rename(&user, &aside)?;
             (ConsentFile::default(), Some(aside))
         }
     };
     let now = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
     file.set_version(product, mode, Some(now), version);
-    // A file kept because it had no read permission (or was a directory)
-    // must not pass that on: the new one is readable and writable by its
-    // owner, whatever else it had.
+    // A file kept because it had no read permission must not pass that on:
+    // the new one is readable and writable by its owner, whatever else it
+    // had.
     let mode = match kept {
         Some(_) => (file_mode | 0o600) & 0o666,
         None => file_mode,
     };
     let tmp = dir.join(format!(".consent.{}.tmp", std::process::id()));
-    let mut f = with_mode(
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true),
-        mode,
-    )
-    .open(&tmp)?;
+    // A new file only: one left by a writer that died is removed first
+    // (removing a link removes the link), and whatever another user put in
+    // its place, a link to their file say, is never opened and truncated.
+    let create = || {
+        with_mode(
+            std::fs::OpenOptions::new().write(true).create_new(true),
+            mode,
+        )
+        .open(&tmp)
+    };
+    let mut f = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&tmp)?;
+            create()?
+        }
+        other => other?,
+    };
     // The umask may have narrowed it.
     set_mode(&f, mode)?;
     f.write_all(file.render().as_bytes())?;
     f.sync_all()?;
-    std::fs::rename(&tmp, &paths.user)?;
+    std::fs::rename(&tmp, &user)?;
     // The decision is recorded only once the rename is durable: an `off`
     // acknowledged to the user must survive a power cut.
     telemetry_platform::fs::sync_dir(dir)?;
@@ -272,12 +281,14 @@ pub fn record_version(
 /// Where a decision for the consent file at `path` is written: the file
 /// itself, or the one a link there points to (kept in a dotfiles
 /// repository, say), which a rename over the link would leave behind with
-/// the old decision. A FIFO, a device or a socket there is refused, with
-/// nothing written: `TELEMETRY_CONSENT_FILE=/dev/null` (as `--config
-/// /dev/null` means none) would otherwise be replaced by a regular file,
-/// for every program on the machine when run as root. (A directory there
-/// is kept aside as an unreadable file is, see [`record`].) The SDKs do the
-/// same.
+/// the old decision. Nothing is written, and the error says why, when
+/// what stands there is no regular file (a directory, a FIFO, a device, a
+/// socket: `TELEMETRY_CONSENT_FILE=/dev/null`, as `--config /dev/null`
+/// means none, was replaced by a regular file, for every program on the
+/// machine when run as root; `/tmp` would have been moved aside), or when a
+/// link or the file it points to belongs to another user (root, through a
+/// link another user planted in a home `sudo -E` kept, would overwrite
+/// whatever it points to). The SDKs do the same.
 fn write_target(path: &Path) -> std::io::Result<PathBuf> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -285,9 +296,10 @@ fn write_target(path: &Path) -> std::io::Result<PathBuf> {
         Err(e) => return Err(e),
     };
     if !meta.file_type().is_symlink() {
-        refuse_special(path, &meta)?;
+        refuse_unless_ours(path, &meta, "")?;
         return Ok(path.to_path_buf());
     }
+    refuse_unless_ours(path, &meta, "a link ")?;
     let target = std::fs::canonicalize(path)
         .and_then(|t| std::fs::metadata(&t).map(|m| (t, m)))
         .map_err(|e| {
@@ -299,39 +311,59 @@ fn write_target(path: &Path) -> std::io::Result<PathBuf> {
                 ),
             )
         })?;
-    refuse_special(&target.0, &target.1)?;
+    refuse_unless_ours(&target.0, &target.1, "")?;
     Ok(target.0)
 }
 
-/// An error naming what stands at `path` when it is no file to write
-/// consent into.
-fn refuse_special(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        let t = meta.file_type();
-        let what = if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_char_device() || t.is_block_device() {
-            "a device"
-        } else if t.is_socket() {
-            "a socket"
-        } else {
-            return Ok(());
-        };
+/// An error unless `meta` (of `path`) is a regular file, or with `link`
+/// the link itself, that belongs to this user or root.
+fn refuse_unless_ours(path: &Path, meta: &std::fs::Metadata, link: &str) -> std::io::Result<()> {
+    let refuse = |what: String| {
         Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!(
-                "{} is {what}, not a consent file: nothing was written; point TELEMETRY_CONSENT_FILE at a regular file",
+                "{} is {link}{what}, not a consent file this user may write: nothing was written; point TELEMETRY_CONSENT_FILE at a regular file of this user's",
                 path.display()
             ),
         ))
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let me = telemetry_platform::proc::effective_uid();
+        if meta.uid() != me && meta.uid() != 0 {
+            return refuse(format!("owned by uid {}", meta.uid()));
+        }
+        let t = meta.file_type();
+        if link.is_empty() && !t.is_file() {
+            return refuse(
+                if t.is_dir() {
+                    "a directory"
+                } else if t.is_fifo() {
+                    "a FIFO"
+                } else if t.is_char_device() || t.is_block_device() {
+                    "a device"
+                } else if t.is_socket() {
+                    "a socket"
+                } else {
+                    "not a regular file"
+                }
+                .to_string(),
+            );
+        }
     }
     #[cfg(not(unix))]
-    {
-        let _ = (path, meta);
-        Ok(())
+    if link.is_empty() && !meta.is_file() {
+        return refuse(
+            if meta.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file"
+            }
+            .to_string(),
+        );
     }
+    Ok(())
 }
 
 /// The lock a Node writer of the consent file holds (the Node SDK's
@@ -434,21 +466,6 @@ mod tests {
             assert_eq!(telemetry_platform::fs::mode_of(&paths.user), Some(mode));
             std::fs::remove_file(&kept).unwrap();
         }
-        // A directory in its place (unreadable as a file even for root) is
-        // kept too, and its mode (0700: executable, not a file's) is not
-        // passed on: the new file is 0600.
-        std::fs::remove_file(&paths.user).unwrap();
-        std::fs::create_dir(&paths.user).unwrap();
-        std::fs::set_permissions(
-            &paths.user,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .unwrap();
-        let kept = record("cfdev", Mode::Off, &paths).unwrap().unwrap();
-        assert!(kept.is_dir());
-        std::fs::remove_dir(&kept).unwrap();
-        assert_eq!(telemetry_platform::fs::mode_of(&paths.user), Some(0o600));
-        assert_eq!(user_decision("cfdev", &paths), Some(Mode::Off));
         // A readable one is rewritten in place, nothing kept.
         assert_eq!(record("other", Mode::On, &paths).unwrap(), None);
         assert_eq!(user_decision("cfdev", &paths), Some(Mode::Off));
@@ -459,9 +476,10 @@ mod tests {
         );
     }
 
-    /// A device, FIFO or socket in the consent file's place is refused and
-    /// left as it was; a link is followed, so the file it points to gets
-    /// the decision and the link stays a link.
+    /// A directory, device, FIFO or socket in the consent file's place is
+    /// refused and left as it was (a directory was moved aside: `/tmp`, as
+    /// root); a link is followed, so the file it points to gets the decision
+    /// and the link stays a link, but not a link to a directory.
     #[test]
     fn only_a_regular_file_is_written_and_a_link_is_followed() {
         let dir = tempfile::tempdir().unwrap();
@@ -477,10 +495,17 @@ mod tests {
             .success());
         let sock = dir.path().join("sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let folder = dir.path().join("projects");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("work"), "mine").unwrap();
+        let to_folder = dir.path().join("to-folder");
+        std::os::unix::fs::symlink(&folder, &to_folder).unwrap();
         for (path, what) in [
             (PathBuf::from("/dev/null"), "a device"),
             (fifo, "a FIFO"),
             (sock, "a socket"),
+            (folder.clone(), "a directory"),
+            (to_folder, "a directory"),
         ] {
             let before = std::fs::symlink_metadata(&path).unwrap();
             let err = record("cfdev", Mode::Off, &paths(path.clone())).unwrap_err();
@@ -507,10 +532,61 @@ mod tests {
         assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
         assert_eq!(user_decision("cfdev", &paths(real.clone())), Some(Mode::On));
         assert_eq!(user_decision("other", &paths(real)), Some(Mode::On));
+        assert_eq!(std::fs::read(folder.join("work")).unwrap(), b"mine");
         let dangling = dir.path().join("dangling");
         std::os::unix::fs::symlink(dir.path().join("gone"), &dangling).unwrap();
         let err = record("cfdev", Mode::On, &paths(dangling)).unwrap_err();
         assert!(err.to_string().contains("cannot be reached"), "{err}");
+    }
+
+    /// Root follows no link another user owns or that points to another
+    /// user's file (a link planted in a home `sudo -E` kept would have it
+    /// overwrite whatever it points to), and never opens a temp file
+    /// another user put in place: it makes a new one.
+    #[test]
+    fn another_users_link_file_or_temp_file_is_never_written_through() {
+        use std::os::unix::fs::MetadataExt;
+        if telemetry_platform::proc::effective_uid() != 0 {
+            eprintln!("SKIPPED: needs root to own files as another user (CI runs as root)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let paths = |user: PathBuf| ConsentPaths {
+            user,
+            system: dir.path().join("none"),
+        };
+        // lchown: a link itself, not what it points to.
+        let chown =
+            |p: &Path, uid: u32| std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+        let theirs = dir.path().join("theirs");
+        std::fs::write(&theirs, "secret\n").unwrap();
+        chown(&theirs, 65534);
+        let link = dir.path().join("consent");
+        std::os::unix::fs::symlink(&theirs, &link).unwrap();
+        let err = record("cfdev", Mode::Off, &paths(link.clone())).unwrap_err();
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+        let mine = dir.path().join("mine");
+        std::fs::write(&mine, "").unwrap();
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&mine, &link).unwrap();
+        chown(&link, 65534);
+        let err = record("cfdev", Mode::Off, &paths(link.clone())).unwrap_err();
+        assert!(
+            err.to_string().contains("a link owned by uid 65534"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&theirs).unwrap(), b"secret\n");
+        assert_eq!(std::fs::metadata(&theirs).unwrap().uid(), 65534);
+        // A link in the temp file's place is removed, not followed.
+        let file = dir.path().join("consent2");
+        let tmp = dir
+            .path()
+            .join(format!(".consent.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&theirs, &tmp).unwrap();
+        record("cfdev", Mode::Off, &paths(file.clone())).unwrap();
+        assert_eq!(std::fs::read(&theirs).unwrap(), b"secret\n");
+        assert_eq!(user_decision("cfdev", &paths(file)), Some(Mode::Off));
+        assert!(tmp.symlink_metadata().is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 package telemetry
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -105,7 +106,16 @@ func TestSetConsentWritesOnlyARegularFileAndFollowsALink(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	for path, what := range map[string]string{fifo: "a FIFO", "/dev/null": "a device", sock: "a socket"} {
+	folder := filepath.Join(dir, "projects")
+	if err := os.Mkdir(folder, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	toFolder := filepath.Join(dir, "to-folder")
+	if err := os.Symlink(folder, toFolder); err != nil {
+		t.Fatal(err)
+	}
+	for path, what := range map[string]string{fifo: "a FIFO", "/dev/null": "a device", sock: "a socket",
+		folder: "a directory", toFolder: "a directory"} {
 		before, _ := os.Lstat(path)
 		done := make(chan error, 1)
 		go func() { done <- writeConsent(path, "cfdev", ModeOn, 0, time.Now(), time.Now().Add(time.Second)) }()
@@ -120,6 +130,9 @@ func TestSetConsentWritesOnlyARegularFileAndFollowsALink(t *testing.T) {
 		if after, _ := os.Lstat(path); !os.SameFile(before, after) || before.Mode() != after.Mode() {
 			t.Errorf("%s was replaced", path)
 		}
+	}
+	if st, err := os.Stat(folder); err != nil || !st.IsDir() {
+		t.Errorf("the folder was moved: %v", err)
 	}
 	real := filepath.Join(dir, "dotfiles", "consent")
 	if err := os.MkdirAll(filepath.Dir(real), 0o700); err != nil {
@@ -148,5 +161,60 @@ func TestSetConsentWritesOnlyARegularFileAndFollowsALink(t *testing.T) {
 	}
 	if err := writeConsent(dangling, "cfdev", ModeOn, 0, time.Now(), time.Now().Add(time.Second)); err == nil || !strings.Contains(err.Error(), "cannot be reached") {
 		t.Errorf("a dangling link: %v", err)
+	}
+}
+
+// Root follows no link another user owns or that points to another user's
+// file, and never opens a temp file another user put in place.
+func TestSetConsentNeverWritesThroughAnotherUsersLinkFileOrTempFile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to own files as another user (CI runs as root)")
+	}
+	dir := t.TempDir()
+	theirs := filepath.Join(dir, "theirs")
+	if err := os.WriteFile(theirs, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(theirs, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "consent")
+	if err := os.Symlink(theirs, link); err != nil {
+		t.Fatal(err)
+	}
+	write := func(p string) error {
+		return writeConsent(p, "cfdev", ModeOff, 0, time.Now(), time.Now().Add(time.Second))
+	}
+	if err := write(link); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+		t.Errorf("a link to another user's file: %v", err)
+	}
+	mine := filepath.Join(dir, "mine")
+	if err := os.WriteFile(mine, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(mine, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(link, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := write(link); err == nil || !strings.Contains(err.Error(), "a link owned by uid 65534") {
+		t.Errorf("another user's link: %v", err)
+	}
+	tmp := filepath.Join(dir, fmt.Sprintf(".consent.%d.tmp", os.Getpid()))
+	if err := os.Symlink(theirs, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := write(filepath.Join(dir, "consent2")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(theirs); string(b) != "secret\n" {
+		t.Errorf("their file: %q", b)
+	}
+	if _, err := os.Lstat(tmp); err == nil {
+		t.Error("the planted temp link is still there")
 	}
 }

@@ -42,3 +42,12 @@ func unlockFile(f *os.File) {
 		_ = raw.Control(func(fd uintptr) { _ = syscall.Flock(int(fd), syscall.LOCK_UN) })
 	}
 }
+
+// ownerOf is the uid owning fi's file, and whether one could be read.
+func ownerOf(fi os.FileInfo) (uint32, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return st.Uid, true
+}

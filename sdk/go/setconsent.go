@@ -199,10 +199,12 @@ func nodeLockHeld(dir string) bool {
 
 // writeTarget is where a decision for the consent file at path is
 // written: the file itself, or the one a link there points to (a rename
-// over the link would leave that file with the old decision). A FIFO, a
-// device or a socket there is refused with nothing written: a consent
-// file of /dev/null would otherwise be replaced by a regular file. The
-// Rust client does the same.
+// over the link would leave that file with the old decision). Nothing is
+// written, and the error says why, when what stands there is no regular
+// file (a directory, FIFO, device or socket: a consent file of /dev/null
+// would be replaced, /tmp moved aside), or when a link or its file belongs
+// to another user (root, through a link planted in a home sudo -E kept,
+// would overwrite what it points to). As the Rust client.
 func writeTarget(path string) (string, error) {
 	st, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -213,6 +215,9 @@ func writeTarget(path string) (string, error) {
 	}
 	target := path
 	if st.Mode()&os.ModeSymlink != 0 {
+		if err := refuseUnlessOurs(path, st, "a link "); err != nil {
+			return "", err
+		}
 		if target, err = filepath.EvalSymlinks(path); err == nil {
 			st, err = os.Stat(target)
 		}
@@ -220,33 +225,48 @@ func writeTarget(path string) (string, error) {
 			return "", fmt.Errorf("%s is a link to a file that cannot be reached (%v): nothing was written; point it at an existing file, or remove it", path, err)
 		}
 	}
-	what := ""
-	switch t := st.Mode().Type(); {
-	case t&os.ModeNamedPipe != 0:
-		what = "a FIFO"
-	case t&os.ModeDevice != 0:
-		what = "a device"
-	case t&os.ModeSocket != 0:
-		what = "a socket"
-	}
-	if what != "" {
-		return "", fmt.Errorf("%s is %s, not a consent file: nothing was written; point TELEMETRY_CONSENT_FILE at a regular file", target, what)
+	if err := refuseUnlessOurs(target, st, ""); err != nil {
+		return "", err
 	}
 	return target, nil
 }
 
+// refuseUnlessOurs is an error unless st (of path) is a regular file, or
+// with link the link itself, that belongs to this user or root.
+func refuseUnlessOurs(path string, st os.FileInfo, link string) error {
+	what := ""
+	if uid, ok := ownerOf(st); ok && uid != 0 && int(uid) != os.Geteuid() {
+		what = fmt.Sprintf("owned by uid %d", uid)
+	} else if link == "" {
+		switch t := st.Mode().Type(); {
+		case t.IsDir():
+			what = "a directory"
+		case t&os.ModeNamedPipe != 0:
+			what = "a FIFO"
+		case t&os.ModeDevice != 0:
+			what = "a device"
+		case t&os.ModeSocket != 0:
+			what = "a socket"
+		case !t.IsRegular():
+			what = "not a regular file"
+		}
+	}
+	if what == "" {
+		return nil
+	}
+	return fmt.Errorf("%s is %s%s, not a consent file this user may write: nothing was written; point TELEMETRY_CONSENT_FILE at a regular file of this user's", path, link, what)
+}
+
 // writeConsent records mode for product in the consent file at path.
 func writeConsent(path, product string, mode Mode, version uint32, now time.Time, deadline time.Time) error {
-	path, err := writeTarget(path)
-	if err != nil {
-		return err
-	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// The lock lives beside the path as configured (a link, perhaps), where
+	// every writer of every version takes it.
+	lockDir := filepath.Dir(path)
+	if err := os.MkdirAll(lockDir, 0o700); err != nil {
 		return err
 	}
 	// Non-blocking, a regular file only: a FIFO there must not hold the host.
-	lock, err := openRegular(filepath.Join(dir, ".consent.lock"), os.O_WRONLY|os.O_CREATE, 0o600)
+	lock, err := openRegular(filepath.Join(lockDir, ".consent.lock"), os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
@@ -261,7 +281,7 @@ func writeConsent(path, product string, mode Mode, version uint32, now time.Time
 		if err := lockFile(lock, deadline); err != nil {
 			return err
 		}
-		if !nodeLockHeld(dir) {
+		if !nodeLockHeld(lockDir) {
 			break
 		}
 		// A live Node writer holds its own lock: let it finish.
@@ -271,6 +291,12 @@ func writeConsent(path, product string, mode Mode, version uint32, now time.Time
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+	// Under the lock, so what is looked at is what is written.
+	path, err = writeTarget(path)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
 	perm := os.FileMode(0o600)
 	if st, err := os.Stat(path); err == nil {
 		perm = st.Mode().Perm()
@@ -285,7 +311,7 @@ func writeConsent(path, product string, mode Mode, version uint32, now time.Time
 	} else if !errors.Is(err, os.ErrNotExist) {
 		kept := fmt.Sprintf("%s.unreadable-%d-%d", path, time.Now().UnixMilli(), os.Getpid())
 		// Never over one kept before in the same millisecond: a rename
-		// would replace it (or fail, for a directory).
+		// would replace it.
 		for n, base := 2, kept; ; n++ {
 			if _, err := os.Lstat(kept); errors.Is(err, os.ErrNotExist) {
 				break
@@ -295,12 +321,20 @@ func writeConsent(path, product string, mode Mode, version uint32, now time.Time
 		if err := os.Rename(path, kept); err != nil {
 			return err
 		}
-		// Its mode (no read permission, a directory's) is not passed on.
+		// Its mode (no read permission) is not passed on.
 		perm = (perm | 0o600) & 0o666
 	}
 	file.SetVersion(product, mode, rfc3339Micros(now), version)
 	tmp := filepath.Join(dir, fmt.Sprintf(".consent.%d.tmp", os.Getpid()))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	// A new file only: one left by a writer that died is removed first
+	// (removing a link removes the link), and whatever another user put in
+	// its place, a link to their file say, is never opened and truncated.
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if errors.Is(err, os.ErrExist) {
+		if err = os.Remove(tmp); err == nil {
+			f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+		}
+	}
 	if err != nil {
 		return err
 	}

@@ -308,9 +308,12 @@ async function takeLock(dir, waitMs) {
 /**
  * Where a decision for the consent file at `file` is written: the file
  * itself, or the one a link there points to (a rename over the link would
- * leave that file with the old decision). A FIFO, a device or a socket there
- * is refused with nothing written: a consent file of /dev/null would
- * otherwise be replaced by a regular file. The Rust client does the same.
+ * leave that file with the old decision). Nothing is written, and the reason
+ * says why, when what stands there is no regular file (a directory, FIFO,
+ * device or socket: a consent file of /dev/null would be replaced, /tmp
+ * moved aside), or when a link or its file belongs to another user (root,
+ * through a link planted in a home `sudo -E` kept, would overwrite what it
+ * points to). As the Rust client.
  * @param {string} file
  * @returns {{ok: true, path: string}|{ok: false, reason: string}}
  */
@@ -324,6 +327,8 @@ function writeTarget(file) {
   }
   let target = file;
   if (st.isSymbolicLink()) {
+    const link = refuseUnlessOurs(file, st, 'a link ');
+    if (link) return { ok: false, reason: link };
     try {
       target = fs.realpathSync(file);
       st = fs.statSync(target);
@@ -337,19 +342,33 @@ function writeTarget(file) {
       };
     }
   }
+  const refused = refuseUnlessOurs(target, st, '');
+  return refused ? { ok: false, reason: refused } : { ok: true, path: target };
+}
+
+/**
+ * Why `st` (of `path`) is no consent file to write: unless it is a regular
+ * file, or with `link` the link itself, that belongs to this user or root.
+ * @param {string} path
+ * @param {fs.Stats} st
+ * @param {string} link
+ * @returns {string|null}
+ */
+function refuseUnlessOurs(path, st, link) {
   let what = '';
-  if (st.isFIFO()) what = 'a FIFO';
+  const me = typeof process.geteuid === 'function' ? process.geteuid() : null;
+  if (me !== null && st.uid !== me && st.uid !== 0) what = `owned by uid ${st.uid}`;
+  else if (link) what = '';
+  else if (st.isDirectory()) what = 'a directory';
+  else if (st.isFIFO()) what = 'a FIFO';
   else if (st.isCharacterDevice() || st.isBlockDevice()) what = 'a device';
   else if (st.isSocket()) what = 'a socket';
-  if (what) {
-    return {
-      ok: false,
-      reason:
-        `${target} is ${what}, not a consent file: nothing was written; ` +
-        'point TELEMETRY_CONSENT_FILE at a regular file',
-    };
-  }
-  return { ok: true, path: target };
+  else if (!st.isFile()) what = 'not a regular file';
+  if (!what) return null;
+  return (
+    `${path} is ${link}${what}, not a consent file this user may write: nothing was written; ` +
+    "point TELEMETRY_CONSENT_FILE at a regular file of this user's"
+  );
 }
 
 /**
@@ -364,20 +383,27 @@ function writeTarget(file) {
  */
 async function recordConsent(file, product, mode, version, lockWaitMs) {
   const { setEntry, renderConsentFile } = require('./consent.cjs');
-  const target = writeTarget(file);
-  if (!target.ok) return target;
-  file = target.path;
-  const dir = nodePath.dirname(file);
+  // The lock lives beside the path as configured (a link, perhaps), where
+  // every writer of every version takes it.
+  const lockDir = nodePath.dirname(file);
   let lock;
   try {
-    makeDirs(dir, 0o700);
-    lock = await takeLock(dir, lockWaitMs);
+    makeDirs(lockDir, 0o700);
+    lock = await takeLock(lockDir, lockWaitMs);
   } catch (e) {
-    return { ok: false, reason: `cannot use ${dir} for the consent file: ${e && /** @type {any} */ (e).message}` };
+    return { ok: false, reason: `cannot use ${lockDir} for the consent file: ${e && /** @type {any} */ (e).message}` };
   }
   if (lock === null) {
-    return { ok: false, reason: `another writer holds the consent file's lock in ${dir}; try again` };
+    return { ok: false, reason: `another writer holds the consent file's lock in ${lockDir}; try again` };
   }
+  // Under the lock, so what is looked at is what is written.
+  const target = writeTarget(file);
+  if (!target.ok) {
+    lock.release();
+    return target;
+  }
+  file = target.path;
+  const dir = nodePath.dirname(file);
   const tmp = nodePath.join(dir, `.consent.${process.pid}.${Date.now()}.tmp`);
   try {
     let fileMode = 0o600;
@@ -397,11 +423,11 @@ async function recordConsent(file, product, mode, version, lockWaitMs) {
         // Rust client does, rather than lose the other products' lines.
         const base = `${file}.unreadable-${Date.now()}-${process.pid}`;
         // Never over one kept before in the same millisecond: a rename
-        // would replace it (or fail, for a directory).
+        // would replace it.
         kept = base;
         for (let n = 2; lexists(kept); n++) kept = `${base}-${n}`;
         fs.renameSync(file, kept);
-        // Its mode (no read permission, a directory's) is not passed on.
+        // Its mode (no read permission) is not passed on.
         fileMode = (fileMode | 0o600) & 0o666;
       }
     }

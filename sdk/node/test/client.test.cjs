@@ -359,7 +359,18 @@ test('setConsent writes only a regular file (no FIFO, device or socket); a link 
   const server = require('node:net').createServer();
   await new Promise((resolve) => server.listen(sock, () => resolve(undefined)));
   try {
-    for (const [file, what] of [[fifo, 'a FIFO'], ['/dev/null', 'a device'], [sock, 'a socket']]) {
+    const folder = path.join(T, 'projects');
+    fs.mkdirSync(folder);
+    const toFolder = path.join(T, 'to-folder');
+    fs.symlinkSync(folder, toFolder);
+    const cases = [
+      [fifo, 'a FIFO'],
+      ['/dev/null', 'a device'],
+      [sock, 'a socket'],
+      [folder, 'a directory'],
+      [toFolder, 'a directory'],
+    ];
+    for (const [file, what] of cases) {
       const before = fs.lstatSync(file);
       const env = { ...sdkEnv(T), TELEMETRY_CONSENT_FILE: file };
       const r = await createClient({ product: 'cfdev', build: '1', env }).setConsent('on');
@@ -389,6 +400,28 @@ test('setConsent writes only a regular file (no FIFO, device or socket); a link 
   const r = await createClient({ product: 'cfdev', build: '1', env: env2 }).setConsent('on');
   assert.equal(r.status, 'failed');
   assert.match(r.reason, /cannot be reached/);
+});
+
+test('setConsent never writes through another user\'s link or file (as root)', { skip: !asRoot }, async () => {
+  const T = tempDir();
+  const theirs = path.join(T, 'theirs');
+  fs.writeFileSync(theirs, 'secret\n');
+  fs.lchownSync(theirs, 65534, 65534);
+  const link = path.join(T, 'consent');
+  fs.symlinkSync(theirs, link);
+  const env = { ...sdkEnv(T), TELEMETRY_CONSENT_FILE: link };
+  let r = await createClient({ product: 'cfdev', build: '1', env }).setConsent('off');
+  assert.equal(r.status, 'failed');
+  assert.match(r.reason, /owned by uid 65534/);
+  const mine = path.join(T, 'mine');
+  fs.writeFileSync(mine, '');
+  fs.unlinkSync(link);
+  fs.symlinkSync(mine, link);
+  fs.lchownSync(link, 65534, 65534);
+  r = await createClient({ product: 'cfdev', build: '1', env }).setConsent('off');
+  assert.equal(r.status, 'failed');
+  assert.match(r.reason, /a link owned by uid 65534/);
+  assert.equal(fs.readFileSync(theirs, 'utf8'), 'secret\n');
 });
 
 test('setConsent: a held lock makes it fail within the budget; a stale one is taken over', async () => {

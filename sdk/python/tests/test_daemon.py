@@ -364,13 +364,13 @@ def test_an_unreadable_consent_file_is_kept_aside_and_the_decision_recorded(
     assert kept[0].read_bytes() == old
     assert str(kept[0]) in change.detail
     assert "\ncfdev off " in consent.read_text()
-    # A directory in its place is kept too; its 0700 is not passed on.
+    # A directory in its place is refused and left where it is (moving it
+    # aside moved /tmp, as root, for TELEMETRY_CONSENT_FILE=/tmp).
     consent.unlink()
     consent.mkdir(mode=0o700)
-    assert (
-        Client(product="cfdev", build="1.2.0", timeout=0.1).set_consent("on").status == "recorded"
-    )
-    assert consent.is_file() and stat.S_IMODE(consent.stat().st_mode) == 0o600
+    change = Client(product="cfdev", build="1.2.0", timeout=0.1).set_consent("on")
+    assert change.status == "failed" and "is a directory" in change.detail, change
+    assert consent.is_dir()
 
 
 def test_only_a_regular_file_is_written_and_a_link_is_followed(
@@ -385,10 +385,16 @@ def test_only_a_regular_file_is_written_and_a_link_is_followed(
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(sock_path))
     try:
+        folder = tmp_root / "projects"
+        folder.mkdir()
+        to_folder = tmp_root / "to-folder"
+        to_folder.symlink_to(folder)
         for path, what in (
             (str(fifo), "a FIFO"),
             ("/dev/null", "a device"),
             (str(sock_path), "a socket"),
+            (str(folder), "a directory"),
+            (str(to_folder), "a directory"),
         ):
             before = os.lstat(path)
             monkeypatch.setenv("TELEMETRY_CONSENT_FILE", path)
@@ -473,3 +479,35 @@ def test_one_client_opens_at_most_16_connections_at_once(sdk_env: Daemon) -> Non
         srv.close()
     assert outs == ["acknowledged"] * 40, outs
     assert 1 < counts["peak"] <= 16, counts
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")
+def test_root_never_writes_through_another_users_link_or_file(
+    sdk_env: Daemon, tmp_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root follows no link another user owns or that points to another
+    user's file (a link planted in a home ``sudo -E`` kept), and never opens
+    a temp file another user put in place."""
+    theirs = tmp_root / "theirs"
+    theirs.write_text("secret\n")
+    os.lchown(theirs, 65534, 65534)
+    link = tmp_root / "consent-link"
+    link.symlink_to(theirs)
+    monkeypatch.setenv("TELEMETRY_CONSENT_FILE", str(link))
+    change = Client(product="cfdev", build="1", timeout=0.1).set_consent("off")
+    assert change.status == "failed" and "owned by uid 65534" in change.detail, change
+    mine = tmp_root / "mine"
+    mine.write_text("")
+    link.unlink()
+    link.symlink_to(mine)
+    os.lchown(link, 65534, 65534)
+    change = Client(product="cfdev", build="1", timeout=0.1).set_consent("off")
+    assert change.status == "failed" and "a link owned by uid 65534" in change.detail, change
+    target = tmp_root / "consent2"
+    tmp = tmp_root / f".consent.{os.getpid()}.tmp"
+    tmp.symlink_to(theirs)
+    monkeypatch.setenv("TELEMETRY_CONSENT_FILE", str(target))
+    change = Client(product="cfdev", build="1", timeout=0.1).set_consent("off")
+    assert change.status == "recorded", change
+    assert theirs.read_text() == "secret\n"
+    assert not tmp.is_symlink()

@@ -723,18 +723,19 @@ def _record(
     ``<file>.unreadable-<unix ms>-<pid>`` first; returns that path, if so."""
     if sys.platform == "win32":
         raise OSError("recording consent from Python is not supported on Windows")
-    path = _write_target(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    _spool.make_dirs(directory)
+    # The lock lives beside the path as configured (a link, perhaps), where
+    # every writer of every version takes it.
+    lock_dir = os.path.dirname(os.path.abspath(path))
+    _spool.make_dirs(lock_dir)
     # Non-blocking, a regular file only: a FIFO there must not hold the host.
     lock = _spool.open_regular(
-        os.path.join(directory, ".consent.lock"), os.O_WRONLY | os.O_CREAT, 0o600
+        os.path.join(lock_dir, ".consent.lock"), os.O_WRONLY | os.O_CREAT, 0o600
     )
     try:
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if not _node_lock_held(directory):
+                if not _node_lock_held(lock_dir):
                     break
                 # A live Node writer holds its own lock: let it finish.
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -742,9 +743,12 @@ def _record(
                 pass
             if time.monotonic() >= deadline:
                 raise OSError(
-                    f"another process holds {directory}/.consent.lock; try again"
+                    f"another process holds {lock_dir}/.consent.lock; try again"
                 ) from None
             time.sleep(0.002)
+        # Under the lock, so what is looked at is what is written.
+        path = _write_target(path)
+        directory = os.path.dirname(os.path.abspath(path))
         try:
             perm = os.stat(path).st_mode & 0o777
         except OSError:
@@ -759,17 +763,25 @@ def _record(
             # than lose the other products' lines (as the Rust writer).
             base = f"{path}.unreadable-{int(time.time() * 1000)}-{os.getpid()}"
             # Never over one kept before in the same millisecond: a rename
-            # would replace it (or fail, for a directory).
+            # would replace it.
             kept, n = base, 2
             while os.path.lexists(kept):
                 kept, n = f"{base}-{n}", n + 1
             os.rename(path, kept)
-            # Its mode (no read permission, a directory's) is not passed on.
+            # Its mode (no read permission) is not passed on.
             perm = (perm | 0o600) & 0o666
             file = ConsentFile()
         file.set(product, mode, _rfc3339_now(), version)
         tmp = os.path.join(directory, f".consent.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), perm)
+        # A new file only: one left by a writer that died is removed first
+        # (removing a link removes the link), and whatever another user put
+        # in its place, a link to their file say, is never opened.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(tmp, flags, perm)
+        except FileExistsError:
+            os.unlink(tmp)
+            fd = os.open(tmp, flags, perm)
         try:
             os.fchmod(fd, perm)  # the umask may have narrowed it
             data = file.render().encode("utf-8")
@@ -792,15 +804,19 @@ def _record(
 def _write_target(path: str) -> str:
     """Where a decision for the consent file at ``path`` is written: the file
     itself, or the one a link there points to (a rename over the link would
-    leave that file with the old decision). A FIFO, a device or a socket
-    there is refused with nothing written: a consent file of ``/dev/null``
-    would otherwise be replaced by a regular file. As the Rust client."""
+    leave that file with the old decision). Nothing is written, and the
+    error says why, when what stands there is no regular file (a directory,
+    FIFO, device or socket: a consent file of ``/dev/null`` would be
+    replaced, ``/tmp`` moved aside), or when a link or its file belongs to
+    another user (root, through a link planted in a home ``sudo -E`` kept,
+    would overwrite what it points to). As the Rust client."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return path
     target = path
     if stat.S_ISLNK(st.st_mode):
+        _refuse_unless_ours(path, st, "a link ")
         try:
             target = os.path.realpath(path)
             st = os.stat(target)
@@ -809,18 +825,33 @@ def _write_target(path: str) -> str:
                 f"{path} is a link to a file that cannot be reached ({e.strerror or e}): "
                 "nothing was written; point it at an existing file, or remove it"
             ) from None
+    _refuse_unless_ours(target, st, "")
+    return target
+
+
+def _refuse_unless_ours(path: str, st: os.stat_result, link: str) -> None:
+    """Raise unless ``st`` (of ``path``) is a regular file, or with ``link``
+    the link itself, that belongs to this user or root."""
     mode = st.st_mode
-    if stat.S_ISFIFO(mode):
+    if st.st_uid not in (0, os.geteuid()):
+        what = f"owned by uid {st.st_uid}"
+    elif link:
+        return
+    elif stat.S_ISDIR(mode):
+        what = "a directory"
+    elif stat.S_ISFIFO(mode):
         what = "a FIFO"
     elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         what = "a device"
     elif stat.S_ISSOCK(mode):
         what = "a socket"
+    elif not stat.S_ISREG(mode):
+        what = "not a regular file"
     else:
-        return target
+        return
     raise OSError(
-        f"{target} is {what}, not a consent file: nothing was written; "
-        "point TELEMETRY_CONSENT_FILE at a regular file"
+        f"{path} is {link}{what}, not a consent file this user may write: nothing was "
+        "written; point TELEMETRY_CONSENT_FILE at a regular file of this user's"
     )
 
 
