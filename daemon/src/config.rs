@@ -553,7 +553,7 @@ pub fn load(
     };
     let socket = match socket {
         Some((path, origin)) => {
-            check_socket_len(&at(path.clone()), origin, &env, uid)?;
+            check_socket_len(&path, origin, &env, uid)?;
             path
         }
         // The default is checked when it is bound: a socket-activated
@@ -565,10 +565,12 @@ pub fn load(
         .clone()
         .or(file.state_dir)
         .unwrap_or_else(|| paths::default_state_dir(&env, uid));
-    // Clients name the spool they keep for a socket by its path as they
-    // were given it; the daemon takes in the same one.
+    // The socket is kept as given: an autostarted daemon binds it before it
+    // leaves the folder a relative one was given in (anchored, it could
+    // pass the length a socket path may have), and clients name the spool
+    // they keep for it by that path too.
     let socket_as_named = socket.clone();
-    let mut cfg = Config::with_paths(at(socket), at(state_dir));
+    let mut cfg = Config::with_paths(socket, at(state_dir));
     if let Some(dir) = args.outbox_dir.clone().or(file.outbox_dir) {
         cfg.outbox_dir = at(dir);
     }
@@ -915,7 +917,7 @@ mod tests {
     }
 
     #[test]
-    fn relative_paths_are_taken_from_the_base_dir_but_the_spool_keeps_the_socket_as_named() {
+    fn relative_paths_are_taken_from_the_base_dir_but_the_socket_is_kept_as_named() {
         let base = tempfile::tempdir().unwrap();
         std::fs::write(base.path().join("c.toml"), "outbox_dir = \"o\"\n").unwrap();
         let (mut args, m) = args_from(&[
@@ -931,7 +933,11 @@ mod tests {
         let cfg = load(&args, Some(&m), no_env, 1).unwrap();
         let b = base.path();
         assert_eq!(cfg.state_dir, b.join("s"));
-        assert_eq!(cfg.socket_path, b.join("r/x.sock"));
+        assert_eq!(
+            cfg.socket_path,
+            Path::new("r/x.sock"),
+            "bound before the move"
+        );
         assert_eq!(
             cfg.outbox_dir,
             b.join("o"),

@@ -30,9 +30,11 @@
 
 /// `println!` for what the daemon's own commands print (`install`,
 /// `--check-config`): a write that fails (a reader that has gone, a full
-/// disk, a closed stdout) is ignored where `println!` would panic, which
-/// stopped an install between its steps. On Windows a closed pipe is no
-/// signal, so `telemetryd --check-config | more` ended in a panic there.
+/// disk, a closed stdout) does not stop the command, where `println!`
+/// panicked, which stopped an install between its steps (on Windows a
+/// closed pipe is no signal, so `telemetryd --check-config | more` ended in
+/// a panic there). Any failure but a reader that has gone is kept for
+/// [`output_error`], so a command whose output is its answer can say so.
 #[macro_export]
 macro_rules! outln {
     () => {
@@ -55,7 +57,19 @@ macro_rules! out {
 #[doc(hidden)]
 pub fn write_out(text: std::fmt::Arguments<'_>) {
     use std::io::Write;
-    let _ = std::io::stdout().lock().write_fmt(text);
+    if let Err(e) = std::io::stdout().lock().write_fmt(text) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let _ = OUTPUT_ERROR.set(e.to_string());
+        }
+    }
+}
+
+static OUTPUT_ERROR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The first failure to write [`outln!`]'s output (a full disk, a closed
+/// stdout), if any; a reader that has gone is none.
+pub fn output_error() -> Option<&'static str> {
+    OUTPUT_ERROR.get().map(String::as_str)
 }
 
 pub mod batch;

@@ -117,13 +117,19 @@ fn check_config(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> Ex
         eprintln!("telemetryd: error: {e}");
         return ExitCode::FAILURE;
     }
-    if checked.manifests_ok {
+    let code = if checked.manifests_ok {
         telemetryd::outln!("configuration OK");
         ExitCode::SUCCESS
     } else {
         telemetryd::outln!("configuration OK; a product manifest is broken (its product is disabled until it is fixed)");
         ExitCode::from(3)
+    };
+    // The output is the answer: one that could not be written is a failure.
+    if let Some(e) = telemetryd::output_error() {
+        eprintln!("telemetryd: error: cannot write the output: {e}");
+        return ExitCode::FAILURE;
     }
+    code
 }
 
 /// Install the log: `--log-format json` (`TELEMETRY_LOG_FORMAT`) writes one
@@ -225,7 +231,9 @@ fn supervisor(activated: bool, service: bool, config: &config::Config, uid: u32)
         return None;
     }
     Some(if cfg!(target_os = "macos") {
-        if uid == 0 {
+        // The LaunchDaemon runs as _telemetryd on /var/run/telemetryd.sock
+        // (`install --system`): the system domain's, whatever its uid.
+        if uid == 0 || config.socket_path.starts_with("/var/run") {
             "launchd runs it: stop it with `sudo launchctl bootout system/dev.telemetryd`".into()
         } else {
             format!("launchd runs it: stop it with `launchctl bootout gui/{uid}/dev.telemetryd`")
@@ -323,13 +331,13 @@ fn real_main(
     if ondemand::newer_store(&config.state_dir).is_none() {
         ondemand::record_current(&config.state_dir);
     }
-    if autostarted {
-        leave_the_starting_directory(&config.state_dir);
-    }
     runtime.block_on(async {
         forward_reload_signals(reload_requests);
         let activated_here = activated.is_some();
         let (listener, bound) = listen(&config, activated, args.service)?;
+        if autostarted {
+            leave_the_starting_directory(&config.state_dir);
+        }
         listening();
         tracing::info!(
             pid = std::process::id(),
@@ -352,8 +360,9 @@ fn real_main(
 /// then not be deleted or renamed, on Unix a USB stick or a network share
 /// it is on not unmounted ("target is busy"). It moves to the root of its
 /// state dir's drive (`/` on Unix), as a service manager starts one. Its
-/// paths were made absolute first (`Args::base_dir`); a hand-over to a newer
-/// binary, which passes the arguments on as given, happens before this.
+/// paths were made absolute first (`Args::base_dir`), but for its socket,
+/// bound as given just before this; a hand-over to a newer binary, which
+/// passes the arguments on as given, happens before too.
 fn leave_the_starting_directory(state_dir: &std::path::Path) {
     let root = state_dir
         .ancestors()

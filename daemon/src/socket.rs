@@ -380,7 +380,9 @@ pub fn bind(path: &Path) -> Result<BoundSocket, SocketError> {
     listener.set_nonblocking(true).map_err(io("configure"))?;
     Ok(BoundSocket {
         listener: Some(listener),
-        path: path.to_path_buf(),
+        // Removed by this path at exit, after an autostarted daemon has
+        // left the folder a relative one was given in.
+        path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
         id,
     })
 }

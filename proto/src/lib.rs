@@ -176,9 +176,11 @@
 //!    new request is answered with a new [`Response`] variant, so an older
 //!    client never meets one. Fields of existing requests (and
 //!    [`WireEvent`]) never change: new ones come with a new variant.
-//! 3. **Error codes are open.** New [`ErrorCode`]s are appended; a peer
-//!    that does not know one reads it as [`ErrorCode::Unknown`] (in JSON an
-//!    unknown name does the same). Other enums ([`Mode`], [`Layer`],
+//! 3. **Error codes are open.** New [`ErrorCode`]s take the next index
+//!    before [`ErrorCode::Unknown`], which is never sent (so its own index
+//!    may move: `Supervised` took its 13); a peer that does not know a code
+//!    reads it as [`ErrorCode::Unknown`] (in JSON an unknown name does the
+//!    same). The codes that are sent are never renumbered. Other enums ([`Mode`], [`Layer`],
 //!    [`EventState`], [`Value`]) are closed: a new value needs a new
 //!    request or reply field that older peers do not read.
 //! 4. A change these rules cannot express bumps [`PROTOCOL_VERSION`].

@@ -399,6 +399,9 @@ fn an_autostarted_daemon_leaves_the_directory_it_was_started_in() {
         .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
         .env("TELEMETRY_CONFIG", "../config.toml")
         .env("TELEMETRY_OUTBOX_DIR", "outbox-here")
+        // The socket env.socket names, relative: bound before the move (it
+        // names the spool the shim kept), removed at exit after it.
+        .env("TELEMETRY_SOCKET", "../run/telemetryd.sock")
         .args(["--product", "cfdev", "app_created", "buildpack=go"])
         .output()
         .expect("run telemetry-emit");
@@ -423,6 +426,7 @@ fn an_autostarted_daemon_leaves_the_directory_it_was_started_in() {
         "{log}"
     );
     daemon.stop();
+    assert!(!env.socket.exists(), "the socket it bound is removed");
     let uploaded: Vec<PathBuf> = files_under(&work.join("outbox-here"))
         .into_iter()
         .filter(|p| p.to_string_lossy().ends_with(".ndjson.zst"))

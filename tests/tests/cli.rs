@@ -730,6 +730,7 @@ fn printing_commands_end_cleanly_on_a_closed_pipe_or_a_full_disk() {
         ("telemetryctl", &["completions", "bash"][..], 1),
         ("telemetryd", &["--generate-docs", "zsh"][..], 2),
         ("telemetry-emit", &["--generate-docs", "man"][..], 2),
+        ("telemetryd", &["--check-config"][..], 1),
     ] {
         let full = std::fs::OpenOptions::new()
             .write(true)

@@ -452,4 +452,23 @@ fn telemetryctl_stop_returns_once_the_daemon_has_exited_after_its_last_upload() 
     let out = env.run("telemetryctl", &["stop"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("nothing to stop"), "{}", text(&out));
+    // One already stopping (its listener closed, its state dir's lock still
+    // held for a last upload) is waited for.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(env.state.join("lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        drop(lock);
+    });
+    let started = std::time::Instant::now();
+    let out = env.run("telemetryctl", &["stop"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("already stopping"), "{}", text(&out));
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    release.join().unwrap();
 }

@@ -6,8 +6,9 @@
 use crate::server::Ctx;
 use telemetry_proto::{ErrorCode, Response};
 
-/// Answer, then let the accept loop shut down (the answer is written before
-/// the connections are told to finish).
+/// Ask the accept loop to shut down, and answer. The loop may tell the
+/// connections to finish before this answer is queued; it still goes out,
+/// as a connection writes every answer queued before it closes.
 pub fn handle(ctx: &Ctx) -> Response {
     if let Some(how) = &ctx.supervisor {
         return Response::Error {

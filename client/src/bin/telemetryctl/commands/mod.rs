@@ -36,7 +36,6 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// `n` and the noun for it: "1 event", "2 events", "0 events".
 /// Why clients' spools filled up, for the `spool_full_drops` lines of
 /// `status` and `doctor`: with `busy` refusals since start, the daemon was
 /// up but at its connection limit (a CLI sending many events at once, each
@@ -68,6 +67,7 @@ pub fn changed_without_a_new_version(c: &telemetry_proto::ProductConsent) -> boo
     !c.new_events.is_empty() && c.consented_version != 0 && c.consented_version == c.version
 }
 
+/// `n` and the noun for it: "1 event", "2 events", "0 events".
 pub fn count(n: u64, one: &str, many: &str) -> String {
     if n == 1 {
         format!("1 {one}")

@@ -50,13 +50,44 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     let pid = match asked {
         Ok(pid) => pid,
         Err(e) if autostart::nothing_serves(&e) => {
+            // One already stopping (a SIGTERM, its idle exit, another
+            // `stop`) has closed its listener but may still be making its
+            // last upload, holding its state dir: an uninstaller must not
+            // go on before it exits.
+            let lock = telemetry_client::state_dir().join("lock");
+            let deadline = std::time::Instant::now() + args.timeout;
+            let mut waited = false;
+            while held(&lock) {
+                if std::time::Instant::now() >= deadline {
+                    return Err(Failure {
+                        exit: crate::EXIT_UNREACHABLE,
+                        code: "timeout".into(),
+                        message: format!(
+                            "no telemetryd answers on {}, but one still holds {} after {}: it is stopping or starting; its log says which",
+                            socket.display(),
+                            lock.display(),
+                            humantime::format_duration(args.timeout)
+                        ),
+                        json_printed: false,
+                    });
+                }
+                waited = true;
+                std::thread::sleep(Duration::from_millis(50));
+            }
             if args.json {
                 return print_json(&outcome(false, None));
             }
-            outln!(
-                "no telemetryd answers on {}: nothing to stop",
-                socket.display()
-            );
+            if waited {
+                outln!(
+                    "the telemetryd on {} was already stopping; it has exited",
+                    socket.display()
+                );
+            } else {
+                outln!(
+                    "no telemetryd answers on {}: nothing to stop",
+                    socket.display()
+                );
+            }
             return Ok(());
         }
         Err(ClientError::Refused {
@@ -96,4 +127,12 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     }
     outln!("stopped telemetryd (pid {pid}) on {}", socket.display());
     Ok(())
+}
+
+/// Whether a daemon holds the state dir's lock file `lock` (the lock the
+/// daemon takes for its whole life, exclusively): a shared lock cannot be
+/// had. Taken and let go at once when it can; a missing file is no daemon.
+fn held(lock: &Path) -> bool {
+    std::fs::File::open(lock)
+        .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)))
 }
