@@ -187,13 +187,18 @@ pub fn record_version(
 ) -> std::io::Result<Option<PathBuf>> {
     use std::io::Write;
     use telemetry_platform::fs::{create_private_dir_durable, mode_of, set_mode, with_mode};
-    // The lock lives beside the path as configured (a link, perhaps), where
-    // every writer of every version takes it.
-    let lock_dir = paths.user.parent().unwrap_or_else(|| Path::new("."));
-    create_private_dir_durable(lock_dir)?;
+    let dir = paths
+        .user
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    create_private_dir_durable(dir)?;
+    if telemetry_platform::proc::effective_uid() == 0 {
+        only_roots_directories(dir)?;
+    }
     // A plain file only: a FIFO in its place would block the open.
     let lock = telemetry_platform::fs::open_plain(
-        &lock_dir.join(".consent.lock"),
+        &dir.join(".consent.lock"),
         with_mode(
             std::fs::OpenOptions::new()
                 .create(true)
@@ -208,18 +213,18 @@ pub fn record_version(
     // that file, then waits for this flock to be free. Taking the flock and
     // then looking for its file, in the opposite order, means two writers
     // can never both go ahead.
-    while node_lock_held(lock_dir) {
+    while node_lock_held(dir) {
         lock.unlock()?;
         std::thread::sleep(std::time::Duration::from_millis(2));
         lock.lock()?;
     }
     // Under the lock, so what is looked at is what is written.
-    let user = write_target(&paths.user)?;
-    let dir = user.parent().unwrap_or_else(|| Path::new("."));
+    refuse_unless_a_file(&paths.user)?;
+    let user = &paths.user;
     // Keep an existing file's mode: a machine-wide file (read by a daemon
     // running as another user) is made 0644 once by the administrator.
-    let file_mode = mode_of(&user).unwrap_or(0o600);
-    let (mut file, kept) = match telemetry_platform::fs::read_small_text(&user) {
+    let file_mode = mode_of(user).unwrap_or(0o600);
+    let (mut file, kept) = match telemetry_platform::fs::read_small_text(user) {
         Ok(t) => (ConsentFile::parse(&t), None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (ConsentFile::default(), None),
         Err(_) => {
@@ -236,7 +241,7 @@ pub fn record_version(
                 aside = dir.join(format!("{base}-{n}"));
                 n += 1;
             }
-            std::fs::rename(&user, &aside)?;
+            std::fs::rename(user, &aside)?;
             (ConsentFile::default(), Some(aside))
         }
     };
@@ -271,98 +276,117 @@ pub fn record_version(
     set_mode(&f, mode)?;
     f.write_all(file.render().as_bytes())?;
     f.sync_all()?;
-    std::fs::rename(&tmp, &user)?;
+    std::fs::rename(&tmp, user)?;
     // The decision is recorded only once the rename is durable: an `off`
     // acknowledged to the user must survive a power cut.
     telemetry_platform::fs::sync_dir(dir)?;
     Ok(kept)
 }
 
-/// Where a decision for the consent file at `path` is written: the file
-/// itself, or the one a link there points to (kept in a dotfiles
-/// repository, say), which a rename over the link would leave behind with
-/// the old decision. Nothing is written, and the error says why, when
-/// what stands there is no regular file (a directory, a FIFO, a device, a
-/// socket: `TELEMETRY_CONSENT_FILE=/dev/null`, as `--config /dev/null`
-/// means none, was replaced by a regular file, for every program on the
-/// machine when run as root; `/tmp` would have been moved aside), or when a
-/// link or the file it points to belongs to another user (root, through a
-/// link another user planted in a home `sudo -E` kept, would overwrite
-/// whatever it points to). The SDKs do the same.
-fn write_target(path: &Path) -> std::io::Result<PathBuf> {
+/// An error, with nothing written, unless what stands at the consent
+/// file's `path` is nothing yet or a regular file, and, for root, root's.
+/// - A link is refused, not followed: a link another user planted (in a
+///   directory they may write, or at the end of a chain of links) would
+///   lead the writer, root above all, to overwrite whatever it points to;
+///   replacing it instead left the file it pointed to with the old
+///   decision. The message says to name the file itself.
+/// - A directory, a FIFO, a device or a socket is refused:
+///   `TELEMETRY_CONSENT_FILE=/dev/null` (as `--config /dev/null` means
+///   none) was replaced by a regular file, for the whole machine as root,
+///   and `/tmp` would have been moved aside.
+///
+/// The SDKs do the same.
+fn refuse_unless_a_file(path: &Path) -> std::io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path.to_path_buf()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    if !meta.file_type().is_symlink() {
-        refuse_unless_ours(path, &meta, "")?;
-        return Ok(path.to_path_buf());
-    }
-    refuse_unless_ours(path, &meta, "a link ")?;
-    let target = std::fs::canonicalize(path)
-        .and_then(|t| std::fs::metadata(&t).map(|m| (t, m)))
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!(
-                    "{} is a link to a file that cannot be reached ({e}): nothing was written; point it at an existing file, or remove it",
-                    path.display()
-                ),
-            )
-        })?;
-    refuse_unless_ours(&target.0, &target.1, "")?;
-    Ok(target.0)
+    let t = meta.file_type();
+    let what = if t.is_symlink() {
+        "a link (name the file itself)".to_string()
+    } else if t.is_dir() {
+        "a directory".to_string()
+    } else if !t.is_file() {
+        special_kind(&meta).to_string()
+    } else {
+        match owner_if_not_roots(&meta) {
+            Some(uid) => format!("owned by uid {uid}, and root writes only root's files"),
+            None => return Ok(()),
+        }
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!(
+            "{} is {what}, not a consent file to write: nothing was written; point TELEMETRY_CONSENT_FILE at a regular file",
+            path.display()
+        ),
+    ))
 }
 
-/// An error unless `meta` (of `path`) is a regular file, or with `link`
-/// the link itself, that belongs to this user or root.
-fn refuse_unless_ours(path: &Path, meta: &std::fs::Metadata, link: &str) -> std::io::Result<()> {
-    let refuse = |what: String| {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!(
-                "{} is {link}{what}, not a consent file this user may write: nothing was written; point TELEMETRY_CONSENT_FILE at a regular file of this user's",
-                path.display()
-            ),
-        ))
-    };
+/// What a file that is neither regular, a directory nor a link is.
+fn special_kind(meta: &std::fs::Metadata) -> &'static str {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
-        let me = telemetry_platform::proc::effective_uid();
-        if meta.uid() != me && meta.uid() != 0 {
-            return refuse(format!("owned by uid {}", meta.uid()));
-        }
+        use std::os::unix::fs::FileTypeExt;
         let t = meta.file_type();
-        if link.is_empty() && !t.is_file() {
-            return refuse(
-                if t.is_dir() {
-                    "a directory"
-                } else if t.is_fifo() {
-                    "a FIFO"
-                } else if t.is_char_device() || t.is_block_device() {
-                    "a device"
-                } else if t.is_socket() {
-                    "a socket"
-                } else {
-                    "not a regular file"
-                }
-                .to_string(),
-            );
+        if t.is_fifo() {
+            return "a FIFO";
+        } else if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        } else if t.is_socket() {
+            return "a socket";
         }
     }
-    #[cfg(not(unix))]
-    if link.is_empty() && !meta.is_file() {
-        return refuse(
-            if meta.is_dir() {
-                "a directory"
-            } else {
-                "not a regular file"
-            }
-            .to_string(),
-        );
+    let _ = meta;
+    "not a regular file"
+}
+
+/// The owner of `meta`'s file when this process is root and it is not
+/// root's (`None` for anyone else, or where there are no uids).
+fn owner_if_not_roots(meta: &std::fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if telemetry_platform::proc::effective_uid() == 0 && meta.uid() != 0 {
+            return Some(meta.uid());
+        }
     }
+    let _ = meta;
+    None
+}
+
+/// For root: an error unless every directory on the way to `dir`, as named
+/// and as resolved, is root's and writable by nobody else (a sticky one
+/// aside, as `/tmp`). Another user who made `/tmp/telemetry-0` first (root's
+/// default with no `HOME`), or whose home `sudo -E` kept, could otherwise
+/// lead root's write anywhere through a link in a directory of theirs.
+fn only_roots_directories(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let resolved = std::fs::canonicalize(dir)?;
+        let named = std::path::absolute(dir)?;
+        for d in named.ancestors().chain(resolved.ancestors()) {
+            let m = std::fs::symlink_metadata(d)?;
+            let sticky = m.is_dir() && m.mode() & 0o1000 != 0;
+            let why = if m.uid() != 0 {
+                format!("is owned by uid {}", m.uid())
+            } else if m.mode() & 0o022 != 0 && !sticky && !m.file_type().is_symlink() {
+                "may be written by other users".to_string()
+            } else {
+                continue;
+            };
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} {why}: root writes a consent file only where no other user can redirect it; nothing was written; set TELEMETRY_CONSENT_FILE (or HOME) to a place of root's",
+                    d.display()
+                ),
+            ));
+        }
+    }
+    let _ = dir;
     Ok(())
 }
 
@@ -476,12 +500,11 @@ mod tests {
         );
     }
 
-    /// A directory, device, FIFO or socket in the consent file's place is
-    /// refused and left as it was (a directory was moved aside: `/tmp`, as
-    /// root); a link is followed, so the file it points to gets the decision
-    /// and the link stays a link, but not a link to a directory.
+    /// A directory, device, FIFO, socket or link in the consent file's place
+    /// is refused and left as it was (a directory was moved aside: `/tmp`,
+    /// as root; a link is not followed, whoever planted it).
     #[test]
-    fn only_a_regular_file_is_written_and_a_link_is_followed() {
+    fn only_a_regular_file_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let paths = |user: PathBuf| ConsentPaths {
             user,
@@ -498,14 +521,16 @@ mod tests {
         let folder = dir.path().join("projects");
         std::fs::create_dir(&folder).unwrap();
         std::fs::write(folder.join("work"), "mine").unwrap();
-        let to_folder = dir.path().join("to-folder");
-        std::os::unix::fs::symlink(&folder, &to_folder).unwrap();
+        let real = dir.path().join("real");
+        std::fs::write(&real, "other on\n").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
         for (path, what) in [
             (PathBuf::from("/dev/null"), "a device"),
             (fifo, "a FIFO"),
             (sock, "a socket"),
             (folder.clone(), "a directory"),
-            (to_folder, "a directory"),
+            (link, "a link (name the file itself)"),
         ] {
             let before = std::fs::symlink_metadata(&path).unwrap();
             let err = record("cfdev", Mode::Off, &paths(path.clone())).unwrap_err();
@@ -523,29 +548,17 @@ mod tests {
                 path.display()
             );
         }
-        let real = dir.path().join("dotfiles/consent");
-        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
-        std::fs::write(&real, "other on\n").unwrap();
-        let link = dir.path().join("consent");
-        std::os::unix::fs::symlink(&real, &link).unwrap();
-        record("cfdev", Mode::On, &paths(link.clone())).unwrap();
-        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
-        assert_eq!(user_decision("cfdev", &paths(real.clone())), Some(Mode::On));
-        assert_eq!(user_decision("other", &paths(real)), Some(Mode::On));
         assert_eq!(std::fs::read(folder.join("work")).unwrap(), b"mine");
-        let dangling = dir.path().join("dangling");
-        std::os::unix::fs::symlink(dir.path().join("gone"), &dangling).unwrap();
-        let err = record("cfdev", Mode::On, &paths(dangling)).unwrap_err();
-        assert!(err.to_string().contains("cannot be reached"), "{err}");
+        assert_eq!(std::fs::read(&real).unwrap(), b"other on\n");
+        // A regular file is written.
+        record("cfdev", Mode::On, &paths(real.clone())).unwrap();
+        assert_eq!(user_decision("cfdev", &paths(real)), Some(Mode::On));
     }
 
-    /// Root follows no link another user owns or that points to another
-    /// user's file (a link planted in a home `sudo -E` kept would have it
-    /// overwrite whatever it points to), and never opens a temp file
-    /// another user put in place: it makes a new one.
+    /// Root writes only its own file, in directories only root may change,
+    /// and never opens a temp file another user put in place.
     #[test]
-    fn another_users_link_file_or_temp_file_is_never_written_through() {
-        use std::os::unix::fs::MetadataExt;
+    fn root_writes_no_other_users_file_nor_in_their_directories() {
         if telemetry_platform::proc::effective_uid() != 0 {
             eprintln!("SKIPPED: needs root to own files as another user (CI runs as root)");
             return;
@@ -561,22 +574,34 @@ mod tests {
         let theirs = dir.path().join("theirs");
         std::fs::write(&theirs, "secret\n").unwrap();
         chown(&theirs, 65534);
-        let link = dir.path().join("consent");
-        std::os::unix::fs::symlink(&theirs, &link).unwrap();
-        let err = record("cfdev", Mode::Off, &paths(link.clone())).unwrap_err();
+        let err = record("cfdev", Mode::Off, &paths(theirs.clone())).unwrap_err();
         assert!(err.to_string().contains("owned by uid 65534"), "{err}");
-        let mine = dir.path().join("mine");
-        std::fs::write(&mine, "").unwrap();
-        std::fs::remove_file(&link).unwrap();
-        std::os::unix::fs::symlink(&mine, &link).unwrap();
-        chown(&link, 65534);
-        let err = record("cfdev", Mode::Off, &paths(link.clone())).unwrap_err();
+        // A directory of theirs on the way, named or reached through a
+        // link (root's /tmp/telemetry-0 made first by another user).
+        let their_dir = dir.path().join("their-dir");
+        std::fs::create_dir(&their_dir).unwrap();
+        chown(&their_dir, 65534);
+        let err = record("cfdev", Mode::Off, &paths(their_dir.join("consent"))).unwrap_err();
+        assert!(err.to_string().contains("is owned by uid 65534"), "{err}");
+        let roots = dir.path().join("roots");
+        std::fs::create_dir(&roots).unwrap();
+        std::os::unix::fs::symlink(&roots, their_dir.join("state")).unwrap();
+        let err = record("cfdev", Mode::Off, &paths(their_dir.join("state/consent"))).unwrap_err();
+        assert!(err.to_string().contains("is owned by uid 65534"), "{err}");
         assert!(
-            err.to_string().contains("a link owned by uid 65534"),
+            std::fs::read_dir(&roots).unwrap().next().is_none(),
+            "nothing written there"
+        );
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        let err = record("cfdev", Mode::Off, &paths(open.join("consent"))).unwrap_err();
+        assert!(
+            err.to_string().contains("may be written by other users"),
             "{err}"
         );
         assert_eq!(std::fs::read(&theirs).unwrap(), b"secret\n");
-        assert_eq!(std::fs::metadata(&theirs).unwrap().uid(), 65534);
         // A link in the temp file's place is removed, not followed.
         let file = dir.path().join("consent2");
         let tmp = dir
