@@ -91,10 +91,10 @@ func TestANodeWritersLockIsWaitedForUnlessStale(t *testing.T) {
 	}
 }
 
-// Writing a decision over a FIFO, a device or a socket is refused at once
-// and leaves it as it was (a FIFO does not hold the host either); a link
-// is followed, so the file it points to gets the decision.
-func TestSetConsentWritesOnlyARegularFileAndFollowsALink(t *testing.T) {
+// Writing a decision over a directory, FIFO, device, socket or link is
+// refused at once and leaves it as it was (a FIFO does not hold the host
+// either; a link is not followed, whoever planted it).
+func TestSetConsentWritesOnlyARegularFile(t *testing.T) {
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
@@ -110,12 +110,16 @@ func TestSetConsentWritesOnlyARegularFileAndFollowsALink(t *testing.T) {
 	if err := os.Mkdir(folder, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	toFolder := filepath.Join(dir, "to-folder")
-	if err := os.Symlink(folder, toFolder); err != nil {
+	real := filepath.Join(dir, "real")
+	if err := os.WriteFile(real, []byte("other on\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(real, link); err != nil {
 		t.Fatal(err)
 	}
 	for path, what := range map[string]string{fifo: "a FIFO", "/dev/null": "a device", sock: "a socket",
-		folder: "a directory", toFolder: "a directory"} {
+		folder: "a directory", link: "a link (name the file itself)"} {
 		before, _ := os.Lstat(path)
 		done := make(chan error, 1)
 		go func() { done <- writeConsent(path, "cfdev", ModeOn, 0, time.Now(), time.Now().Add(time.Second)) }()
@@ -131,46 +135,21 @@ func TestSetConsentWritesOnlyARegularFileAndFollowsALink(t *testing.T) {
 			t.Errorf("%s was replaced", path)
 		}
 	}
-	if st, err := os.Stat(folder); err != nil || !st.IsDir() {
-		t.Errorf("the folder was moved: %v", err)
-	}
-	real := filepath.Join(dir, "dotfiles", "consent")
-	if err := os.MkdirAll(filepath.Dir(real), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(real, []byte("other on\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	link := filepath.Join(dir, "consent")
-	if err := os.Symlink(real, link); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeConsent(link, "cfdev", ModeOn, 0, time.Now(), time.Now().Add(time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	if st, _ := os.Lstat(link); st.Mode()&os.ModeSymlink == 0 {
-		t.Error("the link was replaced")
-	}
-	b, _ := os.ReadFile(real)
-	if !strings.Contains(string(b), "cfdev on") || !strings.Contains(string(b), "other on") {
+	if b, _ := os.ReadFile(real); string(b) != "other on\n" {
 		t.Errorf("the linked file: %q", b)
-	}
-	dangling := filepath.Join(dir, "dangling")
-	if err := os.Symlink(filepath.Join(dir, "gone"), dangling); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeConsent(dangling, "cfdev", ModeOn, 0, time.Now(), time.Now().Add(time.Second)); err == nil || !strings.Contains(err.Error(), "cannot be reached") {
-		t.Errorf("a dangling link: %v", err)
 	}
 }
 
-// Root follows no link another user owns or that points to another user's
-// file, and never opens a temp file another user put in place.
-func TestSetConsentNeverWritesThroughAnotherUsersLinkFileOrTempFile(t *testing.T) {
+// Root writes only its own file, in directories only root may change, and
+// never opens a lock or temp file another user put in place.
+func TestRootWritesNoOtherUsersFileNorInTheirDirectories(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to own files as another user (CI runs as root)")
 	}
 	dir := t.TempDir()
+	write := func(p string) error {
+		return writeConsent(p, "cfdev", ModeOff, 0, time.Now(), time.Now().Add(time.Second))
+	}
 	theirs := filepath.Join(dir, "theirs")
 	if err := os.WriteFile(theirs, []byte("secret\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -178,37 +157,64 @@ func TestSetConsentNeverWritesThroughAnotherUsersLinkFileOrTempFile(t *testing.T
 	if err := os.Lchown(theirs, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
-	link := filepath.Join(dir, "consent")
-	if err := os.Symlink(theirs, link); err != nil {
+	if err := write(theirs); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+		t.Errorf("their file: %v", err)
+	}
+	theirDir := filepath.Join(dir, "their-dir")
+	if err := os.Mkdir(theirDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	write := func(p string) error {
-		return writeConsent(p, "cfdev", ModeOff, 0, time.Now(), time.Now().Add(time.Second))
+	if err := os.Lchown(theirDir, 65534, 65534); err != nil {
+		t.Fatal(err)
 	}
-	if err := write(link); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
-		t.Errorf("a link to another user's file: %v", err)
+	roots := filepath.Join(dir, "roots")
+	if err := os.Mkdir(roots, 0o700); err != nil {
+		t.Fatal(err)
 	}
+	if err := os.Symlink(roots, filepath.Join(theirDir, "state")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(theirDir, "consent"), filepath.Join(theirDir, "state", "consent")} {
+		if err := write(p); err == nil || !strings.Contains(err.Error(), "is owned by uid 65534") {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	if entries, _ := os.ReadDir(roots); len(entries) != 0 {
+		t.Errorf("written through their link: %v", entries)
+	}
+	open := filepath.Join(dir, "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := write(filepath.Join(open, "consent")); err == nil || !strings.Contains(err.Error(), "may be written by other users") {
+		t.Errorf("a world-writable directory: %v", err)
+	}
+	// A lock or temp file another user planted as a link is not followed.
 	mine := filepath.Join(dir, "mine")
-	if err := os.WriteFile(mine, nil, 0o600); err != nil {
+	if err := os.Mkdir(mine, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(link); err != nil {
+	nologin := filepath.Join(dir, "nologin")
+	if err := os.Symlink(nologin, filepath.Join(mine, ".consent.lock")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(mine, link); err != nil {
+	if err := write(filepath.Join(mine, "consent")); err == nil {
+		t.Error("went ahead through a planted lock link")
+	}
+	if _, err := os.Lstat(nologin); err == nil {
+		t.Error("the planted lock link created its target")
+	}
+	if err := os.Remove(filepath.Join(mine, ".consent.lock")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Lchown(link, 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
-	if err := write(link); err == nil || !strings.Contains(err.Error(), "a link owned by uid 65534") {
-		t.Errorf("another user's link: %v", err)
-	}
-	tmp := filepath.Join(dir, fmt.Sprintf(".consent.%d.tmp", os.Getpid()))
+	tmp := filepath.Join(mine, fmt.Sprintf(".consent.%d.tmp", os.Getpid()))
 	if err := os.Symlink(theirs, tmp); err != nil {
 		t.Fatal(err)
 	}
-	if err := write(filepath.Join(dir, "consent2")); err != nil {
+	if err := write(filepath.Join(mine, "consent")); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(theirs); string(b) != "secret\n" {

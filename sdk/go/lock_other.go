@@ -16,3 +16,9 @@ func unlockFile(f *os.File) {}
 
 // ownerOf knows no owner where there are no uids.
 func ownerOf(fi os.FileInfo) (uint32, bool) { return 0, false }
+
+// noFollow: no O_NOFOLLOW here.
+const noFollow = 0
+
+// onlyRootsDirectories: there is no root to protect here.
+func onlyRootsDirectories(dir string) error { return nil }

@@ -197,76 +197,59 @@ func nodeLockHeld(dir string) bool {
 	return age < 10*time.Second && age > -10*time.Second
 }
 
-// writeTarget is where a decision for the consent file at path is
-// written: the file itself, or the one a link there points to (a rename
-// over the link would leave that file with the old decision). Nothing is
-// written, and the error says why, when what stands there is no regular
-// file (a directory, FIFO, device or socket: a consent file of /dev/null
-// would be replaced, /tmp moved aside), or when a link or its file belongs
-// to another user (root, through a link planted in a home sudo -E kept,
-// would overwrite what it points to). As the Rust client.
-func writeTarget(path string) (string, error) {
+// refuseUnlessAFile is an error, with nothing written, unless what stands
+// at the consent file's path is nothing yet or a regular file, and, for
+// root, root's. A link is refused, not followed: one another user planted
+// (in a directory they may write, or at the end of a chain of links)
+// would lead the writer, root above all, to overwrite whatever it points
+// to. A directory, FIFO, device or socket is refused: a consent file of
+// /dev/null was replaced, /tmp would have been moved aside. As the Rust
+// client.
+func refuseUnlessAFile(path string) error {
 	st, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return path, nil
+		return nil
 	}
 	if err != nil {
-		return "", err
+		return err
 	}
-	target := path
-	if st.Mode()&os.ModeSymlink != 0 {
-		if err := refuseUnlessOurs(path, st, "a link "); err != nil {
-			return "", err
-		}
-		if target, err = filepath.EvalSymlinks(path); err == nil {
-			st, err = os.Stat(target)
-		}
-		if err != nil {
-			return "", fmt.Errorf("%s is a link to a file that cannot be reached (%v): nothing was written; point it at an existing file, or remove it", path, err)
-		}
-	}
-	if err := refuseUnlessOurs(target, st, ""); err != nil {
-		return "", err
-	}
-	return target, nil
-}
-
-// refuseUnlessOurs is an error unless st (of path) is a regular file, or
-// with link the link itself, that belongs to this user or root.
-func refuseUnlessOurs(path string, st os.FileInfo, link string) error {
 	what := ""
-	if uid, ok := ownerOf(st); ok && uid != 0 && int(uid) != os.Geteuid() {
-		what = fmt.Sprintf("owned by uid %d", uid)
-	} else if link == "" {
-		switch t := st.Mode().Type(); {
-		case t.IsDir():
-			what = "a directory"
-		case t&os.ModeNamedPipe != 0:
-			what = "a FIFO"
-		case t&os.ModeDevice != 0:
-			what = "a device"
-		case t&os.ModeSocket != 0:
-			what = "a socket"
-		case !t.IsRegular():
-			what = "not a regular file"
+	switch t := st.Mode().Type(); {
+	case t&os.ModeSymlink != 0:
+		what = "a link (name the file itself)"
+	case t.IsDir():
+		what = "a directory"
+	case t&os.ModeNamedPipe != 0:
+		what = "a FIFO"
+	case t&os.ModeDevice != 0:
+		what = "a device"
+	case t&os.ModeSocket != 0:
+		what = "a socket"
+	case !t.IsRegular():
+		what = "not a regular file"
+	default:
+		if uid, ok := ownerOf(st); ok && uid != 0 && os.Geteuid() == 0 {
+			what = fmt.Sprintf("owned by uid %d, and root writes only root's files", uid)
 		}
 	}
 	if what == "" {
 		return nil
 	}
-	return fmt.Errorf("%s is %s%s, not a consent file this user may write: nothing was written; point TELEMETRY_CONSENT_FILE at a regular file of this user's", path, link, what)
+	return fmt.Errorf("%s is %s, not a consent file to write: nothing was written; point TELEMETRY_CONSENT_FILE at a regular file", path, what)
 }
 
 // writeConsent records mode for product in the consent file at path.
 func writeConsent(path, product string, mode Mode, version uint32, now time.Time, deadline time.Time) error {
-	// The lock lives beside the path as configured (a link, perhaps), where
-	// every writer of every version takes it.
-	lockDir := filepath.Dir(path)
-	if err := os.MkdirAll(lockDir, 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	// Non-blocking, a regular file only: a FIFO there must not hold the host.
-	lock, err := openRegular(filepath.Join(lockDir, ".consent.lock"), os.O_WRONLY|os.O_CREATE, 0o600)
+	if err := onlyRootsDirectories(dir); err != nil {
+		return err
+	}
+	// Non-blocking, a regular file only: a FIFO there must not hold the
+	// host, nor a link lead it elsewhere.
+	lock, err := openRegular(filepath.Join(dir, ".consent.lock"), os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
@@ -281,7 +264,7 @@ func writeConsent(path, product string, mode Mode, version uint32, now time.Time
 		if err := lockFile(lock, deadline); err != nil {
 			return err
 		}
-		if !nodeLockHeld(lockDir) {
+		if !nodeLockHeld(dir) {
 			break
 		}
 		// A live Node writer holds its own lock: let it finish.
@@ -292,11 +275,9 @@ func writeConsent(path, product string, mode Mode, version uint32, now time.Time
 		time.Sleep(2 * time.Millisecond)
 	}
 	// Under the lock, so what is looked at is what is written.
-	path, err = writeTarget(path)
-	if err != nil {
+	if err := refuseUnlessAFile(path); err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
 	perm := os.FileMode(0o600)
 	if st, err := os.Stat(path); err == nil {
 		perm = st.Mode().Perm()

@@ -82,12 +82,15 @@ func noteDrop(spool, product string) {
 	_, _ = f.Write([]byte(product + "\n"))
 }
 
-// openRegular opens path with flag plus O_NONBLOCK and refuses (closing
-// it) anything but a regular file. A FIFO in its place never holds the
-// host: opened for writing with no reader it fails at once (ENXIO), and one
-// that opens is refused before anything reads or writes it.
+// openRegular opens path with flag plus O_NONBLOCK and O_NOFOLLOW and
+// refuses (closing it) anything but a regular file. A FIFO in its place
+// never holds the host: opened for writing with no reader it fails at once
+// (ENXIO), and one that opens is refused before anything reads or writes
+// it. A link is not followed: one another user planted (a lock file's, in a
+// directory they may write) would have it create or open any file, as root
+// /etc/nologin.
 func openRegular(path string, flag int, perm os.FileMode) (*os.File, error) {
-	f, err := os.OpenFile(path, flag|syscall.O_NONBLOCK, perm)
+	f, err := os.OpenFile(path, flag|syscall.O_NONBLOCK|noFollow, perm)
 	if err != nil {
 		return nil, err
 	}
