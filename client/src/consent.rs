@@ -192,9 +192,14 @@ pub fn record_version(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or_else(|| Path::new("."));
-    create_private_dir_durable(dir)?;
     if telemetry_platform::proc::effective_uid() == 0 {
+        // Before any of it is made, then as made.
+        let existing = dir.ancestors().find(|d| d.symlink_metadata().is_ok());
+        only_roots_directories(existing.unwrap_or(Path::new("/")))?;
+        create_private_dir_durable(dir)?;
         only_roots_directories(dir)?;
+    } else {
+        create_private_dir_durable(dir)?;
     }
     // A plain file only: a FIFO in its place would block the open.
     let lock = telemetry_platform::fs::open_plain(
@@ -588,6 +593,12 @@ mod tests {
         std::os::unix::fs::symlink(&roots, their_dir.join("state")).unwrap();
         let err = record("cfdev", Mode::Off, &paths(their_dir.join("state/consent"))).unwrap_err();
         assert!(err.to_string().contains("is owned by uid 65534"), "{err}");
+        let err = record("cfdev", Mode::Off, &paths(their_dir.join("new/consent"))).unwrap_err();
+        assert!(err.to_string().contains("is owned by uid 65534"), "{err}");
+        assert!(
+            !their_dir.join("new").exists(),
+            "nothing made in their directory"
+        );
         assert!(
             std::fs::read_dir(&roots).unwrap().next().is_none(),
             "nothing written there"

@@ -174,13 +174,17 @@ func TestRootWritesNoOtherUsersFileNorInTheirDirectories(t *testing.T) {
 	if err := os.Symlink(roots, filepath.Join(theirDir, "state")); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{filepath.Join(theirDir, "consent"), filepath.Join(theirDir, "state", "consent")} {
+	for _, p := range []string{filepath.Join(theirDir, "consent"), filepath.Join(theirDir, "state", "consent"),
+		filepath.Join(theirDir, "new", "consent")} {
 		if err := write(p); err == nil || !strings.Contains(err.Error(), "is owned by uid 65534") {
 			t.Errorf("%s: %v", p, err)
 		}
 	}
 	if entries, _ := os.ReadDir(roots); len(entries) != 0 {
 		t.Errorf("written through their link: %v", entries)
+	}
+	if _, err := os.Lstat(filepath.Join(theirDir, "new")); err == nil {
+		t.Error("made a directory in theirs")
 	}
 	open := filepath.Join(dir, "open")
 	if err := os.Mkdir(open, 0o777); err != nil {

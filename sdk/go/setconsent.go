@@ -241,6 +241,17 @@ func refuseUnlessAFile(path string) error {
 // writeConsent records mode for product in the consent file at path.
 func writeConsent(path, product string, mode Mode, version uint32, now time.Time, deadline time.Time) error {
 	dir := filepath.Dir(path)
+	// For root: before any of it is made, then as made.
+	existing := dir
+	for {
+		if _, err := os.Lstat(existing); err == nil || existing == filepath.Dir(existing) {
+			break
+		}
+		existing = filepath.Dir(existing)
+	}
+	if err := onlyRootsDirectories(existing); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}

@@ -306,69 +306,84 @@ async function takeLock(dir, waitMs) {
 }
 
 /**
- * Where a decision for the consent file at `file` is written: the file
- * itself, or the one a link there points to (a rename over the link would
- * leave that file with the old decision). Nothing is written, and the reason
- * says why, when what stands there is no regular file (a directory, FIFO,
- * device or socket: a consent file of /dev/null would be replaced, /tmp
- * moved aside), or when a link or its file belongs to another user (root,
- * through a link planted in a home `sudo -E` kept, would overwrite what it
- * points to). As the Rust client.
+ * Why nothing may be written at the consent file's path `file`, or null:
+ * what stands there must be nothing yet or a regular file, and, for root,
+ * root's. A link is refused, not followed: one another user planted (in a
+ * directory they may write, or at the end of a chain of links) would lead
+ * the writer, root above all, to overwrite whatever it points to. A
+ * directory, FIFO, device or socket is refused: a consent file of /dev/null
+ * was replaced, /tmp would have been moved aside. As the Rust client.
  * @param {string} file
- * @returns {{ok: true, path: string}|{ok: false, reason: string}}
+ * @returns {string|null}
  */
-function writeTarget(file) {
+function refuseUnlessAFile(file) {
   let st;
   try {
     st = fs.lstatSync(file);
   } catch (e) {
-    if (e && /** @type {any} */ (e).code === 'ENOENT') return { ok: true, path: file };
-    return { ok: false, reason: `cannot use the consent file ${file}: ${e && /** @type {any} */ (e).message}` };
+    if (e && /** @type {any} */ (e).code === 'ENOENT') return null;
+    return `cannot use the consent file ${file}: ${e && /** @type {any} */ (e).message}`;
   }
-  let target = file;
-  if (st.isSymbolicLink()) {
-    const link = refuseUnlessOurs(file, st, 'a link ');
-    if (link) return { ok: false, reason: link };
-    try {
-      target = fs.realpathSync(file);
-      st = fs.statSync(target);
-    } catch (e) {
-      const why = e && /** @type {any} */ (e).message;
-      return {
-        ok: false,
-        reason:
-          `${file} is a link to a file that cannot be reached (${why}): nothing was written; ` +
-          'point it at an existing file, or remove it',
-      };
-    }
-  }
-  const refused = refuseUnlessOurs(target, st, '');
-  return refused ? { ok: false, reason: refused } : { ok: true, path: target };
-}
-
-/**
- * Why `st` (of `path`) is no consent file to write: unless it is a regular
- * file, or with `link` the link itself, that belongs to this user or root.
- * @param {string} path
- * @param {fs.Stats} st
- * @param {string} link
- * @returns {string|null}
- */
-function refuseUnlessOurs(path, st, link) {
   let what = '';
-  const me = typeof process.geteuid === 'function' ? process.geteuid() : null;
-  if (me !== null && st.uid !== me && st.uid !== 0) what = `owned by uid ${st.uid}`;
-  else if (link) what = '';
+  if (st.isSymbolicLink()) what = 'a link (name the file itself)';
   else if (st.isDirectory()) what = 'a directory';
   else if (st.isFIFO()) what = 'a FIFO';
   else if (st.isCharacterDevice() || st.isBlockDevice()) what = 'a device';
   else if (st.isSocket()) what = 'a socket';
   else if (!st.isFile()) what = 'not a regular file';
+  else if (isRoot() && st.uid !== 0) what = `owned by uid ${st.uid}, and root writes only root's files`;
   if (!what) return null;
   return (
-    `${path} is ${link}${what}, not a consent file this user may write: nothing was written; ` +
-    "point TELEMETRY_CONSENT_FILE at a regular file of this user's"
+    `${file} is ${what}, not a consent file to write: nothing was written; ` +
+    'point TELEMETRY_CONSENT_FILE at a regular file'
   );
+}
+
+/** @returns {boolean} */
+function isRoot() {
+  return typeof process.geteuid === 'function' && process.geteuid() === 0;
+}
+
+/**
+ * For root: why `dir` is no place to write, or null. Every directory on the
+ * way, as named and as resolved, must be root's and writable by nobody else
+ * (a sticky one aside, as /tmp): another user who made /tmp/telemetry-0
+ * first (root's default with no HOME), or whose home `sudo -E` kept, could
+ * otherwise lead root's write anywhere through a link in a directory of
+ * theirs. As the Rust client.
+ * @param {string} dir
+ * @returns {string|null}
+ */
+function notOnlyRoots(dir) {
+  if (!isRoot()) return null;
+  const named = nodePath.resolve(dir);
+  let resolved;
+  try {
+    resolved = fs.realpathSync(named);
+  } catch (e) {
+    return `cannot check ${named}: ${e && /** @type {any} */ (e).message}`;
+  }
+  for (const start of [named, resolved]) {
+    for (let d = start; ; d = nodePath.dirname(d)) {
+      let st;
+      try {
+        st = fs.lstatSync(d);
+      } catch (e) {
+        return `cannot check ${d}: ${e && /** @type {any} */ (e).message}`;
+      }
+      let why = '';
+      if (st.uid !== 0) why = `is owned by uid ${st.uid}`;
+      else if (!st.isSymbolicLink() && st.mode & 0o022 && !(st.mode & 0o1000)) why = 'may be written by other users';
+      if (why) {
+        return (
+          `${d} ${why}: root writes a consent file only where no other user can redirect it; ` +
+          'nothing was written; set TELEMETRY_CONSENT_FILE (or HOME) to a place of root\'s'
+        );
+      }
+      if (d === nodePath.dirname(d)) break;
+    }
+  }
+  return null;
 }
 
 /**
@@ -383,27 +398,30 @@ function refuseUnlessOurs(path, st, link) {
  */
 async function recordConsent(file, product, mode, version, lockWaitMs) {
   const { setEntry, renderConsentFile } = require('./consent.cjs');
-  // The lock lives beside the path as configured (a link, perhaps), where
-  // every writer of every version takes it.
-  const lockDir = nodePath.dirname(file);
+  const dir = nodePath.dirname(file);
   let lock;
   try {
-    makeDirs(lockDir, 0o700);
-    lock = await takeLock(lockDir, lockWaitMs);
+    // For root: before any of it is made, then as made.
+    let existing = dir;
+    while (!lexists(existing) && nodePath.dirname(existing) !== existing) existing = nodePath.dirname(existing);
+    const before = notOnlyRoots(existing);
+    if (before) return { ok: false, reason: before };
+    makeDirs(dir, 0o700);
+    const refused = notOnlyRoots(dir);
+    if (refused) return { ok: false, reason: refused };
+    lock = await takeLock(dir, lockWaitMs);
   } catch (e) {
-    return { ok: false, reason: `cannot use ${lockDir} for the consent file: ${e && /** @type {any} */ (e).message}` };
+    return { ok: false, reason: `cannot use ${dir} for the consent file: ${e && /** @type {any} */ (e).message}` };
   }
   if (lock === null) {
-    return { ok: false, reason: `another writer holds the consent file's lock in ${lockDir}; try again` };
+    return { ok: false, reason: `another writer holds the consent file's lock in ${dir}; try again` };
   }
   // Under the lock, so what is looked at is what is written.
-  const target = writeTarget(file);
-  if (!target.ok) {
+  const refused = refuseUnlessAFile(file);
+  if (refused) {
     lock.release();
-    return target;
+    return { ok: false, reason: refused };
   }
-  file = target.path;
-  const dir = nodePath.dirname(file);
   const tmp = nodePath.join(dir, `.consent.${process.pid}.${Date.now()}.tmp`);
   try {
     let fileMode = 0o600;

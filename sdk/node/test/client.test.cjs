@@ -351,24 +351,26 @@ test('setConsent keeps an unreadable consent file beside the new one and says so
 });
 
 const posixOnly = { skip: process.platform === 'win32' };
-test('setConsent writes only a regular file (no FIFO, device or socket); a link is followed', posixOnly, async () => {
+test('setConsent writes only a regular file: no FIFO, device, socket, directory or link', posixOnly, async () => {
   const T = tempDir();
   const fifo = path.join(T, 'fifo');
   spawnSync('mkfifo', [fifo]);
   const sock = path.join(T, 'sock');
   const server = require('node:net').createServer();
   await new Promise((resolve) => server.listen(sock, () => resolve(undefined)));
+  const real = path.join(T, 'real');
+  fs.writeFileSync(real, 'other on\n');
   try {
     const folder = path.join(T, 'projects');
     fs.mkdirSync(folder);
-    const toFolder = path.join(T, 'to-folder');
-    fs.symlinkSync(folder, toFolder);
+    const link = path.join(T, 'link');
+    fs.symlinkSync(real, link);
     const cases = [
       [fifo, 'a FIFO'],
       ['/dev/null', 'a device'],
       [sock, 'a socket'],
       [folder, 'a directory'],
-      [toFolder, 'a directory'],
+      [link, 'a link (name the file itself)'],
     ];
     for (const [file, what] of cases) {
       const before = fs.lstatSync(file);
@@ -383,44 +385,41 @@ test('setConsent writes only a regular file (no FIFO, device or socket); a link 
   } finally {
     server.close();
   }
-  const real = path.join(T, 'dotfiles', 'consent');
-  fs.mkdirSync(path.dirname(real));
-  fs.writeFileSync(real, 'other on\n');
-  const link = path.join(T, 'consent');
-  fs.symlinkSync(real, link);
-  const env = { ...sdkEnv(T), TELEMETRY_CONSENT_FILE: link };
-  assert.equal((await createClient({ product: 'cfdev', build: '1', env }).setConsent('on')).status, 'recorded');
-  assert.ok(fs.lstatSync(link).isSymbolicLink(), 'the link stays a link');
-  const text = fs.readFileSync(real, 'utf8');
-  assert.match(text, /^other on/m);
-  assert.match(text, /^cfdev on /m);
-  const dangling = path.join(T, 'dangling');
-  fs.symlinkSync(path.join(T, 'gone'), dangling);
-  const env2 = { ...sdkEnv(T), TELEMETRY_CONSENT_FILE: dangling };
-  const r = await createClient({ product: 'cfdev', build: '1', env: env2 }).setConsent('on');
-  assert.equal(r.status, 'failed');
-  assert.match(r.reason, /cannot be reached/);
+  assert.equal(fs.readFileSync(real, 'utf8'), 'other on\n');
 });
 
-test('setConsent never writes through another user\'s link or file (as root)', { skip: !asRoot }, async () => {
+test('as root: no other user\'s file, nor a directory of theirs on the way', { skip: !asRoot }, async () => {
   const T = tempDir();
+  const setTo = (/** @type {string} */ file) =>
+    createClient({ product: 'cfdev', build: '1', env: { ...sdkEnv(T), TELEMETRY_CONSENT_FILE: file } }).setConsent(
+      'off',
+    );
   const theirs = path.join(T, 'theirs');
   fs.writeFileSync(theirs, 'secret\n');
   fs.lchownSync(theirs, 65534, 65534);
-  const link = path.join(T, 'consent');
-  fs.symlinkSync(theirs, link);
-  const env = { ...sdkEnv(T), TELEMETRY_CONSENT_FILE: link };
-  let r = await createClient({ product: 'cfdev', build: '1', env }).setConsent('off');
+  let r = await setTo(theirs);
   assert.equal(r.status, 'failed');
   assert.match(r.reason, /owned by uid 65534/);
-  const mine = path.join(T, 'mine');
-  fs.writeFileSync(mine, '');
-  fs.unlinkSync(link);
-  fs.symlinkSync(mine, link);
-  fs.lchownSync(link, 65534, 65534);
-  r = await createClient({ product: 'cfdev', build: '1', env }).setConsent('off');
+  const theirDir = path.join(T, 'their-dir');
+  fs.mkdirSync(theirDir);
+  fs.lchownSync(theirDir, 65534, 65534);
+  const roots = path.join(T, 'roots');
+  fs.mkdirSync(roots);
+  fs.symlinkSync(roots, path.join(theirDir, 'state'));
+  const inTheirs = ['consent', path.join('state', 'consent'), path.join('new', 'consent')];
+  for (const file of inTheirs.map((f) => path.join(theirDir, f))) {
+    r = await setTo(file);
+    assert.equal(r.status, 'failed', file);
+    assert.match(r.reason, /is owned by uid 65534/);
+  }
+  assert.deepEqual(fs.readdirSync(roots), []);
+  assert.equal(fs.existsSync(path.join(theirDir, 'new')), false, 'nothing made in their directory');
+  const open = path.join(T, 'open');
+  fs.mkdirSync(open);
+  fs.chmodSync(open, 0o777);
+  r = await setTo(path.join(open, 'consent'));
   assert.equal(r.status, 'failed');
-  assert.match(r.reason, /a link owned by uid 65534/);
+  assert.match(r.reason, /may be written by other users/);
   assert.equal(fs.readFileSync(theirs, 'utf8'), 'secret\n');
 });
 

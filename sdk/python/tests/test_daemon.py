@@ -373,28 +373,30 @@ def test_an_unreadable_consent_file_is_kept_aside_and_the_decision_recorded(
     assert consent.is_dir()
 
 
-def test_only_a_regular_file_is_written_and_a_link_is_followed(
+def test_only_a_regular_file_is_written(
     sdk_env: Daemon, tmp_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A FIFO, a device or a socket in the consent file's place is refused
-    and left as it was (``/dev/null`` must never be replaced); a link is
-    followed, so the file it points to gets the decision."""
+    """A FIFO, device, socket, directory or link in the consent file's place
+    is refused and left as it was (``/dev/null`` must never be replaced; a
+    link is not followed, whoever planted it)."""
     fifo = tmp_root / "fifo"
     os.mkfifo(fifo)
     sock_path = tmp_root / "sock"
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(sock_path))
+    real = tmp_root / "real"
+    real.write_text("other on\n")
     try:
         folder = tmp_root / "projects"
         folder.mkdir()
-        to_folder = tmp_root / "to-folder"
-        to_folder.symlink_to(folder)
+        link = tmp_root / "link"
+        link.symlink_to(real)
         for path, what in (
             (str(fifo), "a FIFO"),
             ("/dev/null", "a device"),
             (str(sock_path), "a socket"),
             (str(folder), "a directory"),
-            (str(to_folder), "a directory"),
+            (str(link), "a link (name the file itself)"),
         ):
             before = os.lstat(path)
             monkeypatch.setenv("TELEMETRY_CONSENT_FILE", path)
@@ -405,21 +407,7 @@ def test_only_a_regular_file_is_written_and_a_link_is_followed(
             assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode), path
     finally:
         listener.close()
-    real = tmp_root / "dotfiles" / "consent"
-    real.parent.mkdir()
-    real.write_text("other on\n")
-    link = tmp_root / "consent-link"
-    link.symlink_to(real)
-    monkeypatch.setenv("TELEMETRY_CONSENT_FILE", str(link))
-    assert Client(product="cfdev", build="1", timeout=0.1).set_consent("on").status == "recorded"
-    assert link.is_symlink()
-    text = real.read_text()
-    assert "\nother on\n" in text and "\ncfdev on " in text, text
-    dangling = tmp_root / "dangling"
-    dangling.symlink_to(tmp_root / "gone")
-    monkeypatch.setenv("TELEMETRY_CONSENT_FILE", str(dangling))
-    change = Client(product="cfdev", build="1", timeout=0.1).set_consent("on")
-    assert change.status == "failed" and "cannot be reached" in change.detail, change
+    assert real.read_text() == "other on\n"
 
 
 def test_one_client_opens_at_most_16_connections_at_once(sdk_env: Daemon) -> None:
@@ -482,32 +470,51 @@ def test_one_client_opens_at_most_16_connections_at_once(sdk_env: Daemon) -> Non
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")
-def test_root_never_writes_through_another_users_link_or_file(
+def test_root_writes_no_other_users_file_nor_in_their_directories(
     sdk_env: Daemon, tmp_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Root follows no link another user owns or that points to another
-    user's file (a link planted in a home ``sudo -E`` kept), and never opens
-    a temp file another user put in place."""
+    """Root writes only its own file, in directories only root may change,
+    and never opens a lock or temp file another user put in place."""
+
+    def set_to(path: Path) -> Any:
+        monkeypatch.setenv("TELEMETRY_CONSENT_FILE", str(path))
+        return Client(product="cfdev", build="1", timeout=0.1).set_consent("off")
+
     theirs = tmp_root / "theirs"
     theirs.write_text("secret\n")
     os.lchown(theirs, 65534, 65534)
-    link = tmp_root / "consent-link"
-    link.symlink_to(theirs)
-    monkeypatch.setenv("TELEMETRY_CONSENT_FILE", str(link))
-    change = Client(product="cfdev", build="1", timeout=0.1).set_consent("off")
+    change = set_to(theirs)
     assert change.status == "failed" and "owned by uid 65534" in change.detail, change
+    their_dir = tmp_root / "their-dir"
+    their_dir.mkdir()
+    os.lchown(their_dir, 65534, 65534)
+    roots = tmp_root / "roots"
+    roots.mkdir()
+    (their_dir / "state").symlink_to(roots)
+    for path in (
+        their_dir / "consent",
+        their_dir / "state" / "consent",
+        their_dir / "new" / "consent",
+    ):
+        change = set_to(path)
+        assert change.status == "failed" and "is owned by uid 65534" in change.detail, change
+    assert list(roots.iterdir()) == []
+    assert not (their_dir / "new").exists(), "nothing made in their directory"
+    open_dir = tmp_root / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    change = set_to(open_dir / "consent")
+    assert change.status == "failed" and "may be written by other users" in change.detail
+    # A lock or temp file planted as a link is not followed.
     mine = tmp_root / "mine"
-    mine.write_text("")
-    link.unlink()
-    link.symlink_to(mine)
-    os.lchown(link, 65534, 65534)
-    change = Client(product="cfdev", build="1", timeout=0.1).set_consent("off")
-    assert change.status == "failed" and "a link owned by uid 65534" in change.detail, change
-    target = tmp_root / "consent2"
-    tmp = tmp_root / f".consent.{os.getpid()}.tmp"
+    mine.mkdir()
+    nologin = tmp_root / "nologin"
+    (mine / ".consent.lock").symlink_to(nologin)
+    assert set_to(mine / "consent").status == "failed"
+    assert not nologin.exists()
+    (mine / ".consent.lock").unlink()
+    tmp = mine / f".consent.{os.getpid()}.tmp"
     tmp.symlink_to(theirs)
-    monkeypatch.setenv("TELEMETRY_CONSENT_FILE", str(target))
-    change = Client(product="cfdev", build="1", timeout=0.1).set_consent("off")
-    assert change.status == "recorded", change
+    assert set_to(mine / "consent").status == "recorded"
     assert theirs.read_text() == "secret\n"
     assert not tmp.is_symlink()

@@ -723,10 +723,10 @@ def _record(
     ``<file>.unreadable-<unix ms>-<pid>`` first; returns that path, if so."""
     if sys.platform == "win32":
         raise OSError("recording consent from Python is not supported on Windows")
-    # The lock lives beside the path as configured (a link, perhaps), where
-    # every writer of every version takes it.
-    lock_dir = os.path.dirname(os.path.abspath(path))
-    _spool.make_dirs(lock_dir)
+    lock_dir = directory = os.path.dirname(os.path.abspath(path))
+    _only_roots_directories(_existing(directory))
+    _spool.make_dirs(directory)
+    _only_roots_directories(directory)
     # Non-blocking, a regular file only: a FIFO there must not hold the host.
     lock = _spool.open_regular(
         os.path.join(lock_dir, ".consent.lock"), os.O_WRONLY | os.O_CREAT, 0o600
@@ -747,8 +747,7 @@ def _record(
                 ) from None
             time.sleep(0.002)
         # Under the lock, so what is looked at is what is written.
-        path = _write_target(path)
-        directory = os.path.dirname(os.path.abspath(path))
+        _refuse_unless_a_file(path)
         try:
             perm = os.stat(path).st_mode & 0o777
         except OSError:
@@ -801,42 +800,21 @@ def _record(
         os.close(lock)  # releases the lock
 
 
-def _write_target(path: str) -> str:
-    """Where a decision for the consent file at ``path`` is written: the file
-    itself, or the one a link there points to (a rename over the link would
-    leave that file with the old decision). Nothing is written, and the
-    error says why, when what stands there is no regular file (a directory,
-    FIFO, device or socket: a consent file of ``/dev/null`` would be
-    replaced, ``/tmp`` moved aside), or when a link or its file belongs to
-    another user (root, through a link planted in a home ``sudo -E`` kept,
-    would overwrite what it points to). As the Rust client."""
+def _refuse_unless_a_file(path: str) -> None:
+    """Raise, with nothing written, unless what stands at the consent file's
+    ``path`` is nothing yet or a regular file, and, for root, root's. A link
+    is refused, not followed: one another user planted (in a directory they
+    may write, or at the end of a chain of links) would lead the writer,
+    root above all, to overwrite whatever it points to. A directory, FIFO,
+    device or socket is refused: a consent file of ``/dev/null`` was
+    replaced, ``/tmp`` would have been moved aside. As the Rust client."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return path
-    target = path
-    if stat.S_ISLNK(st.st_mode):
-        _refuse_unless_ours(path, st, "a link ")
-        try:
-            target = os.path.realpath(path)
-            st = os.stat(target)
-        except OSError as e:
-            raise OSError(
-                f"{path} is a link to a file that cannot be reached ({e.strerror or e}): "
-                "nothing was written; point it at an existing file, or remove it"
-            ) from None
-    _refuse_unless_ours(target, st, "")
-    return target
-
-
-def _refuse_unless_ours(path: str, st: os.stat_result, link: str) -> None:
-    """Raise unless ``st`` (of ``path``) is a regular file, or with ``link``
-    the link itself, that belongs to this user or root."""
-    mode = st.st_mode
-    if st.st_uid not in (0, os.geteuid()):
-        what = f"owned by uid {st.st_uid}"
-    elif link:
         return
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        what = "a link (name the file itself)"
     elif stat.S_ISDIR(mode):
         what = "a directory"
     elif stat.S_ISFIFO(mode):
@@ -847,12 +825,57 @@ def _refuse_unless_ours(path: str, st: os.stat_result, link: str) -> None:
         what = "a socket"
     elif not stat.S_ISREG(mode):
         what = "not a regular file"
+    elif os.geteuid() == 0 and st.st_uid != 0:
+        what = f"owned by uid {st.st_uid}, and root writes only root's files"
     else:
         return
     raise OSError(
-        f"{path} is {link}{what}, not a consent file this user may write: nothing was "
-        "written; point TELEMETRY_CONSENT_FILE at a regular file of this user's"
+        f"{path} is {what}, not a consent file to write: nothing was written; "
+        "point TELEMETRY_CONSENT_FILE at a regular file"
     )
+
+
+def _existing(directory: str) -> str:
+    """``directory``, or its nearest ancestor that exists (checked before
+    any of it is made)."""
+    while not os.path.lexists(directory) and os.path.dirname(directory) != directory:
+        directory = os.path.dirname(directory)
+    return directory
+
+
+def _only_roots_directories(directory: str) -> None:
+    """For root, raise unless every directory on the way to ``directory``, as
+    named and as resolved, is root's and writable by nobody else (a sticky
+    one aside, as ``/tmp``): another user who made ``/tmp/telemetry-0``
+    first (root's default with no ``HOME``), or whose home ``sudo -E`` kept,
+    could otherwise lead root's write anywhere through a link in a directory
+    of theirs. As the Rust client."""
+    if os.geteuid() != 0:
+        return
+    named = os.path.abspath(directory)
+    for start in (named, os.path.realpath(named)):
+        d = start
+        while True:
+            st = os.lstat(d)
+            why = ""
+            if st.st_uid != 0:
+                why = f"is owned by uid {st.st_uid}"
+            elif (
+                not stat.S_ISLNK(st.st_mode)
+                and st.st_mode & 0o022
+                and not st.st_mode & stat.S_ISVTX
+            ):
+                why = "may be written by other users"
+            if why:
+                raise OSError(
+                    f"{d} {why}: root writes a consent file only where no other user can "
+                    "redirect it; nothing was written; set TELEMETRY_CONSENT_FILE (or HOME) "
+                    "to a place of root's"
+                )
+            parent = os.path.dirname(d)
+            if parent == d:
+                break
+            d = parent
 
 
 def _sync_dir(directory: str) -> None:

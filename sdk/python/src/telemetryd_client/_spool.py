@@ -47,8 +47,13 @@ def open_regular(path: str, flags: int, mode: int = 0o600) -> int:
     (closing it, raising ``OSError``) anything but a regular file. A FIFO in
     its place never holds the host: opened for writing with no reader it
     fails at once (``ENXIO``), and one that opens is refused before
-    anything reads or writes it."""
-    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0), mode)
+    anything reads or writes it. A link is not followed (``O_NOFOLLOW``):
+    one another user planted (a lock file's, in a directory they may write)
+    would have it create or open any file, as root ``/etc/nologin``."""
+    extra = (
+        getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    )
+    fd = os.open(path, flags | extra, mode)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path} is not a regular file")
