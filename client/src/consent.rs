@@ -192,7 +192,7 @@ pub fn record_version(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or_else(|| Path::new("."));
-    if telemetry_platform::proc::effective_uid() == 0 {
+    if is_root() {
         // Before any of it is made, then as made.
         let existing = dir.ancestors().find(|d| d.symlink_metadata().is_ok());
         only_roots_directories(existing.unwrap_or(Path::new("/")))?;
@@ -359,6 +359,14 @@ fn owner_if_not_roots(meta: &std::fs::Metadata) -> Option<u32> {
     }
     let _ = meta;
     None
+}
+
+/// Whether this process runs as root (never on Windows, which has no uids).
+fn is_root() -> bool {
+    #[cfg(unix)]
+    return telemetry_platform::proc::effective_uid() == 0;
+    #[cfg(not(unix))]
+    return false;
 }
 
 /// For root: an error unless every directory on the way to `dir`, as named
