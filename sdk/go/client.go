@@ -411,6 +411,12 @@ func (c *Client) roundTrip(ctx context.Context, deadline time.Time, line []byte,
 		select {
 		case c.slots <- struct{}{}:
 			wait.Stop()
+			// Taken at the very end of the budget (both were ready): it
+			// would only connect to be cut off.
+			if !time.Now().Before(deadline) {
+				<-c.slots
+				return reply{}, fmt.Errorf("telemetry: this client's %d connections to telemetryd at %s were busy until the deadline", maxInFlight, c.paths.Socket)
+			}
 		case <-wait.C:
 			return reply{}, fmt.Errorf("telemetry: this client's %d connections to telemetryd at %s were busy until the deadline", maxInFlight, c.paths.Socket)
 		case <-ctx.Done():

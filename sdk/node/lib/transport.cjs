@@ -35,7 +35,8 @@ class Slots {
   take(connect) {
     if (this.inFlight < MAX_IN_FLIGHT) {
       this.inFlight++;
-      connect();
+      // Not taken after all (a budget of 0): hand it on.
+      if (!connect()) this.release();
     } else {
       // Keeps no event loop alive by itself: a slot is only waited for
       // while another exchange holds a connection open.
@@ -84,6 +85,9 @@ function exchange(path, line, timeoutMs, wantReply = true, slots = new Slots()) 
   return new Promise((resolve) => {
     let done = false;
     let holdsSlot = false;
+    // A slot handed on at the very end of the budget, before this timer has
+    // fired, is passed on too: it would only connect to be cut off.
+    const expires = Date.now() + Math.max(0, timeoutMs);
     let stage = /** @type {"connect"|"write"|"read"} */ ('connect');
     /** @type {net.Socket|null} */
     let sock = null;
@@ -117,6 +121,15 @@ function exchange(path, line, timeoutMs, wantReply = true, slots = new Slots()) 
     // when the budget ran out while it waited (the slot goes on).
     const connect = () => {
       if (done) return false;
+      if (Date.now() >= expires) {
+        finish({
+          ok: false,
+          stage,
+          code: 'ETIMEDOUT',
+          message: `this client's ${MAX_IN_FLIGHT} connections to telemetryd were busy for ${timeoutMs} ms`,
+        });
+        return false;
+      }
       holdsSlot = true;
       try {
         sock = net.createConnection({ path });

@@ -21,7 +21,7 @@ use telemetry_proto::ErrorCode;
                   Exit codes: 0 stopped, or none was running; 1 it did not stop within --timeout (it goes on stopping); 3 refused (a service manager runs it: the message says how to stop it there; or this user may not stop it)."
 )]
 pub struct Args {
-    /// Print the result as JSON: {"stopped": BOOL, "pid": N|null, "socket": PATH} (stopped is false when none was running).
+    /// Print the result as JSON: {"stopped": BOOL, "pid": N|null, "socket": PATH} (stopped is false when none was running; true with no pid for one that was already stopping).
     #[arg(long)]
     pub json: bool,
     /// How long to wait for the daemon to finish, e.g. 30s or 2m (it makes a last upload first).
@@ -46,40 +46,41 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         pid,
         socket: socket.display().to_string(),
     };
-    let asked = Client::connect(socket).and_then(|mut c| c.stop(ANSWER));
-    let pid = match asked {
-        Ok(pid) => pid,
-        Err(e) if autostart::nothing_serves(&e) => {
-            // One already stopping (a SIGTERM, its idle exit, another
-            // `stop`) has closed its listener but may still be making its
-            // last upload, holding its state dir: an uninstaller must not
-            // go on before it exits.
-            let lock = telemetry_client::state_dir().join("lock");
-            let deadline = std::time::Instant::now() + args.timeout;
-            let mut waited = false;
-            while held(&lock) {
-                if std::time::Instant::now() >= deadline {
-                    return Err(Failure {
-                        exit: crate::EXIT_UNREACHABLE,
-                        code: "timeout".into(),
-                        message: format!(
-                            "no telemetryd answers on {}, but one still holds {} after {}: it is stopping or starting; its log says which",
-                            socket.display(),
-                            lock.display(),
-                            humantime::format_duration(args.timeout)
-                        ),
-                        json_printed: false,
-                    });
-                }
-                waited = true;
-                std::thread::sleep(Duration::from_millis(50));
+    // A daemon already stopping (a SIGTERM, its idle exit, another `stop`)
+    // has closed its listener but may still be making its last upload,
+    // holding its state dir: an uninstaller must not go on before it
+    // exits. Meanwhile the socket is asked again: the next daemon (one a
+    // client autostarts after an idle exit) is stopped in turn.
+    let lock = telemetry_client::state_dir().join("lock");
+    let deadline = std::time::Instant::now() + args.timeout;
+    let mut waited = false;
+    let pid = loop {
+        match Client::connect(socket).and_then(|mut c| c.stop(ANSWER)) {
+            Ok(pid) => break pid,
+            Err(e) if autostart::nothing_serves(&e) => {}
+            Err(ClientError::Refused {
+                code: ErrorCode::Malformed,
+                ..
+            }) => {
+                return Err(Failure {
+                    exit: crate::EXIT_REFUSED,
+                    code: "unsupported".into(),
+                    message: format!(
+                        "the telemetryd on {} is older than `telemetryctl stop` and did not stop; it exits by itself after 5 idle minutes when a CLI started it, or stop its process (SIGTERM, or the Task Manager on Windows)",
+                        socket.display()
+                    ),
+                    json_printed: false,
+                })
             }
+            Err(e) => return Err(e.into()),
+        }
+        if !held(&lock) {
             if args.json {
-                return print_json(&outcome(false, None));
+                return print_json(&outcome(waited, None));
             }
             if waited {
                 outln!(
-                    "the telemetryd on {} was already stopping; it has exited",
+                    "the telemetryd on {} was already stopping; it has let go of its state dir",
                     socket.display()
                 );
             } else {
@@ -90,21 +91,21 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             }
             return Ok(());
         }
-        Err(ClientError::Refused {
-            code: ErrorCode::Malformed,
-            ..
-        }) => {
+        if std::time::Instant::now() >= deadline {
             return Err(Failure {
-                exit: crate::EXIT_REFUSED,
-                code: "unsupported".into(),
+                exit: crate::EXIT_UNREACHABLE,
+                code: "timeout".into(),
                 message: format!(
-                    "the telemetryd on {} is older than `telemetryctl stop` and did not stop; it exits by itself after 5 idle minutes when a CLI started it, or stop its process (SIGTERM, or the Task Manager on Windows)",
-                    socket.display()
+                    "no telemetryd answers on {}, but one still holds {} after {}: it is stopping or starting, or serves another socket; its log says which",
+                    socket.display(),
+                    lock.display(),
+                    humantime::format_duration(args.timeout)
                 ),
                 json_printed: false,
-            })
+            });
         }
-        Err(e) => return Err(e.into()),
+        waited = true;
+        std::thread::sleep(Duration::from_millis(50));
     };
     if !args.json && std::io::stderr().is_terminal() {
         eprintln!("telemetryd (pid {pid}) is stopping: it finishes what is in flight and makes a last upload first…");
