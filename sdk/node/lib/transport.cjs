@@ -29,19 +29,22 @@ class Slots {
   }
 
   /**
-   * Run `connect` now if a slot is free, else when one is handed on.
+   * Run `connect` now if a slot is free (true), else when one is handed on
+   * (false: it waits).
    * @param {() => boolean} connect false when it no longer wants the slot
+   * @returns {boolean}
    */
   take(connect) {
     if (this.inFlight < MAX_IN_FLIGHT) {
       this.inFlight++;
       // Not taken after all (a budget of 0): hand it on.
       if (!connect()) this.release();
-    } else {
-      // Keeps no event loop alive by itself: a slot is only waited for
-      // while another exchange holds a connection open.
-      this.waiting.push(connect);
+      return true;
     }
+    // Keeps no event loop alive by itself: a slot is only waited for while
+    // another exchange holds a connection open.
+    this.waiting.push(connect);
+    return false;
   }
 
   /**
@@ -85,6 +88,8 @@ function exchange(path, line, timeoutMs, wantReply = true, slots = new Slots()) 
   return new Promise((resolve) => {
     let done = false;
     let holdsSlot = false;
+    let waitedForSlot = false;
+    const busy = () => `this client's ${MAX_IN_FLIGHT} connections to telemetryd were busy for ${timeoutMs} ms`;
     // A slot handed on at the very end of the budget, before this timer has
     // fired, is passed on too: it would only connect to be cut off.
     const expires = Date.now() + Math.max(0, timeoutMs);
@@ -109,9 +114,9 @@ function exchange(path, line, timeoutMs, wantReply = true, slots = new Slots()) 
           ok: false,
           stage,
           code: 'ETIMEDOUT',
-          message: holdsSlot
-            ? `telemetryd at ${path} did not ${stage === 'read' ? 'reply' : stage} within ${timeoutMs} ms`
-            : `this client's ${MAX_IN_FLIGHT} connections to telemetryd were busy for ${timeoutMs} ms`,
+          message: waitedForSlot && !holdsSlot
+            ? busy()
+            : `telemetryd at ${path} did not ${stage === 'read' ? 'reply' : stage} within ${timeoutMs} ms`,
         });
       },
       Math.max(0, timeoutMs),
@@ -126,7 +131,7 @@ function exchange(path, line, timeoutMs, wantReply = true, slots = new Slots()) 
           ok: false,
           stage,
           code: 'ETIMEDOUT',
-          message: `this client's ${MAX_IN_FLIGHT} connections to telemetryd were busy for ${timeoutMs} ms`,
+          message: waitedForSlot ? busy() : `telemetryd at ${path} did not connect within ${timeoutMs} ms`,
         });
         return false;
       }
@@ -176,7 +181,7 @@ function exchange(path, line, timeoutMs, wantReply = true, slots = new Slots()) 
       });
       return true;
     };
-    slots.take(connect);
+    waitedForSlot = !slots.take(connect);
   });
 }
 
