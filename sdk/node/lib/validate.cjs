@@ -204,11 +204,21 @@ function checkData(data) {
       out[key] = value;
     } else {
       return {
-        error: `data value for ${shown(key)} is a ${value === null ? 'null' : typeof value}: ${ONLY}`,
+        error: `data value for ${shown(key)} is ${kindOf(value)}: ${ONLY}`,
       };
     }
   }
   return { data: out };
+}
+
+/**
+ * What a value is, with its article: "an object", "a null", "an array".
+ * @param {unknown} value
+ * @returns {string}
+ */
+function kindOf(value) {
+  const t = value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value;
+  return `${/^[aeiou]/.test(t) ? 'an' : 'a'} ${t}`;
 }
 
 module.exports = { LIMITS, I64_MIN, I64_MAX, isValidName, shown, checkName, checkBuild, checkData, hasControl };
