@@ -230,8 +230,13 @@ pub fn scrubbed(name: &str) -> bool {
         "_API_KEY",
         "_PASSWORD",
         "_CREDENTIALS",
+        // GH_PAT and the like; npm_config__authToken.
+        "_PAT",
+        "_AUTHTOKEN",
     ];
     const NAMES: &[&str] = &[
+        // A connection string, with its password.
+        "DATABASE_URL",
         "SSH_AUTH_SOCK",
         "NOTIFY_SOCKET",
         "LISTEN_PID",
@@ -437,6 +442,9 @@ mod tests {
             "CI_JOB_TOKEN",
             "NOTIFY_SOCKET",
             "SSH_AUTH_SOCK",
+            "GH_PAT",
+            "npm_config__authToken",
+            "DATABASE_URL",
         ] {
             assert!(scrubbed(name), "{name} must not reach the daemon");
         }

@@ -43,13 +43,13 @@ func scrubbed(name string) bool {
 			return true
 		}
 	}
-	for _, s := range []string{"_TOKEN", "_SECRET", "_SECRET_KEY", "_ACCESS_KEY", "_API_KEY", "_PASSWORD", "_CREDENTIALS"} {
+	for _, s := range []string{"_TOKEN", "_SECRET", "_SECRET_KEY", "_ACCESS_KEY", "_API_KEY", "_PASSWORD", "_CREDENTIALS", "_PAT", "_AUTHTOKEN"} {
 		if strings.HasSuffix(upper, s) {
 			return true
 		}
 	}
 	switch upper {
-	case "SSH_AUTH_SOCK", "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC":
+	case "DATABASE_URL", "SSH_AUTH_SOCK", "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC":
 		return true
 	}
 	return false

@@ -84,7 +84,8 @@ func TestAutostartWhenNothingServes(t *testing.T) {
 		t.Error("state dir made while off")
 	}
 	if !autostartDisabled(" Off ") || autostartDisabled("1") || !scrubbed("AWS_PROFILE") || scrubbed("TELEMETRY_S3_TOKEN") ||
-		!scrubbed("GITHUB_TOKEN") || scrubbed("PATH") {
+		!scrubbed("GITHUB_TOKEN") || scrubbed("PATH") || !scrubbed("GH_PAT") || !scrubbed("npm_config__authToken") ||
+		!scrubbed("DATABASE_URL") || scrubbed("PAT") {
 		t.Error("switch or scrub list")
 	}
 }

@@ -40,8 +40,19 @@ function scrubbed(name) {
   const upper = name.toUpperCase();
   if (upper.startsWith('TELEMETRY_')) return false;
   const prefixes = ['AWS_', 'AZURE_', 'GOOGLE_', 'GCLOUD_', 'CLOUDSDK_', 'ALIBABA_CLOUD_', 'OCI_', 'DIGITALOCEAN_'];
-  const suffixes = ['_TOKEN', '_SECRET', '_SECRET_KEY', '_ACCESS_KEY', '_API_KEY', '_PASSWORD', '_CREDENTIALS'];
+  const suffixes = [
+    '_TOKEN',
+    '_SECRET',
+    '_SECRET_KEY',
+    '_ACCESS_KEY',
+    '_API_KEY',
+    '_PASSWORD',
+    '_CREDENTIALS',
+    '_PAT',
+    '_AUTHTOKEN',
+  ];
   const names = [
+    'DATABASE_URL',
     'SSH_AUTH_SOCK',
     'NOTIFY_SOCKET',
     'LISTEN_PID',

@@ -267,6 +267,9 @@ test('autostart: runs TELEMETRY_DAEMON --autostarted --socket S, scrubbed, at mo
     TELEMETRY_DAEMON: fake,
     AWS_SECRET_ACCESS_KEY: 'x',
     MY_API_KEY: 'k',
+    GH_PAT: 'p',
+    npm_config__authToken: 'n',
+    DATABASE_URL: 'postgres://u:pw@h/db',
   };
   const t = createClient({ product: 'cfdev', build: '1.2.0', env });
   const r = await t.emit('stop');
@@ -274,7 +277,7 @@ test('autostart: runs TELEMETRY_DAEMON --autostarted --socket S, scrubbed, at mo
   assert.equal(r.autostart, 'spawned');
   const text = await waitFor(() => fs.existsSync(out) && fs.readFileSync(out, 'utf8'), 5000, 'the fake daemon');
   assert.equal(text.split('\n')[0], `--autostarted --socket ${env.TELEMETRY_SOCKET}`);
-  assert.doesNotMatch(text, /AWS_SECRET_ACCESS_KEY|MY_API_KEY/);
+  assert.doesNotMatch(text, /AWS_SECRET_ACCESS_KEY|MY_API_KEY|GH_PAT|authToken|DATABASE_URL/);
   assert.match(text, /AWS_SHARED_CREDENTIALS_FILE=\/dev\/null/);
   assert.ok(fs.existsSync(path.join(T, 'state', 'autostart.stamp')));
   assert.ok(fs.existsSync(path.join(T, 'state', 'telemetryd.log')));

@@ -348,6 +348,8 @@ def test_autostart_is_rate_limited_and_can_be_disabled(tmp_root: Path) -> None:
         assert _autostart.start("s", state, dict(env, TELEMETRY_AUTOSTART=off)) == "disabled"
     assert _autostart.start("s", state, {"PATH": str(tmp_root)}) == "not_found"
     assert _autostart.scrubbed("AWS_PROFILE") and _autostart.scrubbed("GITHUB_TOKEN")
+    for name in ("GH_PAT", "npm_config__authToken", "DATABASE_URL"):
+        assert _autostart.scrubbed(name), name
     assert not _autostart.scrubbed("TELEMETRY_SECRET") and not _autostart.scrubbed("HOME")
 
 

@@ -52,9 +52,12 @@ _SUFFIXES = (
     "_API_KEY",
     "_PASSWORD",
     "_CREDENTIALS",
+    "_PAT",
+    "_AUTHTOKEN",
 )
 _NAMES = frozenset(
     {
+        "DATABASE_URL",
         "SSH_AUTH_SOCK",
         "NOTIFY_SOCKET",
         "LISTEN_PID",
