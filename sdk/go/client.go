@@ -407,6 +407,10 @@ func (c *Client) newEvent(name string, data map[string]any) (Event, error) {
 // all before deadline.
 func (c *Client) roundTrip(ctx context.Context, deadline time.Time, line []byte, wantReply bool) (reply, error) {
 	if c.slots != nil {
+		// Built only when it happens: not on every emit's path.
+		busy := func() error {
+			return fmt.Errorf("telemetry: this client's %d connections to telemetryd at %s were busy until the deadline", maxInFlight, c.paths.Socket)
+		}
 		wait := time.NewTimer(time.Until(deadline))
 		select {
 		case c.slots <- struct{}{}:
@@ -415,10 +419,10 @@ func (c *Client) roundTrip(ctx context.Context, deadline time.Time, line []byte,
 			// would only connect to be cut off.
 			if !time.Now().Before(deadline) {
 				<-c.slots
-				return reply{}, fmt.Errorf("telemetry: this client's %d connections to telemetryd at %s were busy until the deadline", maxInFlight, c.paths.Socket)
+				return reply{}, busy()
 			}
 		case <-wait.C:
-			return reply{}, fmt.Errorf("telemetry: this client's %d connections to telemetryd at %s were busy until the deadline", maxInFlight, c.paths.Socket)
+			return reply{}, busy()
 		case <-ctx.Done():
 			wait.Stop()
 			return reply{}, ctx.Err()

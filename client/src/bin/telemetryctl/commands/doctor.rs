@@ -589,18 +589,11 @@ fn refusal_checks(s: &StatusReport, checks: &mut Vec<Check>) {
         let code = r.code.to_string();
         checks.push(Check::warn(
             format!("refusals {product}"),
-            if r.last_message.is_empty() {
-                format!(
-                    "{} refused since start: {code}",
-                    super::count(r.count, "request", "requests")
-                )
-            } else {
-                format!(
-                    "{} refused since start: {code}; the latest: {}",
-                    super::count(r.count, "request", "requests"),
-                    r.last_message
-                )
-            },
+            format!(
+                "{} refused since start: {code}{}",
+                super::count(r.count, "request", "requests"),
+                super::the_latest(r)
+            ),
             refusal_fix(&code, product),
         ));
     }

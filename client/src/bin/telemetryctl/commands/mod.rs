@@ -36,6 +36,17 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// "; the latest: MESSAGE" for a refusal count, as `status` and `doctor`
+/// end its line; where the daemon sent no message (it predates the field,
+/// or the asker is not its user), where to find out why.
+pub fn the_latest(r: &telemetry_proto::RefusalCount) -> String {
+    if r.last_message.is_empty() {
+        " (the daemon's log names the first of each kind and why; `telemetry-emit --strict` prints the reason for one event)".to_string()
+    } else {
+        format!("; the latest: {}", r.last_message)
+    }
+}
+
 /// Why clients' spools filled up, for the `spool_full_drops` lines of
 /// `status` and `doctor`: with `busy` refusals since start, the daemon was
 /// up but at its connection limit (a CLI sending many events at once, each

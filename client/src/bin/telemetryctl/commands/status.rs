@@ -151,21 +151,12 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         } else {
             &r.product
         };
-        if r.last_message.is_empty() {
-            // A daemon before the field.
-            outln!(
-                "refused:      {} for {product}: {} (since start; the daemon's log names the first of each kind and why, then counts them once a minute; `telemetry-emit --strict` prints the reason for one event)",
-                count(r.count, "request", "requests"),
-                r.code
-            );
-        } else {
-            outln!(
-                "refused:      {} for {product}: {} since start; the latest: {}",
-                count(r.count, "request", "requests"),
-                r.code,
-                r.last_message
-            );
-        }
+        outln!(
+            "refused:      {} for {product}: {} since start{}",
+            count(r.count, "request", "requests"),
+            r.code,
+            super::the_latest(r)
+        );
     }
     for (product, n) in &s.dropped {
         outln!(
