@@ -73,7 +73,10 @@ pub fn one_line(text: &str) -> String {
 /// safe to show in a terminal or a log line: on one line, every control
 /// character (an escape sequence could clear a user's screen and print a
 /// made-up status line, or forge a log line) written as its escape, and at
-/// most `max` characters. One daemon serves several vendors: none may
+/// most `max` characters. Unicode's bidirectional controls are escaped too:
+/// not control characters to Rust, they still reorder what a terminal shows
+/// after them, so a message could read as something it is not ("Trojan
+/// Source", CVE-2021-42574). One daemon serves several vendors: none may
 /// write into what the user reads of another.
 pub fn untrusted(text: &str, max: usize) -> String {
     let mut out = String::new();
@@ -82,13 +85,19 @@ pub fn untrusted(text: &str, max: usize) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() {
+        if c.is_control() || is_bidi_control(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// The marks, embeddings, overrides and isolates of Unicode's
+/// bidirectional algorithm (UAX #9).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Longest a remote party's message is shown.
@@ -120,6 +129,17 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("the chain failed:\n  Environment: not set\n  Profile: not enabled\n")]
     struct Inner;
+
+    #[test]
+    fn untrusted_text_cannot_reorder_or_restyle_what_follows() {
+        // A right-to-left override would show "denied" reversed after it;
+        // an escape sequence would recolour the line.
+        let shown = untrusted("upload \u{202E}deinied\u{2066} ok \x1b[2Jdone", 300);
+        assert_eq!(shown, "upload \\u{202e}deinied\\u{2066} ok \\u{1b}[2Jdone");
+        assert_eq!(untrusted("abcdef", 3), "abc…");
+        // Other text outside ASCII is shown as it is.
+        assert_eq!(untrusted("Größe 大小 العربية", 300), "Größe 大小 العربية");
+    }
 
     #[test]
     fn an_error_chain_with_line_breaks_folds_to_one_line() {
