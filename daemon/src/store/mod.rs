@@ -57,6 +57,7 @@ mod doorbell;
 mod forget;
 mod insert;
 mod lead;
+mod lock;
 mod receipts;
 mod seal;
 mod transparency;
@@ -66,6 +67,7 @@ pub use consent::{Announce, ConsentOutcome, ConsentedSet, Decision};
 pub use destinations::RetiredProduct;
 use doorbell::Doorbell;
 pub use forget::Forgotten;
+pub use lock::StateLock;
 pub use receipts::{NewReceipt, MAX_RECEIPTS, MAX_RECEIPT_BODY_BYTES};
 
 /// Schema migrations, applied in order. Never remove or edit an entry.
@@ -462,37 +464,6 @@ impl StoreThread {
 
 /// Name of the database file inside the state dir.
 pub const DB_FILE: &str = "events.sqlite3";
-
-/// The exclusive lock on a state directory (`STATE_DIR/lock`), so two
-/// daemons never share one store (their counters and uploads would
-/// interleave). Held while any clone lives: the daemon takes it before it
-/// binds its socket, and the store thread keeps a clone until it closes
-/// the database.
-#[derive(Clone)]
-pub struct StateLock {
-    _file: Arc<std::fs::File>,
-    dir: PathBuf,
-}
-
-impl StateLock {
-    /// Create `state_dir` (0700) if needed and lock it, or fail at once
-    /// with [`StoreError::Locked`] if another process holds it.
-    pub fn acquire(state_dir: &Path) -> Result<StateLock, StoreError> {
-        telemetry_sink::fsutil::create_private_dir(state_dir).map_err(|e| StoreError::Io {
-            path: state_dir.to_path_buf(),
-            source: Arc::new(e),
-        })?;
-        Ok(StateLock {
-            _file: Arc::new(lock_state_dir(state_dir)?),
-            dir: state_dir.to_path_buf(),
-        })
-    }
-
-    /// The locked state directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-}
 
 impl Store {
     /// Open (creating and migrating if needed) `state_dir/events.sqlite3`
@@ -916,27 +887,6 @@ struct Inner {
     handed_out: BTreeMap<Option<DestId>, i64>,
 }
 
-/// Take an exclusive lock on `state_dir/lock`, so two daemons never share
-/// one store (their counters and uploads would interleave).
-fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, StoreError> {
-    let path = state_dir.join("lock");
-    let file = telemetry_platform::fs::with_mode(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true),
-        0o600,
-    )
-    .open(&path)
-    .map_err(|e| StoreError::Io {
-        path: path.clone(),
-        source: Arc::new(e),
-    })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(_) => Err(StoreError::Locked { path }),
-    }
-}
 /// Apply pending migrations in one transaction; refuse newer databases.
 fn migrate(conn: &mut Connection, path: &Path, now_us: i64) -> Result<(), StoreError> {
     let tx = conn

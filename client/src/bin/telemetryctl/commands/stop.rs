@@ -132,7 +132,9 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
 
 /// Whether a daemon holds the state dir's lock file `lock` (the lock the
 /// daemon takes for its whole life, exclusively): a shared lock cannot be
-/// had. Taken and let go at once when it can; a missing file is no daemon.
+/// had. Taken and let go at once when it can (a daemon starting in that
+/// moment tries its lock again for a while, `store::lock`'s grace); a
+/// missing file is no daemon.
 fn held(lock: &Path) -> bool {
     std::fs::File::open(lock)
         .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)))
