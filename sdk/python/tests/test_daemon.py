@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List
 import pytest
 
 from conftest import Daemon, daemon_bin
-from telemetryd_client import Client
+from telemetryd_client import Client, _transport
 
 
 def require_daemon_bin() -> None:
@@ -469,6 +469,34 @@ def test_one_client_opens_at_most_16_connections_at_once(sdk_env: Daemon) -> Non
         srv.close()
     assert outs == ["acknowledged"] * 40, outs
     assert 1 < counts["peak"] <= 16, counts
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_gets_connection_slots_of_its_own() -> None:
+    """Every slot taken in the parent (as by 16 threads mid-emit) when it
+    forks: those threads are not in the child and never give theirs back,
+    so the child must not wait for them (each of its emits would wait out
+    its budget and spool)."""
+    slots = _transport.Slots()
+    for _ in range(_transport.MAX_IN_FLIGHT):
+        slots.take("/nowhere", time.monotonic() + 1.0)
+    pid = os.fork()
+    if pid == 0:  # the child: a slot at once, and then its own 16
+        try:
+            for _ in range(_transport.MAX_IN_FLIGHT):
+                slots.take("/nowhere", time.monotonic() + 0.5)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert (
+        os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    ), "the child waited for its parent's slots"
+    # The parent's are still all taken.
+    with pytest.raises(
+        _transport.TransportError, match="connections to telemetryd at /nowhere were busy"
+    ):
+        slots.take("/nowhere", time.monotonic() + 0.01)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")

@@ -345,7 +345,7 @@ class Client:
     ) -> None:
         # Emits past 16 at once (from threads) wait their turn within their
         # budget rather than open connections past the daemon's limit.
-        self._slots = _transport.new_slots()
+        self._slots = _transport.Slots()
         self.product = product
         # As telemetry-emit: an explicit build (checked as given), else a
         # non-empty TELEMETRY_BUILD, else "unknown".

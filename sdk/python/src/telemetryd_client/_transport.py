@@ -164,25 +164,41 @@ def read_line(sock: socket.socket, deadline: float) -> bytes:
 MAX_IN_FLIGHT = 16
 
 
-def new_slots() -> threading.BoundedSemaphore:
-    """One client's connection slots (see ``MAX_IN_FLIGHT``)."""
-    return threading.BoundedSemaphore(MAX_IN_FLIGHT)
+class Slots:
+    """One client's connection slots (see ``MAX_IN_FLIGHT``).
 
+    A forked child gets new ones: the threads that held slots at the fork
+    are not in it and would never give them back, so every emit of the
+    child would wait out its budget and spool.
+    """
 
-def _take(slots: Optional[threading.BoundedSemaphore], path: str, deadline: float) -> None:
-    if slots is not None and not slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
-        raise TransportError(
-            "connect",
-            f"this client's {MAX_IN_FLIGHT} connections to telemetryd at {path} were busy until the deadline",
-            timed_out=True,
-        )
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        self._free = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+
+    def take(self, path: str, deadline: float) -> threading.BoundedSemaphore:
+        """Wait for a slot until ``deadline``; give it back to what this returns."""
+        if self._pid != os.getpid():
+            # No lock: one held by another thread at the fork would stay
+            # held in the child. Two threads racing here each make a set,
+            # and each gives its slot back to the set it took it from.
+            self._free = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+            self._pid = os.getpid()
+        free = self._free
+        if not free.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise TransportError(
+                "connect",
+                f"this client's {MAX_IN_FLIGHT} connections to telemetryd at {path} were busy until the deadline",
+                timed_out=True,
+            )
+        return free
 
 
 def request(
-    path: str, line: bytes, deadline: float, slots: Optional[threading.BoundedSemaphore] = None
+    path: str, line: bytes, deadline: float, slots: Optional[Slots] = None
 ) -> Tuple[str, Any]:
     """Send one request line and read its reply: ``(variant, body)``."""
-    _take(slots, path, deadline)
+    taken = slots.take(path, deadline) if slots is not None else None
     try:
         sock = connect(path, deadline)
         try:
@@ -191,19 +207,17 @@ def request(
         finally:
             sock.close()
     finally:
-        if slots is not None:
-            slots.release()
+        if taken is not None:
+            taken.release()
     try:
         return decode_reply(reply)
     except ProtocolError as e:
         raise TransportError("protocol", f"unexpected reply from telemetryd: {e}") from None
 
 
-def send_only(
-    path: str, line: bytes, deadline: float, slots: Optional[threading.BoundedSemaphore] = None
-) -> None:
+def send_only(path: str, line: bytes, deadline: float, slots: Optional[Slots] = None) -> None:
     """Send one request line and close without reading the reply."""
-    _take(slots, path, deadline)
+    taken = slots.take(path, deadline) if slots is not None else None
     try:
         sock = connect(path, deadline)
         try:
@@ -211,5 +225,5 @@ def send_only(
         finally:
             sock.close()
     finally:
-        if slots is not None:
-            slots.release()
+        if taken is not None:
+            taken.release()
