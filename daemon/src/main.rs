@@ -285,6 +285,9 @@ fn real_main(
             // It leaves the directory it was started in (below); relative
             // paths still mean what they meant there, also at a reload.
             args.base_dir = std::env::current_dir().ok();
+            if let Some(base) = &args.base_dir {
+                anchor_tls_variables(base);
+            }
         }
         move || -> anyhow::Result<config::Config> {
             let mut config = config::load(&args, Some(&matches), |k| std::env::var_os(k), uid)?;
@@ -353,6 +356,34 @@ fn real_main(
         drop(bound);
         Ok(())
     })
+}
+
+/// The variables that name extra CA certificates for uploads
+/// (`rustls-native-certs` reads them at each client it builds), made
+/// absolute from `base`: an autostarted daemon leaves the directory a
+/// relative one meant. `SSL_CERT_DIR` may list several, as `PATH` does.
+/// Called before any thread is started (the environment is not
+/// synchronised on Unix); the Windows service is never autostarted.
+fn anchor_tls_variables(base: &std::path::Path) {
+    for var in ["SSL_CERT_FILE", "SSL_CERT_DIR"] {
+        let Some(value) = std::env::var_os(var) else {
+            continue;
+        };
+        let paths: Vec<std::path::PathBuf> = std::env::split_paths(&value)
+            .map(|p| {
+                if p.is_relative() && !p.as_os_str().is_empty() {
+                    base.join(p)
+                } else {
+                    p
+                }
+            })
+            .collect();
+        if let Ok(joined) = std::env::join_paths(paths) {
+            if joined != value {
+                std::env::set_var(var, joined);
+            }
+        }
+    }
 }
 
 /// An autostarted daemon was started in whatever directory a CLI was run

@@ -439,6 +439,57 @@ fn an_autostarted_daemon_leaves_the_directory_it_was_started_in() {
 }
 
 #[test]
+fn an_autostarted_daemon_trusts_the_cas_a_relative_ssl_cert_file_names() {
+    // The TLS library reads SSL_CERT_FILE where the daemon is when it
+    // builds a client: after it left the directory the CLI ran in. An
+    // autostarted daemon has no keys, so the vendor's bucket takes
+    // unsigned puts (as the manifest's `auth = "anonymous"` expects).
+    binaries();
+    let s3 = S3Server::start_with(S3Policy {
+        anonymous_put: Some(("vendor-in".into(), "raw/".into())),
+    });
+    s3.create_bucket("vendor-in");
+    let front = telemetry_tests::tls::TlsFront::start(&s3.endpoint);
+    let env = DaemonEnv::new(Destination::Outbox);
+    let catalog = env.root().join("catalog");
+    std::fs::create_dir_all(&catalog).unwrap();
+    std::fs::write(
+        catalog.join("toola.toml"),
+        format!(
+            "product = \"toola\"\n[events.ran]\n\n[upload]\nauth = \"anonymous\"\nbucket = \"vendor-in\"\nprefix = \"raw\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n",
+            front.endpoint
+        ),
+    )
+    .unwrap();
+    std::fs::write(env.root().join("consent"), "toola on\n").unwrap();
+    let work = env.root().join("work");
+    std::fs::create_dir_all(work.join("certs")).unwrap();
+    std::fs::copy(telemetry_tests::tls::ca_bundle(), work.join("certs/ca.pem")).unwrap();
+    let _ = std::fs::remove_file(env.state.join("autostart.stamp"));
+    let out = command_at(&env, &bin("telemetry-emit"))
+        .current_dir(&work)
+        .env(ON.0, ON.1)
+        .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
+        .env("SSL_CERT_FILE", "certs/ca.pem")
+        .args(["--product", "toola", "ran"])
+        .output()
+        .expect("run telemetry-emit");
+    assert!(out.status.success(), "{}", text(&out));
+    let daemon = Started::nth(&env, 1);
+    wait_pending(&env, &bin("telemetryctl"), 1);
+    let out = env.run("telemetryctl", &["flush"]);
+    assert!(
+        out.status.success(),
+        "flush: {}\n{}",
+        text(&out),
+        log_text(&env)
+    );
+    assert_eq!(s3.objects_in("vendor-in").len(), 1);
+    assert!(front.handshakes() >= 1);
+    daemon.stop();
+}
+
+#[test]
 fn concurrent_shims_start_one_daemon_and_every_event_is_delivered() {
     binaries();
     let mut env = DaemonEnv::new(Destination::Outbox);
