@@ -729,6 +729,18 @@ async fn store_events(
 /// Count the refusals of a consumed spool and log what it held.
 fn report(ctx: &Ctx, what: &str, stored: u64, refused: &[Refused], bad: usize) {
     let mut by_code: BTreeMap<ErrorCode, u64> = BTreeMap::new();
+    // Counted as requests refused `malformed` (each a frame of the spool
+    // file or a file of the spool directory, as a request would have been),
+    // so that `status` and `doctor` show what was lost, not only the log.
+    let damaged = format!(
+        "a damaged {what} entry could not be read and was dropped with its events (the daemon's log says why)"
+    );
+    for _ in 0..bad {
+        ctx.refusals.record(crate::refusals::Refusal::unread(
+            ErrorCode::Malformed,
+            &damaged,
+        ));
+    }
     // Not in `refused`, which with `received` counts emit requests: the
     // spool's own line says how many of its events were not new (the
     // per-product refusal counts below include them).

@@ -276,6 +276,19 @@ fn the_portable_spool_directory_is_taken_in_at_start() {
         "{:?}",
         status.refusals
     );
+    // The damaged file is not only logged: `status` counts it as a request
+    // refused `malformed` (no product could be read) and says what it was.
+    let (count, latest) = wait_for("the damaged file counted", T, || {
+        d.client()
+            .status(T)
+            .unwrap()
+            .refusals
+            .into_iter()
+            .find(|r| r.code == telemetry_proto::ErrorCode::Malformed && r.product.is_empty())
+            .map(|r| (r.count, r.last_message))
+    });
+    assert_eq!(count, 1);
+    assert!(latest.contains("damaged spool directory entry"), "{latest}");
 }
 
 #[test]
