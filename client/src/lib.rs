@@ -430,6 +430,20 @@ impl Client {
             source,
         })?;
         match decoded {
+            // A daemon of an older release (it answers in its own version,
+            // which this client reads): say what to do, not only why.
+            Response::Error {
+                code: ErrorCode::UnsupportedVersion,
+                message,
+            } => Err(ClientError::Refused {
+                code: ErrorCode::UnsupportedVersion,
+                message: format!(
+                    "{message}; that telemetryd is older than this client (protocol {}): stop it with \
+                     `telemetryctl stop`, then run this release's `telemetryctl start` (the newer \
+                     binary then keeps serving), or upgrade the CLI that installed the older one",
+                    telemetry_proto::PROTOCOL_VERSION
+                ),
+            }),
             Response::Error { code, message } => Err(ClientError::Refused { code, message }),
             other => Ok(other),
         }

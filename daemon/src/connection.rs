@@ -244,6 +244,7 @@ pub async fn serve(
         connection: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
         earlier_requests: 0,
         encoding: Encoding::Binary,
+        version: telemetry_proto::PROTOCOL_VERSION,
         read_ahead: false,
     };
     tracing::debug!(peer = %peer.identity.describe(), "connection");
@@ -344,6 +345,7 @@ pub async fn serve(
             Ok(Some(Ok(Decoded::Message(req)))) => {
                 ctx.activity.touch();
                 peer.encoding = framed.codec().encoding().unwrap_or(Encoding::Binary);
+                peer.version = framed.codec().version();
                 match req {
                     Request::Emit { events, ack } => {
                         // The store thread may answer only a request with

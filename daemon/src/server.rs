@@ -626,10 +626,12 @@ async fn refuse_busy(ctx: Arc<Ctx>, mut stream: Conn) {
         },
         Err(_) => Encoding::Binary,
     };
-    let mut framed = Framed::new(
-        stream,
-        WireCodec::<Request, Response>::with_encoding(encoding),
-    );
+    // The request is not read: written in the oldest version this daemon
+    // speaks, which every client since reads (a newer one reads older
+    // replies, an older one no newer).
+    let mut codec = WireCodec::<Request, Response>::with_encoding(encoding);
+    codec.answer_in(telemetry_proto::OLDEST_PROTOCOL_VERSION);
+    let mut framed = Framed::new(stream, codec);
     let message = format!(
         "telemetryd is serving its maximum of {} connections; try again shortly",
         ctx.max_connections

@@ -1,7 +1,7 @@
 //! Frame encoding and decoding. Pure functions over bytes plus a
 //! `tokio_util` codec; no sockets here.
 
-use crate::{MAX_FRAME_LEN, PROTOCOL_VERSION};
+use crate::{answer_version, MAX_FRAME_LEN, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use bytes::{Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
 use std::marker::PhantomData;
@@ -34,8 +34,13 @@ pub enum CodecError {
 
 /// Encode `msg` as a frame body: version varint, then postcard.
 pub fn encode_body<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
+    encode_body_as(msg, PROTOCOL_VERSION)
+}
+
+/// [`encode_body`] in protocol `version` (a reply in its request's).
+pub fn encode_body_as<T: Serialize>(msg: &T, version: u16) -> Result<Vec<u8>, CodecError> {
     let mut out =
-        postcard::to_stdvec(&PROTOCOL_VERSION).map_err(|e| CodecError::Malformed(e.to_string()))?;
+        postcard::to_stdvec(&version).map_err(|e| CodecError::Malformed(e.to_string()))?;
     let body = postcard::to_stdvec(msg).map_err(|e| CodecError::Malformed(e.to_string()))?;
     out.extend_from_slice(&body);
     if out.len() > MAX_FRAME_LEN {
@@ -63,7 +68,12 @@ pub const EMIT_OVERHEAD: usize = 1 + 1 + 3 + 1;
 
 /// Encode `msg` as a whole frame: 4-byte big-endian length, then the body.
 pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
-    let body = encode_body(msg)?;
+    encode_frame_as(msg, PROTOCOL_VERSION)
+}
+
+/// [`encode_frame`] in protocol `version` (a reply in its request's).
+pub fn encode_frame_as<T: Serialize>(msg: &T, version: u16) -> Result<Vec<u8>, CodecError> {
+    let body = encode_body_as(msg, version)?;
     let mut frame = Vec::with_capacity(4 + body.len());
     // The length fits: encode_body refused anything over MAX_FRAME_LEN.
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -73,6 +83,12 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Decode a frame body (without its length prefix), checking the version.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
+    decode_body_versioned(body).map(|(msg, _)| msg)
+}
+
+/// [`decode_body`], and the protocol version it was written in (one from
+/// [`OLDEST_PROTOCOL_VERSION`] to [`PROTOCOL_VERSION`]).
+pub fn decode_body_versioned<T: DeserializeOwned>(body: &[u8]) -> Result<(T, u16), CodecError> {
     if body.len() > MAX_FRAME_LEN {
         return Err(CodecError::FrameTooLarge {
             len: body.len(),
@@ -81,7 +97,7 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     }
     let (version, rest): (u16, &[u8]) = postcard::take_from_bytes(body)
         .map_err(|e| CodecError::Malformed(format!("no protocol version: {e}")))?;
-    if version != PROTOCOL_VERSION {
+    if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
         return Err(CodecError::UnsupportedVersion { got: version });
     }
     let (msg, trailing): (T, &[u8]) =
@@ -92,7 +108,7 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
             trailing.len()
         )));
     }
-    Ok(msg)
+    Ok((msg, version))
 }
 
 /// A typed `tokio_util` codec: decodes frames into `In`, encodes `Out`.
@@ -105,6 +121,9 @@ pub struct FrameCodec<In, Out> {
     /// True while the inner codec waits for a length prefix; it consumes the
     /// prefix before the body arrives, so only then can we peek at it.
     at_head: bool,
+    /// The version messages are written in: the last one read's (a reply
+    /// in its request's), [`PROTOCOL_VERSION`] until one is read.
+    version: u16,
     _types: PhantomData<fn(Out) -> In>,
 }
 
@@ -125,8 +144,20 @@ impl<In, Out> FrameCodec<In, Out> {
         Self {
             inner,
             at_head: true,
+            version: PROTOCOL_VERSION,
             _types: PhantomData,
         }
+    }
+
+    /// The version this codec writes in: the last message read's.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// Write in the version nearest `got` from now on (a message read
+    /// elsewhere, or one in a version this side does not read).
+    pub fn answer_in(&mut self, got: u16) {
+        self.version = answer_version(got);
     }
 }
 
@@ -164,7 +195,18 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
         match self.inner.decode(src).map_err(map_io)? {
             Some(body) => {
                 self.at_head = true;
-                decode_body(&body).map(Some)
+                match decode_body_versioned(&body) {
+                    Ok((msg, version)) => {
+                        self.version = version;
+                        Ok(Some(msg))
+                    }
+                    Err(e) => {
+                        if let CodecError::UnsupportedVersion { got } = e {
+                            self.answer_in(got);
+                        }
+                        Err(e)
+                    }
+                }
             }
             None => {
                 if had_head {
@@ -180,7 +222,7 @@ impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
     type Error = CodecError;
 
     fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
-        let body = encode_body(&item)?;
+        let body = encode_body_as(&item, self.version)?;
         self.inner.encode(Bytes::from(body), dst).map_err(map_io)
     }
 }

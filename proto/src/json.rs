@@ -10,8 +10,8 @@
 //! error reply. See the crate docs, [JSON lines](crate#json-lines), for the
 //! format and examples.
 
-use crate::codec::{encode_frame, CodecError, FrameCodec};
-use crate::{MAX_FRAME_LEN, PROTOCOL_VERSION};
+use crate::codec::{CodecError, FrameCodec};
+use crate::{MAX_FRAME_LEN, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use bytes::{Buf, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -54,9 +54,15 @@ impl Encoding {
     /// `msg` as one message in this encoding (a whole frame, or a line
     /// with its newline).
     pub fn encode<T: Serialize>(self, msg: &T) -> Result<Vec<u8>, CodecError> {
+        self.encode_as(msg, PROTOCOL_VERSION)
+    }
+
+    /// [`Encoding::encode`] in protocol `version` (a reply in its
+    /// request's).
+    pub fn encode_as<T: Serialize>(self, msg: &T, version: u16) -> Result<Vec<u8>, CodecError> {
         match self {
-            Encoding::Binary => encode_frame(msg),
-            Encoding::Json => encode_line(msg),
+            Encoding::Binary => crate::encode_frame_as(msg, version),
+            Encoding::Json => encode_line_as(msg, version),
         }
     }
 }
@@ -79,13 +85,18 @@ fn malformed(what: impl std::fmt::Display) -> CodecError {
 /// Encode a [`crate::Request`] or [`crate::Response`] as one JSON line:
 /// `{"v":2,"<variant>":<fields>}` and a newline.
 pub fn encode_line<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
+    encode_line_as(msg, PROTOCOL_VERSION)
+}
+
+/// [`encode_line`] in protocol `version` (a reply in its request's).
+pub fn encode_line_as<T: Serialize>(msg: &T, version: u16) -> Result<Vec<u8>, CodecError> {
     let (name, body) = match serde_json::to_value(msg).map_err(malformed)? {
         // A unit variant (`Status`) is its bare name in serde's form.
         Json::String(name) => (name, Json::Object(Map::new())),
         Json::Object(map) if map.len() == 1 => map.into_iter().next().expect("one entry"),
         other => return Err(malformed(format!("not a message: {other}"))),
     };
-    let mut out = format!("{{\"v\":{PROTOCOL_VERSION},").into_bytes();
+    let mut out = format!("{{\"v\":{version},").into_bytes();
     serde_json::to_writer(&mut out, &name).map_err(malformed)?;
     out.push(b':');
     serde_json::to_writer(&mut out, &body).map_err(malformed)?;
@@ -104,6 +115,11 @@ pub fn encode_line<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
 /// fields. A unit variant may be written `{"v":2,"status":{}}` or with
 /// `null`.
 pub fn decode_line<T: DeserializeOwned>(line: &[u8]) -> Result<T, CodecError> {
+    decode_line_versioned(line).map(|(msg, _)| msg)
+}
+
+/// [`decode_line`], and the protocol version it was written in.
+pub fn decode_line_versioned<T: DeserializeOwned>(line: &[u8]) -> Result<(T, u16), CodecError> {
     if line.len() > MAX_LINE_LEN {
         return Err(CodecError::FrameTooLarge {
             len: line.len(),
@@ -112,14 +128,19 @@ pub fn decode_line<T: DeserializeOwned>(line: &[u8]) -> Result<T, CodecError> {
     }
     let mut map: Map<String, Json> = serde_json::from_slice(line.trim_ascii())
         .map_err(|e| malformed(format!("not a JSON object: {e}")))?;
-    match map.remove("v") {
+    let version = match map.remove("v") {
         None => {
             return Err(malformed(format!(
                 "no \"v\": every line names the protocol version, e.g. {{\"v\":{PROTOCOL_VERSION},\"status\":{{}}}}"
             )))
         }
         Some(v) => match v.as_u64() {
-            Some(got) if got == u64::from(PROTOCOL_VERSION) => {}
+            Some(got)
+                if (u64::from(OLDEST_PROTOCOL_VERSION)..=u64::from(PROTOCOL_VERSION))
+                    .contains(&got) =>
+            {
+                got as u16
+            }
             Some(got) => {
                 return Err(CodecError::UnsupportedVersion {
                     got: u16::try_from(got).unwrap_or(u16::MAX),
@@ -127,7 +148,7 @@ pub fn decode_line<T: DeserializeOwned>(line: &[u8]) -> Result<T, CodecError> {
             }
             None => return Err(malformed(format!("\"v\" must be a whole number, not {v}"))),
         },
-    }
+    };
     if map.len() != 1 {
         let keys: Vec<&String> = map.keys().collect();
         return Err(malformed(format!(
@@ -140,12 +161,14 @@ pub fn decode_line<T: DeserializeOwned>(line: &[u8]) -> Result<T, CodecError> {
     let unit = matches!(&body, Json::Null | Json::Object(_));
     if unit {
         if let Ok(msg) = serde_json::from_value(Json::String(name.clone())) {
-            return Ok(msg);
+            return Ok((msg, version));
         }
     }
     let mut tagged = Map::new();
     tagged.insert(name.clone(), body);
-    serde_json::from_value(Json::Object(tagged)).map_err(|e| malformed(format!("\"{name}\": {e}")))
+    serde_json::from_value(Json::Object(tagged))
+        .map(|msg| (msg, version))
+        .map_err(|e| malformed(format!("\"{name}\": {e}")))
 }
 
 /// What [`WireCodec`] read.
@@ -201,6 +224,17 @@ impl<In, Out> WireCodec<In, Out> {
     pub fn encoding(&self) -> Option<Encoding> {
         self.encoding
     }
+
+    /// The protocol version replies are written in: the last request's
+    /// (rule 4 of the crate's Evolution).
+    pub fn version(&self) -> u16 {
+        self.frames.version()
+    }
+
+    /// Write in the version nearest `got` from now on.
+    pub fn answer_in(&mut self, got: u16) {
+        self.frames.answer_in(got);
+    }
 }
 
 impl<In: DeserializeOwned, Out> WireCodec<In, Out> {
@@ -232,11 +266,16 @@ impl<In: DeserializeOwned, Out> WireCodec<In, Out> {
             if line.trim_ascii().is_empty() {
                 continue;
             }
-            return match decode_line(&line) {
-                Ok(msg) => Ok(Some(Decoded::Message(msg))),
-                Err(
-                    e @ (CodecError::UnsupportedVersion { .. } | CodecError::FrameTooLarge { .. }),
-                ) => Err(e),
+            return match decode_line_versioned(&line) {
+                Ok((msg, version)) => {
+                    self.frames.answer_in(version);
+                    Ok(Some(Decoded::Message(msg)))
+                }
+                Err(CodecError::UnsupportedVersion { got }) => {
+                    self.frames.answer_in(got);
+                    Err(CodecError::UnsupportedVersion { got })
+                }
+                Err(e @ CodecError::FrameTooLarge { .. }) => Err(e),
                 Err(e) => Ok(Some(Decoded::Bad(e))),
             };
         }
@@ -288,7 +327,7 @@ impl<In, Out: Serialize> Encoder<Out> for WireCodec<In, Out> {
         match self.encoding.unwrap_or(Encoding::Binary) {
             Encoding::Binary => self.frames.encode(item, dst),
             Encoding::Json => {
-                dst.extend_from_slice(&encode_line(&item)?);
+                dst.extend_from_slice(&encode_line_as(&item, self.frames.version())?);
                 Ok(())
             }
         }
@@ -298,9 +337,44 @@ impl<In, Out: Serialize> Encoder<Out> for WireCodec<In, Out> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode_frame;
     use crate::{ErrorCode, Request, Response, Value, WireEvent};
     use std::collections::BTreeMap;
 
+    #[test]
+    fn a_request_in_a_version_not_read_is_answered_in_the_nearest_one() {
+        use crate::{answer_version, OLDEST_PROTOCOL_VERSION};
+        assert_eq!(answer_version(PROTOCOL_VERSION), PROTOCOL_VERSION);
+        assert_eq!(
+            answer_version(OLDEST_PROTOCOL_VERSION),
+            OLDEST_PROTOCOL_VERSION
+        );
+        assert_eq!(answer_version(u16::MAX), PROTOCOL_VERSION);
+        assert_eq!(answer_version(1), OLDEST_PROTOCOL_VERSION);
+        for (line, written) in [
+            (&b"{\"v\":1,\"status\":{}}\n"[..], OLDEST_PROTOCOL_VERSION),
+            (&b"{\"v\":99,\"status\":{}}\n"[..], PROTOCOL_VERSION),
+        ] {
+            let mut codec = WireCodec::<Request, Response>::new();
+            let mut src = BytesMut::from(line);
+            assert!(matches!(
+                codec.decode(&mut src),
+                Err(CodecError::UnsupportedVersion { .. })
+            ));
+            let mut out = BytesMut::new();
+            codec
+                .encode(
+                    Response::Error {
+                        code: ErrorCode::UnsupportedVersion,
+                        message: "x".into(),
+                    },
+                    &mut out,
+                )
+                .unwrap();
+            let prefix = format!("{{\"v\":{written},");
+            assert!(out.starts_with(prefix.as_bytes()), "{out:?}");
+        }
+    }
     fn event() -> WireEvent {
         let mut data = BTreeMap::new();
         data.insert("plan".to_string(), Value::Str("small".into()));

@@ -27,9 +27,9 @@
 //! array, length-prefixed: `0x10` then the bytes).
 //!
 //! The first value of every body is the protocol version as a varint (today
-//! [`PROTOCOL_VERSION`] = 2, one byte `0x02`). A daemon that receives another
-//! version replies with [`ErrorCode::UnsupportedVersion`] and closes the
-//! connection. A frame longer than [`MAX_FRAME_LEN`] is rejected before any
+//! [`PROTOCOL_VERSION`] = 2, one byte `0x02`). A daemon that receives a
+//! version it does not read replies with [`ErrorCode::UnsupportedVersion`]
+//! and closes the connection; see rule 4 of [Evolution](#evolution). A frame longer than [`MAX_FRAME_LEN`] is rejected before any
 //! buffer is allocated for it. (Version 1, used before any release, wrote
 //! reply structs without the record length below.)
 //!
@@ -183,7 +183,15 @@
 //!    same). The codes that are sent are never renumbered. Other enums ([`Mode`], [`Layer`],
 //!    [`EventState`], [`Value`]) are closed: a new value needs a new
 //!    request or reply field that older peers do not read.
-//! 4. A change these rules cannot express bumps [`PROTOCOL_VERSION`].
+//! 4. A change these rules cannot express bumps [`PROTOCOL_VERSION`]. A
+//!    daemon keeps reading the versions from [`OLDEST_PROTOCOL_VERSION`]
+//!    on, and **answers each request in the version it came in**: an older
+//!    vendor's shim or `telemetryctl` keeps working against the newer
+//!    daemon another vendor's CLI installed (the newest binary serves).
+//!    A request in a version it does not read is answered with
+//!    [`ErrorCode::UnsupportedVersion`] in the version nearest the
+//!    peer's, which a newer client still reads, so it can say the daemon
+//!    is older rather than fail to decode.
 //!
 //! `proto/tests/compat.rs` checks rules 1 and 3 with an older and a newer
 //! peer decoding each other, in postcard and JSON, and a status reply
@@ -254,10 +262,14 @@ pub mod record;
 mod validate;
 
 pub use codec::{
-    decode_body, encode_body, encode_frame, encoded_len, CodecError, FrameCodec, EMIT_OVERHEAD,
+    decode_body, decode_body_versioned, encode_body, encode_body_as, encode_frame, encode_frame_as,
+    encoded_len, CodecError, FrameCodec, EMIT_OVERHEAD,
 };
 pub use consent::{Layer, Mode};
-pub use json::{decode_line, encode_line, Decoded, Encoding, WireCodec, MAX_LINE_LEN};
+pub use json::{
+    decode_line, decode_line_versioned, encode_line, encode_line_as, Decoded, Encoding, WireCodec,
+    MAX_LINE_LEN,
+};
 pub use validate::{
     truncated, validate_build, validate_event, validate_name, Limits, ValidationError,
 };
@@ -272,6 +284,16 @@ pub const PROTOCOL_VERSION: u16 = if cfg!(feature = "future-version") {
 } else {
     2
 };
+
+/// The oldest protocol version still read, and answered in kind (rule 4
+/// of [Evolution](#evolution)).
+pub const OLDEST_PROTOCOL_VERSION: u16 = 2;
+
+/// The version to answer a peer that wrote `got` in: `got` itself if this
+/// side reads it, else the nearest one this side speaks.
+pub fn answer_version(got: u16) -> u16 {
+    got.clamp(OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION)
+}
 
 /// Largest frame body accepted in either direction, in bytes.
 ///

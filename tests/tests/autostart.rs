@@ -644,10 +644,34 @@ fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
     let handed = Started::nth(&env, 2);
     assert!(log_text(&env).contains("handing over to the newer binary"));
     wait_pending(&env, &new_ctl, 2);
-    // The older shim meets a daemon it cannot speak to: spooled, not lost.
+    // The newer daemon answers the older vendor's tools in their own
+    // protocol version: the older shim is acknowledged, and the older
+    // telemetryctl reads its status and its JSON lines.
     let out = shim_with(&env, &old_shim, &["app_created", "buildpack=go"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("spooled to"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let old_ctl = bin("telemetryctl");
+    wait_pending(&env, &old_ctl, 3);
+    let out = env.run("telemetryctl", &["status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut json = std::process::Command::new("socat")
+        .args([
+            "-t",
+            "5",
+            "-",
+            &format!("UNIX-CONNECT:{}", env.socket.display()),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("socat (installed by .ci/run)");
+    {
+        use std::io::Write;
+        let mut stdin = json.stdin.take().unwrap();
+        stdin.write_all(b"{\"v\":2,\"status\":{}}\n").unwrap();
+    }
+    let reply = json.wait_with_output().unwrap();
+    let reply = String::from_utf8_lossy(&reply.stdout);
+    assert!(reply.starts_with("{\"v\":2,\"status\":"), "{reply}");
     handed.stop();
     // Without the newer binary (its record points nowhere), the older
     // daemon steps aside: exit 0, one line, the store untouched.
@@ -672,7 +696,7 @@ fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
         "{}",
         text(&old_daemon)
     );
-    // A newer binary starts again and finds everything: the three events.
+    // A newer binary starts again and finds everything: the four events.
     let _ = std::fs::remove_file(env.state.join("autostart.stamp"));
     let out = shim_with(&env, &new_shim, &["app_created", "buildpack=go"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -692,6 +716,22 @@ fn a_newer_shims_events_wait_in_the_spool_while_an_older_daemon_serves() {
     let out = shim_with(&env, &new_shim, &["app_created", "buildpack=go"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("spooled to"), "{}", text(&out));
+    // The newer telemetryctl reads that answer (in the older version) and
+    // says what to do.
+    let ctl = env.command("telemetryctl");
+    let out = Command::new(&new_ctl)
+        .envs(ctl.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("unsupported_version")
+            && text(&out).contains("older than this client")
+            && text(&out).contains("telemetryctl stop"),
+        "{}",
+        text(&out)
+    );
     // The older daemon looks at the spool (a connection after the check
     // interval) and leaves the newer frame there.
     std::thread::sleep(Duration::from_millis(1200));

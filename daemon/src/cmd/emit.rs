@@ -143,7 +143,7 @@ pub async fn submit<'a>(
     if let Some(d) = &direct {
         d.state.unanswered.fetch_add(1, Ordering::AcqRel);
     }
-    let encoding = peer.encoding;
+    let (encoding, version) = (peer.encoding, peer.version);
     let counters = ctx.counters.clone();
     let nudger = ctx.uploader.nudger();
     let submitted = ctx
@@ -161,7 +161,7 @@ pub async fn submit<'a>(
                 direct.answered(false, false);
                 return None;
             }
-            let Ok(frame) = encoding.encode(&reply(outcome)) else {
+            let Ok(frame) = encoding.encode_as(&reply(outcome), version) else {
                 direct.answered(false, outcome.is_err());
                 return None;
             };

@@ -42,6 +42,9 @@ pub struct Peer {
     pub earlier_requests: u64,
     /// How the connection's messages are written (its first byte chose).
     pub encoding: telemetry_proto::Encoding,
+    /// The protocol version of its current request, which its answer is
+    /// written in (an older client against this newer daemon).
+    pub version: u16,
     /// Bytes past the current request were already read: the client is
     /// streaming, and its requests should share the store thread's
     /// commits rather than each be committed alone.
@@ -97,6 +100,7 @@ mod tests {
 
     fn peer(uid: Option<u32>) -> Peer {
         Peer {
+            version: telemetry_proto::PROTOCOL_VERSION,
             identity: uid.map_or(PeerIdentity::Unknown, PeerIdentity::Uid),
             connection: 1,
             earlier_requests: 0,
