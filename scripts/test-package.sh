@@ -165,6 +165,21 @@ set --
 ok "the .deb's prerm/postrm under DPKG_ROOT: remove keeps the state, purge deletes the daemon's state and the owner's consent and keeps the administrator's files"
 
 # rpm marks the documentation; deb and rpm depend on the glibc the binaries need.
+# postinst makes the `telemetry` group, also where there is no
+# systemd-sysusers (a container, another init): groupadd, once.
+nosys="$tmp/nosysusers-bin"
+mkdir -p "$nosys" "$stage/etc"
+for tool in sh groupadd cat; do ln -s "$(command -v "$tool")" "$nosys/$tool"; done
+printf 'root:x:0:\n' > "$stage/etc/group"
+printf 'root:*::\n' > "$stage/etc/gshadow"
+for run in first again; do
+    PATH="$nosys" DPKG_ROOT="$stage" sh "$tmp/control/postinst" configure \
+        || fail "postinst configure ($run run) without systemd-sysusers failed"
+done
+[ "$(grep -c '^telemetry:' "$stage/etc/group")" = 1 ] \
+    || fail "postinst without systemd-sysusers did not make the telemetry group once: $(cat "$stage/etc/group")"
+ok "the .deb's postinst makes the telemetry group with groupadd where systemd-sysusers is missing, once"
+
 rpm -qdp "$rpm" 2>/dev/null | grep -qx /usr/share/man/man1/telemetryd.1.gz || fail "the .rpm does not mark its man pages as documentation"
 dpkg-deb -f "$deb" Depends | grep -q 'libc6 (>= ' || fail "the .deb does not depend on libc6 (>= ...)"
 rpm -qRp "$rpm" 2>/dev/null | grep -q '^libc\.so\.6(GLIBC_' || fail "the .rpm does not require libc.so.6(GLIBC_...)"

@@ -7,6 +7,14 @@
 set -e
 if command -v systemd-sysusers >/dev/null 2>&1; then
     systemd-sysusers ${DPKG_ROOT:+--root="$DPKG_ROOT"} telemetry.conf
+elif command -v groupadd >/dev/null 2>&1; then
+    # No systemd here (a container, another init): the same group, made
+    # as sysusers.d/telemetry.conf describes it (--force: kept if there).
+    groupadd ${DPKG_ROOT:+--root "$DPKG_ROOT"} --force --system telemetry
+elif command -v addgroup >/dev/null 2>&1 && [ -z "$DPKG_ROOT" ]; then
+    getent group telemetry >/dev/null || addgroup -S telemetry
+else
+    echo "telemetryd: cannot create the group 'telemetry' (no systemd-sysusers, groupadd or addgroup); create it to let its members use the machine-wide socket" >&2
 fi
 # The machine-wide unit once read /etc/telemetry/config.toml itself; it
 # now reads only /etc/telemetry/env, so say how to keep such a file.
