@@ -829,6 +829,15 @@ pub struct DestinationStatus {
     /// (`already_there` of them were there already).
     #[serde(default)]
     pub uploads: u64,
+    /// Events of batches this destination refused for good since start
+    /// (every build in them retired by the vendor, or their day past its
+    /// window): dropped here, and not counted as the store's drops.
+    #[serde(default)]
+    pub refused_events: u64,
+    /// Why the latest such batch was refused (the destination's words,
+    /// made safe to print).
+    #[serde(default)]
+    pub refused_why: Option<String>,
 }
 record!(DestinationStatus);
 

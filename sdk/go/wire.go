@@ -273,6 +273,13 @@ type DestinationStatus struct {
 	ConsecutiveFailures uint32 `json:"consecutive_failures"`
 	// Retired are products this destination retired, with events dropped.
 	Retired []ProductCount `json:"retired"`
+	// Uploads counts objects written here since start.
+	Uploads uint64 `json:"uploads"`
+	// RefusedEvents counts events of batches this destination refused for
+	// good since start (retired builds, a day past its window).
+	RefusedEvents uint64 `json:"refused_events"`
+	// RefusedWhy is why the latest such batch was refused.
+	RefusedWhy *string `json:"refused_why"`
 }
 
 // StatusReport is the daemon's status. Fields the daemon adds later are

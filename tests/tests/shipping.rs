@@ -599,7 +599,19 @@ fn a_retired_build_drops_its_batch_and_the_products_next_build_goes_on() {
     let s = status(&d);
     assert!(dest(&s, "toolc").retired.is_empty(), "{s:?}");
     assert_eq!(s.pending_events, 0, "the retired build's batch is dropped");
-    assert_eq!(s.dropped, [("toolc".to_string(), 3)], "and counted");
+    // Counted as the destination's refusal, not as drops of a full store
+    // (which status, doctor and the published report would call them).
+    assert!(s.dropped.is_empty(), "{:?}", s.dropped);
+    assert_eq!(dest(&s, "toolc").refused_events, 3, "{s:?}");
+    let why = dest(&s, "toolc").refused_why.clone().unwrap_or_default();
+    assert!(why.contains("410") || why.contains("retired"), "{why}");
+    let human = env.run("telemetryctl", &["status"]);
+    assert!(
+        text(&human).contains("refused for good: 3 events dropped since start")
+            && !text(&human).contains("the store was full"),
+        "{}",
+        text(&human)
+    );
 
     let mut client = d.client();
     let mut live = BTreeSet::new();
@@ -610,18 +622,14 @@ fn a_retired_build_drops_its_batch_and_the_products_next_build_goes_on() {
     }
     let out = flush(&env);
     assert!(out.status.success(), "{}", text(&out));
-    // The live build's events, and the dropped count they carry.
+    // The live build's events, and no `telemetry_dropped` line: the vendor
+    // refused the retired build's events, no full store dropped them.
     let lines = decode_objects(&s3.objects_in(BROKER_BUCKET));
-    let (dropped, uploaded): (Vec<_>, Vec<_>) = lines
-        .iter()
-        .partition(|(_, v)| v["event"] == "telemetry_dropped");
-    let uploaded: BTreeSet<String> = uploaded
+    let uploaded: BTreeSet<String> = lines
         .iter()
         .map(|(_, v)| v["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(uploaded, live);
-    assert_eq!(dropped.len(), 1, "{lines:?}");
-    assert_eq!(dropped[0].1["data"]["count"], 3);
+    assert_eq!(uploaded, live, "{lines:?}");
     assert_eq!(broker_answers(&b), (1, 1), "{}", b.log());
     assert!(status(&d).dropped.is_empty());
     let doctor = env.run("telemetryctl", &["doctor"]);
@@ -725,7 +733,7 @@ fn a_batch_replayed_through_the_broker_gets_412_and_counts_as_delivered() {
 /// instead of holding back every batch behind it; the count reaches the
 /// vendor with the next batch.
 #[test]
-fn a_batch_refused_for_a_day_long_past_is_dropped_counted_and_the_next_goes() {
+fn a_batch_refused_for_a_day_long_past_is_dropped_shown_and_the_next_goes() {
     let s3 = s3_server();
     let b = broker(&s3, &["toolc"], "127.0.0.1:0", &[]);
     let env = daemon_env(&s3, &[("toolc", broker_upload(&b))]);
@@ -755,22 +763,23 @@ fn a_batch_refused_for_a_day_long_past_is_dropped_counted_and_the_next_goes() {
     let out = flush(&env);
     assert!(out.status.success(), "{}", text(&out));
     assert!(s3.objects_in(BROKER_BUCKET).is_empty());
-    assert_eq!(status(&d).dropped, [("toolc".to_string(), 3)]);
+    // Shown as the destination's refusal, with its reason; not counted as
+    // a full store's drops (the broker that refused it logged it).
+    let s = status(&d);
+    assert!(s.dropped.is_empty(), "{:?}", s.dropped);
+    assert_eq!(dest(&s, "toolc").refused_events, 3, "{s:?}");
+    let why = dest(&s, "toolc").refused_why.clone().unwrap_or_default();
+    assert!(why.contains("day"), "{why}");
     assert!(
         d.log().contains("refuses this batch for good"),
         "{}",
         d.log()
     );
-    // The next batch goes, and carries the count.
+    // The next batch goes, with no `telemetry_dropped` line.
     emit(&d, "toolc", 1);
     let out = flush(&env);
     assert!(out.status.success(), "{}", text(&out));
     let lines = decode_objects(&s3.objects_in(BROKER_BUCKET));
-    let dropped: Vec<i64> = lines
-        .iter()
-        .filter(|(_, v)| v["event"] == "telemetry_dropped")
-        .map(|(_, v)| v["data"]["count"].as_i64().unwrap())
-        .collect();
-    assert_eq!((lines.len(), dropped), (2, vec![3]), "{lines:?}");
-    assert!(status(&d).dropped.is_empty());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_ne!(lines[0].1["event"], "telemetry_dropped");
 }

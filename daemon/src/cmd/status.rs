@@ -80,6 +80,8 @@ fn destinations(ctx: &Ctx, stats: &Stats, up: &UploadState) -> Vec<DestinationSt
                 next_attempt_us: d.next_attempt_us,
                 consecutive_failures: d.consecutive_failures,
                 uploads: d.uploads,
+                refused_events: d.refused_events,
+                refused_why: d.refused_why,
             }
         })
         .collect()

@@ -92,9 +92,13 @@ impl Inner {
         .map_err(sql("reject"))?;
         tx.execute("DELETE FROM batches WHERE id = ?1", params![id])
             .map_err(sql("reject"))?;
-        if !final_batch {
-            let lost = events.saturating_add(super::bound::carried_drops(&body));
-            super::bound::add_dropped(&tx, &product, lost, now_us(&self.opts.clock))
+        // Its own events are the destination's refusal (status shows them
+        // per destination); only the store-full drops it carried to report
+        // are counted again, to go with the next batch. A final batch's
+        // count went with the product's last events and is not sent.
+        let carried = super::bound::carried_drops(&body);
+        if !final_batch && carried > 0 {
+            super::bound::add_dropped(&tx, &product, carried, now_us(&self.opts.clock))
                 .map_err(sql("reject"))?;
         }
         tx.commit().map_err(sql("reject"))?;

@@ -62,6 +62,10 @@ pub struct DestinationState {
     pub next_attempt_us: Option<i64>,
     /// Failures since the last success.
     pub consecutive_failures: u32,
+    /// Events of batches refused for good since start.
+    pub refused_events: u64,
+    /// Why the latest of those batches was refused.
+    pub refused_why: Option<String>,
     /// No automatic attempt before this (monotonic twin of
     /// `next_attempt_us`).
     retry_at: Option<Instant>,
@@ -667,6 +671,15 @@ impl Worker {
                 Err(e) if refused_for_good(&e, &batch.key, now_us(&self.opts.clock)) => {
                     let dropped = self.store.reject(batch.id).await?;
                     tracing::warn!(key = %batch.key, dropped, error = %e, "the destination refuses this batch for good; its events are dropped and counted, and the batches behind it go on");
+                    // Shown as the destination's refusal, not as drops of
+                    // a full store (which the next upload reports).
+                    let mut st = self.state();
+                    let d = st.destinations.entry(dest.clone()).or_default();
+                    d.refused_events += dropped;
+                    d.refused_why = Some(telemetry_sink::untrusted(
+                        &e.to_string(),
+                        telemetry_sink::MAX_UNTRUSTED_CHARS,
+                    ));
                     continue;
                 }
                 Err(e) if refusal_scope(&e).is_some() => {

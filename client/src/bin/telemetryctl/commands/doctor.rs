@@ -517,6 +517,18 @@ fn drop_checks(s: &StatusReport, checks: &mut Vec<Check>) {
             ));
         }
     }
+    for d in s.destinations.iter().filter(|d| d.refused_events > 0) {
+        checks.push(Check::warn(
+            "drops",
+            format!(
+                "{} refused batches for good: {} dropped since start (the latest: {})",
+                d.destination,
+                super::count(d.refused_events, "event", "events"),
+                d.refused_why.as_deref().unwrap_or("see the daemon's log")
+            ),
+            "nothing to fix here if the vendor retired those builds (update the CLI); a day refused as too old means this machine was offline past the vendor's window".to_string(),
+        ));
+    }
     for (product, n) in &s.counters.spool_full_drops {
         let product = if product.is_empty() {
             "no product"
@@ -546,7 +558,7 @@ fn drop_checks(s: &StatusReport, checks: &mut Vec<Check>) {
             checks.push(Check::warn(
                 "drops",
                 format!(
-                    "{} of {product} were dropped, because the store was full or the destination refused their batch for good (the log says which; the count goes out with the next upload)",
+                    "{} of {product} were dropped because the store was full (the count goes out with the next upload)",
                     super::count(*n, "event", "events")
                 ),
                 "if the store was full: fix the destination so uploads drain it, or raise TELEMETRY_MAX_STORE_BYTES (max_store_bytes)".to_string(),

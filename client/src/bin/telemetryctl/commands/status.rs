@@ -101,6 +101,13 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
                 count(d.consecutive_failures.into(), "failure", "failures")
             );
         }
+        if d.refused_events > 0 {
+            outln!(
+                "              refused for good: {} dropped since start (the latest: {})",
+                count(d.refused_events, "event", "events"),
+                d.refused_why.as_deref().unwrap_or("see the daemon's log")
+            );
+        }
         for (product, n) in &d.retired {
             outln!(
                 "              retired: {product}: the vendor switched it off; nothing more is uploaded for it ({} dropped)",
