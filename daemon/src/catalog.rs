@@ -72,7 +72,10 @@ pub enum CheckError {
     #[error(transparent)]
     Rejected(#[from] Rejection),
     /// The product's manifest is broken: the product is disabled.
-    #[error("product {product:?} is disabled because its manifest cannot be used: {error}; fix or remove that file (other products are not affected)")]
+    #[error(
+        "product {product:?} is disabled because its manifest cannot be used: {error}; {}",
+        what_to_do(error)
+    )]
     Disabled {
         /// The product.
         product: String,
@@ -81,14 +84,42 @@ pub enum CheckError {
     },
 }
 
-use telemetry_platform::fs::Stamp;
+/// The advice after a [`CheckError::Disabled`]: a broken file disables its
+/// own product only; a directory that cannot be read disables every one
+/// after it on the path.
+fn what_to_do(error: &str) -> &'static str {
+    if error.contains(BLOCKED) {
+        "make that directory readable, or take it off the manifest path (every product whose manifest comes after it is disabled until then)"
+    } else {
+        "fix or remove that file (other products are not affected)"
+    }
+}
+
+/// How the error of a product disabled by a directory that cannot be read
+/// starts.
+const BLOCKED: &str = "not used: the manifest directory ";
+
+/// What a reload compares for one path: its [`telemetry_platform::fs::Stamp`]
+/// and, on Unix, its inode change time, which also moves when only its mode
+/// or owner changes: whether a manifest may be trusted depends on those
+/// of the file and of its directory ([`telemetry_platform::fs::untrusted`]),
+/// so fixing (or loosening) them must count as a change, as an edit does.
+type Stamp = (telemetry_platform::fs::Stamp, i64, i64);
 
 fn stamp(path: &Path) -> Stamp {
-    telemetry_platform::fs::stamp(path)
+    #[cfg(unix)]
+    let changed = std::fs::metadata(path).map_or((0, 0), |m| {
+        use std::os::unix::fs::MetadataExt;
+        (m.ctime(), m.ctime_nsec())
+    });
+    #[cfg(not(unix))]
+    let changed = (0, 0);
+    (telemetry_platform::fs::stamp(path), changed.0, changed.1)
 }
 
 /// The stamps of every directory on the path and every `*.toml` in them:
-/// any file added, removed, replaced or rewritten changes this.
+/// any file added, removed, replaced or rewritten changes this, and so
+/// does a change of mode or owner that makes a manifest trusted or not.
 fn scan(dirs: &[PathBuf]) -> Vec<(PathBuf, Stamp)> {
     let mut out = Vec::new();
     for dir in dirs {
@@ -142,7 +173,7 @@ impl Loaded {
                     tracing::warn!(dir = %dir.display(), error = %e, "a product manifest directory cannot be read; the manifests after it on the path are not used");
                     blocked.get_or_insert_with(|| {
                         format!(
-                            "not used: the manifest directory {} earlier on the path cannot be read ({e}), and a manifest there may replace this one",
+                            "{BLOCKED}{} earlier on the path cannot be read ({e}), and a manifest there may replace this one",
                             dir.display()
                         )
                     });
@@ -176,6 +207,7 @@ impl Loaded {
                     Err(e) => {
                         let path = match &e {
                             CatalogError::Read { path, .. }
+                            | CatalogError::ReadDir { path, .. }
                             | CatalogError::Invalid { path, .. } => path.clone(),
                         };
                         tracing::warn!(error = %e, "product manifest disabled");

@@ -55,6 +55,14 @@ pub enum ManifestError {
         /// Why.
         source: std::io::Error,
     },
+    /// A manifest directory could not be listed.
+    #[error("cannot list the product manifest directory {path}: {source}")]
+    ReadDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The file is not a valid manifest.
     #[error("product manifest {path}: {message}")]
     Invalid {
@@ -545,7 +553,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Result<Manifest, ManifestError>>, Mani
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
-            return Err(ManifestError::Read {
+            return Err(ManifestError::ReadDir {
                 path: dir.to_path_buf(),
                 source,
             })

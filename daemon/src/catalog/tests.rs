@@ -197,6 +197,18 @@ fn a_manifest_another_user_could_write_is_not_used() {
         other => panic!("{other:?}"),
     }
     assert!(cats.check(&event("mytool", "ran")).is_err());
+    // Its mode fixed (nothing else changed): used at the next look, as an
+    // edit would be, without a restart.
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    cats.check(&event("mytool", "ran"))
+        .expect("the fixed manifest is used");
+    // Its directory made writable by everyone: disabled again.
+    let dir = open.parent().unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(
+        cats.check(&event("mytool", "ran")).is_err(),
+        "its directory is writable by everyone"
+    );
 }
 
 /// A manifest directory that exists but cannot be read (here a file in its
@@ -219,7 +231,12 @@ fn nothing_after_an_unreadable_manifest_directory_is_used() {
             other => panic!("{product}: {other:?}"),
         }
     }
-    assert!(cats.check(&event("good", "ran")).is_err());
+    let refused = cats.check(&event("good", "ran")).unwrap_err().to_string();
+    assert!(
+        refused.contains("make that directory readable")
+            && !refused.contains("other products are not affected"),
+        "{refused}"
+    );
 }
 
 /// One that cannot even be looked at (here a path through a file; for an
