@@ -130,6 +130,15 @@ const FDS_KEPT_BACK: u64 = 64;
 /// file and line and disables only its own product.
 fn load_products(settings: &Settings) -> anyhow::Result<BTreeSet<String>> {
     let dir = &settings.manifests;
+    // A mistyped path would give a broker that refuses every upload while
+    // it looks healthy: refuse to start instead. (An empty directory is a
+    // choice, warned about below.)
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "--manifests / TELEMETRY_BROKER_MANIFESTS: {} is not a directory: create it and put each product's manifest in it (the file its CLI ships), or name the right one",
+            dir.display()
+        );
+    }
     let loaded = telemetry_sink::manifest::load_dir(dir).with_context(|| {
         format!(
             "--manifests / TELEMETRY_BROKER_MANIFESTS: {}",

@@ -629,6 +629,30 @@ fn a_bad_trusted_proxy_range_is_named_at_start() {
     );
 }
 
+/// A mistyped manifest directory stops the broker at start, naming it: it
+/// would otherwise serve, look healthy, and refuse every upload.
+#[test]
+fn a_manifest_directory_that_does_not_exist_is_named_at_start() {
+    let home = tempfile::tempdir().unwrap();
+    let missing = home.path().join("prodcuts");
+    let out = std::process::Command::new(telemetry_tests::bin("telemetry-broker"))
+        .env("TELEMETRY_S3_BUCKET", "bucket-b")
+        .env("TELEMETRY_BROKER_MANIFESTS", &missing)
+        .env("TELEMETRY_BROKER_LISTEN", "127.0.0.1:0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("telemetry-broker: error:")
+            && said.contains("TELEMETRY_BROKER_MANIFESTS")
+            && said.contains(&missing.display().to_string())
+            && said.contains("is not a directory"),
+        "{said}"
+    );
+}
+
 /// A broker without AWS credentials says so in one line: no warnings of
 /// the SDK's failed instance-metadata lookups before it, and the chain's
 /// one-provider-per-line error folded into that line.
