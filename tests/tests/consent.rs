@@ -451,6 +451,19 @@ fn a_misspelt_product_is_recorded_with_a_warning_naming_the_known_ones() {
     serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON on stdout only");
     let out = ctl(&env, &["forget", "nosuch"]);
     assert!(err(&out).contains("\"nosuch\""), "{}", err(&out));
+    // The product left out: a setting is not taken for a product's name
+    // (that showed a product "off" and exited 0, so the user believed
+    // telemetry was off).
+    for setting in ["off", "ON", "local"] {
+        let out = env.run("telemetryctl", &["consent", setting]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            err(&out).contains("is a setting, not a product")
+                && err(&out).contains(&format!("telemetryctl consent PRODUCT {setting}")),
+            "{}",
+            err(&out)
+        );
+    }
     drop(daemon);
     let out = ctl(&env, &["consent", "cfdve", "on"]);
     assert!(

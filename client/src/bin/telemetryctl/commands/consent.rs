@@ -100,6 +100,13 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     let Some(product) = &args.product else {
         return list(socket, &paths, args.json);
     };
+    // `consent off` (the product left out) would show a product named
+    // "off" and exit 0: the user would believe telemetry is off.
+    if Mode::parse(product).is_some() {
+        return Err(Failure::usage(format!(
+            "'{product}' is a setting, not a product: name the product first, e.g. `telemetryctl consent PRODUCT {product}`; `telemetryctl consent` lists the products here"
+        )));
+    }
     let limits = telemetry_proto::Limits::default();
     if let Err(e) = telemetry_proto::validate_name("product", product, &limits) {
         return Err(Failure::usage(format!("{e}; e.g. cfdev")));
