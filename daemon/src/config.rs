@@ -792,9 +792,14 @@ pub fn load(
         &env,
         ca_bundle.as_ref().map(|(p, o)| (p.as_path(), o.as_str())),
     )?;
-    cfg.env_opt_out = telemetry_proto::consent::OPT_OUT_VARS
-        .iter()
-        .any(|v| telemetry_proto::consent::env_opts_out_os(env(v).as_deref()));
+    // An autostarted daemon's environment is whichever client's started
+    // it: an opt-out there belongs to that shell (whose clients check it
+    // themselves), and must not turn every product off for every other
+    // CLI and shell until the daemon exits.
+    cfg.env_opt_out = !args.autostarted
+        && telemetry_proto::consent::OPT_OUT_VARS
+            .iter()
+            .any(|v| telemetry_proto::consent::env_opts_out_os(env(v).as_deref()));
 
     let bucket = pick(
         "s3.bucket",

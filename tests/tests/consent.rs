@@ -892,6 +892,22 @@ fn the_daemon_honours_opt_out_in_its_own_environment() {
         (cfdev["mode"].as_str(), cfdev["layer"].as_str()),
         (Some("off"), Some("environment"))
     );
+    drop(daemon);
+    // An autostarted one ignores the opt-out of the shell that started it
+    // (`DO_NOT_TRACK=1 telemetryctl start`): the clients of that shell
+    // check it themselves, the others must not be turned off by it.
+    let out = env
+        .command("telemetryctl")
+        .env("DO_NOT_TRACK", "1")
+        .env("TELEMETRY_AUTOSTART", "1")
+        .args(["start", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let mut client = telemetry_client::Client::connect(&env.socket).unwrap();
+    let acked = client.emit(vec![event("cfdev", "stop", "1", BTreeMap::new())], T);
+    let _ = env.run("telemetryctl", &["stop"]);
+    assert_eq!(acked.expect("acknowledged").accepted, 1);
 }
 
 #[test]
