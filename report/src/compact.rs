@@ -32,11 +32,14 @@
 //! A day whose raw objects are all gone (a damaged batch moved out, a
 //! deletion request) loses its parts too. Each line is checked as the
 //! report checks it before it is copied: a damaged object stops the day
-//! with its key and line before anything of the day is written.
+//! with its key and line before anything of the day is written, or, with
+//! [`Damaged::Skip`] (`--skip-damaged`), is left out whole and named, as
+//! the report leaves it out: one hand-made object in a bucket clients may
+//! write to would otherwise stop every compaction of its day.
 
 use crate::period::Day;
 use crate::source::{Source, SourceError};
-use crate::PREFETCH;
+use crate::{Damaged, Staged, PREFETCH};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -79,6 +82,9 @@ pub struct DayOutcome {
     pub bytes_out: u64,
     /// Parts of earlier runs deleted.
     pub stale: u64,
+    /// Damaged objects left out whole ([`Damaged::Skip`]), each named with
+    /// why.
+    pub skipped: Vec<String>,
 }
 
 /// The local name of part `n` (1-based) while it is written.
@@ -210,19 +216,37 @@ async fn mirror_parts(
         .collect())
 }
 
+/// How one run compacts: where its parts are made, their size, its name,
+/// and what it does about a damaged object.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'a> {
+    /// A directory for the parts on their way.
+    pub work: &'a Path,
+    /// Size at which a part is closed ([`PART_BYTES`]).
+    pub part_bytes: u64,
+    /// The run's name, in its parts' names.
+    pub name: &'a str,
+    /// Stop at a damaged object, or leave it out whole.
+    pub damaged: Damaged,
+}
+
 /// Copy `product`'s objects filed on `day` in `source` into parts in
-/// `into` (see the module docs), using `work` for the parts on their way
-/// and `run` to name them. `None` when neither has anything of the day.
+/// `into` (see the module docs), as `run` says. `None` when neither has
+/// anything of the day.
 pub async fn compact_day(
     source: &Source,
     into: &Source,
     product: &str,
     day: Day,
-    work: &Path,
-    part_bytes: u64,
-    run: &str,
+    run: Run<'_>,
 ) -> Result<Option<DayOutcome>, CompactError> {
     use futures::StreamExt;
+    let Run {
+        work,
+        part_bytes,
+        name: run,
+        damaged,
+    } = run;
     let objects = source
         .list(product, day, day)
         .await
@@ -245,6 +269,7 @@ pub async fn compact_day(
         parts: 0,
         bytes_out: 0,
         stale: 0,
+        skipped: Vec::new(),
     };
     if objects.is_empty() {
         if existing.is_empty() && recorded.is_none() {
@@ -289,9 +314,33 @@ pub async fn compact_day(
         .map(|obj| async move { (obj, source.open(obj).await) })
         .buffered(PREFETCH);
     while let Some((obj, body)) = opened.next().await {
+        let body = body.map_err(CompactError::Read)?;
+        if damaged == Damaged::Skip {
+            // Checked whole before any line is copied.
+            let mut staged = Staged::default();
+            let checked = source
+                .read_opened(obj, body, |line| {
+                    crate::aggregate::check_line(line)?;
+                    staged.push(line)
+                })
+                .await;
+            match checked {
+                Ok(()) => {
+                    for line in staged.lines() {
+                        parts.line(line).map_err(work_err)?;
+                        outcome.lines += 1;
+                    }
+                }
+                Err(e @ (SourceError::Corrupt { .. } | SourceError::Line { .. })) => {
+                    outcome.skipped.push(e.without_remedy());
+                }
+                Err(e) => return Err(CompactError::Read(e)),
+            }
+            continue;
+        }
         let mut write_error = None;
         let read = source
-            .read_opened(obj, body.map_err(CompactError::Read)?, |line| {
+            .read_opened(obj, body, |line| {
                 crate::aggregate::check_line(line)?;
                 parts.line(line).map_err(|e| {
                     let message = e.to_string();
@@ -337,6 +386,16 @@ pub async fn compact_day(
 mod tests {
     use super::*;
     use std::io::Read;
+
+    /// A run with small parts (so a day makes several).
+    fn run_of<'a>(work: &'a Path, name: &'a str, damaged: Damaged) -> Run<'a> {
+        Run {
+            work,
+            part_bytes: 4096,
+            name,
+            damaged,
+        }
+    }
 
     #[test]
     fn parts_split_near_the_limit_and_hold_every_line_in_order() {
@@ -430,9 +489,15 @@ mod tests {
         let (src, dst) = (Source::Dir(raw.clone()), Source::Dir(into.clone()));
         let day = Day::parse("2026-11-03").unwrap();
         let run = |run: &str| {
-            rt.block_on(compact_day(&src, &dst, "p", day, &work, 4096, run))
-                .unwrap()
-                .unwrap()
+            rt.block_on(compact_day(
+                &src,
+                &dst,
+                "p",
+                day,
+                run_of(&work, run, Damaged::Stop),
+            ))
+            .unwrap()
+            .unwrap()
         };
         batch(&raw, "a-1-3000.ndjson.zst", 1, 3000);
         let first = run("r1");
@@ -493,9 +558,75 @@ mod tests {
         );
         assert_eq!(mirror(&into), (vec![], vec![]));
         assert!(rt
-            .block_on(compact_day(&src, &dst, "p", day, &work, 4096, "r6"))
+            .block_on(compact_day(
+                &src,
+                &dst,
+                "p",
+                day,
+                run_of(&work, "r6", Damaged::Stop)
+            ))
             .unwrap()
             .is_none());
+    }
+
+    /// A damaged object stops the day with its key, the mirror untouched;
+    /// with `Damaged::Skip` it is left out whole and named, and the rest of
+    /// the day is copied.
+    #[test]
+    fn a_damaged_object_stops_the_day_or_is_left_out_whole() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, into, work) = (
+            dir.path().join("raw"),
+            dir.path().join("mirror"),
+            dir.path().join("work"),
+        );
+        std::fs::create_dir_all(&work).unwrap();
+        let (src, dst) = (Source::Dir(raw.clone()), Source::Dir(into.clone()));
+        let day = Day::parse("2026-11-03").unwrap();
+        batch(&raw, "a-1-30.ndjson.zst", 1, 30);
+        let junk = "b-1-1.ndjson.zst";
+        std::fs::write(
+            raw.join("v1/product=p/dt=2026-11-03").join(junk),
+            "this is not zstd <html>",
+        )
+        .unwrap();
+        batch(&raw, "c-100-119.ndjson.zst", 100, 20);
+        let stopped = rt
+            .block_on(compact_day(
+                &src,
+                &dst,
+                "p",
+                day,
+                run_of(&work, "r1", Damaged::Stop),
+            ))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            stopped.contains(junk) && stopped.contains("nothing of this day"),
+            "{stopped}"
+        );
+        assert_eq!(mirror(&into), (vec![], vec![]));
+        let skipped = rt
+            .block_on(compact_day(
+                &src,
+                &dst,
+                "p",
+                day,
+                run_of(&work, "r2", Damaged::Skip),
+            ))
+            .unwrap()
+            .unwrap();
+        assert_eq!(skipped.lines, 50, "{skipped:?}");
+        assert_eq!(skipped.skipped.len(), 1, "{skipped:?}");
+        assert!(skipped.skipped[0].contains(junk), "{:?}", skipped.skipped);
+        assert_eq!(
+            mirror(&into).1,
+            (1..=30).chain(100..120).collect::<Vec<_>>()
+        );
     }
 
     #[test]

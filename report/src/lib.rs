@@ -96,13 +96,13 @@ pub async fn aggregate(
 
 /// One object's lines, held while they are checked.
 #[derive(Default)]
-struct Staged {
+pub(crate) struct Staged {
     bytes: Vec<u8>,
     ends: Vec<usize>,
 }
 
 impl Staged {
-    fn push(&mut self, line: &[u8]) -> Result<(), String> {
+    pub(crate) fn push(&mut self, line: &[u8]) -> Result<(), String> {
         if self.bytes.len() + line.len() > MAX_STAGED {
             return Err(format!(
                 "the object's lines pass {} MiB, more than --skip-damaged checks before counting",
@@ -114,7 +114,7 @@ impl Staged {
         Ok(())
     }
 
-    fn lines(&self) -> impl Iterator<Item = &[u8]> {
+    pub(crate) fn lines(&self) -> impl Iterator<Item = &[u8]> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         starts
             .zip(self.ends.iter().copied())

@@ -63,6 +63,9 @@ struct CompactArgs {
     /// No line per day.
     #[arg(long)]
     quiet: bool,
+    /// Leave out an object that is not zstd or has a line that is not a valid event, whole, and go on (listed on stderr), as the report's --skip-damaged does, instead of stopping the day; for a bucket clients may write to (broker or anonymous), where one hand-made object would otherwise stop every compaction of its day.
+    #[arg(long)]
+    skip_damaged: bool,
     #[command(flatten)]
     s3: S3Args,
 }
@@ -280,7 +283,7 @@ fn catalog_sql_main(args: CatalogSqlArgs) -> anyhow::Result<ExitCode> {
 
 /// `compact`: each day of the period into the mirror.
 async fn compact_main(args: CompactArgs) -> anyhow::Result<ExitCode> {
-    use telemetry_report::compact::{compact_day, PART_BYTES};
+    use telemetry_report::compact::{compact_day, Run, PART_BYTES};
     let period = args.period.period()?;
     let source = open_source("--source", args.source.as_deref(), &args.s3, false).await?;
     let overlap = |into: &Source| {
@@ -337,13 +340,41 @@ async fn compact_main(args: CompactArgs) -> anyhow::Result<ExitCode> {
     );
     let (mut days, mut unchanged, mut objects, mut bytes_in, mut bytes_out, mut lines) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut skipped = 0u64;
     let last = period.last_dt(args.period.late_days);
     let mut day = period.from;
     while day <= last {
-        let done = compact_day(&source, &into, &product, day, work.path(), PART_BYTES, &run)
-            .await
-            .with_context(|| format!("dt={day}"))?;
+        let damaged = if args.skip_damaged {
+            telemetry_report::Damaged::Skip
+        } else {
+            telemetry_report::Damaged::Stop
+        };
+        let done = compact_day(
+            &source,
+            &into,
+            &product,
+            day,
+            Run {
+                work: work.path(),
+                part_bytes: PART_BYTES,
+                name: &run,
+                damaged,
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            telemetry_report::compact::CompactError::Read(
+                telemetry_report::source::SourceError::Corrupt { .. }
+                | telemetry_report::source::SourceError::Line { .. },
+            ) => anyhow::anyhow!("{e}; or pass --skip-damaged to leave such objects out"),
+            other => other.into(),
+        })
+        .with_context(|| format!("dt={day}"))?;
         if let Some(d) = done {
+            for why in &d.skipped {
+                eprintln!("telemetry-report: dt={day}: left out a damaged object whole (--skip-damaged): {why}");
+            }
+            skipped += d.skipped.len() as u64;
             let stale = if d.stale > 0 {
                 format!(" ({} old parts deleted)", d.stale)
             } else {
@@ -381,8 +412,13 @@ async fn compact_main(args: CompactArgs) -> anyhow::Result<ExitCode> {
         }
         day = day.plus(1);
     }
+    let left_out = if skipped > 0 {
+        format!("; {skipped} damaged objects left out whole (named above)")
+    } else {
+        String::new()
+    };
     eprintln!(
-        "telemetry-report: compacted {days} days of {product} from {} into {} ({unchanged} unchanged): {objects} objects ({:.1} MB) and {lines} lines into {:.1} MB",
+        "telemetry-report: compacted {days} days of {product} from {} into {} ({unchanged} unchanged): {objects} objects ({:.1} MB) and {lines} lines into {:.1} MB{left_out}",
         source.describe(),
         into.describe(),
         bytes_in as f64 / 1e6,

@@ -153,6 +153,33 @@ fn reruns_replace_a_days_parts_and_the_raw_batches_are_never_touched() {
         text(&o)
     );
     assert_eq!(snapshot(&into), before);
+    assert!(text(&o).contains("--skip-damaged"), "{}", text(&o));
+    // With --skip-damaged it is left out whole and named, the rest of the
+    // day copied, and the raw batch left where it is.
+    let ids_before = mirror_ids(&into, day);
+    let o = Command::new(bin("telemetry-report"))
+        .env("HOME", src.parent().unwrap())
+        .env("TELEMETRY_CONFIG", "/nonexistent/config.toml")
+        .args([
+            "compact",
+            "--skip-damaged",
+            "--source",
+            src.to_str().unwrap(),
+        ])
+        .args(["--into", into.to_str().unwrap()])
+        .args(["--from", day, "--to", day, "--late-days", "0"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("left out a damaged object whole")
+            && text(&o).contains("00000009-1-1.ndjson.zst line 1")
+            && text(&o).contains("1 damaged objects left out whole"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(mirror_ids(&into, day), ids_before);
+    assert!(bad.exists(), "the raw batch is never touched");
 
     // A mirror inside the source, or the source itself: refused.
     for inside in [src.clone(), src.join("v1/mirror")] {
