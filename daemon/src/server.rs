@@ -491,13 +491,7 @@ pub async fn run_locked(
     });
     // Apply consent changes made while the daemon was not running, then
     // take in what shims spooled meanwhile.
-    for product in ctx.products_with_consent_state() {
-        match crate::cmd::consent::reconcile(&ctx, &product, "unknown").await {
-            Ok(out) if out.final_event => ctx.uploader.nudge(),
-            Ok(_) => {}
-            Err(e) => tracing::error!(product, error = %e, "cannot apply consent change"),
-        }
-    }
+    crate::cmd::consent::reconcile_changed(&ctx).await;
 
     ctx.spool.due();
     crate::spool::ingest(&ctx).await;

@@ -370,6 +370,33 @@ fn a_consent_file_changed_by_hand_applies_to_the_next_event_on_an_open_connectio
     );
 }
 
+/// An off the daemon was not told about (the file edited by hand, or an
+/// older `telemetryctl` it could not read) is applied whole at the next
+/// `status`, `show` or `flush`, not at that product's next event, which
+/// its shims (checking the file first) never send: what was stored is
+/// purged and the `telemetry_off` recorded, and `show` says so.
+#[test]
+fn an_off_the_daemon_was_not_told_about_is_applied_at_the_next_status() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start();
+    let ids = emit(&daemon, 2);
+    assert_eq!(daemon.client().status(T).unwrap().pending_events, 2);
+    std::fs::write(env.root().join("consent"), "cfdev off\n").unwrap();
+    let st = daemon.client().status(T).unwrap();
+    let shown = text(&ctl(&env, &["show"]));
+    for id in &ids {
+        assert!(!shown.contains(id.as_str()), "not purged: {shown}");
+    }
+    assert!(
+        !shown.contains("an administrator's or the environment's off"),
+        "{shown}"
+    );
+    // What status reported was already the purged store: at most the
+    // `telemetry_off` waits.
+    assert!(st.pending_events <= 1, "{st:?}");
+    drop(daemon);
+}
+
 fn wait_for_lines(s3: &S3Server, n: usize) -> Vec<(String, serde_json::Value)> {
     wait_for(&format!("{n} lines in S3"), Duration::from_secs(30), || {
         let lines = decode_objects(&s3.objects());

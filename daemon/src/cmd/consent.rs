@@ -179,6 +179,24 @@ pub async fn reconcile(
     reconcile_in(ctx, &ctx.consent.view(), product, build).await
 }
 
+/// Apply every product's changed decision: at start (made while no daemon
+/// ran), and before a `status`, `show` or `flush` (made while this daemon
+/// was not told: the file edited by hand, an older `telemetryctl` it
+/// could not read). Otherwise an `off` purged and sent its
+/// `telemetry_off` only at that product's next event, which its shims,
+/// checking the file first, never send. Cheap when nothing changed: one
+/// look at the files and a comparison per product.
+pub async fn reconcile_changed(ctx: &Ctx) {
+    let view = ctx.consent.view();
+    for product in ctx.products_with_consent_state() {
+        match reconcile_in(ctx, &view, &product, "unknown").await {
+            Ok(out) if out.final_event => ctx.uploader.nudge(),
+            Ok(_) => {}
+            Err(e) => tracing::error!(product, error = %e, "cannot apply consent change"),
+        }
+    }
+}
+
 /// [`reconcile`] with the consent files as `view` saw them.
 pub async fn reconcile_in(
     ctx: &Ctx,

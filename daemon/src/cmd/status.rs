@@ -90,6 +90,7 @@ fn destinations(ctx: &Ctx, stats: &Stats, up: &UploadState) -> Vec<DestinationSt
 /// The store's counters and the uploader's progress, as of now (shared
 /// with `probe`); the error is the reply to send.
 pub(crate) async fn snapshot(ctx: &Ctx) -> Result<(Stats, UploadState), Response> {
+    crate::cmd::consent::reconcile_changed(ctx).await;
     let stats = ctx.store.stats().await.map_err(|e| Response::Error {
         code: ErrorCode::Storage,
         message: e.to_string(),
