@@ -108,11 +108,22 @@ pub struct Aggregator {
     pub stats: SourceStats,
     /// Why each damaged object was left out (`--skip-damaged`).
     pub skipped: Vec<String>,
+    /// The product of the object being read (its `product=` partition).
+    partition: Option<String>,
+}
+
+/// The product whose partition `key` is under (`…/product=P/dt=…/…`).
+pub fn partition_of(key: &str) -> Option<&str> {
+    key.split('/')
+        .find_map(|part| part.strip_prefix("product="))
 }
 
 #[derive(Deserialize)]
 struct Line {
     id: String,
+    /// Written by every daemon; checked against the object's partition.
+    #[serde(default)]
+    product: Option<String>,
     event: String,
     build: String,
     timestamp: String,
@@ -124,8 +135,19 @@ struct Line {
 
 /// A line as the report reads it, with its id and UTC day; the error says
 /// what is wrong (the caller adds the object and line number).
-fn parse_line(line: &[u8]) -> Result<(Line, u128, Day), String> {
+fn parse_line(line: &[u8], partition: Option<&str>) -> Result<(Line, u128, Day), String> {
     let l: Line = serde_json::from_slice(line).map_err(|e| format!("not an event: {e}"))?;
+    // A daemon files each line under its own product: another product's
+    // line in this partition was made by hand (a granted client chooses
+    // the body it uploads), and must not be counted as this product's.
+    if let (Some(want), Some(got)) = (partition, &l.product) {
+        if got != want {
+            return Err(format!(
+                "product {:?} in product={want}'s partition (no daemon files a line there)",
+                got.chars().take(MAX_FIELD_LEN).collect::<String>()
+            ));
+        }
+    }
     let id = uuid::Uuid::parse_str(&l.id)
         .map_err(|e| format!("event id {:?} is not a UUID: {e}", l.id))?
         .as_u128();
@@ -182,8 +204,8 @@ pub const MAX_FIELD_LEN: usize = 256;
 /// copies a line, so a mirror never holds what the raw data would refuse),
 /// and the drop count it carries if it is a `telemetry_dropped` line (0
 /// otherwise), which `--skip-damaged` adds up before counting an object.
-pub fn check_line(line: &[u8]) -> Result<u64, String> {
-    let (l, _, _) = parse_line(line)?;
+pub fn check_line(line: &[u8], partition: Option<&str>) -> Result<u64, String> {
+    let (l, _, _) = parse_line(line, partition)?;
     if l.event == DROPPED_EVENT {
         return dropped_count(&l.data);
     }
@@ -237,7 +259,14 @@ impl Aggregator {
             data: crate::data::DataAggregator::new(catalog),
             stats: SourceStats::default(),
             skipped: Vec::new(),
+            partition: None,
         }
+    }
+
+    /// The lines read next are of the object at `key`: each must be of its
+    /// partition's product.
+    pub fn reading(&mut self, key: &str) {
+        self.partition = partition_of(key).map(str::to_string);
     }
 
     /// Leave out every line of these machine IDs (known to be forgotten
@@ -267,7 +296,7 @@ impl Aggregator {
     /// caller adds the object and line number).
     pub fn add_line(&mut self, line: &[u8]) -> Result<(), String> {
         self.stats.lines += 1;
-        let (l, id, day) = parse_line(line)?;
+        let (l, id, day) = parse_line(line, self.partition.as_deref())?;
         // Before the period check: a marker in a grace day's partition
         // forgets the period's lines too (the SQL reads the same window).
         if l.event == FORGET_EVENT {
@@ -373,11 +402,41 @@ mod tests {
         );
     }
 
+    /// A line of another product in a product's partition was made by hand
+    /// (a granted client chooses its body): damaged, never counted as this
+    /// product's; a line with no product field is read as before.
+    #[test]
+    fn a_line_of_another_product_in_a_partition_is_damaged() {
+        let ours = line(1, "stop", "2026-10-01", "m1");
+        assert_eq!(
+            partition_of("x/v1/product=p/dt=2026-10-01/a.ndjson.zst"),
+            Some("p")
+        );
+        assert_eq!(check_line(&ours, Some("p")), Ok(0));
+        let e = check_line(&ours, Some("other")).unwrap_err();
+        assert!(
+            e.contains("product \"p\" in product=other's partition"),
+            "{e}"
+        );
+        let mut a = Aggregator::new(Period::quarter("2026Q4").unwrap());
+        a.reading("v1/product=other/dt=2026-10-01/a.ndjson.zst");
+        assert!(a.add_line(&ours).is_err());
+        assert_eq!(a.all.events, 0);
+        a.reading("v1/product=p/dt=2026-10-01/b.ndjson.zst");
+        a.add_line(&ours).unwrap();
+        assert_eq!(a.all.events, 1);
+        let bare = String::from_utf8(line(2, "stop", "2026-10-01", "m1"))
+            .unwrap()
+            .replace("\"product\":\"p\",", "");
+        assert!(!bare.contains("product"), "{bare}");
+        assert_eq!(check_line(bare.as_bytes(), Some("other")), Ok(0));
+    }
+
     /// Only names a daemon can write are read: markup or a sentence as an
     /// event, os or build makes the line damaged, never a published row.
     #[test]
     fn a_line_with_a_name_no_daemon_writes_is_damaged() {
-        assert!(check_line(&line(1, "stop", "2026-10-01", "m1")).is_ok());
+        assert!(check_line(&line(1, "stop", "2026-10-01", "m1"), None).is_ok());
         for bad in [
             line(2, "<script>alert(1)</script>", "2026-10-01", "m1"),
             line(3, "Stop", "2026-10-01", "m1"),
@@ -390,7 +449,7 @@ mod tests {
                 .replace("\"1.0\"", "\"1.0 beta\"")
                 .into_bytes(),
         ] {
-            let e = check_line(&bad).unwrap_err();
+            let e = check_line(&bad, None).unwrap_err();
             assert!(e.contains("not a line a daemon writes"), "{e}");
         }
     }
@@ -447,12 +506,12 @@ mod tests {
         a.add_line(d(7, 1 << 40).as_bytes()).unwrap();
         assert_eq!(a.dropped.events, 12 + (1 << 40));
         assert!(
-            check_line(d(8, (1 << 40) + 1).as_bytes()).is_err(),
+            check_line(d(8, (1 << 40) + 1).as_bytes(), None).is_err(),
             "compact and --skip-damaged see it too"
         );
         // What --skip-damaged adds up before it counts an object.
-        assert_eq!(check_line(d(9, 5).as_bytes()), Ok(5));
-        assert_eq!(check_line(&line(1, "stop", "2026-10-01", "m")), Ok(0));
+        assert_eq!(check_line(d(9, 5).as_bytes(), None), Ok(5));
+        assert_eq!(check_line(&line(1, "stop", "2026-10-01", "m"), None), Ok(0));
         assert_eq!(a.dropped_room(), MAX_DROPPED - (12 + (1 << 40)));
     }
 

@@ -139,6 +139,7 @@ async fn read_all(
         .buffered(PREFETCH);
     let mut done = 0;
     while let Some((obj, body)) = opened.next().await {
+        agg.reading(&obj.key);
         match damaged {
             Damaged::Stop => {
                 source
@@ -153,7 +154,10 @@ async fn read_all(
                 let mut carried = 0u64;
                 let checked = source
                     .read_opened(obj, body?, |line| {
-                        carried = carried.saturating_add(aggregate::check_line(line)?);
+                        carried = carried.saturating_add(aggregate::check_line(
+                            line,
+                            aggregate::partition_of(&obj.key),
+                        )?);
                         staged.push(line)
                     })
                     .await

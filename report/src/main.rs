@@ -910,6 +910,11 @@ async fn retention_main(args: RetentionArgs) -> anyhow::Result<ExitCode> {
             other => bail!("s3://{bucket} accepted the lifecycle rule but reads back {other:?}"),
         }
     } else if args.check {
+        // The command to paste, naming the bucket as this run was told it.
+        let apply = match args.source.as_deref() {
+            Some(src) => format!("telemetry-report retention --apply --source {src}"),
+            None => "telemetry-report retention --apply".to_string(),
+        };
         match retention::check(&client, &bucket, &rule).await? {
             Check::InPlace => {
                 println!(
@@ -919,12 +924,15 @@ async fn retention_main(args: RetentionArgs) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Check::Missing => {
-                println!("missing: s3://{bucket} has no lifecycle rule {:?}; run `telemetry-report retention --apply`", rule.id);
+                println!(
+                    "missing: s3://{bucket} has no lifecycle rule {:?}; run `{apply}`",
+                    rule.id
+                );
                 Ok(ExitCode::from(EXIT_NOT_IN_PLACE))
             }
             Check::Different(found) => {
                 println!(
-                    "different: s3://{bucket} has rule {:?} but not as shipped; run `telemetry-report retention --apply`.\nfound:\n{found}\nexpected:\n{}",
+                    "different: s3://{bucket} has rule {:?} but not as shipped; run `{apply}`.\nfound:\n{found}\nexpected:\n{}",
                     rule.id,
                     retention::to_json(&rule)
                 );

@@ -641,6 +641,14 @@ fn retention_apply_puts_the_five_year_rule_and_check_reads_it_back() {
     };
     let o = other(&["--check"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    // The command it suggests names the bucket as it was told it.
+    assert!(
+        text(&o).contains(&format!(
+            "run `telemetry-report retention --apply --source {other_source}`"
+        )),
+        "{}",
+        text(&o)
+    );
     let o = other(&["--apply"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("2 other rule(s) kept"), "{}", text(&o));
