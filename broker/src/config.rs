@@ -127,8 +127,9 @@ pub struct Args {
     pub max_connections: Option<usize>,
     /// Connections open at once from one client address (an IPv4 address
     /// or IPv6 /64), so one host cannot hold every connection; not applied
-    /// with --client-ip-header, where every connection comes from the
-    /// load balancer; at least 1 [default: 32].
+    /// to a load balancer in --trusted-proxies when --client-ip-header is
+    /// set (it must cap its clients), applied to every other peer; at
+    /// least 1 [default: 32].
     #[arg(
         long,
         env = "TELEMETRY_BROKER_MAX_CONNECTIONS_PER_ADDRESS",

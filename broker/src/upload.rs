@@ -27,9 +27,15 @@ pub fn parse(body: &[u8]) -> Result<UploadRequest, Refusal> {
             .ok_or_else(|| Refusal::bad(field, "required, as a string".into()))
     };
     let int = |field: &'static str| -> Result<i64, Refusal> {
-        obj.get(field)
-            .and_then(|v| v.as_i64())
-            .ok_or_else(|| Refusal::bad(field, "required, as an integer".into()))
+        match obj.get(field) {
+            None => Err(Refusal::bad(field, "required, as an integer".into())),
+            Some(v) => v.as_i64().ok_or_else(|| {
+                Refusal::bad(
+                    field,
+                    format!("must be an integer from {} to {}", i64::MIN, i64::MAX),
+                )
+            }),
+        }
     };
     let product = text("product")?;
     let day = text("day")?;
@@ -48,8 +54,16 @@ pub fn parse(body: &[u8]) -> Result<UploadRequest, Refusal> {
             .and_then(|a| {
                 a.iter()
                     .map(|b| {
+                        // A daemon's build names only: they are compared
+                        // with the retired list and logged with a refusal.
                         b.as_str()
-                            .filter(|s| s.len() <= MAX_BUILD_BYTES)
+                            .filter(|s| {
+                                !s.is_empty()
+                                    && s.len() <= MAX_BUILD_BYTES
+                                    && s.bytes().all(|c| {
+                                        c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'+' | b'-')
+                                    })
+                            })
                             .map(str::to_string)
                     })
                     .collect::<Option<Vec<_>>>()
@@ -58,7 +72,7 @@ pub fn parse(body: &[u8]) -> Result<UploadRequest, Refusal> {
                 Refusal::bad(
                     "builds",
                     format!(
-                        "expected at most {MAX_BUILDS} strings of at most {MAX_BUILD_BYTES} bytes"
+                        "expected at most {MAX_BUILDS} build names (letters, digits, '.', '_', '+', '-') of at most {MAX_BUILD_BYTES} bytes"
                     ),
                 )
             })?,

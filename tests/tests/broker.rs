@@ -316,6 +316,12 @@ fn each_bad_field_is_named() {
         ),
         ("bytes", serde_json::json!(0), 400),
         ("bytes", serde_json::json!(8 * 1024 * 1024 + 1), 413),
+        // Logged with a refusal: a daemon's build names only.
+        ("builds", serde_json::json!(["<script>"]), 400),
+        ("builds", serde_json::json!(["a b\nforged log line"]), 400),
+        ("builds", serde_json::json!([""]), 400),
+        // Past i64 (JSON reads it as a float): said so, not "required".
+        ("last_seq", serde_json::json!(1e20), 400),
     ];
     for (field, value, status) in cases {
         let mut req = good.clone();
