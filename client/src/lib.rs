@@ -93,9 +93,24 @@ fn unreachable_hint(e: &std::io::Error, path: &Path) -> &'static str {
     ) {
         ""
     } else {
-        " (is it running? start it with `telemetryctl start`, or as a service: `telemetryd install --user`)"
+        NOT_RUNNING_HINT
     }
 }
+
+/// How an error reply is introduced: the daemon refused the request, or
+/// (an upload, a store) failed at it, which is not a refusal of anything
+/// the client sent.
+fn refused_what(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Upload => "telemetryd could not upload",
+        ErrorCode::Storage => "telemetryd could not use its store",
+        _ => "telemetryd refused the request",
+    }
+}
+
+/// What a failed connection adds when nothing serves: dropped by a client
+/// that has just started the daemon itself.
+pub const NOT_RUNNING_HINT: &str = " (is it running? start it with `telemetryctl start`, or as a service: `telemetryd install --user`)";
 
 /// Whether a daemon on `socket` takes in what this user's clients spool
 /// for it: not the machine-wide one (the Linux socket under
@@ -168,7 +183,7 @@ pub enum ClientError {
         source: CodecError,
     },
     /// The daemon answered with an error.
-    #[error("telemetryd refused the request ({code}): {message}")]
+    #[error("{} ({code}): {message}", refused_what(*code))]
     Refused {
         /// The daemon's error code.
         code: ErrorCode,

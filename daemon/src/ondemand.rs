@@ -139,12 +139,25 @@ pub fn hand_over_or_step_aside(state_dir: &Path, found: i64) {
                 "cannot run the newer telemetryd; stepping aside, events wait in the spool"
             );
         }
-        _ => tracing::info!(
-            store_schema = found,
-            our_schema = SCHEMA_VERSION,
-            "the store is newer than this telemetryd and no newer binary is recorded in {}; stepping aside without touching it (events wait in the spool for a newer telemetryd)",
-            state_dir.join(CURRENT_FILE).display()
-        ),
+        other => {
+            let why = match &other {
+                Some(rec) if !rec.path.is_file() => format!(
+                    "the newer telemetryd recorded in {} ({}) is gone (the CLI that shipped it uninstalled?)",
+                    state_dir.join(CURRENT_FILE).display(),
+                    rec.path.display()
+                ),
+                _ => format!(
+                    "no newer telemetryd is recorded in {}",
+                    state_dir.join(CURRENT_FILE).display()
+                ),
+            };
+            tracing::warn!(
+                store_schema = found,
+                our_schema = SCHEMA_VERSION,
+                "the store is newer than this telemetryd and {why}; stepping aside without touching it (events wait in the spool). To serve again: install a CLI whose telemetryd is that new or newer, or move {} aside to start an empty store (what it holds is then not uploaded)",
+                state_dir.join(crate::store::DB_FILE).display()
+            );
+        }
     }
 }
 

@@ -397,7 +397,7 @@ async fn exchange(
     let left = deadline.saturating_duration_since(Instant::now());
     tokio::time::timeout(left, work)
         .await
-        .map_err(|_| "timed out (raise the upload timeout if the network is slow)".to_string())?
+        .map_err(|_| "timed out (if the network is slow, raise the upload timeout: TELEMETRY_S3_TIMEOUT, `timeout` in the config's [s3] table)".to_string())?
 }
 
 /// Map a broker's non-200 answer.

@@ -172,6 +172,8 @@ fn a_shim_with_no_daemon_starts_one_within_its_budget_and_the_event_is_delivered
         msg.contains("spooled to") && msg.contains("started "),
         "{msg}"
     );
+    // It started one: not also "is it running? start it".
+    assert!(!msg.contains("is it running"), "{msg}");
     assert!(
         took < Duration::from_millis(budget_ms + 200),
         "the shim took {took:?}, budget {budget_ms} ms"
@@ -692,10 +694,27 @@ fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
         .unwrap();
     assert!(old_daemon.status.success(), "{}", text(&old_daemon));
     assert!(
-        text(&old_daemon).contains("stepping aside without touching it"),
+        text(&old_daemon).contains("stepping aside without touching it")
+            && text(&old_daemon).contains("is gone"),
         "{}",
         text(&old_daemon)
     );
+    // `telemetryctl start` says so at once, not after its whole timeout.
+    let _ = std::fs::remove_file(env.state.join("autostart.stamp"));
+    let t = Instant::now();
+    let out = env
+        .command("telemetryctl")
+        .env(ON.0, ON.1)
+        .args(["start", "--timeout", "30s"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("it logged:") && text(&out).contains("is gone"),
+        "{}",
+        text(&out)
+    );
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
     // A newer binary starts again and finds everything: the four events.
     let _ = std::fs::remove_file(env.state.join("autostart.stamp"));
     let out = shim_with(&env, &new_shim, &["app_created", "buildpack=go"]);

@@ -162,6 +162,8 @@ fn three_products_three_destinations_one_down_while_the_others_deliver() {
         "(anonymous) for toola",
         "(anonymous) for toolb",
         "error: ",
+        // The flat error names whose destination failed.
+        "last error:   at the destination of toolb (below)",
     ] {
         assert!(human.contains(needle), "{needle:?} in:\n{human}");
     }

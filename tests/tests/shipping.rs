@@ -540,6 +540,13 @@ fn the_brokers_410_retires_one_product_and_the_others_go_on() {
         "{}",
         text(&doctor)
     );
+    // Not also a failure to fix at the broker: it is not asked about a
+    // product it retired.
+    assert!(
+        !text(&doctor).contains("does not accept toolc"),
+        "{}",
+        text(&doctor)
+    );
 
     // Later events for it are taken, then dropped and counted, never
     // uploaded, also after a restart; cfdev's still go.

@@ -575,9 +575,12 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
     };
     // After the spool, so the event is safe whatever happens to the start;
     // still inside the budget's timer (a start takes about a millisecond).
+    let mut just_started = false;
     let started = if telemetry_client::autostart::nothing_serves(&failure) {
         use telemetry_client::autostart::{start, Started};
-        match start(&path) {
+        let outcome = start(&path);
+        just_started = matches!(outcome, Ok(Started::Spawned(_) | Started::Recently));
+        match outcome {
             Ok(Started::Spawned(daemon)) => format!(
                 "; started {} (if it does not come up, its log is {})",
                 daemon.display(),
@@ -598,6 +601,14 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
         }
     } else {
         String::new()
+    };
+    // It was just started: "is it running? start it" would contradict that.
+    let failure = if just_started {
+        failure
+            .to_string()
+            .replace(telemetry_client::NOT_RUNNING_HINT, "")
+    } else {
+        failure.to_string()
     };
     Err((
         EXIT_FAILED,

@@ -72,9 +72,13 @@ async fn probe_one(
     // Products whose user said `on`: only their vendors may learn, from a
     // probe, that this machine has the product (an address, a product
     // name in a query). The operator's own destination is always checked.
+    // A product its vendor retired is not asked about again: nothing of it
+    // is uploaded any more, and `doctor` says so under its drops (asked,
+    // the broker's refusal would read as a failure to fix).
     let on: Vec<String> = products
         .iter()
         .filter(|p| ctx.consent.resolve(p).0 == telemetry_proto::Mode::On)
+        .filter(|p| !up.retired.iter().any(|r| r.product == **p))
         .cloned()
         .collect();
     let mut report = DestinationProbe {

@@ -770,7 +770,7 @@ impl Worker {
                     delay = throttled(*retry_after, min);
                 }
                 if permanent {
-                    tracing::error!(destination = %label, error = %e, retry_in = ?delay, "upload failed permanently; fix the configuration, events are kept");
+                    tracing::error!(destination = %label, error = %e, retry_in = ?delay, "upload refused until the configuration is fixed; events are kept and offered again at the slow cap");
                 }
                 d.retry_at = Some(Instant::now() + delay);
                 d.last_error = Some(e.to_string());

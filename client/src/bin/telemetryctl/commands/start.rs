@@ -36,6 +36,59 @@ fn answers(socket: &Path) -> bool {
         .is_ok()
 }
 
+/// The lines `log` gained after byte `from` (at most its last 64 KiB).
+fn new_lines(log: &Path, from: u64) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = telemetry_platform::fs::open_plain(log, std::fs::OpenOptions::new().read(true))
+    else {
+        return Vec::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let start = from.max(len.saturating_sub(64 * 1024));
+    let mut text = String::new();
+    if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_string(&mut text).is_err() {
+        return Vec::new();
+    }
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(shown)
+        .collect()
+}
+
+/// A log line made safe to print: escape sequences and Unicode's
+/// bidirectional controls written out (escaped as `char::escape_debug`
+/// would; quotes kept), at most 300 characters.
+fn shown(line: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in line.chars().enumerate() {
+        if n == 300 {
+            out.push('…');
+            break;
+        }
+        if !matches!(c, '"' | '\'' | '\\') && c.escape_debug().next() == Some('\\') {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The line in which a daemon started after byte `from` of its log said
+/// it steps aside or cannot run.
+fn gave_up(log: &Path, from: u64) -> Option<String> {
+    new_lines(log, from)
+        .into_iter()
+        .rev()
+        .find(|l| l.contains("stepping aside") || l.contains("telemetryd: error:"))
+}
+
+/// The last line the log gained after byte `from`.
+fn last_line(log: &Path, from: u64) -> Option<String> {
+    new_lines(log, from).pop()
+}
+
 /// Run `start`.
 pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     let outcome = |started, daemon: Option<&Path>| Outcome {
@@ -50,6 +103,9 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         outln!("telemetryd already answers on {}", socket.display());
         return Ok(());
     }
+    let log = telemetry_client::state_dir().join(autostart::LOG_FILE);
+    // What the daemon writes from here on says why it did not come up.
+    let log_from = std::fs::metadata(&log).map_or(0, |m| m.len());
     let daemon = match autostart::start(socket) {
         Ok(Started::Spawned(bin)) => Some(bin),
         // Another client is starting one right now: wait for it.
@@ -99,18 +155,23 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     // A huge --timeout would overflow the clock's arithmetic.
     let deadline = Instant::now() + args.timeout.min(telemetry_client::MAX_TIMEOUT);
     while !answers(socket) {
-        if Instant::now() > deadline {
+        // A daemon that stepped aside or failed said so in its log: no
+        // use waiting out the timeout for it.
+        let gave_up = gave_up(&log, log_from);
+        if gave_up.is_some() || Instant::now() > deadline {
+            let said = gave_up
+                .or_else(|| last_line(&log, log_from))
+                .map(|l| format!("; it logged: {l}"))
+                .unwrap_or_default();
             return Err(Failure {
                 exit: crate::EXIT_UNREACHABLE,
                 json_printed: false,
                 code: "unreachable".into(),
                 message: format!(
-                    "telemetryd was started but does not answer on {} after {}; its log is {}",
+                    "telemetryd was started but does not answer on {} after {}{said} (its log is {})",
                     socket.display(),
                     humantime::format_duration(args.timeout),
-                    telemetry_client::state_dir()
-                        .join(autostart::LOG_FILE)
-                        .display()
+                    log.display()
                 ),
             });
         }

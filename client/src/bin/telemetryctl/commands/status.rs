@@ -54,7 +54,22 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         ),
         _ => outln!("uploaded:     nothing since start"),
     }
+    // With several destinations the flat error is one of theirs: say
+    // which products it holds back, or one vendor's user reads another's
+    // failure as theirs.
+    let failing: Vec<&str> = s
+        .destinations
+        .iter()
+        .filter(|d| d.last_error.is_some())
+        .flat_map(|d| d.products.iter().map(String::as_str))
+        .collect();
     match &s.last_error {
+        Some(_) if s.destinations.len() > 1 && !failing.is_empty() => {
+            outln!(
+                "last error:   at the destination of {} (below); the others are not held back",
+                failing.join(", ")
+            );
+        }
         Some(e) => {
             outln!("last error:   {e}");
             let next = s.next_attempt_us.map(when).unwrap_or_else(|| "-".into());
