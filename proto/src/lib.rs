@@ -551,6 +551,11 @@ pub struct ProductConsent {
     /// are kept on this machine, as in `local`, until the user decides again.
     #[serde(default)]
     pub new_events: Vec<String>,
+    /// What the usable manifest has that this daemon ignores or that its
+    /// events cannot meet (an unknown key, a `max_len` over the protocol's
+    /// limit, `[event.x]` for `[events.x]`): for its vendor.
+    #[serde(default)]
+    pub manifest_warnings: Vec<String>,
 }
 record!(ProductConsent);
 
@@ -566,6 +571,7 @@ impl ProductConsent {
             version: 0,
             consented_version: 0,
             new_events: Vec::new(),
+            manifest_warnings: Vec::new(),
         }
     }
 }

@@ -194,6 +194,9 @@ type ProductConsent struct {
 	ConsentedVersion uint32 `json:"consented_version"`
 	// NewEvents are events added since the consented version.
 	NewEvents []string `json:"new_events"`
+	// ManifestWarnings are what the usable manifest has that the daemon
+	// ignores or that its events cannot meet: for its vendor.
+	ManifestWarnings []string `json:"manifest_warnings"`
 }
 
 // ConsentReport is the daemon's reply to a consent change.

@@ -108,6 +108,51 @@ fn a_malformed_manifest_disables_only_its_product() {
     );
 }
 
+/// A manifest that loads with warnings (a key this daemon ignores, a
+/// section written `[event.x]`) says so in `status` and `doctor`, for its
+/// vendor, instead of "every manifest loads"; its events are taken.
+#[test]
+fn a_manifests_warnings_are_shown_in_status_and_doctor() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::write(
+        env.root().join("consent"),
+        "cfdev on
+warned on
+",
+    )
+    .unwrap();
+    write(
+        &user_dir(&env),
+        "warned.toml",
+        "product = \"warned\"\n[consent]\nfoo = 1\n[events.ran]\n[event.typo]\n",
+    );
+    let _daemon = env.start();
+    let out = emit(&env, "warned", "ran");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let warned = product(&status(&env), "warned").expect("in status");
+    assert!(
+        warned
+            .manifest_warnings
+            .iter()
+            .any(|w| w.contains("consent.foo"))
+            && warned
+                .manifest_warnings
+                .iter()
+                .any(|w| w.contains("events.")),
+        "{warned:?}"
+    );
+    let human = text(&ctl(&env, &["status"]));
+    assert!(
+        human.contains("warning: ") && human.contains("consent.foo"),
+        "{human}"
+    );
+    let doctor = text(&env.run("telemetryctl", &["doctor"]));
+    assert!(
+        doctor.contains("WARN manifest warned") && !doctor.contains("every manifest loads"),
+        "{doctor}"
+    );
+}
+
 #[test]
 fn a_manifest_added_or_fixed_while_the_daemon_runs_is_used_without_a_restart() {
     let env = DaemonEnv::new(Destination::Outbox);

@@ -138,6 +138,13 @@ pub async fn product_consent(ctx: &Ctx, product: String) -> ProductConsent {
         Lookup::Ready(m) => {
             pc.manifest = m.source_name.clone();
             pc.version = m.version;
+            // A vendor's words (a key it wrote), shown to the user: on one
+            // line, escapes written out.
+            pc.manifest_warnings = m
+                .warnings
+                .iter()
+                .map(|w| telemetry_sink::untrusted(w, telemetry_sink::MAX_UNTRUSTED_CHARS))
+                .collect();
             // With `local` everything stays here anyway; new events matter
             // only for what `on` uploads.
             if ctx.consent.user_decision(&pc.product).0 == Mode::On {

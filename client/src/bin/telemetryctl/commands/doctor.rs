@@ -297,7 +297,7 @@ fn consent_checks(s: &StatusReport, checks: &mut Vec<Check>) {
 /// all can.
 fn manifest_checks(s: &StatusReport, checks: &mut Vec<Check>) {
     let mut good = Vec::new();
-    let mut broken = 0;
+    let (mut broken, mut warned) = (0, 0);
     for p in &s.consent {
         match &p.manifest_error {
             Some(error) => {
@@ -316,11 +316,28 @@ fn manifest_checks(s: &StatusReport, checks: &mut Vec<Check>) {
                     ),
                 ));
             }
-            None if !p.manifest.is_empty() => good.push(p.product.as_str()),
+            None if !p.manifest.is_empty() => {
+                good.push(p.product.as_str());
+                if !p.manifest_warnings.is_empty() {
+                    warned += 1;
+                    checks.push(Check::warn(
+                        format!("manifest {}", p.product),
+                        format!(
+                            "{} loads, with warnings: {}",
+                            p.manifest,
+                            p.manifest_warnings.join("; ")
+                        ),
+                        format!(
+                            "for {}'s vendor: fix the manifest (an older or newer telemetryd may read it otherwise); its events are taken meanwhile",
+                            p.product
+                        ),
+                    ));
+                }
+            }
             None => {}
         }
     }
-    if broken == 0 {
+    if broken == 0 && warned == 0 {
         checks.push(Check::pass(
             "manifests",
             if good.is_empty() {

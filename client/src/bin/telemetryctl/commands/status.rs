@@ -225,12 +225,17 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     for c in &s.consent {
         match &c.manifest_error {
             Some(e) => outln!("manifest:     {} DISABLED: {e}", c.product),
-            None if !c.manifest.is_empty() => outln!(
-                "manifest:     {} version {}: {}",
-                c.product,
-                c.version,
-                c.manifest
-            ),
+            None if !c.manifest.is_empty() => {
+                outln!(
+                    "manifest:     {} version {}: {}",
+                    c.product,
+                    c.version,
+                    c.manifest
+                );
+                for w in &c.manifest_warnings {
+                    outln!("              warning: {w}");
+                }
+            }
             None => {}
         }
     }
