@@ -46,7 +46,8 @@
 -- string's max_len is checked in characters here, in bytes there. Lines
 -- telemetry-report refuses as damaged (an id not in canonical form, a
 -- machine over 256 bytes, an event, build or os over 64 or outside a
--- daemon's charset, a dropped count over 2^40)
+-- daemon's charset, a dropped count over 2^40, a product that is not its
+-- partition's or none)
 -- stop it, or with --skip-damaged leave their object out, while this SQL
 -- counts them: compare only runs over data that telemetry-report read whole.
 -- And with a catalogue telemetry-report names in by_event only the events

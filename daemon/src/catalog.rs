@@ -106,15 +106,29 @@ const BLOCKED: &str = "not used: the manifest directory ";
 /// so fixing (or loosening) them must count as a change, as an edit does.
 type Stamp = (telemetry_platform::fs::Stamp, i64, i64);
 
+#[cfg(unix)]
 fn stamp(path: &Path) -> Stamp {
-    #[cfg(unix)]
-    let changed = std::fs::metadata(path).map_or((0, 0), |m| {
-        use std::os::unix::fs::MetadataExt;
-        (m.ctime(), m.ctime_nsec())
-    });
-    #[cfg(not(unix))]
-    let changed = (0, 0);
-    (telemetry_platform::fs::stamp(path), changed.0, changed.1)
+    use std::os::unix::fs::MetadataExt;
+    // One `stat` for both (this runs under the catalogue's lock).
+    match std::fs::metadata(path) {
+        Ok(m) => (
+            Some((
+                m.ino(),
+                m.len(),
+                m.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH),
+            )),
+            m.ctime(),
+            m.ctime_nsec(),
+        ),
+        Err(_) => (None, 0, 0),
+    }
+}
+
+/// Windows has no inode change time: an ACL fixed there counts once the
+/// file is touched.
+#[cfg(not(unix))]
+fn stamp(path: &Path) -> Stamp {
+    (telemetry_platform::fs::stamp(path), 0, 0)
 }
 
 /// The stamps of every directory on the path and every `*.toml` in them:

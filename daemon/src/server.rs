@@ -332,7 +332,15 @@ pub async fn run(
     listener: impl Into<Listener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let lock = StateLock::acquire(&config.state_dir)?;
+    // Off the runtime's threads: a held lock is tried again for a moment.
+    let dir = config.state_dir.clone();
+    let lock = tokio::task::spawn_blocking(move || StateLock::acquire(&dir))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .map_err(|e| crate::store::StoreError::Io {
+            path: config.state_dir.clone(),
+            source: std::sync::Arc::new(e),
+        })??;
     run_locked(lock, config, listener.into(), shutdown).await
 }
 
@@ -436,12 +444,14 @@ pub async fn run_locked(
         config.net.clone(),
     );
     let retired = store.retired().await?;
+    let refused = store.refused().await?;
     let notifier = Arc::new(Notifier::new(config.notify_socket.as_deref()));
     let (upload_stop, upload_stop_rx) = watch::channel(false);
     let (uploader, upload_task) = uploader::spawn(
         store.clone(),
         registry,
         retired,
+        refused,
         retired_set,
         UploaderOptions {
             upload_interval: config.upload_interval,
@@ -491,7 +501,7 @@ pub async fn run_locked(
     });
     // Apply consent changes made while the daemon was not running, then
     // take in what shims spooled meanwhile.
-    crate::cmd::consent::reconcile_changed(&ctx).await;
+    crate::cmd::consent::reconcile_changed(&ctx, crate::cmd::consent::Wait::Yes).await;
 
     ctx.spool.due();
     crate::spool::ingest(&ctx).await;

@@ -10,9 +10,12 @@ if command -v systemd-sysusers >/dev/null 2>&1; then
 elif command -v groupadd >/dev/null 2>&1; then
     # No systemd here (a container, another init): the same group, made
     # as sysusers.d/telemetry.conf describes it (--force: kept if there).
-    groupadd ${DPKG_ROOT:+--root "$DPKG_ROOT"} --force --system telemetry
+    # A failure here must not leave the package half-configured.
+    groupadd ${DPKG_ROOT:+--root "$DPKG_ROOT"} --force --system telemetry \
+        || echo "telemetryd: could not create the group 'telemetry' (groupadd failed); create it to let its members use the machine-wide socket" >&2
 elif command -v addgroup >/dev/null 2>&1 && [ -z "$DPKG_ROOT" ]; then
-    getent group telemetry >/dev/null || addgroup -S telemetry
+    getent group telemetry >/dev/null || addgroup -S telemetry \
+        || echo "telemetryd: could not create the group 'telemetry' (addgroup failed); create it to let its members use the machine-wide socket" >&2
 else
     echo "telemetryd: cannot create the group 'telemetry' (no systemd-sysusers, groupadd or addgroup); create it to let its members use the machine-wide socket" >&2
 fi

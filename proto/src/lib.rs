@@ -191,7 +191,11 @@
 //!    A request in a version it does not read is answered with
 //!    [`ErrorCode::UnsupportedVersion`] in the version nearest the
 //!    peer's, which a newer client still reads, so it can say the daemon
-//!    is older rather than fail to decode.
+//!    is older rather than fail to decode. Today every version read has
+//!    one layout, so answering in another is writing its number: a bump
+//!    that changes the layout must bring an encoder and a decoder for each
+//!    older version still read (a compile-time check below stops a bump
+//!    that does not).
 //!
 //! `proto/tests/compat.rs` checks rules 1 and 3 with an older and a newer
 //! peer decoding each other, in postcard and JSON, and a status reply
@@ -271,7 +275,7 @@ pub use json::{
     MAX_LINE_LEN,
 };
 pub use validate::{
-    truncated, validate_build, validate_event, validate_name, Limits, ValidationError,
+    printable, truncated, validate_build, validate_event, validate_name, Limits, ValidationError,
 };
 
 use serde::{Deserialize, Serialize};
@@ -288,6 +292,14 @@ pub const PROTOCOL_VERSION: u16 = if cfg!(feature = "future-version") {
 /// The oldest protocol version still read, and answered in kind (rule 4
 /// of [Evolution](#evolution)).
 pub const OLDEST_PROTOCOL_VERSION: u16 = 2;
+
+// Answering in an older version writes today's types under its number
+// (`encode_body_as`): right only while the versions read share a layout.
+// The test build that plays a newer release changes the number alone.
+const _: () = assert!(
+    OLDEST_PROTOCOL_VERSION == PROTOCOL_VERSION || cfg!(feature = "future-version"),
+    "a new PROTOCOL_VERSION needs an encoder and a decoder per older version still read (rule 4), or OLDEST_PROTOCOL_VERSION raised to it"
+);
 
 /// The version to answer a peer that wrote `got` in: `got` itself if this
 /// side reads it, else the nearest one this side speaks.
@@ -835,9 +847,9 @@ pub struct DestinationStatus {
     /// (`already_there` of them were there already).
     #[serde(default)]
     pub uploads: u64,
-    /// Events of batches this destination refused for good since start
-    /// (every build in them retired by the vendor, or their day past its
-    /// window): dropped here, and not counted as the store's drops.
+    /// Events of batches this destination refused for good (every build in
+    /// them retired by the vendor, or their day past its window), kept
+    /// across restarts: dropped here, and not counted as the store's drops.
     #[serde(default)]
     pub refused_events: u64,
     /// Why the latest such batch was refused (the destination's words,

@@ -118,6 +118,29 @@ pub fn truncated(s: &str) -> String {
     s[..end].to_string()
 }
 
+/// `text` made safe to print in a terminal or a log line, at most `max`
+/// characters (then `…`): every control character (an escape sequence
+/// could clear a screen and print a made-up status line) and Unicode's
+/// bidirectional controls (not control characters to Rust, they still
+/// reorder what a terminal shows after them: "Trojan Source",
+/// CVE-2021-42574) written as its escape.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == max {
+            out.push('…');
+            break;
+        }
+        let bidi = matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Check a name (event, product, data key) against the protocol's charset.
 pub fn validate_name(
     field: &'static str,

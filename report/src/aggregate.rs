@@ -121,7 +121,8 @@ pub fn partition_of(key: &str) -> Option<&str> {
 #[derive(Deserialize)]
 struct Line {
     id: String,
-    /// Written by every daemon; checked against the object's partition.
+    /// Written by every daemon (a line without one is damaged); checked
+    /// against the object's partition.
     #[serde(default)]
     product: Option<String>,
     event: String,
@@ -140,7 +141,10 @@ fn parse_line(line: &[u8], partition: Option<&str>) -> Result<(Line, u128, Day),
     // A daemon files each line under its own product: another product's
     // line in this partition was made by hand (a granted client chooses
     // the body it uploads), and must not be counted as this product's.
-    if let (Some(want), Some(got)) = (partition, &l.product) {
+    let Some(got) = &l.product else {
+        return Err("no product (every daemon writes one)".into());
+    };
+    if let Some(want) = partition {
         if got != want {
             return Err(format!(
                 "product {:?} in product={want}'s partition (no daemon files a line there)",
@@ -402,9 +406,9 @@ mod tests {
         );
     }
 
-    /// A line of another product in a product's partition was made by hand
-    /// (a granted client chooses its body): damaged, never counted as this
-    /// product's; a line with no product field is read as before.
+    /// A line of another product in a product's partition, or of none, was
+    /// made by hand (a granted client chooses its body): damaged, never
+    /// counted as this product's.
     #[test]
     fn a_line_of_another_product_in_a_partition_is_damaged() {
         let ours = line(1, "stop", "2026-10-01", "m1");
@@ -429,7 +433,8 @@ mod tests {
             .unwrap()
             .replace("\"product\":\"p\",", "");
         assert!(!bare.contains("product"), "{bare}");
-        assert_eq!(check_line(bare.as_bytes(), Some("other")), Ok(0));
+        let e = check_line(bare.as_bytes(), Some("p")).unwrap_err();
+        assert!(e.contains("no product"), "{e}");
     }
 
     /// Only names a daemon can write are read: markup or a sentence as an

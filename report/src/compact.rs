@@ -310,6 +310,10 @@ pub async fn compact_day(
         })
     };
     let mut parts = PartWriter::new(work, part_bytes);
+    // Left out of `_sources` too: the day is then never "unchanged" while
+    // it holds them, and each later run names them again (a report over
+    // the mirror must not lack them silently).
+    let mut skipped_keys = std::collections::HashSet::new();
     let mut opened = futures::stream::iter(&objects)
         .map(|obj| async move { (obj, source.open(obj).await) })
         .buffered(PREFETCH);
@@ -333,6 +337,7 @@ pub async fn compact_day(
                 }
                 Err(e @ (SourceError::Corrupt { .. } | SourceError::Line { .. })) => {
                     outcome.skipped.push(e.without_remedy());
+                    skipped_keys.insert(obj.key.clone());
                 }
                 Err(e) => return Err(CompactError::Read(e)),
             }
@@ -367,7 +372,12 @@ pub async fn compact_day(
         outcome.bytes_out += bytes;
     }
     let sources = work.join(SOURCES);
-    std::fs::write(&sources, sources_text(run, &objects)).map_err(work_err)?;
+    let copied: Vec<_> = objects
+        .iter()
+        .filter(|o| !skipped_keys.contains(&o.key))
+        .cloned()
+        .collect();
+    std::fs::write(&sources, sources_text(run, &copied)).map_err(work_err)?;
     into.put_file(&sources_key, &sources)
         .await
         .map_err(CompactError::Write)?;
@@ -435,7 +445,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(first as u64);
         for id in first..first + n {
             body += &format!(
-                r#"{{"id":"{}","event":"e","build":"1","timestamp":"2026-11-03T00:00:00Z","machine":"{:016x}","os":"linux","data":{{}}}}"#,
+                r#"{{"id":"{}","event":"e","product":"p","build":"1","timestamp":"2026-11-03T00:00:00Z","machine":"{:016x}","os":"linux","data":{{}}}}"#,
                 uuid::Uuid::from_u128(id),
                 rng.u64(..)
             );
@@ -627,6 +637,18 @@ mod tests {
             mirror(&into).1,
             (1..=30).chain(100..120).collect::<Vec<_>>()
         );
+        // Not "unchanged" at the next run: the damaged object is named again.
+        let again = rt
+            .block_on(compact_day(
+                &src,
+                &dst,
+                "p",
+                day,
+                run_of(&work, "r3", Damaged::Skip),
+            ))
+            .unwrap()
+            .unwrap();
+        assert!(!again.unchanged && again.skipped.len() == 1, "{again:?}");
     }
 
     #[test]

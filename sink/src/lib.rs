@@ -79,25 +79,7 @@ pub fn one_line(text: &str) -> String {
 /// Source", CVE-2021-42574). One daemon serves several vendors: none may
 /// write into what the user reads of another.
 pub fn untrusted(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (n, c) in one_line(text).chars().enumerate() {
-        if n == max {
-            out.push('…');
-            break;
-        }
-        if c.is_control() || is_bidi_control(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The marks, embeddings, overrides and isolates of Unicode's
-/// bidirectional algorithm (UAX #9).
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    telemetry_proto::printable(&one_line(text), max)
 }
 
 /// Longest a remote party's message is shown.

@@ -571,7 +571,7 @@ fn json_outputs_are_the_serde_form_of_the_protocols_types_with_one_spelling() {
         serde_json::to_value(&report.consent).unwrap(),
         serde_json::json!({"product": "cfdev", "mode": "local", "layer": "user_file",
             "manifest": "built-in cfdev.toml", "manifest_error": null, "version": 1,
-            "consented_version": 1, "new_events": []})
+            "consented_version": 1, "new_events": [], "manifest_warnings": []})
     );
     // Turned off with the daemon down: the same shape, made from the files.
     drop(daemon);

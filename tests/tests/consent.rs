@@ -1046,7 +1046,7 @@ fn the_prompt_says_what_it_did_and_json_has_a_field_for_it() {
         v["consent"],
         serde_json::json!({"product": "cfdev", "mode": "off", "layer": "default",
             "manifest": "", "manifest_error": null, "version": 0,
-            "consented_version": 0, "new_events": []})
+            "consented_version": 0, "new_events": [], "manifest_warnings": []})
     );
     assert!(!consent.exists(), "nothing recorded");
 

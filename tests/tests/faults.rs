@@ -243,7 +243,7 @@ fn a_bucket_that_does_not_exist_is_reported_loudly_retried_slowly_and_never_drop
     );
     assert_eq!(st.pending_events, 4, "never dropped");
     assert!(
-        daemon.log().contains("ERROR") && daemon.log().contains("permanently"),
+        daemon.log().contains("ERROR") && daemon.log().contains("until the configuration is fixed"),
         "{}",
         daemon.log()
     );

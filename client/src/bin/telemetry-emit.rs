@@ -588,7 +588,12 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
                     .join(telemetry_client::autostart::LOG_FILE)
                     .display()
             ),
-            Ok(Started::Recently) => "; telemetryd was started moments ago".into(),
+            Ok(Started::Recently) => format!(
+                "; telemetryd was started moments ago (if it does not come up, its log is {})",
+                telemetry_client::state_dir()
+                    .join(telemetry_client::autostart::LOG_FILE)
+                    .display()
+            ),
             Ok(Started::Disabled) => String::new(),
             Ok(Started::NotFound) => {
                 "; no telemetryd found to start (beside this shim or on PATH; set TELEMETRY_DAEMON)"

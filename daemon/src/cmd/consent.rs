@@ -186,17 +186,29 @@ pub async fn reconcile(
     reconcile_in(ctx, &ctx.consent.view(), product, build).await
 }
 
+/// When [`reconcile_changed`] may wait for the locks a change takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Wait (at start, and for `flush`, which waits for uploads anyway).
+    Yes,
+    /// Only if no upload or other change holds them now; else the change
+    /// is left to the next request that looks (`status`, `show`,
+    /// `doctor`, which must answer within their clients' seconds while an
+    /// upload to a slow destination may take a minute).
+    IfFree,
+}
+
 /// Apply every product's changed decision: at start (made while no daemon
-/// ran), and before a `status`, `show` or `flush` (made while this daemon
-/// was not told: the file edited by hand, an older `telemetryctl` it
-/// could not read). Otherwise an `off` purged and sent its
-/// `telemetry_off` only at that product's next event, which its shims,
+/// ran), and before a `status`, `doctor`, `show` or `flush` (made while
+/// this daemon was not told: the file edited by hand, an older
+/// `telemetryctl` it could not read). Otherwise an `off` purged and sent
+/// its `telemetry_off` only at that product's next event, which its shims,
 /// checking the file first, never send. Cheap when nothing changed: one
 /// look at the files and a comparison per product.
-pub async fn reconcile_changed(ctx: &Ctx) {
+pub async fn reconcile_changed(ctx: &Ctx, wait: Wait) {
     let view = ctx.consent.view();
     for product in ctx.products_with_consent_state() {
-        match reconcile_in(ctx, &view, &product, "unknown").await {
+        match reconcile_waiting(ctx, &view, &product, "unknown", wait).await {
             Ok(out) if out.final_event => ctx.uploader.nudge(),
             Ok(_) => {}
             Err(e) => tracing::error!(product, error = %e, "cannot apply consent change"),
@@ -210,6 +222,17 @@ pub async fn reconcile_in(
     view: &ConsentView,
     product: &str,
     build: &str,
+) -> Result<ConsentOutcome, StoreError> {
+    reconcile_waiting(ctx, view, product, build, Wait::Yes).await
+}
+
+/// [`reconcile_in`], waiting for its locks or not.
+async fn reconcile_waiting(
+    ctx: &Ctx,
+    view: &ConsentView,
+    product: &str,
+    build: &str,
+    wait: Wait,
 ) -> Result<ConsentOutcome, StoreError> {
     let current = || {
         let (mode, off_marker) = view.user_decision(product);
@@ -225,8 +248,19 @@ pub async fn reconcile_in(
     if known(ctx) == Some(current()) {
         return Ok(ConsentOutcome::default());
     }
-    let _serial = ctx.reconcile_lock.lock().await;
-    let _no_upload = ctx.uploader.upload_lock.lock().await;
+    let (_serial, _no_upload) = match wait {
+        Wait::Yes => (
+            ctx.reconcile_lock.lock().await,
+            ctx.uploader.upload_lock.lock().await,
+        ),
+        Wait::IfFree => match (
+            ctx.reconcile_lock.try_lock(),
+            ctx.uploader.upload_lock.try_lock(),
+        ) {
+            (Ok(serial), Ok(no_upload)) => (serial, no_upload),
+            _ => return Ok(ConsentOutcome::default()),
+        },
+    };
     // Read the file again under the lock, not the view: the wait may have
     // been long (an upload), and the user may have decided again meanwhile
     // (another reconcile may also have applied it already).

@@ -7,7 +7,7 @@ use telemetry_proto::{ErrorCode, Response};
 
 /// Handle `Flush`: waits for the upload and reports the keys written.
 pub async fn handle(ctx: &Ctx) -> Response {
-    crate::cmd::consent::reconcile_changed(ctx).await;
+    crate::cmd::consent::reconcile_changed(ctx, crate::cmd::consent::Wait::Yes).await;
     match ctx.uploader.flush().await {
         Ok(report) => Response::Flushed(report),
         Err(e) => {

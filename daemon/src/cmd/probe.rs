@@ -1,5 +1,7 @@
 //! `Probe`: check every destination the daemon uploads to, writing
-//! nothing (for `telemetryctl doctor`).
+//! nothing to them (for `telemetryctl doctor`). Like `status`, it first
+//! applies a consent change the daemon was not told about, when no upload
+//! holds the store ([`crate::cmd::consent::reconcile_changed`]).
 //!
 //! This handler only orchestrates: which destinations there are (the
 //! daemon's own first, then each one a manifest names or a waiting batch

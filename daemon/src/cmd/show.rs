@@ -8,7 +8,7 @@ pub async fn handle(ctx: &Ctx, product: Option<String>, after_seq: i64) -> Respo
     if after_seq == 0 {
         // Its first page shows what the files decide now (later pages
         // continue that one).
-        crate::cmd::consent::reconcile_changed(ctx).await;
+        crate::cmd::consent::reconcile_changed(ctx, crate::cmd::consent::Wait::IfFree).await;
     }
     match ctx.store.show(product, after_seq).await {
         Ok(page) => Response::Events(page),

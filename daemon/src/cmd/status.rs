@@ -57,6 +57,8 @@ fn destinations(ctx: &Ctx, stats: &Stats, up: &UploadState) -> Vec<DestinationSt
         .map(|(dest, products)| {
             let (destination, auth) = ctx.uploader.registry.describe(&dest);
             let d = up.destinations.get(&dest).cloned().unwrap_or_default();
+            let label = ctx.uploader.registry.receipt_label(&dest);
+            let refused = up.refused.iter().find(|r| r.destination == label);
             DestinationStatus {
                 retired: up
                     .retired
@@ -80,8 +82,8 @@ fn destinations(ctx: &Ctx, stats: &Stats, up: &UploadState) -> Vec<DestinationSt
                 next_attempt_us: d.next_attempt_us,
                 consecutive_failures: d.consecutive_failures,
                 uploads: d.uploads,
-                refused_events: d.refused_events,
-                refused_why: d.refused_why,
+                refused_events: refused.map_or(0, |r| r.events),
+                refused_why: refused.map(|r| r.why.clone()),
             }
         })
         .collect()
@@ -90,7 +92,7 @@ fn destinations(ctx: &Ctx, stats: &Stats, up: &UploadState) -> Vec<DestinationSt
 /// The store's counters and the uploader's progress, as of now (shared
 /// with `probe`); the error is the reply to send.
 pub(crate) async fn snapshot(ctx: &Ctx) -> Result<(Stats, UploadState), Response> {
-    crate::cmd::consent::reconcile_changed(ctx).await;
+    crate::cmd::consent::reconcile_changed(ctx, crate::cmd::consent::Wait::IfFree).await;
     let stats = ctx.store.stats().await.map_err(|e| Response::Error {
         code: ErrorCode::Storage,
         message: e.to_string(),

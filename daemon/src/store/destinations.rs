@@ -1,5 +1,6 @@
 //! Per-destination work the uploader needs: retiring a product its vendor
-//! switched off (HTTP 410), and the record of retired products.
+//! switched off (HTTP 410), and the record of retired products; dropping a
+//! batch its destination refuses for good, and the record of those.
 //!
 //! Retiring drops the product's events that were waiting to be uploaded,
 //! sealed or not, in one transaction; events kept `local` stay (they were
@@ -22,6 +23,18 @@ pub struct RetiredProduct {
     pub dropped: u64,
     /// When it was first retired (µs).
     pub since_us: i64,
+}
+
+/// What one destination refused for good since the store began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedAt {
+    /// The destination's receipt label (as `status` names it; never a
+    /// path).
+    pub destination: String,
+    /// Events of the batches it refused.
+    pub events: u64,
+    /// Why the latest was refused (the destination's words, made safe).
+    pub why: String,
 }
 
 impl Inner {
@@ -64,13 +77,19 @@ impl Inner {
     }
 
     /// Drop sealed batch `id`, which its destination refuses for good (see
-    /// `Store::reject`): its events are deleted and counted as dropped, with
-    /// any drop count the batch carried (its `telemetry_dropped` line), so
-    /// the product's next batch tells the maintainers. A final batch (a
-    /// `telemetry_off`, or a forget's marker under the old ID) is dropped
-    /// without a count: nothing follows it under that ID. Returns the
-    /// events dropped (0 if the batch is gone already).
-    pub(super) fn reject(&mut self, id: i64) -> Result<u64, StoreError> {
+    /// `Store::reject`): its events are deleted. They are the destination's
+    /// refusal, not a full store's drops; only a full store's count the
+    /// batch carried (its `telemetry_dropped` line) is counted again, so
+    /// the product's next batch still reports it. A final batch (a
+    /// `telemetry_off`, or a forget's marker under the old ID) gives back
+    /// nothing: nothing follows it under that ID. Returns the events
+    /// dropped (0 if the batch is gone already).
+    pub(super) fn reject(
+        &mut self,
+        id: i64,
+        destination: &str,
+        why: &str,
+    ) -> Result<u64, StoreError> {
         self.handed_out.retain(|_, b| *b != id);
         let tx = self.conn.transaction().map_err(sql("reject"))?;
         type Row = (String, i64, i64, i64, bool, Vec<u8>);
@@ -101,9 +120,34 @@ impl Inner {
             super::bound::add_dropped(&tx, &product, carried, now_us(&self.opts.clock))
                 .map_err(sql("reject"))?;
         }
+        tx.execute(
+            "INSERT INTO refused (destination, events, why, since_us) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (destination) DO UPDATE
+             SET events = events + excluded.events, why = excluded.why",
+            params![destination, events, why, now_us(&self.opts.clock)],
+        )
+        .map_err(sql("reject"))?;
         tx.commit().map_err(sql("reject"))?;
         self.load_counters()?;
         Ok(events as u64)
+    }
+
+    pub(super) fn refused(&self) -> Result<Vec<RefusedAt>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT destination, events, why FROM refused ORDER BY destination")
+            .map_err(sql("reading refused batches"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RefusedAt {
+                    destination: r.get(0)?,
+                    events: r.get::<_, i64>(1)? as u64,
+                    why: r.get(2)?,
+                })
+            })
+            .map_err(sql("reading refused batches"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("reading refused batches"))
     }
 
     pub(super) fn retired(&self) -> Result<Vec<RetiredProduct>, StoreError> {

@@ -64,7 +64,7 @@ mod transparency;
 
 use crate::uploader::destination::DestId;
 pub use consent::{Announce, ConsentOutcome, ConsentedSet, Decision};
-pub use destinations::RetiredProduct;
+pub use destinations::{RefusedAt, RetiredProduct};
 use doorbell::Doorbell;
 pub use forget::Forgotten;
 pub use lock::StateLock;
@@ -84,6 +84,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_key_counters.sql"),
     include_str!("migrations/0011_consented_fields.sql"),
     include_str!("migrations/0012_receipt_outbox_label.sql"),
+    include_str!("migrations/0013_refused.sql"),
 ];
 
 /// Whether the `events` row in scope is sealed into a final batch.
@@ -727,11 +728,21 @@ impl Store {
     }
 
     /// Drop sealed batch `id` because its destination refuses it for good
-    /// (too old for the broker's day window): the batch, not
-    /// the destination, is at fault, and retrying it would hold back every
-    /// batch behind it. Its events are counted as dropped.
-    pub async fn reject(&self, id: i64) -> Result<u64, StoreError> {
-        self.run_on(move |inner| inner.reject(id)).await
+    /// (a retired build, too old for the broker's day window): the batch,
+    /// not the destination, is at fault, and retrying it would hold back
+    /// every batch behind it. Its events are not counted as a full store's
+    /// drops: they are added to `destination`'s refused count (its receipt
+    /// label), with `why`, which `status` shows.
+    pub async fn reject(&self, id: i64, destination: &str, why: &str) -> Result<u64, StoreError> {
+        let (destination, why) = (destination.to_string(), why.to_string());
+        self.run_on(move |inner| inner.reject(id, &destination, &why))
+            .await
+    }
+
+    /// What each destination refused for good, as [`Store::reject`]
+    /// recorded it.
+    pub async fn refused(&self) -> Result<Vec<RefusedAt>, StoreError> {
+        self.run_on(|inner| inner.refused()).await
     }
 
     /// Products retired so far.

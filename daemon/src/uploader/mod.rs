@@ -29,7 +29,7 @@
 //! product's later batches go on.
 
 use crate::config::{now_us, Clock};
-use crate::store::{NewReceipt, Passed, RetiredProduct, Stats, Store, StoreError};
+use crate::store::{NewReceipt, Passed, RefusedAt, RetiredProduct, Stats, Store, StoreError};
 use destination::{DestId, Registry};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -62,10 +62,6 @@ pub struct DestinationState {
     pub next_attempt_us: Option<i64>,
     /// Failures since the last success.
     pub consecutive_failures: u32,
-    /// Events of batches refused for good since start.
-    pub refused_events: u64,
-    /// Why the latest of those batches was refused.
-    pub refused_why: Option<String>,
     /// No automatic attempt before this (monotonic twin of
     /// `next_attempt_us`).
     retry_at: Option<Instant>,
@@ -91,6 +87,9 @@ pub struct UploadState {
     pub destinations: BTreeMap<DestId, DestinationState>,
     /// Products their vendor retired.
     pub retired: Vec<RetiredProduct>,
+    /// What each destination refused for good (by receipt label), as the
+    /// store keeps it.
+    pub refused: Vec<RefusedAt>,
 }
 
 impl UploadState {
@@ -173,6 +172,13 @@ impl UploadLock {
     /// Wait until no batch is on its way out, and keep it so.
     pub async fn lock(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
         self.0.write().await
+    }
+
+    /// [`UploadLock::lock`] if no batch is on its way out now.
+    pub fn try_lock(
+        &self,
+    ) -> Result<tokio::sync::RwLockWriteGuard<'_, ()>, tokio::sync::TryLockError> {
+        self.0.try_write()
     }
 
     async fn shared(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
@@ -319,6 +325,7 @@ pub fn spawn(
     store: Store,
     registry: Registry,
     retired: Vec<RetiredProduct>,
+    refused: Vec<RefusedAt>,
     retired_set: RetiredSet,
     opts: UploaderOptions,
     shutdown: watch::Receiver<bool>,
@@ -331,6 +338,7 @@ pub fn spawn(
         .extend(retired.iter().map(|r| r.product.clone()));
     let state = Arc::new(Mutex::new(UploadState {
         retired,
+        refused,
         ..UploadState::default()
     }));
     let upload_lock = Arc::new(UploadLock::default());
@@ -669,17 +677,18 @@ impl Worker {
                     continue;
                 }
                 Err(e) if refused_for_good(&e, &batch.key, now_us(&self.opts.clock)) => {
-                    let dropped = self.store.reject(batch.id).await?;
-                    tracing::warn!(key = %batch.key, dropped, error = %e, "the destination refuses this batch for good; its events are dropped and counted, and the batches behind it go on");
-                    // Shown as the destination's refusal, not as drops of
-                    // a full store (which the next upload reports).
-                    let mut st = self.state();
-                    let d = st.destinations.entry(dest.clone()).or_default();
-                    d.refused_events += dropped;
-                    d.refused_why = Some(telemetry_sink::untrusted(
+                    // Counted as the destination's refusal, kept across
+                    // restarts, not as a full store's drops (which the next
+                    // upload reports to the vendor).
+                    let why = telemetry_sink::untrusted(
                         &e.to_string(),
                         telemetry_sink::MAX_UNTRUSTED_CHARS,
-                    ));
+                    );
+                    let label = self.registry.receipt_label(dest);
+                    let dropped = self.store.reject(batch.id, &label, &why).await?;
+                    tracing::warn!(key = %batch.key, dropped, error = %e, "the destination refuses this batch for good; its events are dropped (shown in status under this destination), and the batches behind it go on");
+                    let refused = self.store.refused().await?;
+                    self.state().refused = refused;
                     continue;
                 }
                 Err(e) if refusal_scope(&e).is_some() => {

@@ -175,8 +175,16 @@ fn back_to_v9(conn: &Connection) {
         .unwrap();
 }
 
-/// Undo migration 0011: consented sets by name only.
+/// Undo migration 0013: no record of refused batches.
+fn back_to_v12(conn: &Connection) {
+    conn.execute_batch("DROP TABLE refused; PRAGMA user_version = 12;")
+        .unwrap();
+}
+
+/// Undo migrations 0013 to 0011: consented sets by name only (0012 only
+/// renamed receipts' outbox label).
 fn back_to_v10(conn: &Connection) {
+    back_to_v12(conn);
     conn.execute_batch(
         "ALTER TABLE consented_events DROP COLUMN fields; PRAGMA user_version = 10;",
     )
@@ -339,6 +347,7 @@ fn a_v11_databases_receipts_name_the_outbox_without_its_path() {
     thread.join();
     let path = f.dir.path().join(DB_FILE);
     let conn = Connection::open(&path).unwrap();
+    back_to_v12(&conn);
     conn.execute_batch(
         "PRAGMA user_version = 11;
          INSERT INTO receipts (product, destination, key, sha256, bytes, events, uploaded_us, already_there)

@@ -270,14 +270,25 @@ fn a_rejected_batch_is_dropped_alone_and_the_next_one_is_up() {
             .unwrap();
         assert_eq!(store.seal(true).await.unwrap(), 2);
         let first = store.next_sealed().await.unwrap().unwrap();
-        assert_eq!(store.reject(first.id).await.unwrap(), 2);
-        assert_eq!(store.reject(first.id).await.unwrap(), 0, "gone already");
+        assert_eq!(store.reject(first.id, "b", "gone").await.unwrap(), 2);
+        assert_eq!(
+            store.reject(first.id, "b", "gone").await.unwrap(),
+            0,
+            "gone already"
+        );
         let s = store.stats().await.unwrap();
         assert_eq!((s.pending_events, s.sealed_batches), (2, 1));
         assert!(
             s.dropped.is_empty(),
             "not a full store's drops: {:?}",
             s.dropped
+        );
+        // The destination's refusal, kept: a batch gone already adds none.
+        let refused = store.refused().await.unwrap();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(
+            (refused[0].destination.as_str(), refused[0].events),
+            ("b", 2)
         );
         let next = store.next_sealed().await.unwrap().unwrap();
         assert_ne!(next.id, first.id);
@@ -313,7 +324,10 @@ fn a_rejected_batch_gives_back_the_drop_count_it_carried() {
             "{body}"
         );
         assert_eq!(store.stats().await.unwrap().dropped, vec![]);
-        assert_eq!(store.reject(carrier.id).await.unwrap(), 2);
+        assert_eq!(
+            store.reject(carrier.id, "b", "gone again").await.unwrap(),
+            2
+        );
         assert_eq!(
             store.stats().await.unwrap().dropped,
             vec![("a".to_string(), 1)],

@@ -538,7 +538,7 @@ fn drop_checks(s: &StatusReport, checks: &mut Vec<Check>) {
         checks.push(Check::warn(
             "drops",
             format!(
-                "{} refused batches for good: {} dropped since start (the latest: {})",
+                "{} refused batches for good: {} dropped (the latest: {})",
                 d.destination,
                 super::count(d.refused_events, "event", "events"),
                 d.refused_why.as_deref().unwrap_or("see the daemon's log")

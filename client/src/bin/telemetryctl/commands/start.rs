@@ -52,36 +52,19 @@ fn new_lines(log: &Path, from: u64) -> Vec<String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(shown)
+        .map(|l| telemetry_proto::printable(l, 300))
         .collect()
-}
-
-/// A log line made safe to print: escape sequences and Unicode's
-/// bidirectional controls written out (escaped as `char::escape_debug`
-/// would; quotes kept), at most 300 characters.
-fn shown(line: &str) -> String {
-    let mut out = String::new();
-    for (n, c) in line.chars().enumerate() {
-        if n == 300 {
-            out.push('…');
-            break;
-        }
-        if !matches!(c, '"' | '\'' | '\\') && c.escape_debug().next() == Some('\\') {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The line in which a daemon started after byte `from` of its log said
 /// it steps aside or cannot run.
 fn gave_up(log: &Path, from: u64) -> Option<String> {
-    new_lines(log, from)
-        .into_iter()
-        .rev()
-        .find(|l| l.contains("stepping aside") || l.contains("telemetryd: error:"))
+    // Not "another telemetryd serves this state dir; stepping aside": one
+    // serves, and the next look at the socket finds it.
+    new_lines(log, from).into_iter().rev().find(|l| {
+        (l.contains("stepping aside") && !l.contains("another telemetryd serves"))
+            || l.contains("telemetryd: error:")
+    })
 }
 
 /// The last line the log gained after byte `from`.
@@ -159,6 +142,13 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         // use waiting out the timeout for it.
         let gave_up = gave_up(&log, log_from);
         if gave_up.is_some() || Instant::now() > deadline {
+            let what = match &gave_up {
+                Some(_) => "exited without serving".to_string(),
+                None => format!(
+                    "does not answer after {}",
+                    humantime::format_duration(args.timeout)
+                ),
+            };
             let said = gave_up
                 .or_else(|| last_line(&log, log_from))
                 .map(|l| format!("; it logged: {l}"))
@@ -168,9 +158,8 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
                 json_printed: false,
                 code: "unreachable".into(),
                 message: format!(
-                    "telemetryd was started but does not answer on {} after {}{said} (its log is {})",
+                    "telemetryd was started on {} but {what}{said} (its log is {})",
                     socket.display(),
-                    humantime::format_duration(args.timeout),
                     log.display()
                 ),
             });

@@ -57,17 +57,26 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     // With several destinations the flat error is one of theirs: say
     // which products it holds back, or one vendor's user reads another's
     // failure as theirs.
-    let failing: Vec<&str> = s
+    let failing: Vec<String> = s
         .destinations
         .iter()
         .filter(|d| d.last_error.is_some())
-        .flat_map(|d| d.products.iter().map(String::as_str))
+        .map(|d| {
+            if d.products.is_empty() {
+                d.destination.clone()
+            } else {
+                d.products.join(", ")
+            }
+        })
         .collect();
     match &s.last_error {
+        Some(_) if s.destinations.len() > 1 && failing.len() == s.destinations.len() => {
+            outln!("last error:   at every destination (below)");
+        }
         Some(_) if s.destinations.len() > 1 && !failing.is_empty() => {
             outln!(
                 "last error:   at the destination of {} (below); the others are not held back",
-                failing.join(", ")
+                failing.join("; ")
             );
         }
         Some(e) => {
@@ -118,7 +127,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         }
         if d.refused_events > 0 {
             outln!(
-                "              refused for good: {} dropped since start (the latest: {})",
+                "              refused for good: {} dropped (the latest: {})",
                 count(d.refused_events, "event", "events"),
                 d.refused_why.as_deref().unwrap_or("see the daemon's log")
             );
