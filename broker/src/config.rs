@@ -269,14 +269,25 @@ impl Settings {
             .map(|e| telemetry_sink::s3::parse_endpoint(&e))
             .transpose()
             .map_err(|e| anyhow::anyhow!("{}: {e}", origin("s3-endpoint")))?;
+        let prefix = args
+            .s3_prefix
+            .or(fs3.prefix)
+            .unwrap_or_default()
+            .trim_matches('/')
+            .to_string();
+        // The keys add the layout's own `v1/`: a prefix ending in it would
+        // file every batch under `…/v1/v1/`, where neither the report, the
+        // SQL nor the retention rule looks.
+        if prefix == "v1" || prefix.ends_with("/v1") {
+            bail!(
+                "{}: {prefix:?} ends in the layout's own v1 (keys add v1/ themselves): give the prefix above it, {:?}",
+                origin("s3-prefix"),
+                prefix.strip_suffix("v1").unwrap_or_default().trim_end_matches('/')
+            );
+        }
         let s3 = S3Settings {
             bucket,
-            prefix: args
-                .s3_prefix
-                .or(fs3.prefix)
-                .unwrap_or_default()
-                .trim_matches('/')
-                .to_string(),
+            prefix,
             path_style: args
                 .s3_path_style
                 .or(fs3.path_style)
@@ -617,6 +628,20 @@ mod tests {
         assert!(s.s3.path_style, "an endpoint implies path style");
         assert_eq!(s.max_bytes, 8 << 20);
         assert_eq!(s.network_prefix, 48);
+
+        // A key prefix ending in the layout's own v1 is refused, naming the
+        // one above it.
+        for bad in ["telemetry/v1", "v1", "/telemetry/v1/"] {
+            let err = Settings::load(args(&["--config", path, "--s3-prefix", bad]), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--s3-prefix") && err.contains("v1/"), "{err}");
+        }
+        let ok = Settings::load(
+            args(&["--config", path, "--s3-prefix", "telemetry/v10"]),
+            None,
+        );
+        assert_eq!(ok.unwrap().s3.prefix, "telemetry/v10");
 
         let prefix =
             |bits: &str| Settings::load(args(&["--config", path, "--network-prefix", bits]), None);

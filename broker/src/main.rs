@@ -117,6 +117,8 @@ async fn serve() -> anyhow::Result<()> {
         products.iter().cloned().collect::<Vec<_>>().join(", ")
     );
     let broker = Arc::new(Broker::new(settings, products, presigner));
+    #[cfg(unix)]
+    explain_sighup();
     telemetry_broker::run(listener, broker, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
@@ -171,6 +173,24 @@ fn load_products(settings: &Settings) -> anyhow::Result<BTreeSet<String>> {
 async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
     tracing::info!("Ctrl-C received");
+}
+
+/// SIGHUP's default is to end the process: an operator who sends it to
+/// reload (as to the daemon) would take the broker down. It is answered
+/// with a log line saying how to reload instead.
+#[cfg(unix)]
+fn explain_sighup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::warn!("SIGHUP received: the broker does not reload; restart it to read its manifests, retired list and settings again (systemctl restart telemetry-broker)");
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot watch SIGHUP ({e})"),
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -70,13 +70,20 @@ pub fn generate_if_asked(
         return None;
     }
     let kind = args.next().map(|k| k.to_string_lossy().into_owned());
+    let cmd = cmd();
+    let name = cmd.get_name().to_string();
     if let (Some("man"), Some(dir)) = (kind.as_deref(), args.next()) {
-        return Some(match clap_mangen::generate_to(cmd(), &dir) {
+        let dir = std::path::PathBuf::from(dir);
+        // Made if missing, as `install -d` would: a packaging script's
+        // staging directory often is not there yet.
+        let written =
+            std::fs::create_dir_all(&dir).and_then(|()| clap_mangen::generate_to(cmd, &dir));
+        return Some(match written {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!(
-                    "error: writing man pages into {}: {e}",
-                    std::path::Path::new(&dir).display()
+                    "{name}: error: writing man pages into {}: {e}",
+                    dir.display()
                 );
                 1
             }
@@ -84,13 +91,13 @@ pub fn generate_if_asked(
     }
     let mut out = std::io::stdout().lock();
     let result = match kind {
-        Some(kind) => generate(cmd(), &kind, &mut out),
+        Some(kind) => generate(cmd, &kind, &mut out),
         None => Err(format!("{FLAG} needs one of {}", KINDS.join(", "))),
     };
     Some(match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("{name}: error: {e}");
             2
         }
     })

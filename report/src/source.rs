@@ -259,7 +259,20 @@ impl Source {
         match self {
             Source::Dir(dir) => {
                 let path = dir.join(&root);
-                for name in read_dir_names(&path)? {
+                let names = read_dir_names(&path).map_err(|e| match e {
+                    // The usual slip: the folder above the one holding v1/
+                    // (a synced bucket with its prefix), or below it.
+                    SourceError::List { location, message } if !path.is_dir() => {
+                        SourceError::List {
+                            location,
+                            message: format!(
+                                "{message}; --source must be the directory that holds v1/ (for a copy of a bucket, the folder of its prefix)"
+                            ),
+                        }
+                    }
+                    other => other,
+                })?;
+                for name in names {
                     if let Some(p) = name.strip_prefix("product=") {
                         out.push(p.to_string());
                     }

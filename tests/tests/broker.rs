@@ -1020,6 +1020,25 @@ fn healthz_and_clean_exit_on_sigterm() {
         ))
         .unwrap();
     assert_eq!(wrong.status, 405);
+    // SIGHUP (sent to reload, as to the daemon) does not end it: it says
+    // to restart instead, and serves on.
+    // SAFETY: kill(2) on the broker this test started.
+    assert_eq!(
+        unsafe { libc::kill(broker.pid() as libc::pid_t, libc::SIGHUP) },
+        0
+    );
+    telemetry_tests::wait_for("the SIGHUP explained", Duration::from_secs(10), || {
+        broker.log().contains("does not reload").then_some(())
+    });
+    let again = s3
+        .block_on(send(
+            "GET",
+            &format!("{}/healthz", broker.url),
+            &[],
+            Vec::new(),
+        ))
+        .unwrap();
+    assert_eq!(again.status, 200);
     let status = broker.terminate().expect("broker exits on SIGTERM");
     assert!(status.success(), "exit status {status}");
 }

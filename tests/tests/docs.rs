@@ -171,7 +171,23 @@ fn every_completion_loads_in_bash_and_telemetryctl_prints_its_own() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("man, bash"), "{}", text(&o));
+    assert!(
+        text(&o).contains("man, bash") && text(&o).contains("telemetry-emit: error:"),
+        "{}",
+        text(&o)
+    );
+    // Man pages into a directory not made yet (a packaging script's
+    // staging tree): made, as `install -d` would.
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("stage/usr/share/man/man1");
+    let o = Command::new(bin("telemetry-report"))
+        .arg("--generate-docs")
+        .arg("man")
+        .arg(&pages)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(pages.join("telemetry-report.1").is_file(), "{}", text(&o));
 }
 
 #[test]

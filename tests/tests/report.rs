@@ -424,6 +424,21 @@ fn usage_errors_are_clear() {
         "{}",
         text(&o)
     );
+    // A source directory that does not hold v1/ (the folder above a synced
+    // prefix): said so, not only "cannot list".
+    let above = dir.path().join("synced");
+    std::fs::create_dir_all(above.join("telemetry/v1")).unwrap();
+    let o = report_cmd(&server, &home)
+        .args(["--quarter", "2026Q3", "--preview", "--source"])
+        .arg(&above)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--source must be the directory that holds v1/"),
+        "{}",
+        text(&o)
+    );
     let o = report_cmd(&server, &home)
         .args(["--quarter", "2026Q4"])
         .output()
