@@ -397,6 +397,29 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    /// A runtime, and a raw directory, a mirror and a work directory in a
+    /// temporary one (kept while its guard lives).
+    fn day_fixture() -> (
+        tokio::runtime::Runtime,
+        tempfile::TempDir,
+        PathBuf,
+        PathBuf,
+        PathBuf,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (raw, into, work) = (
+            dir.path().join("raw"),
+            dir.path().join("mirror"),
+            dir.path().join("work"),
+        );
+        std::fs::create_dir_all(&work).unwrap();
+        (rt, dir, raw, into, work)
+    }
+
     /// A run with small parts (so a day makes several).
     fn run_of<'a>(work: &'a Path, name: &'a str, damaged: Damaged) -> Run<'a> {
         Run {
@@ -486,16 +509,7 @@ mod tests {
 
     #[test]
     fn reruns_write_new_parts_before_old_ones_go_and_skip_an_unchanged_day() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (raw, into, work) = (
-            dir.path().join("raw"),
-            dir.path().join("mirror"),
-            dir.path().join("work"),
-        );
-        std::fs::create_dir_all(&work).unwrap();
+        let (rt, _dir, raw, into, work) = day_fixture();
         let (src, dst) = (Source::Dir(raw.clone()), Source::Dir(into.clone()));
         let day = Day::parse("2026-11-03").unwrap();
         let run = |run: &str| {
@@ -584,17 +598,7 @@ mod tests {
     /// the day is copied.
     #[test]
     fn a_damaged_object_stops_the_day_or_is_left_out_whole() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (raw, into, work) = (
-            dir.path().join("raw"),
-            dir.path().join("mirror"),
-            dir.path().join("work"),
-        );
-        std::fs::create_dir_all(&work).unwrap();
+        let (rt, _dir, raw, into, work) = day_fixture();
         let (src, dst) = (Source::Dir(raw.clone()), Source::Dir(into.clone()));
         let day = Day::parse("2026-11-03").unwrap();
         batch(&raw, "a-1-30.ndjson.zst", 1, 30);

@@ -996,14 +996,16 @@ fn an_oversized_request_head_is_refused() {
 fn healthz_and_clean_exit_on_sigterm() {
     let s3 = S3Server::start();
     let broker = Broker::start(&s3, &[]);
-    let health = s3
-        .block_on(send(
+    let healthz = || {
+        s3.block_on(send(
             "GET",
             &format!("{}/healthz", broker.url),
             &[],
             Vec::new(),
         ))
-        .unwrap();
+        .unwrap()
+    };
+    let health = healthz();
     assert_eq!(health.status, 200);
     assert_eq!(health.json()["status"], "ok");
     assert_eq!(
@@ -1030,15 +1032,7 @@ fn healthz_and_clean_exit_on_sigterm() {
     telemetry_tests::wait_for("the SIGHUP explained", Duration::from_secs(10), || {
         broker.log().contains("does not reload").then_some(())
     });
-    let again = s3
-        .block_on(send(
-            "GET",
-            &format!("{}/healthz", broker.url),
-            &[],
-            Vec::new(),
-        ))
-        .unwrap();
-    assert_eq!(again.status, 200);
+    assert_eq!(healthz().status, 200);
     let status = broker.terminate().expect("broker exits on SIGTERM");
     assert!(status.success(), "exit status {status}");
 }
