@@ -105,7 +105,7 @@ pub enum Rejection {
         source_name: String,
     },
     /// A value has the wrong type or is out of range.
-    #[error("event {event:?}, data key {key:?}: {expected}")]
+    #[error("event {event:?}, data key {key:?}: {expected} (the catalogue {source_name})")]
     BadValue {
         /// The event.
         event: String,
@@ -113,6 +113,8 @@ pub enum Rejection {
         key: String,
         /// What the catalogue allows.
         expected: String,
+        /// The manifest's file.
+        source_name: String,
     },
 }
 
@@ -517,6 +519,7 @@ impl Manifest {
                 event: ev.event.clone(),
                 key: key.clone(),
                 expected,
+                source_name: self.source_name.clone(),
             };
             match (ty, value) {
                 (FieldType::Enum { values }, Value::Str(s)) if values.contains(s) => {}

@@ -626,8 +626,9 @@ fn the_catalogue_rejects_unknown_events_keys_and_values_with_clear_errors() {
         let out = env.shim(&[], args);
         assert_eq!(out.status.code(), Some(3), "refused: {args:?}");
         let t = text(&out);
+        // Each names the manifest it was checked against.
         assert!(
-            t.contains(expect) && t.contains("catalogue"),
+            t.contains(expect) && t.contains("catalogue") && t.contains("cfdev.toml"),
             "{args:?}: {t}"
         );
         // One event is not numbered as one of a list.

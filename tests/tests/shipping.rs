@@ -662,6 +662,29 @@ fn a_retired_build_drops_its_batch_and_the_products_next_build_goes_on() {
     );
 }
 
+/// Two products on one broker, one of which it has no manifest for:
+/// `doctor`'s fix names both manifests that name the broker, not the first
+/// product's alone (which would blame a file that is fine).
+#[test]
+fn doctor_names_every_manifest_that_names_a_broker() {
+    let s3 = s3_server();
+    let b = broker(&s3, &["toolc"], "127.0.0.1:0", &[]);
+    let env = daemon_env(
+        &s3,
+        &[("toolc", broker_upload(&b)), ("toold", broker_upload(&b))],
+    );
+    let _d = env.start();
+    let doctor = text(&env.run("telemetryctl", &["doctor"]));
+    let catalog = env.root().join("catalog");
+    assert!(doctor.contains("does not accept toold"), "{doctor}");
+    for file in ["toolc.toml", "toold.toml"] {
+        assert!(
+            doctor.contains(&catalog.join(file).display().to_string()),
+            "{file}: {doctor}"
+        );
+    }
+}
+
 /// A destination that asked to wait (`429` with `Retry-After`) is not
 /// contacted again because the daemon stops: its events stay for the next
 /// start.

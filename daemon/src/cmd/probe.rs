@@ -49,15 +49,23 @@ fn configured_in(ctx: &Ctx, id: &DestId, products: &[String]) -> String {
     if id.is_none() {
         return OWN_S3_SETTINGS.to_string();
     }
-    let manifest = products
+    // Every manifest that names it: with several products on one broker,
+    // the first alone may not be the one whose product it refuses.
+    let mut files: Vec<String> = products
         .iter()
-        .find_map(|p| ctx.catalogues.get(p))
-        .map(|m| m.source_name.clone());
-    match manifest {
-        Some(file) => format!(
+        .filter_map(|p| ctx.catalogues.get(p))
+        .map(|m| m.source_name.clone())
+        .collect();
+    files.dedup();
+    match files.as_slice() {
+        [] => "the manifest that named it when its waiting batches were sealed (no manifest names it now)".to_string(),
+        [file] => format!(
             "the [upload] table of {file} (the vendor's manifest: update the CLI that installed it, or tell the vendor)"
         ),
-        None => "the manifest that named it when its waiting batches were sealed (no manifest names it now)".to_string(),
+        many => format!(
+            "the [upload] tables of {} (the vendors' manifests: update the CLIs that installed them, or tell the vendors)",
+            many.join(", ")
+        ),
     }
 }
 
