@@ -108,9 +108,9 @@ fn refused_what(code: ErrorCode) -> &'static str {
     }
 }
 
-/// What a failed connection adds when nothing serves: dropped by a client
-/// that has just started the daemon itself.
-pub const NOT_RUNNING_HINT: &str = " (is it running? start it with `telemetryctl start`, or as a service: `telemetryd install --user`)";
+/// What a failed connection adds when nothing serves (see
+/// [`ClientError::without_start_advice`]).
+const NOT_RUNNING_HINT: &str = " (is it running? start it with `telemetryctl start`, or as a service: `telemetryd install --user`)";
 
 /// Whether a daemon on `socket` takes in what this user's clients spool
 /// for it: not the machine-wide one (the Linux socket under
@@ -197,6 +197,24 @@ pub enum ClientError {
     /// can no longer be matched to requests.
     #[error("this connection to telemetryd at {0} failed earlier; connect again")]
     Broken(PathBuf),
+}
+
+impl ClientError {
+    /// The error as a client that has just started the daemon itself says
+    /// it: without "is it running? start it", which would contradict that.
+    pub fn without_start_advice(&self) -> String {
+        match self {
+            ClientError::Unreachable { path, source }
+                if unreachable_hint(source, path) == NOT_RUNNING_HINT =>
+            {
+                format!(
+                    "telemetryd is not reachable at {}: {source}",
+                    path.display()
+                )
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Result of an acknowledged emit.

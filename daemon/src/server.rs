@@ -336,10 +336,9 @@ pub async fn run(
     let dir = config.state_dir.clone();
     let lock = tokio::task::spawn_blocking(move || StateLock::acquire(&dir))
         .await
-        .map_err(|e| std::io::Error::other(e.to_string()))
         .map_err(|e| crate::store::StoreError::Io {
             path: config.state_dir.clone(),
-            source: std::sync::Arc::new(e),
+            source: std::sync::Arc::new(std::io::Error::other(e.to_string())),
         })??;
     run_locked(lock, config, listener.into(), shutdown).await
 }

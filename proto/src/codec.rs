@@ -1,7 +1,7 @@
 //! Frame encoding and decoding. Pure functions over bytes plus a
 //! `tokio_util` codec; no sockets here.
 
-use crate::{answer_version, MAX_FRAME_LEN, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use crate::{answer_version, MAX_FRAME_LEN, PROTOCOL_VERSION};
 use bytes::{Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
 use std::marker::PhantomData;
@@ -87,7 +87,7 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
 }
 
 /// [`decode_body`], and the protocol version it was written in (one from
-/// [`OLDEST_PROTOCOL_VERSION`] to [`PROTOCOL_VERSION`]).
+/// [`crate::OLDEST_PROTOCOL_VERSION`] to [`PROTOCOL_VERSION`]).
 pub fn decode_body_versioned<T: DeserializeOwned>(body: &[u8]) -> Result<(T, u16), CodecError> {
     if body.len() > MAX_FRAME_LEN {
         return Err(CodecError::FrameTooLarge {
@@ -97,7 +97,7 @@ pub fn decode_body_versioned<T: DeserializeOwned>(body: &[u8]) -> Result<(T, u16
     }
     let (version, rest): (u16, &[u8]) = postcard::take_from_bytes(body)
         .map_err(|e| CodecError::Malformed(format!("no protocol version: {e}")))?;
-    if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
+    if !crate::reads_version(u64::from(version)) {
         return Err(CodecError::UnsupportedVersion { got: version });
     }
     let (msg, trailing): (T, &[u8]) =

@@ -11,7 +11,7 @@
 //! format and examples.
 
 use crate::codec::{CodecError, FrameCodec};
-use crate::{MAX_FRAME_LEN, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use crate::{MAX_FRAME_LEN, PROTOCOL_VERSION};
 use bytes::{Buf, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -135,12 +135,7 @@ pub fn decode_line_versioned<T: DeserializeOwned>(line: &[u8]) -> Result<(T, u16
             )))
         }
         Some(v) => match v.as_u64() {
-            Some(got)
-                if (u64::from(OLDEST_PROTOCOL_VERSION)..=u64::from(PROTOCOL_VERSION))
-                    .contains(&got) =>
-            {
-                got as u16
-            }
+            Some(got) if crate::reads_version(got) => got as u16,
             Some(got) => {
                 return Err(CodecError::UnsupportedVersion {
                     got: u16::try_from(got).unwrap_or(u16::MAX),
@@ -374,7 +369,30 @@ mod tests {
             let prefix = format!("{{\"v\":{written},");
             assert!(out.starts_with(prefix.as_bytes()), "{out:?}");
         }
+        // The same for binary frames: the body's first varint.
+        for (got, written) in [(1u8, OLDEST_PROTOCOL_VERSION), (99, PROTOCOL_VERSION)] {
+            let mut codec = WireCodec::<Request, Response>::new();
+            let mut src = BytesMut::from(&[0, 0, 0, 2, got, 0][..]);
+            assert!(matches!(
+                codec.decode(&mut src),
+                Err(CodecError::UnsupportedVersion { .. })
+            ));
+            let mut out = BytesMut::new();
+            codec
+                .encode(
+                    Response::Error {
+                        code: ErrorCode::UnsupportedVersion,
+                        message: "x".into(),
+                    },
+                    &mut out,
+                )
+                .unwrap();
+            assert_eq!(out[4], written as u8, "{out:?}");
+        }
+        assert!(crate::reads_version(u64::from(PROTOCOL_VERSION)));
+        assert!(!crate::reads_version(u64::from(PROTOCOL_VERSION) + 1));
     }
+
     fn event() -> WireEvent {
         let mut data = BTreeMap::new();
         data.insert("plan".to_string(), Value::Str("small".into()));

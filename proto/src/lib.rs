@@ -301,6 +301,11 @@ const _: () = assert!(
     "a new PROTOCOL_VERSION needs an encoder and a decoder per older version still read (rule 4), or OLDEST_PROTOCOL_VERSION raised to it"
 );
 
+/// Whether this side reads messages written in protocol `version`.
+pub fn reads_version(version: u64) -> bool {
+    (u64::from(OLDEST_PROTOCOL_VERSION)..=u64::from(PROTOCOL_VERSION)).contains(&version)
+}
+
 /// The version to answer a peer that wrote `got` in: `got` itself if this
 /// side reads it, else the nearest one this side speaks.
 pub fn answer_version(got: u16) -> u16 {

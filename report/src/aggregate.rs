@@ -121,10 +121,8 @@ pub fn partition_of(key: &str) -> Option<&str> {
 #[derive(Deserialize)]
 struct Line {
     id: String,
-    /// Written by every daemon (a line without one is damaged); checked
-    /// against the object's partition.
-    #[serde(default)]
-    product: Option<String>,
+    /// Written by every daemon; checked against the object's partition.
+    product: String,
     event: String,
     build: String,
     timestamp: String,
@@ -141,16 +139,11 @@ fn parse_line(line: &[u8], partition: Option<&str>) -> Result<(Line, u128, Day),
     // A daemon files each line under its own product: another product's
     // line in this partition was made by hand (a granted client chooses
     // the body it uploads), and must not be counted as this product's.
-    let Some(got) = &l.product else {
-        return Err("no product (every daemon writes one)".into());
-    };
-    if let Some(want) = partition {
-        if got != want {
-            return Err(format!(
-                "product {:?} in product={want}'s partition (no daemon files a line there)",
-                got.chars().take(MAX_FIELD_LEN).collect::<String>()
-            ));
-        }
+    if let Some(want) = partition.filter(|want| *want != l.product) {
+        return Err(format!(
+            "product {:?} in product={want}'s partition (no daemon files a line there)",
+            l.product.chars().take(MAX_FIELD_LEN).collect::<String>()
+        ));
     }
     let id = uuid::Uuid::parse_str(&l.id)
         .map_err(|e| format!("event id {:?} is not a UUID: {e}", l.id))?
@@ -434,7 +427,7 @@ mod tests {
             .replace("\"product\":\"p\",", "");
         assert!(!bare.contains("product"), "{bare}");
         let e = check_line(bare.as_bytes(), Some("p")).unwrap_err();
-        assert!(e.contains("no product"), "{e}");
+        assert!(e.contains("missing field `product`"), "{e}");
     }
 
     /// Only names a daemon can write are read: markup or a sentence as an

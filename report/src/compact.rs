@@ -324,7 +324,7 @@ pub async fn compact_day(
             let mut staged = Staged::default();
             let checked = source
                 .read_opened(obj, body, |line| {
-                    crate::aggregate::check_line(line, crate::aggregate::partition_of(&obj.key))?;
+                    crate::aggregate::check_line(line, Some(product))?;
                     staged.push(line)
                 })
                 .await;
@@ -346,7 +346,7 @@ pub async fn compact_day(
         let mut write_error = None;
         let read = source
             .read_opened(obj, body, |line| {
-                crate::aggregate::check_line(line, crate::aggregate::partition_of(&obj.key))?;
+                crate::aggregate::check_line(line, Some(product))?;
                 parts.line(line).map_err(|e| {
                     let message = e.to_string();
                     write_error = Some(e);

@@ -152,12 +152,10 @@ async fn read_all(
                 // per-line cap, could still pass the sum's: such an object
                 // is left out too, not allowed to stop the report.
                 let mut carried = 0u64;
+                let partition = aggregate::partition_of(&obj.key);
                 let checked = source
                     .read_opened(obj, body?, |line| {
-                        carried = carried.saturating_add(aggregate::check_line(
-                            line,
-                            aggregate::partition_of(&obj.key),
-                        )?);
+                        carried = carried.saturating_add(aggregate::check_line(line, partition)?);
                         staged.push(line)
                     })
                     .await

@@ -619,20 +619,33 @@ fn granted_bytes_are_capped_per_network_whatever_machine_is_claimed() {
 /// setting.
 #[test]
 fn a_bad_trusted_proxy_range_is_named_at_start() {
-    let out = std::process::Command::new(telemetry_tests::bin("telemetry-broker"))
-        .env("TELEMETRY_BROKER_TRUSTED_PROXIES", "10.0.0.0/33")
-        .env("TELEMETRY_S3_BUCKET", "bucket-b")
-        .env("TELEMETRY_BROKER_MANIFESTS", std::env::temp_dir())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let said = String::from_utf8_lossy(&out.stderr);
+    let said = refused_at_start(&[
+        ("TELEMETRY_BROKER_TRUSTED_PROXIES", "10.0.0.0/33".as_ref()),
+        (
+            "TELEMETRY_BROKER_MANIFESTS",
+            std::env::temp_dir().as_os_str(),
+        ),
+    ]);
     assert!(
-        said.contains("telemetry-broker: error:")
-            && said.contains("TELEMETRY_BROKER_TRUSTED_PROXIES")
-            && said.contains("10.0.0.0/33"),
+        said.contains("TELEMETRY_BROKER_TRUSTED_PROXIES") && said.contains("10.0.0.0/33"),
         "{said}"
     );
+}
+
+/// The broker's stderr when it refuses to start with `env` (and a bucket):
+/// exit 1, one `telemetry-broker: error:` line.
+fn refused_at_start(env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let out = std::process::Command::new(telemetry_tests::bin("telemetry-broker"))
+        .env("TELEMETRY_S3_BUCKET", "bucket-b")
+        .env("TELEMETRY_BROKER_LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("telemetry-broker: error:"), "{said}");
+    said
 }
 
 /// A mistyped manifest directory stops the broker at start, naming it: it
@@ -641,18 +654,9 @@ fn a_bad_trusted_proxy_range_is_named_at_start() {
 fn a_manifest_directory_that_does_not_exist_is_named_at_start() {
     let home = tempfile::tempdir().unwrap();
     let missing = home.path().join("prodcuts");
-    let out = std::process::Command::new(telemetry_tests::bin("telemetry-broker"))
-        .env("TELEMETRY_S3_BUCKET", "bucket-b")
-        .env("TELEMETRY_BROKER_MANIFESTS", &missing)
-        .env("TELEMETRY_BROKER_LISTEN", "127.0.0.1:0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let said = String::from_utf8_lossy(&out.stderr);
+    let said = refused_at_start(&[("TELEMETRY_BROKER_MANIFESTS", missing.as_os_str())]);
     assert!(
-        said.contains("telemetry-broker: error:")
-            && said.contains("TELEMETRY_BROKER_MANIFESTS")
+        said.contains("TELEMETRY_BROKER_MANIFESTS")
             && said.contains(&missing.display().to_string())
             && said.contains("is not a directory"),
         "{said}"

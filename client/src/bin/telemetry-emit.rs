@@ -609,9 +609,7 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
     };
     // It was just started: "is it running? start it" would contradict that.
     let failure = if just_started {
-        failure
-            .to_string()
-            .replace(telemetry_client::NOT_RUNNING_HINT, "")
+        failure.without_start_advice()
     } else {
         failure.to_string()
     };
