@@ -320,9 +320,10 @@ fn real_main(
     // stops here, saying which lock is held; an autostarted one steps
     // aside quietly, also for a store newer than it knows (see ondemand).
     let lock = if args.autostarted {
-        if let Some(found) = ondemand::newer_store(&config.state_dir) {
-            ondemand::hand_over_or_step_aside(&config.state_dir, found);
-            return Ok(());
+        if let Some(store) = ondemand::newer_store(&config.state_dir) {
+            if ondemand::on_newer_store(&config.state_dir, store) == ondemand::OnNewer::StepAside {
+                return Ok(());
+            }
         }
         match ondemand::take_lock(&config.state_dir, &config.socket_path)? {
             ondemand::Start::Serve(lock) => lock,

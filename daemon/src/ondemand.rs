@@ -19,11 +19,14 @@
 //!    `STATE_DIR/telemetryd.current` (unless a newer one is recorded). The
 //!    store's schema only moves forward, so an older binary finds a store
 //!    newer than it knows: autostarted, it hands over to the recorded
-//!    binary (exec, same arguments) when that still exists, and otherwise
-//!    steps aside (one line, exit 0) without touching the store; the events
-//!    wait in the spool for a binary that can open it. Started by hand or
-//!    by a service manager, it still refuses with an error, as the
-//!    operator asked for that binary.
+//!    binary (exec, same arguments) when that still exists. Otherwise it
+//!    serves the store as it is when the newer build said it may (the
+//!    store's `oldest_reader`, see [`crate::store::OLDEST_READER`]), and
+//!    else steps aside (one line, exit 0) without touching the store; the
+//!    events wait in the spool for a binary that can open it. Started by
+//!    hand or by a service manager, it serves such a store too, and
+//!    refuses with an error one it may not, as the operator asked for
+//!    that binary.
 //! 4. **Nothing a daemon cannot read is dropped.** Spooled frames of a newer
 //!    protocol are put back for a newer daemon (see [`crate::spool`]), and
 //!    clients spool an event a daemon refuses as `unsupported_version`.
@@ -33,7 +36,7 @@
 //! Replacing it would mean stopping a daemon this binary did not start
 //! (perhaps a service manager's) while it holds connections.
 
-use crate::store::{StateLock, StoreError, SCHEMA_VERSION};
+use crate::store::{Schema, StateLock, StoreError, SCHEMA_VERSION};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -88,10 +91,10 @@ pub fn take_lock(state_dir: &Path, socket: &Path) -> Result<Start, StoreError> {
     }
 }
 
-/// The store's schema version when it is newer than this build's, read
-/// without writing anything (rule 3). `None`: no store yet, or one this
-/// build can open (if it cannot be read here, opening it reports why).
-pub fn newer_store(state_dir: &Path) -> Option<i64> {
+/// The store's schema when it is newer than this build's, read without
+/// writing anything (rule 3). `None`: no store yet, or one at this build's
+/// schema or older (if it cannot be read here, opening it reports why).
+pub fn newer_store(state_dir: &Path) -> Option<Schema> {
     use rusqlite::OpenFlags;
     let path = state_dir.join(crate::store::DB_FILE);
     if !path.exists() {
@@ -102,16 +105,25 @@ pub fn newer_store(state_dir: &Path) -> Option<i64> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .ok()?;
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .ok()?;
-    (version > SCHEMA_VERSION as i64).then_some(version)
+    Schema::read(&conn).ok().filter(Schema::is_newer)
+}
+
+/// What an autostarted daemon does with a store newer than it knows.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OnNewer {
+    /// No newer binary to hand over to, but the store's builds said this
+    /// one may serve it: serve.
+    Serve,
+    /// Exit 0 without touching the store.
+    StepAside,
 }
 
 /// The store is newer than this build: hand over to the newest recorded
-/// binary (this call then does not return), or say why this daemon steps
-/// aside (rule 3).
-pub fn hand_over_or_step_aside(state_dir: &Path, found: i64) {
+/// binary (this call then does not return); failing that, serve it when
+/// its builds said this one may, or say why this daemon steps aside
+/// (rule 3).
+pub fn on_newer_store(state_dir: &Path, store: Schema) -> OnNewer {
+    let found = store.version;
     let recorded = read_current(state_dir);
     let me = std::env::current_exe().ok();
     match recorded {
@@ -133,6 +145,14 @@ pub fn hand_over_or_step_aside(state_dir: &Path, found: i64) {
                     .args(std::env::args_os().skip(1))
                     .env(HANDED_OVER_VAR, "1"),
             );
+            if store.servable() {
+                tracing::info!(
+                    to = %rec.path.display(),
+                    error = %err,
+                    "cannot run the newer telemetryd; serving the store myself, as its builds allow"
+                );
+                return OnNewer::Serve;
+            }
             tracing::info!(
                 to = %rec.path.display(),
                 error = %err,
@@ -151,14 +171,28 @@ pub fn hand_over_or_step_aside(state_dir: &Path, found: i64) {
                     state_dir.join(CURRENT_FILE).display()
                 ),
             };
+            if store.servable() {
+                tracing::info!(
+                    store_schema = found,
+                    our_schema = SCHEMA_VERSION,
+                    oldest_reader = store.oldest_reader,
+                    "the store is newer than this telemetryd and {why}; serving it as it is, which the telemetryd that migrated it allows (its newer features wait for it)"
+                );
+                return OnNewer::Serve;
+            }
+            let needs = match store.oldest_reader {
+                Some(n) => format!(", which needs a telemetryd of schema {n} or newer"),
+                None => String::new(),
+            };
             tracing::warn!(
                 store_schema = found,
                 our_schema = SCHEMA_VERSION,
-                "the store is newer than this telemetryd and {why}; stepping aside without touching it (events wait in the spool). To serve again: install a CLI whose telemetryd is that new or newer, or move {} aside to start an empty store (what it holds is then not uploaded)",
+                "the store is newer than this telemetryd{needs}, and {why}; stepping aside without touching it (events wait in the spool). To serve again: install a CLI whose telemetryd is that new or newer, or move {} aside to start an empty store (what it holds is then not uploaded)",
                 state_dir.join(crate::store::DB_FILE).display()
             );
         }
     }
+    OnNewer::StepAside
 }
 
 /// Record this binary as the one serving `state_dir`, unless a newer one

@@ -675,18 +675,19 @@ fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
     let reply = String::from_utf8_lossy(&reply.stdout);
     assert!(reply.starts_with("{\"v\":2,\"status\":"), "{reply}");
     handed.stop();
-    // Without the newer binary (its record points nowhere), the older
-    // daemon steps aside: exit 0, one line, the store untouched.
+    // Without the newer binary (its record points nowhere), and with a
+    // store its builds said only they may serve (as a newer release whose
+    // migration older code cannot live with would), the older daemon
+    // steps aside: exit 0, one line, the store untouched.
     let line = recorded(&env);
     let (versions, _) = line.rsplit_once(' ').unwrap();
-    std::fs::write(
-        env.state.join("telemetryd.current"),
-        format!(
-            "{versions} {}\n",
-            env.root().join("gone/telemetryd").display()
-        ),
-    )
-    .unwrap();
+    let gone = format!(
+        "{versions} {}\n",
+        env.root().join("gone/telemetryd").display()
+    );
+    std::fs::write(env.state.join("telemetryd.current"), &gone).unwrap();
+    let newer_schema = store_sql(&env, "UPDATE store_compat SET oldest_reader = 99;");
+    let before = std::fs::read(env.state.join("events.sqlite3")).unwrap();
     let old_daemon = env
         .command("telemetryd")
         .arg("--autostarted")
@@ -695,9 +696,15 @@ fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
     assert!(old_daemon.status.success(), "{}", text(&old_daemon));
     assert!(
         text(&old_daemon).contains("stepping aside without touching it")
+            && text(&old_daemon).contains("needs a telemetryd of schema 99")
             && text(&old_daemon).contains("is gone"),
         "{}",
         text(&old_daemon)
+    );
+    assert_eq!(
+        std::fs::read(env.state.join("events.sqlite3")).unwrap(),
+        before,
+        "untouched"
     );
     // `telemetryctl start` says so at once, not after its whole timeout.
     let _ = std::fs::remove_file(env.state.join("autostart.stamp"));
@@ -716,11 +723,46 @@ fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
     );
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
     // A newer binary starts again and finds everything: the four events.
+    // It writes its own word into the store again: older builds from
+    // schema 14 on may serve it (its one migration changes nothing).
     let _ = std::fs::remove_file(env.state.join("autostart.stamp"));
     let out = shim_with(&env, &new_shim, &["app_created", "buildpack=go"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let _newest = Started::nth(&env, 3);
+    let newest = Started::nth(&env, 3);
     wait_pending(&env, &new_ctl, 4);
+    newest.stop();
+    // Uninstalled again: now the older daemon, started by an older shim,
+    // serves the newer store as it is, and the older tools work with it.
+    std::fs::write(env.state.join("telemetryd.current"), &gone).unwrap();
+    let out = shim_with(&env, &old_shim, &["app_created", "buildpack=go"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let _older = Started::nth(&env, 4);
+    assert!(
+        log_text(&env).contains("serving it as it is"),
+        "{}",
+        log_text(&env)
+    );
+    wait_pending(&env, &old_ctl, 5);
+    let out = shim_with(&env, &old_shim, &["app_created", "buildpack=go"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    wait_pending(&env, &old_ctl, 6);
+    assert_eq!(store_sql(&env, ""), newer_schema, "not migrated down");
+}
+
+/// Run SQL `statements` on the state dir's store (python's sqlite3, as a
+/// tool of another build would); its schema version after them.
+fn store_sql(env: &DaemonEnv, statements: &str) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit(); print(c.execute('PRAGMA user_version').fetchone()[0])",
+        ])
+        .arg(env.state.join("events.sqlite3"))
+        .arg(statements)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]

@@ -315,7 +315,7 @@ fn a_full_disk_gets_a_clear_error_and_the_daemon_recovers_when_space_returns() {
 }
 
 #[test]
-fn a_damaged_database_is_moved_aside_and_a_newer_one_is_refused() {
+fn a_damaged_database_is_moved_aside_and_a_newer_one_served_only_if_it_allows() {
     let env = DaemonEnv::new(Destination::Outbox);
     std::fs::create_dir_all(&env.state).unwrap();
     let db = env.state.join("events.sqlite3");
@@ -347,22 +347,49 @@ fn a_damaged_database_is_moved_aside_and_a_newer_one_is_refused() {
         .expect("a fresh store works");
     assert!(daemon.terminate().unwrap().success());
 
-    // A database from a newer telemetryd: refused, never touched.
-    let conn_set = Command::new("python3")
-        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA user_version=99'); c.commit()"])
-        .arg(&db)
-        .status()
-        .unwrap();
-    assert!(conn_set.success());
+    // A database from a newer telemetryd that said builds of schema 99 on
+    // may serve it: refused, never touched.
+    let sql = |statements: &str| {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit(); print(c.execute('PRAGMA user_version').fetchone()[0])",
+            ])
+            .arg(&db)
+            .arg(statements)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    sql("PRAGMA user_version=99; UPDATE store_compat SET oldest_reader = 99;");
     let before = std::fs::read(&db).unwrap();
     let out = env.run("telemetryd", &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("newer") && err.contains("upgrade telemetryd"),
+        err.contains("newer")
+            && err.contains("needs schema 99 or newer")
+            && err.contains("upgrade telemetryd"),
         "{err}"
     );
     assert_eq!(std::fs::read(&db).unwrap(), before, "not modified");
+
+    // One whose telemetryd said this build may serve it: served as it is.
+    sql("UPDATE store_compat SET oldest_reader = 14;");
+    let daemon = env.start();
+    daemon
+        .client()
+        .emit(vec![event("cfdev", "bosh", "1.0", BTreeMap::new())], T)
+        .expect("served");
+    let log = daemon.log();
+    assert!(log.contains("serving it as it is"), "{log}");
+    assert!(daemon.terminate().unwrap().success());
+    assert_eq!(sql(""), "99", "not migrated down");
 }
 
 #[test]

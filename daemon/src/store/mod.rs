@@ -34,7 +34,9 @@
 //! # Compatibility
 //! Schema changes are migrations appended to [`MIGRATIONS`] and applied by
 //! `PRAGMA user_version` inside one transaction. A database from a newer
-//! daemon is refused, never modified.
+//! daemon is served as it is (never migrated down, its version kept) when
+//! the newer build declared that this one can ([`OLDEST_READER`]), and
+//! otherwise refused, never modified.
 
 use crate::batch::{compress, KeyLayout, UNROUTED};
 use crate::config::{now_us, Clock, SyncMode};
@@ -85,7 +87,22 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_consented_fields.sql"),
     include_str!("migrations/0012_receipt_outbox_label.sql"),
     include_str!("migrations/0013_refused.sql"),
+    include_str!("migrations/0014_store_compat.sql"),
 ];
+
+/// The oldest schema version whose telemetryd may serve a store this build
+/// has migrated; written into the store (`store_compat`) at every open. A
+/// migration that older code can live with keeps it: a table or index it
+/// never reads, a column with a default that rows it inserts may keep. One
+/// it cannot (a column whose older inserts would be wrong, a row whose
+/// meaning changes, a constraint older inserts break) raises it to the new
+/// [`SCHEMA_VERSION`]. Schema 14 is the first whose builds read it: older
+/// ones refuse every newer store.
+pub const OLDEST_READER: usize = 14;
+
+// Raising the floor above this build's schema would lock this build out of
+// its own store; lowering it below 14 would name builds that never read it.
+const _: () = assert!(OLDEST_READER >= 14 && OLDEST_READER <= MIGRATIONS.len());
 
 /// Whether the `events` row in scope is sealed into a final batch.
 pub(super) const IN_FINAL: &str = "(events.local_only = 0 AND EXISTS (SELECT 1 FROM batches b
@@ -154,8 +171,9 @@ pub enum StoreError {
         /// Why.
         source: Arc<std::io::Error>,
     },
-    /// The database was written by a newer telemetryd.
-    #[error("the event store {path} has schema version {found}, newer than this telemetryd supports ({supported}); upgrade telemetryd or point --state-dir elsewhere")]
+    /// The database was written by a newer telemetryd that did not say
+    /// this one may serve it.
+    #[error("the event store {path} has schema version {found}, newer than this telemetryd supports ({supported}){}; upgrade telemetryd or point --state-dir elsewhere", needs_text(*.oldest_reader))]
     TooNew {
         /// The database file.
         path: PathBuf,
@@ -163,6 +181,9 @@ pub enum StoreError {
         found: i64,
         /// The newest this build knows.
         supported: usize,
+        /// The oldest schema the newer build said may serve it, when it
+        /// said (builds before schema 14 did not).
+        oldest_reader: Option<i64>,
     },
     /// A statement failed.
     #[error("event store {op} failed: {source}")]
@@ -898,21 +919,88 @@ struct Inner {
     handed_out: BTreeMap<Option<DestId>, i64>,
 }
 
-/// Apply pending migrations in one transaction; refuse newer databases.
+/// What a store's schema says about this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schema {
+    /// Its `PRAGMA user_version`.
+    pub version: i64,
+    /// The oldest schema whose builds may serve it, as the build that last
+    /// opened it wrote; `None` before schema 14 (or unreadable).
+    pub oldest_reader: Option<i64>,
+}
+
+impl Schema {
+    /// Read both, writing nothing.
+    pub fn read(conn: &Connection) -> rusqlite::Result<Schema> {
+        let version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        // Any failure (no such table before v14) reads as "not said", which
+        // only ever refuses.
+        let oldest_reader = conn
+            .query_row(
+                "SELECT oldest_reader FROM store_compat WHERE only = 1",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        Ok(Schema {
+            version,
+            oldest_reader,
+        })
+    }
+
+    /// Whether it is newer than this build knows.
+    pub fn is_newer(&self) -> bool {
+        self.version > SCHEMA_VERSION as i64
+    }
+
+    /// Whether this build may serve it: its own schema or older (then
+    /// migrated), or newer with a newer build's word that this one can.
+    pub fn servable(&self) -> bool {
+        !self.is_newer()
+            || self
+                .oldest_reader
+                .is_some_and(|oldest| oldest <= SCHEMA_VERSION as i64)
+    }
+
+    /// The refusal for a store this build may not serve.
+    fn too_new(&self, path: &Path) -> StoreError {
+        StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: self.version,
+            supported: SCHEMA_VERSION,
+            oldest_reader: self.oldest_reader,
+        }
+    }
+}
+
+/// The part of [`StoreError::TooNew`]'s message that says what the newer
+/// build asked for, when it said.
+fn needs_text(oldest_reader: Option<i64>) -> String {
+    match oldest_reader {
+        Some(n) => {
+            format!(", and the telemetryd that migrated it needs schema {n} or newer to serve it")
+        }
+        None => String::new(),
+    }
+}
+
+/// Apply pending migrations in one transaction and record which builds may
+/// serve the store; serve a newer database as it is when its builds said
+/// this one may, and refuse it otherwise.
 fn migrate(conn: &mut Connection, path: &Path, now_us: i64) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql("migration"))?;
-    let version: i64 = tx
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(sql("reading schema version"))?;
-    if version > SCHEMA_VERSION as i64 {
-        return Err(StoreError::TooNew {
-            path: path.to_path_buf(),
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
+    let schema = Schema::read(&tx).map_err(sql("reading schema version"))?;
+    if !schema.servable() {
+        return Err(schema.too_new(path));
     }
+    if schema.is_newer() {
+        // Nothing to do, and nothing is written: its own builds keep its
+        // version and floor.
+        return Ok(());
+    }
+    let version = schema.version;
     let steps = MIGRATIONS.iter().chain(FUTURE_MIGRATIONS);
     for (i, step) in steps.enumerate().skip(version.max(0) as usize) {
         tx.execute_batch(step).map_err(sql("migration"))?;
@@ -940,6 +1028,14 @@ fn migrate(conn: &mut Connection, path: &Path, now_us: i64) -> Result<(), StoreE
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION as i64)
         .map_err(sql("migration"))?;
+    // At every open, not only when migrating: this build is the newest to
+    // have opened the store, so its word is the one that holds.
+    tx.execute(
+        "INSERT INTO store_compat (only, oldest_reader) VALUES (1, ?1)
+         ON CONFLICT (only) DO UPDATE SET oldest_reader = excluded.oldest_reader",
+        params![OLDEST_READER as i64],
+    )
+    .map_err(sql("migration"))?;
     tx.commit().map_err(sql("migration"))
 }
 
@@ -958,17 +1054,19 @@ impl Inner {
         };
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
-        // Look before touching anything: a newer database is refused
-        // unmodified (switching the journal mode would already write).
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(open_err)?;
-        if version > SCHEMA_VERSION as i64 {
-            return Err(StoreError::TooNew {
-                path: path.to_path_buf(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
+        // Look before touching anything: a newer database this build may
+        // not serve is refused unmodified (switching the journal mode would
+        // already write).
+        let schema = Schema::read(&conn).map_err(open_err)?;
+        if !schema.servable() {
+            return Err(schema.too_new(path));
+        }
+        if schema.is_newer() {
+            tracing::info!(
+                store_schema = schema.version,
+                our_schema = SCHEMA_VERSION,
+                "the event store is newer than this telemetryd, and the telemetryd that migrated it says this one may serve it; serving it as it is"
+            );
         }
         // A damaged file is found now, at open, where it can be moved
         // aside, rather than by whichever query reaches the bad page.

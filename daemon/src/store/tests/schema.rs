@@ -14,17 +14,124 @@ fn migrating_twice_is_a_no_op_and_newer_schema_is_refused() {
         .unwrap();
     assert_eq!(v, MIGRATIONS.len() as i64);
 
-    conn.pragma_update(None, "user_version", 99).unwrap();
+    // A newer build whose migrations this one cannot live with says so.
+    too_new_for_us(&conn, Some(99));
     drop(conn);
     let err = Store::open(f.dir.path(), f.opts(10)).err().unwrap();
     assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
     assert!(err.to_string().contains(DB_FILE));
+    assert!(
+        err.to_string().contains("needs schema 99 or newer"),
+        "{err}"
+    );
     // Refused, not modified.
     let conn = Connection::open(&path).unwrap();
     let v: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(v, 99);
+}
+
+/// Make the store look migrated by a newer build (schema 99) that said
+/// builds from `oldest_reader` on may serve it (`None`: said nothing, as
+/// builds before schema 14).
+fn too_new_for_us(conn: &Connection, oldest_reader: Option<i64>) {
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    match oldest_reader {
+        Some(n) => conn
+            .execute("UPDATE store_compat SET oldest_reader = ?1", [n])
+            .map(drop),
+        None => conn.execute_batch("DROP TABLE store_compat"),
+    }
+    .unwrap();
+}
+
+fn schema_of(path: &Path) -> Schema {
+    Schema::read(&Connection::open(path).unwrap()).unwrap()
+}
+
+/// A store a newer build migrated is served as it is when that build said
+/// this one may: events go in and come out, and neither its version nor
+/// its floor moves (its own builds keep them). Without that word (a build
+/// before schema 14), or with a floor above this build, it is refused and
+/// left as it was.
+#[test]
+fn a_newer_store_is_served_as_it_is_only_when_its_builds_allow() {
+    let f = Fixture::new();
+    let path = f.dir.path().join(DB_FILE);
+    let (store, thread) = f.open(10);
+    rt().block_on(async { store.insert(vec![record(1, "a")]).await.unwrap() });
+    drop(store);
+    thread.join();
+    assert_eq!(
+        schema_of(&path),
+        Schema {
+            version: SCHEMA_VERSION as i64,
+            oldest_reader: Some(OLDEST_READER as i64)
+        }
+    );
+    let conn = Connection::open(&path).unwrap();
+    too_new_for_us(&conn, Some(SCHEMA_VERSION as i64));
+    drop(conn);
+    let (store, thread) = f.open(10);
+    rt().block_on(async {
+        let out = store
+            .insert(vec![record(1, "a"), record(2, "a")])
+            .await
+            .unwrap();
+        assert_eq!((out.accepted, out.duplicates), (1, 1));
+        assert_eq!(store.seal(true).await.unwrap(), 1);
+        assert_eq!(store.next_sealed().await.unwrap().unwrap().events, 2);
+    });
+    drop(store);
+    thread.join();
+    let newer = Schema {
+        version: 99,
+        oldest_reader: Some(SCHEMA_VERSION as i64),
+    };
+    assert_eq!(schema_of(&path), newer, "served, not migrated down");
+
+    for (oldest, needs) in [(None, false), (Some(SCHEMA_VERSION as i64 + 1), true)] {
+        let conn = Connection::open(&path).unwrap();
+        too_new_for_us(&conn, oldest);
+        drop(conn);
+        let before = std::fs::read(&path).unwrap();
+        let err = Store::open(f.dir.path(), f.opts(10)).err().unwrap();
+        assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+        assert_eq!(err.to_string().contains("needs schema"), needs, "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "not modified");
+        if oldest.is_none() {
+            Connection::open(&path)
+                .unwrap()
+                .execute_batch(
+                    "CREATE TABLE store_compat (only INTEGER PRIMARY KEY, oldest_reader INTEGER NOT NULL);
+                     INSERT INTO store_compat VALUES (1, 14);",
+                )
+                .unwrap();
+        }
+    }
+}
+
+/// A store from before schema 14 gets this build's word at its migration.
+#[test]
+fn a_v13_store_learns_which_builds_may_serve_it() {
+    let f = Fixture::new();
+    let path = f.dir.path().join(DB_FILE);
+    let (store, thread) = f.open(10);
+    drop(store);
+    thread.join();
+    back_to_v13(&Connection::open(&path).unwrap());
+    assert_eq!(schema_of(&path).oldest_reader, None);
+    let (store, thread) = f.open(10);
+    drop(store);
+    thread.join();
+    assert_eq!(
+        schema_of(&path),
+        Schema {
+            version: SCHEMA_VERSION as i64,
+            oldest_reader: Some(OLDEST_READER as i64)
+        }
+    );
 }
 
 #[test]
@@ -81,7 +188,7 @@ fn a_newer_database_is_not_recovered_over() {
     drop(store);
     thread.join();
     let conn = Connection::open(f.dir.path().join(DB_FILE)).unwrap();
-    conn.pragma_update(None, "user_version", 99).unwrap();
+    too_new_for_us(&conn, Some(99));
     drop(conn);
     let err = Store::open_or_recover(&StateLock::acquire(f.dir.path()).unwrap(), f.opts(10))
         .err()
@@ -175,13 +282,20 @@ fn back_to_v9(conn: &Connection) {
         .unwrap();
 }
 
+/// Undo migration 0014: no word on which builds may serve the store.
+fn back_to_v13(conn: &Connection) {
+    conn.execute_batch("DROP TABLE store_compat; PRAGMA user_version = 13;")
+        .unwrap();
+}
+
 /// Undo migration 0013: no record of refused batches.
 fn back_to_v12(conn: &Connection) {
+    back_to_v13(conn);
     conn.execute_batch("DROP TABLE refused; PRAGMA user_version = 12;")
         .unwrap();
 }
 
-/// Undo migrations 0013 to 0011: consented sets by name only (0012 only
+/// Undo migrations 0014 to 0011: consented sets by name only (0012 only
 /// renamed receipts' outbox label).
 fn back_to_v10(conn: &Connection) {
     back_to_v12(conn);

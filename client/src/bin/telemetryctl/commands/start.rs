@@ -52,7 +52,9 @@ fn new_lines(log: &Path, from: u64) -> Vec<String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|l| telemetry_proto::printable(l, 300))
+        // Cut only what no message is: a cut line would lose the words
+        // `gave_up` looks for at its end (a long path comes before them).
+        .map(|l| telemetry_proto::printable(l, 2000))
         .collect()
 }
 
