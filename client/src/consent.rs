@@ -68,8 +68,79 @@ pub fn describe(layer: Layer, paths: &ConsentPaths) -> String {
             None => format!("the environment ({})", OPT_OUT_VARS.join(" / ")),
         },
         Layer::UserFile => format!("the user file {}", paths.user.display()),
-        Layer::Default => "the default: nobody decided yet, so off".to_string(),
+        // Not "nobody decided": the user may well have, in a file this
+        // process cannot read.
+        Layer::Default => match file_trouble(&paths.user) {
+            Some(FileTrouble::Unreadable(why)) => format!(
+                "the default, as the user file {} cannot be read ({why}), so off until it can be",
+                paths.user.display()
+            ),
+            _ => "the default: nobody decided yet, so off".to_string(),
+        },
     }
+}
+
+/// What is wrong with a consent file, for people to hear of: nothing else
+/// tells them (a daemon only logs it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileTrouble {
+    /// It exists but cannot be read (why). The user's then reads as
+    /// undecided (off, and no decision in it applied); the administrator's
+    /// as everything off.
+    Unreadable(String),
+    /// Lines not understood, as (1-based number, the line made printable).
+    /// In the user's file such a line decides nothing (its product reads
+    /// as undecided); any in the administrator's turns everything off.
+    BadLines(Vec<(usize, String)>),
+}
+
+/// Most lines [`file_trouble`] quotes, and most characters of each.
+const MAX_QUOTED_LINES: usize = 5;
+const MAX_QUOTED_CHARS: usize = 80;
+
+/// What is wrong with the consent file at `path`, if anything (a missing
+/// file is fine).
+pub fn file_trouble(path: &Path) -> Option<FileTrouble> {
+    match telemetry_platform::fs::read_small_text(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(FileTrouble::Unreadable(e.to_string())),
+        Ok(text) => {
+            let bad = ConsentFile::parse(&text).bad_lines;
+            let lines: Vec<&str> = text.lines().collect();
+            (!bad.is_empty()).then(|| {
+                FileTrouble::BadLines(
+                    bad.iter()
+                        .take(MAX_QUOTED_LINES)
+                        .map(|&n| {
+                            let line = lines.get(n - 1).copied().unwrap_or("");
+                            (n, telemetry_proto::printable(line, MAX_QUOTED_CHARS))
+                        })
+                        .collect(),
+                )
+            })
+        }
+    }
+}
+
+/// A sentence on the trouble with the user's consent file `path`, with
+/// what to do; `None` when there is none.
+pub fn user_file_warning(path: &Path) -> Option<String> {
+    let file = path.display();
+    Some(match file_trouble(path)? {
+        FileTrouble::Unreadable(why) => format!(
+            "the consent file {file} cannot be read ({why}): every product counts as off and undecided until it can be, and nothing stored is deleted meanwhile; fix it, or record a decision (`telemetryctl consent PRODUCT on|off|local`), which keeps it aside and writes a new one"
+        ),
+        FileTrouble::BadLines(lines) => format!(
+            "{} of the consent file {file} {} not understood and decide nothing (each product named reads as undecided, so off): {}; `telemetryctl consent PRODUCT on|off|local` rewrites the file",
+            if lines.len() == 1 { "a line" } else { "lines" },
+            if lines.len() == 1 { "is" } else { "are" },
+            lines
+                .iter()
+                .map(|(n, l)| format!("line {n}: `{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
 }
 
 /// What a user can do about an `off` decided by `layer`, as a clause to

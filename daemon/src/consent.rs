@@ -46,6 +46,8 @@ struct Cached {
     file: Option<Arc<ConsentFile>>,
     /// A file that exists but cannot be read counts as this.
     fail_closed: bool,
+    /// The file exists but could not be read at the last look.
+    unreadable: bool,
 }
 
 fn stamp(path: &Path) -> Stamp {
@@ -61,11 +63,22 @@ impl Cached {
             self.stamp = now;
             // Non-blocking: a FIFO in the file's place must not stall the
             // worker reading it (see `read_small_text`).
+            self.unreadable = false;
             self.file = match telemetry_platform::fs::read_small_text(path) {
                 Ok(t) => Some(Arc::new(ConsentFile::parse(&t))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot read consent file");
+                    self.unreadable = true;
+                    tracing::warn!(
+                        path = %path.display(),
+                        error = %e,
+                        "cannot read consent file; until it can be, {}",
+                        if self.fail_closed {
+                            "every product is off"
+                        } else {
+                            "every product counts as off and undecided here, and no decision in it is applied (nothing stored is deleted)"
+                        }
+                    );
                     self.fail_closed
                         .then(|| Arc::new(ConsentFile::unreadable()))
                 }
@@ -79,6 +92,8 @@ impl Cached {
 /// against (each look at the files costs a `stat` apiece).
 pub struct ConsentView {
     user: Option<Arc<ConsentFile>>,
+    /// The user's file exists but could not be read.
+    user_unreadable: bool,
     system: Option<Arc<ConsentFile>>,
     env_off: bool,
     generation: u64,
@@ -90,6 +105,15 @@ impl ConsentView {
     /// two looks with the same generation saw the same files.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Whether the user's file exists but could not be read. Nothing is
+    /// collected for the user then (it reads as undecided), but no change
+    /// of decision is taken from it either: a file damaged by a bad edit or
+    /// a disk error is not the user turning everything off, which would
+    /// delete what is stored and tell each vendor so.
+    pub fn user_unreadable(&self) -> bool {
+        self.user_unreadable
     }
 
     /// The manifest version the user's decision for `product` was given
@@ -173,6 +197,7 @@ impl Consent {
         c.generation += u64::from(reread);
         ConsentView {
             user,
+            user_unreadable: c.user.unreadable,
             system,
             env_off: self.env_off,
             generation: c.generation,
@@ -191,6 +216,7 @@ impl Consent {
         let guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         ConsentView {
             user: guard.user.file.clone(),
+            user_unreadable: guard.user.unreadable,
             system: guard.system.file.clone(),
             env_off: self.env_off,
             generation: guard.generation,

@@ -397,6 +397,117 @@ fn an_off_the_daemon_was_not_told_about_is_applied_at_the_next_status() {
     drop(daemon);
 }
 
+/// A user file that cannot be read (a stray byte from a bad edit, a disk
+/// error) decides nothing: nothing new is collected while it lasts, but
+/// nothing stored is deleted and no `telemetry_off` recorded, as a user's
+/// off would; the shim, `telemetryctl` and `doctor` name the file. Once it
+/// reads again, everything is as it was.
+#[test]
+fn an_unreadable_consent_file_stops_collection_but_deletes_and_announces_nothing() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    let daemon = env.start();
+    let ids = emit(&daemon, 2);
+    let file = env.root().join("consent");
+    let good = std::fs::read(&file).unwrap();
+    let mut bad = good.clone();
+    bad.extend_from_slice(b"\xff\n");
+    std::fs::write(&file, &bad).unwrap();
+    // `status` applies a changed decision (see the test above): none here.
+    let out = ctl(&env, &["status"]);
+    assert!(
+        text(&out).contains("consent file: the consent file")
+            && text(&out).contains("cannot be read"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(daemon.client().status(T).unwrap().pending_events, 2);
+    let shown = text(&ctl(&env, &["show"]));
+    for id in &ids {
+        assert!(shown.contains(id.as_str()), "deleted: {shown}");
+    }
+    assert!(!shown.contains("telemetry_off"), "{shown}");
+    // Nothing new is collected, and the shim says why.
+    let err = daemon
+        .client()
+        .emit(vec![event("cfdev", "stop", "1", BTreeMap::new())], T)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Refused {
+                code: ErrorCode::ConsentOff,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let out = env.shim(&[], &["--strict", "stop"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("cannot be read"), "{}", text(&out));
+    let out = ctl(&env, &["consent", "cfdev"]);
+    assert!(
+        text(&out).contains(&format!(
+            "the consent file {} cannot be read",
+            file.display()
+        )),
+        "{}",
+        text(&out)
+    );
+    let out = env.run("telemetryctl", &["doctor"]);
+    assert!(
+        text(&out).contains("FAIL consent file") && text(&out).contains("cannot be read"),
+        "{}",
+        text(&out)
+    );
+    // Readable again: the two events go, and nothing says off.
+    std::fs::write(&file, &good).unwrap();
+    ctl(&env, &["flush"]);
+    let lines = wait_for_lines(&s3, 2);
+    assert_eq!(ids_in(&lines), ids.iter().cloned().collect());
+    assert!(lines.iter().all(|(_, v)| v["event"] != "telemetry_off"));
+    drop(daemon);
+}
+
+/// A line of the user's file that is not understood (a mode misspelt by
+/// hand) decides nothing, and `consent` and `doctor` quote it with its
+/// number; an opt-out variable in doctor's own shell is a warning, since
+/// the daemon cannot see it.
+#[test]
+fn a_line_not_understood_and_an_opt_out_in_this_shell_are_named() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let _daemon = env.start();
+    let file = env.root().join("consent");
+    let mut text_of = std::fs::read_to_string(&file).unwrap();
+    text_of.push_str("acme locale 2026-12-05T10:00:00Z\n");
+    std::fs::write(&file, &text_of).unwrap();
+    let bad_line = text_of.lines().count();
+    let out = ctl(&env, &["consent"]);
+    let quoted = format!("line {bad_line}: `acme locale 2026-12-05T10:00:00Z`");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&quoted),
+        "{}",
+        text(&out)
+    );
+    let out = env
+        .command("telemetryctl")
+        .env("DO_NOT_TRACK", "1")
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(
+        t.contains("WARN consent file") && t.contains(&quoted),
+        "{t}"
+    );
+    assert!(
+        t.contains("WARN environment") && t.contains("DO_NOT_TRACK is set in this shell"),
+        "{t}"
+    );
+    // Both are warnings: nothing failed.
+    assert!(out.status.success(), "{t}");
+}
+
 fn wait_for_lines(s3: &S3Server, n: usize) -> Vec<(String, serde_json::Value)> {
     wait_for(&format!("{n} lines in S3"), Duration::from_secs(30), || {
         let lines = decode_objects(&s3.objects());

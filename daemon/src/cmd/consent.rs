@@ -234,6 +234,11 @@ async fn reconcile_waiting(
     build: &str,
     wait: Wait,
 ) -> Result<ConsentOutcome, StoreError> {
+    // A user file that cannot be read decides nothing (see
+    // `ConsentView::user_unreadable`): what was applied stays applied.
+    if view.user_unreadable() {
+        return Ok(ConsentOutcome::default());
+    }
     let current = || {
         let (mode, off_marker) = view.user_decision(product);
         Decision { mode, off_marker }
@@ -264,8 +269,12 @@ async fn reconcile_waiting(
     // Read the file again under the lock, not the view: the wait may have
     // been long (an upload), and the user may have decided again meanwhile
     // (another reconcile may also have applied it already).
+    let now = ctx.consent.view();
+    if now.user_unreadable() {
+        return Ok(ConsentOutcome::default());
+    }
     let decision = {
-        let (mode, off_marker) = ctx.consent.user_decision(product);
+        let (mode, off_marker) = now.user_decision(product);
         Decision { mode, off_marker }
     };
     if known(ctx) == Some(decision.clone()) {

@@ -475,7 +475,16 @@ fn not_terminals() -> &'static str {
     }
 }
 
+/// Say what is wrong with the user's consent file, if anything (on stderr,
+/// so `--json` stays one document).
+fn warn_of_the_file(paths: &ConsentPaths) {
+    if let Some(w) = consent::user_file_warning(&paths.user) {
+        eprintln!("telemetryctl: warning: {w}");
+    }
+}
+
 fn show_one(socket: &Path, product: &str, paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
+    warn_of_the_file(paths);
     let mine = local(product, paths);
     // A script checks consent with `--json` before it sends anything: for
     // a product that is off, from the files alone. Asking the daemon would
@@ -503,6 +512,7 @@ fn show_one(socket: &Path, product: &str, paths: &ConsentPaths, json: bool) -> R
 }
 
 fn list(socket: &Path, paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
+    warn_of_the_file(paths);
     let daemon = daemon_view(socket);
     let mut products: Vec<String> = consent::user_file(paths)
         .entries

@@ -10,11 +10,15 @@
 //!    (`Request::Probe`: DNS, connection, TLS, credentials, bucket or
 //!    broker, clock; it writes nothing), and whether uploads there have
 //!    been failing.
-//! 5. `shim`: what `telemetry-emit` costs on this machine.
-//! 6. `drops`: events dropped because the spool or the store was full.
-//! 7. `refusals`: events the daemon refused since it started, by product
+//! 5. `consent file`, `system consent file`, `environment`: a consent
+//!    file that cannot be read or has lines not understood, and an opt-out
+//!    variable in this shell (the daemon only logs the first two and cannot
+//!    see the third).
+//! 6. `shim`: what `telemetry-emit` costs on this machine.
+//! 7. `drops`: events dropped because the spool or the store was full.
+//! 8. `refusals`: events the daemon refused since it started, by product
 //!    and reason.
-//! 8. `spool`: events shims spooled, in this user's state directory, for
+//! 9. `spool`: events shims spooled, in this user's state directory, for
 //!    a socket other than this one, which no daemon here will take in.
 //!
 //! Exit code: 0 when no check failed, 3 when one did, 1 when the daemon
@@ -104,6 +108,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         probe = destination_checks(socket, s, &mut checks);
         show(&checks);
     }
+    consent_file_checks(status, &mut checks);
     checks.push(shim_check(socket));
     if let Some(s) = &status {
         drop_checks(s, &mut checks);
@@ -290,6 +295,66 @@ fn consent_checks(s: &StatusReport, checks: &mut Vec<Check>) {
         } else {
             checks.push(Check::pass(name, decided));
         }
+    }
+}
+
+/// `consent file` and `system consent file` when either cannot be read or
+/// has lines not understood (the user's as the daemon names it, else as
+/// this environment does), and `environment` when an opt-out variable is
+/// set in this shell.
+fn consent_file_checks(status: Option<&StatusReport>, checks: &mut Vec<Check>) {
+    use telemetry_client::consent::{self, file_trouble, FileTrouble};
+    let paths = consent::ConsentPaths::from_env();
+    let user = status.map_or(paths.user.clone(), |s| PathBuf::from(&s.consent_file));
+    match file_trouble(&user) {
+        Some(FileTrouble::Unreadable(_)) => checks.push(Check::fail(
+            "consent file",
+            consent::user_file_warning(&user).unwrap_or_default(),
+            format!(
+                "make {} readable text again, or record each decision anew with `telemetryctl consent PRODUCT on|off|local`",
+                user.display()
+            ),
+        )),
+        Some(FileTrouble::BadLines(_)) => checks.push(Check::warn(
+            "consent file",
+            consent::user_file_warning(&user).unwrap_or_default(),
+            "write each line as `PRODUCT on|off|local` (the README's consent section), or record the decision with `telemetryctl consent PRODUCT on|off|local`".to_string(),
+        )),
+        None => {}
+    }
+    let system = &paths.system;
+    let trouble = match file_trouble(system) {
+        Some(FileTrouble::Unreadable(why)) => Some(format!("cannot be read ({why})")),
+        Some(FileTrouble::BadLines(lines)) => Some(format!(
+            "has lines not understood ({})",
+            lines
+                .iter()
+                .map(|(n, l)| format!("line {n}: `{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        None => None,
+    };
+    if let Some(trouble) = trouble {
+        checks.push(Check::fail(
+            "system consent file",
+            format!(
+                "the administrator's consent file {} {trouble}, so every product is off here (it fails closed)",
+                system.display()
+            ),
+            "if that is not what the administrator meant, ask them to fix the file (one `PRODUCT off` or `* off` per line, readable by every user)".to_string(),
+        ));
+    }
+    if let Some(var) = consent::env_opt_out_var() {
+        checks.push(Check::warn(
+            "environment",
+            format!(
+                "{var} is set in this shell: CLIs run from it record nothing, whatever the consent file says; the daemon does not see it"
+            ),
+            format!(
+                "nothing to fix if you meant it; unset {var} to let CLIs run from here follow the consent file, or `telemetryctl consent PRODUCT off` to stop a product everywhere"
+            ),
+        ));
     }
 }
 

@@ -231,6 +231,10 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             );
         }
     }
+    // The daemon only logs it; its file, as it names it.
+    if let Some(w) = telemetry_client::consent::user_file_warning(Path::new(&s.consent_file)) {
+        outln!("consent file: {w}");
+    }
     for c in &s.consent {
         match &c.manifest_error {
             Some(e) => outln!("manifest:     {} DISABLED: {e}", c.product),
