@@ -97,6 +97,26 @@ pub fn nothing_serves(err: &ClientError) -> bool {
 /// disabled, not found or started recently. Returns once the daemon's
 /// process is exec'd (about a millisecond), never waiting for it to serve.
 pub fn start(socket: &Path) -> Result<Started, AutostartError> {
+    start_as(socket, Asked::ByClient)
+}
+
+/// [`start`] for a person who asked for it (`telemetryctl start`): not held
+/// off by a start less than [`INTERVAL`] ago, which is there so that
+/// fifty shims at once (or a daemon that keeps failing) do not start fifty;
+/// `stop` then `start` must start one. Another client starting one at this
+/// very moment still counts ([`Started::Recently`]).
+pub fn start_now(socket: &Path) -> Result<Started, AutostartError> {
+    start_as(socket, Asked::ByPerson)
+}
+
+/// Who asks for a start.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    ByClient,
+    ByPerson,
+}
+
+fn start_as(socket: &Path, asked: Asked) -> Result<Started, AutostartError> {
     if disabled(std::env::var_os(AUTOSTART_VAR).as_deref()) {
         return Ok(Started::Disabled);
     }
@@ -140,7 +160,7 @@ pub fn start(socket: &Path) -> Result<Started, AutostartError> {
     let _ = stamp.read_to_string(&mut text);
     if let Ok(last) = text.trim().parse::<u64>() {
         // A stamp in the future (clock set back) does not hold anyone off.
-        if last <= now && now - last < INTERVAL.as_millis() as u64 {
+        if asked == Asked::ByClient && last <= now && now - last < INTERVAL.as_millis() as u64 {
             return Ok(Started::Recently);
         }
     }

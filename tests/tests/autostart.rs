@@ -268,6 +268,34 @@ fn a_fifo_as_the_autostart_log_or_stamp_fails_at_once() {
     }
 }
 
+/// `telemetryctl stop` then `start` at once starts a daemon: the rate limit
+/// of autostarts (one per 10 s, so fifty shims start one) is for clients,
+/// not for a person asking. It waited out its timeout and said a daemon it
+/// never started did not answer.
+#[test]
+fn stop_then_start_at_once_starts_the_daemon() {
+    binaries();
+    let env = DaemonEnv::new(Destination::Outbox);
+    let start = || {
+        env.command("telemetryctl")
+            .env(ON.0, ON.1)
+            .args(["start", "--timeout", "8s"])
+            .output()
+            .unwrap()
+    };
+    let out = start();
+    assert!(out.status.success(), "{}", text(&out));
+    let first = Started::nth(&env, 1);
+    let out = env.run("telemetryctl", &["stop"]);
+    assert!(out.status.success(), "{}", text(&out));
+    first.stop();
+    let t = Instant::now();
+    let out = start();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let _second = Started::nth(&env, 2);
+}
+
 #[test]
 fn a_host_that_ignores_sigchld_still_starts_the_daemon_and_says_so() {
     use std::os::unix::process::CommandExt;

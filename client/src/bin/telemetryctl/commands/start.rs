@@ -91,7 +91,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     let log = telemetry_client::state_dir().join(autostart::LOG_FILE);
     // What the daemon writes from here on says why it did not come up.
     let log_from = std::fs::metadata(&log).map_or(0, |m| m.len());
-    let daemon = match autostart::start(socket) {
+    let daemon = match autostart::start_now(socket) {
         Ok(Started::Spawned(bin)) => Some(bin),
         // Another client is starting one right now: wait for it.
         Ok(Started::Recently) => None,
@@ -160,8 +160,14 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
                 json_printed: false,
                 code: "unreachable".into(),
                 message: format!(
-                    "telemetryd was started on {} but {what}{said} (its log is {})",
+                    "telemetryd was started on {} {}but {what}{said} (its log is {})",
                     socket.display(),
+                    // Not by this command: it found another client starting one.
+                    if daemon.is_none() {
+                        "by another client "
+                    } else {
+                        ""
+                    },
                     log.display()
                 ),
             });
