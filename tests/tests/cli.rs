@@ -389,6 +389,58 @@ fn telemetryctl_names_a_bad_duration_and_shows_a_valid_one() {
     assert_eq!(assert_json_error(&out, 2, "usage"), expect);
 }
 
+/// A product name no product can have is a usage error for every verb
+/// that takes one (it found nothing and read as "nothing stored"); a valid
+/// name the daemon has no manifest for, when nothing of it is stored, gets
+/// the warning `consent` gives; a misspelt verb or flag gets clap's tip.
+#[test]
+fn telemetryctl_checks_product_names_and_suggests_what_was_meant() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let _daemon = env.start();
+    let long_key = "k".repeat(2000);
+    for args in [
+        &["show", "--product", "CFDev"][..],
+        &["purge", "--product", "CFDev"][..],
+        &["forget", "CFDev"][..],
+        &["show", "--receipt", long_key.as_str()][..],
+    ] {
+        let out = env.run("telemetryctl", args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("not a valid name") || err.contains("at most 1024 bytes"),
+            "{args:?}: {err}"
+        );
+    }
+    for args in [
+        &["show", "--product", "cfdve"][..],
+        &["purge", "--product", "cfdve"][..],
+    ] {
+        let out = env.run("telemetryctl", args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        assert!(
+            stderr(&out).contains("no manifest for product \"cfdve\" (products with one: cfdev"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    let out = env.run("telemetryctl", &["show", "--product", "cfdev"]);
+    assert!(!stderr(&out).contains("warning"), "{}", text(&out));
+    let out = env.run("telemetryctl", &["stauts"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("tip: some similar subcommands exist"),
+        "{}",
+        text(&out)
+    );
+    let out = env.run("telemetryctl", &["show", "--prodcut", "cfdev"]);
+    assert!(
+        stderr(&out).contains("tip: a similar argument exists: '--product'"),
+        "{}",
+        text(&out)
+    );
+}
+
 /// A flush that outlasts `--timeout` says the upload goes on in the
 /// daemon and where to see how it ends (exit 1: no answer in time).
 #[test]

@@ -15,6 +15,7 @@ use telemetry_client::Client;
     If PRODUCT is off or local nothing can be sent (that is what off means): pass the old ID printed here to the vendor by other means.")]
 pub struct Args {
     /// The product whose data to forget (e.g. cfdev).
+    #[arg(value_parser = super::product_arg)]
     product: String,
     /// The host CLI's version, recorded in the telemetry_forget event.
     #[arg(long, env = "TELEMETRY_BUILD", default_value = "unknown")]
@@ -33,13 +34,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     // A product uninstalled since may still be forgotten; only when nothing
     // of it was stored here either is the name likely a slip.
     if r.purged == 0 {
-        let view = Client::connect(socket)
-            .and_then(|mut c| c.status(Duration::from_secs(5)))
-            .map(|s| s.consent)
-            .unwrap_or_default();
-        if let Some(w) = super::consent::unknown_product(&args.product, &view) {
-            eprintln!("telemetryctl: warning: {w}; nothing of it was stored here");
-        }
+        super::warn_if_unknown(socket, &args.product, "nothing of it was stored here");
     }
     if args.json {
         return print_json(&r);

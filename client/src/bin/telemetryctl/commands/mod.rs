@@ -14,6 +14,27 @@ pub mod stop;
 
 use crate::Failure;
 
+/// clap's parser for a `PRODUCT` argument: a name a product can have, else
+/// a usage error saying why (a misspelt case or a stray word would be sent
+/// to the daemon, find nothing, and read as "nothing stored").
+pub fn product_arg(value: &str) -> Result<String, String> {
+    telemetry_proto::validate_name("product", value, &telemetry_proto::Limits::default())
+        .map(|()| value.to_string())
+        .map_err(|e| format!("{e}; e.g. cfdev"))
+}
+
+/// After a command about `product` found nothing of it: warn when the
+/// daemon has no manifest for it, as the name is then most likely a slip.
+pub fn warn_if_unknown(socket: &std::path::Path, product: &str, found: &str) {
+    let view = telemetry_client::Client::connect(socket)
+        .and_then(|mut c| c.status(std::time::Duration::from_secs(5)))
+        .map(|s| s.consent)
+        .unwrap_or_default();
+    if let Some(w) = consent::unknown_product(product, &view) {
+        eprintln!("telemetryctl: warning: {w}; {found}");
+    }
+}
+
 /// Format µs since the epoch as RFC 3339 (seconds precision).
 pub fn when(us: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64);

@@ -10,7 +10,7 @@ use telemetry_client::{Client, ClientError, Request, Response};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only this product.
-    #[arg(long)]
+    #[arg(long, value_parser = super::product_arg)]
     product: Option<String>,
     /// Print the result as JSON: the serde form of telemetry-proto's
     /// Response::Purged fields ({"events": N}).
@@ -29,6 +29,9 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     let Response::Purged { events, .. } = &reply else {
         return Err(ClientError::Unexpected(format!("{reply:?}")).into());
     };
+    if let (Some(p), 0) = (&args.product, *events) {
+        super::warn_if_unknown(socket, p, "nothing of it was stored here");
+    }
     if args.json {
         return print_json(&payload(&reply)?);
     }

@@ -10,11 +10,11 @@ use telemetry_client::{Client, EventState};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only this product.
-    #[arg(long, conflicts_with = "receipt")]
+    #[arg(long, conflicts_with = "receipt", value_parser = super::product_arg)]
     product: Option<String>,
     /// Print the events of this uploaded object instead (a key from
     /// `telemetryctl receipts`), while its body is still kept.
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", value_parser = receipt_key)]
     receipt: Option<String>,
     /// Print only the lines that will be uploaded, exactly as they will be (NDJSON).
     #[arg(long, conflicts_with = "json")]
@@ -32,6 +32,9 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         return receipt(socket, key, args);
     }
     let page = Client::connect(socket)?.show(args.product.as_deref(), Duration::from_secs(30))?;
+    if let (Some(p), true) = (&args.product, page.events.is_empty()) {
+        super::warn_if_unknown(socket, p, "nothing of it is stored here");
+    }
     if args.json {
         return print_json(&page);
     }
@@ -72,6 +75,21 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         outln!("{}", e.line);
     }
     Ok(())
+}
+
+/// Longest object key S3 (and so a receipt) has, in bytes.
+const MAX_KEY_BYTES: usize = 1024;
+
+/// clap's parser for `--receipt`: a key no receipt can have is a usage
+/// error, not a frame the daemon refuses for its size.
+fn receipt_key(value: &str) -> Result<String, String> {
+    if value.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "an object key has at most {MAX_KEY_BYTES} bytes, this one {}; copy it from `telemetryctl receipts`",
+            value.len()
+        ));
+    }
+    Ok(value.to_string())
 }
 
 /// `show --receipt KEY`: the lines of an uploaded batch, as uploaded.
