@@ -426,6 +426,17 @@ fn telemetryctl_checks_product_names_and_suggests_what_was_meant() {
     }
     let out = env.run("telemetryctl", &["show", "--product", "cfdev"]);
     assert!(!stderr(&out).contains("warning"), "{}", text(&out));
+    // Forgetting a slip warns, and leaves no trace `status` would list
+    // for good (it was "consent: cfdve: off (default)").
+    let out = env.run("telemetryctl", &["forget", "cfdve"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("no manifest for product \"cfdve\""),
+        "{}",
+        text(&out)
+    );
+    let out = env.run("telemetryctl", &["status"]);
+    assert!(!text(&out).contains("cfdve"), "{}", text(&out));
     let out = env.run("telemetryctl", &["stauts"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(

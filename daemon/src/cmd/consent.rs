@@ -250,7 +250,10 @@ async fn reconcile_waiting(
             .get(product)
             .cloned()
     };
-    if known(ctx) == Some(current()) {
+    // Never applied is undecided (nothing of it can be stored): applying
+    // that would only record a product named by a slip (`forget acmee`),
+    // which `status` would then list for good.
+    if known(ctx).unwrap_or_default() == current() {
         return Ok(ConsentOutcome::default());
     }
     let (_serial, _no_upload) = match wait {
@@ -277,7 +280,7 @@ async fn reconcile_waiting(
         let (mode, off_marker) = now.user_decision(product);
         Decision { mode, off_marker }
     };
-    if known(ctx) == Some(decision.clone()) {
+    if known(ctx).unwrap_or_default() == decision {
         return Ok(ConsentOutcome::default());
     }
     let off_event = WireEvent {
