@@ -589,6 +589,15 @@ fn a_misspelt_product_is_recorded_with_a_warning_naming_the_known_ones() {
     serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON on stdout only");
     let out = ctl(&env, &["forget", "nosuch"]);
     assert!(err(&out).contains("\"nosuch\""), "{}", err(&out));
+    // `doctor` does not pass an `on` for a name no manifest has.
+    ctl(&env, &["consent", "cfdvx", "on"]);
+    let out = env.run("telemetryctl", &["doctor"]);
+    assert!(
+        text(&out).contains("WARN consent cfdvx: on, decided by the user file, but no manifest here describes cfdvx")
+            && text(&out).contains("products with one: cfdev"),
+        "{}",
+        text(&out)
+    );
     // The product left out: a setting is not taken for a product's name
     // (that showed a product "off" and exited 0, so the user believed
     // telemetry was off).

@@ -106,6 +106,15 @@ fn a_malformed_manifest_disables_only_its_product() {
         human.contains("bad DISABLED") && human.contains(&bad_file),
         "{human}"
     );
+    // `doctor` blames the manifest for its product's refusals, not the CLI.
+    let out = env.run("telemetryctl", &["doctor"]);
+    let doc = text(&out);
+    assert!(
+        doc.contains(&format!(
+            "fix: bad's manifest cannot be used, so all of its events are refused: fix {bad_file}"
+        )),
+        "{doc}"
+    );
 }
 
 /// A manifest that loads with warnings (a key this daemon ignores, a

@@ -264,6 +264,30 @@ fn consent_checks(s: &StatusReport, checks: &mut Vec<Check>) {
                     ),
                 ));
             }
+        } else if p.mode != telemetry_client::Mode::Off
+            && p.manifest.is_empty()
+            && p.manifest_error.is_none()
+        {
+            // A decision for a name no manifest here has: not installed
+            // yet, or a slip of the name while the product meant stays off.
+            let known: Vec<&str> = s
+                .consent
+                .iter()
+                .filter(|c| !c.manifest.is_empty() || c.manifest_error.is_some())
+                .map(|c| c.product.as_str())
+                .collect();
+            checks.push(Check::warn(
+                name,
+                format!(
+                    "{decided}, but no manifest here describes {}, so nothing of it is recorded (products with one: {})",
+                    p.product,
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+                format!(
+                    "if the name is a slip, `telemetryctl consent {} off` and decide for the right one; otherwise it applies once the product is installed",
+                    p.product
+                ),
+            ));
         } else if super::changed_without_a_new_version(p) {
             checks.push(Check::warn(
                 name,
@@ -681,6 +705,25 @@ fn refusal_checks(s: &StatusReport, checks: &mut Vec<Check>) {
             &r.product
         };
         let code = r.code.to_string();
+        // The catalogue refuses a product whose manifest is broken or
+        // missing with the same code as an unlisted event: the cause, and
+        // so the fix, is the manifest then, not the CLI.
+        let manifest = s.consent.iter().find(|c| c.product == r.product);
+        let fix = match manifest {
+            Some(c) if code == "not_in_catalogue" && c.manifest_error.is_some() => format!(
+                "{product}'s manifest cannot be used, so all of its events are refused: fix {} (its `manifest` check says what is wrong)",
+                c.manifest
+            ),
+            _ if code == "not_in_catalogue"
+                && !r.product.is_empty()
+                && manifest.is_none_or(|c| c.manifest.is_empty() && c.manifest_error.is_none()) =>
+            {
+                format!(
+                "no manifest here describes {product}: install the product's manifest, or correct the product name the CLI sends"
+                )
+            }
+            _ => refusal_fix(&code, product),
+        };
         checks.push(Check::warn(
             format!("refusals {product}"),
             format!(
@@ -688,7 +731,7 @@ fn refusal_checks(s: &StatusReport, checks: &mut Vec<Check>) {
                 super::count(r.count, "request", "requests"),
                 super::the_latest(r)
             ),
-            refusal_fix(&code, product),
+            fix,
         ));
     }
 }
