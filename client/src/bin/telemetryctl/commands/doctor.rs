@@ -18,7 +18,8 @@
 //! 7. `drops`: events dropped because the spool or the store was full.
 //! 8. `refusals`: events the daemon refused since it started, by product
 //!    and reason.
-//! 9. `spool`: events shims spooled, in this user's state directory, for
+//! 9. `state dir`: this user's state directory can be written.
+//! 10. `spool`: events shims spooled, in this user's state directory, for
 //!    a socket other than this one, which no daemon here will take in.
 //!
 //! Exit code: 0 when no check failed, 3 when one did, 1 when the daemon
@@ -114,6 +115,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         drop_checks(s, &mut checks);
         refusal_checks(s, &mut checks);
     }
+    state_dir_check(&telemetry_client::state_dir(), &mut checks);
     spool_check(socket, &telemetry_client::state_dir(), &mut checks);
     show(&checks);
 
@@ -736,6 +738,41 @@ fn refusal_checks(s: &StatusReport, checks: &mut Vec<Check>) {
     }
 }
 
+/// `state dir`: this user's state directory, where shims spool and a
+/// started daemon keeps its store and log, can be written (by trying, as
+/// permissions alone do not say: root, ACLs, a read-only mount). Nothing is
+/// said of one not made yet: the first client makes it.
+fn state_dir_check(dir: &Path, checks: &mut Vec<Check>) {
+    if !dir.is_dir() {
+        return;
+    }
+    let probe = dir.join(format!(".doctor-{}", std::process::id()));
+    let tried = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe);
+    match tried {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            checks.push(Check::pass(
+                "state dir",
+                format!("{} can be written", dir.display()),
+            ));
+        }
+        Err(e) => checks.push(Check::fail(
+            "state dir",
+            format!(
+                "{} cannot be written ({e}): shims cannot spool there and no daemon can be started on it",
+                dir.display()
+            ),
+            format!(
+                "give it back to this user (e.g. `chmod u+rwx {0}`, or `chown` it if another user made it), or point TELEMETRY_STATE_DIR at a directory of yours",
+                dir.display()
+            ),
+        )),
+    }
+}
+
 /// Most spool entries `spool` looks at, and files it counts in one.
 const SPOOL_LOOK_LIMIT: usize = 1000;
 
@@ -815,5 +852,26 @@ mod tests {
         assert!(refusal_fix("consent_off", "p").contains("expected"));
         assert!(refusal_fix("busy", "p").contains("max_connections"));
         assert!(refusal_fix("store_full", "p").contains("max_store_bytes"));
+    }
+
+    /// Tried, not read off the mode bits: even root cannot make a file in
+    /// `/proc/self`, and the probe leaves nothing behind where it can.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_state_dir_that_cannot_be_written_fails_with_its_fix() {
+        let mut checks = Vec::new();
+        state_dir_check(Path::new("/proc/self"), &mut checks);
+        let dir = tempfile::tempdir().unwrap();
+        state_dir_check(dir.path(), &mut checks);
+        state_dir_check(&dir.path().join("not-made-yet"), &mut checks);
+        assert_eq!(checks.len(), 2, "{checks:?}");
+        assert_eq!(checks[0].outcome, CheckOutcome::Fail);
+        assert!(
+            checks[0].detail.contains("/proc/self cannot be written"),
+            "{checks:?}"
+        );
+        assert!(checks[0].fix.contains("TELEMETRY_STATE_DIR"), "{checks:?}");
+        assert_eq!(checks[1].outcome, CheckOutcome::Pass);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
