@@ -20,7 +20,7 @@
 //!    and reason.
 //! 9. `state dir`: this user's state directory can be written.
 //! 10. `spool`: events shims spooled, in this user's state directory, for
-//!    a socket other than this one, which no daemon here will take in.
+//!     a socket other than this one, which no daemon here will take in.
 //!
 //! Exit code: 0 when no check failed, 3 when one did, 1 when the daemon
 //! is unreachable (the checks that need no daemon still run and print).
