@@ -371,6 +371,28 @@ pub struct Manifest {
     pub warnings: Vec<String>,
 }
 
+/// A TOML error on one line: "line L, column C: MESSAGE (in `THE LINE`)".
+/// The parser's own text draws a caret under the column on lines of its
+/// own, which a one-line message (a refusal, `status`, a check) garbles.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end().replace('\n', " ");
+    let Some(at) = e.span().map(|s| s.start.min(text.len())) else {
+        return message;
+    };
+    // A span inside a character would panic the slice: say less instead.
+    let Some(before) = text.get(..at) else {
+        return message;
+    };
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[start..at].chars().count() + 1;
+    let source = text[start..].lines().next().unwrap_or_default().trim();
+    format!(
+        "line {line}, column {column}: {message} (in `{}`)",
+        telemetry_proto::printable(source, 120)
+    )
+}
+
 impl Manifest {
     /// Parse a manifest's text. `source` names it in messages;
     /// `expect_product` is the file's stem, which must match `product`.
@@ -390,7 +412,7 @@ impl Manifest {
             // has no such level.
             ignored.push(path.to_string().replace(".?", "").replace("?.", ""))
         })
-        .map_err(|e| invalid(e.to_string().trim_end().replace('\n', " ")))?;
+        .map_err(|e| invalid(toml_error(text, &e)))?;
         let limits = telemetry_proto::Limits::default();
         telemetry_proto::validate_name("product", &raw.product, &limits)
             .map_err(|e| invalid(format!("`product`: {e}")))?;

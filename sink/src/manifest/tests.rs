@@ -106,6 +106,21 @@ fn bad_manifests_name_the_file_the_key_and_the_line() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("events.Bad Name"), "{err}");
+    // On one line: the parser's caret drawing, flattened, read as
+    // "| 6 | data.size = ... | ^^^^^".
+    let err = parse("product = \"mytool\"\n[events.x]\ndata.size = { tpye = \"int\" }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "line 3, column 13: missing field `type` (in `data.size = { tpye = \"int\" }`)"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\n') && !err.contains('^') && !err.contains(" | "),
+        "{err}"
+    );
 }
 
 /// What the protocol's limits refuse at every emit is warned about when the
