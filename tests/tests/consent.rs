@@ -508,6 +508,45 @@ fn a_line_not_understood_and_an_opt_out_in_this_shell_are_named() {
     assert!(out.status.success(), "{t}");
 }
 
+/// While an upload to a destination that does not answer holds the locks
+/// a consent change takes, `status` answers at once (its client waits a
+/// few seconds, the upload may take a minute) and leaves the change to the
+/// next look; once the upload gave up, the next `status` applies it.
+#[test]
+fn status_does_not_wait_for_an_upload_to_apply_a_change_it_finds() {
+    let s3 = S3Server::start();
+    let mut env = s3_env(&s3);
+    env.extra.push(("TELEMETRY_S3_TIMEOUT".into(), "6s".into()));
+    let daemon = env.start();
+    emit(&daemon, 2);
+    s3.set_fault(Fault::Hang);
+    let before = s3.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let flush = env
+        .command("telemetryctl")
+        .args(["flush", "--timeout", "30s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the upload to reach S3", T, || {
+        (s3.requests.load(std::sync::atomic::Ordering::SeqCst) > before).then_some(())
+    });
+    std::fs::write(env.root().join("consent"), "cfdev off\n").unwrap();
+    let t = std::time::Instant::now();
+    let st = daemon.client().status(T).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(st.pending_events, 2, "not applied while the upload runs");
+    s3.set_fault(Fault::None);
+    let mut flush = flush;
+    flush.wait().unwrap();
+    let st = wait_for("the off applied", T, || {
+        let st = daemon.client().status(T).unwrap();
+        (st.pending_events <= 1).then_some(st)
+    });
+    assert!(st.pending_events <= 1, "{st:?}");
+    drop(daemon);
+}
+
 fn wait_for_lines(s3: &S3Server, n: usize) -> Vec<(String, serde_json::Value)> {
     wait_for(&format!("{n} lines in S3"), Duration::from_secs(30), || {
         let lines = decode_objects(&s3.objects());
