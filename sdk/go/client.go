@@ -62,7 +62,7 @@ type Client struct {
 // once. Each emit opens one; a CLI emitting from thousands of goroutines
 // would otherwise pass the daemon's connection limit (512 by default), be
 // refused busy, and spool (past 1,000 files, drop) what it sent. The rest
-// wait their turn within their own budget.
+// wait their turn for half their budget at most, then spool.
 const maxInFlight = 16
 
 // buildVar is the variable that gives the build when Options.Build is
@@ -338,7 +338,7 @@ func (c *Client) emit(ctx context.Context, name string, data map[string]any, ack
 	}
 	r, err := c.roundTrip(ctx, deadline, line, ack)
 	if err != nil {
-		out := c.spool(ev, err)
+		out := c.spool(ev, err, deadline)
 		// Whatever became of the event: with the spool full (or not
 		// writable), the daemon is what would empty it.
 		// Not once the budget is spent: the host comes first (the next
@@ -355,21 +355,21 @@ func (c *Client) emit(ctx context.Context, name string, data map[string]any, ack
 	case "ack":
 		var a ackBody
 		if err := r.into(&a); err != nil {
-			return c.spool(ev, err)
+			return c.spool(ev, err, deadline)
 		}
 		return Outcome{Kind: Acknowledged, ID: ev.ID, Accepted: a.Accepted, Duplicates: a.Duplicates}
 	case "error":
 		var e errorBody
 		if err := r.into(&e); err != nil {
-			return c.spool(ev, err)
+			return c.spool(ev, err, deadline)
 		}
 		if finalCodes[e.Code] {
 			return Outcome{Kind: Refused, ID: ev.ID, Code: e.Code, Message: e.Message,
 				Err: &DaemonError{e.Code, e.Message}}
 		}
-		return c.spool(ev, &DaemonError{e.Code, e.Message})
+		return c.spool(ev, &DaemonError{e.Code, e.Message}, deadline)
 	default:
-		return c.spool(ev, fmt.Errorf("telemetry: unexpected %q reply to an emit", r.name))
+		return c.spool(ev, fmt.Errorf("telemetry: unexpected %q reply to an emit", r.name), deadline)
 	}
 }
 
@@ -409,15 +409,19 @@ func (c *Client) roundTrip(ctx context.Context, deadline time.Time, line []byte,
 	if c.slots != nil {
 		// Built only when it happens: not on every emit's path.
 		busy := func() error {
-			return fmt.Errorf("telemetry: this client's %d connections to telemetryd at %s were busy until the deadline", maxInFlight, c.paths.Socket)
+			return fmt.Errorf("telemetry: this client's %d connections to telemetryd at %s were busy for half the budget", maxInFlight, c.paths.Socket)
 		}
-		wait := time.NewTimer(time.Until(deadline))
+		// Half the time left at most, keeping the rest to spool in: in a
+		// burst against a hung daemon every waiter gives up at once, and
+		// their files are written one after another (see spoolGrace).
+		waitUntil := time.Now().Add(time.Until(deadline) / 2)
+		wait := time.NewTimer(time.Until(waitUntil))
 		select {
 		case c.slots <- struct{}{}:
 			wait.Stop()
-			// Taken at the very end of the budget (both were ready): it
+			// Taken at the very end of the wait (both were ready): it
 			// would only connect to be cut off.
-			if !time.Now().Before(deadline) {
+			if !time.Now().Before(waitUntil) {
 				<-c.slots
 				return reply{}, busy()
 			}

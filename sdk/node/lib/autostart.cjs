@@ -176,7 +176,17 @@ function autostart(socket, stateDir, env, shipped) {
     childEnv.AWS_SHARED_CREDENTIALS_FILE = '/dev/null';
     childEnv.AWS_CONFIG_FILE = '/dev/null';
     childEnv.AWS_EC2_METADATA_DISABLED = 'true';
-    const child = spawn(daemon, ['--autostarted', '--socket', socket], {
+    const args = ['--autostarted', '--socket', socket];
+    // On Unix `sh` starts the daemon in the background and exits at once:
+    // the daemon is adopted by init, in the session `sh` leads, so the host
+    // keeps no child for the daemon's whole life, as with the Go and Python
+    // SDKs and the Rust clients' double fork (Node reaps `sh`). Not where
+    // this process is init (a container's entrypoint: the daemon would be
+    // adopted by it, never reaped) or there is no /bin/sh, nor on Windows:
+    // there the daemon is started directly.
+    const viaSh = process.platform !== 'win32' && process.pid !== 1 && isExecutable('/bin/sh');
+    const [file, argv] = viaSh ? ['/bin/sh', ['-c', 'exec "$@" &', 'sh', daemon, ...args]] : [daemon, args];
+    const child = spawn(file, argv, {
       detached: true,
       stdio: ['ignore', logFd, logFd],
       env: childEnv,

@@ -9,16 +9,24 @@
 const { statSync } = require('node:fs');
 const tty = require('node:tty');
 const { joinPath, nonEmpty, resolvePaths, spoolDirFor } = require('./paths.cjs');
-const { combine, envOptOutVar, entryFor, parseMode } = require('./consent.cjs');
+const { combine, envOptOutVar, entryFor, parseMode, unreadableConsentFile } = require('./consent.cjs');
 const { shown, checkName, checkBuild, checkData } = require('./validate.cjs');
-const { FINAL_CODES, MAX_LINE_LEN, makeEvent, requests } = require('./wire.cjs');
+const { FINAL_CODES, MAX_LINE_LEN, makeEvent, readAck, requests } = require('./wire.cjs');
 const { exchange, errMessage, Slots } = require('./transport.cjs');
-const { spool } = require('./spool.cjs');
+const { spoolInTurn } = require('./spool.cjs');
 const { autostart } = require('./autostart.cjs');
 const { readSystem, readUser, recordConsent } = require('./consentfile.cjs');
 
 /** The budget of a call when none is given, in ms. */
 const DEFAULT_TIMEOUT_MS = 100;
+
+/**
+ * How long past its budget a call may wait for its turn to write the spool,
+ * in ms: after that its event is dropped (and noted), so that a burst of
+ * calls that gave up on a hung daemon together does not outlive the budget
+ * writing their files one after another (see spoolInTurn).
+ */
+const SPOOL_GRACE_MS = 5;
 
 /** The variable that gives the build when the `build` option is not given (as for telemetry-emit). */
 const BUILD_VAR = 'TELEMETRY_BUILD';
@@ -46,6 +54,24 @@ function howToChange(product) {
   return (
     `Change your mind at any time: \`telemetryctl consent ${product} off\` (or \`local\`: keep it on\n` +
     'this machine only); see exactly what is kept: `telemetryctl show`.'
+  );
+}
+
+/**
+ * Why a path taken from the environment cannot be used, or null. Node
+ * decodes the environment as UTF-8 and puts U+FFFD for bytes that are not
+ * (`TELEMETRY_STATE_DIR=/tmp/\xff`), so such a path names another file than
+ * the user's (the Go and Python SDKs keep the bytes): writing there would
+ * make a stray directory and report an event spooled where no daemon looks.
+ * @param {string} what
+ * @param {string} p
+ * @returns {string|null}
+ */
+function notFromEnv(what, p) {
+  if (!p.includes('\uFFFD')) return null;
+  return (
+    `the ${what} from the environment, ${JSON.stringify(p)}, is not valid UTF-8, ` +
+    'which Node cannot read back (U+FFFD stands for the bytes it could not decode)'
   );
 }
 
@@ -203,9 +229,30 @@ function makeClient(opts) {
     return p;
   };
 
+  /**
+   * Why each path that came from the environment cannot be used (see
+   * notFromEnv); an option is used as given.
+   * @param {import('./paths.cjs').Paths} p
+   */
+  const unusable = (p) => {
+    const str = (/** @type {unknown} */ v) => typeof v === 'string' && v !== '';
+    return {
+      socket: str(opts.socket) ? null : notFromEnv('socket', p.socket),
+      stateDir: str(opts.stateDir) ? null : notFromEnv('state dir', p.stateDir),
+      consentFile: str(opts.consentFile) ? null : notFromEnv('consent file', p.consentFile),
+      systemConsentFile: str(opts.systemConsentFile) ? null : notFromEnv('system consent file', p.systemConsentFile),
+    };
+  };
+
   /** @param {import('./paths.cjs').Paths} p */
   const decide = (p) =>
-    combine(String(product), readSystem(p.systemConsentFile), envOptOutVar(env()) !== null, readUser(p.consentFile));
+    combine(
+      String(product),
+      // Fail closed: the administrator's file is not known to be missing.
+      unusable(p).systemConsentFile ? unreadableConsentFile() : readSystem(p.systemConsentFile),
+      envOptOutVar(env()) !== null,
+      readUser(p.consentFile),
+    );
 
   /**
    * @param {unknown} e
@@ -256,24 +303,34 @@ function makeClient(opts) {
           id: ev.id,
         };
       }
+      const fromEnv = unusable(p);
+      if (fromEnv.socket) return { status: 'failed', id: ev.id, reason: `${fromEnv.socket}: not sent, nor spooled` };
       const x = await exchange(p.socket, line, left(), ack, slots);
       let why;
       let nothingServes = false;
       if (x.ok && !ack) return { status: 'queued', id: ev.id };
       if (x.ok && x.reply) {
         const r = x.reply;
-        if (r.kind === 'ack') {
-          return { status: 'acknowledged', id: ev.id, accepted: r.body.accepted, duplicates: r.body.duplicates };
+        const a = r.kind === 'ack' ? readAck(r.body) : null;
+        if (a && !('problem' in a)) {
+          return { status: 'acknowledged', id: ev.id, accepted: a.accepted, duplicates: a.duplicates };
         }
         if (r.kind === 'error' && FINAL_CODES.includes(r.body.code)) {
           return { status: 'refused', code: r.body.code, message: r.body.message, id: ev.id };
         }
-        why = r.kind === 'error' ? `telemetryd: ${r.body.code}: ${r.body.message}` : `unexpected reply (${r.kind})`;
+        why =
+          a && 'problem' in a
+            ? `cannot read telemetryd's reply: ${a.problem}`
+            : r.kind === 'error'
+              ? `telemetryd: ${r.body.code}: ${r.body.message}`
+              : `unexpected reply (${r.kind})`;
       } else {
         why = x.message || 'no reply';
         nothingServes = x.stage === 'connect' && (x.code === 'ENOENT' || x.code === 'ECONNREFUSED');
       }
-      const s = spool(p.spoolDir, [ev]);
+      // Not in a directory nobody reads (nor start a daemon with it).
+      if (fromEnv.stateDir) return { status: 'failed', id: ev.id, reason: `${why}; ${fromEnv.stateDir}: not spooled` };
+      const s = await spoolInTurn(p.spoolDir, [ev], started + budget + SPOOL_GRACE_MS);
       /** @type {any} */
       const out =
         s.status === 'spooled'
@@ -335,6 +392,8 @@ function makeClient(opts) {
     const bad = checkName('product', product);
     if (bad) return { status: 'refused', code: 'invalid', message: bad };
     const p = paths();
+    const badFile = unusable(p).consentFile;
+    if (badFile) return { status: 'failed', reason: `${badFile}: nothing written` };
     // The decision is for the catalogue as it is now: its version comes from
     // the daemon, which reads the manifests (none known without a daemon).
     /** @type {number|null} */

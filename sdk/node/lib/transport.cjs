@@ -89,10 +89,15 @@ function exchange(path, line, timeoutMs, wantReply = true, slots = new Slots()) 
     let done = false;
     let holdsSlot = false;
     let waitedForSlot = false;
-    const busy = () => `this client's ${MAX_IN_FLIGHT} connections to telemetryd were busy for ${timeoutMs} ms`;
-    // A slot handed on at the very end of the budget, before this timer has
-    // fired, is passed on too: it would only connect to be cut off.
+    // A slot is waited for half the budget at most, keeping the rest to
+    // spool in: in a burst against a hung daemon every waiter gives up at
+    // once, and their files are written one after another.
+    const slotWaitMs = Math.max(0, timeoutMs) / 2;
+    const busy = () => `this client's ${MAX_IN_FLIGHT} connections to telemetryd were busy for ${slotWaitMs} ms`;
     const expires = Date.now() + Math.max(0, timeoutMs);
+    // A slot handed on at the very end of the wait, before its timer has
+    // fired, is passed on too: it would only connect to be cut off.
+    const slotExpires = Date.now() + slotWaitMs;
     let stage = /** @type {"connect"|"write"|"read"} */ ('connect');
     /** @type {net.Socket|null} */
     let sock = null;
@@ -108,25 +113,32 @@ function exchange(path, line, timeoutMs, wantReply = true, slots = new Slots()) 
       if (holdsSlot) slots.release();
       resolve(result);
     };
-    const timer = setTimeout(
-      () => {
-        finish({
-          ok: false,
-          stage,
-          code: 'ETIMEDOUT',
-          message: waitedForSlot && !holdsSlot
-            ? busy()
-            : `telemetryd at ${path} did not ${stage === 'read' ? 'reply' : stage} within ${timeoutMs} ms`,
-        });
-      },
-      Math.max(0, timeoutMs),
-    );
-    timer.unref();
+    const onTimeout = () => {
+      finish({
+        ok: false,
+        stage,
+        code: 'ETIMEDOUT',
+        message: waitedForSlot && !holdsSlot
+          ? busy()
+          : `telemetryd at ${path} did not ${stage === 'read' ? 'reply' : stage} within ${timeoutMs} ms`,
+      });
+    };
+    /**
+     * The one timer, set to fire at `at` (Date.now() based).
+     * @param {number} at
+     * @returns {NodeJS.Timeout}
+     */
+    const timerAt = (at) => {
+      const t = setTimeout(onTimeout, Math.max(0, at - Date.now()));
+      t.unref();
+      return t;
+    };
+    let timer = timerAt(expires);
     // Given a slot (at once, or handed on by `release`): connect; false
     // when the budget ran out while it waited (the slot goes on).
     const connect = () => {
       if (done) return false;
-      if (Date.now() >= expires) {
+      if (Date.now() >= (waitedForSlot ? slotExpires : expires)) {
         finish({
           ok: false,
           stage,
@@ -136,6 +148,11 @@ function exchange(path, line, timeoutMs, wantReply = true, slots = new Slots()) 
         return false;
       }
       holdsSlot = true;
+      if (waitedForSlot) {
+        // Handed on within the wait: the rest of the budget is its own.
+        clearTimeout(timer);
+        timer = timerAt(expires);
+      }
       try {
         sock = net.createConnection({ path });
       } catch (e) {
@@ -182,6 +199,10 @@ function exchange(path, line, timeoutMs, wantReply = true, slots = new Slots()) 
       return true;
     };
     waitedForSlot = !slots.take(connect);
+    if (waitedForSlot) {
+      clearTimeout(timer);
+      timer = timerAt(slotExpires);
+    }
   });
 }
 

@@ -212,6 +212,31 @@ function decodeResponse(line) {
   return { kind: name, body };
 }
 
+/** The largest count an `ack` carries (a u32 in the protocol). */
+const MAX_COUNT = 0xffffffff;
+
+/**
+ * The counts of an `ack` reply, read as the Go SDK reads them: `accepted`
+ * and `duplicates`, each a whole number from 0 to 2^32-1 (missing or null:
+ * 0). Anything else is not an acknowledgement (the event is spooled): a
+ * reply that cannot be read must not be taken for a commit.
+ * @param {unknown} body
+ * @returns {{accepted: number, duplicates: number}|{problem: string}}
+ */
+function readAck(body) {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return { problem: 'the ack is not an object' };
+  const out = { accepted: 0, duplicates: 0 };
+  for (const k of /** @type {const} */ (['accepted', 'duplicates'])) {
+    const v = /** @type {any} */ (body)[k];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_COUNT) {
+      return { problem: `the ack's ${k} is not a whole number from 0 to ${MAX_COUNT}` };
+    }
+    out[k] = v;
+  }
+  return out;
+}
+
 /**
  * Parse a `KEY=VALUE` string into typed event data as telemetry-emit does
  * (vectors/kv.json): split at the first `=`; `true`/`false` become booleans; a
@@ -257,5 +282,6 @@ module.exports = {
   makeEvent,
   requests,
   decodeResponse,
+  readAck,
   parseKV,
 };

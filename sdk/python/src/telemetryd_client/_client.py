@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from . import _autostart, _paths, _spool, _transport
 
@@ -34,7 +34,7 @@ from ._protocol import (
     status_line,
     uuid7,
 )
-from ._validate import check_build, check_event, check_name, shown
+from ._validate import check_build, check_event, check_name, copy_data, shown
 
 #: The default time budget of one call, in seconds.
 DEFAULT_TIMEOUT = 0.1
@@ -52,6 +52,12 @@ OFF = "off"
 FAILED = "failed"
 RECORDED = "recorded"
 NOT_APPLIED = "not_applied"
+
+#: How long past its budget a call may wait for its turn to write the spool,
+#: in seconds: after that its event is dropped (and noted), so that a burst
+#: of calls that gave up on a hung daemon together does not outlive the
+#: budget writing their files one after another.
+SPOOL_GRACE = 0.005
 
 #: The variable that gives the build when ``build`` is not given (as for
 #: ``telemetry-emit``).
@@ -359,7 +365,11 @@ class Client:
         self._consent_file = consent_file
         self._system_consent_file = system_consent_file
         self._autostart = _flag(autostart, True)
-        self._daemon = daemon if isinstance(daemon, str) and daemon else None
+        # A plain str's length and copy: a subclass's own (whose __len__
+        # may raise) is not run, as the constructor never raises.
+        self._daemon = (
+            str.__str__(daemon) if isinstance(daemon, str) and str.__len__(daemon) else None
+        )
 
     def __repr__(self) -> str:
         return f"Client(product={shown(self.product)}, build={shown(self.build)}, timeout={self.timeout!r})"
@@ -437,15 +447,15 @@ class Client:
                     f"consent for {shown(self.product)} is off ({state.layer})",
                     layer=state.layer,
                 )
-            if data is None:
-                data = {}
+            # Read once: what is checked is what is sent.
+            data = copy_data({} if data is None else data)
             ts = now_us()
             why = check_event(self.product, event, self.build, ts, data)
             if why:
                 if self._build_from_env and why == check_build(self.build):
                     why = f"{why} (from {BUILD_VAR})"
                 return Outcome(REFUSED, why, code="invalid")
-            ev = WireEvent(uuid7(), event, self.product, self.build, ts, dict(data))
+            ev = WireEvent(uuid7(), event, self.product, self.build, ts, data)
             try:
                 if ack:
                     name, body = _transport.request(
@@ -456,14 +466,16 @@ class Client:
                     return Outcome(QUEUED, event_id=ev.id)
             except _transport.TransportError as e:
                 return self._spool(ev, p, e.why, e.nothing_serves, deadline)
-            body = body if isinstance(body, dict) else {}
             if name == "ack":
+                counts = _ack_counts(body)
+                if isinstance(counts, str):
+                    return self._spool(
+                        ev, p, f"cannot read telemetryd's reply: {counts}", False, deadline
+                    )
                 return Outcome(
-                    ACKNOWLEDGED,
-                    event_id=ev.id,
-                    accepted=_int(body.get("accepted")),
-                    duplicates=_int(body.get("duplicates")),
+                    ACKNOWLEDGED, event_id=ev.id, accepted=counts[0], duplicates=counts[1]
                 )
+            body = body if isinstance(body, dict) else {}
             if name == "error":
                 code = str(body.get("code", "unknown"))
                 message = str(body.get("message", ""))
@@ -487,7 +499,9 @@ class Client:
     ) -> Outcome:
         directory = _paths.spool_dir(p.state_dir, p.socket)
         try:
-            path = _spool.write(directory, ev.id, emit_line([ev], False), ev.product)
+            path = _spool.write(
+                directory, ev.id, emit_line([ev], False), ev.product, deadline + SPOOL_GRACE
+            )
             out = Outcome(SPOOLED, reason, code=code, event_id=ev.id, spool_file=path)
         except _spool.SpoolFull as e:
             out = Outcome(DROPPED, f"{reason}; {e}", code=code, event_id=ev.id)
@@ -704,8 +718,28 @@ def _is_tty(stream: Any) -> bool:
         return False
 
 
-def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+#: The largest count an ``ack`` carries (a u32 in the protocol).
+MAX_COUNT = 0xFFFFFFFF
+
+
+def _ack_counts(body: Any) -> Union[Tuple[int, int], str]:
+    """``(accepted, duplicates)`` of an ``ack`` reply, read as the Go SDK
+    reads them: each a whole number from 0 to 2^32-1 (missing or null: 0);
+    else why not. A reply that cannot be read is not taken for a commit
+    (the event is spooled)."""
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        return "the ack is not an object"
+    out = []
+    for k in ("accepted", "duplicates"):
+        v = body.get(k)
+        if v is None:
+            v = 0
+        if not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT):
+            return f"the ack's {k} is not a whole number from 0 to {MAX_COUNT}"
+        out.append(v)
+    return out[0], out[1]
 
 
 def _record(

@@ -160,7 +160,7 @@ def read_line(sock: socket.socket, deadline: float) -> bytes:
 # opens one; a CLI emitting from hundreds of threads would otherwise pass
 # the daemon's connection limit (512 by default), be refused ``busy``, and
 # spool (past 1,000 files, drop) what it sent. The rest wait their turn
-# within their own budget.
+# for half their budget at most, then spool.
 MAX_IN_FLIGHT = 16
 
 
@@ -177,7 +177,10 @@ class Slots:
         self._free = threading.BoundedSemaphore(MAX_IN_FLIGHT)
 
     def take(self, path: str, deadline: float) -> threading.BoundedSemaphore:
-        """Wait for a slot until ``deadline``; give it back to what this returns."""
+        """Wait for a slot for half the time left before ``deadline`` at
+        most, keeping the rest to spool in (in a burst against a hung daemon
+        every waiter gives up at once, and their files are written one after
+        another); give it back to what this returns."""
         if self._pid != os.getpid():
             # No lock: one held by another thread at the fork would stay
             # held in the child. Two threads racing here each make a set,
@@ -185,10 +188,10 @@ class Slots:
             self._free = threading.BoundedSemaphore(MAX_IN_FLIGHT)
             self._pid = os.getpid()
         free = self._free
-        if not free.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        if not free.acquire(timeout=max(0.0, deadline - time.monotonic()) / 2):
             raise TransportError(
                 "connect",
-                f"this client's {MAX_IN_FLIGHT} connections to telemetryd at {path} were busy until the deadline",
+                f"this client's {MAX_IN_FLIGHT} connections to telemetryd at {path} were busy for half the budget",
                 timed_out=True,
             )
         return free

@@ -79,6 +79,24 @@ def check_build(value: Any) -> Optional[str]:
     )
 
 
+def copy_data(data: Any) -> Any:
+    """A mapping's entries read once, into a dict: the one to check and to
+    send. A host's ``Mapping`` need not give the same values twice (one was
+    checked, then another, ``nan``, sent) nor end (an ``__iter__`` that never
+    does held ``emit`` past its budget), so no more than
+    :data:`MAX_DATA_ENTRIES` + 1 entries are read (one more says there are
+    too many). Anything but a mapping is returned as it is, for
+    :func:`check_event` to refuse."""
+    if not isinstance(data, Mapping):
+        return data
+    out = {}
+    for key, value in data.items():
+        out[key] = value
+        if len(out) > MAX_DATA_ENTRIES:
+            break
+    return out
+
+
 def check_event(
     product: Any, event: Any, build: Any, timestamp_us: int, data: Any
 ) -> Optional[str]:
@@ -94,7 +112,8 @@ def check_event(
     if not isinstance(data, Mapping):
         return f"data must be a mapping of names to str, int or bool, not {type(data).__name__}"
     if len(data) > MAX_DATA_ENTRIES:
-        return f"data has {len(data)} entries, more than the maximum of {MAX_DATA_ENTRIES}"
+        # As the Node SDK says it: a copy (copy_data) stops at one more.
+        return f"data has more than {MAX_DATA_ENTRIES} entries, the maximum"
     for key, value in data.items():
         why = check_name("data key", key)
         if why:
