@@ -128,10 +128,10 @@ pub fn user_file_warning(path: &Path) -> Option<String> {
     let file = path.display();
     Some(match file_trouble(path)? {
         FileTrouble::Unreadable(why) => format!(
-            "the consent file {file} cannot be read ({why}): every product counts as off and undecided until it can be, and nothing stored is deleted meanwhile; fix it, or record a decision (`telemetryctl consent PRODUCT on|off|local`), which keeps it aside and writes a new one"
+            "the consent file {file} cannot be read ({why}): every product counts as off and undecided until it can be, and nothing stored is deleted meanwhile; fix it, or record a decision (`telemetryctl consent PRODUCT on|off|local`), which keeps the file aside and writes a new one with the decisions that can still be read from it"
         ),
         FileTrouble::BadLines(lines) => format!(
-            "{} of the consent file {file} {} not understood and decide nothing (each product named reads as undecided, so off): {}; `telemetryctl consent PRODUCT on|off|local` rewrites the file",
+            "{} of the consent file {file} {} not understood and decide nothing (nothing new is collected for a product named there, and nothing stored of it is deleted, until it is decided again): {}; `telemetryctl consent PRODUCT on|off|local` rewrites the file",
             if lines.len() == 1 { "a line" } else { "lines" },
             if lines.len() == 1 { "is" } else { "are" },
             lines
@@ -234,6 +234,28 @@ pub fn system_file(paths: &ConsentPaths) -> ConsentFile {
     read_system(&paths.system).unwrap_or_default()
 }
 
+/// The decisions that can be read from a consent file that is not text:
+/// its first [`telemetry_platform::fs::MAX_SMALL_TEXT`] bytes, each bad
+/// sequence read as U+FFFD, parsed as usual; a line that does not parse is
+/// left out. Only what parses is kept, never the bad lines themselves.
+fn salvage(path: &Path) -> ConsentFile {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    // A regular file (checked by the caller, under the lock).
+    let read = std::fs::File::open(path).and_then(|f| {
+        f.take(telemetry_platform::fs::MAX_SMALL_TEXT)
+            .read_to_end(&mut bytes)
+    });
+    match read {
+        Ok(_) => {
+            let mut file = ConsentFile::parse(&String::from_utf8_lossy(&bytes));
+            file.bad_lines.clear();
+            file
+        }
+        Err(_) => ConsentFile::default(),
+    }
+}
+
 /// Record `mode` for `product` in the user's file, atomically, 0600 in a
 /// 0700 directory. Concurrent callers are serialized with a lock file
 /// beside it, so no decision (least of all an `off`) is lost. The file is
@@ -303,7 +325,19 @@ pub fn record_version(
     let (mut file, kept) = match telemetry_platform::fs::read_small_text(user) {
         Ok(t) => (ConsentFile::parse(&t), None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (ConsentFile::default(), None),
-        Err(_) => {
+        Err(e) => {
+            // What can still be read is kept: a stray byte must not turn
+            // every other product's decision into "undecided", which the
+            // daemon would apply as an off (deleting what it stored and
+            // telling each vendor). Not UTF-8 or too long: the lines that
+            // parse from the first MiB read with the bad bytes replaced
+            // (a line with one in its product or mode does not parse). No
+            // permission: nothing.
+            let salvaged = if e.kind() == std::io::ErrorKind::InvalidData {
+                salvage(user)
+            } else {
+                ConsentFile::default()
+            };
             let ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
@@ -318,7 +352,7 @@ pub fn record_version(
                 n += 1;
             }
             std::fs::rename(user, &aside)?;
-            (ConsentFile::default(), Some(aside))
+            (salvaged, Some(aside))
         }
     };
     let now = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
@@ -547,11 +581,17 @@ mod tests {
             user: dir.path().join("consent"),
             system: dir.path().join("none"),
         };
-        for (old, mode) in [
-            (b"other on\n\xff\n".to_vec(), 0o600),
+        // Each: the old bytes, their mode, and what `other` reads as after.
+        for (old, mode, other) in [
+            (
+                b"other on 2026-12-01T00:00:00Z\n\xff\nbr\xffken on\n".to_vec(),
+                0o600,
+                Some(Mode::On),
+            ),
             (
                 vec![b'#'; (telemetry_platform::fs::MAX_SMALL_TEXT + 1) as usize],
                 0o644,
+                None,
             ),
         ] {
             std::fs::write(&paths.user, &old).unwrap();
@@ -571,6 +611,13 @@ mod tests {
                 .starts_with("consent.unreadable-"));
             assert_eq!(std::fs::read(&kept).unwrap(), old);
             assert_eq!(user_decision("cfdev", &paths), Some(Mode::Off));
+            // What could be read is kept; the line with a bad byte is not.
+            assert_eq!(user_decision("other", &paths), other);
+            let text = std::fs::read_to_string(&paths.user).unwrap();
+            assert!(
+                !text.contains('\u{fffd}') && !text.contains("ken"),
+                "{text}"
+            );
             assert_eq!(telemetry_platform::fs::mode_of(&paths.user), Some(mode));
             std::fs::remove_file(&kept).unwrap();
         }

@@ -65,7 +65,23 @@ impl Cached {
             // worker reading it (see `read_small_text`).
             self.unreadable = false;
             self.file = match telemetry_platform::fs::read_small_text(path) {
-                Ok(t) => Some(Arc::new(ConsentFile::parse(&t))),
+                Ok(t) => {
+                    let file = ConsentFile::parse(&t);
+                    if !file.bad_lines.is_empty() {
+                        tracing::warn!(
+                            path = %path.display(),
+                            lines = ?file.bad_lines,
+                            products = ?file.unclear_products,
+                            "consent file has lines that are not understood; {}",
+                            if self.fail_closed {
+                                "every product is off"
+                            } else {
+                                "they decide nothing: nothing new is collected for the products they name, and nothing stored of them is deleted"
+                            }
+                        );
+                    }
+                    Some(Arc::new(file))
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => {
                     self.unreadable = true;
@@ -114,6 +130,14 @@ impl ConsentView {
     /// delete what is stored and tell each vendor so.
     pub fn user_unreadable(&self) -> bool {
         self.user_unreadable
+    }
+
+    /// Whether the user's file decides nothing for `product` because of a
+    /// line not understood that names it ([`ConsentFile::unclear`]): as
+    /// with an unreadable file, nothing is collected, and no change of
+    /// decision is taken from it.
+    pub fn user_unclear(&self, product: &str) -> bool {
+        self.user.as_deref().is_some_and(|f| f.unclear(product))
     }
 
     /// The manifest version the user's decision for `product` was given

@@ -141,6 +141,9 @@ pub struct ConsentFile {
     pub entries: Vec<Entry>,
     /// 1-based numbers of lines that did not parse.
     pub bad_lines: Vec<usize>,
+    /// The products those lines name (their first word, when it is a
+    /// product's name): see [`ConsentFile::unclear`].
+    pub unclear_products: Vec<String>,
 }
 
 impl ConsentFile {
@@ -154,8 +157,17 @@ impl ConsentFile {
                 continue;
             }
             let mut words = line.split_whitespace();
+            let named = |product: &str| {
+                crate::validate_name("product", product, &crate::Limits::default()).is_ok()
+            };
             let (Some(product), Some(mode)) = (words.next(), words.next()) else {
                 out.bad_lines.push(i + 1);
+                out.unclear_products.extend(
+                    line.split_whitespace()
+                        .next()
+                        .filter(|p| named(p))
+                        .map(str::to_string),
+                );
                 continue;
             };
             let mut since = None;
@@ -197,10 +209,25 @@ impl ConsentFile {
                     last_off,
                     version,
                 }),
-                _ => out.bad_lines.push(i + 1),
+                (valid, ..) => {
+                    out.bad_lines.push(i + 1);
+                    if valid && product != "*" {
+                        out.unclear_products.push(product.to_string());
+                    }
+                }
             }
         }
         out
+    }
+
+    /// Whether `product` is named by a line not understood (a mode
+    /// misspelt by hand: `cfdev onn`) and decided by no line that is: the
+    /// user wrote something for it that is not a decision. It reads as
+    /// undecided (nothing collected), but a daemon takes no change of
+    /// decision from it (which would delete what it stored, and tell its
+    /// vendor of an off nobody asked for).
+    pub fn unclear(&self, product: &str) -> bool {
+        self.get(product).is_none() && self.unclear_products.iter().any(|p| p == product)
     }
 
     /// The last entry for `product` (exact name, not `*`).
@@ -213,6 +240,7 @@ impl ConsentFile {
         ConsentFile {
             entries: Vec::new(),
             bad_lines: vec![0],
+            unclear_products: Vec::new(),
         }
     }
 
@@ -525,6 +553,23 @@ mod tests {
             (v("b"), v("c"), v("d"), v("e")),
             (None, None, Some(2), None)
         );
+    }
+
+    #[test]
+    fn a_product_named_only_by_lines_not_understood_is_unclear() {
+        let f = ConsentFile::parse(
+            "cfdev onn t\n\
+             acme\n\
+             zed on t\n\
+             zed maybe t\n\
+             * maybe\n\
+             Bad! on t\n",
+        );
+        assert_eq!(f.bad_lines, vec![1, 2, 4, 5, 6]);
+        assert_eq!(f.unclear_products, vec!["cfdev", "acme", "zed"]);
+        assert!(f.unclear("cfdev") && f.unclear("acme"));
+        // A line understood decides it; a name no line gives is not unclear.
+        assert!(!f.unclear("zed") && !f.unclear("other") && !f.unclear("*"));
     }
 
     #[test]

@@ -261,7 +261,8 @@ const maxSmallText = 1 << 20
 // (a byte-order mark stays, part of the first line), at most maxSmallText
 // bytes, opened non-blocking so that a FIFO in its place cannot hold the
 // host: with no writer it reads as empty, and one whose writer has sent
-// nothing is an error after a moment.
+// nothing is an error after a moment. A file read that is not text (too
+// long, or not UTF-8) is a *notTextError.
 func readSmallText(path string) (string, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
@@ -275,13 +276,20 @@ func readSmallText(path string) (string, error) {
 		return "", err
 	}
 	if len(b) > maxSmallText {
-		return "", fmt.Errorf("%s is larger than %d bytes", path, maxSmallText)
+		return "", &notTextError{fmt.Sprintf("%s is larger than %d bytes", path, maxSmallText)}
 	}
 	if !utf8.Valid(b) {
-		return "", fmt.Errorf("%s is not UTF-8", path)
+		return "", &notTextError{fmt.Sprintf("%s is not UTF-8", path)}
 	}
 	return string(b), nil
 }
+
+// notTextError is readSmallText's error for a file it read that is not
+// text: over maxSmallText bytes, or not UTF-8 (the Rust client's
+// InvalidData).
+type notTextError struct{ msg string }
+
+func (e *notTextError) Error() string { return e.msg }
 
 // Emit records one event and waits, within the budget, until the daemon
 // has committed it to disk. Consent is checked first (after the product

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // SetConsent records the user's decision for the product ("on", "off" or
@@ -22,7 +24,10 @@ import (
 // of the budget, the daemon is told to apply it. A consent file that
 // exists but cannot be read (not UTF-8, over 1 MiB, no permission) is
 // renamed beside itself to <name>.unreadable-<unix ms>-<pid> first, so
-// that no other product's decision in it is lost.
+// that no other product's decision in it is lost; the new file keeps the
+// lines that can still be read (not UTF-8 or over 1 MiB: those of its
+// first MiB that parse with the bad bytes replaced; a line with one in its
+// product or mode does not), as the Rust client does.
 //
 // It returns nil when the file is written and a running daemon applied
 // it, or when no daemon answered in time (the daemon reads the file when
@@ -301,6 +306,16 @@ func writeConsent(path, product string, mode Mode, version uint32, now time.Time
 	if text, err := readSmallText(path); err == nil {
 		file = ParseConsentFile(text)
 	} else if !errors.Is(err, os.ErrNotExist) {
+		// What can still be read is kept: a stray byte must not turn every
+		// other product's decision into "undecided", which the daemon
+		// would apply as an off (deleting what it stored and telling each
+		// vendor). Not UTF-8 or too long: the lines that parse from the
+		// first MiB read with the bad bytes replaced (a line with one in
+		// its product or mode does not parse). No permission: nothing.
+		var notText *notTextError
+		if errors.As(err, &notText) {
+			file = salvage(path)
+		}
 		kept := fmt.Sprintf("%s.unreadable-%d-%d", path, time.Now().UnixMilli(), os.Getpid())
 		// Never over one kept before in the same millisecond: a rename
 		// would replace it.
@@ -354,6 +369,72 @@ func writeConsent(path, product string, mode Mode, version uint32, now time.Time
 		_ = os.Remove(tmp)
 	}
 	return werr
+}
+
+// salvage returns the decisions that can be read from the consent file at
+// path that is not text, as the Rust client's salvage does: its first
+// maxSmallText bytes, each bad sequence read as U+FFFD, parsed as usual; a
+// line that does not parse is left out. Only what parses is kept, never
+// the bad lines themselves.
+func salvage(path string) ConsentFile {
+	// A regular file (checked by the caller, under the lock); opened as
+	// readSmallText opens it all the same.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return ConsentFile{}
+	}
+	defer f.Close()
+	_ = f.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	b, err := io.ReadAll(io.LimitReader(f, maxSmallText))
+	if err != nil {
+		return ConsentFile{}
+	}
+	file := ParseConsentFile(lossyUTF8(b))
+	file.BadLines = nil
+	return file
+}
+
+// lossyUTF8 is b as text with each bad sequence replaced by U+FFFD as
+// Rust's String::from_utf8_lossy (and Node's and Python's decoders) do:
+// one U+FFFD for each maximal subpart of an ill-formed sequence.
+func lossyUTF8(b []byte) string {
+	var s strings.Builder
+	s.Grow(len(b))
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		if r != utf8.RuneError || n > 1 {
+			s.Write(b[:n])
+			b = b[n:]
+			continue
+		}
+		// The longest start of a well-formed sequence (Unicode table
+		// 3-7) at b[0], at least its first byte.
+		lo, hi, need := byte(0x80), byte(0xBF), 0
+		switch c := b[0]; {
+		case c >= 0xC2 && c <= 0xDF:
+			need = 1
+		case c == 0xE0:
+			lo, need = 0xA0, 2
+		case c == 0xED:
+			hi, need = 0x9F, 2
+		case c >= 0xE1 && c <= 0xEF:
+			need = 2
+		case c == 0xF0:
+			lo, need = 0x90, 3
+		case c >= 0xF1 && c <= 0xF3:
+			need = 3
+		case c == 0xF4:
+			hi, need = 0x8F, 3
+		}
+		n = 1
+		for n <= need && n < len(b) && b[n] >= lo && b[n] <= hi {
+			lo, hi = 0x80, 0xBF
+			n++
+		}
+		s.WriteRune(utf8.RuneError)
+		b = b[n:]
+	}
+	return s.String()
 }
 
 // syncDir makes the renames in dir durable. Windows cannot flush a

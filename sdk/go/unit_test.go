@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestConsentFileParsesLikeRust(t *testing.T) {
@@ -294,22 +295,46 @@ func TestSetConsentKeepsAnUnreadableFileAside(t *testing.T) {
 	dir := t.TempDir()
 	c := isolatedClient(t, dir, Options{Product: "cfdev", Build: "1.0", Timeout: 50 * time.Millisecond}, nil)
 	path := filepath.Join(dir, "consent")
-	old := []byte("other on 2026-01-01T00:00:00Z\n\xff\n")
-	if err := os.WriteFile(path, old, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.SetConsent("off"); err != nil {
-		t.Fatal(err)
-	}
-	kept, _ := filepath.Glob(path + ".unreadable-*")
-	if len(kept) != 1 {
-		t.Fatalf("kept: %v", kept)
-	}
-	if b, _ := os.ReadFile(kept[0]); string(b) != string(old) {
-		t.Errorf("kept %q", b)
-	}
-	if b, _ := os.ReadFile(path); !regexp.MustCompile(`\ncfdev off `).Match(b) {
-		t.Errorf("file:\n%s", b)
+	// Each: the old bytes, and what other reads as after (as the Rust
+	// writer's test): what can still be read is kept, a line with a bad
+	// byte is not, nor anything past the first MiB.
+	for i, tc := range []struct {
+		old   []byte
+		other Mode
+	}{
+		{[]byte("other on 2026-12-01T00:00:00Z\n\xff\nbr\xffken on\n"), ModeOn},
+		{[]byte(strings.Repeat("#", maxSmallText+1)), ""},
+	} {
+		if err := os.WriteFile(path, tc.old, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.SetConsent("off"); err != nil {
+			t.Fatal(err)
+		}
+		kept, _ := filepath.Glob(path + ".unreadable-*")
+		if len(kept) != 1 {
+			t.Fatalf("%d: kept: %v", i, kept)
+		}
+		if b, _ := os.ReadFile(kept[0]); string(b) != string(tc.old) {
+			t.Errorf("%d: kept %.100q", i, b)
+		}
+		b, _ := os.ReadFile(path)
+		if !regexp.MustCompile(`\ncfdev off `).Match(b) {
+			t.Errorf("%d: file:\n%s", i, b)
+		}
+		f := ParseConsentFile(string(b))
+		if e, _ := f.Get("cfdev"); e.Mode != ModeOff {
+			t.Errorf("%d: cfdev: %+v", i, e)
+		}
+		if e, _ := f.Get("other"); e.Mode != tc.other {
+			t.Errorf("%d: other: %+v", i, e)
+		}
+		if strings.ContainsRune(string(b), utf8.RuneError) || strings.Contains(string(b), "ken") {
+			t.Errorf("%d: file:\n%s", i, b)
+		}
+		if err := os.Remove(kept[0]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// A directory in its place is refused and left where it is (moving it
 	// aside moved /tmp, as root, for TELEMETRY_CONSENT_FILE=/tmp).
@@ -325,7 +350,7 @@ func TestSetConsentKeepsAnUnreadableFileAside(t *testing.T) {
 	if st, err := os.Stat(path); err != nil || !st.IsDir() {
 		t.Errorf("the directory: %v %v", st, err)
 	}
-	if kept, _ := filepath.Glob(path + ".unreadable-*"); len(kept) != 1 {
+	if kept, _ := filepath.Glob(path + ".unreadable-*"); len(kept) != 0 {
 		t.Errorf("kept: %v", kept)
 	}
 }

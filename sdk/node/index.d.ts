@@ -111,7 +111,8 @@ export type SetConsentOutcome =
       /** Why the daemon was not notified. */
       daemonError?: string;
       /** The old consent file could not be read (not UTF-8, over 1 MiB, no
-       * permission): where it was kept, renamed beside the new one. */
+       * permission): where it was kept, renamed beside the new one (which
+       * keeps the lines that can still be read). */
       kept?: string;
       /** Something to tell the user: a kept unreadable file. */
       warning?: string;

@@ -376,7 +376,13 @@ pub struct Manifest {
 /// own, which a one-line message (a refusal, `status`, a check) garbles.
 fn toml_error(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().trim_end().replace('\n', " ");
-    let Some(at) = e.span().map(|s| s.start.min(text.len())) else {
+    // An empty span at the start is the whole document's (a missing
+    // top-level key): no line to point at.
+    let Some(at) = e
+        .span()
+        .filter(|s| !(s.start == 0 && s.is_empty()))
+        .map(|s| s.start.min(text.len()))
+    else {
         return message;
     };
     // A span inside a character would panic the slice: say less instead.
@@ -387,6 +393,10 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
     let start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = text[start..at].chars().count() + 1;
     let source = text[start..].lines().next().unwrap_or_default().trim();
+    if source.is_empty() {
+        // At the end of the text (an unterminated string, say).
+        return format!("line {line}, column {column}: {message}");
+    }
     format!(
         "line {line}, column {column}: {message} (in `{}`)",
         telemetry_proto::printable(source, 120)

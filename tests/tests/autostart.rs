@@ -296,6 +296,43 @@ fn stop_then_start_at_once_starts_the_daemon() {
     let _second = Started::nth(&env, 2);
 }
 
+/// `start` is not held off by a start moments ago, so the daemon it starts
+/// may find the state dir's lock held by one still coming up; after 3 s
+/// that one steps aside ("did not let go"), which is no failure: `start`
+/// keeps waiting, and the first one answers.
+#[test]
+fn start_waits_for_a_daemon_still_coming_up_that_holds_the_lock() {
+    binaries();
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::create_dir_all(&env.state).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(env.state.join("lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let start = env
+        .command("telemetryctl")
+        .env(ON.0, ON.1)
+        .args(["start", "--timeout", "20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the started daemon to step aside",
+        Duration::from_secs(15),
+        || log_text(&env).contains("did not let go").then_some(()),
+    );
+    // The one coming up comes up.
+    drop(lock);
+    let daemon = env.start();
+    let out = start.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    drop(daemon);
+}
+
 #[test]
 fn a_host_that_ignores_sigchld_still_starts_the_daemon_and_says_so() {
     use std::os::unix::process::CommandExt;
@@ -714,7 +751,7 @@ fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
         env.root().join("gone/telemetryd").display()
     );
     std::fs::write(env.state.join("telemetryd.current"), &gone).unwrap();
-    let newer_schema = store_sql(&env, "UPDATE store_compat SET oldest_reader = 99;");
+    store_sql(&env, "UPDATE store_compat SET oldest_reader = 99;");
     let before = std::fs::read(env.state.join("events.sqlite3")).unwrap();
     let old_daemon = env
         .command("telemetryd")
@@ -761,7 +798,9 @@ fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
     newest.stop();
     // Uninstalled again: now the older daemon, started by an older shim,
     // serves the newer store as it is, and the older tools work with it.
+    // (The floor is set apart from the builds' own, so a rewrite shows.)
     std::fs::write(env.state.join("telemetryd.current"), &gone).unwrap();
+    let newer_schema = store_sql(&env, "UPDATE store_compat SET oldest_reader = 3;");
     let out = shim_with(&env, &old_shim, &["app_created", "buildpack=go"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let _older = Started::nth(&env, 4);
@@ -774,16 +813,20 @@ fn an_older_daemon_hands_over_to_the_newer_binary_or_steps_aside() {
     let out = shim_with(&env, &old_shim, &["app_created", "buildpack=go"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     wait_pending(&env, &old_ctl, 6);
-    assert_eq!(store_sql(&env, ""), newer_schema, "not migrated down");
+    assert_eq!(
+        store_sql(&env, ""),
+        newer_schema,
+        "neither migrated down nor its floor rewritten"
+    );
 }
 
 /// Run SQL `statements` on the state dir's store (python's sqlite3, as a
-/// tool of another build would); its schema version after them.
+/// tool of another build would); its schema version and floor after them.
 fn store_sql(env: &DaemonEnv, statements: &str) -> String {
     let out = Command::new("python3")
         .args([
             "-c",
-            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit(); print(c.execute('PRAGMA user_version').fetchone()[0])",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit(); print(c.execute('PRAGMA user_version').fetchone()[0], c.execute('SELECT oldest_reader FROM store_compat').fetchone()[0])",
         ])
         .arg(env.state.join("events.sqlite3"))
         .arg(statements)

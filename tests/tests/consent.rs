@@ -466,7 +466,16 @@ fn an_unreadable_consent_file_stops_collection_but_deletes_and_announces_nothing
     let lines = wait_for_lines(&s3, 2);
     assert_eq!(ids_in(&lines), ids.iter().cloned().collect());
     assert!(lines.iter().all(|(_, v)| v["event"] != "telemetry_off"));
+    // With no daemon, "none is needed" (nothing reads as on) still names
+    // the file the decisions may be in.
     drop(daemon);
+    std::fs::write(&file, &bad).unwrap();
+    let out = env.run("telemetryctl", &["status"]);
+    assert!(
+        text(&out).contains("none is needed") && text(&out).contains("cannot be read"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// A line of the user's file that is not understood (a mode misspelt by
@@ -476,9 +485,25 @@ fn an_unreadable_consent_file_stops_collection_but_deletes_and_announces_nothing
 #[test]
 fn a_line_not_understood_and_an_opt_out_in_this_shell_are_named() {
     let env = DaemonEnv::new(Destination::Outbox);
-    let _daemon = env.start();
+    let daemon = env.start();
+    let ids = emit(&daemon, 2);
     let file = env.root().join("consent");
-    let mut text_of = std::fs::read_to_string(&file).unwrap();
+    // cfdev's `on` misspelt by hand: it decides nothing, so what is stored
+    // stays and no `telemetry_off` is recorded, but nothing new is taken.
+    let mut text_of = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("cfdev on", "cfdev onn");
+    assert!(text_of.contains("cfdev onn"), "{text_of}");
+    std::fs::write(&file, &text_of).unwrap();
+    let shown = text(&ctl(&env, &["show"]));
+    for id in &ids {
+        assert!(shown.contains(id.as_str()), "deleted: {shown}");
+    }
+    assert!(!shown.contains("telemetry_off"), "{shown}");
+    assert!(daemon
+        .client()
+        .emit(vec![event("cfdev", "stop", "1", BTreeMap::new())], T)
+        .is_err());
     text_of.push_str("acme locale 2026-12-05T10:00:00Z\n");
     std::fs::write(&file, &text_of).unwrap();
     let bad_line = text_of.lines().count();
@@ -539,11 +564,23 @@ fn status_does_not_wait_for_an_upload_to_apply_a_change_it_finds() {
     s3.set_fault(Fault::None);
     let mut flush = flush;
     flush.wait().unwrap();
-    let st = wait_for("the off applied", T, || {
+    wait_for("the off applied", T, || {
         let st = daemon.client().status(T).unwrap();
-        (st.pending_events <= 1).then_some(st)
+        (st.pending_events <= 1).then_some(())
     });
-    assert!(st.pending_events <= 1, "{st:?}");
+    // Applied as an off: the events gone, the `telemetry_off` recorded
+    // (still here, or uploaded).
+    let shown = text(&ctl(&env, &["show"]));
+    let uploaded = decode_objects(&s3.objects());
+    assert!(
+        shown.contains("telemetry_off")
+            || uploaded.iter().any(|(_, v)| v["event"] == "telemetry_off"),
+        "{shown}"
+    );
+    assert!(
+        uploaded.iter().all(|(_, v)| v["event"] == "telemetry_off"),
+        "{uploaded:?}"
+    );
     drop(daemon);
 }
 

@@ -234,9 +234,10 @@ async fn reconcile_waiting(
     build: &str,
     wait: Wait,
 ) -> Result<ConsentOutcome, StoreError> {
-    // A user file that cannot be read decides nothing (see
-    // `ConsentView::user_unreadable`): what was applied stays applied.
-    if view.user_unreadable() {
+    // A user file that cannot be read, or whose line for the product is
+    // not understood, decides nothing (see `ConsentView::user_unreadable`,
+    // `user_unclear`): what was applied stays applied.
+    if view.user_unreadable() || view.user_unclear(product) {
         return Ok(ConsentOutcome::default());
     }
     let current = || {
@@ -273,7 +274,7 @@ async fn reconcile_waiting(
     // been long (an upload), and the user may have decided again meanwhile
     // (another reconcile may also have applied it already).
     let now = ctx.consent.view();
-    if now.user_unreadable() {
+    if now.user_unreadable() || now.user_unclear(product) {
         return Ok(ConsentOutcome::default());
     }
     let decision = {

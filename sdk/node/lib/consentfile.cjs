@@ -28,7 +28,9 @@ const MAX_SMALL_TEXT = 1 << 20;
  * (a byte-order mark stays, part of the first line), at most 1 MiB (a link to
  * /dev/zero must not fill memory), opened non-blocking so that a FIFO in its
  * place cannot freeze the host's event loop: with no writer it reads as empty,
- * and one whose writer has sent nothing throws EAGAIN.
+ * and one whose writer has sent nothing throws EAGAIN. A file read that is not
+ * text (too long, or not UTF-8) throws an error whose `notText` is true (the
+ * Rust client's InvalidData).
  * @param {string} path
  * @returns {string}
  */
@@ -47,11 +49,48 @@ function readText(path) {
       const n = fs.readSync(fd, buf, len, buf.length - len, null);
       if (n === 0) break;
       len += n;
-      if (len > MAX_SMALL_TEXT) throw new Error(`${path} is larger than ${MAX_SMALL_TEXT} bytes`);
+      if (len > MAX_SMALL_TEXT) {
+        throw Object.assign(new Error(`${path} is larger than ${MAX_SMALL_TEXT} bytes`), { notText: true });
+      }
     }
-    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(buf.subarray(0, len));
+    try {
+      return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(buf.subarray(0, len));
+    } catch (e) {
+      // Not UTF-8 (the decoder's own error, marked).
+      throw Object.assign(/** @type {object} */ (e), { notText: true });
+    }
   } finally {
     fs.closeSync(fd);
+  }
+}
+
+/**
+ * The decisions that can be read from a consent file that is not text, as the
+ * Rust client's `salvage`: its first MAX_SMALL_TEXT bytes, each bad sequence
+ * read as U+FFFD, parsed as usual; a line that does not parse is left out.
+ * Only what parses is kept, never the bad lines themselves.
+ * @param {string} path a regular file (checked by the caller, under the lock)
+ * @returns {import('./consent.cjs').ConsentFile}
+ */
+function salvage(path) {
+  try {
+    const fd = fs.openSync(path, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK || 0));
+    try {
+      const buf = Buffer.alloc(MAX_SMALL_TEXT);
+      let len = 0;
+      while (len < buf.length) {
+        const n = fs.readSync(fd, buf, len, buf.length - len, null);
+        if (n === 0) break;
+        len += n;
+      }
+      const file = parseConsentFile(new TextDecoder('utf-8', { ignoreBOM: true }).decode(buf.subarray(0, len)));
+      file.badLines = [];
+      return file;
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return { entries: [], badLines: [] };
   }
 }
 
@@ -439,6 +478,13 @@ async function recordConsent(file, product, mode, version, lockWaitMs) {
       if (!e || /** @type {any} */ (e).code !== 'ENOENT') {
         // Exists but cannot be read: keep it beside the new one, as the
         // Rust client does, rather than lose the other products' lines.
+        // What can still be read is kept too: a stray byte must not turn
+        // every other product's decision into "undecided", which the daemon
+        // would apply as an off (deleting what it stored and telling each
+        // vendor). Not UTF-8 or too long: the lines that parse from the
+        // first MiB read with the bad bytes replaced (a line with one in its
+        // product or mode does not parse). No permission: nothing.
+        if (e && /** @type {any} */ (e).notText === true) current = salvage(file);
         const base = `${file}.unreadable-${Date.now()}-${process.pid}`;
         // Never over one kept before in the same millisecond: a rename
         // would replace it.

@@ -7,8 +7,9 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync, spawn } = require('node:child_process');
-const { createClient, uuidv7, LIMITS } = require('../index.cjs');
+const { createClient, uuidv7, LIMITS, parseConsentFile } = require('../index.cjs');
 const { tempDir, sdkEnv, fakeServer, waitFor } = require('./helpers.cjs');
+const { entryFor } = require('../lib/consent.cjs');
 
 const ACK = '{"v":2,"ack":{"accepted":1,"duplicates":0}}';
 
@@ -343,16 +344,29 @@ test('setConsent keeps an unreadable consent file beside the new one and says so
   const T = tempDir();
   const env = { ...sdkEnv(T), TELEMETRY_CONSENT_FILE: path.join(T, 'consent') };
   const file = env.TELEMETRY_CONSENT_FILE;
-  const old = Buffer.from('other on 2026-01-01T00:00:00Z\n\xff\n', 'latin1');
-  fs.writeFileSync(file, old);
-  const out = await createClient({ product: 'cfdev', build: '1.2.0', env }).setConsent('off');
-  assert.equal(out.status, 'recorded');
-  const kept = fs.readdirSync(T).filter((n) => n.startsWith('consent.unreadable-'));
-  assert.equal(kept.length, 1, String(kept));
-  assert.equal(out.kept, path.join(T, kept[0]));
-  assert.match(out.warning, /could not be read/);
-  assert.deepEqual(fs.readFileSync(out.kept), old);
-  assert.match(fs.readFileSync(file, 'utf8'), /\ncfdev off /);
+  // Each: the old bytes, and what `other` reads as after (as the Rust
+  // writer's test): what can still be read is kept, a line with a bad byte
+  // is not, nor anything past the first MiB.
+  for (const [old, other] of [
+    [Buffer.from('other on 2026-12-01T00:00:00Z\n\xff\nbr\xffken on\n', 'latin1'), 'on'],
+    [Buffer.alloc((1 << 20) + 1, '#'), null],
+  ]) {
+    fs.writeFileSync(file, old);
+    const out = await createClient({ product: 'cfdev', build: '1.2.0', env }).setConsent('off');
+    assert.equal(out.status, 'recorded');
+    const kept = fs.readdirSync(T).filter((n) => n.startsWith('consent.unreadable-'));
+    assert.equal(kept.length, 1, String(kept));
+    assert.equal(out.kept, path.join(T, kept[0]));
+    assert.match(out.warning, /could not be read/);
+    assert.deepEqual(fs.readFileSync(out.kept), old);
+    const text = fs.readFileSync(file, 'utf8');
+    assert.match(text, /\ncfdev off /);
+    const parsed = parseConsentFile(text);
+    assert.equal(entryFor(parsed, 'cfdev')?.mode, 'off');
+    assert.equal(entryFor(parsed, 'other')?.mode ?? null, other, text);
+    assert.ok(!text.includes('\ufffd') && !text.includes('ken'), text);
+    fs.unlinkSync(out.kept);
+  }
 });
 
 const posixOnly = { skip: process.platform === 'win32' };

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List
 import pytest
 
 from conftest import Daemon, daemon_bin
-from telemetryd_client import Client, _transport
+from telemetryd_client import Client, ConsentFile, _transport
 
 
 def require_daemon_bin() -> None:
@@ -356,16 +356,30 @@ def test_autostart_is_rate_limited_and_can_be_disabled(tmp_root: Path) -> None:
 def test_an_unreadable_consent_file_is_kept_aside_and_the_decision_recorded(
     sdk_env: Daemon,
 ) -> None:
-    old = b"other on\n\xff\n"  # not UTF-8: the other product's line must not be lost
     consent = Path(sdk_env.consent_file)
-    consent.write_bytes(old)
-    change = Client(product="cfdev", build="1.2.0", timeout=0.1).set_consent("off")
-    assert change.status == "recorded", change
-    kept = [p for p in consent.parent.iterdir() if p.name.startswith("consent.unreadable-")]
-    assert len(kept) == 1, kept
-    assert kept[0].read_bytes() == old
-    assert str(kept[0]) in change.detail
-    assert "\ncfdev off " in consent.read_text()
+    # Each: the old bytes (not UTF-8, or over 1 MiB: the other product's line
+    # must not be lost), and what ``other`` reads as after (as the Rust
+    # writer's test): what can still be read is kept, a line with a bad byte
+    # is not, nor anything past the first MiB.
+    for old, other in [
+        (b"other on 2026-12-01T00:00:00Z\n\xff\nbr\xffken on\n", "on"),
+        (b"#" * ((1 << 20) + 1), None),
+    ]:
+        consent.write_bytes(old)
+        change = Client(product="cfdev", build="1.2.0", timeout=0.1).set_consent("off")
+        assert change.status == "recorded", change
+        kept = [p for p in consent.parent.iterdir() if p.name.startswith("consent.unreadable-")]
+        assert len(kept) == 1, kept
+        assert kept[0].read_bytes() == old
+        assert str(kept[0]) in change.detail
+        text = consent.read_text()
+        assert "\ncfdev off " in text
+        parsed = ConsentFile.parse(text)
+        cfdev, got = parsed.get("cfdev"), parsed.get("other")
+        assert cfdev is not None and cfdev.mode == "off", text
+        assert (got and got.mode) == other, text
+        assert "\ufffd" not in text and "ken" not in text, text
+        kept[0].unlink()
     # A directory in its place is refused and left where it is (moving it
     # aside moved /tmp, as root, for TELEMETRY_CONSENT_FILE=/tmp).
     consent.unlink()

@@ -121,6 +121,17 @@ fn bad_manifests_name_the_file_the_key_and_the_line() {
         !err.contains('\n') && !err.contains('^') && !err.contains(" | "),
         "{err}"
     );
+    // The whole document's error points at no line; one at the very end
+    // quotes none.
+    let err = parse("# a comment\n[events.x]\n").unwrap_err().to_string();
+    assert!(
+        err.contains("missing field `product`") && !err.contains("(in `"),
+        "{err}"
+    );
+    let err = parse("product = \"mytool\"\nx = \"\"\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line ") && !err.contains("(in ``)"), "{err}");
 }
 
 /// What the protocol's limits refuse at every emit is warned about when the

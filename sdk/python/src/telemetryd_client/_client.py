@@ -754,7 +754,9 @@ def _record(
     serialized by ``flock`` on ``DIR/.consent.lock``, canonical form, a temp
     file in the same dir (the old file's mode, else ``0600``), fsync,
     rename. A file that cannot be read is renamed to
-    ``<file>.unreadable-<unix ms>-<pid>`` first; returns that path, if so."""
+    ``<file>.unreadable-<unix ms>-<pid>`` first, and the lines that can still
+    be read from it are kept (not UTF-8 or over 1 MiB: those of its first MiB
+    that parse with the bad bytes replaced); returns that path, if so."""
     if sys.platform == "win32":
         raise OSError("recording consent from Python is not supported on Windows")
     lock_dir = directory = os.path.dirname(os.path.abspath(path))
@@ -791,9 +793,17 @@ def _record(
             file = ConsentFile.parse(read_small_text(path))
         except FileNotFoundError:
             file = ConsentFile()
-        except (OSError, ValueError):
+        except (OSError, ValueError) as e:
             # Exists but cannot be read: keep it beside the new one rather
             # than lose the other products' lines (as the Rust writer).
+            # What can still be read is kept too: a stray byte must not turn
+            # every other product's decision into "undecided", which the
+            # daemon would apply as an off (deleting what it stored and
+            # telling each vendor). Not UTF-8 or too long (ValueError): the
+            # lines that parse from the first MiB read with the bad bytes
+            # replaced (a line with one in its product or mode does not
+            # parse). No permission: nothing.
+            file = _salvage(path) if isinstance(e, ValueError) else ConsentFile()
             base = f"{path}.unreadable-{int(time.time() * 1000)}-{os.getpid()}"
             # Never over one kept before in the same millisecond: a rename
             # would replace it.
@@ -803,7 +813,6 @@ def _record(
             os.rename(path, kept)
             # Its mode (no read permission) is not passed on.
             perm = (perm | 0o600) & 0o666
-            file = ConsentFile()
         file.set(product, mode, _rfc3339_now(), version)
         tmp = os.path.join(directory, f".consent.{os.getpid()}.tmp")
         # A new file only: one left by a writer that died is removed first
@@ -832,6 +841,33 @@ def _record(
         return kept
     finally:
         os.close(lock)  # releases the lock
+
+
+def _salvage(path: str) -> ConsentFile:
+    """The decisions that can be read from a consent file that is not text,
+    as the Rust writer's ``salvage``: its first :data:`MAX_SMALL_TEXT` bytes,
+    each bad sequence read as U+FFFD, parsed as usual; a line that does not
+    parse is left out. Only what parses is kept, never the bad lines
+    themselves. ``path`` is a regular file (checked by the caller, under the
+    lock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            chunks: List[bytes] = []
+            size = 0
+            while size < MAX_SMALL_TEXT:
+                chunk = os.read(fd, MAX_SMALL_TEXT - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return ConsentFile()
+    file = ConsentFile.parse(b"".join(chunks).decode("utf-8", errors="replace"))
+    file.bad_lines = []
+    return file
 
 
 def _refuse_unless_a_file(path: str) -> None:

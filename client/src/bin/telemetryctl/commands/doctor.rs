@@ -337,7 +337,7 @@ fn consent_file_checks(status: Option<&StatusReport>, checks: &mut Vec<Check>) {
             "consent file",
             consent::user_file_warning(&user).unwrap_or_default(),
             format!(
-                "make {} readable text again, or record each decision anew with `telemetryctl consent PRODUCT on|off|local`",
+                "make {} readable text again, or record a decision with `telemetryctl consent PRODUCT on|off|local` (the file is kept aside and the decisions that can still be read from it are kept; check them with `telemetryctl consent`)",
                 user.display()
             ),
         )),
@@ -746,11 +746,20 @@ fn state_dir_check(dir: &Path, checks: &mut Vec<Check>) {
     if !dir.is_dir() {
         return;
     }
-    let probe = dir.join(format!(".doctor-{}", std::process::id()));
-    let tried = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe);
+    // A name no earlier doctor left behind (one killed before it removed
+    // its probe, with the same pid): "File exists" is no answer.
+    let mut n = 0;
+    let (probe, tried) = loop {
+        let probe = dir.join(format!(".doctor-{}-{n}", std::process::id()));
+        let tried = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe);
+        match tried {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+            tried => break (probe, tried),
+        }
+    };
     match tried {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
@@ -862,7 +871,11 @@ mod tests {
         let mut checks = Vec::new();
         state_dir_check(Path::new("/proc/self"), &mut checks);
         let dir = tempfile::tempdir().unwrap();
+        // A probe a killed doctor of the same pid left is no failure.
+        let left = dir.path().join(format!(".doctor-{}-0", std::process::id()));
+        std::fs::write(&left, "").unwrap();
         state_dir_check(dir.path(), &mut checks);
+        std::fs::remove_file(&left).unwrap();
         state_dir_check(&dir.path().join("not-made-yet"), &mut checks);
         assert_eq!(checks.len(), 2, "{checks:?}");
         assert_eq!(checks[0].outcome, CheckOutcome::Fail);

@@ -145,13 +145,17 @@ pub fn no_daemon_needed(e: &telemetry_client::ClientError) -> Option<String> {
     let telemetry_client::ClientError::Unreachable { path, .. } = e else {
         return None;
     };
+    let paths = telemetry_client::consent::ConsentPaths::from_env();
     let nothing_on = telemetry_client::autostart::nothing_serves(e)
-        && !telemetry_client::consent::any_product_collected(
-            &telemetry_client::consent::ConsentPaths::from_env(),
-        );
+        && !telemetry_client::consent::any_product_collected(&paths);
     nothing_on.then(|| {
+        // A file that cannot be read says nothing is on, but the user's
+        // decisions may be in it: said, with what to do.
+        let trouble = telemetry_client::consent::user_file_warning(&paths.user)
+            .map(|w| format!("; but {w}"))
+            .unwrap_or_default();
         format!(
-            "no telemetryd answers at {}, and none is needed: no product is on for this user, so nothing is collected",
+            "no telemetryd answers at {}, and none is needed: no product is on for this user, so nothing is collected{trouble}",
             path.display()
         )
     })

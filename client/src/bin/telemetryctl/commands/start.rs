@@ -62,9 +62,14 @@ fn new_lines(log: &Path, from: u64) -> Vec<String> {
 /// it steps aside or cannot run.
 fn gave_up(log: &Path, from: u64) -> Option<String> {
     // Not "another telemetryd serves this state dir; stepping aside": one
-    // serves, and the next look at the socket finds it.
+    // serves, and the next look at the socket finds it. Nor "...did not let
+    // go within 3s; stepping aside": the holder may be one another client
+    // started a moment before, still coming up (this start is not held off
+    // by the autostart interval); if it never answers, the timeout says so.
     new_lines(log, from).into_iter().rev().find(|l| {
-        (l.contains("stepping aside") && !l.contains("another telemetryd serves"))
+        (l.contains("stepping aside")
+            && !l.contains("another telemetryd serves")
+            && !l.contains("did not let go"))
             || l.contains("telemetryd: error:")
     })
 }
