@@ -334,8 +334,10 @@ fn forget_while_off_sends_nothing_and_prints_the_old_id_to_pass_on() {
     assert_eq!(shown.events.len(), 1);
     assert!(!shown.events[0].line.contains(&old), "a new ID");
 
+    // A name no product can have is a usage error, before the daemon.
     let o = env.run("telemetryctl", &["forget", "not a product"]);
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is not a valid name"), "{}", text(&o));
 }
 
 /// SIGHUP to the daemon.
