@@ -584,6 +584,31 @@ fn status_does_not_wait_for_an_upload_to_apply_a_change_it_finds() {
     drop(daemon);
 }
 
+/// `consent P --json` for a product that is off asks no daemon, yet names
+/// the manifest a daemon would use and its catalogue version (it gave an
+/// empty manifest and version 0, which scripts read as facts).
+#[test]
+fn consent_json_for_an_off_product_names_its_manifest_without_a_daemon() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let dir = env.root().join("catalog");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("acme.toml"),
+        "product = \"acme\"\n[consent]\nversion = 2\n[events.ran]\n",
+    )
+    .unwrap();
+    std::fs::write(env.root().join("consent"), "acme off\n").unwrap();
+    let out = ctl(&env, &["consent", "acme", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(json["mode"], "off", "{json}");
+    assert_eq!(
+        json["manifest"],
+        dir.join("acme.toml").display().to_string(),
+        "{json}"
+    );
+    assert_eq!(json["version"], 2, "{json}");
+}
+
 fn wait_for_lines(s3: &S3Server, n: usize) -> Vec<(String, serde_json::Value)> {
     wait_for(&format!("{n} lines in S3"), Duration::from_secs(30), || {
         let lines = decode_objects(&s3.objects());

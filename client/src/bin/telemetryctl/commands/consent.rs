@@ -490,7 +490,7 @@ fn show_one(socket: &Path, product: &str, paths: &ConsentPaths, json: bool) -> R
     // a product that is off, from the files alone. Asking the daemon would
     // connect on behalf of a user who said no (or whose environment did).
     if json && mine.mode == Mode::Off {
-        return print_json(&mine);
+        return print_json(&from_manifest_on_path(mine));
     }
     let daemon = daemon_view(socket);
     let now = with_manifest(mine, &daemon);
@@ -589,6 +589,38 @@ fn manifest_file_on_path(product: &str) -> Option<std::path::PathBuf> {
         .chain(system)
         .map(|dir| dir.join(format!("{product}.toml")))
         .find(|f| f.exists())
+}
+
+/// `pc` with its manifest and version as a daemon started now would find
+/// them (the first `PRODUCT.toml` on the search path, read here), for a
+/// product whose consent is answered without asking a daemon: scripts read
+/// `manifest` and `version` from it as from any other. A manifest that
+/// cannot be read or trusted here is left out, as the daemon would not use
+/// it either.
+fn from_manifest_on_path(mut pc: ProductConsent) -> ProductConsent {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        consent: Option<Consent>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Consent {
+        version: Option<u32>,
+    }
+    let Some(file) = manifest_file_on_path(&pc.product) else {
+        return pc;
+    };
+    if !file.is_absolute() || telemetry_platform::fs::untrusted(&file).is_some() {
+        return pc;
+    }
+    let parsed = telemetry_platform::fs::read_config_text(&file)
+        .ok()
+        .and_then(|text| toml::from_str::<Manifest>(&text).ok());
+    if let Some(m) = parsed {
+        pc.manifest = file.display().to_string();
+        // `consent.version` defaults to 1, as the daemon reads it.
+        pc.version = m.consent.and_then(|c| c.version).unwrap_or(1);
+    }
+    pc
 }
 
 /// The vendor's wording of the question (`consent.prompt` in the product's
