@@ -42,6 +42,25 @@ fn emit(d: &Daemon, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// The daemon refuses a cfdev event as off; its error.
+fn assert_off_refused(d: &Daemon) -> ClientError {
+    let err = d
+        .client()
+        .emit(vec![event("cfdev", "stop", "1", BTreeMap::new())], T)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Refused {
+                code: ErrorCode::ConsentOff,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    err
+}
+
 fn ids_in(lines: &[(String, serde_json::Value)]) -> BTreeSet<String> {
     lines
         .iter()
@@ -428,20 +447,7 @@ fn an_unreadable_consent_file_stops_collection_but_deletes_and_announces_nothing
     }
     assert!(!shown.contains("telemetry_off"), "{shown}");
     // Nothing new is collected, and the shim says why.
-    let err = daemon
-        .client()
-        .emit(vec![event("cfdev", "stop", "1", BTreeMap::new())], T)
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Refused {
-                code: ErrorCode::ConsentOff,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_off_refused(&daemon);
     let out = env.shim(&[], &["--strict", "stop"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(text(&out).contains("cannot be read"), "{}", text(&out));
@@ -500,10 +506,7 @@ fn a_line_not_understood_and_an_opt_out_in_this_shell_are_named() {
         assert!(shown.contains(id.as_str()), "deleted: {shown}");
     }
     assert!(!shown.contains("telemetry_off"), "{shown}");
-    assert!(daemon
-        .client()
-        .emit(vec![event("cfdev", "stop", "1", BTreeMap::new())], T)
-        .is_err());
+    assert_off_refused(&daemon);
     text_of.push_str("acme locale 2026-12-05T10:00:00Z\n");
     std::fs::write(&file, &text_of).unwrap();
     let bad_line = text_of.lines().count();
@@ -647,20 +650,7 @@ fn turning_off_purges_sends_one_final_telemetry_off_and_nothing_after() {
     let objects_after_off = s3.objects().len();
 
     // Nothing after it: the daemon refuses, the shim does not even try.
-    let err = daemon
-        .client()
-        .emit(vec![event("cfdev", "stop", "1", BTreeMap::new())], T)
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Refused {
-                code: ErrorCode::ConsentOff,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_off_refused(&daemon);
     let out = env.shim(&[], &["--strict", "stop"]);
     assert_eq!(out.status.code(), Some(4), "off: not recorded");
     ctl(&env, &["flush"]);
@@ -1109,20 +1099,7 @@ fn on_to_local_keeps_everything_home_end_to_end() {
 fn the_daemon_honours_opt_out_in_its_own_environment() {
     let env = DaemonEnv::new(Destination::Outbox);
     let daemon = env.start_with(&[("DO_NOT_TRACK", "1")]);
-    let err = daemon
-        .client()
-        .emit(vec![event("cfdev", "stop", "1", BTreeMap::new())], T)
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Refused {
-                code: ErrorCode::ConsentOff,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let err = assert_off_refused(&daemon);
     // What can be done about it, not a `consent on` that cannot help.
     assert!(
         err.to_string().contains("unset DO_NOT_TRACK")

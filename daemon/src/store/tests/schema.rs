@@ -46,6 +46,12 @@ fn too_new_for_us(conn: &Connection, oldest_reader: Option<i64>) {
     .unwrap();
 }
 
+/// What this build writes into a store it opens.
+const OURS: Schema = Schema {
+    version: SCHEMA_VERSION as i64,
+    oldest_reader: Some(OLDEST_READER as i64),
+};
+
 fn schema_of(path: &Path) -> Schema {
     Schema::read(&Connection::open(path).unwrap()).unwrap()
 }
@@ -63,13 +69,7 @@ fn a_newer_store_is_served_as_it_is_only_when_its_builds_allow() {
     rt().block_on(async { store.insert(vec![record(1, "a")]).await.unwrap() });
     drop(store);
     thread.join();
-    assert_eq!(
-        schema_of(&path),
-        Schema {
-            version: SCHEMA_VERSION as i64,
-            oldest_reader: Some(OLDEST_READER as i64)
-        }
-    );
+    assert_eq!(schema_of(&path), OURS);
     // A floor of its own (not this build's), so that a rewrite shows.
     let conn = Connection::open(&path).unwrap();
     too_new_for_us(&conn, Some(1));
@@ -126,13 +126,7 @@ fn a_v13_store_learns_which_builds_may_serve_it() {
     let (store, thread) = f.open(10);
     drop(store);
     thread.join();
-    assert_eq!(
-        schema_of(&path),
-        Schema {
-            version: SCHEMA_VERSION as i64,
-            oldest_reader: Some(OLDEST_READER as i64)
-        }
-    );
+    assert_eq!(schema_of(&path), OURS);
 }
 
 #[test]

@@ -196,21 +196,28 @@ def read_small_text(path: str) -> str:
     must not fill memory), opened non-blocking so that a FIFO in its place
     cannot hold the host: with no writer it reads as empty, and one whose
     writer has sent nothing raises ``BlockingIOError``."""
+    data = _read_at_most(path, MAX_SMALL_TEXT + 1)
+    if len(data) > MAX_SMALL_TEXT:
+        raise ValueError(f"{path} is larger than {MAX_SMALL_TEXT} bytes")
+    return data.decode("utf-8")
+
+
+def _read_at_most(path: str, limit: int) -> bytes:
+    """The first ``limit`` bytes of ``path`` (fewer if it is shorter), opened
+    non-blocking (see :func:`read_small_text`)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         chunks: List[bytes] = []
         size = 0
-        while size <= MAX_SMALL_TEXT:
-            chunk = os.read(fd, MAX_SMALL_TEXT + 1 - size)
+        while size < limit:
+            chunk = os.read(fd, limit - size)
             if not chunk:
                 break
             chunks.append(chunk)
             size += len(chunk)
     finally:
         os.close(fd)
-    if size > MAX_SMALL_TEXT:
-        raise ValueError(f"{path} is larger than {MAX_SMALL_TEXT} bytes")
-    return b"".join(chunks).decode("utf-8")
+    return b"".join(chunks)
 
 
 #: The lock a Node writer of the consent file holds (Node has no flock): a
@@ -851,21 +858,10 @@ def _salvage(path: str) -> ConsentFile:
     themselves. ``path`` is a regular file (checked by the caller, under the
     lock)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        try:
-            chunks: List[bytes] = []
-            size = 0
-            while size < MAX_SMALL_TEXT:
-                chunk = os.read(fd, MAX_SMALL_TEXT - size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-        finally:
-            os.close(fd)
+        data = _read_at_most(path, MAX_SMALL_TEXT)
     except (OSError, ValueError):
         return ConsentFile()
-    file = ConsentFile.parse(b"".join(chunks).decode("utf-8", errors="replace"))
+    file = ConsentFile.parse(data.decode("utf-8", errors="replace"))
     file.bad_lines = []
     return file
 
