@@ -40,14 +40,15 @@ impl EventCounters {
 
     /// Full-spool drops per product, largest first.
     pub fn spool_full_drops(&self) -> Vec<(String, u64)> {
-        let map = self.spool_full.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<(String, u64)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        v
+        largest_first(&self.spool_full.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The status form.
-    pub fn snapshot(&self, store_full_drops: u64) -> telemetry_proto::Counters {
+    pub fn snapshot(
+        &self,
+        store_full_drops: u64,
+        local_full_drops: &BTreeMap<String, u64>,
+    ) -> telemetry_proto::Counters {
         let get = |c: &AtomicU64| c.load(Relaxed);
         telemetry_proto::Counters {
             received: get(&self.received),
@@ -58,6 +59,7 @@ impl EventCounters {
             taken_in: get(&self.taken_in),
             spool_full_drops: self.spool_full_drops(),
             store_full_drops,
+            local_full_drops: largest_first(local_full_drops),
         }
     }
 
@@ -135,6 +137,13 @@ impl EventCounters {
     }
 }
 
+/// Counts per product, largest first (then by name).
+fn largest_first(map: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,7 +167,10 @@ mod tests {
         );
         std::fs::write(&path, "cfdev\n").unwrap();
         c.take_drop_file(&path);
-        assert_eq!(c.snapshot(0).spool_full_drops[0], ("cfdev".to_string(), 3));
+        assert_eq!(
+            c.snapshot(0, &BTreeMap::new()).spool_full_drops[0],
+            ("cfdev".to_string(), 3)
+        );
         // A file a crash left mid-count is counted too, not replaced.
         std::fs::write(path.with_extension("drops.counting"), "cfdev\n").unwrap();
         std::fs::write(&path, "cfdev\n").unwrap();

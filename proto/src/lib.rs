@@ -813,6 +813,13 @@ pub struct Counters {
     pub spool_full_drops: Vec<(String, u64)>,
     /// Events dropped to stay under `max_store_bytes` since start.
     pub store_full_drops: u64,
+    /// Events kept on this machine only (`local`) dropped to stay under
+    /// `max_store_bytes` since start, per product, largest first (not in
+    /// `store_full_drops`, which counts what would have been uploaded):
+    /// never counted upstream, as nothing of a `local` product leaves, so
+    /// said here, or they would go unseen.
+    #[serde(default)]
+    pub local_full_drops: Vec<(String, u64)>,
 }
 record!(Counters);
 

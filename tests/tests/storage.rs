@@ -214,6 +214,51 @@ fn a_full_store_drops_the_oldest_and_tells_the_maintainers() {
         .all(|id| sent[dropped as usize..].iter().any(|s| s == id)));
 }
 
+/// Events kept on this machine only (`local`) that a full store drops are
+/// never counted upstream (nothing of them leaves), so `status` and
+/// `doctor` say so, per product: they went unseen.
+#[test]
+fn a_full_store_says_how_many_local_events_it_dropped() {
+    let mut env = DaemonEnv::new(Destination::Outbox);
+    env.extra
+        .push(("TELEMETRY_MAX_STORE_BYTES".into(), "4000".into()));
+    std::fs::write(env.root().join("consent"), "cfdev local\n").unwrap();
+    let daemon = env.start();
+    let mut c = daemon.client();
+    for i in 0..60 {
+        let mut data = BTreeMap::new();
+        data.insert("duration_s".to_string(), Value::Int(i));
+        c.emit(vec![event("cfdev", "start_end", "1.0.0", data)], T)
+            .unwrap();
+    }
+    let st: serde_json::Value =
+        serde_json::from_slice(&env.run("telemetryctl", &["status", "--json"]).stdout).unwrap();
+    let local = st["local_events"].as_u64().unwrap();
+    let dropped = &st["counters"]["local_full_drops"];
+    assert_eq!(dropped[0][0], "cfdev", "{st}");
+    assert_eq!(dropped[0][1].as_u64().unwrap() + local, 60, "{st}");
+    assert_eq!(
+        st["counters"]["store_full_drops"], 0,
+        "nothing uploadable: {st}"
+    );
+    assert_eq!(
+        st["dropped"],
+        serde_json::json!([]),
+        "nothing to tell upstream: {st}"
+    );
+    let human = text(&env.run("telemetryctl", &["status"]));
+    assert!(
+        human.contains("of cfdev kept on this machine only (local) dropped since start"),
+        "{human}"
+    );
+    let doctor = text(&env.run("telemetryctl", &["doctor"]));
+    assert!(
+        doctor.contains("WARN drops: the store dropped")
+            && doctor.contains("of cfdev kept on this machine only"),
+        "{doctor}"
+    );
+}
+
 /// A small tmpfs, unmounted on drop.
 struct Tmpfs(PathBuf);
 

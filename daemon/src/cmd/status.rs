@@ -137,6 +137,8 @@ pub async fn handle(ctx: &Ctx, trusted: bool) -> Response {
         refusals: ctx.refusals.snapshot(trusted),
         next_upload_us: ctx.uploader.next_upload_us(&stats, up.next_attempt_us),
         destinations,
-        counters: ctx.counters.snapshot(stats.store_full_drops),
+        counters: ctx
+            .counters
+            .snapshot(stats.store_full_drops, &stats.local_full_drops),
     }))
 }

@@ -350,6 +350,8 @@ pub struct Stats {
     /// Uploadable events dropped to stay under `max_store_bytes` since
     /// the store opened.
     pub store_full_drops: u64,
+    /// Local-only events dropped so, per product, since the store opened.
+    pub local_full_drops: BTreeMap<String, u64>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -913,6 +915,8 @@ struct Inner {
     /// Uploadable events dropped to stay under `max_store_bytes` since
     /// start.
     full_drops: u64,
+    /// Local-only events dropped to stay under the limit, per product.
+    local_full_drops: BTreeMap<String, u64>,
     /// The batch last handed to the uploader, per destination asked for:
     /// it may be on its way, so making room never drops it (its events
     /// would be counted as dropped and delivered too).
@@ -1118,6 +1122,7 @@ impl Inner {
             sealed_bytes: 0,
             sealed_batches: 0,
             full_drops: 0,
+            local_full_drops: BTreeMap::new(),
             handed_out: BTreeMap::new(),
         };
         inner.load_counters()?;
@@ -1298,7 +1303,9 @@ impl Inner {
             } else {
                 &mut self.unsealed
             };
-            if !local {
+            if local {
+                *self.local_full_drops.entry(product.clone()).or_default() += events;
+            } else {
                 self.full_drops += events;
             }
             let p = map.entry(product.clone()).or_default();
@@ -1307,6 +1314,7 @@ impl Inner {
             tracing::warn!(
                 product,
                 events,
+                local,
                 "store full: dropped the oldest pending events"
             );
         }
@@ -1524,6 +1532,7 @@ impl Inner {
             uploadable_by_destination,
             held_batches,
             store_full_drops: self.full_drops,
+            local_full_drops: self.local_full_drops.clone(),
         })
     }
 }

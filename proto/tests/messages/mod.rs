@@ -146,6 +146,7 @@ pub fn responses() -> Vec<(&'static str, Response)> {
             taken_in: 2,
             spool_full_drops: vec![("cfdev".into(), 4)],
             store_full_drops: 2,
+            local_full_drops: vec![("cfdev".into(), 1)],
         },
     };
     vec![

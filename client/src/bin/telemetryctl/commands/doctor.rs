@@ -673,6 +673,16 @@ fn drop_checks(s: &StatusReport, checks: &mut Vec<Check>) {
             ));
         }
     }
+    for (product, n) in &s.counters.local_full_drops {
+        checks.push(Check::warn(
+            "drops",
+            format!(
+                "the store dropped {} of {product} kept on this machine only (local) since start to stay under max_store_bytes, oldest first",
+                super::count(*n, "event", "events")
+            ),
+            "raise TELEMETRY_MAX_STORE_BYTES (max_store_bytes) to keep more of what is local".to_string(),
+        ));
+    }
     if checks.len() == before {
         checks.push(Check::pass("drops", "no event was dropped".to_string()));
     }

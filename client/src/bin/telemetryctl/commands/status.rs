@@ -172,6 +172,12 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             count(c.store_full_drops, "event", "events")
         );
     }
+    for (product, n) in &c.local_full_drops {
+        outln!(
+            "store full:   {} of {product} kept on this machine only (local) dropped since start to stay under max_store_bytes, oldest first (raise it to keep more)",
+            count(*n, "event", "events")
+        );
+    }
     match s.next_upload_us {
         Some(t) => outln!("next upload:  {} (automatic)", when(t)),
         None => outln!("next upload:  none due (nothing waiting to be uploaded)"),
