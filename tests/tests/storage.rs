@@ -192,8 +192,30 @@ fn a_full_store_drops_the_oldest_and_tells_the_maintainers() {
         human.contains("dropped:") && human.contains("store was full"),
         "{human}"
     );
+    let shown = String::from_utf8_lossy(&env.run("telemetryctl", &["show"]).stdout).to_string();
+    assert!(
+        shown.contains(&format!(
+            "# the next batch of cfdev also carries a telemetry_dropped line counting {dropped} events"
+        )),
+        "{shown}"
+    );
 
+    // Sealed while the destination fails: `show` prints the batch's
+    // counter line too, exactly as it is then uploaded (no event row holds
+    // it, and it was left out).
+    s3.set_fault(Fault::Status(503, "SlowDown"));
+    assert!(c.flush(T).is_err());
+    let shown =
+        String::from_utf8_lossy(&env.run("telemetryctl", &["show", "--ndjson"]).stdout).to_string();
+    assert!(shown.contains("\"event\":\"telemetry_dropped\""), "{shown}");
+    s3.set_fault(Fault::None);
     c.flush(T).unwrap();
+    let uploaded: String = s3
+        .objects()
+        .values()
+        .map(|z| String::from_utf8(zstd::stream::decode_all(&z[..]).unwrap()).unwrap())
+        .collect();
+    assert_eq!(shown, uploaded, "show printed exactly what went out");
     assert!(daemon.terminate().unwrap().success());
     let lines = decode_objects(&s3.objects());
     let counter: Vec<_> = lines

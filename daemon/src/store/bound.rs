@@ -195,12 +195,23 @@ pub(super) fn add_dropped(
 /// The drop count a sealed batch's body carries in its `telemetry_dropped`
 /// line (see `seal_in`), 0 if none or unreadable.
 pub(super) fn carried_drops(compressed: &[u8]) -> i64 {
+    counter_lines(compressed)
+        .iter()
+        .filter_map(|(_, v)| v["data"]["count"].as_i64())
+        .fold(0i64, i64::saturating_add)
+}
+
+/// The `telemetry_dropped` lines a sealed batch's body carries (see
+/// `seal_in`), as uploaded and parsed; none if unreadable.
+pub(super) fn counter_lines(compressed: &[u8]) -> Vec<(String, serde_json::Value)> {
     let Ok(body) = zstd::stream::decode_all(compressed) else {
-        return 0;
+        return Vec::new();
     };
     body.split(|b| *b == b'\n')
-        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
-        .filter(|v| v["event"] == telemetry_sink::manifest::TELEMETRY_DROPPED)
-        .filter_map(|v| v["data"]["count"].as_i64())
-        .fold(0i64, i64::saturating_add)
+        .filter_map(|line| {
+            let v = serde_json::from_slice::<serde_json::Value>(line).ok()?;
+            (v["event"] == telemetry_sink::manifest::TELEMETRY_DROPPED)
+                .then(|| (String::from_utf8_lossy(line).into_owned(), v))
+        })
+        .collect()
 }

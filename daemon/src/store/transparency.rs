@@ -20,7 +20,8 @@ impl Inner {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT e.seq, e.line, e.local_only, b.key, e.product, COALESCE(b.final, 0)
+                "SELECT e.seq, e.line, e.local_only, b.key, e.product, COALESCE(b.final, 0),
+                        b.id, b.last_seq = e.seq
                  FROM events e LEFT JOIN batches b ON e.local_only = 0
                       AND b.product = e.product AND e.seq BETWEEN b.first_seq AND b.last_seq
                  WHERE e.seq > ?1 AND (?2 IS NULL OR e.product = ?2)
@@ -55,17 +56,45 @@ impl Inner {
                 (false, None, Permit::All) => EventState::Pending,
                 (false, _, _) => EventState::Withheld,
             };
+            let seq = row.get(0).map_err(sql("show"))?;
+            let batch: Option<i64> = row.get(6).map_err(sql("show"))?;
+            let last_of_batch: Option<bool> = row.get(7).map_err(sql("show"))?;
             page.events.push(ShownEvent {
-                seq: row.get(0).map_err(sql("show"))?,
+                seq,
                 state,
-                batch_key: key,
+                batch_key: key.clone(),
                 line,
             });
+            // A sealed batch also carries the `telemetry_dropped` line its
+            // seal wrote (no event row holds it): shown after its last
+            // event, as uploaded, with that event's seq.
+            if let (Some(id), Some(true)) = (batch, last_of_batch) {
+                for (line, _) in self.batch_counter_lines(id)? {
+                    bytes += line.len();
+                    page.events.push(ShownEvent {
+                        seq,
+                        state,
+                        batch_key: key.clone(),
+                        line,
+                    });
+                }
+            }
         }
         if read == PAGE_EVENTS {
             page.next_after_seq = page.events.last().map(|e| e.seq);
         }
         Ok(page)
+    }
+
+    /// The `telemetry_dropped` lines batch `id`'s body carries.
+    fn batch_counter_lines(&self, id: i64) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let body: Vec<u8> = self
+            .conn
+            .query_row("SELECT body FROM batches WHERE id = ?1", params![id], |r| {
+                r.get(0)
+            })
+            .map_err(sql("show"))?;
+        Ok(super::bound::counter_lines(&body))
     }
 
     pub(super) fn purge(&mut self, product: Option<&str>) -> Result<u64, StoreError> {
