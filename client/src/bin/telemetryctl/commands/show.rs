@@ -56,7 +56,8 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     }
     // Grouped, each group once, in the order they first appear: in store
     // order, pending and local events of two products interleave.
-    let mut groups: Vec<((EventState, Option<&str>), Vec<&str>)> = Vec::new();
+    type Group<'a> = (EventState, Option<&'a str>);
+    let mut groups: Vec<(Group, Vec<&str>)> = Vec::new();
     for e in events {
         let group = (e.state, e.batch_key.as_deref());
         match groups.iter_mut().find(|(g, _)| *g == group) {
