@@ -612,6 +612,27 @@ fn consent_json_for_an_off_product_names_its_manifest_without_a_daemon() {
     assert_eq!(json["version"], 2, "{json}");
 }
 
+/// An event of a product no manifest describes is refused as off when
+/// someone turned it off (a spooled event of a product the user then
+/// turned off: "add its manifest" would be advice to undo that), and as not
+/// in the catalogue when nobody decided (a misspelt name: the vendor's
+/// news).
+#[test]
+fn a_product_without_a_manifest_that_was_turned_off_is_refused_as_off() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    std::fs::write(env.root().join("consent"), "cfdev on\nlaterr off\n").unwrap();
+    let daemon = env.start();
+    let code = |product: &str| match daemon
+        .client()
+        .emit(vec![event(product, "stop", "1", BTreeMap::new())], T)
+    {
+        Err(ClientError::Refused { code, .. }) => code,
+        other => panic!("{product}: {other:?}"),
+    };
+    assert_eq!(code("laterr"), ErrorCode::ConsentOff);
+    assert_eq!(code("nobody_decided"), ErrorCode::NotInCatalogue);
+}
+
 fn wait_for_lines(s3: &S3Server, n: usize) -> Vec<(String, serde_json::Value)> {
     wait_for(&format!("{n} lines in S3"), Duration::from_secs(30), || {
         let lines = decode_objects(&s3.objects());

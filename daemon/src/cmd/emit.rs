@@ -495,6 +495,18 @@ pub async fn prepare(
 }
 
 /// [`prepare`], checking consent against `look`, for `asker`.
+/// The refusal of an event of `product`, which `layer` keeps off.
+fn off_reply(ctx: &Ctx, product: &str, layer: telemetry_proto::Layer, asker: Asker) -> Response {
+    Response::Error {
+        code: ErrorCode::ConsentOff,
+        message: format!(
+            "telemetry for {product:?} is off (decided by the {}); nothing was recorded{}",
+            layer.as_str(),
+            turn_on_advice(ctx, product, layer, asker),
+        ),
+    }
+}
+
 async fn prepare_with(
     ctx: &Ctx,
     events: &[WireEvent],
@@ -541,6 +553,15 @@ async fn prepare_with(
                 manifests.insert(ev.product.as_str(), m);
             }
             Err(e) => {
+                // A product someone turned off is refused as off, manifest
+                // or not: that no is the reason, and "add its manifest"
+                // would be advice to undo it (a spooled event of a product
+                // the user then turned off and never installed). Undecided,
+                // the manifest is the news (a misspelt product name).
+                let (mode, layer) = ctx.consent.view().resolve(&ev.product);
+                if mode == Mode::Off && layer != telemetry_proto::Layer::Default {
+                    return Err(off_reply(ctx, &ev.product, layer, asker));
+                }
                 let reply = Response::Error {
                     code: ErrorCode::NotInCatalogue,
                     message: if events.len() == 1 {
@@ -613,15 +634,7 @@ async fn prepare_with(
                     look = Look::Fresh;
                     continue 'look;
                 }
-                return Err(Response::Error {
-                    code: ErrorCode::ConsentOff,
-                    message: format!(
-                        "telemetry for {:?} is off (decided by the {}); nothing was recorded{}",
-                        ev.product,
-                        layer.as_str(),
-                        turn_on_advice(ctx, &ev.product, layer, asker),
-                    ),
-                });
+                return Err(off_reply(ctx, &ev.product, layer, asker));
             }
             modes.insert(&ev.product, mode);
         }
