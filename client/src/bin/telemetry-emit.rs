@@ -561,7 +561,7 @@ fn emit(args: &Args, ev: WireEvent, budget: Duration) -> Result<(), (u8, String)
     let what = match telemetry_client::spool::append(&spool, &ev) {
         Ok(telemetry_client::spool::Spooled::Written) => {
             format!(
-                "spooled to {} for delivery when telemetryd runs",
+                "spooled to {}; telemetryd takes it in when it starts or next looks at the spool",
                 spool.display()
             )
         }

@@ -708,13 +708,18 @@ pub fn storage(e: crate::store::StoreError) -> Response {
             message: e.to_string(),
         };
     }
-    let code = match e {
-        crate::store::StoreError::Full { .. } => ErrorCode::StoreFull,
-        _ => ErrorCode::Storage,
+    let (code, then) = match e {
+        // Not "not stored" alone: the shim and the SDKs spool it, and it
+        // is offered again, which the user would not expect from that.
+        crate::store::StoreError::Full { .. } => (
+            ErrorCode::StoreFull,
+            "not stored now (a client that spools it, as the shim and the SDKs do, offers it again later)",
+        ),
+        _ => (ErrorCode::Storage, "the events were not stored"),
     };
     Response::Error {
         code,
-        message: format!("{e}; the events were not stored"),
+        message: format!("{e}; {then}"),
     }
 }
 
