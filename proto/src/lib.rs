@@ -629,7 +629,8 @@ pub enum EventState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(remote = "Self")]
 pub struct ShownEvent {
-    /// Store sequence number.
+    /// Store sequence number (a counter line carries its batch's last
+    /// event's, so it is not unique: see `counter`).
     pub seq: i64,
     /// Where it stands.
     pub state: EventState,
@@ -637,6 +638,11 @@ pub struct ShownEvent {
     pub batch_key: Option<String>,
     /// The NDJSON line, byte for byte (without the newline).
     pub line: String,
+    /// This is no stored event but the `telemetry_dropped` line a sealed
+    /// batch carries after its events (the count of events a full store
+    /// dropped), shown because it is uploaded too.
+    #[serde(default)]
+    pub counter: bool,
 }
 record!(ShownEvent);
 
@@ -814,10 +820,11 @@ pub struct Counters {
     /// Events dropped to stay under `max_store_bytes` since start.
     pub store_full_drops: u64,
     /// Events kept on this machine only (`local`) dropped to stay under
-    /// `max_store_bytes` since start, per product, largest first (not in
-    /// `store_full_drops`, which counts what would have been uploaded):
-    /// never counted upstream, as nothing of a `local` product leaves, so
-    /// said here, or they would go unseen.
+    /// `max_store_bytes`, per product, largest first: kept across restarts
+    /// (unlike the rest of `Counters`; a purge or forget clears its
+    /// product's), and not in `store_full_drops`, which counts what would
+    /// have been uploaded. Never counted upstream, as nothing of a `local`
+    /// product leaves, so said here, or they would go unseen.
     #[serde(default)]
     pub local_full_drops: Vec<(String, u64)>,
 }

@@ -610,6 +610,24 @@ fn consent_json_for_an_off_product_names_its_manifest_without_a_daemon() {
         "{json}"
     );
     assert_eq!(json["version"], 2, "{json}");
+    // The built-in example when no file of its name comes first; a file
+    // whose `product` is another's is no manifest of this one.
+    std::fs::write(env.root().join("consent"), "cfdev off\nother off\n").unwrap();
+    std::fs::write(dir.join("other.toml"), "product = \"acme\"\n[events.ran]\n").unwrap();
+    let json = |product: &str| -> serde_json::Value {
+        serde_json::from_slice(&ctl(&env, &["consent", product, "--json"]).stdout).unwrap()
+    };
+    let cfdev = json("cfdev");
+    assert_eq!(cfdev["manifest"], "built-in cfdev.toml", "{cfdev}");
+    assert_eq!(cfdev["version"], 1, "{cfdev}");
+    let other = json("other");
+    assert!(
+        other["manifest_error"]
+            .as_str()
+            .unwrap()
+            .contains("they must match"),
+        "{other}"
+    );
 }
 
 /// An event of a product no manifest describes is refused as off when

@@ -270,9 +270,16 @@ fn a_full_store_says_how_many_local_events_it_dropped() {
     );
     let human = text(&env.run("telemetryctl", &["status"]));
     assert!(
-        human.contains("of cfdev kept on this machine only (local) dropped since start"),
+        human.contains("of cfdev kept on this machine only (local) dropped so far"),
         "{human}"
     );
+    // Kept across a restart (an autostarted daemon exits when idle).
+    let n = dropped[0][1].clone();
+    drop(c);
+    assert!(daemon.terminate().unwrap().success());
+    let daemon = env.start();
+    let again = daemon.client().status(T).unwrap().counters.local_full_drops;
+    assert_eq!(again, vec![("cfdev".to_string(), n.as_u64().unwrap())]);
     let doctor = text(&env.run("telemetryctl", &["doctor"]));
     assert!(
         doctor.contains("WARN drops: the store dropped")

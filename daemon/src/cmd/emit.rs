@@ -494,7 +494,6 @@ pub async fn prepare(
     prepare_with(ctx, events, Look::Fresh, Asker::Owner).await
 }
 
-/// [`prepare`], checking consent against `look`, for `asker`.
 /// The refusal of an event of `product`, which `layer` keeps off.
 fn off_reply(ctx: &Ctx, product: &str, layer: telemetry_proto::Layer, asker: Asker) -> Response {
     Response::Error {
@@ -507,6 +506,7 @@ fn off_reply(ctx: &Ctx, product: &str, layer: telemetry_proto::Layer, asker: Ask
     }
 }
 
+/// [`prepare`], checking consent against `look`, for `asker`.
 async fn prepare_with(
     ctx: &Ctx,
     events: &[WireEvent],
@@ -553,13 +553,21 @@ async fn prepare_with(
                 manifests.insert(ev.product.as_str(), m);
             }
             Err(e) => {
-                // A product someone turned off is refused as off, manifest
-                // or not: that no is the reason, and "add its manifest"
-                // would be advice to undo it (a spooled event of a product
-                // the user then turned off and never installed). Undecided,
-                // the manifest is the news (a misspelt product name).
+                // A product with no manifest that the user turned off is
+                // refused as off: that no is the reason, and "add its
+                // manifest" would be advice to undo it (a spooled event of
+                // a product the user then turned off and never installed).
+                // Undecided, or off for everyone (`* off`, DO_NOT_TRACK),
+                // the manifest is the news (a misspelt product name); a
+                // broken manifest or an unlisted event is too.
+                let no_manifest = matches!(
+                    e,
+                    crate::catalog::CheckError::Rejected(
+                        telemetry_sink::manifest::Rejection::UnknownProduct { .. }
+                    )
+                );
                 let (mode, layer) = ctx.consent.view().resolve(&ev.product);
-                if mode == Mode::Off && layer != telemetry_proto::Layer::Default {
+                if no_manifest && mode == Mode::Off && layer == telemetry_proto::Layer::UserFile {
                     return Err(off_reply(ctx, &ev.product, layer, asker));
                 }
                 let reply = Response::Error {

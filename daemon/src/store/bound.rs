@@ -120,7 +120,15 @@ pub(super) fn make_room(
     }
     let mut counted: BTreeMap<String, u64> = BTreeMap::new();
     for ((product, local), (events, _)) in &freed.unsealed {
-        if !local {
+        if *local {
+            // Counted for `status` only, never upstream.
+            tx.execute(
+                "INSERT INTO local_dropped (product, events) VALUES (?1, ?2)
+                 ON CONFLICT (product) DO UPDATE SET events = events + excluded.events",
+                params![product, *events as i64],
+            )
+            .map_err(err())?;
+        } else {
             *counted.entry(product.clone()).or_default() += events;
         }
     }
@@ -207,7 +215,11 @@ pub(super) fn counter_lines(compressed: &[u8]) -> Vec<(String, serde_json::Value
     let Ok(body) = zstd::stream::decode_all(compressed) else {
         return Vec::new();
     };
+    let name = format!("\"{}\"", telemetry_sink::manifest::TELEMETRY_DROPPED);
     body.split(|b| *b == b'\n')
+        // Parsed only where the name appears: a batch holds up to
+        // thousands of lines, and the store thread reads it.
+        .filter(|line| line.windows(name.len()).any(|w| w == name.as_bytes()))
         .filter_map(|line| {
             let v = serde_json::from_slice::<serde_json::Value>(line).ok()?;
             (v["event"] == telemetry_sink::manifest::TELEMETRY_DROPPED)

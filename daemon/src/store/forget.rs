@@ -78,6 +78,11 @@ impl Inner {
             .map_err(err())?;
         tx.execute("DELETE FROM dropped WHERE product = ?1", params![product])
             .map_err(err())?;
+        tx.execute(
+            "DELETE FROM local_dropped WHERE product = ?1",
+            params![product],
+        )
+        .map_err(err())?;
         tx.execute("DELETE FROM receipts WHERE product = ?1", params![product])
             .map_err(err())?;
         let mut marked = false;

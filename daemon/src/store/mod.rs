@@ -88,6 +88,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_receipt_outbox_label.sql"),
     include_str!("migrations/0013_refused.sql"),
     include_str!("migrations/0014_store_compat.sql"),
+    include_str!("migrations/0015_local_dropped.sql"),
 ];
 
 /// The oldest schema version whose telemetryd may serve a store this build
@@ -350,7 +351,8 @@ pub struct Stats {
     /// Uploadable events dropped to stay under `max_store_bytes` since
     /// the store opened.
     pub store_full_drops: u64,
-    /// Local-only events dropped so, per product, since the store opened.
+    /// Local-only events dropped so, per product, since the store was
+    /// made (kept across restarts; a forget clears its product's).
     pub local_full_drops: BTreeMap<String, u64>,
 }
 
@@ -915,7 +917,8 @@ struct Inner {
     /// Uploadable events dropped to stay under `max_store_bytes` since
     /// start.
     full_drops: u64,
-    /// Local-only events dropped to stay under the limit, per product.
+    /// Local-only events dropped to stay under the limit, per product
+    /// (mirrors the `local_dropped` table).
     local_full_drops: BTreeMap<String, u64>,
     /// The batch last handed to the uploader, per destination asked for:
     /// it may be on its way, so making room never drops it (its events
@@ -1136,6 +1139,7 @@ impl Inner {
         self.unsealed = self.pending_by_product(PENDING)?;
         self.local = self.pending_by_product("local_only = 1")?;
         self.dropped = self.read_dropped()?;
+        self.local_full_drops = self.read_local_dropped()?;
         let mut stmt = self
             .conn
             .prepare("SELECT product, mode, off_marker FROM consent_applied")
@@ -1303,9 +1307,7 @@ impl Inner {
             } else {
                 &mut self.unsealed
             };
-            if local {
-                *self.local_full_drops.entry(product.clone()).or_default() += events;
-            } else {
+            if !local {
                 self.full_drops += events;
             }
             let p = map.entry(product.clone()).or_default();
@@ -1325,10 +1327,12 @@ impl Inner {
             self.sealed_bytes = self.sealed_bytes.saturating_sub(bytes);
             tracing::warn!(events, "store full: dropped the oldest sealed batch");
         }
-        // The counts per product live in the table (local-only drops are
-        // not counted); mirror it.
+        // The counts per product live in their tables; mirror them.
         if let Ok(rows) = self.read_dropped() {
             self.dropped = rows;
+        }
+        if let Ok(rows) = self.read_local_dropped() {
+            self.local_full_drops = rows;
         }
     }
 
@@ -1359,9 +1363,19 @@ impl Inner {
     }
 
     fn read_dropped(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.counts_in("SELECT product, events FROM dropped")
+    }
+
+    /// Local-only events a full store dropped, per product.
+    fn read_local_dropped(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.counts_in("SELECT product, events FROM local_dropped")
+    }
+
+    /// `(product, count)` rows of `query`.
+    fn counts_in(&self, query: &'static str) -> Result<BTreeMap<String, u64>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT product, events FROM dropped")
+            .prepare_cached(query)
             .map_err(sql("reading drops"))?;
         let rows = stmt
             .query_map([], |r| {

@@ -41,8 +41,20 @@ impl Inner {
             let key: Option<String> = row.get(3).map_err(sql("show"))?;
             let product: String = row.get(4).map_err(sql("show"))?;
             let is_final: bool = row.get(5).map_err(sql("show"))?;
-            // Encoded size: the line, the key, and a little framing.
-            let size = line.len() + key.as_ref().map_or(0, String::len) + 32;
+            let seq = row.get(0).map_err(sql("show"))?;
+            let batch: Option<i64> = row.get(6).map_err(sql("show"))?;
+            let last_of_batch: Option<bool> = row.get(7).map_err(sql("show"))?;
+            // A sealed batch also carries the `telemetry_dropped` line its
+            // seal wrote (no event row holds it): shown after its last
+            // event, as uploaded, with that event's seq.
+            let counters = match (batch, last_of_batch) {
+                (Some(id), Some(true)) => self.batch_counter_lines(id)?,
+                _ => Vec::new(),
+            };
+            // Encoded size: the line, the key, and a little framing; the
+            // row's counter lines go on the same page.
+            let framed = |line: &str| line.len() + key.as_ref().map_or(0, String::len) + 32;
+            let size = framed(&line) + counters.iter().map(|l| framed(l)).sum::<usize>();
             if !page.events.is_empty() && bytes + size > PAGE_BYTES {
                 page.next_after_seq = page.events.last().map(|e| e.seq);
                 return Ok(page);
@@ -56,28 +68,21 @@ impl Inner {
                 (false, None, Permit::All) => EventState::Pending,
                 (false, _, _) => EventState::Withheld,
             };
-            let seq = row.get(0).map_err(sql("show"))?;
-            let batch: Option<i64> = row.get(6).map_err(sql("show"))?;
-            let last_of_batch: Option<bool> = row.get(7).map_err(sql("show"))?;
             page.events.push(ShownEvent {
                 seq,
                 state,
                 batch_key: key.clone(),
                 line,
+                counter: false,
             });
-            // A sealed batch also carries the `telemetry_dropped` line its
-            // seal wrote (no event row holds it): shown after its last
-            // event, as uploaded, with that event's seq.
-            if let (Some(id), Some(true)) = (batch, last_of_batch) {
-                for (line, _) in self.batch_counter_lines(id)? {
-                    bytes += line.len();
-                    page.events.push(ShownEvent {
-                        seq,
-                        state,
-                        batch_key: key.clone(),
-                        line,
-                    });
-                }
+            for line in counters {
+                page.events.push(ShownEvent {
+                    seq,
+                    state,
+                    batch_key: key.clone(),
+                    line,
+                    counter: true,
+                });
             }
         }
         if read == PAGE_EVENTS {
@@ -87,14 +92,17 @@ impl Inner {
     }
 
     /// The `telemetry_dropped` lines batch `id`'s body carries.
-    fn batch_counter_lines(&self, id: i64) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+    fn batch_counter_lines(&self, id: i64) -> Result<Vec<String>, StoreError> {
         let body: Vec<u8> = self
             .conn
             .query_row("SELECT body FROM batches WHERE id = ?1", params![id], |r| {
                 r.get(0)
             })
             .map_err(sql("show"))?;
-        Ok(super::bound::counter_lines(&body))
+        Ok(super::bound::counter_lines(&body)
+            .into_iter()
+            .map(|(line, _)| line)
+            .collect())
     }
 
     pub(super) fn purge(&mut self, product: Option<&str>) -> Result<u64, StoreError> {
@@ -112,12 +120,15 @@ impl Inner {
             params![product],
         )
         .map_err(sql("purge"))?;
-        // Nothing about purged data, not even a count, goes out later.
-        tx.execute(
-            "DELETE FROM dropped WHERE ?1 IS NULL OR product = ?1",
-            params![product],
-        )
-        .map_err(sql("purge"))?;
+        // Nothing about purged data, not even a count, goes out later (or
+        // stays: the local-only drops' count goes with them).
+        for table in ["dropped", "local_dropped"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE ?1 IS NULL OR product = ?1"),
+                params![product],
+            )
+            .map_err(sql("purge"))?;
+        }
         tx.commit().map_err(sql("purge"))?;
         self.load_counters()?;
         Ok(n as u64)

@@ -199,6 +199,7 @@ pub fn responses() -> Vec<(&'static str, Response)> {
                     state: EventState::Pending,
                     batch_key: None,
                     line: "{\"event\":\"stop\"}".into(),
+                    counter: false,
                 }],
                 next_after_seq: None,
             }),

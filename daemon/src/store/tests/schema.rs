@@ -277,8 +277,16 @@ fn back_to_v9(conn: &Connection) {
         .unwrap();
 }
 
-/// Undo migration 0014: no word on which builds may serve the store.
+/// Undo migration 0015: no count of local-only drops.
+fn back_to_v14(conn: &Connection) {
+    conn.execute_batch("DROP TABLE local_dropped; PRAGMA user_version = 14;")
+        .unwrap();
+}
+
+/// Undo migrations 0015 and 0014: no word on which builds may serve the
+/// store either.
 fn back_to_v13(conn: &Connection) {
+    back_to_v14(conn);
     conn.execute_batch("DROP TABLE store_compat; PRAGMA user_version = 13;")
         .unwrap();
 }
@@ -290,7 +298,7 @@ fn back_to_v12(conn: &Connection) {
         .unwrap();
 }
 
-/// Undo migrations 0014 to 0011: consented sets by name only (0012 only
+/// Undo migrations 0015 to 0011: consented sets by name only (0012 only
 /// renamed receipts' outbox label).
 fn back_to_v10(conn: &Connection) {
     back_to_v12(conn);

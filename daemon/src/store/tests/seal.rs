@@ -250,6 +250,68 @@ fn show_pages_through_many_events() {
     thread.join();
 }
 
+/// A sealed batch's `telemetry_dropped` line is shown after its last
+/// event, marked and with that event's seq, and on the same page: pages
+/// of many small batches that each carry one still fit in a frame and
+/// hold every event and every counter line once.
+#[test]
+fn show_pages_through_batches_that_carry_counter_lines() {
+    let f = Fixture::new();
+    let path = f.dir.path().join(DB_FILE);
+    let (store, thread) = f.open(2);
+    let batches = 300u128;
+    rt().block_on(async {
+        for b in 0..batches {
+            let recs: Vec<Record> = (0..2u128)
+                .map(|i| Record {
+                    line: format!("{{\"n\":{},\"pad\":\"{}\"}}", b * 2 + i, "x".repeat(60)),
+                    ..record(b * 2 + i, "a")
+                })
+                .collect();
+            store.insert(recs).await.unwrap();
+            // What a full store's drop leaves for the next seal to carry.
+            Connection::open(&path)
+                .unwrap()
+                .execute(
+                    "INSERT INTO dropped (product, events, since_us) VALUES ('a', 1, 0)",
+                    [],
+                )
+                .unwrap();
+            assert_eq!(store.seal(true).await.unwrap(), 1);
+        }
+        let (mut after, mut events, mut counters, mut pages) = (0, 0u128, 0u128, 0);
+        loop {
+            let page = store.show(None, after).await.unwrap();
+            let frame =
+                telemetry_proto::encode_frame(&telemetry_proto::Response::Events(page.clone()));
+            assert!(frame.is_ok(), "a page fits in one frame");
+            for (i, e) in page.events.iter().enumerate() {
+                if e.counter {
+                    counters += 1;
+                    assert!(e.line.contains("\"telemetry_dropped\""), "{}", e.line);
+                    let before = &page.events[i - 1];
+                    assert!(
+                        !before.counter && before.seq == e.seq,
+                        "after its last event"
+                    );
+                    assert_eq!(before.batch_key, e.batch_key);
+                } else {
+                    events += 1;
+                }
+            }
+            pages += 1;
+            match page.next_after_seq {
+                Some(s) => after = s,
+                None => break,
+            }
+        }
+        assert_eq!((events, counters), (batches * 2, batches));
+        assert!(pages > 1);
+    });
+    drop(store);
+    thread.join();
+}
+
 /// A batch its destination refuses for good is dropped alone; the batch
 /// behind it is next. Its events are the destination's refusal (the
 /// uploader counts them per destination), not drops of a full store, which

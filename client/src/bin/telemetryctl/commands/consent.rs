@@ -600,13 +600,24 @@ fn manifest_file_on_path(product: &str) -> Option<std::path::PathBuf> {
 fn from_manifest_on_path(mut pc: ProductConsent) -> ProductConsent {
     #[derive(serde::Deserialize)]
     struct Manifest {
+        product: Option<String>,
         consent: Option<Consent>,
     }
     #[derive(serde::Deserialize)]
     struct Consent {
         version: Option<u32>,
     }
+    // `consent.version` defaults to 1, as the daemon reads it.
+    let version = |m: &Manifest| m.consent.as_ref().and_then(|c| c.version).unwrap_or(1);
     let Some(file) = manifest_file_on_path(&pc.product) else {
+        // The daemon's built-in example, when no file of that name came
+        // first.
+        if pc.product == "cfdev" {
+            if let Ok(m) = toml::from_str::<Manifest>(BUILTIN_CFDEV) {
+                pc.manifest = "built-in cfdev.toml".to_string();
+                pc.version = version(&m);
+            }
+        }
         return pc;
     };
     if !file.is_absolute() || telemetry_platform::fs::untrusted(&file).is_some() {
@@ -617,11 +628,24 @@ fn from_manifest_on_path(mut pc: ProductConsent) -> ProductConsent {
         .and_then(|text| toml::from_str::<Manifest>(&text).ok());
     if let Some(m) = parsed {
         pc.manifest = file.display().to_string();
-        // `consent.version` defaults to 1, as the daemon reads it.
-        pc.version = m.consent.and_then(|c| c.version).unwrap_or(1);
+        pc.version = version(&m);
+        // The two checks of the daemon's that make a readable file
+        // unusable as this product's (the rest need its full reading).
+        if m.product.as_deref() != Some(pc.product.as_str()) {
+            pc.manifest_error = Some(format!(
+                "`product` is {:?} but the file is named {}.toml; they must match",
+                m.product.unwrap_or_default(),
+                pc.product
+            ));
+        } else if pc.version == 0 {
+            pc.manifest_error = Some("`consent.version`: must be at least 1".to_string());
+        }
     }
     pc
 }
+
+/// The daemon's built-in example manifest (`sink`'s `CFDEV`).
+const BUILTIN_CFDEV: &str = include_str!("../../../../../catalog/cfdev.toml");
 
 /// The vendor's wording of the question (`consent.prompt` in the product's
 /// manifest: the one the running daemon names, else the one it would

@@ -677,7 +677,7 @@ fn drop_checks(s: &StatusReport, checks: &mut Vec<Check>) {
         checks.push(Check::warn(
             "drops",
             format!(
-                "the store dropped {} of {product} kept on this machine only (local) since start to stay under max_store_bytes, oldest first",
+                "the store dropped {} of {product} kept on this machine only (local) so far to stay under max_store_bytes, oldest first",
                 super::count(*n, "event", "events")
             ),
             "raise TELEMETRY_MAX_STORE_BYTES (max_store_bytes) to keep more of what is local".to_string(),

@@ -54,50 +54,45 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    // Grouped, each group once, in the order they first appear: in store
-    // order, pending and local events of two products interleave.
-    type Group<'a> = (EventState, Option<&'a str>);
-    let mut groups: Vec<(Group, Vec<&str>)> = Vec::new();
+    // Grouped under each header once, in the order they first appear: in
+    // store order, pending and local events of two products interleave.
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
     for e in events {
-        let group = (e.state, e.batch_key.as_deref());
-        match groups.iter_mut().find(|(g, _)| *g == group) {
-            Some((_, lines)) => lines.push(&e.line),
-            None => groups.push((group, vec![&e.line])),
-        }
-    }
-    for (group, lines) in &groups {
-        match group {
+        let header = match (e.state, e.batch_key.as_deref()) {
             (EventState::Sealed, Some(key)) => {
-                outln!("# sealed, goes out with the next upload as {key}:")
+                format!("# sealed, goes out with the next upload as {key}:")
             }
             (EventState::Sealed, None) | (EventState::Pending, _) => {
-                outln!("# pending, goes into the next batch:")
+                "# pending, goes into the next batch:".to_string()
             }
-            (EventState::LocalOnly, _) => outln!("# local only, never uploaded:"),
-            (EventState::Withheld, _) => {
-                outln!("# kept but not uploaded for now: an administrator's or the environment's off, or no usable manifest for its product (`telemetryctl doctor` says which):")
-            }
+            (EventState::LocalOnly, _) => "# local only, never uploaded:".to_string(),
+            (EventState::Withheld, _) => "# kept but not uploaded for now: an administrator's or the environment's off, or no usable manifest for its product (`telemetryctl doctor` says which):".to_string(),
+        };
+        match groups.iter_mut().find(|(h, _)| *h == header) {
+            Some((_, lines)) => lines.push(&e.line),
+            None => groups.push((header, vec![&e.line])),
         }
+    }
+    for (header, lines) in &groups {
+        outln!("{header}");
         for line in lines {
             outln!("{line}");
         }
     }
     // The counter line a batch gets is written when it is sealed (its id
     // and time are made then), so it cannot be shown yet: said instead.
-    if events.iter().any(|e| e.state == EventState::Pending) {
-        let dropped = Client::connect(socket)
-            .and_then(|mut c| c.status(Duration::from_secs(5)))
-            .map(|s| s.dropped)
-            .unwrap_or_default();
-        for (product, n) in dropped
-            .iter()
-            .filter(|(p, _)| args.product.as_ref().is_none_or(|only| only == p))
-        {
-            outln!(
-                "# the next batch of {product} also carries a telemetry_dropped line counting {} dropped because the store was full (made when it is sealed)",
-                super::count(*n, "event", "events")
-            );
-        }
+    let dropped = Client::connect(socket)
+        .and_then(|mut c| c.status(Duration::from_secs(5)))
+        .map(|s| s.dropped)
+        .unwrap_or_default();
+    for (product, n) in dropped
+        .iter()
+        .filter(|(p, _)| args.product.as_ref().is_none_or(|only| only == p))
+    {
+        outln!(
+            "# the next batch of {product} also carries a telemetry_dropped line counting {} dropped because the store was full (made when it is sealed)",
+            super::count(*n, "event", "events")
+        );
     }
     Ok(())
 }

@@ -174,7 +174,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     }
     for (product, n) in &c.local_full_drops {
         outln!(
-            "store full:   {} of {product} kept on this machine only (local) dropped since start to stay under max_store_bytes, oldest first (raise it to keep more)",
+            "store full:   {} of {product} kept on this machine only (local) dropped so far to stay under max_store_bytes, oldest first (raise it to keep more)",
             count(*n, "event", "events")
         );
     }
