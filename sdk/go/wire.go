@@ -163,6 +163,9 @@ type shownEvent struct {
 	State    string  `json:"state"`
 	BatchKey *string `json:"batch_key"`
 	Line     string  `json:"line"`
+	// Counter marks a sealed batch's telemetry_dropped line (not a stored
+	// event; its Seq is the batch's last event's).
+	Counter bool `json:"counter"`
 }
 
 // eventsBody is the "events" reply's fields.
