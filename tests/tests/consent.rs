@@ -532,6 +532,17 @@ fn a_line_not_understood_and_an_opt_out_in_this_shell_are_named() {
         t.contains("WARN environment") && t.contains("DO_NOT_TRACK is set in this shell"),
         "{t}"
     );
+    let out = env
+        .command("telemetryctl")
+        .env("DO_NOT_TRACK", "1")
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains("note:         DO_NOT_TRACK is set in this shell"),
+        "{}",
+        text(&out)
+    );
     // Both are warnings: nothing failed.
     assert!(out.status.success(), "{t}");
 }

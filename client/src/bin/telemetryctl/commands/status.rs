@@ -241,6 +241,13 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     if let Some(w) = telemetry_client::consent::user_file_warning(Path::new(&s.consent_file)) {
         outln!("consent file: {w}");
     }
+    // The modes above are the daemon's, which does not see this shell: one
+    // with an opt-out variable would read them as what its CLIs do.
+    if let Some(var) = telemetry_client::consent::env_opt_out_var() {
+        outln!(
+            "note:         {var} is set in this shell: CLIs run from it record nothing, whatever the modes above (the daemon's, which does not see it)"
+        );
+    }
     for c in &s.consent {
         match &c.manifest_error {
             Some(e) => outln!("manifest:     {} DISABLED: {e}", c.product),
