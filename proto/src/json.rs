@@ -346,12 +346,10 @@ mod tests {
         );
         assert_eq!(answer_version(u16::MAX), PROTOCOL_VERSION);
         assert_eq!(answer_version(1), OLDEST_PROTOCOL_VERSION);
-        for (line, written) in [
-            (&b"{\"v\":1,\"status\":{}}\n"[..], OLDEST_PROTOCOL_VERSION),
-            (&b"{\"v\":99,\"status\":{}}\n"[..], PROTOCOL_VERSION),
-        ] {
+        // What a codec that refused `input`'s version writes as its answer.
+        let answer_to = |input: &[u8]| {
             let mut codec = WireCodec::<Request, Response>::new();
-            let mut src = BytesMut::from(line);
+            let mut src = BytesMut::from(input);
             assert!(matches!(
                 codec.decode(&mut src),
                 Err(CodecError::UnsupportedVersion { .. })
@@ -366,27 +364,19 @@ mod tests {
                     &mut out,
                 )
                 .unwrap();
+            out
+        };
+        for (line, written) in [
+            (&b"{\"v\":1,\"status\":{}}\n"[..], OLDEST_PROTOCOL_VERSION),
+            (&b"{\"v\":99,\"status\":{}}\n"[..], PROTOCOL_VERSION),
+        ] {
+            let out = answer_to(line);
             let prefix = format!("{{\"v\":{written},");
             assert!(out.starts_with(prefix.as_bytes()), "{out:?}");
         }
         // The same for binary frames: the body's first varint.
         for (got, written) in [(1u8, OLDEST_PROTOCOL_VERSION), (99, PROTOCOL_VERSION)] {
-            let mut codec = WireCodec::<Request, Response>::new();
-            let mut src = BytesMut::from(&[0, 0, 0, 2, got, 0][..]);
-            assert!(matches!(
-                codec.decode(&mut src),
-                Err(CodecError::UnsupportedVersion { .. })
-            ));
-            let mut out = BytesMut::new();
-            codec
-                .encode(
-                    Response::Error {
-                        code: ErrorCode::UnsupportedVersion,
-                        message: "x".into(),
-                    },
-                    &mut out,
-                )
-                .unwrap();
+            let out = answer_to(&[0, 0, 0, 2, got, 0]);
             assert_eq!(out[4], written as u8, "{out:?}");
         }
         assert!(crate::reads_version(u64::from(PROTOCOL_VERSION)));

@@ -286,6 +286,16 @@ fn a_full_store_says_how_many_local_events_it_dropped() {
             && doctor.contains("of cfdev kept on this machine only"),
         "{doctor}"
     );
+    // A purge takes the count with the events it deletes.
+    assert!(env
+        .run("telemetryctl", &["purge", "--product", "cfdev"])
+        .status
+        .success());
+    let after = daemon.client().status(T).unwrap();
+    assert_eq!(
+        (after.local_events, after.counters.local_full_drops),
+        (0, vec![])
+    );
 }
 
 /// A small tmpfs, unmounted on drop.

@@ -234,12 +234,6 @@ async fn reconcile_waiting(
     build: &str,
     wait: Wait,
 ) -> Result<ConsentOutcome, StoreError> {
-    // A user file that cannot be read, or whose line for the product is
-    // not understood, decides nothing (see `ConsentView::user_unreadable`,
-    // `user_unclear`): what was applied stays applied.
-    if view.user_unreadable() || view.user_unclear(product) {
-        return Ok(ConsentOutcome::default());
-    }
     let current = || {
         let (mode, off_marker) = view.user_decision(product);
         Decision { mode, off_marker }
@@ -255,6 +249,13 @@ async fn reconcile_waiting(
     // that would only record a product named by a slip (`forget acmee`),
     // which `status` would then list for good.
     if known(ctx).unwrap_or_default() == current() {
+        return Ok(ConsentOutcome::default());
+    }
+    // A user file that cannot be read, or whose line for the product is
+    // not understood, decides nothing (see `ConsentView::user_unreadable`,
+    // `user_unclear`): what was applied stays applied. Looked at only on a
+    // change: every emit passes the check above.
+    if view.user_unreadable() || view.user_unclear(product) {
         return Ok(ConsentOutcome::default());
     }
     let (_serial, _no_upload) = match wait {

@@ -157,7 +157,7 @@ fn local(product: &str, paths: &ConsentPaths) -> ProductConsent {
 
 /// Every product's consent as a running daemon sees it, with its manifest
 /// (empty if no daemon answers).
-fn daemon_view(socket: &Path) -> Vec<ProductConsent> {
+pub(crate) fn daemon_view(socket: &Path) -> Vec<ProductConsent> {
     Client::connect(socket)
         .and_then(|mut c| c.status(Duration::from_secs(5)))
         .map(|s| s.consent)
@@ -598,37 +598,20 @@ fn manifest_file_on_path(product: &str) -> Option<std::path::PathBuf> {
 /// cannot be read or trusted here is left out, as the daemon would not use
 /// it either.
 fn from_manifest_on_path(mut pc: ProductConsent) -> ProductConsent {
-    #[derive(serde::Deserialize)]
-    struct Manifest {
-        product: Option<String>,
-        consent: Option<Consent>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Consent {
-        version: Option<u32>,
-    }
-    // `consent.version` defaults to 1, as the daemon reads it.
-    let version = |m: &Manifest| m.consent.as_ref().and_then(|c| c.version).unwrap_or(1);
     let Some(file) = manifest_file_on_path(&pc.product) else {
         // The daemon's built-in example, when no file of that name came
         // first.
         if pc.product == "cfdev" {
-            if let Ok(m) = toml::from_str::<Manifest>(BUILTIN_CFDEV) {
+            if let Ok(m) = toml::from_str::<ManifestHead>(BUILTIN_CFDEV) {
                 pc.manifest = "built-in cfdev.toml".to_string();
-                pc.version = version(&m);
+                pc.version = m.version();
             }
         }
         return pc;
     };
-    if !file.is_absolute() || telemetry_platform::fs::untrusted(&file).is_some() {
-        return pc;
-    }
-    let parsed = telemetry_platform::fs::read_config_text(&file)
-        .ok()
-        .and_then(|text| toml::from_str::<Manifest>(&text).ok());
-    if let Some(m) = parsed {
+    if let Some(m) = ManifestHead::read(&file) {
         pc.manifest = file.display().to_string();
-        pc.version = version(&m);
+        pc.version = m.version();
         // The two checks of the daemon's that make a readable file
         // unusable as this product's (the rest need its full reading).
         if m.product.as_deref() != Some(pc.product.as_str()) {
@@ -644,6 +627,39 @@ fn from_manifest_on_path(mut pc: ProductConsent) -> ProductConsent {
     pc
 }
 
+/// What `telemetryctl` reads of a manifest itself (the daemon reads it
+/// whole): its product, and its `[consent]` version and prompt.
+#[derive(serde::Deserialize)]
+struct ManifestHead {
+    product: Option<String>,
+    consent: Option<ConsentHead>,
+}
+
+#[derive(serde::Deserialize)]
+struct ConsentHead {
+    version: Option<u32>,
+    prompt: Option<String>,
+}
+
+impl ManifestHead {
+    /// `file`'s, if it is a manifest this user may trust and it parses:
+    /// only an absolute path (not one looked up from the working
+    /// directory), and never another user's file, as the daemon trusts a
+    /// manifest.
+    fn read(file: &Path) -> Option<ManifestHead> {
+        if !file.is_absolute() || telemetry_platform::fs::untrusted(file).is_some() {
+            return None;
+        }
+        let text = telemetry_platform::fs::read_config_text(file).ok()?;
+        toml::from_str(&text).ok()
+    }
+
+    /// `consent.version`, 1 when not given, as the daemon reads it.
+    fn version(&self) -> u32 {
+        self.consent.as_ref().and_then(|c| c.version).unwrap_or(1)
+    }
+}
+
 /// The daemon's built-in example manifest (`sink`'s `CFDEV`).
 const BUILTIN_CFDEV: &str = include_str!("../../../../../catalog/cfdev.toml");
 
@@ -653,14 +669,6 @@ const BUILTIN_CFDEV: &str = include_str!("../../../../../catalog/cfdev.toml");
 /// other than newlines and tabs are dropped: the text goes to the user's
 /// terminal.
 fn manifest_prompt(socket: &Path, product: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Manifest {
-        consent: Option<Consent>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Consent {
-        prompt: Option<String>,
-    }
     let daemon = daemon_view(socket);
     let file = if daemon.is_empty() {
         manifest_file_on_path(product)?
@@ -672,14 +680,8 @@ fn manifest_prompt(socket: &Path, product: &str) -> Option<String> {
         // its name is no path.
         std::path::PathBuf::from(pc.manifest)
     };
-    // Another user's file never words the question: only an absolute path
-    // (not one looked up from the working directory) that this user may
-    // trust, as the daemon trusts a manifest.
-    if !file.is_absolute() || telemetry_platform::fs::untrusted(&file).is_some() {
-        return None;
-    }
-    let text = telemetry_platform::fs::read_config_text(&file).ok()?;
-    let prompt = toml::from_str::<Manifest>(&text).ok()?.consent?.prompt?;
+    // Another user's file never words the question (see `ManifestHead::read`).
+    let prompt = ManifestHead::read(&file)?.consent?.prompt?;
     let clean: String = prompt
         .chars()
         .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))

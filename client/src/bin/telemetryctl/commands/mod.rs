@@ -26,11 +26,7 @@ pub fn product_arg(value: &str) -> Result<String, String> {
 /// After a command about `product` found nothing of it: warn when the
 /// daemon has no manifest for it, as the name is then most likely a slip.
 pub fn warn_if_unknown(socket: &std::path::Path, product: &str, found: &str) {
-    let view = telemetry_client::Client::connect(socket)
-        .and_then(|mut c| c.status(std::time::Duration::from_secs(5)))
-        .map(|s| s.consent)
-        .unwrap_or_default();
-    if let Some(w) = consent::unknown_product(product, &view) {
+    if let Some(w) = consent::unknown_product(product, &consent::daemon_view(socket)) {
         eprintln!("telemetryctl: warning: {w}; {found}");
     }
 }
