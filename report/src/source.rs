@@ -559,7 +559,8 @@ impl<'a> LineDecoder<'a> {
         let mut inb = InBuffer::around(input);
         loop {
             let mut outb = OutBuffer::around(&mut self.out[..]);
-            self.hint = self
+            let before = inb.pos();
+            let hint = self
                 .dctx
                 .run(&mut inb, &mut outb)
                 .map_err(|e| SourceError::Corrupt {
@@ -567,6 +568,13 @@ impl<'a> LineDecoder<'a> {
                     message: format!("not a valid zstd stream ({e})"),
                 })?;
             let produced = outb.pos();
+            // A call that moved nothing says nothing about the frame: after
+            // one ends (its output exactly filling the buffer), the extra
+            // call made to drain the buffer returns the next frame's header
+            // hint, which is not a truncation.
+            if produced > 0 || inb.pos() > before {
+                self.hint = hint;
+            }
             let full = produced == self.out.len();
             // Split what was produced into lines.
             let mut start = 0;
@@ -574,6 +582,15 @@ impl<'a> LineDecoder<'a> {
             let mut result = Ok(());
             for (i, b) in chunk[..produced].iter().enumerate() {
                 if *b == b'\n' {
+                    // A line that ends in this chunk is checked too, not
+                    // only the one left open at its end.
+                    if self.line.len() + (i - start) > MAX_LINE {
+                        result = Err(self.corrupt(format!(
+                            "line {} is longer than {MAX_LINE} bytes",
+                            self.line_no + 1
+                        )));
+                        break;
+                    }
                     self.line.extend_from_slice(&chunk[start..i]);
                     start = i + 1;
                     if let Err(e) = self.emit(on_line) {
@@ -697,6 +714,44 @@ mod tests {
         let huge = zstd::stream::encode_all(&vec![b'x'; MAX_LINE + 10][..], 3).unwrap();
         let e = lines_of(&huge, 4096).unwrap_err().to_string();
         assert!(e.contains("longer than"), "{e}");
+        // A long line that ends within a chunk of output (not left open
+        // at its end) is refused too; one of exactly MAX_LINE is not.
+        for extra in [1, 10_000, 100_000] {
+            let mut body = b"{\"a\":1}\n".to_vec();
+            body.extend(vec![b'x'; MAX_LINE + extra]);
+            body.push(b'\n');
+            let z = zstd::stream::encode_all(&body[..], 3).unwrap();
+            let e = lines_of(&z, z.len()).unwrap_err().to_string();
+            assert!(e.contains("line 2 is longer than"), "{extra}: {e}");
+        }
+        let mut body = vec![b'x'; MAX_LINE];
+        body.push(b'\n');
+        let z = zstd::stream::encode_all(&body[..], 3).unwrap();
+        assert_eq!(lines_of(&z, z.len()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_body_that_exactly_fills_the_output_buffer_is_whole() {
+        // 128 KiB of output per call: bodies of one, two and twenty times
+        // that end their frame on a full buffer, which is no truncation.
+        for times in [1, 2, 20] {
+            let line = format!("{{\"pad\":\"{}\"}}\n", "p".repeat(128 - 11));
+            assert_eq!(line.len(), 128);
+            let body = line.repeat(times * 1024);
+            assert_eq!(body.len(), times * 128 * 1024);
+            let z = zstd::stream::encode_all(body.as_bytes(), 3).unwrap();
+            for chunk in [1, 4096, z.len()] {
+                let lines = lines_of(&z, chunk).unwrap();
+                assert_eq!(
+                    lines.len(),
+                    times * 1024,
+                    "{times} x 128 KiB, chunks of {chunk}"
+                );
+            }
+            // Cut short, it is still a truncation.
+            let e = lines_of(&z[..z.len() - 1], 4096).unwrap_err().to_string();
+            assert!(e.contains("truncated"), "{e}");
+        }
     }
 
     #[test]
