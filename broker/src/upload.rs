@@ -180,7 +180,10 @@ pub async fn grant(
         .per_machine
         .check(&machine, clock)
         .map_err(|wait| Refusal::throttled(crate::Limit::Machine, wait))?;
-    let object = key.render(&broker.presigner.settings().prefix);
+    // The body's hash is in the key: the parts are only claimed, and a
+    // caller who guessed another machine's next ones must not be able to
+    // take its key (see `render_with_digest`).
+    let object = key.render_with_digest(&broker.presigner.settings().prefix, &req.sha256);
     let signed = broker
         .presigner
         .put(
@@ -202,6 +205,7 @@ pub async fn grant(
         method: "PUT".into(),
         headers: signed.headers,
         expires_at: humantime::format_rfc3339_seconds(signed.expires_at).to_string(),
+        key: Some(object),
     })
 }
 

@@ -138,6 +138,21 @@ pub struct Grant {
     pub headers: BTreeMap<String, String>,
     /// When the URL stops working (RFC 3339, UTC).
     pub expires_at: String,
+    /// The key the object will have (under the broker's prefix), so the
+    /// daemon's receipt names it; it ends in the start of the body's hash
+    /// ([`BatchKey::render_with_digest`]). Absent from older brokers,
+    /// whose keys are the batch's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// What a PUT through a broker did, and under which key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerDelivery {
+    /// Stored, or already there.
+    pub delivered: Delivered,
+    /// The key the broker granted ([`Grant::key`]), when it said.
+    pub key: Option<String>,
 }
 
 /// The body of every broker answer other than `200`.
@@ -179,7 +194,7 @@ pub async fn put_via_broker(
     key: &BatchKey,
     body: Vec<u8>,
     timeout: Duration,
-) -> Result<Delivered, UploadError> {
+) -> Result<BrokerDelivery, UploadError> {
     put_request_via_broker(
         client,
         broker_url,
@@ -198,7 +213,7 @@ pub async fn put_request_via_broker(
     request: UploadRequest,
     body: Vec<u8>,
     timeout: Duration,
-) -> Result<Delivered, UploadError> {
+) -> Result<BrokerDelivery, UploadError> {
     let deadline = Instant::now() + timeout;
     let broker_url = broker_url.trim_end_matches('/');
     let what = format!("{broker_url}{UPLOAD_PATH}");
@@ -255,11 +270,17 @@ pub async fn put_request_via_broker(
         let (status, _, answer) = exchange(client, put, deadline)
             .await
             .map_err(|e| transport(format!("PUT to the granted URL: {e}"), false))?;
+        let delivered = |delivered| BrokerDelivery {
+            delivered,
+            key: grant.key.clone(),
+        };
         if status.is_success() {
-            return Ok(Delivered::Stored);
+            return Ok(delivered(Delivered::Stored));
         }
+        // With a key that ends in the body's hash (any broker that names
+        // its key), the object there can only be this batch.
         if status == StatusCode::PRECONDITION_FAILED {
-            return Ok(Delivered::AlreadyThere);
+            return Ok(delivered(Delivered::AlreadyThere));
         }
         let text = String::from_utf8_lossy(&answer);
         let code = xml_tag(&text, "Code").map(|c| crate::untrusted(&c, 64));
@@ -316,6 +337,27 @@ fn check_grant(grant: &Grant, request: &UploadRequest, len: usize) -> Result<(),
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     };
+    if let Some(key) = &grant.key {
+        // The key must be this batch's, with this body's hash: a broker
+        // that granted another would make the receipt lie.
+        let parts = BatchKey {
+            product: request.product.clone(),
+            date: request.day.clone(),
+            machine8: request.machine8.clone(),
+            first: request.first_seq,
+            last: request.last_seq,
+        };
+        let tail = parts.render_with_digest("", &request.sha256);
+        let prefix_ok = key
+            .strip_suffix(tail.as_str())
+            .is_some_and(|p| p.is_empty() || p.ends_with('/'));
+        if !prefix_ok {
+            return Err(format!(
+                "key {:?} is not this batch's ({tail:?} under a prefix)",
+                crate::untrusted(key, 300)
+            ));
+        }
+    }
     if header("if-none-match") != Some("*") {
         return Err("no `If-None-Match: *`: the PUT could overwrite an object".into());
     }

@@ -8,7 +8,15 @@
 //! says nothing about other products. Every part is fixed when the batch is sealed, so a retry
 //! writes the same object. The broker builds keys from a client's claimed
 //! parts, so [`BatchKey::validate`] is what stands between a hostile
-//! caller and the bucket's key space.
+//! caller and the bucket's key space; its keys end in the first digits of
+//! the body's SHA-256 (`...-{first_seq}-{last_seq}-{digest}.ndjson.zst`,
+//! [`BatchKey::render_with_digest`]), so no caller can take a key another
+//! machine's batch needs.
+
+/// Hex digits of the body's SHA-256 in a broker's key
+/// ([`BatchKey::render_with_digest`]): 64 bits, so no one can make a body
+/// of their own whose hash starts like another's.
+pub const DIGEST_CHARS: usize = 16;
 
 /// The parts of a batch's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,10 +108,36 @@ impl BatchKey {
 
     /// The key under `prefix` (no leading or trailing `/`; empty for none).
     pub fn render(&self, prefix: &str) -> String {
-        let tail = format!(
-            "v1/product={}/dt={}/{}-{}-{}.ndjson.zst",
-            self.product, self.date, self.machine8, self.first, self.last
-        );
+        self.under(
+            prefix,
+            format!(
+                "v1/product={}/dt={}/{}-{}-{}.ndjson.zst",
+                self.product, self.date, self.machine8, self.first, self.last
+            ),
+        )
+    }
+
+    /// The key a broker grants for a body whose SHA-256 is `sha256` (64
+    /// lowercase hex digits, as validated): the parts, then the first
+    /// [`DIGEST_CHARS`] digits of the body's hash. The parts are whatever
+    /// a caller claims, so without the hash anyone who guessed a
+    /// machine's next parts could take its key first, and the machine's
+    /// own upload would then meet `412` and count as already there. With
+    /// it, a key can only ever hold that body (the signed checksum makes
+    /// the store refuse any other), so `412` again means "this very batch
+    /// is there".
+    pub fn render_with_digest(&self, prefix: &str, sha256: &str) -> String {
+        let digest = sha256.get(..DIGEST_CHARS).unwrap_or(sha256);
+        self.under(
+            prefix,
+            format!(
+                "v1/product={}/dt={}/{}-{}-{}-{digest}.ndjson.zst",
+                self.product, self.date, self.machine8, self.first, self.last
+            ),
+        )
+    }
+
+    fn under(&self, prefix: &str, tail: String) -> String {
         let prefix = prefix.trim_matches('/');
         if prefix.is_empty() {
             tail
@@ -172,6 +206,20 @@ mod tests {
         assert_eq!(
             BatchKey::parse("xv1/product=cfdev/dt=2026-11-27/0123abcd-5-9.ndjson.zst"),
             None
+        );
+    }
+
+    #[test]
+    fn a_broker_key_carries_the_start_of_the_body_hash() {
+        let sha = "0123456789abcdef".repeat(4);
+        assert_eq!(
+            k().render_with_digest("raw/", &sha),
+            "raw/v1/product=cfdev/dt=2026-11-27/0123abcd-5-9-0123456789abcdef.ndjson.zst"
+        );
+        let other = "f".repeat(64);
+        assert_ne!(
+            k().render_with_digest("", &sha),
+            k().render_with_digest("", &other)
         );
     }
 

@@ -102,8 +102,9 @@ fn query_param(url: &str, name: &str) -> String {
     raw.replace("%3B", ";").replace("%3b", ";")
 }
 
-fn object_key(k: &BatchKey) -> String {
-    k.render("")
+/// The key the broker grants for `body` under `k`'s parts.
+fn object_key(k: &BatchKey, body: &[u8]) -> String {
+    k.render_with_digest("", &hex_sha256(body))
 }
 
 #[test]
@@ -117,11 +118,17 @@ fn grant_is_write_once_and_bound_to_length_and_checksum() {
     let grant = answer.json();
     let url = grant["url"].as_str().unwrap();
     assert_eq!(grant["method"], "PUT");
+    let digest = &hex_sha256(&body)[..16];
     assert!(
         url.contains(&format!(
-            "/{BUCKET}/v1/product%3Dcfdev/dt%3D{TODAY}/0123abcd-1-10.ndjson.zst?"
+            "/{BUCKET}/v1/product%3Dcfdev/dt%3D{TODAY}/0123abcd-1-10-{digest}.ndjson.zst?"
         )),
-        "the key is built from the validated parts: {url}"
+        "the key is built from the validated parts and the body's hash: {url}"
+    );
+    assert_eq!(
+        grant["key"],
+        object_key(&k, &body),
+        "the grant names its key"
     );
     let signed: Vec<String> = query_param(url, "X-Amz-SignedHeaders")
         .split(';')
@@ -176,7 +183,7 @@ fn grant_is_write_once_and_bound_to_length_and_checksum() {
     let stored = put(&s3, &grant, &body, |_| {});
     assert_eq!(stored.status, 200, "{}", stored.text());
     let objects = s3.objects();
-    assert_eq!(objects.get(&object_key(&k)), Some(&body));
+    assert_eq!(objects.get(&object_key(&k, &body)), Some(&body));
 
     // Replaying the URL, with the same or another body of the same length,
     // cannot overwrite.
@@ -211,7 +218,7 @@ fn another_body_on_a_fresh_url_is_refused_by_the_store() {
     assert!(s3.objects().is_empty(), "{:?}", s3.objects().keys());
     let stored = put(&s3, &grant, &body, |_| {});
     assert_eq!(stored.status, 200, "{}", stored.text());
-    assert_eq!(s3.objects().get(&object_key(&k)), Some(&body));
+    assert_eq!(s3.objects().get(&object_key(&k, &body)), Some(&body));
 }
 
 #[test]
@@ -229,7 +236,8 @@ fn put_via_broker_stores_once_and_a_replay_is_delivered() {
             Duration::from_secs(20),
         ))
         .expect("first put");
-    assert_eq!(first, Delivered::Stored);
+    assert_eq!(first.delivered, Delivered::Stored);
+    assert_eq!(first.key.as_deref(), Some(object_key(&k, &body).as_str()));
     let again = s3
         .block_on(put_via_broker(
             &client(),
@@ -240,13 +248,46 @@ fn put_via_broker_stores_once_and_a_replay_is_delivered() {
         ))
         .expect("replayed put");
     assert_eq!(
-        again,
+        again.delivered,
         Delivered::AlreadyThere,
         "a replay is delivered, not an error"
     );
     let objects = s3.objects();
     assert_eq!(objects.len(), 1, "no second object: {:?}", objects.keys());
-    assert_eq!(objects.get(&object_key(&k)), Some(&body));
+    assert_eq!(objects.get(&object_key(&k, &body)), Some(&body));
+}
+
+#[test]
+fn a_caller_who_claims_another_machines_parts_cannot_take_its_key() {
+    // Anyone may claim any machine8 and sequence numbers. A squatter who
+    // guessed a machine's next batch and stored a body of its own under
+    // those parts first must not make the machine's own upload meet 412
+    // (which the daemon counts as delivered, and drops the batch).
+    let s3 = S3Server::start();
+    let broker = Broker::start(&s3, &[]);
+    let k = key(41, 50);
+    let forged = b"made-up events under someone else's machine8".to_vec();
+    let grant = ask(&s3, &broker, &request(&k, &forged)).json();
+    assert_eq!(put(&s3, &grant, &forged, |_| {}).status, 200);
+    let real = b"the machine's own batch".to_vec();
+    let delivered = s3
+        .block_on(put_via_broker(
+            &client(),
+            &broker.url,
+            &k,
+            real.clone(),
+            Duration::from_secs(20),
+        ))
+        .expect("the real batch goes");
+    assert_eq!(
+        delivered.delivered,
+        Delivered::Stored,
+        "stored, not taken for already there"
+    );
+    let objects = s3.objects();
+    assert_eq!(objects.get(&object_key(&k, &real)), Some(&real));
+    assert_eq!(objects.get(&object_key(&k, &forged)), Some(&forged));
+    assert_eq!(delivered.key, Some(object_key(&k, &real)));
 }
 
 #[test]
@@ -281,8 +322,8 @@ fn an_expired_url_is_refused_and_asked_for_again() {
             Duration::from_secs(30),
         ))
         .expect("put after asking again");
-    assert_eq!(delivered, Delivered::Stored);
-    assert_eq!(s3.objects().get(&object_key(&k)), Some(&body));
+    assert_eq!(delivered.delivered, Delivered::Stored);
+    assert_eq!(s3.objects().get(&object_key(&k, &body)), Some(&body));
     let grants = broker.log().matches("granted cfdev/").count();
     assert_eq!(
         grants,

@@ -179,9 +179,22 @@ fn dest<'a>(s: &'a StatusReport, product: &str) -> &'a DestinationStatus {
 }
 
 /// Ids per product in `bucket`, each key checked against the documented
-/// layout `{prefix}/v1/product={p}/dt={day}/{machine8}-{first}-{last}.ndjson.zst`.
+/// layout `{prefix}/v1/product={p}/dt={day}/{machine8}-{first}-{last}.ndjson.zst`,
+/// or in the broker's bucket `...-{last}-{digest}.ndjson.zst`, the digest
+/// being the first 16 hex digits of the object's SHA-256.
 fn ids_in(s3: &S3Server, bucket: &str, prefix: &str) -> BTreeMap<String, BTreeSet<String>> {
     let objects = s3.objects_in(bucket);
+    for (key, body) in &objects {
+        let file = key.rsplit('/').next().unwrap_or_default();
+        let parts: Vec<&str> = file.trim_end_matches(".ndjson.zst").split('-').collect();
+        let digest = (parts.len() == 4).then(|| parts[3]);
+        if bucket == BROKER_BUCKET {
+            let sha = telemetry_sink::broker::hex_sha256(body);
+            assert_eq!(digest, Some(&sha[..16]), "{key}: the body's digest");
+        } else {
+            assert_eq!(digest, None, "{key}: no digest outside a broker's bucket");
+        }
+    }
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (key, line) in decode_objects(&objects) {
         let product = line["product"].as_str().unwrap().to_string();
@@ -194,6 +207,7 @@ fn ids_in(s3: &S3Server, bucket: &str, prefix: &str) -> BTreeMap<String, BTreeSe
             .unwrap_or_else(|| panic!("{key}: not .ndjson.zst"))
             .split('-')
             .collect();
+        let parts = &parts[..parts.len().min(3)];
         assert_eq!(parts.len(), 3, "{key}");
         assert!(
             parts[0].len() == 8 && parts[0].chars().all(|c| c.is_ascii_hexdigit()),
@@ -260,6 +274,24 @@ fn three_products_three_auth_modes_one_daemon_and_a_broker_outage() {
         assert!(got[product].is_superset(&want[product]), "{product}");
     }
     assert_eq!(broker_answers(&b), (1, 0), "{}", b.log());
+    // Each receipt names the key its object has in its bucket (the
+    // broker's own, which ends in the body's hash), with its bytes' hash.
+    let receipts = env.run("telemetryctl", &["receipts", "--json"]);
+    let receipts: serde_json::Value = serde_json::from_slice(&receipts.stdout).unwrap();
+    let list = receipts["receipts"].as_array().unwrap();
+    assert_eq!(list.len(), 3, "{receipts}");
+    for r in list {
+        let key = r["key"].as_str().unwrap();
+        let body = [BUCKET, VENDOR_BUCKET, BROKER_BUCKET]
+            .iter()
+            .find_map(|b| s3.objects_in(b).remove(key))
+            .unwrap_or_else(|| panic!("no object {key} in any bucket: {receipts}"));
+        assert_eq!(
+            r["sha256"],
+            telemetry_sink::broker::hex_sha256(&body),
+            "{key}"
+        );
+    }
 
     // Status lists the three destinations with their auth modes.
     let json = env.run("telemetryctl", &["status", "--json"]);

@@ -36,6 +36,9 @@ pub struct NewReceipt {
     pub already_there: bool,
     /// The body, to keep for listing its lines.
     pub body: Vec<u8>,
+    /// The key the destination stored it under, when not the batch's own
+    /// (a broker's keys end in the body's hash).
+    pub key: Option<String>,
 }
 
 impl Store {
@@ -117,7 +120,7 @@ impl Inner {
             params![
                 product,
                 receipt.destination,
-                key,
+                receipt.key.unwrap_or(key),
                 receipt.sha256,
                 receipt.bytes as i64,
                 events,

@@ -145,10 +145,16 @@ pub enum Target {
 }
 
 impl Target {
-    /// Upload one batch. `key` is the batch's stored key.
-    pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<Delivered, UploadError> {
+    /// Upload one batch. `key` is the batch's stored key; the answer
+    /// names the key it was stored under when that is another (a broker
+    /// builds its own).
+    pub async fn put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<(Delivered, Option<String>), UploadError> {
         match self {
-            Target::Sink(sink) => sink.put(key, body).await,
+            Target::Sink(sink) => sink.put(key, body).await.map(|d| (d, None)),
             Target::Broker {
                 url,
                 client,
@@ -168,7 +174,9 @@ impl Target {
                 // The builds in the batch, so a vendor can retire a build
                 // (410) as well as a whole product.
                 let request = UploadRequest::new(&parts, &body).with_builds(builds_in(&body));
-                put_request_via_broker(client, url, request, body, *timeout).await
+                put_request_via_broker(client, url, request, body, *timeout)
+                    .await
+                    .map(|d| (d.delivered, d.key))
             }
         }
     }

@@ -657,7 +657,7 @@ impl Worker {
             } else {
                 put.await
             };
-            let delivered = match put {
+            let (delivered, stored_as) = match put {
                 Ok(d) => d,
                 Err(UploadError::Retired {
                     destination,
@@ -711,30 +711,32 @@ impl Worker {
                 }
             };
             let replay = delivered == Delivered::AlreadyThere;
+            let key = stored_as.clone().unwrap_or_else(|| batch.key.clone());
             let receipt = NewReceipt {
                 destination: self.registry.receipt_label(dest),
                 sha256,
                 bytes: size,
                 already_there: replay,
                 body,
+                key: stored_as,
             };
             self.store.complete(batch.id, receipt).await?;
-            tracing::info!(key = %batch.key, events = batch.events, bytes = size, already_there = replay, "uploaded batch");
+            tracing::info!(key = %key, events = batch.events, bytes = size, already_there = replay, "uploaded batch");
             report.events += batch.events;
             report.bytes += size;
-            report.keys.push(batch.key.clone());
+            report.keys.push(key.clone());
             let mut st = self.state();
             let now = now_us(&self.opts.clock);
             st.uploaded_events += batch.events;
             st.last_upload_us = Some(now);
-            st.last_key = Some(batch.key.clone());
+            st.last_key = Some(key.clone());
             let d = st.destinations.entry(dest.clone()).or_default();
             d.uploaded_events += batch.events;
             d.uploaded_bytes += size;
             d.already_there += u64::from(replay);
             d.uploads += 1;
             d.last_upload_us = Some(now);
-            d.last_key = Some(batch.key);
+            d.last_key = Some(key);
         }
     }
 

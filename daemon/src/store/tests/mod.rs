@@ -29,6 +29,7 @@ pub(super) fn receipt(b: &SealedBatch) -> NewReceipt {
         bytes: b.body.len() as u64,
         already_there: false,
         body: b.body.clone(),
+        key: None,
     }
 }
 
