@@ -199,6 +199,62 @@ impl TryFrom<RawFieldType> for FieldType {
     }
 }
 
+/// Keys of a data field's table that its `type` does not take (`max_length`
+/// for `max_len`, `minimum` on an int, `values` on a string), one warning
+/// each. Field tables are read through their `type` tag, which hides their
+/// keys from the unknown-key report, and a slip there leaves the field
+/// without the limit its vendor meant. `text` has parsed already.
+fn field_key_warnings(text: &str) -> Vec<String> {
+    let Ok(doc) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let Some(events) = doc.get("events").and_then(toml::Value::as_table) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (event, ev) in events {
+        let Some(data) = ev.get("data").and_then(toml::Value::as_table) else {
+            continue;
+        };
+        for (key, field) in data {
+            let Some(field) = field.as_table() else {
+                continue;
+            };
+            let kind = field
+                .get("type")
+                .and_then(toml::Value::as_str)
+                .unwrap_or("");
+            let takes: &[&str] = match kind {
+                "enum" => &["values"],
+                "string" => &["max_len"],
+                "int" => &["min", "max", "bins"],
+                "bool" => &[],
+                // An unknown type is an error of its own.
+                _ => continue,
+            };
+            for k in field
+                .keys()
+                .filter(|k| *k != "type" && !takes.contains(&k.as_str()))
+            {
+                let keys = match takes {
+                    [] => "no other key".to_string(),
+                    many => format!(
+                        "only {}",
+                        many.iter()
+                            .map(|t| format!("`{t}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                out.push(format!(
+                    "`events.{event}.data.{key}.{k}` ignored: a {kind} field takes {keys} beside `type`, so this limit is not applied"
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// What of a type the protocol's limits refuse at every emit, if anything.
 fn beyond_the_limits(ty: &FieldType, limits: &telemetry_proto::Limits) -> Option<String> {
     let max = limits.max_string_len;
@@ -438,7 +494,7 @@ impl Manifest {
         // manifest is read (the vendor learns it from `--check-config`, not
         // from users' refusals); warnings, not errors: a manifest an older
         // daemon took must not disable its product after an upgrade.
-        let mut limit_warnings = Vec::new();
+        let mut limit_warnings = field_key_warnings(text);
         let mut events = BTreeMap::new();
         for (name, ev) in raw.events {
             telemetry_proto::validate_name("event", &name, &limits)

@@ -215,6 +215,38 @@ fn unknown_keys_and_tables_are_warnings_not_errors() {
 }
 
 #[test]
+fn a_data_fields_keys_its_type_does_not_take_are_warned_about() {
+    // Read through their `type` tag, a field's keys are hidden from the
+    // unknown-key report: a slip there left the field without its limit.
+    let m = parse(
+        "product = \"mytool\"\n[events.ran]\ndata.lang = { type = \"string\", max_length = 8 }\ndata.jobs = { type = \"int\", minimum = 1, max = 64 }\ndata.kind = { type = \"enum\", values = [\"a\"], max_len = 3 }\ndata.ok = { type = \"bool\", values = [\"x\"] }\ndata.fine = { type = \"int\", min = 0, max = 9, bins = [0, 5] }\n",
+    )
+    .unwrap();
+    for key in [
+        "events.ran.data.lang.max_length",
+        "events.ran.data.jobs.minimum",
+        "events.ran.data.kind.max_len",
+        "events.ran.data.ok.values",
+    ] {
+        assert!(
+            m.warnings.iter().any(|w| w.contains(&format!("`{key}`"))),
+            "{key} not warned about: {:?}",
+            m.warnings
+        );
+    }
+    assert_eq!(m.warnings.len(), 4, "{:?}", m.warnings);
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("takes only `max_len`")),
+        "{:?}",
+        m.warnings
+    );
+    // The limit meant is not applied (the warning says so): the default.
+    assert_eq!(m.events["ran"]["lang"], FieldType::String { max_len: 64 });
+}
+
+#[test]
 fn upload_modes() {
     let m = parse(
         "product = \"mytool\"\n[upload]\nauth = \"anonymous\"\nbucket = \"vendor-telemetry\"\nprefix = \"/raw/\"\nendpoint = \"https://s3.example.com/\"\n",
