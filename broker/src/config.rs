@@ -109,6 +109,12 @@ pub struct Args {
     /// peer in --trusted-proxies. Unset: the peer.
     #[arg(long, env = "TELEMETRY_BROKER_CLIENT_IP_HEADER", value_name = "NAME")]
     pub client_ip_header: Option<String>,
+    /// Which entry of --client-ip-header, counted from its end, is the
+    /// client: the number of addresses your load balancers append, 1 to 8
+    /// (Google Cloud's external Application Load Balancer appends the
+    /// client's and its own: 2) [default: 1].
+    #[arg(long, env = "TELEMETRY_BROKER_CLIENT_IP_HOPS", value_name = "N")]
+    pub client_ip_hops: Option<usize>,
     /// Networks (CIDR, comma-separated) whose connections may name the
     /// client in --client-ip-header: the load balancers'. Anyone else's
     /// header is ignored, and their connections are capped per address
@@ -168,6 +174,7 @@ struct FileConfig {
     max_tracked: Option<usize>,
     retired: Option<Vec<String>>,
     client_ip_header: Option<String>,
+    client_ip_hops: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
     max_connections: Option<usize>,
     max_connections_per_address: Option<usize>,
@@ -219,6 +226,9 @@ pub struct Settings {
     pub retired: Vec<String>,
     /// Lowercase header name carrying the client address, if trusted.
     pub client_ip_header: Option<String>,
+    /// The client's entry in that header, counted from its end (1: the
+    /// last).
+    pub client_ip_hops: usize,
     /// Peers whose `client_ip_header` is believed.
     pub trusted_proxies: Vec<Cidr>,
     /// Concurrent connections.
@@ -411,6 +421,13 @@ impl Settings {
                 origin("network-prefix")
             );
         }
+        let client_ip_hops = args.client_ip_hops.or(file.client_ip_hops).unwrap_or(1);
+        if !(1..=8).contains(&client_ip_hops) {
+            bail!(
+                "{}: {client_ip_hops} is not between 1 and 8 (the number of addresses your load balancers append to the header; 1 when one balancer appends the client's)",
+                origin("client-ip-hops")
+            );
+        }
         let max_tracked = args.max_tracked.or(file.max_tracked).unwrap_or(100_000);
         if max_tracked < 2 {
             bail!("{}: must be at least 2", origin("max-tracked"));
@@ -480,6 +497,7 @@ impl Settings {
                 .or(file.client_ip_header)
                 .filter(|h| !h.is_empty())
                 .map(|h| h.to_ascii_lowercase()),
+            client_ip_hops,
             trusted_proxies,
             max_connections,
             max_connections_per_address,
@@ -502,7 +520,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     })?;
     toml::from_str(&text).with_context(|| {
         format!(
-            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_network, network_prefix, per_machine, bytes_per_network, max_tracked, retired, client_ip_header, trusted_proxies, max_connections, max_connections_per_address, send_timeout, max_connection_age, [s3])",
+            "settings file {} is not valid (keys: listen, manifests, url_lifetime, max_bytes, day_window, per_address, per_network, network_prefix, per_machine, bytes_per_network, max_tracked, retired, client_ip_header, client_ip_hops, trusted_proxies, max_connections, max_connections_per_address, send_timeout, max_connection_age, [s3])",
             path.display()
         )
     })

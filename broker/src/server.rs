@@ -540,8 +540,9 @@ fn behind_balancer(s: &crate::Settings, peer: IpAddr) -> bool {
     s.client_ip_header.is_some() && s.trusted_proxies.iter().any(|c| c.contains(peer))
 }
 
-/// The client's address: the last entry of the trusted header if one is
-/// configured (a load balancer appends the address it saw), else the peer.
+/// The client's address: the trusted header's entry `client_ip_hops` from
+/// its end if one is configured (a load balancer appends the address it
+/// saw; some append their own too), else the peer.
 ///
 /// A request without the header did not come through the load balancer, so
 /// its peer is the client. The last entry is read from the header's raw
@@ -574,16 +575,24 @@ fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
     let Some(value) = req.headers().get_all(name.as_str()).iter().next_back() else {
         return peer.ip();
     };
-    last_address(value.as_bytes()).unwrap_or_else(|| {
+    let hops = b.settings.client_ip_hops;
+    address_from_end(value.as_bytes(), hops).unwrap_or_else(|| {
         let net = network(peer.ip());
         if let Some(hidden) = b.quiet.admit(&net, "no_client_address", Instant::now()) {
             tracing::warn!(
-                "the last entry of the {name} header from {net} holds no address; such requests share the load balancer's own limits (check what it writes there){}",
+                "entry {hops} from the end of the {name} header from {net} holds no address (or the header has fewer entries); such requests share the load balancer's own limits (check what it writes there, and --client-ip-hops){}",
                 hidden_note(hidden)
             );
         }
         peer.ip()
     })
+}
+
+/// The address in the entry `n` from the end (1: the last) of a
+/// client-address header's raw bytes; see [`last_address`].
+fn address_from_end(value: &[u8], n: usize) -> Option<IpAddr> {
+    let entry = value.rsplit(|&c| c == b',').nth(n.checked_sub(1)?)?;
+    last_address(entry)
 }
 
 /// The address in the last comma-separated entry of a client-address
@@ -833,6 +842,21 @@ mod tests {
         assert_eq!(
             last_address(b"For=192.0.2.43, proto=https;for=\"[2001:db8:cafe::17]:4711\""),
             ip("2001:db8:cafe::17")
+        );
+        // Counted from the end, for balancers that append their own
+        // address after the client's.
+        assert_eq!(
+            address_from_end(b"6.6.6.6, 203.0.113.9, 34.120.0.10", 2),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            address_from_end(b"6.6.6.6, 203.0.113.9, 34.120.0.10", 1),
+            ip("34.120.0.10")
+        );
+        assert_eq!(address_from_end(b"203.0.113.9", 2), None);
+        assert_eq!(
+            address_from_end(b"\xff, 203.0.113.9, 10.0.0.1", 2),
+            ip("203.0.113.9")
         );
         for bad in [
             &b""[..],

@@ -828,6 +828,54 @@ fn the_client_address_header_may_carry_a_port_or_a_forwarded_pair() {
 }
 
 #[test]
+fn behind_a_balancer_that_appends_its_own_address_the_client_is_counted_from_the_end() {
+    // Google Cloud's external load balancer writes `<the client's own
+    // claim>, <client>, <balancer>`: with --client-ip-hops 2 each client
+    // has its allowance, and what it claims first changes nothing.
+    let s3 = S3Server::start();
+    let broker = Broker::start(
+        &s3,
+        &[
+            ("TELEMETRY_BROKER_CLIENT_IP_HEADER", "x-forwarded-for"),
+            ("TELEMETRY_BROKER_CLIENT_IP_HOPS", "2"),
+            ("TELEMETRY_BROKER_PER_ADDRESS", "1/1h"),
+            ("TELEMETRY_BROKER_PER_NETWORK", "100/1h"),
+        ],
+    );
+    let lb = "34.120.0.10";
+    for (n, client) in ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+        .iter()
+        .enumerate()
+    {
+        let a = ask_from(&s3, &broker, n as i64 + 1, &format!("{client}, {lb}"));
+        assert_eq!(a.status, 200, "{client}, its own allowance: {}", a.text());
+    }
+    let again = ask_from(&s3, &broker, 4, &format!("6.6.6.6, 198.51.100.1, {lb}"));
+    assert_eq!(
+        again.status,
+        429,
+        "the client's claim is not believed: {}",
+        again.text()
+    );
+    // A header shorter than the hops holds no client: the balancer's own.
+    assert_eq!(ask_from(&s3, &broker, 5, lb).status, 200);
+    assert_eq!(ask_from(&s3, &broker, 6, "10.9.9.9").status, 429);
+    assert!(broker.log().contains("client-ip-hops"), "{}", broker.log());
+    // Out of range is refused at start, naming the setting.
+    let said = refused_at_start(&[
+        ("TELEMETRY_BROKER_CLIENT_IP_HOPS", "9".as_ref()),
+        (
+            "TELEMETRY_BROKER_MANIFESTS",
+            std::env::temp_dir().as_os_str(),
+        ),
+    ]);
+    assert!(
+        said.contains("TELEMETRY_BROKER_CLIENT_IP_HOPS") && said.contains("between 1 and 8"),
+        "{said}"
+    );
+}
+
+#[test]
 fn rate_limits_answer_429_with_retry_after() {
     let s3 = S3Server::start();
     let broker = Broker::start(
