@@ -600,7 +600,9 @@ fn status_does_not_wait_for_an_upload_to_apply_a_change_it_finds() {
 
 /// `consent P --json` for a product that is off asks no daemon, yet names
 /// the manifest a daemon would use and its catalogue version (it gave an
-/// empty manifest and version 0, which scripts read as facts).
+/// empty manifest and version 0, which scripts read as facts); so does
+/// `consent P` in any mode when no daemon runs, and with one the JSON
+/// carries its warnings about the manifest.
 #[test]
 fn consent_json_for_an_off_product_names_its_manifest_without_a_daemon() {
     let env = DaemonEnv::new(Destination::Outbox);
@@ -638,6 +640,45 @@ fn consent_json_for_an_off_product_names_its_manifest_without_a_daemon() {
             .unwrap()
             .contains("they must match"),
         "{other}"
+    );
+    // A product that is on, with no daemon running: the same manifest,
+    // in JSON and in text (it said "" and version 0, and no line).
+    std::fs::write(
+        env.root().join("consent"),
+        "acme on
+",
+    )
+    .unwrap();
+    let on = json("acme");
+    assert_eq!(on["mode"], "on", "{on}");
+    assert_eq!(
+        on["manifest"],
+        dir.join("acme.toml").display().to_string(),
+        "{on}"
+    );
+    assert_eq!(on["version"], 2, "{on}");
+    let text = String::from_utf8(ctl(&env, &["consent", "acme"]).stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "manifest: {} (catalogue version 2",
+            dir.join("acme.toml").display()
+        )),
+        "{text}"
+    );
+    // With a daemon, its warnings about the manifest are in the JSON too.
+    std::fs::write(
+        dir.join("acme.toml"),
+        "product = \"acme\"\nfuture = 1\n[consent]\nversion = 2\n[events.ran]\n",
+    )
+    .unwrap();
+    let _daemon = env.start();
+    let on = json("acme");
+    let warnings = on["manifest_warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("`future`")),
+        "{on}"
     );
 }
 

@@ -188,14 +188,19 @@ pub(crate) fn unknown_product(product: &str, daemon: &[ProductConsent]) -> Optio
 }
 
 /// `pc` (this process's view of the files) with what the daemon knows of
-/// the product's manifest.
+/// the product's manifest; with no daemon (`daemon` empty), what the
+/// manifest on the search path says of itself, whatever the mode.
 fn with_manifest(mut pc: ProductConsent, daemon: &[ProductConsent]) -> ProductConsent {
+    if daemon.is_empty() {
+        return from_manifest_on_path(pc);
+    }
     if let Some(d) = daemon.iter().find(|d| d.product == pc.product) {
         pc.manifest = d.manifest.clone();
         pc.manifest_error = d.manifest_error.clone();
         pc.version = d.version;
         pc.consented_version = d.consented_version;
         pc.new_events = d.new_events.clone();
+        pc.manifest_warnings = d.manifest_warnings.clone();
     }
     pc
 }
