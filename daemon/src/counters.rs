@@ -87,7 +87,7 @@ impl EventCounters {
             tracing::warn!(
                 events = counted,
                 path = %path.display(),
-                "shims dropped events because the spool was full (the daemon was not reachable for long)"
+                "clients dropped events they could not spool (their spool was full, or a burst waited past their time budget for a turn at it) while the daemon did not answer them"
             );
         }
         counted

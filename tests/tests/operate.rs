@@ -119,7 +119,7 @@ fn status_counts_where_every_event_went_and_receipts_match_the_objects_byte_for_
     );
     assert!(
         human.contains(
-            "spool full:   1 event of cfdev dropped by clients because their spool was full; the daemon was not reachable for long"
+            "not spooled:  1 event of cfdev dropped by clients that could not spool them (their spool was full, or a burst waited past their time budget for a turn at it); the daemon did not answer them in time"
         ),
         "{human}"
     );

@@ -646,7 +646,7 @@ fn drop_checks(s: &StatusReport, checks: &mut Vec<Check>) {
         checks.push(Check::warn(
             "drops",
             format!(
-                "clients dropped {} of {product}: their spool was full",
+                "clients dropped {} of {product}: they could not spool them (their spool was full, or a burst waited past their time budget for a turn at it)",
                 super::count(*n, "event", "events")
             ),
             super::why_the_spool_filled(s),

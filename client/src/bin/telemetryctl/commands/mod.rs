@@ -64,11 +64,13 @@ pub fn the_latest(r: &telemetry_proto::RefusalCount) -> String {
     }
 }
 
-/// Why clients' spools filled up, for the `spool_full_drops` lines of
-/// `status` and `doctor`: with `busy` refusals since start, the daemon was
-/// up but at its connection limit (a CLI sending many events at once, each
-/// on a connection of its own, as an SDK's concurrent emits do); else it
-/// was not reachable for long.
+/// Why clients could not spool events, for the `spool_full_drops` lines
+/// of `status` and `doctor` (a full spool, or a burst whose events waited
+/// past the client's budget for a turn at it: the drop file does not say
+/// which): with `busy` refusals since start, the daemon was up but at its
+/// connection limit (a CLI sending many events at once, each on a
+/// connection of its own, as an SDK's concurrent emits do); else it did
+/// not answer in time.
 pub fn why_the_spool_filled(s: &telemetry_proto::StatusReport) -> String {
     let busy: u64 = s
         .refusals
@@ -82,7 +84,7 @@ pub fn why_the_spool_filled(s: &telemetry_proto::StatusReport) -> String {
             busy
         )
     } else {
-        "the daemon was not reachable for long: run it as a service (`telemetryd install --user`) or let clients start it (TELEMETRY_AUTOSTART)".to_string()
+        "the daemon did not answer them in time (not running, or stopped): run it as a service (`telemetryd install --user`) or let clients start it (TELEMETRY_AUTOSTART)".to_string()
     }
 }
 
@@ -172,7 +174,7 @@ mod tests {
     #[test]
     fn a_full_spool_is_blamed_on_busy_refusals_when_there_were_any() {
         let mut s = telemetry_proto::StatusReport::default();
-        assert!(why_the_spool_filled(&s).contains("not reachable for long"));
+        assert!(why_the_spool_filled(&s).contains("did not answer them in time"));
         s.refusals.push(telemetry_proto::RefusalCount {
             product: String::new(),
             code: telemetry_proto::ErrorCode::Busy,

@@ -161,7 +161,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             product
         };
         outln!(
-            "spool full:   {} of {product} dropped by clients because their spool was full; {}",
+            "not spooled:  {} of {product} dropped by clients that could not spool them (their spool was full, or a burst waited past their time budget for a turn at it); {}",
             count(*n, "event", "events"),
             super::why_the_spool_filled(&s)
         );
