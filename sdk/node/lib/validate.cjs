@@ -151,6 +151,9 @@ function checkData(data) {
   /** @type {Record<string, string|number|bigint|boolean>} */
   const out = {};
   for (const [key, value] of pairs) {
+    // Left out, as JSON.stringify leaves it: `{cached: flags.cached}` with
+    // the flag unset must not cost the host its whole event.
+    if (value === undefined) continue;
     const bad = checkName('data key', key);
     if (bad) return { error: bad };
     if (typeof value === 'string') {

@@ -10,6 +10,7 @@ const { spawnSync, spawn } = require('node:child_process');
 const { createClient, uuidv7, LIMITS, parseConsentFile } = require('../index.cjs');
 const { tempDir, sdkEnv, fakeServer, waitFor } = require('./helpers.cjs');
 const { entryFor } = require('../lib/consent.cjs');
+const { checkData } = require('../lib/validate.cjs');
 
 const ACK = '{"v":2,"ack":{"accepted":1,"duplicates":0}}';
 
@@ -64,7 +65,6 @@ test('local validation refuses precisely, before the socket', async () => {
     [['start_end', { success: null }], /is a null/],
     [['start_end', { nested: { a: 1 } }], /is an object/],
     [['start_end', { list: [1] }], /is an array/],
-    [['start_end', { gone: undefined }], /is an undefined/],
     [['Start', {}], /event "Start" is not a valid name/],
     [['start_end', { 'Bad-Key': 1 }], /data key/],
     [['app_created', { buildpack: 'x'.repeat(257) }], /is 257 bytes, more than the maximum of 256$/],
@@ -85,6 +85,9 @@ test('local validation refuses precisely, before the socket', async () => {
   fs.writeFileSync(path.join(T, 'consent'), 'cfdev off\n');
   assert.equal((await t.emit('Start', {})).status, 'off');
   assert.equal(LIMITS.maxDataEntries, 32);
+  // A key whose value is undefined is left out, as JSON.stringify does.
+  assert.deepEqual(checkData({ gone: undefined, n: 1 }), { data: { n: 1 } });
+  assert.deepEqual(checkData(new Map([['gone', undefined]])), { data: {} });
 });
 
 test('consent off: no connection, no file, at once', async () => {
