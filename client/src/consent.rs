@@ -75,7 +75,18 @@ pub fn describe(layer: Layer, paths: &ConsentPaths) -> String {
                 "the default, as the user file {} cannot be read ({why}), so off until it can be",
                 paths.user.display()
             ),
-            _ => "the default: nobody decided yet, so off".to_string(),
+            // The user may have meant to decide, in a line not understood.
+            Some(FileTrouble::BadLines(lines)) => format!(
+                "the default, as no line of the user file {} that is understood decides it ({}{} not understood), so off",
+                paths.user.display(),
+                lines
+                    .iter()
+                    .map(|(n, l)| format!("line {n}: `{l}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if lines.len() == 1 { " is" } else { " are" }
+            ),
+            None => "the default: nobody decided yet, so off".to_string(),
         },
     }
 }

@@ -507,6 +507,18 @@ fn a_line_not_understood_and_an_opt_out_in_this_shell_are_named() {
     }
     assert!(!shown.contains("telemetry_off"), "{shown}");
     assert_off_refused(&daemon);
+    // The shim says why it is off: not "nobody decided".
+    let out = env
+        .command("telemetry-emit")
+        .args(["--strict", "--product", "cfdev", "stop"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains("not understood") && text(&out).contains("`cfdev onn`"),
+        "{}",
+        text(&out)
+    );
     text_of.push_str("acme locale 2026-12-05T10:00:00Z\n");
     std::fs::write(&file, &text_of).unwrap();
     let bad_line = text_of.lines().count();
