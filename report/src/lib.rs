@@ -44,8 +44,19 @@ pub mod sql;
 use period::Period;
 use source::{ObjectRef, Source, SourceError};
 
-/// Called after each object with (objects done, objects total, bytes done).
-pub type Progress<'a> = &'a mut dyn FnMut(u64, u64, u64);
+/// Which reading of the objects a [`Progress`] call is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// The first (and usually only) one.
+    First,
+    /// The second, made when the first found a `telemetry_forget` marker:
+    /// every object again, without the lines of the machines it names.
+    WithoutForgotten,
+}
+
+/// Called after each object with (pass, objects done, objects total, bytes
+/// done).
+pub type Progress<'a> = &'a mut dyn FnMut(Pass, u64, u64, u64);
 
 /// Objects opened ahead of the one being read. S3 answers each GET after
 /// tens of milliseconds; eight in flight hide that, and memory stays eight
@@ -83,7 +94,10 @@ pub async fn aggregate(
 ) -> Result<aggregate::Aggregator, SourceError> {
     let mut agg = aggregate::Aggregator::with_catalog(period.clone(), catalog);
     agg.exclude(forgotten);
-    let agg = read_all(source, objects, agg, damaged, progress).await?;
+    let agg = read_all(source, objects, agg, damaged, &mut |d, t, b| {
+        progress(Pass::First, d, t, b)
+    })
+    .await?;
     if agg.forgotten_all_excluded() {
         return Ok(agg);
     }
@@ -91,7 +105,10 @@ pub async fn aggregate(
     // of their lines (a marker may come after a machine's other lines, and
     // undoing counts already made would need a record of every one).
     let again = agg.excluding_forgotten();
-    read_all(source, objects, again, damaged, &mut |_, _, _| {}).await
+    read_all(source, objects, again, damaged, &mut |d, t, b| {
+        progress(Pass::WithoutForgotten, d, t, b)
+    })
+    .await
 }
 
 /// One object's lines, held while they are checked.
@@ -128,7 +145,7 @@ async fn read_all(
     objects: &[ObjectRef],
     mut agg: aggregate::Aggregator,
     damaged: Damaged,
-    progress: Progress<'_>,
+    progress: &mut dyn FnMut(u64, u64, u64),
 ) -> Result<aggregate::Aggregator, SourceError> {
     use futures::StreamExt;
     let total = objects.len() as u64;

@@ -413,7 +413,10 @@ async fn compact_main(args: CompactArgs) -> anyhow::Result<ExitCode> {
         day = day.plus(1);
     }
     let left_out = if skipped > 0 {
-        format!("; {skipped} damaged objects left out whole (named above)")
+        format!(
+            "; {} left out whole (named above)",
+            plural(skipped as u64, "damaged object", "damaged objects")
+        )
     } else {
         String::new()
     };
@@ -722,13 +725,21 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
     let mut last_shown = Instant::now()
         .checked_sub(Duration::from_secs(1))
         .unwrap_or_else(Instant::now);
-    let mut progress = |done: u64, total: u64, bytes: u64| {
+    let mut read_twice = false;
+    let mut progress = |pass, done: u64, total: u64, bytes: u64| {
+        let again = pass == telemetry_report::Pass::WithoutForgotten;
+        read_twice |= again;
         if show && (done == total || last_shown.elapsed() >= Duration::from_millis(100)) {
             last_shown = Instant::now();
             let mut err = std::io::stderr().lock();
             let _ = write!(
                 err,
-                "\rreading {done}/{total} objects, {:.1} MB",
+                "\r{} {done}/{total} objects, {:.1} MB",
+                if again {
+                    "reading again without the forgotten machines:"
+                } else {
+                    "reading"
+                },
                 bytes as f64 / 1e6
             );
             if done == total {
@@ -803,7 +814,7 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
     };
     let s = &report.source;
     eprintln!(
-        "telemetry-report: {product} {}: read {} objects from {} ({:.1} MB, {} lines, {} duplicates ignored, {} outside the period) in {:.1}s; {wrote}",
+        "telemetry-report: {product} {}: read {} objects from {} ({:.1} MB, {} lines, {} duplicates ignored, {} outside the period) in {:.1}s{}; {wrote}",
         period.label,
         s.objects,
         source.describe(),
@@ -812,11 +823,20 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         s.duplicates,
         s.outside_period,
         started.elapsed().as_secs_f64(),
+        if read_twice {
+            ", each twice (a telemetry_forget marker: the second time without the machines it names)"
+        } else {
+            ""
+        },
     );
     if !agg.skipped.is_empty() {
         eprintln!(
-            "telemetry-report: left out {} damaged objects whole (--skip-damaged):",
-            agg.skipped.len()
+            "telemetry-report: left out {} whole (--skip-damaged):",
+            plural(
+                agg.skipped.len() as u64,
+                "damaged object",
+                "damaged objects"
+            )
         );
         for why in agg.skipped.iter().take(20) {
             eprintln!("  {why}");
@@ -827,8 +847,14 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
     }
     if s.forgotten_machines > 0 {
         eprintln!(
-            "telemetry-report: left out {} lines of {} machine IDs whose users asked to be forgotten (telemetry_forget); delete their lines from the bucket (README: forgotten IDs)",
-            s.forgotten_lines, s.forgotten_machines
+            "telemetry-report: left out {} of {} whose users asked to be forgotten ({}); delete their lines from the bucket (README: forgotten IDs)",
+            plural(s.forgotten_lines, "line", "lines"),
+            plural(s.forgotten_machines, "machine ID", "machine IDs"),
+            if args.forgotten.is_some() {
+                "a telemetry_forget marker, or listed in --forgotten"
+            } else {
+                "telemetry_forget"
+            }
         );
     }
     match agg.data.catalog() {
@@ -943,6 +969,11 @@ async fn retention_main(args: RetentionArgs) -> anyhow::Result<ExitCode> {
         println!("{}", retention::to_json(&rule));
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// `n` and the word for it: "1 line", "2 lines".
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 #[cfg(test)]

@@ -174,7 +174,7 @@ fn reruns_replace_a_days_parts_and_the_raw_batches_are_never_touched() {
     assert!(
         text(&o).contains("left out a damaged object whole")
             && text(&o).contains("00000009-1-1.ndjson.zst line 1")
-            && text(&o).contains("1 damaged objects left out whole"),
+            && text(&o).contains("1 damaged object left out whole"),
         "{}",
         text(&o)
     );

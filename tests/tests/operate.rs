@@ -273,7 +273,7 @@ fn forget_sends_a_marker_under_the_old_id_switches_ids_and_the_report_leaves_the
     // The report counts the new ID's event only.
     let o = report_today(&env, &[]);
     assert!(
-        text(&o).contains("left out 3 lines of 1 machine IDs whose users asked to be forgotten"),
+        text(&o).contains("left out 3 lines of 1 machine ID whose users asked to be forgotten"),
         "{}",
         text(&o)
     );
@@ -289,7 +289,7 @@ fn forget_sends_a_marker_under_the_old_id_switches_ids_and_the_report_leaves_the
     std::fs::write(&list, format!("# forgotten\n{new}\n")).unwrap();
     let o = report_today(&env, &["--forgotten", list.to_str().unwrap()]);
     assert!(
-        text(&o).contains("left out 4 lines of 2 machine IDs"),
+        text(&o).contains("left out 4 lines of 2 machine IDs whose users asked to be forgotten (a telemetry_forget marker, or listed in --forgotten)"),
         "{}",
         text(&o)
     );

@@ -386,7 +386,7 @@ fn a_damaged_object_stops_the_report_with_its_key() {
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(
-        text(&o).contains("left out 1 damaged objects")
+        text(&o).contains("left out 1 damaged object whole")
             && text(&o).contains(&format!("{bad_key} line 2")),
         "{}",
         text(&o)

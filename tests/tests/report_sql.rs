@@ -180,7 +180,15 @@ fn sql_gives_exactly_the_reports_numbers(engine: Engine, compacted: bool) {
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(
-        text(&o).contains("lines of 3 machine IDs whose users asked to be forgotten"),
+        text(&o).contains(
+            "lines of 3 machine IDs whose users asked to be forgotten (telemetry_forget)"
+        ),
+        "{}",
+        text(&o)
+    );
+    // The markers made it read everything a second time, and it says so.
+    assert!(
+        text(&o).contains("s, each twice (a telemetry_forget marker"),
         "{}",
         text(&o)
     );
