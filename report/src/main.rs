@@ -415,7 +415,7 @@ async fn compact_main(args: CompactArgs) -> anyhow::Result<ExitCode> {
     let left_out = if skipped > 0 {
         format!(
             "; {} left out whole (named above)",
-            plural(skipped as u64, "damaged object", "damaged objects")
+            plural(skipped, "damaged object", "damaged objects")
         )
     } else {
         String::new()
