@@ -921,6 +921,30 @@ mod tests {
         (Args::from_arg_matches(&m).unwrap(), m)
     }
 
+    /// telemetry-report reads this file too, and refuses keys that are
+    /// neither its nor this daemon's: its list must be this one.
+    #[test]
+    fn the_reports_list_of_the_daemons_keys_is_this_one() {
+        let e = toml::from_str::<FileConfig>("no_such_key = 1\n")
+            .err()
+            .expect("an unknown key is refused")
+            .to_string();
+        let expected = e
+            .split("expected one of ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("serde's message changed: {e}"));
+        let mut ours: Vec<&str> = expected
+            .split(',')
+            .map(|k| k.trim().trim_matches('`'))
+            .map(|k| k.split('`').next().unwrap_or(k))
+            .filter(|k| !k.is_empty())
+            .collect();
+        ours.sort_unstable();
+        let mut theirs = telemetry_sink::settings::DAEMON_KEYS.to_vec();
+        theirs.sort_unstable();
+        assert_eq!(ours, theirs, "{e}");
+    }
+
     #[test]
     fn relative_paths_are_taken_from_the_base_dir_but_the_socket_is_kept_as_named() {
         let base = tempfile::tempdir().unwrap();

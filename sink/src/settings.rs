@@ -83,14 +83,44 @@ pub enum SettingsError {
     Net(#[from] NetError),
 }
 
-/// The parts of the daemon's config file read here. Every other key is
-/// the daemon's and is ignored, valid or not.
+/// Every top-level key of the daemon's config file (`telemetryd`'s tests
+/// check this is its list). The report reads the same file and ignores the
+/// daemon's keys, but refuses any other: a slip (`[S3]`) would otherwise
+/// send a report to the wrong place without a word.
+pub const DAEMON_KEYS: &[&str] = &[
+    "socket",
+    "state_dir",
+    "outbox_dir",
+    "upload_interval",
+    "batch_max_events",
+    "batch_max_bytes",
+    "retry_max",
+    "retry_min",
+    "connection_timeout",
+    "max_connections",
+    "max_store_bytes",
+    "spool_check_interval",
+    "sync",
+    "machine_id_file",
+    "catalog_dir",
+    "consent_file",
+    "system_consent_file",
+    "idle_exit",
+    "idle_trim",
+    "ca_bundle",
+    "s3",
+];
+
+/// The parts of the daemon's config file read here; the daemon's other
+/// keys are ignored, valid or not (see [`DAEMON_KEYS`]).
 #[derive(Deserialize, Default)]
 struct File {
     state_dir: Option<PathBuf>,
     outbox_dir: Option<PathBuf>,
     ca_bundle: Option<PathBuf>,
     s3: Option<FileS3>,
+    #[serde(flatten)]
+    others: std::collections::BTreeMap<String, toml::Value>,
 }
 
 /// `[s3]`: strict, because a typo here would silently send a report to
@@ -134,6 +164,24 @@ pub fn resolve(
         },
         None => File::default(),
     };
+    if let (Some(p), Some(key)) = (
+        &path,
+        file.others
+            .keys()
+            .find(|k| !DAEMON_KEYS.contains(&k.as_str())),
+    ) {
+        let near = DAEMON_KEYS
+            .iter()
+            .find(|d| d.eq_ignore_ascii_case(key))
+            .map(|d| format!(" (did you mean `{d}`?)"))
+            .unwrap_or_default();
+        return Err(SettingsError::Parse {
+            path: p.clone(),
+            message: format!(
+                "unknown key `{key}`{near}: neither telemetry-report nor telemetryd reads it"
+            ),
+        });
+    }
     let file_origin = || match &path {
         Some(p) => format!("config file {}", p.display()),
         None => "config file".into(),
@@ -301,6 +349,41 @@ mod tests {
         assert!(s3.path_style);
         assert_eq!(d.s3_timeout, Duration::from_secs(5));
         assert_eq!(d.outbox_dir, Path::new("/var/t/outbox"));
+        drop(dir);
+    }
+
+    #[test]
+    fn a_key_no_telemetry_program_reads_is_refused_naming_it() {
+        for (text, key, near) in [
+            ("[S3]\nbucket = \"telem\"\n", "S3", Some("s3")),
+            ("bogus = 1\n", "bogus", None),
+            ("State_Dir = \"/x\"\n", "State_Dir", Some("state_dir")),
+        ] {
+            let (dir, o) = with_file(text);
+            let e = match resolve(&o, no_env, 1000) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{text:?} was taken"),
+            };
+            assert!(e.contains(&format!("unknown key `{key}`")), "{e}");
+            assert!(e.contains("config.toml"), "names the file: {e}");
+            if let Some(near) = near {
+                assert!(e.contains(&format!("did you mean `{near}`")), "{e}");
+            }
+            drop(dir);
+        }
+        // Every key of the daemon's is taken (and ignored).
+        let all: String = DAEMON_KEYS
+            .iter()
+            .filter(|k| **k != "s3")
+            .map(|k| format!("{k} = 1\n"))
+            .collect();
+        let (dir, o) = with_file(&format!("{all}[s3]\nbucket = \"my-bucket\"\n"));
+        // Wrong types for the keys read here are their own errors.
+        let e = resolve(&o, no_env, 1000)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!e.contains("unknown key"), "{e}");
         drop(dir);
     }
 
