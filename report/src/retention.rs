@@ -262,7 +262,7 @@ async fn current_rules(
         Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => Ok(Vec::new()),
         Err(e) => Err(RetentionError::Get {
             bucket: bucket.to_string(),
-            message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+            message: telemetry_sink::error_line(&e),
         }),
     }
 }
@@ -293,7 +293,7 @@ pub async fn apply(
         .await
         .map_err(|e| RetentionError::Put {
             bucket: bucket.to_string(),
-            message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+            message: telemetry_sink::error_line(&e),
         })?;
     Ok(kept)
 }

@@ -753,6 +753,9 @@ fn retention_apply_puts_the_five_year_rule_and_check_reads_it_back() {
         "{}",
         text(&o)
     );
+    // One line, not the SDK's debug dump of its error's structs.
+    assert_eq!(text(&o).trim_end().lines().count(), 1, "{}", text(&o));
+    assert!(!text(&o).contains("ServiceError {"), "{}", text(&o));
 }
 
 /// `chromium`, or a failure saying how to install it.
