@@ -157,11 +157,20 @@ fn parse_line(line: &[u8], partition: Option<&str>) -> Result<(Line, u128, Day),
             l.id
         ));
     }
+    // Its first ten characters are its UTC day (as the SQL takes them)
+    // only in UTC, as daemons write it: an offset would file the event
+    // under another day.
     let day = l
         .timestamp
         .get(..10)
+        .filter(|_| is_utc_rfc3339(&l.timestamp))
         .and_then(|d| Day::parse(d).ok())
-        .ok_or_else(|| format!("timestamp {:?} is not RFC 3339", l.timestamp))?;
+        .ok_or_else(|| {
+            format!(
+                "timestamp {:?} is not RFC 3339 in UTC (YYYY-MM-DDTHH:MM:SS[.fraction]Z, as daemons write it)",
+                l.timestamp.chars().take(MAX_FIELD_LEN).collect::<String>()
+            )
+        })?;
     if l.machine.is_empty() || l.event.is_empty() {
         return Err("empty machine or event".into());
     }
@@ -350,6 +359,32 @@ impl Aggregator {
         self.by_event.entry(l.event).or_default().add(m, 1);
         Ok(())
     }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS`, an optional fraction of 1 to 9 digits, `Z`.
+fn is_utc_rfc3339(t: &str) -> bool {
+    let b = t.as_bytes();
+    let Some((b'Z', head)) = b.split_last() else {
+        return false;
+    };
+    if head.len() < 19 {
+        return false;
+    }
+    let (main, fraction) = head.split_at(19);
+    let shape_ok = main.iter().enumerate().all(|(i, c)| match i {
+        4 | 7 => *c == b'-',
+        10 => *c == b'T',
+        13 | 16 => *c == b':',
+        _ => c.is_ascii_digit(),
+    });
+    let fraction_ok = match fraction.split_first() {
+        None => true,
+        Some((b'.', digits)) => {
+            (1..=9).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit)
+        }
+        Some(_) => false,
+    };
+    shape_ok && fraction_ok
 }
 
 #[cfg(test)]
@@ -547,6 +582,35 @@ mod tests {
             .add_line(bad_ts.as_bytes())
             .unwrap_err()
             .contains("timestamp"));
+        // Only UTC, as daemons write it: with an offset, or anything after
+        // the day, the first ten characters are not its UTC day.
+        for (n, other) in [
+            "2026-09-30T23:30:00-02:00",
+            "2026-10-05T01:00:00+03:00",
+            "2026-10-01garbage",
+            "2026-10-01T10:00:00",
+            "2026-10-01T10:00:00.Z",
+            "2026-10-01T10:00:00.0000000001Z",
+            "2026-10-01 10:00:00Z",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let l = String::from_utf8(line(100 + n as u128, "stop", "2026-10-01", "m"))
+                .unwrap()
+                .replace("2026-10-01T10:00:00.000001Z", other);
+            let e = a.add_line(l.as_bytes()).unwrap_err();
+            assert!(e.contains("not RFC 3339 in UTC"), "{other}: {e}");
+        }
+        for (n, fine) in ["2026-10-01T10:00:00Z", "2026-10-01T10:00:00.5Z"]
+            .iter()
+            .enumerate()
+        {
+            let l = String::from_utf8(line(200 + n as u128, "stop", "2026-10-01", "m"))
+                .unwrap()
+                .replace("2026-10-01T10:00:00.000001Z", fine);
+            assert!(a.add_line(l.as_bytes()).is_ok(), "{fine}");
+        }
         // A machine ID no daemon writes, long enough to matter in memory.
         let long = "m".repeat(MAX_FIELD_LEN + 1);
         let e = a
