@@ -116,7 +116,7 @@ struct S3Args {
 #[derive(Args)]
 struct PeriodArgs {
     /// Calendar quarter, e.g. 2026Q4 (UTC days 2026-10-01 to 2026-12-31).
-    #[arg(long, value_name = "YYYYQn", required_unless_present_all = ["from", "to"], conflicts_with_all = ["from", "to"])]
+    #[arg(long, value_name = "YYYYQn", required_unless_present_any = ["from", "to"], conflicts_with_all = ["from", "to"])]
     quarter: Option<String>,
     /// First day of the period (UTC, inclusive); needs --to.
     #[arg(long, value_name = "YYYY-MM-DD", requires = "to")]
@@ -616,8 +616,13 @@ async fn open_source(
         let dir = PathBuf::from(dir);
         if !dir.is_dir() {
             bail!(
-                "{flag} {}: no such directory (give the daemon's outbox directory, or s3://BUCKET/PREFIX)",
-                dir.display()
+                "{flag} {}: {} (give the daemon's outbox directory, or s3://BUCKET/PREFIX)",
+                dir.display(),
+                if dir.exists() {
+                    "not a directory"
+                } else {
+                    "no such directory"
+                }
             );
         }
         return Ok(Source::Dir(dir));

@@ -31,6 +31,12 @@ pub enum OutputError {
         /// Why.
         source: std::io::Error,
     },
+    /// `--out` names something that is not a directory.
+    #[error("--out {}: exists and is not a directory; name a directory (it is created if missing)", dir.display())]
+    NotADirectory {
+        /// What `--out` named.
+        dir: PathBuf,
+    },
     /// A preview asked for a directory holding a publishable report.
     #[error("--out {}: refusing to write a preview next to the publishable report there ({found}); a preview must never be published, and uploading this directory would publish it. Choose another --out directory, e.g. {}-preview", dir.display(), dir.display())]
     PreviewBesideReport {
@@ -78,6 +84,11 @@ pub fn file_name(file: &str, preview: bool) -> String {
 /// Refuse a directory that holds the other kind of output (see the module
 /// docs). A missing directory is fine.
 pub fn check_dir(dir: &Path, preview: bool) -> Result<(), OutputError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(OutputError::NotADirectory {
+            dir: dir.to_path_buf(),
+        });
+    }
     if preview {
         if let Some(found) = FILES.iter().find(|f| dir.join(f).exists()) {
             return Err(OutputError::PreviewBesideReport {
@@ -538,6 +549,11 @@ mod tests {
         assert!(!public.join(PREVIEW_MARKER).exists());
         // The same kind again is fine (a rerun).
         write_all(&report(Privacy::K(2)), &public).unwrap();
+        // A file where the directory should be is named as such.
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let err = write_all(&report(Privacy::K(2)), &file).unwrap_err();
+        assert!(err.to_string().contains("is not a directory"), "{err}");
     }
 
     #[test]
