@@ -685,9 +685,13 @@ fn checks_are_printed_as_they_are_made() {
     // with the rest at the end.
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    // The reader keeps the pipe open after the first line: doctor ends
+    // when its stdout is closed (as `head` would), and the lines after the
+    // first would otherwise find it closed, or not, by timing.
     std::thread::spawn(move || {
-        let first = BufReader::new(stdout).lines().next();
-        let _ = tx.send(first);
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        lines.for_each(drop);
     });
     let first = rx
         .recv_timeout(Duration::from_secs(2))
