@@ -231,6 +231,8 @@ pub struct Settings {
     pub client_ip_hops: usize,
     /// Peers whose `client_ip_header` is believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// `trusted_proxies` is the default list (no one set it).
+    pub trusted_proxies_by_default: bool,
     /// Concurrent connections.
     pub max_connections: usize,
     /// Concurrent connections from one client address (unless
@@ -369,7 +371,9 @@ impl Settings {
                     .with_context(|| format!("{TODAY_VAR}={t:?} is not a YYYY-MM-DD date"))
             })
             .transpose()?;
-        let trusted_proxies = match args.trusted_proxies.or(file.trusted_proxies) {
+        let given_proxies = args.trusted_proxies.or(file.trusted_proxies);
+        let trusted_proxies_by_default = given_proxies.is_none();
+        let trusted_proxies = match given_proxies {
             None => DEFAULT_TRUSTED_PROXIES
                 .iter()
                 .map(|c| Cidr::parse(c).expect("valid default"))
@@ -499,6 +503,7 @@ impl Settings {
                 .map(|h| h.to_ascii_lowercase()),
             client_ip_hops,
             trusted_proxies,
+            trusted_proxies_by_default,
             max_connections,
             max_connections_per_address,
             send_timeout,

@@ -116,6 +116,19 @@ async fn serve() -> anyhow::Result<()> {
         settings.s3.url(),
         products.iter().cloned().collect::<Vec<_>>().join(", ")
     );
+    if let (Some(header), true) = (
+        &settings.client_ip_header,
+        settings.trusted_proxies_by_default,
+    ) {
+        // The default suits a balancer in a private network of its own;
+        // where other machines share that network, each could name its own
+        // address in the header (escaping the per-address limits) and hold
+        // connections uncapped, as a balancer may.
+        tracing::warn!(
+            "--client-ip-header {header} is set but --trusted-proxies / TELEMETRY_BROKER_TRUSTED_PROXIES is not: every peer in the private and loopback ranges ({}) is believed as a load balancer (it names its client's address and its connections are not capped per address); set it to your load balancers' own range",
+            telemetry_broker::config::DEFAULT_TRUSTED_PROXIES.join(", ")
+        );
+    }
     let broker = Arc::new(Broker::new(settings, products, presigner));
     #[cfg(unix)]
     explain_sighup();

@@ -592,6 +592,7 @@ fn the_client_address_header_is_believed_only_from_trusted_proxies() {
         log.contains("not in --trusted-proxies"),
         "the operator is told: {log}"
     );
+    assert!(!log.contains("TRUSTED_PROXIES is not"), "set here: {log}");
     // By default loopback and private ranges are trusted (a balancer in
     // front of the broker): each forwarded address has its own allowance.
     let behind = forwarded(&s3, "2/1h", "1000/1h");
@@ -861,6 +862,14 @@ fn behind_a_balancer_that_appends_its_own_address_the_client_is_counted_from_the
     assert_eq!(ask_from(&s3, &broker, 5, lb).status, 200);
     assert_eq!(ask_from(&s3, &broker, 6, "10.9.9.9").status, 429);
     assert!(broker.log().contains("client-ip-hops"), "{}", broker.log());
+    // The default trust list is named at start, with what it allows.
+    assert!(
+        broker
+            .log()
+            .contains("--trusted-proxies / TELEMETRY_BROKER_TRUSTED_PROXIES is not"),
+        "{}",
+        broker.log()
+    );
     // Out of range is refused at start, naming the setting.
     let said = refused_at_start(&[
         ("TELEMETRY_BROKER_CLIENT_IP_HOPS", "9".as_ref()),
