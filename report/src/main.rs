@@ -704,10 +704,17 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
     let source = open_source("--source", args.source.as_deref(), &args.s3, false).await?;
     let product = choose_product(&source, args.product.as_deref()).await?;
     let last_dt = period.last_dt(args.period.late_days);
-    let objects = source
-        .list(&product, period.from, last_dt)
+    let (objects, strays) = source
+        .list_with_strays(&product, period.from, last_dt)
         .await
         .context("cannot list the batches")?;
+    if let Some(first) = strays.first() {
+        eprintln!(
+            "telemetry-report: warning: not read: {} under the period's days that {} not batch objects (*.ndjson.zst), e.g. {first}",
+            plural(strays.len() as u64, "file", "files"),
+            if strays.len() == 1 { "is" } else { "are" }
+        );
+    }
     if objects.is_empty() {
         // A mistyped --product looks the same: say which products there are.
         let there = match source.products().await {

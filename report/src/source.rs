@@ -316,6 +316,25 @@ impl Source {
         first: Day,
         last: Day,
     ) -> Result<Vec<ObjectRef>, SourceError> {
+        Ok(self.list_with_strays(product, first, last).await?.0)
+    }
+
+    /// [`Source::list`], and the keys under those days that are not batch
+    /// objects (not `.ndjson.zst`), which are not read: for a report to say
+    /// so. Names starting with `_` or `.` are left out of those, as every
+    /// Hive reader skips them (`compact`'s `_sources`, `.DS_Store`).
+    pub async fn list_with_strays(
+        &self,
+        product: &str,
+        first: Day,
+        last: Day,
+    ) -> Result<(Vec<ObjectRef>, Vec<String>), SourceError> {
+        let mut strays = Vec::new();
+        let mut stray = |key: String, name: &str| {
+            if !name.starts_with('_') && !name.starts_with('.') {
+                strays.push(key);
+            }
+        };
         let base = format!("{}product={product}/", self.root());
         let in_range = |dt: &str| Day::parse(dt).is_ok_and(|d| first <= d && d <= last);
         let mut out = Vec::new();
@@ -323,7 +342,7 @@ impl Source {
             Source::Dir(dir) => {
                 let product_dir = dir.join(&base);
                 if !product_dir.exists() {
-                    return Ok(out);
+                    return Ok((out, Vec::new()));
                 }
                 for part in read_dir_names(&product_dir)? {
                     let Some(dt) = part.strip_prefix("dt=") else {
@@ -335,6 +354,7 @@ impl Source {
                     let day_dir = product_dir.join(&part);
                     for name in read_dir_names(&day_dir)? {
                         if !name.ends_with(".ndjson.zst") {
+                            stray(day_dir.join(&name).display().to_string(), &name);
                             continue;
                         }
                         let path = day_dir.join(&name);
@@ -384,18 +404,24 @@ impl Source {
                         if Day::parse(dt).is_ok_and(|d| d > last) {
                             break 'pages;
                         }
-                        if in_range(dt) && name.ends_with(".ndjson.zst") && !name.contains('/') {
+                        if !in_range(dt) {
+                            continue;
+                        }
+                        if name.ends_with(".ndjson.zst") && !name.contains('/') {
                             out.push(ObjectRef {
                                 key: key.to_string(),
                                 size: obj.size().unwrap_or(0).max(0) as u64,
                             });
+                        } else {
+                            stray(format!("s3://{bucket}/{key}"), name);
                         }
                     }
                 }
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        strays.sort();
+        Ok((out, strays))
     }
 
     /// Start reading `obj`: open the file, or send the GET and take the
@@ -878,13 +904,15 @@ mod tests {
                 "v1/product=p/dt=2026-11-01/real.ndjson.zst",
                 "éééééééé/dt=2026-11-01/utf8.ndjson.zst",
                 "xxxxxxxxxxxxxdt=2026-11-01/stray.ndjson.zst",
+                "v1/product=p/dt=2026-11-01/_sources",
+                "v1/product=p/dt=2026-11-01/notes.txt",
             ];
             let contents: String = keys
                 .iter()
                 .map(|k| format!("<Contents><Key>{k}</Key><Size>10</Size></Contents>"))
                 .collect();
             let body = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name><Prefix>v1/product=p/</Prefix><KeyCount>3</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>{contents}</ListBucketResult>"
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name><Prefix>v1/product=p/</Prefix><KeyCount>5</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>{contents}</ListBucketResult>"
             );
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/xml\r\n\r\n",
@@ -897,14 +925,26 @@ mod tests {
         });
         let source = fake_s3(addr, std::time::Duration::from_secs(5));
         let day = Day::parse("2026-11-01").unwrap();
-        let keys: Vec<String> = source
-            .list("p", day, day)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
+        let (objects, strays) = source.list_with_strays("p", day, day).await.unwrap();
+        let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
         assert_eq!(keys, ["v1/product=p/dt=2026-11-01/real.ndjson.zst"]);
+        // What is not a batch under the day is named, but not `_sources`.
+        assert_eq!(strays, ["s3://b/v1/product=p/dt=2026-11-01/notes.txt"]);
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn files_in_a_day_that_are_not_batches_are_named_not_read() {
+        let root = tempfile::tempdir().unwrap();
+        let day_dir = root.path().join("v1/product=p/dt=2026-11-01");
+        std::fs::create_dir_all(&day_dir).unwrap();
+        for name in ["a-1-2.ndjson.zst", "x.ndjson", ".DS_Store", "_sources"] {
+            std::fs::write(day_dir.join(name), b"x").unwrap();
+        }
+        let source = Source::Dir(root.path().to_path_buf());
+        let day = Day::parse("2026-11-01").unwrap();
+        let (objects, strays) = source.list_with_strays("p", day, day).await.unwrap();
+        assert_eq!(objects.len(), 1);
+        assert_eq!(strays, [day_dir.join("x.ndjson").display().to_string()]);
     }
 }
