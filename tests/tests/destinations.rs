@@ -184,6 +184,12 @@ fn three_products_three_destinations_one_down_while_the_others_deliver() {
         !d.log().contains(RAW_IDENTITY),
         "the raw identity never appears"
     );
+    // A product that is not on sends nowhere: its mode is beside its name.
+    let out = env.run("telemetryctl", &["consent", "toola", "local"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let human = text(&env.run("telemetryctl", &["status"]));
+    assert!(human.contains("(anonymous) for toola (local)"), "{human}");
+    assert!(human.contains("(aws) for cfdev\n"), "on: no mode: {human}");
 }
 
 #[test]

@@ -91,10 +91,19 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
     }
     // Each destination on its own: one that fails holds back no other.
     for d in &s.destinations {
+        // A product listed here sends there only when it is on: say which
+        // are not, so the line does not read as where their events go.
         let products = if d.products.is_empty() {
             "no product now".to_string()
         } else {
-            d.products.join(", ")
+            d.products
+                .iter()
+                .map(|p| match s.consent.iter().find(|c| &c.product == p) {
+                    Some(c) if c.mode != telemetry_proto::Mode::On => format!("{p} ({})", c.mode),
+                    _ => p.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         outln!(
             "to:           {} ({}) for {products}",
