@@ -710,9 +710,13 @@ async fn report_main(args: ReportArgs) -> anyhow::Result<()> {
         .context("cannot list the batches")?;
     if let Some(first) = strays.first() {
         eprintln!(
-            "telemetry-report: warning: not read: {} under the period's days that {} not batch objects (*.ndjson.zst), e.g. {first}",
+            "telemetry-report: warning: not read: {} under the period's days that {} (*.ndjson.zst), e.g. {first}",
             plural(strays.len() as u64, "file", "files"),
-            if strays.len() == 1 { "is" } else { "are" }
+            if strays.len() == 1 {
+                "is not a batch object"
+            } else {
+                "are not batch objects"
+            }
         );
     }
     if objects.is_empty() {
