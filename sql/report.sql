@@ -47,7 +47,7 @@
 -- telemetry-report refuses as damaged (an id not in canonical form, a
 -- machine over 256 bytes, an event, build or os over 64 or outside a
 -- daemon's charset, a dropped count over 2^40, a product that is not its
--- partition's or none)
+-- partition's or none, a timestamp not in UTC as YYYY-MM-DDTHH:MM:SS[.f]Z)
 -- stop it, or with --skip-damaged leave their object out, while this SQL
 -- counts them: compare only runs over data that telemetry-report read whole.
 -- And with a catalogue telemetry-report names in by_event only the events

@@ -129,6 +129,12 @@ async fn serve() -> anyhow::Result<()> {
             telemetry_broker::config::DEFAULT_TRUSTED_PROXIES.join(", ")
         );
     }
+    if settings.client_ip_header.is_none() && settings.client_ip_hops != 1 {
+        tracing::warn!(
+            "--client-ip-hops / TELEMETRY_BROKER_CLIENT_IP_HOPS is {} but no --client-ip-header is set: it does nothing, and each connection's peer counts as the client",
+            settings.client_ip_hops
+        );
+    }
     let broker = Arc::new(Broker::new(settings, products, presigner));
     #[cfg(unix)]
     explain_sighup();

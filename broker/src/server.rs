@@ -541,13 +541,14 @@ fn behind_balancer(s: &crate::Settings, peer: IpAddr) -> bool {
 }
 
 /// The client's address: the trusted header's entry `client_ip_hops` from
-/// its end if one is configured (a load balancer appends the address it
-/// saw; some append their own too), else the peer.
+/// its end (its lines taken as one list) if one is configured (a load
+/// balancer appends the address it saw; some append their own too), else
+/// the peer.
 ///
 /// A request without the header did not come through the load balancer, so
-/// its peer is the client. The last entry is read from the header's raw
-/// bytes: earlier entries are anyone's to write and need not be text, and
-/// must not make the load balancer's entry unreadable. One that holds no
+/// its peer is the client. The entry is read from the header's raw bytes:
+/// earlier entries are anyone's to write and need not be text, and must
+/// not make the load balancer's entry unreadable. One that holds no
 /// address (`unknown`, an obfuscated `_name`, a unix socket) is the load
 /// balancer's own doing: such requests are counted as the load balancer,
 /// all together, and the log says so (once a minute) naming the header.
@@ -572,11 +573,20 @@ fn client_ip(b: &Broker, req: &Request<Incoming>, peer: SocketAddr) -> IpAddr {
         }
         return peer.ip();
     }
-    let Some(value) = req.headers().get_all(name.as_str()).iter().next_back() else {
+    // Every line of the header, in order, as one list (RFC 9110 5.3): a
+    // balancer may add a line of its own rather than append to the last.
+    let lines: Vec<&[u8]> = req
+        .headers()
+        .get_all(name.as_str())
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if lines.is_empty() {
         return peer.ip();
-    };
+    }
+    let value = lines.join(&b","[..]);
     let hops = b.settings.client_ip_hops;
-    address_from_end(value.as_bytes(), hops).unwrap_or_else(|| {
+    address_from_end(&value, hops).unwrap_or_else(|| {
         let net = network(peer.ip());
         if let Some(hidden) = b.quiet.admit(&net, "no_client_address", Instant::now()) {
             tracing::warn!(

@@ -59,7 +59,7 @@ pub fn env_opt_out_var() -> Option<&'static str> {
 /// system file /etc/telemetry/consent", "the environment variable
 /// DO_NOT_TRACK", "the user file ...", "the default: nobody decided yet,
 /// so off".
-pub fn describe(layer: Layer, paths: &ConsentPaths) -> String {
+pub fn describe(product: &str, layer: Layer, paths: &ConsentPaths) -> String {
     match layer {
         Layer::System => format!("the system file {}", paths.system.display()),
         Layer::Environment => match env_opt_out_var() {
@@ -75,18 +75,26 @@ pub fn describe(layer: Layer, paths: &ConsentPaths) -> String {
                 "the default, as the user file {} cannot be read ({why}), so off until it can be",
                 paths.user.display()
             ),
-            // The user may have meant to decide, in a line not understood.
-            Some(FileTrouble::BadLines(lines)) => format!(
-                "the default, as no line of the user file {} that is understood decides it ({}{} not understood), so off",
-                paths.user.display(),
-                lines
+            // The user may have meant to decide, in a line not understood
+            // that names the product (others' lines are no reason here).
+            Some(FileTrouble::BadLines(lines))
+                if lines
                     .iter()
+                    .any(|(_, l)| l.split_whitespace().next() == Some(product)) =>
+            {
+                let theirs: Vec<String> = lines
+                    .iter()
+                    .filter(|(_, l)| l.split_whitespace().next() == Some(product))
                     .map(|(n, l)| format!("line {n}: `{l}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if lines.len() == 1 { " is" } else { " are" }
-            ),
-            None => "the default: nobody decided yet, so off".to_string(),
+                    .collect();
+                format!(
+                    "the default, as no line of the user file {} that is understood decides it ({}{} not understood), so off",
+                    paths.user.display(),
+                    theirs.join(", "),
+                    if theirs.len() == 1 { " is" } else { " are" }
+                )
+            }
+            _ => "the default: nobody decided yet, so off".to_string(),
         },
     }
 }

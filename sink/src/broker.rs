@@ -338,25 +338,7 @@ fn check_grant(grant: &Grant, request: &UploadRequest, len: usize) -> Result<(),
             .map(|(_, v)| v.as_str())
     };
     if let Some(key) = &grant.key {
-        // The key must be this batch's, with this body's hash: a broker
-        // that granted another would make the receipt lie.
-        let parts = BatchKey {
-            product: request.product.clone(),
-            date: request.day.clone(),
-            machine8: request.machine8.clone(),
-            first: request.first_seq,
-            last: request.last_seq,
-        };
-        let tail = parts.render_with_digest("", &request.sha256);
-        let prefix_ok = key
-            .strip_suffix(tail.as_str())
-            .is_some_and(|p| p.is_empty() || p.ends_with('/'));
-        if !prefix_ok {
-            return Err(format!(
-                "key {:?} is not this batch's ({tail:?} under a prefix)",
-                crate::untrusted(key, 300)
-            ));
-        }
+        check_granted_key(key, &uri, request)?;
     }
     if header("if-none-match") != Some("*") {
         return Err("no `If-None-Match: *`: the PUT could overwrite an object".into());
@@ -376,6 +358,83 @@ fn check_grant(grant: &Grant, request: &UploadRequest, len: usize) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Longest key a grant may name (S3's own limit).
+const MAX_GRANTED_KEY: usize = 1024;
+
+/// A grant's `key`, which the receipt, `status` and `flush` show: at most
+/// [`MAX_GRANTED_KEY`] bytes of printable ASCII, this batch's parts and
+/// then a hex prefix of at least [`crate::key::DIGEST_CHARS`] digits of
+/// this body's SHA-256 (any length up to all 64, so a later broker may
+/// take more without every deployed daemon refusing its grants), under a
+/// prefix ending in `/` or none; and the key the URL's path ends with, so
+/// it names the object the PUT creates.
+fn check_granted_key(key: &str, url: &hyper::Uri, request: &UploadRequest) -> Result<(), String> {
+    if key.len() > MAX_GRANTED_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "key {:?} is not at most {MAX_GRANTED_KEY} bytes of printable ASCII",
+            crate::untrusted(key, 120)
+        ));
+    }
+    let parts = BatchKey {
+        product: request.product.clone(),
+        date: request.day.clone(),
+        machine8: request.machine8.clone(),
+        first: request.first_seq,
+        last: request.last_seq,
+    };
+    let stem = parts.render("");
+    let stem = stem.strip_suffix(".ndjson.zst").unwrap_or(&stem);
+    let ours = || {
+        let (before, digest) = key.strip_suffix(".ndjson.zst")?.rsplit_once('-')?;
+        let prefix = before.strip_suffix(stem)?;
+        let digest_ok = (crate::key::DIGEST_CHARS..=64).contains(&digest.len())
+            && digest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && request.sha256.starts_with(digest);
+        (digest_ok && (prefix.is_empty() || prefix.ends_with('/'))).then_some(())
+    };
+    if ours().is_none() {
+        return Err(format!(
+            "key {key:?} is not this batch's ({stem}-<its SHA-256's first {} or more hex digits>.ndjson.zst under a prefix)",
+            crate::key::DIGEST_CHARS
+        ));
+    }
+    let path = percent_decoded(url.path());
+    if !path.ends_with(&format!("/{key}")) {
+        return Err(format!(
+            "key {key:?} is not the object the URL writes ({:?})",
+            crate::untrusted(&path, 300)
+        ));
+    }
+    Ok(())
+}
+
+/// `s` with `%XX` escapes decoded (bytes that do not form one are kept).
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A SHA-256 given as 64 lowercase hex digits, as bytes.
@@ -618,6 +677,52 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&h), DEFAULT_RETRY_AFTER);
+    }
+
+    #[test]
+    fn a_granted_key_must_be_this_batchs_and_the_urls() {
+        let key = sample_key();
+        let body = b"the batch";
+        let req = UploadRequest::new(&key, body);
+        let digest = &req.sha256[..16];
+        let good = format!("raw/v1/product=cfdev/dt=2026-11-27/0123abcd-5-9-{digest}.ndjson.zst");
+        let url = |k: &str| -> hyper::Uri {
+            let k = k
+                .replace('=', "%3D")
+                .replace(' ', "%20")
+                .replace('\x1b', "%1B")
+                .replace('[', "%5B");
+            format!("https://s3.example/bucket/{k}?X-Amz-Signature=x")
+                .parse()
+                .unwrap()
+        };
+        let check = |k: &str, u: &hyper::Uri| check_granted_key(k, u, &req);
+        check(&good, &url(&good)).unwrap();
+        // No prefix, and a longer digest (a later broker's), are fine too.
+        let bare = good.trim_start_matches("raw/").to_string();
+        check(&bare, &url(&bare)).unwrap();
+        let longer = good.replace(digest, &req.sha256[..40]);
+        check(&longer, &url(&longer)).unwrap();
+        let bad: Vec<(String, &str)> = vec![
+            (
+                good.replace(digest, "0000000000000000"),
+                "another body's digest",
+            ),
+            (good.replace(digest, &digest[..15]), "a digest too short"),
+            (good.replace("-5-9-", "-5-10-"), "other parts"),
+            (good.replace("raw/v1", "rawv1"), "a prefix without /"),
+            (good.replace("raw/", "raw\x1b[2J/"), "a control character"),
+            (good.replace("raw/", "r a w/"), "a space"),
+            (format!("{}/{good}", "p".repeat(1100)), "over 1024 bytes"),
+        ];
+        // Each refused on its own (the URL writes that very key).
+        for (k, why) in &bad {
+            assert!(check(k, &url(k)).is_err(), "{why}: {k}");
+        }
+        // The key must be the one the URL writes.
+        let other = good.replace("raw/", "elsewhere/");
+        let e = check(&good, &url(&other)).unwrap_err();
+        assert!(e.contains("not the object the URL writes"), "{e}");
     }
 
     #[test]

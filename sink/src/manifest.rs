@@ -247,7 +247,7 @@ fn field_key_warnings(text: &str) -> Vec<String> {
                     ),
                 };
                 out.push(format!(
-                    "`events.{event}.data.{key}.{k}` ignored: a {kind} field takes {keys} beside `type`, so this limit is not applied"
+                    "`events.{event}.data.{key}.{k}` ignored: a {kind} field takes {keys} beside `type` (a limit meant by it is not applied)"
                 ));
             }
         }

@@ -119,8 +119,6 @@ struct File {
     outbox_dir: Option<PathBuf>,
     ca_bundle: Option<PathBuf>,
     s3: Option<FileS3>,
-    #[serde(flatten)]
-    others: std::collections::BTreeMap<String, toml::Value>,
 }
 
 /// `[s3]`: strict, because a typo here would silently send a report to
@@ -150,10 +148,34 @@ pub fn resolve(
     };
     let file: File = match &path {
         Some(p) => match telemetry_platform::fs::read_config_text(p) {
-            Ok(text) => toml::from_str(&text).map_err(|e| SettingsError::Parse {
-                path: p.clone(),
-                message: e.to_string().trim_end().replace('\n', " "),
-            })?,
+            Ok(text) => {
+                // The keys not read here, through serde_ignored rather than
+                // a flattened catch-all, which would cost the `[s3]` table's
+                // errors their line.
+                let mut others = Vec::new();
+                let file: File =
+                    serde_ignored::deserialize(toml::Deserializer::new(&text), |key| {
+                        others.push(key.to_string())
+                    })
+                    .map_err(|e| SettingsError::Parse {
+                        path: p.clone(),
+                        message: e.to_string().trim_end().replace('\n', " "),
+                    })?;
+                if let Some(key) = others.iter().find(|k| !DAEMON_KEYS.contains(&k.as_str())) {
+                    let near = DAEMON_KEYS
+                        .iter()
+                        .find(|d| d.eq_ignore_ascii_case(key))
+                        .map(|d| format!(" (did you mean `{d}`?)"))
+                        .unwrap_or_default();
+                    return Err(SettingsError::Parse {
+                        path: p.clone(),
+                        message: format!(
+                            "unknown key `{key}`{near}: neither telemetry-report nor telemetryd reads it (a key of a newer telemetryd? update telemetry-report)"
+                        ),
+                    });
+                }
+                file
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => File::default(),
             Err(source) => {
                 return Err(SettingsError::Read {
@@ -164,24 +186,6 @@ pub fn resolve(
         },
         None => File::default(),
     };
-    if let (Some(p), Some(key)) = (
-        &path,
-        file.others
-            .keys()
-            .find(|k| !DAEMON_KEYS.contains(&k.as_str())),
-    ) {
-        let near = DAEMON_KEYS
-            .iter()
-            .find(|d| d.eq_ignore_ascii_case(key))
-            .map(|d| format!(" (did you mean `{d}`?)"))
-            .unwrap_or_default();
-        return Err(SettingsError::Parse {
-            path: p.clone(),
-            message: format!(
-                "unknown key `{key}`{near}: neither telemetry-report nor telemetryd reads it"
-            ),
-        });
-    }
     let file_origin = || match &path {
         Some(p) => format!("config file {}", p.display()),
         None => "config file".into(),
@@ -371,6 +375,14 @@ mod tests {
             }
             drop(dir);
         }
+        // A slip inside `[s3]` is named with its line.
+        let (dir, o) = with_file("sync = \"full\"\n[s3]\nbucke = \"x\"\n");
+        let e = match resolve(&o, no_env, 1000) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("bucke was taken"),
+        };
+        assert!(e.contains("bucke") && e.contains("line 3"), "{e}");
+        drop(dir);
         // Every key of the daemon's is taken (and ignored).
         let all: String = DAEMON_KEYS
             .iter()

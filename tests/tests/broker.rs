@@ -858,6 +858,22 @@ fn behind_a_balancer_that_appends_its_own_address_the_client_is_counted_from_the
         "the client's claim is not believed: {}",
         again.text()
     );
+    // A balancer that adds a line of its own: the lines are one list.
+    let two_lines = |n: i64| {
+        s3.block_on(send(
+            "POST",
+            &format!("{}/v1/upload", broker.url),
+            &[
+                ("content-type", "application/json"),
+                ("x-forwarded-for", "198.51.100.9"),
+                ("x-forwarded-for", lb),
+            ],
+            serde_json::to_vec(&request(&key(n, n), b"body")).unwrap(),
+        ))
+        .expect("POST /v1/upload")
+    };
+    assert_eq!(two_lines(10).status, 200, "198.51.100.9's own allowance");
+    assert_eq!(two_lines(11).status, 429, "and only its own");
     // A header shorter than the hops holds no client: the balancer's own.
     assert_eq!(ask_from(&s3, &broker, 5, lb).status, 200);
     assert_eq!(ask_from(&s3, &broker, 6, "10.9.9.9").status, 429);

@@ -522,6 +522,26 @@ fn a_line_not_understood_and_an_opt_out_in_this_shell_are_named() {
     text_of.push_str("acme locale 2026-12-05T10:00:00Z\n");
     std::fs::write(&file, &text_of).unwrap();
     let bad_line = text_of.lines().count();
+    // Each product's message quotes its own line only; another's is no
+    // reason for it.
+    let strict = |product: &str| {
+        text(
+            &env.command("telemetry-emit")
+                .args(["--strict", "--product", product, "stop"])
+                .output()
+                .unwrap(),
+        )
+    };
+    let said = strict("cfdev");
+    assert!(
+        said.contains("`cfdev onn`") && !said.contains("acme locale"),
+        "{said}"
+    );
+    let said = strict("other");
+    assert!(
+        said.contains("nobody decided yet") && !said.contains("not understood"),
+        "{said}"
+    );
     let out = ctl(&env, &["consent"]);
     let quoted = format!("line {bad_line}: `acme locale 2026-12-05T10:00:00Z`");
     assert!(

@@ -217,7 +217,7 @@ fn run() -> u8 {
             say!(
                 "telemetry-emit: nothing recorded: telemetry for {} is off, decided by {}{}",
                 args.product,
-                consent::describe(layer, &paths),
+                consent::describe(&args.product, layer, &paths),
                 consent::how_to_turn_on(&args.product, layer)
             );
             return EXIT_CONSENT_OFF;

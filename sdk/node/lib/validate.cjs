@@ -151,11 +151,11 @@ function checkData(data) {
   /** @type {Record<string, string|number|bigint|boolean>} */
   const out = {};
   for (const [key, value] of pairs) {
+    const bad = checkName('data key', key);
+    if (bad) return { error: bad };
     // Left out, as JSON.stringify leaves it: `{cached: flags.cached}` with
     // the flag unset must not cost the host its whole event.
     if (value === undefined) continue;
-    const bad = checkName('data key', key);
-    if (bad) return { error: bad };
     if (typeof value === 'string') {
       // A UTF-8 string has at least as many bytes as UTF-16 units: a long
       // one is refused before anything scans it (200 MB take 30 ms).

@@ -88,6 +88,7 @@ test('local validation refuses precisely, before the socket', async () => {
   // A key whose value is undefined is left out, as JSON.stringify does.
   assert.deepEqual(checkData({ gone: undefined, n: 1 }), { data: { n: 1 } });
   assert.deepEqual(checkData(new Map([['gone', undefined]])), { data: {} });
+  assert.match(checkData({ 'Bad-Key': undefined }).error, /data key/);
 });
 
 test('consent off: no connection, no file, at once', async () => {

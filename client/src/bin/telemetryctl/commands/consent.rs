@@ -331,7 +331,7 @@ fn change(
                     "{} says {product} {new_mode}, but telemetryd reads it as {} ({}): it cannot read the file as written; make it readable by the daemon's user (a machine-wide daemon's file must be world-readable: chmod 0644 {}), then run this again",
                     paths.user.display(),
                     r.consent.mode,
-                    consent::describe(r.consent.layer, paths),
+                    consent::describe(product, r.consent.layer, paths),
                     paths.user.display()
                 ),
             ));
@@ -377,12 +377,12 @@ fn change(
     outln!(
         "{product}: {} (decided by {})",
         now.mode,
-        consent::describe(now.layer, paths)
+        consent::describe(product, now.layer, paths)
     );
     if now.mode != new_mode {
         outln!(
             "note: you chose {new_mode}, but {} keeps {product} {}",
-            consent::describe(now.layer, paths),
+            consent::describe(product, now.layer, paths),
             now.mode
         );
     }
@@ -505,7 +505,7 @@ fn show_one(socket: &Path, product: &str, paths: &ConsentPaths, json: bool) -> R
     outln!(
         "{product}: {} (decided by {})",
         now.mode,
-        consent::describe(now.layer, paths)
+        consent::describe(product, now.layer, paths)
     );
     for line in manifest_lines(&now) {
         outln!("{line}");
@@ -550,7 +550,7 @@ fn list(socket: &Path, paths: &ConsentPaths, json: bool) -> Result<(), Failure> 
             "{}: {} (decided by {})",
             c.product,
             c.mode,
-            consent::describe(c.layer, paths)
+            consent::describe(&c.product, c.layer, paths)
         );
         for line in manifest_lines(c) {
             outln!("{line}");
