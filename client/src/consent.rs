@@ -120,6 +120,11 @@ const MAX_QUOTED_CHARS: usize = 80;
 /// What is wrong with the consent file at `path`, if anything (a missing
 /// file is fine).
 pub fn file_trouble(path: &Path) -> Option<FileTrouble> {
+    if let Some(why) = foreign(path) {
+        return Some(FileTrouble::Unreadable(format!(
+            "{why}: it is not believed, as someone else could have written it"
+        )));
+    }
     match telemetry_platform::fs::read_small_text(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => Some(FileTrouble::Unreadable(e.to_string())),
@@ -172,11 +177,28 @@ pub fn how_to_turn_on(product: &str, layer: Layer) -> String {
     )
 }
 
-/// The user's file; unreadable counts as missing (undecided, so off).
+/// The user's file; unreadable counts as missing (undecided, so off), and
+/// so does one another user could have written (see [`foreign`]).
 fn read_user(path: &Path) -> Option<ConsentFile> {
+    if foreign(path).is_some() {
+        return None;
+    }
     telemetry_platform::fs::read_small_text(path)
         .ok()
         .map(|t| ConsentFile::parse(&t))
+}
+
+/// Why the user's consent file at `path` (which exists) must not be
+/// believed: it, or the directory holding it, belongs to another user or
+/// is writable by every user. Another user who made the default state
+/// directory first (`/tmp/telemetry-UID/state`, without `HOME`) could
+/// otherwise opt this user in.
+fn foreign(path: &Path) -> Option<String> {
+    std::fs::symlink_metadata(path).ok()?;
+    telemetry_platform::fs::untrusted(path).or_else(|| {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+        telemetry_platform::fs::untrusted_dir(dir)
+    })
 }
 
 /// The administrator's file: missing is fine, but one that exists and
@@ -312,6 +334,12 @@ pub fn record_version(
         only_roots_directories(dir)?;
     } else {
         create_private_dir_durable(dir)?;
+        if let Some(why) = telemetry_platform::fs::untrusted_dir(dir) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{why}, so a decision written there could be changed by them; set HOME, XDG_STATE_HOME or TELEMETRY_STATE_DIR to a directory of your own"),
+            ));
+        }
     }
     // A plain file only: a FIFO in its place would block the open.
     let lock = telemetry_platform::fs::open_plain(

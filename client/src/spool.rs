@@ -68,6 +68,15 @@ fn append_locking(
         encode_frame(ev).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     if let Some(dir) = path.parent() {
         create_private_dir(dir)?;
+        // Not into a directory another user made or can write (the default
+        // /tmp/telemetry-UID/state without HOME, made first by someone
+        // else): they could read the events.
+        if let Some(why) = telemetry_platform::fs::untrusted_dir(dir) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                why,
+            ));
+        }
     }
     // The daemon may rename the file between our open and our lock; then
     // we hold a file nobody will read again, so open the path anew.

@@ -316,6 +316,16 @@ fn real_main(
         // $TMPDIR) is refused before the state directory is created.
         socket::check_path_len(&config.socket_path)?;
     }
+    // Before anything in it is read or run: a state directory another user
+    // made or can write (the default /tmp/telemetry-UID/state without
+    // HOME, made first by someone else) could hold a planted record of a
+    // "newer" binary to hand over to, a consent file, or read the spool.
+    if let Some(why) = telemetry_platform::fs::untrusted_dir(&config.state_dir) {
+        anyhow::bail!(
+            "refusing the state directory {}: {why}; set HOME, XDG_STATE_HOME or TELEMETRY_STATE_DIR (--state-dir, or state_dir in the config file) to a directory of this user's own",
+            config.state_dir.display()
+        );
+    }
     // Before any socket is bound: a second daemon on this state directory
     // stops here, saying which lock is held; an autostarted one steps
     // aside quietly, also for a store newer than it knows (see ondemand).

@@ -126,6 +126,18 @@ pub fn on_newer_store(state_dir: &Path, store: Schema) -> OnNewer {
     let found = store.version;
     let recorded = read_current(state_dir);
     let me = std::env::current_exe().ok();
+    // Only a record no other user could have written or changed is run.
+    let record = state_dir.join(CURRENT_FILE);
+    let recorded = recorded.filter(|_| match telemetry_platform::fs::untrusted(&record) {
+        None => true,
+        Some(why) => {
+            tracing::warn!(
+                "not handing over to the binary recorded in {}: {why}",
+                record.display()
+            );
+            false
+        }
+    });
     match recorded {
         Some(rec)
             if rec.schema >= found

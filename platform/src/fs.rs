@@ -287,6 +287,45 @@ pub fn untrusted(path: &Path) -> Option<String> {
         })
 }
 
+/// [`untrusted`] for a directory (`None` when it does not exist yet: it is
+/// then made by this user): it, or the directory holding it, belongs to
+/// another user or is writable by every user. A state directory such as
+/// the default `/tmp/telemetry-UID/state` (no `HOME`) that another user
+/// made first would let them plant the files the daemon runs (a newer
+/// binary's record), decides by (the consent file) and reads (the spool).
+pub fn untrusted_dir(dir: &Path) -> Option<String> {
+    if !dir.exists() {
+        return None;
+    }
+    let parent = dir.parent().filter(|d| !d.as_os_str().is_empty());
+    // The directory itself not even sticky: there another user may still
+    // create the files this user has not made yet.
+    let own = not_the_users(dir)
+        .map(|why| why.or_else(|| open_to_all(dir)))
+        .unwrap_or_else(|e| Some(format!("cannot be checked: {e}")))
+        .map(|why| format!("the directory {} {why}", dir.display()));
+    own.or_else(|| {
+        let p = parent?;
+        not_the_users(p)
+            .unwrap_or_else(|e| Some(format!("cannot be checked: {e}")))
+            .map(|why| format!("the directory {} {why}", p.display()))
+    })
+}
+
+/// "is writable by every user" (sticky or not) for such a directory.
+#[cfg(unix)]
+fn open_to_all(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir).ok()?;
+    (m.mode() & 0o002 != 0).then(|| "is writable by every user".to_string())
+}
+
+/// Windows has no mode bits: the owner check is the check.
+#[cfg(not(unix))]
+fn open_to_all(_: &Path) -> Option<String> {
+    None
+}
+
 /// Why another user could change `p` (its target, if a link), as the end
 /// of a sentence naming it; `None` if no one else could.
 #[cfg(unix)]
@@ -326,6 +365,34 @@ fn not_the_users(_: &Path) -> std::io::Result<Option<String>> {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_every_user_may_write_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let mine = root.path().join("telemetry-1000");
+        let state = mine.join("state");
+        assert_eq!(untrusted_dir(&state), None, "not there yet");
+        create_private_dir(&state).unwrap();
+        assert_eq!(untrusted_dir(&state), None);
+        // Made open to all (as another user who got there first would).
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let why = untrusted_dir(&state).expect("its parent is open to all");
+        assert!(
+            why.contains("telemetry-1000") && why.contains("writable by every user"),
+            "{why}"
+        );
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(untrusted_dir(&state).is_some());
+        // Sticky is not enough for the directory itself: another user may
+        // still create the files not made yet. Its parent may be (as /tmp).
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(untrusted_dir(&state).is_some());
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(untrusted_dir(&state), None);
+    }
 
     #[test]
     fn a_file_in_a_directorys_place_is_called_that() {

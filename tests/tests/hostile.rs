@@ -505,3 +505,127 @@ fn a_socket_another_user_serves_is_refused_roots_is_used() {
     let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     Client::connect(&sock).expect("root's socket");
 }
+
+/// Without HOME the default state directory is `$TMPDIR/telemetry-UID/state`.
+/// Another user who made it first (here: left open to every user, as they
+/// would) must not get to run a program as this user (a planted record of
+/// a "newer" telemetryd to hand over to), opt them in (a planted consent
+/// file), or read their spooled events.
+#[test]
+fn a_state_directory_another_user_made_first_is_not_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let uid = unsafe { libc::getuid() };
+    let theirs = tmp.path().join(format!("telemetry-{uid}"));
+    let state = theirs.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    for d in [&theirs, &state] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let ran = tmp.path().join("ran");
+    let evil = tmp.path().join("evil.sh");
+    std::fs::write(&evil, format!("#!/bin/sh\ntouch {}\n", ran.display())).unwrap();
+    std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        state.join("telemetryd.current"),
+        format!("99 9 {}\n", evil.display()),
+    )
+    .unwrap();
+    std::fs::write(state.join("consent"), "cfdev on 2026-12-01T00:00:00Z\n").unwrap();
+    let run_with = |bin: &str, args: &[&str], env: &[(&str, &std::path::Path)]| {
+        std::process::Command::new(telemetry_tests::bin(bin))
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("TMPDIR", tmp.path())
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let run = |bin: &str, args: &[&str]| run_with(bin, args, &[]);
+    let out = run("telemetryd", &["--autostarted"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("refusing the state directory")
+            && text(&out).contains("writable by every user"),
+        "{}",
+        text(&out)
+    );
+    assert!(!ran.exists(), "the planted program ran");
+    // The planted `on` is not believed: off, and the shim says why.
+    let out = run(
+        "telemetry-emit",
+        &["--strict", "--product", "cfdev", "stop"],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("not believed"), "{}", text(&out));
+    // Nothing is written there: no decision, no spooled event.
+    let out = run("telemetryctl", &["consent", "cfdev", "on"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    // (Root, as CI runs, is refused by root's own rule first.)
+    assert!(
+        text(&out).contains("writable by every user")
+            || text(&out).contains("may be written by other users"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("consent")).unwrap(),
+        "cfdev on 2026-12-01T00:00:00Z\n"
+    );
+    assert!(!ran.exists(), "the planted program ran");
+    // With consent from a file of the user's own, the event is not spooled
+    // where the other user could read it.
+    let own = tmp.path().join("own-consent");
+    std::fs::write(&own, "cfdev on 2026-12-01T00:00:00Z\n").unwrap();
+    let out = run_with(
+        "telemetry-emit",
+        &["--strict", "--product", "cfdev", "stop"],
+        &[("TELEMETRY_CONSENT_FILE", &own)],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("writable by every user"),
+        "{}",
+        text(&out)
+    );
+    assert!(!ran.exists(), "the planted program ran");
+    let spooled: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("events"))
+        .collect();
+    assert!(spooled.is_empty(), "{spooled:?}");
+
+    // A user other than root records no decision there either (root has a
+    // stricter rule of its own, met above).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED the other user's part: switching uid needs root (CI runs as root)");
+        return;
+    }
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = tmp.path().join("telemetry-65534");
+    std::fs::create_dir_all(nobody.join("state")).unwrap();
+    for d in [nobody.clone(), nobody.join("state")] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let ctl = tmp.path().join("telemetryctl");
+    std::fs::copy(bin("telemetryctl"), &ctl).unwrap();
+    let out = std::process::Command::new(&ctl)
+        .args(["consent", "cfdev", "on"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("TMPDIR", tmp.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("writable by every user"),
+        "{}",
+        text(&out)
+    );
+    assert!(!nobody.join("state/consent").exists());
+}
