@@ -158,7 +158,9 @@ type Outcome struct {
 	Code, Message string
 	// Layer is the consent layer that said off (Off).
 	Layer Layer
-	// Err says why the event was spooled, dropped or failed.
+	// Err says why the event was spooled, dropped or failed; with Off, it
+	// says why the user's consent file was not believed (another user could
+	// have written it), when that is so.
 	Err error
 	// Autostarted tells whether a spooled event's Emit started telemetryd
 	// because nothing served the socket.
@@ -178,6 +180,9 @@ func (o Outcome) String() string {
 	case Refused:
 		return fmt.Sprintf("refused (%s): %s", o.Code, o.Message)
 	case Off:
+		if o.Err != nil {
+			return fmt.Sprintf("off (decided by %s): %v", o.Layer, o.Err)
+		}
 		return fmt.Sprintf("off (decided by %s)", o.Layer)
 	case Spooled, Dropped, Failed:
 		if o.Err != nil {
@@ -235,21 +240,39 @@ func (c *Client) Consent() (st ConsentState) {
 	if c == nil {
 		return ConsentState{ModeOff, LayerDefault}
 	}
-	return ResolveConsent(c.opts.Product, c.consentInputs())
+	st, _ = c.consent()
+	return st
+}
+
+// consent is Consent and why the user's consent file was not believed
+// ("" when it was, or is missing).
+func (c *Client) consent() (ConsentState, string) {
+	in, why := c.readConsent()
+	return ResolveConsent(c.opts.Product, in), why
 }
 
 // consentInputs reads the two consent files and takes the environment.
 func (c *Client) consentInputs() ConsentInputs {
+	in, _ := c.readConsent()
+	return in
+}
+
+// readConsent is consentInputs, and why the user's file was not believed
+// (consentNotBelieved): then it counts as unreadable (undecided, so off).
+func (c *Client) readConsent() (ConsentInputs, string) {
 	in := ConsentInputs{Env: c.env}
 	if s, err := readSmallText(c.paths.SystemConsentFile); err == nil {
 		in.System = &s
 	} else if !errors.Is(err, os.ErrNotExist) {
 		in.SystemUnreadable = true
 	}
+	if why := consentNotBelieved(c.paths.ConsentFile); why != "" {
+		return in, why
+	}
 	if s, err := readSmallText(c.paths.ConsentFile); err == nil {
 		in.User = &s
 	}
-	return in
+	return in, ""
 }
 
 // maxSmallText is the most a consent file may hold (platform/src/fs.rs
@@ -330,8 +353,12 @@ func (c *Client) emit(ctx context.Context, name string, data map[string]any, ack
 	if err := ValidateName("product", c.opts.Product); err != nil {
 		return Outcome{Kind: Refused, Code: "invalid", Message: err.Error(), Err: err}
 	}
-	if st := c.Consent(); st.Mode == ModeOff {
-		return Outcome{Kind: Off, Layer: st.Layer}
+	if st, why := c.consent(); st.Mode == ModeOff {
+		out := Outcome{Kind: Off, Layer: st.Layer}
+		if why != "" {
+			out.Err = errors.New(why)
+		}
+		return out
 	}
 	if err := ctx.Err(); err != nil {
 		return Outcome{Kind: Failed, Err: err}

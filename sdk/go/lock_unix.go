@@ -64,7 +64,7 @@ const noFollow = syscall.O_NOFOLLOW
 // sudo -E kept, could otherwise lead root's write anywhere through a link
 // in a directory of theirs. As the Rust client.
 func onlyRootsDirectories(dir string) error {
-	if os.Geteuid() != 0 {
+	if geteuid() != 0 {
 		return nil
 	}
 	named, err := filepath.Abs(dir)

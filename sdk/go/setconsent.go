@@ -233,7 +233,7 @@ func refuseUnlessAFile(path string) error {
 	case !t.IsRegular():
 		what = "not a regular file"
 	default:
-		if uid, ok := ownerOf(st); ok && uid != 0 && os.Geteuid() == 0 {
+		if uid, ok := ownerOf(st); ok && uid != 0 && geteuid() == 0 {
 			what = fmt.Sprintf("owned by uid %d, and root writes only root's files", uid)
 		}
 	}
@@ -262,6 +262,13 @@ func writeConsent(path, product string, mode Mode, version uint32, now time.Time
 	}
 	if err := onlyRootsDirectories(dir); err != nil {
 		return err
+	}
+	// Root's directories were checked just above, more strictly.
+	if geteuid() != 0 {
+		if why := untrustedDir(dir); why != "" {
+			return fmt.Errorf("%s, so a decision written there could be changed by them; "+
+				"set HOME, XDG_STATE_HOME or TELEMETRY_STATE_DIR to a directory of your own", why)
+		}
 	}
 	// Non-blocking, a regular file only: a FIFO there must not hold the
 	// host, nor a link lead it elsewhere.

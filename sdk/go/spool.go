@@ -74,7 +74,7 @@ func gateFor(dir string) *spoolGate {
 // and renamed to <id>.json. why is the reason the daemon was not used;
 // deadline is the end of the call's budget (see spoolGrace).
 func (c *Client) spool(ev Event, why error, deadline time.Time) Outcome {
-	kind, err := writeSpoolBy(c.paths.SpoolDir, ev, deadline.Add(spoolGrace))
+	kind, err := writeSpoolBy(c.paths.SpoolDir, c.paths.StateDir, ev, deadline.Add(spoolGrace))
 	switch {
 	case kind == Spooled:
 		return Outcome{Kind: Spooled, ID: ev.ID, Err: why}
@@ -91,12 +91,13 @@ func (c *Client) spool(ev Event, why error, deadline time.Time) Outcome {
 // takes for its turn. When dir is full, ev is dropped and the drop noted
 // (noteDrop).
 func writeSpool(dir string, ev Event) (OutcomeKind, error) {
-	return writeSpoolBy(dir, ev, time.Time{})
+	return writeSpoolBy(dir, "", ev, time.Time{})
 }
 
 // writeSpoolBy is writeSpool waiting for its turn until until (zero: no
-// limit); past it ev is dropped, noted, with errSpoolBusy.
-func writeSpoolBy(dir string, ev Event, until time.Time) (OutcomeKind, error) {
+// limit); past it ev is dropped, noted, with errSpoolBusy. state is the
+// state directory holding the spool ("": not checked; see untrustedSpool).
+func writeSpoolBy(dir, state string, ev Event, until time.Time) (OutcomeKind, error) {
 	g := gateFor(dir)
 	waited := false
 	select {
@@ -118,7 +119,7 @@ func writeSpoolBy(dir string, ev Event, until time.Time) (OutcomeKind, error) {
 	}
 	kind, err := func() (OutcomeKind, error) {
 		defer func() { <-g.turn }()
-		return g.write(dir, ev, waited)
+		return g.write(dir, state, ev, waited)
 	}()
 	if kind == Dropped {
 		g.noteDrop(dir, ev.Product)
@@ -126,11 +127,20 @@ func writeSpoolBy(dir string, ev Event, until time.Time) (OutcomeKind, error) {
 	return kind, err
 }
 
-// write writes ev's file in dir unless dir is full (Dropped, not noted);
-// the caller holds g.turn, after waiting for it if waited.
-func (g *spoolGate) write(dir string, ev Event, waited bool) (OutcomeKind, error) {
+// write writes ev's file in dir unless dir is full (Dropped, not noted)
+// or it, the directory holding it or state ("": not checked) could be
+// another user's (Failed); the caller holds g.turn, after waiting for it
+// if waited.
+func (g *spoolGate) write(dir, state string, ev Event, waited bool) (OutcomeKind, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Failed, err
+	}
+	// Not into a directory another user made or can write (the default
+	// /tmp/telemetry-UID/state without HOME, made first by someone else):
+	// they could read the events. Failed, not Dropped: nothing is noted
+	// there either.
+	if why := untrustedSpool(dir, state); why != "" {
+		return Failed, errors.New(why)
 	}
 	if !waited || time.Since(g.counted) > spoolRecount {
 		n, err := countEntries(dir, MaxSpoolFiles)
@@ -207,6 +217,9 @@ func noteDrop(spool, product string) {
 
 // noteDrops is noteDrop for n[p] events of each product p, in one append.
 func noteDrops(spool string, n map[string]int) {
+	if untrustedSpool(spool, "") != "" {
+		return
+	}
 	f, err := openRegular(SpoolDropsFile(spool), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return

@@ -70,8 +70,12 @@ export type EmitOutcome =
   | { status: 'dropped'; id: string; reason: string; autostart?: AutostartResult }
   /** Refused for good (locally: `invalid`; by the daemon: `not_in_catalogue`, `consent_off`, ...). */
   | { status: 'refused'; code: string; message: string; id?: string }
-  /** Consent is off; `layer` says who decided. Nothing was sent or written. */
-  | { status: 'off'; layer: Layer }
+  /**
+   * Consent is off; `layer` says who decided. Nothing was sent or written.
+   * `reason`: why the user's consent file was not believed (another user could
+   * have written it), when that is so.
+   */
+  | { status: 'off'; layer: Layer; reason?: string }
   /** Something else went wrong (e.g. the spool could not be written). */
   | { status: 'failed'; reason: string; id?: string; autostart?: AutostartResult };
 
@@ -84,7 +88,11 @@ export interface ConsentOutcome {
   layer: Layer;
   /** With layer `environment`: the variable that opts out. */
   variable?: string | null;
-  /** Why the check could not be made (then mode is off). */
+  /**
+   * Why the check could not be made (then mode is off), or why the user's
+   * consent file was not believed (another user could have written it: it
+   * counts as undecided).
+   */
   error?: string;
 }
 

@@ -16,6 +16,7 @@ const { exchange, errMessage, Slots } = require('./transport.cjs');
 const { spoolInTurn } = require('./spool.cjs');
 const { autostart } = require('./autostart.cjs');
 const { readSystem, readUser, recordConsent } = require('./consentfile.cjs');
+const { consentNotBelieved } = require('./trust.cjs');
 
 /** The budget of a call when none is given, in ms. */
 const DEFAULT_TIMEOUT_MS = 100;
@@ -283,7 +284,10 @@ function makeClient(opts) {
       if (badProduct) return { status: 'refused', code: 'invalid', message: badProduct };
       const p = paths();
       const decision = decide(p);
-      if (decision.mode === 'off') return { status: 'off', layer: decision.layer };
+      if (decision.mode === 'off') {
+        const why = consentNotBelieved(p.consentFile);
+        return why ? { status: 'off', layer: decision.layer, reason: why } : { status: 'off', layer: decision.layer };
+      }
       const bad = checkName('event', event) || badBuild();
       if (bad) return { status: 'refused', code: 'invalid', message: bad };
       const checked = checkData(data);
@@ -330,7 +334,7 @@ function makeClient(opts) {
       }
       // Not in a directory nobody reads (nor start a daemon with it).
       if (fromEnv.stateDir) return { status: 'failed', id: ev.id, reason: `${why}; ${fromEnv.stateDir}: not spooled` };
-      const s = await spoolInTurn(p.spoolDir, [ev], started + budget + SPOOL_GRACE_MS);
+      const s = await spoolInTurn(p.spoolDir, [ev], started + budget + SPOOL_GRACE_MS, p.stateDir);
       /** @type {any} */
       const out =
         s.status === 'spooled'
@@ -478,10 +482,13 @@ function makeClient(opts) {
       try {
         const bad = checkName('product', product);
         if (bad) return { mode: 'off', layer: 'default', error: bad };
-        const d = decide(paths());
+        const p = paths();
+        const d = decide(p);
         /** @type {any} */
         const out = { mode: d.mode, layer: d.layer };
         if (d.layer === 'environment') out.variable = envOptOutVar(env());
+        const why = consentNotBelieved(p.consentFile);
+        if (why) out.error = why;
         return out;
       } catch (e) {
         return { mode: 'off', layer: 'default', error: errMessage(e) };

@@ -15,6 +15,7 @@ const fs = require('node:fs');
 const nodePath = require('node:path');
 const { parseConsentFile, unreadableConsentFile } = require('./consent.cjs');
 const { makeDirs } = require('./files.cjs');
+const { consentNotBelieved, untrustedDir } = require('./trust.cjs');
 
 /** A lock file older than this belongs to a writer that died, in ms. */
 const LOCK_STALE_MS = 10_000;
@@ -110,11 +111,13 @@ function readSystem(path) {
 }
 
 /**
- * The user's file; unreadable counts as missing (undecided, so off).
+ * The user's file; unreadable counts as missing (undecided, so off), and so
+ * does one another user could have written (see consentNotBelieved).
  * @param {string} path
  * @returns {import('./consent.cjs').ConsentFile|null}
  */
 function readUser(path) {
+  if (consentNotBelieved(path)) return null;
   try {
     return parseConsentFile(readText(path));
   } catch {
@@ -448,6 +451,16 @@ async function recordConsent(file, product, mode, version, lockWaitMs) {
     makeDirs(dir, 0o700);
     const refused = notOnlyRoots(dir);
     if (refused) return { ok: false, reason: refused };
+    // Root's directories were checked just above, more strictly.
+    const theirs = isRoot() ? null : untrustedDir(dir);
+    if (theirs) {
+      return {
+        ok: false,
+        reason:
+          `${theirs}, so a decision written there could be changed by them; ` +
+          'set HOME, XDG_STATE_HOME or TELEMETRY_STATE_DIR to a directory of your own',
+      };
+    }
     lock = await takeLock(dir, lockWaitMs);
   } catch (e) {
     return { ok: false, reason: `cannot use ${dir} for the consent file: ${e && /** @type {any} */ (e).message}` };

@@ -14,6 +14,7 @@ const { MAX_SPOOL_FILES, MAX_DROPS_BYTES, joinPath, spoolDropsFile } = require('
 const { requests } = require('./wire.cjs');
 const { errMessage } = require('./transport.cjs');
 const { makeDirs, openRegular } = require('./files.cjs');
+const { untrustedSpool } = require('./trust.cjs');
 
 /**
  * @typedef {object} SpoolResult
@@ -36,11 +37,17 @@ function spool(dir, events) {
  * @param {string} dir
  * @param {import('./wire.cjs').WireEvent[]} events
  * @param {Gate|null} gate the dir's gate, when its count may be trusted
+ * @param {string|null} [state] the state dir holding the spool, checked too (see untrustedSpool)
  * @returns {SpoolResult}
  */
-function write(dir, events, gate) {
+function write(dir, events, gate, state = null) {
   try {
     makeDirs(dir, 0o700);
+    // Not into a directory another user made or can write (the default
+    // /tmp/telemetry-UID/state without HOME, made first by someone else):
+    // they could read the events. Failed, not dropped: nothing is noted there.
+    const theirs = untrustedSpool(dir, state);
+    if (theirs) return { status: 'failed', reason: `cannot spool into ${dir}: ${theirs}` };
     let n;
     if (gate && Date.now() - gate.counted <= RECOUNT_MS) {
       n = gate.n;
@@ -80,6 +87,7 @@ const RECOUNT_MS = 100;
  * @typedef {object} Job
  * @property {import('./wire.cjs').WireEvent[]} events
  * @property {number} until Date.now() past which it is dropped, not written
+ * @property {string|null} state the state dir holding the spool
  * @property {(r: SpoolResult) => void} resolve
  */
 
@@ -104,14 +112,15 @@ const gates = new Map();
  * @param {string} dir
  * @param {import('./wire.cjs').WireEvent[]} events
  * @param {number} until
+ * @param {string|null} [state] the state dir holding the spool, checked too
  * @returns {Promise<SpoolResult>}
  */
-function spoolInTurn(dir, events, until) {
+function spoolInTurn(dir, events, until, state = null) {
   const gate = gates.get(dir);
-  if (gate) return new Promise((resolve) => gate.queue.push({ events, until, resolve }));
+  if (gate) return new Promise((resolve) => gate.queue.push({ events, until, state, resolve }));
   const fresh = { queue: [], n: 0, counted: -Infinity };
   gates.set(dir, fresh);
-  const r = write(dir, events, fresh);
+  const r = write(dir, events, fresh, state);
   setImmediate(nextInTurn, dir, fresh);
   return Promise.resolve(r);
 }
@@ -133,7 +142,7 @@ function nextInTurn(dir, gate) {
   // A few writes per turn, for a millisecond or two at most.
   while (gate.queue.length > 0 && Date.now() - now < TURN_MS) {
     const job = /** @type {Job} */ (gate.queue.shift());
-    job.resolve(write(dir, job.events, gate));
+    job.resolve(write(dir, job.events, gate, job.state));
   }
   if (gate.queue.length === 0) {
     gates.delete(dir);
@@ -155,6 +164,7 @@ const TURN_MS = 2;
  */
 function noteDrop(dir, events) {
   try {
+    if (untrustedSpool(dir)) return;
     const { O_WRONLY, O_APPEND, O_CREAT } = fs.constants;
     // Non-blocking, and only a regular file: a FIFO there must not hold the host.
     const fd = openRegular(spoolDropsFile(dir), O_WRONLY | O_APPEND | O_CREAT, 0o600);

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
-from . import _autostart, _paths, _spool, _transport
+from . import _autostart, _paths, _spool, _transport, _trust
 
 if sys.platform != "win32":
     # Not on Windows: importing this module must not fail there (the host
@@ -103,7 +103,9 @@ class ConsentState:
     """A product's effective consent: ``mode`` (``on``, ``local`` or
     ``off``) and the ``layer`` that decided it (``system``,
     ``environment``, ``user_file`` or ``default``). ``detail`` is set when
-    the files could not be looked at (then the mode is ``off``)."""
+    the files could not be looked at (then the mode is ``off``), or when the
+    user's consent file was not believed, as another user could have
+    written it (then it counts as undecided)."""
 
     mode: str
     layer: str
@@ -248,11 +250,17 @@ def _read_system(path: str) -> SystemText:
         return UNREADABLE
 
 
-def _read_user(path: str) -> Optional[str]:
+def _read_user(path: str) -> Tuple[Optional[str], str]:
+    """The user's file; unreadable counts as missing (undecided, so off), and
+    so does one another user could have written: then why, else ``""`` (see
+    :func:`_trust.consent_not_believed`)."""
+    why = _trust.consent_not_believed(path)
+    if why:
+        return None, why
     try:
-        return read_small_text(path)
+        return read_small_text(path), ""
     except (OSError, ValueError):
-        return None
+        return None, ""
 
 
 def _rfc3339_now() -> str:
@@ -408,13 +416,9 @@ class Client:
         # Not str() of anything else: that is its repr, of any size (no
         # product is named by a non-str: off, unless a `*` line says on).
         product = str.__str__(self.product) if isinstance(self.product, str) else ""
-        mode, layer = resolve(
-            product,
-            _read_system(p.system_consent_file),
-            os.environ,
-            _read_user(p.consent_file),
-        )
-        return ConsentState(mode, layer)
+        user, why = _read_user(p.consent_file)
+        mode, layer = resolve(product, _read_system(p.system_consent_file), os.environ, user)
+        return ConsentState(mode, layer, why)
 
     def consent(self) -> ConsentState:
         """The product's consent from the files and the environment, without
@@ -449,9 +453,10 @@ class Client:
             p = self.paths()
             state = self._consent(p)
             if state.mode == "off":
+                why = f"consent for {shown(self.product)} is off ({state.layer})"
                 return Outcome(
                     OFF,
-                    f"consent for {shown(self.product)} is off ({state.layer})",
+                    f"{why}: {state.detail}" if state.detail else why,
                     layer=state.layer,
                 )
             # Read once: what is checked is what is sent.
@@ -507,7 +512,12 @@ class Client:
         directory = _paths.spool_dir(p.state_dir, p.socket)
         try:
             path = _spool.write(
-                directory, ev.id, emit_line([ev], False), ev.product, deadline + SPOOL_GRACE
+                directory,
+                ev.id,
+                emit_line([ev], False),
+                ev.product,
+                deadline + SPOOL_GRACE,
+                state=p.state_dir,
             )
             out = Outcome(SPOOLED, reason, code=code, event_id=ev.id, spool_file=path)
         except _spool.SpoolFull as e:
@@ -688,7 +698,7 @@ class Client:
             if why:
                 return PromptResult(REFUSED, detail=why, code="invalid")
             p = self.paths()
-            user = _read_user(p.consent_file)
+            user, _ = _read_user(p.consent_file)
             if user is not None and ConsentFile.parse(user).get(self.product) is not None:
                 return PromptResult("already_decided")
             state = self._consent(p)
@@ -770,6 +780,13 @@ def _record(
     _only_roots_directories(_existing(directory))
     _spool.make_dirs(directory)
     _only_roots_directories(directory)
+    # Root's directories were checked just above, more strictly.
+    theirs = None if os.geteuid() == 0 else _trust.untrusted_dir(directory)
+    if theirs:
+        raise OSError(
+            f"{theirs}, so a decision written there could be changed by them; "
+            "set HOME, XDG_STATE_HOME or TELEMETRY_STATE_DIR to a directory of your own"
+        )
     # Non-blocking, a regular file only: a FIFO there must not hold the host.
     lock = _spool.open_regular(
         os.path.join(lock_dir, ".consent.lock"), os.O_WRONLY | os.O_CREAT, 0o600

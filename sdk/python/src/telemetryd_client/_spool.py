@@ -19,6 +19,7 @@ import time
 from typing import Dict, Optional
 
 from ._paths import MAX_DROPS_BYTES, MAX_SPOOL_FILES, spool_drops_file
+from ._trust import untrusted_spool
 
 
 class SpoolFull(Exception):
@@ -137,12 +138,18 @@ def note_drop(directory: str, product: str, count: int = 1) -> None:
     newline each, in one append (no lock) to :func:`spool_drops_file`, created ``0600``,
     while that file is under :data:`MAX_DROPS_BYTES`. Best effort: a drop
     that cannot be noted is still a drop, so every error is ignored."""
+    drops = spool_drops_file(directory)
     try:
+        # A drop noted by a thread that gave up waiting while the one holding
+        # the turn had not yet made the spool's directory (a burst from
+        # hundreds of threads) must not be lost.
+        make_dirs(os.path.dirname(drops))
+        # Not beside a spool another user could read (see untrusted_spool).
+        if untrusted_spool(directory):
+            return
         # Non-blocking, and only a regular file: a FIFO there must not hold
         # the host.
-        fd = open_regular(
-            spool_drops_file(directory), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
-        )
+        fd = open_regular(drops, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     except (OSError, ValueError):
         return
     try:
@@ -178,7 +185,12 @@ def _note_drops(directory: str, g: _Gate, product: str) -> None:
 
 
 def write(
-    directory: str, name: str, line: bytes, product: str, until: Optional[float] = None
+    directory: str,
+    name: str,
+    line: bytes,
+    product: str,
+    until: Optional[float] = None,
+    state: Optional[str] = None,
 ) -> str:
     """Spool ``line`` (an event of ``product``) as ``directory/<name>.json``;
     returns its path. Waits for this process's other writes to the same
@@ -187,7 +199,9 @@ def write(
 
     Raises :class:`SpoolFull` when the directory is full, :class:`SpoolBusy`
     when the wait ran out (having noted the drop), ``OSError`` when it
-    cannot be written.
+    cannot be written, or when it, the directory holding it or the state
+    directory ``state`` (``None``: not checked) could be another user's
+    (:func:`untrusted_spool`).
     """
     g = _gate(directory)
     waited = False
@@ -205,7 +219,7 @@ def write(
                 "until past the budget"
             )
     try:
-        path = _write(g, directory, name, line, waited)
+        path = _write(g, directory, name, line, waited, state)
     finally:
         g.turn.release()
     if path is None:
@@ -214,10 +228,18 @@ def write(
     return path
 
 
-def _write(g: _Gate, directory: str, name: str, line: bytes, waited: bool) -> Optional[str]:
+def _write(
+    g: _Gate, directory: str, name: str, line: bytes, waited: bool, state: Optional[str]
+) -> Optional[str]:
     """:func:`write` holding the turn (after waiting for it if ``waited``):
     ``None`` when the spool is full."""
     make_dirs(directory)
+    # Not into a directory another user made or can write (the default
+    # /tmp/telemetry-UID/state without HOME, made first by someone else):
+    # they could read the events. An error, not full: nothing is noted there.
+    theirs = untrusted_spool(directory, state)
+    if theirs:
+        raise OSError(theirs)
     if not waited or time.monotonic() - g.counted > RECOUNT:
         g.n = _count(directory, MAX_SPOOL_FILES)
         g.counted = time.monotonic()
