@@ -71,7 +71,12 @@ fn append_locking(
         // Not into a directory another user made or can write (the default
         // /tmp/telemetry-UID/state without HOME, made first by someone
         // else): they could read the events.
-        if let Some(why) = telemetry_platform::fs::untrusted_dir(dir) {
+        // The spool's directory and the state directory holding it, and
+        // the one holding that (`/tmp/telemetry-UID`).
+        let state = dir.parent().filter(|d| !d.as_os_str().is_empty());
+        let untrusted = telemetry_platform::fs::untrusted_dir(dir)
+            .or_else(|| state.and_then(telemetry_platform::fs::untrusted_dir));
+        if let Some(why) = untrusted {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 why,

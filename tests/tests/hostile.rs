@@ -252,6 +252,14 @@ fn another_user_may_emit_but_not_read_or_change_stored_data() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The destinations' check is the daemon's user's: for another user
+    // doctor says it was not made (a warning), not that it failed.
+    let out = as_nobody("telemetryctl", &["doctor"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("WARN destinations: not checked") && !said.contains("FAIL destinations"),
+        "{said}"
+    );
     // A refusal is counted for everyone, but its event and message (a
     // client's choice of names, perhaps another account's) only for the
     // daemon's user.
@@ -596,6 +604,23 @@ fn a_state_directory_another_user_made_first_is_not_used() {
         .filter(|n| n.contains("events"))
         .collect();
     assert!(spooled.is_empty(), "{spooled:?}");
+    // Nor when only the directory above the state directory is open: its
+    // owner could swap the state directory for one of theirs.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = run_with(
+        "telemetry-emit",
+        &["--strict", "--product", "cfdev", "stop"],
+        &[("TELEMETRY_CONSENT_FILE", &own)],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("writable by every user"),
+        "{}",
+        text(&out)
+    );
+    assert!(!state.join("spool").read_dir().is_ok_and(
+        |mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".spool")))
+    ));
 
     // A user other than root records no decision there either (root has a
     // stricter rule of its own, met above).

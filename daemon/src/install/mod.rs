@@ -438,6 +438,27 @@ fn target_dir_warning(os: Os, target: &Target, bin: &Path, dir: &Path) -> String
     )
 }
 
+/// Where the machine-wide unit cannot see a binary: it runs with
+/// `ProtectHome=yes` and `PrivateTmp=yes`, so a `telemetryd` under a home
+/// directory or a temporary one is missing to the service, which then
+/// fails to start.
+fn hidden_from_the_system_unit(os: Os, target: &Target, bin: &Path) -> Option<String> {
+    if os != Os::Linux || !target.system {
+        return None;
+    }
+    let hidden = ["/home", "/root", "/run/user", "/tmp", "/var/tmp"]
+        .iter()
+        .find(|d| bin.starts_with(d))?;
+    Some(format!(
+        "warning: ExecStart= would run {}, under {hidden}, which the machine-wide unit does not see (ProtectHome=yes, PrivateTmp=yes): the service would fail to start.\n\
+         Copy the binary to a system place and install from there, e.g.\n  \
+         sudo cp {} /usr/local/bin/telemetryd\n  \
+         sudo /usr/local/bin/telemetryd install --system",
+        bin.display(),
+        sh_quote(&bin.display().to_string()),
+    ))
+}
+
 /// `path` and those of its ancestors that do not exist, parents first.
 fn missing(path: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = path
@@ -592,6 +613,8 @@ pub fn run(
     if installing {
         if let Some(dir) = cargo_target_dir(&bin) {
             eprintln!("{}", target_dir_warning(os, target, &bin, &dir));
+        } else if let Some(w) = hidden_from_the_system_unit(os, target, &bin) {
+            eprintln!("{w}");
         }
         for d in dirs_to_create(&dirs, &files) {
             if !dry {

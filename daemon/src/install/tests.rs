@@ -193,6 +193,38 @@ fn the_warning_says_where_to_copy_the_binary() {
 }
 
 #[test]
+fn a_binary_the_system_unit_cannot_see_is_warned_about() {
+    let system = target(true, Path::new("/"));
+    for bin in [
+        "/home/alice/.local/bin/telemetryd",
+        "/tmp/bins/telemetryd",
+        "/root/telemetryd",
+    ] {
+        let w = hidden_from_the_system_unit(Os::Linux, &system, Path::new(bin))
+            .unwrap_or_else(|| panic!("{bin} not warned about"));
+        assert!(w.contains("ProtectHome=yes") && w.contains(bin), "{w}");
+        assert!(
+            w.contains("sudo /usr/local/bin/telemetryd install --system"),
+            "{w}"
+        );
+    }
+    assert_eq!(
+        hidden_from_the_system_unit(Os::Linux, &system, Path::new("/usr/local/bin/telemetryd")),
+        None
+    );
+    // The user's unit sees its home; launchd has no such sandbox.
+    let user = target(false, Path::new("/"));
+    assert_eq!(
+        hidden_from_the_system_unit(Os::Linux, &user, Path::new("/home/a/telemetryd")),
+        None
+    );
+    assert_eq!(
+        hidden_from_the_system_unit(Os::MacOs, &system, Path::new("/tmp/telemetryd")),
+        None
+    );
+}
+
+#[test]
 fn missing_directories_are_listed_parents_first_with_their_modes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

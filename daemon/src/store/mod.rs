@@ -165,7 +165,7 @@ pub enum StoreError {
         source: Arc<rusqlite::Error>,
     },
     /// The state directory or database file could not be prepared.
-    #[error("cannot prepare {path}: {source}; the state dir (--state-dir / TELEMETRY_STATE_DIR) must be a directory this user can write")]
+    #[error("cannot prepare {path}: {source}; the state dir (--state-dir / TELEMETRY_STATE_DIR, or state_dir in the config file) must be a directory this user can write")]
     Io {
         /// The path.
         path: PathBuf,

@@ -198,7 +198,11 @@ fn with_manifest(mut pc: ProductConsent, daemon: &[ProductConsent]) -> ProductCo
         pc.manifest = d.manifest.clone();
         pc.manifest_error = d.manifest_error.clone();
         pc.version = d.version;
-        pc.consented_version = d.consented_version;
+        // Nothing decided here: a version the daemon holds is another's (a
+        // machine-wide daemon follows its owner's file), not this user's.
+        if pc.layer != Layer::Default {
+            pc.consented_version = d.consented_version;
+        }
         pc.new_events = d.new_events.clone();
         pc.manifest_warnings = d.manifest_warnings.clone();
     }

@@ -449,19 +449,24 @@ fn destination_checks(
 ) -> Option<ProbeReport> {
     let report = match Client::connect(socket).and_then(|mut c| c.probe(PROBE_TIMEOUT)) {
         Ok(r) => r,
+        // Not this user's to check (a member of a machine-wide daemon's
+        // group): skipped, not failed; nothing here is theirs to fix.
+        Err(telemetry_client::ClientError::Refused {
+            code: telemetry_client::ErrorCode::PermissionDenied,
+            ..
+        }) => {
+            checks.push(Check::warn(
+                "destinations",
+                "not checked: only the daemon's user or root may have it check its destinations".to_string(),
+                "run doctor as the user telemetryd runs as, or as root (on a machine-wide daemon: the administrator)".to_string(),
+            ));
+            return None;
+        }
         Err(e) => {
-            let fix = match &e {
-                telemetry_client::ClientError::Refused { code, .. }
-                    if *code == telemetry_client::ErrorCode::PermissionDenied =>
-                {
-                    "run doctor as the user telemetryd runs as, or as root (the destinations' checks are for the daemon's owner)".to_string()
-                }
-                _ => "see telemetryd's log; an older telemetryd cannot check its destinations (update it)".to_string(),
-            };
             checks.push(Check::fail(
                 "destinations",
                 format!("the daemon did not check its destinations: {e}"),
-                fix,
+                "see telemetryd's log; an older telemetryd cannot check its destinations (update it)".to_string(),
             ));
             return None;
         }
