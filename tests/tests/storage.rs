@@ -728,3 +728,68 @@ fn a_shim_that_does_not_wait_returns_once_the_frame_is_written() {
         "{frames:?}"
     );
 }
+
+/// What a purge, an off or a forget deletes is not left readable in the
+/// store's files (free pages, the WAL's older page images): the user may
+/// hand the file on, or lose the disk.
+#[test]
+fn deleted_events_are_not_left_readable_in_the_store_files() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let daemon = env.start();
+    let emit = |n: usize| -> Vec<String> {
+        let mut c = daemon.client();
+        (0..n)
+            .map(|i| {
+                let mut data = BTreeMap::new();
+                data.insert("duration_s".to_string(), Value::Int(i as i64));
+                let ev = event("cfdev", "start_end", "1.0.0", data);
+                let id = ev.id.hyphenated().to_string();
+                c.emit(vec![ev], T).expect("ack");
+                id
+            })
+            .collect()
+    };
+    let files = || -> Vec<u8> {
+        let mut all = Vec::new();
+        for suffix in ["", "-wal"] {
+            let p = env.state.join(format!("events.sqlite3{suffix}"));
+            all.extend(std::fs::read(&p).unwrap_or_default());
+        }
+        all
+    };
+    let found = |ids: &[String]| -> Vec<String> {
+        let bytes = files();
+        ids.iter()
+            .filter(|id| bytes.windows(id.len()).any(|w| w == id.as_bytes()))
+            .cloned()
+            .collect()
+    };
+    let ids = emit(20);
+    assert_eq!(found(&ids).len(), ids.len(), "stored, readable before");
+    let out = env.run("telemetryctl", &["purge", "--product", "cfdev"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        found(&ids),
+        Vec::<String>::new(),
+        "a purge leaves them readable"
+    );
+    // The same for an off, and for a forget.
+    let ids = emit(20);
+    let out = env.run("telemetryctl", &["consent", "cfdev", "off"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        found(&ids),
+        Vec::<String>::new(),
+        "an off leaves them readable"
+    );
+    let out = env.run("telemetryctl", &["consent", "cfdev", "on"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ids = emit(20);
+    let out = env.run("telemetryctl", &["forget", "cfdev"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        found(&ids),
+        Vec::<String>::new(),
+        "a forget leaves them readable"
+    );
+}

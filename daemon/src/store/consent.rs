@@ -134,6 +134,9 @@ impl Inner {
         )
         .map_err(sql("applying consent"))?;
         tx.commit().map_err(sql("applying consent"))?;
+        if out.purged > 0 {
+            self.scrub_wal();
+        }
         self.applied.insert(product.to_string(), decision);
         // Rare and small: recount rather than track every case by hand.
         self.load_counters()?;

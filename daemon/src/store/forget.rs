@@ -110,6 +110,7 @@ impl Inner {
         )
         .map_err(err())?;
         tx.commit().map_err(err())?;
+        self.scrub_wal();
         // Rare and small: recount rather than track every case by hand.
         self.load_counters()?;
         Ok(Forgotten {

@@ -124,6 +124,10 @@ const FUTURE_MIGRATIONS: &[&str] = if cfg!(feature = "future-version") {
     &[]
 };
 
+/// How long the store's connection waits for a lock another connection
+/// (the checkpoint thread's) holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The schema version this build writes (`PRAGMA user_version`); a store
 /// with a higher one is from a newer telemetryd and is never touched.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len() + FUTURE_MIGRATIONS.len();
@@ -1047,6 +1051,23 @@ fn migrate(conn: &mut Connection, path: &Path, now_us: i64) -> Result<(), StoreE
 }
 
 impl Inner {
+    /// After deleting a user's events on their word (purge, off, forget):
+    /// copy the WAL into the database and empty it, so the deleted rows
+    /// are not still readable in the WAL's older page images. Best effort:
+    /// a reader in the way leaves it to the checkpoint thread.
+    pub(super) fn scrub_wal(&self) {
+        // Not waiting long for the checkpoint thread: emits wait behind
+        // this thread meanwhile.
+        let _ = self.conn.busy_timeout(Duration::from_millis(250));
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            tracing::debug!(error = %e, "could not empty the WAL after a deletion");
+        }
+        let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
+    }
+
     fn new(
         mut conn: Connection,
         path: &Path,
@@ -1059,8 +1080,7 @@ impl Inner {
             path: path.to_path_buf(),
             source: Arc::new(e),
         };
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // Look before touching anything: a newer database this build may
         // not serve is refused unmodified (switching the journal mode would
         // already write).
@@ -1096,6 +1116,11 @@ impl Inner {
             SyncMode::Normal => "NORMAL",
         };
         conn.pragma_update(None, "synchronous", sync)
+            .map_err(open_err)?;
+        // What is deleted (a purge, an off, a forget, an uploaded batch) is
+        // overwritten with zeros, not left readable in free space: the user
+        // who deleted it may hand the file on, or lose the disk.
+        conn.pragma_update(None, "secure_delete", "ON")
             .map_err(open_err)?;
         migrate(&mut conn, path, now_us(&opts.clock))?;
 

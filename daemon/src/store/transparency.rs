@@ -130,6 +130,7 @@ impl Inner {
             .map_err(sql("purge"))?;
         }
         tx.commit().map_err(sql("purge"))?;
+        self.scrub_wal();
         self.load_counters()?;
         Ok(n as u64)
     }
