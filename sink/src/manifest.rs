@@ -255,6 +255,18 @@ fn field_key_warnings(text: &str) -> Vec<String> {
     out
 }
 
+/// Whether a string value is a file path, which a catalogue's string may
+/// not carry whatever its author meant (a path names its user, and their
+/// projects): absolute (`/`, `\`, `C:\`, `C:/`), or from a home (`~/`,
+/// `~alice/`; a lone `~1.2` is a version range, not a path).
+fn looks_like_a_path(s: &str) -> bool {
+    let b = s.as_bytes();
+    let drive =
+        b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && matches!(b[2], b'/' | b'\\');
+    let home = b.first() == Some(&b'~') && s.contains('/');
+    matches!(b.first(), Some(b'/' | b'\\')) || drive || home
+}
+
 /// What of a type the protocol's limits refuse at every emit, if anything.
 fn beyond_the_limits(ty: &FieldType, limits: &telemetry_proto::Limits) -> Option<String> {
     let max = limits.max_string_len;
@@ -613,6 +625,11 @@ impl Manifest {
                 (FieldType::Enum { values }, Value::Str(s)) if values.contains(s) => {}
                 (FieldType::Enum { values }, _) => {
                     return Err(bad(format!("must be one of {}", values.join(", "))))
+                }
+                (FieldType::String { .. }, Value::Str(s)) if looks_like_a_path(s) => {
+                    return Err(bad(
+                        "looks like a file path (it starts with /, \\, ~/ or a drive letter); telemetry never carries paths, which name users and their files".into(),
+                    ))
                 }
                 (FieldType::String { max_len }, Value::Str(s)) if s.len() <= *max_len => {}
                 (FieldType::String { max_len }, _) => {

@@ -84,6 +84,30 @@ fn checks_names_keys_types_and_ranges() {
 }
 
 #[test]
+fn a_string_value_that_is_a_path_is_refused() {
+    let m = parse(
+        "product = \"mytool\"\n[events.ran]\ndata.tag = { type = \"string\", max_len = 64 }\n",
+    )
+    .unwrap();
+    let tag = |v: &str| m.check(&ev("ran", &[("tag", Value::Str(v.into()))]));
+    for path in [
+        "/home/alice/project",
+        "/tmp",
+        "~/src/app",
+        "~alice/x",
+        "C:\\Users\\alice",
+        "d:/work",
+        "\\\\server\\share",
+    ] {
+        let err = tag(path).unwrap_err().to_string();
+        assert!(err.contains("looks like a file path"), "{path}: {err}");
+    }
+    for fine in ["go", "node/20", "~1.2", "https://example.com", "a:b", "C:"] {
+        tag(fine).unwrap_or_else(|e| panic!("{fine}: {e}"));
+    }
+}
+
+#[test]
 fn bad_manifests_name_the_file_the_key_and_the_line() {
     let err = parse("product = \"other\"\n").unwrap_err().to_string();
     assert!(
