@@ -83,19 +83,56 @@ pub fn check(config: &Config) -> Checked {
     }
     // Read as a start reads it, so a start does not fail on what the
     // check passed.
-    let setting_error = match &config.identity {
+    let setting_error = state_dir_problem(&config.state_dir).or_else(|| match &config.identity {
         crate::config::IdentitySource::File(_) => {
             crate::identity::Identity::load(&config.identity, &config.state_dir)
                 .err()
                 .map(|e| e.to_string())
         }
         crate::config::IdentitySource::Os => None,
-    };
+    });
     Checked {
         lines,
         manifests_ok,
         setting_error,
     }
+}
+
+/// Why a start could not use `dir` as its state directory, as it would
+/// say it: another user could change it, or it (or, if missing, the
+/// nearest directory above it, where it would be made) is not a directory
+/// this user may write.
+fn state_dir_problem(dir: &std::path::Path) -> Option<String> {
+    const SET: &str = "state_dir / TELEMETRY_STATE_DIR / --state-dir";
+    if let Some(why) = telemetry_platform::fs::untrusted_dir(dir) {
+        return Some(format!(
+            "the state directory {}: {why}; a start refuses it ({SET})",
+            dir.display()
+        ));
+    }
+    let existing = dir.ancestors().find(|a| a.exists())?;
+    if !existing.is_dir() {
+        return Some(format!(
+            "the state directory {}: {} is not a directory ({SET})",
+            dir.display(),
+            existing.display()
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+            return Some(format!(
+                "the state directory {}: {} cannot be written by this user ({}); choose one it can ({SET})",
+                dir.display(),
+                existing.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -124,6 +161,24 @@ mod tests {
         );
         assert!(text.contains("sync "), "{text}");
         assert!(c.setting_error.is_none());
+        // A state directory a start cannot use fails the check too.
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let mut other = Config::with_paths(dir.path().join("s.sock"), file.join("state"));
+        other.catalog_dir = catalog.clone();
+        other.manifest_system_dirs = Vec::new();
+        let err = check(&other).setting_error.unwrap();
+        assert!(err.contains("is not a directory"), "{err}");
+        #[cfg(unix)]
+        {
+            let open = dir.path().join("open");
+            std::fs::create_dir_all(open.join("state")).unwrap();
+            std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                .unwrap();
+            other.state_dir = open.join("state");
+            let err = check(&other).setting_error.unwrap();
+            assert!(err.contains("writable by every user"), "{err}");
+        }
         config.identity = crate::config::IdentitySource::File(dir.path().to_path_buf());
         let err = check(&config).setting_error.unwrap();
         assert!(err.contains("TELEMETRY_MACHINE_ID_FILE"), "{err}");
