@@ -194,11 +194,8 @@ fn read_user(path: &Path) -> Option<ConsentFile> {
 /// directory first (`/tmp/telemetry-UID/state`, without `HOME`) could
 /// otherwise opt this user in.
 fn foreign(path: &Path) -> Option<String> {
-    std::fs::symlink_metadata(path).ok()?;
-    telemetry_platform::fs::untrusted(path).or_else(|| {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
-        telemetry_platform::fs::untrusted_dir(dir)
-    })
+    // Three `stat`s on the shim's every run.
+    telemetry_platform::fs::untrusted_file(path)
 }
 
 /// The administrator's file: missing is fine, but one that exists and

@@ -168,7 +168,7 @@ mod tests {
         other.catalog_dir = catalog.clone();
         other.manifest_system_dirs = Vec::new();
         let err = check(&other).setting_error.unwrap();
-        assert!(err.contains("is not a directory"), "{err}");
+        assert!(err.to_lowercase().contains("not a directory"), "{err}");
         #[cfg(unix)]
         {
             let open = dir.path().join("open");

@@ -128,14 +128,21 @@ pub fn on_newer_store(state_dir: &Path, store: Schema) -> OnNewer {
     let me = std::env::current_exe().ok();
     // Only a record no other user could have written or changed is run.
     let record = state_dir.join(CURRENT_FILE);
-    let recorded = recorded.filter(|_| match telemetry_platform::fs::untrusted(&record) {
-        None => true,
-        Some(why) => {
-            tracing::warn!(
-                "not handing over to the binary recorded in {}: {why}",
-                record.display()
-            );
-            false
+    // The binary too: the record names wherever a daemon last ran from,
+    // which may since have gone from a place (/tmp) where anyone may now
+    // put a program of that name.
+    let recorded = recorded.filter(|rec| {
+        let why = telemetry_platform::fs::untrusted(&record)
+            .or_else(|| telemetry_platform::fs::untrusted_file(&rec.path));
+        match why {
+            None => true,
+            Some(why) => {
+                tracing::warn!(
+                    "not handing over to the binary recorded in {}: {why}",
+                    record.display()
+                );
+                false
+            }
         }
     });
     match recorded {

@@ -287,43 +287,79 @@ pub fn untrusted(path: &Path) -> Option<String> {
         })
 }
 
-/// [`untrusted`] for a directory (`None` when it does not exist yet: it is
-/// then made by this user): it, or the directory holding it, belongs to
-/// another user or is writable by every user. A state directory such as
-/// the default `/tmp/telemetry-UID/state` (no `HOME`) that another user
-/// made first would let them plant the files the daemon runs (a newer
-/// binary's record), decides by (the consent file) and reads (the spool).
+/// [`untrusted`] for a directory: it, or the directory holding it, belongs
+/// to another user or is writable by every user (the directory itself not
+/// even sticky: there another user may still create the files this user
+/// has not made yet). A state directory such as the default
+/// `/tmp/telemetry-UID/state` (no `HOME`) that another user made first
+/// would let them plant the files the daemon runs (a newer binary's
+/// record), decides by (the consent file) and reads (the spool). One that
+/// does not exist yet is judged by the nearest directory above it that
+/// does, where it would be made (another user's `/tmp/telemetry-UID`).
+/// Two `stat`s when it exists.
 pub fn untrusted_dir(dir: &Path) -> Option<String> {
-    if !dir.exists() {
-        return None;
-    }
-    let parent = dir.parent().filter(|d| !d.as_os_str().is_empty());
-    // The directory itself not even sticky: there another user may still
-    // create the files this user has not made yet.
-    let own = not_the_users(dir)
-        .map(|why| why.or_else(|| open_to_all(dir)))
-        .unwrap_or_else(|e| Some(format!("cannot be checked: {e}")))
-        .map(|why| format!("the directory {} {why}", dir.display()));
-    own.or_else(|| {
-        let p = parent?;
+    let said = |p: &Path, why: String| format!("the directory {} {why}", p.display());
+    let cannot = |e: std::io::Error| format!("cannot be checked: {e}");
+    let above = |p: &Path| -> Option<String> {
         not_the_users(p)
-            .unwrap_or_else(|e| Some(format!("cannot be checked: {e}")))
-            .map(|why| format!("the directory {} {why}", p.display()))
-    })
+            .unwrap_or_else(|e| Some(cannot(e)))
+            .map(|why| said(p, why))
+    };
+    match dir_itself(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let nearest = dir
+                .ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty())
+                .find(|a| a.exists())?;
+            above(nearest)
+        }
+        Err(e) => Some(said(dir, cannot(e))),
+        Ok(Some(why)) => Some(said(dir, why)),
+        Ok(None) => above(dir.parent().filter(|d| !d.as_os_str().is_empty())?),
+    }
 }
 
-/// "is writable by every user" (sticky or not) for such a directory.
+/// [`untrusted`] for a file that may not exist (`None` then: nothing in it
+/// to believe): the file belongs to another user or every user may write
+/// it, or its directory is [`untrusted_dir`]. Three `stat`s.
+pub fn untrusted_file(path: &Path) -> Option<String> {
+    match not_the_users(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(format!(
+            "the file {} cannot be checked: {e}",
+            path.display()
+        )),
+        Ok(Some(why)) => Some(format!("the file {} {why}", path.display())),
+        Ok(None) => untrusted_dir(path.parent().filter(|d| !d.as_os_str().is_empty())?),
+    }
+}
+
+/// Why another user could change the directory `dir` or create files in
+/// it: it belongs to neither root nor this user, or every user may write
+/// it, sticky or not.
 #[cfg(unix)]
-fn open_to_all(dir: &Path) -> Option<String> {
+fn dir_itself(dir: &Path) -> std::io::Result<Option<String>> {
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(dir).ok()?;
-    (m.mode() & 0o002 != 0).then(|| "is writable by every user".to_string())
+    let m = std::fs::metadata(dir)?;
+    let me = crate::proc::effective_uid();
+    Ok(if m.uid() != 0 && m.uid() != me {
+        Some(format!(
+            "belongs to uid {}, neither root nor this process's user (uid {me}), so another user could change it",
+            m.uid()
+        ))
+    } else if m.mode() & 0o002 != 0 {
+        Some("is writable by every user".to_string())
+    } else {
+        None
+    })
 }
 
 /// Windows has no mode bits: the owner check is the check.
 #[cfg(not(unix))]
-fn open_to_all(_: &Path) -> Option<String> {
-    None
+fn dir_itself(dir: &Path) -> std::io::Result<Option<String>> {
+    std::fs::metadata(dir)?;
+    not_the_users(dir)
 }
 
 /// Why another user could change `p` (its target, if a link), as the end
@@ -372,7 +408,17 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mine = root.path().join("telemetry-1000");
         let state = mine.join("state");
-        assert_eq!(untrusted_dir(&state), None, "not there yet");
+        assert_eq!(
+            untrusted_dir(&state),
+            None,
+            "not there yet, above it the user's"
+        );
+        // Not there yet, but above it a directory open to all: where it
+        // would be made is not this user's alone.
+        create_private_dir(&mine).unwrap();
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(untrusted_dir(&state).is_some());
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o700)).unwrap();
         create_private_dir(&state).unwrap();
         assert_eq!(untrusted_dir(&state), None);
         // Made open to all (as another user who got there first would).

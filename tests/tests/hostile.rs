@@ -525,6 +525,28 @@ fn a_state_directory_another_user_made_first_is_not_used() {
     let uid = unsafe { libc::getuid() };
     let theirs = tmp.path().join(format!("telemetry-{uid}"));
     let state = theirs.join("state");
+    let run_daemon = || {
+        std::process::Command::new(telemetry_tests::bin("telemetryd"))
+            .arg("--autostarted")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("TMPDIR", tmp.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Only the directory above made by them: the state directory is not
+    // made in it either.
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run_daemon();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("refusing the state directory"),
+        "{}",
+        text(&out)
+    );
+    assert!(!state.exists(), "made in their directory");
     std::fs::create_dir_all(&state).unwrap();
     for d in [&theirs, &state] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -598,11 +620,13 @@ fn a_state_directory_another_user_made_first_is_not_used() {
         text(&out)
     );
     assert!(!ran.exists(), "the planted program ran");
-    let spooled: Vec<_> = std::fs::read_dir(&state)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("events"))
-        .collect();
+    let spooled: Vec<_> = std::fs::read_dir(state.join("spool"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("events"))
+                .collect()
+        })
+        .unwrap_or_default();
     assert!(spooled.is_empty(), "{spooled:?}");
     // Nor when only the directory above the state directory is open: its
     // owner could swap the state directory for one of theirs.

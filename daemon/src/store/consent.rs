@@ -85,6 +85,7 @@ impl Inner {
         let old = old.unwrap_or_default();
         let now = now_us(&self.opts.clock);
         let mut out = ConsentOutcome::default();
+        self.erasing();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -136,6 +137,8 @@ impl Inner {
         tx.commit().map_err(sql("applying consent"))?;
         if out.purged > 0 {
             self.scrub_wal();
+        } else {
+            let _ = self.conn.pragma_update(None, "secure_delete", "FAST");
         }
         self.applied.insert(product.to_string(), decision);
         // Rare and small: recount rather than track every case by hand.

@@ -63,6 +63,7 @@ impl Inner {
     ) -> Result<Forgotten, StoreError> {
         let now = now_us(&self.opts.clock);
         let err = || sql("forgetting a product");
+        self.erasing();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -106,6 +106,7 @@ impl Inner {
     }
 
     pub(super) fn purge(&mut self, product: Option<&str>) -> Result<u64, StoreError> {
+        self.erasing();
         let tx = self.conn.transaction().map_err(sql("purge"))?;
         dedup::forget_ids(&tx, "?1 IS NULL OR product = ?1", params![product])
             .map_err(sql("purge"))?;
