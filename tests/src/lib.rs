@@ -592,6 +592,25 @@ impl Daemon {
     }
 
     /// A client connected to this daemon.
+    /// Send `n` acknowledged cfdev `start_end` events, one per request
+    /// (`duration_s` 0, 1, ...); their ids.
+    pub fn emit_start_ends(&self, n: usize) -> Vec<String> {
+        let mut c = self.client();
+        (0..n)
+            .map(|i| {
+                let mut data = BTreeMap::new();
+                data.insert(
+                    "duration_s".to_string(),
+                    telemetry_client::Value::Int(i as i64),
+                );
+                let ev = telemetry_client::event("cfdev", "start_end", "1.0.0", data);
+                let id = ev.id.hyphenated().to_string();
+                c.emit(vec![ev], Duration::from_secs(20)).expect("ack");
+                id
+            })
+            .collect()
+    }
+
     pub fn client(&self) -> Client {
         Client::connect(&self.socket).expect("connect to telemetryd")
     }

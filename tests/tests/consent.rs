@@ -6,7 +6,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
-use telemetry_client::{event, ClientError, ErrorCode, Value};
+use telemetry_client::{event, ClientError, ErrorCode};
 use telemetry_tests::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -29,17 +29,7 @@ fn ctl(env: &DaemonEnv, args: &[&str]) -> Output {
 
 /// Emit `n` acked `start_end` events; returns their ids.
 fn emit(d: &Daemon, n: usize) -> Vec<String> {
-    let mut c = d.client();
-    (0..n)
-        .map(|i| {
-            let mut data = BTreeMap::new();
-            data.insert("duration_s".to_string(), Value::Int(i as i64));
-            let ev = event("cfdev", "start_end", "1.0.0", data);
-            let id = ev.id.hyphenated().to_string();
-            c.emit(vec![ev], T).expect("ack");
-            id
-        })
-        .collect()
+    d.emit_start_ends(n)
 }
 
 /// The daemon refuses a cfdev event as off; its error.

@@ -605,46 +605,34 @@ fn a_state_directory_another_user_made_first_is_not_used() {
     );
     assert!(!ran.exists(), "the planted program ran");
     // With consent from a file of the user's own, the event is not spooled
-    // where the other user could read it.
+    // where the other user could read it; nor when only the directory above
+    // the state directory is open (its owner could swap the state directory
+    // for one of theirs).
     let own = tmp.path().join("own-consent");
     std::fs::write(&own, "cfdev on 2026-12-01T00:00:00Z\n").unwrap();
-    let out = run_with(
-        "telemetry-emit",
-        &["--strict", "--product", "cfdev", "stop"],
-        &[("TELEMETRY_CONSENT_FILE", &own)],
-    );
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("writable by every user"),
-        "{}",
-        text(&out)
-    );
-    assert!(!ran.exists(), "the planted program ran");
-    let spooled: Vec<_> = std::fs::read_dir(state.join("spool"))
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("events"))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(spooled.is_empty(), "{spooled:?}");
-    // Nor when only the directory above the state directory is open: its
-    // owner could swap the state directory for one of theirs.
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let out = run_with(
-        "telemetry-emit",
-        &["--strict", "--product", "cfdev", "stop"],
-        &[("TELEMETRY_CONSENT_FILE", &own)],
-    );
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("writable by every user"),
-        "{}",
-        text(&out)
-    );
-    assert!(!state.join("spool").read_dir().is_ok_and(
-        |mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".spool")))
-    ));
+    for state_mode in [0o777, 0o700] {
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(state_mode)).unwrap();
+        let out = run_with(
+            "telemetry-emit",
+            &["--strict", "--product", "cfdev", "stop"],
+            &[("TELEMETRY_CONSENT_FILE", &own)],
+        );
+        assert!(!out.status.success(), "{state_mode:o}: {}", text(&out));
+        assert!(
+            text(&out).contains("writable by every user"),
+            "{state_mode:o}: {}",
+            text(&out)
+        );
+        assert!(!ran.exists(), "the planted program ran");
+        let spooled: Vec<_> = std::fs::read_dir(state.join("spool"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("events"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(spooled.is_empty(), "{state_mode:o}: {spooled:?}");
+    }
 
     // A user other than root records no decision there either (root has a
     // stricter rule of its own, met above).

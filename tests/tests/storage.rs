@@ -736,19 +736,7 @@ fn a_shim_that_does_not_wait_returns_once_the_frame_is_written() {
 fn deleted_events_are_not_left_readable_in_the_store_files() {
     let env = DaemonEnv::new(Destination::Outbox);
     let daemon = env.start();
-    let emit = |n: usize| -> Vec<String> {
-        let mut c = daemon.client();
-        (0..n)
-            .map(|i| {
-                let mut data = BTreeMap::new();
-                data.insert("duration_s".to_string(), Value::Int(i as i64));
-                let ev = event("cfdev", "start_end", "1.0.0", data);
-                let id = ev.id.hyphenated().to_string();
-                c.emit(vec![ev], T).expect("ack");
-                id
-            })
-            .collect()
-    };
+    let emit = |n: usize| daemon.emit_start_ends(n);
     let files = || -> Vec<u8> {
         let mut all = Vec::new();
         for suffix in ["", "-wal"] {
