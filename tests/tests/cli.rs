@@ -618,6 +618,7 @@ fn json_outputs_are_the_serde_form_of_the_protocols_types_with_one_spelling() {
     assert_eq!(from_status["layer"], "user_file");
     let one = json(&["consent", "cfdev", "--json"]);
     assert_eq!(one, from_status);
+
     let _: ProductConsent = serde_json::from_value(one).unwrap();
     let all: Vec<ProductConsent> = serde_json::from_value(json(&["consent", "--json"])).unwrap();
     assert_eq!(all.len(), 1);
@@ -636,6 +637,24 @@ fn json_outputs_are_the_serde_form_of_the_protocols_types_with_one_spelling() {
             "manifest": "built-in cfdev.toml", "manifest_error": null, "version": 1,
             "consented_version": 1, "new_events": [], "manifest_warnings": []})
     );
+    // A user whose clients read another consent file than the daemon's (a
+    // machine-wide daemon follows its owner's) is not shown the version
+    // the daemon's file consented to as theirs.
+    let theirs = env.root().join("another-users-consent");
+    std::fs::write(&theirs, "cfdev on 2026-12-01T00:00:00Z\n").unwrap();
+    let out = env
+        .command("telemetryctl")
+        .env("TELEMETRY_CONSENT_FILE", &theirs)
+        .args(["consent", "cfdev", "--json"])
+        .output()
+        .unwrap();
+    let other = stdout_json(&out);
+    assert_eq!(
+        (other["mode"].as_str(), other["layer"].as_str()),
+        (Some("on"), Some("user_file")),
+        "{other}"
+    );
+    assert_eq!(other["consented_version"], 0, "{other}");
     // Turned off with the daemon down: the same shape, made from the files.
     drop(daemon);
     let changed = json(&["consent", "cfdev", "off", "--json"]);

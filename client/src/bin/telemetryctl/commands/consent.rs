@@ -158,9 +158,17 @@ fn local(product: &str, paths: &ConsentPaths) -> ProductConsent {
 /// Every product's consent as a running daemon sees it, with its manifest
 /// (empty if no daemon answers).
 pub(crate) fn daemon_view(socket: &Path) -> Vec<ProductConsent> {
+    daemon_view_and_file(socket).0
+}
+
+/// [`daemon_view`], and whether the user consent file the daemon follows
+/// is this user's `paths.user` (`true` when no daemon answers): a
+/// machine-wide daemon follows its owner's, whose consented versions are
+/// not this user's.
+fn daemon_view_and_file(socket: &Path) -> (Vec<ProductConsent>, Option<String>) {
     Client::connect(socket)
         .and_then(|mut c| c.status(Duration::from_secs(5)))
-        .map(|s| s.consent)
+        .map(|s| (s.consent, Some(s.consent_file)))
         .unwrap_or_default()
 }
 
@@ -190,7 +198,7 @@ pub(crate) fn unknown_product(product: &str, daemon: &[ProductConsent]) -> Optio
 /// `pc` (this process's view of the files) with what the daemon knows of
 /// the product's manifest; with no daemon (`daemon` empty), what the
 /// manifest on the search path says of itself, whatever the mode.
-fn with_manifest(mut pc: ProductConsent, daemon: &[ProductConsent]) -> ProductConsent {
+fn with_manifest(mut pc: ProductConsent, daemon: &[ProductConsent], ours: bool) -> ProductConsent {
     if daemon.is_empty() {
         return from_manifest_on_path(pc);
     }
@@ -198,12 +206,13 @@ fn with_manifest(mut pc: ProductConsent, daemon: &[ProductConsent]) -> ProductCo
         pc.manifest = d.manifest.clone();
         pc.manifest_error = d.manifest_error.clone();
         pc.version = d.version;
-        // Nothing decided here: a version the daemon holds is another's (a
-        // machine-wide daemon follows its owner's file), not this user's.
-        if pc.layer != Layer::Default {
+        // Nothing decided here, or the daemon follows another user's file
+        // (a machine-wide daemon, its owner's): the version consented to
+        // and the events new since are not this user's.
+        if ours && pc.layer != Layer::Default {
             pc.consented_version = d.consented_version;
+            pc.new_events = d.new_events.clone();
         }
-        pc.new_events = d.new_events.clone();
         pc.manifest_warnings = d.manifest_warnings.clone();
     }
     pc
@@ -501,8 +510,9 @@ fn show_one(socket: &Path, product: &str, paths: &ConsentPaths, json: bool) -> R
     if json && mine.mode == Mode::Off {
         return print_json(&from_manifest_on_path(mine));
     }
-    let daemon = daemon_view(socket);
-    let now = with_manifest(mine, &daemon);
+    let (daemon, file) = daemon_view_and_file(socket);
+    let ours = file.is_none_or(|f| consent::same_file(Path::new(&f), &paths.user));
+    let now = with_manifest(mine, &daemon, ours);
     if json {
         return print_json(&now);
     }
@@ -522,7 +532,8 @@ fn show_one(socket: &Path, product: &str, paths: &ConsentPaths, json: bool) -> R
 
 fn list(socket: &Path, paths: &ConsentPaths, json: bool) -> Result<(), Failure> {
     warn_of_the_file(paths);
-    let daemon = daemon_view(socket);
+    let (daemon, file) = daemon_view_and_file(socket);
+    let ours = file.is_none_or(|f| consent::same_file(Path::new(&f), &paths.user));
     let mut products: Vec<String> = consent::user_file(paths)
         .entries
         .into_iter()
@@ -541,7 +552,7 @@ fn list(socket: &Path, paths: &ConsentPaths, json: bool) -> Result<(), Failure> 
     products.dedup();
     let rows: Vec<ProductConsent> = products
         .iter()
-        .map(|p| with_manifest(local(p, paths), &daemon))
+        .map(|p| with_manifest(local(p, paths), &daemon, ours))
         .collect();
     if json {
         return print_json(&rows);
