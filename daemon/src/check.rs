@@ -104,13 +104,31 @@ pub fn check(config: &Config) -> Checked {
 /// this user may write.
 fn state_dir_problem(dir: &std::path::Path) -> Option<String> {
     const SET: &str = "state_dir / TELEMETRY_STATE_DIR / --state-dir";
-    if let Some(why) = telemetry_platform::fs::untrusted_dir(dir) {
+    // Root checking a service's directory (systemd's DynamicUser= owns
+    // /var/lib/telemetry) is not its owner; one open to all is wrong for
+    // anyone.
+    #[cfg(unix)]
+    let root = telemetry_platform::proc::effective_uid() == 0;
+    #[cfg(not(unix))]
+    let root = false;
+    let why = telemetry_platform::fs::untrusted_dir(dir)
+        .filter(|why| !root || why.contains("writable by every user"));
+    if let Some(why) = why {
         return Some(format!(
             "the state directory {}: {why}; a start refuses it ({SET})",
             dir.display()
         ));
     }
-    let existing = dir.ancestors().find(|a| a.exists())?;
+    let existing = dir
+        .ancestors()
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.exists())?;
     if !existing.is_dir() {
         return Some(format!(
             "the state directory {}: {} is not a directory ({SET})",
@@ -169,6 +187,9 @@ mod tests {
         other.manifest_system_dirs = Vec::new();
         let err = check(&other).setting_error.unwrap();
         assert!(err.to_lowercase().contains("not a directory"), "{err}");
+        other.state_dir = file.clone();
+        let err = check(&other).setting_error.unwrap();
+        assert!(err.contains("is not a directory (state_dir"), "{err}");
         #[cfg(unix)]
         {
             let open = dir.path().join("open");

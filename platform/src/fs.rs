@@ -307,16 +307,12 @@ pub fn untrusted_dir(dir: &Path) -> Option<String> {
     };
     match dir_itself(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let nearest = dir
-                .ancestors()
-                .skip(1)
-                .filter(|a| !a.as_os_str().is_empty())
-                .find(|a| a.exists())?;
+            let nearest = dir.ancestors().skip(1).map(dot).find(|a| a.exists())?;
             above(nearest)
         }
         Err(e) => Some(said(dir, cannot(e))),
         Ok(Some(why)) => Some(said(dir, why)),
-        Ok(None) => above(dir.parent().filter(|d| !d.as_os_str().is_empty())?),
+        Ok(None) => above(dot(dir.parent()?)),
     }
 }
 
@@ -331,7 +327,17 @@ pub fn untrusted_file(path: &Path) -> Option<String> {
             path.display()
         )),
         Ok(Some(why)) => Some(format!("the file {} {why}", path.display())),
-        Ok(None) => untrusted_dir(path.parent().filter(|d| !d.as_os_str().is_empty())?),
+        Ok(None) => untrusted_dir(dot(path.parent()?)),
+    }
+}
+
+/// The empty parent of a relative path of one component is the working
+/// directory.
+fn dot(p: &Path) -> &Path {
+    if p.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        p
     }
 }
 

@@ -257,14 +257,26 @@ fn field_key_warnings(text: &str) -> Vec<String> {
 
 /// Whether a string value is a file path, which a catalogue's string may
 /// not carry whatever its author meant (a path names its user, and their
-/// projects): absolute (`/`, `\`, `C:\`, `C:/`), or from a home (`~/`,
-/// `~alice/`; a lone `~1.2` is a version range, not a path).
+/// projects): absolute with a directory in it (`/home/a`, not `/help` or
+/// `/`), a drive's (`C:\x`, `d:/x`), a share's (`\\server\x`), from a
+/// home (`~/x`, `~alice\x`; a lone `~1.2` is a version range), or a
+/// `file:` URL.
 fn looks_like_a_path(s: &str) -> bool {
+    let s = s.trim();
     let b = s.as_bytes();
-    let drive =
-        b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && matches!(b[2], b'/' | b'\\');
-    let home = b.first() == Some(&b'~') && s.contains('/');
-    matches!(b.first(), Some(b'/' | b'\\')) || drive || home
+    let sep = |c: u8| c == b'/' || c == b'\\';
+    // `/a/b`, `\a\b`: a directory and something in it (`//x` is not).
+    let rooted = b.first().is_some_and(|&c| sep(c))
+        && b.get(1).is_some_and(|&c| !sep(c))
+        && b[1..]
+            .iter()
+            .position(|&c| sep(c))
+            .is_some_and(|i| i + 2 < b.len());
+    let unc = s.starts_with("\\\\") && s.len() > 2;
+    let drive = b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && sep(b[2]);
+    let home = b.first() == Some(&b'~') && b.iter().any(|&c| sep(c));
+    let url = s.len() >= 5 && s[..5].eq_ignore_ascii_case("file:");
+    rooted || unc || drive || home || url
 }
 
 /// What of a type the protocol's limits refuse at every emit, if anything.
@@ -628,7 +640,7 @@ impl Manifest {
                 }
                 (FieldType::String { .. }, Value::Str(s)) if looks_like_a_path(s) => {
                     return Err(bad(
-                        "looks like a file path (it starts with /, \\, ~/ or a drive letter); telemetry never carries paths, which name users and their files".into(),
+                        "looks like a file path (/dir/file, ~/x, C:\\x, \\\\server\\x or file:); telemetry never carries paths, which name users and their files".into(),
                     ))
                 }
                 (FieldType::String { max_len }, Value::Str(s)) if s.len() <= *max_len => {}

@@ -78,6 +78,23 @@ impl Inner {
         final_record: Record,
         announce: Announce,
     ) -> Result<ConsentOutcome, StoreError> {
+        // Only an off deletes on the user's word.
+        if decision.mode != Mode::Off {
+            return self.apply_consent_rows(product, decision, final_record, announce);
+        }
+        self.erase(
+            |inner| inner.apply_consent_rows(product, decision, final_record, announce),
+            |out| out.purged > 0,
+        )
+    }
+
+    fn apply_consent_rows(
+        &mut self,
+        product: &str,
+        decision: Decision,
+        final_record: Record,
+        announce: Announce,
+    ) -> Result<ConsentOutcome, StoreError> {
         let old = self.applied.get(product).cloned();
         if old.as_ref() == Some(&decision) {
             return Ok(ConsentOutcome::default());
@@ -85,7 +102,6 @@ impl Inner {
         let old = old.unwrap_or_default();
         let now = now_us(&self.opts.clock);
         let mut out = ConsentOutcome::default();
-        self.erasing();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -135,11 +151,7 @@ impl Inner {
         )
         .map_err(sql("applying consent"))?;
         tx.commit().map_err(sql("applying consent"))?;
-        if out.purged > 0 {
-            self.scrub_wal();
-        } else {
-            let _ = self.conn.pragma_update(None, "secure_delete", "FAST");
-        }
+
         self.applied.insert(product.to_string(), decision);
         // Rare and small: recount rather than track every case by hand.
         self.load_counters()?;

@@ -61,9 +61,20 @@ impl Inner {
         marker: Option<Record>,
         salt: &str,
     ) -> Result<Forgotten, StoreError> {
+        self.erase(
+            |inner| inner.forget_rows(product, marker, salt),
+            |f| f.purged > 0,
+        )
+    }
+
+    fn forget_rows(
+        &mut self,
+        product: &str,
+        marker: Option<Record>,
+        salt: &str,
+    ) -> Result<Forgotten, StoreError> {
         let now = now_us(&self.opts.clock);
         let err = || sql("forgetting a product");
-        self.erasing();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -111,7 +122,6 @@ impl Inner {
         )
         .map_err(err())?;
         tx.commit().map_err(err())?;
-        self.scrub_wal();
         // Rare and small: recount rather than track every case by hand.
         self.load_counters()?;
         Ok(Forgotten {

@@ -1078,13 +1078,36 @@ impl Inner {
         if !emptied {
             tracing::warn!("could not empty the WAL after a deletion (a checkpoint was in the way); the deleted rows' older page images stay in it until it is next reused");
         }
-        let _ = self.conn.pragma_update(None, "secure_delete", "FAST");
+        self.not_erasing();
     }
 
     /// Before deleting a user's events on their word: overwrite every
-    /// page they free too, until [`Inner::scrub_wal`].
+    /// page they free too, until [`Inner::scrub_wal`] or
+    /// [`Inner::not_erasing`] (each caller ends with one, error or not).
     pub(super) fn erasing(&self) {
         let _ = self.conn.pragma_update(None, "secure_delete", "ON");
+    }
+
+    /// Back to overwriting only where pages are written anyway.
+    pub(super) fn not_erasing(&self) {
+        let _ = self.conn.pragma_update(None, "secure_delete", "FAST");
+    }
+
+    /// `delete`, a deletion on the user's word, with every freed page
+    /// overwritten and the WAL emptied after it; secure_delete goes back
+    /// to FAST whatever `delete` returns.
+    pub(super) fn erase<T>(
+        &mut self,
+        delete: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+        deleted: impl FnOnce(&T) -> bool,
+    ) -> Result<T, StoreError> {
+        self.erasing();
+        let r = delete(self);
+        match &r {
+            Ok(v) if deleted(v) => self.scrub_wal(),
+            _ => self.not_erasing(),
+        }
+        r
     }
 
     fn new(

@@ -106,7 +106,10 @@ impl Inner {
     }
 
     pub(super) fn purge(&mut self, product: Option<&str>) -> Result<u64, StoreError> {
-        self.erasing();
+        self.erase(|inner| inner.purge_rows(product), |n| *n > 0)
+    }
+
+    fn purge_rows(&mut self, product: Option<&str>) -> Result<u64, StoreError> {
         let tx = self.conn.transaction().map_err(sql("purge"))?;
         dedup::forget_ids(&tx, "?1 IS NULL OR product = ?1", params![product])
             .map_err(sql("purge"))?;
@@ -131,7 +134,6 @@ impl Inner {
             .map_err(sql("purge"))?;
         }
         tx.commit().map_err(sql("purge"))?;
-        self.scrub_wal();
         self.load_counters()?;
         Ok(n as u64)
     }

@@ -92,17 +92,32 @@ fn a_string_value_that_is_a_path_is_refused() {
     let tag = |v: &str| m.check(&ev("ran", &[("tag", Value::Str(v.into()))]));
     for path in [
         "/home/alice/project",
-        "/tmp",
+        "/tmp/x",
+        " /home/alice",
         "~/src/app",
         "~alice/x",
+        "~\\src",
         "C:\\Users\\alice",
         "d:/work",
         "\\\\server\\share",
+        "file:///home/alice/x",
     ] {
         let err = tag(path).unwrap_err().to_string();
         assert!(err.contains("looks like a file path"), "{path}: {err}");
     }
-    for fine in ["go", "node/20", "~1.2", "https://example.com", "a:b", "C:"] {
+    for fine in [
+        "go",
+        "node/20",
+        "~1.2",
+        "https://example.com",
+        "a:b",
+        "C:",
+        "/",
+        "//comment",
+        "/help",
+        "/quiet",
+        "/?",
+    ] {
         tag(fine).unwrap_or_else(|e| panic!("{fine}: {e}"));
     }
 }
