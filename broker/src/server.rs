@@ -505,33 +505,8 @@ fn asked_product(req: &Request<Incoming>) -> Option<String> {
     req.uri().query().and_then(|q| {
         q.split('&')
             .find_map(|pair| pair.strip_prefix("product="))
-            .map(percent_decoded)
+            .map(telemetry_sink::broker::percent_decoded)
     })
-}
-
-/// `%XX` escapes decoded (a malformed one is kept as is; the name then
-/// matches no product).
-fn percent_decoded(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `peer` is a load balancer whose client-address header is
@@ -827,9 +802,12 @@ mod tests {
 
     #[test]
     fn health_queries_are_percent_decoded() {
+        use telemetry_sink::broker::percent_decoded;
         assert_eq!(percent_decoded("cfdev"), "cfdev");
         assert_eq!(percent_decoded("a%20b%26c"), "a b&c");
         assert_eq!(percent_decoded("bad%zz%4"), "bad%zz%4");
+        // Two hex digits exactly (a sign is none).
+        assert_eq!(percent_decoded("a%+fb"), "a%+fb");
     }
 
     #[test]

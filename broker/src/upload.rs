@@ -11,7 +11,6 @@
 use crate::{Broker, Refusal};
 use std::time::{Duration, Instant, SystemTime};
 use telemetry_sink::broker::{Grant, UploadRequest, MAX_BUILDS, MAX_BUILD_BYTES};
-use telemetry_sink::BatchKey;
 
 /// Parse and check the JSON body, returning the validated request.
 pub fn parse(body: &[u8]) -> Result<UploadRequest, Refusal> {
@@ -98,13 +97,7 @@ pub async fn grant(
     clock: Instant,
 ) -> Result<Grant, Refusal> {
     let s = &broker.settings;
-    let key = BatchKey {
-        product: req.product.clone(),
-        date: req.day.clone(),
-        machine8: req.machine8.clone(),
-        first: req.first_seq,
-        last: req.last_seq,
-    };
+    let key = req.parts();
     key.validate()
         .map_err(|e| Refusal::bad(e.field, e.reason))?;
     if s.retired.iter().any(|r| r == &req.product) {

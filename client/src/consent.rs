@@ -60,6 +60,7 @@ pub fn env_opt_out_var() -> Option<&'static str> {
 /// DO_NOT_TRACK", "the user file ...", "the default: nobody decided yet,
 /// so off".
 pub fn describe(product: &str, layer: Layer, paths: &ConsentPaths) -> String {
+    const NOBODY: &str = "the default: nobody decided yet, so off";
     match layer {
         Layer::System => format!("the system file {}", paths.system.display()),
         Layer::Environment => match env_opt_out_var() {
@@ -77,16 +78,15 @@ pub fn describe(product: &str, layer: Layer, paths: &ConsentPaths) -> String {
             ),
             // The user may have meant to decide, in a line not understood
             // that names the product (others' lines are no reason here).
-            Some(FileTrouble::BadLines(lines))
-                if lines
-                    .iter()
-                    .any(|(_, l)| l.split_whitespace().next() == Some(product)) =>
-            {
+            Some(FileTrouble::BadLines(lines)) => {
                 let theirs: Vec<String> = lines
                     .iter()
                     .filter(|(_, l)| l.split_whitespace().next() == Some(product))
                     .map(|(n, l)| format!("line {n}: `{l}`"))
                     .collect();
+                if theirs.is_empty() {
+                    return NOBODY.to_string();
+                }
                 format!(
                     "the default, as no line of the user file {} that is understood decides it ({}{} not understood), so off",
                     paths.user.display(),
@@ -94,7 +94,7 @@ pub fn describe(product: &str, layer: Layer, paths: &ConsentPaths) -> String {
                     if theirs.len() == 1 { " is" } else { " are" }
                 )
             }
-            _ => "the default: nobody decided yet, so off".to_string(),
+            None => NOBODY.to_string(),
         },
     }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 use telemetry_report::output;
+use telemetry_report::output::plural;
 use telemetry_report::period::{Day, Period};
 use telemetry_report::publish::{self, Completeness, Privacy, MIN_K};
 use telemetry_report::retention::{self, Check};
@@ -985,11 +986,6 @@ async fn retention_main(args: RetentionArgs) -> anyhow::Result<ExitCode> {
         println!("{}", retention::to_json(&rule));
         Ok(ExitCode::SUCCESS)
     }
-}
-
-/// `n` and the word for it: "1 line", "2 lines".
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 #[cfg(test)]

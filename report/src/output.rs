@@ -285,7 +285,7 @@ pub fn preview_text(r: &Report) -> String {
 }
 
 /// `n` with the noun that agrees with it ("1 event", "2 events").
-fn plural(n: u64, one: &str, many: &str) -> String {
+pub fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 

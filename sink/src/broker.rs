@@ -104,6 +104,18 @@ impl UploadRequest {
         }
     }
 
+    /// The key parts this request claims (unchecked: see
+    /// [`BatchKey::validate`]).
+    pub fn parts(&self) -> BatchKey {
+        BatchKey {
+            product: self.product.clone(),
+            date: self.day.clone(),
+            machine8: self.machine8.clone(),
+            first: self.first_seq,
+            last: self.last_seq,
+        }
+    }
+
     /// Name `builds`, if they fit what a broker accepts; otherwise none.
     /// Naming none only skips the broker's per-build check (a whole
     /// product can still be retired), while a request the broker refuses
@@ -377,14 +389,7 @@ fn check_granted_key(key: &str, url: &hyper::Uri, request: &UploadRequest) -> Re
             crate::untrusted(key, 120)
         ));
     }
-    let parts = BatchKey {
-        product: request.product.clone(),
-        date: request.day.clone(),
-        machine8: request.machine8.clone(),
-        first: request.first_seq,
-        last: request.last_seq,
-    };
-    let stem = parts.render("");
+    let stem = request.parts().render("");
     let stem = stem.strip_suffix(".ndjson.zst").unwrap_or(&stem);
     let ours = || {
         let (before, digest) = key.strip_suffix(".ndjson.zst")?.rsplit_once('-')?;
@@ -412,8 +417,10 @@ fn check_granted_key(key: &str, url: &hyper::Uri, request: &UploadRequest) -> Re
     Ok(())
 }
 
-/// `s` with `%XX` escapes decoded (bytes that do not form one are kept).
-fn percent_decoded(s: &str) -> String {
+/// `s` with `%XX` escapes decoded (bytes that do not form one are kept;
+/// what is not UTF-8 after decoding is replaced). Also the broker's, for
+/// its query strings.
+pub fn percent_decoded(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

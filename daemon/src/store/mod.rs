@@ -1081,15 +1081,8 @@ impl Inner {
         self.not_erasing();
     }
 
-    /// Before deleting a user's events on their word: overwrite every
-    /// page they free too, until [`Inner::scrub_wal`] or
-    /// [`Inner::not_erasing`] (each caller ends with one, error or not).
-    pub(super) fn erasing(&self) {
-        let _ = self.conn.pragma_update(None, "secure_delete", "ON");
-    }
-
     /// Back to overwriting only where pages are written anyway.
-    pub(super) fn not_erasing(&self) {
+    fn not_erasing(&self) {
         let _ = self.conn.pragma_update(None, "secure_delete", "FAST");
     }
 
@@ -1101,7 +1094,8 @@ impl Inner {
         delete: impl FnOnce(&mut Self) -> Result<T, StoreError>,
         deleted: impl FnOnce(&T) -> bool,
     ) -> Result<T, StoreError> {
-        self.erasing();
+        // Every page the deletion frees is overwritten too.
+        let _ = self.conn.pragma_update(None, "secure_delete", "ON");
         let r = delete(self);
         match &r {
             Ok(v) if deleted(v) => self.scrub_wal(),
