@@ -177,6 +177,40 @@ fn date_of(day: i64) -> String {
     humantime::format_rfc3339(t).to_string()[..10].to_string()
 }
 
+/// A forget that lands while an upload is on its way: the cycle already
+/// running takes the marker with it, before the forget's own flush runs
+/// (which then finds nothing to send), and the reply still names the key
+/// the marker went under. This was a flaky failure of the test above.
+#[test]
+fn a_forget_during_an_upload_names_the_marker_that_upload_took() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    let daemon = env.start();
+    let mut client = daemon.client();
+    client.emit(vec![stop_event()], TIMEOUT).unwrap();
+    let before = s3.requests.load(std::sync::atomic::Ordering::SeqCst);
+    s3.set_fault(Fault::SlowOnce(Duration::from_millis(2500)));
+    let slow = std::thread::spawn(move || client.flush(TIMEOUT));
+    wait_for("the slow upload to reach the server", TIMEOUT, || {
+        (s3.requests.load(std::sync::atomic::Ordering::SeqCst) > before).then_some(())
+    });
+    let r = json(&env.run("telemetryctl", &["forget", "cfdev", "--json"]));
+    let flushed = slow.join().unwrap().unwrap();
+    // The race this test is about took place: the slow flush's cycle
+    // sent the marker too.
+    assert_eq!(flushed.keys.len(), 2, "{flushed:?}");
+    assert_eq!(r["purged"], 0, "{r}");
+    assert_eq!(r["marker"], true, "{r}");
+    let key = r["marker_key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the marker went, so its key is named: {r}"));
+    assert_eq!(key, flushed.keys[1], "{r}");
+    let objects = s3.objects();
+    let body = objects.get(key).expect("the named object exists");
+    let text = String::from_utf8(zstd::decode_all(&body[..]).unwrap()).unwrap();
+    assert!(text.contains("telemetry_forget"), "{text}");
+}
+
 /// The preview's report of today's cfdev data in the server.
 fn report_today(env: &DaemonEnv, extra: &[&str]) -> std::process::Output {
     let today = (SystemTime::now()

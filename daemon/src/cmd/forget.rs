@@ -84,17 +84,10 @@ pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
     let mut report = report;
     if marker {
         // Send it now; if that fails it goes with the next upload.
-        let machine8 = &report.old_machine[..8];
-        let scope = format!("product={product}/");
         // Bounded: the user gets the answer (and the old ID) even when a
         // destination hangs; the marker then goes with a later upload.
         match tokio::time::timeout(MARKER_UPLOAD_WAIT, ctx.uploader.flush()).await {
-            Ok(Ok(flushed)) => {
-                report.marker_key = flushed
-                    .keys
-                    .into_iter()
-                    .find(|k| k.contains(&scope) && k.contains(machine8));
-            }
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(product, error = %e, "the forget marker waits for the next upload")
             }
@@ -102,6 +95,19 @@ pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
                 product,
                 "the upload did not finish in time; the forget marker goes with it or the next one"
             ),
+        }
+        // Its key is read from its receipt, not from the flush's report:
+        // an upload cycle that was already starting when the forget
+        // committed may have sent the marker before the flush ran (and a
+        // flush that failed elsewhere may have sent it all the same). The
+        // forget deleted the product's receipts, so the only one under
+        // the old ID is the marker's.
+        let machine8 = report.old_machine[..8].to_string();
+        match ctx.store.receipt_key_with(product.clone(), machine8).await {
+            Ok(key) => report.marker_key = key,
+            Err(e) => {
+                tracing::warn!(product, error = %e, "cannot read the forget marker's receipt")
+            }
         }
     }
     Response::Forgotten(Box::new(report))

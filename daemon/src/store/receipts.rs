@@ -63,6 +63,28 @@ impl Store {
         self.run_on(move |inner| inner.receipt_lines(&key, from))
             .await
     }
+
+    /// The key of the newest receipt of `product` whose key holds `part`
+    /// (a machine ID's first characters), whichever upload cycle made it.
+    pub async fn receipt_key_with(
+        &self,
+        product: String,
+        part: String,
+    ) -> Result<Option<String>, StoreError> {
+        self.run_on(move |inner| {
+            inner
+                .conn
+                .query_row(
+                    "SELECT key FROM receipts WHERE product = ?1 AND instr(key, ?2) > 0
+                     ORDER BY seq DESC LIMIT 1",
+                    params![product, part],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql("finding an upload receipt"))
+        })
+        .await
+    }
 }
 
 fn receipt(r: &rusqlite::Row<'_>) -> rusqlite::Result<Receipt> {
