@@ -15,7 +15,7 @@ use aws_sigv4::http_request::{
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use telemetry_sink::S3Settings;
 
 /// What SigV4 leaves unencoded: `A-Z a-z 0-9 - _ . ~`.
@@ -198,9 +198,17 @@ impl Presigner {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        // SigV4 dates are whole seconds: the URL is signed at `now`
+        // rounded down and dies `expires_in` after that. A second is added
+        // when that rounding took time off, so the URL lives at least
+        // `lifetime` (a 1 s URL signed at x.9 s would have lived 0.1 s),
+        // and `expires_at` is the true end, not an estimate.
+        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let signed_at = UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs());
+        let expires_in = lifetime + Duration::from_secs(u64::from(since_epoch.subsec_nanos() > 0));
         let mut settings = SigningSettings::default();
         settings.signature_location = SignatureLocation::QueryParams;
-        settings.expires_in = Some(lifetime);
+        settings.expires_in = Some(expires_in);
         // S3 signs the path as sent, encoded once and not normalised.
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
@@ -209,7 +217,7 @@ impl Presigner {
             .identity(&identity)
             .region(&self.region)
             .name("s3")
-            .time(now)
+            .time(signed_at)
             .settings(settings)
             .build()
             .map_err(|e| sign_error(e.to_string()))?
@@ -232,8 +240,8 @@ impl Presigner {
             .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, SIGV4)))
             .collect();
         let expires_at = match creds.expiry() {
-            Some(e) => e.min(now + lifetime),
-            None => now + lifetime,
+            Some(e) => e.min(signed_at + expires_in),
+            None => signed_at + expires_in,
         };
         Ok(Presigned {
             url: format!("{base}?{}", query.join("&")),

@@ -146,6 +146,9 @@ pub enum Sink {
         client: aws_sdk_s3::Client,
         /// Bucket name.
         bucket: String,
+        /// The endpoint configured for an S3-compatible store, named in
+        /// errors when it does not answer; `None` for AWS's own.
+        endpoint: Option<String>,
     },
 }
 
@@ -171,6 +174,7 @@ impl Sink {
         Sink::S3 {
             client: crate::s3::client(settings, credentials, timeout, net).await,
             bucket: settings.bucket.clone(),
+            endpoint: settings.endpoint.clone(),
         }
     }
 
@@ -192,7 +196,11 @@ impl Sink {
                     .map(|()| Delivered::Stored)
                     .map_err(|message| UploadError::Outbox { path, message })
             }
-            Sink::S3 { client, bucket } => {
+            Sink::S3 {
+                client,
+                bucket,
+                endpoint,
+            } => {
                 let sent = client
                     .put_object()
                     .bucket(bucket)
@@ -224,8 +232,12 @@ impl Sink {
                         Some(_) => crate::error_line(&e),
                         // No HTTP answer at all (refused, DNS, TLS, timeout).
                         None => format!(
-                            "{}; the endpoint gave no answer: check its address and any proxy, or run `telemetryctl doctor`",
-                            crate::error_line(&e)
+                            "{}; {} gave no answer: check its address and any proxy, or run `telemetryctl doctor`",
+                            crate::error_line(&e),
+                            match endpoint {
+                                Some(ep) => format!("the endpoint {ep}"),
+                                None => "AWS S3".to_string(),
+                            }
                         ),
                     },
                     permanent: is_permanent(status, code.as_deref()),

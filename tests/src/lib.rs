@@ -699,6 +699,46 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A port on 127.0.0.1 that refuses every connection for as long as this
+/// lives: bound and never listening. (A port bound and then released may
+/// be taken meanwhile by a server another test starts.)
+pub struct RefusingPort {
+    _socket: socket2::Socket,
+    /// The port.
+    pub port: u16,
+}
+
+impl RefusingPort {
+    /// Bind one.
+    pub fn new() -> RefusingPort {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a TCP socket");
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&any.into()).expect("bind 127.0.0.1:0");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("a bound address")
+            .port();
+        RefusingPort {
+            _socket: socket,
+            port,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Default for RefusingPort {
+    fn default() -> Self {
+        RefusingPort::new()
+    }
+}
+
 /// Whether the long (soak) variants of the fault tests run:
 /// `TELEMETRY_SOAK` set to anything but empty or `0`.
 pub fn soak() -> bool {

@@ -175,7 +175,8 @@ fn a_shim_with_no_daemon_starts_one_within_its_budget_and_the_event_is_delivered
     // It started one: not also "is it running? start it".
     assert!(!msg.contains("is it running"), "{msg}");
     assert!(
-        took < Duration::from_millis(budget_ms + 200),
+        // The margin is for starting the process on a loaded machine.
+        took < Duration::from_millis(budget_ms + 500),
         "the shim took {took:?}, budget {budget_ms} ms"
     );
     let daemon = Started::nth(&env, 1);
@@ -384,7 +385,9 @@ fn a_captured_shim_leaves_no_daemon_holding_the_callers_pipes() {
     let t = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel();
     let mut cmd = env.command("telemetry-emit");
+    // A budget long enough for the spool and the start on a loaded machine.
     cmd.env(ON.0, ON.1)
+        .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
         .args(["--product", "cfdev", "app_created", "buildpack=go"])
         .stdin(Stdio::null());
     std::thread::spawn(move || {

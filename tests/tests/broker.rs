@@ -296,12 +296,31 @@ fn an_expired_url_is_refused_and_asked_for_again() {
     let broker = Broker::start(&s3, &[("TELEMETRY_BROKER_URL_LIFETIME", "1s")]);
     let k = key(31, 40);
     let body = b"a batch on a slow link".to_vec();
+    let asked = SystemTime::now();
     let grant = ask(&s3, &broker, &request(&k, &body)).json();
-    assert_eq!(
-        query_param(grant["url"].as_str().unwrap(), "X-Amz-Expires"),
-        "1"
-    );
+    let date = query_param(grant["url"].as_str().unwrap(), "X-Amz-Date");
+    let lives = query_param(grant["url"].as_str().unwrap(), "X-Amz-Expires");
     let expires = humantime::parse_rfc3339(grant["expires_at"].as_str().unwrap()).unwrap();
+    // Signed at a whole second, it lives at least the lifetime from the
+    // ask (a second more when the clock was past a whole second), and
+    // `expires_at` is the signature's true end.
+    assert!(lives == "1" || lives == "2", "{lives}");
+    assert!(expires >= asked + Duration::from_secs(1), "{grant}");
+    let signed = humantime::parse_rfc3339(&format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &date[0..4],
+        &date[4..6],
+        &date[6..8],
+        &date[9..11],
+        &date[11..13],
+        &date[13..15]
+    ))
+    .unwrap();
+    assert_eq!(
+        expires,
+        signed + Duration::from_secs(lives.parse().unwrap()),
+        "{grant}"
+    );
     wait_for("the URL to expire", Duration::from_secs(10), || {
         (SystemTime::now() > expires + Duration::from_secs(1)).then_some(())
     });
@@ -479,9 +498,10 @@ fn an_ipv6_site_shares_one_allowance_across_its_64s() {
 #[test]
 fn a_request_refused_for_its_network_keeps_its_address_allowance() {
     let s3 = S3Server::start();
-    // The network gets a token a second: a refill quick to wait for, and
-    // far slower than the few requests before the refusal.
-    let broker = forwarded(&s3, "1/1h", "2/2s");
+    // The network gets a token every 2 s: a refill quick to wait for, and
+    // far slower than the few requests before the refusal (even on a
+    // loaded machine).
+    let broker = forwarded(&s3, "1/1h", "2/4s");
     let mut n = 0;
     let mut from = |ip: &str| {
         n += 1;
@@ -495,7 +515,7 @@ fn a_request_refused_for_its_network_keeps_its_address_allowance() {
     assert_eq!(refused.status, 429, "{}", refused.text());
     let message = refused.json()["error"]["message"].to_string();
     assert!(message.contains("network"), "{message}");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     let later = from(third);
     assert_eq!(
         later.status,
@@ -1172,7 +1192,8 @@ fn health(c: &mut std::net::TcpStream) -> String {
 #[test]
 fn a_connection_is_kept_alive_only_so_long() {
     let s3 = S3Server::start();
-    let broker = Broker::start(&s3, &[("TELEMETRY_BROKER_MAX_CONNECTION_AGE", "1s")]);
+    // Long enough that the first answer comes well within it.
+    let broker = Broker::start(&s3, &[("TELEMETRY_BROKER_MAX_CONNECTION_AGE", "2s")]);
     let addr = broker.url.trim_start_matches("http://").to_string();
     let mut c = std::net::TcpStream::connect(&addr).unwrap();
     let young = health(&mut c);
@@ -1181,7 +1202,7 @@ fn a_connection_is_kept_alive_only_so_long() {
             && !young.to_ascii_lowercase().contains("connection: close"),
         "{young}"
     );
-    std::thread::sleep(Duration::from_millis(1_100));
+    std::thread::sleep(Duration::from_millis(2_100));
     let old = health(&mut c);
     assert!(
         old.starts_with("HTTP/1.1 200") && old.to_ascii_lowercase().contains("connection: close"),

@@ -578,6 +578,10 @@ fn status_does_not_wait_for_an_upload_to_apply_a_change_it_finds() {
     let s3 = S3Server::start();
     let mut env = s3_env(&s3);
     env.extra.push(("TELEMETRY_S3_TIMEOUT".into(), "6s".into()));
+    // No retry of its own after the hung upload: one would send the two
+    // events before a `status` applies the off.
+    env.extra.push(("TELEMETRY_RETRY_MIN".into(), "30s".into()));
+    env.extra.push(("TELEMETRY_RETRY_MAX".into(), "60s".into()));
     let daemon = env.start();
     emit(&daemon, 2);
     s3.set_fault(Fault::Hang);
@@ -1153,6 +1157,7 @@ fn off_then_on_while_the_daemon_is_down_still_purges_and_says_off() {
     let out = env
         .command("telemetry-emit")
         .env("TELEMETRY_AUTOSTART", "0")
+        .env("TELEMETRY_EMIT_TIMEOUT_MS", "5000")
         .args(["--product", "cfdev", "stop"])
         .output()
         .unwrap();

@@ -143,7 +143,8 @@ fn three_products_three_destinations_one_down_while_the_others_deliver() {
     assert_eq!(c.auth, "anonymous");
     assert_eq!((c.uploaded_events, c.pending_batches), (0, 1));
     assert!(c.last_error.is_some() && c.next_attempt_us.is_some());
-    assert_eq!(c.consecutive_failures, 1);
+    // At least the flush's failure; a background retry may have come since.
+    assert!(c.consecutive_failures >= 1, "{c:?}");
     assert_ne!(b.destination, c.destination, "told apart by endpoint");
     assert_eq!(s.pending_events, 4, "only toolb's events wait");
 

@@ -53,12 +53,6 @@ fn consent_on(env: &DaemonEnv, products: &[&str]) {
     std::fs::write(env.root().join("consent"), text).unwrap();
 }
 
-/// An address nothing listens on (bound, then released).
-fn dead_endpoint() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", l.local_addr().unwrap())
-}
-
 /// Run doctor, human and `--json`; both must agree. The JSON and the
 /// checks by name.
 fn doctor(env: &DaemonEnv, expect_exit: i32) -> (Value, BTreeMap<String, Value>) {
@@ -255,7 +249,9 @@ fn healthy_destinations_pass_and_broken_ones_fail_with_their_fix() {
     .unwrap();
     let manifests = dir.path().display().to_string();
     let broker = Broker::start(&s3, &[("TELEMETRY_BROKER_MANIFESTS", manifests.as_str())]);
-    let dead = dead_endpoint();
+    // An address nothing listens on, for as long as the test runs.
+    let refusing = RefusingPort::new();
+    let dead = refusing.endpoint();
 
     let env = DaemonEnv::new(Destination::S3 {
         endpoint: s3.endpoint.clone(),

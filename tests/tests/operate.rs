@@ -189,8 +189,9 @@ fn a_forget_during_an_upload_names_the_marker_that_upload_took() {
     let mut client = daemon.client();
     client.emit(vec![stop_event()], TIMEOUT).unwrap();
     let before = s3.requests.load(std::sync::atomic::Ordering::SeqCst);
-    s3.set_fault(Fault::SlowOnce(Duration::from_millis(2500)));
-    let slow = std::thread::spawn(move || client.flush(TIMEOUT));
+    // Slow enough for the forget below to arrive while it is held.
+    s3.set_fault(Fault::SlowOnce(Duration::from_millis(5000)));
+    let slow = std::thread::spawn(move || client.flush(Duration::from_secs(30)));
     wait_for("the slow upload to reach the server", TIMEOUT, || {
         (s3.requests.load(std::sync::atomic::Ordering::SeqCst) > before).then_some(())
     });
@@ -397,8 +398,15 @@ fn sighup_reloads_what_can_change_names_what_needs_a_restart_and_survives_a_bad_
     wait_for("the reloaded interval to upload the event", TIMEOUT, || {
         (!files_under(&outbox).is_empty()).then_some(())
     });
+    // The new timing nudges the uploader before the reload's log line is
+    // written: wait for the line too.
+    wait_for("the reload's log line", TIMEOUT, || {
+        daemon
+            .log()
+            .contains("reloaded the configuration")
+            .then_some(())
+    });
     let log = daemon.log();
-    assert!(log.contains("reloaded the configuration"), "{log}");
     assert!(log.contains("upload_interval"), "{log}");
     assert!(
         log.contains("max_connections") && log.contains("only after a restart"),
@@ -497,14 +505,16 @@ fn telemetryctl_stop_returns_once_the_daemon_has_exited_after_its_last_upload() 
         .open(env.state.join("lock"))
         .unwrap();
     lock.lock().unwrap();
+    // Held long enough for `telemetryctl stop` to start and find it held
+    // on a loaded machine.
+    let started = std::time::Instant::now();
     let release = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(700));
+        std::thread::sleep(Duration::from_millis(2500));
         drop(lock);
     });
-    let started = std::time::Instant::now();
     let out = env.run("telemetryctl", &["stop"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("already stopping"), "{}", text(&out));
-    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(started.elapsed() >= Duration::from_millis(2500));
     release.join().unwrap();
 }

@@ -558,16 +558,20 @@ fn socket_activated_it_exits_when_idle_and_a_waiting_emit_starts_it_again() {
     // would start one now. Its emit waits in the socket and is served.
     let waiting = {
         let socket = env.socket.clone();
-        std::thread::spawn(move || Client::connect(&socket).unwrap().emit(stop_event(), T))
+        std::thread::spawn(move || {
+            let mut c = Client::connect(&socket).unwrap();
+            let ack = c.emit(stop_event(), T);
+            (c, ack)
+        })
     };
     std::thread::sleep(Duration::from_millis(100));
     let mut daemon = spawn_activated(&env, &listener, &idle);
-    let ack = waiting
-        .join()
-        .unwrap()
-        .expect("the waiting emit is acknowledged");
+    let (held, ack) = waiting.join().unwrap();
+    let ack = ack.expect("the waiting emit is acknowledged");
     assert_eq!(ack.accepted, 1);
+    // Still connected, so the idle exit does not upload it first.
     let report = Client::connect(&env.socket).unwrap().flush(T).unwrap();
+    drop(held);
     assert_eq!(report.events, 1);
     assert!(wait_exit(&mut daemon, T).success());
     let log = std::fs::read_to_string(env.root().join("activated.log")).unwrap();
@@ -582,8 +586,15 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
+/// While a client holds a connection it stays up, idle without burning
+/// CPU, though the destination is down. Once the client goes it tries to
+/// upload, fails, and exits idle with the event kept (README `idle_exit`:
+/// work waiting only for a destination in backoff stays for the next
+/// start); the next start uploads it and exits. (This test once asserted
+/// that it was still up exactly 2 s after the client left, the moment it
+/// may exit: a race on a loaded machine.)
 #[test]
-fn it_stays_up_while_it_cannot_upload_then_uploads_and_exits() {
+fn it_stays_up_while_a_client_is_connected_then_keeps_what_it_cannot_upload_for_its_next_start() {
     let s3 = S3Server::start();
     let mut env = DaemonEnv::new(Destination::S3 {
         endpoint: s3.endpoint.clone(),
@@ -597,7 +608,8 @@ fn it_stays_up_while_it_cannot_upload_then_uploads_and_exits() {
     std::fs::create_dir_all(env.socket.parent().unwrap()).unwrap();
     let listener = UnixListener::bind(&env.socket).unwrap();
     s3.set_fault(Fault::Down);
-    let mut daemon = spawn_activated(&env, &listener, &[("TELEMETRY_IDLE_EXIT", "1s")]);
+    let idle = [("TELEMETRY_IDLE_EXIT", "1s")];
+    let mut daemon = spawn_activated(&env, &listener, &idle);
     let mut held = Client::connect(&env.socket).unwrap();
     held.emit(stop_event(), T).unwrap();
     // With a connection open and the destination down it must stay up, and
@@ -607,29 +619,27 @@ fn it_stays_up_while_it_cannot_upload_then_uploads_and_exits() {
     while Instant::now() < deadline {
         assert!(
             daemon.try_wait().unwrap().is_none(),
-            "exited with an event it could not upload"
+            "exited with a client connected"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    drop(held);
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        daemon.try_wait().unwrap().is_none(),
-        "exited before uploading"
-    );
     let used = cpu_ticks(daemon.id()) - before;
-    assert!(used < 100, "idle waiting used {used} ticks of CPU in 5 s");
-    assert_eq!(
-        Client::connect(&env.socket)
-            .unwrap()
-            .status(T)
-            .unwrap()
-            .pending_events,
-        1
+    assert!(used < 60, "idle waiting used {used} ticks of CPU in 3 s");
+    assert_eq!(held.status(T).unwrap().pending_events, 1);
+    drop(held);
+    assert!(wait_exit(&mut daemon, T).success());
+    assert!(s3.objects().is_empty());
+    // It tried (a destination is in backoff only after a failure).
+    let log = std::fs::read_to_string(env.root().join("activated.log")).unwrap();
+    assert!(
+        log.contains("destinations in backoff keep their events for the next start"),
+        "{log}"
     );
 
-    // The destination comes back: it uploads on its own, then goes.
+    // The destination is back: the next start uploads what was kept, then
+    // goes.
     s3.set_fault(Fault::None);
+    let mut daemon = spawn_activated(&env, &listener, &idle);
     assert!(wait_exit(&mut daemon, T).success());
     assert_eq!(decode_objects(&s3.objects()).len(), 1);
 }
@@ -724,14 +734,13 @@ fn systemd_socket_activate_starts_it_on_the_first_connection() {
     let mut child = sa
         .spawn()
         .expect("systemd-socket-activate (.ci/run installs it)");
-    wait_for("the activation socket", T, || {
-        env.socket.exists().then_some(())
+    // The socket file appears at bind, before listen: wait until it takes
+    // a connection.
+    let mut first = wait_for("the activation socket", T, || {
+        Client::connect(&env.socket).ok()
     });
-
-    let ack = Client::connect(&env.socket)
-        .unwrap()
-        .emit(stop_event(), T)
-        .unwrap();
+    let ack = first.emit(stop_event(), T).unwrap();
+    drop(first);
     assert_eq!(ack.accepted, 1);
     let st = Client::connect(&env.socket).unwrap().status(T).unwrap();
     assert_eq!(st.pending_events, 1);

@@ -496,10 +496,15 @@ fn a_refused_batch_or_product_does_not_hold_back_the_ones_behind_it() {
         "127.0.0.1:0",
         &[("TELEMETRY_BROKER_MAX_BYTES", "2000")],
     );
-    let env = daemon_env(
+    let mut env = daemon_env(
         &s3,
         &[("toolc", broker_upload(&b)), ("toold", broker_upload(&b))],
     );
+    // Refused batches are offered again at the slow cap (`retry_max`):
+    // far off here, so only the flushes drain and the broker's count of
+    // refusals below is theirs alone.
+    env.extra.retain(|(k, _)| k != "TELEMETRY_RETRY_MAX");
+    env.extra.push(("TELEMETRY_RETRY_MAX".into(), "10m".into()));
     let d = env.start();
     // The oldest batches are the refused ones: a big toolc batch (413,
     // bytes; 200 random ids do not compress under 2,000 bytes), then two

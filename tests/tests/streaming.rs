@@ -274,10 +274,11 @@ fn requests_in_flight_on_one_connection_share_commits() {
     // much has arrived depends on how long the last commit took: since
     // the store thread stopped paying for checkpoints (issue #18) a busy
     // 2-core machine showed 2.7-3.9 requests a commit, so the bound asks
-    // for 2, still far from one per request.
+    // for 1.5 (the client, starved by the tests beside it, can be the
+    // slow side), still far from one per request.
     assert!(commits > 0, "the commit log lines are there:\n{log}");
     assert!(
-        commits * 2 <= requests,
+        commits * 3 <= requests * 2,
         "{commits} commits for {requests} requests"
     );
     eprintln!("{requests} requests in {commits} commits");
@@ -368,11 +369,14 @@ fn a_client_quiet_after_its_answers_is_timed_out() {
     let env = DaemonEnv::new(Destination::Outbox);
     let d = env.start_with(&[("TELEMETRY_CONNECTION_TIMEOUT", "1s")]);
     let mut s = connect(&d);
+    let mut quiet = std::time::Instant::now();
     for _ in 0..3 {
+        // The timeout may start as soon as the daemon has read a request,
+        // before its answer comes: the quiet is timed from the last send.
+        quiet = std::time::Instant::now();
         s.write_all(&emit(stops(1), true)).unwrap();
         assert_eq!(read_reply(&mut s), Some(ack(1)));
     }
-    let quiet = std::time::Instant::now();
     // EOF, not our 20 s read timeout.
     assert_eq!(read_reply(&mut s), None);
     let waited = quiet.elapsed();

@@ -134,7 +134,7 @@ async fn probe_one(
                 clock_skew_secs: None,
             }
         }
-        Target::Sink(Sink::S3 { client, bucket }) => {
+        Target::Sink(Sink::S3 { client, bucket, .. }) => {
             let target = S3Target {
                 client,
                 bucket,
