@@ -586,7 +586,8 @@ pub fn load(
     )? {
         cfg.upload_interval = d;
     }
-    if let Some(d) = pick(
+    let retry_min_raw = args.retry_min.clone().or(file.retry_min.clone());
+    let retry_max = pick(
         "retry_max",
         args.retry_max.as_ref(),
         file.retry_max,
@@ -595,7 +596,8 @@ pub fn load(
         "retry-max",
         "TELEMETRY_RETRY_MAX",
         parse_duration,
-    )? {
+    )?;
+    if let Some(d) = retry_max {
         cfg.retry_max = d;
         cfg.retry_min = cfg.retry_min.min(d);
     }
@@ -609,6 +611,23 @@ pub fn load(
         "TELEMETRY_RETRY_MIN",
         parse_duration,
     )? {
+        // Both given and at odds: said, not silently resolved (one of
+        // them is not what its writer meant). One given alone moves the
+        // other's default out of its way.
+        if let Some(max) = retry_max.filter(|max| d > *max) {
+            return Err(ConfigError::Invalid {
+                key: "retry_min",
+                origin: match args.retry_min {
+                    Some(_) => origins.cli("retry_min", "retry-min", "TELEMETRY_RETRY_MIN"),
+                    None => origins.file(),
+                },
+                value: retry_min_raw.unwrap_or_default(),
+                reason: format!(
+                    "longer than retry_max ({}): the first retry's wait cannot exceed the longest",
+                    humantime::format_duration(max)
+                ),
+            });
+        }
         cfg.retry_min = d;
     }
     cfg.retry_max = cfg.retry_max.max(cfg.retry_min);
@@ -1040,6 +1059,45 @@ mod tests {
         let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
         assert!(err.contains("upload_interval"), "{err}");
         assert!(err.contains(file.to_str().unwrap()), "{err}");
+    }
+
+    #[test]
+    fn a_retry_min_longer_than_the_retry_max_given_beside_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "retry_min = \"10m\"\nretry_max = \"1m\"\n").unwrap();
+        let (args, m) = args_from(&["telemetryd", "--config", file.to_str().unwrap()]);
+        let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
+        assert!(
+            err.contains("retry_min") && err.contains("retry_max (1m)") && err.contains("c.toml"),
+            "{err}"
+        );
+        let (args, m) = args_from(&[
+            "telemetryd",
+            "--config",
+            file.to_str().unwrap(),
+            "--retry-min",
+            "2m",
+        ]);
+        let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
+        assert!(
+            err.contains("--retry-min") && err.contains("\"2m\""),
+            "{err}"
+        );
+        // Alone, either moves the other's default out of its way.
+        std::fs::write(&file, "retry_min = \"10m\"\n").unwrap();
+        let (args, m) = args_from(&["telemetryd", "--config", file.to_str().unwrap()]);
+        let cfg = load(&args, Some(&m), no_env, 1).unwrap();
+        assert_eq!(
+            (cfg.retry_min, cfg.retry_max),
+            (Duration::from_secs(600), Duration::from_secs(600))
+        );
+        std::fs::write(&file, "retry_max = \"500ms\"\n").unwrap();
+        let cfg = load(&args, Some(&m), no_env, 1).unwrap();
+        assert_eq!(
+            (cfg.retry_min, cfg.retry_max),
+            (Duration::from_millis(500), Duration::from_millis(500))
+        );
     }
 
     #[test]
