@@ -369,6 +369,24 @@ fn forget_while_off_sends_nothing_and_prints_the_old_id_to_pass_on() {
     assert_eq!(shown.events.len(), 1);
     assert!(!shown.events[0].line.contains(&old), "a new ID");
 
+    // A slip of the name, `on` but described by no manifest here and never
+    // sent: no marker is kept for a vendor who would get it once a product
+    // of that name is installed (as an off records nothing for it).
+    std::fs::write(env.root().join("consent"), "cfdev local\ncfdve on\n").unwrap();
+    let o = env.run("telemetryctl", &["forget", "cfdve", "--json"]);
+    let r = json(&o);
+    assert_eq!(r["marker"], false, "{r}");
+    assert!(client
+        .show(Some("cfdve"), TIMEOUT)
+        .unwrap()
+        .events
+        .is_empty());
+    client.flush(TIMEOUT).unwrap();
+    assert!(
+        s3.objects().is_empty(),
+        "nothing sent for a slip of the name"
+    );
+
     // A name no product can have is a usage error, before the daemon.
     let o = env.run("telemetryctl", &["forget", "not a product"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));

@@ -780,4 +780,46 @@ fn deleted_events_are_not_left_readable_in_the_store_files() {
         Vec::<String>::new(),
         "a forget leaves them readable"
     );
+
+    // A forget after everything was uploaded, so no stored event is left
+    // to delete: the receipts' kept bodies (the very bytes that left) and
+    // the remembered ids of the uploaded events go all the same.
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let outbox = || -> Vec<std::path::PathBuf> {
+        files_under(&env.state.join("outbox"))
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".ndjson.zst"))
+            .collect()
+    };
+    let before = outbox();
+    let ids = emit(20);
+    let out = env.run("telemetryctl", &["flush"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sent: Vec<Vec<u8>> = outbox()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert_eq!(sent.len(), 1, "one batch went");
+    let raw: Vec<[u8; 16]> = ids
+        .iter()
+        .map(|id| *uuid::Uuid::parse_str(id).unwrap().as_bytes())
+        .collect();
+    let bytes = files();
+    assert!(contains(&bytes, &sent[0]), "its receipt keeps the body");
+    assert!(raw.iter().all(|id| contains(&bytes, id)), "ids remembered");
+    let out = env.run("telemetryctl", &["forget", "cfdev"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bytes = files();
+    assert!(
+        !contains(&bytes, &sent[0]),
+        "a forget leaves the bytes that were sent readable"
+    );
+    let left = raw.iter().filter(|id| contains(&bytes, &id[..])).count();
+    assert_eq!(left, 0, "a forget leaves uploaded events' ids readable");
+    assert_eq!(
+        found(&ids),
+        Vec::<String>::new(),
+        "a forget leaves uploaded events' lines readable"
+    );
 }

@@ -45,6 +45,22 @@ pub(super) fn forget_ids(
     Ok(())
 }
 
+/// In `conn`'s open transaction, when `product` is forgotten: forget the
+/// ids of all its events, the uploaded ones too (see [`forget_ids`]; a
+/// forget leaves nothing of the old ID's use behind, and the uploaded
+/// objects hold the same ids). No resend of them can be stored after it:
+/// events made before the new ID are refused. A scan, not an index: a
+/// forget is rare, and an index would cost every event a second insert.
+pub(super) fn forget_product_ids(conn: &Connection, product: &str) -> rusqlite::Result<()> {
+    for table in ["seen_ids_a", "seen_ids_b"] {
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE product = ?1"),
+            params![product],
+        )?;
+    }
+    Ok(())
+}
+
 /// Which table holds the current generation, and since when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct SeenIds {
@@ -76,14 +92,14 @@ impl SeenIds {
         })
     }
 
-    /// Records `?1` in the current generation unless either generation
-    /// has it: one row changed means the id is new.
+    /// Records id `?1` of product `?2` in the current generation unless
+    /// either generation has the id: one row changed means it is new.
     pub(super) fn record_sql(&self) -> &'static str {
         if self.current_is_a {
-            "INSERT OR IGNORE INTO seen_ids_a (id) SELECT ?1
+            "INSERT OR IGNORE INTO seen_ids_a (id, product) SELECT ?1, ?2
              WHERE NOT EXISTS (SELECT 1 FROM seen_ids_b WHERE id = ?1)"
         } else {
-            "INSERT OR IGNORE INTO seen_ids_b (id) SELECT ?1
+            "INSERT OR IGNORE INTO seen_ids_b (id, product) SELECT ?1, ?2
              WHERE NOT EXISTS (SELECT 1 FROM seen_ids_a WHERE id = ?1)"
         }
     }

@@ -6,7 +6,7 @@
 //! marker's line and key carry the old ID and everything after the new one.
 
 use super::seal::seal_in;
-use super::{dedup, now_us, sql, Inner, Store, StoreError};
+use super::{dedup, now_us, sql, Announce, Inner, Store, StoreError};
 use crate::record::Record;
 use rusqlite::{params, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -25,14 +25,17 @@ pub struct Forgotten {
 
 impl Store {
     /// Forget `product` (see the module docs); `salt` becomes its new ID
-    /// salt.
+    /// salt. The marker is recorded as an off's final event is: for a
+    /// product no manifest here describes, only if it ever sealed a batch
+    /// under its current ID ([`Announce::IfKnown`]).
     pub async fn forget(
         &self,
         product: String,
         marker: Option<Record>,
+        announce: Announce,
         salt: String,
     ) -> Result<Forgotten, StoreError> {
-        self.run_on(move |inner| inner.forget(&product, marker, &salt))
+        self.run_on(move |inner| inner.forget(&product, marker, announce, &salt))
             .await
     }
 
@@ -59,18 +62,41 @@ impl Inner {
         &mut self,
         product: &str,
         marker: Option<Record>,
+        announce: Announce,
         salt: &str,
     ) -> Result<Forgotten, StoreError> {
+        // Always scrubbed: a forget that found no stored event still
+        // deletes receipts, whose kept bodies hold every uploaded line.
         self.erase(
-            |inner| inner.forget_rows(product, marker, salt),
-            |f| f.purged > 0,
+            |inner| {
+                let out = inner.forget_rows(product, marker, announce, salt)?;
+                inner.rewrite_file();
+                Ok(out)
+            },
+            |_| true,
         )
+    }
+
+    /// Rebuild the database file (`VACUUM`). The product's uploaded events
+    /// were deleted at upload, where only pages written anyway are
+    /// overwritten: their lines may still sit in free cells and free
+    /// pages, which a forget's own secure deletion never touches. Rewritten,
+    /// the file holds live rows only (the WAL with the old pages is emptied
+    /// next). Rare, and the store holds pending events only, 64 MiB at
+    /// most by default: a fraction of a second to a few seconds, during
+    /// which clients wait or spool. On failure (no room for the copy) the
+    /// forget stands and says so in the log.
+    fn rewrite_file(&mut self) {
+        if let Err(e) = self.conn.execute_batch("VACUUM") {
+            tracing::warn!(error = %e, "could not rewrite the event store after a forget; rows uploaded before it may stay readable in its free space until reused");
+        }
     }
 
     fn forget_rows(
         &mut self,
         product: &str,
         marker: Option<Record>,
+        announce: Announce,
         salt: &str,
     ) -> Result<Forgotten, StoreError> {
         let now = now_us(&self.opts.clock);
@@ -82,7 +108,17 @@ impl Inner {
         // Everything, an unsent final `telemetry_off` batch included: the
         // user asks for all of it to be forgotten, and nothing of the old
         // ID but the marker may leave after this.
+        // Looked at before the key counters are deleted below.
+        let known: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM key_counters WHERE product = ?1)",
+                params![product],
+                |r| r.get(0),
+            )
+            .map_err(err())?;
+        let marker = marker.filter(|_| announce == Announce::Installed || known);
         dedup::forget_ids(&tx, "product = ?1", params![product]).map_err(err())?;
+        dedup::forget_product_ids(&tx, product).map_err(err())?;
         let purged = tx
             .execute("DELETE FROM events WHERE product = ?1", params![product])
             .map_err(err())? as u64;

@@ -167,7 +167,7 @@ impl Inner {
                     let mut out = InsertOutcome::default();
                     for r in records {
                         let new = seen_stmt
-                            .execute(params![&r.id[..]])
+                            .execute(params![&r.id[..], r.product])
                             .map_err(sql("insert"))?;
                         if new == 1 {
                             stmt.execute(params![&r.id[..], r.product, r.line, now, r.local_only])

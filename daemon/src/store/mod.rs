@@ -89,6 +89,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_refused.sql"),
     include_str!("migrations/0014_store_compat.sql"),
     include_str!("migrations/0015_local_dropped.sql"),
+    include_str!("migrations/0016_seen_ids_product.sql"),
 ];
 
 /// The oldest schema version whose telemetryd may serve a store this build

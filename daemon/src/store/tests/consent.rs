@@ -36,7 +36,12 @@ fn purge_forget_and_off_forget_the_ids_of_what_they_delete() {
             1
         );
         store
-            .forget("a".to_string(), Some(record(98, "a")), "0".repeat(32))
+            .forget(
+                "a".to_string(),
+                Some(record(98, "a")),
+                crate::store::Announce::Installed,
+                "0".repeat(32),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -93,6 +98,64 @@ fn an_off_without_a_manifest_is_announced_only_for_a_product_that_sent() {
     });
     drop(store);
     thread.join();
+}
+
+/// A forget leaves no id of the product's events behind, uploaded ones
+/// included (they are in the uploaded objects too: a link to what the
+/// vendor holds, and a timeline); other products' ids stay. As with an
+/// off, a product no manifest describes gets a marker only if it sent.
+#[test]
+fn forget_forgets_the_ids_of_uploaded_events_too_and_marks_only_a_product_that_sent() {
+    let f = Fixture::new();
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        store
+            .insert(vec![record(1, "a"), record(2, "a"), record(3, "b")])
+            .await
+            .unwrap();
+    });
+    drop(store);
+    thread.join();
+    // As if uploaded: the events are gone, their ids remembered.
+    let conn = Connection::open(f.dir.path().join(DB_FILE)).unwrap();
+    conn.execute("DELETE FROM events", []).unwrap();
+    drop(conn);
+    let (store, thread) = f.open(100);
+    rt().block_on(async {
+        for p in ["sent", "never"] {
+            store
+                .apply_consent(p, d(Mode::On), record(90, p), Announce::Installed)
+                .await
+                .unwrap();
+        }
+        store.insert(vec![record(4, "sent")]).await.unwrap();
+        store.seal(true).await.unwrap();
+        for (p, marked) in [("a", false), ("sent", true), ("never", false)] {
+            let out = store
+                .forget(
+                    p.into(),
+                    Some(record(98, p)),
+                    Announce::IfKnown,
+                    "ab".repeat(16),
+                )
+                .await
+                .unwrap();
+            assert_eq!(out.marker, marked, "{p}");
+        }
+    });
+    drop(store);
+    thread.join();
+    let conn = Connection::open(f.dir.path().join(DB_FILE)).unwrap();
+    let known = |id: u128, p: &str| -> i64 {
+        conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM seen_ids_a WHERE id = ?1) + (SELECT COUNT(*) FROM seen_ids_b WHERE id = ?1)",
+            [&record(id, p).id[..]],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!((known(1, "a"), known(2, "a"), known(4, "sent")), (0, 0, 0));
+    assert_eq!(known(3, "b"), 1, "another product's id stays");
 }
 
 #[test]
@@ -514,7 +577,12 @@ fn forget_deletes_the_products_data_seals_the_marker_alone_and_keeps_the_salt() 
         let mut marker = record(5, "a");
         marker.line = "{\"event\":\"telemetry_forget\"}".into();
         let out = store
-            .forget("a".into(), Some(marker), "ab".repeat(16))
+            .forget(
+                "a".into(),
+                Some(marker),
+                crate::store::Announce::Installed,
+                "ab".repeat(16),
+            )
             .await
             .unwrap();
         assert_eq!((out.purged, out.marker), (3, true));
@@ -532,7 +600,12 @@ fn forget_deletes_the_products_data_seals_the_marker_alone_and_keeps_the_salt() 
         );
         // Without a marker (not on): deleted, nothing recorded.
         let out = store
-            .forget("b".into(), None, "cd".repeat(16))
+            .forget(
+                "b".into(),
+                None,
+                crate::store::Announce::Installed,
+                "cd".repeat(16),
+            )
             .await
             .unwrap();
         assert_eq!((out.purged, out.marker), (1, false));

@@ -277,8 +277,19 @@ fn back_to_v9(conn: &Connection) {
         .unwrap();
 }
 
-/// Undo migration 0015: no count of local-only drops.
+/// Undo migration 0016: remembered ids without their product.
+fn back_to_v15(conn: &Connection) {
+    conn.execute_batch(
+        "ALTER TABLE seen_ids_a DROP COLUMN product;
+         ALTER TABLE seen_ids_b DROP COLUMN product;
+         PRAGMA user_version = 15;",
+    )
+    .unwrap();
+}
+
+/// Undo migrations 0016 and 0015: no count of local-only drops either.
 fn back_to_v14(conn: &Connection) {
+    back_to_v15(conn);
     conn.execute_batch("DROP TABLE local_dropped; PRAGMA user_version = 14;")
         .unwrap();
 }
@@ -298,7 +309,7 @@ fn back_to_v12(conn: &Connection) {
         .unwrap();
 }
 
-/// Undo migrations 0015 to 0011: consented sets by name only (0012 only
+/// Undo migrations 0016 to 0011: consented sets by name only (0012 only
 /// renamed receipts' outbox label).
 fn back_to_v10(conn: &Connection) {
     back_to_v12(conn);

@@ -171,7 +171,12 @@ fn key_numbers_are_each_products_own_from_a_start_of_their_own() {
         let mut marker = record(9, "a");
         marker.line = "{\"event\":\"telemetry_forget\"}".into();
         store
-            .forget("a".into(), Some(marker), "ab".repeat(16))
+            .forget(
+                "a".into(),
+                Some(marker),
+                crate::store::Announce::Installed,
+                "ab".repeat(16),
+            )
             .await
             .unwrap();
         let marked = sealed(&["a"]).await;

@@ -54,7 +54,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             r.old_machine
         ),
         (false, _) => outln!(
-            "nothing was sent ({} is not on, or its vendor retired it): to have the vendor delete what was uploaded before, give them this old ID by other means:\n  {}",
+            "nothing was sent ({} is not on, its vendor retired it, or no manifest here describes it and it never sent anything): to have the vendor delete what was uploaded before, give them this old ID by other means:\n  {}",
             r.product, r.old_machine
         ),
     }
