@@ -103,6 +103,9 @@ pub struct Ctx {
     pub spool: crate::spool::SpoolState,
     /// Connection activity, for the idle exit.
     pub activity: Activity,
+    /// Exit after this long without a connection (`idle_exit`), uploading
+    /// what may go first.
+    pub idle_exit: Option<Duration>,
     /// Whether acknowledged emits may be answered from the store thread
     /// (which takes a second descriptor per connection; see
     /// [`room_for_second_handles`]).
@@ -475,6 +478,7 @@ pub async fn run_locked(
         catalogues,
         applied: std::sync::Mutex::new(applied),
         activity: Activity::new(),
+        idle_exit: config.idle_exit,
         reconcile_lock: tokio::sync::Mutex::new(()),
         daemon_identity: transport::own_identity(),
         connection_timeout: config.connection_timeout,

@@ -778,8 +778,9 @@ pub struct StatusReport {
     pub refusals: Vec<RefusalCount>,
     /// When the next upload is due without anyone asking (µs since the
     /// epoch): the retry time after a failure, else when the oldest
-    /// uploadable event reaches the upload interval; `None` when nothing
-    /// is waiting to be uploaded.
+    /// uploadable event reaches the upload interval, or when a daemon with
+    /// an idle exit would exit (and upload first) if no other client came,
+    /// whichever is sooner; `None` when nothing is waiting to be uploaded.
     #[serde(default)]
     pub next_upload_us: Option<i64>,
     /// Every destination batches go to (the daemon's own first, then those

@@ -819,13 +819,19 @@ fn a_misspelt_product_is_recorded_with_a_warning_naming_the_known_ones() {
             err(&out)
         );
     }
+    // With no daemon to ask, the search path a daemon started now would
+    // use is looked at (a misspelt off was recorded in silence while the
+    // product meant stayed on).
     drop(daemon);
-    let out = ctl(&env, &["consent", "cfdve", "on"]);
+    let out = ctl(&env, &["consent", "cfdve", "off"]);
     assert!(
-        !err(&out).contains("warning"),
+        err(&out).contains("no manifest for product \"cfdve\" in ")
+            && err(&out).contains("(products with one: cfdev"),
         "no daemon to ask: {}",
         err(&out)
     );
+    let out = ctl(&env, &["consent", "cfdev", "off"]);
+    assert_eq!(err(&out), "", "a known product");
 }
 
 #[test]

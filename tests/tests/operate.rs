@@ -177,6 +177,46 @@ fn date_of(day: i64) -> String {
     humantime::format_rfc3339(t).to_string()[..10].to_string()
 }
 
+/// `status` names the next upload as it will happen: an hour's interval
+/// away, or, for a daemon with an idle exit (an autostarted one), when it
+/// would exit with no other client, since it uploads first.
+#[test]
+fn status_names_the_next_upload_an_idle_exit_brings_forward() {
+    let s3 = S3Server::start();
+    let env = s3_env(&s3);
+    let now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64
+    };
+    let minutes = |m: i64| m * 60_000_000;
+    for (idle, expect) in [(None, minutes(60)), (Some("5m"), minutes(5))] {
+        let extra: Vec<(&str, &str)> = idle
+            .map(|i| ("TELEMETRY_IDLE_EXIT", i))
+            .into_iter()
+            .collect();
+        let daemon = env.start_with(&extra);
+        let mut client = daemon.client();
+        client.emit(vec![stop_event()], TIMEOUT).unwrap();
+        let before = now();
+        let next = client
+            .status(TIMEOUT)
+            .unwrap()
+            .next_upload_us
+            .expect("one due");
+        let after = now();
+        assert!(
+            next >= before + expect - minutes(1) && next <= after + expect,
+            "idle {idle:?}: next upload {} s from now",
+            (next - after) / 1_000_000
+        );
+        client.purge(None, TIMEOUT).unwrap();
+        drop(client);
+        daemon.terminate().unwrap();
+    }
+}
+
 /// A forget that lands while an upload is on its way: the cycle already
 /// running takes the marker with it, before the forget's own flush runs
 /// (which then finds nothing to send), and the reply still names the key

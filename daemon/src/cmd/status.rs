@@ -135,10 +135,28 @@ pub async fn handle(ctx: &Ctx, trusted: bool) -> Response {
         incidents: ctx.incidents.clone(),
         dropped: stats.dropped.clone(),
         refusals: ctx.refusals.snapshot(trusted),
-        next_upload_us: ctx.uploader.next_upload_us(&stats, up.next_attempt_us),
+        next_upload_us: next_upload_us(ctx, &stats, up.next_attempt_us),
         destinations,
         counters: ctx
             .counters
             .snapshot(stats.store_full_drops, &stats.local_full_drops),
     }))
+}
+
+/// When the next upload is due without anyone asking: the uploader's
+/// schedule, or sooner when this daemon exits idle first, since it uploads
+/// what may go before it goes (an autostarted one after 5 minutes without
+/// a client: an hour's interval otherwise showed a time long after the
+/// events had left). This request restarts that clock, so with no other
+/// client it goes `idle_exit` from now. Work that waits for a destination
+/// in backoff is kept for the next start instead: the retry time stands.
+fn next_upload_us(ctx: &Ctx, stats: &Stats, retry_at_us: Option<i64>) -> Option<i64> {
+    let due = ctx.uploader.next_upload_us(stats, retry_at_us)?;
+    match ctx.idle_exit {
+        Some(idle) if retry_at_us.is_none() => {
+            let exit = crate::config::now_us(&ctx.clock).saturating_add(idle.as_micros() as i64);
+            Some(due.min(exit))
+        }
+        _ => Some(due),
+    }
 }

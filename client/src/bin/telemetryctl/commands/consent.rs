@@ -371,12 +371,14 @@ fn change(
             eprintln!("telemetryctl: warning: telemetryd did not apply the change yet: {e}");
         }
     }
-    if applied.is_ok() {
-        if let Some(w) = unknown_product(product, &daemon_view(socket)) {
-            eprintln!(
-                "telemetryctl: warning: {w}; the decision is recorded, and applies if that product is installed later"
-            );
-        }
+    let unknown = match &applied {
+        Ok(_) => unknown_product(product, &daemon_view(socket)),
+        Err(_) => unknown_on_path(product),
+    };
+    if let Some(w) = unknown {
+        eprintln!(
+            "telemetryctl: warning: {w}; the decision is recorded, and applies if that product is installed later"
+        );
     }
     if args.json {
         let daemon_notified = applied.is_ok();
@@ -593,6 +595,15 @@ fn list(socket: &Path, paths: &ConsentPaths, json: bool) -> Result<(), Failure> 
 /// the daemon's config file is not followed: the question is then the
 /// generic one.
 fn manifest_file_on_path(product: &str) -> Option<std::path::PathBuf> {
+    manifest_dirs()
+        .into_iter()
+        .map(|dir| dir.join(format!("{product}.toml")))
+        .find(|f| f.exists())
+}
+
+/// The manifest search path as a daemon started now would use it (its
+/// environment's, not a config file's `catalog_dir`).
+fn manifest_dirs() -> Vec<std::path::PathBuf> {
     use telemetry_proto::paths;
     let env = |k: &str| std::env::var_os(k);
     let user = env("TELEMETRY_CATALOG_DIR")
@@ -605,10 +616,38 @@ fn manifest_file_on_path(product: &str) -> Option<std::path::PathBuf> {
             .as_deref(),
         env("ProgramData").map(std::path::PathBuf::from).as_deref(),
     );
-    user.into_iter()
-        .chain(system)
-        .map(|dir| dir.join(format!("{product}.toml")))
-        .find(|f| f.exists())
+    user.into_iter().chain(system).collect()
+}
+
+/// [`unknown_product`] for when no daemon answers: a warning when no
+/// manifest on the search path (nor the built-in example) describes
+/// `product`, naming the products that have one. Without it a misspelt
+/// `off` was recorded in silence while the product meant stayed on.
+fn unknown_on_path(product: &str) -> Option<String> {
+    if product == "cfdev" || manifest_file_on_path(product).is_some() {
+        return None;
+    }
+    let dirs = manifest_dirs();
+    let mut known: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".toml").map(str::to_string)
+        })
+        .filter(|p| super::product_arg(p).is_ok())
+        .chain(std::iter::once("cfdev".to_string()))
+        .collect();
+    known.sort();
+    known.dedup();
+    let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Some(format!(
+        "no manifest for product {product:?} in {} (products with one: {}); check the name",
+        searched.join(", "),
+        known.join(", ")
+    ))
 }
 
 /// `pc` with its manifest and version as a daemon started now would find
