@@ -691,6 +691,21 @@ fn consent_json_for_an_off_product_names_its_manifest_without_a_daemon() {
         )),
         "{text}"
     );
+    // A change, and a prompt, answered from the files name it too (they
+    // said "" and version 0 where plain `consent P --json` did not).
+    for args in [
+        &["consent", "acme", "local", "--json"][..],
+        &["consent", "acme", "--prompt", "--json"][..],
+    ] {
+        let changed: serde_json::Value = serde_json::from_slice(&ctl(&env, args).stdout).unwrap();
+        let consent = &changed["consent"];
+        assert_eq!(
+            consent["manifest"],
+            dir.join("acme.toml").display().to_string(),
+            "{args:?}: {changed}"
+        );
+        assert_eq!(consent["version"], 2, "{args:?}: {changed}");
+    }
     // With a daemon, its warnings about the manifest are in the JSON too.
     std::fs::write(
         dir.join("acme.toml"),
@@ -1368,7 +1383,7 @@ fn the_prompt_says_what_it_did_and_json_has_a_field_for_it() {
     assert_eq!(
         v["consent"],
         serde_json::json!({"product": "cfdev", "mode": "off", "layer": "default",
-            "manifest": "", "manifest_error": null, "version": 0,
+            "manifest": "built-in cfdev.toml", "manifest_error": null, "version": 1,
             "consented_version": 0, "new_events": [], "manifest_warnings": []})
     );
     assert!(!consent.exists(), "nothing recorded");

@@ -254,7 +254,9 @@ fn manifest_lines(c: &ProductConsent) -> Vec<String> {
 /// A report made from the files, for when the daemon did not apply it.
 fn local_report(product: &str, paths: &ConsentPaths) -> ConsentReport {
     ConsentReport {
-        consent: local(product, paths),
+        // With its manifest as plain `consent PRODUCT --json` shows it
+        // (scripts read `manifest` and `version` from either).
+        consent: from_manifest_on_path(local(product, paths)),
         purged: 0,
         final_event: false,
         file: paths.user.display().to_string(),

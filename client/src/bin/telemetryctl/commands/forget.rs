@@ -10,9 +10,9 @@ use telemetry_client::Client;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "What happens:\n  \
     1. every event of PRODUCT stored on this machine is deleted (pending, sealed, local-only, withheld, an unsent telemetry_off, what shims spooled) with its upload receipts; events made before it that arrive later are refused;\n  \
-    2. if PRODUCT is on, one telemetry_forget event is uploaded under its current anonymous ID: the vendor's report leaves out every event of that ID, and the vendor deletes them;\n  \
-    3. PRODUCT gets a new anonymous ID (a new random salt), unlinkable to the old one.\n\
-    If PRODUCT is off or local nothing can be sent (that is what off means): pass the old ID printed here to the vendor by other means.")]
+    2. if PRODUCT is on, one telemetry_forget event is uploaded under its current anonymous ID: the vendor's report leaves out every event of that ID, and the vendor is asked to delete them;\n  \
+    3. PRODUCT gets a new anonymous ID (a new random salt, kept in the state directory's database), unlinkable to the old one while that salt is kept.\n\
+    If PRODUCT is off or local nothing can be sent (that is what off means): pass the old ID printed here to the vendor by other means, or forget before turning it off. Nothing here keeps the old ID: note it down.")]
 pub struct Args {
     /// The product whose data to forget (e.g. cfdev).
     #[arg(value_parser = super::product_arg)]
@@ -54,7 +54,7 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
             r.old_machine
         ),
         (false, _) => outln!(
-            "nothing was sent ({} is not on, its vendor retired it, or no manifest here describes it and it never sent anything): to have the vendor delete what was uploaded before, give them this old ID by other means:\n  {}",
+            "nothing was sent ({} is not on, its vendor retired it, or no manifest here describes it and it never sent anything): to have the vendor delete what was uploaded before, give them this old ID by other means (note it now: nothing here keeps it, and a second forget shows the ID made by this one):\n  {}",
             r.product, r.old_machine
         ),
     }
