@@ -533,7 +533,7 @@ fn raw_db(dir: &std::path::Path, sync: &str, wal: Wal) -> Result<rusqlite::Conne
 
 /// The daemon's insert statements: the id into the current generation of
 /// seen ids unless a generation has it, then, for a new id, the row.
-const SEEN: &str = "INSERT OR IGNORE INTO seen_ids_a (id) SELECT ?1
+const SEEN: &str = "INSERT OR IGNORE INTO seen_ids_a (id, product) SELECT ?1, ?2
      WHERE NOT EXISTS (SELECT 1 FROM seen_ids_b WHERE id = ?1)";
 const INSERT: &str = "INSERT INTO events (id, product, line, received_us, local_only)
      VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -544,7 +544,7 @@ fn insert_all(conn: &mut rusqlite::Connection, rows: &[telemetryd::record::Recor
         let mut seen = tx.prepare_cached(SEEN)?;
         let mut st = tx.prepare_cached(INSERT)?;
         for r in rows {
-            if seen.execute(rusqlite::params![&r.id[..]])? == 1 {
+            if seen.execute(rusqlite::params![&r.id[..], r.product])? == 1 {
                 st.execute(rusqlite::params![&r.id[..], r.product, r.line, 0, false])?;
             }
         }

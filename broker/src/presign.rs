@@ -205,7 +205,10 @@ impl Presigner {
         // and `expires_at` is the true end, not an estimate.
         let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
         let signed_at = UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs());
-        let expires_in = lifetime + Duration::from_secs(u64::from(since_epoch.subsec_nanos() > 0));
+        // `X-Amz-Expires` is whole seconds too: rounded up, so a lifetime
+        // that is not a whole number of seconds is not cut short either.
+        let span = Duration::from_nanos(u64::from(since_epoch.subsec_nanos())) + lifetime;
+        let expires_in = Duration::from_secs(span.as_secs() + u64::from(span.subsec_nanos() > 0));
         let mut settings = SigningSettings::default();
         settings.signature_location = SignatureLocation::QueryParams;
         settings.expires_in = Some(expires_in);

@@ -587,6 +587,10 @@ pub fn load(
         cfg.upload_interval = d;
     }
     let retry_min_raw = args.retry_min.clone().or(file.retry_min.clone());
+    let retry_max_origin = match args.retry_max {
+        Some(_) => origins.cli("retry_max", "retry-max", "TELEMETRY_RETRY_MAX"),
+        None => origins.file(),
+    };
     let retry_max = pick(
         "retry_max",
         args.retry_max.as_ref(),
@@ -623,7 +627,7 @@ pub fn load(
                 },
                 value: retry_min_raw.unwrap_or_default(),
                 reason: format!(
-                    "longer than retry_max ({}): the first retry's wait cannot exceed the longest",
+                    "longer than retry_max ({}, from {retry_max_origin}): the first retry's wait cannot exceed the longest",
                     humantime::format_duration(max)
                 ),
             });
@@ -1069,7 +1073,9 @@ mod tests {
         let (args, m) = args_from(&["telemetryd", "--config", file.to_str().unwrap()]);
         let err = load(&args, Some(&m), no_env, 1).unwrap_err().to_string();
         assert!(
-            err.contains("retry_min") && err.contains("retry_max (1m)") && err.contains("c.toml"),
+            err.contains("retry_min")
+                && err.contains("retry_max (1m, from config file ")
+                && err.contains("c.toml"),
             "{err}"
         );
         let (args, m) = args_from(&[
@@ -1084,6 +1090,7 @@ mod tests {
             err.contains("--retry-min") && err.contains("\"2m\""),
             "{err}"
         );
+        assert!(err.contains("retry_max (1m, from config file "), "{err}");
         // Alone, either moves the other's default out of its way.
         std::fs::write(&file, "retry_min = \"10m\"\n").unwrap();
         let (args, m) = args_from(&["telemetryd", "--config", file.to_str().unwrap()]);

@@ -173,6 +173,11 @@ impl Activity {
     fn last(&self) -> Instant {
         *self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Connections open now.
+    pub(crate) fn open(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
 }
 
 /// Counts a connection as open from the moment it is accepted (so the idle

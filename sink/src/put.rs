@@ -236,7 +236,8 @@ impl Sink {
                             crate::error_line(&e),
                             match endpoint {
                                 Some(ep) => format!("the endpoint {ep}"),
-                                None => "AWS S3".to_string(),
+                                // AWS's, or one AWS_ENDPOINT_URL names.
+                                None => "the S3 endpoint".to_string(),
                             }
                         ),
                     },

@@ -847,6 +847,22 @@ fn a_misspelt_product_is_recorded_with_a_warning_naming_the_known_ones() {
     );
     let out = ctl(&env, &["consent", "cfdev", "off"]);
     assert_eq!(err(&out), "", "a known product");
+    // A manifest in the `catalog_dir` the daemon's config file sets is
+    // found there too.
+    let vendor = env.root().join("vendor-catalog");
+    std::fs::create_dir_all(&vendor).unwrap();
+    std::fs::write(
+        vendor.join("cfdve.toml"),
+        "product = \"cfdve\"\n[events.ran]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        env.root().join("config.toml"),
+        format!("catalog_dir = {:?}\n", vendor.display().to_string()),
+    )
+    .unwrap();
+    let out = ctl(&env, &["consent", "cfdve", "off"]);
+    assert_eq!(err(&out), "", "described in the configured catalogue");
 }
 
 #[test]

@@ -152,8 +152,10 @@ pub async fn handle(ctx: &Ctx, trusted: bool) -> Response {
 /// in backoff is kept for the next start instead: the retry time stands.
 fn next_upload_us(ctx: &Ctx, stats: &Stats, retry_at_us: Option<i64>) -> Option<i64> {
     let due = ctx.uploader.next_upload_us(stats, retry_at_us)?;
+    // This request's own connection counts; another one keeps it up.
+    let others = ctx.activity.open() > 1;
     match ctx.idle_exit {
-        Some(idle) if retry_at_us.is_none() => {
+        Some(idle) if retry_at_us.is_none() && !others => {
             let exit = crate::config::now_us(&ctx.clock).saturating_add(idle.as_micros() as i64);
             Some(due.min(exit))
         }

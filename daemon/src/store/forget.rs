@@ -11,6 +11,10 @@ use crate::record::Record;
 use rusqlite::{params, TransactionBehavior};
 use std::collections::BTreeMap;
 
+/// How a stored `telemetry_forget` marker's line begins its event field
+/// (`record::render` writes it so, without spaces).
+const MARKER_IN_LINE: &str = "\"event\":\"telemetry_forget\"";
+
 /// What forgetting did in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Forgotten {
@@ -82,10 +86,11 @@ impl Inner {
     /// overwritten: their lines may still sit in free cells and free
     /// pages, which a forget's own secure deletion never touches. Rewritten,
     /// the file holds live rows only (the WAL with the old pages is emptied
-    /// next). Rare, and the store holds pending events only, 64 MiB at
-    /// most by default: a fraction of a second to a few seconds, during
-    /// which clients wait or spool. On failure (no room for the copy) the
-    /// forget stands and says so in the log.
+    /// next). Rare, and the file is mostly pending events (`max_store_bytes`,
+    /// 64 MiB by default), plus the ids remembered for dedup and the kept
+    /// receipt bodies (8 MiB at most): a fraction of a second to a few
+    /// seconds, during which clients wait or spool. On failure (no room for
+    /// the copy) the forget stands and says so in the log.
     fn rewrite_file(&mut self) {
         if let Err(e) = self.conn.execute_batch("VACUUM") {
             tracing::warn!(error = %e, "could not rewrite the event store after a forget; rows uploaded before it may stay readable in its free space until reused");
@@ -117,13 +122,45 @@ impl Inner {
             )
             .map_err(err())?;
         let marker = marker.filter(|_| announce == Announce::Installed || known);
-        dedup::forget_ids(&tx, "product = ?1", params![product]).map_err(err())?;
+        // An earlier forget's marker not sent yet (it was made offline) is
+        // that user's request under that older ID: kept, or the vendor
+        // would never hear of it. Final batches holding one, by id.
+        let kept: Vec<i64> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT b.id FROM batches b WHERE b.product = ?1 AND b.final = 1 AND EXISTS (
+                         SELECT 1 FROM events e WHERE e.product = ?1
+                         AND e.seq BETWEEN b.first_seq AND b.last_seq AND instr(e.line, ?2) > 0)",
+                )
+                .map_err(err())?;
+            let rows = stmt
+                .query_map(params![product, MARKER_IN_LINE], |r| r.get(0))
+                .map_err(err())?;
+            rows.collect::<Result<_, _>>().map_err(err())?
+        };
+        // Whole numbers read from the store itself: safe to write inline.
+        let kept_ids = kept
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let not_kept = format!(
+            "product = ?1 AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id IN ({kept_ids})
+                 AND events.seq BETWEEN b.first_seq AND b.last_seq)"
+        );
+        dedup::forget_ids(&tx, &not_kept, params![product]).map_err(err())?;
         dedup::forget_product_ids(&tx, product).map_err(err())?;
         let purged = tx
-            .execute("DELETE FROM events WHERE product = ?1", params![product])
+            .execute(
+                &format!("DELETE FROM events WHERE {not_kept}"),
+                params![product],
+            )
             .map_err(err())? as u64;
-        tx.execute("DELETE FROM batches WHERE product = ?1", params![product])
-            .map_err(err())?;
+        tx.execute(
+            &format!("DELETE FROM batches WHERE product = ?1 AND id NOT IN ({kept_ids})"),
+            params![product],
+        )
+        .map_err(err())?;
         tx.execute("DELETE FROM dropped WHERE product = ?1", params![product])
             .map_err(err())?;
         tx.execute(

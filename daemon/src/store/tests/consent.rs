@@ -598,6 +598,30 @@ fn forget_deletes_the_products_data_seals_the_marker_alone_and_keeps_the_salt() 
             salts.get("a").map(|(salt, _)| salt.as_str()),
             Some("ab".repeat(16).as_str())
         );
+        // A second forget before the first marker left keeps that marker
+        // (the user's request under the older ID) and adds its own.
+        store.insert(vec![record(6, "a")]).await.unwrap();
+        let mut second = record(7, "a");
+        second.line = "{\"event\":\"telemetry_forget\",\"n\":2}".into();
+        let out = store
+            .forget(
+                "a".into(),
+                Some(second),
+                crate::store::Announce::Installed,
+                "ef".repeat(16),
+            )
+            .await
+            .unwrap();
+        assert_eq!((out.purged, out.marker), (1, true));
+        let page = store.show(Some("a".into()), 0).await.unwrap();
+        let lines: Vec<&str> = page.events.iter().map(|e| e.line.as_str()).collect();
+        assert_eq!(
+            lines,
+            [
+                "{\"event\":\"telemetry_forget\"}",
+                "{\"event\":\"telemetry_forget\",\"n\":2}"
+            ]
+        );
         // Without a marker (not on): deleted, nothing recorded.
         let out = store
             .forget(

@@ -373,9 +373,13 @@ fn change(
             eprintln!("telemetryctl: warning: telemetryd did not apply the change yet: {e}");
         }
     }
+    // From the search path only when no daemon runs: a daemon that
+    // refused or did not answer in time may read another catalogue (a
+    // machine-wide one reads /etc/telemetry/catalog).
     let unknown = match &applied {
         Ok(_) => unknown_product(product, &daemon_view(socket)),
-        Err(_) => unknown_on_path(product),
+        Err(ClientError::Unreachable { .. }) => unknown_on_path(product),
+        Err(_) => None,
     };
     if let Some(w) = unknown {
         eprintln!(
@@ -621,15 +625,50 @@ fn manifest_dirs() -> Vec<std::path::PathBuf> {
     user.into_iter().chain(system).collect()
 }
 
-/// [`unknown_product`] for when no daemon answers: a warning when no
-/// manifest on the search path (nor the built-in example) describes
-/// `product`, naming the products that have one. Without it a misspelt
-/// `off` was recorded in silence while the product meant stayed on.
+/// The `catalog_dir` the config file a daemon started now would read sets
+/// (`TELEMETRY_CONFIG`, else the default one): `Err(())` when it sets one
+/// that cannot be followed from here (relative, or the file unreadable).
+fn configured_catalog_dir() -> Result<Option<std::path::PathBuf>, ()> {
+    let env = |k: &str| std::env::var_os(k);
+    let file = match env("TELEMETRY_CONFIG").filter(|v| !v.is_empty()) {
+        Some(f) => std::path::PathBuf::from(f),
+        None => match telemetry_proto::paths::default_config_file(env) {
+            Some(f) => f,
+            None => return Ok(None),
+        },
+    };
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let table: toml::Table = text.parse().map_err(|_| ())?;
+    match table.get("catalog_dir") {
+        None => Ok(None),
+        Some(toml::Value::String(d)) if std::path::Path::new(d).is_absolute() => {
+            Ok(Some(std::path::PathBuf::from(d)))
+        }
+        Some(_) => Err(()),
+    }
+}
+
+/// [`unknown_product`] for when no daemon runs: a warning when no
+/// manifest on the search path a daemon started now would use (its
+/// config file's `catalog_dir` included), nor the built-in example,
+/// describes `product`, naming the products that have one. Without it a
+/// misspelt `off` was recorded in silence while the product meant stayed
+/// on. `None` when nobody can tell from here.
 fn unknown_on_path(product: &str) -> Option<String> {
     if product == "cfdev" || manifest_file_on_path(product).is_some() {
         return None;
     }
-    let dirs = manifest_dirs();
+    let mut dirs = manifest_dirs();
+    match configured_catalog_dir() {
+        Ok(Some(dir)) if dir.join(format!("{product}.toml")).exists() => return None,
+        Ok(Some(dir)) => dirs.insert(0, dir),
+        Ok(None) => {}
+        Err(()) => return None,
+    }
     let mut known: Vec<String> = dirs
         .iter()
         .filter_map(|d| std::fs::read_dir(d).ok())
