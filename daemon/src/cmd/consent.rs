@@ -299,14 +299,7 @@ async fn reconcile_waiting(
         std::env::consts::OS,
         std::env::consts::ARCH,
     );
-    // An off for a product no manifest here describes (a slip of the name,
-    // a product not installed yet) must not tell its vendor, once it is
-    // installed, that this machine has it; one uninstalled after it sent
-    // batches is still announced (the store knows which).
-    let announce = match ctx.catalogues.lookup(product) {
-        Lookup::Unknown => Announce::IfKnown,
-        Lookup::Ready(_) | Lookup::Broken { .. } => Announce::Installed,
-    };
+    let announce = announce(ctx, product);
     let previous = known(ctx);
     let out = ctx
         .store
@@ -383,6 +376,18 @@ pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
             code: ErrorCode::Storage,
             message: e.to_string(),
         },
+    }
+}
+
+/// Whether a final event of `product` (an off's, a forget's marker) is
+/// recorded whatever it sent before: only when a manifest here describes
+/// it. For a slip of the name, or a product not installed yet, it must not
+/// tell the vendor, once installed, that this machine has it; one
+/// uninstalled after it sent batches is still told (the store knows which).
+pub(crate) fn announce(ctx: &Ctx, product: &str) -> Announce {
+    match ctx.catalogues.lookup(product) {
+        Lookup::Unknown => Announce::IfKnown,
+        Lookup::Ready(_) | Lookup::Broken { .. } => Announce::Installed,
     }
 }
 

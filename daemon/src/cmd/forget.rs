@@ -53,13 +53,8 @@ pub async fn handle(ctx: &Ctx, product: String, build: String) -> Response {
             };
             record::render(&ev, &old, std::env::consts::OS, std::env::consts::ARCH)
         });
-        // As for an off: a product no manifest here describes (a slip of
-        // the name, one not installed yet) sends no marker its vendor
-        // would get once it is installed, unless it sent batches before.
-        let announce = match ctx.catalogues.lookup(&product) {
-            crate::catalog::Lookup::Unknown => crate::store::Announce::IfKnown,
-            _ => crate::store::Announce::Installed,
-        };
+        // As for an off (a slip of the name sends nothing).
+        let announce = crate::cmd::consent::announce(ctx, &product);
         let salt = Identity::new_salt();
         let out = match ctx
             .store

@@ -59,6 +59,27 @@ pub enum Announce {
     IfKnown,
 }
 
+impl Announce {
+    /// Whether `product`'s final event (an off's, a forget's marker) may
+    /// be recorded, in `conn`'s open transaction: a batch sealed under the
+    /// product's current ID left its key counter (a forget starts it
+    /// again), so look before a forget deletes it.
+    pub(super) fn allows(
+        self,
+        conn: &rusqlite::Connection,
+        product: &str,
+    ) -> rusqlite::Result<bool> {
+        match self {
+            Announce::Installed => Ok(true),
+            Announce::IfKnown => conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM key_counters WHERE product = ?1)",
+                params![product],
+                |r| r.get(0),
+            ),
+        }
+    }
+}
+
 /// What applying a consent decision did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConsentOutcome {
@@ -258,19 +279,10 @@ fn transition(
                 params![product],
             )
             .map_err(sql("applying consent"))?;
-            // A batch sealed under the product's current ID left its key
-            // counter (a forget starts it again).
             let announce = from == Mode::On
-                && match announce {
-                    Announce::Installed => true,
-                    Announce::IfKnown => tx
-                        .query_row(
-                            "SELECT EXISTS (SELECT 1 FROM key_counters WHERE product = ?1)",
-                            params![product],
-                            |r| r.get(0),
-                        )
-                        .map_err(sql("applying consent"))?,
-                };
+                && announce
+                    .allows(tx, product)
+                    .map_err(sql("applying consent"))?;
             if announce {
                 tx.execute(
                     "INSERT INTO events (id, product, line, received_us, local_only)

@@ -11,9 +11,12 @@ use crate::record::Record;
 use rusqlite::{params, TransactionBehavior};
 use std::collections::BTreeMap;
 
-/// How a stored `telemetry_forget` marker's line begins its event field
-/// (`record::render` writes it so, without spaces).
-const MARKER_IN_LINE: &str = "\"event\":\"telemetry_forget\"";
+/// A stored marker's event field, as `record::render` writes it (no
+/// spaces): found in a line, it names that line's event (inside a string
+/// value its quotes would be escaped).
+fn marker_in_line() -> String {
+    format!("\"event\":\"{}\"", crate::cmd::forget::TELEMETRY_FORGET)
+}
 
 /// What forgetting did in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,14 +117,10 @@ impl Inner {
         // user asks for all of it to be forgotten, and nothing of the old
         // ID but the marker may leave after this.
         // Looked at before the key counters are deleted below.
-        let known: bool = tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM key_counters WHERE product = ?1)",
-                params![product],
-                |r| r.get(0),
-            )
-            .map_err(err())?;
-        let marker = marker.filter(|_| announce == Announce::Installed || known);
+        let marker = match marker {
+            Some(m) if announce.allows(&tx, product).map_err(err())? => Some(m),
+            _ => None,
+        };
         // An earlier forget's marker not sent yet (it was made offline) is
         // that user's request under that older ID: kept, or the vendor
         // would never hear of it. Final batches holding one, by id.
@@ -134,7 +133,7 @@ impl Inner {
                 )
                 .map_err(err())?;
             let rows = stmt
-                .query_map(params![product, MARKER_IN_LINE], |r| r.get(0))
+                .query_map(params![product, marker_in_line()], |r| r.get(0))
                 .map_err(err())?;
             rows.collect::<Result<_, _>>().map_err(err())?
         };

@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// How many dedup generations remember record `n`'s id.
+fn seen(conn: &Connection, n: u128) -> i64 {
+    conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM seen_ids_a WHERE id = ?1) + (SELECT COUNT(*) FROM seen_ids_b WHERE id = ?1)",
+        [&record(n, "").id[..]],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
 #[test]
 fn purge_forget_and_off_forget_the_ids_of_what_they_delete() {
     let f = Fixture::new();
@@ -24,8 +34,8 @@ fn purge_forget_and_off_forget_the_ids_of_what_they_delete() {
     thread.join();
     let conn = Connection::open(f.dir.path().join(DB_FILE)).unwrap();
     let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
-    let seen = "SELECT (SELECT COUNT(*) FROM seen_ids_a) + (SELECT COUNT(*) FROM seen_ids_b)";
-    assert_eq!(count(seen), 3);
+    let all_seen = "SELECT (SELECT COUNT(*) FROM seen_ids_a) + (SELECT COUNT(*) FROM seen_ids_b)";
+    assert_eq!(count(all_seen), 3);
     conn.execute("DELETE FROM events", []).unwrap();
     drop(conn);
     // Forget and a switch to off, on the store itself.
@@ -35,15 +45,7 @@ fn purge_forget_and_off_forget_the_ids_of_what_they_delete() {
             store.insert(vec![record(11, "a")]).await.unwrap().accepted,
             1
         );
-        store
-            .forget(
-                "a".to_string(),
-                Some(record(98, "a")),
-                crate::store::Announce::Installed,
-                "0".repeat(32),
-            )
-            .await
-            .unwrap();
+        forget(&store, "a", Some(record(98, "a")), "0".repeat(32)).await;
         assert_eq!(
             store.insert(vec![record(12, "b")]).await.unwrap().accepted,
             1
@@ -58,14 +60,7 @@ fn purge_forget_and_off_forget_the_ids_of_what_they_delete() {
     thread.join();
     let conn = Connection::open(f.dir.path().join(DB_FILE)).unwrap();
     for id in [11u128, 12] {
-        let known: i64 = conn
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM seen_ids_a WHERE id = ?1) + (SELECT COUNT(*) FROM seen_ids_b WHERE id = ?1)",
-                [&record(id, "a").id[..]],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(known, 0, "id {id} forgotten with its event");
+        assert_eq!(seen(&conn, id), 0, "id {id} forgotten with its event");
     }
 }
 
@@ -146,16 +141,8 @@ fn forget_forgets_the_ids_of_uploaded_events_too_and_marks_only_a_product_that_s
     drop(store);
     thread.join();
     let conn = Connection::open(f.dir.path().join(DB_FILE)).unwrap();
-    let known = |id: u128, p: &str| -> i64 {
-        conn.query_row(
-            "SELECT (SELECT COUNT(*) FROM seen_ids_a WHERE id = ?1) + (SELECT COUNT(*) FROM seen_ids_b WHERE id = ?1)",
-            [&record(id, p).id[..]],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
-    assert_eq!((known(1, "a"), known(2, "a"), known(4, "sent")), (0, 0, 0));
-    assert_eq!(known(3, "b"), 1, "another product's id stays");
+    assert_eq!((seen(&conn, 1), seen(&conn, 2), seen(&conn, 4)), (0, 0, 0));
+    assert_eq!(seen(&conn, 3), 1, "another product's id stays");
 }
 
 #[test]
@@ -574,17 +561,7 @@ fn forget_deletes_the_products_data_seals_the_marker_alone_and_keeps_the_salt() 
             .unwrap();
         store.seal(true).await.unwrap();
         store.insert(vec![record(4, "a")]).await.unwrap();
-        let mut marker = record(5, "a");
-        marker.line = "{\"event\":\"telemetry_forget\"}".into();
-        let out = store
-            .forget(
-                "a".into(),
-                Some(marker),
-                crate::store::Announce::Installed,
-                "ab".repeat(16),
-            )
-            .await
-            .unwrap();
+        let out = forget(&store, "a", Some(forget_marker(5, "a")), "ab".repeat(16)).await;
         assert_eq!((out.purged, out.marker), (3, true));
         assert!(out.since_us > 0);
         let page = store.show(Some("a".into()), 0).await.unwrap();
@@ -601,37 +578,19 @@ fn forget_deletes_the_products_data_seals_the_marker_alone_and_keeps_the_salt() 
         // A second forget before the first marker left keeps that marker
         // (the user's request under the older ID) and adds its own.
         store.insert(vec![record(6, "a")]).await.unwrap();
-        let mut second = record(7, "a");
-        second.line = "{\"event\":\"telemetry_forget\",\"n\":2}".into();
-        let out = store
-            .forget(
-                "a".into(),
-                Some(second),
-                crate::store::Announce::Installed,
-                "ef".repeat(16),
-            )
-            .await
-            .unwrap();
+        let out = forget(&store, "a", Some(forget_marker(7, "a")), "ef".repeat(16)).await;
         assert_eq!((out.purged, out.marker), (1, true));
         let page = store.show(Some("a".into()), 0).await.unwrap();
         let lines: Vec<&str> = page.events.iter().map(|e| e.line.as_str()).collect();
         assert_eq!(
             lines,
             [
-                "{\"event\":\"telemetry_forget\"}",
-                "{\"event\":\"telemetry_forget\",\"n\":2}"
+                forget_marker(5, "a").line.as_str(),
+                forget_marker(7, "a").line.as_str()
             ]
         );
         // Without a marker (not on): deleted, nothing recorded.
-        let out = store
-            .forget(
-                "b".into(),
-                None,
-                crate::store::Announce::Installed,
-                "cd".repeat(16),
-            )
-            .await
-            .unwrap();
+        let out = forget(&store, "b", None, "cd".repeat(16)).await;
         assert_eq!((out.purged, out.marker), (1, false));
         assert!(store
             .show(Some("b".into()), 0)

@@ -21,6 +21,27 @@ pub(super) fn record(n: u128, product: &str) -> Record {
     }
 }
 
+/// A `telemetry_forget` marker for `product`, its line told apart by `n`.
+pub(super) fn forget_marker(n: u128, product: &str) -> Record {
+    Record {
+        line: format!("{{\"event\":\"telemetry_forget\",\"n\":{n}}}"),
+        ..record(n, product)
+    }
+}
+
+/// Forget `product` of an installed manifest, with `marker`, drawing `salt`.
+pub(super) async fn forget(
+    store: &Store,
+    product: &str,
+    marker: Option<Record>,
+    salt: String,
+) -> Forgotten {
+    store
+        .forget(product.into(), marker, Announce::Installed, salt)
+        .await
+        .unwrap()
+}
+
 /// The receipt the uploader would make for `b`.
 pub(super) fn receipt(b: &SealedBatch) -> NewReceipt {
     NewReceipt {

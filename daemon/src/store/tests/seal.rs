@@ -168,17 +168,7 @@ fn key_numbers_are_each_products_own_from_a_start_of_their_own() {
         assert_eq!(two["b"].0, (b2 + 1, b2 + 2));
         // Forget a: its marker goes under the old numbering, the new ID's
         // first batch starts somewhere else.
-        let mut marker = record(9, "a");
-        marker.line = "{\"event\":\"telemetry_forget\"}".into();
-        store
-            .forget(
-                "a".into(),
-                Some(marker),
-                crate::store::Announce::Installed,
-                "ab".repeat(16),
-            )
-            .await
-            .unwrap();
+        forget(&store, "a", Some(forget_marker(9, "a")), "ab".repeat(16)).await;
         let marked = sealed(&["a"]).await;
         assert_eq!(marked["a"].0, (a2 + 2, a2 + 2));
         store.insert(vec![record(10, "a")]).await.unwrap();
