@@ -147,8 +147,12 @@ pub struct ConsentFile {
 }
 
 impl ConsentFile {
-    /// Parse the file's text.
+    /// Parse the file's text. One byte-order mark at its very start is
+    /// skipped: Windows PowerShell 5.1 (`Set-Content -Encoding UTF8`) and
+    /// older Notepad write one, and the user's first line must still
+    /// decide. Anywhere else it is an ordinary character (not whitespace).
     pub fn parse(text: &str) -> ConsentFile {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut out = ConsentFile::default();
         for (i, line) in text.lines().enumerate() {
             let (line, extension) = split_extension(line);

@@ -281,7 +281,7 @@ const maxSmallText = 1 << 20
 
 // readSmallText reads a consent file as the daemon and the shim do
 // (platform/src/fs.rs read_small_text): strict UTF-8 with nothing removed
-// (a byte-order mark stays, part of the first line), at most maxSmallText
+// (a byte-order mark stays: ParseConsentFile skips one at the start), at most maxSmallText
 // bytes, opened non-blocking so that a FIFO in its place cannot hold the
 // host: with no writer it reads as empty, and one whose writer has sent
 // nothing is an error after a moment. A file read that is not text (too

@@ -92,6 +92,9 @@ func ParseConsentFile(text string) (out ConsentFile) {
 			out = ConsentFile{BadLines: []int{0}}
 		}
 	}()
+	// One byte-order mark at the very start is skipped (Windows PowerShell
+	// 5.1 and older Notepad write one); anywhere else it is not whitespace.
+	text = strings.TrimPrefix(text, "\ufeff")
 	for i, raw := range strings.Split(text, "\n") {
 		raw = strings.TrimSuffix(raw, "\r")
 		line, extension := splitExtension(raw)

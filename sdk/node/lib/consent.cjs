@@ -117,7 +117,11 @@ function splitExtension(line) {
 function parseConsentFile(text) {
   /** @type {ConsentFile} */
   const out = { entries: [], badLines: [] };
-  const lines = String(text).split('\n');
+  let whole = String(text);
+  // One byte-order mark at the very start is skipped (Windows PowerShell
+  // 5.1 and older Notepad write one); anywhere else it is not whitespace.
+  if (whole.charCodeAt(0) === 0xfeff) whole = whole.slice(1);
+  const lines = whole.split('\n');
   if (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
   lines.forEach((raw, i) => {
     const [body, extension] = splitExtension(raw.endsWith('\r') ? raw.slice(0, -1) : raw);

@@ -193,7 +193,8 @@ MAX_SMALL_TEXT = 1 << 20
 def read_small_text(path: str) -> str:
     """A consent file's text, read as the daemon and the shim read it
     (``platform/src/fs.rs`` ``read_small_text``): strict UTF-8 with nothing
-    removed or translated (a byte-order mark stays, part of the first line;
+    removed or translated (a byte-order mark stays: the parser skips one at
+    the start;
     a lone ``\\r`` is no line end), at most 1 MiB (a link to ``/dev/zero``
     must not fill memory), opened non-blocking so that a FIFO in its place
     cannot hold the host: with no writer it reads as empty, and one whose

@@ -121,6 +121,11 @@ class ConsentFile:
     def parse(cls, text: str) -> ConsentFile:
         """Parse a file's text exactly as ``ConsentFile::parse`` in Rust."""
         out = cls()
+        # One byte-order mark at the very start is skipped (Windows
+        # PowerShell 5.1 and older Notepad write one); anywhere else it is
+        # not whitespace.
+        if text.startswith("\ufeff"):
+            text = text[1:]
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
