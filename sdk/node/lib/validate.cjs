@@ -130,24 +130,29 @@ function hasLoneSurrogate(s) {
 function checkData(data) {
   if (data === undefined || data === null) return { data: {} };
   const tooMany = { error: `data has more than ${LIMITS.maxDataEntries} entries, the maximum` };
+  // Keys whose value is undefined are left out (below) and do not count, so
+  // up to this many are listed and read; past it the data is refused before
+  // any value is read or anything copied.
+  const listed = 2 * LIMITS.maxDataEntries;
   let pairs;
   if (data instanceof Map) {
-    if (data.size > LIMITS.maxDataEntries) return tooMany;
+    if (data.size > listed) return tooMany;
     pairs = [...data.entries()];
   } else if (typeof data === 'object' && !Array.isArray(data)) {
     // Counted before anything is copied or any value read, stopping past the
-    // limit: Object.entries on a million keys takes over a second (and runs
+    // bound: Object.entries on a million keys takes over a second (and runs
     // every getter). V8 still lists a large object's keys before the first
     // step of for...in, but that is a quarter of the cost, and no standard
     // way enumerates them lazily.
     let n = 0;
     for (const key in data) {
-      if (Object.prototype.hasOwnProperty.call(data, key) && ++n > LIMITS.maxDataEntries) return tooMany;
+      if (Object.prototype.hasOwnProperty.call(data, key) && ++n > listed) return tooMany;
     }
     pairs = Object.entries(data);
   } else return { error: `data must be an object of name → string, integer or boolean, not ${shown(data)}` };
   // A proxy may list other keys the second time.
-  if (pairs.length > LIMITS.maxDataEntries) return tooMany;
+  if (pairs.length > listed) return tooMany;
+  let defined = 0;
   /** @type {Record<string, string|number|bigint|boolean>} */
   const out = {};
   for (const [key, value] of pairs) {
@@ -156,6 +161,7 @@ function checkData(data) {
     // Left out, as JSON.stringify leaves it: `{cached: flags.cached}` with
     // the flag unset must not cost the host its whole event.
     if (value === undefined) continue;
+    if (++defined > LIMITS.maxDataEntries) return tooMany;
     if (typeof value === 'string') {
       // A UTF-8 string has at least as many bytes as UTF-16 units: a long
       // one is refused before anything scans it (200 MB take 30 ms).

@@ -146,7 +146,9 @@ test('too many data entries are refused before any value is read or any entry co
   const t = createClient({ product: 'cfdev', build: '1', env: sdkEnv(T) });
   let reads = 0;
   const data = {};
-  for (let i = 0; i < 40; i++) {
+  // Past twice the limit (keys whose value is undefined do not count, so up
+  // to 64 are read).
+  for (let i = 0; i < 65; i++) {
     Object.defineProperty(data, `k${i}`, {
       enumerable: true,
       get: () => {
@@ -165,13 +167,19 @@ test('too many data entries are refused before any value is read or any entry co
       return super.entries();
     }
   }
-  const m = new CountingMap(Array.from({ length: 40 }, (_, i) => [`k${i}`, 1]));
+  const m = new CountingMap(Array.from({ length: 65 }, (_, i) => [`k${i}`, 1]));
   assert.match((await t.emit('stop', m)).message, /more than 32 entries/);
   assert.equal(reads, 0, 'the map was not copied');
   // 32 are fine; 33 own ones are not, whatever is inherited.
   const ok = Object.fromEntries(Array.from({ length: 32 }, (_, i) => [`k${i}`, i]));
   assert.equal((await t.emit('stop', Object.assign(Object.create({ x: 1, y: 2 }), ok))).status, 'spooled');
   assert.match((await t.emit('stop', { ...ok, k32: 1 })).message, /more than 32 entries/);
+  // Keys left undefined are left out, as JSON.stringify leaves them, and do
+  // not count: `{...flags}` with options unset still sends its 32.
+  const unset = Object.fromEntries(Array.from({ length: 32 }, (_, i) => [`u${i}`, undefined]));
+  assert.equal((await t.emit('stop', { ...ok, ...unset })).status, 'spooled');
+  assert.equal((await t.emit('stop', new Map(Object.entries({ ...ok, ...unset })))).status, 'spooled');
+  assert.match((await t.emit('stop', { ...ok, ...unset, u0: 1 })).message, /more than 32 entries/);
 });
 
 test('a bad value is described without converting it: no toString, no join, no million digits', async () => {
