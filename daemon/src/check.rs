@@ -15,6 +15,10 @@ pub struct Checked {
     pub lines: Vec<String>,
     /// No manifest on the search path is broken.
     pub manifests_ok: bool,
+    /// Warnings the usable manifests have (a key the daemon ignores, a
+    /// limit the protocol would refuse at every emit): a vendor's CI fails
+    /// on them with `--strict`.
+    pub manifest_warnings: usize,
     /// A setting a start would fail on though it parsed (the machine
     /// identity file cannot be read).
     pub setting_error: Option<String>,
@@ -63,17 +67,21 @@ pub fn check(config: &Config) -> Checked {
     );
     let catalogues = Catalogues::new(dirs, Duration::MAX);
     let mut manifests_ok = true;
+    let mut manifest_warnings = 0;
     for product in catalogues.products() {
         match catalogues.lookup(&product) {
-            Lookup::Ready(m) => lines.push(format!(
-                "manifest {product}: {} (catalogue version {}){}",
-                m.source_name,
-                m.version,
-                m.warnings
-                    .iter()
-                    .map(|w| format!("; warning: {w}"))
-                    .collect::<String>()
-            )),
+            Lookup::Ready(m) => {
+                manifest_warnings += m.warnings.len();
+                lines.push(format!(
+                    "manifest {product}: {} (catalogue version {}){}",
+                    m.source_name,
+                    m.version,
+                    m.warnings
+                        .iter()
+                        .map(|w| format!("; warning: {w}"))
+                        .collect::<String>()
+                ))
+            }
             Lookup::Broken { error, .. } => {
                 manifests_ok = false;
                 lines.push(format!("manifest {product}: DISABLED: {error}"));
@@ -94,6 +102,7 @@ pub fn check(config: &Config) -> Checked {
     Checked {
         lines,
         manifests_ok,
+        manifest_warnings,
         setting_error,
     }
 }
@@ -173,6 +182,7 @@ mod tests {
         let c = check(&config);
         let text = c.lines.join("\n");
         assert!(c.manifests_ok, "{text}");
+        assert_eq!(c.manifest_warnings, 0, "{text}");
         assert!(
             text.contains("s.sock") && text.contains("manifest good:"),
             "{text}"

@@ -365,9 +365,12 @@ pub struct Args {
     /// Run as the Windows service: started by the service control manager (as `telemetryd install --system` registers it), which stops it; machine-wide pipe permissions. Windows only.
     #[arg(long)]
     pub service: bool,
-    /// Check the settings (flags, environment, config file) and the product manifests, print what a start would use, and exit without changing anything: 0 when all is usable, 1 when a setting is not (named with its key and file), 3 when a manifest is broken. Run it before a reload (SIGHUP) or a restart.
+    /// Check the settings (flags, environment, config file) and the product manifests, print what a start would use, and exit without changing anything: 0 when all is usable, 1 when a setting is not (named with its key and file), 3 when a manifest is broken (or, with --strict, has warnings). Run it before a reload (SIGHUP) or a restart, and in a vendor's CI with --strict.
     #[arg(long)]
     pub check_config: bool,
+    /// With --check-config: a manifest's warnings (a key the daemon ignores, such as a misspelt limit or `[event.x]` for `[events.x]`, or a limit every emit would exceed) fail the check too, with exit 3: for a vendor's CI.
+    #[arg(long, requires = "check_config")]
+    pub strict: bool,
     /// Install or remove the service-manager files instead of running.
     #[command(subcommand)]
     pub command: Option<crate::install::Command>,

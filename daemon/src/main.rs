@@ -117,12 +117,20 @@ fn check_config(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> Ex
         eprintln!("telemetryd: error: {e}");
         return ExitCode::FAILURE;
     }
-    let code = if checked.manifests_ok {
-        telemetryd::outln!("configuration OK");
-        ExitCode::SUCCESS
-    } else {
-        telemetryd::outln!("configuration OK; a product manifest is broken (its product is disabled until it is fixed)");
+    let warnings = match checked.manifest_warnings {
+        0 => String::new(),
+        1 => " (1 manifest warning above)".to_string(),
+        n => format!(" ({n} manifest warnings above)"),
+    };
+    let code = if !checked.manifests_ok {
+        telemetryd::outln!("settings OK; a product manifest is broken: that product alone is disabled until it is fixed");
         ExitCode::from(3)
+    } else if args.strict && checked.manifest_warnings > 0 {
+        telemetryd::outln!("settings OK; manifests FAIL --strict{warnings}");
+        ExitCode::from(3)
+    } else {
+        telemetryd::outln!("configuration OK{warnings}");
+        ExitCode::SUCCESS
     };
     // The output is the answer: one that could not be written is a failure.
     if let Some(e) = telemetryd::output_error() {

@@ -516,6 +516,37 @@ fn check_config_prints_the_settings_and_names_what_is_wrong() {
 
     let catalog = env.root().join("catalog");
     std::fs::create_dir_all(&catalog).unwrap();
+    // A misspelt table: usable, with a warning, unless --strict.
+    std::fs::write(
+        catalog.join("toolw.toml"),
+        "product = \"toolw\"\n[events.ran]\n[event.login]\n",
+    )
+    .unwrap();
+    let out = check(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("manifest toolw:")
+            && said.contains("warning:")
+            && said.contains("configuration OK (1 manifest warning above)"),
+        "{said}"
+    );
+    let out = env
+        .command("telemetryd")
+        .args(["--check-config", "--strict"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("manifests FAIL --strict (1 manifest warning above)"),
+        "{said}"
+    );
+    // --strict means nothing alone: a usage error, not a daemon started.
+    let out = env.command("telemetryd").arg("--strict").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    std::fs::remove_file(catalog.join("toolw.toml")).unwrap();
+
     std::fs::write(
         catalog.join("toolx.toml"),
         "product = \"toolx\"\nnot toml [\n",
@@ -525,7 +556,9 @@ fn check_config_prints_the_settings_and_names_what_is_wrong() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
-        said.contains("manifest toolx: DISABLED") && said.contains("toolx.toml"),
+        said.contains("manifest toolx: DISABLED")
+            && said.contains("toolx.toml")
+            && said.contains("settings OK; a product manifest is broken"),
         "{said}"
     );
 }
