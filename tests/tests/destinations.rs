@@ -165,6 +165,8 @@ fn three_products_three_destinations_one_down_while_the_others_deliver() {
         "error: ",
         // The flat error names whose destination failed.
         "last error:   at the destination of toolb (below)",
+        // The daemon's own is not every product's.
+        "destination:  s3://telemetry-test/e2e (for products whose manifest names no destination; the others below)",
     ] {
         assert!(human.contains(needle), "{needle:?} in:\n{human}");
     }
@@ -191,6 +193,15 @@ fn three_products_three_destinations_one_down_while_the_others_deliver() {
     let human = text(&env.run("telemetryctl", &["status"]));
     assert!(human.contains("(anonymous) for toola (local)"), "{human}");
     assert!(human.contains("(aws) for cfdev\n"), "on: no mode: {human}");
+    // With every product that is on sending to its vendor, the daemon's own
+    // destination is said to be nobody's.
+    let out = env.run("telemetryctl", &["consent", "cfdev", "off"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let human = text(&env.run("telemetryctl", &["status"]));
+    assert!(
+        human.contains("destination:  s3://telemetry-test/e2e (the daemon's own: no product that is on sends there; each goes where its manifest says, below)"),
+        "{human}"
+    );
 }
 
 #[test]

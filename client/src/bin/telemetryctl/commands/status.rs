@@ -39,7 +39,11 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         humantime::format_duration(Duration::from_secs(s.uptime_secs))
     );
     outln!("socket:       {}", socket.display());
-    outln!("destination:  {}", s.destination);
+    outln!(
+        "destination:  {}{}",
+        s.destination,
+        own_destination_note(&s)
+    );
     outln!(
         "pending:      {} ({}), {}",
         count(s.pending_events, "event", "events"),
@@ -275,4 +279,30 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// What the daemon's own destination line means when products also send
+/// elsewhere (their manifests' `[upload]`): without it a user whose only
+/// product goes to its vendor reads the first line as where their events go.
+fn own_destination_note(s: &telemetry_proto::StatusReport) -> &'static str {
+    let sends_there = |d: &telemetry_proto::DestinationStatus| {
+        d.products.iter().any(|p| {
+            s.consent
+                .iter()
+                .any(|c| &c.product == p && c.mode == telemetry_proto::Mode::On)
+        })
+    };
+    let own = s
+        .destinations
+        .iter()
+        .any(|d| d.destination == s.destination && sends_there(d));
+    let others = s
+        .destinations
+        .iter()
+        .any(|d| d.destination != s.destination && sends_there(d));
+    match (own, others) {
+        (false, true) => " (the daemon's own: no product that is on sends there; each goes where its manifest says, below)",
+        (true, true) => " (for products whose manifest names no destination; the others below)",
+        _ => "",
+    }
 }
