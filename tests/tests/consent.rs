@@ -1095,6 +1095,8 @@ fn the_prompt_asks_once_on_a_terminal_defaults_to_no_and_records_nothing_without
         screen.contains("telemetryctl consent cfdev off"),
         "the prompt says how to change it: {screen}"
     );
+    // No daemon runs here; the person who answered is not told about one.
+    assert!(!screen.contains("telemetryd"), "{screen}");
     assert!(std::fs::read_to_string(&consent)
         .unwrap()
         .contains("cfdev off"));

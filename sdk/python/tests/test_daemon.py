@@ -267,7 +267,16 @@ def test_budget_is_kept_against_a_silent_server(silent_server: Daemon) -> None:
     change = c.set_consent("off")
     assert time.monotonic() - t0 < 0.3
     assert change.status == "recorded" and not change.daemon_notified
+    # A daemon runs here (it just did not answer): not told it will start.
+    assert "did not confirm it" in change.detail, change.detail
+    assert "when it starts" not in change.detail, change.detail
     assert len(spool_files(silent_server)) == 3
+
+
+def test_set_consent_with_no_daemon_says_the_clis_read_the_file(sdk_env: Daemon) -> None:
+    change = Client("cfdev", "1.2.0", timeout=0.1).set_consent("on")
+    assert change.status == "recorded" and not change.daemon_notified
+    assert change.detail.startswith("no telemetryd is running"), change.detail
 
 
 def test_emit_data_round_trips(daemon: Daemon) -> None:

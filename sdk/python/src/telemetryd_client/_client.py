@@ -651,7 +651,18 @@ class Client:
                     f"telemetryd did not apply it yet: {body.get('code')}: {body.get('message')}"
                 )
         except _transport.TransportError as e:
-            notes.append(f"telemetryd did not apply it yet ({e.why}); it will when it starts")
+            if e.nothing_serves:
+                notes.append(
+                    "no telemetryd is running: every CLI reads this decision from the file "
+                    "before it sends, and telemetryd applies it when it starts"
+                )
+            else:
+                # A daemon that runs but did not answer applies it when it
+                # next reads the file (at its next commit, or a reload).
+                notes.append(
+                    f"telemetryd did not confirm it ({e.why}); it follows the file "
+                    "before it stores anything more"
+                )
         return ConsentChange(
             RECORDED if daemon_file is None else NOT_APPLIED,
             mode=mode,

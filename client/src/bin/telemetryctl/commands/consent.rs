@@ -441,9 +441,12 @@ fn change(
                     .unwrap_or_default()
             )
         }
-        Err(ClientError::Unreachable { .. }) => {
-            outln!("telemetryd is not running; it will apply this when it starts")
-        }
+        // After a prompt the user answered a question about a CLI: which
+        // process reads the answer is no news to them.
+        Err(ClientError::Unreachable { .. }) if prompted => {}
+        Err(ClientError::Unreachable { .. }) => outln!(
+            "no telemetryd is running: every CLI reads this decision from the file before it sends, and telemetryd applies it when it starts"
+        ),
         _ => {}
     }
     Ok(())
