@@ -85,7 +85,7 @@ pub enum Rejection {
         dir: String,
     },
     /// The event is not listed.
-    #[error("product {product:?} has no event {event:?} in its catalogue ({source_name})")]
+    #[error("product {product:?} has no event {event:?} in its catalogue ({source_name}){hint}")]
     UnknownEvent {
         /// The product.
         product: String,
@@ -93,9 +93,11 @@ pub enum Rejection {
         event: String,
         /// The manifest's file.
         source_name: String,
+        /// The nearest listed name and the names listed ([`hint`]).
+        hint: String,
     },
     /// A data key is not listed for the event.
-    #[error("event {event:?} has no data key {key:?} in the catalogue ({source_name})")]
+    #[error("event {event:?} has no data key {key:?} in the catalogue ({source_name}){hint}")]
     UnknownKey {
         /// The event.
         event: String,
@@ -103,6 +105,8 @@ pub enum Rejection {
         key: String,
         /// The manifest's file.
         source_name: String,
+        /// The nearest listed key and the keys listed ([`hint`]).
+        hint: String,
     },
     /// A value has the wrong type or is out of range.
     #[error("event {event:?}, data key {key:?}: {expected} (the catalogue {source_name})")]
@@ -620,12 +624,14 @@ impl Manifest {
                 product: ev.product.clone(),
                 event: ev.event.clone(),
                 source_name: self.source_name.clone(),
+                hint: hint(&ev.event, self.events.keys(), "events"),
             })?;
         for (key, value) in &ev.data {
             let ty = fields.get(key).ok_or_else(|| Rejection::UnknownKey {
                 event: ev.event.clone(),
                 key: key.clone(),
                 source_name: self.source_name.clone(),
+                hint: hint(key, fields.keys(), "data keys"),
             })?;
             let bad = |expected: String| Rejection::BadValue {
                 event: ev.event.clone(),
@@ -686,6 +692,57 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Result<Manifest, ManifestError>>, Mani
         .collect();
     paths.sort();
     Ok(paths.iter().map(|p| Manifest::load(p)).collect())
+}
+
+/// What a refusal of an unlisted `name` adds, for the CLI author who
+/// misspelt it: the listed name nearest to it, when one is a slip away
+/// (a letter or two), and the first names listed. The refusal is answered
+/// to the emitting client and shown by `status`, so it stays short.
+fn hint<'a>(name: &str, listed: impl Iterator<Item = &'a String>, what: &str) -> String {
+    const SHOWN: usize = 8;
+    let listed: Vec<&String> = listed.collect();
+    if listed.is_empty() {
+        return format!("; it lists no {what}");
+    }
+    // A slip: at most a third of the name's letters, and at least one.
+    let slip = (name.chars().count() / 3).max(1);
+    let near = listed
+        .iter()
+        .map(|l| (edit_distance(name, l), *l))
+        .filter(|(d, _)| *d <= slip)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, l)| format!("; did you mean {l:?}?"))
+        .unwrap_or_default();
+    let mut names: Vec<String> = listed.iter().take(SHOWN).map(|l| l.to_string()).collect();
+    if listed.len() > SHOWN {
+        names.push(format!("and {} more", listed.len() - SHOWN));
+    }
+    format!("{near}; its {what}: {}", names.join(", "))
+}
+
+/// Edit distance in characters, a swap of two neighbours counting as one
+/// edit (optimal string alignment: `stpo` is one slip from `stop`). Names
+/// are at most 64 bytes, so the table is small.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    d[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]

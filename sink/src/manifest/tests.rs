@@ -73,6 +73,34 @@ fn checks_names_keys_types_and_ranges() {
         cat.check(&ev("stop", &[("path", Value::Str("x".into()))])),
         Err(Rejection::UnknownKey { .. })
     ));
+    // A slip of the name is pointed at what was meant, with what is listed.
+    let err = cat
+        .check(&ev("error", &[("knd", Value::Str("timeout".into()))]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with("; did you mean \"kind\"?; its data keys: kind"),
+        "{err}"
+    );
+    let err = cat.check(&ev("stpo", &[])).unwrap_err().to_string();
+    assert!(
+        err.contains("; did you mean \"stop\"?; its events: "),
+        "{err}"
+    );
+    assert!(err.contains(" more"), "17 events, 8 shown: {err}");
+    // Nothing near: only the list.
+    let err = cat
+        .check(&ev("stop", &[("path", Value::Str("x".into()))]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with("; it lists no data keys") && !err.contains("did you mean"),
+        "{err}"
+    );
+    assert_eq!(super::edit_distance("comand", "command"), 1);
+    assert_eq!(super::edit_distance("", "ab"), 2);
+    assert_eq!(super::edit_distance("kitten", "sitting"), 3);
+    assert_eq!(super::edit_distance("stpo", "stop"), 1);
     assert!(matches!(
         cat.check(&ev("start_end", &[("duration_s", Value::Int(-1))])),
         Err(Rejection::BadValue { .. })
