@@ -251,7 +251,8 @@ fn field_key_warnings(text: &str) -> Vec<String> {
                     ),
                 };
                 out.push(format!(
-                    "`events.{event}.data.{key}.{k}` ignored: a {kind} field takes {keys} beside `type` (a limit meant by it is not applied)"
+                    "`events.{event}.data.{key}.{k}` ignored: {} {kind} field takes {keys} beside `type` (a limit meant by it is not applied)",
+                    if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
                 ));
             }
         }

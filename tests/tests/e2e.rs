@@ -884,6 +884,28 @@ fn a_refused_event_is_logged_counted_by_reason_and_named_when_spooled() {
     });
     assert!(log.contains("not_in_catalogue=1"), "{log}");
     assert_eq!(counts(&daemon).values().sum::<u64>(), 1);
+    let human = text(&env.run("telemetryctl", &["status"]));
+    assert!(
+        human.contains(
+            "spooled:      1 event taken in from the spool (0 new; 1 duplicate or refused)"
+        ),
+        "{human}"
+    );
+    // One that is stored: no rest to speak of.
+    assert!(daemon.terminate().unwrap().success());
+    let out = env.shim(&[], &["app_created", "buildpack=go"]);
+    assert_eq!(out.status.code(), Some(0));
+    let daemon = env.start();
+    wait_for(
+        "the second spool to be taken in",
+        Duration::from_secs(10),
+        || daemon.log().contains("ingested the spool").then_some(()),
+    );
+    let human = text(&env.run("telemetryctl", &["status"]));
+    assert!(
+        human.contains("spooled:      1 event taken in from the spool (1 new)\n"),
+        "{human}"
+    );
 }
 
 /// #12: `status` says when the next automatic upload is due, and turning a

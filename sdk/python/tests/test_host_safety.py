@@ -494,6 +494,10 @@ def test_a_bad_value_is_described_without_its_repr(sdk_env: Daemon) -> None:
     assert out.status == "refused" and 'event "Not A Name" is not' in out.detail, out
     out = c.emit([1] * 1_000_000)  # type: ignore[arg-type]
     assert "event (a list) is not" in out.detail, out
+    out = c.emit(object())  # type: ignore[arg-type]
+    assert "event (an object) is not" in out.detail, out
+    out = c.emit("stop", {"k": object()})  # type: ignore[dict-item]
+    assert 'data value for "k" is an object: use a str' in out.detail, out
     out = c.emit("x" * 1_000_000)
     assert out.detail.startswith('event "' + "x" * 77 + '"... is not'), out
     out = c.emit("stop", {"k": "x" * 1_000_000})

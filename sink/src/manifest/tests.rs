@@ -311,6 +311,13 @@ fn a_data_fields_keys_its_type_does_not_take_are_warned_about() {
         "{:?}",
         m.warnings
     );
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("an int field takes only `min`, `max`, `bins`")),
+        "{:?}",
+        m.warnings
+    );
     // The limit meant is not applied (the warning says so): the default.
     assert_eq!(m.events["ran"]["lang"], FieldType::String { max_len: 64 });
 }

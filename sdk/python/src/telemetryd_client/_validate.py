@@ -39,7 +39,12 @@ def shown(value: Any) -> str:
         if len(head) <= 80:
             return _quoted(head)
         return _quoted(head[:77]) + "..."
-    return f"(a {type(value).__name__[:80]})"
+    return f"({_a(type(value).__name__[:80])})"
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article (``an int``, ``a str``)."""
+    return ("an " if noun[:1].lower() in "aeiou" and noun else "a ") + noun
 
 
 def _quoted(text: str) -> str:
@@ -148,7 +153,7 @@ def check_event(
 
             continue
         return (
-            f"data value for {shown(key)} is a {type(value).__name__}: "
+            f"data value for {shown(key)} is {_a(type(value).__name__)}: "
             "use a str, an int (64-bit) or a bool"
         )
     return None

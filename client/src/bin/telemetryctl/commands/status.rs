@@ -161,10 +161,16 @@ pub fn run(socket: &Path, args: &Args) -> Result<(), Failure> {
         c.refused
     );
     if c.spooled > 0 {
+        let rest = c.spooled.saturating_sub(c.taken_in);
         outln!(
-            "spooled:      {} taken in from the spool ({} new; the rest duplicates or refused)",
+            "spooled:      {} taken in from the spool ({} new{})",
             count(c.spooled, "event", "events"),
-            c.taken_in
+            c.taken_in,
+            if rest > 0 {
+                format!("; {rest} duplicate or refused")
+            } else {
+                String::new()
+            }
         );
     }
     for (product, n) in &c.spool_full_drops {
