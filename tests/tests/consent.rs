@@ -874,7 +874,7 @@ fn a_change_made_while_the_daemon_is_down_is_applied_when_it_starts() {
     daemon.kill9();
     let t = text(&ctl(&env, &["consent", "cfdev", "off"]));
     assert!(
-        t.contains("not running") && t.contains("when it starts"),
+        t.contains("no telemetryd is running") && t.contains("applies it when it starts"),
         "{t}"
     );
 
