@@ -5,15 +5,16 @@
 //! takes one token or is refused with the time until the next one.
 //!
 //! # Bounded memory
-//! Keys live in two generations: lookups hit `current`, then `previous`
-//! (moving the bucket forward); when `current` holds half the capacity it
-//! becomes `previous` and the old `previous` is dropped. Memory is at most
-//! `max_keys` buckets and every operation is O(1). The price: a bucket not
-//! touched for a whole generation is forgotten and starts full again.
-//! Normally that is harmless (an idle bucket has refilled anyway); under a
-//! flood of new keys generations turn over quickly, so a limited key can
-//! slip through early. The per-address limit, checked first, bounds how
-//! many new keys one address can make.
+//! At most `max_keys` buckets are kept. When a new key finds the table
+//! full, buckets that have refilled are dropped first (a full bucket is
+//! what a forgotten key starts with, so nothing is lost), and if that is
+//! not room enough, those nearest to full go until a quarter is free,
+//! the least recently used first among equals. A key that is being limited (its bucket
+//! empty) is the last to go: flooding the table with new keys, which
+//! each spend a token or none, cannot wipe another client's exhausted
+//! allowance; the flood would have to empty as many buckets of its own.
+//! Making room costs O(`max_keys`) once per `max_keys / 4` new keys, so
+//! every operation is O(1) amortised.
 //!
 //! A limiter lives in one process: behind a load balancer with N brokers,
 //! a client that is spread over all of them gets up to N times the limit.
@@ -24,10 +25,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The longest window a rate may have: humantime's `1y` (365.25 days).
-/// An idle key is forgotten within two generations anyway (see the module
-/// documentation), so a longer window would limit nothing more, and a wait
-/// computed from an absurd one (`1/18446744073709551615s`) is past what a
-/// `Duration` holds.
+/// A wait computed from an absurd one (`1/18446744073709551615s`) is past
+/// what a `Duration` holds.
 pub const MAX_PERIOD: Duration = Duration::from_secs(31_557_600);
 
 /// A rate: `burst` requests at once, refilled at `burst` per `period`.
@@ -111,29 +110,53 @@ struct Bucket {
     at: Instant,
 }
 
-struct Generations<K> {
-    current: HashMap<K, Bucket>,
-    previous: HashMap<K, Bucket>,
-}
-
 /// Rate limits for keys of type `K`.
 pub struct Limiter<K> {
     rate: Rate,
-    half: usize,
-    maps: Mutex<Generations<K>>,
+    max_keys: usize,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 impl<K: Hash + Eq + Clone> Limiter<K> {
     /// A limiter holding at most `max_keys` (at least 2) buckets.
     pub fn new(rate: Rate, max_keys: usize) -> Limiter<K> {
-        let half = (max_keys / 2).max(1);
         Limiter {
             rate,
-            half,
-            maps: Mutex::new(Generations {
-                current: HashMap::new(),
-                previous: HashMap::new(),
-            }),
+            max_keys: max_keys.max(2),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `b`'s tokens at `now`, refilled.
+    fn tokens_at(&self, b: &Bucket, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        (b.tokens + elapsed * self.rate.per_sec()).min(f64::from(self.rate.burst))
+    }
+
+    /// Room for one more key in `buckets` (see the module documentation).
+    fn make_room(&self, buckets: &mut HashMap<K, Bucket>, now: Instant) {
+        let burst = f64::from(self.rate.burst);
+        buckets.retain(|_, b| self.tokens_at(b, now) < burst);
+        // A quarter free, whatever the refilled ones gave: otherwise a
+        // table where one bucket refills now and then would be scanned
+        // whole at every new key.
+        let target = self.max_keys - (self.max_keys / 4).max(1);
+        if buckets.len() <= target {
+            return;
+        }
+        // Fullest first, then least recently used.
+        let mut order: Vec<(f64, Instant, K)> = buckets
+            .iter()
+            .map(|(k, b)| (self.tokens_at(b, now), b.at, k.clone()))
+            .collect();
+        let drop = buckets.len() - target;
+        order.select_nth_unstable_by(drop - 1, |a, b| {
+            b.0.partial_cmp(&a.0)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.1.cmp(&b.1))
+        });
+        for (_, _, k) in order.into_iter().take(drop) {
+            buckets.remove(&k);
         }
     }
 
@@ -148,17 +171,20 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     pub fn take(&self, key: &K, cost: f64, now: Instant) -> Result<(), Duration> {
         // A poisoned lock only means another request panicked mid-update of
         // plain numbers; the data is still usable.
-        let mut g = self.maps.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = match g.current.get(key) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = match buckets.get(key) {
             Some(b) => *b,
-            None => g.previous.remove(key).unwrap_or(Bucket {
-                tokens: f64::from(self.rate.burst),
-                at: now,
-            }),
+            None => {
+                if buckets.len() >= self.max_keys {
+                    self.make_room(&mut buckets, now);
+                }
+                Bucket {
+                    tokens: f64::from(self.rate.burst),
+                    at: now,
+                }
+            }
         };
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        let tokens =
-            (bucket.tokens + elapsed * self.rate.per_sec()).min(f64::from(self.rate.burst));
+        let tokens = self.tokens_at(&bucket, now);
         let (result, tokens) = if tokens >= cost {
             (Ok(()), tokens - cost)
         } else {
@@ -172,14 +198,11 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
                 .min(MAX_PERIOD);
             (Err(wait), tokens)
         };
-        if !g.current.contains_key(key) && g.current.len() >= self.half {
-            g.previous = std::mem::take(&mut g.current);
-        }
         // Never back in time: a request that took long to arrive (a slow
         // body) checks with the instant it started at, and moving the
         // bucket back to it would refill the same time twice.
         let at = now.max(bucket.at);
-        g.current.insert(key.clone(), Bucket { tokens, at });
+        buckets.insert(key.clone(), Bucket { tokens, at });
         result
     }
 
@@ -192,18 +215,16 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 
     /// Give back `cost` tokens [`Limiter::take`] took for `key`.
     pub fn give_back_n(&self, key: &K, cost: f64) {
-        let mut g = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let burst = f64::from(self.rate.burst);
-        let Generations { current, previous } = &mut *g;
-        if let Some(b) = current.get_mut(key).or_else(|| previous.get_mut(key)) {
+        if let Some(b) = buckets.get_mut(key) {
             b.tokens = (b.tokens + cost).min(burst);
         }
     }
 
     /// How many keys are tracked (for tests and `/healthz`).
     pub fn len(&self) -> usize {
-        let g = self.maps.lock().unwrap_or_else(|p| p.into_inner());
-        g.current.len() + g.previous.len()
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Whether no key is tracked.
@@ -337,13 +358,52 @@ mod tests {
         let t = Instant::now();
         assert!(l.check(&0, t).is_ok());
         for k in 1..1000 {
-            let _ = l.check(&k, t);
+            let _ = l.check(&k, t + Duration::from_millis(k));
             assert!(l.len() <= 10, "at most max_keys buckets");
         }
-        assert!(l.check(&999, t).is_err(), "a recent key keeps its bucket");
+        let late = t + Duration::from_secs(1);
         assert!(
-            l.check(&0, t).is_ok(),
-            "a key idle for two generations is forgotten"
+            l.check(&999, late).is_err(),
+            "a recent key keeps its bucket"
+        );
+        assert!(
+            l.check(&0, late).is_ok(),
+            "among buckets as empty, the least recently used is forgotten"
+        );
+    }
+
+    /// A flood of new keys, each spending a token or none (refused by
+    /// another limit and given back), cannot wipe the bucket of a client
+    /// being limited: the flood's buckets are fuller, so they go first.
+    #[test]
+    fn a_flood_of_new_keys_does_not_forget_a_limited_one() {
+        let l = Limiter::new(Rate::parse("120/1h").unwrap(), 100);
+        let t = Instant::now();
+        for _ in 0..120 {
+            assert!(l.check(&u32::MAX, t).is_ok());
+        }
+        assert!(l.check(&u32::MAX, t).is_err());
+        for k in 0..100_000u32 {
+            let now = t + Duration::from_micros(u64::from(k));
+            let _ = l.check(&k, now);
+            if k % 2 == 0 {
+                l.give_back(&k);
+            }
+            assert!(l.len() <= 100);
+        }
+        let later = t + Duration::from_secs(1);
+        assert!(
+            l.check(&u32::MAX, later).is_err(),
+            "the limited client is still limited"
+        );
+        // A bucket that refilled is dropped before any other.
+        let l = Limiter::new(Rate::parse("1/1s").unwrap(), 2);
+        assert!(l.check(&"old", t).is_ok());
+        assert!(l.check(&"busy", t + Duration::from_secs(5)).is_ok());
+        assert!(l.check(&"new", t + Duration::from_secs(5)).is_ok());
+        assert!(
+            l.check(&"busy", t + Duration::from_millis(5100)).is_err(),
+            "kept: it had not refilled, unlike `old`"
         );
     }
 }
