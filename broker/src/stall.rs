@@ -7,7 +7,12 @@
 //! connection then waits on its write for as long as the client keeps it
 //! open, holding one of the broker's connection places. Here a write (or
 //! flush, or shutdown) that makes no progress for the limit fails with
-//! `TimedOut`, which ends the connection.
+//! `TimedOut`, which ends the connection. A connection that ends for any
+//! reason (that one, a header timeout, the broker stopping) while a write
+//! is waiting for the client to read is reset, not closed ([`Abort`]):
+//! closed gently, the answers still queued for a client that reads
+//! nothing would keep the kernel's buffers (hundreds of KiB to megabytes
+//! a connection) in FIN-WAIT-1 for minutes, beyond the connection caps.
 
 use std::future::Future;
 use std::io;
@@ -17,8 +22,25 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+/// A socket that can be made to reset, not close gently, when dropped.
+pub trait Abort {
+    /// Discard what is queued for the peer at close, and reset.
+    fn abort_on_close(&self);
+}
+
+impl Abort for tokio::net::TcpStream {
+    fn abort_on_close(&self) {
+        // Failing leaves a gentle close: the connection still ends.
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl Abort for tokio::io::DuplexStream {
+    fn abort_on_close(&self) {}
+}
+
 /// `inner`, with writes bounded by `limit` without progress.
-pub struct SendDeadline<S> {
+pub struct SendDeadline<S: Abort> {
     inner: S,
     limit: Duration,
     /// Armed when a write first found the socket full; cleared by any
@@ -26,7 +48,7 @@ pub struct SendDeadline<S> {
     stalled: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S> SendDeadline<S> {
+impl<S: Abort> SendDeadline<S> {
     pub fn new(inner: S, limit: Duration) -> SendDeadline<S> {
         SendDeadline {
             inner,
@@ -36,15 +58,20 @@ impl<S> SendDeadline<S> {
     }
 
     /// After the inner socket answered `polled`: progress disarms the
-    /// deadline; a wait arms it (once) and fails when it passes.
+    /// deadline; a wait arms it (once) and fails when it passes. A
+    /// shutdown is no progress (a TCP socket's returns at once, its FIN
+    /// queued behind whatever the client has not taken).
     fn watch<T>(
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<io::Result<T>>,
+        progress: bool,
     ) -> Poll<io::Result<T>> {
         match polled {
             Poll::Ready(r) => {
-                self.stalled = None;
+                if progress {
+                    self.stalled = None;
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => {
@@ -53,6 +80,7 @@ impl<S> SendDeadline<S> {
                     .stalled
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                 match sleep.as_mut().poll(cx) {
+                    // Still armed: the socket is reset when dropped.
                     Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!("the client read nothing for {limit:?}"),
@@ -64,7 +92,17 @@ impl<S> SendDeadline<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for SendDeadline<S> {
+impl<S: Abort> Drop for SendDeadline<S> {
+    fn drop(&mut self) {
+        // The last write found the socket full and nothing was taken
+        // since: whatever ends the connection, its client is not reading.
+        if self.stalled.is_some() {
+            self.inner.abort_on_close();
+        }
+    }
+}
+
+impl<S: AsyncRead + Abort + Unpin> AsyncRead for SendDeadline<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -74,14 +112,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for SendDeadline<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for SendDeadline<S> {
+impl<S: AsyncWrite + Abort + Unpin> AsyncWrite for SendDeadline<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.watch(cx, polled)
+        self.watch(cx, polled, true)
     }
 
     fn poll_write_vectored(
@@ -90,7 +128,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendDeadline<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.watch(cx, polled)
+        self.watch(cx, polled, true)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -99,12 +137,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendDeadline<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let polled = Pin::new(&mut self.inner).poll_flush(cx);
-        self.watch(cx, polled)
+        self.watch(cx, polled, true)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.watch(cx, polled)
+        self.watch(cx, polled, false)
     }
 }
 
@@ -155,5 +193,82 @@ mod tests {
             started.elapsed()
         );
         drop(b);
+    }
+
+    /// A connection given up on is reset: the client meets an error, not
+    /// a clean end after the answers still queued, and the kernel keeps
+    /// nothing of it. So is one dropped for another reason (hyper's header
+    /// timeout) while a write waits; one whose writes were all taken is
+    /// closed gently.
+    #[tokio::test]
+    async fn a_stalled_tcp_connection_is_reset_not_closed() {
+        // Given up on by the deadline.
+        let (mut w, client) = tcp_pair(Duration::from_millis(300)).await;
+        let e = fill(&mut w).await;
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        drop(w);
+        assert_eq!(
+            read_all(client)
+                .await
+                .map(|got| got.len())
+                .expect_err("reset")
+                .kind(),
+            io::ErrorKind::ConnectionReset
+        );
+        // Dropped while a write waits, long before the deadline, after a
+        // shutdown (as hyper closes a connection it times out itself).
+        let (mut w, client) = tcp_pair(Duration::from_secs(60)).await;
+        let waited = tokio::time::timeout(Duration::from_millis(300), fill(&mut w)).await;
+        assert!(waited.is_err(), "the write was still waiting");
+        w.shutdown().await.unwrap();
+        drop(w);
+        assert_eq!(
+            read_all(client)
+                .await
+                .map(|got| got.len())
+                .expect_err("reset")
+                .kind(),
+            io::ErrorKind::ConnectionReset
+        );
+        // Written whole, then closed: a clean end with every byte.
+        let (mut w, client) = tcp_pair(Duration::from_secs(60)).await;
+        w.write_all(b"answer").await.unwrap();
+        drop(w);
+        assert_eq!(read_all(client).await.unwrap(), b"answer");
+    }
+
+    /// A writer on one end of a local TCP connection, and the other end.
+    async fn tcp_pair(
+        limit: Duration,
+    ) -> (SendDeadline<tokio::net::TcpStream>, std::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (SendDeadline::new(server, limit), client)
+    }
+
+    /// Write until a write fails (the client reads nothing).
+    async fn fill(w: &mut SendDeadline<tokio::net::TcpStream>) -> io::Error {
+        let chunk = vec![7u8; 64 * 1024];
+        loop {
+            if let Err(e) = w.write_all(&chunk).await {
+                return e;
+            }
+        }
+    }
+
+    /// Everything `client` receives until the end, or the error that ends it.
+    async fn read_all(client: std::net::TcpStream) -> io::Result<Vec<u8>> {
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut client = client;
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut sink = Vec::new();
+            client.read_to_end(&mut sink).map(|_| sink)
+        })
+        .await
+        .unwrap()
     }
 }

@@ -1388,5 +1388,88 @@ fn a_client_that_never_reads_loses_its_connection() {
         "the log names why:\n{}",
         broker.log()
     );
+    // Reset, not closed: the answers it never read are not kept queued.
+    stuck.set_nonblocking(false).unwrap();
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut sink = Vec::new();
+    let end = std::io::Read::read_to_end(&mut stuck, &mut sink).map(|_| sink.len());
+    assert_eq!(
+        end.expect_err("a reset, not an end after the queued answers")
+            .kind(),
+        ErrorKind::ConnectionReset
+    );
+}
+
+/// The broker's sockets on `port` in `state` (a /proc/net/tcp state: 01
+/// established, 04 FIN-WAIT-1).
+#[cfg(target_os = "linux")]
+fn broker_sockets(port: u16, state: &str) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| t.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&format!(":{port:04X}")) && f[3] == state
+        })
+        .count()
+}
+
+/// A client that stops reading after filling the broker with pipelined
+/// requests (a receive buffer of 4 KiB: the broker's writes never block,
+/// its answers wait in the kernel) is closed by hyper's idle timeout, and
+/// the kernel then drops what it never read after `send_timeout`
+/// (TCP_USER_TIMEOUT): no connection of it stays in FIN-WAIT-1 holding
+/// those answers (a hostile review found 59 from one address, 52 MB).
+#[cfg(target_os = "linux")]
+#[test]
+fn answers_a_client_never_reads_do_not_outlive_its_connection() {
+    use std::io::{ErrorKind, Write};
+    use std::os::fd::AsRawFd;
+    use std::time::Instant;
+    let s3 = S3Server::start();
+    let broker = Broker::start(&s3, &[("TELEMETRY_BROKER_SEND_TIMEOUT", "1s")]);
+    let addr = broker.url.trim_start_matches("http://").to_string();
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let mut stuck = std::net::TcpStream::connect(&addr).unwrap();
+    let small: libc::c_int = 4096;
+    // SAFETY: a valid socket and an int-sized option value.
+    let set = unsafe {
+        libc::setsockopt(
+            stuck.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0);
+    wait_for(
+        "the broker to accept the connection",
+        Duration::from_secs(5),
+        || (broker_sockets(port, "01") == 1).then_some(()),
+    );
+    stuck.set_nonblocking(true).unwrap();
+    let requests = b"GET /nope HTTP/1.1\r\nHost: b\r\n\r\n".repeat(100);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        match stuck.write(&requests) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(_) => break,
+        }
+    }
+    // The kernel gives up on it after send_timeout without progress (its
+    // window closed), or hyper's 10 s idle timeout closes it and the
+    // kernel drops the rest send_timeout later.
+    wait_for(
+        "the broker to hold nothing of the connection",
+        Duration::from_secs(25),
+        || (broker_sockets(port, "01") + broker_sockets(port, "04") == 0).then_some(()),
+    );
     drop(stuck);
 }
