@@ -12,7 +12,8 @@
 //! the least recently used first among equals. A key that is being limited (its bucket
 //! empty) is the last to go: flooding the table with new keys, which
 //! each spend a token or none, cannot wipe another client's exhausted
-//! allowance; the flood would have to empty as many buckets of its own.
+//! allowance: the flood would have to leave three quarters of the table
+//! emptier than that bucket.
 //! Making room costs O(`max_keys`) once per `max_keys / 4` new keys, so
 //! every operation is O(1) amortised.
 //!
@@ -144,20 +145,23 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         if buckets.len() <= target {
             return;
         }
-        // Fullest first, then least recently used.
-        let mut order: Vec<(f64, Instant, K)> = buckets
-            .iter()
-            .map(|(k, b)| (self.tokens_at(b, now), b.at, k.clone()))
-            .collect();
-        let drop = buckets.len() - target;
-        order.select_nth_unstable_by(drop - 1, |a, b| {
+        // Fullest first, then least recently used: the `drop`-th in that
+        // order is the cut; it and everything before it go. Found over the
+        // buckets' values, so no key is copied while every request waits
+        // on this limiter.
+        let order = |a: &(f64, Instant), b: &(f64, Instant)| {
             b.0.partial_cmp(&a.0)
                 .unwrap_or(std::cmp::Ordering::Equal)
                 .then(a.1.cmp(&b.1))
-        });
-        for (_, _, k) in order.into_iter().take(drop) {
-            buckets.remove(&k);
-        }
+        };
+        let mut values: Vec<(f64, Instant)> = buckets
+            .values()
+            .map(|b| (self.tokens_at(b, now), b.at))
+            .collect();
+        let drop = buckets.len() - target;
+        let (_, cut, _) = values.select_nth_unstable_by(drop - 1, order);
+        let cut = *cut;
+        buckets.retain(|_, b| order(&(self.tokens_at(b, now), b.at), &cut).is_gt());
     }
 
     /// Take a token for `key` at `now`: `Ok` or the wait until the next.
@@ -396,7 +400,7 @@ mod tests {
             l.check(&u32::MAX, later).is_err(),
             "the limited client is still limited"
         );
-        // A bucket that refilled is dropped before any other.
+        // A bucket that refilled goes before one in use.
         let l = Limiter::new(Rate::parse("1/1s").unwrap(), 2);
         assert!(l.check(&"old", t).is_ok());
         assert!(l.check(&"busy", t + Duration::from_secs(5)).is_ok());

@@ -106,14 +106,6 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
             }
         };
         let _ = stream.set_nodelay(true);
-        // Answers a client leaves unread are dropped by the kernel after
-        // send_timeout without an acknowledgement, also once the broker has
-        // closed the connection (hyper's idle or header timeout): otherwise
-        // they stay queued in FIN-WAIT-1 for minutes, up to the socket's
-        // send buffer (megabytes), beyond every connection cap.
-        #[cfg(target_os = "linux")]
-        let _ = socket2::SockRef::from(&stream)
-            .set_tcp_user_timeout(Some(broker.settings.send_timeout));
         let b = broker.clone();
         let born = Instant::now();
         let service = hyper::service::service_fn(move |req| {

@@ -7,12 +7,18 @@
 //! connection then waits on its write for as long as the client keeps it
 //! open, holding one of the broker's connection places. Here a write (or
 //! flush, or shutdown) that makes no progress for the limit fails with
-//! `TimedOut`, which ends the connection. A connection that ends for any
-//! reason (that one, a header timeout, the broker stopping) while a write
-//! is waiting for the client to read is reset, not closed ([`Abort`]):
-//! closed gently, the answers still queued for a client that reads
-//! nothing would keep the kernel's buffers (hundreds of KiB to megabytes
-//! a connection) in FIN-WAIT-1 for minutes, beyond the connection caps.
+//! `TimedOut`, which ends the connection.
+//!
+//! Whatever ends a connection, the kernel must not keep what its client
+//! never read: closed gently, those answers would hold the socket's send
+//! buffer (megabytes) in FIN-WAIT-1 for minutes, beyond every connection
+//! cap. So a connection dropped while a write waits for the client is
+//! reset ([`Abort::abort_on_close`]), and one closed gently (hyper's idle
+//! or header timeout can close a connection whose client stopped reading
+//! before any write had to wait) gives what is still queued at most the
+//! send limit to be taken ([`Abort::bound_close`]). A live connection
+//! is never given a kernel timeout: a client on a slow or briefly
+//! silent network keeps it for as long as the broker's own limits allow.
 
 use std::future::Future;
 use std::io;
@@ -22,10 +28,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-/// A socket that can be made to reset, not close gently, when dropped.
+/// How a socket's close treats what its peer has not taken yet.
 pub trait Abort {
     /// Discard what is queued for the peer at close, and reset.
     fn abort_on_close(&self);
+    /// Close gently, but drop what waits unacknowledged past `limit`.
+    fn bound_close(&self, limit: Duration);
 }
 
 impl Abort for tokio::net::TcpStream {
@@ -33,10 +41,22 @@ impl Abort for tokio::net::TcpStream {
         // Failing leaves a gentle close: the connection still ends.
         let _ = self.set_zero_linger();
     }
+
+    fn bound_close(&self, limit: Duration) {
+        // TCP_USER_TIMEOUT, which the kernel applies after the close too (to
+        // the zero-window probes of a client that reads nothing). Whole
+        // milliseconds, at least one: zero would turn it off.
+        #[cfg(target_os = "linux")]
+        let _ = socket2::SockRef::from(self)
+            .set_tcp_user_timeout(Some(limit.max(Duration::from_millis(1))));
+        #[cfg(not(target_os = "linux"))]
+        let _ = limit;
+    }
 }
 
 impl Abort for tokio::io::DuplexStream {
     fn abort_on_close(&self) {}
+    fn bound_close(&self, _: Duration) {}
 }
 
 /// `inner`, with writes bounded by `limit` without progress.
@@ -94,10 +114,12 @@ impl<S: Abort> SendDeadline<S> {
 
 impl<S: Abort> Drop for SendDeadline<S> {
     fn drop(&mut self) {
-        // The last write found the socket full and nothing was taken
-        // since: whatever ends the connection, its client is not reading.
         if self.stalled.is_some() {
+            // The last write found the socket full and nothing was taken
+            // since: whatever ends the connection, its client is not reading.
             self.inner.abort_on_close();
+        } else {
+            self.inner.bound_close(self.limit);
         }
     }
 }
@@ -207,14 +229,7 @@ mod tests {
         let e = fill(&mut w).await;
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         drop(w);
-        assert_eq!(
-            read_all(client)
-                .await
-                .map(|got| got.len())
-                .expect_err("reset")
-                .kind(),
-            io::ErrorKind::ConnectionReset
-        );
+        assert_reset(client).await;
         // Dropped while a write waits, long before the deadline, after a
         // shutdown (as hyper closes a connection it times out itself).
         let (mut w, client) = tcp_pair(Duration::from_secs(60)).await;
@@ -222,19 +237,21 @@ mod tests {
         assert!(waited.is_err(), "the write was still waiting");
         w.shutdown().await.unwrap();
         drop(w);
-        assert_eq!(
-            read_all(client)
-                .await
-                .map(|got| got.len())
-                .expect_err("reset")
-                .kind(),
-            io::ErrorKind::ConnectionReset
-        );
+        assert_reset(client).await;
         // Written whole, then closed: a clean end with every byte.
         let (mut w, client) = tcp_pair(Duration::from_secs(60)).await;
         w.write_all(b"answer").await.unwrap();
         drop(w);
         assert_eq!(read_all(client).await.unwrap(), b"answer");
+    }
+
+    /// `client`'s connection ends in a reset, not an end of stream.
+    async fn assert_reset(client: std::net::TcpStream) {
+        let end = read_all(client).await.map(|got| got.len());
+        assert_eq!(
+            end.expect_err("a reset").kind(),
+            io::ErrorKind::ConnectionReset
+        );
     }
 
     /// A writer on one end of a local TCP connection, and the other end.

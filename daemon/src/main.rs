@@ -123,7 +123,7 @@ fn check_config(args: &config::Args, matches: &clap::ArgMatches, uid: u32) -> Ex
         n => format!(" ({n} manifest warnings above)"),
     };
     let code = if !checked.manifests_ok {
-        telemetryd::outln!("settings OK; a product manifest is broken: that product alone is disabled until it is fixed");
+        telemetryd::outln!("settings OK; a product manifest is broken: only the products of broken manifests are disabled, until they are fixed{warnings}");
         ExitCode::from(3)
     } else if args.strict && checked.manifest_warnings > 0 {
         telemetryd::outln!("settings OK; manifests FAIL --strict{warnings}");

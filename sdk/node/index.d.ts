@@ -4,7 +4,10 @@
 /** A data value: text, a 64-bit integer (a safe-integer number or a BigInt) or a boolean. */
 export type DataValue = string | number | bigint | boolean;
 
-/** Event data: a small map of name → scalar (at most 32 entries, not counting those left `undefined`). */
+/**
+ * Event data: a small map of name → scalar (at most 32 entries, not counting
+ * those left `undefined`; at most 64 keys listed).
+ */
 export type EventData = Record<string, DataValue> | Map<string, DataValue>;
 
 /** What a product may do. */

@@ -706,9 +706,14 @@ fn hint<'a>(name: &str, listed: impl Iterator<Item = &'a String>, what: &str) ->
         return format!("; it lists no {what}");
     }
     // A slip: at most a third of the name's letters, and at least one.
-    let slip = (name.chars().count() / 3).max(1);
+    // Names whose length differs by more cannot be one, and are skipped
+    // unmeasured: any local client can have this run, on manifests of
+    // thousands of names.
+    let len = name.chars().count();
+    let slip = (len / 3).max(1);
     let near = listed
         .iter()
+        .filter(|l| l.chars().count().abs_diff(len) <= slip)
         .map(|l| (edit_distance(name, l), *l))
         .filter(|(d, _)| *d <= slip)
         .min_by_key(|(d, _)| *d)

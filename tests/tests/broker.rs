@@ -1417,16 +1417,17 @@ fn broker_sockets(port: u16, state: &str) -> usize {
         .count()
 }
 
-/// A client that stops reading after filling the broker with pipelined
-/// requests (a receive buffer of 4 KiB: the broker's writes never block,
-/// its answers wait in the kernel) is closed by hyper's idle timeout, and
-/// the kernel then drops what it never read after `send_timeout`
-/// (TCP_USER_TIMEOUT): no connection of it stays in FIN-WAIT-1 holding
-/// those answers (a hostile review found 59 from one address, 52 MB).
+/// A client that never reads the answers to a few pipelined requests (a
+/// receive buffer of 4 KiB: more than it takes, few enough that the
+/// broker's writes never wait, so no send deadline fires) is closed by
+/// hyper's idle timeout, and the kernel then drops what it never read
+/// after `send_timeout` (TCP_USER_TIMEOUT, set at that close): its
+/// connection does not stay in FIN-WAIT-1 holding those answers (a hostile
+/// review found 59 from one address, 52 MB).
 #[cfg(target_os = "linux")]
 #[test]
 fn answers_a_client_never_reads_do_not_outlive_its_connection() {
-    use std::io::{ErrorKind, Write};
+    use std::io::Write;
     use std::os::fd::AsRawFd;
     use std::time::Instant;
     let s3 = S3Server::start();
@@ -1451,25 +1452,29 @@ fn answers_a_client_never_reads_do_not_outlive_its_connection() {
         Duration::from_secs(5),
         || (broker_sockets(port, "01") == 1).then_some(()),
     );
-    stuck.set_nonblocking(true).unwrap();
-    let requests = b"GET /nope HTTP/1.1\r\nHost: b\r\n\r\n".repeat(100);
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(2) {
-        match stuck.write(&requests) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(_) => break,
-        }
-    }
-    // The kernel gives up on it after send_timeout without progress (its
-    // window closed), or hyper's 10 s idle timeout closes it and the
-    // kernel drops the rest send_timeout later.
+    // About 10 KiB of answers: the client takes 4-8 KiB, the broker's
+    // socket the rest.
+    stuck
+        .write_all(&b"GET /nope HTTP/1.1\r\nHost: b\r\n\r\n".repeat(40))
+        .unwrap();
+    let sent = Instant::now();
+    // hyper's 10 s idle timeout closes it; the kernel drops the rest
+    // send_timeout later.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        broker_sockets(port, "01"),
+        1,
+        "kept open until the idle timeout: nothing waited on a write"
+    );
     wait_for(
         "the broker to hold nothing of the connection",
         Duration::from_secs(25),
         || (broker_sockets(port, "01") + broker_sockets(port, "04") == 0).then_some(()),
+    );
+    assert!(
+        sent.elapsed() >= Duration::from_secs(9),
+        "gone only after the idle timeout: {:?}",
+        sent.elapsed()
     );
     drop(stuck);
 }

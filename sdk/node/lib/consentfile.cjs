@@ -26,7 +26,7 @@ const MAX_SMALL_TEXT = 1 << 20;
 /**
  * A consent file's text, read as the daemon and the shim read it
  * (platform/src/fs.rs `read_small_text`): strictly UTF-8 with nothing removed
- * (a byte-order mark stays, part of the first line), at most 1 MiB (a link to
+ * (a byte-order mark stays: parseConsentFile skips one at the start), at most 1 MiB (a link to
  * /dev/zero must not fill memory), opened non-blocking so that a FIFO in its
  * place cannot freeze the host's event loop: with no writer it reads as empty,
  * and one whose writer has sent nothing throws EAGAIN. A file read that is not

@@ -134,9 +134,14 @@ function checkData(data) {
   // up to this many are listed and read; past it the data is refused before
   // any value is read or anything copied.
   const listed = 2 * LIMITS.maxDataEntries;
+  const tooManyListed = {
+    error:
+      `data lists more than ${listed} keys: at most ${LIMITS.maxDataEntries} entries are sent ` +
+      '(keys left undefined do not count), and no more keys than that are read',
+  };
   let pairs;
   if (data instanceof Map) {
-    if (data.size > listed) return tooMany;
+    if (data.size > listed) return tooManyListed;
     pairs = [...data.entries()];
   } else if (typeof data === 'object' && !Array.isArray(data)) {
     // Counted before anything is copied or any value read, stopping past the
@@ -146,12 +151,12 @@ function checkData(data) {
     // way enumerates them lazily.
     let n = 0;
     for (const key in data) {
-      if (Object.prototype.hasOwnProperty.call(data, key) && ++n > listed) return tooMany;
+      if (Object.prototype.hasOwnProperty.call(data, key) && ++n > listed) return tooManyListed;
     }
     pairs = Object.entries(data);
   } else return { error: `data must be an object of name → string, integer or boolean, not ${shown(data)}` };
   // A proxy may list other keys the second time.
-  if (pairs.length > listed) return tooMany;
+  if (pairs.length > listed) return tooManyListed;
   let defined = 0;
   /** @type {Record<string, string|number|bigint|boolean>} */
   const out = {};

@@ -444,8 +444,12 @@ fn change(
         // After a prompt the user answered a question about a CLI: which
         // process reads the answer is no news to them.
         Err(ClientError::Unreachable { .. }) if prompted => {}
-        Err(ClientError::Unreachable { .. }) => outln!(
+        Err(e @ ClientError::Unreachable { .. }) if telemetry_client::autostart::nothing_serves(e) => outln!(
             "no telemetryd is running: every CLI reads this decision from the file before it sends, and telemetryd applies it when it starts"
+        ),
+        Err(e @ ClientError::Unreachable { .. }) => outln!(
+            "telemetryd at {} could not be asked ({e}): every CLI reads this decision from the file before it sends, and telemetryd follows the file before it stores anything more",
+            socket.display()
         ),
         _ => {}
     }
