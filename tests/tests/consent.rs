@@ -890,6 +890,32 @@ fn a_change_made_while_the_daemon_is_down_is_applied_when_it_starts() {
     assert_eq!(daemon.client().status(T).unwrap().pending_events, 0);
 }
 
+/// A socket that cannot be reached for another reason than nothing
+/// serving it (a path through a file) is not said to be "no telemetryd
+/// running": the error is named, and the decision still stands.
+#[test]
+fn a_change_that_cannot_reach_the_socket_names_why() {
+    let env = DaemonEnv::new(Destination::Outbox);
+    let file = env.root().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let out = env
+        .command("telemetryctl")
+        .env("TELEMETRY_SOCKET", file.join("telemetryd.sock"))
+        .args(["consent", "cfdev", "off"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("Not a directory") && said.contains("every CLI reads this decision"),
+        "{said}"
+    );
+    assert!(!said.contains("no telemetryd is running"), "{said}");
+    assert!(std::fs::read_to_string(env.root().join("consent"))
+        .unwrap()
+        .contains("cfdev off"));
+}
+
 #[test]
 fn local_keeps_events_home_and_turning_on_later_does_not_upload_them() {
     let s3 = S3Server::start();

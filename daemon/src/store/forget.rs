@@ -147,7 +147,10 @@ impl Inner {
             "product = ?1 AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id IN ({kept_ids})
                  AND events.seq BETWEEN b.first_seq AND b.last_seq)"
         );
-        dedup::forget_ids(&tx, &not_kept, params![product]).map_err(err())?;
+        // Every id of the product, a kept marker's too (the daemon made it:
+        // no client resends it): by the events still here (an older
+        // build's rows have no product), then by product.
+        dedup::forget_ids(&tx, "product = ?1", params![product]).map_err(err())?;
         dedup::forget_product_ids(&tx, product).map_err(err())?;
         let purged = tx
             .execute(

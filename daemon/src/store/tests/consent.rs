@@ -64,6 +64,19 @@ fn purge_forget_and_off_forget_the_ids_of_what_they_delete() {
     }
 }
 
+/// Products `sent` and `never` on; `sent` sealed a batch (its event `id`)
+/// under its current ID, `never` did not.
+async fn one_of_two_sent(store: &Store, id: u128) {
+    for p in ["sent", "never"] {
+        store
+            .apply_consent(p, d(Mode::On), record(99, p), Announce::Installed)
+            .await
+            .unwrap();
+    }
+    store.insert(vec![record(id, "sent")]).await.unwrap();
+    store.seal(true).await.unwrap();
+}
+
 /// An off for a product no manifest describes is announced only if the
 /// product sealed a batch under its current ID (its vendor may know this
 /// machine): a product uninstalled after sending is still told, a name
@@ -73,14 +86,7 @@ fn an_off_without_a_manifest_is_announced_only_for_a_product_that_sent() {
     let f = Fixture::new();
     let (store, thread) = f.open(100);
     rt().block_on(async {
-        for p in ["sent", "never"] {
-            store
-                .apply_consent(p, d(Mode::On), record(99, p), Announce::Installed)
-                .await
-                .unwrap();
-        }
-        store.insert(vec![record(1, "sent")]).await.unwrap();
-        store.seal(true).await.unwrap();
+        one_of_two_sent(&store, 1).await;
         store.insert(vec![record(2, "never")]).await.unwrap();
         for (p, announced) in [("sent", true), ("never", false)] {
             let out = store
@@ -117,14 +123,7 @@ fn forget_forgets_the_ids_of_uploaded_events_too_and_marks_only_a_product_that_s
     drop(conn);
     let (store, thread) = f.open(100);
     rt().block_on(async {
-        for p in ["sent", "never"] {
-            store
-                .apply_consent(p, d(Mode::On), record(90, p), Announce::Installed)
-                .await
-                .unwrap();
-        }
-        store.insert(vec![record(4, "sent")]).await.unwrap();
-        store.seal(true).await.unwrap();
+        one_of_two_sent(&store, 4).await;
         for (p, marked) in [("a", false), ("sent", true), ("never", false)] {
             let out = store
                 .forget(

@@ -447,9 +447,9 @@ fn change(
         Err(e @ ClientError::Unreachable { .. }) if telemetry_client::autostart::nothing_serves(e) => outln!(
             "no telemetryd is running: every CLI reads this decision from the file before it sends, and telemetryd applies it when it starts"
         ),
+        // Its message names the socket and what went wrong.
         Err(e @ ClientError::Unreachable { .. }) => outln!(
-            "telemetryd at {} could not be asked ({e}): every CLI reads this decision from the file before it sends, and telemetryd follows the file before it stores anything more",
-            socket.display()
+            "{e}; every CLI reads this decision from the file before it sends, and telemetryd follows the file before it stores anything more"
         ),
         _ => {}
     }
@@ -666,15 +666,18 @@ fn configured_catalog_dir() -> Result<Option<std::path::PathBuf>, ()> {
 /// misspelt `off` was recorded in silence while the product meant stayed
 /// on. `None` when nobody can tell from here.
 fn unknown_on_path(product: &str) -> Option<String> {
-    if product == "cfdev" || manifest_file_on_path(product).is_some() {
+    if product == "cfdev" {
         return None;
     }
     let mut dirs = manifest_dirs();
     match configured_catalog_dir() {
-        Ok(Some(dir)) if dir.join(format!("{product}.toml")).exists() => return None,
         Ok(Some(dir)) => dirs.insert(0, dir),
         Ok(None) => {}
         Err(()) => return None,
+    }
+    let file = format!("{product}.toml");
+    if dirs.iter().any(|d| d.join(&file).exists()) {
+        return None;
     }
     let mut known: Vec<String> = dirs
         .iter()
